@@ -1,0 +1,9 @@
+"""lhcml: machine learning for collider physics.
+
+Stages (one subpackage each): ``sim`` (open simulation) -> ``data`` (flat HDF5, preprocessing)
+-> ``models``/``train`` -> ``metrics``/``plots`` -> ``export``.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

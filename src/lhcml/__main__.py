@@ -1,0 +1,3 @@
+from lhcml.cli import app
+
+app()

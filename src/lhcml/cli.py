@@ -1,0 +1,43 @@
+"""The ``lhcml`` command line: one subcommand per stage.
+
+Each stage module defines ``register(app)`` adding its commands; the command bodies call one
+plain function (the same one tests and notebooks call) and import heavy packages lazily, so
+``lhcml --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="lhcml",
+    help=(
+        "lhcml: machine learning for collider physics.\n\n"
+        "simulate -> (convert) -> preprocess -> train -> predict -> evaluate/report -> export"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def version() -> None:
+    """Print the lhcml version."""
+    from lhcml import __version__
+
+    typer.echo(__version__)
+
+
+# Stage command modules (explicit imports; add one line per stage).
+from lhcml.data import cli as _data_cli  # noqa: E402
+
+_data_cli.register(app)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

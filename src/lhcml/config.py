@@ -1,0 +1,123 @@
+"""Typed configuration: a strict pydantic base class and YAML loading with clear errors.
+
+Per-stage schemas live next to the stage that uses them (``train/config.py``, ...); they all
+derive from :class:`StrictModel`, so an unknown key fails on load with a suggestion::
+
+    ConfigError: unknown key 'lr_sheduler' in train.yaml (did you mean 'lr_scheduler'?)
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from lhcml.errors import ConfigError
+
+M = TypeVar("M", bound="StrictModel")
+
+
+class StrictModel(BaseModel):
+    """Base class for all configs: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def _suggest(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(sorted(choices))})"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """Follow a validation-error location into nested models to find the model owning a key."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        ann = fields[part].annotation
+        current = None
+        for cand in (ann, *getattr(ann, "__args__", ())):
+            for sub in (cand, *getattr(cand, "__args__", ())):
+                if isinstance(sub, type) and issubclass(sub, BaseModel):
+                    current = sub
+                    break
+            if current is not None:
+                break
+    return current if isinstance(current, type) else None
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
+    """Turn a pydantic error into one readable message naming the key and the file."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc)
+        if e["type"] == "extra_forbidden":
+            owner = _model_at(model, loc)
+            choices = list(owner.model_fields) if owner is not None else []
+            lines.append(f"unknown key '{key}' in {source}{_suggest(str(loc[-1]), choices)}")
+        elif e["type"] == "missing":
+            lines.append(f"missing required key '{key}' in {source}")
+        else:
+            lines.append(f"bad value for '{key}' in {source}: {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(lines)
+
+
+def validate_config(model: type[M], data: dict[str, Any], source: str = "config") -> M:
+    """Validate a dictionary against ``model``; raise :class:`ConfigError` with a clear message."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must be a mapping of keys to values, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, model, source)) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load``; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must contain a mapping at top level, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``delta`` into a copy of ``base`` (delta wins)."""
+    out = dict(base)
+    for k, v in delta.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(model: type[M], path: str | Path) -> M:
+    """Load a YAML config, resolving an optional ``base: other.yaml`` key (relative to the file).
+
+    Experiment configs hold only the deltas from their base.
+    """
+    path = Path(path)
+    data = read_yaml(path)
+    seen = {path.resolve()}
+    while "base" in data:
+        base_path = (path.parent / str(data.pop("base"))).resolve()
+        if base_path in seen:
+            raise ConfigError(f"circular 'base' reference in {path}")
+        seen.add(base_path)
+        data = deep_merge(read_yaml(base_path), data)
+    return validate_config(model, data, source=path.name)

@@ -1,0 +1,1 @@
+"""The flat-dataset layer: HDF5 layout, reader/writer, schema checks, mock files, conversion."""

@@ -1,0 +1,160 @@
+"""The on-disk contract of lhcml flat files (DESIGN §2), shared by every stage.
+
+One file holds several top-level datasets, each a structured array with the same first
+dimension: ``jets`` (1-D), ``tracks`` (``(n_jets, 40)``), ``flow`` (``(n_jets, N)``
+constituents of large-R jets), ``photons`` and image datasets for calorimeter objects.
+Field names follow ATLAS's training-dataset-dumper, so files from real ATLAS workflows and
+lhcml files are interchangeable. Padded objects carry ``valid`` (True = real object).
+
+Units: MeV for energies and momenta, mm for lengths, radians for angles. Writers store them in
+the file attributes (:data:`FILE_ATTRS`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: file-level attributes written by lhcml
+FILE_ATTRS = {"energy_unit": "MeV", "length_unit": "mm", "angle_unit": "rad", "producer": "lhcml"}
+
+#: default number of track slots per jet
+N_TRACKS = 40
+#: default number of constituent slots per large-R jet
+N_FLOW = 200
+
+#: ATLAS ftagTruthOriginLabel values
+TRUTH_ORIGIN = {
+    "pileup": 0,
+    "fake": 1,
+    "primary": 2,
+    "fromB": 3,
+    "fromBC": 4,
+    "fromC": 5,
+    "fromTau": 6,
+    "otherSecondary": 7,
+}
+
+#: HadronConeExclTruthLabelID values
+FLAVOUR_LABEL = {"light": 0, "c": 4, "b": 5, "tau": 15}
+
+# --- small-R (anti-kt 0.4) jets -------------------------------------------------------------
+JET_FIELDS: list[tuple[str, str]] = [
+    ("pt", "f4"),  # MeV
+    ("eta", "f4"),
+    ("phi", "f4"),
+    ("mass", "f4"),  # MeV
+    ("energy", "f4"),  # MeV
+    ("HadronConeExclTruthLabelID", "i1"),  # 5 b, 4 c, 15 tau, 0 light
+    ("HadronConeExclExtendedTruthLabelID", "i1"),  # 55 bb, 54 bc, 5 b, 44 cc, 4 c, 15 tau, 0 light
+    ("HadronConeExclTruthLabelPt", "f4"),  # MeV, pT of the labelling hadron (NaN for light)
+    ("HadronConeExclTruthLabelLxy", "f4"),  # mm, transverse decay length of the labelling hadron
+    ("HadronConeExclTruthLabelDR", "f4"),  # ΔR(hadron, jet)
+    ("PartonTruthLabelID", "i1"),  # pdg id of the highest-energy parton within ΔR<0.3 (21 gluon)
+    ("n_tracks", "i2"),  # associated tracks (before the 40-slot cap)
+    ("n_truth_pileup_tracks", "i2"),
+    ("eventNumber", "i8"),
+    ("runNumber", "i4"),
+    ("mcEventWeight", "f4"),
+    ("averageInteractionsPerCrossing", "f4"),
+    ("primaryVertexZ", "f4"),  # mm, reconstructed hard-scatter vertex z
+    ("truthPrimaryVertexZ", "f4"),  # mm
+    ("jetPtRank", "i2"),
+]
+
+# --- tracks associated to small-R jets ------------------------------------------------------
+TRACK_FIELDS: list[tuple[str, str]] = [
+    ("pt", "f4"),  # MeV
+    ("eta", "f4"),
+    ("phi", "f4"),
+    ("qOverP", "f4"),  # 1/MeV
+    ("deta", "f4"),  # track - jet
+    ("dphi", "f4"),
+    ("dr", "f4"),
+    ("ptfrac", "f4"),  # track pT / jet pT
+    ("d0", "f4"),  # mm, w.r.t. beam line
+    ("z0SinTheta", "f4"),  # mm, w.r.t. the primary vertex
+    ("d0Uncertainty", "f4"),
+    ("z0SinThetaUncertainty", "f4"),
+    ("phiUncertainty", "f4"),
+    ("thetaUncertainty", "f4"),
+    ("qOverPUncertainty", "f4"),
+    ("IP3D_signed_d0_significance", "f4"),  # lifetime-signed w.r.t. the jet axis
+    ("IP3D_signed_z0_significance", "f4"),
+    ("numberOfInnermostPixelLayerHits", "u1"),
+    ("numberOfNextToInnermostPixelLayerHits", "u1"),
+    ("numberOfInnermostPixelLayerSharedHits", "u1"),
+    ("numberOfInnermostPixelLayerSplitHits", "u1"),
+    ("numberOfPixelHits", "u1"),
+    ("numberOfPixelHoles", "u1"),
+    ("numberOfPixelSharedHits", "u1"),
+    ("numberOfPixelSplitHits", "u1"),
+    ("numberOfSCTHits", "u1"),
+    ("numberOfSCTHoles", "u1"),
+    ("numberOfSCTSharedHits", "u1"),
+    ("leptonID", "i1"),  # 0 none, ±11 electron, ±13 muon (sign = charge)
+    ("ftagTruthOriginLabel", "i1"),  # TRUTH_ORIGIN
+    ("ftagTruthVertexIndex", "i1"),  # 0 = primary vertex, >0 secondary vertices in the jet, -1 none
+    ("ftagTruthTypeLabel", "i1"),  # signed particle type (see sim/labels.py)
+    ("truthPdgId", "i4"),  # pdg id of the truth particle (0 for fakes)
+    ("truthParentPdgId", "i4"),  # pdg id of its parent (e.g. 310 for K0S daughters)
+    ("truthProductionRadius", "f4"),  # mm
+    ("valid", "?"),
+]
+
+# --- large-R jets (boosted samples) ---------------------------------------------------------
+LARGE_R_JET_FIELDS: list[tuple[str, str]] = [
+    ("pt", "f4"),
+    ("eta", "f4"),
+    ("phi", "f4"),
+    ("mass", "f4"),
+    ("energy", "f4"),
+    ("R10TruthLabel", "i1"),  # see labels.yaml: 0 qcd, 1 top, 2 W, 3 Z, 4 Hbb
+    ("truthPt", "f4"),  # MeV, pT of the matched t/W/Z/H (NaN if unmatched)
+    ("truthMass", "f4"),
+    ("n_constituents", "i2"),
+    ("eventNumber", "i8"),
+    ("mcEventWeight", "f4"),
+    ("averageInteractionsPerCrossing", "f4"),
+]
+
+# --- constituents of large-R jets -----------------------------------------------------------
+FLOW_FIELDS: list[tuple[str, str]] = [
+    ("pt", "f4"),
+    ("eta", "f4"),
+    ("phi", "f4"),
+    ("energy", "f4"),
+    ("deta", "f4"),
+    ("dphi", "f4"),
+    ("charge", "i1"),
+    ("isPhoton", "?"),
+    ("isNeutralHadron", "?"),
+    ("isChargedHadron", "?"),
+    ("isElectron", "?"),
+    ("isMuon", "?"),
+    ("d0", "f4"),  # charged only; 0 otherwise
+    ("z0SinTheta", "f4"),
+    ("d0Uncertainty", "f4"),
+    ("z0SinThetaUncertainty", "f4"),
+    ("valid", "?"),
+]
+
+#: per-event table
+EVENT_FIELDS: list[tuple[str, str]] = [
+    ("eventNumber", "i8"),
+    ("mcEventWeight", "f4"),
+    ("averageInteractionsPerCrossing", "f4"),
+    ("actualInteractionsPerCrossing", "i2"),
+    ("truthPrimaryVertexZ", "f4"),
+    ("n_jets", "i2"),
+]
+
+JET_DTYPE = np.dtype(JET_FIELDS)
+TRACK_DTYPE = np.dtype(TRACK_FIELDS)
+LARGE_R_JET_DTYPE = np.dtype(LARGE_R_JET_FIELDS)
+FLOW_DTYPE = np.dtype(FLOW_FIELDS)
+EVENT_DTYPE = np.dtype(EVENT_FIELDS)
+
+
+def empty(dtype: np.dtype, shape: int | tuple[int, ...]) -> np.ndarray:
+    """A structured array of ``shape`` with floats NaN-free zeros and ``valid`` False."""
+    return np.zeros(shape, dtype=dtype)
