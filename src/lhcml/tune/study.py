@@ -1,0 +1,311 @@
+"""The tuning engine: studies, worker processes, Dask execution and fault handling.
+
+Execution model (no scheduler of our own): every worker (a local process or a Dask task) runs
+Optuna's own ``study.optimize`` loop against the shared storage until the study has
+``n_trials`` finished trials. A worker killed mid-trial leaves a RUNNING trial behind; it is
+detected (dead process on this host, or a missing heartbeat) and marked FAIL, and its
+parameters are re-queued, so the study stays consistent and carries on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from lhcml.tune.space import SearchSpace
+from lhcml.tune.storage import GRACE_PERIOD, HEARTBEAT_INTERVAL, is_journal, make_storage
+
+_HOST = socket.gethostname()
+#: how often a failed trial is re-queued before it is given up
+MAX_RETRY = 2
+
+
+def make_sampler(space: SearchSpace, worker_index: int = 0):
+    """The Optuna sampler named in the space, seeded per worker (different workers, different draws)."""
+    import optuna
+
+    seed = space.seed + 1000 * worker_index
+    if space.sampler == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    if space.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if space.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if space.multi_objective:
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, space.n_trials // 3)))
+
+
+def make_pruner(space: SearchSpace):
+    """The Optuna pruner named in the space (median, ASHA = successive halving, Hyperband)."""
+    import optuna
+
+    if space.pruner == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=space.n_startup_trials, n_warmup_steps=space.n_warmup_steps
+        )
+    if space.pruner == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, space.n_warmup_steps))
+    if space.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, space.n_warmup_steps))
+    return optuna.pruners.NopPruner()
+
+
+def create_or_load_study(space: SearchSpace, storage_url: str, worker_index: int = 0):
+    """Create the study (or load it to resume/extend); the space is recorded in its attributes."""
+    import optuna
+
+    storage = make_storage(storage_url)
+    kwargs: dict[str, Any] = {
+        "study_name": space.study_name,
+        "storage": storage,
+        "sampler": make_sampler(space, worker_index),
+        "pruner": make_pruner(space),
+        "load_if_exists": True,
+    }
+    if space.multi_objective:
+        kwargs["directions"] = space.directions
+    else:
+        kwargs["direction"] = space.directions[0]
+    study = optuna.create_study(**kwargs)
+    if "lhcml_space" not in study.user_attrs:
+        study.set_user_attr("lhcml_space", space.model_dump(mode="json"))
+        study.set_user_attr("lhcml_seed", space.seed)
+        study.set_metric_names([o.metric for o in space.objectives])
+    return study
+
+
+def n_finished(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_stale_trials(study, grace_period: float = GRACE_PERIOD, dead_pids: set[int] | None = None) -> list[int]:
+    """Mark RUNNING trials whose worker is gone as FAIL and re-queue their parameters.
+
+    A worker is gone if its process on this host no longer exists (or is in ``dead_pids``), or if
+    its last heartbeat is older than ``grace_period`` seconds. Returns the failed trial numbers.
+    Safe to call from several workers at once: only the caller that wins the state change re-queues.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    now = time.time()
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        host, pid = t.user_attrs.get("lhcml_host"), t.user_attrs.get("lhcml_pid")
+        beat = t.user_attrs.get("lhcml_heartbeat", t.datetime_start.timestamp() if t.datetime_start else now)
+        gone = False
+        if pid is not None and host == _HOST and (not _pid_alive(int(pid)) or int(pid) in (dead_pids or set())):
+            gone = True
+        elif now - float(beat) > grace_period:
+            gone = True
+        if not gone:
+            continue
+        try:
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except (UpdateFinishedTrialError, RuntimeError):
+            continue
+        failed.append(t.number)
+        retries = int(t.user_attrs.get("lhcml_retry", 0))
+        if retries < MAX_RETRY and t.params:
+            study.enqueue_trial(
+                t.params, user_attrs={"lhcml_retry": retries + 1, "lhcml_retry_of": t.number},
+                skip_if_exists=False,
+            )
+    return failed
+
+
+class _Heartbeat:
+    """Writes a timestamp into the running trial's attributes every ``interval`` seconds."""
+
+    def __init__(self, study, trial_id: int, interval: float):
+        self._storage, self._trial_id, self._interval = study._storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._storage.set_trial_user_attr(self._trial_id, "lhcml_heartbeat", time.time())
+            except Exception:  # trial finished meanwhile
+                return
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker needs; picklable, so it travels to processes and Dask tasks."""
+
+    space: dict[str, Any]
+    storage_url: str
+    objective: Any  # a picklable callable(trial) -> float | tuple[float, ...]
+    worker_index: int = 0
+    gpu: int | None = None
+    heartbeat_interval: float = HEARTBEAT_INTERVAL
+    grace_period: float = GRACE_PERIOD
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def run_worker(spec: WorkerSpec) -> int:
+    """Run trials until the study has ``n_trials`` finished ones. Returns trials run here."""
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    os.environ.update(spec.env)
+    if spec.gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(spec.gpu)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace.model_validate(spec.space)
+    study = create_or_load_study(space, spec.storage_url, spec.worker_index)
+    journal = is_journal(spec.storage_url)
+    ran = 0
+
+    def objective(trial):
+        nonlocal ran
+        ran += 1
+        trial.set_user_attr("lhcml_host", _HOST)
+        trial.set_user_attr("lhcml_pid", os.getpid())
+        trial.set_user_attr("lhcml_worker", spec.worker_index)
+        if journal:
+            trial.set_user_attr("lhcml_heartbeat", time.time())
+            with _Heartbeat(study, trial._trial_id, spec.heartbeat_interval):
+                return spec.objective(trial)
+        return spec.objective(trial)
+
+    def housekeeping(study, trial) -> None:
+        if journal:
+            fail_stale_trials(study, spec.grace_period)
+        n_fail = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+        if n_fail >= max(3, 2 * space.n_trials):
+            study.stop()  # the objective itself is broken: stop rather than loop forever
+
+    if journal:
+        fail_stale_trials(study, spec.grace_period)
+    if n_finished(study) < space.n_trials:
+        study.optimize(
+            objective,
+            callbacks=[MaxTrialsCallback(space.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED)), housekeeping],
+            catch=(Exception,),
+            gc_after_trial=True,
+        )
+    return ran
+
+
+def _detect_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:
+        return 0
+
+
+def run_study(
+    space: SearchSpace,
+    storage_url: str,
+    objective: Any,
+    workers: int = 1,
+    cluster: str | None = None,
+    progress: bool = True,
+    heartbeat_interval: float = HEARTBEAT_INTERVAL,
+    grace_period: float = GRACE_PERIOD,
+    max_restarts: int = 4,
+):
+    """Run a study to ``space.n_trials`` finished trials and return it.
+
+    ``workers`` local processes by default (one per GPU when GPUs are present and ``workers``
+    is not larger); ``cluster`` (``local:N``, ``tcp://scheduler:8786``, ``slurm``, ``htcondor``)
+    runs the same workers as Dask tasks. A local worker that dies is replaced and its trial
+    re-queued.
+    """
+    study = create_or_load_study(space, storage_url)  # create once, before workers race
+    n_gpu = _detect_gpus()
+    specs = [
+        WorkerSpec(
+            space=space.model_dump(mode="json"),
+            storage_url=storage_url,
+            objective=objective,
+            worker_index=i,
+            gpu=(i % n_gpu) if n_gpu else None,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+        )
+        for i in range(max(1, workers))
+    ]
+    if cluster:
+        _run_dask(specs, cluster)
+    elif len(specs) == 1 and not progress:
+        run_worker(specs[0])
+    else:
+        _run_local(specs, study, space, progress, max_restarts)
+    fail_stale_trials(study, grace_period=float("inf"))
+    return create_or_load_study(space, storage_url)
+
+
+def _run_local(specs: list[WorkerSpec], study, space: SearchSpace, progress: bool, max_restarts: int) -> None:
+    from tqdm import tqdm
+
+    ctx = mp.get_context("spawn")
+    procs = {}
+    for s in specs:
+        p = ctx.Process(target=run_worker, args=(s,), daemon=False)
+        p.start()
+        procs[s.worker_index] = (p, s)
+    restarts = 0
+    bar = tqdm(total=space.n_trials, desc=f"study {space.study_name}", unit="trial", disable=not progress)
+    try:
+        while procs:
+            time.sleep(0.5)
+            done = n_finished(study)
+            bar.n = min(done, space.n_trials)
+            bar.refresh()
+            for idx, (p, s) in list(procs.items()):
+                if p.is_alive():
+                    continue
+                p.join()
+                del procs[idx]
+                if p.exitcode != 0:
+                    # the worker was killed mid-trial: fail its trial now, re-queue, replace it
+                    fail_stale_trials(study, dead_pids={p.pid})
+                    if n_finished(study) < space.n_trials and restarts < max_restarts:
+                        restarts += 1
+                        q = mp.get_context("spawn").Process(target=run_worker, args=(s,))
+                        q.start()
+                        procs[idx] = (q, s)
+    finally:
+        bar.close()
+        for p, _ in procs.values():
+            p.terminate()
+
+
+def _run_dask(specs: list[WorkerSpec], cluster: str) -> None:
+    from lhcml.sim.cluster import make_client
+
+    with make_client(cluster) as client:
+        futures = [client.submit(run_worker, s, pure=False, retries=2, key=f"lhcml-tune-{s.worker_index}") for s in specs]
+        client.gather(futures)

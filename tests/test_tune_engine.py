@@ -1,0 +1,132 @@
+"""The tuning engine on analytic objectives: samplers, storage, resume, a worker killed mid-trial."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+from optuna.trial import TrialState  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tune_objectives import Quadratic, TwoObjectives  # noqa: E402
+
+from lhcml.errors import ConfigError  # noqa: E402
+from lhcml.tune.space import SearchSpace, apply_params, check_paths  # noqa: E402
+from lhcml.tune.storage import resolve_storage_url  # noqa: E402
+from lhcml.tune.study import create_or_load_study, n_finished, run_study  # noqa: E402
+
+
+def _space(**kw):
+    base = {
+        "study_name": "quad",
+        "n_trials": 12,
+        "sampler": "tpe",
+        "pruner": "none",
+        "seed": 3,
+        "parameters": {"x": {"type": "float", "low": -5, "high": 5}, "y": {"type": "float", "low": -5, "high": 5}},
+    }
+    base.update(kw)
+    return SearchSpace.model_validate(base)
+
+
+def test_tpe_beats_first_random_trials_and_resumes(tmp_path):
+    space = _space()
+    url = resolve_storage_url(None, tmp_path)
+    study = run_study(space, url, Quadratic(), workers=1, progress=False)
+    assert n_finished(study) == 12
+    values = [t.value for t in study.trials if t.state == TrialState.COMPLETE]
+    assert study.best_value <= min(values[:3])
+    assert study.user_attrs["lhcml_seed"] == 3
+    # extend the same study: it resumes from the journal and adds trials
+    study2 = run_study(_space(n_trials=15), url, Quadratic(), workers=1, progress=False)
+    assert n_finished(study2) == 15
+    assert study2.best_value <= study.best_value
+
+
+def test_grid_sampler_visits_every_point(tmp_path):
+    space = _space(
+        sampler="grid",
+        n_trials=6,
+        parameters={
+            "x": {"type": "categorical", "choices": [0, 2, 4]},
+            "y": {"type": "float", "low": -1, "high": 0, "step": 1},
+        },
+    )
+    study = run_study(space, resolve_storage_url(None, tmp_path), Quadratic(), progress=False)
+    seen = {(t.params["x"], t.params["y"]) for t in study.trials}
+    assert seen == {(x, y) for x in (0, 2, 4) for y in (-1.0, 0.0)}
+    assert study.best_params == {"x": 2, "y": -1.0}
+
+
+def test_multi_objective_pareto_front(tmp_path):
+    space = _space(
+        sampler="nsga2",
+        n_trials=10,
+        objectives=[{"metric": "a", "direction": "minimize"}, {"metric": "b", "direction": "minimize"}],
+        parameters={"x": {"type": "float", "low": -1, "high": 3}},
+    )
+    study = run_study(space, resolve_storage_url(None, tmp_path), TwoObjectives(), progress=False)
+    front = study.best_trials
+    assert front
+    # every Pareto-optimal x lies in [0, 2], where the two objectives conflict
+    assert all(-1e-9 <= t.params["x"] <= 2 + 1e-9 for t in front)
+
+
+def test_two_workers_share_a_journal_and_a_killed_worker_is_recovered(tmp_path):
+    space = _space(n_trials=6, study_name="kill")
+    url = resolve_storage_url(None, tmp_path)
+    flag = tmp_path / "died"
+
+    def killer():
+        deadline = time.time() + 60
+        while not flag.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        os.kill(int(flag.read_text()), signal.SIGKILL)
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    study = run_study(space, url, Quadratic(sleep=0.05, die_flag=str(flag)), workers=2, progress=False)
+    th.join(timeout=5)
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1
+    # the failed trial's parameters were re-queued and completed by a worker
+    retried = [t for t in study.trials if t.user_attrs.get("lhcml_retry_of") == failed[0].number]
+    assert retried and retried[0].state == TrialState.COMPLETE
+    assert retried[0].params == failed[0].params
+    # parallel workers may each start one last trial when the target is nearly reached
+    assert 6 <= n_finished(study) <= 7
+    assert {t.user_attrs["lhcml_worker"] for t in study.trials} == {0, 1}
+
+
+def test_space_errors_and_param_paths():
+    with pytest.raises(ConfigError, match="did you mean 'optimizer'"):
+        check_paths(_space(parameters={"optimiser.lr": {"type": "float", "low": 1e-4, "high": 1e-2}}), {"optimizer": {"lr": 1e-3}})
+    cfg = {"optimizer": {"lr": 1e-3}, "model": {"hidden": [1]}}
+    new = apply_params(cfg, {"optimizer.lr": 0.1, "model.hidden": [4, 4]})
+    assert new["optimizer"]["lr"] == 0.1 and cfg["optimizer"]["lr"] == 1e-3
+    with pytest.raises(ValueError, match="low"):
+        SearchSpace.model_validate({"parameters": {"a": {"type": "float", "high": 1}}})
+    with pytest.raises(ValueError, match="grid"):
+        SearchSpace.model_validate({"sampler": "grid", "parameters": {"a": {"type": "float", "low": 0, "high": 1}}})
+    with pytest.raises(ConfigError, match="unknown storage"):
+        resolve_storage_url("redis://x", ".")
+
+
+def test_median_pruner_prunes_bad_trials(tmp_path):
+    space = _space(pruner="median", n_trials=15, n_startup_trials=3, n_warmup_steps=0)
+    study = run_study(space, resolve_storage_url(None, tmp_path), Quadratic(steps=4), progress=False)
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, "the median pruner should stop trials worse than the median"
+    done = [t.value for t in study.trials if t.state == TrialState.COMPLETE]
+    # pruned trials were worse, at their last report, than the best completed trial
+    assert all(max(t.intermediate_values.values()) > min(done) for t in pruned)
