@@ -158,3 +158,25 @@ EVENT_DTYPE = np.dtype(EVENT_FIELDS)
 def empty(dtype: np.dtype, shape: int | tuple[int, ...]) -> np.ndarray:
     """A structured array of ``shape`` with floats NaN-free zeros and ``valid`` False."""
     return np.zeros(shape, dtype=dtype)
+
+#: dataset names whose first dimension counts events, not jets (exempt from the shared
+#: first-dimension rule that holds for the per-jet datasets ``jets``, ``tracks``, ``flow``, ...)
+PER_EVENT_DATASETS = ("events",)
+
+_MEV = (
+    "pt", "mass", "energy", "HadronConeExclTruthLabelPt", "truthPt", "truthMass",
+)  # fmt: skip
+_MM = (
+    "d0", "z0SinTheta", "d0Uncertainty", "z0SinThetaUncertainty", "HadronConeExclTruthLabelLxy",
+    "primaryVertexZ", "truthPrimaryVertexZ", "truthProductionRadius",
+)  # fmt: skip
+_RAD = ("phi", "dphi", "phiUncertainty", "thetaUncertainty")
+
+#: unit of each dimensioned field (fields not listed are dimensionless)
+FIELD_UNITS: dict[str, str] = {
+    **{f: "MeV" for f in _MEV},
+    **{f: "mm" for f in _MM},
+    **{f: "rad" for f in _RAD},
+    "qOverP": "1/MeV",
+    "qOverPUncertainty": "1/MeV",
+}
