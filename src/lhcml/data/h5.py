@@ -357,16 +357,26 @@ class H5Reader:
         """Fields to read per dataset: the requested ones plus the jets' cut variables."""
         dsets = datasets(f)
         if variables is None:
-            variables = {k: None for k in dsets if k not in schema.PER_EVENT_DATASETS}
+            per_event = self.jets_name in schema.PER_EVENT_DATASETS
+            variables = {
+                k: None
+                for k in dsets
+                if (k == self.jets_name) or (not per_event and k not in schema.PER_EVENT_DATASETS)
+            }
         plan = {}
         for name, vs in variables.items():
-            if name in schema.PER_EVENT_DATASETS:
+            if name in schema.PER_EVENT_DATASETS and name != self.jets_name:
                 raise SchemaError(
                     f"'{name}' has one row per event, not per jet, and cannot be streamed with "
                     f"'{self.jets_name}'; read it with h5py or H5Reader(..., jets_name='{name}')"
                 )
             plan[name] = list(dsets[name].dtype.names) if vs is None else list(vs)
         if cuts:
+            if self.jets_name not in dsets:
+                raise SchemaError(
+                    f"{f.filename} has no dataset '{self.jets_name}' to apply cuts to"
+                )
+            cuts(np.empty(0, dtype=dsets[self.jets_name].dtype))  # unknown variable: clear error
             jets = plan.setdefault(self.jets_name, [])
             plan[self.jets_name] = jets + [v for v in cuts.variables if v not in jets]
         return plan
@@ -409,8 +419,7 @@ class H5Reader:
                     {k: list(v) for k, v in plan.items()}
                     if variables is None
                     else {
-                        k: (list(plan[k]) if v is None else list(v))
-                        for k, v in variables.items()
+                        k: (list(plan[k]) if v is None else list(v)) for k, v in variables.items()
                     }
                 )
                 if variables is None and cuts:
@@ -422,9 +431,7 @@ class H5Reader:
                     if cuts:
                         mask = cuts(batch[self.jets_name])
                         batch = {k: v[mask] for k, v in batch.items()}
-                    out = {
-                        k: _select(batch[k], requested[k]) for k in requested
-                    }
+                    out = {k: _select(batch[k], requested[k]) for k in requested}
                     m = len(out[next(iter(out))]) if out else 0
                     if m > remaining:
                         out = {k: v[: int(remaining)] for k, v in out.items()}
@@ -449,9 +456,11 @@ class H5Reader:
             with self._open(self.files[0]) as f:
                 plan = self._plan(f, variables, Cuts.from_list(cuts))
                 dsets = datasets(f)
-                names = plan if variables is None else {
-                    k: plan[k] if v is None else list(v) for k, v in variables.items()
-                }
+                names = (
+                    plan
+                    if variables is None
+                    else {k: plan[k] if v is None else list(v) for k, v in variables.items()}
+                )
                 return {
                     k: np.empty((0, *dsets[k].shape[1:]), dtype=[(n, dsets[k].dtype[n]) for n in v])
                     for k, v in names.items()
@@ -524,7 +533,9 @@ class H5Reader:
                                 for k, v in variables.items()
                             }
                         out.append(batch)
-                        got += len(batch[self.jets_name if self.jets_name in batch else next(iter(batch))])
+                        got += len(
+                            batch[self.jets_name if self.jets_name in batch else next(iter(batch))]
+                        )
         if not out:
             return self.read(variables, cuts, num_jets=0)
         cat = {k: np.concatenate([p[k] for p in out]) for k in out[0]}
