@@ -1,0 +1,1 @@
+"""Per-application glue: flavour tagging (``ftag``), boosted tagging, photons, ..."""
