@@ -541,3 +541,34 @@ class H5Reader:
         cat = {k: np.concatenate([p[k] for p in out]) for k in out[0]}
         keep = np.sort(rng.permutation(len(cat[next(iter(cat))]))[:n])
         return {k: v[keep] for k, v in cat.items()}
+
+
+def describe(path: str | Path, values: bool = False) -> str:
+    """A human-readable summary of a flat file: attributes, datasets, fields, dtypes, units, n.
+
+    With ``values``, also the mean and range of each numeric field (of ``valid`` objects).
+    """
+    lines = [str(path)]
+    with open_h5(path) as f:
+        for k, v in f.attrs.items():
+            lines.append(f"  @{k} = {v.decode() if isinstance(v, bytes) else v}")
+        for name, d in datasets(f).items():
+            units = json.loads(d.attrs["units"]) if "units" in d.attrs else {}
+            extra = " (per event)" if name in schema.PER_EVENT_DATASETS else ""
+            lines.append(f"  {name}: shape {d.shape}{extra}, {d.compression or 'uncompressed'}")
+            names = d.dtype.names or ()
+            block = d[: min(d.shape[0], 10_000)] if values and names else None
+            valid = block["valid"] if block is not None and "valid" in names else None
+            for field in names:
+                unit = units.get(field, schema.FIELD_UNITS.get(field, "")) if units else ""
+                row = f"    {field:<40s} {str(d.dtype[field]):<8s} {unit:<6s}"
+                if block is not None and d.dtype[field].kind in "fiub":
+                    x = block[field] if valid is None else block[field][valid]
+                    x = x.astype(np.float64)
+                    if x.size:
+                        row += f" mean {np.nanmean(x):.4g} [{np.nanmin(x):.4g}, {np.nanmax(x):.4g}]"
+                lines.append(row.rstrip())
+        for k, grp in f.items():
+            if isinstance(grp, h5py.Group):
+                lines.append(f"  {k}/ (group, metadata)")
+    return "\n".join(lines)
