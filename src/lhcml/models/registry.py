@@ -25,6 +25,8 @@ _MODELS: dict[str, type] = {}
 # Modules that hold registered architectures: a fixed list in the package, not from configs.
 _ARCHITECTURE_MODULES = (
     "lhcml.models.ftag",
+    "lhcml.models.constituents",
+    "lhcml.models.images",
 )
 
 

@@ -1,0 +1,538 @@
+"""Jet-constituent taggers for boosted-object and quark/gluon tagging.
+
+All take the ``flow`` input group (``(B, N, F)`` raw constituent variables) and its mask
+``flow_valid`` (True = real constituent), are multi-class, are exactly invariant to the values
+stored in padded slots and (up to floating-point summation order) to the order of the
+constituents, and export to ONNX with a dynamic constituent axis.
+
+* ``pfn`` / ``efn`` — Particle / Energy Flow Networks (Komiske, Metodiev, Thaler,
+  JHEP 01 (2019) 121): ``F(Σ_i Φ(p_i))`` and the IRC-safe ``F(Σ_i z_i Φ(Δη_i, Δφ_i))`` with
+  ``z_i = pT_i / Σ_j pT_j``; Φ (100, 100, 256), F (100, 100, 100) as published.
+* ``particlenet`` — ParticleNet (Qu, Gouskos, PRD 101 (2020) 056019): three EdgeConv blocks
+  with k = 16 nearest neighbours, channels (64,64,64), (128,128,128), (256,256,256) and a
+  shortcut, neighbours found in (Δη, Δφ) for the first block and in the learned feature space
+  after (dynamic graph); global average pooling, FC 256 + ReLU + dropout 0.1. Padded
+  constituents are never neighbours (their distances are +inf; neighbour slots beyond the real
+  constituents are dropped from the mean).
+* ``part`` — Particle Transformer (Qu, Li, Qian, ICML 2022): particle embedding MLP
+  (128, 512, 128), pairwise interaction features ``ln Δ, ln kT, ln z, ln m²`` embedded by a
+  pointwise convolution (64, 64, 64 → n_heads) and added to the attention logits of 8 particle
+  attention blocks, then 2 class-attention blocks with a class token; NormFormer-style blocks.
+* ``lola`` — LoLa with the CoLa combination layer (Butter, Kasieczka, Plehn, Russell,
+  SciPost Phys. 5 (2018) 028): the leading-``n_constituents`` four-vectors (sorted by pT inside
+  the model, so the network is invariant to the input order) are combined by
+  ``C = [1_N | 1 | trainable]`` and the Lorentz layer returns ``m², pT, E``, a trainable
+  energy sum and trainable Minkowski-distance sums/minimum per combined vector; FC layers after.
+
+Kinematic variables are found by name among ``data.inputs.flow`` through
+:meth:`configure_inputs` (``pt``, ``energy`` in MeV, ``deta``, ``dphi``; ``eta``/``phi`` used
+when present for four-vectors). The set models also receive the weaver-style derived
+features ``ln pT, ln E, ln(pT/ΣpT), ln(E/ΣE), ΔR`` computed inside the graph from raw inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from lhcml.errors import ConfigError
+from lhcml.models.base import JetClassificationHead, TaggerModel
+from lhcml.models.layers import MLP, masked_mean, masked_sum, zero_padded
+from lhcml.models.registry import register_model
+
+#: MeV per GeV (the flat files are in MeV; log features and pair features use GeV)
+_GEV = 1000.0
+_EPS = 1e-8
+_N_DERIVED = 5
+
+
+class ConstituentModel(TaggerModel):
+    """Base of the constituent taggers: resolves the kinematic variables by name."""
+
+    #: variables needed (by name) in the flow group
+    kinematic_variables: tuple[str, ...] = ("pt", "energy", "deta", "dphi")
+
+    def __init__(self, n_classes: int, input_dims: Mapping[str, int]) -> None:
+        super().__init__(n_classes, input_dims, required=("flow",))
+        self.kin: dict[str, int] = {}
+
+    def configure_inputs(self, variables: Mapping[str, Sequence[str]]) -> None:
+        super().configure_inputs(variables)
+        names = list(variables.get("flow", []))
+        missing = [v for v in self.kinematic_variables if v not in names]
+        if missing:
+            raise ConfigError(
+                f"model '{self.registry_name}' needs the constituent variables {missing} in "
+                f"data.inputs.flow (got {names})"
+            )
+        self.kin = {v: names.index(v) for v in ("pt", "energy", "deta", "dphi", "eta", "phi") if v in names}
+
+    def _raw(self, inputs: Mapping[str, Tensor], name: str) -> Tensor:
+        if not self.kin:
+            raise RuntimeError(
+                f"call configure_inputs(variables) before using '{self.registry_name}'"
+            )
+        x = inputs["flow"][..., self.kin[name]].float()
+        return torch.where(inputs["flow_valid"], x, torch.zeros_like(x))
+
+    def derived_features(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        """``ln pT, ln E`` [GeV], ``ln(pT/ΣpT), ln(E/ΣE), ΔR`` per constituent, 0 when padded."""
+        valid = inputs["flow_valid"]
+        pt = self._raw(inputs, "pt").clamp(min=_EPS)
+        e = self._raw(inputs, "energy").clamp(min=_EPS)
+        deta, dphi = self._raw(inputs, "deta"), self._raw(inputs, "dphi")
+        spt = masked_sum(pt.unsqueeze(-1), valid).clamp(min=_EPS)
+        se = masked_sum(e.unsqueeze(-1), valid).clamp(min=_EPS)
+        feats = torch.stack(
+            [
+                torch.log(pt / _GEV),
+                torch.log(e / _GEV),
+                torch.log(pt / spt),
+                torch.log(e / se),
+                torch.sqrt(deta**2 + dphi**2 + _EPS),
+            ],
+            dim=-1,
+        )
+        return zero_padded(feats, valid)
+
+    def features(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        """Normalised flow variables concatenated with :meth:`derived_features`."""
+        x = self.normalise(inputs)["flow"]
+        return torch.cat([x, self.derived_features(inputs)], dim=-1)
+
+    @property
+    def n_features(self) -> int:
+        return self.input_dims["flow"] + _N_DERIVED
+
+
+@register_model("pfn")
+class PFN(ConstituentModel):
+    """Particle Flow Network ``F(Σ_i Φ(p_i))`` over the valid constituents.
+
+    Parameters
+    ----------
+    phi_sizes
+        Per-particle network Φ (the last size is the latent dimension ℓ).
+    f_sizes
+        Hidden sizes of F.
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        input_dims: Mapping[str, int],
+        phi_sizes: Sequence[int] = (100, 100, 256),
+        f_sizes: Sequence[int] = (100, 100, 100),
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(n_classes, input_dims)
+        phi_sizes = list(phi_sizes)
+        if not phi_sizes:
+            raise ConfigError(f"{self.registry_name} needs at least one Φ layer (model.phi_sizes)")
+        self.phi = MLP(self._phi_in(), phi_sizes[-1], hidden=phi_sizes[:-1], act=activation, final_act=True)
+        self.heads["jet_classification"] = JetClassificationHead(
+            phi_sizes[-1], n_classes, hidden=list(f_sizes), act=activation, dropout=dropout
+        )
+
+    def _phi_in(self) -> int:
+        return self.n_features
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        valid = inputs["flow_valid"]
+        latent = masked_sum(self.phi(self.features(inputs)), valid)
+        return {"logits": self.heads["jet_classification"](latent)}
+
+
+@register_model("efn")
+class EFN(PFN):
+    """Energy Flow Network ``F(Σ_i z_i Φ(Δη_i, Δφ_i))``, IRC safe (same sizes as PFN)."""
+
+    kinematic_variables = ("pt", "deta", "dphi")
+
+    def _phi_in(self) -> int:
+        return 2
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        valid = inputs["flow_valid"]
+        pt = self._raw(inputs, "pt")
+        z = pt / masked_sum(pt.unsqueeze(-1), valid).clamp(min=_EPS)
+        ang = torch.stack([self._raw(inputs, "deta"), self._raw(inputs, "dphi")], dim=-1)
+        latent = masked_sum(z.unsqueeze(-1) * self.phi(ang), valid)
+        return {"logits": self.heads["jet_classification"](latent)}
+
+
+# ---------------------------------------------------------------------------------------------
+# ParticleNet
+# ---------------------------------------------------------------------------------------------
+def knn_indices(coords: Tensor, valid: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Indices ``(B, N, k)`` of the ``k`` nearest valid neighbours (self excluded) and their mask.
+
+    Padded points and the point itself have infinite distance; ``k`` dummy columns of infinite
+    distance are appended so that ``topk`` works (also in ONNX) for any number of points, and
+    every neighbour slot that is not a real neighbour is flagged False in the mask.
+    """
+    b, n, _ = coords.shape
+    sq = (coords * coords).sum(-1)
+    d = sq.unsqueeze(2) + sq.unsqueeze(1) - 2.0 * coords @ coords.transpose(1, 2)  # squared
+    eye = torch.eye(n, dtype=torch.bool, device=coords.device).unsqueeze(0)
+    bad = eye | ~valid.unsqueeze(1)
+    d = torch.where(bad, torch.full_like(d, math.inf), d)
+    d = torch.cat([d, torch.full((b, n, k), math.inf, dtype=d.dtype, device=d.device)], dim=2)
+    dist, idx = torch.topk(d, k, dim=2, largest=False, sorted=True)
+    nbr_ok = torch.isfinite(dist) & valid.unsqueeze(-1)
+    idx = torch.where(nbr_ok, idx, torch.zeros_like(idx))
+    return idx, nbr_ok
+
+
+def _gather_neighbours(x: Tensor, idx: Tensor) -> Tensor:
+    """``x`` (B, N, C), ``idx`` (B, N, k) -> (B, N, k, C)."""
+    b, n, c = x.shape
+    k = idx.shape[-1]
+    flat = idx.reshape(b, n * k, 1).expand(-1, -1, c)
+    return torch.gather(x, 1, flat).reshape(b, n, k, c)
+
+
+class EdgeConvBlock(nn.Module):
+    """EdgeConv: ``x_i' = ReLU(shortcut(x_i) + mean_{j∈kNN(i)} h(x_i, x_j − x_i))``.
+
+    ``h`` is a stack of 1×1 convolutions with batch normalisation and ReLU, as in ParticleNet.
+    """
+
+    def __init__(self, k: int, in_dim: int, channels: Sequence[int]) -> None:
+        super().__init__()
+        self.k = k
+        layers: list[nn.Module] = []
+        dims = [2 * in_dim, *channels]
+        for a, c in zip(dims[:-1], dims[1:], strict=True):
+            layers += [nn.Conv2d(a, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+        self.edge = nn.Sequential(*layers)
+        self.shortcut = nn.Sequential(nn.Conv1d(in_dim, channels[-1], 1, bias=False), nn.BatchNorm1d(channels[-1]))
+        self.act = nn.ReLU()
+
+    def forward(self, coords: Tensor, x: Tensor, valid: Tensor) -> Tensor:
+        idx, ok = knn_indices(coords, valid, self.k)
+        nb = _gather_neighbours(x, idx)  # (B, N, k, C)
+        xi = x.unsqueeze(2).expand_as(nb)
+        e = torch.cat([xi, nb - xi], dim=-1).permute(0, 3, 1, 2)  # (B, 2C, N, k)
+        h = self.edge(e).permute(0, 2, 3, 1)  # (B, N, k, C')
+        h = torch.where(ok.unsqueeze(-1), h, torch.zeros_like(h))
+        agg = h.sum(dim=2) / ok.sum(dim=2, keepdim=True).clamp(min=1).to(h.dtype)
+        sc = self.shortcut(x.transpose(1, 2)).transpose(1, 2)
+        return zero_padded(self.act(sc + agg), valid)
+
+
+@register_model("particlenet")
+class ParticleNet(ConstituentModel):
+    """ParticleNet (EdgeConv with dynamic kNN graphs) over the valid constituents.
+
+    Parameters
+    ----------
+    k
+        Number of nearest neighbours (16 as published).
+    conv_params
+        Channels of the EdgeConv blocks (published: (64,64,64), (128,128,128), (256,256,256)).
+    fc_sizes, dropout
+        Fully connected layers after global average pooling (published: 256, dropout 0.1).
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        input_dims: Mapping[str, int],
+        k: int = 16,
+        conv_params: Sequence[Sequence[int]] = ((64, 64, 64), (128, 128, 128), (256, 256, 256)),
+        fc_sizes: Sequence[int] = (256,),
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__(n_classes, input_dims)
+        if k < 1 or not conv_params:
+            raise ConfigError("particlenet needs k >= 1 and at least one EdgeConv block")
+        self.input_bn = nn.BatchNorm1d(self.n_features)
+        blocks = []
+        in_dim = self.n_features
+        for ch in conv_params:
+            blocks.append(EdgeConvBlock(k, in_dim, list(ch)))
+            in_dim = list(ch)[-1]
+        self.blocks = nn.ModuleList(blocks)
+        self.heads["jet_classification"] = JetClassificationHead(
+            in_dim, n_classes, hidden=list(fc_sizes), act="relu", dropout=dropout
+        )
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        valid = inputs["flow_valid"]
+        x = self.features(inputs)
+        x = zero_padded(self.input_bn(x.transpose(1, 2)).transpose(1, 2), valid)
+        coords = torch.stack([self._raw(inputs, "deta"), self._raw(inputs, "dphi")], dim=-1)
+        for i, block in enumerate(self.blocks):
+            x = block(coords if i == 0 else x, x, valid)
+        return {"logits": self.heads["jet_classification"](masked_mean(x, valid))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Particle Transformer
+# ---------------------------------------------------------------------------------------------
+def four_vectors(pt: Tensor, eta: Tensor, phi: Tensor, energy: Tensor) -> Tensor:
+    """``(px, py, pz, E)`` (B, N, 4) from pT, η, φ, E."""
+    return torch.stack([pt * torch.cos(phi), pt * torch.sin(phi), pt * torch.sinh(eta), energy], dim=-1)
+
+
+def pair_features(pt: Tensor, eta: Tensor, phi: Tensor, energy: Tensor, valid: Tensor) -> Tensor:
+    """ParT interaction features ``(ln Δ, ln kT, ln z, ln m²)`` (B, 4, N, N); 0 on padded pairs.
+
+    ``Δ = sqrt(Δy² + Δφ²)`` (rapidity y), ``kT = min(pT_a, pT_b) Δ``, ``z = min(pT)/(pT_a + pT_b)``,
+    ``m² = (p_a + p_b)²``; momenta in GeV.
+    """
+    p4 = four_vectors(pt, eta, phi, energy)
+    pz, e = p4[..., 2], p4[..., 3]
+    rap = 0.5 * torch.log((e + pz).clamp(min=_EPS) / (e - pz).clamp(min=_EPS))
+    dphi = phi.unsqueeze(2) - phi.unsqueeze(1)
+    dphi = torch.remainder(dphi + math.pi, 2 * math.pi) - math.pi
+    drap = rap.unsqueeze(2) - rap.unsqueeze(1)
+    delta = torch.sqrt(drap**2 + dphi**2 + _EPS)
+    ptmin = torch.minimum(pt.unsqueeze(2), pt.unsqueeze(1))
+    kt = ptmin * delta
+    z = ptmin / (pt.unsqueeze(2) + pt.unsqueeze(1)).clamp(min=_EPS)
+    s = p4.unsqueeze(2) + p4.unsqueeze(1)
+    m2 = s[..., 3] ** 2 - s[..., 0] ** 2 - s[..., 1] ** 2 - s[..., 2] ** 2
+    feats = torch.stack(
+        [
+            torch.log(delta),
+            torch.log(kt.clamp(min=_EPS)),
+            torch.log(z.clamp(min=_EPS)),
+            torch.log(m2.clamp(min=_EPS)),
+        ],
+        dim=1,
+    )
+    pair_ok = (valid.unsqueeze(2) & valid.unsqueeze(1)).unsqueeze(1)
+    return torch.where(pair_ok, feats, torch.zeros_like(feats))
+
+
+class PairEmbed(nn.Module):
+    """Pointwise (1×1) convolutions with BN + GELU over the pair features -> (B, H, N, N)."""
+
+    def __init__(self, in_dim: int, dims: Sequence[int], n_heads: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.BatchNorm2d(in_dim)]
+        prev = in_dim
+        for d in dims:
+            layers += [nn.Conv2d(prev, d, 1), nn.BatchNorm2d(d), nn.GELU()]
+            prev = d
+        layers.append(nn.Conv2d(prev, n_heads, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, u: Tensor) -> Tensor:
+        return self.net(u)
+
+
+class ParTAttention(nn.Module):
+    """Multi-head attention with an additive bias ``U`` (B, H, Nq, Nk) and a key mask."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % n_heads:
+            raise ConfigError(f"part: embed dim {dim} is not divisible by num_heads={n_heads}")
+        self.h = n_heads
+        self.dh = dim // n_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, xq: Tensor, xkv: Tensor, key_valid: Tensor, bias: Tensor | None) -> Tensor:
+        b, nq, d = xq.shape
+        nk = xkv.shape[1]
+        q = self.q(xq).reshape(b, nq, self.h, self.dh).transpose(1, 2)
+        kv = self.kv(xkv).reshape(b, nk, 2, self.h, self.dh).permute(2, 0, 3, 1, 4)
+        scores = q @ kv[0].transpose(-2, -1) / math.sqrt(self.dh)
+        if bias is not None:
+            scores = scores + bias
+        mask = key_valid[:, None, None, :].expand_as(scores)
+        scores = torch.where(mask, scores, torch.full_like(scores, torch.finfo(scores.dtype).min))
+        w = torch.softmax(scores, dim=-1)
+        w = self.drop(torch.where(mask, w, torch.zeros_like(w)))
+        return self.out((w @ kv[1]).transpose(1, 2).reshape(b, nq, d))
+
+
+class ParTBlock(nn.Module):
+    """ParT (NormFormer-style) block: ``x += LN(MHA(LN x, U))``; ``x += W2 LN(GELU(W1 LN x))``."""
+
+    def __init__(self, dim: int, n_heads: int, ffn_ratio: int, dropout: float) -> None:
+        super().__init__()
+        self.pre_attn = nn.LayerNorm(dim)
+        self.attn = ParTAttention(dim, n_heads, dropout)
+        self.post_attn = nn.LayerNorm(dim)
+        self.pre_fc = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, dim * ffn_ratio)
+        self.act = nn.GELU()
+        self.post_fc = nn.LayerNorm(dim * ffn_ratio)
+        self.fc2 = nn.Linear(dim * ffn_ratio, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, x: Tensor, kv: Tensor | None, key_valid: Tensor, bias: Tensor | None
+    ) -> Tensor:
+        q = self.pre_attn(x)
+        k = q if kv is None else self.pre_attn(kv)
+        x = x + self.drop(self.post_attn(self.attn(q, k, key_valid, bias)))
+        y = self.fc2(self.drop(self.post_fc(self.act(self.fc1(self.pre_fc(x))))))
+        return x + self.drop(y)
+
+
+@register_model("part")
+class ParticleTransformer(ConstituentModel):
+    """Particle Transformer with pairwise interaction features as attention bias.
+
+    Parameters
+    ----------
+    embed_dims
+        Particle-embedding MLP (LayerNorm + Linear + GELU per layer); last = model width.
+    pair_embed_dims
+        Pointwise-conv sizes of the interaction embedding (output: ``num_heads`` channels).
+    num_heads, num_layers, num_cls_layers, ffn_ratio, dropout
+        As published: 8, 8, 2, 4, 0.1.
+    fc_sizes
+        Hidden sizes of the classifier after the class token (published: none).
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        input_dims: Mapping[str, int],
+        embed_dims: Sequence[int] = (128, 512, 128),
+        pair_embed_dims: Sequence[int] = (64, 64, 64),
+        num_heads: int = 8,
+        num_layers: int = 8,
+        num_cls_layers: int = 2,
+        ffn_ratio: int = 4,
+        dropout: float = 0.1,
+        fc_sizes: Sequence[int] = (),
+    ) -> None:
+        super().__init__(n_classes, input_dims)
+        embed_dims = list(embed_dims)
+        if not embed_dims:
+            raise ConfigError("part needs at least one embedding layer (model.embed_dims)")
+        layers: list[nn.Module] = []
+        prev = self.n_features
+        for d in embed_dims:
+            layers += [nn.LayerNorm(prev), nn.Linear(prev, d), nn.GELU()]
+            prev = d
+        self.embed = nn.Sequential(*layers)
+        dim = embed_dims[-1]
+        self.pair_embed = PairEmbed(4, list(pair_embed_dims), num_heads)
+        self.blocks = nn.ModuleList(ParTBlock(dim, num_heads, ffn_ratio, dropout) for _ in range(num_layers))
+        self.cls_blocks = nn.ModuleList(
+            ParTBlock(dim, num_heads, ffn_ratio, 0.0) for _ in range(num_cls_layers)
+        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.norm = nn.LayerNorm(dim)
+        self.heads["jet_classification"] = JetClassificationHead(dim, n_classes, hidden=list(fc_sizes), act="gelu")
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        valid = inputs["flow_valid"]
+        x = zero_padded(self.embed(self.features(inputs)), valid)
+        pt = self._raw(inputs, "pt") / _GEV
+        e = self._raw(inputs, "energy") / _GEV
+        if "eta" in self.kin and "phi" in self.kin:
+            eta, phi = self._raw(inputs, "eta"), self._raw(inputs, "phi")
+        else:
+            eta, phi = self._raw(inputs, "deta"), self._raw(inputs, "dphi")
+        u = pair_features(pt, eta, phi, e, valid)
+        bias = self.pair_embed(u)  # (B, H, N, N)
+        for blk in self.blocks:
+            x = zero_padded(blk(x, None, valid, bias), valid)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        ones = torch.ones_like(valid[:, :1])
+        for blk in self.cls_blocks:
+            kv = torch.cat([cls, x], dim=1)
+            cls = blk(cls, kv, torch.cat([ones, valid], dim=1), None)
+        return {"logits": self.heads["jet_classification"](self.norm(cls).squeeze(1))}
+
+
+# ---------------------------------------------------------------------------------------------
+# LoLa
+# ---------------------------------------------------------------------------------------------
+def _minkowski(a: Tensor, b: Tensor) -> Tensor:
+    """Minkowski product of (…, 4) vectors ``(px, py, pz, E)``."""
+    return a[..., 3] * b[..., 3] - a[..., 0] * b[..., 0] - a[..., 1] * b[..., 1] - a[..., 2] * b[..., 2]
+
+
+@register_model("lola")
+class LoLa(ConstituentModel):
+    """LoLa + CoLa on the leading ``n_constituents`` constituents (sorted by pT in the model).
+
+    Parameters
+    ----------
+    n_constituents
+        Number of leading constituents N (published: 40); fewer are zero-padded.
+    n_combinations
+        Trainable CoLa combinations M − N − 1 (published: 15; plus the identity and the sum).
+    n_distance_sums
+        Number of trainable Minkowski-distance sums per combined vector (published: 2).
+    fc_sizes
+        Hidden layers after the Lorentz layer (published: 100, 50).
+    """
+
+    kinematic_variables = ("pt", "energy", "deta", "dphi")
+
+    def __init__(
+        self,
+        n_classes: int,
+        input_dims: Mapping[str, int],
+        n_constituents: int = 40,
+        n_combinations: int = 15,
+        n_distance_sums: int = 2,
+        fc_sizes: Sequence[int] = (100, 50),
+    ) -> None:
+        super().__init__(n_classes, input_dims)
+        if n_constituents < 2:
+            raise ConfigError("lola needs n_constituents >= 2")
+        self.n = n_constituents
+        m = n_constituents + 1 + n_combinations
+        self.m = m
+        self.cola = nn.Parameter(torch.randn(n_constituents, n_combinations) * 0.1)
+        self.w_energy = nn.Parameter(torch.randn(m, m) * 0.1)
+        self.w_dist = nn.Parameter(torch.randn(n_distance_sums + 1, m, m) * 0.1)
+        n_out = 4 + n_distance_sums + 1  # m², pT, E, Σw E, Σw d² (×n), min w d²
+        self.bn = nn.BatchNorm1d(m * n_out)
+        self.heads["jet_classification"] = JetClassificationHead(m * n_out, n_classes, hidden=list(fc_sizes))
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        valid = inputs["flow_valid"]
+        pt = self._raw(inputs, "pt") / _GEV
+        e = self._raw(inputs, "energy") / _GEV
+        if "eta" in self.kin and "phi" in self.kin:
+            eta, phi = self._raw(inputs, "eta"), self._raw(inputs, "phi")
+        else:
+            eta, phi = self._raw(inputs, "deta"), self._raw(inputs, "dphi")
+        p4 = zero_padded(four_vectors(pt, eta, phi, e), valid)
+        b = p4.shape[0]
+        key = torch.where(valid, pt, torch.full_like(pt, -1.0))
+        # append N zero slots so that topk works for any number of constituents
+        p4 = torch.cat([p4, p4.new_zeros(b, self.n, 4)], dim=1)
+        key = torch.cat([key, key.new_full((b, self.n), -2.0)], dim=1)
+        _, order = torch.topk(key, self.n, dim=1, largest=True, sorted=True)
+        k = torch.gather(p4, 1, order.unsqueeze(-1).expand(-1, -1, 4))  # (B, N, 4)
+        # CoLa: identity, the jet sum, trainable combinations
+        c = torch.cat(
+            [torch.eye(self.n, device=k.device), torch.ones(self.n, 1, device=k.device), self.cola], dim=1
+        )  # (N, M)
+        kt = torch.einsum("bnf,nm->bmf", k, c)  # (B, M, 4)
+        m2 = _minkowski(kt, kt)
+        ptt = torch.sqrt(kt[..., 0] ** 2 + kt[..., 1] ** 2 + _EPS)
+        en = kt[..., 3]
+        e_sum = torch.einsum("jm,bm->bj", self.w_energy, en)
+        diff = kt.unsqueeze(2) - kt.unsqueeze(1)  # (B, M, M, 4)
+        d2 = _minkowski(diff, diff)
+        wd = torch.einsum("sjm,bjm->bsjm", self.w_dist, d2)  # (B, S+1, M, M)
+        d_sums = wd[:, :-1].sum(-1)  # (B, S, M)
+        d_min = wd[:, -1].min(-1).values  # (B, M)
+        feats = torch.cat(
+            [m2.unsqueeze(1), ptt.unsqueeze(1), en.unsqueeze(1), e_sum.unsqueeze(1), d_sums, d_min.unsqueeze(1)],
+            dim=1,
+        )  # (B, n_out, M)
+        return {"logits": self.heads["jet_classification"](self.bn(feats.reshape(b, -1)))}
