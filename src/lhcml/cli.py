@@ -33,6 +33,9 @@ def version() -> None:
 from lhcml.data import cli as _data_cli  # noqa: E402
 
 _data_cli.register(app)
+from lhcml.metrics import cli as _metrics_cli  # noqa: E402
+
+_metrics_cli.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

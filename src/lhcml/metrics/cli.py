@@ -1,0 +1,40 @@
+"""CLI commands of the evaluation stage: ``lhcml evaluate CONFIG`` and ``lhcml report DIR``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``evaluate`` and ``report`` commands to ``app``."""
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        config: Path = typer.Argument(..., help="Evaluate YAML config (samples, taggers, WPs)."),
+        output: Path = typer.Option(None, "--output", "-o", help="Output folder (overrides config)."),
+        report: bool = typer.Option(True, help="Also write report.html."),
+    ) -> None:
+        """Compute rejections, ROC curves, AUC, decorrelation metrics and plots from prediction
+        files; write results.json/results.yaml (and report.html)."""
+        from lhcml.metrics.evaluate import evaluate_from_file
+
+        res = evaluate_from_file(config, output)
+        out = Path(output or res["config"]["output_dir"])
+        typer.echo(f"wrote {out / 'results.json'}")
+        if report:
+            from lhcml.plots.report import build_report
+
+            typer.echo(f"wrote {build_report(out)}")
+
+    @app.command("report")
+    def report_cmd(
+        results_dir: Path = typer.Argument(..., help="Folder written by `lhcml evaluate`."),
+        output: Path = typer.Option(None, "--output", "-o", help="HTML file (default DIR/report.html)."),
+        embed: bool = typer.Option(True, help="Embed images (self-contained page)."),
+    ) -> None:
+        """Write a self-contained HTML report from an evaluation folder."""
+        from lhcml.plots.report import build_report
+
+        typer.echo(f"wrote {build_report(results_dir, output, embed)}")
