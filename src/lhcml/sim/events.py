@@ -1,0 +1,348 @@
+"""Simulated events → schema arrays: the whole chain for one process.
+
+:func:`simulate_events` runs Pythia (:mod:`~lhcml.sim.generator`), overlays pileup
+(:mod:`~lhcml.sim.pileup`), decays K0S/Λ in the detector (:mod:`~lhcml.sim.decays`), simulates
+tracks (:mod:`lhcml.sim.tracker`), builds particle-flow objects (:mod:`~lhcml.sim.pflow`),
+clusters and labels jets (:mod:`~lhcml.sim.jets`) and fills structured arrays that match
+:mod:`lhcml.data.schema` exactly (MeV, mm). Photon processes are dispatched to
+:func:`lhcml.sim.photons.simulate_photon_events`.
+
+The reconstructed primary vertex is the hard-scatter truth vertex with its z smeared by
+:data:`PV_Z_RESOLUTION` (30 µm, the order of the ATLAS hard-scatter vertex resolution in tt̄).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from lhcml.data.schema import (
+    EVENT_DTYPE,
+    FLOW_DTYPE,
+    JET_DTYPE,
+    LARGE_R_JET_DTYPE,
+    N_FLOW,
+    N_TRACKS,
+    TRACK_DTYPE,
+    TRUTH_ORIGIN,
+    empty,
+)
+from lhcml.errors import ConfigError
+from lhcml.sim.generator import offsets_of
+from lhcml.sim.processes import MAX_PYTHIA_SEED, Process, get_process
+
+#: reconstructed primary-vertex z resolution (mm)
+PV_Z_RESOLUTION = 0.030
+#: radius of large-R jets (the public top-tagging benchmark: anti-kt R = 0.8)
+LARGE_R_RADIUS = 0.8
+#: small-R jet radius
+SMALL_R_RADIUS = 0.4
+#: event numbers: seed * EVENT_NUMBER_STRIDE + index
+EVENT_NUMBER_STRIDE = 10_000_000
+#: default pileup-library size built on the fly when ``mu > 0`` and no library is given
+DEFAULT_LIBRARY_SIZE = 1000
+#: events per internal batch
+DEFAULT_BATCH = 200
+
+_GEV = 1000.0  # MeV per GeV
+
+
+def _run_number(process: Process) -> int:
+    from lhcml.sim.processes import list_processes
+
+    return 900_000 + list_processes().index(process.name)
+
+
+def simulate_events(
+    process: str,
+    n_events: int,
+    mu: float = 50.0,
+    seed: int = 0,
+    pileup: Any = None,
+    progress: Callable[[int], None] | bool | None = None,
+    batch_size: int = DEFAULT_BATCH,
+) -> dict[str, np.ndarray]:
+    """Simulate ``n_events`` hard-scatter events of ``process`` and return schema arrays.
+
+    Parameters
+    ----------
+    process
+        Registered process name (:func:`lhcml.sim.processes.list_processes`).
+    n_events
+        Number of generated hard-scatter events (jets are selected from them, so the number of
+        output rows differs).
+    mu
+        Mean number of pileup interactions (``averageInteractionsPerCrossing``); 0 = no pileup.
+    seed
+        Random seed, ``0 <= seed < 900000000``. The same seed gives identical arrays.
+    pileup
+        A :class:`lhcml.sim.pileup.PileupLibrary`. If ``None`` and ``mu > 0``, a library of
+        :data:`DEFAULT_LIBRARY_SIZE` minimum-bias events is generated in memory (seeded from
+        ``seed``); pass a library built once with :func:`~lhcml.sim.pileup.build_pileup_library`
+        to save that time.
+    progress
+        ``True`` for a tqdm bar, or a callable receiving the number of events just finished.
+    batch_size
+        Hard events simulated per internal batch (memory vs. overhead).
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        Small-R processes: ``{"jets": JET_DTYPE (n_jets,), "tracks": TRACK_DTYPE (n_jets, 40),
+        "events": EVENT_DTYPE (n_events,)}``; large-R processes: ``{"jets": LARGE_R_JET_DTYPE,
+        "flow": FLOW_DTYPE (n_jets, 200), "events": ...}``; photon processes: whatever
+        :func:`lhcml.sim.photons.simulate_photon_events` returns.
+    """
+    proc = get_process(process)
+    if n_events <= 0:
+        raise ConfigError(f"n_events must be a positive integer, got {n_events}")
+    if not np.isfinite(mu) or mu < 0:
+        raise ConfigError(f"mu must be a finite number >= 0, got {mu}")
+    if not 0 <= int(seed) < MAX_PYTHIA_SEED:
+        raise ConfigError(f"seed must be in [0, {MAX_PYTHIA_SEED}), got {seed}")
+    if proc.kind == "photon":
+        from lhcml.sim.photons import simulate_photon_events
+
+        return simulate_photon_events(proc.name, n_events, mu, seed, pileup)
+    if proc.kind == "minbias":
+        raise ConfigError(
+            "process 'minbias' is the pileup source: build a library with "
+            "lhcml.sim.pileup.build_pileup_library(), or choose a hard process: "
+            + ", ".join(p for p in _jet_processes())
+        )
+    if mu > 0 and pileup is None:
+        from lhcml.sim.pileup import build_pileup_library
+
+        pileup = build_pileup_library(DEFAULT_LIBRARY_SIZE, (int(seed) * 7919 + 17) % MAX_PYTHIA_SEED)
+
+    from lhcml.sim.generator import PythiaGenerator
+
+    gen = PythiaGenerator(proc, int(seed)).init()
+    bar = None
+    if progress is True:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_events, desc=f"simulate {proc.name}", unit="evt")
+    parts: list[dict[str, np.ndarray]] = []
+    done = 0
+    while done < n_events:
+        n = min(batch_size, n_events - done)
+        rng = np.random.default_rng([int(seed), done, 0xD37EC7])
+        parts.append(_simulate_batch(proc, gen, n, float(mu), rng, pileup, first_event=done, seed=int(seed)))
+        done += n
+        if bar is not None:
+            bar.update(n)
+        elif callable(progress):
+            progress(n)
+    if bar is not None:
+        bar.close()
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _jet_processes() -> list[str]:
+    from lhcml.sim.processes import PROCESSES
+
+    return [n for n, p in sorted(PROCESSES.items()) if p.kind not in ("photon", "minbias")]
+
+
+def simulate_particles(
+    gen: Any, n: int, mu: float, rng: np.random.Generator, pileup: Any
+) -> tuple[Any, ak.Array, np.ndarray]:
+    """Generated events with pileup overlaid and V0s decayed (the truth input of the detector).
+
+    Returns ``(generated, particles, n_pileup)``.
+    """
+    from lhcml.sim.decays import decay_v0s
+
+    generated = gen.generate(n)
+    particles = generated.particles
+    n_pu = np.zeros(n, dtype=np.int64)
+    if mu > 0:
+        particles, n_pu = pileup.overlay(particles, mu, rng)
+    particles = decay_v0s(particles, rng)
+    return generated, particles, n_pu
+
+
+def _simulate_tracks(particles: ak.Array, rng: np.random.Generator) -> ak.Array:
+    try:
+        from lhcml.sim.tracker import simulate_tracks
+    except ImportError as exc:  # pragma: no cover - until the tracker module exists
+        raise ImportError(
+            "lhcml.sim.tracker.simulate_tracks is not available; the track simulation is required "
+            "for jets (install the full lhcml package)"
+        ) from exc
+    return simulate_tracks(particles, rng)
+
+
+def _select(jets: ak.Array, proc: Process) -> ak.Array:
+    mask = (jets.pt > proc.jet_pt_min) & (abs(jets.eta) < proc.jet_eta_max)
+    if proc.jet_pt_max is not None:
+        mask = mask & (jets.pt < proc.jet_pt_max)
+    return mask
+
+
+def _simulate_batch(
+    proc: Process,
+    gen: Any,
+    n: int,
+    mu: float,
+    rng: np.random.Generator,
+    pileup: Any,
+    first_event: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    from lhcml.sim.jets import cluster, large_r_labels, small_r_labels
+    from lhcml.sim.pflow import build_pflow
+
+    generated, particles, n_pu = simulate_particles(gen, n, mu, rng, pileup)
+    tracks = _simulate_tracks(particles, rng)
+    truth_pv = generated.primary_vertex
+    pv_z = truth_pv[:, 2] + rng.normal(0.0, PV_Z_RESOLUTION, n)
+    objects = build_pflow(particles, tracks, pv_z, rng)
+
+    event_number = np.int64(seed) * EVENT_NUMBER_STRIDE + first_event + np.arange(n, dtype=np.int64)
+    weights = generated.weights
+
+    events = empty(EVENT_DTYPE, n)
+    events["eventNumber"] = event_number
+    events["mcEventWeight"] = weights
+    events["averageInteractionsPerCrossing"] = mu
+    events["actualInteractionsPerCrossing"] = n_pu
+    events["truthPrimaryVertexZ"] = truth_pv[:, 2]
+
+    if proc.jet_kind == "large_r":
+        out = _large_r(proc, objects, generated, cluster, large_r_labels)
+    else:
+        out = _small_r(proc, objects, generated, tracks, pv_z, cluster, small_r_labels)
+    jets, jet_event = out["jets"], out.pop("_event")
+    events["n_jets"] = np.bincount(jet_event, minlength=n)
+    jets["eventNumber"] = event_number[jet_event]
+    jets["averageInteractionsPerCrossing"] = mu
+    w = weights[jet_event]
+    if proc.flatten_pt is not None:
+        lo, hi, slope = proc.flatten_pt
+        pt_gev = np.clip(jets["pt"] / _GEV, lo, hi)
+        w = w * np.exp((pt_gev - lo) / slope)
+    jets["mcEventWeight"] = w
+    if proc.jet_kind != "large_r":
+        jets["runNumber"] = _run_number(proc)
+        jets["primaryVertexZ"] = pv_z[jet_event]
+        jets["truthPrimaryVertexZ"] = truth_pv[jet_event, 2]
+    out["events"] = events
+    return out
+
+
+def _small_r(proc, objects, generated, tracks, pv_z, cluster, small_r_labels) -> dict[str, np.ndarray]:
+    jets_all, _ = cluster(objects, SMALL_R_RADIUS, min_pt=min(20.0, proc.jet_pt_min))
+    labels = small_r_labels(jets_all, generated.hadrons, generated.partons)
+    mask = _select(jets_all, proc)
+    flat_mask = ak.to_numpy(ak.flatten(mask, axis=1))
+    sel = jets_all[mask]
+    n_sel = ak.to_numpy(ak.num(sel, axis=1))
+    jet_event = np.repeat(np.arange(len(sel)), n_sel)
+    fl = ak.flatten(sel, axis=1)
+    jets = empty(JET_DTYPE, len(jet_event))
+    jets["pt"] = ak.to_numpy(fl.pt) * _GEV
+    jets["eta"] = ak.to_numpy(fl.eta)
+    jets["phi"] = ak.to_numpy(fl.phi)
+    jets["mass"] = ak.to_numpy(fl.mass) * _GEV
+    jets["energy"] = ak.to_numpy(fl.E) * _GEV
+    for k, v in labels.items():
+        v = v[flat_mask]
+        jets[k] = v * _GEV if k == "HadronConeExclTruthLabelPt" else v
+    rank = ak.local_index(sel, axis=1)
+    jets["jetPtRank"] = ak.to_numpy(ak.flatten(rank, axis=1))
+
+    from lhcml.sim.association import associate_tracks
+
+    trk = associate_tracks(sel, tracks, pv_z, n_slots=N_TRACKS)
+    if isinstance(trk, tuple):  # (table, n_tracks before the cap)
+        trk, n_assoc = trk
+    else:
+        n_assoc = trk["valid"].sum(axis=1)
+    trk = _as_dtype(trk, TRACK_DTYPE, "associate_tracks")
+    jets["n_tracks"] = n_assoc
+    jets["n_truth_pileup_tracks"] = (trk["valid"] & (trk["ftagTruthOriginLabel"] == TRUTH_ORIGIN["pileup"])).sum(
+        axis=1
+    )
+    return {"jets": jets, "tracks": trk, "_event": jet_event}
+
+
+def _as_dtype(arr: np.ndarray, dtype: np.dtype, who: str) -> np.ndarray:
+    if arr.dtype == dtype:
+        return arr
+    missing = [n for n in dtype.names if n not in (arr.dtype.names or ())]
+    if missing:
+        raise TypeError(f"{who} returned an array without fields {missing}")
+    out = np.zeros(arr.shape, dtype=dtype)
+    for name in dtype.names:
+        out[name] = arr[name]
+    return out
+
+
+def _large_r(proc, objects, generated, cluster, large_r_labels) -> dict[str, np.ndarray]:
+    jets_all, cidx = cluster(objects, LARGE_R_RADIUS, min_pt=proc.jet_pt_min * 0.5)
+    labels = large_r_labels(jets_all, generated.resonances, LARGE_R_RADIUS)
+    mask = _select(jets_all, proc)
+    flat_mask = ak.to_numpy(ak.flatten(mask, axis=1))
+    if proc.signal_labels is not None:
+        flat_mask &= np.isin(labels["R10TruthLabel"], proc.signal_labels)
+        mask = ak.unflatten(flat_mask, ak.num(jets_all, axis=1))
+    sel = jets_all[mask]
+    csel = cidx[mask]
+    n_sel = ak.to_numpy(ak.num(sel, axis=1))
+    jet_event = np.repeat(np.arange(len(sel)), n_sel)
+    fl = ak.flatten(sel, axis=1)
+    nj = len(jet_event)
+    jets = empty(LARGE_R_JET_DTYPE, nj)
+    jets["pt"] = ak.to_numpy(fl.pt) * _GEV
+    jets["eta"] = ak.to_numpy(fl.eta)
+    jets["phi"] = ak.to_numpy(fl.phi)
+    jets["mass"] = ak.to_numpy(fl.mass) * _GEV
+    jets["energy"] = ak.to_numpy(fl.E) * _GEV
+    jets["R10TruthLabel"] = labels["R10TruthLabel"][flat_mask]
+    jets["truthPt"] = labels["truthPt"][flat_mask] * _GEV
+    jets["truthMass"] = labels["truthMass"][flat_mask] * _GEV
+
+    # constituents: per selected jet, the objects of its event at the constituent indices
+    obj_off = offsets_of(ak.to_numpy(ak.num(objects, axis=1)).astype(np.int64))
+    per_jet = ak.flatten(csel, axis=1)  # one index list per selected jet
+    ncons0 = ak.to_numpy(ak.num(per_jet, axis=1))
+    gidx = ak.to_numpy(ak.flatten(per_jet, axis=1)).astype(np.int64) + np.repeat(obj_off[jet_event], ncons0)
+    cons = ak.unflatten(ak.flatten(objects, axis=1)[gidx], ncons0)
+    order = ak.argsort(cons.pt, axis=1, ascending=False)
+    cons = cons[order]
+    ncons = ak.to_numpy(ak.num(cons, axis=1))
+    jets["n_constituents"] = ncons
+    flow = empty(FLOW_DTYPE, (nj, N_FLOW))
+    if nj:
+        slot = ak.to_numpy(ak.flatten(ak.local_index(cons, axis=1)))
+        row = np.repeat(np.arange(nj), ncons)
+        keep = slot < N_FLOW
+        row, slot = row[keep], slot[keep]
+        c = ak.flatten(cons, axis=1)
+
+        def col(name: str) -> np.ndarray:
+            return ak.to_numpy(c[name])[keep]
+
+        eta, phi = col("eta"), col("phi")
+        kind = col("kind")
+        flow["pt"][row, slot] = col("pt") * _GEV
+        flow["eta"][row, slot] = eta
+        flow["phi"][row, slot] = phi
+        flow["energy"][row, slot] = col("E") * _GEV
+        flow["deta"][row, slot] = eta - jets["eta"][row]
+        flow["dphi"][row, slot] = (phi - jets["phi"][row] + np.pi) % (2 * np.pi) - np.pi
+        flow["charge"][row, slot] = col("charge")
+        flow["isPhoton"][row, slot] = kind == 0
+        flow["isNeutralHadron"][row, slot] = kind == 1
+        flow["isChargedHadron"][row, slot] = kind == 2
+        flow["isElectron"][row, slot] = kind == 3
+        flow["isMuon"][row, slot] = kind == 4
+        for name in ("d0", "z0SinTheta", "d0Uncertainty", "z0SinThetaUncertainty"):
+            flow[name][row, slot] = col(name)
+        flow["valid"][row, slot] = True
+    return {"jets": jets, "flow": flow, "_event": jet_event}

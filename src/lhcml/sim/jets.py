@@ -1,0 +1,304 @@
+"""Jet clustering (fastjet on Awkward arrays of many events) and truth labels.
+
+Small-R jets: anti-kt R = 0.4 on particle-flow objects. Labels as ATLAS:
+
+- ``HadronConeExclTruthLabelID``: weakly decaying b-hadrons with pT > 5 GeV are matched to the
+  closest jet within ΔR < 0.3 (each hadron labels only that one jet); a jet with ≥ 1 b-hadron is
+  5, else ≥ 1 c-hadron (c-hadrons from b-hadron decays do not count) 4, else ≥ 1 τ lepton
+  (pT > 5 GeV, same exclusive matching) 15, else 0.
+- ``HadronConeExclExtendedTruthLabelID``: 55 (≥ 2 b), 54 (1 b + ≥ 1 c), 5, 44 (≥ 2 c), 4, 15, 0.
+- ``HadronConeExclTruthLabelPt/Lxy/DR``: of the highest-pT hadron of the label's flavour (NaN
+  for light jets); Lxy is the transverse distance of its decay vertex from its production point.
+- ``PartonTruthLabelID``: |pdg id| of the highest-energy quark or gluon (21) from the hard
+  process or the parton shower with pT > 5 GeV within ΔR < 0.3 of the jet; -1 if none.
+
+Large-R jets: anti-kt with the process's radius (default 0.8 as the public top-tagging
+benchmark, untrimmed). ``R10TruthLabel``: 1 if a top quark and its three decay quarks (b, q,
+q̄') all lie within ΔR < R of the jet axis; else 2 / 3 / 4 for a W / Z / H→bb̄ and both its
+decay quarks; else 0. ``truthPt`` and ``truthMass`` are the matched particle's.
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numba
+import numpy as np
+
+from lhcml.sim.generator import offsets_of
+
+#: minimum pT (GeV) of labelling hadrons and taus
+LABEL_HADRON_PT_MIN = 5.0
+#: ΔR of the hadron cone
+LABEL_DR = 0.3
+#: minimum parton pT (GeV) for PartonTruthLabelID
+LABEL_PARTON_PT_MIN = 5.0
+
+_fastjet_banner_shown = False
+
+
+def cluster(objects: ak.Array, radius: float, min_pt: float) -> tuple[ak.Array, ak.Array]:
+    """Anti-kt jets of every event in one fastjet call, sorted by decreasing pT.
+
+    Parameters
+    ----------
+    objects
+        Per event, inputs with fields ``px, py, pz, E`` (GeV).
+    radius
+        Jet radius parameter R.
+    min_pt
+        Minimum jet pT (GeV).
+
+    Returns
+    -------
+    (jets, constituent_index)
+        ``jets``: per event, records ``px, py, pz, E, pt, eta, phi, mass``; ``constituent_index``:
+        per event, per jet, the indices of its constituents in ``objects``.
+    """
+    try:
+        import fastjet
+    except ImportError as exc:  # pragma: no cover
+        raise ImportError("jet clustering needs fastjet: pip install 'lhcml[sim]'") from exc
+    n_ev = len(objects)
+    inputs = ak.zip(
+        {"px": objects.px, "py": objects.py, "pz": objects.pz, "E": objects.E}, with_name="Momentum4D"
+    )
+    if n_ev == 0 or int(ak.sum(ak.num(inputs, axis=1))) == 0:
+        empty = ak.Array([[]] * n_ev)
+        return empty, empty
+    seq = fastjet.ClusterSequence(inputs, fastjet.JetDefinition(fastjet.antikt_algorithm, radius))
+    jets = seq.inclusive_jets(min_pt=min_pt)
+    cidx = seq.constituent_index(min_pt=min_pt)
+    px, py, pz, e = jets.px, jets.py, jets.pz, jets.E
+    pt = np.sqrt(px**2 + py**2)
+    order = ak.argsort(pt, axis=1, ascending=False)
+    pt = pt[order]
+    px, py, pz, e = px[order], py[order], pz[order], e[order]
+    p = np.sqrt(px**2 + py**2 + pz**2)
+    eta = np.arcsinh(pz / np.maximum(pt, 1e-9))
+    phi = np.arctan2(py, px)
+    mass = np.sqrt(np.maximum(e**2 - p**2, 0.0))
+    out = ak.zip({"px": px, "py": py, "pz": pz, "E": e, "pt": pt, "eta": eta, "phi": phi, "mass": mass})
+    return out, cidx[order]
+
+
+def _flat(a: ak.Array, field: str, dtype=np.float64) -> np.ndarray:
+    return np.asarray(ak.to_numpy(ak.flatten(a[field], axis=1)), dtype=dtype)
+
+
+@numba.njit(cache=True)
+def _dr2(eta1, phi1, eta2, phi2):
+    dphi = phi1 - phi2
+    while dphi > np.pi:
+        dphi -= 2 * np.pi
+    while dphi < -np.pi:
+        dphi += 2 * np.pi
+    deta = eta1 - eta2
+    return deta * deta + dphi * dphi
+
+
+@numba.njit(cache=True)
+def _hadron_labels(joff, jeta, jphi, hoff, hflav, hpt, heta, hphi, hlxy, hfromb, pt_min, dr_max):
+    nj = jeta.shape[0]
+    nb = np.zeros(nj, dtype=np.int32)
+    nc = np.zeros(nj, dtype=np.int32)
+    ntau = np.zeros(nj, dtype=np.int32)
+    best = np.full((nj, 3), -1, dtype=np.int64)  # highest-pT b, c, tau hadron per jet
+    best_dr = np.full((nj, 3), np.nan)
+    for ev in range(joff.shape[0] - 1):
+        j0 = joff[ev]
+        j1 = joff[ev + 1]
+        for h in range(hoff[ev], hoff[ev + 1]):
+            if hpt[h] < pt_min:
+                continue
+            if hflav[h] == 4 and hfromb[h]:
+                continue
+            jbest = -1
+            dbest = dr_max * dr_max
+            for j in range(j0, j1):
+                d = _dr2(heta[h], hphi[h], jeta[j], jphi[j])
+                if d < dbest:
+                    dbest = d
+                    jbest = j
+            if jbest < 0:
+                continue
+            slot = 0 if hflav[h] == 5 else (1 if hflav[h] == 4 else 2)
+            if slot == 0:
+                nb[jbest] += 1
+            elif slot == 1:
+                nc[jbest] += 1
+            else:
+                ntau[jbest] += 1
+            if best[jbest, slot] < 0 or hpt[h] > hpt[best[jbest, slot]]:
+                best[jbest, slot] = h
+                best_dr[jbest, slot] = np.sqrt(dbest)
+    label = np.zeros(nj, dtype=np.int8)
+    ext = np.zeros(nj, dtype=np.int8)
+    lpt = np.full(nj, np.nan)
+    llxy = np.full(nj, np.nan)
+    ldr = np.full(nj, np.nan)
+    for j in range(nj):
+        slot = -1
+        if nb[j] > 0:
+            label[j] = 5
+            slot = 0
+            if nb[j] >= 2:
+                ext[j] = 55
+            elif nc[j] >= 1:
+                ext[j] = 54
+            else:
+                ext[j] = 5
+        elif nc[j] > 0:
+            label[j] = 4
+            slot = 1
+            ext[j] = 44 if nc[j] >= 2 else 4
+        elif ntau[j] > 0:
+            label[j] = 15
+            ext[j] = 15
+            slot = 2
+        if slot >= 0:
+            h = best[j, slot]
+            lpt[j] = hpt[h]
+            llxy[j] = hlxy[h]
+            ldr[j] = best_dr[j, slot]
+    return label, ext, lpt, llxy, ldr
+
+
+@numba.njit(cache=True)
+def _parton_labels(joff, jeta, jphi, poff, pid, ppt, peta, pphi, pe, pt_min, dr_max):
+    nj = jeta.shape[0]
+    out = np.full(nj, -1, dtype=np.int8)
+    for ev in range(joff.shape[0] - 1):
+        for j in range(joff[ev], joff[ev + 1]):
+            emax = -1.0
+            for p in range(poff[ev], poff[ev + 1]):
+                if ppt[p] < pt_min or pe[p] <= emax:
+                    continue
+                if _dr2(peta[p], pphi[p], jeta[j], jphi[j]) < dr_max * dr_max:
+                    emax = pe[p]
+                    out[j] = abs(pid[p])
+    return out
+
+
+def small_r_labels(jets: ak.Array, hadrons: ak.Array, partons: ak.Array) -> dict[str, np.ndarray]:
+    """Flavour and parton labels of small-R jets (flat arrays over all jets of all events).
+
+    Parameters
+    ----------
+    jets
+        Per event, jets with ``eta, phi`` (from :func:`cluster`).
+    hadrons
+        :attr:`lhcml.sim.generator.GeneratedEvents.hadrons`.
+    partons
+        :attr:`lhcml.sim.generator.GeneratedEvents.partons`.
+
+    Returns
+    -------
+    dict
+        ``HadronConeExclTruthLabelID``, ``HadronConeExclExtendedTruthLabelID``,
+        ``HadronConeExclTruthLabelPt`` (GeV), ``HadronConeExclTruthLabelLxy`` (mm),
+        ``HadronConeExclTruthLabelDR``, ``PartonTruthLabelID``.
+    """
+    joff = offsets_of(ak.to_numpy(ak.num(jets, axis=1)).astype(np.int64))
+    hoff = offsets_of(ak.to_numpy(ak.num(hadrons, axis=1)).astype(np.int64))
+    poff = offsets_of(ak.to_numpy(ak.num(partons, axis=1)).astype(np.int64))
+    jeta, jphi = _flat(jets, "eta"), _flat(jets, "phi")
+    label, ext, lpt, llxy, ldr = _hadron_labels(
+        joff,
+        jeta,
+        jphi,
+        hoff,
+        _flat(hadrons, "flavour", np.int8),
+        _flat(hadrons, "pt"),
+        _flat(hadrons, "eta"),
+        _flat(hadrons, "phi"),
+        _flat(hadrons, "lxy"),
+        _flat(hadrons, "from_b", np.bool_),
+        LABEL_HADRON_PT_MIN,
+        LABEL_DR,
+    )
+    ppx, ppy, ppz = _flat(partons, "px"), _flat(partons, "py"), _flat(partons, "pz")
+    ppt = np.hypot(ppx, ppy)
+    peta = np.arcsinh(ppz / np.maximum(ppt, 1e-9))
+    plab = _parton_labels(
+        joff, jeta, jphi, poff, _flat(partons, "pid", np.int32), ppt, peta, np.arctan2(ppy, ppx),
+        _flat(partons, "e"), LABEL_PARTON_PT_MIN, LABEL_DR,
+    )
+    return {
+        "HadronConeExclTruthLabelID": label,
+        "HadronConeExclExtendedTruthLabelID": ext,
+        "HadronConeExclTruthLabelPt": lpt,
+        "HadronConeExclTruthLabelLxy": llxy,
+        "HadronConeExclTruthLabelDR": ldr,
+        "PartonTruthLabelID": plab,
+    }
+
+
+@numba.njit(cache=True)
+def _resonance_labels(joff, jeta, jphi, roff, rpid, rpt, reta, rphi, rm, nq, qpid, qeta, qphi, radius):
+    nj = jeta.shape[0]
+    label = np.zeros(nj, dtype=np.int8)
+    tpt = np.full(nj, np.nan)
+    tm = np.full(nj, np.nan)
+    r2 = radius * radius
+    for ev in range(joff.shape[0] - 1):
+        for j in range(joff[ev], joff[ev + 1]):
+            best_rank = 0
+            for r in range(roff[ev], roff[ev + 1]):
+                a = abs(rpid[r])
+                need = 3 if a == 6 else 2
+                if nq[r] < need:
+                    continue  # leptonic decay
+                if a == 25 and (abs(qpid[r, 0]) != 5 or abs(qpid[r, 1]) != 5):
+                    continue  # only H -> bb
+                if _dr2(reta[r], rphi[r], jeta[j], jphi[j]) >= r2:
+                    continue
+                contained = True
+                for k in range(need):
+                    if _dr2(qeta[r, k], qphi[r, k], jeta[j], jphi[j]) >= r2:
+                        contained = False
+                if not contained:
+                    continue
+                # priority: top (rank 4) > W (3) > Z (2) > H (1)
+                if a == 6:
+                    rank, lab = 4, 1
+                elif a == 24:
+                    rank, lab = 3, 2
+                elif a == 23:
+                    rank, lab = 2, 3
+                else:
+                    rank, lab = 1, 4
+                if rank > best_rank:
+                    best_rank = rank
+                    label[j] = lab
+                    tpt[j] = rpt[r]
+                    tm[j] = rm[r]
+    return label, tpt, tm
+
+
+def large_r_labels(jets: ak.Array, resonances: ak.Array, radius: float) -> dict[str, np.ndarray]:
+    """``R10TruthLabel``, ``truthPt`` (GeV), ``truthMass`` (GeV) of large-R jets (flat arrays).
+
+    Parameters
+    ----------
+    jets
+        Per event, jets with ``eta, phi``.
+    resonances
+        :attr:`lhcml.sim.generator.GeneratedEvents.resonances`.
+    radius
+        Containment radius (the jet radius).
+    """
+    joff = offsets_of(ak.to_numpy(ak.num(jets, axis=1)).astype(np.int64))
+    roff = offsets_of(ak.to_numpy(ak.num(resonances, axis=1)).astype(np.int64))
+    rpx, rpy, rpz = _flat(resonances, "px"), _flat(resonances, "py"), _flat(resonances, "pz")
+    rpt = np.hypot(rpx, rpy)
+    reta = np.arcsinh(rpz / np.maximum(rpt, 1e-9))
+    flat = ak.flatten(resonances, axis=1)
+    qeta = np.asarray(ak.to_numpy(flat.q_eta), dtype=np.float64).reshape(-1, 3)
+    qphi = np.asarray(ak.to_numpy(flat.q_phi), dtype=np.float64).reshape(-1, 3)
+    qpid = np.asarray(ak.to_numpy(flat.q_pid), dtype=np.int32).reshape(-1, 3)
+    label, tpt, tm = _resonance_labels(
+        joff, _flat(jets, "eta"), _flat(jets, "phi"), roff, _flat(resonances, "pid", np.int32), rpt, reta,
+        np.arctan2(rpy, rpx), _flat(resonances, "m"), _flat(resonances, "n_quarks", np.int8), qpid, qeta, qphi,
+        float(radius),
+    )
+    return {"R10TruthLabel": label, "truthPt": tpt, "truthMass": tm}

@@ -1,0 +1,256 @@
+"""Particle-flow-like jet inputs: reconstructed tracks + neutral calorimeter towers.
+
+A deliberately simple, documented model of ATLAS particle flow (PFlow):
+
+Charged objects
+    Reconstructed tracks (from :func:`lhcml.sim.tracker.simulate_tracks`) compatible with the
+    reconstructed primary vertex, ``|Δz0 · sinθ| <`` :data:`CHS_DZ0_SINTHETA` (charged-hadron
+    subtraction: pileup tracks are removed). Four-momentum from the track with the pion mass
+    (electron/muon mass for tracks matched to a true electron/muon). The calorimeter energy of
+    every particle that has a reconstructed track is removed (perfect energy-flow subtraction).
+
+Neutral objects
+    Every other stable particle with ``|η| < 4.9`` deposits energy in 0.1 × 0.1 (η × φ) towers:
+    photons and electrons in the EM tower (resolution 10 %/√E ⊕ 0.7 %), hadrons in the hadronic
+    tower (50 %/√E ⊕ 3 %; baryons deposit their kinetic energy, antibaryons E + m), muons only a
+    minimum-ionising :data:`MUON_MIP_GEV`, neutrinos nothing. Charged particles below
+    :data:`CURL_PT_GEV` curl up in the 2 T field inside the calorimeter radius and deposit
+    nothing. The impact point is projected from the particle's production vertex onto a cylinder
+    of radius :data:`CALO_RADIUS` (pileup vertices at ``z ≠ 0`` hit different towers); each tower
+    becomes one massless object pointing from the reconstructed primary vertex to the tower
+    centre. Gaussian electronic noise (:data:`NOISE_EM_GEV`, :data:`NOISE_HAD_GEV`) is added to
+    towers that received energy, and towers below 3σ of noise are dropped.
+
+Everything is vectorised over all particles of all events (numpy).
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+
+from lhcml.sim.generator import event_ids, offsets_of, to_awkward
+
+#: calorimeter coverage
+CALO_ETA_MAX = 4.9
+#: tower size in η and number of towers in φ (2π / 64 = 0.098)
+TOWER_DETA = 0.1
+N_PHI = 64
+N_ETA = int(round(2 * CALO_ETA_MAX / TOWER_DETA))
+#: radius (mm) of the cylinder on which impact points are computed
+CALO_RADIUS = 1500.0
+#: EM and hadronic resolutions: sigma/E = a / sqrt(E) (+) c
+EM_STOCHASTIC, EM_CONSTANT = 0.10, 0.007
+HAD_STOCHASTIC, HAD_CONSTANT = 0.50, 0.03
+#: electronic noise per tower (GeV, our choice) and the 3-sigma threshold
+NOISE_EM_GEV = 0.10
+NOISE_HAD_GEV = 0.20
+NOISE_THRESHOLD_SIGMA = 3.0
+#: energy deposited by a muon (GeV)
+MUON_MIP_GEV = 2.0
+#: charged particles below this pT (GeV) curl up before the calorimeter: 0.3 B R / 2
+CURL_PT_GEV = 0.45
+#: charged-hadron subtraction window (mm)
+CHS_DZ0_SINTHETA = 2.0
+
+#: object kinds (match FLOW_DTYPE flags)
+KIND_PHOTON, KIND_NEUTRAL_HADRON, KIND_CHARGED_HADRON, KIND_ELECTRON, KIND_MUON = 0, 1, 2, 3, 4
+
+_M_PI = 0.13957039
+_M_E = 0.000511
+_M_MU = 0.1056584
+_NEUTRINOS = (12, 14, 16)
+
+
+def _resolution(e: np.ndarray, a: float, c: float) -> np.ndarray:
+    return np.sqrt((a / np.sqrt(np.maximum(e, 1e-6))) ** 2 + c**2)
+
+
+def build_pflow(
+    particles: ak.Array,
+    tracks: ak.Array | None,
+    primary_vertex_z: np.ndarray,
+    rng: np.random.Generator,
+) -> ak.Array:
+    """Particle-flow objects per event.
+
+    Parameters
+    ----------
+    particles
+        Particle table (:data:`lhcml.sim.generator.PARTICLE_FIELDS`), detector frame, GeV/mm.
+    tracks
+        Reconstructed tracks per event with at least ``pt`` (GeV), ``eta``, ``phi``, ``charge``
+        (or ``qOverP``), ``z0`` (mm, w.r.t. the beam-line origin) and ``particle_index`` (index
+        into the event's particle list, -1 for fakes); ``d0``, ``z0SinTheta`` (or ``z0``),
+        ``d0Uncertainty``, ``z0SinThetaUncertainty`` are carried when present. ``None``: no
+        tracker (every charged particle goes to the calorimeter).
+    primary_vertex_z
+        Reconstructed primary-vertex z per event (mm).
+    rng
+        Random generator (calorimeter resolution and noise).
+
+    Returns
+    -------
+    ak.Array
+        Per event, objects with fields ``px, py, pz, E, pt, eta, phi`` (GeV), ``charge``,
+        ``kind`` (``KIND_*``), ``d0, z0SinTheta, d0Uncertainty, z0SinThetaUncertainty`` (mm,
+        0 for neutrals) and ``track_index`` (index into the event's tracks, -1 for towers).
+    """
+    n_ev = len(particles)
+    pv_z = np.asarray(primary_vertex_z, dtype=np.float64)
+    counts_p = ak.to_numpy(ak.num(particles, axis=1)).astype(np.int64)
+    offs_p = offsets_of(counts_p)
+    flat = ak.flatten(particles, axis=1)
+    final = ak.to_numpy(flat.final)
+    pid = ak.to_numpy(flat.pid)
+    px = ak.to_numpy(flat.px)
+    py = ak.to_numpy(flat.py)
+    pz = ak.to_numpy(flat.pz)
+    e = ak.to_numpy(flat.e)
+    m = ak.to_numpy(flat.m)
+    vz = ak.to_numpy(flat.vz)
+    charge = ak.to_numpy(flat.charge)
+    evt_p = event_ids(counts_p)
+
+    # ---- tracks -----------------------------------------------------------------------------
+    tracked = np.zeros(len(pid), dtype=bool)
+    trk_cols: dict[str, np.ndarray] = {}
+    if tracks is not None:
+        counts_t = ak.to_numpy(ak.num(tracks, axis=1)).astype(np.int64)
+        tflat = ak.flatten(tracks, axis=1)
+        fields = set(tflat.fields)
+        evt_t = event_ids(counts_t)
+        pidx = ak.to_numpy(tflat.particle_index).astype(np.int64)
+        real = pidx >= 0
+        tracked[offs_p[evt_t[real]] + pidx[real]] = True
+        t_pt = ak.to_numpy(tflat.pt).astype(np.float64)
+        t_eta = ak.to_numpy(tflat.eta).astype(np.float64)
+        t_phi = ak.to_numpy(tflat.phi).astype(np.float64)
+        if "charge" in fields:
+            t_q = ak.to_numpy(tflat.charge).astype(np.int8)
+        else:
+            t_q = np.sign(ak.to_numpy(tflat.qOverP)).astype(np.int8)
+        sin_t = 1.0 / np.cosh(t_eta)
+        if "z0" in fields:
+            z0 = ak.to_numpy(tflat.z0).astype(np.float64)
+            dz0st = (z0 - pv_z[evt_t]) * sin_t
+        else:
+            dz0st = ak.to_numpy(tflat.z0SinTheta).astype(np.float64)
+        keep = np.abs(dz0st) < CHS_DZ0_SINTHETA
+        tpid = np.zeros(len(pidx), dtype=np.int32)
+        tpid[real] = np.abs(pid[offs_p[evt_t[real]] + pidx[real]])
+        kind = np.full(len(pidx), KIND_CHARGED_HADRON, dtype=np.int8)
+        kind[tpid == 11] = KIND_ELECTRON
+        kind[tpid == 13] = KIND_MUON
+        mass = np.where(kind == KIND_ELECTRON, _M_E, np.where(kind == KIND_MUON, _M_MU, _M_PI))
+
+        def opt(name: str) -> np.ndarray:
+            return ak.to_numpy(tflat[name]).astype(np.float64) if name in fields else np.zeros(len(pidx))
+
+        tpx = t_pt * np.cos(t_phi)
+        tpy = t_pt * np.sin(t_phi)
+        tpz = t_pt * np.sinh(t_eta)
+        tE = np.sqrt(tpx**2 + tpy**2 + tpz**2 + mass**2)
+        local_idx = np.arange(len(pidx)) - offsets_of(counts_t)[evt_t]
+        k = keep
+        trk_cols = {
+            "px": tpx[k],
+            "py": tpy[k],
+            "pz": tpz[k],
+            "E": tE[k],
+            "pt": t_pt[k],
+            "eta": t_eta[k],
+            "phi": t_phi[k],
+            "charge": t_q[k],
+            "kind": kind[k],
+            "d0": opt("d0")[k],
+            "z0SinTheta": dz0st[k],
+            "d0Uncertainty": opt("d0Uncertainty")[k],
+            "z0SinThetaUncertainty": opt("z0SinThetaUncertainty")[k],
+            "track_index": local_idx[k].astype(np.int32),
+        }
+        trk_evt = evt_t[k]
+    else:
+        trk_evt = np.zeros(0, dtype=np.int64)
+
+    # ---- calorimeter deposits ---------------------------------------------------------------
+    apid = np.abs(pid)
+    pt = np.hypot(px, py)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sinh_eta = np.where(pt > 0, pz / np.where(pt > 0, pt, 1.0), 1e9)
+    eta = np.arcsinh(sinh_eta)
+    dep = (
+        final
+        & ~tracked
+        & ~np.isin(apid, _NEUTRINOS)
+        & (np.abs(eta) < CALO_ETA_MAX)
+        & ~((charge != 0) & (pt < CURL_PT_GEV))
+    )
+    idx = np.nonzero(dep)[0]
+    a = apid[idx]
+    is_em = (a == 22) | (a == 11)
+    is_mu = a == 13
+    baryon = (a > 1000) & (a < 10000)
+    energy = e[idx].copy()
+    energy = np.where(baryon & (pid[idx] > 0), energy - m[idx], energy)
+    energy = np.where(baryon & (pid[idx] < 0), energy + m[idx], energy)
+    energy = np.where(is_mu, np.minimum(energy, MUON_MIP_GEV), energy)
+    # impact point on the calorimeter cylinder, seen from the detector origin
+    eta_det = np.arcsinh(sinh_eta[idx] + vz[idx] / CALO_RADIUS)
+    phi = np.arctan2(py[idx], px[idx])
+    ieta = np.floor((eta_det + CALO_ETA_MAX) / TOWER_DETA).astype(np.int64)
+    inside = (ieta >= 0) & (ieta < N_ETA)
+    iphi = np.floor((phi + np.pi) / (2 * np.pi) * N_PHI).astype(np.int64) % N_PHI
+    layer = np.where(is_em, 0, 1)
+    ev = evt_p[idx]
+    key = ((ev * 2 + layer) * N_ETA + ieta) * N_PHI + iphi
+    key, energy = key[inside], energy[inside]
+    ukey, inv = np.unique(key, return_inverse=True)
+    tower_e = np.bincount(inv, weights=energy, minlength=len(ukey))
+    t_iphi = ukey % N_PHI
+    t_ieta = (ukey // N_PHI) % N_ETA
+    t_layer = (ukey // (N_PHI * N_ETA)) % 2
+    t_ev = ukey // (N_PHI * N_ETA * 2)
+    em = t_layer == 0
+    res = np.where(
+        em,
+        _resolution(tower_e, EM_STOCHASTIC, EM_CONSTANT),
+        _resolution(tower_e, HAD_STOCHASTIC, HAD_CONSTANT),
+    )
+    noise = np.where(em, NOISE_EM_GEV, NOISE_HAD_GEV)
+    measured = tower_e * (1.0 + res * rng.standard_normal(len(tower_e))) + noise * rng.standard_normal(len(tower_e))
+    ok = measured > NOISE_THRESHOLD_SIGMA * noise
+    t_e = measured[ok]
+    t_ev = t_ev[ok]
+    eta_c = -CALO_ETA_MAX + (t_ieta[ok] + 0.5) * TOWER_DETA
+    # direction from the reconstructed primary vertex to the tower centre
+    t_eta = np.arcsinh(np.sinh(eta_c) - pv_z[t_ev] / CALO_RADIUS)
+    t_phi = -np.pi + (t_iphi[ok] + 0.5) * (2 * np.pi / N_PHI)
+    t_pt = t_e / np.cosh(t_eta)
+    tow_cols = {
+        "px": t_pt * np.cos(t_phi),
+        "py": t_pt * np.sin(t_phi),
+        "pz": t_pt * np.sinh(t_eta),
+        "E": t_e,
+        "pt": t_pt,
+        "eta": t_eta,
+        "phi": t_phi,
+        "charge": np.zeros(len(t_e), dtype=np.int8),
+        "kind": np.where(em[ok], KIND_PHOTON, KIND_NEUTRAL_HADRON).astype(np.int8),
+        "d0": np.zeros(len(t_e)),
+        "z0SinTheta": np.zeros(len(t_e)),
+        "d0Uncertainty": np.zeros(len(t_e)),
+        "z0SinThetaUncertainty": np.zeros(len(t_e)),
+        "track_index": np.full(len(t_e), -1, dtype=np.int32),
+    }
+
+    # ---- merge per event (tracks first, then towers) ----------------------------------------
+    if trk_cols:
+        all_ev = np.concatenate([trk_evt, t_ev])
+        cols = {k: np.concatenate([trk_cols[k], tow_cols[k]]) for k in tow_cols}
+    else:
+        all_ev = t_ev
+        cols = tow_cols
+    order = np.argsort(all_ev, kind="stable")
+    cols = {k: v[order] for k, v in cols.items()}
+    return to_awkward(cols, np.bincount(all_ev, minlength=n_ev))
