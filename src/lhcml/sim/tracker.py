@@ -1,0 +1,767 @@
+"""Parametric ATLAS-like tracker: particles in, reconstructed tracks out (DESIGN §3).
+
+:func:`simulate_tracks` turns the generator's particle table (one list of particles per event,
+GeV and mm, see :mod:`lhcml.sim.generator`) into reconstructed tracks per event. Everything is
+vectorised over all particles of all events (numpy), with one numba kernel for the pairwise
+search of merged clusters; there is no per-particle Python loop.
+
+What happens to a particle
+--------------------------
+1. **Selection**: stable charged particles with true pT > ``acceptance.pt_min_true`` and
+   |η| < ``eta_max`` + 0.1 produced inside the outermost pixel layer.
+2. **Material** (inside the pixel volume, ``material`` block): hadrons interact at the beam pipe
+   or a pixel layer with probability x/λ_I / sinθ per layer; an interacting charged hadron is
+   lost and 1 + Poisson(n) charged secondaries (``otherSecondary``, parent = the hadron) start at
+   the interaction point. Photons convert into e+e− (probability 7/9 · x/X0 / sinθ per layer).
+3. **Helix**: the true perigee (d0, z0, φ0, θ, q/p) of the particle's helix in the solenoid with
+   respect to the beam line (x = y = 0), in the ATLAS convention: the point of closest approach
+   is ``(-d0 sinφ0, d0 cosφ0, z0)``, i.e. d0 > 0 when the track goes clockwise around the beam
+   line seen from +z. A particle produced at a displaced vertex gets the d0, z0 of its own helix.
+4. **Hits**: the helix is intersected with each barrel cylinder (``|z| < half_length``) and
+   end-cap disk beyond the production radius; each crossed sensor gives a hit with the per-layer
+   hit efficiency; a crossed sensor without a hit between the first and last hits is a hole.
+   Tracks whose crossing points on a layer lie within about two pitches of another charged
+   particle's share that cluster (``numberOf*SharedHits``) unless the clustering splits it
+   (``numberOf*SplitHits``); tracks with two or more shared modules are dropped with
+   ``shared_hits.lost_probability`` (lost tracks in dense jet cores).
+5. **Efficiency**: ε(η)·ε(pT)/ε_ref (ATLAS Loose tables) × ε(production radius) × a lepton
+   factor, together with ≥ ``min_si_hits`` silicon hits, ≥ ``min_pixel_hits`` pixel hits and
+   the standard-tracking |d0|, |z0| acceptance.
+6. **Resolution**: σ(d0) = a ⊕ b/(pT √sinθ) (× r_first_hit / r_IBL when the first hit is not on
+   the IBL), likewise z0·sinθ, φ, θ (via cotθ) and q/p. Each track is 'core', 'tail' (×3) or
+   'wide' (×10) with configured fractions (more often when it has shared hits): the same factor
+   smears all five parameters. The reported uncertainties are the core σ (what a fit reports).
+7. **Fakes**: Poisson(n_tracks · (base + density · n_tracks / 1000)) per event, half of them near
+   real tracks; origin ``fake``, truthPdgId 0, broad impact parameters.
+8. **Lepton ID**: tracks of true electrons/muons get ``leptonID`` = ±11/±13 (sign = charge) with
+   an identification efficiency; hadrons are mis-identified at a small rate.
+
+Output (one list per event): see :data:`TRACK_OUTPUT_FIELDS`. ``pt`` is in GeV like the particle
+table, ``qOverP`` and its uncertainty in 1/MeV (the schema unit), lengths in mm.
+
+Limitations (documented, not hidden): no energy loss or bremsstrahlung on the helix, no d0-φ
+correlation in the smearing, straight-line (in r-z) material crossing of the end-caps is not
+simulated (interactions and conversions happen in the barrel pixel material only), SCT sharing
+uses the strip direction only.
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numba
+import numpy as np
+
+from lhcml.data.schema import TRUTH_ORIGIN
+from lhcml.sim.detector import C_CURV, DetectorParams, default_detector_params
+
+#: fields of each reconstructed track returned by :func:`simulate_tracks` and their dtypes
+TRACK_OUTPUT_FIELDS: dict[str, str] = {
+    "pt": "f8",  # GeV
+    "eta": "f8",
+    "phi": "f8",
+    "theta": "f8",
+    "qOverP": "f8",  # 1/MeV
+    "charge": "i1",
+    "d0": "f8",  # mm, w.r.t. the beam line, ATLAS sign convention
+    "z0": "f8",  # mm, w.r.t. the nominal interaction point (z = 0)
+    "d0Uncertainty": "f8",
+    "z0SinThetaUncertainty": "f8",
+    "phiUncertainty": "f8",
+    "thetaUncertainty": "f8",
+    "qOverPUncertainty": "f8",  # 1/MeV
+    "numberOfInnermostPixelLayerHits": "u1",
+    "numberOfNextToInnermostPixelLayerHits": "u1",
+    "numberOfInnermostPixelLayerSharedHits": "u1",
+    "numberOfInnermostPixelLayerSplitHits": "u1",
+    "numberOfPixelHits": "u1",
+    "numberOfPixelHoles": "u1",
+    "numberOfPixelSharedHits": "u1",
+    "numberOfPixelSplitHits": "u1",
+    "numberOfSCTHits": "u1",
+    "numberOfSCTHoles": "u1",
+    "numberOfSCTSharedHits": "u1",
+    "leptonID": "i1",
+    "origin": "i1",  # TRUTH_ORIGIN (pileup 0 for pile-up particles, fake 1, otherSecondary 7, ...)
+    "vertex_index": "i4",  # truth vertex id of the particle (0 = hard-scatter PV; -1 fakes)
+    "truthPdgId": "i4",
+    "truthParentPdgId": "i4",
+    "truthProductionRadius": "f8",  # mm
+    "is_pileup": "?",
+    "particle_index": "i8",  # index in the event's particle list (-1 fakes and material secondaries)
+    "truth_pt": "f8",  # GeV, for validation
+    "truth_d0": "f8",  # mm, true perigee (0 for fakes)
+    "truth_z0": "f8",
+    "truth_phi": "f8",
+    "truth_theta": "f8",
+}
+
+#: vertex ids of material secondaries: this offset + the local index of the interacting parent
+SECONDARY_VERTEX_OFFSET = 1_000_000
+
+_M_PION = 0.13957039
+_M_ELECTRON = 0.000510999
+_FIELDS_NEEDED = ("pid", "charge", "px", "py", "pz", "e", "m", "vx", "vy", "vz", "final",
+                  "parent_pid", "origin", "vertex_index", "is_pileup")
+#: half-width of the η and φ window (rad) inside which pairs of tracks are tested for merged clusters
+_SHARE_WINDOW = 0.05
+
+
+# ------------------------------------------------------------------------------------------
+# helix geometry (vectorised, float64)
+# ------------------------------------------------------------------------------------------
+
+
+def _wrap(phi: np.ndarray) -> np.ndarray:
+    return (phi + np.pi) % (2.0 * np.pi) - np.pi
+
+
+class _Helix:
+    """Transverse helix geometry of charged particles: centre, radius, rotation sense."""
+
+    def __init__(self, vx, vy, vz, px, py, pz, q, field_tesla: float) -> None:
+        self.vx, self.vy, self.vz = vx, vy, vz
+        self.pt = np.hypot(px, py)
+        self.cot = pz / self.pt
+        self.s = np.where(q > 0, 1.0, -1.0)  # +1: clockwise seen from +z (positive charge, B along +z)
+        self.R = self.pt / (C_CURV * field_tesla * np.maximum(np.abs(q), 1))
+        nx, ny = py / self.pt, -px / self.pt  # unit vector to the right of the motion
+        self.cx = vx + self.s * self.R * nx
+        self.cy = vy + self.s * self.R * ny
+        # |c|^2 - R^2 without cancellation
+        self.D = vx * vx + vy * vy + 2.0 * self.s * self.R * (vx * nx + vy * ny)
+        self.cabs = np.maximum(np.hypot(self.cx, self.cy), 1e-12)
+        self.u0x, self.u0y = -self.s * nx, -self.s * ny  # (v - c) / R
+        self.beta0 = np.arctan2(self.u0y, self.u0x)
+
+    def perigee(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """True ``(d0, z0, phi0)`` w.r.t. the beam line, ATLAS convention."""
+        dmr = self.D / (self.cabs + self.R)  # |c| - R
+        chx, chy = self.cx / self.cabs, self.cy / self.cabs
+        d0 = -self.s * dmr
+        phi0 = np.arctan2(self.s * chx, -self.s * chy)
+        # swept angle (positive = forward along the motion) from the vertex to the perigee point
+        upx, upy = -chx, -chy
+        ang = np.arctan2(upx * self.u0y - upy * self.u0x, upx * self.u0x + upy * self.u0y)
+        alpha = self.s * ang
+        z0 = self.vz + self.R * alpha * self.cot
+        return d0, z0, phi0
+
+    def _alpha_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Forward swept angle in [0, 2π) from the vertex to the point (x, y) on the circle."""
+        ux, uy = (x - self.cx) / self.R, (y - self.cy) / self.R
+        ang = np.arctan2(ux * self.u0y - uy * self.u0x, ux * self.u0x + uy * self.u0y)  # β0 - β
+        return (self.s * ang) % (2.0 * np.pi)
+
+    def cross_cylinder(self, r: float | np.ndarray) -> tuple[np.ndarray, ...]:
+        """First forward crossing of the cylinder of radius ``r`` (scalar or per particle).
+
+        Returns ``(ok, x, y, z, alpha)``; ``ok`` is False where the helix never reaches ``r`` or
+        the particle is produced outside it.
+        """
+        a = (r * r + self.D) / (2.0 * self.cabs)
+        h2 = r * r - a * a
+        rv2 = self.vx * self.vx + self.vy * self.vy
+        ok = (h2 >= 0.0) & (rv2 < r * r)
+        h = np.sqrt(np.maximum(h2, 0.0))
+        chx, chy = self.cx / self.cabs, self.cy / self.cabs
+        x1, y1 = a * chx - h * chy, a * chy + h * chx
+        x2, y2 = a * chx + h * chy, a * chy - h * chx
+        a1, a2 = self._alpha_of(x1, y1), self._alpha_of(x2, y2)
+        first = a1 <= a2
+        x = np.where(first, x1, x2)
+        y = np.where(first, y1, y2)
+        alpha = np.where(first, a1, a2)
+        ok &= alpha < np.pi  # no loopers
+        z = self.vz + self.R * alpha * self.cot
+        return ok, x, y, z, alpha
+
+    def cross_plane(self, zp: float) -> tuple[np.ndarray, ...]:
+        """Forward crossing of the plane ``z = ±zp`` on the side the particle moves to."""
+        zt = np.where(self.cot >= 0, zp, -zp)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            alpha = (zt - self.vz) / (self.R * self.cot)
+        ok = np.isfinite(alpha) & (alpha > 0) & (alpha < np.pi)
+        alpha = np.where(ok, alpha, 0.0)
+        beta = self.beta0 - self.s * alpha
+        x = self.cx + self.R * np.cos(beta)
+        y = self.cy + self.R * np.sin(beta)
+        return ok, x, y, zt, alpha
+
+    def direction_at(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unit transverse momentum direction at a point of the circle."""
+        ux, uy = (x - self.cx) / self.R, (y - self.cy) / self.R
+        return self.s * uy, -self.s * ux
+
+
+def true_perigee(vx, vy, vz, px, py, pz, charge, field_tesla: float = 2.0):
+    """True perigee parameters of charged particles' helices w.r.t. the beam line.
+
+    Parameters
+    ----------
+    vx, vy, vz
+        Production vertex (mm), arrays of the same shape.
+    px, py, pz
+        Momentum at production (GeV).
+    charge
+        Electric charge in units of e (non-zero).
+    field_tesla
+        Solenoid field along +z.
+
+    Returns
+    -------
+    d0, z0, phi0, theta, qoverp
+        d0, z0 in mm (ATLAS sign convention: the point of closest approach is
+        ``(-d0 sin φ0, d0 cos φ0, z0)``), angles in rad, q/p in 1/GeV.
+    """
+    args = [np.asarray(a, dtype=np.float64) for a in (vx, vy, vz, px, py, pz, charge)]
+    vx, vy, vz, px, py, pz, q = np.broadcast_arrays(*args)
+    h = _Helix(vx, vy, vz, px, py, pz, q, field_tesla)
+    d0, z0, phi0 = h.perigee()
+    theta = np.arctan2(h.pt, pz)
+    qoverp = q / np.sqrt(h.pt**2 + pz**2)
+    return d0, z0, phi0, theta, qoverp
+
+
+def _straight_cross_cylinder(vx, vy, vz, px, py, pz, r):
+    """Forward crossing of a cylinder by a neutral particle (straight line)."""
+    pt = np.hypot(px, py)
+    ux, uy = px / pt, py / pt
+    b = vx * ux + vy * uy
+    c = vx * vx + vy * vy - r * r
+    disc = b * b - c
+    ok = (disc >= 0) & (c < 0)
+    t = -b + np.sqrt(np.maximum(disc, 0.0))
+    return ok, vx + t * ux, vy + t * uy, vz + t * pz / pt, ux, uy
+
+
+# ------------------------------------------------------------------------------------------
+# merged clusters (numba)
+# ------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True)
+def _merged_clusters(offsets, eta, phi, crossed, phi_pos, w_pos, rad_pos, drphi, dw, window):
+    """For each track and geometric surface: does its cluster merge with another track's?
+
+    Pairs are searched per event among tracks sorted in η, within ``window`` in η and φ.
+    Distances: ``0.5 (r_i + r_j) |Δφ_pos|`` against ``drphi[k]`` and ``|Δw|`` (z on barrel layers,
+    r on disks) against ``dw[k]``.
+    """
+    n, ns = crossed.shape
+    merged = np.zeros((n, ns), dtype=np.bool_)
+    for e in range(len(offsets) - 1):
+        lo = offsets[e]
+        hi = offsets[e + 1]
+        if hi - lo < 2:
+            continue
+        order = np.argsort(eta[lo:hi]) + lo
+        m = hi - lo
+        for a in range(m):
+            i = order[a]
+            for b in range(a + 1, m):
+                j = order[b]
+                if eta[j] - eta[i] > window:
+                    break
+                dphi = phi[i] - phi[j]
+                if dphi > np.pi:
+                    dphi -= 2 * np.pi
+                elif dphi < -np.pi:
+                    dphi += 2 * np.pi
+                if abs(dphi) > window:
+                    continue
+                for k in range(ns):
+                    if crossed[i, k] and crossed[j, k]:
+                        dp = phi_pos[i, k] - phi_pos[j, k]
+                        if dp > np.pi:
+                            dp -= 2 * np.pi
+                        elif dp < -np.pi:
+                            dp += 2 * np.pi
+                        if (abs(0.5 * (rad_pos[i, k] + rad_pos[j, k]) * dp) < drphi[k]
+                                and abs(w_pos[i, k] - w_pos[j, k]) < dw[k]):
+                            merged[i, k] = True
+                            merged[j, k] = True
+    return merged
+
+
+# ------------------------------------------------------------------------------------------
+# main entry point
+# ------------------------------------------------------------------------------------------
+
+
+def _interp_table(x: np.ndarray, edges, values, lower_edges: bool) -> np.ndarray:
+    """Step-function lookup: ``lower_edges`` True means ``edges`` are bin lower edges."""
+    edges = np.asarray(edges)
+    values = np.asarray(values)
+    if lower_edges:
+        idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(values) - 1)
+    else:
+        idx = np.clip(np.searchsorted(edges, x, side="left"), 0, len(values) - 1)
+    return values[idx]
+
+
+def _resolutions(pt, theta, eta, qoverp, lever, p: DetectorParams):
+    """Core resolutions (d0 mm, z0 sinθ mm, φ, θ rad, q/p 1/GeV)."""
+    r = p.resolution
+    sin_t = np.sin(theta)
+    ms = 1.0 / (pt * np.sqrt(sin_t))
+    s_d0 = np.hypot(r.d0_a, r.d0_b * ms) * lever
+    s_z0 = np.hypot(r.z0st_a, r.z0st_b * ms) * lever
+    s_phi = np.hypot(r.phi_a, r.phi_b * ms)
+    s_theta = sin_t**2 * np.hypot(r.cot_a, r.cot_b * ms)
+    f_eta = 1.0 + r.qoverp_eta_slope * np.maximum(np.abs(eta) - 1.0, 0.0)
+    s_qp = np.abs(qoverp) * np.hypot(r.qoverp_a * pt * f_eta, r.qoverp_b)
+    return s_d0, s_z0, s_phi, s_theta, s_qp
+
+
+def _flatten(particles: ak.Array) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    missing = [f for f in _FIELDS_NEEDED if f not in particles.fields]
+    if missing:
+        from lhcml.errors import SchemaError
+
+        raise SchemaError(
+            f"particle table lacks field(s) {missing}; simulate_tracks needs {list(_FIELDS_NEEDED)} "
+            "(build it with lhcml.sim.generator)"
+        )
+    counts = ak.to_numpy(ak.num(particles, axis=1)).astype(np.int64)
+    flat = ak.flatten(particles[list(_FIELDS_NEEDED)], axis=1)
+    cols = {f: ak.to_numpy(flat[f]) for f in _FIELDS_NEEDED}
+    return cols, counts
+
+
+def _material_secondaries(cols, evt, local, rng, p: DetectorParams):
+    """Hadronic interactions and photon conversions in the pixel-volume material.
+
+    Returns the flat index of charged particles that interacted (they are lost) and a dict of
+    columns for the secondary particles.
+    """
+    m = p.material
+    radii = np.asarray(m.radii)
+    pid = cols["pid"]
+    apid = np.abs(pid)
+    q = cols["charge"].astype(np.float64)
+    px, py, pz = cols["px"], cols["py"], cols["pz"]
+    pt = np.hypot(px, py)
+    ptot = np.sqrt(pt**2 + pz**2)
+    rv = np.hypot(cols["vx"], cols["vy"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eta = np.arcsinh(pz / pt)
+    base = cols["final"] & (pt > 0) & (np.abs(eta) < p.acceptance.eta_max + 0.1) & (rv < radii[-1])
+    hadron = base & (apid > 100) & (ptot > m.hadron_p_min)
+    photon = base & (pid == 22) & (cols["e"] > m.photon_e_min)
+    out_lost: list[np.ndarray] = []
+    secs: list[dict[str, np.ndarray]] = []
+
+    for kind, sel, thick, scale in (
+        ("hadron", hadron, np.asarray(m.interaction_lengths), 1.0),
+        ("photon", photon, np.asarray(m.radiation_lengths), 7.0 / 9.0),
+    ):
+        idx = np.flatnonzero(sel)
+        # probability per layer (0 for layers inside the production radius)
+        sin_t = pt[idx] / ptot[idx]
+        prob = np.minimum(scale * thick[None, :] / sin_t[:, None], 1.0)
+        prob = np.where(radii[None, :] > rv[idx, None], prob, 0.0)
+        cum = 1.0 - np.cumprod(1.0 - prob, axis=1)
+        u = rng.random(len(idx))
+        hit_layer = np.argmax(u[:, None] < cum, axis=1)
+        interacts = u < cum[:, -1]
+        idx, hit_layer = idx[interacts], hit_layer[interacts]
+        if len(idx) == 0:
+            continue
+        r_int = radii[hit_layer]
+        qi = q[idx]
+        charged = qi != 0
+        # crossing point and direction at the layer (helix for charged, line for neutral)
+        ok_n, x_n, y_n, z_n, ux_n, uy_n = _straight_cross_cylinder(
+            cols["vx"][idx], cols["vy"][idx], cols["vz"][idx], px[idx], py[idx], pz[idx], r_int)
+        x, y, z, ux, uy = x_n, y_n, z_n, ux_n, uy_n
+        if charged.any():
+            c = np.flatnonzero(charged)
+            ic = idx[c]
+            h = _Helix(cols["vx"][ic], cols["vy"][ic], cols["vz"][ic], px[ic], py[ic], pz[ic], qi[c],
+                       p.field_tesla)
+            ok_c, xc, yc, zc, _ = h.cross_cylinder(r_int[c])
+            dxc, dyc = h.direction_at(xc, yc)
+            x, y, z, ux, uy = x.copy(), y.copy(), z.copy(), ux.copy(), uy.copy()
+            x[c], y[c], z[c], ux[c], uy[c] = xc, yc, zc, dxc, dyc
+            ok_n = ok_n.copy()
+            ok_n[c] = ok_c
+        keep = ok_n
+        idx, x, y, z, ux, uy, r_int = idx[keep], x[keep], y[keep], z[keep], ux[keep], uy[keep], r_int[keep]
+        if len(idx) == 0:
+            continue
+        # secondaries start just outside the layer they were produced in (no hit on it)
+        x, y = x * (1.0 + 1e-9), y * (1.0 + 1e-9)
+        ptp = pt[idx]
+        pzp = pz[idx]
+        pabs = np.sqrt(ptp**2 + pzp**2)
+        # unit momentum direction at the interaction point
+        dx, dy, dz = ux * ptp / pabs, uy * ptp / pabs, pzp / pabs
+        if kind == "hadron":
+            lost = idx[q[idx] != 0]
+            out_lost.append(lost)
+            nsec = 1 + rng.poisson(m.secondaries_mean, size=len(idx))
+            par = np.repeat(np.arange(len(idx)), nsec)
+            w = rng.exponential(1.0, size=len(par))
+            wsum = np.bincount(par, weights=w, minlength=len(idx))
+            pmag = m.secondary_energy_fraction * pabs[par] * w / wsum[par]
+            kick = rng.normal(0.0, m.secondary_pt_kick / np.sqrt(2.0), size=(len(par), 2))
+            sq = rng.choice(np.array([-1, 1], dtype=np.int8), size=len(par))
+            spid = 211 * sq.astype(np.int32)
+            smass = np.full(len(par), _M_PION)
+        else:
+            par = np.repeat(np.arange(len(idx)), 2)
+            zfrac = rng.random(len(idx))
+            frac = np.stack([zfrac, 1.0 - zfrac], axis=1).ravel()
+            pmag = np.maximum(cols["e"][idx][par] * frac, 1e-6)
+            kick = np.zeros((len(par), 2))
+            sq = np.tile(np.array([-1, 1], dtype=np.int8), len(idx))
+            spid = -11 * sq.astype(np.int32)  # e- (pdg 11) has charge -1
+            smass = np.full(len(par), _M_ELECTRON)
+        # orthonormal basis perpendicular to the parent direction
+        ddx, ddy, ddz = dx[par], dy[par], dz[par]
+        e1x, e1y, e1z = -ddy, ddx, np.zeros_like(ddx)
+        n1 = np.maximum(np.hypot(e1x, e1y), 1e-12)
+        e1x, e1y = e1x / n1, e1y / n1
+        e2x, e2y, e2z = ddy * e1z - ddz * e1y, ddz * e1x - ddx * e1z, ddx * e1y - ddy * e1x
+        spx = pmag * ddx + kick[:, 0] * e1x + kick[:, 1] * e2x
+        spy = pmag * ddy + kick[:, 0] * e1y + kick[:, 1] * e2y
+        spz = pmag * ddz + kick[:, 0] * e1z + kick[:, 1] * e2z
+        pidx = idx[par]
+        secs.append({
+            "pid": spid,
+            "charge": sq,
+            "px": spx, "py": spy, "pz": spz,
+            "e": np.sqrt(spx**2 + spy**2 + spz**2 + smass**2),
+            "m": smass,
+            "vx": x[par], "vy": y[par], "vz": z[par],
+            "final": np.ones(len(par), dtype=bool),
+            "parent_pid": pid[pidx].astype(np.int32),
+            "origin": np.full(len(par), TRUTH_ORIGIN["otherSecondary"], dtype=np.int8),
+            "vertex_index": (SECONDARY_VERTEX_OFFSET + local[pidx]).astype(np.int32),
+            "is_pileup": cols["is_pileup"][pidx],
+            "_evt": evt[pidx],
+            "_pidx": np.full(len(par), -1, dtype=np.int64),
+        })
+    lost = np.concatenate(out_lost) if out_lost else np.zeros(0, dtype=np.int64)
+    if secs:
+        sec = {k: np.concatenate([s[k] for s in secs]) for k in secs[0]}
+    else:
+        sec = None
+    return lost, sec
+
+
+def _surfaces(p: DetectorParams):
+    """Sensor surfaces: geometric layers, then per-side read-out columns."""
+    geo = []  # (type, layer) with type 'b' or 'd'
+    for layer in p.barrel_layers:
+        geo.append(("b", layer))
+    for disk in p.end_cap_disks:
+        geo.append(("d", disk))
+    return geo
+
+
+def simulate_tracks(particles: ak.Array, rng: np.random.Generator,
+                    params: DetectorParams | None = None) -> ak.Array:
+    """Reconstructed tracks of each event from its particle table.
+
+    Parameters
+    ----------
+    particles
+        One list of particles per event with at least the fields ``pid, charge, px, py, pz, e, m``
+        (GeV), ``vx, vy, vz`` (mm, lab frame), ``final``, ``parent_pid``, ``origin``,
+        ``vertex_index``, ``is_pileup`` (the table of :mod:`lhcml.sim.generator`).
+    rng
+        Random generator; the same seed and input give identical output.
+    params
+        Detector parameters (default: the shipped ``detector_params.yaml``).
+
+    Returns
+    -------
+    ak.Array
+        One list of tracks per event with the fields of :data:`TRACK_OUTPUT_FIELDS`: real tracks
+        in particle order, then material secondaries, then fakes.
+
+    Raises
+    ------
+    SchemaError
+        If the particle table lacks a needed field.
+    """
+    p = params or default_detector_params()
+    cols, counts = _flatten(particles)
+    n_events = len(counts)
+    evt = np.repeat(np.arange(n_events, dtype=np.int64), counts)
+    offsets = np.zeros(n_events + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    local = np.arange(len(evt), dtype=np.int64) - offsets[evt]
+    cols = {k: np.asarray(v) for k, v in cols.items()}
+    cols["charge"] = cols["charge"].astype(np.int8)
+
+    # ---- material interactions and conversions --------------------------------------
+    lost, sec = _material_secondaries(cols, evt, local, rng, p)
+    alive = np.ones(len(evt), dtype=bool)
+    alive[lost] = False
+
+    # ---- charged candidates -----------------------------------------------------------
+    acc = p.acceptance
+    r_pix_out = max(layer.radius for layer in p.barrel_layers if layer.kind == "pixel")
+    pt_all = np.hypot(cols["px"], cols["py"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eta_all = np.arcsinh(cols["pz"] / pt_all)
+    rv_all = np.hypot(cols["vx"], cols["vy"])
+    sel = (cols["final"] & (cols["charge"] != 0) & (pt_all > acc.pt_min_true)
+           & (np.abs(eta_all) < acc.eta_max + 0.1) & (rv_all < r_pix_out) & alive)
+    idx = np.flatnonzero(sel)
+    c = {k: v[idx] for k, v in cols.items()}
+    c["_evt"] = evt[idx]
+    c["_pidx"] = local[idx]
+    if sec is not None:
+        spt = np.hypot(sec["px"], sec["py"])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            seta = np.arcsinh(sec["pz"] / spt)
+        srv = np.hypot(sec["vx"], sec["vy"])
+        ssel = (spt > acc.pt_min_true) & (np.abs(seta) < acc.eta_max + 0.1) & (srv < r_pix_out)
+        for k in c:
+            c[k] = np.concatenate([c[k], sec[k][ssel].astype(c[k].dtype)])
+    order = np.argsort(c["_evt"], kind="stable")
+    c = {k: v[order] for k, v in c.items()}
+    n = len(c["_evt"])
+    cevt = c["_evt"]
+    coff = np.zeros(n_events + 1, dtype=np.int64)
+    np.cumsum(np.bincount(cevt, minlength=n_events), out=coff[1:])
+
+    q = c["charge"].astype(np.float64)
+    hel = _Helix(c["vx"], c["vy"], c["vz"], c["px"], c["py"], c["pz"], q, p.field_tesla)
+    d0_t, z0_t, phi_t = hel.perigee()
+    pt_t = hel.pt
+    ptot_t = np.sqrt(pt_t**2 + c["pz"] ** 2)
+    theta_t = np.arctan2(pt_t, c["pz"])
+    eta_t = -np.log(np.tan(0.5 * theta_t))
+    qp_t = q / ptot_t
+    r_prod = np.hypot(c["vx"], c["vy"])
+
+    # ---- layer crossings and hits -----------------------------------------------------
+    geo = _surfaces(p)
+    ns = len(geo)
+    crossed = np.zeros((n, ns), dtype=bool)
+    alpha = np.full((n, ns), np.inf)
+    phi_pos = np.zeros((n, ns))
+    w_pos = np.zeros((n, ns))
+    rad_pos = np.zeros((n, ns))
+    for k, (typ, layer) in enumerate(geo):
+        if typ == "b":
+            ok, x, y, z, a = hel.cross_cylinder(layer.radius)
+            ok &= np.abs(z) < layer.half_length
+            w_pos[:, k] = z
+            rad_pos[:, k] = layer.radius
+        else:
+            ok, x, y, z, a = hel.cross_plane(layer.z)
+            rr = np.hypot(x, y)
+            ok &= (rr > layer.r_min) & (rr < layer.r_max) & (rr > r_prod)
+            w_pos[:, k] = rr
+            rad_pos[:, k] = rr
+        crossed[:, k] = ok
+        alpha[:, k] = np.where(ok, a, np.inf)
+        phi_pos[:, k] = np.arctan2(y, x)
+
+    kinds = np.array([layer.kind for _, layer in geo])
+    is_pix = kinds == "pixel"
+    nside = np.array([layer.hits_per_layer for _, layer in geo])
+    he = p.hit_efficiency
+    eff_layer = np.where(is_pix, he.pixel, he.sct)
+    eff_layer[0] = he.ibl
+    # per-side hits: (n, ns, 2); side 1 only for double layers
+    u_hit = rng.random((n, ns, 2))
+    side_exists = np.stack([np.ones(ns, bool), nside >= 2], axis=1)
+    side_hit = crossed[:, :, None] & side_exists[None] & (u_hit < eff_layer[None, :, None])
+    side_hole_cand = crossed[:, :, None] & side_exists[None] & ~side_hit
+    any_hit = side_hit.any(axis=2)
+    a_hit = np.where(any_hit, alpha, np.inf)
+    a_first = a_hit.min(axis=1)
+    a_last = np.where(any_hit, alpha, -np.inf).max(axis=1)
+    inside = (alpha > a_first[:, None]) & (alpha < a_last[:, None])
+    holes = side_hole_cand & inside[:, :, None]
+    n_side_hits = side_hit.sum(axis=2)
+    n_holes = holes.sum(axis=2)
+    n_pix = n_side_hits[:, is_pix].sum(axis=1)
+    n_sct = n_side_hits[:, ~is_pix].sum(axis=1)
+    n_pix_holes = n_holes[:, is_pix].sum(axis=1)
+    n_sct_holes = n_holes[:, ~is_pix].sum(axis=1)
+    ibl_hit = n_side_hits[:, 0]
+    blayer_hit = n_side_hits[:, 1]
+
+    # ---- merged clusters (shared / split hits) ---------------------------------------
+    sh = p.shared_hits
+    drphi = np.array([sh.ibl_drphi if k == 0 else (sh.pixel_drphi if is_pix[k] else sh.sct_drphi)
+                      for k in range(ns)])
+    dw = np.array([sh.ibl_dz if k == 0 else (sh.pixel_dz if is_pix[k] else sh.sct_dz)
+                   for k in range(ns)])
+    merged = _merged_clusters(coff, eta_t, phi_t, crossed, phi_pos, w_pos, rad_pos, drphi, dw,
+                              _SHARE_WINDOW)
+    merged &= any_hit
+    u_split = rng.random((n, ns))
+    split = merged & is_pix[None, :] & (u_split < sh.split_probability)
+    shared = merged & ~split
+    shared_sides = np.where(shared, n_side_hits, 0)
+    n_pix_shared = shared_sides[:, is_pix].sum(axis=1)
+    n_sct_shared = shared_sides[:, ~is_pix].sum(axis=1)
+    n_pix_split = split[:, is_pix].sum(axis=1)
+    ibl_shared = shared[:, 0].astype(np.int64)
+    ibl_split = split[:, 0].astype(np.int64)
+    shared_modules = n_pix_shared + n_sct_shared // 2
+
+    # ---- efficiency -------------------------------------------------------------------
+    e = p.efficiency
+    eps = (_interp_table(np.abs(eta_t), e.eta_edges, e.eta_values, lower_edges=False)
+           * _interp_table(pt_t, e.pt_edges, e.pt_values, lower_edges=True) / e.pt_reference)
+    eps *= np.interp(r_prod, e.radius_points, e.radius_values, right=0.0)
+    apid = np.abs(c["pid"])
+    eps = np.where(apid == 13, np.minimum(eps * e.muon_factor, 0.99), eps)
+    eps = np.where(apid == 11, eps * e.electron_factor, eps)
+    # the efficiency tables include hadronic interactions, which are simulated explicitly
+    m = p.material
+    sin_t = np.sin(theta_t)
+    lam = np.where(np.asarray(m.radii)[None, :] > r_prod[:, None],
+                   np.asarray(m.interaction_lengths)[None, :], 0.0).sum(axis=1) / sin_t
+    is_hadron = (apid > 100) & (ptot_t > m.hadron_p_min)
+    eps = np.where(is_hadron, eps / np.maximum(1.0 - lam, 0.5), eps)
+    eps = np.clip(eps, 0.0, 1.0)
+    u_eff = rng.random(n)
+    u_lost = rng.random(n)
+    reco = (
+        (u_eff < eps)
+        & (n_pix + n_sct >= acc.min_si_hits)
+        & (n_pix >= acc.min_pixel_hits)
+        & (np.abs(d0_t) < acc.max_abs_d0)
+        & (np.abs(z0_t) < acc.max_abs_z0)
+        & ~((shared_modules >= 2) & (u_lost < sh.lost_probability))
+    )
+
+    # ---- resolution and smearing -------------------------------------------------------
+    r_ibl = p.barrel_layers[0].radius
+    first_k = np.argmin(np.where(any_hit & is_pix[None, :], alpha, np.inf), axis=1)
+    r_first = np.where(n_pix > 0, rad_pos[np.arange(n), first_k], r_ibl)
+    lever = np.maximum(r_first / r_ibl, 1.0)
+    s_d0, s_z0, s_phi, s_theta, s_qp = _resolutions(pt_t, theta_t, eta_t, qp_t, lever, p)
+    t = p.tails
+    boost = np.where(n_pix_shared > 0, t.shared_hit_factor, 1.0)
+    u_tail = rng.random(n)
+    f_wide = np.minimum(t.wide_fraction * boost, 1.0)
+    f_tail = np.minimum(t.tail_fraction * boost, 1.0 - f_wide)
+    scale = np.where(u_tail < f_wide, t.wide_scale, np.where(u_tail < f_wide + f_tail, t.tail_scale, 1.0))
+    g = rng.standard_normal((n, 5)) * scale[:, None]
+    d0 = d0_t + s_d0 * g[:, 0]
+    z0 = z0_t + s_z0 / sin_t * g[:, 1]
+    phi = _wrap(phi_t + s_phi * g[:, 2])
+    theta = np.clip(theta_t + s_theta * g[:, 3], 1e-4, np.pi - 1e-4)
+    qp = qp_t + s_qp * g[:, 4]
+    qp = np.where(qp == 0, qp_t, qp)
+    charge = np.sign(qp).astype(np.int8)
+    pt = np.sin(theta) / np.abs(qp)
+    eta = -np.log(np.tan(0.5 * theta))
+    reco &= (pt > acc.pt_min) & (np.abs(eta) < acc.eta_max)
+
+    # ---- lepton identification ---------------------------------------------------------
+    li = p.lepton_id
+    u_lep = rng.random(n)
+    is_e = (apid == 11) & (pt_t > li.electron_pt_min) & (u_lep < li.electron_efficiency)
+    is_mu = (apid == 13) & (ptot_t > li.muon_p_min) & (u_lep < li.muon_efficiency)
+    had = apid > 100
+    mis_e = had & (u_lep < li.hadron_as_electron)
+    mis_mu = had & (u_lep >= li.hadron_as_electron) & (u_lep < li.hadron_as_electron + li.hadron_as_muon)
+    lepton = np.where(is_e | mis_e, 11, np.where(is_mu | mis_mu, 13, 0)) * charge
+
+    origin = np.where(c["is_pileup"], TRUTH_ORIGIN["pileup"], c["origin"]).astype(np.int8)
+    real = {
+        "pt": pt, "eta": eta, "phi": phi, "theta": theta, "qOverP": qp * 1e-3, "charge": charge,
+        "d0": d0, "z0": z0,
+        "d0Uncertainty": s_d0, "z0SinThetaUncertainty": s_z0, "phiUncertainty": s_phi,
+        "thetaUncertainty": s_theta, "qOverPUncertainty": s_qp * 1e-3,
+        "numberOfInnermostPixelLayerHits": ibl_hit,
+        "numberOfNextToInnermostPixelLayerHits": blayer_hit,
+        "numberOfInnermostPixelLayerSharedHits": ibl_shared,
+        "numberOfInnermostPixelLayerSplitHits": ibl_split,
+        "numberOfPixelHits": n_pix, "numberOfPixelHoles": n_pix_holes,
+        "numberOfPixelSharedHits": n_pix_shared, "numberOfPixelSplitHits": n_pix_split,
+        "numberOfSCTHits": n_sct, "numberOfSCTHoles": n_sct_holes,
+        "numberOfSCTSharedHits": n_sct_shared,
+        "leptonID": lepton, "origin": origin, "vertex_index": c["vertex_index"],
+        "truthPdgId": c["pid"], "truthParentPdgId": c["parent_pid"],
+        "truthProductionRadius": r_prod, "is_pileup": c["is_pileup"],
+        "particle_index": c["_pidx"], "truth_pt": pt_t, "truth_d0": d0_t, "truth_z0": z0_t,
+        "truth_phi": phi_t, "truth_theta": theta_t,
+    }
+    real = {k: v[reco] for k, v in real.items()}
+    real_evt = cevt[reco]
+
+    # ---- fakes --------------------------------------------------------------------------
+    fakes, fake_evt = _fakes(real, real_evt, n_events, rng, p)
+
+    out_evt = np.concatenate([real_evt, fake_evt])
+    order = np.argsort(out_evt, kind="stable")
+    columns = {}
+    for k, dt in TRACK_OUTPUT_FIELDS.items():
+        columns[k] = np.concatenate([np.asarray(real[k]), np.asarray(fakes[k])]).astype(dt)[order]
+    counts_out = np.bincount(out_evt, minlength=n_events).astype(np.int64)
+    return ak.unflatten(ak.zip(columns, depth_limit=1), counts_out)
+
+
+def _fakes(real: dict[str, np.ndarray], real_evt: np.ndarray, n_events: int,
+           rng: np.random.Generator, p: DetectorParams) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Random-combination fake tracks per event."""
+    f = p.fakes
+    n_real = np.bincount(real_evt, minlength=n_events).astype(np.float64)
+    lam = n_real * (f.base_rate + f.density_rate * n_real / 1000.0)
+    n_fake = rng.poisson(lam)
+    fevt = np.repeat(np.arange(n_events, dtype=np.int64), n_fake)
+    nf = len(fevt)
+    roff = np.zeros(n_events + 1, dtype=np.int64)
+    np.cumsum(n_real.astype(np.int64), out=roff[1:])
+    u = rng.random((nf, 8))
+    g = rng.standard_normal((nf, 5))
+    near = (u[:, 0] < f.near_track_fraction) & (n_real[fevt] > 0)
+    host = roff[fevt] + np.minimum((u[:, 1] * n_real[fevt]).astype(np.int64),
+                                   np.maximum(n_real[fevt].astype(np.int64) - 1, 0))
+    host = np.where(near, host, 0)
+    has_host = near & (len(real_evt) > 0)
+    eta_max = p.acceptance.eta_max
+    if len(real_evt) > 0:
+        h_eta, h_phi, h_z0 = real["eta"][host], real["phi"][host], real["z0"][host]
+    else:
+        h_eta = h_phi = h_z0 = np.zeros(nf)
+    eta = np.where(has_host, h_eta + f.near_track_dr * g[:, 0], (2 * u[:, 2] - 1) * eta_max)
+    eta = np.clip(eta, -eta_max + 1e-3, eta_max - 1e-3)
+    phi = _wrap(np.where(has_host, h_phi + f.near_track_dr * g[:, 1], (2 * u[:, 3] - 1) * np.pi))
+    pt = p.acceptance.pt_min + rng.exponential(f.pt_slope, size=nf)
+    theta = 2.0 * np.arctan(np.exp(-eta))
+    charge = np.where(u[:, 4] < 0.5, -1, 1).astype(np.int8)
+    qp = charge * np.sin(theta) / pt
+    d0 = f.d0_sigma * g[:, 2]
+    z_ref = np.where(has_host, h_z0, p.beam_spot.sigma_z * g[:, 4])
+    z0 = z_ref + f.z0_sigma * g[:, 3]
+    s_d0, s_z0, s_phi, s_theta, s_qp = _resolutions(pt, theta, eta, qp, 1.0, p)
+    k = f.uncertainty_scale
+    n_pix = 1 + (u[:, 5] * 4).astype(np.int64)  # 1..4
+    n_sct = 6 + (u[:, 6] * 3).astype(np.int64)  # 6..8
+    ibl = (n_pix >= 3).astype(np.int64)
+    shared = (u[:, 7] < 0.2).astype(np.int64)
+    zeros = np.zeros(nf, dtype=np.int64)
+    fakes = {
+        "pt": pt, "eta": eta, "phi": phi, "theta": theta, "qOverP": qp * 1e-3, "charge": charge,
+        "d0": d0, "z0": z0,
+        "d0Uncertainty": k * s_d0, "z0SinThetaUncertainty": k * s_z0, "phiUncertainty": k * s_phi,
+        "thetaUncertainty": k * s_theta, "qOverPUncertainty": k * s_qp * 1e-3,
+        "numberOfInnermostPixelLayerHits": ibl,
+        "numberOfNextToInnermostPixelLayerHits": (n_pix >= 2).astype(np.int64),
+        "numberOfInnermostPixelLayerSharedHits": ibl * shared,
+        "numberOfInnermostPixelLayerSplitHits": zeros,
+        "numberOfPixelHits": n_pix, "numberOfPixelHoles": (n_pix <= 2).astype(np.int64),
+        "numberOfPixelSharedHits": shared, "numberOfPixelSplitHits": zeros,
+        "numberOfSCTHits": n_sct, "numberOfSCTHoles": (n_sct <= 6).astype(np.int64),
+        "numberOfSCTSharedHits": zeros,
+        "leptonID": zeros, "origin": np.full(nf, TRUTH_ORIGIN["fake"]),
+        "vertex_index": np.full(nf, -1), "truthPdgId": zeros, "truthParentPdgId": zeros,
+        "truthProductionRadius": np.zeros(nf), "is_pileup": np.zeros(nf, dtype=bool),
+        "particle_index": np.full(nf, -1), "truth_pt": np.zeros(nf), "truth_d0": np.zeros(nf),
+        "truth_z0": np.zeros(nf), "truth_phi": np.zeros(nf), "truth_theta": np.zeros(nf),
+    }
+    return fakes, fevt
