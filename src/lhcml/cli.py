@@ -36,6 +36,9 @@ _data_cli.register(app)
 from lhcml.metrics import cli as _metrics_cli  # noqa: E402
 
 _metrics_cli.register(app)
+from lhcml.tasks.boosted import cli as _boosted_cli  # noqa: E402
+
+_boosted_cli.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

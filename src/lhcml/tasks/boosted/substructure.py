@@ -31,6 +31,8 @@ Ratios whose denominator vanishes (a one-constituent jet has ``τ1 = ECF2 = 0``)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from numba import njit
 
@@ -447,3 +449,51 @@ def substructure_from_flow(flow: np.ndarray, **kwargs) -> dict[str, np.ndarray]:
     return compute_substructure(
         flow["pt"], flow["eta"], flow["phi"], flow["energy"], flow["valid"], charge, **kwargs
     )
+
+
+def add_substructure_to_file(
+    path: str | Path,
+    output: str | Path | None = None,
+    chunk_size: int = 5000,
+    radius: float = 1.0,
+    zcut: float = 0.1,
+    sd_beta: float = 0.0,
+    progress: bool = True,
+) -> Path:
+    """Add the :data:`SUBSTRUCTURE_FIELDS` to the ``jets`` dataset of a flat file.
+
+    The file is rewritten chunk by chunk into a temporary file that replaces the output
+    (``path`` itself unless ``output`` is given) only when complete: a crash leaves the input
+    untouched and no partial output. Existing substructure fields are recomputed.
+
+    Parameters
+    ----------
+    path
+        Flat HDF5 file with ``jets`` and ``flow`` datasets.
+    output
+        Output path (default: rewrite ``path`` in place, atomically).
+    chunk_size
+        Jets per chunk.
+    radius, zcut, sd_beta
+        See :func:`compute_substructure`.
+    progress
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    from numpy.lib import recfunctions as rfn
+
+    from lhcml.tasks.boosted._io import rewrite_file
+
+    def transform(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        obs = substructure_from_flow(batch["flow"], radius=radius, zcut=zcut, sd_beta=sd_beta)
+        jets = batch["jets"]
+        keep = [x for x in jets.dtype.names if x not in obs]
+        jets = rfn.repack_fields(jets[keep])
+        batch["jets"] = rfn.append_fields(jets, list(obs), [obs[k] for k in obs], usemask=False)
+        return batch
+
+    return rewrite_file(path, output, transform, chunk_size, progress, desc="substructure")

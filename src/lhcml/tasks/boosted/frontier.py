@@ -1,0 +1,131 @@
+"""Decorrelation frontier: background rejection at 50 % signal efficiency vs 1/JSD50.
+
+For each tagger (nominal, adversarially trained and DisCo-trained at several λ) and for the
+DDT-τ21 and plain-τ21 baselines, :func:`frontier_points` computes R50 and 1/JSD50 of the
+background mass distribution (METRICS' :mod:`lhcml.metrics.decorrelation`, binning convention
+there: 50 equal bins over the background mass range unless edges are given) from prediction
+files. :func:`frontier_plot` draws them with METRICS' :class:`lhcml.plots.rejection_vs_var.FrontierPlot`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lhcml.errors import SchemaError
+
+
+def read_predictions(
+    files: Sequence[str | Path], fields: Sequence[str], dataset: str = "jets"
+) -> np.ndarray:
+    """Concatenate ``fields`` of ``dataset`` from prediction files (clear error if missing)."""
+    import h5py
+    from numpy.lib import recfunctions as rfn
+
+    parts = []
+    for p in files:
+        with h5py.File(p, "r") as f:
+            names = f[dataset].dtype.names
+            missing = [x for x in fields if x not in names]
+            if missing:
+                raise SchemaError(
+                    f"{p}:{dataset} lacks {missing} (run `lhcml predict` / `lhcml jets "
+                    "substructure` first)"
+                )
+            parts.append(rfn.repack_fields(f[dataset].fields(list(fields))[:]))
+    return np.concatenate(parts)
+
+
+def frontier_point(
+    disc: np.ndarray, is_sig: np.ndarray, is_bkg: np.ndarray, mass: np.ndarray,
+    weights: np.ndarray | None = None, bins: int | np.ndarray = 50,
+) -> tuple[float, float]:
+    """``(R50, 1/JSD50)`` of one discriminant (larger = more signal-like)."""
+    from lhcml.metrics.decorrelation import inverse_jsd_at_efficiency, r50
+
+    w = np.ones_like(disc, dtype=np.float64) if weights is None else np.asarray(weights, np.float64)
+    rej = r50(disc[is_sig], disc[is_bkg], w[is_sig], w[is_bkg])
+    ijsd = inverse_jsd_at_efficiency(
+        disc[is_sig], disc[is_bkg], mass[is_bkg], 0.5, bins, w[is_sig], w[is_bkg]
+    )
+    return float(rej), float(ijsd)
+
+
+def frontier_points(
+    files: Sequence[str | Path],
+    taggers: Mapping[str, str],
+    signal: str = "top",
+    background: str = "qcd",
+    mass_var: str = "mass",
+    weight_var: str | None = None,
+    baselines: bool = True,
+    bins: int | np.ndarray = 50,
+) -> list[dict[str, float | str]]:
+    """R50 and 1/JSD50 per tagger (and the τ21 / DDT-τ21 baselines) from prediction files.
+
+    Parameters
+    ----------
+    files
+        Prediction files (``jets`` with ``<prefix>_<output>`` columns and the mass).
+    taggers
+        ``{label: column prefix}``, e.g. ``{"PFN": "pfn", "PFN DisCo λ=10": "pfn_disco10"}``.
+    signal, background
+        Classes of the ``boosted`` label scheme.
+    mass_var, weight_var
+        Jet fields for the mass (MeV) and the per-jet weight.
+    baselines
+        Add τ21 and DDT-τ21 (needs ``Tau21_wta`` from ``lhcml jets substructure``); the DDT slope
+        is fitted on the background of these files.
+    """
+    from lhcml.labels import get_scheme
+    from lhcml.metrics.discriminants import discriminant
+    from lhcml.tasks.boosted.ddt import fit_ddt
+
+    scheme = get_scheme("boosted")
+    sig_c, bkg_c = scheme.get(signal), scheme.get(background)
+    cols = [f"{p}_{o}" for p in taggers.values() for o in (sig_c.output, bkg_c.output)]
+    fields = [scheme.label_var, mass_var, "pt", *cols]
+    if weight_var:
+        fields.append(weight_var)
+    if baselines:
+        fields.append("Tau21_wta")
+    data = read_predictions(files, list(dict.fromkeys(fields)))
+    lab = data[scheme.label_var]
+    sig_val = int(sig_c.cuts[0].split("==")[1])
+    bkg_val = int(bkg_c.cuts[0].split("==")[1])
+    is_sig, is_bkg = lab == sig_val, lab == bkg_val
+    w = data[weight_var] if weight_var else None
+    mass = np.asarray(data[mass_var], dtype=np.float64)
+    rows = []
+    for label, prefix in taggers.items():
+        probs = {signal: data[f"{prefix}_{sig_c.output}"], background: data[f"{prefix}_{bkg_c.output}"]}
+        disc = discriminant(probs, signal, {background: 1.0})
+        r, j = frontier_point(disc, is_sig, is_bkg, mass, w, bins)
+        rows.append({"tagger": label, "r50": r, "inv_jsd50": j})
+    if baselines:
+        tau21 = np.asarray(data["Tau21_wta"], dtype=np.float64)
+        r, j = frontier_point(-tau21, is_sig, is_bkg, mass, w, bins)
+        rows.append({"tagger": "τ21", "r50": r, "inv_jsd50": j})
+        ddt = fit_ddt(tau21[is_bkg], mass[is_bkg], data["pt"][is_bkg], None if w is None else w[is_bkg])
+        d = ddt.discriminant(tau21, mass, data["pt"])
+        ok = np.isfinite(d)
+        r, j = frontier_point(
+            np.where(ok, d, -np.inf), is_sig, is_bkg, mass, w, bins
+        )
+        rows.append({"tagger": f"DDT τ21 (M={ddt.slope:.3f})", "r50": r, "inv_jsd50": j})
+    return rows
+
+
+def frontier_plot(rows: Sequence[Mapping[str, float | str]], path: str | Path) -> Path:
+    """Draw the R50 vs 1/JSD50 frontier of :func:`frontier_points` rows and save it."""
+    from lhcml.plots.rejection_vs_var import FrontierPlot
+
+    plot = FrontierPlot()
+    markers = {"τ21": "s", "DDT": "D"}
+    for row in rows:
+        name = str(row["tagger"])
+        marker = next((m for k, m in markers.items() if name.startswith(k)), "o")
+        plot.add(float(row["r50"]), float(row["inv_jsd50"]), name, marker=marker)
+    return plot.save(path)
