@@ -158,3 +158,39 @@ def test_cluster_spec_and_batch_job_scripts():
     for bad in ("local:0", "slurmm", "http://x"):
         with pytest.raises(ConfigError, match="local:"):
             ClusterSpec.parse(bad)
+
+
+@pytest.mark.slow
+def test_real_simulation_with_pileup_resumes_identically(tmp_path):
+    """The real Pythia + detector chain through the runner: pileup library built once, reused."""
+    pytest.importorskip("pythia8mc")
+    files = run_simulation(
+        "ttbar", 8, 5.0, 3, tmp_path, events_per_shard=4, pileup_size=50, progress=False
+    )
+    lib = tmp_path / "pileup_minbias.h5"
+    assert lib.exists() and read_manifest(tmp_path)["pileup"]["n_events"] == 50
+    first = _bytes(files)
+    lib_mtime = lib.stat().st_mtime_ns
+    files[1].unlink()  # as if the job died before the last shard
+    again = run_simulation(
+        "ttbar", 8, 5.0, 3, tmp_path, events_per_shard=4, pileup_size=50, progress=False
+    )
+    assert _bytes(again) == first and lib.stat().st_mtime_ns == lib_mtime
+    data = H5Reader(files).read({"jets": ["pt", "eta", "averageInteractionsPerCrossing"],
+                                 "tracks": ["ftagTruthOriginLabel", "valid"]})  # fmt: skip
+    assert len(data["jets"]) > 8 and (data["jets"]["pt"] > 20e3).all()
+    assert (np.abs(data["jets"]["eta"]) < 2.5).all()
+    np.testing.assert_allclose(data["jets"]["averageInteractionsPerCrossing"], 5.0)
+    origins = data["tracks"]["ftagTruthOriginLabel"][data["tracks"]["valid"]]
+    assert (origins == 0).any() and (origins == 3).any()  # pileup tracks and b-decay tracks
+
+
+@pytest.mark.slow
+def test_real_simulation_same_files_in_process_pool_and_dask(tmp_path):
+    pytest.importorskip("pythia8mc")
+    kw = dict(process="ttbar", n_events=6, mu=0.0, seed=21, events_per_shard=3, progress=False)
+    ref = run_simulation(output_dir=tmp_path / "one", **kw)
+    pool = run_simulation(output_dir=tmp_path / "pool", workers=2, **kw)
+    dask = run_simulation(output_dir=tmp_path / "dask", cluster="local:2", **kw)
+    assert _bytes(pool) == _bytes(ref) and _bytes(dask) == _bytes(ref)
+    assert _bytes(ref)[0] != _bytes(ref)[1]

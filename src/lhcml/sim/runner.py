@@ -124,8 +124,12 @@ def _matches(path: Path, task: ShardTask) -> bool:
     return True
 
 
-def run_shard(task: ShardTask, event_fn: EventFn | None = None) -> dict[str, Any]:
+def run_shard(
+    task: ShardTask, event_fn: EventFn | None = None, progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
     """Simulate one shard and write it atomically; skip it if already complete.
+
+    ``progress`` (optional) receives the number of events just finished.
 
     Returns ``{index, file, seed, n_events, n_jets, skipped}``.
     """
@@ -313,10 +317,10 @@ def run_simulation(
 
         bar = tqdm(total=n_events, unit="evt", desc=f"simulate {process}", smoothing=0.1)
 
-    def done(res: dict[str, Any]) -> None:
+    def done(res: dict[str, Any], counted: int = 0) -> None:
         results[res["index"]] = res
         if bar is not None:
-            bar.update(tasks[res["index"]].n_events)
+            bar.update(tasks[res["index"]].n_events - counted)
         manifest["shards"] = [
             {k: v for k, v in results[i].items() if k != "skipped"} for i in sorted(results)
         ]
@@ -327,7 +331,9 @@ def run_simulation(
             _run_dask(tasks, event_fn, cluster, cluster_options or {}, done)
         elif workers == 1 or len(tasks) == 1:
             for t in tasks:
-                done(run_shard(t, event_fn))
+                counter = _Counter(bar)
+                res = run_shard(t, event_fn, counter if bar is not None else None)
+                done(res, counted=counter.n)
         else:
             _run_pool(tasks, event_fn, workers, done)
     finally:
@@ -337,6 +343,18 @@ def run_simulation(
     manifest["n_jets"] = int(sum(r["n_jets"] for r in results.values()))
     _write_yaml_atomic(manifest_path, manifest)
     return [Path(t.path) for t in tasks]
+
+
+class _Counter:
+    """Progress callback for in-process shards: per-batch bar updates, counted once."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar, self.n = bar, 0
+
+    def __call__(self, n: int) -> None:
+        self.n += int(n)
+        if self.bar is not None:
+            self.bar.update(int(n))
 
 
 def _run_pool(
