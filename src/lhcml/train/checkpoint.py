@@ -1,0 +1,126 @@
+"""What a trained tagger carries with it, and how to load it back safely.
+
+Every Lightning checkpoint holds, under ``checkpoint["lhcml"]``, only strings and plain lists
+(``torch.load(..., weights_only=True)`` loads it): the resolved training config as YAML, the
+normalisation dictionary as YAML (the same constants are also in the model's buffers), the
+class names and tagger-output suffixes, and the variables per input group. The model is
+rebuilt from the registry by name (never from pickled code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lhcml.errors import CheckpointMismatchError, CorruptFileError
+
+#: keys of the training config that must agree between a checkpoint and a config/data
+_MUST_MATCH = (
+    ("data", "inputs"),
+    ("data", "label_scheme"),
+    ("data", "classes"),
+    ("model",),
+)
+
+
+def build_meta(
+    cfg_yaml: str,
+    norm: Mapping[str, Any],
+    class_names: list[str],
+    outputs: list[str],
+    variables: Mapping[str, list[str] | None],
+    input_shapes: Mapping[str, list[int]],
+    tagger_name: str,
+) -> dict[str, Any]:
+    """The metadata dictionary stored in checkpoints (plain types only)."""
+    from lhcml import __version__
+
+    return {
+        "format_version": 1,
+        "lhcml_version": __version__,
+        "config_yaml": cfg_yaml,
+        "norm_yaml": yaml.safe_dump(dict(norm), sort_keys=False),
+        "class_names": list(class_names),
+        "outputs": list(outputs),
+        "variables_yaml": yaml.safe_dump(dict(variables), sort_keys=False),
+        "input_shapes_yaml": yaml.safe_dump({k: list(v) for k, v in input_shapes.items()}),
+        "tagger_name": tagger_name,
+    }
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with clear errors for missing/foreign files."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise CorruptFileError(f"{path} is not a loadable lhcml checkpoint ({err})") from None
+    if not isinstance(ckpt, dict) or "lhcml" not in ckpt:
+        raise CheckpointMismatchError(f"{path} is not an lhcml checkpoint (no 'lhcml' metadata)")
+    return ckpt
+
+
+def meta_config(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The training config stored in a checkpoint, as a mapping."""
+    return yaml.safe_load(meta["config_yaml"])
+
+
+def meta_variables(meta: Mapping[str, Any]) -> dict[str, list[str] | None]:
+    return yaml.safe_load(meta["variables_yaml"])
+
+
+def _get(d: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        d = d.get(k, {}) if isinstance(d, Mapping) else {}
+    return d
+
+
+def compare_configs(stored: Mapping[str, Any], current: Mapping[str, Any], source: str) -> None:
+    """Raise :class:`CheckpointMismatchError` naming the first config key that differs."""
+    for keys in _MUST_MATCH:
+        a, b = _get(stored, keys), _get(current, keys)
+        if a != b:
+            name = ".".join(keys)
+            if isinstance(a, Mapping) and isinstance(b, Mapping):
+                diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                detail = "; ".join(f"{name}.{k}: checkpoint {a.get(k)!r} vs config {b.get(k)!r}" for k in diff)
+            else:
+                detail = f"{name}: checkpoint {a!r} vs config {b!r}"
+            raise CheckpointMismatchError(
+                f"checkpoint {source} was trained with a different configuration ({detail}); "
+                "use the matching config or a new output_dir"
+            )
+
+
+def load_tagger(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """Rebuild the trained model of a checkpoint (eval mode, jet outputs only) and its metadata."""
+    from lhcml.models.registry import build_model
+
+    ckpt = read_checkpoint(path)
+    meta = dict(ckpt["lhcml"])
+    cfg = meta_config(meta)
+    variables = meta_variables(meta)
+    shapes = yaml.safe_load(meta["input_shapes_yaml"])
+    hyper = {k: v for k, v in cfg["model"].items() if k != "name"}
+    input_dims = {g: (s[-1] if variables[g] is not None else (s[0] if s else 1)) for g, s in shapes.items()}
+    model = build_model(cfg["model"]["name"], len(meta["class_names"]), input_dims, **hyper)
+    model.configure_inputs({g: v for g, v in variables.items() if v is not None})
+    if hasattr(model, "set_head_weights") and cfg.get("loss", {}).get("head_weights"):
+        model.set_head_weights(cfg["loss"]["head_weights"])
+    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} does not match model '{cfg['model']['name']}' "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    model.eval()
+    model.with_aux = False
+    return model, meta

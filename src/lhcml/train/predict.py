@@ -1,0 +1,174 @@
+"""``predict``: run a trained tagger on flat files and write its outputs back into them.
+
+Convention (one, everywhere): the outputs go into the ``jets`` dataset as new float32 fields
+``<tagger>_<output>`` with ``<output>`` from ``labels.yaml`` (``GN2_pb``, ``GN2_pc``, ``GN2_pu``),
+in a **copy** of each input file (``<output_dir>/<input name>``; every other dataset and the file
+attributes are copied unchanged). Without ``output_dir`` the input file itself is rewritten.
+Either way the file is written under a temporary name and renamed when complete, so a crash
+leaves no partial file; columns of the same name are replaced, so several taggers can be
+predicted into the same file one after the other.
+
+Before reading any jet, the checkpoint's input variables are checked against each file
+(:class:`~lhcml.errors.CheckpointMismatchError` names what is missing) and, if a training config
+is given, its data inputs, classes and model against the checkpoint's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from lhcml.errors import CheckpointMismatchError, ConfigError, SchemaError
+
+
+def load_any(checkpoint: str | Path) -> tuple[str, Any, dict[str, Any]]:
+    """``("nn" | "bdt", model, meta)`` for a Lightning checkpoint or an mv2 model file."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.suffix == ".json":
+        from lhcml.models.bdt import load_bdt
+
+        booster, meta = load_bdt(checkpoint)
+        return "bdt", booster, meta
+    from lhcml.train.checkpoint import load_tagger
+
+    model, meta = load_tagger(checkpoint)
+    return "nn", model, meta
+
+
+def _specs_for(path: Path, checkpoint: Path, meta: dict[str, Any]) -> dict:
+    import yaml
+
+    from lhcml.train.checkpoint import meta_variables
+    from lhcml.train.datamodule import inspect_inputs
+
+    variables = meta_variables(meta)
+    try:
+        specs = inspect_inputs(path, variables)
+    except SchemaError as err:
+        raise CheckpointMismatchError(f"checkpoint {checkpoint} does not fit {path}: {err}") from None
+    shapes = yaml.safe_load(meta["input_shapes_yaml"])
+    for g, s in specs.items():
+        if s.kind == "image" and list(s.shape) != list(shapes[g]):
+            raise CheckpointMismatchError(
+                f"checkpoint {checkpoint} expects '{g}' of shape {shapes[g]}, {path} has {list(s.shape)}"
+            )
+    return specs
+
+
+def predict_arrays(kind: str, model: Any, batches: Any, n_jets: int, desc: str = "") -> np.ndarray:
+    """Class probabilities ``(n_jets, n_classes)`` for an iterable of input batches."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for batch in tqdm(batches, desc=desc, unit="batch", leave=False, disable=None):
+            if kind == "bdt":
+                from lhcml.models.bdt import predict_bdt
+
+                out.append(predict_bdt(model, batch["jets"].numpy()))
+            else:
+                out.append(torch.softmax(model(batch)["logits"].float(), dim=-1).numpy())
+    probs = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    if len(probs) != n_jets:
+        raise RuntimeError(f"predicted {len(probs)} jets, expected {n_jets}")
+    return probs.astype(np.float32)
+
+
+def _with_columns(jets: np.ndarray, columns: dict[str, np.ndarray]) -> np.ndarray:
+    kept = [(n, jets.dtype.fields[n][0]) for n in jets.dtype.names if n not in columns]
+    dtype = np.dtype(kept + [(n, "f4") for n in columns])
+    out = np.empty(jets.shape, dtype=dtype)
+    for n, _ in kept:
+        out[n] = jets[n]
+    for n, v in columns.items():
+        out[n] = v
+    return out
+
+
+def write_columns(src: Path, dst: Path, columns: dict[str, np.ndarray]) -> Path:
+    """Write ``src`` with ``columns`` added to ``jets`` to ``dst`` atomically (``dst`` may be ``src``)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    try:
+        with h5py.File(src, "r") as fin, h5py.File(tmp, "w") as fout:
+            for k, v in fin.attrs.items():
+                fout.attrs[k] = v
+            for name in fin:
+                if name != "jets":
+                    fin.copy(fin[name], fout, name=name)
+            jets_in = fin["jets"]
+            jets = _with_columns(jets_in[:], columns)
+            ds = fout.create_dataset(
+                "jets", data=jets, maxshape=(None,), chunks=jets_in.chunks or (1000,),
+                compression=jets_in.compression, compression_opts=jets_in.compression_opts,
+            )  # fmt: skip
+            for k, v in jets_in.attrs.items():
+                ds.attrs[k] = v
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dst
+
+
+def predict(
+    checkpoint: str | Path,
+    files: Sequence[str | Path],
+    tagger_name: str | None = None,
+    output_dir: str | Path | None = None,
+    batch_size: int = 2000,
+    config: Any | None = None,
+) -> list[Path]:
+    """Write ``<tagger>_<output>`` columns for every jet of ``files``.
+
+    Parameters
+    ----------
+    checkpoint
+        A training checkpoint (``.ckpt``) or an mv2 model file (``.json``).
+    files
+        Flat HDF5 files (e.g. ``test_ttbar.h5``); all jets are predicted, in file order.
+    tagger_name
+        Column prefix; default: the ``tagger_name`` stored in the checkpoint (the model name).
+    output_dir
+        Where the copies go; ``None`` rewrites the input files in place (atomically).
+    batch_size
+        Jets per forward pass.
+    config
+        Optional :class:`~lhcml.train.config.TrainConfig` that must match the checkpoint.
+
+    Returns
+    -------
+    list[Path]
+        The written files.
+    """
+    from lhcml.train.checkpoint import compare_configs, meta_config
+    from lhcml.train.datamodule import H5JetDataset
+
+    checkpoint = Path(checkpoint)
+    kind, model, meta = load_any(checkpoint)
+    if config is not None:
+        compare_configs(meta_config(meta), config.model_dump(mode="json"), str(checkpoint))
+    name = tagger_name or meta["tagger_name"]
+    if not name or not name.replace("_", "").isalnum():
+        raise ConfigError(f"tagger name '{name}' must be letters, digits and underscores")
+    files = [Path(p) for p in files]
+    if not files:
+        raise ConfigError("no input files given to predict")
+    specs = {p: _specs_for(p, checkpoint, meta) for p in files}  # check all before writing any
+    written = []
+    for p in files:
+        ds = H5JetDataset([p], specs[p], labels=None, batch_size=batch_size, chunk_size=max(batch_size, 100_000))
+        n = sum(e - s for _, s, e in ds.chunks())
+        probs = predict_arrays(kind, model, ds, n, desc=p.name)
+        cols = {f"{name}_{o}": probs[:, i] for i, o in enumerate(meta["outputs"])}
+        dst = p if output_dir is None else Path(output_dir) / p.name
+        if output_dir is not None and dst.resolve() == p.resolve():
+            raise ConfigError(f"output_dir {output_dir} is the input's folder; omit it to write in place")
+        written.append(write_columns(p, dst, cols))
+    return written

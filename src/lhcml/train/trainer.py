@@ -1,0 +1,261 @@
+"""``train(cfg) -> Path``: the training stage (Lightning) for every registered tagger.
+
+Outputs in ``cfg.output_dir``::
+
+    checkpoints/best-epoch=NN.ckpt   # lowest val_loss
+    checkpoints/last.ckpt            # for --resume
+    config.yaml                      # resolved config (also inside every checkpoint)
+    norm_dict.yaml, class_names.yaml # the constants in the model (also inside checkpoints)
+    logs/metrics.csv                 # per-epoch metrics (+ TensorBoard events if installed)
+
+Resume (``resume=True``) continues from ``checkpoints/last.ckpt`` — epoch counter, optimiser,
+LR schedule and early-stopping state — after checking that the checkpoint was made with the
+same data inputs, classes and model. ``model.name: mv2`` trains the BDT
+(:mod:`lhcml.models.bdt`) and returns its model file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from lhcml.errors import ConfigError, SchemaError
+from lhcml.train.config import TrainConfig, check_hyperparameters
+
+log = logging.getLogger(__name__)
+
+
+def _label_spec(cfg: TrainConfig):
+    from lhcml.labels import get_scheme
+    from lhcml.train.datamodule import LabelSpec
+
+    scheme = get_scheme(cfg.data.label_scheme).subset(cfg.data.classes)
+    return LabelSpec.build(scheme, cfg.data.label_field)
+
+
+def check_fields(files: list[str], group: str, fields: list[str], what: str) -> None:
+    """Every file has ``fields`` in dataset ``group``; otherwise :class:`SchemaError`."""
+    from lhcml.train.datamodule import open_h5
+
+    for p in files:
+        with open_h5(p) as f:
+            if group not in f:
+                raise SchemaError(f"{what}: no dataset '{group}' in {p}")
+            names = f[group].dtype.names or ()
+            missing = [x for x in fields if x not in names]
+            if missing:
+                raise SchemaError(f"{what}: field(s) {missing} not in '{group}' of {p}")
+
+
+def prepare_inputs(cfg: TrainConfig) -> tuple[dict, Any]:
+    """Inspect the files: group specs (same in every file) and the label spec."""
+    from lhcml.train.datamodule import inspect_inputs
+
+    if not cfg.data.train_files or not cfg.data.val_files:
+        raise ConfigError("data.train_files and data.val_files must not be empty")
+    specs = inspect_inputs(cfg.data.train_files[0], cfg.data.inputs)
+    for p in cfg.data.train_files[1:] + cfg.data.val_files:
+        other = inspect_inputs(p, cfg.data.inputs)
+        for g, s in specs.items():
+            if other[g].shape[1:] != s.shape[1:] and s.kind == "image":
+                raise SchemaError(f"image '{g}' has shape {other[g].shape} in {p}, {s.shape} elsewhere")
+    labels = _label_spec(cfg)
+    extra = [cfg.data.weight_field] if cfg.data.weight_field else []
+    check_fields(cfg.data.train_files + cfg.data.val_files, "jets", labels.jet_fields() + extra, "labels/weights")
+    return specs, labels
+
+
+def load_norm(cfg: TrainConfig, specs: dict) -> dict:
+    """The normalisation dictionary: ``data.norm_dict`` or computed from the training file."""
+    from lhcml.train.datamodule import compute_norm, norm_arrays
+
+    if cfg.data.norm_dict:
+        path = Path(cfg.data.norm_dict)
+        if not path.is_file():
+            raise ConfigError(f"data.norm_dict file {path} does not exist (run `lhcml preprocess`)")
+        norm = yaml.safe_load(path.read_text()) or {}
+    else:
+        norm = compute_norm(cfg.data.train_files, specs)
+    norm = {g: {v: norm[g][v] for v in specs[g].variables} for g in specs if specs[g].kind != "image" and g in norm}
+    norm_arrays(norm, specs)  # raises on missing entries
+    return norm
+
+
+def _precision(cfg: TrainConfig) -> str:
+    import torch
+
+    p = cfg.trainer.precision
+    if p != "auto":
+        return p
+    if cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    devices: int | None = None,
+    strategy: str | None = None,
+    epoch_hooks: list | None = None,
+) -> Path:
+    """Train the tagger described by ``cfg``; return the best checkpoint.
+
+    Parameters
+    ----------
+    cfg
+        Validated training config (:func:`lhcml.train.config.load_train_config`).
+    resume
+        Continue from ``<output_dir>/checkpoints/last.ckpt``.
+    devices, strategy
+        Override ``trainer.devices``/``trainer.strategy`` (e.g. ``4``, ``"ddp"``; gloo on CPU).
+    epoch_hooks
+        Callables ``hook(epoch, metrics)`` called after each validation epoch (tuning).
+
+    Returns
+    -------
+    Path
+        The best checkpoint (lowest ``val_loss``), or the BDT model file for ``mv2``.
+    """
+    if devices is not None:
+        cfg.trainer.devices = devices
+    if strategy is not None:
+        cfg.trainer.strategy = strategy
+    out = Path(cfg.output_dir)
+    specs, labels = prepare_inputs(cfg)
+    from lhcml.models.bdt import BDT_MODELS
+
+    if cfg.model.name in BDT_MODELS:
+        from lhcml.models.bdt import train_bdt
+
+        return train_bdt(cfg, specs, labels, resume=resume)
+    return _train_nn(cfg, specs, labels, out, resume, epoch_hooks or [])
+
+
+def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: bool, hooks: list) -> Path:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from lhcml.models.registry import build_model, get_model_class
+    from lhcml.train.checkpoint import build_meta, compare_configs, meta_config, read_checkpoint
+    from lhcml.train.datamodule import H5JetDataset, collate_identity, norm_arrays
+    from lhcml.train.extra_losses import build_extra_loss
+    from lhcml.train.module import TaggerModule
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    last = out / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: no {last} to resume from (train without --resume first)")
+        stored = meta_config(read_checkpoint(last)["lhcml"])
+        compare_configs(stored, cfg.model_dump(mode="json"), str(last))
+    elif last.exists():
+        raise ConfigError(f"{out} already holds a training run; pass --resume or choose another output_dir")
+
+    # model
+    cls = get_model_class(cfg.model.name)
+    hyper = cfg.model.hyperparameters()
+    check_hyperparameters(cls, hyper, cfg.model.name)
+    input_dims = {g: s.dim for g, s in specs.items()}
+    class_names = list(cfg.data.classes)
+    model = build_model(cfg.model.name, len(class_names), input_dims, **hyper)
+    variables = {g: list(s.variables) if s.variables is not None else None for g, s in specs.items()}
+    model.configure_inputs({g: v for g, v in variables.items() if v is not None})
+    norm = load_norm(cfg, specs)
+    for g, (mean, std) in norm_arrays(norm, specs).items():
+        model.set_normalisation(g, mean, std)
+    if cfg.loss.head_weights:
+        model.set_head_weights(cfg.loss.head_weights)
+    extra = [build_extra_loss(e.name, e.weight, **e.options()) for e in cfg.extra_losses]
+
+    # data
+    label_fields = {g: list(v) for g, v in model.label_fields().items()}
+    for el in extra:
+        for g, fl in el.batch_fields.items():
+            label_fields.setdefault(g, [])
+            label_fields[g] += [x for x in fl if x not in label_fields[g]]
+    for g, fl in label_fields.items():
+        check_fields(cfg.data.train_files + cfg.data.val_files, g, fl, "label fields of the heads")
+    d = cfg.data
+    common = dict(specs=specs, labels=labels, batch_size=d.batch_size, chunk_size=d.chunk_size,
+                  weight_field=d.weight_field, label_fields=label_fields)  # fmt: skip
+    train_ds = H5JetDataset(d.train_files, num_jets=d.num_jets_train, shuffle=True, seed=cfg.seed, **common)
+    val_ds = H5JetDataset(d.val_files, num_jets=d.num_jets_val, shuffle=False, **common)
+    cw = cfg.loss.class_weights
+    if cw is not None:
+        if cw == "balanced":
+            counts = train_ds.class_counts()
+            if np.any(counts <= 0):
+                raise SchemaError(f"class_weights: balanced needs every class in the training data (counts {counts.tolist()})")
+            cw = (counts.sum() / (len(counts) * counts)).tolist()
+        model.heads["jet_classification"].set_class_weights(cw)
+    loader_kw = dict(batch_size=None, collate_fn=collate_identity, num_workers=d.num_workers)
+    train_dl = torch.utils.data.DataLoader(train_ds, **loader_kw)
+    val_dl = torch.utils.data.DataLoader(val_ds, **loader_kw)
+
+    # metadata, written next to the checkpoints and into them
+    outputs = [labels.scheme.get(c).output for c in class_names]
+    meta = build_meta(cfg.to_yaml(), norm, class_names, outputs, variables,
+                      {g: list(s.shape) for g, s in specs.items()}, cfg.resolved_tagger_name())  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "config.yaml", meta["config_yaml"])
+    _write_atomic(out / "norm_dict.yaml", meta["norm_yaml"])
+    _write_atomic(out / "class_names.yaml", yaml.safe_dump({"classes": class_names, "outputs": outputs}))
+
+    module = TaggerModule(model, cfg, class_names, extra, meta)
+    module.epoch_hooks.extend(hooks)
+
+    class _SetEpoch(Callback):
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            train_ds.set_epoch(trainer.current_epoch)
+
+    ckpt_cb = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="best-{epoch:02d}", monitor="val_loss",
+        mode="min", save_top_k=1, save_last=True,
+    )  # fmt: skip
+    callbacks: list[Any] = [ckpt_cb, LearningRateMonitor(logging_interval="epoch"), _SetEpoch()]
+    if cfg.trainer.patience is not None:
+        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.trainer.patience))
+    loggers: list[Any] = [CSVLogger(save_dir=out, name="logs", version="")]
+    try:
+        import tensorboard  # noqa: F401
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=out, name="logs", version="tb"))
+    except ImportError:
+        pass
+    t = cfg.trainer
+    strategy = t.strategy
+    if t.devices > 1 and strategy == "auto":
+        strategy = "ddp"
+    trainer = L.Trainer(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=strategy,
+        precision=_precision(cfg),
+        callbacks=callbacks,
+        logger=loggers,
+        gradient_clip_val=t.gradient_clip_val,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar,
+        limit_train_batches=t.limit_train_batches,
+        deterministic=False,
+        enable_model_summary=t.enable_progress_bar,
+    )
+    trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume else None, weights_only=True)
+    best = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else last
+    return best
