@@ -42,6 +42,8 @@ class HistogramPlot(PlotBase):
         self.norm = norm
         self.hists: list[_Hist] = []
         self.lines: list[tuple[float, str]] = []
+        self.contents: list[np.ndarray] = []  # drawn bin contents, filled by draw()
+        self.edges: np.ndarray | None = None
 
     def add(
         self,
@@ -153,6 +155,7 @@ class HistogramPlot(PlotBase):
             ax.legend(loc="upper right")
             add_experiment_label(ax, self.label_lines)
         self.fig, self.axes = fig, axes
+        self.contents, self.edges = drawn, edges
         return fig
 
 
