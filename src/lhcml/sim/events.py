@@ -9,6 +9,12 @@ clusters and labels jets (:mod:`~lhcml.sim.jets`) and fills structured arrays th
 
 The reconstructed primary vertex is the hard-scatter truth vertex with its z smeared by
 :data:`PV_Z_RESOLUTION` (30 µm, the order of the ATLAS hard-scatter vertex resolution in tt̄).
+
+Pileup handling on jets, as ATLAS: charged-hadron subtraction in the flow objects
+(:mod:`~lhcml.sim.pflow`), jet-area subtraction ``pT → pT − ρ·πR²`` with the event's median
+density ρ (:func:`~lhcml.sim.pflow.pileup_density`; the four-momentum is scaled), and for small-R
+jets a JVT proxy: jets below 60 GeV with |η| < 2.4 need more than 10 % of their pT carried by
+primary-vertex tracks (``RpT``), which removes pure-pileup jets.
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ from lhcml.data.schema import (
     N_FLOW,
     N_TRACKS,
     TRACK_DTYPE,
-    TRUTH_ORIGIN,
     empty,
 )
 from lhcml.errors import ConfigError
@@ -40,6 +45,11 @@ PV_Z_RESOLUTION = 0.030
 LARGE_R_RADIUS = 0.8
 #: small-R jet radius
 SMALL_R_RADIUS = 0.4
+#: pileup-jet suppression (a JVT proxy): jets with pT < JVT_PT_MAX (GeV) and |eta| < JVT_ETA_MAX
+#: need a fraction > JVT_RPT_MIN of their pT in primary-vertex tracks
+JVT_PT_MAX = 60.0
+JVT_ETA_MAX = 2.4
+JVT_RPT_MIN = 0.1
 #: event numbers: seed * EVENT_NUMBER_STRIDE + index
 EVENT_NUMBER_STRIDE = 10_000_000
 #: default pileup-library size built on the fly when ``mu > 0`` and no library is given
@@ -235,11 +245,43 @@ def _simulate_batch(
     return out
 
 
+def area_correct(jets: ak.Array, rho: np.ndarray, radius: float) -> ak.Array:
+    """Jets with their four-momenta scaled by ``max(1 − ρ·πR²/pT, 0)`` (jet-area subtraction)."""
+    factor = 1.0 - ak.Array(rho)[:, np.newaxis] * (np.pi * radius**2) / np.maximum(jets.pt, 1e-9)
+    factor = ak.where(factor > 0, factor, 0.0)
+    out = {k: jets[k] * factor for k in ("px", "py", "pz", "E", "pt", "mass")}
+    out["eta"] = jets.eta
+    out["phi"] = jets.phi
+    return ak.zip(out)
+
+
+def _constituent_gather(objects: ak.Array, cidx: ak.Array) -> ak.Array:
+    """One list of constituent objects per jet (jets of all events, in order)."""
+    obj_off = offsets_of(ak.to_numpy(ak.num(objects, axis=1)).astype(np.int64))
+    n_jets = ak.to_numpy(ak.num(cidx, axis=1))
+    jet_event = np.repeat(np.arange(len(cidx)), n_jets)
+    per_jet = ak.flatten(cidx, axis=1)
+    ncons = ak.to_numpy(ak.num(per_jet, axis=1))
+    gidx = ak.to_numpy(ak.flatten(per_jet, axis=1)).astype(np.int64) + np.repeat(obj_off[jet_event], ncons)
+    return ak.unflatten(ak.flatten(objects, axis=1)[gidx], ncons)
+
+
 def _small_r(proc, objects, generated, tracks, pv_z, cluster, small_r_labels) -> dict[str, np.ndarray]:
-    jets_all, _ = cluster(objects, SMALL_R_RADIUS, min_pt=min(20.0, proc.jet_pt_min))
+    from lhcml.sim.pflow import pileup_density
+
+    jets_all, cidx = cluster(objects, SMALL_R_RADIUS, min_pt=min(20.0, proc.jet_pt_min))
+    raw_pt = ak.to_numpy(ak.flatten(jets_all.pt, axis=1))
+    jets_all = area_correct(jets_all, pileup_density(objects), SMALL_R_RADIUS)
     labels = small_r_labels(jets_all, generated.hadrons, generated.partons)
+    cons = _constituent_gather(objects, cidx)
+    rpt = ak.to_numpy(ak.sum(ak.where(cons.charge != 0, cons.pt, 0.0), axis=1)) / np.maximum(raw_pt, 1e-9)
     mask = _select(jets_all, proc)
     flat_mask = ak.to_numpy(ak.flatten(mask, axis=1))
+    jpt = ak.to_numpy(ak.flatten(jets_all.pt, axis=1))
+    jeta = np.abs(ak.to_numpy(ak.flatten(jets_all.eta, axis=1)))
+    jvt_fail = (jpt < JVT_PT_MAX) & (jeta < JVT_ETA_MAX) & (rpt <= JVT_RPT_MIN)
+    flat_mask &= ~jvt_fail
+    mask = ak.unflatten(flat_mask, ak.num(jets_all, axis=1))
     sel = jets_all[mask]
     n_sel = ak.to_numpy(ak.num(sel, axis=1))
     jet_event = np.repeat(np.arange(len(sel)), n_sel)
@@ -258,16 +300,10 @@ def _small_r(proc, objects, generated, tracks, pv_z, cluster, small_r_labels) ->
 
     from lhcml.sim.association import associate_tracks
 
-    trk = associate_tracks(sel, tracks, pv_z, n_slots=N_TRACKS)
-    if isinstance(trk, tuple):  # (table, n_tracks before the cap)
-        trk, n_assoc = trk
-    else:
-        n_assoc = trk["valid"].sum(axis=1)
+    trk, n_assoc, n_pu_trk = associate_tracks(sel, tracks, pv_z, n_slots=N_TRACKS, return_pileup_counts=True)
     trk = _as_dtype(trk, TRACK_DTYPE, "associate_tracks")
-    jets["n_tracks"] = n_assoc
-    jets["n_truth_pileup_tracks"] = (trk["valid"] & (trk["ftagTruthOriginLabel"] == TRUTH_ORIGIN["pileup"])).sum(
-        axis=1
-    )
+    jets["n_tracks"] = np.minimum(n_assoc, np.iinfo(np.int16).max)
+    jets["n_truth_pileup_tracks"] = np.minimum(n_pu_trk, np.iinfo(np.int16).max)
     return {"jets": jets, "tracks": trk, "_event": jet_event}
 
 
@@ -284,7 +320,10 @@ def _as_dtype(arr: np.ndarray, dtype: np.dtype, who: str) -> np.ndarray:
 
 
 def _large_r(proc, objects, generated, cluster, large_r_labels) -> dict[str, np.ndarray]:
+    from lhcml.sim.pflow import pileup_density
+
     jets_all, cidx = cluster(objects, LARGE_R_RADIUS, min_pt=proc.jet_pt_min * 0.5)
+    jets_all = area_correct(jets_all, pileup_density(objects), LARGE_R_RADIUS)
     labels = large_r_labels(jets_all, generated.resonances, LARGE_R_RADIUS)
     mask = _select(jets_all, proc)
     flat_mask = ak.to_numpy(ak.flatten(mask, axis=1))
@@ -307,12 +346,7 @@ def _large_r(proc, objects, generated, cluster, large_r_labels) -> dict[str, np.
     jets["truthPt"] = labels["truthPt"][flat_mask] * _GEV
     jets["truthMass"] = labels["truthMass"][flat_mask] * _GEV
 
-    # constituents: per selected jet, the objects of its event at the constituent indices
-    obj_off = offsets_of(ak.to_numpy(ak.num(objects, axis=1)).astype(np.int64))
-    per_jet = ak.flatten(csel, axis=1)  # one index list per selected jet
-    ncons0 = ak.to_numpy(ak.num(per_jet, axis=1))
-    gidx = ak.to_numpy(ak.flatten(per_jet, axis=1)).astype(np.int64) + np.repeat(obj_off[jet_event], ncons0)
-    cons = ak.unflatten(ak.flatten(objects, axis=1)[gidx], ncons0)
+    cons = _constituent_gather(objects, csel)
     order = ak.argsort(cons.pt, axis=1, ascending=False)
     cons = cons[order]
     ncons = ak.to_numpy(ak.num(cons, axis=1))

@@ -8,6 +8,8 @@ Charged objects
     subtraction: pileup tracks are removed). Four-momentum from the track with the pion mass
     (electron/muon mass for tracks matched to a true electron/muon). The calorimeter energy of
     every particle that has a reconstructed track is removed (perfect energy-flow subtraction).
+    Tracks of material secondaries (conversions, hadronic interactions) are not flow objects:
+    their parent particle deposits its energy in the calorimeter; fake tracks are kept.
 
 Neutral objects
     Every other stable particle with ``|η| < 4.9`` deposits energy in 0.1 × 0.1 (η × φ) towers:
@@ -137,6 +139,11 @@ def build_pflow(
         else:
             dz0st = ak.to_numpy(tflat.z0SinTheta).astype(np.float64)
         keep = np.abs(dz0st) < CHS_DZ0_SINTHETA
+        if "origin" in fields:
+            # material secondaries (conversions, hadronic interactions): their parent's energy
+            # is already in the calorimeter, so they are not separate flow objects
+            t_origin = ak.to_numpy(tflat.origin)
+            keep &= real | (t_origin == 1)
         tpid = np.zeros(len(pidx), dtype=np.int32)
         tpid[real] = np.abs(pid[offs_p[evt_t[real]] + pidx[real]])
         kind = np.full(len(pidx), KIND_CHARGED_HADRON, dtype=np.int8)
@@ -254,3 +261,34 @@ def build_pflow(
     order = np.argsort(all_ev, kind="stable")
     cols = {k: v[order] for k, v in cols.items()}
     return to_awkward(cols, np.bincount(all_ev, minlength=n_ev))
+
+
+#: patches for the median pileup-density estimate: |eta| < RHO_ETA_MAX, RHO_N_ETA x RHO_N_PHI
+RHO_ETA_MAX = 2.0
+RHO_N_ETA = 8
+RHO_N_PHI = 12
+
+
+def pileup_density(objects: ak.Array) -> np.ndarray:
+    """Median transverse-momentum density ρ (GeV per unit η×φ area) of each event.
+
+    The ATLAS-style estimate of the diffuse (pileup + underlying event) energy density: the
+    median over :data:`RHO_N_ETA` × :data:`RHO_N_PHI` patches in ``|η| <`` :data:`RHO_ETA_MAX`
+    of the summed object pT divided by the patch area (the hard jets occupy few patches, so the
+    median is insensitive to them). Jets are then corrected by ``pT → pT − ρ·A``.
+    """
+    n_ev = len(objects)
+    counts = ak.to_numpy(ak.num(objects, axis=1)).astype(np.int64)
+    flat = ak.flatten(objects, axis=1)
+    eta = ak.to_numpy(flat.eta)
+    phi = ak.to_numpy(flat.phi)
+    pt = ak.to_numpy(flat.pt)
+    ev = event_ids(counts)
+    ok = np.abs(eta) < RHO_ETA_MAX
+    ie = np.minimum(((eta[ok] + RHO_ETA_MAX) / (2 * RHO_ETA_MAX) * RHO_N_ETA).astype(np.int64), RHO_N_ETA - 1)
+    ip = np.minimum(((phi[ok] + np.pi) / (2 * np.pi) * RHO_N_PHI).astype(np.int64), RHO_N_PHI - 1)
+    n_patch = RHO_N_ETA * RHO_N_PHI
+    key = ev[ok] * n_patch + ie * RHO_N_PHI + ip
+    sums = np.bincount(key, weights=pt[ok], minlength=n_ev * n_patch).reshape(n_ev, n_patch)
+    area = (2 * RHO_ETA_MAX / RHO_N_ETA) * (2 * np.pi / RHO_N_PHI)
+    return np.median(sums, axis=1) / area
