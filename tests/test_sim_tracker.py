@@ -1,0 +1,457 @@
+"""Tests of the parametric tracker (lhcml.sim.tracker) and its parameter file (lhcml.sim.detector)."""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+import pytest
+from scipy.optimize import brentq, minimize
+
+from lhcml.data.schema import TRUTH_ORIGIN
+from lhcml.errors import ConfigError, SchemaError
+from lhcml.sim.detector import C_CURV, default_detector_params, load_detector_params
+from lhcml.sim.tracker import TRACK_OUTPUT_FIELDS, simulate_tracks, true_perigee
+
+B = 2.0
+
+
+def make_particles(events: list[dict[str, np.ndarray]]) -> ak.Array:
+    """A particle table (generator layout) from per-event columns; unspecified fields defaulted."""
+    cols_per_event = []
+    for ev in events:
+        n = len(ev["px"])
+        q = np.asarray(ev.get("charge", np.ones(n)), dtype=np.int8)
+        pid = np.asarray(ev.get("pid", 211 * q.astype(np.int32)), dtype=np.int32)
+        m = np.asarray(ev.get("m", np.full(n, 0.13957)), dtype=np.float64)
+        px, py, pz = (np.asarray(ev[k], dtype=np.float64) for k in ("px", "py", "pz"))
+        cols_per_event.append({
+            "pid": pid, "charge": q, "px": px, "py": py, "pz": pz,
+            "e": np.sqrt(px**2 + py**2 + pz**2 + m**2), "m": m,
+            "vx": np.asarray(ev.get("vx", np.zeros(n)), dtype=np.float64),
+            "vy": np.asarray(ev.get("vy", np.zeros(n)), dtype=np.float64),
+            "vz": np.asarray(ev.get("vz", np.zeros(n)), dtype=np.float64),
+            "status": np.ones(n, dtype=np.int32), "final": np.ones(n, dtype=bool),
+            "parent_pid": np.asarray(ev.get("parent_pid", np.zeros(n)), dtype=np.int32),
+            "origin": np.asarray(ev.get("origin", np.full(n, 2)), dtype=np.int8),
+            "hf_hadron": np.full(n, -1, dtype=np.int32),
+            "vertex_index": np.asarray(ev.get("vertex_index", np.zeros(n)), dtype=np.int32),
+            "is_pileup": np.asarray(ev.get("is_pileup", np.zeros(n)), dtype=bool),
+        })
+    counts = [len(c["px"]) for c in cols_per_event]
+    flat = {k: np.concatenate([c[k] for c in cols_per_event]) for k in cols_per_event[0]}
+    return ak.unflatten(ak.zip(flat), counts)
+
+
+def kinematics(pt, eta, phi):
+    pt, eta, phi = np.broadcast_arrays(np.asarray(pt, float), np.asarray(eta, float), np.asarray(phi, float))
+    return {"px": pt * np.cos(phi), "py": pt * np.sin(phi), "pz": pt * np.sinh(eta)}
+
+
+@pytest.fixture(scope="session")
+def params():
+    return default_detector_params()
+
+
+@pytest.fixture(scope="session")
+def quiet(params):
+    """No fakes, no material interactions: only the particles we build."""
+    return params.with_updates(
+        fakes=dict(base_rate=0.0, density_rate=0.0),
+        material=dict(interaction_lengths=[0.0] * 5, radiation_lengths=[0.0] * 5),
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# helix
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("q", [1, -1])
+def test_helix_vertex_on_perigee(q):
+    """Momentum perpendicular to the vertex position: the vertex is the perigee point."""
+    x0, zv = 2.5, 7.0
+    d0, z0, phi0, theta, qop = true_perigee(x0, 0.0, zv, 0.0, 3.0, 1.0, q, B)
+    # moving +y at x > 0 goes anticlockwise around the beam line: ATLAS d0 < 0
+    assert d0 == pytest.approx(-x0, abs=1e-9)
+    assert z0 == pytest.approx(zv, abs=1e-9)
+    assert phi0 == pytest.approx(np.pi / 2, abs=1e-9)
+    assert qop == pytest.approx(q / np.hypot(3.0, 1.0))
+    # the same vertex with the momentum reversed: clockwise, d0 > 0
+    d0r, *_ = true_perigee(x0, 0.0, zv, 0.0, -3.0, 1.0, q, B)
+    assert d0r == pytest.approx(+x0, abs=1e-9)
+
+
+def _brute_force_perigee(v, p, q):
+    """Independent parametrisation: momentum direction φ(ψ) = φ_p − sψ, arc length Rψ."""
+    pt = np.hypot(p[0], p[1])
+    R = pt / (C_CURV * B)
+    s = np.sign(q)
+    phip = np.arctan2(p[1], p[0])
+    cot = p[2] / pt
+
+    def pos(psi):
+        x = v[0] + (R / s) * (np.sin(phip) - np.sin(phip - s * psi))
+        y = v[1] + (R / s) * (np.cos(phip - s * psi) - np.cos(phip))
+        return x, y
+
+    grid = np.linspace(-0.5, 0.5, 200001)
+    x, y = pos(grid)
+    g0 = grid[np.argmin(x * x + y * y)]
+
+    def radial_velocity(t):  # zero where the position is perpendicular to the momentum
+        x, y = pos(t)
+        return x * np.cos(phip - s * t) + y * np.sin(phip - s * t)
+
+    psi = brentq(radial_velocity, g0 - 1e-4, g0 + 1e-4, xtol=1e-15)
+    x, y = pos(psi)
+    phi = phip - s * psi
+    return -x * np.sin(phi) + y * np.cos(phi), v[2] + R * psi * cot, phi
+
+
+def test_helix_displaced_matches_brute_force():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        v = np.array([*rng.normal(0, 5, 2), rng.normal(0, 30)])
+        pt = rng.uniform(0.6, 5.0)
+        phi = rng.uniform(-np.pi, np.pi)
+        p = np.array([pt * np.cos(phi), pt * np.sin(phi), pt * rng.normal(0, 1.5)])
+        q = rng.choice([-1, 1])
+        d0, z0, phi0, _, _ = true_perigee(*v, *p, q, B)
+        d0_bf, z0_bf, phi_bf = _brute_force_perigee(v, p, q)
+        assert d0 == pytest.approx(d0_bf, abs=1e-6)  # 1 nm
+        assert z0 == pytest.approx(z0_bf, abs=1e-6)
+        assert np.cos(phi0 - phi_bf) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_helix_straight_line_limit():
+    """At 1 TeV the helix is a straight line: d0 = −x sinφ + y cosφ, z0 = z − (x cosφ + y sinφ) cotθ."""
+    v = np.array([1.2, -0.7, 3.0])
+    phi, cot = 0.4, 0.8
+    p = 1000.0 * np.array([np.cos(phi), np.sin(phi), cot])
+    d0, z0, phi0, _, _ = true_perigee(*v, *p, 1, B)
+    assert d0 == pytest.approx(-v[0] * np.sin(phi) + v[1] * np.cos(phi), abs=1e-5)
+    assert z0 == pytest.approx(v[2] - (v[0] * np.cos(phi) + v[1] * np.sin(phi)) * cot, abs=1e-5)
+    assert phi0 == pytest.approx(phi, abs=1e-5)
+
+
+def test_simulated_track_carries_true_perigee(quiet):
+    kin = kinematics(np.full(50, 20.0), 0.3, 1.0)
+    ev = {**kin, "vx": np.full(50, 3.0), "vy": np.full(50, -1.0), "vz": np.full(50, 5.0),
+          "vertex_index": np.ones(50)}
+    tracks = simulate_tracks(make_particles([ev]), np.random.default_rng(1), quiet)
+    f = ak.flatten(tracks)
+    assert len(f) > 30
+    d0, z0, *_ = true_perigee(3.0, -1.0, 5.0, kin["px"][0], kin["py"][0], kin["pz"][0], 1, B)
+    np.testing.assert_allclose(ak.to_numpy(f.truth_d0), d0, atol=1e-9)
+    np.testing.assert_allclose(ak.to_numpy(f.truth_z0), z0, atol=1e-9)
+    # reconstructed d0 scatters around the true one by the reported resolution (core or tails)
+    pull = ak.to_numpy((f.d0 - d0) / f.d0Uncertainty)
+    assert np.median(np.abs(pull)) < 1.5
+
+
+# ------------------------------------------------------------------------------------------
+# resolution and tails
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def resolution_sample(quiet):
+    rng = np.random.default_rng(11)
+    n_ev, n_per = 400, 250
+    pts = np.array([1.0, 3.0, 10.0, 40.0])
+    events = []
+    for _ in range(n_ev):
+        pt = rng.choice(pts, n_per)
+        eta = rng.uniform(-0.5, 0.5, n_per)
+        phi = rng.uniform(-np.pi, np.pi, n_per)
+        events.append({**kinematics(pt, eta, phi), "charge": rng.choice([-1, 1], n_per),
+                       "vz": rng.normal(0, 35, n_per)})
+    tracks = simulate_tracks(make_particles(events), np.random.default_rng(12), quiet)
+    f = ak.flatten(tracks)
+    keep = ak.to_numpy((f.numberOfPixelSharedHits == 0) & (f.numberOfInnermostPixelLayerHits > 0))
+    return {k: ak.to_numpy(f[k])[keep] for k in ("d0", "truth_d0", "d0Uncertainty", "truth_pt",
+                                                 "truth_theta", "z0", "truth_z0",
+                                                 "z0SinThetaUncertainty")}
+
+
+def _core_sigma(x):
+    """σ of the Gaussian core: iterative 2.5σ clipping, corrected for the truncation."""
+    from scipy.stats import norm
+
+    c = 2.5
+    trunc = np.sqrt(1 - 2 * c * norm.pdf(c) / (2 * norm.cdf(c) - 1))  # std of N(0,1) within ±c
+    s = 1.4826 * np.median(np.abs(x - np.median(x)))
+    for _ in range(10):
+        s = np.std(x[np.abs(x) < c * s]) / trunc
+    return s
+
+
+def test_d0_core_resolution_follows_configuration(resolution_sample, quiet):
+    r = quiet.resolution
+    d = resolution_sample
+    for pt in (1.0, 3.0, 10.0, 40.0):
+        sel = np.isclose(d["truth_pt"], pt)
+        assert sel.sum() > 5000
+        resid = d["d0"][sel] - d["truth_d0"][sel]
+        sin_t = np.sin(d["truth_theta"][sel])
+        expected = np.mean(np.hypot(r.d0_a, r.d0_b / (pt * np.sqrt(sin_t))))
+        assert _core_sigma(resid) == pytest.approx(expected, rel=0.10)
+        # the reported uncertainty is the core estimate, not the realised error
+        np.testing.assert_allclose(d["d0Uncertainty"][sel], np.hypot(r.d0_a, r.d0_b / (pt * np.sqrt(sin_t))))
+        zres = (d["z0"][sel] - d["truth_z0"][sel]) * sin_t
+        zexp = np.mean(np.hypot(r.z0st_a, r.z0st_b / (pt * np.sqrt(sin_t))))
+        assert _core_sigma(zres) == pytest.approx(zexp, rel=0.10)
+
+
+def test_tail_fractions_as_configured(resolution_sample, quiet):
+    """Maximum-likelihood fit of a three-Gaussian mixture (widths 1, 3, 10) to the d0 pulls."""
+    t = quiet.tails
+    pull = resolution_sample["d0"] - resolution_sample["truth_d0"]
+    pull = pull / resolution_sample["d0Uncertainty"]
+    scales = np.array([1.0, t.tail_scale, t.wide_scale])
+
+    def nll(f):
+        f1, f2 = np.clip(f, 1e-6, 0.5)
+        w = np.array([1 - f1 - f2, f1, f2])
+        dens = (w / (np.sqrt(2 * np.pi) * scales) * np.exp(-0.5 * (pull[:, None] / scales) ** 2)).sum(1)
+        return -np.log(dens).sum()
+
+    fit = minimize(nll, x0=[0.02, 0.002], method="Nelder-Mead", options={"xatol": 1e-5, "fatol": 1e-3})
+    f_tail, f_wide = fit.x
+    assert f_tail == pytest.approx(t.tail_fraction, abs=0.006)
+    assert f_wide == pytest.approx(t.wide_fraction, abs=0.0015)
+    # the wide tail puts tracks far beyond a Gaussian's reach
+    assert np.mean(np.abs(pull) > 6) > 0.001
+
+
+def test_no_tails_when_switched_off(quiet):
+    p = quiet.with_updates(tails=dict(tail_fraction=0.0, wide_fraction=0.0))
+    rng = np.random.default_rng(5)
+    ev = [{**kinematics(np.full(300, 5.0), rng.uniform(-1, 1, 300), rng.uniform(-3, 3, 300))}
+          for _ in range(50)]
+    f = ak.flatten(simulate_tracks(make_particles(ev), np.random.default_rng(6), p))
+    pull = ak.to_numpy((f.d0 - f.truth_d0) / f.d0Uncertainty)
+    assert np.abs(pull).max() < 6.0
+    assert np.std(pull) == pytest.approx(1.0, abs=0.05)
+
+
+# ------------------------------------------------------------------------------------------
+# efficiency, acceptance and hit patterns
+# ------------------------------------------------------------------------------------------
+
+
+def _radial_sample(r, n=400, pt=5.0, eta=0.2, params=None, seed=0):
+    """n particles produced at transverse radius r, flying radially outwards."""
+    phi = np.linspace(-np.pi, np.pi, n, endpoint=False)
+    ev = {**kinematics(np.full(n, pt), eta, phi), "vx": r * np.cos(phi), "vy": r * np.sin(phi),
+          "vz": np.zeros(n), "vertex_index": np.ones(n)}
+    return ak.flatten(simulate_tracks(make_particles([ev]), np.random.default_rng(seed), params))
+
+
+def test_efficiency_falls_with_production_radius(quiet):
+    eff = [len(_radial_sample(r, params=quiet)) / 400 for r in (0.0, 20.0, 45.0, 70.0, 110.0, 130.0, 250.0)]
+    assert eff[0] > 0.85
+    assert all(a >= b - 0.03 for a, b in zip(eff, eff[1:], strict=False)), eff
+    assert eff[3] < eff[0] - 0.1
+    assert eff[5] == 0.0 and eff[6] == 0.0  # beyond the outermost pixel layer: no standard tracks
+
+
+def test_track_born_at_60mm_has_no_ibl_or_blayer_hits(quiet):
+    f = _radial_sample(60.0, params=quiet)
+    assert len(f) > 100
+    assert np.all(ak.to_numpy(f.numberOfInnermostPixelLayerHits) == 0)
+    assert np.all(ak.to_numpy(f.numberOfNextToInnermostPixelLayerHits) == 0)
+    assert np.all(ak.to_numpy(f.numberOfPixelHits) <= 2)
+    np.testing.assert_allclose(ak.to_numpy(f.truthProductionRadius), 60.0)
+    # a prompt track crosses all four barrel pixel layers and the four SCT double layers
+    f0 = _radial_sample(0.0, params=quiet)
+    assert np.mean(ak.to_numpy(f0.numberOfInnermostPixelLayerHits) == 1) > 0.95
+    assert np.median(ak.to_numpy(f0.numberOfPixelHits)) == 4
+    assert np.median(ak.to_numpy(f0.numberOfSCTHits)) == 8
+    # the lever arm: tracks without IBL/B-layer hits report a worse d0 resolution
+    assert np.median(ak.to_numpy(f.d0Uncertainty)) > 2 * np.median(ak.to_numpy(f0.d0Uncertainty))
+
+
+def test_acceptance_pt_and_eta(quiet):
+    assert len(_radial_sample(0.0, pt=0.3, params=quiet)) == 0
+    assert len(_radial_sample(0.0, eta=2.7, params=quiet)) == 0
+    central = len(_radial_sample(0.0, eta=0.1, n=2000, params=quiet))
+    forward = len(_radial_sample(0.0, eta=2.4, n=2000, params=quiet))
+    soft = len(_radial_sample(0.0, pt=0.6, n=2000, params=quiet))
+    assert forward < central - 100
+    assert soft < central - 40
+
+
+def test_holes_come_from_missed_layers(params):
+    p = params.with_updates(hit_efficiency=dict(ibl=1.0, pixel=0.5, sct=1.0),
+                            fakes=dict(base_rate=0.0, density_rate=0.0))
+    f = _radial_sample(0.0, n=2000, params=p)
+    holes = ak.to_numpy(f.numberOfPixelHoles)
+    assert holes.mean() > 0.3
+    assert np.all(ak.to_numpy(f.numberOfSCTHoles) == 0)
+    assert np.all(ak.to_numpy(f.numberOfPixelHits) + holes <= 4 + 2)  # barrel + overlaps
+
+
+# ------------------------------------------------------------------------------------------
+# shared and split hits
+# ------------------------------------------------------------------------------------------
+
+
+def test_shared_hits_for_collinear_tracks_only(quiet):
+    p = quiet.with_updates(shared_hits=dict(split_probability=0.0, lost_probability=0.0))
+    n = 200
+    phi = np.linspace(-3, 3, n)
+    events = []
+    for ph in phi:
+        # two tracks 0.3 mrad apart (collinear, a dense jet core) and one isolated track
+        events.append({**kinematics([60.0, 61.0, 60.0], [0.5, 0.5002, 0.5], [ph, ph + 3e-4, ph + 0.8])})
+    f = simulate_tracks(make_particles(events), np.random.default_rng(2), p)
+    pairs = f[:, :2]
+    iso = f[:, 2:]
+    assert ak.mean(ak.flatten(pairs.numberOfPixelSharedHits) >= 3) > 0.9
+    assert ak.mean(ak.flatten(pairs.numberOfInnermostPixelLayerSharedHits)) > 0.9
+    assert ak.sum(iso.numberOfPixelSharedHits) == 0
+    # with the NN clustering splitting every merged cluster: split hits, not shared hits
+    p2 = p.with_updates(shared_hits=dict(split_probability=1.0))
+    g = simulate_tracks(make_particles(events), np.random.default_rng(2), p2)
+    assert ak.sum(g.numberOfPixelSharedHits) == 0
+    assert ak.mean(ak.flatten(g[:, :2].numberOfPixelSplitHits) >= 3) > 0.9
+    # a lost-track probability of 1 removes tracks with >= 2 shared modules
+    p3 = p.with_updates(shared_hits=dict(split_probability=0.0, lost_probability=1.0))
+    h = simulate_tracks(make_particles(events), np.random.default_rng(2), p3)
+    assert ak.mean(ak.num(h)) < 1.6
+
+
+# ------------------------------------------------------------------------------------------
+# fakes, secondaries, leptons, determinism
+# ------------------------------------------------------------------------------------------
+
+
+def test_fakes_are_labelled(params):
+    p = params.with_updates(fakes=dict(base_rate=0.2, density_rate=0.0))
+    rng = np.random.default_rng(1)
+    ev = [{**kinematics(rng.uniform(1, 10, 100), rng.uniform(-2, 2, 100), rng.uniform(-3, 3, 100))}
+          for _ in range(20)]
+    f = ak.flatten(simulate_tracks(make_particles(ev), np.random.default_rng(3), p))
+    fake = ak.to_numpy(f.origin) == TRUTH_ORIGIN["fake"]
+    assert 0.1 < fake.mean() < 0.3
+    assert np.all(ak.to_numpy(f.truthPdgId)[fake] == 0)
+    assert np.all(ak.to_numpy(f.particle_index)[fake] == -1)
+    assert np.all(ak.to_numpy(f.vertex_index)[fake] == -1)
+    # broad impact parameters compared to real tracks
+    d0 = np.abs(ak.to_numpy(f.d0))
+    assert np.median(d0[fake]) > 5 * np.median(d0[~fake])
+    n_si = ak.to_numpy(f.numberOfPixelHits + f.numberOfSCTHits)
+    assert n_si[fake].min() >= 7
+
+
+def test_fake_rate_grows_with_density(params):
+    rng = np.random.default_rng(4)
+    out = []
+    for n, n_ev in ((50, 400), (1000, 20)):
+        ev = [{**kinematics(rng.uniform(1, 10, n), rng.uniform(-2, 2, n), rng.uniform(-3, 3, n))}
+              for _ in range(n_ev)]
+        f = ak.flatten(simulate_tracks(make_particles(ev), np.random.default_rng(5), params))
+        out.append(np.mean(ak.to_numpy(f.origin) == TRUTH_ORIGIN["fake"]))
+    assert out[1] > 1.5 * out[0]
+
+
+def test_conversions_make_secondary_electrons(quiet):
+    p = quiet.with_updates(material=dict(radiation_lengths=[0.0, 0.0, 1.0, 0.0, 0.0]))
+    n = 500
+    phi = np.linspace(-np.pi, np.pi, n, endpoint=False)
+    ev = {**kinematics(np.full(n, 20.0), 0.0, phi), "pid": np.full(n, 22), "charge": np.zeros(n),
+          "m": np.zeros(n)}
+    f = ak.flatten(simulate_tracks(make_particles([ev]), np.random.default_rng(0), p))
+    assert len(f) > 100
+    assert np.all(ak.to_numpy(f.origin) == TRUTH_ORIGIN["otherSecondary"])
+    assert np.all(ak.to_numpy(f.truthParentPdgId) == 22)
+    assert np.all(np.abs(ak.to_numpy(f.truthPdgId)) == 11)
+    np.testing.assert_allclose(ak.to_numpy(f.truthProductionRadius), 50.5, rtol=1e-6)
+    assert np.all(ak.to_numpy(f.numberOfInnermostPixelLayerHits) == 0)
+    assert np.all(ak.to_numpy(f.particle_index) == -1)
+    # e- has pdg +11 and negative charge
+    assert np.all(np.sign(ak.to_numpy(f.truthPdgId)) == -ak.to_numpy(f.charge))
+    # without material: no tracks at all from photons
+    assert len(ak.flatten(simulate_tracks(make_particles([ev]), np.random.default_rng(0), quiet))) == 0
+
+
+def test_hadronic_interactions_lose_primary_and_make_secondaries(quiet):
+    p = quiet.with_updates(material=dict(interaction_lengths=[0.0, 0.0, 0.0, 5.0, 0.0]))
+    n = 500
+    phi = np.linspace(-np.pi, np.pi, n, endpoint=False)
+    ev = {**kinematics(np.full(n, 20.0), 0.0, phi), "charge": np.ones(n)}
+    f = ak.flatten(simulate_tracks(make_particles([ev]), np.random.default_rng(0), p))
+    origin = ak.to_numpy(f.origin)
+    assert np.sum(origin == TRUTH_ORIGIN["primary"]) == 0  # every pion interacted at r = 88.5 mm
+    sec = origin == TRUTH_ORIGIN["otherSecondary"]
+    assert sec.sum() > 100
+    assert np.all(ak.to_numpy(f.truthParentPdgId)[sec] == 211)
+    np.testing.assert_allclose(ak.to_numpy(f.truthProductionRadius)[sec], 88.5, rtol=1e-6)
+    assert np.all(ak.to_numpy(f.vertex_index)[sec] >= 1_000_000)
+
+
+def test_lepton_id(quiet):
+    n = 2000
+    phi = np.linspace(-np.pi, np.pi, n, endpoint=False)
+    q = np.where(np.arange(n) % 2 == 0, 1, -1)
+    pid = np.where(np.arange(n) % 4 < 2, -13 * q, -11 * q)  # mu-: 13 with charge -1
+    ev = {**kinematics(np.full(n, 20.0), 0.3, phi), "charge": q, "pid": pid}
+    f = ak.flatten(simulate_tracks(make_particles([ev]), np.random.default_rng(0), quiet))
+    lep = ak.to_numpy(f.leptonID)
+    apid = np.abs(ak.to_numpy(f.truthPdgId))
+    assert np.mean(np.abs(lep[apid == 13]) == 13) == pytest.approx(quiet.lepton_id.muon_efficiency, abs=0.03)
+    assert np.mean(np.abs(lep[apid == 11]) == 11) == pytest.approx(quiet.lepton_id.electron_efficiency, abs=0.04)
+    tagged = lep != 0
+    assert np.all(np.sign(lep[tagged]) == ak.to_numpy(f.charge)[tagged])
+
+
+def test_same_seed_same_output_and_fields(params):
+    rng = np.random.default_rng(9)
+    ev = [{**kinematics(rng.uniform(0.5, 50, 120), rng.uniform(-2.6, 2.6, 120), rng.uniform(-3, 3, 120)),
+           "vx": rng.normal(0, 3, 120), "vy": rng.normal(0, 3, 120), "charge": rng.choice([-1, 1], 120)}
+          for _ in range(30)]
+    parts = make_particles(ev)
+    a = simulate_tracks(parts, np.random.default_rng(42), params)
+    b = simulate_tracks(parts, np.random.default_rng(42), params)
+    c = simulate_tracks(parts, np.random.default_rng(43), params)
+    assert list(a.fields) == list(TRACK_OUTPUT_FIELDS)
+    assert len(a) == 30
+    for k in a.fields:
+        assert ak.all(ak.flatten(a[k]) == ak.flatten(b[k]))
+    assert not (ak.all(ak.num(a) == ak.num(c)) and ak.all(ak.flatten(a.d0) == ak.flatten(c.d0)))
+
+
+def test_empty_events_and_missing_fields(params):
+    parts = make_particles([{**kinematics([5.0], [0.0], [0.0])}])
+    empty = parts[:0]
+    out = simulate_tracks(empty, np.random.default_rng(0), params)
+    assert len(out) == 0
+    with pytest.raises(SchemaError, match="vertex_index"):
+        simulate_tracks(ak.without_field(parts, "vertex_index"), np.random.default_rng(0), params)
+
+
+# ------------------------------------------------------------------------------------------
+# parameter file
+# ------------------------------------------------------------------------------------------
+
+
+def test_parameter_file_errors(tmp_path):
+    import yaml
+    from importlib import resources
+
+    raw = yaml.safe_load(resources.files("lhcml.sim").joinpath("detector_params.yaml").read_text())
+    raw["resolution"]["d0_aa"] = raw["resolution"].pop("d0_a")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"unknown key 'resolution.d0_aa'.*did you mean 'd0_a'"):
+        load_detector_params(bad)
+    raw["resolution"]["d0_a"] = raw["resolution"].pop("d0_aa")
+    raw["efficiency"]["eta_values"] = raw["efficiency"]["eta_values"][:-1]
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="same length"):
+        load_detector_params(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_detector_params(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="did you mean 'tail_fraction'"):
+        default_detector_params().with_updates(tails=dict(tail_fracton=0.1))
