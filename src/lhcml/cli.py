@@ -33,12 +33,22 @@ def version() -> None:
 from lhcml.data import cli as _data_cli  # noqa: E402
 
 _data_cli.register(app)
+from lhcml.sim import cli as _sim_cli  # noqa: E402
+
+_sim_cli.register(app)
 from lhcml.metrics import cli as _metrics_cli  # noqa: E402
 
 _metrics_cli.register(app)
 from lhcml.tasks.boosted import cli as _boosted_cli  # noqa: E402
 
 _boosted_cli.register(app)
+from lhcml.tasks.ftag import cli as _ftag_cli  # noqa: E402
+
+_ftag_cli.register(app)
+
+from lhcml.train import cli as _train_cli  # noqa: E402
+
+_train_cli.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point
