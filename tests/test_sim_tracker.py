@@ -437,8 +437,9 @@ def test_empty_events_and_missing_fields(params):
 
 
 def test_parameter_file_errors(tmp_path):
-    import yaml
     from importlib import resources
+
+    import yaml
 
     raw = yaml.safe_load(resources.files("lhcml.sim").joinpath("detector_params.yaml").read_text())
     raw["resolution"]["d0_aa"] = raw["resolution"].pop("d0_a")
