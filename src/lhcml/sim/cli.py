@@ -1,0 +1,95 @@
+"""CLI commands of the simulation stage (simulate, make-pileup, validate-sim)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the simulation commands to ``app``."""
+
+    @app.command("simulate")
+    def simulate_cmd(
+        process: str = typer.Argument(..., help="process name, e.g. ttbar, zprime, qcd, top, w, z"),
+        events: int = typer.Option(..., "--events", "-n", help="hard-scatter events in total"),
+        output: Path = typer.Option(..., "--output", "-o", help="output directory"),
+        mu: float = typer.Option(
+            50.0, "--mu", help="mean pileup interactions per crossing (0: none)"
+        ),
+        seed: int = typer.Option(
+            1, "--seed", help="run seed (shard i uses a seed derived from it)"
+        ),
+        events_per_shard: int = typer.Option(
+            1000, "--events-per-shard", help="events per shard file"
+        ),
+        workers: int = typer.Option(1, "--workers", "-j", help="local worker processes"),
+        cluster: str = typer.Option(
+            None, "--cluster", help="Dask cluster: local:N, tcp://host:port, slurm or htcondor"
+        ),
+        pileup_library: Path = typer.Option(
+            None, "--pileup-library", help="existing minbias library (lhcml make-pileup)"
+        ),
+        pileup_size: int = typer.Option(
+            None, "--pileup-size", help="events in a new pileup library"
+        ),
+        cores: int = typer.Option(None, "--cores", help="batch: cores (= workers) per job"),
+        memory: str = typer.Option(None, "--memory", help="batch: memory per job, e.g. 8GB"),
+        walltime: str = typer.Option(None, "--walltime", help="batch: wall time per job, HH:MM:SS"),
+        queue: str = typer.Option(None, "--queue", help="batch: partition/queue"),
+        account: str = typer.Option(None, "--account", help="batch: account/project"),
+        jobs: int = typer.Option(None, "--jobs", help="batch: number of jobs to submit"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    ) -> None:
+        """Simulate PROCESS into sharded flat HDF5 files (resumable).
+
+        The run is split into shards of --events-per-shard events, written as
+        OUTPUT/<process>_<shard>.h5 with a seed derived from (--seed, shard): the same
+        settings always give the same files. Rerunning the same command after a crash
+        skips the finished shards. With --mu > 0 a minimum-bias pileup library is built
+        once into OUTPUT/pileup_minbias.h5. OUTPUT/manifest.yaml records the run.
+
+        Shards run in --workers local processes, or as Dask tasks with --cluster
+        (local:N; tcp://scheduler:8786; slurm or htcondor via dask-jobqueue, sized by
+        --cores/--memory/--walltime/--queue/--account/--jobs).
+        """
+        from lhcml.sim.runner import run_simulation
+
+        opts = dict(
+            cores=cores, memory=memory, walltime=walltime, queue=queue, account=account, jobs=jobs
+        )
+        files = run_simulation(
+            process, events, mu, seed, output,
+            events_per_shard=events_per_shard, workers=workers, cluster=cluster,
+            pileup_library=pileup_library, pileup_size=pileup_size, progress=not quiet,
+            cluster_options={k: v for k, v in opts.items() if v is not None},
+        )  # fmt: skip
+        typer.echo(f"wrote {len(files)} shard(s) to {output}")
+
+    @app.command("make-pileup")
+    def make_pileup_cmd(
+        output: Path = typer.Argument(..., help="library file to write, e.g. pileup_minbias.h5"),
+        events: int = typer.Option(5000, "--events", "-n", help="minimum-bias events"),
+        seed: int = typer.Option(1, "--seed", help="Pythia seed"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    ) -> None:
+        """Build a minimum-bias pileup library to share between runs (--pileup-library)."""
+        from lhcml.sim.pileup import build_pileup_library
+
+        build_pileup_library(events, seed, output, progress=not quiet)
+        typer.echo(f"wrote {output}")
+
+    @app.command("validate-sim")
+    def validate_sim_cmd(
+        sim_dir: Path = typer.Argument(..., help="simulation output directory"),
+        output: Path = typer.Option(
+            None, "--output", "-o", help="report directory (default DIR/validation)"
+        ),
+        max_jets: int = typer.Option(200_000, "--max-jets", help="jets to read at most"),
+    ) -> None:
+        """Validation plots (IP significance, Lxy, multiplicities, origins, masses) + HTML page."""
+        from lhcml.sim.validation import validate_simulation
+
+        page = validate_simulation(sim_dir, output, max_jets=max_jets)
+        typer.echo(f"wrote {page}")
