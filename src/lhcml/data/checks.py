@@ -258,6 +258,4 @@ def check_file(
             if values:
                 check_values(f, required, allow_nan)
         except (KeyError, RuntimeError) as err:  # h5py raises these on broken object headers
-            raise CorruptFileError(
-                f"{path} is corrupt ({err}); re-copy or re-create it"
-            ) from None
+            raise CorruptFileError(f"{path} is corrupt ({err}); re-copy or re-create it") from None

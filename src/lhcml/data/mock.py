@@ -19,7 +19,16 @@ from lhcml.data.h5 import write_h5
 
 O = schema.TRUTH_ORIGIN  # noqa: E741 - short alias for the origin labels
 # per-flavour probabilities of the track truth origins
-_ORIGIN_ORDER = ["primary", "fromB", "fromBC", "fromC", "fromTau", "pileup", "fake", "otherSecondary"]
+_ORIGIN_ORDER = [
+    "primary",
+    "fromB",
+    "fromBC",
+    "fromC",
+    "fromTau",
+    "pileup",
+    "fake",
+    "otherSecondary",
+]
 _ORIGIN_P = {
     5: [0.25, 0.35, 0.30, 0.00, 0.00, 0.04, 0.02, 0.04],
     4: [0.45, 0.00, 0.00, 0.45, 0.00, 0.04, 0.02, 0.04],
@@ -89,9 +98,15 @@ def _ftag_tables(n_jets: int, n_tracks: int, seed: int) -> dict[str, np.ndarray]
     jets["HadronConeExclTruthLabelDR"] = np.where(
         flav > 0, np.minimum(np.abs(rng.normal(0, 0.08, n_jets)), 0.29), np.nan
     )
-    parton = np.where(flav == 0, np.where(rng.random(n_jets) < 0.5, 21, rng.integers(1, 4, n_jets)), flav)
+    parton = np.where(
+        flav == 0, np.where(rng.random(n_jets) < 0.5, 21, rng.integers(1, 4, n_jets)), flav
+    )
     jets["PartonTruthLabelID"] = parton
-    mean_ntrk = 2.0 + 2.5 * np.log(pt / 20e3 + 1) + np.select([flav == 5, flav == 4, flav == 15], [3.0, 1.5, -0.5], 0.0)
+    mean_ntrk = (
+        2.0
+        + 2.5 * np.log(pt / 20e3 + 1)
+        + np.select([flav == 5, flav == 4, flav == 15], [3.0, 1.5, -0.5], 0.0)
+    )
     n_trk = np.maximum(1, rng.poisson(np.maximum(mean_ntrk, 0.5)))
     jets["n_tracks"] = n_trk
     jets["n_truth_pileup_tracks"] = rng.binomial(n_trk, 0.05)
@@ -181,20 +196,31 @@ def _ftag_tracks(rng: np.random.Generator, jets: np.ndarray, n_slots: int) -> np
     t["numberOfInnermostPixelLayerHits"] = pix[0]
     t["numberOfNextToInnermostPixelLayerHits"] = pix[1]
     t["numberOfPixelHits"] = sum(p.astype(np.uint8) for p in pix)
-    t["numberOfInnermostPixelLayerSharedHits"] = pix[0] & (rng.random(shape) < np.where(dense, 0.12, 0.03))
-    t["numberOfInnermostPixelLayerSplitHits"] = pix[0] & (rng.random(shape) < np.where(dense, 0.08, 0.02))
+    t["numberOfInnermostPixelLayerSharedHits"] = pix[0] & (
+        rng.random(shape) < np.where(dense, 0.12, 0.03)
+    )
+    t["numberOfInnermostPixelLayerSplitHits"] = pix[0] & (
+        rng.random(shape) < np.where(dense, 0.08, 0.02)
+    )
     t["numberOfPixelSharedHits"] = rng.binomial(t["numberOfPixelHits"], np.where(dense, 0.08, 0.02))
     t["numberOfPixelSplitHits"] = rng.binomial(t["numberOfPixelHits"], 0.02)
     t["numberOfPixelHoles"] = rng.random(shape) < 0.02
     t["numberOfSCTHits"] = sct
     t["numberOfSCTHoles"] = rng.random(shape) < 0.03
     t["numberOfSCTSharedHits"] = rng.binomial(sct, np.where(dense, 0.05, 0.01))
-    lep = rng.random(shape) < np.where(np.isin(origin, [O["fromB"], O["fromBC"], O["fromC"]]), 0.04, 0.005)
+    lep = rng.random(shape) < np.where(
+        np.isin(origin, [O["fromB"], O["fromBC"], O["fromC"]]), 0.04, 0.005
+    )
     lep_type = np.where(rng.random(shape) < 0.5, 11, 13)
     t["leptonID"] = np.where(lep, charge * lep_type, 0)
     t["ftagTruthOriginLabel"] = origin
     vtx = np.select(
-        [origin == O["primary"], origin == O["fromB"], np.isin(origin, [O["fromBC"], O["fromC"], O["fromTau"]]), origin == O["otherSecondary"]],
+        [
+            origin == O["primary"],
+            origin == O["fromB"],
+            np.isin(origin, [O["fromBC"], O["fromC"], O["fromTau"]]),
+            origin == O["otherSecondary"],
+        ],
         [0, 1, 2, 3],
         -1,
     )
@@ -276,7 +302,9 @@ def _boosted_tables(n_jets: int, n_slots: int, seed: int) -> dict[str, np.ndarra
     sd0 = np.hypot(0.010, 0.080 / c_gev)
     sz0 = np.hypot(0.020, 0.090 / c_gev)
     b_like = (label == 1)[:, None] & (rng.random(shape) < 0.15)  # top jets carry a b
-    flow["d0"] = np.where(charged, rng.normal(0, 1, shape) * sd0 + b_like * rng.exponential(0.15, shape), 0)
+    flow["d0"] = np.where(
+        charged, rng.normal(0, 1, shape) * sd0 + b_like * rng.exponential(0.15, shape), 0
+    )
     flow["z0SinTheta"] = np.where(charged, rng.normal(0, 1, shape) * sz0, 0)
     flow["d0Uncertainty"] = np.where(charged, sd0, 0)
     flow["z0SinThetaUncertainty"] = np.where(charged, sz0, 0)
