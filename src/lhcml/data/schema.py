@@ -180,3 +180,45 @@ FIELD_UNITS: dict[str, str] = {
     "qOverP": "1/MeV",
     "qOverPUncertainty": "1/MeV",
 }
+
+# --- photon candidates (calorimeter clusters; lhcml.sim.photons) ----------------------------
+#: truthOrigin values of photon candidates (the leading truth particle of the cluster)
+PHOTON_TRUTH_ORIGIN = {"prompt": 0, "pi0": 1, "eta": 2, "otherHadron": 3, "electron": 4, "other": 5}
+
+#: one row per cluster; shower shapes carry the ATLAS xAOD names; the images are separate
+#: float32 datasets ``images_<layer>`` / ``images_<layer>_nopu`` of shape (n, H, W)
+PHOTON_FIELDS: list[tuple[str, str]] = [
+    ("pt", "f4"),  # MeV, cluster E_T
+    ("eta", "f4"),
+    ("phi", "f4"),
+    ("energy", "f4"),  # MeV, 3x7 cluster energy (all EM layers)
+    ("Rhad1", "f4"),
+    ("Rhad", "f4"),
+    ("Reta", "f4"),
+    ("Rphi", "f4"),
+    ("weta2", "f4"),
+    ("weta1", "f4"),  # w_s3
+    ("wtots1", "f4"),  # w_s,tot
+    ("fracs1", "f4"),  # F_side
+    ("DeltaE", "f4"),  # MeV
+    ("Eratio", "f4"),
+    ("f1", "f4"),
+    ("f3", "f4"),
+    ("etcone20", "f4"),  # MeV, E_T in DeltaR < 0.2 minus the 5x7 core (all layers)
+    ("e_image_strips", "f4"),  # MeV, energy sum of each (un-normalised) layer image
+    ("e_image_middle", "f4"),
+    ("e_image_back", "f4"),
+    ("e_image_had", "f4"),
+    ("isPromptPhoton", "i1"),  # 1 prompt photon, 0 fake
+    ("truthOrigin", "i1"),  # PHOTON_TRUTH_ORIGIN
+    ("truthPdgId", "i4"),  # pdg id of the leading truth particle (0 none)
+    ("truthE", "f4"),  # MeV, energy of the leading truth particle
+    ("converted", "?"),  # the leading truth photon converted in the tracker
+    ("eventNumber", "i8"),
+    ("mcEventWeight", "f4"),
+    ("averageInteractionsPerCrossing", "f4"),
+    ("actualInteractionsPerCrossing", "i2"),
+]
+PHOTON_DTYPE = np.dtype(PHOTON_FIELDS)
+FIELD_UNITS.update({"DeltaE": "MeV", "etcone20": "MeV", "truthE": "MeV",
+                    **{f"e_image_{x}": "MeV" for x in ("strips", "middle", "back", "had")}})

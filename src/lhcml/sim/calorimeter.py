@@ -1,0 +1,265 @@
+"""Deposit particles into the calorimeter cells; electronic noise; pile-up kept separately.
+
+:func:`simulate_calorimeter` takes the final-state particles of a batch of events (flat columns
+with an event index, GeV/mm as :mod:`lhcml.sim.generator`) and returns a :class:`CaloEvents`
+holding, per read-out layer, dense cell-energy grids ``(n_events, n_eta, n_phi)`` in MeV for
+
+* ``hard``: the hard-scatter deposit (sampling fluctuations included),
+* ``pileup``: the deposit of the pile-up (minimum-bias) particles,
+* ``noise``: the electronic noise (Gaussian, ``noise_mev`` per cell of each layer),
+
+so that ``total = hard + pileup + noise`` and the pile-up-free twin ``nopu = hard + noise`` have
+the same noise: ``total - nopu`` is exactly the pile-up deposit.
+
+Particles: photons and electrons shower electromagnetically, muons are MIPs, neutrinos are
+invisible, every other stable particle showers hadronically (:mod:`lhcml.sim.showers`).
+Charged particles with pT below ``field.min_pt_gev`` curl up in the solenoid and never reach
+the calorimeter. Photons convert in the inner-detector material with probability
+``1 - exp(-7/9 X/X0)`` (X/X0 growing with |eta|, ``calo_geometry.yaml: conversions``); the
+electron and positron share the energy (``z ~ U(0.02, 0.98)``), start at the conversion radius
+and are split in phi by the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lhcml.sim.calo_geometry import CaloGeometry, load_geometry
+from lhcml.sim.showers import Spots, axis_positions, em_spots, hadron_spots, mip_spots
+
+#: particles we never see in the calorimeter
+INVISIBLE_PIDS = (12, 14, 16, 1000022, 1000039)
+#: margin in eta beyond the layer coverage within which particles are still simulated
+ETA_MARGIN = 0.3
+
+
+@dataclass
+class CaloEvents:
+    """Cell energies (MeV) per read-out layer for a batch of events (see module docstring)."""
+
+    geometry: CaloGeometry
+    hard: dict[str, np.ndarray]
+    pileup: dict[str, np.ndarray]
+    noise: dict[str, np.ndarray]
+    mu: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def n_events(self) -> int:
+        return next(iter(self.hard.values())).shape[0]
+
+    def total(self, layer: str) -> np.ndarray:
+        """Measured cell energies: hard scatter + pile-up + noise."""
+        return self.hard[layer] + self.pileup[layer] + self.noise[layer]
+
+    def nopu(self, layer: str) -> np.ndarray:
+        """The pile-up-free twin: hard scatter + the same noise."""
+        return self.hard[layer] + self.noise[layer]
+
+
+def _as_flat(particles: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    need = ("pid", "charge", "px", "py", "pz", "e", "vx", "vy", "vz")
+    missing = [k for k in need if k not in particles]
+    if missing:
+        raise ValueError(f"particle table lacks field(s) {missing} (needs {list(need)})")
+    return {k: np.asarray(particles[k]) for k in particles}
+
+
+def convert_photons(
+    p: dict[str, np.ndarray], geo: CaloGeometry, rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Convert photons in the tracker material.
+
+    Parameters
+    ----------
+    p
+        Flat particle columns (``pid``, ``charge``, ``px``, ``py``, ``pz``, ``e``, ``vx``, ``vy``,
+        ``vz`` and an ``index`` column identifying the original particle).
+
+    Returns
+    -------
+    (particles, converted)
+        The new table (converted photons replaced by an e+e- pair carrying the photon's
+        ``index``) and, per input particle, whether it converted.
+    """
+    n = len(p["pid"])
+    conv = np.zeros(n, dtype=bool)
+    if not geo.conversions.enabled or n == 0:
+        return p, conv
+    pt = np.hypot(p["px"], p["py"])
+    is_g = (p["pid"] == 22) & (p["e"] > 0.2) & (pt > 0)
+    eta = np.arcsinh(np.divide(p["pz"], pt, out=np.zeros(n), where=pt > 0))
+    prob = geo.conversions.probability(np.abs(eta))
+    r_v = np.hypot(p["vx"], p["vy"])
+    conv = is_g & (rng.random(n) < prob) & (r_v < geo.conversions.r_max_mm)
+    if not conv.any():
+        return p, conv
+    idx = np.flatnonzero(conv)
+    m = len(idx)
+    r_conv = rng.uniform(np.maximum(r_v[idx], 30.0), geo.conversions.r_max_mm)
+    phi = np.arctan2(p["py"][idx], p["px"][idx])
+    s = r_conv - r_v[idx]  # transverse path from the production vertex
+    cx = p["vx"][idx] + s * np.cos(phi)
+    cy = p["vy"][idx] + s * np.sin(phi)
+    cz = p["vz"][idx] + s * np.sinh(eta[idx])
+    z = rng.uniform(0.02, 0.98, m)
+    new = {}
+    for k, v in p.items():
+        a = v[idx]
+        new[k] = np.concatenate([a, a])
+    frac = np.concatenate([z, 1 - z])
+    for k in ("px", "py", "pz", "e"):
+        new[k] = new[k] * frac
+    new["pid"] = np.concatenate([np.full(m, 11), np.full(m, -11)]).astype(p["pid"].dtype)
+    new["charge"] = np.concatenate([np.full(m, -1), np.full(m, 1)]).astype(p["charge"].dtype)
+    new["vx"] = np.concatenate([cx, cx])
+    new["vy"] = np.concatenate([cy, cy])
+    new["vz"] = np.concatenate([cz, cz])
+    keep = ~conv
+    out = {k: np.concatenate([v[keep], new[k]]) for k, v in p.items()}
+    return out, conv
+
+
+def particle_spots(
+    p: dict[str, np.ndarray], geo: CaloGeometry, rng: np.random.Generator
+) -> Spots:
+    """Energy spots of all particles in ``p`` (``Spots.shower`` indexes the rows of ``p``)."""
+    n = len(p["pid"])
+    if n == 0:
+        return Spots.empty()
+    px, py, pz, e = (np.asarray(p[k], dtype=np.float64) for k in ("px", "py", "pz", "e"))
+    pt = np.hypot(px, py)
+    eta = np.arcsinh(np.divide(pz, pt, out=np.zeros(n), where=pt > 0))
+    phi = np.arctan2(py, px)
+    cosh = np.cosh(eta)
+    a_eta, a_phi = axis_positions(
+        eta, phi, p["charge"], pt, p["vx"], p["vy"], p["vz"], geo
+    )
+    apid = np.abs(np.asarray(p["pid"]))
+    idx = np.arange(n)
+    em = (apid == 22) | (apid == 11)
+    mu = apid == 13
+    had = ~em & ~mu & ~np.isin(apid, INVISIBLE_PIDS)
+    # kinetic energy for baryons (the rest mass is not deposited), total energy otherwise
+    m = np.asarray(p.get("m", np.zeros(n)), dtype=np.float64)
+    baryon = (apid > 1000) & (apid < 10000)
+    e_dep = np.where(baryon, np.maximum(e - m, 0.0), e)
+    parts = [
+        em_spots(e[em], idx[em], a_eta, a_phi, cosh[em], geo, rng),
+        mip_spots(idx[mu], a_eta, a_phi, cosh[mu], geo, rng),
+        hadron_spots(e_dep[had], p["charge"][had] != 0, idx[had], a_eta, a_phi, cosh[had], geo, rng),
+    ]
+    return Spots.concat(parts)
+
+
+def _select_reaching(p: dict[str, np.ndarray], geo: CaloGeometry) -> np.ndarray:
+    pt = np.hypot(p["px"], p["py"])
+    n = len(pt)
+    eta = np.arcsinh(np.divide(p["pz"], pt, out=np.full(n, 99.0), where=pt > 0))
+    eta_max = max(lay.eta_max for lay in geo.readout_layers) + ETA_MARGIN
+    charged = np.asarray(p["charge"]) != 0
+    ok = (np.abs(eta) < eta_max) & ~np.isin(np.abs(p["pid"]), INVISIBLE_PIDS) & (p["e"] > 0)
+    ok &= ~charged | (pt > geo.field.min_pt_gev)
+    if "final" in p:
+        ok &= np.asarray(p["final"], dtype=bool)
+    return ok
+
+
+def deposit(
+    particles: dict[str, np.ndarray],
+    event: np.ndarray,
+    n_events: int,
+    geo: CaloGeometry,
+    rng: np.random.Generator,
+    convert: bool = True,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Dense cell energies (MeV) per read-out layer from flat particles of ``n_events`` events.
+
+    Returns
+    -------
+    (cells, converted)
+        ``cells[layer]`` is ``(n_events, n_eta, n_phi)`` float32; ``converted`` flags, per input
+        particle, photons that converted.
+    """
+    p = _as_flat(particles)
+    n_in = len(p["pid"])
+    event = np.asarray(event, dtype=np.int64)
+    sel = _select_reaching(p, geo)
+    sub = {k: v[sel] for k, v in p.items()}
+    sub["index"] = np.flatnonzero(sel)
+    sub["event"] = event[sel]
+    converted = np.zeros(n_in, dtype=bool)
+    if convert:
+        sub, conv = convert_photons(sub, geo, rng)
+        converted[np.flatnonzero(sel)[conv]] = True
+        # e+e- that curl up do not reach the calorimeter
+        ok = _select_reaching({**sub, "final": np.ones(len(sub["pid"]), bool)}, geo)
+        sub = {k: v[ok] for k, v in sub.items()}
+    spots = particle_spots(sub, geo, rng)
+    ev = sub["event"][spots.shower]
+    out: dict[str, np.ndarray] = {}
+    for j, lay in enumerate(geo.layers):
+        if not lay.readout:
+            continue
+        s = spots.layer == j
+        cell = lay.cell_index(spots.eta[s], spots.phi[s])
+        ok = cell >= 0
+        flat = ev[s][ok] * lay.n_cells + cell[ok]
+        grid = np.bincount(flat, weights=spots.energy[s][ok], minlength=n_events * lay.n_cells)
+        out[lay.name] = grid.reshape(n_events, lay.n_eta, lay.n_phi).astype(np.float32)
+    return out, converted
+
+
+def electronic_noise(n_events: int, geo: CaloGeometry, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Gaussian noise (MeV) in every read-out cell."""
+    out = {}
+    for lay in geo.readout_layers:
+        shape = (n_events, lay.n_eta, lay.n_phi)
+        if lay.noise_mev > 0:
+            out[lay.name] = (rng.standard_normal(shape, dtype=np.float32) * np.float32(lay.noise_mev))
+        else:
+            out[lay.name] = np.zeros(shape, dtype=np.float32)
+    return out
+
+
+def simulate_calorimeter(
+    hard: dict[str, np.ndarray],
+    hard_event: np.ndarray,
+    n_events: int,
+    rng: np.random.Generator,
+    pileup: dict[str, np.ndarray] | None = None,
+    pileup_event: np.ndarray | None = None,
+    geo: CaloGeometry | None = None,
+    mu: np.ndarray | None = None,
+) -> tuple[CaloEvents, np.ndarray]:
+    """Simulate the calorimeter response of a batch of events.
+
+    Parameters
+    ----------
+    hard
+        Flat hard-scatter particle columns (GeV, mm): ``pid``, ``charge``, ``px``, ``py``,
+        ``pz``, ``e``, ``m``, ``vx``, ``vy``, ``vz`` (``final`` optional).
+    hard_event
+        Event index (0..n_events-1) of each hard-scatter particle.
+    pileup, pileup_event
+        The same for the overlaid pile-up particles (None: no pile-up).
+    geo
+        Calorimeter description (default: the shipped ``calo_geometry.yaml``).
+    mu
+        Per-event pile-up level, stored for bookkeeping.
+
+    Returns
+    -------
+    (CaloEvents, converted)
+        The cell grids and, per hard-scatter particle, the photon-conversion flag.
+    """
+    geo = geo or load_geometry()
+    cells, converted = deposit(hard, hard_event, n_events, geo, rng)
+    if pileup is not None and len(pileup.get("pid", ())):
+        pu_cells, _ = deposit(pileup, pileup_event, n_events, geo, rng)
+    else:
+        pu_cells = {k: np.zeros_like(v) for k, v in cells.items()}
+    noise = electronic_noise(n_events, geo, rng)
+    mu_arr = np.zeros(n_events) if mu is None else np.broadcast_to(np.asarray(mu, float), (n_events,))
+    return CaloEvents(geo, cells, pu_cells, noise, mu_arr.copy()), converted

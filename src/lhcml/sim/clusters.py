@@ -1,0 +1,323 @@
+"""Sliding-window clusters, ATLAS photon-ID shower shapes and per-layer cell images.
+
+Clustering (:func:`find_clusters`): in the middle layer, the energy in every 3 x 5 (eta x phi)
+window of cells is computed; a window whose energy is a local maximum among its 3 x 5
+neighbours and whose E_T exceeds ``seed_et_gev`` seeds a cluster, centred on the hottest cell of
+the window. Clusters with ``|eta| > acceptance_eta_max`` (1.37, the barrel acceptance before the
+crack) are dropped.
+
+Cluster energy: cells of all EM layers whose centres lie in the 3 x 7 middle-cell window
+(Δη × Δφ = 0.075 × 0.172) around the centre cell; position: energy-weighted barycentre of the
+middle-layer 3 x 7 cells.
+
+Shower shapes (ATLAS definitions; ``E_T`` of the cluster ``E / cosh(eta)``):
+
+==========  ===========================================================================
+Rhad1       E_T in the first hadronic layer (cells with ΔR < 0.12) / E_T
+Rhad        E_T in all hadronic layers (ΔR < 0.12) / E_T
+Reta        E(3x7) / E(7x7) in the middle layer (eta x phi cells)
+Rphi        E(3x3) / E(3x7) in the middle layer
+weta2       energy-weighted eta width in 3 x 5 middle cells
+weta1       (w_s3) sqrt(sum E_i (i - i_max)^2 / sum E_i) over the 3 strips around the hottest
+wtots1      (w_s,tot) the same over the 21 strips around the hottest (2.5 middle cells)
+fracs1      (F_side) [E(7 strips) - E(3 strips)] / E(3 strips) around the hottest strip
+DeltaE      E of the second strip maximum - E of the strip minimum between the two (MeV)
+Eratio      (E_1st max - E_2nd max) / (E_1st max + E_2nd max); 1 without a second maximum
+f1, f3      strips and back energy in the cluster / cluster energy
+==========  ===========================================================================
+
+The strip profile sums the two strip cells in phi nearest to the cluster (Δφ = 0.2). A second
+maximum is a strip above both neighbours, within ±20 strips of the hottest (Δη = 0.125), with
+energy above ``second_max_noise_sigma`` times the strip-pair noise.
+
+Images (:data:`IMAGE_LAYERS`): for each layer the smallest fixed grid of that layer's own cells
+that always covers the 7 x 11 middle-cell window (Δη × Δφ = 0.175 × 0.270) around the centre
+cell, aligned to the window's lower edges: strips 56 x 4, middle 7 x 11, back 4 x 11, hadronic
+(sum of the hadronic layers) 3 x 4, presampler (if enabled) 7 x 4. Cells outside the
+calorimeter (beyond ``eta_max``) are zero (padding). As in the LAPP photon CNN, each image is
+normalised to its own energy sum, where that sum is significant (> ``noise_significance`` times
+the noise of the summed cells); otherwise the image is all zeros. The sums are kept
+(``e_image_<layer>``) so the energies can be restored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from lhcml.sim.calo_geometry import CaloGeometry, Layer
+from lhcml.sim.calorimeter import CaloEvents
+
+#: image datasets produced per cluster (``had`` is the sum of the hadronic layers)
+IMAGE_LAYERS = ("strips", "middle", "back", "had")
+#: shower-shape fields (ATLAS xAOD names)
+SHOWER_SHAPES = (
+    "Rhad1", "Rhad", "Reta", "Rphi", "weta2", "weta1", "wtots1", "fracs1", "DeltaE", "Eratio",
+    "f1", "f3",
+)
+STRIP_HALF_WINDOW = 40  # strips either side of the centre cell's first strip in the wide window
+HAD_DR = 0.12
+
+
+def _wrap(dphi: np.ndarray) -> np.ndarray:
+    return np.mod(dphi + np.pi, 2 * np.pi) - np.pi
+
+
+def _gather(grid: np.ndarray, ev: np.ndarray, i0: np.ndarray, j0: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``(n, h, w)`` windows of ``grid[ev]`` starting at cell ``(i0, j0)``; zero outside eta, wrap in phi."""
+    n_eta, n_phi = grid.shape[1:]
+    ii = i0[:, None] + np.arange(h)[None, :]
+    jj = np.mod(j0[:, None] + np.arange(w)[None, :], n_phi)
+    inside = (ii >= 0) & (ii < n_eta)
+    iic = np.clip(ii, 0, n_eta - 1)
+    out = grid[ev[:, None, None], iic[:, :, None], jj[:, None, :]]
+    return np.where(inside[:, :, None], out, 0.0).astype(np.float32)
+
+
+def image_shape(layer: Layer, middle: Layer, window: tuple[int, int]) -> tuple[int, int]:
+    """Cells of ``layer`` needed to always cover ``window`` middle cells (aligned to its lower edge)."""
+
+    def count(d_l: float, d_m: float, n: int) -> int:
+        ratio = d_m / d_l
+        if abs(ratio - round(ratio)) < 1e-6 and round(ratio) >= 1:  # finer, aligned
+            return int(round(n * ratio))
+        return int(math.ceil((n * d_m + d_l - d_m) / d_l - 1e-9))
+
+    return count(layer.deta, middle.deta, window[0]), count(layer.dphi, middle.dphi, window[1])
+
+
+@dataclass
+class ClusterWindows:
+    """Where each image starts, per layer: first eta and phi cell indices."""
+
+    i0: dict[str, np.ndarray]
+    j0: dict[str, np.ndarray]
+
+
+def find_clusters(calo: CaloEvents) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeds of the sliding-window clustering: ``(event, ieta, iphi)`` of the centre middle cells."""
+    geo = calo.geometry
+    mid = geo.layer("middle")
+    cl = geo.clustering
+    grid = calo.total("middle").astype(np.float64)
+    h, w = cl.seed_window
+    modes = ("constant", "constant", "wrap")
+    wsum = ndimage.uniform_filter(grid, size=(1, h, w), mode=modes) * (h * w)
+    wmax = ndimage.maximum_filter(wsum, size=(1, h, w), mode=modes)
+    eta_c = mid.eta_centre(np.arange(mid.n_eta))
+    et = wsum / np.cosh(eta_c)[None, :, None]
+    seed = (wsum >= wmax) & (et > cl.seed_et_gev * 1e3)
+    ev, i, j = np.nonzero(seed)
+    if len(ev) == 0:
+        return ev, i, j
+    # centre = hottest cell within the seed window
+    win = _gather(grid, ev, i - h // 2, j - w // 2, h, w).reshape(len(ev), -1)
+    k = np.argmax(win, axis=1)
+    ic = i - h // 2 + k // w
+    jc = np.mod(j - w // 2 + k % w, mid.n_phi)
+    # two seeds with the same centre: keep one
+    key = (ev * mid.n_eta + ic) * mid.n_phi + jc
+    _, first = np.unique(key, return_index=True)
+    first = np.sort(first)
+    return ev[first], ic[first], jc[first]
+
+
+def _layer_groups(geo: CaloGeometry) -> dict[str, list[Layer]]:
+    groups: dict[str, list[Layer]] = {}
+    for lay in geo.em_layers:
+        groups[lay.name] = [lay]
+    had = list(geo.had_layers)
+    ref = had[0]
+    for lay in had[1:]:
+        if (lay.deta, lay.n_phi, lay.eta_max) != (ref.deta, ref.n_phi, ref.eta_max):
+            raise ValueError("hadronic layers must share one cell grid (deta, n_phi, eta_max)")
+    groups["had"] = had
+    return groups
+
+
+def build_clusters(calo: CaloEvents, raw_images: bool = False) -> dict[str, np.ndarray]:
+    """Find clusters and compute kinematics, shower shapes and images.
+
+    Parameters
+    ----------
+    calo
+        Cell energies of a batch of events.
+    raw_images
+        Also return the un-normalised images (MeV) as ``raw_<layer>`` and ``raw_<layer>_nopu``.
+
+    Returns
+    -------
+    dict
+        Per cluster: ``event`` (index in the batch), ``energy``, ``pt`` (E_T, MeV), ``eta``,
+        ``phi``, the :data:`SHOWER_SHAPES`, ``e_image_<layer>`` and ``e_image_<layer>_nopu`` (MeV),
+        ``etcone20`` (MeV), and images ``images_<layer>`` / ``images_<layer>_nopu``
+        (float32 ``(n, H, W)``) for every image layer.
+    """
+    geo = calo.geometry
+    cl = geo.clustering
+    mid = geo.layer("middle")
+    ev, ic, jc = find_clusters(calo)
+    n = len(ev)
+    groups = _layer_groups(geo)
+    eta_mc = mid.eta_centre(ic)
+    phi_mc = mid.phi_centre(jc)
+    hw, ww = cl.image_window
+    eta_start = mid.eta_lo + (ic - hw // 2) * mid.deta
+    phi_start = -np.pi + (jc - ww // 2) * mid.dphi
+
+    out: dict[str, np.ndarray] = {"event": ev}
+    windows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+    for name, lays in groups.items():
+        ref = lays[0]
+        h, w = image_shape(ref, mid, cl.image_window)
+        i0 = np.floor((eta_start - ref.eta_lo) / ref.deta + 1e-6).astype(np.int64)
+        j0 = np.floor((phi_start + np.pi) / ref.dphi + 1e-6).astype(np.int64)
+        tot = sum(_gather(calo.total(x.name), ev, i0, j0, h, w) for x in lays)
+        nopu = sum(_gather(calo.nopu(x.name), ev, i0, j0, h, w) for x in lays)
+        # pixel-centre offsets from the centre middle cell
+        deta = ref.eta_centre(i0[:, None] + np.arange(h)[None, :]) - eta_mc[:, None]
+        dphi = _wrap(ref.phi_centre(j0[:, None] + np.arange(w)[None, :]) - phi_mc[:, None])
+        windows[name] = (tot, nopu, deta, dphi)
+
+    # --- middle layer: energy, position, Reta, Rphi, weta2 -----------------------------------
+    m_tot = windows["middle"][0].astype(np.float64)  # (n, 7, 11)
+    ci, cj = hw // 2, ww // 2
+    e37 = m_tot[:, ci - 1:ci + 2, cj - 3:cj + 4]
+    e77 = m_tot[:, ci - 3:ci + 4, cj - 3:cj + 4].sum(axis=(1, 2))
+    e33 = m_tot[:, ci - 1:ci + 2, cj - 1:cj + 2].sum(axis=(1, 2))
+    e35 = m_tot[:, ci - 1:ci + 2, cj - 2:cj + 3]
+    s37 = e37.sum(axis=(1, 2))
+    wpos = np.clip(e37, 0, None)
+    norm = np.maximum(wpos.sum(axis=(1, 2)), 1e-9)
+    d_eta_cells = (np.arange(3) - 1) * mid.deta
+    d_phi_cells = (np.arange(7) - 3) * mid.dphi
+    eta = eta_mc + (wpos.sum(axis=2) * d_eta_cells).sum(axis=1) / norm
+    phi = _wrap(phi_mc + (wpos.sum(axis=1) * d_phi_cells).sum(axis=1) / norm)
+    w35 = e35.sum(axis=2)  # (n, 3) energy per eta row
+    s35 = np.maximum(w35.sum(axis=1), 1e-9)
+    eta_rows = eta_mc[:, None] + d_eta_cells[None, :]
+    m1 = (w35 * eta_rows).sum(axis=1) / s35
+    m2 = (w35 * eta_rows**2).sum(axis=1) / s35
+    weta2 = np.sqrt(np.clip(m2 - m1**2, 0.0, None))
+
+    # --- per-layer cluster energies in the 3 x 7 window ----------------------------------------
+    tol = 1e-6
+    half_eta, half_phi = 1.5 * mid.deta + tol, 3.5 * mid.dphi + tol
+    layer_e37 = {}
+    for name in groups:
+        tot, _, deta, dphi = windows[name]
+        mask = (np.abs(deta)[:, :, None] < half_eta) & (np.abs(dphi)[:, None, :] < half_phi)
+        layer_e37[name] = (tot * mask).sum(axis=(1, 2)).astype(np.float64)
+    em_names = [x.name for x in geo.em_layers]
+    energy = sum(layer_e37[x] for x in em_names)
+    cosh = np.cosh(eta)
+    et = energy / cosh
+    safe_e = np.where(np.abs(energy) > 1e-9, energy, 1e-9)
+
+    # --- hadronic leakage --------------------------------------------------------------------
+    had_layers = groups["had"]
+    ref = had_layers[0]
+    hi0 = ref.eta_index(eta)
+    hi0 = np.where(hi0 < 0, np.clip(np.floor((eta - ref.eta_lo) / ref.deta), 0, ref.n_eta - 1), hi0).astype(np.int64)
+    hj0 = ref.phi_index(phi)
+    deta_h = ref.eta_centre(hi0[:, None] - 1 + np.arange(3)) - eta[:, None]
+    dphi_h = _wrap(ref.phi_centre(hj0[:, None] - 1 + np.arange(3)) - phi[:, None])
+    dr_mask = (deta_h[:, :, None] ** 2 + dphi_h[:, None, :] ** 2) < HAD_DR**2
+    had_e = []
+    for lay in had_layers:
+        win = _gather(calo.total(lay.name), ev, hi0 - 1, hj0 - 1, 3, 3)
+        had_e.append((win * dr_mask).sum(axis=(1, 2)).astype(np.float64))
+    safe_et = np.where(np.abs(et) > 1e-9, et, 1e-9)
+    rhad1 = had_e[0] / cosh / safe_et
+    rhad = sum(had_e) / cosh / safe_et
+
+    # --- strips ------------------------------------------------------------------------------
+    st = geo.layer("strips")
+    ratio = int(round(mid.deta / st.deta))
+    s_i0 = np.floor((eta_mc - 0.5 * mid.deta - st.eta_lo) / st.deta + 1e-6).astype(np.int64) - STRIP_HALF_WINDOW
+    nstrip = 2 * STRIP_HALF_WINDOW + ratio
+    sj = st.phi_index(phi)
+    frac = (phi + np.pi) / st.dphi - sj  # position inside the strip phi cell
+    sj0 = np.where(frac >= 0.5, sj, sj - 1)
+    prof = _gather(calo.total("strips"), ev, s_i0, sj0, nstrip, 2).sum(axis=2).astype(np.float64)
+    k = np.arange(nstrip)
+    central = (k >= STRIP_HALF_WINDOW - ratio) & (k < STRIP_HALF_WINDOW + 2 * ratio)
+    imax = np.argmax(np.where(central[None, :], prof, -np.inf), axis=1)
+    e1 = prof[np.arange(n), imax]
+    dk = k[None, :] - imax[:, None]
+    pos = np.clip(prof, 0, None)
+
+    def width(half: int) -> np.ndarray:
+        m = np.abs(dk) <= half
+        num = (pos * dk**2 * m).sum(axis=1)
+        den = np.maximum((pos * m).sum(axis=1), 1e-9)
+        return np.sqrt(num / den)
+
+    weta1 = width(1)
+    wtots1 = width(10)
+    e3 = (prof * (np.abs(dk) <= 1)).sum(axis=1)
+    e7 = (prof * (np.abs(dk) <= 3)).sum(axis=1)
+    fracs1 = (e7 - e3) / np.where(np.abs(e3) > 1e-9, e3, 1e-9)
+    thr = cl.second_max_noise_sigma * st.noise_mev * math.sqrt(2.0)
+    locmax = np.zeros_like(prof, dtype=bool)
+    locmax[:, 1:-1] = (prof[:, 1:-1] > prof[:, :-2]) & (prof[:, 1:-1] >= prof[:, 2:])
+    cand = locmax & (np.abs(dk) <= 20) & (dk != 0) & (prof > thr)
+    e2 = np.where(cand, prof, -np.inf).max(axis=1) if n else np.zeros(0)
+    has2 = np.isfinite(e2)
+    i2 = np.argmax(np.where(cand, prof, -np.inf), axis=1) if n else np.zeros(0, int)
+    lo = np.minimum(imax, i2)[:, None]
+    hi = np.maximum(imax, i2)[:, None]
+    between = (k[None, :] > lo) & (k[None, :] < hi)
+    emin = np.where(between, prof, np.inf).min(axis=1) if n else np.zeros(0)
+    emin = np.where(np.isfinite(emin), emin, np.where(has2, e2, 0.0))
+    delta_e = np.where(has2, e2 - emin, 0.0)
+    e2c = np.where(has2, e2, 0.0)
+    eratio = np.where(has2, (e1 - e2c) / np.where(np.abs(e1 + e2c) > 1e-9, e1 + e2c, 1e-9), 1.0)
+
+    f1 = layer_e37["strips"] / safe_e
+    f3 = layer_e37["back"] / safe_e
+
+    # --- isolation: E_T in DeltaR < 0.2 minus the 5 x 7 core, all layers ----------------------
+    etcone = np.zeros(n)
+    for lay in geo.readout_layers:
+        nh = int(math.ceil(0.2 / lay.deta)) + 1
+        nw = int(math.ceil(0.2 / lay.dphi)) + 1
+        li = lay.eta_index(eta)
+        li = np.where(li < 0, np.clip(np.floor((eta - lay.eta_lo) / lay.deta), 0, lay.n_eta - 1), li).astype(np.int64)
+        lj = lay.phi_index(phi)
+        win = _gather(calo.total(lay.name), ev, li - nh, lj - nw, 2 * nh + 1, 2 * nw + 1).astype(np.float64)
+        ce = lay.eta_centre(li[:, None] - nh + np.arange(2 * nh + 1))
+        de = ce - eta[:, None]
+        dp = _wrap(lay.phi_centre(lj[:, None] - nw + np.arange(2 * nw + 1)) - phi[:, None])
+        cone = (de[:, :, None] ** 2 + dp[:, None, :] ** 2) < 0.04
+        core = (np.abs(de)[:, :, None] < 2.5 * mid.deta) & (np.abs(dp)[:, None, :] < 3.5 * mid.dphi)
+        etcone += ((win * (cone & ~core)) / np.cosh(ce)[:, :, None]).sum(axis=(1, 2))
+
+    out.update(
+        energy=energy, pt=et, eta=eta, phi=phi, Rhad1=rhad1, Rhad=rhad,
+        Reta=s37 / np.where(np.abs(e77) > 1e-9, e77, 1e-9),
+        Rphi=e33 / np.where(np.abs(s37) > 1e-9, s37, 1e-9),
+        weta2=weta2, weta1=weta1, wtots1=wtots1, fracs1=fracs1, DeltaE=delta_e, Eratio=eratio,
+        f1=f1, f3=f3, etcone20=etcone,
+    )
+
+    # --- images ------------------------------------------------------------------------------
+    for name, lays in groups.items():
+        tot, nopu, _, _ = windows[name]
+        sigma_cell = math.sqrt(sum(x.noise_mev**2 for x in lays))
+        npix = tot.shape[1] * tot.shape[2]
+        thr_img = cl.noise_significance * sigma_cell * math.sqrt(npix)
+        for suffix, img in (("", tot), ("_nopu", nopu)):
+            s = img.sum(axis=(1, 2)).astype(np.float64)
+            ok = s > max(thr_img, 1e-6)
+            normed = np.where(ok[:, None, None], img / np.where(ok, s, 1.0)[:, None, None], 0.0)
+            out[f"images_{name}{suffix}"] = normed.astype(np.float32)
+            out[f"e_image_{name}{suffix}"] = s
+            if raw_images:
+                out[f"raw_{name}{suffix}"] = img.astype(np.float32)
+
+    keep = np.abs(eta) < geo.acceptance_eta_max
+    return {k: v[keep] for k, v in out.items()}
