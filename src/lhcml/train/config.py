@@ -179,8 +179,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def _resolve_raw(path: Path) -> dict[str, Any]:
     data = read_yaml(path)
     seen = {path.resolve()}
+    here = path.parent  # a chained base is relative to the file that names it
     while "base" in data:
-        base_path = (path.parent / str(data.pop("base"))).resolve()
+        base_path = (here / str(data.pop("base"))).resolve()
+        here = base_path.parent
         if base_path in seen:
             raise ConfigError(f"circular 'base' reference in {path}")
         seen.add(base_path)
