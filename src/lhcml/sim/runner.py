@@ -133,11 +133,11 @@ def run_shard(
 
     Returns ``{index, file, seed, n_events, n_jets, skipped}``.
     """
-    from lhcml.data.h5 import H5Reader, write_h5
+    from lhcml.data.h5 import write_h5
 
     path = Path(task.path)
     if path.exists() and _matches(path, task):
-        n_jets = H5Reader(path, check=False).n_jets
+        n_jets = _n_rows(path)
         return {"index": task.index, "file": path.name, "seed": task.seed,
                 "n_events": task.n_events, "n_jets": n_jets, "skipped": True}  # fmt: skip
     fn = event_fn or _default_event_fn()
@@ -150,9 +150,27 @@ def run_shard(
         progress=None,
     )
     write_h5(path, tables, attrs=task.attrs())
-    n_jets = len(tables["jets"]) if "jets" in tables else len(next(iter(tables.values())))
+    per_object = [k for k in tables if k not in ("events",)]
+    n_jets = (
+        len(tables["jets"])
+        if "jets" in tables
+        else (len(tables[per_object[0]]) if per_object else 0)
+    )
     return {"index": task.index, "file": path.name, "seed": task.seed,
             "n_events": task.n_events, "n_jets": int(n_jets), "skipped": False}  # fmt: skip
+
+
+def _n_rows(path: Path) -> int:
+    """Rows of the per-object datasets (jets, or photons for photon processes)."""
+    from lhcml.data import schema
+    from lhcml.data.checks import datasets, open_h5
+
+    with open_h5(path) as f:
+        ds = datasets(f)
+        if "jets" in ds:
+            return int(ds["jets"].shape[0])
+        rows = [d.shape[0] for k, d in ds.items() if k not in schema.PER_EVENT_DATASETS]
+        return int(rows[0]) if rows else 0
 
 
 def _write_yaml_atomic(path: Path, data: dict[str, Any]) -> None:

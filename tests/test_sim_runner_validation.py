@@ -1,0 +1,59 @@
+"""validate-sim report and the simulate/validate-sim/inspect command line."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from lhcml.cli import app
+from lhcml.data.mock import make_mock_file
+from lhcml.sim.validation import validate_simulation
+
+FLAVOUR_PNGS = {"jet_pt.png", "jet_eta.png", "hadron_lxy.png", "track_multiplicity.png",
+                "sd0.png", "sz0.png", "track_origin.png"}  # fmt: skip
+
+
+def _referenced(page):
+    text = page.read_text()
+    return set(re.findall(r'href="([^"]+\.png)"', text)), text
+
+
+def test_validation_report_on_mock_samples(tmp_path):
+    make_mock_file(tmp_path / "ftag" / "ttbar_0000.h5", n_jets=2000, seed=1)
+    page = validate_simulation(tmp_path / "ftag", tmp_path / "report")
+    refs, text = _referenced(page)
+    assert refs == FLAVOUR_PNGS
+    assert all((tmp_path / "report" / p).stat().st_size > 5000 for p in refs)
+    assert text.count("data:image/png;base64,") == len(FLAVOUR_PNGS)  # self-contained
+    assert "bjets" in text and "frac |sd0|&gt;3" in text and "ATLAS" not in text
+    make_mock_file(tmp_path / "boosted" / "top_0000.h5", n_jets=500, kind="boosted")
+    page = validate_simulation(tmp_path / "boosted")
+    refs, text = _referenced(page)
+    assert refs == {"large_r_mass.png", "large_r_pt.png"} and "median mass" in text
+    with pytest.raises(FileNotFoundError, match="no flat files"):
+        validate_simulation(tmp_path / "report")
+
+
+@pytest.mark.slow
+def test_cli_simulate_validate_inspect(tmp_path):
+    pytest.importorskip("pythia8mc")
+    out = tmp_path / "sim"
+    runner = CliRunner()
+    res = runner.invoke(app, ["simulate", "ttbar", "--events", "6", "--mu", "0", "--seed", "4",
+                              "--events-per-shard", "3", "--output", str(out), "--quiet"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.glob("*.h5")) == ["ttbar_0000.h5", "ttbar_0001.h5"]
+    res = runner.invoke(app, ["validate-sim", str(out), "--output", str(tmp_path / "val")])
+    assert res.exit_code == 0, res.output
+    refs, _ = _referenced(tmp_path / "val" / "index.html")
+    assert {"jet_pt.png", "sd0.png", "track_origin.png"} <= refs
+    res = runner.invoke(app, ["inspect", str(out / "ttbar_0000.h5")])
+    assert (
+        res.exit_code == 0 and "tracks: shape" in res.output and "events: shape (3,)" in res.output
+    )
+    res = runner.invoke(
+        app, ["simulate", "ttbarr", "--events", "1", "--output", str(tmp_path / "x")]
+    )
+    assert res.exit_code != 0 and "did you mean 'ttbar'" in str(res.exception)
