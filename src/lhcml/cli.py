@@ -49,6 +49,9 @@ _ftag_cli.register(app)
 from lhcml.train import cli as _train_cli  # noqa: E402
 
 _train_cli.register(app)
+from lhcml.tune import cli as _tune_cli  # noqa: E402
+
+_tune_cli.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point
