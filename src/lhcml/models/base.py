@@ -162,10 +162,8 @@ class TrackVertexHead(TaskHead):
 
     def forward(self, x: Tensor) -> Tensor:
         a, b = self.first_a(x), self.first_b(x)  # (B, N, H)
-        h_ij = self.act(a.unsqueeze(2) + b.unsqueeze(1))  # pair (i, j)
-        h_ji = self.act(b.unsqueeze(2) + a.unsqueeze(1))  # pair (j, i)
-        out = 0.5 * (self.rest(h_ij) + self.rest(h_ji))
-        return out.squeeze(-1)  # (B, N, N)
+        r = self.rest(self.act(a.unsqueeze(2) + b.unsqueeze(1))).squeeze(-1)  # f(x_i, x_j)
+        return 0.5 * (r + r.transpose(1, 2))  # (B, N, N), symmetric
 
     def loss(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> Tensor:
         logits = outputs[self.output_key].float()
