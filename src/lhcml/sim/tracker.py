@@ -283,6 +283,117 @@ def _merged_clusters(offsets, eta, phi, crossed, phi_pos, w_pos, rad_pos, drphi,
     return merged
 
 
+@numba.njit(cache=True)
+def _hit_pattern(vx, vy, vz, px, py, pz, q, c_field, b_r, b_hl, d_z, d_rmin, d_rmax,
+                 nside, eff, u_hit):
+    """Helix crossings of every sensor surface, hits (per side) and holes, per particle.
+
+    Surfaces are the barrel layers (``b_*``) followed by the disks (``d_*``). Returns
+    ``crossed, alpha, phi_pos, w_pos, rad_pos`` (per surface: crossed?, swept angle from the
+    vertex, azimuth of the crossing point, z on barrels / r on disks, radius) and ``hits``,
+    ``holes`` (per surface, counted over sides).
+    """
+    n = len(vx)
+    nb = len(b_r)
+    nd = len(d_z)
+    ns = nb + nd
+    crossed = np.zeros((n, ns), dtype=np.bool_)
+    alpha = np.full((n, ns), np.inf)
+    phi_pos = np.zeros((n, ns))
+    w_pos = np.zeros((n, ns))
+    rad_pos = np.zeros((n, ns))
+    hits = np.zeros((n, ns), dtype=np.int8)
+    holes = np.zeros((n, ns), dtype=np.int8)
+    two_pi = 2.0 * np.pi
+    for i in range(n):
+        pt = np.hypot(px[i], py[i])
+        cot = pz[i] / pt
+        s = 1.0 if q[i] > 0 else -1.0
+        R = pt / (c_field * max(abs(q[i]), 1.0))
+        nx = py[i] / pt
+        ny = -px[i] / pt
+        cx = vx[i] + s * R * nx
+        cy = vy[i] + s * R * ny
+        D = vx[i] * vx[i] + vy[i] * vy[i] + 2.0 * s * R * (vx[i] * nx + vy[i] * ny)
+        cabs = max(np.hypot(cx, cy), 1e-12)
+        chx = cx / cabs
+        chy = cy / cabs
+        u0x = -s * nx
+        u0y = -s * ny
+        beta0 = np.arctan2(u0y, u0x)
+        rv2 = vx[i] * vx[i] + vy[i] * vy[i]
+        rv = np.sqrt(rv2)
+        for k in range(nb):
+            r = b_r[k]
+            if rv2 >= r * r:
+                continue
+            a = (r * r + D) / (2.0 * cabs)
+            h2 = r * r - a * a
+            if h2 < 0.0:
+                continue
+            h = np.sqrt(h2)
+            best = np.inf
+            bx = 0.0
+            by = 0.0
+            for sg in (-1.0, 1.0):
+                x = a * chx - sg * h * chy
+                y = a * chy + sg * h * chx
+                ux = (x - cx) / R
+                uy = (y - cy) / R
+                ang = np.arctan2(ux * u0y - uy * u0x, ux * u0x + uy * u0y)
+                al = (s * ang) % two_pi
+                if al < best:
+                    best = al
+                    bx = x
+                    by = y
+            if best >= np.pi:
+                continue
+            z = vz[i] + R * best * cot
+            if abs(z) >= b_hl[k]:
+                continue
+            crossed[i, k] = True
+            alpha[i, k] = best
+            phi_pos[i, k] = np.arctan2(by, bx)
+            w_pos[i, k] = z
+            rad_pos[i, k] = r
+        if cot != 0.0:
+            for k in range(nd):
+                zt = d_z[k] if cot > 0 else -d_z[k]
+                al = (zt - vz[i]) / (R * cot)
+                if al <= 0.0 or al >= np.pi:
+                    continue
+                beta = beta0 - s * al
+                x = cx + R * np.cos(beta)
+                y = cy + R * np.sin(beta)
+                rr = np.hypot(x, y)
+                if rr <= d_rmin[k] or rr >= d_rmax[k] or rr <= rv:
+                    continue
+                kk = nb + k
+                crossed[i, kk] = True
+                alpha[i, kk] = al
+                phi_pos[i, kk] = np.arctan2(y, x)
+                w_pos[i, kk] = rr
+                rad_pos[i, kk] = rr
+        # hits per side, then holes between the first and the last hit
+        a_first = np.inf
+        a_last = -np.inf
+        for k in range(ns):
+            if not crossed[i, k]:
+                continue
+            nh = 0
+            for side in range(nside[k]):
+                if u_hit[i, k, side] < eff[k]:
+                    nh += 1
+            hits[i, k] = nh
+            if nh > 0:
+                a_first = min(a_first, alpha[i, k])
+                a_last = max(a_last, alpha[i, k])
+        for k in range(ns):
+            if crossed[i, k] and alpha[i, k] > a_first and alpha[i, k] < a_last:
+                holes[i, k] = nside[k] - hits[i, k]
+    return crossed, alpha, phi_pos, w_pos, rad_pos, hits, holes
+
+
 # ------------------------------------------------------------------------------------------
 # main entry point
 # ------------------------------------------------------------------------------------------
@@ -340,12 +451,16 @@ def _material_secondaries(cols, evt, local, rng, p: DetectorParams):
     apid = np.abs(pid)
     q = cols["charge"].astype(np.float64)
     px, py, pz = cols["px"], cols["py"], cols["pz"]
-    pt = np.hypot(px, py)
-    ptot = np.sqrt(pt**2 + pz**2)
-    rv = np.hypot(cols["vx"], cols["vy"])
+    # kinematics only where needed (final hadrons and photons), zero elsewhere
+    pre = np.flatnonzero(cols["final"] & ((apid > 100) | (pid == 22)))
+    pt, ptot, rv, eta = (np.zeros(len(pid)) for _ in range(4))
+    pt[pre] = np.hypot(px[pre], py[pre])
+    ptot[pre] = np.sqrt(pt[pre] ** 2 + pz[pre] ** 2)
+    rv[pre] = np.hypot(cols["vx"][pre], cols["vy"][pre])
     with np.errstate(divide="ignore", invalid="ignore"):
-        eta = np.arcsinh(pz / pt)
-    base = cols["final"] & (pt > 0) & (np.abs(eta) < p.acceptance.eta_max + 0.1) & (rv < radii[-1])
+        eta[pre] = np.arcsinh(pz[pre] / pt[pre])
+    base = np.zeros(len(pid), dtype=bool)
+    base[pre] = (pt[pre] > 0) & (np.abs(eta[pre]) < p.acceptance.eta_max + 0.1) & (rv[pre] < radii[-1])
     hadron = base & (apid > 100) & (ptot > m.hadron_p_min)
     photon = base & (pid == 22) & (cols["e"] > m.photon_e_min)
     out_lost: list[np.ndarray] = []
@@ -504,13 +619,12 @@ def simulate_tracks(particles: ak.Array, rng: np.random.Generator,
     # ---- charged candidates -----------------------------------------------------------
     acc = p.acceptance
     r_pix_out = max(layer.radius for layer in p.barrel_layers if layer.kind == "pixel")
-    pt_all = np.hypot(cols["px"], cols["py"])
+    idx = np.flatnonzero(cols["final"] & (cols["charge"] != 0) & alive)
+    pt_c = np.hypot(cols["px"][idx], cols["py"][idx])
     with np.errstate(divide="ignore", invalid="ignore"):
-        eta_all = np.arcsinh(cols["pz"] / pt_all)
-    rv_all = np.hypot(cols["vx"], cols["vy"])
-    sel = (cols["final"] & (cols["charge"] != 0) & (pt_all > acc.pt_min_true)
-           & (np.abs(eta_all) < acc.eta_max + 0.1) & (rv_all < r_pix_out) & alive)
-    idx = np.flatnonzero(sel)
+        eta_c = np.arcsinh(cols["pz"][idx] / pt_c)
+    rv_c = np.hypot(cols["vx"][idx], cols["vy"][idx])
+    idx = idx[(pt_c > acc.pt_min_true) & (np.abs(eta_c) < acc.eta_max + 0.1) & (rv_c < r_pix_out)]
     c = {k: v[idx] for k, v in cols.items()}
     c["_evt"] = evt[idx]
     c["_pidx"] = local[idx]
@@ -542,46 +656,21 @@ def simulate_tracks(particles: ak.Array, rng: np.random.Generator,
     # ---- layer crossings and hits -----------------------------------------------------
     geo = _surfaces(p)
     ns = len(geo)
-    crossed = np.zeros((n, ns), dtype=bool)
-    alpha = np.full((n, ns), np.inf)
-    phi_pos = np.zeros((n, ns))
-    w_pos = np.zeros((n, ns))
-    rad_pos = np.zeros((n, ns))
-    for k, (typ, layer) in enumerate(geo):
-        if typ == "b":
-            ok, x, y, z, a = hel.cross_cylinder(layer.radius)
-            ok &= np.abs(z) < layer.half_length
-            w_pos[:, k] = z
-            rad_pos[:, k] = layer.radius
-        else:
-            ok, x, y, z, a = hel.cross_plane(layer.z)
-            rr = np.hypot(x, y)
-            ok &= (rr > layer.r_min) & (rr < layer.r_max) & (rr > r_prod)
-            w_pos[:, k] = rr
-            rad_pos[:, k] = rr
-        crossed[:, k] = ok
-        alpha[:, k] = np.where(ok, a, np.inf)
-        phi_pos[:, k] = np.arctan2(y, x)
-
+    barrels = [layer for typ, layer in geo if typ == "b"]
+    disks = [layer for typ, layer in geo if typ == "d"]
     kinds = np.array([layer.kind for _, layer in geo])
     is_pix = kinds == "pixel"
-    nside = np.array([layer.hits_per_layer for _, layer in geo])
+    nside = np.array([layer.hits_per_layer for _, layer in geo], dtype=np.int64)
     he = p.hit_efficiency
     eff_layer = np.where(is_pix, he.pixel, he.sct)
     eff_layer[0] = he.ibl
-    # per-side hits: (n, ns, 2); side 1 only for double layers
     u_hit = rng.random((n, ns, 2))
-    side_exists = np.stack([np.ones(ns, bool), nside >= 2], axis=1)
-    side_hit = crossed[:, :, None] & side_exists[None] & (u_hit < eff_layer[None, :, None])
-    side_hole_cand = crossed[:, :, None] & side_exists[None] & ~side_hit
-    any_hit = side_hit.any(axis=2)
-    a_hit = np.where(any_hit, alpha, np.inf)
-    a_first = a_hit.min(axis=1)
-    a_last = np.where(any_hit, alpha, -np.inf).max(axis=1)
-    inside = (alpha > a_first[:, None]) & (alpha < a_last[:, None])
-    holes = side_hole_cand & inside[:, :, None]
-    n_side_hits = side_hit.sum(axis=2)
-    n_holes = holes.sum(axis=2)
+    crossed, alpha, phi_pos, w_pos, rad_pos, n_side_hits, n_holes = _hit_pattern(
+        c["vx"], c["vy"], c["vz"], c["px"], c["py"], c["pz"], q, C_CURV * p.field_tesla,
+        np.array([b.radius for b in barrels]), np.array([b.half_length for b in barrels]),
+        np.array([d.z for d in disks]), np.array([d.r_min for d in disks]),
+        np.array([d.r_max for d in disks]), nside, eff_layer, u_hit)
+    any_hit = n_side_hits > 0
     n_pix = n_side_hits[:, is_pix].sum(axis=1)
     n_sct = n_side_hits[:, ~is_pix].sum(axis=1)
     n_pix_holes = n_holes[:, is_pix].sum(axis=1)
