@@ -163,12 +163,18 @@ def simulate_particles(
 ) -> tuple[Any, ak.Array, np.ndarray]:
     """Generated events with pileup overlaid and V0s decayed (the truth input of the detector).
 
+    The returned particle table holds the final-state particles only (hard scatter, then pileup,
+    then V0 daughters), in the detector frame.
+
     Returns ``(generated, particles, n_pileup)``.
     """
     from lhcml.sim.decays import decay_v0s
 
     generated = gen.generate(n)
-    particles = generated.particles
+    # the detector sees only the stable final state: dropping the intermediate record (about
+    # 60 % of the rows) speeds up every later stage; ``hf_hadron`` still indexes the full
+    # record in ``generated.particles``
+    particles = generated.particles[generated.particles.final]
     n_pu = np.zeros(n, dtype=np.int64)
     if mu > 0:
         particles, n_pu = pileup.overlay(particles, mu, rng)
