@@ -61,7 +61,7 @@ class JetFitterConfig:
     max_tracks: int = 12
     axis_sigma: float = 0.05
     merge_chi2: float = 6.63  # chi2 probability 1 % for 1 dof
-    pv_merge_sig: float = 1.5
+    pv_merge_sig: float = 2.5
     n2t_track_sig_min: float = 1.5
     n2t_chi2_max: float = 9.0
 

@@ -66,7 +66,7 @@ class SV1Config:
     min_si_hits: int = 7
     track_sig_min: float = 2.0
     pair_chi2_max: float = 4.5
-    pair_sig_min: float = 2.0
+    pair_sig_min: float = 4.0
     k0s_window: float = 15.0
     lambda_window: float = 8.0
     conversion_mass_max: float = 40.0
