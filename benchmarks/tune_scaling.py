@@ -1,0 +1,76 @@
+"""Tuning throughput and gain: trials/hour with 1 and 2 local workers, best trial vs default.
+
+Usage::
+
+    python benchmarks/tune_scaling.py --config configs/ftag/dl1.yaml --set data.train_files=[...] \
+        --space configs/tune/dl1_space.yaml --scaling-trials 6 --study-trials 30 --out benchmarks/_work/tune
+
+Prints a table; copy it into docs/benchmarks.md with the machine description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import yaml
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--set", action="append", default=[], help="override key=value in the training config")
+    ap.add_argument("--space", required=True)
+    ap.add_argument("--scaling-trials", type=int, default=6)
+    ap.add_argument("--study-trials", type=int, default=30)
+    ap.add_argument("--out", default="benchmarks/_work/tune")
+    args = ap.parse_args()
+
+    from lhcml.train.config import _resolve_raw, apply_overrides, config_from_dict
+    from lhcml.train.trainer import train
+    from lhcml.tune.objective import TrainObjective
+    from lhcml.tune.report import write_report
+    from lhcml.tune.space import load_space
+    from lhcml.tune.storage import resolve_storage_url
+    from lhcml.tune.study import run_study
+
+    out = Path(args.out)
+    base = apply_overrides(_resolve_raw(Path(args.config)), args.set)
+    space = load_space(args.space)
+    rows = []
+    # 1) scaling: the same fixed-size random study with 1 and 2 workers (pruning off: equal work)
+    for workers in (1, 2):
+        sp = space.model_copy(update={"study_name": f"scaling_w{workers}", "n_trials": args.scaling_trials,
+                                      "sampler": "random", "pruner": "none"})  # fmt: skip
+        d = out / f"scaling_w{workers}"
+        t0 = time.time()
+        run_study(sp, resolve_storage_url(None, d), TrainObjective(base, sp, d), workers=workers, progress=True)
+        dt = time.time() - t0
+        rows.append((f"{workers} worker(s)", args.scaling_trials, dt, 3600 * args.scaling_trials / dt))
+    print("\n| workers | trials | wall time [s] | trials/hour |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]:.0f} | {r[3]:.1f} |")
+    print(f"\nscaling 1 -> 2 workers: {rows[1][3] / rows[0][3]:.2f}x")
+
+    # 2) the tuning study, then the default config trained the same way
+    sp = space.model_copy(update={"n_trials": args.study_trials})
+    d = out / "study"
+    t0 = time.time()
+    study = run_study(sp, resolve_storage_url(None, d), TrainObjective(base, sp, d), workers=2, progress=True)
+    write_report(study, sp, base, d)
+    t_study = time.time() - t0
+    default = dict(base, output_dir=str(out / "default"))
+    default.setdefault("trainer", {})["enable_progress_bar"] = False
+    seen: list[float] = []
+    train(config_from_dict(default), epoch_hooks=[lambda e, m: seen.append(float(m["val_rej_ujets"]))])
+    best_default = max(seen)
+    print("\n| config | light rejection @ 70% (val) |\n|---|---|")
+    print(f"| default ({Path(args.config).name}) | {best_default:.1f} |")
+    print(f"| best of {args.study_trials} trials (trial {study.best_trial.number}) | {study.best_value:.1f} |")
+    print(f"\ngain: {study.best_value / best_default:.2f}x; study wall time {t_study / 60:.1f} min")
+    print("best parameters:", yaml.safe_dump(study.best_params, default_flow_style=True).strip())
+
+
+if __name__ == "__main__":
+    main()
