@@ -93,7 +93,7 @@ def test_sv1_finds_displaced_vertex():
     for _ in range(5):
         vtx = U_JET * rng.uniform(2, 8)
         mom = _decay(3000.0, P_JET * 0.6, 3, rng)
-        jet, trk = _jet([(vtx, [(*p, q) for p, q in zip(mom, (1, -1, 1))]), ((0, 0, 0), _prompt(rng))], rng)
+        jet, trk = _jet([(vtx, [(*p, q) for p, q in zip(mom, (1, -1, 1), strict=True)]), ((0, 0, 0), _prompt(rng))], rng)
         sv = find_sv1(jet, trk)
         if sv["SV1_NGTinSvx"][0] == 3:
             n_found += 1
@@ -133,7 +133,7 @@ def test_sv1_material_veto():
 
 def test_prompt_jets_rarely_have_vertices():
     rng = np.random.default_rng(11)
-    jets, trks = zip(*[_jet([((0, 0, 0), _prompt(rng, 8))], rng) for _ in range(150)])
+    jets, trks = zip(*[_jet([((0, 0, 0), _prompt(rng, 8))], rng) for _ in range(150)], strict=True)
     jets, trks = np.concatenate(jets), np.concatenate(trks)
     assert np.mean(find_sv1(jets, trks)["SV1_NGTinSvx"] > 0) < 0.05
     jf = find_jetfitter(jets, trks)
