@@ -142,8 +142,7 @@ def _ftag_tracks(rng: np.random.Generator, jets: np.ndarray, n_slots: int) -> np
     for f, p in _ORIGIN_P.items():
         sel = flav == f
         origin_idx[sel] = np.searchsorted(np.cumsum(p), u[sel].clip(max=1 - 1e-12), side="right")
-    origin_name = np.array(_ORIGIN_ORDER)[origin_idx]
-    origin = np.vectorize(O.__getitem__, otypes=[np.int8])(origin_name)
+    origin = np.array([O[n] for n in _ORIGIN_ORDER], dtype=np.int8)[origin_idx]
     jpt = jets["pt"][:, None].astype(np.float64)
     pt = 500.0 + rng.exponential(1.0, shape) * 0.08 * jpt
     deta = rng.normal(0, 0.1, shape)
