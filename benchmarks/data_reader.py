@@ -66,7 +66,7 @@ def main() -> None:
 
     def consume(variables, cuts=None):
         def run():
-            for batch in reader.stream(variables, cuts):
+            for _batch in reader.stream(variables, cuts):
                 pass
 
         return run
