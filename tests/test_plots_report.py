@@ -86,6 +86,9 @@ def test_html_report_builder(tmp_path):
     assert "My &lt;report&gt;" in text and "x &lt; y &amp; z" in text
     assert "<td>1.23</td>" in text and "<td>–</td>" in text
     assert base64.b64encode(PNG_MAGIC + b"fake").decode() in text
+    dict_rows = HtmlReport("d").add_table([{"a": 1, "b": "x"}, {"b": "y", "c": 2.5}]).render()
+    assert "<th>a</th><th>b</th><th>c</th>" in dict_rows
+    assert "<td>–</td><td>y</td><td>2.5</td>" in dict_rows
     linked = HtmlReport("linked", embed_images=False).add_figure(fig_path)
     assert 'src="figs/a.png"' in linked.render(tmp_path)
     with pytest.raises(FileNotFoundError, match="missing.png"):

@@ -13,8 +13,9 @@ import datetime as _dt
 import html
 import json
 import math
+import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".j
 def _fmt(x: Any, digits: int = 3) -> str:
     if x is None:
         return "–"
+    if isinstance(x, numbers.Real) and not isinstance(x, numbers.Integral):
+        x = float(x)  # numpy float32/64 too
     if isinstance(x, float):
         if math.isnan(x):
             return "–"
@@ -114,7 +117,7 @@ class HtmlReport:
 
     def add_table(
         self,
-        rows: Sequence[Sequence[Any]],
+        rows: Sequence[Sequence[Any]] | Sequence[Mapping[str, Any]],
         header: Sequence[str] | None = None,
         caption: str | None = None,
     ) -> HtmlReport:
@@ -122,8 +125,10 @@ class HtmlReport:
 
         Parameters
         ----------
-        rows : Sequence[Sequence[Any]]
-            Cell values (floats get 3 significant digits; strings are escaped).
+        rows : Sequence[Sequence[Any]] | Sequence[Mapping[str, Any]]
+            Cell values (floats get 3 significant digits; strings are escaped). Rows may be
+            mappings (column -> value): the header is then the union of their keys, in
+            first-seen order, unless ``header`` selects columns; missing cells show "–".
         header : Sequence[str] | None, optional
             Column titles.
         caption : str | None, optional
@@ -134,7 +139,14 @@ class HtmlReport:
         HtmlReport
             ``self``.
         """
-        self._parts.append(("table", ([list(r) for r in rows], list(header or []), caption)))
+        rows = list(rows)
+        if rows and all(isinstance(r, Mapping) for r in rows):
+            cols = list(header) if header else list(dict.fromkeys(k for r in rows for k in r))
+            table = [[r.get(c) for c in cols] for r in rows]  # type: ignore[union-attr]
+            header = cols
+        else:
+            table = [list(r) for r in rows]
+        self._parts.append(("table", (table, list(header or []), caption)))
         return self
 
     def add_figure(self, path: str | Path, caption: str | None = None) -> HtmlReport:
