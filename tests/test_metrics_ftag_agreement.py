@@ -184,3 +184,14 @@ def test_rejection_vs_pt_matches_puma(discs, flat):
     np.testing.assert_allclose(mine.sig_eff_err, eff_err, rtol=1e-6)
     if flat:
         np.testing.assert_allclose(mine.sig_eff, 0.7, atol=0.01)
+
+
+def test_negative_weights_give_monotonic_cuts():
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=5000)
+    w = rng.choice([-1.0, 1.0], size=5000, p=[0.15, 0.85])  # NLO-like negative weights
+    cuts = cut_at_efficiency(x, np.array([0.85, 0.77, 0.7, 0.6]), w)
+    assert np.all(np.diff(cuts) > 0)
+    # the weighted efficiency of each cut is close to its target
+    for eff, cut in zip([0.85, 0.77, 0.7, 0.6], cuts, strict=True):
+        assert efficiency(x, cut, w)[0] == pytest.approx(eff, abs=0.03)

@@ -64,6 +64,9 @@ def weighted_quantile(
     order = np.argsort(v, kind="stable")
     v, w = v[order], w[order]
     cdf = np.cumsum(w) - 0.5 * w
+    # negative (NLO) weights can make the cdf decrease locally; keep it monotonic so the
+    # interpolation is defined (identical to ftag for non-negative weights)
+    cdf = np.maximum.accumulate(cdf)
     cdf -= cdf[0]
     if cdf[-1] <= 0:
         if v.size == 1:
