@@ -547,7 +547,6 @@ class PythiaGenerator:
         # weakly decaying heavy-flavour hadrons and taus
         sel = weak_b | weak_c | last_tau
         gi = np.nonzero(sel)[0]
-        pabs = np.sqrt(px[gi] ** 2 + py[gi] ** 2 + pz[gi] ** 2)
         mm = np.where(m[gi] > 0, m[gi], 1.0)
         # decay vertex = production + c*tau * p/m (Pythia's tau is the proper lifetime in mm/c)
         dx = vx[gi] + tau[gi] * px[gi] / mm
