@@ -165,6 +165,7 @@ def test_photon_scheme_and_score_column(tmp_path):
                           taggers={"CNN": 2.0, "BDT": 1.0})
     spec = {
         "label_scheme": "photon", "dataset": "photons", "signal": "prompt",
+        "weight": "mcEventWeight", "significance": "ams",
         "taggers": ["CNN", {"name": "BDTscore", "score": "BDT_pprompt"}], "reference": "BDTscore",
         "working_points": [0.8, 0.9],
         "samples": [{"name": "gamma", "files": [str(f)], "pt_bins": [25, 50, 100, 500]}],
@@ -177,6 +178,12 @@ def test_photon_scheme_and_score_column(tmp_path):
     assert s["taggers"]["BDTscore"]["discriminant"] == "BDT_pprompt"
     assert s["taggers"]["CNN"]["auc"]["fake"] > s["taggers"]["BDTscore"]["auc"]["fake"] > 0.5
     assert all((tmp_path / "out" / p["path"]).is_file() for p in s["plots"])
+    # best-cut AMS with the weights as yields, consistent with a direct call
+    z = s["taggers"]["CNN"]["significance"]
+    from lhcml.metrics import ams
+
+    assert z["metric"] == "ams" and z["significance"] == pytest.approx(ams(z["s"], z["b"]))
+    assert z["significance"] > ams(s["n_jets"]["prompt"], s["n_jets"]["fake"])
     with pytest.raises(SchemaError, match="no dataset 'jets'"):
         evaluate(validate_config(EvaluateConfig, {**spec, "dataset": "jets"}))
 

@@ -45,6 +45,7 @@ from lhcml.metrics.decorrelation import (
 from lhcml.metrics.discriminants import DEFAULT_FRACTIONS, discriminant
 from lhcml.metrics.rejection import MODES, rejection_at_efficiency, rejection_vs_var
 from lhcml.metrics.roc import roc_curve
+from lhcml.metrics.significance import best_cut
 from lhcml.metrics.working_points import DEFAULT_WORKING_POINTS, working_points
 
 #: sample presets: pT range and rejection-vs-pT bins in GeV (ATLAS flavour-tagging conventions)
@@ -121,6 +122,7 @@ class EvaluateConfig(StrictModel):
     )
     fixed_sig_effs: list[float] = Field(default_factory=lambda: [0.3, 0.5])
     roc_sig_eff: tuple[float, float, int] = (0.4, 1.0, 121)
+    significance: Literal["ams", "asimov", "s_over_sqrt_b", "s_over_sqrt_s_plus_b"] | None = None
     mass_var: str | None = None
     mass_scale: float = 1e-3  # MeV -> GeV
     mass_bins: int | list[float] = DEFAULT_JSD_BINS
@@ -500,6 +502,13 @@ def evaluate_sample(cfg: EvaluateConfig, sample: SampleConfig, data: np.ndarray)
                     "r50": _clean(r50), "r50_err": _clean(r50_err), "inv_jsd50": _clean(inv),
                     "mass_bins": cfg.mass_bins,
                 }
+        if cfg.significance is not None:
+            # event classification: weights are the expected yields; all backgrounds together
+            all_b = np.concatenate([db[b] for b in bkgs])
+            all_wb = None if w is None else np.concatenate([wb[b] for b in bkgs])
+            best = best_cut(ds, all_b, ws, all_wb, metric=cfg.significance)
+            res["significance"] = {"metric": cfg.significance,
+                                   **{k: _clean(v) for k, v in best.items()}}
         # multi-class accuracy when the tagger has an output for every class present
         if t.score is None:
             present = [c for c in scheme.classes if n_jets.get(c.name)]

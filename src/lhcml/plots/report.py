@@ -344,6 +344,9 @@ def build_report(results_dir: str | Path, output: str | Path | None = None,
             s_header += [f"R50 / 1/JSD50 ({b})" for b in bkgs]
         if any("accuracy" in t for t in sample["taggers"].values()):
             s_header.append("accuracy")
+        sig = any("significance" in t for t in sample["taggers"].values())
+        if sig:
+            s_header.append("best significance (cut, s, b)")
         s_rows = []
         for tagger, t in sample["taggers"].items():
             row = [tagger, t.get("discriminant", "")] + [_fmt(t["auc"].get(b), 4) for b in bkgs]
@@ -357,6 +360,10 @@ def build_report(results_dir: str | Path, output: str | Path | None = None,
                     row.append(f"{_fmt(d.get('r50'))} / {_fmt(d.get('inv_jsd50'))}")
             if "accuracy" in s_header:
                 row.append(_fmt(t.get("accuracy"), 4))
+            if sig:
+                z = t.get("significance", {})
+                row.append(f"{z.get('metric', '')} {_fmt(z.get('significance'))} "
+                           f"({_fmt(z.get('cut'))}, {_fmt(z.get('s'))}, {_fmt(z.get('b'))})")
             s_rows.append(row)
         rep.add_table(s_rows, s_header, caption=f"{name}: summary metrics")
         for plot in sample.get("plots", []):
