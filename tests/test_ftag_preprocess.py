@@ -281,3 +281,25 @@ def test_bad_config_errors(inputs, tmp_path):
 def _dump(path, data):
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def test_shipped_configs_validate_and_tiny_runs(inputs, tmp_path):
+    from pathlib import Path
+
+    cfg_dir = Path(__file__).resolve().parents[1] / "configs" / "ftag"
+    for name in ("preprocess.yaml", "preprocess_dl1.yaml", "preprocess_tiny.yaml"):
+        cfg = load_preprocess_config(cfg_dir / name)
+        assert cfg.classes == CLASSES
+    dl1 = load_preprocess_config(cfg_dir / "preprocess_dl1.yaml")
+    assert "IP3D_llr" in dl1.variables["jets"].inputs and dl1.resampling.method == "countup"
+    tmp, _ = inputs
+    tiny = load_preprocess_config(cfg_dir / "preprocess_tiny.yaml").model_copy(
+        update={"output_dir": str(tmp_path / "tiny"),
+                "samples": {"ttbar": {"inputs": [str(tmp / "ttbar.h5")]}}}
+    )  # fmt: skip
+    tiny = PreprocessConfig.model_validate(tiny.model_dump())
+    out = preprocess(tiny)
+    norm = yaml.safe_load(out["norm_dict"].read_text())
+    assert set(norm["tracks"]) == set(tiny.variables["tracks"].inputs)
+    with h5py.File(out["train"]) as f:
+        assert f["tracks"].dtype.names[-1] == "valid" or "valid" in f["tracks"].dtype.names

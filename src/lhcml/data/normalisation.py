@@ -17,11 +17,14 @@ stable), so the result equals numpy's mean/std over the whole sample.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from lhcml.errors import SchemaError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,7 +82,11 @@ class NormAccumulator:
                 m.update(x)
 
     def result(self) -> dict[str, dict[str, dict[str, float]]]:
-        """``{group: {var: {mean, std}}}``; a zero std is an error (the variable is constant)."""
+        """``{group: {var: {mean, std}}}``.
+
+        A constant variable (std 0) gets ``std: 1`` and a warning: it carries no information
+        (e.g. a hit count that a detector never fills) but must not make the scaling divide by 0.
+        """
         out: dict[str, dict[str, dict[str, float]]] = {}
         for group, mom in self.moments.items():
             out[group] = {}
@@ -88,10 +95,12 @@ class NormAccumulator:
                     raise SchemaError(f"no entries of '{group}.{var}' to compute its normalisation")
                 std = m.std
                 if std == 0:
-                    raise SchemaError(
-                        f"variable '{group}.{var}' is constant ({m.mean}) in the training file; "
-                        "it carries no information: remove it from the inputs"
-                    )
+                    log.warning(
+                        "variable '%s.%s' is constant (%s) in the training file: it carries no "
+                        "information (std set to 1); consider removing it from the inputs",
+                        group, var, m.mean,
+                    )  # fmt: skip
+                    std = 1.0
                 out[group][var] = {"mean": float(m.mean), "std": float(std)}
         return out
 
