@@ -159,6 +159,11 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError as err:
         raise ConfigError(f"cannot parse value of --set {key}: {err}") from None
+    if isinstance(parsed, str):  # YAML 1.1 reads 1e-3 as a string
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
     return key.strip().split("."), parsed
 
 

@@ -127,6 +127,18 @@ def inspect_inputs(path: str | Path, inputs: Mapping[str, Sequence[str] | None])
     return specs
 
 
+#: per-object tables that carry labels, weights and prediction columns, by preference
+MAIN_TABLES = ("jets", "photons")
+
+
+def main_table(f: h5py.File) -> str:
+    """The per-object table of an open file: ``jets``, or ``photons`` for photon candidates."""
+    for name in MAIN_TABLES:
+        if name in f:
+            return name
+    raise SchemaError(f"{f.filename} has none of the tables {MAIN_TABLES} (datasets: {', '.join(f.keys())})")
+
+
 def _floats(arr: np.ndarray, names: Sequence[str]) -> np.ndarray:
     sub = rfn.repack_fields(arr[list(names)])
     return rfn.structured_to_unstructured(sub, dtype=np.float32)
@@ -153,6 +165,7 @@ def read_rows(
     Non-finite values in valid entries raise :class:`SchemaError` naming the variable.
     """
     out: dict[str, np.ndarray] = {}
+    main = main_table(f)
     jet_extra: list[str] = []
     if labels is not None:
         jet_extra += labels.jet_fields()
@@ -167,7 +180,7 @@ def read_rows(
         if spec.kind == "object":
             fields.append("valid")
         fields += [x for x in (label_fields or {}).get(g, []) if x not in fields]
-        if g == "jets":
+        if g == main:
             fields += [x for x in jet_extra if x not in fields]
         raw = ds.fields(fields)[start:stop]
         x = _floats(raw, spec.variables)
@@ -186,10 +199,10 @@ def read_rows(
         out[g] = x
         for lf in (label_fields or {}).get(g, []):
             out[f"{g}_{lf}"] = _field_array(raw[lf])
-        if g == "jets" and jet_extra:
+        if g == main and jet_extra:
             jet_table = raw
-    if jet_extra and "jets" not in specs:
-        jet_table = f["jets"].fields(jet_extra)[start:stop]
+    if jet_extra and main not in specs:
+        jet_table = f[main].fields(jet_extra)[start:stop]
     if labels is not None:
         out["labels"] = labels.labels(jet_table)
     if weight_field:
@@ -207,7 +220,8 @@ def _n_rows(path: str | Path) -> int:
         first = next(iter(f.keys()), None)
         if first is None:
             raise CorruptFileError(f"{path} holds no datasets")
-        return int(f["jets"].shape[0] if "jets" in f else f[first].shape[0])
+        tables = [t for t in MAIN_TABLES if t in f]
+        return int(f[tables[0]].shape[0] if tables else f[first].shape[0])
 
 
 def _dist_info() -> tuple[int, int]:
@@ -291,7 +305,7 @@ class H5JetDataset(IterableDataset):
                     counts.append(e - s)
                     continue
                 with open_h5(self.files[i]) as f:
-                    jets = f["jets"].fields(self.labels.jet_fields())[s:e]
+                    jets = f[main_table(f)].fields(self.labels.jet_fields())[s:e]
                 counts.append(int((self.labels.labels(jets) >= 0).sum()))
             self._chunk_counts = counts
         return self._chunk_counts
@@ -305,7 +319,7 @@ class H5JetDataset(IterableDataset):
         for i, s, e in self.chunks():
             with open_h5(self.files[i]) as f:
                 fields = self.labels.jet_fields() + ([self.weight_field] if self.weight_field else [])
-                jets = f["jets"].fields(fields)[s:e]
+                jets = f[main_table(f)].fields(fields)[s:e]
             lab = self.labels.labels(jets)
             w = np.asarray(jets[self.weight_field], float) if self.weight_field else np.ones(len(lab))
             counts += np.bincount(lab[lab >= 0], weights=w[lab >= 0], minlength=n)

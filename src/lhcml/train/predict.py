@@ -99,13 +99,16 @@ def write_columns(src: Path, dst: Path, columns: dict[str, np.ndarray]) -> Path:
         with h5py.File(src, "r") as fin, h5py.File(tmp, "w") as fout:
             for k, v in fin.attrs.items():
                 fout.attrs[k] = v
+            from lhcml.train.datamodule import main_table
+
+            table = main_table(fin)
             for name in fin:
-                if name != "jets":
+                if name != table:
                     fin.copy(fin[name], fout, name=name)
-            jets_in = fin["jets"]
+            jets_in = fin[table]
             jets = _with_columns(jets_in[:], columns)
             ds = fout.create_dataset(
-                "jets", data=jets, maxshape=(None,), chunks=jets_in.chunks or (1000,),
+                table, data=jets, maxshape=(None,), chunks=jets_in.chunks or (1000,),
                 compression=jets_in.compression, compression_opts=jets_in.compression_opts,
             )  # fmt: skip
             for k, v in jets_in.attrs.items():

@@ -40,10 +40,12 @@ def _label_spec(cfg: TrainConfig):
 
 def check_fields(files: list[str], group: str, fields: list[str], what: str) -> None:
     """Every file has ``fields`` in dataset ``group``; otherwise :class:`SchemaError`."""
-    from lhcml.train.datamodule import open_h5
+    from lhcml.train.datamodule import MAIN_TABLES, main_table, open_h5
 
     for p in files:
         with open_h5(p) as f:
+            if group in MAIN_TABLES and group not in f:
+                group = main_table(f)
             if group not in f:
                 raise SchemaError(f"{what}: no dataset '{group}' in {p}")
             names = f[group].dtype.names or ()
