@@ -110,6 +110,8 @@ def test_report_from_evaluation(tmp_path):
         "title": "Mock ttbar evaluation", "taggers": ["GOOD", "REF"], "reference": "REF",
         "samples": [{"name": "ttbar", "kind": "ttbar", "files": [str(f)]}],
         "rejection_vs_pt_modes": ["fixed_cut"],
+        "published": [{"label": "DL1r (ATLAS sim.)", "working_point": 0.77,
+                       "rejection": {"ujets": 170, "cjets": 5}, "source": "EPJC 83 (2023) 681"}],
     })
     out = tmp_path / "eval"
     res = evaluate(cfg, out)
@@ -125,6 +127,7 @@ def test_report_from_evaluation(tmp_path):
     assert len(srcs) == len(res["samples"]["ttbar"]["plots"]) >= 5
     assert all((out / s).is_file() for s in srcs)
     assert "taggers:" in text  # the config is shown
+    assert "<td>DL1r (ATLAS sim.)</td><td>77%</td><td>170</td><td>5</td>" in text
     embedded = build_report(out, tmp_path / "embedded.html").read_text()
     assert embedded.count("data:image/png;base64,") == len(srcs)
     from lhcml.errors import SchemaError

@@ -100,6 +100,17 @@ class SampleConfig(StrictModel):
         return self.pt_bins if self.pt_bins is not None else SAMPLE_PRESETS[self.kind]["pt_bins"]
 
 
+class PublishedValue(StrictModel):
+    """A published rejection to show next to lhcml's numbers in the report (for context only:
+    a different detector and simulation)."""
+
+    label: str
+    working_point: float = Field(gt=0, lt=1)
+    rejection: dict[str, float]
+    source: str
+    sample: str | None = None  # None: shown for every sample
+
+
 class EvaluateConfig(StrictModel):
     """Configuration of ``lhcml evaluate``."""
 
@@ -127,6 +138,7 @@ class EvaluateConfig(StrictModel):
     mass_scale: float = 1e-3  # MeV -> GeV
     mass_bins: int | list[float] = DEFAULT_JSD_BINS
     samples: list[SampleConfig] = Field(min_length=1)
+    published: list[PublishedValue] = Field(default_factory=list)
     output_dir: str = "evaluation"
     plots: bool = True
     plot_format: Literal["png", "svg", "pdf"] = "png"

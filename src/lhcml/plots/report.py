@@ -366,6 +366,17 @@ def build_report(results_dir: str | Path, output: str | Path | None = None,
                            f"({_fmt(z.get('cut'))}, {_fmt(z.get('s'))}, {_fmt(z.get('b'))})")
             s_rows.append(row)
         rep.add_table(s_rows, s_header, caption=f"{name}: summary metrics")
+        published = [p for p in cfg.get("published", []) if p.get("sample") in (None, name)]
+        if published:
+            p_bkgs = list(dict.fromkeys(b for p in published for b in p["rejection"]))
+            rep.add_table(
+                [[p["label"], f"{p['working_point']:.0%}",
+                  *[_fmt(p["rejection"].get(b)) for b in p_bkgs], p["source"]]
+                 for p in published],
+                ["Published", "WP", *[f"{b} rejection" for b in p_bkgs], "source"],
+                caption="Published values for context (other detector simulation; compare "
+                "orders of magnitude, not digits)",
+            )
         for plot in sample.get("plots", []):
             p = results_dir / plot["path"]
             if p.is_file():
