@@ -16,8 +16,11 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(None, "--output", "-o", help="Output folder (overrides config)."),
         report: bool = typer.Option(True, help="Also write report.html."),
     ) -> None:
-        """Compute rejections, ROC curves, AUC, decorrelation metrics and plots from prediction
-        files; write results.json/results.yaml (and report.html)."""
+        """Metrics and plots from prediction files: results.json/yaml, plots/, report.html.
+
+        Rejections at the working points with errors, ROC curves with ratios, AUC, rejection vs
+        pT, R50 and 1/JSD50 (with mass_var), significance (with significance: ams).
+        """
         from lhcml.metrics.evaluate import evaluate_from_file
 
         res = evaluate_from_file(config, output)
