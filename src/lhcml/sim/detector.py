@@ -161,6 +161,7 @@ class Fakes:
 class LeptonID:
     electron_efficiency: float
     electron_pt_min: float
+    conversion_electron_efficiency: float
     muon_efficiency: float
     muon_p_min: float
     hadron_as_electron: float

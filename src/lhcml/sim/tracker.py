@@ -22,8 +22,8 @@ What happens to a particle
    hit efficiency; a crossed sensor without a hit between the first and last hits is a hole.
    Tracks whose crossing points on a layer lie within about two pitches of another charged
    particle's share that cluster (``numberOf*SharedHits``) unless the clustering splits it
-   (``numberOf*SplitHits``); tracks with two or more shared modules are dropped with
-   ``shared_hits.lost_probability`` (lost tracks in dense jet cores).
+   (``numberOf*SplitHits``); a track is dropped with probability 1 − (1 − p)^n_shared_modules,
+   ``p = shared_hits.lost_probability`` (lost tracks in dense jet cores, as the ambiguity solver).
 5. **Efficiency**: ε(η)·ε(pT)/ε_ref (ATLAS Loose tables) × ε(production radius) × a lepton
    factor, together with ≥ ``min_si_hits`` silicon hits, ≥ ``min_pixel_hits`` pixel hits and
    the standard-tracking |d0|, |z0| acceptance.
@@ -34,7 +34,8 @@ What happens to a particle
 7. **Fakes**: Poisson(n_tracks · (base + density · n_tracks / 1000)) per event, half of them near
    real tracks; origin ``fake``, truthPdgId 0, broad impact parameters.
 8. **Lepton ID**: tracks of true electrons/muons get ``leptonID`` = ±11/±13 (sign = charge) with
-   an identification efficiency; hadrons are mis-identified at a small rate.
+   an identification efficiency (much lower for conversion electrons); hadrons are mis-identified
+   at a small rate.
 
 Output (one list per event): see :data:`TRACK_OUTPUT_FIELDS`. ``pt`` is in GeV like the particle
 table, ``qOverP`` and its uncertainty in 1/MeV (the schema unit), lengths in mm.
@@ -722,7 +723,7 @@ def simulate_tracks(particles: ak.Array, rng: np.random.Generator,
         & (n_pix >= acc.min_pixel_hits)
         & (np.abs(d0_t) < acc.max_abs_d0)
         & (np.abs(z0_t) < acc.max_abs_z0)
-        & ~((shared_modules >= 2) & (u_lost < sh.lost_probability))
+        & (u_lost >= 1.0 - (1.0 - sh.lost_probability) ** shared_modules)
     )
 
     # ---- resolution and smearing -------------------------------------------------------
@@ -752,7 +753,9 @@ def simulate_tracks(particles: ak.Array, rng: np.random.Generator,
     # ---- lepton identification ---------------------------------------------------------
     li = p.lepton_id
     u_lep = rng.random(n)
-    is_e = (apid == 11) & (pt_t > li.electron_pt_min) & (u_lep < li.electron_efficiency)
+    conv = (c["parent_pid"] == 22) & (c["origin"] == TRUTH_ORIGIN["otherSecondary"])
+    eff_e = np.where(conv, li.conversion_electron_efficiency, li.electron_efficiency)
+    is_e = (apid == 11) & (pt_t > li.electron_pt_min) & (u_lep < eff_e)
     is_mu = (apid == 13) & (ptot_t > li.muon_p_min) & (u_lep < li.muon_efficiency)
     had = apid > 100
     mis_e = had & (u_lep < li.hadron_as_electron)
