@@ -27,6 +27,7 @@ _ARCHITECTURE_MODULES = (
     "lhcml.models.ftag",
     "lhcml.models.constituents",
     "lhcml.models.images",
+    "lhcml.models.photon",
 )
 
 

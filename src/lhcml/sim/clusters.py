@@ -89,6 +89,22 @@ def image_shape(layer: Layer, middle: Layer, window: tuple[int, int]) -> tuple[i
     return count(layer.deta, middle.deta, window[0]), count(layer.dphi, middle.dphi, window[1])
 
 
+def layer_noise_mev(geo: CaloGeometry, name: str) -> float:
+    """Noise per cell of an image layer (hadronic image: the layers' noise added in quadrature)."""
+    lays = _layer_groups(geo)[name]
+    return math.sqrt(sum(x.noise_mev**2 for x in lays))
+
+
+def normalise_images(img: np.ndarray, sigma_cell_mev: float, significance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(n, H, W)`` divided by their sums where the sum exceeds ``significance`` times the
+    noise of the summed cells (else zeros); returns ``(normalised float32, sums)``."""
+    s = img.sum(axis=(1, 2)).astype(np.float64)
+    thr = significance * sigma_cell_mev * math.sqrt(img.shape[1] * img.shape[2])
+    ok = s > max(thr, 1e-6)
+    normed = np.where(ok[:, None, None], img / np.where(ok, s, 1.0)[:, None, None], 0.0)
+    return normed.astype(np.float32), s
+
+
 @dataclass
 class ClusterWindows:
     """Where each image starts, per layer: first eta and phi cell indices."""
@@ -308,13 +324,9 @@ def build_clusters(calo: CaloEvents, raw_images: bool = False) -> dict[str, np.n
     for name, lays in groups.items():
         tot, nopu, _, _ = windows[name]
         sigma_cell = math.sqrt(sum(x.noise_mev**2 for x in lays))
-        npix = tot.shape[1] * tot.shape[2]
-        thr_img = cl.noise_significance * sigma_cell * math.sqrt(npix)
         for suffix, img in (("", tot), ("_nopu", nopu)):
-            s = img.sum(axis=(1, 2)).astype(np.float64)
-            ok = s > max(thr_img, 1e-6)
-            normed = np.where(ok[:, None, None], img / np.where(ok, s, 1.0)[:, None, None], 0.0)
-            out[f"images_{name}{suffix}"] = normed.astype(np.float32)
+            normed, s = normalise_images(img, sigma_cell, cl.noise_significance)
+            out[f"images_{name}{suffix}"] = normed
             out[f"e_image_{name}{suffix}"] = s
             if raw_images:
                 out[f"raw_{name}{suffix}"] = img.astype(np.float32)

@@ -336,6 +336,38 @@ def _overlay_flat(cols, ev, n_events, mu, pileup, rng):
     return flat, np.repeat(np.arange(n_events), counts), n_pu
 
 
+def em_filter(cols: dict[str, np.ndarray], event: np.ndarray, n_events: int, et_min_gev: float) -> np.ndarray:
+    """Generator-level filter enriching photon-like jets (our choice, documented in docs/photon.md).
+
+    An event passes if some final-state photon or electron with E_T > 2 GeV in ``|eta| < 1.45``
+    has, within ΔR < 0.05, photons/electrons with E_T > ``et_min_gev`` that carry more than 60 %
+    of the visible E_T within ΔR < 0.2 (a narrow, isolated, EM-dominated deposit: a leading π0/η
+    or a prompt photon).
+    """
+    px, py, pz = (np.asarray(cols[k], float) for k in ("px", "py", "pz"))
+    pt = np.hypot(px, py)
+    eta = np.arcsinh(np.divide(pz, pt, out=np.zeros_like(pt), where=pt > 0))
+    phi = np.arctan2(py, px)
+    apid = np.abs(np.asarray(cols["pid"]))
+    vis = (pt > 0) & ~np.isin(apid, (12, 14, 16)) & (np.abs(eta) < 1.8)
+    em = vis & ((apid == 22) | (apid == 11))
+    seeds = em & (pt > 2.0) & (np.abs(eta) < 1.45)
+    out = np.zeros(n_events, bool)
+    order = np.argsort(event, kind="stable")
+    bounds = np.searchsorted(event[order], np.arange(n_events + 1))
+    for ev in np.unique(event[seeds]):
+        idx = order[bounds[ev]:bounds[ev + 1]]
+        idx = idx[vis[idx]]
+        sd = idx[seeds[idx]]
+        de = eta[sd][:, None] - eta[idx][None, :]
+        dp = np.mod(phi[sd][:, None] - phi[idx][None, :] + np.pi, 2 * np.pi) - np.pi
+        dr2 = de**2 + dp**2
+        et_em = ((dr2 < 0.05**2) * (pt[idx] * em[idx])[None, :]).sum(1)
+        et_all = ((dr2 < 0.2**2) * pt[idx][None, :]).sum(1)
+        out[ev] = bool(np.any((et_em > et_min_gev) & (et_em > 0.6 * et_all)))
+    return out
+
+
 def simulate_photon_events(
     process: str,
     n_events: int,
@@ -348,6 +380,7 @@ def simulate_photon_events(
     min_pt_gev: float = 20.0,
     geometry: CaloGeometry | None = None,
     raw_images: bool = False,
+    em_filter_et_gev: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Simulate photon candidates from a Pythia process (see the module docstring).
 
@@ -373,6 +406,9 @@ def simulate_photon_events(
         Calorimeter description (default: the shipped one).
     raw_images
         Also return un-normalised images (MeV).
+    em_filter_et_gev
+        Keep only events passing :func:`em_filter` at this E_T (enriches photon-like fakes in
+        dijets; the calorimeter is simulated for passing events only). ``None``: no filter.
 
     Returns
     -------
@@ -415,22 +451,35 @@ def simulate_photon_events(
         particles = evs.particles[evs.particles.final]
         particles = decay_v0s(particles, rng)
         particles = particles[particles.final]
-        n_pu = np.zeros(n, np.int64)
-        if mu > 0:
-            particles, n_pu = pileup.overlay(particles, float(mu), rng)
-        cols, counts = to_flat(ak.Array(particles), list(PARTICLE_FIELDS))
-        ev = np.repeat(np.arange(n), counts)
-        parts.append(
-            simulate_particles(cols, ev, n, rng, mu=float(mu), n_pu=n_pu,
-                               event_numbers=np.arange(done, done + n) + int(seed) * 10_000_000,
-                               weights=np.asarray(evs.weights), geometry=geo, min_pt_gev=min_pt_gev,
-                               raw_images=raw_images)
-        )
+        weights = np.asarray(evs.weights)
+        numbers = np.arange(done, done + n) + int(seed) * 10_000_000
+        if em_filter_et_gev is not None:
+            c0, k0 = to_flat(ak.Array(particles), ["pid", "px", "py", "pz"])
+            ok = em_filter(c0, np.repeat(np.arange(n), k0), n, float(em_filter_et_gev))
+            particles, weights, numbers = particles[ok], weights[ok], numbers[ok]
+        m = len(particles)
         done += n
         if bar is not None:
             bar.update(n)
         elif callable(progress):
             progress(n)
+        if m == 0:
+            continue
+        n_pu = np.zeros(m, np.int64)
+        if mu > 0:
+            particles, n_pu = pileup.overlay(particles, float(mu), rng)
+        cols, counts = to_flat(ak.Array(particles), list(PARTICLE_FIELDS))
+        ev = np.repeat(np.arange(m), counts)
+        parts.append(
+            simulate_particles(cols, ev, m, rng, mu=float(mu), n_pu=n_pu, event_numbers=numbers,
+                               weights=weights, geometry=geo, min_pt_gev=min_pt_gev,
+                               raw_images=raw_images)
+        )
     if bar is not None:
         bar.close()
+    if not parts:
+        rng = np.random.default_rng(0)
+        cols, ev = single_particles(22, 1.0, 0.0, 0.0, rng)
+        empty = simulate_particles(cols, ev, 1, rng, geometry=geo, min_pt_gev=1e9, raw_images=raw_images)
+        return empty
     return _concat(parts)
