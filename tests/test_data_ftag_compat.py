@@ -47,6 +47,7 @@ def test_lhcml_reads_ftag_mock_file(tmp_path):
         "tracks": ["d0", "z0SinTheta", "numberOfPixelHits", "valid"],
     }
     check_file(fname, present)
+    check_file(fname)  # every field they have: dtypes, shapes, valid, NaN
     reader = H5Reader(fname, batch_size=300)
     assert reader.n_jets == 800
     got = reader.read(present, cuts=["HadronConeExclTruthLabelID == 5"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from lhcml.cli import app
@@ -41,9 +42,16 @@ def test_cli_simulate_validate_inspect(tmp_path):
     pytest.importorskip("pythia8mc")
     out = tmp_path / "sim"
     runner = CliRunner()
-    res = runner.invoke(app, ["simulate", "ttbar", "--events", "6", "--mu", "0", "--seed", "4",
-                              "--events-per-shard", "3", "--output", str(out), "--quiet"])  # fmt: skip
+    lib = tmp_path / "lib.h5"
+    res = runner.invoke(app, ["make-pileup", str(lib), "--events", "20", "--seed", "2", "--quiet"])
+    assert res.exit_code == 0 and lib.exists(), res.output
+    res = runner.invoke(app, ["simulate", "ttbar", "--events", "6", "--mu", "2", "--seed", "4",
+                              "--events-per-shard", "3", "--output", str(out), "--quiet",
+                              "--pileup-library", str(lib)])  # fmt: skip
     assert res.exit_code == 0, res.output
+    manifest = yaml.safe_load((out / "manifest.yaml").read_text())
+    assert manifest["pileup"]["file"] == str(lib) and manifest["mu"] == 2.0
+    assert not (out / "pileup_minbias.h5").exists()
     assert sorted(p.name for p in out.glob("*.h5")) == ["ttbar_0000.h5", "ttbar_0001.h5"]
     res = runner.invoke(app, ["validate-sim", str(out), "--output", str(tmp_path / "val")])
     assert res.exit_code == 0, res.output
