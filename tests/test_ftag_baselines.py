@@ -126,9 +126,9 @@ def test_sv1_material_veto():
     vtx = U_JET * (50.5 / np.hypot(U_JET[0], U_JET[1]))  # on the B-layer radius
     mom = _decay(1500.0, U_JET * 6000, 2, rng)
     jet, trk = _jet([(vtx, [(*mom[0], 1), (*mom[1], -1)]), ((0, 0, 0), _prompt(rng))], rng)
-    # far displaced tracks: open the d0 cut so that only the material veto can reject the pair
+    # far displaced tracks: open the d0, z0 cuts so that only the material veto can reject the pair
     assert find_sv1(jet, trk, SV1Config(d0_max=30.0))["SV1_NGTinSvx"][0] == 0
-    assert find_sv1(jet, trk, SV1Config(d0_max=30.0, material_window=0.0))["SV1_NGTinSvx"][0] == 2
+    assert find_sv1(jet, trk, SV1Config(d0_max=30.0, z0sintheta_max=30.0, material_window=0.0))["SV1_NGTinSvx"][0] == 2
 
 
 def test_prompt_jets_rarely_have_vertices():

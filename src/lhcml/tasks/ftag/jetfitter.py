@@ -57,6 +57,7 @@ class JetFitterConfig:
     pt_min: float = 500.0
     d0_max: float = 7.0
     min_si_hits: int = 7
+    z0sintheta_max: float = 2.0  # removes pileup tracks (they form fake vertices far in z)
     pv_sig_max: float = 2.0
     max_tracks: int = 12
     axis_sigma: float = 0.05
@@ -292,6 +293,7 @@ def find_jetfitter(
         tracks["valid"]
         & (tracks["pt"] > cfg.pt_min)
         & (np.abs(tracks["d0"]) < cfg.d0_max)
+        & (np.abs(tracks["z0SinTheta"]) < cfg.z0sintheta_max)
         & (si >= cfg.min_si_hits)
     )
     sig = np.nan_to_num(ip3d_significance(params))
@@ -301,7 +303,7 @@ def find_jetfitter(
     )
     # two-track cuts: (track_sig_min, pair_chi2_max, pair_sig_min, k0s, lambda, conv, material, pv)
     n2t_cuts = np.array(
-        [cfg.n2t_track_sig_min, cfg.n2t_chi2_max, 1.0, 15.0, 8.0, 40.0, 2.5, 0.015, 0.03]
+        [cfg.n2t_track_sig_min, cfg.n2t_chi2_max, 1.0, 15.0, 8.0, 40.0, 2.5, 0.015, 0.03, 1.0]
     )
     out = np.zeros((len(jets), 10))
     _jf_kernel(

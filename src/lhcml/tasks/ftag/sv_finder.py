@@ -2,11 +2,13 @@
 
 Per jet, on its tracks:
 
-1. track selection: valid, ``pT > pt_min``, ``|d0| < d0_max``, at least ``min_si_hits``;
+1. track selection: valid, ``pT > pt_min``, ``|d0| < d0_max``, ``|z0 sinθ| < z0sintheta_max``
+   (pileup tracks would make fake vertices displaced in z), at least ``min_si_hits``;
 2. two-track vertices from every pair of tracks whose 3-D impact-parameter significance exceeds
    ``track_sig_min``, fitted on the helices (:mod:`lhcml.tasks.ftag.tracks`); a pair is kept if
    ``χ² < pair_chi2_max`` (1 dof), the vertex lies in the jet hemisphere with
-   ``L3d / σ > pair_sig_min``, and it is not
+   ``L3d / σ > pair_sig_min`` and ``Lxy / σ > pair_sig_xy_min`` (pairs of pileup tracks form
+   vertices on the beam line, displaced only in z), and it is not
    * a V0: opposite charges and ``m(ππ)`` within ``k0s_window`` of the K0S mass, or ``m(pπ)``
      (higher-momentum track the proton) within ``lambda_window`` of the Λ mass, or ``m(ee)`` below
      ``conversion_mass_max`` (photon conversion);
@@ -27,7 +29,7 @@ and the continuous variables are -1 (``N2Tpair`` keeps its count).
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
@@ -64,9 +66,11 @@ class SV1Config:
     pt_min: float = 500.0
     d0_max: float = 5.0
     min_si_hits: int = 7
+    z0sintheta_max: float = 2.0  # removes pileup tracks (they form fake vertices far in z)
     track_sig_min: float = 2.0
     pair_chi2_max: float = 4.5
     pair_sig_min: float = 4.0
+    pair_sig_xy_min: float = 3.0
     k0s_window: float = 15.0
     lambda_window: float = 8.0
     conversion_mass_max: float = 40.0
@@ -95,7 +99,7 @@ def two_track_vertices(params, sel, sig3d, ibl, bl, jetdir, cuts, b_field, out_v
 
     ``out_v[k]`` receives the k-th kept vertex, ``out_ok[i, j]`` marks kept pairs.
     ``cuts``: (track_sig_min, pair_chi2_max, pair_sig_min, k0s_window, lambda_window,
-    conversion_mass_max, material_window, pv_sigma_xy, pv_sigma_z).
+    conversion_mass_max, material_window, pv_sigma_xy, pv_sigma_z, pair_sig_xy_min).
     """
     n_t = params.shape[0]
     chi = np.zeros(2)
@@ -127,6 +131,12 @@ def two_track_vertices(params, sel, sig3d, ibl, bl, jetdir, cuts, b_field, out_v
             if l3 / np.sqrt(var) < cuts[2]:
                 continue
             r = np.sqrt(v[0] ** 2 + v[1] ** 2)
+            # transverse displacement significance: pileup pairs sit on the beam line
+            ux = v[0] / max(r, 1e-12)
+            uy = v[1] / max(r, 1e-12)
+            var_xy = ux * ux * cov[0, 0] + 2 * ux * uy * cov[0, 1] + uy * uy * cov[1, 1]
+            if r / np.sqrt(var_xy + cuts[7] ** 2) < cuts[9]:
+                continue
             # hit-pattern consistency: no hits inside the vertex radius
             if r > 33.25 + cuts[6] and (ibl[i] > 0 or ibl[j] > 0):
                 continue
@@ -291,11 +301,16 @@ def find_sv1(
         tracks["valid"]
         & (tracks["pt"] > cfg.pt_min)
         & (np.abs(tracks["d0"]) < cfg.d0_max)
+        & (np.abs(tracks["z0SinTheta"]) < cfg.z0sintheta_max)
         & (si >= cfg.min_si_hits)
     )
     sig = ip3d_significance(params)
-    c = astuple(cfg)
-    cuts = np.array([c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[12], c[13]], dtype=np.float64)
+    cuts = np.array(
+        [cfg.track_sig_min, cfg.pair_chi2_max, cfg.pair_sig_min, cfg.k0s_window,
+         cfg.lambda_window, cfg.conversion_mass_max, cfg.material_window, cfg.pv_sigma_xy,
+         cfg.pv_sigma_z, cfg.pair_sig_xy_min],
+        dtype=np.float64,
+    )  # fmt: skip
     merge = np.array([cfg.track_chi2_max, cfg.mass_max], dtype=np.float64)
     out = np.zeros((len(jets), 11))
     in_vtx = np.zeros(sel.shape, dtype=bool)
