@@ -176,3 +176,24 @@ def test_nan_input_is_a_clear_error(ftag_files, tmp_path):
     cfg = load_train_config(CONFIGS / "dips.yaml", overrides({"train": p, "val": p}, "dips", tmp_path / "r"))
     with pytest.raises(SchemaError, match="tracks.ptfrac"):
         train(cfg)
+
+
+def test_cli_train_predict_export(ftag_files, tmp_path, one_thread):
+    from typer.testing import CliRunner
+
+    from lhcml.cli import app
+
+    run = CliRunner()
+    sets = [x for o in overrides(ftag_files, "dips", tmp_path / "run") for x in ("--set", o)]
+    r = run.invoke(app, ["train", str(CONFIGS / "dips.yaml"), *sets])
+    assert r.exit_code == 0, r.output
+    best = Path(r.output.strip().splitlines()[-1])
+    assert best.is_file() and best.parent == tmp_path / "run" / "checkpoints"
+    r = run.invoke(app, ["predict", str(best), str(ftag_files["test"]), "-o", str(tmp_path / "p"), "--tagger", "DIPS"])
+    assert r.exit_code == 0, r.output
+    with h5py.File(tmp_path / "p" / "test.h5") as f:
+        assert "DIPS_pu" in f["jets"].dtype.names
+    r = run.invoke(app, ["export", str(best), str(tmp_path / "d.onnx"), "--check-file", str(ftag_files["test"])])
+    assert r.exit_code == 0 and "max |onnx - torch|" in r.output, r.output
+    r = run.invoke(app, ["export", str(best), str(tmp_path / "d.onnx")])
+    assert r.exit_code != 0 and "--force" in str(r.exception)

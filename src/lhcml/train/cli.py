@@ -7,6 +7,7 @@ lightning are imported only when a command runs.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -29,7 +30,9 @@ def register(app: typer.Typer) -> None:
         from lhcml.train.trainer import train
 
         cfg = load_train_config(config, set_)
-        typer.echo(str(train(cfg, resume=resume, devices=devices, strategy=strategy)))
+        best = train(cfg, resume=resume, devices=devices, strategy=strategy)
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+            typer.echo(str(best))
 
     @app.command("predict")
     def predict_cmd(

@@ -71,7 +71,7 @@ class TaggerModule(L.LightningModule):
         total = torch.stack(list(losses.values())).sum()
         bs = int(batch["labels"].shape[0])
         on_step = stage == "train"
-        self.log(f"{stage}_loss", total, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=not on_step)
+        self.log(f"{stage}_loss", total, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
         if len(losses) > 1:
             for k, v in losses.items():
                 self.log(f"{stage}_loss_{k}", v, on_epoch=True, on_step=False, batch_size=bs, sync_dist=True)
