@@ -10,6 +10,7 @@ atlas-ftag-tools' H5Reader. Single process (one core).
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -47,6 +48,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from lhcml.data.h5 import H5Reader, write_h5
+
+    load0 = f"{os.getloadavg()[0]:.1f}"
     from lhcml.data.mock import make_mock_tables
 
     path = args.keep or Path(tempfile.mkdtemp()) / "bench.h5"
@@ -87,6 +90,7 @@ def main() -> None:
     except ImportError:
         pass
 
+    print(f"load average before/after: {load0} / {os.getloadavg()[0]:.1f} (2-core machine is shared)")
     print(f"file: {n} jets x 40 track slots, {args.compression}, {size / 1e6:.1f} MB, "
           f"{size / n:.0f} bytes/jet on disk")  # fmt: skip
     print(f"{'step':<32s} {'seconds':>8s} {'jets/s':>12s} {'jets+tracks/min/core':>22s}")

@@ -10,6 +10,7 @@ the workers' start-up (spawned processes import Pythia/fastjet), as a user would
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ def main() -> None:
         lib = tmp / "pileup_minbias.h5"
         build_pileup_library(pileup_library_size(args.mu, args.events), args.seed, lib)
     per_shard = -(-args.events // args.shards)
+    load0 = f"{os.getloadavg()[0]:.1f}"
     results = {}
     for k in (1, args.workers):
         out = tmp / f"w{k}"
@@ -53,6 +55,7 @@ def main() -> None:
     print(f"{1:>8d} {t1:10.1f} {args.events / t1:10.2f} {1.0:9.2f}")
     print(f"{args.workers:>8d} {tk:10.1f} {args.events / tk:10.2f} {t1 / tk:9.2f}")
     print(f"identical files: {b1 == bk}")
+    print(f"load average before/after: {load0} / {os.getloadavg()[0]:.1f} (os.cpu_count()={os.cpu_count()})")
 
 
 if __name__ == "__main__":
