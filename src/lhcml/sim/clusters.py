@@ -154,7 +154,11 @@ def _layer_groups(geo: CaloGeometry) -> dict[str, list[Layer]]:
     return groups
 
 
-def build_clusters(calo: CaloEvents, raw_images: bool = False) -> dict[str, np.ndarray]:
+def build_clusters(
+    calo: CaloEvents,
+    raw_images: bool = False,
+    seeds: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
     """Find clusters and compute kinematics, shower shapes and images.
 
     Parameters
@@ -163,6 +167,9 @@ def build_clusters(calo: CaloEvents, raw_images: bool = False) -> dict[str, np.n
         Cell energies of a batch of events.
     raw_images
         Also return the un-normalised images (MeV) as ``raw_<layer>`` and ``raw_<layer>_nopu``.
+    seeds
+        ``(event, ieta, iphi)`` centre middle cells to use instead of :func:`find_clusters`
+        (then no acceptance cut is applied: one output row per seed, in order).
 
     Returns
     -------
@@ -175,7 +182,7 @@ def build_clusters(calo: CaloEvents, raw_images: bool = False) -> dict[str, np.n
     geo = calo.geometry
     cl = geo.clustering
     mid = geo.layer("middle")
-    ev, ic, jc = find_clusters(calo)
+    ev, ic, jc = find_clusters(calo) if seeds is None else (np.asarray(x, np.int64) for x in seeds)
     n = len(ev)
     groups = _layer_groups(geo)
     eta_mc = mid.eta_centre(ic)
@@ -331,5 +338,7 @@ def build_clusters(calo: CaloEvents, raw_images: bool = False) -> dict[str, np.n
             if raw_images:
                 out[f"raw_{name}{suffix}"] = img.astype(np.float32)
 
+    if seeds is not None:
+        return out
     keep = np.abs(eta) < geo.acceptance_eta_max
     return {k: v[keep] for k, v in out.items()}
