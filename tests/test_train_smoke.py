@@ -85,18 +85,16 @@ def test_train_predict_export(name, ftag_files, tmp_path, one_thread):
     probs = np.stack([jets[f"{tagger}_{o}"] for o in ("pb", "pc", "pu")], 1)
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
     assert np.all(probs > 0) and probs.std(0).max() > 0  # jet-dependent outputs
-    if name == "mv2":
-        with pytest.raises(Exception, match="BDT"):
-            from lhcml.export.onnx import export_onnx
-
-            export_onnx(best, tmp_path / "mv2.onnx")
-        return
-
-    ckpt = torch.load(best, map_location="cpu", weights_only=True)
-    stored = yaml.safe_load(ckpt["lhcml"]["config_yaml"])
-    assert stored["model"]["name"] == cfg.model.name
-    assert ckpt["lhcml"]["class_names"] == ["bjets", "cjets", "ujets"]
-    assert (tmp_path / "run" / "norm_dict.yaml").is_file() and (tmp_path / "run" / "config.yaml").is_file()
+    if name == "mv2":  # physics sanity: the BDT gives b-jets a larger p_b than light jets
+        b, light = jets["flavour_label"] == 0, jets["flavour_label"] == 2
+        assert jets["mv2_pb"][b].mean() > 1.5 * jets["mv2_pb"][light].mean()
+    if name != "mv2":
+        ckpt = torch.load(best, map_location="cpu", weights_only=True)
+        stored = yaml.safe_load(ckpt["lhcml"]["config_yaml"])
+        assert stored["model"]["name"] == cfg.model.name
+        assert ckpt["lhcml"]["class_names"] == ["bjets", "cjets", "ujets"]
+        assert (tmp_path / "run" / "norm_dict.yaml").is_file()
+    assert (tmp_path / "run" / "config.yaml").is_file()
 
     from lhcml.export.onnx import _session, export_onnx, input_names, read_metadata
 
@@ -118,17 +116,6 @@ def test_train_predict_export(name, ftag_files, tmp_path, one_thread):
                 feed[valid] = arr["valid"]
     onnx_probs = np.stack(sess.run([f"{tagger}_{o}" for o in ("pb", "pc", "pu")], feed), 1)
     np.testing.assert_allclose(onnx_probs, probs, atol=1e-5)
-
-
-def test_bdt_learns_flavour(ftag_files, tmp_path):
-    """Physics sanity: the MV2-like BDT gives b-jets a larger p_b than light jets."""
-    cfg = load_train_config(CONFIGS / "mv2.yaml", overrides(ftag_files, "mv2", tmp_path / "run"))
-    best = train(cfg)
-    (pred,) = predict(best, [ftag_files["test"]], output_dir=tmp_path)
-    with h5py.File(pred) as f:
-        j = f["jets"][:]
-    b, light = j["flavour_label"] == 0, j["flavour_label"] == 2
-    assert j["mv2_pb"][b].mean() > 1.5 * j["mv2_pb"][light].mean()
 
 
 def test_predict_mismatches(ftag_files, tmp_path, one_thread):

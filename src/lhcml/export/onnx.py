@@ -14,7 +14,9 @@ returns the class probabilities, one output per class named like the prediction 
 :func:`export_onnx` refuses to overwrite an existing file unless ``force``; it writes to a
 temporary name and renames, checks onnxruntime against torch to ``atol`` (default 1e-5) on random
 inputs and, if given, on real jets from a file, and measures latency (batch 1, one thread) and
-throughput (batch 1000).
+throughput (batch 1000). The MV2-like BDT (an xgboost model file) is exported as an
+``ai.onnx.ml`` ``TreeEnsembleClassifier`` with the same input/output names and metadata, checked
+against xgboost.
 """
 
 from __future__ import annotations
@@ -170,7 +172,8 @@ def export_onnx(
     Parameters
     ----------
     checkpoint
-        A ``.ckpt`` written by ``lhcml train`` (NN taggers; the mv2 BDT is not exported).
+        A ``.ckpt`` written by ``lhcml train``, or an mv2 model file (``.json``, exported as an
+        ``ai.onnx.ml`` tree ensemble by :func:`export_bdt_onnx`).
     output
         The ``.onnx`` file to write.
     force
@@ -197,13 +200,10 @@ def export_onnx(
     from lhcml.train.predict import _specs_for
 
     checkpoint, output = Path(checkpoint), Path(output)
-    if checkpoint.suffix == ".json":
-        raise ConfigError(
-            f"{checkpoint} is a BDT (mv2) model: ONNX export covers the NN taggers; use the "
-            "xgboost model file directly"
-        )
     if output.exists() and not force:
         raise FileExistsError(f"{output} exists; pass force=True (--force) to overwrite it")
+    if checkpoint.suffix == ".json":
+        return export_bdt_onnx(checkpoint, output, check_file, n_check, atol, timing)
     model, meta = load_tagger(checkpoint)
     variables = meta_variables(meta)
     shapes = yaml.safe_load(meta["input_shapes_yaml"])
@@ -282,6 +282,127 @@ def export_onnx(
         tmp.unlink(missing_ok=True)
         raise
     return ExportReport(output, diff_rnd, diff_real, n_real, lat, thr, names, out_names)
+
+
+def _bdt_graph(booster: Any, tagger: str, outputs: list[str], opset: int = 17) -> Any:
+    """An ``ai.onnx.ml.TreeEnsembleClassifier`` graph equal to a multi:softprob booster."""
+    from onnx import TensorProto, helper
+
+    cfg = json.loads(booster.save_config())["learner"]["learner_model_param"]
+    k = int(cfg["num_class"])
+    raw = cfg["base_score"]
+    base = json.loads(raw) if raw.strip().startswith("[") else [float(raw)] * k
+    names = list(booster.feature_names)
+    best = booster.attr("best_iteration")
+    n_rounds = int(best) + 1 if best is not None else booster.num_boosted_rounds()
+    trees = [json.loads(t) for t in booster.get_dump(dump_format="json")][: n_rounds * k]
+    a: dict[str, list] = {key: [] for key in (
+        "nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values", "nodes_modes",
+        "nodes_truenodeids", "nodes_falsenodeids", "nodes_missing_value_tracks_true",
+        "class_treeids", "class_nodeids", "class_ids", "class_weights",
+    )}  # fmt: skip
+    for t, tree in enumerate(trees):
+        stack = [tree]
+        while stack:
+            node = stack.pop()
+            a["nodes_treeids"].append(t)
+            a["nodes_nodeids"].append(node["nodeid"])
+            if "leaf" in node:
+                for key, v in (("nodes_featureids", 0), ("nodes_values", 0.0), ("nodes_modes", "LEAF"),
+                               ("nodes_truenodeids", 0), ("nodes_falsenodeids", 0),
+                               ("nodes_missing_value_tracks_true", 0)):  # fmt: skip
+                    a[key].append(v)
+                a["class_treeids"].append(t)
+                a["class_nodeids"].append(node["nodeid"])
+                a["class_ids"].append(t % k)
+                a["class_weights"].append(float(node["leaf"]))
+                continue
+            a["nodes_featureids"].append(names.index(node["split"]))
+            a["nodes_values"].append(float(np.float32(node["split_condition"])))
+            a["nodes_modes"].append("BRANCH_LT")
+            a["nodes_truenodeids"].append(node["yes"])
+            a["nodes_falsenodeids"].append(node["no"])
+            a["nodes_missing_value_tracks_true"].append(int(node["missing"] == node["yes"]))
+            stack.extend(node["children"])
+    ens = helper.make_node(
+        "TreeEnsembleClassifier", ["jet_features"], ["label", "probabilities"], domain="ai.onnx.ml",
+        classlabels_int64s=list(range(k)), post_transform="SOFTMAX", base_values=[float(b) for b in base], **a,
+    )  # fmt: skip
+    nodes = [ens]
+    for i, o in enumerate(outputs):
+        idx = helper.make_tensor(f"idx_{i}", TensorProto.INT64, [], [i])
+        nodes.append(helper.make_node("Constant", [], [f"idx_{i}_c"], value=idx))
+        nodes.append(helper.make_node("Gather", ["probabilities", f"idx_{i}_c"], [f"{tagger}_{o}"], axis=1))
+    graph = helper.make_graph(
+        nodes, f"{tagger}_bdt",
+        [helper.make_tensor_value_info("jet_features", TensorProto.FLOAT, ["batch", len(names)])],
+        [helper.make_tensor_value_info(f"{tagger}_{o}", TensorProto.FLOAT, ["batch"]) for o in outputs],
+    )  # fmt: skip
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("ai.onnx.ml", 3)]
+    )
+
+
+def export_bdt_onnx(
+    model_file: Path, output: Path, check_file: str | Path | None = None, n_check: int = 1000,
+    atol: float = 1e-5, timing: bool = True,
+) -> ExportReport:  # fmt: skip
+    """Export an mv2 model file (xgboost) as an ONNX tree ensemble (same I/O names and metadata).
+
+    Checked against xgboost's own predictions on random and (optionally) real jets.
+    """
+    import onnx
+    import yaml
+
+    from lhcml import __version__
+    from lhcml.models.bdt import load_bdt, predict_bdt
+    from lhcml.train.predict import _specs_for
+
+    booster, meta = load_bdt(model_file)
+    tagger = meta["tagger_name"]
+    variables = yaml.safe_load(meta["variables_yaml"])
+    proto = _bdt_graph(booster, tagger, meta["outputs"])
+    props = {
+        "tagger_name": tagger, "model_name": "mv2", "lhcml_version": __version__,
+        "config_yaml": meta["config_yaml"], "norm_yaml": meta["norm_yaml"],
+        "inputs": json.dumps({"jet_features": {"group": "jets", "variables": variables["jets"]}}),
+        "outputs": json.dumps([f"{tagger}_{o}" for o in meta["outputs"]]),
+        "class_names": json.dumps(meta["class_names"]),
+    }  # fmt: skip
+    for key, v in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, v
+    onnx.checker.check_model(proto)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+    try:
+        onnx.save(proto, str(tmp))
+        sess = _session(tmp)
+
+        def diff(x: np.ndarray) -> float:
+            got = np.stack(sess.run(None, {"jet_features": x}), 1)
+            return float(np.max(np.abs(got - predict_bdt(booster, x))))
+
+        rng = np.random.default_rng(1)
+        xr = np.stack([rng.choice(np.asarray([-1.0, 0.0, 1.0, 10.0, 1e3, 1e5], np.float32), 64)
+                       * rng.uniform(0.5, 2, 64).astype(np.float32) for _ in variables["jets"]], 1)  # fmt: skip
+        d_rnd, d_real, n_real = diff(xr.astype(np.float32)), None, 0
+        if check_file is not None:
+            specs = _specs_for(Path(check_file), model_file, meta)
+            x = _real_inputs(check_file, specs, ["jets"], n_check)[0]
+            n_real, d_real = len(x), diff(x)
+        worst = max(d_rnd, d_real or 0.0)
+        if not np.isfinite(worst) or worst > atol:
+            raise ExportCheckError(f"onnxruntime and xgboost disagree by {worst:.3g} (> {atol:g}) for {model_file}")
+        lat, thr = float("nan"), float("nan")
+        if timing:
+            lat, thr = _timing(sess, ["jet_features"], [xr[:1]], [np.resize(xr, (1000, xr.shape[1]))])
+        del sess
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ExportReport(output, d_rnd, d_real, n_real, lat, thr, ["jet_features"], json.loads(props["outputs"]))
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -120,7 +120,9 @@ def train_bdt(cfg: Any, specs: dict, labels: Any, resume: bool = False) -> Path:
     tmp = out / f".mv2.json.tmp{os.getpid()}.json"
     booster.save_model(tmp)
     os.replace(tmp, path)
-    (Path(cfg.output_dir) / "config.yaml").write_text(meta["config_yaml"])
+    cfg_tmp = Path(cfg.output_dir) / f".config.yaml.tmp{os.getpid()}"
+    cfg_tmp.write_text(meta["config_yaml"])
+    os.replace(cfg_tmp, Path(cfg.output_dir) / "config.yaml")
     return path
 
 
