@@ -49,6 +49,39 @@ _EPS = 1e-8
 _N_DERIVED = 5
 
 
+def _exporting() -> bool:
+    """True while tracing/exporting (shapes must not depend on data then)."""
+    is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+    return bool(
+        torch.onnx.is_in_onnx_export()
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or is_exporting()
+        or torch.compiler.is_compiling()
+    )
+
+
+def compact_constituents(inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Move the valid constituents first and drop slots beyond the batch's largest jet.
+
+    The models are invariant to constituent order and to padding, so this changes no output;
+    it only saves compute (flat files pad to 200 slots, jets have ~50 constituents). Skipped
+    while exporting, so the ONNX graph has no data-dependent shapes.
+    """
+    if _exporting() or "flow_valid" not in inputs:
+        return dict(inputs)
+    valid = inputs["flow_valid"]
+    n_max = max(int(valid.sum(dim=1).max()) if valid.numel() else 0, 1)
+    if n_max >= valid.shape[1] and bool(valid[:, :n_max].sum() == valid.sum()):
+        return dict(inputs)
+    order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)[:, :n_max]
+    out = dict(inputs)
+    out["flow_valid"] = torch.gather(valid, 1, order)
+    flow = inputs["flow"]
+    out["flow"] = torch.gather(flow, 1, order.unsqueeze(-1).expand(-1, -1, flow.shape[-1]))
+    return out
+
+
 class ConstituentModel(TaggerModel):
     """Base of the constituent taggers: resolves the kinematic variables by name."""
 
@@ -142,6 +175,7 @@ class PFN(ConstituentModel):
         return self.n_features
 
     def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        inputs = compact_constituents(inputs)
         valid = inputs["flow_valid"]
         latent = masked_sum(self.phi(self.features(inputs)), valid)
         return {"logits": self.heads["jet_classification"](latent)}
@@ -157,6 +191,7 @@ class EFN(PFN):
         return 2
 
     def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        inputs = compact_constituents(inputs)
         valid = inputs["flow_valid"]
         pt = self._raw(inputs, "pt")
         z = pt / masked_sum(pt.unsqueeze(-1), valid).clamp(min=_EPS)
@@ -178,7 +213,8 @@ def knn_indices(coords: Tensor, valid: Tensor, k: int) -> tuple[Tensor, Tensor]:
     b, n, _ = coords.shape
     sq = (coords * coords).sum(-1)
     d = sq.unsqueeze(2) + sq.unsqueeze(1) - 2.0 * coords @ coords.transpose(1, 2)  # squared
-    eye = torch.eye(n, dtype=torch.bool, device=coords.device).unsqueeze(0)
+    ar = torch.arange(n, device=coords.device)
+    eye = (ar.unsqueeze(0) == ar.unsqueeze(1)).unsqueeze(0)
     bad = eye | ~valid.unsqueeze(1)
     d = torch.where(bad, torch.full_like(d, math.inf), d)
     d = torch.cat([d, torch.full((b, n, k), math.inf, dtype=d.dtype, device=d.device)], dim=2)
@@ -263,6 +299,7 @@ class ParticleNet(ConstituentModel):
         )
 
     def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        inputs = compact_constituents(inputs)
         valid = inputs["flow_valid"]
         x = self.features(inputs)
         x = zero_padded(self.input_bn(x.transpose(1, 2)).transpose(1, 2), valid)
@@ -277,7 +314,8 @@ class ParticleNet(ConstituentModel):
 # ---------------------------------------------------------------------------------------------
 def four_vectors(pt: Tensor, eta: Tensor, phi: Tensor, energy: Tensor) -> Tensor:
     """``(px, py, pz, E)`` (B, N, 4) from pT, η, φ, E."""
-    return torch.stack([pt * torch.cos(phi), pt * torch.sin(phi), pt * torch.sinh(eta), energy], dim=-1)
+    sinh = 0.5 * (torch.exp(eta) - torch.exp(-eta))  # (no ONNX Sinh in the legacy exporter)
+    return torch.stack([pt * torch.cos(phi), pt * torch.sin(phi), pt * sinh, energy], dim=-1)
 
 
 def pair_features(pt: Tensor, eta: Tensor, phi: Tensor, energy: Tensor, valid: Tensor) -> Tensor:
@@ -433,6 +471,7 @@ class ParticleTransformer(ConstituentModel):
         self.heads["jet_classification"] = JetClassificationHead(dim, n_classes, hidden=list(fc_sizes), act="gelu")
 
     def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        inputs = compact_constituents(inputs)
         valid = inputs["flow_valid"]
         x = zero_padded(self.embed(self.features(inputs)), valid)
         pt = self._raw(inputs, "pt") / _GEV
@@ -502,6 +541,7 @@ class LoLa(ConstituentModel):
         self.heads["jet_classification"] = JetClassificationHead(m * n_out, n_classes, hidden=list(fc_sizes))
 
     def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        inputs = compact_constituents(inputs)
         valid = inputs["flow_valid"]
         pt = self._raw(inputs, "pt") / _GEV
         e = self._raw(inputs, "energy") / _GEV
