@@ -293,11 +293,10 @@ def test_shipped_configs_validate_and_tiny_runs(inputs, tmp_path):
     dl1 = load_preprocess_config(cfg_dir / "preprocess_dl1.yaml")
     assert "IP3D_llr" in dl1.variables["jets"].inputs and dl1.resampling.method == "countup"
     tmp, _ = inputs
-    tiny = load_preprocess_config(cfg_dir / "preprocess_tiny.yaml").model_copy(
-        update={"output_dir": str(tmp_path / "tiny"),
-                "samples": {"ttbar": {"inputs": [str(tmp / "ttbar.h5")]}}}
-    )  # fmt: skip
-    tiny = PreprocessConfig.model_validate(tiny.model_dump())
+    data = load_preprocess_config(cfg_dir / "preprocess_tiny.yaml").model_dump()
+    data["output_dir"] = str(tmp_path / "tiny")
+    data["samples"] = {"ttbar": {"inputs": [str(tmp / "ttbar.h5")]}}
+    tiny = PreprocessConfig.model_validate(data)
     out = preprocess(tiny)
     norm = yaml.safe_load(out["norm_dict"].read_text())
     assert set(norm["tracks"]) == set(tiny.variables["tracks"].inputs)

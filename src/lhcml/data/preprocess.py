@@ -348,11 +348,22 @@ class Preprocessor:
             int(hist.sum()) if r.method == "none" else int(sum(a[1].sum() for a in alloc))
         )
         n_buckets = max(1, -(-total // cfg.shuffle_buffer))
-        kept = self.kept_fields()
         first = next(iter(self.files.values()))[0]
         with _open(first) as f:
             dtypes = self._out_dtypes(f)
         bucket_path = self.out / f"{split}.h5.tmp-buckets"
+        try:
+            written = self._fill_and_merge(
+                split, bucket_path, dtypes, n_buckets, total, alloc, weights, rng
+            )
+        finally:
+            bucket_path.unlink(missing_ok=True)
+        return written
+
+    def _fill_and_merge(self, split, bucket_path, dtypes, n_buckets, total, alloc, weights, rng):
+        """Stream the inputs into random on-disk buckets, then shuffle each into ``<split>.h5``."""
+        cfg, r = self.cfg, self.cfg.resampling
+        kept = self.kept_fields()
         seen = np.zeros(len(cfg.classes) * self.n_bins, dtype=np.int64)
         written = 0
         with h5py.File(bucket_path, "w") as bf:
@@ -416,7 +427,6 @@ class Preprocessor:
                     chunk = {g: bf[f"b{i}/{g}"][...][perm] for g in dtypes}
                     writer.append(chunk)
                     written += len(perm)
-        bucket_path.unlink(missing_ok=True)
         return written
 
     # --- stage 3: test files
