@@ -306,6 +306,7 @@ def _hit_pattern(vx, vy, vz, px, py, pz, q, c_field, b_r, b_hl, d_z, d_rmin, d_r
     hits = np.zeros((n, ns), dtype=np.int8)
     holes = np.zeros((n, ns), dtype=np.int8)
     two_pi = 2.0 * np.pi
+    rmax_disk = d_rmax.max() if nd > 0 else 0.0
     for i in range(n):
         pt = np.hypot(px[i], py[i])
         cot = pz[i] / pt
@@ -358,7 +359,12 @@ def _hit_pattern(vx, vy, vz, px, py, pz, q, c_field, b_r, b_hl, d_z, d_rmin, d_r
             w_pos[i, k] = z
             rad_pos[i, k] = r
         if cot != 0.0:
+            # the largest |z| reachable before leaving the disks' outer radius: skip the rest
+            arg = min(1.0, (rmax_disk + rv) / (2.0 * R))
+            zreach = abs(vz[i]) + 2.0 * R * np.arcsin(arg) * abs(cot)
             for k in range(nd):
+                if d_z[k] > zreach:
+                    continue
                 zt = d_z[k] if cot > 0 else -d_z[k]
                 al = (zt - vz[i]) / (R * cot)
                 if al <= 0.0 or al >= np.pi:
@@ -440,7 +446,17 @@ def _flatten(particles: ak.Array) -> tuple[dict[str, np.ndarray], np.ndarray]:
     return cols, counts
 
 
-def _material_secondaries(cols, evt, local, rng, p: DetectorParams):
+def _event_of(flat_index: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Event number of flat particle indices."""
+    return np.searchsorted(offsets, flat_index, side="right") - 1
+
+
+def _local(flat_index: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Index of flat particle indices within their event."""
+    return flat_index - offsets[_event_of(flat_index, offsets)]
+
+
+def _material_secondaries(cols, offsets, rng, p: DetectorParams):
     """Hadronic interactions and photon conversions in the pixel-volume material.
 
     Returns the flat index of charged particles that interacted (they are lost) and a dict of
@@ -449,21 +465,24 @@ def _material_secondaries(cols, evt, local, rng, p: DetectorParams):
     m = p.material
     radii = np.asarray(m.radii)
     pid = cols["pid"]
-    apid = np.abs(pid)
-    q = cols["charge"].astype(np.float64)
     px, py, pz = cols["px"], cols["py"], cols["pz"]
-    # kinematics only where needed (final hadrons and photons), zero elsewhere
-    pre = np.flatnonzero(cols["final"] & ((apid > 100) | (pid == 22)))
-    pt, ptot, rv, eta = (np.zeros(len(pid)) for _ in range(4))
-    pt[pre] = np.hypot(px[pre], py[pre])
-    ptot[pre] = np.sqrt(pt[pre] ** 2 + pz[pre] ** 2)
-    rv[pre] = np.hypot(cols["vx"][pre], cols["vy"][pre])
+    # kinematics only for final hadrons and photons (a small subset at high pile-up)
+    e_min = min(m.hadron_p_min, m.photon_e_min)
+    pre = np.flatnonzero(cols["final"] & (cols["e"] > e_min) & ((pid > 100) | (pid < -100) | (pid == 22)))
+    # cheap η and radius pre-selection with squares (no transcendental functions on all particles)
+    sh2 = np.sinh(p.acceptance.eta_max + 0.1) ** 2
+    pt2 = px[pre] ** 2 + py[pre] ** 2
+    rv2 = cols["vx"][pre] ** 2 + cols["vy"][pre] ** 2
+    pre = pre[(pz[pre] ** 2 < sh2 * pt2) & (rv2 < radii[-1] ** 2)]
+    pt_p = np.hypot(px[pre], py[pre])
+    ptot_p = np.sqrt(pt_p**2 + pz[pre] ** 2)
+    rv_p = np.hypot(cols["vx"][pre], cols["vy"][pre])
     with np.errstate(divide="ignore", invalid="ignore"):
-        eta[pre] = np.arcsinh(pz[pre] / pt[pre])
-    base = np.zeros(len(pid), dtype=bool)
-    base[pre] = (pt[pre] > 0) & (np.abs(eta[pre]) < p.acceptance.eta_max + 0.1) & (rv[pre] < radii[-1])
-    hadron = base & (apid > 100) & (ptot > m.hadron_p_min)
-    photon = base & (pid == 22) & (cols["e"] > m.photon_e_min)
+        eta_p = np.arcsinh(pz[pre] / pt_p)
+    base = (pt_p > 0) & (np.abs(eta_p) < p.acceptance.eta_max + 0.1) & (rv_p < radii[-1])
+    pid_p = pid[pre]
+    hadron = base & (pid_p != 22) & (ptot_p > m.hadron_p_min)
+    photon = base & (pid_p == 22) & (cols["e"][pre] > m.photon_e_min)
     out_lost: list[np.ndarray] = []
     secs: list[dict[str, np.ndarray]] = []
 
@@ -471,20 +490,28 @@ def _material_secondaries(cols, evt, local, rng, p: DetectorParams):
         ("hadron", hadron, np.asarray(m.interaction_lengths), 1.0),
         ("photon", photon, np.asarray(m.radiation_lengths), 7.0 / 9.0),
     ):
-        idx = np.flatnonzero(sel)
+        loc = np.flatnonzero(sel)
+        idx = pre[loc]
+        pt_i, ptot_i, rv_i = pt_p[loc], ptot_p[loc], rv_p[loc]
         # probability per layer (0 for layers inside the production radius)
-        sin_t = pt[idx] / ptot[idx]
-        prob = np.minimum(scale * thick[None, :] / sin_t[:, None], 1.0)
-        prob = np.where(radii[None, :] > rv[idx, None], prob, 0.0)
-        cum = 1.0 - np.cumprod(1.0 - prob, axis=1)
+        sin_t = pt_i / ptot_i
         u = rng.random(len(idx))
-        hit_layer = np.argmax(u[:, None] < cum, axis=1)
-        interacts = u < cum[:, -1]
-        idx, hit_layer = idx[interacts], hit_layer[interacts]
+        # the exact layer-by-layer probabilities only where u is below their upper bound
+        maybe = np.flatnonzero(u < scale * thick.sum() / sin_t)
+        prob = np.minimum(scale * thick[None, :] / sin_t[maybe, None], 1.0)
+        prob = np.where(radii[None, :] > rv_i[maybe, None], prob, 0.0)
+        cum = 1.0 - np.cumprod(1.0 - prob, axis=1)
+        um = u[maybe]
+        hit_layer = np.argmax(um[:, None] < cum, axis=1)
+        inter = um < cum[:, -1]
+        interacts = maybe[inter]
+        hit_layer = hit_layer[inter]
+        idx = idx[interacts]
+        pt_i, pz_i = pt_i[interacts], pz[idx]
         if len(idx) == 0:
             continue
         r_int = radii[hit_layer]
-        qi = q[idx]
+        qi = cols["charge"][idx].astype(np.float64)
         charged = qi != 0
         # crossing point and direction at the layer (helix for charged, line for neutral)
         ok_n, x_n, y_n, z_n, ux_n, uy_n = _straight_cross_cylinder(
@@ -503,17 +530,18 @@ def _material_secondaries(cols, evt, local, rng, p: DetectorParams):
             ok_n[c] = ok_c
         keep = ok_n
         idx, x, y, z, ux, uy, r_int = idx[keep], x[keep], y[keep], z[keep], ux[keep], uy[keep], r_int[keep]
+        qi = qi[keep]
         if len(idx) == 0:
             continue
         # secondaries start just outside the layer they were produced in (no hit on it)
         x, y = x * (1.0 + 1e-9), y * (1.0 + 1e-9)
-        ptp = pt[idx]
-        pzp = pz[idx]
+        ptp = pt_i[keep]
+        pzp = pz_i[keep]
         pabs = np.sqrt(ptp**2 + pzp**2)
         # unit momentum direction at the interaction point
         dx, dy, dz = ux * ptp / pabs, uy * ptp / pabs, pzp / pabs
         if kind == "hadron":
-            lost = idx[q[idx] != 0]
+            lost = idx[qi != 0]
             out_lost.append(lost)
             nsec = 1 + rng.poisson(m.secondaries_mean, size=len(idx))
             par = np.repeat(np.arange(len(idx)), nsec)
@@ -553,9 +581,9 @@ def _material_secondaries(cols, evt, local, rng, p: DetectorParams):
             "final": np.ones(len(par), dtype=bool),
             "parent_pid": pid[pidx].astype(np.int32),
             "origin": np.full(len(par), TRUTH_ORIGIN["otherSecondary"], dtype=np.int8),
-            "vertex_index": (SECONDARY_VERTEX_OFFSET + local[pidx]).astype(np.int32),
+            "vertex_index": (SECONDARY_VERTEX_OFFSET + _local(pidx, offsets)).astype(np.int32),
             "is_pileup": cols["is_pileup"][pidx],
-            "_evt": evt[pidx],
+            "_evt": _event_of(pidx, offsets),
             "_pidx": np.full(len(par), -1, dtype=np.int64),
         })
     lost = np.concatenate(out_lost) if out_lost else np.zeros(0, dtype=np.int64)
@@ -605,30 +633,27 @@ def simulate_tracks(particles: ak.Array, rng: np.random.Generator,
     p = params or default_detector_params()
     cols, counts = _flatten(particles)
     n_events = len(counts)
-    evt = np.repeat(np.arange(n_events, dtype=np.int64), counts)
     offsets = np.zeros(n_events + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    local = np.arange(len(evt), dtype=np.int64) - offsets[evt]
     cols = {k: np.asarray(v) for k, v in cols.items()}
     cols["charge"] = cols["charge"].astype(np.int8)
 
     # ---- material interactions and conversions --------------------------------------
-    lost, sec = _material_secondaries(cols, evt, local, rng, p)
-    alive = np.ones(len(evt), dtype=bool)
+    lost, sec = _material_secondaries(cols, offsets, rng, p)
+    alive = np.ones(int(offsets[-1]), dtype=bool)
     alive[lost] = False
 
     # ---- charged candidates -----------------------------------------------------------
     acc = p.acceptance
     r_pix_out = max(layer.radius for layer in p.barrel_layers if layer.kind == "pixel")
     idx = np.flatnonzero(cols["final"] & (cols["charge"] != 0) & alive)
-    pt_c = np.hypot(cols["px"][idx], cols["py"][idx])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        eta_c = np.arcsinh(cols["pz"][idx] / pt_c)
-    rv_c = np.hypot(cols["vx"][idx], cols["vy"][idx])
-    idx = idx[(pt_c > acc.pt_min_true) & (np.abs(eta_c) < acc.eta_max + 0.1) & (rv_c < r_pix_out)]
+    pt2 = cols["px"][idx] ** 2 + cols["py"][idx] ** 2
+    rv2 = cols["vx"][idx] ** 2 + cols["vy"][idx] ** 2
+    idx = idx[(pt2 > acc.pt_min_true**2) & (cols["pz"][idx] ** 2 < np.sinh(acc.eta_max + 0.1) ** 2 * pt2)
+              & (rv2 < r_pix_out**2)]
     c = {k: v[idx] for k, v in cols.items()}
-    c["_evt"] = evt[idx]
-    c["_pidx"] = local[idx]
+    c["_evt"] = _event_of(idx, offsets)
+    c["_pidx"] = _local(idx, offsets)
     if sec is not None:
         spt = np.hypot(sec["px"], sec["py"])
         with np.errstate(divide="ignore", invalid="ignore"):
