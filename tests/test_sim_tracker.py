@@ -374,6 +374,10 @@ def test_conversions_make_secondary_electrons(quiet):
     assert np.all(ak.to_numpy(f.particle_index) == -1)
     # e- has pdg +11 and negative charge
     assert np.all(np.sign(ak.to_numpy(f.truthPdgId)) == -ak.to_numpy(f.charge))
+    # conversion electrons are mostly not identified as electrons (conversion veto)
+    lep = ak.to_numpy(f.leptonID) != 0
+    hard = ak.to_numpy(f.truth_pt) > 6
+    assert np.mean(lep[hard]) == pytest.approx(p.lepton_id.conversion_electron_efficiency, abs=0.06)
     # without material: no tracks at all from photons
     assert len(ak.flatten(simulate_tracks(make_particles([ev]), np.random.default_rng(0), quiet))) == 0
 
