@@ -36,7 +36,13 @@ from lhcml.labels import get_scheme  # noqa: E402
 from lhcml.models import build_model  # noqa: E402
 from lhcml.train.checkpoint import build_meta  # noqa: E402
 from lhcml.train.config import load_train_config  # noqa: E402
-from lhcml.train.datamodule import H5JetDataset, LabelSpec, compute_norm, inspect_inputs, norm_arrays  # noqa: E402
+from lhcml.train.datamodule import (  # noqa: E402
+    H5JetDataset,
+    LabelSpec,
+    compute_norm,
+    inspect_inputs,
+    norm_arrays,
+)
 
 
 def bench_model(name: str, path: Path, steps: int, tmp: Path) -> dict:

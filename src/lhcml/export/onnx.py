@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from lhcml.errors import ConfigError, LhcmlError
+from lhcml.errors import LhcmlError
 
 
 class ExportCheckError(LhcmlError, RuntimeError):
@@ -379,7 +379,7 @@ def export_bdt_onnx(
         onnx.save(proto, str(tmp))
         sess = _session(tmp)
 
-        def diff(x: np.ndarray) -> float:
+        def diff(x: np.ndarray, sess: Any = sess) -> float:
             got = np.stack(sess.run(None, {"jet_features": x}), 1)
             return float(np.max(np.abs(got - predict_bdt(booster, x))))
 

@@ -39,6 +39,7 @@ from lhcml.errors import ConfigError, CorruptFileError, SchemaError
 __all__ = ["GroupSpec", "H5JetDataset", "LabelSpec", "compute_norm", "inspect_inputs", "norm_arrays", "open_h5", "read_rows"]
 from lhcml.labels import LabelScheme
 
+
 @dataclass(frozen=True)
 class GroupSpec:
     """One input group: dataset name, variables (None for an image) and its kind."""

@@ -148,7 +148,12 @@ def train(
 def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: bool, hooks: list) -> Path:
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import (
+        Callback,
+        EarlyStopping,
+        LearningRateMonitor,
+        ModelCheckpoint,
+    )
     from lightning.pytorch.loggers import CSVLogger
 
     from lhcml.models.registry import build_model, get_model_class
