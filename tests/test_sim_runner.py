@@ -122,6 +122,8 @@ def test_runner_errors(reference, tmp_path):
         _run(tmp_path / "x", cluster="locale:2")
     with pytest.raises(ConfigError, match="events-per-shard"):
         _run(tmp_path / "y", events_per_shard=0)
+    with pytest.raises(TypeError, match="module-level function"):
+        _run(tmp_path / "w", workers=2, event_fn=lambda *a, **k: standin_events(*a, **k))
     # a shard file from another run is refused, not silently overwritten or reused
     (tmp_path / "z").mkdir()
     (tmp_path / "z" / "ttbar_0000.h5").write_bytes((out / "ttbar_0001.h5").read_bytes())

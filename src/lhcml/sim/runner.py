@@ -302,6 +302,8 @@ def run_simulation(
         pileup_library = pileup_library.resolve()
 
     tasks = plan_shards(process, n_events, mu, seed, out, events_per_shard, pileup_library)
+    if event_fn is not None and (cluster is not None or (workers > 1 and len(tasks) > 1)):
+        _check_picklable(event_fn)
     from lhcml import __version__
 
     manifest: dict[str, Any] = {
@@ -361,6 +363,18 @@ def run_simulation(
     manifest["n_jets"] = int(sum(r["n_jets"] for r in results.values()))
     _write_yaml_atomic(manifest_path, manifest)
     return [Path(t.path) for t in tasks]
+
+
+def _check_picklable(fn: EventFn) -> None:
+    import pickle
+
+    try:
+        pickle.dumps(fn)
+    except (pickle.PicklingError, AttributeError, TypeError) as err:
+        raise TypeError(
+            f"event_fn {fn!r} cannot be sent to worker processes ({err}); pass a module-level "
+            f"function (not a lambda or closure), or use workers=1"
+        ) from None
 
 
 class _Counter:
