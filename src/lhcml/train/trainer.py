@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +264,9 @@ def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: boo
         deterministic=False,
         enable_model_summary=t.enable_progress_bar,
     )
-    trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume else None, weights_only=True)
+    with warnings.catch_warnings():
+        # our IterableDataset's __len__ is exact (chunks are split between workers, not copied)
+        warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
+        trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume else None, weights_only=True)
     best = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else last
     return best
