@@ -314,7 +314,9 @@ pre{{background:#f4f4f4;padding:0.5em}}</style></head><body>
 <p><i>{_LABEL}</i>: {html.escape(str(sim_dir))}, {len(files)} file(s).</p>
 {"".join(f"<p><b>Note:</b> {html.escape(n)}</p>" for n in notes)}
 <h2>Summary</h2>{table}
-<h2>Distributions</h2>{"".join(figs)}
+<h2>Distributions</h2>
+<p>Histograms are normalised to unit area per class (entries in the legend); entries outside
+the axis range are added to the first/last bin.</p>{"".join(figs)}
 <h2>Run manifest</h2><pre>{html.escape(meta) or "(none)"}</pre>
 </body></html>
 """
