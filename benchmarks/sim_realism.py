@@ -114,6 +114,8 @@ def main() -> None:
     ap.add_argument("--mu", type=float, default=50.0)
     ap.add_argument("--library", type=int, default=400, help="minimum-bias library size")
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--no-tails", action="store_true",
+                    help="switch off the non-Gaussian resolution tails (to see what they do)")
     ap.add_argument("--dense-events", type=int, default=0,
                     help="also measure the dense-core track loss on this many Z' events")
     args = ap.parse_args()
@@ -124,6 +126,13 @@ def main() -> None:
 
     from lhcml.sim.events import simulate_events
     from lhcml.sim.pileup import build_pileup_library
+
+    if args.no_tails:
+        import lhcml.sim.tracker as tracker
+        from lhcml.sim.detector import default_detector_params
+
+        no_tails = default_detector_params().with_updates(tails=dict(tail_fraction=0.0, wide_fraction=0.0))
+        tracker.default_detector_params = lambda: no_tails  # simulate_events uses the defaults
 
     t0 = time.perf_counter()
     lib = build_pileup_library(args.library, seed=args.seed + 101) if args.mu > 0 else None
