@@ -90,7 +90,9 @@ def main() -> None:
     except ImportError:
         pass
 
-    print(f"load average before/after: {load0} / {os.getloadavg()[0]:.1f} (2-core machine is shared)")
+    print(
+        f"load average before/after: {load0} / {os.getloadavg()[0]:.1f} (2-core machine is shared)"
+    )
     print(f"file: {n} jets x 40 track slots, {args.compression}, {size / 1e6:.1f} MB, "
           f"{size / n:.0f} bytes/jet on disk")  # fmt: skip
     print(f"{'step':<32s} {'seconds':>8s} {'jets/s':>12s} {'jets+tracks/min/core':>22s}")
