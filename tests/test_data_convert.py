@@ -115,3 +115,37 @@ def test_cli_convert_and_inspect(ntuple, tmp_path):
     assert res.exit_code == 0, res.output
     assert "jets: shape (700,)" in res.output and "tracks: shape (700, 40)" in res.output
     assert "pt" in res.output and "MeV" in res.output and "check: OK" in res.output
+
+
+def test_per_event_ntuple(tmp_path):
+    """One entry per event: jet vectors and track vectors-of-vectors, scalar eventNumber."""
+    rng = np.random.default_rng(9)
+    n_ev = 50
+    n_jets = rng.integers(0, 5, n_ev)
+    n_trk = rng.integers(0, 45, int(n_jets.sum()))
+    trk_d0 = ak.unflatten(
+        ak.unflatten(rng.normal(0, 0.1, int(n_trk.sum())).astype(np.float32), n_trk), n_jets
+    )
+    data = {
+        "eventNumber": np.arange(n_ev, dtype=np.int64) + 1000,
+        "jet_pt": ak.unflatten(
+            rng.uniform(20e3, 1e5, int(n_jets.sum())).astype(np.float32), n_jets
+        ),
+        "trk_d0": trk_d0,
+    }
+    path = tmp_path / "events.root"
+    with uproot.recreate(path) as f:
+        f["CollectionTree"] = data
+    cfg = tmp_path / "ev.yaml"
+    cfg.write_text("per_event: true\nstep_size: 7\n")
+    out = convert_root(path, tmp_path / "ev.h5", config=cfg, progress=False)
+    back = H5Reader(out).read()
+    assert len(back["jets"]) == n_jets.sum()
+    np.testing.assert_array_equal(
+        back["jets"]["eventNumber"], np.repeat(data["eventNumber"], n_jets)
+    )
+    np.testing.assert_array_equal(back["jets"]["pt"], ak.to_numpy(ak.flatten(data["jet_pt"])))
+    np.testing.assert_array_equal(back["tracks"]["valid"].sum(1), np.minimum(n_trk, 40))
+    flat = ak.flatten(trk_d0, axis=1)
+    j = int(np.argmax(n_trk))
+    np.testing.assert_array_equal(back["tracks"]["d0"][j, :40], ak.to_numpy(flat[j])[:40])

@@ -20,6 +20,9 @@ With ``defaults`` (the default), a schema variable ``X`` of ``jets`` is found as
 ``jet_X`` or ``jet.X``; of ``tracks`` as ``trk_X``, ``trk.X``, ``track_X``, ``tracks_X``,
 ``tracks.X``; of ``flow`` as ``flow_X``, ``flow.X``, ``constituent_X``.
 Objects beyond ``n_objects`` are dropped (keep the input order: sort upstream).
+With ``per_event: true`` the input has one entry per event instead: jet branches are vectors
+(``vector<float>``), track branches vectors of vectors, scalar branches (``eventNumber``) are
+copied to each jet.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class ConvertConfig(StrictModel):
     n_objects: dict[str, int] = Field(default_factory=dict)
     defaults: bool = True
     step_size: int = 50_000
+    per_event: bool = False
 
 
 def load_convert_config(path: str | Path | None) -> ConvertConfig:
@@ -188,6 +192,8 @@ def convert_root(
         bar = _bar(progress, ttree.num_entries)
         with H5Writer(output_path, attrs={"source": input_path.name, "tree": name}) as writer:
             for chunk in ttree.iterate(wanted, step_size=cfg.step_size, library="ak"):
+                if cfg.per_event:
+                    chunk = _events_to_jets(chunk, mapping, f"{input_path}:{name}")
                 writer.append(_convert_chunk(chunk, mapping, slots, f"{input_path}:{name}"))
                 bar(len(chunk))
         bar(None)
@@ -208,6 +214,36 @@ def _bar(enabled: bool, total: int) -> Callable[[int | None], None]:
             pbar.update(n)
 
     return update
+
+
+def _events_to_jets(chunk: Any, mapping: dict[str, dict[str, BranchSpec]], source: str) -> Any:
+    """Per-event input (jet branches are vectors, track branches vectors of vectors) -> per jet.
+
+    Scalar per-event branches mapped to jet variables (e.g. ``eventNumber``) are copied to
+    every jet of the event.
+    """
+    import awkward as ak
+
+    jet_branches = [s.branch for s in mapping["jets"].values()]
+    jagged = [b for b in jet_branches if chunk[b].ndim > 1]
+    if not jagged:
+        raise SchemaError(
+            f"{source}: per_event is set but no jet branch is a vector (one entry per event "
+            f"needs e.g. jet_pt as vector<float>)"
+        )
+    ref = chunk[jagged[0]]
+    out = {}
+    for b in dict.fromkeys(s.branch for m in mapping.values() for s in m.values()):
+        a = chunk[b]
+        if a.ndim == 1:
+            a = ak.broadcast_arrays(a, ref)[0]
+        elif not np.array_equal(ak.to_numpy(ak.num(a, axis=1)), ak.to_numpy(ak.num(ref, axis=1))):
+            raise SchemaError(
+                f"{source}: branch '{b}' has a different number of jets per event than "
+                f"'{jagged[0]}'"
+            )
+        out[b] = ak.flatten(a, axis=1)
+    return ak.zip(out, depth_limit=1)
 
 
 def _convert_chunk(
