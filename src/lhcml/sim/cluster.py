@@ -158,3 +158,7 @@ def _kv(items: tuple[str, ...]) -> Iterator[tuple[str, str]]:
             raise ConfigError(f"HTCondor job_extra entry '{item}' must be 'key = value'")
         k, v = item.split("=", 1)
         yield k.strip(), v.strip()
+
+
+#: alias used by the tuning stage (``with make_client("local:4") as client: ...``)
+make_client = dask_client
