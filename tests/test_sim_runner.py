@@ -12,7 +12,7 @@ import yaml
 
 from lhcml.data.h5 import H5Reader, read_attrs
 from lhcml.data.mock import make_mock_tables
-from lhcml.errors import ConfigError
+from lhcml.errors import ConfigError, SchemaError
 from lhcml.sim.runner import read_manifest, run_simulation, shard_seed
 
 SEED = 11
@@ -173,6 +173,8 @@ def test_real_simulation_with_pileup_resumes_identically(tmp_path):
     assert lib.exists() and read_manifest(tmp_path)["pileup"]["n_events"] == 50
     first = _bytes(files)
     lib_mtime = lib.stat().st_mtime_ns
+    with pytest.raises(SchemaError, match="pileup .*library, not a file of jets.*<process>_"):
+        H5Reader(str(tmp_path / "*.h5")).n_jets  # noqa: B018
     files[1].unlink()  # as if the job died before the last shard
     again = run_simulation(
         "ttbar", 8, 5.0, 3, tmp_path, events_per_shard=4, pileup_size=50, progress=False

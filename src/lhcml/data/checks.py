@@ -119,6 +119,12 @@ def check_structure(
         raise SchemaError(f"{fname} holds no top-level datasets; expected at least '{jets_name}'")
     for name, var_list in (required or {}).items():
         if name not in dsets:
+            fmt = f.attrs.get("format", "")
+            if str(fmt.decode() if isinstance(fmt, bytes) else fmt).startswith("lhcml-pileup"):
+                raise SchemaError(
+                    f"{fname} is a pileup (minimum-bias) library, not a file of jets; select the "
+                    f"shards only, e.g. with the pattern 'DIR/<process>_*.h5' instead of 'DIR/*.h5'"
+                )
             raise SchemaError(
                 f"{fname} has no dataset '{name}'; {_suggest(name, dsets)}"
                 f"datasets in the file: {', '.join(dsets)}"

@@ -280,7 +280,8 @@ def run_simulation(
         get_process(process)  # unknown name: ConfigError listing the valid ones
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(f"{process}_*.h5.tmp"):  # partial files of a killed run
+    # partial files of a killed run (shards; the pileup library's temporary file)
+    for stale in [*out.glob(f"{process}_*.h5.tmp"), *out.glob(f"{PILEUP_FILE}.*.tmp")]:
         stale.unlink()
 
     pileup_info: dict[str, Any] | None = None
