@@ -176,18 +176,6 @@ class _Helix:
         z = self.vz + self.R * alpha * self.cot
         return ok, x, y, z, alpha
 
-    def cross_plane(self, zp: float) -> tuple[np.ndarray, ...]:
-        """Forward crossing of the plane ``z = ±zp`` on the side the particle moves to."""
-        zt = np.where(self.cot >= 0, zp, -zp)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            alpha = (zt - self.vz) / (self.R * self.cot)
-        ok = np.isfinite(alpha) & (alpha > 0) & (alpha < np.pi)
-        alpha = np.where(ok, alpha, 0.0)
-        beta = self.beta0 - self.s * alpha
-        x = self.cx + self.R * np.cos(beta)
-        y = self.cy + self.R * np.sin(beta)
-        return ok, x, y, zt, alpha
-
     def direction_at(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unit transverse momentum direction at a point of the circle."""
         ux, uy = (x - self.cx) / self.R, (y - self.cy) / self.R
