@@ -94,7 +94,7 @@ TRACK_FIELDS: list[tuple[str, str]] = [
     ("leptonID", "i1"),  # 0 none, ±11 electron, ±13 muon (sign = charge)
     ("ftagTruthOriginLabel", "i1"),  # TRUTH_ORIGIN
     ("ftagTruthVertexIndex", "i1"),  # 0 = primary vertex, >0 secondary vertices in the jet, -1 none
-    ("ftagTruthTypeLabel", "i1"),  # signed particle type (see sim/labels.py)
+    ("ftagTruthTypeLabel", "i1"),  # signed particle type (sim/association.py TRUTH_TYPE_LABEL)
     ("truthPdgId", "i4"),  # pdg id of the truth particle (0 for fakes)
     ("truthParentPdgId", "i4"),  # pdg id of its parent (e.g. 310 for K0S daughters)
     ("truthProductionRadius", "f4"),  # mm
