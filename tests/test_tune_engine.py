@@ -130,3 +130,22 @@ def test_median_pruner_prunes_bad_trials(tmp_path):
     done = [t.value for t in study.trials if t.state == TrialState.COMPLETE]
     # pruned trials were worse, at their last report, than the best completed trial
     assert all(max(t.intermediate_values.values()) > min(done) for t in pruned)
+
+
+def test_asha_and_hyperband_pruners_stop_trials(tmp_path):
+    for pruner in ("asha", "hyperband"):
+        space = _space(pruner=pruner, n_trials=12, study_name=f"p_{pruner}", n_warmup_steps=1)
+        study = run_study(space, resolve_storage_url(None, tmp_path / pruner), Quadratic(steps=6), progress=False)
+        states = [t.state for t in study.trials]
+        assert TrialState.PRUNED in states, pruner
+        assert n_finished(study) == 12
+
+
+def test_trials_run_as_dask_tasks_on_a_local_cluster(tmp_path):
+    pytest.importorskip("distributed")
+    space = _space(n_trials=4, study_name="dask")
+    study = run_study(space, resolve_storage_url(None, tmp_path), Quadratic(), workers=2, cluster="local:2")
+    assert 4 <= n_finished(study) <= 5
+    # both Dask tasks ran trials, in processes other than this one
+    assert {t.user_attrs["lhcml_worker"] for t in study.trials} == {0, 1}
+    assert all(t.user_attrs["lhcml_pid"] != os.getpid() for t in study.trials)

@@ -304,8 +304,8 @@ def _run_local(specs: list[WorkerSpec], study, space: SearchSpace, progress: boo
 
 
 def _run_dask(specs: list[WorkerSpec], cluster: str) -> None:
-    from lhcml.sim.cluster import make_client
+    from lhcml.sim.cluster import dask_client
 
-    with make_client(cluster) as client:
+    with dask_client(cluster) as client:
         futures = [client.submit(run_worker, s, pure=False, retries=2, key=f"lhcml-tune-{s.worker_index}") for s in specs]
         client.gather(futures)
