@@ -430,7 +430,8 @@ class H5Reader:
                     batch = {k: d.fields(plan[k])[a:b] for k, d in dsets.items()}
                     if cuts:
                         mask = cuts(batch[self.jets_name])
-                        batch = {k: v[mask] for k, v in batch.items()}
+                        if not mask.all():
+                            batch = {k: v[mask] for k, v in batch.items()}
                     out = {k: _select(batch[k], requested[k]) for k in requested}
                     m = len(out[next(iter(out))]) if out else 0
                     if m > remaining:
