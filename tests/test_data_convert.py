@@ -149,3 +149,31 @@ def test_per_event_ntuple(tmp_path):
     flat = ak.flatten(trk_d0, axis=1)
     j = int(np.argmax(n_trk))
     np.testing.assert_array_equal(back["tracks"]["d0"][j, :40], ak.to_numpy(flat[j])[:40])
+
+
+def test_record_branches(tmp_path):
+    """Tracks stored as a record (``trk.d0`` in an RNTuple, ``trk_d0`` in a TTree) are found."""
+    rng = np.random.default_rng(2)
+    counts = rng.integers(0, 50, 60)
+    d0 = rng.normal(0, 0.1, int(counts.sum())).astype(np.float32)
+    trk = ak.zip(
+        {
+            "d0": ak.unflatten(d0, counts),
+            "numberOfPixelHits": ak.unflatten((d0 > 0).astype(np.int32), counts),
+        }
+    )
+    pt = rng.uniform(2e4, 1e5, 60).astype(np.float32)
+    path = tmp_path / "rec.root"
+    with uproot.recreate(path) as f:
+        f["rn"] = {"jet_pt": pt, "trk": trk}
+        f.mktree("tt", {"jet_pt": np.float32, "trk": trk.type})
+        f["tt"].extend({"jet_pt": pt, "trk": trk})
+    for tree in ("rn", "tt"):
+        back = H5Reader(
+            convert_root(path, tmp_path / f"{tree}.h5", tree=tree, progress=False)
+        ).read()
+        np.testing.assert_array_equal(back["jets"]["pt"], pt)
+        assert back["tracks"].dtype.names == ("d0", "numberOfPixelHits", "valid")
+        k = min(int(counts[0]), 40)
+        np.testing.assert_array_equal(back["tracks"]["d0"][0, :k], d0[:k])
+        np.testing.assert_array_equal(back["tracks"]["valid"].sum(1), np.minimum(counts, 40))

@@ -216,6 +216,18 @@ def _bar(enabled: bool, total: int) -> Callable[[int | None], None]:
     return update
 
 
+def _get(chunk: Any, branch: str) -> Any:
+    """A branch of an uproot chunk; ``a.b`` also finds field ``b`` of a record ``a`` (RNTuple)."""
+    fields = chunk.fields
+    if branch in fields:
+        return chunk[branch]
+    head, *rest = branch.split(".")
+    out = chunk[head]
+    for part in rest:
+        out = out[part]
+    return out
+
+
 def _events_to_jets(chunk: Any, mapping: dict[str, dict[str, BranchSpec]], source: str) -> Any:
     """Per-event input (jet branches are vectors, track branches vectors of vectors) -> per jet.
 
@@ -225,16 +237,16 @@ def _events_to_jets(chunk: Any, mapping: dict[str, dict[str, BranchSpec]], sourc
     import awkward as ak
 
     jet_branches = [s.branch for s in mapping["jets"].values()]
-    jagged = [b for b in jet_branches if chunk[b].ndim > 1]
+    jagged = [b for b in jet_branches if _get(chunk, b).ndim > 1]
     if not jagged:
         raise SchemaError(
             f"{source}: per_event is set but no jet branch is a vector (one entry per event "
             f"needs e.g. jet_pt as vector<float>)"
         )
-    ref = chunk[jagged[0]]
+    ref = _get(chunk, jagged[0])
     out = {}
     for b in dict.fromkeys(s.branch for m in mapping.values() for s in m.values()):
-        a = chunk[b]
+        a = _get(chunk, b)
         if a.ndim == 1:
             a = ak.broadcast_arrays(a, ref)[0]
         elif not np.array_equal(ak.to_numpy(ak.num(a, axis=1)), ak.to_numpy(ak.num(ref, axis=1))):
@@ -254,7 +266,7 @@ def _convert_chunk(
     n = len(chunk)
     out: dict[str, np.ndarray] = {}
     for ds, variables in mapping.items():
-        arrays = {var: chunk[spec.branch] for var, spec in variables.items()}
+        arrays = {var: _get(chunk, spec.branch) for var, spec in variables.items()}
         jagged = {v: a for v, a in arrays.items() if a.ndim > 1}
         if ds == "jets":
             if jagged:
