@@ -13,7 +13,7 @@ Reported per model:
 
 Usage::
 
-    python benchmarks/train_throughput.py [--n-jets 4000] [--steps 5] [--models dl1 gn ...]
+    python benchmarks/train_throughput.py [--n-jets 4000] [--steps 5] [--threads 1] [--models dl1 gn ...]
 """
 
 from __future__ import annotations
@@ -119,7 +119,9 @@ def main() -> None:
     ap.add_argument("--n-jets", type=int, default=4000)
     ap.add_argument("--steps", type=int, default=5, help="timed training steps per model")
     ap.add_argument("--models", nargs="*", default=["dl1", "dl1r", "rnnip", "dips", "gn", "mv2"])
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stable on a shared machine)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
