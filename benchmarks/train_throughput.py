@@ -110,7 +110,7 @@ def bench_model(name: str, path: Path, steps: int, tmp: Path) -> dict:
     rep = export_onnx(ckpt, tmp / f"{name}.onnx", force=True, check_file=path, n_check=1000)
     row["onnx ms/jet (b=1)"] = rep.latency_ms_per_jet
     row["onnx jets/s (b=1000)"] = rep.throughput_jets_per_s
-    row["max |onnx-torch|"] = max(rep.max_abs_diff_random, rep.max_abs_diff_real or 0)
+    row["max abs diff onnx-torch"] = max(rep.max_abs_diff_random, rep.max_abs_diff_real or 0)
     return row
 
 
@@ -127,7 +127,7 @@ def main() -> None:
         tmp = Path(d)
         path = make_training_file(tmp / "train.h5", args.n_jets, seed=7)
         rows = [bench_model(m, path, args.steps, tmp) for m in args.models]
-    cols = ["model", "params", "batch", "read jets/s", "train jets/s", "train jets/CPU-s", "onnx ms/jet (b=1)", "onnx jets/s (b=1000)", "max |onnx-torch|", "note"]
+    cols = ["model", "params", "batch", "read jets/s", "train jets/s", "train jets/CPU-s", "onnx ms/jet (b=1)", "onnx jets/s (b=1000)", "max abs diff onnx-torch", "note"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
