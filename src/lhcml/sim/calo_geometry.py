@@ -111,6 +111,7 @@ class EMMaterial:
     lambda_over_x0: float
     spots_per_gev: float
     min_spots: int
+    pileup_spot_fraction: float
 
 
 @dataclass(frozen=True)

@@ -122,9 +122,10 @@ def convert_photons(
 
 
 def particle_spots(
-    p: dict[str, np.ndarray], geo: CaloGeometry, rng: np.random.Generator
+    p: dict[str, np.ndarray], geo: CaloGeometry, rng: np.random.Generator, spot_scale: float = 1.0
 ) -> Spots:
-    """Energy spots of all particles in ``p`` (``Spots.shower`` indexes the rows of ``p``)."""
+    """Energy spots of all particles in ``p`` (``Spots.shower`` indexes the rows of ``p``);
+    ``spot_scale`` multiplies the spot densities (pile-up uses ``pileup_spot_fraction``)."""
     n = len(p["pid"])
     if n == 0:
         return Spots.empty()
@@ -146,9 +147,10 @@ def particle_spots(
     baryon = (apid > 1000) & (apid < 10000)
     e_dep = np.where(baryon, np.maximum(e - m, 0.0), e)
     parts = [
-        em_spots(e[em], idx[em], a_eta, a_phi, cosh[em], geo, rng),
+        em_spots(e[em], idx[em], a_eta, a_phi, cosh[em], geo, rng, spot_scale=spot_scale),
         mip_spots(idx[mu], a_eta, a_phi, cosh[mu], geo, rng),
-        hadron_spots(e_dep[had], p["charge"][had] != 0, idx[had], a_eta, a_phi, cosh[had], geo, rng),
+        hadron_spots(e_dep[had], p["charge"][had] != 0, idx[had], a_eta, a_phi, cosh[had], geo, rng,
+                     spot_scale=spot_scale),
     ]
     return Spots.concat(parts)
 
@@ -173,6 +175,7 @@ def deposit(
     geo: CaloGeometry,
     rng: np.random.Generator,
     convert: bool = True,
+    spot_scale: float = 1.0,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Dense cell energies (MeV) per read-out layer from flat particles of ``n_events`` events.
 
@@ -196,7 +199,7 @@ def deposit(
         # e+e- that curl up do not reach the calorimeter
         ok = _select_reaching({**sub, "final": np.ones(len(sub["pid"]), bool)}, geo)
         sub = {k: v[ok] for k, v in sub.items()}
-    spots = particle_spots(sub, geo, rng)
+    spots = particle_spots(sub, geo, rng, spot_scale)
     ev = sub["event"][spots.shower]
     out: dict[str, np.ndarray] = {}
     for j, lay in enumerate(geo.layers):
@@ -257,7 +260,8 @@ def simulate_calorimeter(
     geo = geo or load_geometry()
     cells, converted = deposit(hard, hard_event, n_events, geo, rng)
     if pileup is not None and len(pileup.get("pid", ())):
-        pu_cells, _ = deposit(pileup, pileup_event, n_events, geo, rng)
+        pu_cells, _ = deposit(pileup, pileup_event, n_events, geo, rng,
+                              spot_scale=geo.em_material.pileup_spot_fraction)
     else:
         pu_cells = {k: np.zeros_like(v) for k, v in cells.items()}
     noise = electronic_noise(n_events, geo, rng)

@@ -274,6 +274,7 @@ def em_spots(
     start_x0: np.ndarray | None = None,
     lateral_scale: float = 1.0,
     sampling: bool = True,
+    spot_scale: float = 1.0,
 ) -> Spots:
     """Energy spots of EM showers.
 
@@ -292,6 +293,8 @@ def em_spots(
         Multiplies the lateral radii (EM sub-showers of hadrons are wider).
     sampling
         Apply sampling fluctuations and the constant term.
+    spot_scale
+        Multiplies ``spots_per_gev`` (pile-up uses fewer spots).
     """
     e = np.asarray(energy_gev, dtype=np.float64)
     n = len(e)
@@ -301,11 +304,11 @@ def em_spots(
     res = geo.resolution
     t_max, alpha = sample_em_profiles(e, geo, rng)
     beta = (alpha - 1.0) / t_max
-    n_per = np.maximum(mat.min_spots, np.round(mat.spots_per_gev * e)).astype(np.int64)
+    n_per = np.maximum(mat.min_spots, np.round(mat.spots_per_gev * spot_scale * e)).astype(np.int64)
     sh = np.repeat(np.arange(n), n_per)
     depth = rng.gamma(alpha[sh], 1.0 / beta[sh])
     tau = depth / t_max[sh]
-    r_c, r_t, p = lateral_parameters(tau, e[sh], mat.z_eff)
+    r_c, r_t, p = lateral_parameters(tau, e[sh], mat.z_eff)  # E per spot: the shower's energy
     r_mm = _core_tail_radius(r_c, r_t, p, rng) * mat.moliere_radius_mm * lateral_scale
     if start_x0 is not None:
         depth = depth + np.asarray(start_x0)[sh]
@@ -361,8 +364,9 @@ def hadron_spots(
     cosh: np.ndarray,
     geo: CaloGeometry,
     rng: np.random.Generator,
+    spot_scale: float = 1.0,
 ) -> Spots:
-    """Energy spots of hadron showers (see the module docstring)."""
+    """Energy spots of hadron showers (see the module docstring); ``spot_scale`` as :func:`em_spots`."""
     e = np.asarray(energy_gev, dtype=np.float64)
     n = len(e)
     if n == 0:
@@ -386,14 +390,14 @@ def hadron_spots(
     if sel.any():
         parts.append(
             em_spots(e_em[sel], index[sel], axis_eta, axis_phi, cosh[sel], geo, rng,
-                     start_x0=start_x0[sel], lateral_scale=hp.em_lateral_scale)
+                     start_x0=start_x0[sel], lateral_scale=hp.em_lateral_scale, spot_scale=spot_scale)
         )
     # hadronic part: Gamma profile in lambda after lambda_0, visible at h/e
     e_h = (1.0 - fem) * e
     t_h = hp.tmax_a_lambda + hp.tmax_b_lambda * np.log(np.maximum(e, 0.1))
     t_h = np.maximum(t_h, 0.2)
     beta = (hp.alpha - 1.0) / t_h
-    n_per = np.maximum(hp.min_spots, np.round(hp.spots_per_gev * e_h)).astype(np.int64)
+    n_per = np.maximum(hp.min_spots, np.round(hp.spots_per_gev * spot_scale * e_h)).astype(np.int64)
     sh = np.repeat(np.arange(n), n_per)
     depth = lam0[sh] + rng.gamma(hp.alpha, 1.0, len(sh)) / beta[sh]
     layer = _layer_from_depth(depth, cosh[sh], bl)

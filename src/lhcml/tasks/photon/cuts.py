@@ -253,11 +253,12 @@ def optimise_menu(
     cuts = np.zeros((n_eta, n_pt, len(variables)))
     ie = np.searchsorted(eta_edges, np.abs(photons["eta"]), side="right") - 1
     ip = np.searchsorted(pt_edges_gev, photons["pt"] / 1e3, side="right") - 1
+    in_pt = (ip >= 0) & (ip < n_pt)
     for i in range(n_eta):
-        in_eta = ie == i
+        in_eta = (ie == i) & in_pt
         s_eta, b_eta = in_eta & is_signal, in_eta & ~is_signal
         if s_eta.sum() < 2 or b_eta.sum() < 1:
-            s_eta, b_eta = is_signal, ~is_signal  # empty |eta| bin: inclusive cuts
+            s_eta, b_eta = is_signal & in_pt, ~is_signal & in_pt  # empty |eta| bin: inclusive cuts
         inclusive = optimise_bin(x[s_eta], x[b_eta], dirs, target_efficiency, w[s_eta], w[b_eta], step)
         for j in range(n_pt):
             s = s_eta & (ip == j)
@@ -268,8 +269,10 @@ def optimise_menu(
                 cuts[i, j] = inclusive
     menu = CutMenu(name, tuple(variables), tuple(eta_edges), tuple(pt_edges_gev), cuts, float(target_efficiency))
     dec = menu.apply(photons)
-    menu.achieved = {
-        "signal_efficiency": float(w[dec & is_signal].sum() / w[is_signal].sum()),
-        "background_efficiency": float(w[dec & ~is_signal].sum() / w[~is_signal].sum()),
+    inside = in_pt & (ie >= 0) & (ie < n_eta)
+    s_in, b_in = is_signal & inside, ~is_signal & inside
+    menu.achieved = {  # on the candidates inside the menu's bins
+        "signal_efficiency": float(w[dec & s_in].sum() / max(w[s_in].sum(), 1e-300)),
+        "background_efficiency": float(w[dec & b_in].sum() / max(w[b_in].sum(), 1e-300)),
     }
     return menu

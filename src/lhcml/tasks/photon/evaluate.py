@@ -211,7 +211,7 @@ def evaluate_photon_id(
     if extra_text:
         rep.add_text(extra_text)
     rows = []
-    for name, t in res["taggers"].items():
+    for t in res["taggers"].values():
         row = [t["label"], t["auc"]]
         for wp in working_points:
             w = t["working_points"][f"{wp:.2f}"]
@@ -229,7 +229,7 @@ def evaluate_photon_id(
                   caption="Fake rejection at fixed photon efficiency (cuts: at the efficiency they reach)")
     for var in (bins or DEFAULT_BINS):
         brow = []
-        for name, t in res["taggers"].items():
+        for t in res["taggers"].values():
             for wp, bl in t["binned"].items():
                 for b in bl[var]:
                     brow.append([t["label"], wp, f"[{b['lo']}, {b['hi']})", b["n_sig"], b["n_bkg"], b["sig_eff"], b["rejection"]])

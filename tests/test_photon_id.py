@@ -1,0 +1,161 @@
+"""Photon identification: cut menus, CNN training/prediction/ONNX via the shared trainer, PAED."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lhcml.errors import SchemaError
+from lhcml.sim.photons import simulate_single
+from lhcml.tasks.photon.cuts import LOOSE_VARIABLES, CutMenu, optimise_menu
+from lhcml.tasks.photon.dataset import split_and_write
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small convolutions on a shared 2-core machine: one intra-op thread is ~40x faster."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _toy_pileup_library(n_events: int, seed: int):
+    """A minimum-bias-like library built from single particles (fast, exact): ~40 particles per
+    interaction, half photons half charged pions, pT ~ 0.2 + Exp(0.4) GeV, flat in |eta| < 2."""
+    from lhcml.sim.pileup import PileupLibrary
+
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(40, n_events)
+    n = int(counts.sum())
+    pid = np.where(rng.random(n) < 0.5, 22, rng.choice([211, -211], n)).astype(np.int32)
+    charge = np.sign(pid).astype(np.int8) * (np.abs(pid) == 211)
+    pt = 0.2 + rng.exponential(0.4, n)
+    eta = rng.uniform(-2, 2, n)
+    phi = rng.uniform(-np.pi, np.pi, n)
+    m = np.where(pid == 22, 0.0, 0.1396)
+    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
+    cols = {
+        "pid": pid, "charge": charge, "px": px, "py": py, "pz": pz, "e": np.sqrt(px**2 + py**2 + pz**2 + m**2),
+        "m": m, "vx": np.zeros(n), "vy": np.zeros(n), "vz": np.zeros(n), "t": np.zeros(n),
+        "parent_pid": np.zeros(n, np.int32), "vertex_index": np.zeros(n, np.int16),
+    }  # fmt: skip
+    return PileupLibrary({k: np.asarray(v) for k, v in cols.items()}, counts, seed)
+
+
+def _label(d, prompt: int):
+    keep = d["photons"]["pt"] > 10_000
+    out = {k: v[keep] for k, v in d.items()}
+    out["photons"]["isPromptPhoton"] = prompt
+    return out
+
+
+@pytest.fixture(scope="module")
+def photon_files(tmp_path_factory):
+    rng = np.random.default_rng(21)
+    g = _label(simulate_single(22, rng.uniform(20, 50, 260), 260, 21, eta=(-1.3, 1.3)), 1)
+    p = _label(simulate_single(111, rng.uniform(20, 50, 260), 260, 22, eta=(-1.3, 1.3)), 0)
+    merged = {k: np.concatenate([g[k], p[k]]) for k in g}
+    return split_and_write(merged, tmp_path_factory.mktemp("photon"), seed=3)
+
+
+def _photons(path):
+    from lhcml.tasks.photon.evaluate import load_photons
+
+    return load_photons([path])
+
+
+def test_tight_cuts_reach_target_efficiency(photon_files, tmp_path):
+    ph = _photons(photon_files["train"])
+    sig = ph["isPromptPhoton"] == 1
+    tight = optimise_menu(ph, sig, 0.85, min_entries=10_000, pt_edges_gev=(10.0, 1000.0))
+    eff = tight.apply(ph)[sig].mean()
+    assert abs(eff - 0.85) < 0.02, eff
+    assert tight.achieved["background_efficiency"] < 0.6  # the strip cuts reject pi0s
+    loose = optimise_menu(ph, sig, 0.97, variables=LOOSE_VARIABLES, name="loose", min_entries=10_000,
+                          pt_edges_gev=(10.0, 1000.0))
+    assert loose.apply(ph)[sig].mean() > eff
+    assert loose.achieved["background_efficiency"] > tight.achieved["background_efficiency"]
+    # round trip
+    path = tight.save(tmp_path / "tight.yaml")
+    again = CutMenu.load(path)
+    np.testing.assert_array_equal(again.apply(ph), tight.apply(ph))
+    # a table without the strip variables is refused with the field named
+    from numpy.lib import recfunctions as rfn
+
+    with pytest.raises(SchemaError, match="Eratio"):
+        tight.apply(rfn.drop_fields(ph, "Eratio", usemask=False))
+
+
+def test_cnn_train_predict_export_evaluate(photon_files, tmp_path):
+    from lhcml.export.onnx import export_onnx
+    from lhcml.tasks.photon.evaluate import evaluate_photon_id
+    from lhcml.train.config import load_train_config
+    from lhcml.train.predict import predict
+    from lhcml.train.trainer import train
+
+    cfg = load_train_config("configs/photon/cnn_had.yaml", [
+        f"data.train_files=[{photon_files['train']}]", f"data.val_files=[{photon_files['val']}]",
+        "data.batch_size=64", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+        "model.channels=[4, 8]", "model.dense=[16]", f"output_dir={tmp_path / 'cnn'}", "optimizer.lr=1e-3",
+    ])  # fmt: skip
+    best = train(cfg)
+    (pred,) = predict(best, [photon_files["test"]], output_dir=tmp_path / "pred")
+    ph = _photons(pred)
+    assert {"photon_cnn_pprompt", "photon_cnn_pfake"} <= set(ph.dtype.names)
+    np.testing.assert_allclose(ph["photon_cnn_pprompt"] + ph["photon_cnn_pfake"], 1.0, atol=1e-5)
+    rep = export_onnx(best, tmp_path / "cnn.onnx", check_file=pred, n_check=50, timing=False)
+    assert rep.max_abs_diff_random < 1e-5 and rep.max_abs_diff_real < 1e-5
+    assert "images_had_features" in rep.inputs
+    tr = _photons(photon_files["train"])
+    menu = optimise_menu(tr, tr["isPromptPhoton"] == 1, 0.8, min_entries=10_000, name="tight80",
+                         pt_edges_gev=(10.0, 1000.0))
+    res = evaluate_photon_id([pred], {"photon_cnn": "CNN"}, tmp_path / "eval", menus=[menu],
+                             bins={"pt": (10.0, 30.0, 60.0)})  # fmt: skip
+    assert (tmp_path / "eval" / "report.html").is_file()
+    w = res["taggers"]["photon_cnn"]["working_points"]["0.80"]
+    sig = ph["isPromptPhoton"] == 1
+    d = np.log(ph["photon_cnn_pprompt"]) - np.log(ph["photon_cnn_pfake"])
+    passed_bkg = (d[~sig] > w["cut"]).mean()
+    assert w["rejection"] == pytest.approx(1 / passed_bkg, rel=1e-6)
+    roc = res["taggers"]["photon_cnn"]["roc"]
+    assert np.all(np.diff(roc["bkg_eff"]) >= 0)  # more signal efficiency never rejects more
+    c = res["cuts"]["tight80"]
+    assert c["sig_eff"] == pytest.approx(menu.apply(ph)[sig].mean())
+
+
+def test_paed_reduces_pileup_error_and_exports(tmp_path):
+    from lhcml.tasks.photon.denoise import (
+        PAEDConfig,
+        denoise,
+        export_paed_onnx,
+        load_paed,
+        pileup_energy_error,
+        read_pairs,
+        train_paed,
+    )
+
+    lib = _toy_pileup_library(40, 31)
+    d = simulate_single(22, 30.0, 320, 31, eta=(-1.2, 1.2), mu=30.0, pileup=lib, raw_images=True)
+    keep = d["photons"]["pt"] > 15_000
+    d = {k: v[keep] for k, v in d.items()}
+    d["photons"]["isPromptPhoton"] = 1
+    files = split_and_write(d, tmp_path / "data", seed=1, fractions=(0.7, 0.3, 0.0))
+    cfg = PAEDConfig(train_files=[str(files["train"])], val_files=[str(files["val"])], layers=["middle", "back"],
+                     model={"channels": 8, "latent_dim": 16}, batch_size=32, lr=3e-3, max_epochs=12,
+                     output_dir=str(tmp_path / "paed"))  # fmt: skip
+    path = train_paed(cfg, progress=False)
+    model, _ = load_paed(path)
+    x, y = read_pairs([files["val"]], ["middle", "back"])
+    before = pileup_energy_error(x, y)
+    after = pileup_energy_error(denoise(model, x), y)
+    assert before["raw_middle"] > 100.0  # real pile-up in the window (MeV)
+    assert after["raw_middle"] < 0.75 * before["raw_middle"], (before, after)
+    assert sum(after.values()) < 0.8 * sum(before.values())
+    assert model.encode({k: __import__("torch").from_numpy(v[:3]) for k, v in x.items()}).shape == (3, 32)
+    check = export_paed_onnx(path, tmp_path / "paed.onnx")
+    assert check["max_abs_diff"] < 1e-4
+    with pytest.raises(FileExistsError):
+        export_paed_onnx(path, tmp_path / "paed.onnx")
