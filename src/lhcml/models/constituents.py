@@ -22,7 +22,9 @@ constituents, and export to ONNX with a dynamic constituent axis.
   SciPost Phys. 5 (2018) 028): the leading-``n_constituents`` four-vectors (sorted by pT inside
   the model, so the network is invariant to the input order) are combined by
   ``C = [1_N | 1 | trainable]`` and the Lorentz layer returns ``m², pT, E``, a trainable
-  energy sum and trainable Minkowski-distance sums/minimum per combined vector; FC layers after.
+  energy sum and trainable Minkowski-distance sums/minimum per combined vector (in float64),
+  compressed by ``sign(x)·ln(1 + |x|)`` and batch-normalised (our addition, for the numerical
+  range of GeV-scale invariants); FC layers after.
 
 Kinematic variables are found by name among ``data.inputs.flow`` through
 :meth:`configure_inputs` (``pt``, ``energy`` in MeV, ``deta``, ``dphi``; ``eta``/``phi`` used
@@ -322,20 +324,39 @@ def pair_features(pt: Tensor, eta: Tensor, phi: Tensor, energy: Tensor, valid: T
     """ParT interaction features ``(ln Δ, ln kT, ln z, ln m²)`` (B, 4, N, N); 0 on padded pairs.
 
     ``Δ = sqrt(Δy² + Δφ²)`` (rapidity y), ``kT = min(pT_a, pT_b) Δ``, ``z = min(pT)/(pT_a + pT_b)``,
-    ``m² = (p_a + p_b)²``; momenta in GeV.
+    ``m² = (p_a + p_b)²``; momenta in GeV. ``m²`` is computed from the transverse masses and the
+    half-angle forms ``sinh²(Δy/2)``, ``sin²(Δφ/2)`` (no cancellation for collinear pairs), so the
+    exported graph agrees with torch to float precision.
     """
-    p4 = four_vectors(pt, eta, phi, energy)
-    pz, e = p4[..., 2], p4[..., 3]
+    # constituent m_i² from E² − p², with float32 rounding noise (~1e-7 E²) removed by a soft
+    # threshold at 1e-5 E², so that massless constituents have m_i = 0 exactly in every runtime
+    sinh = 0.5 * (torch.exp(eta) - torch.exp(-eta))
+    pz = pt * sinh
+    p2 = pt**2 + pz**2
+    m2i = (energy**2 * (1.0 - 1e-5) - p2).clamp(min=0.0)
+    e = torch.maximum(energy, torch.sqrt(p2))
     rap = 0.5 * torch.log((e + pz).clamp(min=_EPS) / (e - pz).clamp(min=_EPS))
     dphi = phi.unsqueeze(2) - phi.unsqueeze(1)
     dphi = torch.remainder(dphi + math.pi, 2 * math.pi) - math.pi
     drap = rap.unsqueeze(2) - rap.unsqueeze(1)
     delta = torch.sqrt(drap**2 + dphi**2 + _EPS)
-    ptmin = torch.minimum(pt.unsqueeze(2), pt.unsqueeze(1))
+    pti, ptj = pt.unsqueeze(2), pt.unsqueeze(1)
+    ptmin = torch.minimum(pti, ptj)
     kt = ptmin * delta
-    z = ptmin / (pt.unsqueeze(2) + pt.unsqueeze(1)).clamp(min=_EPS)
-    s = p4.unsqueeze(2) + p4.unsqueeze(1)
-    m2 = s[..., 3] ** 2 - s[..., 0] ** 2 - s[..., 1] ** 2 - s[..., 2] ** 2
+    z = ptmin / (pti + ptj).clamp(min=_EPS)
+    # m² = m_i² + m_j² + 2(mT_i mT_j cosh Δy − pT_i pT_j cos Δφ), written without cancellations:
+    # 2 mT mT 2sinh²(Δy/2) + 2 pT pT 2sin²(Δφ/2) + 2 (mT mT − pT pT)
+    mi2, mj2 = m2i.unsqueeze(2), m2i.unsqueeze(1)
+    mti, mtj = torch.sqrt(pti**2 + mi2), torch.sqrt(ptj**2 + mj2)
+    half = 0.5 * drap
+    h2 = half * half  # sinh(Δy/2): series where exp(h) − exp(−h) would cancel
+    sh = torch.where(
+        half.abs() < 0.5,
+        half * (1 + h2 / 6 + h2 * h2 / 120 + h2 * h2 * h2 / 5040),
+        0.5 * (torch.exp(half) - torch.exp(-half)),
+    )
+    mass_term = (mi2 * ptj**2 + mj2 * pti**2 + mi2 * mj2) / (mti * mtj + pti * ptj).clamp(min=_EPS)
+    m2 = mi2 + mj2 + 4 * mti * mtj * sh**2 + 4 * pti * ptj * torch.sin(0.5 * dphi) ** 2 + 2 * mass_term
     feats = torch.stack(
         [
             torch.log(delta),
@@ -549,7 +570,8 @@ class LoLa(ConstituentModel):
             eta, phi = self._raw(inputs, "eta"), self._raw(inputs, "phi")
         else:
             eta, phi = self._raw(inputs, "deta"), self._raw(inputs, "dphi")
-        p4 = zero_padded(four_vectors(pt, eta, phi, e), valid)
+        # four-vectors in float64 (see below): identical rounding in torch and onnxruntime
+        p4 = zero_padded(four_vectors(pt.double(), eta.double(), phi.double(), e.double()), valid)
         b = p4.shape[0]
         key = torch.where(valid, pt, torch.full_like(pt, -1.0))
         # append N zero slots so that topk works for any number of constituents
@@ -557,22 +579,33 @@ class LoLa(ConstituentModel):
         key = torch.cat([key, key.new_full((b, self.n), -2.0)], dim=1)
         _, order = torch.topk(key, self.n, dim=1, largest=True, sorted=True)
         k = torch.gather(p4, 1, order.unsqueeze(-1).expand(-1, -1, 4))  # (B, N, 4)
+        # the Lorentz layer runs in float64: invariant masses and Minkowski distances of
+        # GeV-scale four-vectors cancel strongly in float32
+        k = k.double()
         # CoLa: identity, the jet sum, trainable combinations
         c = torch.cat(
-            [torch.eye(self.n, device=k.device), torch.ones(self.n, 1, device=k.device), self.cola], dim=1
+            [
+                torch.eye(self.n, device=k.device, dtype=k.dtype),
+                torch.ones(self.n, 1, device=k.device, dtype=k.dtype),
+                self.cola.double(),
+            ],
+            dim=1,
         )  # (N, M)
         kt = torch.einsum("bnf,nm->bmf", k, c)  # (B, M, 4)
         m2 = _minkowski(kt, kt)
         ptt = torch.sqrt(kt[..., 0] ** 2 + kt[..., 1] ** 2 + _EPS)
         en = kt[..., 3]
-        e_sum = torch.einsum("jm,bm->bj", self.w_energy, en)
+        e_sum = torch.einsum("jm,bm->bj", self.w_energy.double(), en)
         diff = kt.unsqueeze(2) - kt.unsqueeze(1)  # (B, M, M, 4)
         d2 = _minkowski(diff, diff)
-        wd = torch.einsum("sjm,bjm->bsjm", self.w_dist, d2)  # (B, S+1, M, M)
+        wd = torch.einsum("sjm,bjm->bsjm", self.w_dist.double(), d2)  # (B, S+1, M, M)
         d_sums = wd[:, :-1].sum(-1)  # (B, S, M)
         d_min = wd[:, -1].min(-1).values  # (B, M)
         feats = torch.cat(
             [m2.unsqueeze(1), ptt.unsqueeze(1), en.unsqueeze(1), e_sum.unsqueeze(1), d_sums, d_min.unsqueeze(1)],
             dim=1,
         )  # (B, n_out, M)
-        return {"logits": self.heads["jet_classification"](self.bn(feats.reshape(b, -1)))}
+        # the invariants span many orders of magnitude (GeV² to 10⁶ GeV²): compress them with
+        # sign(x)·ln(1 + |x|) before batch normalisation (numerical range; monotonic)
+        feats = torch.sign(feats) * torch.log1p(feats.abs())
+        return {"logits": self.heads["jet_classification"](self.bn(feats.reshape(b, -1).float()))}

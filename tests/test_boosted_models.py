@@ -1,0 +1,164 @@
+"""Constituent taggers and the jet-image CNN: invariances, masking, IRC safety, images."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from _boosted_fixtures import FLOW_VARS, _one_torch_thread, boosted_mock_tables  # noqa: F401
+
+from lhcml.errors import ConfigError
+from lhcml.models.constituents import knn_indices
+from lhcml.models.images import jet_images_torch
+from lhcml.models.registry import build_model, list_models
+
+SMALL = {
+    "pfn": dict(phi_sizes=[32, 32], f_sizes=[32]),
+    "efn": dict(phi_sizes=[32, 32], f_sizes=[32]),
+    "particlenet": dict(k=4, conv_params=[[16, 16], [24, 24]], fc_sizes=[32]),
+    "part": dict(embed_dims=[32, 32], pair_embed_dims=[16], num_heads=4, num_layers=2, num_cls_layers=1),
+    "lola": dict(n_constituents=12, n_combinations=4),
+    "jet_image_cnn": dict(n_pixels=16, conv_blocks=[[4], [4]], fc_sizes=[16]),
+}
+# raw-feature normalisation as the trainer would set it (keeps activations O(1))
+NORM = {"pt": (3e4, 3e4), "energy": (5e4, 5e4), "eta": (0.0, 1.0), "phi": (0.0, 1.8)}
+
+
+def _model(name: str, n_classes: int = 4):
+    torch.manual_seed(0)
+    m = build_model(name, n_classes, {"flow": len(FLOW_VARS)}, **SMALL[name])
+    m.configure_inputs({"flow": FLOW_VARS})
+    mean = [NORM.get(v, (0.0, 1.0))[0] for v in FLOW_VARS]
+    std = [NORM.get(v, (0.0, 1.0))[1] for v in FLOW_VARS]
+    m.set_normalisation("flow", mean, std)
+    return m.eval()
+
+
+def _batch(b: int = 5, n: int = 30, seed: int = 0):
+    g = np.random.default_rng(seed)
+    pt = g.exponential(30e3, (b, n)) + 500
+    deta, dphi = g.normal(0, 0.25, (b, n)), g.normal(0, 0.25, (b, n))
+    eta, phi = deta + 0.7, dphi - 2.0
+    e = pt * np.cosh(eta)
+    charge = g.integers(-1, 2, (b, n))
+    x = np.stack([pt, e, eta, phi, deta, dphi, charge, charge != 0], -1).astype(np.float32)
+    valid = np.arange(n)[None, :] < np.r_[n, g.integers(1, n, b - 1)][:, None]
+    return torch.from_numpy(x), torch.from_numpy(valid)
+
+
+def test_registered():
+    assert {"pfn", "efn", "particlenet", "part", "lola", "jet_image_cnn"} <= set(list_models())
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_permutation_and_padding_invariance(name):
+    m = _model(name)
+    x, valid = _batch()
+    with torch.no_grad():
+        ref = m({"flow": x, "flow_valid": valid})["logits"]
+        assert ref.shape == (5, 4) and torch.isfinite(ref).all()
+        perm = torch.randperm(x.shape[1], generator=torch.Generator().manual_seed(1))
+        out = m({"flow": x[:, perm], "flow_valid": valid[:, perm]})["logits"]
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+        junk = x.clone()
+        junk[~valid] = float("nan")
+        out = m({"flow": junk, "flow_valid": valid})["logits"]
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        # more padding slots change nothing either
+        x_long = torch.cat([x, torch.full((5, 9, x.shape[2]), 7.0)], dim=1)
+        v_long = torch.cat([valid, torch.zeros(5, 9, dtype=torch.bool)], dim=1)
+        torch.testing.assert_close(m({"flow": x_long, "flow_valid": v_long})["logits"], ref, rtol=1e-5, atol=1e-5)
+    # the outputs do depend on the real constituents
+    x2 = x.clone()
+    x2[:, 0, 0] *= 3
+    with torch.no_grad():
+        assert not torch.allclose(m({"flow": x2, "flow_valid": valid})["logits"], ref)
+
+
+def test_knn_never_selects_padding_or_self():
+    coords = torch.tensor([[[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [0.01, 0.0], [0.2, 0.0]]])
+    valid = torch.tensor([[True, True, True, False, True]])  # slot 3 is padding right next to 0
+    idx, ok = knn_indices(coords, valid, k=6)
+    for i in range(5):
+        nbrs = set(idx[0, i][ok[0, i]].tolist())
+        if not valid[0, i]:
+            assert nbrs == set()
+            continue
+        assert 3 not in nbrs and i not in nbrs
+        assert nbrs == {j for j in range(5) if valid[0, j] and j != i}
+    # nearest neighbour of point 0 is point 1 (padding at 0.01 ignored)
+    assert idx[0, 0, 0].item() == 1
+
+
+def test_efn_is_irc_safe():
+    m = _model("efn")
+    x, valid = _batch(b=2, n=10)
+    x[:, :, 0] = x[:, :, 0] / 10  # keep inputs moderate
+    with torch.no_grad():
+        ref = m({"flow": x, "flow_valid": valid})["logits"]
+        # collinear split of constituent 0 into two halves
+        split = torch.cat([x, x[:, :1].clone()], dim=1)
+        split[:, 0, 0] /= 2
+        split[:, -1, 0] /= 2
+        v2 = torch.cat([valid, torch.ones(2, 1, dtype=torch.bool)], dim=1)
+        torch.testing.assert_close(m({"flow": split, "flow_valid": v2})["logits"], ref, rtol=1e-5, atol=1e-5)
+        # an infinitely soft extra particle changes nothing
+        soft = torch.cat([x, x[:, :1].clone()], dim=1)
+        soft[:, -1, 0] = 0.0
+        soft[:, -1, 4:6] = 0.5
+        torch.testing.assert_close(m({"flow": soft, "flow_valid": v2})["logits"], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_lola_fewer_constituents_than_n():
+    m = _model("lola")
+    x, valid = _batch(b=3, n=5)
+    with torch.no_grad():
+        out = m({"flow": x, "flow_valid": valid})["logits"]
+    assert out.shape == (3, 4) and torch.isfinite(out).all()
+
+
+def test_missing_kinematic_variable():
+    m = build_model("particlenet", 2, {"flow": 3}, **SMALL["particlenet"])
+    with pytest.raises(ConfigError, match="deta"):
+        m.configure_inputs({"flow": ["pt", "energy", "dphi"]})
+    with pytest.raises(ConfigError, match="unknown model"):
+        build_model("particle_net", 2, {"flow": 3})
+
+
+def _rotate(deta, dphi, angle, shift):
+    c, s = math.cos(angle), math.sin(angle)
+    return c * deta - s * dphi + shift[0], s * deta + c * dphi + shift[1]
+
+
+def test_jet_image_preprocessing_invariances():
+    x, valid = _batch(b=4, n=25, seed=3)
+    pt, deta, dphi = x[..., 0].double(), x[..., 4].double(), x[..., 5].double()
+    img = jet_images_torch(pt, deta, dphi, valid, n_pixels=32, half_width=1.2)
+    for angle, shift in ((0.7, (0.3, -0.2)), (2.5, (-0.1, 0.4)), (math.pi, (0.0, 0.0))):
+        de, dp = _rotate(deta, dphi, angle, shift)
+        torch.testing.assert_close(jet_images_torch(pt, de, dp, valid, 32, 1.2), img)
+    # mirror images give the same image (flip convention)
+    torch.testing.assert_close(jet_images_torch(pt, -deta, dphi, valid, 32, 1.2), img)
+    assert torch.allclose(img.sum(dim=(1, 2, 3))[valid.sum(1) > 0], torch.ones(4, dtype=img.dtype), atol=0.05)
+    im = img[:, 0]
+    cols = torch.arange(32, dtype=im.dtype) - 15.5  # pixel centres: Δη' (columns), Δφ' (rows)
+    right = (im * (cols > 0)).sum((1, 2)) >= (im * (cols < 0)).sum((1, 2))
+    up = (im * (cols[:, None] > 0)).sum((1, 2)) >= (im * (cols[:, None] < 0)).sum((1, 2))
+    assert right.all() and up.all()
+    # principal axis vertical: the spread along Δφ' (rows) exceeds the spread along Δη'
+    var_rows = (im * cols[:, None] ** 2).sum((1, 2))
+    var_cols = (im * cols[None, :] ** 2).sum((1, 2))
+    assert (var_rows > var_cols).all()
+
+
+def test_numpy_images_match(boosted_mock_tables):  # noqa: F811
+    from lhcml.tasks.boosted.images import average_images, jet_images
+
+    flow = boosted_mock_tables["flow"][:50]
+    imgs = jet_images(flow, n_pixels=20, half_width=1.0)
+    assert imgs.shape == (50, 20, 20)
+    np.testing.assert_allclose(imgs.sum((1, 2)), 1.0, atol=0.02)
+    avg = average_images(imgs, boosted_mock_tables["jets"]["R10TruthLabel"][:50])
+    assert set(avg) <= {0, 1, 2, 3}
