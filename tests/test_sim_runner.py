@@ -167,22 +167,22 @@ def test_real_simulation_with_pileup_resumes_identically(tmp_path):
     """The real Pythia + detector chain through the runner: pileup library built once, reused."""
     pytest.importorskip("pythia8mc")
     files = run_simulation(
-        "ttbar", 8, 5.0, 3, tmp_path, events_per_shard=4, pileup_size=50, progress=False
+        "ttbar", 6, 5.0, 3, tmp_path, events_per_shard=3, pileup_size=30, progress=False
     )
     lib = tmp_path / "pileup_minbias.h5"
-    assert lib.exists() and read_manifest(tmp_path)["pileup"]["n_events"] == 50
+    assert lib.exists() and read_manifest(tmp_path)["pileup"]["n_events"] == 30
     first = _bytes(files)
     lib_mtime = lib.stat().st_mtime_ns
     with pytest.raises(SchemaError, match="pileup .*library, not a file of jets.*<process>_"):
         H5Reader(str(tmp_path / "*.h5")).n_jets  # noqa: B018
     files[1].unlink()  # as if the job died before the last shard
     again = run_simulation(
-        "ttbar", 8, 5.0, 3, tmp_path, events_per_shard=4, pileup_size=50, progress=False
+        "ttbar", 6, 5.0, 3, tmp_path, events_per_shard=3, pileup_size=30, progress=False
     )
     assert _bytes(again) == first and lib.stat().st_mtime_ns == lib_mtime
     data = H5Reader(files).read({"jets": ["pt", "eta", "averageInteractionsPerCrossing"],
                                  "tracks": ["ftagTruthOriginLabel", "valid"]})  # fmt: skip
-    assert len(data["jets"]) > 8 and (data["jets"]["pt"] > 20e3).all()
+    assert len(data["jets"]) > 6 and (data["jets"]["pt"] > 20e3).all()
     assert (np.abs(data["jets"]["eta"]) < 2.5).all()
     np.testing.assert_allclose(data["jets"]["averageInteractionsPerCrossing"], 5.0)
     origins = data["tracks"]["ftagTruthOriginLabel"][data["tracks"]["valid"]]

@@ -45,21 +45,21 @@ def test_cli_simulate_validate_inspect(tmp_path):
     lib = tmp_path / "lib.h5"
     res = runner.invoke(app, ["make-pileup", str(lib), "--events", "20", "--seed", "2", "--quiet"])
     assert res.exit_code == 0 and lib.exists(), res.output
-    res = runner.invoke(app, ["simulate", "ttbar", "--events", "6", "--mu", "2", "--seed", "4",
-                              "--events-per-shard", "3", "--output", str(out), "--quiet",
+    res = runner.invoke(app, ["simulate", "ttbar", "--events", "4", "--mu", "2", "--seed", "4",
+                              "--events-per-shard", "4", "--output", str(out), "--quiet",
                               "--pileup-library", str(lib)])  # fmt: skip
     assert res.exit_code == 0, res.output
     manifest = yaml.safe_load((out / "manifest.yaml").read_text())
     assert manifest["pileup"]["file"] == str(lib) and manifest["mu"] == 2.0
     assert not (out / "pileup_minbias.h5").exists()
-    assert sorted(p.name for p in out.glob("*.h5")) == ["ttbar_0000.h5", "ttbar_0001.h5"]
+    assert sorted(p.name for p in out.glob("*.h5")) == ["ttbar_0000.h5"]
     res = runner.invoke(app, ["validate-sim", str(out), "--output", str(tmp_path / "val")])
     assert res.exit_code == 0, res.output
     refs, _ = _referenced(tmp_path / "val" / "index.html")
     assert {"jet_pt.png", "sd0.png", "track_origin.png"} <= refs
     res = runner.invoke(app, ["inspect", str(out / "ttbar_0000.h5")])
     assert (
-        res.exit_code == 0 and "tracks: shape" in res.output and "events: shape (3,)" in res.output
+        res.exit_code == 0 and "tracks: shape" in res.output and "events: shape (4,)" in res.output
     )
     res = runner.invoke(
         app, ["simulate", "ttbarr", "--events", "1", "--output", str(tmp_path / "x")]
