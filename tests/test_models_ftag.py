@@ -141,6 +141,14 @@ def test_gn_aux_losses_and_vertex_targets():
     good = head.loss({"track_vertex_logits": (same * 2 - 1) * 30}, batch)
     bad = head.loss({"track_vertex_logits": (1 - 2 * same) * 30}, batch)
     assert good < 1e-6 and bad > 10
+    # origin class weights: only class 3 (fromB) counts -> CE over the two fromB tracks of jet 0
+    origin = m.heads["track_origin"]
+    out = m(batch)
+    origin.set_class_weights([0, 0, 0, 1, 0, 0, 0, 0])
+    expect = torch.nn.functional.cross_entropy(out["track_origin_logits"][0, :2], torch.tensor([3, 3]))
+    torch.testing.assert_close(origin.loss(out, batch), expect)
+    with pytest.raises(ConfigError, match="non-negative"):
+        origin.set_class_weights([0.0] * 8)
     m.set_head_weights({"track_vertexing": 0.0})
     assert "track_vertexing" not in m.losses(m(batch), batch)
     assert m.label_fields() == {"tracks": ["ftagTruthOriginLabel"]}

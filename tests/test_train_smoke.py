@@ -39,8 +39,11 @@ SMALL = {
 @pytest.fixture(scope="session")
 def ftag_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("ftag_train")
+    class_dict = {"jets": {"flavour_label": [1.0, 2.0, 0.5]}, "tracks": {"ftagTruthOriginLabel": [float(i) for i in range(1, 9)]}}
+    (d / "class_dict.yaml").write_text(yaml.safe_dump(class_dict))
     return {
         "dir": d,
+        "class_dict": d / "class_dict.yaml",
         "train": make_training_file(d / "train.h5", 500, seed=1),
         "val": make_training_file(d / "val.h5", 200, seed=2),
         "test": make_training_file(d / "test.h5", 200, seed=3),
@@ -56,6 +59,7 @@ def overrides(files, name: str, out: Path, extra: list[str] = ()) -> list[str]:
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
         f"output_dir={out}",
+        f"loss.class_dict={files['class_dict']}" if "class_dict" in files else "loss.class_dict=null",
         *SMALL[name],
         *extra,
     ]
@@ -94,6 +98,12 @@ def test_train_predict_export(name, ftag_files, tmp_path, one_thread):
         assert stored["model"]["name"] == cfg.model.name
         assert ckpt["lhcml"]["class_names"] == ["bjets", "cjets", "ujets"]
         assert (tmp_path / "run" / "norm_dict.yaml").is_file()
+        sd = ckpt["state_dict"]
+        # class weights from class_dict.yaml (dips sets class_weights: balanced, which wins)
+        if name != "dips":
+            assert sd["model.heads.jet_classification.class_weights"].tolist() == [1.0, 2.0, 0.5]
+        if name == "gn":
+            assert sd["model.heads.track_origin.class_weights"].tolist() == [float(i) for i in range(1, 9)]
     assert (tmp_path / "run" / "config.yaml").is_file()
 
     from lhcml.export.onnx import _session, export_onnx, input_names, read_metadata

@@ -46,6 +46,19 @@ class TaskHead(nn.Module):
     def loss(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> Tensor:
         raise NotImplementedError
 
+    @torch.no_grad()
+    def set_class_weights(self, weights: Sequence[float]) -> None:
+        """Per-class loss weights (>= 0, not all 0), for heads with a ``class_weights`` buffer."""
+        cw = getattr(self, "class_weights", None)
+        if cw is None:
+            raise ConfigError(f"head {type(self).__name__} has no class weights")
+        w = torch.as_tensor(list(weights), dtype=torch.float32)
+        if w.shape != cw.shape or not bool(torch.all(w >= 0)) or not bool(torch.any(w > 0)):
+            raise ConfigError(
+                f"class weights must be {cw.numel()} non-negative numbers (not all 0), got {list(weights)}"
+            )
+        cw.copy_(w)
+
 
 def weighted_mean(values: Tensor, weights: Tensor | None) -> Tensor:
     """``sum(w * v) / sum(w)`` (plain mean without weights)."""
@@ -79,15 +92,6 @@ class JetClassificationHead(TaskHead):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    @torch.no_grad()
-    def set_class_weights(self, weights: Sequence[float]) -> None:
-        w = torch.as_tensor(list(weights), dtype=torch.float32)
-        if w.shape != self.class_weights.shape or not bool(torch.all(w > 0)):
-            raise ConfigError(
-                f"class weights must be {self.class_weights.numel()} positive numbers, got {list(weights)}"
-            )
-        self.class_weights.copy_(w)
-
     def loss(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> Tensor:
         logits = outputs[self.output_key].float()
         labels = batch["labels"]
@@ -101,8 +105,9 @@ class JetClassificationHead(TaskHead):
 class TrackOriginHead(TaskHead):
     """Per-track classification of ``ftagTruthOriginLabel`` (8 ATLAS classes), as GN1.
 
-    Cross-entropy over valid tracks with a known label (label >= 0), each jet's tracks
-    weighted by the jet's sample weight.
+    Cross-entropy over valid tracks with a known label (label >= 0), each track weighted by its
+    jet's sample weight times its class weight (GN1 weights the origins by inverse frequency:
+    ``loss.class_dict`` from preprocessing).
     """
 
     output_key = "track_origin_logits"
@@ -118,6 +123,7 @@ class TrackOriginHead(TaskHead):
     ) -> None:
         super().__init__(weight)
         self.net = MLP(in_dim, n_classes, hidden=list(hidden), act=act)
+        self.register_buffer("class_weights", torch.ones(n_classes))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -129,7 +135,7 @@ class TrackOriginHead(TaskHead):
         ce = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), target.clamp(min=0).reshape(-1), reduction="none"
         ).reshape(target.shape)
-        w = use.float()
+        w = use.float() * self.class_weights[target.clamp(min=0, max=logits.shape[-1] - 1)]
         if "weights" in batch:
             w = w * batch["weights"].unsqueeze(1)
         return weighted_mean(ce, w)

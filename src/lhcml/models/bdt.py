@@ -87,7 +87,11 @@ def train_bdt(cfg: Any, specs: dict, labels: Any, resume: bool = False) -> Path:
     n_cls = len(d.classes)
     if np.bincount(y, minlength=n_cls).min() == 0:
         raise SchemaError(f"every class needs training jets; counts {np.bincount(y, minlength=n_cls).tolist()}")
+    from lhcml.train.trainer import class_dict_weights
+
     cw = cfg.loss.class_weights
+    if cw is None:
+        cw = class_dict_weights(cfg)[0]
     if cw == "balanced":
         counts = np.bincount(y, weights=w, minlength=n_cls)
         cw = counts.sum() / (n_cls * counts)

@@ -14,8 +14,10 @@ A config is YAML; experiment configs hold only their deltas from a base via ``ba
 ``model``
     ``name`` (a registered model, or ``mv2`` for the BDT) plus that model's hyperparameters.
 ``loss``
-    ``class_weights`` (list, ``balanced`` or null) and ``head_weights`` (``{head: weight}``, e.g.
-    ``track_origin: 0.5``; 0 disables an auxiliary head).
+    ``class_weights`` (list, ``balanced`` or null), ``class_dict`` (preprocessing's
+    ``class_dict.yaml``: jet-class weights unless ``class_weights`` is set, and the track-origin
+    weights) and ``head_weights`` (``{head: weight}``, e.g. ``track_origin: 0.5``; 0 disables an
+    auxiliary head).
 ``extra_losses``
     ``[{name: <registered extra loss>, weight: w, ...options}]`` (see :mod:`lhcml.train.extra_losses`).
 ``optimizer``, ``scheduler``, ``trainer``, ``validation``, ``seed``, ``output_dir``.
@@ -74,7 +76,10 @@ class ModelConfig(StrictModel):
 
 
 class LossConfig(StrictModel):
+    """Class weights of the jet head, the UPP ``class_dict.yaml``, and per-head loss weights."""
+
     class_weights: list[float] | Literal["balanced"] | None = None
+    class_dict: str | None = None
     head_weights: dict[str, float] = Field(default_factory=dict)
 
 

@@ -89,6 +89,18 @@ def load_norm(cfg: TrainConfig, specs: dict) -> dict:
     return norm
 
 
+def class_dict_weights(cfg: TrainConfig) -> tuple[list[float] | None, list[float] | None]:
+    """(jet-class weights, track-origin weights) from ``loss.class_dict`` (UPP layout), or Nones."""
+    if not cfg.loss.class_dict:
+        return None, None
+    path = Path(cfg.loss.class_dict)
+    if not path.is_file():
+        raise ConfigError(f"loss.class_dict file {path} does not exist (run `lhcml preprocess`)")
+    cd = yaml.safe_load(path.read_text()) or {}
+    jets = next((v for k, v in cd.items() if k in ("jets", "photons") and isinstance(v, dict)), {})
+    return jets.get(cfg.data.label_field), (cd.get("tracks") or {}).get("ftagTruthOriginLabel")
+
+
 def _precision(cfg: TrainConfig) -> str:
     import torch
 
@@ -203,6 +215,11 @@ def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: boo
     train_ds = H5JetDataset(d.train_files, num_jets=d.num_jets_train, shuffle=True, seed=cfg.seed, **common)
     val_ds = H5JetDataset(d.val_files, num_jets=d.num_jets_val, shuffle=False, **common)
     cw = cfg.loss.class_weights
+    cd_jets, cd_origin = class_dict_weights(cfg)
+    if cw is None:
+        cw = cd_jets
+    if cd_origin is not None and "track_origin" in model.heads:
+        model.heads["track_origin"].set_class_weights(cd_origin)
     if cw is not None:
         if cw == "balanced":
             counts = train_ds.class_counts()
