@@ -9,6 +9,7 @@ derive from :class:`StrictModel`, so an unknown key fails on load with a suggest
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -106,10 +107,14 @@ def deep_merge(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(model: type[M], path: str | Path) -> M:
-    """Load a YAML config, resolving an optional ``base: other.yaml`` key (relative to the file).
+def resolve_bases(
+    path: str | Path,
+    merge: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] = deep_merge,
+) -> dict[str, Any]:
+    """The mapping of a YAML config with its ``base:`` chain merged in (not yet validated).
 
-    Experiment configs hold only the deltas from their base.
+    A chained base is relative to the file that names it; ``merge(base, delta)`` combines each
+    level (default :func:`deep_merge`).
     """
     path = Path(path)
     data = read_yaml(path)
@@ -121,5 +126,13 @@ def load_config(model: type[M], path: str | Path) -> M:
         if base_path in seen:
             raise ConfigError(f"circular 'base' reference in {path}")
         seen.add(base_path)
-        data = deep_merge(read_yaml(base_path), data)
-    return validate_config(model, data, source=path.name)
+        data = merge(read_yaml(base_path), data)
+    return data
+
+
+def load_config(model: type[M], path: str | Path) -> M:
+    """Load a YAML config, resolving an optional ``base: other.yaml`` key (relative to the file).
+
+    Experiment configs hold only the deltas from their base.
+    """
+    return validate_config(model, resolve_bases(path), source=Path(path).name)

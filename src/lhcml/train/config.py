@@ -33,7 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import ConfigDict, Field, field_validator
 
-from lhcml.config import StrictModel, deep_merge, read_yaml, validate_config
+from lhcml.config import StrictModel, deep_merge, resolve_bases, validate_config
 from lhcml.errors import ConfigError
 
 
@@ -186,23 +186,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-def _resolve_raw(path: Path) -> dict[str, Any]:
-    data = read_yaml(path)
-    seen = {path.resolve()}
-    here = path.parent  # a chained base is relative to the file that names it
-    while "base" in data:
-        base_path = (here / str(data.pop("base"))).resolve()
-        here = base_path.parent
-        if base_path in seen:
-            raise ConfigError(f"circular 'base' reference in {path}")
-        seen.add(base_path)
-        base = read_yaml(base_path)
-        # a delta that switches to another model replaces the model section (no stale keys)
-        if isinstance(data.get("model"), dict) and isinstance(base.get("model"), dict):
-            if data["model"].get("name", base["model"].get("name")) != base["model"].get("name"):
-                base = {k: v for k, v in base.items() if k != "model"}
-        data = deep_merge(base, data)
-    return data
+def _merge_model_aware(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    """``deep_merge``, except that a delta switching to another model replaces ``model`` whole."""
+    if isinstance(delta.get("model"), dict) and isinstance(base.get("model"), dict):
+        if delta["model"].get("name", base["model"].get("name")) != base["model"].get("name"):
+            base = {k: v for k, v in base.items() if k != "model"}
+    return deep_merge(base, delta)
+
+
+def _resolve_raw(path: str | Path) -> dict[str, Any]:
+    """The training-config mapping of ``path`` with its ``base:`` chain merged (not validated)."""
+    return resolve_bases(path, merge=_merge_model_aware)
 
 
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
