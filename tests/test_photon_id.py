@@ -159,3 +159,17 @@ def test_paed_reduces_pileup_error_and_exports(tmp_path):
     assert check["max_abs_diff"] < 1e-4
     with pytest.raises(FileExistsError):
         export_paed_onnx(path, tmp_path / "paed.onnx")
+
+
+def test_cli_photon_cuts(photon_files, tmp_path):
+    from typer.testing import CliRunner
+
+    from lhcml.cli import app
+
+    out = tmp_path / "loose.yaml"
+    res = CliRunner().invoke(app, ["photon-cuts", str(photon_files["train"]), str(out), "--target", "0.95",
+                                   "--menu", "loose"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert CutMenu.load(out).variables == LOOSE_VARIABLES
+    bad = CliRunner().invoke(app, ["photon-cuts", str(photon_files["train"]), str(out), "--menu", "medium"])
+    assert bad.exit_code != 0 and "tight or loose" in bad.output

@@ -52,6 +52,9 @@ _train_cli.register(app)
 from lhcml.tune import cli as _tune_cli  # noqa: E402
 
 _tune_cli.register(app)
+from lhcml.tasks.photon import cli as _photon_cli  # noqa: E402
+
+_photon_cli.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

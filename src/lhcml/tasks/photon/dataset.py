@@ -72,6 +72,7 @@ def make_photon_dataset(
     min_pt_gev: float = 20.0,
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     progress: bool = False,
+    em_filter_et_gev: float | None = 15.0,
 ) -> dict[str, Path]:
     """Simulate and write a photon-ID dataset.
 
@@ -87,6 +88,9 @@ def make_photon_dataset(
         Base seed (process ``k`` uses ``seed + k``).
     raw_images
         Also store MeV images (needed to train the PAED denoiser).
+    em_filter_et_gev
+        EM-enriched generator filter for the background processes
+        (:func:`lhcml.sim.photons.em_filter`); ``None`` switches it off.
 
     Returns
     -------
@@ -97,8 +101,9 @@ def make_photon_dataset(
 
     parts = []
     for k, (proc, n) in enumerate(n_events.items()):
+        filt = em_filter_et_gev if proc in BACKGROUND_PROCESSES else None
         data = simulate_photon_events(proc, int(n), mu, seed + k, pileup, progress or None,
-                                      min_pt_gev=min_pt_gev, raw_images=raw_images)
+                                      min_pt_gev=min_pt_gev, raw_images=raw_images, em_filter_et_gev=filt)
         parts.append(select_candidates(data, proc))
     merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     return split_and_write(merged, output_dir, seed, fractions)
