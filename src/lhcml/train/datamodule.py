@@ -176,6 +176,8 @@ def read_rows(
         ds = f[g]
         if spec.kind == "image":
             out[g] = np.asarray(ds[start:stop], dtype=np.float32)
+            if not np.isfinite(out[g]).all():
+                raise SchemaError(f"non-finite values in image '{g}' of {source or f.filename} (rows {start}-{stop})")
             continue
         fields = list(spec.variables or ())
         if spec.kind == "object":
