@@ -221,3 +221,59 @@ def test_large_r_mass_peaks(process, label, lo, hi):
     assert np.array_equal(nvalid, np.minimum(j["n_constituents"], schema.N_FLOW))
     assert np.all(np.diff(np.where(f["valid"], f["pt"], -1), axis=1) <= 0)
     assert np.all(np.hypot(f["deta"], f["dphi"])[f["valid"]] < 1.0)
+
+
+# -- flat pipeline (speed) vs. Awkward reference operations ------------------------------------------
+
+
+def test_flat_helpers_match_awkward(ttbar_truth):
+    from lhcml.sim.generator import FlatTable, insert_per_event, segment_max, to_awkward
+
+    rng = np.random.default_rng(4)
+    counts = np.array([3, 0, 2, 5])
+    cols = {"x": rng.normal(size=10), "i": rng.integers(-5, 5, 10).astype(np.int32), "q": rng.normal(size=(10, 3))}
+    ref = ak.unflatten(ak.zip(cols, depth_limit=1), counts)
+    assert ak.array_equal(to_awkward(cols, counts), ref)
+    with pytest.raises(ValueError, match="rows"):
+        to_awkward({"x": np.zeros(3)}, counts)
+    # insert_per_event == ak.concatenate(axis=1), also with empty events on either side
+    a = FlatTable({"x": cols["x"], "i": cols["i"]}, counts)
+    b = FlatTable({"x": rng.normal(size=4), "i": np.arange(4, dtype=np.int32)}, np.array([1, 2, 0, 1]))
+    both = insert_per_event(a, b).to_awkward()
+    assert ak.array_equal(both, ak.concatenate([a.to_awkward(), b.to_awkward()], axis=1))
+    np.testing.assert_array_equal(segment_max(cols["i"], a.offsets, -99), [*ak.fill_none(ak.max(ref.i, axis=1), -99)])
+    # the particle table survives the flat <-> awkward round trip
+    p = ttbar_truth.particles
+    again = FlatTable.from_awkward(p).to_awkward()
+    assert ak.array_equal(again, p)
+
+
+def test_tower_sums_dense_equals_sorted():
+    from lhcml.sim.pflow import tower_sums
+
+    rng = np.random.default_rng(2)
+    key = rng.integers(0, 5000, 20000)
+    e = rng.exponential(1.0, 20000)
+    k1, s1 = tower_sums(key, e, 5000, dense=True)
+    k2, s2 = tower_sums(key, e, 5000, dense=False)
+    assert np.array_equal(k1, k2) and s1.tobytes() == s2.tobytes()
+
+
+def test_cluster_flat_matches_fastjet_awkward(ttbar_truth):
+    from lhcml.sim.generator import FlatTable
+    from lhcml.sim.jets import cluster, cluster_flat
+
+    p = ttbar_truth.particles[:30]
+    p = p[p.final & (abs(p.pid) != 12) & (abs(p.pid) != 14) & (abs(p.pid) != 16)]
+    objects = ak.zip({"px": p.px, "py": p.py, "pz": p.pz, "E": p.e})
+    jets, cidx = cluster(objects, 0.4, 10.0)
+    fjets, coff, cons = cluster_flat(FlatTable.from_awkward(objects), 0.4, 10.0)
+    assert np.array_equal(fjets.counts, ak.to_numpy(ak.num(jets)))
+    for k in ("px", "py", "pz", "E", "pt", "eta", "phi", "mass"):
+        assert fjets[k].tobytes() == ak.to_numpy(ak.flatten(jets[k])).tobytes(), k
+    # the same constituents (flat rows vs. per-event local indices)
+    obj_off = np.concatenate([[0], np.cumsum(ak.to_numpy(ak.num(objects)))])
+    ref = ak.flatten(cidx + obj_off[:-1], axis=1)
+    assert np.array_equal(np.diff(coff), ak.to_numpy(ak.num(ref)))
+    assert np.array_equal(cons, ak.to_numpy(ak.flatten(ref)))
+    assert len(fjets["pt"]) > 60 and np.all(np.diff(fjets["pt"])[np.diff(fjets.event) == 0] <= 0)

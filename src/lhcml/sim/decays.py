@@ -22,7 +22,7 @@ import awkward as ak
 import numpy as np
 
 from lhcml.data.schema import TRUTH_ORIGIN
-from lhcml.sim.generator import PARTICLE_FIELDS, event_ids, to_awkward, to_flat
+from lhcml.sim.generator import PARTICLE_FIELDS, FlatTable, insert_per_event, segment_max
 
 #: proper decay lengths c*tau (mm), PDG
 CTAU_K0S = 26.844
@@ -92,9 +92,16 @@ def decay_v0s(particles: ak.Array, rng: np.random.Generator) -> ak.Array:
         The same table with decayed V0s marked ``final = False`` and their daughters appended
         at the end of each event. Indices of existing particles are unchanged.
     """
-    cols, counts = to_flat(particles, list(PARTICLE_FIELDS))
-    n_ev = len(counts)
-    evt = event_ids(counts)
+    table = FlatTable.from_awkward(particles, list(PARTICLE_FIELDS))
+    out = decay_v0s_flat(table, rng)
+    return particles if out is table else out.to_awkward()
+
+
+def decay_v0s_flat(particles: FlatTable, rng: np.random.Generator) -> FlatTable:
+    """:func:`decay_v0s` on a :class:`~lhcml.sim.generator.FlatTable` (same draws, same result)."""
+    cols = dict(particles.columns)
+    n_ev = len(particles)
+    evt = particles.event
     apid = np.abs(cols["pid"])
     cand = np.nonzero(cols["final"] & ((apid == 310) | (apid == 3122)))[0]
     if len(cand) == 0:
@@ -146,10 +153,7 @@ def decay_v0s(particles: ak.Array, rng: np.random.Generator) -> ak.Array:
     charge[dpid == 2212] = 1
     charge[dpid == -2212] = -1
     # position of each daughter: its mother's decay point
-    pos_of = np.empty((len(cols["pid"]), 3))
-    pos_of[cand] = dec
-    t_of = np.zeros(len(cols["pid"]))
-    t_of[cand] = t_dec
+    m_of = np.searchsorted(cand, mother)  # the decaying V0 (row of ``cand``) of each daughter
     mother_origin = cols["origin"][mother]
     origin = np.where(
         np.isin(mother_origin, _HEAVY_ORIGINS), mother_origin, np.int8(TRUTH_ORIGIN["otherSecondary"])
@@ -158,14 +162,13 @@ def decay_v0s(particles: ak.Array, rng: np.random.Generator) -> ak.Array:
     origin[is_pu] = TRUTH_ORIGIN["pileup"]
     # new vertex ids: per event, max existing id + 1 + rank of the decaying V0
     dev = evt[mother]
-    max_vid = np.full(n_ev, -1, dtype=np.int64)
-    np.maximum.at(max_vid, evt, cols["vertex_index"])
-    v0_rank = np.zeros(len(cols["pid"]), dtype=np.int64)
+    max_vid = segment_max(cols["vertex_index"], particles.offsets, -1)
+    v0_rank = np.zeros(len(cand), dtype=np.int64)
     cand_ev = evt[cand]
     order = np.argsort(cand_ev, kind="stable")
     first = np.searchsorted(cand_ev[order], cand_ev[order])
-    v0_rank[cand[order]] = np.arange(len(cand)) - first
-    vertex = (max_vid[dev] + 1 + v0_rank[mother]).astype(np.int32)
+    v0_rank[order] = np.arange(len(cand)) - first
+    vertex = (max_vid[dev] + 1 + v0_rank[m_of]).astype(np.int32)
 
     final = cols["final"].copy()
     final[cand] = False
@@ -183,10 +186,10 @@ def decay_v0s(particles: ak.Array, rng: np.random.Generator) -> ak.Array:
         "pz": dp4[:, 2],
         "e": dp4[:, 3],
         "m": dm,
-        "vx": pos_of[mother, 0],
-        "vy": pos_of[mother, 1],
-        "vz": pos_of[mother, 2],
-        "t": t_of[mother],
+        "vx": dec[m_of, 0],
+        "vy": dec[m_of, 1],
+        "vz": dec[m_of, 2],
+        "t": t_dec[m_of],
         "status": np.full(len(dpid), 91, dtype=np.int32),
         "final": np.ones(len(dpid), dtype=bool),
         "parent_pid": cols["pid"][mother].astype(np.int32),
@@ -197,6 +200,4 @@ def decay_v0s(particles: ak.Array, rng: np.random.Generator) -> ak.Array:
     }
     new = {k: np.asarray(v)[order_d].astype(PARTICLE_FIELDS[k]) for k, v in new.items()}
     new_counts = np.bincount(dev, minlength=n_ev)
-    base = to_awkward(cols, counts)
-    added = to_awkward(new, new_counts)
-    return ak.concatenate([base, added], axis=1)
+    return insert_per_event(FlatTable(cols, particles.counts), FlatTable(new, new_counts))

@@ -36,7 +36,7 @@ from lhcml.data.schema import (
     empty,
 )
 from lhcml.errors import ConfigError
-from lhcml.sim.generator import offsets_of
+from lhcml.sim.generator import FlatTable, offsets_of
 from lhcml.sim.processes import MAX_PYTHIA_SEED, Process, get_process
 
 #: reconstructed primary-vertex z resolution (mm)
@@ -168,17 +168,25 @@ def simulate_particles(
 
     Returns ``(generated, particles, n_pileup)``.
     """
-    from lhcml.sim.decays import decay_v0s
+    generated, particles, n_pu = _simulate_particles_flat(gen, n, mu, rng, pileup)
+    return generated, particles.to_awkward(), n_pu
+
+
+def _simulate_particles_flat(
+    gen: Any, n: int, mu: float, rng: np.random.Generator, pileup: Any
+) -> tuple[Any, FlatTable, np.ndarray]:
+    from lhcml.sim.decays import decay_v0s_flat
 
     generated = gen.generate(n)
     # the detector sees only the stable final state: dropping the intermediate record (about
     # 60 % of the rows) speeds up every later stage; ``hf_hadron`` still indexes the full
     # record in ``generated.particles``
-    particles = generated.particles[generated.particles.final]
+    table = generated.flat("particles")
+    particles = table.select(table["final"])
     n_pu = np.zeros(n, dtype=np.int64)
     if mu > 0:
-        particles, n_pu = pileup.overlay(particles, mu, rng)
-    particles = decay_v0s(particles, rng)
+        particles, n_pu = pileup.overlay_flat(particles, mu, rng)
+    particles = decay_v0s_flat(particles, rng)
     return generated, particles, n_pu
 
 
@@ -193,10 +201,10 @@ def _simulate_tracks(particles: ak.Array, rng: np.random.Generator) -> ak.Array:
     return simulate_tracks(particles, rng)
 
 
-def _select(jets: ak.Array, proc: Process) -> ak.Array:
-    mask = (jets.pt > proc.jet_pt_min) & (abs(jets.eta) < proc.jet_eta_max)
+def _select(jets: FlatTable, proc: Process) -> np.ndarray:
+    mask = (jets["pt"] > proc.jet_pt_min) & (abs(jets["eta"]) < proc.jet_eta_max)
     if proc.jet_pt_max is not None:
-        mask = mask & (jets.pt < proc.jet_pt_max)
+        mask = mask & (jets["pt"] < proc.jet_pt_max)
     return mask
 
 
@@ -210,14 +218,14 @@ def _simulate_batch(
     first_event: int,
     seed: int,
 ) -> dict[str, np.ndarray]:
-    from lhcml.sim.jets import cluster, large_r_labels, small_r_labels
-    from lhcml.sim.pflow import build_pflow
+    from lhcml.sim.pflow import build_pflow_flat
 
-    generated, particles, n_pu = simulate_particles(gen, n, mu, rng, pileup)
-    tracks = _simulate_tracks(particles, rng)
+    generated, particles, n_pu = _simulate_particles_flat(gen, n, mu, rng, pileup)
+    tracks_ak = _simulate_tracks(particles.to_awkward(), rng)
+    tracks = FlatTable.from_awkward(tracks_ak)
     truth_pv = generated.primary_vertex
     pv_z = truth_pv[:, 2] + rng.normal(0.0, PV_Z_RESOLUTION, n)
-    objects = build_pflow(particles, tracks, pv_z, rng)
+    objects = build_pflow_flat(particles, tracks, pv_z, rng)
 
     event_number = np.int64(seed) * EVENT_NUMBER_STRIDE + first_event + np.arange(n, dtype=np.int64)
     weights = generated.weights
@@ -230,9 +238,9 @@ def _simulate_batch(
     events["truthPrimaryVertexZ"] = truth_pv[:, 2]
 
     if proc.jet_kind == "large_r":
-        out = _large_r(proc, objects, generated, cluster, large_r_labels)
+        out = _large_r(proc, objects, generated)
     else:
-        out = _small_r(proc, objects, generated, tracks, pv_z, cluster, small_r_labels)
+        out = _small_r(proc, objects, generated, tracks_ak, pv_z)
     jets, jet_event = out["jets"], out.pop("_event")
     events["n_jets"] = np.bincount(jet_event, minlength=n)
     jets["eventNumber"] = event_number[jet_event]
@@ -253,60 +261,57 @@ def _simulate_batch(
 
 def area_correct(jets: ak.Array, rho: np.ndarray, radius: float) -> ak.Array:
     """Jets with their four-momenta scaled by ``max(1 − ρ·πR²/pT, 0)`` (jet-area subtraction)."""
-    factor = 1.0 - ak.Array(rho)[:, np.newaxis] * (np.pi * radius**2) / np.maximum(jets.pt, 1e-9)
-    factor = ak.where(factor > 0, factor, 0.0)
+    flat = FlatTable.from_awkward(jets, ["px", "py", "pz", "E", "pt", "mass", "eta", "phi"])
+    return _area_correct_flat(flat, rho, radius).to_awkward()
+
+
+def _area_correct_flat(jets: FlatTable, rho: np.ndarray, radius: float) -> FlatTable:
+    factor = 1.0 - np.asarray(rho)[jets.event] * (np.pi * radius**2) / np.maximum(jets["pt"], 1e-9)
+    factor = np.where(factor > 0, factor, 0.0)
     out = {k: jets[k] * factor for k in ("px", "py", "pz", "E", "pt", "mass")}
-    out["eta"] = jets.eta
-    out["phi"] = jets.phi
-    return ak.zip(out)
+    out["eta"] = jets["eta"]
+    out["phi"] = jets["phi"]
+    return FlatTable(out, jets.counts)
 
 
-def _constituent_gather(objects: ak.Array, cidx: ak.Array) -> ak.Array:
-    """One list of constituent objects per jet (jets of all events, in order)."""
-    obj_off = offsets_of(ak.to_numpy(ak.num(objects, axis=1)).astype(np.int64))
-    n_jets = ak.to_numpy(ak.num(cidx, axis=1))
-    jet_event = np.repeat(np.arange(len(cidx)), n_jets)
-    per_jet = ak.flatten(cidx, axis=1)
-    ncons = ak.to_numpy(ak.num(per_jet, axis=1))
-    gidx = ak.to_numpy(ak.flatten(per_jet, axis=1)).astype(np.int64) + np.repeat(obj_off[jet_event], ncons)
-    return ak.unflatten(ak.flatten(objects, axis=1)[gidx], ncons)
+def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, pv_z) -> dict[str, np.ndarray]:
+    from lhcml.sim.jets import cluster_flat, small_r_labels_flat
+    from lhcml.sim.pflow import pileup_density_flat
 
-
-def _small_r(proc, objects, generated, tracks, pv_z, cluster, small_r_labels) -> dict[str, np.ndarray]:
-    from lhcml.sim.pflow import pileup_density
-
-    jets_all, cidx = cluster(objects, SMALL_R_RADIUS, min_pt=min(20.0, proc.jet_pt_min))
-    raw_pt = ak.to_numpy(ak.flatten(jets_all.pt, axis=1))
-    jets_all = area_correct(jets_all, pileup_density(objects), SMALL_R_RADIUS)
-    labels = small_r_labels(jets_all, generated.hadrons, generated.partons)
-    cons = _constituent_gather(objects, cidx)
-    rpt = ak.to_numpy(ak.sum(ak.where(cons.charge != 0, cons.pt, 0.0), axis=1)) / np.maximum(raw_pt, 1e-9)
-    mask = _select(jets_all, proc)
-    flat_mask = ak.to_numpy(ak.flatten(mask, axis=1))
-    jpt = ak.to_numpy(ak.flatten(jets_all.pt, axis=1))
-    jeta = np.abs(ak.to_numpy(ak.flatten(jets_all.eta, axis=1)))
+    jets_all, cons_off, cons = cluster_flat(objects, SMALL_R_RADIUS, min_pt=min(20.0, proc.jet_pt_min))
+    raw_pt = jets_all["pt"]
+    jets_all = _area_correct_flat(jets_all, pileup_density_flat(objects), SMALL_R_RADIUS)
+    joff = jets_all.offsets
+    labels = small_r_labels_flat(joff, jets_all["eta"], jets_all["phi"], generated.flat("hadrons"),
+                                 generated.flat("partons"))
+    # RpT: charged (primary-vertex) constituent pT over the raw jet pT
+    ncons = np.diff(cons_off)
+    cons_jet = np.repeat(np.arange(len(raw_pt)), ncons)
+    charged_pt = np.where(objects["charge"][cons] != 0, objects["pt"][cons], 0.0)
+    rpt = np.bincount(cons_jet, weights=charged_pt, minlength=len(raw_pt)) / np.maximum(raw_pt, 1e-9)
+    flat_mask = _select(jets_all, proc)
+    jpt = jets_all["pt"]
+    jeta = np.abs(jets_all["eta"])
     jvt_fail = (jpt < JVT_PT_MAX) & (jeta < JVT_ETA_MAX) & (rpt <= JVT_RPT_MIN)
     flat_mask &= ~jvt_fail
-    mask = ak.unflatten(flat_mask, ak.num(jets_all, axis=1))
-    sel = jets_all[mask]
-    n_sel = ak.to_numpy(ak.num(sel, axis=1))
-    jet_event = np.repeat(np.arange(len(sel)), n_sel)
-    fl = ak.flatten(sel, axis=1)
+    sel = jets_all.select(flat_mask)
+    n_sel = sel.counts
+    jet_event = sel.event
     jets = empty(JET_DTYPE, len(jet_event))
-    jets["pt"] = ak.to_numpy(fl.pt) * _GEV
-    jets["eta"] = ak.to_numpy(fl.eta)
-    jets["phi"] = ak.to_numpy(fl.phi)
-    jets["mass"] = ak.to_numpy(fl.mass) * _GEV
-    jets["energy"] = ak.to_numpy(fl.E) * _GEV
+    jets["pt"] = sel["pt"] * _GEV
+    jets["eta"] = sel["eta"]
+    jets["phi"] = sel["phi"]
+    jets["mass"] = sel["mass"] * _GEV
+    jets["energy"] = sel["E"] * _GEV
     for k, v in labels.items():
         v = v[flat_mask]
         jets[k] = v * _GEV if k == "HadronConeExclTruthLabelPt" else v
-    rank = ak.local_index(sel, axis=1)
-    jets["jetPtRank"] = ak.to_numpy(ak.flatten(rank, axis=1))
+    jets["jetPtRank"] = np.arange(len(jet_event)) - sel.offsets[jet_event]
 
     from lhcml.sim.association import associate_tracks
 
-    trk, n_assoc, n_pu_trk = associate_tracks(sel, tracks, pv_z, n_slots=N_TRACKS, return_pileup_counts=True)
+    sel_ak = FlatTable({"pt": sel["pt"], "eta": sel["eta"], "phi": sel["phi"]}, n_sel).to_awkward()
+    trk, n_assoc, n_pu_trk = associate_tracks(sel_ak, tracks, pv_z, n_slots=N_TRACKS, return_pileup_counts=True)
     trk = _as_dtype(trk, TRACK_DTYPE, "associate_tracks")
     jets["n_tracks"] = np.minimum(n_assoc, np.iinfo(np.int16).max)
     jets["n_truth_pileup_tracks"] = np.minimum(n_pu_trk, np.iinfo(np.int16).max)
@@ -325,48 +330,50 @@ def _as_dtype(arr: np.ndarray, dtype: np.dtype, who: str) -> np.ndarray:
     return out
 
 
-def _large_r(proc, objects, generated, cluster, large_r_labels) -> dict[str, np.ndarray]:
-    from lhcml.sim.pflow import pileup_density
+def _large_r(proc, objects: FlatTable, generated) -> dict[str, np.ndarray]:
+    from lhcml.sim.jets import cluster_flat, large_r_labels_flat
+    from lhcml.sim.pflow import pileup_density_flat
 
-    jets_all, cidx = cluster(objects, LARGE_R_RADIUS, min_pt=proc.jet_pt_min * 0.5)
-    jets_all = area_correct(jets_all, pileup_density(objects), LARGE_R_RADIUS)
-    labels = large_r_labels(jets_all, generated.resonances, LARGE_R_RADIUS)
-    mask = _select(jets_all, proc)
-    flat_mask = ak.to_numpy(ak.flatten(mask, axis=1))
+    jets_all, cons_off, cons = cluster_flat(objects, LARGE_R_RADIUS, min_pt=proc.jet_pt_min * 0.5)
+    jets_all = _area_correct_flat(jets_all, pileup_density_flat(objects), LARGE_R_RADIUS)
+    labels = large_r_labels_flat(jets_all.offsets, jets_all["eta"], jets_all["phi"], generated.flat("resonances"),
+                                 LARGE_R_RADIUS)
+    flat_mask = _select(jets_all, proc)
     if proc.signal_labels is not None:
         flat_mask &= np.isin(labels["R10TruthLabel"], proc.signal_labels)
-        mask = ak.unflatten(flat_mask, ak.num(jets_all, axis=1))
-    sel = jets_all[mask]
-    csel = cidx[mask]
-    n_sel = ak.to_numpy(ak.num(sel, axis=1))
-    jet_event = np.repeat(np.arange(len(sel)), n_sel)
-    fl = ak.flatten(sel, axis=1)
+    sel = jets_all.select(flat_mask)
+    jet_event = sel.event
     nj = len(jet_event)
     jets = empty(LARGE_R_JET_DTYPE, nj)
-    jets["pt"] = ak.to_numpy(fl.pt) * _GEV
-    jets["eta"] = ak.to_numpy(fl.eta)
-    jets["phi"] = ak.to_numpy(fl.phi)
-    jets["mass"] = ak.to_numpy(fl.mass) * _GEV
-    jets["energy"] = ak.to_numpy(fl.E) * _GEV
+    jets["pt"] = sel["pt"] * _GEV
+    jets["eta"] = sel["eta"]
+    jets["phi"] = sel["phi"]
+    jets["mass"] = sel["mass"] * _GEV
+    jets["energy"] = sel["E"] * _GEV
     jets["R10TruthLabel"] = labels["R10TruthLabel"][flat_mask]
     jets["truthPt"] = labels["truthPt"][flat_mask] * _GEV
     jets["truthMass"] = labels["truthMass"][flat_mask] * _GEV
 
-    cons = _constituent_gather(objects, csel)
-    order = ak.argsort(cons.pt, axis=1, ascending=False)
-    cons = cons[order]
-    ncons = ak.to_numpy(ak.num(cons, axis=1))
+    # constituents of the selected jets, by decreasing pT (stable: fastjet order among ties)
+    ncons_all = np.diff(cons_off)
+    jsel = np.flatnonzero(flat_mask)
+    ncons = ncons_all[jsel]
+    coff = offsets_of(ncons)
+    src = np.arange(int(coff[-1]), dtype=np.int64) + np.repeat(cons_off[jsel] - coff[:-1], ncons)
+    crow = cons[src]
+    row = np.repeat(np.arange(nj), ncons)
+    order = np.lexsort((-objects["pt"][crow], row))
+    crow = crow[order]
     jets["n_constituents"] = ncons
     flow = empty(FLOW_DTYPE, (nj, N_FLOW))
     if nj:
-        slot = ak.to_numpy(ak.flatten(ak.local_index(cons, axis=1)))
-        row = np.repeat(np.arange(nj), ncons)
+        slot = np.arange(len(crow)) - coff[row]
         keep = slot < N_FLOW
         row, slot = row[keep], slot[keep]
-        c = ak.flatten(cons, axis=1)
+        crow = crow[keep]
 
         def col(name: str) -> np.ndarray:
-            return ak.to_numpy(c[name])[keep]
+            return objects[name][crow]
 
         eta, phi = col("eta"), col("phi")
         kind = col("kind")

@@ -24,7 +24,6 @@ through a c-hadron that itself comes from a b-hadron ``fromBC``, a c-hadron only
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -103,14 +102,57 @@ def beam_spot_sigmas() -> tuple[float, float]:
 
 
 def to_awkward(columns: dict[str, np.ndarray], counts: np.ndarray) -> ak.Array:
-    """Jagged record array (one list per event) from flat columns and per-event counts."""
-    return ak.unflatten(ak.zip(dict(columns), depth_limit=1), np.asarray(counts, dtype=np.int64))
+    """Jagged record array (one list per event) from flat columns and per-event counts.
+
+    The layout (list offsets over a record of numpy columns) is built directly, without copies.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    offsets = offsets_of(counts)
+    n = int(offsets[-1])
+    contents = []
+    for name, col in columns.items():
+        col = np.asarray(col)
+        if len(col) != n:
+            raise ValueError(f"column '{name}' has {len(col)} rows, the counts add up to {n}")
+        contents.append(ak.contents.NumpyArray(col))
+    record = ak.contents.RecordArray(contents, list(columns), length=n)
+    return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), record))
+
+
+def _leaf(content: Any) -> np.ndarray | None:
+    """The numpy buffer of a plain (non-option, non-indexed) awkward leaf, else ``None``."""
+    if isinstance(content, ak.contents.NumpyArray) and content.data.ndim == 1:
+        return np.asarray(content.data)
+    return None
+
+
+def _list_layout(array: Any) -> tuple[np.ndarray, Any] | None:
+    """``(offsets, record content)`` of a jagged record array stored as offsets, else ``None``."""
+    layout = ak.to_layout(array) if isinstance(array, ak.Array) else array
+    if isinstance(layout, ak.contents.ListOffsetArray) and isinstance(layout.content, ak.contents.RecordArray):
+        return np.asarray(layout.offsets.data).astype(np.int64, copy=False), layout.content
+    return None
 
 
 def to_flat(array: ak.Array, fields: list[str] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Flat numpy columns and per-event counts of a jagged record array."""
-    counts = ak.to_numpy(ak.num(array, axis=1)).astype(np.int64)
+    """Flat numpy columns and per-event counts of a jagged record array.
+
+    Plain layouts (offsets over a record of numpy leaves, as built by :func:`to_awkward`) are read
+    without copies; anything else goes through ``ak.flatten``.
+    """
     fields = fields or list(array.fields)
+    direct = _list_layout(array)
+    if direct is not None:
+        offs, rec = direct
+        cols = {}
+        for f in fields:
+            leaf = _leaf(rec.content(f)) if f in rec.fields else None
+            if leaf is None:
+                break
+            cols[f] = leaf[offs[0] : offs[-1]]
+        else:
+            return cols, np.diff(offs)
+    counts = ak.to_numpy(ak.num(array, axis=1)).astype(np.int64)
     flat = ak.flatten(array, axis=1)
     return {f: ak.to_numpy(flat[f]) for f in fields}, counts
 
@@ -119,6 +161,107 @@ def offsets_of(counts: np.ndarray) -> np.ndarray:
     """Offsets (length n+1) of a jagged layout with these counts."""
     out = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=out[1:])
+    return out
+
+
+class FlatTable:
+    """A jagged table (one list of rows per event) as flat numpy columns + per-event counts.
+
+    The simulation chain passes these between its stages (no Awkward round trips); use
+    :meth:`to_awkward` / :meth:`from_awkward` at the public boundaries.
+
+    Parameters
+    ----------
+    columns
+        Flat columns, all of the same length ``counts.sum()``, rows grouped by event.
+    counts
+        Rows per event.
+    """
+
+    __slots__ = ("columns", "counts", "_offsets", "_events")
+
+    def __init__(self, columns: dict[str, np.ndarray], counts: np.ndarray) -> None:
+        self.columns = dict(columns)
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self._offsets: np.ndarray | None = None
+        self._events: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Offsets (length ``n_events + 1``) of each event's first row."""
+        if self._offsets is None:
+            self._offsets = offsets_of(self.counts)
+        return self._offsets
+
+    @property
+    def event(self) -> np.ndarray:
+        """Event index of every row."""
+        if self._events is None:
+            self._events = event_ids(self.counts)
+        return self._events
+
+    def select(self, mask: np.ndarray) -> FlatTable:
+        """The rows where ``mask`` is true (per-event order kept)."""
+        idx = np.flatnonzero(mask)
+        counts = np.bincount(self.event[idx], minlength=len(self))
+        return FlatTable({k: v[idx] for k, v in self.columns.items()}, counts)
+
+    def to_awkward(self) -> ak.Array:
+        """The table as a jagged Awkward record array."""
+        return to_awkward(self.columns, self.counts)
+
+    @classmethod
+    def from_awkward(cls, array: ak.Array, fields: list[str] | None = None) -> FlatTable:
+        """Flat table of a jagged Awkward record array (``fields``: default all)."""
+        cols, counts = to_flat(array, fields)
+        return cls(cols, counts)
+
+
+@numba.njit(cache=True)
+def _interleave(a, a_off, b, b_off, out):
+    """Per event ``e``: ``a[a_off[e]:a_off[e+1]]`` then ``b[b_off[e]:b_off[e+1]]`` into ``out``."""
+    pos = 0
+    for ev in range(a_off.shape[0] - 1):
+        n = a_off[ev + 1] - a_off[ev]
+        out[pos : pos + n] = a[a_off[ev] : a_off[ev + 1]]
+        pos += n
+        n = b_off[ev + 1] - b_off[ev]
+        out[pos : pos + n] = b[b_off[ev] : b_off[ev + 1]]
+        pos += n
+
+
+def insert_per_event(first: FlatTable, second: FlatTable) -> FlatTable:
+    """Per event, the rows of ``first`` followed by those of ``second`` (``ak.concatenate(axis=1)``).
+
+    Both tables need the same columns and events; the dtypes of ``first`` are kept.
+    """
+    total = int(first.counts.sum() + second.counts.sum())
+    cols = {}
+    for k, a in first.columns.items():
+        out = np.empty(total, dtype=a.dtype)
+        _interleave(a, first.offsets, second.columns[k].astype(a.dtype, copy=False), second.offsets, out)
+        cols[k] = out
+    return FlatTable(cols, first.counts + second.counts)
+
+
+@numba.njit(cache=True)
+def segment_max(values, offsets, empty_value):
+    """Maximum of ``values`` in each segment ``offsets[i]:offsets[i+1]`` (``empty_value`` if empty)."""
+    n = offsets.shape[0] - 1
+    out = np.full(n, empty_value, dtype=np.int64)
+    for i in range(n):
+        if offsets[i + 1] > offsets[i]:
+            m = values[offsets[i]]
+            for j in range(offsets[i] + 1, offsets[i + 1]):
+                if values[j] > m:
+                    m = values[j]
+            out[i] = m
     return out
 
 
@@ -359,7 +502,6 @@ def _resonances(offsets, pid, daughter1, daughter2):
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
 class GeneratedEvents:
     """One batch of generated events.
 
@@ -383,17 +525,129 @@ class GeneratedEvents:
         Pythia event weights (``info.weight()``), shape ``(n_events,)``.
     primary_vertex
         Hard-scatter vertex positions ``(n_events, 3)`` in mm (the beam-spot draw).
+
+    The tables are stored as :class:`FlatTable` (what the simulation chain uses, see
+    :meth:`flat`) and turned into Awkward arrays on first access.
     """
 
-    particles: ak.Array
-    hadrons: ak.Array
-    partons: ak.Array
-    resonances: ak.Array
-    weights: np.ndarray
-    primary_vertex: np.ndarray
+    def __init__(
+        self,
+        particles: ak.Array | FlatTable,
+        hadrons: ak.Array | FlatTable,
+        partons: ak.Array | FlatTable,
+        resonances: ak.Array | FlatTable,
+        weights: np.ndarray,
+        primary_vertex: np.ndarray,
+    ) -> None:
+        self._store: dict[str, ak.Array | FlatTable] = {
+            "particles": particles, "hadrons": hadrons, "partons": partons, "resonances": resonances
+        }
+        self._ak: dict[str, ak.Array] = {}
+        self.weights = weights
+        self.primary_vertex = primary_vertex
 
     def __len__(self) -> int:
         return len(self.weights)
+
+    def flat(self, name: str) -> FlatTable:
+        """One of the tables (``particles``, ``hadrons``, ``partons``, ``resonances``) as flat columns."""
+        v = self._store[name]
+        if not isinstance(v, FlatTable):
+            v = self._store[name] = FlatTable.from_awkward(v)
+        return v
+
+    def _awkward(self, name: str) -> ak.Array:
+        if name not in self._ak:
+            v = self._store[name]
+            self._ak[name] = v.to_awkward() if isinstance(v, FlatTable) else v
+        return self._ak[name]
+
+    @property
+    def particles(self) -> ak.Array:
+        return self._awkward("particles")
+
+    @property
+    def hadrons(self) -> ak.Array:
+        return self._awkward("hadrons")
+
+    @property
+    def partons(self) -> ak.Array:
+        return self._awkward("partons")
+
+    @property
+    def resonances(self) -> ak.Array:
+        return self._awkward("resonances")
+
+
+def _record_leaves(rec: Any, names: tuple[str, ...]) -> list[np.ndarray] | None:
+    out = []
+    for n in names:
+        leaf = _leaf(rec.content(n)) if n in rec.fields else None
+        if leaf is None:
+            return None
+        out.append(leaf)
+    return out
+
+
+def _batch_columns(batch: ak.Array) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray] | None:
+    """Flat particle columns, counts and event weights read straight from the buffers of a
+    ``Pythia.nextBatch`` layout; ``None`` for any other layout (then :func:`_batch_columns_ak`)."""
+    layout = ak.to_layout(batch)
+    if not isinstance(layout, ak.contents.RecordArray) or not {"prt", "info"} <= set(layout.fields):
+        return None
+    direct = _list_layout(layout.content("prt"))
+    info = layout.content("info")
+    if direct is None or not isinstance(info, ak.contents.RecordArray) or "weights" not in info.fields:
+        return None
+    offs, rec = direct
+    a, b = offs[0], offs[-1]
+    plain = _record_leaves(rec, ("id", "status", "mother1", "mother2", "daughter1", "daughter2", "m", "tau"))
+    if plain is None or "p" not in rec.fields or "vProd" not in rec.fields:
+        return None
+    p = rec.content("p")
+    vprod = rec.content("vProd")
+    if not isinstance(p, ak.contents.RecordArray) or not isinstance(vprod, ak.contents.IndexedOptionArray):
+        return None
+    mom = _record_leaves(p, ("px", "py", "pz", "e"))
+    vrec = vprod.content
+    vtx = _record_leaves(vrec, ("px", "py", "pz", "e")) if isinstance(vrec, ak.contents.RecordArray) else None
+    wl = info.content("weights")
+    if mom is None or vtx is None or not isinstance(wl, ak.contents.ListOffsetArray):
+        return None
+    wdata = _leaf(wl.content)
+    if wdata is None:
+        return None
+    cols = dict(zip(("id", "status", "mother1", "mother2", "daughter1", "daughter2", "m", "tau"),
+                    (x[a:b] for x in plain), strict=True))
+    cols.update(zip(("px", "py", "pz", "e"), (x[a:b] for x in mom), strict=True))
+    vidx = np.asarray(vprod.index.data)[a:b].astype(np.int64)
+    have = vidx >= 0
+    safe = np.where(have, vidx, 0)
+    for name, leaf in zip(("vx", "vy", "vz", "t"), vtx, strict=True):
+        cols[name] = np.where(have, leaf[safe] if len(leaf) else 0.0, 0.0).astype(np.float64)
+    woff = np.asarray(wl.offsets.data).astype(np.int64)
+    n_ev = len(offs) - 1
+    nw = np.diff(woff)[:n_ev]
+    weights = np.ones(n_ev, dtype=np.float64)
+    weights[nw > 0] = wdata[woff[:-1][:n_ev][nw > 0]]
+    return cols, np.diff(offs), weights
+
+
+def _batch_columns_ak(batch: ak.Array) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """As :func:`_batch_columns` through Awkward operations (any layout)."""
+    prt = batch.prt
+    counts = ak.to_numpy(ak.num(prt, axis=1)).astype(np.int64)
+    flat = ak.flatten(prt, axis=1)
+    cols = {k: ak.to_numpy(flat[k]) for k in ("id", "status", "mother1", "mother2", "daughter1", "daughter2",
+                                             "m", "tau")}
+    p = flat.p
+    for k in ("px", "py", "pz", "e"):
+        cols[k] = ak.to_numpy(p[k])
+    vprod = flat.vProd
+    for name, k in (("vx", "px"), ("vy", "py"), ("vz", "pz"), ("t", "e")):
+        cols[name] = ak.to_numpy(ak.fill_none(vprod[k], 0.0)).astype(np.float64)
+    weights = ak.to_numpy(ak.fill_none(ak.firsts(batch.info.weights), 1.0)).astype(np.float64)
+    return cols, counts, weights
 
 
 class PythiaGenerator:
@@ -417,7 +671,7 @@ class PythiaGenerator:
         self.settings = self.process.pythia_settings(seed) + tuple(extra_settings)
         self.seed = int(seed)
         self._pythia: Any = None
-        self._charge_cache: dict[int, int] = {}
+        self._charge_table: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int32), np.zeros(0, np.int8))
         self._rng = np.random.default_rng([self.seed, 0x5EED])
 
     def init(self) -> PythiaGenerator:
@@ -441,16 +695,21 @@ class PythiaGenerator:
 
     # -- helpers ------------------------------------------------------------------------------
     def _charges(self, pid: np.ndarray) -> np.ndarray:
-        uniq, inv = np.unique(pid, return_inverse=True)
-        pdata = self._pythia.particleData
-        table = np.empty(len(uniq), dtype=np.int8)
-        for k, p in enumerate(uniq.tolist()):
-            c = self._charge_cache.get(p)
-            if c is None:
-                c = int(round(pdata.charge(p))) if p != 0 else 0
-                self._charge_cache[p] = c
-            table[k] = c
-        return table[inv]
+        # lookup in a sorted table of the pdg ids seen so far (Pythia is asked once per new id)
+        keys, vals = self._charge_table
+        pos = np.minimum(np.searchsorted(keys, pid), max(len(keys) - 1, 0))
+        known = (keys[pos] == pid) if len(keys) else np.zeros(len(pid), dtype=bool)
+        if not known.all():
+            pdata = self._pythia.particleData
+            new = np.unique(pid[~known])
+            newv = np.array([int(round(pdata.charge(p))) if p != 0 else 0 for p in new.tolist()], dtype=np.int8)
+            keys = np.concatenate([keys, new.astype(np.int32)])
+            vals = np.concatenate([vals, newv])
+            order = np.argsort(keys, kind="stable")
+            keys, vals = keys[order], vals[order]
+            self._charge_table = (keys, vals)
+            pos = np.searchsorted(keys, pid)
+        return vals[pos]
 
     def generate_raw(self, n_events: int) -> ak.Array:
         """``n_events`` events straight from ``Pythia.nextBatch`` (failed events skipped)."""
@@ -480,29 +739,18 @@ class PythiaGenerator:
         return self._build(batch)
 
     def _build(self, batch: ak.Array) -> GeneratedEvents:
-        prt = batch.prt
-        counts = ak.to_numpy(ak.num(prt, axis=1)).astype(np.int64)
+        raw = _batch_columns(batch)
+        cols, counts, weights = raw if raw is not None else _batch_columns_ak(batch)
         offsets = offsets_of(counts)
-        flat = ak.flatten(prt, axis=1)
-        pid = ak.to_numpy(flat.id).astype(np.int32)
-        status = ak.to_numpy(flat.status).astype(np.int32)
-        mother1 = ak.to_numpy(flat.mother1).astype(np.int32)
-        mother2 = ak.to_numpy(flat.mother2).astype(np.int32)
-        daughter1 = ak.to_numpy(flat.daughter1).astype(np.int32)
-        daughter2 = ak.to_numpy(flat.daughter2).astype(np.int32)
-        p = flat.p
-        px = ak.to_numpy(p.px)
-        py = ak.to_numpy(p.py)
-        pz = ak.to_numpy(p.pz)
-        e = ak.to_numpy(p.e)
-        m = ak.to_numpy(flat.m)
-        vprod = flat.vProd
-        vx = ak.to_numpy(ak.fill_none(vprod.px, 0.0)).astype(np.float64)
-        vy = ak.to_numpy(ak.fill_none(vprod.py, 0.0)).astype(np.float64)
-        vz = ak.to_numpy(ak.fill_none(vprod.pz, 0.0)).astype(np.float64)
-        t = ak.to_numpy(ak.fill_none(vprod.e, 0.0)).astype(np.float64)
-        tau = ak.to_numpy(flat.tau)
-        weights = ak.to_numpy(ak.fill_none(ak.firsts(batch.info.weights), 1.0)).astype(np.float64)
+        pid = cols["id"].astype(np.int32)
+        status = cols["status"].astype(np.int32)
+        mother1 = cols["mother1"].astype(np.int32)
+        mother2 = cols["mother2"].astype(np.int32)
+        daughter1 = cols["daughter1"].astype(np.int32)
+        daughter2 = cols["daughter2"].astype(np.int32)
+        px, py, pz, e, m = cols["px"], cols["py"], cols["pz"], cols["e"], cols["m"]
+        vx, vy, vz, t = cols["vx"], cols["vy"], cols["vz"], cols["t"]
+        tau = cols["tau"]
 
         flav = hadron_flavour(pid)
         weak_b, weak_c, last_tau = _weak_hf(offsets, pid, mother1, mother2, flav)
@@ -542,7 +790,7 @@ class PythiaGenerator:
             "vertex_index": vertex_index,
             "is_pileup": np.zeros(len(pid), dtype=bool),
         }
-        particles = to_awkward(columns, counts)
+        particles = FlatTable(columns, counts)
 
         # weakly decaying heavy-flavour hadrons and taus
         sel = weak_b | weak_c | last_tau
@@ -576,14 +824,14 @@ class PythiaGenerator:
             "proper_decay_length": tau[gi],
             "from_b": c_from_b[gi],
         }
-        hadrons = to_awkward(hcols, np.bincount(evt[gi], minlength=n_ev))
+        hadrons = FlatTable(hcols, np.bincount(evt[gi], minlength=n_ev))
 
         # partons for PartonTruthLabelID: hard process (22-29 outgoing), MPI, ISR, FSR
         ast = np.abs(status)
         apid = np.abs(pid)
         psel = ((apid <= 5) & (apid >= 1) | (apid == 21)) & (ast >= 22) & (ast <= 59)
         pi_ = np.nonzero(psel)[0]
-        partons = to_awkward(
+        partons = FlatTable(
             {"pid": pid[pi_], "px": px[pi_], "py": py[pi_], "pz": pz[pi_], "e": e[pi_]},
             np.bincount(evt[pi_], minlength=n_ev),
         )
@@ -611,5 +859,5 @@ class PythiaGenerator:
             "q_phi": q_phi,
             "q_pid": q_pid,
         }
-        resonances = to_awkward(rcols, np.bincount(evt[ridx], minlength=n_ev))
+        resonances = FlatTable(rcols, np.bincount(evt[ridx], minlength=n_ev))
         return GeneratedEvents(particles, hadrons, partons, resonances, weights, pv)

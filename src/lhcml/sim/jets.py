@@ -24,7 +24,7 @@ import awkward as ak
 import numba
 import numpy as np
 
-from lhcml.sim.generator import offsets_of
+from lhcml.sim.generator import FlatTable, offsets_of
 
 #: minimum pT (GeV) of labelling hadrons and taus
 LABEL_HADRON_PT_MIN = 5.0
@@ -79,6 +79,68 @@ def cluster(objects: ak.Array, radius: float, min_pt: float) -> tuple[ak.Array, 
     mass = np.sqrt(np.maximum(e**2 - p**2, 0.0))
     out = ak.zip({"px": px, "py": py, "pz": pz, "E": e, "pt": pt, "eta": eta, "phi": phi, "mass": mass})
     return out, cidx[order]
+
+
+def cluster_flat(objects: FlatTable, radius: float, min_pt: float) -> tuple[FlatTable, np.ndarray, np.ndarray]:
+    """:func:`cluster` on a flat object table (one fastjet call, no Awkward round trips).
+
+    Returns
+    -------
+    (jets, constituent_offsets, constituents)
+        ``jets``: flat table of ``px, py, pz, E, pt, eta, phi, mass`` sorted by decreasing pT in
+        each event; the constituents of jet ``j`` (all events, in order) are the rows
+        ``constituents[constituent_offsets[j]:constituent_offsets[j + 1]]`` of ``objects``.
+    """
+    try:
+        import fastjet
+    except ImportError as exc:  # pragma: no cover
+        raise ImportError("jet clustering needs fastjet: pip install 'lhcml[sim]'") from exc
+    n_ev = len(objects)
+    names = ("px", "py", "pz", "E", "pt", "eta", "phi", "mass")
+    if n_ev == 0 or int(objects.counts.sum()) == 0:
+        empty = {k: np.zeros(0) for k in names}
+        return FlatTable(empty, np.zeros(n_ev, np.int64)), np.zeros(1, np.int64), np.zeros(0, np.int64)
+    inputs = ak.Array(
+        ak.contents.ListOffsetArray(
+            ak.index.Index64(objects.offsets),
+            ak.contents.RecordArray(
+                [ak.contents.NumpyArray(np.ascontiguousarray(objects[k], dtype=np.float64))
+                 for k in ("px", "py", "pz", "E")],
+                ["px", "py", "pz", "E"],
+                parameters={"__record__": "Momentum4D"},
+            ),
+        )
+    )
+    seq = fastjet.ClusterSequence(inputs, fastjet.JetDefinition(fastjet.antikt_algorithm, radius))
+    jl = ak.to_layout(seq.inclusive_jets(min_pt=min_pt))
+    cl = ak.to_layout(seq.constituent_index(min_pt=min_pt))
+    jet_off = np.asarray(jl.offsets.data).astype(np.int64)
+    rec = jl.content
+    a, b = jet_off[0], jet_off[-1]
+    px, py, pz, e = (np.asarray(rec.content(k).data)[a:b] for k in ("px", "py", "pz", "E"))
+    counts = np.diff(jet_off)
+    jet_event = np.repeat(np.arange(n_ev, dtype=np.int64), counts)
+    inner = cl.content
+    c_off = np.asarray(inner.offsets.data).astype(np.int64)
+    c_idx = np.asarray(inner.content.data).astype(np.int64)
+    c0 = np.asarray(cl.offsets.data).astype(np.int64)[0]
+    c_off = c_off[c0 : c0 + len(px) + 1]
+    pt = np.sqrt(px**2 + py**2)
+    order = np.lexsort((-pt, jet_event))  # stable: decreasing pT within each event
+    pt = pt[order]
+    px, py, pz, e = px[order], py[order], pz[order], e[order]
+    p = np.sqrt(px**2 + py**2 + pz**2)
+    eta = np.arcsinh(pz / np.maximum(pt, 1e-9))
+    phi = np.arctan2(py, px)
+    mass = np.sqrt(np.maximum(e**2 - p**2, 0.0))
+    jets = FlatTable(dict(zip(names, (px, py, pz, e, pt, eta, phi, mass), strict=True)), counts)
+    # constituents in the new jet order, as row indices of ``objects``
+    ncons = np.diff(c_off)[order]
+    new_off = offsets_of(ncons)
+    total = int(new_off[-1])
+    src = np.arange(total, dtype=np.int64) + np.repeat(c_off[:-1][order] - new_off[:-1], ncons)
+    cons = c_idx[src] + np.repeat(objects.offsets[jet_event[order]], ncons)
+    return jets, new_off, cons
 
 
 def _flat(a: ak.Array, field: str, dtype=np.float64) -> np.ndarray:
@@ -199,29 +261,40 @@ def small_r_labels(jets: ak.Array, hadrons: ak.Array, partons: ak.Array) -> dict
         ``HadronConeExclTruthLabelDR``, ``PartonTruthLabelID``.
     """
     joff = offsets_of(ak.to_numpy(ak.num(jets, axis=1)).astype(np.int64))
-    hoff = offsets_of(ak.to_numpy(ak.num(hadrons, axis=1)).astype(np.int64))
-    poff = offsets_of(ak.to_numpy(ak.num(partons, axis=1)).astype(np.int64))
-    jeta, jphi = _flat(jets, "eta"), _flat(jets, "phi")
+    return small_r_labels_flat(
+        joff, _flat(jets, "eta"), _flat(jets, "phi"), FlatTable.from_awkward(hadrons), FlatTable.from_awkward(partons)
+    )
+
+
+def small_r_labels_flat(
+    joff: np.ndarray, jeta: np.ndarray, jphi: np.ndarray, hadrons: FlatTable, partons: FlatTable
+) -> dict[str, np.ndarray]:
+    """:func:`small_r_labels` on flat arrays: jet offsets per event, jet ``eta``/``phi``, and the
+    hadron and parton tables (:meth:`lhcml.sim.generator.GeneratedEvents.flat`)."""
+    jeta = np.asarray(jeta, dtype=np.float64)
+    jphi = np.asarray(jphi, dtype=np.float64)
+    h = hadrons.columns
     label, ext, lpt, llxy, ldr = _hadron_labels(
         joff,
         jeta,
         jphi,
-        hoff,
-        _flat(hadrons, "flavour", np.int8),
-        _flat(hadrons, "pt"),
-        _flat(hadrons, "eta"),
-        _flat(hadrons, "phi"),
-        _flat(hadrons, "lxy"),
-        _flat(hadrons, "from_b", np.bool_),
+        hadrons.offsets,
+        np.asarray(h["flavour"], dtype=np.int8),
+        np.asarray(h["pt"], dtype=np.float64),
+        np.asarray(h["eta"], dtype=np.float64),
+        np.asarray(h["phi"], dtype=np.float64),
+        np.asarray(h["lxy"], dtype=np.float64),
+        np.asarray(h["from_b"], dtype=np.bool_),
         LABEL_HADRON_PT_MIN,
         LABEL_DR,
     )
-    ppx, ppy, ppz = _flat(partons, "px"), _flat(partons, "py"), _flat(partons, "pz")
+    pc = partons.columns
+    ppx, ppy, ppz = (np.asarray(pc[k], dtype=np.float64) for k in ("px", "py", "pz"))
     ppt = np.hypot(ppx, ppy)
     peta = np.arcsinh(ppz / np.maximum(ppt, 1e-9))
     plab = _parton_labels(
-        joff, jeta, jphi, poff, _flat(partons, "pid", np.int32), ppt, peta, np.arctan2(ppy, ppx),
-        _flat(partons, "e"), LABEL_PARTON_PT_MIN, LABEL_DR,
+        joff, jeta, jphi, partons.offsets, np.asarray(pc["pid"], dtype=np.int32), ppt, peta, np.arctan2(ppy, ppx),
+        np.asarray(pc["e"], dtype=np.float64), LABEL_PARTON_PT_MIN, LABEL_DR,
     )
     return {
         "HadronConeExclTruthLabelID": label,
@@ -288,17 +361,24 @@ def large_r_labels(jets: ak.Array, resonances: ak.Array, radius: float) -> dict[
         Containment radius (the jet radius).
     """
     joff = offsets_of(ak.to_numpy(ak.num(jets, axis=1)).astype(np.int64))
-    roff = offsets_of(ak.to_numpy(ak.num(resonances, axis=1)).astype(np.int64))
-    rpx, rpy, rpz = _flat(resonances, "px"), _flat(resonances, "py"), _flat(resonances, "pz")
+    return large_r_labels_flat(joff, _flat(jets, "eta"), _flat(jets, "phi"), FlatTable.from_awkward(resonances),
+                               radius)
+
+
+def large_r_labels_flat(
+    joff: np.ndarray, jeta: np.ndarray, jphi: np.ndarray, resonances: FlatTable, radius: float
+) -> dict[str, np.ndarray]:
+    """:func:`large_r_labels` on flat arrays (jet offsets per event, jet ``eta``/``phi``)."""
+    r = resonances.columns
+    rpx, rpy, rpz = (np.asarray(r[k], dtype=np.float64) for k in ("px", "py", "pz"))
     rpt = np.hypot(rpx, rpy)
     reta = np.arcsinh(rpz / np.maximum(rpt, 1e-9))
-    flat = ak.flatten(resonances, axis=1)
-    qeta = np.asarray(ak.to_numpy(flat.q_eta), dtype=np.float64).reshape(-1, 3)
-    qphi = np.asarray(ak.to_numpy(flat.q_phi), dtype=np.float64).reshape(-1, 3)
-    qpid = np.asarray(ak.to_numpy(flat.q_pid), dtype=np.int32).reshape(-1, 3)
+    qeta = np.asarray(r["q_eta"], dtype=np.float64).reshape(-1, 3)
+    qphi = np.asarray(r["q_phi"], dtype=np.float64).reshape(-1, 3)
+    qpid = np.asarray(r["q_pid"], dtype=np.int32).reshape(-1, 3)
     label, tpt, tm = _resonance_labels(
-        joff, _flat(jets, "eta"), _flat(jets, "phi"), roff, _flat(resonances, "pid", np.int32), rpt, reta,
-        np.arctan2(rpy, rpx), _flat(resonances, "m"), _flat(resonances, "n_quarks", np.int8), qpid, qeta, qphi,
-        float(radius),
+        joff, np.asarray(jeta, dtype=np.float64), np.asarray(jphi, dtype=np.float64), resonances.offsets,
+        np.asarray(r["pid"], dtype=np.int32), rpt, reta, np.arctan2(rpy, rpx), np.asarray(r["m"], dtype=np.float64),
+        np.asarray(r["n_quarks"], dtype=np.int8), qpid, qeta, qphi, float(radius),
     )
     return {"R10TruthLabel": label, "truthPt": tpt, "truthMass": tm}

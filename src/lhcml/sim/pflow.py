@@ -31,7 +31,7 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
-from lhcml.sim.generator import event_ids, offsets_of, to_awkward
+from lhcml.sim.generator import FlatTable
 
 #: calorimeter coverage
 CALO_ETA_MAX = 4.9
@@ -68,6 +68,22 @@ def _resolution(e: np.ndarray, a: float, c: float) -> np.ndarray:
     return np.sqrt((a / np.sqrt(np.maximum(e, 1e-6))) ** 2 + c**2)
 
 
+def tower_sums(key: np.ndarray, energy: np.ndarray, n_keys: int, dense: bool | None = None):
+    """Occupied tower keys (sorted) and the summed energy of each.
+
+    ``dense`` (default: when ``n_keys`` is at most 4 × the number of deposits) sums on the full
+    grid of ``n_keys`` towers instead of sorting the keys; both give identical sums (each adds
+    the deposits of a tower in input order).
+    """
+    if dense is None:
+        dense = n_keys <= 4 * len(key)
+    if dense:
+        ukey = np.flatnonzero(np.bincount(key, minlength=n_keys))
+        return ukey, np.bincount(key, weights=energy, minlength=n_keys)[ukey]
+    ukey, inv = np.unique(key, return_inverse=True)
+    return ukey, np.bincount(inv, weights=energy, minlength=len(ukey))
+
+
 def build_pflow(
     particles: ak.Array,
     tracks: ak.Array | None,
@@ -98,51 +114,60 @@ def build_pflow(
         ``kind`` (``KIND_*``), ``d0, z0SinTheta, d0Uncertainty, z0SinThetaUncertainty`` (mm,
         0 for neutrals) and ``track_index`` (index into the event's tracks, -1 for towers).
     """
+    flat_tracks = None if tracks is None else FlatTable.from_awkward(tracks)
+    table = FlatTable.from_awkward(particles, ["final", "pid", "px", "py", "pz", "e", "m", "vz", "charge"])
+    return build_pflow_flat(table, flat_tracks, primary_vertex_z, rng).to_awkward()
+
+
+def build_pflow_flat(
+    particles: FlatTable,
+    tracks: FlatTable | None,
+    primary_vertex_z: np.ndarray,
+    rng: np.random.Generator,
+) -> FlatTable:
+    """:func:`build_pflow` on flat tables (same random draws, same objects)."""
     n_ev = len(particles)
     pv_z = np.asarray(primary_vertex_z, dtype=np.float64)
-    counts_p = ak.to_numpy(ak.num(particles, axis=1)).astype(np.int64)
-    offs_p = offsets_of(counts_p)
-    flat = ak.flatten(particles, axis=1)
-    final = ak.to_numpy(flat.final)
-    pid = ak.to_numpy(flat.pid)
-    px = ak.to_numpy(flat.px)
-    py = ak.to_numpy(flat.py)
-    pz = ak.to_numpy(flat.pz)
-    e = ak.to_numpy(flat.e)
-    m = ak.to_numpy(flat.m)
-    vz = ak.to_numpy(flat.vz)
-    charge = ak.to_numpy(flat.charge)
-    evt_p = event_ids(counts_p)
+    offs_p = particles.offsets
+    final = particles["final"]
+    pid = particles["pid"]
+    px = particles["px"]
+    py = particles["py"]
+    pz = particles["pz"]
+    e = particles["e"]
+    m = particles["m"]
+    vz = particles["vz"]
+    charge = particles["charge"]
+    evt_p = particles.event
 
     # ---- tracks -----------------------------------------------------------------------------
     tracked = np.zeros(len(pid), dtype=bool)
     trk_cols: dict[str, np.ndarray] = {}
     if tracks is not None:
-        counts_t = ak.to_numpy(ak.num(tracks, axis=1)).astype(np.int64)
-        tflat = ak.flatten(tracks, axis=1)
-        fields = set(tflat.fields)
-        evt_t = event_ids(counts_t)
-        pidx = ak.to_numpy(tflat.particle_index).astype(np.int64)
+        tflat = tracks.columns
+        fields = set(tflat)
+        evt_t = tracks.event
+        pidx = tflat["particle_index"].astype(np.int64)
         real = pidx >= 0
         tracked[offs_p[evt_t[real]] + pidx[real]] = True
-        t_pt = ak.to_numpy(tflat.pt).astype(np.float64)
-        t_eta = ak.to_numpy(tflat.eta).astype(np.float64)
-        t_phi = ak.to_numpy(tflat.phi).astype(np.float64)
+        t_pt = tflat["pt"].astype(np.float64)
+        t_eta = tflat["eta"].astype(np.float64)
+        t_phi = tflat["phi"].astype(np.float64)
         if "charge" in fields:
-            t_q = ak.to_numpy(tflat.charge).astype(np.int8)
+            t_q = tflat["charge"].astype(np.int8)
         else:
-            t_q = np.sign(ak.to_numpy(tflat.qOverP)).astype(np.int8)
+            t_q = np.sign(tflat["qOverP"]).astype(np.int8)
         sin_t = 1.0 / np.cosh(t_eta)
         if "z0" in fields:
-            z0 = ak.to_numpy(tflat.z0).astype(np.float64)
+            z0 = tflat["z0"].astype(np.float64)
             dz0st = (z0 - pv_z[evt_t]) * sin_t
         else:
-            dz0st = ak.to_numpy(tflat.z0SinTheta).astype(np.float64)
+            dz0st = tflat["z0SinTheta"].astype(np.float64)
         keep = np.abs(dz0st) < CHS_DZ0_SINTHETA
         if "origin" in fields:
             # material secondaries (conversions, hadronic interactions): their parent's energy
             # is already in the calorimeter, so they are not separate flow objects
-            t_origin = ak.to_numpy(tflat.origin)
+            t_origin = tflat["origin"]
             keep &= real | (t_origin == 1)
         tpid = np.zeros(len(pidx), dtype=np.int32)
         tpid[real] = np.abs(pid[offs_p[evt_t[real]] + pidx[real]])
@@ -152,13 +177,13 @@ def build_pflow(
         mass = np.where(kind == KIND_ELECTRON, _M_E, np.where(kind == KIND_MUON, _M_MU, _M_PI))
 
         def opt(name: str) -> np.ndarray:
-            return ak.to_numpy(tflat[name]).astype(np.float64) if name in fields else np.zeros(len(pidx))
+            return tflat[name].astype(np.float64) if name in fields else np.zeros(len(pidx))
 
         tpx = t_pt * np.cos(t_phi)
         tpy = t_pt * np.sin(t_phi)
         tpz = t_pt * np.sinh(t_eta)
         tE = np.sqrt(tpx**2 + tpy**2 + tpz**2 + mass**2)
-        local_idx = np.arange(len(pidx)) - offsets_of(counts_t)[evt_t]
+        local_idx = np.arange(len(pidx)) - tracks.offsets[evt_t]
         k = keep
         trk_cols = {
             "px": tpx[k],
@@ -181,20 +206,23 @@ def build_pflow(
         trk_evt = np.zeros(0, dtype=np.int64)
 
     # ---- calorimeter deposits ---------------------------------------------------------------
-    apid = np.abs(pid)
-    pt = np.hypot(px, py)
+    # kinematics only for the untracked final-state particles
+    pre = np.flatnonzero(final & ~tracked)
+    a = np.abs(pid[pre])
+    pt = np.hypot(px[pre], py[pre])
     with np.errstate(divide="ignore", invalid="ignore"):
-        sinh_eta = np.where(pt > 0, pz / np.where(pt > 0, pt, 1.0), 1e9)
+        sinh_eta = np.where(pt > 0, pz[pre] / np.where(pt > 0, pt, 1.0), 1e9)
     eta = np.arcsinh(sinh_eta)
     dep = (
-        final
-        & ~tracked
-        & ~np.isin(apid, _NEUTRINOS)
+        (a != _NEUTRINOS[0])
+        & (a != _NEUTRINOS[1])
+        & (a != _NEUTRINOS[2])
         & (np.abs(eta) < CALO_ETA_MAX)
-        & ~((charge != 0) & (pt < CURL_PT_GEV))
+        & ~((charge[pre] != 0) & (pt < CURL_PT_GEV))
     )
-    idx = np.nonzero(dep)[0]
-    a = apid[idx]
+    idx = pre[dep]
+    a = a[dep]
+    sinh_eta = sinh_eta[dep]
     is_em = (a == 22) | (a == 11)
     is_mu = a == 13
     baryon = (a > 1000) & (a < 10000)
@@ -203,7 +231,7 @@ def build_pflow(
     energy = np.where(baryon & (pid[idx] < 0), energy + m[idx], energy)
     energy = np.where(is_mu, np.minimum(energy, MUON_MIP_GEV), energy)
     # impact point on the calorimeter cylinder, seen from the detector origin
-    eta_det = np.arcsinh(sinh_eta[idx] + vz[idx] / CALO_RADIUS)
+    eta_det = np.arcsinh(sinh_eta + vz[idx] / CALO_RADIUS)
     phi = np.arctan2(py[idx], px[idx])
     ieta = np.floor((eta_det + CALO_ETA_MAX) / TOWER_DETA).astype(np.int64)
     inside = (ieta >= 0) & (ieta < N_ETA)
@@ -212,8 +240,7 @@ def build_pflow(
     ev = evt_p[idx]
     key = ((ev * 2 + layer) * N_ETA + ieta) * N_PHI + iphi
     key, energy = key[inside], energy[inside]
-    ukey, inv = np.unique(key, return_inverse=True)
-    tower_e = np.bincount(inv, weights=energy, minlength=len(ukey))
+    ukey, tower_e = tower_sums(key, energy, n_ev * 2 * N_ETA * N_PHI)
     t_iphi = ukey % N_PHI
     t_ieta = (ukey // N_PHI) % N_ETA
     t_layer = (ukey // (N_PHI * N_ETA)) % 2
@@ -260,7 +287,7 @@ def build_pflow(
         cols = tow_cols
     order = np.argsort(all_ev, kind="stable")
     cols = {k: v[order] for k, v in cols.items()}
-    return to_awkward(cols, np.bincount(all_ev, minlength=n_ev))
+    return FlatTable(cols, np.bincount(all_ev, minlength=n_ev))
 
 
 #: patches for the median pileup-density estimate: |eta| < RHO_ETA_MAX, RHO_N_ETA x RHO_N_PHI
@@ -277,13 +304,16 @@ def pileup_density(objects: ak.Array) -> np.ndarray:
     of the summed object pT divided by the patch area (the hard jets occupy few patches, so the
     median is insensitive to them). Jets are then corrected by ``pT → pT − ρ·A``.
     """
+    return pileup_density_flat(FlatTable.from_awkward(objects, ["eta", "phi", "pt"]))
+
+
+def pileup_density_flat(objects: FlatTable) -> np.ndarray:
+    """:func:`pileup_density` of a flat object table."""
     n_ev = len(objects)
-    counts = ak.to_numpy(ak.num(objects, axis=1)).astype(np.int64)
-    flat = ak.flatten(objects, axis=1)
-    eta = ak.to_numpy(flat.eta)
-    phi = ak.to_numpy(flat.phi)
-    pt = ak.to_numpy(flat.pt)
-    ev = event_ids(counts)
+    eta = objects["eta"]
+    phi = objects["phi"]
+    pt = objects["pt"]
+    ev = objects.event
     ok = np.abs(eta) < RHO_ETA_MAX
     ie = np.minimum(((eta[ok] + RHO_ETA_MAX) / (2 * RHO_ETA_MAX) * RHO_N_ETA).astype(np.int64), RHO_N_ETA - 1)
     ip = np.minimum(((phi[ok] + np.pi) / (2 * np.pi) * RHO_N_PHI).astype(np.int64), RHO_N_PHI - 1)

@@ -18,16 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import awkward as ak
+import numba
 import numpy as np
 
 from lhcml.data.schema import TRUTH_ORIGIN
 from lhcml.errors import CorruptFileError
 from lhcml.sim.generator import (
     PARTICLE_FIELDS,
+    FlatTable,
     beam_spot_sigmas,
     event_ids,
     offsets_of,
-    to_awkward,
+    segment_max,
     to_flat,
 )
 
@@ -153,6 +155,16 @@ class PileupLibrary:
             The table with pileup particles appended after the hard-scatter ones in every event,
             and the actual number of pileup interactions per event.
         """
+        if mu < 0 or not np.isfinite(mu):
+            raise ValueError(f"mu must be a finite number >= 0, got {mu}")
+        table = FlatTable.from_awkward(particles, list(PARTICLE_FIELDS))
+        out, n_pu = self.overlay_flat(table, mu, rng)
+        if out is table:
+            return particles, n_pu
+        return out.to_awkward(), n_pu
+
+    def overlay_flat(self, particles: FlatTable, mu: float, rng: np.random.Generator) -> tuple[FlatTable, np.ndarray]:
+        """:meth:`overlay` on a :class:`~lhcml.sim.generator.FlatTable` (same random draws, same result)."""
         n_ev = len(particles)
         if mu < 0 or not np.isfinite(mu):
             raise ValueError(f"mu must be a finite number >= 0, got {mu}")
@@ -167,48 +179,92 @@ class PileupLibrary:
         vtx = np.column_stack([rng.normal(0, sxy, total), rng.normal(0, sxy, total), rng.normal(0, sz, total)])
         lens = self.counts[draw]
         starts = self.offsets[draw]
-        nsel = int(lens.sum())
-        inter = np.repeat(np.arange(total), lens)  # interaction of each overlaid particle
-        within = np.arange(nsel) - np.repeat(offsets_of(lens)[:-1], lens)
-        src = starts[inter] + within
         host = np.repeat(np.arange(n_ev), n_pu)  # hard event of each interaction
+        inter_off = offsets_of(n_pu)  # interactions of each hard event
 
         # vertex ids: continue after the hard event's largest id
-        hard_max = ak.to_numpy(ak.fill_none(ak.max(particles.vertex_index, axis=1), 0)).astype(np.int64)
+        hard_max = segment_max(particles["vertex_index"], particles.offsets, 0)
         nv = self.n_vertices[draw]
         # cumulative vertex count of earlier interactions in the same event
         cum = np.cumsum(nv) - nv
         first_of_event = np.zeros(n_ev, dtype=np.int64)
-        ev_start = offsets_of(n_pu)[:-1]
+        ev_start = inter_off[:-1]
         has = n_pu > 0
         first_of_event[has] = cum[ev_start[has]]
         base_id = hard_max[host] + 1 + cum - first_of_event[host]
 
-        c = self.columns
-        cols = {
-            "pid": c["pid"][src].astype(np.int32),
-            "charge": c["charge"][src].astype(np.int8),
-            "px": c["px"][src].astype(np.float64),
-            "py": c["py"][src].astype(np.float64),
-            "pz": c["pz"][src].astype(np.float64),
-            "e": c["e"][src].astype(np.float64),
-            "m": c["m"][src].astype(np.float64),
-            "vx": c["vx"][src] + vtx[inter, 0],
-            "vy": c["vy"][src] + vtx[inter, 1],
-            "vz": c["vz"][src] + vtx[inter, 2],
-            "t": c["t"][src].astype(np.float64),
-            "status": np.ones(nsel, dtype=np.int32),
-            "final": np.ones(nsel, dtype=bool),
-            "parent_pid": c["parent_pid"][src].astype(np.int32),
-            "origin": np.full(nsel, TRUTH_ORIGIN["pileup"], dtype=np.int8),
-            "hf_hadron": np.full(nsel, -1, dtype=np.int32),
-            "vertex_index": (base_id[inter] + c["vertex_index"][src]).astype(np.int32),
-            "is_pileup": np.ones(nsel, dtype=bool),
-        }
-        cols = {k: np.asarray(v).astype(PARTICLE_FIELDS[k]) for k, v in cols.items()}
-        per_event = np.bincount(host[inter], minlength=n_ev)
-        added = to_awkward(cols, per_event)
-        return ak.concatenate([particles, added], axis=1), n_pu.astype(np.int64)
+        # per event: the hard rows, then each interaction's library rows (copied block by block)
+        c = self._wide()
+        h_off = particles.offsets
+        per_event = particles.counts + np.bincount(host, weights=lens, minlength=n_ev).astype(np.int64)
+        total = int(per_event.sum())
+        cols = {}
+        for k, dt in PARTICLE_FIELDS.items():
+            hard = particles[k]
+            out = np.empty(total, dtype=hard.dtype)
+            if k in ("vx", "vy", "vz"):
+                shift = vtx[:, "xyz".index(k[1])]
+                _overlay_shift(hard, h_off, c[k], starts, lens, inter_off, shift, out)
+            elif k == "vertex_index":
+                _overlay_shift(hard, h_off, c[k], starts, lens, inter_off, base_id, out)
+            elif k in c:
+                _overlay_copy(hard, h_off, c[k], starts, lens, inter_off, out)
+            else:
+                value = {"status": 1, "final": True, "origin": TRUTH_ORIGIN["pileup"], "hf_hadron": -1,
+                         "is_pileup": True}[k]
+                _overlay_fill(hard, h_off, np.array(value, dtype=dt).reshape(1), lens, inter_off, out)
+            cols[k] = out
+        return FlatTable(cols, per_event), n_pu.astype(np.int64)
+
+    def _wide(self) -> dict[str, np.ndarray]:
+        """The library columns in the particle-table dtypes (converted once, then cached)."""
+        wide = self.__dict__.get("_wide_columns")
+        if wide is None:
+            wide = {
+                k: (v.astype(PARTICLE_FIELDS[k]) if k in ("pid", "charge", "px", "py", "pz", "e", "m", "t",
+                                                          "parent_pid") else v)
+                for k, v in self.columns.items()
+            }
+            self.__dict__["_wide_columns"] = wide
+        return wide
+
+
+@numba.njit(cache=True)
+def _overlay_copy(hard, h_off, lib, starts, lens, inter_off, out):
+    pos = 0
+    for ev in range(h_off.shape[0] - 1):
+        n = h_off[ev + 1] - h_off[ev]
+        out[pos : pos + n] = hard[h_off[ev] : h_off[ev + 1]]
+        pos += n
+        for k in range(inter_off[ev], inter_off[ev + 1]):
+            out[pos : pos + lens[k]] = lib[starts[k] : starts[k] + lens[k]]
+            pos += lens[k]
+
+
+@numba.njit(cache=True)
+def _overlay_shift(hard, h_off, lib, starts, lens, inter_off, shift, out):
+    pos = 0
+    for ev in range(h_off.shape[0] - 1):
+        n = h_off[ev + 1] - h_off[ev]
+        out[pos : pos + n] = hard[h_off[ev] : h_off[ev + 1]]
+        pos += n
+        for k in range(inter_off[ev], inter_off[ev + 1]):
+            for j in range(starts[k], starts[k] + lens[k]):
+                out[pos] = shift[k] + lib[j]
+                pos += 1
+
+
+@numba.njit(cache=True)
+def _overlay_fill(hard, h_off, value, lens, inter_off, out):
+    pos = 0
+    for ev in range(h_off.shape[0] - 1):
+        n = h_off[ev + 1] - h_off[ev]
+        out[pos : pos + n] = hard[h_off[ev] : h_off[ev + 1]]
+        pos += n
+        for k in range(inter_off[ev], inter_off[ev + 1]):
+            for _ in range(lens[k]):
+                out[pos] = value[0]
+                pos += 1
 
 
 def build_pileup_library(
