@@ -363,12 +363,35 @@ class H5JetDataset(IterableDataset):
                 for b in range(0, len(keep), self.batch_size):
                     idx = keep[b : b + self.batch_size]
                     batch = {k2: torch.from_numpy(np.ascontiguousarray(v[idx])) for k2, v in arrays.items()}
+                    _trim_objects(batch, self.specs)
                     if "weights" not in batch:
                         batch["weights"] = torch.ones(len(idx))
                     yield batch
         finally:
             for h in handles.values():
                 h.close()
+
+
+def _trim_objects(batch: dict[str, torch.Tensor], specs: Mapping[str, GroupSpec]) -> None:
+    """Drop the object slots that are padding in every jet of the batch (in place).
+
+    The models mask padded slots, so their outputs do not depend on the number of slots; the
+    cost of attention and of the track-pair vertexing head grows with it (N and N²), and files
+    pad to a fixed 40 tracks while the batches of tt̄ jets rarely hold more than ~20.
+    """
+    for g, spec in specs.items():
+        if spec.kind != "object" or f"{g}_valid" not in batch:
+            continue
+        valid = batch[f"{g}_valid"]
+        full = valid.shape[1]
+        used = torch.nonzero(valid.any(dim=0))
+        n = max(int(used[-1]) + 1 if len(used) else 1, 1)
+        if n == full:
+            continue
+        for k in [g, f"{g}_valid", *(k for k in batch if k.startswith(f"{g}_"))]:
+            t = batch[k]
+            if t.ndim >= 2 and t.shape[1] == full:
+                batch[k] = t[:, :n].contiguous()
 
 
 def compute_norm(
