@@ -114,20 +114,26 @@ class ConstituentModel(TaggerModel):
         return torch.where(inputs["flow_valid"], x, torch.zeros_like(x))
 
     def derived_features(self, inputs: Mapping[str, Tensor]) -> Tensor:
-        """``ln pT, ln E`` [GeV], ``ln(pT/ΣpT), ln(E/ΣE), ΔR`` per constituent, 0 when padded."""
+        """``ln pT, ln E`` [GeV], ``ln(pT/ΣpT), ln(E/ΣE), ΔR`` per constituent, 0 when padded.
+
+        Standardised with the fixed constants of weaver's top-tagging data configs:
+        ``(ln pT − 1.7)·0.7``, ``(ln E − 2.0)·0.7``, ``(ln pT/ΣpT + 4.7)·0.7``,
+        ``(ln E/ΣE + 4.7)·0.7``, ``(ΔR − 0.2)·4``.
+        """
         valid = inputs["flow_valid"]
         pt = self._raw(inputs, "pt").clamp(min=_EPS)
         e = self._raw(inputs, "energy").clamp(min=_EPS)
         deta, dphi = self._raw(inputs, "deta"), self._raw(inputs, "dphi")
         spt = masked_sum(pt.unsqueeze(-1), valid).clamp(min=_EPS)
         se = masked_sum(e.unsqueeze(-1), valid).clamp(min=_EPS)
+        # fixed standardisation of the weaver top-tagging configs (GeV units)
         feats = torch.stack(
             [
-                torch.log(pt / _GEV),
-                torch.log(e / _GEV),
-                torch.log(pt / spt),
-                torch.log(e / se),
-                torch.sqrt(deta**2 + dphi**2 + _EPS),
+                (torch.log(pt / _GEV) - 1.7) * 0.7,
+                (torch.log(e / _GEV) - 2.0) * 0.7,
+                (torch.log(pt / spt) + 4.7) * 0.7,
+                (torch.log(e / se) + 4.7) * 0.7,
+                (torch.sqrt(deta**2 + dphi**2 + _EPS) - 0.2) * 4.0,
             ],
             dim=-1,
         )

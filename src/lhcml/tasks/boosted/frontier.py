@@ -42,14 +42,20 @@ def frontier_point(
     disc: np.ndarray, is_sig: np.ndarray, is_bkg: np.ndarray, mass: np.ndarray,
     weights: np.ndarray | None = None, bins: int | np.ndarray = 50,
 ) -> tuple[float, float]:
-    """``(R50, 1/JSD50)`` of one discriminant (larger = more signal-like)."""
+    """``(R50, 1/JSD50)`` of one discriminant (larger = more signal-like).
+
+    1/JSD50 is NaN when no background jet passes (or fails) the 50 % cut.
+    """
     from lhcml.metrics.decorrelation import inverse_jsd_at_efficiency, r50
 
     w = np.ones_like(disc, dtype=np.float64) if weights is None else np.asarray(weights, np.float64)
     rej = r50(disc[is_sig], disc[is_bkg], w[is_sig], w[is_bkg])
-    ijsd = inverse_jsd_at_efficiency(
-        disc[is_sig], disc[is_bkg], mass[is_bkg], 0.5, bins, w[is_sig], w[is_bkg]
-    )
+    try:
+        ijsd = inverse_jsd_at_efficiency(
+            disc[is_sig], disc[is_bkg], mass[is_bkg], 0.5, bins, w[is_sig], w[is_bkg]
+        )
+    except ValueError:  # no background jet passes (or fails) the cut: undefined
+        ijsd = float("nan")
     return float(rej), float(ijsd)
 
 
