@@ -54,7 +54,13 @@ def _overrides(name: str, tr: Path, va: Path, out: Path) -> list[str]:
 def test_all_jet_configs_validate():
     from lhcml.train.config import load_train_config
 
-    names = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem not in ("base", "flow_inputs"))
+    from lhcml.config import load_config
+    from lhcml.metrics.evaluate import EvaluateConfig
+
+    ev = load_config(EvaluateConfig, CONFIGS / "evaluate.yaml")
+    assert ev.label_scheme == "boosted" and ev.signal == "top" and ev.mass_var == "mass"
+    skip = ("base", "flow_inputs", "evaluate")
+    names = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem not in skip)
     assert {"bdt_substructure", "jet_image_cnn", "pfn", "efn", "particlenet", "part", "lola"} <= set(names)
     for n in names:
         cfg = load_train_config(CONFIGS / f"{n}.yaml")
