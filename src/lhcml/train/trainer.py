@@ -82,6 +82,20 @@ def load_norm(cfg: TrainConfig, specs: dict) -> dict:
         if not path.is_file():
             raise ConfigError(f"data.norm_dict file {path} does not exist (run `lhcml preprocess`)")
         norm = yaml.safe_load(path.read_text()) or {}
+        missing = {
+            g: [v for v in specs[g].variables if v not in (norm.get(g) or {})]
+            for g in specs if specs[g].kind != "image"
+        }  # fmt: skip
+        if any(missing.values()):
+            # e.g. DL1r's rnnip_p*, written into the files by `lhcml predict` after preprocessing
+            warnings.warn(
+                f"{path} has no entry for {({g: v for g, v in missing.items() if v})}: their mean/std "
+                "are computed from the first training file", stacklevel=2,
+            )  # fmt: skip
+            computed = compute_norm(cfg.data.train_files, specs)
+            for g, names in missing.items():
+                for v in names:
+                    norm.setdefault(g, {})[v] = computed[g][v]
     else:
         norm = compute_norm(cfg.data.train_files, specs)
     norm = {g: {v: norm[g][v] for v in specs[g].variables} for g in specs if specs[g].kind != "image" and g in norm}
