@@ -20,7 +20,7 @@ from tune_objectives import Quadratic, TwoObjectives  # noqa: E402
 from lhcml.errors import ConfigError  # noqa: E402
 from lhcml.tune.space import SearchSpace, apply_params, check_paths  # noqa: E402
 from lhcml.tune.storage import resolve_storage_url  # noqa: E402
-from lhcml.tune.study import create_or_load_study, n_finished, run_study  # noqa: E402
+from lhcml.tune.study import n_finished, run_study  # noqa: E402
 
 
 def _space(**kw):

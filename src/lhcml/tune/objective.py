@@ -53,7 +53,7 @@ class TrainObjective:
         first = metrics[0]
 
         def hook(epoch: int, values: dict[str, float]) -> None:
-            for m, s in zip(metrics, signs):
+            for m, s in zip(metrics, signs, strict=True):
                 if m == LATENCY_METRIC:
                     continue
                 if m not in values:

@@ -46,7 +46,7 @@ def best_trials(study, space: SearchSpace) -> list[Any]:
 def write_best_config(study, space: SearchSpace, base_cfg: dict[str, Any], out_dir: Path) -> list[Path]:
     """Write ``best_config.yaml`` (or one per Pareto-optimal trial) ready for ``lhcml train``."""
     paths = []
-    for i, trial in enumerate(best_trials(study, space)):
+    for trial in best_trials(study, space):
         cfg = apply_params(base_cfg, decode_params(space, trial.params))
         name = "best_config.yaml" if not space.multi_objective else f"pareto_trial{trial.number:04d}.yaml"
         header = (
@@ -64,7 +64,7 @@ def summary_rows(study, space: SearchSpace) -> list[dict[str, Any]]:
     rows = []
     for t in study.trials:
         row: dict[str, Any] = {"trial": t.number, "state": t.state.name}
-        for obj, v in zip(space.objectives, t.values or [None] * len(space.objectives)):
+        for obj, v in zip(space.objectives, t.values or [None] * len(space.objectives), strict=False):
             row[obj.metric] = None if v is None else float(v)
         row.update(decode_params(space, t.params))
         row["duration_s"] = t.duration.total_seconds() if t.duration else None
