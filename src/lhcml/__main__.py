@@ -1,3 +1,3 @@
-from lhcml.cli import app
+from lhcml.cli import main
 
-app()
+main()

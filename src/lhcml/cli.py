@@ -57,8 +57,24 @@ from lhcml.tasks.photon import cli as _photon_cli  # noqa: E402
 _photon_cli.register(app)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors end in one message and exit status 2, not a traceback.
+
+    Set ``LHCML_DEBUG=1`` to get the full traceback instead.
+    """
+    import os
+    import sys
+
+    from lhcml.errors import LhcmlError
+
+    try:
+        app(args=argv, prog_name="lhcml")
+    except (LhcmlError, FileNotFoundError, FileExistsError, IsADirectoryError) as err:
+        if os.environ.get("LHCML_DEBUG"):
+            raise
+        kind = type(err).__name__
+        typer.secho(f"lhcml: {kind}: {err}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover
