@@ -128,7 +128,9 @@ def main() -> None:
             predict(cnn, [path], output_dir=outp)
         ph = load_photons([outp / "photon_test.h5"])
         rows[label] = evaluate_arrays(ph, {"photon_cnn": "CNN"}, menus, bins={})
-    summary = {"mu0": res0, "mu": args.mu, "mu_rows": rows, "wall_s": time.time() - t0}
+    from lhcml.tasks.photon.evaluate import _clean
+
+    summary = _clean({"mu0": res0, "mu": args.mu, "mu_rows": rows, "wall_s": time.time() - t0})
     (work / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
 
     def fmt(w):
@@ -139,8 +141,13 @@ def main() -> None:
     for t in res0["taggers"].values():
         wp = t["working_points"]
         print(f"{t['label']:28s} {t['auc']:6.3f} {fmt(wp['0.80']):>14s} {fmt(wp['0.90']):>14s}")
+    def cutrej(c, n_fake):
+        if c["rejection"] is None:  # no fake passes (inf)
+            return f"> {n_fake} (no fake passes)"
+        return f"{c['rejection']:.1f} ± {c['rejection_err'] or 0:.1f}"
+
     for name, c in res0["cuts"].items():
-        print(f"{'cuts ' + name:28s} {'':>6s} eff {c['sig_eff']:.3f}  rej {c['rejection']:.1f} ± {c['rejection_err'] or 0:.1f}")
+        print(f"{'cuts ' + name:28s} {'':>6s} eff {c['sig_eff']:.3f}  rej {cutrej(c, res0['n_fake'])}")
     print(f"\nCNN trained at mu = 0, evaluated at mu = {args.mu:g}")
     for label, r in rows.items():
         t = r["taggers"]["photon_cnn"]
@@ -149,7 +156,7 @@ def main() -> None:
     for label, r in rows.items():
         for name, c in r["cuts"].items():
             if label == "with pile-up":
-                print(f"{'cuts ' + name + ' (mu)':28s} eff {c['sig_eff']:.3f}  rej {c['rejection']:.1f}")
+                print(f"{'cuts ' + name + ' (mu)':28s} eff {c['sig_eff']:.3f}  rej {cutrej(c, r['n_fake'])}")
     print(f"\nwall time {time.time() - t0:.0f} s")
 
 
