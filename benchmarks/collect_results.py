@@ -29,7 +29,11 @@ def main() -> None:
     for n in names:
         text = pages[n].read_text().strip()
         # demote headings by one level so the assembled page has one title
-        text = "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
+        lines, fenced = [], False
+        for line in text.splitlines():
+            fenced ^= line.lstrip().startswith("```")
+            lines.append("#" + line if line.startswith("#") and not fenced else line)
+        text = "\n".join(lines)
         parts.append(f"\n---\n\n{text}\n")
     out = ROOT / "docs" / "benchmarks.md"
     out.write_text("\n".join(parts))
