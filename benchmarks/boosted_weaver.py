@@ -127,7 +127,7 @@ def write_weaver_files(train: dict, test: dict, out: Path) -> None:
 
         pt, eta, phi = fl["pt"] / 1e3, fl["eta"], fl["phi"]
         with uproot.recreate(out / f"{name}.root") as f:
-            f["tree"] = {
+            data = {
                 "part_px": jag(pt * np.cos(phi)), "part_py": jag(pt * np.sin(phi)),
                 "part_pz": jag(pt * np.sinh(eta)), "part_energy": jag(fl["energy"] / 1e3),
                 "part_deta": jag(fl["deta"]), "part_dphi": jag(fl["dphi"]),
@@ -135,6 +135,10 @@ def write_weaver_files(train: dict, test: dict, out: Path) -> None:
                 "jet_mass": d["jets"]["mass"] / 1e3,
                 "label_top": d["label"].astype(np.int32), "label_qcd": 1 - d["label"].astype(np.int32),
             }  # fmt: skip
+            # a TTree (weaver reads TTrees; a plain assignment may write an RNTuple)
+            types = {k: (v.type.content if isinstance(v, ak.Array) else v.dtype) for k, v in data.items()}
+            tree = f.mktree("tree", types)
+            tree.extend(data)
     (out / "lhcml_top.yaml").write_text(DATA_CONFIG.replace("{L}", str(L)))
 
 
