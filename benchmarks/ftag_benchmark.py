@@ -108,7 +108,7 @@ def _kv(items: list[str], what: str) -> dict[str, int]:
         key, _, val = it.partition("=")
         if key not in TAGGER_ORDER or not val:
             raise SystemExit(f"--{what}: expected TAGGER=INT with TAGGER in {TAGGER_ORDER}, got '{it}'")
-        out[key] = int(val)
+        out[key] = float(val) if what == "minutes" else int(val)
     return out
 
 
@@ -258,6 +258,28 @@ def step_preprocess(args: argparse.Namespace, work: Path) -> None:
         _update_json(work / "timings.json", preprocess_s=dt)
 
 
+class TimeBudget:
+    """Epoch hook that ends training after the epoch whose successor would exceed ``budget_s``.
+
+    The hook is called from the LightningModule's ``on_validation_epoch_end``; it sets
+    ``trainer.should_stop`` there, so the epoch's checkpoint is still written.
+    """
+
+    def __init__(self, budget_s: float | None) -> None:
+        self.budget_s, self.t0, self.stopped_at = budget_s, time.time(), None
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        elapsed = time.time() - self.t0
+        if self.budget_s is None or elapsed * (epoch + 2) / (epoch + 1) <= self.budget_s:
+            return
+        module = sys._getframe(1).f_locals.get("self")
+        trainer = getattr(module, "trainer", None)
+        if trainer is not None:
+            trainer.should_stop = True
+            self.stopped_at = epoch + 1
+            _log(f"time budget {self.budget_s:.0f} s: stopping after epoch {epoch + 1}")
+
+
 def _train_one(args: argparse.Namespace, work: Path, tagger: str) -> None:
     from lhcml.train.config import load_train_config
     from lhcml.train.trainer import train
@@ -296,7 +318,8 @@ def _train_one(args: argparse.Namespace, work: Path, tagger: str) -> None:
     n_used = min(n_train or n_avail, n_avail)
     _log(f"train {tagger}: {n_used} jets, {epochs} epochs")
     t0, c0 = time.time(), time.process_time()
-    best = train(cfg)
+    budget = TimeBudget(args.minutes[tagger] * 60 if tagger in args.minutes else None)
+    best = train(cfg, epoch_hooks=[budget])
     dt, cpu = time.time() - t0, time.process_time() - c0
     epochs_run = epochs
     metrics = run / "logs" / "metrics.csv"
@@ -304,11 +327,11 @@ def _train_one(args: argparse.Namespace, work: Path, tagger: str) -> None:
         import csv
 
         with metrics.open() as fh:
-            rows = [r for r in csv.DictReader(fh) if r.get("train_loss")]
-        epochs_run = len(rows) or epochs
+            done = {r["epoch"] for r in csv.DictReader(fh) if r.get("epoch") and r.get("val_loss")}
+        epochs_run = len(done) or epochs
     info = {"best": str(best), "config": str(cfg_file), "train_jets": n_used, "epochs": epochs_run, "wall_s": dt,
             "jets_per_s": n_used * epochs_run / dt, "cpu_s": cpu,
-            "jets_per_cpu_s": n_used * epochs_run / cpu, "threads": int(os.environ.get("OMP_NUM_THREADS", 0) or 0)}  # fmt: skip
+            "jets_per_cpu_s": n_used * epochs_run / cpu, "stopped_by_budget": budget.stopped_at, "threads": int(os.environ.get("OMP_NUM_THREADS", 0) or 0)}  # fmt: skip
     if tagger == "mv2":
         info["note"] = f"{args.mv2_trees} trees max, early stopping; jets/s = train jets / wall time"
         info["jets_per_s"] = n_used / dt
@@ -449,8 +472,11 @@ def rejection_table(results: dict[str, Any]) -> tuple[str, dict]:
             for wp in ("0.7", "0.77"):
                 for b in ("ujets", "cjets"):
                     e = ra.get(wp, {}).get(b, {})
-                    cells.append(_fmt(e.get("rejection"), e.get("rejection_err")))
-                    values[(sample, t, float(wp), b)] = e.get("rejection")
+                    r, err = e.get("rejection"), e.get("rejection_err")
+                    if r is not None and r <= 1.0 + 1e-9 and not err:
+                        r = None  # every jet passes: the WP is not reachable (ties, e.g. SV1 without vertex)
+                    cells.append(_fmt(r, err))
+                    values[(sample, t, float(wp), b)] = r
             pub = ""
             if sample == "ttbar" and t in PUBLISHED:
                 pub = "; ".join(f"{int(wp * 100)} %: {lu:g} / {lc:g} ({src})"
@@ -557,6 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--epochs", nargs="*", default=[], metavar="TAGGER=N",
                     help=f"epochs per tagger (default {DEFAULT_EPOCHS})")
     ap.add_argument("--jets", nargs="*", default=[], metavar="TAGGER=N", help="training jets per tagger (default all)")
+    ap.add_argument("--minutes", nargs="*", default=[], metavar="TAGGER=MIN",
+                    help="wall-clock budget per tagger: stop after the epoch whose successor would exceed it")
     ap.add_argument("--val-jets", type=int, default=None, help="validation jets (default all)")
     ap.add_argument("--mv2-trees", type=int, default=500, help="BDT trees (early stopping on val)")
     ap.add_argument("--gn-config", default=str(CONFIGS / "ftag" / "bench_gn.yaml"),
@@ -570,6 +598,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     args.epochs = _kv(args.epochs, "epochs")
     args.jets = _kv(args.jets, "jets")
+    args.minutes = _kv(args.minutes, "minutes")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     funcs = {"simulate": step_simulate, "baselines": step_baselines, "preprocess": step_preprocess,
