@@ -201,9 +201,9 @@ def test_image_padding_at_calorimeter_edge():
 
 @pytest.fixture(scope="module")
 def pileup_library():
-    from lhcml.sim.pileup import build_pileup_library
+    from _photon_helpers import toy_pileup_library
 
-    return build_pileup_library(60, 11)
+    return toy_pileup_library(60, 11)
 
 
 def test_pileup_twin_differs_by_exactly_the_pileup_deposit(pileup_library):
