@@ -31,7 +31,8 @@ picks up where it stopped):
     Every trained tagger's ``<tagger>_p*`` into copies of the test files (``WORK/pred``).
 ``evaluate``
     ``lhcml.metrics.evaluate`` on the tt̄ and Z' test jets, ``D_b = ln(p_b / (f_c p_c + (1-f_c)
-    p_u))`` with one ``--fc`` for every tagger (→ ``WORK/eval/results.json``).
+    p_u))`` with one ``--fc`` for every tagger (→ ``WORK/eval_fc<fc>/results.json``; run it again
+    with another ``--fc`` for a second table).
 ``export``
     The NN taggers and the BDT to ONNX (checked against torch/xgboost), latency per jet at
     batch 1 and throughput at batch 1000, one thread.
@@ -331,7 +332,7 @@ def _train_one(args: argparse.Namespace, work: Path, tagger: str) -> None:
         epochs_run = len(done) or epochs
     info = {"best": str(best), "config": str(cfg_file), "train_jets": n_used, "epochs": epochs_run, "wall_s": dt,
             "jets_per_s": n_used * epochs_run / dt, "cpu_s": cpu,
-            "jets_per_cpu_s": n_used * epochs_run / cpu, "stopped_by_budget": budget.stopped_at, "threads": int(os.environ.get("OMP_NUM_THREADS", 0) or 0)}  # fmt: skip
+            "jets_per_cpu_s": n_used * epochs_run / cpu, "stopped_by_budget": budget.stopped_at, "threads": args.threads}  # fmt: skip
     if tagger == "mv2":
         info["note"] = f"{args.mv2_trees} trees max, early stopping; jets/s = train jets / wall time"
         info["jets_per_s"] = n_used / dt
@@ -404,7 +405,7 @@ def _eval_config(args: argparse.Namespace, work: Path, taggers: list[str]) -> An
         ],
         "published": [{"label": "DL1r (ATLAS sim.)", "sample": "ttbar", "working_point": 0.77,
                        "rejection": {"ujets": 170, "cjets": 5}, "source": "EPJC 83 (2023) 681"}],
-        "output_dir": str(work / "eval"),
+        "output_dir": str(work / f"eval_fc{args.fc:g}"),
     }  # fmt: skip
     return raw, EvaluateConfig.model_validate(raw)
 
@@ -525,8 +526,7 @@ def step_table(args: argparse.Namespace, work: Path) -> str:
     if timings:
         keys = ["pileup_s", "baselines_fit_s", "baselines_apply_s", "preprocess_s"]
         out.append("\nStep times: " + ", ".join(f"{k[:-2]} {timings[k]:.0f} s" for k in keys if k in timings))
-    res_file = work / "eval" / "results.json"
-    if res_file.exists():
+    for res_file in sorted(work.glob("eval_fc*/results.json"), key=lambda p: float(p.parent.name[7:])):
         results = json.loads(res_file.read_text())
         fc = results["config"]["fractions"]["cjets"]
         out.append(f"\n### Rejections (D_b with f_c = {fc:g} for every tagger; errors binomial)")
@@ -590,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gn-config", default=str(CONFIGS / "ftag" / "bench_gn.yaml"),
                     help="config of the GN-style tagger (default: the CPU-sized bench_gn.yaml; "
                     "configs/ftag/gn.yaml is the full size)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process (0: torch's default)")
     ap.add_argument("--fc", type=float, default=0.018, help="f_c of the b-tagging discriminant, every tagger")
     return ap
 
@@ -601,6 +602,10 @@ def main(argv: list[str] | None = None) -> None:
     args.minutes = _kv(args.minutes, "minutes")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # one thread per process on a shared CPU (spin-waits)
     funcs = {"simulate": step_simulate, "baselines": step_baselines, "preprocess": step_preprocess,
              "train": step_train, "predict": step_predict, "evaluate": step_evaluate,
              "export": step_export, "table": step_table}  # fmt: skip
