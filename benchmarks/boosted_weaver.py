@@ -263,7 +263,7 @@ def main() -> None:
         r = run(make(), train, test, args.epochs)
         rows.append((label, fw, r))
         print(f"  done {label} ({fw})", flush=True)
-    print(f"\n| model | framework | params | AUC | 1/εB@30% | train jets/s | latency ms/jet | published AUC | published 1/εB@30% |")
+    print("\n| model | framework | params | AUC | 1/εB@30% | train jets/s | latency ms/jet | published AUC | published 1/εB@30% |")
     print("|---|---|---|---|---|---|---|---|---|")
     for label, fw, r in rows:
         pa, pr = PUBLISHED[label]

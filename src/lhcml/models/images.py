@@ -16,7 +16,8 @@ constituents and no separate image dataset has to be stored or kept in sync:
 
 The CNN follows DeepTop (Kasieczka, Plehn, Russell, Schell, JHEP 05 (2017) 006): two blocks of
 two 4×4 convolutions with 8 feature maps and ReLU, each followed by 2×2 max pooling, then fully
-connected layers (64, 256, 256) and the multi-class output. The numpy wrappers and plots live in
+connected layers (64, 256, 256) and the multi-class output; a BatchNorm on the one-channel input
+(our addition) rescales the O(1/n_pixels²) intensities. The numpy wrappers and plots live in
 :mod:`lhcml.tasks.boosted.images`.
 """
 
@@ -129,7 +130,9 @@ class JetImageCNN(TaggerModel):
         self.n_pixels = n_pixels
         self.half_width = float(half_width)
         self.kin: dict[str, int] = {}
-        layers: list[nn.Module] = []
+        # input BatchNorm (our addition): pixel intensities are O(1/n_pixels²) after the pT
+        # normalisation, which stalls the first layers; BN rescales them (folded into ONNX)
+        layers: list[nn.Module] = [nn.BatchNorm2d(1)]
         prev, size = 1, n_pixels
         for block in conv_blocks:
             for c in block:
