@@ -175,3 +175,23 @@ def test_add_to_file_atomic(tmp_path, boosted_mock_file):  # noqa: F811
     with pytest.raises(SchemaError, match="flow"):
         add_substructure_to_file(no_flow, progress=False)
     assert no_flow.read_bytes() == before
+
+
+def test_cli_substructure_and_weights(tmp_path, boosted_mock_file):  # noqa: F811
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from lhcml.cli import app
+
+    path = tmp_path / "c.h5"
+    shutil.copy(boosted_mock_file, path)
+    res = CliRunner().invoke(app, ["jets", "substructure", str(path)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["jets", "weights", str(path), "--field", "w_flat"])
+    assert res.exit_code == 0, res.output
+    with h5py.File(path) as f:
+        jets = f["jets"][:]
+    assert "D2" in jets.dtype.names and "w_flat" in jets.dtype.names
+    inside = jets["w_flat"] > 0
+    assert inside.any() and np.isclose(jets["w_flat"][inside & (jets["R10TruthLabel"] == 0)].mean(), 1.0, rtol=1e-4)
