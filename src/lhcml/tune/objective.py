@@ -39,9 +39,15 @@ class TrainObjective:
         return cfg
 
     def __call__(self, trial: Any) -> float | tuple[float, ...]:
+        import logging
+
         import optuna
 
         from lhcml.train.config import config_from_dict
+
+        # one line per trial is enough: silence Lightning's per-run banners in the workers
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         from lhcml.train.trainer import train
 
         space = SearchSpace.model_validate(self.space)

@@ -243,6 +243,9 @@ def run_study(
     runs the same workers as Dask tasks. A local worker that dies is replaced and its trial
     re-queued.
     """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = create_or_load_study(space, storage_url)  # create once, before workers race
     n_gpu = _detect_gpus()
     specs = [
@@ -281,9 +284,9 @@ def _run_local(specs: list[WorkerSpec], study, space: SearchSpace, progress: boo
     try:
         while procs:
             time.sleep(0.5)
-            done = n_finished(study)
-            bar.n = min(done, space.n_trials)
-            bar.refresh()
+            done = min(n_finished(study), space.n_trials)
+            if done != bar.n:
+                bar.update(done - bar.n)
             for idx, (p, s) in list(procs.items()):
                 if p.is_alive():
                     continue
