@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from lhcml.config import deep_merge, read_yaml
+from lhcml.config import deep_merge, read_yaml, resolve_bases
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -37,17 +37,6 @@ def _configs_dir() -> Path:
         f"shipped configs not found at {CONFIGS}: run the demo from an lhcml source checkout "
         "(`make demo`), where configs/ lives next to src/"
     )
-
-
-def _resolve(path: Path) -> dict[str, Any]:
-    """A YAML config with its ``base:`` chain merged in."""
-    data = read_yaml(path)
-    here = path.parent
-    while "base" in data:
-        base_path = here / str(data.pop("base"))
-        here = base_path.parent
-        data = deep_merge(read_yaml(base_path), data)
-    return data
 
 
 class _Steps:
@@ -110,10 +99,10 @@ def run_demo(
     validate_simulation(sim_dir, out / "validation")
 
     step("baseline taggers: fit IP2D/IP3D/SV1 templates on the training split, apply to all jets")
-    pre_raw = deep_merge(_resolve(cfgs / "ftag" / "preprocess_dl1.yaml"), {
+    pre_raw = deep_merge(resolve_bases(cfgs / "ftag" / "preprocess_dl1.yaml"), {
         "output_dir": str(out / "preprocessed"),
         "samples": {"ttbar": {"inputs": [str(sim_dir / "ttbar_*.h5")], "cuts": []}},
-        "resampling": _resolve(cfgs / "ftag" / "preprocess_tiny.yaml")["resampling"],
+        "resampling": resolve_bases(cfgs / "ftag" / "preprocess_tiny.yaml")["resampling"],
         "batch_size": 2000, "shuffle_buffer": 5000,
         # a larger test share than the default 10 %, so the demo's rejections mean something
         "split": {"modulus": 10, "train": [0, 1, 2, 3, 4, 5], "val": [6], "test": [7, 8, 9]},
