@@ -31,7 +31,7 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
-from lhcml.sim.generator import FlatTable
+from lhcml.sim.generator import FlatTable, insert_per_event
 
 #: calorimeter coverage
 CALO_ETA_MAX = 4.9
@@ -169,37 +169,41 @@ def build_pflow_flat(
             # is already in the calorimeter, so they are not separate flow objects
             t_origin = tflat["origin"]
             keep &= real | (t_origin == 1)
-        tpid = np.zeros(len(pidx), dtype=np.int32)
-        tpid[real] = np.abs(pid[offs_p[evt_t[real]] + pidx[real]])
-        kind = np.full(len(pidx), KIND_CHARGED_HADRON, dtype=np.int8)
+        # only the tracks kept by the charged-hadron subtraction become flow objects
+        k = np.flatnonzero(keep)
+        pk = pidx[k]
+        realk = pk >= 0
+        tpid = np.zeros(len(k), dtype=np.int32)
+        tpid[realk] = np.abs(pid[offs_p[evt_t[k][realk]] + pk[realk]])
+        kind = np.full(len(k), KIND_CHARGED_HADRON, dtype=np.int8)
         kind[tpid == 11] = KIND_ELECTRON
         kind[tpid == 13] = KIND_MUON
         mass = np.where(kind == KIND_ELECTRON, _M_E, np.where(kind == KIND_MUON, _M_MU, _M_PI))
 
         def opt(name: str) -> np.ndarray:
-            return tflat[name].astype(np.float64) if name in fields else np.zeros(len(pidx))
+            return tflat[name][k].astype(np.float64) if name in fields else np.zeros(len(k))
 
-        tpx = t_pt * np.cos(t_phi)
-        tpy = t_pt * np.sin(t_phi)
-        tpz = t_pt * np.sinh(t_eta)
+        pt_k, eta_k, phi_k = t_pt[k], t_eta[k], t_phi[k]
+        tpx = pt_k * np.cos(phi_k)
+        tpy = pt_k * np.sin(phi_k)
+        tpz = pt_k * np.sinh(eta_k)
         tE = np.sqrt(tpx**2 + tpy**2 + tpz**2 + mass**2)
-        local_idx = np.arange(len(pidx)) - tracks.offsets[evt_t]
-        k = keep
+        local_idx = k - tracks.offsets[evt_t[k]]
         trk_cols = {
-            "px": tpx[k],
-            "py": tpy[k],
-            "pz": tpz[k],
-            "E": tE[k],
-            "pt": t_pt[k],
-            "eta": t_eta[k],
-            "phi": t_phi[k],
+            "px": tpx,
+            "py": tpy,
+            "pz": tpz,
+            "E": tE,
+            "pt": pt_k,
+            "eta": eta_k,
+            "phi": phi_k,
             "charge": t_q[k],
-            "kind": kind[k],
-            "d0": opt("d0")[k],
+            "kind": kind,
+            "d0": opt("d0"),
             "z0SinTheta": dz0st[k],
-            "d0Uncertainty": opt("d0Uncertainty")[k],
-            "z0SinThetaUncertainty": opt("z0SinThetaUncertainty")[k],
-            "track_index": local_idx[k].astype(np.int32),
+            "d0Uncertainty": opt("d0Uncertainty"),
+            "z0SinThetaUncertainty": opt("z0SinThetaUncertainty"),
+            "track_index": local_idx.astype(np.int32),
         }
         trk_evt = evt_t[k]
     else:
@@ -279,15 +283,12 @@ def build_pflow_flat(
     }
 
     # ---- merge per event (tracks first, then towers) ----------------------------------------
-    if trk_cols:
-        all_ev = np.concatenate([trk_evt, t_ev])
-        cols = {k: np.concatenate([trk_cols[k], tow_cols[k]]) for k in tow_cols}
-    else:
-        all_ev = t_ev
-        cols = tow_cols
-    order = np.argsort(all_ev, kind="stable")
-    cols = {k: v[order] for k, v in cols.items()}
-    return FlatTable(cols, np.bincount(all_ev, minlength=n_ev))
+    # (both lists are already grouped by event: a block copy per event, no sort)
+    towers = FlatTable(tow_cols, np.bincount(t_ev, minlength=n_ev))
+    if not trk_cols:
+        return towers
+    trk_cols = {k: trk_cols[k].astype(np.result_type(trk_cols[k], tow_cols[k]), copy=False) for k in tow_cols}
+    return insert_per_event(FlatTable(trk_cols, np.bincount(trk_evt, minlength=n_ev)), towers)
 
 
 #: patches for the median pileup-density estimate: |eta| < RHO_ETA_MAX, RHO_N_ETA x RHO_N_PHI
