@@ -49,7 +49,9 @@ DEFAULT_IMAGE_SHAPES: dict[str, tuple[int, int]] = {
 
 
 def _image_groups(input_dims: Mapping[str, int]) -> list[str]:
-    return [g for g in input_dims if g.startswith("images_") or g.startswith("raw_")]
+    """Image groups in a fixed (sorted) order: the merged feature order must not depend on the
+    order of ``input_dims`` (a checkpoint is rebuilt from stored metadata)."""
+    return sorted(g for g in input_dims if g.startswith("images_") or g.startswith("raw_"))
 
 
 def _shapes(groups: Sequence[str], image_shapes: Mapping[str, Sequence[int]] | None) -> dict[str, tuple[int, int]]:
