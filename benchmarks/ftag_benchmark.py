@@ -231,8 +231,12 @@ def step_baselines(args: argparse.Namespace, work: Path) -> None:
             _log(f"baselines: applying to {len(todo)} {proc} shards")
             apply_baselines(templates, todo, output_dir=out_dir)
             n_apply += sum(_n_jets(out_dir / f.name) for f in todo)
-    _update_json(work / "timings.json", baselines_fit_s=t_fit, baselines_apply_s=time.time() - t1,
-                 baselines_apply_jets=n_apply)  # fmt: skip
+    prev = _read_json(work / "timings.json")
+    if n_apply:  # accumulated over the runs of this step (it can follow the simulation)
+        _update_json(work / "timings.json", baselines_apply_s=prev.get("baselines_apply_s", 0) + time.time() - t1,
+                     baselines_apply_jets=prev.get("baselines_apply_jets", 0) + n_apply)  # fmt: skip
+    if "baselines_fit_s" not in prev:
+        _update_json(work / "timings.json", baselines_fit_s=t_fit)
 
 
 def _preprocess_config(args: argparse.Namespace, work: Path) -> Any:
@@ -526,6 +530,15 @@ def step_table(args: argparse.Namespace, work: Path) -> str:
     if timings:
         keys = ["pileup_s", "baselines_fit_s", "baselines_apply_s", "preprocess_s"]
         out.append("\nStep times: " + ", ".join(f"{k[:-2]} {timings[k]:.0f} s" for k in keys if k in timings))
+        if timings.get("baselines_apply_jets"):
+            out.append(f"(baselines apply: {timings['baselines_apply_jets']} jets, "
+                       f"{1e3 * timings['baselines_apply_s'] / timings['baselines_apply_jets']:.2f} ms/jet wall)")
+    tmpl = work / "baselines" / "templates.h5"
+    if tmpl.exists():
+        import h5py
+
+        with h5py.File(tmpl, "r") as h:
+            out.append(f"IP2D/IP3D/SV1 templates filled from {int(h.attrs['n_jets'])} training-split jets.")
     for res_file in sorted(work.glob("eval_fc*/results.json"), key=lambda p: float(p.parent.name[7:])):
         results = json.loads(res_file.read_text())
         fc = results["config"]["fractions"]["cjets"]
