@@ -152,7 +152,7 @@ def _figures(res: dict[str, Any], out: Path) -> list[tuple[Path, str]]:
     from lhcml.plots.roc import RocPlot
 
     figs = []
-    plot = RocPlot(signal_label="Photon", ratio=False, label_lines=["lhcml open simulation", "prompt photons vs jet fakes"])
+    plot = RocPlot(signal_label="Photon", ratio=False, label_lines=["prompt photons vs jet fakes"])
     for name, t in res["taggers"].items():
         se, be = np.array(t["roc"]["sig_eff"]), np.array(t["roc"]["bkg_eff"])
         plot.add(RocCurve(se, be, float(res["n_fake"]), np.zeros_like(se)), name, "fake", label=t["label"])
