@@ -95,7 +95,7 @@ def main() -> None:
                            bins={"pt": (20, 30, 40, 60, 100, 250), "abs_eta": (0, 0.6, 0.8, 1.15, 1.37)})
 
     # --- pile-up -----------------------------------------------------------------------------
-    from lhcml.sim.pileup import build_pileup_library, PileupLibrary
+    from lhcml.sim.pileup import PileupLibrary, build_pileup_library
 
     lib_path = work / "pileup.h5"
     lib = PileupLibrary.load(lib_path) if lib_path.is_file() else build_pileup_library(500, 7, lib_path)
