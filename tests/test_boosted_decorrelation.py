@@ -175,3 +175,18 @@ def test_frontier_point_orders_sculpting():
     r_c, j_c = frontier_point(clean, is_sig, ~is_sig, mass)
     assert j_c > 3 * j_s  # less sculpting: larger 1/JSD50
     assert r_s > r_c  # the mass helps the rejection
+
+
+def test_adversary_warmup_detaches_classifier():
+    adv = MassAdversary(n_classes=2, grl_lambda=5.0, warmup_steps=1, hidden=[8])
+    adv.train()
+    _, labels, mass = _toy(50)
+    batch = {"labels": labels, "jets_mass": mass}
+    for step in range(2):
+        logits = torch.zeros(50, 2, requires_grad=True)
+        adv({"logits": logits}, batch).backward()
+        if step == 0:  # pre-training step: only the adversary learns
+            assert logits.grad is None or float(logits.grad.abs().sum()) == 0.0
+        else:  # afterwards the classifier receives the reversed gradient
+            assert float(logits.grad.abs().sum()) > 0.0
+    assert int(adv.steps) == 2

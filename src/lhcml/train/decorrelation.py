@@ -151,6 +151,9 @@ class MassAdversary(ExtraLoss):
         Hidden sizes of the adversary MLP.
     background_classes
         Indices of the background classes.
+    warmup_steps
+        Training steps during which only the adversary learns (its input is detached), before
+        the reversed gradient reaches the classifier (adversary pre-training, as Louppe et al.).
     """
 
     batch_fields = {"jets": ["mass"]}
@@ -168,8 +171,14 @@ class MassAdversary(ExtraLoss):
         mass_scale: float = 100e3,
         hidden: Sequence[int] = (64, 64),
         background_classes: Sequence[int] = (0,),
+        warmup_steps: int = 0,
     ) -> None:
         super().__init__(weight)
+        if warmup_steps < 0:
+            raise ConfigError("adversary.warmup_steps must be >= 0")
+        self.warmup_steps = int(warmup_steps)
+        #: training forward passes seen (saved with the checkpoint, so a resumed run continues)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         if mode not in ("binned", "gmm"):
             raise ConfigError(f"unknown adversary mode '{mode}' (valid: binned, gmm)")
         if mass_max <= mass_min or n_bins < 2 or n_components < 1 or mass_scale <= 0:
@@ -190,7 +199,13 @@ class MassAdversary(ExtraLoss):
             raise ConfigError(
                 f"adversary.n_classes={self.n_classes} but the model has {logits.shape[1]} classes"
             )
-        probs = self.grl(torch.softmax(logits, dim=1))
+        probs = torch.softmax(logits, dim=1)
+        if self.training:
+            self.steps += 1
+        if self.training and int(self.steps) <= self.warmup_steps:
+            probs = probs.detach()  # adversary pre-training: the classifier is not penalised yet
+        else:
+            probs = self.grl(probs)
         mass = batch["jets_mass"].float()
         use = _background_mask(batch["labels"], self.background_classes)
         w = batch["weights"].float() if "weights" in batch else torch.ones_like(mass)
