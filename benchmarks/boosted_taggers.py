@@ -117,6 +117,34 @@ def train_predict(name: str, files: dict[str, Path], work: Path, epochs: int, ex
     return tag, pred, dt, n_train * epochs, Path(ckpt)
 
 
+def robustness_mu(top: str, qcd: str, work: Path, ckpts: dict[str, Path], results: dict) -> None:
+    """Evaluate the trained taggers on a sample simulated at another <mu>; print R50 changes."""
+    from lhcml.train.predict import predict
+
+    mu_dir = work / "mu"
+    mu_dir.mkdir(exist_ok=True)
+    mu_files = merge_split([top, qcd], mu_dir)  # all three splits are test jets here
+    with h5py.File(mu_files["train"]) as f:
+        mu = float(np.mean(f["jets"]["averageInteractionsPerCrossing"][:]))
+    print(f"\nrobustness (sample at <mu> = {mu:.0f}, {sum(len(h5py.File(p)['jets']) for p in mu_files.values())} jets):")
+    for m, ck in ckpts.items():
+        rows = []
+        for name, p in mu_files.items():
+            (pv,) = predict(ck, [p], output_dir=mu_dir / "pred" / m / name)
+            rows.append(pv)
+        # concatenate the three parts for the statistics
+        jets = np.concatenate([h5py.File(p)["jets"][:] for p in rows])
+        tmp = mu_dir / f"pred_{m}.h5"
+        from lhcml.data.h5 import write_h5
+
+        write_h5(tmp, {"jets": jets})
+        mv = metrics(tmp, m)
+        results[m]["r50_mu"] = mv["r50"]
+        results[m]["auc_mu"] = mv["auc"]
+        print(f"  {m:18s} R50 {results[m]['r50']:.2f} -> {mv['r50']:.2f} ({mv['r50'] / results[m]['r50'] - 1:+.1%}), "
+              f"AUC {results[m]['auc']:.4f} -> {mv['auc']:.4f}")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--top", required=True)
@@ -128,6 +156,8 @@ def main() -> None:
     ap.add_argument("--disco", nargs="*", type=float, default=[1.0, 10.0, 50.0])
     ap.add_argument("--adv", nargs="*", type=float, default=[1.0, 10.0])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--mu-top", default=None, help="top sample at another <mu> (robustness)")
+    ap.add_argument("--mu-qcd", default=None, help="QCD sample at another <mu> (robustness)")
     args = ap.parse_args()
     import torch
 
@@ -198,6 +228,8 @@ def main() -> None:
         results[m]["auc_varied"] = mv["auc"]
         print(f"  {m:18s} R50 {results[m]['r50']:.2f} -> {mv['r50']:.2f} ({mv['r50'] / results[m]['r50'] - 1:+.1%}), "
               f"AUC {results[m]['auc']:.4f} -> {mv['auc']:.4f}")  # fmt: skip
+    if args.mu_top and args.mu_qcd:
+        robustness_mu(args.mu_top, args.mu_qcd, work, ckpts, results)
     (work / "results.json").write_text(json.dumps({"taggers": results, "frontier": rows}, indent=1))
     print(f"\nresults: {work / 'results.json'}; frontier plot: {work / 'frontier.png'}")
 
