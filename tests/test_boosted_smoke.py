@@ -52,10 +52,9 @@ def _overrides(name: str, tr: Path, va: Path, out: Path) -> list[str]:
 
 
 def test_all_jet_configs_validate():
-    from lhcml.train.config import load_train_config
-
     from lhcml.config import load_config
     from lhcml.metrics.evaluate import EvaluateConfig
+    from lhcml.train.config import load_train_config
 
     ev = load_config(EvaluateConfig, CONFIGS / "evaluate.yaml")
     assert ev.label_scheme == "boosted" and ev.signal == "top" and ev.mass_var == "mass"
