@@ -20,7 +20,6 @@ import argparse
 import copy
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import yaml
