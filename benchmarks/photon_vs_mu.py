@@ -42,7 +42,9 @@ import numpy as np
 SIGNAL, BACKGROUND = "gamma_jet", "dijet_photon"
 
 
-def acceptance_filter(cols: dict, event: np.ndarray, n_events: int, pt_min_gev: float = 17.0) -> np.ndarray:
+def acceptance_filter(
+    cols: dict, event: np.ndarray, n_events: int, pt_min_gev: float = 17.0
+) -> np.ndarray:
     """Signal generator filter: a final-state photon with pT > ``pt_min_gev`` in |eta| < 1.45.
 
     Loose against the analysis selection (clusters with E_T > 20 GeV in |eta| < 1.37, truth
@@ -101,13 +103,19 @@ def simulate_chunk(process: str, n: int, seed: int, mus: list[float], pileup) ->
     return out
 
 
-def step_sim(work: Path, mus: list[float], chunk: int, budget_s: float, max_chunks: int, bkg_factor: int) -> None:
+def step_sim(
+    work: Path, mus: list[float], chunk: int, budget_s: float, max_chunks: int, bkg_factor: int
+) -> None:
     import h5py
 
     from lhcml.sim.pileup import PileupLibrary, build_pileup_library
 
     lib_path = work / "pileup.h5"
-    lib = PileupLibrary.load(lib_path) if lib_path.is_file() else build_pileup_library(1000, 7, lib_path)
+    lib = (
+        PileupLibrary.load(lib_path)
+        if lib_path.is_file()
+        else build_pileup_library(1000, 7, lib_path)
+    )
     sdir = work / "sim"
     sdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -136,10 +144,19 @@ def step_sim(work: Path, mus: list[float], chunk: int, budget_s: float, max_chun
                     f.create_dataset(key, data=v, compression="lzf")
             tmp.replace(path)
             n_cand = {int(mu): (0 if d is None else len(d["photons"])) for mu, d in res.items()}
-            rec = {"process": proc, "chunk": c, "events": n, "seconds": time.time() - t, "candidates": n_cand}
+            rec = {
+                "process": proc,
+                "chunk": c,
+                "events": n,
+                "seconds": time.time() - t,
+                "candidates": n_cand,
+            }
             with log.open("a") as fh:
                 fh.write(json.dumps(rec) + "\n")
-            print(f"[sim {time.time() - t0:6.0f}s] {proc} chunk {c}: {rec['seconds']:.0f} s, {n_cand}", flush=True)
+            print(
+                f"[sim {time.time() - t0:6.0f}s] {proc} chunk {c}: {rec['seconds']:.0f} s, {n_cand}",
+                flush=True,
+            )
 
 
 def step_split(work: Path, mus: list[float]) -> dict[float, dict[str, Path]]:
@@ -167,14 +184,18 @@ def step_split(work: Path, mus: list[float]) -> dict[float, dict[str, Path]]:
         ev = merged["photons"]["eventNumber"].astype(np.uint64)
         u = ((ev * np.uint64(2654435761)) % np.uint64(1000)).astype(float) / 1000
         for s, sel in (("train", u < 0.5), ("val", (u >= 0.5) & (u < 0.6)), ("test", u >= 0.6)):
-            split_and_write({k: v[sel] for k, v in merged.items()}, d, 1, (1.0, 0.0, 0.0), prefix=f"_{s}")
+            split_and_write(
+                {k: v[sel] for k, v in merged.items()}, d, 1, (1.0, 0.0, 0.0), prefix=f"_{s}"
+            )
             (d / f"_{s}_train.h5").replace(paths[s])
             for extra in ("val", "test"):
                 (d / f"_{s}_{extra}.h5").unlink(missing_ok=True)
     return out
 
 
-def _train(cfg_path: str, train: list[Path], val: list[Path], out: Path, overrides: list[str]) -> Path:
+def _train(
+    cfg_path: str, train: list[Path], val: list[Path], out: Path, overrides: list[str]
+) -> Path:
     from lhcml.train.config import load_train_config
     from lhcml.train.trainer import train as run
 
@@ -195,20 +216,39 @@ def _fmt(rej: float | None, err: float | None, n_fake: int) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     ap.add_argument("--work", default="benchmarks/_work/photon_mu", help="cache directory")
-    ap.add_argument("--mus", type=float, nargs="+", default=[0, 50, 100, 200], help="pile-up levels")
-    ap.add_argument("--train-mu", type=float, default=50.0, help="mu of the training sample (one of --mus)")
-    ap.add_argument("--chunk", type=int, default=300, help="hard-scatter events per chunk and process")
-    ap.add_argument("--bkg-factor", type=int, default=2,
-                    help="background chunks hold this many times --chunk events (balances the classes)")
+    ap.add_argument(
+        "--mus", type=float, nargs="+", default=[0, 50, 100, 200], help="pile-up levels"
+    )
+    ap.add_argument(
+        "--train-mu", type=float, default=50.0, help="mu of the training sample (one of --mus)"
+    )
+    ap.add_argument(
+        "--chunk", type=int, default=300, help="hard-scatter events per chunk and process"
+    )
+    ap.add_argument(
+        "--bkg-factor",
+        type=int,
+        default=2,
+        help="background chunks hold this many times --chunk events (balances the classes)",
+    )
     ap.add_argument("--sim-seconds", type=float, default=1200, help="simulation budget of this run")
-    ap.add_argument("--max-chunks", type=int, default=1000, help="stop the simulation after this many chunks")
+    ap.add_argument(
+        "--max-chunks", type=int, default=1000, help="stop the simulation after this many chunks"
+    )
     ap.add_argument("--epochs", type=int, default=15, help="CNN epochs (DNN: 3x)")
     ap.add_argument("--paed-epochs", type=int, default=20)
-    ap.add_argument("--steps", nargs="+", default=["sim", "split", "train", "paed", "eval"],
-                    choices=["sim", "split", "train", "paed", "eval"])
+    ap.add_argument(
+        "--steps",
+        nargs="+",
+        default=["sim", "split", "train", "paed", "eval"],
+        choices=["sim", "split", "train", "paed", "eval"],
+    )
     ap.add_argument("--plot", default="docs/benchmarks/photon_rejection_vs_mu.png")
     args = ap.parse_args()
     if args.train_mu not in args.mus:
@@ -237,7 +277,9 @@ def main() -> None:
         p = work / f"cuts_tight{int(t * 100)}.yaml"
         if not p.is_file():
             tr = load_photons([ftr["train"]])
-            optimise_menu(tr, tr["isPromptPhoton"] == 1, t, name=f"tight{int(t * 100)}", min_entries=150).save(p)
+            optimise_menu(
+                tr, tr["isPromptPhoton"] == 1, t, name=f"tight{int(t * 100)}", min_entries=150
+            ).save(p)
         menus.append(CutMenu.load(p))
     t1 = time.time()
     cnn = _train("configs/photon/cnn.yaml", [ftr["train"]], [ftr["val"]], work / "cnn",
@@ -281,7 +323,9 @@ def main() -> None:
             # nominal images: CNN + DNN; PAED images: both CNNs; pile-up-free twins: CNN
             predict(cnn, [files[mu]["test"]], output_dir=pdir / "nom")
             predict(dnn, [pdir / "nom" / "photon_test.h5"])
-            predict(cnn, [den[(mu, "test")]], tagger_name="photon_cnn_on_paed", output_dir=pdir / "den")
+            predict(
+                cnn, [den[(mu, "test")]], tagger_name="photon_cnn_on_paed", output_dir=pdir / "den"
+            )
             predict(cnn_paed, [pdir / "den" / "photon_test.h5"], tagger_name="photon_cnn_paed")
             nopu = pdir / "nopu_in" / "photon_test.h5"
             nopu.parent.mkdir(parents=True, exist_ok=True)
@@ -296,7 +340,9 @@ def main() -> None:
 
             tabs = [load_photons([pdir / d / "photon_test.h5"]) for d in ("nom", "den", "nopu")]
             extra = {n: tabs[1][n] for n in tabs[1].dtype.names if n.startswith("photon_cnn_")}
-            extra.update({n: tabs[2][n] for n in tabs[2].dtype.names if n.startswith("photon_cnn_nopu")})
+            extra.update(
+                {n: tabs[2][n] for n in tabs[2].dtype.names if n.startswith("photon_cnn_nopu")}
+            )
             merged = rfn.append_fields(tabs[0], list(extra), list(extra.values()), usemask=False)
             from lhcml.data.h5 import write_h5
 
@@ -312,10 +358,14 @@ def main() -> None:
             p = work / f"cuts_mu{int(mu)}_tight{int(t * 100)}.yaml"
             if not p.is_file():
                 tr = load_photons([files[mu]["train"]])
-                optimise_menu(tr, tr["isPromptPhoton"] == 1, t, name=f"tight{int(t * 100)}", min_entries=150).save(p)
+                optimise_menu(
+                    tr, tr["isPromptPhoton"] == 1, t, name=f"tight{int(t * 100)}", min_entries=150
+                ).save(p)
             own.append(CutMenu.load(p))
         results[mu]["cuts_own_mu"] = evaluate_arrays(ph, {}, own, bins={})["cuts"]
-    summary = _clean({"train_mu": args.train_mu, "results": {str(int(m)): r for m, r in results.items()}})
+    summary = _clean(
+        {"train_mu": args.train_mu, "results": {str(int(m)): r for m, r in results.items()}}
+    )
     (work / "summary_vs_mu.json").write_text(json.dumps(summary, indent=1, default=float))
     print_tables(results, args.train_mu)
     plot(results, args.plot, args.train_mu)
@@ -325,23 +375,32 @@ def main() -> None:
 def print_tables(results: dict, train_mu: float) -> None:
     """Markdown tables: fake rejection at 80 / 90 % photon efficiency per mu."""
     for wp in ("0.80", "0.90"):
-        print(f"\nFake rejection at {float(wp):.0%} photon efficiency (trained at mu = {train_mu:g})\n")
+        print(
+            f"\nFake rejection at {float(wp):.0%} photon efficiency (trained at mu = {train_mu:g})\n"
+        )
         mus = list(results)
         print("| method | " + " | ".join(f"μ = {m:g}" for m in mus) + " |")
         print("|---|" + "---:|" * len(mus))
-        print("| test sample (prompt / fakes) | " + " | ".join(
-            f"{results[m]['n_prompt']} / {results[m]['n_fake']}" for m in mus) + " |")
+        print(
+            "| test sample (prompt / fakes) | "
+            + " | ".join(f"{results[m]['n_prompt']} / {results[m]['n_fake']}" for m in mus)
+            + " |"
+        )
         first = results[mus[0]]
         cut = f"tight{int(float(wp) * 100)}"
         row = []
         for m in mus:
             c = results[m]["cuts"][cut]
-            row.append(f"{_fmt(c['rejection'], c['rejection_err'], results[m]['n_fake'])} (ε={c['sig_eff']:.2f})")
+            row.append(
+                f"{_fmt(c['rejection'], c['rejection_err'], results[m]['n_fake'])} (ε={c['sig_eff']:.2f})"
+            )
         print(f"| tight cuts, menu of μ = {train_mu:g} | " + " | ".join(row) + " |")
         row = []
         for m in mus:
             c = results[m]["cuts_own_mu"][cut]
-            row.append(f"{_fmt(c['rejection'], c['rejection_err'], results[m]['n_fake'])} (ε={c['sig_eff']:.2f})")
+            row.append(
+                f"{_fmt(c['rejection'], c['rejection_err'], results[m]['n_fake'])} (ε={c['sig_eff']:.2f})"
+            )
         print("| tight cuts, menu re-optimised at each μ | " + " | ".join(row) + " |")
         for name, t in first["taggers"].items():
             row = []
@@ -349,7 +408,11 @@ def print_tables(results: dict, train_mu: float) -> None:
                 w = results[m]["taggers"][name]["working_points"][wp]
                 row.append(_fmt(w["rejection"], w["rejection_err"], results[m]["n_fake"]))
             print(f"| {t['label']} | " + " | ".join(row) + " |")
-        print("| CNN AUC | " + " | ".join(f"{results[m]['taggers']['photon_cnn']['auc']:.4f}" for m in mus) + " |")
+        print(
+            "| CNN AUC | "
+            + " | ".join(f"{results[m]['taggers']['photon_cnn']['auc']:.4f}" for m in mus)
+            + " |"
+        )
 
 
 def plot(results: dict, path: str, train_mu: float) -> None:
@@ -365,7 +428,7 @@ def plot(results: dict, path: str, train_mu: float) -> None:
              ("photon_cnn", "CNN", "tab:blue"), ("photon_cnn_on_paed", "CNN on PAED-denoised", "tab:orange"),
              ("photon_cnn_paed", "CNN trained+applied on PAED", "tab:red"),
              ("photon_cnn_nopu", "CNN on pile-up-free twin", "tab:gray")]  # fmt: skip
-    for ax, wp in zip(axes, ("0.80", "0.90")):
+    for ax, wp in zip(axes, ("0.80", "0.90"), strict=True):
         for i, (name, label, col) in enumerate(names):
             y, e, lim = [], [], []
             for m in results.values():
@@ -389,7 +452,9 @@ def plot(results: dict, path: str, train_mu: float) -> None:
                 ax.plot(x[lim], y[lim], "^", color=col, ms=9, mfc="none")
         ax.set_yscale("log")
         ax.set_xlabel("⟨μ⟩ of the test sample")
-        ax.set_title(f"{float(wp):.0%} photon efficiency (cuts: menu efficiency; ▲ = no fake passes)")
+        ax.set_title(
+            f"{float(wp):.0%} photon efficiency (cuts: menu efficiency; ▲ = no fake passes)"
+        )
         ax.axvline(train_mu, color="0.8", lw=0.8)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("fake rejection 1/ε_fake")
