@@ -63,7 +63,8 @@ def test_all_jet_configs_validate():
     assert {"bdt_substructure", "jet_image_cnn", "pfn", "efn", "particlenet", "part", "lola"} <= set(names)
     for n in names:
         cfg = load_train_config(CONFIGS / f"{n}.yaml")
-        assert cfg.data.label_scheme == "boosted" and cfg.output_dir.endswith(n)
+        scheme = "quark_gluon" if n.startswith("qg_") else "boosted"
+        assert cfg.data.label_scheme == scheme and cfg.output_dir.endswith(n)
 
 
 @pytest.mark.parametrize("name", TRAINED)

@@ -45,6 +45,9 @@ PV_Z_RESOLUTION = 0.030
 LARGE_R_RADIUS = 0.8
 #: small-R jet radius
 SMALL_R_RADIUS = 0.4
+#: particle-flow constituent slots of small-R quark/gluon jets (``flow`` of ``kind="quark_gluon"``
+#: processes; R = 0.4 jets at 500-550 GeV have ~20-70 constituents)
+N_FLOW_SMALL_R = 100
 #: pileup-jet suppression (a JVT proxy): jets with pT < JVT_PT_MAX (GeV) and |eta| < JVT_ETA_MAX
 #: need a fraction > JVT_RPT_MIN of their pT in primary-vertex tracks
 JVT_PT_MAX = 60.0
@@ -102,7 +105,9 @@ def simulate_events(
     -------
     dict[str, np.ndarray]
         Small-R processes: ``{"jets": JET_DTYPE (n_jets,), "tracks": TRACK_DTYPE (n_jets, 40),
-        "events": EVENT_DTYPE (n_events,)}``; large-R processes: ``{"jets": LARGE_R_JET_DTYPE,
+        "events": EVENT_DTYPE (n_events,)}``, plus ``"flow": FLOW_DTYPE (n_jets, 100)`` (the jets'
+        particle-flow constituents, :data:`N_FLOW_SMALL_R`) for quark/gluon processes (``qg``);
+        large-R processes: ``{"jets": LARGE_R_JET_DTYPE,
         "flow": FLOW_DTYPE (n_jets, 200), "events": ...}``; photon processes: whatever
         :func:`lhcml.sim.photons.simulate_photon_events` returns.
     """
@@ -315,7 +320,12 @@ def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, pv_z) -> dic
     trk = _as_dtype(trk, TRACK_DTYPE, "associate_tracks")
     jets["n_tracks"] = np.minimum(n_assoc, np.iinfo(np.int16).max)
     jets["n_truth_pileup_tracks"] = np.minimum(n_pu_trk, np.iinfo(np.int16).max)
-    return {"jets": jets, "tracks": trk, "_event": jet_event}
+    out = {"jets": jets, "tracks": trk, "_event": jet_event}
+    if proc.kind == "quark_gluon":
+        # constituent taggers (PFN, ParticleNet, ...): the jet's particle-flow objects, as for large-R jets
+        out["flow"], _ = _constituent_flow(objects, cons_off, cons, flat_mask, jets["eta"], jets["phi"],
+                                           N_FLOW_SMALL_R)
+    return out
 
 
 def _as_dtype(arr: np.ndarray, dtype: np.dtype, who: str) -> np.ndarray:
@@ -354,7 +364,27 @@ def _large_r(proc, objects: FlatTable, generated) -> dict[str, np.ndarray]:
     jets["truthPt"] = labels["truthPt"][flat_mask] * _GEV
     jets["truthMass"] = labels["truthMass"][flat_mask] * _GEV
 
-    # constituents of the selected jets, by decreasing pT (stable: fastjet order among ties)
+    flow, ncons = _constituent_flow(objects, cons_off, cons, flat_mask, jets["eta"], jets["phi"], N_FLOW)
+    jets["n_constituents"] = ncons
+    return {"jets": jets, "flow": flow, "_event": jet_event}
+
+
+def _constituent_flow(
+    objects: FlatTable,
+    cons_off: np.ndarray,
+    cons: np.ndarray,
+    flat_mask: np.ndarray,
+    jet_eta: np.ndarray,
+    jet_phi: np.ndarray,
+    n_slots: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``FLOW_DTYPE (n_selected, n_slots)`` constituents of the jets ``flat_mask`` selects.
+
+    ``cons_off``/``cons`` come from :func:`~lhcml.sim.jets.cluster_flat`; constituents are sorted by
+    decreasing pT (stable: fastjet order among ties) and the first ``n_slots`` kept. Returns the
+    flow array and the number of constituents of each selected jet (before the slot cap).
+    """
+    nj = int(np.count_nonzero(flat_mask))
     ncons_all = np.diff(cons_off)
     jsel = np.flatnonzero(flat_mask)
     ncons = ncons_all[jsel]
@@ -364,11 +394,10 @@ def _large_r(proc, objects: FlatTable, generated) -> dict[str, np.ndarray]:
     row = np.repeat(np.arange(nj), ncons)
     order = np.lexsort((-objects["pt"][crow], row))
     crow = crow[order]
-    jets["n_constituents"] = ncons
-    flow = empty(FLOW_DTYPE, (nj, N_FLOW))
+    flow = empty(FLOW_DTYPE, (nj, n_slots))
     if nj:
         slot = np.arange(len(crow)) - coff[row]
-        keep = slot < N_FLOW
+        keep = slot < n_slots
         row, slot = row[keep], slot[keep]
         crow = crow[keep]
 
@@ -377,12 +406,14 @@ def _large_r(proc, objects: FlatTable, generated) -> dict[str, np.ndarray]:
 
         eta, phi = col("eta"), col("phi")
         kind = col("kind")
+        jet_eta = np.asarray(jet_eta, dtype=np.float64)
+        jet_phi = np.asarray(jet_phi, dtype=np.float64)
         flow["pt"][row, slot] = col("pt") * _GEV
         flow["eta"][row, slot] = eta
         flow["phi"][row, slot] = phi
         flow["energy"][row, slot] = col("E") * _GEV
-        flow["deta"][row, slot] = eta - jets["eta"][row]
-        flow["dphi"][row, slot] = (phi - jets["phi"][row] + np.pi) % (2 * np.pi) - np.pi
+        flow["deta"][row, slot] = eta - jet_eta[row]
+        flow["dphi"][row, slot] = (phi - jet_phi[row] + np.pi) % (2 * np.pi) - np.pi
         flow["charge"][row, slot] = col("charge")
         flow["isPhoton"][row, slot] = kind == 0
         flow["isNeutralHadron"][row, slot] = kind == 1
@@ -392,4 +423,4 @@ def _large_r(proc, objects: FlatTable, generated) -> dict[str, np.ndarray]:
         for name in ("d0", "z0SinTheta", "d0Uncertainty", "z0SinThetaUncertainty"):
             flow[name][row, slot] = col(name)
         flow["valid"][row, slot] = True
-    return {"jets": jets, "flow": flow, "_event": jet_event}
+    return flow, ncons
