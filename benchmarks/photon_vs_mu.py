@@ -18,7 +18,7 @@ chunk by chunk and stops at ``--sim-seconds``):
 3. ``cuts``: tight menus at 80 / 90 % optimised on the ``--train-mu`` training split;
 4. ``train``: ``shower_dnn`` and ``photon_cnn`` (``lhcml`` shared trainer) on ``--train-mu``;
 5. ``paed``: PAED trained on (with pile-up, pile-up-free) pairs of the training split of
-   every mu > 0; the training/validation files at ``--train-mu`` and all test files denoised;
+   every mu (mu = 0 included: one denoiser for all conditions, it must infer the pile-up level); the training/validation files at ``--train-mu`` and all test files denoised;
    a second ``photon_cnn`` (``photon_cnn_paed``) trained on the denoised ``--train-mu`` images;
 6. ``eval``: fake rejection at 80 / 90 % photon efficiency with binomial errors, per mu, for
    cuts, DNN, CNN, CNN on PAED-denoised images (both the CNN trained with pile-up and the one
@@ -294,7 +294,7 @@ def main() -> None:
     paed = work / "paed" / "paed.pt"
     t1 = time.time()
     if not paed.is_file():
-        pu = [m for m in mus if m > 0]
+        pu = mus  # mu = 0 pairs too: the denoiser must leave pile-up-free images alone
         train_paed(PAEDConfig(train_files=[str(files[m]["train"]) for m in pu],
                               val_files=[str(files[m]["val"]) for m in pu], max_epochs=args.paed_epochs,
                               output_dir=str(work / "paed")), progress=False)  # fmt: skip
@@ -363,6 +363,16 @@ def main() -> None:
                 ).save(p)
             own.append(CutMenu.load(p))
         results[mu]["cuts_own_mu"] = evaluate_arrays(ph, {}, own, bins={})["cuts"]
+    # PAED: mean |sum(image) - sum(pile-up-free image)| per layer (MeV), test clusters, per mu
+    from lhcml.tasks.photon.denoise import denoise, load_paed, pileup_energy_error, read_pairs
+
+    model, pcfg = load_paed(paed)
+    for mu in mus:
+        x, y = read_pairs([files[mu]["test"]], pcfg.layers)
+        results[mu]["paed_energy_error"] = {
+            "with_pileup": pileup_energy_error(x, y),
+            "denoised": pileup_energy_error(denoise(model, x), y),
+        }
     summary = _clean(
         {"train_mu": args.train_mu, "results": {str(int(m)): r for m, r in results.items()}}
     )
@@ -413,6 +423,18 @@ def print_tables(results: dict, train_mu: float) -> None:
             + " | ".join(f"{results[m]['taggers']['photon_cnn']['auc']:.4f}" for m in mus)
             + " |"
         )
+    mus = list(results)
+    print(
+        "\nPAED: mean |Σ image − Σ pile-up-free image| per layer, test clusters (MeV): with pile-up → denoised\n"
+    )
+    print("| layer | " + " | ".join(f"μ = {m:g}" for m in mus) + " |")
+    print("|---|" + "---:|" * len(mus))
+    for k in results[mus[0]]["paed_energy_error"]["with_pileup"]:
+        cells = []
+        for m in mus:
+            e = results[m]["paed_energy_error"]
+            cells.append(f"{e['with_pileup'][k]:.0f} → {e['denoised'][k]:.0f}")
+        print(f"| {k[4:]} | " + " | ".join(cells) + " |")
 
 
 def plot(results: dict, path: str, train_mu: float) -> None:
