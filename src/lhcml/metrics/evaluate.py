@@ -100,6 +100,26 @@ class SampleConfig(StrictModel):
         return self.pt_bins if self.pt_bins is not None else SAMPLE_PRESETS[self.kind]["pt_bins"]
 
 
+class BinnedVariable(StrictModel):
+    """An extra variable to show rejection in bins of (as for pT), e.g. ``<μ>``.
+
+    ``var`` is read from the evaluated dataset and multiplied by ``scale`` (file units to the
+    units of ``bins``); ``label`` is the plot's x-axis label (default: ``var``).
+    """
+
+    var: str
+    bins: list[float] = Field(min_length=2)
+    label: str | None = None
+    scale: float = 1.0
+
+    @field_validator("bins")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if any(b >= a for a, b in zip(v[1:], v[:-1], strict=False)):
+            raise ValueError(f"bins must be strictly increasing, got {v}")
+        return v
+
+
 class PublishedValue(StrictModel):
     """A published rejection to show next to lhcml's numbers in the report (for context only:
     a different detector and simulation)."""
@@ -131,6 +151,7 @@ class EvaluateConfig(StrictModel):
     rejection_vs_pt_modes: list[Literal["fixed_cut", "flat_per_bin"]] = Field(
         default_factory=lambda: list(MODES)
     )
+    rejection_vs: list[BinnedVariable] = Field(default_factory=list)  # e.g. averageInteractionsPerCrossing
     fixed_sig_effs: list[float] = Field(default_factory=lambda: [0.3, 0.5])
     roc_sig_eff: tuple[float, float, int] = (0.4, 1.0, 121)
     significance: Literal["ams", "asimov", "s_over_sqrt_b", "s_over_sqrt_s_plus_b"] | None = None
@@ -174,6 +195,12 @@ class EvaluateConfig(StrictModel):
         for fr in [self.fractions, *(t.fractions for t in self.taggers)]:
             for k in fr or {}:
                 scheme.get(k)
+        rvars = [v.var for v in self.rejection_vs]
+        if len(set(rvars)) != len(rvars) or self.pt_var in rvars:
+            raise ValueError(
+                f"rejection_vs variables must be unique and differ from pt_var '{self.pt_var}' "
+                f"(rejection vs pT is always made from pt_bins), got {rvars}"
+            )
         snames = [s.name for s in self.samples]
         if len(set(snames)) != len(snames):
             raise ValueError(f"sample names must be unique, got {snames}")
@@ -292,6 +319,7 @@ def read_sample(cfg: EvaluateConfig, sample: SampleConfig) -> tuple[np.ndarray, 
                 needed.append(cfg.weight)
             if cfg.mass_var:
                 needed.append(cfg.mass_var)
+            needed += [v.var for v in cfg.rejection_vs]
             needed += cuts.variables
             missing = [v for v in dict.fromkeys(needed) if v not in names]
             if missing:
@@ -468,7 +496,7 @@ def evaluate_sample(cfg: EvaluateConfig, sample: SampleConfig, data: np.ndarray)
         "backgrounds": bkgs,
         "taggers": {},
         "_arrays": {"disc": {}, "masks": masks, "w": w, "pt": pt_gev, "mass": mass, "rocs": {},
-                    "binned": {}},
+                    "binned": {}, "binned_vs": {}},
     }
     labels_int = np.full(len(data), -1)
     for i, c in enumerate(scheme.classes):
@@ -503,6 +531,22 @@ def evaluate_sample(cfg: EvaluateConfig, sample: SampleConfig, data: np.ndarray)
                     )
                     res["rejection_vs_pt"][b][mode] = br.to_dict()
                     out["_arrays"]["binned"][t.name][(b, mode)] = br
+        if cfg.rejection_vs:
+            # the extra binned variables (e.g. <μ>): same working point and modes as for pT
+            res["rejection_vs"] = {}
+            out["_arrays"]["binned_vs"][t.name] = {}
+            for rv in cfg.rejection_vs:
+                x = np.asarray(data[rv.var], dtype=np.float64) * rv.scale
+                res["rejection_vs"][rv.var] = {}
+                for b in bkgs:
+                    res["rejection_vs"][rv.var][b] = {}
+                    for mode in cfg.rejection_vs_pt_modes:
+                        br = rejection_vs_var(
+                            ds, db[b], x[masks[cfg.signal]], x[masks[b]], rv.bins, wp_for_pt, mode,
+                            ws, wb[b],
+                        )
+                        res["rejection_vs"][rv.var][b][mode] = br.to_dict()
+                        out["_arrays"]["binned_vs"][t.name][(rv.var, b, mode)] = br
         if mass is not None:
             res["decorrelation"] = {}
             for b in bkgs:
@@ -618,6 +662,19 @@ def make_plots(cfg: EvaluateConfig, sample: SampleConfig, res: dict[str, Any],
                     rp.add(arrays["binned"][t.name][(b, mode)], tlabel[t.name], tcolour[t.name])
                 p = rp.save(pdir / f"{sample.name}_rej_vs_pt_{b}_{mode}.{ext}")
                 rec(p, f"{sample.name}: {blabel[b]} rejection vs pT ({mode.replace('_', ' ')})")
+
+    if arrays["binned_vs"]:
+        for rv in cfg.rejection_vs:
+            for b in bkgs:
+                for mode in cfg.rejection_vs_pt_modes:
+                    rp = RejectionVsVarPlot(xlabel=rv.label or rv.var, background_label=blabel[b],
+                                            signal_label=sig.label, label_lines=lines, logy=True)
+                    for t in cfg.taggers:
+                        rp.add(arrays["binned_vs"][t.name][(rv.var, b, mode)], tlabel[t.name],
+                               tcolour[t.name])
+                    p = rp.save(pdir / f"{sample.name}_rej_vs_{rv.var}_{b}_{mode}.{ext}")
+                    rec(p, f"{sample.name}: {blabel[b]} rejection vs {rv.label or rv.var} "
+                        f"({mode.replace('_', ' ')})")
 
     if arrays["mass"] is not None:
         from lhcml.metrics.working_points import cut_at_efficiency
