@@ -99,6 +99,41 @@ def compare_configs(stored: Mapping[str, Any], current: Mapping[str, Any], sourc
             )
 
 
+def check_state_dict(stored: Mapping[str, Any], expected: Mapping[str, Any], source: str, hint: str) -> None:
+    """Raise :class:`CheckpointMismatchError` if the saved tensors do not fit the built modules.
+
+    Parameters
+    ----------
+    stored
+        The checkpoint's state dict (name -> tensor).
+    expected
+        ``module.state_dict()`` of the freshly built model/module.
+    source
+        The checkpoint path (named in the message).
+    hint
+        What to do about it (appended to the message).
+    """
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    shapes = [
+        f"{k}: checkpoint {tuple(stored[k].shape)} vs built {tuple(expected[k].shape)}"
+        for k in expected
+        if k in stored and hasattr(stored[k], "shape") and tuple(stored[k].shape) != tuple(expected[k].shape)
+    ]
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    if shapes:
+        parts.append(f"{len(shapes)} tensors differ in shape ({'; '.join(shapes[:5])}{'; ...' if len(shapes) > 5 else ''})")
+    if missing:
+        parts.append(f"{len(missing)} tensors missing from the checkpoint ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensors in the checkpoint ({', '.join(unexpected[:5])}{', ...' if len(unexpected) > 5 else ''})")
+    raise CheckpointMismatchError(
+        f"checkpoint {source} does not match the architecture built now: {'; '.join(parts)}; {hint}"
+    )
+
+
 def load_tagger(path: str | Path) -> tuple[Any, dict[str, Any]]:
     """Rebuild the trained model of a checkpoint (eval mode, jet outputs only) and its metadata."""
     from lhcml.models.registry import build_model
@@ -115,12 +150,15 @@ def load_tagger(path: str | Path) -> tuple[Any, dict[str, Any]]:
     if hasattr(model, "set_head_weights") and cfg.get("loss", {}).get("head_weights"):
         model.set_head_weights(cfg["loss"]["head_weights"])
     state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointMismatchError(
-            f"checkpoint {path} does not match model '{cfg['model']['name']}' "
-            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
-        )
+    check_state_dict(
+        state, model.state_dict(), str(path),
+        f"the model '{cfg['model']['name']}' code or the stored config changed since it was saved "
+        "(load it with the lhcml version that wrote it, or retrain)",
+    )  # fmt: skip
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # anything check_state_dict did not foresee (dtype, ...)
+        raise CheckpointMismatchError(f"checkpoint {path} does not load into model '{cfg['model']['name']}': {err}") from None
     model.eval()
     model.with_aux = False
     return model, meta

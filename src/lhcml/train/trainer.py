@@ -184,7 +184,13 @@ def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: boo
     from lightning.pytorch.loggers import CSVLogger
 
     from lhcml.models.registry import build_model, get_model_class
-    from lhcml.train.checkpoint import build_meta, compare_configs, meta_config, read_checkpoint
+    from lhcml.train.checkpoint import (
+        build_meta,
+        check_state_dict,
+        compare_configs,
+        meta_config,
+        read_checkpoint,
+    )
     from lhcml.train.datamodule import H5JetDataset, collate_identity, norm_arrays
     from lhcml.train.extra_losses import build_extra_loss
     from lhcml.train.module import TaggerModule
@@ -194,8 +200,8 @@ def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: boo
     if resume:
         if not last.is_file():
             raise FileNotFoundError(f"--resume: no {last} to resume from (train without --resume first)")
-        stored = meta_config(read_checkpoint(last)["lhcml"])
-        compare_configs(stored, cfg.model_dump(mode="json"), str(last))
+        resumed = read_checkpoint(last)
+        compare_configs(meta_config(resumed["lhcml"]), cfg.model_dump(mode="json"), str(last))
     elif last.exists():
         raise ConfigError(f"{out} already holds a training run; pass --resume or choose another output_dir")
 
@@ -249,13 +255,20 @@ def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: boo
     outputs = [labels.scheme.get(c).output for c in class_names]
     meta = build_meta(cfg.to_yaml(), norm, class_names, outputs, variables,
                       {g: list(s.shape) for g, s in specs.items()}, cfg.resolved_tagger_name())  # fmt: skip
+
+    module = TaggerModule(model, cfg, class_names, extra, meta)
+    module.epoch_hooks.extend(hooks)
+    if resume:
+        # modules outside the compared config keys (extra losses' adversaries, model code) must fit too
+        check_state_dict(
+            resumed["state_dict"], module.state_dict(), str(last),
+            "the config changes the trained modules (model or extra_losses, e.g. an added adversary): "
+            "resume with the config stored in the checkpoint's output_dir/config.yaml or start a new output_dir",
+        )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "config.yaml", meta["config_yaml"])
     _write_atomic(out / "norm_dict.yaml", meta["norm_yaml"])
     _write_atomic(out / "class_names.yaml", yaml.safe_dump({"classes": class_names, "outputs": outputs}))
-
-    module = TaggerModule(model, cfg, class_names, extra, meta)
-    module.epoch_hooks.extend(hooks)
 
     class _SetEpoch(Callback):
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
