@@ -130,6 +130,39 @@ def test_ddt_recovers_slope_and_decorrelates():
     assert abs(np.corrcoef(rho[sel], t2[sel])[0, 1]) < 0.03 < np.corrcoef(rho[sel], tau21[sel])[0, 1]
     with pytest.raises(ConfigError, match="DDT fit"):
         fit_ddt(tau21[:3], mass[:3], pt[:3])
+    # fit quality: a straight profile has χ²/ndf ≈ 1, a turning one (as our QCD below ρ' ≈ 2) not
+    assert ddt.ndf == 18 and ddt.chi2 / ddt.ndf < 2 and 0 < ddt.slope_err < 0.002
+    bent = fit_ddt(0.7 - 0.05 * (rho - 2) ** 2 + g.normal(0, 0.05, n), mass, pt)
+    assert bent.chi2 / bent.ndf > 20
+
+
+def test_ddt_fitted_on_separate_sample(tmp_path):
+    from lhcml.data.h5 import write_h5
+    from lhcml.tasks.boosted.frontier import fit_ddt_files, frontier_points
+
+    g = np.random.default_rng(7)
+    dt = [("pt", "f4"), ("mass", "f4"), ("R10TruthLabel", "i1"), ("Tau21_wta", "f4"), ("x_ptop", "f4"),
+          ("x_pqcd", "f4")]  # fmt: skip
+
+    def sample(n, seed_slope):
+        a = np.zeros(n, dt)
+        a["R10TruthLabel"] = g.random(n) < 0.3
+        a["pt"] = g.uniform(550e3, 650e3, n)
+        a["mass"] = np.where(a["R10TruthLabel"] == 1, g.normal(172e3, 15e3, n), g.uniform(20e3, 250e3, n))
+        a["Tau21_wta"] = 0.9 + seed_slope * rho_prime(a["mass"], a["pt"]) + g.normal(0, 0.05, n)
+        a["x_ptop"] = np.clip(0.5 * a["R10TruthLabel"] + 0.5 * g.random(n), 0, 1)
+        a["x_pqcd"] = 1 - a["x_ptop"]
+        return a
+
+    big = write_h5(tmp_path / "qcd_big.h5", {"jets": sample(20000, -0.1)})
+    test = write_h5(tmp_path / "test.h5", {"jets": sample(600, -0.3)})  # another slope: must not be used
+    ddt = fit_ddt_files([big])
+    assert ddt.slope == pytest.approx(-0.1, abs=0.005)
+    rows = {r["tagger"]: r for r in frontier_points([test], {"X": "x"}, ddt=ddt)}
+    row = rows["DDT τ21 (M=-0.100)"]
+    assert row["ddt_slope"] == ddt.slope and "τ21" in rows and "X" in rows
+    own = [r for r in frontier_points([test], {"X": "x"}) if r["tagger"].startswith("DDT")][0]
+    assert own["ddt_slope"] < -0.2  # fitted on the test file's background instead
 
 
 def test_flattening_weights_flat_and_to_target():

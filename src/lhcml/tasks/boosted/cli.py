@@ -65,6 +65,10 @@ def frontier_cmd(
     signal: str = typer.Option("top"),
     background: str = typer.Option("qcd"),
     weight: str | None = typer.Option(None, help="Jets weight field."),
+    ddt_fit_files: list[Path] = typer.Option(
+        [], help="Background sample to fit the DDT slope on (repeat; default: the prediction files)."
+    ),
+    ddt_range: tuple[float, float] = typer.Option((1.5, 4.0), help="ρ' range of the DDT fit."),
 ) -> None:
     """R50 vs 1/JSD50 for the taggers and the τ21/DDT baselines; prints a table, saves a plot."""
     from lhcml.errors import ConfigError
@@ -76,7 +80,13 @@ def frontier_cmd(
             raise ConfigError(f"--tagger expects LABEL=PREFIX, got '{t}'")
         k, v = t.split("=", 1)
         taggers[k] = v
-    rows = frontier_points(files, taggers, signal, background, weight_var=weight)
+    from lhcml.tasks.boosted.frontier import fit_ddt_files
+
+    ddt = fit_ddt_files(ddt_fit_files, background, ddt_range) if ddt_fit_files else None
+    if ddt is not None:
+        typer.echo(f"DDT fit on {len(ddt_fit_files)} file(s): M = {ddt.slope:.4f} ± {ddt.slope_err:.4f}, "
+                   f"χ²/ndf = {ddt.chi2:.1f}/{ddt.ndf} in {ddt.fit_range[0]} < ρ' < {ddt.fit_range[1]}")
+    rows = frontier_points(files, taggers, signal, background, weight_var=weight, ddt=ddt, ddt_fit_range=ddt_range)
     typer.echo(f"{'tagger':30s} {'R50':>10s} {'1/JSD50':>10s}")
     for r in rows:
         typer.echo(f"{r['tagger']:30s} {r['r50']:10.2f} {r['inv_jsd50']:10.2f}")

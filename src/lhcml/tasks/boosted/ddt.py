@@ -34,6 +34,11 @@ class DDT:
     slope: float
     intercept: float
     fit_range: tuple[float, float]
+    #: fit quality: statistical error of the slope, χ² of the line through the profile, and its
+    #: degrees of freedom (χ²/ndf ≫ 1: the profile is not linear in ``fit_range``)
+    slope_err: float = float("nan")
+    chi2: float = float("nan")
+    ndf: int = 0
 
     def transform(self, tau21: np.ndarray, mass: np.ndarray, pt: np.ndarray) -> np.ndarray:
         """τ21' for jets (mass, pT in MeV)."""
@@ -65,25 +70,49 @@ def fit_ddt(
     n_bins
         Profile bins in ``fit_range``.
     """
-    rho = rho_prime(mass, pt)
-    t = np.asarray(tau21, dtype=np.float64)
-    w = np.ones_like(t) if weights is None else np.asarray(weights, dtype=np.float64)
     edges = np.linspace(fit_range[0], fit_range[1], n_bins + 1)
-    idx = np.digitize(rho, edges) - 1
-    ok = (idx >= 0) & (idx < n_bins) & np.isfinite(t)
-    sw = np.bincount(idx[ok], weights=w[ok], minlength=n_bins)
-    swt = np.bincount(idx[ok], weights=(w * t)[ok], minlength=n_bins)
-    swt2 = np.bincount(idx[ok], weights=(w * t * t)[ok], minlength=n_bins)
-    cnt = np.bincount(idx[ok], minlength=n_bins)
+    centres, mean, err, cnt = ddt_profile(tau21, mass, pt, edges, weights)
     good = cnt >= 5
     if good.sum() < 2:
         raise ConfigError(
             f"DDT fit needs at least two ρ' bins in {fit_range} with >= 5 background jets; "
             "give more background jets or widen fit_range"
         )
-    mean = swt[good] / sw[good]
-    var = np.maximum(swt2[good] / sw[good] - mean**2, 1e-6)
-    err2 = var / cnt[good]
-    centres = 0.5 * (edges[1:] + edges[:-1])[good]
-    slope, intercept = np.polyfit(centres, mean, 1, w=1.0 / np.sqrt(err2))
-    return DDT(float(slope), float(intercept), (float(fit_range[0]), float(fit_range[1])))
+    x, y, e = centres[good], mean[good], err[good]
+    (slope, intercept), cov = np.polyfit(x, y, 1, w=1.0 / e, cov="unscaled")
+    chi2 = float((((y - (slope * x + intercept)) / e) ** 2).sum())
+    return DDT(float(slope), float(intercept), (float(fit_range[0]), float(fit_range[1])),
+               float(np.sqrt(cov[0, 0])), chi2, int(good.sum()) - 2)  # fmt: skip
+
+
+def ddt_profile(
+    tau21: np.ndarray,
+    mass: np.ndarray,
+    pt: np.ndarray,
+    edges: np.ndarray,
+    weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The (weighted) profile ⟨τ21⟩ in bins of ρ'.
+
+    Returns
+    -------
+    (centres, mean, error, counts)
+        Bin centres, weighted mean τ21 (NaN in empty bins), its error (weighted RMS / √N, at
+        least 1e-3/√N) and the jet counts per bin.
+    """
+    edges = np.asarray(edges, dtype=np.float64)
+    n_bins = len(edges) - 1
+    rho = rho_prime(mass, pt)
+    t = np.asarray(tau21, dtype=np.float64)
+    w = np.ones_like(t) if weights is None else np.asarray(weights, dtype=np.float64)
+    idx = np.digitize(rho, edges) - 1
+    ok = (idx >= 0) & (idx < n_bins) & np.isfinite(t)
+    sw = np.bincount(idx[ok], weights=w[ok], minlength=n_bins)
+    swt = np.bincount(idx[ok], weights=(w * t)[ok], minlength=n_bins)
+    swt2 = np.bincount(idx[ok], weights=(w * t * t)[ok], minlength=n_bins)
+    cnt = np.bincount(idx[ok], minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = swt / sw
+        var = np.maximum(swt2 / sw - mean**2, 1e-6)
+        err = np.sqrt(var / cnt)
+    return 0.5 * (edges[1:] + edges[:-1]), mean, err, cnt

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lhcml.errors import SchemaError
+
+if TYPE_CHECKING:
+    from lhcml.tasks.boosted.ddt import DDT
 
 
 def read_predictions(
@@ -68,6 +72,8 @@ def frontier_points(
     weight_var: str | None = None,
     baselines: bool = True,
     bins: int | np.ndarray = 50,
+    ddt: DDT | None = None,
+    ddt_fit_range: tuple[float, float] = (1.5, 4.0),
 ) -> list[dict[str, float | str]]:
     """R50 and 1/JSD50 per tagger (and the τ21 / DDT-τ21 baselines) from prediction files.
 
@@ -82,8 +88,10 @@ def frontier_points(
     mass_var, weight_var
         Jet fields for the mass (MeV) and the per-jet weight.
     baselines
-        Add τ21 and DDT-τ21 (needs ``Tau21_wta`` from ``lhcml jets substructure``); the DDT slope
-        is fitted on the background of these files.
+        Add τ21 and DDT-τ21 (needs ``Tau21_wta`` from ``lhcml jets substructure``).
+    ddt
+        A DDT fitted beforehand, e.g. by :func:`fit_ddt_files` on a large independent background
+        sample (recommended); ``None``: fitted on the background of ``files`` in ``ddt_fit_range``.
     """
     from lhcml.labels import get_scheme
     from lhcml.metrics.discriminants import discriminant
@@ -114,14 +122,49 @@ def frontier_points(
         tau21 = np.asarray(data["Tau21_wta"], dtype=np.float64)
         r, j = frontier_point(-tau21, is_sig, is_bkg, mass, w, bins)
         rows.append({"tagger": "τ21", "r50": r, "inv_jsd50": j})
-        ddt = fit_ddt(tau21[is_bkg], mass[is_bkg], data["pt"][is_bkg], None if w is None else w[is_bkg])
+        if ddt is None:
+            ddt = fit_ddt(tau21[is_bkg], mass[is_bkg], data["pt"][is_bkg], None if w is None else w[is_bkg],
+                          fit_range=ddt_fit_range)  # fmt: skip
         d = ddt.discriminant(tau21, mass, data["pt"])
         ok = np.isfinite(d)
         r, j = frontier_point(
             np.where(ok, d, -np.inf), is_sig, is_bkg, mass, w, bins
         )
-        rows.append({"tagger": f"DDT τ21 (M={ddt.slope:.3f})", "r50": r, "inv_jsd50": j})
+        rows.append({"tagger": f"DDT τ21 (M={ddt.slope:.3f})", "r50": r, "inv_jsd50": j,
+                     "ddt_slope": ddt.slope, "ddt_chi2_ndf": ddt.chi2 / max(ddt.ndf, 1)})  # fmt: skip
     return rows
+
+
+def fit_ddt_files(
+    files: Sequence[str | Path],
+    background: str = "qcd",
+    fit_range: tuple[float, float] = (1.5, 4.0),
+    weight_var: str | None = None,
+    mass_var: str = "mass",
+) -> DDT:
+    """Fit the DDT slope on the ``background`` jets of ``files`` (``Tau21_wta``, mass, pT).
+
+    Parameters
+    ----------
+    files
+        Flat files with ``jets`` holding ``Tau21_wta`` (``lhcml jets substructure``).
+    background
+        Class of the ``boosted`` label scheme the fit uses.
+    fit_range
+        ρ' range of the linear fit.
+    weight_var, mass_var
+        Jets fields for the per-jet weight and the mass (MeV).
+    """
+    from lhcml.labels import get_scheme
+    from lhcml.tasks.boosted.ddt import fit_ddt
+
+    scheme = get_scheme("boosted")
+    bkg_val = int(scheme.get(background).cuts[0].split("==")[1])
+    fields = [scheme.label_var, mass_var, "pt", "Tau21_wta"] + ([weight_var] if weight_var else [])
+    data = read_predictions(files, list(dict.fromkeys(fields)))
+    data = data[data[scheme.label_var] == bkg_val]
+    w = None if weight_var is None else data[weight_var]
+    return fit_ddt(data["Tau21_wta"], data[mass_var], data["pt"], w, fit_range=fit_range)
 
 
 def frontier_plot(rows: Sequence[Mapping[str, float | str]], path: str | Path) -> Path:
