@@ -240,9 +240,15 @@ def step_baselines(args: argparse.Namespace, work: Path) -> None:
 
 
 def _preprocess_config(args: argparse.Namespace, work: Path) -> Any:
-    from lhcml.config import deep_merge
+    from lhcml.config import deep_merge, read_yaml
     from lhcml.data.preprocess import PreprocessConfig
-    from lhcml.demo import _resolve
+
+    def _resolve(path: Path) -> dict[str, Any]:  # a YAML config with its `base:` chain merged in
+        data = read_yaml(path)
+        while "base" in data:
+            base = path.parent / str(data.pop("base"))
+            data, path = deep_merge(read_yaml(base), data), base
+        return data
 
     raw = deep_merge(_resolve(CONFIGS / "ftag" / "preprocess_dl1.yaml"), {
         "output_dir": str(work / "pre"),
