@@ -25,6 +25,9 @@ def main() -> None:
     ap.add_argument("--scaling-trials", type=int, default=6)
     ap.add_argument("--study-trials", type=int, default=30)
     ap.add_argument("--out", default="benchmarks/_work/tune")
+    ap.add_argument("--workers", type=int, default=2, help="workers of the tuning study")
+    ap.add_argument("--skip-scaling", action="store_true")
+    ap.add_argument("--skip-study", action="store_true")
     args = ap.parse_args()
 
     from lhcml.train.config import _resolve_raw, apply_overrides, config_from_dict
@@ -40,7 +43,7 @@ def main() -> None:
     space = load_space(args.space)
     rows = []
     # 1) scaling: the same fixed-size random study with 1 and 2 workers (pruning off: equal work)
-    for workers in (1, 2):
+    for workers in () if args.skip_scaling else (1, 2):
         sp = space.model_copy(update={"study_name": f"scaling_w{workers}", "n_trials": args.scaling_trials,
                                       "sampler": "random", "pruner": "none"})  # fmt: skip
         d = out / f"scaling_w{workers}"
@@ -48,16 +51,20 @@ def main() -> None:
         run_study(sp, resolve_storage_url(None, d), TrainObjective(base, sp, d), workers=workers, progress=True)
         dt = time.time() - t0
         rows.append((f"{workers} worker(s)", args.scaling_trials, dt, 3600 * args.scaling_trials / dt))
-    print("\n| workers | trials | wall time [s] | trials/hour |\n|---|---|---|---|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:.0f} | {r[3]:.1f} |")
-    print(f"\nscaling 1 -> 2 workers: {rows[1][3] / rows[0][3]:.2f}x")
+    if rows:
+        print("\n| workers | trials | wall time [s] | trials/hour |\n|---|---|---|---|")
+        for r in rows:
+            print(f"| {r[0]} | {r[1]} | {r[2]:.0f} | {r[3]:.1f} |")
+        print(f"\nscaling 1 -> 2 workers: {rows[1][3] / rows[0][3]:.2f}x", flush=True)
+    if args.skip_study:
+        return
 
     # 2) the tuning study, then the default config trained the same way
     sp = space.model_copy(update={"n_trials": args.study_trials})
     d = out / "study"
     t0 = time.time()
-    study = run_study(sp, resolve_storage_url(None, d), TrainObjective(base, sp, d), workers=2, progress=True)
+    study = run_study(sp, resolve_storage_url(None, d), TrainObjective(base, sp, d), workers=args.workers,
+                      progress=True)  # fmt: skip
     write_report(study, sp, base, d)
     t_study = time.time() - t0
     default = dict(base, output_dir=str(out / "default"))
