@@ -223,3 +223,22 @@ def test_adversary_warmup_detaches_classifier():
         else:  # afterwards the classifier receives the reversed gradient
             assert float(logits.grad.abs().sum()) > 0.0
     assert int(adv.steps) == 2
+
+
+def test_adversary_validation_value_is_classifier_objective():
+    # train mode: the adversary's loss (minimised by the adversary); eval mode: −λ·L_adv, so the
+    # monitored val_loss = L_clf − λ·w·L_adv rises when the classifier leaks the mass
+    adv = MassAdversary(n_classes=2, grl_lambda=3.0, hidden=[8])
+    _, labels, mass = _toy(80)
+    batch = {"labels": labels, "jets_mass": mass}
+    logits = torch.stack([mass / 1e5, -mass / 1e5], 1)
+    adv.train()
+    train_value = adv({"logits": logits}, batch).item()
+    adv.eval()
+    with torch.no_grad():
+        assert adv({"logits": logits}, batch).item() == pytest.approx(-3.0 * train_value, rel=1e-6)
+    assert int(adv.steps) == 1  # evaluation does not advance the warm-up counter
+    # during the warm-up the classifier is not penalised: nothing is added to val_loss
+    warm = MassAdversary(n_classes=2, grl_lambda=3.0, hidden=[8], warmup_steps=5).eval()
+    with torch.no_grad():
+        assert warm({"logits": logits}, batch).item() == 0.0

@@ -154,6 +154,11 @@ class MassAdversary(ExtraLoss):
     warmup_steps
         Training steps during which only the adversary learns (its input is detached), before
         the reversed gradient reaches the classifier (adversary pre-training, as Louppe et al.).
+
+    In training mode the loss is the adversary's ``L_adv`` (the classifier sees ``−λ·L_adv``
+    through the gradient reversal); in evaluation mode it returns ``−λ·L_adv`` (0 during the
+    warm-up), so that the logged ``val_loss``, which selects the best checkpoint, is the
+    classifier's objective ``L_clf − λ·w·L_adv``.
     """
 
     batch_fields = {"jets": ["mass"]}
@@ -223,4 +228,14 @@ class MassAdversary(ExtraLoss):
         wu = torch.where(use, w, torch.zeros_like(w))
         if float(wu.sum()) <= 0:
             return pred.sum() * 0.0
-        return (nll * wu).sum() / wu.sum()
+        loss = (nll * wu).sum() / wu.sum()
+        if not self.training:
+            # validation reports the adversary's part of the classifier's current objective, so
+            # that the monitored val_loss (checkpoint selection) is what the classifier minimises:
+            # L_clf during the warm-up (adversary detached), then the pivot objective
+            # L_clf − λ·w·L_adv (Louppe et al.). Reporting +L_adv would make checkpoint selection
+            # prefer the epochs in which the adversary predicts the mass best (least decorrelated)
+            if int(self.steps) <= self.warmup_steps:
+                return loss * 0.0
+            return -self.grl.lam * loss
+        return loss
