@@ -33,7 +33,7 @@ def main() -> None:
     from lhcml.train.config import _resolve_raw, apply_overrides, config_from_dict
     from lhcml.train.trainer import train
     from lhcml.tune.objective import TrainObjective
-    from lhcml.tune.report import write_report
+    from lhcml.tune.report import decode_params, write_report
     from lhcml.tune.space import load_space
     from lhcml.tune.storage import resolve_storage_url
     from lhcml.tune.study import run_study
@@ -76,7 +76,8 @@ def main() -> None:
     print(f"| default ({Path(args.config).name}) | {best_default:.1f} |")
     print(f"| best of {args.study_trials} trials (trial {study.best_trial.number}) | {study.best_value:.1f} |")
     print(f"\ngain: {study.best_value / best_default:.2f}x; study wall time {t_study / 60:.1f} min")
-    print("best parameters:", yaml.safe_dump(study.best_params, default_flow_style=True).strip())
+    best = decode_params(sp, study.best_params)
+    print("best parameters:", yaml.safe_dump(best, default_flow_style=True).strip())
 
 
 if __name__ == "__main__":
