@@ -72,3 +72,22 @@ def test_resume_continues_with_optimizer_state(tmp_path, one_thread):
     assert ck2["lr_schedulers"][0]["last_epoch"] == 2 * n_train
     rows = list(csv.DictReader(open(out / "logs" / "metrics.csv")))
     assert {r["epoch"] for r in rows if r.get("val_loss")} >= {"1"}
+
+
+def test_last_checkpoint_is_the_last_epoch_even_without_a_new_best(tmp_path, one_thread):
+    tr = make_training_file(tmp_path / "train.h5", 300, seed=13)
+    va = make_training_file(tmp_path / "val.h5", 100, seed=14)
+    out = tmp_path / "run"
+    # a large constant learning rate: the validation loss gets worse after the first epoch,
+    # so the best checkpoint is an early one while last.ckpt must follow every epoch
+    ov = [
+        f"data.train_files=[{tr}]", f"data.val_files=[{va}]", "data.norm_dict=null",
+        "data.batch_size=100", "trainer.max_epochs=4", "trainer.patience=null",
+        "trainer.enable_progress_bar=false", "scheduler.name=none", "optimizer.lr=0.5",
+        "model.phi_hidden=[8,8]", "model.f_hidden=[8]", f"output_dir={out}",
+    ]  # fmt: skip
+    best = train(load_train_config(CONFIGS / "dips.yaml", ov))
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 3
+    best_epoch = torch.load(best, map_location="cpu", weights_only=True)["epoch"]
+    assert best_epoch < 3, "the test needs a run whose best epoch is not the last one"

@@ -276,9 +276,14 @@ def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: boo
 
     ckpt_cb = ModelCheckpoint(
         dirpath=out / "checkpoints", filename="best-{epoch:02d}", monitor="val_loss",
-        mode="min", save_top_k=1, save_last=True,
+        mode="min", save_top_k=1,
     )  # fmt: skip
-    callbacks: list[Any] = [ckpt_cb, LearningRateMonitor(logging_interval="epoch"), _SetEpoch()]
+    # last.ckpt after every epoch (save_last=True would refresh it only with a new best)
+    last_cb = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
+        every_n_epochs=1, enable_version_counter=False,
+    )  # fmt: skip
+    callbacks: list[Any] = [ckpt_cb, last_cb, LearningRateMonitor(logging_interval="epoch"), _SetEpoch()]
     if cfg.trainer.patience is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.trainer.patience))
     loggers: list[Any] = [CSVLogger(save_dir=out, name="logs", version="")]
