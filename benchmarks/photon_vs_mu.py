@@ -474,14 +474,15 @@ def plot(results: dict, path: str, train_mu: float) -> None:
                 ax.plot(x[lim], y[lim], "^", color=col, ms=9, mfc="none")
         ax.set_yscale("log")
         ax.set_xlabel("⟨μ⟩ of the test sample")
-        ax.set_title(
-            f"{float(wp):.0%} photon efficiency (cuts: menu efficiency; ▲ = no fake passes)"
-        )
+        ax.set_title(f"{float(wp):.0%} photon efficiency")
         ax.axvline(train_mu, color="0.8", lw=0.8)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("fake rejection 1/ε_fake")
     axes[1].legend(fontsize=8)
-    fig.suptitle(f"lhcml photon ID vs pile-up (trained at μ = {train_mu:g})")
+    fig.suptitle(
+        f"lhcml photon ID vs pile-up (trained at μ = {train_mu:g}; cuts: menu re-optimised per μ; "
+        "▲: no fake passes)"
+    )
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
