@@ -103,8 +103,10 @@ def test_two_workers_share_a_journal_and_a_killed_worker_is_recovered(tmp_path):
     retried = [t for t in study.trials if t.user_attrs.get("lhcml_retry_of") == failed[0].number]
     assert retried and retried[0].state == TrialState.COMPLETE
     assert retried[0].params == failed[0].params
-    # parallel workers may each start one last trial when the target is nearly reached
-    assert 6 <= n_finished(study) <= 7
+    # parallel workers may each start one last trial when the target is nearly reached, and a
+    # re-queued trial is run even when other trials reached the target meanwhile
+    assert 6 <= n_finished(study) <= 8
+    assert not [t for t in study.trials if t.state == TrialState.WAITING]
     assert {t.user_attrs["lhcml_worker"] for t in study.trials} == {0, 1}
 
 

@@ -86,6 +86,13 @@ def n_finished(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
+def n_waiting(study) -> int:
+    """Trials queued but not started (e.g. re-queued parameters of a trial whose worker died)."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -213,6 +220,9 @@ def run_worker(spec: WorkerSpec) -> int:
             catch=(Exception,),
             gc_after_trial=True,
         )
+    # re-queued trials are owed even if the target was reached meanwhile by other trials
+    while n_waiting(study) and not getattr(study, "_stop_flag", False):
+        study.optimize(objective, n_trials=1, callbacks=[housekeeping], catch=(Exception,))
     return ran
 
 
@@ -295,7 +305,8 @@ def _run_local(specs: list[WorkerSpec], study, space: SearchSpace, progress: boo
                 if p.exitcode != 0:
                     # the worker was killed mid-trial: fail its trial now, re-queue, replace it
                     fail_stale_trials(study, dead_pids={p.pid})
-                    if n_finished(study) < space.n_trials and restarts < max_restarts:
+                    owed = n_finished(study) < space.n_trials or n_waiting(study) > 0
+                    if owed and restarts < max_restarts:
                         restarts += 1
                         q = mp.get_context("spawn").Process(target=run_worker, args=(s,))
                         q.start()
