@@ -44,8 +44,11 @@ def main() -> None:
     rows = []
     # 1) scaling: the same fixed-size random study with 1 and 2 workers (pruning off: equal work)
     for workers in () if args.skip_scaling else (1, 2):
-        sp = space.model_copy(update={"study_name": f"scaling_w{workers}", "n_trials": args.scaling_trials,
-                                      "sampler": "random", "pruner": "none"})  # fmt: skip
+        # equal work in both runs: a grid space visits the same points whatever the workers
+        upd = {"study_name": f"scaling_w{workers}", "n_trials": args.scaling_trials, "pruner": "none"}
+        if space.sampler != "grid":
+            upd["sampler"] = "random"
+        sp = space.model_copy(update=upd)
         d = out / f"scaling_w{workers}"
         t0 = time.time()
         run_study(sp, resolve_storage_url(None, d), TrainObjective(base, sp, d), workers=workers, progress=True)
