@@ -67,12 +67,12 @@ def _training_split(files: list[Path], out: Path, train_mod: tuple[int, ...]) ->
 
 def run_demo(
     output: str | Path = "demo_output",
-    n_events: int = 1200,
+    n_events: int = 3000,
     mu: float = 20.0,
     seed: int = 1,
     workers: int = 2,
     dl1_epochs: int = 20,
-    gn_epochs: int = 8,
+    gn_epochs: int = 12,
 ) -> Path:
     """Run the small end-to-end flavour-tagging chain; return the report path."""
     from lhcml.data.preprocess import PreprocessConfig, preprocess
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m lhcml.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--output", default="demo_output", help="output directory (default: demo_output)")
-    ap.add_argument("--events", type=int, default=1200, help="tt̄ events to simulate (≈ 5 jets each)")
+    ap.add_argument("--events", type=int, default=3000, help="tt̄ events to simulate (≈ 5 jets each)")
     ap.add_argument("--mu", type=float, default=20.0, help="mean pileup")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2, help="simulation processes")
