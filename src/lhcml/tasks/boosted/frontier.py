@@ -2,9 +2,9 @@
 
 For each tagger (nominal, adversarially trained and DisCo-trained at several λ) and for the
 DDT-τ21 and plain-τ21 baselines, :func:`frontier_points` computes R50 and 1/JSD50 of the
-background mass distribution (METRICS' :mod:`lhcml.metrics.decorrelation`, binning convention
+background mass distribution (:mod:`lhcml.metrics.decorrelation`, binning convention
 there: 50 equal bins over the background mass range unless edges are given) from prediction
-files. :func:`frontier_plot` draws them with METRICS' :class:`lhcml.plots.rejection_vs_var.FrontierPlot`.
+files. :func:`frontier_plot` draws them with :class:`lhcml.plots.rejection_vs_var.FrontierPlot`.
 """
 
 from __future__ import annotations
