@@ -44,7 +44,7 @@ def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_p
     behaviour from :mod:`lhcml.tune.study` (heartbeats written as trial attributes).
     """
     import optuna
-    from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import JournalStorage, RDBStorage
 
     if is_journal(url):
         from optuna.storages.journal import JournalFileBackend
@@ -54,13 +54,21 @@ def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_p
         return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://"):]
+    try:  # Optuna >= 4.9 names the retry callback after heartbeats
+        from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+
+        retry = {"heartbeat_stale_trial_callback": Retry(max_retry=2)}
+    except ImportError:
+        from optuna.storages import RetryFailedTrialCallback as Retry
+
+        retry = {"failed_trial_callback": Retry(max_retry=2)}
     try:
         return RDBStorage(
             url,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=2),
             engine_kwargs={"pool_pre_ping": True},
+            **retry,
         )
     except (ImportError, ModuleNotFoundError) as err:
         raise ConfigError(
