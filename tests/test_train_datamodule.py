@@ -86,3 +86,29 @@ def test_image_groups_and_errors(tmp_path):
         f["cells"][3, 0, 0, 0] = np.inf
     with pytest.raises(SchemaError, match="image 'cells'"):
         list(dm.H5JetDataset([p], specs, labels, batch_size=n))
+
+
+def test_bucket_by_length_sees_every_jet_once_in_trimmed_batches(small_file):
+    with h5py.File(small_file) as f:
+        jets = f["jets"][:]
+    labelled = jets["flavour_label"] >= 0
+    plain = list(_ds(small_file, batch_size=16, chunk_size=250, shuffle=True, seed=3))
+    ds = _ds(small_file, batch_size=16, chunk_size=250, shuffle=True, seed=3, bucket_by_length=True)
+    e0 = list(ds)
+    assert len(e0) == len(ds)
+    np.testing.assert_array_equal(np.sort(_ids(e0)), np.sort(jets["pt"][labelled]))  # every jet once
+    n_valid = [b["tracks_valid"].sum(1).numpy() for b in e0]
+    # each batch is trimmed to its longest jet and holds jets of neighbouring multiplicities
+    for b, n in zip(e0, n_valid, strict=True):
+        assert b["tracks"].shape[1] == max(int(n.max()), 1)
+    spread_bucket = np.mean([n.max() - n.min() for n in n_valid])
+    spread_plain = np.mean([b["tracks_valid"].sum(1).max() - b["tracks_valid"].sum(1).min() for b in plain])
+    assert spread_bucket < 0.5 * float(spread_plain)
+    slots_bucket = sum(b["tracks"].shape[1] * len(b["labels"]) for b in e0)
+    slots_plain = sum(b["tracks"].shape[1] * len(b["labels"]) for b in plain)
+    assert slots_bucket < slots_plain
+    # the batch order is shuffled (not sorted by multiplicity) and changes with the epoch
+    maxes = [int(n.max()) for n in n_valid]
+    assert maxes != sorted(maxes)
+    ds.set_epoch(1)
+    assert not np.array_equal(_ids(e0), _ids(list(ds)))

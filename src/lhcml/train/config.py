@@ -53,6 +53,7 @@ class DataConfig(StrictModel):
     num_jets_val: int | None = Field(None, gt=0)
     chunk_size: int = Field(100_000, gt=0)
     num_workers: int = Field(0, ge=0)
+    bucket_by_length: bool = False  # batches of jets with similar track/constituent counts
 
     @field_validator("inputs")
     @classmethod

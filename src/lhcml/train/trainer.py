@@ -232,7 +232,8 @@ def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: boo
     d = cfg.data
     common = dict(specs=specs, labels=labels, batch_size=d.batch_size, chunk_size=d.chunk_size,
                   weight_field=d.weight_field, label_fields=label_fields)  # fmt: skip
-    train_ds = H5JetDataset(d.train_files, num_jets=d.num_jets_train, shuffle=True, seed=cfg.seed, **common)
+    train_ds = H5JetDataset(d.train_files, num_jets=d.num_jets_train, shuffle=True, seed=cfg.seed,
+                            bucket_by_length=d.bucket_by_length, **common)
     val_ds = H5JetDataset(d.val_files, num_jets=d.num_jets_val, shuffle=False, **common)
     cw = cfg.loss.class_weights
     cd_jets, cd_origin = class_dict_weights(cfg)
