@@ -85,6 +85,7 @@ def test_last_checkpoint_is_the_last_epoch_even_without_a_new_best(tmp_path, one
         "data.batch_size=100", "trainer.max_epochs=4", "trainer.patience=null",
         "trainer.enable_progress_bar=false", "scheduler.name=none", "optimizer.lr=0.5",
         "model.phi_hidden=[8,8]", "model.f_hidden=[8]", f"output_dir={out}",
+        "data.bucket_by_length=false",  # the unsorted batches of this seed diverge after epoch 0
     ]  # fmt: skip
     best = train(load_train_config(CONFIGS / "dips.yaml", ov))
     last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
