@@ -185,6 +185,9 @@ def sim_summary(work: Path) -> dict[str, Any]:
         mtimes = sorted(f.stat().st_mtime for f in files)
         start = timings.get("sim_start_epoch", {}).get(proc)
         wall = (mtimes[-1] - start) if start else None
+        # a simulation resumed in several sittings: timings.json "sim_wall_s" holds the summed
+        # wall time of the sittings (the gaps between them are not simulation time)
+        wall = timings.get("sim_wall_s", {}).get(proc, wall)
         n_ev = eps * len(files)
         n_jets = sum(_n_jets(f) for f in files)
         out[proc] = {

@@ -44,6 +44,16 @@ COMMON_SETTINGS: tuple[str, ...] = (
 
 _HADRONIC_W = ("24:onMode = off", "24:onIfAny = 1 2 3 4 5")
 _HADRONIC_Z = ("23:onMode = off", "23:onIfAny = 1 2 3 4 5")
+#: wide-pT boosted processes (jets 250-1500 GeV): pT-hat 200-1700 GeV sampled with the bias
+#: (pT-hat / 200 GeV)^4, so the steeply falling spectrum reaches 1.5 TeV in a small sample; Pythia's
+#: event weight (pT-hat / 200 GeV)^-4 undoes the bias and is stored as ``mcEventWeight``
+_WIDE_PTHAT = (
+    "PhaseSpace:pTHatMin = 200",
+    "PhaseSpace:pTHatMax = 1700",
+    "PhaseSpace:bias2Selection = on",
+    "PhaseSpace:bias2SelectionPow = 4",
+    "PhaseSpace:bias2SelectionRef = 200",
+)
 
 
 @dataclass(frozen=True)
@@ -220,6 +230,78 @@ PROCESSES: dict[str, Process] = _register(
         jet_pt_min=550.0,
         jet_pt_max=650.0,
         jet_eta_max=2.0,
+    ),
+    Process(
+        name="top_wide",
+        kind="boosted",
+        settings=(
+            "Top:gg2ttbar = on",
+            "Top:qqbar2ttbar = on",
+            *_WIDE_PTHAT,
+            *_HADRONIC_W,
+        ),
+        description="boosted all-hadronic tt̄, pT-hat 200-1700 GeV biased to high pT-hat: contained top jets, "
+        "pT 250-1500 GeV (weighted: mcEventWeight)",
+        jet_kind="large_r",
+        jet_pt_min=250.0,
+        jet_pt_max=1500.0,
+        jet_eta_max=2.0,
+        signal_labels=(1,),
+        tags=("wide",),
+    ),
+    Process(
+        name="wz_wide",
+        kind="boosted",
+        settings=(
+            "WeakBosonAndParton:qqbar2Wg = on",
+            "WeakBosonAndParton:qg2Wq = on",
+            "WeakBosonAndParton:qqbar2gmZg = on",
+            "WeakBosonAndParton:qg2gmZq = on",
+            "WeakZ0:gmZmode = 2",  # pure Z
+            *_WIDE_PTHAT,
+            *_HADRONIC_W,
+            *_HADRONIC_Z,
+        ),
+        description="boosted hadronic W and Z + jet, pT-hat 200-1700 GeV biased to high pT-hat: contained W/Z "
+        "jets, pT 250-1500 GeV (weighted: mcEventWeight)",
+        jet_kind="large_r",
+        jet_pt_min=250.0,
+        jet_pt_max=1500.0,
+        jet_eta_max=2.0,
+        signal_labels=(2, 3),
+        tags=("wide",),
+    ),
+    Process(
+        name="hbb_wide",
+        kind="boosted",
+        settings=(
+            "HiggsSM:gg2Hg(l:t) = on",
+            "HiggsSM:qg2Hq(l:t) = on",
+            "HiggsSM:qqbar2Hg(l:t) = on",
+            "25:onMode = off",
+            "25:onIfAny = 5",
+            *_WIDE_PTHAT,
+        ),
+        description="boosted H -> bb + jet, pT-hat 200-1700 GeV biased to high pT-hat: contained Hbb jets, "
+        "pT 250-1500 GeV (weighted: mcEventWeight)",
+        jet_kind="large_r",
+        jet_pt_min=250.0,
+        jet_pt_max=1500.0,
+        jet_eta_max=2.0,
+        signal_labels=(4,),
+        tags=("wide",),
+    ),
+    Process(
+        name="qcd_wide",
+        kind="boosted",
+        settings=("HardQCD:all = on", *_WIDE_PTHAT),
+        description="QCD dijets, pT-hat 200-1700 GeV biased to high pT-hat: background large-R jets, "
+        "pT 250-1500 GeV (weighted: mcEventWeight)",
+        jet_kind="large_r",
+        jet_pt_min=250.0,
+        jet_pt_max=1500.0,
+        jet_eta_max=2.0,
+        tags=("wide",),
     ),
     Process(
         name="qg",
