@@ -3,7 +3,7 @@
 Steps (all through the public lhcml functions, i.e. what the CLI does):
 
 1. merge ``lhcml simulate top`` and ``lhcml simulate qcd_boosted`` shards, shuffle, split
-   60/20/20 into train/val/test flat files and add the substructure fields;
+   60/20/20 (``--split``) into train/val/test flat files and add the substructure fields;
 2. train every ``configs/jets`` tagger (``lhcml train``; budget below), predict the test file;
 3. AUC, accuracy, 1/εB at εS = 0.3 and 0.5 and 1/JSD50 (METRICS' functions);
 4. decorrelation frontier: PFN nominal, DisCo and adversary at several λ, τ21 and DDT-τ21;
@@ -36,11 +36,20 @@ SHRINK = {
     "part": ["model.embed_dims=[64,128,64]", "model.pair_embed_dims=[32,32]", "model.num_heads=4",
              "model.num_layers=3", "model.num_cls_layers=1"],
 }  # fmt: skip
+#: extra overrides for every NN tagger (``--bucket``: data.bucket_by_length=true)
+NN_EXTRA: list[str] = []
 MODELS = ["bdt_substructure", "efn", "pfn", "lola", "jet_image_cnn", "particlenet", "part"]
 
 
-def merge_split(dirs: list[str], work: Path, seed: int = 0, max_jets: int | None = None) -> dict[str, Path]:
-    """Merge shards of several simulation outputs, shuffle, split 60/20/20, add substructure."""
+def merge_split(dirs: list[str], work: Path, seed: int = 0, max_jets: int | None = None,
+                fractions: tuple[float, float] = (0.6, 0.2), reuse: bool = False) -> dict[str, Path]:  # fmt: skip
+    """Merge shards of several simulation outputs, shuffle, split train/val/test, add substructure.
+
+    ``fractions``: training and validation fractions (the rest is test). ``reuse``: keep
+    existing ``train/val/test.h5`` in ``work`` (the split is deterministic for a given seed).
+    """
+    if reuse and all((work / f"{n}.h5").exists() for n in ("train", "val", "test")):
+        return {n: work / f"{n}.h5" for n in ("train", "val", "test")}
     from lhcml.data.h5 import write_h5
     from lhcml.tasks.boosted.substructure import add_substructure_to_file
 
@@ -57,7 +66,8 @@ def merge_split(dirs: list[str], work: Path, seed: int = 0, max_jets: int | None
     order = rng.permutation(len(jets))[:max_jets]
     jets, flow = jets[order], flow[order]
     n = len(jets)
-    cuts = {"train": (0, int(0.6 * n)), "val": (int(0.6 * n), int(0.8 * n)), "test": (int(0.8 * n), n)}
+    a, b = int(fractions[0] * n), int((fractions[0] + fractions[1]) * n)
+    cuts = {"train": (0, a), "val": (a, b), "test": (b, n)}
     out = {}
     for name, (a, b) in cuts.items():
         p = work / f"{name}.h5"
@@ -105,7 +115,7 @@ def train_predict(name: str, files: dict[str, Path], work: Path, epochs: int, ex
         f"data.train_files=[{files['train']}]", f"data.val_files=[{files['val']}]",
         f"output_dir={work / 'runs' / tag}", f"trainer.max_epochs={epochs}", "trainer.patience=null",
         "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", f"tagger_name={tag}",
-        *SHRINK.get(base, []), *(extra or []),
+        *SHRINK.get(base, []), *(NN_EXTRA if name != "bdt_substructure" else []), *(extra or []),
     ]  # fmt: skip
     cfg = load_train_config(CONFIGS / f"{name}.yaml", ov)
     with h5py.File(files["train"]) as f:
@@ -152,6 +162,9 @@ def main() -> None:
     ap.add_argument("--work", default="runs/bench_boosted")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--max-jets", type=int, default=None)
+    ap.add_argument("--split", nargs=2, type=float, default=[0.6, 0.2], help="train and val fractions")
+    ap.add_argument("--reuse-split", action="store_true", help="keep existing train/val/test.h5 in --work")
+    ap.add_argument("--bucket", action="store_true", help="data.bucket_by_length=true for the NN taggers")
     ap.add_argument("--models", nargs="*", default=MODELS)
     ap.add_argument("--disco", nargs="*", type=float, default=[1.0, 10.0, 50.0])
     ap.add_argument("--adv", nargs="*", type=float, default=[1.0, 10.0])
@@ -162,9 +175,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.bucket:
+        NN_EXTRA.append("data.bucket_by_length=true")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    files = merge_split([args.top, args.qcd], work, max_jets=args.max_jets)
+    files = merge_split([args.top, args.qcd], work, max_jets=args.max_jets, fractions=tuple(args.split),
+                        reuse=args.reuse_split)  # fmt: skip
     with h5py.File(files["test"]) as f:
         lab = f["jets"]["R10TruthLabel"][:]
     with h5py.File(files["train"]) as f:
