@@ -177,6 +177,7 @@ def _train_one(args: argparse.Namespace, work: Path, model: str) -> None:
     cfg = load_train_config(CONFIGS / f"{model}.yaml", overrides)
     summary = _read_json(data / "summary.json")
     n_train = sum(summary["train"].values())
+    n_train = min(cfg.data.num_jets_train or n_train, n_train)
     _log(f"train {model}: {n_train} jets, {epochs} epochs")
     budget = TimeBudget(args.minutes[model] * 60 if model in args.minutes else None)
     t0 = time.time()
@@ -225,7 +226,8 @@ def step_predict(args: argparse.Namespace, work: Path) -> None:
         if not best or done.get(m) == best:
             continue
         _log(f"predict {m}")
-        predict(best, [test], tagger_name=m)
+        # ParT's pairwise features at batch 2000 need > 10 GB: small batches for the graph/attention nets
+        predict(best, [test], tagger_name=m, batch_size=128 if m in ("part", "particlenet") else 2000)
         _update_json(pred / "done.json", **{m: best})
 
 
