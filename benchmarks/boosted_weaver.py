@@ -185,7 +185,8 @@ class Lhcml(torch.nn.Module):
     """lhcml model on raw constituents ``variables`` (a subset of :data:`RAW`; the model adds the
     derived ln pT, ln E, ln pT/ΣpT, ln E/ΣE, ΔR features itself)."""
 
-    def __init__(self, name: str, norm: tuple[np.ndarray, np.ndarray], variables: list[str] | None = None) -> None:
+    def __init__(self, name: str, norm: tuple[np.ndarray, np.ndarray], variables: list[str] | None = None,
+                 **extra) -> None:  # fmt: skip
         super().__init__()
         from lhcml.models.registry import build_model
 
@@ -193,7 +194,7 @@ class Lhcml(torch.nn.Module):
             "particlenet": dict(k=16, conv_params=[[32, 32, 32], [64, 64, 64]], fc_sizes=[64]),
             "part": dict(embed_dims=[64, 128, 64], pair_embed_dims=[32, 32], num_heads=4,
                          num_layers=3, num_cls_layers=1),
-        }[name]  # fmt: skip
+        }[name] | extra  # fmt: skip
         variables = variables or RAW
         cols = [RAW.index(v) for v in variables]
         self.register_buffer("cols", torch.tensor(cols), persistent=False)
@@ -385,6 +386,8 @@ ROWS = {
     "part_weaver": ("ParT", "weaver", False),
     "part_lhcml": ("ParT", "lhcml", False),
     "part_lhcml_bucket": ("ParT", "lhcml + bucketing", True),
+    "part_lhcml_pair": ("ParT", "lhcml, η, φ only in the pair features", False),
+    "part_lhcml_kin": ("ParT", "lhcml, inputs pT, E, Δη, Δφ (massless pair features)", False),
 }
 
 
@@ -451,7 +454,10 @@ def main() -> None:
         wcls, lname = makers[label]
         if fw == "weaver":
             return wcls()
-        # "_kin": without the absolute η, φ (weaver's ParticleNet sees only relative ones)
+        # "_kin": without the absolute η, φ (weaver's ParticleNet sees only relative ones);
+        # "_pair": η, φ used only for ParT's pair features (model option pair_only)
+        if key.endswith("_pair"):
+            return Lhcml(lname, norm, None, pair_only=["eta", "phi"])
         return Lhcml(lname, norm, ["pt", "energy", "deta", "dphi"] if key.endswith("_kin") else None)
 
     if args.timing:

@@ -10,7 +10,7 @@ import torch
 from _boosted_fixtures import FLOW_VARS, _one_torch_thread, boosted_mock_tables  # noqa: F401
 
 from lhcml.errors import ConfigError
-from lhcml.models.constituents import knn_indices
+from lhcml.models.constituents import knn_indices, pair_features, pair_features_relative
 from lhcml.models.images import jet_images_torch
 from lhcml.models.registry import build_model, list_models
 
@@ -90,6 +90,84 @@ def test_knn_never_selects_padding_or_self():
         assert nbrs == {j for j in range(5) if valid[0, j] and j != i}
     # nearest neighbour of point 0 is point 1 (padding at 0.01 ignored)
     assert idx[0, 0, 0].item() == 1
+
+
+def _tied_jets(b: int = 6, n_sites: int = 9, per_site: int = 4, seed: int = 3):
+    """Jets whose constituents sit in groups at exactly identical (Δη, Δφ), with different pT."""
+    g = np.random.default_rng(seed)
+    n = n_sites * per_site
+    sites = g.normal(0, 0.2, (b, n_sites, 2)).astype(np.float32)
+    deta, dphi = (np.repeat(sites[..., i], per_site, axis=1) for i in (0, 1))
+    pt = (g.exponential(20e3, (b, n)) + 500).astype(np.float32)
+    eta, phi = deta + 0.7, dphi - 2.0
+    e = pt * np.cosh(eta)
+    charge = g.integers(-1, 2, (b, n))
+    x = np.stack([pt, e, eta, phi, deta, dphi, charge, charge != 0], -1).astype(np.float32)
+    return torch.from_numpy(x), torch.ones(b, n, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("name", ["particlenet", "part"])
+def test_invariance_with_identical_coordinates(name):
+    """Equidistant neighbours (constituents at identical Δη, Δφ) are chosen by content, not slot:
+    the scores do not change under a permutation of the constituents or with extra padding."""
+    m = _model(name)
+    x, valid = _tied_jets()
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        ref = m({"flow": x, "flow_valid": valid})["logits"]
+        for _ in range(3):
+            perm = torch.randperm(x.shape[1], generator=g)
+            out = m({"flow": x[:, perm], "flow_valid": valid[:, perm]})["logits"]
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        # padding slots interleaved with the real constituents and appended after them
+        n_pad = 13
+        x_long = torch.cat([x, torch.full((x.shape[0], n_pad, x.shape[2]), 7.0)], dim=1)
+        v_long = torch.cat([valid, torch.zeros(x.shape[0], n_pad, dtype=torch.bool)], dim=1)
+        perm = torch.randperm(x_long.shape[1], generator=g)
+        out = m({"flow": x_long[:, perm], "flow_valid": v_long[:, perm]})["logits"]
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_knn_tie_break_follows_key():
+    # points 1, 2, 3 are equidistant from point 0; the key, not the slot, picks the neighbour
+    coords = torch.tensor([[[0.0, 0.0], [0.1, 0.0], [0.1, 0.0], [0.1, 0.0], [0.5, 0.0]]])
+    valid = torch.ones(1, 5, dtype=torch.bool)
+    for key, best in (([0.0, 3.0, 1.0, 2.0, 0.0], 2), ([0.0, 1.0, 3.0, 2.0, 0.0], 1), ([0.0, 2.0, 3.0, 1.0, 0.0], 3)):
+        idx, ok = knn_indices(coords, valid, k=1, key=torch.tensor([key]))
+        assert ok[0, 0, 0] and idx[0, 0, 0].item() == best
+
+
+def test_relative_pair_features_match_four_vectors_for_massless_constituents():
+    # ParT without absolute η, φ: pair features from Δη, Δφ equal those of the true four-vectors
+    g = np.random.default_rng(5)
+    pt = torch.from_numpy(g.exponential(20.0, (3, 12)) + 0.5).float()
+    deta, dphi = (torch.from_numpy(g.normal(0, 0.3, (3, 12))).float() for _ in range(2))
+    jet_eta, jet_phi = 1.3, 3.0  # jet axis near φ = π: the Δφ wrap matters
+    eta, phi = deta + jet_eta, torch.remainder(dphi + jet_phi + math.pi, 2 * math.pi) - math.pi
+    e = pt * torch.cosh(eta)
+    valid = torch.ones(3, 12, dtype=torch.bool)
+    valid[1, 9:] = False
+    ref = pair_features(pt, eta, phi, e, valid)
+    rel = pair_features_relative(pt, deta, dphi, valid)
+    torch.testing.assert_close(rel, ref, rtol=0, atol=2e-3)  # m² of the massless E = pT cosh η, float32
+    assert (rel[1, :, 9:] == 0).all()
+
+
+def test_part_pair_only_ignores_jet_direction():
+    # with eta, phi only in the pair features, a rotation about the beam axis changes nothing
+    torch.manual_seed(0)
+    m = build_model("part", 3, {"flow": len(FLOW_VARS)}, **SMALL["part"], pair_only=["eta", "phi"])
+    m.configure_inputs({"flow": FLOW_VARS})
+    m.eval()
+    x, valid = _batch()
+    rot = x.clone()
+    i = FLOW_VARS.index("phi")
+    rot[..., i] = torch.remainder(rot[..., i] + 1.0 + math.pi, 2 * math.pi) - math.pi
+    with torch.no_grad():
+        ref = m({"flow": x, "flow_valid": valid})["logits"]
+        torch.testing.assert_close(m({"flow": rot, "flow_valid": valid})["logits"], ref, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="pair_only"):
+        build_model("part", 3, {"flow": 4}, pair_only=["eta"]).configure_inputs({"flow": ["pt", "energy", "deta", "dphi"]})
 
 
 def test_efn_is_irc_safe():

@@ -13,11 +13,15 @@ constituents, and export to ONNX with a dynamic constituent axis.
   shortcut, neighbours found in (Δη, Δφ) for the first block and in the learned feature space
   after (dynamic graph); global average pooling, FC 256 + ReLU + dropout 0.1. Padded
   constituents are never neighbours (their distances are +inf; neighbour slots beyond the real
-  constituents are dropped from the mean).
+  constituents are dropped from the mean). Equidistant neighbours (constituents at identical
+  Δη, Δφ are common: calorimeter cells) are chosen by a hash of their input features, not by
+  slot, so the scores do not depend on the order or the padding of the constituents.
 * ``part`` — Particle Transformer (Qu, Li, Qian, ICML 2022): particle embedding MLP
   (128, 512, 128), pairwise interaction features ``ln Δ, ln kT, ln z, ln m²`` embedded by a
   pointwise convolution (64, 64, 64 → n_heads) and added to the attention logits of 8 particle
   attention blocks, then 2 class-attention blocks with a class token; NormFormer-style blocks.
+  ``pair_only: [eta, phi]`` reads the absolute η, φ for the pair features only (not embedded
+  per particle); without η, φ the pair features come from Δη, Δφ (massless constituents).
 * ``lola`` — LoLa with the CoLa combination layer (Butter, Kasieczka, Plehn, Russell,
   SciPost Phys. 5 (2018) 028): the leading-``n_constituents`` four-vectors (sorted by pT inside
   the model, so the network is invariant to the input order) are combined by
@@ -211,23 +215,54 @@ class EFN(PFN):
 # ---------------------------------------------------------------------------------------------
 # ParticleNet
 # ---------------------------------------------------------------------------------------------
-def knn_indices(coords: Tensor, valid: Tensor, k: int) -> tuple[Tensor, Tensor]:
+def _stable_order(x: Tensor, k: int) -> Tensor:
+    """Indices of the ``k`` smallest entries along the last axis, ties in slot order.
+
+    Eager: a stable sort; exporting: ``topk``, whose ONNX definition also puts the lower index
+    first among equal values.
+    """
+    if _exporting():
+        return torch.topk(x, k, dim=-1, largest=False, sorted=True)[1]
+    return torch.sort(x, dim=-1, stable=True)[1][..., :k]
+
+
+def knn_indices(coords: Tensor, valid: Tensor, k: int, key: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Indices ``(B, N, k)`` of the ``k`` nearest valid neighbours (self excluded) and their mask.
 
     Padded points and the point itself have infinite distance; ``k`` dummy columns of infinite
-    distance are appended so that ``topk`` works (also in ONNX) for any number of points, and
-    every neighbour slot that is not a real neighbour is flagged False in the mask.
+    distance are appended so that the selection works (also in ONNX) for any number of points,
+    and every neighbour slot that is not a real neighbour is flagged False in the mask.
+
+    Ties: ``key`` (B, N), a per-point value that depends only on the point's content (e.g. a hash
+    of its input features), orders equidistant neighbours (lower key first), so that the
+    neighbour set does not depend on the slot order or the number of padding slots. Real
+    constituents often share their (Δη, Δφ) exactly (calorimeter cell centres), so distances
+    tie exactly. Without ``key`` ties go to the lower slot. Low-dimensional coordinates
+    (≤ 4) use the exact difference form ``Σ (a − b)²`` (identical values for identical points,
+    whatever their slot or the tensor width); higher dimensions the ``|a|² + |b|² − 2a·b`` GEMM
+    (there only exact duplicates tie, and those are interchangeable).
     """
-    b, n, _ = coords.shape
-    sq = (coords * coords).sum(-1)
-    d = sq.unsqueeze(2) + sq.unsqueeze(1) - 2.0 * coords @ coords.transpose(1, 2)  # squared
+    b, n, c = coords.shape
+    if c <= 4:
+        d = ((coords.unsqueeze(2) - coords.unsqueeze(1)) ** 2).sum(-1)
+    else:
+        sq = (coords * coords).sum(-1)
+        d = sq.unsqueeze(2) + sq.unsqueeze(1) - 2.0 * coords @ coords.transpose(1, 2)  # squared
     ar = torch.arange(n, device=coords.device)
     eye = (ar.unsqueeze(0) == ar.unsqueeze(1)).unsqueeze(0)
     bad = eye | ~valid.unsqueeze(1)
     d = torch.where(bad, torch.full_like(d, math.inf), d)
+    order = None
+    if key is not None:  # columns in key order, so that "lower slot first" means "lower key first"
+        key = torch.where(valid, key.to(d.dtype), torch.full_like(d[:, 0], math.inf))
+        order = _stable_order(key, n)  # (B, N)
+        d = torch.gather(d, 2, order.unsqueeze(1).expand(-1, n, -1))
     d = torch.cat([d, torch.full((b, n, k), math.inf, dtype=d.dtype, device=d.device)], dim=2)
-    dist, idx = torch.topk(d, k, dim=2, largest=False, sorted=True)
+    idx = _stable_order(d, k)
+    dist = torch.gather(d, 2, idx)
     nbr_ok = torch.isfinite(dist) & valid.unsqueeze(-1)
+    if order is not None:
+        idx = torch.gather(order.unsqueeze(1).expand(-1, n, -1), 2, idx.clamp(max=n - 1))
     idx = torch.where(nbr_ok, idx, torch.zeros_like(idx))
     return idx, nbr_ok
 
@@ -257,8 +292,8 @@ class EdgeConvBlock(nn.Module):
         self.shortcut = nn.Sequential(nn.Conv1d(in_dim, channels[-1], 1, bias=False), nn.BatchNorm1d(channels[-1]))
         self.act = nn.ReLU()
 
-    def forward(self, coords: Tensor, x: Tensor, valid: Tensor) -> Tensor:
-        idx, ok = knn_indices(coords, valid, self.k)
+    def forward(self, coords: Tensor, x: Tensor, valid: Tensor, key: Tensor | None = None) -> Tensor:
+        idx, ok = knn_indices(coords, valid, self.k, key)
         nb = _gather_neighbours(x, idx)  # (B, N, k, C)
         xi = x.unsqueeze(2).expand_as(nb)
         e = torch.cat([xi, nb - xi], dim=-1).permute(0, 3, 1, 2)  # (B, 2C, N, k)
@@ -267,6 +302,19 @@ class EdgeConvBlock(nn.Module):
         agg = h.sum(dim=2) / ok.sum(dim=2, keepdim=True).clamp(min=1).to(h.dtype)
         sc = self.shortcut(x.transpose(1, 2)).transpose(1, 2)
         return zero_padded(self.act(sc + agg), valid)
+
+
+def _content_key(x: Tensor, valid: Tensor) -> Tensor:
+    """A per-constituent hash of its input features (B, N): the kNN tie-break of ParticleNet.
+
+    A fixed irrational-weighted sum of the features, computed row by row (elementwise product
+    and a reduction over the feature axis, no GEMM), so that a constituent gets the same key in
+    any slot and any batch width; distinct constituents get distinct keys, and constituents
+    with equal keys have identical inputs (interchangeable). 0 for padded slots.
+    """
+    w = torch.arange(1, x.shape[-1] + 1, dtype=x.dtype, device=x.device) * 0.6180339887 + 0.4142135624
+    key = (torch.where(valid.unsqueeze(-1), x, torch.zeros_like(x)) * w).sum(-1)
+    return torch.where(valid, key, torch.zeros_like(key))
 
 
 @register_model("particlenet")
@@ -310,10 +358,11 @@ class ParticleNet(ConstituentModel):
         inputs = compact_constituents(inputs)
         valid = inputs["flow_valid"]
         x = self.features(inputs)
+        key = _content_key(x, valid)
         x = zero_padded(self.input_bn(x.transpose(1, 2)).transpose(1, 2), valid)
         coords = torch.stack([self._raw(inputs, "deta"), self._raw(inputs, "dphi")], dim=-1)
         for i, block in enumerate(self.blocks):
-            x = block(coords if i == 0 else x, x, valid)
+            x = block(coords if i == 0 else x, x, valid, key)
         return {"logits": self.heads["jet_classification"](masked_mean(x, valid))}
 
 
@@ -376,8 +425,54 @@ def pair_features(pt: Tensor, eta: Tensor, phi: Tensor, energy: Tensor, valid: T
     return torch.where(pair_ok, feats, torch.zeros_like(feats))
 
 
+def pair_features_relative(pt: Tensor, deta: Tensor, dphi: Tensor, valid: Tensor) -> Tensor:
+    """ParT interaction features from the jet-relative coordinates (massless constituents).
+
+    Same features as :func:`pair_features` (B, 4, N, N), from pT [GeV] and the constituents'
+    Δη, Δφ to the jet axis only: pair differences of Δη, Δφ are those of η, φ, and for massless
+    constituents y = η and ``m² = 4 pT_a pT_b (sinh²(Δη/2) + sin²(Δφ/2))``. For massive
+    constituents (charged pions: m = 0.14 GeV) this drops the m_i² terms and uses Δη for Δy
+    (differences O(m²/pT²)). No absolute η, φ needed, so a model using it is invariant to the
+    jet direction by construction.
+    """
+    dphi_ab = dphi.unsqueeze(2) - dphi.unsqueeze(1)
+    dphi_ab = torch.remainder(dphi_ab + math.pi, 2 * math.pi) - math.pi
+    deta_ab = deta.unsqueeze(2) - deta.unsqueeze(1)
+    delta = torch.sqrt(deta_ab**2 + dphi_ab**2 + _EPS)
+    pti, ptj = pt.unsqueeze(2), pt.unsqueeze(1)
+    ptmin = torch.minimum(pti, ptj)
+    half = 0.5 * deta_ab
+    h2 = half * half  # sinh(Δη/2) without cancellation
+    sh = torch.where(
+        half.abs() < 0.5,
+        half * (1 + h2 / 6 + h2 * h2 / 120 + h2 * h2 * h2 / 5040),
+        0.5 * (torch.exp(half) - torch.exp(-half)),
+    )
+    m2 = 4 * pti * ptj * (sh**2 + torch.sin(0.5 * dphi_ab) ** 2)
+    feats = torch.stack(
+        [
+            torch.log(delta),
+            torch.log((ptmin * delta).clamp(min=_EPS)),
+            torch.log((ptmin / (pti + ptj).clamp(min=_EPS)).clamp(min=_EPS)),
+            torch.log(m2.clamp(min=_EPS)),
+        ],
+        dim=1,
+    )
+    pair_ok = (valid.unsqueeze(2) & valid.unsqueeze(1)).unsqueeze(1)
+    return torch.where(pair_ok, feats, torch.zeros_like(feats))
+
+
 class PairEmbed(nn.Module):
-    """Pointwise (1×1) convolutions with BN + GELU over the pair features -> (B, H, N, N)."""
+    """Pointwise (1×1) convolutions with BN + GELU over the pair features -> (B, H, N, N).
+
+    The features are symmetric, so (eagerly) only the pairs i ≥ j of valid constituents are
+    embedded, as matrix products over the list of pairs (much faster on CPU than a 2-d 1×1
+    convolution over the padded N×N), and mirrored; other entries are 0 (they are masked in
+    the attention). While exporting: all N×N pairs (no data-dependent shapes in the graph; the
+    valid entries agree). Same parameters as the 2-d form (checkpoints are compatible). In
+    training the BN statistics are over the valid i ≥ j pairs (as in weaver's sparse mode), so
+    padding does not enter them.
+    """
 
     def __init__(self, in_dim: int, dims: Sequence[int], n_heads: int) -> None:
         super().__init__()
@@ -389,12 +484,35 @@ class PairEmbed(nn.Module):
         layers.append(nn.Conv2d(prev, n_heads, 1))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, u: Tensor) -> Tensor:
-        return self.net(u)
+    def _embed(self, h: Tensor) -> Tensor:
+        """(B, C, P) pairs -> (B, H, P)."""
+        for layer in self.net:
+            if isinstance(layer, nn.Conv2d):  # a 1×1 convolution is a matrix product
+                h = torch.matmul(layer.weight.flatten(1), h)
+                if layer.bias is not None:
+                    h = h + layer.bias.unsqueeze(-1)
+            elif isinstance(layer, nn.BatchNorm2d):
+                h = layer(h.unsqueeze(-1)).squeeze(-1)
+            else:
+                h = layer(h)
+        return h
+
+    def forward(self, u: Tensor, valid: Tensor) -> Tensor:
+        b, c, n, _ = u.shape
+        pair = torch.tril(valid.unsqueeze(2) & valid.unsqueeze(1))
+        if _exporting() or int(pair.sum()) < 2:
+            return self._embed(u.reshape(b, c, n * n)).reshape(b, -1, n, n)
+        bi, i, j = pair.nonzero(as_tuple=True)
+        h = self._embed(u.permute(0, 2, 3, 1)[bi, i, j].T.unsqueeze(0))[0].T  # (M, H)
+        out = h.new_zeros(b, n, n, h.shape[1])
+        out[bi, i, j] = h
+        out[bi, j, i] = h
+        return out.permute(0, 3, 1, 2)
 
 
 class ParTAttention(nn.Module):
-    """Multi-head attention with an additive bias ``U`` (B, H, Nq, Nk) and a key mask."""
+    """Multi-head attention with an additive float mask (B, H or 1, Nq, Nk): pair bias ``U`` plus
+    a large negative value on padded keys (``scaled_dot_product_attention``)."""
 
     def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
         super().__init__()
@@ -405,21 +523,23 @@ class ParTAttention(nn.Module):
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
-        self.drop = nn.Dropout(dropout)
+        self.p_drop = dropout
 
-    def forward(self, xq: Tensor, xkv: Tensor, key_valid: Tensor, bias: Tensor | None) -> Tensor:
+    def forward(self, xq: Tensor, xkv: Tensor, attn_mask: Tensor) -> Tensor:
         b, nq, d = xq.shape
         nk = xkv.shape[1]
         q = self.q(xq).reshape(b, nq, self.h, self.dh).transpose(1, 2)
         kv = self.kv(xkv).reshape(b, nk, 2, self.h, self.dh).permute(2, 0, 3, 1, 4)
-        scores = q @ kv[0].transpose(-2, -1) / math.sqrt(self.dh)
-        if bias is not None:
-            scores = scores + bias
-        mask = key_valid[:, None, None, :].expand_as(scores)
-        scores = torch.where(mask, scores, torch.full_like(scores, torch.finfo(scores.dtype).min))
-        w = torch.softmax(scores, dim=-1)
-        w = self.drop(torch.where(mask, w, torch.zeros_like(w)))
-        return self.out((w @ kv[1]).transpose(1, 2).reshape(b, nq, d))
+        o = nn.functional.scaled_dot_product_attention(
+            q, kv[0], kv[1], attn_mask=attn_mask, dropout_p=self.p_drop if self.training else 0.0
+        )
+        return self.out(o.transpose(1, 2).reshape(b, nq, d))
+
+
+def _key_mask(key_valid: Tensor, dtype: torch.dtype) -> Tensor:
+    """Additive attention mask (B, 1, 1, Nk): 0 for valid keys, −1e9 for padded ones (weight 0
+    exactly next to any valid key; finite, so a jet without constituents gives no NaN)."""
+    return torch.where(key_valid, 0.0, -1e9).to(dtype)[:, None, None, :]
 
 
 class ParTBlock(nn.Module):
@@ -437,12 +557,10 @@ class ParTBlock(nn.Module):
         self.fc2 = nn.Linear(dim * ffn_ratio, dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(
-        self, x: Tensor, kv: Tensor | None, key_valid: Tensor, bias: Tensor | None
-    ) -> Tensor:
+    def forward(self, x: Tensor, kv: Tensor | None, attn_mask: Tensor) -> Tensor:
         q = self.pre_attn(x)
         k = q if kv is None else self.pre_attn(kv)
-        x = x + self.drop(self.post_attn(self.attn(q, k, key_valid, bias)))
+        x = x + self.drop(self.post_attn(self.attn(q, k, attn_mask)))
         y = self.fc2(self.drop(self.post_fc(self.act(self.fc1(self.pre_fc(x))))))
         return x + self.drop(y)
 
@@ -461,6 +579,11 @@ class ParticleTransformer(ConstituentModel):
         As published: 8, 8, 2, 4, 0.1.
     fc_sizes
         Hidden sizes of the classifier after the class token (published: none).
+    pair_only
+        Flow variables used only for the pair features, not embedded per particle (e.g.
+        ``[eta, phi]``: the true four-vectors for the pair features without feeding the absolute
+        jet direction to the particle embedding). Without ``eta``/``phi`` in the inputs the pair
+        features come from ``deta``/``dphi`` (:func:`pair_features_relative`, massless).
     """
 
     def __init__(
@@ -475,13 +598,19 @@ class ParticleTransformer(ConstituentModel):
         ffn_ratio: int = 4,
         dropout: float = 0.1,
         fc_sizes: Sequence[int] = (),
+        pair_only: Sequence[str] = (),
     ) -> None:
         super().__init__(n_classes, input_dims)
+        self.pair_only = list(pair_only)
+        bad = [v for v in self.pair_only if v not in ("eta", "phi", "energy")]
+        if bad:
+            raise ConfigError(f"part: pair_only takes eta, phi, energy (got {bad})")
+        self.embed_cols: list[int] | None = None
         embed_dims = list(embed_dims)
         if not embed_dims:
             raise ConfigError("part needs at least one embedding layer (model.embed_dims)")
         layers: list[nn.Module] = []
-        prev = self.n_features
+        prev = self.n_features - len(self.pair_only)
         for d in embed_dims:
             layers += [nn.LayerNorm(prev), nn.Linear(prev, d), nn.GELU()]
             prev = d
@@ -497,25 +626,41 @@ class ParticleTransformer(ConstituentModel):
         self.norm = nn.LayerNorm(dim)
         self.heads["jet_classification"] = JetClassificationHead(dim, n_classes, hidden=list(fc_sizes), act="gelu")
 
+    def configure_inputs(self, variables: Mapping[str, Sequence[str]]) -> None:
+        super().configure_inputs(variables)
+        names = list(variables.get("flow", []))
+        missing = [v for v in self.pair_only if v not in names]
+        if missing:
+            raise ConfigError(f"part: pair_only variables {missing} are not in data.inputs.flow ({names})")
+        drop = {names.index(v) for v in self.pair_only}
+        self.embed_cols = [i for i in range(self.n_features) if i not in drop]
+
     def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         inputs = compact_constituents(inputs)
         valid = inputs["flow_valid"]
-        x = zero_padded(self.embed(self.features(inputs)), valid)
+        feats = self.features(inputs)
+        if self.pair_only:
+            if self.embed_cols is None:
+                raise RuntimeError("call configure_inputs(variables) before using 'part'")
+            feats = feats[..., self.embed_cols]
+        x = zero_padded(self.embed(feats), valid)
         pt = self._raw(inputs, "pt") / _GEV
-        e = self._raw(inputs, "energy") / _GEV
-        if "eta" in self.kin and "phi" in self.kin:
-            eta, phi = self._raw(inputs, "eta"), self._raw(inputs, "phi")
-        else:
-            eta, phi = self._raw(inputs, "deta"), self._raw(inputs, "dphi")
-        u = pair_features(pt, eta, phi, e, valid)
-        bias = self.pair_embed(u)  # (B, H, N, N)
+        with torch.no_grad():  # inputs only (no parameters): no graph needed
+            if "eta" in self.kin and "phi" in self.kin:  # true four-vectors (constituent masses)
+                e = self._raw(inputs, "energy") / _GEV
+                u = pair_features(pt, self._raw(inputs, "eta"), self._raw(inputs, "phi"), e, valid)
+            else:  # jet-relative coordinates (massless constituents)
+                u = pair_features_relative(pt, self._raw(inputs, "deta"), self._raw(inputs, "dphi"), valid)
+        # pair bias + key mask, built once for all blocks (B, H, N, N)
+        mask = self.pair_embed(u, valid) + _key_mask(valid, x.dtype)
         for blk in self.blocks:
-            x = zero_padded(blk(x, None, valid, bias), valid)
+            x = zero_padded(blk(x, None, mask), valid)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         ones = torch.ones_like(valid[:, :1])
+        cls_mask = _key_mask(torch.cat([ones, valid], dim=1), x.dtype)
         for blk in self.cls_blocks:
             kv = torch.cat([cls, x], dim=1)
-            cls = blk(cls, kv, torch.cat([ones, valid], dim=1), None)
+            cls = blk(cls, kv, cls_mask)
         return {"logits": self.heads["jet_classification"](self.norm(cls).squeeze(1))}
 
 
