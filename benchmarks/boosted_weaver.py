@@ -304,13 +304,13 @@ def latency(model: torch.nn.Module, test: dict, onnx_path: Path | None = None) -
 
 
 def run(model: torch.nn.Module, train: dict, test: dict, epochs: int, bs: int = 128, val: dict | None = None,
-        bucket: bool = False, onnx_path: Path | None = None) -> dict:  # fmt: skip
+        bucket: bool = False, onnx_path: Path | None = None, seed: int = 0) -> dict:  # fmt: skip
     """Train (AdamW 1e-3, cross entropy), keep the epoch with the lowest validation loss, evaluate."""
     from lhcml.metrics.classification import auc
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     n = len(train["label"])
     t_train, best, best_state, history = 0.0, np.inf, None, []
     for ep in range(epochs):
@@ -427,6 +427,8 @@ def main() -> None:
     ap.add_argument("--timing", type=int, default=0, metavar="ROUNDS",
                     help="only measure training jets/s of --models in this many interleaved rounds")
     ap.add_argument("--timing-steps", type=int, default=15, help="optimiser steps per model and round")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="training seed (initialisation, shuffling, dropout); rows are stored as KEY_sSEED when != 0")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     train, test = load(Path(args.train)), load(Path(args.test))
@@ -473,11 +475,16 @@ def main() -> None:
         return
     for key in args.models:
         label, fw, bucket = ROWS[key]
+        if args.seed:  # seed 0: the (unseeded, deterministic) initialisation of the original rows
+            torch.manual_seed(args.seed)
         model = make(key)
         onnx_path = rpath.with_name(f"{key}.onnx") if (args.onnx and fw != "weaver" and rpath) else None
         print(f"  {label} ({fw})", flush=True)
-        r = run(model, train, test, args.epochs, args.batch_size, val, bucket, onnx_path)
-        r.update(epochs=args.epochs, batch_size=args.batch_size, n_train=len(train["label"]), n_test=len(nt))
+        r = run(model, train, test, args.epochs, args.batch_size, val, bucket, onnx_path, args.seed)
+        r.update(epochs=args.epochs, batch_size=args.batch_size, n_train=len(train["label"]), n_test=len(nt),
+                 seed=args.seed)  # fmt: skip
+        if args.seed:
+            key = f"{key}_s{args.seed}"
         results[key] = r
         if rpath:
             torch.save(model.state_dict(), rpath.with_name(f"{key}.pt"))
