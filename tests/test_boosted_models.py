@@ -240,3 +240,24 @@ def test_numpy_images_match(boosted_mock_tables):  # noqa: F811
     np.testing.assert_allclose(imgs.sum((1, 2)), 1.0, atol=0.02)
     avg = average_images(imgs, boosted_mock_tables["jets"]["R10TruthLabel"][:50])
     assert set(avg) <= {0, 1, 2, 3}
+
+
+def test_lola_on_relative_coordinates_ignores_the_jet_rapidity():
+    # without absolute eta/phi, LoLa's four-vectors are massless in the frame boosted to the jet
+    # axis (E = pT cosh(deta)), so moving the whole jet in eta (which changes the measured E of
+    # every constituent) changes nothing; with the measured E they would be inconsistent
+    rel = ["pt", "energy", "deta", "dphi", "charge", "isChargedHadron"]
+    torch.manual_seed(0)
+    m = build_model("lola", 3, {"flow": len(rel)}, **SMALL["lola"])
+    m.configure_inputs({"flow": rel})
+    m.set_normalisation("flow", [NORM.get(v, (0.0, 1.0))[0] for v in rel], [NORM.get(v, (0.0, 1.0))[1] for v in rel])
+    m.eval()
+    x, valid = _batch()
+    keep = [FLOW_VARS.index(v) for v in rel]
+    central, forward = x[..., keep].clone(), x[..., keep].clone()
+    deta = central[..., rel.index("deta")]
+    forward[..., rel.index("energy")] = central[..., 0] * torch.cosh(deta + 1.8)  # jet at eta 1.8 + ...
+    with torch.no_grad():
+        a = m({"flow": central, "flow_valid": valid})["logits"]
+        b = m({"flow": forward, "flow_valid": valid})["logits"]
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -720,7 +720,10 @@ class LoLa(ConstituentModel):
         if "eta" in self.kin and "phi" in self.kin:
             eta, phi = self._raw(inputs, "eta"), self._raw(inputs, "phi")
         else:
+            # relative coordinates only: massless four-vectors in the frame boosted along z to
+            # the jet axis, E = pT cosh(Δη) (the measured E belongs to the absolute η)
             eta, phi = self._raw(inputs, "deta"), self._raw(inputs, "dphi")
+            e = pt * 0.5 * (torch.exp(eta) + torch.exp(-eta))
         # four-vectors in float64 (see below): identical rounding in torch and onnxruntime
         p4 = zero_padded(four_vectors(pt.double(), eta.double(), phi.double(), e.double()), valid)
         b = p4.shape[0]
