@@ -54,6 +54,37 @@ _WIDE_PTHAT = (
     "PhaseSpace:bias2SelectionPow = 4",
     "PhaseSpace:bias2SelectionRef = 200",
 )
+_NARROW_PTHAT = ("PhaseSpace:pTHatMin = 500", "PhaseSpace:pTHatMax = 750")
+
+
+# Boosted signal processes: one definition each, used with the narrow (550-650 GeV jets) and the
+# wide (250-1500 GeV) pT-hat settings, in the order hard process, pT-hat, decays.
+def _top_settings(pthat: tuple[str, ...]) -> tuple[str, ...]:
+    return ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on", *pthat, *_HADRONIC_W)
+
+
+def _wz_settings(pthat: tuple[str, ...]) -> tuple[str, ...]:
+    return (
+        "WeakBosonAndParton:qqbar2Wg = on",
+        "WeakBosonAndParton:qg2Wq = on",
+        "WeakBosonAndParton:qqbar2gmZg = on",
+        "WeakBosonAndParton:qg2gmZq = on",
+        "WeakZ0:gmZmode = 2",  # pure Z
+        *pthat,
+        *_HADRONIC_W,
+        *_HADRONIC_Z,
+    )
+
+
+def _hbb_settings(pthat: tuple[str, ...]) -> tuple[str, ...]:
+    return (
+        "HiggsSM:gg2Hg(l:t) = on",
+        "HiggsSM:qg2Hq(l:t) = on",
+        "HiggsSM:qqbar2Hg(l:t) = on",
+        "25:onMode = off",
+        "25:onIfAny = 5",
+        *pthat,
+    )
 
 
 @dataclass(frozen=True)
@@ -167,13 +198,7 @@ PROCESSES: dict[str, Process] = _register(
     Process(
         name="top",
         kind="boosted",
-        settings=(
-            "Top:gg2ttbar = on",
-            "Top:qqbar2ttbar = on",
-            "PhaseSpace:pTHatMin = 500",
-            "PhaseSpace:pTHatMax = 750",
-            *_HADRONIC_W,
-        ),
+        settings=_top_settings(_NARROW_PTHAT),
         description="boosted all-hadronic tt̄ (pT-hat 500-750 GeV): contained top jets, pT 550-650 GeV",
         jet_kind="large_r",
         jet_pt_min=550.0,
@@ -184,17 +209,7 @@ PROCESSES: dict[str, Process] = _register(
     Process(
         name="wz",
         kind="boosted",
-        settings=(
-            "WeakBosonAndParton:qqbar2Wg = on",
-            "WeakBosonAndParton:qg2Wq = on",
-            "WeakBosonAndParton:qqbar2gmZg = on",
-            "WeakBosonAndParton:qg2gmZq = on",
-            "WeakZ0:gmZmode = 2",  # pure Z
-            "PhaseSpace:pTHatMin = 500",
-            "PhaseSpace:pTHatMax = 750",
-            *_HADRONIC_W,
-            *_HADRONIC_Z,
-        ),
+        settings=_wz_settings(_NARROW_PTHAT),
         description="boosted hadronic W and Z recoiling against a jet (pT-hat 500-750 GeV): contained W/Z jets",
         jet_kind="large_r",
         jet_pt_min=550.0,
@@ -205,15 +220,7 @@ PROCESSES: dict[str, Process] = _register(
     Process(
         name="hbb",
         kind="boosted",
-        settings=(
-            "HiggsSM:gg2Hg(l:t) = on",
-            "HiggsSM:qg2Hq(l:t) = on",
-            "HiggsSM:qqbar2Hg(l:t) = on",
-            "25:onMode = off",
-            "25:onIfAny = 5",
-            "PhaseSpace:pTHatMin = 500",
-            "PhaseSpace:pTHatMax = 750",
-        ),
+        settings=_hbb_settings(_NARROW_PTHAT),
         description="boosted H -> bb recoiling against a jet (pT-hat 500-750 GeV): contained Hbb jets",
         jet_kind="large_r",
         jet_pt_min=550.0,
@@ -224,7 +231,7 @@ PROCESSES: dict[str, Process] = _register(
     Process(
         name="qcd_boosted",
         kind="boosted",
-        settings=("HardQCD:all = on", "PhaseSpace:pTHatMin = 500", "PhaseSpace:pTHatMax = 750"),
+        settings=("HardQCD:all = on", *_NARROW_PTHAT),
         description="QCD dijets with pT-hat 500-750 GeV: background large-R jets, pT 550-650 GeV",
         jet_kind="large_r",
         jet_pt_min=550.0,
@@ -234,12 +241,7 @@ PROCESSES: dict[str, Process] = _register(
     Process(
         name="top_wide",
         kind="boosted",
-        settings=(
-            "Top:gg2ttbar = on",
-            "Top:qqbar2ttbar = on",
-            *_WIDE_PTHAT,
-            *_HADRONIC_W,
-        ),
+        settings=_top_settings(_WIDE_PTHAT),
         description="boosted all-hadronic tt̄, pT-hat 200-1700 GeV biased to high pT-hat: contained top jets, "
         "pT 250-1500 GeV (weighted: mcEventWeight)",
         jet_kind="large_r",
@@ -252,16 +254,7 @@ PROCESSES: dict[str, Process] = _register(
     Process(
         name="wz_wide",
         kind="boosted",
-        settings=(
-            "WeakBosonAndParton:qqbar2Wg = on",
-            "WeakBosonAndParton:qg2Wq = on",
-            "WeakBosonAndParton:qqbar2gmZg = on",
-            "WeakBosonAndParton:qg2gmZq = on",
-            "WeakZ0:gmZmode = 2",  # pure Z
-            *_WIDE_PTHAT,
-            *_HADRONIC_W,
-            *_HADRONIC_Z,
-        ),
+        settings=_wz_settings(_WIDE_PTHAT),
         description="boosted hadronic W and Z + jet, pT-hat 200-1700 GeV biased to high pT-hat: contained W/Z "
         "jets, pT 250-1500 GeV (weighted: mcEventWeight)",
         jet_kind="large_r",
@@ -274,14 +267,7 @@ PROCESSES: dict[str, Process] = _register(
     Process(
         name="hbb_wide",
         kind="boosted",
-        settings=(
-            "HiggsSM:gg2Hg(l:t) = on",
-            "HiggsSM:qg2Hq(l:t) = on",
-            "HiggsSM:qqbar2Hg(l:t) = on",
-            "25:onMode = off",
-            "25:onIfAny = 5",
-            *_WIDE_PTHAT,
-        ),
+        settings=_hbb_settings(_WIDE_PTHAT),
         description="boosted H -> bb + jet, pT-hat 200-1700 GeV biased to high pT-hat: contained Hbb jets, "
         "pT 250-1500 GeV (weighted: mcEventWeight)",
         jet_kind="large_r",
