@@ -375,6 +375,37 @@ def four_vectors(pt: Tensor, eta: Tensor, phi: Tensor, energy: Tensor) -> Tensor
     return torch.stack([pt * torch.cos(phi), pt * torch.sin(phi), pt * sinh, energy], dim=-1)
 
 
+def _pairwise_dphi(phi: Tensor) -> Tensor:
+    """``φ_a − φ_b`` wrapped into [−π, π), (B, N, N)."""
+    d = phi.unsqueeze(2) - phi.unsqueeze(1)
+    return torch.remainder(d + math.pi, 2 * math.pi) - math.pi
+
+
+def _sinh_stable(x: Tensor) -> Tensor:
+    """sinh(x) with a series where ``exp(x) − exp(−x)`` would cancel (|x| < 0.5)."""
+    x2 = x * x
+    return torch.where(
+        x.abs() < 0.5,
+        x * (1 + x2 / 6 + x2 * x2 / 120 + x2 * x2 * x2 / 5040),
+        0.5 * (torch.exp(x) - torch.exp(-x)),
+    )
+
+
+def _masked_pair_stack(delta: Tensor, kt: Tensor, z: Tensor, m2: Tensor, valid: Tensor) -> Tensor:
+    """``(ln Δ, ln kT, ln z, ln m²)`` stacked to (B, 4, N, N), 0 where a constituent is padding."""
+    feats = torch.stack(
+        [
+            torch.log(delta),
+            torch.log(kt.clamp(min=_EPS)),
+            torch.log(z.clamp(min=_EPS)),
+            torch.log(m2.clamp(min=_EPS)),
+        ],
+        dim=1,
+    )
+    pair_ok = (valid.unsqueeze(2) & valid.unsqueeze(1)).unsqueeze(1)
+    return torch.where(pair_ok, feats, torch.zeros_like(feats))
+
+
 def pair_features(pt: Tensor, eta: Tensor, phi: Tensor, energy: Tensor, valid: Tensor) -> Tensor:
     """ParT interaction features ``(ln Δ, ln kT, ln z, ln m²)`` (B, 4, N, N); 0 on padded pairs.
 
@@ -391,8 +422,7 @@ def pair_features(pt: Tensor, eta: Tensor, phi: Tensor, energy: Tensor, valid: T
     m2i = (energy**2 * (1.0 - 1e-5) - p2).clamp(min=0.0)
     e = torch.maximum(energy, torch.sqrt(p2))
     rap = 0.5 * torch.log((e + pz).clamp(min=_EPS) / (e - pz).clamp(min=_EPS))
-    dphi = phi.unsqueeze(2) - phi.unsqueeze(1)
-    dphi = torch.remainder(dphi + math.pi, 2 * math.pi) - math.pi
+    dphi = _pairwise_dphi(phi)
     drap = rap.unsqueeze(2) - rap.unsqueeze(1)
     delta = torch.sqrt(drap**2 + dphi**2 + _EPS)
     pti, ptj = pt.unsqueeze(2), pt.unsqueeze(1)
@@ -403,26 +433,10 @@ def pair_features(pt: Tensor, eta: Tensor, phi: Tensor, energy: Tensor, valid: T
     # 2 mT mT 2sinh²(Δy/2) + 2 pT pT 2sin²(Δφ/2) + 2 (mT mT − pT pT)
     mi2, mj2 = m2i.unsqueeze(2), m2i.unsqueeze(1)
     mti, mtj = torch.sqrt(pti**2 + mi2), torch.sqrt(ptj**2 + mj2)
-    half = 0.5 * drap
-    h2 = half * half  # sinh(Δy/2): series where exp(h) − exp(−h) would cancel
-    sh = torch.where(
-        half.abs() < 0.5,
-        half * (1 + h2 / 6 + h2 * h2 / 120 + h2 * h2 * h2 / 5040),
-        0.5 * (torch.exp(half) - torch.exp(-half)),
-    )
+    sh = _sinh_stable(0.5 * drap)
     mass_term = (mi2 * ptj**2 + mj2 * pti**2 + mi2 * mj2) / (mti * mtj + pti * ptj).clamp(min=_EPS)
     m2 = mi2 + mj2 + 4 * mti * mtj * sh**2 + 4 * pti * ptj * torch.sin(0.5 * dphi) ** 2 + 2 * mass_term
-    feats = torch.stack(
-        [
-            torch.log(delta),
-            torch.log(kt.clamp(min=_EPS)),
-            torch.log(z.clamp(min=_EPS)),
-            torch.log(m2.clamp(min=_EPS)),
-        ],
-        dim=1,
-    )
-    pair_ok = (valid.unsqueeze(2) & valid.unsqueeze(1)).unsqueeze(1)
-    return torch.where(pair_ok, feats, torch.zeros_like(feats))
+    return _masked_pair_stack(delta, kt, z, m2, valid)
 
 
 def pair_features_relative(pt: Tensor, deta: Tensor, dphi: Tensor, valid: Tensor) -> Tensor:
@@ -435,31 +449,13 @@ def pair_features_relative(pt: Tensor, deta: Tensor, dphi: Tensor, valid: Tensor
     (differences O(m²/pT²)). No absolute η, φ needed, so a model using it is invariant to the
     jet direction by construction.
     """
-    dphi_ab = dphi.unsqueeze(2) - dphi.unsqueeze(1)
-    dphi_ab = torch.remainder(dphi_ab + math.pi, 2 * math.pi) - math.pi
+    dphi_ab = _pairwise_dphi(dphi)
     deta_ab = deta.unsqueeze(2) - deta.unsqueeze(1)
     delta = torch.sqrt(deta_ab**2 + dphi_ab**2 + _EPS)
     pti, ptj = pt.unsqueeze(2), pt.unsqueeze(1)
     ptmin = torch.minimum(pti, ptj)
-    half = 0.5 * deta_ab
-    h2 = half * half  # sinh(Δη/2) without cancellation
-    sh = torch.where(
-        half.abs() < 0.5,
-        half * (1 + h2 / 6 + h2 * h2 / 120 + h2 * h2 * h2 / 5040),
-        0.5 * (torch.exp(half) - torch.exp(-half)),
-    )
-    m2 = 4 * pti * ptj * (sh**2 + torch.sin(0.5 * dphi_ab) ** 2)
-    feats = torch.stack(
-        [
-            torch.log(delta),
-            torch.log((ptmin * delta).clamp(min=_EPS)),
-            torch.log((ptmin / (pti + ptj).clamp(min=_EPS)).clamp(min=_EPS)),
-            torch.log(m2.clamp(min=_EPS)),
-        ],
-        dim=1,
-    )
-    pair_ok = (valid.unsqueeze(2) & valid.unsqueeze(1)).unsqueeze(1)
-    return torch.where(pair_ok, feats, torch.zeros_like(feats))
+    m2 = 4 * pti * ptj * (_sinh_stable(0.5 * deta_ab) ** 2 + torch.sin(0.5 * dphi_ab) ** 2)
+    return _masked_pair_stack(delta, ptmin * delta, ptmin / (pti + ptj).clamp(min=_EPS), m2, valid)
 
 
 class PairEmbed(nn.Module):
