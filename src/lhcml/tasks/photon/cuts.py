@@ -276,3 +276,71 @@ def optimise_menu(
         "background_efficiency": float(w[dec & b_in].sum() / max(w[b_in].sum(), 1e-300)),
     }
     return menu
+
+
+# --------------------------------------------------------------------------------------------
+# ATLAS's published 2012 isEM menu (fixed cuts, no optimisation)
+# --------------------------------------------------------------------------------------------
+
+#: |eta| bin edges of the ATLAS 2012 photon menu in the barrel (the crack 1.37-1.52 and the
+#: end-caps are outside our calorimeter)
+ATLAS_2012_ETA_EDGES = (0.0, 0.6, 0.8, 1.15, 1.37)
+#: E_T bin edges (GeV) of the 2012 Tight menu: only R_had changes at 80 GeV
+ATLAS_2012_PT_EDGES_GEV = (0.0, 80.0, 1e9)
+#: ATLAS 2012 Tight photon cuts per barrel |eta| bin (``PhotonIsEMSelectorConfig2012`` in
+#: athena ``ElectronPhotonSelectorTools/python/PhotonIsEMSelectorCutDefs.py``; REFERENCE.md §5
+#: quotes the |eta| < 0.6 column). ``Rhad``: one row per E_T bin (below / above 80 GeV); the other
+#: variables do not depend on E_T. Strip cuts apply only where f1 > 0.005. DeltaE in MeV.
+ATLAS_2012_TIGHT: dict[str, dict[str, tuple]] = {
+    "unconverted": {
+        "Rhad": ((0.020, 0.020, 0.01975, 0.01825), (0.01825, 0.01975, 0.01525, 0.01675)),
+        "Reta": (0.92, 0.92, 0.93, 0.925),
+        "weta2": (0.011, 0.0115, 0.0115, 0.0115),
+        "Rphi": (0.93, 0.93, 0.93, 0.92),
+        "weta1": (0.67, 0.69, 0.69, 0.715),
+        "wtots1": (3.0, 3.0, 3.3, 3.5),
+        "fracs1": (0.28, 0.33, 0.38, 0.425),
+        "DeltaE": (180.0, 170.0, 165.0, 160.0),
+        "Eratio": (0.80, 0.80, 0.76, 0.82),
+    },
+    "converted": {
+        "Rhad": ((0.020, 0.018, 0.01975, 0.018), (0.01825, 0.01975, 0.01525, 0.01675)),
+        "Reta": (0.92, 0.9125, 0.915, 0.91),
+        "weta2": (0.011, 0.0117, 0.012, 0.0120),
+        "Rphi": (0.57, 0.60, 0.60, 0.64),
+        "weta1": (0.73, 0.715, 0.74, 0.75),
+        "wtots1": (2.8, 2.9, 3.1, 3.3),
+        "fracs1": (0.33, 0.38, 0.46, 0.52),
+        "DeltaE": (160.0, 160.0, 120.0, 125.0),
+        "Eratio": (0.85, 0.85, 0.80, 0.78),
+    },
+}  # fmt: skip
+
+
+def atlas_2012_tight_menus() -> dict[str, CutMenu]:
+    """The ATLAS 2012 Tight menus (:data:`ATLAS_2012_TIGHT`) as :class:`CutMenu` objects, keyed
+    ``unconverted`` / ``converted``."""
+    menus = {}
+    n_eta, n_pt = len(ATLAS_2012_ETA_EDGES) - 1, len(ATLAS_2012_PT_EDGES_GEV) - 1
+    for kind, table in ATLAS_2012_TIGHT.items():
+        cuts = np.zeros((n_eta, n_pt, len(TIGHT_VARIABLES)))
+        for k, v in enumerate(TIGHT_VARIABLES):
+            for j in range(n_pt):
+                cuts[:, j, k] = table[v][j] if v == "Rhad" else table[v]
+        menus[kind] = CutMenu(f"atlas2012_tight_{kind}", TIGHT_VARIABLES, ATLAS_2012_ETA_EDGES,
+                              ATLAS_2012_PT_EDGES_GEV, cuts, float("nan"))
+    return menus
+
+
+def atlas_2012_tight(photons: np.ndarray) -> np.ndarray:
+    """Boolean ATLAS 2012 Tight decision per candidate (|eta| < 1.37; False outside).
+
+    Converted candidates (the ``converted`` field; our simulation has no conversion-vertex
+    reconstruction, so it is the truth conversion flag, documented in docs/photon.md) use the
+    converted menu, the others the unconverted one.
+    """
+    if "converted" not in (photons.dtype.names or ()):
+        raise SchemaError("photon table lacks field 'converted' needed by the ATLAS 2012 Tight menu")
+    menus = atlas_2012_tight_menus()
+    conv = np.asarray(photons["converted"], bool)
+    return np.where(conv, menus["converted"].apply(photons), menus["unconverted"].apply(photons))
