@@ -134,7 +134,7 @@ def test_runner_errors(reference, tmp_path):
 
 
 def test_cluster_spec_and_batch_job_scripts():
-    from lhcml.sim.cluster import ClusterSpec, make_cluster
+    from lhcml.cluster import ClusterSpec, make_cluster
 
     assert ClusterSpec.parse("local:3").n_workers == 3
     assert ClusterSpec.parse("tcp://10.0.0.1:8786").address == "tcp://10.0.0.1:8786"

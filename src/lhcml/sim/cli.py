@@ -26,7 +26,8 @@ def register(app: typer.Typer) -> None:
         ),
         workers: int = typer.Option(1, "--workers", "-j", help="local worker processes"),
         cluster: str = typer.Option(
-            None, "--cluster", help="Dask cluster: local:N, tcp://host:port, slurm or htcondor"
+            None, "--cluster",
+            help="Dask cluster: local:N, tcp://host:port, slurm, htcondor or a cluster YAML file",
         ),
         pileup_library: Path = typer.Option(
             None, "--pileup-library", help="existing minbias library (lhcml make-pileup)"
@@ -40,6 +41,10 @@ def register(app: typer.Typer) -> None:
         queue: str = typer.Option(None, "--queue", help="batch: partition/queue"),
         account: str = typer.Option(None, "--account", help="batch: account/project"),
         jobs: int = typer.Option(None, "--jobs", help="batch: number of jobs to submit"),
+        gpus: int = typer.Option(None, "--gpus", help="batch: GPUs per job"),
+        prologue: list[str] = typer.Option(
+            None, "--prologue", help="batch: shell line run before the worker starts (repeatable)"
+        ),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     ) -> None:
         """Simulate PROCESS into sharded flat HDF5 files (resumable).
@@ -52,13 +57,15 @@ def register(app: typer.Typer) -> None:
 
         Shards run in --workers local processes, or as Dask tasks with --cluster
         (local:N; tcp://scheduler:8786; slurm or htcondor via dask-jobqueue, sized by
-        --cores/--memory/--walltime/--queue/--account/--jobs).
+        --cores/--memory/--walltime/--queue/--account/--gpus/--jobs/--prologue, or a YAML file
+        with `kind: slurm` and those keys).
         """
         from lhcml.sim.runner import run_simulation
 
         opts = dict(
-            cores=cores, memory=memory, walltime=walltime, queue=queue, account=account, jobs=jobs
-        )
+            cores=cores, memory=memory, walltime=walltime, queue=queue, account=account, jobs=jobs,
+            gpus=gpus, prologue=prologue or None,
+        )  # fmt: skip
         files = run_simulation(
             process, events, mu, seed, output,
             events_per_shard=events_per_shard, workers=workers, cluster=cluster,

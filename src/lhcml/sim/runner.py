@@ -244,7 +244,8 @@ def run_simulation(
         Local worker processes (ignored with ``cluster``).
     cluster
         A Dask cluster: ``"local:N"``, ``"tcp://host:port"``, ``"slurm"``, ``"htcondor"``
-        (see :mod:`lhcml.sim.cluster`) or a :class:`ClusterSpec`.
+        (or a YAML file with ``kind:`` and job resources; see :mod:`lhcml.cluster`) or a
+        :class:`lhcml.cluster.ClusterSpec`.
     pileup_library
         An existing library file (:func:`lhcml.sim.pileup.build_pileup_library`); default: built
         once into ``DIR/pileup_minbias.h5`` when ``mu > 0``.
@@ -257,7 +258,8 @@ def run_simulation(
     progress
         Show a progress bar (events/s across shards).
     cluster_options
-        Batch options for :func:`lhcml.sim.cluster.dask_client` (cores, memory, walltime, ...).
+        Job resources for :func:`lhcml.cluster.dask_client` (cores, memory, walltime, queue,
+        account, gpus, jobs, prologue, ...); they override those of a cluster YAML file.
 
     Returns
     -------
@@ -423,10 +425,14 @@ def _run_dask(
     options: dict[str, Any],
     done: Callable,
 ) -> None:
+    import dataclasses
+
     from distributed import as_completed
 
-    from lhcml.sim.cluster import dask_client
+    from lhcml.cluster import dask_client
 
+    # batch jobs may start in another working directory (HTCondor: a scratch directory)
+    tasks = [dataclasses.replace(t, path=str(Path(t.path).resolve())) for t in tasks]
     with dask_client(cluster, **options) as client:
         futures = [
             client.submit(

@@ -16,6 +16,7 @@ def run_tune(
     cluster: str | None = None,
     n_trials: int | None = None,
     progress: bool = True,
+    cluster_options: dict | None = None,
 ) -> Path:
     """Run (or resume/extend) a tuning study and write its report; returns the report path."""
     from lhcml.train.config import _resolve_raw, config_from_dict
@@ -34,6 +35,10 @@ def run_tune(
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     url = resolve_storage_url(storage, out)
+    if cluster:
+        from lhcml.cluster import ClusterSpec
+
+        cluster = ClusterSpec.parse(cluster, **(cluster_options or {}))
     study = run_study(space, url, TrainObjective(base_cfg, space, out), workers=workers,
                       cluster=cluster, progress=progress)  # fmt: skip
     return write_report(study, space, base_cfg, out)
@@ -49,8 +54,16 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(Path("tune_output"), "--output", "-o", help="Study directory: journal, trials, report."),
         storage: str = typer.Option(None, help="'journal' (default: a file in --output), 'journal:PATH' or postgresql://user@host/db."),
         workers: int = typer.Option(1, help="Parallel trials (local processes, or Dask tasks with --cluster); one per GPU."),
-        cluster: str = typer.Option(None, help="Run trials on Dask: local:N, tcp://scheduler:8786, slurm or htcondor."),
+        cluster: str = typer.Option(None, help="Run trials on Dask: local:N, tcp://scheduler:8786, slurm, htcondor, or a cluster YAML (kind: + job resources)."),
         n_trials: int = typer.Option(None, "--n-trials", help="Total finished trials wanted (overrides the space; raise it to extend a study)."),
+        cores: int = typer.Option(None, "--cores", help="batch: cores (= worker processes) per job"),
+        memory: str = typer.Option(None, "--memory", help="batch: memory per job, e.g. 8GB"),
+        walltime: str = typer.Option(None, "--walltime", help="batch: wall time per job, HH:MM:SS"),
+        queue: str = typer.Option(None, "--queue", help="batch: partition/queue"),
+        account: str = typer.Option(None, "--account", help="batch: account/project"),
+        gpus: int = typer.Option(None, "--gpus", help="batch: GPUs per job (found on the worker)"),
+        jobs: int = typer.Option(None, "--jobs", help="batch: number of jobs to submit"),
+        prologue: list[str] = typer.Option(None, "--prologue", help="batch: shell line run before the worker starts (repeatable)"),
     ) -> None:
         """Optimise the hyperparameters of a training config with Optuna.
 
@@ -58,6 +71,9 @@ def register(app: typer.Typer) -> None:
         a larger --n-trials extends it. Writes best_config.yaml (ready for `lhcml train`),
         trials.json and report.html into --output.
         """
-        report = run_tune(config, space, output, storage, workers, cluster, n_trials)
+        opts = dict(cores=cores, memory=memory, walltime=walltime, queue=queue, account=account,
+                    gpus=gpus, jobs=jobs, prologue=prologue or None)  # fmt: skip
+        report = run_tune(config, space, output, storage, workers, cluster, n_trials,
+                          cluster_options={k: v for k, v in opts.items() if v is not None})  # fmt: skip
         typer.echo(f"report: {report}")
         typer.echo(f"best config: {Path(output) / 'best_config.yaml'}")

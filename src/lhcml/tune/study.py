@@ -317,9 +317,20 @@ def _run_local(specs: list[WorkerSpec], study, space: SearchSpace, progress: boo
             p.terminate()
 
 
-def _run_dask(specs: list[WorkerSpec], cluster: str) -> None:
-    from lhcml.sim.cluster import dask_client
+def _run_dask(specs: list[WorkerSpec], cluster) -> None:
+    from lhcml.cluster import dask_client
 
     with dask_client(cluster) as client:
-        futures = [client.submit(run_worker, s, pure=False, retries=2, key=f"lhcml-tune-{s.worker_index}") for s in specs]
+        futures = [client.submit(_run_cluster_worker, s, pure=False, retries=2, key=f"lhcml-tune-{s.worker_index}") for s in specs]
         client.gather(futures)
+
+
+def _run_cluster_worker(spec: WorkerSpec) -> int:
+    """:func:`run_worker` on a Dask worker: its GPU is one of the worker's (batch job's) own GPUs,
+    not one counted on the submitting machine."""
+    import dataclasses
+
+    from lhcml.cluster import pin_worker_gpu
+
+    pin_worker_gpu(spec.worker_index)
+    return run_worker(dataclasses.replace(spec, gpu=None))
