@@ -115,6 +115,11 @@ LARGE_R_JET_FIELDS: list[tuple[str, str]] = [
     ("eventNumber", "i8"),
     ("mcEventWeight", "f4"),
     ("averageInteractionsPerCrossing", "f4"),
+    ("ptUngroomed", "f4"),  # MeV, anti-kt jet of the pileup-mitigated constituents before trimming, uncalibrated
+    ("massUngroomed", "f4"),  # MeV, mass of that ungroomed jet (``mass``/``pt`` above: trimmed and calibrated)
+    ("massSoftDrop", "f4"),  # MeV, soft-drop (beta 0, z_cut 0.1) mass of the ungroomed jet, uncalibrated
+    ("truthJetPt", "f4"),  # MeV, matched trimmed truth jet (stable visible hard-scatter particles); -1 if none
+    ("truthJetMass", "f4"),  # MeV, its mass; -1 if none
 ]
 
 # --- constituents of large-R jets -----------------------------------------------------------
@@ -146,6 +151,9 @@ EVENT_FIELDS: list[tuple[str, str]] = [
     ("actualInteractionsPerCrossing", "i2"),
     ("truthPrimaryVertexZ", "f4"),
     ("n_jets", "i2"),
+    ("primaryVertexZ", "f4"),  # mm, reconstructed hard-scatter vertex z (sim.vertexing)
+    ("nPrimaryVertices", "i2"),  # reconstructed vertices (hard scatter + pile-up) in the event
+    ("pvIsHardScatter", "?"),  # chosen vertex within 0.1 mm in z of the truth hard-scatter vertex
 ]
 
 JET_DTYPE = np.dtype(JET_FIELDS)
@@ -165,6 +173,7 @@ PER_EVENT_DATASETS = ("events",)
 
 _MEV = (
     "pt", "mass", "energy", "HadronConeExclTruthLabelPt", "truthPt", "truthMass",
+    "ptUngroomed", "massUngroomed", "massSoftDrop", "truthJetPt", "truthJetMass",  # large-R grooming
 )  # fmt: skip
 _MM = (
     "d0", "z0SinTheta", "d0Uncertainty", "z0SinThetaUncertainty", "HadronConeExclTruthLabelLxy",
@@ -218,7 +227,10 @@ PHOTON_FIELDS: list[tuple[str, str]] = [
     ("mcEventWeight", "f4"),
     ("averageInteractionsPerCrossing", "f4"),
     ("actualInteractionsPerCrossing", "i2"),
+    ("eventDensity", "f4"),  # MeV per unit eta x phi, the event's median E_T density rho
+    ("etcone20_corrected", "f4"),  # MeV, etcone20 - rho * (pi 0.2^2 - 5x7 core area)
 ]
 PHOTON_DTYPE = np.dtype(PHOTON_FIELDS)
+FIELD_UNITS.update({"eventDensity": "MeV", "etcone20_corrected": "MeV"})
 FIELD_UNITS.update({"DeltaE": "MeV", "etcone20": "MeV", "truthE": "MeV",
                     **{f"e_image_{x}": "MeV" for x in ("strips", "middle", "back", "had")}})

@@ -7,6 +7,9 @@
 - Association as ATLAS flavour tagging: a track belongs to a jet when
   ΔR(track, jet) < 0.239 + exp(−1.22 − 1.64·10⁻⁵ · pT[MeV]) (wider for soft jets); a track inside
   several cones goes to the closest jet only.
+- Impact parameters w.r.t. the reconstructed hard-scatter vertex
+  (:func:`lhcml.sim.vertexing.impact_parameters`: the track removed from the vertex, the vertex
+  covariance with its beam-spot constraint added to the track's, as ATLAS's IP estimator).
 - Loose track selection of GN-style taggers: |d0| < 3.5 mm, |z0 sinθ| < 5 mm w.r.t. the primary
   vertex, ≥ 7 silicon hits, ≤ 2 silicon holes, ≤ 1 pixel hole (values in ``detector_params.yaml``).
 - Lifetime-signed impact-parameter significances (:func:`signed_ip_significance`), tracks sorted
@@ -27,6 +30,7 @@ import numpy as np
 from lhcml.data.schema import N_TRACKS, TRACK_DTYPE, TRUTH_ORIGIN
 from lhcml.errors import SchemaError
 from lhcml.sim.detector import DetectorParams, default_detector_params
+from lhcml.sim.vertexing import VertexResult, impact_parameters
 
 #: ftagTruthTypeLabel values (as ATLAS's FlavorTagDiscriminants truth types); the stored label is
 #: signed by the truth particle's charge (e.g. −2 for a π−, +4 for an e+); 0 for fakes
@@ -191,7 +195,7 @@ def _truth_vertex_index(jet_of, vertex_index, radius, origin, is_pileup) -> np.n
 def associate_tracks(
     jets: ak.Array,
     tracks: ak.Array,
-    primary_vertex_z: np.ndarray,
+    primary_vertex: np.ndarray | VertexResult,
     n_slots: int = N_TRACKS,
     params: DetectorParams | None = None,
     return_pileup_counts: bool = False,
@@ -204,8 +208,13 @@ def associate_tracks(
         One list of jets per event with fields ``pt`` (GeV), ``eta``, ``phi``.
     tracks
         One list of tracks per event from :func:`lhcml.sim.tracker.simulate_tracks`.
-    primary_vertex_z
-        Reconstructed hard-scatter vertex z (mm), one per event.
+    primary_vertex
+        The reconstructed primary vertices (:func:`lhcml.sim.vertexing.reconstruct_primary_vertices`
+        of the same ``tracks``): d0 and z0 sinθ are then measured w.r.t. the hard-scatter vertex and
+        their uncertainties include the vertex (beam-spot-constrained) covariance, the track removed
+        from the vertex first (:func:`lhcml.sim.vertexing.impact_parameters`). Or an array of the
+        hard-scatter vertex z (mm), one per event: d0 stays w.r.t. the beam line, z0 sinθ is
+        ``(z0 − z_PV) sinθ`` and the uncertainties are the track's alone.
     n_slots
         Track slots per jet (40 as ATLAS GN-style taggers).
     params
@@ -237,14 +246,16 @@ def associate_tracks(
     jcols, jcounts = _flat(jets, ("pt", "eta", "phi"), "jets")
     tcols, tcounts = _flat(tracks, _TRACK_FIELDS_NEEDED + tuple(
         f for f in _COPIED if f not in _TRACK_FIELDS_NEEDED), "tracks")
-    pvz = np.asarray(primary_vertex_z, dtype=np.float64).reshape(-1)
+    vertices = primary_vertex if isinstance(primary_vertex, VertexResult) else None
+    pvz = (vertices.z if vertices is not None
+           else np.asarray(primary_vertex, dtype=np.float64).reshape(-1))
     if not (len(jcounts) == len(tcounts) == len(pvz)):
         raise SchemaError(
-            f"jets ({len(jcounts)} events), tracks ({len(tcounts)} events) and primary_vertex_z "
+            f"jets ({len(jcounts)} events), tracks ({len(tcounts)} events) and primary_vertex "
             f"({len(pvz)}) must describe the same events"
         )
     if not np.all(np.isfinite(pvz)):
-        raise SchemaError("primary_vertex_z contains NaN/inf: give the reconstructed PV z of every event")
+        raise SchemaError("primary_vertex contains NaN/inf: give the reconstructed PV z of every event")
     for f in ("pt", "eta", "phi"):
         if not np.all(np.isfinite(jcols[f])):
             raise SchemaError(f"jets.{f} contains NaN/inf")
@@ -260,7 +271,13 @@ def associate_tracks(
     cone = association_cone(jpt_mev, p)
     t = {k: np.asarray(v) for k, v in tcols.items()}
     sin_t = np.sin(t["theta"])
-    z0st = (t["z0"] - pvz[tevt]) * sin_t
+    if vertices is not None:
+        ip = impact_parameters(tracks, vertices)
+        t["d0"], t["d0Uncertainty"] = ip["d0"], ip["d0Uncertainty"]
+        t["z0SinThetaUncertainty"] = ip["z0SinThetaUncertainty"]
+        z0st = ip["z0SinTheta"]
+    else:
+        z0st = (t["z0"] - pvz[tevt]) * sin_t
     n_si = t["numberOfPixelHits"].astype(np.int64) + t["numberOfSCTHits"]
     n_si_holes = t["numberOfPixelHoles"].astype(np.int64) + t["numberOfSCTHoles"]
     sel = (

@@ -182,6 +182,23 @@ class AssociationParams:
 
 
 @dataclass(frozen=True)
+class Vertexing:
+    """Primary-vertex finder settings (:mod:`lhcml.sim.vertexing`)."""
+
+    track_pt_min: float
+    track_max_abs_d0: float
+    track_min_si_hits: int
+    track_max_pixel_holes: int
+    seed_window: float
+    fit_window: float
+    annealing_temperatures: tuple[float, ...]
+    chi2_cut: float
+    min_tracks: int
+    max_vertices: int
+    hs_match_window: float
+
+
+@dataclass(frozen=True)
 class DetectorParams:
     """All parameters of the parametric tracker (see ``detector_params.yaml`` for sources)."""
 
@@ -199,6 +216,7 @@ class DetectorParams:
     fakes: Fakes
     lepton_id: LeptonID
     association: AssociationParams
+    vertexing: Vertexing
 
     def with_updates(self, **sections: Any) -> DetectorParams:
         """A copy with whole sections or nested fields replaced.

@@ -7,8 +7,9 @@ clusters and labels jets (:mod:`~lhcml.sim.jets`) and fills structured arrays th
 :mod:`lhcml.data.schema` exactly (MeV, mm). Photon processes are dispatched to
 :func:`lhcml.sim.photons.simulate_photon_events`.
 
-The reconstructed primary vertex is the hard-scatter truth vertex with its z smeared by
-:data:`PV_Z_RESOLUTION` (30 µm, the order of the ATLAS hard-scatter vertex resolution in tt̄).
+The primary vertices are reconstructed from the tracks (:mod:`lhcml.sim.vertexing`: iterative
+adaptive vertex finding with the beam-spot constraint, hard scatter by Σ pT²); track impact
+parameters are measured w.r.t. the reconstructed hard-scatter vertex.
 
 Pileup handling on jets, as ATLAS: charged-hadron subtraction in the flow objects
 (:mod:`~lhcml.sim.pflow`), jet-area subtraction ``pT → pT − ρ·πR²`` with the event's median
@@ -39,8 +40,6 @@ from lhcml.errors import ConfigError
 from lhcml.sim.generator import FlatTable, offsets_of
 from lhcml.sim.processes import MAX_PYTHIA_SEED, Process, get_process
 
-#: reconstructed primary-vertex z resolution (mm)
-PV_Z_RESOLUTION = 0.030
 #: radius of large-R jets (the public top-tagging benchmark: anti-kt R = 0.8)
 LARGE_R_RADIUS = 0.8
 #: small-R jet radius
@@ -224,12 +223,14 @@ def _simulate_batch(
     seed: int,
 ) -> dict[str, np.ndarray]:
     from lhcml.sim.pflow import build_pflow_flat
+    from lhcml.sim.vertexing import reconstruct_primary_vertices
 
     generated, particles, n_pu = _simulate_particles_flat(gen, n, mu, rng, pileup)
     tracks_ak = _simulate_tracks(particles.to_awkward(), rng)
     tracks = FlatTable.from_awkward(tracks_ak)
     truth_pv = generated.primary_vertex
-    pv_z = truth_pv[:, 2] + rng.normal(0.0, PV_Z_RESOLUTION, n)
+    vertices = reconstruct_primary_vertices(tracks, rng=rng)
+    pv_z = vertices.z
     objects = build_pflow_flat(particles, tracks, pv_z, rng)
 
     event_number = np.int64(seed) * EVENT_NUMBER_STRIDE + first_event + np.arange(n, dtype=np.int64)
@@ -241,11 +242,14 @@ def _simulate_batch(
     events["averageInteractionsPerCrossing"] = mu
     events["actualInteractionsPerCrossing"] = n_pu
     events["truthPrimaryVertexZ"] = truth_pv[:, 2]
+    events["primaryVertexZ"] = pv_z
+    events["nPrimaryVertices"] = np.minimum(vertices.n_vertices, np.iinfo(np.int16).max)
+    events["pvIsHardScatter"] = vertices.is_hard_scatter(truth_pv[:, 2])
 
     if proc.jet_kind == "large_r":
         out = _large_r(proc, objects, generated)
     else:
-        out = _small_r(proc, objects, generated, tracks_ak, pv_z)
+        out = _small_r(proc, objects, generated, tracks_ak, vertices)
     jets, jet_event = out["jets"], out.pop("_event")
     events["n_jets"] = np.bincount(jet_event, minlength=n)
     jets["eventNumber"] = event_number[jet_event]
@@ -279,7 +283,7 @@ def _area_correct_flat(jets: FlatTable, rho: np.ndarray, radius: float) -> FlatT
     return FlatTable(out, jets.counts)
 
 
-def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, pv_z) -> dict[str, np.ndarray]:
+def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices) -> dict[str, np.ndarray]:
     from lhcml.sim.jets import cluster_flat, small_r_labels_flat
     from lhcml.sim.pflow import pileup_density_flat
 
@@ -316,7 +320,7 @@ def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, pv_z) -> dic
     from lhcml.sim.association import associate_tracks
 
     sel_ak = FlatTable({"pt": sel["pt"], "eta": sel["eta"], "phi": sel["phi"]}, n_sel).to_awkward()
-    trk, n_assoc, n_pu_trk = associate_tracks(sel_ak, tracks, pv_z, n_slots=N_TRACKS, return_pileup_counts=True)
+    trk, n_assoc, n_pu_trk = associate_tracks(sel_ak, tracks, vertices, n_slots=N_TRACKS, return_pileup_counts=True)
     trk = _as_dtype(trk, TRACK_DTYPE, "associate_tracks")
     jets["n_tracks"] = np.minimum(n_assoc, np.iinfo(np.int16).max)
     jets["n_truth_pileup_tracks"] = np.minimum(n_pu_trk, np.iinfo(np.int16).max)
