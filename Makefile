@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m lhcml.demo --output demo_output
+	$(BIN)/lhcml demo --output demo_output
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -7,3 +7,8 @@ Stages (one subpackage each): ``sim`` (open simulation) -> ``data`` (flat HDF5, 
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from lhcml.quiet import install_log_filters as _install_log_filters  # noqa: E402
+
+_install_log_filters()  # third-party advertisements off (Lightning tips); cheap, imports nothing
+

@@ -55,6 +55,9 @@ _tune_cli.register(app)
 from lhcml.tasks.photon import cli as _photon_cli  # noqa: E402
 
 _photon_cli.register(app)
+from lhcml import demo as _demo  # noqa: E402
+
+_demo.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -136,3 +136,28 @@ def load_config(model: type[M], path: str | Path) -> M:
     Experiment configs hold only the deltas from their base.
     """
     return validate_config(model, resolve_bases(path), source=Path(path).name)
+
+
+def shipped_configs_dir() -> Path:
+    """The directory of the shipped recipes: ``lhcml/configs/`` inside an installed package (package
+    data, see setup.py), else ``configs/`` of the source checkout this module runs from."""
+    installed = Path(__file__).resolve().parent / "configs"
+    if installed.is_dir():
+        return installed
+    checkout = Path(__file__).resolve().parents[2] / "configs"
+    if checkout.is_dir():
+        return checkout
+    raise ConfigError(
+        f"the shipped configs are missing (looked in {installed} and {checkout}); reinstall "
+        f"lhcml (pip install lhcml) or run from a source checkout"
+    )
+
+
+def shipped_config(name: str) -> Path:
+    """The path of a shipped config by its name under ``configs/``, e.g. ``"ftag/gn.yaml"``."""
+    root = shipped_configs_dir()
+    path = root / str(name).removeprefix("configs/")
+    if not path.is_file():
+        have = sorted(str(p.relative_to(root)) for p in root.rglob("*.yaml"))
+        raise ConfigError(f"no shipped config '{name}'; shipped: {', '.join(have)}")
+    return path

@@ -24,18 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from lhcml.config import deep_merge, read_yaml, resolve_bases
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
-
-def _configs_dir() -> Path:
-    if (CONFIGS / "ftag").is_dir():
-        return CONFIGS
-    raise FileNotFoundError(
-        f"shipped configs not found at {CONFIGS}: run the demo from an lhcml source checkout "
-        "(`make demo`), where configs/ lives next to src/"
-    )
+from lhcml.config import deep_merge, read_yaml, resolve_bases, shipped_configs_dir
 
 
 class _Steps:
@@ -86,7 +75,7 @@ def run_demo(
     from lhcml.train.predict import predict
     from lhcml.train.trainer import train
 
-    cfgs = _configs_dir()
+    cfgs = shipped_configs_dir()  # package data when installed, configs/ in a checkout
     out = Path(output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     step = _Steps(9)
@@ -190,6 +179,30 @@ def run_demo(
     print(f"Simulation checks: {out / 'validation'}")
     print(f"ONNX models:       {out / 'onnx'}")
     return report
+
+
+def register(app) -> None:
+    """Add ``lhcml demo`` to the command line."""
+    import typer
+
+    @app.command("demo")
+    def demo_cmd(
+        output: Path = typer.Option(Path("demo_output"), "--output", "-o", help="output directory"),
+        events: int = typer.Option(3000, "--events", "-n", help="tt̄ events to simulate (≈ 5 jets each)"),
+        mu: float = typer.Option(20.0, "--mu", help="mean pileup"),
+        seed: int = typer.Option(1, "--seed", help="run seed"),
+        workers: int = typer.Option(2, "--workers", "-j", help="simulation processes"),
+        dl1_epochs: int = typer.Option(20, "--dl1-epochs", help="DL1 training epochs"),
+        gn_epochs: int = typer.Option(12, "--gn-epochs", help="GN training epochs"),
+    ) -> None:
+        """The flavour-tagging chain end to end at small scale, with an HTML report.
+
+        Simulate tt̄ (Pythia 8 + the parametric detector), fit the baseline taggers,
+        preprocess, train DL1 and a GN-style transformer, predict, evaluate, export to ONNX
+        and write OUTPUT/report/report.html. Uses the shipped configs (package data); an
+        interrupted demo resumes where it stopped.
+        """
+        run_demo(output, events, mu, seed, workers, dl1_epochs, gn_epochs)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -55,7 +55,9 @@ def cluster(objects: ak.Array, radius: float, min_pt: float) -> tuple[ak.Array, 
         per event, per jet, the indices of its constituents in ``objects``.
     """
     try:
-        import fastjet
+        from lhcml.quiet import import_fastjet
+
+        fastjet = import_fastjet()  # without its banner
     except ImportError as exc:  # pragma: no cover
         raise ImportError("jet clustering needs fastjet: pip install 'lhcml[sim]'") from exc
     n_ev = len(objects)
@@ -92,7 +94,9 @@ def cluster_flat(objects: FlatTable, radius: float, min_pt: float) -> tuple[Flat
         ``constituents[constituent_offsets[j]:constituent_offsets[j + 1]]`` of ``objects``.
     """
     try:
-        import fastjet
+        from lhcml.quiet import import_fastjet
+
+        fastjet = import_fastjet()  # without its banner
     except ImportError as exc:  # pragma: no cover
         raise ImportError("jet clustering needs fastjet: pip install 'lhcml[sim]'") from exc
     n_ev = len(objects)
