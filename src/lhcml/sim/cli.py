@@ -46,6 +46,10 @@ def register(app: typer.Typer) -> None:
             None, "--prologue", help="batch: shell line run before the worker starts (repeatable)"
         ),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+        constituents: str = typer.Option(
+            "pflow", "--constituents",
+            help="large-R jet inputs (what flow holds): pflow, clusters or tcc (Track-CaloClusters)",
+        ),
     ) -> None:
         """Simulate PROCESS into sharded flat HDF5 files (resumable).
 
@@ -71,6 +75,7 @@ def register(app: typer.Typer) -> None:
             events_per_shard=events_per_shard, workers=workers, cluster=cluster,
             pileup_library=pileup_library, pileup_size=pileup_size, progress=not quiet,
             cluster_options={k: v for k, v in opts.items() if v is not None},
+            constituents=constituents,
         )  # fmt: skip
         typer.echo(f"wrote {len(files)} shard(s) to {output}")
 

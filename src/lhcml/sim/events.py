@@ -76,6 +76,7 @@ def simulate_events(
     pileup: Any = None,
     progress: Callable[[int], None] | bool | None = None,
     batch_size: int = DEFAULT_BATCH,
+    constituents: str = "pflow",
 ) -> dict[str, np.ndarray]:
     """Simulate ``n_events`` hard-scatter events of ``process`` and return schema arrays.
 
@@ -99,6 +100,10 @@ def simulate_events(
         ``True`` for a tqdm bar, or a callable receiving the number of events just finished.
     batch_size
         Hard events simulated per internal batch (memory vs. overhead).
+    constituents
+        Inputs of large-R jets (and so of their ``flow``): ``"pflow"`` (particle flow, default),
+        ``"clusters"`` (calorimeter clusters) or ``"tcc"`` (Track-CaloClusters); large-R
+        processes only.
 
     Returns
     -------
@@ -117,6 +122,13 @@ def simulate_events(
         raise ConfigError(f"mu must be a finite number >= 0, got {mu}")
     if not 0 <= int(seed) < MAX_PYTHIA_SEED:
         raise ConfigError(f"seed must be in [0, {MAX_PYTHIA_SEED}), got {seed}")
+    if constituents not in CONSTITUENT_TYPES:
+        raise ConfigError(f"unknown constituents '{constituents}'; valid: {', '.join(CONSTITUENT_TYPES)}")
+    if constituents != "pflow" and proc.jet_kind != "large_r":
+        raise ConfigError(
+            f"constituents '{constituents}' applies to large-R processes only; '{proc.name}' has "
+            f"{proc.jet_kind} jets (use the default 'pflow')"
+        )
     if proc.kind == "photon":
         from lhcml.sim.photons import simulate_photon_events
 
@@ -145,7 +157,8 @@ def simulate_events(
     while done < n_events:
         n = min(batch_size, n_events - done)
         rng = np.random.default_rng([int(seed), done, 0xD37EC7])
-        parts.append(_simulate_batch(proc, gen, n, float(mu), rng, pileup, first_event=done, seed=int(seed)))
+        parts.append(_simulate_batch(proc, gen, n, float(mu), rng, pileup, first_event=done, seed=int(seed),
+                                     constituents=constituents))
         done += n
         if bar is not None:
             bar.update(n)
@@ -221,6 +234,7 @@ def _simulate_batch(
     pileup: Any,
     first_event: int,
     seed: int,
+    constituents: str = "pflow",
 ) -> dict[str, np.ndarray]:
     from lhcml.sim.pflow import build_pflow_flat
     from lhcml.sim.vertexing import reconstruct_primary_vertices
@@ -247,7 +261,7 @@ def _simulate_batch(
     events["pvIsHardScatter"] = vertices.is_hard_scatter(truth_pv[:, 2])
 
     if proc.jet_kind == "large_r":
-        out = _large_r(proc, objects, generated)
+        out = _large_r(proc, objects, generated, particles, tracks, pv_z, rng, constituents)
     else:
         out = _small_r(proc, objects, generated, tracks_ak, vertices)
     jets, jet_event = out["jets"], out.pop("_event")
@@ -344,33 +358,150 @@ def _as_dtype(arr: np.ndarray, dtype: np.dtype, who: str) -> np.ndarray:
     return out
 
 
-def _large_r(proc, objects: FlatTable, generated) -> dict[str, np.ndarray]:
-    from lhcml.sim.jets import cluster_flat, large_r_labels_flat
-    from lhcml.sim.pflow import pileup_density_flat
+def _large_r(
+    proc,
+    objects: FlatTable,
+    generated,
+    particles: FlatTable | None = None,
+    tracks: FlatTable | None = None,
+    pv_z: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
+    constituents: str = "pflow",
+) -> dict[str, np.ndarray]:
+    """Groomed large-R jets: SoftKiller → anti-kt R → trimming → JES/JMS (see ``docs/simulation.md``).
 
-    jets_all, cons_off, cons = cluster_flat(objects, LARGE_R_RADIUS, min_pt=proc.jet_pt_min * 0.5)
-    jets_all = _area_correct_flat(jets_all, pileup_density_flat(objects), LARGE_R_RADIUS)
+    ``constituents`` chooses the jet inputs (:data:`CONSTITUENT_TYPES`): the particle-flow
+    ``objects``, calorimeter clusters, or Track-CaloClusters built from the clusters and
+    ``tracks`` (both need ``particles``, ``pv_z`` and ``rng``).
+    """
+    from lhcml.sim.grooming import four_momentum_sums, softdrop_mass, trim
+    from lhcml.sim.jets import cluster_flat, large_r_labels_flat
+    from lhcml.sim.large_r_calibration import calibrate
+    from lhcml.sim.pileup_mitigation import softkiller
+
+    inputs = _large_r_inputs(constituents, objects, particles, tracks, pv_z, rng)
+    n_ev = len(inputs)
+    # constituent-level pileup mitigation: SoftKiller on the neutral objects (charged ones passed
+    # the primary-vertex association already)
+    keep = softkiller(inputs["eta"], inputs["phi"], inputs["pt"], inputs.event, n_ev, eligible=inputs["charge"] == 0)
+    inputs = inputs.select(keep)
+    jets_all, cons_off, cons = cluster_flat(inputs, LARGE_R_RADIUS, min_pt=proc.jet_pt_min * 0.5)
+    cpx, cpy, cpz, ce = (inputs[k][cons] for k in ("px", "py", "pz", "E"))
+    trimmed = trim(cons_off, cpx, cpy, cpz, ce, jets_all["pt"])
+    groomed = four_momentum_sums(cons_off, trimmed, cpx, cpy, cpz, ce)
+    pt_cal, m_cal = calibrate(groomed["pt"], groomed["mass"], constituents)
     labels = large_r_labels_flat(jets_all.offsets, jets_all["eta"], jets_all["phi"], generated.flat("resonances"),
                                  LARGE_R_RADIUS)
-    flat_mask = _select(jets_all, proc)
+    flat_mask = _select(FlatTable({"pt": pt_cal, "eta": groomed["eta"]}, jets_all.counts), proc)
     if proc.signal_labels is not None:
         flat_mask &= np.isin(labels["R10TruthLabel"], proc.signal_labels)
-    sel = jets_all.select(flat_mask)
-    jet_event = sel.event
-    nj = len(jet_event)
+    jsel = np.flatnonzero(flat_mask)
+    jet_event = jets_all.event[jsel]
+    nj = len(jsel)
     jets = empty(LARGE_R_JET_DTYPE, nj)
-    jets["pt"] = sel["pt"] * _GEV
-    jets["eta"] = sel["eta"]
-    jets["phi"] = sel["phi"]
-    jets["mass"] = sel["mass"] * _GEV
-    jets["energy"] = sel["E"] * _GEV
-    jets["R10TruthLabel"] = labels["R10TruthLabel"][flat_mask]
-    jets["truthPt"] = labels["truthPt"][flat_mask] * _GEV
-    jets["truthMass"] = labels["truthMass"][flat_mask] * _GEV
-
-    flow, ncons = _constituent_flow(objects, cons_off, cons, flat_mask, jets["eta"], jets["phi"], N_FLOW)
-    jets["n_constituents"] = ncons
+    eta_g = groomed["eta"][jsel]
+    jets["pt"] = pt_cal[jsel] * _GEV
+    jets["eta"] = eta_g
+    jets["phi"] = groomed["phi"][jsel]
+    jets["mass"] = m_cal[jsel] * _GEV
+    jets["energy"] = np.sqrt((pt_cal[jsel] * np.cosh(eta_g)) ** 2 + m_cal[jsel] ** 2) * _GEV
+    jets["R10TruthLabel"] = labels["R10TruthLabel"][jsel]
+    jets["truthPt"] = labels["truthPt"][jsel] * _GEV
+    jets["truthMass"] = labels["truthMass"][jsel] * _GEV
+    jets["ptUngroomed"] = jets_all["pt"][jsel] * _GEV
+    jets["massUngroomed"] = jets_all["mass"][jsel] * _GEV
+    # soft drop only on the selected jets (the C/A reclustering is the costly part)
+    ncons = np.diff(cons_off)
+    sel_off = offsets_of(ncons[jsel])
+    src = np.repeat(cons_off[:-1][jsel], ncons[jsel]) + (np.arange(int(sel_off[-1])) - np.repeat(sel_off[:-1], ncons[jsel]))
+    jets["massSoftDrop"] = softdrop_mass(sel_off, cpx[src], cpy[src], cpz[src], ce[src], r0=LARGE_R_RADIUS) * _GEV
+    tpt, tm = _large_r_truth_jets(generated, n_ev, jet_event, eta_g, jets["phi"], proc.jet_pt_min * 0.3)
+    jets["truthJetPt"] = np.where(tpt > 0, tpt * _GEV, -1.0)
+    jets["truthJetMass"] = np.where(tpt > 0, tm * _GEV, -1.0)
+    # the flow holds the groomed jet's constituents
+    jet_of_cons = np.repeat(np.arange(len(ncons)), ncons)
+    g_off = offsets_of(np.bincount(jet_of_cons[trimmed], minlength=len(ncons)))
+    flow, n_g = _constituent_flow(inputs, g_off, cons[trimmed], flat_mask, jets["eta"], jets["phi"], N_FLOW)
+    jets["n_constituents"] = np.minimum(n_g, np.iinfo(np.int16).max)
     return {"jets": jets, "flow": flow, "_event": jet_event}
+
+
+#: jet-input choices of large-R jets (``simulate --constituents``)
+CONSTITUENT_TYPES = ("pflow", "clusters", "tcc")
+#: large-R truth-jet match: ΔR < 0.75 R (ATLAS uses 0.75 for R = 1.0 jets)
+LARGE_R_TRUTH_MATCH_DR = 0.75 * LARGE_R_RADIUS
+_INVISIBLE = (12, 13, 14, 16)  # neutrinos and muons are not in truth jets
+
+
+def _large_r_inputs(constituents, objects, particles, tracks, pv_z, rng) -> FlatTable:
+    if constituents not in CONSTITUENT_TYPES:
+        raise ConfigError(f"unknown constituents '{constituents}'; valid: {', '.join(CONSTITUENT_TYPES)}")
+    if constituents == "pflow":
+        return objects
+    if particles is None or pv_z is None or rng is None or (constituents == "tcc" and tracks is None):
+        raise ConfigError(f"constituents '{constituents}' need the particles, tracks, vertex and rng of the batch")
+    from lhcml.sim.tcc import build_tcc, cluster_objects
+
+    clusters = calo_clusters(particles, pv_z, rng)
+    if constituents == "clusters":
+        return cluster_objects(clusters)
+    return build_tcc(clusters, tracks, pv_z)
+
+
+def calo_clusters(particles: FlatTable, pv_z: np.ndarray, rng: np.random.Generator) -> FlatTable:
+    """Calorimeter clusters of every event: ``pt, eta, phi, E, mass, em_fraction`` (GeV).
+
+    The calibrated topo-clusters of the jet calorimeter when that module is installed
+    (``lhcml.sim.topo_clusters.topo_clusters``); until then the calorimeter towers of
+    :mod:`lhcml.sim.pflow` with every particle in the calorimeter (no track subtraction), the EM
+    and hadronic towers of one (η, φ) cell merged into one cluster.
+    """
+    try:
+        from lhcml.sim.topo_clusters import topo_clusters  # the calo-jets module, once it lands
+    except ImportError:
+        topo_clusters = None
+    if topo_clusters is not None:
+        return topo_clusters(particles, pv_z, rng)
+    from lhcml.sim.pflow import KIND_PHOTON, N_PHI, build_pflow_flat
+
+    towers = build_pflow_flat(particles, None, pv_z, rng)
+    ev = towers.event
+    ieta = np.clip(np.round((towers["eta"] + 5.0) * 1000).astype(np.int64), 0, 10_000)
+    iphi = np.floor((towers["phi"] + np.pi) / (2 * np.pi) * N_PHI).astype(np.int64) % N_PHI
+    key = (ev * 10_001 + ieta) * N_PHI + iphi
+    ukey, inv = np.unique(key, return_inverse=True)
+    e = np.bincount(inv, weights=towers["E"], minlength=len(ukey))
+    e_em = np.bincount(inv, weights=np.where(towers["kind"] == KIND_PHOTON, towers["E"], 0.0), minlength=len(ukey))
+    first = np.full(len(ukey), len(key), dtype=np.int64)
+    np.minimum.at(first, inv, np.arange(len(key)))
+    eta, phi = towers["eta"][first], towers["phi"][first]
+    return FlatTable(
+        {"pt": e / np.cosh(eta), "eta": eta, "phi": phi, "E": e, "mass": np.zeros(len(e)),
+         "em_fraction": np.clip(e_em / np.maximum(e, 1e-12), 0.0, 1.0)},
+        np.bincount(ukey // ((10_001) * N_PHI), minlength=len(particles)),
+    )
+
+
+def _large_r_truth_jets(generated, n_ev: int, jet_event, jet_eta, jet_phi, min_pt: float):
+    """pT and mass (GeV) of the trimmed truth jet matched to each reco jet (0, 0 if none)."""
+    from lhcml.sim.grooming import four_momentum_sums, trim
+    from lhcml.sim.jets import cluster_flat
+    from lhcml.sim.tcc import nearest_within_dr
+
+    table = generated.flat("particles")
+    vis = table["final"] & ~np.isin(np.abs(table["pid"]), _INVISIBLE)
+    t = table.select(vis)
+    truth = FlatTable({"px": t["px"], "py": t["py"], "pz": t["pz"], "E": t["e"]}, t.counts)
+    tj, toff, tcons = cluster_flat(truth, LARGE_R_RADIUS, min_pt=min_pt)
+    tpx, tpy, tpz, te = (truth[k][tcons] for k in ("px", "py", "pz", "E"))
+    g = four_momentum_sums(toff, trim(toff, tpx, tpy, tpz, te, tj["pt"]), tpx, tpy, tpz, te)
+    reco_off = offsets_of(np.bincount(jet_event, minlength=n_ev))
+    match = nearest_within_dr(reco_off, np.asarray(jet_eta, np.float64), np.asarray(jet_phi, np.float64),
+                              tj.offsets, g["eta"], g["phi"], LARGE_R_TRUTH_MATCH_DR)
+    ok = match >= 0
+    pt = np.where(ok, g["pt"][np.maximum(match, 0)] if len(g["pt"]) else 0.0, 0.0)
+    m = np.where(ok, g["mass"][np.maximum(match, 0)] if len(g["pt"]) else 0.0, 0.0)
+    return pt, m
 
 
 def _constituent_flow(

@@ -73,10 +73,11 @@ class ShardTask:
     path: str
     pileup_path: str | None
     version: str
+    constituents: str = "pflow"
 
     def attrs(self) -> dict[str, Any]:
         """Attributes stored in the shard file (and checked on resume)."""
-        return {
+        out = {
             "process": self.process,
             "shard": self.index,
             "n_events": self.n_events,
@@ -85,6 +86,9 @@ class ShardTask:
             "shard_seed": self.seed,
             "lhcml_version": self.version,
         }
+        if self.constituents != "pflow":  # large-R jet inputs; absent = the default particle flow
+            out["constituents"] = self.constituents
+        return out
 
 
 _PILEUP_CACHE: dict[str, Any] = {}
@@ -148,6 +152,7 @@ def run_shard(
         task.seed,
         pileup=_load_pileup(task.pileup_path),
         progress=None,
+        **({"constituents": task.constituents} if task.constituents != "pflow" else {}),
     )
     write_h5(path, tables, attrs=task.attrs())
     per_object = [k for k in tables if k not in ("events",)]
@@ -187,6 +192,7 @@ def plan_shards(
     output_dir: str | Path,
     events_per_shard: int,
     pileup_path: str | Path | None,
+    constituents: str = "pflow",
 ) -> list[ShardTask]:
     """The shard tasks of a run (pure: no I/O)."""
     from lhcml import __version__
@@ -204,6 +210,7 @@ def plan_shards(
             path=str(out / shard_name(process, i)),
             pileup_path=None if pileup_path is None else str(pileup_path),
             version=__version__,
+            constituents=constituents,
         )
         for i in range(n_shards)
     ]
@@ -223,6 +230,7 @@ def run_simulation(
     event_fn: EventFn | None = None,
     progress: bool = True,
     cluster_options: dict[str, Any] | None = None,
+    constituents: str = "pflow",
 ) -> list[Path]:
     """Simulate ``n_events`` of ``process`` into sharded flat files in ``output_dir``.
 
@@ -260,6 +268,9 @@ def run_simulation(
     cluster_options
         Job resources for :func:`lhcml.cluster.dask_client` (cores, memory, walltime, queue,
         account, gpus, jobs, prologue, ...); they override those of a cluster YAML file.
+    constituents
+        Inputs of large-R jets: ``pflow`` (default), ``clusters`` or ``tcc``
+        (:func:`lhcml.sim.events.simulate_events`).
 
     Returns
     -------
@@ -279,7 +290,14 @@ def run_simulation(
     if event_fn is None:
         from lhcml.sim.processes import get_process
 
-        get_process(process)  # unknown name: ConfigError listing the valid ones
+        proc = get_process(process)  # unknown name: ConfigError listing the valid ones
+        from lhcml.sim.events import CONSTITUENT_TYPES
+
+        if constituents not in CONSTITUENT_TYPES or (constituents != "pflow" and proc.jet_kind != "large_r"):
+            raise ConfigError(
+                f"--constituents {constituents!r}: valid {', '.join(CONSTITUENT_TYPES)}; other than pflow "
+                f"for large-R processes only ('{process}' has {proc.jet_kind} jets)"
+            )
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     # partial files of a killed run (shards; the pileup library's temporary file)
@@ -304,7 +322,7 @@ def run_simulation(
             pileup_info = {"file": str(pileup_library)}
         pileup_library = pileup_library.resolve()
 
-    tasks = plan_shards(process, n_events, mu, seed, out, events_per_shard, pileup_library)
+    tasks = plan_shards(process, n_events, mu, seed, out, events_per_shard, pileup_library, constituents)
     if event_fn is not None and (cluster is not None or (workers > 1 and len(tasks) > 1)):
         _check_picklable(event_fn)
     from lhcml import __version__

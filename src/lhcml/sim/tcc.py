@@ -1,0 +1,201 @@
+"""Track-CaloClusters (TCCs): tracking angles with calorimeter energy (ATL-PHYS-PUB-2017-015).
+
+The ATLAS combination for large-R jet substructure at the highest pT, where the calorimeter
+cannot resolve the collimated decay products but the tracker can:
+
+1. Each reconstructed track is matched to the nearest calorimeter cluster within
+   ``ΔR <`` :data:`TCC_MATCH_DR` (our choice: the 0.1 granularity of the hadronic calorimeter
+   towers; ATLAS matches the extrapolated track to the cluster's angular width).
+2. Each matched cluster's energy is shared among its matched tracks in proportion to their
+   pT: track ``t`` gets ``E_c · pT_t / Σ pT``. The shares of one track (over clusters) make one
+   *charged TCC* with the track's η, φ and the summed energy (massless, pT = E / cosh η).
+3. Clusters without a matched track become *neutral TCCs* (the cluster itself).
+4. Tracks matched to no cluster are **dropped** (their energy was not measured in the
+   calorimeter: as ATLAS TCCs; such tracks are mostly soft ones that curl up before the
+   calorimeter or whose deposit fell below the noise threshold).
+
+Pileup: the shares of tracks that fail the primary-vertex association of particle flow
+(``|Δz0 sinθ| <`` :data:`lhcml.sim.pflow.CHS_DZ0_SINTHETA`) are removed (the energy they carry
+is attributed to pileup, as charged-hadron subtraction does for particle flow); material
+secondaries are not matched (their parent's energy is in the calorimeter). The neutral TCCs
+are then subject to SoftKiller in the large-R chain like other neutral constituents.
+
+:func:`share_cluster_energy` is the pure matching/sharing step (tested to conserve each
+matched cluster's energy); :func:`build_tcc` makes the flow-object table.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from lhcml.sim.generator import FlatTable, insert_per_event
+
+#: track-to-cluster matching distance (our choice: the 0.1 hadronic tower granularity)
+TCC_MATCH_DR = 0.1
+
+
+@numba.njit(cache=True)
+def nearest_within_dr(toff, teta, tphi, coff, ceta, cphi, dr_max):
+    """For each object ``t`` of list A, the flat row of the nearest object of list B in the same
+    event within ``ΔR < dr_max`` (-1 if none); ``toff``/``coff`` are the per-event offsets."""
+    out = np.full(teta.shape[0], -1, dtype=np.int64)
+    d2max = dr_max * dr_max
+    for ev in range(toff.shape[0] - 1):
+        for t in range(toff[ev], toff[ev + 1]):
+            best = d2max
+            for c in range(coff[ev], coff[ev + 1]):
+                deta = teta[t] - ceta[c]
+                if deta * deta >= best:
+                    continue
+                dphi = tphi[t] - cphi[c]
+                while dphi > np.pi:
+                    dphi -= 2 * np.pi
+                while dphi < -np.pi:
+                    dphi += 2 * np.pi
+                d2 = deta * deta + dphi * dphi
+                if d2 < best:
+                    best = d2
+                    out[t] = c
+    return out
+
+
+def share_cluster_energy(
+    clusters: FlatTable, tracks: FlatTable, dr_max: float = TCC_MATCH_DR
+) -> tuple[np.ndarray, np.ndarray]:
+    """Match tracks to clusters and share the cluster energies.
+
+    Parameters
+    ----------
+    clusters
+        Per event, clusters with ``eta, phi, E`` (GeV).
+    tracks
+        Per event, tracks with ``pt, eta, phi`` (only the tracks that may be matched).
+
+    Returns
+    -------
+    (cluster_index, energy)
+        Per track (flat, in ``tracks`` order): the flat row of its matched cluster (-1 if none)
+        and its share of that cluster's energy (0 if none). The shares of the tracks matched to
+        a cluster sum to the cluster energy.
+    """
+    if len(clusters) != len(tracks):
+        raise ValueError(f"clusters ({len(clusters)} events) and tracks ({len(tracks)} events) differ")
+    match = nearest_within_dr(
+        tracks.offsets, np.asarray(tracks["eta"], np.float64), np.asarray(tracks["phi"], np.float64),
+        clusters.offsets, np.asarray(clusters["eta"], np.float64), np.asarray(clusters["phi"], np.float64),
+        float(dr_max),
+    )
+    m = match >= 0
+    tpt = np.asarray(tracks["pt"], np.float64)
+    sum_pt = np.bincount(match[m], weights=tpt[m], minlength=int(clusters.counts.sum()))
+    energy = np.zeros(len(match))
+    energy[m] = np.asarray(clusters["E"], np.float64)[match[m]] * tpt[m] / sum_pt[match[m]]
+    return match, energy
+
+
+def build_tcc(
+    clusters: FlatTable,
+    tracks: FlatTable,
+    primary_vertex_z: np.ndarray,
+    dr_max: float = TCC_MATCH_DR,
+) -> FlatTable:
+    """TCC flow objects per event (charged TCCs first, then neutral ones).
+
+    Parameters
+    ----------
+    clusters
+        Per event, calorimeter clusters with ``pt, eta, phi, E`` (GeV) and ``em_fraction``.
+    tracks
+        Reconstructed tracks (:func:`lhcml.sim.tracker.simulate_tracks` as a flat table): ``pt,
+        eta, phi``, ``z0`` (or ``z0SinTheta``), ``charge`` (or ``qOverP``), optionally ``origin``,
+        ``particle_index``, ``d0`` and the IP uncertainties.
+    primary_vertex_z
+        Reconstructed primary-vertex z per event (mm).
+
+    Returns
+    -------
+    FlatTable
+        The columns of :func:`lhcml.sim.pflow.build_pflow_flat` objects: ``px, py, pz, E, pt,
+        eta, phi, charge, kind, d0, z0SinTheta, d0Uncertainty, z0SinThetaUncertainty,
+        track_index``; charged TCCs have ``kind`` charged hadron, neutral ones photon (EM
+        fraction > 0.5) or neutral hadron.
+    """
+    from lhcml.sim.pflow import CHS_DZ0_SINTHETA, KIND_CHARGED_HADRON
+
+    n_ev = len(clusters)
+    pv_z = np.asarray(primary_vertex_z, dtype=np.float64)
+    cols = tracks.columns
+    fields = set(cols)
+    t_eta = np.asarray(cols["eta"], np.float64)
+    sin_t = 1.0 / np.cosh(t_eta)
+    if "z0" in fields:
+        dz0st = (np.asarray(cols["z0"], np.float64) - pv_z[tracks.event]) * sin_t
+    else:
+        dz0st = np.asarray(cols["z0SinTheta"], np.float64)
+    usable = np.ones(len(t_eta), dtype=bool)
+    if "origin" in fields and "particle_index" in fields:
+        # material secondaries: their parent's energy is in the calorimeter already
+        usable &= (np.asarray(cols["particle_index"]) >= 0) | (np.asarray(cols["origin"]) == 1)
+    use = np.flatnonzero(usable)
+    sub = FlatTable({k: np.asarray(cols[k])[use] for k in ("pt", "eta", "phi")},
+                    np.bincount(tracks.event[use], minlength=n_ev))
+    match, energy = share_cluster_energy(clusters, sub, dr_max)
+    pv = np.abs(dz0st[use]) < CHS_DZ0_SINTHETA
+    charged = np.flatnonzero((match >= 0) & pv)
+    k = use[charged]
+    e_ch = energy[charged]
+    eta_ch = t_eta[k]
+    phi_ch = np.asarray(cols["phi"], np.float64)[k]
+    pt_ch = e_ch / np.cosh(eta_ch)
+    if "charge" in fields:
+        q = np.asarray(cols["charge"]).astype(np.int8)[k]
+    else:
+        q = np.sign(np.asarray(cols["qOverP"])[k]).astype(np.int8)
+
+    def opt(name: str) -> np.ndarray:
+        return np.asarray(cols[name], np.float64)[k] if name in fields else np.zeros(len(k))
+
+    ch_cols = {
+        "px": pt_ch * np.cos(phi_ch), "py": pt_ch * np.sin(phi_ch), "pz": pt_ch * np.sinh(eta_ch), "E": e_ch,
+        "pt": pt_ch, "eta": eta_ch, "phi": phi_ch, "charge": q,
+        "kind": np.full(len(k), KIND_CHARGED_HADRON, dtype=np.int8),
+        "d0": opt("d0"), "z0SinTheta": dz0st[k], "d0Uncertainty": opt("d0Uncertainty"),
+        "z0SinThetaUncertainty": opt("z0SinThetaUncertainty"),
+        "track_index": (k - tracks.offsets[tracks.event[k]]).astype(np.int32),
+    }
+    matched = np.zeros(int(clusters.counts.sum()), dtype=bool)
+    matched[match[match >= 0]] = True
+    neutral = clusters.select(~matched)
+    n_cols = cluster_objects(neutral).columns
+    out_n = FlatTable(n_cols, neutral.counts)
+    charged_table = FlatTable(
+        {c: ch_cols[c].astype(np.result_type(ch_cols[c], n_cols[c]), copy=False) for c in n_cols},
+        np.bincount(tracks.event[k], minlength=n_ev),
+    )
+    return insert_per_event(charged_table, out_n)
+
+
+def cluster_objects(clusters: FlatTable) -> FlatTable:
+    """Calorimeter clusters as (neutral, massless) flow objects with the particle-flow columns.
+
+    ``kind`` is photon for clusters with an EM fraction above 0.5, else neutral hadron.
+    """
+    from lhcml.sim.pflow import KIND_NEUTRAL_HADRON, KIND_PHOTON
+
+    eta = np.asarray(clusters["eta"], np.float64)
+    phi = np.asarray(clusters["phi"], np.float64)
+    e = np.asarray(clusters["E"], np.float64)
+    pt = e / np.cosh(eta)
+    n = len(e)
+    zero = np.zeros(n)
+    return FlatTable(
+        {
+            "px": pt * np.cos(phi), "py": pt * np.sin(phi), "pz": pt * np.sinh(eta), "E": e, "pt": pt, "eta": eta,
+            "phi": phi, "charge": np.zeros(n, dtype=np.int8),
+            "kind": np.where(np.asarray(clusters["em_fraction"]) > 0.5, KIND_PHOTON, KIND_NEUTRAL_HADRON).astype(np.int8),
+            "d0": zero, "z0SinTheta": zero.copy(), "d0Uncertainty": zero.copy(), "z0SinThetaUncertainty": zero.copy(),
+            "track_index": np.full(n, -1, dtype=np.int32),
+        },
+        clusters.counts,
+    )

@@ -1,0 +1,250 @@
+"""Groomed large-R jets: trimming, soft drop, SoftKiller, TCCs, calibration and the simulated chain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastjet")
+
+from lhcml.data import schema  # noqa: E402
+from lhcml.errors import ConfigError  # noqa: E402
+from lhcml.sim.generator import FlatTable, offsets_of  # noqa: E402
+from lhcml.sim.grooming import four_momentum_sums, softdrop_mass, trim  # noqa: E402
+from lhcml.sim.large_r_calibration import calibrate, derive_calibration  # noqa: E402
+from lhcml.sim.pileup_mitigation import softkiller, softkiller_cut  # noqa: E402
+from lhcml.sim.tcc import build_tcc, share_cluster_energy  # noqa: E402
+
+
+def _constructed_jets(n_jets: int, seed: int):
+    """Three hard prongs + soft spray around the axis: flat massless constituents (GeV)."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(6, 60, n_jets)
+    off = offsets_of(counts)
+    n = int(off[-1])
+    eta = rng.normal(0.0, 0.25, n)
+    phi = rng.normal(0.0, 0.25, n)
+    pt = rng.exponential(4.0, n) + 0.2
+    pt[off[:-1]] *= 40.0
+    pt[off[:-1] + 1] *= 25.0
+    pt[off[:-1] + 2] *= 15.0
+    px, py, pz, e = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta), pt * np.cosh(eta)
+    return off, pt, eta, phi, px, py, pz, e
+
+
+def test_trimming_matches_fastjet_filter():
+    import fastjet
+
+    off, pt, eta, phi, px, py, pz, e = _constructed_jets(25, 1)
+    ungroomed = four_momentum_sums(off, None, px, py, pz, e)
+    keep = trim(off, px, py, pz, e, ungroomed["pt"])
+    ours = four_momentum_sums(off, keep, px, py, pz, e)
+    ref = fastjet.Filter(fastjet.JetDefinition(fastjet.kt_algorithm, 0.2), fastjet.SelectorPtFractionMin(0.05))
+    n_removed = 0
+    for j in range(len(off) - 1):
+        pj = [fastjet.PseudoJet(*map(float, (px[i], py[i], pz[i], e[i]))) for i in range(off[j], off[j + 1])]
+        cs = fastjet.ClusterSequence(pj, fastjet.JetDefinition(fastjet.antikt_algorithm, 10.0))
+        (jet,) = cs.inclusive_jets()
+        groomed = ref(jet)
+        assert len(groomed.constituents()) == int(keep[off[j] : off[j + 1]].sum())
+        assert ours["mass"][j] == pytest.approx(groomed.m(), rel=1e-9, abs=1e-9)
+        assert ours["pt"][j] == pytest.approx(groomed.pt(), rel=1e-12)
+        n_removed += len(jet.constituents()) - len(groomed.constituents())
+    assert n_removed > 50  # the soft spray is actually trimmed
+
+
+def test_softdrop_matches_reference_and_grooms():
+    from lhcml.tasks.boosted.substructure import compute_substructure
+
+    off, pt, eta, phi, px, py, pz, e = _constructed_jets(25, 2)
+    ours = softdrop_mass(off, px, py, pz, e, r0=0.8)
+    counts = np.diff(off)
+    width = int(counts.max())
+    slot = np.arange(int(off[-1])) - np.repeat(off[:-1], counts)
+    row = np.repeat(np.arange(len(counts)), counts)
+    pad = {k: np.zeros((len(counts), width)) for k in ("pt", "eta", "phi", "energy")}
+    valid = np.zeros((len(counts), width), dtype=bool)
+    for k, v in (("pt", pt), ("eta", eta), ("phi", phi), ("energy", e)):
+        pad[k][row, slot] = v
+    valid[row, slot] = True
+    ref = compute_substructure(pad["pt"] * 1e3, pad["eta"], pad["phi"], pad["energy"] * 1e3, valid, radius=0.8)
+    np.testing.assert_allclose(ours, ref["mSoftDrop"] / 1e3, rtol=1e-4, atol=1e-3)
+    full = four_momentum_sums(off, None, px, py, pz, e)["mass"]
+    assert np.all(ours <= full + 1e-9) and np.any(ours < 0.9 * full)
+    # empty jets give 0 without troubling fastjet
+    assert softdrop_mass(np.array([0, 0]), px[:0], py[:0], pz[:0], e[:0]).tolist() == [0.0]
+
+
+def test_softkiller_removes_uniform_soft_pileup_keeps_hard():
+    rng = np.random.default_rng(3)
+    n_ev = 4
+    n_soft = 3000  # per event, uniform in |eta| < 2.8, pT ~ Exp(0.5 GeV)
+    eta = rng.uniform(-2.8, 2.8, n_ev * n_soft)
+    phi = rng.uniform(-np.pi, np.pi, n_ev * n_soft)
+    pt = rng.exponential(0.5, n_ev * n_soft)
+    ev = np.repeat(np.arange(n_ev), n_soft)
+    hard_pt = rng.uniform(5.0, 100.0, n_ev * 10)
+    eta = np.concatenate([eta, rng.uniform(-1, 1, n_ev * 10)])
+    phi = np.concatenate([phi, rng.uniform(-1, 1, n_ev * 10)])
+    pt = np.concatenate([pt, hard_pt])
+    ev = np.concatenate([ev, np.repeat(np.arange(n_ev), 10)])
+    hard = np.arange(len(pt)) >= n_ev * n_soft
+    keep = softkiller(eta, phi, pt, ev, n_ev)
+    assert keep[hard].all()
+    soft_pt_left = pt[~hard & keep].sum() / pt[~hard].sum()
+    assert soft_pt_left < 0.4  # most of the soft pT is gone ...
+    cut = softkiller_cut(eta, phi, pt, ev, n_ev)
+    assert np.all((cut > 0.5) & (cut < 5.0))  # ... by a cut between the soft and hard scales
+    # the median over cells: about half of the grid cells keep something
+    # ineligible (charged) soft constituents are never removed
+    charged = ~hard & (np.arange(len(pt)) % 2 == 0)
+    keep_n = softkiller(eta, phi, pt, ev, n_ev, eligible=~charged)
+    assert keep_n[charged].all() and keep_n[hard].all() and not keep_n[~hard & ~charged].all()
+    # without pileup the cut is 0 (most cells empty) and nothing is removed
+    only_hard = softkiller(eta[hard], phi[hard], pt[hard], ev[hard], n_ev)
+    assert only_hard.all()
+    with pytest.raises(ConfigError, match="cell"):
+        softkiller_cut(eta, phi, pt, ev, n_ev, cell=0.0)
+
+
+def _clusters_and_tracks(seed: int):
+    rng = np.random.default_rng(seed)
+    n_ev = 5
+    nc = rng.integers(20, 40, n_ev)
+    nt = rng.integers(10, 30, n_ev)
+    c = FlatTable({"eta": rng.uniform(-2, 2, nc.sum()), "phi": rng.uniform(-np.pi, np.pi, nc.sum()),
+                   "E": rng.exponential(20.0, nc.sum()) + 0.5, "em_fraction": rng.uniform(0, 1, nc.sum())}, nc)
+    c.columns["pt"] = c["E"] / np.cosh(c["eta"])
+    c.columns["mass"] = np.zeros(len(c["E"]))
+    # tracks near clusters (two per some clusters) plus isolated ones
+    pick = np.concatenate([rng.choice(np.arange(c.offsets[i], c.offsets[i + 1]), nt[i]) for i in range(n_ev)])
+    teta = c["eta"][pick] + rng.normal(0, 0.02, len(pick))
+    tphi = c["phi"][pick] + rng.normal(0, 0.02, len(pick))
+    far = rng.random(len(pick)) < 0.2
+    teta[far] = 4.5  # no cluster there
+    t = FlatTable({"pt": rng.exponential(5.0, len(pick)) + 0.5, "eta": teta, "phi": tphi,
+                   "z0": rng.normal(0, 0.01, len(pick)), "charge": rng.choice([-1, 1], len(pick)).astype(np.int8)}, nt)
+    return c, t, far
+
+
+def test_tcc_energy_sharing_conserves_cluster_energy():
+    clusters, tracks, far = _clusters_and_tracks(4)
+    match, energy = share_cluster_energy(clusters, tracks)
+    assert np.all(match[far] == -1) and np.all(energy[far] == 0)
+    m = match >= 0
+    assert m.sum() > 20
+    per_cluster = np.bincount(match[m], weights=energy[m], minlength=len(clusters["E"]))
+    matched = np.unique(match[m])
+    np.testing.assert_allclose(per_cluster[matched], clusters["E"][matched], rtol=1e-12)
+    # shares proportional to track pT within a cluster
+    shared = matched[np.bincount(match[m], minlength=len(clusters["E"]))[matched] >= 2][0]
+    ts = np.flatnonzero(match == shared)
+    np.testing.assert_allclose(energy[ts] / energy[ts].sum(), tracks["pt"][ts] / tracks["pt"][ts].sum())
+    # all tracks at the vertex: the TCCs carry exactly the cluster energy (charged + neutral), unmatched
+    # tracks are dropped, charged TCCs take the track angles
+    tcc = build_tcc(clusters, tracks, np.zeros(len(clusters)))
+    np.testing.assert_allclose(np.bincount(tcc.event, weights=tcc["E"], minlength=len(clusters)),
+                               np.bincount(clusters.event, weights=clusters["E"], minlength=len(clusters)))
+    ch = tcc["charge"] != 0
+    assert ch.sum() == m.sum()
+    assert set(np.round(tcc["eta"][ch], 9)) == set(np.round(tracks["eta"][m], 9))
+    assert (tcc["track_index"][ch] >= 0).all() and (tcc["track_index"][~ch] == -1).all()
+    # pileup tracks (far from the vertex in z) lose their share: less energy than the clusters
+    pu = FlatTable({**tracks.columns, "z0": tracks["z0"] + 50.0}, tracks.counts)
+    tcc_pu = build_tcc(clusters, pu, np.zeros(len(clusters)))
+    assert (tcc_pu["charge"] != 0).sum() == 0
+    assert tcc_pu["E"].sum() == pytest.approx(clusters["E"].sum() - energy.sum())
+
+
+def test_calibration_inverts_a_known_response():
+    rng = np.random.default_rng(5)
+    n = 6000
+    tpt = rng.uniform(250, 1000, n)
+    tm = np.where(rng.random(n) < 0.5, 80.4, 172.5) * rng.normal(1, 0.02, n)
+    pt = tpt * (0.9 - 30.0 / tpt) * rng.normal(1, 0.05, n)  # pT-dependent response
+    m_reco = tm * 1.08 * rng.normal(1, 0.08, n)  # mass response 1.08
+    table = {k: np.asarray(v) for k, v in derive_calibration(pt, m_reco, tpt, tm).items()}
+    pt_cal, m_cal = calibrate(pt, m_reco, "pflow", table=table)
+    for lo, hi in ((250, 400), (400, 600), (600, 1000)):
+        s = (tpt > lo) & (tpt < hi)
+        assert np.median(pt_cal[s] / tpt[s]) == pytest.approx(1.0, abs=0.02)
+        assert np.median(m_cal[s] / tm[s]) == pytest.approx(1.0, abs=0.02)
+    assert np.median(pt / tpt) < 0.88  # it had something to correct
+    with pytest.raises(ConfigError, match="more events"):
+        derive_calibration(pt[:10], m_reco[:10], tpt[:10], tm[:10])
+    with pytest.raises(ConfigError, match="constituents"):
+        calibrate(pt, m_reco, "towers")
+
+
+# --- the simulated chain ----------------------------------------------------------------------
+N_EVENTS = 100
+
+
+@pytest.fixture(scope="module")
+def pileup_lib():
+    from lhcml.sim.pileup import build_pileup_library
+
+    return build_pileup_library(200, 17)
+
+
+@pytest.fixture(scope="module")
+def top_samples(pileup_lib):
+    from lhcml.sim.events import simulate_events
+
+    return {mu: simulate_events("top", N_EVENTS, mu=mu, seed=11, pileup=pileup_lib) for mu in (0.0, 60.0)}
+
+
+def test_groomed_mass_stable_in_pileup_ungroomed_not(top_samples):
+    j0, j60 = top_samples[0.0]["jets"], top_samples[60.0]["jets"]
+    assert len(j0) > 20 and len(j60) > 20
+    assert j0.dtype == schema.LARGE_R_JET_DTYPE
+    groomed = np.median(j60["mass"]) - np.median(j0["mass"])
+    ungroomed = np.median(j60["massUngroomed"]) - np.median(j0["massUngroomed"])
+    assert abs(groomed) < 4e3, groomed  # MeV
+    assert ungroomed > 6e3 and ungroomed > 2.5 * abs(groomed), (ungroomed, groomed)
+    # the groomed top jet mass sits at the top mass
+    assert 150e3 < np.median(j60["mass"]) < 190e3
+
+
+def test_large_r_fields_and_groomed_flow(top_samples):
+    from lhcml.tasks.boosted.substructure import substructure_from_flow
+
+    out = top_samples[60.0]
+    j, f = out["jets"], out["flow"]
+    assert f.dtype == schema.FLOW_DTYPE and f.shape == (len(j), schema.N_FLOW)
+    assert np.all(j["massSoftDrop"] > 0) and np.all(j["massSoftDrop"] <= j["massUngroomed"] * 1.0001)
+    assert np.all(j["ptUngroomed"] > 0) and np.all(j["truthJetPt"] > 0)  # top jets have a truth jet
+    # the flow holds the trimmed constituents: fewer pT than the ungroomed jet, as many as counted
+    flow_pt = np.where(f["valid"], f["pt"], 0).sum(axis=1)
+    assert np.all(flow_pt <= j["ptUngroomed"] * 1.0001)
+    np.testing.assert_array_equal(f["valid"].sum(axis=1), np.minimum(j["n_constituents"], schema.N_FLOW))
+    # substructure runs unchanged on the groomed constituents; its mass is the uncalibrated trimmed mass
+    sub = substructure_from_flow(f)
+    assert np.all(np.isfinite(sub["tau32"]))
+    assert np.median(sub["mass"] / j["mass"]) == pytest.approx(1.0, abs=0.15)
+    # units: MeV everywhere
+    assert 100e3 < np.median(j["truthJetMass"]) < 200e3
+
+
+@pytest.mark.parametrize("constituents", ["clusters", "tcc"])
+def test_constituent_choice(constituents, pileup_lib):
+    from lhcml.sim.events import simulate_events
+
+    out = simulate_events("top", 60, mu=60.0, seed=12, pileup=pileup_lib, constituents=constituents)
+    j, f = out["jets"], out["flow"]
+    assert len(j) > 10 and j.dtype == schema.LARGE_R_JET_DTYPE and f.dtype == schema.FLOW_DTYPE
+    assert 140e3 < np.median(j["mass"]) < 200e3
+    charged = (f["charge"] != 0) & f["valid"]
+    if constituents == "clusters":
+        assert not charged.any()  # calorimeter only
+    else:
+        assert charged.sum() > 5 * len(j)  # charged TCCs with the track angles
+
+
+def test_constituents_option_errors():
+    from lhcml.sim.events import simulate_events
+
+    with pytest.raises(ConfigError, match="valid: pflow, clusters, tcc"):
+        simulate_events("top", 5, mu=0, constituents="towers")
+    with pytest.raises(ConfigError, match="large-R processes only"):
+        simulate_events("ttbar", 5, mu=0, constituents="tcc")
