@@ -28,7 +28,7 @@ def test_validation_report_on_mock_samples(tmp_path):
     assert refs == FLAVOUR_PNGS
     assert all((tmp_path / "report" / p).stat().st_size > 5000 for p in refs)
     assert text.count("data:image/png;base64,") == len(FLAVOUR_PNGS)  # self-contained
-    assert "bjets" in text and "frac |sd0|&gt;3" in text and "ATLAS" not in text
+    assert "bjets" in text and "frac |sd0|&gt;3" in text and "ATLAS Simulation" not in text
     make_mock_file(tmp_path / "boosted" / "top_0000.h5", n_jets=500, kind="boosted")
     page = validate_simulation(tmp_path / "boosted")
     refs, text = _referenced(page)

@@ -94,14 +94,30 @@ def register(app: typer.Typer) -> None:
 
     @app.command("validate-sim")
     def validate_sim_cmd(
-        sim_dir: Path = typer.Argument(..., help="simulation output directory"),
+        sim_dirs: list[Path] = typer.Argument(
+            ..., help="simulation output directories (several: compared, e.g. mu = 0/60/140)"
+        ),
         output: Path = typer.Option(
             None, "--output", "-o", help="report directory (default DIR/validation)"
         ),
-        max_jets: int = typer.Option(200_000, "--max-jets", help="jets to read at most"),
+        max_jets: int = typer.Option(200_000, "--max-jets", help="rows read at most per dataset"),
+        reference: Path = typer.Option(
+            None, "--reference", help="reference table YAML (default: the shipped one)"
+        ),
+        strict: bool = typer.Option(False, "--strict", help="exit status 1 if any check FAILs"),
+        only_measured: bool = typer.Option(
+            False, "--only-measured", help="print no not-in-sample rows (the page keeps them)"
+        ),
     ) -> None:
-        """Validation plots (IP significance, Lxy, multiplicities, origins, masses) + HTML page."""
-        from lhcml.sim.validation import validate_simulation
+        """Checks against the shipped reference table (pass/FAIL/unverified/not-in-sample),
+        validation plots and an HTML page (docs/validation.md)."""
+        from lhcml.sim.validation import format_table, run_validation
 
-        page = validate_simulation(sim_dir, output, max_jets=max_jets)
+        results, page = run_validation(list(sim_dirs), output, max_jets=max_jets, reference=reference)
+        shown = [r for r in results if not (only_measured and r.status == "not-in-sample")]
+        typer.echo(format_table(shown))
+        if len(shown) < len(results):
+            typer.echo(f"({len(results) - len(shown)} not-in-sample rows not shown)")
         typer.echo(f"wrote {page}")
+        if strict and any(r.status == "FAIL" for r in results):
+            raise typer.Exit(1)

@@ -1,356 +1,691 @@
-"""Validation plots of a simulated sample against known physics (``lhcml validate-sim``).
+"""Validation as code: a simulated sample against a shipped reference table (``lhcml validate-sim``).
 
-From the shard files of a simulation directory: b/c-hadron transverse decay length, lifetime-
-signed d0 and z0 significance by flavour, track multiplicity by flavour, track truth-origin
-fractions by flavour, jet pT and η by flavour, large-R jet mass for top/W/Z/QCD; PNG files plus
-one self-contained HTML page (images embedded, linked to the PNGs) and a summary table.
+:func:`run_validation` reads the flat files of one or more directories (simulated or real, any
+files in the dumper layout), computes each quantity of the reference table
+(``validation_reference.yaml``: value, tolerance or range, provenance tag and source; rendered in
+docs/validation.md) with the pure functions of :mod:`lhcml.sim.validation_checks`, and gives
+each check one status:
 
-What to look for: b-jets have a long positive tail in signed d0 significance (light jets are
-nearly symmetric, with small tails from resolution, fakes and K0S/Λ decays); b-hadron Lxy has
-a mean of a few mm at ttbar pT; b-jets have more tracks than light jets; top/W/Z masses peak
-near 173/80/91 GeV.
+* ``pass`` / ``FAIL``: inside / outside the reference range, for references read in a source
+  (tag R), derived from one (D) or set as a goal by the fidelity issues (goal);
+* ``unverified``: the reference is second-hand or from memory (or there is none): the value is
+  reported, with whether it lies inside the range, but never passes or fails;
+* ``not-in-sample``: the fields the check needs are absent, or too few entries (never a pass).
+
+It prints the table, writes ``validation.json`` and an HTML page with the table and the
+validation plots of :mod:`lhcml.sim.validation_plots`. Checks marked ``compare`` (τ32 stability)
+use all given directories, ordered by ⟨μ⟩.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import yaml
+from pydantic import model_validator
 
-from lhcml.data import schema
+from lhcml.config import StrictModel, _suggest, validate_config
+from lhcml.errors import ConfigError
+from lhcml.sim import validation_checks as vc
+from lhcml.sim.validation_checks import Measurement, hadron_ctau  # noqa: F401 - hadron_ctau re-exported
 
-_LABEL = "lhcml open simulation"
-_ORIGIN_NAMES = list(schema.TRUTH_ORIGIN)
-
-
-def _shards(sim_dir: Path) -> list[Path]:
-    import h5py
-
-    out = []
-    for p in sorted(sim_dir.glob("*.h5")):
-        if p.name.startswith("pileup_"):
-            continue
-        try:
-            with h5py.File(p, "r") as f:
-                if "jets" in f:
-                    out.append(p)
-        except OSError:
-            continue
-    if not out:
-        raise FileNotFoundError(f"no flat files with a 'jets' dataset in {sim_dir}")
-    return out
+#: the statuses a check can have
+STATUSES = ("pass", "FAIL", "unverified", "not-in-sample")
+_GEV = 1000.0
 
 
-def _flavour_classes() -> list[tuple[int, str, str, str]]:
-    """(label value, name, plot label, colour) from the label registry."""
-    from lhcml.labels import get_scheme
-
-    scheme = get_scheme("flavour")
-    out = []
-    for c in scheme.classes:
-        value = int(float(c.cuts[0].split("==")[1]))
-        out.append((value, c.name, c.label, c.colour))
-    return out
+# ---- the reference table ----------------------------------------------------------------------
 
 
-def _boosted_classes() -> list[tuple[int, str, str, str]]:
-    from lhcml.labels import get_scheme
+class ReferenceCheck(StrictModel):
+    """One row of the reference table (field meanings: the header of ``validation_reference.yaml``)."""
 
-    scheme = get_scheme("boosted")
-    return [
-        (int(float(c.cuts[0].split("==")[1])), c.name, c.label, c.colour) for c in scheme.classes
-    ]
+    name: str
+    quantity: str
+    measure: str
+    output: str
+    params: dict[str, Any] = {}
+    value: float | None = None
+    tolerance: float | None = None
+    relative: bool = False
+    range: tuple[float | None, float | None] | None = None
+    mu: tuple[float | None, float | None] | None = None
+    compare: bool = False
+    min_entries: int = 30
+    tag: Literal["R", "D", "goal", "unverified"]
+    source: str
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReferenceCheck:
+        if self.value is not None and self.range is not None:
+            raise ValueError(f"check '{self.name}': give value+tolerance or range, not both")
+        if (self.value is None) != (self.tolerance is None):
+            raise ValueError(f"check '{self.name}': value and tolerance go together")
+        if self.tolerance is not None and self.tolerance < 0:
+            raise ValueError(f"check '{self.name}': tolerance must be >= 0")
+        if self.value is None and self.range is None and self.tag != "unverified":
+            raise ValueError(f"check '{self.name}': without a reference value the tag must be 'unverified'")
+        return self
+
+    def bounds(self) -> tuple[float, float] | None:
+        """``(lo, hi)`` of the accepted range (±inf for open ends), or None without a reference."""
+        if self.range is not None:
+            lo, hi = self.range
+            return (-math.inf if lo is None else lo, math.inf if hi is None else hi)
+        if self.value is None or self.tolerance is None:
+            return None
+        tol = self.tolerance * abs(self.value) if self.relative else self.tolerance
+        return self.value - tol, self.value + tol
+
+    def applies_to(self, mu: float | None) -> bool:
+        """Whether a sample of mean pileup ``mu`` is in this check's μ range."""
+        if self.mu is None:
+            return True
+        if mu is None:
+            return False
+        lo, hi = self.mu
+        return (lo is None or mu >= lo) and (hi is None or mu < hi)
+
+    def reference_text(self) -> str:
+        """The reference in words, e.g. ``1 ± 0.02``, ``0.24 ± 25 %``, ``[0.8, 0.92]``."""
+        if self.range is not None:
+            lo, hi = self.range
+            if lo is None:
+                return f"≤ {hi:g}"
+            if hi is None:
+                return f"≥ {lo:g}"
+            return f"[{lo:g}, {hi:g}]"
+        if self.value is None:
+            return "none"
+        if self.relative:
+            return f"{self.value:g} ± {self.tolerance * 100:g} %"
+        return f"{self.value:g} ± {self.tolerance:g}"
 
 
-def _new_figure() -> tuple[Any, Any]:
-    import matplotlib
+class ReferenceTable(StrictModel):
+    """The reference table: a list of checks."""
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.0, 4.5), dpi=100)
-    return fig, ax
+    checks: list[ReferenceCheck]
 
 
-def _finish(
-    fig: Any, ax: Any, path: Path, title: str, xlabel: str, ylabel: str, logy: bool = False
-) -> Path:
-    import matplotlib.pyplot as plt
+def load_reference(path: str | Path | None = None) -> ReferenceTable:
+    """Read and check a reference table (default: the shipped ``validation_reference.yaml``).
 
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if logy:
-        ax.set_yscale("log")
-    ax.set_title(title, fontsize=10)
-    ax.text(0.02, 0.97, _LABEL, transform=ax.transAxes, va="top", fontsize=9, style="italic")
-    handles, _ = ax.get_legend_handles_labels()
-    if handles:
-        ax.legend(frameon=False, fontsize=8, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    Raises
+    ------
+    ConfigError
+        Unknown key, bad value, duplicate name, unknown measure/output/parameter (named, with
+        a suggestion).
+    """
+    if path is None:
+        text = resources.files("lhcml.sim").joinpath("validation_reference.yaml").read_text()
+        source = "validation_reference.yaml (shipped)"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"reference table '{path}' does not exist")
+        text, source = path.read_text(), str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source} is not valid YAML: {err}") from None
+    table = validate_config(ReferenceTable, data, source)
+    seen: set[str] = set()
+    for c in table.checks:
+        if c.name in seen:
+            raise ConfigError(f"{source}: check name '{c.name}' appears twice")
+        seen.add(c.name)
+        if c.measure not in MEASURES:
+            raise ConfigError(f"{source}: check '{c.name}': unknown measure '{c.measure}'"
+                              f"{_suggest(c.measure, list(MEASURES))}")  # fmt: skip
+        m = MEASURES[c.measure]
+        if c.output not in m.outputs:
+            raise ConfigError(f"{source}: check '{c.name}': measure '{c.measure}' has no output "
+                              f"'{c.output}'{_suggest(c.output, list(m.outputs))}")  # fmt: skip
+        for k in c.params:
+            if k not in m.params:
+                raise ConfigError(f"{source}: check '{c.name}': unknown parameter '{k}' of measure "
+                                  f"'{c.measure}'{_suggest(k, list(m.params))}")  # fmt: skip
+        if c.compare != m.compare:
+            raise ConfigError(f"{source}: check '{c.name}': measure '{c.measure}' "
+                              f"{'compares several samples' if m.compare else 'works on one sample'}: "
+                              f"set compare: {str(m.compare).lower()}")  # fmt: skip
+    return table
 
 
-def _hist_by_class(
-    values: dict[str, tuple[np.ndarray, str, str]],
-    bins: np.ndarray,
-    path: Path,
-    title: str,
-    xlabel: str,
-    logy: bool,
-) -> Path | None:
-    if not any(len(v[0]) for v in values.values()):
-        return None
-    fig, ax = _new_figure()
-    for _, (x, label, colour) in values.items():
-        x = x[np.isfinite(x)]
-        if len(x) == 0:
-            continue
-        w = np.full(len(x), 1.0 / len(x))
-        ax.hist(np.clip(x, bins[0], bins[-1]), bins=bins, weights=w, histtype="step", lw=1.5,
-                label=f"{label} ({len(x)})", color=colour)  # fmt: skip
-    return _finish(fig, ax, path, title, xlabel, "Normalised entries", logy)
+# ---- samples ----------------------------------------------------------------------------------
 
 
-def validate_simulation(
-    sim_dir: str | Path, output_dir: str | Path | None = None, max_jets: int = 200_000
-) -> Path:
-    """Make the validation PNGs and HTML page for the flat files in ``sim_dir``.
+class NotInSample(Exception):
+    """The sample lacks what a check needs (the message says what)."""
+
+
+class Sample:
+    """The flat files of one directory (or one file), read lazily and field by field.
 
     Parameters
     ----------
-    sim_dir
-        A directory of flat files (``lhcml simulate`` output, or any files in the layout).
+    path
+        A directory of flat files (``lhcml simulate`` output; ``pileup_*`` libraries are skipped)
+        or one file.
+    max_rows
+        Rows read at most per dataset (the per-jet datasets stay aligned: same files, same rows).
+    """
+
+    def __init__(self, path: str | Path, max_rows: int = 200_000) -> None:
+        self.path = Path(path)
+        self.max_rows = int(max_rows)
+        self._files: list[Path] | None = None
+        self._fields: dict[str, set[str]] | None = None
+        self._mu: float | None | bool = False
+
+    @property
+    def label(self) -> str:
+        return self.path.name or str(self.path)
+
+    @property
+    def files(self) -> list[Path]:
+        if self._files is None:
+            if self.path.is_file():
+                files = [self.path]
+            elif self.path.is_dir():
+                files = [p for p in sorted(self.path.glob("*.h5")) if not p.name.startswith("pileup_")]
+            else:
+                raise FileNotFoundError(f"{self.path} is neither a directory nor a file")
+            if not files:
+                raise FileNotFoundError(
+                    f"no flat files (*.h5) in {self.path}; give a `lhcml simulate` output directory"
+                )
+            self._files = files
+        return self._files
+
+    @property
+    def fields(self) -> dict[str, set[str]]:
+        """``{dataset: fields}`` present in every file."""
+        if self._fields is None:
+            from lhcml.data.checks import datasets, open_h5
+
+            common: dict[str, set[str]] | None = None
+            for p in self.files:
+                with open_h5(p) as f:
+                    here = {k: set(d.dtype.names or ()) for k, d in datasets(f).items()}
+                if common is None:
+                    common = here
+                else:
+                    common = {k: v & here[k] for k, v in common.items() if k in here}
+            self._fields = common or {}
+        return self._fields
+
+    def has(self, dataset: str, *fields: str) -> bool:
+        return dataset in self.fields and all(f in self.fields[dataset] for f in fields)
+
+    def read(self, dataset: str, fields: list[str], optional: tuple[str, ...] = ()) -> np.ndarray:
+        """The first ``max_rows`` rows of ``dataset`` with ``fields`` (+ those of ``optional`` present).
+
+        Raises
+        ------
+        NotInSample
+            If the dataset or a field is absent.
+        """
+        if dataset not in self.fields:
+            raise NotInSample(f"no '{dataset}' dataset")
+        missing = [f for f in fields if f not in self.fields[dataset]]
+        if missing:
+            raise NotInSample(f"{dataset} lacks {', '.join(missing)}")
+        names = list(fields) + [f for f in optional if f in self.fields[dataset] and f not in fields]
+        from lhcml.data.checks import open_h5
+
+        parts, left = [], self.max_rows
+        for p in self.files:
+            if left <= 0:
+                break
+            with open_h5(p) as f:
+                d = f[dataset]
+                n = min(int(d.shape[0]), left)
+                parts.append(d.fields(names)[:n])
+            left -= n
+        return np.concatenate(parts)
+
+    @property
+    def mu(self) -> float | None:
+        """⟨μ⟩ of the sample: ``manifest.yaml``'s ``mu``, else the median ``averageInteractionsPerCrossing``."""
+        if self._mu is False:
+            self._mu = None
+            manifest = (self.path if self.path.is_dir() else self.path.parent) / "manifest.yaml"
+            if manifest.is_file():
+                try:
+                    mu = (yaml.safe_load(manifest.read_text()) or {}).get("mu")
+                    self._mu = float(mu) if mu is not None else None
+                except (yaml.YAMLError, TypeError, ValueError, AttributeError):
+                    self._mu = None
+            if self._mu is None:
+                for ds in ("events", "jets", "photons"):
+                    if self.has(ds, "averageInteractionsPerCrossing"):
+                        x = self.read(ds, ["averageInteractionsPerCrossing"])["averageInteractionsPerCrossing"]
+                        if len(x):
+                            self._mu = float(np.median(x))
+                            break
+        return self._mu  # type: ignore[return-value]
+
+
+# ---- measures: fields of a sample -> Measurements ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A named measurement: what it needs (``needs``), its outputs and parameters (with defaults)."""
+
+    fn: Callable[..., dict[str, Measurement]]
+    outputs: tuple[str, ...]
+    params: dict[str, Any]
+    needs: str
+    compare: bool = False
+
+
+_OVERLAP_FLAGS = ("overlapsElectron", "overlapsMuon")
+
+
+def _not_removed(jets: np.ndarray) -> np.ndarray:
+    """Jets the standard overlap removal keeps (all jets when the flags are absent)."""
+    keep = np.ones(len(jets), dtype=bool)
+    for f in _OVERLAP_FLAGS:
+        if f in (jets.dtype.names or ()):
+            keep &= ~jets[f].astype(bool)
+    return keep
+
+
+def _jet_response(s: Sample, p: dict[str, Any]) -> dict[str, Measurement]:
+    if s.has("jets", "R10TruthLabel"):
+        raise NotInSample("large-R jets (the JES/JER checks need small-R jets)")
+    jets = s.read("jets", ["pt", "truthJetPt", "truthJetEta"], optional=_OVERLAP_FLAGS)
+    jets = jets[_not_removed(jets)]
+    # the sample's reco-pT selection (its smallest jet pT), folded into the fit as a truncation
+    reco_min = float(np.min(jets["pt"])) / _GEV if len(jets) else None
+    resp, jer = vc.jet_response(jets["pt"], jets["truthJetPt"], jets["truthJetEta"],
+                                (p["pt_min"], p["pt_max"]), p["eta_max"], reco_min, p["n_sigma"])  # fmt: skip
+    return {"response": resp, "jer": jer}
+
+
+def _large_r_mass(s: Sample, p: dict[str, Any]) -> dict[str, Measurement]:
+    jets = s.read("jets", ["mass", "R10TruthLabel", "truthMass"])
+    jets = jets[jets["R10TruthLabel"] == p["label"]]
+    peak, res, delta = vc.mass_peak(jets["mass"], jets["truthMass"], p["n_sigma"])
+    return {"peak": peak, "resolution": res, "peak_minus_truth": delta}
+
+
+def _tau32_values(s: Sample, label: int) -> np.ndarray:
+    if s.has("jets", "Tau32_wta"):
+        jets = s.read("jets", ["R10TruthLabel", "Tau32_wta"])
+        t = jets["Tau32_wta"][jets["R10TruthLabel"] == label]
+    else:
+        jets = s.read("jets", ["R10TruthLabel"])
+        flow = s.read("flow", ["pt", "eta", "phi", "energy", "valid"])
+        from lhcml.sim.events import LARGE_R_RADIUS
+        from lhcml.tasks.boosted.substructure import substructure_from_flow
+
+        t = substructure_from_flow(flow[jets["R10TruthLabel"] == label], radius=LARGE_R_RADIUS)["Tau32_wta"]
+    t = np.asarray(t, dtype=np.float64)
+    return t[np.isfinite(t) & (t > 0)]  # τ2 = 0 (one-prong) jets carry 0: no τ32
+
+
+def _tau32_shift(samples: list[Sample], p: dict[str, Any]) -> dict[str, Measurement]:
+    values, why = [], []
+    for s in samples:
+        try:
+            values.append(_tau32_values(s, p["label"]))
+        except NotInSample as err:
+            why.append(f"{s.label}: {err}")
+    if len(values) < 2:
+        raise NotInSample("needs >= 2 samples with large-R jets and tau32 (Tau32_wta or flow)"
+                          + (f" ({'; '.join(why)})" if why else ""))  # fmt: skip
+    m = vc.median_shift(values)
+    return {"shift": m}
+
+
+def _ip_pull(s: Sample, p: dict[str, Any]) -> dict[str, Measurement]:
+    f = p["field"]
+    trk = s.read("tracks", ["pt", f, f + "Uncertainty", "ftagTruthOriginLabel", "valid"])
+    from lhcml.data.schema import TRUTH_ORIGIN
+
+    sel = trk["valid"] & (trk["ftagTruthOriginLabel"] == TRUTH_ORIGIN["primary"]) & (trk["pt"] > p["pt_min"] * _GEV)
+    return {"width": vc.ip_pull_width(trk[f][sel], trk[f + "Uncertainty"][sel])}
+
+
+def _track_hits(s: Sample, p: dict[str, Any]) -> dict[str, Measurement]:
+    trk = s.read("tracks", ["numberOfPixelHits", "numberOfSCTHits", "ftagTruthOriginLabel", "valid"])
+    from lhcml.data.schema import TRUTH_ORIGIN
+
+    t = trk[trk["valid"] & (trk["ftagTruthOriginLabel"] == TRUTH_ORIGIN["primary"])]
+    return {"frac_pixel_4": vc.fraction(t["numberOfPixelHits"] == 4),
+            "frac_sct_8": vc.fraction(t["numberOfSCTHits"] == 8)}  # fmt: skip
+
+
+def _primary_vertex(s: Sample, p: dict[str, Any]) -> dict[str, Measurement]:
+    ev = s.read("events", ["primaryVertexZ", "truthPrimaryVertexZ", "pvIsHardScatter"])
+    hs = ev["pvIsHardScatter"].astype(bool)
+    return {"efficiency": vc.fraction(hs),
+            "resolution_um": vc.vertex_resolution_um(ev["primaryVertexZ"], ev["truthPrimaryVertexZ"], hs)}  # fmt: skip
+
+
+def _vertex_count(s: Sample, p: dict[str, Any]) -> dict[str, Measurement]:
+    ev = s.read("events", ["nPrimaryVertices", "averageInteractionsPerCrossing"])
+    mu = float(np.mean(ev["averageInteractionsPerCrossing"])) if len(ev) else 0.0
+    if mu <= 0:
+        raise NotInSample("<mu> = 0: no pileup vertices to count")
+    m = vc.mean(ev["nPrimaryVertices"])
+    return {"vertices_per_mu": Measurement(m.value / mu, m.error / mu, m.n, "mean nPrimaryVertices / <mu>")}
+
+
+def _prompt_leptons(s: Sample, p: dict[str, Any]) -> dict[str, Measurement]:
+    jets = s.read("jets", ["HadronConeExclTruthLabelID", "truthPromptLepton"], optional=_OVERLAP_FLAGS)
+    removed = ~_not_removed(jets)
+    return {"fraction": vc.prompt_lepton_fraction(jets["HadronConeExclTruthLabelID"], jets["truthPromptLepton"], removed)}
+
+
+def _hadron_ctau(s: Sample, p: dict[str, Any]) -> dict[str, Measurement]:
+    jets = s.read("jets", ["HadronConeExclTruthLabelID", "HadronConeExclTruthLabelLxy", "HadronConeExclTruthLabelPt"])
+    f = int(p["flavour"])
+    if f not in vc.CTAU_MASS:
+        raise ConfigError(f"hadron_ctau: flavour must be 5 or 4, got {f}")
+    v, e, n = vc.hadron_ctau(jets[jets["HadronConeExclTruthLabelID"] == f], f)
+    return {"ctau": Measurement(v, e, n, "<Lxy · m / pT>")}
+
+
+def _tracks_per_jet(s: Sample, p: dict[str, Any]) -> dict[str, Measurement]:
+    jets = s.read("jets", ["HadronConeExclTruthLabelID"])
+    trk = s.read("tracks", ["valid"])
+    n = trk["valid"].sum(axis=1)[jets["HadronConeExclTruthLabelID"] == int(p["flavour"])]
+    return {"mean": vc.mean(n)}
+
+
+def _photon_tight(s: Sample, p: dict[str, Any]) -> dict[str, Measurement]:
+    from lhcml.tasks.photon.cuts import NEEDED_FIELDS
+
+    ph = s.read("photons", [*NEEDED_FIELDS, "converted", "isPromptPhoton"])
+    rng = (p["pt_min"], p["pt_max"])
+    return {"efficiency": vc.tight_efficiency(ph, rng, p["eta_max"], prompt=True),
+            "fake_rate": vc.tight_efficiency(ph, rng, p["eta_max"], prompt=False)}  # fmt: skip
+
+
+#: the measurements a reference table can name (``measure:``), with their default parameters
+MEASURES: dict[str, Measure] = {
+    "jet_response": Measure(_jet_response, ("response", "jer"),
+                            {"pt_min": 20.0, "pt_max": 25.0, "eta_max": 0.8, "n_sigma": 2.0},
+                            "jets: pt, truthJetPt, truthJetEta"),
+    "large_r_mass": Measure(_large_r_mass, ("peak", "resolution", "peak_minus_truth"),
+                            {"label": 1, "n_sigma": 1.5}, "jets: mass, R10TruthLabel, truthMass"),
+    "tau32_median_shift": Measure(_tau32_shift, ("shift",), {"label": 1},
+                                  "jets: R10TruthLabel + Tau32_wta or flow, in >= 2 samples", compare=True),
+    "ip_pull": Measure(_ip_pull, ("width",), {"field": "d0", "pt_min": 10.0},
+                       "tracks: pt, d0/z0SinTheta and uncertainty, ftagTruthOriginLabel, valid"),
+    "track_hits": Measure(_track_hits, ("frac_pixel_4", "frac_sct_8"), {},
+                          "tracks: numberOfPixelHits, numberOfSCTHits, ftagTruthOriginLabel, valid"),
+    "primary_vertex": Measure(_primary_vertex, ("efficiency", "resolution_um"), {},
+                              "events: primaryVertexZ, truthPrimaryVertexZ, pvIsHardScatter"),
+    "vertex_count": Measure(_vertex_count, ("vertices_per_mu",), {},
+                            "events: nPrimaryVertices, averageInteractionsPerCrossing"),
+    "prompt_lepton_fraction": Measure(_prompt_leptons, ("fraction",), {},
+                                      "jets: HadronConeExclTruthLabelID, truthPromptLepton"),
+    "hadron_ctau": Measure(_hadron_ctau, ("ctau",), {"flavour": 5},
+                           "jets: HadronConeExclTruthLabelID, ...Lxy, ...Pt"),
+    "tracks_per_jet": Measure(_tracks_per_jet, ("mean",), {"flavour": 5},
+                              "jets: HadronConeExclTruthLabelID; tracks: valid"),
+    "photon_tight": Measure(_photon_tight, ("efficiency", "fake_rate"),
+                            {"pt_min": 25.0, "pt_max": 50.0, "eta_max": 0.6},
+                            "photons: shower shapes, converted, isPromptPhoton"),
+}  # fmt: skip
+
+
+# ---- running the checks -----------------------------------------------------------------------
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one check on one sample (or on a set of samples, for ``compare`` checks)."""
+
+    check: ReferenceCheck
+    sample: str
+    mu: float | None
+    measurement: Measurement | None
+    status: str
+    in_range: bool | None
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.measurement
+        return {
+            "name": self.check.name, "quantity": self.check.quantity, "sample": self.sample,
+            "mu": self.mu, "value": None if m is None or not math.isfinite(m.value) else m.value,
+            "error": None if m is None or not math.isfinite(m.error) else m.error,
+            "n": None if m is None else m.n, "note": "" if m is None else m.note,
+            "reference": self.check.reference_text(), "tag": self.check.tag,
+            "source": self.check.source, "status": self.status, "in_range": self.in_range,
+            "reason": self.reason,
+        }  # fmt: skip
+
+
+def evaluate(check: ReferenceCheck, measurement: Measurement) -> tuple[str, bool | None, str]:
+    """Status, whether the value is inside the reference range, and the reason, for one value."""
+    if measurement.n < check.min_entries:
+        return "not-in-sample", None, f"{measurement.n} entries < {check.min_entries}"
+    if not math.isfinite(measurement.value):
+        return "not-in-sample", None, "not measurable (fit failed or no entries)"
+    b = check.bounds()
+    if b is None:
+        return "unverified", None, "no reference value"
+    inside = bool(b[0] <= measurement.value <= b[1])
+    if check.tag == "unverified":
+        return "unverified", inside, "reference unverified: " + ("inside" if inside else "outside") + " its range"
+    return ("pass" if inside else "FAIL"), inside, ""
+
+
+def run_checks(samples: list[Sample], reference: ReferenceTable | None = None) -> list[CheckResult]:
+    """Every check of ``reference`` (default: the shipped table) on every sample.
+
+    Single-sample checks give one row per sample whose ⟨μ⟩ the check applies to; ``compare``
+    checks one row for all samples together (ordered by ⟨μ⟩, lowest first).
+    """
+    reference = reference or load_reference()
+    cache: dict[tuple, dict[str, Measurement] | NotInSample] = {}
+    results: list[CheckResult] = []
+
+    def measure(key: tuple, call: Callable[[], dict[str, Measurement]]) -> dict[str, Measurement] | NotInSample:
+        if key not in cache:
+            try:
+                cache[key] = call()
+            except NotInSample as err:
+                cache[key] = err
+        return cache[key]
+
+    ordered = sorted(samples, key=lambda s: (math.inf if s.mu is None else s.mu))
+    for c in reference.checks:
+        m = MEASURES[c.measure]
+        params = {**m.params, **c.params}
+        pkey = tuple(sorted(params.items()))
+        if c.compare:
+            label = " vs ".join(s.label for s in ordered)
+            out = measure((c.measure, pkey, tuple(id(s) for s in ordered)), lambda m=m, p=params: m.fn(ordered, p))
+            results.append(_result(c, label, None, out))
+            continue
+        for s in samples:
+            if not c.applies_to(s.mu):
+                continue
+            out = measure((c.measure, pkey, id(s)), lambda m=m, p=params, s=s: m.fn(s, p))
+            results.append(_result(c, s.label, s.mu, out))
+    return results
+
+
+def _result(c: ReferenceCheck, label: str, mu: float | None, out: dict[str, Measurement] | NotInSample) -> CheckResult:
+    if isinstance(out, NotInSample):
+        return CheckResult(c, label, mu, None, "not-in-sample", None, str(out))
+    meas = out[c.output]
+    status, inside, reason = evaluate(c, meas)
+    return CheckResult(c, label, mu, meas, status, inside, reason)
+
+
+def _fmt_value(m: Measurement | None) -> str:
+    from lhcml.plots.report import format_value_error
+
+    if m is None or not math.isfinite(m.value):
+        return "–"
+    return format_value_error(m.value, m.error if math.isfinite(m.error) else None)
+
+
+def format_table(results: list[CheckResult]) -> str:
+    """The results as a fixed-width text table (one row per check and sample)."""
+    head = ("check", "sample", "<mu>", "measured", "reference [tag]", "status", "n", "why")
+    rows = [head]
+    for r in results:
+        rows.append((
+            r.check.name, r.sample, "–" if r.mu is None else f"{r.mu:.3g}", _fmt_value(r.measurement),
+            f"{r.check.reference_text()} [{r.check.tag}]", r.status,
+            "–" if r.measurement is None else str(r.measurement.n), r.reason,
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head) - 1)]
+    lines = []
+    for k, row in enumerate(rows):
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1])
+        if k == 0:
+            lines.append("-" * (sum(widths) + 2 * len(widths) + 3))
+    counts = {st: sum(r.status == st for r in results) for st in STATUSES}
+    lines.append(", ".join(f"{n} {st}" for st, n in counts.items()))
+    return "\n".join(lines)
+
+
+def run_validation(
+    sim_dirs: str | Path | list[str | Path],
+    output_dir: str | Path | None = None,
+    max_jets: int = 200_000,
+    reference: str | Path | ReferenceTable | None = None,
+    plots: bool = True,
+) -> tuple[list[CheckResult], Path]:
+    """Run the reference checks on one or more directories; write the HTML page and JSON.
+
+    Parameters
+    ----------
+    sim_dirs
+        One directory (or file) or several (compared: τ32 stability across ⟨μ⟩).
     output_dir
-        Where to write (default ``<sim_dir>/validation``).
+        Where to write ``index.html``, ``validation.json`` and the plots (default
+        ``<first dir>/validation``). With several directories each one's plots go to a
+        sub-folder named after it.
     max_jets
-        Read at most this many jets (streamed from the first shards).
+        Rows read at most per dataset and sample.
+    reference
+        A reference table, or a YAML path (default: the shipped ``validation_reference.yaml``).
+    plots
+        Also make the validation plots.
 
     Returns
     -------
-    Path
-        The HTML page.
+    tuple[list[CheckResult], Path]
+        The results and the HTML page.
     """
-    from lhcml.data.h5 import H5Reader
+    from lhcml.sim.validation_plots import make_plots
 
-    sim_dir = Path(sim_dir)
-    if not sim_dir.is_dir():
-        raise FileNotFoundError(f"{sim_dir} is not a directory")
-    out = Path(output_dir) if output_dir is not None else sim_dir / "validation"
+    dirs = [Path(d) for d in (sim_dirs if isinstance(sim_dirs, list) else [sim_dirs])]
+    if not dirs:
+        raise ConfigError("give at least one simulation directory")
+    samples = [Sample(d, max_rows=max_jets) for d in dirs]
+    for s in samples:
+        s.files  # noqa: B018 - fail early on a directory without flat files
+    table = reference if isinstance(reference, ReferenceTable) else load_reference(reference)
+    results = run_checks(samples, table)
+    first = dirs[0] if dirs[0].is_dir() else dirs[0].parent
+    out = Path(output_dir) if output_dir is not None else first / "validation"
     out.mkdir(parents=True, exist_ok=True)
-    files = _shards(sim_dir)
-    reader = H5Reader(files, batch_size=50_000)
-    available = reader.variables()
-    jets_fields = set(available.get("jets", []))
-    plots: list[tuple[str, Path]] = []
-    summary: list[dict[str, Any]] = []
-    notes: list[str] = []
-
-    if "HadronConeExclTruthLabelID" in jets_fields:
-        want_j = [v for v in ("pt", "eta", "HadronConeExclTruthLabelID", "HadronConeExclTruthLabelLxy",
-                                "HadronConeExclTruthLabelPt", "n_tracks")
-                  if v in jets_fields]  # fmt: skip
-        variables: dict[str, list[str]] = {"jets": want_j}
-        trk_fields = set(available.get("tracks", []))
-        want_t = [v for v in ("IP3D_signed_d0_significance", "IP3D_signed_z0_significance",
-                              "ftagTruthOriginLabel", "valid") if v in trk_fields]  # fmt: skip
-        if "valid" in want_t:
-            variables["tracks"] = want_t
-        data = reader.read(variables, num_jets=max_jets)
-        plots += _flavour_plots(data, out, summary)
-    if "R10TruthLabel" in jets_fields:
-        data = reader.read({"jets": ["pt", "eta", "mass", "R10TruthLabel"]}, num_jets=max_jets)
-        plots += _boosted_plots(data, out, summary)
-    if not plots:
-        notes.append(
-            "no flavour (HadronConeExclTruthLabelID) or boosted (R10TruthLabel) jets found"
-        )
-    manifest = sim_dir / "manifest.yaml"
-    meta = manifest.read_text() if manifest.exists() else ""
-    return _write_html(out / "index.html", sim_dir, files, plots, summary, meta, notes)
+    sections = []
+    for s in samples:
+        sub = out if len(samples) == 1 else out / s.label
+        made = make_plots(s.files, sub, max_jets) if plots else ([], [], [])
+        manifest = (s.path if s.path.is_dir() else s.path.parent) / "manifest.yaml"
+        sections.append((s, sub, *made, manifest.read_text() if manifest.is_file() else ""))
+    tmp = out / "validation.json.tmp"
+    tmp.write_text(json.dumps({"samples": [{"path": str(s.path), "mu": s.mu} for s in samples],
+                               "checks": [r.to_dict() for r in results]}, indent=1))  # fmt: skip
+    tmp.replace(out / "validation.json")
+    return results, _write_html(out / "index.html", results, sections)
 
 
-def _flavour_plots(
-    data: dict[str, np.ndarray], out: Path, summary: list[dict[str, Any]]
-) -> list[tuple[str, Path]]:
-    jets = data["jets"]
-    tracks = data.get("tracks")
-    flav = jets["HadronConeExclTruthLabelID"]
-    classes = [c for c in _flavour_classes() if (flav == c[0]).any()]
-    plots: list[tuple[str, Path]] = []
-
-    def per_class(fn):
-        return {name: (fn(flav == v), label, colour) for v, name, label, colour in classes}
-
-    p = _hist_by_class(per_class(lambda s: jets["pt"][s] / 1e3), np.linspace(20, 400, 39),
-                       out / "jet_pt.png", "Jet $p_T$ by flavour", "Jet $p_T$ [GeV]", True)  # fmt: skip
-    plots.append(("Jet pT by flavour", p))
-    p = _hist_by_class(per_class(lambda s: jets["eta"][s]), np.linspace(-2.5, 2.5, 26),
-                       out / "jet_eta.png", "Jet $\\eta$ by flavour", "Jet $\\eta$", False)  # fmt: skip
-    plots.append(("Jet eta by flavour", p))
-    if "HadronConeExclTruthLabelLxy" in (jets.dtype.names or ()):
-        lxy = {name: (jets["HadronConeExclTruthLabelLxy"][flav == v], label, colour)
-               for v, name, label, colour in classes if v in (4, 5)}  # fmt: skip
-        p = _hist_by_class(lxy, np.linspace(0, 40, 41), out / "hadron_lxy.png",
-                           "Labelling b/c-hadron transverse decay length",
-                           "$L_{xy}$ of the labelling hadron [mm]", True)  # fmt: skip
-        if p is not None:
-            plots.append(("b/c-hadron Lxy", p))
-    if tracks is not None:
-        valid = tracks["valid"]
-        ntrk = valid.sum(axis=1)
-        p = _hist_by_class(per_class(lambda s: ntrk[s].astype(float)), np.arange(-0.5, 41.5, 1.0),
-                           out / "track_multiplicity.png", "Tracks per jet by flavour",
-                           "Number of tracks (40-slot cap)", False)  # fmt: skip
-        plots.append(("Track multiplicity", p))
-        for var, fname, lab in (
-            ("IP3D_signed_d0_significance", "sd0.png", "Signed $d_0$ significance"),
-            ("IP3D_signed_z0_significance", "sz0.png", "Signed $z_0 \\sin\\theta$ significance"),
-        ):
-            if var not in (tracks.dtype.names or ()):
-                continue
-            vals = per_class(lambda s, var=var: tracks[var][s][valid[s]])
-            p = _hist_by_class(vals, np.linspace(-20, 40, 121), out / fname, f"{lab} by flavour",
-                               lab, True)  # fmt: skip
-            plots.append((lab.replace("$", ""), p))
-        if "ftagTruthOriginLabel" in (tracks.dtype.names or ()):
-            plots.append(
-                (
-                    "Track truth origin",
-                    _origin_plot(tracks, flav, classes, out / "track_origin.png"),
-                )
-            )
-    for v, name, _, _ in classes:
-        s = flav == v
-        row: dict[str, Any] = {"class": name, "jets": int(s.sum())}
-        if tracks is not None:
-            val = tracks["valid"][s]
-            row["mean tracks"] = f"{val.sum(1).mean():.2f}" if s.any() else "-"
-            if "IP3D_signed_d0_significance" in (tracks.dtype.names or ()):
-                sd0 = tracks["IP3D_signed_d0_significance"][s][val]
-                row["frac |sd0|>3"] = f"{np.mean(np.abs(sd0) > 3):.3f}" if len(sd0) else "-"
-        if "HadronConeExclTruthLabelLxy" in (jets.dtype.names or ()) and v in (4, 5):
-            row["mean Lxy [mm]"] = f"{np.nanmean(jets['HadronConeExclTruthLabelLxy'][s]):.2f}"
-            if "HadronConeExclTruthLabelPt" in (jets.dtype.names or ()):
-                ctau, err, _ = hadron_ctau(jets[s], v)
-                row["c*tau from Lxy [mm]"] = f"{ctau:.3f} ± {err:.3f}" if np.isfinite(ctau) else "-"
-        ref = _REFERENCE.get(v)
-        if ref:
-            row["reference"] = ref
-        summary.append(row)
-    return [(t, p) for t, p in plots if p is not None]
-
-
-#: hadron mass (MeV) used to turn Lxy into c*tau, and the expected c*tau (PDG 2024 lifetimes)
-_CTAU_MASS = {5: 5279.0, 4: 1870.0}
-_REFERENCE = {
-    5: "c*tau ≈ 0.47 mm (PDG B+/B0/Bs/Λb mix 0.44-0.49); tracks ~8-10 (UNVERIFIED, REFERENCE.md)",
-    4: "c*tau 0.06-0.31 mm (PDG Λc, D0 0.12, Ds 0.15, D+ 0.31); tracks ~6-8 (UNVERIFIED)",
-    0: "tracks ~4-6 (UNVERIFIED, REFERENCE.md); small symmetric sd0 tails",
-}
-
-
-def hadron_ctau(jets: np.ndarray, flavour: int) -> tuple[float, float, int]:
-    """Mean proper decay length c*tau of the labelling hadrons, from their Lxy and pT.
-
-    For an exponential decay, the transverse decay length has mean
-    ``<Lxy> = c*tau * pT / m``, so ``<Lxy * m / pT>`` estimates c*tau (m: the B or D mass).
-    Returns (c*tau [mm], its statistical error, number of hadrons).
-    """
-    m = _CTAU_MASS[flavour]
-    lxy = jets["HadronConeExclTruthLabelLxy"].astype(np.float64)
-    pt = jets["HadronConeExclTruthLabelPt"].astype(np.float64)
-    ok = np.isfinite(lxy) & np.isfinite(pt) & (pt > 0)
-    x = lxy[ok] * m / pt[ok]
-    if len(x) < 2:
-        return float("nan"), float("nan"), int(len(x))
-    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))), int(len(x))
-
-
-def _origin_plot(tracks: np.ndarray, flav: np.ndarray, classes: list, path: Path) -> Path:
-    fig, ax = _new_figure()
-    n_cls = len(classes)
-    width = 0.8 / max(n_cls, 1)
-    x = np.arange(len(_ORIGIN_NAMES))
-    for i, (v, _, label, colour) in enumerate(classes):
-        s = flav == v
-        o = tracks["ftagTruthOriginLabel"][s][tracks["valid"][s]]
-        frac = np.bincount(
-            o.astype(int).clip(0, len(_ORIGIN_NAMES) - 1), minlength=len(_ORIGIN_NAMES)
-        )
-        frac = frac / max(frac.sum(), 1)
-        ax.bar(x + (i - (n_cls - 1) / 2) * width, frac, width, label=label, color=colour)
-    ax.set_xticks(x, _ORIGIN_NAMES, rotation=30, ha="right")
-    return _finish(fig, ax, path, "Track truth origin by jet flavour", "", "Fraction of tracks")
-
-
-def _boosted_plots(
-    data: dict[str, np.ndarray], out: Path, summary: list[dict[str, Any]]
-) -> list[tuple[str, Path]]:
-    jets = data["jets"]
-    lab = jets["R10TruthLabel"]
-    classes = [c for c in _boosted_classes() if (lab == c[0]).any()]
-    vals = {
-        name: (jets["mass"][lab == v] / 1e3, label, colour) for v, name, label, colour in classes
-    }
-    p = _hist_by_class(vals, np.linspace(0, 300, 61), out / "large_r_mass.png",
-                       "Large-R jet mass", "Jet mass [GeV]", False)  # fmt: skip
-    p2 = _hist_by_class(
-        {name: (jets["pt"][lab == v] / 1e3, label, colour) for v, name, label, colour in classes},
-        np.linspace(0, 1500, 61), out / "large_r_pt.png", "Large-R jet $p_T$", "Jet $p_T$ [GeV]", True,
-    )  # fmt: skip
-    for v, name, _, _ in classes:
-        m = jets["mass"][lab == v] / 1e3
-        summary.append(
-            {"class": name, "jets": int(len(m)), "median mass [GeV]": f"{np.median(m):.1f}"}
-        )
-    return [(t, q) for t, q in (("Large-R jet mass", p), ("Large-R jet pT", p2)) if q is not None]
-
-
-def _write_html(
-    path: Path,
-    sim_dir: Path,
-    files: list[Path],
-    plots: list[tuple[str, Path]],
-    summary: list[dict[str, Any]],
-    meta: str,
-    notes: list[str],
+def validate_simulation(
+    sim_dir: str | Path | list[str | Path], output_dir: str | Path | None = None, max_jets: int = 200_000
 ) -> Path:
-    cols: list[str] = []
-    for row in summary:
-        cols += [k for k in row if k not in cols]
-    table = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"
-    for row in summary:
-        table += (
-            "<tr>" + "".join(f"<td>{html.escape(str(row.get(c, '')))}</td>" for c in cols) + "</tr>"
-        )
-    table += "</table>"
-    figs = []
-    for title, p in plots:
-        b64 = base64.b64encode(p.read_bytes()).decode()
-        figs.append(
-            f'<figure><a href="{html.escape(p.name)}"><img alt="{html.escape(title)}" '
-            f'src="data:image/png;base64,{b64}"></a><figcaption>{html.escape(title)} '
-            f'(<a href="{html.escape(p.name)}">{html.escape(p.name)}</a>)</figcaption></figure>'
-        )
+    """:func:`run_validation` returning only the HTML page."""
+    return run_validation(sim_dir, output_dir, max_jets)[1]
+
+
+_STATUS_COLOUR = {"pass": "#d8f0d8", "FAIL": "#f6caca", "unverified": "#fff2c4", "not-in-sample": "#e6e6e6"}
+
+
+def _write_html(path: Path, results: list[CheckResult], sections: list[tuple]) -> Path:
+    from lhcml.sim.validation_plots import _LABEL
+
+    esc = html.escape
+    head = ("check", "quantity", "sample", "⟨μ⟩", "measured", "reference", "tag", "status", "n",
+            "why", "source")  # fmt: skip
+    rows = []
+    for r in results:
+        cells = (r.check.name, r.check.quantity, r.sample, "–" if r.mu is None else f"{r.mu:.3g}",
+                 _fmt_value(r.measurement), r.check.reference_text(), r.check.tag, r.status,
+                 "–" if r.measurement is None else str(r.measurement.n),
+                 r.reason + (f" ({r.measurement.note})" if r.measurement and r.measurement.note else ""),
+                 r.check.source)  # fmt: skip
+        rows.append(f'<tr style="background:{_STATUS_COLOUR[r.status]}">'
+                    + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")  # fmt: skip
+    counts = ", ".join(f"{sum(r.status == st for r in results)} {st}" for st in STATUSES)
+    checks = ("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"
+              + "".join(rows) + "</table>")  # fmt: skip
+    parts = []
+    base = path.parent
+    for s, _sub, plots, summary, notes, manifest in sections:
+        cols: list[str] = []
+        for row in summary:
+            cols += [k for k in row if k not in cols]
+        table = "<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr>"
+        for row in summary:
+            table += "<tr>" + "".join(f"<td>{esc(str(row.get(c, '')))}</td>" for c in cols) + "</tr>"
+        table += "</table>"
+        figs = []
+        for title, p in plots:
+            rel = p.relative_to(base).as_posix() if p.is_relative_to(base) else str(p)
+            b64 = base64.b64encode(p.read_bytes()).decode()
+            figs.append(
+                f'<figure><a href="{esc(rel)}"><img alt="{esc(title)}" '
+                f'src="data:image/png;base64,{b64}"></a><figcaption>{esc(title)} '
+                f'(<a href="{esc(rel)}">{esc(p.name)}</a>)</figcaption></figure>'
+            )
+        mu = "unknown" if s.mu is None else f"{s.mu:.3g}"
+        parts.append(
+            f"<h2>{esc(s.label)}</h2><p>{esc(str(s.path))}, {len(s.files)} file(s), ⟨μ⟩ = {mu}.</p>"
+            + "".join(f"<p><b>Note:</b> {esc(n)}</p>" for n in notes)
+            + (f"<h3>Summary</h3>{table}" if summary else "")
+            + ("<h3>Distributions</h3><p>Histograms are normalised to unit area per class (entries in "
+               "the legend); entries outside the axis range are added to the first/last bin.</p>"
+               + "".join(figs) if figs else "")
+            + f"<h3>Run manifest</h3><pre>{esc(manifest) or '(none)'}</pre>"
+        )  # fmt: skip
     body = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>lhcml simulation validation</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}
+<style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}
 figure{{display:inline-block;margin:0.5em;text-align:center}} img{{width:480px}}
-table{{border-collapse:collapse}} td,th{{border:1px solid #999;padding:0.2em 0.6em}}
+table{{border-collapse:collapse;font-size:0.9em}} td,th{{border:1px solid #999;padding:0.2em 0.6em}}
 pre{{background:#f4f4f4;padding:0.5em}}</style></head><body>
 <h1>Simulation validation</h1>
-<p><i>{_LABEL}</i>: {html.escape(str(sim_dir))}, {len(files)} file(s).</p>
-{"".join(f"<p><b>Note:</b> {html.escape(n)}</p>" for n in notes)}
-<h2>Summary</h2>{table}
-<h2>Distributions</h2>
-<p>Histograms are normalised to unit area per class (entries in the legend); entries outside
-the axis range are added to the first/last bin.</p>{"".join(figs)}
-<h2>Run manifest</h2><pre>{html.escape(meta) or "(none)"}</pre>
+<p><i>{_LABEL}</i>: {len(sections)} sample(s). Checks against the reference table
+(src/lhcml/sim/validation_reference.yaml, docs/validation.md): {esc(counts)}.
+Tags: R read in the source, D derived, goal set by the fidelity issues, unverified
+second-hand (never pass/FAIL).</p>
+<h2>Checks</h2>{checks}
+{"".join(parts)}
 </body></html>
 """
     tmp = path.with_name(path.name + ".tmp")
