@@ -8,8 +8,17 @@ holding, per read-out layer, dense cell-energy grids ``(n_events, n_eta, n_phi)`
 * ``pileup``: the deposit of the pile-up (minimum-bias) particles,
 * ``noise``: the electronic noise (Gaussian, ``noise_mev`` per cell of each layer),
 
-so that ``total = hard + pileup + noise`` and the pile-up-free twin ``nopu = hard + noise`` have
-the same noise: ``total - nopu`` is exactly the pile-up deposit.
+so that ``total = hard + pileup - pileup_offset + noise`` and the pile-up-free twin
+``nopu = hard + noise`` have the same noise: ``total - nopu`` is exactly the pile-up deposit minus
+its subtracted mean.
+
+Pile-up as the readout treats it on average: ATLAS's bipolar LAr pulse shaping and the per-cell
+baseline correction remove the *average* pile-up energy of each cell, proportional to the average
+number of interactions ⟨μ⟩, and keep its fluctuations (the actual number of interactions, the
+energy of each). :func:`pileup_cell_means` measures the mean energy one minimum-bias interaction
+leaves in each cell (per layer and η row; φ-symmetric) by depositing the pile-up library with the
+same shower code; :func:`simulate_calorimeter` subtracts ``μ`` times it (``pileup_offset``) from
+every cell. Pile-up-only events then have a mean cell energy ≈ 0 and an RMS growing as √μ.
 
 Particles: photons and electrons shower electromagnetically, muons are MIPs, neutrinos are
 invisible, every other stable particle showers hadronically (:mod:`lhcml.sim.showers`).
@@ -23,6 +32,7 @@ and are split in phi by the field.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -44,14 +54,20 @@ class CaloEvents:
     pileup: dict[str, np.ndarray]
     noise: dict[str, np.ndarray]
     mu: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: per layer, the subtracted mean pile-up energy (MeV), broadcastable to the cell grids
+    #: (``(n_events, n_eta, 1)``: μ times the per-interaction mean of each η row); empty: none
+    pileup_offset: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_events(self) -> int:
         return next(iter(self.hard.values())).shape[0]
 
     def total(self, layer: str) -> np.ndarray:
-        """Measured cell energies: hard scatter + pile-up + noise."""
-        return self.hard[layer] + self.pileup[layer] + self.noise[layer]
+        """Measured cell energies: hard scatter + pile-up - its mean (if subtracted) + noise."""
+        out = self.hard[layer] + self.pileup[layer] + self.noise[layer]
+        if layer in self.pileup_offset:
+            out = out - self.pileup_offset[layer]
+        return out
 
     def nopu(self, layer: str) -> np.ndarray:
         """The pile-up-free twin: hard scatter + the same noise."""
@@ -226,6 +242,78 @@ def electronic_noise(n_events: int, geo: CaloGeometry, rng: np.random.Generator)
     return out
 
 
+#: interactions deposited to measure the mean pile-up energy per cell (our choice: the per-row
+#: mean of the middle layer is then known to ~1 %, of the strips to a few %)
+PILEUP_MEAN_INTERACTIONS = 2000
+#: interactions deposited together in one grid while measuring it (memory: one dense grid)
+_PILEUP_MEAN_CHUNK = 250
+#: cache of :func:`pileup_cell_means`: id(library) -> (weakref to it, geometry, seed, means)
+_PILEUP_MEAN_CACHE: dict[int, tuple[Any, CaloGeometry, int, dict[str, np.ndarray]]] = {}
+
+
+def pileup_cell_means(
+    library: Any, geo: CaloGeometry | None = None, seed: int = 0,
+    n_interactions: int = PILEUP_MEAN_INTERACTIONS,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Mean energy (MeV) one pile-up interaction leaves per cell, per read-out layer and η row.
+
+    Library events (a :class:`lhcml.sim.pileup.PileupLibrary`, drawn in turn until
+    ``n_interactions``) are placed at beam-spot vertices and deposited with the pile-up shower
+    settings of :func:`simulate_calorimeter`, ``_PILEUP_MEAN_CHUNK`` interactions per grid; the
+    sum is averaged over φ (the deposit is φ-symmetric), symmetrised in ±η and smoothed over
+    ±0.05 in η (a moving average; our choice, against the statistical noise of the fine strips).
+    Results are cached per library object, geometry and seed.
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        ``layer -> (n_eta,)`` float64 MeV per interaction per cell.
+    """
+    import weakref
+
+    from scipy import ndimage
+
+    from lhcml.sim.generator import beam_spot_sigmas
+
+    geo = geo or load_geometry()
+    hit = _PILEUP_MEAN_CACHE.get(id(library))
+    if hit is not None and hit[0]() is library and hit[1] == geo and hit[2] == seed:
+        return hit[3]
+    n_lib = len(library)
+    if n_lib == 0:
+        raise ValueError("the pileup library is empty; build it with more events")
+    rng = np.random.default_rng([int(seed), 0x9E11])
+    cols = library.columns
+    offsets = library.offsets
+    sums = {lay.name: np.zeros(lay.n_eta) for lay in geo.readout_layers}
+    sxy, sz = beam_spot_sigmas()
+    done = 0
+    while done < n_interactions:
+        k = min(_PILEUP_MEAN_CHUNK, n_interactions - done)
+        draw = np.arange(done, done + k) % n_lib
+        lens = library.counts[draw]
+        inter = np.repeat(np.arange(k), lens)
+        first = np.cumsum(lens) - lens  # position of each interaction's first row in the chunk
+        rows = offsets[draw][inter] + np.arange(int(lens.sum())) - first[inter]
+        part = {name: np.asarray(cols[name])[rows] for name in ("pid", "charge", "px", "py", "pz", "e", "m")}
+        vtx = [rng.normal(0, sxy, k), rng.normal(0, sxy, k), rng.normal(0, sz, k)]
+        for j, name in enumerate(("vx", "vy", "vz")):
+            part[name] = np.asarray(cols[name], np.float64)[rows] + vtx[j][inter]
+        cells, _ = deposit(part, np.zeros(len(rows), np.int64), 1, geo, rng,
+                           spot_scale=geo.em_material.pileup_spot_fraction)
+        for name, grid in cells.items():
+            sums[name] += grid[0].astype(np.float64).sum(axis=1)
+        done += k
+    out = {}
+    for lay in geo.readout_layers:
+        row = sums[lay.name] / (n_interactions * lay.n_phi)
+        row = 0.5 * (row + row[::-1])
+        width = max(1, int(round(0.1 / lay.deta)))
+        out[lay.name] = ndimage.uniform_filter1d(row, width, mode="nearest")
+    _PILEUP_MEAN_CACHE[id(library)] = (weakref.ref(library), geo, seed, out)
+    return out
+
+
 def simulate_calorimeter(
     hard: dict[str, np.ndarray],
     hard_event: np.ndarray,
@@ -235,6 +323,7 @@ def simulate_calorimeter(
     pileup_event: np.ndarray | None = None,
     geo: CaloGeometry | None = None,
     mu: np.ndarray | None = None,
+    pileup_mean: dict[str, np.ndarray] | None = None,
 ) -> tuple[CaloEvents, np.ndarray]:
     """Simulate the calorimeter response of a batch of events.
 
@@ -250,7 +339,10 @@ def simulate_calorimeter(
     geo
         Calorimeter description (default: the shipped ``calo_geometry.yaml``).
     mu
-        Per-event pile-up level, stored for bookkeeping.
+        Per-event average pile-up level ⟨μ⟩ (scalar or per event).
+    pileup_mean
+        :func:`pileup_cell_means` of the pile-up library: when given, ``mu`` times it is
+        subtracted from every cell (``CaloEvents.pileup_offset``), as the readout does on average.
 
     Returns
     -------
@@ -266,4 +358,9 @@ def simulate_calorimeter(
         pu_cells = {k: np.zeros_like(v) for k, v in cells.items()}
     noise = electronic_noise(n_events, geo, rng)
     mu_arr = np.zeros(n_events) if mu is None else np.broadcast_to(np.asarray(mu, float), (n_events,))
-    return CaloEvents(geo, cells, pu_cells, noise, mu_arr.copy()), converted
+    offset = {}
+    if pileup_mean is not None:
+        for name, row in pileup_mean.items():
+            if name in cells:
+                offset[name] = (mu_arr[:, None, None] * np.asarray(row)[None, :, None]).astype(np.float32)
+    return CaloEvents(geo, cells, pu_cells, noise, mu_arr.copy(), offset), converted

@@ -39,9 +39,19 @@ quoted in :data:`WETA2_CORRECTION` / :func:`ws3_impact_correction`); the Tight c
 §5) are set on the corrected widths. Without the correction our prompt photons sat on the
 ``weta2 < 0.011`` and ``w_s3 < 0.67`` cuts (1/3 of them failing each).
 
-The strip profile sums the two strip cells in phi nearest to the cluster (Δφ = 0.2). A second
-maximum is a strip above both neighbours, within ±20 strips of the hottest (Δη = 0.125), with
-energy above ``second_max_noise_sigma`` times the strip-pair noise.
+Isolation: ``etcone20`` is the E_T of all read-out cells with centres in ΔR < 0.2 of the cluster
+minus the 5 x 7 middle-cell core (no noise suppression; the cells carry the pile-up after the
+readout's mean subtraction, :mod:`lhcml.sim.calorimeter`). ``etcone20_corrected`` subtracts the
+event's ambient energy density times the cone area, as ATLAS's "ED" correction:
+``etcone20 - rho * (pi 0.2^2 - 5 x 7 core area)``, with ``rho`` (``eventDensity``, MeV per unit
+η×φ) the median E_T density of the event (:func:`event_density`).
+
+The strip profile sums the two strip cells in phi nearest to the cluster (Δφ = 0.2) and keeps
+only the cluster's strips: the 24 strips under the 3 middle cells of the 3 x 7 window (ATLAS's
+egammaStripsShape fills its strip array from the cluster's cells; a wider profile, ±20 strips,
+picked up in-time pile-up particles as second maxima). A second maximum is a strip above both
+neighbours (both inside the cluster), with energy above ``second_max_noise_sigma`` times the
+strip-pair noise.
 
 Images (:data:`IMAGE_LAYERS`): for each layer the smallest fixed grid of that layer's own cells
 that always covers the 7 x 11 middle-cell window (Δη × Δφ = 0.175 × 0.270) around the centre
@@ -128,6 +138,40 @@ def ws3_impact_correction(eta: np.ndarray, eta_strip: np.ndarray, ws3: np.ndarra
     u2 = u * u
     corr = np.where(np.abs(eta) < 1.0, 0.76 * u2, 0.85 * u2 - 1.9 * u2 * u2)
     return np.asarray(ws3, np.float64) - corr
+
+
+#: patches of the median energy-density estimate: 7 x 16 patches of 0.4 x 2pi/16 in |eta| < 1.4
+#: (our choice: the grid-median estimator of Cacciari, Salam, Soyez, fastjet's
+#: GridMedianBackgroundEstimator, on cells; ATLAS takes the median pT/area of kt R = 0.5 jets of
+#: topo-clusters in |eta| < 1.5 -- patch areas 0.16 are close to those jets' typical areas)
+RHO_PATCH_DETA = 0.4
+RHO_PATCH_NPHI = 16
+RHO_ETA_MAX = 1.4
+
+
+def event_density(calo: CaloEvents) -> np.ndarray:
+    """Median E_T density per event (MeV per unit η×φ), ``rho`` of the isolation correction.
+
+    All read-out layers' cell E_T (cell energy / cosh η of the cell centre; pile-up already
+    mean-subtracted by the readout) are summed in patches of ``RHO_PATCH_DETA`` x 2π/
+    ``RHO_PATCH_NPHI`` over |η| < ``RHO_ETA_MAX``; rho is the median of patch E_T / patch area.
+    A hard photon or jet occupies a few of the 112 patches and barely moves the median.
+    """
+    geo = calo.geometry
+    n_pe = int(round(2 * RHO_ETA_MAX / RHO_PATCH_DETA))
+    patches = np.zeros((calo.n_events, n_pe, RHO_PATCH_NPHI))
+    for lay in geo.readout_layers:
+        if lay.n_phi % RHO_PATCH_NPHI:
+            raise ValueError(f"layer '{lay.name}': n_phi={lay.n_phi} is not a multiple of {RHO_PATCH_NPHI}")
+        centres = lay.eta_centre(np.arange(lay.n_eta))
+        pe = np.floor((centres + RHO_ETA_MAX) / RHO_PATCH_DETA).astype(np.int64)
+        inside = (pe >= 0) & (pe < n_pe)
+        onehot = (pe[None, :] == np.arange(n_pe)[:, None]) & inside[None, :]
+        et = calo.total(lay.name) / np.cosh(centres)[None, :, None].astype(np.float32)
+        et_phi = et.reshape(calo.n_events, lay.n_eta, RHO_PATCH_NPHI, -1).sum(axis=3, dtype=np.float64)
+        patches += np.einsum("pe,nef->npf", onehot.astype(np.float64), et_phi)
+    area = RHO_PATCH_DETA * 2 * np.pi / RHO_PATCH_NPHI
+    return np.median(patches.reshape(calo.n_events, -1), axis=1) / area
 
 
 def _wrap(dphi: np.ndarray) -> np.ndarray:
@@ -336,6 +380,10 @@ def build_clusters(
     prof = _gather(calo.total("strips"), ev, s_i0, sj0, nstrip, 2).sum(axis=2).astype(np.float64)
     k = np.arange(nstrip)
     central = (k >= STRIP_HALF_WINDOW - ratio) & (k < STRIP_HALF_WINDOW + 2 * ratio)
+    # only the cluster's strips (the 3-middle-cell eta window, 24 strips) enter the strip shapes,
+    # as ATLAS's egammaStripsShape fills its strip array from the cluster's cells
+    prof = np.where(central[None, :], prof, 0.0)
+    inner = central & np.roll(central, 1) & np.roll(central, -1)  # both neighbours in the cluster
     imax = np.argmax(np.where(central[None, :], prof, -np.inf), axis=1)
     e1 = prof[np.arange(n), imax]
     dk = k[None, :] - imax[:, None]
@@ -359,7 +407,7 @@ def build_clusters(
     thr = cl.second_max_noise_sigma * st.noise_mev * math.sqrt(2.0)
     locmax = np.zeros_like(prof, dtype=bool)
     locmax[:, 1:-1] = (prof[:, 1:-1] > prof[:, :-2]) & (prof[:, 1:-1] >= prof[:, 2:])
-    cand = locmax & (np.abs(dk) <= 20) & (dk != 0) & (prof > thr)
+    cand = locmax & inner[None, :] & (dk != 0) & (prof > thr)
     e2 = np.where(cand, prof, -np.inf).max(axis=1) if n else np.zeros(0)
     has2 = np.isfinite(e2)
     i2 = np.argmax(np.where(cand, prof, -np.inf), axis=1) if n else np.zeros(0, int)
@@ -391,7 +439,10 @@ def build_clusters(
         core = (np.abs(de)[:, :, None] < 2.5 * mid.deta) & (np.abs(dp)[:, None, :] < 3.5 * mid.dphi)
         etcone += ((win * (cone & ~core)) / np.cosh(ce)[:, :, None]).sum(axis=(1, 2))
 
+    rho = event_density(calo)[ev] if n else np.zeros(0)
+    cone_area = np.pi * 0.2**2 - 5 * mid.deta * 7 * mid.dphi
     out.update(
+        eventDensity=rho, etcone20_corrected=etcone - rho * cone_area,
         energy=energy, pt=et, eta=eta, phi=phi, Rhad1=rhad1, Rhad=rhad,
         Reta=s37 / np.where(np.abs(e77) > 1e-9, e77, 1e-9),
         Rphi=e33 / np.where(np.abs(s37) > 1e-9, s37, 1e-9),

@@ -35,7 +35,7 @@ import numpy as np
 from lhcml.data.schema import PHOTON_DTYPE, PHOTON_TRUTH_ORIGIN
 from lhcml.errors import ConfigError
 from lhcml.sim.calo_geometry import CaloGeometry, load_geometry
-from lhcml.sim.calorimeter import simulate_calorimeter
+from lhcml.sim.calorimeter import pileup_cell_means, simulate_calorimeter
 from lhcml.sim.clusters import IMAGE_LAYERS, build_clusters
 
 #: masses (GeV) of the single particles we can make
@@ -241,14 +241,21 @@ def simulate_particles(
     geometry: CaloGeometry | None = None,
     min_pt_gev: float = 0.0,
     raw_images: bool = False,
+    pileup: Any = None,
 ) -> dict[str, np.ndarray]:
     """Calorimeter + clustering + truth for a batch of flat particles (hard and ``is_pileup``).
+
+    ``pileup`` is the :class:`lhcml.sim.pileup.PileupLibrary` the ``is_pileup`` particles came
+    from: with ``mu > 0`` its mean energy per cell times ``mu`` is subtracted from the cells, as
+    the readout does on average (:func:`lhcml.sim.calorimeter.pileup_cell_means`); ``None``
+    leaves the pile-up deposit uncorrected.
 
     Returns the same datasets as :func:`simulate_photon_events`.
     """
     geo = geometry or load_geometry()
     hard, hev, pile, pev = _split_pileup(cols, np.asarray(event, np.int64))
-    calo, converted = simulate_calorimeter(hard, hev, n_events, rng, pile, pev, geo, mu)
+    pu_mean = pileup_cell_means(pileup, geo) if (pileup is not None and mu > 0) else None
+    calo, converted = simulate_calorimeter(hard, hev, n_events, rng, pile, pev, geo, mu, pu_mean)
     clusters = build_clusters(calo, raw_images=raw_images)
     truth = _truth_match(clusters, hard, hev, converted)
     event_numbers = np.arange(n_events) if event_numbers is None else np.asarray(event_numbers)
@@ -304,7 +311,7 @@ def simulate_single(
             cols, ev, n_pu = _overlay_flat(cols, ev, m, mu, pileup, rng)
         parts.append(
             simulate_particles(cols, ev, m, rng, mu=mu, n_pu=n_pu, event_numbers=np.arange(start, start + m),
-                               geometry=geometry, raw_images=raw_images)
+                               geometry=geometry, raw_images=raw_images, pileup=pileup)
         )
     return _concat(parts)
 
@@ -473,7 +480,7 @@ def simulate_photon_events(
         parts.append(
             simulate_particles(cols, ev, m, rng, mu=float(mu), n_pu=n_pu, event_numbers=numbers,
                                weights=weights, geometry=geo, min_pt_gev=min_pt_gev,
-                               raw_images=raw_images)
+                               raw_images=raw_images, pileup=pileup)
         )
     if bar is not None:
         bar.close()
