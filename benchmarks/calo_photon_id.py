@@ -34,7 +34,7 @@ def _sim(work: Path, mu: float, n_sig: int, n_bkg: int, seed: int, pileup=None) 
     if (out / "photon_test.h5").is_file():
         return {s: out / f"photon_{s}.h5" for s in ("train", "val", "test")}
     parts, timing = [], {}
-    for proc, n, filt, s in (("gamma_jet", n_sig, None, seed), ("dijet_photon", n_bkg, 15.0, seed + 1)):
+    for proc, n, filt, s in (("gamma_jet", n_sig, None, seed), ("dijet_photon", n_bkg, "process", seed + 1)):
         t = time.time()
         d = simulate_photon_events(proc, n, mu, s, pileup, True, raw_images=mu > 0, em_filter_et_gev=filt,
                                    batch_size=100)  # fmt: skip

@@ -67,7 +67,7 @@ def simulate_chunk(process: str, n: int, seed: int, mus: list[float], pileup) ->
     from lhcml.sim.calo_geometry import load_geometry
     from lhcml.sim.decays import decay_v0s
     from lhcml.sim.generator import PARTICLE_FIELDS, PythiaGenerator, to_flat
-    from lhcml.sim.photons import em_filter, simulate_particles
+    from lhcml.sim.photons import EM_FILTER_DEFAULTS, em_filter, simulate_particles
     from lhcml.sim.processes import get_process
     from lhcml.tasks.photon.dataset import select_candidates
 
@@ -82,7 +82,7 @@ def simulate_chunk(process: str, n: int, seed: int, mus: list[float], pileup) ->
     numbers = np.arange(n) + int(seed) * 10_000
     c0, k0 = to_flat(ak.Array(particles), ["pid", "px", "py", "pz"])
     ev0 = np.repeat(np.arange(n), k0)
-    ok = em_filter(c0, ev0, n, 15.0) if process == BACKGROUND else acceptance_filter(c0, ev0, n)
+    ok = em_filter(c0, ev0, n, EM_FILTER_DEFAULTS[BACKGROUND]) if process == BACKGROUND else acceptance_filter(c0, ev0, n)
     particles, weights, numbers = particles[ok], weights[ok], numbers[ok]
     m = len(particles)
     out = {}
@@ -98,7 +98,7 @@ def simulate_chunk(process: str, n: int, seed: int, mus: list[float], pileup) ->
         cols, counts = to_flat(ak.Array(p), list(PARTICLE_FIELDS))
         d = simulate_particles(cols, np.repeat(np.arange(m), counts), m, r, mu=float(mu), n_pu=n_pu,
                                event_numbers=numbers, weights=weights, geometry=geo, min_pt_gev=20.0,
-                               raw_images=True)  # fmt: skip
+                               raw_images=True, pileup=pileup)  # fmt: skip
         out[mu] = select_candidates(d, process)
     return out
 

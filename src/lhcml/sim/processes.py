@@ -54,6 +54,15 @@ _WIDE_PTHAT = (
     "PhaseSpace:bias2SelectionPow = 4",
     "PhaseSpace:bias2SelectionRef = 200",
 )
+#: QCD dijets for fake photons (pT-hat > 20 GeV biased to high pT-hat; shared by the filtered and
+#: unfiltered dijet_photon processes)
+_DIJET_PHOTON_SETTINGS = (
+    "HardQCD:all = on",
+    "PhaseSpace:pTHatMin = 20",
+    "PhaseSpace:bias2Selection = on",
+    "PhaseSpace:bias2SelectionPow = 4",
+    "PhaseSpace:bias2SelectionRef = 20",
+)
 _NARROW_PTHAT = ("PhaseSpace:pTHatMin = 500", "PhaseSpace:pTHatMax = 750")
 
 
@@ -316,14 +325,16 @@ PROCESSES: dict[str, Process] = _register(
     Process(
         name="dijet_photon",
         kind="photon",
-        settings=(
-            "HardQCD:all = on",
-            "PhaseSpace:pTHatMin = 20",
-            "PhaseSpace:bias2Selection = on",
-            "PhaseSpace:bias2SelectionPow = 4",
-            "PhaseSpace:bias2SelectionRef = 20",
-        ),
-        description="hard QCD dijets: pi0/eta -> gamma gamma fake photons (weighted)",
+        settings=_DIJET_PHOTON_SETTINGS,
+        description="hard QCD dijets with a JF17-style EM filter (lhcml.sim.photons.EM_FILTER_DEFAULTS): "
+        "pi0/eta -> gamma gamma fake photons (weighted)",
+        jet_kind="photon",
+    ),
+    Process(
+        name="dijet_photon_unfiltered",
+        kind="photon",
+        settings=_DIJET_PHOTON_SETTINGS,
+        description="hard QCD dijets without the EM filter: all fake-photon candidates (weighted)",
         jet_kind="photon",
     ),
 )

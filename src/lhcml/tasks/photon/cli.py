@@ -32,7 +32,9 @@ def register(app: typer.Typer) -> None:
         pileup: Optional[Path] = typer.Option(None, "--pileup", help="pile-up library (.h5)"),  # noqa: UP045
         seed: int = typer.Option(1, "--seed"),
         raw_images: bool = typer.Option(False, "--raw-images", help="also store MeV images (for the PAED)"),
-        em_filter: float = typer.Option(15.0, "--em-filter", help="EM-enriched filter E_T (GeV) for dijets; 0: off"),
+        em_filter: Optional[float] = typer.Option(  # noqa: UP045
+            None, "--em-filter", help="JF17-style EM filter E_T (GeV) for dijets; default: the process's own "
+            "(17 for dijet_photon, none for dijet_photon_unfiltered); 0: off"),
     ) -> None:
         """Simulate prompt photons and jet fakes and write train/val/test files."""
         from lhcml.tasks.photon.dataset import make_photon_dataset
@@ -44,7 +46,8 @@ def register(app: typer.Typer) -> None:
             lib = PileupLibrary.load(pileup)
         n = {k: int(v) for k, v in _pairs(events, "--events").items()}
         for split, p in make_photon_dataset(output_dir, n, mu, seed, lib, raw_images,
-                                            em_filter_et_gev=em_filter or None, progress=True).items():
+                                            em_filter_et_gev="process" if em_filter is None else (em_filter or None),
+                                            progress=True).items():
             typer.echo(f"{split}: {p}")
 
     @app.command("photon-cuts")

@@ -18,7 +18,7 @@ import numpy as np
 from lhcml.errors import ConfigError
 
 SIGNAL_PROCESSES = ("gamma_jet", "h_gamgam")
-BACKGROUND_PROCESSES = ("dijet_photon",)
+BACKGROUND_PROCESSES = ("dijet_photon", "dijet_photon_unfiltered")
 
 
 def select_candidates(data: Mapping[str, np.ndarray], process: str) -> dict[str, np.ndarray]:
@@ -72,7 +72,7 @@ def make_photon_dataset(
     min_pt_gev: float = 20.0,
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     progress: bool = False,
-    em_filter_et_gev: float | None = 15.0,
+    em_filter_et_gev: float | str | None = "process",
 ) -> dict[str, Path]:
     """Simulate and write a photon-ID dataset.
 
@@ -89,8 +89,10 @@ def make_photon_dataset(
     raw_images
         Also store MeV images (needed to train the PAED denoiser).
     em_filter_et_gev
-        EM-enriched generator filter for the background processes
-        (:func:`lhcml.sim.photons.em_filter`); ``None`` switches it off.
+        JF17-style EM generator filter for the background processes
+        (:func:`lhcml.sim.photons.em_filter`): ``"process"`` (default) uses each process's own
+        (17 GeV for ``dijet_photon``, none for ``dijet_photon_unfiltered``), a number overrides it,
+        ``None`` switches it off.
 
     Returns
     -------
