@@ -63,20 +63,23 @@ _demo.register(app)
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors end in one message and exit status 2, not a traceback.
 
-    Set ``LHCML_DEBUG=1`` to get the full traceback instead.
+    Which exceptions count as user errors (lhcml's own, ``OSError`` and its subclasses,
+    ``UnicodeDecodeError``, pydantic's ``ValidationError``) and their wording live in one place,
+    :func:`lhcml.errors.user_message`; anything else is a bug and keeps its traceback. Set
+    ``LHCML_DEBUG=1`` to get the full traceback of a user error too.
     """
     import os
     import sys
 
-    from lhcml.errors import LhcmlError
+    from lhcml.errors import user_message
 
     try:
         app(args=argv, prog_name="lhcml")
-    except (LhcmlError, FileNotFoundError, FileExistsError, IsADirectoryError) as err:
-        if os.environ.get("LHCML_DEBUG"):
+    except Exception as err:  # noqa: BLE001 - classified by user_message, bugs are re-raised
+        message = user_message(err)
+        if message is None or os.environ.get("LHCML_DEBUG"):
             raise
-        kind = type(err).__name__
-        typer.secho(f"lhcml: {kind}: {err}", err=True, fg=typer.colors.RED)
+        typer.secho(f"lhcml: {message}", err=True, fg=typer.colors.RED)
         sys.exit(2)
 
 

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 
 from lhcml.data import schema
-from lhcml.errors import CorruptFileError, SchemaError
+from lhcml.errors import CorruptFileError, SchemaError, is_lock_error, locked_error
 
 #: float fields that may legitimately hold NaN (undefined for some objects)
 DEFAULT_ALLOW_NAN: tuple[str, ...] = (
@@ -59,32 +59,81 @@ def open_h5(path: str | Path) -> h5py.File:
     ------
     FileNotFoundError
         The file does not exist.
+    IsADirectoryError
+        The path is a directory (e.g. one named ``x.h5``).
+    PermissionError
+        The file is not readable by this user.
+    FileLockedError
+        Another process has the file open for writing (HDF5's file lock).
     CorruptFileError
         The file is not HDF5 (e.g. a ROOT file) or is truncated/corrupt.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"input {path} is a directory, not an HDF5 file; give the files inside it "
+            f"(e.g. '{path}/*.h5')"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"input file {path} does not exist; check the path or glob pattern")
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except PermissionError:
+        raise PermissionError(
+            f"input file {path} is not readable by this user; fix its permissions "
+            f"(chmod u+r) or read a copy"
+        ) from None
+    try:
         is_h5 = h5py.is_hdf5(path)
-    except OSError:
+    except OSError as err:
+        if is_lock_error(err):
+            raise locked_error(path) from None
         is_h5 = False
     if not is_h5:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
         hint = (
             "it is a ROOT file: convert it with `lhcml convert IN.root OUT.h5`"
-            if head == b"root"
+            if head[:4] == b"root"
             else "re-create the file with lhcml (or the training-dataset-dumper)"
         )
-        raise CorruptFileError(f"{path} is not an HDF5 file (first bytes {head!r}); {hint}")
+        raise CorruptFileError(f"{path} is not an HDF5 file (first bytes {head[:4]!r}); {hint}")
     try:
         return h5py.File(path, "r")
     except OSError as err:
+        if is_lock_error(err):
+            raise locked_error(path) from None
         raise CorruptFileError(
             f"{path} is truncated or corrupt and cannot be opened ({err}); "
             f"re-copy or re-create it (an interrupted copy or job leaves such files)"
         ) from None
+
+
+def read_error(path: str | Path, dataset: str, rows: tuple[int, int], err: OSError) -> OSError:
+    """The error to raise when rows of a dataset cannot be read (one wording for every reader).
+
+    A chunk that does not decode (truncated, corrupt, or compressed with a filter that is not
+    loaded) becomes :class:`CorruptFileError` naming the file, the dataset and the rows; a held
+    lock becomes :class:`FileLockedError`; file-system errors (permissions, ...) are returned
+    unchanged.
+    """
+    if is_lock_error(err):
+        return locked_error(path)
+    if isinstance(err, (PermissionError, FileNotFoundError, IsADirectoryError)):
+        return err
+    lo, hi = rows
+    return CorruptFileError(
+        f"{path}: dataset '{dataset}' rows {lo}-{hi} cannot be read ({err}); the file is "
+        f"truncated or corrupt, or compressed with a filter that is not available. Check it with "
+        f"`lhcml inspect --check {path}` and re-copy or re-create it"
+    )
+
+
+def read_fields(dset: h5py.Dataset, fields: list[str] | None, lo: int, hi: int, path: str | Path | None = None) -> np.ndarray:
+    """``dset.fields(fields)[lo:hi]`` (all fields if ``None``) with :func:`read_error`'s messages."""
+    try:
+        return dset[lo:hi] if fields is None else dset.fields(list(fields))[lo:hi]
+    except OSError as err:
+        raise read_error(path or dset.file.filename, dset.name.lstrip("/"), (lo, hi), err) from None
 
 
 def datasets(f: h5py.File) -> dict[str, h5py.Dataset]:
@@ -204,13 +253,7 @@ def check_values(
         read = floats + (["valid"] if "valid" in d.dtype.names and d.ndim > 1 else [])
         for lo in range(0, d.shape[0], block_rows):
             hi = min(lo + block_rows, d.shape[0])
-            try:
-                block = d.fields(read)[lo:hi]
-            except OSError as err:
-                raise CorruptFileError(
-                    f"{f.filename}: dataset '{name}' rows {lo}-{hi} cannot be read ({err}); the "
-                    f"file is truncated or corrupt: re-copy or re-create it"
-                ) from None
+            block = read_fields(d, read, lo, hi, f.filename)
             valid = block["valid"] if "valid" in read else None
             for var in floats:
                 x = block[var]

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from lhcml.data import schema
-from lhcml.data.checks import check_structure, datasets, open_h5
+from lhcml.data.checks import check_structure, datasets, open_h5, read_fields
 from lhcml.data.cuts import Cuts
 from lhcml.errors import SchemaError
 
@@ -32,6 +32,32 @@ Variables = Mapping[str, list[str] | None]
 
 #: target size of one chunk in bytes (HDF5's default chunk cache is 1 MiB)
 CHUNK_BYTES = 1 << 20
+
+
+#: HDF5 filter plugins (registered by ``import hdf5plugin`` in :mod:`lhcml.data`) writable by name;
+#: UPP and Salt write LZ4. Values: the hdf5plugin class and its HDF5 filter id.
+PLUGIN_FILTERS = {"lz4": ("LZ4", 32004), "zstd": ("Zstd", 32015), "blosc": ("Blosc", 32001),
+                  "bitshuffle": ("Bitshuffle", 32008)}  # fmt: skip
+
+
+def compression_kwargs(compression: str | h5py.Dataset | None, opts: Any = None) -> dict[str, Any]:
+    """``create_dataset`` keywords for a compression named ``lzf``, ``gzip``, one of
+    :data:`PLUGIN_FILTERS` or ``None``, or for the compression of an existing dataset (plugin
+    filters included, which h5py reports as "unknown" and cannot copy by name)."""
+    import hdf5plugin
+
+    if isinstance(compression, h5py.Dataset):
+        filters = compression._filters
+        for name in ("gzip", "lzf"):
+            if name in filters:
+                return {"compression": name, "compression_opts": compression.compression_opts}
+        for name, (_, fid) in PLUGIN_FILTERS.items():
+            if str(fid) in filters:
+                return dict(getattr(hdf5plugin, PLUGIN_FILTERS[name][0])())
+        return {"compression": None}
+    if compression in PLUGIN_FILTERS:
+        return dict(getattr(hdf5plugin, PLUGIN_FILTERS[compression][0])())
+    return {"compression": compression, "compression_opts": opts if compression == "gzip" else None}
 
 
 def units_of(dtype: np.dtype) -> dict[str, str]:
@@ -63,13 +89,17 @@ class H5Writer:
     attrs
         Extra file attributes (added to :data:`schema.FILE_ATTRS`); dicts/lists are stored as JSON.
     compression
-        ``"lzf"`` (fast, default), ``"gzip"`` or ``None``.
+        ``"lzf"`` (fast, default), ``"gzip"``, a plugin filter (``"lz4"``, as UPP and Salt write;
+        ``"zstd"``, ``"blosc"``, ``"bitshuffle"``) or ``None``.
     compression_opts
         gzip level.
     chunk_rows
         Rows per chunk for 1-D datasets; 2-D datasets use fewer rows so a chunk stays ~1 MiB.
     overwrite
         Replace an existing ``path``; otherwise raise ``FileExistsError``.
+    dataset_attrs
+        Attributes of individual datasets, e.g. ``{"jets": {"flavour_label": ["bjets", ...]}}``
+        (the class names, as UPP writes them and Salt reads them).
 
     Examples
     --------
@@ -86,9 +116,11 @@ class H5Writer:
         compression_opts: int | None = None,
         chunk_rows: int = 1000,
         overwrite: bool = True,
+        dataset_attrs: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        if compression not in ("lzf", "gzip", None):
-            raise ValueError(f"unknown compression '{compression}' (valid: lzf, gzip, None)")
+        if compression not in ("lzf", "gzip", None, *PLUGIN_FILTERS):
+            valid = ", ".join(["lzf", "gzip", *PLUGIN_FILTERS, "None"])
+            raise ValueError(f"unknown compression '{compression}' (valid: {valid})")
         self.path = Path(path)
         self.tmp = temp_path(self.path)
         self.attrs = {**schema.FILE_ATTRS, **(attrs or {})}
@@ -96,6 +128,7 @@ class H5Writer:
         self.compression_opts = compression_opts if compression == "gzip" else None
         self.chunk_rows = chunk_rows
         self.overwrite = overwrite
+        self.dataset_attrs = {k: dict(v) for k, v in (dataset_attrs or {}).items()}
         self._file: h5py.File | None = None
         self._rows: dict[str, int] = {}
         self._dtypes: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
@@ -162,14 +195,15 @@ class H5Writer:
             maxshape=(None, *arr.shape[1:]),
             dtype=arr.dtype,
             chunks=(rows, *arr.shape[1:]),
-            compression=self.compression,
-            compression_opts=self.compression_opts,
+            **compression_kwargs(self.compression, self.compression_opts),
             shuffle=False,
             track_times=False,
         )
         units = units_of(arr.dtype)
         if units:
             ds.attrs["units"] = json.dumps(units)
+        for k, v in self.dataset_attrs.get(name, {}).items():
+            ds.attrs[k] = v
         self._dtypes[name] = (arr.dtype, arr.shape[1:])
         self._rows[name] = 0
 
@@ -427,7 +461,7 @@ class H5Reader:
                 dsets = {k: f[k] for k in plan}
                 for a in range(lo, n, self.batch_size):
                     b = min(a + self.batch_size, n)
-                    batch = {k: d.fields(plan[k])[a:b] for k, d in dsets.items()}
+                    batch = {k: read_fields(d, plan[k], a, b, path) for k, d in dsets.items()}
                     if cuts:
                         mask = cuts(batch[self.jets_name])
                         if not mask.all():
@@ -479,13 +513,13 @@ class H5Reader:
             if n == 0:
                 continue
             with self._open(path, {self.jets_name: cuts.variables}) as f:
-                d = f[self.jets_name].fields(cuts.variables)
+                d = f[self.jets_name]
                 m = min(n, per_file)
                 # a few contiguous blocks evenly spaced through the file
                 n_blocks = min(10, m)
                 size = max(1, m // n_blocks)
                 for s in np.linspace(0, n - size, n_blocks).astype(int):
-                    block = d[s : s + size]
+                    block = read_fields(d, cuts.variables, int(s), int(s) + size, path)
                     passed += int(cuts(block).sum())
                     seen += len(block)
         return int(round(self.n_jets * passed / max(seen, 1)))
@@ -524,7 +558,7 @@ class H5Reader:
                         if len(sel) == 0:
                             continue
                         b = int(sel[-1]) + 1
-                        batch = {k: f[k].fields(v)[a:b][sel - a] for k, v in plan.items()}
+                        batch = {k: read_fields(f[k], v, a, b, path)[sel - a] for k, v in plan.items()}
                         if cuts:
                             mask = cuts(batch[self.jets_name])
                             batch = {k: v[mask] for k, v in batch.items()}

@@ -34,6 +34,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from lhcml.config import StrictModel, load_config
+from lhcml.data.checks import read_fields
 from lhcml.data.cuts import Cuts
 from lhcml.data.h5 import H5Writer
 from lhcml.data.normalisation import ClassCounter, NormAccumulator
@@ -420,6 +421,7 @@ class Preprocessor:
                     "classes": cfg.classes,
                     "resampling": r.method,
                 },
+                dataset_attrs={self.jets: {"flavour_label": list(cfg.classes)}},  # as UPP: Salt reads it
             )
             with writer:
                 for i in range(n_buckets):
@@ -451,7 +453,8 @@ class Preprocessor:
                 dtypes[g] = (dt, f[g].shape[1:])
         n = 0
         attrs = {"lhcml_config_hash": self.config_hash, "classes": self.cfg.classes}
-        with H5Writer(self.out / f"test_{sample}.h5", attrs=attrs) as writer:
+        with H5Writer(self.out / f"test_{sample}.h5", attrs=attrs,
+                      dataset_attrs={self.jets: {"flavour_label": list(self.cfg.classes)}}) as writer:
             for batch in _stream(files, dict.fromkeys(groups), self.cfg.batch_size):
                 mask, lab = self._select(batch[self.jets], sample, "test")
                 out = {g: _retype(batch[g][mask], dtypes[g][0]) for g in groups}
@@ -476,7 +479,7 @@ class Preprocessor:
                     if n is None:
                         n = 1
                         for s in range(0, len(f[g]), self.cfg.batch_size):
-                            n = max(n, int(f[g].fields([v])[s : s + self.cfg.batch_size][v].max()) + 1)
+                            n = max(n, int(read_fields(f[g], [v], s, s + self.cfg.batch_size, path)[v].max()) + 1)
                     labels.setdefault(g, {})[v] = n
         norm = NormAccumulator(inputs)
         counter = ClassCounter(labels)

@@ -281,8 +281,8 @@ def run_simulation(
         raise ConfigError(f"--events must be >= 1, got {n_events}")
     if events_per_shard < 1:
         raise ConfigError(f"--events-per-shard must be >= 1, got {events_per_shard}")
-    if mu < 0:
-        raise ConfigError(f"--mu must be >= 0, got {mu}")
+    if not math.isfinite(mu) or mu < 0:  # NaN would pass `mu < 0` and be written to the manifest
+        raise ConfigError(f"--mu must be a finite number >= 0, got {mu}")
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if not 0 <= int(seed) < 2**63:

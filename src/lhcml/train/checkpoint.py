@@ -9,13 +9,14 @@ rebuilt from the registry by name (never from pickled code).
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lhcml.errors import CheckpointMismatchError, CorruptFileError
+from lhcml.errors import CheckpointMismatchError, CorruptFileError, UnsafeCheckpointError
 
 #: keys of the training config that must agree between a checkpoint and a config/data
 _MUST_MATCH = (
@@ -60,11 +61,32 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise CorruptFileError(f"{path} is not a loadable lhcml checkpoint ({err})") from None
+    except pickle.UnpicklingError as err:
+        # torch's message suggests reloading with weights_only=False, i.e. running the file's
+        # code: pass on only what it found, never that advice
+        found = _unpickler_reason(str(err))
+        raise UnsafeCheckpointError(
+            f"{path} holds pickled Python objects that are not tensors or plain data ({found}); "
+            "lhcml never loads such files because unpickling them can run arbitrary code. It is "
+            "not a checkpoint written by lhcml: use the checkpoint from `lhcml train` or retrain"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - any other loading failure means a bad file
+        raise CorruptFileError(
+            f"{path} is not a loadable lhcml checkpoint ({_unpickler_reason(str(err))}); "
+            "re-copy it or retrain"
+        ) from None
     if not isinstance(ckpt, dict) or "lhcml" not in ckpt:
         raise CheckpointMismatchError(f"{path} is not an lhcml checkpoint (no 'lhcml' metadata)")
     return ckpt
+
+
+def _unpickler_reason(text: str) -> str:
+    """The finding of torch's safe unpickler, without torch's advice to load the file unsafely."""
+    text = text.split("WeightsUnpickler error:", 1)[-1]
+    advice = ("weights_only", "weights only", "trusted source", "documentation", "arbitrary code")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not any(a in ln.lower() for a in advice)]
+    return lines[0].rstrip(".") if lines else "content that is not tensors or plain data"
 
 
 def meta_config(meta: Mapping[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import torch
 from numpy.lib import recfunctions as rfn
 from torch.utils.data import IterableDataset
 
-from lhcml.data.checks import open_h5
+from lhcml.data.checks import open_h5, read_fields
 from lhcml.data.cuts import Cuts
 from lhcml.errors import ConfigError, CorruptFileError, SchemaError
 
@@ -175,7 +175,7 @@ def read_rows(
     for g, spec in specs.items():
         ds = f[g]
         if spec.kind == "image":
-            out[g] = np.asarray(ds[start:stop], dtype=np.float32)
+            out[g] = np.asarray(read_fields(ds, None, start, stop, source or f.filename), dtype=np.float32)
             if not np.isfinite(out[g]).all():
                 raise SchemaError(f"non-finite values in image '{g}' of {source or f.filename} (rows {start}-{stop})")
             continue
@@ -185,7 +185,7 @@ def read_rows(
         fields += [x for x in (label_fields or {}).get(g, []) if x not in fields]
         if g == main:
             fields += [x for x in jet_extra if x not in fields]
-        raw = ds.fields(fields)[start:stop]
+        raw = read_fields(ds, fields, start, stop, source or f.filename)
         x = _floats(raw, spec.variables)
         if spec.kind == "object":
             valid = np.asarray(raw["valid"], dtype=bool)
@@ -205,14 +205,14 @@ def read_rows(
         if g == main and jet_extra:
             jet_table = raw
     if jet_extra and main not in specs:
-        jet_table = f[main].fields(jet_extra)[start:stop]
+        jet_table = read_fields(f[main], jet_extra, start, stop, source or f.filename)
     if labels is not None:
         out["labels"] = labels.labels(jet_table)
     if weight_field:
         out["weights"] = np.asarray(jet_table[weight_field], dtype=np.float32)
     for g, lfs in (label_fields or {}).items():
         if g not in specs:
-            raw = f[g].fields(list(lfs))[start:stop]
+            raw = read_fields(f[g], list(lfs), start, stop, source or f.filename)
             for lf in lfs:
                 out[f"{g}_{lf}"] = _field_array(raw[lf])
     return out
@@ -316,7 +316,7 @@ class H5JetDataset(IterableDataset):
                     counts.append(e - s)
                     continue
                 with open_h5(self.files[i]) as f:
-                    jets = f[main_table(f)].fields(self.labels.jet_fields())[s:e]
+                    jets = read_fields(f[main_table(f)], self.labels.jet_fields(), s, e, self.files[i])
                 counts.append(int((self.labels.labels(jets) >= 0).sum()))
             self._chunk_counts = counts
         return self._chunk_counts
@@ -330,7 +330,7 @@ class H5JetDataset(IterableDataset):
         for i, s, e in self.chunks():
             with open_h5(self.files[i]) as f:
                 fields = self.labels.jet_fields() + ([self.weight_field] if self.weight_field else [])
-                jets = f[main_table(f)].fields(fields)[s:e]
+                jets = read_fields(f[main_table(f)], fields, s, e, self.files[i])
             lab = self.labels.labels(jets)
             w = np.asarray(jets[self.weight_field], float) if self.weight_field else np.ones(len(lab))
             counts += np.bincount(lab[lab >= 0], weights=w[lab >= 0], minlength=n)

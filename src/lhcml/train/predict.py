@@ -15,7 +15,9 @@ is given, its data inputs, classes and model against the checkpoint's.
 
 from __future__ import annotations
 
+import glob
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -91,12 +93,55 @@ def _with_columns(jets: np.ndarray, columns: dict[str, np.ndarray]) -> np.ndarra
     return out
 
 
-def write_columns(src: Path, dst: Path, columns: dict[str, np.ndarray]) -> Path:
-    """Write ``src`` with ``columns`` added to ``jets`` to ``dst`` atomically (``dst`` may be ``src``)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+_HOST = socket.gethostname()
+
+
+def _tmp_name(dst: Path) -> Path:
+    """Hidden temporary name next to ``dst``: ``.<name>.<host>.<pid>.lhcml-tmp``."""
+    return dst.with_name(f".{dst.name}.{_HOST}.{os.getpid()}.lhcml-tmp")
+
+
+def remove_stale_temporaries(dst: Path) -> list[Path]:
+    """Delete the temporary copies of ``dst`` left by killed ``predict`` runs on this host.
+
+    A temporary belongs to a dead run if its process id no longer exists on this host (live runs
+    and runs on other hosts sharing the file system are left alone). Returns the removed paths.
+    """
+    removed = []
+    for tmp in dst.parent.glob(f".{glob.escape(dst.name)}.*.lhcml-tmp"):
+        host, _, pid = tmp.name[len(dst.name) + 2 : -len(".lhcml-tmp")].rpartition(".")
+        if host != _HOST or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
     try:
-        with h5py.File(src, "r") as fin, h5py.File(tmp, "w") as fout:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_columns(src: Path, dst: Path, columns: dict[str, np.ndarray], replace: bool = True) -> Path:
+    """Write ``src`` with ``columns`` added to ``jets`` to ``dst`` atomically (``dst`` may be ``src``).
+
+    The copy is written to a hidden temporary next to ``dst`` and renamed onto ``dst``
+    (``replace=False``: left under the temporary name, which is returned, for the caller to
+    rename). Temporaries of killed earlier runs are removed first.
+    """
+    from lhcml.data.checks import open_h5, read_error, read_fields
+    from lhcml.data.h5 import compression_kwargs
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(dst)
+    tmp = _tmp_name(dst)
+    try:
+        with open_h5(src) as fin, h5py.File(tmp, "w") as fout:
             for k, v in fin.attrs.items():
                 fout.attrs[k] = v
             from lhcml.train.datamodule import main_table
@@ -104,20 +149,50 @@ def write_columns(src: Path, dst: Path, columns: dict[str, np.ndarray]) -> Path:
             table = main_table(fin)
             for name in fin:
                 if name != table:
-                    fin.copy(fin[name], fout, name=name)
+                    try:
+                        fin.copy(fin[name], fout, name=name)
+                    except OSError as err:
+                        n = fin[name].shape[0] if isinstance(fin[name], h5py.Dataset) and fin[name].shape else 0
+                        raise read_error(src, name, (0, n), err) from None
             jets_in = fin[table]
-            jets = _with_columns(jets_in[:], columns)
+            jets = _with_columns(read_fields(jets_in, None, 0, len(jets_in), src), columns)
             ds = fout.create_dataset(
                 table, data=jets, maxshape=(None,), chunks=jets_in.chunks or (1000,),
-                compression=jets_in.compression, compression_opts=jets_in.compression_opts,
+                **compression_kwargs(jets_in),  # plugin filters (LZ4 of UPP/Salt files) too
             )  # fmt: skip
             for k, v in jets_in.attrs.items():
                 ds.attrs[k] = v
+        if not replace:
+            return tmp
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return dst
+
+
+def _destinations(files: list[Path], output_dir: str | Path | None) -> list[Path]:
+    """Where each input's copy goes; refuses two inputs that would land on the same file."""
+    if output_dir is None:
+        dsts = list(files)
+    else:
+        dsts = [Path(output_dir) / p.name for p in files]
+        for p, d in zip(files, dsts, strict=True):
+            if d.resolve() == p.resolve():
+                raise ConfigError(f"output_dir {output_dir} is the input's folder; omit it to write in place")
+    seen: dict[Path, Path] = {}
+    for p, d in zip(files, dsts, strict=True):
+        key = d.resolve()
+        if key in seen:
+            if seen[key].resolve() == p.resolve():
+                raise ConfigError(f"{p} is given twice; give every input file once")
+            raise ConfigError(
+                f"inputs {seen[key]} and {p} have the same file name: their predictions would both be "
+                f"written to {d}. Predict them into different --output-dir folders (one command each), "
+                "or rename one of them"
+            )
+        seen[key] = p
+    return dsts
 
 
 def predict(
@@ -163,15 +238,22 @@ def predict(
     files = [Path(p) for p in files]
     if not files:
         raise ConfigError("no input files given to predict")
+    dsts = _destinations(files, output_dir)
     specs = {p: _specs_for(p, checkpoint, meta) for p in files}  # check all before writing any
-    written = []
-    for p in files:
-        ds = H5JetDataset([p], specs[p], labels=None, batch_size=batch_size, chunk_size=max(batch_size, 100_000))
-        n = sum(e - s for _, s, e in ds.chunks())
-        probs = predict_arrays(kind, model, ds, n, desc=p.name)
-        cols = {f"{name}_{o}": probs[:, i] for i, o in enumerate(meta["outputs"])}
-        dst = p if output_dir is None else Path(output_dir) / p.name
-        if output_dir is not None and dst.resolve() == p.resolve():
-            raise ConfigError(f"output_dir {output_dir} is the input's folder; omit it to write in place")
-        written.append(write_columns(p, dst, cols))
-    return written
+    # every copy is complete under a temporary name before the first is renamed: an error in
+    # any input leaves no output changed
+    done: list[tuple[Path, Path]] = []
+    try:
+        for p, dst in zip(files, dsts, strict=True):
+            ds = H5JetDataset([p], specs[p], labels=None, batch_size=batch_size, chunk_size=max(batch_size, 100_000))
+            n = sum(e - s for _, s, e in ds.chunks())
+            probs = predict_arrays(kind, model, ds, n, desc=p.name)
+            cols = {f"{name}_{o}": probs[:, i] for i, o in enumerate(meta["outputs"])}
+            done.append((write_columns(p, dst, cols, replace=False), dst))
+    except BaseException:
+        for tmp, _ in done:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, dst in done:
+        os.replace(tmp, dst)
+    return dsts

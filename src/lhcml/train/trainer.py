@@ -132,6 +132,35 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _keep_metrics(csv_logger: Any, last_epoch: int) -> None:
+    """Carry the ``metrics.csv`` rows of epochs ``<= last_epoch`` over into a resumed run.
+
+    Lightning's CSV logger deletes an existing ``metrics.csv`` when it starts; the rows of the
+    epochs finished before the crash (those the resumed checkpoint holds) are read first and
+    handed to the new writer, which writes them back ahead of the new epochs. Rows of the
+    interrupted epoch are dropped: that epoch is trained again.
+    """
+    import csv
+
+    path = Path(csv_logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = []
+    for r in rows:
+        try:
+            epoch = int(float(r.get("epoch") or "nan"))
+        except ValueError:
+            continue
+        if epoch > last_epoch:
+            continue
+        kept.append({k: float(v) for k, v in r.items() if k and v not in (None, "")})
+    writer = csv_logger.experiment  # rank 0: creates the writer, which deletes the old file
+    if hasattr(writer, "log_metrics") and hasattr(writer, "metrics"):
+        writer.metrics[:0] = [{**r, "step": int(r.get("step", 0))} for r in kept]
+
+
 def train(
     cfg: TrainConfig,
     resume: bool = False,
@@ -157,10 +186,15 @@ def train(
     Path
         The best checkpoint (lowest ``val_loss``), or the BDT model file for ``mv2``.
     """
-    if devices is not None:
-        cfg.trainer.devices = devices
-    if strategy is not None:
-        cfg.trainer.strategy = strategy
+    if devices is not None or strategy is not None:
+        from lhcml.config import validate_config
+        from lhcml.train.config import TrainerConfig
+
+        # validated like the config keys: --devices 0 is one clear ConfigError
+        given = {"devices": devices, "strategy": strategy}
+        options = " ".join(f"--{k} {v}" for k, v in given.items() if v is not None)
+        trainer = {**cfg.trainer.model_dump(), **{k: v for k, v in given.items() if v is not None}}
+        cfg.trainer = validate_config(TrainerConfig, trainer, source=f"the command line ({options})")
     out = Path(cfg.output_dir)
     specs, labels = prepare_inputs(cfg)
     from lhcml.models.bdt import BDT_MODELS
@@ -287,7 +321,10 @@ def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: boo
     callbacks: list[Any] = [ckpt_cb, last_cb, LearningRateMonitor(logging_interval="epoch"), _SetEpoch()]
     if cfg.trainer.patience is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.trainer.patience))
-    loggers: list[Any] = [CSVLogger(save_dir=out, name="logs", version="")]
+    csv_logger = CSVLogger(save_dir=out, name="logs", version="")
+    if resume:
+        _keep_metrics(csv_logger, int(resumed.get("epoch", -1)))
+    loggers: list[Any] = [csv_logger]
     try:
         import tensorboard  # noqa: F401
         from lightning.pytorch.loggers import TensorBoardLogger

@@ -22,7 +22,7 @@ def run_tune(
     from lhcml.train.config import _resolve_raw, config_from_dict
     from lhcml.tune.objective import TrainObjective
     from lhcml.tune.report import write_report
-    from lhcml.tune.space import check_paths, load_space
+    from lhcml.tune.space import check_space, load_space
     from lhcml.tune.storage import resolve_storage_url
     from lhcml.tune.study import run_study
 
@@ -31,7 +31,7 @@ def run_tune(
         space = space.model_copy(update={"n_trials": n_trials})
     base_cfg = _resolve_raw(Path(config))
     config_from_dict(base_cfg, source=str(config))  # validate before any trial runs
-    check_paths(space, base_cfg)
+    check_space(space, base_cfg, source=str(config))  # every parameter names a config key
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     url = resolve_storage_url(storage, out)
@@ -41,7 +41,35 @@ def run_tune(
         cluster = ClusterSpec.parse(cluster, **(cluster_options or {}))
     study = run_study(space, url, TrainObjective(base_cfg, space, out), workers=workers,
                       cluster=cluster, progress=progress)  # fmt: skip
-    return write_report(study, space, base_cfg, out)
+    report = write_report(study, space, base_cfg, out)
+    _require_completed(study, out, report)
+    return report
+
+
+def _require_completed(study, out: Path, report: Path) -> None:
+    """:class:`StudyFailedError` (with the first failure's reason) if no trial completed."""
+    from optuna.trial import TrialState
+
+    from lhcml.errors import StudyFailedError
+
+    if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    reasons = [t.user_attrs.get("lhcml_fail_reason") for t in failed if t.user_attrs.get("lhcml_fail_reason")]
+    why = f"; the first failure: {reasons[0]}" if reasons else ""
+    raise StudyFailedError(
+        f"no trial of the study completed ({len(failed)} failed, "
+        f"{len(study.trials) - len(failed)} pruned or unfinished), so no best config was written"
+        f"{why}. Fix the training config or the search space (each trial's log is in "
+        f"{out / 'trials'}, the trial list in {report})"
+    )
+
+
+def best_config_paths(output: Path) -> list[Path]:
+    """The best config(s) a study wrote: ``best_config.yaml`` or one per Pareto-optimal trial."""
+    pareto = sorted(Path(output).glob("pareto_trial*.yaml"))
+    best = Path(output) / "best_config.yaml"
+    return pareto or ([best] if best.is_file() else [])
 
 
 def register(app: typer.Typer) -> None:
@@ -76,4 +104,5 @@ def register(app: typer.Typer) -> None:
         report = run_tune(config, space, output, storage, workers, cluster, n_trials,
                           cluster_options={k: v for k, v in opts.items() if v is not None})  # fmt: skip
         typer.echo(f"report: {report}")
-        typer.echo(f"best config: {Path(output) / 'best_config.yaml'}")
+        for path in best_config_paths(output):
+            typer.echo(f"best config: {path}")

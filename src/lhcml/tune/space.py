@@ -172,3 +172,38 @@ def apply_params(cfg: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         node, leaf = _walk(out, path)
         node[leaf] = value
     return out
+
+
+def probe_params(space: SearchSpace) -> list[dict[str, Any]]:
+    """Two parameter sets at the ends of the space: every ``low``/first choice, every ``high``/last."""
+    lo: dict[str, Any] = {}
+    hi: dict[str, Any] = {}
+    for name, p in space.parameters.items():
+        if p.type == "categorical":
+            lo[name], hi[name] = copy.deepcopy((p.choices or [None])[0]), copy.deepcopy((p.choices or [None])[-1])
+        elif p.type == "int":
+            lo[name], hi[name] = int(p.low), int(p.high)
+        else:
+            lo[name], hi[name] = float(p.low), float(p.high)
+    return [lo, hi] if hi != lo else [lo]
+
+
+def check_space(space: SearchSpace, cfg: dict[str, Any], source: str = "the training config") -> None:
+    """Refuse, before any trial, a space that names keys the training config does not have.
+
+    Every parameter path must exist in the config's schema (``optimizer.lrate`` fails with
+    "did you mean 'lr'?"), model hyperparameters must be arguments of the model, and the ends
+    of every range must be valid values. Raises :class:`ConfigError`.
+    """
+    check_paths(space, cfg)
+    from lhcml.train.config import check_hyperparameters, config_from_dict
+
+    for params in probe_params(space):
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        tcfg = config_from_dict(apply_params(cfg, params), source=f"{source} with the search-space values {shown}")
+        from lhcml.models.bdt import BDT_MODELS
+
+        if tcfg.model.name not in BDT_MODELS:
+            from lhcml.models.registry import get_model_class
+
+            check_hyperparameters(get_model_class(tcfg.model.name), tcfg.model.hyperparameters(), tcfg.model.name)

@@ -12,6 +12,8 @@ HEARTBEAT_INTERVAL = 10
 GRACE_PERIOD = 40
 
 _RDB_PREFIXES = ("postgresql", "postgres", "sqlite", "mysql")
+#: the one PostgreSQL driver lhcml uses (psycopg2-binary, in the ``scale`` extra)
+POSTGRES_DRIVER = "postgresql+psycopg2"
 
 
 def resolve_storage_url(storage: str | None, out_dir: str | Path) -> str:
@@ -25,11 +27,24 @@ def resolve_storage_url(storage: str | None, out_dir: str | Path) -> str:
     if storage.startswith("journal:"):
         return f"journal:{Path(storage[len('journal:'):]).resolve()}"
     if storage.split(":", 1)[0].split("+", 1)[0] in _RDB_PREFIXES:
-        return storage
+        return with_driver(storage)
     raise ConfigError(
         f"unknown storage '{storage}': use 'journal' (default, a file next to the results), "
         "'journal:PATH', or a database URL such as postgresql://user@host:5432/dbname"
     )
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://...`` (the documented form) or ``postgres://...`` with lhcml's driver named.
+
+    SQLAlchemy >= 2.1 maps a bare ``postgresql://`` to psycopg (3) while ``lhcml[scale]``
+    installs psycopg2, so the URL names :data:`POSTGRES_DRIVER`. URLs that name a driver
+    (``postgresql+psycopg://``) and other databases are returned unchanged.
+    """
+    scheme, sep, rest = url.partition(":")
+    if sep and scheme in ("postgresql", "postgres"):
+        return f"{POSTGRES_DRIVER}:{rest}"
+    return url
 
 
 def is_journal(url: str) -> bool:
@@ -52,8 +67,7 @@ def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_p
         path = Path(url[len("journal:"):])
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://"):]
+    url = with_driver(url)
     try:  # Optuna >= 4.9 names the retry callback after heartbeats
         from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
 
@@ -73,7 +87,8 @@ def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_p
     except (ImportError, ModuleNotFoundError) as err:
         raise ConfigError(
             f"storage {url.split('://')[0]} needs a database driver: {err}. "
-            "Install it with `pip install lhcml[scale]` (psycopg2-binary for PostgreSQL)"
+            "Install it with `pip install lhcml[scale]` (psycopg2-binary for PostgreSQL; give the "
+            "URL as postgresql://user@host:port/db)"
         ) from None
     except optuna.exceptions.StorageInternalError as err:
         raise ConfigError(f"cannot connect to storage {url}: {err}") from None

@@ -9,9 +9,11 @@ parameters are re-queued, so the study stays consistent and carries on.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,11 +27,26 @@ _HOST = socket.gethostname()
 MAX_RETRY = 2
 
 
-def make_sampler(space: SearchSpace, worker_index: int = 0):
-    """The Optuna sampler named in the space, seeded per worker (different workers, different draws)."""
+def worker_seed(study_seed: int, worker_index: int, start: int = 0, n_existing: int = 0) -> int:
+    """The sampler seed of one worker start: ``(study seed, worker id, start, trials before it)``.
+
+    ``start`` counts the restarts of the worker slot (a replacement of a killed worker has
+    ``start >= 1``) and ``n_existing`` is the number of trials the study already held when the
+    worker started (a resumed or extended study, a Dask retry): either differs between a killed
+    worker and its replacement, so the replacement does not replay the killed worker's draws.
+    A fresh single-worker study (0, 0, 0, 0) stays reproducible for a given study seed.
+    """
+    import numpy as np
+
+    ss = np.random.SeedSequence([int(study_seed) & 0xFFFFFFFF, int(worker_index), int(start), int(n_existing)])
+    return int(ss.generate_state(1, dtype=np.uint32)[0])
+
+
+def make_sampler(space: SearchSpace, worker_index: int = 0, start: int = 0, n_existing: int = 0):
+    """The Optuna sampler named in the space, seeded per worker start (see :func:`worker_seed`)."""
     import optuna
 
-    seed = space.seed + 1000 * worker_index
+    seed = worker_seed(space.seed, worker_index, start, n_existing)
     if space.sampler == "grid":
         return optuna.samplers.GridSampler(space.grid(), seed=seed)
     if space.sampler == "random":
@@ -56,11 +73,17 @@ def make_pruner(space: SearchSpace):
     return optuna.pruners.NopPruner()
 
 
-def create_or_load_study(space: SearchSpace, storage_url: str, worker_index: int = 0):
+def create_or_load_study(
+    space: SearchSpace,
+    storage_url: str,
+    worker_index: int = 0,
+    heartbeat_interval: float = HEARTBEAT_INTERVAL,
+    grace_period: float = GRACE_PERIOD,
+):
     """Create the study (or load it to resume/extend); the space is recorded in its attributes."""
     import optuna
 
-    storage = make_storage(storage_url)
+    storage = make_storage(storage_url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     kwargs: dict[str, Any] = {
         "study_name": space.study_name,
         "storage": storage,
@@ -76,7 +99,11 @@ def create_or_load_study(space: SearchSpace, storage_url: str, worker_index: int
     if "lhcml_space" not in study.user_attrs:
         study.set_user_attr("lhcml_space", space.model_dump(mode="json"))
         study.set_user_attr("lhcml_seed", space.seed)
-        study.set_metric_names([o.metric for o in space.objectives])
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([o.metric for o in space.objectives])
     return study
 
 
@@ -117,12 +144,17 @@ def fail_stale_trials(study, grace_period: float = GRACE_PERIOD, dead_pids: set[
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         host, pid = t.user_attrs.get("lhcml_host"), t.user_attrs.get("lhcml_pid")
-        beat = t.user_attrs.get("lhcml_heartbeat", t.datetime_start.timestamp() if t.datetime_start else now)
-        gone = False
-        if pid is not None and host == _HOST and (not _pid_alive(int(pid)) or int(pid) in (dead_pids or set())):
-            gone = True
-        elif now - float(beat) > grace_period:
-            gone = True
+        beat = t.user_attrs.get("lhcml_heartbeat")
+        if pid is not None and host == _HOST:
+            # a worker on this host: its process decides, however long its trial runs
+            gone = not _pid_alive(int(pid)) or int(pid) in (dead_pids or set())
+        elif beat is not None:
+            # elsewhere, with a journal: lhcml's own heartbeat attribute
+            gone = now - float(beat) > grace_period
+        else:
+            # elsewhere, with a database: Optuna's heartbeat (RDBStorage) fails and re-queues
+            # those trials itself; the trial's start time says nothing about its worker
+            gone = False
         if not gone:
             continue
         try:
@@ -175,6 +207,8 @@ class WorkerSpec:
     heartbeat_interval: float = HEARTBEAT_INTERVAL
     grace_period: float = GRACE_PERIOD
     env: dict[str, str] = field(default_factory=dict)
+    #: how many times this worker slot was started before (replacements of killed workers)
+    start: int = 0
 
 
 def run_worker(spec: WorkerSpec) -> int:
@@ -186,11 +220,28 @@ def run_worker(spec: WorkerSpec) -> int:
     os.environ.update(spec.env)
     if spec.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(spec.gpu)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # a failed trial is reported in one line below (Optuna's own report carries a traceback)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = SearchSpace.model_validate(spec.space)
-    study = create_or_load_study(space, spec.storage_url, spec.worker_index)
+    study = create_or_load_study(
+        space, spec.storage_url, spec.worker_index, spec.heartbeat_interval, spec.grace_period
+    )
+    # a replacement worker, a Dask retry or a resumed study must not replay earlier draws
+    study.sampler = make_sampler(space, spec.worker_index, spec.start, len(study.get_trials(deepcopy=False)))
     journal = is_journal(spec.storage_url)
     ran = 0
+
+    def run(trial):
+        try:
+            return spec.objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:
+            # kept with the trial: a study whose every trial fails reports why
+            reason = f"{type(err).__name__}: {err}"[:1000]
+            trial.set_user_attr("lhcml_fail_reason", reason)
+            print(f"lhcml tune: trial {trial.number} failed: {reason}", file=sys.stderr, flush=True)
+            raise
 
     def objective(trial):
         nonlocal ran
@@ -201,8 +252,8 @@ def run_worker(spec: WorkerSpec) -> int:
         if journal:
             trial.set_user_attr("lhcml_heartbeat", time.time())
             with _Heartbeat(study, trial._trial_id, spec.heartbeat_interval):
-                return spec.objective(trial)
-        return spec.objective(trial)
+                return run(trial)
+        return run(trial)
 
     def housekeeping(study, trial) -> None:
         if journal:
@@ -256,7 +307,8 @@ def run_study(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = create_or_load_study(space, storage_url)  # create once, before workers race
+    # create once, before workers race
+    study = create_or_load_study(space, storage_url, 0, heartbeat_interval, grace_period)
     n_gpu = _detect_gpus()
     specs = [
         WorkerSpec(
@@ -308,6 +360,7 @@ def _run_local(specs: list[WorkerSpec], study, space: SearchSpace, progress: boo
                     owed = n_finished(study) < space.n_trials or n_waiting(study) > 0
                     if owed and restarts < max_restarts:
                         restarts += 1
+                        s = dataclasses.replace(s, start=s.start + 1)  # new sampler seed
                         q = mp.get_context("spawn").Process(target=run_worker, args=(s,))
                         q.start()
                         procs[idx] = (q, s)
