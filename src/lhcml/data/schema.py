@@ -59,6 +59,14 @@ JET_FIELDS: list[tuple[str, str]] = [
     ("primaryVertexZ", "f4"),  # mm, reconstructed hard-scatter vertex z
     ("truthPrimaryVertexZ", "f4"),  # mm
     ("jetPtRank", "i2"),
+    ("truthJetPt", "f4"),  # MeV, matched anti-kt 0.4 truth jet (visible, no muons/neutrinos; -1 unmatched)
+    ("truthJetEta", "f4"),  # eta of that truth jet (-1 unmatched)
+    ("truthPromptLepton", "?"),  # a prompt e/mu (W/Z/tau/gamma* decay) with pT > 0.5 jet pT within dR < 0.4 (sim.leptons)
+    ("overlapsElectron", "?"),  # removed by the overlap removal with an electron (kept only on request)
+    ("overlapsMuon", "?"),  # removed by the overlap removal with a muon (kept only on request)
+    ("pt_btagJes", "f4"),  # MeV, = pt: ATLAS's b-tagging-JES name (GN2 configs); lhcml jets are calibrated
+    ("eta_btagJes", "f4"),  # = eta (ATLAS name, as pt_btagJes)
+    ("absEta_btagJes", "f4"),  # = |eta| (ATLAS name, as pt_btagJes)
 ]
 
 # --- tracks associated to small-R jets ------------------------------------------------------
@@ -154,6 +162,7 @@ EVENT_FIELDS: list[tuple[str, str]] = [
     ("primaryVertexZ", "f4"),  # mm, reconstructed hard-scatter vertex z (sim.vertexing)
     ("nPrimaryVertices", "i2"),  # reconstructed vertices (hard scatter + pile-up) in the event
     ("pvIsHardScatter", "?"),  # chosen vertex within 0.1 mm in z of the truth hard-scatter vertex
+    ("nTruthPromptLeptons", "i2"),  # final-state prompt e/mu of the hard scatter (sim.leptons.prompt_lepton_mask)
 ]
 
 JET_DTYPE = np.dtype(JET_FIELDS)
@@ -166,6 +175,19 @@ EVENT_DTYPE = np.dtype(EVENT_FIELDS)
 def empty(dtype: np.dtype, shape: int | tuple[int, ...]) -> np.ndarray:
     """A structured array of ``shape`` with floats NaN-free zeros and ``valid`` False."""
     return np.zeros(shape, dtype=dtype)
+
+
+def fill_btag_jes(jets: np.ndarray) -> np.ndarray:
+    """Set the ATLAS b-tagging-JES names of a jets table from its calibrated ``pt``/``eta``.
+
+    ATLAS's dumper writes ``pt_btagJes``/``eta_btagJes``/``absEta_btagJes`` (the jet after the
+    b-tagging calibration) and the GN2 preprocessing/training configs use them; lhcml's small-R
+    jets are calibrated already, so the values equal ``pt``, ``eta`` and ``|eta|``.
+    """
+    jets["pt_btagJes"] = jets["pt"]
+    jets["eta_btagJes"] = jets["eta"]
+    jets["absEta_btagJes"] = np.abs(jets["eta"])
+    return jets
 
 #: dataset names whose first dimension counts events, not jets (exempt from the shared
 #: first-dimension rule that holds for the per-jet datasets ``jets``, ``tracks``, ``flow``, ...)
@@ -189,6 +211,7 @@ FIELD_UNITS: dict[str, str] = {
     "qOverP": "1/MeV",
     "qOverPUncertainty": "1/MeV",
 }
+FIELD_UNITS["pt_btagJes"] = "MeV"  # ATLAS name of the calibrated jet pT (fill_btag_jes)
 
 # --- photon candidates (calorimeter clusters; lhcml.sim.photons) ----------------------------
 #: truthOrigin values of photon candidates (the leading truth particle of the cluster)

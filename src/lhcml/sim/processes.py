@@ -129,6 +129,9 @@ class Process:
         of the process is modelled as ``exp(-pt / slope)`` (slope measured on the process, see
         ``docs/simulation.md``); the weight ``exp(+pt / slope)``, normalised to 1 at ``pt_min``,
         multiplies ``mcEventWeight``. ``None``: no flattening.
+    keep_lepton_overlaps
+        Small-R jets removed by the lepton overlap removal (:mod:`lhcml.sim.leptons`) stay in the
+        jets dataset, flagged ``overlapsElectron``/``overlapsMuon`` (for studies); default: dropped.
     """
 
     name: str
@@ -142,6 +145,7 @@ class Process:
     signal_labels: tuple[int, ...] | None = None
     flatten_pt: tuple[float, float, float] | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
+    keep_lepton_overlaps: bool = False
 
     def pythia_settings(self, seed: int) -> tuple[str, ...]:
         """All Pythia settings for this process with ``seed`` (common + process + seed)."""
