@@ -204,9 +204,12 @@ def _tau32_shift(samples: list[Sample], p: dict[str, Any]) -> dict[str, Measurem
     values, why = [], []
     for s in samples:
         try:
-            values.append(_tau32_values(s, p["label"]))
+            v = _tau32_values(s, p["label"])
         except NotInSample as err:
             why.append(f"{s.label}: {err}")
+            continue
+        if len(v):  # e.g. a W/Z sample has no top jets
+            values.append(v)
     if len(values) < 2:
         raise NotInSample("needs >= 2 samples with large-R jets and tau32 (Tau32_wta or flow)"
                           + (f" ({'; '.join(why)})" if why else ""))  # fmt: skip
