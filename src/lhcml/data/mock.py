@@ -82,6 +82,7 @@ def _ftag_tables(n_jets: int, n_tracks: int, seed: int) -> dict[str, np.ndarray]
     mass = pt * np.exp(rng.normal(np.log(0.12), 0.35, n_jets)) * np.where(flav == 5, 1.15, 1.0)
     jets["pt"], jets["eta"], jets["phi"], jets["mass"] = pt, eta, phi, mass
     jets["energy"] = np.hypot(pt * np.cosh(eta), mass)
+    schema.fill_btag_jes(jets)
     jets["HadronConeExclTruthLabelID"] = flav
     ext = flav.astype(np.int8).copy()
     ext[(flav == 5) & (rng.random(n_jets) < 0.1)] = 55

@@ -35,6 +35,7 @@ from lhcml.data.schema import (
     N_TRACKS,
     TRACK_DTYPE,
     empty,
+    fill_btag_jes,
 )
 from lhcml.errors import ConfigError
 from lhcml.sim.generator import FlatTable, offsets_of
@@ -331,6 +332,7 @@ def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices) ->
         jets[k] = v * _GEV if k == "HadronConeExclTruthLabelPt" else v
     jets["jetPtRank"] = np.arange(len(jet_event)) - sel.offsets[jet_event]
 
+    fill_btag_jes(jets)  # pt_btagJes, eta_btagJes, absEta_btagJes (ATLAS names, GN2 configs)
     from lhcml.sim.association import associate_tracks
 
     sel_ak = FlatTable({"pt": sel["pt"], "eta": sel["eta"], "phi": sel["phi"]}, n_sel).to_awkward()
