@@ -380,3 +380,10 @@ def test_a_value_just_outside_its_range_fails_only_when_significant():
     assert evaluate(c, vc.Measurement(1.0, 0.001, 10, ""))[0] == "not-in-sample"  # < min_entries
     u = next(c for c in load_reference().checks if c.tag == "unverified" and c.bounds())
     assert evaluate(u, vc.Measurement(1e9, 1.0, 10_000, ""))[:2] == ("unverified", False)
+
+
+def test_docs_render_the_shipped_table():
+    from lhcml.sim.validation import reference_markdown
+
+    doc = (Path(__file__).parents[1] / "docs" / "validation.md").read_text()
+    assert reference_markdown() in doc, "docs/validation.md is stale: regenerate its reference table"
