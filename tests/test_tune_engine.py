@@ -80,7 +80,8 @@ def test_multi_objective_pareto_front(tmp_path):
 
 
 def test_two_workers_share_a_journal_and_a_killed_worker_is_recovered(tmp_path):
-    space = _space(n_trials=6, study_name="kill")
+    # random sampling: a replacement worker seeded like the killed one would redraw its values
+    space = _space(n_trials=6, study_name="kill", sampler="random")
     url = resolve_storage_url(None, tmp_path)
     flag = tmp_path / "died"
 
@@ -108,6 +109,58 @@ def test_two_workers_share_a_journal_and_a_killed_worker_is_recovered(tmp_path):
     assert 6 <= n_finished(study) <= 8
     assert not [t for t in study.trials if t.state == TrialState.WAITING]
     assert {t.user_attrs["lhcml_worker"] for t in study.trials} == {0, 1}
+    # the replacement worker did not replay the killed worker's draws: apart from the re-queued
+    # retry, no two trials share their parameters
+    drawn = [tuple(sorted(t.params.items())) for t in study.trials if "lhcml_retry_of" not in t.user_attrs]
+    assert len(set(drawn)) == len(drawn)
+
+
+def test_worker_seeds_differ_per_worker_start_and_study_size():
+    from lhcml.tune.study import worker_seed
+
+    seeds = {worker_seed(3, w, start, n) for w in range(3) for start in range(3) for n in (0, 5)}
+    assert len(seeds) == 18
+    assert worker_seed(3, 0) == worker_seed(3, 0)  # a fresh study stays reproducible
+
+
+def run_slow_trial_while_another_worker_dies(url: str, tmp_path: Path):
+    """Two workers on a database: one trial runs longer than the grace period while the other
+    worker is killed. Returns the finished study."""
+    from tune_objectives import SlowAndDying
+
+    space = _space(n_trials=4, study_name="slow", sampler="random",
+                   parameters={"x": {"type": "float", "low": -5, "high": 5}})  # fmt: skip
+    flags = tmp_path / "flags"
+    flags.mkdir()
+
+    def killer():
+        deadline = time.time() + 90
+        while not (flags / "died").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(int((flags / "died").read_text()), signal.SIGKILL)
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    study = run_study(space, url, SlowAndDying(str(flags), slow=6.0, die_after=3.5), workers=2,
+                      progress=False, heartbeat_interval=1, grace_period=2)  # fmt: skip
+    th.join(timeout=5)
+    return study
+
+
+def check_slow_trial_survived(study) -> None:
+    slow = [t for t in study.trials if t.user_attrs.get("role") == "slow"]
+    assert len(slow) == 1 and slow[0].state == TrialState.COMPLETE, [(t.number, t.state) for t in study.trials]
+    assert slow[0].duration.total_seconds() > 2 * 2  # it ran well past the grace period
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1  # only the killed worker's trial
+    retried = [t for t in study.trials if t.user_attrs.get("lhcml_retry_of") == failed[0].number]
+    assert retried and retried[0].state == TrialState.COMPLETE
+
+
+def test_database_storage_keeps_a_live_workers_long_trial(tmp_path):
+    pytest.importorskip("sqlalchemy")
+    study = run_slow_trial_while_another_worker_dies(f"sqlite:///{tmp_path / 'study.db'}", tmp_path)
+    check_slow_trial_survived(study)
 
 
 def test_space_errors_and_param_paths():

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tune_objectives import Quadratic  # noqa: E402
 
 from lhcml.tune.space import SearchSpace  # noqa: E402
+from lhcml.tune.storage import make_storage  # noqa: E402
 from lhcml.tune.study import n_finished, run_study  # noqa: E402
 
 
@@ -60,7 +61,8 @@ def postgres_url():
     except subprocess.CalledProcessError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         pytest.skip(f"PostgreSQL did not start: {err.stderr.strip()[:300]}")
-    yield f"postgresql+psycopg2://lhcml@127.0.0.1:{port}/optuna"
+    # the documented form (no driver named): lhcml picks its driver (psycopg2)
+    yield f"postgresql://lhcml@127.0.0.1:{port}/optuna"
     subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -79,8 +81,14 @@ def test_study_in_postgres_two_workers_and_resume(postgres_url):
     assert 8 <= n_finished(study) <= 9
     assert {t.user_attrs["lhcml_worker"] for t in study.trials} == {0, 1}
     # the study lives in the database: a new process sees it and extends it
-    loaded = optuna.load_study(study_name="pg_quad", storage=postgres_url)
+    loaded = optuna.load_study(study_name="pg_quad", storage=make_storage(postgres_url))
     assert len(loaded.trials) == len(study.trials)
     more = run_study(space.model_copy(update={"n_trials": 11}), postgres_url, Quadratic(), progress=False)
     assert n_finished(more) >= 11
     assert more.best_value <= study.best_value
+
+
+def test_postgres_keeps_a_live_workers_long_trial(postgres_url, tmp_path):
+    from test_tune_engine import check_slow_trial_survived, run_slow_trial_while_another_worker_dies
+
+    check_slow_trial_survived(run_slow_trial_while_another_worker_dies(postgres_url, tmp_path))

@@ -36,3 +36,35 @@ class TwoObjectives:
     def __call__(self, trial):
         x = trial.suggest_float("x", -1, 3)
         return x**2, (x - 2) ** 2
+
+
+class SlowAndDying:
+    """Roles by arrival: the first trial runs ``slow`` seconds, the second dies mid-trial.
+
+    The dying trial waits ``die_after`` seconds (so the slow trial has run longer than the
+    storage's grace period) before writing its pid to ``<flag_dir>/died``; the test kills it then.
+    Later trials, including the re-queued one, return at once.
+    """
+
+    def __init__(self, flag_dir: str, slow: float = 6.0, die_after: float = 3.5):
+        self.flag_dir, self.slow, self.die_after = flag_dir, slow, die_after
+
+    def __call__(self, trial):
+        x = trial.suggest_float("x", -5, 5)
+        d = Path(self.flag_dir)
+        try:
+            os.close(os.open(d / "slow", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            pass
+        else:
+            trial.set_user_attr("role", "slow")
+            time.sleep(self.slow)
+            return x * x
+        try:
+            os.close(os.open(d / "dying", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return x * x
+        time.sleep(self.die_after)
+        (d / "died").write_text(str(os.getpid()))
+        time.sleep(60)  # killed here
+        return x * x

@@ -356,7 +356,7 @@ def _run_local(specs: list[WorkerSpec], study, space: SearchSpace, progress: boo
                 del procs[idx]
                 if p.exitcode != 0:
                     # the worker was killed mid-trial: fail its trial now, re-queue, replace it
-                    fail_stale_trials(study, dead_pids={p.pid})
+                    fail_stale_trials(study, s.grace_period, dead_pids={p.pid})
                     owed = n_finished(study) < space.n_trials or n_waiting(study) > 0
                     if owed and restarts < max_restarts:
                         restarts += 1
