@@ -387,3 +387,33 @@ def test_docs_render_the_shipped_table():
 
     doc = (Path(__file__).parents[1] / "docs" / "validation.md").read_text()
     assert reference_markdown() in doc, "docs/validation.md is stale: regenerate its reference table"
+
+
+def test_pythia_ttbar_sample_has_the_seam_fields_and_a_broken_uncertainty_fails(tmp_path):
+    """A small simulated tt̄ sample (Pythia, mu = 0): every check whose fields the schema defines
+    is measured (the names agreed between the simulation parts and the validation match), the
+    values are physical, and halving the reported d0 uncertainty makes the d0 pull check FAIL."""
+    pytest.importorskip("pythia8mc")
+    from lhcml.sim.events import simulate_events
+
+    tables = simulate_events("ttbar", 40, mu=0.0, seed=5)
+    d = _write(tmp_path / "ttbar", tables, 0.0)
+    res = {r.check.name: r for r in run_checks([Sample(d)])}
+    schema_fields = {"jets": set(schema.JET_DTYPE.names), "tracks": set(schema.TRACK_DTYPE.names),
+                     "events": set(schema.EVENT_DTYPE.names)}  # fmt: skip
+    expected = {  # check -> fields it reads from the simulation
+        "d0_pull_width": ("tracks", "d0Uncertainty"), "pixel_hits_exactly_4": ("tracks", "numberOfPixelHits"),
+        "b_hadron_ctau": ("jets", "HadronConeExclTruthLabelLxy"), "tracks_per_b_jet": ("tracks", "valid"),
+        "jer_50": ("jets", "truthJetEta"), "light_jet_prompt_lepton_fraction": ("jets", "truthPromptLepton"),
+        "pv_hard_scatter_efficiency": ("events", "pvIsHardScatter"),
+    }  # fmt: skip
+    for name, (ds, field) in expected.items():
+        if field in schema_fields[ds]:  # the part that adds it has landed
+            assert not res[name].reason.startswith(("no '", ds + " lacks")), (name, res[name].reason)
+    assert 0.25 < res["b_hadron_ctau"].measurement.value < 0.8
+    pull = res["d0_pull_width"].measurement
+    assert pull.n >= 30 and 0.6 < pull.value < 1.6
+    tables["tracks"]["d0Uncertainty"] *= 0.5
+    d = _write(tmp_path / "broken", tables, 0.0)
+    broken = next(r for r in run_checks([Sample(d)]) if r.check.name == "d0_pull_width")
+    assert broken.status == "FAIL" and broken.measurement.value == pytest.approx(2 * pull.value, rel=0.02)
