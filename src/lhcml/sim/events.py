@@ -78,6 +78,7 @@ def simulate_events(
     progress: Callable[[int], None] | bool | None = None,
     batch_size: int = DEFAULT_BATCH,
     constituents: str = "pflow",
+    keep_lepton_overlaps: bool = False,
 ) -> dict[str, np.ndarray]:
     """Simulate ``n_events`` hard-scatter events of ``process`` and return schema arrays.
 
@@ -105,6 +106,10 @@ def simulate_events(
         Inputs of large-R jets (and so of their ``flow``): ``"pflow"`` (particle flow, default),
         ``"clusters"`` (calorimeter clusters) or ``"tcc"`` (Track-CaloClusters); large-R
         processes only.
+    keep_lepton_overlaps
+        Keep the small-R jets that the lepton overlap removal (:mod:`lhcml.sim.leptons`) removes,
+        flagged ``overlapsElectron``/``overlapsMuon`` (for studies; also
+        :attr:`Process.keep_lepton_overlaps`). Default: they are dropped.
 
     Returns
     -------
@@ -117,6 +122,10 @@ def simulate_events(
         :func:`lhcml.sim.photons.simulate_photon_events` returns.
     """
     proc = get_process(process)
+    if keep_lepton_overlaps:
+        import dataclasses
+
+        proc = dataclasses.replace(proc, keep_lepton_overlaps=True)
     if n_events <= 0:
         raise ConfigError(f"n_events must be a positive integer, got {n_events}")
     if not np.isfinite(mu) or mu < 0:
@@ -264,7 +273,8 @@ def _simulate_batch(
     if proc.jet_kind == "large_r":
         out = _large_r(proc, objects, generated, particles, tracks, pv_z, rng, constituents)
     else:
-        out = _small_r(proc, objects, generated, tracks_ak, vertices)
+        out = _small_r(proc, objects, generated, tracks_ak, vertices, particles=particles, tracks_flat=tracks,
+                       rng=rng, events=events)
     jets, jet_event = out["jets"], out.pop("_event")
     events["n_jets"] = np.bincount(jet_event, minlength=n)
     jets["eventNumber"] = event_number[jet_event]
@@ -298,7 +308,9 @@ def _area_correct_flat(jets: FlatTable, rho: np.ndarray, radius: float) -> FlatT
     return FlatTable(out, jets.counts)
 
 
-def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices) -> dict[str, np.ndarray]:
+def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices,
+             particles: FlatTable | None = None, tracks_flat: FlatTable | None = None,
+             rng: np.random.Generator | None = None, events: np.ndarray | None = None) -> dict[str, np.ndarray]:
     from lhcml.sim.jets import cluster_flat, small_r_labels_flat
     from lhcml.sim.pflow import pileup_density_flat
 
@@ -318,6 +330,17 @@ def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices) ->
     jeta = np.abs(jets_all["eta"])
     jvt_fail = (jpt < JVT_PT_MAX) & (jeta < JVT_ETA_MAX) & (rpt <= JVT_RPT_MIN)
     flat_mask &= ~jvt_fail
+    lepton_flags: dict[str, np.ndarray] = {}
+    if particles is not None and rng is not None:
+        # leptons (sim.leptons): reconstruction, ID, isolation, overlap removal with the selected jets
+        from lhcml.sim.leptons import small_r_lepton_flags
+
+        lepton_flags, n_prompt = small_r_lepton_flags(jets_all, flat_mask, cons_off, cons, objects, particles,
+                                                      tracks_flat, vertices.z, rng)
+        if events is not None:
+            events["nTruthPromptLeptons"] = n_prompt
+        if not proc.keep_lepton_overlaps:
+            flat_mask &= ~(lepton_flags["overlapsElectron"] | lepton_flags["overlapsMuon"])
     sel = jets_all.select(flat_mask)
     n_sel = sel.counts
     jet_event = sel.event
@@ -330,6 +353,8 @@ def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices) ->
     for k, v in labels.items():
         v = v[flat_mask]
         jets[k] = v * _GEV if k == "HadronConeExclTruthLabelPt" else v
+    for k, v in lepton_flags.items():
+        jets[k] = v[flat_mask]
     jets["jetPtRank"] = np.arange(len(jet_event)) - sel.offsets[jet_event]
 
     fill_btag_jes(jets)  # pt_btagJes, eta_btagJes, absEta_btagJes (ATLAS names, GN2 configs)
