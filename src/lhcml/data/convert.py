@@ -1,4 +1,5 @@
-"""ROOT flat ntuples -> lhcml/ATLAS flat HDF5, streamed in chunks with uproot.
+"""ROOT flat ntuples -> lhcml/ATLAS flat HDF5, streamed in chunks with uproot; and back out to
+columnar files for weaver-core (:func:`export_columnar`: parquet or a ROOT TTree, GeV units).
 
 Input: a TTree (or RNTuple) with one entry per jet; scalar branches for the jet (``jet_pt``), jagged branches
 (``std::vector<float>`` or an uproot record ``trk.d0``) for its tracks (``trk_d0``). Output: the
@@ -28,6 +29,7 @@ copied to each jet.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -319,4 +321,144 @@ def _ordered(ds: str, fields: list[tuple[str, np.dtype]]) -> np.dtype:
     return np.dtype(known + extra)
 
 
-__all__ = ["ConvertConfig", "BranchSpec", "convert_root", "load_convert_config", "ConfigError"]
+# --- the other direction: flat HDF5 -> columnar files for weaver-core ------------------------
+
+#: output formats of :func:`export_columnar` and their file suffixes
+EXPORT_FORMATS = {"parquet": (".parquet", ".pq"), "root": (".root",)}
+
+
+def _to_gev(name: str, values: np.ndarray) -> np.ndarray:
+    """MeV -> GeV (1/MeV -> 1/GeV) by the schema's unit of ``name``; other fields unchanged."""
+    unit = schema.FIELD_UNITS.get(name)
+    if unit == "MeV":
+        return values * np.float32(1e-3)
+    if unit == "1/MeV":
+        return values * np.float32(1e3)
+    return np.ascontiguousarray(values)  # a field of a structured array is a strided view
+
+
+def export_columnar(
+    input_path: str | Path,
+    output_path: str | Path,
+    fmt: str | None = None,
+    tree: str = "Events",
+    batch_size: int = 100_000,
+    progress: bool = True,
+) -> Path:
+    """Write a flat HDF5 file as parquet or a ROOT TTree with one branch (column) per field.
+
+    The layout weaver-core reads: one entry per jet; ``jet_<field>`` scalars from the jets
+    dataset; ``<dataset>_<field>`` variable-length lists from each per-jet object dataset
+    (``tracks``, ``flow``, ...; only ``valid`` objects, in the stored order; ROOT: with the
+    counter branch ``n<dataset>``). Energies and momenta in GeV (fields the schema gives in MeV are
+    divided by 1000, ``1/MeV`` multiplied), lengths in mm, angles in rad. Per-event datasets and
+    non-scalar fields (images) are not written. Written atomically (temporary name, then rename).
+
+    Parameters
+    ----------
+    input_path
+        An lhcml (or ATLAS dumper) flat HDF5 file.
+    output_path
+        ``*.parquet`` or ``*.root``.
+    fmt
+        ``"parquet"`` or ``"root"`` (default: from the suffix of ``output_path``).
+    tree
+        TTree name (ROOT).
+    batch_size
+        Jets per read/write step (memory bound).
+    """
+    import awkward as ak
+    import h5py
+
+    from lhcml.data.checks import open_h5, read_fields
+    from lhcml.data.h5 import temp_path
+
+    src, dst = Path(input_path), Path(output_path)
+    if fmt is None:
+        fmt = next((k for k, sfx in EXPORT_FORMATS.items() if dst.suffix.lower() in sfx), None)
+        if fmt is None:
+            raise ConfigError(
+                f"cannot tell the output format of {dst.name}: name it *.parquet or *.root, or give "
+                f"--to parquet|root"
+            )
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown output format '{fmt}' (valid: {', '.join(EXPORT_FORMATS)})")
+    if fmt == "parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as err:  # pragma: no cover - in the io extra
+            raise ImportError("parquet output needs pyarrow: pip install 'lhcml[io]'") from err
+    else:
+        try:
+            import uproot
+        except ImportError as err:  # pragma: no cover - in the io extra
+            raise ImportError("ROOT output needs uproot: pip install 'lhcml[io]'") from err
+    tmp = temp_path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open_h5(src) as f:
+        if "jets" not in f:
+            raise SchemaError(f"{src} has no 'jets' dataset: not a flat jets file")
+        n = len(f["jets"])
+        objects = [
+            g for g, d in f.items()
+            if g != "jets" and g not in schema.PER_EVENT_DATASETS and isinstance(d, h5py.Dataset)
+            and d.dtype.names and d.ndim == 2 and len(d) == n and "valid" in d.dtype.names
+        ]  # fmt: skip
+
+        def scalar(dt: np.dtype) -> list[str]:
+            return [k for k in dt.names if dt.fields[k][0].shape == () and k != "valid"]
+
+        jet_fields = scalar(f["jets"].dtype)
+        obj_fields = {g: scalar(f[g].dtype) for g in objects}
+        bar = _bar(progress, n)
+        writer = None
+        out_file = None
+        try:
+            if fmt == "root":
+                out_file = uproot.recreate(tmp)
+            for a in range(0, max(n, 1), batch_size):
+                b = min(a + batch_size, n)
+                jets = read_fields(f["jets"], jet_fields, a, b, src)
+                cols: dict[str, Any] = {f"jet_{k}": _to_gev(k, jets[k]) for k in jet_fields}
+                for g in objects:
+                    arr = read_fields(f[g], [*obj_fields[g], "valid"], a, b, src)
+                    valid = arr["valid"]
+                    counts = valid.sum(axis=1)
+                    rec = {k: ak.unflatten(_to_gev(k, arr[k][valid]), counts) for k in obj_fields[g]}
+                    if fmt == "root":  # one record per dataset: branches g_<field> + counter n<g>
+                        cols[g] = ak.zip(rec)
+                    else:
+                        cols.update({f"{g}_{k}": v for k, v in rec.items()})
+                if fmt == "root":
+                    if a == 0:  # a TTree (uproot's default for new trees may be an RNTuple)
+                        ttree = out_file.mktree(tree, {
+                            k: v.type.content if isinstance(v, ak.Array) else v.dtype for k, v in cols.items()
+                        })  # fmt: skip
+                    ttree.extend(cols)
+                else:
+                    table = ak.to_arrow_table(ak.zip(cols, depth_limit=1), extensionarray=False)
+                    if writer is None:
+                        meta = {b"energy_unit": b"GeV", b"length_unit": b"mm", b"producer": b"lhcml"}
+                        table = table.replace_schema_metadata(meta)
+                        writer = pq.ParquetWriter(tmp, table.schema)
+                    writer.write_table(table.cast(writer.schema))
+                bar(b - a)
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            if out_file is not None:
+                out_file.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            bar(None)
+    if writer is not None:
+        writer.close()
+    if out_file is not None:
+        out_file.close()
+    os.replace(tmp, dst)
+    return dst
+
+
+__all__ = ["ConvertConfig", "BranchSpec", "EXPORT_FORMATS", "convert_root", "export_columnar",
+           "load_convert_config", "ConfigError"]
