@@ -255,7 +255,11 @@ def _simulate_batch(
     truth_pv = generated.primary_vertex
     vertices = reconstruct_primary_vertices(tracks, rng=rng)
     pv_z = vertices.z
-    objects = build_pflow_flat(particles, tracks, pv_z, rng)
+    from lhcml.sim.topoclusters import simulate_topo_clusters
+
+    # jet calorimeter -> topo-clusters -> particle flow (lhcml.sim.jet_calo/topoclusters/pflow)
+    topo = simulate_topo_clusters(particles, pv_z, rng, mu, n_pu)
+    objects = build_pflow_flat(particles, tracks, pv_z, rng, topo=topo)
 
     event_number = np.int64(seed) * EVENT_NUMBER_STRIDE + first_event + np.arange(n, dtype=np.int64)
     weights = generated.weights
@@ -273,7 +277,7 @@ def _simulate_batch(
     if proc.jet_kind == "large_r":
         out = _large_r(proc, objects, generated, particles, tracks, pv_z, rng, constituents)
     else:
-        out = _small_r(proc, objects, generated, tracks_ak, vertices, particles=particles, tracks_flat=tracks,
+        out = _small_r(proc, objects, generated, tracks_ak, vertices, mu=mu, particles=particles, tracks_flat=tracks,
                        rng=rng, events=events)
     jets, jet_event = out["jets"], out.pop("_event")
     events["n_jets"] = np.bincount(jet_event, minlength=n)
@@ -308,15 +312,21 @@ def _area_correct_flat(jets: FlatTable, rho: np.ndarray, radius: float) -> FlatT
     return FlatTable(out, jets.counts)
 
 
-def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices,
+def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices, mu: float = 0.0,
              particles: FlatTable | None = None, tracks_flat: FlatTable | None = None,
              rng: np.random.Generator | None = None, events: np.ndarray | None = None) -> dict[str, np.ndarray]:
     from lhcml.sim.jets import cluster_flat, small_r_labels_flat
     from lhcml.sim.pflow import pileup_density_flat
 
-    jets_all, cons_off, cons = cluster_flat(objects, SMALL_R_RADIUS, min_pt=min(20.0, proc.jet_pt_min))
+    from lhcml.sim.jet_calibration import calibrate_small_r_flat, match_truth, truth_jets_flat
+
+    # raw jets from half the threshold: the calibration raises their pT (response < 1 before it)
+    jets_all, cons_off, cons = cluster_flat(objects, SMALL_R_RADIUS, min_pt=0.5 * min(20.0, proc.jet_pt_min))
     raw_pt = jets_all["pt"]
-    jets_all = _area_correct_flat(jets_all, pileup_density_flat(objects), SMALL_R_RADIUS)
+    # rho*A, residual pileup (mu, N_PV) and numerical-inversion JES (lhcml.sim.jet_calibration)
+    jets_all = calibrate_small_r_flat(jets_all, pileup_density_flat(objects), mu, vertices.n_vertices,
+                                      SMALL_R_RADIUS)
+    truth_pt, truth_eta = match_truth(jets_all, truth_jets_flat(generated, SMALL_R_RADIUS))
     joff = jets_all.offsets
     labels = small_r_labels_flat(joff, jets_all["eta"], jets_all["phi"], generated.flat("hadrons"),
                                  generated.flat("partons"))
@@ -356,6 +366,8 @@ def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices,
     for k, v in lepton_flags.items():
         jets[k] = v[flat_mask]
     jets["jetPtRank"] = np.arange(len(jet_event)) - sel.offsets[jet_event]
+    jets["truthJetPt"] = np.where(truth_pt[flat_mask] > 0, truth_pt[flat_mask] * _GEV, -1.0)
+    jets["truthJetEta"] = truth_eta[flat_mask]
 
     fill_btag_jes(jets)  # pt_btagJes, eta_btagJes, absEta_btagJes (ATLAS names, GN2 configs)
     from lhcml.sim.association import associate_tracks

@@ -1,59 +1,65 @@
-"""Particle-flow-like jet inputs: reconstructed tracks + neutral calorimeter towers.
+"""Particle flow on topo-clusters with a realistic, imperfect charged-energy subtraction.
 
-A deliberately simple, documented model of ATLAS particle flow (PFlow):
+An eflowRec-like algorithm (ATLAS, EPJC 77 (2017) 466) on the topo-clusters of the jet
+calorimeter (:mod:`lhcml.sim.jet_calo`, :mod:`lhcml.sim.topoclusters`):
 
-Charged objects
-    Reconstructed tracks (from :func:`lhcml.sim.tracker.simulate_tracks`) compatible with the
-    reconstructed primary vertex, ``|Δz0 · sinθ| <`` :data:`CHS_DZ0_SINTHETA` (charged-hadron
-    subtraction: pileup tracks are removed). Four-momentum from the track with the pion mass
-    (electron/muon mass for tracks matched to a true electron/muon). The calorimeter energy of
-    every particle that has a reconstructed track is removed (perfect energy-flow subtraction).
-    Tracks of material secondaries (conversions, hadronic interactions) are not flow objects:
-    their parent particle deposits its energy in the calorimeter; fake tracks are kept.
+Tracks
+    Reconstructed tracks of quality (real or fake; material secondaries excluded) with
+    :data:`SUB_PT_MIN` < pT < :data:`SUB_PT_MAX` GeV and ``|η| <`` :data:`SUB_ETA_MAX` are used for
+    subtraction — from every vertex (ATLAS subtracts pileup tracks too, then drops their charged
+    objects). Tracks matched to a true muon are not subtracted (a muon-identification proxy).
+Matching
+    The track is extrapolated to the calorimeter (bending in 2 T, :func:`lhcml.sim.jet_calo.bend_phi`)
+    and matched to the nearest cluster within ``ΔR <`` :data:`MATCH_DR` having ``E/p >``
+    :data:`MATCH_EOP_MIN` (EM scale).
+Expected energy
+    ``E_exp = ⟨E/p⟩ p`` with ``⟨E/p⟩`` the mean pion response of the calorimeter model
+    (:func:`~lhcml.sim.jet_calo.pion_response`: Groom EM fraction, e/h) and its spread
+    ``σ_exp`` (:func:`~lhcml.sim.jet_calo.pion_response_sigma`) — the *expected*, not the actual
+    deposit, so the subtraction fluctuates as in ATLAS.
+Split showers
+    If ``(E_clus − E_exp)/σ_exp < −1``, further clusters within ``ΔR <`` :data:`MATCH_DR` are added,
+    nearest first, until the significance reaches −1.
+Subtraction
+    If ``E_exp`` exceeds the matched clusters' energy, they are removed entirely; otherwise cells
+    are removed in rings of increasing distance from the extrapolated track (cell by cell, the
+    last one partially) until ``E_exp`` is taken away; a remnant below :data:`REMNANT_SIGMA` ·
+    ``σ_exp`` is compatible with the shower fluctuation and removed too.
+Objects
+    Charged objects: the tracks compatible with the reconstructed primary vertex,
+    ``|Δz0 · sinθ| <`` :data:`CHS_DZ0_SINTHETA` (charged-hadron subtraction), with the track
+    momentum (pion mass; electron/muon mass for tracks of true electrons/muons); tracks above
+    :data:`SUB_PT_MAX` are not flow objects (their calorimeter energy is kept, as ATLAS 2017).
+    Neutral objects: the remaining clusters at the EM scale (as ATLAS EMPFlow; the jet
+    calibration restores the hadronic scale), photon-like when EM-like (``p_EM > 0.5``).
+Failures arise naturally: neutral energy inside a charged shower is subtracted with it, split
+showers leave charged remnants, overlapping tracks share clusters.
 
-Neutral objects
-    Every other stable particle with ``|η| < 4.9`` deposits energy in 0.1 × 0.1 (η × φ) towers:
-    photons and electrons in the EM tower (resolution 10 %/√E ⊕ 0.7 %), hadrons in the hadronic
-    tower (50 %/√E ⊕ 3 %; baryons deposit their kinetic energy, antibaryons E + m), muons only a
-    minimum-ionising :data:`MUON_MIP_GEV`, neutrinos nothing. Charged particles below
-    :data:`CURL_PT_GEV` curl up in the 2 T field inside the calorimeter radius and deposit
-    nothing. The impact point is projected from the particle's production vertex onto a cylinder
-    of radius :data:`CALO_RADIUS` (pileup vertices at ``z ≠ 0`` hit different towers); each tower
-    becomes one massless object pointing from the reconstructed primary vertex to the tower
-    centre. Gaussian electronic noise (:data:`NOISE_EM_GEV`, :data:`NOISE_HAD_GEV`) is added to
-    towers that received energy, and towers below 3σ of noise are dropped.
-
-Everything is vectorised over all particles of all events (numpy).
+Everything is vectorised over events, with the per-event matching/subtraction in numba.
 """
 
 from __future__ import annotations
 
 import awkward as ak
+import numba
 import numpy as np
 
 from lhcml.sim.generator import FlatTable, insert_per_event
 
 #: calorimeter coverage
 CALO_ETA_MAX = 4.9
-#: tower size in η and number of towers in φ (2π / 64 = 0.098)
-TOWER_DETA = 0.1
-N_PHI = 64
-N_ETA = int(round(2 * CALO_ETA_MAX / TOWER_DETA))
-#: radius (mm) of the cylinder on which impact points are computed
-CALO_RADIUS = 1500.0
-#: EM and hadronic resolutions: sigma/E = a / sqrt(E) (+) c
-EM_STOCHASTIC, EM_CONSTANT = 0.10, 0.007
-HAD_STOCHASTIC, HAD_CONSTANT = 0.50, 0.03
-#: electronic noise per tower (GeV, our choice) and the 3-sigma threshold
-NOISE_EM_GEV = 0.10
-NOISE_HAD_GEV = 0.20
-NOISE_THRESHOLD_SIGMA = 3.0
-#: energy deposited by a muon (GeV)
-MUON_MIP_GEV = 2.0
-#: charged particles below this pT (GeV) curl up before the calorimeter: 0.3 B R / 2
-CURL_PT_GEV = 0.45
 #: charged-hadron subtraction window (mm)
 CHS_DZ0_SINTHETA = 2.0
+#: tracks used for the energy subtraction (GeV; ATLAS 2017: 0.5-40 GeV, |eta| < 2.5)
+SUB_PT_MIN, SUB_PT_MAX, SUB_ETA_MAX = 0.5, 40.0, 2.5
+#: track-cluster matching: distance and minimum E/p (ATLAS: E/p > 0.1)
+MATCH_DR = 0.2
+MATCH_EOP_MIN = 0.1
+#: split-shower recovery significance and remnant removal (ATLAS eflowRec: -1 and 1.5 sigma)
+SPLIT_SIGNIFICANCE = -1.0
+REMNANT_SIGMA = 1.5
+#: phi granularity of the legacy towers of :func:`tower_sums` users (0.1 x 2pi/64)
+N_PHI = 64
 
 #: object kinds (match FLOW_DTYPE flags)
 KIND_PHOTON, KIND_NEUTRAL_HADRON, KIND_CHARGED_HADRON, KIND_ELECTRON, KIND_MUON = 0, 1, 2, 3, 4
@@ -61,11 +67,6 @@ KIND_PHOTON, KIND_NEUTRAL_HADRON, KIND_CHARGED_HADRON, KIND_ELECTRON, KIND_MUON 
 _M_PI = 0.13957039
 _M_E = 0.000511
 _M_MU = 0.1056584
-_NEUTRINOS = (12, 14, 16)
-
-
-def _resolution(e: np.ndarray, a: float, c: float) -> np.ndarray:
-    return np.sqrt((a / np.sqrt(np.maximum(e, 1e-6))) ** 2 + c**2)
 
 
 def tower_sums(key: np.ndarray, energy: np.ndarray, n_keys: int, dense: bool | None = None):
@@ -89,6 +90,7 @@ def build_pflow(
     tracks: ak.Array | None,
     primary_vertex_z: np.ndarray,
     rng: np.random.Generator,
+    mu: float | None = None,
 ) -> ak.Array:
     """Particle-flow objects per event.
 
@@ -101,22 +103,152 @@ def build_pflow(
         (or ``qOverP``), ``z0`` (mm, w.r.t. the beam-line origin) and ``particle_index`` (index
         into the event's particle list, -1 for fakes); ``d0``, ``z0SinTheta`` (or ``z0``),
         ``d0Uncertainty``, ``z0SinThetaUncertainty`` are carried when present. ``None``: no
-        tracker (every charged particle goes to the calorimeter).
+        tracker (every cluster is a neutral object).
     primary_vertex_z
         Reconstructed primary-vertex z per event (mm).
     rng
-        Random generator (calorimeter resolution and noise).
+        Random generator (showers and noise).
+    mu
+        Mean pileup of the batch (``None``: measured from the pileup particles).
 
     Returns
     -------
     ak.Array
         Per event, objects with fields ``px, py, pz, E, pt, eta, phi`` (GeV), ``charge``,
         ``kind`` (``KIND_*``), ``d0, z0SinTheta, d0Uncertainty, z0SinThetaUncertainty`` (mm,
-        0 for neutrals) and ``track_index`` (index into the event's tracks, -1 for towers).
+        0 for neutrals) and ``track_index`` (index into the event's tracks, -1 for neutrals).
     """
     flat_tracks = None if tracks is None else FlatTable.from_awkward(tracks)
-    table = FlatTable.from_awkward(particles, ["final", "pid", "px", "py", "pz", "e", "m", "vz", "charge"])
-    return build_pflow_flat(table, flat_tracks, primary_vertex_z, rng).to_awkward()
+    fields = [f for f in ("final", "pid", "px", "py", "pz", "e", "m", "vz", "charge", "is_pileup")
+              if f in ak.fields(particles)]
+    table = FlatTable.from_awkward(particles, fields)
+    return build_pflow_flat(table, flat_tracks, primary_vertex_z, rng, mu=mu).to_awkward()
+
+
+@numba.njit(cache=True)
+def _dphi(a, b):
+    d = a - b
+    while d > np.pi:
+        d -= 2 * np.pi
+    while d < -np.pi:
+        d += 2 * np.pi
+    return d
+
+
+@numba.njit(cache=True)
+def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, t_off, t_eta, t_phi, t_p, t_eexp,
+                    t_sexp, match_dr, eop_min, split_sig, remnant_sigma):
+    """eflowRec-like subtraction, in place on ``cell_e`` (cells grouped by cluster: ``cc_off``).
+
+    Per event (``cl_off``/``t_off`` offsets; tracks in the order to process), each track is
+    matched to the nearest cluster (current energy) within ``match_dr`` with ``E/p > eop_min``;
+    returns the matched cluster of each track (-1 none) and the energy removed for it.
+    """
+    n_cl = cl_eta.shape[0]
+    cur = np.zeros(n_cl)
+    for c in range(n_cl):
+        s = 0.0
+        for j in range(cc_off[c], cc_off[c + 1]):
+            s += cell_e[j]
+        cur[c] = s
+    matched = np.full(t_eta.shape[0], -1, np.int64)
+    removed = np.zeros(t_eta.shape[0])
+    dr2max = match_dr * match_dr
+    for ev in range(cl_off.shape[0] - 1):
+        c0, c1 = cl_off[ev], cl_off[ev + 1]
+        if c1 == c0:
+            continue
+        d2 = np.empty(c1 - c0)
+        for t in range(t_off[ev], t_off[ev + 1]):
+            best = -1
+            bd = dr2max
+            for c in range(c0, c1):
+                de = cl_eta[c] - t_eta[t]
+                dp = _dphi(cl_phi[c], t_phi[t])
+                d2[c - c0] = de * de + dp * dp
+                if d2[c - c0] < bd and cur[c] > eop_min * t_p[t]:
+                    bd = d2[c - c0]
+                    best = c
+            if best < 0:
+                continue
+            matched[t] = best
+            eexp = t_eexp[t]
+            sexp = max(t_sexp[t], 1e-6)
+            use = np.zeros(c1 - c0, np.bool_)
+            use[best - c0] = True
+            etot = cur[best]
+            if (etot - eexp) / sexp < split_sig:
+                order = np.argsort(d2)
+                for q in order:
+                    c = c0 + q
+                    if d2[q] >= dr2max:
+                        break
+                    if use[q] or cur[c] <= 0:
+                        continue
+                    use[q] = True
+                    etot += cur[c]
+                    if (etot - eexp) / sexp >= split_sig:
+                        break
+            if etot <= eexp:
+                # the expected energy exceeds the clusters: remove them entirely
+                for q in range(c1 - c0):
+                    if use[q]:
+                        c = c0 + q
+                        for j in range(cc_off[c], cc_off[c + 1]):
+                            cell_e[j] = 0.0
+                        removed[t] += cur[c]
+                        cur[c] = 0.0
+                continue
+            # cell-by-cell subtraction in rings of increasing distance from the track
+            n_c = 0
+            for q in range(c1 - c0):
+                if use[q]:
+                    c = c0 + q
+                    n_c += cc_off[c + 1] - cc_off[c]
+            cidx = np.empty(n_c, np.int64)
+            cd = np.empty(n_c)
+            k = 0
+            for q in range(c1 - c0):
+                if use[q]:
+                    c = c0 + q
+                    for j in range(cc_off[c], cc_off[c + 1]):
+                        cidx[k] = j
+                        de = cell_eta[j] - t_eta[t]
+                        dp = _dphi(cell_phi[j], t_phi[t])
+                        cd[k] = de * de + dp * dp
+                        k += 1
+            left = eexp
+            for q in np.argsort(cd):
+                j = cidx[q]
+                if cell_e[j] <= 0:
+                    continue
+                if cell_e[j] <= left:
+                    left -= cell_e[j]
+                    cell_e[j] = 0.0
+                else:
+                    cell_e[j] -= left
+                    left = 0.0
+                    break
+            removed[t] = eexp - left
+            rem = 0.0
+            for q in range(c1 - c0):
+                if use[q]:
+                    c = c0 + q
+                    s = 0.0
+                    for j in range(cc_off[c], cc_off[c + 1]):
+                        s += cell_e[j]
+                    cur[c] = s
+                    rem += s
+            if rem < remnant_sigma * sexp:
+                # remnant compatible with the shower fluctuation: removed
+                for q in range(c1 - c0):
+                    if use[q]:
+                        c = c0 + q
+                        for j in range(cc_off[c], cc_off[c + 1]):
+                            cell_e[j] = 0.0
+                        removed[t] += cur[c]
+                        cur[c] = 0.0
+    return matched, removed
 
 
 def build_pflow_flat(
@@ -124,60 +256,82 @@ def build_pflow_flat(
     tracks: FlatTable | None,
     primary_vertex_z: np.ndarray,
     rng: np.random.Generator,
+    mu: float | None = None,
+    n_pileup: np.ndarray | None = None,
+    topo=None,
 ) -> FlatTable:
-    """:func:`build_pflow` on flat tables (same random draws, same objects)."""
+    """:func:`build_pflow` on flat tables.
+
+    ``topo``: the batch's :class:`lhcml.sim.topoclusters.TopoClusters` when already simulated
+    (else the calorimeter is simulated here with ``mu``/``n_pileup``).
+    """
+    from lhcml.sim.jet_calo import bend_phi, pion_response, pion_response_sigma
+    from lhcml.sim.topoclusters import cluster_kinematics, lcw_weight, simulate_topo_clusters
+
     n_ev = len(particles)
     pv_z = np.asarray(primary_vertex_z, dtype=np.float64)
-    offs_p = particles.offsets
-    final = particles["final"]
-    pid = particles["pid"]
-    px = particles["px"]
-    py = particles["py"]
-    pz = particles["pz"]
-    e = particles["e"]
-    m = particles["m"]
-    vz = particles["vz"]
-    charge = particles["charge"]
-    evt_p = particles.event
+    if topo is None:
+        topo = simulate_topo_clusters(particles, pv_z, rng, mu, n_pileup)
+    geo = topo.geometry
+    clusters = topo.clusters
+    n_cl = int(clusters.counts.sum())
+    # cells grouped by cluster
+    order = np.argsort(topo.cell_cluster, kind="stable")
+    cell_id = topo.cell_id[order]
+    cell_e = topo.cell_energy[order].copy()
+    cc_off = np.zeros(n_cl + 1, np.int64)
+    np.cumsum(np.bincount(topo.cell_cluster, minlength=n_cl), out=cc_off[1:])
+    cl_event = clusters.event
+    # cluster barycentres at the calorimeter, from the detector origin (as the cells)
+    cl_eta0 = np.arcsinh(np.sinh(clusters["eta"]) + pv_z[cl_event] / geo.radius)
 
-    # ---- tracks -----------------------------------------------------------------------------
-    tracked = np.zeros(len(pid), dtype=bool)
     trk_cols: dict[str, np.ndarray] = {}
+    trk_evt = np.zeros(0, dtype=np.int64)
     if tracks is not None:
+        offs_p = particles.offsets
+        pid = particles["pid"]
         tflat = tracks.columns
         fields = set(tflat)
         evt_t = tracks.event
         pidx = tflat["particle_index"].astype(np.int64)
         real = pidx >= 0
-        tracked[offs_p[evt_t[real]] + pidx[real]] = True
         t_pt = tflat["pt"].astype(np.float64)
         t_eta = tflat["eta"].astype(np.float64)
         t_phi = tflat["phi"].astype(np.float64)
-        if "charge" in fields:
-            t_q = tflat["charge"].astype(np.int8)
-        else:
-            t_q = np.sign(tflat["qOverP"]).astype(np.int8)
+        t_q = tflat["charge"].astype(np.int8) if "charge" in fields else np.sign(tflat["qOverP"]).astype(np.int8)
         sin_t = 1.0 / np.cosh(t_eta)
         if "z0" in fields:
             z0 = tflat["z0"].astype(np.float64)
             dz0st = (z0 - pv_z[evt_t]) * sin_t
         else:
+            z0 = pv_z[evt_t] + tflat["z0SinTheta"].astype(np.float64) / sin_t
             dz0st = tflat["z0SinTheta"].astype(np.float64)
-        keep = np.abs(dz0st) < CHS_DZ0_SINTHETA
+        quality = np.ones(len(t_pt), dtype=bool)
         if "origin" in fields:
             # material secondaries (conversions, hadronic interactions): their parent's energy
-            # is already in the calorimeter, so they are not separate flow objects
-            t_origin = tflat["origin"]
-            keep &= real | (t_origin == 1)
-        # only the tracks kept by the charged-hadron subtraction become flow objects
+            # is in the calorimeter, they are neither subtracted nor flow objects
+            quality &= real | (tflat["origin"] == 1)
+        tpid = np.zeros(len(t_pt), dtype=np.int32)
+        tpid[real] = np.abs(pid[offs_p[evt_t[real]] + pidx[real]])
+        # ---- subtraction
+        sub = quality & (t_pt > SUB_PT_MIN) & (t_pt < SUB_PT_MAX) & (np.abs(t_eta) < SUB_ETA_MAX) & (tpid != 13)
+        s_idx = np.flatnonzero(sub)
+        s_idx = s_idx[np.lexsort((-t_pt[s_idx], evt_t[s_idx]))]  # per event, by decreasing pT
+        p = t_pt[s_idx] * np.cosh(t_eta[s_idx])
+        eta_calo = np.arcsinh(np.sinh(t_eta[s_idx]) + z0[s_idx] / geo.radius)
+        phi_calo = bend_phi(t_phi[s_idx], t_pt[s_idx], t_q[s_idx])
+        t_off = np.zeros(n_ev + 1, np.int64)
+        np.cumsum(np.bincount(evt_t[s_idx], minlength=n_ev), out=t_off[1:])
+        subtract_tracks(clusters.offsets, cl_eta0, clusters["phi"], cc_off, geo.eta[cell_id], geo.phi[cell_id], cell_e,
+                        t_off, eta_calo, phi_calo, p, pion_response(p, geo) * p,
+                        pion_response_sigma(p, eta_calo, geo) * p, MATCH_DR, MATCH_EOP_MIN, SPLIT_SIGNIFICANCE,
+                        REMNANT_SIGMA)
+        # ---- charged objects
+        keep = quality & (np.abs(dz0st) < CHS_DZ0_SINTHETA) & ~((t_pt >= SUB_PT_MAX) & (tpid != 13) & (tpid != 11))
         k = np.flatnonzero(keep)
-        pk = pidx[k]
-        realk = pk >= 0
-        tpid = np.zeros(len(k), dtype=np.int32)
-        tpid[realk] = np.abs(pid[offs_p[evt_t[k][realk]] + pk[realk]])
         kind = np.full(len(k), KIND_CHARGED_HADRON, dtype=np.int8)
-        kind[tpid == 11] = KIND_ELECTRON
-        kind[tpid == 13] = KIND_MUON
+        kind[tpid[k] == 11] = KIND_ELECTRON
+        kind[tpid[k] == 13] = KIND_MUON
         mass = np.where(kind == KIND_ELECTRON, _M_E, np.where(kind == KIND_MUON, _M_MU, _M_PI))
 
         def opt(name: str) -> np.ndarray:
@@ -187,108 +341,36 @@ def build_pflow_flat(
         tpx = pt_k * np.cos(phi_k)
         tpy = pt_k * np.sin(phi_k)
         tpz = pt_k * np.sinh(eta_k)
-        tE = np.sqrt(tpx**2 + tpy**2 + tpz**2 + mass**2)
-        local_idx = k - tracks.offsets[evt_t[k]]
         trk_cols = {
-            "px": tpx,
-            "py": tpy,
-            "pz": tpz,
-            "E": tE,
-            "pt": pt_k,
-            "eta": eta_k,
-            "phi": phi_k,
-            "charge": t_q[k],
-            "kind": kind,
-            "d0": opt("d0"),
-            "z0SinTheta": dz0st[k],
-            "d0Uncertainty": opt("d0Uncertainty"),
+            "px": tpx, "py": tpy, "pz": tpz, "E": np.sqrt(tpx**2 + tpy**2 + tpz**2 + mass**2),
+            "pt": pt_k, "eta": eta_k, "phi": phi_k, "charge": t_q[k], "kind": kind,
+            "d0": opt("d0"), "z0SinTheta": dz0st[k], "d0Uncertainty": opt("d0Uncertainty"),
             "z0SinThetaUncertainty": opt("z0SinThetaUncertainty"),
-            "track_index": local_idx.astype(np.int32),
+            "track_index": (k - tracks.offsets[evt_t[k]]).astype(np.int32),
         }
         trk_evt = evt_t[k]
-    else:
-        trk_evt = np.zeros(0, dtype=np.int64)
 
-    # ---- calorimeter deposits ---------------------------------------------------------------
-    # kinematics only for the untracked final-state particles
-    pre = np.flatnonzero(final & ~tracked)
-    a = np.abs(pid[pre])
-    pt = np.hypot(px[pre], py[pre])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sinh_eta = np.where(pt > 0, pz[pre] / np.where(pt > 0, pt, 1.0), 1e9)
-    eta = np.arcsinh(sinh_eta)
-    dep = (
-        (a != _NEUTRINOS[0])
-        & (a != _NEUTRINOS[1])
-        & (a != _NEUTRINOS[2])
-        & (np.abs(eta) < CALO_ETA_MAX)
-        & ~((charge[pre] != 0) & (pt < CURL_PT_GEV))
-    )
-    idx = pre[dep]
-    a = a[dep]
-    sinh_eta = sinh_eta[dep]
-    is_em = (a == 22) | (a == 11)
-    is_mu = a == 13
-    baryon = (a > 1000) & (a < 10000)
-    energy = e[idx].copy()
-    energy = np.where(baryon & (pid[idx] > 0), energy - m[idx], energy)
-    energy = np.where(baryon & (pid[idx] < 0), energy + m[idx], energy)
-    energy = np.where(is_mu, np.minimum(energy, MUON_MIP_GEV), energy)
-    # impact point on the calorimeter cylinder, seen from the detector origin
-    eta_det = np.arcsinh(sinh_eta + vz[idx] / CALO_RADIUS)
-    phi = np.arctan2(py[idx], px[idx])
-    ieta = np.floor((eta_det + CALO_ETA_MAX) / TOWER_DETA).astype(np.int64)
-    inside = (ieta >= 0) & (ieta < N_ETA)
-    iphi = np.floor((phi + np.pi) / (2 * np.pi) * N_PHI).astype(np.int64) % N_PHI
-    layer = np.where(is_em, 0, 1)
-    ev = evt_p[idx]
-    key = ((ev * 2 + layer) * N_ETA + ieta) * N_PHI + iphi
-    key, energy = key[inside], energy[inside]
-    ukey, tower_e = tower_sums(key, energy, n_ev * 2 * N_ETA * N_PHI)
-    t_iphi = ukey % N_PHI
-    t_ieta = (ukey // N_PHI) % N_ETA
-    t_layer = (ukey // (N_PHI * N_ETA)) % 2
-    t_ev = ukey // (N_PHI * N_ETA * 2)
-    em = t_layer == 0
-    res = np.where(
-        em,
-        _resolution(tower_e, EM_STOCHASTIC, EM_CONSTANT),
-        _resolution(tower_e, HAD_STOCHASTIC, HAD_CONSTANT),
-    )
-    noise = np.where(em, NOISE_EM_GEV, NOISE_HAD_GEV)
-    measured = tower_e * (1.0 + res * rng.standard_normal(len(tower_e))) + noise * rng.standard_normal(len(tower_e))
-    ok = measured > NOISE_THRESHOLD_SIGMA * noise
-    t_e = measured[ok]
-    t_ev = t_ev[ok]
-    eta_c = -CALO_ETA_MAX + (t_ieta[ok] + 0.5) * TOWER_DETA
-    # direction from the reconstructed primary vertex to the tower centre
-    t_eta = np.arcsinh(np.sinh(eta_c) - pv_z[t_ev] / CALO_RADIUS)
-    t_phi = -np.pi + (t_iphi[ok] + 0.5) * (2 * np.pi / N_PHI)
-    t_pt = t_e / np.cosh(t_eta)
+    # ---- neutral objects: the remaining clusters (EM scale)
+    cell_cl = np.repeat(np.arange(n_cl), np.diff(cc_off))
+    e, eta, phi, frac, sw = cluster_kinematics(geo, cell_id, cell_e, cell_cl, n_cl, cl_event, pv_z)
+    ok = (e > 0) & (sw > 0)
+    _, p_em = lcw_weight(e[ok], frac[ok], geo)
+    t_e, t_eta_n, t_phi_n, t_ev = e[ok], eta[ok], phi[ok], cl_event[ok]
+    t_pt_n = t_e / np.cosh(t_eta_n)
+    n_n = len(t_e)
     tow_cols = {
-        "px": t_pt * np.cos(t_phi),
-        "py": t_pt * np.sin(t_phi),
-        "pz": t_pt * np.sinh(t_eta),
-        "E": t_e,
-        "pt": t_pt,
-        "eta": t_eta,
-        "phi": t_phi,
-        "charge": np.zeros(len(t_e), dtype=np.int8),
-        "kind": np.where(em[ok], KIND_PHOTON, KIND_NEUTRAL_HADRON).astype(np.int8),
-        "d0": np.zeros(len(t_e)),
-        "z0SinTheta": np.zeros(len(t_e)),
-        "d0Uncertainty": np.zeros(len(t_e)),
-        "z0SinThetaUncertainty": np.zeros(len(t_e)),
-        "track_index": np.full(len(t_e), -1, dtype=np.int32),
+        "px": t_pt_n * np.cos(t_phi_n), "py": t_pt_n * np.sin(t_phi_n), "pz": t_pt_n * np.sinh(t_eta_n), "E": t_e,
+        "pt": t_pt_n, "eta": t_eta_n, "phi": t_phi_n, "charge": np.zeros(n_n, dtype=np.int8),
+        "kind": np.where(p_em > 0.5, KIND_PHOTON, KIND_NEUTRAL_HADRON).astype(np.int8),
+        "d0": np.zeros(n_n), "z0SinTheta": np.zeros(n_n), "d0Uncertainty": np.zeros(n_n),
+        "z0SinThetaUncertainty": np.zeros(n_n), "track_index": np.full(n_n, -1, dtype=np.int32),
     }
-
-    # ---- merge per event (tracks first, then towers) ----------------------------------------
-    # (both lists are already grouped by event: a block copy per event, no sort)
-    towers = FlatTable(tow_cols, np.bincount(t_ev, minlength=n_ev))
+    # ---- merge per event (tracks first, then neutral clusters)
+    neutrals = FlatTable(tow_cols, np.bincount(t_ev, minlength=n_ev))
     if not trk_cols:
-        return towers
-    trk_cols = {k: trk_cols[k].astype(np.result_type(trk_cols[k], tow_cols[k]), copy=False) for k in tow_cols}
-    return insert_per_event(FlatTable(trk_cols, np.bincount(trk_evt, minlength=n_ev)), towers)
+        return neutrals
+    trk_cols = {c: trk_cols[c].astype(np.result_type(trk_cols[c], tow_cols[c]), copy=False) for c in tow_cols}
+    return insert_per_event(FlatTable(trk_cols, np.bincount(trk_evt, minlength=n_ev)), neutrals)
 
 
 #: patches for the median pileup-density estimate: |eta| < RHO_ETA_MAX, RHO_N_ETA x RHO_N_PHI
