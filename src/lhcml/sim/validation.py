@@ -169,13 +169,14 @@ def load_reference(path: str | Path | None = None) -> ReferenceTable:
 def reference_markdown(table: ReferenceTable | None = None) -> str:
     """The reference table as a Markdown table (docs/validation.md embeds it; a test keeps them equal)."""
     table = table or load_reference()
-    rows = ["| check | quantity | measure (output, params) | reference | μ range | tag | source |",
-            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = ["| check | quantity | measure (output, params) | reference | μ range | min n | tag | source |",
+            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for c in table.checks:
         params = ", ".join(f"{k}={v}" for k, v in c.params.items())
         mu = "all" if c.mu is None else f"[{c.mu[0] if c.mu[0] is not None else ''}, {c.mu[1] if c.mu[1] is not None else '∞'})"
         cells = [c.name, c.quantity, f"{c.measure} ({c.output}{'; ' + params if params else ''})",
-                 c.reference_text() + (" (compares samples)" if c.compare else ""), mu, c.tag, c.source]  # fmt: skip
+                 c.reference_text() + (" (compares samples)" if c.compare else ""), mu, str(c.min_entries),
+                 c.tag, c.source]  # fmt: skip
         rows.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
     return "\n".join(rows) + "\n"
 

@@ -99,6 +99,22 @@ def fraction(passed: np.ndarray) -> Measurement:
     return Measurement(p, float(np.sqrt(max(p * (1 - p), 1.0 / n) / n)), n, "fraction")
 
 
+def _inverse_hessian(f, x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Inverse of the central finite-difference Hessian of ``f`` at ``x`` (steps ``h``): the
+    covariance of a maximum-likelihood estimate when ``f`` is the negative log-likelihood."""
+    n = len(x)
+    hess = np.empty((n, n))
+    for i in range(n):
+        for j in range(i, n):
+            ei, ej = np.eye(n)[i] * h[i], np.eye(n)[j] * h[j]
+            v = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (4 * h[i] * h[j])
+            hess[i, j] = hess[j, i] = v
+    try:
+        return np.linalg.inv(hess)
+    except np.linalg.LinAlgError:
+        return np.full((n, n), np.nan)
+
+
 def gaussian_core_fit(
     x: np.ndarray,
     n_sigma: float = 2.0,
@@ -126,7 +142,8 @@ def gaussian_core_fit(
     Returns
     -------
     tuple[Measurement, Measurement]
-        The fitted mean and σ, with errors from the inverse Hessian of the likelihood.
+        The fitted mean and σ, with errors from the inverse of the likelihood's Hessian
+        (finite differences at the optimum).
     """
     x = np.asarray(x, dtype=np.float64).ravel()
     lo_all = np.full(len(x), -np.inf) if lower is None else np.broadcast_to(
@@ -162,7 +179,7 @@ def gaussian_core_fit(
 
         res = optimize.minimize(nll, np.array([mu, np.log(sig)]), method="BFGS")
         new_mu, new_sig = float(res.x[0]), float(np.exp(res.x[1]))
-        cov = np.asarray(res.hess_inv) if hasattr(res, "hess_inv") else cov
+        cov = _inverse_hessian(nll, res.x, np.array([1e-3 * new_sig, 1e-3]))
         converged = abs(new_mu - mu) < 1e-4 * sig and abs(new_sig - sig) < 1e-3 * sig
         mu, sig = new_mu, new_sig
         if converged:
