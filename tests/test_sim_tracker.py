@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import awkward as ak
 import numpy as np
 import pytest
-from scipy.optimize import brentq, minimize
+from scipy.optimize import brentq
 
 from lhcml.data.schema import TRUTH_ORIGIN
 from lhcml.errors import ConfigError, SchemaError
 from lhcml.sim.detector import C_CURV, default_detector_params, load_detector_params
+from lhcml.sim.hit_patterns import module_center
+from lhcml.sim.track_resolution import (
+    TAIL_DENSE_CORE,
+    TAIL_MATERIAL,
+    TAIL_PATTERN,
+    material_scatter_probability,
+)
 from lhcml.sim.tracker import TRACK_OUTPUT_FIELDS, simulate_tracks, true_perigee
 
 B = 2.0
@@ -54,11 +63,24 @@ def params():
 
 @pytest.fixture(scope="session")
 def quiet(params):
-    """No fakes, no material interactions: only the particles we build."""
-    return params.with_updates(
+    """No fakes, no material interactions, no dead modules or overlaps: only the particles we build."""
+    return ideal_modules(params).with_updates(
         fakes=dict(base_rate=0.0, density_rate=0.0),
         material=dict(interaction_lengths=[0.0] * 5, radiation_lengths=[0.0] * 5),
     )
+
+
+def ideal_modules(p, overlap=0.0, **modules):
+    """Parameters with no dead modules (unless given) and the same φ overlap on every layer."""
+    return p.with_updates(
+        barrel_layers=tuple(replace(x, phi_overlap=overlap) for x in p.barrel_layers),
+        end_cap_disks=tuple(replace(x, phi_overlap=overlap) for x in p.end_cap_disks),
+        modules=dict(dict(dead_fraction_ibl=0.0, dead_fraction_pixel=0.0, dead_fraction_sct=0.0), **modules),
+    )
+
+
+NO_TAILS = dict(material=dict(elastic_to_inelastic=0.0), dense_core=dict(probability_per_shared_hit=0.0),
+                pattern_recognition=dict(rate=0.0, density_rate=0.0))
 
 
 # ------------------------------------------------------------------------------------------
@@ -205,34 +227,92 @@ def test_d0_core_resolution_follows_configuration(resolution_sample, quiet):
         assert _core_sigma(zres) == pytest.approx(zexp, rel=0.10)
 
 
-def test_tail_fractions_as_configured(resolution_sample, quiet):
-    """Maximum-likelihood fit of a three-Gaussian mixture (widths 1, 3, 10) to the d0 pulls."""
-    t = quiet.tails
-    pull = resolution_sample["d0"] - resolution_sample["truth_d0"]
-    pull = pull / resolution_sample["d0Uncertainty"]
-    scales = np.array([1.0, t.tail_scale, t.wide_scale])
+def _pull_width(x):
+    """Robust width (IQR / 1.349)."""
+    q75, q25 = np.percentile(x, [75, 25])
+    return (q75 - q25) / 1.349
 
-    def nll(f):
-        f1, f2 = np.clip(f, 1e-6, 0.5)
-        w = np.array([1 - f1 - f2, f1, f2])
-        dens = (w / (np.sqrt(2 * np.pi) * scales) * np.exp(-0.5 * (pull[:, None] / scales) ** 2)).sum(1)
-        return -np.log(dens).sum()
 
-    fit = minimize(nll, x0=[0.02, 0.002], method="Nelder-Mead", options={"xatol": 1e-5, "fatol": 1e-3})
-    f_tail, f_wide = fit.x
-    assert f_tail == pytest.approx(t.tail_fraction, abs=0.006)
-    assert f_wide == pytest.approx(t.wide_fraction, abs=0.0015)
-    # the wide tail puts tracks far beyond a Gaussian's reach
-    assert np.mean(np.abs(pull) > 6) > 0.001
+def test_pattern_recognition_tails_rate_and_separate_widths(quiet):
+    """Set high, the pattern-recognition tail appears at its rate, with its own width per parameter."""
+    scale = dict(d0=2.0, z0=3.0, phi=4.0, theta=1.5, qoverp=6.0)
+    p = quiet.with_updates(tails=dict(NO_TAILS, pattern_recognition=dict(rate=0.3, density_rate=0.0,
+                                                                          scale=scale)))
+    rng = np.random.default_rng(21)
+    ev = [{**kinematics(np.full(200, 4.0), rng.uniform(-1, 1, 200), rng.uniform(-3, 3, 200)),
+           "charge": rng.choice([-1, 1], 200)} for _ in range(40)]
+    f = ak.flatten(simulate_tracks(make_particles(ev), np.random.default_rng(22), p))
+    src = ak.to_numpy(f.tailSource)
+    tail = (src & TAIL_PATTERN) > 0
+    assert np.all((src & (TAIL_MATERIAL | TAIL_DENSE_CORE)) == 0)
+    assert tail.mean() == pytest.approx(0.3, abs=0.02)
+    theta_t = ak.to_numpy(f.truth_theta)
+    p_true = ak.to_numpy(f.truth_pt) / np.sin(theta_t)
+    pulls = {
+        "d0": ak.to_numpy(f.d0 - f.truth_d0) / ak.to_numpy(f.d0Uncertainty),
+        "z0": ak.to_numpy(f.z0 - f.truth_z0) * np.sin(theta_t) / ak.to_numpy(f.z0SinThetaUncertainty),
+        "phi": ((ak.to_numpy(f.phi - f.truth_phi) + np.pi) % (2 * np.pi) - np.pi) / ak.to_numpy(f.phiUncertainty),
+        "theta": (ak.to_numpy(f.theta) - theta_t) / ak.to_numpy(f.thetaUncertainty),
+        # 4 GeV tracks never flip charge: compare |q/p| (1/MeV in the output)
+        "qoverp": (np.abs(ak.to_numpy(f.qOverP)) - 1e-3 / p_true) / ak.to_numpy(f.qOverPUncertainty),
+    }
+    for k, s in scale.items():
+        assert _pull_width(pulls[k][~tail]) == pytest.approx(1.0, rel=0.08), k
+        assert _pull_width(pulls[k][tail]) == pytest.approx(s, rel=0.12), k
+
+
+def test_material_tails_at_configured_rate(params):
+    """Elastic hadron scatters in the material: the configured rate, kinks that grow as 1/p."""
+    p = params.with_updates(tails=dict(NO_TAILS, material=dict(elastic_to_inelastic=8.0)),
+                            fakes=dict(base_rate=0.0, density_rate=0.0),
+                            material=dict(radiation_lengths=[0.0] * 5))
+    rng = np.random.default_rng(31)
+    n = 3000
+    pt = np.where(np.arange(n) % 2 == 0, 2.0, 50.0)
+    pid = np.where(np.arange(n) % 3 == 0, 13, 211)  # a third are muons: no hadronic scattering
+    ev = {**kinematics(pt, rng.uniform(-1.5, 1.5, n), rng.uniform(-3, 3, n)), "pid": pid, "charge": np.ones(n),
+          "m": np.where(pid == 13, 0.10566, 0.13957)}
+    f = ak.flatten(simulate_tracks(make_particles([ev]), np.random.default_rng(32), p))
+    prim = ak.to_numpy(f.origin) == TRUTH_ORIGIN["primary"]
+    kink = (ak.to_numpy(f.tailSource) & TAIL_MATERIAL) > 0
+    apid = np.abs(ak.to_numpy(f.truthPdgId))
+    assert not kink[apid == 13].any()
+    had = prim & (apid == 211)
+    prob = material_scatter_probability(np.ones(had.sum(), bool), np.zeros(had.sum()),
+                                        ak.to_numpy(f.truth_theta)[had], p)
+    expected = np.mean(1.0 - np.prod(1.0 - prob, axis=1))
+    assert 0.05 < expected < 0.5
+    assert kink[had].mean() == pytest.approx(expected, abs=0.03)
+    # the d0 shift of a kink scales as 1/p: soft kinked tracks are displaced far more than hard ones
+    resid = np.abs(ak.to_numpy(f.d0 - f.truth_d0))
+    tpt = ak.to_numpy(f.truth_pt)
+    soft, hard = had & kink & (tpt < 10), had & kink & (tpt > 10)
+    assert np.median(resid[soft]) > 8 * np.median(resid[hard])
+    assert np.median(resid[soft]) > 5 * np.median(resid[had & ~kink & (tpt < 10)])
+
+
+def test_dense_core_tails_follow_shared_hits(quiet):
+    """Per shared pixel hit the dense-core tail fires with the configured probability."""
+    p = quiet.with_updates(tails=dict(NO_TAILS, dense_core=dict(probability_per_shared_hit=0.3)),
+                           shared_hits=dict(split_probability=0.0, lost_probability=0.0))
+    events = []
+    for ph in np.linspace(-3, 3, 400):
+        events.append({**kinematics([60.0, 61.0, 60.0], [0.5, 0.5002, 0.5], [ph, ph + 3e-4, ph + 0.8])})
+    f = ak.flatten(simulate_tracks(make_particles(events), np.random.default_rng(7), p))
+    n_sh = ak.to_numpy(f.numberOfPixelSharedHits)
+    dense = (ak.to_numpy(f.tailSource) & TAIL_DENSE_CORE) > 0
+    assert not dense[n_sh == 0].any()
+    assert dense[n_sh > 0].mean() == pytest.approx(np.mean(1 - 0.7 ** n_sh[n_sh > 0]), abs=0.05)
 
 
 def test_no_tails_when_switched_off(quiet):
-    p = quiet.with_updates(tails=dict(tail_fraction=0.0, wide_fraction=0.0))
+    p = quiet.with_updates(tails=NO_TAILS)
     rng = np.random.default_rng(5)
     ev = [{**kinematics(np.full(300, 5.0), rng.uniform(-1, 1, 300), rng.uniform(-3, 3, 300))}
           for _ in range(50)]
     f = ak.flatten(simulate_tracks(make_particles(ev), np.random.default_rng(6), p))
     pull = ak.to_numpy((f.d0 - f.truth_d0) / f.d0Uncertainty)
+    assert np.all(ak.to_numpy(f.tailSource) == 0)
     assert np.abs(pull).max() < 6.0
     assert np.std(pull) == pytest.approx(1.0, abs=0.05)
 
@@ -285,13 +365,89 @@ def test_acceptance_pt_and_eta(quiet):
 
 
 def test_holes_come_from_missed_layers(params):
-    p = params.with_updates(hit_efficiency=dict(ibl=1.0, pixel=0.5, sct=1.0),
+    p = ideal_modules(params).with_updates(hit_efficiency=dict(ibl=1.0, pixel=0.5, sct=1.0),
                             fakes=dict(base_rate=0.0, density_rate=0.0))
     f = _radial_sample(0.0, n=2000, params=p)
     holes = ak.to_numpy(f.numberOfPixelHoles)
     assert holes.mean() > 0.3
     assert np.all(ak.to_numpy(f.numberOfSCTHoles) == 0)
-    assert np.all(ak.to_numpy(f.numberOfPixelHits) + holes <= 4 + 2)  # barrel + overlaps
+    assert np.all(ak.to_numpy(f.numberOfPixelHits) + holes <= 8)  # 4 layers, <= 2 modules each
+
+
+def test_module_overlaps_give_second_hits(quiet):
+    """A track in the φ-overlap band of two modules leaves two hits on the layer, at the configured rate."""
+    n = 4000
+    eta = np.random.default_rng(3).uniform(-0.5, 0.5, n)
+    phi = np.random.default_rng(4).uniform(-np.pi, np.pi, n)
+    ev = {**kinematics(np.full(n, 50.0), eta, phi)}
+    p = ideal_modules(quiet, overlap=0.2).with_updates(hit_efficiency=dict(ibl=1.0, pixel=1.0, sct=1.0))
+    f = ak.flatten(simulate_tracks(make_particles([ev]), np.random.default_rng(5), p))
+    ibl = ak.to_numpy(f.numberOfInnermostPixelLayerHits)
+    assert set(np.unique(ibl)) == {1, 2}
+    assert np.mean(ibl == 2) == pytest.approx(0.2, abs=0.03)
+    npix = ak.to_numpy(f.numberOfPixelHits)
+    assert npix.mean() == pytest.approx(4 * 1.2, abs=0.1)
+    assert ak.to_numpy(f.numberOfSCTHits).mean() == pytest.approx(8 * 1.2, abs=0.15)
+    assert np.all(ak.to_numpy(f.numberOfPixelHoles) == 0)
+    # without overlaps: exactly one module per layer
+    f0 = ak.flatten(simulate_tracks(make_particles([ev]), np.random.default_rng(5),
+                                    p.with_updates(**{k: v for k, v in ideal_modules(p).__dict__.items()
+                                                      if k in ("barrel_layers", "end_cap_disks")})))
+    assert np.all(ak.to_numpy(f0.numberOfPixelHits) == 4)
+
+
+def test_dead_module_placed_by_hand_makes_holes(quiet):
+    """Tracks aimed at a hand-placed dead B-layer module lose that hit and get a pixel hole."""
+    p = quiet.with_updates(hit_efficiency=dict(ibl=1.0, pixel=1.0, sct=1.0))
+    dead = ideal_modules(p, dead_modules=("BLayer/5/6",))
+    phi_c, z_c = module_center(dead, "BLayer", 5, 6)
+    r = dead.barrel_layers[1].radius
+    n = 300
+    rng = np.random.default_rng(8)
+    # straight (200 GeV) tracks from the origin through the module's central region
+    phi = phi_c + rng.uniform(-0.3, 0.3, n) * 2 * np.pi / 22
+    z = z_c + rng.uniform(-0.3, 0.3, n) * 2 * 400.5 / 13
+    eta = np.arcsinh(z / r)
+    # one track per event: no merged clusters between them
+    ev = [{**kinematics([200.0], [e], [f])} for e, f in zip(eta, phi, strict=True)]
+    live = ak.flatten(simulate_tracks(make_particles(ev), np.random.default_rng(9), p))
+    hit = ak.flatten(simulate_tracks(make_particles(ev), np.random.default_rng(9), dead))
+    assert len(live) == len(hit) > 0.8 * n  # the same efficiency draws: the same tracks
+    assert np.all(ak.to_numpy(live.numberOfNextToInnermostPixelLayerHits) == 1)
+    assert np.all(ak.to_numpy(live.numberOfPixelHoles) == 0)
+    assert np.all(ak.to_numpy(hit.numberOfNextToInnermostPixelLayerHits) == 0)
+    assert np.all(ak.to_numpy(hit.numberOfPixelHoles) == 1)  # between the IBL and pixel-layer-1 hits
+    np.testing.assert_array_equal(ak.to_numpy(hit.numberOfPixelHits), ak.to_numpy(live.numberOfPixelHits) - 1)
+    # tracks elsewhere are untouched
+    ev2 = [{**kinematics([200.0], [e], [f + np.pi / 2])} for e, f in zip(eta, phi, strict=True)]
+    other = ak.flatten(simulate_tracks(make_particles(ev2), np.random.default_rng(9), dead))
+    assert np.all(ak.to_numpy(other.numberOfNextToInnermostPixelLayerHits) == 1)
+
+
+def test_dead_module_fraction(quiet):
+    """A dead-module fraction f kills ~f of the modules; tracks crossing one lose that hit."""
+    from lhcml.sim.hit_patterns import surface_geometry
+
+    p = ideal_modules(quiet, dead_fraction_pixel=0.25).with_updates(hit_efficiency=dict(ibl=1.0, pixel=1.0, sct=1.0))
+    g = surface_geometry(p)
+    k = 1  # B-layer: 22 staves x 13 modules
+    dead = g.dead[g.module_offset[k]:g.module_offset[k + 1]].reshape(22, 13)
+    assert dead.mean() == pytest.approx(0.25, abs=0.08)
+    assert g.dead[:g.module_offset[1]].sum() == 0  # the IBL has its own fraction (0 here)
+    rng = np.random.default_rng(10)
+    n = 3000
+    eta, phi = rng.uniform(-2.0, 2.0, n), rng.uniform(-np.pi, np.pi, n)
+    ev = [{**kinematics([200.0], [e], [f])} for e, f in zip(eta, phi, strict=True)]
+    f = ak.flatten(simulate_tracks(make_particles(ev), np.random.default_rng(11), p))
+    # the module each (straight, 200 GeV) track crosses on the B-layer
+    r = p.barrel_layers[k].radius
+    i_phi = ((ak.to_numpy(f.truth_phi) + np.pi) / (2 * np.pi) * 22).astype(int) % 22
+    i_z = ((r * np.sinh(ak.to_numpy(f.eta)) + 400.5) / 801.0 * 13).astype(int)
+    expected_dead = dead[i_phi, i_z]
+    assert 0.1 < expected_dead.mean() < 0.5
+    miss = ak.to_numpy(f.numberOfNextToInnermostPixelLayerHits) == 0
+    assert np.mean(miss == expected_dead) > 0.98  # only tracks at module edges may differ
+    assert np.all(ak.to_numpy(f.numberOfInnermostPixelLayerHits) == 1)
 
 
 # ------------------------------------------------------------------------------------------
@@ -356,6 +512,46 @@ def test_fake_rate_grows_with_density(params):
         f = ak.flatten(simulate_tracks(make_particles(ev), np.random.default_rng(5), params))
         out.append(np.mean(ak.to_numpy(f.origin) == TRUTH_ORIGIN["fake"]))
     assert out[1] > 1.5 * out[0]
+
+
+def test_fakes_more_frequent_in_dense_regions(params):
+    """In one event, a collimated bunch of tracks seeds more fakes per track than isolated tracks."""
+    p = params.with_updates(fakes=dict(base_rate=0.01, density_rate=0.02))
+    rng = np.random.default_rng(12)
+    events = []
+    for _ in range(60):
+        # 60 tracks within ΔR ~ 0.03 at (η, φ) = (0.5, 1) and 60 isolated tracks spread over φ < 0
+        dense = kinematics(rng.uniform(2, 20, 60), 0.5 + 0.02 * rng.standard_normal(60),
+                           1.0 + 0.02 * rng.standard_normal(60))
+        iso = kinematics(rng.uniform(2, 20, 60), rng.uniform(-2, 2, 60), np.linspace(-3.0, -0.3, 60))
+        events.append({k: np.concatenate([dense[k], iso[k]]) for k in dense})
+    f = ak.flatten(simulate_tracks(make_particles(events), np.random.default_rng(13), p))
+    fake = ak.to_numpy(f.origin) == TRUTH_ORIGIN["fake"]
+    near = np.hypot(ak.to_numpy(f.eta) - 0.5, ak.to_numpy(f.phi) - 1.0) < 0.3
+    n_fake_dense, n_fake_iso = np.sum(fake & near), np.sum(fake & ~near & (ak.to_numpy(f.phi) < 0))
+    n_real_dense, n_real_iso = np.sum(~fake & near), np.sum(~fake & ~near)
+    assert n_fake_dense / n_real_dense > 5 * max(n_fake_iso, 1) / n_real_iso
+
+
+def test_fake_hit_patterns_come_from_the_geometry(params):
+    """Fake hit patterns follow from their helices: no random pixel hits, no fakes; the barrel
+    fakes' hit counts respect the layers they cross."""
+    rng = np.random.default_rng(14)
+    ev = [{**kinematics(rng.uniform(1, 10, 200), rng.uniform(-1, 1, 200), rng.uniform(-3, 3, 200))}
+          for _ in range(10)]
+    parts = make_particles(ev)
+    p = params.with_updates(fakes=dict(base_rate=0.5, density_rate=0.0))
+    f = ak.flatten(simulate_tracks(parts, np.random.default_rng(15), p))
+    fake = ak.to_numpy(f.origin) == TRUTH_ORIGIN["fake"]
+    assert fake.sum() > 200
+    npix = ak.to_numpy(f.numberOfPixelHits)[fake]
+    nsct = ak.to_numpy(f.numberOfSCTHits)[fake]
+    assert npix.min() >= 1 and (npix + nsct).min() >= 7
+    assert len(np.unique(npix)) >= 3  # not one drawn pattern
+    assert np.mean(ak.to_numpy(f.numberOfPixelHoles)[fake] + ak.to_numpy(f.numberOfSCTHoles)[fake] > 0) > 0.2
+    none = params.with_updates(fakes=dict(base_rate=0.5, density_rate=0.0, hit_probability_pixel=0.0))
+    g = ak.flatten(simulate_tracks(parts, np.random.default_rng(15), none))
+    assert np.sum(ak.to_numpy(g.origin) == TRUTH_ORIGIN["fake"]) == 0
 
 
 def test_conversions_make_secondary_electrons(quiet):
@@ -460,5 +656,12 @@ def test_parameter_file_errors(tmp_path):
         load_detector_params(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_detector_params(tmp_path / "nope.yaml")
-    with pytest.raises(ConfigError, match="did you mean 'tail_fraction'"):
-        default_detector_params().with_updates(tails=dict(tail_fracton=0.1))
+    with pytest.raises(ConfigError, match="did you mean 'material'"):
+        default_detector_params().with_updates(tails=dict(materal=dict(q_transfer=0.1)))
+    with pytest.raises(ConfigError, match="did you mean 'q_transfer'"):
+        default_detector_params().with_updates(tails=dict(material=dict(q_transfr=0.1)))
+    raw["efficiency"]["eta_values"] = raw["efficiency"]["eta_values"] + [0.7]
+    raw["modules"]["dead_modules"] = ["IBL/99/0"]
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="dead_modules entry 'IBL/99/0'"):
+        load_detector_params(bad)

@@ -48,7 +48,10 @@ def quiet():
     return default_detector_params().with_updates(
         fakes=dict(base_rate=0.0, density_rate=0.0),
         material=dict(interaction_lengths=[0.0] * 5, radiation_lengths=[0.0] * 5),
-        tails=dict(tail_fraction=0.0, wide_fraction=0.0),
+        tails=dict(material=dict(elastic_to_inelastic=0.0), dense_core=dict(probability_per_shared_hit=0.0),
+                   pattern_recognition=dict(rate=0.0, density_rate=0.0)),
+        modules=dict(dead_fraction_ibl=0.0, dead_fraction_pixel=0.0, dead_fraction_sct=0.0),
+        shared_hits=dict(lost_probability=0.0),
         efficiency=dict(eta_values=[1.0] * 8, pt_values=[1.0] * 6, pt_reference=1.0),
         hit_efficiency=dict(ibl=1.0, pixel=1.0, sct=1.0),
     )

@@ -52,6 +52,9 @@ class BarrelLayer:
     radius: float
     half_length: float
     hits_per_layer: int
+    n_phi_modules: int
+    n_z_modules: int
+    phi_overlap: float
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class EndCapDisk:
     r_min: float
     r_max: float
     hits_per_layer: int
+    n_phi_modules: int
+    n_r_modules: int
+    phi_overlap: float
 
 
 @dataclass(frozen=True)
@@ -113,12 +119,54 @@ class Resolution:
 
 
 @dataclass(frozen=True)
+class Modules:
+    """Dead-module fractions per layer kind, their placement seed and hand-placed dead modules."""
+
+    dead_fraction_ibl: float
+    dead_fraction_pixel: float
+    dead_fraction_sct: float
+    dead_seed: int
+    dead_modules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TailScales:
+    """Width multipliers of the core resolution, one per track parameter."""
+
+    d0: float
+    z0: float
+    phi: float
+    theta: float
+    qoverp: float
+
+
+@dataclass(frozen=True)
+class MaterialTails:
+    elastic_to_inelastic: float
+    q_transfer: float
+
+
+@dataclass(frozen=True)
+class DenseCoreTails:
+    probability_per_shared_hit: float
+    scale: TailScales
+
+
+@dataclass(frozen=True)
+class PatternTails:
+    rate: float
+    density_rate: float
+    scale: TailScales
+
+
+@dataclass(frozen=True)
 class Tails:
-    tail_fraction: float
-    tail_scale: float
-    wide_fraction: float
-    wide_scale: float
-    shared_hit_factor: float
+    """Non-Gaussian resolution tails, one block per physical source."""
+
+    density_radius: float
+    material: MaterialTails
+    dense_core: DenseCoreTails
+    pattern_recognition: PatternTails
 
 
 @dataclass(frozen=True)
@@ -149,11 +197,13 @@ class Material:
 class Fakes:
     base_rate: float
     density_rate: float
-    near_track_fraction: float
-    near_track_dr: float
+    density_radius: float
+    spread: float
     pt_slope: float
     d0_sigma: float
     z0_sigma: float
+    hit_probability_pixel: float
+    hit_probability_sct: float
     uncertainty_scale: float
 
 
@@ -207,6 +257,7 @@ class DetectorParams:
     barrel_layers: tuple[BarrelLayer, ...]
     end_cap_disks: tuple[EndCapDisk, ...]
     hit_efficiency: HitEfficiency
+    modules: Modules
     acceptance: Acceptance
     efficiency: Efficiency
     resolution: Resolution
@@ -224,13 +275,14 @@ class DetectorParams:
         Parameters
         ----------
         **sections
-            ``section=dict(field=value, ...)`` to change some fields of a section, or
+            ``section=dict(field=value, ...)`` to change some fields of a section (nested
+            sections merge the same way: ``tails=dict(material=dict(q_transfer=0.2))``), or
             ``field=value`` for a top-level field. Unknown names raise :class:`ConfigError`.
 
         Examples
         --------
-        >>> p = default_detector_params().with_updates(tails=dict(tail_fraction=0.0))
-        >>> p.tails.tail_fraction
+        >>> p = default_detector_params().with_updates(tails=dict(pattern_recognition=dict(rate=0.0)))
+        >>> p.tails.pattern_recognition.rate
         0.0
         """
         changes: dict[str, Any] = {}
@@ -240,15 +292,26 @@ class DetectorParams:
                 raise ConfigError(f"unknown detector parameter section '{key}'{_suggest(key, names)}")
             current = getattr(self, key)
             if isinstance(value, dict) and dataclasses.is_dataclass(current):
-                sub = {f.name for f in dataclasses.fields(current)}
-                for k in value:
-                    if k not in sub:
-                        raise ConfigError(f"unknown detector parameter '{key}.{k}'{_suggest(k, sub)}")
-                merged = {**dataclasses.asdict(current), **value}
+                merged = _merge(dataclasses.asdict(current), value, current, key)
                 changes[key] = _build(type(current), merged, f"{key}", "with_updates")
             else:
                 changes[key] = value
         return dataclasses.replace(self, **changes)
+
+
+def _merge(base: dict, update: dict, current: Any, where: str) -> dict:
+    """``base`` (asdict of ``current``) with ``update`` merged in, nested sections recursively."""
+    sub = {f.name for f in dataclasses.fields(current)}
+    out = dict(base)
+    for k, v in update.items():
+        if k not in sub:
+            raise ConfigError(f"unknown detector parameter '{where}.{k}'{_suggest(k, sub)}")
+        inner = getattr(current, k)
+        if isinstance(v, dict) and dataclasses.is_dataclass(inner):
+            out[k] = _merge(base[k], v, inner, f"{where}.{k}")
+        else:
+            out[k] = v
+    return out
 
 
 def _suggest(key: str, choices: set[str] | list[str]) -> str:
@@ -326,12 +389,46 @@ def _check(p: DetectorParams, source: str) -> None:
         raise bad("barrel_layers must be ordered by increasing radius")
     if p.barrel_layers[0].kind != "pixel":
         raise bad("the innermost barrel layer must be a pixel layer (the IBL)")
-    for frac in (p.tails.tail_fraction, p.tails.wide_fraction, p.shared_hits.split_probability,
-                 p.shared_hits.lost_probability, p.fakes.near_track_fraction):
+    t, mo, f = p.tails, p.modules, p.fakes
+    for name, frac in (("tails.dense_core.probability_per_shared_hit", t.dense_core.probability_per_shared_hit),
+                       ("tails.pattern_recognition.rate", t.pattern_recognition.rate),
+                       ("shared_hits.split_probability", p.shared_hits.split_probability),
+                       ("shared_hits.lost_probability", p.shared_hits.lost_probability),
+                       ("modules.dead_fraction_ibl", mo.dead_fraction_ibl),
+                       ("modules.dead_fraction_pixel", mo.dead_fraction_pixel),
+                       ("modules.dead_fraction_sct", mo.dead_fraction_sct),
+                       ("fakes.hit_probability_pixel", f.hit_probability_pixel),
+                       ("fakes.hit_probability_sct", f.hit_probability_sct)):
         if not 0.0 <= frac <= 1.0:
-            raise bad(f"fractions and probabilities must be in [0, 1], got {frac}")
-    if p.tails.tail_fraction + p.tails.wide_fraction > 1.0:
-        raise bad("tails: tail_fraction + wide_fraction must be <= 1")
+            raise bad(f"{name} must be in [0, 1], got {frac}")
+    for name, v in (("tails.material.elastic_to_inelastic", t.material.elastic_to_inelastic),
+                    ("tails.material.q_transfer", t.material.q_transfer),
+                    ("tails.pattern_recognition.density_rate", t.pattern_recognition.density_rate),
+                    ("fakes.base_rate", f.base_rate), ("fakes.density_rate", f.density_rate)):
+        if v < 0:
+            raise bad(f"{name} must be >= 0, got {v}")
+    for blk in ("dense_core", "pattern_recognition"):
+        sc = getattr(t, blk).scale
+        for k, v in dataclasses.asdict(sc).items():
+            if v < 1.0:
+                raise bad(f"tails.{blk}.scale.{k} must be >= 1 (a tail is wider than the core), got {v}")
+    for layer in (*p.barrel_layers, *p.end_cap_disks):
+        nw = layer.n_z_modules if isinstance(layer, BarrelLayer) else layer.n_r_modules
+        if layer.n_phi_modules < 1 or nw < 1:
+            raise bad(f"layer '{layer.name}': module counts must be >= 1")
+        if not 0.0 <= layer.phi_overlap < 1.0:
+            raise bad(f"layer '{layer.name}': phi_overlap must be in [0, 1), got {layer.phi_overlap}")
+    layers = {layer.name: layer for layer in (*p.barrel_layers, *p.end_cap_disks)}
+    for spec in mo.dead_modules:
+        parts = spec.split("/")
+        ok = len(parts) == 3 and parts[0] in layers and parts[1].isdigit() and parts[2].isdigit()
+        if ok:
+            layer = layers[parts[0]]
+            nw = layer.n_z_modules if isinstance(layer, BarrelLayer) else layer.n_r_modules
+            ok = int(parts[1]) < layer.n_phi_modules and int(parts[2]) < nw
+        if not ok:
+            raise bad(f"modules.dead_modules entry '{spec}' must be 'LAYER/phi_index/z_or_ring_index' with "
+                      f"LAYER one of {sorted(layers)} and indices inside its module grid")
     if p.field_tesla <= 0:
         raise bad(f"field_tesla must be positive, got {p.field_tesla}")
 

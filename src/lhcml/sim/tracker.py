@@ -49,11 +49,20 @@ uses the strip direction only.
 from __future__ import annotations
 
 import awkward as ak
-import numba
 import numpy as np
 
 from lhcml.data.schema import TRUTH_ORIGIN
 from lhcml.sim.detector import C_CURV, DetectorParams, default_detector_params
+from lhcml.sim.hit_patterns import _merged_clusters, hit_pattern, neighbour_counts, surface_geometry
+from lhcml.sim.track_resolution import (
+    TAIL_DENSE_CORE,
+    TAIL_MATERIAL,
+    TAIL_PATTERN,
+    core_resolutions,
+    material_kinks,
+    tail_factors,
+    tail_flags,
+)
 
 #: fields of each reconstructed track returned by :func:`simulate_tracks` and their dtypes
 TRACK_OUTPUT_FIELDS: dict[str, str] = {
@@ -94,6 +103,7 @@ TRACK_OUTPUT_FIELDS: dict[str, str] = {
     "truth_z0": "f8",
     "truth_phi": "f8",
     "truth_theta": "f8",
+    "tailSource": "u1",  # bits: 1 material scatter, 2 dense-core shared hit, 4 pattern recognition (0 core)
 }
 
 #: vertex ids of material secondaries: this offset + the local index of the interacting parent
@@ -224,172 +234,6 @@ def _straight_cross_cylinder(vx, vy, vz, px, py, pz, r):
 
 
 # ------------------------------------------------------------------------------------------
-# merged clusters (numba)
-# ------------------------------------------------------------------------------------------
-
-
-@numba.njit(cache=True)
-def _merged_clusters(offsets, eta, phi, crossed, phi_pos, w_pos, rad_pos, drphi, dw, window):
-    """For each track and geometric surface: does its cluster merge with another track's?
-
-    Pairs are searched per event among tracks sorted in η, within ``window`` in η and φ.
-    Distances: ``0.5 (r_i + r_j) |Δφ_pos|`` against ``drphi[k]`` and ``|Δw|`` (z on barrel layers,
-    r on disks) against ``dw[k]``.
-    """
-    n, ns = crossed.shape
-    merged = np.zeros((n, ns), dtype=np.bool_)
-    for e in range(len(offsets) - 1):
-        lo = offsets[e]
-        hi = offsets[e + 1]
-        if hi - lo < 2:
-            continue
-        order = np.argsort(eta[lo:hi]) + lo
-        m = hi - lo
-        for a in range(m):
-            i = order[a]
-            for b in range(a + 1, m):
-                j = order[b]
-                if eta[j] - eta[i] > window:
-                    break
-                dphi = phi[i] - phi[j]
-                if dphi > np.pi:
-                    dphi -= 2 * np.pi
-                elif dphi < -np.pi:
-                    dphi += 2 * np.pi
-                if abs(dphi) > window:
-                    continue
-                for k in range(ns):
-                    if crossed[i, k] and crossed[j, k]:
-                        dp = phi_pos[i, k] - phi_pos[j, k]
-                        if dp > np.pi:
-                            dp -= 2 * np.pi
-                        elif dp < -np.pi:
-                            dp += 2 * np.pi
-                        if (abs(0.5 * (rad_pos[i, k] + rad_pos[j, k]) * dp) < drphi[k]
-                                and abs(w_pos[i, k] - w_pos[j, k]) < dw[k]):
-                            merged[i, k] = True
-                            merged[j, k] = True
-    return merged
-
-
-@numba.njit(cache=True)
-def _hit_pattern(vx, vy, vz, px, py, pz, q, c_field, b_r, b_hl, d_z, d_rmin, d_rmax,
-                 nside, eff, u_hit):
-    """Helix crossings of every sensor surface, hits (per side) and holes, per particle.
-
-    Surfaces are the barrel layers (``b_*``) followed by the disks (``d_*``). Returns
-    ``crossed, alpha, phi_pos, w_pos, rad_pos`` (per surface: crossed?, swept angle from the
-    vertex, azimuth of the crossing point, z on barrels / r on disks, radius) and ``hits``,
-    ``holes`` (per surface, counted over sides).
-    """
-    n = len(vx)
-    nb = len(b_r)
-    nd = len(d_z)
-    ns = nb + nd
-    crossed = np.zeros((n, ns), dtype=np.bool_)
-    alpha = np.full((n, ns), np.inf)
-    phi_pos = np.zeros((n, ns))
-    w_pos = np.zeros((n, ns))
-    rad_pos = np.zeros((n, ns))
-    hits = np.zeros((n, ns), dtype=np.int8)
-    holes = np.zeros((n, ns), dtype=np.int8)
-    two_pi = 2.0 * np.pi
-    rmax_disk = d_rmax.max() if nd > 0 else 0.0
-    for i in range(n):
-        pt = np.hypot(px[i], py[i])
-        cot = pz[i] / pt
-        s = 1.0 if q[i] > 0 else -1.0
-        R = pt / (c_field * max(abs(q[i]), 1.0))
-        nx = py[i] / pt
-        ny = -px[i] / pt
-        cx = vx[i] + s * R * nx
-        cy = vy[i] + s * R * ny
-        D = vx[i] * vx[i] + vy[i] * vy[i] + 2.0 * s * R * (vx[i] * nx + vy[i] * ny)
-        cabs = max(np.hypot(cx, cy), 1e-12)
-        chx = cx / cabs
-        chy = cy / cabs
-        u0x = -s * nx
-        u0y = -s * ny
-        beta0 = np.arctan2(u0y, u0x)
-        rv2 = vx[i] * vx[i] + vy[i] * vy[i]
-        rv = np.sqrt(rv2)
-        for k in range(nb):
-            r = b_r[k]
-            if rv2 >= r * r:
-                continue
-            a = (r * r + D) / (2.0 * cabs)
-            h2 = r * r - a * a
-            if h2 < 0.0:
-                continue
-            h = np.sqrt(h2)
-            best = np.inf
-            bx = 0.0
-            by = 0.0
-            for sg in (-1.0, 1.0):
-                x = a * chx - sg * h * chy
-                y = a * chy + sg * h * chx
-                ux = (x - cx) / R
-                uy = (y - cy) / R
-                ang = np.arctan2(ux * u0y - uy * u0x, ux * u0x + uy * u0y)
-                al = (s * ang) % two_pi
-                if al < best:
-                    best = al
-                    bx = x
-                    by = y
-            if best >= np.pi:
-                continue
-            z = vz[i] + R * best * cot
-            if abs(z) >= b_hl[k]:
-                continue
-            crossed[i, k] = True
-            alpha[i, k] = best
-            phi_pos[i, k] = np.arctan2(by, bx)
-            w_pos[i, k] = z
-            rad_pos[i, k] = r
-        if cot != 0.0:
-            # the largest |z| reachable before leaving the disks' outer radius: skip the rest
-            arg = min(1.0, (rmax_disk + rv) / (2.0 * R))
-            zreach = abs(vz[i]) + 2.0 * R * np.arcsin(arg) * abs(cot)
-            for k in range(nd):
-                if d_z[k] > zreach:
-                    continue
-                zt = d_z[k] if cot > 0 else -d_z[k]
-                al = (zt - vz[i]) / (R * cot)
-                if al <= 0.0 or al >= np.pi:
-                    continue
-                beta = beta0 - s * al
-                x = cx + R * np.cos(beta)
-                y = cy + R * np.sin(beta)
-                rr = np.hypot(x, y)
-                if rr <= d_rmin[k] or rr >= d_rmax[k] or rr <= rv:
-                    continue
-                kk = nb + k
-                crossed[i, kk] = True
-                alpha[i, kk] = al
-                phi_pos[i, kk] = np.arctan2(y, x)
-                w_pos[i, kk] = rr
-                rad_pos[i, kk] = rr
-        # hits per side, then holes between the first and the last hit
-        a_first = np.inf
-        a_last = -np.inf
-        for k in range(ns):
-            if not crossed[i, k]:
-                continue
-            nh = 0
-            for side in range(nside[k]):
-                if u_hit[i, k, side] < eff[k]:
-                    nh += 1
-            hits[i, k] = nh
-            if nh > 0:
-                a_first = min(a_first, alpha[i, k])
-                a_last = max(a_last, alpha[i, k])
-        for k in range(ns):
-            if crossed[i, k] and alpha[i, k] > a_first and alpha[i, k] < a_last:
-                holes[i, k] = nside[k] - hits[i, k]
-    return crossed, alpha, phi_pos, w_pos, rad_pos, hits, holes
-
-
-# ------------------------------------------------------------------------------------------
 # main entry point
 # ------------------------------------------------------------------------------------------
 
@@ -403,20 +247,6 @@ def _interp_table(x: np.ndarray, edges, values, lower_edges: bool) -> np.ndarray
     else:
         idx = np.clip(np.searchsorted(edges, x, side="left"), 0, len(values) - 1)
     return values[idx]
-
-
-def _resolutions(pt, theta, eta, qoverp, lever, p: DetectorParams):
-    """Core resolutions (d0 mm, z0 sinθ mm, φ, θ rad, q/p 1/GeV)."""
-    r = p.resolution
-    sin_t = np.sin(theta)
-    ms = 1.0 / (pt * np.sqrt(sin_t))
-    s_d0 = np.hypot(r.d0_a, r.d0_b * ms) * lever
-    s_z0 = np.hypot(r.z0st_a, r.z0st_b * ms) * lever
-    s_phi = np.hypot(r.phi_a, r.phi_b * ms)
-    s_theta = sin_t**2 * np.hypot(r.cot_a, r.cot_b * ms)
-    f_eta = 1.0 + r.qoverp_eta_slope * np.maximum(np.abs(eta) - 1.0, 0.0)
-    s_qp = np.abs(qoverp) * np.hypot(r.qoverp_a * pt * f_eta, r.qoverp_b)
-    return s_d0, s_z0, s_phi, s_theta, s_qp
 
 
 def _flatten(particles: ak.Array) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -582,14 +412,25 @@ def _material_secondaries(cols, offsets, rng, p: DetectorParams):
     return lost, sec
 
 
-def _surfaces(p: DetectorParams):
-    """Sensor surfaces: geometric layers, then per-side read-out columns."""
-    geo = []  # (type, layer) with type 'b' or 'd'
-    for layer in p.barrel_layers:
-        geo.append(("b", layer))
-    for disk in p.end_cap_disks:
-        geo.append(("d", disk))
-    return geo
+def _shared_split(merged, n_side_hits, is_pix, rng, sh):
+    """Merged clusters → (pixel shared, SCT shared, pixel split, IBL shared, IBL split) counts."""
+    n, ns = merged.shape
+    u_split = rng.random((n, ns))
+    split = merged & is_pix[None, :] & (u_split < sh.split_probability)
+    shared = merged & ~split
+    shared_sides = np.where(shared, n_side_hits, 0)
+    return (shared_sides[:, is_pix].sum(axis=1), shared_sides[:, ~is_pix].sum(axis=1),
+            split[:, is_pix].sum(axis=1), shared[:, 0].astype(np.int64), split[:, 0].astype(np.int64))
+
+
+def _cluster_windows(p: DetectorParams, is_pix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per surface: rφ and z/r distances below which two crossings share a cluster."""
+    sh = p.shared_hits
+    ns = len(is_pix)
+    drphi = np.array([sh.ibl_drphi if k == 0 else (sh.pixel_drphi if is_pix[k] else sh.sct_drphi)
+                      for k in range(ns)])
+    dw = np.array([sh.ibl_dz if k == 0 else (sh.pixel_dz if is_pix[k] else sh.sct_dz) for k in range(ns)])
+    return drphi, dw
 
 
 def simulate_tracks(particles: ak.Array, rng: np.random.Generator,
@@ -668,22 +509,10 @@ def simulate_tracks(particles: ak.Array, rng: np.random.Generator,
     r_prod = np.hypot(c["vx"], c["vy"])
 
     # ---- layer crossings and hits -----------------------------------------------------
-    geo = _surfaces(p)
-    ns = len(geo)
-    barrels = [layer for typ, layer in geo if typ == "b"]
-    disks = [layer for typ, layer in geo if typ == "d"]
-    kinds = np.array([layer.kind for _, layer in geo])
-    is_pix = kinds == "pixel"
-    nside = np.array([layer.hits_per_layer for _, layer in geo], dtype=np.int64)
-    he = p.hit_efficiency
-    eff_layer = np.where(is_pix, he.pixel, he.sct)
-    eff_layer[0] = he.ibl
-    u_hit = rng.random((n, ns, 2))
-    crossed, alpha, phi_pos, w_pos, rad_pos, n_side_hits, n_holes = _hit_pattern(
-        c["vx"], c["vy"], c["vz"], c["px"], c["py"], c["pz"], q, C_CURV * p.field_tesla,
-        np.array([b.radius for b in barrels]), np.array([b.half_length for b in barrels]),
-        np.array([d.z for d in disks]), np.array([d.r_min for d in disks]),
-        np.array([d.r_max for d in disks]), nside, eff_layer, u_hit)
+    geom = surface_geometry(p)
+    is_pix = geom.is_pixel
+    crossed, alpha, phi_pos, w_pos, rad_pos, n_side_hits, n_holes = hit_pattern(
+        c["vx"], c["vy"], c["vz"], c["px"], c["py"], c["pz"], q, p, rng)
     any_hit = n_side_hits > 0
     n_pix = n_side_hits[:, is_pix].sum(axis=1)
     n_sct = n_side_hits[:, ~is_pix].sum(axis=1)
@@ -694,22 +523,12 @@ def simulate_tracks(particles: ak.Array, rng: np.random.Generator,
 
     # ---- merged clusters (shared / split hits) ---------------------------------------
     sh = p.shared_hits
-    drphi = np.array([sh.ibl_drphi if k == 0 else (sh.pixel_drphi if is_pix[k] else sh.sct_drphi)
-                      for k in range(ns)])
-    dw = np.array([sh.ibl_dz if k == 0 else (sh.pixel_dz if is_pix[k] else sh.sct_dz)
-                   for k in range(ns)])
+    drphi, dw = _cluster_windows(p, is_pix)
     merged = _merged_clusters(coff, eta_t, phi_t, crossed, phi_pos, w_pos, rad_pos, drphi, dw,
                               _SHARE_WINDOW)
     merged &= any_hit
-    u_split = rng.random((n, ns))
-    split = merged & is_pix[None, :] & (u_split < sh.split_probability)
-    shared = merged & ~split
-    shared_sides = np.where(shared, n_side_hits, 0)
-    n_pix_shared = shared_sides[:, is_pix].sum(axis=1)
-    n_sct_shared = shared_sides[:, ~is_pix].sum(axis=1)
-    n_pix_split = split[:, is_pix].sum(axis=1)
-    ibl_shared = shared[:, 0].astype(np.int64)
-    ibl_split = split[:, 0].astype(np.int64)
+    (n_pix_shared, n_sct_shared, n_pix_split, ibl_shared, ibl_split) = _shared_split(
+        merged, n_side_hits, is_pix, rng, sh)
     shared_modules = n_pix_shared + n_sct_shared // 2
 
     # ---- efficiency -------------------------------------------------------------------
@@ -744,20 +563,19 @@ def simulate_tracks(particles: ak.Array, rng: np.random.Generator,
     first_k = np.argmin(np.where(any_hit & is_pix[None, :], alpha, np.inf), axis=1)
     r_first = np.where(n_pix > 0, rad_pos[np.arange(n), first_k], r_ibl)
     lever = np.maximum(r_first / r_ibl, 1.0)
-    s_d0, s_z0, s_phi, s_theta, s_qp = _resolutions(pt_t, theta_t, eta_t, qp_t, lever, p)
-    t = p.tails
-    boost = np.where(n_pix_shared > 0, t.shared_hit_factor, 1.0)
-    u_tail = rng.random(n)
-    f_wide = np.minimum(t.wide_fraction * boost, 1.0)
-    f_tail = np.minimum(t.tail_fraction * boost, 1.0 - f_wide)
-    scale = np.where(u_tail < f_wide, t.wide_scale, np.where(u_tail < f_wide + f_tail, t.tail_scale, 1.0))
-    g = rng.standard_normal((n, 5)) * scale[:, None]
-    d0 = d0_t + s_d0 * g[:, 0]
-    z0 = z0_t + s_z0 / sin_t * g[:, 1]
-    phi = _wrap(phi_t + s_phi * g[:, 2])
-    theta = np.clip(theta_t + s_theta * g[:, 3], 1e-4, np.pi - 1e-4)
+    s_d0, s_z0, s_phi, s_theta, s_qp = core_resolutions(pt_t, theta_t, eta_t, qp_t, lever, p)
+    nb_pat = neighbour_counts(coff, eta_t, phi_t, p.tails.density_radius)
+    kinked, k_d0, k_z0, k_phi, k_theta = material_kinks(apid > 100, r_prod, theta_t, ptot_t, rng, p)
+    dense, pattern = tail_flags(n_pix_shared, nb_pat, rng, p)
+    fac = tail_factors(dense, pattern, p)
+    g = rng.standard_normal((n, 5)) * fac.T
+    d0 = d0_t + k_d0 + s_d0 * g[:, 0]
+    z0 = z0_t + k_z0 + s_z0 / sin_t * g[:, 1]
+    phi = _wrap(phi_t + k_phi + s_phi * g[:, 2])
+    theta = np.clip(theta_t + k_theta + s_theta * g[:, 3], 1e-4, np.pi - 1e-4)
     qp = qp_t + s_qp * g[:, 4]
     qp = np.where(qp == 0, qp_t, qp)
+    tail_src = (kinked * TAIL_MATERIAL + dense * TAIL_DENSE_CORE + pattern * TAIL_PATTERN).astype(np.uint8)
     charge = np.sign(qp).astype(np.int8)
     pt = np.sin(theta) / np.abs(qp)
     eta = -np.log(np.tan(0.5 * theta))
@@ -793,13 +611,15 @@ def simulate_tracks(particles: ak.Array, rng: np.random.Generator,
         "truthPdgId": c["pid"], "truthParentPdgId": c["parent_pid"],
         "truthProductionRadius": r_prod, "is_pileup": c["is_pileup"],
         "particle_index": c["_pidx"], "truth_pt": pt_t, "truth_d0": d0_t, "truth_z0": z0_t,
-        "truth_phi": phi_t, "truth_theta": theta_t,
+        "truth_phi": phi_t, "truth_theta": theta_t, "tailSource": tail_src,
     }
     real = {k: v[reco] for k, v in real.items()}
     real_evt = cevt[reco]
 
     # ---- fakes --------------------------------------------------------------------------
-    fakes, fake_evt = _fakes(real, real_evt, n_events, rng, p)
+    geo_real = {"crossed": crossed[reco], "phi_pos": phi_pos[reco], "w_pos": w_pos[reco],
+                "rad_pos": rad_pos[reco], "eta": eta_t[reco], "phi": phi_t[reco]}
+    fakes, fake_evt = _fakes(real, real_evt, geo_real, n_events, rng, p)
 
     out_evt = np.concatenate([real_evt, fake_evt])
     order = np.argsort(out_evt, kind="stable")
@@ -810,63 +630,95 @@ def simulate_tracks(particles: ak.Array, rng: np.random.Generator,
     return ak.unflatten(ak.zip(columns, depth_limit=1), counts_out)
 
 
-def _fakes(real: dict[str, np.ndarray], real_evt: np.ndarray, n_events: int,
+def _fakes(real: dict[str, np.ndarray], real_evt: np.ndarray, geo_real: dict[str, np.ndarray], n_events: int,
            rng: np.random.Generator, p: DetectorParams) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Random-combination fake tracks per event."""
+    """Fake tracks from random hit combinations around the reconstructed tracks.
+
+    Each real track seeds Poisson(base + density · n_neighbours) candidates (its neighbours within
+    ``fakes.density_radius``: the local hit density). A candidate is a helix near the seed track
+    (spread in η, φ; broad d0; z0 near the seed's); its hit pattern comes from the module geometry
+    (:func:`~lhcml.sim.hit_patterns.hit_pattern`) with the chance ``hit_probability_*`` of a random
+    hit in its road per layer, its shared hits from the same cluster-merging search as real tracks,
+    and it is kept only if it passes the real tracks' hit requirements.
+    """
     f = p.fakes
-    n_real = np.bincount(real_evt, minlength=n_events).astype(np.float64)
-    lam = n_real * (f.base_rate + f.density_rate * n_real / 1000.0)
-    n_fake = rng.poisson(lam)
-    fevt = np.repeat(np.arange(n_events, dtype=np.int64), n_fake)
-    nf = len(fevt)
+    acc = p.acceptance
+    n_real = np.bincount(real_evt, minlength=n_events).astype(np.int64)
     roff = np.zeros(n_events + 1, dtype=np.int64)
-    np.cumsum(n_real.astype(np.int64), out=roff[1:])
-    u = rng.random((nf, 8))
-    g = rng.standard_normal((nf, 5))
-    near = (u[:, 0] < f.near_track_fraction) & (n_real[fevt] > 0)
-    host = roff[fevt] + np.minimum((u[:, 1] * n_real[fevt]).astype(np.int64),
-                                   np.maximum(n_real[fevt].astype(np.int64) - 1, 0))
-    host = np.where(near, host, 0)
-    has_host = near & (len(real_evt) > 0)
-    eta_max = p.acceptance.eta_max
-    if len(real_evt) > 0:
-        h_eta, h_phi, h_z0 = real["eta"][host], real["phi"][host], real["z0"][host]
-    else:
-        h_eta = h_phi = h_z0 = np.zeros(nf)
-    eta = np.where(has_host, h_eta + f.near_track_dr * g[:, 0], (2 * u[:, 2] - 1) * eta_max)
-    eta = np.clip(eta, -eta_max + 1e-3, eta_max - 1e-3)
-    phi = _wrap(np.where(has_host, h_phi + f.near_track_dr * g[:, 1], (2 * u[:, 3] - 1) * np.pi))
-    pt = p.acceptance.pt_min + rng.exponential(f.pt_slope, size=nf)
-    theta = 2.0 * np.arctan(np.exp(-eta))
-    charge = np.where(u[:, 4] < 0.5, -1, 1).astype(np.int8)
-    qp = charge * np.sin(theta) / pt
+    np.cumsum(n_real, out=roff[1:])
+    nb = neighbour_counts(roff, geo_real["eta"], geo_real["phi"], f.density_radius)
+    k = rng.poisson(f.base_rate + f.density_rate * nb)
+    host = np.repeat(np.arange(len(real_evt)), k)
+    fevt = real_evt[host]
+    nf = len(host)
+    g = rng.standard_normal((nf, 4))
+    u = rng.random((nf, 2))
+    eta = real["eta"][host] + f.spread * g[:, 0]
+    phi = _wrap(real["phi"][host] + f.spread * g[:, 1])
+    pt = acc.pt_min + rng.exponential(f.pt_slope, size=nf)
+    charge = np.where(u[:, 0] < 0.5, -1, 1).astype(np.int8)
     d0 = f.d0_sigma * g[:, 2]
-    z_ref = np.where(has_host, h_z0, p.beam_spot.sigma_z * g[:, 4])
-    z0 = z_ref + f.z0_sigma * g[:, 3]
-    s_d0, s_z0, s_phi, s_theta, s_qp = _resolutions(pt, theta, eta, qp, 1.0, p)
-    k = f.uncertainty_scale
-    n_pix = 1 + (u[:, 5] * 4).astype(np.int64)  # 1..4
-    n_sct = 6 + (u[:, 6] * 3).astype(np.int64)  # 6..8
-    ibl = (n_pix >= 3).astype(np.int64)
-    shared = (u[:, 7] < 0.2).astype(np.int64)
+    z0 = real["z0"][host] + f.z0_sigma * g[:, 3]
+    # the helix whose perigee is (d0, z0, φ): start at the point of closest approach
+    vx, vy = -d0 * np.sin(phi), d0 * np.cos(phi)
+    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
+    geom = surface_geometry(p)
+    is_pix = geom.is_pixel
+    eff = np.where(is_pix, f.hit_probability_pixel, f.hit_probability_sct)
+    crossed, alpha, phi_pos, w_pos, rad_pos, hits, holes = hit_pattern(
+        vx, vy, z0, px, py, pz, charge.astype(np.float64), p, rng, efficiency=eff)
+    n_pix = hits[:, is_pix].sum(axis=1)
+    n_sct = hits[:, ~is_pix].sum(axis=1)
+    keep = ((n_pix + n_sct >= acc.min_si_hits) & (n_pix >= acc.min_pixel_hits)
+            & (np.abs(eta) < acc.eta_max))
+    # shared hits with the real tracks (the same pairwise search), fakes after the real tracks
+    evt_all = np.concatenate([real_evt, fevt])
+    order = np.argsort(evt_all, kind="stable")
+    off_all = np.zeros(n_events + 1, dtype=np.int64)
+    np.cumsum(np.bincount(evt_all, minlength=n_events), out=off_all[1:])
+
+    def cat(a, b):
+        return np.concatenate([a, b])[order]
+
+    drphi, dw = _cluster_windows(p, is_pix)
+    merged_all = _merged_clusters(off_all, cat(geo_real["eta"], eta), cat(geo_real["phi"], phi),
+                                  cat(geo_real["crossed"], crossed), cat(geo_real["phi_pos"], phi_pos),
+                                  cat(geo_real["w_pos"], w_pos), cat(geo_real["rad_pos"], rad_pos),
+                                  drphi, dw, _SHARE_WINDOW)
+    inv = np.empty_like(order)
+    inv[order] = np.arange(len(order))
+    merged = merged_all[inv[len(real_evt):]] & (hits > 0)
+    n_pix_shared, n_sct_shared, n_pix_split, ibl_shared, ibl_split = _shared_split(
+        merged, hits, is_pix, rng, p.shared_hits)
+    n_pix_holes = holes[:, is_pix].sum(axis=1)
+    n_sct_holes = holes[:, ~is_pix].sum(axis=1)
+    theta = 2.0 * np.arctan(np.exp(-eta))
+    qp = charge * np.sin(theta) / pt
+    r_ibl = p.barrel_layers[0].radius
+    first_k = np.argmin(np.where((hits > 0) & is_pix[None, :], alpha, np.inf), axis=1)
+    r_first = np.where(n_pix > 0, rad_pos[np.arange(nf), first_k], r_ibl)
+    lever = np.maximum(r_first / r_ibl, 1.0)
+    s_d0, s_z0, s_phi, s_theta, s_qp = core_resolutions(pt, theta, eta, qp, lever, p)
+    sc = f.uncertainty_scale
     zeros = np.zeros(nf, dtype=np.int64)
     fakes = {
         "pt": pt, "eta": eta, "phi": phi, "theta": theta, "qOverP": qp * 1e-3, "charge": charge,
         "d0": d0, "z0": z0,
-        "d0Uncertainty": k * s_d0, "z0SinThetaUncertainty": k * s_z0, "phiUncertainty": k * s_phi,
-        "thetaUncertainty": k * s_theta, "qOverPUncertainty": k * s_qp * 1e-3,
-        "numberOfInnermostPixelLayerHits": ibl,
-        "numberOfNextToInnermostPixelLayerHits": (n_pix >= 2).astype(np.int64),
-        "numberOfInnermostPixelLayerSharedHits": ibl * shared,
-        "numberOfInnermostPixelLayerSplitHits": zeros,
-        "numberOfPixelHits": n_pix, "numberOfPixelHoles": (n_pix <= 2).astype(np.int64),
-        "numberOfPixelSharedHits": shared, "numberOfPixelSplitHits": zeros,
-        "numberOfSCTHits": n_sct, "numberOfSCTHoles": (n_sct <= 6).astype(np.int64),
-        "numberOfSCTSharedHits": zeros,
+        "d0Uncertainty": sc * s_d0, "z0SinThetaUncertainty": sc * s_z0, "phiUncertainty": sc * s_phi,
+        "thetaUncertainty": sc * s_theta, "qOverPUncertainty": sc * s_qp * 1e-3,
+        "numberOfInnermostPixelLayerHits": hits[:, 0],
+        "numberOfNextToInnermostPixelLayerHits": hits[:, 1],
+        "numberOfInnermostPixelLayerSharedHits": ibl_shared,
+        "numberOfInnermostPixelLayerSplitHits": ibl_split,
+        "numberOfPixelHits": n_pix, "numberOfPixelHoles": n_pix_holes,
+        "numberOfPixelSharedHits": n_pix_shared, "numberOfPixelSplitHits": n_pix_split,
+        "numberOfSCTHits": n_sct, "numberOfSCTHoles": n_sct_holes,
+        "numberOfSCTSharedHits": n_sct_shared,
         "leptonID": zeros, "origin": np.full(nf, TRUTH_ORIGIN["fake"]),
         "vertex_index": np.full(nf, -1), "truthPdgId": zeros, "truthParentPdgId": zeros,
         "truthProductionRadius": np.zeros(nf), "is_pileup": np.zeros(nf, dtype=bool),
         "particle_index": np.full(nf, -1), "truth_pt": np.zeros(nf), "truth_d0": np.zeros(nf),
         "truth_z0": np.zeros(nf), "truth_phi": np.zeros(nf), "truth_theta": np.zeros(nf),
+        "tailSource": zeros,
     }
-    return fakes, fevt
+    return {k: np.asarray(v)[keep] for k, v in fakes.items()}, fevt[keep]

@@ -3,7 +3,7 @@
 :func:`reconstruct_primary_vertices` finds the primary vertices of each event from its
 reconstructed tracks (:func:`lhcml.sim.tracker.simulate_tracks`) with an iterative adaptive
 vertex finder in the spirit of ATLAS's Run-2 iterative vertex finding (ATL-PHYS-PUB-2015-026,
-Eur. Phys. J. C 77 (2017) 332): 
+Eur. Phys. J. C 77 (2017) 332):
 
 1. **Track selection** (``vertexing`` block of ``detector_params.yaml``): |d0| w.r.t. the beam
    line, silicon hits, pixel holes.
