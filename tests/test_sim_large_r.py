@@ -194,16 +194,19 @@ def top_samples(pileup_lib):
     return {mu: simulate_events("top", N_EVENTS, mu=mu, seed=11, pileup=pileup_lib) for mu in (0.0, 60.0)}
 
 
-def test_groomed_mass_stable_in_pileup_ungroomed_not(top_samples):
+def test_groomed_mass_stable_in_pileup(top_samples):
     j0, j60 = top_samples[0.0]["jets"], top_samples[60.0]["jets"]
     assert len(j0) > 20 and len(j60) > 20
     assert j0.dtype == schema.LARGE_R_JET_DTYPE
-    groomed = np.median(j60["mass"]) - np.median(j0["mass"])
-    ungroomed = np.median(j60["massUngroomed"]) - np.median(j0["massUngroomed"])
-    assert abs(groomed) < 4e3, groomed  # MeV
-    assert ungroomed > 6e3 and ungroomed > 2.5 * abs(groomed), (ungroomed, groomed)
-    # the groomed top jet mass sits at the top mass
-    assert 150e3 < np.median(j60["mass"]) < 190e3
+    # the same hard events with and without pileup (same seed): compare jet by jet
+    _, i0, i60 = np.intersect1d(j0["eventNumber"], j60["eventNumber"], return_indices=True)
+    assert len(i0) > 15
+    shift = np.median(j60["mass"][i60] - j0["mass"][i0])
+    assert abs(shift) < 3e3, shift  # MeV
+    # the pileup is there: the jets pick up pT from it before the calibration
+    assert np.median(j60["ptUngroomed"][i60] - j0["ptUngroomed"][i0]) > 0
+    # the groomed, calibrated top jet mass sits at the top mass
+    assert 155e3 < np.median(j60["mass"]) < 185e3
 
 
 def test_large_r_fields_and_groomed_flow(top_samples):
@@ -215,8 +218,9 @@ def test_large_r_fields_and_groomed_flow(top_samples):
     assert np.all(j["massSoftDrop"] > 0) and np.all(j["massSoftDrop"] <= j["massUngroomed"] * 1.0001)
     assert np.all(j["ptUngroomed"] > 0) and np.all(j["truthJetPt"] > 0)  # top jets have a truth jet
     # the flow holds the trimmed constituents: fewer pT than the ungroomed jet, as many as counted
-    flow_pt = np.where(f["valid"], f["pt"], 0).sum(axis=1)
-    assert np.all(flow_pt <= j["ptUngroomed"] * 1.0001)
+    w = np.where(f["valid"], f["pt"], 0.0).astype(np.float64)
+    flow_pt = np.hypot((w * np.cos(f["phi"])).sum(axis=1), (w * np.sin(f["phi"])).sum(axis=1))
+    assert np.all(flow_pt <= j["ptUngroomed"] * 1.001) and np.median(flow_pt / j["ptUngroomed"]) < 0.999
     np.testing.assert_array_equal(f["valid"].sum(axis=1), np.minimum(j["n_constituents"], schema.N_FLOW))
     # substructure runs unchanged on the groomed constituents; its mass is the uncalibrated trimmed mass
     sub = substructure_from_flow(f)

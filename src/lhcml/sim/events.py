@@ -275,7 +275,7 @@ def _simulate_batch(
     events["pvIsHardScatter"] = vertices.is_hard_scatter(truth_pv[:, 2])
 
     if proc.jet_kind == "large_r":
-        out = _large_r(proc, objects, generated, particles, tracks, pv_z, rng, constituents)
+        out = _large_r(proc, objects, generated, particles, tracks, pv_z, rng, constituents, topo=topo)
     else:
         out = _small_r(proc, objects, generated, tracks_ak, vertices, mu=mu, particles=particles, tracks_flat=tracks,
                        rng=rng, events=events)
@@ -406,19 +406,21 @@ def _large_r(
     pv_z: np.ndarray | None = None,
     rng: np.random.Generator | None = None,
     constituents: str = "pflow",
+    topo: Any = None,
 ) -> dict[str, np.ndarray]:
     """Groomed large-R jets: SoftKiller → anti-kt R → trimming → JES/JMS (see ``docs/simulation.md``).
 
     ``constituents`` chooses the jet inputs (:data:`CONSTITUENT_TYPES`): the particle-flow
     ``objects``, calorimeter clusters, or Track-CaloClusters built from the clusters and
-    ``tracks`` (both need ``particles``, ``pv_z`` and ``rng``).
+    ``tracks`` (both need ``particles``, ``pv_z`` and ``rng``; ``topo``: the batch's topo-clusters
+    if already simulated).
     """
     from lhcml.sim.grooming import four_momentum_sums, softdrop_mass, trim
     from lhcml.sim.jets import cluster_flat, large_r_labels_flat
     from lhcml.sim.large_r_calibration import calibrate
     from lhcml.sim.pileup_mitigation import softkiller
 
-    inputs = _large_r_inputs(constituents, objects, particles, tracks, pv_z, rng)
+    inputs = _large_r_inputs(constituents, objects, particles, tracks, pv_z, rng, topo)
     n_ev = len(inputs)
     # constituent-level pileup mitigation: SoftKiller on the neutral objects (charged ones passed
     # the primary-vertex association already)
@@ -472,7 +474,7 @@ LARGE_R_TRUTH_MATCH_DR = 0.75 * LARGE_R_RADIUS
 _INVISIBLE = (12, 13, 14, 16)  # neutrinos and muons are not in truth jets
 
 
-def _large_r_inputs(constituents, objects, particles, tracks, pv_z, rng) -> FlatTable:
+def _large_r_inputs(constituents, objects, particles, tracks, pv_z, rng, topo=None) -> FlatTable:
     if constituents not in CONSTITUENT_TYPES:
         raise ConfigError(f"unknown constituents '{constituents}'; valid: {', '.join(CONSTITUENT_TYPES)}")
     if constituents == "pflow":
@@ -481,44 +483,27 @@ def _large_r_inputs(constituents, objects, particles, tracks, pv_z, rng) -> Flat
         raise ConfigError(f"constituents '{constituents}' need the particles, tracks, vertex and rng of the batch")
     from lhcml.sim.tcc import build_tcc, cluster_objects
 
-    clusters = calo_clusters(particles, pv_z, rng)
+    clusters = calo_clusters(particles, pv_z, rng, topo)
     if constituents == "clusters":
         return cluster_objects(clusters)
-    return build_tcc(clusters, tracks, pv_z)
+    # the topo-cluster positions include the bending of charged particles in the field
+    return build_tcc(clusters, tracks, pv_z, bend=True)
 
 
-def calo_clusters(particles: FlatTable, pv_z: np.ndarray, rng: np.random.Generator) -> FlatTable:
-    """Calorimeter clusters of every event: ``pt, eta, phi, E, mass, em_fraction`` (GeV).
+def calo_clusters(
+    particles: FlatTable, pv_z: np.ndarray, rng: np.random.Generator, topo: Any = None, mu: float | None = None,
+    n_pileup: np.ndarray | None = None,
+) -> FlatTable:
+    """Calibrated (LCW) topo-clusters of every event: ``pt, eta, phi, E, mass, em_fraction`` (GeV).
 
-    The calibrated topo-clusters of the jet calorimeter when that module is installed
-    (``lhcml.sim.topo_clusters.topo_clusters``); until then the calorimeter towers of
-    :mod:`lhcml.sim.pflow` with every particle in the calorimeter (no track subtraction), the EM
-    and hadronic towers of one (η, φ) cell merged into one cluster.
+    ``topo``: the batch's :class:`lhcml.sim.topoclusters.TopoClusters` when already simulated
+    (for particle flow); otherwise the jet calorimeter and topo-clustering are run here.
     """
-    try:
-        from lhcml.sim.topo_clusters import topo_clusters  # the calo-jets module, once it lands
-    except ImportError:
-        topo_clusters = None
-    if topo_clusters is not None:
-        return topo_clusters(particles, pv_z, rng)
-    from lhcml.sim.pflow import KIND_PHOTON, N_PHI, build_pflow_flat
+    from lhcml.sim.topoclusters import calibrated_clusters, simulate_topo_clusters
 
-    towers = build_pflow_flat(particles, None, pv_z, rng)
-    ev = towers.event
-    ieta = np.clip(np.round((towers["eta"] + 5.0) * 1000).astype(np.int64), 0, 10_000)
-    iphi = np.floor((towers["phi"] + np.pi) / (2 * np.pi) * N_PHI).astype(np.int64) % N_PHI
-    key = (ev * 10_001 + ieta) * N_PHI + iphi
-    ukey, inv = np.unique(key, return_inverse=True)
-    e = np.bincount(inv, weights=towers["E"], minlength=len(ukey))
-    e_em = np.bincount(inv, weights=np.where(towers["kind"] == KIND_PHOTON, towers["E"], 0.0), minlength=len(ukey))
-    first = np.full(len(ukey), len(key), dtype=np.int64)
-    np.minimum.at(first, inv, np.arange(len(key)))
-    eta, phi = towers["eta"][first], towers["phi"][first]
-    return FlatTable(
-        {"pt": e / np.cosh(eta), "eta": eta, "phi": phi, "E": e, "mass": np.zeros(len(e)),
-         "em_fraction": np.clip(e_em / np.maximum(e, 1e-12), 0.0, 1.0)},
-        np.bincount(ukey // ((10_001) * N_PHI), minlength=len(particles)),
-    )
+    if topo is None:
+        topo = simulate_topo_clusters(particles, pv_z, rng, mu, n_pileup)
+    return calibrated_clusters(topo)
 
 
 def _large_r_truth_jets(generated, n_ev: int, jet_event, jet_eta, jet_phi, min_pt: float):

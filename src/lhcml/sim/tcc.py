@@ -3,9 +3,10 @@
 The ATLAS combination for large-R jet substructure at the highest pT, where the calorimeter
 cannot resolve the collimated decay products but the tracker can:
 
-1. Each reconstructed track is matched to the nearest calorimeter cluster within
+1. Each reconstructed track, extrapolated to the calorimeter (φ bent in the 2 T field,
+   :func:`lhcml.sim.jet_calo.bend_phi`), is matched to the nearest calorimeter cluster within
    ``ΔR <`` :data:`TCC_MATCH_DR` (our choice: the 0.1 granularity of the hadronic calorimeter
-   towers; ATLAS matches the extrapolated track to the cluster's angular width).
+   cells; ATLAS matches the extrapolated track to the cluster's angular width).
 2. Each matched cluster's energy is shared among its matched tracks in proportion to their
    pT: track ``t`` gets ``E_c · pT_t / Σ pT``. The shares of one track (over clusters) make one
    *charged TCC* with the track's η, φ and the summed energy (massless, pT = E / cosh η).
@@ -61,7 +62,7 @@ def nearest_within_dr(toff, teta, tphi, coff, ceta, cphi, dr_max):
 
 
 def share_cluster_energy(
-    clusters: FlatTable, tracks: FlatTable, dr_max: float = TCC_MATCH_DR
+    clusters: FlatTable, tracks: FlatTable, dr_max: float = TCC_MATCH_DR, track_phi: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Match tracks to clusters and share the cluster energies.
 
@@ -71,6 +72,8 @@ def share_cluster_energy(
         Per event, clusters with ``eta, phi, E`` (GeV).
     tracks
         Per event, tracks with ``pt, eta, phi`` (only the tracks that may be matched).
+    track_phi
+        φ of the tracks at the calorimeter (default: their ``phi``).
 
     Returns
     -------
@@ -81,8 +84,9 @@ def share_cluster_energy(
     """
     if len(clusters) != len(tracks):
         raise ValueError(f"clusters ({len(clusters)} events) and tracks ({len(tracks)} events) differ")
+    tphi = np.asarray(tracks["phi"] if track_phi is None else track_phi, np.float64)
     match = nearest_within_dr(
-        tracks.offsets, np.asarray(tracks["eta"], np.float64), np.asarray(tracks["phi"], np.float64),
+        tracks.offsets, np.asarray(tracks["eta"], np.float64), tphi,
         clusters.offsets, np.asarray(clusters["eta"], np.float64), np.asarray(clusters["phi"], np.float64),
         float(dr_max),
     )
@@ -99,6 +103,7 @@ def build_tcc(
     tracks: FlatTable,
     primary_vertex_z: np.ndarray,
     dr_max: float = TCC_MATCH_DR,
+    bend: bool = False,
 ) -> FlatTable:
     """TCC flow objects per event (charged TCCs first, then neutral ones).
 
@@ -112,6 +117,9 @@ def build_tcc(
         ``particle_index``, ``d0`` and the IP uncertainties.
     primary_vertex_z
         Reconstructed primary-vertex z per event (mm).
+    bend
+        Match the tracks at their φ at the calorimeter (:func:`lhcml.sim.jet_calo.bend_phi`), as
+        the clusters of the jet calorimeter are; ``False``: at their φ at the vertex.
 
     Returns
     -------
@@ -138,9 +146,18 @@ def build_tcc(
         # material secondaries: their parent's energy is in the calorimeter already
         usable &= (np.asarray(cols["particle_index"]) >= 0) | (np.asarray(cols["origin"]) == 1)
     use = np.flatnonzero(usable)
+    if "charge" in fields:
+        q_all = np.asarray(cols["charge"]).astype(np.int8)
+    else:
+        q_all = np.sign(np.asarray(cols["qOverP"])).astype(np.int8)
     sub = FlatTable({k: np.asarray(cols[k])[use] for k in ("pt", "eta", "phi")},
                     np.bincount(tracks.event[use], minlength=n_ev))
-    match, energy = share_cluster_energy(clusters, sub, dr_max)
+    phi_calo = None
+    if bend:
+        from lhcml.sim.jet_calo import bend_phi
+
+        phi_calo = bend_phi(np.asarray(sub["phi"], np.float64), np.asarray(sub["pt"], np.float64), q_all[use])
+    match, energy = share_cluster_energy(clusters, sub, dr_max, track_phi=phi_calo)
     pv = np.abs(dz0st[use]) < CHS_DZ0_SINTHETA
     charged = np.flatnonzero((match >= 0) & pv)
     k = use[charged]
@@ -148,10 +165,7 @@ def build_tcc(
     eta_ch = t_eta[k]
     phi_ch = np.asarray(cols["phi"], np.float64)[k]
     pt_ch = e_ch / np.cosh(eta_ch)
-    if "charge" in fields:
-        q = np.asarray(cols["charge"]).astype(np.int8)[k]
-    else:
-        q = np.sign(np.asarray(cols["qOverP"])[k]).astype(np.int8)
+    q = q_all[k]
 
     def opt(name: str) -> np.ndarray:
         return np.asarray(cols[name], np.float64)[k] if name in fields else np.zeros(len(k))
