@@ -17,22 +17,29 @@ What happens to a particle
    respect to the beam line (x = y = 0), in the ATLAS convention: the point of closest approach
    is ``(-d0 sinφ0, d0 cosφ0, z0)``, i.e. d0 > 0 when the track goes clockwise around the beam
    line seen from +z. A particle produced at a displaced vertex gets the d0, z0 of its own helix.
-4. **Hits**: the helix is intersected with each barrel cylinder (``|z| < half_length``) and
-   end-cap disk beyond the production radius; each crossed sensor gives a hit with the per-layer
-   hit efficiency; a crossed sensor without a hit between the first and last hits is a hole.
-   Tracks whose crossing points on a layer lie within about two pitches of another charged
-   particle's share that cluster (``numberOf*SharedHits``) unless the clustering splits it
-   (``numberOf*SplitHits``); a track is dropped with probability 1 − (1 − p)^n_shared_modules,
-   ``p = shared_hits.lost_probability`` (lost tracks in dense jet cores, as the ambiguity solver).
+4. **Hits** (:mod:`lhcml.sim.hit_patterns`): the helix is intersected with each barrel cylinder
+   (``|z| < half_length``) and end-cap disk beyond the production radius; each surface is tiled
+   by modules (φ staves × z modules / rings) whose neighbours overlap in φ (a second hit on the
+   layer), a fraction of them dead (no hit); a live module gives a hit per side with the
+   per-layer hit efficiency; an expected hit missing between the first and last hits (dead
+   module or inefficiency) is a hole. Tracks whose crossing points on a layer lie within about
+   two pitches of another charged particle's share that cluster (``numberOf*SharedHits``)
+   unless the clustering splits it (``numberOf*SplitHits``); a track is dropped with
+   probability 1 − (1 − p)^n_shared_modules, ``p = shared_hits.lost_probability`` (lost tracks
+   in dense jet cores, as the ambiguity solver).
 5. **Efficiency**: ε(η)·ε(pT)/ε_ref (ATLAS Loose tables) × ε(production radius) × a lepton
    factor, together with ≥ ``min_si_hits`` silicon hits, ≥ ``min_pixel_hits`` pixel hits and
    the standard-tracking |d0|, |z0| acceptance.
-6. **Resolution**: σ(d0) = a ⊕ b/(pT √sinθ) (× r_first_hit / r_IBL when the first hit is not on
-   the IBL), likewise z0·sinθ, φ, θ (via cotθ) and q/p. Each track is 'core', 'tail' (×3) or
-   'wide' (×10) with configured fractions (more often when it has shared hits): the same factor
-   smears all five parameters. The reported uncertainties are the core σ (what a fit reports).
-7. **Fakes**: Poisson(n_tracks · (base + density · n_tracks / 1000)) per event, half of them near
-   real tracks; origin ``fake``, truthPdgId 0, broad impact parameters.
+6. **Resolution** (:mod:`lhcml.sim.track_resolution`): σ(d0) = a ⊕ b/(pT √sinθ) (× r_first_hit /
+   r_IBL when the first hit is not on the IBL), likewise z0·sinθ, φ, θ (via cotθ) and q/p; tails
+   from three sources, each at its configured rate and with its own effect on each parameter:
+   elastic hadron scattering in the material (a kink), a shared pixel cluster in a dense core,
+   a wrong hit from pattern recognition (more often where tracks are dense). ``tailSource``
+   records which fired. The reported uncertainties are the core σ (what a fit reports).
+7. **Fakes**: random hit combinations seeded around each real track at a rate growing with the
+   number of neighbouring tracks; their hit patterns come from the module geometry like real
+   tracks' (a random hit in the road with probability ``fakes.hit_probability_*``), and only
+   those passing the hit requirements are kept; origin ``fake``, truthPdgId 0.
 8. **Lepton ID**: tracks of true electrons/muons get ``leptonID`` = ±11/±13 (sign = charge) with
    an identification efficiency (much lower for conversion electrons); hadrons are mis-identified
    at a small rate.
@@ -42,8 +49,9 @@ table, ``qOverP`` and its uncertainty in 1/MeV (the schema unit), lengths in mm.
 
 Limitations (documented, not hidden): no energy loss or bremsstrahlung on the helix, no d0-φ
 correlation in the smearing, straight-line (in r-z) material crossing of the end-caps is not
-simulated (interactions and conversions happen in the barrel pixel material only), SCT sharing
-uses the strip direction only.
+simulated (interactions, conversions and elastic kinks happen in the barrel pixel material
+only), SCT sharing uses the strip direction only, dead modules count as holes (ATLAS counts them
+separately as dead sensors), module overlaps only in φ.
 """
 
 from __future__ import annotations
