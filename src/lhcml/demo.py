@@ -67,7 +67,7 @@ def run_demo(
     from lhcml.data.preprocess import PreprocessConfig, preprocess
     from lhcml.export.onnx import export_onnx
     from lhcml.metrics.evaluate import EvaluateConfig, evaluate
-    from lhcml.plots.report import build_report
+    from lhcml.plots.report import build_index, build_report
     from lhcml.sim.runner import run_simulation
     from lhcml.sim.validation import validate_simulation
     from lhcml.tasks.ftag.baselines import apply_baselines, fit_baselines
@@ -174,8 +174,10 @@ def run_demo(
 
     step("report")
     report = build_report(out / "evaluation", out / "report" / "report.html")
+    build_index(out, out / "index.html")  # one page linking the report, validation, ...
     print(f"\nDone in {time.time() - step.t0:.0f} s.")
     print(f"Report:            {report}")
+    print(f"All reports:       {out / 'index.html'}")
     print(f"Simulation checks: {out / 'validation'}")
     print(f"ONNX models:       {out / 'onnx'}")
     return report

@@ -33,11 +33,20 @@ def register(app: typer.Typer) -> None:
 
     @app.command("report")
     def report_cmd(
-        results_dir: Path = typer.Argument(..., help="Folder written by `lhcml evaluate`."),
-        output: Path = typer.Option(None, "--output", "-o", help="HTML file (default DIR/report.html)."),
+        results_dir: Path = typer.Argument(..., help="Folder written by `lhcml evaluate`, or any folder of reports."),
+        output: Path = typer.Option(None, "--output", "-o", help="HTML file (default DIR/report.html, or DIR/index.html)."),
         embed: bool = typer.Option(True, help="Embed images (self-contained page)."),
+        index: bool = typer.Option(False, "--index", help="Write the index of all reports under DIR."),
     ) -> None:
-        """Write a self-contained HTML report from an evaluation folder."""
-        from lhcml.plots.report import build_report
+        """Write the HTML report of an evaluation folder, or one index page linking every report.
 
-        typer.echo(f"wrote {build_report(results_dir, output, embed)}")
+        A folder with results.json (from `lhcml evaluate`) gets its report.html; any other folder
+        (or --index) gets an index linking all reports under it: evaluation, tuning, simulation
+        validation, photon ID, preprocessing.
+        """
+        from lhcml.plots.report import build_index, build_report
+
+        if index or not (results_dir / "results.json").is_file():
+            typer.echo(f"wrote {build_index(results_dir, output)}")
+        else:
+            typer.echo(f"wrote {build_report(results_dir, output, embed)}")

@@ -40,10 +40,122 @@ figure img{max-width:520px;width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555;max-width:520px}
 pre{background:#f4f4f4;padding:10px;overflow-x:auto;font-size:.82em;border-radius:4px}
 .meta{color:#666;font-size:.9em}
+.math .up{font-style:normal}
+ul.reports li{margin:4px 0}
 """
 
 _MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
          ".gif": "image/gif"}
+
+
+#: LaTeX commands of plot labels and their Unicode characters (mathtext subset used in lhcml)
+_TEX = {
+    "alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "epsilon": "ε", "varepsilon": "ε",
+    "eta": "η", "theta": "θ", "kappa": "κ", "lambda": "λ", "mu": "μ", "nu": "ν", "pi": "π",
+    "rho": "ρ", "sigma": "σ", "tau": "τ", "phi": "φ", "varphi": "φ", "chi": "χ", "psi": "ψ",
+    "omega": "ω", "Gamma": "Γ", "Delta": "Δ", "Lambda": "Λ", "Sigma": "Σ", "Phi": "Φ",
+    "Omega": "Ω", "ell": "ℓ", "times": "×", "cdot": "·", "pm": "±", "mp": "∓", "leq": "≤",
+    "le": "≤", "geq": "≥", "ge": "≥", "neq": "≠", "approx": "≈", "sim": "∼", "infty": "∞",
+    "to": "→", "rightarrow": "→", "leftarrow": "←", "langle": "⟨", "rangle": "⟩",
+    "sqrt": "√", "sum": "Σ", "prime": "′", "circ": "°", "%": "%", ",": "\u2009", ";": " ",
+    "!": "", " ": " ", "quad": "\u2003", "{": "{", "}": "}", "_": "_", "$": "$",
+}
+
+
+def _tex_group(src: str, i: int) -> tuple[str, int]:
+    """The argument starting at ``src[i]``: a ``{...}`` group or one character/command."""
+    if i >= len(src):
+        return "", i
+    if src[i] == "{":
+        depth, j = 1, i + 1
+        while j < len(src) and depth:
+            depth += {"{": 1, "}": -1}.get(src[j], 0)
+            j += 1
+        return src[i + 1 : j - 1], j
+    if src[i] == "\\":
+        j = i + 1
+        while j < len(src) and src[j].isalpha():
+            j += 1
+        return src[i : max(j, i + 2)], max(j, i + 2)
+    return src[i], i + 1
+
+
+def _tex_math(src: str) -> str:
+    """HTML of one math segment (between ``$``): Greek letters and symbols as Unicode,
+    ``_``/``^`` as sub/superscripts, ``\\bar{t}`` as t̄, ``\\mathrm{..}``/``\\text{..}`` upright,
+    letters in italics."""
+    out: list[str] = []
+    i = 0
+    while i < len(src):
+        c = src[i]
+        if c in "_^":
+            arg, i = _tex_group(src, i + 1)
+            tag = "sub" if c == "_" else "sup"
+            out.append(f"<{tag}>{_tex_math(arg)}</{tag}>")
+        elif c == "\\":
+            j = i + 1
+            while j < len(src) and src[j].isalpha():
+                j += 1
+            name = src[i + 1 : j] if j > i + 1 else src[i + 1 : i + 2]
+            i = j if j > i + 1 else i + 2
+            if name in ("mathrm", "text", "rm", "mathrm", "textrm", "operatorname"):
+                arg, i = _tex_group(src, i)
+                out.append(f'<span class="up">{html.escape(arg)}</span>')
+            elif name in ("bar", "overline"):
+                arg, i = _tex_group(src, i)
+                inner = _tex_math(arg)  # the macron inside the italic element, on its letter
+                out.append(inner[:-4] + "\u0304</i>" if inner.endswith("</i>") else inner + "\u0304")
+            elif name in ("mathbf", "boldsymbol"):
+                arg, i = _tex_group(src, i)
+                out.append(f"<b>{_tex_math(arg)}</b>")
+            elif name in ("left", "right", "big", "Big", "displaystyle"):
+                continue
+            elif name == "frac":
+                num, i = _tex_group(src, i)
+                den, i = _tex_group(src, i)
+                out.append(f"{_tex_math(num)}/{_tex_math(den)}")
+            else:
+                out.append(html.escape(_TEX.get(name, name)))
+        elif c in "{}":
+            i += 1
+        elif c.isalpha():
+            j = i
+            while j < len(src) and src[j].isalpha():
+                j += 1
+            out.append(f"<i>{html.escape(src[i:j])}</i>")
+            i = j
+        else:
+            out.append(html.escape(c))
+            i += 1
+    return "".join(out)
+
+
+def label_html(text: Any) -> str:
+    """HTML of a label that may hold LaTeX-like math (``$c$-jets``, ``$p_{T}$ [GeV]``,
+    ``$t\\bar{t}$``), as matplotlib draws it: math segments become HTML with Unicode symbols and
+    sub/superscripts, everything else is escaped. A lone ``$`` (or ``\\$``) stays as it is."""
+    text = str(text)
+    parts: list[str] = []
+    i = 0
+    while i < len(text):
+        j = text.find("$", i)
+        while j > 0 and text[j - 1] == "\\":  # escaped dollar
+            j = text.find("$", j + 1)
+        k = text.find("$", j + 1) if j >= 0 else -1
+        if j < 0 or k < 0:
+            parts.append(html.escape(text[i:].replace("\\$", "$")))
+            break
+        parts.append(html.escape(text[i:j].replace("\\$", "$")))
+        parts.append(f'<span class="math">{_tex_math(text[j + 1 : k])}</span>')
+        i = k + 1
+    return "".join(parts)
+
+
+def label_text(text: Any) -> str:
+    """Plain Unicode text of a label (for ``<title>`` and other places without markup)."""
+    import re
+
+    return html.unescape(re.sub(r"<[^>]+>", "", label_html(text)))
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -149,6 +261,11 @@ class HtmlReport:
         self._parts.append(("table", (table, list(header or []), caption)))
         return self
 
+    def add_links(self, links: Sequence[tuple[str, str, str | None]]) -> HtmlReport:
+        """Add a list of links ``(text, href, note)`` (``href`` relative to the page)."""
+        self._parts.append(("links", [tuple(x) for x in links]))
+        return self
+
     def add_figure(self, path: str | Path, caption: str | None = None) -> HtmlReport:
         """Add an image file (must exist when :meth:`write` is called).
 
@@ -175,29 +292,34 @@ class HtmlReport:
         FileNotFoundError
             If a figure file does not exist.
         """
-        body = [f"<h1>{html.escape(self.title)}</h1>"]
+        body = [f"<h1>{label_html(self.title)}</h1>"]
         for kind, val in self._parts:
             if kind == "heading":
                 text, level = val
                 anchor = "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
-                body.append(f'<h{level} id="{html.escape(anchor)}">{html.escape(text)}</h{level}>')
+                body.append(f'<h{level} id="{html.escape(anchor)}">{label_html(text)}</h{level}>')
             elif kind == "text":
                 text, cls = val
                 attr = f' class="{html.escape(cls)}"' if cls else ""
-                body.append(f"<p{attr}>{html.escape(text)}</p>")
+                body.append(f"<p{attr}>{label_html(text)}</p>")
             elif kind == "code":
                 body.append(f"<pre>{html.escape(val)}</pre>")
+            elif kind == "links":
+                items = "".join(
+                    f'<li><a href="{html.escape(href)}">{label_html(text)}</a>'
+                    + (f' <span class="meta">{label_html(note)}</span>' if note else "") + "</li>"
+                    for text, href, note in val
+                )
+                body.append(f'<ul class="reports">{items}</ul>')
             elif kind == "table":
                 rows, header, caption = val
                 t = ["<table>"]
                 if caption:
-                    t.append(f"<caption>{html.escape(caption)}</caption>")
+                    t.append(f"<caption>{label_html(caption)}</caption>")
                 if header:
-                    t.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-                             + "</tr>")
+                    t.append("<tr>" + "".join(f"<th>{label_html(h)}</th>" for h in header) + "</tr>")
                 for r in rows:
-                    t.append("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r)
-                             + "</tr>")
+                    t.append("<tr>" + "".join(f"<td>{label_html(_fmt(c))}</td>" for c in r) + "</tr>")
                 t.append("</table>")
                 body.append("\n".join(t))
             elif kind == "figure":
@@ -211,14 +333,14 @@ class HtmlReport:
                 else:
                     base = out_dir or Path.cwd()
                     src = Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
-                cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+                cap = f"<figcaption>{label_html(caption)}</figcaption>" if caption else ""
                 body.append(
                     f'<figure><img src="{html.escape(src)}" alt="{html.escape(path.name)}">'
                     f"{cap}</figure>"
                 )
         return (
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head>"
+            f"<title>{html.escape(label_text(self.title))}</title><style>{_CSS}</style></head>"
             "<body><main>\n" + "\n".join(body) + "\n</main></body></html>\n"
         )
 
@@ -248,6 +370,29 @@ class HtmlReport:
         return path
 
 
+#: a working point counts as reached when the achieved signal efficiency is within this absolute
+#: tolerance of its target (or within 3 binomial standard errors, whichever is larger); our choice
+WP_EFF_TOLERANCE = 0.01
+
+
+def wp_reached(achieved: float | None, error: float | None, target: float) -> bool:
+    """Whether a working point's achieved signal efficiency is its target (see
+    :data:`WP_EFF_TOLERANCE`); ``False`` for a missing or non-finite efficiency."""
+    if achieved is None or not math.isfinite(float(achieved)):
+        return False
+    err = float(error) if error is not None and math.isfinite(float(error)) else 0.0
+    return abs(float(achieved) - float(target)) <= max(WP_EFF_TOLERANCE, 3.0 * err)
+
+
+def _rejection_cell(r: Mapping[str, Any]) -> str:
+    """Rejection ± error at a fixed signal efficiency; "n/a" where the efficiency is not reached
+    (the evaluation then reports the rejection of a cut that passes everything: exactly 1)."""
+    rej = r.get("rejection")
+    if rej is None or (isinstance(rej, numbers.Real) and float(rej) == 1.0):
+        return "n/a"
+    return format_value_error(rej, r.get("rejection_err"))
+
+
 def working_point_table(sample: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the rejection table of one sample of ``results.json``.
 
@@ -275,6 +420,13 @@ def working_point_table(sample: dict[str, Any]) -> tuple[list[str], list[list[st
                 _fmt(wp["cut"], 4),
                 format_value_error(wp["sig_eff"], wp["sig_eff_err"]),
             ]
+            if not wp_reached(wp.get("sig_eff"), wp.get("sig_eff_err"), wp["target_eff"]):
+                # no cut gives this efficiency (e.g. a discriminant piled up at one value): the
+                # "rejection" there would be that of a different efficiency, often 1
+                row[2] = "n/a"
+                row += ["n/a"] * len(bkgs)
+                rows.append(row)
+                continue
             for b in bkgs:
                 r = wp["backgrounds"].get(b, {})
                 rej = r.get("rejection")
@@ -352,8 +504,7 @@ def build_report(results_dir: str | Path, output: str | Path | None = None,
             row = [tagger, t.get("discriminant", "")] + [_fmt(t["auc"].get(b), 4) for b in bkgs]
             for e in fixed:
                 for b in bkgs:
-                    r = t.get("rejection_at", {}).get(e, {}).get(b, {})
-                    row.append(format_value_error(r.get("rejection"), r.get("rejection_err")))
+                    row.append(_rejection_cell(t.get("rejection_at", {}).get(e, {}).get(b, {})))
             if deco:
                 for b in bkgs:
                     d = t.get("decorrelation", {}).get(b, {})
@@ -384,3 +535,75 @@ def build_report(results_dir: str | Path, output: str | Path | None = None,
     rep.add_heading("Configuration", 2)
     rep.add_code(res.get("config_yaml") or json.dumps(cfg, indent=2))
     return rep.write(output or results_dir / "report.html")
+
+
+def _page_title(path: Path) -> str:
+    """The ``<title>`` of an HTML page (its file name when it has none)."""
+    import re
+
+    head = path.read_text(encoding="utf-8", errors="replace")[:8192]
+    m = re.search(r"<title>(.*?)</title>", head, re.S | re.I)
+    return html.unescape(m.group(1).strip()) if m and m.group(1).strip() else path.name
+
+
+def build_index(root: str | Path, output: str | Path | None = None, title: str = "lhcml reports") -> Path:
+    """Write one page linking every HTML report under ``root`` (evaluation, tuning, simulation
+    validation, photon ID, preprocessing, ...), grouped by folder, with relative links.
+
+    Parameters
+    ----------
+    root : str | Path
+        Folder searched recursively (hidden folders skipped).
+    output : str | Path | None, optional
+        The index page, by default ``<root>/index.html`` (``reports.html`` when ``root`` already
+        holds an ``index.html`` that is a report itself, e.g. the simulation validation's).
+    title : str, optional
+        Page title.
+
+    Returns
+    -------
+    Path
+        The index page.
+
+    Raises
+    ------
+    SchemaError
+        If ``root`` holds no HTML report.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise SchemaError(f"{root} is not a folder: give the folder that holds the reports")
+    if output is None:
+        own = root / "index.html"
+        ours = own.exists() and '<ul class="reports">' in own.read_text(errors="replace")
+        output = own if not own.exists() or ours else root / "reports.html"
+    output = Path(output)
+    pages = sorted(
+        p for p in root.rglob("*.html")
+        if p.resolve() != output.resolve()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )  # fmt: skip
+    if not pages:
+        raise SchemaError(
+            f"no HTML reports under {root}: write some first (lhcml evaluate, tune, validate-sim, "
+            f"photon evaluate, demo), or give an evaluation folder holding results.json"
+        )
+    rep = HtmlReport(title)
+    rep.add_text(
+        f"{len(pages)} report(s) under {root.resolve()} · index written "
+        f"{_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        css_class="meta",
+    )
+    groups: dict[str, list[Path]] = {}
+    for p in pages:
+        rel = p.relative_to(root)
+        groups.setdefault(rel.parts[0] if len(rel.parts) > 1 else ".", []).append(p)
+    for group, members in groups.items():
+        rep.add_heading(group if group != "." else root.name, 2)
+        links = []
+        for p in members:
+            mtime = _dt.datetime.fromtimestamp(p.stat().st_mtime, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+            href = Path(os.path.relpath(p.resolve(), output.parent.resolve())).as_posix()
+            links.append((_page_title(p), href, f"{p.relative_to(root).as_posix()} · {mtime} UTC"))
+        rep.add_links(links)
+    return rep.write(output)
