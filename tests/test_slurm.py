@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 import yaml
 
@@ -84,7 +83,7 @@ def test_simulate_on_slurm_equals_local(slurm, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     remote = sorted((tmp_path / "slurm_out").glob("ttbar_*.h5"))
     assert [p.name for p in remote] == [p.name for p in local]
-    for a, b in zip(local, remote):
+    for a, b in zip(local, remote, strict=True):
         da, db = _datasets(a), _datasets(b)
         assert set(da) == set(db) and "jets" in da
         for name in da:
