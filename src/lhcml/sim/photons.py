@@ -184,6 +184,54 @@ def _truth_match(
     return out
 
 
+#: track-match veto (our choice, documented in docs/photon.md): a cluster with a charged
+#: hard-scatter particle of pT > ``TRACK_VETO_PT_GEV`` and momentum above
+#: ``TRACK_VETO_MIN_P_OVER_E`` times the cluster energy (E/p < 10) within |Δη| < 0.05 and
+#: |Δφ| < 0.1 of it at the middle layer (the particle's extrapolated position, bending included)
+#: has a matched track and is an electron (or hadron) candidate, not a photon candidate, as in
+#: ATLAS's electron/photon ambiguity resolution. Conversion e+e- are not in the hard-scatter list:
+#: converted photons are kept.
+TRACK_VETO_PT_GEV = 2.0
+TRACK_VETO_MIN_P_OVER_E = 0.1
+TRACK_VETO_DETA = 0.05
+TRACK_VETO_DPHI = 0.1
+
+
+def track_matched(
+    clusters: dict[str, np.ndarray], hard: dict[str, np.ndarray], hard_event: np.ndarray, geo: CaloGeometry
+) -> np.ndarray:
+    """Per cluster: a charged hard-scatter particle (a track) points at it (see :data:`TRACK_VETO_PT_GEV`)."""
+    from lhcml.sim.showers import axis_positions
+
+    n = len(clusters["eta"])
+    out = np.zeros(n, bool)
+    if n == 0 or len(hard["pid"]) == 0:
+        return out
+    px, py, pz = (np.asarray(hard[k], float) for k in ("px", "py", "pz"))
+    pt = np.hypot(px, py)
+    q = np.asarray(hard["charge"])
+    sel = (q != 0) & (pt > TRACK_VETO_PT_GEV) & np.asarray(hard.get("final", np.ones(len(pt), bool)), bool)
+    if not sel.any():
+        return out
+    idx = np.flatnonzero(sel)
+    eta = np.arcsinh(pz[idx] / pt[idx])
+    zeros = np.zeros(len(idx))
+    vx, vy, vz = (np.asarray(hard.get(k, zeros), float)[idx] if k in hard else zeros for k in ("vx", "vy", "vz"))
+    a_eta, a_phi = axis_positions(eta, np.arctan2(py[idx], px[idx]), q[idx], pt[idx], vx, vy, vz, geo)
+    j = [lay.name for lay in geo.layers].index("middle")
+    t_eta, t_phi, t_ev = a_eta[:, j], a_phi[:, j], np.asarray(hard_event)[idx]
+    t_p = np.hypot(pt[idx], pz[idx]) * 1e3  # MeV, as the cluster energy
+    order = np.argsort(t_ev, kind="stable")
+    starts = np.searchsorted(t_ev[order], clusters["event"], side="left")
+    stops = np.searchsorted(t_ev[order], clusters["event"], side="right")
+    for c in range(n):  # loop over clusters (few per event), vectorised over tracks
+        k = order[starts[c]:stops[c]]
+        dphi = np.mod(t_phi[k] - clusters["phi"][c] + np.pi, 2 * np.pi) - np.pi
+        near = (np.abs(t_eta[k] - clusters["eta"][c]) < TRACK_VETO_DETA) & (np.abs(dphi) < TRACK_VETO_DPHI)
+        out[c] = bool(np.any(near & (t_p[k] > TRACK_VETO_MIN_P_OVER_E * clusters["energy"][c])))
+    return out
+
+
 def _assemble(
     clusters: dict[str, np.ndarray],
     truth: dict[str, np.ndarray],
@@ -194,7 +242,7 @@ def _assemble(
     min_pt_gev: float,
     raw_images: bool,
 ) -> dict[str, np.ndarray]:
-    keep = clusters["pt"] > min_pt_gev * 1e3
+    keep = (clusters["pt"] > min_pt_gev * 1e3) & ~clusters.get("track_matched", np.zeros(len(clusters["pt"]), bool))
     n = int(keep.sum())
     tab = np.zeros(n, dtype=PHOTON_DTYPE)
     ev = clusters["event"][keep]
@@ -242,8 +290,12 @@ def simulate_particles(
     min_pt_gev: float = 0.0,
     raw_images: bool = False,
     pileup: Any = None,
+    track_veto: bool = True,
 ) -> dict[str, np.ndarray]:
     """Calorimeter + clustering + truth for a batch of flat particles (hard and ``is_pileup``).
+
+    ``track_veto``: drop clusters with a matched track (:func:`track_matched`; electron or hadron
+    candidates, not photon candidates).
 
     ``pileup`` is the :class:`lhcml.sim.pileup.PileupLibrary` the ``is_pileup`` particles came
     from: with ``mu > 0`` its mean energy per cell times ``mu`` is subtracted from the cells, as
@@ -258,6 +310,8 @@ def simulate_particles(
     calo, converted = simulate_calorimeter(hard, hev, n_events, rng, pile, pev, geo, mu, pu_mean)
     clusters = build_clusters(calo, raw_images=raw_images)
     truth = _truth_match(clusters, hard, hev, converted)
+    if track_veto:
+        clusters["track_matched"] = track_matched(clusters, hard, hev, geo)
     event_numbers = np.arange(n_events) if event_numbers is None else np.asarray(event_numbers)
     n_pu = np.zeros(n_events, np.int64) if n_pu is None else np.asarray(n_pu)
     weights = np.ones(n_events) if weights is None else np.asarray(weights)
@@ -276,6 +330,7 @@ def simulate_single(
     geometry: CaloGeometry | None = None,
     raw_images: bool = False,
     batch_size: int = 200,
+    subtract_pileup_mean: bool = True,
 ) -> dict[str, np.ndarray]:
     """Single-particle events (one particle per event, φ uniform, η fixed or uniform in a range).
 
@@ -289,6 +344,9 @@ def simulate_single(
         A value or an ``(lo, hi)`` range.
     mu, pileup
         Pile-up level and a :class:`lhcml.sim.pileup.PileupLibrary` (needed when ``mu > 0``).
+    subtract_pileup_mean
+        Subtract the mean pile-up energy per cell as the readout does (default); ``False`` leaves
+        the in-time pile-up as a positive offset (studies of the uncorrected deposit).
 
     Returns
     -------
@@ -311,7 +369,8 @@ def simulate_single(
             cols, ev, n_pu = _overlay_flat(cols, ev, m, mu, pileup, rng)
         parts.append(
             simulate_particles(cols, ev, m, rng, mu=mu, n_pu=n_pu, event_numbers=np.arange(start, start + m),
-                               geometry=geometry, raw_images=raw_images, pileup=pileup)
+                               geometry=geometry, raw_images=raw_images,
+                               pileup=pileup if subtract_pileup_mean else None)
         )
     return _concat(parts)
 
