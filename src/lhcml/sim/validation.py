@@ -238,10 +238,10 @@ def run_checks(samples: list[Sample], reference: ReferenceTable | None = None) -
     checks one row for all samples together (ordered by ⟨μ⟩, lowest first).
     """
     reference = reference or load_reference()
-    cache: dict[tuple, dict[str, Measurement] | NotInSample] = {}
+    cache: dict[tuple, Any] = {}
     results: list[CheckResult] = []
 
-    def measure(key: tuple, call: Callable[[], dict[str, Measurement]]) -> dict[str, Measurement] | NotInSample:
+    def measure(key: tuple, call: Callable[[], Any]) -> Any:
         if key not in cache:
             try:
                 cache[key] = call()
@@ -255,9 +255,12 @@ def run_checks(samples: list[Sample], reference: ReferenceTable | None = None) -
         params = {**m.params, **c.params}
         pkey = tuple(sorted(params.items()))
         if c.compare:
-            label = " vs ".join(s.label for s in ordered)
             out = measure((c.measure, pkey, tuple(id(s) for s in ordered)), lambda m=m, p=params: m.fn(ordered, p))
-            results.append(_result(c, label, None, out))
+            if isinstance(out, NotInSample):
+                results.append(_result(c, " vs ".join(s.label for s in ordered), None, out))
+            else:
+                values, used = out
+                results.append(_result(c, " vs ".join(used), None, values))
             continue
         for s in samples:
             if not c.applies_to(s.mu):

@@ -145,7 +145,11 @@ class Sample:
 
 @dataclass(frozen=True)
 class Measure:
-    """A named measurement: what it needs (``needs``), its outputs and parameters (with defaults)."""
+    """A named measurement: what it needs (``needs``), its outputs and parameters (with defaults).
+
+    ``fn(sample, params) -> {output: Measurement}``; for ``compare`` measures
+    ``fn(samples ordered by <mu>, params) -> ({output: Measurement}, labels of the samples used)``.
+    """
 
     fn: Callable[..., dict[str, Measurement]]
     outputs: tuple[str, ...]
@@ -200,8 +204,8 @@ def _tau32_values(s: Sample, label: int) -> np.ndarray:
     return t[np.isfinite(t) & (t > 0)]  # τ2 = 0 (one-prong) jets carry 0: no τ32
 
 
-def _tau32_shift(samples: list[Sample], p: dict[str, Any]) -> dict[str, Measurement]:
-    values, why = [], []
+def _tau32_shift(samples: list[Sample], p: dict[str, Any]) -> tuple[dict[str, Measurement], list[str]]:
+    values, used, why = [], [], []
     for s in samples:
         try:
             v = _tau32_values(s, p["label"])
@@ -210,11 +214,11 @@ def _tau32_shift(samples: list[Sample], p: dict[str, Any]) -> dict[str, Measurem
             continue
         if len(v):  # e.g. a W/Z sample has no top jets
             values.append(v)
+            used.append(s.label)
     if len(values) < 2:
         raise NotInSample("needs >= 2 samples with large-R jets and tau32 (Tau32_wta or flow)"
                           + (f" ({'; '.join(why)})" if why else ""))  # fmt: skip
-    m = vc.median_shift(values)
-    return {"shift": m}
+    return {"shift": vc.median_shift(values)}, used
 
 
 def _ip_pull(s: Sample, p: dict[str, Any]) -> dict[str, Measurement]:
