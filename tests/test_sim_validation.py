@@ -420,3 +420,22 @@ def test_pythia_ttbar_sample_has_the_seam_fields_and_a_broken_uncertainty_fails(
     d = _write(tmp_path / "broken", tables, 0.0)
     broken = next(r for r in run_checks([Sample(d)]) if r.check.name == "d0_pull_width")
     assert broken.status == "FAIL" and broken.measurement.value == pytest.approx(2 * pull.value, rel=0.02)
+
+
+def test_tau32_from_flow_constituents_when_the_field_is_absent(tmp_path):
+    """Files without Tau32_wta (e.g. before substructure is added): τ32 from the flow constituents."""
+    from lhcml.data.mock import make_mock_tables
+    from lhcml.sim.events import LARGE_R_RADIUS
+    from lhcml.tasks.boosted.substructure import substructure_from_flow
+
+    tabs = [make_mock_tables(400, kind="boosted", seed=s) for s in (1, 2)]
+    dirs = [_write(tmp_path / f"top_mu{mu:g}", t, mu) for t, mu in zip(tabs, (60.0, 0.0), strict=True)]
+    assert "Tau32_wta" not in tabs[0]["jets"].dtype.names
+    r = next(r for r in run_checks([Sample(d) for d in dirs]) if r.check.name == "tau32_median_stability")
+    assert r.sample == "top_mu0 vs top_mu60"  # ordered by <mu>
+    med = []
+    for t in tabs[::-1]:
+        tau = substructure_from_flow(t["flow"][t["jets"]["R10TruthLabel"] == 1], radius=LARGE_R_RADIUS)["Tau32_wta"]
+        med.append(np.median(tau[tau > 0]))
+    assert r.measurement.value == pytest.approx(abs(med[1] - med[0]), abs=1e-6)
+    assert r.status in ("pass", "FAIL", "not-in-sample") and r.measurement.n > 50
