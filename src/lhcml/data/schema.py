@@ -61,7 +61,7 @@ JET_FIELDS: list[tuple[str, str]] = [
     ("jetPtRank", "i2"),
     ("truthJetPt", "f4"),  # MeV, matched anti-kt 0.4 truth jet (visible, no muons/neutrinos; -1 unmatched)
     ("truthJetEta", "f4"),  # eta of that truth jet (-1 unmatched)
-    ("truthPromptLepton", "?"),  # a prompt e/mu (W/Z/tau/gamma* decay) with pT > 0.5 jet pT within dR < 0.4 (sim.leptons)
+    ("truthPromptLepton", "?"),  # a prompt e/mu (W/Z/tau/gamma* decay) with pT > 0.5 raw jet pT within dR < 0.4 (sim.leptons)
     ("overlapsElectron", "?"),  # removed by the overlap removal with an electron (kept only on request)
     ("overlapsMuon", "?"),  # removed by the overlap removal with a muon (kept only on request)
     ("pt_btagJes", "f4"),  # MeV, = pt: ATLAS's b-tagging-JES name (GN2 configs); lhcml jets are calibrated

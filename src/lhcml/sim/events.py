@@ -346,7 +346,7 @@ def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices, mu
         from lhcml.sim.leptons import small_r_lepton_flags
 
         lepton_flags, n_prompt = small_r_lepton_flags(jets_all, flat_mask, cons_off, cons, objects, particles,
-                                                      tracks_flat, vertices.z, rng)
+                                                      tracks_flat, vertices.z, rng, raw_jet_pt=raw_pt)
         if events is not None:
             events["nTruthPromptLeptons"] = n_prompt
         if not proc.keep_lepton_overlaps:

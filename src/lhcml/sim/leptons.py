@@ -531,12 +531,16 @@ def small_r_lepton_flags(
     rng: np.random.Generator,
     config: LeptonConfig | None = None,
     or_config: ORConfig | None = None,
+    raw_jet_pt: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The lepton step of the small-R jet chain (:func:`lhcml.sim.events.simulate_events`).
 
     Reconstructs the leptons (:func:`reconstruct_leptons`), runs the overlap removal with the
     selected jets (:func:`lepton_jet_overlap`) and flags jets with a truth prompt lepton
-    (:func:`jet_truth_prompt_lepton`).
+    (:func:`jet_truth_prompt_lepton`). ``raw_jet_pt`` (GeV, one per jet): the constituent-scale
+    jet pT the truth flag compares the lepton with (default ``jets["pt"]``); the calibrated pT of a
+    jet made of an electron's EM cluster is the electron's pT times the hadronic jet energy scale
+    factor (up to ~2 here), which would hide the lepton behind the 0.5 · pT(jet) condition.
 
     Returns
     -------
@@ -547,8 +551,11 @@ def small_r_lepton_flags(
     electrons, muons = reconstruct_leptons(particles, tracks, primary_vertex_z, rng, config)
     or_flags, _ = lepton_jet_overlap(jets, jet_selected, constituent_offsets, constituents, objects, electrons,
                                      muons, or_config or CHAIN_OR_CONFIG)
+    truth_jets = jets
+    if raw_jet_pt is not None:
+        truth_jets = FlatTable({"pt": np.asarray(raw_jet_pt), "eta": jets["eta"], "phi": jets["phi"]}, jets.counts)
     flags = {
-        "truthPromptLepton": jet_truth_prompt_lepton(jets, particles, config),
+        "truthPromptLepton": jet_truth_prompt_lepton(truth_jets, particles, config),
         "overlapsElectron": or_flags["overlapsElectron"],
         "overlapsMuon": or_flags["overlapsMuon"],
     }
