@@ -439,3 +439,11 @@ def test_tau32_from_flow_constituents_when_the_field_is_absent(tmp_path):
         med.append(np.median(tau[tau > 0]))
     assert r.measurement.value == pytest.approx(abs(med[1] - med[0]), abs=1e-6)
     assert r.status in ("pass", "FAIL", "not-in-sample") and r.measurement.n > 50
+
+
+def test_page_shows_response_and_resolution_vs_pt(tmp_path):
+    d = _write(tmp_path / "ttbar", _small_r(np.random.default_rng(8), 0.0, False, n=12_000), 0.0)
+    _, page = run_validation(d, tmp_path / "out")
+    text = page.read_text()
+    for png in ("jes_vs_pt.png", "jer_vs_pt.png"):
+        assert (tmp_path / "out" / png).stat().st_size > 5000 and f'href="{png}"' in text

@@ -65,11 +65,58 @@ def make_plots(
     if "R10TruthLabel" in jets_fields:
         data = reader.read({"jets": ["pt", "eta", "mass", "R10TruthLabel"]}, num_jets=max_jets)
         plots += _boosted_plots(data, out, summary)
+    if {"truthJetPt", "truthJetEta"} <= jets_fields and "R10TruthLabel" not in jets_fields:
+        data = reader.read({"jets": ["pt", "truthJetPt", "truthJetEta"]}, num_jets=max_jets)
+        plots += _response_plots(data["jets"], out)
     if not plots:
         notes.append(
             "no flavour (HadronConeExclTruthLabelID) or boosted (R10TruthLabel) jets found"
         )
     return plots, summary, notes
+
+
+#: truth-pT bin edges (GeV) of the response/resolution plots
+RESPONSE_PT_EDGES = (20, 25, 30, 40, 50, 60, 80, 100, 130, 170, 220, 270, 330, 450, 600)
+
+
+def _response_plots(jets: np.ndarray, out: Path, eta_max: float = 0.8) -> list[tuple[str, Path]]:
+    """Jet response and JER vs truth pT (Gaussian core fits as the checks), with the reference
+    points of the shipped table."""
+    from lhcml.sim.validation import load_reference
+    from lhcml.sim.validation_checks import jet_response
+
+    reco_min = float(np.min(jets["pt"])) / 1e3 if len(jets) else None
+    edges = np.asarray(RESPONSE_PT_EDGES, dtype=float)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        r, j = jet_response(jets["pt"], jets["truthJetPt"], jets["truthJetEta"], (lo, hi), eta_max, reco_min)
+        if r.n >= 50 and np.isfinite(r.value):
+            rows.append((np.sqrt(lo * hi), r.value, r.error, j.value, j.error))
+    if not rows:
+        return []
+    x, resp, resp_err, jer, jer_err = (np.array(c) for c in zip(*rows, strict=True))
+    refs = [c for c in load_reference().checks if c.measure == "jet_response"]
+    made = []
+    for name, y, e, output, what, ylab in (
+        ("jes_vs_pt.png", resp, resp_err, "response", "response", "Response $p_T^{reco}/p_T^{truth}$"),
+        ("jer_vs_pt.png", jer, jer_err, "jer", "energy resolution", "JER $\\sigma(R)/\\langle R \\rangle$"),
+    ):
+        fig, ax = _new_figure()
+        ax.errorbar(x, y, yerr=e, fmt="o", color="k", label=f"{_LABEL}, |η| < {eta_max:g}")
+        seen: set[str] = set()
+        for c in refs:
+            if c.output != output or c.bounds() is None:
+                continue
+            label = f"reference ({c.tag})" if c.tag not in seen else None
+            seen.add(c.tag)
+            lo_b, hi_b = c.bounds()
+            xc = np.sqrt(c.params["pt_min"] * c.params["pt_max"])
+            ax.errorbar([xc], [0.5 * (lo_b + hi_b)], yerr=[[0.5 * (hi_b - lo_b)]], fmt="s", color="tab:red",
+                        mfc="none", capsize=4, label=label)  # fmt: skip
+        ax.set_xscale("log")
+        made.append((name, _finish(fig, ax, out / name, f"Small-R jet {what} vs truth $p_T$ (Gaussian core fit)",
+                                   "Truth jet $p_T$ [GeV]", ylab)))  # fmt: skip
+    return [("Jet response vs pT", made[0][1]), ("Jet energy resolution vs pT", made[1][1])]
 
 
 def _flavour_classes() -> list[tuple[int, str, str, str]]:
