@@ -81,6 +81,7 @@ def test_simulate_on_slurm_equals_local(slurm, tmp_path):
                  "--cluster", str(_cluster_file(tmp_path)), "--queue", "debug", "--jobs", "1",
                  cwd=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stdout + res.stderr
+    assert "FastJet release" not in res.stdout + res.stderr  # third-party banner silenced
     remote = sorted((tmp_path / "slurm_out").glob("ttbar_*.h5"))
     assert [p.name for p in remote] == [p.name for p in local]
     for a, b in zip(local, remote, strict=True):
@@ -93,6 +94,7 @@ def test_simulate_on_slurm_equals_local(slurm, tmp_path):
     # the shards really ran as Slurm jobs: dask-jobqueue's job logs are in the cluster's log dir
     logs = list((tmp_path / "logs").glob("*.err")) + list((tmp_path / "logs").glob("*.out"))
     assert logs, "no Slurm job log written"
+    assert not [p for p in logs if "FastJet release" in p.read_text()]  # banner silenced in jobs too
 
 
 def test_tune_on_slurm_equals_local(slurm, tmp_path):
@@ -122,6 +124,7 @@ def test_tune_on_slurm_equals_local(slurm, tmp_path):
                  "--cluster", "slurm", "--cores", "1", "--memory", "1GB", "--walltime", "00:10:00",
                  cwd=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stdout + res.stderr
+    assert "💡" not in res.stdout + res.stderr  # Lightning's tips silenced
 
     def trials(d: str) -> list[tuple]:
         rows = yaml.safe_load((tmp_path / d / "trials.json").read_text())
@@ -131,7 +134,9 @@ def test_tune_on_slurm_equals_local(slurm, tmp_path):
     assert len(local) == 2 and all(t[1] == "COMPLETE" for t in local)
     assert remote == local
     assert local[0][2] != local[1][2]  # two different draws, not one repeated
-    assert list(tmp_path.glob("slurm-*.out")), "the trials did not run in a Slurm job"
+    job_logs = list(tmp_path.glob("slurm-*.out"))
+    assert job_logs, "the trials did not run in a Slurm job"
+    assert not [p for p in job_logs if "💡" in p.read_text()]  # Lightning's tips silenced in the jobs
 
 
 def test_slurm_job_script_resources():
