@@ -243,6 +243,7 @@ class Vertexing:
     fit_window: float
     annealing_temperatures: tuple[float, ...]
     chi2_cut: float
+    removal_chi2_cut: float
     min_tracks: int
     max_vertices: int
     hs_match_window: float

@@ -14,8 +14,9 @@ Eur. Phys. J. C 77 (2017) 332):
    beam spot). Each track contributes its linearised perigee (d0, z0) with the covariance
    diag(σ(d0)², σ(z0)²) and a weight ``w = φ(χ²) / (φ(χ²) + φ(χ²_cut))``,
    ``φ(χ²) = exp(−χ²/2T)``, for the temperatures ``annealing_temperatures``.
-4. **Removal**: the tracks with χ² < ``chi2_cut`` to the fitted vertex leave the pool; a vertex is
-   kept when at least ``min_tracks`` did. Repeat from 2 until fewer than ``min_tracks`` tracks
+4. **Removal**: the tracks with χ² < ``chi2_cut`` to the fitted vertex are its tracks; a vertex
+   is kept when it has at least ``min_tracks``. Its tracks, and those with χ² < ``removal_chi2_cut``
+   (the looser seeding-compatibility cut of ATLAS's iterative finder), leave the pool. Repeat from 2 until fewer than ``min_tracks`` tracks
    remain or no seed gives a vertex.
 5. **Hard scatter**: the vertex with the largest Σ pT² of its tracks (ATLAS); the others are
    pile-up vertices (counted in ``n_vertices``).
@@ -208,7 +209,7 @@ def _fit(idx, d0, z0, phi, cot, s_d0, s_z0, bs_info, bs_pos, seed_z, temps, chi2
 
 @numba.njit(cache=True)
 def _find_vertices(offsets, sel, pt, d0, z0, phi, cot, s_d0, s_z0, bs_info, bs_pos, temps, chi2_cut,
-                   seed_window, fit_window, min_tracks, max_vertices):
+                   removal_chi2, seed_window, fit_window, min_tracks, max_vertices):
     n_ev = len(offsets) - 1
     n_trk = len(d0)
     track_vertex = np.full(n_trk, -1, dtype=np.int64)
@@ -285,11 +286,12 @@ def _find_vertices(offsets, sel, pt, d0, z0, phi, cot, s_d0, s_z0, bs_info, bs_p
                 if compat[k]:
                     n_comp += 1
             accepted = n_comp >= min_tracks
-            # remove the compatible tracks (and the seed in any case)
+            # remove the compatible tracks (and the seed in any case); when the vertex is kept, also
+            # the tracks within the looser removal cut (they must not seed a split-off vertex)
             sp2 = 0.0
             for k in range(cnt):
                 a = loc[k]
-                if compat[k] or a == best:
+                if compat[k] or a == best or (accepted and chi2[k] < removal_chi2):
                     if not alive[a]:
                         continue
                     alive[a] = False
@@ -444,7 +446,7 @@ def reconstruct_primary_vertices(
     temps = np.asarray(v.annealing_temperatures, dtype=np.float64)
     n_vtx, vpos, vinfo, vntrk, vsum, tvtx, twt = _find_vertices(
         offsets, sel, f8["pt"], f8["d0"], f8["z0"], f8["phi"], cot, f8["d0Uncertainty"], s_z0, bs_info,
-        bs_pos, temps, v.chi2_cut, v.seed_window, v.fit_window, v.min_tracks, v.max_vertices)
+        bs_pos, temps, v.chi2_cut, max(v.removal_chi2_cut, v.chi2_cut), v.seed_window, v.fit_window, v.min_tracks, v.max_vertices)
     voff = np.zeros(n_ev + 1, dtype=np.int64)
     np.cumsum(n_vtx, out=voff[1:])
     found = n_vtx > 0
