@@ -2,8 +2,8 @@
 
 Stages (each cached under ``--work``; rerun skips finished stages):
 
-1. simulate ``gamma_jet`` (prompt photons) and ``dijet_photon`` (jet fakes, EM-enriched generator
-   filter at 15 GeV) at mu = 0 and at ``--mu`` with raw images, split 60/20/20;
+1. simulate ``gamma_jet`` (prompt photons) and ``dijet_photon`` (jet fakes, the process's JF17-style
+   EM filter) at mu = 0 and at ``--mu`` with raw images, split 60/20/20;
 2. cut menus (tight, optimised at 80 % and 90 % on the training sample);
 3. ``shower_dnn`` and ``photon_cnn`` trained with the shared trainer (``lhcml train``) on mu = 0;
 4. PAED trained on the mu sample (raw images -> pile-up-free twins);
