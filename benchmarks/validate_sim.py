@@ -8,7 +8,8 @@ Usage::
 Simulates each process at each ⟨μ⟩ into ``WORK/<process>_mu<μ>/`` with ``lhcml simulate``'s
 runner (resumable: rerunning skips finished shards; one minimum-bias library per run in
 ``WORK/pileup_minbias.h5``), then runs every check of the shipped reference table
-(``src/lhcml/sim/validation_reference.yaml``) on all directories together (τ32 stability compares
+(``src/lhcml/sim/validation_reference.yaml``) on all sample directories in ``WORK`` together
+(also those of earlier calls, e.g. with other ``--events`` per process) (τ32 stability compares
 the top samples across ⟨μ⟩), prints the pass/fail table and writes ``WORK/report/index.html`` and
 ``WORK/report/validation.json``. The samples cover the checks: tt̄ (JES/JER 20-100 GeV, IP pulls,
 hit patterns, PV, prompt leptons in light jets, b/c lifetimes, tracks per jet), ``qcd`` (jets of
@@ -26,6 +27,13 @@ import time
 from pathlib import Path
 
 DEFAULT_PROCESSES = ("ttbar", "qcd", "top", "wz", "gamma_jet")
+
+
+def _n_events(sample_dir: Path) -> int:
+    import yaml
+
+    m = yaml.safe_load((sample_dir / "manifest.yaml").read_text()) or {}
+    return int(m.get("n_events", m.get("events", 0)) or 0)
 
 
 def main() -> None:
@@ -62,11 +70,14 @@ def main() -> None:
                            pileup_library=library if mu > 0 else None, progress=False)  # fmt: skip
             timings[out.name] = time.perf_counter() - t
             dirs.append(out)
+    # every sample simulated into WORK so far (earlier calls may have used other sizes/processes)
+    for d in sorted(args.work.glob("*_mu*")):
+        if (d / "manifest.yaml").is_file() and d not in dirs:
+            dirs.append(d)
     t = time.perf_counter()
     results, page = run_validation(dirs, args.work / "report", plots=not args.no_plots)
     timings["validation"] = time.perf_counter() - t
-    print(f"\n{args.events} hard-scatter events per (process, mu); processes {', '.join(args.processes)}; "
-          f"mu {', '.join(f'{m:g}' for m in args.mu)}\n")  # fmt: skip
+    print("\nsamples: " + ", ".join(f"{d.name} ({_n_events(d)} events)" for d in dirs) + "\n")
     measured = [r for r in results if r.measurement is not None and r.measurement.n > 0]
     print(format_table(measured))
     missing = sorted({r.check.name for r in results} - {r.check.name for r in measured})
