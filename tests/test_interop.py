@@ -65,6 +65,7 @@ def test_lz4_file_read_by_lhcml_in_a_fresh_process(tables, tmp_path):
     res = _run("-m", "lhcml", "inspect", str(path), "--values", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "d0" in res.stdout and "Traceback" not in res.stderr
+    assert "lz4" in res.stdout and "unknown" not in res.stdout  # the filter named, not "unknown"
 
 
 def test_predict_copy_keeps_the_lz4_filter(tables, tmp_path):

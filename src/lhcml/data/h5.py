@@ -590,7 +590,8 @@ def describe(path: str | Path, values: bool = False) -> str:
         for name, d in datasets(f).items():
             units = json.loads(d.attrs["units"]) if "units" in d.attrs else {}
             extra = " (per event)" if name in schema.PER_EVENT_DATASETS else ""
-            lines.append(f"  {name}: shape {d.shape}{extra}, {d.compression or 'uncompressed'}")
+            plugin = next((k for k, (_, fid) in PLUGIN_FILTERS.items() if str(fid) in d._filters), None)
+            lines.append(f"  {name}: shape {d.shape}{extra}, {plugin or d.compression or 'uncompressed'}")
             names = d.dtype.names or ()
             block = d[: min(d.shape[0], 10_000)] if values and names else None
             valid = block["valid"] if block is not None and "valid" in names else None
