@@ -134,7 +134,8 @@ def _large_r(rng: np.random.Generator, mu: float, broken: bool, n: int = 3000) -
 
 def _photons(rng: np.random.Generator, mu: float, broken: bool, n: int = 4000) -> dict[str, np.ndarray]:
     """Prompt photons passing the 2012 Tight menu with 86 % (mu = 0) / 80 % (mu = 60) probability, or
-    the audit's 35 % / 15 % when ``broken``; fakes fail R_eta."""
+    the audit's 35 % / 15 % when ``broken``; fakes fail R_eta; corrected isolation moves 0.1 GeV
+    with pileup (broken: the audit's +3.7 GeV)."""
     ph = np.zeros(n, schema.PHOTON_DTYPE)
     ph["pt"] = rng.uniform(25, 50, n) * 1e3
     ph["eta"] = rng.uniform(-0.55, 0.55, n)
@@ -148,6 +149,7 @@ def _photons(rng: np.random.Generator, mu: float, broken: bool, n: int = 4000) -
     fail = prompt & (rng.random(n) > eff)
     ph["weta2"][fail] = 0.0125  # wider than the 0.011 Tight cut (the audit's wide w_eta2)
     ph["Reta"][~prompt] = 0.85
+    ph["etcone20_corrected"] = rng.normal(1.0 + (3.7 if broken and mu > 0 else 0.1 * mu / 60), 1.5, n) * 1e3
     ph["averageInteractionsPerCrossing"] = mu
     return {"photons": ph, "events": _events(rng, 500, mu, broken)}
 
@@ -303,7 +305,8 @@ def test_shipped_reference_table_is_complete_and_cited():
                    "top_mass_resolution", "w_mass_peak", "z_mass_peak", "tau32_median_stability",
                    "d0_pull_width", "pv_hard_scatter_efficiency", "pv_z_resolution",
                    "photon_tight_efficiency", "photon_tight_efficiency_pileup",
-                   "light_jet_prompt_lepton_fraction", "pixel_hits_exactly_4"):  # fmt: skip
+                   "light_jet_prompt_lepton_fraction", "pixel_hits_exactly_4",
+                   "photon_isolation_pileup_shift"):  # fmt: skip
         assert needed in names
     assert set(STATUSES) == {"pass", "FAIL", "unverified", "not-in-sample"}
 

@@ -6,6 +6,10 @@ what is missing, when they are absent) and returns named
 :class:`~lhcml.sim.validation_checks.Measurement` values computed by the pure functions of
 :mod:`lhcml.sim.validation_checks`. The reference table (:mod:`lhcml.sim.validation`) names a
 measure, one of its outputs and its parameters.
+
+Validation consumes the whole chain, so two measures reuse task-layer code (lazy imports, the one
+place where the simulation stage reaches a later stage): the ATLAS 2012 photon menu of
+``tasks/photon/cuts.py`` and the N-subjettiness of ``tasks/boosted/substructure.py``.
 """
 
 from __future__ import annotations
@@ -286,6 +290,25 @@ def _photon_tight(s: Sample, p: dict[str, Any]) -> dict[str, Measurement]:
             "fake_rate": vc.tight_efficiency(ph, rng, p["eta_max"], prompt=False)}  # fmt: skip
 
 
+def _isolation_shift(samples: list[Sample], p: dict[str, Any]) -> tuple[dict[str, Measurement], list[str]]:
+    values, used, why = [], [], []
+    for s in samples:
+        try:
+            ph = s.read("photons", ["pt", "isPromptPhoton", "etcone20_corrected"])
+        except NotInSample as err:
+            why.append(f"{s.label}: {err}")
+            continue
+        pt = ph["pt"] / _GEV
+        sel = (ph["isPromptPhoton"] == 1) & (pt >= p["pt_min"]) & (pt < p["pt_max"])
+        if sel.any():
+            values.append(ph["etcone20_corrected"][sel] / _GEV)
+            used.append(s.label)
+    if len(values) < 2:
+        raise NotInSample("needs >= 2 photon samples with etcone20_corrected"
+                          + (f" ({'; '.join(why)})" if why else ""))  # fmt: skip
+    return {"shift": vc.median_shift(values)}, used
+
+
 #: the measurements a reference table can name (``measure:``), with their default parameters
 MEASURES: dict[str, Measure] = {
     "jet_response": Measure(_jet_response, ("response", "jer"),
@@ -309,6 +332,9 @@ MEASURES: dict[str, Measure] = {
                            "jets: HadronConeExclTruthLabelID, ...Lxy, ...Pt"),
     "tracks_per_jet": Measure(_tracks_per_jet, ("mean",), {"flavour": 5},
                               "jets: HadronConeExclTruthLabelID; tracks: valid"),
+    "photon_isolation_shift": Measure(_isolation_shift, ("shift",), {"pt_min": 25.0, "pt_max": 50.0},
+                                      "photons: pt, isPromptPhoton, etcone20_corrected, in >= 2 samples",
+                                      compare=True),
     "photon_tight": Measure(_photon_tight, ("efficiency", "fake_rate"),
                             {"pt_min": 25.0, "pt_max": 50.0, "eta_max": 0.6},
                             "photons: shower shapes, converted, isPromptPhoton"),
