@@ -68,7 +68,9 @@ def test_tune_dl1_writes_best_config_and_report(dl1_config, tmp_path):
     # the written config carries the best trial's parameters and trains as it is
     assert best.optimizer.lr == pytest.approx(top["optimizer.lr"])
     assert best.model.hyperparameters()["hidden"] == top["model.hidden"]
-    assert all(t["val_rej_ujets"] > 1 for t in done)
+    # the objective is the learned rejection, not a constant: a random classifier has light
+    # rejection 1/0.7 = 1.4 at 70 % b-efficiency; the best trial must be far above it
+    assert top["val_rej_ujets"] > 3 * (1 / 0.7), top
     # resume/extend: the journal keeps the 3 trials, one more is added
     run_tune(dl1_config, tmp_path / "space.yaml", out, n_trials=4, progress=False)
     assert len(yaml.safe_load((out / "trials.json").read_text())) == 4
