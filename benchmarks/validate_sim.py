@@ -3,7 +3,7 @@
 Usage::
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/validate_sim.py [--events 2000] \
-        [--mu 0 60 140] [--processes ttbar qcd top wz gamma_jet] [--work runs/validate_sim] [-j 2]
+        [--mu 0 60 140] [--processes ttbar qcd top wz gamma_jet] [--work benchmarks/_work/validate_sim] [-j 2]
 
 Simulates each process at each ⟨μ⟩ into ``WORK/<process>_mu<μ>/`` with ``lhcml simulate``'s
 runner (resumable: rerunning skips finished shards; one minimum-bias library per run in
@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=2000, help="hard-scatter events per (process, mu)")
     ap.add_argument("--mu", type=float, nargs="+", default=[0.0, 60.0, 140.0])
     ap.add_argument("--processes", nargs="+", default=list(DEFAULT_PROCESSES))
-    ap.add_argument("--work", type=Path, default=Path("runs/validate_sim"))
+    ap.add_argument("--work", type=Path, default=Path("benchmarks/_work/validate_sim"))
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--events-per-shard", type=int, default=500)
     ap.add_argument("--pileup-size", type=int, default=2000, help="minimum-bias library events")
