@@ -189,3 +189,44 @@ def test_convert_bad_format(tables, tmp_path):
     with pytest.raises(ConfigError, match="unknown output format 'csv'"):
         export_columnar(src, tmp_path / "out.root", fmt="csv", progress=False)
     assert not list(tmp_path.glob("out*"))
+
+
+def test_lhcml_trains_and_predicts_on_a_upp_style_file(tmp_path):
+    """A file as UPP writes its training output (LZ4, `flavour_label` field and class-name
+    attribute, no lhcml attributes): `train` and `predict -o DIR` run on it unchanged."""
+    pytest.importorskip("lightning")
+    from _train_mock import make_training_tables
+
+    from lhcml.train.config import load_train_config
+    from lhcml.train.predict import predict
+    from lhcml.train.trainer import train
+
+    root = Path(__file__).resolve().parents[1]
+    files = {}
+    for split, n, seed in (("train", 400, 1), ("val", 200, 2)):
+        t = make_training_tables(n, seed)
+        with h5py.File(tmp_path / f"{split}.h5", "w") as f:
+            f.attrs["unique_jets"] = n
+            f.attrs["config"] = "{}"
+            for name in ("jets", "tracks"):
+                arr = t[name]
+                f.create_dataset(name, data=arr, chunks=(100, *arr.shape[1:]), **hdf5plugin.LZ4())
+            f["jets"].attrs["flavour_label"] = ["bjets", "cjets", "ujets"]
+        files[split] = tmp_path / f"{split}.h5"
+    cfg = {
+        "base": str(root / "configs/ftag/dl1.yaml"),
+        "data": {"train_files": [str(files["train"])], "val_files": [str(files["val"])], "norm_dict": None,
+                 "batch_size": 100},
+        "model": {"name": "dl1", "hidden": [16, 8]},
+        "trainer": {"max_epochs": 1, "patience": None, "accelerator": "cpu", "enable_progress_bar": False},
+        "output_dir": str(tmp_path / "run"),
+    }  # fmt: skip
+    (tmp_path / "dl1.yaml").write_text(yaml.safe_dump(cfg))
+    ckpt = train(load_train_config(tmp_path / "dl1.yaml"))
+    assert Path(ckpt).is_file()
+    (out,) = predict(ckpt, [files["val"]], tagger_name="DL1", output_dir=tmp_path / "pred")
+    with h5py.File(out) as f:
+        assert str(LZ4_ID) in f["jets"]._filters
+        p = np.stack([f["jets"][f"DL1_p{c}"] for c in ("b", "c", "u")], 1)
+    assert p.shape == (200, 3) and np.isfinite(p).all()
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
