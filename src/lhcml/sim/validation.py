@@ -341,7 +341,10 @@ def run_validation(
     dirs = [Path(d) for d in (sim_dirs if isinstance(sim_dirs, list) else [sim_dirs])]
     if not dirs:
         raise ConfigError("give at least one simulation directory")
-    samples = [Sample(d, max_rows=max_jets) for d in dirs]
+    names = [d.name for d in dirs]
+    # directories of the same name (a/ttbar, b/ttbar) get their parent in the label
+    labels = [f"{d.parent.name}_{d.name}" if names.count(d.name) > 1 else d.name for d in dirs]
+    samples = [Sample(d, max_rows=max_jets, label=lab) for d, lab in zip(dirs, labels, strict=True)]
     for s in samples:
         s.files  # noqa: B018 - fail early on a directory without flat files
     table = reference if isinstance(reference, ReferenceTable) else load_reference(reference)

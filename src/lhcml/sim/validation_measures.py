@@ -46,18 +46,22 @@ class Sample:
         or one file.
     max_rows
         Rows read at most per dataset (the per-jet datasets stay aligned: same files, same rows).
+    label
+        Name in tables and plot folders (default: the directory's name).
     """
 
-    def __init__(self, path: str | Path, max_rows: int = 200_000) -> None:
+    def __init__(self, path: str | Path, max_rows: int = 200_000, label: str | None = None) -> None:
         self.path = Path(path)
         self.max_rows = int(max_rows)
+        self._label = label
         self._files: list[Path] | None = None
         self._fields: dict[str, set[str]] | None = None
         self._mu: float | None | bool = False
 
     @property
     def label(self) -> str:
-        return self.path.name or str(self.path)
+        """Short name in tables and plot folders (default: the directory name)."""
+        return self._label or self.path.name or str(self.path)
 
     @property
     def files(self) -> list[Path]:
