@@ -119,7 +119,7 @@ def hit_pattern(vx, vy, vz, px, py, pz, q, p: DetectorParams, rng: np.random.Gen
     g = surface_geometry(p)
     nb = len(p.barrel_layers)
     eff = g.efficiency if efficiency is None else np.asarray(efficiency, dtype=np.float64)
-    u_hit = rng.random((len(vx), len(g.names), 4))
+    u_hit = rng.random((len(vx), len(g.names), 2))
     return _hit_pattern(vx, vy, vz, px, py, pz, q, C_CURV * p.field_tesla,
                         np.array([b.radius for b in p.barrel_layers]), g.w_hi[:nb],
                         np.array([d.z for d in p.end_cap_disks]), g.w_lo[nb:], g.w_hi[nb:],
@@ -127,25 +127,33 @@ def hit_pattern(vx, vy, vz, px, py, pz, q, p: DetectorParams, rng: np.random.Gen
                         g.module_offset, g.dead)
 
 
-@numba.njit(cache=True)
-def _module_hits(k, phi_pos, w, nside, eff, u, n_phi, n_w, w_lo, w_hi, overlap, moff, dead):
+@numba.njit(cache=True, inline="always")
+def _module_hits(k, phi_pos, w, nside, eff, u_hit, i, n_phi, n_w, w_lo, w_hi, overlap, moff, dead):
     """Hits (sides) and expected sides on surface ``k`` at azimuth ``phi_pos`` and z/r ``w``."""
-    x = (phi_pos + np.pi) / (2.0 * np.pi) * n_phi[k]
-    i_phi = int(np.floor(x))
+    x = (phi_pos + np.pi) * (0.5 / np.pi) * n_phi[k]  # phi_pos in [-π, π]: x >= 0
+    i_phi = int(x)
     frac = x - i_phi
-    i_phi = i_phi % n_phi[k]
+    if i_phi >= n_phi[k]:
+        i_phi -= n_phi[k]
     i_w = int((w - w_lo[k]) / (w_hi[k] - w_lo[k]) * n_w[k])
     i_w = min(max(i_w, 0), n_w[k] - 1)
     n_mod = 2 if frac > 1.0 - overlap[k] else 1
     hits = 0
     expected = 0
     for mm in range(n_mod):
-        ip = (i_phi + mm) % n_phi[k]
+        ip = i_phi + mm
+        if ip >= n_phi[k]:
+            ip -= n_phi[k]
         expected += nside[k]
         if dead[moff[k] + ip * n_w[k] + i_w]:
             continue
         for side in range(nside[k]):
-            if u[2 * mm + side] < eff[k]:
+            u = u_hit[i, k, side]
+            if mm == 1:
+                # the overlap module: the low-order bits of the same uniform (53-bit doubles: the
+                # fractional part of u·2^16 is uniform and independent of u's leading bits)
+                u = (u * 65536.0) % 1.0
+            if u < eff[k]:
                 hits += 1
     return hits, expected
 
@@ -256,7 +264,7 @@ def _hit_pattern(vx, vy, vz, px, py, pz, q, c_field, b_r, b_hl, d_z, d_rmin, d_r
         for k in range(ns):
             if not crossed[i, k]:
                 continue
-            nh, ne = _module_hits(k, phi_pos[i, k], w_pos[i, k], nside, eff, u_hit[i, k], n_phi, n_w,
+            nh, ne = _module_hits(k, phi_pos[i, k], w_pos[i, k], nside, eff, u_hit, i, n_phi, n_w,
                                   w_lo, w_hi, overlap, moff, dead)
             hits[i, k] = nh
             expect[k] = ne
