@@ -279,7 +279,16 @@ def test_isolation_separates_prompt_from_heavy_flavour_leptons(ttbar_leptons):
             assert np.median(coll["topoetcone20"][hf]) > np.median(coll["topoetcone20"][hard & coll["truthPrompt"]])
 
 
-def test_light_jets_that_are_prompt_leptons_below_one_percent():
+def test_overlap_removal_takes_prompt_leptons_out_of_the_light_jets():
+    """200 tt̄ events: ~10 % of the light jets are prompt leptons before the OR, ~1 % after
+    (2000 events: 9.3 % → 1.00 ± 0.15 %, docs/benchmarks/sim_leptons.md). With ~5 prompt-lepton
+    light jets left in 200 events the test checks what such a sample can establish: the fraction
+    before is far above 5 %, at most 20 % of the prompt-lepton jets survive (the lepton
+    reconstruction, Medium-ID and FCLoose inefficiencies; ~10 % expected), and the fraction after
+    is compatible with the 1 % goal (95 % Clopper-Pearson interval reaching below 1 %, above 3 %
+    excluded)."""
+    from scipy.stats import binomtest
+
     from lhcml.sim.events import simulate_events
 
     out = simulate_events("ttbar", 200, mu=0.0, seed=11, keep_lepton_overlaps=True)
@@ -287,14 +296,16 @@ def test_light_jets_that_are_prompt_leptons_below_one_percent():
     light = jets["HadronConeExclTruthLabelID"] == 0
     removed = jets["overlapsElectron"] | jets["overlapsMuon"]
     lepton_jets = light & jets["truthPromptLepton"]
-    # the sample holds the problem: several % of the light jets are prompt leptons before the OR
-    assert lepton_jets.sum() >= 30 and lepton_jets.sum() / light.sum() > 0.05
-    # the overlap removal takes most of them out and keeps the other light jets
-    assert (lepton_jets & removed).sum() >= 0.85 * lepton_jets.sum()
-    assert (light & ~jets["truthPromptLepton"] & removed).sum() < 0.08 * (light & ~jets["truthPromptLepton"]).sum()
-    after = lepton_jets & ~removed
-    assert after.sum() / (light & ~removed).sum() < 0.01
+    n_lep, n_light = int(lepton_jets.sum()), int(light.sum())
+    assert binomtest(n_lep, n_light).proportion_ci(0.95).low > 0.05
+    survivors = int((lepton_jets & ~removed).sum())
+    assert survivors <= 0.2 * n_lep
+    # genuine light jets are rarely removed (a prompt lepton with < half the jet pT inside it)
+    genuine = light & ~jets["truthPromptLepton"]
+    assert (genuine & removed).sum() < 0.08 * genuine.sum()
+    ci = binomtest(survivors, int((light & ~removed).sum())).proportion_ci(0.95)
+    assert ci.low < 0.01 and ci.high < 0.03
     # by default the removed jets are not written
     default = simulate_events("ttbar", 40, mu=0.0, seed=11)["jets"]
-    assert not (default["overlapsElectron"] | default["overlapsMuon"]).any()
+    assert len(default) and not (default["overlapsElectron"] | default["overlapsMuon"]).any()
     assert (out["events"]["nTruthPromptLeptons"] > 0).mean() > 0.3

@@ -16,11 +16,12 @@ Truth
 Efficiencies (reconstruction, then one identification draw per candidate: nested working points)
     Electrons: |η| < 2.47, E_T > 4.5 GeV; reconstruction ε_reco = 0.99 − 0.10·exp(−(E_T − 4.5)/7 GeV)
     (≈ 97 % at 15 GeV, 99 % at 50 GeV); identification ε_WP(E_T) = a_WP − b_WP·exp(−E_T/23.6 GeV)
-    with (a, b) chosen so that Loose/Medium/Tight give 93/88/80 % at E_T = 40 GeV and ≈ 85/80/71 % at
+    with (a, b) chosen so that Loose/Medium/Tight give 93/88/80 % at E_T = 40 GeV and ≈ 88/80/69 % at
     20 GeV; × 0.9 in the barrel/end-cap transition 1.37 < |η| < 1.52 (our choice). ATLAS values:
     EPJC 79 (2019) 639 ("93 %, 88 % and 80 % at 40 GeV", reconstruction 97–99 %) — **from memory,
     UNVERIFIED** (REFERENCE.md has no lepton section).
-    Muons: |η| < 2.5, p_T > 3 GeV; ε_WP · (1 − exp(−(p_T − 3 GeV)/1.5 GeV)) with plateaus
+    Muons: |η| < 2.5, p_T > 3 GeV; ε_WP · (1 − exp(−(p_T − 3 GeV)/1.5 GeV)) (a candidate of any
+    quality with a 99 % plateau, our choice) with plateaus
     Loose/Medium/Tight 98.1/96.1/91.8 % (prompt muons from W decays, 20 < p_T < 100 GeV, EPJC 76
     (2016) 292 — **from memory, UNVERIFIED**; the low-p_T turn-on is our choice).
     Identification does not depend on the environment: non-prompt leptons in jets are separated
@@ -39,7 +40,7 @@ Isolation
     ``ptvarcone20`` / ``ptvarcone30``: scalar sum of the p_T of reconstructed tracks with
     p_T > 1 GeV, ≥ 7 silicon hits, |Δz0·sinθ| < 3 mm from the primary vertex, within
     ΔR < min(R, 10 GeV/p_T) of the lepton, its own track excluded (the ATLAS definitions).
-    ``topoetcone20``: transverse energy of the visible final-state particles (no neutrinos or muons;
+    ``topoetcone20`` (``topoetcone40`` alike with ΔR < 0.4): transverse energy of the visible final-state particles (no neutrinos or muons;
     charged particles above the 0.45 GeV curl-up threshold; each above :attr:`LeptonConfig.calo_e_min`,
     a topo-cluster noise threshold of our choice) within ΔR < 0.2, minus the 5 × 7 core around an
     electron (ΔR < 0.05 around a muon), smeared by the EM/hadronic resolutions and
@@ -56,7 +57,9 @@ Overlap removal inputs
     :attr:`LeptonConfig.or_muon_id` (Medium), both with p_T > 10 GeV and the
     :attr:`LeptonConfig.or_isolation` working point (FCLoose) — the "signal lepton" choice of tt̄
     analyses (our choice of one standard configuration). Photons are not reconstructed in the jet
-    chain, so the photon steps of the OR do not act there.
+    chain, so the photon steps of the OR do not act there. The chain's OR
+    (:data:`CHAIN_OR_CONFIG`) adds the removal of particle-flow jets built from muon ID tracks
+    (``MuPFJetOverlapTool``), since our particle-flow jets contain the muons' tracks.
 """
 
 from __future__ import annotations
