@@ -7,8 +7,8 @@ Logged per epoch: ``train_loss``, ``val_loss``, each component ``<stage>_loss_<h
 at the configured signal efficiency (discriminant ``ln(p_s / sum_k f_k p_k)``). Each epoch's
 validation metrics are appended to :attr:`TaggerModule.val_history` and passed to the
 callables in :attr:`TaggerModule.epoch_hooks` (``hook(epoch, metrics)``), which is how the
-tuning stage reports and prunes trials. Under DDP the rejections are computed per rank and
-averaged.
+tuning stage reports and prunes trials. Under DDP the validation predictions of all ranks are
+gathered first, so the rejections are those of the whole validation set on every rank.
 """
 
 from __future__ import annotations
@@ -118,14 +118,28 @@ class TaggerModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_store = []
 
-    def on_validation_epoch_end(self) -> None:
-        if not self._val_store:
-            return
-        probs, labels, w = (np.concatenate(x) for x in zip(*self._val_store, strict=True))
+    def _gathered_predictions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This epoch's validation (probs, labels, weights), from every rank under DDP."""
+        n = len(self.class_names)
+        store = self._val_store or [(np.zeros((0, n), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32))]
+        local = tuple(np.concatenate(x) for x in zip(*store, strict=True))
         self._val_store = []
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return local
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, local)  # every rank calls this, also with no batches
+        return tuple(np.concatenate(x) for x in zip(*parts, strict=True))
+
+    def on_validation_epoch_end(self) -> None:
+        # the rejections are computed on the whole validation set: per-rank values averaged
+        # afterwards are not the rejection of the union (a quantile of the signal, a ratio)
+        probs, labels, w = self._gathered_predictions()
+        if len(labels) == 0:
+            return
         rej = self.validation_rejections(probs, labels, w)
         for k, val in rej.items():
-            self.log(k, val, on_epoch=True, sync_dist=True)
+            self.log(k, val, on_epoch=True, sync_dist=False)  # the same value on every rank
         if self.trainer.sanity_checking:
             return
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val_")}
@@ -149,6 +163,9 @@ class TaggerModule(L.LightningModule):
             return opt
         steps = self.trainer.estimated_stepping_batches
         steps = int(steps) + 1 if np.isfinite(steps) else 10_000
+        if s.name == "onecycle":
+            # OneCycleLR divides by its warm-up length pct_start * steps - 1: at least 2 steps
+            steps = max(steps, int(np.ceil(3 / s.pct_start)))
         if s.name == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(
                 opt, max_lr=o.lr, total_steps=steps, pct_start=s.pct_start,
