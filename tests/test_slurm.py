@@ -139,6 +139,16 @@ def test_tune_on_slurm_equals_local(slurm, tmp_path):
     assert not [p for p in job_logs if "💡" in p.read_text()]  # Lightning's tips silenced in the jobs
 
 
+def test_refused_slurm_job_is_one_clear_error(slurm, tmp_path):
+    """A job Slurm would refuse fails at once with Slurm's reason, instead of waiting forever."""
+    res = _lhcml("simulate", "ttbar", "-n", "4", "--mu", "0", "-o", "out", "--quiet",
+                 "--cluster", "slurm", "--queue", "nosuchpartition", cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Slurm refuses the job" in res.stderr and "nosuchpartition" in res.stderr.lower()
+    assert "Traceback" not in res.stderr
+    assert not list((tmp_path / "out").glob("ttbar_*.h5"))
+
+
 def test_slurm_job_script_resources():
     spec = ClusterSpec.parse(
         "slurm", cores=2, memory="3GB", walltime="01:30:00", queue="gpu", account="atlas",

@@ -245,6 +245,8 @@ def dask_client(spec: str | Path | ClusterSpec, **options: Any) -> Iterator[Any]
     spec = ClusterSpec.parse(spec, **options)
     cluster = make_cluster(spec)
     try:
+        if spec.kind == "slurm":
+            check_slurm_job(cluster.job_script())
         if spec.kind in ("slurm", "htcondor"):
             cluster.scale(jobs=spec.jobs)
         client = Client(cluster if cluster is not None else spec.address)
@@ -258,6 +260,36 @@ def dask_client(spec: str | Path | ClusterSpec, **options: Any) -> Iterator[Any]
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def check_slurm_job(script: str) -> None:
+    """Ask Slurm whether it would accept the job script (``sbatch --test-only``, submits nothing).
+
+    dask-jobqueue submits in the background: a refused job (unknown partition or account, more
+    memory than a node has) only logs an error while the run waits forever for workers. This
+    check turns it into one clear error first.
+
+    Raises
+    ------
+    ConfigError
+        With Slurm's reason, when it would refuse the job.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    if shutil.which("sbatch") is None:
+        raise ConfigError("--cluster slurm needs the Slurm commands (sbatch) on this machine's PATH")
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="lhcml-job-") as f:
+        f.write(script)
+        f.flush()
+        res = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        reason = " ".join(ln.removeprefix("sbatch: error: ") for ln in res.stderr.strip().splitlines())
+        raise ConfigError(
+            f"Slurm refuses the job ({reason}); fix --queue/--account/--memory/--cores/--gpus/"
+            f"--walltime or the cluster file"
+        )
 
 
 def visible_gpus() -> list[str]:
