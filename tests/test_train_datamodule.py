@@ -63,6 +63,33 @@ def test_ddp_ranks_get_equal_disjoint_shares(small_file, monkeypatch):
     assert not set(_ids(got[0])) & set(_ids(got[1]))
 
 
+def test_ddp_ranks_read_only_their_own_rows(small_file, monkeypatch):
+    """Each rank reads one contiguous block of every chunk (not the whole chunk), and together
+    they read every row once."""
+    with h5py.File(small_file) as f:
+        jets = f["jets"][:]
+    reads: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
+    real = dm.read_rows
+    for rank in (0, 1):
+        monkeypatch.setattr(dm, "_dist_info", lambda r=rank: (r, 2))
+
+        def spy(f, start, stop, *a, r=rank, **k):
+            reads[r].append((start, stop))
+            return real(f, start, stop, *a, **k)
+
+        monkeypatch.setattr(dm, "read_rows", spy)
+        ids = _ids(list(_ds(small_file, batch_size=16, chunk_size=60, shuffle=False)))
+        rows = set().union(*(range(a, b) for a, b in reads[rank]))
+        assert len(rows) == sum(b - a for a, b in reads[rank])  # no row read twice
+        assert set(jets["pt"][sorted(rows)]) >= set(ids)
+        reads[rank] = sorted(reads[rank])
+    r0 = set().union(*(range(a, b) for a, b in reads[0]))
+    r1 = set().union(*(range(a, b) for a, b in reads[1]))
+    assert not r0 & r1 and r0 | r1 == set(range(len(jets)))  # disjoint, together the whole file
+    n_chunks = -(-len(jets) // 60)
+    assert len(reads[0]) == len(reads[1]) == n_chunks
+
+
 def test_image_groups_and_errors(tmp_path):
     n = 20
     jets = np.zeros(n, dtype=[("pt", "f4"), ("isPromptPhoton", "i1")])

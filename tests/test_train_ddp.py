@@ -1,4 +1,5 @@
-"""Multi-process (DDP, gloo on CPU) training gives the same result as one process on the same seed."""
+"""Multi-process (DDP, gloo on CPU) training: ranks read their own rows, learn like one process, and
+the validation rejection is computed on the predictions gathered from all ranks."""
 
 from __future__ import annotations
 
@@ -26,13 +27,34 @@ def _val_losses(run: Path) -> list[float]:
     return [float(r["val_loss"]) for r in rows]
 
 
-def _weights(run: Path) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    return {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.") and v.dtype.is_floating_point}
+def _whole_set_rejection(run: Path, val: Path, tmp_path: Path, world: int) -> float:
+    """Light rejection at 70 % b-efficiency (the validation settings of the ftag configs) of the
+    last checkpoint on the validation jets the ranks saw together: the file is one chunk, cut in
+    one block per rank; each rank uses the first n labelled jets of its block (n: the smallest
+    block's count)."""
+    import h5py
+    import numpy as np
+
+    from lhcml.metrics.discriminants import discriminant
+    from lhcml.metrics.rejection import rejection_at_efficiency
+    from lhcml.train.predict import predict
+
+    (pred,) = predict(run / "checkpoints" / "last.ckpt", [val], output_dir=tmp_path / "pred_val")
+    with h5py.File(pred) as f:
+        jets = f["jets"][:]
+    blocks = [jets[(r * len(jets)) // world : ((r + 1) * len(jets)) // world] for r in range(world)]
+    blocks = [b[b["flavour_label"] >= 0] for b in blocks]
+    n = min(len(b) for b in blocks)
+    jets = np.concatenate([b[:n] for b in blocks])
+    p = {c: jets[f"dl1_p{o}"] for c, o in (("bjets", "b"), ("cjets", "c"), ("ujets", "u"))}
+    disc = discriminant(p, "bjets", {"cjets": 0.018, "ujets": 0.982})
+    lab = jets["flavour_label"]
+    rej, _ = rejection_at_efficiency(disc[lab == 0], disc[lab == 2], 0.70, np.ones((lab == 0).sum()), np.ones((lab == 2).sum()))
+    return float(rej)
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_matches_single_process(tmp_path):
+def test_ddp_two_processes_learn_like_one(tmp_path):
     train = make_training_file(tmp_path / "train.h5", n_jets=800, seed=3)
     val = make_training_file(tmp_path / "val.h5", n_jets=400, seed=4)
     cfg = {
@@ -50,7 +72,8 @@ def test_ddp_two_processes_matches_single_process(tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     subprocess.run([*LHCML, "train", str(path), "--set", f"output_dir={single}"], check=True,
                    env=env, capture_output=True, timeout=300)  # fmt: skip
-    # two ranks with half the batch each see, step by step, the same jets as the single process
+    # two ranks with half the batch each: the same number of jets per step as the single process
+    # (each rank reads its own block of every chunk, so the batches are mixed differently)
     res = subprocess.run(
         [*LHCML, "train", str(path), "--devices", "2", "--strategy", "ddp",
          "--set", f"output_dir={ddp}", "--set", "data.batch_size=100"],
@@ -63,11 +86,11 @@ def test_ddp_two_processes_matches_single_process(tmp_path):
     )
     ls, ld = _val_losses(single), _val_losses(ddp)
     assert len(ls) == len(ld) == 2
-    assert ld == pytest.approx(ls, rel=1e-3)
-    ws, wd = _weights(single), _weights(ddp)
-    assert ws.keys() == wd.keys()
-    for k in ws:
-        # float reductions differ in order between 1 and 2 processes; Adam turns that into tiny
-        # per-weight differences, far below the size of the training updates themselves
-        diff = (ws[k] - wd[k]).abs()
-        assert diff.max() < 2e-3 and diff.mean() < 1e-4, k
+    # both learn, and equally well: same jets per epoch, same steps, only the batch mixing differs
+    assert ls[1] < ls[0] and ld[1] < ld[0]
+    assert ld[1] == pytest.approx(ls[1], rel=0.1)
+    # the logged rejection is that of the whole validation set (predictions gathered from both
+    # ranks), not an average of per-rank values: recompute it from the last checkpoint
+    with open(ddp / "logs" / "metrics.csv") as f:
+        logged = [float(r["val_rej_ujets"]) for r in csv.DictReader(f) if r.get("val_rej_ujets")][-1]
+    assert logged == pytest.approx(_whole_set_rejection(ddp, val, tmp_path, world=2), rel=1e-2)

@@ -13,9 +13,10 @@ Jets are read in chunks (``chunk_size`` rows of every group at once), shuffled w
 (chunk order shuffled too) for training, and cut into batches. Batches carry ``"labels"`` (the
 class index in ``data.classes`` order), ``"weights"`` (sample weights, 1 if no ``weight_field``) and
 the per-object label fields requested by the model's heads as ``"<group>_<field>"``. Jets in no
-class are dropped. With ``num_workers`` > 0 chunks are shared among workers; under DDP every rank
-reads every chunk and keeps an equal-sized disjoint share of its rows, so ranks see the same
-number of batches.
+class are dropped. With ``num_workers`` > 0 chunks are shared among workers. Under DDP every chunk
+is cut into one contiguous block of rows per rank and each rank reads only its own block (not the
+whole chunk); every rank uses the same number of labelled jets per chunk (the smallest of the
+blocks' counts, from the label fields read once), so ranks see the same number of batches.
 """
 
 from __future__ import annotations
@@ -288,6 +289,7 @@ class H5JetDataset(IterableDataset):
         self.epoch = 0
         self._chunks: list[tuple[int, int, int]] | None = None
         self._chunk_counts: list[int] | None = None
+        self._counts_world = 1
 
     def set_epoch(self, epoch: int) -> None:
         """Change the shuffling seed for a new epoch."""
@@ -308,17 +310,27 @@ class H5JetDataset(IterableDataset):
             self._chunks = chunks
         return self._chunks
 
-    def _labelled_counts(self) -> list[int]:
-        if self._chunk_counts is None:
+    def rank_block(self, chunk: tuple[int, int, int], rank: int, world: int) -> tuple[int, int]:
+        """Rows ``[start, stop)`` of ``chunk`` that rank ``rank`` of ``world`` reads."""
+        _, s, e = chunk
+        n = e - s
+        return s + (rank * n) // world, s + ((rank + 1) * n) // world
+
+    def _labelled_counts(self, world: int = 1) -> list[int]:
+        """Labelled jets per chunk; under DDP the smallest count of the chunk's rank blocks."""
+        if self._chunk_counts is None or self._counts_world != world:
             counts = []
-            for i, s, e in self.chunks():
+            for chunk in self.chunks():
+                i, s, e = chunk
+                blocks = [self.rank_block(chunk, r, world) for r in range(world)]
                 if self.labels is None:
-                    counts.append(e - s)
+                    counts.append(min(b - a for a, b in blocks))
                     continue
-                with open_h5(self.files[i]) as f:
+                with open_h5(self.files[i]) as f:  # label fields only, once
                     jets = read_fields(f[main_table(f)], self.labels.jet_fields(), s, e, self.files[i])
-                counts.append(int((self.labels.labels(jets) >= 0).sum()))
-            self._chunk_counts = counts
+                good = self.labels.labels(jets) >= 0
+                counts.append(min(int(good[a - s : b - s].sum()) for a, b in blocks))
+            self._chunk_counts, self._counts_world = counts, world
         return self._chunk_counts
 
     def class_counts(self) -> np.ndarray:
@@ -338,7 +350,7 @@ class H5JetDataset(IterableDataset):
 
     def __len__(self) -> int:
         rank, world = _dist_info()
-        return sum(math.ceil((c // world if world > 1 else c) / self.batch_size) for c in self._labelled_counts())
+        return sum(math.ceil(c / self.batch_size) for c in self._labelled_counts(world))
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         rank, world = _dist_info()
@@ -353,7 +365,8 @@ class H5JetDataset(IterableDataset):
                 chunk_rng = np.random.default_rng([self.seed, self.epoch, int(ci)])
                 if k % nworkers != wid:
                     continue
-                fi, s, e = chunks[ci]
+                fi = chunks[ci][0]
+                s, e = self.rank_block(chunks[ci], rank, world) if world > 1 else chunks[ci][1:]
                 if fi not in handles:
                     handles[fi] = open_h5(self.files[fi])
                 arrays = read_rows(
@@ -365,9 +378,8 @@ class H5JetDataset(IterableDataset):
                     keep = keep[arrays["labels"] >= 0]
                 if self.shuffle:
                     keep = keep[chunk_rng.permutation(len(keep))]
-                if world > 1:
-                    n_rank = len(keep) // world
-                    keep = keep[rank::world][:n_rank]
+                if world > 1:  # the same number of jets on every rank (their blocks' minimum)
+                    keep = keep[: self._labelled_counts(world)[ci]]
                 starts = np.arange(0, len(keep), self.batch_size)
                 if self.shuffle and self.bucket_by_length:
                     n_obj = _n_objects(arrays, self.specs)
