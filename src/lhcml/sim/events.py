@@ -318,7 +318,7 @@ def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices, mu
     from lhcml.sim.jets import cluster_flat, small_r_labels_flat
     from lhcml.sim.pflow import pileup_density_flat
 
-    from lhcml.sim.jet_calibration import calibrate_small_r_flat, match_truth, truth_jets_flat
+    from lhcml.sim.jet_calibration import calibrate_small_r_flat, match_truth, sort_by_pt, truth_jets_flat
 
     # raw jets from half the threshold: the calibration raises their pT (response < 1 before it)
     jets_all, cons_off, cons = cluster_flat(objects, SMALL_R_RADIUS, min_pt=0.5 * min(20.0, proc.jet_pt_min))
@@ -326,6 +326,7 @@ def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices, mu
     # rho*A, residual pileup (mu, N_PV) and numerical-inversion JES (lhcml.sim.jet_calibration)
     jets_all = calibrate_small_r_flat(jets_all, pileup_density_flat(objects), mu, vertices.n_vertices,
                                       SMALL_R_RADIUS)
+    jets_all, cons_off, cons, raw_pt = sort_by_pt(jets_all, cons_off, cons, raw_pt)  # calibrated-pT order
     truth_pt, truth_eta = match_truth(jets_all, truth_jets_flat(generated, SMALL_R_RADIUS))
     joff = jets_all.offsets
     labels = small_r_labels_flat(joff, jets_all["eta"], jets_all["phi"], generated.flat("hadrons"),

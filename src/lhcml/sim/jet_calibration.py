@@ -122,6 +122,19 @@ def calibrate_small_r_flat(jets: FlatTable, rho: np.ndarray, mu: float, npv: np.
     return FlatTable(out, jets.counts)
 
 
+def sort_by_pt(jets: FlatTable, cons_off: np.ndarray, cons: np.ndarray, *arrays: np.ndarray):
+    """Jets re-sorted by decreasing (calibrated) pT in each event, with their constituent lists
+    (``cons_off``/``cons`` of :func:`lhcml.sim.jets.cluster_flat`) and per-jet ``arrays`` permuted."""
+    from lhcml.sim.generator import offsets_of
+
+    order = np.lexsort((-jets["pt"], jets.event))
+    out = FlatTable({k: v[order] for k, v in jets.columns.items()}, jets.counts)
+    ncons = np.diff(cons_off)[order]
+    new_off = offsets_of(ncons)
+    src = np.arange(int(new_off[-1]), dtype=np.int64) + np.repeat(cons_off[:-1][order] - new_off[:-1], ncons)
+    return (out, new_off, cons[src], *(a[order] for a in arrays))
+
+
 def truth_jets_flat(generated, radius: float = 0.4, min_pt: float = TRUTH_JET_PT_MIN) -> FlatTable:
     """Anti-kt truth jets on the stable visible hard-scatter particles of ``generated``."""
     from lhcml.sim.jets import cluster_flat
@@ -162,3 +175,116 @@ def match_truth(jets: FlatTable, truth: FlatTable, dr_max: float = TRUTH_MATCH_D
     pt = np.where(ok, truth["pt"][np.where(ok, idx, 0)] if len(truth["pt"]) else 0.0, -1.0)
     eta = np.where(ok, truth["eta"][np.where(ok, idx, 0)] if len(truth["eta"]) else 0.0, -1.0)
     return pt, eta
+
+
+# --------------------------------------------------------------------------------------------
+# derivation (benchmarks/derive_jes.py) and closure (benchmarks/sim_jets.py)
+# --------------------------------------------------------------------------------------------
+
+#: |eta| bins of the derived table (central / barrel-end-cap transition / end-cap / HEC / FCal)
+DERIVE_ETA_EDGES = (0.0, 0.8, 1.6, 2.5, 3.2, 4.5)
+#: truth-pT bin edges (GeV) of the numerical inversion
+DERIVE_PT_EDGES = (10, 15, 20, 25, 30, 40, 50, 65, 80, 100, 130, 170, 220, 300, 400, 550, 800, 1200, 2000)
+#: jets needed in a (pT, eta) bin for a response node
+DERIVE_MIN_JETS = 15
+
+
+def jes_sample(process: str, n_events: int, mu: float, seed: int, pileup=None, calibrated: bool = False,
+               pt_min: float = 8.0, eta_max: float = 4.5) -> dict[str, np.ndarray]:
+    """Truth-matched small-R jets of ``process`` for calibration studies (GeV).
+
+    The process is simulated with its jet selection loosened to ``pT > pt_min`` and
+    ``|η| < eta_max`` (the calibration must see jets below the analysis threshold);
+    ``calibrated=False`` applies only the ρ·A subtraction. Returns per matched jet ``pt, eta,
+    truth_pt, truth_eta, mu, npv``.
+    """
+    import dataclasses
+
+    from lhcml.sim import processes as P
+    from lhcml.sim.events import simulate_events
+
+    base = P.get_process(process)
+    name = f"{process}__jes"
+    P.PROCESSES[name] = dataclasses.replace(base, name=name, jet_pt_min=pt_min, jet_eta_max=eta_max, jet_pt_max=None,
+                                            flatten_pt=None)
+    try:
+        ctx = contextlib.nullcontext() if calibrated else calibration_disabled()
+        with ctx:
+            out = simulate_events(name, n_events, mu=mu, seed=seed, pileup=pileup)
+    finally:
+        del P.PROCESSES[name]
+    jets, events = out["jets"], out["events"]
+    m = jets["truthJetPt"] > 0
+    jets = jets[m]
+    pos = np.searchsorted(events["eventNumber"], jets["eventNumber"])
+    npv = events["nPrimaryVertices"][pos].astype(float) if "nPrimaryVertices" in events.dtype.names else \
+        np.ones(len(jets))
+    return {
+        "pt": jets["pt"] / 1000.0, "eta": jets["eta"].astype(float), "truth_pt": jets["truthJetPt"] / 1000.0,
+        "truth_eta": jets["truthJetEta"].astype(float), "mu": jets["averageInteractionsPerCrossing"].astype(float),
+        "npv": npv,
+    }
+
+
+def derive_table(sample: dict[str, np.ndarray], eta_edges=DERIVE_ETA_EDGES, pt_edges=DERIVE_PT_EDGES,
+                 min_jets: int = DERIVE_MIN_JETS) -> dict:
+    """Residual pileup slopes and the numerical-inversion response table from a ρ·A-corrected sample.
+
+    Residual: per |η| bin, least squares ``pT − pT_truth = c + α (N_PV − 1) + β μ`` on jets with
+    truth pT in 20–200 GeV (α, β kept). Response: per |η| and truth-pT bin, the median of
+    ``pT/pT_truth`` after the residual correction, placed at the median corrected reco pT.
+    """
+    eta_edges = np.asarray(eta_edges, float)
+    pt_edges = np.asarray(pt_edges, float)
+    n_eta = len(eta_edges) - 1
+    aeta = np.abs(sample["truth_eta"])
+    ib = np.clip(np.searchsorted(eta_edges, aeta, side="right") - 1, 0, n_eta - 1)
+    inside = aeta < eta_edges[-1]
+    alpha = np.zeros(n_eta)
+    beta = np.zeros(n_eta)
+    nodes: list[list[float]] = []
+    resp: list[list[float]] = []
+    varied = np.ptp(sample["mu"]) > 0 if len(sample["mu"]) else False
+    for i in range(n_eta):
+        m = inside & (ib == i)
+        fit = m & (sample["truth_pt"] > 20) & (sample["truth_pt"] < 200)
+        if varied and fit.sum() >= 3 * min_jets:
+            x = np.stack([np.ones(fit.sum()), sample["npv"][fit] - 1.0, sample["mu"][fit]], axis=1)
+            coef, *_ = np.linalg.lstsq(x, sample["pt"][fit] - sample["truth_pt"][fit], rcond=None)
+            alpha[i], beta[i] = coef[1], coef[2]
+        pt_b = sample["pt"][m] - alpha[i] * (sample["npv"][m] - 1.0) - beta[i] * sample["mu"][m]
+        tp = sample["truth_pt"][m]
+        jb = np.searchsorted(pt_edges, tp, side="right") - 1
+        xs, rs = [], []
+        for j in range(len(pt_edges) - 1):
+            s = jb == j
+            if s.sum() >= min_jets:
+                xs.append(float(np.median(pt_b[s])))
+                rs.append(float(np.median(pt_b[s] / tp[s])))
+        nodes.append(xs)
+        resp.append(rs)
+    # bins without enough jets borrow the nearest bin's response (towards the centre)
+    for i in range(n_eta):
+        if len(nodes[i]) < 2:
+            k = max(j for j in range(i) if len(nodes[j]) >= 2) if any(len(nodes[j]) >= 2 for j in range(i)) else None
+            if k is None:
+                raise ConfigError("derive_table: the sample has too few truth-matched jets; simulate more events")
+            nodes[i], resp[i] = list(nodes[k]), list(resp[k])
+            alpha[i], beta[i] = alpha[k], beta[k]
+        order = np.argsort(nodes[i])
+        nodes[i] = [nodes[i][o] for o in order]
+        resp[i] = [resp[i][o] for o in order]
+    return {"eta_edges": eta_edges.tolist(), "alpha_npv": alpha.tolist(), "beta_mu": beta.tolist(),
+            "pt_nodes": nodes, "response": resp}
+
+
+def response_resolution(sample: dict[str, np.ndarray], pt_lo: float, pt_hi: float, eta_max: float = 0.8):
+    """Median response and relative resolution (IQR/1.349 over the median: the Gaussian σ for a
+    Gaussian core) of jets with truth pT in [pt_lo, pt_hi) and |η_truth| < eta_max; and the count."""
+    m = (sample["truth_pt"] >= pt_lo) & (sample["truth_pt"] < pt_hi) & (np.abs(sample["truth_eta"]) < eta_max)
+    if m.sum() < 5:
+        return np.nan, np.nan, int(m.sum())
+    r = sample["pt"][m] / sample["truth_pt"][m]
+    med = float(np.median(r))
+    q75, q25 = np.percentile(r, [75, 25])
+    return med, float((q75 - q25) / 1.349 / med), int(m.sum())

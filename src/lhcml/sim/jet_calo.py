@@ -39,13 +39,14 @@ its pileup-noise tables from minimum-bias MC); fluctuations are kept. The total 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numba
 import numpy as np
 import yaml
-from scipy.special import gammainc, ndtr
+from scipy.special import gammainc
 
 from lhcml.errors import ConfigError
 from lhcml.sim.generator import FlatTable
@@ -268,33 +269,6 @@ def pion_response_sigma(energy: np.ndarray, eta: np.ndarray, geo: CaloGeometry) 
     return np.sqrt((sf * (1.0 - 1.0 / eh)) ** 2 + r**2 * (a**2 / e + c**2))
 
 
-def _stencil(geo: CaloGeometry, block: np.ndarray, eta: np.ndarray, phi: np.ndarray, sigma: float):
-    """Cells (n, 9) and fractions (n, 9) of a 3×3 stencil around each (block, η, φ)."""
-    lo = geo.b_eta_lo[block]
-    ne = geo.b_n_eta[block]
-    nphi = geo.b_n_phi[block]
-    deta = (geo.b_eta_hi[block] - lo) / ne
-    dphi = 2 * np.pi / nphi
-    ie = np.clip(np.floor((eta - lo) / deta).astype(np.int64), 0, ne - 1)
-    ip = np.floor((phi + np.pi) / dphi).astype(np.int64) % nphi
-    k = np.arange(-1, 2)
-    je = ie[:, None] + k
-    # fraction of a Gaussian of width sigma in each neighbouring bin
-    e_edge = lo[:, None] + je * deta[:, None]
-    fe = ndtr((e_edge + deta[:, None] - eta[:, None]) / sigma) - ndtr((e_edge - eta[:, None]) / sigma)
-    fe = np.where((je >= 0) & (je < ne[:, None]), fe, 0.0)
-    fe /= np.maximum(fe.sum(axis=1, keepdims=True), 1e-12)
-    p_edge = -np.pi + (ip[:, None] + k) * dphi[:, None]
-    dp = phi[:, None] - p_edge
-    fp = ndtr((dphi[:, None] - dp) / sigma) - ndtr(-dp / sigma)
-    fp /= np.maximum(fp.sum(axis=1, keepdims=True), 1e-12)
-    jp = (ip[:, None] + k) % nphi[:, None]
-    cells = geo.b_offset[block][:, None, None] + np.clip(je, 0, ne[:, None] - 1)[:, :, None] * nphi[:, None, None] \
-        + jp[:, None, :]
-    frac = fe[:, :, None] * fp[:, None, :]
-    return cells.reshape(-1, 9), frac.reshape(-1, 9)
-
-
 @dataclass
 class ParticleDeposits:
     """Per-particle shower energies (GeV, EM scale) before they are spread over cells."""
@@ -378,46 +352,80 @@ class CellEnergies:
     geometry: CaloGeometry
 
 
+@numba.njit(cache=True)
+def _gauss_bins(x, lo, width, n_bins, i0, sigma, out):
+    """Fractions of a Gaussian (mean x, width sigma) in bins i0-1, i0, i0+1 (of width ``width``
+    starting at ``lo``); bins outside ``[0, n_bins)`` get 0 (n_bins < 0: periodic); normalised."""
+    tot = 0.0
+    for k in range(3):
+        j = i0 + k - 1
+        a = lo + j * width
+        f = 0.5 * (math.erf((a + width - x) / (sigma * math.sqrt(2.0))) - math.erf((a - x) / (sigma * math.sqrt(2.0))))
+        if n_bins >= 0 and (j < 0 or j >= n_bins):
+            f = 0.0
+        out[k] = f
+        tot += f
+    if tot <= 0:
+        out[0] = 0.0
+        out[1] = 1.0
+        out[2] = 0.0
+    else:
+        for k in range(3):
+            out[k] /= tot
+
+
+@numba.njit(cache=True)
+def _deposit(event, block, eta, phi, energy, sigma, pileup, b_lo, b_hi, b_ne, b_np, b_off, n_cells, total, pile):
+    """Add each deposit over a 3×3 stencil of its block into ``total`` (and ``pile`` if pileup)."""
+    fe = np.empty(3)
+    fp = np.empty(3)
+    for i in range(eta.shape[0]):
+        b = block[i]
+        ne = b_ne[b]
+        nphi = b_np[b]
+        deta = (b_hi[b] - b_lo[b]) / ne
+        dphi = 2 * np.pi / nphi
+        ie = min(max(int(np.floor((eta[i] - b_lo[b]) / deta)), 0), ne - 1)
+        ip = int(np.floor((phi[i] + np.pi) / dphi)) % nphi
+        _gauss_bins(eta[i], b_lo[b], deta, ne, ie, sigma[i], fe)
+        _gauss_bins(phi[i], -np.pi, dphi, -1, ip, sigma[i], fp)
+        base = event[i] * n_cells + b_off[b]
+        for k in range(3):
+            if fe[k] == 0.0:
+                continue
+            je = ie + k - 1
+            for m in range(3):
+                jp = (ip + m - 1) % nphi
+                e = energy[i] * fe[k] * fp[m]
+                c = base + je * nphi + jp
+                total[c] += e
+                if pileup[i]:
+                    pile[c] += e
+
+
 def deposit_cells(deps: ParticleDeposits, n_events: int, geo: CaloGeometry | None = None):
-    """Spread the deposits over 3×3 stencils; returns dense (n_events, n_cells) total and pileup-only
-    sums (``None`` without pileup particles)."""
+    """Spread the deposits over 3×3 stencils (Gaussian lateral profile integrated over the cells,
+    renormalised to the stencil); returns dense (n_events, n_cells) total and pileup-only sums
+    (``None`` without pileup particles)."""
     geo = geo or load_geometry()
     s = geo.showers
     nc = geo.n_cells
-    keys, w, pu = [], [], []
+    total = np.zeros(n_events * nc)
+    has_pu = bool(deps.pileup.any())
+    pile = np.zeros(n_events * nc) if has_pu else np.zeros(1)
     for lay in (0, 1):
         e = deps.e_layer[:, lay]
-        m = e > 0
-        if not m.any():
+        m = np.flatnonzero(e > 0)
+        if len(m) == 0:
             continue
-        blk = locate(geo, np.full(int(m.sum()), lay), deps.eta[m])
+        blk = locate(geo, np.full(len(m), lay), deps.eta[m])
         ok = blk >= 0
-        sig = np.where(deps.kind[m][ok] == EM, float(s.get("em_lateral_sigma", 0.012)),
+        m, blk = m[ok], blk[ok]
+        sig = np.where(deps.kind[m] == EM, float(s.get("em_lateral_sigma", 0.012)),
                        float(s.get("had_lateral_sigma", 0.045)))
-        cells, frac = _stencil_sig(geo, blk[ok], deps.eta[m][ok], deps.phi[m][ok], sig)
-        keys.append((deps.event[m][ok][:, None] * nc + cells).ravel())
-        w.append((frac * e[m][ok][:, None]).ravel())
-        pu.append(np.repeat(deps.pileup[m][ok], 9))
-    if not keys:
-        return np.zeros((n_events, nc)), None
-    key = np.concatenate(keys)
-    wt = np.concatenate(w)
-    total = np.bincount(key, weights=wt, minlength=n_events * nc).reshape(n_events, nc)
-    pmask = np.concatenate(pu)
-    if not pmask.any():
-        return total, None
-    pile = np.bincount(key[pmask], weights=wt[pmask], minlength=n_events * nc).reshape(n_events, nc)
-    return total, pile
-
-
-def _stencil_sig(geo, block, eta, phi, sigma):
-    # per-particle widths: scale coordinates so that one call handles both widths
-    out_c = np.empty((len(block), 9), np.int64)
-    out_f = np.empty((len(block), 9))
-    for sg in np.unique(sigma):
-        m = sigma == sg
-        out_c[m], out_f[m] = _stencil(geo, block[m], eta[m], phi[m], float(sg))
-    return out_c, out_f
+        _deposit(deps.event[m], blk, deps.eta[m], deps.phi[m], e[m], sig, deps.pileup[m] & has_pu, geo.b_eta_lo,
+                 geo.b_eta_hi, geo.b_n_eta, geo.b_n_phi, geo.b_offset, nc, total, pile)
+    return total.reshape(n_events, nc), (pile.reshape(n_events, nc) if has_pu else None)
 
 
 def readout(

@@ -1,0 +1,281 @@
+"""Jet calorimeter, topo-clusters, particle flow and small-R jet calibration (lhcml.sim.jet_calo & co.)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lhcml.errors import ConfigError
+from lhcml.sim.generator import FlatTable
+from lhcml.sim.jet_calo import (
+    CellEnergies,
+    block_terms,
+    deposit_cells,
+    load_geometry,
+    pion_response,
+    shower_particles,
+)
+
+
+def _gun(pid: int, energy: float, n: int, rng: np.random.Generator, eta_range=(0.2, 1.0)) -> FlatTable:
+    """One particle per event: ``pid`` with ``energy`` (GeV) at random eta in ``eta_range``, phi."""
+    m = {11: 0.000511, 211: 0.13957}[abs(pid)]
+    eta = rng.uniform(*eta_range, n)
+    phi = rng.uniform(-np.pi, np.pi, n)
+    p = np.sqrt(energy**2 - m**2)
+    pt = p / np.cosh(eta)
+    q = -1 if pid == 11 else 1
+    cols = {"pid": np.full(n, pid, np.int32), "charge": np.full(n, q, np.int8), "px": pt * np.cos(phi),
+            "py": pt * np.sin(phi), "pz": pt * np.sinh(eta), "e": np.full(n, energy), "m": np.full(n, m),
+            "vz": np.zeros(n)}
+    return FlatTable(cols, np.ones(n, np.int64))
+
+
+def _visible(table: FlatTable, rng) -> np.ndarray:
+    geo = load_geometry()
+    total, _ = deposit_cells(shower_particles(table, rng, geo), len(table), geo)
+    return total.sum(axis=1)
+
+
+@pytest.mark.parametrize("energy", [10.0, 50.0])
+def test_electron_gun_response_and_resolution_match_the_em_terms(energy):
+    rng = np.random.default_rng(1)
+    vis = _visible(_gun(11, energy, 4000, rng), rng) / energy
+    a, c = block_terms(load_geometry(), 0, np.array([0.5]))
+    expected = np.sqrt(a[0] ** 2 / energy + c[0] ** 2)
+    assert (a[0], c[0]) == (0.10, 0.007)  # the configured EM barrel terms
+    # a few per mille leak beyond the 22 X0 EM compartment into the hadronic one: all counted
+    assert abs(vis.mean() - 1.0) < 3 * expected / np.sqrt(len(vis)) + 1e-3
+    assert vis.std() == pytest.approx(expected, rel=0.08)
+
+
+@pytest.mark.parametrize("energy", [20.0, 100.0])
+def test_pion_gun_response_is_non_compensating_and_resolution_matches_the_model(energy):
+    rng = np.random.default_rng(2)
+    geo = load_geometry()
+    vis = _visible(_gun(211, energy, 4000, rng), rng) / energy
+    r = pion_response(np.array([energy]), geo)[0]
+    eh = geo.showers["e_over_h"]
+    assert 1.0 / eh < r < 1.0  # e/h > 1: pions are seen below the EM scale
+    assert vis.mean() == pytest.approx(r, rel=0.01)
+    a, c = block_terms(geo, 1, np.array([0.5]))
+    assert (a[0], c[0]) == (0.50, 0.03)  # the configured Tile terms
+    sf = geo.showers["em_fraction_sigma"]
+    expected = np.sqrt((sf * (1 - 1 / eh)) ** 2 + r**2 * (a[0] ** 2 / energy + c[0] ** 2))
+    assert vis.std() == pytest.approx(expected, rel=0.1)
+    # the hadronic compartment sees the bulk of a pion shower, the EM one most of an electron's
+    deps = shower_particles(_gun(211, energy, 2000, rng), rng, geo)
+    assert 0.2 < deps.e_layer[:, 0].sum() / deps.e_layer.sum() < 0.6
+
+
+def test_geometry_neighbours_are_symmetric_and_cover_both_compartments():
+    geo = load_geometry()
+    off, idx = geo.nb_offsets, geo.nb_index
+    src = np.repeat(np.arange(geo.n_cells), np.diff(off))
+    pairs = set(zip(src.tolist(), idx.tolist()))
+    assert all((b, a) in pairs for a, b in list(pairs)[:: max(1, len(pairs) // 20000)])
+    # a central EM cell: 8 EM neighbours + the hadronic cell behind it; a Tile cell: 8 + 4 EM cells
+    em = np.flatnonzero((geo.layer == 0) & (np.abs(geo.eta - 0.525) < 1e-9))[5]
+    had = np.flatnonzero((geo.layer == 1) & (np.abs(geo.eta - 0.55) < 1e-9))[5]
+    n_em = idx[off[em] : off[em + 1]]
+    n_had = idx[off[had] : off[had + 1]]
+    assert (np.sum(geo.layer[n_em] == 0), np.sum(geo.layer[n_em] == 1)) == (8, 1)
+    assert (np.sum(geo.layer[n_had] == 1), np.sum(geo.layer[n_had] == 0)) == (8, 4)
+    assert geo.eta.min() > -4.9 and geo.eta.max() < 4.9
+
+
+def test_bad_geometry_file_is_a_config_error(tmp_path):
+    bad = tmp_path / "geo.yaml"
+    bad.write_text("regions:\n  - {name: X, layer: 3, eta_lo: 0, eta_hi: 1, n_eta: 2, n_phi: 4, sampling: 0.1, "
+                   "constant: 0, noise_gev: 0.1}\n")
+    with pytest.raises(ConfigError, match="invalid"):
+        load_geometry(str(bad))
+    with pytest.raises(ConfigError, match="not found"):
+        load_geometry(str(tmp_path / "missing.yaml"))
+
+
+# --- topo-clustering on a constructed cell map ------------------------------------------------
+
+
+def _cell(geo, layer, eta, phi):
+    d = (geo.layer == layer) * 1.0 + 0.0
+    score = np.abs(geo.eta - eta) + np.abs(geo.phi - phi) + (1 - d) * 100
+    return int(np.argmin(score))
+
+
+def _neighbours(geo, c, layer=None):
+    n = geo.nb_index[geo.nb_offsets[c] : geo.nb_offsets[c + 1]]
+    return n if layer is None else n[geo.layer[n] == layer]
+
+
+def test_topo_clustering_on_a_constructed_cell_map():
+    from lhcml.sim.topoclusters import topo_cluster
+
+    geo = load_geometry()
+    sigma = np.full(geo.n_cells, 0.1)
+    e = np.zeros((1, geo.n_cells))
+    # cluster A: a 1.0 GeV seed (10 sigma) with one 0.3 GeV (3 sigma) growth neighbour that has a
+    # 0.05 GeV perimeter cell beyond it; all other neighbours are 0 (perimeter, threshold 0)
+    a = _cell(geo, 0, 0.525, 0.1)
+    e[0, a] = 1.0
+    grow = _neighbours(geo, a, 0)[0]
+    e[0, grow] = 0.3
+    peri = [c for c in _neighbours(geo, grow, 0) if c != a and c not in _neighbours(geo, a)][0]
+    e[0, peri] = 0.05
+    # cluster B, far away: a 0.45 GeV seed only
+    b = _cell(geo, 0, -1.025, -2.0)
+    e[0, b] = 0.45
+    # two 0.6 GeV maxima joined by a 0.3 GeV cell: one topo-cluster, split into two
+    c1 = _cell(geo, 0, 0.025, 2.0)
+    mid = [c for c in _neighbours(geo, c1, 0) if abs(geo.eta[c] - geo.eta[c1]) < 1e-9][0]
+    c2 = [c for c in _neighbours(geo, mid, 0) if abs(geo.eta[c] - geo.eta[c1]) < 1e-9 and c != c1][0]
+    e[0, [c1, mid, c2]] = [0.6, 0.3, 0.55]
+    cells = CellEnergies(e, sigma, e.copy(), geo)
+    topo = topo_cluster(cells, np.zeros(1))
+    cl = topo.clusters
+    assert cl.counts[0] == 4
+    by_seed = {int(topo.cell_id[(topo.cell_cluster == k) & (topo.cell_energy == topo.cell_energy[
+        topo.cell_cluster == k].max())][0]): k for k in range(4)}
+    ka, kb = by_seed[a], by_seed[b]
+    members_a = set(topo.cell_id[topo.cell_cluster == ka].tolist())
+    # A = seed + its neighbours + the growth cell's neighbours (perimeter), nothing else
+    expected_a = {a, *_neighbours(geo, a).tolist(), *_neighbours(geo, grow).tolist()}
+    assert members_a == expected_a
+    assert cl["E_em"][ka] == pytest.approx(1.35)
+    assert cl["E_em"][kb] == pytest.approx(0.45)
+    assert cl["em_fraction"][ka] == pytest.approx(1.0)
+    # the split pair: two clusters, each with one maximum
+    k1, k2 = by_seed[c1], by_seed[c2]
+    assert k1 != k2
+    assert cl["E_em"][k1] + cl["E_em"][k2] == pytest.approx(1.45)
+    # EM-like clusters keep the EM scale under the local hadronic calibration
+    assert cl["E"][ka] == pytest.approx(cl["E_em"][ka])
+
+
+def test_topo_maxima_below_the_split_threshold_do_not_split():
+    from lhcml.sim.topoclusters import topo_cluster
+
+    geo = load_geometry()
+    sigma = np.full(geo.n_cells, 0.05)
+    e = np.zeros((1, geo.n_cells))
+    c1 = _cell(geo, 0, 0.025, 2.0)
+    mid = [c for c in _neighbours(geo, c1, 0) if abs(geo.eta[c] - geo.eta[c1]) < 1e-9][0]
+    c2 = [c for c in _neighbours(geo, mid, 0) if abs(geo.eta[c] - geo.eta[c1]) < 1e-9 and c != c1][0]
+    e[0, [c1, mid, c2]] = [0.4, 0.15, 0.35]  # seeds 8 and 7 sigma, growth 3 sigma, maxima < 0.5 GeV
+    topo = topo_cluster(CellEnergies(e, sigma, e.copy(), geo), np.zeros(1))
+    assert topo.clusters.counts[0] == 1
+    assert topo.clusters["E_em"][0] == pytest.approx(0.9)
+
+
+def test_hadronic_clusters_get_the_inverse_pion_response():
+    from lhcml.sim.topoclusters import lcw_weight
+
+    geo = load_geometry()
+    e_em = np.array([20.0, 20.0])
+    w, p_em = lcw_weight(e_em, np.array([0.99, 0.1]), geo)
+    assert p_em.tolist() == [1.0, 0.0]
+    assert w[0] == 1.0
+    # the weighted energy E satisfies E * R(E) = E_em
+    e_true = e_em[1] * w[1]
+    assert e_true * pion_response(np.array([e_true]), geo)[0] == pytest.approx(e_em[1], rel=1e-3)
+
+
+# --- particle-flow subtraction on a constructed event ------------------------------------------
+
+
+def _one_cluster_event(cell_e, cell_eta, cell_phi):
+    n = len(cell_e)
+    return dict(cl_off=np.array([0, 1]), cl_eta=np.array([np.average(cell_eta, weights=cell_e)]),
+                cl_phi=np.array([np.average(cell_phi, weights=cell_e)]), cc_off=np.array([0, n]),
+                cell_eta=np.asarray(cell_eta, float), cell_phi=np.asarray(cell_phi, float),
+                cell_e=np.asarray(cell_e, float).copy())
+
+
+def _subtract(ev, p, eexp, sexp, eta=0.0, phi=0.0):
+    from lhcml.sim.pflow import MATCH_DR, MATCH_EOP_MIN, REMNANT_SIGMA, SPLIT_SIGNIFICANCE, subtract_tracks
+
+    return subtract_tracks(ev["cl_off"], ev["cl_eta"], ev["cl_phi"], ev["cc_off"], ev["cell_eta"], ev["cell_phi"],
+                           ev["cell_e"], np.array([0, 1]), np.array([eta]), np.array([phi]), np.array([p]),
+                           np.array([eexp]), np.array([sexp]), MATCH_DR, MATCH_EOP_MIN, SPLIT_SIGNIFICANCE,
+                           REMNANT_SIGMA)
+
+
+def test_pflow_removes_the_expected_energy_cell_by_cell_nearest_first():
+    # a charged shower (cells at the track) overlapping a 15 GeV photon 0.1 away
+    ev = _one_cluster_event([6.0, 5.0, 4.0, 15.0], [0.0, 0.025, -0.025, 0.1], [0.0, 0.0, 0.0, 0.0])
+    matched, removed = _subtract(ev, p=20.0, eexp=12.0, sexp=2.0)
+    assert matched.tolist() == [0]
+    assert removed[0] == pytest.approx(12.0)
+    # nearest rings first: the three core cells (15 GeV) lose 12 GeV, the photon cell is intact
+    assert ev["cell_e"][3] == 15.0
+    assert ev["cell_e"][:3].sum() == pytest.approx(3.0)
+    assert ev["cell_e"].sum() == pytest.approx(30.0 - 12.0)
+
+
+def test_pflow_removes_clusters_below_the_expectation_and_small_remnants():
+    ev = _one_cluster_event([5.0, 3.0], [0.0, 0.025], [0.0, 0.0])
+    _, removed = _subtract(ev, p=20.0, eexp=12.0, sexp=2.0)  # E_clus 8 < E_exp 12: all removed
+    assert removed[0] == pytest.approx(8.0) and ev["cell_e"].sum() == 0.0
+    ev = _one_cluster_event([10.0, 4.0], [0.0, 0.025], [0.0, 0.0])
+    _, removed = _subtract(ev, p=20.0, eexp=12.0, sexp=2.0)  # remnant 2 < 1.5 sigma = 3: removed
+    assert removed[0] == pytest.approx(14.0) and ev["cell_e"].sum() == 0.0
+    ev = _one_cluster_event([10.0, 4.0], [0.0, 0.025], [0.0, 0.0])
+    matched, _ = _subtract(ev, p=20.0, eexp=12.0, sexp=2.0, eta=1.0)  # too far: no match, untouched
+    assert matched[0] == -1 and ev["cell_e"].sum() == 14.0
+
+
+# --- jet calibration --------------------------------------------------------------------------
+
+
+def test_derive_table_recovers_a_known_response_and_offset():
+    from lhcml.sim.jet_calibration import calibrated_pt, derive_table
+
+    rng = np.random.default_rng(4)
+    n = 40000
+    truth = np.exp(rng.uniform(np.log(15), np.log(800), n))
+    eta = rng.uniform(-2.4, 2.4, n)
+    mu = rng.choice([0.0, 60.0], n)
+    npv = np.where(mu > 0, rng.poisson(0.6 * mu), 0) + 1.0
+    resp = 0.75 + 0.15 * np.log10(truth / 15) / np.log10(800 / 15)  # 0.75 -> 0.9
+    pt = truth * resp * (1 + 0.05 * rng.standard_normal(n)) + 0.3 * (npv - 1) + 0.05 * mu
+    sample = {"pt": pt, "eta": eta, "truth_pt": truth, "truth_eta": eta, "mu": mu, "npv": npv}
+    table = {k: (np.asarray(v) if k in ("eta_edges", "alpha_npv", "beta_mu") else [np.asarray(x) for x in v])
+             for k, v in derive_table(sample).items()}
+    central = 0
+    # alpha and beta are degenerate up to N_PV ~ 0.6 mu: the total offset at mu = 60 is what matters
+    offset = table["alpha_npv"][central] * 0.6 * 60 + table["beta_mu"][central] * 60
+    assert offset == pytest.approx(0.3 * 36 + 0.05 * 60, rel=0.1)
+    for t in (25.0, 100.0, 500.0):
+        m = (np.abs(truth / t - 1) < 0.1) & (np.abs(eta) < 0.8)
+        raw = calibrated_pt(pt[m], eta[m], np.zeros(m.sum()), 0.0, np.ones(m.sum()), 0.4, None)
+        cal = calibrated_pt(pt[m], eta[m], np.zeros(m.sum()), mu[m], npv[m], 0.4, table)
+        assert np.median(cal / truth[m]) == pytest.approx(1.0, abs=0.02)
+        assert abs(np.median(raw / truth[m]) - 1.0) > 0.05  # the uncalibrated sample is not closed
+
+
+def test_bad_calibration_table_is_a_config_error(tmp_path):
+    from lhcml.sim.jet_calibration import load_table
+
+    bad = tmp_path / "t.json"
+    bad.write_text(json.dumps({"eta_edges": [0, 1, 2], "alpha_npv": [0], "beta_mu": [0], "pt_nodes": [[1]],
+                               "response": [[1]]}))
+    with pytest.raises(ConfigError, match="derive_jes"):
+        load_table(str(bad))
+
+
+def test_calibrated_response_is_one_on_a_small_ttbar_sample():
+    from lhcml.sim.events import simulate_events
+    from lhcml.sim.jet_calibration import table_loaded
+
+    assert table_loaded(), "the shipped jet_calibration_table.json is missing: run benchmarks/derive_jes.py"
+    out = simulate_events("ttbar", 120, mu=0.0, seed=7)
+    j = out["jets"]
+    m = (j["truthJetPt"] > 30e3) & (np.abs(j["truthJetEta"]) < 2.5)
+    assert m.sum() > 150
+    r = np.median(j["pt"][m] / j["truthJetPt"][m])
+    assert r == pytest.approx(1.0, abs=0.04)
+    # the matched truth jets are real: most selected jets have one, with sane kinematics
+    assert np.mean(j["truthJetPt"] > 0) > 0.8
+    assert np.all(np.isfinite(j["truthJetEta"]))
