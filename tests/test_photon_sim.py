@@ -66,9 +66,9 @@ def test_prompt_photons_pass_atlas_2012_tight_at_the_published_rate():
     d = d[(d["pt"] > 25e3) & (d["pt"] < 50e3)]
     assert len(d) > 150
     eff = atlas_2012_tight(d).mean()
-    assert 0.78 < eff < 0.95, eff
-    assert 0.0093 < np.median(d["weta2"]) < 0.0106  # ATLAS typical 0.010
-    assert np.median(d["weta1"]) < 0.67
+    assert 0.80 < eff < 0.97, eff
+    assert 0.0080 < np.median(d["weta2"]) < 0.0102  # ATLAS typical 0.010; raw (uncorrected) 0.0107
+    assert np.median(d["weta1"]) < 0.65  # raw 0.669
 
 
 def test_atlas_2012_tight_uses_the_converted_menu_and_checks_fields():
@@ -172,7 +172,9 @@ def test_track_match_veto_removes_hadron_led_clusters():
     for pid, expect in ((211, True), (22, False)):
         cols, ev = single_particles(pid, np.full(n, 40.0), eta, phi, rng)
         out = simulate_single(pid, 40.0, n, 9, eta=(-1.0, 1.0))["photons"]
-        assert (len(out) == 0) if expect else (len(out) >= n - 3)
+        assert (len(out) <= 2) if expect else (len(out) >= n - 3)
+        kept = simulate_single(pid, 40.0, n, 9, eta=(-1.0, 1.0), track_veto=False)["photons"]
+        assert len(kept[kept["pt"] > 5e3]) >= n // 2  # the clusters exist; the veto removes them
         clusters = {"event": np.arange(n), "eta": eta, "phi": phi, "energy": np.full(n, 40e3)}
         matched = track_matched(clusters, cols, ev, GEO)
         assert matched.mean() > 0.9 if expect else not matched.any()

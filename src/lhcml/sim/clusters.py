@@ -28,7 +28,8 @@ Eratio      (E_1st max - E_2nd max) / (E_1st max + E_2nd max); 1 without a secon
 f1, f3      strips and back energy in the cluster / cluster energy
 ==========  ===========================================================================
 
-Impact-point corrections (as ATLAS's egamma reconstruction stores ``weta2`` and ``weta1``): a
+Impact-point corrections (as ATLAS's egamma reconstruction stores ``weta2`` and ``weta1``; the
+middle-layer position is first corrected for the S-shape, :func:`s_shape_correction`): a
 width computed from cell-centre positions depends on where the shower hits the cell. A shower
 hitting a middle cell at its centre keeps most energy in one η row (narrow ``weta2``); one
 hitting the boundary shares it between two rows, and the raw width grows by up to ~0.004 (0.0094
@@ -96,6 +97,23 @@ WETA2_CORRECTION = np.array([
 _ATLAS_DETA2 = 0.025
 #: strips per middle cell in the barrel (|eta| < 1.8) in the ws3 correction
 _ATLAS_STRIPS_PER_CELL = 8
+
+
+#: S-shape correction of the middle-layer cluster eta (as ATLAS's ``CaloSwEta2``): the barycentre
+#: of the 3 x 7 cells is pulled towards the hottest cell's centre; the relative position ``|u|``
+#: (cells, 0..0.5) of the barycentre maps to the impact point by linear interpolation between
+#: these knots (odd in u); tabulated on our unconverted single photons (25-60 GeV, |eta| < 1.3,
+#: median per bin) by ``benchmarks/photon_sshape.py`` (our calibration, as ATLAS's from its MC)
+S_SHAPE_KNOTS: tuple[tuple[float, ...], tuple[float, ...]] = (
+    (0.0, 0.0102, 0.0293, 0.0491, 0.0703, 0.0893, 0.1136, 0.1423, 0.1783, 0.2231, 0.2719, 0.3485, 0.4284, 0.5),
+    (0.0, 0.0346, 0.0967, 0.1559, 0.2042, 0.2476, 0.285, 0.3252, 0.3612, 0.3923, 0.4244, 0.4582, 0.4888, 0.5),
+)  # fmt: skip
+
+
+def s_shape_correction(u: np.ndarray) -> np.ndarray:
+    """Impact position in the cell (cells, odd in ``u``) from the barycentre position ``u`` (:data:`S_SHAPE_KNOTS`)."""
+    u = np.clip(np.asarray(u, np.float64), -0.5, 0.5)
+    return np.sign(u) * np.interp(np.abs(u), *S_SHAPE_KNOTS)
 
 
 def weta2_impact_correction(eta: np.ndarray, eta_cell: np.ndarray, weta2: np.ndarray) -> np.ndarray:
@@ -336,7 +354,8 @@ def build_clusters(
     eta_rows = eta_mc[:, None] + d_eta_cells[None, :]
     m1 = (w35 * eta_rows).sum(axis=1) / s35
     m2 = (w35 * eta_rows**2).sum(axis=1) / s35
-    weta2 = weta2_impact_correction(eta, eta_mc, np.sqrt(np.clip(m2 - m1**2, 0.0, None)))
+    eta2 = eta_mc + mid.deta * s_shape_correction((eta - eta_mc) / mid.deta)  # impact point (S-shape)
+    weta2 = weta2_impact_correction(eta2, eta_mc, np.sqrt(np.clip(m2 - m1**2, 0.0, None)))
 
     # --- per-layer cluster energies in the 3 x 7 window ----------------------------------------
     tol = 1e-6

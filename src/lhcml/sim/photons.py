@@ -331,6 +331,7 @@ def simulate_single(
     raw_images: bool = False,
     batch_size: int = 200,
     subtract_pileup_mean: bool = True,
+    track_veto: bool = True,
 ) -> dict[str, np.ndarray]:
     """Single-particle events (one particle per event, φ uniform, η fixed or uniform in a range).
 
@@ -347,6 +348,8 @@ def simulate_single(
     subtract_pileup_mean
         Subtract the mean pile-up energy per cell as the readout does (default); ``False`` leaves
         the in-time pile-up as a positive offset (studies of the uncorrected deposit).
+    track_veto
+        Drop clusters with a matched track (:func:`track_matched`); ``False`` keeps hadron clusters.
 
     Returns
     -------
@@ -370,7 +373,7 @@ def simulate_single(
         parts.append(
             simulate_particles(cols, ev, m, rng, mu=mu, n_pu=n_pu, event_numbers=np.arange(start, start + m),
                                geometry=geometry, raw_images=raw_images,
-                               pileup=pileup if subtract_pileup_mean else None)
+                               pileup=pileup if subtract_pileup_mean else None, track_veto=track_veto)
         )
     return _concat(parts)
 
