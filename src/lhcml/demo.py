@@ -21,10 +21,8 @@ import copy
 import time
 from pathlib import Path
 
-import numpy as np
-import yaml
-
-from lhcml.config import deep_merge, read_yaml, resolve_bases, shipped_configs_dir
+# numpy, yaml and the stages are imported inside the functions: `lhcml --help` imports this
+# module to register `lhcml demo` and must stay fast
 
 
 class _Steps:
@@ -39,6 +37,7 @@ class _Steps:
 def _training_split(files: list[Path], out: Path, train_mod: tuple[int, ...]) -> Path:
     """Copy the jets of the training split (``eventNumber % 10``) into one file (template fit)."""
     import h5py
+    import numpy as np
 
     from lhcml.data.h5 import write_h5
 
@@ -64,6 +63,9 @@ def run_demo(
     gn_epochs: int = 12,
 ) -> Path:
     """Run the small end-to-end flavour-tagging chain; return the report path."""
+    import yaml
+
+    from lhcml.config import deep_merge, read_yaml, resolve_bases, shipped_configs_dir
     from lhcml.data.preprocess import PreprocessConfig, preprocess
     from lhcml.export.onnx import export_onnx
     from lhcml.metrics.evaluate import EvaluateConfig, evaluate

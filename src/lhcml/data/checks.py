@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # noqa: F401 - registers the HDF5 filter plugins (LZ4 of UPP/Salt files, Zstd, ...)
 import numpy as np
 
 from lhcml.data import schema
