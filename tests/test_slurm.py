@@ -187,6 +187,8 @@ def test_cluster_yaml_and_cli_options(tmp_path):
     assert (spec.kind, spec.cores, spec.memory, spec.queue, spec.prologue) == (
         "slurm", 4, "8GB", "long", ("module load x",))
     assert ClusterSpec.parse(spec) is spec and ClusterSpec.parse("local:2", cores=3).cores == 3
+    path.write_text("kind: slurm\nwalltime: 04:30:00\n")  # unquoted: YAML reads 16200 seconds
+    assert ClusterSpec.parse(path).walltime == "04:30:00"
     path.write_text("kind: slurm\ncores: 4\nmemroy: 8GB\n")
     with pytest.raises(ConfigError, match="unknown cluster option 'memroy'.*did you mean 'memory'"):
         ClusterSpec.parse(path)

@@ -160,6 +160,9 @@ def _check(key: str, val: Any, source: str) -> Any:
             raise ConfigError(bad + f"expected a size such as 4GB or 500MB, got {val!r}")
         return str(val).strip()
     if key == "walltime":
+        if isinstance(val, int) and not isinstance(val, bool) and val >= 0:
+            # YAML 1.1 reads an unquoted 04:00:00 as sexagesimal seconds (14400): convert back
+            val = f"{val // 3600:02d}:{val % 3600 // 60:02d}:{val % 60:02d}"
         if not re.fullmatch(r"(\d+-)?\d{1,3}(:\d{2}){0,2}", str(val)):
             raise ConfigError(bad + f"expected HH:MM:SS (or D-HH:MM:SS), got {val!r}")
         return str(val)
