@@ -278,7 +278,7 @@ def _simulate_batch(
         out = _large_r(proc, objects, generated, particles, tracks, pv_z, rng, constituents, topo=topo)
     else:
         out = _small_r(proc, objects, generated, tracks_ak, vertices, mu=mu, particles=particles, tracks_flat=tracks,
-                       rng=rng, events=events)
+                       rng=rng, events=events, topo=topo)
     jets, jet_event = out["jets"], out.pop("_event")
     events["n_jets"] = np.bincount(jet_event, minlength=n)
     jets["eventNumber"] = event_number[jet_event]
@@ -314,7 +314,8 @@ def _area_correct_flat(jets: FlatTable, rho: np.ndarray, radius: float) -> FlatT
 
 def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices, mu: float = 0.0,
              particles: FlatTable | None = None, tracks_flat: FlatTable | None = None,
-             rng: np.random.Generator | None = None, events: np.ndarray | None = None) -> dict[str, np.ndarray]:
+             rng: np.random.Generator | None = None, events: np.ndarray | None = None,
+             topo: Any = None) -> dict[str, np.ndarray]:
     from lhcml.sim.jets import cluster_flat, small_r_labels_flat
     from lhcml.sim.pflow import pileup_density_flat
 
@@ -347,7 +348,7 @@ def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices, mu
         from lhcml.sim.leptons import small_r_lepton_flags
 
         lepton_flags, n_prompt = small_r_lepton_flags(jets_all, flat_mask, cons_off, cons, objects, particles,
-                                                      tracks_flat, vertices.z, rng, raw_jet_pt=raw_pt)
+                                                      tracks_flat, vertices.z, rng, raw_jet_pt=raw_pt, topo=topo)
         if events is not None:
             events["nTruthPromptLeptons"] = n_prompt
         if not proc.keep_lepton_overlaps:
