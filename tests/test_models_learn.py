@@ -10,9 +10,11 @@ tracks; ``boosted``: top jets have three-prong constituents and a mass peak), wi
 training variables of ``tests/_train_mock.py`` for the flavour taggers. The quark/gluon configs
 train on the boosted mock relabelled as gluon = QCD, quark = top: the mock has no quark/gluon
 physics, so this checks that the configs (their label scheme, classes and validation) learn a
-separable problem, not quark/gluon physics.
+separable problem, not quark/gluon physics. The photon shower-shape DNN trains on single photons
+and π0 from lhcml's calorimeter simulation (no photon mock exists); the photon image CNNs are listed
+in ``NOT_COVERED`` with the reason.
 
-Thresholds (our choice): AUC > 0.70 for b vs light and top vs QCD. The mock samples are
+Thresholds (our choice): AUC > 0.70 for b vs light, top vs QCD and prompt vs fake photons. The mock samples are
 separable far beyond that (a cut on one variable reaches more), and every config's tiny version
 reaches > 0.8 in a few epochs (docs/benchmarks/hardening.md lists the measured values); an
 untrained or broken model sits at 0.5 ± 0.03 for these sample sizes.
@@ -74,9 +76,20 @@ JETS = {
 EPOCHS = {"rnnip": 5, "dips": 5, "gn": 4, "bench_gn": 4, "efn": 4, "lola": 2} | {
     n: 2 for n in JETS if n.startswith(("part", "particlenet", "qg_particlenet"))
 }
+PHOTON = {"dnn": ["model.hidden=[32,32]", "data.batch_size=32", "optimizer.lr=3e-3"]}
 #: configs in configs/ that are not training configs of a tagger (or train elsewhere)
 NOT_TRAINING = {"ftag/base.yaml", "ftag/preprocess.yaml", "ftag/preprocess_dl1.yaml", "ftag/preprocess_tiny.yaml",
-                "jets/base.yaml", "jets/flow_inputs.yaml", "jets/evaluate.yaml"}  # fmt: skip
+                "jets/base.yaml", "jets/flow_inputs.yaml", "jets/evaluate.yaml", "photon/base.yaml",
+                # the PAED denoiser (own trainer): tests/test_photon_id.py requires it to reduce the
+                # pile-up energy error by > 25 %
+                "photon/paed.yaml"}  # fmt: skip
+#: training configs without a learning test here, and why (reported, to be closed)
+NOT_COVERED = {
+    # image CNNs on simulated photons: a tiny CNN reaches only AUC 0.63-0.72 (γ vs π0, 349
+    # training photons, 4-8 epochs, ~15 s on 2 loaded cores), too close to a constant to be a
+    # stable test at this budget; they need a larger sample than a unit test affords
+    "photon/cnn.yaml", "photon/cnn_had.yaml", "photon/cnn_nopu.yaml", "photon/resnet.yaml",
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -164,8 +177,49 @@ def test_jet_tagger_learns(name, jets_files, tmp_path):
     assert value > MIN_AUC, f"{name}: AUC {value:.3f}"
 
 
+@pytest.fixture(scope="module")
+def photon_files(tmp_path_factory):
+    """Simulated single photons (prompt) and π0 (fake), 20-50 GeV, |η| < 1.3 (the calorimeter
+    simulation of lhcml.sim.photons; lhcml.data.mock has no photon candidates)."""
+    from lhcml.sim.photons import simulate_single
+    from lhcml.tasks.photon.dataset import split_and_write
+
+    rng = np.random.default_rng(21)
+    parts = []
+    for pdg, prompt, seed in ((22, 1, 21), (111, 0, 22)):
+        d = simulate_single(pdg, rng.uniform(20, 50, 300), 300, seed, eta=(-1.3, 1.3))
+        keep = d["photons"]["pt"] > 10_000
+        d = {k: v[keep] for k, v in d.items()}
+        d["photons"]["isPromptPhoton"] = prompt
+        parts.append(d)
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return split_and_write(merged, tmp_path_factory.mktemp("learn_photon"), seed=3)
+
+
+@pytest.mark.parametrize("name", sorted(PHOTON))
+def test_photon_tagger_learns(name, photon_files, tmp_path):
+    from lhcml.train.config import load_train_config
+    from lhcml.train.predict import predict
+    from lhcml.train.trainer import train
+
+    cfg = load_train_config(ROOT / "configs/photon" / f"{name}.yaml", [
+        f"data.train_files=[{photon_files['train']}]", f"data.val_files=[{photon_files['val']}]",
+        "trainer.max_epochs=4", "trainer.patience=null", "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false", f"output_dir={tmp_path / 'run'}", "seed=3", *PHOTON[name],
+    ])  # fmt: skip
+    (pred,) = predict(train(cfg), [photon_files["test"]], output_dir=tmp_path / "pred")
+    with h5py.File(pred) as f:
+        ph = f["photons"][:]
+    t = cfg.resolved_tagger_name()
+    disc = np.log(ph[f"{t}_pprompt"] + 1e-6) - np.log(ph[f"{t}_pfake"] + 1e-6)
+    prompt = ph["isPromptPhoton"] == 1
+    value = auc(disc[prompt], disc[~prompt])
+    print(f"{name}: prompt-vs-fake AUC {value:.3f}")
+    assert value > MIN_AUC, f"{name}: AUC {value:.3f}"
+
+
 def test_every_shipped_training_config_is_covered():
-    """A new config in configs/ftag or configs/jets needs a learning test (or a reason not to)."""
-    found = {f"{p.parent.name}/{p.name}" for d in ("ftag", "jets") for p in (ROOT / "configs" / d).glob("*.yaml")}
-    covered = {f"ftag/{n}.yaml" for n in FTAG} | {f"jets/{n}.yaml" for n in JETS}
-    assert found - NOT_TRAINING == covered
+    """A new training config needs a learning test (or an entry saying why it has none)."""
+    found = {f"{p.parent.name}/{p.name}" for d in ("ftag", "jets", "photon") for p in (ROOT / "configs" / d).glob("*.yaml")}
+    covered = {f"ftag/{n}.yaml" for n in FTAG} | {f"jets/{n}.yaml" for n in JETS} | {f"photon/{n}.yaml" for n in PHOTON}
+    assert found - NOT_TRAINING - NOT_COVERED == covered
