@@ -12,13 +12,15 @@ and prints
 2. per constituent type (pflow, clusters, TCC) on ``top_wide`` and ``wz_wide`` at one μ: the
    jet mass resolution (½·IQR68 / median of ``m / m_truth-jet``) in bins of truth-jet pT.
 
-``--derive`` instead simulates uncalibrated ``top_wide`` + ``wz_wide`` + ``qcd_wide`` samples per
-constituent type and writes the JES/JMS table ``src/lhcml/sim/large_r_calibration.yaml``
+``--derive`` instead simulates uncalibrated ``top_wide`` + ``wz_wide`` + ``qcd_wide`` samples at
+``--mu`` per constituent type (``--types``) and merges their JES/JMS tables into
+``src/lhcml/sim/large_r_calibration.yaml``
 (:func:`lhcml.sim.large_r_calibration.derive_calibration`).
 
 Usage::
 
-    nice -n 10 .venv/bin/python benchmarks/sim_large_r.py --derive --events 600 --mu 60
+    nice -n 10 .venv/bin/python benchmarks/sim_large_r.py --derive --events 500 --mu 60
+    nice -n 10 .venv/bin/python benchmarks/sim_large_r.py --derive --events 500 --mu 0 --types pflow
     nice -n 10 .venv/bin/python benchmarks/sim_large_r.py --events 2000 --mus 0 60 140
     nice -n 10 .venv/bin/python benchmarks/sim_large_r.py --compare --events 1000 --mu 60
 """
@@ -130,28 +132,31 @@ def compare(events: int, mu: float, seed: int) -> list[dict]:
     return rows
 
 
-def derive(events: int, mu: float, seed: int, out_path: Path) -> dict:
+def derive(events: int, mu: float, seed: int, out_path: Path, types: list[str]) -> dict:
+    """Derive the tables of ``types`` at ``mu`` and merge them into ``out_path``."""
     import yaml
 
     from lhcml.sim.events import simulate_events
-    from lhcml.sim.large_r_calibration import CONSTITUENTS, derive_calibration, uncalibrated
+    from lhcml.sim.large_r_calibration import derive_calibration, uncalibrated
 
-    table, cache = {}, {}
-    for constituents in CONSTITUENTS:
+    table = (yaml.safe_load(out_path.read_text()) or {}) if out_path.exists() else {}
+    cache: dict = {}
+    for constituents in types:
         jets = []
         with uncalibrated():
             for process in ("top_wide", "wz_wide", "qcd_wide"):
                 jets.append(simulate_events(process, events, mu=mu, seed=seed, pileup=_library(mu, seed + 1, cache),
                                             constituents=constituents)["jets"])
         j = np.concatenate(jets)
-        table[constituents] = derive_calibration(j["pt"] / 1e3, j["mass"] / 1e3, j["truthJetPt"] / 1e3,
-                                                 j["truthJetMass"] / 1e3)
-        print(constituents, json.dumps(table[constituents]), flush=True)
-    header = (f"# Large-R JES/JMS numerical-inversion table (lhcml.sim.large_r_calibration), derived by\n"
-              f"# benchmarks/sim_large_r.py --derive --events {events} --mu {mu:g} --seed {seed}\n"
-              f"# (top_wide + wz_wide + qcd_wide, uncalibrated trimmed jets vs trimmed truth jets).\n"
-              f"# pt, pt_jms: reconstructed pT points (GeV); jes, jms: correction factors.\n")
-    out_path.write_text(header + yaml.safe_dump(table, sort_keys=False, default_flow_style=None))
+        entry = derive_calibration(j["pt"] / 1e3, j["mass"] / 1e3, j["truthJetPt"] / 1e3, j["truthJetMass"] / 1e3)
+        table.setdefault(constituents, {})[int(mu) if float(mu).is_integer() else float(mu)] = entry
+        table[constituents] = dict(sorted(table[constituents].items()))
+        print(constituents, mu, json.dumps(entry), flush=True)
+    header = ("# Large-R JES/JMS numerical-inversion tables (lhcml.sim.large_r_calibration): per constituent\n"
+              "# type and <mu>; each derived by benchmarks/sim_large_r.py --derive --mu MU --types TYPE\n"
+              f"# --events {events} --seed {seed} (top_wide + wz_wide + qcd_wide, uncalibrated trimmed jets\n"
+              "# vs trimmed truth jets). pt, pt_jms: reconstructed pT points (GeV); jes, jms: factors.\n")
+    out_path.write_text(header + yaml.safe_dump(table, sort_keys=False, default_flow_style=None, width=110))
     return table
 
 
@@ -163,13 +168,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=101)
     ap.add_argument("--constituents", default="pflow")
     ap.add_argument("--compare", action="store_true", help="mass resolution vs pT per constituent type")
-    ap.add_argument("--derive", action="store_true", help="derive and write the JES/JMS table")
+    ap.add_argument("--derive", action="store_true", help="derive the JES/JMS tables at --mu, merge into the file")
+    ap.add_argument("--types", nargs="+", default=["pflow", "clusters", "tcc"], help="constituent types of --derive")
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args()
     if args.derive:
         from lhcml.sim.large_r_calibration import TABLE_PATH
 
-        derive(args.events, args.mu, args.seed, TABLE_PATH)
+        derive(args.events, args.mu, args.seed, TABLE_PATH, args.types)
         return
     rows = compare(args.events, args.mu, args.seed) if args.compare else stability(
         args.events, args.mus, args.seed, args.constituents)

@@ -170,6 +170,13 @@ def test_calibration_inverts_a_known_response():
         assert np.median(pt_cal[s] / tpt[s]) == pytest.approx(1.0, abs=0.02)
         assert np.median(m_cal[s] / tm[s]) == pytest.approx(1.0, abs=0.02)
     assert np.median(pt / tpt) < 0.88  # it had something to correct
+    # tables at several <mu>: the factors are interpolated linearly in mu, constant outside
+    hi = {**table, "jes": table["jes"] * 1.1}
+    by_mu = {0.0: table, 100.0: hi}
+    pt50, _ = calibrate(pt, m_reco, "pflow", mu=50.0, table=by_mu)
+    np.testing.assert_allclose(pt50, 0.5 * (pt_cal + calibrate(pt, m_reco, "pflow", table=hi)[0]), rtol=1e-12)
+    np.testing.assert_allclose(calibrate(pt, m_reco, "pflow", mu=-5.0, table=by_mu)[0], pt_cal, rtol=1e-12)
+    np.testing.assert_allclose(calibrate(pt, m_reco, "pflow", mu=300.0, table=by_mu)[0], pt_cal * 1.1, rtol=1e-12)
     with pytest.raises(ConfigError, match="more events"):
         derive_calibration(pt[:10], m_reco[:10], tpt[:10], tm[:10])
     with pytest.raises(ConfigError, match="constituents"):

@@ -275,7 +275,7 @@ def _simulate_batch(
     events["pvIsHardScatter"] = vertices.is_hard_scatter(truth_pv[:, 2])
 
     if proc.jet_kind == "large_r":
-        out = _large_r(proc, objects, generated, particles, tracks, pv_z, rng, constituents, topo=topo)
+        out = _large_r(proc, objects, generated, particles, tracks, pv_z, rng, constituents, topo=topo, mu=mu)
     else:
         out = _small_r(proc, objects, generated, tracks_ak, vertices, mu=mu, particles=particles, tracks_flat=tracks,
                        rng=rng, events=events, topo=topo)
@@ -409,13 +409,14 @@ def _large_r(
     rng: np.random.Generator | None = None,
     constituents: str = "pflow",
     topo: Any = None,
+    mu: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Groomed large-R jets: SoftKiller → anti-kt R → trimming → JES/JMS (see ``docs/simulation.md``).
 
     ``constituents`` chooses the jet inputs (:data:`CONSTITUENT_TYPES`): the particle-flow
     ``objects``, calorimeter clusters, or Track-CaloClusters built from the clusters and
     ``tracks`` (both need ``particles``, ``pv_z`` and ``rng``; ``topo``: the batch's topo-clusters
-    if already simulated).
+    if already simulated; ``mu``: ⟨μ⟩ of the batch, for the calibration).
     """
     from lhcml.sim.grooming import four_momentum_sums, softdrop_mass, trim
     from lhcml.sim.jets import cluster_flat, large_r_labels_flat
@@ -432,7 +433,7 @@ def _large_r(
     cpx, cpy, cpz, ce = (inputs[k][cons] for k in ("px", "py", "pz", "E"))
     trimmed = trim(cons_off, cpx, cpy, cpz, ce, jets_all["pt"])
     groomed = four_momentum_sums(cons_off, trimmed, cpx, cpy, cpz, ce)
-    pt_cal, m_cal = calibrate(groomed["pt"], groomed["mass"], constituents)
+    pt_cal, m_cal = calibrate(groomed["pt"], groomed["mass"], constituents, mu)
     labels = large_r_labels_flat(jets_all.offsets, jets_all["eta"], jets_all["phi"], generated.flat("resonances"),
                                  LARGE_R_RADIUS)
     flat_mask = _select(FlatTable({"pt": pt_cal, "eta": groomed["eta"]}, jets_all.counts), proc)

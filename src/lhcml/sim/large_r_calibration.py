@@ -13,11 +13,16 @@ JMS
     ``R_m = median(m_reco / m_true)`` (core median: within ±30 % of the first median) is
     measured in the same truth-pT bins and inverted the same way against the calibrated pT.
 
-The table (one per constituent type: ``pflow``, ``clusters``, ``tcc``) is derived by
+Pileup: the calorimeter's response changes with μ (its mean per-cell pileup subtraction and
+noise thresholds), so a constituent type may hold tables at several μ; the correction factors
+are then interpolated linearly in ⟨μ⟩ between them (constant outside), the large-R analogue of
+the residual pileup correction of small-R jets.
+
+The tables (per constituent type ``pflow``, ``clusters``, ``tcc`` and μ) are derived by
 :func:`derive_calibration` on uncalibrated W/Z/top + QCD samples (``benchmarks/sim_large_r.py
 --derive``, run inside :func:`uncalibrated`) and shipped as ``large_r_calibration.yaml``. A
 constituent type with no table entry is left uncalibrated (factors 1), which
-:func:`calibration_table` reports.
+:func:`calibration_table` reports (``None``).
 """
 
 from __future__ import annotations
@@ -64,8 +69,13 @@ def _load(path: str) -> dict:
         return yaml.safe_load(f) or {}
 
 
-def calibration_table(constituents: str, path: str | Path | None = None) -> dict[str, np.ndarray] | None:
-    """The ``{pt, jes, pt_jms, jms}`` arrays of ``constituents`` (``None``: no entry shipped)."""
+_KEYS = ("pt", "jes", "pt_jms", "jms")
+
+
+def calibration_table(
+    constituents: str, path: str | Path | None = None
+) -> dict[float, dict[str, np.ndarray]] | None:
+    """``{mu: {pt, jes, pt_jms, jms}}`` arrays of ``constituents`` (``None``: no entry shipped)."""
     if constituents not in CONSTITUENTS:
         raise ConfigError(f"unknown constituents '{constituents}'; valid: {', '.join(CONSTITUENTS)}")
     p = Path(path) if path is not None else TABLE_PATH
@@ -74,16 +84,31 @@ def calibration_table(constituents: str, path: str | Path | None = None) -> dict
     entry = _load(str(p)).get(constituents)
     if not entry:
         return None
-    return {k: np.asarray(entry[k], dtype=np.float64) for k in ("pt", "jes", "pt_jms", "jms")}
+    return {float(mu): {k: np.asarray(t[k], dtype=np.float64) for k in _KEYS} for mu, t in entry.items()}
+
+
+def _factors(t: dict[float, dict[str, np.ndarray]], x: np.ndarray, mu: float, xkey: str, fkey: str) -> np.ndarray:
+    mus = sorted(t)
+    per_mu = np.stack([np.interp(x, t[m][xkey], t[m][fkey]) for m in mus])
+    if len(mus) == 1:
+        return per_mu[0]
+    w = np.interp(float(mu), mus, np.arange(len(mus), dtype=np.float64))  # fractional index, clamped
+    i = min(int(np.floor(w)), len(mus) - 2)
+    return per_mu[i] + (w - i) * (per_mu[i + 1] - per_mu[i])
 
 
 def calibrate(
-    pt: np.ndarray, mass: np.ndarray, constituents: str, table: dict[str, np.ndarray] | None = None
+    pt: np.ndarray,
+    mass: np.ndarray,
+    constituents: str,
+    mu: float = 0.0,
+    table: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Calibrated ``(pt, mass)`` (GeV) of trimmed large-R jets.
+    """Calibrated ``(pt, mass)`` (GeV) of trimmed large-R jets at ⟨μ⟩ = ``mu``.
 
-    ``table`` defaults to the shipped one of ``constituents``; inside :func:`uncalibrated`, or
-    without a table, the inputs are returned unchanged.
+    ``table`` defaults to the shipped one of ``constituents`` (``{mu: {pt, jes, pt_jms, jms}}``,
+    or one ``{pt, jes, pt_jms, jms}`` table for all μ); inside :func:`uncalibrated`, or without a
+    table, the inputs are returned unchanged.
     """
     pt = np.asarray(pt, dtype=np.float64)
     mass = np.asarray(mass, dtype=np.float64)
@@ -92,8 +117,10 @@ def calibrate(
     t = table if table is not None else calibration_table(constituents)
     if t is None:
         return pt, mass
-    pt_cal = pt * np.interp(pt, t["pt"], t["jes"])
-    return pt_cal, mass * np.interp(pt_cal, t["pt_jms"], t["jms"])
+    if "pt" in t:
+        t = {0.0: t}
+    pt_cal = pt * _factors(t, pt, mu, "pt", "jes")
+    return pt_cal, mass * _factors(t, pt_cal, mu, "pt_jms", "jms")
 
 
 def _core_median(r: np.ndarray) -> float:
