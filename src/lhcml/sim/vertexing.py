@@ -60,8 +60,8 @@ class VertexResult:
     Attributes
     ----------
     position
-        ``(n_events, 3)`` hard-scatter vertex (x, y, z); the beam-spot centre (z: median track z0,
-        0 without tracks) where no vertex was found.
+        ``(n_events, 3)`` hard-scatter vertex (x, y, z); the beam-spot centre (z: the (upper) median
+        track z0, 0 without tracks) where no vertex was found.
     covariance
         ``(n_events, 3, 3)`` covariance of ``position`` (the beam-spot size where none was found).
     information
@@ -462,15 +462,20 @@ def reconstruct_primary_vertices(
     gi = voff[:-1][found] + hs[found]
     position[found] = vpos[gi]
     information[found] = vinfo[gi]
-    # events without a vertex: the beam spot, at the median z0 of their selected tracks
-    if (~found).any():
-        tevt = np.repeat(np.arange(n_ev), counts)
-        for e in np.flatnonzero(~found & (counts > 0)):  # rare: a few events per batch at most
-            zs = f8["z0"][(tevt == e) & sel] if sel[tevt == e].any() else f8["z0"][tevt == e]
-            position[e, 2] = float(np.median(zs))
+    # events without a vertex: the beam spot, at the median z0 of their selected tracks (of all
+    # their tracks when none is selected); the upper median, vectorised over events
+    tevt = np.repeat(np.arange(n_ev), counts)
+    n_sel = np.bincount(tevt[sel], minlength=n_ev)
+    use = np.where(n_sel[tevt] > 0, sel, True)
+    ev_u, z_u = tevt[use], f8["z0"][use]
+    order = np.lexsort((z_u, ev_u))
+    n_use = np.bincount(ev_u, minlength=n_ev)
+    off_u = np.zeros(n_ev + 1, dtype=np.int64)
+    np.cumsum(n_use, out=off_u[1:])
+    fill = ~found & (n_use > 0)
+    position[fill, 2] = z_u[order][off_u[:-1][fill] + n_use[fill] // 2]
     covariance = np.linalg.inv(information)
     # the track weights are those in the hard-scatter fit only
-    tevt = np.repeat(np.arange(n_ev), counts)
     in_hs = (tvtx >= 0) & (tvtx == hs[tevt])
     return VertexResult(
         position=position, covariance=covariance, information=information, found=found,
