@@ -65,7 +65,7 @@ def params():
 def quiet(params):
     """No fakes, no material interactions, no dead modules or overlaps: only the particles we build."""
     return ideal_modules(params).with_updates(
-        fakes=dict(base_rate=0.0, density_rate=0.0),
+        fakes=dict(base_rate=0.0, density_rate=0.0, occupancy_rate=0.0),
         material=dict(interaction_lengths=[0.0] * 5, radiation_lengths=[0.0] * 5),
     )
 
@@ -264,7 +264,7 @@ def test_pattern_recognition_tails_rate_and_separate_widths(quiet):
 def test_material_tails_at_configured_rate(params):
     """Elastic hadron scatters in the material: the configured rate, kinks that grow as 1/p."""
     p = params.with_updates(tails=dict(NO_TAILS, material=dict(elastic_to_inelastic=8.0)),
-                            fakes=dict(base_rate=0.0, density_rate=0.0),
+                            fakes=dict(base_rate=0.0, density_rate=0.0, occupancy_rate=0.0),
                             material=dict(radiation_lengths=[0.0] * 5))
     rng = np.random.default_rng(31)
     n = 3000
@@ -366,7 +366,7 @@ def test_acceptance_pt_and_eta(quiet):
 
 def test_holes_come_from_missed_layers(params):
     p = ideal_modules(params).with_updates(hit_efficiency=dict(ibl=1.0, pixel=0.5, sct=1.0),
-                            fakes=dict(base_rate=0.0, density_rate=0.0))
+                            fakes=dict(base_rate=0.0, density_rate=0.0, occupancy_rate=0.0))
     f = _radial_sample(0.0, n=2000, params=p)
     holes = ak.to_numpy(f.numberOfPixelHoles)
     assert holes.mean() > 0.3
@@ -486,7 +486,7 @@ def test_shared_hits_for_collinear_tracks_only(quiet):
 
 
 def test_fakes_are_labelled(params):
-    p = params.with_updates(fakes=dict(base_rate=0.2, density_rate=0.0))
+    p = params.with_updates(fakes=dict(base_rate=0.2, density_rate=0.0, occupancy_rate=0.0))
     rng = np.random.default_rng(1)
     ev = [{**kinematics(rng.uniform(1, 10, 100), rng.uniform(-2, 2, 100), rng.uniform(-3, 3, 100))}
           for _ in range(20)]
@@ -516,7 +516,7 @@ def test_fake_rate_grows_with_density(params):
 
 def test_fakes_more_frequent_in_dense_regions(params):
     """In one event, a collimated bunch of tracks seeds more fakes per track than isolated tracks."""
-    p = params.with_updates(fakes=dict(base_rate=0.01, density_rate=0.02))
+    p = params.with_updates(fakes=dict(base_rate=0.01, density_rate=0.02, occupancy_rate=0.0))
     rng = np.random.default_rng(12)
     events = []
     for _ in range(60):
@@ -540,7 +540,7 @@ def test_fake_hit_patterns_come_from_the_geometry(params):
     ev = [{**kinematics(rng.uniform(1, 10, 200), rng.uniform(-1, 1, 200), rng.uniform(-3, 3, 200))}
           for _ in range(10)]
     parts = make_particles(ev)
-    p = params.with_updates(fakes=dict(base_rate=0.5, density_rate=0.0))
+    p = params.with_updates(fakes=dict(base_rate=0.5, density_rate=0.0, occupancy_rate=0.0))
     f = ak.flatten(simulate_tracks(parts, np.random.default_rng(15), p))
     fake = ak.to_numpy(f.origin) == TRUTH_ORIGIN["fake"]
     assert fake.sum() > 200
@@ -549,7 +549,7 @@ def test_fake_hit_patterns_come_from_the_geometry(params):
     assert npix.min() >= 1 and (npix + nsct).min() >= 7
     assert len(np.unique(npix)) >= 3  # not one drawn pattern
     assert np.mean(ak.to_numpy(f.numberOfPixelHoles)[fake] + ak.to_numpy(f.numberOfSCTHoles)[fake] > 0) > 0.2
-    none = params.with_updates(fakes=dict(base_rate=0.5, density_rate=0.0, hit_probability_pixel=0.0))
+    none = params.with_updates(fakes=dict(base_rate=0.5, density_rate=0.0, occupancy_rate=0.0, hit_probability_pixel=0.0))
     g = ak.flatten(simulate_tracks(parts, np.random.default_rng(15), none))
     assert np.sum(ak.to_numpy(g.origin) == TRUTH_ORIGIN["fake"]) == 0
 

@@ -127,7 +127,7 @@ def test_pull_on_simulated_primaries():
     from lhcml.sim.tracker import simulate_tracks
 
     p = default_detector_params().with_updates(
-        fakes=dict(base_rate=0.0, density_rate=0.0),
+        fakes=dict(base_rate=0.0, density_rate=0.0, occupancy_rate=0.0),
         material=dict(interaction_lengths=[0.0] * 5, radiation_lengths=[0.0] * 5),
         tails=dict(material=dict(elastic_to_inelastic=0.0), dense_core=dict(probability_per_shared_hit=0.0),
                    pattern_recognition=dict(rate=0.0, density_rate=0.0)))

@@ -198,6 +198,7 @@ class Fakes:
     base_rate: float
     density_rate: float
     density_radius: float
+    occupancy_rate: float
     spread: float
     pt_slope: float
     d0_sigma: float

@@ -642,8 +642,9 @@ def _fakes(real: dict[str, np.ndarray], real_evt: np.ndarray, geo_real: dict[str
            rng: np.random.Generator, p: DetectorParams) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Fake tracks from random hit combinations around the reconstructed tracks.
 
-    Each real track seeds Poisson(base + density · n_neighbours) candidates (its neighbours within
-    ``fakes.density_radius``: the local hit density). A candidate is a helix near the seed track
+    Each real track seeds Poisson(base + density · n_neighbours + occupancy · N_tracks/1000)
+    candidates (its neighbours within ``fakes.density_radius``: the local hit density; the event's
+    track count: the global occupancy). A candidate is a helix near the seed track
     (spread in η, φ; broad d0; z0 near the seed's); its hit pattern comes from the module geometry
     (:func:`~lhcml.sim.hit_patterns.hit_pattern`) with the chance ``hit_probability_*`` of a random
     hit in its road per layer, its shared hits from the same cluster-merging search as real tracks,
@@ -655,7 +656,7 @@ def _fakes(real: dict[str, np.ndarray], real_evt: np.ndarray, geo_real: dict[str
     roff = np.zeros(n_events + 1, dtype=np.int64)
     np.cumsum(n_real, out=roff[1:])
     nb = neighbour_counts(roff, geo_real["eta"], geo_real["phi"], f.density_radius)
-    k = rng.poisson(f.base_rate + f.density_rate * nb)
+    k = rng.poisson(f.base_rate + f.density_rate * nb + f.occupancy_rate * n_real[real_evt] / 1000.0)
     host = np.repeat(np.arange(len(real_evt)), k)
     fevt = real_evt[host]
     nf = len(host)
