@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--background-events", type=int, default=8000)
     ap.add_argument("--mu", type=float, default=50.0)
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--no-pileup", action="store_true", help="stop after the mu = 0 evaluation")
     args = ap.parse_args()
     import torch
 
@@ -93,6 +94,37 @@ def main() -> None:
     ph0 = load_photons([pred_dir / "photon_test.h5"])
     res0 = evaluate_arrays(ph0, {"photon_cnn": "CNN (LAPP)", "shower_dnn": "DNN (shower shapes)"}, menus,
                            bins={"pt": (20, 30, 40, 60, 100, 250), "abs_eta": (0, 0.6, 0.8, 1.15, 1.37)})
+
+    def fmt(w):
+        return f"{w['rejection']:.1f} ± {w['rejection_err']:.1f}"
+
+    def cutrej(c, n_fake):
+        if c["rejection"] is None:  # no fake passes (inf)
+            return f"> {n_fake} (no fake passes)"
+        return f"{c['rejection']:.1f} ± {c['rejection_err'] or 0:.1f}"
+
+    def print_mu0():
+        print(f"\nmu = 0 test sample: {res0['n_prompt']} prompt photons, {res0['n_fake']} fakes")
+        print(f"{'tagger':28s} {'AUC':>6s} {'rej@80%':>14s} {'rej@90%':>14s}")
+        for t in res0["taggers"].values():
+            wp = t["working_points"]
+            print(f"{t['label']:28s} {t['auc']:6.3f} {fmt(wp['0.80']):>14s} {fmt(wp['0.90']):>14s}")
+        for name, c in res0["cuts"].items():
+            print(f"{'cuts ' + name:28s} {'':>6s} eff {c['sig_eff']:.3f}  rej {cutrej(c, res0['n_fake'])}")
+
+    if args.no_pileup:
+        from lhcml.tasks.photon.cuts import atlas_2012_tight
+        from lhcml.tasks.photon.evaluate import _clean
+
+        t = atlas_2012_tight(ph0)
+        prompt = ph0["isPromptPhoton"] == 1
+        print_mu0()
+        print(f"{'ATLAS 2012 Tight (fixed)':28s} {'':>6s} eff {t[prompt].mean():.3f}  "
+              f"fake pass {t[~prompt].mean():.4f} ({int(t[~prompt].sum())} of {int((~prompt).sum())})")
+        summary = {"mu0": _clean(res0), "wall_s": time.time() - t0}
+        (work / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+        print(f"\nwall time {time.time() - t0:.0f} s")
+        return
 
     # --- pile-up -----------------------------------------------------------------------------
     from lhcml.sim.pileup import PileupLibrary, build_pileup_library
@@ -133,21 +165,7 @@ def main() -> None:
     summary = _clean({"mu0": res0, "mu": args.mu, "mu_rows": rows, "wall_s": time.time() - t0})
     (work / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
 
-    def fmt(w):
-        return f"{w['rejection']:.1f} ± {w['rejection_err']:.1f}"
-
-    print(f"\nmu = 0 test sample: {res0['n_prompt']} prompt photons, {res0['n_fake']} fakes")
-    print(f"{'tagger':28s} {'AUC':>6s} {'rej@80%':>14s} {'rej@90%':>14s}")
-    for t in res0["taggers"].values():
-        wp = t["working_points"]
-        print(f"{t['label']:28s} {t['auc']:6.3f} {fmt(wp['0.80']):>14s} {fmt(wp['0.90']):>14s}")
-    def cutrej(c, n_fake):
-        if c["rejection"] is None:  # no fake passes (inf)
-            return f"> {n_fake} (no fake passes)"
-        return f"{c['rejection']:.1f} ± {c['rejection_err'] or 0:.1f}"
-
-    for name, c in res0["cuts"].items():
-        print(f"{'cuts ' + name:28s} {'':>6s} eff {c['sig_eff']:.3f}  rej {cutrej(c, res0['n_fake'])}")
+    print_mu0()
     print(f"\nCNN trained at mu = 0, evaluated at mu = {args.mu:g}")
     for label, r in rows.items():
         t = r["taggers"]["photon_cnn"]
