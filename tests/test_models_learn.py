@@ -67,7 +67,7 @@ JETS = {
     "qg_particlenet": _PNET,
     "part": _PART,
     "part_adv": _PART,
-    "part_disco": _PART,
+    "part_disco": [*_PART, "data.num_jets_train=1200"],  # the DisCo term (weight 10) needs more steps
     "lola": ["model.n_combinations=10", "model.fc_sizes=[32]"],
     "jet_image_cnn": ["model.n_pixels=20", "model.conv_blocks=[[8],[8]]", "model.kernel_size=3", "model.fc_sizes=[32]"],
     "bdt_substructure": ["model.n_estimators=60", "model.max_depth=3"],
