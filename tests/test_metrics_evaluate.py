@@ -97,12 +97,24 @@ def test_results_match_direct_metric_calls(ftag_files, ftag_results):
     assert not list(out.glob(".*tmp*"))
 
 
-def test_weights_change_results(ftag_files, ftag_results, tmp_path):
+def test_weights_enter_the_working_point_cuts(ftag_files, ftag_results, tmp_path):
+    """A working point's cut reaches its target b-efficiency counted with the configured weights:
+    with ``weight: mcEventWeight`` the weighted efficiency, without it the plain one."""
+    from lhcml.metrics.discriminants import discriminant
+
     res_w, _ = ftag_results
     res = evaluate(_cfg(ftag_files), tmp_path)
-    a = res["samples"]["ttbar"]["taggers"]["GOOD"]["working_points"][0]["cut"]
-    b = res_w["samples"]["ttbar"]["taggers"]["GOOD"]["working_points"][0]["cut"]
-    assert a != b
+    jets = _read(ftag_files)
+    disc = discriminant({c: jets[f"GOOD_p{c[0]}"] for c in ("bjets", "cjets", "ujets")}, "bjets",
+                        {"cjets": 0.2, "ujets": 0.8})  # fmt: skip
+    b = jets["HadronConeExclTruthLabelID"] == 5
+    w = jets["mcEventWeight"].astype(float)
+    for result, weights in ((res, np.ones_like(w)), (res_w, w)):
+        wp = result["samples"]["ttbar"]["taggers"]["GOOD"]["working_points"][0]
+        passed = weights[b & (disc > wp["cut"])].sum() / weights[b].sum()
+        assert passed == pytest.approx(wp["target_eff"], abs=0.01)
+    assert res["samples"]["ttbar"]["taggers"]["GOOD"]["working_points"][0]["cut"] != \
+        res_w["samples"]["ttbar"]["taggers"]["GOOD"]["working_points"][0]["cut"]
 
 
 def test_missing_tagger_column(ftag_files, tmp_path):
