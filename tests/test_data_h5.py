@@ -239,19 +239,12 @@ def test_check_mismatched_first_dimension_and_dtype(tmp_path, mock_tables):
         check_file(path2)
 
 
-def test_mock_physics_sanity(mock_tables):
+def test_mock_layout_consistency(mock_tables):
+    # (the mock's flavour separation is what it was built with; that models learn from it is
+    # tested through the real trainer in tests/test_models_learn.py)
     j, t = mock_tables["jets"], mock_tables["tracks"]
     flav = j["HadronConeExclTruthLabelID"]
-    sig = t["IP3D_signed_d0_significance"]
-
-    def frac_large(f):
-        sel = (flav == f)[:, None] & t["valid"]
-        return np.mean(sig[sel] > 3)
-
-    assert frac_large(5) > 3 * frac_large(0)
-    assert t["valid"][flav == 5].sum(1).mean() > t["valid"][flav == 0].sum(1).mean()
-    assert np.isnan(j["HadronConeExclTruthLabelLxy"][flav == 0]).all()
-    assert np.nanmedian(j["HadronConeExclTruthLabelLxy"][flav == 5]) > 1.0  # mm
+    assert np.isnan(j["HadronConeExclTruthLabelLxy"][flav == 0]).all()  # no hadron, no decay length
     # padding after the real tracks, zeros in padding, n_tracks consistent
     np.testing.assert_array_equal(t["valid"].sum(1), np.minimum(j["n_tracks"], 40))
     assert (t["d0"][~t["valid"]] == 0).all()
