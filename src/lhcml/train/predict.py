@@ -4,9 +4,12 @@ Convention (one, everywhere): the outputs go into the ``jets`` dataset as new fl
 ``<tagger>_<output>`` with ``<output>`` from ``labels.yaml`` (``GN2_pb``, ``GN2_pc``, ``GN2_pu``),
 in a **copy** of each input file (``<output_dir>/<input name>``; every other dataset and the file
 attributes are copied unchanged). Without ``output_dir`` the input file itself is rewritten.
-Either way the file is written under a temporary name and renamed when complete, so a crash
-leaves no partial file; columns of the same name are replaced, so several taggers can be
-predicted into the same file one after the other.
+Either way every file is written under a hidden temporary name next to its destination
+(``.<name>.<host>.<pid>.lhcml-tmp``) and all are renamed only when every input succeeded, so an
+error leaves no output changed; the temporaries of a killed run are removed by the next run on
+that host. Two inputs with the same file name are refused with ``output_dir`` (they would write
+the same copy). Columns of the same name are replaced, so several taggers can be predicted into
+the same file one after the other.
 
 Before reading any jet, the checkpoint's input variables are checked against each file
 (:class:`~lhcml.errors.CheckpointMismatchError` names what is missing) and, if a training config
