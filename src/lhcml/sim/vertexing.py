@@ -141,13 +141,6 @@ def _columns(tracks, fields) -> tuple[dict[str, np.ndarray], np.ndarray]:
 
 
 @numba.njit(cache=True)
-def _solve3(a, b):
-    """Inverse of a symmetric positive 3x3 matrix and ``a^-1 b``."""
-    inv = np.linalg.inv(a)
-    return inv, inv @ b
-
-
-@numba.njit(cache=True)
 def _track_terms(d0, z0, phi, cot, s_d0, s_z0):
     """Jacobian rows (2x3), weights (2,) and measurement (2,) of one track."""
     jac = np.zeros((2, 3))
@@ -162,53 +155,69 @@ def _track_terms(d0, z0, phi, cot, s_d0, s_z0):
     return jac, w, y
 
 
+@numba.njit(cache=True, inline="always")
+def _residuals(d0, z0, sp, cp, cot, x, y, z):
+    """(d0, z0) of a track w.r.t. the point (x, y, z) (linearised)."""
+    return d0 + x * sp - y * cp, z0 - z + cot * (x * cp + y * sp)
+
+
 @numba.njit(cache=True)
-def _fit(idx, d0, z0, phi, cot, s_d0, s_z0, bs_info, bs_pos, seed_z, temps, chi2_cut):
-    """Adaptive fit of one vertex to the tracks ``idx``; returns position, information, weights, χ²."""
+def _fit(idx, d0, z0, sphi, cphi, cot, s_d0, s_z0, bs_info, bs_pos, seed_z, temps, chi2_cut):
+    """Adaptive fit of one vertex to the tracks ``idx``; returns position, information, weights, χ².
+
+    Track i measures (d0, z0) = J V with J = [[−sin φ, cos φ, 0], [−cot θ cos φ, −cot θ sin φ, 1]]
+    and weights diag(1/σ²(d0), 1/σ²(z0)); the beam spot adds its Gaussian prior.
+    """
     pos = np.array([bs_pos[0], bs_pos[1], seed_z])
     n = len(idx)
     wts = np.ones(n)
     chi2 = np.zeros(n)
     info = bs_info.copy()
+    prior_rhs = bs_info @ bs_pos
     nt = len(temps)
     for it in range(nt + 2):
         temp = temps[min(it, nt - 1)]
-        # weights at the current position
+        info = bs_info.copy()
+        rhs = prior_rhs.copy()
         for k in range(n):
             i = idx[k]
-            jac, w, y = _track_terms(d0[i], z0[i], phi[i], cot[i], s_d0[i], s_z0[i])
-            r0 = y[0] - (jac[0, 0] * pos[0] + jac[0, 1] * pos[1])
-            r1 = y[1] - (jac[1, 0] * pos[0] + jac[1, 1] * pos[1] + pos[2])
-            c2 = r0 * r0 * w[0] + r1 * r1 * w[1]
+            r0, r1 = _residuals(d0[i], z0[i], sphi[i], cphi[i], cot[i], pos[0], pos[1], pos[2])
+            w0 = 1.0 / (s_d0[i] * s_d0[i])
+            w1 = 1.0 / (s_z0[i] * s_z0[i])
+            c2 = r0 * r0 * w0 + r1 * r1 * w1
             chi2[k] = c2
             # w = 1 / (1 + exp((χ² − χ²_cut) / 2T)), written without overflow
             arg = (c2 - chi2_cut) / (2.0 * temp)
-            wts[k] = 1.0 / (1.0 + np.exp(arg)) if arg < 700.0 else 0.0
-        # weighted least squares with the beam-spot prior
-        info = bs_info.copy()
-        rhs = bs_info @ bs_pos
-        for k in range(n):
-            if wts[k] < 1e-6:
+            wt = 1.0 / (1.0 + np.exp(arg)) if arg < 700.0 else 0.0
+            wts[k] = wt
+            if wt < 1e-6:
                 continue
-            i = idx[k]
-            jac, w, y = _track_terms(d0[i], z0[i], phi[i], cot[i], s_d0[i], s_z0[i])
-            for a in range(3):
-                for b in range(3):
-                    info[a, b] += wts[k] * (jac[0, a] * w[0] * jac[0, b] + jac[1, a] * w[1] * jac[1, b])
-                rhs[a] += wts[k] * (jac[0, a] * w[0] * y[0] + jac[1, a] * w[1] * y[1])
-        cov, pos = _solve3(info, rhs)
+            j00, j01 = -sphi[i], cphi[i]
+            j10, j11 = -cot[i] * cphi[i], -cot[i] * sphi[i]
+            a0, a1 = wt * w0, wt * w1
+            info[0, 0] += a0 * j00 * j00 + a1 * j10 * j10
+            info[0, 1] += a0 * j00 * j01 + a1 * j10 * j11
+            info[0, 2] += a1 * j10
+            info[1, 1] += a0 * j01 * j01 + a1 * j11 * j11
+            info[1, 2] += a1 * j11
+            info[2, 2] += a1
+            rhs[0] += a0 * j00 * d0[i] + a1 * j10 * z0[i]
+            rhs[1] += a0 * j01 * d0[i] + a1 * j11 * z0[i]
+            rhs[2] += a1 * z0[i]
+        info[1, 0] = info[0, 1]
+        info[2, 0] = info[0, 2]
+        info[2, 1] = info[1, 2]
+        pos = np.linalg.solve(info, rhs)
     # final χ² at the final position
     for k in range(n):
         i = idx[k]
-        jac, w, y = _track_terms(d0[i], z0[i], phi[i], cot[i], s_d0[i], s_z0[i])
-        r0 = y[0] - (jac[0, 0] * pos[0] + jac[0, 1] * pos[1])
-        r1 = y[1] - (jac[1, 0] * pos[0] + jac[1, 1] * pos[1] + pos[2])
-        chi2[k] = r0 * r0 * w[0] + r1 * r1 * w[1]
+        r0, r1 = _residuals(d0[i], z0[i], sphi[i], cphi[i], cot[i], pos[0], pos[1], pos[2])
+        chi2[k] = r0 * r0 / (s_d0[i] * s_d0[i]) + r1 * r1 / (s_z0[i] * s_z0[i])
     return pos, info, wts, chi2
 
 
 @numba.njit(cache=True)
-def _find_vertices(offsets, sel, pt, d0, z0, phi, cot, s_d0, s_z0, bs_info, bs_pos, temps, chi2_cut,
+def _find_vertices(offsets, sel, pt, d0, z0, sphi, cphi, cot, s_d0, s_z0, bs_info, bs_pos, temps, chi2_cut,
                    removal_chi2, seed_window, fit_window, min_tracks, max_vertices):
     n_ev = len(offsets) - 1
     n_trk = len(d0)
@@ -278,8 +287,8 @@ def _find_vertices(offsets, sel, pt, d0, z0, phi, cot, s_d0, s_z0, bs_info, bs_p
                     loc[c] = a
                     idx[c] = cand[a]
                     c += 1
-            pos, info, wts, chi2 = _fit(idx, d0, z0, phi, cot, s_d0, s_z0, bs_info, bs_pos, zseed, temps,
-                                        chi2_cut)
+            pos, info, wts, chi2 = _fit(idx, d0, z0, sphi, cphi, cot, s_d0, s_z0, bs_info, bs_pos, zseed,
+                                        temps, chi2_cut)
             compat = chi2 < chi2_cut
             n_comp = 0
             for k in range(cnt):
@@ -445,7 +454,7 @@ def reconstruct_primary_vertices(
     bs_info, bs_pos = _beam_prior(bs)
     temps = np.asarray(v.annealing_temperatures, dtype=np.float64)
     n_vtx, vpos, vinfo, vntrk, vsum, tvtx, twt = _find_vertices(
-        offsets, sel, f8["pt"], f8["d0"], f8["z0"], f8["phi"], cot, f8["d0Uncertainty"], s_z0, bs_info,
+        offsets, sel, f8["pt"], f8["d0"], f8["z0"], np.sin(f8["phi"]), np.cos(f8["phi"]), cot, f8["d0Uncertainty"], s_z0, bs_info,
         bs_pos, temps, v.chi2_cut, max(v.removal_chi2_cut, v.chi2_cut), v.seed_window, v.fit_window, v.min_tracks, v.max_vertices)
     voff = np.zeros(n_ev + 1, dtype=np.int64)
     np.cumsum(n_vtx, out=voff[1:])
