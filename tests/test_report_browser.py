@@ -101,7 +101,8 @@ def _check(result: dict, min_images: int) -> None:
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
-    """An evaluation report (embedded images), a tuning report and a page with linked images."""
+    """An evaluation report (embedded images), a tuning report, a simulation-validation page (on a
+    mock sample) and a page with linked images."""
     from lhcml.config import validate_config
     from lhcml.metrics.evaluate import EvaluateConfig, evaluate
 
@@ -129,6 +130,12 @@ def reports(tmp_path_factory):
                    n_trials=4)  # fmt: skip
     write_report(study, space, {"optimizer": {"lr": 0.01}}, root / "tune")
 
+    from lhcml.data.mock import make_mock_file
+    from lhcml.sim.validation import validate_simulation
+
+    make_mock_file(root / "sim" / "ttbar_0000.h5", n_jets=1000, seed=1)
+    validate_simulation(root / "sim", root / "validation")
+
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(3, 2))
@@ -153,8 +160,9 @@ def test_evaluation_report_renders(chromium, reports, tmp_path):
     assert "<title>Mock tt̄ evaluation</title>" in page.read_text()
 
 
-def test_tuning_and_linked_reports_render(chromium, reports, tmp_path):
+def test_tuning_validation_and_linked_reports_render(chromium, reports, tmp_path):
     _check(_render(chromium, reports / "tune" / "report.html", tmp_path), 1)
+    _check(_render(chromium, reports / "validation" / "index.html", tmp_path), 5)
     result = _render(chromium, reports / "linked" / "report.html", tmp_path)
     _check(result, 1)
     assert "<i>c</i></span>-jets" in result["dom"]
@@ -165,7 +173,8 @@ def test_index_links_every_report_and_renders(chromium, reports, tmp_path):
     assert index == reports / "index.html"
     text = index.read_text()
     hrefs = re.findall(r'<a href="([^"]+)"', text)
-    assert sorted(hrefs) == ["evaluation/report.html", "linked/report.html", "tune/report.html"]
+    assert sorted(hrefs) == ["evaluation/report.html", "linked/report.html", "tune/report.html",
+                             "validation/index.html"]
     assert "lhcml tuning study: browser" in text
     result = _render(chromium, index, tmp_path)
     _check(result, 0)
