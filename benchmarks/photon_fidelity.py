@@ -93,7 +93,7 @@ def main() -> None:
         p = ph[sel]
         tight = atlas_2012_tight(p)
         iso = p["etcone20_corrected"] < 0.065 * p["pt"]
-        bins = list(zip(PT_BINS[:-1], PT_BINS[1:])) + [(PT_BINS[0], PT_BINS[-1])]
+        bins = list(zip(PT_BINS[:-1], PT_BINS[1:], strict=True)) + [(PT_BINS[0], PT_BINS[-1])]
         for lo, hi in bins:
             b = (p["pt"] / 1e3 >= lo) & (p["pt"] / 1e3 < hi)
             a, ea, n = _frac(tight[b])

@@ -57,7 +57,7 @@ def main() -> None:
     x, y = np.abs(ub[ok]), np.sign(ub[ok]) * ut[ok]  # odd symmetry: fold onto u >= 0
     edges = np.array([0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5])
     knots_b, knots_t = [0.0], [0.0]
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         b = (x >= lo) & (x < hi)
         if b.sum() >= 10:
             knots_b.append(round(float(np.median(x[b])), 4))
