@@ -40,7 +40,11 @@ Isolation
     ``ptvarcone20`` / ``ptvarcone30``: scalar sum of the p_T of reconstructed tracks with
     p_T > 1 GeV, ≥ 7 silicon hits, |Δz0·sinθ| < 3 mm from the primary vertex, within
     ΔR < min(R, 10 GeV/p_T) of the lepton, its own track excluded (the ATLAS definitions).
-    ``topoetcone20`` (``topoetcone40`` alike with ΔR < 0.4): transverse energy of the visible final-state particles (no neutrinos or muons;
+    ``topoetcone20`` (``topoetcone40`` alike with ΔR < 0.4). In the simulation chain: from the
+    topo-clusters of the jet calorimeter (:mod:`lhcml.sim.topoclusters`; EM scale, positive
+    clusters with the barycentre in the cone, minus their cells in the core, minus the leakage of
+    the lepton's own shower measured on single leptons, ρ-corrected with the clusters' median
+    density), as ATLAS. Without a calorimeter (``topo=None``): the transverse energy of the visible final-state particles (no neutrinos or muons;
     charged particles above the 0.45 GeV curl-up threshold; each above :attr:`LeptonConfig.calo_e_min`,
     a topo-cluster noise threshold of our choice) within ΔR < 0.2, minus the 5 × 7 core around an
     electron (ΔR < 0.05 around a muon), smeared by the EM/hadronic resolutions and
