@@ -15,6 +15,7 @@ bad input, as long as it raises one of these.
 from __future__ import annotations
 
 import errno
+import re
 from pathlib import Path
 
 
@@ -72,7 +73,10 @@ def locked_error(path: str | Path, err: BaseException | None = None) -> FileLock
 
 
 def _name(err: OSError) -> str:
-    return str(err.filename) if err.filename is not None else ""
+    if err.filename is not None:
+        return str(err.filename)
+    found = re.search(r"name = '([^']*)'", str(err))  # h5py names the file inside its message
+    return found.group(1) if found else ""
 
 
 def _os_message(err: OSError) -> str:
@@ -83,7 +87,7 @@ def _os_message(err: OSError) -> str:
     what = f"'{name}'" if name else "a file"
     if isinstance(err, PermissionError):
         return (
-            f"permission denied on {what} ({err.strerror or err}): make it readable (inputs) or "
+            f"permission denied on {what}: make it readable (inputs) or "
             "its directory writable (outputs) for your user, or choose another location"
         )
     if isinstance(err, IsADirectoryError):
