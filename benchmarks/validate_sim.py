@@ -3,7 +3,7 @@
 Usage::
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/validate_sim.py [--events 2000] \
-        [--mu 0 60 140] [--processes ttbar qcd top wz gamma_jet] [--work benchmarks/_work/validate_sim] [-j 2]
+        [--mu 0 60 140] [--processes ttbar qcd top wz gamma_jet dijet_photon] [--work benchmarks/_work/validate_sim] [-j 2]
 
 Simulates each process at each ⟨μ⟩ into ``WORK/<process>_mu<μ>/`` with ``lhcml simulate``'s
 runner (resumable: rerunning skips finished shards; one minimum-bias library per run in
@@ -14,7 +14,8 @@ the top samples across ⟨μ⟩), prints the pass/fail table and writes ``WORK/r
 ``WORK/report/validation.json``. The samples cover the checks: tt̄ (JES/JER 20-100 GeV, IP pulls,
 hit patterns, PV, prompt leptons in light jets, b/c lifetimes, tracks per jet), ``qcd`` (jets of
 250-1500 GeV: JES/JER at 300 GeV), ``top`` and ``wz`` (groomed large-R masses, τ32), ``gamma_jet``
-(prompt-photon Tight efficiency).
+(prompt-photon Tight efficiency, isolation vs μ), ``dijet_photon`` (EM-filtered fakes: their
+Tight pass rate, reported only).
 
 The issue asks for ≥ 2 000 events per point (the default); on a shared 2-core machine run a
 smaller ``--events`` and say so next to the numbers (docs/benchmarks/validation.md).
@@ -26,7 +27,7 @@ import argparse
 import time
 from pathlib import Path
 
-DEFAULT_PROCESSES = ("ttbar", "qcd", "top", "wz", "gamma_jet")
+DEFAULT_PROCESSES = ("ttbar", "qcd", "top", "wz", "gamma_jet", "dijet_photon")
 
 
 def _n_events(sample_dir: Path) -> int:
