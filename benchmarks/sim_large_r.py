@@ -87,11 +87,12 @@ def stability(events: int, mus: list[float], seed: int, constituents: str) -> li
                 pu, wu = _peak(j["massUngroomed"][sel] / 1e3)
                 psd, _ = _peak(j["massSoftDrop"][sel] / 1e3)
                 matched = sel & (j["truthJetMass"] > 0)
+                ptruth, _ = _peak(j["truthJetMass"][matched] / 1e3)
                 rows.append({
                     "particle": name, "mu": mu, "constituents": constituents, "events": events,
                     "jets": int(sel.sum()), "peak": peak, "shift": peak - PARTICLE_MASS[name],
                     "rel_width": width / peak, "peak_ungroomed": pu, "rel_width_ungroomed": wu / pu,
-                    "peak_softdrop": psd,
+                    "peak_softdrop": psd, "peak_truth_jet": ptruth,
                     "iqr_res": _iqr_resolution(j["mass"][matched] / j["truthJetMass"][matched]),
                     "jes": float(np.median(j["pt"][matched] / j["truthJetPt"][matched])),
                     "tau32_median": float(np.median(tau32[sel])), "wall_s": wall,
@@ -104,7 +105,7 @@ def _fmt(r: dict) -> str:
     return (f"{r['particle']:>4} mu={r['mu']:>5.0f} {r['constituents']:>8} jets={r['jets']:>5} "
             f"peak={r['peak']:6.1f} ({r['shift']:+5.1f}) width={100 * r['rel_width']:5.1f}% "
             f"| ungroomed {r['peak_ungroomed']:6.1f} ({100 * r['rel_width_ungroomed']:4.1f}%) "
-            f"| SD {r['peak_softdrop']:6.1f} | IQR res {100 * r['iqr_res']:5.1f}% | JES {r['jes']:.3f} "
+            f"| SD {r['peak_softdrop']:6.1f} | truth jet {r['peak_truth_jet']:6.1f} | IQR res {100 * r['iqr_res']:5.1f}% | JES {r['jes']:.3f} "
             f"| tau32 {r['tau32_median']:.3f} | {r['wall_s']:.0f} s")
 
 
