@@ -5,8 +5,9 @@
 (EM-filtered, :data:`EM_FILTER_DEFAULTS`) and ``dijet_photon_unfiltered`` here). It returns
 
 * ``photons``: structured array :data:`lhcml.data.schema.PHOTON_DTYPE`, one row per cluster
-  with E_T > ``min_pt_gev`` in ``|eta| < 1.37``: kinematics (MeV), the ATLAS shower shapes,
-  ``etcone20``, truth (``isPromptPhoton``, ``truthOrigin`` from
+  with E_T > ``min_pt_gev`` in ``|eta| < 1.37`` and no matched track (:func:`track_matched`):
+  kinematics (MeV), the ATLAS shower shapes, ``etcone20``, ``eventDensity`` and
+  ``etcone20_corrected`` (:mod:`lhcml.sim.clusters`), truth (``isPromptPhoton``, ``truthOrigin`` from
   :data:`lhcml.data.schema.PHOTON_TRUTH_ORIGIN`, ``truthPdgId``, ``truthE``, ``converted``),
   ``averageInteractionsPerCrossing`` (μ), ``actualInteractionsPerCrossing``, ``eventNumber``
   and the layer-image energies ``e_image_<layer>`` (to undo the normalisation);
