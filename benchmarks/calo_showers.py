@@ -7,7 +7,7 @@ Usage::
 Prints (1) the GFlash spot generation rate (``em_spots`` only) and the full single-photon chain
 rate (showers + cells + noise + clustering + shapes + images) per energy, and (2) the mean
 shower shapes of single photons and single pi0 (uniform 20-60 GeV, |eta| < 1.3, mu = 0) next to
-the ATLAS tight cuts and typical prompt-photon values of REFERENCE.md §5.
+the ATLAS tight cuts and typical prompt-photon values of docs/references.md §5.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def main() -> None:
     g = simulate_single(22, rng.uniform(20, 60, args.n), args.n, 4, eta=(-1.3, 1.3))["photons"]
     p = simulate_single(111, rng.uniform(20, 60, args.n), args.n, 5, eta=(-1.3, 1.3))["photons"]
     p = p[p["pt"] > 10_000]
-    ref = {  # REFERENCE §5: tight cut (|eta|<0.6, unconverted) and typical prompt-photon values
+    ref = {  # docs/references.md §5: tight cut (|eta|<0.6, unconverted) and typical prompt-photon values
         "Rhad": ("< 0.020", "-"), "Reta": ("> 0.92", "≈0.96"), "Rphi": ("> 0.93", "≈0.95"),
         "weta2": ("< 0.011", "≈0.010"), "DeltaE": ("< 180 MeV", "-"), "Eratio": ("> 0.80", "0.9+"),
         "wtots1": ("< 3.0", "-"), "fracs1": ("< 0.28", "0.1-0.2"), "weta1": ("< 0.67", "-"),

@@ -1,7 +1,7 @@
 """Flavour-tagging benchmark: IP3D, SV1, RNNIP, DIPS, MV2, DL1, DL1r and the GN-style tagger.
 
 Runs the whole chain on tt̄ and Z' and prints the light- and c-rejection table at 70 % and 77 %
-b-efficiency beside ATLAS's published values (/work/shared/REFERENCE.md §3), the training
+b-efficiency beside ATLAS's published values (docs/references.md §3), the training
 throughput per tagger and the ONNX latency::
 
     nice -n 10 python benchmarks/ftag_benchmark.py --work benchmarks/_work/ftag \\
@@ -63,7 +63,7 @@ LABELS = {"gn": "GN-style", "dl1r": "DL1r", "dl1": "DL1", "mv2": "MV2", "dips": 
           "rnnip": "RNNIP", "IP3D": "IP3D", "SV1": "SV1"}  # fmt: skip
 TABLE_ORDER = ("gn", "dl1r", "dl1", "mv2", "dips", "rnnip", "IP3D", "SV1")
 DEFAULT_EPOCHS = {"rnnip": 8, "dips": 15, "gn": 4, "dl1": 30, "dl1r": 30, "mv2": 1}
-# Published ATLAS values, tt̄ simulation (REFERENCE.md §3): (light rej., c rej.) per WP.
+# Published ATLAS values, tt̄ simulation (docs/references.md §3): (light rej., c rej.) per WP.
 # [R] = read in the source; UNVERIFIED = from memory of the paper, flagged as such.
 PUBLISHED: dict[str, dict[float, tuple[float | None, float | None, str]]] = {
     "dl1r": {0.77: (170.0, 5.0, "[R] EPJC 83 (2023) 681, abstract")},

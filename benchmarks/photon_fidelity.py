@@ -7,7 +7,7 @@ minimum-bias library, the readout's mean pile-up subtraction). Fakes: ``dijet_ph
 EM filter, the default) and ``dijet_photon_unfiltered`` (non-prompt candidates with E_T > 25 GeV).
 The ATLAS 2012 Tight menu is :func:`lhcml.tasks.photon.cuts.atlas_2012_tight`; "isolated" means
 ``etcone20_corrected < 0.065 E_T`` (the calorimeter part of ATLAS's FixedCutLoose working point;
-REFERENCE.md §5 quotes the ATLAS efficiencies for isolated photons). Errors are binomial.
+docs/references.md §5 quotes the ATLAS efficiencies for isolated photons). Errors are binomial.
 
 Usage::
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 PT_BINS = (25.0, 30.0, 35.0, 40.0, 45.0, 50.0)
-#: ATLAS Tight efficiency for isolated photons, |eta| < 0.6 (REFERENCE.md §5, digitised Delphes card)
+#: ATLAS Tight efficiency for isolated photons, |eta| < 0.6 (docs/references.md §5, digitised Delphes card)
 ATLAS_EFF = {(25.0, 30.0): 0.84, (45.0, 50.0): 0.90}
 #: our numbers before the fixes (issue 13, the independent check; docs/benchmarks/calo.md)
 OLD = {"tight_mu0": 0.35, "tight_mu60": 0.15, "weta2_median": 0.0107, "ws3_median": 0.669,
@@ -146,7 +146,7 @@ def main() -> None:
             fakes[f"{proc}_mu{mu:g}"] = {"n": n, "tight": a, "tight_err": ea, "tight_weighted": aw, "pi0_eta": pi0,
                                          "rhad_pass": float(rh.mean()) if n else float("nan")}  # fmt: skip
             print(f"{proc:26s} {mu:4g} {args.fake_events:7d} {n:6d} {pi0:11.2f} {float(rh.mean()) if n else float('nan'):16.3f} "
-                  f"{a:8.4f} ± {ea:.4f} {aw:9.4f}  not published (REFERENCE §5)")  # fmt: skip
+                  f"{a:8.4f} ± {ea:.4f} {aw:9.4f}  not published (docs/references.md §5)")  # fmt: skip
     (args.work / "results.json").write_text(json.dumps({"prompt": summary, "fakes": fakes}, indent=1))
 
 

@@ -4,7 +4,7 @@ Simulates QCD dijets + tt̄ (jets with pT > 8 GeV, |η| < 4.5, fully calibrated)
 matches anti-kt 0.4 truth jets, and reports in truth-pT bins (|η_truth| < 0.8) the median
 response and the relative resolution (IQR/1.349 over the median) next to ATLAS's JER curve
 ``N/pT ⊕ S/√pT ⊕ C`` with N = 3.5 GeV, S = 0.7 √GeV, C = 0.03 (≈ 24 % at 20 GeV, ≈ 6 % at 300
-GeV: REFERENCE.md §9, EPJC 81 (2021) 689; the parametrisation values are from memory, unverified).
+GeV: docs/references.md §9, EPJC 81 (2021) 689; the parametrisation values are from memory, unverified).
 Then the cost of the chain (calorimeter + topo-clusters + particle flow + small-R jets) next to
 Pythia's on tt̄::
 

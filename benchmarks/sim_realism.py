@@ -5,7 +5,7 @@ pile-up, V0 decays, tracker, particle flow, anti-kt 0.4 jets, association) and p
 flavour (HadronConeExclTruthLabelID), the mean number of associated tracks, the fraction of
 tracks with |IP3D_signed_d0_significance| > 3, the mean signed d0 significance, the fraction of
 tracks by ftagTruthOriginLabel, and hit-pattern summaries, next to the values we expect from
-ATLAS (REFERENCE.md §4: b ~8-10, c ~6-8, light ~4-6 associated tracks; UNVERIFIED).
+ATLAS (docs/references.md §4: b ~8-10, c ~6-8, light ~4-6 associated tracks; UNVERIFIED).
 
 Usage::
 

@@ -36,7 +36,7 @@ def test_geometry_cells_and_errors():
     # phi wraps: -pi and +pi land in the first/last cell consistently
     assert mid.phi_index(np.array([np.pi - 1e-9]))[0] == mid.n_phi - 1
     assert mid.phi_index(np.array([3 * np.pi + 0.01]))[0] == mid.phi_index(np.array([np.pi + 0.01]))[0]
-    # depths at eta = 0 as REFERENCE §6
+    # depths at eta = 0 as docs/references.md §6
     bx = dict(zip([lay.name for lay in GEO.layers], np.diff(GEO.depth_boundaries("x0")), strict=True))
     assert (bx["strips"], bx["middle"], bx["back"]) == (4.3, 16.0, 2.0)
     from importlib import resources
@@ -151,7 +151,7 @@ def test_photon_shapes_separate_from_pi0(gamma_pi0):
     assert dr > 2.5  # pi0 -> gamma gamma is wider in eta
     assert auc(g["Eratio"], p["Eratio"]) > 0.7  # second strip maximum
     assert auc(g["fracs1"], p["fracs1"]) < 0.3
-    # prompt photons near the published means (REFERENCE §5)
+    # prompt photons near the published means (docs/references.md §5)
     assert 0.94 < np.median(g["Reta"]) < 0.98
     assert 0.008 < np.median(g["weta2"]) < 0.012
     assert np.median(g["Eratio"]) > 0.9

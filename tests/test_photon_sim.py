@@ -59,7 +59,7 @@ def test_impact_point_corrections_follow_atlas():
 
 
 def test_prompt_photons_pass_atlas_2012_tight_at_the_published_rate():
-    """ATLAS: 84-90 % at 25-50 GeV for |eta| < 0.6 (REFERENCE §5); goal 80-92 %. Before the
+    """ATLAS: 84-90 % at 25-50 GeV for |eta| < 0.6 (docs/references.md §5); goal 80-92 %. Before the
     impact-point corrections this sample gave ~45 % (w_eta2 and w_s3 on their cuts)."""
     rng = np.random.default_rng(7)
     d = simulate_single(22, rng.uniform(26, 50, 220), 220, 7, eta=(-1.3, 1.3))["photons"]

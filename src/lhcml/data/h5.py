@@ -1,6 +1,6 @@
 """Flat HDF5 files: an atomic, streaming writer and a fast streaming reader.
 
-Layout (DESIGN §2, the ATLAS training-dataset-dumper layout): top-level structured datasets
+Layout (docs/data.md, the ATLAS training-dataset-dumper layout): top-level structured datasets
 with a shared first dimension (``jets`` 1-D, ``tracks`` ``(n_jets, 40)`` with ``valid``, ...);
 per-event tables (``events``) have one row per event. Files carry the unit attributes of
 :data:`lhcml.data.schema.FILE_ATTRS`; every dataset carries a JSON ``units`` attribute.

@@ -1,4 +1,4 @@
-"""The on-disk contract of lhcml flat files (DESIGN §2), shared by every stage.
+"""The on-disk contract of lhcml flat files (docs/data.md), shared by every stage.
 
 One file holds several top-level datasets, each a structured array with the same first
 dimension: ``jets`` (1-D), ``tracks`` (``(n_jets, 40)``), ``flow`` (``(n_jets, N)``

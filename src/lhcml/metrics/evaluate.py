@@ -1,7 +1,7 @@
 """The evaluation driver behind ``lhcml evaluate CONFIG``.
 
 Reads prediction files (flat HDF5 with the tagger outputs written back as
-``<tagger>_<output>`` columns, DESIGN §2), computes every metric of :mod:`lhcml.metrics` per
+``<tagger>_<output>`` columns, docs/data.md), computes every metric of :mod:`lhcml.metrics` per
 sample and tagger, writes ``results.json`` / ``results.yaml`` (a machine-readable table) and the
 plots. Works for any label scheme of ``labels.yaml``: flavour tagging (signal ``bjets``,
 backgrounds ``cjets``/``ujets``, fractions f_c), boosted tagging (``top`` vs ``qcd``, with the

@@ -1,4 +1,4 @@
-"""The open simulation (DESIGN §3): Pythia 8 events, pileup, a parametric ATLAS-like detector,
+"""The open simulation (docs/simulation.md): Pythia 8 events, pileup, a parametric ATLAS-like detector,
 particle flow, jets and truth labels, assembled into the flat-file schema.
 
 Entry point: :func:`lhcml.sim.events.simulate_events`. Heavy dependencies (pythia8mc, fastjet)

@@ -1,4 +1,4 @@
-"""Track-to-jet association and the per-jet track table of the flat files (DESIGN §2, §3).
+"""Track-to-jet association and the per-jet track table of the flat files (docs/data.md, docs/simulation.md).
 
 :func:`associate_tracks` takes the jets and the reconstructed tracks of each event (from
 :func:`lhcml.sim.tracker.simulate_tracks`) and fills the ``tracks`` dataset: a

@@ -36,7 +36,7 @@ hitting the boundary shares it between two rows, and the raw width grows by up t
 at the centre vs 0.0135 at the edge for 30-60 GeV photons in our simulation, the same size as
 ATLAS's correction). ATLAS subtracts a parametrised function of the relative position in the cell
 (``egammaqweta2c``, ``egammaqweta1c`` in athena ``Reconstruction/egamma/egammaUtils``, coefficients
-quoted in :data:`WETA2_CORRECTION` / :func:`ws3_impact_correction`); the Tight cuts (REFERENCE.md
+quoted in :data:`WETA2_CORRECTION` / :func:`ws3_impact_correction`); the Tight cuts (docs/references.md §5
 §5) are set on the corrected widths. Without the correction our prompt photons sat on the
 ``weta2 < 0.011`` and ``w_s3 < 0.67`` cuts (1/3 of them failing each).
 

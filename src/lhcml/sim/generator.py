@@ -1,4 +1,4 @@
-"""Pythia 8 event generation into an Awkward particle table (DESIGN §3).
+"""Pythia 8 event generation into an Awkward particle table (docs/simulation.md).
 
 Events come out of Pythia with ``Pythia.nextBatch(n)`` (Awkward arrays), never through a
 per-particle Python loop; truth ancestry (origin labels, heavy-flavour ancestors, vertex ids)
@@ -61,7 +61,7 @@ PARTICLE_FIELDS: dict[str, str] = {
 VERTEX_MERGE_DISTANCE = 0.1
 
 #: beam-spot defaults (mm) used when ``sim/detector_params.yaml`` has no ``beam_spot`` block:
-#: Run-2/3 luminous region sigma_z ~ 35 mm, sigma_xy ~ 10 um (REFERENCE.md §8)
+#: Run-2/3 luminous region sigma_z ~ 35 mm, sigma_xy ~ 10 um (docs/references.md §8)
 BEAM_SPOT_SIGMA_Z = 35.0
 BEAM_SPOT_SIGMA_XY = 0.010
 

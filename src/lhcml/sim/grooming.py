@@ -4,7 +4,7 @@ Every jet's constituents are handed to fastjet's multi-event interface as one "e
 whole batch of jets is reclustered in one C++ call (no Python loop over jets).
 
 Trimming (Krohn, Thaler, Wang, JHEP 02 (2010) 084; the ATLAS large-R configuration,
-:data:`TRIM_R_SUB` = 0.2, :data:`TRIM_F_CUT` = 5 %, REFERENCE.md): the constituents of each jet
+:data:`TRIM_R_SUB` = 0.2, :data:`TRIM_F_CUT` = 5 %, docs/references.md §7): the constituents of each jet
 are reclustered with the kt algorithm of radius ``R_sub``; subjets carrying less than ``f_cut``
 of the (ungroomed) jet pT are removed. This is ``fastjet::Filter(JetDefinition(kt, R_sub),
 SelectorPtFractionMin(f_cut))``; ``tests/test_sim_large_r.py`` checks it against that fastjet
@@ -24,7 +24,7 @@ import numpy as np
 
 from lhcml.sim.generator import offsets_of
 
-#: trimming subjet radius and pT fraction (ATLAS large-R jets, REFERENCE.md)
+#: trimming subjet radius and pT fraction (ATLAS large-R jets, docs/references.md §7)
 TRIM_R_SUB = 0.2
 TRIM_F_CUT = 0.05
 #: soft drop angular exponent and momentum-sharing cut (β = 0: modified mass drop)

@@ -19,7 +19,7 @@ Efficiencies (reconstruction, then one identification draw per candidate: nested
     with (a, b) chosen so that Loose/Medium/Tight give 93/88/80 % at E_T = 40 GeV and ≈ 88/80/69 % at
     20 GeV; × 0.9 in the barrel/end-cap transition 1.37 < |η| < 1.52 (our choice). ATLAS values:
     EPJC 79 (2019) 639 ("93 %, 88 % and 80 % at 40 GeV", reconstruction 97–99 %) — **from memory,
-    UNVERIFIED** (REFERENCE.md has no lepton section).
+    UNVERIFIED** (docs/references.md has no lepton section).
     Muons: |η| < 2.5, p_T > 3 GeV; ε_WP · (1 − exp(−(p_T − 3 GeV)/1.5 GeV)) (a candidate of any
     quality with a 99 % plateau, our choice) with plateaus
     Loose/Medium/Tight 98.1/96.1/91.8 % (prompt muons from W decays, 20 < p_T < 100 GeV, EPJC 76
@@ -31,7 +31,7 @@ Efficiencies (reconstruction, then one identification draw per candidate: nested
 Resolution
     Electron energy: the true energy of the electron and of the photons/electrons in its
     3 × 7 middle-layer cluster (|Δη| < 0.0375, |Δφ| < 0.0859), smeared by 10 %/√E ⊕ 0.7 % (the
-    DESIGN §3 EM calorimeter); direction from the electron's track when it has one. Muon p_T:
+    docs/simulation.md EM calorimeter); direction from the electron's track when it has one. Muon p_T:
     σ/p_T = 1.7 % (|η| < 1.05) or 2.3 % (end-caps) ⊕ 10⁻⁴·p_T/GeV (ATLAS Z → μμ, EPJC 76 (2016) 292:
     1.7 % central, 2.3 % end-cap — **from memory, UNVERIFIED**; the p_T term is our choice, 10 % at
     1 TeV).

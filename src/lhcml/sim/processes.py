@@ -1,4 +1,4 @@
-"""Registry of named Pythia 8 configurations (DESIGN §3).
+"""Registry of named Pythia 8 configurations (docs/simulation.md).
 
 Each :class:`Process` is a frozen description of what to generate (Pythia settings), which jets
 to build from it (``jet_kind``), the jet selection window, and how to weight the jets. The

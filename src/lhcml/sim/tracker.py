@@ -1,4 +1,4 @@
-"""Parametric ATLAS-like tracker: particles in, reconstructed tracks out (DESIGN §3).
+"""Parametric ATLAS-like tracker: particles in, reconstructed tracks out (docs/simulation.md).
 
 :func:`simulate_tracks` turns the generator's particle table (one list of particles per event,
 GeV and mm, see :mod:`lhcml.sim.generator`) into reconstructed tracks per event. Everything is

@@ -264,9 +264,9 @@ def _flavour_plots(
 
 #: reference notes shown beside the per-flavour summary
 _REFERENCE = {
-    5: "c*tau ≈ 0.47 mm (PDG B+/B0/Bs/Λb mix 0.44-0.49); tracks ~8-10 (UNVERIFIED, REFERENCE.md)",
+    5: "c*tau ≈ 0.47 mm (PDG B+/B0/Bs/Λb mix 0.44-0.49); tracks ~8-10 (UNVERIFIED, docs/references.md §4)",
     4: "c*tau 0.06-0.31 mm (PDG Λc, D0 0.12, Ds 0.15, D+ 0.31); tracks ~6-8 (UNVERIFIED)",
-    0: "tracks ~4-6 (UNVERIFIED, REFERENCE.md); small symmetric sd0 tails",
+    0: "tracks ~4-6 (UNVERIFIED, docs/references.md §4); small symmetric sd0 tails",
 }
 
 

@@ -1,4 +1,4 @@
-"""Streaming torch datasets over lhcml flat HDF5 files (DESIGN §2) and a Lightning datamodule.
+"""Streaming torch datasets over lhcml flat HDF5 files (docs/data.md) and a Lightning datamodule.
 
 Input groups are generic: each entry of ``data.inputs`` names a top-level dataset of the file.
 

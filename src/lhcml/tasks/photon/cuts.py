@@ -1,6 +1,6 @@
 """Cut-based photon identification: Loose/Tight-style rectangular cuts on the shower shapes.
 
-The menus follow ATLAS's structure (REFERENCE §5): Loose cuts on the hadronic leakage and the
+The menus follow ATLAS's structure (docs/references.md §5): Loose cuts on the hadronic leakage and the
 middle-layer shapes (R_had, R_eta, w_eta2); Tight adds R_phi and the strip variables (w_s3,
 w_s,tot, F_side, ΔE, E_ratio), which apply only where ``f1 > 0.005``. R_had uses ``Rhad1`` for
 ``|eta| < 0.8`` and ``Rhad`` for ``0.8 < |eta| < 1.37``. Cuts are set per bin of ``|eta|``
@@ -288,7 +288,7 @@ ATLAS_2012_ETA_EDGES = (0.0, 0.6, 0.8, 1.15, 1.37)
 #: E_T bin edges (GeV) of the 2012 Tight menu: only R_had changes at 80 GeV
 ATLAS_2012_PT_EDGES_GEV = (0.0, 80.0, 1e9)
 #: ATLAS 2012 Tight photon cuts per barrel |eta| bin (``PhotonIsEMSelectorConfig2012`` in
-#: athena ``ElectronPhotonSelectorTools/python/PhotonIsEMSelectorCutDefs.py``; REFERENCE.md §5
+#: athena ``ElectronPhotonSelectorTools/python/PhotonIsEMSelectorCutDefs.py``; docs/references.md §5
 #: quotes the |eta| < 0.6 column). ``Rhad``: one row per E_T bin (below / above 80 GeV); the other
 #: variables do not depend on E_T. Strip cuts apply only where f1 > 0.005. DeltaE in MeV.
 ATLAS_2012_TIGHT: dict[str, dict[str, tuple]] = {
