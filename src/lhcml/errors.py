@@ -39,6 +39,10 @@ class FileLockedError(LhcmlError, OSError):
     """An HDF5 file is open for writing in another process (HDF5's file lock is held)."""
 
 
+class OutputNotWritableError(LhcmlError, PermissionError):
+    """An output location cannot be written (read-only directory or file system)."""
+
+
 class CheckpointMismatchError(LhcmlError, ValueError):
     """A model checkpoint was produced with a different configuration."""
 
