@@ -106,7 +106,9 @@ def test_read_only_directory_gives_lhcml_error(tmp_path, monkeypatch):
     ro.chmod(0o555)
     if os.geteuid() == 0:  # root ignores permission bits: emulate what access(2) answers a user
         real = os.access
-        monkeypatch.setattr(atomic.os, "access", lambda p, m: False if Path(p) == ro else real(p, m))
+        monkeypatch.setattr(
+            atomic.os, "access", lambda p, m: False if Path(p) == ro else real(p, m)
+        )
     try:
         with pytest.raises(OutputNotWritableError, match="not writable") as exc:
             with atomic.atomic_path(ro / "out.h5") as tmp:

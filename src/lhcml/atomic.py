@@ -234,5 +234,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["TMP_MARK", "atomic_dir", "atomic_path", "atomic_write_bytes", "atomic_write_text",
-           "commit", "discard", "remove_stale_temporaries", "temp_path"]
+__all__ = [
+    "TMP_MARK",
+    "atomic_dir",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "commit",
+    "discard",
+    "remove_stale_temporaries",
+    "temp_path",
+]
