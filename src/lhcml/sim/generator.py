@@ -1,8 +1,8 @@
-"""Pythia 8 event generation into an Awkward particle table (docs/simulation.md).
+"""Pythia 8 event generation into the particle table (docs/simulation.md).
 
 Events come out of Pythia with ``Pythia.nextBatch(n)`` (Awkward arrays), never through a
 per-particle Python loop; truth ancestry (origin labels, heavy-flavour ancestors, vertex ids)
-is computed by numba kernels on the flattened record.
+is computed by the numba kernels of :mod:`lhcml.sim.truth_ancestry` on the flattened record.
 
 The particle table
 ------------------
@@ -10,30 +10,77 @@ The particle table
 :data:`PARTICLE_FIELDS` (GeV, mm, mm/c). All particles of the Pythia event record are kept
 (intermediate partons and hadrons included, ``final`` marks the stable final state), so that
 indices stored in ``hf_hadron`` point into the same list. Vertices are in the detector frame:
-the hard-scatter primary vertex sits at the event's beam-spot position.
+the hard-scatter primary vertex sits at the event's beam-spot position
+(:mod:`lhcml.sim.beam_spot`).
 
-``origin`` follows ATLAS's ``ftagTruthOriginLabel`` (:data:`lhcml.data.schema.TRUTH_ORIGIN`):
-a particle whose ancestry (through decays) reaches a weakly decaying b-hadron is ``fromB``,
-through a c-hadron that itself comes from a b-hadron ``fromBC``, a c-hadron only ``fromC``, a
-τ lepton ``fromTau``; otherwise ``primary``. ``otherSecondary`` is set by the detector decays
-(:mod:`lhcml.sim.decays`), ``pileup`` by the overlay (:mod:`lhcml.sim.pileup`).
+``origin`` and ``vertex_index``: see :mod:`lhcml.sim.truth_ancestry`. ``otherSecondary`` is set
+by the detector decays (:mod:`lhcml.sim.decays`), ``pileup`` by the overlay
+(:mod:`lhcml.sim.pileup`).
 
-``vertex_index``: 0 = hard-scatter primary vertex; every other distinct production position
-(clustered within :data:`VERTEX_MERGE_DISTANCE`) gets its own id 1, 2, ... per event.
+Related modules (split out of this one; the names are re-exported here so that
+``from lhcml.sim.generator import ...`` keeps working): :mod:`lhcml.sim.flat_table` (flat
+tables and Awkward round trips), :mod:`lhcml.sim.truth_ancestry` (ancestry kernels),
+:mod:`lhcml.sim.beam_spot` (luminous region).
 """
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import Any
 
 import awkward as ak
-import numba
 import numpy as np
 
-from lhcml.data.schema import TRUTH_ORIGIN
 from lhcml.errors import ConfigError
+from lhcml.sim.beam_spot import BEAM_SPOT_SIGMA_XY, BEAM_SPOT_SIGMA_Z, beam_spot_sigmas
+from lhcml.sim.flat_table import (
+    FlatTable,
+    _leaf,
+    _list_layout,
+    event_ids,
+    insert_per_event,
+    offsets_of,
+    segment_max,
+    to_awkward,
+    to_flat,
+)
 from lhcml.sim.processes import Process, get_process
+from lhcml.sim.truth_ancestry import (
+    ORIGIN_FROM_B,
+    ORIGIN_FROM_BC,
+    ORIGIN_FROM_C,
+    ORIGIN_FROM_TAU,
+    ORIGIN_PRIMARY,
+    VERTEX_MERGE_DISTANCE,
+    _ancestry,
+    _resonances,
+    _weak_hf,
+    assign_vertices,
+    hadron_flavour,
+)
+
+__all__ = [
+    "BEAM_SPOT_SIGMA_XY",
+    "BEAM_SPOT_SIGMA_Z",
+    "ORIGIN_FROM_B",
+    "ORIGIN_FROM_BC",
+    "ORIGIN_FROM_C",
+    "ORIGIN_FROM_TAU",
+    "ORIGIN_PRIMARY",
+    "PARTICLE_FIELDS",
+    "VERTEX_MERGE_DISTANCE",
+    "FlatTable",
+    "GeneratedEvents",
+    "PythiaGenerator",
+    "assign_vertices",
+    "beam_spot_sigmas",
+    "event_ids",
+    "hadron_flavour",
+    "insert_per_event",
+    "offsets_of",
+    "segment_max",
+    "to_awkward",
+    "to_flat",
+]
 
 #: fields of the particle table and their numpy dtypes
 PARTICLE_FIELDS: dict[str, str] = {
@@ -56,445 +103,6 @@ PARTICLE_FIELDS: dict[str, str] = {
     "vertex_index": "i4",
     "is_pileup": "?",
 }
-
-#: production vertices closer than this (mm) are the same truth vertex (as ATLAS truth merging)
-VERTEX_MERGE_DISTANCE = 0.1
-
-#: beam-spot defaults (mm) used when ``sim/detector_params.yaml`` has no ``beam_spot`` block:
-#: Run-2/3 luminous region sigma_z ~ 35 mm, sigma_xy ~ 10 um (docs/references.md §8)
-BEAM_SPOT_SIGMA_Z = 35.0
-BEAM_SPOT_SIGMA_XY = 0.010
-
-ORIGIN_PRIMARY = TRUTH_ORIGIN["primary"]
-ORIGIN_FROM_B = TRUTH_ORIGIN["fromB"]
-ORIGIN_FROM_BC = TRUTH_ORIGIN["fromBC"]
-ORIGIN_FROM_C = TRUTH_ORIGIN["fromC"]
-ORIGIN_FROM_TAU = TRUTH_ORIGIN["fromTau"]
-
-
-def beam_spot_sigmas() -> tuple[float, float]:
-    """``(sigma_xy, sigma_z)`` in mm of the luminous region.
-
-    Read from the ``beam_spot`` block (``sigma_xy``, ``sigma_z``, mm) of
-    ``lhcml/sim/detector_params.yaml`` when present, else :data:`BEAM_SPOT_SIGMA_XY` and
-    :data:`BEAM_SPOT_SIGMA_Z`.
-    """
-    try:
-        from lhcml.sim.detector import default_detector_params
-
-        bs = default_detector_params().beam_spot
-        return float(bs.sigma_xy), float(bs.sigma_z)
-    except (ImportError, AttributeError):
-        pass
-    try:
-        import yaml
-
-        text = resources.files("lhcml.sim").joinpath("detector_params.yaml").read_text()
-        block = (yaml.safe_load(text) or {}).get("beam_spot") or {}
-        return float(block.get("sigma_xy", BEAM_SPOT_SIGMA_XY)), float(block.get("sigma_z", BEAM_SPOT_SIGMA_Z))
-    except (FileNotFoundError, ModuleNotFoundError, AttributeError, TypeError, ValueError):
-        return BEAM_SPOT_SIGMA_XY, BEAM_SPOT_SIGMA_Z
-
-
-# --------------------------------------------------------------------------------------------
-# flat <-> awkward helpers
-# --------------------------------------------------------------------------------------------
-
-
-def to_awkward(columns: dict[str, np.ndarray], counts: np.ndarray) -> ak.Array:
-    """Jagged record array (one list per event) from flat columns and per-event counts.
-
-    The layout (list offsets over a record of numpy columns) is built directly, without copies.
-    """
-    counts = np.asarray(counts, dtype=np.int64)
-    offsets = offsets_of(counts)
-    n = int(offsets[-1])
-    contents = []
-    for name, col in columns.items():
-        col = np.asarray(col)
-        if len(col) != n:
-            raise ValueError(f"column '{name}' has {len(col)} rows, the counts add up to {n}")
-        contents.append(ak.contents.NumpyArray(col))
-    record = ak.contents.RecordArray(contents, list(columns), length=n)
-    return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), record))
-
-
-def _leaf(content: Any) -> np.ndarray | None:
-    """The numpy buffer of a plain (non-option, non-indexed) awkward leaf, else ``None``."""
-    if isinstance(content, ak.contents.NumpyArray) and content.data.ndim == 1:
-        return np.asarray(content.data)
-    return None
-
-
-def _list_layout(array: Any) -> tuple[np.ndarray, Any] | None:
-    """``(offsets, record content)`` of a jagged record array stored as offsets, else ``None``."""
-    layout = ak.to_layout(array) if isinstance(array, ak.Array) else array
-    if isinstance(layout, ak.contents.ListOffsetArray) and isinstance(layout.content, ak.contents.RecordArray):
-        return np.asarray(layout.offsets.data).astype(np.int64, copy=False), layout.content
-    return None
-
-
-def to_flat(array: ak.Array, fields: list[str] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Flat numpy columns and per-event counts of a jagged record array.
-
-    Plain layouts (offsets over a record of numpy leaves, as built by :func:`to_awkward`) are read
-    without copies; anything else goes through ``ak.flatten``.
-    """
-    fields = fields or list(array.fields)
-    direct = _list_layout(array)
-    if direct is not None:
-        offs, rec = direct
-        cols = {}
-        for f in fields:
-            leaf = _leaf(rec.content(f)) if f in rec.fields else None
-            if leaf is None:
-                break
-            cols[f] = leaf[offs[0] : offs[-1]]
-        else:
-            return cols, np.diff(offs)
-    counts = ak.to_numpy(ak.num(array, axis=1)).astype(np.int64)
-    flat = ak.flatten(array, axis=1)
-    return {f: ak.to_numpy(flat[f]) for f in fields}, counts
-
-
-def offsets_of(counts: np.ndarray) -> np.ndarray:
-    """Offsets (length n+1) of a jagged layout with these counts."""
-    out = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
-
-
-class FlatTable:
-    """A jagged table (one list of rows per event) as flat numpy columns + per-event counts.
-
-    The simulation chain passes these between its stages (no Awkward round trips); use
-    :meth:`to_awkward` / :meth:`from_awkward` at the public boundaries.
-
-    Parameters
-    ----------
-    columns
-        Flat columns, all of the same length ``counts.sum()``, rows grouped by event.
-    counts
-        Rows per event.
-    """
-
-    __slots__ = ("columns", "counts", "_offsets", "_events")
-
-    def __init__(self, columns: dict[str, np.ndarray], counts: np.ndarray) -> None:
-        self.columns = dict(columns)
-        self.counts = np.asarray(counts, dtype=np.int64)
-        self._offsets: np.ndarray | None = None
-        self._events: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.counts)
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self.columns[name]
-
-    @property
-    def offsets(self) -> np.ndarray:
-        """Offsets (length ``n_events + 1``) of each event's first row."""
-        if self._offsets is None:
-            self._offsets = offsets_of(self.counts)
-        return self._offsets
-
-    @property
-    def event(self) -> np.ndarray:
-        """Event index of every row."""
-        if self._events is None:
-            self._events = event_ids(self.counts)
-        return self._events
-
-    def select(self, mask: np.ndarray) -> FlatTable:
-        """The rows where ``mask`` is true (per-event order kept)."""
-        idx = np.flatnonzero(mask)
-        counts = np.bincount(self.event[idx], minlength=len(self))
-        return FlatTable({k: v[idx] for k, v in self.columns.items()}, counts)
-
-    def to_awkward(self) -> ak.Array:
-        """The table as a jagged Awkward record array."""
-        return to_awkward(self.columns, self.counts)
-
-    @classmethod
-    def from_awkward(cls, array: ak.Array, fields: list[str] | None = None) -> FlatTable:
-        """Flat table of a jagged Awkward record array (``fields``: default all)."""
-        cols, counts = to_flat(array, fields)
-        return cls(cols, counts)
-
-
-@numba.njit(cache=True)
-def _interleave(a, a_off, b, b_off, out):
-    """Per event ``e``: ``a[a_off[e]:a_off[e+1]]`` then ``b[b_off[e]:b_off[e+1]]`` into ``out``."""
-    pos = 0
-    for ev in range(a_off.shape[0] - 1):
-        n = a_off[ev + 1] - a_off[ev]
-        out[pos : pos + n] = a[a_off[ev] : a_off[ev + 1]]
-        pos += n
-        n = b_off[ev + 1] - b_off[ev]
-        out[pos : pos + n] = b[b_off[ev] : b_off[ev + 1]]
-        pos += n
-
-
-def insert_per_event(first: FlatTable, second: FlatTable) -> FlatTable:
-    """Per event, the rows of ``first`` followed by those of ``second`` (``ak.concatenate(axis=1)``).
-
-    Both tables need the same columns and events; the dtypes of ``first`` are kept.
-    """
-    total = int(first.counts.sum() + second.counts.sum())
-    cols = {}
-    for k, a in first.columns.items():
-        out = np.empty(total, dtype=a.dtype)
-        _interleave(a, first.offsets, second.columns[k].astype(a.dtype, copy=False), second.offsets, out)
-        cols[k] = out
-    return FlatTable(cols, first.counts + second.counts)
-
-
-@numba.njit(cache=True)
-def segment_max(values, offsets, empty_value):
-    """Maximum of ``values`` in each segment ``offsets[i]:offsets[i+1]`` (``empty_value`` if empty)."""
-    n = offsets.shape[0] - 1
-    out = np.full(n, empty_value, dtype=np.int64)
-    for i in range(n):
-        if offsets[i + 1] > offsets[i]:
-            m = values[offsets[i]]
-            for j in range(offsets[i] + 1, offsets[i + 1]):
-                if values[j] > m:
-                    m = values[j]
-            out[i] = m
-    return out
-
-
-def event_ids(counts: np.ndarray) -> np.ndarray:
-    """For each flat entry, the index of its event."""
-    return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-
-
-# --------------------------------------------------------------------------------------------
-# pdg-id helpers
-# --------------------------------------------------------------------------------------------
-
-
-@numba.njit(cache=True)
-def _heaviest_quark(pid: int) -> int:
-    """Heaviest quark flavour of a hadron pdg id; 0 for non-hadrons, -1 for quarkonia."""
-    a = abs(pid) % 10000
-    if a < 100:
-        return 0
-    q3 = (a // 10) % 10
-    if q3 == 0:  # diquark
-        return 0
-    q2 = (a // 100) % 10
-    q1 = (a // 1000) % 10
-    if q1 == 0:  # meson q2 q3
-        if q2 == q3:
-            return -1  # quarkonium (hidden flavour)
-        return q2
-    return q1
-
-
-@numba.njit(cache=True)
-def _hadron_flavour_array(pid: np.ndarray) -> np.ndarray:
-    out = np.zeros(pid.shape[0], dtype=np.int8)
-    for i in range(pid.shape[0]):
-        out[i] = _heaviest_quark(pid[i])
-    return out
-
-
-def hadron_flavour(pid: np.ndarray) -> np.ndarray:
-    """Heaviest quark flavour of each hadron (5 b, 4 c, ...; 0 non-hadron, -1 quarkonium)."""
-    return _hadron_flavour_array(np.ascontiguousarray(pid, dtype=np.int32))
-
-
-# --------------------------------------------------------------------------------------------
-# ancestry kernels
-# --------------------------------------------------------------------------------------------
-
-
-@numba.njit(cache=True)
-def _weak_hf(offsets, pid, mother1, mother2, flav):
-    """Flags of weakly decaying b/c hadrons and last-copy taus (no same-kind child)."""
-    n = pid.shape[0]
-    has_b_child = np.zeros(n, dtype=np.bool_)
-    has_c_child = np.zeros(n, dtype=np.bool_)
-    has_tau_child = np.zeros(n, dtype=np.bool_)
-    for ev in range(offsets.shape[0] - 1):
-        o = offsets[ev]
-        for g in range(o, offsets[ev + 1]):
-            for m in (mother1[g], mother2[g]):
-                if m <= 0:
-                    continue
-                gm = o + m
-                if flav[g] == 5:
-                    has_b_child[gm] = True
-                elif flav[g] == 4:
-                    has_c_child[gm] = True
-                if abs(pid[g]) == 15:
-                    has_tau_child[gm] = True
-    weak_b = np.zeros(n, dtype=np.bool_)
-    weak_c = np.zeros(n, dtype=np.bool_)
-    last_tau = np.zeros(n, dtype=np.bool_)
-    for g in range(n):
-        weak_b[g] = flav[g] == 5 and not has_b_child[g]
-        weak_c[g] = flav[g] == 4 and not has_c_child[g] and not has_b_child[g]
-        last_tau[g] = abs(pid[g]) == 15 and not has_tau_child[g]
-    return weak_b, weak_c, last_tau
-
-
-@numba.njit(cache=True)
-def _ancestry(offsets, pid, status, mother1, weak_b, weak_c, last_tau):
-    """Origin label, heavy-flavour ancestor and parent pid of every particle."""
-    n = pid.shape[0]
-    origin = np.full(n, ORIGIN_PRIMARY, dtype=np.int8)
-    hf = np.full(n, -1, dtype=np.int32)
-    parent_pid = np.zeros(n, dtype=np.int32)
-    c_from_b = np.zeros(n, dtype=np.bool_)
-    for ev in range(offsets.shape[0] - 1):
-        o = offsets[ev]
-        for g in range(o, offsets[ev + 1]):
-            m = mother1[g]
-            if m > 0:
-                parent_pid[g] = pid[o + m]
-            found_b = -1
-            found_c = -1
-            found_tau = False
-            cur = g
-            for _ in range(256):
-                st = abs(status[cur])
-                if st < 91 or st > 99:  # not produced in a particle decay: stop
-                    break
-                m = mother1[cur]
-                if m <= 0:
-                    break
-                gm = o + m
-                if weak_b[gm]:
-                    found_b = m
-                    break
-                if weak_c[gm] and found_c < 0:
-                    found_c = m
-                if last_tau[gm]:
-                    found_tau = True
-                cur = gm
-            if found_b >= 0 and found_c >= 0:
-                origin[g] = ORIGIN_FROM_BC
-                hf[g] = found_b
-            elif found_b >= 0:
-                origin[g] = ORIGIN_FROM_B
-                hf[g] = found_b
-            elif found_c >= 0:
-                origin[g] = ORIGIN_FROM_C
-                hf[g] = found_c
-            elif found_tau:
-                origin[g] = ORIGIN_FROM_TAU
-            if weak_c[g] and found_b >= 0:
-                c_from_b[g] = True
-    return origin, hf, parent_pid, c_from_b
-
-
-@numba.njit(cache=True)
-def assign_vertices(offsets, vx, vy, vz, merge_distance, first_id):
-    """Truth vertex ids per event: 0 for the origin, distinct ids for other positions.
-
-    Positions are relative to the event's primary vertex (before the beam-spot shift).
-    ``first_id[ev]`` is the first id given to a displaced vertex of event ``ev``.
-    """
-    n = vx.shape[0]
-    out = np.zeros(n, dtype=np.int32)
-    d2 = merge_distance * merge_distance
-    buf = np.empty((256, 3))
-    for ev in range(offsets.shape[0] - 1):
-        nv = 0
-        for g in range(offsets[ev], offsets[ev + 1]):
-            x = vx[g]
-            y = vy[g]
-            z = vz[g]
-            if x * x + y * y + z * z < d2:
-                out[g] = 0
-                continue
-            found = -1
-            for k in range(nv):
-                dx = buf[k, 0] - x
-                dy = buf[k, 1] - y
-                dz = buf[k, 2] - z
-                if dx * dx + dy * dy + dz * dz < d2:
-                    found = k
-                    break
-            if found < 0:
-                if nv == buf.shape[0]:
-                    nb = np.empty((2 * nv, 3))
-                    nb[:nv] = buf
-                    buf = nb
-                buf[nv, 0] = x
-                buf[nv, 1] = y
-                buf[nv, 2] = z
-                found = nv
-                nv += 1
-            out[g] = first_id[ev] + found
-    return out
-
-
-@numba.njit(cache=True)
-def _resonances(offsets, pid, daughter1, daughter2):
-    """Last copies of t, W, Z, H with up to three decay quarks (global indices, -1 = none)."""
-    n = pid.shape[0]
-    out_idx = np.full(n, -1, dtype=np.int64)
-    out_q = np.full((n, 3), -1, dtype=np.int64)
-    nout = 0
-    for ev in range(offsets.shape[0] - 1):
-        o = offsets[ev]
-        for g in range(o, offsets[ev + 1]):
-            a = abs(pid[g])
-            if a != 6 and a != 23 and a != 24 and a != 25:
-                continue
-            d1 = daughter1[g]
-            d2 = daughter2[g]
-            if d1 <= 0:
-                continue
-            if d2 < d1:
-                d2 = d1
-            same = False
-            for d in range(d1, d2 + 1):
-                if pid[o + d] == pid[g]:
-                    same = True
-            if same:
-                continue  # not the last copy
-            nq = 0
-            for d in range(d1, d2 + 1):
-                gd = o + d
-                ad = abs(pid[gd])
-                if ad >= 1 and ad <= 5 and nq < 3:
-                    out_q[nout, nq] = gd
-                    nq += 1
-                elif ad == 24 and a == 6:
-                    # follow the W to its last copy, then take its decay quarks
-                    w = gd
-                    for _ in range(64):
-                        e1 = daughter1[w]
-                        e2 = daughter2[w]
-                        if e1 <= 0:
-                            break
-                        if e2 < e1:
-                            e2 = e1
-                        nxt = -1
-                        for e in range(e1, e2 + 1):
-                            if pid[o + e] == pid[w]:
-                                nxt = o + e
-                        if nxt < 0:
-                            break
-                        w = nxt
-                    e1 = daughter1[w]
-                    e2 = daughter2[w]
-                    if e2 < e1:
-                        e2 = e1
-                    if e1 > 0:
-                        for e in range(e1, e2 + 1):
-                            ae = abs(pid[o + e])
-                            if ae >= 1 and ae <= 5 and nq < 3:
-                                out_q[nout, nq] = o + e
-                                nq += 1
-            out_idx[nout] = g
-            nout += 1
-    return out_idx[:nout], out_q[:nout]
 
 
 # --------------------------------------------------------------------------------------------

@@ -352,3 +352,29 @@ def neighbour_counts(offsets, eta, phi, radius):
                     out[i] += 1
                     out[j] += 1
     return out
+
+
+#: half-width of the η and φ window (rad) inside which pairs of tracks are tested for merged
+#: clusters (our choice: wider than any cluster window at the innermost radius)
+SHARE_WINDOW = 0.05
+
+
+def shared_split(merged, n_side_hits, is_pix, rng, sh):
+    """Merged clusters → (pixel shared, SCT shared, pixel split, IBL shared, IBL split) counts."""
+    n, ns = merged.shape
+    u_split = rng.random((n, ns))
+    split = merged & is_pix[None, :] & (u_split < sh.split_probability)
+    shared = merged & ~split
+    shared_sides = np.where(shared, n_side_hits, 0)
+    return (shared_sides[:, is_pix].sum(axis=1), shared_sides[:, ~is_pix].sum(axis=1),
+            split[:, is_pix].sum(axis=1), shared[:, 0].astype(np.int64), split[:, 0].astype(np.int64))
+
+
+def cluster_windows(p: DetectorParams, is_pix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per surface: rφ and z/r distances below which two crossings share a cluster."""
+    sh = p.shared_hits
+    ns = len(is_pix)
+    drphi = np.array([sh.ibl_drphi if k == 0 else (sh.pixel_drphi if is_pix[k] else sh.sct_drphi)
+                      for k in range(ns)])
+    dw = np.array([sh.ibl_dz if k == 0 else (sh.pixel_dz if is_pix[k] else sh.sct_dz) for k in range(ns)])
+    return drphi, dw
