@@ -226,6 +226,30 @@ def test_pflow_removes_clusters_below_the_expectation_and_small_remnants():
     assert matched[0] == -1 and ev["cell_e"].sum() == 14.0
 
 
+@pytest.mark.parametrize("energy", [20.0, 100.0])
+def test_pflow_counts_an_electron_once(energy):
+    """An isolated electron with a perfect track: the flow objects carry its energy once (below
+    and above the 40 GeV end of the hadron subtraction), as one charged electron object."""
+    from lhcml.sim.pflow import KIND_ELECTRON, build_pflow_flat
+
+    rng = np.random.default_rng(5)
+    n = 200
+    parts = _gun(11, energy, n, rng, eta_range=(0.1, 0.6))
+    px, py, pz = parts["px"], parts["py"], parts["pz"]
+    pt = np.hypot(px, py)
+    tracks = FlatTable({"pt": pt, "eta": np.arcsinh(pz / pt), "phi": np.arctan2(py, px),
+                        "charge": parts["charge"], "z0": np.zeros(n), "particle_index": np.zeros(n, np.int64)},
+                       np.ones(n, np.int64))
+    flow = build_pflow_flat(parts, tracks, np.zeros(n), rng, mu=0.0)
+    e_sum = np.bincount(flow.event, weights=flow["E"], minlength=n)
+    charged = flow["kind"] == KIND_ELECTRON
+    assert np.bincount(flow.event[charged], minlength=n).tolist() == [1] * n
+    # EM resolution ~10 %/sqrt(E): the total is the electron's energy (double counting would be ~2x
+    # above 40 GeV, +20-30 % below with the pion E/p), up to noise clusters and the EM tail
+    assert np.median(e_sum / energy) == pytest.approx(1.0, abs=0.03)
+    assert np.mean(e_sum / energy > 1.25) < 0.03
+
+
 # --- jet calibration --------------------------------------------------------------------------
 
 

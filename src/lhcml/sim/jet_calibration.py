@@ -27,7 +27,6 @@ import functools
 import json
 from pathlib import Path
 
-import numba
 import numpy as np
 
 from lhcml.errors import ConfigError
@@ -147,29 +146,11 @@ def truth_jets_flat(generated, radius: float = 0.4, min_pt: float = TRUTH_JET_PT
     return jets
 
 
-@numba.njit(cache=True)
-def _nearest(aoff, aeta, aphi, boff, beta, bphi, dr_max):
-    out = np.full(aeta.shape[0], -1, np.int64)
-    for ev in range(aoff.shape[0] - 1):
-        for i in range(aoff[ev], aoff[ev + 1]):
-            best = dr_max * dr_max
-            for j in range(boff[ev], boff[ev + 1]):
-                de = aeta[i] - beta[j]
-                dp = aphi[i] - bphi[j]
-                while dp > np.pi:
-                    dp -= 2 * np.pi
-                while dp < -np.pi:
-                    dp += 2 * np.pi
-                d2 = de * de + dp * dp
-                if d2 < best:
-                    best = d2
-                    out[i] = j
-    return out
-
-
 def match_truth(jets: FlatTable, truth: FlatTable, dr_max: float = TRUTH_MATCH_DR) -> tuple[np.ndarray, np.ndarray]:
     """pT and η of the nearest truth jet (ΔR < dr_max) of each reco jet; pT = -1 when unmatched."""
-    idx = _nearest(jets.offsets, np.asarray(jets["eta"], float), np.asarray(jets["phi"], float), truth.offsets,
+    from lhcml.sim.jets import nearest_within_dr
+
+    idx = nearest_within_dr(jets.offsets, np.asarray(jets["eta"], float), np.asarray(jets["phi"], float), truth.offsets,
                    np.asarray(truth["eta"], float), np.asarray(truth["phi"], float), dr_max)
     ok = idx >= 0
     pt = np.where(ok, truth["pt"][np.where(ok, idx, 0)] if len(truth["pt"]) else 0.0, -1.0)

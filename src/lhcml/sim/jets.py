@@ -36,6 +36,31 @@ LABEL_PARTON_PT_MIN = 5.0
 _fastjet_banner_shown = False
 
 
+@numba.njit(cache=True)
+def nearest_within_dr(toff, teta, tphi, coff, ceta, cphi, dr_max):
+    """For each object ``t`` of list A, the flat row of the nearest object of list B in the same
+    event within ``ΔR < dr_max`` (-1 if none); ``toff``/``coff`` are the per-event offsets."""
+    out = np.full(teta.shape[0], -1, dtype=np.int64)
+    d2max = dr_max * dr_max
+    for ev in range(toff.shape[0] - 1):
+        for t in range(toff[ev], toff[ev + 1]):
+            best = d2max
+            for c in range(coff[ev], coff[ev + 1]):
+                deta = teta[t] - ceta[c]
+                if deta * deta >= best:
+                    continue
+                dphi = tphi[t] - cphi[c]
+                while dphi > np.pi:
+                    dphi -= 2 * np.pi
+                while dphi < -np.pi:
+                    dphi += 2 * np.pi
+                d2 = deta * deta + dphi * dphi
+                if d2 < best:
+                    best = d2
+                    out[t] = c
+    return out
+
+
 def cluster(objects: ak.Array, radius: float, min_pt: float) -> tuple[ak.Array, ak.Array]:
     """Anti-kt jets of every event in one fastjet call, sorted by decreasing pT.
 

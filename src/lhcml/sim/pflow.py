@@ -8,6 +8,13 @@ Tracks
     :data:`SUB_PT_MIN` < pT < :data:`SUB_PT_MAX` GeV and ``|η| <`` :data:`SUB_ETA_MAX` are used for
     subtraction — from every vertex (ATLAS subtracts pileup tracks too, then drops their charged
     objects). Tracks matched to a true muon are not subtracted (a muon-identification proxy).
+    Tracks of true electrons (an electron-identification proxy) are subtracted under the
+    electron hypothesis at every pT (next paragraph), so the electron is counted once, as its
+    charged object. (ATLAS instead leaves tracks matched to identified electrons out of particle
+    flow, EPJC 77 (2017) 466, so the electron enters as cluster energy; we subtract and keep the
+    track so that the ``flow`` constituents keep the electron's track and its kind. Before this
+    fix electron tracks above 40 GeV were charged objects *and* left their cluster in place, and
+    below 40 GeV the pion E/p under-subtracted them: electron energy counted up to twice.)
 Matching
     The track is extrapolated to the calorimeter (bending in 2 T, :func:`lhcml.sim.jet_calo.bend_phi`)
     and matched to the nearest cluster within ``ΔR <`` :data:`MATCH_DR` having ``E/p >``
@@ -16,7 +23,8 @@ Expected energy
     ``E_exp = ⟨E/p⟩ p`` with ``⟨E/p⟩`` the mean pion response of the calorimeter model
     (:func:`~lhcml.sim.jet_calo.pion_response`: Groom EM fraction, e/h) and its spread
     ``σ_exp`` (:func:`~lhcml.sim.jet_calo.pion_response_sigma`) — the *expected*, not the actual
-    deposit, so the subtraction fluctuates as in ATLAS.
+    deposit, so the subtraction fluctuates as in ATLAS. Electron tracks: ``E/p = 1`` with the EM
+    resolution of the region (:func:`expected_deposit`).
 Split showers
     If ``(E_clus − E_exp)/σ_exp < −1``, further clusters within ``ΔR <`` :data:`MATCH_DR` are added,
     nearest first, until the significance reaches −1.
@@ -29,7 +37,8 @@ Objects
     Charged objects: the tracks compatible with the reconstructed primary vertex,
     ``|Δz0 · sinθ| <`` :data:`CHS_DZ0_SINTHETA` (charged-hadron subtraction), with the track
     momentum (pion mass; electron/muon mass for tracks of true electrons/muons); tracks above
-    :data:`SUB_PT_MAX` are not flow objects (their calorimeter energy is kept, as ATLAS 2017).
+    :data:`SUB_PT_MAX` are not flow objects (their calorimeter energy is kept, as ATLAS 2017),
+    except electron and muon tracks.
     Neutral objects: the remaining clusters at the EM scale (as ATLAS EMPFlow; the jet
     calibration restores the hadronic scale), photon-like when EM-like (``p_EM > 0.5``).
 Failures arise naturally: neutral energy inside a charged shower is subtracted with it, split
@@ -251,6 +260,24 @@ def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, 
     return matched, removed
 
 
+def expected_deposit(p: np.ndarray, eta_calo: np.ndarray, is_electron: np.ndarray, geo=None):
+    """Expected EM-scale calorimeter energy of tracks of momentum ``p`` (GeV) and its spread.
+
+    Pion hypothesis: ``⟨E/p⟩ = f̄ + (1 − f̄)/(e/h)`` (:func:`lhcml.sim.jet_calo.pion_response`)
+    with :func:`~lhcml.sim.jet_calo.pion_response_sigma`; electron hypothesis (``is_electron``):
+    ``E/p = 1`` with the EM terms of the region, ``σ/E = a/√E ⊕ c``.
+    """
+    from lhcml.sim.jet_calo import block_terms, load_geometry, pion_response, pion_response_sigma
+
+    geo = geo or load_geometry()
+    p = np.asarray(p, np.float64)
+    a_em, c_em = block_terms(geo, 0, eta_calo)
+    e_sig = np.sqrt(a_em**2 / np.maximum(p, 1e-6) + c_em**2)
+    e_exp = np.where(is_electron, 1.0, pion_response(p, geo)) * p
+    s_exp = np.where(is_electron, e_sig, pion_response_sigma(p, eta_calo, geo)) * p
+    return e_exp, s_exp
+
+
 def build_pflow_flat(
     particles: FlatTable,
     tracks: FlatTable | None,
@@ -265,7 +292,7 @@ def build_pflow_flat(
     ``topo``: the batch's :class:`lhcml.sim.topoclusters.TopoClusters` when already simulated
     (else the calorimeter is simulated here with ``mu``/``n_pileup``).
     """
-    from lhcml.sim.jet_calo import bend_phi, pion_response, pion_response_sigma
+    from lhcml.sim.jet_calo import bend_phi
     from lhcml.sim.topoclusters import cluster_kinematics, lcw_weight, simulate_topo_clusters
 
     n_ev = len(particles)
@@ -313,8 +340,10 @@ def build_pflow_flat(
             quality &= real | (tflat["origin"] == 1)
         tpid = np.zeros(len(t_pt), dtype=np.int32)
         tpid[real] = np.abs(pid[offs_p[evt_t[real]] + pidx[real]])
-        # ---- subtraction
-        sub = quality & (t_pt > SUB_PT_MIN) & (t_pt < SUB_PT_MAX) & (np.abs(t_eta) < SUB_ETA_MAX) & (tpid != 13)
+        # ---- subtraction (electrons: the electron hypothesis at every pT, see the module doc)
+        is_e = tpid == 11
+        sub = quality & (t_pt > SUB_PT_MIN) & ((t_pt < SUB_PT_MAX) | is_e) & (np.abs(t_eta) < SUB_ETA_MAX)
+        sub &= tpid != 13
         s_idx = np.flatnonzero(sub)
         s_idx = s_idx[np.lexsort((-t_pt[s_idx], evt_t[s_idx]))]  # per event, by decreasing pT
         p = t_pt[s_idx] * np.cosh(t_eta[s_idx])
@@ -322,9 +351,9 @@ def build_pflow_flat(
         phi_calo = bend_phi(t_phi[s_idx], t_pt[s_idx], t_q[s_idx])
         t_off = np.zeros(n_ev + 1, np.int64)
         np.cumsum(np.bincount(evt_t[s_idx], minlength=n_ev), out=t_off[1:])
+        e_exp, s_exp = expected_deposit(p, eta_calo, is_e[s_idx], geo)
         subtract_tracks(clusters.offsets, cl_eta0, clusters["phi"], cc_off, geo.eta[cell_id], geo.phi[cell_id], cell_e,
-                        t_off, eta_calo, phi_calo, p, pion_response(p, geo) * p,
-                        pion_response_sigma(p, eta_calo, geo) * p, MATCH_DR, MATCH_EOP_MIN, SPLIT_SIGNIFICANCE,
+                        t_off, eta_calo, phi_calo, p, e_exp, s_exp, MATCH_DR, MATCH_EOP_MIN, SPLIT_SIGNIFICANCE,
                         REMNANT_SIGMA)
         # ---- charged objects
         keep = quality & (np.abs(dz0st) < CHS_DZ0_SINTHETA) & ~((t_pt >= SUB_PT_MAX) & (tpid != 13) & (tpid != 11))

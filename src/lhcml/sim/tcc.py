@@ -27,38 +27,13 @@ matched cluster's energy); :func:`build_tcc` makes the flow-object table.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from lhcml.sim.generator import FlatTable, insert_per_event
+from lhcml.sim.jets import nearest_within_dr  # noqa: F401  (the one ΔR-matching helper; re-exported)
 
 #: track-to-cluster matching distance (our choice: the 0.1 hadronic tower granularity)
 TCC_MATCH_DR = 0.1
-
-
-@numba.njit(cache=True)
-def nearest_within_dr(toff, teta, tphi, coff, ceta, cphi, dr_max):
-    """For each object ``t`` of list A, the flat row of the nearest object of list B in the same
-    event within ``ΔR < dr_max`` (-1 if none); ``toff``/``coff`` are the per-event offsets."""
-    out = np.full(teta.shape[0], -1, dtype=np.int64)
-    d2max = dr_max * dr_max
-    for ev in range(toff.shape[0] - 1):
-        for t in range(toff[ev], toff[ev + 1]):
-            best = d2max
-            for c in range(coff[ev], coff[ev + 1]):
-                deta = teta[t] - ceta[c]
-                if deta * deta >= best:
-                    continue
-                dphi = tphi[t] - cphi[c]
-                while dphi > np.pi:
-                    dphi -= 2 * np.pi
-                while dphi < -np.pi:
-                    dphi += 2 * np.pi
-                d2 = deta * deta + dphi * dphi
-                if d2 < best:
-                    best = d2
-                    out[t] = c
-    return out
 
 
 def share_cluster_energy(
