@@ -30,7 +30,7 @@ Steps (``--steps``, in this order; each skips what it already finished):
 ``predict``
     Every trained model's ``<model>_p{qcd,top,W,Z,H}`` into ``WORK/pred/test.h5``.
 ``evaluate``
-    ``lhcml.metrics.evaluate`` once per signal class s ∈ {top, W, Z, Hbb} with
+    ``lhcml.evaluation`` once per signal class s ∈ {top, W, Z, Hbb} with
     D_s = ln(p_s / p_qcd) (AUC, 1/εB(QCD) at εS = 0.3/0.5, ROC with ratio panels, rejection vs pT,
     multi-class accuracy, HTML report) and once for W vs Z (D = ln(p_W / p_Z)), unweighted (the
     sampled spectra; ``--eval-weight flat_weight`` for flat pT); plus the row-normalised
@@ -298,7 +298,7 @@ def confusion(work: Path, models: list[str], weight: str | None) -> dict[str, li
 def step_evaluate(args: argparse.Namespace, work: Path) -> None:
     import yaml
 
-    from lhcml.metrics.evaluate import EvaluateConfig, evaluate
+    from lhcml.evaluation import EvaluateConfig, evaluate
     from lhcml.plots.report import build_report
 
     models = _present(work)

@@ -30,7 +30,7 @@ picks up where it stopped):
 ``predict``
     Every trained tagger's ``<tagger>_p*`` into copies of the test files (``WORK/pred``).
 ``evaluate``
-    ``lhcml.metrics.evaluate`` on the tt̄ and Z' test jets, ``D_b = ln(p_b / (f_c p_c + (1-f_c)
+    ``lhcml.evaluation`` on the tt̄ and Z' test jets, ``D_b = ln(p_b / (f_c p_c + (1-f_c)
     p_u))`` with one ``--fc`` for every tagger (→ ``WORK/eval_fc<fc>/results.json``; run it again
     with another ``--fc`` for a second table).
 ``export``
@@ -399,7 +399,7 @@ def step_predict(args: argparse.Namespace, work: Path) -> None:
 
 
 def _eval_config(args: argparse.Namespace, work: Path, taggers: list[str]) -> Any:
-    from lhcml.metrics.evaluate import EvaluateConfig
+    from lhcml.evaluation import EvaluateConfig
 
     raw = {
         "title": "lhcml flavour-tagging benchmark (open simulation)",
@@ -427,7 +427,7 @@ def step_evaluate(args: argparse.Namespace, work: Path) -> None:
     import h5py
     import yaml
 
-    from lhcml.metrics.evaluate import evaluate
+    from lhcml.evaluation import evaluate
 
     test = work / "pred" / "test_ttbar.h5"
     with h5py.File(test, "r") as h:

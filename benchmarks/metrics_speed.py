@@ -15,8 +15,8 @@ import h5py
 import numpy as np
 
 from lhcml.config import validate_config
+from lhcml.evaluation import EvaluateConfig, evaluate
 from lhcml.metrics import auc, d_b, distance_correlation, roc_curve, working_points
-from lhcml.metrics.evaluate import EvaluateConfig, evaluate
 
 
 def make_file(path: Path, n: int, seed: int = 0) -> None:

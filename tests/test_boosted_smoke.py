@@ -53,7 +53,7 @@ def _overrides(name: str, tr: Path, va: Path, out: Path) -> list[str]:
 
 def test_all_jet_configs_validate():
     from lhcml.config import load_config
-    from lhcml.metrics.evaluate import EvaluateConfig
+    from lhcml.evaluation import EvaluateConfig
     from lhcml.train.config import load_train_config
 
     ev = load_config(EvaluateConfig, CONFIGS / "evaluate.yaml")

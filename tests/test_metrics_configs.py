@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from lhcml.config import load_config
+from lhcml.evaluation import EvaluateConfig
 from lhcml.labels import get_scheme
-from lhcml.metrics.evaluate import EvaluateConfig
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "evaluate").glob("*.yaml"))
 

@@ -12,8 +12,8 @@ from metrics_mock import write_predictions
 
 from lhcml.config import validate_config
 from lhcml.errors import ConfigError, CorruptFileError, SchemaError
+from lhcml.evaluation import EvaluateConfig, evaluate
 from lhcml.metrics import auc, d_b, inverse_jsd_at_efficiency, rejection_vs_var, working_points
-from lhcml.metrics.evaluate import EvaluateConfig, evaluate
 
 
 @pytest.fixture(scope="module")

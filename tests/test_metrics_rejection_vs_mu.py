@@ -9,8 +9,8 @@ from metrics_mock import write_predictions
 
 from lhcml.config import validate_config
 from lhcml.errors import ConfigError, SchemaError
+from lhcml.evaluation import EvaluateConfig, evaluate
 from lhcml.metrics import discriminant, rejection_vs_var
-from lhcml.metrics.evaluate import EvaluateConfig, evaluate
 
 MU = "averageInteractionsPerCrossing"
 

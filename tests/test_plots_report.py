@@ -10,8 +10,8 @@ import pytest
 from metrics_mock import write_predictions
 
 from lhcml.config import validate_config
+from lhcml.evaluation import EvaluateConfig, evaluate
 from lhcml.metrics import rejection_vs_var, roc_curve
-from lhcml.metrics.evaluate import EvaluateConfig, evaluate
 from lhcml.plots.histograms import HistogramPlot
 from lhcml.plots.rejection_vs_var import FrontierPlot, RejectionVsVarPlot
 from lhcml.plots.report import HtmlReport, build_report, format_value_error

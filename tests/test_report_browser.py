@@ -104,7 +104,7 @@ def reports(tmp_path_factory):
     """An evaluation report (embedded images), a tuning report, a simulation-validation page (on a
     mock sample) and a page with linked images."""
     from lhcml.config import validate_config
-    from lhcml.metrics.evaluate import EvaluateConfig, evaluate
+    from lhcml.evaluation import EvaluateConfig, evaluate
 
     root = tmp_path_factory.mktemp("reports")
     f = write_predictions(root / "p.h5", "ftag", 3000, seed=2)

@@ -36,9 +36,9 @@ _data_cli.register(app)
 from lhcml.sim import cli as _sim_cli  # noqa: E402
 
 _sim_cli.register(app)
-from lhcml.metrics import cli as _metrics_cli  # noqa: E402
+from lhcml.evaluation import cli as _evaluation_cli  # noqa: E402
 
-_metrics_cli.register(app)
+_evaluation_cli.register(app)
 from lhcml.tasks.boosted import cli as _boosted_cli  # noqa: E402
 
 _boosted_cli.register(app)

@@ -67,8 +67,8 @@ def run_demo(
 
     from lhcml.config import deep_merge, read_yaml, resolve_bases, shipped_configs_dir
     from lhcml.data.preprocess import PreprocessConfig, preprocess
+    from lhcml.evaluation import EvaluateConfig, evaluate
     from lhcml.export.onnx import export_onnx
-    from lhcml.metrics.evaluate import EvaluateConfig, evaluate
     from lhcml.plots.report import build_index, build_report
     from lhcml.sim.runner import run_simulation
     from lhcml.sim.validation import validate_simulation

@@ -1,6 +1,6 @@
 """Physics metrics on arrays (numpy only): discriminants, working points, rejections, ROC curves,
-AUC, mass-decorrelation metrics and significances; plus the ``lhcml evaluate`` driver
-(:mod:`lhcml.metrics.evaluate`), which runs them all from prediction files.
+AUC, mass-decorrelation metrics and significances. Pure functions: no file I/O, no plots. The
+``lhcml evaluate`` driver that runs them all from prediction files is :mod:`lhcml.evaluation`.
 """
 
 from __future__ import annotations

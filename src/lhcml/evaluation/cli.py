@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         Rejections at the working points with errors, ROC curves with ratios, AUC, rejection vs
         pT, R50 and 1/JSD50 (with mass_var), significance (with significance: ams).
         """
-        from lhcml.metrics.evaluate import evaluate_from_file
+        from lhcml.evaluation.run import evaluate_from_file
 
         res = evaluate_from_file(config, output)
         out = Path(output or res["config"]["output_dir"])
