@@ -148,11 +148,11 @@ def test_cli_photon_cuts(photon_files, tmp_path):
     from lhcml.cli import app
 
     out = tmp_path / "loose.yaml"
-    res = CliRunner().invoke(app, ["photon-cuts", str(photon_files["train"]), str(out), "--target", "0.95",
+    res = CliRunner().invoke(app, ["photon", "cuts", str(photon_files["train"]), str(out), "--target", "0.95",
                                    "--menu", "loose"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert CutMenu.load(out).variables == LOOSE_VARIABLES
-    bad = CliRunner().invoke(app, ["photon-cuts", str(photon_files["train"]), str(out), "--menu", "medium"])
+    bad = CliRunner().invoke(app, ["photon", "cuts", str(photon_files["train"]), str(out), "--menu", "medium"])
     assert bad.exit_code != 0 and "tight or loose" in bad.output
 
 

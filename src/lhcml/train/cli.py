@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         files: list[Path] = typer.Argument(..., help="flat HDF5 files to predict"),
         tagger: Optional[str] = typer.Option(None, "--tagger", help="column prefix (default: from the checkpoint)"),  # noqa: UP045
         output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="write copies here (default: in place)"),  # noqa: UP045
-        batch_size: int = typer.Option(2000, "--batch-size"),
+        batch_size: int = typer.Option(2000, "--batch-size", help="jets per inference batch"),
         config: Optional[Path] = typer.Option(None, "--config", help="training config that must match the checkpoint"),  # noqa: UP045
     ) -> None:
         """Write <tagger>_p<class> columns into the jets of FILES."""
@@ -57,8 +57,8 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Argument(..., help="output .onnx file"),
         force: bool = typer.Option(False, "--force", help="overwrite an existing output"),
         check_file: Optional[Path] = typer.Option(None, "--check-file", help="flat file with real jets for the torch/onnxruntime check"),  # noqa: UP045
-        n_check: int = typer.Option(1000, "--n-check"),
-        atol: float = typer.Option(1e-5, "--atol"),
+        n_check: int = typer.Option(1000, "--n-check", help="jets of --check-file compared"),
+        atol: float = typer.Option(1e-5, "--atol", help="largest |onnx - torch| accepted"),
     ) -> None:
         """Export to ONNX, check against torch, print latency and throughput."""
         from lhcml.export.onnx import export_onnx

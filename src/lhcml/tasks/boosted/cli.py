@@ -6,8 +6,18 @@ from pathlib import Path
 
 import typer
 
-jets_app = typer.Typer(help="Boosted-jet tools: substructure, flattening weights, variations, frontier.",
-                       no_args_is_help=True)
+jets_app = typer.Typer(
+    help=(
+        "Boosted-jet tagging: top, W/Z and quark/gluon vs QCD jets from large-R jet constituents "
+        "(flow).\n\n"
+        "Order: `lhcml simulate top|wz|qcd_boosted` (or your own jets + flow files) -> "
+        "`lhcml jets substructure` -> `lhcml jets weights` (optional flat pT/mass weights) -> "
+        "`lhcml train configs/jets/*.yaml` -> `lhcml predict` -> `lhcml evaluate` -> "
+        "`lhcml jets frontier` (R50 vs 1/JSD50 with the tau21/DDT baselines); "
+        "`lhcml jets vary` writes a detector-varied copy for robustness studies."
+    ),
+    no_args_is_help=True,
+)
 
 
 @jets_app.command("substructure")
@@ -45,7 +55,7 @@ def weights_cmd(
 def vary_cmd(
     file: Path = typer.Argument(..., help="Nominal flat file."),
     output: Path = typer.Argument(..., help="Output file for the varied sample."),
-    seed: int = typer.Option(1),
+    seed: int = typer.Option(1, help="Random seed of the variation."),
     pt_resolution: float = typer.Option(0.10, help="Extra relative constituent pT smearing."),
     angular_resolution: float = typer.Option(0.01, help="Constituent η/φ smearing."),
     efficiency: float = typer.Option(0.97, help="Constituent survival probability."),
@@ -62,8 +72,8 @@ def frontier_cmd(
     files: list[Path] = typer.Argument(..., help="Prediction files."),
     tagger: list[str] = typer.Option(..., help="LABEL=PREFIX of a tagger's output columns; repeat."),
     output: Path = typer.Option(Path("frontier.png"), help="Plot file."),
-    signal: str = typer.Option("top"),
-    background: str = typer.Option("qcd"),
+    signal: str = typer.Option("top", help="Signal class name."),
+    background: str = typer.Option("qcd", help="Background class name (its mass distribution gives the JSD)."),
     weight: str | None = typer.Option(None, help="Jets weight field."),
     ddt_fit_files: list[Path] = typer.Option(
         [], help="Background sample to fit the DDT slope on (repeat; default: the prediction files)."

@@ -2,5 +2,5 @@
 
 Each algorithm reads the ``jets`` and ``tracks`` datasets of a flat file and returns jet-level
 variables; :mod:`lhcml.tasks.ftag.baselines` fits their templates and writes the variables back
-into the ``jets`` dataset (``lhcml baselines fit|apply``).
+into the ``jets`` dataset (``lhcml ftag baselines fit|apply``).
 """
