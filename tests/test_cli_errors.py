@@ -183,7 +183,8 @@ def test_unreadable_input_and_read_only_output_dir(trained, tmp_path):
     readonly.chmod(0o555)
     try:
         res = _run("predict", str(trained["ckpt"]), str(trained["val"]), "-o", str(readonly), prefix=prefix)
-        _user_error(res.returncode, res.stderr, "PermissionError", "permission denied", str(readonly))
+        # lhcml.atomic checks the output directory before writing
+        _user_error(res.returncode, res.stderr, "OutputNotWritableError", "not writable", str(readonly))
         assert not list(readonly.iterdir())
     finally:
         readonly.chmod(0o755)

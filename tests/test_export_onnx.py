@@ -89,4 +89,4 @@ def test_export_refuses_overwrite_and_detects_disagreement(tmp_path, monkeypatch
     with pytest.raises(ExportCheckError, match="disagree"):
         export_onnx(ckpt, out, force=True, timing=False, atol=-1.0)
     assert out.read_text() == "keep me"
-    assert not list(tmp_path.glob(".m.onnx.tmp*"))
+    assert not list(tmp_path.glob(".m.onnx.*"))  # no temporary (lhcml.atomic) left

@@ -247,4 +247,4 @@ def test_bad_inputs(fitted, tmp_path):
         apply_baselines(tmpl, [bad])
     with pytest.raises(CorruptFileError, match="not a baseline-templates file"):
         apply_baselines(test, [bad])
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*lhcml-tmp*"))

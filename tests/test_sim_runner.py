@@ -76,7 +76,7 @@ def test_killed_run_resumes_to_identical_result(reference, tmp_path):
         _run(tmp_path, event_fn=failing_events)
     done = sorted(p.name for p in tmp_path.glob("*.h5"))
     assert done == [f"ttbar_{i:04d}.h5" for i in range(FAIL_AT)]  # no partial shard
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*lhcml-tmp*"))
     assert not read_manifest(tmp_path)["complete"]
     mtimes = [p.stat().st_mtime_ns for p in sorted(tmp_path.glob("*.h5"))]
     resumed = _run(tmp_path)

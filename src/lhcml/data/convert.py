@@ -29,7 +29,6 @@ copied to each jet.
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -370,8 +369,8 @@ def export_columnar(
     import awkward as ak
     import h5py
 
+    from lhcml.atomic import atomic_path
     from lhcml.data.checks import open_h5, read_fields
-    from lhcml.data.h5 import temp_path
 
     src, dst = Path(input_path), Path(output_path)
     if fmt is None:
@@ -393,9 +392,7 @@ def export_columnar(
             import uproot
         except ImportError as err:  # pragma: no cover - in the io extra
             raise ImportError("ROOT output needs uproot: pip install 'lhcml[io]'") from err
-    tmp = temp_path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with open_h5(src) as f:
+    with open_h5(src) as f, atomic_path(dst) as tmp:
         if "jets" not in f:
             raise SchemaError(f"{src} has no 'jets' dataset: not a flat jets file")
         n = len(f["jets"])
@@ -443,20 +440,12 @@ def export_columnar(
                         writer = pq.ParquetWriter(tmp, table.schema)
                     writer.write_table(table.cast(writer.schema))
                 bar(b - a)
-        except BaseException:
+        finally:  # closed before atomic_path renames (or, on an error, removes) the file
             if writer is not None:
                 writer.close()
             if out_file is not None:
                 out_file.close()
-            tmp.unlink(missing_ok=True)
-            raise
-        finally:
             bar(None)
-    if writer is not None:
-        writer.close()
-    if out_file is not None:
-        out_file.close()
-    os.replace(tmp, dst)
     return dst
 
 

@@ -5,8 +5,8 @@ with a shared first dimension (``jets`` 1-D, ``tracks`` ``(n_jets, 40)`` with ``
 per-event tables (``events``) have one row per event. Files carry the unit attributes of
 :data:`lhcml.data.schema.FILE_ATTRS`; every dataset carries a JSON ``units`` attribute.
 
-The writer writes ``<name>.tmp`` and renames it on a successful close, so a crashed job never
-leaves a partial output. The reader reads contiguous row blocks with ``dset.fields(names)[a:b]``
+The writer writes ``<name>.tmp`` and renames it (:func:`lhcml.atomic.commit`) on a successful
+close, so a crashed job never leaves a partial output. The reader reads contiguous row blocks with ``dset.fields(names)[a:b]``
 (no fancy indexing), so only the requested variables are decoded.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import glob as _glob
 import json
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +22,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from lhcml.atomic import commit, prepare_output
 from lhcml.data import schema
 from lhcml.data.checks import check_structure, datasets, open_h5, read_fields
 from lhcml.data.cuts import Cuts
@@ -74,7 +74,12 @@ def _attr_value(v: Any) -> Any:
 
 
 def temp_path(path: str | Path) -> Path:
-    """The temporary name a file is written under before its atomic rename."""
+    """The temporary name a flat file is written under before its atomic rename.
+
+    A fixed name (``<path>.tmp``), unlike the per-process names of
+    :func:`lhcml.atomic.temp_path`: ``simulate`` finds and removes the partial shards of a
+    killed run by this name, and preprocessing's resumable stages by ``<path>.tmp-*``.
+    """
     path = Path(path)
     return path.with_name(path.name + ".tmp")
 
@@ -138,7 +143,7 @@ class H5Writer:
         """Create the temporary file."""
         if self.path.exists() and not self.overwrite:
             raise FileExistsError(f"{self.path} exists; remove it or pass overwrite=True")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_output(self.path)
         # track_times=False everywhere + fixed attrs: same inputs give bit-identical files
         self._file = h5py.File(self.tmp, "w", libver=("earliest", "v110"), track_order=False)
         for k, v in self.attrs.items():
@@ -171,7 +176,11 @@ class H5Writer:
             self.abort()
             raise
         self._file = None
-        os.replace(self.tmp, self.path)
+        try:
+            commit(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
         return self.path
 
     def abort(self) -> None:

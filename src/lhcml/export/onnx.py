@@ -22,7 +22,6 @@ against xgboost.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from lhcml.atomic import atomic_path
 from lhcml.errors import LhcmlError
 
 
@@ -226,9 +226,7 @@ def export_onnx(
     wrapper = _wrapper(model, groups, kinds)
     n_obj = {g: shapes[g][0] for g in groups if kinds[g] == "object"}
     example = _random_inputs(groups, kinds, shapes, norm, 4, max(n_obj.values(), default=1), seed=0)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(output) as tmp:
         import warnings
 
         with warnings.catch_warnings():
@@ -277,10 +275,6 @@ def export_onnx(
             k = _random_inputs(groups, kinds, shapes, norm, 1000, max(n_obj.values(), default=1), seed=3)
             lat, thr = _timing(sess, names, one, k)
         del sess
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return ExportReport(output, diff_rnd, diff_real, n_real, lat, thr, names, out_names)
 
 
@@ -373,9 +367,7 @@ def export_bdt_onnx(
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, v
     onnx.checker.check_model(proto)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(output) as tmp:
         onnx.save(proto, str(tmp))
         sess = _session(tmp)
 
@@ -398,10 +390,6 @@ def export_bdt_onnx(
         if timing:
             lat, thr = _timing(sess, ["jet_features"], [xr[:1]], [np.resize(xr, (1000, xr.shape[1]))])
         del sess
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return ExportReport(output, d_rnd, d_real, n_real, lat, thr, ["jet_features"], json.loads(props["outputs"]))
 
 

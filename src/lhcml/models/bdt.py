@@ -11,13 +11,13 @@ self-describing.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from lhcml.atomic import atomic_path, atomic_write_text
 from lhcml.errors import CheckpointMismatchError, ConfigError, CorruptFileError, SchemaError
 
 #: model names trained by this module instead of the NN trainer
@@ -121,12 +121,9 @@ def train_bdt(cfg: Any, specs: dict, labels: Any, resume: bool = False) -> Path:
                       {"jets": list(specs["jets"].shape)}, cfg.resolved_tagger_name())  # fmt: skip
     booster.set_attr(lhcml_meta=yaml.safe_dump(meta))
     path = out / "mv2.json"
-    tmp = out / f".mv2.json.tmp{os.getpid()}.json"
-    booster.save_model(tmp)
-    os.replace(tmp, path)
-    cfg_tmp = Path(cfg.output_dir) / f".config.yaml.tmp{os.getpid()}"
-    cfg_tmp.write_text(meta["config_yaml"])
-    os.replace(cfg_tmp, Path(cfg.output_dir) / "config.yaml")
+    with atomic_path(path, suffix=".json") as tmp:  # xgboost picks the format by the suffix
+        booster.save_model(tmp)
+    atomic_write_text(Path(cfg.output_dir) / "config.yaml", meta["config_yaml"])
     return path
 
 

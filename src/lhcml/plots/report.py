@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lhcml.atomic import atomic_write_text
 from lhcml.errors import SchemaError
 
 _CSS = """
@@ -359,15 +360,7 @@ class HtmlReport:
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = self.render(path.parent)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return path
+        return atomic_write_text(path, self.render(path.parent))
 
 
 #: a working point counts as reached when the achieved signal efficiency is within this absolute

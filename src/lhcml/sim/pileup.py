@@ -12,8 +12,6 @@ vertex, then its displaced vertices).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import awkward as ak
 import numba
 import numpy as np
 
+from lhcml.atomic import atomic_path
 from lhcml.data.schema import TRUTH_ORIGIN
 from lhcml.errors import CorruptFileError
 from lhcml.sim.generator import (
@@ -116,23 +115,15 @@ class PileupLibrary:
         import h5py
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["format"] = _FORMAT
-                f.attrs["seed"] = self.seed
-                f.attrs["energy_unit"] = "GeV"
-                f.attrs["length_unit"] = "mm"
-                f.create_dataset("counts", data=self.counts.astype(np.int32), compression="gzip")
-                g = f.create_group("particles")
-                for k, dt in _LIB_FIELDS.items():
-                    g.create_dataset(k, data=self.columns[k].astype(dt), compression="gzip", shuffle=True)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            f.attrs["format"] = _FORMAT
+            f.attrs["seed"] = self.seed
+            f.attrs["energy_unit"] = "GeV"
+            f.attrs["length_unit"] = "mm"
+            f.create_dataset("counts", data=self.counts.astype(np.int32), compression="gzip")
+            g = f.create_group("particles")
+            for k, dt in _LIB_FIELDS.items():
+                g.create_dataset(k, data=self.columns[k].astype(dt), compression="gzip", shuffle=True)
         return path
 
     def overlay(

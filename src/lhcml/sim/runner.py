@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from lhcml.atomic import atomic_write_text, remove_stale_temporaries
 from lhcml.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -179,9 +179,7 @@ def _n_rows(path: Path) -> int:
 
 
 def _write_yaml_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def plan_shards(
@@ -301,8 +299,9 @@ def run_simulation(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     # partial files of a killed run (shards; the pileup library's temporary file)
-    for stale in [*out.glob(f"{process}_*.h5.tmp"), *out.glob(f"{PILEUP_FILE}.*.tmp")]:
+    for stale in out.glob(f"{process}_*.h5.tmp"):
         stale.unlink()
+    remove_stale_temporaries(out / PILEUP_FILE)
 
     pileup_info: dict[str, Any] | None = None
     if mu > 0:

@@ -18,9 +18,6 @@ is given, its data inputs, classes and model against the checkpoint's.
 
 from __future__ import annotations
 
-import glob
-import os
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from lhcml.atomic import commit, prepare_output, remove_stale_temporaries, temp_path
 from lhcml.errors import CheckpointMismatchError, ConfigError, SchemaError
 
 
@@ -96,40 +94,6 @@ def _with_columns(jets: np.ndarray, columns: dict[str, np.ndarray]) -> np.ndarra
     return out
 
 
-_HOST = socket.gethostname()
-
-
-def _tmp_name(dst: Path) -> Path:
-    """Hidden temporary name next to ``dst``: ``.<name>.<host>.<pid>.lhcml-tmp``."""
-    return dst.with_name(f".{dst.name}.{_HOST}.{os.getpid()}.lhcml-tmp")
-
-
-def remove_stale_temporaries(dst: Path) -> list[Path]:
-    """Delete the temporary copies of ``dst`` left by killed ``predict`` runs on this host.
-
-    A temporary belongs to a dead run if its process id no longer exists on this host (live runs
-    and runs on other hosts sharing the file system are left alone). Returns the removed paths.
-    """
-    removed = []
-    for tmp in dst.parent.glob(f".{glob.escape(dst.name)}.*.lhcml-tmp"):
-        host, _, pid = tmp.name[len(dst.name) + 2 : -len(".lhcml-tmp")].rpartition(".")
-        if host != _HOST or not pid.isdigit() or _pid_alive(int(pid)):
-            continue
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def write_columns(src: Path, dst: Path, columns: dict[str, np.ndarray], replace: bool = True) -> Path:
     """Write ``src`` with ``columns`` added to ``jets`` to ``dst`` atomically (``dst`` may be ``src``).
 
@@ -140,9 +104,9 @@ def write_columns(src: Path, dst: Path, columns: dict[str, np.ndarray], replace:
     from lhcml.data.checks import open_h5, read_error, read_fields
     from lhcml.data.h5 import compression_kwargs
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    prepare_output(dst)
     remove_stale_temporaries(dst)
-    tmp = _tmp_name(dst)
+    tmp = temp_path(dst)
     try:
         with open_h5(src) as fin, h5py.File(tmp, "w") as fout:
             for k, v in fin.attrs.items():
@@ -167,7 +131,7 @@ def write_columns(src: Path, dst: Path, columns: dict[str, np.ndarray], replace:
                 ds.attrs[k] = v
         if not replace:
             return tmp
-        os.replace(tmp, dst)
+        commit(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -258,5 +222,5 @@ def predict(
             tmp.unlink(missing_ok=True)
         raise
     for tmp, dst in done:
-        os.replace(tmp, dst)
+        commit(tmp, dst)
     return dsts

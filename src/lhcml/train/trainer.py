@@ -17,7 +17,6 @@ same data inputs, classes and model. ``model.name: mv2`` trains the BDT
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from lhcml.atomic import atomic_write_text
 from lhcml.errors import ConfigError, SchemaError
 from lhcml.train.config import TrainConfig, check_hyperparameters
 
@@ -124,12 +124,6 @@ def _precision(cfg: TrainConfig) -> str:
     if cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _keep_metrics(csv_logger: Any, last_epoch: int) -> None:
@@ -301,9 +295,9 @@ def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: boo
             "resume with the config stored in the checkpoint's output_dir/config.yaml or start a new output_dir",
         )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "config.yaml", meta["config_yaml"])
-    _write_atomic(out / "norm_dict.yaml", meta["norm_yaml"])
-    _write_atomic(out / "class_names.yaml", yaml.safe_dump({"classes": class_names, "outputs": outputs}))
+    atomic_write_text(out / "config.yaml", meta["config_yaml"])
+    atomic_write_text(out / "norm_dict.yaml", meta["norm_yaml"])
+    atomic_write_text(out / "class_names.yaml", yaml.safe_dump({"classes": class_names, "outputs": outputs}))
 
     class _SetEpoch(Callback):
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lhcml.atomic import atomic_write_text
 from lhcml.tune.space import SearchSpace, apply_params
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def decode_params(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +45,7 @@ def write_best_config(study, space: SearchSpace, base_cfg: dict[str, Any], out_d
             f"(values {trial.values}); produced by lhcml tune\n"
         )
         path = out_dir / name
-        _atomic_write(path, header + yaml.safe_dump(cfg, sort_keys=False))
+        atomic_write_text(path, header + yaml.safe_dump(cfg, sort_keys=False))
         paths.append(path)
     return paths
 
@@ -130,7 +121,7 @@ def write_report(study, space: SearchSpace, base_cfg: dict[str, Any], out_dir: s
     out_dir = Path(out_dir)
     best_paths = write_best_config(study, space, base_cfg, out_dir)
     rows = summary_rows(study, space)
-    _atomic_write(out_dir / "trials.json", json.dumps(rows, indent=1, default=str))
+    atomic_write_text(out_dir / "trials.json", json.dumps(rows, indent=1, default=str))
     figs = make_plots(study, space, out_dir / "plots")
 
     states: dict[str, int] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,7 +39,6 @@ def rewrite_file(
     except OSError as err:
         raise CorruptFileError(f"{path} is not a readable HDF5 file ({err})") from None
     attrs = read_attrs(path)
-    tmp_out = output.with_name(output.name + f".{desc}")
     with f:
         for need in require:
             if need not in f:
@@ -50,7 +48,7 @@ def rewrite_file(
                 )
         n = len(f["jets"])
         per_event = [k for k in f if k in schema.PER_EVENT_DATASETS or len(f[k]) != n]
-        with H5Writer(tmp_out, attrs=attrs) as writer:
+        with H5Writer(output, attrs=attrs) as writer:  # renamed onto ``output`` (may be ``path``) at close
             first = True
             for start in tqdm(range(0, n, chunk_size), disable=not progress, desc=desc):
                 stop = min(start + chunk_size, n)
@@ -59,5 +57,4 @@ def rewrite_file(
                     batch[k] = f[k][:] if first else f[k][:0]
                 writer.append(batch)
                 first = False
-    os.replace(tmp_out, output)
     return output

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from lhcml.atomic import atomic_path
 from lhcml.data.checks import open_h5
 from lhcml.data.h5 import H5Reader
 from lhcml.errors import CorruptFileError, SchemaError
@@ -105,9 +105,7 @@ def fit_baselines(
     if ip.counts2d.sum(axis=(1, 2, 3)).min() == 0:
         raise SchemaError("the training files lack b, c or light jets with selected tracks")
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(output) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = TEMPLATES_FORMAT
         f.attrs["n_jets"] = total
         f.attrs["train_files"] = json.dumps([str(p) for p in reader.files])
@@ -122,7 +120,6 @@ def fit_baselines(
         s["n_novtx"] = svt.n_novtx
         s.attrs["config"] = json.dumps(asdict(sv1))
         s.attrs["smoothing"] = svt.smoothing
-    os.replace(tmp, output)
     return output
 
 
@@ -213,9 +210,7 @@ def apply_baselines(
     for path in paths:
         fields = _fields(path, tracks_name)
         dest = Path(output_dir) / path.name if output_dir is not None else path
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        try:
+        with atomic_path(dest) as tmp:
             with open_h5(path) as src, h5py.File(tmp, "w") as dst:
                 for k, v in src.attrs.items():
                     dst.attrs[k] = v
@@ -253,9 +248,5 @@ def apply_baselines(
                         bar.update(b - a)
                 dst.attrs["baselines_templates"] = str(templates)
                 dst.attrs["baselines_taggers"] = json.dumps(list(taggers))
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         written.append(dest)
     return written
