@@ -47,7 +47,7 @@ def _iqr_resolution(r: np.ndarray) -> float:
 
 
 def _peak(m_gev: np.ndarray) -> tuple[float, float]:
-    from lhcml.sim.validation_checks import gaussian_core_fit
+    from lhcml.validation.checks import gaussian_core_fit
 
     mean, sigma = gaussian_core_fit(m_gev, n_sigma=2.0)
     return mean.value, sigma.value

@@ -8,7 +8,7 @@ Usage::
 Simulates each process at each ⟨μ⟩ into ``WORK/<process>_mu<μ>/`` with ``lhcml simulate``'s
 runner (resumable: rerunning skips finished shards; one minimum-bias library per run in
 ``WORK/pileup_minbias.h5``), then runs every check of the shipped reference table
-(``src/lhcml/sim/validation_reference.yaml``) on all sample directories in ``WORK`` together
+(``src/lhcml/validation/reference.yaml``) on all sample directories in ``WORK`` together
 (also those of earlier calls, e.g. with other ``--events`` per process) (τ32 stability compares
 the top samples across ⟨μ⟩), prints the pass/fail table and writes ``WORK/report/index.html`` and
 ``WORK/report/validation.json``. The samples cover the checks: tt̄ (JES/JER 20-100 GeV, IP pulls,
@@ -52,7 +52,7 @@ def main() -> None:
 
     from lhcml.sim.pileup import build_pileup_library
     from lhcml.sim.runner import run_simulation
-    from lhcml.sim.validation import format_table, run_validation
+    from lhcml.validation import format_table, run_validation
 
     args.work.mkdir(parents=True, exist_ok=True)
     library = args.work / "pileup_minbias.h5"

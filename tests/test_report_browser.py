@@ -131,7 +131,7 @@ def reports(tmp_path_factory):
     write_report(study, space, {"optimizer": {"lr": 0.01}}, root / "tune")
 
     from lhcml.data.mock import make_mock_file
-    from lhcml.sim.validation import validate_simulation
+    from lhcml.validation import validate_simulation
 
     make_mock_file(root / "sim" / "ttbar_0000.h5", n_jets=1000, seed=1)
     validate_simulation(root / "sim", root / "validation")

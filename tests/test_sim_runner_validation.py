@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from lhcml.cli import app
 from lhcml.data.mock import make_mock_file
-from lhcml.sim.validation import validate_simulation
+from lhcml.validation import validate_simulation
 
 FLAVOUR_PNGS = {"jet_pt.png", "jet_eta.png", "hadron_lxy.png", "track_multiplicity.png",
                 "sd0.png", "sz0.png", "track_origin.png"}  # fmt: skip
@@ -70,7 +70,7 @@ def test_cli_simulate_validate_inspect(tmp_path):
 def test_hadron_ctau_estimator_recovers_mock_lifetimes():
     """The mock draws Lxy ~ Exp(c*tau * pT/m): the estimator must give back c*tau."""
     from lhcml.data.mock import make_mock_tables
-    from lhcml.sim.validation import hadron_ctau
+    from lhcml.validation import hadron_ctau
 
     jets = make_mock_tables(20_000, seed=3)["jets"]
     flav = jets["HadronConeExclTruthLabelID"]

@@ -14,14 +14,14 @@ from typer.testing import CliRunner
 
 from lhcml.data import schema
 from lhcml.errors import ConfigError
-from lhcml.sim import validation_checks as vc
-from lhcml.sim.validation import (
+from lhcml.validation import (
     STATUSES,
     Sample,
     load_reference,
     run_checks,
     run_validation,
 )
+from lhcml.validation import checks as vc
 
 M_TOP, M_W, M_Z = 173.0, 80.385, 91.1876  # GeV, Pythia 8 defaults (the generator's truthMass)
 
@@ -376,7 +376,7 @@ def test_run_validation_on_a_plain_file(tmp_path):
 
 
 def test_a_value_just_outside_its_range_fails_only_when_significant():
-    from lhcml.sim.validation import evaluate
+    from lhcml.validation import evaluate
 
     c = next(c for c in load_reference().checks if c.name == "jes_response_50")  # 1 ± 0.02
     assert evaluate(c, vc.Measurement(1.01, 0.005, 1000, ""))[0] == "pass"
@@ -389,7 +389,7 @@ def test_a_value_just_outside_its_range_fails_only_when_significant():
 
 
 def test_docs_render_the_shipped_table():
-    from lhcml.sim.validation import reference_markdown
+    from lhcml.validation import reference_markdown
 
     doc = (Path(__file__).parents[1] / "docs" / "validation.md").read_text()
     assert reference_markdown() in doc, "docs/validation.md is stale: regenerate its reference table"

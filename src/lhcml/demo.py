@@ -71,11 +71,11 @@ def run_demo(
     from lhcml.export.onnx import export_onnx
     from lhcml.plots.report import build_index, build_report
     from lhcml.sim.runner import run_simulation
-    from lhcml.sim.validation import validate_simulation
     from lhcml.tasks.ftag.baselines import apply_baselines, fit_baselines
     from lhcml.train.config import load_train_config
     from lhcml.train.predict import predict
     from lhcml.train.trainer import train
+    from lhcml.validation import validate_simulation
 
     cfgs = shipped_configs_dir()  # package data when installed, configs/ in a checkout
     out = Path(output).resolve()

@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Checks against the shipped reference table (pass/FAIL/unverified/not-in-sample),
         validation plots and an HTML page (docs/validation.md)."""
-        from lhcml.sim.validation import format_table, run_validation
+        from lhcml.validation import format_table, run_validation
 
         results, page = run_validation(list(sim_dirs), output, max_jets=max_jets, reference=reference)
         shown = [r for r in results if not (only_measured and r.status == "not-in-sample")]

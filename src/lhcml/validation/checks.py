@@ -2,8 +2,8 @@
 
 Each function takes plain numpy arrays (the fields of the flat files, MeV and mm as stored) and
 returns a :class:`Measurement` (value, statistical error, entries). They know nothing of files or
-of the reference table: :mod:`lhcml.sim.validation` reads the fields, calls these and compares
-with ``validation_reference.yaml``. Users can call them on their own arrays, e.g. real ATLAS
+of the reference table: :mod:`lhcml.validation` reads the fields, calls these and compares
+with ``reference.yaml``. Users can call them on their own arrays, e.g. real ATLAS
 files in the dumper layout.
 
 Estimators (stated once, used everywhere):

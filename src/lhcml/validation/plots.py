@@ -1,4 +1,4 @@
-"""Validation plots of a simulated sample (used by ``lhcml validate-sim``, :mod:`lhcml.sim.validation`).
+"""Validation plots of a simulated sample (used by ``lhcml sim validate``, :mod:`lhcml.validation`).
 
 From the flat files of a simulation directory: b/c-hadron transverse decay length, lifetime-
 signed d0 and z0 significance by flavour, track multiplicity by flavour, track truth-origin
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lhcml.data import schema
-from lhcml.sim.validation_checks import hadron_ctau
+from lhcml.validation.checks import hadron_ctau
 
 _LABEL = "lhcml open simulation"
 _ORIGIN_NAMES = list(schema.TRUTH_ORIGIN)
@@ -82,8 +82,8 @@ RESPONSE_PT_EDGES = (20, 25, 30, 40, 50, 60, 80, 100, 130, 170, 220, 270, 330, 4
 def _response_plots(jets: np.ndarray, out: Path, eta_max: float = 0.8) -> list[tuple[str, Path]]:
     """Jet response and JER vs truth pT (Gaussian core fits as the checks), with the reference
     points of the shipped table."""
-    from lhcml.sim.validation import load_reference
-    from lhcml.sim.validation_checks import jet_response
+    from lhcml.validation.checks import jet_response
+    from lhcml.validation.run import load_reference
 
     reco_min = float(np.min(jets["pt"])) / 1e3 if len(jets) else None
     edges = np.asarray(RESPONSE_PT_EDGES, dtype=float)

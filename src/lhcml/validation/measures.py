@@ -1,10 +1,10 @@
-"""What ``lhcml validate-sim`` measures: samples read field by field, and the named measures.
+"""What ``lhcml sim validate`` measures: samples read field by field, and the named measures.
 
 A :class:`Sample` is the flat files of one directory (or one file), read lazily; each entry of
 :data:`MEASURES` reads the fields it needs from a sample (raising :class:`NotInSample`, with
 what is missing, when they are absent) and returns named
-:class:`~lhcml.sim.validation_checks.Measurement` values computed by the pure functions of
-:mod:`lhcml.sim.validation_checks`. The reference table (:mod:`lhcml.sim.validation`) names a
+:class:`~lhcml.validation.checks.Measurement` values computed by the pure functions of
+:mod:`lhcml.validation.checks`. The reference table (:mod:`lhcml.validation`) names a
 measure, one of its outputs and its parameters.
 
 Validation consumes the whole chain, so two measures reuse task-layer code (lazy imports, the one
@@ -23,8 +23,8 @@ import numpy as np
 import yaml
 
 from lhcml.errors import ConfigError
-from lhcml.sim import validation_checks as vc
-from lhcml.sim.validation_checks import Measurement
+from lhcml.validation import checks as vc
+from lhcml.validation.checks import Measurement
 
 _GEV = 1000.0
 

@@ -1,9 +1,9 @@
-"""Validation as code: a simulated sample against a shipped reference table (``lhcml validate-sim``).
+"""Validation as code: a simulated sample against a shipped reference table (``lhcml sim validate``).
 
 :func:`run_validation` reads the flat files of one or more directories (simulated or real, any
 files in the dumper layout), computes each quantity of the reference table
-(``validation_reference.yaml``: value, tolerance or range, provenance tag and source; rendered in
-docs/validation.md) with the pure functions of :mod:`lhcml.sim.validation_checks`, and gives
+(``reference.yaml``: value, tolerance or range, provenance tag and source; rendered in
+docs/validation.md) with the pure functions of :mod:`lhcml.validation.checks`, and gives
 each check one status:
 
 * ``pass`` / ``FAIL``: inside / outside the reference range, for references read in a source
@@ -15,7 +15,7 @@ each check one status:
   statistical errors (never a pass).
 
 It prints the table, writes ``validation.json`` and an HTML page with the table and the
-validation plots of :mod:`lhcml.sim.validation_plots`. Checks marked ``compare`` (τ32 stability)
+validation plots of :mod:`lhcml.validation.plots`. Checks marked ``compare`` (τ32 stability)
 use all given directories, ordered by ⟨μ⟩.
 """
 
@@ -36,8 +36,8 @@ from pydantic import model_validator
 
 from lhcml.config import StrictModel, _suggest, validate_config
 from lhcml.errors import ConfigError
-from lhcml.sim.validation_checks import Measurement, hadron_ctau  # noqa: F401 - hadron_ctau re-exported
-from lhcml.sim.validation_measures import MEASURES, NotInSample, Sample
+from lhcml.validation.checks import Measurement
+from lhcml.validation.measures import MEASURES, NotInSample, Sample
 
 #: the statuses a check can have
 STATUSES = ("pass", "FAIL", "unverified", "not-in-sample")
@@ -51,7 +51,7 @@ _GEV = 1000.0
 
 
 class ReferenceCheck(StrictModel):
-    """One row of the reference table (field meanings: the header of ``validation_reference.yaml``)."""
+    """One row of the reference table (field meanings: the header of ``reference.yaml``)."""
 
     name: str
     quantity: str
@@ -122,7 +122,7 @@ class ReferenceTable(StrictModel):
 
 
 def load_reference(path: str | Path | None = None) -> ReferenceTable:
-    """Read and check a reference table (default: the shipped ``validation_reference.yaml``).
+    """Read and check a reference table (default: the shipped ``reference.yaml``).
 
     Raises
     ------
@@ -131,8 +131,8 @@ def load_reference(path: str | Path | None = None) -> ReferenceTable:
         a suggestion).
     """
     if path is None:
-        text = resources.files("lhcml.sim").joinpath("validation_reference.yaml").read_text()
-        source = "validation_reference.yaml (shipped)"
+        text = resources.files("lhcml.validation").joinpath("reference.yaml").read_text()
+        source = "lhcml/validation/reference.yaml (shipped)"
     else:
         path = Path(path)
         if not path.is_file():
@@ -327,7 +327,7 @@ def run_validation(
     max_jets
         Rows read at most per dataset and sample.
     reference
-        A reference table, or a YAML path (default: the shipped ``validation_reference.yaml``).
+        A reference table, or a YAML path (default: the shipped ``reference.yaml``).
     plots
         Also make the validation plots.
 
@@ -336,7 +336,7 @@ def run_validation(
     tuple[list[CheckResult], Path]
         The results and the HTML page.
     """
-    from lhcml.sim.validation_plots import make_plots
+    from lhcml.validation.plots import make_plots
 
     dirs = [Path(d) for d in (sim_dirs if isinstance(sim_dirs, list) else [sim_dirs])]
     if not dirs:
@@ -376,7 +376,7 @@ _STATUS_COLOUR = {"pass": "#d8f0d8", "FAIL": "#f6caca", "unverified": "#fff2c4",
 
 
 def _write_html(path: Path, results: list[CheckResult], sections: list[tuple]) -> Path:
-    from lhcml.sim.validation_plots import _LABEL
+    from lhcml.validation.plots import _LABEL
 
     esc = html.escape
     head = ("check", "quantity", "sample", "⟨μ⟩", "measured", "reference", "tag", "status", "n",
@@ -430,7 +430,7 @@ table{{border-collapse:collapse;font-size:0.9em}} td,th{{border:1px solid #999;p
 pre{{background:#f4f4f4;padding:0.5em}}</style></head><body>
 <h1>Simulation validation</h1>
 <p><i>{_LABEL}</i>: {len(sections)} sample(s). Checks against the reference table
-(src/lhcml/sim/validation_reference.yaml, docs/validation.md): {esc(counts)}.
+(src/lhcml/validation/reference.yaml, docs/validation.md): {esc(counts)}.
 Tags: R read in the source, D derived, goal set by the fidelity issues, unverified
 second-hand (never pass/FAIL).</p>
 <h2>Checks</h2>{checks}
