@@ -66,7 +66,7 @@ def _not_writable(dest: Path, err: OSError) -> OutputNotWritableError:
     )
 
 
-def _prepare(dest: Path, directory: bool = False) -> None:
+def prepare_output(dest: Path, directory: bool = False) -> None:
     """Create the parent directory; a read-only location becomes :class:`OutputNotWritableError`,
     a directory where a file is to be written :class:`IsADirectoryError`."""
     try:
@@ -159,7 +159,7 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
         The destination's directory cannot be created or written.
     """
     dest = Path(dest)
-    _prepare(dest)
+    prepare_output(dest)
     tmp = temp_path(dest, suffix)
     try:
         yield tmp
@@ -177,7 +177,7 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     left unchanged.
     """
     dest = Path(dest)
-    _prepare(dest, directory=True)
+    prepare_output(dest, directory=True)
     tmp = temp_path(dest)
     try:
         tmp.mkdir()
@@ -242,6 +242,7 @@ __all__ = [
     "atomic_write_text",
     "commit",
     "discard",
+    "prepare_output",
     "remove_stale_temporaries",
     "temp_path",
 ]
