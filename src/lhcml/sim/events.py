@@ -247,7 +247,7 @@ def _simulate_batch(
     constituents: str = "pflow",
 ) -> dict[str, np.ndarray]:
     from lhcml.sim.pflow import build_pflow_flat
-    from lhcml.sim.vertexing import reconstruct_primary_vertices
+    from lhcml.sim.vertexing import impact_parameters, reconstruct_primary_vertices
 
     generated, particles, n_pu = _simulate_particles_flat(gen, n, mu, rng, pileup)
     tracks_ak = _simulate_tracks(particles.to_awkward(), rng)
@@ -255,11 +255,13 @@ def _simulate_batch(
     truth_pv = generated.primary_vertex
     vertices = reconstruct_primary_vertices(tracks, rng=rng)
     pv_z = vertices.z
+    # d0, z0 sinθ of every track w.r.t. the reconstructed hard-scatter vertex (particle-flow CHS, leptons)
+    track_ips = impact_parameters(tracks, vertices)
     from lhcml.sim.topoclusters import simulate_topo_clusters
 
     # jet calorimeter -> topo-clusters -> particle flow (lhcml.sim.jet_calo/topoclusters/pflow)
     topo = simulate_topo_clusters(particles, pv_z, rng, mu, n_pu)
-    objects = build_pflow_flat(particles, tracks, pv_z, rng, topo=topo)
+    objects = build_pflow_flat(particles, tracks, pv_z, rng, topo=topo, track_ips=track_ips)
 
     event_number = np.int64(seed) * EVENT_NUMBER_STRIDE + first_event + np.arange(n, dtype=np.int64)
     weights = generated.weights
@@ -278,7 +280,7 @@ def _simulate_batch(
         out = _large_r(proc, objects, generated, particles, tracks, pv_z, rng, constituents, topo=topo, mu=mu)
     else:
         out = _small_r(proc, objects, generated, tracks_ak, vertices, mu=mu, particles=particles, tracks_flat=tracks,
-                       rng=rng, events=events, topo=topo)
+                       rng=rng, events=events, topo=topo, track_ips=track_ips)
     jets, jet_event = out["jets"], out.pop("_event")
     events["n_jets"] = np.bincount(jet_event, minlength=n)
     jets["eventNumber"] = event_number[jet_event]
@@ -315,7 +317,7 @@ def _area_correct_flat(jets: FlatTable, rho: np.ndarray, radius: float) -> FlatT
 def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices, mu: float = 0.0,
              particles: FlatTable | None = None, tracks_flat: FlatTable | None = None,
              rng: np.random.Generator | None = None, events: np.ndarray | None = None,
-             topo: Any = None) -> dict[str, np.ndarray]:
+             topo: Any = None, track_ips: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     from lhcml.sim.jets import cluster_flat, small_r_labels_flat
     from lhcml.sim.pflow import pileup_density_flat
 
@@ -348,7 +350,8 @@ def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices, mu
         from lhcml.sim.leptons import small_r_lepton_flags
 
         lepton_flags, n_prompt = small_r_lepton_flags(jets_all, flat_mask, cons_off, cons, objects, particles,
-                                                      tracks_flat, vertices.z, rng, raw_jet_pt=raw_pt, topo=topo)
+                                                      tracks_flat, vertices.z, rng, raw_jet_pt=raw_pt, topo=topo,
+                                                      track_ips=track_ips)
         if events is not None:
             events["nTruthPromptLeptons"] = n_prompt
         if not proc.keep_lepton_overlaps:

@@ -56,11 +56,20 @@ Isolation
     ``FCTight`` 0.06 and 0.06; muons ``FCLoose`` ptvarcone30 < 0.15, topoetcone20 < 0.30;
     ``FCTight`` 0.04 and 0.15.
 
+Track-to-vertex association
+    With the tracks' impact parameters w.r.t. the reconstructed hard-scatter vertex
+    (``track_ips``, :func:`lhcml.sim.vertexing.impact_parameters`; the simulation chain passes
+    them), the lepton's track must satisfy |d0/σ(d0)| < 5 (electrons) or < 3 (muons) and
+    |Δz0·sinθ| < 0.5 mm (``passTTVA``; the ATLAS track-to-vertex-association recommendation of
+    Run 2 — **from memory, UNVERIFIED**); the isolation tracks use the same Δz0·sinθ. A lepton
+    without a reconstructed track passes (its tracking inefficiency is in ε_reco already).
+    Without ``track_ips``: no d0 cut, Δz0·sinθ = (z0 − z_PV)·sinθ from the beam-line z0.
+
 Overlap removal inputs
     Electrons passing :attr:`LeptonConfig.or_electron_id` (Medium) and muons passing
-    :attr:`LeptonConfig.or_muon_id` (Medium), both with p_T > 10 GeV and the
-    :attr:`LeptonConfig.or_isolation` working point (FCLoose) — the "signal lepton" choice of tt̄
-    analyses (our choice of one standard configuration). Photons are not reconstructed in the jet
+    :attr:`LeptonConfig.or_muon_id` (Medium), both with p_T > 10 GeV, the
+    :attr:`LeptonConfig.or_isolation` working point (FCLoose) and the track-to-vertex association
+    — the "signal lepton" choice of tt̄ analyses (our choice of one standard configuration). Photons are not reconstructed in the jet
     chain, so the photon steps of the OR do not act there. The chain's OR
     (:data:`CHAIN_OR_CONFIG`) adds the removal of particle-flow jets built from muon ID tracks
     (``MuPFJetOverlapTool``), since our particle-flow jets contain the muons' tracks.
@@ -138,6 +147,10 @@ class LeptonConfig:
     iso_track_z0st_max: float = 3.0
     iso_track_min_si_hits: int = 7
     varcone_kt: float = 10.0
+    #: track-to-vertex association of the lepton's track (module docstring)
+    ttva_electron_d0sig_max: float = 5.0
+    ttva_muon_d0sig_max: float = 3.0
+    ttva_z0st_max: float = 0.5
     #: calorimeter isolation: particle energy threshold (GeV, our choice ~ topo-cluster seed) and
     #: Gaussian noise per cone (GeV, our choice)
     calo_cone: float = 0.2
@@ -253,7 +266,20 @@ def _track_match(particles: FlatTable, tracks: FlatTable | None, rows: np.ndarra
     return lookup[rows]
 
 
-def _track_isolation(cand_ev, cand_eta, cand_phi, cand_pt, cand_trk, tracks: FlatTable | None, pv_z, n_ev,
+def _track_z0_sin_theta(tracks: FlatTable, pv_z: np.ndarray, track_ips: dict[str, np.ndarray] | None) -> np.ndarray:
+    """Δz0·sinθ of every track w.r.t. the hard-scatter vertex (mm)."""
+    if track_ips is not None:
+        z0st = np.asarray(track_ips["z0SinTheta"], dtype=np.float64)
+        if len(z0st) != len(tracks["pt"]):
+            raise ConfigError(f"track_ips has {len(z0st)} rows for {len(tracks['pt'])} tracks; pass "
+                              "lhcml.sim.vertexing.impact_parameters of the same tracks")
+        return z0st
+    if "z0" in tracks.columns:
+        return (np.asarray(tracks["z0"]) - np.asarray(pv_z)[tracks.event]) / np.cosh(np.asarray(tracks["eta"]))
+    return np.asarray(tracks["z0SinTheta"], dtype=np.float64)
+
+
+def _track_isolation(cand_ev, cand_eta, cand_phi, cand_pt, cand_trk, tracks: FlatTable | None, z0st, n_ev,
                      radius: float, c: LeptonConfig) -> np.ndarray:
     out = np.zeros(len(cand_ev))
     if tracks is None or len(tracks["pt"]) == 0 or len(cand_ev) == 0:
@@ -261,10 +287,6 @@ def _track_isolation(cand_ev, cand_eta, cand_phi, cand_pt, cand_trk, tracks: Fla
     t_eta = np.asarray(tracks["eta"], dtype=np.float64)
     t_pt = np.asarray(tracks["pt"], dtype=np.float64)
     tev = tracks.event
-    if "z0" in tracks.columns:
-        z0st = (np.asarray(tracks["z0"]) - np.asarray(pv_z)[tev]) / np.cosh(t_eta)
-    else:
-        z0st = np.asarray(tracks["z0SinTheta"], dtype=np.float64)
     good = (t_pt > c.iso_track_pt_min) & (np.abs(z0st) < c.iso_track_z0st_max)
     if "numberOfPixelHits" in tracks.columns and "numberOfSCTHits" in tracks.columns:
         nsi = tracks["numberOfPixelHits"].astype(np.int64) + tracks["numberOfSCTHits"].astype(np.int64)
@@ -372,6 +394,7 @@ def reconstruct_leptons(
     rng: np.random.Generator,
     config: LeptonConfig | None = None,
     topo=None,
+    track_ips: dict[str, np.ndarray] | None = None,
 ) -> tuple[FlatTable, FlatTable]:
     """Reconstructed electrons and muons of every event.
 
@@ -395,6 +418,12 @@ def reconstruct_leptons(
         :func:`~lhcml.sim.topoclusters.simulate_topo_clusters`): the calorimeter isolation is then
         built from them (:func:`_topo_isolation`, as ATLAS's topoetcone); ``None``: from the
         visible particles with a parametric response (no calorimeter simulation needed).
+    track_ips
+        Impact parameters of ``tracks`` w.r.t. the reconstructed hard-scatter vertex
+        (:func:`lhcml.sim.vertexing.impact_parameters`: ``d0``, ``d0Uncertainty``, ``z0SinTheta``,
+        one row per track): the track-to-vertex association of the leptons and the Δz0·sinθ of
+        the isolation tracks use them; ``None``: Δz0·sinθ from the beam-line ``z0`` and ``pv_z``,
+        no d0 cut.
 
     Returns
     -------
@@ -402,9 +431,11 @@ def reconstruct_leptons(
         Flat tables with ``pt, eta, phi, rapidity, E`` (GeV), ``charge``, ``particle`` and ``track``
         (event-local indices, -1 none), ``isLoose, isMedium, isTight``, ``ptvarcone20,
         ptvarcone30, topoetcone20, topoetcone40`` (GeV), ``isoFCLoose, isoFCTight``, ``truthPrompt``,
-        ``truthOrigin`` (``ftagTruthOriginLabel`` codes), ``truthPt`` (GeV) and ``passOR``
-        (enters the overlap removal: :attr:`LeptonConfig.or_electron_id`/``or_muon_id``,
-        :attr:`LeptonConfig.or_isolation`, p_T > :attr:`LeptonConfig.or_pt_min`).
+        ``truthOrigin`` (``ftagTruthOriginLabel`` codes), ``truthPt`` (GeV), ``d0sig`` and
+        ``z0SinTheta`` (mm) of the lepton's track w.r.t. the hard-scatter vertex (NaN: no track or
+        no ``track_ips``), ``passTTVA`` and ``passOR`` (enters the overlap removal:
+        :attr:`LeptonConfig.or_electron_id`/``or_muon_id``, :attr:`LeptonConfig.or_isolation`,
+        p_T > :attr:`LeptonConfig.or_pt_min`, ``passTTVA``).
     """
     c = config or LeptonConfig()
     n_ev = len(particles)
@@ -458,8 +489,20 @@ def reconstruct_leptons(
     for wp in ID_WORKING_POINTS:
         eff = np.where(is_e, electron_efficiency(tpt, teta, wp, c), muon_efficiency(tpt, teta, wp, c))
         flags[wp] = reco & (u_id * eff_reco < eff)
-    iso_trk20 = _track_isolation(ev, eta, phi, pt, trk, tracks, pv_z, n_ev, 0.2, c)
-    iso_trk30 = _track_isolation(ev, eta, phi, pt, trk, tracks, pv_z, n_ev, 0.3, c)
+    z0st_trk = None if tracks is None else _track_z0_sin_theta(tracks, pv_z, track_ips)
+    iso_trk20 = _track_isolation(ev, eta, phi, pt, trk, tracks, z0st_trk, n_ev, 0.2, c)
+    iso_trk30 = _track_isolation(ev, eta, phi, pt, trk, tracks, z0st_trk, n_ev, 0.3, c)
+    # track-to-vertex association of the lepton's own track (w.r.t. the reconstructed PV)
+    d0sig = np.full(n, np.nan)
+    z0st = np.full(n, np.nan)
+    ttva = np.ones(n, dtype=bool)
+    if tracks is not None and track_ips is not None and np.any(trk >= 0):
+        has = np.flatnonzero(trk >= 0)
+        glob = tracks.offsets[ev[has]] + trk[has]
+        d0sig[has] = np.asarray(track_ips["d0"])[glob] / np.asarray(track_ips["d0Uncertainty"])[glob]
+        z0st[has] = z0st_trk[glob]
+        d0max = np.where(is_e[has], c.ttva_electron_d0sig_max, c.ttva_muon_d0sig_max)
+        ttva[has] = (np.abs(d0sig[has]) < d0max) & (np.abs(z0st[has]) < c.ttva_z0st_max)
     if topo is not None:
         iso_calo, iso_calo40 = _topo_isolation(ev, eta, phi, pt, is_e, topo, n_ev)
     else:
@@ -494,8 +537,11 @@ def reconstruct_leptons(
         "truthOrigin": np.where(particles["is_pileup"][rows], TRUTH_ORIGIN["pileup"],
                                 particles["origin"][rows]).astype(np.int8),
         "truthPt": tpt,
+        "d0sig": d0sig,
+        "z0SinTheta": z0st,
+        "passTTVA": ttva,
     }
-    or_in = np.where(is_e, flags[c.or_electron_id], flags[c.or_muon_id]) & (pt > c.or_pt_min)
+    or_in = np.where(is_e, flags[c.or_electron_id], flags[c.or_muon_id]) & (pt > c.or_pt_min) & ttva
     if c.or_isolation is not None:
         or_in &= iso[c.or_isolation]
     cols["passOR"] = or_in
@@ -612,6 +658,7 @@ def small_r_lepton_flags(
     or_config: ORConfig | None = None,
     raw_jet_pt: np.ndarray | None = None,
     topo=None,
+    track_ips: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The lepton step of the small-R jet chain (:func:`lhcml.sim.events.simulate_events`).
 
@@ -621,6 +668,8 @@ def small_r_lepton_flags(
     jet pT the truth flag compares the lepton with (default ``jets["pt"]``); the calibrated pT of a
     jet made of an electron's EM cluster is the electron's pT times the hadronic jet energy scale
     factor (up to ~2 here), which would hide the lepton behind the 0.5 · pT(jet) condition.
+    ``track_ips``: the tracks' impact parameters w.r.t. the reconstructed hard-scatter vertex
+    (:func:`reconstruct_leptons`).
 
     Returns
     -------
@@ -628,7 +677,8 @@ def small_r_lepton_flags(
         ``flags``: boolean ``truthPromptLepton``, ``overlapsElectron``, ``overlapsMuon`` for every
         jet of ``jets``; ``n_prompt``: the number of final-state prompt e/μ of each event.
     """
-    electrons, muons = reconstruct_leptons(particles, tracks, primary_vertex_z, rng, config, topo=topo)
+    electrons, muons = reconstruct_leptons(particles, tracks, primary_vertex_z, rng, config, topo=topo,
+                                           track_ips=track_ips)
     or_flags, _ = lepton_jet_overlap(jets, jet_selected, constituent_offsets, constituents, objects, electrons,
                                      muons, or_config or CHAIN_OR_CONFIG)
     truth_jets = jets

@@ -53,6 +53,7 @@ import awkward as ak
 import numba
 import numpy as np
 
+from lhcml.errors import ConfigError
 from lhcml.sim.generator import FlatTable, insert_per_event
 
 #: calorimeter coverage
@@ -286,11 +287,17 @@ def build_pflow_flat(
     mu: float | None = None,
     n_pileup: np.ndarray | None = None,
     topo=None,
+    track_ips: dict[str, np.ndarray] | None = None,
 ) -> FlatTable:
     """:func:`build_pflow` on flat tables.
 
     ``topo``: the batch's :class:`lhcml.sim.topoclusters.TopoClusters` when already simulated
-    (else the calorimeter is simulated here with ``mu``/``n_pileup``).
+    (else the calorimeter is simulated here with ``mu``/``n_pileup``). ``track_ips``: the tracks'
+    impact parameters w.r.t. the reconstructed hard-scatter vertex
+    (:func:`lhcml.sim.vertexing.impact_parameters`, one row per track): the charged-hadron
+    subtraction then uses their ``z0SinTheta`` and the charged objects carry their ``d0``,
+    ``z0SinTheta`` and uncertainties (the simulation chain passes them); without them,
+    ``(z0 − z_PV) sinθ`` from the beam-line ``z0`` and the tracks' own ``d0``.
     """
     from lhcml.sim.jet_calo import bend_phi
     from lhcml.sim.topoclusters import cluster_kinematics, lcw_weight, simulate_topo_clusters
@@ -327,9 +334,19 @@ def build_pflow_flat(
         t_phi = tflat["phi"].astype(np.float64)
         t_q = tflat["charge"].astype(np.int8) if "charge" in fields else np.sign(tflat["qOverP"]).astype(np.int8)
         sin_t = 1.0 / np.cosh(t_eta)
+        ip_cols: dict[str, np.ndarray] = {}
+        if track_ips is not None:
+            ip_cols = {name: np.asarray(track_ips[name], dtype=np.float64)
+                       for name in ("z0SinTheta", "d0", "d0Uncertainty", "z0SinThetaUncertainty")}
+            if any(len(v) != len(t_pt) for v in ip_cols.values()):
+                raise ConfigError(f"track_ips has {len(ip_cols['d0'])} rows for {len(t_pt)} tracks; pass "
+                                  "lhcml.sim.vertexing.impact_parameters of the same tracks")
         if "z0" in fields:
             z0 = tflat["z0"].astype(np.float64)
-            dz0st = (z0 - pv_z[evt_t]) * sin_t
+            dz0st = ip_cols["z0SinTheta"] if ip_cols else (z0 - pv_z[evt_t]) * sin_t
+        elif ip_cols:
+            dz0st = ip_cols["z0SinTheta"]
+            z0 = pv_z[evt_t] + dz0st / sin_t
         else:
             z0 = pv_z[evt_t] + tflat["z0SinTheta"].astype(np.float64) / sin_t
             dz0st = tflat["z0SinTheta"].astype(np.float64)
@@ -364,6 +381,8 @@ def build_pflow_flat(
         mass = np.where(kind == KIND_ELECTRON, _M_E, np.where(kind == KIND_MUON, _M_MU, _M_PI))
 
         def opt(name: str) -> np.ndarray:
+            if name in ip_cols:
+                return ip_cols[name][k]
             return tflat[name][k].astype(np.float64) if name in fields else np.zeros(len(k))
 
         pt_k, eta_k, phi_k = t_pt[k], t_eta[k], t_phi[k]
