@@ -131,7 +131,13 @@ def main() -> None:
         import lhcml.sim.tracker as tracker
         from lhcml.sim.detector import default_detector_params
 
-        no_tails = default_detector_params().with_updates(tails=dict(tail_fraction=0.0, wide_fraction=0.0))
+        # every tail source of lhcml.sim.track_resolution off: no elastic kinks in the material,
+        # no spoiled fits from shared pixel clusters, no wrong hits from pattern recognition
+        no_tails = default_detector_params().with_updates(tails=dict(
+            material=dict(elastic_to_inelastic=0.0),
+            dense_core=dict(probability_per_shared_hit=0.0),
+            pattern_recognition=dict(rate=0.0, density_rate=0.0),
+        ))
         tracker.default_detector_params = lambda: no_tails  # simulate_events uses the defaults
 
     t0 = time.perf_counter()
