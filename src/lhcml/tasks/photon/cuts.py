@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from lhcml.atomic import atomic_write_text
 from lhcml.errors import ConfigError, SchemaError
 
 #: variable -> direction of the cut ("<": pass below the cut, ">": pass above)
@@ -190,11 +191,7 @@ class CutMenu:
 
     def save(self, path: str | Path) -> Path:
         """Write the menu as YAML (atomic)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        tmp.replace(path)
-        return path
+        return atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def load(cls, path: str | Path) -> CutMenu:

@@ -20,13 +20,13 @@ are the denoised images normalised as in :mod:`lhcml.sim.clusters`, so a CNN tra
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
+from lhcml.atomic import atomic_path
 from lhcml.config import StrictModel, load_config
 from lhcml.errors import CheckpointMismatchError, ConfigError, SchemaError
 
@@ -188,10 +188,8 @@ def train_paed(cfg: PAEDConfig, progress: bool = True) -> Path:
     if best:
         state = torch.load(best, weights_only=True, map_location="cpu")["state_dict"]
         module.load_state_dict(state)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".paed.pt.tmp{os.getpid()}"
-    torch.save({"state_dict": model.state_dict(), "config_yaml": yaml.safe_dump(cfg.model_dump(mode="json"))}, tmp)
-    tmp.replace(final)
+    with atomic_path(final) as tmp:
+        torch.save({"state_dict": model.state_dict(), "config_yaml": yaml.safe_dump(cfg.model_dump(mode="json"))}, tmp)
     return final
 
 
@@ -234,6 +232,7 @@ def denoise_file(paed_path: str | Path, src: str | Path, dst: str | Path, geomet
     """
     import h5py
 
+    from lhcml.data.checks import open_h5
     from lhcml.sim.calo_geometry import load_geometry
     from lhcml.sim.clusters import layer_noise_mev, normalise_images
 
@@ -244,10 +243,8 @@ def denoise_file(paed_path: str | Path, src: str | Path, dst: str | Path, geomet
     src, dst = Path(src), Path(dst)
     if dst.resolve() == src.resolve():
         raise ConfigError("denoise_file writes a new file: dst must differ from src")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    try:
-        with h5py.File(src, "r") as fin, h5py.File(tmp, "w") as fout:
+    with atomic_path(dst) as tmp:
+        with open_h5(src) as fin, h5py.File(tmp, "w") as fout:
             for k, v in fin.attrs.items():
                 fout.attrs[k] = v
             fout.attrs["denoised_by"] = str(paed_path)
@@ -259,10 +256,6 @@ def denoise_file(paed_path: str | Path, src: str | Path, dst: str | Path, geomet
                     fout.create_dataset(name, data=img, compression="lzf")
                 else:
                     fin.copy(fin[name], fout, name=name)
-        tmp.replace(dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return dst
 
 
@@ -299,9 +292,7 @@ def export_paed_onnx(paed_path: str | Path, output: str | Path, force: bool = Fa
     shapes = [model.image_shapes[g] for g in groups]
     arrays = [np.abs(rng.normal(0, 300.0, size=(n_check, *s))).astype(np.float32) for s in shapes]
     out_names = [f"denoised_{g[len('raw_'):]}" for g in groups] + ["latent"]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(output) as tmp:
         torch.onnx.export(
             wrapper, tuple(torch.from_numpy(a[:2]) for a in arrays), str(tmp), input_names=groups,
             output_names=out_names, opset_version=17, dynamo=False,
@@ -316,7 +307,5 @@ def export_paed_onnx(paed_path: str | Path, output: str | Path, force: bool = Fa
                    for k, (g, r) in enumerate(zip(got, ref, strict=True)))
         if diff > atol:
             raise RuntimeError(f"onnxruntime and torch differ by {diff:.2e} (> {atol}) for the PAED")
-        tmp.replace(output)
-    finally:
-        tmp.unlink(missing_ok=True)
+        del sess
     return {"max_abs_diff": diff}

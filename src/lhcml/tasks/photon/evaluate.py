@@ -17,13 +17,13 @@ and writes ``results.json``, figures and ``report.html`` (with :class:`lhcml.plo
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lhcml.atomic import atomic_write_text
 from lhcml.errors import SchemaError
 from lhcml.tasks.photon.cuts import CutMenu
 
@@ -202,9 +202,7 @@ def evaluate_photon_id(
     photons = load_photons(test_files)
     res = evaluate_arrays(photons, taggers, menus, working_points, bins)
     res = _clean(res)
-    tmp = out / f".results.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(res, indent=1))
-    tmp.replace(out / "results.json")
+    atomic_write_text(out / "results.json", json.dumps(res, indent=1))
     figs = _figures(res, out)
     rep = HtmlReport(title)
     rep.add_text(f"{res['n_prompt']} prompt photons, {res['n_fake']} fakes; files: {', '.join(map(str, test_files))}")
