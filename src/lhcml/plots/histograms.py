@@ -1,15 +1,70 @@
 """Normalised histograms (discriminant per class with working-point lines; pass/fail background
 mass distributions for mass sculpting), ``add -> draw -> save``.
+
+Bin contents and their variances come from :mod:`hist` (boost-histogram) with weighted storage
+(:func:`fill_histogram`): sum of weights and sum of squared weights per bin, under- and overflow
+kept in the flow bins and folded into the edge bins for drawing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lhcml.plots.style import PlotBase, add_experiment_label, colour, new_figure, style
+
+if TYPE_CHECKING:  # pragma: no cover
+    import hist
+
+
+def fill_histogram(
+    values: np.ndarray, edges: np.ndarray | Sequence[float], weights: np.ndarray | None = None
+) -> hist.Hist:
+    """A weighted histogram (``hist.Hist`` with ``Weight`` storage) on the given bin edges.
+
+    Each bin holds the sum of weights (``.values()``) and the sum of squared weights
+    (``.variances()``, the statistical variance of a weighted count). Entries below the first or
+    at/above the last edge go to the under/overflow bins (``flow=True``); NaN values are dropped
+    (as ``np.histogram`` does), ±inf go to the flow bins.
+
+    Parameters
+    ----------
+    values : np.ndarray
+        Data.
+    edges : np.ndarray | Sequence[float]
+        Increasing bin edges.
+    weights : np.ndarray | None, optional
+        Per-entry weights (default 1).
+
+    Returns
+    -------
+    hist.Hist
+        The filled histogram.
+    """
+    import hist
+
+    v = np.asarray(values, dtype=np.float64)
+    keep = ~np.isnan(v)
+    h = hist.Hist(hist.axis.Variable(np.asarray(edges, dtype=np.float64)), storage=hist.storage.Weight())
+    if weights is None:
+        h.fill(v[keep])
+    else:
+        h.fill(v[keep], weight=np.asarray(weights, dtype=np.float64)[keep])
+    return h
+
+
+def folded_contents(h: hist.Hist) -> tuple[np.ndarray, np.ndarray]:
+    """Bin contents and variances of a 1-D weighted histogram with under/overflow added to the
+    first/last bin (how the plots show entries outside the range)."""
+    cont = h.values(flow=True).astype(np.float64)
+    var = h.variances(flow=True).astype(np.float64)
+    for a in (cont, var):
+        a[1] += a[0]
+        a[-2] += a[-1]
+    return cont[1:-1], var[1:-1]
 
 
 @dataclass
@@ -121,11 +176,9 @@ class HistogramPlot(PlotBase):
             drawn: list[np.ndarray] = []
             for i, h in enumerate(self.hists):
                 c = h.colour or colour(i)
-                w = np.ones_like(h.values) if h.weights is None else h.weights.astype(float)
-                v = np.clip(h.values, edges[0], edges[-1])  # show under/overflow in edge bins
-                cont, _ = np.histogram(v, edges, weights=w)
-                err2, _ = np.histogram(v, edges, weights=w**2)
-                err = np.sqrt(err2)
+                # sum of weights and of squared weights; under/overflow shown in the edge bins
+                cont, var = folded_contents(fill_histogram(h.values, edges, h.weights))
+                err = np.sqrt(var)
                 if self.norm and cont.sum() > 0:
                     scale = 1.0 / (cont.sum() * np.diff(edges))
                     cont, err = cont * scale, err * scale

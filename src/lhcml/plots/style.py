@@ -1,13 +1,20 @@
-"""The lhcml plot style: an mplhep/puma-like look without requiring mplhep.
+"""The lhcml plot style: mplhep's experiment styles, lhcml's label and colours.
 
-Figures are built on :class:`matplotlib.figure.Figure` directly (no ``pyplot``, so no GUI backend
-is ever imported) and saved atomically. Every plot carries the label :data:`EXPERIMENT_LABEL`;
-lhcml results never use an experiment's name as a label.
+The rcParams come from :mod:`mplhep.style` (``ATLAS`` by default; ``CMS`` or ``ROOT`` with
+``LHCML_PLOT_STYLE`` or :func:`set_plot_style`), with a few lhcml overrides on top
+(:data:`RC_OVERRIDES`: colour cycle, tick sizes, tight bounding box). The label in the top-left
+corner is drawn by :func:`mplhep.label.exp_label` in the experiments' way (bold name, italic
+status, like "ATLAS Simulation Internal") but reads :data:`EXPERIMENT_LABEL`: lhcml results never
+use an experiment's name as a label.
+
+Figures are built on :class:`matplotlib.figure.Figure` directly (no GUI backend is selected by
+lhcml) and saved atomically. mplhep is imported only when a figure is drawn.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,8 +23,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-#: the label in the top-left corner of every plot
-EXPERIMENT_LABEL = "lhcml open simulation"
+#: the label in the top-left corner of every plot: bold name, then italic status
+EXPERIMENT_NAME = "lhcml"
+EXPERIMENT_STATUS = "open simulation"
+EXPERIMENT_LABEL = f"{EXPERIMENT_NAME} {EXPERIMENT_STATUS}"
+
+#: mplhep styles lhcml offers (``mplhep.style.<NAME>``); the first is the default
+PLOT_STYLES = ("ATLAS", "CMS", "ROOT")
+_plot_style: str | None = None  # set by set_plot_style(); None: LHCML_PLOT_STYLE or the default
 
 #: colour cycle (puma/matplotlib "tab10" order)
 COLOURS = (
@@ -34,26 +47,18 @@ COLOURS = (
 )
 LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
 
-RC_PARAMS: dict[str, Any] = {
-    "font.family": "sans-serif",
+#: lhcml's settings on top of the mplhep style (our choice: the colour cycle of COLOURS, equal x
+#: and y tick lengths, a tight bounding box, sizes that fit the (7.5, 5.5) inch figures)
+RC_OVERRIDES: dict[str, Any] = {
     "font.size": 12,
     "axes.labelsize": 13,
     "axes.titlesize": 13,
-    "axes.linewidth": 1.0,
-    "axes.labelpad": 6,
-    "xtick.direction": "in",
-    "ytick.direction": "in",
-    "xtick.top": True,
-    "ytick.right": True,
-    "xtick.minor.visible": True,
-    "ytick.minor.visible": True,
+    "xtick.labelsize": 11,
+    "ytick.labelsize": 11,
     "xtick.major.size": 7,
     "ytick.major.size": 7,
     "xtick.minor.size": 3.5,
     "ytick.minor.size": 3.5,
-    "xtick.labelsize": 11,
-    "ytick.labelsize": 11,
-    "legend.frameon": False,
     "legend.fontsize": 10,
     "legend.handlelength": 1.6,
     "lines.linewidth": 1.6,
@@ -62,12 +67,80 @@ RC_PARAMS: dict[str, Any] = {
 }
 
 
+def set_plot_style(name: str | None) -> None:
+    """Choose the mplhep style of all later figures (``None``: ``LHCML_PLOT_STYLE`` or ATLAS).
+
+    Parameters
+    ----------
+    name : str | None
+        One of :data:`PLOT_STYLES` (case-insensitive), or None.
+
+    Raises
+    ------
+    ConfigError
+        For a name that is not in :data:`PLOT_STYLES`.
+    """
+    global _plot_style
+    _plot_style = None if name is None else _check_style(name, "set_plot_style")
+
+
+def _check_style(name: str, where: str) -> str:
+    from lhcml.errors import ConfigError
+
+    key = str(name).strip().upper()
+    if key not in PLOT_STYLES:
+        raise ConfigError(
+            f"unknown plot style '{name}' ({where}); valid: {', '.join(PLOT_STYLES)} (mplhep styles)"
+        )
+    return key
+
+
+def plot_style_name() -> str:
+    """The mplhep style in use: :func:`set_plot_style`, else ``LHCML_PLOT_STYLE``, else ATLAS."""
+    if _plot_style is not None:
+        return _plot_style
+    env = os.environ.get("LHCML_PLOT_STYLE")
+    return _check_style(env, "LHCML_PLOT_STYLE") if env else PLOT_STYLES[0]
+
+
+def rc_params(name: str | None = None) -> dict[str, Any]:
+    """The rcParams of a figure: ``mplhep.style.<name>`` updated with :data:`RC_OVERRIDES`.
+
+    Parameters
+    ----------
+    name : str | None, optional
+        An mplhep style of :data:`PLOT_STYLES`; default :func:`plot_style_name`.
+
+    Returns
+    -------
+    dict[str, Any]
+        The merged parameters (a new dictionary).
+    """
+    import mplhep
+    from cycler import cycler
+
+    key = plot_style_name() if name is None else _check_style(name, "rc_params")
+    params: dict[str, Any] = {}
+    base = getattr(mplhep.style, key)
+    for part in base if isinstance(base, (list, tuple)) else [base]:
+        params.update(part)
+    params.update(RC_OVERRIDES)
+    params["axes.prop_cycle"] = cycler(color=list(COLOURS))
+    return params
+
+
 @contextlib.contextmanager
-def style() -> Iterator[None]:
-    """Context manager applying :data:`RC_PARAMS`."""
+def style(name: str | None = None) -> Iterator[None]:
+    """Context manager applying :func:`rc_params` (the mplhep style plus lhcml's overrides).
+
+    Parameters
+    ----------
+    name : str | None, optional
+        An mplhep style of :data:`PLOT_STYLES`; default :func:`plot_style_name`.
+    """
     import matplotlib as mpl
 
-    with mpl.rc_context(RC_PARAMS):
+    with mpl.rc_context(rc_params(name)):
         yield
 
 
@@ -111,8 +184,13 @@ def new_figure(
     return fig, axes
 
 
-def add_experiment_label(ax: Axes, lines: Sequence[str] | str | None = None, y: float = 0.95) -> None:
+def add_experiment_label(ax: Axes, lines: Sequence[str] | str | None = None) -> None:
     """Write the lhcml label and extra lines (sample, cuts, WP) in the top-left corner.
+
+    The label is :func:`mplhep.label.exp_label` with :data:`EXPERIMENT_NAME` in bold and
+    :data:`EXPERIMENT_STATUS` in italics, inside the axes (``loc=1``), with no energy or luminosity
+    on the right (lhcml does not know the sample's); the extra lines are placed under the label's
+    box (offsets in points, so they never overlap it whatever the axes' height).
 
     Parameters
     ----------
@@ -120,16 +198,16 @@ def add_experiment_label(ax: Axes, lines: Sequence[str] | str | None = None, y: 
         Target axis.
     lines : Sequence[str] | str | None, optional
         Extra text lines.
-    y : float, optional
-        Vertical position of the first line (axes fraction).
     """
+    import mplhep
+
     extra = [lines] if isinstance(lines, str) else list(lines or [])
-    ax.text(
-        0.04, y, EXPERIMENT_LABEL, transform=ax.transAxes, fontsize=13, fontweight="bold",
-        fontstyle="italic", va="top",
-    )
+    # data=True: mplhep adds no "Simulation" prefix to the status text (ours says what it is)
+    name, *_ = mplhep.label.exp_label(exp=EXPERIMENT_NAME, text=EXPERIMENT_STATUS, data=True, loc=1,
+                                      rlabel="", ax=ax, fontsize=13)  # fmt: skip
     for i, line in enumerate(extra):
-        ax.text(0.04, y - 0.06 * (i + 1), line, transform=ax.transAxes, fontsize=10, va="top")
+        ax.annotate(line, xy=(0.0, 0.0), xycoords=name, xytext=(0.0, -4.0 - 14.0 * i),
+                    textcoords="offset points", fontsize=10, va="top", ha="left")  # fmt: skip
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
