@@ -261,3 +261,83 @@ def test_lola_on_relative_coordinates_ignores_the_jet_rapidity():
         a = m({"flow": central, "flow_valid": valid})["logits"]
         b = m({"flow": forward, "flow_valid": valid})["logits"]
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_helper_equals_torch_multihead_attention():
+    """The one attention implementation (GN, ParT) equals nn.MultiheadAttention with the same
+    weights: self-attention with and without key padding, and cross-attention (ParT's class token)."""
+    from lhcml.models.layers import MultiheadAttention
+
+    torch.manual_seed(3)
+    d, h = 16, 4
+    ours, ref = MultiheadAttention(d, h).eval(), torch.nn.MultiheadAttention(d, h, batch_first=True).eval()
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(ours.qkv.weight)
+        ref.in_proj_bias.copy_(ours.qkv.bias)
+        ref.out_proj.weight.copy_(ours.out.weight)
+        ref.out_proj.bias.copy_(ours.out.bias)
+        x = torch.randn(3, 7, d)
+        torch.testing.assert_close(ours(x), ref(x, x, x, need_weights=False)[0], rtol=1e-5, atol=1e-5)
+        valid = torch.arange(7)[None] < torch.tensor([[7], [4], [1]])
+        want = ref(x, x, x, key_padding_mask=~valid, need_weights=False)[0]
+        # (padded query slots are zeroed before the projection: compare the real ones)
+        torch.testing.assert_close(ours(x, valid)[valid], want[valid], rtol=1e-5, atol=1e-5)
+        q = torch.randn(3, 1, d)
+        want = ref(q, x, x, key_padding_mask=~valid, need_weights=False)[0]
+        torch.testing.assert_close(ours(q, valid, context=x), want, rtol=1e-5, atol=1e-5)
+        # an additive bias of -inf on a key is the same as masking it
+        bias = torch.zeros(3, 1, 7, 7)
+        bias[..., 5:] = -1e9
+        first5 = torch.arange(7)[None].expand(3, -1) < 5
+        torch.testing.assert_close(ours(x, bias=bias)[:, :5], ours(x, valid=first5)[:, :5])
+
+
+def test_attention_masked_token_cannot_influence_the_others():
+    from lhcml.models.layers import MultiheadAttention
+
+    torch.manual_seed(4)
+    att = MultiheadAttention(8, 2).eval()
+    x = torch.randn(2, 6, 8)
+    valid = torch.tensor([[True] * 4 + [False] * 2, [True] + [False] * 5])
+    bias = torch.randn(2, 2, 6, 6)
+    with torch.no_grad():
+        ref = att(x, valid, bias=bias)
+        junk = x.clone()
+        junk[~valid] = float("nan")
+        junk_bias = bias.clone()
+        junk_bias[..., 4:] = 1e4  # a huge bias towards the padded keys changes nothing either
+        out = att(junk, valid, bias=junk_bias)
+        torch.testing.assert_close(out[valid], ref[valid])
+        assert torch.isfinite(out).all()
+        # a real token does influence the others
+        x2 = x.clone()
+        x2[0, 2] += 1.0
+        assert not torch.allclose(att(x2, valid, bias=bias)[0, 0], ref[0, 0])
+        # no valid key at all (an empty jet): zero attention output (the output bias only)
+        empty = att(x, torch.zeros(2, 6, dtype=torch.bool))
+        torch.testing.assert_close(empty, att.out.bias.expand_as(empty))
+
+
+def test_part_training_statistics_ignore_padding():
+    """ParT's input and pair BatchNorms see only real constituents in training: extra padding
+    slots change neither the training-mode outputs nor the running statistics."""
+    x, valid = _batch()
+    outs = []
+    for extra in (0, 9):
+        torch.manual_seed(0)
+        m = build_model("part", 2, {"flow": len(FLOW_VARS)}, **(SMALL["part"] | {"dropout": 0.0}))
+        m.configure_inputs({"flow": FLOW_VARS})
+        m.train()
+        xx = torch.cat([x, torch.full((5, extra, x.shape[2]), 3.0)], dim=1)
+        vv = torch.cat([valid, torch.zeros(5, extra, dtype=torch.bool)], dim=1)
+        outs.append((m({"flow": xx, "flow_valid": vv})["logits"].detach(), m.input_bn.running_mean.clone()))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outs[0][1], outs[1][1])
+
+
+def test_constituents_module_keeps_the_old_import_path():
+    from lhcml.models import constituents, deepsets, lola, part, particlenet
+
+    assert constituents.ParticleTransformer is part.ParticleTransformer
+    assert constituents.ParticleNet is particlenet.ParticleNet
+    assert constituents.PFN is deepsets.PFN and constituents.LoLa is lola.LoLa

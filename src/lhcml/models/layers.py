@@ -8,8 +8,6 @@ block is permutation-equivariant, to the order of the objects. All blocks export
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
@@ -126,11 +124,35 @@ def _masked_softmax(scores: Tensor, mask: Tensor, dim: int) -> Tensor:
     return torch.where(mask, w, torch.zeros_like(w))
 
 
-class MaskedMultiheadAttention(nn.Module):
-    """Multi-head scaled dot-product attention with a key-padding mask (True = real key).
+#: additive attention logit of a padded key: exp(-1e9 - max) is exactly 0 in float32 next to any
+#: valid key, and finite, so rows without any valid key give no NaN (our choice)
+MASKED_LOGIT = -1e9
 
-    Written out explicitly (rather than ``nn.MultiheadAttention``) so that the masking is exact
-    for jets with zero tracks and the graph exports to ONNX with dynamic object axes.
+
+def key_mask(valid: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Additive attention mask (B, 1, 1, Nk) from a key mask (True = real key): 0 or
+    :data:`MASKED_LOGIT`. Add a pair bias (B, H, Nq, Nk) to it to combine both."""
+    return torch.where(valid, 0.0, MASKED_LOGIT).to(dtype)[:, None, None, :]
+
+
+class MultiheadAttention(nn.Module):
+    """Multi-head scaled dot-product attention: key-padding mask, optional additive bias.
+
+    The one attention implementation of the package (GN's transformer encoder, ParT's particle
+    and class attention). ``forward(x, valid=None, context=None, bias=None)``:
+
+    * ``x`` (B, Nq, D) queries; ``context`` (B, Nk, D) keys/values (default: ``x``,
+      self-attention, one packed projection);
+    * ``valid`` (B, Nk) bool, True = real key; padded keys get weight exactly 0 and their
+      stored values never enter (they are zeroed before the projection, so even NaN padding
+      cannot leak); queries with no valid key at all give a zero output (an empty jet);
+    * ``bias`` additive float logits broadcastable to (B, H, Nq, Nk), e.g. ParT's pairwise
+      interaction embedding; it may already contain the key mask (:func:`key_mask`), then
+      ``valid`` can be None.
+
+    Runs on :func:`torch.nn.functional.scaled_dot_product_attention` (fused kernels, exports to
+    ONNX). Parameters ``qkv`` (packed q, k, v, as ``nn.MultiheadAttention.in_proj_*``) and
+    ``out``: with the same weights it equals :class:`torch.nn.MultiheadAttention`.
     """
 
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
@@ -141,17 +163,42 @@ class MaskedMultiheadAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
-        self.dropout = nn.Dropout(dropout)
+        self.p_drop = dropout
 
-    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, N, Dh)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, H, Nq, Nk)
-        key_mask = valid[:, None, None, :].expand_as(scores)
-        attn = self.dropout(_masked_softmax(scores, key_mask, dim=-1))
-        y = (attn @ v).transpose(1, 2).reshape(b, n, d)
-        return self.out(y)
+    def _heads(self, t: Tensor) -> Tensor:
+        b, n, _ = t.shape
+        return t.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, N, Dh)
+
+    def forward(
+        self, x: Tensor, valid: Tensor | None = None, context: Tensor | None = None, bias: Tensor | None = None
+    ) -> Tensor:
+        b, nq, d = x.shape
+        if context is None:
+            if valid is not None:
+                x = zero_padded(x, valid)
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+        else:
+            if valid is not None:
+                context = zero_padded(context, valid)
+            w, bq = self.qkv.weight, self.qkv.bias
+            q = nn.functional.linear(x, w[:d], bq[:d])
+            k, v = nn.functional.linear(context, w[d:], bq[d:]).chunk(2, dim=-1)
+        mask = bias
+        if valid is not None:
+            km = key_mask(valid, q.dtype)
+            mask = km if mask is None else mask + km
+        o = nn.functional.scaled_dot_product_attention(
+            self._heads(q), self._heads(k), self._heads(v), attn_mask=mask,
+            dropout_p=self.p_drop if self.training else 0.0,
+        )  # fmt: skip
+        o = o.transpose(1, 2).reshape(b, nq, d)
+        if valid is not None:  # queries without any valid key (empty jets): zero, not a mean of padding
+            o = torch.where(valid.any(dim=1)[:, None, None], o, torch.zeros_like(o))
+        return self.out(o)
+
+
+#: former name (GN's encoder layer); same parameters (``qkv``, ``out``), checkpoints load unchanged
+MaskedMultiheadAttention = MultiheadAttention
 
 
 class TransformerEncoderLayer(nn.Module):

@@ -25,7 +25,10 @@ _MODELS: dict[str, type] = {}
 # Modules that hold registered architectures: a fixed list in the package, not from configs.
 _ARCHITECTURE_MODULES = (
     "lhcml.models.ftag",
-    "lhcml.models.constituents",
+    "lhcml.models.deepsets",
+    "lhcml.models.particlenet",
+    "lhcml.models.part",
+    "lhcml.models.lola",
     "lhcml.models.images",
     "lhcml.models.photon",
 )
