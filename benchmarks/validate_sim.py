@@ -1,4 +1,4 @@
-"""Validation as code at full statistics: simulate the validation samples and run ``validate-sim``.
+"""Validation as code at full statistics: simulate the validation samples and run ``lhcml sim validate``.
 
 Usage::
 

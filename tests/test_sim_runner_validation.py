@@ -1,4 +1,4 @@
-"""validate-sim report and the simulate/validate-sim/inspect command line."""
+"""`lhcml sim validate` report and the simulate/sim validate/inspect command line."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_cli_simulate_validate_inspect(tmp_path):
     out = tmp_path / "sim"
     runner = CliRunner()
     lib = tmp_path / "lib.h5"
-    res = runner.invoke(app, ["make-pileup", str(lib), "--events", "20", "--seed", "2", "--quiet"])
+    res = runner.invoke(app, ["sim", "make-pileup", str(lib), "--events", "20", "--seed", "2", "--quiet"])
     assert res.exit_code == 0 and lib.exists(), res.output
     res = runner.invoke(app, ["simulate", "ttbar", "--events", "4", "--mu", "2", "--seed", "4",
                               "--events-per-shard", "4", "--output", str(out), "--quiet",
@@ -53,7 +53,7 @@ def test_cli_simulate_validate_inspect(tmp_path):
     assert manifest["pileup"]["file"] == str(lib) and manifest["mu"] == 2.0
     assert not (out / "pileup_minbias.h5").exists()
     assert sorted(p.name for p in out.glob("*.h5")) == ["ttbar_0000.h5"]
-    res = runner.invoke(app, ["validate-sim", str(out), "--output", str(tmp_path / "val")])
+    res = runner.invoke(app, ["sim", "validate", str(out), "--output", str(tmp_path / "val")])
     assert res.exit_code == 0, res.output
     refs, _ = _referenced(tmp_path / "val" / "index.html")
     assert {"jet_pt.png", "sd0.png", "track_origin.png"} <= refs

@@ -1,4 +1,4 @@
-"""Validation as code (lhcml validate-sim): every shipped check passes on a sample built to match its
+"""Validation as code (lhcml sim validate): every shipped check passes on a sample built to match its
 reference and fails (or, for unverified references, leaves its range) when a parameter is broken;
 the estimators recover known values; absent fields never pass; the reference table is strict."""
 
@@ -346,10 +346,10 @@ def test_cli_prints_table_writes_page_and_strict_exit(tmp_path):
     good = _write(tmp_path / "g", _large_r(rng, 0.0, False), 0.0)
     bad60 = _write(tmp_path / "b", _large_r(rng, 60.0, True), 60.0)
     runner = CliRunner()
-    res = runner.invoke(app, ["validate-sim", str(good), "-o", str(tmp_path / "out1")])
+    res = runner.invoke(app, ["sim", "validate", str(good), "-o", str(tmp_path / "out1")])
     assert res.exit_code == 0, res.output
     assert "top_mass_peak" in res.output and " pass " in res.output and ", 0 FAIL," in res.output
-    res = runner.invoke(app, ["validate-sim", str(good), str(bad60), "-o", str(tmp_path / "out2"),
+    res = runner.invoke(app, ["sim", "validate", str(good), str(bad60), "-o", str(tmp_path / "out2"),
                               "--strict", "--only-measured"])  # fmt: skip
     assert res.exit_code == 1, res.output
     assert "tau32_median_stability" in res.output and "FAIL" in res.output
@@ -363,7 +363,7 @@ def test_cli_prints_table_writes_page_and_strict_exit(tmp_path):
     assert [s["mu"] for s in data["samples"]] == [0.0, 60.0]
     # the plots of each sample go to a folder named after it; the page links them
     assert (tmp_path / "out2" / "b" / "large_r_mass.png").is_file() and 'href="b/large_r_mass.png"' in page
-    res = runner.invoke(app, ["validate-sim", str(good), "--reference", str(tmp_path / "nope.yaml")])
+    res = runner.invoke(app, ["sim", "validate", str(good), "--reference", str(tmp_path / "nope.yaml")])
     assert res.exit_code != 0 and "does not exist" in str(res.exception)
 
 

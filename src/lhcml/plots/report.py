@@ -578,7 +578,7 @@ def build_index(root: str | Path, output: str | Path | None = None, title: str =
     )  # fmt: skip
     if not pages:
         raise SchemaError(
-            f"no HTML reports under {root}: write some first (lhcml evaluate, tune, validate-sim, "
+            f"no HTML reports under {root}: write some first (lhcml evaluate, tune, sim validate, "
             f"photon evaluate, demo), or give an evaluation folder holding results.json"
         )
     rep = HtmlReport(title)

@@ -1,4 +1,5 @@
-"""CLI commands of the simulation stage (simulate, make-pileup, validate-sim)."""
+"""CLI of the simulation stage: ``lhcml simulate`` and the ``lhcml sim`` group (``make-pileup``,
+``validate``)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,68 @@ from pathlib import Path
 
 import typer
 
+sim_app = typer.Typer(
+    help=(
+        "Simulation utilities beside `lhcml simulate` (Pythia 8 + the parametric ATLAS-like "
+        "detector).\n\n"
+        "Order: `lhcml sim make-pileup` (optional: one minimum-bias library shared by many runs) "
+        "-> `lhcml simulate` (--pileup-library) -> `lhcml sim validate` (checks against the "
+        "shipped reference table, plots, HTML page)."
+    ),
+    no_args_is_help=True,
+)
+
+
+@sim_app.command("make-pileup")
+def make_pileup_cmd(
+    output: Path = typer.Argument(..., help="library file to write, e.g. pileup_minbias.h5"),
+    events: int = typer.Option(5000, "--events", "-n", help="minimum-bias events"),
+    seed: int = typer.Option(1, "--seed", help="Pythia seed"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Build a minimum-bias pileup library to share between runs (--pileup-library)."""
+    from lhcml.sim.pileup import build_pileup_library
+
+    build_pileup_library(events, seed, output, progress=not quiet)
+    typer.echo(f"wrote {output}")
+
+
+@sim_app.command("validate")
+def validate_sim_cmd(
+    sim_dirs: list[Path] = typer.Argument(
+        ..., help="simulation output directories (several: compared, e.g. mu = 0/60/140)"
+    ),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="report directory (default DIR/validation)"
+    ),
+    max_jets: int = typer.Option(200_000, "--max-jets", help="rows read at most per dataset"),
+    reference: Path = typer.Option(
+        None, "--reference", help="reference table YAML (default: the shipped one)"
+    ),
+    strict: bool = typer.Option(False, "--strict", help="exit status 1 if any check FAILs"),
+    only_measured: bool = typer.Option(
+        False, "--only-measured", help="print no not-in-sample rows (the page keeps them)"
+    ),
+) -> None:
+    """Check simulated samples against the shipped reference table of published values.
+
+    Each check ends pass/FAIL/unverified/not-in-sample; also writes validation plots and an
+    HTML page (docs/validation.md).
+    """
+    from lhcml.validation import format_table, run_validation
+
+    results, page = run_validation(list(sim_dirs), output, max_jets=max_jets, reference=reference)
+    shown = [r for r in results if not (only_measured and r.status == "not-in-sample")]
+    typer.echo(format_table(shown))
+    if len(shown) < len(results):
+        typer.echo(f"({len(results) - len(shown)} not-in-sample rows not shown)")
+    typer.echo(f"wrote {page}")
+    if strict and any(r.status == "FAIL" for r in results):
+        raise typer.Exit(1)
+
 
 def register(app: typer.Typer) -> None:
-    """Add the simulation commands to ``app``."""
+    """Add ``simulate`` and the ``sim`` group (``make-pileup``, ``validate``) to ``app``."""
 
     @app.command("simulate")
     def simulate_cmd(
@@ -30,7 +90,7 @@ def register(app: typer.Typer) -> None:
             help="Dask cluster: local:N, tcp://host:port, slurm, htcondor or a cluster YAML file",
         ),
         pileup_library: Path = typer.Option(
-            None, "--pileup-library", help="existing minbias library (lhcml make-pileup)"
+            None, "--pileup-library", help="existing minbias library (lhcml sim make-pileup)"
         ),
         pileup_size: int = typer.Option(
             None, "--pileup-size", help="events in a new pileup library"
@@ -79,45 +139,4 @@ def register(app: typer.Typer) -> None:
         )  # fmt: skip
         typer.echo(f"wrote {len(files)} shard(s) to {output}")
 
-    @app.command("make-pileup")
-    def make_pileup_cmd(
-        output: Path = typer.Argument(..., help="library file to write, e.g. pileup_minbias.h5"),
-        events: int = typer.Option(5000, "--events", "-n", help="minimum-bias events"),
-        seed: int = typer.Option(1, "--seed", help="Pythia seed"),
-        quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
-    ) -> None:
-        """Build a minimum-bias pileup library to share between runs (--pileup-library)."""
-        from lhcml.sim.pileup import build_pileup_library
-
-        build_pileup_library(events, seed, output, progress=not quiet)
-        typer.echo(f"wrote {output}")
-
-    @app.command("validate-sim")
-    def validate_sim_cmd(
-        sim_dirs: list[Path] = typer.Argument(
-            ..., help="simulation output directories (several: compared, e.g. mu = 0/60/140)"
-        ),
-        output: Path = typer.Option(
-            None, "--output", "-o", help="report directory (default DIR/validation)"
-        ),
-        max_jets: int = typer.Option(200_000, "--max-jets", help="rows read at most per dataset"),
-        reference: Path = typer.Option(
-            None, "--reference", help="reference table YAML (default: the shipped one)"
-        ),
-        strict: bool = typer.Option(False, "--strict", help="exit status 1 if any check FAILs"),
-        only_measured: bool = typer.Option(
-            False, "--only-measured", help="print no not-in-sample rows (the page keeps them)"
-        ),
-    ) -> None:
-        """Checks against the shipped reference table (pass/FAIL/unverified/not-in-sample),
-        validation plots and an HTML page (docs/validation.md)."""
-        from lhcml.validation import format_table, run_validation
-
-        results, page = run_validation(list(sim_dirs), output, max_jets=max_jets, reference=reference)
-        shown = [r for r in results if not (only_measured and r.status == "not-in-sample")]
-        typer.echo(format_table(shown))
-        if len(shown) < len(results):
-            typer.echo(f"({len(results) - len(shown)} not-in-sample rows not shown)")
-        typer.echo(f"wrote {page}")
-        if strict and any(r.status == "FAIL" for r in results):
-            raise typer.Exit(1)
+    app.add_typer(sim_app, name="sim")

@@ -129,7 +129,7 @@ def load_templates(path: str | Path) -> tuple[IPTemplates, SV1Templates, SV1Conf
     with open_h5(path) as f:
         if f.attrs.get("format") != TEMPLATES_FORMAT:
             raise CorruptFileError(
-                f"{path} is not a baseline-templates file (make one with `lhcml baselines fit`)"
+                f"{path} is not a baseline-templates file (make one with `lhcml ftag baselines fit`)"
             )
         g = f["IP"]
         ip = IPTemplates(
