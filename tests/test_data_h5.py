@@ -125,7 +125,7 @@ def test_reader_over_many_files_and_glob(tmp_path, mock_tables):
     assert len(s["jets"]) == 200 and (s["jets"]["pt"] > 25e3).all()
     assert len(np.unique(s["jets"]["pt"])) == 200  # no replacement
     assert np.isin(s["jets"]["pt"], mock_tables["jets"]["pt"]).all()
-    with pytest.raises(FileNotFoundError, match="no files match"):
+    with pytest.raises(FileNotFoundError, match="no file matches"):
         H5Reader(str(tmp_path / "nothing_*.h5")).n_jets  # noqa: B018
 
 

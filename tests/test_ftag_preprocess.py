@@ -274,7 +274,7 @@ def test_bad_config_errors(inputs, tmp_path):
         preprocess(cfg)
     assert not (tmp_path / "y" / "train.h5").exists()
     cfg = _cfg(tmp, tmp_path / "z", samples={"ttbar": {"inputs": [str(tmp / "nope*.h5")]}})
-    with pytest.raises(ConfigError, match="matches no file"):
+    with pytest.raises(ConfigError, match="no file matches .* of sample"):
         preprocess(cfg)
 
 

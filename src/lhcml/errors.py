@@ -39,6 +39,10 @@ class FileLockedError(LhcmlError, OSError):
     """An HDF5 file is open for writing in another process (HDF5's file lock is held)."""
 
 
+class InputNotFoundError(ConfigError, FileNotFoundError):
+    """Named input files do not exist (a path, a glob that matches nothing, an empty directory)."""
+
+
 class OutputNotWritableError(LhcmlError, PermissionError):
     """An output location cannot be written (read-only directory or file system)."""
 

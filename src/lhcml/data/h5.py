@@ -12,7 +12,6 @@ close, so a crashed job never leaves a partial output. The reader reads contiguo
 
 from __future__ import annotations
 
-import glob as _glob
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ from lhcml.atomic import commit, prepare_output
 from lhcml.data import schema
 from lhcml.data.checks import check_structure, datasets, open_h5, read_fields
 from lhcml.data.cuts import Cuts
+from lhcml.data.files import expand_inputs
 from lhcml.errors import SchemaError
 
 Variables = Mapping[str, list[str] | None]
@@ -289,23 +289,6 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
         return out
 
 
-def _expand(paths: str | Path | list[str | Path]) -> list[Path]:
-    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    out: list[Path] = []
-    for p in items:
-        s = str(p)
-        if any(c in s for c in "*?["):
-            hits = sorted(_glob.glob(s))
-            if not hits:
-                raise FileNotFoundError(f"no files match the pattern '{s}'")
-            out.extend(Path(h) for h in hits)
-        else:
-            out.append(Path(p))
-    if not out:
-        raise FileNotFoundError("no input files given")
-    return out
-
-
 def _select(arr: np.ndarray, names: list[str]) -> np.ndarray:
     """A packed copy of ``arr`` with only ``names`` (in that order)."""
     if list(arr.dtype.names) == names:
@@ -322,7 +305,8 @@ class H5Reader:
     Parameters
     ----------
     paths
-        A file, a glob pattern (``"dir/*.h5"``) or a list of them; read in the given order.
+        A file, a glob pattern (``"dir/*.h5"``), a directory (its ``*.h5`` files) or a list of
+        them (:func:`lhcml.data.files.expand_inputs`); read in the given order.
     batch_size
         Jets read per block (a yielded batch has at most this many jets, fewer after cuts).
     jets_name
@@ -355,7 +339,7 @@ class H5Reader:
     def files(self) -> list[Path]:
         """The input files (glob patterns expanded, sorted)."""
         if self._files is None:
-            self._files = _expand(self.paths)
+            self._files = expand_inputs(self.paths)
         return self._files
 
     def _open(self, path: Path, variables: Variables | None = None) -> h5py.File:

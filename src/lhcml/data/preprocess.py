@@ -19,7 +19,6 @@ The split uses ``eventNumber % modulus`` so that all jets of an event land in th
 from __future__ import annotations
 
 import difflib
-import glob
 import hashlib
 import json
 import logging
@@ -36,6 +35,7 @@ from pydantic import Field, field_validator, model_validator
 from lhcml.config import StrictModel, load_config
 from lhcml.data.checks import read_fields
 from lhcml.data.cuts import Cuts
+from lhcml.data.files import expand_inputs
 from lhcml.data.h5 import H5Writer
 from lhcml.data.normalisation import ClassCounter, NormAccumulator
 from lhcml.data.resampling import (
@@ -165,13 +165,7 @@ def _open(path: str | Path) -> h5py.File:
 
 
 def _expand(patterns: list[str], sample: str) -> list[Path]:
-    files: list[Path] = []
-    for p in patterns:
-        hits = sorted(glob.glob(os.path.expanduser(p)))
-        if not hits:
-            raise ConfigError(f"input pattern '{p}' of sample '{sample}' matches no file")
-        files += [Path(h) for h in hits]
-    return files
+    return expand_inputs(patterns, context=f"(inputs of sample '{sample}' in the preprocessing config)")
 
 
 def _check_fields(path: Path, f: h5py.File, group: str, names: list[str]) -> None:
