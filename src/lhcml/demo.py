@@ -66,6 +66,7 @@ def run_demo(
     import yaml
 
     from lhcml.config import deep_merge, read_yaml, resolve_bases, shipped_configs_dir
+    from lhcml.data.files import expand_inputs
     from lhcml.data.preprocess import PreprocessConfig, preprocess
     from lhcml.evaluation import EvaluateConfig, evaluate
     from lhcml.export.onnx import export_onnx
@@ -111,7 +112,7 @@ def run_demo(
     step("preprocess: resample b/c/light to common (pT, |eta|), split, normalise")
     paths = preprocess(pre_cfg)
     pre = out / "preprocessed"
-    test_file = next(iter(sorted(pre.glob("test_*.h5"))))
+    test_file = expand_inputs(str(pre / "test_*.h5"))[0]
 
     trained: dict[str, Path] = {}
     for name, cfg_file, epochs, extra in (

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lhcml.atomic import commit, prepare_output, remove_stale_temporaries, temp_path
+from lhcml.data.files import expand_inputs
 from lhcml.errors import CheckpointMismatchError, ConfigError, SchemaError
 
 
@@ -202,9 +203,7 @@ def predict(
     name = tagger_name or meta["tagger_name"]
     if not name or not name.replace("_", "").isalnum():
         raise ConfigError(f"tagger name '{name}' must be letters, digits and underscores")
-    files = [Path(p) for p in files]
-    if not files:
-        raise ConfigError("no input files given to predict")
+    files = expand_inputs(files, context="(files to predict)")  # globs and directories too
     dsts = _destinations(files, output_dir)
     specs = {p: _specs_for(p, checkpoint, meta) for p in files}  # check all before writing any
     # every copy is complete under a temporary name before the first is renamed: an error in
