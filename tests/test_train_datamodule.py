@@ -139,3 +139,55 @@ def test_bucket_by_length_sees_every_jet_once_in_trimmed_batches(small_file):
     assert maxes != sorted(maxes)
     ds.set_epoch(1)
     assert not np.array_equal(_ids(e0), _ids(list(ds)))
+
+
+def test_bucketed_batches_keep_the_class_fractions(tmp_path):
+    """With bucketing each batch is a sample of every flavour (issue 11, Salt parity).
+
+    The mock's b-jets carry more tracks than light jets (8.2 vs 5.2 on average), so a plain sort
+    by multiplicity gives nearly single-flavour batches; the stratified order keeps each batch's
+    class counts within binomial tolerance of the chunk's fractions while keeping most of the
+    padding saving.
+    """
+    path = make_training_file(tmp_path / "f.h5", 3000, seed=7)
+    bsz = 100
+
+    def epoch(**kw):
+        batches = list(_ds(path, batch_size=bsz, chunk_size=3000, shuffle=True, seed=1, **kw))
+        lab = np.concatenate([b["labels"].numpy() for b in batches])
+        frac = np.bincount(lab, minlength=3) / len(lab)
+        assert frac.min() > 0.15  # every class present in bulk
+        pulls = []  # per batch: the largest |count - B f| / binomial sigma over the classes
+        for b in batches:
+            n = len(b["labels"])
+            counts = np.bincount(b["labels"].numpy(), minlength=3)
+            pulls.append(np.max(np.abs(counts - n * frac) / np.sqrt(n * frac * (1 - frac))))
+        slots = sum(b["tracks"].shape[1] * len(b["labels"]) for b in batches)
+        return np.array(pulls), slots, np.sort(_ids(batches))
+
+    pulls_plain, slots_plain, ids_plain = epoch()
+    pulls_sorted, slots_sorted, _ = epoch(bucket_by_length=True, bucket_stratify=False)
+    pulls_mixed, slots_mixed, ids_mixed = epoch(bucket_by_length=True)
+    np.testing.assert_array_equal(ids_mixed, ids_plain)  # every labelled jet once
+    # flavour-mixed: every batch within 3 binomial sigma (in fact within one jet of B·f)
+    assert pulls_mixed.max() < 3.0
+    # the plain sort by multiplicity is what the fix removes: many batches far from the mix
+    assert np.mean(pulls_sorted > 3.0) > 0.3
+    # padding stays low: far fewer slots than without bucketing, near the plain sort
+    assert slots_mixed < 0.7 * slots_plain
+    assert slots_mixed < 1.5 * slots_sorted
+
+
+def test_stratified_length_order_quantile_interleaving():
+    rng = np.random.default_rng(0)
+    strata = rng.integers(0, 3, 600)
+    n_obj = rng.poisson(4 + 3 * strata)  # classes differ in multiplicity
+    order = dm.stratified_length_order(n_obj, strata)
+    np.testing.assert_array_equal(np.sort(order), np.arange(600))  # a permutation
+    share = np.bincount(strata, minlength=3) / 600
+    for start in range(0, 600, 50):  # any window holds each class's share to within one jet
+        counts = np.bincount(strata[order[start : start + 50]], minlength=3)
+        assert np.all(np.abs(counts - 50 * share) <= 1.0 + 1e-9)
+    for c in range(3):  # within each class the multiplicity never decreases along the order
+        assert np.all(np.diff(n_obj[order][strata[order] == c]) >= 0)
+    np.testing.assert_array_equal(n_obj[dm.stratified_length_order(n_obj)], np.sort(n_obj))

@@ -54,6 +54,7 @@ class DataConfig(StrictModel):
     chunk_size: int = Field(100_000, gt=0)
     num_workers: int = Field(0, ge=0)
     bucket_by_length: bool = False  # batches of jets with similar track/constituent counts
+    bucket_stratify: bool = True  # with bucket_by_length: every batch keeps the class fractions
 
     @field_validator("inputs")
     @classmethod

@@ -37,7 +37,10 @@ from lhcml.data.checks import open_h5, read_fields
 from lhcml.data.cuts import Cuts
 from lhcml.errors import ConfigError, CorruptFileError, SchemaError
 
-__all__ = ["GroupSpec", "H5JetDataset", "LabelSpec", "compute_norm", "inspect_inputs", "norm_arrays", "open_h5", "read_rows"]
+__all__ = [
+    "GroupSpec", "H5JetDataset", "LabelSpec", "compute_norm", "inspect_inputs", "norm_arrays", "open_h5",
+    "read_rows", "stratified_length_order",
+]  # fmt: skip
 from lhcml.labels import LabelScheme
 
 
@@ -253,11 +256,19 @@ class H5JetDataset(IterableDataset):
     weight_field, label_fields
         Jets field with sample weights; per-object label fields ``{group: [field]}``.
     bucket_by_length
-        With ``shuffle``: sort the shuffled jets of each chunk by their number of valid objects,
+        With ``shuffle``: order the shuffled jets of each chunk by their number of valid objects,
         cut them into batches and shuffle the order of the batches. Batches then hold jets of
         similar multiplicity, so the padding trimmed per batch is almost all of it (tt̄ jets
         carry ~10 tracks in 40 slots; the transformer's cost grows with the slots and the
         track-pair vertexing head's with their square). Every jet is still seen once per epoch.
+    bucket_stratify
+        With ``bucket_by_length`` and labels: order each class by multiplicity on its own and
+        interleave the classes by quantile (:func:`stratified_length_order`), so every batch
+        holds the chunk's class fractions (to ±1 jet) and jets at the same multiplicity
+        quantile of their own class. A plain sort by multiplicity (False) makes batches nearly
+        single-class, because the classes differ in multiplicity (b-jets carry more tracks):
+        it cost the GN-style tagger ~10 % in c-rejection (docs/benchmarks/ftag.md, "Parity
+        with Salt GN2").
     """
 
     def __init__(
@@ -273,9 +284,11 @@ class H5JetDataset(IterableDataset):
         weight_field: str | None = None,
         label_fields: Mapping[str, Sequence[str]] | None = None,
         bucket_by_length: bool = False,
+        bucket_stratify: bool = True,
     ) -> None:
         super().__init__()
         self.bucket_by_length = bucket_by_length
+        self.bucket_stratify = bucket_stratify
         self.files = [str(p) for p in files]
         self.specs = dict(specs)
         self.labels = labels
@@ -384,7 +397,8 @@ class H5JetDataset(IterableDataset):
                 if self.shuffle and self.bucket_by_length:
                     n_obj = _n_objects(arrays, self.specs)
                     if n_obj is not None:
-                        keep = keep[np.argsort(n_obj[keep], kind="stable")]
+                        strata = arrays["labels"][keep] if self.bucket_stratify and "labels" in arrays else None
+                        keep = keep[stratified_length_order(n_obj[keep], strata)]
                         starts = starts[chunk_rng.permutation(len(starts))]
                 for b in starts:
                     idx = keep[b : b + self.batch_size]
@@ -396,6 +410,28 @@ class H5JetDataset(IterableDataset):
         finally:
             for h in handles.values():
                 h.close()
+
+
+def stratified_length_order(n_obj: np.ndarray, strata: np.ndarray | None = None) -> np.ndarray:
+    """Order of jets for length bucketing: by multiplicity, each stratum interleaved by quantile.
+
+    Without ``strata``: a stable sort by ``n_obj``. With ``strata`` (the class of each jet): the
+    jets of each class are sorted by ``n_obj`` on their own, the k-th of n jets of a class gets
+    the quantile ``(k + 1/2) / n``, and all jets are ordered by that quantile. Any run of B
+    consecutive jets then holds each class's share of the input to within one jet, and jets at
+    the same multiplicity quantile of their own class (so batches cut from the order stay short
+    without being single-class). Ties are kept in input order (stable), so shuffle the input first.
+    """
+    n_obj = np.asarray(n_obj)
+    if strata is None:
+        return np.argsort(n_obj, kind="stable")
+    strata = np.asarray(strata)
+    by_class = np.lexsort((n_obj, strata))  # class-major, multiplicity-minor, stable
+    cls, first, count = np.unique(strata[by_class], return_index=True, return_counts=True)
+    rank = np.arange(len(by_class)) - np.repeat(first, count)
+    q = np.empty(len(by_class))
+    q[by_class] = (rank + 0.5) / np.repeat(count, count)
+    return np.argsort(q, kind="stable")
 
 
 def _n_objects(arrays: Mapping[str, np.ndarray], specs: Mapping[str, GroupSpec]) -> np.ndarray | None:

@@ -10,8 +10,10 @@ Outputs in ``cfg.output_dir``::
 
 Resume (``resume=True``) continues from ``checkpoints/last.ckpt`` — epoch counter, optimiser,
 LR schedule and early-stopping state — after checking that the checkpoint was made with the
-same data inputs, classes and model. ``model.name: mv2`` trains the BDT
-(:mod:`lhcml.models.bdt`) and returns its model file.
+same data inputs, classes and model. :func:`train` hands every config to its trainer in
+:data:`lhcml.train.protocol.TRAINERS` (by ``model.name``): ``mv2`` trains the BDT
+(:mod:`lhcml.train.bdt`) and returns its model file; the NN taggers go to
+:func:`train_lightning`.
 """
 
 from __future__ import annotations
@@ -180,6 +182,22 @@ def train(
     Path
         The best checkpoint (lowest ``val_loss``), or the BDT model file for ``mv2``.
     """
+    from lhcml.train.protocol import trainer_for_model
+
+    return trainer_for_model(cfg.model.name).fit(
+        cfg, resume=resume, devices=devices, strategy=strategy, epoch_hooks=epoch_hooks
+    )
+
+
+def train_lightning(
+    cfg: TrainConfig,
+    resume: bool = False,
+    devices: int | None = None,
+    strategy: str | None = None,
+    epoch_hooks: list | None = None,
+) -> Path:
+    """Train an NN tagger with Lightning (the ``lightning`` trainer of the protocol); arguments
+    and return value as :func:`train`."""
     if devices is not None or strategy is not None:
         from lhcml.config import validate_config
         from lhcml.train.config import TrainerConfig
@@ -191,12 +209,6 @@ def train(
         cfg.trainer = validate_config(TrainerConfig, trainer, source=f"the command line ({options})")
     out = Path(cfg.output_dir)
     specs, labels = prepare_inputs(cfg)
-    from lhcml.models.bdt import BDT_MODELS
-
-    if cfg.model.name in BDT_MODELS:
-        from lhcml.models.bdt import train_bdt
-
-        return train_bdt(cfg, specs, labels, resume=resume)
     return _train_nn(cfg, specs, labels, out, resume, epoch_hooks or [])
 
 
@@ -261,7 +273,7 @@ def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: boo
     common = dict(specs=specs, labels=labels, batch_size=d.batch_size, chunk_size=d.chunk_size,
                   weight_field=d.weight_field, label_fields=label_fields)  # fmt: skip
     train_ds = H5JetDataset(d.train_files, num_jets=d.num_jets_train, shuffle=True, seed=cfg.seed,
-                            bucket_by_length=d.bucket_by_length, **common)
+                            bucket_by_length=d.bucket_by_length, bucket_stratify=d.bucket_stratify, **common)
     val_ds = H5JetDataset(d.val_files, num_jets=d.num_jets_val, shuffle=False, **common)
     cw = cfg.loss.class_weights
     cd_jets, cd_origin = class_dict_weights(cfg)
