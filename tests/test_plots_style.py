@@ -81,3 +81,23 @@ def test_label_and_lines_render_in_every_style(name, tmp_path):
     assert box[st.EXPERIMENT_NAME].y0 >= box["first line"].y1 - 1
     assert box["first line"].y0 >= box["second line"].y1 - 1
     assert ax.get_window_extent(r).contains(box["second line"].x0, box["second line"].y0)
+
+
+def test_evaluate_config_offers_the_same_styles_and_the_block_restores_the_choice():
+    from typing import get_args
+
+    from lhcml.evaluation.config import EvaluateConfig
+
+    field = EvaluateConfig.model_fields["plot_style"]
+    assert get_args(field.annotation) == st.PLOT_STYLES and field.default == st.PLOT_STYLES[0]
+    st.set_plot_style("CMS")
+    with st.use_plot_style("ROOT"):
+        assert st.plot_style_name() == "ROOT"
+        with st.style():
+            assert mpl.rcParams["xaxis.labellocation"] == st.rc_params("ROOT")["xaxis.labellocation"]
+    assert st.plot_style_name() == "CMS"
+    with st.use_plot_style(None):
+        assert st.plot_style_name() == "CMS"
+    with pytest.raises(ConfigError), st.use_plot_style("atlas2000"):
+        pass
+    assert st.plot_style_name() == "CMS"

@@ -139,6 +139,7 @@ class EvaluateConfig(StrictModel):
     output_dir: str = "evaluation"
     plots: bool = True
     plot_format: Literal["png", "svg", "pdf"] = "png"
+    plot_style: Literal["ATLAS", "CMS", "ROOT"] = "ATLAS"  # mplhep style (lhcml.plots.style)
 
     @field_validator("taggers", mode="before")
     @classmethod

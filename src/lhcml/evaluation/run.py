@@ -26,6 +26,7 @@ from lhcml.evaluation.config import EvaluateConfig
 from lhcml.evaluation.figures import make_plots
 from lhcml.evaluation.inputs import read_sample
 from lhcml.evaluation.sample_metrics import evaluate_sample
+from lhcml.plots.style import use_plot_style
 
 
 def evaluate(cfg: EvaluateConfig, output_dir: str | Path | None = None,
@@ -71,7 +72,8 @@ def evaluate(cfg: EvaluateConfig, output_dir: str | Path | None = None,
         data, files = read_sample(cfg, sample)
         res = evaluate_sample(cfg, sample, data)
         res["files"] = [str(f) for f in files]
-        res["plots"] = make_plots(cfg, sample, res, out_dir) if cfg.plots else []
+        with use_plot_style(cfg.plot_style):
+            res["plots"] = make_plots(cfg, sample, res, out_dir) if cfg.plots else []
         res.pop("_arrays")
         results["samples"][sample.name] = res
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1, allow_nan=False))

@@ -84,6 +84,25 @@ def set_plot_style(name: str | None) -> None:
     _plot_style = None if name is None else _check_style(name, "set_plot_style")
 
 
+@contextlib.contextmanager
+def use_plot_style(name: str | None) -> Iterator[None]:
+    """Draw the figures made inside the block in the mplhep style ``name`` (None: unchanged).
+
+    Parameters
+    ----------
+    name : str | None
+        One of :data:`PLOT_STYLES`, or None.
+    """
+    global _plot_style
+    before = _plot_style
+    if name is not None:
+        set_plot_style(name)
+    try:
+        yield
+    finally:
+        _plot_style = before
+
+
 def _check_style(name: str, where: str) -> str:
     from lhcml.errors import ConfigError
 
