@@ -109,15 +109,20 @@ def load(path: Path) -> dict[str, np.ndarray]:
             (np.log(pt) - 1.7) * 0.7, (np.log(e) - 2.0) * 0.7, (np.log(pt / jpt) + 4.7) * 0.7,
             (np.log(e / je) + 4.7) * 0.7, (np.hypot(deta, dphi) - 0.2) * 4.0, deta, dphi,
         ], 1)  # fmt: skip
+    feats[:, :5] = np.clip(feats[:, :5], -5, 5)  # weaver clips standardised inputs to [-5, 5]
     vec = np.stack([pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta), e], 1)
     mask = v[:, None, :]
     feats = np.where(mask, feats, 0).astype(np.float32)
     vec = np.where(mask, vec, 0).astype(np.float32)
     points = np.where(mask, np.stack([deta, dphi], 1), 0).astype(np.float32)
-    raw = np.stack([fl["pt"], fl["energy"], eta, phi, deta, dphi], -1)
+    pid = np.stack([fl[v].astype(np.float32) for v in PID], -1)  # charge, particle-ID flags
+    raw = np.concatenate([np.stack([fl["pt"], fl["energy"], eta, phi, deta, dphi], -1), pid], -1)
     raw = np.where(v[..., None], raw, 0).astype(np.float32)
+    # weaver's JetClass configs feed charge and the particle-ID flags unstandardised
+    feats_pid = np.concatenate([feats, np.where(mask, pid.transpose(0, 2, 1), 0).astype(np.float32)], 1)
     return {
-        "points": points, "features": feats, "vectors": vec, "mask": mask.astype(np.float32),
+        "points": points, "features": feats, "features_pid": feats_pid, "vectors": vec,
+        "mask": mask.astype(np.float32),
         "raw": raw, "valid": v, "label": (jets["R10TruthLabel"] == 1).astype(np.int64),
         "jets": jets, "flow": fl,
     }  # fmt: skip
@@ -153,40 +158,145 @@ def write_weaver_files(train: dict, test: dict, out: Path) -> None:
     (out / "lhcml_top.yaml").write_text(DATA_CONFIG.replace("{L}", str(L)))
 
 
+#: weaver data config for the files ``lhcml convert FILE.h5 OUT.root|OUT.parquet --to root|parquet``
+#: writes (one entry per jet, ``jet_<field>`` scalars, ``flow_<field>`` lists, GeV): the same
+#: inputs as :data:`DATA_CONFIG` plus charge and particle-ID flags
+CONVERTED_CONFIG = """# weaver data config for `lhcml convert --to root|parquet` output (GeV)
+treename: Events
+selection: (jet_R10TruthLabel == 0) | (jet_R10TruthLabel == 1)
+new_variables:
+  part_mask: ak.ones_like(flow_energy)
+  part_px: flow_pt * np.cos(flow_phi)
+  part_py: flow_pt * np.sin(flow_phi)
+  part_pz: flow_pt * np.sinh(flow_eta)
+  part_pt_log: np.log(flow_pt)
+  part_e_log: np.log(flow_energy)
+  part_logptrel: np.log(flow_pt / jet_pt)
+  part_logerel: np.log(flow_energy / jet_energy)
+  part_deltaR: np.hypot(flow_deta, flow_dphi)
+  label_top: jet_R10TruthLabel == 1
+  label_qcd: jet_R10TruthLabel == 0
+preprocess:
+  method: manual
+  data_fraction: null
+inputs:
+  pf_points:
+    length: {L}
+    pad_mode: constant
+    vars: [[flow_deta, null], [flow_dphi, null]]
+  pf_features:
+    length: {L}
+    pad_mode: constant
+    vars:
+      - [part_pt_log, 1.7, 0.7]
+      - [part_e_log, 2.0, 0.7]
+      - [part_logptrel, -4.7, 0.7]
+      - [part_logerel, -4.7, 0.7]
+      - [part_deltaR, 0.2, 4.0]
+      - [flow_deta, null]
+      - [flow_dphi, null]
+      - [flow_charge, null]
+      - [flow_isPhoton, null]
+      - [flow_isNeutralHadron, null]
+      - [flow_isChargedHadron, null]
+      - [flow_isElectron, null]
+      - [flow_isMuon, null]
+  pf_vectors:
+    length: {L}
+    pad_mode: constant
+    vars: [[part_px, null], [part_py, null], [part_pz, null], [flow_energy, null]]
+  pf_mask:
+    length: {L}
+    pad_mode: constant
+    vars: [[part_mask, null]]
+labels:
+  type: simple
+  value: [label_qcd, label_top]
+observers: [jet_pt, jet_mass]
+"""
+
+
+def weaver_loader_check(h5_path: Path, out: Path, data: dict) -> dict[str, float]:
+    """``lhcml convert`` the file to ROOT and parquet, read both with weaver-core's own data
+    loader (``SimpleIterDataset`` + :data:`CONVERTED_CONFIG`) and compare with lhcml's reading
+    (``data`` from :func:`load` of the same file): jets, labels, constituent counts, features and
+    four-vectors. Returns the largest differences; raises if weaver reads something else."""
+    from weaver.utils.dataset import SimpleIterDataset
+
+    from lhcml.data.convert import export_columnar
+
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = out / "lhcml_converted.yaml"
+    cfg.write_text(CONVERTED_CONFIG.replace("{L}", str(L)))
+    # lhcml's arrays sorted by pT; the converted file keeps the stored order (also pT-ordered)
+    n, res = len(data["label"]), {}
+    for fmt in ("root", "parquet"):
+        conv = export_columnar(h5_path, out / f"converted.{fmt}", fmt=fmt, progress=False)
+        ds = SimpleIterDataset({"lhcml": [str(conv)]}, str(cfg), for_training=False, fetch_by_files=True,
+                               fetch_step=1, async_load=False, name=fmt)  # fmt: skip
+        xs, ys = {k: [] for k in ("pf_features", "pf_vectors", "pf_mask")}, []
+        for x, y, _ in ds:
+            for k in xs:
+                xs[k].append(x[k])
+            ys.append(y["_label_"])
+        got = {k: np.stack(v) for k, v in xs.items()}
+        lab = np.asarray(ys)
+        if len(lab) != n or not np.array_equal(lab, data["label"]):
+            raise RuntimeError(f"weaver read {len(lab)} jets / labels unlike lhcml's {n} from {conv}")
+        mask = got["pf_mask"][:, 0] > 0
+        if not np.array_equal(mask, data["valid"]):
+            raise RuntimeError(f"weaver's constituent masks differ from lhcml's ({conv})")
+        m3 = mask[:, None, :]
+        res[f"{fmt}_max_abs_diff_features"] = float(np.abs(np.where(m3, got["pf_features"], 0) - data["features_pid"]).max())
+        res[f"{fmt}_max_rel_diff_vectors"] = float((np.abs(np.where(m3, got["pf_vectors"], 0) - data["vectors"])
+                                                   / (np.abs(data["vectors"]) + 1e-3)).max())  # fmt: skip
+        res[f"{fmt}_jets"] = len(lab)
+    return res
+
+
 class WeaverPN(torch.nn.Module):
-    def __init__(self) -> None:
+    """weaver-core's ParticleNet on its 7 kinematic features (``pid``: + charge and 5 PID flags)."""
+
+    def __init__(self, pid: bool = False) -> None:
         super().__init__()
         from weaver.nn.model.ParticleNet import ParticleNet
 
-        self.m = ParticleNet(7, 2, conv_params=[(16, (32, 32, 32)), (16, (64, 64, 64))],
+        self.key = "features_pid" if pid else "features"
+        self.m = ParticleNet(7 + 6 * pid, 2, conv_params=[(16, (32, 32, 32)), (16, (64, 64, 64))],
                              fc_params=[(64, 0.1)], use_fusion=False)  # fmt: skip
 
     def forward(self, d):
-        return self.m(d["points"], d["features"], d["mask"])
+        return self.m(d["points"], d[self.key], d["mask"])
 
 
 class WeaverParT(torch.nn.Module):
-    def __init__(self) -> None:
+    """weaver-core's ParticleTransformer (its defaults: sequence trimming in training, pair
+    features from the massive four-vectors) on the same features as :class:`WeaverPN`."""
+
+    def __init__(self, pid: bool = False) -> None:
         super().__init__()
         from weaver.nn.model.ParticleTransformer import ParticleTransformer
 
-        self.m = ParticleTransformer(7, 2, pair_input_dim=4, embed_dims=[64, 128, 64],
+        self.key = "features_pid" if pid else "features"
+        self.m = ParticleTransformer(7 + 6 * pid, 2, pair_input_dim=4, embed_dims=[64, 128, 64],
                                      pair_embed_dims=[32, 32], num_heads=4, num_layers=3,
                                      num_cls_layers=1, fc_params=[])  # fmt: skip
 
     def forward(self, d):
-        return self.m(d["features"], v=d["vectors"], mask=d["mask"])
+        return self.m(d[self.key], v=d["vectors"], mask=d["mask"])
 
 
-RAW = ["pt", "energy", "eta", "phi", "deta", "dphi"]  # columns of the "raw" array
+PID = ["charge", "isPhoton", "isNeutralHadron", "isChargedHadron", "isElectron", "isMuon"]
+RAW = ["pt", "energy", "eta", "phi", "deta", "dphi", *PID]  # columns of the "raw" array
+KIN = ["pt", "energy", "deta", "dphi"]
 
 
 class Lhcml(torch.nn.Module):
-    """lhcml model on raw constituents ``variables`` (a subset of :data:`RAW`; the model adds the
-    derived ln pT, ln E, ln pT/ΣpT, ln E/ΣE, ΔR features itself)."""
+    """lhcml model on raw constituents ``variables`` (a subset of :data:`RAW`, standardised with
+    the training mean/std; the model adds the derived ln pT, ln E, ln pT/ΣpT, ln E/ΣE, ΔR
+    features itself)."""
 
-    def __init__(self, name: str, norm: tuple[np.ndarray, np.ndarray], variables: list[str] | None = None,
-                 **extra) -> None:  # fmt: skip
+    def __init__(self, name: str, norm: tuple[np.ndarray, np.ndarray], variables: list[str], **extra) -> None:
         super().__init__()
         from lhcml.models.registry import build_model
 
@@ -195,7 +305,6 @@ class Lhcml(torch.nn.Module):
             "part": dict(embed_dims=[64, 128, 64], pair_embed_dims=[32, 32], num_heads=4,
                          num_layers=3, num_cls_layers=1),
         }[name] | extra  # fmt: skip
-        variables = variables or RAW
         cols = [RAW.index(v) for v in variables]
         self.register_buffer("cols", torch.tensor(cols), persistent=False)
         self.m = build_model(name, 2, {"flow": len(cols)}, **hp)
@@ -206,7 +315,7 @@ class Lhcml(torch.nn.Module):
         return self.m({"flow": d["raw"][..., self.cols], "flow_valid": d["valid"]})["logits"]
 
 
-KEYS = ("points", "features", "vectors", "mask", "raw", "valid")
+KEYS = ("points", "features", "features_pid", "vectors", "mask", "raw", "valid")
 
 
 def batches(data: dict, idx: np.ndarray, bs: int, trim: bool = False, order: np.ndarray | None = None):
@@ -221,7 +330,7 @@ def batches(data: dict, idx: np.ndarray, bs: int, trim: bool = False, order: np.
         b = {k: data[k][sel] for k in KEYS}
         if trim:
             n = max(int(b["valid"].any(0).nonzero()[0].max(initial=0)) + 1, 1)
-            b = {k: (v[:, :, :n] if k in ("points", "features", "vectors", "mask") else v[:, :n]) for k, v in b.items()}
+            b = {k: (v[:, :, :n] if k in ("points", "features", "features_pid", "vectors", "mask") else v[:, :n]) for k, v in b.items()}
         yield {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}, torch.from_numpy(data["label"][sel])
 
 
@@ -388,6 +497,11 @@ ROWS = {
     "part_lhcml_bucket": ("ParT", "lhcml + bucketing", True),
     "part_lhcml_pair": ("ParT", "lhcml, η, φ only in the pair features", False),
     "part_lhcml_kin": ("ParT", "lhcml, inputs pT, E, Δη, Δφ (massless pair features)", False),
+    # charge and particle-ID flags added on both sides
+    "pn_weaver_pid": ("ParticleNet", "weaver, + charge, PID", False),
+    "pn_lhcml_pid": ("ParticleNet", "lhcml, pT, E, Δη, Δφ + charge, PID", False),
+    "part_weaver_pid": ("ParT", "weaver, + charge, PID", False),
+    "part_lhcml_pid": ("ParT", "lhcml, pT, E, Δη, Δφ + charge, PID; η, φ only in the pair features", False),
 }
 
 
@@ -424,6 +538,8 @@ def main() -> None:
     ap.add_argument("--onnx", action="store_true", help="also time the lhcml models in onnxruntime")
     ap.add_argument("--results", default=None, help="JSON file; rows are added to it as they finish")
     ap.add_argument("--weaver-files", default=None, help="write ROOT files + data config here")
+    ap.add_argument("--weaver-loader", default=None, metavar="DIR",
+                    help="only check that weaver-core's data loader reads `lhcml convert` output of --test (files in DIR)")
     ap.add_argument("--timing", type=int, default=0, metavar="ROUNDS",
                     help="only measure training jets/s of --models in this many interleaved rounds")
     ap.add_argument("--timing-steps", type=int, default=15, help="optimiser steps per model and round")
@@ -435,6 +551,10 @@ def main() -> None:
     val = load(Path(args.val)) if args.val else None
     if args.max_train:
         train = {k: v[: args.max_train] for k, v in train.items()}
+    if args.weaver_loader:
+        r = weaver_loader_check(Path(args.test), Path(args.weaver_loader), test)
+        print("weaver-core's loader on `lhcml convert` output of", args.test, json.dumps(r))
+        return
     if args.weaver_files:
         write_weaver_files(train, test, Path(args.weaver_files))
         print(f"weaver ROOT files and data config written to {args.weaver_files}")
@@ -454,13 +574,18 @@ def main() -> None:
     def make(key: str) -> torch.nn.Module:
         label, fw, _ = ROWS[key]
         wcls, lname = makers[label]
-        if fw == "weaver":
-            return wcls()
+        if fw.startswith("weaver"):
+            return wcls(pid=key.endswith("_pid"))
         # "_kin": without the absolute η, φ (weaver's ParticleNet sees only relative ones);
-        # "_pair": η, φ used only for ParT's pair features (model option pair_only)
+        # "_pair": η, φ used only for ParT's pair features (model option pair_only, massive
+        # four-vectors); "_pid": + charge and particle-ID flags (ParT: η, φ in the pair features)
         if key.endswith("_pair"):
-            return Lhcml(lname, norm, None, pair_only=["eta", "phi"])
-        return Lhcml(lname, norm, ["pt", "energy", "deta", "dphi"] if key.endswith("_kin") else None)
+            return Lhcml(lname, norm, RAW[:6], pair_only=["eta", "phi"])
+        if key == "part_lhcml_pid":
+            return Lhcml(lname, norm, [*KIN, "eta", "phi", *PID], pair_only=["eta", "phi"])
+        if key.endswith("_pid"):
+            return Lhcml(lname, norm, [*KIN, *PID])
+        return Lhcml(lname, norm, KIN if key.endswith("_kin") else RAW[:6])
 
     if args.timing:
         torch.manual_seed(0)
@@ -478,7 +603,7 @@ def main() -> None:
         if args.seed:  # seed 0: the (unseeded, deterministic) initialisation of the original rows
             torch.manual_seed(args.seed)
         model = make(key)
-        onnx_path = rpath.with_name(f"{key}.onnx") if (args.onnx and fw != "weaver" and rpath) else None
+        onnx_path = rpath.with_name(f"{key}.onnx") if (args.onnx and not fw.startswith("weaver") and rpath) else None
         print(f"  {label} ({fw})", flush=True)
         r = run(model, train, test, args.epochs, args.batch_size, val, bucket, onnx_path, args.seed)
         r.update(epochs=args.epochs, batch_size=args.batch_size, n_train=len(train["label"]), n_test=len(nt),
