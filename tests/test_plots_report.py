@@ -97,8 +97,8 @@ def test_html_report_builder(tmp_path):
 
 
 def test_format_value_error():
-    assert format_value_error(123.456, 4.2) == "123.5 ± 4.2"
-    assert format_value_error(1234.5, 123.0) == "1234 ± 123"
+    assert format_value_error(123.456, 4.2) == "123 ± 4"  # PDG rounding (tests/test_formatting.py)
+    assert format_value_error(1234.5, 123.0) == "1230 ± 120"
     assert format_value_error(0.7012, 0.0031) == "0.7012 ± 0.0031"
     assert format_value_error(None, None) == "–"
     assert format_value_error(float("inf"), None) == "∞"

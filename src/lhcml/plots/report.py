@@ -21,6 +21,7 @@ from typing import Any
 
 from lhcml.atomic import atomic_write_text
 from lhcml.errors import SchemaError
+from lhcml.formatting import pm
 
 _CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:0;color:#222;
@@ -173,27 +174,8 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def format_value_error(value: float | None, error: float | None) -> str:
-    """``value ± error`` with the error to two significant digits and the value to match.
-
-    Parameters
-    ----------
-    value : float | None
-        Central value (None: not available).
-    error : float | None
-        Error (None: shown without error).
-
-    Returns
-    -------
-    str
-        The formatted text.
-    """
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "∞" if isinstance(value, float) and math.isinf(value) else "–"
-    if error is None or not math.isfinite(error) or error <= 0:
-        return f"{value:.4g}"
-    decimals = max(0, 1 - int(math.floor(math.log10(error))))
-    return f"{value:.{decimals}f} ± {error:.{decimals}f}"
+#: ``value ± error`` with PDG rounding (the one formatter, :func:`lhcml.formatting.pm`)
+format_value_error = pm
 
 
 class HtmlReport:

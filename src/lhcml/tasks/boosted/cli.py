@@ -90,11 +90,12 @@ def frontier_cmd(
             raise ConfigError(f"--tagger expects LABEL=PREFIX, got '{t}'")
         k, v = t.split("=", 1)
         taggers[k] = v
+    from lhcml.formatting import pm
     from lhcml.tasks.boosted.frontier import fit_ddt_files
 
     ddt = fit_ddt_files(ddt_fit_files, background, ddt_range) if ddt_fit_files else None
     if ddt is not None:
-        typer.echo(f"DDT fit on {len(ddt_fit_files)} file(s): M = {ddt.slope:.4f} ± {ddt.slope_err:.4f}, "
+        typer.echo(f"DDT fit on {len(ddt_fit_files)} file(s): M = {pm(ddt.slope, ddt.slope_err)}, "
                    f"χ²/ndf = {ddt.chi2:.1f}/{ddt.ndf} in {ddt.fit_range[0]} < ρ' < {ddt.fit_range[1]}")
     rows = frontier_points(files, taggers, signal, background, weight_var=weight, ddt=ddt, ddt_fit_range=ddt_range)
     typer.echo(f"{'tagger':30s} {'R50':>10s} {'1/JSD50':>10s}")

@@ -25,6 +25,7 @@ import numpy as np
 
 from lhcml.atomic import atomic_write_text
 from lhcml.errors import SchemaError
+from lhcml.formatting import pm
 from lhcml.tasks.photon.cuts import CutMenu
 
 DEFAULT_BINS: dict[str, tuple[float, ...]] = {
@@ -213,7 +214,7 @@ def evaluate_photon_id(
         row = [t["label"], t["auc"]]
         for wp in working_points:
             w = t["working_points"][f"{wp:.2f}"]
-            row.append(f"{w['rejection']:.3g} ± {w['rejection_err']:.2g}" if w["rejection"] else "-")
+            row.append(pm(w["rejection"], w["rejection_err"]) if w["rejection"] else "-")
         rows.append(row)
     for name, c in res["cuts"].items():
         row = [f"cuts: {name}", "-"]
