@@ -341,3 +341,38 @@ def test_constituents_module_keeps_the_old_import_path():
     assert constituents.ParticleTransformer is part.ParticleTransformer
     assert constituents.ParticleNet is particlenet.ParticleNet
     assert constituents.PFN is deepsets.PFN and constituents.LoLa is lola.LoLa
+
+
+@pytest.mark.parametrize("mode", ["zero", "drop"])
+def test_edgeconv_missing_neighbours(mode):
+    """A jet with fewer than k + 1 constituents: ``zero`` (as published) averages the real
+    neighbours' edge outputs and k - (n - 1) zero-feature neighbours over k; ``drop`` only the
+    real ones. Neither depends on the padding slots."""
+    from lhcml.models.particlenet import EdgeConvBlock
+
+    torch.manual_seed(2)
+    k, n = 5, 3
+    blk = EdgeConvBlock(k, 4, [6], zero_missing=mode == "zero").eval()
+    x = torch.randn(1, n, 4)
+    coords = torch.randn(1, n, 2)
+    valid = torch.ones(1, n, dtype=torch.bool)
+    with torch.no_grad():
+        out = blk(coords, x, valid)
+        pad = 4
+        out_pad = blk(torch.cat([coords, torch.zeros(1, pad, 2)], 1), torch.cat([x, torch.ones(1, pad, 4)], 1),
+                      torch.cat([valid, torch.zeros(1, pad, dtype=torch.bool)], 1))  # fmt: skip
+        torch.testing.assert_close(out_pad[:, :n], out)
+        i = 0
+        xi = x[0, i]
+        others = [x[0, j] for j in range(n) if j != i]
+
+        def h(nb):
+            e = torch.cat([xi, nb - xi]).reshape(1, 8, 1, 1)
+            return blk.edge(e).flatten()
+
+        hs = [h(nb) for nb in others]
+        if mode == "zero":
+            hs += [h(torch.zeros(4))] * (k - len(others))
+        agg = torch.stack(hs).mean(0)
+        sc = blk.shortcut(x.transpose(1, 2)).transpose(1, 2)[0, i]
+        torch.testing.assert_close(out[0, i], torch.relu(sc + agg), rtol=1e-5, atol=1e-6)

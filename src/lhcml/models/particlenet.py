@@ -3,8 +3,9 @@
 Three EdgeConv blocks with k = 16 nearest neighbours, channels (64,64,64), (128,128,128),
 (256,256,256) and a shortcut, neighbours found in (Δη, Δφ) for the first block and in the
 learned feature space after (dynamic graph); global average pooling, FC 256 + ReLU + dropout
-0.1. Padded constituents are never neighbours (their distances are +inf; neighbour slots beyond
-the real constituents are dropped from the mean). Equidistant neighbours (constituents at
+0.1. Padded constituents are never neighbours (their distances are +inf); constituents of jets
+with ≤ k constituents get zero-feature points for their missing neighbours, as published
+(``missing_neighbours: zero``; ``drop``: mean over the real ones). Equidistant neighbours (constituents at
 identical Δη, Δφ are common: calorimeter cells) are chosen by a hash of their input features,
 not by slot, so the scores do not depend on the order or the padding of the constituents.
 """
@@ -88,11 +89,16 @@ class EdgeConvBlock(nn.Module):
     """EdgeConv: ``x_i' = ReLU(shortcut(x_i) + mean_{j∈kNN(i)} h(x_i, x_j − x_i))``.
 
     ``h`` is a stack of 1×1 convolutions with batch normalisation and ReLU, as in ParticleNet.
+    A constituent with fewer than ``k`` real neighbours (jets with ≤ k constituents): with
+    ``zero_missing`` (as published: padded points carry zero features) the missing neighbours
+    are points with zero features and the mean is over ``k``; otherwise the mean is over the
+    real neighbours only. Neither depends on the number of padding slots.
     """
 
-    def __init__(self, k: int, in_dim: int, channels: Sequence[int]) -> None:
+    def __init__(self, k: int, in_dim: int, channels: Sequence[int], zero_missing: bool = True) -> None:
         super().__init__()
         self.k = k
+        self.zero_missing = zero_missing
         layers: list[nn.Module] = []
         dims = [2 * in_dim, *channels]
         for a, c in zip(dims[:-1], dims[1:], strict=True):
@@ -104,11 +110,16 @@ class EdgeConvBlock(nn.Module):
     def forward(self, coords: Tensor, x: Tensor, valid: Tensor, key: Tensor | None = None) -> Tensor:
         idx, ok = knn_indices(coords, valid, self.k, key)
         nb = _gather_neighbours(x, idx)  # (B, N, k, C)
+        if self.zero_missing:
+            nb = torch.where(ok.unsqueeze(-1), nb, torch.zeros_like(nb))
         xi = x.unsqueeze(2).expand_as(nb)
         e = torch.cat([xi, nb - xi], dim=-1).permute(0, 3, 1, 2)  # (B, 2C, N, k)
         h = self.edge(e).permute(0, 2, 3, 1)  # (B, N, k, C')
-        h = torch.where(ok.unsqueeze(-1), h, torch.zeros_like(h))
-        agg = h.sum(dim=2) / ok.sum(dim=2, keepdim=True).clamp(min=1).to(h.dtype)
+        if self.zero_missing:
+            agg = h.mean(dim=2)
+        else:
+            h = torch.where(ok.unsqueeze(-1), h, torch.zeros_like(h))
+            agg = h.sum(dim=2) / ok.sum(dim=2, keepdim=True).clamp(min=1).to(h.dtype)
         sc = self.shortcut(x.transpose(1, 2)).transpose(1, 2)
         return zero_padded(self.act(sc + agg), valid)
 
@@ -138,6 +149,10 @@ class ParticleNet(ConstituentModel):
         Channels of the EdgeConv blocks (published: (64,64,64), (128,128,128), (256,256,256)).
     fc_sizes, dropout
         Fully connected layers after global average pooling (published: 256, dropout 0.1).
+    missing_neighbours
+        Constituents of jets with ≤ k constituents: ``"zero"`` (as published and in weaver-core:
+        the missing neighbours are zero-feature points, the mean is over k) or ``"drop"`` (mean
+        over the real neighbours only; lhcml before December 2026).
     """
 
     def __init__(
@@ -148,15 +163,18 @@ class ParticleNet(ConstituentModel):
         conv_params: Sequence[Sequence[int]] = ((64, 64, 64), (128, 128, 128), (256, 256, 256)),
         fc_sizes: Sequence[int] = (256,),
         dropout: float = 0.1,
+        missing_neighbours: str = "zero",
     ) -> None:
         super().__init__(n_classes, input_dims)
         if k < 1 or not conv_params:
             raise ConfigError("particlenet needs k >= 1 and at least one EdgeConv block")
+        if missing_neighbours not in ("zero", "drop"):
+            raise ConfigError(f"particlenet: missing_neighbours is 'zero' or 'drop' (got {missing_neighbours!r})")
         self.input_bn = nn.BatchNorm1d(self.n_features)
         blocks = []
         in_dim = self.n_features
         for ch in conv_params:
-            blocks.append(EdgeConvBlock(k, in_dim, list(ch)))
+            blocks.append(EdgeConvBlock(k, in_dim, list(ch), missing_neighbours == "zero"))
             in_dim = list(ch)[-1]
         self.blocks = nn.ModuleList(blocks)
         self.heads["jet_classification"] = JetClassificationHead(
