@@ -105,15 +105,23 @@ def test_cnn_train_predict_export_evaluate(photon_files, tmp_path):
 
 
 def test_paed_reduces_pileup_error_and_exports(tmp_path):
+    """The PAED trains through the trainer protocol, denoises a file with the normalisation
+    constants of the file (no simulation geometry) and exports through the one export function."""
+    import h5py
+    import torch
+    import yaml
+
+    from lhcml.data.images import NOISE_ATTR, SIGNIFICANCE_ATTR, read_image_noise
+    from lhcml.export import export_model, read_metadata
     from lhcml.tasks.photon.denoise import (
         PAEDConfig,
         denoise,
-        export_paed_onnx,
+        denoise_file,
         load_paed,
         pileup_energy_error,
         read_pairs,
-        train_paed,
     )
+    from lhcml.train.protocol import TRAINERS, resolve_artifact
 
     lib = _toy_pileup_library(40, 31)
     # the uncorrected in-time pile-up (no readout mean subtraction): a positive offset the PAED must
@@ -127,8 +135,12 @@ def test_paed_reduces_pileup_error_and_exports(tmp_path):
     cfg = PAEDConfig(train_files=[str(files["train"])], val_files=[str(files["val"])], layers=["middle", "back"],
                      model={"channels": 8, "latent_dim": 16}, batch_size=32, lr=3e-3, max_epochs=12,
                      output_dir=str(tmp_path / "paed"))  # fmt: skip
-    path = train_paed(cfg, progress=False)
-    model, _ = load_paed(path)
+    path = TRAINERS["paed"].fit(cfg)
+    assert resolve_artifact(tmp_path / "paed") == (TRAINERS["paed"], path)
+    model, stored = load_paed(path)
+    noise, significance = read_image_noise(files["train"])  # written by split_and_write
+    assert stored.image_noise_mev == noise and stored.image_noise_significance == significance
+    assert noise["middle"] > 0 and significance > 0
     x, y = read_pairs([files["val"]], ["middle", "back"])
     before = pileup_energy_error(x, y)
     after = pileup_energy_error(denoise(model, x), y)
@@ -136,10 +148,34 @@ def test_paed_reduces_pileup_error_and_exports(tmp_path):
     assert after["raw_middle"] < 0.75 * before["raw_middle"], (before, after)
     assert sum(after.values()) < 0.8 * sum(before.values())
     assert model.encode({k: __import__("torch").from_numpy(v[:3]) for k, v in x.items()}).shape == (3, 32)
-    check = export_paed_onnx(path, tmp_path / "paed.onnx")
-    assert check["max_abs_diff"] < 1e-4
+    check = export_model(tmp_path / "paed", tmp_path / "paed.onnx")  # the run directory
+    assert check.max_abs_diff_random < 1e-4 and sorted(check.outputs) == ["denoised_back", "denoised_middle", "latent"]
+    assert read_metadata(tmp_path / "paed.onnx")["model_name"] == "paed"
     with pytest.raises(FileExistsError):
-        export_paed_onnx(path, tmp_path / "paed.onnx")
+        export_model(path, tmp_path / "paed.onnx")
+
+    # denoise a file: every image normalised to unit sum or all zeros, other datasets copied
+    den = denoise_file(path, files["val"], tmp_path / "den.h5")
+    with h5py.File(den) as f, h5py.File(files["val"]) as fin:
+        sums = f["images_middle"][:].sum(axis=(1, 2))
+        assert np.all(np.isclose(sums, 1, atol=1e-4) | (sums == 0)) and (sums > 0).mean() > 0.9
+        assert not np.array_equal(f["images_middle"][:], fin["images_middle"][:])
+        np.testing.assert_array_equal(f["images_strips"][:], fin["images_strips"][:])  # not a PAED layer
+    # a file without the constants and a PAED without stored ones: one clear error, nothing written
+    bare = tmp_path / "bare.h5"
+    with h5py.File(files["val"]) as fin, h5py.File(bare, "w") as fout:
+        for name in fin:
+            fin.copy(fin[name], fout, name=name)
+    assert read_image_noise(bare) == (None, None)
+    blob = torch.load(path, weights_only=True)
+    c = yaml.safe_load(blob["config_yaml"])
+    c["image_noise_mev"] = c["image_noise_significance"] = None
+    torch.save({**blob, "config_yaml": yaml.safe_dump(c)}, tmp_path / "paed_bare.pt")
+    denoise_file(tmp_path / "paed_bare.pt", files["val"], tmp_path / "den2.h5")  # the file's attributes suffice
+    denoise_file(path, bare, tmp_path / "den3.h5")  # the PAED's stored constants suffice
+    with pytest.raises(SchemaError, match=f"{NOISE_ATTR}.*{SIGNIFICANCE_ATTR}.*lhcml photon dataset"):
+        denoise_file(tmp_path / "paed_bare.pt", bare, tmp_path / "den4.h5")
+    assert not (tmp_path / "den4.h5").exists()
 
 
 def test_cli_photon_cuts(photon_files, tmp_path):

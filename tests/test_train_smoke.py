@@ -75,9 +75,14 @@ def one_thread():
 
 @pytest.mark.parametrize("name", ["dl1", "dl1r", "rnnip", "dips", "gn", "mv2"])
 def test_train_predict_export(name, ftag_files, tmp_path, one_thread):
+    """Through the trainer protocol (as ``lhcml train``) and the one export function (as ``lhcml export``)."""
+    from lhcml.train.protocol import TRAINERS, train_from_config
+
     cfg = load_train_config(CONFIGS / f"{name}.yaml", overrides(ftag_files, name, tmp_path / "run"))
-    best = train(cfg)
+    best = train_from_config(CONFIGS / f"{name}.yaml", overrides(ftag_files, name, tmp_path / "run"))
     assert best.is_file()
+    kind = "bdt" if name == "mv2" else "lightning"
+    assert TRAINERS[kind].owns(best) and TRAINERS[kind].find_artifact(tmp_path / "run") == best
     tagger = cfg.resolved_tagger_name()
     (pred,) = predict(best, [ftag_files["test"]], output_dir=tmp_path / "pred")
     with h5py.File(pred) as f, h5py.File(ftag_files["test"]) as fin:
@@ -106,10 +111,11 @@ def test_train_predict_export(name, ftag_files, tmp_path, one_thread):
             assert sd["model.heads.track_origin.class_weights"].tolist() == [float(i) for i in range(1, 9)]
     assert (tmp_path / "run" / "config.yaml").is_file()
 
-    from lhcml.export.onnx import _session, export_onnx, input_names, read_metadata
+    from lhcml.export import export_model
+    from lhcml.export.onnx import _session, input_names, read_metadata
 
     onnx_path = tmp_path / f"{name}.onnx"
-    rep = export_onnx(best, onnx_path, check_file=ftag_files["test"], n_check=200)
+    rep = export_model(tmp_path / "run", onnx_path, check_file=ftag_files["test"], n_check=200)  # the run directory
     assert rep.max_abs_diff_random < 1e-5 and rep.max_abs_diff_real < 1e-5 and rep.n_real_jets == 200
     assert rep.latency_ms_per_jet > 0 and rep.throughput_jets_per_s > 0
     meta = read_metadata(onnx_path)

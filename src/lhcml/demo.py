@@ -36,16 +36,15 @@ class _Steps:
 
 def _training_split(files: list[Path], out: Path, train_mod: tuple[int, ...]) -> Path:
     """Copy the jets of the training split (``eventNumber % 10``) into one file (template fit)."""
-    import h5py
     import numpy as np
 
-    from lhcml.data.h5 import write_h5
+    from lhcml.data.h5 import open_h5, write_h5
 
     if out.exists():
         return out
     tables: dict[str, list[np.ndarray]] = {"jets": [], "tracks": []}
     for f in files:
-        with h5py.File(f, "r") as h:
+        with open_h5(f) as h:
             jets, tracks = h["jets"][:], h["tracks"][:]
         keep = np.isin(jets["eventNumber"] % 10, train_mod)
         tables["jets"].append(jets[keep])
@@ -69,7 +68,7 @@ def run_demo(
     from lhcml.data.files import expand_inputs
     from lhcml.data.preprocess import PreprocessConfig, preprocess
     from lhcml.evaluation import EvaluateConfig, evaluate
-    from lhcml.export.onnx import export_onnx
+    from lhcml.export import export_model
     from lhcml.plots.report import build_index, build_report
     from lhcml.sim.runner import run_simulation
     from lhcml.tasks.ftag.baselines import apply_baselines, fit_baselines
@@ -170,7 +169,7 @@ def run_demo(
     onnx_rows = []
     for name, ckpt in trained.items():
         target = out / "onnx" / f"{name.lower()}.onnx"
-        rep = export_onnx(ckpt, target, force=True, check_file=test_file, n_check=500)
+        rep = export_model(ckpt, target, force=True, check_file=test_file, n_check=500)
         onnx_rows.append(rep)
         print(f"  {target.name}: max |Δp| real {rep.max_abs_diff_real:.1e}, random {rep.max_abs_diff_random:.1e}; "
               f"{rep.latency_ms_per_jet:.3f} ms/jet (batch 1), {rep.throughput_jets_per_s:.0f} jets/s (batch 1000)")

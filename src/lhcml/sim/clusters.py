@@ -72,6 +72,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from lhcml.data.images import normalise_images  # the one copy (inference uses it without sim)
 from lhcml.sim.calo_geometry import CaloGeometry, Layer
 from lhcml.sim.calorimeter import CaloEvents
 
@@ -223,16 +224,6 @@ def layer_noise_mev(geo: CaloGeometry, name: str) -> float:
     """Noise per cell of an image layer (hadronic image: the layers' noise added in quadrature)."""
     lays = _layer_groups(geo)[name]
     return math.sqrt(sum(x.noise_mev**2 for x in lays))
-
-
-def normalise_images(img: np.ndarray, sigma_cell_mev: float, significance: float) -> tuple[np.ndarray, np.ndarray]:
-    """Images ``(n, H, W)`` divided by their sums where the sum exceeds ``significance`` times the
-    noise of the summed cells (else zeros); returns ``(normalised float32, sums)``."""
-    s = img.sum(axis=(1, 2)).astype(np.float64)
-    thr = significance * sigma_cell_mev * math.sqrt(img.shape[1] * img.shape[2])
-    ok = s > max(thr, 1e-6)
-    normed = np.where(ok[:, None, None], img / np.where(ok, s, 1.0)[:, None, None], 0.0)
-    return normed.astype(np.float32), s
 
 
 @dataclass

@@ -32,17 +32,22 @@ from lhcml.errors import CheckpointMismatchError, ConfigError, SchemaError
 
 
 def load_any(checkpoint: str | Path) -> tuple[str, Any, dict[str, Any]]:
-    """``("nn" | "bdt", model, meta)`` for a Lightning checkpoint or an mv2 model file."""
-    checkpoint = Path(checkpoint)
-    if checkpoint.suffix == ".json":
-        from lhcml.models.bdt import load_bdt
+    """``(kind, model, meta)`` of a tagger's model file (a Lightning checkpoint or an mv2 model
+    file), ``kind`` naming its trainer in :data:`lhcml.train.protocol.TRAINERS`.
 
-        booster, meta = load_bdt(checkpoint)
-        return "bdt", booster, meta
-    from lhcml.train.checkpoint import load_tagger
+    Raises
+    ------
+    ConfigError
+        If the file is no tagger (the PAED denoiser writes images, not prediction columns).
+    """
+    from lhcml.train.protocol import trainer_for_artifact
 
-    model, meta = load_tagger(checkpoint)
-    return "nn", model, meta
+    trainer = trainer_for_artifact(checkpoint)
+    if trainer.kind not in ("lightning", "bdt"):
+        raise ConfigError(f"{checkpoint} is a {trainer.kind} model, not a tagger: `lhcml predict` takes taggers "
+                          "(use `lhcml photon denoise` for the PAED)")
+    model, meta = trainer.load(Path(checkpoint))
+    return trainer.kind, model, meta
 
 
 def _specs_for(path: Path, checkpoint: Path, meta: dict[str, Any]) -> dict:
@@ -66,18 +71,14 @@ def _specs_for(path: Path, checkpoint: Path, meta: dict[str, Any]) -> dict:
 
 
 def predict_arrays(kind: str, model: Any, batches: Any, n_jets: int, desc: str = "") -> np.ndarray:
-    """Class probabilities ``(n_jets, n_classes)`` for an iterable of input batches."""
-    import torch
+    """Class probabilities ``(n_jets, n_classes)`` for an iterable of input batches (``kind``:
+    the trainer of the model, from :func:`load_any`)."""
+    from lhcml.train.protocol import TRAINERS
 
+    trainer = TRAINERS[kind]
     out = []
-    with torch.inference_mode():
-        for batch in tqdm(batches, desc=desc, unit="batch", leave=False, disable=None):
-            if kind == "bdt":
-                from lhcml.models.bdt import predict_bdt
-
-                out.append(predict_bdt(model, batch["jets"].numpy()))
-            else:
-                out.append(torch.softmax(model(batch)["logits"].float(), dim=-1).numpy())
+    for batch in tqdm(batches, desc=desc, unit="batch", leave=False, disable=None):
+        out.append(trainer.predict(model, batch))
     probs = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
     if len(probs) != n_jets:
         raise RuntimeError(f"predicted {len(probs)} jets, expected {n_jets}")

@@ -91,8 +91,8 @@ class TrainObjective:
 
     @staticmethod
     def _latency(checkpoint: Path) -> float:
-        from lhcml.export.onnx import export_onnx
+        from lhcml.export import export_model
 
         onnx_path = Path(checkpoint).parent.parent / "model.onnx"
-        rep = export_onnx(checkpoint, onnx_path, force=True, timing=True)
+        rep = export_model(checkpoint, onnx_path, force=True, timing=True)
         return float(rep.latency_ms_per_jet)

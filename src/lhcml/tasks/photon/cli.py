@@ -82,9 +82,10 @@ def cuts_cmd(
 @photon_app.command("paed")
 def paed_cmd(config: Path = typer.Argument(..., help="PAED config (configs/photon/paed.yaml)")) -> None:
     """Train the pile-up denoising autoencoder."""
-    from lhcml.tasks.photon.denoise import load_paed_config, train_paed
+    from lhcml.train.paed import load_paed_config
+    from lhcml.train.protocol import TRAINERS
 
-    typer.echo(str(train_paed(load_paed_config(config))))
+    typer.echo(str(TRAINERS["paed"].fit(load_paed_config(config))))
 
 @photon_app.command("denoise")
 def denoise_cmd(

@@ -41,9 +41,23 @@ def split_and_write(
     seed: int,
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     prefix: str = "photon",
+    geometry: Any = None,
 ) -> dict[str, Path]:
-    """Shuffle and write ``<prefix>_{train,val,test}.h5``; returns the paths by split name."""
+    """Shuffle and write ``<prefix>_{train,val,test}.h5``; returns the paths by split name.
+
+    The files' attributes record the images' normalisation constants (per-cell noise of each
+    layer of ``geometry``, default the shipped calorimeter, and the significance threshold:
+    :mod:`lhcml.data.images`), so the PAED and other later stages need no simulation geometry.
+    """
     from lhcml.data.h5 import write_h5
+    from lhcml.data.images import image_noise_attrs
+    from lhcml.sim.calo_geometry import load_geometry
+    from lhcml.sim.clusters import IMAGE_LAYERS, layer_noise_mev
+
+    geo = geometry or load_geometry()
+    attrs = {"content": "photon candidates",
+             **image_noise_attrs({lay: layer_noise_mev(geo, lay) for lay in IMAGE_LAYERS},
+                                 geo.clustering.noise_significance)}  # fmt: skip
 
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
         raise ConfigError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
@@ -57,7 +71,7 @@ def split_and_write(
     for split, idx in pieces.items():
         idx = np.sort(idx)
         path = Path(output_dir) / f"{prefix}_{split}.h5"
-        write_h5(path, {k: v[idx] for k, v in data.items()}, attrs={"content": "photon candidates"})
+        write_h5(path, {k: v[idx] for k, v in data.items()}, attrs=attrs)
         out[split] = path
     return out
 

@@ -1,0 +1,259 @@
+"""One trainer protocol for every trainable model: Lightning taggers, BDTs and the PAED denoiser.
+
+A :class:`Trainable` knows one kind of model end to end on the training side: its config schema,
+how to fit it (``fit(cfg) -> artifact``: the file that holds the trained model), which files are
+its artifacts, how to load one and how to run it on a batch. ``lhcml train CONFIG`` reads the
+config, picks the trainer from ``model.name`` with :func:`trainer_for_model` and calls ``fit``;
+``lhcml predict`` and :func:`lhcml.export.export_model` pick the trainer of a model file with
+:func:`trainer_for_artifact`. The choice goes through the explicit registry :data:`TRAINERS`,
+never through import strings from a config.
+
+=========  ====================================  =================================  ==============
+kind       models (``model.name``)               artifact                           trained by
+=========  ====================================  =================================  ==============
+lightning  the taggers of the model registry     ``checkpoints/best-*.ckpt``        :mod:`lhcml.train.trainer`
+bdt        :data:`lhcml.models.bdt.BDT_MODELS`   ``checkpoints/mv2.json`` (xgboost) :mod:`lhcml.train.bdt`
+paed       ``paed``                              ``paed.pt``                        :mod:`lhcml.train.paed`
+=========  ====================================  =================================  ==============
+
+Export is a later stage than training, so it is not a method here: :func:`lhcml.export.export_model`
+keeps one exporter per :attr:`Trainable.kind` and finds the kind with :func:`trainer_for_artifact`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from lhcml.errors import ConfigError
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """What every trainer of :data:`TRAINERS` provides."""
+
+    #: registry key (``lightning``, ``bdt``, ``paed``); also the key of the exporters
+    kind: str
+
+    def handles_model(self, name: str) -> bool:
+        """Whether ``model.name`` of a config is trained by this trainer."""
+
+    def load_config(self, data: dict[str, Any], source: str) -> Any:
+        """Validate a config mapping (``base:`` already resolved, overrides applied)."""
+
+    def fit(self, cfg: Any, *, resume: bool = False, devices: int | None = None,
+            strategy: str | None = None, epoch_hooks: list | None = None) -> Path:
+        """Train; return the artifact (best checkpoint or model file) inside ``cfg.output_dir``."""
+
+    def owns(self, artifact: Path) -> bool:
+        """Whether ``artifact`` (an existing file) is a model file of this trainer."""
+
+    def find_artifact(self, run_dir: Path) -> Path | None:
+        """The trained model in a training output directory, or ``None`` if it holds none."""
+
+    def load(self, artifact: Path) -> tuple[Any, dict[str, Any]]:
+        """``(model ready for inference, metadata)`` of an artifact."""
+
+    def predict(self, model: Any, batch: Any) -> Any:
+        """The model's outputs for one batch (class probabilities for the taggers)."""
+
+
+def _no_device_options(kind: str, devices: int | None, strategy: str | None) -> None:
+    if devices not in (None, 1) or strategy not in (None, "auto"):
+        raise ConfigError(f"--devices/--strategy do not apply to the {kind} trainer (it runs on one device)")
+
+
+class LightningTrainer:
+    """The NN taggers of :mod:`lhcml.models.registry` (:func:`lhcml.train.trainer.train_lightning`)."""
+
+    kind: ClassVar[str] = "lightning"
+
+    def handles_model(self, name: str) -> bool:
+        from lhcml.models.bdt import BDT_MODELS
+
+        return name not in BDT_MODELS and name != "paed"
+
+    def load_config(self, data: dict[str, Any], source: str) -> Any:
+        from lhcml.train.config import config_from_dict
+
+        return config_from_dict(data, source)
+
+    def fit(self, cfg: Any, *, resume: bool = False, devices: int | None = None,
+            strategy: str | None = None, epoch_hooks: list | None = None) -> Path:
+        from lhcml.train.trainer import train_lightning
+
+        return train_lightning(cfg, resume=resume, devices=devices, strategy=strategy, epoch_hooks=epoch_hooks)
+
+    def owns(self, artifact: Path) -> bool:
+        return artifact.suffix == ".ckpt"
+
+    def find_artifact(self, run_dir: Path) -> Path | None:
+        best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+        if len(best) > 1:
+            raise ConfigError(f"{run_dir} holds several best checkpoints ({', '.join(p.name for p in best)}): name one")
+        return best[0] if best else None
+
+    def load(self, artifact: Path) -> tuple[Any, dict[str, Any]]:
+        from lhcml.train.checkpoint import load_tagger
+
+        return load_tagger(artifact)
+
+    def predict(self, model: Any, batch: Any) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            return torch.softmax(model(batch)["logits"].float(), dim=-1).numpy()
+
+
+class BDTTrainer:
+    """The xgboost BDTs of :mod:`lhcml.models.bdt` (:func:`lhcml.train.bdt.fit_bdt`)."""
+
+    kind: ClassVar[str] = "bdt"
+
+    def handles_model(self, name: str) -> bool:
+        from lhcml.models.bdt import BDT_MODELS
+
+        return name in BDT_MODELS
+
+    def load_config(self, data: dict[str, Any], source: str) -> Any:
+        from lhcml.train.config import config_from_dict
+
+        return config_from_dict(data, source)
+
+    def fit(self, cfg: Any, *, resume: bool = False, devices: int | None = None,
+            strategy: str | None = None, epoch_hooks: list | None = None) -> Path:
+        from lhcml.train.bdt import fit_bdt
+
+        _no_device_options(self.kind, devices, strategy)
+        return fit_bdt(cfg, resume=resume)
+
+    def owns(self, artifact: Path) -> bool:
+        return artifact.suffix == ".json"
+
+    def find_artifact(self, run_dir: Path) -> Path | None:
+        from lhcml.models.bdt import BDT_MODELS
+
+        hits = [run_dir / "checkpoints" / f"{m}.json" for m in BDT_MODELS]
+        return next((p for p in hits if p.is_file()), None)
+
+    def load(self, artifact: Path) -> tuple[Any, dict[str, Any]]:
+        from lhcml.models.bdt import load_bdt
+
+        return load_bdt(artifact)
+
+    def predict(self, model: Any, batch: Any) -> Any:
+        from lhcml.models.bdt import predict_bdt
+
+        return predict_bdt(model, batch["jets"].numpy())
+
+
+class PAEDTrainer:
+    """The photon pile-up denoiser (:func:`lhcml.train.paed.fit_paed`)."""
+
+    kind: ClassVar[str] = "paed"
+
+    def handles_model(self, name: str) -> bool:
+        return name == "paed"
+
+    def load_config(self, data: dict[str, Any], source: str) -> Any:
+        from lhcml.config import validate_config
+        from lhcml.train.paed import PAEDConfig
+
+        return validate_config(PAEDConfig, data, source=source)
+
+    def fit(self, cfg: Any, *, resume: bool = False, devices: int | None = None,
+            strategy: str | None = None, epoch_hooks: list | None = None) -> Path:
+        from lhcml.train.paed import fit_paed
+
+        _no_device_options(self.kind, devices, strategy)
+        if epoch_hooks:
+            raise ConfigError("the PAED trainer takes no epoch hooks (it is not tuned by lhcml tune)")
+        return fit_paed(cfg, resume=resume)
+
+    def owns(self, artifact: Path) -> bool:
+        return artifact.suffix == ".pt"
+
+    def find_artifact(self, run_dir: Path) -> Path | None:
+        path = run_dir / "paed.pt"
+        return path if path.is_file() else None
+
+    def load(self, artifact: Path) -> tuple[Any, dict[str, Any]]:
+        from lhcml.train.paed import load_paed
+
+        model, cfg = load_paed(artifact)
+        return model, {"config": cfg, "model_name": "paed"}
+
+    def predict(self, model: Any, batch: Any) -> Any:
+        from lhcml.train.paed import denoise
+
+        return denoise(model, batch)
+
+
+#: the trainers, by kind (explicit; order = lookup order)
+TRAINERS: dict[str, Trainable] = {t.kind: t for t in (BDTTrainer(), PAEDTrainer(), LightningTrainer())}
+
+
+def trainer_for_model(name: str) -> Trainable:
+    """The trainer of ``model.name`` (a BDT name, ``paed``, else a Lightning tagger)."""
+    return next(t for t in TRAINERS.values() if t.handles_model(name))
+
+
+def trainer_for_artifact(path: str | Path) -> Trainable:
+    """The trainer whose model files look like ``path`` (by suffix: ``.ckpt``, ``.json``, ``.pt``).
+
+    Raises
+    ------
+    ConfigError
+        If no trainer writes files like ``path``.
+    """
+    path = Path(path)
+    for t in TRAINERS.values():
+        if t.owns(path):
+            return t
+    raise ConfigError(
+        f"{path} is no lhcml model file: expected a Lightning checkpoint (.ckpt), a BDT model "
+        "(.json) or PAED weights (.pt), or a training output directory"
+    )
+
+
+def resolve_artifact(run_or_artifact: str | Path) -> tuple[Trainable, Path]:
+    """``(trainer, model file)`` for a model file or a training output directory.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the path does not exist, or a directory holds no trained model.
+    """
+    path = Path(run_or_artifact)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (a model file or a training output directory)")
+    if path.is_dir():
+        found = [(t, a) for t in TRAINERS.values() if (a := t.find_artifact(path)) is not None]
+        if not found:
+            raise FileNotFoundError(
+                f"{path} holds no trained model (checkpoints/best-*.ckpt, checkpoints/mv2.json or paed.pt)"
+            )
+        return found[0]
+    return trainer_for_artifact(path), path
+
+
+def load_trainable_config(path: str | Path, overrides: list[str] | None = None) -> tuple[Trainable, Any]:
+    """Read a training config of any kind (``base:``, ``--set``), pick its trainer by
+    ``model.name`` and validate it with that trainer's schema."""
+    from lhcml.train.config import _resolve_raw, apply_overrides
+
+    path = Path(path)
+    data = apply_overrides(_resolve_raw(path), overrides or [])
+    model = data.get("model")
+    name = model.get("name") if isinstance(model, dict) else None
+    if not isinstance(name, str):
+        raise ConfigError(f"{path.name}: 'model.name' is missing (a model of the registry, 'mv2' or 'paed')")
+    trainer = trainer_for_model(name)
+    return trainer, trainer.load_config(data, path.name)
+
+
+def train_from_config(path: str | Path, overrides: list[str] | None = None, *, resume: bool = False,
+                      devices: int | None = None, strategy: str | None = None) -> Path:
+    """``lhcml train CONFIG``: load any training config and fit it with its trainer; returns the artifact."""
+    trainer, cfg = load_trainable_config(path, overrides)
+    return trainer.fit(cfg, resume=resume, devices=devices, strategy=strategy)
