@@ -8,6 +8,11 @@ per-event tables (``events``) have one row per event. Files carry the unit attri
 The writer writes ``<name>.tmp`` and renames it (:func:`lhcml.atomic.commit`) on a successful
 close, so a crashed job never leaves a partial output. The reader reads contiguous row blocks with ``dset.fields(names)[a:b]``
 (no fancy indexing), so only the requested variables are decoded.
+
+This is the one reading path for flat files: :class:`H5Reader` streams them, :func:`open_h5` (from
+:mod:`lhcml.data.checks`, re-exported here) opens one file for direct access with one clear error
+for a missing, non-HDF5, truncated or locked file, and :func:`read_fields` reads rows of a dataset
+with the same errors for chunks that do not decode. Every stage reads flat files through them.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class PileupLibrary:
         path = Path(path)
         if not path.is_file():
             raise CorruptFileError(f"pileup library '{path}' does not exist; build it with build_pileup_library()")
-        try:
+        try:  # not a flat file (lhcml.data.h5): the library's own layout and error messages
             with h5py.File(path, "r") as f:
                 if f.attrs.get("format") != _FORMAT:
                     raise CorruptFileError(

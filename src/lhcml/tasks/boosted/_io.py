@@ -23,21 +23,15 @@ def rewrite_file(
     temporary name and renamed when complete, so ``output`` may equal ``path`` (in-place update)
     and a crash leaves neither a partial output nor a damaged input.
     """
-    import h5py
     from tqdm import tqdm
 
     from lhcml.data import schema
-    from lhcml.data.h5 import H5Writer, read_attrs
-    from lhcml.errors import CorruptFileError, SchemaError
+    from lhcml.data.h5 import H5Writer, open_h5, read_attrs
+    from lhcml.errors import SchemaError
 
     path = Path(path)
     output = Path(output) if output is not None else path
-    if not path.is_file():
-        raise CorruptFileError(f"{path} does not exist")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise CorruptFileError(f"{path} is not a readable HDF5 file ({err})") from None
+    f = open_h5(path)  # missing, not HDF5, truncated, locked: one clear error
     attrs = read_attrs(path)
     with f:
         for need in require:

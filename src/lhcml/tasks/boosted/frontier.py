@@ -25,12 +25,13 @@ def read_predictions(
     files: Sequence[str | Path], fields: Sequence[str], dataset: str = "jets"
 ) -> np.ndarray:
     """Concatenate ``fields`` of ``dataset`` from prediction files (clear error if missing)."""
-    import h5py
     from numpy.lib import recfunctions as rfn
+
+    from lhcml.data.h5 import open_h5
 
     parts = []
     for p in files:
-        with h5py.File(p, "r") as f:
+        with open_h5(p) as f:
             names = f[dataset].dtype.names
             missing = [x for x in fields if x not in names]
             if missing:

@@ -130,13 +130,13 @@ def add_flattening_weights(
 
     Use it as ``data.weight_field`` in a training config.
     """
-    import h5py
     from numpy.lib import recfunctions as rfn
 
+    from lhcml.data.h5 import open_h5
     from lhcml.errors import SchemaError
     from lhcml.tasks.boosted._io import rewrite_file
 
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         names = f["jets"].dtype.names
         need = ["pt", "mass", label_var] + ([base_weight] if base_weight else [])
         missing = [n for n in need if n not in names]
