@@ -12,6 +12,7 @@ from lhcml.sim.generator import FlatTable
 from lhcml.sim.jet_calo import (
     CellEnergies,
     block_terms,
+    dead_material_loss,
     deposit_cells,
     load_geometry,
     pion_response,
@@ -56,18 +57,52 @@ def test_pion_gun_response_is_non_compensating_and_resolution_matches_the_model(
     rng = np.random.default_rng(2)
     geo = load_geometry()
     vis = _visible(_gun(211, energy, 4000, rng), rng) / energy
-    r = pion_response(np.array([energy]), geo)[0]
+    r0 = pion_response(np.array([energy]), geo)[0]
     eh = geo.showers["e_over_h"]
-    assert 1.0 / eh < r < 1.0  # e/h > 1: pions are seen below the EM scale
-    assert vis.mean() == pytest.approx(r, rel=0.01)
+    assert 1.0 / eh < r0 < 1.0  # e/h > 1: pions are seen below the EM scale
+    # the Tile region (the gun's 0.2 < eta < 1.0) sits behind the configured dead material
+    loss, loss_sd = dead_material_loss(geo, np.array([0.5]))
+    assert 0.05 < loss[0] < 0.15 and loss_sd[0] > 0.03
+    r = pion_response(np.array([energy]), geo, np.array([0.5]))[0]
+    assert r == pytest.approx(r0 * (1 - loss[0]))
+    assert vis.mean() == pytest.approx(r, rel=0.015)
     a, c = block_terms(geo, 1, np.array([0.5]))
     assert (a[0], c[0]) == (0.50, 0.03)  # the configured Tile terms
     sf = geo.showers["em_fraction_sigma"]
-    expected = np.sqrt((sf * (1 - 1 / eh)) ** 2 + r**2 * (a[0] ** 2 / energy + c[0] ** 2))
+    expected = np.sqrt((sf * (1 - 1 / eh)) ** 2 + (r0 * loss_sd[0]) ** 2 + r**2 * (a[0] ** 2 / energy + c[0] ** 2))
     assert vis.std() == pytest.approx(expected, rel=0.1)
     # the hadronic compartment sees the bulk of a pion shower, the EM one most of an electron's
     deps = shower_particles(_gun(211, energy, 2000, rng), rng, geo)
     assert 0.2 < deps.e_layer[:, 0].sum() / deps.e_layer.sum() < 0.6
+
+
+def test_dead_material_gives_hadrons_a_constant_term(tmp_path):
+    """The dead material in front of the Tile calorimeter: the mean loss and the spread it adds
+    are those configured; at high energy the pion resolution tends to its constant terms (e/h
+    fluctuations ⊕ dead material ⊕ Tile constant), which the sampling term cannot explain."""
+    from lhcml.sim.jet_calo import GEOMETRY_FILE, pion_response_sigma
+
+    text = GEOMETRY_FILE.read_text()
+    assert "dead_lambda: 0.3" in text
+    no_dm = tmp_path / "no_dm.yaml"
+    no_dm.write_text(text.replace("dead_lambda: 0.3", "dead_lambda: 0.0"))
+    geo, geo0 = load_geometry(), load_geometry(str(no_dm))
+    energy = 300.0
+    rng = np.random.default_rng(3)
+    gun = _gun(211, energy, 3000, rng)
+    vis = deposit_cells(shower_particles(gun, rng, geo), len(gun), geo)[0].sum(axis=1) / energy
+    vis0 = deposit_cells(shower_particles(gun, rng, geo0), len(gun), geo0)[0].sum(axis=1) / energy
+    loss, loss_sd = dead_material_loss(geo, np.array([0.5]))
+    assert dead_material_loss(geo0, np.array([0.5]))[0][0] == 0.0
+    assert vis.mean() / vis0.mean() == pytest.approx(1 - loss[0], abs=0.01)
+    a, _ = block_terms(geo, 1, np.array([0.5]))
+    assert vis.std() > np.sqrt(vis0.std() ** 2 + (0.8 * loss_sd[0] * vis0.mean()) ** 2)
+    assert vis.std() > 2 * a[0] / np.sqrt(energy) * vis.mean()  # constant terms dominate at 300 GeV
+    assert vis.std() == pytest.approx(pion_response_sigma(np.array([energy]), np.array([0.5]), geo)[0], rel=0.1)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("noise_gev: 0.04}", "noise_gev: 0.04, dead_lambda: 0.2}"))
+    with pytest.raises(ConfigError, match="dead_lambda"):
+        load_geometry(str(bad))
 
 
 def test_geometry_neighbours_are_symmetric_and_cover_both_compartments():

@@ -266,3 +266,25 @@ def test_constituents_option_errors():
         simulate_events("top", 5, mu=0, constituents="towers")
     with pytest.raises(ConfigError, match="large-R processes only"):
         simulate_events("ttbar", 5, mu=0, constituents="tcc")
+
+
+def test_top_containment_radius():
+    """R10TruthLabel: a top whose three decay quarks are within R = 0.8 of the jet axis but one at
+    ΔR = 0.7 is labelled with the default (public-benchmark) containment and not as an ATLAS-style
+    contained top (ΔR < 0.75 R = 0.6); a W whose quarks are at 0.3 keeps label 2 either way."""
+    from lhcml.sim.jets import large_r_labels_flat
+
+    # one event, two jets at phi 0 and phi 2; a top at (0, 0) with quarks at dR 0.1, 0.3, 0.7 and
+    # a W at (0, 2) with quarks at dR 0.3
+    res = FlatTable({
+        "pid": np.array([6, 24], np.int32), "px": np.array([600.0, 600 * np.cos(2.0)]),
+        "py": np.array([0.0, 600 * np.sin(2.0)]), "pz": np.zeros(2), "m": np.array([172.5, 80.4]),
+        "n_quarks": np.array([3, 2], np.int8), "q_pid": np.array([5, 1, -2, 1, -2, 0], np.int32),
+        "q_eta": np.array([0.1, 0.0, 0.0, 0.3, 0.0, np.nan]),
+        "q_phi": np.array([0.0, 0.3, -0.7, 2.0, 2.3, np.nan]),
+    }, np.array([2]))
+    joff, jeta, jphi = np.array([0, 2]), np.zeros(2), np.array([0.0, 2.0])
+    default = large_r_labels_flat(joff, jeta, jphi, res, 0.8)["R10TruthLabel"]
+    contained = large_r_labels_flat(joff, jeta, jphi, res, 0.8, contain_dr=0.6)["R10TruthLabel"]
+    assert default.tolist() == [1, 2]
+    assert contained.tolist() == [0, 2]

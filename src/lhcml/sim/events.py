@@ -43,6 +43,10 @@ from lhcml.sim.processes import MAX_PYTHIA_SEED, Process, get_process
 
 #: radius of large-R jets (the public top-tagging benchmark: anti-kt R = 0.8)
 LARGE_R_RADIUS = 0.8
+#: ΔR within which the decay quarks of a labelled t/W/Z/H must lie (``R10TruthLabel``): ``None``
+#: = the jet radius, as the public top-tagging benchmark; ATLAS's *contained* tops use 0.75 R
+#: (``benchmarks/sim_large_r.py --containment 0.75``)
+LARGE_R_CONTAIN_DR: float | None = None
 #: small-R jet radius
 SMALL_R_RADIUS = 0.4
 #: particle-flow constituent slots of small-R quark/gluon jets (``flow`` of ``kind="quark_gluon"``
@@ -318,10 +322,14 @@ def _small_r(proc, objects: FlatTable, generated, tracks: ak.Array, vertices, mu
              particles: FlatTable | None = None, tracks_flat: FlatTable | None = None,
              rng: np.random.Generator | None = None, events: np.ndarray | None = None,
              topo: Any = None, track_ips: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    from lhcml.sim.jet_calibration import (
+        calibrate_small_r_flat,
+        match_truth,
+        sort_by_pt,
+        truth_jets_flat,
+    )
     from lhcml.sim.jets import cluster_flat, small_r_labels_flat
     from lhcml.sim.pflow import pileup_density_flat
-
-    from lhcml.sim.jet_calibration import calibrate_small_r_flat, match_truth, sort_by_pt, truth_jets_flat
 
     # raw jets from half the threshold: the calibration raises their pT (response < 1 before it)
     jets_all, cons_off, cons = cluster_flat(objects, SMALL_R_RADIUS, min_pt=0.5 * min(20.0, proc.jet_pt_min))
@@ -438,7 +446,7 @@ def _large_r(
     groomed = four_momentum_sums(cons_off, trimmed, cpx, cpy, cpz, ce)
     pt_cal, m_cal = calibrate(groomed["pt"], groomed["mass"], constituents, mu)
     labels = large_r_labels_flat(jets_all.offsets, jets_all["eta"], jets_all["phi"], generated.flat("resonances"),
-                                 LARGE_R_RADIUS)
+                                 LARGE_R_RADIUS, contain_dr=LARGE_R_CONTAIN_DR)
     flat_mask = _select(FlatTable({"pt": pt_cal, "eta": groomed["eta"]}, jets_all.counts), proc)
     if proc.signal_labels is not None:
         flat_mask &= np.isin(labels["R10TruthLabel"], proc.signal_labels)
@@ -515,8 +523,7 @@ def calo_clusters(
 def _large_r_truth_jets(generated, n_ev: int, jet_event, jet_eta, jet_phi, min_pt: float):
     """pT and mass (GeV) of the trimmed truth jet matched to each reco jet (0, 0 if none)."""
     from lhcml.sim.grooming import four_momentum_sums, trim
-    from lhcml.sim.jets import cluster_flat
-    from lhcml.sim.tcc import nearest_within_dr
+    from lhcml.sim.jets import cluster_flat, nearest_within_dr
 
     table = generated.flat("particles")
     vis = table["final"] & ~np.isin(np.abs(table["pid"]), _INVISIBLE)

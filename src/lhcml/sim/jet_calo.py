@@ -80,6 +80,7 @@ class CaloGeometry:
     b_sampling: np.ndarray
     b_constant: np.ndarray
     b_noise: np.ndarray
+    b_dead_lambda: np.ndarray  # dead material in front of a hadronic block (λ), 0 for EM blocks
     b_region: np.ndarray
     region_names: tuple
     # cells
@@ -114,10 +115,13 @@ def load_geometry(path: str | None = None) -> CaloGeometry:
         try:
             lo, hi, ne, nphi = float(r["eta_lo"]), float(r["eta_hi"]), int(r["n_eta"]), int(r["n_phi"])
             layer = int(r["layer"])
-            terms = (float(r["sampling"]), float(r["constant"]), float(r["noise_gev"]))
+            terms = (float(r["sampling"]), float(r["constant"]), float(r["noise_gev"]), float(r.get("dead_lambda", 0.0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{p}: region {r!r} needs layer, eta_lo, eta_hi, n_eta, n_phi, sampling, "
-                              f"constant, noise_gev ({exc})") from exc
+                              f"constant, noise_gev (optional dead_lambda) ({exc})") from exc
+        if terms[3] < 0 or (terms[3] > 0 and layer != 1):
+            raise ConfigError(f"{p}: region {r.get('name')}: dead_lambda (dead material in front of a hadronic "
+                              f"region, in interaction lengths) must be >= 0 and only on layer 1")
         if not (0 <= lo < hi <= CALO_ETA_MAX + 1e-9) or ne < 1 or nphi < 1 or layer not in (0, 1):
             raise ConfigError(f"{p}: region {r.get('name')} has an invalid range/granularity/layer")
         for side in (-1, 1):
@@ -138,7 +142,7 @@ def load_geometry(path: str | None = None) -> CaloGeometry:
         deta = (b_hi[i] - b_lo[i]) / ne
         ie, ip = np.meshgrid(np.arange(ne), np.arange(nphi), indexing="ij")
         layer.append(np.full(ne * nphi, b[0], np.int8))
-        eta.append((b_lo[i] + (ie.ravel() + 0.5) * deta))
+        eta.append(b_lo[i] + (ie.ravel() + 0.5) * deta)
         phi.append(-np.pi + (ip.ravel() + 0.5) * (2 * np.pi / nphi))
         noise.append(np.full(ne * nphi, b[4][2]))
         mirrored = ie.ravel() if b[6] > 0 else ne - 1 - ie.ravel()
@@ -152,7 +156,8 @@ def load_geometry(path: str | None = None) -> CaloGeometry:
         showers=dict(cfg.get("showers") or {}),
         b_layer=b_layer, b_eta_lo=b_lo, b_eta_hi=b_hi, b_n_eta=b_ne, b_n_phi=b_np, b_offset=b_off,
         b_sampling=np.array([b[4][0] for b in blocks]), b_constant=np.array([b[4][1] for b in blocks]),
-        b_noise=np.array([b[4][2] for b in blocks]), b_region=np.array([b[5] for b in blocks], np.int64),
+        b_noise=np.array([b[4][2] for b in blocks]), b_dead_lambda=np.array([b[4][3] for b in blocks]),
+        b_region=np.array([b[5] for b in blocks], np.int64),
         region_names=tuple(str(r.get("name", i)) for i, r in enumerate(regions)),
         layer=layer_a, eta=np.concatenate(eta), phi=np.concatenate(phi), noise=np.concatenate(noise),
         ring=np.concatenate(ring).astype(np.int64), n_rings=ring_off,
@@ -253,20 +258,47 @@ def groom_em_fraction(energy: np.ndarray, geo: CaloGeometry) -> np.ndarray:
     return np.clip(1.0 - (np.maximum(energy, 1e-6) / e0) ** (k - 1.0), 0.0, 1.0)
 
 
-def pion_response(energy: np.ndarray, geo: CaloGeometry) -> np.ndarray:
-    """Mean EM-scale response ⟨E_vis/E⟩ = f̄ + (1 − f̄)/(e/h) of a hadron shower of ``energy``."""
+def dead_material_loss(geo: CaloGeometry, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread of the fraction of a hadron shower lost in the dead material in front of
+    the hadronic compartment at ``eta`` (shower start ~ Exp(1 λ), Γ profile; see the module doc)."""
+    s = geo.showers
+    shape, scale = float(s.get("had_profile_shape", 1.5)), float(s.get("had_profile_scale", 1.0))
+    b = locate(geo, np.ones(len(eta), np.int64), np.clip(eta, -CALO_ETA_MAX + 1e-9, CALO_ETA_MAX - 1e-9))
+    dead = geo.b_dead_lambda[b]
+    mean, sd = np.zeros(len(eta)), np.zeros(len(eta))
+    t = (np.arange(4000) + 0.5) * 0.005  # shower-start depth grid (λ), weights Exp(1)
+    w = np.exp(-t) * 0.005
+    w /= w.sum()
+    for d in np.unique(dead[dead > 0]):
+        f = gammainc(shape, np.maximum(geo.em_depth_lambda + d - t, 0.0) / scale) - gammainc(
+            shape, np.maximum(geo.em_depth_lambda - t, 0.0) / scale)
+        m1 = float(np.sum(w * f))
+        mean[dead == d] = m1
+        sd[dead == d] = np.sqrt(max(float(np.sum(w * f * f)) - m1 * m1, 0.0))
+    return mean, sd
+
+
+def pion_response(energy: np.ndarray, geo: CaloGeometry, eta: np.ndarray | None = None) -> np.ndarray:
+    """Mean EM-scale response ⟨E_vis/E⟩ = f̄ + (1 − f̄)/(e/h) of a hadron shower of ``energy``;
+    with ``eta``, times the mean fraction surviving the dead material there."""
     f = groom_em_fraction(energy, geo)
-    return f + (1.0 - f) / float(geo.showers.get("e_over_h", 1.36))
+    r = f + (1.0 - f) / float(geo.showers.get("e_over_h", 1.36))
+    if eta is not None:
+        r = r * (1.0 - dead_material_loss(geo, np.asarray(eta, float))[0])
+    return r
 
 
 def pion_response_sigma(energy: np.ndarray, eta: np.ndarray, geo: CaloGeometry) -> np.ndarray:
-    """Expected spread of E_vis/E for a hadron: EM-fraction fluctuation ⊕ sampling terms."""
+    """Expected spread of E_vis/E for a hadron: EM-fraction fluctuation ⊕ dead-material loss ⊕
+    sampling terms."""
     eh = float(geo.showers.get("e_over_h", 1.36))
     sf = float(geo.showers.get("em_fraction_sigma", 0.11))
     a, c = block_terms(geo, 1, eta)
-    r = pion_response(energy, geo)
+    r0 = pion_response(energy, geo)
+    _, sd_dead = dead_material_loss(geo, np.asarray(eta, float))
+    r = pion_response(energy, geo, eta)
     e = np.maximum(energy, 1e-6)
-    return np.sqrt((sf * (1.0 - 1.0 / eh)) ** 2 + r**2 * (a**2 / e + c**2))
+    return np.sqrt((sf * (1.0 - 1.0 / eh)) ** 2 + (r0 * sd_dead) ** 2 + r**2 * (a**2 / e + c**2))
 
 
 @dataclass
@@ -334,10 +366,16 @@ def shower_particles(particles: FlatTable, rng: np.random.Generator, geo: CaloGe
     t_max = np.maximum(np.log(np.maximum(avail, 1e-3) / float(s.get("critical_energy_gev", 0.022))) - 0.5, 0.0)
     f_em_layer = gammainc(b * t_max + 1.0, b * geo.em_depth_x0)  # Γ(a, b) CDF at the EM depth
     t0 = rng.exponential(1.0, n)
+    shape, hscale = float(s.get("had_profile_shape", 1.5)), float(s.get("had_profile_scale", 1.0))
     room = np.maximum(geo.em_depth_lambda - t0, 0.0)
-    f_had_layer = gammainc(float(s.get("had_profile_shape", 1.5)), room / float(s.get("had_profile_scale", 1.0)))
+    f_had_layer = gammainc(shape, room / hscale)
+    # dead material between the compartments (cryostat): the part of a hadron shower developing in
+    # it is lost; its depth fluctuates with the shower start, a per-hadron constant-like term
+    dead = geo.b_dead_lambda[locate(geo, np.ones(n, np.int64), eta)]
+    f_dead = np.where(is_h & (dead > 0),
+                      gammainc(shape, np.maximum(geo.em_depth_lambda + dead - t0, 0.0) / hscale) - f_had_layer, 0.0)
     f0 = np.where(is_em, f_em_layer, np.where(is_h, f_had_layer, float(s.get("muon_em_fraction", 0.3))))
-    e_layer = np.stack([vis * f0, vis * (1.0 - f0)], axis=1)
+    e_layer = np.stack([vis * f0, vis * (1.0 - f0 - f_dead)], axis=1)
     pileup = cols["is_pileup"][idx].astype(bool) if "is_pileup" in cols else np.zeros(n, bool)
     return ParticleDeposits(particles.event[idx], eta, phi, e_layer, kind, pileup)
 
@@ -357,10 +395,13 @@ def _gauss_bins(x, lo, width, n_bins, i0, sigma, out):
     """Fractions of a Gaussian (mean x, width sigma) in bins i0-1, i0, i0+1 (of width ``width``
     starting at ``lo``); bins outside ``[0, n_bins)`` get 0 (n_bins < 0: periodic); normalised."""
     tot = 0.0
+    inv = 1.0 / (sigma * math.sqrt(2.0))
+    lo_cdf = math.erf((lo + (i0 - 1) * width - x) * inv)  # the 4 bin edges share their erf values
     for k in range(3):
         j = i0 + k - 1
-        a = lo + j * width
-        f = 0.5 * (math.erf((a + width - x) / (sigma * math.sqrt(2.0))) - math.erf((a - x) / (sigma * math.sqrt(2.0))))
+        hi_cdf = math.erf((lo + (j + 1) * width - x) * inv)
+        f = 0.5 * (hi_cdf - lo_cdf)
+        lo_cdf = hi_cdf
         if n_bins >= 0 and (j < 0 or j >= n_bins):
             f = 0.0
         out[k] = f

@@ -336,12 +336,13 @@ def small_r_labels_flat(
 
 
 @numba.njit(cache=True)
-def _resonance_labels(joff, jeta, jphi, roff, rpid, rpt, reta, rphi, rm, nq, qpid, qeta, qphi, radius):
+def _resonance_labels(joff, jeta, jphi, roff, rpid, rpt, reta, rphi, rm, nq, qpid, qeta, qphi, radius, contain_dr):
     nj = jeta.shape[0]
     label = np.zeros(nj, dtype=np.int8)
     tpt = np.full(nj, np.nan)
     tm = np.full(nj, np.nan)
     r2 = radius * radius
+    c2 = contain_dr * contain_dr
     for ev in range(joff.shape[0] - 1):
         for j in range(joff[ev], joff[ev + 1]):
             best_rank = 0
@@ -356,7 +357,7 @@ def _resonance_labels(joff, jeta, jphi, roff, rpid, rpt, reta, rphi, rm, nq, qpi
                     continue
                 contained = True
                 for k in range(need):
-                    if _dr2(qeta[r, k], qphi[r, k], jeta[j], jphi[j]) >= r2:
+                    if _dr2(qeta[r, k], qphi[r, k], jeta[j], jphi[j]) >= c2:
                         contained = False
                 if not contained:
                     continue
@@ -395,9 +396,15 @@ def large_r_labels(jets: ak.Array, resonances: ak.Array, radius: float) -> dict[
 
 
 def large_r_labels_flat(
-    joff: np.ndarray, jeta: np.ndarray, jphi: np.ndarray, resonances: FlatTable, radius: float
+    joff: np.ndarray, jeta: np.ndarray, jphi: np.ndarray, resonances: FlatTable, radius: float,
+    contain_dr: float | None = None,
 ) -> dict[str, np.ndarray]:
-    """:func:`large_r_labels` on flat arrays (jet offsets per event, jet ``eta``/``phi``)."""
+    """:func:`large_r_labels` on flat arrays (jet offsets per event, jet ``eta``/``phi``).
+
+    ``contain_dr``: the decay quarks must lie within this ΔR of the jet axis (default ``radius``,
+    as the public top-tagging benchmark; ATLAS's *contained* tops use 0.75 R); the resonance
+    itself within ``radius``.
+    """
     r = resonances.columns
     rpx, rpy, rpz = (np.asarray(r[k], dtype=np.float64) for k in ("px", "py", "pz"))
     rpt = np.hypot(rpx, rpy)
@@ -409,5 +416,6 @@ def large_r_labels_flat(
         joff, np.asarray(jeta, dtype=np.float64), np.asarray(jphi, dtype=np.float64), resonances.offsets,
         np.asarray(r["pid"], dtype=np.int32), rpt, reta, np.arctan2(rpy, rpx), np.asarray(r["m"], dtype=np.float64),
         np.asarray(r["n_quarks"], dtype=np.int8), qpid, qeta, qphi, float(radius),
+        float(radius if contain_dr is None else contain_dr),
     )
     return {"R10TruthLabel": label, "truthPt": tpt, "truthMass": tm}

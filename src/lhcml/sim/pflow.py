@@ -264,8 +264,8 @@ def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, 
 def expected_deposit(p: np.ndarray, eta_calo: np.ndarray, is_electron: np.ndarray, geo=None):
     """Expected EM-scale calorimeter energy of tracks of momentum ``p`` (GeV) and its spread.
 
-    Pion hypothesis: ``⟨E/p⟩ = f̄ + (1 − f̄)/(e/h)`` (:func:`lhcml.sim.jet_calo.pion_response`)
-    with :func:`~lhcml.sim.jet_calo.pion_response_sigma`; electron hypothesis (``is_electron``):
+    Pion hypothesis: ``⟨E/p⟩ = (f̄ + (1 − f̄)/(e/h)) (1 − ⟨f_dead⟩)`` (:func:`lhcml.sim.jet_calo.pion_response`,
+    the mean dead-material loss included as in an E/p measured on single pions) with :func:`~lhcml.sim.jet_calo.pion_response_sigma`; electron hypothesis (``is_electron``):
     ``E/p = 1`` with the EM terms of the region, ``σ/E = a/√E ⊕ c``.
     """
     from lhcml.sim.jet_calo import block_terms, load_geometry, pion_response, pion_response_sigma
@@ -274,7 +274,7 @@ def expected_deposit(p: np.ndarray, eta_calo: np.ndarray, is_electron: np.ndarra
     p = np.asarray(p, np.float64)
     a_em, c_em = block_terms(geo, 0, eta_calo)
     e_sig = np.sqrt(a_em**2 / np.maximum(p, 1e-6) + c_em**2)
-    e_exp = np.where(is_electron, 1.0, pion_response(p, geo)) * p
+    e_exp = np.where(is_electron, 1.0, pion_response(p, geo, eta_calo)) * p
     s_exp = np.where(is_electron, e_sig, pion_response_sigma(p, eta_calo, geo)) * p
     return e_exp, s_exp
 

@@ -214,19 +214,34 @@ class TopoClusters:
     geometry: CaloGeometry
 
 
+@numba.njit(cache=True)
+def _cluster_sums(cell_id, cell_energy, cell_cluster, n_clusters, g_eta, g_phi, g_layer):
+    """One pass over the cells: Σ E, Σ E(EM compartment), and Σ w, Σ w η, Σ w cos φ, Σ w sin φ
+    with w = max(E, 0), per cluster."""
+    out = np.zeros((6, n_clusters))
+    for i in range(cell_id.shape[0]):
+        c = cell_id[i]
+        k = cell_cluster[i]
+        e = cell_energy[i]
+        out[0, k] += e
+        if g_layer[c] == 0:
+            out[1, k] += e
+        if e > 0:
+            out[2, k] += e
+            out[3, k] += e * g_eta[c]
+            out[4, k] += e * np.cos(g_phi[c])
+            out[5, k] += e * np.sin(g_phi[c])
+    return out
+
+
 def cluster_kinematics(geo: CaloGeometry, cell_id, cell_energy, cell_cluster, n_clusters, cl_event, pv_z):
     """E (EM scale), η, φ (from the primary vertex), EM fraction of clusters from their cells."""
-    e = np.bincount(cell_cluster, weights=cell_energy, minlength=n_clusters)
-    w = np.maximum(cell_energy, 0.0)
-    sw = np.bincount(cell_cluster, weights=w, minlength=n_clusters)
-    ceta = geo.eta[cell_id]
-    cphi = geo.phi[cell_id]
-    eta0 = np.bincount(cell_cluster, weights=w * ceta, minlength=n_clusters) / np.maximum(sw, 1e-12)
-    sx = np.bincount(cell_cluster, weights=w * np.cos(cphi), minlength=n_clusters)
-    sy = np.bincount(cell_cluster, weights=w * np.sin(cphi), minlength=n_clusters)
-    phi = np.arctan2(sy, sx)
+    s = _cluster_sums(np.asarray(cell_id, np.int64), np.asarray(cell_energy, np.float64),
+                      np.asarray(cell_cluster, np.int64), int(n_clusters), geo.eta, geo.phi, geo.layer)
+    e, e_em, sw = s[0], s[1], s[2]
+    eta0 = s[3] / np.maximum(sw, 1e-12)
+    phi = np.arctan2(s[5], s[4])
     eta = np.arcsinh(np.sinh(eta0) - np.asarray(pv_z, float)[cl_event] / geo.radius)
-    e_em = np.bincount(cell_cluster, weights=np.where(geo.layer[cell_id] == 0, cell_energy, 0.0), minlength=n_clusters)
     frac = np.clip(e_em / np.where(e > 0, e, 1.0), 0.0, 1.0)
     return e, eta, phi, frac, sw
 
