@@ -19,7 +19,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,22 +26,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from _train_mock import make_training_file  # noqa: E402
-
-from lhcml.labels import get_scheme  # noqa: E402
-from lhcml.models import build_model  # noqa: E402
-from lhcml.train.checkpoint import build_meta  # noqa: E402
-from lhcml.train.config import load_train_config  # noqa: E402
-from lhcml.train.datamodule import (  # noqa: E402
+from lhcml.data.mock import make_training_file
+from lhcml.labels import get_scheme
+from lhcml.models import build_model
+from lhcml.train.checkpoint import build_meta
+from lhcml.train.config import load_train_config
+from lhcml.train.datamodule import (
     H5JetDataset,
     LabelSpec,
     compute_norm,
     inspect_inputs,
     norm_arrays,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def bench_model(name: str, path: Path, steps: int, tmp: Path) -> dict:
