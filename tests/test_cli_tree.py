@@ -4,6 +4,9 @@ application, help text on every command, group and parameter, and ``--help`` exi
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
@@ -11,6 +14,7 @@ from typer.testing import CliRunner
 from lhcml.cli import GROUPS, STAGES, TOOLS, app
 
 ROOT = get_command(app)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _walk(cmd, path=()):
@@ -79,3 +83,38 @@ def test_removed_hyphenated_names_are_refused():
     for old in ("photon-dataset", "validate-sim", "make-pileup", "baselines"):
         res = runner.invoke(app, [old, "--help"])
         assert res.exit_code == 2 and "No such command" in res.output, old
+
+
+def _commands_in_docs() -> list[tuple[str, list[str]]]:
+    """(file, words) for every `lhcml ...` command line in the README, docs/ and the Makefile:
+    inline code spans and code-block lines that start with ``lhcml``."""
+    found = []
+    files = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        blocks = re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.S)
+        spans = re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
+        lines = [ln.strip().removeprefix("$ ") for b in blocks for ln in b.splitlines()] + spans
+        for ln in lines:
+            m = re.match(r"lhcml((?: [a-z][a-z0-9-]*)+)", ln)
+            if m:
+                found.append((f.relative_to(REPO).as_posix(), m.group(1).split()))
+    make = (REPO / "Makefile").read_text(encoding="utf-8")
+    found += [("Makefile", m.split()) for m in re.findall(r"/lhcml((?: [a-z][a-z0-9-]*)+)", make)]
+    return found
+
+
+def test_every_command_named_in_the_readme_docs_and_makefile_exists():
+    found = _commands_in_docs()
+    assert len(found) > 100  # the README and docs name many commands; the scan must see them
+    missing = []
+    for where, words in found:
+        cmd = ROOT
+        for w in words:
+            if not hasattr(cmd, "commands"):
+                break  # a command's arguments follow
+            if w not in cmd.commands:
+                missing.append(f"{where}: lhcml {' '.join(words)}")
+                break
+            cmd = cmd.commands[w]
+    assert not missing, "commands named in the docs that the CLI does not have:\n" + "\n".join(missing)
