@@ -12,7 +12,7 @@ jets_app = typer.Typer(
         "(flow).\n\n"
         "Order: `lhcml simulate top|wz|qcd_boosted` (or your own jets + flow files) -> "
         "`lhcml jets substructure` -> `lhcml jets weights` (optional flat pT/mass weights) -> "
-        "`lhcml train configs/jets/*.yaml` -> `lhcml predict` -> `lhcml evaluate` -> "
+        "`lhcml train configs/jets/*.yaml` -> `lhcml predict` -> `lhcml evaluate configs/jets/evaluate.yaml` -> "
         "`lhcml jets frontier` (R50 vs 1/JSD50 with the tau21/DDT baselines); "
         "`lhcml jets vary` writes a detector-varied copy for robustness studies."
     ),
