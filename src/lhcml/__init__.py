@@ -1,7 +1,9 @@
 """lhcml: machine learning for collider physics.
 
 Stages (one subpackage each): ``sim`` (open simulation) -> ``data`` (flat HDF5, preprocessing)
--> ``models``/``train`` -> ``metrics``/``plots`` -> ``export``.
+-> ``models``/``train`` -> ``evaluation`` (with ``metrics``/``plots``) -> ``export``; ``tune``,
+``tasks`` (per application) and ``validation`` build on them. The import order of the
+subpackages is checked by ``tests/test_layering.py``.
 """
 
 from __future__ import annotations
