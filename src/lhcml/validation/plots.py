@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from lhcml.data import schema
+from lhcml.plots.style import EXPERIMENT_LABEL as _LABEL
 from lhcml.validation.checks import hadron_ctau
 
-_LABEL = "lhcml open simulation"
 _ORIGIN_NAMES = list(schema.TRUTH_ORIGIN)
 
 

@@ -336,6 +336,7 @@ def run_validation(
     tuple[list[CheckResult], Path]
         The results and the HTML page.
     """
+    from lhcml.plots.style import style
     from lhcml.validation.plots import make_plots
 
     dirs = [Path(d) for d in (sim_dirs if isinstance(sim_dirs, list) else [sim_dirs])]
@@ -355,7 +356,8 @@ def run_validation(
     sections = []
     for s in samples:
         sub = out if len(samples) == 1 else out / s.label
-        made = make_plots(s.files, sub, max_jets) if plots else ([], [], [])
+        with style():  # the mplhep style of every lhcml figure (lhcml.plots.style)
+            made = make_plots(s.files, sub, max_jets) if plots else ([], [], [])
         manifest = (s.path if s.path.is_dir() else s.path.parent) / "manifest.yaml"
         sections.append((s, sub, *made, manifest.read_text() if manifest.is_file() else ""))
     tmp = out / "validation.json.tmp"
