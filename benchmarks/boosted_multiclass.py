@@ -55,9 +55,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from boosted_taggers import SHRINK  # noqa: E402  (ParticleNet/ParT sizes for a 2-core CPU)
-from ftag_benchmark import TimeBudget, _log, _read_json, _update_json, complete_shards  # noqa: E402
+
+from lhcml.atomic import atomic_update_json  # noqa: E402
+from lhcml.sim.runner import finished_shards  # noqa: E402
+from lhcml.train.budget import TimeBudget  # noqa: E402
 
 CONFIGS = ROOT / "configs" / "jets"
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 STEPS = ("simulate", "split", "train", "predict", "evaluate", "table")
 PROCESSES = ("top_wide", "wz_wide", "hbb_wide", "qcd_wide")
 CLASSES = ("qcd", "top", "W", "Z", "Hbb")  # R10TruthLabel 0..4, labels.yaml scheme `boosted`
@@ -92,7 +105,7 @@ def step_simulate(args: argparse.Namespace, work: Path) -> None:
         _log(" ".join(cmd[1:]))
         t0 = time.time()
         subprocess.run(cmd, check=True)
-        _update_json(work / "sim" / "timing.json", **{proc: {"events": n, "wall_s": time.time() - t0}})
+        atomic_update_json(work / "sim" / "timing.json", {proc: {"events": n, "wall_s": time.time() - t0}})
 
 
 def _load(work: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +113,7 @@ def _load(work: Path) -> tuple[np.ndarray, np.ndarray]:
 
     jets, flow = [], []
     for proc in PROCESSES:
-        shards = complete_shards(work / "sim" / proc, proc)
+        shards = finished_shards(work / "sim" / proc, proc)
         if not shards:
             raise SystemExit(f"no complete shards of {proc} in {work / 'sim' / proc}: run --steps simulate")
         for f in shards:
@@ -201,7 +214,7 @@ def _train_one(args: argparse.Namespace, work: Path, model: str) -> None:
             "jets_per_s": n_train * (1 if model == "bdt_substructure" else epochs_run) / dt,
             "stopped_by_budget": budget.stopped_at, "n_params": n_params,
             "overrides": overrides[12:]}  # fmt: skip
-    _update_json(info_file, **info)
+    atomic_update_json(info_file, info)
     _log(f"train {model}: {dt:.0f} s, {epochs_run} epochs -> {best}")
 
 
@@ -228,7 +241,7 @@ def step_predict(args: argparse.Namespace, work: Path) -> None:
         _log(f"predict {m}")
         # ParT's pairwise features at batch 2000 need > 10 GB: small batches for the graph/attention nets
         predict(best, [test], tagger_name=m, batch_size=128 if m in ("part", "particlenet") else 2000)
-        _update_json(pred / "done.json", **{m: best})
+        atomic_update_json(pred / "done.json", {m: best})
 
 
 def _present(work: Path) -> list[str]:

@@ -359,14 +359,11 @@ def score(model: torch.nn.Module, data: dict, trim: bool = False, bs: int = 512)
 
 
 def rejection(d: np.ndarray, lab: np.ndarray, eff: float) -> tuple[float, float]:
-    """1/εB at signal efficiency ``eff`` and its binomial error (k background jets pass)."""
+    """1/εB at signal efficiency ``eff`` and its binomial error."""
     from lhcml.metrics.rejection import rejection_at_efficiency
 
-    r = float(rejection_at_efficiency(d[lab], d[~lab], eff)[0])
-    nb = int((~lab).sum())
-    k = nb / r if np.isfinite(r) and r > 0 else 0.0
-    err = r * np.sqrt(max(1 - 1 / r, 0.0) / k) if k > 0 else float("nan")
-    return r, float(err)
+    r, err = rejection_at_efficiency(d[lab], d[~lab], eff)
+    return float(r), float(err)
 
 
 def latency(model: torch.nn.Module, test: dict, onnx_path: Path | None = None) -> tuple[float, float | None, float | None]:

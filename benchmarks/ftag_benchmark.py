@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -53,6 +52,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lhcml.atomic import atomic_path, atomic_update_json
+from lhcml.sim.runner import finished_shards as complete_shards
+from lhcml.train.budget import TimeBudget
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -90,17 +93,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _update_json(path: Path, **entries: Any) -> None:
     """Merge ``entries`` into the JSON file ``path`` (atomic rename)."""
-    data = _read_json(path)
-    data.update(entries)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def complete_shards(sim_dir: Path, process: str) -> list[Path]:
-    """The finished shard files of ``process`` (unfinished ones are still temporary files)."""
-    return sorted(sim_dir.glob(f"{process}_[0-9][0-9][0-9][0-9].h5"))
+    atomic_update_json(path, entries)
 
 
 def _kv(items: list[str], what: str) -> dict[str, int]:
@@ -272,28 +265,6 @@ def step_preprocess(args: argparse.Namespace, work: Path) -> None:
         _update_json(work / "timings.json", preprocess_s=dt)
 
 
-class TimeBudget:
-    """Epoch hook that ends training after the epoch whose successor would exceed ``budget_s``.
-
-    The hook is called from the LightningModule's ``on_validation_epoch_end``; it sets
-    ``trainer.should_stop`` there, so the epoch's checkpoint is still written.
-    """
-
-    def __init__(self, budget_s: float | None) -> None:
-        self.budget_s, self.t0, self.stopped_at = budget_s, time.time(), None
-
-    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
-        elapsed = time.time() - self.t0
-        if self.budget_s is None or elapsed * (epoch + 2) / (epoch + 1) <= self.budget_s:
-            return
-        module = sys._getframe(1).f_locals.get("self")
-        trainer = getattr(module, "trainer", None)
-        if trainer is not None:
-            trainer.should_stop = True
-            self.stopped_at = epoch + 1
-            _log(f"time budget {self.budget_s:.0f} s: stopping after epoch {epoch + 1}")
-
-
 def _train_one(args: argparse.Namespace, work: Path, tagger: str) -> None:
     from lhcml.train.config import load_train_config
     from lhcml.train.trainer import train
@@ -386,8 +357,8 @@ def step_predict(args: argparse.Namespace, work: Path) -> None:
         raise SystemExit("no test files: run --steps preprocess first")
     for t in tests:
         if not (pred / t.name).exists():
-            shutil.copy(t, pred / (t.name + ".tmp"))
-            os.replace(pred / (t.name + ".tmp"), pred / t.name)
+            with atomic_path(pred / t.name) as tmp:
+                shutil.copy(t, tmp)
             (pred / "done.json").unlink(missing_ok=True)  # fresh copy: every tagger again
             done = {}
     for tagger, ckpt in _trained(work).items():

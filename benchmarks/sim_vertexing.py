@@ -52,8 +52,9 @@ def core_sigma(x: np.ndarray, clip: float = 2.5) -> float:
 
 
 def iqr_sigma(x: np.ndarray) -> float:
-    q75, q25 = np.percentile(x, [75, 25])
-    return float((q75 - q25) / 1.349)
+    from lhcml.validation.checks import robust_sigma
+
+    return robust_sigma(x).value
 
 
 def run_point(mu: float, n_events: int, seed: int, library, batch: int) -> dict:
@@ -61,8 +62,8 @@ def run_point(mu: float, n_events: int, seed: int, library, batch: int) -> dict:
     from lhcml.sim.events import simulate_particles
     from lhcml.sim.generator import PythiaGenerator
     from lhcml.sim.processes import get_process
-    from lhcml.sim.tracker import simulate_tracks
     from lhcml.sim.track_resolution import TAIL_DENSE_CORE, TAIL_MATERIAL, TAIL_PATTERN
+    from lhcml.sim.tracker import simulate_tracks
     from lhcml.sim.vertexing import impact_parameters, reconstruct_primary_vertices
 
     gen = PythiaGenerator(get_process("ttbar"), seed).init()

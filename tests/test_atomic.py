@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -137,3 +138,11 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
         p.write_text("x")
     assert sorted(atomic.remove_stale_temporaries(dest)) == sorted([stale, stale2])
     assert live.exists() and other.exists()
+
+
+def test_update_json_merges(tmp_path):
+    dest = tmp_path / "r" / "timings.json"
+    assert atomic.atomic_update_json(dest, {"a": 1}) == {"a": 1}
+    assert atomic.atomic_update_json(dest, {"b": {"c": 2}, "a": 3}) == {"a": 3, "b": {"c": 2}}
+    assert json.loads(dest.read_text()) == {"a": 3, "b": {"c": 2}}
+    assert _listing(dest.parent) == ["timings.json"]

@@ -13,7 +13,7 @@ import yaml
 from lhcml.data.h5 import H5Reader, read_attrs
 from lhcml.data.mock import make_mock_tables
 from lhcml.errors import ConfigError, SchemaError
-from lhcml.sim.runner import read_manifest, run_simulation, shard_seed
+from lhcml.sim.runner import finished_shards, read_manifest, run_simulation, shard_seed
 
 SEED = 11
 FAIL_AT = 2
@@ -76,6 +76,7 @@ def test_killed_run_resumes_to_identical_result(reference, tmp_path):
         _run(tmp_path, event_fn=failing_events)
     done = sorted(p.name for p in tmp_path.glob("*.h5"))
     assert done == [f"ttbar_{i:04d}.h5" for i in range(FAIL_AT)]  # no partial shard
+    assert [p.name for p in finished_shards(tmp_path, "ttbar")] == done
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*lhcml-tmp*"))
     assert not read_manifest(tmp_path)["complete"]
     mtimes = [p.stat().st_mtime_ns for p in sorted(tmp_path.glob("*.h5"))]

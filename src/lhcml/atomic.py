@@ -27,12 +27,14 @@ from __future__ import annotations
 import errno
 import glob
 import itertools
+import json
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from lhcml.errors import OutputNotWritableError
 
@@ -205,6 +207,18 @@ def atomic_write_bytes(dest: str | Path, data: bytes) -> Path:
     return Path(dest)
 
 
+def atomic_update_json(dest: str | Path, entries: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``entries`` into the JSON object in ``dest`` (created if missing), atomically.
+
+    For result files that several steps of a run fill in turn; returns the merged object.
+    """
+    dest = Path(dest)
+    data = json.loads(dest.read_text(encoding="utf-8")) if dest.exists() else {}
+    data.update(entries)
+    atomic_write_text(dest, json.dumps(data, indent=1, sort_keys=True))
+    return data
+
+
 def remove_stale_temporaries(dest: str | Path) -> list[Path]:
     """Delete the temporaries of ``dest`` left by killed runs on this host; return them.
 
@@ -238,6 +252,7 @@ __all__ = [
     "TMP_MARK",
     "atomic_dir",
     "atomic_path",
+    "atomic_update_json",
     "atomic_write_bytes",
     "atomic_write_text",
     "commit",

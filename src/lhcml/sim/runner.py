@@ -60,6 +60,12 @@ def shard_name(process: str, index: int) -> str:
     return f"{process}_{index:04d}.h5"
 
 
+def finished_shards(output_dir: str | Path, process: str) -> list[Path]:
+    """The finished shard files of ``process`` in ``output_dir``, in shard order (a shard that is
+    still being written has its temporary name)."""
+    return sorted(Path(output_dir).glob(f"{process}_[0-9][0-9][0-9][0-9].h5"))
+
+
 @dataclass(frozen=True)
 class ShardTask:
     """Everything one shard needs (picklable, sent to local processes or Dask workers)."""

@@ -7,7 +7,8 @@ Logged per epoch: ``train_loss``, ``val_loss``, each component ``<stage>_loss_<h
 at the configured signal efficiency (discriminant ``ln(p_s / sum_k f_k p_k)``). Each epoch's
 validation metrics are appended to :attr:`TaggerModule.val_history` and passed to the
 callables in :attr:`TaggerModule.epoch_hooks` (``hook(epoch, metrics)``), which is how the
-tuning stage reports and prunes trials. Under DDP the validation predictions of all ranks are
+tuning stage reports and prunes trials; a hook that returns ``True`` ends training after this
+epoch, with its checkpoint (:class:`lhcml.train.budget.TimeBudget`). Under DDP the validation predictions of all ranks are
 gathered first, so the rejections are those of the whole validation set on every rank.
 """
 
@@ -147,7 +148,8 @@ class TaggerModule(L.LightningModule):
         metrics["epoch"] = float(self.current_epoch)
         self.val_history.append(metrics)
         for hook in self.epoch_hooks:
-            hook(self.current_epoch, metrics)
+            if hook(self.current_epoch, metrics) is True:  # the hook asks to stop after this epoch
+                self.trainer.should_stop = True
 
     def configure_optimizers(self) -> Any:
         o = self.cfg.optimizer
