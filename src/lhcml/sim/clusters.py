@@ -84,7 +84,10 @@ SHOWER_SHAPES = (
     "f1", "f3",
 )
 STRIP_HALF_WINDOW = 40  # strips either side of the centre cell's first strip in the wide window
-HAD_DR = 0.12
+#: half-width (η and φ) of the box of hadronic cells summed for R_had / R_had1: ATLAS's egammaIso
+#: (athena ``Reconstruction/egamma/egammaCaloTools/src/egammaIso.cxx``: ``CaloCellList::select(eta,
+#: phi, 0.12, 0.12)`` on the HEC and Tile cells, cell centres inside the box, no noise threshold)
+HAD_HALF_WIDTH = 0.12
 
 
 #: ATLAS ``egammaqweta2c`` coefficients (P0, P1, P2) of the weta2 impact-point correction
@@ -370,7 +373,9 @@ def build_clusters(
     hj0 = ref.phi_index(phi)
     deta_h = ref.eta_centre(hi0[:, None] - 1 + np.arange(3)) - eta[:, None]
     dphi_h = _wrap(ref.phi_centre(hj0[:, None] - 1 + np.arange(3)) - phi[:, None])
-    dr_mask = (deta_h[:, :, None] ** 2 + dphi_h[:, None, :] ** 2) < HAD_DR**2
+    # ATLAS egammaIso: every hadronic cell whose centre lies within |Δη| < 0.12 and |Δφ| < 0.12 of
+    # the cluster (a box, no noise threshold)
+    dr_mask = (np.abs(deta_h)[:, :, None] < HAD_HALF_WIDTH) & (np.abs(dphi_h)[:, None, :] < HAD_HALF_WIDTH)
     had_e = []
     for lay in had_layers:
         win = _gather(calo.total(lay.name), ev, hi0 - 1, hj0 - 1, 3, 3)
