@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from boosted_taggers import SHRINK  # noqa: E402  (ParticleNet/ParT sizes for a 2-core CPU)
 
 from lhcml.atomic import atomic_update_json  # noqa: E402
+from lhcml.formatting import pm  # noqa: E402
 from lhcml.sim.runner import finished_shards  # noqa: E402
 from lhcml.train.budget import TimeBudget  # noqa: E402
 
@@ -329,7 +330,7 @@ def step_evaluate(args: argparse.Namespace, work: Path) -> None:
 def _fmt(x: float | None, err: float | None = None, d: int = 1) -> str:
     if x is None or not np.isfinite(x):
         return "∞"  # no weighted background jet passes the cut
-    return f"{x:.{d}f}" + (f" ± {err:.{d}f}" if err is not None and np.isfinite(err) else "")
+    return pm(x, err) if err is not None and np.isfinite(err) and err > 0 else f"{x:.{d}f}"
 
 
 def step_table(args: argparse.Namespace, work: Path) -> str:

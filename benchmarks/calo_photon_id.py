@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lhcml.formatting import pm
+
 
 def _sim(work: Path, mu: float, n_sig: int, n_bkg: int, seed: int, pileup=None) -> dict:
     from lhcml.sim.photons import simulate_photon_events
@@ -96,12 +98,12 @@ def main() -> None:
                            bins={"pt": (20, 30, 40, 60, 100, 250), "abs_eta": (0, 0.6, 0.8, 1.15, 1.37)})
 
     def fmt(w):
-        return f"{w['rejection']:.1f} ± {w['rejection_err']:.1f}"
+        return pm(w["rejection"], w["rejection_err"])
 
     def cutrej(c, n_fake):
         if c["rejection"] is None:  # no fake passes (inf)
             return f"> {n_fake} (no fake passes)"
-        return f"{c['rejection']:.1f} ± {c['rejection_err'] or 0:.1f}"
+        return pm(c["rejection"], c["rejection_err"])
 
     def print_mu0():
         print(f"\nmu = 0 test sample: {res0['n_prompt']} prompt photons, {res0['n_fake']} fakes")

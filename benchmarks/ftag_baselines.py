@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from lhcml.data.h5 import H5Reader, write_h5
+from lhcml.formatting import pm
 from lhcml.metrics.working_points import cut_at_efficiency, efficiency
 from lhcml.tasks.ftag.baselines import apply_baselines, fit_baselines
 
@@ -93,7 +94,7 @@ def main() -> None:
         for wp in WPS:
             for bkg in (0, 4):
                 r = _rej(d[fl == 5], d[fl == bkg], wp)
-                cells.append("n/a" if r is None else f"{r[0]:.1f} ± {r[1]:.1f}")
+                cells.append("n/a" if r is None else pm(*r))
         print(f"| {name} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |")
     sv = j["SV1_NGTinSvx"] > 0
     jf = j["JetFitter_nVTX"] + j["JetFitter_nSingleTracks"] > 0

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from lhcml.atomic import atomic_path, atomic_update_json
+from lhcml.formatting import pm
 from lhcml.sim.runner import finished_shards as complete_shards
 from lhcml.train.budget import TimeBudget
 
@@ -434,10 +435,7 @@ def step_export(args: argparse.Namespace, work: Path) -> None:
 def _fmt(r: float | None, e: float | None) -> str:
     if r is None:
         return "n/a"
-    if e is None:
-        return f"{r:.3g}"
-    digits = 1 if r < 100 else 0
-    return f"{r:.{digits}f} ± {e:.{digits}f}"
+    return pm(r, e, digits_without_error=3)
 
 
 def rejection_table(results: dict[str, Any]) -> tuple[str, dict]:

@@ -39,6 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lhcml.atomic import atomic_path
+from lhcml.formatting import pm
+
 SIGNAL, BACKGROUND = "gamma_jet", "dijet_photon"
 
 
@@ -138,11 +141,9 @@ def step_sim(
                 for key, v in d.items():
                     tables[f"mu{int(mu)}/{key}"] = v
             # one file per chunk, one group per mu (atomic: temp file, rename)
-            tmp = path.with_suffix(".tmp")
-            with h5py.File(tmp, "w") as f:
+            with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
                 for key, v in tables.items():
                     f.create_dataset(key, data=v, compression="lzf")
-            tmp.replace(path)
             n_cand = {int(mu): (0 if d is None else len(d["photons"])) for mu, d in res.items()}
             rec = {
                 "process": proc,
@@ -212,7 +213,7 @@ def _train(
 def _fmt(rej: float | None, err: float | None, n_fake: int) -> str:
     if rej is None or not np.isfinite(rej):
         return f"> {n_fake}"
-    return f"{rej:.1f} ± {err or 0:.1f}"
+    return pm(rej, err)
 
 
 def main() -> None:
