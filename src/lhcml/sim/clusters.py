@@ -13,8 +13,8 @@ middle-layer 3 x 7 cells.
 Shower shapes (ATLAS definitions; ``E_T`` of the cluster ``E / cosh(eta)``):
 
 ==========  ===========================================================================
-Rhad1       E_T in the first hadronic layer (cells with ΔR < 0.12) / E_T
-Rhad        E_T in all hadronic layers (ΔR < 0.12) / E_T
+Rhad1       E_T in the first hadronic layer (cells with |Δη|, |Δφ| < 0.12) / E_T
+Rhad        E_T in all hadronic layers (|Δη|, |Δφ| < 0.12) / E_T
 Reta        E(3x7) / E(7x7) in the middle layer (eta x phi cells)
 Rphi        E(3x3) / E(3x7) in the middle layer
 weta2       energy-weighted eta width in 3 x 5 middle cells, corrected for the impact point
