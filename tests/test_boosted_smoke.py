@@ -69,7 +69,7 @@ def test_all_jet_configs_validate():
 
 @pytest.mark.parametrize("name", TRAINED)
 def test_train_predict_export(name, jet_files, tmp_path):
-    from lhcml.export.onnx import export_onnx, read_metadata
+    from lhcml.export import export_model, read_metadata
     from lhcml.train.config import load_train_config
     from lhcml.train.predict import predict
     from lhcml.train.trainer import train
@@ -86,7 +86,7 @@ def test_train_predict_export(name, jet_files, tmp_path):
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     assert np.isfinite(probs).all() and probs.std(0).max() > 0
     # ONNX with a dynamic constituent axis, checked against torch/xgboost on the real jets
-    rep = export_onnx(ckpt, tmp_path / "m.onnx", check_file=va, n_check=120, timing=False)
+    rep = export_model(tmp_path / "run", tmp_path / "m.onnx", check_file=va, n_check=120, timing=False)  # run directory
     assert rep.max_abs_diff_real is not None and rep.max_abs_diff_real <= 1e-5
     assert read_metadata(tmp_path / "m.onnx")["tagger_name"] == tagger
     if name != "bdt_substructure":
