@@ -19,7 +19,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import sys
 import time
@@ -50,13 +49,14 @@ def merge_split(dirs: list[str], work: Path, seed: int = 0, max_jets: int | None
     """
     if reuse and all((work / f"{n}.h5").exists() for n in ("train", "val", "test")):
         return {n: work / f"{n}.h5" for n in ("train", "val", "test")}
+    from lhcml.data.files import expand_inputs
     from lhcml.data.h5 import write_h5
     from lhcml.tasks.boosted.substructure import add_substructure_to_file
 
     jets, flow = [], []
     for d in dirs:
-        for f in sorted(glob.glob(str(Path(d) / "*.h5"))):
-            if "pileup" in Path(f).name:
+        for f in expand_inputs(d):  # the directory's *.h5 files, sorted
+            if "pileup" in f.name:
                 continue
             with h5py.File(f) as h:
                 jets.append(h["jets"][:])
