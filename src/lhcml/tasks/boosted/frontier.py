@@ -24,13 +24,15 @@ if TYPE_CHECKING:
 def read_predictions(
     files: Sequence[str | Path], fields: Sequence[str], dataset: str = "jets"
 ) -> np.ndarray:
-    """Concatenate ``fields`` of ``dataset`` from prediction files (clear error if missing)."""
+    """Concatenate ``fields`` of ``dataset`` from prediction files (paths, globs or directories;
+    clear error if a field is missing)."""
     from numpy.lib import recfunctions as rfn
 
+    from lhcml.data.files import expand_inputs
     from lhcml.data.h5 import open_h5
 
     parts = []
-    for p in files:
+    for p in expand_inputs(files, context="(prediction files)"):
         with open_h5(p) as f:
             names = f[dataset].dtype.names
             missing = [x for x in fields if x not in names]

@@ -37,17 +37,16 @@ WORKING_POINTS = (0.80, 0.90)
 
 
 def load_photons(files: Sequence[str | Path], dataset: str = "photons") -> np.ndarray:
-    """Concatenated photon tables of ``files``."""
+    """Concatenated photon tables of ``files`` (paths, globs or directories)."""
     from lhcml.data.checks import open_h5
+    from lhcml.data.files import expand_inputs
 
     parts = []
-    for p in files:
+    for p in expand_inputs(files, context="(photon files)"):
         with open_h5(p) as f:
             if dataset not in f:
                 raise SchemaError(f"{p} has no '{dataset}' dataset (datasets: {', '.join(f)})")
             parts.append(f[dataset][:])
-    if not parts:
-        raise SchemaError("no photon files given")
     return np.concatenate(parts)
 
 
