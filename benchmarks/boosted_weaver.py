@@ -42,6 +42,8 @@ import h5py
 import numpy as np
 import torch
 
+from lhcml.formatting import pm
+
 #: published top-tagging numbers (AUC, 1/εB@30 %, 1/εB@50 %; ParT paper, Table 2: full models,
 #: 1.2M training jets of the Kasieczka set)
 PUBLISHED = {"ParticleNet": (0.9858, 1615, 397), "ParT": (0.9858, 1602, 413)}
@@ -515,8 +517,8 @@ def table(results: dict) -> str:
         pa, p30, p50 = PUBLISHED[label]
         onnx = f"{r['latency_onnx_ms']:.1f}" if r.get("latency_onnx_ms") else "—"
         lines.append(
-            f"| {label} | {fw} | {r['n_params']} | {r['auc']:.4f} | {r['r30']:.0f} ± {r['r30_err']:.0f} | "
-            f"{r['r50']:.1f} ± {r['r50_err']:.1f} | {r['train_jets_s']:.0f} | {r['best_epoch'] + 1} | "
+            f"| {label} | {fw} | {r['n_params']} | {r['auc']:.4f} | {pm(r['r30'], r['r30_err'])} | "
+            f"{pm(r['r50'], r['r50_err'])} | {r['train_jets_s']:.0f} | {r['best_epoch'] + 1} | "
             f"{r['latency_ms']:.1f} | {onnx} | {pa} | {p30} | {p50} |"
         )  # fmt: skip
     return "\n".join(lines)

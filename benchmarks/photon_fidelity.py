@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lhcml.formatting import pm
+
 PT_BINS = (25.0, 30.0, 35.0, 40.0, 45.0, 50.0)
 #: ATLAS Tight efficiency for isolated photons, |eta| < 0.6 (docs/references.md §5, digitised Delphes card)
 ATLAS_EFF = {(25.0, 30.0): 0.84, (45.0, 50.0): 0.90}
@@ -99,7 +101,7 @@ def main() -> None:
             a, ea, n = _frac(tight[b])
             i, ei, ni = _frac(tight[b & iso])
             ref = ATLAS_EFF.get((lo, hi), "")
-            print(f"{mu:4g} {f'{lo:g}-{hi:g}':>10s} {n:5d} {a:7.3f} ± {ea:.3f} {ni:6d} {i:10.3f} ± {ei:.3f} {ref!s:>16s}")
+            print(f"{mu:4g} {f'{lo:g}-{hi:g}':>10s} {n:5d} {pm(a, ea):>15s} {ni:6d} {pm(i, ei):>18s} {ref!s:>16s}")
         a, ea, n = _frac(tight)
         i, ei, ni = _frac(tight[iso])
         summary[mu] = {
@@ -146,7 +148,7 @@ def main() -> None:
             fakes[f"{proc}_mu{mu:g}"] = {"n": n, "tight": a, "tight_err": ea, "tight_weighted": aw, "pi0_eta": pi0,
                                          "rhad_pass": float(rh.mean()) if n else float("nan")}  # fmt: skip
             print(f"{proc:26s} {mu:4g} {args.fake_events:7d} {n:6d} {pi0:11.2f} {float(rh.mean()) if n else float('nan'):16.3f} "
-                  f"{a:8.4f} ± {ea:.4f} {aw:9.4f}  not published (docs/references.md §5)")  # fmt: skip
+                  f"{pm(a, ea):>17s} {aw:9.4f}  not published (docs/references.md §5)")  # fmt: skip
     (args.work / "results.json").write_text(json.dumps({"prompt": summary, "fakes": fakes}, indent=1))
 
 
