@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from lhcml.atomic import atomic_write_text
+from lhcml.plots.style import save_figure
 from lhcml.tune.space import SearchSpace, apply_params
 
 
@@ -86,8 +87,7 @@ def make_plots(study, space: SearchSpace, out_dir: Path) -> list[tuple[Path, str
             fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
             fig.set_size_inches(8, 5)
             fig.tight_layout()
-            path = out_dir / f"{name}.png"
-            fig.savefig(path, dpi=90)
+            path = save_figure(fig, out_dir / f"{name}.png", dpi=90)
             plt.close(fig)
             figs.append((path, caption))
         except (ValueError, RuntimeError, ImportError, ZeroDivisionError, IndexError):
