@@ -80,9 +80,9 @@ def merge_split(dirs: list[str], work: Path, seed: int = 0, max_jets: int | None
 def metrics(path: Path, prefix: str) -> dict[str, float]:
     """AUC, accuracy, R30, R50, 1/JSD50 of a tagger's top-vs-QCD outputs in a prediction file."""
     from lhcml.metrics.classification import auc
-    from lhcml.metrics.decorrelation import inverse_jsd_at_efficiency
     from lhcml.metrics.discriminants import discriminant
     from lhcml.metrics.rejection import rejection_at_efficiency
+    from lhcml.tasks.boosted.frontier import frontier_point
 
     with h5py.File(path) as f:
         j = f["jets"][:]
@@ -90,15 +90,12 @@ def metrics(path: Path, prefix: str) -> dict[str, float]:
     sig, bkg = lab == 1, lab == 0
     d = discriminant({"top": j[f"{prefix}_ptop"], "qcd": j[f"{prefix}_pqcd"]}, "top", {"qcd": 1.0})
     acc = float(np.mean((j[f"{prefix}_ptop"] > j[f"{prefix}_pqcd"]) == sig)) if (sig | bkg).all() else float("nan")
-    try:
-        ijsd = float(inverse_jsd_at_efficiency(d[sig], d[bkg], j["mass"][bkg].astype(float), 0.5))
-    except ValueError:  # no background jet passes (or fails) the cut: 1/JSD50 undefined
-        ijsd = float("nan")
+    r50, ijsd = frontier_point(d, sig, bkg, j["mass"].astype(float))  # 1/JSD50 NaN when undefined
     return {
         "auc": float(auc(d[sig], d[bkg])),
         "accuracy": acc,
         "r30": float(rejection_at_efficiency(d[sig], d[bkg], 0.3)[0]),
-        "r50": float(rejection_at_efficiency(d[sig], d[bkg], 0.5)[0]),
+        "r50": r50,
         "inv_jsd50": ijsd,
     }
 
