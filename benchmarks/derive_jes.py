@@ -55,7 +55,7 @@ def main() -> None:
     print("|---|---|---|---|")
     e = table["eta_edges"]
     for i in range(len(e) - 1):
-        nodes = ", ".join(f"{x:.0f}: {r:.3f}" for x, r in zip(table["pt_nodes"][i], table["response"][i]))
+        nodes = ", ".join(f"{x:.0f}: {r:.3f}" for x, r in zip(table["pt_nodes"][i], table["response"][i], strict=True))
         print(f"| {e[i]:.1f}-{e[i + 1]:.1f} | {table['alpha_npv'][i]:.3f} | {table['beta_mu'][i]:.3f} | {nodes} |")
 
 

@@ -109,7 +109,7 @@ def test_geometry_neighbours_are_symmetric_and_cover_both_compartments():
     geo = load_geometry()
     off, idx = geo.nb_offsets, geo.nb_index
     src = np.repeat(np.arange(geo.n_cells), np.diff(off))
-    pairs = set(zip(src.tolist(), idx.tolist()))
+    pairs = set(zip(src.tolist(), idx.tolist(), strict=True))
     assert all((b, a) in pairs for a, b in list(pairs)[:: max(1, len(pairs) // 20000)])
     # a central EM cell: 8 EM neighbours + the hadronic cell behind it; a Tile cell: 8 + 4 EM cells
     em = np.flatnonzero((geo.layer == 0) & (np.abs(geo.eta - 0.525) < 1e-9))[5]
@@ -229,7 +229,13 @@ def _one_cluster_event(cell_e, cell_eta, cell_phi):
 
 
 def _subtract(ev, p, eexp, sexp, eta=0.0, phi=0.0):
-    from lhcml.sim.pflow import MATCH_DR, MATCH_EOP_MIN, REMNANT_SIGMA, SPLIT_SIGNIFICANCE, subtract_tracks
+    from lhcml.sim.pflow import (
+        MATCH_DR,
+        MATCH_EOP_MIN,
+        REMNANT_SIGMA,
+        SPLIT_SIGNIFICANCE,
+        subtract_tracks,
+    )
 
     return subtract_tracks(ev["cl_off"], ev["cl_eta"], ev["cl_phi"], ev["cc_off"], ev["cell_eta"], ev["cell_phi"],
                            ev["cell_e"], np.array([0, 1]), np.array([eta]), np.array([phi]), np.array([p]),
