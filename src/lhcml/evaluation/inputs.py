@@ -3,41 +3,27 @@ the selection of a sample's rows (one pass per file, only the needed columns).""
 
 from __future__ import annotations
 
-import glob
-import os
 from pathlib import Path
 
 import numpy as np
 
-from lhcml.errors import ConfigError, CorruptFileError, SchemaError
+from lhcml.errors import CorruptFileError, SchemaError
 from lhcml.evaluation.config import EvaluateConfig, SampleConfig, TaggerConfig
 
 
-def expand_files(patterns: list[str]) -> list[Path]:
-    """Expand glob patterns (sorted, de-duplicated); error if a pattern matches nothing.
-
-    Parameters
-    ----------
-    patterns : list[str]
-        Paths or glob patterns.
-
-    Returns
-    -------
-    list[Path]
-        The files.
+def expand_files(patterns: list[str], sample: str = "") -> list[Path]:
+    """The files of a sample: :func:`lhcml.data.files.expand_inputs` (``~``, globs, directories,
+    sorted, de-duplicated).
 
     Raises
     ------
-    ConfigError
-        If a pattern matches no file.
+    InputNotFoundError
+        If a pattern matches no file (a :class:`ConfigError`).
     """
-    out: list[Path] = []
-    for pat in patterns:
-        hits = sorted(glob.glob(os.path.expanduser(pat)))
-        if not hits:
-            raise ConfigError(f"no file matches '{pat}' (check the path in the evaluate config)")
-        out.extend(Path(h) for h in hits)
-    return list(dict.fromkeys(out))
+    from lhcml.data.files import expand_inputs
+
+    where = f"of sample '{sample}' in the evaluate config" if sample else "in the evaluate config"
+    return expand_inputs(patterns, context=where)
 
 
 def tagger_columns(cfg: EvaluateConfig, tagger: TaggerConfig, names: tuple[str, ...],
@@ -94,24 +80,19 @@ def read_sample(cfg: EvaluateConfig, sample: SampleConfig) -> tuple[np.ndarray, 
     CorruptFileError
         If a file cannot be opened as HDF5.
     """
-    import h5py
-
     from lhcml.data.cuts import Cuts
+    from lhcml.data.h5 import open_h5
     from lhcml.labels import get_scheme
 
     scheme = get_scheme(cfg.label_scheme)
-    files = expand_files(sample.files)
+    files = expand_files(sample.files, sample.name)
     cuts = Cuts.from_list(sample.cuts)
     parts: list[np.ndarray] = []
     read_files: list[Path] = []
     n_read = 0
     columns: list[str] | None = None
     for path in files:
-        try:
-            f = h5py.File(path, "r")
-        except OSError as err:
-            raise CorruptFileError(f"cannot open {path} as HDF5 ({err}); is it truncated?") from None
-        with f:
+        with open_h5(path) as f:
             if cfg.dataset not in f:
                 raise SchemaError(
                     f"{path} has no dataset '{cfg.dataset}' (has: {', '.join(f.keys())}); "

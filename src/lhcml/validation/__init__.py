@@ -1,8 +1,9 @@
 """Validation as code (``lhcml sim validate``): samples against a shipped table of published values.
 
-* :mod:`lhcml.validation.run` — the reference table (``reference.yaml``: value, tolerance or
-  range, provenance, source), :func:`run_validation` / :func:`validate_simulation` (table, JSON,
-  HTML page);
+* :mod:`lhcml.validation.table` — the reference table (``reference.yaml``: value, tolerance or
+  range, provenance, source);
+* :mod:`lhcml.validation.run` — each check's status, :func:`run_validation` /
+  :func:`validate_simulation` (printed table, JSON, HTML page);
 * :mod:`lhcml.validation.measures` — what is measured, read field by field from the flat files;
 * :mod:`lhcml.validation.checks` — the pure estimators (robust widths, fits, fractions);
 * :mod:`lhcml.validation.plots` — the validation figures.
@@ -20,15 +21,17 @@ from lhcml.validation.run import (
     SIGNIFICANCE,
     STATUSES,
     CheckResult,
-    ReferenceCheck,
-    ReferenceTable,
     evaluate,
     format_table,
-    load_reference,
-    reference_markdown,
     run_checks,
     run_validation,
     validate_simulation,
+)
+from lhcml.validation.table import (
+    ReferenceCheck,
+    ReferenceTable,
+    load_reference,
+    reference_markdown,
 )
 
 __all__ = [

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from lhcml.data import schema
+from lhcml.formatting import pm
 from lhcml.plots.style import EXPERIMENT_LABEL as _LABEL
 from lhcml.validation.checks import hadron_ctau
 
@@ -32,13 +33,11 @@ def make_plots(
 
     Returns ``(plots: [(title, png)], summary rows, notes)``.
     """
-    import h5py
-
-    from lhcml.data.h5 import H5Reader
+    from lhcml.data.h5 import H5Reader, open_h5
 
     with_jets = []
     for p in files:
-        with h5py.File(p, "r") as f:
+        with open_h5(p) as f:
             if "jets" in f:
                 with_jets.append(p)
     plots: list[tuple[str, Path]] = []
@@ -83,7 +82,7 @@ def _response_plots(jets: np.ndarray, out: Path, eta_max: float = 0.8) -> list[t
     """Jet response and JER vs truth pT (Gaussian core fits as the checks), with the reference
     points of the shipped table."""
     from lhcml.validation.checks import jet_response
-    from lhcml.validation.run import load_reference
+    from lhcml.validation.table import load_reference
 
     reco_min = float(np.min(jets["pt"])) / 1e3 if len(jets) else None
     edges = np.asarray(RESPONSE_PT_EDGES, dtype=float)
@@ -254,7 +253,7 @@ def _flavour_plots(
             row["mean Lxy [mm]"] = f"{np.nanmean(jets['HadronConeExclTruthLabelLxy'][s]):.2f}"
             if "HadronConeExclTruthLabelPt" in (jets.dtype.names or ()):
                 ctau, err, _ = hadron_ctau(jets[s], v)
-                row["c*tau from Lxy [mm]"] = f"{ctau:.3f} ± {err:.3f}" if np.isfinite(ctau) else "-"
+                row["c*tau from Lxy [mm]"] = pm(ctau, err) if np.isfinite(ctau) else "-"
         ref = _REFERENCE.get(v)
         if ref:
             row["reference"] = ref
