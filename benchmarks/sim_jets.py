@@ -12,7 +12,7 @@ curve has no pileup noise. Both curves are printed; the ratio uses the μ-matche
 Then the cost of the chain (calorimeter + topo-clusters + particle flow + small-R jets) next to
 Pythia's on tt̄::
 
-    python benchmarks/sim_jets.py --events 1000 --mus 0 60 --seed 202
+    python benchmarks/sim_jets.py --events 1000 --mus 0 60 --seed 202 [--cost-mus 0 50 60]
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--mus", type=float, nargs="+", default=[0.0, 60.0])
     ap.add_argument("--library", type=int, default=300)
     ap.add_argument("--cost-events", type=int, default=200)
+    ap.add_argument("--cost-mus", type=float, nargs="+", default=None, help="mu of the cost table (default --mus)")
     ap.add_argument("--seed", type=int, default=202)
     args = ap.parse_args()
     print(f"calibration table loaded: {table_loaded()}")
@@ -113,8 +114,9 @@ def main() -> None:
     print("| mu | events | " + " | ".join(["pythia", "particles (pythia + pileup + V0)", "calorimeter + topo-clusters",
                                          "particle flow", "small-R jets (+ tracks, labels)", "total"]) + " | chain / pythia |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for mu in args.mus:
-        lib = libs.get("lib") if mu > 0 else None
+    for mu in args.cost_mus or args.mus:
+        lib = (libs.get("lib") or libs.setdefault("lib", build_pileup_library(args.library, args.seed + 3))) \
+            if mu > 0 else None
         ev_n = args.cost_events if mu == 0 else max(args.cost_events // 4, 20)
         c = chain_cost(ev_n, mu, args.seed + 99, lib)
         chain = c.get("calorimeter + topo-clusters", 0) + c.get("particle flow", 0) - 0.0
