@@ -1,26 +1,29 @@
-"""Training, prediction and checkpoint handling for lhcml taggers (Lightning).
+"""Training, prediction and checkpoint handling for lhcml models.
 
 ``train(cfg) -> Path`` (:mod:`lhcml.train.trainer`), ``predict(checkpoint, files, ...)``
-(:mod:`lhcml.train.predict`), configs in :mod:`lhcml.train.config`. Heavy packages (torch,
-lightning) are imported lazily.
+(:mod:`lhcml.train.predict`), configs in :mod:`lhcml.train.config`. Every trainable model —
+Lightning taggers, BDTs (:mod:`lhcml.train.bdt`), the PAED denoiser (:mod:`lhcml.train.paed`) —
+goes through one trainer protocol (:mod:`lhcml.train.protocol`: :data:`TRAINERS`,
+:func:`train_from_config`, the function behind ``lhcml train``). Heavy packages (torch,
+lightning, xgboost) are imported lazily.
 """
 
 from __future__ import annotations
 
-__all__ = ["load_train_config", "predict", "train"]
+__all__ = ["TRAINERS", "load_train_config", "predict", "train", "train_from_config"]
+
+_WHERE = {
+    "train": "trainer",
+    "predict": "predict",
+    "load_train_config": "config",
+    "TRAINERS": "protocol",
+    "train_from_config": "protocol",
+}
 
 
 def __getattr__(name: str):
-    if name == "train":
-        from lhcml.train.trainer import train
+    if name in _WHERE:
+        from importlib import import_module
 
-        return train
-    if name == "predict":
-        from lhcml.train.predict import predict
-
-        return predict
-    if name == "load_train_config":
-        from lhcml.train.config import load_train_config
-
-        return load_train_config
+        return getattr(import_module(f"lhcml.train.{_WHERE[name]}"), name)
     raise AttributeError(name)
