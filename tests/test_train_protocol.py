@@ -103,3 +103,37 @@ def test_cli_export_and_predict_errors(tmp_path: Path, capsys) -> None:
     paed.write_bytes(b"")
     code, err = _cli(capsys, "predict", str(paed), str(tmp_path / "x.h5"))
     assert code == 2 and "not a tagger" in err
+
+
+def test_cli_trains_and_exports_the_paed_through_the_generic_verbs(tmp_path: Path, capsys) -> None:
+    """``lhcml train configs/photon/paed.yaml`` picks the PAED trainer; ``lhcml export RUN_DIR``
+    its exporter (tiny paired images written here: the dispatch is under test, not the physics)."""
+    import h5py
+    import numpy as np
+
+    from lhcml.data.images import image_noise_attrs
+    from lhcml.export import read_metadata
+
+    rng = np.random.default_rng(0)
+    files = []
+    for split in ("train", "val"):
+        clean = rng.exponential(200.0, size=(48, 7, 11)).astype(np.float32)
+        path = tmp_path / f"{split}.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("raw_middle_nopu", data=clean)
+            f.create_dataset("raw_middle", data=clean + rng.normal(0, 50, clean.shape).astype(np.float32))
+            f.attrs.update(image_noise_attrs({"middle": 25.0}, 3.0))
+        files.append(path)
+    run = tmp_path / "paed"
+    code, err = _cli(capsys, "train", str(CONFIGS / "photon/paed.yaml"), "--set", f"train_files=[{files[0]}]",
+                     "--set", f"val_files=[{files[1]}]", "--set", "layers=[middle]", "--set", "max_epochs=1",
+                     "--set", "model.channels=4", "--set", "model.latent_dim=4", "--set", "batch_size=16",
+                     "--set", f"output_dir={run}")  # fmt: skip
+    assert code == 0, err
+    assert (run / "paed.pt").is_file()
+    code, err = _cli(capsys, "export", str(run), str(tmp_path / "paed.onnx"))
+    assert code == 0, err
+    assert read_metadata(tmp_path / "paed.onnx")["model_name"] == "paed"
+    code, err = _cli(capsys, "train", str(CONFIGS / "photon/paed.yaml"), "--devices", "2",
+                     "--set", f"output_dir={tmp_path / 'other'}")  # fmt: skip
+    assert code == 2 and "one device" in err
