@@ -25,6 +25,8 @@ Usage::
     nice -n 10 .venv/bin/python benchmarks/sim_large_r.py --compare --events 1000 --mu 60
     nice -n 10 .venv/bin/python benchmarks/sim_large_r.py --events 2000 --mus 0 60 140 --processes top --containment 0.75
 
+``--truth-peaks``: the trimmed truth-jet top mass peak alone (Pythia, no detector) for R = 0.8
+and 1.0 with the quarks within R or 0.75 R.
 ``--containment 0.75``: only tops whose three decay quarks lie within ΔR < 0.75 R of the jet axis
 (ATLAS's contained tops) carry ``R10TruthLabel`` 1.
 """
@@ -114,6 +116,48 @@ def _fmt(r: dict) -> str:
             f"| tau32 {r['tau32_median']:.3f} | {r['wall_s']:.0f} s")
 
 
+def truth_peaks(events: int, seed: int) -> list[dict]:
+    """Trimmed truth-jet top mass peak (no detector) vs jet radius and quark containment.
+
+    ``top`` events (Pythia only): anti-kt R on stable visible particles (no ν/μ, as the truth
+    jets of the chain), trimmed (R_sub 0.2, f_cut 5 %), 550 < pT < 650 GeV, |η| < 2, labelled top
+    when the top is within R and its three decay quarks within the containment ΔR.
+    """
+    from lhcml.sim.generator import FlatTable, PythiaGenerator
+    from lhcml.sim.grooming import four_momentum_sums, trim
+    from lhcml.sim.jets import cluster_flat, large_r_labels_flat
+    from lhcml.sim.processes import get_process
+
+    gen = PythiaGenerator(get_process("top"), seed).init()
+    masses: dict[tuple[float, float], list[np.ndarray]] = {}
+    done = 0
+    while done < events:
+        n = min(250, events - done)
+        g = gen.generate(n)
+        done += n
+        table = g.flat("particles")
+        t = table.select(table["final"] & ~np.isin(np.abs(table["pid"]), (12, 13, 14, 16)))
+        truth = FlatTable({"px": t["px"], "py": t["py"], "pz": t["pz"], "E": t["e"]}, t.counts)
+        for radius in (0.8, 1.0):
+            tj, toff, tcons = cluster_flat(truth, radius, min_pt=200.0)
+            px, py, pz, e = (truth[k][tcons] for k in ("px", "py", "pz", "E"))
+            gr = four_momentum_sums(toff, trim(toff, px, py, pz, e, tj["pt"]), px, py, pz, e)
+            for contain in (radius, 0.75 * radius):
+                lab = large_r_labels_flat(tj.offsets, tj["eta"], tj["phi"], g.flat("resonances"), radius,
+                                          contain_dr=contain)["R10TruthLabel"]
+                m = (lab == 1) & (gr["pt"] > 550) & (gr["pt"] < 650) & (np.abs(gr["eta"]) < 2)
+                masses.setdefault((radius, contain), []).append(gr["mass"][m])
+    rows = []
+    for (radius, contain), parts in masses.items():
+        m = np.concatenate(parts)
+        peak, width = _peak(m)
+        rows.append({"radius": radius, "contain_dr": contain, "jets": len(m), "peak": peak, "rel_width": width / peak,
+                     "median": float(np.median(m))})
+        print(f"truth top jets R={radius} quarks within dR<{contain:.2f}: jets={len(m)} peak={peak:.1f} "
+              f"width={100 * width / peak:.1f}% median={np.median(m):.1f}", flush=True)
+    return rows
+
+
 def compare(events: int, mu: float, seed: int) -> list[dict]:
     from lhcml.sim.events import simulate_events
 
@@ -177,6 +221,8 @@ def main() -> None:
     ap.add_argument("--derive", action="store_true", help="derive the JES/JMS tables at --mu, merge into the file")
     ap.add_argument("--types", nargs="+", default=["pflow", "clusters", "tcc"], help="constituent types of --derive")
     ap.add_argument("--json", type=Path, help="write the rows here")
+    ap.add_argument("--truth-peaks", action="store_true",
+                    help="only the trimmed truth-jet top mass peak vs radius and containment (no detector)")
     ap.add_argument("--processes", nargs="+", default=["top", "wz"], help="processes of the stability table")
     ap.add_argument("--containment", type=float, default=None,
                     help="label only t/W/Z whose decay quarks lie within this fraction of R of the jet axis "
@@ -186,6 +232,11 @@ def main() -> None:
         from lhcml.sim.large_r_calibration import TABLE_PATH
 
         derive(args.events, args.mu, args.seed, TABLE_PATH, args.types)
+        return
+    if args.truth_peaks:
+        rows = truth_peaks(args.events, args.seed)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
         return
     if args.containment is not None:
         import lhcml.sim.events as ev
