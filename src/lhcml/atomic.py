@@ -68,9 +68,10 @@ def _not_writable(dest: Path, err: OSError) -> OutputNotWritableError:
     )
 
 
-def prepare_output(dest: Path, directory: bool = False) -> None:
+def prepare_output(dest: str | Path, directory: bool = False) -> None:
     """Create the parent directory; a read-only location becomes :class:`OutputNotWritableError`,
     a directory where a file is to be written :class:`IsADirectoryError`."""
+    dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
