@@ -30,7 +30,12 @@ def test_glob_sorted_and_pattern_order_kept(tree):
     assert _names(got) == ["b_0000.h5", "b_0001.h5", "a.h5"]
     # the directory 'run.h5' matches the glob but is not a file
     assert _names(expand_inputs(str(tree / "*.h5"))) == ["a.h5", "b_0000.h5", "b_0001.h5"]
-    assert _names(expand_inputs(str(tree / "**" / "*.h5"))) == ["a.h5", "b_0000.h5", "b_0001.h5", "c.h5"]
+    assert _names(expand_inputs(str(tree / "**" / "*.h5"))) == [
+        "a.h5",
+        "b_0000.h5",
+        "b_0001.h5",
+        "c.h5",
+    ]
 
 
 def test_duplicates_removed_first_kept(tree):

@@ -31,7 +31,9 @@ def test_budget_ends_training_after_the_first_epoch(tmp_path):
     from lhcml.train.config import load_train_config
     from lhcml.train.trainer import train
 
-    files = [make_training_file(tmp_path / f"{k}.h5", 300, seed=s) for k, s in (("train", 1), ("val", 2))]
+    files = [
+        make_training_file(tmp_path / f"{k}.h5", 300, seed=s) for k, s in (("train", 1), ("val", 2))
+    ]
     cfg = load_train_config(CONFIGS / "dl1.yaml", [
         f"data.train_files=[{files[0]}]", f"data.val_files=[{files[1]}]", "data.norm_dict=null",
         "data.batch_size=100", "trainer.max_epochs=4", "trainer.patience=null",
