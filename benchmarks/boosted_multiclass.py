@@ -45,21 +45,21 @@ import argparse
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from boosted_taggers import SHRINK  # noqa: E402  (ParticleNet/ParT sizes for a 2-core CPU)
+from lhcml.atomic import atomic_update_json
+from lhcml.config import read_yaml
+from lhcml.formatting import pm
+from lhcml.sim.runner import finished_shards
+from lhcml.train.budget import TimeBudget
 
-from lhcml.atomic import atomic_update_json  # noqa: E402
-from lhcml.formatting import pm  # noqa: E402
-from lhcml.sim.runner import finished_shards  # noqa: E402
-from lhcml.train.budget import TimeBudget  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+#: ParticleNet/ParT sizes for a 2-core CPU (shared with boosted_taggers.py)
+SHRINK: dict[str, list[str]] = read_yaml(ROOT / "benchmarks" / "cpu_model_sizes.yaml")
 
 CONFIGS = ROOT / "configs" / "jets"
 

@@ -27,14 +27,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from lhcml.config import read_yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "jets"
-# ParticleNet / ParT at the published sizes need hours on 2 shared CPU cores: shrunk here
-SHRINK = {
-    "particlenet": ["model.conv_params=[[32,32,32],[64,64,64]]", "model.fc_sizes=[64]"],
-    "part": ["model.embed_dims=[64,128,64]", "model.pair_embed_dims=[32,32]", "model.num_heads=4",
-             "model.num_layers=3", "model.num_cls_layers=1"],
-}  # fmt: skip
+# ParticleNet / ParT at the published sizes need hours on 2 shared CPU cores: shrunk with the
+# overrides of benchmarks/cpu_model_sizes.yaml (shared with boosted_multiclass.py)
+SHRINK: dict[str, list[str]] = read_yaml(Path(__file__).with_name("cpu_model_sizes.yaml"))
 #: extra overrides for every NN tagger (``--bucket``: data.bucket_by_length=true)
 NN_EXTRA: list[str] = []
 MODELS = ["bdt_substructure", "efn", "pfn", "lola", "jet_image_cnn", "particlenet", "part"]
