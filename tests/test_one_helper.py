@@ -156,3 +156,37 @@ def test_the_scans_find_what_they_look_for():
     assert _globs(copy) == [5]
     assert _h5_reads(copy) == [6, 7]
     assert _pm(copy) == [8]
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_benchmarks_are_clients_of_lhcml():
+    """A benchmark script imports lhcml, never another script (``sys.path`` tricks included),
+    and writes atomically through lhcml.atomic like the library does (STYLE 19)."""
+    scripts = {p.stem for p in BENCHMARKS.glob("*.py")}
+    bad = []
+    for p in sorted(BENCHMARKS.glob("*.py")):
+        tree = ast.parse(p.read_text(encoding="utf-8"), filename=str(p))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [(node.module or "").split(".")[0]]
+            else:
+                names = []
+            bad += [
+                f"{p.name}:{node.lineno} imports {n}"
+                for n in names
+                if n in scripts or n == "benchmarks"
+            ]
+        for call in _calls(tree):
+            name = _dotted(call.func)
+            if name in ("sys.path.insert", "sys.path.append"):
+                bad.append(f"{p.name}:{call.lineno} changes sys.path")
+        bad += [
+            f"{p.name}:{c.lineno} renames a temporary itself (use lhcml.atomic)"
+            for c in _calls(tree)
+            if _dotted(c.func) in ("os.replace", "os.rename")
+        ]  # (Path.replace of a finished file to its final name, a move, is fine in a script)
+    assert not bad, "; ".join(bad)
