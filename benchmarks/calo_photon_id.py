@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lhcml.formatting import pm
+from lhcml.formatting import json_safe, pm
 
 
 def _sim(work: Path, mu: float, n_sig: int, n_bkg: int, seed: int, pileup=None) -> dict:
@@ -116,14 +116,12 @@ def main() -> None:
 
     if args.no_pileup:
         from lhcml.tasks.photon.cuts import atlas_2012_tight
-        from lhcml.tasks.photon.evaluate import _clean
-
         t = atlas_2012_tight(ph0)
         prompt = ph0["isPromptPhoton"] == 1
         print_mu0()
         print(f"{'ATLAS 2012 Tight (fixed)':28s} {'':>6s} eff {t[prompt].mean():.3f}  "
               f"fake pass {t[~prompt].mean():.4f} ({int(t[~prompt].sum())} of {int((~prompt).sum())})")
-        summary = {"mu0": _clean(res0), "wall_s": time.time() - t0}
+        summary = {"mu0": json_safe(res0), "wall_s": time.time() - t0}
         (work / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
         print(f"\nwall time {time.time() - t0:.0f} s")
         return
@@ -162,9 +160,7 @@ def main() -> None:
             predict(cnn, [path], output_dir=outp)
         ph = load_photons([outp / "photon_test.h5"])
         rows[label] = evaluate_arrays(ph, {"photon_cnn": "CNN"}, menus, bins={})
-    from lhcml.tasks.photon.evaluate import _clean
-
-    summary = _clean({"mu0": res0, "mu": args.mu, "mu_rows": rows, "wall_s": time.time() - t0})
+    summary = json_safe({"mu0": res0, "mu": args.mu, "mu_rows": rows, "wall_s": time.time() - t0})
     (work / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
 
     print_mu0()

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from lhcml.atomic import atomic_path
-from lhcml.formatting import pm
+from lhcml.formatting import json_safe, pm
 
 SIGNAL, BACKGROUND = "gamma_jet", "dijet_photon"
 
@@ -314,7 +314,6 @@ def main() -> None:
         return
     import h5py
 
-    from lhcml.tasks.photon.evaluate import _clean
     from lhcml.train.predict import predict
 
     results = {}
@@ -374,7 +373,7 @@ def main() -> None:
             "with_pileup": pileup_energy_error(x, y),
             "denoised": pileup_energy_error(denoise(model, x), y),
         }
-    summary = _clean(
+    summary = json_safe(
         {"train_mu": args.train_mu, "results": {str(int(m)): r for m, r in results.items()}}
     )
     (work / "summary_vs_mu.json").write_text(json.dumps(summary, indent=1, default=float))

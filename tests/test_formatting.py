@@ -49,3 +49,15 @@ def test_error_decimals():
     assert error_decimals(56) == -1
     with pytest.raises(ValueError, match="positive"):
         error_decimals(0.0)
+
+
+def test_json_safe():
+    import json
+
+    from lhcml.formatting import json_safe
+
+    obj = {"a": np.float32(0.5), "b": [np.int64(3), float("nan"), (1.0, np.inf)], "c": "x"}
+    out = json_safe(obj)
+    assert out == {"a": 0.5, "b": [3, None, [1.0, None]], "c": "x"}
+    assert type(out["b"][0]) is int
+    json.dumps(out, allow_nan=False)  # strict JSON

@@ -6,6 +6,8 @@ rounded up to 1000 (two significant digits) if they are 950-999; the value is ro
 decimal place as the error. ``0.279008 ± 0.0123261`` is written ``0.279 ± 0.012``,
 ``14.53 ± 0.97`` ``14.5 ± 1.0``, ``1234.5 ± 56`` ``1230 ± 60``.
 
+:func:`json_safe` prepares results for strict JSON (numpy scalars, NaN/inf) the same way everywhere.
+
 Infrastructure module (no lhcml imports): every stage may use it.
 """
 
@@ -13,8 +15,11 @@ from __future__ import annotations
 
 import math
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
-__all__ = ["error_decimals", "pm"]
+import numpy as np
+
+__all__ = ["error_decimals", "json_safe", "pm"]
 
 
 def error_decimals(error: float) -> int:
@@ -79,3 +84,17 @@ def pm(value: float | None, error: float | None, *, digits_without_error: int = 
     if v == 0:
         v = abs(v)  # no "-0.0"
     return f"{_text(v, decimals)} ± {_text(e, decimals)}"
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy of ``obj`` that :func:`json.dumps` writes as strict JSON: numpy scalars become Python
+    numbers, tuples lists, non-finite floats ``None`` (recursively through dicts and lists)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj

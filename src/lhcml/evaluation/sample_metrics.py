@@ -11,6 +11,7 @@ import numpy as np
 
 from lhcml.errors import ConfigError, SchemaError
 from lhcml.evaluation.config import EvaluateConfig, SampleConfig, TaggerConfig
+from lhcml.formatting import json_safe
 from lhcml.metrics.classification import accuracy, auc
 from lhcml.metrics.decorrelation import inverse_jsd_at_efficiency
 from lhcml.metrics.discriminants import DEFAULT_FRACTIONS, discriminant
@@ -77,8 +78,8 @@ def tagger_discriminant(
     return discriminant(probs, cfg.signal, fr), f"ln({sig_out} / ({desc}))"
 
 
-def _clean(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
+#: metric values for strict JSON (non-finite -> None): the one helper, lhcml.formatting.json_safe
+_clean = json_safe
 
 
 def evaluate_sample(cfg: EvaluateConfig, sample: SampleConfig, data: np.ndarray) -> dict[str, Any]:

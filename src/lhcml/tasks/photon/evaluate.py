@@ -25,7 +25,7 @@ import numpy as np
 
 from lhcml.atomic import atomic_write_text
 from lhcml.errors import SchemaError
-from lhcml.formatting import pm
+from lhcml.formatting import json_safe, pm
 from lhcml.tasks.photon.cuts import CutMenu
 
 DEFAULT_BINS: dict[str, tuple[float, ...]] = {
@@ -88,18 +88,6 @@ def _binned_decision(passed: np.ndarray, sig: np.ndarray, x: np.ndarray, edges: 
             "rejection_err": float(rejection_error(rej, nb)) if nb and np.isfinite(rej) else float("nan"),
         })  # fmt: skip
     return out
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 def evaluate_arrays(
@@ -201,7 +189,7 @@ def evaluate_photon_id(
     menus = [m if isinstance(m, CutMenu) else CutMenu.load(m) for m in menus]
     photons = load_photons(test_files)
     res = evaluate_arrays(photons, taggers, menus, working_points, bins)
-    res = _clean(res)
+    res = json_safe(res)
     atomic_write_text(out / "results.json", json.dumps(res, indent=1))
     figs = _figures(res, out)
     rep = HtmlReport(title)
