@@ -195,8 +195,8 @@ def test_directory_named_like_a_file(trained, tmp_path, capsys):
     fake.mkdir()
     for args in (("inspect", str(fake)), ("predict", str(trained["ckpt"]), str(fake), "-o", str(tmp_path / "o"))):
         code, _, err = _cli(capsys, *args)
-        _user_error(code, err, "IsADirectoryError", "x.h5", "is a directory")
-        assert "does not exist" not in err
+        _user_error(code, err, "x.h5", "is a directory")
+        assert "does not exist" not in err and "corrupt" not in err
 
 
 def test_pickle_bomb_checkpoint_is_refused_without_unsafe_advice(trained, tmp_path, capsys):
