@@ -304,7 +304,7 @@ def test_isolation_separates_prompt_from_heavy_flavour_leptons(ttbar_sample, cal
 
 def test_overlap_removal_takes_prompt_leptons_out_of_the_light_jets():
     """200 tt̄ events: ~10 % of the light jets are prompt leptons before the OR, ~1 % after
-    (2000 events: 9.4 % → 1.12 ± 0.16 %, docs/benchmarks/sim_leptons.md). With ~5 prompt-lepton
+    (2000 events: 11.4 % → 1.23 ± 0.17 %, docs/benchmarks/sim_leptons.md). With ~5 prompt-lepton
     light jets left in 200 events the test checks what such a sample can establish: the fraction
     before is far above 5 %, at most 20 % of the prompt-lepton jets survive (the lepton
     reconstruction, Medium-ID and FCLoose inefficiencies; ~10 % expected), and the fraction after
