@@ -38,8 +38,8 @@ from lhcml.data.cuts import Cuts
 from lhcml.errors import ConfigError, CorruptFileError, SchemaError
 
 __all__ = [
-    "GroupSpec", "H5JetDataset", "LabelSpec", "compute_norm", "inspect_inputs", "norm_arrays", "open_h5",
-    "read_rows", "stratified_length_order",
+    "GroupSpec", "H5JetDataset", "LabelSpec", "compute_norm", "inspect_inputs", "norm_arrays",
+    "open_h5", "read_rows", "stratified_length_order",
 ]  # fmt: skip
 from lhcml.labels import LabelScheme
 
@@ -397,7 +397,8 @@ class H5JetDataset(IterableDataset):
                 if self.shuffle and self.bucket_by_length:
                     n_obj = _n_objects(arrays, self.specs)
                     if n_obj is not None:
-                        strata = arrays["labels"][keep] if self.bucket_stratify and "labels" in arrays else None
+                        mix = self.bucket_stratify and "labels" in arrays
+                        strata = arrays["labels"][keep] if mix else None
                         keep = keep[stratified_length_order(n_obj[keep], strata)]
                         starts = starts[chunk_rng.permutation(len(starts))]
                 for b in starts:

@@ -273,7 +273,8 @@ def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: boo
     common = dict(specs=specs, labels=labels, batch_size=d.batch_size, chunk_size=d.chunk_size,
                   weight_field=d.weight_field, label_fields=label_fields)  # fmt: skip
     train_ds = H5JetDataset(d.train_files, num_jets=d.num_jets_train, shuffle=True, seed=cfg.seed,
-                            bucket_by_length=d.bucket_by_length, bucket_stratify=d.bucket_stratify, **common)
+                            bucket_by_length=d.bucket_by_length,
+                            bucket_stratify=d.bucket_stratify, **common)
     val_ds = H5JetDataset(d.val_files, num_jets=d.num_jets_val, shuffle=False, **common)
     cw = cfg.loss.class_weights
     cd_jets, cd_origin = class_dict_weights(cfg)
