@@ -166,7 +166,7 @@ def particle_spots(
         em_spots(e[em], idx[em], a_eta, a_phi, cosh[em], geo, rng, spot_scale=spot_scale),
         mip_spots(idx[mu], a_eta, a_phi, cosh[mu], geo, rng),
         hadron_spots(e_dep[had], p["charge"][had] != 0, idx[had], a_eta, a_phi, cosh[had], geo, rng,
-                     spot_scale=spot_scale),
+                     spot_scale=spot_scale, kinetic_gev=np.maximum(e - m, 0.0)[had]),
     ]
     return Spots.concat(parts)
 

@@ -36,7 +36,10 @@ EM showers (Grindhammer, Rudowicz, Peters, NIM A290 (1990) 469; hep-ex/0001020)
 Hadron showers (our simple parametrisation, parameters in ``calo_geometry.yaml: hadron``)
 -----------------------------------------------------------------------------------------
 First interaction at depth ``lambda_0 ~ Exp(1)`` (in lambda_int along the path); a charged
-hadron deposits as a MIP before it. The shower has an EM fraction ``f_em = 1 - (E/e0)^(m-1)``
+hadron deposits as a MIP before it and that ionisation loss (``mip.mev_per_x0`` per X0 of path,
+dead material included) is taken from its kinetic energy: the shower starts with what is left,
+and a hadron whose kinetic energy runs out before ``lambda_0`` stops there (range-out, no
+shower; e.g. a 0.8 GeV pion that does not interact never reaches the Tile sampling). The shower has an EM fraction ``f_em = 1 - (E/e0)^(m-1)``
 (Groom) smeared by ``fem_sigma``; the EM part is an EM shower starting at ``lambda_0`` (wider by
 ``em_lateral_scale``), the rest a Gamma profile in lambda with maximum
 ``t_max = tmax_a + tmax_b ln(E/GeV)`` after ``lambda_0``, deposited at ``h/e`` with core+tail
@@ -365,8 +368,14 @@ def hadron_spots(
     geo: CaloGeometry,
     rng: np.random.Generator,
     spot_scale: float = 1.0,
+    kinetic_gev: np.ndarray | None = None,
 ) -> Spots:
-    """Energy spots of hadron showers (see the module docstring); ``spot_scale`` as :func:`em_spots`."""
+    """Energy spots of hadron showers (see the module docstring); ``spot_scale`` as :func:`em_spots`.
+
+    ``energy_gev`` is the energy the shower can deposit (total energy for mesons, kinetic for
+    baryons), ``kinetic_gev`` the kinetic energy that the ionisation before the first interaction
+    uses up (default ``energy_gev``).
+    """
     e = np.asarray(energy_gev, dtype=np.float64)
     n = len(e)
     if n == 0:
@@ -379,7 +388,15 @@ def hadron_spots(
     parts = []
     ch = np.asarray(charged, dtype=bool)
     if ch.any():
-        parts.append(mip_spots(index[ch], axis_eta, axis_phi, cosh[ch], geo, rng, stop_lambda=lam0[ch]))
+        # ionisation before the first interaction, from the kinetic energy (range-out if it runs out)
+        ke = e if kinetic_gev is None else np.asarray(kinetic_gev, dtype=np.float64)
+        x0_range = np.maximum(ke, 0.0) * 1e3 / geo.mip.mev_per_x0  # path X0 until the hadron stops
+        lam_range = np.interp(x0_range / cosh, bx, bl, right=np.inf) * cosh
+        stop = np.where(ch, np.minimum(lam0, lam_range), lam0)
+        x0_before = np.interp(np.minimum(stop, bl[-1] * cosh) / cosh, bl, bx) * cosh
+        loss = np.where(ch, geo.mip.mev_per_x0 * x0_before * 1e-3, 0.0)
+        e = np.where(ch & (lam0 >= lam_range), 0.0, np.maximum(e - loss, 0.0))
+        parts.append(mip_spots(index[ch], axis_eta, axis_phi, cosh[ch], geo, rng, stop_lambda=stop[ch]))
     # EM fraction
     fem = 1.0 - np.power(np.maximum(e / hp.fem_e0_gev, 1.0), hp.fem_m - 1.0)
     fem = np.clip(fem + hp.fem_sigma * rng.standard_normal(n), 0.0, 1.0)
