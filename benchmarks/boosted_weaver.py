@@ -491,6 +491,7 @@ ROWS = {
     "pn_lhcml": ("ParticleNet", "lhcml", False),
     "pn_lhcml_bucket": ("ParticleNet", "lhcml + bucketing", True),
     "pn_lhcml_kin": ("ParticleNet", "lhcml, inputs pT, E, Δη, Δφ", False),
+    "pn_lhcml_kin_drop": ("ParticleNet", "lhcml, inputs pT, E, Δη, Δφ, missing neighbours dropped (before December 2026)", False),
     "part_weaver": ("ParT", "weaver", False),
     "part_lhcml": ("ParT", "lhcml", False),
     "part_lhcml_bucket": ("ParT", "lhcml + bucketing", True),
@@ -524,10 +525,36 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def seed_table(results: dict, timing: dict | None = None) -> str:
+    """Markdown table of the rows stored per seed (``KEY_sSEED``): AUC, 1/εB@30 %, 1/εB@50 % per
+    seed and their means, best validation loss, and the interleaved training speed."""
+    lines = [
+        "| model | framework | AUC per seed | mean AUC | 1/εB@30% per seed | mean | 1/εB@50% per seed | mean "
+        "| best val. loss per seed | train jets/s (alternated) | latency ms/jet torch / onnxruntime |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, (label, fw, _) in ROWS.items():
+        rs = [results[k] for k in sorted(results) if k.startswith(key + "_s") and k[len(key) + 2 :].isdigit()]
+        if not rs:
+            continue
+        a, r30, r50 = ([r[m] for r in rs] for m in ("auc", "r30", "r50"))
+        vl = [min(r["val_loss"]) if r.get("val_loss") else float("nan") for r in rs]
+        speed = (timing or {}).get(key)
+        lat = np.mean([r["latency_ms"] for r in rs])
+        lat_o = [r["latency_onnx_ms"] for r in rs if r.get("latency_onnx_ms")]
+        lines.append(
+            f"| {label} | {fw} | {', '.join(f'{x:.4f}' for x in a)} | **{np.mean(a):.4f}** | "
+            f"{', '.join(f'{x:.0f}' for x in r30)} | **{np.mean(r30):.0f}** | {', '.join(f'{x:.1f}' for x in r50)} | "
+            f"**{np.mean(r50):.1f}** | {', '.join(f'{x:.3f}' for x in vl)} | {f'{speed:.0f}' if speed else '—'} | "
+            f"{lat:.1f} / {f'{np.mean(lat_o):.1f}' if lat_o else '—'} |"
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--train", required=True)
-    ap.add_argument("--test", required=True)
+    ap.add_argument("--train", default=None, help="training file (required unless --summary)")
+    ap.add_argument("--test", default=None, help="test file (required unless --summary)")
     ap.add_argument("--val", default=None, help="validation file: keep the epoch with the lowest loss")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=128)
@@ -537,6 +564,8 @@ def main() -> None:
     ap.add_argument("--onnx", action="store_true", help="also time the lhcml models in onnxruntime")
     ap.add_argument("--results", default=None, help="JSON file; rows are added to it as they finish")
     ap.add_argument("--weaver-files", default=None, help="write ROOT files + data config here")
+    ap.add_argument("--summary", nargs="+", default=None, metavar="JSON",
+                    help="only print the per-seed table of a --results file (and a --timing results file)")
     ap.add_argument("--weaver-loader", default=None, metavar="DIR",
                     help="only check that weaver-core's data loader reads `lhcml convert` output of --test (files in DIR)")
     ap.add_argument("--timing", type=int, default=0, metavar="ROUNDS",
@@ -545,6 +574,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0,
                     help="training seed (initialisation, shuffling, dropout); rows are stored as KEY_sSEED when != 0")
     args = ap.parse_args()
+    if args.summary:
+        res = json.loads(Path(args.summary[0]).read_text())
+        tim = json.loads(Path(args.summary[1]).read_text())["timing"]["jets_per_s"] if len(args.summary) > 1 else None
+        print(seed_table(res, tim))
+        return
+    if not args.train or not args.test:
+        ap.error("--train and --test are required")
     torch.set_num_threads(args.threads)
     train, test = load(Path(args.train)), load(Path(args.test))
     val = load(Path(args.val)) if args.val else None
@@ -584,6 +620,8 @@ def main() -> None:
             return Lhcml(lname, norm, [*KIN, "eta", "phi", *PID], pair_only=["eta", "phi"])
         if key.endswith("_pid"):
             return Lhcml(lname, norm, [*KIN, *PID])
+        if key.endswith("_drop"):
+            return Lhcml(lname, norm, KIN, missing_neighbours="drop")
         return Lhcml(lname, norm, KIN if key.endswith("_kin") else RAW[:6])
 
     if args.timing:
