@@ -81,7 +81,7 @@ def _topo_event(e, sig, nb_off, nb_idx, seed_t, grow_t, split_e, label, queue):
                 if abs(sig[m]) > grow_t:
                     queue[tail] = m
                     tail += 1
-            elif abs(sig[m]) > grow_t:
+            elif label[m] != lc and abs(sig[m]) > grow_t:
                 ra = _find(parent, lc)
                 rb = _find(parent, label[m])
                 if ra != rb:
