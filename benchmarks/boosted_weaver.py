@@ -1,7 +1,7 @@
 """Peer comparison with weaver-core (the ParticleNet/ParT reference framework) on lhcml jets.
 
 weaver-core is installed with ``pip install --no-deps weaver-core`` plus its light
-dependencies (the ``bench`` extra; no CUDA torch). Two things are done:
+dependencies (the ``bench`` extra; no CUDA torch). Three things are done:
 
 1. ``--weaver-files DIR``: the lhcml test/train files are converted to ROOT trees with jagged
    branches (uproot) and a weaver data-config YAML is written for them (inputs ``pf_points``,
@@ -18,15 +18,22 @@ dependencies (the ``bench`` extra; no CUDA torch). Two things are done:
    ONNX and run in onnxruntime, one thread). Rows ``*_lhcml_bucket`` train lhcml's models with
    its ``data.bucket_by_length`` batching (jets sorted by multiplicity within the shuffled
    epoch, batch order shuffled, padding trimmed per batch); they also check that the test scores
-   do not change when the padding is trimmed. Published TopLandscape numbers (full size, 1.2M
+   do not change when the padding is trimmed. Rows ``*_pid`` add charge and the five
+   particle-ID flags on both sides. Published TopLandscape numbers (full size, 1.2M
    jets, GPU) are printed beside. ``--results FILE`` keeps every finished row in a JSON file, so
-   that rows can be run one at a time.
+   that rows can be run one at a time (``--seed S``: stored as ``KEY_sS``; ``--summary FILE
+   [TIMING]`` prints the per-seed table);
+3. ``--weaver-loader DIR``: ``lhcml convert`` of the test file to ROOT and parquet, read back by
+   weaver-core's own data loader (``SimpleIterDataset``, :data:`CONVERTED_CONFIG`) and compared
+   with lhcml's reading.
 
 Usage::
 
     python benchmarks/boosted_weaver.py --train DIR/train.h5 --val DIR/val.h5 --test DIR/test.h5 \
         [--epochs 3] [--max-train N] [--models pn_weaver pn_lhcml ...] [--onnx] \
-        [--results DIR/results.json] [--weaver-files runs/weaver]
+        [--results DIR/results.json] [--weaver-files runs/weaver] [--seed 1]
+    python benchmarks/boosted_weaver.py --train DIR/train.h5 --test DIR/test.h5 --weaver-loader DIR/loader
+    python benchmarks/boosted_weaver.py --summary DIR/results.json [DIR/timing.json]
 """
 
 from __future__ import annotations

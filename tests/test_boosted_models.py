@@ -376,3 +376,5 @@ def test_edgeconv_missing_neighbours(mode):
         agg = torch.stack(hs).mean(0)
         sc = blk.shortcut(x.transpose(1, 2)).transpose(1, 2)[0, i]
         torch.testing.assert_close(out[0, i], torch.relu(sc + agg), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="missing_neighbours"):
+        build_model("particlenet", 2, {"flow": 4}, missing_neighbours="mean")
