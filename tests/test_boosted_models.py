@@ -378,3 +378,20 @@ def test_edgeconv_missing_neighbours(mode):
         torch.testing.assert_close(out[0, i], torch.relu(sc + agg), rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="missing_neighbours"):
         build_model("particlenet", 2, {"flow": 4}, missing_neighbours="mean")
+
+
+def test_part_trains_on_a_batch_with_one_constituent():
+    """A training batch holding a single real constituent (one jet, one constituent) has no batch
+    statistics: ParT's BatchNorms use their running statistics instead of failing."""
+    torch.manual_seed(0)
+    m = build_model("part", 2, {"flow": len(FLOW_VARS)}, **SMALL["part"])
+    m.configure_inputs({"flow": FLOW_VARS})
+    m.train()
+    x, valid = _batch(b=1, n=3)
+    valid[:] = False
+    valid[0, 0] = True
+    before = m.input_bn.running_mean.clone()
+    out = m({"flow": x, "flow_valid": valid})["logits"]
+    assert out.shape == (1, 2) and torch.isfinite(out).all()
+    out.sum().backward()
+    torch.testing.assert_close(m.input_bn.running_mean, before)  # no update from one value

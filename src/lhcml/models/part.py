@@ -153,7 +153,11 @@ class PairEmbed(nn.Module):
                 if layer.bias is not None:
                     h = h + layer.bias.unsqueeze(-1)
             elif isinstance(layer, nn.BatchNorm2d):
-                h = layer(h.unsqueeze(-1)).squeeze(-1)
+                if layer.training and h.shape[0] * h.shape[-1] < 2:  # one pair: the running statistics
+                    h = nn.functional.batch_norm(h, layer.running_mean, layer.running_var, layer.weight,
+                                                 layer.bias, False, 0.0, layer.eps)  # fmt: skip
+                else:
+                    h = layer(h.unsqueeze(-1)).squeeze(-1)
             else:
                 h = layer(h)
         return h
@@ -216,9 +220,14 @@ class _MaskedBatchNorm(nn.BatchNorm1d):
 
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:  # type: ignore[override]
         if self.training and not exporting():
-            out = torch.zeros_like(x)
-            out[valid] = super().forward(x[valid])
-            return out
+            if int(valid.sum()) > 1:
+                out = torch.zeros_like(x)
+                out[valid] = super().forward(x[valid])
+                return out
+            # one real constituent in the whole batch: no batch statistics, use the running ones
+            y = nn.functional.batch_norm(x.transpose(1, 2), self.running_mean, self.running_var, self.weight,
+                                         self.bias, False, 0.0, self.eps)  # fmt: skip
+            return zero_padded(y.transpose(1, 2), valid)
         return zero_padded(super().forward(x.transpose(1, 2)).transpose(1, 2), valid)
 
 
