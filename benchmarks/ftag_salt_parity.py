@@ -22,6 +22,9 @@ Runs (``--runs``):
     nearly single-flavour batches, the behaviour the issue reported.
 ``lhcml_nobucket``
     lhcml GN without bucketing (random batches, padded to the longest jet of each batch).
+``lhcml_hf``
+    ``lhcml`` with pairs of heavy-flavour tracks weighted 2 in the vertexing loss
+    (``model.vertex_hf_weight=2``), as Salt's GN2 vertexing task does.
 ``salt``
     Salt's GN2 config (``GN2.yaml`` shipped with salt-ml) scaled to the same size, trained with
     ``salt fit`` in a separate virtualenv (``--salt-env``; Salt is not an lhcml dependency).
@@ -49,17 +52,23 @@ from lhcml.atomic import atomic_write_text
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 STEPS = ("preprocess", "train", "evaluate", "table")
-RUNS = ("lhcml", "lhcml_sorted", "lhcml_nobucket", "salt")
+RUNS = ("lhcml", "lhcml_sorted", "lhcml_nobucket", "lhcml_hf", "salt")
 LABELS = {
     "lhcml": "lhcml GN, flavour-mixed length buckets (new default)",
     "lhcml_sorted": "lhcml GN, plain length sort (before the fix)",
     "lhcml_nobucket": "lhcml GN, no bucketing",
+    "lhcml_hf": "lhcml GN, flavour-mixed buckets + HF vertexing pairs x2 (as Salt)",
     "salt": "Salt GN2 (scaled to the same size)",
 }
 LHCML_OVERRIDES = {
     "lhcml": ["data.bucket_by_length=true", "data.bucket_stratify=true"],
     "lhcml_sorted": ["data.bucket_by_length=true", "data.bucket_stratify=false"],
     "lhcml_nobucket": ["data.bucket_by_length=false"],
+    "lhcml_hf": [
+        "data.bucket_by_length=true",
+        "data.bucket_stratify=true",
+        "model.vertex_hf_weight=2",
+    ],
 }
 
 

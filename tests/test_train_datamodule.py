@@ -191,3 +191,39 @@ def test_stratified_length_order_quantile_interleaving():
     for c in range(3):  # within each class the multiplicity never decreases along the order
         assert np.all(np.diff(n_obj[order][strata[order] == c]) >= 0)
     np.testing.assert_array_equal(n_obj[dm.stratified_length_order(n_obj)], np.sort(n_obj))
+
+
+def test_gn_vertexing_loss_weights_heavy_flavour_pairs():
+    """GN's vertexing loss with ``vertex_hf_weight`` (Salt's GN2: 2) against a direct count."""
+    from lhcml.data.schema import TRUTH_ORIGIN
+    from lhcml.models.base import TrackVertexHead
+    from lhcml.models.ftag import HFWeightedVertexHead
+
+    torch.manual_seed(0)
+    b, n = 4, 6
+    valid = torch.rand(b, n) > 0.2
+    vtx = torch.randint(-1, 3, (b, n))
+    origin = torch.randint(0, 8, (b, n))
+    batch = {"tracks_valid": valid, "tracks_ftagTruthVertexIndex": vtx, "tracks_ftagTruthOriginLabel": origin}
+    logits = torch.randn(b, n, n)
+    out = {"track_vertex_logits": logits}
+    plain = TrackVertexHead(8, hidden=[4])
+    head1 = HFWeightedVertexHead(8, hidden=[4], hf_pair_weight=1.0)
+    head2 = HFWeightedVertexHead(8, hidden=[4], hf_pair_weight=2.0)
+    assert float(head1.loss(out, batch)) == pytest.approx(float(plain.loss(out, batch)))
+    # direct count: pairs of valid distinct tracks, weight 2 when both are from b/c decays
+    hf = {TRUTH_ORIGIN["fromB"], TRUTH_ORIGIN["fromBC"], TRUTH_ORIGIN["fromC"]}
+    num = den = 0.0
+    for k in range(b):
+        for i in range(n):
+            for j in range(n):
+                if i == j or not (valid[k, i] and valid[k, j]):
+                    continue
+                t = float(vtx[k, i] == vtx[k, j] and vtx[k, i] >= 0)
+                x = float(logits[k, i, j])
+                bce = max(x, 0) - x * t + np.log1p(np.exp(-abs(x)))
+                w = 2.0 if int(origin[k, i]) in hf and int(origin[k, j]) in hf else 1.0
+                num, den = num + w * bce, den + w
+    assert float(head2.loss(out, batch)) == pytest.approx(num / den, rel=1e-5)
+    assert float(head2.loss(out, batch)) != pytest.approx(float(plain.loss(out, batch)), rel=1e-4)
+    assert "ftagTruthOriginLabel" in HFWeightedVertexHead.label_fields["tracks"]

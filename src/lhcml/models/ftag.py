@@ -21,14 +21,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lhcml.data.schema import TRUTH_ORIGIN
 from lhcml.errors import ConfigError
 from lhcml.models.base import (
     JetClassificationHead,
     TaggerModel,
     TrackOriginHead,
     TrackVertexHead,
+    weighted_mean,
 )
 from lhcml.models.layers import MLP, AttentionPooling, TransformerEncoder, masked_sum, zero_padded
 from lhcml.models.registry import register_model
@@ -175,6 +178,47 @@ class DIPS(TaggerModel):
         return {"logits": self.heads["jet_classification"](pooled)}
 
 
+#: Track origins from heavy-flavour decays (b, b→c, c): their pairs carry the displaced vertices
+HF_ORIGINS = (TRUTH_ORIGIN["fromB"], TRUTH_ORIGIN["fromBC"], TRUTH_ORIGIN["fromC"])
+
+
+class HFWeightedVertexHead(TrackVertexHead):
+    """GN vertexing head whose loss weights pairs of heavy-flavour tracks by ``hf_pair_weight``.
+
+    A pair (i, j) whose tracks both have a b/c-decay ``ftagTruthOriginLabel`` (fromB, fromBC,
+    fromC) counts ``hf_pair_weight`` times in the weighted mean of the pair losses; other pairs
+    count once. Salt's GN2 vertexing task doubles these pairs (weight 2); 1 is the plain mean of
+    :class:`~lhcml.models.base.TrackVertexHead`.
+    """
+
+    label_fields = {"tracks": ["ftagTruthVertexIndex", "ftagTruthOriginLabel"]}
+
+    def __init__(self, *args, hf_pair_weight: float = 1.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if hf_pair_weight <= 0:
+            raise ConfigError(f"model.vertex_hf_weight must be > 0, got {hf_pair_weight}")
+        self.hf_pair_weight = float(hf_pair_weight)
+
+    def loss(self, outputs, batch) -> Tensor:
+        if self.hf_pair_weight == 1.0:
+            return super().loss(outputs, batch)
+        logits = outputs[self.output_key].float()
+        vtx = batch["tracks_ftagTruthVertexIndex"].long()
+        origin = batch["tracks_ftagTruthOriginLabel"].long()
+        valid = batch["tracks_valid"]
+        n = vtx.shape[1]
+        target = ((vtx.unsqueeze(2) == vtx.unsqueeze(1)) & (vtx.unsqueeze(2) >= 0)).float()
+        offdiag = ~torch.eye(n, dtype=torch.bool, device=vtx.device)
+        use = valid.unsqueeze(2) & valid.unsqueeze(1) & offdiag
+        hf = torch.isin(origin, torch.tensor(HF_ORIGINS, device=origin.device))
+        hf_pair = (hf.unsqueeze(2) & hf.unsqueeze(1)).float()
+        w = use.float() * (1.0 + (self.hf_pair_weight - 1.0) * hf_pair)
+        if "weights" in batch:
+            w = w * batch["weights"][:, None, None]
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        return weighted_mean(bce, w)
+
+
 @register_model("gn")
 class GN(TaggerModel):
     """GN1/GN2-style transformer tagger with auxiliary track-origin and vertexing heads.
@@ -196,6 +240,9 @@ class GN(TaggerModel):
     origin_weight, vertex_weight
         Default loss weights of the auxiliary heads (GN1: 0.5 and 1.5; the jet head has 1);
         ``loss.head_weights`` in the training config overrides them, 0 disables a head.
+    vertex_hf_weight
+        Weight of heavy-flavour track pairs in the vertexing loss (:class:`HFWeightedVertexHead`;
+        1: every pair alike, Salt's GN2: 2).
     """
 
     def __init__(
@@ -216,6 +263,7 @@ class GN(TaggerModel):
         activation: str = "silu",
         origin_weight: float = 0.5,
         vertex_weight: float = 1.5,
+        vertex_hf_weight: float = 1.0,
     ) -> None:
         super().__init__(n_classes, input_dims, required=("tracks",), optional=("jets",))
         in_dim = input_dims["tracks"] + input_dims.get("jets", 0)
@@ -229,9 +277,10 @@ class GN(TaggerModel):
             2 * embed_dim, n_origin_classes, hidden=list(origin_hidden), act=activation,
             weight=origin_weight,
         )  # fmt: skip
-        self.heads["track_vertexing"] = TrackVertexHead(
-            2 * embed_dim, hidden=list(vertex_hidden), act=activation, weight=vertex_weight
-        )
+        self.heads["track_vertexing"] = HFWeightedVertexHead(
+            2 * embed_dim, hidden=list(vertex_hidden), act=activation, weight=vertex_weight,
+            hf_pair_weight=vertex_hf_weight,
+        )  # fmt: skip
 
     def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         valid = inputs["tracks_valid"]
