@@ -30,6 +30,7 @@ Runs (``--runs``):
     ``salt fit`` in a separate virtualenv (``--salt-env``; Salt is not an lhcml dependency).
 
 Steps (``--steps``): ``preprocess`` (``configs/ftag/preprocess_salt_parity.yaml`` on ``--sim``),
+``batches`` (flavour mix and padding of the training batches per batching mode, no training),
 ``train`` (each run × seed; finished runs are skipped), ``evaluate`` and ``table``.
 """
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -51,7 +53,7 @@ from lhcml.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-STEPS = ("preprocess", "train", "evaluate", "table")
+STEPS = ("preprocess", "batches", "train", "evaluate", "table")
 RUNS = ("lhcml", "lhcml_sorted", "lhcml_nobucket", "lhcml_hf", "salt")
 LABELS = {
     "lhcml": "lhcml GN, flavour-mixed length buckets (new default)",
@@ -143,6 +145,52 @@ def _lhcml_cmd(args: argparse.Namespace, work: Path, run: str, seed: int, out: P
     for s in sets:
         cmd += ["--set", s]
     return cmd
+
+
+def step_batches(args: argparse.Namespace, work: Path) -> None:
+    """Flavour mix and padding of the training batches for each batching mode (no training)."""
+    import lhcml.train.datamodule as dm
+    from lhcml.labels import get_scheme
+
+    path = work / "pre" / "train.h5"
+    n_jets = min(args.train_jets or _n_jets(path), _n_jets(path))
+    specs = dm.inspect_inputs(path, {"jets": ["pt"], "tracks": ["d0"]})
+    labels = dm.LabelSpec.build(
+        get_scheme("flavour").subset(["bjets", "cjets", "ujets"]), "flavour_label"
+    )
+    modes = {
+        "no bucketing": {},
+        "plain length sort (before the fix)": {"bucket_by_length": True, "bucket_stratify": False},
+        "flavour-mixed length buckets": {"bucket_by_length": True},
+    }
+    lines = [
+        f"Batches of {args.batch_size} from the first {n_jets} training jets (one epoch, seed 1):",
+        "",
+        "| batching | largest class share per batch: mean / max | median binomial pull of the class counts "
+        "| track slots per jet | valid / slots |",
+        "|---|---|---|---|---|",
+    ]
+    for name, kw in modes.items():
+        ds = dm.H5JetDataset([path], specs, labels, batch_size=args.batch_size, num_jets=n_jets,
+                             shuffle=True, seed=1, **kw)  # fmt: skip
+        share, pulls, slots, tracks = [], [], 0, 0
+        batches = list(ds)
+        frac = (
+            np.bincount(np.concatenate([b["labels"].numpy() for b in batches]), minlength=3)
+            / n_jets
+        )
+        for b in batches:
+            n = len(b["labels"])
+            counts = np.bincount(b["labels"].numpy(), minlength=3)
+            share.append(counts.max() / n)
+            pulls.append(np.max(np.abs(counts - n * frac) / np.sqrt(n * frac * (1 - frac))))
+            slots += b["tracks"].shape[1] * n
+            tracks += int(b["tracks_valid"].sum())
+        lines.append(f"| {name} | {np.mean(share):.3f} / {np.max(share):.3f} | {np.median(pulls):.1f} | "
+                     f"{slots / n_jets:.1f} | {tracks / slots:.2f} |")  # fmt: skip
+    text = "\n".join(lines)
+    print(text)
+    (work / "batches.md").write_text(text + "\n")
 
 
 def _salt_config(args: argparse.Namespace, work: Path, seed: int, out: Path) -> dict[str, Any]:
@@ -266,17 +314,19 @@ def _train_one(args: argparse.Namespace, work: Path, run: str, seed: int) -> Non
         args.train_jets or _n_jets(work / "pre" / "train.h5"), _n_jets(work / "pre" / "train.h5")
     )
     _log(f"{run} seed {seed}: {n_train} jets x {args.epochs} epochs")
-    t0 = time.time()
+    t0, c0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with (out / "train.log").open("w") as log:
         res = subprocess.run(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=_single_thread_env(), cwd=out
         )
-    dt = time.time() - t0
+    dt, c1 = time.time() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
     if res.returncode != 0:
         tail = (out / "train.log").read_text()[-3000:]
         raise SystemExit(f"{run} seed {seed} failed (exit {res.returncode}):\n{tail}")
     info = {"done": True, "wall_s": dt, "train_jets": n_train, "epochs": args.epochs,
-            "jets_per_s": n_train * args.epochs / dt, "command": " ".join(cmd)}  # fmt: skip
+            "jets_per_s": n_train * args.epochs / dt, "cpu_s": cpu,
+            "jets_per_cpu_s": n_train * args.epochs / cpu, "command": " ".join(cmd)}  # fmt: skip
     _write_json(info_file, info)
     _log(f"{run} seed {seed}: {dt:.0f} s, {info['jets_per_s']:.0f} jets/s")
 
@@ -363,8 +413,8 @@ def step_table(args: argparse.Namespace, work: Path) -> str:
         f"Test: {test.get('n')} b/c/light tt̄ jets; D_b with f_c = {test.get('fc')}, "
         f"{100 * float(test.get('eff', args.eff)):.0f} % b-efficiency; rejection ± binomial error.",
         "",
-        "| run | seed | light rej. | c rej. | train jets | epochs | wall s | train jets/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | seed | light rej. | c rej. | train jets | epochs | wall s | train jets/s | jets/CPU-s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     summary = []
     for run in args.runs:
@@ -377,7 +427,8 @@ def step_table(args: argparse.Namespace, work: Path) -> str:
             lines.append(
                 f"| {LABELS[run]} | {seed} | {format_value_error(*v['ujets'])} | "
                 f"{format_value_error(*v['cjets'])} | {v['train_jets']} | {v['epochs']} | "
-                f"{v['wall_s']:.0f} | {v['jets_per_s']:.0f} |"
+                f"{v['wall_s']:.0f} | {v['jets_per_s']:.0f} | "
+                + (f"{v['jets_per_cpu_s']:.0f} |" if "jets_per_cpu_s" in v else "n/a |")
             )
         if rows:
             u = np.array([v["ujets"][0] for _, v in rows])
@@ -434,6 +485,7 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     funcs = {
         "preprocess": step_preprocess,
+        "batches": step_batches,
         "train": step_train,
         "evaluate": step_evaluate,
         "table": step_table,
