@@ -25,6 +25,9 @@ Runs (``--runs``):
 ``lhcml_hf``
     ``lhcml`` with pairs of heavy-flavour tracks weighted 2 in the vertexing loss
     (``model.vertex_hf_weight=2``), as Salt's GN2 vertexing task does.
+``lhcml_jetnorm``
+    ``lhcml`` with the track-origin and vertexing losses normalised per jet, not per batch
+    (``model.aux_loss_norm=jet``): tracks weigh the same in length buckets as in random batches.
 ``salt``
     Salt's GN2 config (``GN2.yaml`` shipped with salt-ml) scaled to the same size, trained with
     ``salt fit`` in a separate virtualenv (``--salt-env``; Salt is not an lhcml dependency).
@@ -54,12 +57,13 @@ from lhcml.atomic import atomic_write_text
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 STEPS = ("preprocess", "batches", "train", "evaluate", "table")
-RUNS = ("lhcml", "lhcml_sorted", "lhcml_nobucket", "lhcml_hf", "salt")
+RUNS = ("lhcml", "lhcml_sorted", "lhcml_nobucket", "lhcml_hf", "lhcml_jetnorm", "salt")
 LABELS = {
     "lhcml": "lhcml GN, flavour-mixed length buckets (new default)",
     "lhcml_sorted": "lhcml GN, plain length sort (before the fix)",
     "lhcml_nobucket": "lhcml GN, no bucketing",
     "lhcml_hf": "lhcml GN, flavour-mixed buckets + HF vertexing pairs x2 (as Salt)",
+    "lhcml_jetnorm": "lhcml GN, flavour-mixed buckets + per-jet aux-loss normalisation",
     "salt": "Salt GN2 (scaled to the same size)",
 }
 LHCML_OVERRIDES = {
@@ -70,6 +74,11 @@ LHCML_OVERRIDES = {
         "data.bucket_by_length=true",
         "data.bucket_stratify=true",
         "model.vertex_hf_weight=2",
+    ],
+    "lhcml_jetnorm": [
+        "data.bucket_by_length=true",
+        "data.bucket_stratify=true",
+        "model.aux_loss_norm=jet",
     ],
 }
 

@@ -182,25 +182,80 @@ class DIPS(TaggerModel):
 HF_ORIGINS = (TRUTH_ORIGIN["fromB"], TRUTH_ORIGIN["fromBC"], TRUTH_ORIGIN["fromC"])
 
 
-class HFWeightedVertexHead(TrackVertexHead):
+class _JetNormalisedLoss:
+    """Track/pair loss normalised per jet instead of per batch (``model.aux_loss_norm: jet``).
+
+    The plain weighted mean ``sum(w l) / sum(w)`` gives each track (pair) of a batch the weight
+    ``1 / sum(w)`` of *its* batch. With random batches ``sum(w)`` is nearly the same in every
+    batch; with length buckets it is not (a batch of 2-track jets has ~100× fewer pairs than a
+    batch of 20-track jets), so the tracks of short jets weigh far more than in random batches.
+    ``jet`` divides by ``n_jets × m`` instead, with ``m`` a running mean (momentum 0.01, training
+    batches only) of ``sum(w) / n_jets``: every track (pair) weighs the same in every batch, as in
+    random batches, whatever the batching.
+    """
+
+    def _init_norm(self, aux_loss_norm: str) -> None:
+        if aux_loss_norm not in ("batch", "jet"):
+            raise ConfigError(f"model.aux_loss_norm must be 'batch' or 'jet', got '{aux_loss_norm}'")
+        self.aux_loss_norm = aux_loss_norm
+        self.register_buffer("w_per_jet", torch.zeros(()), persistent=False)
+
+    def _reduce(self, values: Tensor, w: Tensor) -> Tensor:
+        if self.aux_loss_norm == "batch":
+            return weighted_mean(values, w)
+        n_jets = w.shape[0]
+        per_jet = (w.sum() / n_jets).detach()
+        if self.training:
+            if float(self.w_per_jet) == 0.0:
+                self.w_per_jet.copy_(per_jet)
+            else:
+                self.w_per_jet.mul_(0.99).add_(0.01 * per_jet)
+        ref = self.w_per_jet if float(self.w_per_jet) > 0 else per_jet
+        return (values * w).sum() / (n_jets * ref).clamp(min=torch.finfo(values.dtype).tiny)
+
+
+class GNOriginHead(_JetNormalisedLoss, TrackOriginHead):
+    """:class:`~lhcml.models.base.TrackOriginHead` with the ``aux_loss_norm`` choice."""
+
+    def __init__(self, *args, aux_loss_norm: str = "batch", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_norm(aux_loss_norm)
+
+    def loss(self, outputs, batch) -> Tensor:
+        if self.aux_loss_norm == "batch":
+            return super().loss(outputs, batch)
+        logits = outputs[self.output_key].float()  # (B, N, C)
+        target = batch["tracks_ftagTruthOriginLabel"].long()
+        use = batch["tracks_valid"] & (target >= 0) & (target < logits.shape[-1])
+        ce = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), target.clamp(min=0).reshape(-1), reduction="none"
+        ).reshape(target.shape)
+        w = use.float() * self.class_weights[target.clamp(min=0, max=logits.shape[-1] - 1)]
+        if "weights" in batch:
+            w = w * batch["weights"].unsqueeze(1)
+        return self._reduce(ce, w)
+
+
+class HFWeightedVertexHead(_JetNormalisedLoss, TrackVertexHead):
     """GN vertexing head whose loss weights pairs of heavy-flavour tracks by ``hf_pair_weight``.
 
     A pair (i, j) whose tracks both have a b/c-decay ``ftagTruthOriginLabel`` (fromB, fromBC,
     fromC) counts ``hf_pair_weight`` times in the weighted mean of the pair losses; other pairs
     count once. Salt's GN2 vertexing task doubles these pairs (weight 2); 1 is the plain mean of
-    :class:`~lhcml.models.base.TrackVertexHead`.
+    :class:`~lhcml.models.base.TrackVertexHead`. ``aux_loss_norm`` as :class:`GNOriginHead`.
     """
 
     label_fields = {"tracks": ["ftagTruthVertexIndex", "ftagTruthOriginLabel"]}
 
-    def __init__(self, *args, hf_pair_weight: float = 1.0, **kwargs) -> None:
+    def __init__(self, *args, hf_pair_weight: float = 1.0, aux_loss_norm: str = "batch", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if hf_pair_weight <= 0:
             raise ConfigError(f"model.vertex_hf_weight must be > 0, got {hf_pair_weight}")
         self.hf_pair_weight = float(hf_pair_weight)
+        self._init_norm(aux_loss_norm)
 
     def loss(self, outputs, batch) -> Tensor:
-        if self.hf_pair_weight == 1.0:
+        if self.hf_pair_weight == 1.0 and self.aux_loss_norm == "batch":
             return super().loss(outputs, batch)
         logits = outputs[self.output_key].float()
         vtx = batch["tracks_ftagTruthVertexIndex"].long()
@@ -216,7 +271,7 @@ class HFWeightedVertexHead(TrackVertexHead):
         if "weights" in batch:
             w = w * batch["weights"][:, None, None]
         bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-        return weighted_mean(bce, w)
+        return self._reduce(bce, w)
 
 
 @register_model("gn")
@@ -243,6 +298,10 @@ class GN(TaggerModel):
     vertex_hf_weight
         Weight of heavy-flavour track pairs in the vertexing loss (:class:`HFWeightedVertexHead`;
         1: every pair alike, Salt's GN2: 2).
+    aux_loss_norm
+        ``batch``: the track-origin and vertexing losses are means over the batch's tracks and
+        pairs; ``jet``: their sums divided by a batch-independent number per jet
+        (:class:`_JetNormalisedLoss`), so length-bucketed batches weigh tracks as random ones do.
     """
 
     def __init__(
@@ -264,6 +323,7 @@ class GN(TaggerModel):
         origin_weight: float = 0.5,
         vertex_weight: float = 1.5,
         vertex_hf_weight: float = 1.0,
+        aux_loss_norm: str = "batch",
     ) -> None:
         super().__init__(n_classes, input_dims, required=("tracks",), optional=("jets",))
         in_dim = input_dims["tracks"] + input_dims.get("jets", 0)
@@ -273,13 +333,13 @@ class GN(TaggerModel):
         self.heads["jet_classification"] = JetClassificationHead(
             embed_dim, n_classes, hidden=list(jet_hidden), act=activation
         )
-        self.heads["track_origin"] = TrackOriginHead(
+        self.heads["track_origin"] = GNOriginHead(
             2 * embed_dim, n_origin_classes, hidden=list(origin_hidden), act=activation,
-            weight=origin_weight,
+            weight=origin_weight, aux_loss_norm=aux_loss_norm,
         )  # fmt: skip
         self.heads["track_vertexing"] = HFWeightedVertexHead(
             2 * embed_dim, hidden=list(vertex_hidden), act=activation, weight=vertex_weight,
-            hf_pair_weight=vertex_hf_weight,
+            hf_pair_weight=vertex_hf_weight, aux_loss_norm=aux_loss_norm,
         )  # fmt: skip
 
     def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
