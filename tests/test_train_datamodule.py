@@ -9,7 +9,7 @@ import torch
 from _train_mock import make_training_file
 
 import lhcml.train.datamodule as dm
-from lhcml.errors import SchemaError
+from lhcml.errors import ConfigError, SchemaError
 from lhcml.labels import get_scheme
 
 
@@ -227,3 +227,32 @@ def test_gn_vertexing_loss_weights_heavy_flavour_pairs():
     assert float(head2.loss(out, batch)) == pytest.approx(num / den, rel=1e-5)
     assert float(head2.loss(out, batch)) != pytest.approx(float(plain.loss(out, batch)), rel=1e-4)
     assert "ftagTruthOriginLabel" in HFWeightedVertexHead.label_fields["tracks"]
+
+
+def test_gn_aux_loss_per_jet_normalisation():
+    """``aux_loss_norm=jet``: a track pair weighs the same whatever its batch (length buckets)."""
+    from lhcml.models.ftag import HFWeightedVertexHead
+
+    torch.manual_seed(1)
+    head = HFWeightedVertexHead(8, hidden=[4], aux_loss_norm="jet")
+
+    def batch(n_valid):  # 10 jets with n_valid tracks each out of 8 slots
+        valid = torch.zeros(10, 8, dtype=torch.bool)
+        valid[:, :n_valid] = True
+        vtx = torch.randint(0, 2, (10, 8))
+        b = {"tracks_valid": valid, "tracks_ftagTruthVertexIndex": vtx,
+             "tracks_ftagTruthOriginLabel": torch.full((10, 8), 2)}  # fmt: skip
+        return b, {"track_vertex_logits": torch.zeros(10, 8, 8)}  # every pair's BCE = ln 2
+
+    head.train()
+    b_long, out_long = batch(8)
+    first = float(head.loss(out_long, b_long))
+    assert first == pytest.approx(np.log(2))  # the first batch sets the running pairs per jet (56)
+    assert float(head.w_per_jet) == pytest.approx(56.0)
+    head.eval()
+    b_short, out_short = batch(2)  # 2 pairs per jet: the batch mean would again be ln 2
+    assert float(head.loss(out_short, b_short)) == pytest.approx(np.log(2) * 2 / 56)
+    head.aux_loss_norm = "batch"
+    assert float(head.loss(out_short, b_short)) == pytest.approx(np.log(2))
+    with pytest.raises(ConfigError, match="aux_loss_norm"):
+        HFWeightedVertexHead(8, hidden=[4], aux_loss_norm="pair")
