@@ -15,13 +15,14 @@ the whole fit command, validation included, one thread each). ::
 Runs (``--runs``):
 
 ``lhcml``
-    lhcml GN with ``data.bucket_by_length`` and the flavour-mixed (stratified) batches: the
-    shipped default.
+    lhcml GN with ``data.bucket_by_length`` and the flavour-mixed (stratified) batches (the
+    bucketing default of ``configs/ftag/base.yaml``).
 ``lhcml_sorted``
     lhcml GN with the old plain sort by track multiplicity (``data.bucket_stratify=false``):
     nearly single-flavour batches, the behaviour the issue reported.
 ``lhcml_nobucket``
-    lhcml GN without bucketing (random batches, padded to the longest jet of each batch).
+    lhcml GN without bucketing (random batches, padded to the longest jet of each batch): the
+    default of ``configs/ftag/gn.yaml`` after this benchmark.
 ``lhcml_hf``
     ``lhcml`` with pairs of heavy-flavour tracks weighted 2 in the vertexing loss
     (``model.vertex_hf_weight=2``), as Salt's GN2 vertexing task does.
@@ -59,9 +60,9 @@ CONFIGS = ROOT / "configs"
 STEPS = ("preprocess", "batches", "train", "evaluate", "table")
 RUNS = ("lhcml", "lhcml_sorted", "lhcml_nobucket", "lhcml_hf", "lhcml_jetnorm", "salt")
 LABELS = {
-    "lhcml": "lhcml GN, flavour-mixed length buckets (new default)",
+    "lhcml": "lhcml GN, flavour-mixed length buckets",
     "lhcml_sorted": "lhcml GN, plain length sort (before the fix)",
-    "lhcml_nobucket": "lhcml GN, no bucketing",
+    "lhcml_nobucket": "lhcml GN, no bucketing (gn.yaml default)",
     "lhcml_hf": "lhcml GN, flavour-mixed buckets + HF vertexing pairs x2 (as Salt)",
     "lhcml_jetnorm": "lhcml GN, flavour-mixed buckets + per-jet aux-loss normalisation",
     "salt": "Salt GN2 (scaled to the same size)",
