@@ -25,6 +25,23 @@ def _no_conv(geo):
 # --- geometry ------------------------------------------------------------------------------
 
 
+def test_material_in_front_of_the_tile_is_atlas_s_2_3_lambda():
+    """ATLAS: 2.3 lambda in front of the Tile calorimeter at eta = 0 (docs/references.md §11, EPJC
+    78 (2018) 987). Our budget: the pixel-volume material where hadrons interact in the tracker
+    simulation plus every calorimeter layer (dead slabs included) before the first hadronic
+    sampling; before 2026-12-03 it was 1.58 lambda, and pile-up hadrons reached the Tile-A
+    sampling too often (R_had failures at mu = 60)."""
+    from lhcml.sim.detector import default_detector_params
+
+    first_had = next(i for i, lay in enumerate(GEO.layers) if lay.kind == "had")
+    calo = GEO.depth_boundaries("lambda")[first_had]
+    tracker = sum(default_detector_params().material.interaction_lengths)
+    assert abs(calo + tracker - 2.3) < 0.05, (calo, tracker)
+    # the Tile samplings themselves: A 1.5 lambda, BC + D 4.1 + 1.8 lambda (same source)
+    assert GEO.layer("had1").thickness_lambda == pytest.approx(1.5)
+    assert GEO.layer("had2").thickness_lambda == pytest.approx(4.1 + 1.8)
+
+
 def test_geometry_cells_and_errors():
     mid = GEO.layer("middle")
     assert (mid.n_eta, mid.n_phi) == (112, 256)
