@@ -113,9 +113,10 @@ def _topo_event(e, sig, nb_off, nb_idx, seed_t, grow_t, split_e, label, queue):
         fill[label[c]] += 1
     next_id = n_cl
     new_label = np.full(n, -1, np.int64)
+    maxima = np.empty(cells.shape[0], np.int64)
     for k in range(n_cl):
         mem = by_cl[cl_start[k] : cl_start[k + 1]]
-        maxima = []
+        n_max = 0
         for c in mem:
             if e[c] <= split_e:
                 continue
@@ -126,10 +127,11 @@ def _topo_event(e, sig, nb_off, nb_idx, seed_t, grow_t, split_e, label, queue):
                     is_max = False
                     break
             if is_max:
-                maxima.append(c)
-        if len(maxima) < 2:
+                maxima[n_max] = c
+                n_max += 1
+        if n_max < 2:
             continue
-        mx = np.array(maxima)
+        mx = maxima[:n_max].copy()
         mx = mx[np.argsort(-e[mx])]
         h = 0
         t = 0
