@@ -69,13 +69,19 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("benchmarks/_work/photon_fid"))
     ap.add_argument("--prompt-events", type=int, default=2000)
     ap.add_argument("--fake-events", type=int, default=4000)
+    ap.add_argument("--noise-events", type=int, default=16, help="pile-up-only events for the noise table")
     ap.add_argument("--mus", type=float, nargs="+", default=[0.0, 60.0])
     ap.add_argument("--fake-mus", type=float, nargs="+", default=None, help="default: --mus")
     ap.add_argument("--library-size", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=11)
     args = ap.parse_args()
     from lhcml.sim.pileup import PileupLibrary, build_pileup_library
-    from lhcml.tasks.photon.cuts import atlas_2012_tight
+    from lhcml.tasks.photon.cuts import (
+        DIRECTIONS,
+        atlas_2012_tight,
+        atlas_2012_tight_menus,
+        cut_variables,
+    )
 
     args.work.mkdir(parents=True, exist_ok=True)
     lib_path = args.work / f"minbias_{args.library_size}.h5"
@@ -87,12 +93,13 @@ def main() -> None:
     print("\n## Prompt photons (gamma_jet), ATLAS 2012 Tight, 25-50 GeV, |eta| < 1.37")
     head = f"{'mu':>4s} {'E_T [GeV]':>10s} {'n':>5s} {'Tight (all)':>14s} {'n iso':>6s} {'Tight (isolated)':>17s} {'ATLAS |eta|<0.6':>16s}"
     print(head)
-    summary = {}
+    summary, prompt = {}, {}
     for mu in args.mus:
         ph = _sample(args.work, "gamma_jet", args.prompt_events, mu, args.seed, lib)
         pt = ph["pt"] / 1e3
         sel = (ph["isPromptPhoton"] == 1) & (np.abs(ph["eta"]) < 1.37) & (pt > PT_BINS[0]) & (pt < PT_BINS[-1])
         p = ph[sel]
+        prompt[mu] = p
         tight = atlas_2012_tight(p)
         iso = p["etcone20_corrected"] < 0.065 * p["pt"]
         bins = list(zip(PT_BINS[:-1], PT_BINS[1:], strict=True)) + [(PT_BINS[0], PT_BINS[-1])]
@@ -130,6 +137,34 @@ def main() -> None:
         o = {"tight_mu0/60": f"{OLD['tight_mu0']}/{OLD['tight_mu60']}", None: "-"}.get(old, OLD.get(old, "-"))
         print(f"{label:32s} {vals} {o!s:>10s}")
     print(f"(old etcone20 rise at mu=60: +{OLD['etcone20_rise_mu60_gev']} GeV)")
+
+    print("\n## Prompt photons failing each Tight cut alone (25-50 GeV; unconverted / converted)")
+    menus = atlas_2012_tight_menus()
+    for mu in args.mus:
+        p = prompt[mu]
+        cells = []
+        for conv, name in ((False, "unconverted"), (True, "converted")):
+            q, m = p[p["converted"] == conv], menus[name]
+            ie, ip = m.bins(q)
+            ok = (ie >= 0) & (ie < len(m.eta_edges) - 1) & (ip >= 0) & (ip < len(m.pt_edges_gev) - 1)
+            x, c = cut_variables(q[ok], m.variables), m.cuts[ie[ok], ip[ok]]
+            less = np.array([DIRECTIONS[v] == "<" for v in m.variables])
+            cells.append(dict(zip(m.variables, (~np.where(less, x < c, x > c)).mean(axis=0), strict=True)))
+        summary[mu]["fail_alone"] = cells
+        print(f"mu={mu:g}: " + ", ".join(f"{v} {cells[0][v]:.2f}/{cells[1][v]:.2f}" for v in cells[0]))
+
+    pu_mus = [m for m in args.mus if m > 0]
+    if pu_mus:
+        from lhcml.sim.calo_geometry import load_geometry
+        from lhcml.sim.photons import pileup_noise_per_cell
+
+        geo = load_geometry()
+        print(f"\n## Noise per cell, |eta| < 0.7 [MeV]: electronic, pile-up ({args.noise_events} pile-up-only events), total")
+        for mu in pu_mus:
+            pu = pileup_noise_per_cell(lib, mu, args.noise_events, args.seed + 2, geometry=geo)
+            summary[mu]["pileup_noise_mev"] = pu
+            print(f"mu={mu:g}: " + ", ".join(f"{k} {geo.layer(k).noise_mev:.0f} / {v:.0f} / {np.hypot(v, geo.layer(k).noise_mev):.0f}"
+                                          for k, v in pu.items()))  # fmt: skip
 
     print("\n## Fake photons (non-prompt candidates, E_T > 25 GeV, |eta| < 1.37), ATLAS 2012 Tight")
     print(f"{'process':26s} {'mu':>4s} {'events':>7s} {'cands':>6s} {'pi0/eta-led':>11s} {'Loose-R_had pass':>16s} "

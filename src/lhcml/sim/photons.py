@@ -406,6 +406,40 @@ def _overlay_flat(cols, ev, n_events, mu, pileup, rng):
     return flat, np.repeat(np.arange(n_events), counts), n_pu
 
 
+
+def pileup_noise_per_cell(
+    pileup: Any,
+    mu: float,
+    n_events: int,
+    seed: int,
+    *,
+    geometry: CaloGeometry | None = None,
+    eta_max: float = 0.7,
+) -> dict[str, float]:
+    """Pile-up noise: RMS (MeV) of the cell energies of pile-up-only events, per read-out sampling.
+
+    ``n_events`` events with ``Poisson(mu)`` interactions from ``pileup`` (a
+    :class:`lhcml.sim.pileup.PileupLibrary`) and no hard scatter, the readout's mean pile-up
+    subtraction on and the electronic noise off, over the cells with ``|eta| < eta_max`` (0.7 by
+    default, our choice: the central barrel). Add the electronic noise (``Layer.noise_mev``) in
+    quadrature for the total noise ATLAS quotes per cell.
+    """
+    if mu <= 0 or n_events <= 0:
+        raise ConfigError(f"pileup_noise_per_cell needs mu > 0 and n_events > 0 (got {mu}, {n_events})")
+    geo = (geometry or load_geometry()).without_noise()
+    rng = np.random.default_rng(seed)
+    cols, ev = single_particles(22, np.full(n_events, 1e-3), np.zeros(n_events), np.zeros(n_events), rng)
+    cols, ev, _ = _overlay_flat(cols, ev, n_events, mu, pileup, rng)
+    hard, hev, pile, pev = _split_pileup(cols, ev)
+    hard = {k: v[:0] for k, v in hard.items()}  # no hard scatter at all
+    calo, _ = simulate_calorimeter(hard, hev[:0], n_events, rng, pile, pev, geo, mu, pileup_cell_means(pileup, geo))
+    out = {}
+    for lay in geo.readout_layers:
+        cells = calo.total(lay.name)
+        central = np.abs(lay.eta_centre(np.arange(cells.shape[1]))) < eta_max
+        out[lay.name] = float(cells[:, central].astype(np.float64).std())
+    return out
+
 #: JF17-style generator filter (ATLAS's dijet samples for photon fakes keep events with a
 #: particle-level jet above 17 GeV found with a small sliding window; here, as asked for photon
 #: fakes, the window sums only the EM particles -- photons and electrons, i.e. pi0/eta decay photons
