@@ -36,8 +36,9 @@ def _write(directory: Path, tables: dict[str, np.ndarray], mu: float) -> Path:
 
 
 def _jer_model(pt_gev: np.ndarray) -> np.ndarray:
-    """The reference curve of the shipped table: 24 % at 20 GeV, power law through 6 % at 300 GeV."""
-    return 0.24 * (pt_gev / 20.0) ** (np.log(0.06 / 0.24) / np.log(300.0 / 20.0))
+    """The reference curve of the shipped table (docs/references.md §9): N/pT ⊕ S/√pT ⊕ C through
+    24 % at 20 GeV and 6 % at 300 GeV."""
+    return np.sqrt((3.5 / pt_gev) ** 2 + 0.7**2 / pt_gev + 0.043**2)
 
 
 def _events(rng: np.random.Generator, n: int, mu: float, broken: bool) -> np.ndarray:
