@@ -79,6 +79,7 @@ EPOCHS = {"rnnip": 5, "dips": 5, "gn": 4, "bench_gn": 4, "efn": 4, "lola": 2} | 
 PHOTON = {"dnn": ["model.hidden=[32,32]", "data.batch_size=32", "optimizer.lr=3e-3"]}
 #: configs in configs/ that are not training configs of a tagger (or train elsewhere)
 NOT_TRAINING = {"ftag/base.yaml", "ftag/preprocess.yaml", "ftag/preprocess_dl1.yaml", "ftag/preprocess_tiny.yaml",
+                "ftag/preprocess_salt_parity.yaml",
                 "jets/base.yaml", "jets/flow_inputs.yaml", "jets/evaluate.yaml", "photon/base.yaml",
                 # the PAED denoiser (own trainer): tests/test_photon_id.py requires it to reduce the
                 # pile-up energy error by > 25 %
