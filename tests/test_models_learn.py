@@ -194,24 +194,29 @@ def photon_files(tmp_path_factory):
     return split_and_write(merged, tmp_path_factory.mktemp("learn_photon"), seed=3)
 
 
-@pytest.mark.parametrize("name", sorted(PHOTON))
-def test_photon_tagger_learns(name, photon_files, tmp_path):
+def _photon_auc(name: str, files: dict, overrides: list[str], tmp_path: Path) -> float:
+    """Train configs/photon/NAME.yaml on FILES through the real trainer; prompt-vs-fake test AUC."""
     from lhcml.train.config import load_train_config
     from lhcml.train.predict import predict
     from lhcml.train.trainer import train
 
     cfg = load_train_config(ROOT / "configs/photon" / f"{name}.yaml", [
-        f"data.train_files=[{photon_files['train']}]", f"data.val_files=[{photon_files['val']}]",
+        f"data.train_files=[{files['train']}]", f"data.val_files=[{files['val']}]",
         "trainer.max_epochs=4", "trainer.patience=null", "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false", f"output_dir={tmp_path / 'run'}", "seed=3", *PHOTON[name],
+        "trainer.enable_progress_bar=false", f"output_dir={tmp_path / 'run'}", "seed=3", *overrides,
     ])  # fmt: skip
-    (pred,) = predict(train(cfg), [photon_files["test"]], output_dir=tmp_path / "pred")
+    (pred,) = predict(train(cfg), [files["test"]], output_dir=tmp_path / "pred")
     with h5py.File(pred) as f:
         ph = f["photons"][:]
     t = cfg.resolved_tagger_name()
     disc = np.log(ph[f"{t}_pprompt"] + 1e-6) - np.log(ph[f"{t}_pfake"] + 1e-6)
     prompt = ph["isPromptPhoton"] == 1
-    value = auc(disc[prompt], disc[~prompt])
+    return auc(disc[prompt], disc[~prompt])
+
+
+@pytest.mark.parametrize("name", sorted(PHOTON))
+def test_photon_tagger_learns(name, photon_files, tmp_path):
+    value = _photon_auc(name, photon_files, PHOTON[name], tmp_path)
     print(f"{name}: prompt-vs-fake AUC {value:.3f}")
     assert value > MIN_AUC, f"{name}: AUC {value:.3f}"
 
@@ -241,24 +246,8 @@ def separable_photon_files(photon_files, tmp_path_factory):
 
 @pytest.mark.parametrize("name", sorted(PHOTON_IMAGES))
 def test_photon_image_tagger_learns(name, separable_photon_files, tmp_path):
-    from lhcml.train.config import load_train_config
-    from lhcml.train.predict import predict
-    from lhcml.train.trainer import train
-
-    files = separable_photon_files
-    cfg = load_train_config(ROOT / "configs/photon" / f"{name}.yaml", [
-        f"data.train_files=[{files['train']}]", f"data.val_files=[{files['val']}]",
-        "trainer.max_epochs=4", "trainer.patience=null", "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false", f"output_dir={tmp_path / 'run'}", "seed=3",
-        "data.batch_size=32", "optimizer.lr=1e-3", *PHOTON_IMAGES[name],
-    ])  # fmt: skip
-    (pred,) = predict(train(cfg), [files["test"]], output_dir=tmp_path / "pred")
-    with h5py.File(pred) as f:
-        ph = f["photons"][:]
-    t = cfg.resolved_tagger_name()
-    disc = np.log(ph[f"{t}_pprompt"] + 1e-6) - np.log(ph[f"{t}_pfake"] + 1e-6)
-    prompt = ph["isPromptPhoton"] == 1
-    value = auc(disc[prompt], disc[~prompt])
+    overrides = ["data.batch_size=32", "optimizer.lr=1e-3", *PHOTON_IMAGES[name]]
+    value = _photon_auc(name, separable_photon_files, overrides, tmp_path)
     print(f"{name}: prompt-vs-fake AUC on separable images {value:.3f}")
     assert value > MIN_AUC, f"{name}: AUC {value:.3f}"
 

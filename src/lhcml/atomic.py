@@ -232,14 +232,15 @@ def remove_stale_temporaries(dest: str | Path) -> list[Path]:
         middle = tmp.name[len(dest.name) + 2 : tmp.name.index(TMP_MARK)]
         host, _, pid = middle.rpartition(".")
         pid = pid.partition("-")[0]  # ``<pid>-<n>``: the n-th temporary of that process
-        if host != _HOST or not pid.isdigit() or _pid_alive(int(pid)):
+        if host != _HOST or not pid.isdigit() or pid_alive(int(pid)):
             continue
         _remove(tmp)
         removed.append(tmp)
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a process of another user counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -138,7 +138,11 @@ class TrackOriginHead(TaskHead):
         w = use.float() * self.class_weights[target.clamp(min=0, max=logits.shape[-1] - 1)]
         if "weights" in batch:
             w = w * batch["weights"].unsqueeze(1)
-        return weighted_mean(ce, w)
+        return self._reduce(ce, w)
+
+    def _reduce(self, values: Tensor, w: Tensor) -> Tensor:
+        """How the weighted per-track losses become one number (a subclass may normalise per jet)."""
+        return weighted_mean(values, w)
 
 
 class TrackVertexHead(TaskHead):

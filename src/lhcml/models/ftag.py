@@ -221,20 +221,6 @@ class GNOriginHead(_JetNormalisedLoss, TrackOriginHead):
         super().__init__(*args, **kwargs)
         self._init_norm(aux_loss_norm)
 
-    def loss(self, outputs, batch) -> Tensor:
-        if self.aux_loss_norm == "batch":
-            return super().loss(outputs, batch)
-        logits = outputs[self.output_key].float()  # (B, N, C)
-        target = batch["tracks_ftagTruthOriginLabel"].long()
-        use = batch["tracks_valid"] & (target >= 0) & (target < logits.shape[-1])
-        ce = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), target.clamp(min=0).reshape(-1), reduction="none"
-        ).reshape(target.shape)
-        w = use.float() * self.class_weights[target.clamp(min=0, max=logits.shape[-1] - 1)]
-        if "weights" in batch:
-            w = w * batch["weights"].unsqueeze(1)
-        return self._reduce(ce, w)
-
 
 class HFWeightedVertexHead(_JetNormalisedLoss, TrackVertexHead):
     """GN vertexing head whose loss weights pairs of heavy-flavour tracks by ``hf_pair_weight``.

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from lhcml.atomic import pid_alive
 from lhcml.tune.space import SearchSpace
 from lhcml.tune.storage import GRACE_PERIOD, HEARTBEAT_INTERVAL, is_journal, make_storage
 
@@ -120,13 +121,6 @@ def n_waiting(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -147,7 +141,7 @@ def fail_stale_trials(study, grace_period: float = GRACE_PERIOD, dead_pids: set[
         beat = t.user_attrs.get("lhcml_heartbeat")
         if pid is not None and host == _HOST:
             # a worker on this host: its process decides, however long its trial runs
-            gone = not _pid_alive(int(pid)) or int(pid) in (dead_pids or set())
+            gone = not pid_alive(int(pid)) or int(pid) in (dead_pids or set())
         elif beat is not None:
             # elsewhere, with a journal: lhcml's own heartbeat attribute
             gone = now - float(beat) > grace_period
