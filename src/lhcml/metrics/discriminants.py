@@ -116,6 +116,18 @@ def discriminant(
     return np.log((p_sig + epsilon) / (denom + epsilon))
 
 
+def _three_class_discriminant(pb, pc, pu, signal: str, other: str, f_other: float,
+                              ptau, ftau: float, epsilon: float) -> np.ndarray:
+    """``ln(p_signal / (f_other p_other + f_tau p_tau + (1 - f_other - f_tau) p_u))`` (D_b, D_c)."""
+    probs = {"bjets": pb, "cjets": pc, "ujets": pu}
+    if ptau is not None:
+        probs["taujets"] = ptau
+    fr = {other: f_other, "ujets": 1.0 - f_other - ftau}
+    if ftau:
+        fr["taujets"] = ftau
+    return discriminant(probs, signal, fr, epsilon)
+
+
 def d_b(
     pb: np.ndarray,
     pc: np.ndarray,
@@ -127,31 +139,11 @@ def d_b(
 ) -> np.ndarray:
     """b-tagging discriminant ``ln(p_b / (f_c p_c + f_tau p_tau + (1 - f_c - f_tau) p_u))``.
 
-    Parameters
-    ----------
-    pb, pc, pu : np.ndarray
-        Tagger outputs for b-, c- and light jets.
-    fc : float, optional
-        c-jet fraction, by default 0.2.
-    ptau : np.ndarray | None, optional
-        tau-jet output, needed when ``ftau > 0``.
-    ftau : float, optional
-        tau-jet fraction, by default 0.
-    epsilon : float, optional
-        Regulator, atlas-ftag-tools convention.
-
-    Returns
-    -------
-    np.ndarray
-        D_b per jet.
+    ``pb, pc, pu``: tagger outputs for b-, c- and light jets; ``fc``: c-jet fraction (0.2);
+    ``ptau``/``ftau``: tau-jet output and fraction (needed when ``ftau > 0``); ``epsilon``:
+    regulator (atlas-ftag-tools convention). Returns D_b per jet.
     """
-    probs = {"bjets": pb, "cjets": pc, "ujets": pu}
-    if ptau is not None:
-        probs["taujets"] = ptau
-    fr = {"cjets": fc, "ujets": 1.0 - fc - ftau}
-    if ftau:
-        fr["taujets"] = ftau
-    return discriminant(probs, "bjets", fr, epsilon)
+    return _three_class_discriminant(pb, pc, pu, "bjets", "cjets", fc, ptau, ftau, epsilon)
 
 
 def d_c(
@@ -165,31 +157,9 @@ def d_c(
 ) -> np.ndarray:
     """c-tagging discriminant ``ln(p_c / (f_b p_b + f_tau p_tau + (1 - f_b - f_tau) p_u))``.
 
-    Parameters
-    ----------
-    pb, pc, pu : np.ndarray
-        Tagger outputs for b-, c- and light jets.
-    fb : float, optional
-        b-jet fraction, by default 0.3.
-    ptau : np.ndarray | None, optional
-        tau-jet output, needed when ``ftau > 0``.
-    ftau : float, optional
-        tau-jet fraction, by default 0.
-    epsilon : float, optional
-        Regulator, atlas-ftag-tools convention.
-
-    Returns
-    -------
-    np.ndarray
-        D_c per jet.
+    Arguments as :func:`d_b`, with ``fb`` the b-jet fraction (0.3). Returns D_c per jet.
     """
-    probs = {"bjets": pb, "cjets": pc, "ujets": pu}
-    if ptau is not None:
-        probs["taujets"] = ptau
-    fr = {"bjets": fb, "ujets": 1.0 - fb - ftau}
-    if ftau:
-        fr["taujets"] = ftau
-    return discriminant(probs, "cjets", fr, epsilon)
+    return _three_class_discriminant(pb, pc, pu, "cjets", "bjets", fb, ptau, ftau, epsilon)
 
 
 def tagger_probabilities(
