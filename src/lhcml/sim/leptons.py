@@ -67,11 +67,16 @@ Track-to-vertex association
     Without ``track_ips``: no d0 cut, Δz0·sinθ = (z0 − z_PV)·sinθ from the beam-line z0.
 
 Overlap removal inputs
-    Electrons passing :attr:`LeptonConfig.or_electron_id` (Medium) and muons passing
-    :attr:`LeptonConfig.or_muon_id` (Medium), both with p_T > 10 GeV, the
-    :attr:`LeptonConfig.or_isolation` working point (FCLoose) and the track-to-vertex association
-    — the "signal lepton" choice of tt̄ analyses (our choice of one standard configuration). Photons are not reconstructed in the jet
-    chain, so the photon steps of the OR do not act there. The chain's OR
+    ATLAS analyses run the overlap removal on their *baseline* leptons — loosely identified,
+    usually not isolated — and apply the tighter identification and the isolation afterwards, to
+    the *signal* leptons only (docs/references.md §12). The default
+    (:data:`OR_INPUTS` ``"baseline"``): electrons passing Loose (our stand-in for ATLAS's
+    LooseAndBLayer likelihood, whose B-layer-hit requirement we do not model) and Loose muons,
+    no isolation, p_T > 10 GeV and the track-to-vertex association. The former default, Medium ID
+    + FCLoose isolation (the *signal* leptons of a tt̄ analysis), stays selectable:
+    ``LeptonConfig.with_or_inputs("signal")`` or the fields :attr:`LeptonConfig.or_electron_id`,
+    :attr:`LeptonConfig.or_muon_id`, :attr:`LeptonConfig.or_isolation`. Photons are not
+    reconstructed in the jet chain, so the photon steps of the OR do not act there. The chain's OR
     (:data:`CHAIN_OR_CONFIG`) adds the removal of particle-flow jets built from muon ID tracks
     (``MuPFJetOverlapTool``), since our particle-flow jets contain the muons' tracks.
 """
@@ -94,6 +99,13 @@ CHAIN_OR_CONFIG = ORConfig(mu_pflow_jet=True)
 ID_WORKING_POINTS = ("loose", "medium", "tight")
 #: isolation working points
 ISOLATION_WORKING_POINTS = ("FCLoose", "FCTight")
+#: named overlap-removal input definitions (:meth:`LeptonConfig.with_or_inputs`): ATLAS analyses'
+#: *baseline* leptons (Loose ID, no isolation; the default, docs/references.md §12) and the
+#: *signal* leptons of a tt̄ analysis (Medium ID + FCLoose; the default before 2026-12-03)
+OR_INPUTS: dict[str, dict[str, str | None]] = {
+    "baseline": {"or_electron_id": "loose", "or_muon_id": "loose", "or_isolation": None},
+    "signal": {"or_electron_id": "medium", "or_muon_id": "medium", "or_isolation": "FCLoose"},
+}
 
 _M_E = 0.000511
 _M_MU = 0.1056584
@@ -162,10 +174,11 @@ class LeptonConfig:
         "FCLoose": (0.15, 0.20), "FCTight": (0.06, 0.06)})
     muon_iso: dict[str, tuple[float, float]] = field(default_factory=lambda: {
         "FCLoose": (0.15, 0.30), "FCTight": (0.04, 0.15)})
-    #: overlap-removal inputs
-    or_electron_id: str = "medium"
-    or_muon_id: str = "medium"
-    or_isolation: str | None = "FCLoose"
+    #: overlap-removal inputs: ATLAS analyses' baseline leptons (:data:`OR_INPUTS`, docs/references.md
+    #: §12); p_T > 10 GeV is our choice (the usual baseline threshold of tt̄ analyses)
+    or_electron_id: str = "loose"
+    or_muon_id: str = "loose"
+    or_isolation: str | None = None
     or_pt_min: float = 10.0
     #: truth-prompt-lepton jet flag: lepton pT > frac * jet pT within ΔR < dr
     prompt_jet_pt_frac: float = 0.5
@@ -178,6 +191,14 @@ class LeptonConfig:
         if self.or_isolation is not None and self.or_isolation not in ISOLATION_WORKING_POINTS:
             raise ConfigError(f"LeptonConfig.or_isolation = {self.or_isolation!r}; valid: "
                               f"{', '.join(ISOLATION_WORKING_POINTS)} or None")
+
+    @classmethod
+    def with_or_inputs(cls, name: str, **overrides) -> LeptonConfig:
+        """A configuration with the named overlap-removal inputs (:data:`OR_INPUTS`: ``"baseline"``,
+        ``"signal"``); ``overrides`` set further fields."""
+        if name not in OR_INPUTS:
+            raise ConfigError(f"unknown overlap-removal inputs {name!r}; valid: {', '.join(OR_INPUTS)}")
+        return cls(**{**OR_INPUTS[name], **overrides})
 
 
 def _wp(wp: str) -> str:
