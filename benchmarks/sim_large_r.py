@@ -25,8 +25,8 @@ Usage::
     nice -n 10 .venv/bin/python benchmarks/sim_large_r.py --compare --events 1000 --mu 60
     nice -n 10 .venv/bin/python benchmarks/sim_large_r.py --events 2000 --mus 0 60 140 --processes top --containment 0.75
 
-``--truth-peaks``: the trimmed truth-jet top mass peak alone (Pythia, no detector) for R = 0.8
-and 1.0 with the quarks within R or 0.75 R.
+``--truth-peaks``: the truth-jet top mass peak alone (Pythia, no detector) for R = 0.8, 1.0,
+1.2, with and without ν/μ, trimmed and ungroomed, the quarks within R or 0.75 R.
 ``--containment 0.75``: only tops whose three decay quarks lie within ΔR < 0.75 R of the jet axis
 (ATLAS's contained tops) carry ``R10TruthLabel`` 1.
 """
@@ -42,6 +42,9 @@ import numpy as np
 
 PARTICLE_MASS = {"top": 172.5, "W": 80.4, "Z": 91.19}
 PT_BINS = (250, 400, 600, 900, 1500)
+#: ATLAS's large-R truth labels (R10TruthLabel_R21Consolidated, docs/references.md §12): contained
+#: top = truth jet with m > 140 GeV, W 50–100 GeV, Z 60–110 GeV; (our label code, low, high) in GeV
+ATLAS_LABEL_WINDOWS = {"top": (1, 140.0, np.inf), "W": (2, 50.0, 100.0), "Z": (3, 60.0, 110.0)}
 
 
 def _iqr_resolution(r: np.ndarray) -> float:
@@ -85,10 +88,16 @@ def stability(events: int, mus: list[float], seed: int, constituents: str,
                                   constituents=constituents)
             wall = time.perf_counter() - t0
             j, f = out["jets"], out["flow"]
-            groups = {"top": j["R10TruthLabel"] == 1} if process == "top" else {
-                "W": j["R10TruthLabel"] == 2, "Z": j["R10TruthLabel"] == 3}
+            lab, tm = j["R10TruthLabel"], j["truthJetMass"] / 1e3
+            names = ("top",) if process == "top" else ("W", "Z")
+            groups = {}
+            for name in names:
+                groups[(name, "labelled")] = lab == ATLAS_LABEL_WINDOWS[name][0]
+                # ATLAS's R10TruthLabel_R21Consolidated: the labelled jet's truth jet in a mass window
+                code, lo, hi = ATLAS_LABEL_WINDOWS[name]
+                groups[(name, "ATLAS")] = (lab == code) & (tm > lo) & (tm < hi)
             tau32 = _tau32(f)
-            for name, sel in groups.items():
+            for (name, definition), sel in groups.items():
                 m = j["mass"][sel] / 1e3
                 peak, width = _peak(m)
                 pu, wu = _peak(j["massUngroomed"][sel] / 1e3)
@@ -96,7 +105,7 @@ def stability(events: int, mus: list[float], seed: int, constituents: str,
                 matched = sel & (j["truthJetMass"] > 0)
                 ptruth, _ = _peak(j["truthJetMass"][matched] / 1e3)
                 rows.append({
-                    "particle": name, "mu": mu, "constituents": constituents, "events": events,
+                    "particle": name, "definition": definition, "mu": mu, "constituents": constituents, "events": events,
                     "jets": int(sel.sum()), "peak": peak, "shift": peak - PARTICLE_MASS[name],
                     "rel_width": width / peak, "peak_ungroomed": pu, "rel_width_ungroomed": wu / pu,
                     "peak_softdrop": psd, "peak_truth_jet": ptruth,
@@ -109,7 +118,7 @@ def stability(events: int, mus: list[float], seed: int, constituents: str,
 
 
 def _fmt(r: dict) -> str:
-    return (f"{r['particle']:>4} mu={r['mu']:>5.0f} {r['constituents']:>8} jets={r['jets']:>5} "
+    return (f"{r['particle']:>4} {r.get('definition', ''):>8} mu={r['mu']:>5.0f} {r['constituents']:>8} jets={r['jets']:>5} "
             f"peak={r['peak']:6.1f} ({r['shift']:+5.1f}) width={100 * r['rel_width']:5.1f}% "
             f"| ungroomed {r['peak_ungroomed']:6.1f} ({100 * r['rel_width_ungroomed']:4.1f}%) "
             f"| SD {r['peak_softdrop']:6.1f} | truth jet {r['peak_truth_jet']:6.1f} | IQR res {100 * r['iqr_res']:5.1f}% | JES {r['jes']:.3f} "
@@ -117,11 +126,14 @@ def _fmt(r: dict) -> str:
 
 
 def truth_peaks(events: int, seed: int) -> list[dict]:
-    """Trimmed truth-jet top mass peak (no detector) vs jet radius and quark containment.
+    """Where the particle-level top-jet mass peak goes: truth-jet variants (no detector).
 
-    ``top`` events (Pythia only): anti-kt R on stable visible particles (no ν/μ, as the truth
-    jets of the chain), trimmed (R_sub 0.2, f_cut 5 %), 550 < pT < 650 GeV, |η| < 2, labelled top
-    when the top is within R and its three decay quarks within the containment ΔR.
+    ``top`` events (Pythia only): anti-kt R (0.8, 1.0, 1.2) on stable particles — visible (no ν/μ,
+    as the truth jets of the chain and ATLAS's) or all (ν and μ added back) — trimmed (R_sub 0.2,
+    f_cut 5 %) or ungroomed; jets of 550 < pT < 650 GeV, |η| < 2 labelled top (top within R, its
+    three decay quarks within ``contain`` · R). ``m > 140`` rows add ATLAS's top-label truth-mass
+    cut (R10TruthLabel_R21Consolidated, ``docs/references.md §12``). The last row is the mass of
+    the top quarks themselves (Pythia's Breit–Wigner), for the same labelled jets of R = 0.8.
     """
     from lhcml.sim.generator import FlatTable, PythiaGenerator
     from lhcml.sim.grooming import four_momentum_sums, trim
@@ -129,32 +141,47 @@ def truth_peaks(events: int, seed: int) -> list[dict]:
     from lhcml.sim.processes import get_process
 
     gen = PythiaGenerator(get_process("top"), seed).init()
-    masses: dict[tuple[float, float], list[np.ndarray]] = {}
+    masses: dict[tuple, list[np.ndarray]] = {}
     done = 0
+    variants = [(0.8, "visible", True, 1.0), (0.8, "visible", True, 0.75), (0.8, "all", True, 1.0),
+                (0.8, "visible", False, 1.0), (0.8, "all", False, 1.0), (1.0, "visible", True, 1.0),
+                (1.0, "visible", True, 0.75), (1.0, "all", False, 1.0), (1.2, "all", False, 1.0)]
     while done < events:
         n = min(250, events - done)
         g = gen.generate(n)
         done += n
         table = g.flat("particles")
-        t = table.select(table["final"] & ~np.isin(np.abs(table["pid"]), (12, 13, 14, 16)))
-        truth = FlatTable({"px": t["px"], "py": t["py"], "pz": t["pz"], "E": t["e"]}, t.counts)
-        for radius in (0.8, 1.0):
+        res = g.flat("resonances")
+        inputs = {}
+        for kind, sel in (("visible", table["final"] & ~np.isin(np.abs(table["pid"]), (12, 13, 14, 16))),
+                          ("all", table["final"])):
+            t = table.select(sel)
+            inputs[kind] = FlatTable({"px": t["px"], "py": t["py"], "pz": t["pz"], "E": t["e"]}, t.counts)
+        for radius, kind, trimmed, contain in variants:
+            truth = inputs[kind]
             tj, toff, tcons = cluster_flat(truth, radius, min_pt=200.0)
             px, py, pz, e = (truth[k][tcons] for k in ("px", "py", "pz", "E"))
-            gr = four_momentum_sums(toff, trim(toff, px, py, pz, e, tj["pt"]), px, py, pz, e)
-            for contain in (radius, 0.75 * radius):
-                lab = large_r_labels_flat(tj.offsets, tj["eta"], tj["phi"], g.flat("resonances"), radius,
-                                          contain_dr=contain)["R10TruthLabel"]
-                m = (lab == 1) & (gr["pt"] > 550) & (gr["pt"] < 650) & (np.abs(gr["eta"]) < 2)
-                masses.setdefault((radius, contain), []).append(gr["mass"][m])
+            keep = trim(toff, px, py, pz, e, tj["pt"]) if trimmed else None
+            gr = four_momentum_sums(toff, keep, px, py, pz, e)
+            lab = large_r_labels_flat(tj.offsets, tj["eta"], tj["phi"], res, radius,
+                                      contain_dr=contain * radius)
+            m = (lab["R10TruthLabel"] == 1) & (gr["pt"] > 550) & (gr["pt"] < 650) & (np.abs(gr["eta"]) < 2)
+            masses.setdefault((radius, kind, trimmed, contain, False), []).append(gr["mass"][m])
+            if trimmed and kind == "visible":
+                masses.setdefault((radius, kind, trimmed, contain, True), []).append(gr["mass"][m & (gr["mass"] > 140)])
+            if (radius, kind, trimmed, contain) == (0.8, "visible", True, 1.0):
+                masses.setdefault("top quark", []).append(lab["truthMass"][m])
     rows = []
-    for (radius, contain), parts in masses.items():
+    for key, parts in masses.items():
         m = np.concatenate(parts)
         peak, width = _peak(m)
-        rows.append({"radius": radius, "contain_dr": contain, "jets": len(m), "peak": peak, "rel_width": width / peak,
-                     "median": float(np.median(m))})
-        print(f"truth top jets R={radius} quarks within dR<{contain:.2f}: jets={len(m)} peak={peak:.1f} "
-              f"width={100 * width / peak:.1f}% median={np.median(m):.1f}", flush=True)
+        name = key if isinstance(key, str) else (
+            f"R={key[0]} {key[1]} {'trimmed' if key[2] else 'ungroomed'} quarks<{key[3]:.2f}R"
+            + (" m>140" if key[4] else ""))
+        rows.append({"variant": name, "jets": len(m), "peak": peak, "rel_width": width / peak,
+                     "median": float(np.median(m)), "mean": float(np.mean(m))})
+        print(f"{name:<48} jets={len(m):>5} peak={peak:6.1f} ({peak - PARTICLE_MASS['top']:+5.1f}) "
+              f"width={100 * width / peak:4.1f}% median={np.median(m):6.1f} mean={np.mean(m):6.1f}", flush=True)
     return rows
 
 
@@ -205,7 +232,9 @@ def derive(events: int, mu: float, seed: int, out_path: Path, types: list[str]) 
     header = ("# Large-R JES/JMS numerical-inversion tables (lhcml.sim.large_r_calibration): per constituent\n"
               "# type and <mu>; each derived by benchmarks/sim_large_r.py --derive --mu MU --types TYPE\n"
               f"# --events {events} --seed {seed} (top_wide + wz_wide + qcd_wide, uncalibrated trimmed jets\n"
-              "# vs trimmed truth jets). pt, pt_jms: reconstructed pT points (GeV); jes, jms: factors.\n")
+              "# vs trimmed truth jets). pt: reconstructed pT points (GeV), jes: factors; JMS cells:\n"
+              "# pt_jms (calibrated pT, GeV), x_jms (reco m/pT), row_jms (truth-m/pT bin), jms (factor);\n"
+              "# tables without x_jms hold a JMS in pT only (derived before the two-dimensional JMS).\n")
     out_path.write_text(header + yaml.safe_dump(table, sort_keys=False, default_flow_style=None, width=110))
     return table
 

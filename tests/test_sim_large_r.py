@@ -183,6 +183,32 @@ def test_calibration_inverts_a_known_response():
         calibrate(pt, m_reco, "towers")
 
 
+def test_two_dimensional_jms_closes_each_mass_class():
+    """A mass response that depends on m/pT at fixed pT (tops 0.93, W 0.88, as this calorimeter's):
+    the (pT, m/pT) JMS closes tops and Ws separately; a JMS in pT only closes neither, its
+    factor depends on the W/top mix of the derivation sample."""
+    rng = np.random.default_rng(8)
+    n = 12000
+    tpt = rng.uniform(300, 1000, n)
+    is_top = rng.random(n) < 0.5
+    tm = np.where(is_top, 172.5, 80.4) * rng.normal(1, 0.03, n)
+    pt = tpt * 0.92 * rng.normal(1, 0.04, n)
+    m_reco = tm * np.where(is_top, 0.93, 0.88) * rng.normal(1, 0.06, n)
+    table = {k: np.asarray(v) for k, v in derive_calibration(pt, m_reco, tpt, tm).items()}
+    assert len(np.unique(table["row_jms"])) >= 3 and len(table["jms"]) == len(table["x_jms"])
+    _, m_cal = calibrate(pt, m_reco, "pflow", table=table)
+    one_d = {k: v for k, v in table.items() if k not in ("x_jms", "row_jms")}
+    one_d["pt_jms"], one_d["jms"] = np.array([300.0, 1000.0]), np.full(2, 1 / 0.905)  # the 50/50 mix
+    _, m_1d = calibrate(pt, m_reco, "pflow", table=one_d)
+    for cls in (is_top, ~is_top):
+        for lo, hi in ((350, 600), (600, 950)):
+            s = cls & (tpt > lo) & (tpt < hi)
+            assert np.median(m_cal[s] / tm[s]) == pytest.approx(1.0, abs=0.012)
+            assert abs(np.median(m_1d[s] / tm[s]) - 1.0) > 0.02  # the pT-only JMS misses by ~±2.7 %
+    with pytest.raises(ConfigError, match="W/Z/top"):
+        derive_calibration(pt, m_reco * 0 + 10.0, tpt, tm * 0 + 10.0)
+
+
 # --- the simulated chain ----------------------------------------------------------------------
 N_EVENTS = 80
 

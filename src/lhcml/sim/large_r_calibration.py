@@ -11,7 +11,18 @@ JMS
     After the JES, for jets whose truth mass lies in :data:`JMS_TRUTH_MASS_RANGE` (the W/Z/top
     mass region the derivation sample populates), the mass response
     ``R_m = median(m_reco / m_true)`` (core median: within ±30 % of the first median) is
-    measured in the same truth-pT bins and inverted the same way against the calibrated pT.
+    measured in bins of truth pT (:data:`JMS_PT_BINS`) *and* truth ``m / pT``
+    (:data:`JMS_X_BINS`), as ATLAS's JMS is derived in bins of truth E and log(m/E)
+    (``docs/references.md §12``): the mass response depends on the jet's mass at fixed pT
+    (this calorimeter: top jets ≈ 0.93, W/Z ≈ 0.89, QCD ≈ 0.88 at 600 GeV, μ = 0), so a JMS in
+    pT only depends on the W/Z/top/QCD mix of the derivation sample and does not close for
+    any one of them — nor the same way at every μ (the top-jet response falls faster with μ
+    than the mix's: top peak 2.7 GeV lower at μ = 140 than at μ = 0/60 with the pT-only JMS,
+    ``docs/benchmarks/sim_large_r.md``). Numerical inversion in two dimensions: each
+    (pT, m/pT) cell stores the median reconstructed calibrated pT and ``m / pT`` of its jets and
+    ``1 / R_m``; a jet's factor is interpolated linearly along pT within each ``m/pT`` row and
+    then across the rows at the jet's reconstructed ``m / pT`` (constant beyond the outermost
+    points). Tables without the two-dimensional entries (``x_jms``) are applied in pT only.
 
 Pileup: the calorimeter's response changes with μ (its mean per-cell pileup subtraction and
 noise thresholds), so a constituent type may hold tables at several μ; the correction factors
@@ -45,6 +56,14 @@ PT_BINS = (200, 250, 300, 350, 400, 450, 500, 550, 600, 650, 700, 800, 900, 1000
 MIN_JETS_PER_BIN = 30
 #: truth (trimmed) jet mass range of the JMS derivation (GeV): W/Z/top jets (our choice)
 JMS_TRUTH_MASS_RANGE = (50.0, 250.0)
+#: truth-pT bin edges of the two-dimensional JMS (GeV; coarser than :data:`PT_BINS` since the
+#: jets are shared among the m/pT bins; our choice)
+JMS_PT_BINS = (200, 300, 400, 500, 600, 700, 850, 1000, 1500)
+#: truth m/pT bin edges of the two-dimensional JMS (our choice: from QCD-like 0.04 to tops at
+#: 300 GeV, ≈ 0.6; the W at 1 TeV sits at 0.08, the top at 600 GeV at 0.29)
+JMS_X_BINS = (0.04, 0.08, 0.12, 0.16, 0.20, 0.25, 0.30, 0.40, 0.55, 0.80)
+#: minimum jets per (pT, m/pT) cell of the two-dimensional JMS (our choice)
+MIN_JETS_PER_JMS_CELL = 20
 #: core window of the median responses: ±30 % around the first median (our choice)
 CORE_WINDOW = 0.3
 #: constituent types
@@ -70,12 +89,14 @@ def _load(path: str) -> dict:
 
 
 _KEYS = ("pt", "jes", "pt_jms", "jms")
+#: keys of the two-dimensional JMS (optional; same length as ``pt_jms`` and ``jms``)
+_KEYS_2D = ("x_jms", "row_jms")
 
 
 def calibration_table(
     constituents: str, path: str | Path | None = None
 ) -> dict[float, dict[str, np.ndarray]] | None:
-    """``{mu: {pt, jes, pt_jms, jms}}`` arrays of ``constituents`` (``None``: no entry shipped)."""
+    """``{mu: {pt, jes, pt_jms, jms[, x_jms, row_jms]}}`` arrays of ``constituents`` (``None``: none shipped)."""
     if constituents not in CONSTITUENTS:
         raise ConfigError(f"unknown constituents '{constituents}'; valid: {', '.join(CONSTITUENTS)}")
     p = Path(path) if path is not None else TABLE_PATH
@@ -84,12 +105,43 @@ def calibration_table(
     entry = _load(str(p)).get(constituents)
     if not entry:
         return None
-    return {float(mu): {k: np.asarray(t[k], dtype=np.float64) for k in _KEYS} for mu, t in entry.items()}
+    return {float(mu): {k: np.asarray(t[k], dtype=np.float64) for k in (*_KEYS, *_KEYS_2D) if k in t}
+            for mu, t in entry.items()}
 
 
-def _factors(t: dict[float, dict[str, np.ndarray]], x: np.ndarray, mu: float, xkey: str, fkey: str) -> np.ndarray:
+def _jms_2d(t: dict[str, np.ndarray], pt: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Two-dimensional numerical inversion: JMS factors at calibrated ``pt`` and reco ``x = m / pT``."""
+    rows = np.unique(t["row_jms"])
+    fx = np.empty((len(rows), len(pt)))
+    fv = np.empty((len(rows), len(pt)))
+    for i, r in enumerate(rows):
+        s = t["row_jms"] == r
+        o = np.argsort(t["pt_jms"][s])
+        p = t["pt_jms"][s][o]
+        fx[i] = np.interp(pt, p, t["x_jms"][s][o])
+        fv[i] = np.interp(pt, p, t["jms"][s][o])
+    if len(rows) == 1:
+        return fv[0]
+    fx = np.maximum.accumulate(fx, axis=0)  # the rows' reco m/pT grows with their truth m/pT
+    k = np.clip((fx < x).sum(axis=0) - 1, 0, len(rows) - 2)
+    cols = np.arange(len(pt))
+    x0, x1 = fx[k, cols], fx[k + 1, cols]
+    w = np.clip((x - x0) / np.where(x1 > x0, x1 - x0, 1.0), 0.0, 1.0)
+    return fv[k, cols] + w * (fv[k + 1, cols] - fv[k, cols])
+
+
+def _factors(
+    t: dict[float, dict[str, np.ndarray]], x: np.ndarray, mu: float, xkey: str, fkey: str,
+    mass: np.ndarray | None = None,
+) -> np.ndarray:
     mus = sorted(t)
-    per_mu = np.stack([np.interp(x, t[m][xkey], t[m][fkey]) for m in mus])
+
+    def one(m: float) -> np.ndarray:
+        if mass is not None and "x_jms" in t[m]:
+            return _jms_2d(t[m], x, mass / np.maximum(x, 1e-9))
+        return np.interp(x, t[m][xkey], t[m][fkey])
+
+    per_mu = np.stack([one(m) for m in mus])
     if len(mus) == 1:
         return per_mu[0]
     w = np.interp(float(mu), mus, np.arange(len(mus), dtype=np.float64))  # fractional index, clamped
@@ -106,8 +158,9 @@ def calibrate(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Calibrated ``(pt, mass)`` (GeV) of trimmed large-R jets at ⟨μ⟩ = ``mu``.
 
-    ``table`` defaults to the shipped one of ``constituents`` (``{mu: {pt, jes, pt_jms, jms}}``,
-    or one ``{pt, jes, pt_jms, jms}`` table for all μ); inside :func:`uncalibrated`, or without a
+    ``table`` defaults to the shipped one of ``constituents`` (``{mu: {pt, jes, pt_jms, jms, …}}``,
+    or one such table for all μ; with ``x_jms``/``row_jms`` the JMS is two-dimensional in pT and
+    m/pT); inside :func:`uncalibrated`, or without a
     table, the inputs are returned unchanged.
     """
     pt = np.asarray(pt, dtype=np.float64)
@@ -120,7 +173,7 @@ def calibrate(
     if "pt" in t:
         t = {0.0: t}
     pt_cal = pt * _factors(t, pt, mu, "pt", "jes")
-    return pt_cal, mass * _factors(t, pt_cal, mu, "pt_jms", "jms")
+    return pt_cal, mass * _factors(t, pt_cal, mu, "pt_jms", "jms", mass=mass)
 
 
 def _core_median(r: np.ndarray) -> float:
@@ -134,13 +187,16 @@ def derive_calibration(
 ) -> dict[str, list[float]]:
     """Numerical-inversion table from uncalibrated trimmed jets and their truth jets (GeV).
 
-    Unmatched jets (``truth_pt <= 0``) are ignored. Returns ``{pt, jes, pt_jms, jms}`` lists
-    (reconstructed-pT points and correction factors), ready for the YAML table.
+    Unmatched jets (``truth_pt <= 0``) are ignored. Returns ``{pt, jes, pt_jms, jms, x_jms,
+    row_jms}`` lists, ready for the YAML table: the JES points (reconstructed pT, factor) and the
+    JMS cells (median calibrated pT, median reconstructed m/pT, factor, index of the truth-m/pT
+    row).
 
     Raises
     ------
     ConfigError
-        If fewer than two pT bins hold :data:`MIN_JETS_PER_BIN` matched jets.
+        If fewer than two pT bins hold :data:`MIN_JETS_PER_BIN` matched jets, or no (pT, m/pT)
+        cell :data:`MIN_JETS_PER_JMS_CELL` W/Z/top-mass jets.
     """
     pt, mass, tpt, tm = (np.asarray(a, dtype=np.float64) for a in (pt, mass, truth_pt, truth_mass))
     ok = (tpt > 0) & (pt > 0)
@@ -161,21 +217,30 @@ def derive_calibration(
     order = np.argsort(table["pt"])
     pt_cal = pt * np.interp(pt, table["pt"][order], table["jes"][order])
     lo, hi = JMS_TRUTH_MASS_RANGE
-    xm, jms = [], []
-    for b in range(len(PT_BINS) - 1):
-        s = (ibin == b) & (tm > lo) & (tm < hi) & (mass > 0)
-        if s.sum() >= MIN_JETS_PER_BIN:
-            xm.append(float(np.median(pt_cal[s])))
-            jms.append(1.0 / _core_median(mass[s] / tm[s]))
-    if len(xm) < 1:
+    x_true = np.where(tpt > 0, tm / tpt, 0.0)
+    x_reco = mass / pt_cal
+    jbin = np.digitize(tpt, JMS_PT_BINS) - 1
+    kbin = np.digitize(x_true, JMS_X_BINS) - 1
+    use = (tm > lo) & (tm < hi) & (mass > 0)
+    pts, xs, rows, jms = [], [], [], []
+    for k in range(len(JMS_X_BINS) - 1):
+        for b in range(len(JMS_PT_BINS) - 1):
+            s = use & (jbin == b) & (kbin == k)
+            if s.sum() >= MIN_JETS_PER_JMS_CELL:
+                pts.append(float(np.median(pt_cal[s])))
+                xs.append(float(np.median(x_reco[s])))
+                rows.append(k)
+                jms.append(1.0 / _core_median(mass[s] / tm[s]))
+    if len(jms) < 1:
         raise ConfigError(
-            f"large-R calibration: no truth-pT bin with >= {MIN_JETS_PER_BIN} W/Z/top-mass jets; simulate "
+            f"large-R calibration: no (pT, m/pT) cell with >= {MIN_JETS_PER_JMS_CELL} W/Z/top-mass jets; simulate "
             "a W/Z/top sample"
         )
-    om = np.argsort(xm)
     return {
         "pt": [round(float(v), 2) for v in table["pt"][order]],
         "jes": [round(float(v), 5) for v in table["jes"][order]],
-        "pt_jms": [round(float(xm[i]), 2) for i in om],
-        "jms": [round(float(jms[i]), 5) for i in om],
+        "pt_jms": [round(v, 2) for v in pts],
+        "jms": [round(v, 5) for v in jms],
+        "x_jms": [round(v, 4) for v in xs],
+        "row_jms": rows,
     }
