@@ -253,6 +253,11 @@ def _preprocess_config(args: argparse.Namespace, work: Path) -> Any:
                     "zprime": {"inputs": [str(work / "aug" / "zprime" / "zprime_*.h5")]}},
         "batch_size": 20000, "shuffle_buffer": 100000,
     })  # fmt: skip
+    # a run without one of the samples (e.g. --zprime-events 0) preprocesses the other alone
+    present = {p for p in raw["samples"] if any((work / "aug" / p).glob(f"{p}_*.h5"))}
+    if not present:
+        raise SystemExit(f"no baseline-augmented shards under {work / 'aug'}: run --steps baselines first")
+    raw["samples"] = {p: v for p, v in raw["samples"].items() if p in present}
     return PreprocessConfig.model_validate(raw)
 
 
@@ -384,10 +389,8 @@ def _eval_config(args: argparse.Namespace, work: Path, taggers: list[str]) -> An
         "working_points": [0.60, 0.70, 0.77, 0.85],
         "fixed_sig_effs": [0.70, 0.77],
         "rejection_vs_pt_wp": 0.77,
-        "samples": [
-            {"name": "ttbar", "kind": "ttbar", "files": [str(work / "pred" / "test_ttbar.h5")]},
-            {"name": "zprime", "kind": "zprime", "files": [str(work / "pred" / "test_zprime.h5")]},
-        ],
+        "samples": [{"name": p, "kind": p, "files": [str(work / "pred" / f"test_{p}.h5")]}
+                    for p in ("ttbar", "zprime") if (work / "pred" / f"test_{p}.h5").exists()],
         "published": [{"label": "DL1r (ATLAS sim.)", "sample": "ttbar", "working_point": 0.77,
                        "rejection": {"ujets": 170, "cjets": 5}, "source": "EPJC 83 (2023) 681"}],
         "output_dir": str(work / f"eval_fc{args.fc:g}"),

@@ -563,15 +563,34 @@ def reconstruct_leptons(
         "z0SinTheta": z0st,
         "passTTVA": ttva,
     }
-    or_in = np.where(is_e, flags[c.or_electron_id], flags[c.or_muon_id]) & (pt > c.or_pt_min) & ttva
-    if c.or_isolation is not None:
-        or_in &= iso[c.or_isolation]
-    cols["passOR"] = or_in
     out = []
     for want in (is_e, ~is_e):
         k = want & reco
-        out.append(FlatTable({name: v[k] for name, v in cols.items()}, np.bincount(ev[k], minlength=n_ev)))
+        table = FlatTable({name: v[k] for name, v in cols.items()}, np.bincount(ev[k], minlength=n_ev))
+        table.columns["passOR"] = or_input_mask(table, want is is_e, c)
+        out.append(table)
     return out[0], out[1]
+
+
+#: lepton-table column of each identification working point
+_ID_COLUMN = {"loose": "isLoose", "medium": "isMedium", "tight": "isTight"}
+
+
+def or_input_mask(leptons: FlatTable, electrons: bool, config: LeptonConfig | None = None) -> np.ndarray:
+    """Which reconstructed leptons enter the overlap removal under ``config`` (the ``passOR`` column).
+
+    ``leptons``: a :func:`reconstruct_leptons` output (electrons if ``electrons`` else muons); the
+    identification (:attr:`LeptonConfig.or_electron_id` / ``or_muon_id``), p_T >
+    :attr:`LeptonConfig.or_pt_min`, ``passTTVA`` and, unless ``None``,
+    :attr:`LeptonConfig.or_isolation`. Lets one set of reconstructed leptons be run through the
+    overlap removal with other inputs (e.g. ``LeptonConfig.with_or_inputs("signal")``).
+    """
+    c = config or LeptonConfig()
+    wp = c.or_electron_id if electrons else c.or_muon_id
+    ok = np.asarray(leptons[_ID_COLUMN[wp]], dtype=bool) & (leptons["pt"] > c.or_pt_min) & leptons["passTTVA"]
+    if c.or_isolation is not None:
+        ok = ok & np.asarray(leptons["iso" + c.or_isolation], dtype=bool)
+    return ok
 
 
 def jet_truth_prompt_lepton(jets: FlatTable, particles: FlatTable, config: LeptonConfig | None = None) -> np.ndarray:
@@ -642,28 +661,37 @@ def lepton_jet_overlap(
                     "sum_track_pt": sumtrk}, jets.counts)
     mu_cols = dict(muons.columns)
     if "track_index" in objects.columns and len(muons["pt"]):
-        # ghost association: the jet whose constituents hold the muon's track
-        obj_jet = np.full(len(objects["pt"]), -1, dtype=np.int64)
-        obj_jet[constituents] = cons_jet - jets.offsets[jets.event[cons_jet]]
-        t_idx = np.asarray(objects["track_index"], dtype=np.int64)
-        has = np.flatnonzero(t_idx >= 0)
-        stride = int(max(t_idx.max(initial=0), muons["track"].max(initial=0))) + 1
-        key = objects.event[has] * stride + t_idx[has]
-        order = np.argsort(key, kind="stable")
-        key, has = key[order], has[order]
-        mkey = muons.event * stride + np.asarray(muons["track"], dtype=np.int64)
-        ghost = np.full(len(mkey), -1, dtype=np.int64)
-        if len(key):
-            pos = np.minimum(np.searchsorted(key, mkey), len(key) - 1)
-            found = (np.asarray(muons["track"]) >= 0) & (key[pos] == mkey)
-            ghost[found] = obj_jet[has[pos[found]]]
-        mu_cols["ghost_jet"] = ghost
+        mu_cols["ghost_jet"] = muon_ghost_jets(jets, constituent_offsets, constituents, objects, muons)
     mu = FlatTable(mu_cols, muons.counts)
     res = overlap_removal(jt, electrons, mu, jets_selected=jet_selected, electrons_selected=electrons["passOR"],
                           muons_selected=muons["passOR"], config=or_config or CHAIN_OR_CONFIG)
     flags = {"overlapsElectron": res.jet_overlaps_electron, "overlapsMuon": res.jet_overlaps_muon,
              "NumTrkPt500": ntrk}
     return flags, res
+
+
+def muon_ghost_jets(jets: FlatTable, constituent_offsets: np.ndarray, constituents: np.ndarray, objects: FlatTable,
+                    muons: FlatTable) -> np.ndarray:
+    """Ghost association of muons to jets: for each muon, the event-local index of the jet whose
+    constituents hold the muon's ID track (-1: none). Arguments as :func:`lepton_jet_overlap`;
+    ``objects`` needs ``track_index``."""
+    n_jets = len(jets["pt"])
+    cons_jet = np.repeat(np.arange(n_jets), np.diff(constituent_offsets))
+    obj_jet = np.full(len(objects["pt"]), -1, dtype=np.int64)
+    obj_jet[constituents] = cons_jet - jets.offsets[jets.event[cons_jet]]
+    t_idx = np.asarray(objects["track_index"], dtype=np.int64)
+    has = np.flatnonzero(t_idx >= 0)
+    stride = int(max(t_idx.max(initial=0), np.asarray(muons["track"]).max(initial=0))) + 1
+    key = objects.event[has] * stride + t_idx[has]
+    order = np.argsort(key, kind="stable")
+    key, has = key[order], has[order]
+    mkey = muons.event * stride + np.asarray(muons["track"], dtype=np.int64)
+    ghost = np.full(len(mkey), -1, dtype=np.int64)
+    if len(key):
+        pos = np.minimum(np.searchsorted(key, mkey), len(key) - 1)
+        found = (np.asarray(muons["track"]) >= 0) & (key[pos] == mkey)
+        ghost[found] = obj_jet[has[pos[found]]]
+    return ghost
 
 
 def small_r_lepton_flags(
