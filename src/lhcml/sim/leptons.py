@@ -69,7 +69,7 @@ Track-to-vertex association
 Overlap removal inputs
     ATLAS analyses run the overlap removal on their *baseline* leptons — loosely identified,
     usually not isolated — and apply the tighter identification and the isolation afterwards, to
-    the *signal* leptons only (docs/references.md §12). The default
+    the *signal* leptons only (docs/references.md §13). The default
     (:data:`OR_INPUTS` ``"baseline"``): electrons passing Loose (our stand-in for ATLAS's
     LooseAndBLayer likelihood, whose B-layer-hit requirement we do not model) and Loose muons,
     no isolation, p_T > 10 GeV and the track-to-vertex association. The former default, Medium ID
@@ -100,7 +100,7 @@ ID_WORKING_POINTS = ("loose", "medium", "tight")
 #: isolation working points
 ISOLATION_WORKING_POINTS = ("FCLoose", "FCTight")
 #: named overlap-removal input definitions (:meth:`LeptonConfig.with_or_inputs`): ATLAS analyses'
-#: *baseline* leptons (Loose ID, no isolation; the default, docs/references.md §12) and the
+#: *baseline* leptons (Loose ID, no isolation; the default, docs/references.md §13) and the
 #: *signal* leptons of a tt̄ analysis (Medium ID + FCLoose; the default before 2026-12-03)
 OR_INPUTS: dict[str, dict[str, str | None]] = {
     "baseline": {"or_electron_id": "loose", "or_muon_id": "loose", "or_isolation": None},
@@ -175,7 +175,7 @@ class LeptonConfig:
     muon_iso: dict[str, tuple[float, float]] = field(default_factory=lambda: {
         "FCLoose": (0.15, 0.30), "FCTight": (0.04, 0.15)})
     #: overlap-removal inputs: ATLAS analyses' baseline leptons (:data:`OR_INPUTS`, docs/references.md
-    #: §12); p_T > 10 GeV is our choice (the usual baseline threshold of tt̄ analyses)
+    #: §13); p_T > 10 GeV is our choice (the usual baseline threshold of tt̄ analyses)
     or_electron_id: str = "loose"
     or_muon_id: str = "loose"
     or_isolation: str | None = None
