@@ -344,3 +344,73 @@ def test_calibrated_response_is_one_on_a_small_ttbar_sample():
     # the matched truth jets are real: most selected jets have one, with sane kinematics
     assert np.mean(j["truthJetPt"] > 0) > 0.8
     assert np.all(np.isfinite(j["truthJetEta"]))
+
+
+def _jetty_events(rng: np.random.Generator, n_ev: int, with_pileup: bool) -> FlatTable:
+    """``n_ev`` events of 40-80 photons, pions, electrons and neutrons in two narrow cones (jet-like
+    overlaps) plus soft particles anywhere; with ``with_pileup`` a third of them flagged pileup."""
+    counts = rng.integers(40, 80, n_ev)
+    n = int(counts.sum())
+    pid = rng.choice(np.array([22, 211, -211, 11, 2112]), n)
+    m = np.select([np.abs(pid) == 211, pid == 11, pid == 2112], [0.13957, 0.000511, 0.93957], 0.0)
+    axis = rng.uniform(-1.5, 1.5, (n_ev, 2)).repeat(counts, axis=0)
+    axis_phi = rng.uniform(-np.pi, np.pi, (n_ev, 2)).repeat(counts, axis=0)
+    k = rng.integers(0, 2, n)
+    soft = rng.random(n) < 0.5
+    eta = np.where(soft, rng.uniform(-4.5, 4.5, n), axis[np.arange(n), k] + rng.normal(0, 0.08, n))
+    phi = np.where(soft, rng.uniform(-np.pi, np.pi, n), axis_phi[np.arange(n), k] + rng.normal(0, 0.08, n))
+    pt = np.where(soft, rng.exponential(1.0, n) + 0.5, rng.exponential(8.0, n) + 1.0)
+    pz = pt * np.sinh(eta)
+    cols = {"pid": pid.astype(np.int32), "charge": np.sign(pid * (np.abs(pid) == 211) - (pid == 11)).astype(np.int8),
+            "px": pt * np.cos(phi), "py": pt * np.sin(phi), "pz": pz, "e": np.sqrt(pt**2 + pz**2 + m**2), "m": m,
+            "vz": rng.normal(0, 40.0, n)}
+    if with_pileup:
+        cols["is_pileup"] = rng.random(n) < 1 / 3
+    return FlatTable(cols, counts)
+
+
+@pytest.mark.parametrize("mu", [0.0, 40.0])
+def test_chunked_readout_and_clustering_equal_the_dense_chain(mu):
+    """The fast path (cells read out and clustered a few events at a time) gives bit-identical
+    cell energies, noise, clusters and random stream as the dense readout + topo_cluster."""
+    from lhcml.sim.jet_calo import readout, readout_chunks
+    from lhcml.sim.topoclusters import simulate_topo_clusters, topo_cluster
+
+    table = _jetty_events(np.random.default_rng(5), 7, with_pileup=mu > 0)
+    n_pu = np.random.default_rng(6).poisson(max(mu, 1e-9), len(table)).astype(float)
+    geo = load_geometry()
+    r_dense, r_chunk, r_topo = (np.random.default_rng(21) for _ in range(3))
+    deps = shower_particles(table, r_dense, geo)
+    total, pile = deposit_cells(deps, len(table), geo)
+    assert (pile is not None) == (mu > 0)
+    cells = readout(total, pile, n_pu, mu, r_dense, geo)
+    deps_c = shower_particles(table, r_chunk, geo)
+    sigma, chunks = readout_chunks(deps_c, len(table), n_pu, mu, r_chunk, geo, chunk=3)
+    parts = list(chunks)
+    assert [first for first, _ in parts] == [0, 3, 6] and [len(e) for _, e in parts] == [3, 3, 1]
+    assert np.array_equal(np.concatenate([e for _, e in parts]), cells.energy)
+    assert np.array_equal(sigma, cells.sigma)
+    if mu > 0:
+        assert np.all(sigma >= geo.noise) and np.any(sigma > geo.noise)  # pileup noise measured
+    assert r_dense.bit_generator.state == r_chunk.bit_generator.state
+    # clusters: the fast path of simulate_topo_clusters against topo_cluster on the dense cells
+    pv_z = np.zeros(len(table))
+    dense = topo_cluster(cells, pv_z)
+    fast = simulate_topo_clusters(table, pv_z, r_topo, mu, n_pu)
+    assert len(dense.clusters["E"]) > 10 * len(table)
+    for k in ("E", "eta", "phi", "em_fraction", "n_cells"):
+        assert np.array_equal(fast.clusters[k], dense.clusters[k]), k
+    assert np.array_equal(fast.clusters.counts, dense.clusters.counts)
+    for k in ("cell_id", "cell_energy", "cell_cluster"):
+        assert np.array_equal(getattr(fast, k), getattr(dense, k)), k
+    # cells come grouped by cluster (particle flow and the leptons rely on it being cheap to sort)
+    assert np.all(np.diff(fast.cell_cluster) >= 0)
+
+
+def test_readout_chunk_must_be_positive():
+    geo = load_geometry()
+    deps = shower_particles(_gun(11, 10.0, 2, np.random.default_rng(1)), np.random.default_rng(2), geo)
+    from lhcml.sim.jet_calo import readout_chunks
+
+    with pytest.raises(ConfigError, match="chunk"):
+        readout_chunks(deps, 2, np.zeros(2), 0.0, np.random.default_rng(3), geo, chunk=0)

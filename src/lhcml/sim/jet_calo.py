@@ -92,6 +92,8 @@ class CaloGeometry:
     n_rings: int
     nb_offsets: np.ndarray  # CSR neighbour lists (same compartment incl. corners, other compartment overlaps)
     nb_index: np.ndarray
+    cos_phi: np.ndarray  # cos, sin of the cell φ (cluster barycentres)
+    sin_phi: np.ndarray
 
     @property
     def n_cells(self) -> int:
@@ -148,6 +150,7 @@ def load_geometry(path: str | None = None) -> CaloGeometry:
         mirrored = ie.ravel() if b[6] > 0 else ne - 1 - ie.ravel()
         ring.append(b[7] + mirrored)
     layer_a = np.concatenate(layer)
+    phi_a = np.concatenate(phi)
     nb_off, nb_idx = _neighbours(b_layer, b_lo, b_hi, b_ne, b_np, b_off)
     return CaloGeometry(
         radius=float(cfg.get("radius_mm", 1500.0)),
@@ -159,10 +162,28 @@ def load_geometry(path: str | None = None) -> CaloGeometry:
         b_noise=np.array([b[4][2] for b in blocks]), b_dead_lambda=np.array([b[4][3] for b in blocks]),
         b_region=np.array([b[5] for b in blocks], np.int64),
         region_names=tuple(str(r.get("name", i)) for i, r in enumerate(regions)),
-        layer=layer_a, eta=np.concatenate(eta), phi=np.concatenate(phi), noise=np.concatenate(noise),
+        layer=layer_a, eta=np.concatenate(eta), phi=phi_a, noise=np.concatenate(noise),
         ring=np.concatenate(ring).astype(np.int64), n_rings=ring_off,
-        nb_offsets=nb_off, nb_index=nb_idx,
+        nb_offsets=nb_off, nb_index=nb_idx.astype(np.int32),  # int32: half the cache footprint in clustering
+        cos_phi=_cos(phi_a), sin_phi=_sin(phi_a),
     )
+
+
+@numba.njit(cache=True)
+def _cos(x):
+    """Element-wise cos in compiled code (the values the clustering kernels would compute)."""
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i] = np.cos(x[i])
+    return out
+
+
+@numba.njit(cache=True)
+def _sin(x):
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i] = np.sin(x[i])
+    return out
 
 
 @numba.njit(cache=True)
@@ -444,29 +465,65 @@ def _deposit(event, block, eta, phi, energy, sigma, pileup, b_lo, b_hi, b_ne, b_
                     pile[c] += e
 
 
-def deposit_cells(deps: ParticleDeposits, n_events: int, geo: CaloGeometry | None = None):
-    """Spread the deposits over 3×3 stencils (Gaussian lateral profile integrated over the cells,
-    renormalised to the stencil); returns dense (n_events, n_cells) total and pileup-only sums
-    (``None`` without pileup particles)."""
-    geo = geo or load_geometry()
+def _layer_deposits(deps: ParticleDeposits, geo: CaloGeometry):
+    """Per compartment: the deposits with energy there, their block and lateral width, in the
+    particles' order (the order of the per-cell sums)."""
     s = geo.showers
-    nc = geo.n_cells
-    total = np.zeros(n_events * nc)
-    has_pu = bool(deps.pileup.any())
-    pile = np.zeros(n_events * nc) if has_pu else np.zeros(1)
+    out = []
     for lay in (0, 1):
         e = deps.e_layer[:, lay]
         m = np.flatnonzero(e > 0)
-        if len(m) == 0:
-            continue
         blk = locate(geo, np.full(len(m), lay), deps.eta[m])
         ok = blk >= 0
         m, blk = m[ok], blk[ok]
         sig = np.where(deps.kind[m] == EM, float(s.get("em_lateral_sigma", 0.012)),
                        float(s.get("had_lateral_sigma", 0.045)))
-        _deposit(deps.event[m], blk, deps.eta[m], deps.phi[m], e[m], sig, deps.pileup[m] & has_pu, geo.b_eta_lo,
-                 geo.b_eta_hi, geo.b_n_eta, geo.b_n_phi, geo.b_offset, nc, total, pile)
+        out.append((m, blk, sig, e[m]))
+    return out
+
+
+def _deposit_layers(deps, layers, geo, picks, first: int, total, pile, with_pile: bool) -> None:
+    """:func:`_deposit` of the deposits ``picks[layer]`` (rows of :func:`_layer_deposits`; ``None``:
+    all) of each compartment, events counted from ``first``."""
+    for (m, blk, sig, e), k in zip(layers, picks, strict=True):
+        if k is None:
+            k = np.arange(len(m))
+        if len(k) == 0:
+            continue
+        mk = m[k]
+        _deposit(deps.event[mk] - first, blk[k], deps.eta[mk], deps.phi[mk], e[k], sig[k], deps.pileup[mk] & with_pile,
+                 geo.b_eta_lo, geo.b_eta_hi, geo.b_n_eta, geo.b_n_phi, geo.b_offset, geo.n_cells, total, pile)
+
+
+def deposit_cells(deps: ParticleDeposits, n_events: int, geo: CaloGeometry | None = None):
+    """Spread the deposits over 3×3 stencils (Gaussian lateral profile integrated over the cells,
+    renormalised to the stencil); returns dense (n_events, n_cells) total and pileup-only sums
+    (``None`` without pileup particles)."""
+    geo = geo or load_geometry()
+    nc = geo.n_cells
+    total = np.zeros(n_events * nc)
+    has_pu = bool(deps.pileup.any())
+    pile = np.zeros(n_events * nc) if has_pu else np.zeros(1)
+    _deposit_layers(deps, _layer_deposits(deps, geo), geo, (None, None), 0, total, pile, has_pu)
     return total.reshape(n_events, nc), (pile.reshape(n_events, nc) if has_pu else None)
+
+
+def _pileup_terms(s1_cell, s2_cell, n_ev: int, n_pileup: np.ndarray, mu: float, geo: CaloGeometry):
+    """Mean pileup energy to subtract per cell (``μ m₁``) and the pileup variance per cell
+    (``μ s₁²``) from the per-cell sums of the pileup-only energy and its square over the batch;
+    ``None, zeros`` without pileup."""
+    nc = geo.n_cells
+    if s1_cell is None or not (mu > 0 and n_ev > 0 and float(np.sum(n_pileup)) > 0):
+        return None, np.zeros(nc)
+    n_mean = float(np.mean(n_pileup))
+    cells_per_ring = np.bincount(geo.ring, minlength=geo.n_rings) * n_ev
+    s1 = np.bincount(geo.ring, weights=s1_cell, minlength=geo.n_rings)
+    s2 = np.bincount(geo.ring, weights=s2_cell, minlength=geo.n_rings)
+    mean_cell = s1 / np.maximum(cells_per_ring, 1)
+    var_cell = np.maximum(s2 / np.maximum(cells_per_ring, 1) - mean_cell**2, 0.0)
+    m1 = mean_cell / n_mean  # per interaction
+    v1 = var_cell / n_mean
+    return mu * m1[geo.ring], mu * v1[geo.ring]
 
 
 def readout(
@@ -487,20 +544,94 @@ def readout(
     energy = geo.noise.astype(np.float32) * rng.standard_normal((n_ev, nc), dtype=np.float32)
     energy = energy.astype(np.float64)
     energy += total
-    var_pu = np.zeros(nc)
-    if pileup_only is not None and mu > 0 and n_ev > 0 and float(np.sum(n_pileup)) > 0:
-        n_mean = float(np.mean(n_pileup))
-        cells_per_ring = np.bincount(geo.ring, minlength=geo.n_rings) * n_ev
-        s1 = np.bincount(geo.ring, weights=pileup_only.sum(axis=0), minlength=geo.n_rings)
-        s2 = np.bincount(geo.ring, weights=(pileup_only**2).sum(axis=0), minlength=geo.n_rings)
-        mean_cell = s1 / np.maximum(cells_per_ring, 1)
-        var_cell = np.maximum(s2 / np.maximum(cells_per_ring, 1) - mean_cell**2, 0.0)
-        m1 = mean_cell / n_mean  # per interaction
-        v1 = var_cell / n_mean
-        energy -= mu * m1[geo.ring]
-        var_pu = mu * v1[geo.ring]
+    s1 = s2 = None
+    if pileup_only is not None:
+        s1, s2 = pileup_only.sum(axis=0), (pileup_only**2).sum(axis=0)
+    sub, var_pu = _pileup_terms(s1, s2, n_ev, n_pileup, mu, geo)
+    if sub is not None:
+        energy -= sub
     sigma = np.sqrt(geo.noise**2 + var_pu)
     return CellEnergies(energy, sigma, total, geo)
+
+
+#: events read out together by :func:`readout_chunks` (their cells stay in the CPU cache; our choice)
+READOUT_CHUNK = 8
+
+
+@numba.njit(cache=True)
+def _add_noise(energy, z, noise32, sub, has_sub):
+    """``energy += float64(noise32 · z) (− sub)`` in place, as :func:`readout`'s array operations."""
+    n_ev, nc = energy.shape
+    for i in range(n_ev):
+        for c in range(nc):
+            x = np.float64(noise32[c] * z[i, c]) + energy[i, c]
+            if has_sub:
+                x -= sub[c]
+            energy[i, c] = x
+    return energy
+
+
+@numba.njit(cache=True)
+def _add_squares(s1, s2, pile):
+    """Column sums of ``pile`` and of its square added row by row (the order of ``ndarray.sum(axis=0)``)."""
+    for i in range(pile.shape[0]):
+        for c in range(pile.shape[1]):
+            x = pile[i, c]
+            s1[c] += x
+            s2[c] += x * x
+
+
+def readout_chunks(deps: ParticleDeposits, n_events: int, n_pileup: np.ndarray, mu: float,
+                   rng: np.random.Generator, geo: CaloGeometry | None = None, chunk: int = READOUT_CHUNK):
+    """:func:`deposit_cells` + :func:`readout` a few events at a time: the same cell energies
+    (the same noise draws in the same order, the same sums) without the dense arrays of the batch.
+
+    Returns the total noise per cell and an iterator over ``(first_event, energy)`` with
+    ``energy`` of shape ``(≤ chunk, n_cells)``; the iterator draws the noise as it goes, so it must
+    be consumed before ``rng`` is used again.
+    """
+    geo = geo or load_geometry()
+    nc = geo.n_cells
+    if chunk < 1:
+        raise ConfigError(f"readout chunk must be >= 1 event, got {chunk}")
+    order = np.argsort(deps.event, kind="stable") if np.any(np.diff(deps.event) < 0) else None
+    if order is not None:
+        deps = ParticleDeposits(deps.event[order], deps.eta[order], deps.phi[order], deps.e_layer[order],
+                                deps.kind[order], deps.pileup[order])
+    layers = _layer_deposits(deps, geo)
+    ev_of = [deps.event[m] for m, *_ in layers]
+    bounds = np.arange(0, n_events + chunk, chunk)
+    bounds[-1] = min(bounds[-1], n_events)
+
+    def in_events(lo, hi, pileup_only=False):
+        out = []
+        for (m, *_), ev in zip(layers, ev_of, strict=True):
+            a, b = np.searchsorted(ev, (lo, hi))
+            out.append(a + np.flatnonzero(deps.pileup[m[a:b]]) if pileup_only else np.arange(a, b))
+        return out
+
+    has_pu = bool(deps.pileup.any())
+    s1 = s2 = None
+    if has_pu and mu > 0:
+        s1, s2 = np.zeros(nc), np.zeros(nc)
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            pile = np.zeros((hi - lo) * nc)
+            # pileup deposits only, in the particles' order: the dense pileup-only sums
+            _deposit_layers(deps, layers, geo, in_events(lo, hi, pileup_only=True), lo, pile, np.zeros(1), False)
+            _add_squares(s1, s2, pile.reshape(hi - lo, nc))
+    sub, var_pu = _pileup_terms(s1, s2, n_events, n_pileup, mu, geo)
+    sigma = np.sqrt(geo.noise**2 + var_pu)
+    noise32 = geo.noise.astype(np.float32)
+    sub_arr = sub if sub is not None else np.zeros(nc)
+
+    def chunks():
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            energy = np.zeros((hi - lo) * nc)
+            _deposit_layers(deps, layers, geo, in_events(lo, hi), lo, energy, np.zeros(1), False)
+            z = rng.standard_normal((hi - lo, nc), dtype=np.float32)
+            yield int(lo), _add_noise(energy.reshape(hi - lo, nc), z, noise32, sub_arr, sub is not None)
+
+    return sigma, chunks()
 
 
 def simulate_cells(

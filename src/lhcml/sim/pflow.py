@@ -146,6 +146,20 @@ def _dphi(a, b):
 
 
 @numba.njit(cache=True)
+def _sift_down(heap, key, i, n):
+    """Restore the min-heap order (by ``key``, then index) of ``heap[:n]`` below position ``i``."""
+    while True:
+        lo = i
+        for ch in (2 * i + 1, 2 * i + 2):
+            if ch < n and (key[heap[ch]] < key[heap[lo]] or (key[heap[ch]] == key[heap[lo]] and heap[ch] < heap[lo])):
+                lo = ch
+        if lo == i:
+            return
+        heap[i], heap[lo] = heap[lo], heap[i]
+        i = lo
+
+
+@numba.njit(cache=True)
 def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, t_off, t_eta, t_phi, t_p, t_eexp,
                     t_sexp, match_dr, eop_min, split_sig, remnant_sigma):
     """eflowRec-like subtraction, in place on ``cell_e`` (cells grouped by cluster: ``cc_off``).
@@ -174,6 +188,9 @@ def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, 
             bd = dr2max
             for c in range(c0, c1):
                 de = cl_eta[c] - t_eta[t]
+                if de * de >= dr2max:
+                    d2[c - c0] = np.inf  # out of reach in η alone (never matched nor added)
+                    continue
                 dp = _dphi(cl_phi[c], t_phi[t])
                 d2[c - c0] = de * de + dp * dp
                 if d2[c - c0] < bd and cur[c] > eop_min * t_p[t]:
@@ -228,7 +245,17 @@ def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, 
                         cd[k] = de * de + dp * dp
                         k += 1
             left = eexp
-            for q in np.argsort(cd):
+            # nearest first: a binary heap on the distance pops only the cells the expected
+            # energy uses up (a full sort of every matched cluster's cells per track is not needed)
+            heap = np.arange(n_c)
+            for q in range(n_c // 2 - 1, -1, -1):
+                _sift_down(heap, cd, q, n_c)
+            n_h = n_c
+            while n_h > 0:
+                q = heap[0]
+                n_h -= 1
+                heap[0] = heap[n_h]
+                _sift_down(heap, cd, 0, n_h)
                 j = cidx[q]
                 if cell_e[j] <= 0:
                     continue

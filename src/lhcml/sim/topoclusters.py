@@ -54,9 +54,9 @@ def _find(parent, i):
 
 
 @numba.njit(cache=True)
-def _topo_event(e, sig, nb_off, nb_idx, seed_t, grow_t, split_e, label, queue):
-    """Cluster one event; ``label`` (n_cells, int32, -1) is filled; returns the number of clusters."""
-    n = e.shape[0]
+def _topo_event(e, sig, nb_off, nb_idx, seed_t, grow_t, split_e, label, queue, new_label):
+    """Cluster one event; ``label`` (n_cells, -1) is filled; ``new_label`` (n_cells) is a scratch
+    buffer, all -1 on entry and on return; returns the number of clusters."""
     seeds = np.flatnonzero(sig > seed_t)
     if seeds.shape[0] == 0:
         return 0
@@ -76,14 +76,15 @@ def _topo_event(e, sig, nb_off, nb_idx, seed_t, grow_t, split_e, label, queue):
         lc = label[c]
         for j in range(nb_off[c], nb_off[c + 1]):
             m = nb_idx[j]
-            if label[m] == -1:
+            lm = label[m]
+            if lm == -1:
                 label[m] = lc
                 if abs(sig[m]) > grow_t:
                     queue[tail] = m
                     tail += 1
-            elif label[m] != lc and abs(sig[m]) > grow_t:
+            elif lm != lc and abs(sig[m]) > grow_t:
                 ra = _find(parent, lc)
-                rb = _find(parent, label[m])
+                rb = _find(parent, lm)
                 if ra != rb:
                     if ra < rb:
                         parent[rb] = ra
@@ -97,9 +98,12 @@ def _topo_event(e, sig, nb_off, nb_idx, seed_t, grow_t, split_e, label, queue):
         if root_id[r] == -1:
             root_id[r] = n_cl
             n_cl += 1
+    seed_cl = np.empty(ns, np.int64)  # the compact cluster of each seed's proto-cluster
+    for k in range(ns):
+        seed_cl[k] = root_id[_find(parent, k)]
     cells = np.flatnonzero(label >= 0)
     for c in cells:
-        label[c] = root_id[_find(parent, label[c])]
+        label[c] = seed_cl[label[c]]
     # ---- splitting at local maxima
     cl_start = np.zeros(n_cl + 1, np.int64)
     for c in cells:
@@ -112,7 +116,6 @@ def _topo_event(e, sig, nb_off, nb_idx, seed_t, grow_t, split_e, label, queue):
         by_cl[fill[label[c]]] = c
         fill[label[c]] += 1
     next_id = n_cl
-    new_label = np.full(n, -1, np.int64)
     maxima = np.empty(cells.shape[0], np.int64)
     for k in range(n_cl):
         mem = by_cl[cl_start[k] : cl_start[k + 1]]
@@ -143,10 +146,11 @@ def _topo_event(e, sig, nb_off, nb_idx, seed_t, grow_t, split_e, label, queue):
         while h < t:
             c = queue[h]
             h += 1
+            lc = new_label[c]
             for j in range(nb_off[c], nb_off[c + 1]):
                 m = nb_idx[j]
                 if label[m] == k and new_label[m] == -1:
-                    new_label[m] = new_label[c]
+                    new_label[m] = lc
                     queue[t] = m
                     t += 1
         for c in mem:
@@ -166,24 +170,28 @@ def _grow(a, k, cap):
 
 @numba.njit(cache=True)
 def _topo_batch(energy, sigma, nb_off, nb_idx, seed_t, grow_t, split_e):
-    """Topo-clusters of every event: flat (event, cell, local cluster) of the clustered cells and
-    the number of clusters per event."""
+    """Topo-clusters of every event: flat (event, cell, local cluster, cell energy) of the
+    clustered cells, grouped by cluster (cells in increasing index within a cluster), and the
+    number of clusters per event."""
     n_ev, n = energy.shape
     counts = np.zeros(n_ev, np.int64)
-    queue = np.empty(n, np.int64)
-    label = np.empty(n, np.int64)
+    queue = np.empty(n, np.int32)
+    label = np.empty(n, np.int32)
+    new_label = np.full(n, -1, np.int32)
     sig = np.empty(n)
     cap = 1 << 16
     o_ev = np.empty(cap, np.int64)
     o_cell = np.empty(cap, np.int64)
     o_lab = np.empty(cap, np.int64)
+    o_e = np.empty(cap)
     k = 0
     for ev in range(n_ev):
         label[:] = -1
         for c in range(n):
             sig[c] = energy[ev, c] / sigma[c]
-        counts[ev] = _topo_event(energy[ev], sig, nb_off, nb_idx, seed_t, grow_t, split_e, label, queue)
-        if counts[ev] == 0:
+        n_cl = _topo_event(energy[ev], sig, nb_off, nb_idx, seed_t, grow_t, split_e, label, queue, new_label)
+        counts[ev] = n_cl
+        if n_cl == 0:
             continue
         cl = np.flatnonzero(label >= 0)
         m = cl.shape[0]
@@ -192,11 +200,22 @@ def _topo_batch(energy, sigma, nb_off, nb_idx, seed_t, grow_t, split_e):
             o_ev = _grow(o_ev, k, cap)
             o_cell = _grow(o_cell, k, cap)
             o_lab = _grow(o_lab, k, cap)
-        o_ev[k : k + m] = ev
-        o_cell[k : k + m] = cl
-        o_lab[k : k + m] = label[cl]
+            o_e = _grow(o_e, k, cap)
+        # counting sort by cluster (stable: increasing cell index inside each cluster)
+        start = np.zeros(n_cl + 1, np.int64)
+        for c in cl:
+            start[label[c] + 1] += 1
+        for q in range(n_cl):
+            start[q + 1] += start[q]
+        for c in cl:
+            j = k + start[label[c]]
+            start[label[c]] += 1
+            o_ev[j] = ev
+            o_cell[j] = c
+            o_lab[j] = label[c]
+            o_e[j] = energy[ev, c]
         k += m
-    return o_ev[:k], o_cell[:k], o_lab[:k], counts
+    return o_ev[:k], o_cell[:k], o_lab[:k], o_e[:k], counts
 
 
 @dataclass
@@ -217,7 +236,7 @@ class TopoClusters:
 
 
 @numba.njit(cache=True)
-def _cluster_sums(cell_id, cell_energy, cell_cluster, n_clusters, g_eta, g_phi, g_layer):
+def _cluster_sums(cell_id, cell_energy, cell_cluster, n_clusters, g_eta, g_cos, g_sin, g_layer):
     """One pass over the cells: Σ E, Σ E(EM compartment), and Σ w, Σ w η, Σ w cos φ, Σ w sin φ
     with w = max(E, 0), per cluster."""
     out = np.zeros((6, n_clusters))
@@ -231,15 +250,16 @@ def _cluster_sums(cell_id, cell_energy, cell_cluster, n_clusters, g_eta, g_phi, 
         if e > 0:
             out[2, k] += e
             out[3, k] += e * g_eta[c]
-            out[4, k] += e * np.cos(g_phi[c])
-            out[5, k] += e * np.sin(g_phi[c])
+            out[4, k] += e * g_cos[c]
+            out[5, k] += e * g_sin[c]
     return out
 
 
 def cluster_kinematics(geo: CaloGeometry, cell_id, cell_energy, cell_cluster, n_clusters, cl_event, pv_z):
     """E (EM scale), η, φ (from the primary vertex), EM fraction of clusters from their cells."""
     s = _cluster_sums(np.asarray(cell_id, np.int64), np.asarray(cell_energy, np.float64),
-                      np.asarray(cell_cluster, np.int64), int(n_clusters), geo.eta, geo.phi, geo.layer)
+                      np.asarray(cell_cluster, np.int64), int(n_clusters), geo.eta, geo.cos_phi, geo.sin_phi,
+                      geo.layer)
     e, e_em, sw = s[0], s[1], s[2]
     eta0 = s[3] / np.maximum(sw, 1e-12)
     phi = np.arctan2(s[5], s[4])
@@ -262,12 +282,15 @@ def lcw_weight(e_em: np.ndarray, em_fraction: np.ndarray, geo: CaloGeometry) -> 
 def topo_cluster(cells: CellEnergies, pv_z: np.ndarray) -> TopoClusters:
     """4-2-0 topo-clusters of every event of ``cells`` (directions from ``pv_z``, mm)."""
     geo = cells.geometry
-    n_ev = cells.energy.shape[0]
-    ev, cell_id, lab, counts = _topo_batch(cells.energy, cells.sigma, geo.nb_offsets, geo.nb_index, SEED_SIGMA,
-                                           GROW_SIGMA, SPLIT_E_GEV)
+    return _assemble(geo, *_topo_batch(cells.energy, cells.sigma, geo.nb_offsets, geo.nb_index, SEED_SIGMA,
+                                       GROW_SIGMA, SPLIT_E_GEV), pv_z)
+
+
+def _assemble(geo: CaloGeometry, ev, cell_id, lab, cell_energy, counts, pv_z) -> TopoClusters:
+    """:class:`TopoClusters` from the clustered cells of :func:`_topo_batch` (all events)."""
+    n_ev = len(counts)
     cl_off = offsets_of(counts)
     cell_cluster = cl_off[ev] + lab
-    cell_energy = cells.energy[ev, cell_id]
     n_cl = int(cl_off[-1])
     cl_event = np.repeat(np.arange(n_ev), counts)
     e, eta, phi, frac, sw = cluster_kinematics(geo, cell_id, cell_energy, cell_cluster, n_cl, cl_event, pv_z)
@@ -320,14 +343,29 @@ def simulate_topo_clusters(
     ``mu``/``n_pileup``: mean and actual pileup interactions per event; ``None`` measures the mean
     pileup energy per cell on the batch itself (equivalent when the batch shares one μ).
     """
-    from lhcml.sim.jet_calo import simulate_cells
+    from lhcml.sim.jet_calo import load_geometry, readout_chunks, shower_particles
 
     if mu is None:
         has_pu = "is_pileup" in particles.columns and bool(np.any(particles["is_pileup"]))
         mu = 1.0 if has_pu else 0.0
         n_pileup = np.full(len(particles), mu)
-    cells = simulate_cells(particles, rng, float(mu), n_pileup)
-    return topo_cluster(cells, pv_z)
+    n_ev = len(particles)
+    if n_pileup is None:
+        n_pileup = np.full(n_ev, mu)
+    geo = load_geometry()
+    # the cells of a few events at a time (jet_calo.readout_chunks: the same energies as
+    # simulate_cells), clustered while they are in the CPU cache
+    sigma, chunks = readout_chunks(shower_particles(particles, rng, geo), n_ev, np.asarray(n_pileup, float),
+                                   float(mu), rng, geo)
+    parts = []
+    for first, energy in chunks:
+        ev, cell, lab, e, counts = _topo_batch(energy, sigma, geo.nb_offsets, geo.nb_index, SEED_SIGMA, GROW_SIGMA,
+                                               SPLIT_E_GEV)
+        parts.append((ev + first, cell, lab, e, counts))
+    if not parts:
+        z = np.zeros(0, np.int64)
+        parts.append((z, z, z, np.zeros(0), z))
+    return _assemble(geo, *(np.concatenate(p) for p in zip(*parts, strict=True)), pv_z)
 
 
 def topo_clusters(
