@@ -282,14 +282,14 @@ class WeaverParT(torch.nn.Module):
     """weaver-core's ParticleTransformer (its defaults: sequence trimming in training, pair
     features from the massive four-vectors) on the same features as :class:`WeaverPN`."""
 
-    def __init__(self, pid: bool = False) -> None:
+    def __init__(self, pid: bool = False, trim: bool = True) -> None:
         super().__init__()
         from weaver.nn.model.ParticleTransformer import ParticleTransformer
 
         self.key = "features_pid" if pid else "features"
         self.m = ParticleTransformer(7 + 6 * pid, 2, pair_input_dim=4, embed_dims=[64, 128, 64],
                                      pair_embed_dims=[32, 32], num_heads=4, num_layers=3,
-                                     num_cls_layers=1, fc_params=[])  # fmt: skip
+                                     num_cls_layers=1, fc_params=[], trim=trim)  # fmt: skip
 
     def forward(self, d):
         return self.m(d[self.key], v=d["vectors"], mask=d["mask"])
@@ -509,6 +509,9 @@ ROWS = {
     "pn_lhcml_pid": ("ParticleNet", "lhcml, pT, E, Δη, Δφ + charge, PID", False),
     "part_weaver_pid": ("ParT", "weaver, + charge, PID", False),
     "part_lhcml_pid": ("ParT", "lhcml, pT, E, Δη, Δφ + charge, PID; η, φ only in the pair features", False),
+    # training-batch trimming on both sides or on neither (weaver's default is on)
+    "part_weaver_pid_notrim": ("ParT", "weaver, + charge, PID, without its sequence trimming", False),
+    "part_lhcml_pid_trim": ("ParT", "lhcml, + charge, PID; η, φ only in the pair features; train_trim (0.9, 1.02) as weaver", False),
 }
 
 
@@ -617,6 +620,8 @@ def main() -> None:
         label, fw, _ = ROWS[key]
         wcls, lname = makers[label]
         if fw.startswith("weaver"):
+            if key.endswith("_notrim"):
+                return wcls(pid=True, trim=False)
             return wcls(pid=key.endswith("_pid"))
         # "_kin": without the absolute η, φ (weaver's ParticleNet sees only relative ones);
         # "_pair": η, φ used only for ParT's pair features (model option pair_only, massive
@@ -625,6 +630,8 @@ def main() -> None:
             return Lhcml(lname, norm, RAW[:6], pair_only=["eta", "phi"])
         if key == "part_lhcml_pid":
             return Lhcml(lname, norm, [*KIN, "eta", "phi", *PID], pair_only=["eta", "phi"])
+        if key == "part_lhcml_pid_trim":
+            return Lhcml(lname, norm, [*KIN, "eta", "phi", *PID], pair_only=["eta", "phi"], train_trim=[0.9, 1.02])
         if key.endswith("_pid"):
             return Lhcml(lname, norm, [*KIN, *PID])
         if key.endswith("_drop"):

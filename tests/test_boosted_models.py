@@ -395,3 +395,88 @@ def test_part_trains_on_a_batch_with_one_constituent():
     assert out.shape == (1, 2) and torch.isfinite(out).all()
     out.sum().backward()
     torch.testing.assert_close(m.input_bn.running_mean, before)  # no update from one value
+
+
+def test_trim_batch_keeps_short_jets_and_a_random_subset_of_long_ones():
+    """weaver-style training trimming: cut to the q-quantile of the multiplicities; jets at or
+    below it keep every constituent, longer jets keep exactly maxlen of their own."""
+    from lhcml.models.part import trim_batch
+
+    torch.manual_seed(5)
+    n = torch.tensor([3, 5, 8, 10, 20, 20, 2, 7, 9, 12])
+    valid = torch.arange(24)[None] < n[:, None]
+    ids = torch.where(valid, torch.arange(1, 25, dtype=torch.float32)[None].expand(10, -1), 0.0)
+    v2, (ids2,) = trim_batch(valid, [ids.unsqueeze(-1)], (0.5, 0.5))
+    maxlen = int(torch.quantile(n.float(), 0.5))
+    assert v2.shape == (10, maxlen) and ids2.shape == (10, maxlen, 1)
+    assert torch.equal(v2.sum(1), n.clamp(max=maxlen))
+    for b in range(10):
+        kept = set(ids2[b, :, 0][v2[b]].tolist())
+        assert len(kept) == min(int(n[b]), maxlen)
+        assert kept <= set(range(1, int(n[b]) + 1))  # only the jet's own real constituents
+    # the subsets of the long jets are random: another draw keeps other constituents
+    _, (ids3,) = trim_batch(valid, [ids.unsqueeze(-1)], (0.5, 0.5))
+    assert not torch.equal(ids2[4], ids3[4]) or not torch.equal(ids2[5], ids3[5])
+    # q capped at 1: the longest jet fits the (compacted, 20-slot) batch, nothing changes
+    v20, ids20 = valid[:, :20], ids[:, :20]
+    v4, (ids4,) = trim_batch(v20, [ids20], (1.0, 1.02))
+    assert v4 is v20 and ids4 is ids20
+
+
+def test_part_train_trim_is_training_only():
+    """``train_trim`` changes neither evaluation nor the parameters; a trimmed training step
+    runs; bad quantiles are a ConfigError."""
+    x, valid = _batch(b=6, n=30)
+    outs = []
+    for trim in (None, [0.5, 0.6]):
+        torch.manual_seed(0)
+        m = build_model("part", 2, {"flow": len(FLOW_VARS)}, **SMALL["part"], train_trim=trim)
+        m.configure_inputs({"flow": FLOW_VARS})
+        with torch.no_grad():
+            outs.append(m.eval()({"flow": x, "flow_valid": valid})["logits"])
+        out = m.train()({"flow": x, "flow_valid": valid})["logits"]
+        assert out.shape == (6, 2) and torch.isfinite(out).all()
+        out.sum().backward()
+    torch.testing.assert_close(outs[0], outs[1])
+    for bad in ([0.9], [0.0, 1.0], [1.0, 0.9]):
+        with pytest.raises(ConfigError, match="train_trim"):
+            build_model("part", 2, {"flow": len(FLOW_VARS)}, train_trim=bad)
+
+
+def test_fast_dropout_has_the_dropout_distribution():
+    """fast_dropout: zero with probability p (binomial, 5 sigma), the rest scaled by 1/(1-p),
+    the same mask for the same torch seed, identity in evaluation."""
+    from lhcml.models.layers import FastDropout, fast_dropout
+
+    p, n = 0.1, 400_000
+    x = torch.ones(n)
+    torch.manual_seed(1)
+    y = fast_dropout(x, p)
+    frac = float((y == 0).float().mean())
+    assert abs(frac - p) < 5 * math.sqrt(p * (1 - p) / n)
+    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
+    torch.manual_seed(1)
+    assert torch.equal(fast_dropout(x, p), y)
+    assert not torch.equal(fast_dropout(x, p), y)
+    drop = FastDropout(p).eval()
+    assert drop(x) is x
+    xg = torch.randn(50, 7, requires_grad=True)
+    out = FastDropout(0.3).train()(xg)
+    out.sum().backward()  # gradient: the mask factor
+    torch.testing.assert_close(xg.grad, torch.where(out == 0, 0.0, 1 / 0.7))
+
+
+def test_attention_fast_dropout_path_equals_sdpa():
+    """The written-out training attention (fast_dropout) equals scaled_dot_product_attention's
+    with the same weights, pair bias and key mask when no weight is dropped (p ~ 0)."""
+    from lhcml.models.layers import MultiheadAttention, key_mask
+
+    torch.manual_seed(6)
+    ref = MultiheadAttention(16, 4, dropout=1e-12).train()
+    ours = MultiheadAttention(16, 4, dropout=1e-12, fast_dropout=True).train()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 7, 16)
+    valid = torch.arange(7)[None] < torch.tensor([[7], [4], [2]])
+    bias = torch.randn(3, 4, 7, 7) + key_mask(valid)
+    torch.testing.assert_close(ours(x, bias=bias)[valid], ref(x, bias=bias)[valid], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours(x, valid)[valid], ref(x, valid)[valid], rtol=1e-5, atol=1e-5)

@@ -8,6 +8,7 @@ block is permutation-equivariant, to the order of the objects. All blocks export
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -124,6 +125,37 @@ def _masked_softmax(scores: Tensor, mask: Tensor, dim: int) -> Tensor:
     return torch.where(mask, w, torch.zeros_like(w))
 
 
+def fast_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """Dropout (zero with probability ``p``, scale the rest by ``1/(1-p)``) with a faster CPU mask.
+
+    Same distribution as :func:`torch.nn.functional.dropout` (``p`` resolved to 2⁻³²); on CPU the
+    mask comes from numpy's PCG64 (two 32-bit uniforms per 64-bit draw) seeded by one draw from
+    torch's generator, so seeded runs repeat. torch's CPU Bernoulli costs ~15 ns per element on
+    our machine, 3-4x this (docs/benchmarks/boosted.md: a quarter of a ParT training step went to
+    dropout masks). Other devices, and ``p`` outside (0, 1): torch's dropout.
+    """
+    if not training or p <= 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0 or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return nn.functional.dropout(x, p, True)
+    gen = np.random.PCG64(int(torch.empty((), dtype=torch.int64).random_()))
+    n = x.numel()
+    r = torch.from_numpy(gen.random_raw((n + 1) // 2).view(np.int32)[:n].reshape(x.shape))
+    drop = r < int(-(2**31) + round(p * 2**32))
+    # one float factor per element (0 or 1/(1-p)): a plain product, forward and backward
+    return x * torch.where(drop, 0.0, 1.0 / (1.0 - p)).to(x.dtype)
+
+
+class FastDropout(nn.Dropout):
+    """:class:`torch.nn.Dropout` with the mask of :func:`fast_dropout` (no parameters: state
+    dicts are those of ``nn.Dropout``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.inplace:
+            raise ValueError("FastDropout has no in-place mode")
+        return fast_dropout(x, self.p, self.training)
+
+
 #: additive attention logit of a padded key: exp(-1e9 - max) is exactly 0 in float32 next to any
 #: valid key, and finite, so rows without any valid key give no NaN (our choice)
 MASKED_LOGIT = -1e9
@@ -153,9 +185,12 @@ class MultiheadAttention(nn.Module):
     Runs on :func:`torch.nn.functional.scaled_dot_product_attention` (fused kernels, exports to
     ONNX). Parameters ``qkv`` (packed q, k, v, as ``nn.MultiheadAttention.in_proj_*``) and
     ``out``: with the same weights it equals :class:`torch.nn.MultiheadAttention`.
+    ``fast_dropout``: in training on CPU with dropout, the attention is written out (logits, add
+    the mask/bias, softmax, :func:`fast_dropout` on the weights, weighted sum: the steps of
+    scaled_dot_product_attention's reference path, whose Bernoulli mask dominates on CPU).
     """
 
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, fast_dropout: bool = False) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embedding size {dim} is not divisible by num_heads={num_heads}")
@@ -164,6 +199,7 @@ class MultiheadAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.p_drop = dropout
+        self.fast_dropout = fast_dropout
 
     def _heads(self, t: Tensor) -> Tensor:
         b, n, _ = t.shape
@@ -187,10 +223,17 @@ class MultiheadAttention(nn.Module):
         if valid is not None:
             km = key_mask(valid, q.dtype)
             mask = km if mask is None else mask + km
-        o = nn.functional.scaled_dot_product_attention(
-            self._heads(q), self._heads(k), self._heads(v), attn_mask=mask,
-            dropout_p=self.p_drop if self.training else 0.0,
-        )  # fmt: skip
+        if self.fast_dropout and self.training and self.p_drop > 0 and q.device.type == "cpu":
+            logits = torch.matmul(self._heads(q) * self.head_dim**-0.5, self._heads(k).transpose(-2, -1))
+            if mask is not None:
+                logits = logits + mask
+            w = fast_dropout(torch.softmax(logits, dim=-1), self.p_drop)
+            o = torch.matmul(w, self._heads(v))
+        else:
+            o = nn.functional.scaled_dot_product_attention(
+                self._heads(q), self._heads(k), self._heads(v), attn_mask=mask,
+                dropout_p=self.p_drop if self.training else 0.0,
+            )  # fmt: skip
         o = o.transpose(1, 2).reshape(b, nq, d)
         if valid is not None:  # queries without any valid key (empty jets): zero, not a mean of padding
             o = torch.where(valid.any(dim=1)[:, None, None], o, torch.zeros_like(o))
