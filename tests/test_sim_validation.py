@@ -35,10 +35,12 @@ def _write(directory: Path, tables: dict[str, np.ndarray], mu: float) -> Path:
     return directory
 
 
-def _jer_model(pt_gev: np.ndarray) -> np.ndarray:
+def _jer_model(pt_gev: np.ndarray, mu: float) -> np.ndarray:
     """The reference curve of the shipped table (docs/references.md §9): N/pT ⊕ S/√pT ⊕ C through
-    24 % at 20 GeV and 6 % at 300 GeV."""
-    return np.sqrt((3.5 / pt_gev) ** 2 + 0.7**2 / pt_gev + 0.043**2)
+    24 % at 20 GeV and 6 % at 300 GeV (N = 3.5 GeV, at Run-2 pileup); at mu = 0 without the pileup
+    part of the noise term (N0 = 0.5 GeV)."""
+    n = 0.5 if mu < 1 else 3.5
+    return np.sqrt((n / pt_gev) ** 2 + 0.7**2 / pt_gev + 0.043**2)
 
 
 def _events(rng: np.random.Generator, n: int, mu: float, broken: bool) -> np.ndarray:
@@ -60,7 +62,7 @@ def _small_r(rng: np.random.Generator, mu: float, broken: bool, n: int = 30_000)
     # half the jets near the 20 GeV bin (the reco threshold leaves the fewest there), half log-uniform
     truth = np.where(rng.random(n) < 0.6, rng.uniform(18.0, 27.0, n), np.exp(rng.uniform(np.log(15.0), np.log(400.0), n)))
     scale = 0.94 if broken else 1.0
-    width = _jer_model(truth) * (0.5 if broken else 1.0)
+    width = _jer_model(truth, mu) * (0.5 if broken else 1.0)
     reco = truth * rng.normal(scale, width)
     keep = reco > 20.0  # the sample's reco-pT selection
     truth, reco = truth[keep], reco[keep]
@@ -227,11 +229,32 @@ def test_good_sample_values_match_their_construction(results):
     good = _measured(results[False])
     for pt, name in ((20, "jer_20"), (50, "jer_50"), (100, "jer_100"), (300, "jer_300")):
         r = good[(name, "good_ttbar_mu0")]
-        assert r.measurement.value == pytest.approx(float(_jer_model(np.float64(pt * 1.0))), rel=0.12), name
+        assert r.measurement.value == pytest.approx(float(_jer_model(np.float64(pt * 1.0), 0.0)), rel=0.12), name
+        r = good[(name + "_pileup", "good_ttbar_mu60")]
+        assert r.measurement.value == pytest.approx(float(_jer_model(np.float64(pt * 1.0), 60.0)), rel=0.12), name
     r = good[("pv_z_resolution", "good_ttbar_mu0")]
     assert r.measurement.value == pytest.approx(30.0, rel=0.1) and r.status == "unverified"
     r = good[("b_hadron_ctau", "good_ttbar_mu0")]
     assert abs(r.measurement.value - 0.455) < 4 * r.measurement.error
+
+
+def test_jer_reference_follows_the_sample_mu():
+    """At mu = 0 the JER is judged against the §9 curve without its pileup noise term, at pileup
+    against the published (Run-2 pileup) curve: one reference per pT bin and mu, never the mu = 60
+    one at mu = 0."""
+    checks = [c for c in load_reference().checks if c.measure == "jet_response" and c.output == "jer"]
+    for pt, lo in ((20, 20), (50, 45), (100, 90), (300, 270)):
+        at = {mu: [c for c in checks if c.params["pt_min"] == lo and c.applies_to(mu)] for mu in (0.0, 60.0)}
+        assert len(at[0.0]) == 1 and len(at[60.0]) == 1, pt
+        c0, c60 = at[0.0][0], at[60.0][0]
+        assert c0.name != c60.name
+        assert c0.value == pytest.approx(float(_jer_model(np.float64(pt), 0.0)), abs=0.0015), c0.name
+        assert c60.value == pytest.approx(float(_jer_model(np.float64(pt), 60.0)), abs=0.0015), c60.name
+        assert c0.value < c60.value
+    # a mu = 0 measurement on the published curve at 20 GeV (24 %) is outside the mu = 0 reference
+    c0 = next(c for c in checks if c.name == "jer_20")
+    assert c0.applies_to(0.0) and not c0.applies_to(60.0)
+    assert vc.Measurement(0.24, 0.005, 1000, "").value > c0.bounds()[1]
 
 
 def test_truncated_core_fit_removes_the_reco_threshold_bias():
@@ -302,7 +325,7 @@ def test_shipped_reference_table_is_complete_and_cited():
         if c.tag == "goal":
             assert "issue 1" in c.source, c.name
     # the quantities both fidelity issues ask for are in the table
-    for needed in ("jer_20", "jer_50", "jer_100", "jer_300", "jes_response_20", "top_mass_peak",
+    for needed in ("jer_20", "jer_50", "jer_100", "jer_300", "jer_20_pileup", "jer_300_pileup", "jes_response_20", "top_mass_peak",
                    "top_mass_resolution", "w_mass_peak", "z_mass_peak", "tau32_median_stability",
                    "d0_pull_width", "pv_hard_scatter_efficiency", "pv_z_resolution",
                    "photon_tight_efficiency", "photon_tight_efficiency_pileup",

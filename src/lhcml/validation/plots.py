@@ -65,8 +65,11 @@ def make_plots(
         data = reader.read({"jets": ["pt", "eta", "mass", "R10TruthLabel"]}, num_jets=max_jets)
         plots += _boosted_plots(data, out, summary)
     if {"truthJetPt", "truthJetEta"} <= jets_fields and "R10TruthLabel" not in jets_fields:
-        data = reader.read({"jets": ["pt", "truthJetPt", "truthJetEta"]}, num_jets=max_jets)
-        plots += _response_plots(data["jets"], out)
+        want_r = ["pt", "truthJetPt", "truthJetEta"] + [v for v in ("averageInteractionsPerCrossing",) if v in jets_fields]
+        data = reader.read({"jets": want_r}, num_jets=max_jets)
+        jets_r = data["jets"]
+        mu = float(np.mean(jets_r["averageInteractionsPerCrossing"])) if len(want_r) > 3 and len(jets_r) else None
+        plots += _response_plots(jets_r, out, mu=mu)
     if not plots:
         notes.append(
             "no flavour (HadronConeExclTruthLabelID) or boosted (R10TruthLabel) jets found"
@@ -78,9 +81,9 @@ def make_plots(
 RESPONSE_PT_EDGES = (20, 25, 30, 40, 50, 60, 80, 100, 130, 170, 220, 270, 330, 450, 600)
 
 
-def _response_plots(jets: np.ndarray, out: Path, eta_max: float = 0.8) -> list[tuple[str, Path]]:
+def _response_plots(jets: np.ndarray, out: Path, eta_max: float = 0.8, mu: float | None = None) -> list[tuple[str, Path]]:
     """Jet response and JER vs truth pT (Gaussian core fits as the checks), with the reference
-    points of the shipped table."""
+    points of the shipped table that apply at the sample's ⟨μ⟩ ``mu`` (all when unknown)."""
     from lhcml.validation.checks import jet_response
     from lhcml.validation.table import load_reference
 
@@ -94,7 +97,7 @@ def _response_plots(jets: np.ndarray, out: Path, eta_max: float = 0.8) -> list[t
     if not rows:
         return []
     x, resp, resp_err, jer, jer_err = (np.array(c) for c in zip(*rows, strict=True))
-    refs = [c for c in load_reference().checks if c.measure == "jet_response"]
+    refs = [c for c in load_reference().checks if c.measure == "jet_response" and (mu is None or c.applies_to(mu))]
     made = []
     for name, y, e, output, what, ylab in (
         ("jes_vs_pt.png", resp, resp_err, "response", "response", "Response $p_T^{reco}/p_T^{truth}$"),
