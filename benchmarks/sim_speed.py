@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from lhcml.sim.events import _simulate_batch, simulate_events
+from lhcml.sim.events import simulate_batch, simulate_events
 from lhcml.sim.generator import PythiaGenerator
 from lhcml.sim.pileup import build_pileup_library
 from lhcml.sim.processes import get_process
@@ -54,7 +54,7 @@ def _chain_batch(proc, gen: _TimedGenerator, n: int, mu: float, lib, rep: int) -
     rng = np.random.default_rng([rep, int(mu), 7])
     gen.pythia_cpu = 0.0
     t0 = time.process_time()
-    _simulate_batch(proc, gen, n, mu, rng, lib if mu > 0 else None, first_event=rep * n, seed=gen.seed)
+    simulate_batch(proc.name, gen, n, mu, rng, lib if mu > 0 else None, first_event=rep * n, seed=gen.seed)
     return time.process_time() - t0, gen.pythia_cpu
 
 

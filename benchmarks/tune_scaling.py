@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--skip-study", action="store_true")
     args = ap.parse_args()
 
-    from lhcml.train.config import _resolve_raw, apply_overrides, config_from_dict
+    from lhcml.train.config import config_from_dict, raw_train_config
     from lhcml.train.trainer import train
     from lhcml.tune.objective import TrainObjective
     from lhcml.tune.report import decode_params, write_report
@@ -39,7 +39,7 @@ def main() -> None:
     from lhcml.tune.study import run_study
 
     out = Path(args.out)
-    base = apply_overrides(_resolve_raw(Path(args.config)), args.set)
+    base = raw_train_config(args.config, args.set)
     space = load_space(args.space)
     rows = []
     # 1) scaling: the same fixed-size random study with 1 and 2 workers (pruning off: equal work)

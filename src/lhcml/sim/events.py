@@ -183,6 +183,25 @@ def simulate_events(
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def simulate_batch(
+    process: str,
+    generator: Any,
+    n_events: int,
+    mu: float,
+    rng: np.random.Generator,
+    pileup: Any = None,
+    first_event: int = 0,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """One batch of :func:`simulate_events` (same arrays) from a caller-owned, initialised
+    :class:`lhcml.sim.generator.PythiaGenerator` of ``process``: benchmarks time Pythia and the
+    chain on the same events with it. ``pileup`` is required when ``mu > 0``."""
+    if mu > 0 and pileup is None:
+        raise ConfigError("simulate_batch at mu > 0 needs a pileup library (lhcml.sim.pileup.build_pileup_library)")
+    return _simulate_batch(get_process(process), generator, int(n_events), float(mu), rng, pileup,
+                           first_event=int(first_event), seed=int(seed))
+
+
 def _jet_processes() -> list[str]:
     from lhcml.sim.processes import PROCESSES
 

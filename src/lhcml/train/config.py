@@ -201,6 +201,12 @@ def _resolve_raw(path: str | Path) -> dict[str, Any]:
     return resolve_bases(path, merge=_merge_model_aware)
 
 
+def raw_train_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The training-config mapping of ``path`` (``base:`` chain merged, ``--set`` overrides applied),
+    not validated: for callers that modify it before :func:`config_from_dict` (tuning, benchmarks)."""
+    return apply_overrides(_resolve_raw(Path(path)), overrides or [])
+
+
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Load a training config (``base:`` inheritance, ``--set`` overrides) and validate it.
 
