@@ -369,7 +369,8 @@ def shower_particles(particles: FlatTable, rng: np.random.Generator, geo: CaloGe
     z = rng.standard_normal(n)
     # --- EM showers
     a_em, c_em = block_terms(geo, 0, eta)
-    a_h, c_h = block_terms(geo, 1, eta)
+    b_had = locate(geo, np.ones(n, np.int64), np.clip(eta, -CALO_ETA_MAX + 1e-9, CALO_ETA_MAX - 1e-9))
+    a_h, c_h = geo.b_sampling[b_had], geo.b_constant[b_had]  # block_terms(geo, 1, eta)
     is_em = kind == EM
     is_h = kind == HADRON
     res = np.where(is_em, np.sqrt(a_em**2 / np.maximum(avail, 1e-6) + c_em**2),
@@ -385,17 +386,20 @@ def shower_particles(particles: FlatTable, rng: np.random.Generator, geo: CaloGe
     # --- longitudinal split
     b = float(s.get("longo_b", 0.5))
     t_max = np.maximum(np.log(np.maximum(avail, 1e-3) / float(s.get("critical_energy_gev", 0.022))) - 0.5, 0.0)
-    f_em_layer = gammainc(b * t_max + 1.0, b * geo.em_depth_x0)  # Γ(a, b) CDF at the EM depth
+    # (the incomplete-Γ profiles are evaluated only for the particles that use them)
+    f0 = np.full(n, float(s.get("muon_em_fraction", 0.3)))
+    f0[is_em] = gammainc(b * t_max[is_em] + 1.0, b * geo.em_depth_x0)  # Γ(a, b) CDF at the EM depth
     t0 = rng.exponential(1.0, n)
     shape, hscale = float(s.get("had_profile_shape", 1.5)), float(s.get("had_profile_scale", 1.0))
-    room = np.maximum(geo.em_depth_lambda - t0, 0.0)
-    f_had_layer = gammainc(shape, room / hscale)
+    f_had_layer = gammainc(shape, np.maximum(geo.em_depth_lambda - t0[is_h], 0.0) / hscale)
+    f0[is_h] = f_had_layer
     # dead material between the compartments (cryostat): the part of a hadron shower developing in
     # it is lost; its depth fluctuates with the shower start, a per-hadron constant-like term
-    dead = geo.b_dead_lambda[locate(geo, np.ones(n, np.int64), eta)]
-    f_dead = np.where(is_h & (dead > 0),
-                      gammainc(shape, np.maximum(geo.em_depth_lambda + dead - t0, 0.0) / hscale) - f_had_layer, 0.0)
-    f0 = np.where(is_em, f_em_layer, np.where(is_h, f_had_layer, float(s.get("muon_em_fraction", 0.3))))
+    dead = geo.b_dead_lambda[b_had]
+    f_dead = np.zeros(n)
+    hd = is_h & (dead > 0)
+    f_dead[hd] = gammainc(shape, np.maximum(geo.em_depth_lambda + dead[hd] - t0[hd], 0.0) / hscale) \
+        - f_had_layer[(dead > 0)[is_h]]
     e_layer = np.stack([vis * f0, vis * (1.0 - f0 - f_dead)], axis=1)
     pileup = cols["is_pileup"][idx].astype(bool) if "is_pileup" in cols else np.zeros(n, bool)
     return ParticleDeposits(particles.event[idx], eta, phi, e_layer, kind, pileup)

@@ -337,7 +337,8 @@ def build_pflow_flat(
     clusters = topo.clusters
     n_cl = int(clusters.counts.sum())
     # cells grouped by cluster
-    order = np.argsort(topo.cell_cluster, kind="stable")
+    grouped = bool(np.all(topo.cell_cluster[1:] >= topo.cell_cluster[:-1]))  # as topo_cluster makes them
+    order = slice(None) if grouped else np.argsort(topo.cell_cluster, kind="stable")
     cell_id = topo.cell_id[order]
     cell_e = topo.cell_energy[order].copy()
     cc_off = np.zeros(n_cl + 1, np.int64)
@@ -426,7 +427,7 @@ def build_pflow_flat(
         trk_evt = evt_t[k]
 
     # ---- neutral objects: the remaining clusters (EM scale)
-    cell_cl = np.repeat(np.arange(n_cl), np.diff(cc_off))
+    cell_cl = topo.cell_cluster if grouped else np.repeat(np.arange(n_cl), np.diff(cc_off))
     e, eta, phi, frac, sw = cluster_kinematics(geo, cell_id, cell_e, cell_cl, n_cl, cl_event, pv_z)
     ok = (e > 0) & (sw > 0)
     _, p_em = lcw_weight(e[ok], frac[ok], geo)

@@ -54,12 +54,12 @@ def _find(parent, i):
 
 
 @numba.njit(cache=True)
-def _topo_event(e, sig, nb_off, nb_idx, seed_t, grow_t, split_e, label, queue, new_label):
-    """Cluster one event; ``label`` (n_cells, -1) is filled; ``new_label`` (n_cells) is a scratch
-    buffer, all -1 on entry and on return; returns the number of clusters."""
-    seeds = np.flatnonzero(sig > seed_t)
+def _topo_event(e, sig, seeds, nb_off, nb_idx, grow_t, split_e, label, queue, new_label):
+    """Cluster one event from its ``seeds`` (cells above the seed threshold, increasing index);
+    ``label`` (n_cells, -1) is filled; ``new_label`` (n_cells) is a scratch buffer, all -1 on
+    entry and on return. Returns the number of clusters and the clustered cells (increasing)."""
     if seeds.shape[0] == 0:
-        return 0
+        return 0, seeds
     order = np.argsort(-sig[seeds])
     seeds = seeds[order]
     ns = seeds.shape[0]
@@ -158,7 +158,7 @@ def _topo_event(e, sig, nb_off, nb_idx, seed_t, grow_t, split_e, label, queue, n
                 label[c] = new_label[c]
             new_label[c] = -1
         next_id += mx.shape[0] - 1
-    return next_id
+    return next_id, cells
 
 
 @numba.njit(cache=True)
@@ -178,7 +178,9 @@ def _topo_batch(energy, sigma, nb_off, nb_idx, seed_t, grow_t, split_e):
     queue = np.empty(n, np.int32)
     label = np.empty(n, np.int32)
     new_label = np.full(n, -1, np.int32)
+    label[:] = -1
     sig = np.empty(n)
+    seed_buf = np.empty(n, np.int64)
     cap = 1 << 16
     o_ev = np.empty(cap, np.int64)
     o_cell = np.empty(cap, np.int64)
@@ -186,14 +188,18 @@ def _topo_batch(energy, sigma, nb_off, nb_idx, seed_t, grow_t, split_e):
     o_e = np.empty(cap)
     k = 0
     for ev in range(n_ev):
-        label[:] = -1
+        ns = 0
         for c in range(n):
-            sig[c] = energy[ev, c] / sigma[c]
-        n_cl = _topo_event(energy[ev], sig, nb_off, nb_idx, seed_t, grow_t, split_e, label, queue, new_label)
+            s = energy[ev, c] / sigma[c]
+            sig[c] = s
+            if s > seed_t:
+                seed_buf[ns] = c
+                ns += 1
+        n_cl, cl = _topo_event(energy[ev], sig, seed_buf[:ns], nb_off, nb_idx, grow_t, split_e, label, queue,
+                               new_label)
         counts[ev] = n_cl
         if n_cl == 0:
             continue
-        cl = np.flatnonzero(label >= 0)
         m = cl.shape[0]
         if k + m > cap:
             cap = max(2 * cap, k + m)
@@ -214,6 +220,8 @@ def _topo_batch(energy, sigma, nb_off, nb_idx, seed_t, grow_t, split_e):
             o_cell[j] = c
             o_lab[j] = label[c]
             o_e[j] = energy[ev, c]
+        for c in cl:
+            label[c] = -1  # ready for the next event
         k += m
     return o_ev[:k], o_cell[:k], o_lab[:k], o_e[:k], counts
 
