@@ -537,12 +537,17 @@ def table(results: dict) -> str:
 
 def seed_table(results: dict, timing: dict | None = None) -> str:
     """Markdown table of the rows stored per seed (``KEY_sSEED``): AUC, 1/εB@30 %, 1/εB@50 % per
-    seed and their means, best validation loss, and the interleaved training speed."""
+    seed and their means ± standard deviation over the seeds, best validation loss, the
+    interleaved training speed and the mean speed of the training runs."""
     lines = [
         "| model | framework | AUC per seed | mean AUC | 1/εB@30% per seed | mean | 1/εB@50% per seed | mean "
-        "| best val. loss per seed | train jets/s (alternated) | latency ms/jet torch / onnxruntime |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| best val. loss per seed | train jets/s (alternated) | train jets/s in the runs | latency ms/jet torch / onnxruntime |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def mean_sd(x: list[float], digits: int) -> str:  # mean ± sample standard deviation over the seeds
+        return f"{np.mean(x):.{digits}f}" + (f" ± {np.std(x, ddof=1):.{digits}f}" if len(x) > 1 else "")
+
     for key, (label, fw, _) in ROWS.items():
         rs = [results[k] for k in sorted(results) if k.startswith(key + "_s") and k[len(key) + 2 :].isdigit()]
         if not rs:
@@ -553,10 +558,10 @@ def seed_table(results: dict, timing: dict | None = None) -> str:
         lat = np.mean([r["latency_ms"] for r in rs])
         lat_o = [r["latency_onnx_ms"] for r in rs if r.get("latency_onnx_ms")]
         lines.append(
-            f"| {label} | {fw} | {', '.join(f'{x:.4f}' for x in a)} | **{np.mean(a):.4f}** | "
-            f"{', '.join(f'{x:.0f}' for x in r30)} | **{np.mean(r30):.0f}** | {', '.join(f'{x:.1f}' for x in r50)} | "
-            f"**{np.mean(r50):.1f}** | {', '.join(f'{x:.3f}' for x in vl)} | {f'{speed:.0f}' if speed else '—'} | "
-            f"{lat:.1f} / {f'{np.mean(lat_o):.1f}' if lat_o else '—'} |"
+            f"| {label} | {fw} | {', '.join(f'{x:.4f}' for x in a)} | **{mean_sd(a, 4)}** | "
+            f"{', '.join(f'{x:.0f}' for x in r30)} | **{mean_sd(r30, 0)}** | {', '.join(f'{x:.1f}' for x in r50)} | "
+            f"**{mean_sd(r50, 1)}** | {', '.join(f'{x:.3f}' for x in vl)} | {f'{speed:.0f}' if speed else '—'} | "
+            f"{np.mean([r['train_jets_s'] for r in rs]):.0f} | {lat:.1f} / {f'{np.mean(lat_o):.1f}' if lat_o else '—'} |"
         )  # fmt: skip
     return "\n".join(lines)
 
