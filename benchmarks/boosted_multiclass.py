@@ -81,6 +81,12 @@ MODELS = ("bdt_substructure", "pfn", "efn", "lola", "particlenet", "part", "jet_
 LABELS = {"bdt_substructure": "BDT (substructure)", "pfn": "PFN", "efn": "EFN", "lola": "LoLa",
           "particlenet": "ParticleNet (shrunk)", "part": "ParT (shrunk)", "jet_image_cnn": "Jet-image CNN"}  # fmt: skip
 PT_BINS_REPORT = [250, 400, 600, 900, 1500]
+#: networks trained on length-bucketed batches by default: those without BatchNorm. In a
+#: bucketed batch every jet has about the same constituent multiplicity (which tracks pT and the
+#: class), so the BatchNorm of LoLa, ParticleNet, ParT and the CNN normalises with per-batch
+#: statistics in training that differ from the running statistics it uses in validation; their
+#: validation loss rose from the second epoch on (docs/benchmarks/boosted_multiclass.md)
+BUCKET = ("pfn", "efn")
 
 
 def _kv(items: list[str], cast: Any = int) -> dict[str, Any]:
@@ -185,7 +191,8 @@ def _train_one(args: argparse.Namespace, work: Path, model: str) -> None:
         f"output_dir={run}", f"trainer.max_epochs={epochs}", "trainer.patience=null",
         "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", f"tagger_name={model}",
         *SHRINK.get(model, []),
-        *([] if model == "bdt_substructure" else ["data.bucket_by_length=true"]),
+        *(["data.bucket_by_length=true"] if model in args.bucket else []),
+        *([f"seed={args.train_seed}"] if args.train_seed is not None else []),
         *[o.split(":", 1)[1] for o in args.override if o.split(":", 1)[0] == model],
     ]  # fmt: skip
     cfg = load_train_config(CONFIGS / f"{model}.yaml", overrides)
@@ -334,6 +341,10 @@ def _fmt(x: float | None, err: float | None = None, d: int = 1) -> str:
 
 
 def step_table(args: argparse.Namespace, work: Path) -> str:
+    if args.combine:
+        text = seeds_table(args.combine)
+        (work / "tables_seeds.md").write_text(text + "\n")
+        return text
     lines: list[str] = []
     summary = _read_json(work / "data" / "summary.json")
     lines += ["| class | jets (train / val / test) | pT min / median / max (GeV) |", "|---|---|---|"]
@@ -383,6 +394,45 @@ def step_table(args: argparse.Namespace, work: Path) -> str:
     return text
 
 
+def _mean_sd(values: list[float], d: int = 3) -> str:
+    """``mean ± s`` over seeds (s: sample standard deviation), ``∞`` entries counted apart."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    inf = len(values) - len(v)
+    if not len(v):
+        return "∞"
+    txt = f"{v.mean():.{d}f}" if len(v) == 1 or v.std() == 0 else pm(v.mean(), v.std(ddof=1))
+    return txt + (f" ({inf}× ∞)" if inf else "")
+
+
+def seeds_table(dirs: list[Path]) -> str:
+    """Mean ± standard deviation over work directories trained with different ``--train-seed``:
+    accuracy, AUC per signal class, W vs Z AUC, R50 per signal class, best epoch."""
+    res = []
+    for w in dirs:
+        res.append({f"{s}_vs_{bk}": _read_json(w / "eval" / f"{s}_vs_{bk}" / "results.json")["samples"]["wide"]["taggers"]
+                    for s, bk in [(s, "qcd") for s in SIGNALS] + [("W", "Z")]})  # fmt: skip
+    models = [m for m in MODELS if all(m in r["top_vs_qcd"] for r in res)]
+    lines = [f"Mean ± standard deviation over {len(dirs)} training seeds ({', '.join(str(d) for d in dirs)}):", "",
+             "| model | accuracy | " + " | ".join(f"{s} AUC" for s in SIGNALS) + " | W vs Z AUC |",
+             "|---" * (3 + len(SIGNALS)) + "|"]  # fmt: skip
+    for m in models:
+        cells = [_mean_sd([r["top_vs_qcd"][m].get("accuracy") for r in res])]
+        cells += [_mean_sd([r[f"{s}_vs_qcd"][m]["auc"]["qcd"] for r in res]) for s in SIGNALS]
+        cells.append(_mean_sd([r["W_vs_Z"][m]["auc"]["Z"] for r in res]))
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+    lines += ["", "| model | " + " | ".join(f"{s} R50" for s in SIGNALS) + " | best epochs (per seed) |",
+              "|---" * (2 + len(SIGNALS)) + "|"]  # fmt: skip
+    for m in models:
+        cells = [_mean_sd([r[f"{s}_vs_qcd"][m]["rejection_at"]["0.5"]["qcd"]["rejection"] for r in res], 1)
+                 for s in SIGNALS]  # fmt: skip
+        best = [Path(_read_json(w / "train" / m / "bench.json").get("best", "")).stem for w in dirs]
+        ep = [b.split("epoch=")[1] if "epoch=" in b else "—" for b in best]
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {' / '.join(ep)} |")
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "_work" / "boosted_mc", help="work directory")
@@ -406,6 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--minutes", nargs="*", default=[], metavar="MODEL=MIN", help="training time budget per model")
     ap.add_argument("--override", nargs="*", default=[], metavar="MODEL:KEY=VALUE",
                     help="extra --set override for one model, e.g. part:model.num_layers=2")  # fmt: skip
+    ap.add_argument("--bucket", nargs="*", default=list(BUCKET), choices=MODELS, metavar="MODEL",
+                    help="networks trained with length-bucketed batches (default: those without BatchNorm)")
+    ap.add_argument("--train-seed", type=int, default=None,
+                    help="training seed of every model (initialisation, batch order; default: the configs' 42)")
+    ap.add_argument("--combine", nargs="*", type=Path, default=[], metavar="WORK",
+                    help="table: mean ± standard deviation over these work directories (one per training seed)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     return ap
 
