@@ -239,11 +239,14 @@ def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, 
                 if use[q]:
                     c = c0 + q
                     for j in range(cc_off[c], cc_off[c + 1]):
+                        if cell_e[j] <= 0:
+                            continue  # nothing to take (negative noise, or already subtracted)
                         cidx[k] = j
                         de = cell_eta[j] - t_eta[t]
                         dp = _dphi(cell_phi[j], t_phi[t])
                         cd[k] = de * de + dp * dp
                         k += 1
+            n_c = k
             left = eexp
             # nearest first: a binary heap on the distance pops only the cells the expected
             # energy uses up (a full sort of every matched cluster's cells per track is not needed)
