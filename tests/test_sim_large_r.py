@@ -211,6 +211,9 @@ def test_two_dimensional_jms_closes_each_mass_class():
 
 # --- the simulated chain ----------------------------------------------------------------------
 N_EVENTS = 80
+#: tolerance of the paired μ = 140 / μ = 0 median mass ratio (our choice: ~3 standard errors of
+#: the median of ~25 pairs whose ratios spread by ±3.5 %)
+MU140_RATIO_TOL = 0.03
 
 
 @pytest.fixture(scope="module")
@@ -224,35 +227,62 @@ def pileup_lib():
 def top_samples(pileup_lib):
     from lhcml.sim.events import simulate_events
 
-    return {mu: simulate_events("top", N_EVENTS, mu=mu, seed=11, pileup=pileup_lib) for mu in (0.0, 60.0)}
+    return {mu: simulate_events("top", N_EVENTS, mu=mu, seed=11, pileup=pileup_lib) for mu in (0.0, 140.0)}
 
 
-def test_groomed_mass_stable_in_pileup(top_samples):
-    j0, j60 = top_samples[0.0]["jets"], top_samples[60.0]["jets"]
-    assert len(j0) > 15 and len(j60) > 15
-    assert j0.dtype == schema.LARGE_R_JET_DTYPE
-    # the same hard events with and without pileup (same seed): compare jet by jet (events with one jet)
+def _paired(j0, j1):
+    """Indices of the jets of the same hard events (same seed) in two samples (events with one jet)."""
     def single(j):
         ev, n = np.unique(j["eventNumber"], return_counts=True)
         return ev[n == 1]
 
-    common = np.intersect1d(single(j0), single(j60))
+    common = np.intersect1d(single(j0), single(j1))
     i0 = np.flatnonzero(np.isin(j0["eventNumber"], common))
-    i60 = np.flatnonzero(np.isin(j60["eventNumber"], common))
-    assert np.array_equal(j0["eventNumber"][i0], j60["eventNumber"][i60])
-    assert len(i0) > 10
-    shift = np.median(j60["mass"][i60] - j0["mass"][i0])
-    assert abs(shift) < 3e3, shift  # MeV
+    i1 = np.flatnonzero(np.isin(j1["eventNumber"], common))
+    assert np.array_equal(j0["eventNumber"][i0], j1["eventNumber"][i1])
+    return i0, i1
+
+
+def test_groomed_mass_stable_in_pileup(top_samples):
+    j0, j140 = top_samples[0.0]["jets"], top_samples[140.0]["jets"]
+    assert len(j0) > 15 and len(j140) > 15
+    assert j0.dtype == schema.LARGE_R_JET_DTYPE
+    # the same hard events with and without pileup (same seed): compare jet by jet (events with one jet)
+    i0, i140 = _paired(j0, j140)
+    assert len(i0) > 5
+    shift = np.median(j140["mass"][i140] - j0["mass"][i0])
+    assert abs(shift) < 6e3, shift  # MeV
+
+
+def test_groomed_top_mass_does_not_fall_at_mu_140(top_samples):
+    """The calibrated groomed top-jet mass of the same hard events at μ = 140 and μ = 0: the μ = 140
+    JMS must follow the top jets' response, which falls ~4 % (7 GeV) from μ = 0 to 140 in this
+    calorimeter (uncalibrated trimmed mass, docs/benchmarks/sim_large_r.md). ~25 jet pairs: the
+    median ratio scatters by ~1 %, so this catches a lost μ dependence of the JMS (≥ 3 %), not
+    the 1–2 % non-closure of the tables (measured at 2000 events in the benchmark)."""
+    j0, j140 = top_samples[0.0]["jets"], top_samples[140.0]["jets"]
+    # every jet of μ = 140 with the jet of the same hard event within ΔR < 0.2 at μ = 0
+    i0, i140 = [], []
+    for k in range(len(j140)):
+        c = np.flatnonzero(j0["eventNumber"] == j140["eventNumber"][k])
+        if len(c):
+            dr = np.hypot(j0["eta"][c] - j140["eta"][k], np.angle(np.exp(1j * (j0["phi"][c] - j140["phi"][k]))))
+            if dr.min() < 0.2:
+                i0.append(c[np.argmin(dr)])
+                i140.append(k)
+    assert len(i0) > 15
+    ratio = np.median(j140["mass"][i140] / j0["mass"][i0])
+    assert ratio == pytest.approx(1.0, abs=MU140_RATIO_TOL), ratio
     # the pileup is there
-    assert top_samples[60.0]["events"]["actualInteractionsPerCrossing"].mean() > 45
+    assert top_samples[140.0]["events"]["actualInteractionsPerCrossing"].mean() > 120
     # the groomed, calibrated top jet mass sits at the top mass
-    assert 155e3 < np.median(j60["mass"]) < 185e3
+    assert 155e3 < np.median(j140["mass"]) < 185e3
 
 
 def test_large_r_fields_and_groomed_flow(top_samples):
     from lhcml.tasks.boosted.substructure import substructure_from_flow
 
-    out = top_samples[60.0]
+    out = top_samples[140.0]
     j, f = out["jets"], out["flow"]
     assert f.dtype == schema.FLOW_DTYPE and f.shape == (len(j), schema.N_FLOW)
     assert np.all(j["massSoftDrop"] > 0) and np.all(j["massSoftDrop"] <= j["massUngroomed"] * 1.0001)
