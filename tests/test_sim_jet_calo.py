@@ -386,7 +386,7 @@ def test_chunked_readout_and_clustering_equal_the_dense_chain(mu):
     cells = readout(total, pile, n_pu, mu, r_dense, geo)
     deps_c = shower_particles(table, r_chunk, geo)
     sigma, chunks = readout_chunks(deps_c, len(table), n_pu, mu, r_chunk, geo, chunk=3)
-    parts = list(chunks)
+    parts = [(first, e.copy()) for first, e in chunks]  # one buffer reused from chunk to chunk
     assert [first for first, _ in parts] == [0, 3, 6] and [len(e) for _, e in parts] == [3, 3, 1]
     assert np.array_equal(np.concatenate([e for _, e in parts]), cells.energy)
     assert np.array_equal(sigma, cells.sigma)

@@ -591,8 +591,9 @@ def readout_chunks(deps: ParticleDeposits, n_events: int, n_pileup: np.ndarray, 
     (the same noise draws in the same order, the same sums) without the dense arrays of the batch.
 
     Returns the total noise per cell and an iterator over ``(first_event, energy)`` with
-    ``energy`` of shape ``(≤ chunk, n_cells)``; the iterator draws the noise as it goes, so it must
-    be consumed before ``rng`` is used again.
+    ``energy`` of shape ``(≤ chunk, n_cells)``, one buffer reused from item to item (copy it to
+    keep it); the iterator draws the noise as it goes, so it must be consumed before ``rng`` is
+    used again.
     """
     geo = geo or load_geometry()
     nc = geo.n_cells
@@ -618,8 +619,10 @@ def readout_chunks(deps: ParticleDeposits, n_events: int, n_pileup: np.ndarray, 
     s1 = s2 = None
     if has_pu and mu > 0:
         s1, s2 = np.zeros(nc), np.zeros(nc)
+        pile_buf = np.empty(chunk * nc)
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            pile = np.zeros((hi - lo) * nc)
+            pile = pile_buf[: (hi - lo) * nc]
+            pile.fill(0.0)
             # pileup deposits only, in the particles' order: the dense pileup-only sums
             _deposit_layers(deps, layers, geo, in_events(lo, hi, pileup_only=True), lo, pile, np.zeros(1), False)
             _add_squares(s1, s2, pile.reshape(hi - lo, nc))
@@ -629,10 +632,14 @@ def readout_chunks(deps: ParticleDeposits, n_events: int, n_pileup: np.ndarray, 
     sub_arr = sub if sub is not None else np.zeros(nc)
 
     def chunks():
+        # buffers reused from chunk to chunk (fresh memory for every chunk costs page faults)
+        e_buf, z_buf = np.empty(chunk * nc), np.empty(chunk * nc, np.float32)
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            energy = np.zeros((hi - lo) * nc)
+            energy = e_buf[: (hi - lo) * nc]
+            energy.fill(0.0)
             _deposit_layers(deps, layers, geo, in_events(lo, hi), lo, energy, np.zeros(1), False)
-            z = rng.standard_normal((hi - lo, nc), dtype=np.float32)
+            z = z_buf[: (hi - lo) * nc].reshape(hi - lo, nc)
+            rng.standard_normal(dtype=np.float32, out=z)  # the same draws as a fresh (hi - lo, nc) array
             yield int(lo), _add_noise(energy.reshape(hi - lo, nc), z, noise32, sub_arr, sub is not None)
 
     return sigma, chunks()

@@ -169,35 +169,30 @@ def _grow(a, k, cap):
 
 
 @numba.njit(cache=True)
-def _topo_batch(energy, sigma, nb_off, nb_idx, seed_t, grow_t, split_e):
-    """Topo-clusters of every event: flat (event, cell, local cluster, cell energy) of the
-    clustered cells, grouped by cluster (cells in increasing index within a cluster), and the
-    number of clusters per event."""
+def _topo_fill(energy, sigma, nb_off, nb_idx, seed_t, grow_t, split_e, first, counts, work, sig, seed_buf,
+               o_ev, o_cell, o_lab, o_e, k):
+    """Topo-cluster the events of ``energy`` (events ``first …`` of the batch): their clustered
+    cells are appended at ``k`` to the flat outputs ``o_*`` (event, cell, local cluster, energy),
+    grouped by cluster (cells in increasing index inside a cluster), and ``counts`` gets the
+    number of clusters per event. ``work`` (3, n_cells) int32 (label, queue, new label: rows 0
+    and 2 all -1), ``sig`` and ``seed_buf`` are scratch buffers reused from call to call.
+    Returns the outputs (grown when full) and the new ``k``."""
     n_ev, n = energy.shape
-    counts = np.zeros(n_ev, np.int64)
-    queue = np.empty(n, np.int32)
-    label = np.empty(n, np.int32)
-    new_label = np.full(n, -1, np.int32)
-    label[:] = -1
-    sig = np.empty(n)
-    seed_buf = np.empty(n, np.int64)
-    cap = 1 << 16
-    o_ev = np.empty(cap, np.int64)
-    o_cell = np.empty(cap, np.int64)
-    o_lab = np.empty(cap, np.int64)
-    o_e = np.empty(cap)
-    k = 0
-    for ev in range(n_ev):
+    label = work[0]
+    queue = work[1]
+    new_label = work[2]
+    cap = o_ev.shape[0]
+    for i in range(n_ev):
         ns = 0
         for c in range(n):
-            s = energy[ev, c] / sigma[c]
+            s = energy[i, c] / sigma[c]
             sig[c] = s
             if s > seed_t:
                 seed_buf[ns] = c
                 ns += 1
-        n_cl, cl = _topo_event(energy[ev], sig, seed_buf[:ns], nb_off, nb_idx, grow_t, split_e, label, queue,
+        n_cl, cl = _topo_event(energy[i], sig, seed_buf[:ns], nb_off, nb_idx, grow_t, split_e, label, queue,
                                new_label)
-        counts[ev] = n_cl
+        counts[first + i] = n_cl
         if n_cl == 0:
             continue
         m = cl.shape[0]
@@ -216,14 +211,44 @@ def _topo_batch(energy, sigma, nb_off, nb_idx, seed_t, grow_t, split_e):
         for c in cl:
             j = k + start[label[c]]
             start[label[c]] += 1
-            o_ev[j] = ev
+            o_ev[j] = first + i
             o_cell[j] = c
             o_lab[j] = label[c]
-            o_e[j] = energy[ev, c]
+            o_e[j] = energy[i, c]
         for c in cl:
             label[c] = -1  # ready for the next event
         k += m
-    return o_ev[:k], o_cell[:k], o_lab[:k], o_e[:k], counts
+    return o_ev, o_cell, o_lab, o_e, k
+
+
+class _TopoWork:
+    """Scratch and output buffers of :func:`_topo_fill` for one batch (allocated once, not per
+    chunk of events: fresh memory costs page faults)."""
+
+    def __init__(self, n_events: int, n_cells: int, cells_per_event: int = 6000):
+        self.counts = np.zeros(n_events, np.int64)
+        self.work = np.full((3, n_cells), -1, np.int32)
+        self.sig = np.empty(n_cells)
+        self.seed_buf = np.empty(n_cells, np.int64)
+        cap = max(n_events * cells_per_event, 1 << 12)  # grown when needed
+        self.out = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap))
+        self.k = 0
+
+    def add(self, energy: np.ndarray, sigma: np.ndarray, first: int, geo: CaloGeometry) -> None:
+        *out, self.k = _topo_fill(energy, sigma, geo.nb_offsets, geo.nb_index, SEED_SIGMA, GROW_SIGMA, SPLIT_E_GEV,
+                                  first, self.counts, self.work, self.sig, self.seed_buf, *self.out, self.k)
+        self.out = tuple(out)
+
+    def result(self):
+        """(event, cell, local cluster, cell energy) of the clustered cells and the clusters per event."""
+        return (*(o[: self.k] for o in self.out), self.counts)
+
+
+def _topo_batch(energy, sigma, geo: CaloGeometry):
+    """:func:`_topo_fill` on all events of a dense ``energy`` (n_events, n_cells)."""
+    w = _TopoWork(energy.shape[0], energy.shape[1])
+    w.add(energy, sigma, 0, geo)
+    return w.result()
 
 
 @dataclass
@@ -290,8 +315,7 @@ def lcw_weight(e_em: np.ndarray, em_fraction: np.ndarray, geo: CaloGeometry) -> 
 def topo_cluster(cells: CellEnergies, pv_z: np.ndarray) -> TopoClusters:
     """4-2-0 topo-clusters of every event of ``cells`` (directions from ``pv_z``, mm)."""
     geo = cells.geometry
-    return _assemble(geo, *_topo_batch(cells.energy, cells.sigma, geo.nb_offsets, geo.nb_index, SEED_SIGMA,
-                                       GROW_SIGMA, SPLIT_E_GEV), pv_z)
+    return _assemble(geo, *_topo_batch(cells.energy, cells.sigma, geo), pv_z)
 
 
 def _assemble(geo: CaloGeometry, ev, cell_id, lab, cell_energy, counts, pv_z) -> TopoClusters:
@@ -365,15 +389,10 @@ def simulate_topo_clusters(
     # simulate_cells), clustered while they are in the CPU cache
     sigma, chunks = readout_chunks(shower_particles(particles, rng, geo), n_ev, np.asarray(n_pileup, float),
                                    float(mu), rng, geo)
-    parts = []
+    work = _TopoWork(n_ev, geo.n_cells)
     for first, energy in chunks:
-        ev, cell, lab, e, counts = _topo_batch(energy, sigma, geo.nb_offsets, geo.nb_index, SEED_SIGMA, GROW_SIGMA,
-                                               SPLIT_E_GEV)
-        parts.append((ev + first, cell, lab, e, counts))
-    if not parts:
-        z = np.zeros(0, np.int64)
-        parts.append((z, z, z, np.zeros(0), z))
-    return _assemble(geo, *(np.concatenate(p) for p in zip(*parts, strict=True)), pv_z)
+        work.add(energy, sigma, first, geo)
+    return _assemble(geo, *work.result(), pv_z)
 
 
 def topo_clusters(
