@@ -318,6 +318,36 @@ def topo_cluster(cells: CellEnergies, pv_z: np.ndarray) -> TopoClusters:
     return _assemble(geo, *_topo_batch(cells.energy, cells.sigma, geo), pv_z)
 
 
+@numba.njit(cache=True)
+def _keep_cells(cell_id, cell_energy, cell_cluster, keep):
+    """The cells of the kept clusters (order unchanged), their clusters renumbered over the kept
+    ones, and the number of cells of each kept cluster."""
+    new = np.empty(keep.shape[0], np.int64)
+    n_keep = 0
+    for q in range(keep.shape[0]):
+        new[q] = n_keep
+        if keep[q]:
+            n_keep += 1
+    n = 0
+    for i in range(cell_cluster.shape[0]):
+        if keep[cell_cluster[i]]:
+            n += 1
+    o_id = np.empty(n, cell_id.dtype)
+    o_e = np.empty(n, cell_energy.dtype)
+    o_cl = np.empty(n, np.int64)
+    n_cells = np.zeros(n_keep, np.int64)
+    j = 0
+    for i in range(cell_cluster.shape[0]):
+        q = cell_cluster[i]
+        if keep[q]:
+            o_id[j] = cell_id[i]
+            o_e[j] = cell_energy[i]
+            o_cl[j] = new[q]
+            n_cells[new[q]] += 1
+            j += 1
+    return o_id, o_e, o_cl, n_cells
+
+
 def _assemble(geo: CaloGeometry, ev, cell_id, lab, cell_energy, counts, pv_z) -> TopoClusters:
     """:class:`TopoClusters` from the clustered cells of :func:`_topo_batch` (all events)."""
     n_ev = len(counts)
@@ -328,9 +358,7 @@ def _assemble(geo: CaloGeometry, ev, cell_id, lab, cell_energy, counts, pv_z) ->
     e, eta, phi, frac, sw = cluster_kinematics(geo, cell_id, cell_energy, cell_cluster, n_cl, cl_event, pv_z)
     keep = (e > 0) & (sw > 0)
     # renumber the kept clusters
-    new = np.cumsum(keep) - 1
-    cmask = keep[cell_cluster]
-    cell_id, cell_energy, cell_cluster = cell_id[cmask], cell_energy[cmask], new[cell_cluster[cmask]]
+    cell_id, cell_energy, cell_cluster, n_cells = _keep_cells(cell_id, cell_energy, cell_cluster, keep)
     e, eta, phi, frac, cl_event = e[keep], eta[keep], phi[keep], frac[keep], cl_event[keep]
     w, p_em = lcw_weight(e, frac, geo)
     e_lcw = e * w
@@ -344,7 +372,7 @@ def _assemble(geo: CaloGeometry, ev, cell_id, lab, cell_energy, counts, pv_z) ->
             "E_em": e,
             "em_fraction": frac,
             "p_em": p_em,
-            "n_cells": np.bincount(cell_cluster, minlength=len(e)),
+            "n_cells": n_cells,
         },
         np.bincount(cl_event, minlength=n_ev),
     )
