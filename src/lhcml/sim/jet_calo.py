@@ -34,6 +34,10 @@ the mean pileup energy per cell, ``μ × m₁(|η| ring)``, with ``m₁`` (mean 
 per-interaction variance ``s₁²`` measured on the pileup particles of the batch (as ATLAS derives
 its pileup-noise tables from minimum-bias MC); fluctuations are kept. The total noise
 ``σ = σ_el ⊕ √μ s₁`` sets the topo-cluster thresholds (:mod:`lhcml.sim.topoclusters`).
+
+The simulation chain reads the cells out a few events at a time (:func:`readout_chunks`: the
+same numbers as the dense :func:`deposit_cells` + :func:`readout`, same random stream) and
+clusters each chunk while it is in the CPU cache.
 """
 
 from __future__ import annotations
