@@ -363,6 +363,12 @@ def main() -> None:
                 ).save(p)
             own.append(CutMenu.load(p))
         results[mu]["cuts_own_mu"] = evaluate_arrays(ph, {}, own, bins={})["cuts"]
+        # the fixed ATLAS 2012 Tight menu (no optimisation; converted/unconverted by the flag)
+        from lhcml.tasks.photon.cuts import atlas_2012_tight
+
+        tight, sig = atlas_2012_tight(ph), ph["isPromptPhoton"] == 1
+        results[mu]["atlas2012_tight"] = {"sig_eff": float(tight[sig].mean()), "n_fake_pass": int(tight[~sig].sum()),
+                                          "n_fake": int((~sig).sum())}  # fmt: skip
     # PAED: mean |sum(image) - sum(pile-up-free image)| per layer (MeV), test clusters, per mu
     from lhcml.tasks.photon.denoise import denoise, load_paed, pileup_energy_error, read_pairs
 
@@ -412,6 +418,10 @@ def print_tables(results: dict, train_mu: float) -> None:
                 f"{_fmt(c['rejection'], c['rejection_err'], results[m]['n_fake'])} (ε={c['sig_eff']:.2f})"
             )
         print("| tight cuts, menu re-optimised at each μ | " + " | ".join(row) + " |")
+        if "atlas2012_tight" in first:
+            row = [f"ε={results[m]['atlas2012_tight']['sig_eff']:.2f}, {results[m]['atlas2012_tight']['n_fake_pass']} of "
+                   f"{results[m]['atlas2012_tight']['n_fake']} fakes pass" for m in mus]  # fmt: skip
+            print("| ATLAS 2012 Tight (fixed menu) | " + " | ".join(row) + " |")
         for name, t in first["taggers"].items():
             row = []
             for m in mus:
