@@ -101,10 +101,12 @@ ID_WORKING_POINTS = ("loose", "medium", "tight")
 ISOLATION_WORKING_POINTS = ("FCLoose", "FCTight")
 #: named overlap-removal input definitions (:meth:`LeptonConfig.with_or_inputs`): ATLAS analyses'
 #: *baseline* leptons (Loose ID, no isolation; the default, docs/references.md §13) and the
-#: *signal* leptons of a tt̄ analysis (Medium ID + FCLoose; the default before 2026-12-03)
+#: *signal* leptons of a tt̄ analysis (Medium ID + FCLoose; the default before 2026-12-03); and Loose
+#: ID + FCLoose (keeps b-jets, misses the < 1 % goal at μ = 60: docs/benchmarks/sim_leptons.md)
 OR_INPUTS: dict[str, dict[str, str | None]] = {
     "baseline": {"or_electron_id": "loose", "or_muon_id": "loose", "or_isolation": None},
     "signal": {"or_electron_id": "medium", "or_muon_id": "medium", "or_isolation": "FCLoose"},
+    "loose_isolated": {"or_electron_id": "loose", "or_muon_id": "loose", "or_isolation": "FCLoose"},
 }
 
 _M_E = 0.000511
