@@ -493,6 +493,48 @@ def interleaved_timing(makers: dict, train: dict, bs: int, steps: int, rounds: i
     return {k: float(np.median(v)) for k, v in rates.items()}
 
 
+def part_before(rev: str, norm: tuple[np.ndarray, np.ndarray]) -> torch.nn.Module:
+    """lhcml's ParT (charge + PID row) as ``src/lhcml/models/part.py`` was at git revision ``rev``,
+    run against today's other modules (for the step A/B; not registered as a model)."""
+    import subprocess
+
+    src = subprocess.run(["git", "show", f"{rev}:src/lhcml/models/part.py"], check=True, capture_output=True,
+                         text=True, cwd=Path(__file__).resolve().parents[1]).stdout  # fmt: skip
+    ns: dict = {"__name__": f"part_{rev}"}
+    exec(compile(src.replace('@register_model("part")', ""), f"part_{rev}.py", "exec"), ns)  # noqa: S102
+    variables = [*KIN, "eta", "phi", *PID]
+    model = Lhcml("part", norm, variables, pair_only=["eta", "phi"])
+    cols = [RAW.index(v) for v in variables]
+    model.m = ns["ParticleTransformer"](2, {"flow": len(cols)}, embed_dims=[64, 128, 64], pair_embed_dims=[32, 32],
+                                        num_heads=4, num_layers=3, num_cls_layers=1, pair_only=["eta", "phi"])  # fmt: skip
+    model.m.configure_inputs({"flow": variables})
+    model.m.set_normalisation("flow", norm[0][cols], norm[1][cols])
+    return model
+
+
+def step_ab(makers: dict, train: dict, bs: int, steps: int, rounds: int) -> dict[str, list[float]]:
+    """Optimiser steps/s of every model, ``rounds`` rounds of ``steps`` steps on the same batches,
+    the model order rotating from round to round (load from other processes hits all alike)."""
+    rng = np.random.default_rng(1)
+    batch_list = list(batches(train, rng.permutation(len(train["label"]))[: steps * bs], bs))
+    models = {k: make() for k, make in makers.items()}
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
+    keys = list(models)
+    rates: dict[str, list[float]] = {k: [] for k in keys}
+    for r in range(rounds + 1):  # round 0: warm-up, not recorded
+        for k in keys[r % len(keys):] + keys[: r % len(keys)]:
+            m = models[k].train()
+            t0 = time.perf_counter()
+            for x, y in batch_list:
+                loss = torch.nn.functional.cross_entropy(m(x), y)
+                opts[k].zero_grad()
+                loss.backward()
+                opts[k].step()
+            if r:
+                rates[k].append(len(batch_list) / (time.perf_counter() - t0))
+    return rates
+
+
 ROWS = {
     "pn_weaver": ("ParticleNet", "weaver", False),
     "pn_lhcml": ("ParticleNet", "lhcml", False),
@@ -586,6 +628,9 @@ def main() -> None:
     ap.add_argument("--timing", type=int, default=0, metavar="ROUNDS",
                     help="only measure training jets/s of --models in this many interleaved rounds")
     ap.add_argument("--timing-steps", type=int, default=15, help="optimiser steps per model and round")
+    ap.add_argument("--step-ab", type=int, default=0, metavar="ROUNDS",
+                    help="only the ParT step A/B: --models and, with --before REV, lhcml's ParT of git revision REV")
+    ap.add_argument("--before", default=None, metavar="REV", help="git revision of part.py for --step-ab")
     ap.add_argument("--seed", type=int, default=0,
                     help="training seed (initialisation, shuffling, dropout); rows are stored as KEY_sSEED when != 0")
     args = ap.parse_args()
@@ -643,6 +688,18 @@ def main() -> None:
             return Lhcml(lname, norm, KIN, missing_neighbours="drop")
         return Lhcml(lname, norm, KIN if key.endswith("_kin") else RAW[:6])
 
+    if args.step_ab:
+        torch.manual_seed(0)
+        ab_makers = {k: (lambda k=k: make(k)) for k in args.models}
+        if args.before:
+            ab_makers[f"part_lhcml_pid@{args.before}"] = lambda: part_before(args.before, norm)
+        rates = step_ab(ab_makers, train, args.batch_size, args.timing_steps, args.step_ab)
+        ref = "part_weaver_pid" if "part_weaver_pid" in rates else next(iter(rates))
+        print(f"| model | steps/s per round | median | per-round ratio to {ref} (median) |\n|---|---|---|---|")
+        for k, v in rates.items():
+            ratio = np.median(np.array(v) / np.array(rates[ref]))
+            print(f"| {k} | {' '.join(f'{x:.3f}' for x in v)} | {np.median(v):.3f} | {ratio:.2f} |")
+        return
     if args.timing:
         torch.manual_seed(0)
         rates = interleaved_timing({k: (lambda k=k: make(k)) for k in args.models}, train, args.batch_size,
