@@ -25,7 +25,12 @@ dependencies (the ``bench`` extra; no CUDA torch). Three things are done:
    [TIMING]`` prints the per-seed table);
 3. ``--weaver-loader DIR``: ``lhcml convert`` of the test file to ROOT and parquet, read back by
    weaver-core's own data loader (``SimpleIterDataset``, :data:`CONVERTED_CONFIG`) and compared
-   with lhcml's reading.
+   with lhcml's reading;
+4. speed: ``--timing ROUNDS`` (training jets/s of ``--models``, interleaved) and ``--step-ab
+   ROUNDS [--before REV]`` (ParT optimiser steps/s, interleaved, rotating order, with lhcml's
+   ``part.py`` of git revision REV beside today's). Rows ``part_weaver_pid_notrim`` (weaver's
+   ParT without its training-batch trimming) and ``part_lhcml_pid_trim`` (lhcml's with the
+   same trimming, ``train_trim``) compare the two at equal work.
 
 Usage::
 
@@ -34,6 +39,8 @@ Usage::
         [--results DIR/results.json] [--weaver-files runs/weaver] [--seed 1]
     python benchmarks/boosted_weaver.py --train DIR/train.h5 --test DIR/test.h5 --weaver-loader DIR/loader
     python benchmarks/boosted_weaver.py --summary DIR/results.json [DIR/timing.json]
+    python benchmarks/boosted_weaver.py --train DIR/train.h5 --test DIR/val.h5 --step-ab 6 --timing-steps 6 \
+        --before 80fa740 --models part_weaver_pid part_lhcml_pid
 """
 
 from __future__ import annotations
