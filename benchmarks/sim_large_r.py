@@ -65,6 +65,33 @@ def _peak(m_gev: np.ndarray) -> tuple[float, float]:
     return mean.value, sigma.value
 
 
+def _mode(m_gev: np.ndarray, n_boot: int = 50, seed: int = 0) -> tuple[float, float]:
+    """The most probable value (the literal peak) of a mass distribution and its bootstrap error.
+
+    Gaussian kernel density (Silverman bandwidth of the central 90 %) evaluated on a 0.1 GeV grid
+    around the median; the argmax is the mode. Unlike the ±2σ Gaussian-core mean of :func:`_peak`,
+    it is not pulled by an asymmetric low-side shoulder (semileptonic b decays, out-of-cone FSR).
+    """
+    from scipy.stats import gaussian_kde
+
+    m = np.asarray(m_gev, dtype=np.float64)
+    m = m[np.isfinite(m)]
+    if len(m) < 20:
+        return float("nan"), float("nan")
+    q05, q50, q95 = np.percentile(m, [5, 50, 95])
+    core = m[(m > q05) & (m < q95)]
+    bw = 0.9 * min(core.std(), (np.percentile(core, 75) - np.percentile(core, 25)) / 1.34) * len(core) ** -0.2
+    grid = np.arange(q50 - 0.5 * (q95 - q05), q50 + 0.5 * (q95 - q05), 0.1)
+
+    def arg(x):
+        kde = gaussian_kde(x, bw_method=bw / x.std(ddof=1))
+        return float(grid[np.argmax(kde(grid))])
+
+    rng = np.random.default_rng(seed)
+    boots = [arg(rng.choice(m, len(m))) for _ in range(n_boot)]
+    return arg(m), (float(np.std(boots)) if boots else 0.0)
+
+
 def _tau32(flow: np.ndarray) -> np.ndarray:
     from lhcml.tasks.boosted.substructure import substructure_from_flow
 
@@ -107,11 +134,15 @@ def stability(events: int, mus: list[float], seed: int, constituents: str,
                 psd, _ = _peak(j["massSoftDrop"][sel] / 1e3)
                 matched = sel & (j["truthJetMass"] > 0)
                 ptruth, _ = _peak(j["truthJetMass"][matched] / 1e3)
+                mode, mode_err = _mode(m)
+                mode_truth, _ = _mode(j["truthJetMass"][matched] / 1e3, n_boot=0) if matched.sum() >= 20 else (np.nan, 0)
                 rows.append({
                     "particle": name, "definition": definition, "mu": mu, "constituents": constituents, "events": events,
                     "jets": int(sel.sum()), "peak": peak, "shift": peak - PARTICLE_MASS[name],
                     "rel_width": width / peak, "peak_ungroomed": pu, "rel_width_ungroomed": wu / pu,
                     "peak_softdrop": psd, "peak_truth_jet": ptruth,
+                    "mode": mode, "mode_err": mode_err, "mode_shift": mode - PARTICLE_MASS[name],
+                    "mode_truth_jet": mode_truth,
                     "iqr_res": _iqr_resolution(j["mass"][matched] / j["truthJetMass"][matched]),
                     "jes": float(np.median(j["pt"][matched] / j["truthJetPt"][matched])),
                     "tau32_median": float(np.median(tau32[sel])), "wall_s": wall,
@@ -125,7 +156,9 @@ def _fmt(r: dict) -> str:
             f"peak={r['peak']:6.1f} ({r['shift']:+5.1f}) width={100 * r['rel_width']:5.1f}% "
             f"| ungroomed {r['peak_ungroomed']:6.1f} ({100 * r['rel_width_ungroomed']:4.1f}%) "
             f"| SD {r['peak_softdrop']:6.1f} | truth jet {r['peak_truth_jet']:6.1f} | IQR res {100 * r['iqr_res']:5.1f}% | JES {r['jes']:.3f} "
-            f"| tau32 {r['tau32_median']:.3f} | {r['wall_s']:.0f} s")
+            f"| tau32 {r['tau32_median']:.3f} | {r['wall_s']:.0f} s"
+            + (f" | mode {r['mode']:6.1f} ± {r['mode_err']:.1f} ({r['mode_shift']:+5.1f}), truth-jet mode {r['mode_truth_jet']:6.1f}"
+               if "mode" in r else ""))
 
 
 def truth_peaks(events: int, seed: int) -> list[dict]:
