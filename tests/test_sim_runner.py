@@ -41,7 +41,27 @@ def _run(out, **kw):
 
 
 def _bytes(paths):
-    return [p.read_bytes() for p in paths]
+    """What a shard holds, byte for byte: file attributes, and per dataset its dtype, shape,
+    attributes and the bytes of its decoded data (NaN payloads and padding included).
+
+    Not the raw file bytes: HDF5 compresses whole chunks, and the rows of a partial edge chunk
+    beyond the dataset's extent can hold memory HDF5 freed earlier in the process, so two
+    processes can store identical data in compressed chunks of different bytes (seen once in CI
+    between an in-process run and a Dask worker: same data, file 1 056 bytes apart).
+    """
+    import h5py
+
+    out = []
+    for p in paths:
+        with h5py.File(p, "r") as f:
+            attrs = sorted((k, repr(v)) for k, v in f.attrs.items())
+            sets = []
+            for name in sorted(f):
+                ds = f[name]
+                ds_attrs = sorted((k, repr(v)) for k, v in ds.attrs.items())
+                sets.append((name, ds.dtype.descr, ds.shape, ds_attrs, ds[()].tobytes()))
+        out.append((p.name, attrs, sets))
+    return out
 
 
 @pytest.fixture(scope="module")

@@ -176,6 +176,8 @@ class H5Writer:
         try:
             if not self._rows:
                 raise SchemaError(f"nothing was written to {self.path}: append at least one batch")
+            for name, n in self._rows.items():
+                self._file[name].resize(n, axis=0)  # drop the zero rows up to the chunk boundary
             self._file.close()
         except BaseException:
             self.abort()
@@ -257,10 +259,19 @@ class H5Writer:
                     )
                 arr = arr.astype(dtype)
             ds = self._file[name]
-            n0 = self._rows[name]
-            ds.resize(n0 + len(arr), axis=0)
-            ds[n0 : n0 + len(arr)] = arr
-            self._rows[name] = n0 + len(arr)
+            n0, n1 = self._rows[name], self._rows[name] + len(arr)
+            # the extent always ends on a chunk boundary while writing, the rows after the data
+            # zero-filled, so that no chunk is compressed with rows we did not write (the part of a
+            # partial edge chunk beyond the extent is not guaranteed to be initialised: the same
+            # data were once stored in different bytes by two processes); close() sets the extent
+            rows = ds.chunks[0]
+            padded = -(-n1 // rows) * rows
+            if padded != ds.shape[0]:
+                ds.resize(padded, axis=0)
+            ds[n0:n1] = arr
+            if padded > n1:
+                ds[n1:padded] = np.zeros((padded - n1, *shape), dtype=dtype)
+            self._rows[name] = n1
 
 
 def write_h5(
