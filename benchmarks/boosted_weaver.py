@@ -490,14 +490,19 @@ def interleaved_timing(makers: dict, train: dict, bs: int, steps: int, rounds: i
         for k, m in models.items():
             m.train()
             data = bucketed if ROWS[k][2] else plain
-            t0 = time.perf_counter()
-            for x, y in data:
-                loss = torch.nn.functional.cross_entropy(m(x), y)
-                opts[k].zero_grad()
-                loss.backward()
-                opts[k].step()
-            rates[k].append(sum(len(y) for _, y in data) / (time.perf_counter() - t0))
+            rates[k].append(sum(len(y) for _, y in data) / _train_steps(m, opts[k], data))
     return {k: float(np.median(v)) for k, v in rates.items()}
+
+
+def _train_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, data: list) -> float:
+    """One optimiser step per (x, y) batch of ``data`` (cross-entropy); the wall seconds taken."""
+    t0 = time.perf_counter()
+    for x, y in data:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - t0
 
 
 def part_before(rev: str, norm: tuple[np.ndarray, np.ndarray]) -> torch.nn.Module:
@@ -507,8 +512,17 @@ def part_before(rev: str, norm: tuple[np.ndarray, np.ndarray]) -> torch.nn.Modul
 
     src = subprocess.run(["git", "show", f"{rev}:src/lhcml/models/part.py"], check=True, capture_output=True,
                          text=True, cwd=Path(__file__).resolve().parents[1]).stdout  # fmt: skip
-    ns: dict = {"__name__": f"part_{rev}"}
-    exec(compile(src.replace('@register_model("part")', ""), f"part_{rev}.py", "exec"), ns)  # noqa: S102
+    import importlib.util
+    import tempfile
+
+    # imported as a module from a file (no exec of strings); unregistered so it does not clash
+    # with today's "part" in the model registry
+    path = Path(tempfile.mkdtemp()) / f"part_{rev}.py"
+    path.write_text(src.replace('@register_model("part")', ""))
+    spec = importlib.util.spec_from_file_location(f"part_{rev}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ns = vars(module)
     variables = [*KIN, "eta", "phi", *PID]
     model = Lhcml("part", norm, variables, pair_only=["eta", "phi"])
     cols = [RAW.index(v) for v in variables]
@@ -531,14 +545,9 @@ def step_ab(makers: dict, train: dict, bs: int, steps: int, rounds: int) -> dict
     for r in range(rounds + 1):  # round 0: warm-up, not recorded
         for k in keys[r % len(keys):] + keys[: r % len(keys)]:
             m = models[k].train()
-            t0 = time.perf_counter()
-            for x, y in batch_list:
-                loss = torch.nn.functional.cross_entropy(m(x), y)
-                opts[k].zero_grad()
-                loss.backward()
-                opts[k].step()
+            seconds = _train_steps(m, opts[k], batch_list)
             if r:
-                rates[k].append(len(batch_list) / (time.perf_counter() - t0))
+                rates[k].append(len(batch_list) / seconds)
     return rates
 
 

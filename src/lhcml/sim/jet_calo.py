@@ -155,6 +155,7 @@ def load_geometry(path: str | None = None) -> CaloGeometry:
         ring.append(b[7] + mirrored)
     layer_a = np.concatenate(layer)
     phi_a = np.concatenate(phi)
+    cos_phi, sin_phi = _cos_sin(phi_a)
     nb_off, nb_idx = _neighbours(b_layer, b_lo, b_hi, b_ne, b_np, b_off)
     return CaloGeometry(
         radius=float(cfg.get("radius_mm", 1500.0)),
@@ -169,25 +170,18 @@ def load_geometry(path: str | None = None) -> CaloGeometry:
         layer=layer_a, eta=np.concatenate(eta), phi=phi_a, noise=np.concatenate(noise),
         ring=np.concatenate(ring).astype(np.int64), n_rings=ring_off,
         nb_offsets=nb_off, nb_index=nb_idx.astype(np.int32),  # int32: half the cache footprint in clustering
-        cos_phi=_cos(phi_a), sin_phi=_sin(phi_a),
+        cos_phi=cos_phi, sin_phi=sin_phi,
     )
 
 
 @numba.njit(cache=True)
-def _cos(x):
-    """Element-wise cos in compiled code (the values the clustering kernels would compute)."""
-    out = np.empty_like(x)
+def _cos_sin(x):
+    """Element-wise cos and sin in compiled code (the values the clustering kernels would compute)."""
+    c, s = np.empty_like(x), np.empty_like(x)
     for i in range(x.shape[0]):
-        out[i] = np.cos(x[i])
-    return out
-
-
-@numba.njit(cache=True)
-def _sin(x):
-    out = np.empty_like(x)
-    for i in range(x.shape[0]):
-        out[i] = np.sin(x[i])
-    return out
+        c[i] = np.cos(x[i])
+        s[i] = np.sin(x[i])
+    return c, s
 
 
 @numba.njit(cache=True)
