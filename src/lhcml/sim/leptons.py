@@ -196,8 +196,8 @@ class LeptonConfig:
 
     @classmethod
     def with_or_inputs(cls, name: str, **overrides) -> LeptonConfig:
-        """A configuration with the named overlap-removal inputs (:data:`OR_INPUTS`: ``"baseline"``,
-        ``"signal"``); ``overrides`` set further fields."""
+        """A configuration with the named overlap-removal inputs (a key of :data:`OR_INPUTS`:
+        ``"baseline"``, ``"signal"``, ``"loose_isolated"``); ``overrides`` set further fields."""
         if name not in OR_INPUTS:
             raise ConfigError(f"unknown overlap-removal inputs {name!r}; valid: {', '.join(OR_INPUTS)}")
         return cls(**{**OR_INPUTS[name], **overrides})

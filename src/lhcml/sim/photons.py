@@ -406,7 +406,6 @@ def _overlay_flat(cols, ev, n_events, mu, pileup, rng):
     return flat, np.repeat(np.arange(n_events), counts), n_pu
 
 
-
 def pileup_noise_per_cell(
     pileup: Any,
     mu: float,

@@ -121,9 +121,6 @@ def n_waiting(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
-    return True
-
-
 def fail_stale_trials(study, grace_period: float = GRACE_PERIOD, dead_pids: set[int] | None = None) -> list[int]:
     """Mark RUNNING trials whose worker is gone as FAIL and re-queue their parameters.
 
