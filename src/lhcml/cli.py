@@ -16,7 +16,7 @@ STAGES = ("simulate", "convert", "preprocess", "train", "predict", "evaluate", "
 #: commands that are no stage: look at a file, run the chain end to end, the version
 TOOLS = ("inspect", "demo", "version")
 #: one group per application (``lhcml GROUP --help`` says what it is and the order of its commands)
-GROUPS = ("sim", "ftag", "jets", "photon")
+GROUPS = ("sim", "ftag", "jets", "photon", "trigger")
 
 _PANELS = {**dict.fromkeys(STAGES, "Stages"), **dict.fromkeys(TOOLS, "Tools"),
            **dict.fromkeys(GROUPS, "Applications")}  # fmt: skip
@@ -73,6 +73,9 @@ _tune_cli.register(app)
 from lhcml.tasks.photon import cli as _photon_cli  # noqa: E402
 
 _photon_cli.register(app)
+from lhcml.tasks.trigger import cli as _trigger_cli  # noqa: E402
+
+_trigger_cli.register(app)
 from lhcml import demo as _demo  # noqa: E402
 
 _demo.register(app)
