@@ -1,0 +1,195 @@
+"""The common interface of lhcml's generative fast-calorimeter models (issue 15).
+
+A :class:`FastCaloGenerator` maps an incident energy and a noise vector to a calorimeter shower
+in the CaloChallenge voxel layout (``V`` voxels, layer after layer, see
+:mod:`lhcml.data.calochallenge`). Every model (``fastcalo_vae``, ``fastcalo_gan``,
+``fastcalo_flow``, ``fastcalo_fm`` in :mod:`lhcml.models.registry`) provides
+
+* construction from ``n_voxels``, ``layer_sizes`` (voxels per layer, in voxel order, summing to
+  ``n_voxels``), ``e_min_gev``/``e_max_gev`` (the trained incident-energy range) and its own
+  hyper-parameters; no I/O;
+* :attr:`noise_dim` and :meth:`sample` ``(energy_gev [N], noise [N, noise_dim]) -> showers
+  [N, V]`` in GeV, every voxel ``>= 0``, a deterministic function of its inputs in ``eval()``
+  mode (so an ONNX graph with the noise as an input reproduces it exactly; flow matching and
+  diffusion unroll a fixed-step solver);
+* :meth:`generate` ``(energy_gev, generator=None)``, which checks the energy range, draws the
+  noise (standard normal, :meth:`draw_noise`) and calls :meth:`sample`;
+* the conditioning :meth:`condition`: ``log(E)`` scaled to ``[0, 1]`` over the trained range;
+* the training contract used by :mod:`lhcml.train.fastcalo` (``lhcml train
+  configs/fastcalo/X.yaml``): :meth:`phases` (one optimiser per phase; a likelihood-type model
+  has one phase ``"model"``, a GAN a ``"critic"`` and a ``"generator"`` phase stepped every
+  ``n_critic`` batches, as WGAN-GP), :meth:`loss_terms` (named loss terms of a phase, summed by
+  the trainer) and :meth:`validation_terms` (the per-epoch ``val_loss`` that selects the best
+  checkpoint, and extra monitored numbers).
+
+Showers and energies enter and leave in GeV; each model normalises internally (e.g. voxel
+energies as fractions of the incident energy) and keeps its constants in buffers, so a
+checkpoint or an exported graph needs nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from lhcml.errors import ConfigError
+
+#: relative slack on the trained energy range in :meth:`FastCaloGenerator.check_energies`
+#: (float32 round-off of energies stored at the range's edges; our choice)
+ENERGY_RANGE_SLACK = 1e-5
+
+
+@dataclass(frozen=True)
+class TrainPhase:
+    """One optimiser of a model's training step.
+
+    Attributes
+    ----------
+    name
+        Phase name, passed to :meth:`FastCaloGenerator.loss_terms` (``"model"``, ``"critic"``,
+        ``"generator"``).
+    parameters
+        The parameters this phase's optimiser updates.
+    every_n_batches
+        Step this phase on every ``n``-th training batch (WGAN-GP's generator: ``n_critic``);
+        the phases due on a batch run in the listed order.
+    lr_scale
+        This phase's learning rate relative to the configured ``optimizer.lr``.
+    betas
+        Adam betas for this phase, or ``None`` for the configured optimiser's defaults.
+    """
+
+    name: str
+    parameters: tuple[nn.Parameter, ...] = field(repr=False)
+    every_n_batches: int = 1
+    lr_scale: float = 1.0
+    betas: tuple[float, float] | None = None
+
+
+class FastCaloGenerator(nn.Module, ABC):
+    """Base of the generative fast-calorimeter models (see the module docstring).
+
+    Parameters
+    ----------
+    n_voxels
+        Voxels per shower ``V``.
+    layer_sizes
+        Voxels per calorimeter layer, in voxel order; must sum to ``n_voxels``.
+    e_min_gev, e_max_gev
+        Trained incident-energy range in GeV (``0 < e_min_gev < e_max_gev``).
+    """
+
+    registry_name: ClassVar[str] = ""
+    #: size of the noise vector :meth:`sample` takes (set by each model's constructor)
+    noise_dim: int
+
+    def __init__(
+        self, n_voxels: int, layer_sizes: Sequence[int], e_min_gev: float, e_max_gev: float
+    ) -> None:
+        super().__init__()
+        name = self.registry_name or type(self).__name__
+        layer_sizes = [int(n) for n in layer_sizes]
+        if n_voxels <= 0 or not layer_sizes or any(n <= 0 for n in layer_sizes):
+            raise ConfigError(
+                f"model '{name}' needs n_voxels > 0 and positive layer_sizes, got {n_voxels}, {layer_sizes}"
+            )
+        if sum(layer_sizes) != n_voxels:
+            raise ConfigError(
+                f"model '{name}': layer_sizes {layer_sizes} sum to {sum(layer_sizes)}, not n_voxels = "
+                f"{n_voxels} (take both from the binning file)"
+            )
+        if not (0 < e_min_gev < e_max_gev) or not math.isfinite(e_max_gev):
+            raise ConfigError(
+                f"model '{name}' needs 0 < e_min_gev < e_max_gev, got {e_min_gev}, {e_max_gev}"
+            )
+        self.n_voxels = int(n_voxels)
+        self.layer_sizes = layer_sizes
+        self.n_layers = len(layer_sizes)
+        self.e_min_gev = float(e_min_gev)
+        self.e_max_gev = float(e_max_gev)
+        # voxel -> layer index, for per-layer sums (a buffer: moves with .to(), no state)
+        layer_of_voxel = torch.repeat_interleave(
+            torch.arange(self.n_layers), torch.tensor(layer_sizes)
+        )
+        self.register_buffer("layer_of_voxel", layer_of_voxel, persistent=False)
+
+    # -- conditioning and layer sums ----------------------------------------------------------
+    def condition(self, energy_gev: Tensor) -> Tensor:
+        """``(log E - log E_min) / (log E_max - log E_min)`` as an ``(N, 1)`` float tensor."""
+        e = energy_gev.reshape(-1, 1).float()
+        lo, hi = math.log(self.e_min_gev), math.log(self.e_max_gev)
+        return (torch.log(e) - lo) / (hi - lo)
+
+    def layer_energies(self, showers: Tensor) -> Tensor:
+        """Per-layer sums ``(N, n_layers)`` of showers ``(N, V)``."""
+        out = showers.new_zeros(showers.shape[0], self.n_layers)
+        return out.index_add(1, self.layer_of_voxel, showers)
+
+    def check_energies(self, energy_gev: Tensor) -> None:
+        """Raise :class:`ConfigError` if an energy lies outside the trained range."""
+        e = energy_gev.detach().reshape(-1)
+        if e.numel() == 0:
+            return
+        lo, hi = float(e.min()), float(e.max())
+        slack = ENERGY_RANGE_SLACK
+        if (
+            not (math.isfinite(lo) and math.isfinite(hi))
+            or lo < self.e_min_gev * (1 - slack)
+            or hi > self.e_max_gev * (1 + slack)
+        ):
+            raise ConfigError(
+                f"incident energies {lo:.4g}-{hi:.4g} GeV lie outside the trained range "
+                f"{self.e_min_gev:.4g}-{self.e_max_gev:.4g} GeV of model '{self.registry_name}': "
+                "generate inside it or train on a wider range"
+            )
+
+    # -- sampling -----------------------------------------------------------------------------
+    @abstractmethod
+    def sample(self, energy_gev: Tensor, noise: Tensor) -> Tensor:
+        """Showers ``(N, V)`` in GeV (>= 0) for energies ``(N,)`` GeV and noise ``(N, noise_dim)``.
+
+        A deterministic function of its inputs in ``eval()`` mode (the exported ONNX graph).
+        """
+
+    def draw_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Noise ``(n, noise_dim)`` for :meth:`sample`: standard normal."""
+        dev = next((b.device for b in self.buffers()), torch.device("cpu"))
+        return torch.randn(n, self.noise_dim, generator=generator, device=dev)
+
+    @torch.no_grad()
+    def generate(self, energy_gev: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Showers ``(N, V)`` GeV for incident energies ``(N,)`` GeV inside the trained range."""
+        energy_gev = torch.as_tensor(energy_gev, dtype=torch.float32).reshape(-1)
+        self.check_energies(energy_gev)
+        noise = self.draw_noise(len(energy_gev), generator)
+        return self.sample(energy_gev.to(noise.device), noise)
+
+    # -- training contract (lhcml.train.fastcalo) --------------------------------------------
+    def phases(self) -> list[TrainPhase]:
+        """The optimisers of a training step; default one phase ``"model"`` over all parameters."""
+        return [TrainPhase("model", tuple(p for p in self.parameters() if p.requires_grad))]
+
+    @abstractmethod
+    def loss_terms(self, energy_gev: Tensor, showers: Tensor, phase: str) -> dict[str, Tensor]:
+        """Named scalar loss terms of ``phase`` on a batch (energies ``(N,)``, showers ``(N, V)``
+        GeV); the trainer minimises their sum with that phase's optimiser."""
+
+    def validation_terms(self, energy_gev: Tensor, showers: Tensor) -> dict[str, Tensor]:
+        """Per-batch validation numbers; ``"loss"`` (required) is logged as ``val_loss`` and
+        selects the best checkpoint, other keys as ``val_<key>``. Default: the sum of the first
+        phase's loss terms, each term also logged."""
+        terms = self.loss_terms(energy_gev, showers, self.phases()[0].name)
+        total = torch.stack([v for v in terms.values()]).sum()
+        return {"loss": total, **terms} if len(terms) > 1 else {"loss": total}
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_voxels={self.n_voxels}, layers={self.n_layers}, noise_dim={self.noise_dim}, "
+            f"E=[{self.e_min_gev:g}, {self.e_max_gev:g}] GeV"
+        )
