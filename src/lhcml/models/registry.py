@@ -31,6 +31,8 @@ _ARCHITECTURE_MODULES = (
     "lhcml.models.lola",
     "lhcml.models.images",
     "lhcml.models.photon",
+    "lhcml.models.fastcalo.vae",
+    "lhcml.models.fastcalo.gan",
 )
 
 

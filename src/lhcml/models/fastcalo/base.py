@@ -16,7 +16,7 @@ in the CaloChallenge voxel layout (``V`` voxels, layer after layer, see
   noise (standard normal, :meth:`draw_noise`) and calls :meth:`sample`;
 * the conditioning :meth:`condition`: ``log(E)`` scaled to ``[0, 1]`` over the trained range;
 * the training contract used by :mod:`lhcml.train.fastcalo` (``lhcml train
-  configs/fastcalo/X.yaml``): :meth:`phases` (one optimiser per phase; a likelihood-type model
+  configs/fastcalo/X.yaml``): :meth:`prepare` (data-derived constants), :meth:`phases` (one optimiser per phase; a likelihood-type model
   has one phase ``"model"``, a GAN a ``"critic"`` and a ``"generator"`` phase stepped every
   ``n_critic`` batches, as WGAN-GP), :meth:`loss_terms` (named loss terms of a phase, summed by
   the trainer) and :meth:`validation_terms` (the per-epoch ``val_loss`` that selects the best
@@ -171,6 +171,11 @@ class FastCaloGenerator(nn.Module, ABC):
         return self.sample(energy_gev.to(noise.device), noise)
 
     # -- training contract (lhcml.train.fastcalo) --------------------------------------------
+    def prepare(self, energy_gev: Tensor, showers: Tensor) -> None:  # noqa: B027 - optional hook
+        """Fill data-derived constants (buffers, saved with the weights) from the training
+        sample before the first epoch (e.g. per-voxel scales); default: nothing. Called again
+        on resume (the buffers then come back from the checkpoint), so it must be deterministic."""
+
     def phases(self) -> list[TrainPhase]:
         """The optimisers of a training step; default one phase ``"model"`` over all parameters."""
         return [TrainPhase("model", tuple(p for p in self.parameters() if p.requires_grad))]

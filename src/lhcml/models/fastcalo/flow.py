@@ -1,0 +1,316 @@
+"""CaloFlow-like normalising flow for fast calorimeter showers (Krause & Shih, arXiv:2106.05285).
+
+Two conditional flows, built with ``zuko`` (neural spline flows: masked autoregressive
+transforms with monotonic rational-quadratic splines, Durkan et al. arXiv:1906.04032):
+
+* **flow I** learns the layer energies given the incident energy, ``p_1(E_0..E_{L-1} | E_inc)``,
+  on CaloFlow's unit-interval variables (``docs/references.md §14``)
+
+  ``u_0 = sum_k E_k / (u0_max E_inc)``, ``u_{k+1} = E_k / sum_{j >= k} E_j`` (k = 0..L-2),
+
+  each mapped to ``logit(alpha + (1 - 2 alpha) u)`` with CaloFlow's ``alpha = 1e-6`` and
+  standardised. CaloFlow's ``u_0`` is ``E_dep / E_inc`` (Geant4 deposits stay below ``E_inc``);
+  lhcml's showers are calibrated cell energies that fluctuate above ``E_inc``, so ``u_0`` is
+  divided by ``u0_max`` (our choice, 1.5; training data above it are refused with a clear error).
+* **flow II** learns the voxel energies normalised to their layer's energy,
+  ``p_2(I | E_0..E_{L-1}, E_inc)``, conditioned on ``log10`` of the layer energies and on
+  ``log E_inc``, after CaloFlow's dequantisation (uniform noise of up to ``dequant_kev`` = 1 keV
+  added to every voxel) and the same logit transform. Generated voxels below the dequantisation
+  scale are set to zero and each layer is renormalised to flow I's layer energy, as CaloFlow does,
+  so the shower's energy is exactly that of flow I.
+
+Both flows are fully autoregressive in CaloFlow (MADE blocks). Here flow I is (``L`` = a few
+layers: ``L`` sequential passes to sample), and flow II is autoregressive over ``voxel_passes``
+blocks of voxels (zuko's ``passes``): ``2`` (default, our choice) is a coupling flow that samples
+in two network passes per transform — the ``D``-pass inversion of a fully autoregressive flow
+over hundreds of voxels is what CaloFlow replaced by its IAF student (CaloFlow II,
+arXiv:2110.11377) for speed; ``voxel_passes: null`` gives the paper's fully autoregressive flow.
+
+Sizes (``configs/fastcalo/flow.yaml``): CaloFlow used 6 MADE blocks of one hidden layer of 64
+nodes for flow I and 8 blocks of 504 nodes for flow II, with RQS of 8 bins; here flow I has
+``layer_transforms`` x 2 hidden layers of ``layer_hidden``, flow II ``voxel_transforms`` x 2 of
+``voxel_hidden`` (smaller by default: training on one CPU thread), RQS of 8 bins.
+
+``sample(energy, noise)`` with ``noise = [z_1 (L), z_2 (V)]`` the concatenated base samples of the
+two flows is a deterministic function (exported to ONNX with the noise as an input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from lhcml.errors import SchemaError
+from lhcml.models.fastcalo.base import FastCaloGenerator
+from lhcml.models.registry import register_model
+
+#: CaloFlow's logit offset (Krause & Shih, arXiv:2106.05285, docs/references.md §14)
+ALPHA = 1e-6
+
+
+def _logit(u: Tensor) -> Tensor:
+    p = ALPHA + (1 - 2 * ALPHA) * u
+    return torch.log(p) - torch.log1p(-p)
+
+
+def _expit(x: Tensor) -> Tensor:
+    return ((torch.sigmoid(x) - ALPHA) / (1 - 2 * ALPHA)).clamp(0.0, 1.0)
+
+
+class CaloFlowVariables(nn.Module):
+    """Showers (GeV) <-> CaloFlow's standardised logit variables (layer energies and voxel fractions).
+
+    Parameters
+    ----------
+    layer_sizes
+        Voxels per layer, in voxel order.
+    u0_max
+        Scale of ``u_0 = E_dep / (u0_max E_inc)`` (must bound the training data's ``E_dep / E_inc``).
+    dequant_kev
+        Upper edge of CaloFlow's uniform dequantisation noise per voxel (keV); also the threshold
+        below which generated voxels are set to zero.
+
+    The standardisation (means and widths of the logit variables) is fitted on training showers
+    with :meth:`fit` and kept in buffers, so it travels with the weights and into ONNX.
+    """
+
+    def __init__(
+        self, layer_sizes: Sequence[int], u0_max: float = 1.5, dequant_kev: float = 1.0
+    ) -> None:
+        super().__init__()
+        sizes = [int(s) for s in layer_sizes]
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"layer_sizes must be positive voxel counts, got {list(layer_sizes)}")
+        if u0_max <= 0 or dequant_kev < 0:
+            raise ValueError(
+                f"u0_max must be > 0 and dequant_kev >= 0, got {u0_max}, {dequant_kev}"
+            )
+        self.n_layers = len(sizes)
+        self.n_voxels = sum(sizes)
+        self.u0_max = float(u0_max)
+        self.dequant_gev = float(dequant_kev) * 1e-6
+        assign = torch.zeros(self.n_voxels, self.n_layers)
+        start = 0
+        for k, s in enumerate(sizes):
+            assign[start : start + s, k] = 1.0
+            start += s
+        self.register_buffer("assign", assign)  # (V, L) one-hot voxel -> layer
+        # remainder matrix: R[j, k] = 1 if j >= k (sum over the layers from k on)
+        self.register_buffer(
+            "tail", torch.triu(torch.ones(self.n_layers, self.n_layers)).T.contiguous()
+        )
+        self.register_buffer("u_mean", torch.zeros(self.n_layers))
+        self.register_buffer("u_std", torch.ones(self.n_layers))
+        self.register_buffer("v_mean", torch.zeros(self.n_voxels))
+        self.register_buffer("v_std", torch.ones(self.n_voxels))
+
+    # ---- layer energies <-> u ----
+    def layer_energies(self, showers: Tensor) -> Tensor:
+        """``(N, L)`` energy of each layer."""
+        return showers @ self.assign
+
+    def u_from_layers(self, e_layers: Tensor, energy: Tensor) -> Tensor:
+        """CaloFlow's unit-interval variables ``(N, L)`` of the layer energies."""
+        rem = e_layers @ self.tail  # (N, L): sum_{j >= k} E_j
+        u0 = rem[:, :1] / (self.u0_max * energy[:, None])
+        uk = e_layers[:, :-1] / rem[:, :-1].clamp(min=1e-30)
+        return torch.cat([u0, uk], dim=1).clamp(0.0, 1.0)
+
+    def layers_from_u(self, u: Tensor, energy: Tensor) -> Tensor:
+        """Inverse of :meth:`u_from_layers`: ``(N, L)`` layer energies, >= 0, summing to ``E_dep``."""
+        rem = u[:, 0] * self.u0_max * energy
+        out = []
+        for k in range(self.n_layers - 1):
+            e_k = u[:, k + 1] * rem
+            out.append(e_k)
+            rem = rem - e_k
+        out.append(rem)
+        return torch.stack(out, dim=1).clamp(min=0.0)
+
+    # ---- encode / decode ----
+    def dequantise(self, showers: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Add CaloFlow's uniform noise ``U[0, dequant)`` to every voxel (negative cells clipped to 0)."""
+        noise = torch.rand(
+            showers.shape, generator=generator, device=showers.device, dtype=showers.dtype
+        )
+        return showers.clamp(min=0.0) + self.dequant_gev * noise
+
+    def raw_variables(self, energy: Tensor, showers: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(logit u (N, L), logit voxel fractions (N, V), layer energies (N, L))``, not standardised."""
+        e_layers = self.layer_energies(showers)
+        u = self.u_from_layers(e_layers, energy)
+        frac = showers / (e_layers @ self.assign.T).clamp(min=1e-30)
+        return _logit(u), _logit(frac.clamp(0.0, 1.0)), e_layers
+
+    def encode(self, energy: Tensor, showers: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Standardised ``(x_u, x_v, layer energies)`` of (already dequantised) showers."""
+        lu, lv, e_layers = self.raw_variables(energy, showers)
+        return (lu - self.u_mean) / self.u_std, (lv - self.v_mean) / self.v_std, e_layers
+
+    def decode_layers(self, x_u: Tensor, energy: Tensor) -> Tensor:
+        """Layer energies ``(N, L)`` from standardised ``x_u``."""
+        return self.layers_from_u(_expit(x_u * self.u_std + self.u_mean), energy)
+
+    def decode_voxels(self, x_v: Tensor, e_layers: Tensor) -> Tensor:
+        """Voxel energies (GeV) from standardised ``x_v``: fractions below the dequantisation scale
+        set to zero, each layer renormalised to ``e_layers`` (CaloFlow's post-processing)."""
+        frac = _expit(x_v * self.v_std + self.v_mean)
+        e_vox = frac * (e_layers @ self.assign.T)
+        frac = torch.where(e_vox < self.dequant_gev, torch.zeros_like(frac), frac)
+        norm = (frac @ self.assign) @ self.assign.T
+        return torch.where(norm > 0, frac / norm.clamp(min=1e-30), torch.zeros_like(frac)) * (
+            e_layers @ self.assign.T
+        )
+
+    def layer_context(self, e_layers: Tensor) -> Tensor:
+        """Flow II's layer-energy conditioning: ``(log10(E_k / GeV + 1e-3) + 1) / 3`` (our scaling,
+        about [-0.7, 1.1] for 0-300 GeV; the 1 MeV offset keeps empty layers finite)."""
+        return (torch.log10(e_layers + 1e-3) + 1.0) / 3.0
+
+    @torch.no_grad()
+    def fit(
+        self, energy: Tensor, showers: Tensor, generator: torch.Generator | None = None
+    ) -> None:
+        """Fit the standardisation on training showers (``energy`` (N,) GeV, ``showers`` (N, V) GeV).
+
+        Raises
+        ------
+        SchemaError
+            If the showers do not have ``n_voxels`` columns, or deposit more than ``u0_max`` times
+            the incident energy (raise ``u0_max``).
+        """
+        if (
+            showers.ndim != 2
+            or showers.shape[1] != self.n_voxels
+            or energy.shape != showers.shape[:1]
+        ):
+            raise SchemaError(
+                f"expected energies (N,) and showers (N, {self.n_voxels}), got {tuple(energy.shape)} "
+                f"and {tuple(showers.shape)}"
+            )
+        ratio = (showers.clamp(min=0).sum(1) / energy).max().item()
+        if ratio > self.u0_max:
+            raise SchemaError(
+                f"a training shower deposits {ratio:.3f} x its incident energy, above u0_max = "
+                f"{self.u0_max}: raise the model's u0_max"
+            )
+        lu, lv, _ = self.raw_variables(energy, self.dequantise(showers, generator))
+        self.u_mean.copy_(lu.mean(0))
+        self.u_std.copy_(lu.std(0).clamp(min=1e-3))
+        self.v_mean.copy_(lv.mean(0))
+        self.v_std.copy_(lv.std(0).clamp(min=1e-3))
+
+
+def prepare_once(model: nn.Module, energy_gev: Tensor, showers: Tensor) -> None:
+    """Fit ``model``'s standardisation (``model.prepare``) on this batch if nothing fitted it yet.
+
+    The training machinery calls ``prepare`` with the training sample when it supports it; a model
+    trained otherwise fits on its first training batch (its ``prepared`` buffer then holds 1 and
+    is saved with the weights, so resuming does not refit).
+    """
+    if model.training and not bool(model.prepared):
+        model.prepare(energy_gev.detach().reshape(-1).float(), showers.detach().float())
+
+
+def _nsf(
+    features: int, context: int, transforms: int, hidden: int, bins: int, passes: int | None
+) -> nn.Module:
+    import zuko
+
+    return zuko.flows.NSF(
+        features=features, context=context, transforms=transforms, bins=bins,
+        hidden_features=(hidden, hidden), passes=passes,
+    )  # fmt: skip
+
+
+@register_model("fastcalo_flow")
+class CaloFlow(FastCaloGenerator):
+    """CaloFlow-like two-flow shower generator (see the module docstring).
+
+    Parameters
+    ----------
+    n_voxels, layer_sizes, e_min_gev, e_max_gev
+        The common :class:`~lhcml.models.fastcalo.base.FastCaloGenerator` arguments.
+    layer_transforms, layer_hidden, layer_bins
+        Flow I: autoregressive RQS transforms, hidden width (two hidden layers), spline bins.
+    voxel_transforms, voxel_hidden, voxel_bins, voxel_passes
+        Flow II: the same, and zuko's ``passes`` (2 = coupling; ``None`` = fully autoregressive).
+    u0_max, dequant_kev
+        See :class:`CaloFlowVariables`.
+    """
+
+    def __init__(
+        self,
+        n_voxels: int,
+        layer_sizes: Sequence[int],
+        e_min_gev: float,
+        e_max_gev: float,
+        layer_transforms: int = 6,
+        layer_hidden: int = 64,
+        layer_bins: int = 8,
+        voxel_transforms: int = 6,
+        voxel_hidden: int = 128,
+        voxel_bins: int = 8,
+        voxel_passes: int | None = 2,
+        u0_max: float = 1.5,
+        dequant_kev: float = 1.0,
+    ) -> None:
+        super().__init__(
+            n_voxels=n_voxels, layer_sizes=layer_sizes, e_min_gev=e_min_gev, e_max_gev=e_max_gev
+        )
+        self.vars = CaloFlowVariables(layer_sizes, u0_max=u0_max, dequant_kev=dequant_kev)
+        self.flow1 = _nsf(self.n_layers, 1, layer_transforms, layer_hidden, layer_bins, None)
+        self.flow2 = _nsf(
+            n_voxels, 1 + self.n_layers, voxel_transforms, voxel_hidden, voxel_bins, voxel_passes
+        )
+        self.noise_dim = self.n_layers + n_voxels
+        self.register_buffer("prepared", torch.zeros((), dtype=torch.uint8))
+
+    def prepare(self, energy_gev: Tensor, showers_gev: Tensor) -> None:
+        """Fit the variables' standardisation on training showers (see :func:`prepare_once`)."""
+        self.vars.fit(energy_gev, showers_gev, torch.Generator().manual_seed(0))
+        self.prepared.fill_(1)
+
+    def _contexts(self, energy: Tensor, e_layers: Tensor) -> tuple[Tensor, Tensor]:
+        c = self.condition(energy)
+        return c, torch.cat([c, self.vars.layer_context(e_layers)], dim=1)
+
+    def log_prob(
+        self, energy_gev: Tensor, showers_gev: Tensor, dequantise: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """Exact log-likelihoods ``(log p_1, log p_2)`` per shower of the standardised variables."""
+        showers = self.vars.dequantise(showers_gev) if dequantise else showers_gev
+        x_u, x_v, e_layers = self.vars.encode(energy_gev, showers)
+        c1, c2 = self._contexts(energy_gev, e_layers)
+        return self.flow1(c1).log_prob(x_u), self.flow2(c2).log_prob(x_v)
+
+    def loss_terms(self, energy_gev: Tensor, showers: Tensor, phase: str) -> dict[str, Tensor]:
+        """Negative log-likelihood per dimension of flow I (``nll_layers``) and flow II
+        (``nll_voxels``), on freshly dequantised showers."""
+        prepare_once(self, energy_gev, showers)
+        lp1, lp2 = self.log_prob(energy_gev, showers)
+        return {
+            "nll_layers": -lp1.mean() / self.n_layers,
+            "nll_voxels": -lp2.mean() / self.n_voxels,
+        }
+
+    def latent(self, energy_gev: Tensor, x_u: Tensor, x_v: Tensor, e_layers: Tensor) -> Tensor:
+        """The base-space point ``[z_1, z_2]`` of standardised variables (the inverse of sampling)."""
+        c1, c2 = self._contexts(energy_gev, e_layers)
+        return torch.cat([self.flow1.transform(c1)(x_u), self.flow2.transform(c2)(x_v)], dim=1)
+
+    def sample_variables(self, energy_gev: Tensor, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(x_u, x_v, layer energies)`` of base samples ``noise = [z_1, z_2]``."""
+        n_layers = self.n_layers
+        c1 = self.condition(energy_gev)
+        x_u = self.flow1.transform(c1).inv(noise[:, :n_layers])
+        e_layers = self.vars.decode_layers(x_u, energy_gev)
+        _, c2 = self._contexts(energy_gev, e_layers)
+        x_v = self.flow2.transform(c2).inv(noise[:, n_layers:])
+        return x_u, x_v, e_layers
+
+    def sample(self, energy_gev: Tensor, noise: Tensor) -> Tensor:
+        _, x_v, e_layers = self.sample_variables(energy_gev, noise)
+        return self.vars.decode_voxels(x_v, e_layers)

@@ -1,0 +1,150 @@
+"""Conditional flow matching for fast calorimeter showers (CaloDREAM / CaloFlow-matching family).
+
+A velocity network ``v_theta(x_t, t, c)`` (an MLP on the state, a sinusoidal embedding of the
+time ``t`` and the conditioning ``c = log E_inc`` scaled over the trained range) is trained with
+the conditional flow-matching loss on the straight (optimal-transport / rectified-flow) path of
+Lipman et al. (arXiv:2210.02747) and Liu et al. (arXiv:2209.03003) with ``sigma_min = 0``:
+
+``x_t = (1 - t) x_0 + t x_1``, ``x_0 ~ N(0, 1)``, ``t ~ U(0, 1)``, loss ``|v_theta(x_t, t, c) - (x_1 - x_0)|^2``
+
+(``docs/references.md §15``). The state ``x_1`` is the shower in CaloFlow's variables
+(:class:`lhcml.models.fastcalo.flow.CaloFlowVariables`: the standardised logits of the
+layer-energy variables ``u`` and of the voxel energies normalised per layer, after CaloFlow's
+dequantisation), so the generated shower's voxels are >= 0 and each layer's voxels sum exactly to
+the generated layer energy. CaloDREAM (arXiv:2405.09629) splits this into an energy model and a
+shape model; here one network generates both jointly (the split is optional in issue 15).
+
+Sampling integrates ``dx/dt = v_theta`` from ``t = 0`` (the noise) to ``t = 1`` with a fixed
+number of ``steps`` of the Euler or the midpoint rule, unrolled in the graph, so
+``sample(energy, noise)`` is deterministic and exports to ONNX with the noise as an input. The
+solver and step count are configuration (``configs/fastcalo/fm.yaml``); CaloDREAM uses adaptive
+and higher-order solvers on GPU, a fixed small step count is our choice for CPU speed (the
+generation time grows linearly with the network evaluations: ``steps`` for Euler, ``2 steps`` for
+midpoint).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from lhcml.errors import ConfigError
+from lhcml.models.fastcalo.base import FastCaloGenerator
+from lhcml.models.fastcalo.flow import CaloFlowVariables, prepare_once
+from lhcml.models.layers import MLP
+from lhcml.models.registry import register_model
+
+
+class TimeEmbedding(nn.Module):
+    """Sinusoidal embedding of ``t`` in [0, 1]: ``sin/cos(2 pi f_k t)``, ``f_k = 2^k``, k < n (our choice)."""
+
+    def __init__(self, n_frequencies: int = 8) -> None:
+        super().__init__()
+        self.register_buffer(
+            "freq", 2.0 * math.pi * 2.0 ** torch.arange(n_frequencies, dtype=torch.float32)
+        )
+
+    def forward(self, t: Tensor) -> Tensor:
+        a = t * self.freq
+        return torch.cat([torch.sin(a), torch.cos(a)], dim=-1)
+
+
+@register_model("fastcalo_fm")
+class CaloFlowMatching(FastCaloGenerator):
+    """Conditional flow-matching shower generator (see the module docstring).
+
+    Parameters
+    ----------
+    n_voxels, layer_sizes, e_min_gev, e_max_gev
+        The common :class:`~lhcml.models.fastcalo.base.FastCaloGenerator` arguments.
+    hidden, depth
+        Width and number of hidden layers of the velocity MLP (SiLU).
+    time_frequencies
+        Frequencies of the time embedding.
+    steps, solver
+        Fixed-step ODE solver of the sampler: ``euler`` or ``midpoint``.
+    u0_max, dequant_kev
+        See :class:`~lhcml.models.fastcalo.flow.CaloFlowVariables`.
+    """
+
+    def __init__(
+        self,
+        n_voxels: int,
+        layer_sizes: Sequence[int],
+        e_min_gev: float,
+        e_max_gev: float,
+        hidden: int = 512,
+        depth: int = 3,
+        time_frequencies: int = 8,
+        steps: int = 8,
+        solver: Literal["euler", "midpoint"] = "midpoint",
+        u0_max: float = 1.5,
+        dequant_kev: float = 1.0,
+    ) -> None:
+        super().__init__(
+            n_voxels=n_voxels, layer_sizes=layer_sizes, e_min_gev=e_min_gev, e_max_gev=e_max_gev
+        )
+        if solver not in ("euler", "midpoint"):
+            raise ConfigError(f"fastcalo_fm: unknown solver '{solver}' (valid: euler, midpoint)")
+        if steps < 1 or hidden < 1 or depth < 1:
+            raise ConfigError(
+                f"fastcalo_fm needs steps, hidden, depth >= 1, got {steps}, {hidden}, {depth}"
+            )
+        self.vars = CaloFlowVariables(layer_sizes, u0_max=u0_max, dequant_kev=dequant_kev)
+        self.noise_dim = self.n_layers + n_voxels
+        self.steps = int(steps)
+        self.solver = solver
+        self.time_embedding = TimeEmbedding(time_frequencies)
+        self.velocity = MLP(
+            self.noise_dim + 2 * time_frequencies + 1, self.noise_dim, [hidden] * depth, act="silu"
+        )
+        self.register_buffer("prepared", torch.zeros((), dtype=torch.uint8))
+
+    def prepare(self, energy_gev: Tensor, showers_gev: Tensor) -> None:
+        """Fit the variables' standardisation on training showers."""
+        self.vars.fit(energy_gev, showers_gev, torch.Generator().manual_seed(0))
+        self.prepared.fill_(1)
+
+    def v(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
+        """Velocity ``(N, D)`` at states ``x`` ``(N, D)``, times ``t`` ``(N, 1)``, conditions ``c`` ``(N, 1)``."""
+        return self.velocity(torch.cat([x, self.time_embedding(t), c], dim=1))
+
+    def target(self, energy_gev: Tensor, showers: Tensor) -> Tensor:
+        """The data point ``x_1`` ``(N, L + V)`` of (dequantised) showers."""
+        x_u, x_v, _ = self.vars.encode(energy_gev, showers)
+        return torch.cat([x_u, x_v], dim=1)
+
+    def loss_terms(self, energy_gev: Tensor, showers: Tensor, phase: str) -> dict[str, Tensor]:
+        """The conditional flow-matching loss (mean squared velocity error per dimension)."""
+        prepare_once(self, energy_gev, showers)
+        energy_gev = energy_gev.reshape(-1)
+        x1 = self.target(energy_gev, self.vars.dequantise(showers))
+        x0 = torch.randn_like(x1)
+        t = torch.rand(x1.shape[0], 1, device=x1.device, dtype=x1.dtype)
+        xt = (1 - t) * x0 + t * x1
+        return {"cfm": (self.v(xt, t, self.condition(energy_gev)) - (x1 - x0)).square().mean()}
+
+    def integrate(self, energy_gev: Tensor, noise: Tensor) -> Tensor:
+        """The ODE solution ``x(t = 1)`` from ``x(0) = noise`` (fixed steps, unrolled)."""
+        c = self.condition(energy_gev)
+        x = noise
+        dt = 1.0 / self.steps
+        ones = torch.ones_like(c)
+        for i in range(self.steps):
+            t = ones * (i * dt)
+            if self.solver == "euler":
+                x = x + dt * self.v(x, t, c)
+            else:
+                x_mid = x + 0.5 * dt * self.v(x, t, c)
+                x = x + dt * self.v(x_mid, t + 0.5 * dt, c)
+        return x
+
+    def sample(self, energy_gev: Tensor, noise: Tensor) -> Tensor:
+        energy_gev = energy_gev.reshape(-1)
+        x = self.integrate(energy_gev, noise)
+        e_layers = self.vars.decode_layers(x[:, : self.n_layers], energy_gev)
+        return self.vars.decode_voxels(x[:, self.n_layers :], e_layers)
