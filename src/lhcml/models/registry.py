@@ -31,6 +31,7 @@ _ARCHITECTURE_MODULES = (
     "lhcml.models.lola",
     "lhcml.models.images",
     "lhcml.models.photon",
+    "lhcml.models.quantized",
     "lhcml.models.fastcalo.vae",
     "lhcml.models.fastcalo.gan",
 )
