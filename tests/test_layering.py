@@ -69,7 +69,7 @@ RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 CLI_RANK = RANK["cli"]
 
 #: modules (dotted-name prefixes) besides ``lhcml.sim`` itself and the CLI that may import ``lhcml.sim``
-SIM_CLIENTS = ("lhcml.validation", "lhcml.demo", "lhcml.tasks.photon.dataset")
+SIM_CLIENTS = ("lhcml.validation", "lhcml.demo", "lhcml.tasks.photon.dataset", "lhcml.tasks.fastcalo.dataset")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ STAGES = ("simulate", "convert", "preprocess", "train", "predict", "evaluate", "
 #: commands that are no stage: look at a file, run the chain end to end, the version
 TOOLS = ("inspect", "demo", "version")
 #: one group per application (``lhcml GROUP --help`` says what it is and the order of its commands)
-GROUPS = ("sim", "ftag", "jets", "photon", "trigger")
+GROUPS = ("sim", "ftag", "jets", "photon", "trigger", "fastcalo")
 
 _PANELS = {**dict.fromkeys(STAGES, "Stages"), **dict.fromkeys(TOOLS, "Tools"),
            **dict.fromkeys(GROUPS, "Applications")}  # fmt: skip
@@ -76,6 +76,9 @@ _photon_cli.register(app)
 from lhcml.tasks.trigger import cli as _trigger_cli  # noqa: E402
 
 _trigger_cli.register(app)
+from lhcml.tasks.fastcalo import cli as _fastcalo_cli  # noqa: E402
+
+_fastcalo_cli.register(app)
 from lhcml import demo as _demo  # noqa: E402
 
 _demo.register(app)

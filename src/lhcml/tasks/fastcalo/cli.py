@@ -1,0 +1,77 @@
+"""``lhcml fastcalo ...``: the generative fast-calorimeter application (issue 15).
+
+Each command calls one plain function of :mod:`lhcml.tasks.fastcalo`; heavy imports are lazy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+fastcalo_app = typer.Typer(
+    help=(
+        "Generative fast calorimeter simulation: single-particle showers of the detailed photon "
+        "calorimeter in the CaloChallenge layout, VAE/GAN/flow/flow-matching shower generators, "
+        "and the CaloChallenge evaluation (separation powers, classifier AUC, FPD/KPD, photon-ID "
+        "shower shapes).\n\n"
+        "Order: `lhcml fastcalo simulate` (training showers + binning XML) -> `lhcml train "
+        "configs/fastcalo/*.yaml` -> `lhcml export` -> `lhcml fastcalo evaluate REF.h5 GEN.h5` -> "
+        "`lhcml simulate gamma_jet --calo fast:MODEL.onnx`; `lhcml fastcalo time-detailed` times the "
+        "detailed simulation per shower (the denominator of the speed-up)."
+    ),
+    no_args_is_help=True,
+)
+
+
+@fastcalo_app.command("simulate")
+def simulate_cmd(
+    output_dir: Path = typer.Argument(..., help="directory for the shower files and the binning XML"),
+    particle: str = typer.Option("photon", "--particle", help="photon, electron, pi0 or pion"),
+    showers: int = typer.Option(2000, "--showers", "-n", help="number of single-particle showers"),
+    energies: str = typer.Option(
+        "discrete", "--energies",
+        help="discrete (16 log-spaced points 1-260 GeV), continuous (log-uniform 1-260 GeV) or a fixed "
+        "energy in GeV, e.g. 65",
+    ),
+    seed: int = typer.Option(1, "--seed", help="run seed (shard i uses a seed derived from it)"),
+    showers_per_shard: int = typer.Option(500, "--showers-per-shard", help="showers per shard (unit of resumption)"),
+    workers: int = typer.Option(1, "--workers", "-j", help="local worker processes"),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="Dask cluster (as lhcml simulate)"),  # noqa: UP045
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Shoot single particles at 0.20 < eta < 0.25 into the detailed calorimeter and write their showers.
+
+    Writes OUTPUT_DIR/<particle>_<energies>.h5 (CaloChallenge layout: incident_energies (N, 1)
+    and showers (N, voxels) in MeV, no electronic noise), <particle>_<energies>_noise.h5 (the
+    same showers with noise), <particle>_<energies>_images.h5 (lhcml's photon-ID images and
+    shower shapes) and binning_<particle>.xml (the voxels: per layer a window of cells around
+    the impact cell). Sharded and resumable: rerun the same command after a crash.
+    """
+    from lhcml.tasks.fastcalo.dataset import simulate_fastcalo
+
+    paths = simulate_fastcalo(output_dir, particle, showers, energies, seed, showers_per_shard, workers,
+                              cluster, progress=not quiet)  # fmt: skip
+    for key in ("binning", "showers", "showers_noise", "images"):
+        typer.echo(f"wrote {paths[key]}")
+
+
+@fastcalo_app.command("time-detailed")
+def time_cmd(
+    particle: str = typer.Option("photon", "--particle", help="photon, electron, pi0 or pion"),
+    energy: float = typer.Option(65.0, "--energy", help="incident energy (GeV)"),
+    showers: int = typer.Option(200, "--showers", "-n", help="showers to time"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write the result as JSON"),  # noqa: UP045
+) -> None:
+    """Time the detailed simulation per shower (the denominator of a fast model's speed-up)."""
+    from lhcml.tasks.fastcalo.dataset import time_detailed
+
+    res = time_detailed(particle, energy, showers, output=output)
+    typer.echo(f"detailed simulation of {particle} at {energy:g} GeV: {res['s_per_shower'] * 1e3:.2f} ms/shower "
+               f"(calorimeter deposit alone {res['s_per_shower_deposit_only'] * 1e3:.2f} ms), {showers} showers")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``fastcalo`` group to ``app``."""
+    app.add_typer(fastcalo_app, name="fastcalo")

@@ -1,0 +1,132 @@
+"""``lhcml fastcalo simulate``: single-particle shower samples for the generative fast calorimeter.
+
+A run simulates ``n`` single particles (:func:`lhcml.sim.fastcalo.detailed_showers`) in shards
+through :func:`lhcml.sim.runner.run_simulation` (deterministic per shard seed, resumable: a killed
+run restarts at the first missing shard; local processes or Dask) and then merges the shards into
+
+* ``<particle>_<energies>.h5``: CaloChallenge layout without electronic noise;
+* ``<particle>_<energies>_noise.h5``: the same showers with the electronic noise of every cell;
+* ``<particle>_<energies>_images.h5``: lhcml's photon-ID layout (``photons`` table with the
+  shower shapes, ``images_<layer>`` normalised, ``raw_<layer>`` MeV) of the noisy showers;
+* ``binning_<particle>.xml``: the voxelisation (:func:`lhcml.sim.fastcalo.voxel_binning`).
+
+This module also gives the evaluation its lhcml-cluster-code shower shapes
+(:func:`shower_shapes`): it is the fast-calorimeter task's one client of the simulation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lhcml.data.calochallenge import Binning, read_binning, write_binning, write_showers
+from lhcml.errors import ConfigError
+
+
+def sample_paths(output_dir: str | Path, particle: str, energies: str) -> dict[str, Path]:
+    """The files of a sample in ``output_dir``."""
+    out = Path(output_dir)
+    stem = f"{particle}_{energies}"
+    return {
+        "binning": out / f"binning_{particle}.xml",
+        "showers": out / f"{stem}.h5",
+        "showers_noise": out / f"{stem}_noise.h5",
+        "images": out / f"{stem}_images.h5",
+        "shards": out / "shards" / stem,
+    }
+
+
+def simulate_fastcalo(
+    output_dir: str | Path,
+    particle: str = "photon",
+    n_showers: int = 2000,
+    energies: str = "discrete",
+    seed: int = 1,
+    showers_per_shard: int = 500,
+    workers: int = 1,
+    cluster: str | None = None,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Simulate and write a shower sample (module docstring); returns its file paths.
+
+    Parameters
+    ----------
+    particle
+        ``photon``, ``electron``, ``pi0`` or ``pion`` (:data:`lhcml.sim.fastcalo.PARTICLES`).
+    energies
+        ``discrete`` (the 16 log-spaced points 1-260 GeV), ``continuous`` (log-uniform 1-260 GeV)
+        or a fixed energy in GeV (e.g. ``65``).
+    """
+    from lhcml.sim.fastcalo import run_name, shower_event_fn, voxel_binning
+    from lhcml.sim.runner import run_simulation
+
+    if n_showers < 1:
+        raise ConfigError(f"--showers must be >= 1, got {n_showers}")
+    name = run_name(particle, energies)
+    paths = sample_paths(output_dir, particle, energies)
+    binning = voxel_binning(particle)
+    if paths["binning"].exists():
+        old = read_binning(paths["binning"])
+        if old.sha256 != binning.sha256:
+            raise ConfigError(f"{paths['binning']} holds another binning; use a new output directory")
+    binning = write_binning(binning, paths["binning"])
+    shards = run_simulation(name, n_showers, 0.0, seed, paths["shards"], events_per_shard=showers_per_shard,
+                            workers=workers, cluster=cluster, event_fn=shower_event_fn, progress=progress)  # fmt: skip
+    merge_shards(shards, binning, paths, {"energies": energies, "seed": int(seed)})
+    return paths
+
+
+def merge_shards(shards: list[Path], binning: Binning, paths: dict[str, Path], attrs: dict[str, Any]) -> None:
+    """Concatenate the shard files into the CaloChallenge and image-layout files (atomically)."""
+    import h5py
+
+    from lhcml.data.h5 import write_h5
+    from lhcml.sim.fastcalo import ETA_RANGE
+
+    parts: dict[str, list[np.ndarray]] = {}
+    for s in shards:
+        with h5py.File(s, "r") as f:
+            for k in f:
+                parts.setdefault(k, []).append(np.asarray(f[k][...]))
+    tab = {k: np.concatenate(v) for k, v in parts.items()}
+    e = tab["incident_energies"][:, 0] / 1e3
+    common = {**attrs, "eta_min": ETA_RANGE[0], "eta_max": ETA_RANGE[1], "lhcml_layout": "calochallenge"}
+    write_showers(paths["showers"], e, tab["showers"] / 1e3, binning, {**common, "noise": False})
+    write_showers(paths["showers_noise"], e, tab["showers_noise"] / 1e3, binning, {**common, "noise": True})
+    images = {k: v for k, v in tab.items() if k == "photons" or k.startswith(("images_", "raw_"))}
+    if images:
+        write_h5(paths["images"], images, attrs={**attrs, "particle": binning.particle, "units": "MeV"})
+
+
+def shower_shapes(showers_gev: np.ndarray, binning: Binning) -> dict[str, np.ndarray]:
+    """Photon-ID shower shapes of voxelised showers from lhcml's cluster code
+    (:func:`lhcml.sim.fastcalo.shower_shapes`); cell binnings only."""
+    from lhcml.sim.fastcalo import shower_shapes as _shapes
+
+    return _shapes(showers_gev, binning)
+
+
+def time_detailed(particle: str = "photon", energy_gev: float = 65.0, n: int = 200, seed: int = 1,
+                  output: str | Path | None = None) -> dict[str, float]:  # fmt: skip
+    """Detailed-simulation time per shower (:func:`lhcml.sim.fastcalo.time_detailed_shower`),
+    optionally written as JSON (the denominator of the fast models' speed-up)."""
+    import os
+    import platform
+
+    from lhcml import __version__
+    from lhcml.atomic import atomic_write_text
+    from lhcml.sim.fastcalo import time_detailed_shower
+
+    res: dict[str, Any] = time_detailed_shower(particle, energy_gev, n, seed)
+    res.update(particle=particle, energy_gev=float(energy_gev), lhcml_version=__version__,
+               machine=f"{platform.machine()} {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    if output is not None:
+        atomic_write_text(output, json.dumps(res, indent=2) + "\n")
+    return res
+
+
+__all__ = ["merge_shards", "sample_paths", "shower_shapes", "simulate_fastcalo", "time_detailed"]
+
