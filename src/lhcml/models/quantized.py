@@ -6,7 +6,7 @@ quantisation-aware training (QAT) through **Brevitas** ``QuantLinear``/``QuantRe
 
 * ``trigger_mlp`` — a fully connected ReLU network on jet-level features: the hls4ml
   jet-substructure benchmark 16 → 64 → 32 → 32 → 5 (Duarte et al., JINST 13 (2018) P07027;
-  Coelho et al., Nat. Mach. Intell. 3 (2021) 675; ``docs/references.md §48``) and, with other
+  Coelho et al., Nat. Mach. Intell. 3 (2021) 675; ``docs/references.md §16``) and, with other
   sizes, a DL1-size b-tagging MLP;
 * ``trigger_deepsets`` — a deep-sets network ``ρ(Σ_i φ(p_i))`` (Zaheer et al. 2017, the PFN of
   Komiske et al.) on the leading constituents: the permutation-invariant, linear-in-N model
@@ -219,7 +219,7 @@ class TriggerMLP(TriggerModel):
     n_classes, input_dims
         Number of classes; ``{"jets": n_features}``.
     hidden
-        Hidden layer sizes: hls4ml jet-substructure benchmark ``[64, 32, 32]`` (§48); DL1r
+        Hidden layer sizes: hls4ml jet-substructure benchmark ``[64, 32, 32]`` (§16); DL1r
         ``[256, 128, 60, 48, 36, 24, 12, 6]`` (ATL-PHYS-PUB-2017-013).
     weight_bits, act_bits
         Total bits (``W`` of ``ap_fixed<W,I>``) of weights/biases and of activations; both

@@ -7,6 +7,8 @@ are added by its ``register(group)``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 trigger_app = typer.Typer(
@@ -20,6 +22,35 @@ trigger_app = typer.Typer(
     ),
     no_args_is_help=True,
 )
+
+
+@trigger_app.command("dataset")
+def dataset_cmd(
+    inputs: list[str] = typer.Argument(..., help="boosted large-R jet files (jets + flow; globs, folders)"),
+    output_dir: Path = typer.Option(..., "--output-dir", "-o", help="folder for the trigger files (same names)"),
+    constituents: int = typer.Option(16, "--constituents", help="leading constituents kept per jet"),
+) -> None:
+    """Write the trigger files: the 16 jet-substructure features (hls4ml recipe) and the leading
+    constituents of every jet, from boosted jet files."""
+    from lhcml.tasks.trigger.dataset import make_trigger_dataset
+
+    for p in make_trigger_dataset(inputs, output_dir, constituents, progress=True):
+        typer.echo(str(p))
+
+
+@trigger_app.command("scan")
+def scan_cmd(
+    config: Path = typer.Argument(..., help="scan config (configs/trigger/scan.yaml)"),
+    output_dir: Path = typer.Argument(..., help="folder for the training runs and the results table"),
+) -> None:
+    """Train float, PTQ and QAT models at every bit width; write results.json/.csv and a plot.
+
+    Finished runs are reused and interrupted ones resumed: rerun the same command after a crash.
+    """
+    from lhcml.tasks.trigger.scan import run_scan
+
+    rows = run_scan(config, output_dir, log=typer.echo)
+    typer.echo(f"{len(rows)} rows: {output_dir / 'results.json'}")
 
 
 def register(app: typer.Typer) -> None:
