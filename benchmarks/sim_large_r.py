@@ -39,9 +39,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from lhcml.atomic import atomic_write_text
 
 PARTICLE_MASS = {"top": 172.5, "W": 80.4, "Z": 91.19}
 PT_BINS = (250, 400, 600, 900, 1500)
@@ -98,6 +101,57 @@ def _tau32(flow: np.ndarray) -> np.ndarray:
     return substructure_from_flow(flow)["Tau32_wta"]  # as `lhcml jets substructure`
 
 
+@contextmanager
+def _side_constituents(extra: tuple[str, ...], store: dict[str, list[dict]]):
+    """Within this block, every large-R batch of :func:`lhcml.sim.events.simulate_events` also
+    builds the jets of the ``extra`` constituent types from the *same* simulated events (the
+    calorimeter, topo-clusters and tracks of the batch) and appends them (``jets``, ``flow``) to
+    ``store[type]``; a type ``"pflow:PATH"`` is calibrated with the tables of the YAML file PATH
+    instead of the shipped ones (to compare two tables on the same jets): one Pythia + detector pass for several constituent types, so their
+    resolutions are compared on the same events. Building clusters/TCC jets from a batch draws
+    no random numbers (checked in ``tests/test_sim_large_r.py``), so the main type's output is
+    the one :func:`simulate_events` gives alone."""
+    import lhcml.sim.events as ev
+    import lhcml.sim.large_r_calibration as cal
+
+    orig = ev._large_r
+
+    def both(*args, **kwargs):
+        out = orig(*args, **kwargs)
+        for c in extra:
+            kind, _, table = c.partition(":")
+            a = list(args)
+            a[7] = kind  # _large_r(proc, objects, generated, particles, tracks, pv_z, rng, constituents, ...)
+            shipped = cal.TABLE_PATH
+            cal.TABLE_PATH = Path(table) if table else shipped
+            try:
+                side = orig(*a, **kwargs)
+            finally:
+                cal.TABLE_PATH = shipped
+            store.setdefault(c, []).append({"jets": side["jets"], "flow": side["flow"]})
+        return out
+
+    ev._large_r = both
+    try:
+        yield
+    finally:
+        ev._large_r = orig
+
+
+def simulate_types(process: str, events: int, mu: float, seed: int, pileup, types: list[str]) -> dict[str, dict]:
+    """``{type: {"jets", "flow"}}`` of the large-R jets of each constituent type in ``types``, all
+    from one simulation of ``events`` hard events of ``process`` (see :func:`_side_constituents`)."""
+    from lhcml.sim.events import simulate_events
+
+    store: dict[str, list[dict]] = {}
+    with _side_constituents(tuple(types[1:]), store):
+        out = simulate_events(process, events, mu=mu, seed=seed, pileup=pileup, constituents=types[0])
+    res = {types[0]: {"jets": out["jets"], "flow": out["flow"]}}
+    for c in types[1:]:
+        res[c] = {k: np.concatenate([p[k] for p in store[c]]) for k in ("jets", "flow")}
+    return res
+
+
 def _library(mu: float, seed: int, cache: dict):
     from lhcml.sim.pileup import build_pileup_library
 
@@ -106,49 +160,92 @@ def _library(mu: float, seed: int, cache: dict):
     return cache.get("lib") if mu > 0 else None
 
 
-def stability(events: int, mus: list[float], seed: int, constituents: str,
-              processes: tuple[str, ...] = ("top", "wz")) -> list[dict]:
-    from lhcml.sim.events import simulate_events
+def _core_rel_width(r: np.ndarray) -> float:
+    """σ / mean of a Gaussian fitted to the ±2σ core of a response distribution."""
+    if len(r) < 20:
+        return float("nan")
+    mean, sigma = _peak(r)
+    return sigma / mean
 
+
+def stability(events: int, mus: list[float], seed: int, constituents: list[str] | str,
+              processes: tuple[str, ...] = ("top", "wz"), json_path: Path | None = None) -> list[dict]:
+    """The per-(process, μ, constituent type) rows; all ``constituents`` from the same events
+    (:func:`simulate_types`; an entry ``"pflow:PATH"`` is particle flow calibrated with the tables
+    of PATH). ``json_path``: the rows so far are written there after every (process, μ) point."""
+    types = [constituents] if isinstance(constituents, str) else list(constituents)
     rows, cache = [], {}
     for process in processes:
         for mu in mus:
             t0 = time.perf_counter()
-            out = simulate_events(process, events, mu=mu, seed=seed, pileup=_library(mu, seed + 1, cache),
-                                  constituents=constituents)
+            outs = simulate_types(process, events, mu, seed, _library(mu, seed + 1, cache), types)
             wall = time.perf_counter() - t0
-            j, f = out["jets"], out["flow"]
-            lab, tm = j["R10TruthLabel"], j["truthJetMass"] / 1e3
-            names = ("top",) if process == "top" else ("W", "Z")
-            groups = {}
-            for name in names:
-                groups[(name, "labelled")] = lab == ATLAS_LABEL_WINDOWS[name][0]
-                # ATLAS's R10TruthLabel_R21Consolidated: the labelled jet's truth jet in a mass window
-                code, lo, hi = ATLAS_LABEL_WINDOWS[name]
-                groups[(name, "ATLAS")] = (lab == code) & (tm > lo) & (tm < hi)
-            tau32 = _tau32(f)
-            for (name, definition), sel in groups.items():
-                m = j["mass"][sel] / 1e3
-                peak, width = _peak(m)
-                pu, wu = _peak(j["massUngroomed"][sel] / 1e3)
-                psd, _ = _peak(j["massSoftDrop"][sel] / 1e3)
-                matched = sel & (j["truthJetMass"] > 0)
-                ptruth, _ = _peak(j["truthJetMass"][matched] / 1e3)
-                mode, mode_err = _mode(m)
-                mode_truth, _ = _mode(j["truthJetMass"][matched] / 1e3, n_boot=0) if matched.sum() >= 20 else (np.nan, 0)
-                rows.append({
-                    "particle": name, "definition": definition, "mu": mu, "constituents": constituents, "events": events,
-                    "jets": int(sel.sum()), "peak": peak, "shift": peak - PARTICLE_MASS[name],
-                    "rel_width": width / peak, "peak_ungroomed": pu, "rel_width_ungroomed": wu / pu,
-                    "peak_softdrop": psd, "peak_truth_jet": ptruth,
-                    "mode": mode, "mode_err": mode_err, "mode_shift": mode - PARTICLE_MASS[name],
-                    "mode_truth_jet": mode_truth,
-                    "iqr_res": _iqr_resolution(j["mass"][matched] / j["truthJetMass"][matched]),
-                    "jes": float(np.median(j["pt"][matched] / j["truthJetPt"][matched])),
-                    "tau32_median": float(np.median(tau32[sel])), "wall_s": wall,
-                })
-                print(_fmt(rows[-1]), flush=True)
+            for ctype, out in outs.items():
+                rows += _stability_rows(out, process, mu, ctype, events, wall)
+            if json_path is not None:
+                atomic_write_text(json_path, json.dumps(rows, indent=1))
     return rows
+
+
+def _stability_rows(out: dict, process: str, mu: float, ctype: str, events: int, wall: float) -> list[dict]:
+    j, f = out["jets"], out["flow"]
+    lab, tm = j["R10TruthLabel"], j["truthJetMass"] / 1e3
+    names = ("top",) if process == "top" else ("W", "Z")
+    groups = {}
+    for name in names:
+        groups[(name, "labelled")] = lab == ATLAS_LABEL_WINDOWS[name][0]
+        # ATLAS's R10TruthLabel_R21Consolidated: the labelled jet's truth jet in a mass window
+        code, lo, hi = ATLAS_LABEL_WINDOWS[name]
+        groups[(name, "ATLAS")] = (lab == code) & (tm > lo) & (tm < hi)
+    tau32 = _tau32(f)
+    rows = []
+    for (name, definition), sel in groups.items():
+        m = j["mass"][sel] / 1e3
+        peak, width = _peak(m)
+        pu, wu = _peak(j["massUngroomed"][sel] / 1e3)
+        psd, _ = _peak(j["massSoftDrop"][sel] / 1e3)
+        matched = sel & (j["truthJetMass"] > 0)
+        ptruth, _ = _peak(j["truthJetMass"][matched] / 1e3)
+        mode, mode_err = _mode(m)
+        mode_truth, _ = _mode(j["truthJetMass"][matched] / 1e3, n_boot=0) if matched.sum() >= 20 else (np.nan, 0)
+        resp = j["mass"][matched] / j["truthJetMass"][matched]
+        q16, q50, q84 = np.percentile(m, [16, 50, 84]) if len(m) >= 10 else (np.nan,) * 3
+        rows.append({
+            "particle": name, "definition": definition, "mu": mu, "constituents": ctype, "events": events,
+            "jets": int(sel.sum()), "peak": peak, "shift": peak - PARTICLE_MASS[name],
+            "rel_width": width / peak, "peak_ungroomed": pu, "rel_width_ungroomed": wu / pu,
+            "peak_softdrop": psd, "peak_truth_jet": ptruth,
+            "mode": mode, "mode_err": mode_err, "mode_shift": mode - PARTICLE_MASS[name],
+            "mode_truth_jet": mode_truth,
+            # detector resolution, ATLAS's definition: ½·IQR68 / median of m / m_truth-jet
+            "iqr_res": _iqr_resolution(resp),
+            "resp_core_width": _core_rel_width(resp),  # σ/mean of the response's Gaussian core
+            "mass_half_iqr68": float(0.5 * (q84 - q16) / q50),  # of the mass distribution itself
+            "response_median": float(np.median(resp)) if len(resp) else np.nan,
+            "jes": float(np.median(j["pt"][matched] / j["truthJetPt"][matched])),
+            "tau32_median": float(np.median(tau32[sel])), "wall_s": wall,
+        })
+        print(_fmt(rows[-1]), flush=True)
+    return rows
+
+
+def summary(rows: list[dict]) -> str:
+    """Markdown table of the stability rows. **Mass peak** = the most probable value of the groomed
+    calibrated mass (:func:`_mode`, KDE mode ± bootstrap error) — the project's definition of the
+    issue's "mass peak"; the ±2σ Gaussian-core mean (:func:`_peak`) beside it sits lower for tops
+    (low-side shoulder of semileptonic b decays, ``docs/benchmarks/sim_large_r.md``). Resolution:
+    *IQnR* = ½·(q84 − q16) / median of m / m_truth-jet (ATLAS's large-R JMR definition), the
+    response's core σ/mean, and the mass distribution's own core σ/mean and ½·IQR68 / median (these
+    two include the particle-level width)."""
+    head = ("| particle | def. | μ | constituents | jets | **mass peak (mode)** (− m) | core mean (− m) | "
+            "IQnR of m/m_truth | response core σ | mass core σ | mass ½IQR68 | median τ32 |\n"
+            + "|---" * 12 + "|\n")
+    body = "".join(
+        f"| {r['particle']} | {r['definition']} | {r['mu']:g} | {r['constituents']} | {r['jets']} | "
+        f"**{r['mode']:.1f} ± {r['mode_err']:.1f}** ({r['mode_shift']:+.1f}) | {r['peak']:.1f} ({r['shift']:+.1f}) | "
+        f"{100 * r['iqr_res']:.1f} % | {100 * r['resp_core_width']:.1f} % | {100 * r['rel_width']:.1f} % | "
+        f"{100 * r['mass_half_iqr68']:.1f} % | {r['tau32_median']:.3f} |\n" for r in rows)
+    return head + body
 
 
 def _fmt(r: dict) -> str:
@@ -158,7 +255,9 @@ def _fmt(r: dict) -> str:
             f"| SD {r['peak_softdrop']:6.1f} | truth jet {r['peak_truth_jet']:6.1f} | IQR res {100 * r['iqr_res']:5.1f}% | JES {r['jes']:.3f} "
             f"| tau32 {r['tau32_median']:.3f} | {r['wall_s']:.0f} s"
             + (f" | mode {r['mode']:6.1f} ± {r['mode_err']:.1f} ({r['mode_shift']:+5.1f}), truth-jet mode {r['mode_truth_jet']:6.1f}"
-               if "mode" in r else ""))
+               if "mode" in r else "")
+            + (f" | response median {r['response_median']:.3f} core {100 * r['resp_core_width']:4.1f}% "
+               f"| mass ½IQR68/med {100 * r['mass_half_iqr68']:4.1f}%" if "resp_core_width" in r else ""))
 
 
 def truth_peaks(events: int, seed: int) -> list[dict]:
@@ -246,33 +345,53 @@ def compare(events: int, mu: float, seed: int) -> list[dict]:
     return rows
 
 
-def derive(events: int, mu: float, seed: int, out_path: Path, types: list[str]) -> dict:
-    """Derive the tables of ``types`` at ``mu`` and merge them into ``out_path``."""
+#: fields of the uncalibrated jets ``--derive --save`` keeps (to re-derive or pool tables without simulating)
+SAVED_FIELDS = ("pt", "mass", "truthJetPt", "truthJetMass", "R10TruthLabel", "eta")
+
+
+def derive(events: int, mu: float, seed: int, out_path: Path, types: list[str], save: Path | None = None,
+           pool: list[Path] = ()) -> dict:
+    """Derive the tables of ``types`` at ``mu`` and merge them into ``out_path``.
+
+    All types from one simulation per process (:func:`simulate_types`). ``save``: a folder where
+    the uncalibrated jets go (``jets_<type>_mu<mu>_s<seed>.npz``); ``pool``: such files of earlier
+    (independent) samples whose jets are added to this one's before the derivation.
+    """
     import yaml
 
-    from lhcml.sim.events import simulate_events
     from lhcml.sim.large_r_calibration import derive_calibration, uncalibrated
 
     table = (yaml.safe_load(out_path.read_text()) or {}) if out_path.exists() else {}
     cache: dict = {}
+    jets: dict[str, list[np.ndarray]] = {c: [] for c in types}
+    with uncalibrated():
+        for process in ("top_wide", "wz_wide", "qcd_wide"):
+            out = simulate_types(process, events, mu, seed, _library(mu, seed + 1, cache), types)
+            for c in types:
+                jets[c].append(out[c]["jets"])
     for constituents in types:
-        jets = []
-        with uncalibrated():
-            for process in ("top_wide", "wz_wide", "qcd_wide"):
-                jets.append(simulate_events(process, events, mu=mu, seed=seed, pileup=_library(mu, seed + 1, cache),
-                                            constituents=constituents)["jets"])
-        j = np.concatenate(jets)
+        j = {k: np.concatenate([x[k] for x in jets[constituents]]) for k in SAVED_FIELDS}
+        if save is not None:
+            save.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(save / f"jets_{constituents}_mu{mu:g}_s{seed}.npz", **j)
+        for f in pool:
+            if f.name.startswith(f"jets_{constituents}_mu{mu:g}_"):
+                old = np.load(f)
+                j = {k: np.concatenate([j[k], old[k]]) for k in SAVED_FIELDS}
+                print(f"pooled {f} ({len(old['pt'])} jets)", flush=True)
         entry = derive_calibration(j["pt"] / 1e3, j["mass"] / 1e3, j["truthJetPt"] / 1e3, j["truthJetMass"] / 1e3)
         table.setdefault(constituents, {})[int(mu) if float(mu).is_integer() else float(mu)] = entry
         table[constituents] = dict(sorted(table[constituents].items()))
         print(constituents, mu, json.dumps(entry), flush=True)
-    header = ("# Large-R JES/JMS numerical-inversion tables (lhcml.sim.large_r_calibration): per constituent\n"
-              "# type and <mu>; each derived by benchmarks/sim_large_r.py --derive --mu MU --types TYPE\n"
-              f"# --events {events} --seed {seed} (top_wide + wz_wide + qcd_wide, uncalibrated trimmed jets\n"
-              "# vs trimmed truth jets). pt: reconstructed pT points (GeV), jes: factors; JMS cells:\n"
-              "# pt_jms (calibrated pT, GeV), x_jms (reco m/pT), row_jms (truth-m/pT bin), jms (factor);\n"
-              "# tables without x_jms hold a JMS in pT only (derived before the two-dimensional JMS).\n")
-    out_path.write_text(header + yaml.safe_dump(table, sort_keys=False, default_flow_style=None, width=110))
+    # keep the file's provenance comments, add this derivation's
+    kept = [ln for ln in out_path.read_text().splitlines() if ln.startswith("#")] if out_path.exists() else [
+        "# Large-R JES/JMS numerical-inversion tables (lhcml.sim.large_r_calibration), per constituent type",
+        "# and <mu>: benchmarks/sim_large_r.py --derive (top_wide + wz_wide + qcd_wide, uncalibrated trimmed",
+        "# jets vs trimmed truth jets)."]
+    kept.append(f"# {', '.join(types)} (mu {mu:g}): --derive --events {events} --seed {seed}"
+                + (f" + pooled {', '.join(f.name for f in pool)}" if pool else "") + f" ({time.strftime('%Y-%m-%d')})")
+    atomic_write_text(out_path, "\n".join(kept) + "\n"
+                      + yaml.safe_dump(table, sort_keys=False, default_flow_style=None, width=110))
     return table
 
 
@@ -282,10 +401,20 @@ def main() -> None:
     ap.add_argument("--mus", type=float, nargs="+", default=[0.0, 60.0, 140.0])
     ap.add_argument("--mu", type=float, default=60.0, help="mu of --compare / --derive")
     ap.add_argument("--seed", type=int, default=101)
-    ap.add_argument("--constituents", default="pflow")
+    ap.add_argument("--constituents", nargs="+", default=["pflow"],
+                    help="constituent types of the stability table, all from the same events (pflow, clusters, "
+                         "tcc; 'pflow:PATH' = particle flow calibrated with the tables of the YAML file PATH)")
+    ap.add_argument("--radius", type=float, default=None,
+                    help="large-R jet radius (default: lhcml's 0.8; ATLAS's jets are R = 1.0). The shipped JES/JMS "
+                         "tables are R = 0.8 ones, so the mass scale is only approximate; the resolution (IQnR) is not "
+                         "affected by a common scale")
     ap.add_argument("--compare", action="store_true", help="mass resolution vs pT per constituent type")
     ap.add_argument("--derive", action="store_true", help="derive the JES/JMS tables at --mu, merge into the file")
     ap.add_argument("--types", nargs="+", default=["pflow", "clusters", "tcc"], help="constituent types of --derive")
+    ap.add_argument("--table", type=Path, help="--derive: the YAML table to merge into (default: the shipped one)")
+    ap.add_argument("--save", type=Path, help="--derive: keep the uncalibrated jets in this folder (npz)")
+    ap.add_argument("--pool", type=Path, nargs="+", default=[],
+                    help="--derive: add the jets of these saved npz files (independent samples) to the derivation")
     ap.add_argument("--json", type=Path, help="write the rows here")
     ap.add_argument("--truth-peaks", action="store_true",
                     help="only the trimmed truth-jet top mass peak vs radius and containment (no detector)")
@@ -297,21 +426,28 @@ def main() -> None:
     if args.derive:
         from lhcml.sim.large_r_calibration import TABLE_PATH
 
-        derive(args.events, args.mu, args.seed, TABLE_PATH, args.types)
+        derive(args.events, args.mu, args.seed, args.table or TABLE_PATH, args.types, args.save, args.pool)
         return
     if args.truth_peaks:
         rows = truth_peaks(args.events, args.seed)
         if args.json:
-            args.json.write_text(json.dumps(rows, indent=1))
+            atomic_write_text(args.json, json.dumps(rows, indent=1))
         return
-    if args.containment is not None:
-        import lhcml.sim.events as ev
+    import lhcml.sim.events as ev
 
+    if args.radius is not None:
+        ev.LARGE_R_RADIUS = args.radius
+        ev.LARGE_R_TRUTH_MATCH_DR = 0.75 * args.radius  # as the module's own definition
+    if args.containment is not None:
         ev.LARGE_R_CONTAIN_DR = args.containment * ev.LARGE_R_RADIUS
-    rows = compare(args.events, args.mu, args.seed) if args.compare else stability(
-        args.events, args.mus, args.seed, args.constituents, tuple(args.processes))
+    if args.compare:
+        rows = compare(args.events, args.mu, args.seed)
+    else:
+        rows = stability(args.events, args.mus, args.seed, args.constituents, tuple(args.processes), args.json)
+        print(summary(rows))
+        return
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        atomic_write_text(args.json, json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
