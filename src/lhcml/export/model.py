@@ -3,7 +3,8 @@
 ``lhcml export RUN_OR_MODEL OUTPUT`` and the Python API take a model file or a training output
 directory, find its trainer (:func:`lhcml.train.protocol.resolve_artifact`) and call the exporter
 of that kind (:data:`EXPORTERS`): Lightning taggers and the MV2-like BDT
-(:mod:`lhcml.export.onnx`), the photon PAED denoiser (:mod:`lhcml.export.paed`). Every exporter
+(:mod:`lhcml.export.onnx`), the photon PAED denoiser (:mod:`lhcml.export.paed`), the fast-calorimeter
+shower generators (:mod:`lhcml.export.fastcalo`). Every exporter
 refuses to overwrite without ``force``, writes atomically, embeds the metadata and checks
 onnxruntime against the original model; all return an :class:`~lhcml.export.onnx.ExportReport`.
 """
@@ -44,8 +45,19 @@ def _paed(artifact: Path, output: Path, *, force: bool, check_file: Any, n_check
     return export_paed_onnx(artifact, output, force=force, atol=1e-4 if atol is None else atol)
 
 
+def _fastcalo(artifact: Path, output: Path, *, force: bool, check_file: Any, n_check: int,
+              atol: float | None, timing: bool) -> ExportReport:  # fmt: skip
+    from lhcml.export.fastcalo import export_checkpoint
+
+    if check_file is not None:
+        raise ConfigError("--check-file applies to taggers; a shower generator is checked on random energies and noise")
+    return export_checkpoint(artifact, output, force=force, atol=atol, timing=timing)
+
+
 #: one exporter per trainer kind (:data:`lhcml.train.protocol.TRAINERS`)
-EXPORTERS: dict[str, Callable[..., ExportReport]] = {"lightning": _lightning, "bdt": _bdt, "paed": _paed}
+EXPORTERS: dict[str, Callable[..., ExportReport]] = {
+    "lightning": _lightning, "bdt": _bdt, "paed": _paed, "fastcalo": _fastcalo,
+}  # fmt: skip
 
 
 def export_model(

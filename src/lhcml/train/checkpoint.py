@@ -104,9 +104,13 @@ def _get(d: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
     return d
 
 
-def compare_configs(stored: Mapping[str, Any], current: Mapping[str, Any], source: str) -> None:
-    """Raise :class:`CheckpointMismatchError` naming the first config key that differs."""
-    for keys in _MUST_MATCH:
+def compare_configs(
+    stored: Mapping[str, Any], current: Mapping[str, Any], source: str,
+    must_match: tuple[tuple[str, ...], ...] = _MUST_MATCH,
+) -> None:  # fmt: skip
+    """Raise :class:`CheckpointMismatchError` naming the first config key that differs
+    (among ``must_match``: the taggers' data inputs, classes and model by default)."""
+    for keys in must_match:
         a, b = _get(stored, keys), _get(current, keys)
         if a != b:
             name = ".".join(keys)

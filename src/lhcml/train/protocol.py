@@ -14,6 +14,7 @@ kind       models (``model.name``)               artifact                       
 lightning  the taggers of the model registry     ``checkpoints/best-*.ckpt``        :mod:`lhcml.train.trainer`
 bdt        :data:`lhcml.models.bdt.BDT_MODELS`   ``checkpoints/mv2.json`` (xgboost) :mod:`lhcml.train.bdt`
 paed       ``paed``                              ``paed.pt``                        :mod:`lhcml.train.paed`
+fastcalo   ``fastcalo_*`` generators             ``checkpoints/best-*.ckpt``        :mod:`lhcml.train.fastcalo`
 =========  ====================================  =================================  ==============
 
 Export is a later stage than training, so it is not a method here: :func:`lhcml.export.export_model`
@@ -63,6 +64,50 @@ def _no_device_options(kind: str, devices: int | None, strategy: str | None) -> 
         raise ConfigError(f"--devices/--strategy do not apply to the {kind} trainer (it runs on one device)")
 
 
+class FastCaloTrainer:
+    """The generative fast-calorimeter models (:func:`lhcml.train.fastcalo.fit_fastcalo`)."""
+
+    kind: ClassVar[str] = "fastcalo"
+
+    def handles_model(self, name: str) -> bool:
+        from lhcml.train.fastcalo import is_fastcalo_model
+
+        return is_fastcalo_model(name)
+
+    def load_config(self, data: dict[str, Any], source: str) -> Any:
+        from lhcml.train.fastcalo import fastcalo_config_from_dict
+
+        return fastcalo_config_from_dict(data, source)
+
+    def fit(self, cfg: Any, *, resume: bool = False, devices: int | None = None,
+            strategy: str | None = None, epoch_hooks: list | None = None) -> Path:
+        from lhcml.train.fastcalo import fit_fastcalo
+
+        return fit_fastcalo(cfg, resume=resume, devices=devices, strategy=strategy, epoch_hooks=epoch_hooks)
+
+    def owns(self, artifact: Path) -> bool:
+        from lhcml.train.fastcalo import read_fastcalo_meta
+
+        return artifact.suffix == ".ckpt" and read_fastcalo_meta(artifact) is not None
+
+    def find_artifact(self, run_dir: Path) -> Path | None:
+        best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+        if len(best) != 1 or not self.owns(best[0]):
+            return None  # several: the Lightning trainer names them in its error
+        return best[0]
+
+    def load(self, artifact: Path) -> tuple[Any, dict[str, Any]]:
+        from lhcml.train.fastcalo import load_generator
+
+        return load_generator(artifact)
+
+    def predict(self, model: Any, batch: Any) -> Any:
+        """Showers ``(N, V)`` GeV for ``batch["energy_gev"]`` ``(N,)`` (noise from ``batch.get("generator")``)."""
+        import torch
+
+        return model.generate(torch.as_tensor(batch["energy_gev"]), batch.get("generator")).numpy()
+
+
 class LightningTrainer:
     """The NN taggers of :mod:`lhcml.models.registry` (:func:`lhcml.train.trainer.train_lightning`)."""
 
@@ -70,8 +115,9 @@ class LightningTrainer:
 
     def handles_model(self, name: str) -> bool:
         from lhcml.models.bdt import BDT_MODELS
+        from lhcml.train.fastcalo import is_fastcalo_model
 
-        return name not in BDT_MODELS and name != "paed"
+        return name not in BDT_MODELS and name != "paed" and not is_fastcalo_model(name)
 
     def load_config(self, data: dict[str, Any], source: str) -> Any:
         from lhcml.train.config import config_from_dict
@@ -190,7 +236,9 @@ class PAEDTrainer:
 
 
 #: the trainers, by kind (explicit; order = lookup order)
-TRAINERS: dict[str, Trainable] = {t.kind: t for t in (BDTTrainer(), PAEDTrainer(), LightningTrainer())}
+TRAINERS: dict[str, Trainable] = {
+    t.kind: t for t in (BDTTrainer(), PAEDTrainer(), FastCaloTrainer(), LightningTrainer())
+}
 
 
 def trainer_for_model(name: str) -> Trainable:

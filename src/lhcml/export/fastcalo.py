@@ -1,0 +1,190 @@
+"""ONNX export of the generative fast-calorimeter models (a sampling graph with the noise as input).
+
+The graph maps
+
+* ``incident_energy`` ``(N, 1)`` float32, GeV, and
+* ``noise`` ``(N, noise_dim)`` float32 (standard normal draws)
+
+to ``showers`` ``(N, V)`` float32 GeV: :meth:`FastCaloGenerator.sample` in ``eval()`` mode, a
+deterministic function of its inputs, so onnxruntime reproduces PyTorch exactly up to float
+round-off (asserted on every export). The batch axis is dynamic. ``metadata_props``:
+``model_name``, ``noise_dim``, ``n_voxels``, ``layer_sizes`` (JSON), ``e_min_gev``/``e_max_gev``
+(the trained range), ``particle``, ``binning_sha256``, ``binning_xml`` (when known),
+``lhcml_version`` (+ ``config_yaml`` from a checkpoint). :mod:`lhcml.sim.fastcalo` runs such a
+file with onnxruntime alone (``lhcml simulate ... --calo fast:MODEL.onnx``).
+
+``lhcml export RUN_OR_CHECKPOINT OUT.onnx`` reaches :func:`export_checkpoint` through
+:func:`lhcml.export.export_model` (trainer kind ``fastcalo``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lhcml.atomic import atomic_path
+from lhcml.errors import ConfigError
+from lhcml.export.onnx import ExportCheckError, ExportReport, _session, _timing
+
+#: largest accepted |onnx - torch| per voxel, in units of the incident energy (our choice:
+#: float32 round-off of a few MLP layers is ~1e-7 relative)
+DEFAULT_ATOL = 1e-5
+INPUT_NAMES = ("incident_energy", "noise")
+OUTPUT_NAME = "showers"
+
+
+def _wrapper(model: Any) -> Any:
+    import torch
+
+    class SamplingGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, incident_energy: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+            return self.model.sample(incident_energy.reshape(-1), noise)
+
+    return SamplingGraph().eval()
+
+
+def check_inputs(model: Any, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Energies log-uniform over the trained range (both edges included) and standard-normal noise."""
+    rng = np.random.default_rng(seed)
+    lo, hi = math.log(model.e_min_gev), math.log(model.e_max_gev)
+    e = np.exp(rng.uniform(lo, hi, size=n))
+    e[0], e[-1] = model.e_min_gev, model.e_max_gev
+    z = rng.standard_normal((n, model.noise_dim))
+    return e.astype(np.float32)[:, None], z.astype(np.float32)
+
+
+def export_generator(
+    model: Any,
+    path: str | Path,
+    *,
+    binning_file_sha256: str,
+    particle: str,
+    binning_xml: str | None = None,
+    force: bool = False,
+    atol: float = DEFAULT_ATOL,
+    n_check: int = 256,
+    seed: int = 0,
+    timing: bool = True,
+    extra_metadata: dict[str, str] | None = None,
+    opset: int = 17,
+) -> ExportReport:
+    """Export a :class:`~lhcml.models.fastcalo.base.FastCaloGenerator` as a sampling graph.
+
+    Parameters
+    ----------
+    model
+        The generator (put in ``eval()`` mode here).
+    path
+        The ``.onnx`` file to write (atomically; refused if it exists, unless ``force``).
+    binning_file_sha256, particle
+        The voxelisation the model was trained on (sha256 of the binning XML file) and the
+        particle; stored in the metadata so the simulation refuses another binning.
+    binning_xml
+        The binning file's text, stored too (lets the simulation run without the file).
+    atol
+        Largest accepted ``|onnx - torch| / E_inc`` over ``n_check`` random showers.
+    timing
+        Measure onnxruntime's latency per shower at batch 1 and throughput at batch 1000 (one thread).
+
+    Returns
+    -------
+    ExportReport
+        ``max_abs_diff_random`` in units of E_inc; ``latency_ms_per_jet`` / ``throughput_jets_per_s``
+        per shower.
+
+    Raises
+    ------
+    ExportCheckError
+        onnxruntime and torch differ by more than ``atol``.
+    """
+    import onnx
+    import torch
+
+    from lhcml import __version__
+    from lhcml.models.fastcalo.base import FastCaloGenerator
+
+    if not isinstance(model, FastCaloGenerator):
+        raise ConfigError(f"export_generator needs a FastCaloGenerator, got {type(model).__name__}")
+    path = Path(path)
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it")
+    if binning_xml is not None:
+        import hashlib
+
+        if hashlib.sha256(binning_xml.encode("utf-8")).hexdigest() != binning_file_sha256:
+            raise ConfigError(
+                "binning_xml does not hash to binning_file_sha256: pass the text of the binning file itself"
+            )
+    model = model.eval()
+    graph = _wrapper(model)
+    e, z = check_inputs(model, max(int(n_check), 2), seed)
+    props = {
+        "model_name": model.registry_name,
+        "noise_dim": str(model.noise_dim),
+        "n_voxels": str(model.n_voxels),
+        "layer_sizes": json.dumps(list(model.layer_sizes)),
+        "e_min_gev": repr(model.e_min_gev),
+        "e_max_gev": repr(model.e_max_gev),
+        "particle": str(particle),
+        "binning_sha256": str(binning_file_sha256),
+        "lhcml_version": __version__,
+        "inputs": json.dumps(
+            {"incident_energy": "(N, 1) GeV", "noise": f"(N, {model.noise_dim}) standard normal"}
+        ),
+        "outputs": json.dumps({OUTPUT_NAME: f"(N, {model.n_voxels}) GeV"}),
+        **({"binning_xml": binning_xml} if binning_xml is not None else {}),
+        **(extra_metadata or {}),
+    }
+    with atomic_path(path) as tmp:
+        with torch.no_grad():
+            torch.onnx.export(
+                graph, (torch.from_numpy(e[:2]), torch.from_numpy(z[:2])), str(tmp),
+                input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME], opset_version=opset,
+                dynamo=False, do_constant_folding=True,
+                dynamic_axes={n: {0: "batch"} for n in (*INPUT_NAMES, OUTPUT_NAME)},
+            )  # fmt: skip
+        proto = onnx.load(str(tmp))
+        for k, v in props.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+        sess = _session(Path(tmp))
+        got = sess.run([OUTPUT_NAME], {"incident_energy": e, "noise": z})[0]
+        with torch.no_grad():
+            ref = graph(torch.from_numpy(e), torch.from_numpy(z)).numpy()
+        diff = float(np.max(np.abs(got - ref) / e))
+        if not diff <= atol:
+            raise ExportCheckError(
+                f"onnxruntime and torch differ by {diff:.2e} x E_inc (> {atol:g}) for {model.registry_name}"
+            )
+        nan = float("nan")
+        lat, thr = nan, nan
+        if timing:
+            e1, z1 = check_inputs(model, 1000, seed + 1)
+            lat, thr = _timing(sess, list(INPUT_NAMES), [e1[:1], z1[:1]], [e1, z1])
+        del sess
+    return ExportReport(path, diff, None, 0, lat, thr, list(INPUT_NAMES), [OUTPUT_NAME])
+
+
+def export_checkpoint(
+    checkpoint: str | Path, output: str | Path, *, force: bool = False, atol: float | None = None,
+    timing: bool = True,
+) -> ExportReport:  # fmt: skip
+    """Export a fast-calo training checkpoint (:func:`lhcml.train.fastcalo.load_generator`)."""
+    from lhcml.train.fastcalo import load_generator
+
+    model, meta = load_generator(checkpoint)
+    return export_generator(
+        model, output, binning_file_sha256=meta["binning_sha256"], particle=meta["particle"],
+        binning_xml=meta.get("binning_xml"), force=force, atol=DEFAULT_ATOL if atol is None else atol,
+        timing=timing, extra_metadata={"config_yaml": meta["config_yaml"]},
+    )  # fmt: skip

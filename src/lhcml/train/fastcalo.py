@@ -1,0 +1,519 @@
+"""Training of the generative fast-calorimeter models (``lhcml train configs/fastcalo/X.yaml``).
+
+The models (:class:`lhcml.models.fastcalo.base.FastCaloGenerator`: ``fastcalo_vae``,
+``fastcalo_gan``, ``fastcalo_flow``, ``fastcalo_fm``) learn showers of CaloChallenge-layout
+files (:func:`lhcml.data.calochallenge.read_showers`, read into memory: a few 10⁴ showers of a
+few hundred voxels). Why a module of its own beside the tagger loop of
+:mod:`lhcml.train.trainer`: that loop is a classifier (labels, class weights, rejections, the
+jet datamodule), while a generative model has no labels and a GAN steps two optimisers. The
+Lightning machinery is the same: ``checkpoints/best-epoch=NN.ckpt`` (lowest ``val_loss``) and
+``checkpoints/last.ckpt`` (every epoch), ``--resume``, early stopping, ``logs/metrics.csv``,
+``epoch_hooks`` for ``lhcml tune``, ``--devices/--strategy`` (Lightning's DDP; each rank
+draws its own noise, the sampler is wrapped by Lightning's distributed sampler).
+
+One training step (manual optimisation): for every phase of
+:meth:`~lhcml.models.fastcalo.base.FastCaloGenerator.phases` due on this batch (phase ``k`` on
+batches ``b`` with ``(b + 1) % every_n_batches == 0``, ``b`` counted over epochs) zero that
+phase's gradients, back-propagate the sum of its :meth:`loss_terms`, clip
+(``trainer.gradient_clip_val``) and step its optimiser. A likelihood model has one phase; the
+WGAN-GP takes one critic step per batch and a generator step after every ``n_critic``-th.
+
+Resume is exact: every step re-seeds torch's generator from ``(seed, batch, rank)`` and the
+shuffling is a permutation seeded by ``(seed, epoch)``, so a run resumed from ``last.ckpt``
+after a crash continues as the uninterrupted run would have (checked by
+``tests/test_fastcalo_models.py``). Validation draws its noise under a fixed seed in a forked RNG.
+
+Checkpoints carry, under ``checkpoint["lhcml"]``: ``kind: fastcalo``, the resolved config,
+the model's constructor arguments (``model_init_yaml``: ``n_voxels``, ``layer_sizes``, the
+trained energy range and the hyper-parameters), the particle, the binning XML and its sha256;
+:func:`load_generator` rebuilds the model from the registry and them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import ConfigDict, Field
+
+from lhcml.atomic import atomic_write_text
+from lhcml.config import StrictModel, validate_config
+from lhcml.errors import CheckpointMismatchError, ConfigError
+from lhcml.train.config import (
+    OptimizerConfig,
+    SchedulerConfig,
+    TrainerConfig,
+    check_hyperparameters,
+)
+
+#: constructor arguments of every fast-calo model that come from the data, not from ``model:``
+DATA_ARGUMENTS = ("n_voxels", "layer_sizes", "e_min_gev", "e_max_gev")
+#: config keys a resumed checkpoint must share with the config
+_MUST_MATCH = (
+    ("model",),
+    ("data", "binning"),
+    ("data", "particle"),
+    ("data", "e_min_gev"),
+    ("data", "e_max_gev"),
+)
+#: seed of the validation noise (the same every epoch; our choice)
+VALIDATION_SEED = 12345
+
+
+class FastCaloDataConfig(StrictModel):
+    """Shower files (CaloChallenge layout), their binning and the batching."""
+
+    train_files: list[str]
+    val_files: list[str]
+    #: the binning XML the files were written with
+    binning: str
+    #: particle name in the binning file (when it describes several)
+    particle: str | None = None
+    max_showers_train: int | None = Field(None, gt=0)
+    max_showers_val: int | None = Field(None, gt=0)
+    batch_size: int = Field(128, gt=0)
+    #: trained incident-energy range in GeV; default: the training sample's smallest/largest
+    e_min_gev: float | None = Field(None, gt=0)
+    e_max_gev: float | None = Field(None, gt=0)
+
+
+class FastCaloModelConfig(StrictModel):
+    """``name`` (a registered fast-calo model) plus its hyper-parameters."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    name: str
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class FastCaloTrainConfig(StrictModel):
+    """The full configuration of a fast-calo training run."""
+
+    data: FastCaloDataConfig
+    model: FastCaloModelConfig
+    optimizer: OptimizerConfig = Field(
+        default_factory=lambda: OptimizerConfig(name="adam", lr=1e-3, weight_decay=0.0)
+    )
+    scheduler: SchedulerConfig = Field(default_factory=lambda: SchedulerConfig(name="none"))
+    trainer: TrainerConfig = Field(default_factory=lambda: TrainerConfig(precision="32-true"))
+    seed: int = 42
+    output_dir: str = "runs/fastcalo"
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def fastcalo_config_from_dict(data: dict[str, Any], source: str = "config") -> FastCaloTrainConfig:
+    """Validate a fast-calo training config given as a mapping."""
+    return validate_config(FastCaloTrainConfig, data, source=source)
+
+
+def is_fastcalo_model(name: str) -> bool:
+    """Whether ``name`` is a registered :class:`FastCaloGenerator`."""
+    from lhcml.models.fastcalo.base import FastCaloGenerator
+    from lhcml.models.registry import _MODELS, _load_all
+
+    _load_all()
+    cls = _MODELS.get(name)
+    return isinstance(cls, type) and issubclass(cls, FastCaloGenerator)
+
+
+def _model_class(name: str) -> type:
+    from lhcml.models.registry import get_model_class
+
+    cls = get_model_class(name)
+    if not is_fastcalo_model(name):
+        raise ConfigError(
+            f"model '{name}' is not a fast-calorimeter generator (fastcalo_vae, fastcalo_gan, ...)"
+        )
+    return cls
+
+
+def build_generator(name: str, init: dict[str, Any]) -> Any:
+    """A registered fast-calo model from its constructor arguments (no I/O)."""
+    cls = _model_class(name)
+    hyper = {k: v for k, v in init.items() if k not in DATA_ARGUMENTS}
+    check_hyperparameters(cls, hyper, name)
+    try:
+        return cls(**init)
+    except TypeError as err:
+        raise ConfigError(f"bad hyperparameters for model '{name}': {err}") from None
+
+
+def _read(files: list[str], binning: Any, max_showers: int | None) -> tuple[np.ndarray, np.ndarray]:
+    from lhcml.data.calochallenge import read_showers
+    from lhcml.data.files import expand_inputs
+
+    es, xs, left = [], [], max_showers
+    for p in expand_inputs(files):
+        s = read_showers(p, binning, max_showers=left)
+        es.append(s.energies)
+        xs.append(s.showers)
+        if left is not None:
+            left -= len(s)
+            if left <= 0:
+                break
+    e, x = np.concatenate(es), np.concatenate(xs)
+    if len(e) == 0:
+        raise ConfigError(f"no showers in {files}")
+    if not (np.all(np.isfinite(e)) and np.all(e > 0)) or not np.all(np.isfinite(x)):
+        raise ConfigError(f"{files}: incident energies must be finite and > 0 and showers finite")
+    return e.astype(np.float32), np.clip(x, 0.0, None).astype(np.float32)
+
+
+def model_init(cfg: FastCaloTrainConfig, binning: Any, train_e: np.ndarray) -> dict[str, Any]:
+    """Constructor arguments: the data's voxelisation and energy range plus ``model:``'s keys."""
+    hyper = cfg.model.hyperparameters()
+    clash = [k for k in DATA_ARGUMENTS if k in hyper]
+    if clash:
+        raise ConfigError(
+            f"model.{clash[0]} comes from the data (binning file, data.e_min_gev/e_max_gev): remove it from 'model'"
+        )
+    lo = cfg.data.e_min_gev if cfg.data.e_min_gev is not None else float(train_e.min())
+    hi = cfg.data.e_max_gev if cfg.data.e_max_gev is not None else float(train_e.max())
+    if not lo < hi:
+        raise ConfigError(
+            f"the trained energy range needs e_min < e_max, got {lo:g}-{hi:g} GeV (one energy only?)"
+        )
+    if train_e.min() < lo * (1 - 1e-5) or train_e.max() > hi * (1 + 1e-5):
+        raise ConfigError(
+            f"training energies {train_e.min():g}-{train_e.max():g} GeV lie outside data.e_min_gev/e_max_gev = {lo:g}-{hi:g}"
+        )
+    return {
+        "n_voxels": binning.n_voxels,
+        "layer_sizes": list(binning.layer_sizes),
+        "e_min_gev": lo,
+        "e_max_gev": hi,
+        **hyper,
+    }
+
+
+class _EpochPermutation:
+    """Sampler: a permutation of ``range(n)`` seeded by ``(seed, epoch)`` (Lightning calls
+    :meth:`set_epoch`), so shuffling survives a resume unchanged."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _module_class():
+    import lightning as L
+    import torch
+
+    class FastCaloModule(L.LightningModule):
+        """Lightning wrapper of a fast-calo model: manual optimisation over its phases."""
+
+        def __init__(self, model: Any, cfg: FastCaloTrainConfig, meta: dict[str, Any]) -> None:
+            super().__init__()
+            self.model = model
+            self.cfg = cfg
+            self.meta = dict(meta)
+            self.automatic_optimization = False
+            self.val_history: list[dict[str, float]] = []
+            self.epoch_hooks: list[Any] = []
+            self._phases = model.phases()
+
+        def training_step(self, batch: Any, batch_idx: int) -> None:
+            e, x = batch
+            opts = self.optimizers()
+            opts = opts if isinstance(opts, list) else [opts]
+            scheds = self.lr_schedulers()
+            scheds = (
+                scheds if isinstance(scheds, list) else ([scheds] if scheds is not None else [])
+            )
+            b = self.current_epoch * int(self.trainer.num_training_batches) + batch_idx
+            # the step's noise from (seed, batch, rank) alone: whatever else drew from torch's
+            # generator before (a DataLoader iterator, a resume), the step is the same
+            torch.manual_seed(int(np.random.default_rng([self.cfg.seed, b, self.global_rank]).integers(2**62)))
+            bs = int(e.shape[0])
+            clip = self.cfg.trainer.gradient_clip_val
+            for k, phase in enumerate(self._phases):
+                if (b + 1) % phase.every_n_batches:
+                    continue
+                opt = opts[k]
+                opt.zero_grad(set_to_none=True)
+                terms = self.model.loss_terms(e, x, phase.name)
+                loss = torch.stack(list(terms.values())).sum()
+                self.manual_backward(loss)
+                if clip:
+                    self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+                opt.step()
+                if scheds:
+                    scheds[k].step()
+                name = "train_loss" if len(self._phases) == 1 else f"train_{phase.name}_loss"
+                self.log(
+                    name,
+                    loss,
+                    on_step=True,
+                    on_epoch=True,
+                    prog_bar=True,
+                    batch_size=bs,
+                    sync_dist=True,
+                )
+                if len(terms) > 1:
+                    for t, v in terms.items():
+                        self.log(
+                            f"train_{t}",
+                            v,
+                            on_step=False,
+                            on_epoch=True,
+                            batch_size=bs,
+                            sync_dist=True,
+                        )
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            e, x = batch
+            with torch.random.fork_rng(devices=[] if e.device.type == "cpu" else [e.device]):
+                torch.manual_seed(VALIDATION_SEED + batch_idx)
+                terms = self.model.validation_terms(e, x)
+            bs = int(e.shape[0])
+            for k, v in terms.items():
+                key = "val_loss" if k == "loss" else f"val_{k}"
+                self.log(key, v, on_epoch=True, prog_bar=k == "loss", batch_size=bs, sync_dist=True)
+
+        def on_validation_epoch_end(self) -> None:
+            if self.trainer.sanity_checking:
+                return
+            metrics = {
+                k: float(v)
+                for k, v in self.trainer.callback_metrics.items()
+                if k.startswith("val_")
+            }
+            metrics["epoch"] = float(self.current_epoch)
+            self.val_history.append(metrics)
+            for hook in self.epoch_hooks:
+                if hook(self.current_epoch, metrics) is True:
+                    self.trainer.should_stop = True
+
+        def configure_optimizers(self) -> Any:
+            o, s = self.cfg.optimizer, self.cfg.scheduler
+            n_batches = self.trainer.estimated_stepping_batches  # = batches (manual optimisation)
+            n_batches = int(n_batches) if np.isfinite(n_batches) else 10_000
+            opts, scheds = [], []
+            for phase in self._phases:
+                lr = o.lr * phase.lr_scale
+                kw: dict[str, Any] = {"lr": lr, "weight_decay": o.weight_decay}
+                if phase.betas is not None and o.name in ("adam", "adamw"):
+                    kw["betas"] = phase.betas
+                if o.name == "adamw":
+                    opt = torch.optim.AdamW(phase.parameters, **kw)
+                elif o.name == "adam":
+                    opt = torch.optim.Adam(phase.parameters, **kw)
+                else:
+                    opt = torch.optim.SGD(
+                        phase.parameters, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay
+                    )
+                opts.append(opt)
+                steps = max(n_batches // phase.every_n_batches, 1) + 1
+                if s.name == "onecycle":
+                    steps = max(steps, int(np.ceil(3 / s.pct_start)))
+                    scheds.append(torch.optim.lr_scheduler.OneCycleLR(
+                        opt, max_lr=lr, total_steps=steps, pct_start=s.pct_start,
+                        div_factor=s.div_factor, final_div_factor=s.final_div_factor))  # fmt: skip
+                elif s.name == "cosine":
+                    scheds.append(
+                        torch.optim.lr_scheduler.CosineAnnealingLR(
+                            opt, T_max=steps, eta_min=s.eta_min
+                        )
+                    )
+            if not scheds:
+                return opts
+            return opts, [{"scheduler": sc, "interval": "step"} for sc in scheds]
+
+        def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+            checkpoint["lhcml"] = dict(self.meta)
+
+    return FastCaloModule
+
+
+def _compare(stored: dict[str, Any], current: dict[str, Any], source: str) -> None:
+    from lhcml.train.checkpoint import compare_configs
+
+    compare_configs(stored, current, source, must_match=_MUST_MATCH)
+
+
+def fit_fastcalo(
+    cfg: FastCaloTrainConfig,
+    resume: bool = False,
+    devices: int | None = None,
+    strategy: str | None = None,
+    epoch_hooks: list | None = None,
+) -> Path:
+    """Train the fast-calo model of ``cfg``; return the best checkpoint (lowest ``val_loss``).
+
+    Parameters
+    ----------
+    cfg
+        Validated config (:func:`fastcalo_config_from_dict`).
+    resume
+        Continue from ``<output_dir>/checkpoints/last.ckpt`` (same config required).
+    devices, strategy
+        Override ``trainer.devices``/``trainer.strategy``.
+    epoch_hooks
+        Callables ``hook(epoch, metrics)`` after each validation epoch (tuning); returning
+        ``True`` stops training after this epoch.
+    """
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from lhcml import __version__
+    from lhcml.data.calochallenge import read_binning
+    from lhcml.train.checkpoint import check_state_dict, meta_config, read_checkpoint
+    from lhcml.train.trainer import _keep_metrics, _precision
+
+    if devices is not None or strategy is not None:
+        trainer_cfg = {
+            **cfg.trainer.model_dump(),
+            **{
+                k: v for k, v in {"devices": devices, "strategy": strategy}.items() if v is not None
+            },
+        }
+        cfg.trainer = validate_config(
+            TrainerConfig, trainer_cfg, source="the command line (--devices/--strategy)"
+        )
+    if not cfg.data.train_files or not cfg.data.val_files:
+        raise ConfigError("data.train_files and data.val_files must not be empty")
+    out = Path(cfg.output_dir)
+    last = out / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(
+                f"--resume: no {last} to resume from (train without --resume first)"
+            )
+        resumed = read_checkpoint(last)
+        if resumed["lhcml"].get("kind") != "fastcalo":
+            raise CheckpointMismatchError(
+                f"{last} is not a fast-calo checkpoint; use a new output_dir"
+            )
+        _compare(meta_config(resumed["lhcml"]), cfg.model_dump(mode="json"), str(last))
+    elif last.exists():
+        raise ConfigError(
+            f"{out} already holds a training run; pass --resume or choose another output_dir"
+        )
+    _model_class(cfg.model.name)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    binning = read_binning(cfg.data.binning, cfg.data.particle)
+    train_e, train_x = _read(cfg.data.train_files, binning, cfg.data.max_showers_train)
+    val_e, val_x = _read(cfg.data.val_files, binning, cfg.data.max_showers_val)
+    init = model_init(cfg, binning, train_e)
+    model = build_generator(cfg.model.name, init)
+    model.prepare(torch.from_numpy(train_e), torch.from_numpy(train_x))
+    meta = {
+        "format_version": 1,
+        "kind": "fastcalo",
+        "lhcml_version": __version__,
+        "config_yaml": cfg.to_yaml(),
+        "model_name": cfg.model.name,
+        "model_init_yaml": yaml.safe_dump(init, sort_keys=False),
+        "particle": binning.particle,
+        "binning_sha256": binning.sha256,
+        # the file's own text: its sha256 is the binning's identity (lhcml.sim.fastcalo re-hashes it)
+        "binning_xml": Path(cfg.data.binning).read_bytes().decode("utf-8"),
+        "n_train_showers": len(train_e),
+    }
+    module = _module_class()(model, cfg, meta)
+    module.epoch_hooks.extend(epoch_hooks or [])
+    if resume:
+        stored_init = yaml.safe_load(resumed["lhcml"]["model_init_yaml"])
+        if stored_init != yaml.safe_load(meta["model_init_yaml"]):
+            diff = sorted(
+                k for k in set(stored_init) | set(init) if stored_init.get(k) != init.get(k)
+            )
+            raise CheckpointMismatchError(
+                f"checkpoint {last} was trained on data with other {', '.join(diff)} "
+                f"({', '.join(f'{k}: {stored_init.get(k)!r} vs {init.get(k)!r}' for k in diff)}); "
+                "resume with the same files and binning or start a new output_dir"
+            )
+        check_state_dict(resumed["state_dict"], module.state_dict(), str(last),
+                         "the model code changed since it was saved: start a new output_dir")  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", meta["config_yaml"])
+
+    data = torch.utils.data.TensorDataset(torch.from_numpy(train_e), torch.from_numpy(train_x))
+    vdata = torch.utils.data.TensorDataset(torch.from_numpy(val_e), torch.from_numpy(val_x))
+    bs = cfg.data.batch_size
+    train_dl = torch.utils.data.DataLoader(
+        data, batch_size=bs, sampler=_EpochPermutation(len(data), cfg.seed)
+    )
+    val_dl = torch.utils.data.DataLoader(vdata, batch_size=bs, shuffle=False)
+
+    ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="best-{epoch:02d}", monitor="val_loss",
+                              mode="min", save_top_k=1)  # fmt: skip
+    last_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                              every_n_epochs=1, enable_version_counter=False)  # fmt: skip
+    callbacks: list[Any] = [ckpt_cb, last_cb]
+    t = cfg.trainer
+    if t.patience is not None:
+        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=t.patience))
+    csv_logger = CSVLogger(save_dir=out, name="logs", version="")
+    if resume:
+        _keep_metrics(csv_logger, int(resumed.get("epoch", -1)))
+    strategy_ = t.strategy
+    if t.devices > 1 and strategy_ == "auto":
+        strategy_ = "ddp"
+    trainer = L.Trainer(
+        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=strategy_,
+        precision=_precision(cfg), callbacks=callbacks, logger=[csv_logger],
+        log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.enable_progress_bar,
+        limit_train_batches=t.limit_train_batches, deterministic=False,
+        enable_model_summary=t.enable_progress_bar,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(
+            module, train_dl, val_dl, ckpt_path=str(last) if resume else None, weights_only=True
+        )
+    return Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else last
+
+
+def read_fastcalo_meta(path: str | Path) -> dict[str, Any] | None:
+    """The ``lhcml`` metadata of a fast-calo checkpoint, or ``None`` for any other file."""
+    from lhcml.train.checkpoint import read_checkpoint
+
+    try:
+        meta = read_checkpoint(path)["lhcml"]
+    except (OSError, ValueError):
+        return None
+    return dict(meta) if isinstance(meta, dict) and meta.get("kind") == "fastcalo" else None
+
+
+def load_generator(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """``(model in eval mode, metadata)`` of a fast-calo checkpoint.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        Not a fast-calo checkpoint, or its tensors do not fit the model its metadata describes.
+    """
+    from lhcml.train.checkpoint import check_state_dict, read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    meta = dict(ckpt["lhcml"])
+    if meta.get("kind") != "fastcalo":
+        raise CheckpointMismatchError(
+            f"{path} is not a fast-calorimeter checkpoint (trained by `lhcml train configs/fastcalo/...`)"
+        )
+    init = yaml.safe_load(meta["model_init_yaml"])
+    model = build_generator(meta["model_name"], init)
+    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    check_state_dict(state, model.state_dict(), str(path),
+                     f"the model '{meta['model_name']}' code changed since it was saved (use the lhcml version "
+                     "that wrote it, or retrain)")  # fmt: skip
+    model.load_state_dict(state, strict=True)
+    return model.eval(), meta
