@@ -34,6 +34,8 @@ _ARCHITECTURE_MODULES = (
     "lhcml.models.quantized",
     "lhcml.models.fastcalo.vae",
     "lhcml.models.fastcalo.gan",
+    "lhcml.models.fastcalo.flow",
+    "lhcml.models.fastcalo.fm",
 )
 
 

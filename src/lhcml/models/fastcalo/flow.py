@@ -4,7 +4,7 @@ Two conditional flows, built with ``zuko`` (neural spline flows: masked autoregr
 transforms with monotonic rational-quadratic splines, Durkan et al. arXiv:1906.04032):
 
 * **flow I** learns the layer energies given the incident energy, ``p_1(E_0..E_{L-1} | E_inc)``,
-  on CaloFlow's unit-interval variables (``docs/references.md §14``)
+  on CaloFlow's unit-interval variables (``docs/references.md §15``)
 
   ``u_0 = sum_k E_k / (u0_max E_inc)``, ``u_{k+1} = E_k / sum_{j >= k} E_j`` (k = 0..L-2),
 
@@ -37,16 +37,18 @@ two flows is a deterministic function (exported to ONNX with the noise as an inp
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from lhcml.errors import SchemaError
+from lhcml.errors import ConfigError, SchemaError
 from lhcml.models.fastcalo.base import FastCaloGenerator
 from lhcml.models.registry import register_model
 
-#: CaloFlow's logit offset (Krause & Shih, arXiv:2106.05285, docs/references.md §14)
+#: CaloFlow's logit offset (Krause & Shih, arXiv:2106.05285, docs/references.md §15)
 ALPHA = 1e-6
 
 
@@ -203,25 +205,56 @@ class CaloFlowVariables(nn.Module):
         self.v_std.copy_(lv.std(0).clamp(min=1e-3))
 
 
-def prepare_once(model: nn.Module, energy_gev: Tensor, showers: Tensor) -> None:
-    """Fit ``model``'s standardisation (``model.prepare``) on this batch if nothing fitted it yet.
-
-    The training machinery calls ``prepare`` with the training sample when it supports it; a model
-    trained otherwise fits on its first training batch (its ``prepared`` buffer then holds 1 and
-    is saved with the weights, so resuming does not refit).
-    """
-    if model.training and not bool(model.prepared):
-        model.prepare(energy_gev.detach().reshape(-1).float(), showers.detach().float())
+def check_prepared(model: nn.Module) -> None:
+    """Raise if ``model.prepare`` has not fitted the standardisation (the trainer calls it)."""
+    if not bool(model.prepared):
+        raise ConfigError(
+            f"model '{model.registry_name}' has no fitted standardisation: call "
+            "model.prepare(energies_gev, showers_gev) on the training sample before training"
+        )
 
 
-def _nsf(
-    features: int, context: int, transforms: int, hidden: int, bins: int, passes: int | None
-) -> nn.Module:
+@functools.cache
+def _rqs_class() -> type:
+    """zuko's :class:`~zuko.transforms.MonotonicRQSTransform` with its two softmaxes written as
+    ``exp / sum``: torch's CPU softmax over a last axis of 8 bins is several times slower than
+    the whole rest of a training step (measured here with torch 2.13; the spline is zuko's,
+    ``tests/test_fastcalo_flows.py`` checks that both agree). zuko bounds the unnormalised widths
+    and heights to ``|w| < |log slope| / 2`` first, so ``exp`` cannot overflow."""
+    import torch.nn.functional as F
+    from torch.distributions import Transform
+    from zuko.transforms import MonotonicRQSTransform
+
+    def softmax(x: Tensor) -> Tensor:
+        x = torch.exp(x)
+        return x / x.sum(dim=-1, keepdim=True)
+
+    class RQS(MonotonicRQSTransform):
+        def __init__(self, widths: Tensor, heights: Tensor, derivatives: Tensor, bound: float = 5.0,
+                     slope: float = 1e-3, **kwargs) -> None:
+            Transform.__init__(self, **kwargs)
+            log_slope = math.log(slope)
+            widths = widths / (1 + abs(2 * widths / log_slope))
+            heights = heights / (1 + abs(2 * heights / log_slope))
+            derivatives = derivatives / (1 + abs(derivatives / log_slope))
+            widths = F.pad(softmax(widths), (1, 0), value=0)
+            heights = F.pad(softmax(heights), (1, 0), value=0)
+            self.horizontal = bound * (2 * torch.cumsum(widths, dim=-1) - 1)
+            self.vertical = bound * (2 * torch.cumsum(heights, dim=-1) - 1)
+            self.derivatives = torch.exp(F.pad(derivatives, (1, 1), value=0))
+
+    return RQS
+
+
+def _nsf(features: int, context: int, transforms: int, hidden: int, bins: int, passes: int | None) -> nn.Module:
+    """zuko's neural spline flow (``zuko.flows.NSF``: MAF of RQS transforms), with :func:`_rqs_class`."""
+    from functools import partial
+
     import zuko
 
-    return zuko.flows.NSF(
-        features=features, context=context, transforms=transforms, bins=bins,
-        hidden_features=(hidden, hidden), passes=passes,
+    return zuko.flows.MAF(
+        features=features, context=context, transforms=transforms, hidden_features=(hidden, hidden),
+        passes=passes, univariate=partial(_rqs_class(), slope=1e-3), shapes=[(bins,), (bins,), (bins - 1,)],
     )  # fmt: skip
 
 
@@ -269,7 +302,8 @@ class CaloFlow(FastCaloGenerator):
         self.register_buffer("prepared", torch.zeros((), dtype=torch.uint8))
 
     def prepare(self, energy_gev: Tensor, showers_gev: Tensor) -> None:
-        """Fit the variables' standardisation on training showers (see :func:`prepare_once`)."""
+        """Fit the variables' standardisation on the training sample (deterministic: the
+        dequantisation noise of the fit has a fixed seed)."""
         self.vars.fit(energy_gev, showers_gev, torch.Generator().manual_seed(0))
         self.prepared.fill_(1)
 
@@ -281,6 +315,7 @@ class CaloFlow(FastCaloGenerator):
         self, energy_gev: Tensor, showers_gev: Tensor, dequantise: bool = True
     ) -> tuple[Tensor, Tensor]:
         """Exact log-likelihoods ``(log p_1, log p_2)`` per shower of the standardised variables."""
+        energy_gev = energy_gev.reshape(-1)
         showers = self.vars.dequantise(showers_gev) if dequantise else showers_gev
         x_u, x_v, e_layers = self.vars.encode(energy_gev, showers)
         c1, c2 = self._contexts(energy_gev, e_layers)
@@ -289,7 +324,7 @@ class CaloFlow(FastCaloGenerator):
     def loss_terms(self, energy_gev: Tensor, showers: Tensor, phase: str) -> dict[str, Tensor]:
         """Negative log-likelihood per dimension of flow I (``nll_layers``) and flow II
         (``nll_voxels``), on freshly dequantised showers."""
-        prepare_once(self, energy_gev, showers)
+        check_prepared(self)
         lp1, lp2 = self.log_prob(energy_gev, showers)
         return {
             "nll_layers": -lp1.mean() / self.n_layers,
@@ -303,6 +338,7 @@ class CaloFlow(FastCaloGenerator):
 
     def sample_variables(self, energy_gev: Tensor, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(x_u, x_v, layer energies)`` of base samples ``noise = [z_1, z_2]``."""
+        energy_gev = energy_gev.reshape(-1)
         n_layers = self.n_layers
         c1 = self.condition(energy_gev)
         x_u = self.flow1.transform(c1).inv(noise[:, :n_layers])

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from lhcml.errors import ConfigError
 from lhcml.models.fastcalo.base import FastCaloGenerator
-from lhcml.models.fastcalo.flow import CaloFlowVariables, prepare_once
+from lhcml.models.fastcalo.flow import CaloFlowVariables, check_prepared
 from lhcml.models.layers import MLP
 from lhcml.models.registry import register_model
 
@@ -120,7 +120,7 @@ class CaloFlowMatching(FastCaloGenerator):
 
     def loss_terms(self, energy_gev: Tensor, showers: Tensor, phase: str) -> dict[str, Tensor]:
         """The conditional flow-matching loss (mean squared velocity error per dimension)."""
-        prepare_once(self, energy_gev, showers)
+        check_prepared(self)
         energy_gev = energy_gev.reshape(-1)
         x1 = self.target(energy_gev, self.vars.dequantise(showers))
         x0 = torch.randn_like(x1)
