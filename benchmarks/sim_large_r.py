@@ -4,11 +4,15 @@ Runs the full simulation chain (:func:`lhcml.sim.events.simulate_events`: Pythia
 pileup, tracker, particle flow / clusters / TCCs, SoftKiller, anti-kt 0.8, trimming, JES/JMS)
 and prints
 
-1. per process (``top``: m_t = 172.5 GeV; ``wz``: W 80.4, Z 91.2 GeV) and μ: the peak and
-   width of a Gaussian fitted to the core (±2σ, iterated) of the groomed calibrated mass, its
-   relative width (the goal: peak within 3 GeV of the particle mass, width 8–12 %), the same
-   for the ungroomed and soft-drop masses, the mass resolution ½·IQR68 / median of
-   ``m / m_truth-jet`` and the median τ32 of the (groomed) flow constituents — for the labelled
+1. per process (``top``: m_t = 172.5 GeV; ``wz``: W 80.4, Z 91.2 GeV), μ and constituent type
+   (``--constituents pflow clusters tcc``: all from the same events): the **mass peak = the most
+   probable value** of the groomed calibrated mass (KDE mode with a bootstrap error, :func:`_mode`;
+   the project's reading of the issue's "mass peak", goal within 3 GeV of the particle mass), beside
+   it the mean and width of a Gaussian fitted to the ±2σ core (iterated; lower than the mode for
+   tops: the low-side shoulder of semileptonic b decays), the same for the ungroomed and soft-drop
+   masses, the mass resolution as ATLAS defines it (IQnR: ½·IQR68 / median of
+   ``m / m_truth-jet``; goal 8–12 %), the response's core width, the mass distribution's ½·IQR68 /
+   median, and the median τ32 of the (groomed) flow constituents — for the labelled
    jets (``R10TruthLabel``) and for ATLAS's contained definition (R10TruthLabel_R21Consolidated:
    truth-jet mass > 140 GeV for tops, 50–100 GeV for W, 60–110 GeV for Z; ``--json`` rows carry
    ``definition``);
@@ -27,6 +31,8 @@ Usage::
     nice -n 10 .venv/bin/python benchmarks/sim_large_r.py --events 2000 --mus 0 60 140
     nice -n 10 .venv/bin/python benchmarks/sim_large_r.py --compare --events 1000 --mu 60
     nice -n 10 .venv/bin/python benchmarks/sim_large_r.py --events 2000 --mus 0 60 140 --processes top --containment 0.75
+    nice -n 10 .venv/bin/python benchmarks/sim_large_r.py --events 2000 --mus 0 60 140 --constituents pflow clusters tcc
+    nice -n 10 .venv/bin/python benchmarks/sim_large_r.py --derive --events 2000 --mu 140 --types pflow clusters tcc --save DIR
 
 ``--truth-peaks``: the truth-jet top mass peak alone (Pythia, no detector) for R = 0.8, 1.0,
 1.2, with and without ν/μ, trimmed and ungroomed, the quarks within R or 0.75 R.
@@ -322,16 +328,12 @@ def truth_peaks(events: int, seed: int) -> list[dict]:
 
 
 def compare(events: int, mu: float, seed: int) -> list[dict]:
-    from lhcml.sim.events import simulate_events
-
     rows, cache = [], {}
-    for constituents in ("pflow", "clusters", "tcc"):
-        jets = []
-        for process in ("top_wide", "wz_wide"):
-            out = simulate_events(process, events, mu=mu, seed=seed, pileup=_library(mu, seed + 1, cache),
-                                  constituents=constituents)
-            jets.append(out["jets"])
-        j = np.concatenate(jets)
+    types = ["pflow", "clusters", "tcc"]
+    outs = [simulate_types(process, events, mu, seed, _library(mu, seed + 1, cache), types)
+            for process in ("top_wide", "wz_wide")]
+    for constituents in types:
+        j = np.concatenate([o[constituents]["jets"] for o in outs])
         ok = j["truthJetMass"] > 40e3
         r = j["mass"][ok] / j["truthJetMass"][ok]
         tpt = j["truthJetPt"][ok] / 1e3
@@ -342,6 +344,35 @@ def compare(events: int, mu: float, seed: int) -> list[dict]:
             x = rows[-1]
             print(f"{constituents:>8} mu={mu:.0f} pT {lo:>4}-{hi:<4} jets={x['jets']:>5} "
                   f"mass response {x['response']:.3f} resolution {100 * x['iqr_res']:5.1f}%", flush=True)
+    return rows
+
+
+def saved_resolution(files: list[Path]) -> list[dict]:
+    """Mass resolution vs truth pT from the uncalibrated jets ``--derive --save`` kept
+    (``top_wide`` + ``wz_wide`` + ``qcd_wide``; no new simulation): the shipped JES/JMS of the
+    file's constituent type and μ applied, jets with a trimmed truth jet of mass > 40 GeV as in
+    ``--compare``; IQnR (½·IQR68 / median of m / m_truth-jet) and median response per truth-pT bin.
+    The tables were derived on these jets, so the responses close by construction; the IQnR does
+    not depend on the calibration's scale."""
+    from lhcml.sim.large_r_calibration import calibrate
+
+    rows = []
+    for f in files:
+        ctype, mu_s = f.stem.split("_")[1], f.stem.split("_")[2]
+        mu = float(mu_s[2:])
+        d = np.load(f)
+        _, m = calibrate(d["pt"] / 1e3, d["mass"] / 1e3, ctype, mu)
+        ok = (d["truthJetMass"] > 40e3) & (m > 0)
+        r = m[ok] / (d["truthJetMass"][ok] / 1e3)
+        tpt = d["truthJetPt"][ok] / 1e3
+        for lo, hi in zip(PT_BINS[:-1], PT_BINS[1:], strict=True):
+            s = (tpt >= lo) & (tpt < hi)
+            rows.append({"constituents": ctype, "mu": mu, "pt_lo": lo, "pt_hi": hi, "jets": int(s.sum()),
+                         "iqr_res": _iqr_resolution(r[s]), "response": float(np.median(r[s])) if s.any() else np.nan,
+                         "file": f.name})
+            x = rows[-1]
+            print(f"{ctype:>8} mu={mu:.0f} pT {lo:>4}-{hi:<4} jets={x['jets']:>5} "
+                  f"mass response {x['response']:.3f} IQnR {100 * x['iqr_res']:5.1f}%", flush=True)
     return rows
 
 
@@ -415,6 +446,8 @@ def main() -> None:
     ap.add_argument("--save", type=Path, help="--derive: keep the uncalibrated jets in this folder (npz)")
     ap.add_argument("--pool", type=Path, nargs="+", default=[],
                     help="--derive: add the jets of these saved npz files (independent samples) to the derivation")
+    ap.add_argument("--resolution-from", type=Path, nargs="+", default=None,
+                    help="mass resolution vs truth pT from jets saved by --derive --save (npz; no simulation)")
     ap.add_argument("--json", type=Path, help="write the rows here")
     ap.add_argument("--truth-peaks", action="store_true",
                     help="only the trimmed truth-jet top mass peak vs radius and containment (no detector)")
@@ -427,6 +460,11 @@ def main() -> None:
         from lhcml.sim.large_r_calibration import TABLE_PATH
 
         derive(args.events, args.mu, args.seed, args.table or TABLE_PATH, args.types, args.save, args.pool)
+        return
+    if args.resolution_from:
+        rows = saved_resolution(args.resolution_from)
+        if args.json:
+            atomic_write_text(args.json, json.dumps(rows, indent=1))
         return
     if args.truth_peaks:
         rows = truth_peaks(args.events, args.seed)
