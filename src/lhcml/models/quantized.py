@@ -56,7 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from lhcml.errors import ConfigError
-from lhcml.models.base import TaggerModel
+from lhcml.models.base import JetClassificationHead, TaggerModel
 from lhcml.models.layers import masked_sum
 from lhcml.models.registry import register_model
 
@@ -102,6 +102,14 @@ def polynomial_sparsity(step: int, final: float, begin: int, end: int) -> float:
         return 0.0
     frac = min(1.0, (step - begin) / (end - begin))
     return final * (1.0 - (1.0 - frac) ** 3)
+
+
+def effective_weight(layer: nn.Module) -> Tensor:
+    """The weight a linear layer applies: ``weight_orig * weight_mask`` when it is pruned (its
+    ``weight`` attribute is refreshed only by a forward pass), else ``weight``."""
+    if hasattr(layer, "weight_mask"):
+        return layer.weight_orig * layer.weight_mask
+    return layer.weight
 
 
 class _QuantBlocks:
@@ -156,6 +164,20 @@ class TriggerModel(TaggerModel):
         self.weight_bits, self.act_bits = weight_bits, act_bits
         return _QuantBlocks(weight_bits, act_bits)
 
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The state, with every Brevitas activation scale even before its statistics are
+        collected (Brevitas leaves them out of a fresh model's state, so a freshly built model
+        would not match the keys of its own checkpoints)."""
+        if self.weight_bits is None:
+            return super().state_dict(*args, **kwargs)
+        import brevitas.config as bconfig
+
+        old, bconfig._FULL_STATE_DICT = bconfig._FULL_STATE_DICT, True
+        try:
+            return super().state_dict(*args, **kwargs)
+        finally:
+            bconfig._FULL_STATE_DICT = old
+
     def _setup_pruning(self, sparsity: float, begin: int, end: int, frequency: int) -> None:
         _check_pruning(sparsity, begin, end, frequency)
         self.prune_sparsity, self.prune_begin_step = float(sparsity), int(begin)
@@ -167,14 +189,28 @@ class TriggerModel(TaggerModel):
             for layer in self.linear_layers():
                 prune.identity(layer, "weight")  # weight = weight_orig * weight_mask (a buffer)
 
+    def dataflow(self) -> list[tuple[str, nn.Module]]:
+        """``(name, module)`` of the quantisers and layers, input to output (the FPGA's order)."""
+        out = []
+        for part in self._dataflow_parts:
+            seq = self.get_submodule(part)
+            out += [(f"{part}.{n}", m) for n, m in seq.named_children()]
+        return out
+
     def linear_layers(self) -> list[nn.Module]:
         """Every (quantised) linear layer, input to output."""
-        return [m for m in self.modules() if isinstance(m, nn.Linear)]
+        return [m for _, m in self.dataflow() if isinstance(m, nn.Linear)]
+
+    def _classifier(self, in_dim: int, n_classes: int, blocks: _QuantBlocks) -> None:
+        """The jet-classification head: one (quantised) linear layer to the logits."""
+        head = JetClassificationHead(in_dim, n_classes)
+        head.net = nn.Sequential(blocks.linear(in_dim, n_classes))
+        self.heads["jet_classification"] = head
 
     def sparsity(self) -> float:
         """Fraction of zero weights over all linear layers."""
-        zeros = sum(int((layer.weight == 0).sum()) for layer in self.linear_layers())
-        return zeros / sum(layer.weight.numel() for layer in self.linear_layers())
+        weights = [effective_weight(layer) for layer in self.linear_layers()]
+        return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
 
     @torch.no_grad()
     def _prune_tick(self) -> None:
@@ -196,7 +232,7 @@ class TriggerModel(TaggerModel):
         from torch.nn.utils import prune
 
         for layer in self.linear_layers():
-            n_zero = int((layer.weight == 0).sum())
+            n_zero = int((effective_weight(layer) == 0).sum())
             extra = int(round(sparsity * layer.weight.numel())) - n_zero
             if extra > 0:
                 prune.l1_unstructured(layer, "weight", amount=extra)
@@ -245,12 +281,14 @@ class TriggerMLP(TriggerModel):
         if not hidden or min(hidden) < 1:
             raise ConfigError(f"trigger_mlp needs at least one hidden layer of size >= 1 (model.hidden), got {hidden}")
         blocks = self._setup_quantisation(weight_bits, act_bits)
-        self.net = blocks.mlp([input_dims["jets"], *hidden, n_classes], final_relu=False)
+        self.net = blocks.mlp([input_dims["jets"], *hidden], final_relu=True)
+        self._classifier(hidden[-1], n_classes, blocks)
+        self._dataflow_parts = ("net", "heads.jet_classification.net")
         self._setup_pruning(prune_sparsity, prune_begin_step, prune_end_step, prune_frequency)
 
     def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         self._prune_tick()
-        return {"logits": self.net(self.normalise(inputs)["jets"])}
+        return {"logits": self.heads["jet_classification"](self.net(self.normalise(inputs)["jets"]))}
 
 
 @register_model("trigger_deepsets")
@@ -290,14 +328,16 @@ class TriggerDeepSets(TriggerModel):
             raise ConfigError(f"trigger_deepsets needs phi_sizes (>= 1 layer) and positive sizes, got {phi}, {rho}")
         blocks = self._setup_quantisation(weight_bits, act_bits)
         self.phi = blocks.mlp([input_dims["flow"], *phi], final_relu=True)
-        self.rho = blocks.mlp([phi[-1], *rho, n_classes], final_relu=False)  # its input: the pooled sum
+        self.rho = blocks.mlp([phi[-1], *rho], final_relu=True)  # its input: the pooled sum
+        self._classifier(rho[-1] if rho else phi[-1], n_classes, blocks)
+        self._dataflow_parts = ("phi", "rho", "heads.jet_classification.net")
         self._setup_pruning(prune_sparsity, prune_begin_step, prune_end_step, prune_frequency)
 
     def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         self._prune_tick()
         x = self.normalise(inputs)
         valid = inputs["flow_valid"]
-        return {"logits": self.rho(masked_sum(self.phi(x["flow"]), valid))}
+        return {"logits": self.heads["jet_classification"](self.rho(masked_sum(self.phi(x["flow"]), valid)))}
 
 
 # -- post-training quantisation -------------------------------------------------------------
@@ -373,7 +413,7 @@ def post_training_quantise(
     ranges = _calibrate(q, calibration)
     spec: dict[str, dict[str, Any]] = {}
     with torch.no_grad():
-        for name, layer in q.named_modules():
+        for name, layer in q.dataflow():
             if not isinstance(layer, nn.Linear):
                 continue
             lo, hi = ranges[name]
@@ -408,7 +448,7 @@ def fixed_point_spec(model: TriggerModel) -> dict[str, dict[str, tuple[int, int,
     model.eval()
     out: dict[str, dict[str, tuple[int, int, bool]]] = {}
     prev_act: tuple[int, int, bool] | None = None
-    for name, m in model.named_modules():
+    for name, m in model.dataflow():
         kind = type(m).__name__
         if kind in ("QuantIdentity", "QuantReLU"):
             scale = float(m.act_quant.scale().detach())

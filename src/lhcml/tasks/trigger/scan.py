@@ -131,7 +131,9 @@ def score(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> 
 
 def _n_params(model: Any) -> int:
     """Trainable weights and biases of the linear layers (pruned weights excluded)."""
-    return int(sum(int((m.weight != 0).sum()) + (m.bias.numel() if m.bias is not None else 0)
+    from lhcml.models.quantized import effective_weight
+
+    return int(sum(int((effective_weight(m) != 0).sum()) + (m.bias.numel() if m.bias is not None else 0)
                    for m in model.linear_layers()))  # fmt: skip
 
 
