@@ -23,6 +23,18 @@ std::string init_onnxruntime() {
 
 namespace {
 
+// Slots up to the last real object of any jet of the batch.
+std::size_t used_slots(const unsigned char* valid, std::size_t batch, std::size_t full) {
+  std::size_t used = 1;  // at least one slot (a jet without objects keeps one padded slot)
+  for (std::size_t r = 0; r < batch; ++r)
+    for (std::size_t k = full; k > used; --k)
+      if (valid[r * full + k - 1]) {
+        used = k;
+        break;
+      }
+  return used;
+}
+
 std::vector<std::string> string_list(const nlohmann::json& j, const std::string& key, const std::string& path) {
   if (!j.is_array()) throw InputError("metadata '" + key + "' of " + path + " is not a list; re-export the model with `lhcml export`");
   std::vector<std::string> out;
@@ -139,6 +151,32 @@ void Model::run(std::size_t batch, const std::map<std::string, std::vector<float
                 const std::map<std::string, std::size_t>& n_slots, std::size_t offset_rows, float* scores) {
   static_assert(sizeof(bool) == sizeof(unsigned char), "bool must be one byte");
   const auto mem = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+  // Object groups: drop the slots that are padding in every jet of the batch, as lhcml's datamodule
+  // does (_trim_objects): the graph masks padded slots, so the scores do not change, while the
+  // cost grows with the slot count (files pad to 40 tracks, tt-bar jets have ~5-20).
+  std::map<std::string, std::pair<float*, unsigned char*>> obj;
+  std::map<std::string, std::size_t> used;
+  for (const auto& s : inputs_) {
+    if (!s.object || s.mask || used.count(s.group)) continue;
+    const std::size_t full = n_slots.at(s.group), n_var = s.variables.size();
+    float* f = features.at(s.group)->data() + offset_rows * full * n_var;
+    unsigned char* m = masks.at(s.group)->data() + offset_rows * full;
+    const std::size_t n = used_slots(m, batch, full);
+    used[s.group] = n;
+    if (n == full || batch == 1) {  // contiguous as it is
+      obj[s.group] = {f, m};
+      continue;
+    }
+    auto& fb = scratch_f_[s.group];
+    auto& mb = scratch_m_[s.group];
+    fb.resize(batch * n * n_var);
+    mb.resize(batch * n);
+    for (std::size_t r = 0; r < batch; ++r) {
+      std::copy(f + r * full * n_var, f + (r * full + n) * n_var, fb.data() + r * n * n_var);
+      std::copy(m + r * full, m + r * full + n, mb.data() + r * n);
+    }
+    obj[s.group] = {fb.data(), mb.data()};
+  }
   std::vector<Ort::Value> values;
   std::vector<const char*> in_names;
   for (const auto& s : inputs_) {
@@ -146,15 +184,13 @@ void Model::run(std::size_t batch, const std::map<std::string, std::vector<float
     const auto n_var = static_cast<int64_t>(s.variables.size());
     const auto b = static_cast<int64_t>(batch);
     if (s.mask) {
-      const auto n = static_cast<int64_t>(n_slots.at(s.group));
-      auto* data = reinterpret_cast<bool*>(masks.at(s.group)->data() + offset_rows * n);
+      const auto n = static_cast<int64_t>(used.at(s.group));
       const int64_t shape[2] = {b, n};
-      values.push_back(Ort::Value::CreateTensor<bool>(mem, data, batch * n, shape, 2));
+      values.push_back(Ort::Value::CreateTensor<bool>(mem, reinterpret_cast<bool*>(obj.at(s.group).second), batch * n, shape, 2));
     } else if (s.object) {
-      const auto n = static_cast<int64_t>(n_slots.at(s.group));
-      float* data = features.at(s.group)->data() + offset_rows * n * n_var;
+      const auto n = static_cast<int64_t>(used.at(s.group));
       const int64_t shape[3] = {b, n, n_var};
-      values.push_back(Ort::Value::CreateTensor<float>(mem, data, batch * n * n_var, shape, 3));
+      values.push_back(Ort::Value::CreateTensor<float>(mem, obj.at(s.group).first, batch * n * n_var, shape, 3));
     } else {
       float* data = features.at(s.group)->data() + offset_rows * n_var;
       const int64_t shape[2] = {b, n_var};

@@ -39,8 +39,10 @@ class Model {
   const std::vector<std::string>& outputs() const { return outputs_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
-  // Run one batch: ``features[g]`` (batch x [n_slots x] F) and ``masks[g]`` (batch x n_slots)
-  // per group, ``n_slots[g]`` per object group; appends batch x n_outputs scores (row-major).
+  // Run one batch: rows [offset_rows, offset_rows + batch) of ``features[g]`` (rows x [n_slots x] F)
+  // and ``masks[g]`` (rows x n_slots) per group, ``n_slots[g]`` per object group; writes
+  // batch x n_outputs scores (row-major) to ``scores``. Object slots that are padding in every
+  // jet of the batch are dropped first (as lhcml's datamodule does; the graph masks padding).
   void run(std::size_t batch, const std::map<std::string, std::vector<float>*>& features,
            const std::map<std::string, std::vector<unsigned char>*>& masks,
            const std::map<std::string, std::size_t>& n_slots, std::size_t offset_rows, float* scores);
@@ -52,6 +54,8 @@ class Model {
   std::vector<InputSpec> inputs_;
   std::vector<std::string> outputs_;
   std::map<std::string, std::string> metadata_;
+  std::map<std::string, std::vector<float>> scratch_f_;  // trimmed object batches
+  std::map<std::string, std::vector<unsigned char>> scratch_m_;
 };
 
 }  // namespace lhcml

@@ -57,6 +57,19 @@ def _run(cmd: list[str], what: str) -> None:
         raise CppToolchainError(f"{what} failed ({' '.join(cmd)}):\n{tail}")
 
 
+def ort_library() -> Path:
+    """The ONNX Runtime shared library (C API) of the installed ``onnxruntime`` wheel."""
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise CppToolchainError("onnxruntime is not installed: pip install 'lhcml[ml]'") from err
+    libs = sorted((Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so.1*"))
+    if not libs:
+        raise CppToolchainError(f"no libonnxruntime.so.1* in {Path(onnxruntime.__file__).parent / 'capi'}: "
+                                "this onnxruntime build does not ship the C library")  # fmt: skip
+    return libs[-1]
+
+
 def build_infer(build_dir: str | Path | None = None, jobs: int = 2) -> Path:
     """Configure (once) and build ``lhcml-infer``; return the path of the binary.
 
@@ -75,9 +88,9 @@ def build_infer(build_dir: str | Path | None = None, jobs: int = 2) -> Path:
         raise CppToolchainError(f"{', '.join(missing)} not found: install Debian's cmake and g++ (see .ci/run)")
     if not (ORT_INCLUDE / "onnxruntime_cxx_api.h").is_file():
         raise CppToolchainError(f"ONNX Runtime headers missing in {ORT_INCLUDE}: run `bash cpp/fetch_deps.sh` (cpp/README.md)")
-    if not (build / "CMakeCache.txt").is_file():
-        _run(["cmake", "-S", str(CPP_DIR), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-              f"-DORT_INCLUDE_DIR={ORT_INCLUDE}"], "configuring cpp/ with cmake")  # fmt: skip
+    # configured every time (about a second): a new onnxruntime wheel re-points the library link
+    _run(["cmake", "-S", str(CPP_DIR), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+          f"-DORT_INCLUDE_DIR={ORT_INCLUDE}", f"-DORT_LIBRARY={ort_library()}"], "configuring cpp/ with cmake")  # fmt: skip
     _run(["cmake", "--build", str(build), "-j", str(jobs)], "building lhcml-infer")
     return build / "lhcml-infer"
 
