@@ -43,6 +43,12 @@ def scan_config(work: Path, args: argparse.Namespace) -> Path:
         for name in ("jet_substructure_mlp", "constituent_deepsets"):
             models[name] = {"config": str(CONFIGS / f"{name}.yaml"), "test_files": [str(data / "test.h5")],
                             "set": boosted}  # fmt: skip
+        # the same MLP with 50 % of every layer's weights pruned (27 steps per epoch: the schedule
+        # reaches 50 % after 15 epochs, pruning once per epoch)
+        models["jet_substructure_mlp_pruned50"] = {
+            **models["jet_substructure_mlp"], "bits": [4, 6, 8],
+            "set": [*boosted, "model.prune_sparsity=0.5", "model.prune_end_step=405", "model.prune_frequency=27"],
+        }  # fmt: skip
     if args.dl1:
         d = Path(args.dl1)
         models["dl1_mlp"] = {

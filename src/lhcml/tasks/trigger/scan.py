@@ -11,6 +11,7 @@ the trigger models, the bit widths and the schemes::
         config: jet_substructure_mlp.yaml    # relative to the scan config
         test_files: [runs/trigger/test.h5]
         set: [trainer.max_epochs=20]         # --set overrides of the training config
+        bits: [6, 8]                         # optional: this model's bit widths
 
 For every model: the float network is trained once with ``lhcml train``'s machinery
 (:func:`lhcml.train.train`; checkpoints, early stopping, resume), then quantised after training
@@ -54,12 +55,25 @@ ROW_KEYS: tuple[str, ...] = (
 SCHEMES = ("float", "ptq", "qat")
 
 
+def _check_bit_list(v: list[int]) -> list[int]:
+    bad = [b for b in v if b < 2]
+    if bad:
+        raise ValueError(f"every bit width must be >= 2 (a sign and one magnitude bit), got {bad}")
+    return sorted(set(v))
+
+
 class ScanModel(StrictModel):
     """One model of a scan: its training config, test files and ``--set`` overrides."""
 
     config: str
     test_files: list[str] = Field(min_length=1)
     set: list[str] = Field(default_factory=list)
+    bits: list[int] | None = None  # this model's bit widths (default: the scan's)
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, v: list[int] | None) -> list[int] | None:
+        return None if v is None else _check_bit_list(v)
 
 
 class ScanConfig(StrictModel):
@@ -74,10 +88,7 @@ class ScanConfig(StrictModel):
     @field_validator("bits")
     @classmethod
     def _bits(cls, v: list[int]) -> list[int]:
-        bad = [b for b in v if b < 2]
-        if bad:
-            raise ValueError(f"every bit width must be >= 2 (a sign and one magnitude bit), got {bad}")
-        return sorted(set(v))
+        return _check_bit_list(v)
 
 
 def load_scan_config(path: str | Path) -> tuple[ScanConfig, Path]:
@@ -184,6 +195,7 @@ def run_scan(scan_path: str | Path, output_dir: str | Path, log: Any = print) ->
             raise ConfigError(f"model '{name}': the scan takes the trigger models (trigger_mlp, trigger_deepsets), "
                               f"{cfg_path} trains '{base.model.name}'")  # fmt: skip
         classes = list(base.data.classes)
+        bits = m.bits or scan.bits
         hyper = base.model.hyperparameters()
         if hyper.get("weight_bits") is not None:
             raise ConfigError(f"model '{name}': {cfg_path} must describe the float model (weight_bits: null); "
@@ -206,10 +218,10 @@ def run_scan(scan_path: str | Path, output_dir: str | Path, log: Any = print) ->
                 rows.append(row("float", None, fmodel, best))
             if "ptq" in scan.schemes:
                 calib = list(_batches(base, base.data.train_files, scan.calibration_jets, scan.batch_size))
-                for b in scan.bits:
+                for b in bits:
                     rows.append(row("ptq", b, post_training_quantise(fmodel, b, calib), best))
         if "qat" in scan.schemes:
-            for b in scan.bits:
+            for b in bits:
                 cfg = cfg_for(f"qat{b}", [f"model.weight_bits={b}", f"model.act_bits={b}"])
                 best = _train_once(cfg, log)
                 qmodel, _ = load_tagger(best)
