@@ -40,6 +40,8 @@ from lhcml.models.registry import register_model
 #: voxel fraction (of E_inc) at which the encoder's log(1 + u / u_0) input turns logarithmic
 #: (about the energy of a typical voxel outside the core; our choice)
 ENCODER_FRACTION_SCALE = 1e-3
+#: floor of the per-voxel scale (fraction of E_inc) for voxels never hit in training; our choice
+MIN_VOXEL_MAX = 1e-6
 
 
 @register_model("fastcalo_vae")
@@ -101,10 +103,19 @@ class FastCaloVAE(FastCaloGenerator):
         self.beta_kl, self.w_reco = float(beta_kl), float(w_reco)
         self.w_layer, self.w_total = float(w_layer), float(w_total)
         self.threshold_gev = float(threshold_mev) * 1e-3
+        self.register_buffer("voxel_max", torch.ones(n_voxels))
         self.encoder = MLP(n_voxels + 1, 2 * latent_dim, hidden=hidden, act=act)
         self.decoder = MLP(latent_dim + 1, n_voxels, hidden=hidden[::-1], act=act)
-        with torch.no_grad():  # start at voxel fractions 1 / V (a shower of E_inc), not sigmoid(0) = 1/2
+        with (
+            torch.no_grad()
+        ):  # start at voxel fractions 1 / V (a shower of E_inc), not sigmoid(0) = 1/2
             self.decoder[-1].bias.fill_(-math.log(n_voxels - 1) if n_voxels > 1 else 0.0)
+
+    @torch.no_grad()
+    def prepare(self, energy_gev: Tensor, showers: Tensor) -> None:
+        """Per-voxel scale: the largest ``E_v / E_inc`` of the training sample (floored)."""
+        u = showers.double() / energy_gev.reshape(-1, 1).double()
+        self.voxel_max.copy_(u.max(0).values.clamp(min=MIN_VOXEL_MAX, max=1.0).float())
 
     # -- latent space -------------------------------------------------------------------------
     def encode(self, energy_gev: Tensor, showers: Tensor) -> tuple[Tensor, Tensor]:
@@ -118,7 +129,10 @@ class FastCaloVAE(FastCaloGenerator):
 
     def decode_fractions(self, energy_gev: Tensor, z: Tensor) -> Tensor:
         """Voxel energies as fractions of E_inc ``(N, V)`` in (0, 1) for latent points ``z``."""
-        return torch.sigmoid(self.decoder(torch.cat([z, self.condition(energy_gev)], 1)))
+        return (
+            torch.sigmoid(self.decoder(torch.cat([z, self.condition(energy_gev)], 1)))
+            * self.voxel_max
+        )
 
     def decode(self, energy_gev: Tensor, z: Tensor) -> Tensor:
         """Showers ``(N, V)`` GeV decoded from latent points ``z`` (no threshold)."""
@@ -135,12 +149,13 @@ class FastCaloVAE(FastCaloGenerator):
         self, energy_gev: Tensor, showers: Tensor, phase: str = "model"
     ) -> dict[str, Tensor]:
         e = energy_gev.reshape(-1, 1).float()
-        u = (showers.float() / e).clamp(0.0, 1.0)
+        u = showers.float() / e
+        t = (u / self.voxel_max).clamp(0.0, 1.0)
         mu, logvar = self.encode(energy_gev, showers)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         logits = self.decoder(torch.cat([z, self.condition(energy_gev)], 1))
-        u_hat = torch.sigmoid(logits)
-        reco = F.binary_cross_entropy_with_logits(logits, u, reduction="none").sum(1).mean()
+        u_hat = torch.sigmoid(logits) * self.voxel_max
+        reco = F.binary_cross_entropy_with_logits(logits, t, reduction="none").sum(1).mean()
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean()
         layer = (self.layer_energies(u) - self.layer_energies(u_hat)).abs().sum(1).mean()
         total = (u.sum(1) - u_hat.sum(1)).abs().mean()
