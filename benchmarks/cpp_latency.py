@@ -14,9 +14,12 @@ same ``--n-jets`` jets, one at a time:
 Both feed a jet's track slots up to its last real track (the padding the graph masks anyway is
 cut, as lhcml's datamodule and lhcml-infer do per batch), and both timings include that cut.
 
-Both use ORT_ENABLE_ALL graph optimisation and the same ``libonnxruntime`` (the one of the
-``onnxruntime`` wheel). The first ``--warmup`` calls of each are dropped. Reported: median and p90
-of the per-jet latency, the mean, and the C++ program's end-to-end wall time per jet (process
+Both use ORT_ENABLE_ALL graph optimisation and ONNX Runtime from the same ``onnxruntime`` wheel
+(C++: its ``libonnxruntime.so``; Python: the copy linked into its extension module). The first ``--warmup`` calls of each are dropped. Reported: median and p90
+of the per-jet latency (wall clock), the mean, the median and p90 of the calling thread's CPU time
+per jet (``CLOCK_THREAD_CPUTIME_ID`` / ``time.thread_time``: with one intra-op thread ONNX Runtime
+computes on the calling thread, and CPU time does not count waiting for a core on a shared
+machine), and the C++ program's end-to-end wall time per jet (process
 start, model load, HDF5 read and output write included); the scores of the two agree to 1e-5
 (:func:`lhcml.export.cpp.cpp_check`, asserted).
 
@@ -69,8 +72,9 @@ def export(name: str, path: Path, tmp: Path) -> Path:
     return export_onnx(ckpt, tmp / f"{name}.onnx", force=True, check_file=path, n_check=1000, timing=False).path
 
 
-def python_latency(model: Path, path: Path, n: int) -> np.ndarray:
-    """Seconds per ``InferenceSession.run`` call, one jet at a time, for the first ``n`` jets."""
+def python_latency(model: Path, path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Wall and thread-CPU seconds per ``InferenceSession.run`` call, one jet at a time, for the
+    first ``n`` jets."""
     import json
 
     from lhcml.export.onnx import read_metadata
@@ -83,20 +87,22 @@ def python_latency(model: Path, path: Path, n: int) -> np.ndarray:
     arrays = {k: batch[f"{inputs[k]['group']}_valid" if m else inputs[k]["group"]].numpy() for k, m in masks.items()}
     groups = {k: inputs[k]["group"] for k in masks}
     valid = {g: arrays[k] for k, g in groups.items() if masks[k]}
-    out = np.empty(n)
+    out, cpu = np.empty(n), np.empty(n)
     for i in range(n):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         # the jet's slots up to its last real object, as lhcml-infer (and lhcml's datamodule) trim them
         used = {g: int(np.flatnonzero(v[i])[-1]) + 1 if v[i].any() else 1 for g, v in valid.items()}
         feed = {k: a[i : i + 1, : used[groups[k]]] if groups[k] in used else a[i : i + 1] for k, a in arrays.items()}
         sess.run(None, feed)
+        cpu[i] = time.thread_time() - c
         out[i] = time.perf_counter() - t
-    return out
+    return out, cpu
 
 
-def stats(t: np.ndarray, warmup: int) -> dict:
-    us = t[warmup:] * 1e6
-    return {"median": float(np.median(us)), "p90": float(np.percentile(us, 90)), "mean": float(us.mean()), "n": len(us)}
+def stats(t: np.ndarray, cpu: np.ndarray, warmup: int) -> dict:
+    us, cus = t[warmup:] * 1e6, cpu[warmup:] * 1e6
+    return {"median": float(np.median(us)), "p90": float(np.percentile(us, 90)), "mean": float(us.mean()),
+            "cpu median": float(np.median(cus)), "cpu p90": float(np.percentile(cus, 90)), "n": len(us)}  # fmt: skip
 
 
 def main() -> None:
@@ -124,20 +130,22 @@ def main() -> None:
             run_infer(model, path, tmp / f"{name}_b1.h5", batch=1, threads=1, max_jets=n, timing=True, force=True, binary=binary)
             wall = time.perf_counter() - t
             with h5py.File(tmp / f"{name}_b1.h5", "r") as f:
-                cpp_t = f["run_seconds"][()]
+                cpp_t, cpp_c = f["run_seconds"][()], f["run_cpu_seconds"][()]
             b1, _, _ = read_scores(tmp / f"{name}_b1.h5")
             ref, _ = python_scores(model, path, n)
             assert np.max(np.abs(b1 - ref)) <= 1e-5, "batch-1 C++ scores differ from Python's"
-            py_t = python_latency(model, path, n)
-            for impl, tt in (("C++ lhcml-infer", cpp_t), ("Python onnxruntime", py_t)):
-                rows.append({"model": TAGGER[name], "impl": impl, **stats(tt, args.warmup),
+            py_t, py_c = python_latency(model, path, n)
+            for impl, tt, cc in (("C++ lhcml-infer", cpp_t, cpp_c), ("Python onnxruntime", py_t, py_c)):
+                rows.append({"model": TAGGER[name], "impl": impl, **stats(tt, cc, args.warmup),
                              "e2e": wall / n * 1e6 if impl.startswith("C++") else float("nan"),
                              "diff": check.max_abs_diff})  # fmt: skip
-    print("| model | runtime | median µs/jet | p90 µs/jet | mean µs/jet | jets | C++ end-to-end µs/jet | max abs diff C++ - Python |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | runtime | median µs/jet | p90 µs/jet | mean µs/jet | CPU median µs/jet | CPU p90 µs/jet | jets "
+          "| C++ end-to-end µs/jet | max abs diff C++ - Python |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         e2e = f"{r['e2e']:.0f}" if np.isfinite(r["e2e"]) else ""
-        print(f"| {r['model']} | {r['impl']} | {r['median']:.1f} | {r['p90']:.1f} | {r['mean']:.1f} | {r['n']} | {e2e} | {r['diff']:.2g} |")
+        print(f"| {r['model']} | {r['impl']} | {r['median']:.1f} | {r['p90']:.1f} | {r['mean']:.1f} | {r['cpu median']:.1f} "
+              f"| {r['cpu p90']:.1f} | {r['n']} | {e2e} | {r['diff']:.2g} |")  # fmt: skip
     print(f"wall time {time.perf_counter() - t0:.0f} s, load {os.getloadavg()[0]:.1f}")
 
 

@@ -214,7 +214,7 @@ void H5Input::read(const GroupReader& g, hsize_t start, hsize_t count, std::vect
 
 void write_scores(const std::string& path, const std::vector<std::string>& names, const std::vector<float>& scores,
                   std::size_t n_rows, const std::vector<std::pair<std::string, std::string>>& attrs,
-                  const std::vector<double>& run_seconds) {
+                  const std::vector<double>& run_seconds, const std::vector<double>& run_cpu_seconds) {
   const auto slash = path.find_last_of('/');
   const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
   const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
@@ -238,11 +238,12 @@ void write_scores(const std::string& path, const std::vector<std::string>& names
       const char* v = value.c_str();
       good = good && a >= 0 && H5Awrite(a, stype, &v) >= 0;
     }
-    if (!run_seconds.empty()) {
-      const hsize_t td[1] = {run_seconds.size()};
+    for (const auto& [name, values] : {std::make_pair("run_seconds", &run_seconds), std::make_pair("run_cpu_seconds", &run_cpu_seconds)}) {
+      if (values->empty()) continue;
+      const hsize_t td[1] = {values->size()};
       Id tspace(H5Screate_simple(1, td, nullptr), H5Sclose);
-      Id t(H5Dcreate2(file, "run_seconds", H5T_NATIVE_DOUBLE, tspace, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
-      good = good && t >= 0 && H5Dwrite(t, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, run_seconds.data()) >= 0;
+      Id t(H5Dcreate2(file, name, H5T_NATIVE_DOUBLE, tspace, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+      good = good && t >= 0 && H5Dwrite(t, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, values->data()) >= 0;
     }
     ok = good;
   }

@@ -50,10 +50,11 @@ class H5Input {
 // Write ``scores`` (n_rows x names.size(), row-major) as a 1-D structured dataset ``jets`` with
 // one float32 field per name (the prediction columns, e.g. GN2_pb) plus string attributes on
 // the file, atomically: to a temporary name in the same folder, renamed at the end; optional
-// extra 1-D float64 datasets (``run_seconds``: the time of each Run call with --timing).
+// 1-D float64 datasets ``run_seconds`` / ``run_cpu_seconds`` (wall / thread-CPU time of each
+// batch's call, with --timing; not written when empty).
 void write_scores(const std::string& path, const std::vector<std::string>& names,
                   const std::vector<float>& scores, std::size_t n_rows,
                   const std::vector<std::pair<std::string, std::string>>& attrs,
-                  const std::vector<double>& run_seconds);
+                  const std::vector<double>& run_seconds, const std::vector<double>& run_cpu_seconds);
 
 }  // namespace lhcml
