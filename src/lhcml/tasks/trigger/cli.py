@@ -56,3 +56,9 @@ def scan_cmd(
 def register(app: typer.Typer) -> None:
     """Add the ``trigger`` group to ``app``."""
     app.add_typer(trigger_app, name="trigger")
+
+
+# the FPGA conversion commands (convert, bdt) of lhcml.tasks.trigger.fpga
+from lhcml.tasks.trigger import fpga  # noqa: E402
+
+fpga.register(trigger_app)
