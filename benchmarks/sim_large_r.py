@@ -351,7 +351,7 @@ def saved_resolution(files: list[Path]) -> list[dict]:
     """Mass resolution vs truth pT from the uncalibrated jets ``--derive --save`` kept
     (``top_wide`` + ``wz_wide`` + ``qcd_wide``; no new simulation): the shipped JES/JMS of the
     file's constituent type and μ applied, jets with a trimmed truth jet of mass > 40 GeV as in
-    ``--compare``; IQnR (½·IQR68 / median of m / m_truth-jet) and median response per truth-pT bin.
+    ``--compare``, for labelled tops, labelled W/Z and all jets; IQnR (½·IQR68 / median of m / m_truth-jet) and median response per truth-pT bin.
     The tables were derived on these jets, so the responses close by construction; the IQnR does
     not depend on the calibration's scale."""
     from lhcml.sim.large_r_calibration import calibrate
@@ -362,17 +362,19 @@ def saved_resolution(files: list[Path]) -> list[dict]:
         mu = float(mu_s[2:])
         d = np.load(f)
         _, m = calibrate(d["pt"] / 1e3, d["mass"] / 1e3, ctype, mu)
-        ok = (d["truthJetMass"] > 40e3) & (m > 0)
-        r = m[ok] / (d["truthJetMass"][ok] / 1e3)
-        tpt = d["truthJetPt"][ok] / 1e3
-        for lo, hi in zip(PT_BINS[:-1], PT_BINS[1:], strict=True):
-            s = (tpt >= lo) & (tpt < hi)
-            rows.append({"constituents": ctype, "mu": mu, "pt_lo": lo, "pt_hi": hi, "jets": int(s.sum()),
-                         "iqr_res": _iqr_resolution(r[s]), "response": float(np.median(r[s])) if s.any() else np.nan,
-                         "file": f.name})
-            x = rows[-1]
-            print(f"{ctype:>8} mu={mu:.0f} pT {lo:>4}-{hi:<4} jets={x['jets']:>5} "
-                  f"mass response {x['response']:.3f} IQnR {100 * x['iqr_res']:5.1f}%", flush=True)
+        lab = d["R10TruthLabel"]
+        for cls, csel in (("top", lab == 1), ("W/Z", np.isin(lab, (2, 3))), ("all", np.ones(len(m), bool))):
+            ok = csel & (d["truthJetMass"] > 40e3) & (m > 0)
+            r = m[ok] / (d["truthJetMass"][ok] / 1e3)
+            tpt = d["truthJetPt"][ok] / 1e3
+            for lo, hi in zip(PT_BINS[:-1], PT_BINS[1:], strict=True):
+                s = (tpt >= lo) & (tpt < hi)
+                rows.append({"constituents": ctype, "mu": mu, "jets_of": cls, "pt_lo": lo, "pt_hi": hi,
+                             "jets": int(s.sum()), "iqr_res": _iqr_resolution(r[s]),
+                             "response": float(np.median(r[s])) if s.any() else np.nan, "file": f.name})
+                x = rows[-1]
+                print(f"{ctype:>8} mu={mu:>3.0f} {cls:>4} pT {lo:>4}-{hi:<4} jets={x['jets']:>5} "
+                      f"mass response {x['response']:.3f} IQnR {100 * x['iqr_res']:5.1f}%", flush=True)
     return rows
 
 
