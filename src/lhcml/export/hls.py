@@ -275,12 +275,12 @@ def lowered_network(model: Any) -> LoweredNetwork:
         if kind == "QuantLinear":
             qw = layer.quant_weight()
             w_bits = int(qw.bit_width)
-            e_w = _pow2_exponent(float(qw.scale), f"weights of {child}")
+            e_w = _pow2_exponent(float(qw.scale.detach()), f"weights of {child}")
             w_type = FixedType(w_bits, w_bits + e_w)
             weight = qw.value.detach().double()
             qb = layer.bias_quant(layer.bias)
             b_bits = int(qb.bit_width)
-            b_type = FixedType(b_bits, b_bits + _pow2_exponent(float(qb.scale), f"bias of {child}"))
+            b_type = FixedType(b_bits, b_bits + _pow2_exponent(float(qb.scale.detach()), f"bias of {child}"))
             bias = qb.value.detach().double()
         else:
             if ptq is None or child not in ptq:
