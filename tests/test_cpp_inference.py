@@ -1,5 +1,6 @@
 """lhcml-infer (cpp/): exported DL1r and GN taggers evaluated from C++ with ONNX Runtime's C++ API
-give Python onnxruntime's scores to 1e-5 on the same jets of an lhcml file; bad inputs (an ONNX
+give Python onnxruntime's scores to 1e-5 on the same jets of an lhcml file (lzf, and LZ4 as UPP
+and Salt write); bad inputs (an ONNX
 file without lhcml's metadata, a variable missing from the file, an unreadable file) exit with
 code 2 and one message, writing nothing.
 
@@ -177,3 +178,16 @@ def test_unreadable_inputs_and_existing_output_exit_2(setup):
     with pytest.raises(CppInferError, match="--force") as err:
         run_infer(setup["models"]["dl1r"], setup["data"], keep, binary=b)
     assert err.value.returncode == 2 and keep.read_text() == "keep me"
+
+
+def test_lz4_files_of_upp_and_salt(setup):
+    """Files compressed with LZ4 (HDF5 filter 32004, as UPP and Salt write) read through Debian's
+    hdf5-filter-plugin give the same scores as the lzf file."""
+    tmp = setup["tmp"]
+    path = write_h5(tmp / "lz4.h5", setup["tables"], compression="lz4")
+    with h5py.File(path, "r") as f:
+        assert "32004" in f["tracks"]._filters
+    run_infer(setup["models"]["gn"], path, tmp / "lz4_scores.h5", batch=100, binary=setup["binary"])
+    got, _, _ = read_scores(tmp / "lz4_scores.h5")
+    ref, _ = python_scores(setup["models"]["gn"], setup["data"])
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)

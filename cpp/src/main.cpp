@@ -128,7 +128,7 @@ int run(int argc, char** argv) {
   std::vector<float> scores(static_cast<std::size_t>(n_jets) * n_out);
   std::vector<double> run_seconds, run_cpu_seconds;
   // read chunks of whole batches, about 10 000 jets at a time (our choice: ~34 MB of float track
-  // features at 40 slots x 21 variables; large reads amortise HDF5's per-call and filter cost),
+  // features at 40 slots x 20 variables; large reads amortise HDF5's per-call and filter cost),
   // then evaluate them batch by batch
   const hsize_t chunk = static_cast<hsize_t>(batch) * std::max<hsize_t>(1, 10000 / static_cast<hsize_t>(batch));
   std::map<std::string, std::vector<float>> feats;
