@@ -1,6 +1,6 @@
 """MV2-like BDTs (lhcml's xgboost ``mv2`` models) to FPGA firmware models with **conifer**.
 
-conifer (Summers et al., JINST 15 (2020) P05026; ``docs/references.md §16``) converts the
+conifer (Summers et al., JINST 15 (2020) P05026; ``docs/references.md §18``) converts the
 booster's trees and compiles its C++ emulation backend with ``g++``: the same tree evaluation
 as the firmware, in ``ap_fixed`` arithmetic (or ``float``). conifer's wheel ships no
 ``ap_fixed.h``; lhcml points it to the ap_types headers that hls4ml ships

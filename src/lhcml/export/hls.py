@@ -4,7 +4,9 @@ agreement with the quantised PyTorch model, resource and latency estimates.
 Route (hls4ml 1.3, torch 2.13). hls4ml's PyTorch front end traces the model with ``torch.fx``
 and has handlers for ``torch.nn`` layers only: a Brevitas ``QuantLinear`` is "Unsupported layer"
 in 1.3. Its QONNX front end (Brevitas -> ``export_qonnx`` -> ``qonnx`` cleanup -> hls4ml) does
-convert Brevitas QAT models (checked here: the 16-8-... MLP compiles and predicts), but it cannot
+convert Brevitas QAT models (tried here with qonnx 1.0 and onnxoptimizer 0.4: an 8 -> 16 -> 3
+Brevitas MLP compiled in 5 s and agreed within the rounding of its unquantised biases, which
+hls4ml gave its default ``ap_fixed<16,6>``, plus input-truncation flips), but it cannot
 take the post-training-quantised (PTQ) models of :mod:`lhcml.models.quantized`, which are plain
 ``nn.Linear`` layers with input-quantising hooks and no ``Quant`` nodes. lhcml therefore uses one
 route for both schemes: the network is *lowered* to a ``torch.nn`` ``Linear``/``ReLU`` sequence
@@ -55,7 +57,7 @@ from lhcml.errors import ConfigError, LhcmlError
 SUPPORTED_LAYERS = ("QuantIdentity", "QuantLinear", "QuantReLU", "Identity", "Linear", "ReLU")
 #: models whose computation is one ``net`` sequence of the layers above
 SUPPORTED_MODELS = ("trigger_mlp",)
-#: clock of the estimates: 200 MHz, the hls4ml jet-substructure papers' clock (docs/references.md §16)
+#: clock of the estimates: 200 MHz, the hls4ml jet-substructure papers' clock (docs/references.md §18)
 DEFAULT_CLOCK_NS = 5.0
 #: widest accumulator accepted: float64's mantissa (the exact reference must be exact too)
 MAX_ACCUM_BITS = 53
@@ -499,7 +501,7 @@ def check_agreement(conv: HlsConversion, model: Any, inputs: dict[str, Any], req
 
 #: a product goes to a DSP48 slice when both operands are wider than this (Vivado HLS maps
 #: narrower products to LUTs; DSP usage of the hls4ml jet MLP falls to ~0 below ~10 bits,
-#: Duarte et al. 2018, docs/references.md §16)
+#: Duarte et al. 2018, docs/references.md §18)
 DSP_MIN_BITS = 10
 #: adder levels of the accumulation tree that fit one 5 ns clock cycle (our choice)
 ADDS_PER_CYCLE = 2
