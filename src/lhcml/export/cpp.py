@@ -71,7 +71,7 @@ def ort_library() -> Path:
 
 
 def build_infer(build_dir: str | Path | None = None, jobs: int = 2) -> Path:
-    """Configure (once) and build ``lhcml-infer``; return the path of the binary.
+    """Configure and (incrementally) build ``lhcml-infer``; return the path of the binary.
 
     Raises
     ------
