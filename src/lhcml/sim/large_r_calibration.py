@@ -31,9 +31,10 @@ the residual pileup correction of small-R jets.
 
 The tables (per constituent type ``pflow``, ``clusters``, ``tcc`` and μ) are derived by
 :func:`derive_calibration` on uncalibrated W/Z/top + QCD samples (``benchmarks/sim_large_r.py
---derive``, run inside :func:`uncalibrated`) and shipped as ``large_r_calibration.yaml``. A
-constituent type with no table entry is left uncalibrated (factors 1), which
-:func:`calibration_table` reports (``None``).
+--derive``, run inside :func:`uncalibrated`) and shipped as ``large_r_calibration.yaml``: every
+constituent type at ⟨μ⟩ = 0, 60 and 140, all with the two-dimensional JMS, each on a sample
+independent of the benchmark's (provenance in the file's header). A constituent type with no
+table entry is left uncalibrated (factors 1), which :func:`calibration_table` reports (``None``).
 """
 
 from __future__ import annotations
