@@ -200,9 +200,9 @@ def _pow2_exponent(scale: float, what: str) -> int:
 def _brevitas_act_type(layer: Any, what: str) -> FixedType:
     q = layer.act_quant
     bits = int(q.bit_width())
-    e = _pow2_exponent(float(q.scale()), what)
-    signed = bool(q.is_signed)
-    return FixedType(bits, bits + e if signed else bits + e, signed)
+    e = _pow2_exponent(float(q.scale().detach()), what)
+    # integer code k in [-2^(W-1), 2^(W-1)) (signed) or [0, 2^W) times 2^e: ap_(u)fixed<W, W+e>
+    return FixedType(bits, bits + e, bool(q.is_signed))
 
 
 def _tensor_type(t: Any, bits: int, what: str) -> FixedType:
