@@ -16,8 +16,12 @@ rises from 0.08 to 0.30). Criteria of "learns":
 * **layer fractions** (VAE): the mean share of each layer agrees with the data's within 0.05
   at each energy (the data's shares move by 0.2-0.3 between the energies);
 
-plus determinism given the noise, ONNX == PyTorch, the checkpoint round trip, an exact resume
-and one clear error for a bad config, a foreign checkpoint and energies outside the trained range.
+* **latent space** (VAE): showers decoded from the prior and from the data's posterior means
+  have the same layer energies (within 0.03 of E_inc) at each energy;
+
+plus determinism given the noise, ONNX == PyTorch (through ``lhcml export``), the checkpoint
+round trip, an exact resume, ``lhcml tune`` on a fast-calo config, and one clear error for a
+bad config, a foreign checkpoint and energies outside the trained range.
 """
 
 from __future__ import annotations
@@ -290,3 +294,24 @@ def test_bad_config_and_foreign_checkpoint(sample, vae_run, tmp_path: Path) -> N
     torch.save(ckpt, tmp_path / "other.ckpt")
     with pytest.raises(CheckpointMismatchError, match="differ in shape"):
         load_generator(tmp_path / "other.ckpt")
+
+
+def test_lhcml_tune_runs_a_fastcalo_config(sample, tmp_path: Path) -> None:
+    """`lhcml tune` validates and trains fast-calo configs through the trainer protocol."""
+    from lhcml.tune.cli import run_tune
+
+    cfg = _config(sample, tmp_path / "unused", dict(VAE, hidden=[16]), epochs=1, lr=3e-3, batch=200)
+    (tmp_path / "vae.yaml").write_text(yaml.safe_dump(cfg))
+    space = {
+        "study_name": "vae_tiny", "sampler": "random", "pruner": "none", "n_trials": 2, "seed": 7,
+        "objectives": [{"metric": "val_loss", "direction": "minimize"}],
+        "parameters": {"model.beta_kl": {"type": "float", "low": 0.5, "high": 1.0}},
+    }  # fmt: skip
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    report = run_tune(tmp_path / "vae.yaml", tmp_path / "space.yaml", tmp_path / "study", progress=False)
+    assert report.is_file()
+    assert len(list((tmp_path / "study" / "trials").glob("trial_*/checkpoints/best-*.ckpt"))) == 2
+    bad = dict(space, parameters={"model.beta_kll": {"type": "float", "low": 0.5, "high": 1.0}})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match="beta_kll"):
+        run_tune(tmp_path / "vae.yaml", tmp_path / "bad.yaml", tmp_path / "study2", progress=False)

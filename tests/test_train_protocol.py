@@ -25,7 +25,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_registry_holds_every_kind_and_each_follows_the_protocol() -> None:
-    assert set(TRAINERS) == {"lightning", "bdt", "paed"}
+    assert set(TRAINERS) == {"lightning", "bdt", "paed", "fastcalo"}
     for kind, trainer in TRAINERS.items():
         assert isinstance(trainer, Trainable) and trainer.kind == kind
     from lhcml.export.model import EXPORTERS
@@ -41,6 +41,8 @@ def test_registry_holds_every_kind_and_each_follows_the_protocol() -> None:
         ("jets/particlenet.yaml", "lightning", "TrainConfig"),
         ("photon/cnn.yaml", "lightning", "TrainConfig"),
         ("photon/paed.yaml", "paed", "PAEDConfig"),
+        ("fastcalo/vae.yaml", "fastcalo", "FastCaloTrainConfig"),
+        ("fastcalo/gan.yaml", "fastcalo", "FastCaloTrainConfig"),
     ],
 )
 def test_shipped_configs_dispatch_by_model_name(config: str, kind: str, schema: str) -> None:

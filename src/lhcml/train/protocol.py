@@ -292,12 +292,18 @@ def load_trainable_config(path: str | Path, overrides: list[str] | None = None) 
 
     path = Path(path)
     data = apply_overrides(_resolve_raw(path), overrides or [])
+    return validate_trainable_config(data, path.name)
+
+
+def validate_trainable_config(data: dict[str, Any], source: str) -> tuple[Trainable, Any]:
+    """``(trainer, validated config)`` of a config mapping of any kind, by its ``model.name``
+    (what ``lhcml tune`` validates its base and trial configs with)."""
     model = data.get("model")
     name = model.get("name") if isinstance(model, dict) else None
     if not isinstance(name, str):
-        raise ConfigError(f"{path.name}: 'model.name' is missing (a model of the registry, 'mv2' or 'paed')")
+        raise ConfigError(f"{source}: 'model.name' is missing (a model of the registry, 'mv2' or 'paed')")
     trainer = trainer_for_model(name)
-    return trainer, trainer.load_config(data, path.name)
+    return trainer, trainer.load_config(data, source)
 
 
 def train_from_config(path: str | Path, overrides: list[str] | None = None, *, resume: bool = False,

@@ -19,7 +19,8 @@ def run_tune(
     cluster_options: dict | None = None,
 ) -> Path:
     """Run (or resume/extend) a tuning study and write its report; returns the report path."""
-    from lhcml.train.config import _resolve_raw, config_from_dict
+    from lhcml.train.config import _resolve_raw
+    from lhcml.train.protocol import validate_trainable_config
     from lhcml.tune.objective import TrainObjective
     from lhcml.tune.report import write_report
     from lhcml.tune.space import check_space, load_space
@@ -30,7 +31,7 @@ def run_tune(
     if n_trials is not None:
         space = space.model_copy(update={"n_trials": n_trials})
     base_cfg = _resolve_raw(Path(config))
-    config_from_dict(base_cfg, source=str(config))  # validate before any trial runs
+    validate_trainable_config(base_cfg, source=str(config))  # validate before any trial runs
     check_space(space, base_cfg, source=str(config))  # every parameter names a config key
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ class TrainObjective:
 
         import optuna
 
-        from lhcml.train.config import config_from_dict
+        from lhcml.train.protocol import validate_trainable_config
 
         # one line per trial is enough: silence Lightning's per-run banners in the workers
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
@@ -52,7 +52,7 @@ class TrainObjective:
 
         space = SearchSpace.model_validate(self.space)
         params = {name: spec.suggest(trial, name) for name, spec in space.parameters.items()}
-        cfg = config_from_dict(self.trial_config(params, trial.number), source=f"trial {trial.number}")
+        _, cfg = validate_trainable_config(self.trial_config(params, trial.number), source=f"trial {trial.number}")
         metrics = [o.metric for o in space.objectives]
         signs = [1.0 if o.direction == "minimize" else -1.0 for o in space.objectives]
         best: dict[str, float] = {}

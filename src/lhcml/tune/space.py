@@ -196,11 +196,12 @@ def check_space(space: SearchSpace, cfg: dict[str, Any], source: str = "the trai
     of every range must be valid values. Raises :class:`ConfigError`.
     """
     check_paths(space, cfg)
-    from lhcml.train.config import check_hyperparameters, config_from_dict
+    from lhcml.train.config import check_hyperparameters
+    from lhcml.train.protocol import validate_trainable_config
 
     for params in probe_params(space):
         shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
-        tcfg = config_from_dict(apply_params(cfg, params), source=f"{source} with the search-space values {shown}")
+        _, tcfg = validate_trainable_config(apply_params(cfg, params), source=f"{source} with the search-space values {shown}")
         from lhcml.models.bdt import BDT_MODELS
 
         if tcfg.model.name not in BDT_MODELS:
