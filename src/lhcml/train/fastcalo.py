@@ -237,7 +237,9 @@ def _module_class():
             b = self.current_epoch * int(self.trainer.num_training_batches) + batch_idx
             # the step's noise from (seed, batch, rank) alone: whatever else drew from torch's
             # generator before (a DataLoader iterator, a resume), the step is the same
-            torch.manual_seed(int(np.random.default_rng([self.cfg.seed, b, self.global_rank]).integers(2**62)))
+            torch.manual_seed(
+                int(np.random.default_rng([self.cfg.seed, b, self.global_rank]).integers(2**62))
+            )
             bs = int(e.shape[0])
             clip = self.cfg.trainer.gradient_clip_val
             for k, phase in enumerate(self._phases):
@@ -405,7 +407,12 @@ def fit_fastcalo(
         raise ConfigError(
             f"{out} already holds a training run; pass --resume or choose another output_dir"
         )
-    _model_class(cfg.model.name)
+    hyper = cfg.model.hyperparameters()  # checked before the (slow) data reading
+    check_hyperparameters(
+        _model_class(cfg.model.name),
+        {k: v for k, v in hyper.items() if k not in DATA_ARGUMENTS},
+        cfg.model.name,
+    )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     binning = read_binning(cfg.data.binning, cfg.data.particle)
