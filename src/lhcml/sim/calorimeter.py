@@ -192,8 +192,12 @@ def deposit(
     rng: np.random.Generator,
     convert: bool = True,
     spot_scale: float = 1.0,
+    fast: Any = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Dense cell energies (MeV) per read-out layer from flat particles of ``n_events`` events.
+
+    ``fast`` (a :class:`lhcml.sim.fastcalo.FastCalo`, ``--calo fast:MODEL.onnx``): the particles it
+    selects (after conversions) get generated showers instead of the detailed ones.
 
     Returns
     -------
@@ -215,6 +219,11 @@ def deposit(
         # e+e- that curl up do not reach the calorimeter
         ok = _select_reaching({**sub, "final": np.ones(len(sub["pid"]), bool)}, geo)
         sub = {k: v[ok] for k, v in sub.items()}
+    generated = None
+    if fast is not None:
+        chosen = fast.select(sub)
+        generated = {k: v[chosen] for k, v in sub.items()}
+        sub = {k: v[~chosen] for k, v in sub.items()}
     spots = particle_spots(sub, geo, rng, spot_scale)
     ev = sub["event"][spots.shower]
     out: dict[str, np.ndarray] = {}
@@ -227,6 +236,8 @@ def deposit(
         flat = ev[s][ok] * lay.n_cells + cell[ok]
         grid = np.bincount(flat, weights=spots.energy[s][ok], minlength=n_events * lay.n_cells)
         out[lay.name] = grid.reshape(n_events, lay.n_eta, lay.n_phi).astype(np.float32)
+    if generated is not None and len(generated["pid"]):
+        fast.deposit(generated, generated["event"], out, geo, rng)
     return out, converted
 
 
@@ -324,6 +335,7 @@ def simulate_calorimeter(
     geo: CaloGeometry | None = None,
     mu: np.ndarray | None = None,
     pileup_mean: dict[str, np.ndarray] | None = None,
+    fast: Any = None,
 ) -> tuple[CaloEvents, np.ndarray]:
     """Simulate the calorimeter response of a batch of events.
 
@@ -343,6 +355,9 @@ def simulate_calorimeter(
     pileup_mean
         :func:`pileup_cell_means` of the pile-up library: when given, ``mu`` times it is
         subtracted from every cell (``CaloEvents.pileup_offset``), as the readout does on average.
+    fast
+        A :class:`lhcml.sim.fastcalo.FastCalo`: generated showers for the hard-scatter particles
+        it selects (pile-up keeps the detailed showers).
 
     Returns
     -------
@@ -350,7 +365,7 @@ def simulate_calorimeter(
         The cell grids and, per hard-scatter particle, the photon-conversion flag.
     """
     geo = geo or load_geometry()
-    cells, converted = deposit(hard, hard_event, n_events, geo, rng)
+    cells, converted = deposit(hard, hard_event, n_events, geo, rng, fast=fast)
     if pileup is not None and len(pileup.get("pid", ())):
         pu_cells, _ = deposit(pileup, pileup_event, n_events, geo, rng,
                               spot_scale=geo.em_material.pileup_spot_fraction)

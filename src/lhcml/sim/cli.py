@@ -110,6 +110,11 @@ def register(app: typer.Typer) -> None:
             "pflow", "--constituents",
             help="large-R jet inputs (what flow holds): pflow, clusters or tcc (Track-CaloClusters)",
         ),
+        calo: str = typer.Option(
+            "detailed", "--calo",
+            help="photon processes: detailed, or fast:MODEL.onnx[:BINNING.xml] for generated showers "
+            "(lhcml fastcalo; particles of the model's type in its energy range)",
+        ),
     ) -> None:
         """Simulate PROCESS into sharded flat HDF5 files (resumable).
 
@@ -135,7 +140,7 @@ def register(app: typer.Typer) -> None:
             events_per_shard=events_per_shard, workers=workers, cluster=cluster,
             pileup_library=pileup_library, pileup_size=pileup_size, progress=not quiet,
             cluster_options={k: v for k, v in opts.items() if v is not None},
-            constituents=constituents,
+            constituents=constituents, calo=calo,
         )  # fmt: skip
         typer.echo(f"wrote {len(files)} shard(s) to {output}")
 

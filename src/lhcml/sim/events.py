@@ -83,6 +83,7 @@ def simulate_events(
     batch_size: int = DEFAULT_BATCH,
     constituents: str = "pflow",
     keep_lepton_overlaps: bool = False,
+    calo: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Simulate ``n_events`` hard-scatter events of ``process`` and return schema arrays.
 
@@ -114,6 +115,10 @@ def simulate_events(
         Keep the small-R jets that the lepton overlap removal (:mod:`lhcml.sim.leptons`) removes,
         flagged ``overlapsElectron``/``overlapsMuon`` (for studies; also
         :attr:`Process.keep_lepton_overlaps`). Default: they are dropped.
+    calo
+        Photon processes: ``"fast:MODEL.onnx[:BINNING.xml]"`` swaps the detailed showers of the
+        particles the model was trained on for generated ones (:mod:`lhcml.sim.fastcalo`);
+        ``None``/``"detailed"``: the detailed calorimeter.
 
     Returns
     -------
@@ -143,10 +148,12 @@ def simulate_events(
             f"constituents '{constituents}' applies to large-R processes only; '{proc.name}' has "
             f"{proc.jet_kind} jets (use the default 'pflow')"
         )
+    if calo not in (None, "detailed") and proc.kind != "photon":
+        raise ConfigError(f"--calo {calo!r} applies to photon processes only; '{proc.name}' is a {proc.kind} process")
     if proc.kind == "photon":
         from lhcml.sim.photons import simulate_photon_events
 
-        return simulate_photon_events(proc.name, n_events, mu, seed, pileup)
+        return simulate_photon_events(proc.name, n_events, mu, seed, pileup, calo=calo)
     if proc.kind == "minbias":
         raise ConfigError(
             "process 'minbias' is the pileup source: build a library with "

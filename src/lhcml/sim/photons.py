@@ -292,11 +292,13 @@ def simulate_particles(
     raw_images: bool = False,
     pileup: Any = None,
     track_veto: bool = True,
+    fast: Any = None,
 ) -> dict[str, np.ndarray]:
     """Calorimeter + clustering + truth for a batch of flat particles (hard and ``is_pileup``).
 
     ``track_veto``: drop clusters with a matched track (:func:`track_matched`; electron or hadron
-    candidates, not photon candidates).
+    candidates, not photon candidates). ``fast``: a :class:`lhcml.sim.fastcalo.FastCalo` giving
+    generated showers to the hard-scatter particles it selects (``--calo fast:MODEL.onnx``).
 
     ``pileup`` is the :class:`lhcml.sim.pileup.PileupLibrary` the ``is_pileup`` particles came
     from: with ``mu > 0`` its mean energy per cell times ``mu`` is subtracted from the cells, as
@@ -308,7 +310,7 @@ def simulate_particles(
     geo = geometry or load_geometry()
     hard, hev, pile, pev = _split_pileup(cols, np.asarray(event, np.int64))
     pu_mean = pileup_cell_means(pileup, geo) if (pileup is not None and mu > 0) else None
-    calo, converted = simulate_calorimeter(hard, hev, n_events, rng, pile, pev, geo, mu, pu_mean)
+    calo, converted = simulate_calorimeter(hard, hev, n_events, rng, pile, pev, geo, mu, pu_mean, fast=fast)
     clusters = build_clusters(calo, raw_images=raw_images)
     truth = _truth_match(clusters, hard, hev, converted)
     if track_veto:
@@ -504,6 +506,7 @@ def simulate_photon_events(
     geometry: CaloGeometry | None = None,
     raw_images: bool = False,
     em_filter_et_gev: float | str | None = "process",
+    calo: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Simulate photon candidates from a Pythia process (see the module docstring).
 
@@ -534,6 +537,9 @@ def simulate_photon_events(
         dijets; the calorimeter is simulated for passing events only). ``"process"`` (default):
         the process's own threshold (:data:`EM_FILTER_DEFAULTS`: 17 GeV for ``dijet_photon``,
         none for ``dijet_photon_unfiltered`` and the prompt-photon processes); ``None``: no filter.
+    calo
+        ``None`` or ``"detailed"``: the detailed showers; ``"fast:MODEL.onnx[:BINNING.xml]"``:
+        generated showers for the particles the model was trained on (:mod:`lhcml.sim.fastcalo`).
 
     Returns
     -------
@@ -565,6 +571,9 @@ def simulate_photon_events(
             raise ConfigError(f"em_filter_et_gev must be a number, None or 'process', got {em_filter_et_gev!r}")
         em_filter_et_gev = EM_FILTER_DEFAULTS.get(process)
     geo = geometry or load_geometry()
+    from lhcml.sim.fastcalo import fast_calo_cache
+
+    fast = fast_calo_cache(calo)  # a bad model or binning fails here, before any event
     gen = PythiaGenerator(proc, int(seed)).init()
     bar = None
     if progress is True:
@@ -602,7 +611,7 @@ def simulate_photon_events(
         parts.append(
             simulate_particles(cols, ev, m, rng, mu=float(mu), n_pu=n_pu, event_numbers=numbers,
                                weights=weights, geometry=geo, min_pt_gev=min_pt_gev,
-                               raw_images=raw_images, pileup=pileup)
+                               raw_images=raw_images, pileup=pileup, fast=fast)
         )
     if bar is not None:
         bar.close()

@@ -80,6 +80,7 @@ class ShardTask:
     pileup_path: str | None
     version: str
     constituents: str = "pflow"
+    calo: str = "detailed"
 
     def attrs(self) -> dict[str, Any]:
         """Attributes stored in the shard file (and checked on resume)."""
@@ -94,6 +95,8 @@ class ShardTask:
         }
         if self.constituents != "pflow":  # large-R jet inputs; absent = the default particle flow
             out["constituents"] = self.constituents
+        if self.calo != "detailed":  # generated showers (lhcml.sim.fastcalo); absent = detailed
+            out["calo"] = self.calo
         return out
 
 
@@ -159,6 +162,7 @@ def run_shard(
         pileup=_load_pileup(task.pileup_path),
         progress=None,
         **({"constituents": task.constituents} if task.constituents != "pflow" else {}),
+        **({"calo": task.calo} if task.calo != "detailed" else {}),
     )
     write_h5(path, tables, attrs=task.attrs())
     per_object = [k for k in tables if k not in ("events",)]
@@ -197,6 +201,7 @@ def plan_shards(
     events_per_shard: int,
     pileup_path: str | Path | None,
     constituents: str = "pflow",
+    calo: str = "detailed",
 ) -> list[ShardTask]:
     """The shard tasks of a run (pure: no I/O)."""
     from lhcml import __version__
@@ -215,6 +220,7 @@ def plan_shards(
             pileup_path=None if pileup_path is None else str(pileup_path),
             version=__version__,
             constituents=constituents,
+            calo=calo,
         )
         for i in range(n_shards)
     ]
@@ -235,6 +241,7 @@ def run_simulation(
     progress: bool = True,
     cluster_options: dict[str, Any] | None = None,
     constituents: str = "pflow",
+    calo: str = "detailed",
 ) -> list[Path]:
     """Simulate ``n_events`` of ``process`` into sharded flat files in ``output_dir``.
 
@@ -275,6 +282,9 @@ def run_simulation(
     constituents
         Inputs of large-R jets: ``pflow`` (default), ``clusters`` or ``tcc``
         (:func:`lhcml.sim.events.simulate_events`).
+    calo
+        ``detailed`` (default) or ``fast:MODEL.onnx[:BINNING.xml]``: generated showers for photon
+        processes (:mod:`lhcml.sim.fastcalo`); the model is loaded and checked before any shard.
 
     Returns
     -------
@@ -302,6 +312,12 @@ def run_simulation(
                 f"--constituents {constituents!r}: valid {', '.join(CONSTITUENT_TYPES)}; other than pflow "
                 f"for large-R processes only ('{process}' has {proc.jet_kind} jets)"
             )
+    if calo != "detailed":
+        from lhcml.sim.fastcalo import fast_calo_cache
+
+        if event_fn is None and get_process(process).kind != "photon":
+            raise ConfigError(f"--calo {calo!r} applies to photon processes only (gamma_jet, dijet_photon, ...)")
+        fast_calo_cache(calo)  # a missing model, bad metadata or a binning mismatch fails here
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     # partial files of a killed run (shards; the pileup library's temporary file)
@@ -327,7 +343,7 @@ def run_simulation(
             pileup_info = {"file": str(pileup_library)}
         pileup_library = pileup_library.resolve()
 
-    tasks = plan_shards(process, n_events, mu, seed, out, events_per_shard, pileup_library, constituents)
+    tasks = plan_shards(process, n_events, mu, seed, out, events_per_shard, pileup_library, constituents, calo)
     if event_fn is not None and (cluster is not None or (workers > 1 and len(tasks) > 1)):
         _check_picklable(event_fn)
     from lhcml import __version__
@@ -340,6 +356,7 @@ def run_simulation(
         "events_per_shard": int(events_per_shard),
         "lhcml_version": __version__,
         "pileup": pileup_info,
+        **({"calo": calo} if calo != "detailed" else {}),
         "complete": False,
         "shards": [],
     }
