@@ -89,8 +89,11 @@ def convert_bdt_file(
     *,
     n_jets: int = 1000,
     bits: int | None = 24,
+    require: bool = True,
 ) -> dict[str, Any]:
-    """Convert an mv2 model file with conifer (``bits=None``: float), check, estimate; the report."""
+    """Convert an mv2 model file with conifer (``bits=None``: float), check, estimate; the report.
+
+    ``require=False`` records the agreement without enforcing it (for precision scans)."""
     from lhcml.atomic import atomic_dir
     from lhcml.export.conifer_bdt import check_bdt_agreement, convert_bdt, estimate_bdt
     from lhcml.models.bdt import load_bdt
@@ -102,7 +105,7 @@ def convert_bdt_file(
         raise FileExistsError(f"{out} exists; choose a new output folder")
     with atomic_dir(out) as tmp:
         conv = convert_bdt(booster, tmp / "conifer", precision="float" if bits is None else bits)
-        agreement = check_bdt_agreement(conv, x)
+        agreement = check_bdt_agreement(conv, x, require=require)
         estimate = estimate_bdt(conv)
         report = {"model_file": str(model_file), "data_file": str(data_file), "conifer_project": str(out / "conifer"),
                   "precision": conv.precision, "score_precision": conv.score_precision,
