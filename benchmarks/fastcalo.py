@@ -1,0 +1,221 @@
+"""Fast-calorimeter generators benchmarked the CaloChallenge way: fidelity and speed per model.
+
+For every trained model in ``--models`` (a directory holding one training output directory per
+model, ``<name>/checkpoints/best-*.ckpt`` as ``lhcml train configs/fastcalo/<name>.yaml`` writes
+them, or bare ``<name>.ckpt`` files):
+
+1. generate as many showers as the reference (detailed) sample holds, at its incident energies
+   (``FastCaloGenerator.generate``, seeded), and compare them with
+   :func:`lhcml.tasks.fastcalo.evaluate.evaluate_showers` (issue 15A): separation powers of the
+   high-level features, FPD/KPD, the classifier test (low and high level, ``--runs`` runs each),
+   the photon-ID shower shapes; ``--output/<model>/report.html`` and ``results.json``;
+2. export the sampling graph (:func:`lhcml.export.fastcalo.export_generator`, onnxruntime agreement
+   asserted) unless ``<name>.onnx`` sits beside the checkpoint;
+3. time the generation per shower at 65 GeV at batch 1, 100 and 10^4 on **one CPU thread**, with
+   PyTorch (``torch.set_num_threads(1)``, inference mode) and ONNX Runtime
+   (``intra_op_num_threads = inter_op_num_threads = 1``): the median of ``--repeats`` timed calls
+   after one warm-up call, divided by the batch;
+4. the speed-up over the detailed simulation at 65 GeV, whose time per shower comes from
+   ``--detailed-time`` (the JSON of ``lhcml fastcalo time-detailed -o``, issue 15A) or is measured
+   here with the same function.
+
+Prints one table (and writes ``--output/results.json``). Published anchors are in
+``docs/references.md §9, §15`` and beside the numbers in ``docs/benchmarks/fastcalo.md``.
+
+Usage::
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 10 python benchmarks/fastcalo.py \\
+        --models benchmarks/_work/fastcalo/models --reference benchmarks/_work/fastcalo/test/photon_discrete.h5 \\
+        --binning benchmarks/_work/fastcalo/binning_photon.xml --output benchmarks/_work/fastcalo/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lhcml.formatting import json_safe
+
+#: incident energy of the timing and of the speed-up (the seed talk's 65 GeV photon, §9)
+TIMING_ENERGY_GEV = 65.0
+BATCHES = (1, 100, 10_000)
+#: accepted |onnxruntime - torch| / E_inc per model (export_generator's default 1e-5 otherwise): the
+#: flow inverts 10 spline transforms in float32, whose quadratic-root inverse loses digits in steep
+#: bins (zuko's own float32 inverse: ~1e-3 in x for steep splines; tests/test_fastcalo_flows.py)
+ONNX_ATOL = {"fastcalo_flow": 1e-4}
+
+
+def find_checkpoints(models: Path) -> dict[str, Path]:
+    """``{model name: checkpoint}`` in ``models`` (sub-directories with ``checkpoints/best-*.ckpt``,
+    or ``<name>.ckpt`` files)."""
+    found: dict[str, Path] = {}
+    for p in sorted(models.iterdir()):
+        if p.is_dir():
+            best = sorted((p / "checkpoints").glob("best-*.ckpt"))
+            if best:
+                found[p.name] = best[-1]
+        elif p.suffix == ".ckpt":
+            found[p.stem] = p
+    return found
+
+
+def _median_time(call: Any, repeats: int, warm_up: bool = True) -> float:
+    if warm_up:
+        call()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def time_generation(model: Any, onnx_path: Path | None, repeats: int) -> dict[str, dict[int, float]]:
+    """Seconds per shower at 65 GeV per batch size, ``{"torch": {...}, "onnx": {...}}``, one thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    out: dict[str, dict[int, float]] = {"torch": {}, "onnx": {}}
+    sess = None
+    if onnx_path is not None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(0)
+    for b in BATCHES:
+        e = torch.full((b,), TIMING_ENERGY_GEV)
+        noise = model.draw_noise(b, g)
+        # batch 10^4: timed calls after the smaller batches' warm-up, no extra warm-up call (a
+        # slow model takes tens of seconds per call on the shared machine)
+        big = b >= 10_000
+        reps = max(1, repeats // 25) if big else repeats
+        with torch.inference_mode():
+            out["torch"][b] = _median_time(lambda e=e, noise=noise: model.sample(e, noise), reps, not big) / b
+        if sess is not None:
+            feeds = {"incident_energy": e[:, None].numpy(), "noise": noise.numpy()}
+            out["onnx"][b] = _median_time(lambda feeds=feeds: sess.run(None, feeds), reps, not big) / b
+    return out
+
+
+def generate_like(model: Any, reference: Any, seed: int, batch: int = 5000) -> Any:
+    """A :class:`~lhcml.data.calochallenge.CaloSample` generated at the reference's energies."""
+    import torch
+
+    from lhcml.data.calochallenge import CaloSample
+
+    g = torch.Generator().manual_seed(seed)
+    e = torch.as_tensor(reference.energies, dtype=torch.float32)
+    parts = [model.generate(e[i : i + batch], generator=g).numpy() for i in range(0, len(e), batch)]
+    return CaloSample(energies=reference.energies.copy(), showers=np.concatenate(parts).astype(np.float32),
+                      binning=reference.binning)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", type=Path, default=Path("benchmarks/_work/fastcalo/models"))
+    ap.add_argument("--reference", type=Path, required=True, help="detailed showers never trained on")
+    ap.add_argument("--binning", type=Path, required=True)
+    ap.add_argument("--output", type=Path, default=Path("benchmarks/_work/fastcalo/bench"))
+    ap.add_argument("--only", nargs="*", default=None, help="model names to run (default: all found)")
+    ap.add_argument("--runs", type=int, default=5, help="classifier runs per level (>= 5 as the issue)")
+    ap.add_argument("--epochs", type=int, default=50, help="classifier epochs (early stopping inside)")
+    ap.add_argument("--max-showers", type=int, default=None, help="cut the reference sample")
+    ap.add_argument("--repeats", type=int, default=50, help="timed calls at batch 1 and 100 (10^4: repeats // 25, at least 1)")
+    ap.add_argument("--detailed-time", type=Path, default=None, help="JSON of lhcml fastcalo time-detailed")
+    ap.add_argument("--detailed-showers", type=int, default=100, help="showers to time if no JSON is given")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args(argv)
+
+    from lhcml.data.calochallenge import read_binning, read_showers
+    from lhcml.export.fastcalo import export_generator
+    from lhcml.tasks.fastcalo.evaluate import evaluate_showers
+    from lhcml.train.fastcalo import load_generator
+
+    t_start = time.time()
+    args.output.mkdir(parents=True, exist_ok=True)
+    binning = read_binning(args.binning)
+    ref = read_showers(args.reference, binning, max_showers=args.max_showers)
+    if args.detailed_time is not None:
+        detailed = json.loads(args.detailed_time.read_text())
+    else:
+        from lhcml.tasks.fastcalo.dataset import time_detailed
+
+        detailed = time_detailed("photon", TIMING_ENERGY_GEV, args.detailed_showers)
+    t_det = float(detailed["s_per_shower"])
+    ckpts = find_checkpoints(args.models)
+    if args.only:
+        ckpts = {k: v for k, v in ckpts.items() if k in args.only}
+    if not ckpts:
+        raise SystemExit(f"no checkpoints in {args.models}")
+    results: dict[str, Any] = {
+        "reference": str(args.reference), "n_reference": len(ref), "binning_sha256": binning.sha256,
+        "detailed": detailed, "machine": f"{platform.machine()} {os.cpu_count()} cores, "
+        f"load {os.getloadavg()[0]:.1f} at start", "command": "python benchmarks/fastcalo.py " + " ".join(argv or []),
+        "models": {},
+    }  # fmt: skip
+    for name, ckpt in ckpts.items():
+        t0 = time.time()
+        model, meta = load_generator(ckpt)
+        print(f"[{name}] {ckpt} ({sum(p.numel() for p in model.parameters())} parameters)", flush=True)
+        onnx_path = ckpt.parent / f"{name}.onnx"
+        if not onnx_path.is_file():
+            onnx_path = args.output / f"{name}.onnx"
+            if not onnx_path.is_file():
+                export_generator(model, onnx_path, binning_file_sha256=binning.sha256, particle=binning.particle,
+                                 timing=False, atol=ONNX_ATOL.get(meta["model_name"], 1e-5))  # fmt: skip
+        gen = generate_like(model, ref, args.seed)
+        ev = evaluate_showers(ref, gen, binning, args.output / name, n_runs=args.runs, epochs=args.epochs,
+                              seed=args.seed, labels=("detailed", name))  # fmt: skip
+        timing = time_generation(model, onnx_path, args.repeats)
+        best = min(timing["onnx"].get(10_000, np.inf), timing["torch"][10_000])
+        results["models"][name] = {
+            "checkpoint": str(ckpt), "n_parameters": int(sum(p.numel() for p in model.parameters())),
+            "noise_dim": int(model.noise_dim), "auc_low": ev["classifier"]["low"]["auc"],
+            "auc_high": ev["classifier"]["high"]["auc"], "jsd_low": ev["classifier"]["low"]["jsd"],
+            "jsd_high": ev["classifier"]["high"]["jsd"], "fpd": ev["fpd"], "kpd": ev["kpd"],
+            "separation_summary": ev["separation_summary"], "separation_powers": ev["separation_powers"],
+            "shower_shapes": ev.get("shower_shapes"), "ms_per_shower": {
+                k: {str(b): v * 1e3 for b, v in d.items()} for k, d in timing.items()},
+            "speedup_batch_1e4": t_det / best, "wall_s": time.time() - t0,
+        }  # fmt: skip
+        print(f"[{name}] done in {time.time() - t0:.0f} s", flush=True)
+    results["wall_s"] = time.time() - t_start
+    (args.output / "results.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
+    print_table(results)
+    return results
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """The benchmark table (markdown) on stdout."""
+    t_det = results["detailed"]["s_per_shower"] * 1e3
+    print(f"\nreference: {results['reference']} ({results['n_reference']} showers); detailed simulation "
+          f"{t_det:.1f} ms/shower at 65 GeV; {results['machine']}")  # fmt: skip
+    print("| model | AUC low | AUC high | FPD | KPD | mean sep. power | ms/shower torch b=1/100/10^4 "
+          "| ms/shower ONNX b=1/100/10^4 | speed-up (b=10^4) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in results["models"].items():
+        def ms(kind: str, r=r) -> str:
+            d = r["ms_per_shower"][kind]
+            return " / ".join(f"{d[str(b)]:.3g}" for b in BATCHES) if d else "—"
+
+        print(f"| {name} | {r['auc_low']['mean']:.3f} ± {r['auc_low']['std']:.3f} | {r['auc_high']['mean']:.3f} ± "
+              f"{r['auc_high']['std']:.3f} | {r['fpd']['value']:.3g} ± {r['fpd']['error']:.2g} | "
+              f"{r['kpd']['value']:.2g} ± {r['kpd']['error']:.1g} | {r['separation_summary']['mean']:.4f} | "
+              f"{ms('torch')} | {ms('onnx')} | {r['speedup_batch_1e4']:.0f}× |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
