@@ -139,3 +139,17 @@ def test_export_generator_model_runs_in_the_simulation(tmp_path):
     fast = FastCalo.from_option(f"fast:{tmp_path / 'vae.onnx'}")
     showers = fast.models[22].generate(np.array([1.0, 65.0, 260.0]), np.random.default_rng(1))
     assert showers.shape == (3, b.n_voxels) and (showers >= 0).all() and np.isfinite(showers).all()
+
+
+def test_generate_like_writes_showers_at_the_reference_energies(template_model, tmp_path):
+    from lhcml.data.calochallenge import read_showers, write_showers
+    from lhcml.tasks.fastcalo.dataset import generate_like
+
+    path, b, template = template_model
+    e = np.array([2.0, 65.0, 200.0])
+    write_showers(tmp_path / "ref.h5", e, np.zeros((3, b.n_voxels)), b)
+    res = generate_like(path, tmp_path / "ref.h5", tmp_path / "gen.h5")
+    g = read_showers(tmp_path / "gen.h5", b)
+    assert res["n"] == 3 and np.allclose(g.energies, e)
+    ratio = g.showers.sum(1) / (e * template.sum())
+    assert np.all(np.abs(np.log(ratio)) < 0.3)  # the template's energy, times exp(0.05 x noise)

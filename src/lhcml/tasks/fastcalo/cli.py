@@ -17,8 +17,9 @@ fastcalo_app = typer.Typer(
         "and the CaloChallenge evaluation (separation powers, classifier AUC, FPD/KPD, photon-ID "
         "shower shapes).\n\n"
         "Order: `lhcml fastcalo simulate` (training showers + binning XML) -> `lhcml train "
-        "configs/fastcalo/*.yaml` -> `lhcml export` -> `lhcml fastcalo evaluate REF.h5 GEN.h5` -> "
-        "`lhcml simulate gamma_jet --calo fast:MODEL.onnx`; `lhcml fastcalo time-detailed` times the "
+        "configs/fastcalo/*.yaml` -> `lhcml export` -> `lhcml fastcalo generate` -> `lhcml fastcalo evaluate REF.h5 GEN.h5` -> "
+        "`lhcml simulate gamma_jet --calo fast:MODEL.onnx`; `lhcml fastcalo generate` writes a model's showers "
+        "at a reference file's energies (for evaluate); `lhcml fastcalo time-detailed` times the "
         "detailed simulation per shower (the denominator of the speed-up)."
     ),
     no_args_is_help=True,
@@ -91,6 +92,22 @@ def evaluate_cmd(
     typer.echo(f"FPD {res['fpd']['value']:.4g} +- {res['fpd']['error']:.2g}, KPD {res['kpd']['value']:.4g} "
                f"+- {res['kpd']['error']:.2g}; mean separation power {res['separation_summary']['mean']:.4f}")
     typer.echo(f"wrote {output / 'report.html'}")
+
+
+@fastcalo_app.command("generate")
+def generate_cmd(
+    model: Path = typer.Argument(..., help="exported generator (.onnx, lhcml export)"),
+    reference: Path = typer.Argument(..., help="CaloChallenge-layout file whose incident energies are used"),
+    output: Path = typer.Option(..., "--output", "-o", help="generated showers (CaloChallenge layout)"),
+    binning: Optional[Path] = typer.Option(None, "--binning", help="binning XML (default: the model's own)"),  # noqa: UP045
+    seed: int = typer.Option(1, "--seed", help="noise seed"),
+    max_showers: Optional[int] = typer.Option(None, "--max-showers", help="use at most this many energies"),  # noqa: UP045
+) -> None:
+    """Generate showers with MODEL at the incident energies of REFERENCE (for `fastcalo evaluate`)."""
+    from lhcml.tasks.fastcalo.dataset import generate_like
+
+    res = generate_like(model, reference, output, binning, seed, max_showers)
+    typer.echo(f"wrote {res['n']} showers to {output} ({res['s_per_shower'] * 1e3:.3f} ms/shower, onnxruntime, 1 thread)")
 
 
 @fastcalo_app.command("time-detailed")
