@@ -20,7 +20,8 @@ and saturate) and an accumulator wide enough to hold every product sum exactly.
 the quantisers, which round and saturate exactly as the PyTorch model does; the C simulation
 therefore reproduces the quantised model's logits *bit for bit*. PyTorch computes in float32,
 whose 24-bit mantissa can round a wide accumulator (weights and activations of 8 bits over 64
-inputs already need 23 bits); the reference for the exact comparison is the same quantised model
+inputs already need 23 bits), and its normalisation can move an input across a fine (16-bit) LSB
+boundary; the reference for the exact comparison is the same quantised model
 evaluated in float64 (53 bits, enough for every accumulator this module accepts), and the float32
 difference is reported beside it. :func:`check_agreement` asserts equality.
 
