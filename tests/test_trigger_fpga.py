@@ -55,13 +55,28 @@ def qat_conv(tmp_path_factory, data):
     return model, conv
 
 
+N_SLOTS, N_CONST_FEAT = 6, 3
+
+
+def _constituents(n: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(n, N_SLOTS, N_CONST_FEAT)) * 20e3).astype(np.float32)
+    valid = rng.random((n, N_SLOTS)) < 0.6
+    valid[:, 0] = True
+    x[~valid] = 7e5  # garbage in the padded slots: must not matter
+    return {"flow": x, "flow_valid": valid}
+
+
 @pytest.fixture(scope="module")
-def ptq_conv(tmp_path_factory, data):
-    x, y = data
-    fmodel = _train(TriggerMLP(N_CLASSES, {"jets": N_FEAT}, hidden=[16, 8]), x, y)
-    model = post_training_quantise(fmodel, 8, [{"jets": torch.as_tensor(x)}])
-    conv = hls.convert_to_hls(model, tmp_path_factory.mktemp("ptq") / "prj")
-    return model, conv
+def ptq_deepsets_conv(tmp_path_factory):
+    """Post-training-quantised deep sets: the PTQ lowering and the masked sum over slots."""
+    model = TriggerDeepSets(N_CLASSES, {"flow": N_CONST_FEAT}, phi_sizes=[8, 8], rho_sizes=[8]).eval()
+    calib = _constituents(300, 6)
+    flat = calib["flow"][calib["flow_valid"]]
+    model.set_normalisation("flow", flat.mean(0).tolist(), flat.std(0).tolist())
+    q = post_training_quantise(model, 8, [{k: torch.as_tensor(v) for k, v in calib.items()}])
+    conv = hls.convert_to_hls(q, tmp_path_factory.mktemp("ptq") / "prj", n_objects=N_SLOTS)
+    return q, conv
 
 
 def test_qat_csim_bit_exact(qat_conv) -> None:
@@ -87,12 +102,17 @@ def test_csim_detects_a_wrong_type(qat_conv) -> None:
     assert diff.max() > 0
 
 
-def test_ptq_csim_bit_exact(ptq_conv) -> None:
-    model, conv = ptq_conv
-    x, _ = _data(300, 4)
-    agree = hls.check_agreement(conv, model, {"jets": x})
-    assert agree.exact and conv.lowered.scheme == "ptq"
-    assert conv.lowered.input_type.width == 8
+def test_ptq_deepsets_csim_bit_exact(ptq_deepsets_conv) -> None:
+    model, conv = ptq_deepsets_conv
+    inputs = _constituents(300, 7)
+    agree = hls.check_agreement(conv, model, inputs)  # raises unless bit-exact
+    assert agree.exact and conv.lowered.scheme == "ptq" and conv.lowered.n_objects == N_SLOTS
+    # padded slots do not matter in the firmware either (the valid flags gate them)
+    x, valid = hls.firmware_inputs(model, inputs)
+    moved = inputs["flow"].copy()
+    moved[~inputs["flow_valid"]] = -3e5
+    x2, _ = hls.firmware_inputs(model, {"flow": moved, "flow_valid": inputs["flow_valid"]})
+    np.testing.assert_array_equal(conv.predict((x, valid)), conv.predict((x2, valid)))
 
 
 def test_estimates_follow_bits_pruning_and_reuse(data) -> None:
@@ -116,8 +136,13 @@ def test_csd_digits() -> None:
 
 
 def test_unsupported_model_and_layer() -> None:
+    from lhcml.models.registry import build_model
+
+    pfn = build_model("pfn", N_CLASSES, {"flow": 4})
+    with pytest.raises(hls.HlsConversionError, match="'pfn'.*supported models: trigger_mlp, trigger_deepsets"):
+        hls.lowered_network(pfn)
     ds = TriggerDeepSets(N_CLASSES, {"flow": 4}, weight_bits=6, act_bits=6)
-    with pytest.raises(hls.HlsConversionError, match="trigger_deepsets.*supported models: trigger_mlp"):
+    with pytest.raises(hls.HlsConversionError, match="number of constituent slots"):
         hls.lowered_network(ds)
     m = TriggerMLP(N_CLASSES, {"jets": N_FEAT}, hidden=[8], weight_bits=6, act_bits=6)
     m.net[2] = torch.nn.Sigmoid()

@@ -57,7 +57,7 @@ from lhcml.errors import ConfigError, LhcmlError
 #: layer types the conversion accepts inside a model's ``net`` (a ``torch.nn.Sequential``)
 SUPPORTED_LAYERS = ("QuantIdentity", "QuantLinear", "QuantReLU", "Identity", "Linear", "ReLU")
 #: models whose computation is one ``net`` sequence of the layers above
-SUPPORTED_MODELS = ("trigger_mlp",)
+SUPPORTED_MODELS = ("trigger_mlp", "trigger_deepsets")
 #: clock of the estimates: 200 MHz, the hls4ml jet-substructure papers' clock (docs/references.md §18)
 DEFAULT_CLOCK_NS = 5.0
 #: widest accumulator accepted: float64's mantissa (the exact reference must be exact too)
@@ -99,6 +99,7 @@ class DenseSpec:
     bias: FixedType
     accum: FixedType
     relu: FixedType | None  # the quantised ReLU after the layer, None for the output layer
+    result: FixedType | None = None  # a quantiser on the layer's output (deep sets: rho's input)
 
 
 @dataclass
@@ -111,6 +112,8 @@ class LoweredNetwork:
     scheme: str  # "qat" or "ptq"
     n_inputs: int
     n_outputs: int
+    n_objects: int | None = None  # deep sets: constituent slots (inputs: N*F features + N flags)
+    mul_type: FixedType | None = None  # deep sets: phi output times the valid flag
 
 
 @dataclass
@@ -163,13 +166,8 @@ def check_supported(model: Any) -> list[tuple[str, Any]]:
     by the conversion, else one :class:`HlsConversionError` naming what is not."""
     name = getattr(model, "registry_name", "") or type(model).__name__
     if name not in SUPPORTED_MODELS or not hasattr(model, "dataflow"):
-        extra = (
-            " (its masked sum over constituents between phi and rho has no layer in this "
-            "conversion; hls4ml's io_parallel Dense acts on one vector)"
-            if name == "trigger_deepsets" else ""
-        )
         raise HlsConversionError(
-            f"model '{name}' is not supported by lhcml's hls4ml conversion{extra}; supported models: "
+            f"model '{name}' is not supported by lhcml's hls4ml conversion; supported models: "
             f"{', '.join(SUPPORTED_MODELS)}, built of the layers {', '.join(SUPPORTED_LAYERS)}"
         )
     flow = list(model.dataflow())
@@ -230,9 +228,16 @@ def _accum_type(inp: FixedType, w: FixedType, b: FixedType, n_in: int) -> FixedT
     return FixedType(integer + frac, integer)
 
 
-def lowered_network(model: Any) -> LoweredNetwork:
+def lowered_network(model: Any, n_objects: int | None = None) -> LoweredNetwork:
     """``model`` (a QAT or PTQ :mod:`lhcml.models.quantized` network) as ``torch.nn`` layers with
-    quantised weights, plus the ``ap_fixed`` type of every tensor (see the module docstring)."""
+    quantised weights, plus the ``ap_fixed`` type of every tensor (see the module docstring).
+
+    A deep-sets model (``n_objects`` constituent slots) becomes one network with two inputs, the
+    ``N * F`` normalised constituent features and the ``N`` valid flags: φ as block-diagonal
+    layers (the same weights for every slot, as the FPGA evaluates all slots in parallel), the
+    flags expanded to φ's outputs by a 0/1 layer (``mexp``) and multiplied in (padded slots
+    contribute 0, as ``masked_sum``), the sum over slots as a layer of ones (``pool``) whose
+    output is rounded/saturated to ρ's input quantiser, then ρ and the classifier."""
     import torch
 
     children = check_supported(model)
@@ -244,12 +249,44 @@ def lowered_network(model: Any) -> LoweredNetwork:
             "post-training-quantised copy (lhcml.models.quantized.post_training_quantise)"
         )
     model.eval()
+    deepsets = (getattr(model, "registry_name", "") or type(model).__name__) == "trigger_deepsets"
+    if deepsets and (n_objects is None or n_objects < 1):
+        raise HlsConversionError("a deep-sets model needs the number of constituent slots (n_objects, e.g. 16)")
     layers: list[DenseSpec] = []
     modules: list[tuple[str, Any]] = []
     pending: FixedType | None = None  # type of the next dense layer's input
     input_type: FixedType | None = None
+    pooled = not deepsets
+    mul_type: FixedType | None = None
     for idx, (child, layer) in enumerate(children):
         kind = type(layer).__name__
+        expand = n_objects if deepsets and child.startswith("phi.") else 1
+        if not pooled and not child.startswith("phi."):
+            pooled = True
+            pool_in = layers[-1].relu
+            if pool_in is None:
+                raise HlsConversionError("phi of the deep-sets model does not end in a ReLU")
+            if kind == "QuantIdentity":
+                pool_out = _brevitas_act_type(layer, f"input quantiser {child}")
+            else:
+                nxt = next((n for n, m in children[idx:] if isinstance(m, torch.nn.Linear)), None)
+                if ptq is None or nxt not in ptq:
+                    raise HlsConversionError(f"rho's first layer {nxt} has no fixed-point input type")
+                pool_out = FixedType(*(int(v) for v in ptq[nxt]["input"][:2]), bool(ptq[nxt]["input"][2]))
+            h = layers[-1].n_out // n_objects
+            one = FixedType(2, 2)
+            mexp = torch.nn.Linear(n_objects, n_objects * h).double()
+            pool = torch.nn.Linear(n_objects * h, h).double()
+            with torch.no_grad():
+                mexp.weight.copy_(torch.kron(torch.eye(n_objects, dtype=torch.float64), torch.ones(h, 1, dtype=torch.float64)))
+                mexp.bias.zero_()
+                pool.weight.copy_(torch.kron(torch.ones(1, n_objects, dtype=torch.float64), torch.eye(h, dtype=torch.float64)))
+                pool.bias.zero_()
+            mul_type = FixedType(pool_in.width + 1, pool_in.integer + 1)  # signed copy of the ReLU type
+            modules += [("mexp", mexp), ("pool", pool)]
+            layers.append(DenseSpec("pool", n_objects * h, h, n_objects * h, mul_type, one, one,
+                                    _accum_type(mul_type, one, one, n_objects), None, pool_out))  # fmt: skip
+            pending = pool_out
         if kind == "QuantIdentity":
             pending = _brevitas_act_type(layer, f"input quantiser {child}")
             if input_type is None and not layers:
@@ -266,10 +303,16 @@ def lowered_network(model: Any) -> LoweredNetwork:
                 nxt = next((n for n, m in children[idx + 1 :] if isinstance(m, torch.nn.Linear)), None)
                 if nxt is None or nxt not in ptq:
                     raise HlsConversionError(f"float ReLU {child} has no quantised consumer (not a PTQ model?)")
-                w_, i_, s_ = ptq[nxt]["input"]
-                if s_:
-                    raise HlsConversionError(f"the input of {nxt} after a ReLU is calibrated as signed")
-                layers[-1].relu = FixedType(int(w_), int(i_), False)
+                if expand > 1 and not nxt.startswith("phi."):
+                    # phi's last ReLU feeds the sum over slots, quantised only at rho's input:
+                    # the ReLU output stays exact (the accumulator's non-negative range)
+                    acc_t = layers[-1].accum
+                    layers[-1].relu = FixedType(acc_t.width - 1, acc_t.integer - 1, False)
+                else:
+                    w_, i_, s_ = ptq[nxt]["input"]
+                    if s_:
+                        raise HlsConversionError(f"the input of {nxt} after a ReLU is calibrated as signed")
+                    layers[-1].relu = FixedType(int(w_), int(i_), False)
             modules.append((f"relu{len(layers)}", torch.nn.ReLU()))
             pending = layers[-1].relu
             continue
@@ -304,25 +347,63 @@ def lowered_network(model: Any) -> LoweredNetwork:
         if pending is None:
             raise HlsConversionError(f"the input of linear layer {child} is not quantised")
         acc = _accum_type(pending, w_type, b_type, layer.in_features)
+        if expand > 1:  # phi on every constituent slot: block-diagonal copies
+            weight = torch.kron(torch.eye(expand, dtype=torch.float64), weight)
+            bias = bias.repeat(expand)
         if acc.width > MAX_ACCUM_BITS:
             raise HlsConversionError(
                 f"{child} needs a {acc.width}-bit accumulator for exact arithmetic (> {MAX_ACCUM_BITS}); "
                 "use fewer bits"
             )
-        lin = torch.nn.Linear(layer.in_features, layer.out_features).double()
+        lin = torch.nn.Linear(layer.in_features * expand, layer.out_features * expand).double()
         with torch.no_grad():
             lin.weight.copy_(weight)
             lin.bias.copy_(bias)
         modules.append((f"fc{n}", lin))
-        layers.append(DenseSpec(f"fc{n}", layer.in_features, layer.out_features, int((weight != 0).sum()),
-                                pending, w_type, b_type, acc, None))  # fmt: skip
+        layers.append(DenseSpec(f"fc{n}", layer.in_features * expand, layer.out_features * expand,
+                                int((weight != 0).sum()), pending, w_type, b_type, acc, None))  # fmt: skip
         pending = None
     if input_type is None or not layers:
         raise HlsConversionError("the network has no quantised input or no linear layer")
     if layers[-1].relu is not None:
         raise HlsConversionError("the network ends in a ReLU; lhcml's trigger networks end in a linear layer (logits)")
-    return LoweredNetwork(torch.nn.Sequential(OrderedDict(modules)), input_type, layers, scheme,
-                          layers[0].n_in, layers[-1].n_out)  # fmt: skip
+    if not pooled:
+        raise HlsConversionError("the deep-sets model has no rho/classifier after phi")
+    if deepsets:
+        names = [n for n, _ in modules]
+        split = names.index("mexp")
+        net = _DeepSetsFirmware(OrderedDict(modules), names[:split], names[split + 2 :])
+    else:
+        net = torch.nn.Sequential(OrderedDict(modules))
+    return LoweredNetwork(net, input_type, layers, scheme, layers[0].n_in, layers[-1].n_out,
+                          n_objects if deepsets else None, mul_type)  # fmt: skip
+
+
+def _deepsets_firmware_class() -> Any:
+    import torch
+
+    class DeepSetsFirmware(torch.nn.Module):
+        """φ (block-diagonal) -> × expanded valid flags -> Σ over slots -> ρ -> logits."""
+
+        def __init__(self, modules: OrderedDict, phi: list[str], rest: list[str]) -> None:
+            super().__init__()
+            for name, m in modules.items():
+                self.add_module(name, m)
+            self.phi_names, self.rest_names = phi, rest
+
+        def forward(self, x: Any, valid: Any) -> Any:
+            for name in self.phi_names:
+                x = getattr(self, name)(x)
+            x = self.pool(x * self.mexp(valid))
+            for name in self.rest_names:
+                x = getattr(self, name)(x)
+            return x
+
+    return DeepSetsFirmware
+
+
+def _DeepSetsFirmware(modules: OrderedDict, phi: list[str], rest: list[str]) -> Any:  # noqa: N802
+    return _deepsets_firmware_class()(modules, phi, rest)
 
 
 # -- conversion -------------------------------------------------------------------------------
@@ -337,19 +418,29 @@ def hls_config(lowered: LoweredNetwork, reuse_factor: int = 1, backend: str = "V
 
     strategy = "Latency" if reuse_factor == 1 else "Resource"
     widest = max(s.accum for s in lowered.layers)
+    shape: Any = (lowered.n_inputs,)
+    if lowered.n_objects is not None:
+        shape = [(lowered.n_inputs,), (lowered.n_objects,)]
     cfg = hls4ml.utils.config_from_pytorch_model(
-        copy.deepcopy(lowered.torch_net).float(), input_shape=(lowered.n_inputs,), granularity="name",
+        copy.deepcopy(lowered.torch_net).float(), input_shape=shape, granularity="name",
         backend=backend, default_precision=widest.hls(), default_reuse_factor=reuse_factor,
     )  # fmt: skip
     cfg["Model"]["Strategy"] = strategy
     names = cfg["LayerName"]
-    inputs = [k for k in names if k not in {s.name for s in lowered.layers} and not k.startswith("relu")]
-    if len(inputs) != 1:
-        raise HlsConversionError(f"hls4ml's configuration has input layers {inputs}, expected one")
+    known = {s.name for s in lowered.layers} | {"mexp", "mul"}
+    inputs = [k for k in names if k not in known and not k.startswith("relu")]
+    if len(inputs) != (1 if lowered.n_objects is None else 2):
+        raise HlsConversionError(f"hls4ml's configuration has input layers {inputs}")
     names[inputs[0]]["Precision"] = {"result": lowered.input_type.hls(quantising=True)}
+    if lowered.n_objects is not None:  # the valid flags (0/1), their expansion and the product
+        one = FixedType(2, 2).hls()
+        names[inputs[1]]["Precision"] = {"result": one}
+        names["mexp"]["Precision"] = {"weight": one, "bias": one, "accum": FixedType(8, 8).hls(), "result": one}
+        names["mul"]["Precision"] = {"result": lowered.mul_type.hls()}
     for spec in lowered.layers:
+        result = spec.result.hls(quantising=True) if spec.result is not None else spec.accum.hls()
         names[spec.name]["Precision"] = {"weight": spec.weight.hls(), "bias": spec.bias.hls(),
-                                         "accum": spec.accum.hls(), "result": spec.accum.hls()}  # fmt: skip
+                                         "accum": spec.accum.hls(), "result": result}  # fmt: skip
         names[spec.name]["ReuseFactor"] = reuse_factor
         names[spec.name]["Strategy"] = strategy
         if spec.relu is not None:
@@ -367,12 +458,15 @@ class HlsConversion:
     reuse_factor: int
     clock_ns: float
 
-    def predict(self, x_normalised: np.ndarray) -> np.ndarray:
-        """Logits of the C simulation for normalised features ``(n, n_inputs)``."""
-        x = np.ascontiguousarray(np.asarray(x_normalised, dtype=np.float64))
-        if x.ndim != 2 or x.shape[1] != self.lowered.n_inputs:
-            raise ConfigError(f"C simulation input must be (n, {self.lowered.n_inputs}), got {x.shape}")
-        y = np.asarray(self.hls_model.predict(x), dtype=np.float64)
+    def predict(self, x_normalised: Any) -> np.ndarray:
+        """Logits of the C simulation for normalised features ``(n, n_inputs)`` (deep sets: the
+        pair ``(features (n, N*F), valid flags (n, N))`` of :func:`firmware_inputs`)."""
+        arrays = list(x_normalised) if isinstance(x_normalised, tuple) else [x_normalised]
+        arrays = [np.ascontiguousarray(np.asarray(a, dtype=np.float64)) for a in arrays]
+        x = arrays[0]
+        if x.ndim != 2 or x.shape[1] != self.lowered.n_inputs or len(arrays) != (1 if self.lowered.n_objects is None else 2):
+            raise ConfigError(f"C simulation input must be (n, {self.lowered.n_inputs}) (+ valid flags for deep sets), got {x.shape}")
+        y = np.asarray(self.hls_model.predict(arrays[0] if len(arrays) == 1 else arrays), dtype=np.float64)
         return y.reshape(len(x), self.lowered.n_outputs)
 
 
@@ -384,6 +478,7 @@ def convert_to_hls(
     clock_ns: float = DEFAULT_CLOCK_NS,
     part: str = "xcvu13p-flga2577-2-e",
     backend: str = "Vitis",
+    n_objects: int | None = None,
 ) -> HlsConversion:
     """Write the hls4ml project of a quantised network to ``output_dir`` and compile its C simulation.
 
@@ -403,6 +498,8 @@ def convert_to_hls(
     backend
         hls4ml backend whose templates are written (``Vitis`` or ``Vivado``); the C simulation
         needs only ``g++`` and the ap_types headers hls4ml ships.
+    n_objects
+        Deep-sets models: the number of constituent slots of the firmware (e.g. 16).
     """
     require_compiler()
     out = Path(output_dir)
@@ -410,7 +507,7 @@ def convert_to_hls(
         raise FileExistsError(f"{out} exists and is not empty; choose a new hls4ml project directory")
     if backend not in ("Vitis", "Vivado"):
         raise ConfigError(f"backend must be 'Vitis' or 'Vivado', got {backend!r}")
-    lowered = lowered_network(model)
+    lowered = lowered_network(model, n_objects)
     try:
         import hls4ml
     except ImportError:
@@ -471,8 +568,13 @@ def firmware_inputs(model: Any, inputs: dict[str, Any]) -> np.ndarray:
 
     m = copy.deepcopy(model).eval().double()
     with torch.no_grad():
-        x = m.normalise({k: torch.as_tensor(v).double() for k, v in inputs.items()})
-    return x[m.input_groups[0]].numpy()
+        x = m.normalise({k: torch.as_tensor(v).double() if torch.as_tensor(v).is_floating_point()
+                         else torch.as_tensor(v) for k, v in inputs.items()})  # fmt: skip
+    group = m.input_groups[0]
+    if f"{group}_valid" in inputs:  # deep sets: flattened slots + the valid flags
+        feats = x[group].numpy()
+        return feats.reshape(len(feats), -1), np.asarray(inputs[f"{group}_valid"], dtype=np.float64)
+    return x[group].numpy()
 
 
 def check_agreement(conv: HlsConversion, model: Any, inputs: dict[str, Any], require_exact: bool = True) -> Agreement:
@@ -481,6 +583,7 @@ def check_agreement(conv: HlsConversion, model: Any, inputs: dict[str, Any], req
     float64 evaluation (the module docstring explains why equality is expected)."""
     x = firmware_inputs(model, inputs)
     y_hls = conv.predict(x)
+    x = x[0] if isinstance(x, tuple) else x
     y64 = reference_logits(model, inputs, "float64")
     y32 = reference_logits(model, inputs, "float32")
     d64 = float(np.abs(y_hls - y64).max()) if len(x) else 0.0
@@ -549,8 +652,9 @@ def estimate_resources(
         raise ConfigError(f"reuse_factor must be >= 1, got {reuse_factor}")
     lut = ff = dsp = bram = cycles = n_mult_total = 0
     per_layer = []
-    linears = [m for m in lowered.torch_net if hasattr(m, "weight")]
-    for s, lin in zip(lowered.layers, linears, strict=True):
+    linears = dict(lowered.torch_net.named_children())
+    for s in lowered.layers:
+        lin = linears[s.name]
         n_mult = max(1, math.ceil(s.n_mult / reuse_factor))
         wide = s.input.width > DSP_MIN_BITS and s.weight.width > DSP_MIN_BITS
         l_dsp = n_mult if wide else 0

@@ -1,6 +1,6 @@
 """``lhcml trigger convert`` / ``lhcml trigger bdt``: trigger models to FPGA firmware models.
 
-* ``convert``: a trained ``trigger_mlp`` checkpoint (QAT, or float with ``--ptq-bits`` for its
+* ``convert``: a trained ``trigger_mlp`` or ``trigger_deepsets`` checkpoint (QAT, or float with ``--ptq-bits`` for its
   post-training-quantised copy) -> hls4ml project, bit-exact C-simulation check on jets of a
   file, analytic resource/latency estimate (:mod:`lhcml.export.hls`).
 * ``bdt``: an ``mv2`` BDT model file -> conifer project, C++ emulation vs xgboost on jets of a
@@ -72,7 +72,9 @@ def convert_checkpoint(
     if out.exists():
         raise FileExistsError(f"{out} exists; choose a new output folder")
     with atomic_dir(out) as tmp:
-        conv = convert_to_hls(model, tmp / "hls4ml", reuse_factor=reuse_factor, clock_ns=clock_ns)
+        n_objects = next((v.shape[1] for v in inputs.values() if v.ndim == 3), None)  # deep sets: slots
+        conv = convert_to_hls(model, tmp / "hls4ml", reuse_factor=reuse_factor, clock_ns=clock_ns,
+                              n_objects=n_objects)  # fmt: skip
         agreement = check_agreement(conv, model, inputs)
         estimate = estimate_resources(conv.lowered, reuse_factor, clock_ns)
         report = report_dict(conv, agreement, estimate)
@@ -130,7 +132,7 @@ def register(group: typer.Typer) -> None:
 
     @group.command("convert")
     def convert_cmd(
-        checkpoint: Path = typer.Argument(..., help="trigger_mlp checkpoint (.ckpt) from lhcml train / trigger scan"),
+        checkpoint: Path = typer.Argument(..., help="trigger_mlp / trigger_deepsets checkpoint (.ckpt) from lhcml train / trigger scan"),
         data_file: Path = typer.Argument(..., help="flat file with the model's inputs (jets for the C-simulation check)"),
         output_dir: Path = typer.Option(..., "--output-dir", "-o", help="new folder: hls4ml/ project + report.json"),
         n_jets: int = typer.Option(1000, "--jets", help="jets compared between C simulation and PyTorch"),
@@ -138,7 +140,7 @@ def register(group: typer.Typer) -> None:
         calibration_file: Path = typer.Option(None, "--calibration", help="PTQ calibration file (default: DATA_FILE; use a training file)"),
         reuse_factor: int = typer.Option(1, "--reuse-factor", help="hls4ml reuse factor (1: fully parallel)"),
     ) -> None:
-        """Convert a quantised trigger MLP to an hls4ml firmware model.
+        """Convert a quantised trigger MLP or deep-sets model to an hls4ml firmware model.
 
         Writes the hls4ml project, compiles its bit-accurate C simulation with g++, checks that it
         reproduces the quantised PyTorch model's logits exactly on jets of DATA_FILE, and writes
