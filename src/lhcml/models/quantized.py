@@ -178,6 +178,20 @@ class TriggerModel(TaggerModel):
         finally:
             bconfig._FULL_STATE_DICT = old
 
+    @torch.no_grad()
+    def refresh_pruned_weights(self) -> None:
+        """Set every pruned layer's ``weight`` to ``weight_orig * weight_mask`` now (torch's
+        pruning does it before each forward pass only; a loaded model would show stale weights
+        to code that reads ``layer.weight`` before calling the model, e.g. a firmware converter)."""
+        for layer in self.linear_layers():
+            if hasattr(layer, "weight_mask"):
+                layer.weight = layer.weight_orig * layer.weight_mask
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.refresh_pruned_weights()
+        return result
+
     def _setup_pruning(self, sparsity: float, begin: int, end: int, frequency: int) -> None:
         _check_pruning(sparsity, begin, end, frequency)
         self.prune_sparsity, self.prune_begin_step = float(sparsity), int(begin)
@@ -446,6 +460,7 @@ def fixed_point_spec(model: TriggerModel) -> dict[str, dict[str, tuple[int, int,
     if model.weight_bits is None:
         raise ConfigError("a floating-point model has no fixed-point types (quantise it first)")
     model.eval()
+    model.refresh_pruned_weights()
     out: dict[str, dict[str, tuple[int, int, bool]]] = {}
     prev_act: tuple[int, int, bool] | None = None
     for name, m in model.dataflow():

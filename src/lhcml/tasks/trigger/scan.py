@@ -141,11 +141,19 @@ def score(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> 
 
 
 def _n_params(model: Any) -> int:
-    """Trainable weights and biases of the linear layers (pruned weights excluded)."""
+    """Non-zero weights and the biases of the linear layers: what the FPGA multiplies (weights
+    pruned or rounded to zero need no multiplier); QAT weights counted after quantisation."""
+    import torch
+
     from lhcml.models.quantized import effective_weight
 
-    return int(sum(int((effective_weight(m) != 0).sum()) + (m.bias.numel() if m.bias is not None else 0)
-                   for m in model.linear_layers()))  # fmt: skip
+    n = 0
+    model.refresh_pruned_weights()
+    with torch.no_grad():
+        for m in model.linear_layers():
+            w = m.quant_weight().value if hasattr(m, "quant_weight") else effective_weight(m)
+            n += int((w != 0).sum()) + (m.bias.numel() if m.bias is not None else 0)
+    return n
 
 
 # -- the scan --------------------------------------------------------------------------------
