@@ -16,14 +16,16 @@ With ``--bdt MODEL DATA`` (repeatable) it converts MV2-like BDTs with conifer
         --bdt benchmarks/_work/ftag_v2/train/mv2/checkpoints/mv2.json benchmarks/_work/ftag_v2/pre/test_ttbar.h5
 
 PTQ rows are rebuilt from the float checkpoint with the scan's calibration (the first
-``calibration_jets`` of ``<data>/train.h5``, read from the scan's ``scan.yaml`` next to it).
-Rows of models the conversion does not support (the deep-sets model) are listed with the reason.
+``calibration_jets`` of the model's training file); test and training files are those of the
+scan's ``scan.yaml`` (next to the scan folder), else ``<data>/{test,train}.h5``. Rows of models the
+conversion does not support are listed with the reason.
 The estimates are analytic (:func:`lhcml.export.hls.estimate_resources`), not synthesis.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -34,26 +36,39 @@ from lhcml.errors import LhcmlError
 from lhcml.tasks.trigger.fpga import convert_bdt_file, convert_checkpoint
 
 
+def data_files(scan: dict, model: str, default: Path) -> tuple[Path, Path]:
+    """(test file, training file) the scan used for ``model`` (its ``scan.yaml``), else ``default``'s."""
+    m = scan.get("models", {}).get(model, {})
+    test = Path(m["test_files"][0]) if m.get("test_files") else default / "test.h5"
+    train = next((Path(v.split("=", 1)[1].strip("[]").split(",")[0]) for v in m.get("set", [])
+                  if v.startswith("data.train_files=")), default / "train.h5")  # fmt: skip
+    return test, train
+
+
 def convert_rows(args: argparse.Namespace) -> list[dict]:
     rows = json.loads((args.scan / "results.json").read_text())
     scan_yaml = args.scan.parent / "scan.yaml"
-    calib_jets = int(yaml.safe_load(scan_yaml.read_text()).get("calibration_jets", 10000)) if scan_yaml.is_file() else 10000
+    scan = yaml.safe_load(scan_yaml.read_text()) if scan_yaml.is_file() else {}
+    calib_jets = int(scan.get("calibration_jets", 10000))
     out = []
     for r in rows:
         if r["scheme"] == "float" or (args.models and r["model"] not in args.models):
             continue
-        data = Path(args.data_for.get(r["model"], args.data))
+        test_file, train_file = data_files(scan, r["model"], args.data)
         name = f"{r['model']}_{r['scheme']}{r['bits']}_rf{args.reuse_factor}"
         dest = args.work / name
+        if (dest / "report.json").is_file() and json.loads((dest / "report.json").read_text())["checkpoint"] != r["checkpoint"]:
+            tag = hashlib.sha1(r["checkpoint"].encode()).hexdigest()[:8]  # retrained since: a new folder
+            dest = args.work / f"{name}_{tag}"
         t0 = time.time()
         try:
             if (dest / "report.json").is_file():
                 rep = json.loads((dest / "report.json").read_text())
             else:
                 rep = convert_checkpoint(
-                    r["checkpoint"], dest, data / "test.h5", n_jets=args.jets,
+                    r["checkpoint"], dest, test_file, n_jets=args.jets,
                     ptq_bits=r["bits"] if r["scheme"] == "ptq" else None,
-                    calibration_file=data / "train.h5", calibration_jets=calib_jets,
+                    calibration_file=train_file, calibration_jets=calib_jets,
                     reuse_factor=args.reuse_factor,
                 )  # fmt: skip
         except LhcmlError as err:
@@ -117,9 +132,8 @@ def table(rows: list[dict], bdts: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scan", type=Path, required=True, help="scan output folder (results.json)")
-    p.add_argument("--data", type=Path, required=True, help="folder with train.h5/test.h5 of the scan's models")
-    p.add_argument("--data-for", nargs=2, action="append", default=[], metavar=("MODEL", "FOLDER"),
-                   help="another data folder for one model (e.g. dl1_mlp)")
+    p.add_argument("--data", type=Path, required=True,
+                   help="folder with train.h5/test.h5, for models the scan's scan.yaml does not name files for")
     p.add_argument("--work", type=Path, required=True, help="folder for the hls4ml/conifer projects")
     p.add_argument("--models", nargs="*", default=[], help="only these scan models")
     p.add_argument("--jets", type=int, default=1000, help="test jets of the C-simulation check")
@@ -127,7 +141,6 @@ def main() -> None:
     p.add_argument("--bdt", nargs=2, action="append", metavar=("MODEL", "DATA"), help="mv2 model file and a test file")
     p.add_argument("--bdt-bits", type=int, nargs="*", default=[24, 16])
     args = p.parse_args()
-    args.data_for = dict(args.data_for)
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     rows, bdts = convert_rows(args), convert_bdts(args)
