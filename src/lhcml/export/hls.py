@@ -644,9 +644,10 @@ def estimate_resources(
       plus the registered inputs ``n_in * b_x`` of each layer;
     * BRAM: none for ``R = 1`` (weights in fabric); for ``R > 1`` (Resource strategy) the weights,
       ``M * b_w`` bits in 18 Kb blocks;
-    * latency per layer: ``R`` cycles of multiplication plus ``ceil(log2(n_in) / ADDS_PER_CYCLE)``
-      adder-tree cycles, plus one cycle for the quantised ReLU; initiation interval ``R``
-      (hls4ml's io_parallel pipeline).
+    * latency per layer: ``R`` cycles of multiplication plus ``ceil(log2(fan_in) / ADDS_PER_CYCLE)``
+      adder-tree cycles (``fan_in``: the most non-zero weights of one output; a deep-sets φ or
+      slot sum sees one slot's inputs or the ``N`` slots), plus one cycle for the quantised ReLU;
+      initiation interval ``R`` (hls4ml's io_parallel pipeline).
     """
     if reuse_factor < 1:
         raise ConfigError(f"reuse_factor must be >= 1, got {reuse_factor}")
@@ -664,12 +665,17 @@ def estimate_resources(
         l_lut = math.ceil(adders * (s.input.width + s.weight.width) / reuse_factor)
         l_ff = s.n_out * s.accum.width + s.n_in * s.input.width
         l_bram = 0 if reuse_factor == 1 else math.ceil(s.n_mult * s.weight.width / 18432)
-        l_cyc = reuse_factor + math.ceil(math.log2(max(s.n_in, 2)) / ADDS_PER_CYCLE) + (1 if s.relu else 0)
+        fan_in = int((ints != 0).sum(axis=1).max()) if ints.size else 1  # products summed per output
+        l_cyc = reuse_factor + math.ceil(math.log2(max(fan_in, 2)) / ADDS_PER_CYCLE) + (1 if s.relu else 0)
         per_layer.append({"layer": s.name, "n_in": s.n_in, "n_out": s.n_out, "n_mult": s.n_mult,
                           "input": s.input.hls(), "weight": s.weight.hls(), "accum": s.accum.hls(),
                           "lut": l_lut, "ff": l_ff, "dsp": l_dsp, "bram18": l_bram, "cycles": l_cyc})  # fmt: skip
         lut, ff, dsp, bram, cycles = lut + l_lut, ff + l_ff, dsp + l_dsp, bram + l_bram, cycles + l_cyc
         n_mult_total += s.n_mult
+        if s.name == "pool":  # deep sets: the valid-flag gating before the sum, one LUT per bit
+            g_lut, g_ff = s.n_in * s.input.width, s.n_in * s.input.width
+            per_layer.insert(len(per_layer) - 1, {"layer": "valid gating", "lut": g_lut, "ff": g_ff, "cycles": 1})
+            lut, ff, cycles = lut + g_lut, ff + g_ff, cycles + 1
     return Estimate(lut=lut, ff=ff, dsp=dsp, bram18=bram, latency_cycles=cycles, latency_ns=cycles * clock_ns,
                     ii_cycles=reuse_factor, clock_ns=clock_ns, reuse_factor=reuse_factor,
                     n_mult=n_mult_total, per_layer=per_layer)  # fmt: skip
