@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from lhcml.atomic import atomic_path
-from lhcml.errors import ConfigError, CorruptFileError, InputNotFoundError
+from lhcml.errors import ConfigError, InputNotFoundError
 
 #: the unit of the CaloChallenge files: MeV per GeV
 MEV_PER_GEV = 1000.0
@@ -322,18 +322,14 @@ def read_showers(
         The binning does not fit the file: another number of voxels, or (lhcml files) another
         binning hash than the one the file was written with.
     """
-    import h5py
-
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"shower file {path} does not exist")
     if not isinstance(binning, Binning):
         binning = read_binning(binning, particle)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise CorruptFileError(f"{path} is not a readable HDF5 file ({err})") from None
-    with f:
+    from lhcml.data.checks import open_h5
+
+    with open_h5(path) as f:
         missing = [k for k in (ENERGY_KEY, SHOWER_KEY) if k not in f]
         if missing:
             raise ConfigError(f"{path} lacks dataset(s) {missing}: not a CaloChallenge shower file "

@@ -81,14 +81,13 @@ def simulate_fastcalo(
 
 def merge_shards(shards: list[Path], binning: Binning, paths: dict[str, Path], attrs: dict[str, Any]) -> None:
     """Concatenate the shard files into the CaloChallenge and image-layout files (atomically)."""
-    import h5py
-
+    from lhcml.data.checks import open_h5
     from lhcml.data.h5 import write_h5
     from lhcml.sim.fastcalo import ETA_RANGE
 
     parts: dict[str, list[np.ndarray]] = {}
     for s in shards:
-        with h5py.File(s, "r") as f:
+        with open_h5(s) as f:
             for k in f:
                 parts.setdefault(k, []).append(np.asarray(f[k][...]))
     tab = {k: np.concatenate(v) for k, v in parts.items()}

@@ -280,6 +280,7 @@ def _per_energy(fr: dict[str, np.ndarray], fg: dict[str, np.ndarray], edges: lis
 
 def _write(out: Path, res: dict[str, Any], fr, fg, shapes_r, shapes_g, labels) -> None:
     from lhcml.atomic import atomic_write_text
+    from lhcml.formatting import pm
     from lhcml.plots.report import HtmlReport
 
     out.mkdir(parents=True, exist_ok=True)
@@ -290,8 +291,8 @@ def _write(out: Path, res: dict[str, Any], fr, fg, shapes_r, shapes_g, labels) -
     rep.add_text(f"{res['n_reference']} {labels[0]} and {res['n_generated']} {labels[1]} showers; "
                  f"binning sha256 {res['binning_sha256'][:12]}...")  # fmt: skip
     rep.add_heading("Classifier test")
-    rows = [[lvl, f"{c['auc']['mean']:.4f} ± {c['auc']['std']:.4f}", f"{c['jsd']['mean']:.4f} ± {c['jsd']['std']:.4f}",
-             c["auc"]["n"], c["n_per_class"]] for lvl, c in res["classifier"].items()]  # fmt: skip
+    rows = [[lvl, pm(c["auc"]["mean"], c["auc"]["std"]), pm(c["jsd"]["mean"], c["jsd"]["std"]), c["auc"]["n"],
+             c["n_per_class"]] for lvl, c in res["classifier"].items()]  # fmt: skip
     rep.add_table(rows, header=["level", "AUC", "JSD", "runs", "showers per class"])
     rep.add_heading("FPD / KPD (high-level features)")
     rep.add_table([["FPD", res["fpd"]["value"], res["fpd"]["error"]], ["KPD", res["kpd"]["value"], res["kpd"]["error"]]],
