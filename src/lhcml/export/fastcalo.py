@@ -90,7 +90,9 @@ def export_generator(
     binning_xml
         The binning file's text, stored too (lets the simulation run without the file).
     atol
-        Largest accepted ``|onnx - torch| / E_inc`` over ``n_check`` random showers.
+        Largest accepted ``|onnx - torch| / E_inc`` over ``n_check`` random showers (a voxel
+        that float round-off puts on different sides of the model's readout threshold
+        ``threshold_gev`` in the two runtimes is not counted).
     timing
         Measure onnxruntime's latency per shower at batch 1 and throughput at batch 1000 (one thread).
 
@@ -161,7 +163,12 @@ def export_generator(
         got = sess.run([OUTPUT_NAME], {"incident_energy": e, "noise": z})[0]
         with torch.no_grad():
             ref = graph(torch.from_numpy(e), torch.from_numpy(z)).numpy()
-        diff = float(np.max(np.abs(got - ref) / e))
+        # a voxel a hair above the model's readout threshold in one runtime and a hair below in
+        # the other is zero on one side only: such flips (float round-off) are exempt
+        thr = float(getattr(model, "threshold_gev", 0.0))
+        lo, hi = np.minimum(got, ref), np.maximum(got, ref)
+        flip = (lo == 0) & (hi >= thr) & (hi <= thr * (1 + 1e-4)) if thr > 0 else np.zeros(got.shape, bool)
+        diff = float(np.max(np.where(flip, 0.0, np.abs(got - ref)) / e))
         if not diff <= atol:
             raise ExportCheckError(
                 f"onnxruntime and torch differ by {diff:.2e} x E_inc (> {atol:g}) for {model.registry_name}"

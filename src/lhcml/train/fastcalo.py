@@ -115,11 +115,9 @@ def fastcalo_config_from_dict(data: dict[str, Any], source: str = "config") -> F
 def is_fastcalo_model(name: str) -> bool:
     """Whether ``name`` is a registered :class:`FastCaloGenerator`."""
     from lhcml.models.fastcalo.base import FastCaloGenerator
-    from lhcml.models.registry import _MODELS, _load_all
+    from lhcml.models.registry import get_model_class, list_models
 
-    _load_all()
-    cls = _MODELS.get(name)
-    return isinstance(cls, type) and issubclass(cls, FastCaloGenerator)
+    return name in list_models() and issubclass(get_model_class(name), FastCaloGenerator)
 
 
 def _model_class(name: str) -> type:
