@@ -272,6 +272,7 @@ def plot_accuracy_vs_bits(rows: Sequence[Mapping[str, Any]], path: str | Path) -
                 if pts:
                     x, y = zip(*pts, strict=True)
                     ax.plot(x, y, marker=marker, ls=ls, color=colour(i), label=f"{name} {scheme.upper()}")
+        ax.set_ylim(0.0, 1.3 * max(r["accuracy"] for r in rows))  # room for the label above the curves
         ax.set_xlabel("total bits W (ap_fixed<W,I>)")
         ax.set_ylabel("accuracy")
         ax.legend(fontsize=8, loc="lower right")
