@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -151,7 +152,9 @@ def frechet_gaussian(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
 
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     c1, c2 = np.atleast_2d(cov1), np.atleast_2d(cov2)
-    covmean, _ = linalg.sqrtm(c1 @ c2, disp=False)
+    with warnings.catch_warnings():  # near-singular products (features rarely non-zero): checked below
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean, _ = linalg.sqrtm(c1 @ c2, disp=False)
     if not np.isfinite(covmean).all():
         off = np.eye(len(c1)) * 1e-6
         covmean = linalg.sqrtm((c1 + off) @ (c2 + off))
