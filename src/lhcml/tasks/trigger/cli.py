@@ -16,9 +16,11 @@ trigger_app = typer.Typer(
         "Trigger-latency models: quantised (QAT/PTQ) and pruned jet taggers small enough for a "
         "Level-1 trigger FPGA (the hls4ml jet-substructure MLP, a DL1-size b-tagging MLP, a "
         "deep-sets model on the leading constituents).\n\n"
-        "Order: `lhcml trigger dataset` (16-feature / DL1 / constituent files from lhcml "
-        "samples) -> `lhcml train configs/trigger/*.yaml` or `lhcml trigger scan` (float, PTQ "
-        "and QAT at several bit widths -> accuracy/AUC table) -> the FPGA conversion commands."
+        "Order: `lhcml trigger dataset` (16-feature and constituent files from boosted samples; "
+        "the DL1 model reads `lhcml preprocess` files) -> `lhcml train configs/trigger/*.yaml` or "
+        "`lhcml trigger scan` (float, PTQ and QAT at several bit widths -> accuracy/AUC table) -> "
+        "`lhcml trigger convert` (hls4ml firmware model of a trained network) and `lhcml trigger "
+        "bdt` (conifer, for MV2-like BDTs)."
     ),
     no_args_is_help=True,
 )
@@ -30,8 +32,7 @@ def dataset_cmd(
     output_dir: Path = typer.Option(..., "--output-dir", "-o", help="folder for the trigger files (same names)"),
     constituents: int = typer.Option(16, "--constituents", help="leading constituents kept per jet"),
 ) -> None:
-    """Write the trigger files: the 16 jet-substructure features (hls4ml recipe) and the leading
-    constituents of every jet, from boosted jet files."""
+    """Write trigger files (16 jet-substructure features, leading constituents) from boosted jet files."""
     from lhcml.tasks.trigger.dataset import make_trigger_dataset
 
     for p in make_trigger_dataset(inputs, output_dir, constituents, progress=True):
