@@ -24,8 +24,9 @@ on the test files: multi-class accuracy (argmax) and the one-vs-rest AUC of ever
 
 The results table (``results.json``, a JSON list of rows; ``results.csv`` the same) has one
 row per (model, scheme, bits) with the keys of :data:`ROW_KEYS`; ``lut``, ``dsp``, ``ff`` and
-``latency_ns`` are left ``null`` for the FPGA conversion (``lhcml trigger`` FPGA commands) to
-fill in from its resource and latency estimates.
+``latency_ns`` are left ``null``: the FPGA conversion (``lhcml trigger convert``;
+``benchmarks/trigger_fpga.py`` reads this file) writes its resource and latency estimates per
+row into its own table.
 """
 
 from __future__ import annotations
