@@ -108,8 +108,9 @@ def time_generation(model: Any, onnx_path: Path | None, repeats: int) -> dict[st
     return out
 
 
-def generate_like(model: Any, reference: Any, seed: int, batch: int = 5000) -> Any:
-    """A :class:`~lhcml.data.calochallenge.CaloSample` generated at the reference's energies."""
+def generate_like(model: Any, reference: Any, seed: int, batch: int = 5000, threshold_gev: float = 0.0) -> Any:
+    """A :class:`~lhcml.data.calochallenge.CaloSample` generated at the reference's energies;
+    voxels below ``threshold_gev`` set to zero (a readout threshold on the generated showers)."""
     import torch
 
     from lhcml.data.calochallenge import CaloSample
@@ -117,7 +118,9 @@ def generate_like(model: Any, reference: Any, seed: int, batch: int = 5000) -> A
     g = torch.Generator().manual_seed(seed)
     e = torch.as_tensor(reference.energies, dtype=torch.float32)
     parts = [model.generate(e[i : i + batch], generator=g).numpy() for i in range(0, len(e), batch)]
-    return CaloSample(energies=reference.energies.copy(), showers=np.concatenate(parts).astype(np.float32),
+    showers = np.concatenate(parts).astype(np.float32)
+    showers[showers < threshold_gev] = 0.0
+    return CaloSample(energies=reference.energies.copy(), showers=showers,
                       binning=reference.binning)  # fmt: skip
 
 
@@ -135,6 +138,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--detailed-time", type=Path, default=None, help="JSON of lhcml fastcalo time-detailed")
     ap.add_argument("--detailed-showers", type=int, default=100, help="showers to time if no JSON is given")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--threshold-mev", type=float, default=0.0,
+                    help="set generated voxels below this to zero before the evaluation (0: none)")
+    ap.add_argument("--no-timing", action="store_true", help="fidelity only (no export, no timing)")
     args = ap.parse_args(argv)
 
     from lhcml.data.calochallenge import read_binning, read_showers
@@ -162,23 +168,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "reference": str(args.reference), "n_reference": len(ref), "binning_sha256": binning.sha256,
         "detailed": detailed, "machine": f"{platform.machine()} {os.cpu_count()} cores, "
         f"load {os.getloadavg()[0]:.1f} at start", "command": "python benchmarks/fastcalo.py " + " ".join(argv or []),
-        "models": {},
+        "threshold_mev": args.threshold_mev, "models": {},
     }  # fmt: skip
     for name, ckpt in ckpts.items():
         t0 = time.time()
         model, meta = load_generator(ckpt)
         print(f"[{name}] {ckpt} ({sum(p.numel() for p in model.parameters())} parameters)", flush=True)
         onnx_path = ckpt.parent / f"{name}.onnx"
-        if not onnx_path.is_file():
+        if not onnx_path.is_file() and not args.no_timing:
             onnx_path = args.output / f"{name}.onnx"
             if not onnx_path.is_file():
                 export_generator(model, onnx_path, binning_file_sha256=binning.sha256, particle=binning.particle,
                                  timing=False, atol=ONNX_ATOL.get(meta["model_name"], 1e-5))  # fmt: skip
-        gen = generate_like(model, ref, args.seed)
+        gen = generate_like(model, ref, args.seed, threshold_gev=args.threshold_mev * 1e-3)
         ev = evaluate_showers(ref, gen, binning, args.output / name, n_runs=args.runs, epochs=args.epochs,
                               seed=args.seed, labels=("detailed", name))  # fmt: skip
-        timing = time_generation(model, onnx_path, args.repeats)
-        best = min(timing["onnx"].get(10_000, np.inf), timing["torch"][10_000])
+        timing = {"torch": {}, "onnx": {}} if args.no_timing else time_generation(model, onnx_path, args.repeats)
+        best = min(timing["onnx"].get(10_000, np.inf), timing["torch"].get(10_000, np.inf))
         results["models"][name] = {
             "checkpoint": str(ckpt), "n_parameters": int(sum(p.numel() for p in model.parameters())),
             "noise_dim": int(model.noise_dim), "auc_low": ev["classifier"]["low"]["auc"],
@@ -205,6 +211,9 @@ def print_table(results: dict[str, Any]) -> None:
           "| ms/shower ONNX b=1/100/10^4 | speed-up (b=10^4) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results["models"].items():
+        def speedup(r=r) -> str:
+            return f"{r['speedup_batch_1e4']:.0f}×" if r["speedup_batch_1e4"] > 0 else "—"
+
         def ms(kind: str, r=r) -> str:
             d = r["ms_per_shower"][kind]
             return " / ".join(f"{d[str(b)]:.3g}" for b in BATCHES) if d else "—"
@@ -212,7 +221,7 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"| {name} | {r['auc_low']['mean']:.3f} ± {r['auc_low']['std']:.3f} | {r['auc_high']['mean']:.3f} ± "
               f"{r['auc_high']['std']:.3f} | {r['fpd']['value']:.3g} ± {r['fpd']['error']:.2g} | "
               f"{r['kpd']['value']:.2g} ± {r['kpd']['error']:.1g} | {r['separation_summary']['mean']:.4f} | "
-              f"{ms('torch')} | {ms('onnx')} | {r['speedup_batch_1e4']:.0f}× |")  # fmt: skip
+              f"{ms('torch')} | {ms('onnx')} | {speedup(r)} |")  # fmt: skip
 
 
 if __name__ == "__main__":
