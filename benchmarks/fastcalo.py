@@ -47,10 +47,6 @@ from lhcml.formatting import json_safe
 #: incident energy of the timing and of the speed-up (the seed talk's 65 GeV photon, §9)
 TIMING_ENERGY_GEV = 65.0
 BATCHES = (1, 100, 10_000)
-#: accepted |onnxruntime - torch| / E_inc per model (export_generator's default 1e-5 otherwise): the
-#: flow inverts 10 spline transforms in float32, whose quadratic-root inverse loses digits in steep
-#: bins (zuko's own float32 inverse: ~1e-3 in x for steep splines; tests/test_fastcalo_flows.py)
-ONNX_ATOL = {"fastcalo_flow": 1e-4}
 
 
 def find_checkpoints(models: Path) -> dict[str, Path]:
@@ -179,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             onnx_path = args.output / f"{name}.onnx"
             if not onnx_path.is_file():
                 export_generator(model, onnx_path, binning_file_sha256=binning.sha256, particle=binning.particle,
-                                 timing=False, atol=ONNX_ATOL.get(meta["model_name"], 1e-5))  # fmt: skip
+                                 timing=False, atol=getattr(model, "onnx_atol", 1e-5))  # fmt: skip
         gen = generate_like(model, ref, args.seed, threshold_gev=args.threshold_mev * 1e-3)
         ev = evaluate_showers(ref, gen, binning, args.output / name, n_runs=args.runs, epochs=args.epochs,
                               seed=args.seed, labels=("detailed", name))  # fmt: skip
