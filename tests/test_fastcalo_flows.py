@@ -6,7 +6,8 @@ more leakage out of the back (lower response) at high energy, a resolution of 10
 The tests check that the models *learn* that dependence (the untrained model, whose
 standardisation is fitted to the pooled sample, cannot), that the flow's exact held-out
 likelihood improves, the flow's x -> z -> x round trip, determinism given the noise, energy
-conservation (each layer's voxels sum to the generated layer energy, to float precision) and
+conservation (each layer's voxels sum to the generated layer energy, to float precision; with a
+readout threshold, unless the whole layer fell below it) and
 ONNX == PyTorch through :func:`lhcml.export.fastcalo.export_generator`.
 """
 
@@ -184,6 +185,18 @@ def test_determinism_and_energy_conservation(which, request):
     torch.testing.assert_close(model.layer_energies(a), e_layers, rtol=1e-5, atol=1e-6)
     # and no shower deposits more than u0_max x E_inc (the variables' bound)
     assert bool((a.sum(1) <= model.vars.u0_max * e * (1 + 1e-5)).all())
+    # with the configs' 1 MeV readout threshold: no voxel in (0, 1 MeV); a layer keeps its
+    # generated energy unless all its voxels fell below the threshold (then it reads 0)
+    model.vars.threshold_gev = 1e-3
+    try:
+        with torch.no_grad():
+            t = model.sample(e, noise)
+    finally:
+        model.vars.threshold_gev = 1e-6
+    assert not bool(((t > 0) & (t < 1e-3)).any())
+    lay = model.layer_energies(t)
+    torch.testing.assert_close(torch.where(lay > 0, lay, e_layers), e_layers, rtol=1e-5, atol=1e-6)
+    assert bool((e_layers[lay == 0] < 1e-3 * max(LAYERS)).all())
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,10 @@ transforms with monotonic rational-quadratic splines, Durkan et al. arXiv:1906.0
 * **flow II** learns the voxel energies normalised to their layer's energy,
   ``p_2(I | E_0..E_{L-1}, E_inc)``, conditioned on ``log10`` of the layer energies and on
   ``log E_inc``, after CaloFlow's dequantisation (uniform noise of up to ``dequant_kev`` = 1 keV
-  added to every voxel) and the same logit transform. Generated voxels below the dequantisation
-  scale are set to zero and each layer is renormalised to flow I's layer energy, as CaloFlow does,
-  so the shower's energy is exactly that of flow I.
+  added to every voxel) and the same logit transform. Generated voxels below a readout threshold
+  (``threshold_kev``; CaloFlow: the dequantisation scale; lhcml's configs: 1 MeV, as the VAE's)
+  are set to zero and each layer is renormalised to flow I's layer energy, as CaloFlow does, so
+  the shower's energy is exactly that of flow I (up to layers left entirely below threshold).
 
 Both flows are fully autoregressive in CaloFlow (MADE blocks). Here flow I is (``L`` = a few
 layers: ``L`` sequential passes to sample), and flow II is autoregressive over ``voxel_passes``
@@ -71,15 +72,19 @@ class CaloFlowVariables(nn.Module):
     u0_max
         Scale of ``u_0 = E_dep / (u0_max E_inc)`` (must bound the training data's ``E_dep / E_inc``).
     dequant_kev
-        Upper edge of CaloFlow's uniform dequantisation noise per voxel (keV); also the threshold
-        below which generated voxels are set to zero.
+        Upper edge of CaloFlow's uniform dequantisation noise per voxel (keV).
+    threshold_kev
+        Readout threshold of the generated showers (keV): smaller voxels are set to zero before
+        each layer is renormalised to its generated energy; ``None``: ``dequant_kev`` (CaloFlow).
+        A layer whose voxels all fall below it reads zero (its energy is lost, as in a detector).
 
     The standardisation (means and widths of the logit variables) is fitted on training showers
     with :meth:`fit` and kept in buffers, so it travels with the weights and into ONNX.
     """
 
     def __init__(
-        self, layer_sizes: Sequence[int], u0_max: float = 1.5, dequant_kev: float = 1.0
+        self, layer_sizes: Sequence[int], u0_max: float = 1.5, dequant_kev: float = 1.0,
+        threshold_kev: float | None = None,
     ) -> None:
         super().__init__()
         sizes = [int(s) for s in layer_sizes]
@@ -93,6 +98,7 @@ class CaloFlowVariables(nn.Module):
         self.n_voxels = sum(sizes)
         self.u0_max = float(u0_max)
         self.dequant_gev = float(dequant_kev) * 1e-6
+        self.threshold_gev = (float(dequant_kev) if threshold_kev is None else float(threshold_kev)) * 1e-6
         assign = torch.zeros(self.n_voxels, self.n_layers)
         start = 0
         for k, s in enumerate(sizes):
@@ -156,11 +162,11 @@ class CaloFlowVariables(nn.Module):
         return self.layers_from_u(_expit(x_u * self.u_std + self.u_mean), energy)
 
     def decode_voxels(self, x_v: Tensor, e_layers: Tensor) -> Tensor:
-        """Voxel energies (GeV) from standardised ``x_v``: fractions below the dequantisation scale
-        set to zero, each layer renormalised to ``e_layers`` (CaloFlow's post-processing)."""
+        """Voxel energies (GeV) from standardised ``x_v``: voxels below the threshold set to zero,
+        each layer renormalised to ``e_layers`` (CaloFlow's post-processing)."""
         frac = _expit(x_v * self.v_std + self.v_mean)
         e_vox = frac * (e_layers @ self.assign.T)
-        frac = torch.where(e_vox < self.dequant_gev, torch.zeros_like(frac), frac)
+        frac = torch.where(e_vox < self.threshold_gev, torch.zeros_like(frac), frac)
         norm = (frac @ self.assign) @ self.assign.T
         return torch.where(norm > 0, frac / norm.clamp(min=1e-30), torch.zeros_like(frac)) * (
             e_layers @ self.assign.T
@@ -270,7 +276,7 @@ class CaloFlow(FastCaloGenerator):
         Flow I: autoregressive RQS transforms, hidden width (two hidden layers), spline bins.
     voxel_transforms, voxel_hidden, voxel_bins, voxel_passes
         Flow II: the same, and zuko's ``passes`` (2 = coupling; ``None`` = fully autoregressive).
-    u0_max, dequant_kev
+    u0_max, dequant_kev, threshold_kev
         See :class:`CaloFlowVariables`.
 
     Attributes
@@ -298,11 +304,14 @@ class CaloFlow(FastCaloGenerator):
         voxel_passes: int | None = 2,
         u0_max: float = 1.5,
         dequant_kev: float = 1.0,
+        threshold_kev: float | None = None,
     ) -> None:
         super().__init__(
             n_voxels=n_voxels, layer_sizes=layer_sizes, e_min_gev=e_min_gev, e_max_gev=e_max_gev
         )
-        self.vars = CaloFlowVariables(layer_sizes, u0_max=u0_max, dequant_kev=dequant_kev)
+        self.vars = CaloFlowVariables(
+            layer_sizes, u0_max=u0_max, dequant_kev=dequant_kev, threshold_kev=threshold_kev
+        )
         self.flow1 = _nsf(self.n_layers, 1, layer_transforms, layer_hidden, layer_bins, None)
         self.flow2 = _nsf(
             n_voxels, 1 + self.n_layers, voxel_transforms, voxel_hidden, voxel_bins, voxel_passes

@@ -67,7 +67,7 @@ class CaloFlowMatching(FastCaloGenerator):
         Frequencies of the time embedding.
     steps, solver
         Fixed-step ODE solver of the sampler: ``euler`` or ``midpoint``.
-    u0_max, dequant_kev
+    u0_max, dequant_kev, threshold_kev
         See :class:`~lhcml.models.fastcalo.flow.CaloFlowVariables`.
     """
 
@@ -84,6 +84,7 @@ class CaloFlowMatching(FastCaloGenerator):
         solver: Literal["euler", "midpoint"] = "midpoint",
         u0_max: float = 1.5,
         dequant_kev: float = 1.0,
+        threshold_kev: float | None = None,
     ) -> None:
         super().__init__(
             n_voxels=n_voxels, layer_sizes=layer_sizes, e_min_gev=e_min_gev, e_max_gev=e_max_gev
@@ -94,7 +95,9 @@ class CaloFlowMatching(FastCaloGenerator):
             raise ConfigError(
                 f"fastcalo_fm needs steps, hidden, depth >= 1, got {steps}, {hidden}, {depth}"
             )
-        self.vars = CaloFlowVariables(layer_sizes, u0_max=u0_max, dequant_kev=dequant_kev)
+        self.vars = CaloFlowVariables(
+            layer_sizes, u0_max=u0_max, dequant_kev=dequant_kev, threshold_kev=threshold_kev
+        )
         self.noise_dim = self.n_layers + n_voxels
         self.steps = int(steps)
         self.solver = solver
