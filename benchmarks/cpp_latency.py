@@ -8,7 +8,7 @@ same ``--n-jets`` jets, one at a time:
 
 * **C++**: ``lhcml-infer MODEL IN OUT --batch 1 --threads 1 --timing``: the wall time of each call
   (input tensors wrapped around the jet's rows, ``Ort::Session::Run``, scores copied out);
-* **Python**: ``InferenceSession.run`` of lhcml's own session (``lhcml.export.onnx._session``: one
+* **Python**: ``InferenceSession.run`` of lhcml's own session (``lhcml.export.onnx.inference_session``: one
   intra-op thread) on the jet's arrays as lhcml's datamodule reads them.
 
 Both feed a jet's track slots up to its last real track (the padding the graph masks anyway is
@@ -43,7 +43,7 @@ import torch
 
 from lhcml.data.mock import make_training_file
 from lhcml.export.cpp import build_infer, cpp_check, python_scores, read_scores, run_infer
-from lhcml.export.onnx import _session, export_onnx
+from lhcml.export.onnx import export_onnx, inference_session
 from lhcml.models import build_model
 from lhcml.train.checkpoint import build_meta
 from lhcml.train.config import load_train_config
@@ -82,7 +82,7 @@ def python_latency(model: Path, path: Path, n: int) -> tuple[np.ndarray, np.ndar
     inputs = json.loads(read_metadata(model)["inputs"])
     variables = {v["group"]: v["variables"] for v in inputs.values()}
     batch = next(iter(H5JetDataset([path], inspect_inputs(path, variables), labels=None, batch_size=n, num_jets=n)))
-    sess = _session(model, threads=1)
+    sess = inference_session(model, threads=1)
     masks = {i.name: i.type == "tensor(bool)" for i in sess.get_inputs()}
     arrays = {k: batch[f"{inputs[k]['group']}_valid" if m else inputs[k]["group"]].numpy() for k, m in masks.items()}
     groups = {k: inputs[k]["group"] for k in masks}

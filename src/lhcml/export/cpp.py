@@ -133,7 +133,7 @@ def python_scores(model: str | Path, input_file: str | Path, n_jets: int | None 
     """Python onnxruntime's scores ``(n, n_outputs)`` for the first ``n_jets`` jets of a file, with the
     inputs read as lhcml's datamodule reads them (the reference of :func:`cpp_check`)."""
     from lhcml.data.checks import open_h5
-    from lhcml.export.onnx import _session, read_metadata
+    from lhcml.export.onnx import inference_session, read_metadata
     from lhcml.train.datamodule import H5JetDataset, inspect_inputs
 
     meta = read_metadata(model)
@@ -143,7 +143,7 @@ def python_scores(model: str | Path, input_file: str | Path, n_jets: int | None 
     with open_h5(input_file) as f:
         total = int(f[next(iter(variables))].shape[0])
     n = total if n_jets is None else min(n_jets, total)
-    sess = _session(Path(model))
+    sess = inference_session(Path(model))
     masks = {i.name: i.type == "tensor(bool)" for i in sess.get_inputs()}
     out: list[np.ndarray] = []
     for batch in H5JetDataset([input_file], specs, labels=None, batch_size=10_000, num_jets=n):

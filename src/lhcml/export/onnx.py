@@ -118,7 +118,9 @@ def _real_inputs(path: str | Path, specs: dict, groups: list[str], n: int) -> li
     return out
 
 
-def _session(path: Path, threads: int = 1) -> Any:
+def inference_session(path: str | Path, threads: int = 1) -> Any:
+    """An onnxruntime CPU session for ``path`` with ``threads`` intra-op threads, one inter-op thread,
+    warnings off: the session every lhcml check and benchmark evaluates an exported file with."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -126,6 +128,9 @@ def _session(path: Path, threads: int = 1) -> Any:
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+_session = inference_session  # the old private name, still imported by tests
 
 
 def _compare(sess: Any, wrapper: Any, names: list[str], arrays: list[np.ndarray]) -> float:
