@@ -119,6 +119,7 @@ LARGE_R_JET_FIELDS: list[tuple[str, str]] = [
     ("R10TruthLabel", "i1"),  # see labels.yaml: 0 qcd, 1 top, 2 W, 3 Z, 4 Hbb
     ("truthPt", "f4"),  # MeV, pT of the matched t/W/Z/H (NaN if unmatched)
     ("truthMass", "f4"),
+    ("PartonTruthLabelID", "i1"),  # |pdg id| of the highest-energy parton within ΔR<R (21 gluon; -1 none)
     ("n_constituents", "i2"),
     ("eventNumber", "i8"),
     ("mcEventWeight", "f4"),

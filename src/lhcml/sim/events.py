@@ -472,7 +472,7 @@ def _large_r(
     groomed = four_momentum_sums(cons_off, trimmed, cpx, cpy, cpz, ce)
     pt_cal, m_cal = calibrate(groomed["pt"], groomed["mass"], constituents, mu)
     labels = large_r_labels_flat(jets_all.offsets, jets_all["eta"], jets_all["phi"], generated.flat("resonances"),
-                                 LARGE_R_RADIUS, contain_dr=LARGE_R_CONTAIN_DR)
+                                 LARGE_R_RADIUS, contain_dr=LARGE_R_CONTAIN_DR, partons=generated.flat("partons"))
     flat_mask = _select(FlatTable({"pt": pt_cal, "eta": groomed["eta"]}, jets_all.counts), proc)
     if proc.signal_labels is not None:
         flat_mask &= np.isin(labels["R10TruthLabel"], proc.signal_labels)
@@ -489,6 +489,7 @@ def _large_r(
     jets["R10TruthLabel"] = labels["R10TruthLabel"][jsel]
     jets["truthPt"] = labels["truthPt"][jsel] * _GEV
     jets["truthMass"] = labels["truthMass"][jsel] * _GEV
+    jets["PartonTruthLabelID"] = labels["PartonTruthLabelID"][jsel]
     jets["ptUngroomed"] = jets_all["pt"][jsel] * _GEV
     jets["massUngroomed"] = jets_all["mass"][jsel] * _GEV
     # soft drop only on the selected jets (the C/A reclustering is the costly part)

@@ -16,6 +16,8 @@ Large-R jets: anti-kt with the process's radius (default 0.8 as the public top-t
 benchmark, untrimmed). ``R10TruthLabel``: 1 if a top quark and its three decay quarks (b, q,
 q̄') all lie within ΔR < R of the jet axis; else 2 / 3 / 4 for a W / Z / H→bb̄ and both its
 decay quarks; else 0. ``truthPt`` and ``truthMass`` are the matched particle's.
+``PartonTruthLabelID``: as for small-R jets (same partons, same pT > 5 GeV) with ΔR < R (the
+quark/gluon label of QCD jets: q/g classes of the hls4ml jet-substructure benchmark).
 """
 
 from __future__ import annotations
@@ -270,6 +272,25 @@ def _parton_labels(joff, jeta, jphi, poff, pid, ppt, peta, pphi, pe, pt_min, dr_
     return out
 
 
+def parton_labels_flat(
+    joff: np.ndarray, jeta: np.ndarray, jphi: np.ndarray, partons: FlatTable, dr_max: float
+) -> np.ndarray:
+    """``PartonTruthLabelID`` of jets (flat arrays; jet offsets per event, jet ``eta``/``phi``):
+    |pdg id| of the highest-energy quark or gluon of the parton table
+    (:meth:`lhcml.sim.generator.GeneratedEvents.flat`) with pT > :data:`LABEL_PARTON_PT_MIN`
+    within ΔR < ``dr_max`` of the jet axis; -1 if none. Small-R jets use :data:`LABEL_DR`,
+    large-R jets their radius."""
+    pc = partons.columns
+    ppx, ppy, ppz = (np.asarray(pc[k], dtype=np.float64) for k in ("px", "py", "pz"))
+    ppt = np.hypot(ppx, ppy)
+    peta = np.arcsinh(ppz / np.maximum(ppt, 1e-9))
+    return _parton_labels(
+        joff, np.asarray(jeta, dtype=np.float64), np.asarray(jphi, dtype=np.float64), partons.offsets,
+        np.asarray(pc["pid"], dtype=np.int32), ppt, peta, np.arctan2(ppy, ppx), np.asarray(pc["e"], dtype=np.float64),
+        LABEL_PARTON_PT_MIN, float(dr_max),
+    )
+
+
 def small_r_labels(jets: ak.Array, hadrons: ak.Array, partons: ak.Array) -> dict[str, np.ndarray]:
     """Flavour and parton labels of small-R jets (flat arrays over all jets of all events).
 
@@ -317,14 +338,7 @@ def small_r_labels_flat(
         LABEL_HADRON_PT_MIN,
         LABEL_DR,
     )
-    pc = partons.columns
-    ppx, ppy, ppz = (np.asarray(pc[k], dtype=np.float64) for k in ("px", "py", "pz"))
-    ppt = np.hypot(ppx, ppy)
-    peta = np.arcsinh(ppz / np.maximum(ppt, 1e-9))
-    plab = _parton_labels(
-        joff, jeta, jphi, partons.offsets, np.asarray(pc["pid"], dtype=np.int32), ppt, peta, np.arctan2(ppy, ppx),
-        np.asarray(pc["e"], dtype=np.float64), LABEL_PARTON_PT_MIN, LABEL_DR,
-    )
+    plab = parton_labels_flat(joff, jeta, jphi, partons, LABEL_DR)
     return {
         "HadronConeExclTruthLabelID": label,
         "HadronConeExclExtendedTruthLabelID": ext,
@@ -397,13 +411,14 @@ def large_r_labels(jets: ak.Array, resonances: ak.Array, radius: float) -> dict[
 
 def large_r_labels_flat(
     joff: np.ndarray, jeta: np.ndarray, jphi: np.ndarray, resonances: FlatTable, radius: float,
-    contain_dr: float | None = None,
+    contain_dr: float | None = None, partons: FlatTable | None = None,
 ) -> dict[str, np.ndarray]:
     """:func:`large_r_labels` on flat arrays (jet offsets per event, jet ``eta``/``phi``).
 
     ``contain_dr``: the decay quarks must lie within this ΔR of the jet axis (default ``radius``,
     as the public top-tagging benchmark; ATLAS's *contained* tops use 0.75 R); the resonance
-    itself within ``radius``.
+    itself within ``radius``. With ``partons`` (the parton table) the result also holds
+    ``PartonTruthLabelID`` (:func:`parton_labels_flat` with ΔR < ``radius``).
     """
     r = resonances.columns
     rpx, rpy, rpz = (np.asarray(r[k], dtype=np.float64) for k in ("px", "py", "pz"))
@@ -418,4 +433,7 @@ def large_r_labels_flat(
         np.asarray(r["n_quarks"], dtype=np.int8), qpid, qeta, qphi, float(radius),
         float(radius if contain_dr is None else contain_dr),
     )
-    return {"R10TruthLabel": label, "truthPt": tpt, "truthMass": tm}
+    out = {"R10TruthLabel": label, "truthPt": tpt, "truthMass": tm}
+    if partons is not None:
+        out["PartonTruthLabelID"] = parton_labels_flat(joff, jeta, jphi, partons, radius)
+    return out
