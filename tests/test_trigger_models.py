@@ -260,7 +260,8 @@ def test_trigger_dataset_train_checkpoint_resume_round_trip(tmp_path):
     run = tmp_path / "run"
     overrides = [f"data.train_files=[{out}]", f"data.val_files=[{out}]", "data.classes=[qcd,top,W,Z]",
                  "trainer.max_epochs=1", "trainer.enable_progress_bar=false", f"output_dir={run}",
-                 "model.prune_end_step=6", "model.prune_frequency=2", "data.batch_size=128"]  # fmt: skip
+                 "model.prune_end_step=6", "model.prune_frequency=2", "data.batch_size=128",
+                 "data.label_scheme=boosted"]  # fmt: skip
     cfg = load_train_config("configs/trigger/jet_substructure_mlp_qat.yaml", overrides)
     train(cfg)
     first = read_checkpoint(run / "checkpoints" / "last.ckpt")

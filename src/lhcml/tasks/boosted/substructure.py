@@ -497,3 +497,100 @@ def add_substructure_to_file(
         return batch
 
     return rewrite_file(path, output, transform, chunk_size, progress, desc="substructure")
+
+
+#: names of the generalised energy-correlation observables of :func:`generalized_ecf_ratios`
+GENERALIZED_ECF_FIELDS: tuple[str, ...] = (
+    "M2_b1",
+    "M2_b2",
+    "N2_b1",
+    "N2_b2",
+    "D2_a1_b1",
+    "D2_a1_b2",
+)
+
+
+@njit(cache=True)
+def _generalized_ecf_kernel(pt, eta, phi, energy, valid, out):
+    # out[:, k]: 1e2^(β), 1e3^(β), 2e3^(β) for β = 1 (k = 0, 1, 2) and β = 2 (k = 3, 4, 5)
+    # and 3e3^(α=1) (k = 6); z_i = pT_i / Σ pT
+    for j in range(pt.shape[0]):
+        idx = np.nonzero(valid[j])[0]
+        n = idx.shape[0]
+        if n < 2:
+            continue
+        cpt = pt[j][idx].astype(np.float64)
+        ceta = eta[j][idx].astype(np.float64)
+        cphi = phi[j][idx].astype(np.float64)
+        cen = energy[j][idx].astype(np.float64)
+        for i in range(n):  # rapidity where E > |pz| (as _substructure_kernel)
+            pz = cpt[i] * np.sinh(ceta[i])
+            if cen[i] > abs(pz):
+                ceta[i] = 0.5 * np.log((cen[i] + pz) / (cen[i] - pz))
+        z = cpt / cpt.sum()
+        dr = np.zeros((n, n))
+        for a in range(n):
+            for b in range(a + 1, n):
+                d = np.sqrt(_dr2(ceta[a], cphi[a], ceta[b], cphi[b]))
+                dr[a, b] = d
+                dr[b, a] = d
+                out[j, 0] += z[a] * z[b] * d
+                out[j, 3] += z[a] * z[b] * d * d
+        for a in range(n):
+            for b in range(a + 1, n):
+                for c in range(b + 1, n):
+                    w = z[a] * z[b] * z[c]
+                    x, y, v = dr[a, b], dr[a, c], dr[b, c]
+                    lo = min(x, y, v)
+                    hi = max(x, y, v)
+                    mid = x + y + v - lo - hi
+                    out[j, 1] += w * lo
+                    out[j, 2] += w * lo * mid
+                    out[j, 4] += w * lo * lo
+                    out[j, 5] += w * lo * lo * mid * mid
+                    out[j, 6] += w * lo * mid * hi
+
+
+def generalized_ecfs(pt, eta, phi, energy, valid) -> dict[str, np.ndarray]:
+    """Normalised generalised energy correlation functions (Moult, Necib, Thaler, JHEP 12 (2016)
+    153) of every jet from its padded constituents (arrays as :func:`compute_substructure`).
+
+    ``ve_n^(β) = Σ_{i1<…<in} z_i1 … z_in Π_{m=1..v} min^(m){ΔR_ik il^β}``, with ``z_i = pT_i/Σ pT``
+    and ``min^(m)`` the m-th smallest of the n(n−1)/2 pairwise ΔR (rapidity–φ, as
+    :func:`compute_substructure`). Returns ``e2_b1 = 1e2^(1)``, ``1e3_b1``, ``2e3_b1``, the same
+    for β = 2, and ``3e3_a1 = 3e3^(1)`` (the usual e_3^(α=1)); float64, 0 for jets with < 2
+    (< 3 for the 3-point functions) constituents.
+    """
+    valid = np.asarray(valid, dtype=bool)
+    _check_inputs({"pt": pt, "eta": eta, "phi": phi, "energy": energy, "valid": valid})
+    out = np.zeros((np.shape(pt)[0], 7), dtype=np.float64)
+    _generalized_ecf_kernel(
+        np.ascontiguousarray(pt, dtype=np.float64),
+        np.ascontiguousarray(eta, dtype=np.float64),
+        np.ascontiguousarray(phi, dtype=np.float64),
+        np.ascontiguousarray(energy, dtype=np.float64),
+        np.ascontiguousarray(valid),
+        out,
+    )
+    names = ("e2_b1", "1e3_b1", "2e3_b1", "e2_b2", "1e3_b2", "2e3_b2", "3e3_a1")
+    return {k: out[:, i] for i, k in enumerate(names)}
+
+
+def generalized_ecf_ratios(pt, eta, phi, energy, valid) -> dict[str, np.ndarray]:
+    """The generalised-ECF ratios of the hls4ml jet-substructure inputs (:data:`GENERALIZED_ECF_FIELDS`).
+
+    Moult, Necib, Thaler (JHEP 12 (2016) 153): ``M2^(β) = 1e3^(β) / 1e2^(β)``,
+    ``N2^(β) = 2e3^(β) / (1e2^(β))²``; ``D2^(α,β) = 3e3^(α) / (1e2^(β))^(3α/β)`` (Larkoski,
+    Moult, Neill, JHEP 05 (2014) 146) with α = 1 (so ``D2_a1_b1`` equals the usual ``D2`` at
+    β = 1). float32; 0 where the denominator vanishes.
+    """
+    g = generalized_ecfs(pt, eta, phi, energy, valid)
+    out = {}
+    for b in (1, 2):
+        e2 = g[f"e2_b{b}"]
+        ok = e2 > 0
+        safe = np.where(ok, e2, 1.0)
+        out[f"M2_b{b}"] = np.where(ok, g[f"1e3_b{b}"] / safe, 0.0)
+        out[f"N2_b{b}"] = np.where(ok, g[f"2e3_b{b}"] / safe**2, 0.0)
+        out[f"D2_a1_b{b}"] = np.where(ok, g["3e3_a1"] / safe ** (3.0 / b), 0.0)
+    return {k: out[k].astype(np.float32) for k in GENERALIZED_ECF_FIELDS}

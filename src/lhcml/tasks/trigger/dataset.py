@@ -9,12 +9,10 @@
 * ``flow``: the ``n_constituents`` leading constituents by pT (:data:`CONSTITUENT_FIELDS`) for
   the ``trigger_deepsets`` recipe.
 
-**The 16 features and the hls4ml benchmark's** (Duarte et al., JINST 13 (2018) P07027, §2;
-``docs/references.md §16``). The benchmark's inputs are computed on the mMDT-groomed jet:
-``zlogz``, ``C1`` (β = 0, 1, 2), ``C2`` (β = 1, 2), ``D2`` (β = 1, 2), ``D2^(α=1)`` (β = 1,
-2), ``M2`` (β = 1, 2), ``N2`` (β = 1, 2), the mMDT mass and the constituent multiplicity.
-lhcml's :mod:`lhcml.tasks.boosted.substructure` computes the ECF ratios on the *ungroomed*
-large-R jet and has no generalised ECFs (``M2``, ``N2``, ``D2^(α)``); the map is
+**The 16 features: the hls4ml benchmark's** (Duarte et al., JINST 13 (2018) P07027, §2;
+``docs/references.md §16``): ``zlogz``, ``C1`` (β = 0, 1, 2), ``C2`` (β = 1, 2), ``D2`` (β = 1,
+2), ``D2^(α=1)`` (β = 1, 2), ``M2`` (β = 1, 2), ``N2`` (β = 1, 2), the mMDT mass and the
+constituent multiplicity, :data:`HLS4ML_16`:
 
 ========================  ===========================================================
 hls4ml input              lhcml feature (this module's field)
@@ -24,16 +22,29 @@ C1 β=0 / 1 / 2            ``C1_b0`` = (1 − Σ z_i²)/2, ``C1_b1`` = ECF2/ECF1
                           ``C1_b2`` = ECF2(β=2)/ECF1²
 C2 β=1 / 2                ``C2``, ``C2_beta2``
 D2 β=1 / 2                ``D2``, ``D2_beta2``
+D2^(α=1) β=1 / 2          ``D2_a1_b1`` (= ``D2`` by definition), ``D2_a1_b2``
+M2 β=1 / 2, N2 β=1 / 2    ``M2_b1``, ``M2_b2``, ``N2_b1``, ``N2_b2`` (generalised ECFs,
+                          :func:`lhcml.tasks.boosted.substructure.generalized_ecf_ratios`)
 mMDT mass                 ``mSoftDrop`` (soft drop z_cut = 0.1, β = 0 = mMDT)
 multiplicity              ``n_constituents``
-N2 β=1 / 2 (2-prong)      ``Tau21_wta`` (the N-subjettiness 2-prong ratio)
-M2 β=1 / 2, D2^(α=1)      ``Tau32_wta`` (3-prong), ``Split12``, ``Split23`` (kt
-                          splitting scales), ``nChargedConstituents``, ``mass``
 ========================  ===========================================================
 
-so 10 of the 16 inputs are the benchmark's (on the ungroomed jet) and 6 are replaced by the
-closest observables lhcml computes. Masses and splitting scales stay in MeV (the model's
-normaliser scales every feature).
+One difference stays: the benchmark computes them on the mMDT-groomed jet, lhcml on the
+constituents of the trimmed large-R jet (the ``flow``). The first version's list
+:data:`SUBSTRUCTURE_16` (the 10 then available plus ``Tau21_wta``, ``Tau32_wta``, ``Split12``,
+``Split23``, ``nChargedConstituents``, ``mass`` in place of D2^(α=1), M2, N2) is written too, so
+its configs still run. Masses and splitting scales stay in MeV (the model's normaliser scales
+every feature).
+
+**Classes** (``jssTruthLabel``, the hls4ml benchmark's t/W/Z/q/g; label scheme
+``jet_substructure``): 0 top, 1 W, 2 Z (``R10TruthLabel`` 1/2/3), 3 q and 4 g: QCD jets
+(``R10TruthLabel`` 0) with ``PartonTruthLabelID`` 1-4 (u, d, s, c: the light flavours of the
+benchmark's four-flavour ``pp → qq`` samples) or 21. Everything else is -1 and in no class:
+H→bb jets, QCD jets labelled by a b quark (the benchmark has none) and QCD jets with no parton
+of pT > 5 GeV within ΔR < R (unlabelled; none in the ``qcd_wide`` jets of the benchmark run).
+Files without ``PartonTruthLabelID`` (simulated before it existed) get no ``jssTruthLabel``;
+their jets keep ``R10TruthLabel`` for the previous qcd/top/W/Z/Hbb classes (``configs/trigger/
+jet_substructure_mlp_boosted5.yaml``).
 """
 
 from __future__ import annotations
@@ -50,6 +61,16 @@ SUBSTRUCTURE_16: tuple[str, ...] = (
     "zlogz", "C1_b0", "C1_b1", "C1_b2", "C2", "C2_beta2", "D2", "D2_beta2", "mSoftDrop",
     "n_constituents", "Tau21_wta", "Tau32_wta", "Split12", "Split23", "nChargedConstituents", "mass",
 )  # fmt: skip
+#: the hls4ml jet-substructure benchmark's 16 inputs (see the module docstring)
+HLS4ML_16: tuple[str, ...] = (
+    "zlogz", "C1_b0", "C1_b1", "C1_b2", "C2", "C2_beta2", "D2", "D2_beta2", "D2_a1_b1", "D2_a1_b2",
+    "M2_b1", "M2_b2", "N2_b1", "N2_b2", "mSoftDrop", "n_constituents",
+)  # fmt: skip
+#: classes of ``jssTruthLabel`` in index order (the hls4ml benchmark's t/W/Z/q/g)
+JSS_CLASSES: tuple[str, ...] = ("top", "W", "Z", "q", "g")
+#: |pdg id| of the partons labelling a QCD jet as q (u, d, s, c) and g
+QUARK_IDS: tuple[int, ...] = (1, 2, 3, 4)
+GLUON_ID = 21
 #: per-constituent inputs of the deep-sets recipe (``valid`` marks real constituents)
 CONSTITUENT_FIELDS: tuple[str, ...] = (
     "ptrel", "erel", "deta", "dphi", "charge", "isPhoton", "isNeutralHadron", "isChargedHadron",
@@ -70,13 +91,35 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def jss_labels(jets: np.ndarray) -> np.ndarray | None:
+    """``jssTruthLabel`` (int8) of large-R jets: the index in :data:`JSS_CLASSES` (t/W/Z/q/g),
+    -1 for jets in no class (module docstring); None without ``R10TruthLabel`` and
+    ``PartonTruthLabelID``."""
+    names = set(jets.dtype.names or ())
+    if not {"R10TruthLabel", "PartonTruthLabelID"} <= names:
+        return None
+    r10 = np.asarray(jets["R10TruthLabel"])
+    parton = np.asarray(jets["PartonTruthLabelID"])
+    out = np.full(len(jets), -1, dtype=np.int8)
+    for i, r in enumerate((1, 2, 3)):  # top, W, Z
+        out[r10 == r] = i
+    qcd = r10 == 0
+    out[qcd & np.isin(parton, QUARK_IDS)] = 3
+    out[qcd & (parton == GLUON_ID)] = 4
+    return out
+
+
 def jet_features(jets: np.ndarray, flow: np.ndarray) -> dict[str, np.ndarray]:
-    """The :data:`SUBSTRUCTURE_16` features (float32) of a chunk of jets and their ``flow``.
+    """The :data:`SUBSTRUCTURE_16` and :data:`HLS4ML_16` features (float32) of a chunk of jets
+    and their ``flow``.
 
     The ECF/N-subjettiness/soft-drop observables are read from ``jets`` when present and
     computed from ``flow`` (:func:`lhcml.tasks.boosted.substructure.substructure_from_flow`)
-    otherwise.
+    otherwise; the generalised-ECF ratios always from ``flow``
+    (:func:`lhcml.tasks.boosted.substructure.generalized_ecf_ratios`).
     """
+    from lhcml.tasks.boosted.substructure import generalized_ecf_ratios
+
     names = set(jets.dtype.names or ())
     if not set(_NEEDED_SUBSTRUCTURE) <= names:
         from lhcml.tasks.boosted.substructure import substructure_from_flow
@@ -99,10 +142,11 @@ def jet_features(jets: np.ndarray, flow: np.ndarray) -> dict[str, np.ndarray]:
         "n_constituents": n_const,
         "mass": mass,
     }
-    for k in SUBSTRUCTURE_16:
-        if k not in feats:
-            feats[k] = sub[k]
-    return {k: np.asarray(feats[k], dtype=np.float32) for k in SUBSTRUCTURE_16}
+    feats.update(generalized_ecf_ratios(flow["pt"], flow["eta"], flow["phi"], flow["energy"], valid))
+    out = {}
+    for k in dict.fromkeys((*SUBSTRUCTURE_16, *HLS4ML_16)):
+        out[k] = np.asarray(feats[k] if k in feats else sub[k], dtype=np.float32)
+    return out
 
 
 def leading_constituents(jets: np.ndarray, flow: np.ndarray, n: int) -> np.ndarray:
@@ -171,6 +215,9 @@ def make_trigger_file(
         feats = jet_features(jets, flow)
         keep = [f for f in COPIED_JET_FIELDS if f in (jets.dtype.names or ()) and f not in feats]
         base = rfn.repack_fields(jets[keep])
+        lab = jss_labels(jets)
+        if lab is not None:
+            feats = {**feats, "jssTruthLabel": lab}
         new = rfn.append_fields(base, list(feats), [feats[k] for k in feats], usemask=False)
         return {"jets": new, "flow": leading_constituents(jets, flow, n_constituents)}
 
