@@ -553,7 +553,7 @@ def _generalized_ecf_kernel(pt, eta, phi, energy, valid, out):
 
 def generalized_ecfs(pt, eta, phi, energy, valid) -> dict[str, np.ndarray]:
     """Normalised generalised energy correlation functions (Moult, Necib, Thaler, JHEP 12 (2016)
-    153) of every jet from its padded constituents (arrays as :func:`compute_substructure`).
+    153; ``docs/references.md §20``) of every jet from its padded constituents (arrays as :func:`compute_substructure`).
 
     ``ve_n^(β) = Σ_{i1<…<in} z_i1 … z_in Π_{m=1..v} min^(m){ΔR_ik il^β}``, with ``z_i = pT_i/Σ pT``
     and ``min^(m)`` the m-th smallest of the n(n−1)/2 pairwise ΔR (rapidity–φ, as
@@ -581,7 +581,7 @@ def generalized_ecf_ratios(pt, eta, phi, energy, valid) -> dict[str, np.ndarray]
 
     Moult, Necib, Thaler (JHEP 12 (2016) 153): ``M2^(β) = 1e3^(β) / 1e2^(β)``,
     ``N2^(β) = 2e3^(β) / (1e2^(β))²``; ``D2^(α,β) = 3e3^(α) / (1e2^(β))^(3α/β)`` (Larkoski,
-    Moult, Neill, JHEP 05 (2014) 146) with α = 1 (so ``D2_a1_b1`` equals the usual ``D2`` at
+    Moult, Neill, JHEP 12 (2014) 009; ``docs/references.md §20``) with α = 1 (so ``D2_a1_b1`` equals the usual ``D2`` at
     β = 1). float32; 0 where the denominator vanishes.
     """
     g = generalized_ecfs(pt, eta, phi, energy, valid)

@@ -23,7 +23,7 @@ C1 β=0 / 1 / 2            ``C1_b0`` = (1 − Σ z_i²)/2, ``C1_b1`` = ECF2/ECF1
 C2 β=1 / 2                ``C2``, ``C2_beta2``
 D2 β=1 / 2                ``D2``, ``D2_beta2``
 D2^(α=1) β=1 / 2          ``D2_a1_b1`` (= ``D2`` by definition), ``D2_a1_b2``
-M2 β=1 / 2, N2 β=1 / 2    ``M2_b1``, ``M2_b2``, ``N2_b1``, ``N2_b2`` (generalised ECFs,
+M2 β=1 / 2, N2 β=1 / 2    ``M2_b1``, ``M2_b2``, ``N2_b1``, ``N2_b2`` (generalised ECFs, §20:
                           :func:`lhcml.tasks.boosted.substructure.generalized_ecf_ratios`)
 mMDT mass                 ``mSoftDrop`` (soft drop z_cut = 0.1, β = 0 = mMDT)
 multiplicity              ``n_constituents``
@@ -39,7 +39,7 @@ every feature).
 **Classes** (``jssTruthLabel``, the hls4ml benchmark's t/W/Z/q/g; label scheme
 ``jet_substructure``): 0 top, 1 W, 2 Z (``R10TruthLabel`` 1/2/3), 3 q and 4 g: QCD jets
 (``R10TruthLabel`` 0) with ``PartonTruthLabelID`` 1-4 (u, d, s, c: the light flavours of the
-benchmark's four-flavour ``pp → qq`` samples) or 21. Everything else is -1 and in no class:
+benchmark's four-flavour ``pp → qq`` samples; ``docs/references.md §20``) or 21. Everything else is -1 and in no class:
 H→bb jets, QCD jets labelled by a b quark (the benchmark has none) and QCD jets with no parton
 of pT > 5 GeV within ΔR < R (unlabelled; none in the ``qcd_wide`` jets of the benchmark run).
 Files without ``PartonTruthLabelID`` (simulated before it existed) get no ``jssTruthLabel``;
