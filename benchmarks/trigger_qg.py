@@ -10,16 +10,19 @@ Then two ``lhcml trigger scan`` runs:
   in float, PTQ and QAT at ``--bits``;
 * ``controls``: float only, (a) t/W/Z/q/g with the first version's 16 inputs
   (``SUBSTRUCTURE_16``), (b) qcd/top/W/Z (boosted scheme, QCD one class) with the benchmark's
-  inputs: what the class change and the input change each do on the same jets.
+  inputs: what the class change and the input change each do on the same jets; (c) a second
+  training seed; (d) the float model tested on the jets with pT > ``--pt-window`` GeV only and
+  (e) trained, validated and tested on them (the benchmark's jets have pT ≈ 1 TeV).
 
 ::
 
-    for p in qcd_wide=6000 top_wide=4000 wz_wide=6000; do  # and =1500/1000/1600 --seed 16 into sim/
+    # sim/: 1500/1000/1600 events, --seed 16; sim2/: 6000/4000/6000, --seed 17; sim3/: 9000/6000/9000, --seed 18
+    for p in qcd_wide=6000 top_wide=4000 wz_wide=6000; do
         OMP_NUM_THREADS=1 nice -n 10 lhcml simulate ${p%=*} -n ${p#*=} --mu 0 --seed 17 \\
             -o benchmarks/_work/trigger_qg/sim2/${p%=*}
     done
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/trigger_qg.py --work benchmarks/_work/trigger_qg \\
-        --sim benchmarks/_work/trigger_qg/sim benchmarks/_work/trigger_qg/sim2
+        --sim benchmarks/_work/trigger_qg/sim benchmarks/_work/trigger_qg/sim2 benchmarks/_work/trigger_qg/sim3
     python benchmarks/trigger_qg.py --work benchmarks/_work/trigger_qg --table-only
 
 Finished trainings are reused (rerun the same command after an interruption).
@@ -89,11 +92,24 @@ def split(sims: list[Path], work: Path, seed: int) -> dict:
     return summary
 
 
+def pt_window(data: Path, out: Path, pt_min_gev: float) -> Path:
+    """The trigger files of ``data`` restricted to jets with pT > ``pt_min_gev`` (into ``out``)."""
+    if (out / "test.h5").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("train", "val", "test"):
+        with h5py.File(data / f"{name}.h5") as f:
+            keep = f["jets"]["pt"] > pt_min_gev * 1e3
+            write_h5(out / f"{name}.h5", {"jets": f["jets"][:][keep], "flow": f["flow"][:][keep]})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "_work" / "trigger_qg")
     ap.add_argument("--sim", type=Path, nargs="*", default=[], help="simulation folders (<process>/ shards inside)")
-    ap.add_argument("--bits", type=int, nargs="+", default=[4, 6, 8, 12])
+    ap.add_argument("--bits", type=int, nargs="+", default=[4, 6, 8, 10, 12, 16])
+    ap.add_argument("--pt-window", type=float, default=800.0, help="lower pT (GeV) of the high-pT controls")
     ap.add_argument("--epochs", type=int, default=30, help="max epochs (early stopping: patience 8)")
     ap.add_argument("--seed", type=int, default=42, help="split seed")
     ap.add_argument("--table-only", action="store_true")
@@ -111,10 +127,15 @@ def main() -> None:
         scan = {"bits": args.bits, "schemes": ["float", "ptq", "qat"], "calibration_jets": 10000,
                 "models": {"jet_substructure_mlp_tWZqg": {"config": str(CONFIG), "test_files": test, "set": common}}}  # fmt: skip
         old_inputs = "data.inputs.jets=[" + ",".join(SUBSTRUCTURE_16) + "]"
+        hi = pt_window(data, work / "data_pt_window", args.pt_window)
+        hi_files = [f"data.train_files=[{hi / 'train.h5'}]", f"data.val_files=[{hi / 'val.h5'}]", *common[2:]]
         controls = {"bits": [8], "schemes": ["float"], "models": {
             "tWZqg_first_inputs": {"config": str(CONFIG), "test_files": test, "set": [*common, old_inputs]},
             "qcd_top_W_Z_benchmark_inputs": {"config": str(CONFIG), "test_files": test, "set": [
                 *common, "data.label_scheme=boosted", "data.classes=[qcd,top,W,Z]"]},
+            "tWZqg_seed43": {"config": str(CONFIG), "test_files": test, "set": [*common, "seed=43"]},
+            "tWZqg_tested_pt_window": {"config": str(CONFIG), "test_files": [str(hi / "test.h5")], "set": common},
+            "tWZqg_pt_window": {"config": str(CONFIG), "test_files": [str(hi / "test.h5")], "set": hi_files},
         }}  # fmt: skip
         for name, cfg in (("scan", scan), ("controls", controls)):
             path = work / f"{name}.yaml"
