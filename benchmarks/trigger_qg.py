@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -51,8 +50,6 @@ from lhcml.tasks.trigger.dataset import (
 from lhcml.tasks.trigger.scan import run_scan
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from trigger_quantisation import table  # noqa: E402
 
 PROCESSES = ("qcd_wide", "top_wide", "wz_wide")
 CONFIG = ROOT / "configs" / "trigger" / "jet_substructure_mlp.yaml"
@@ -90,6 +87,20 @@ def split(sims: list[Path], work: Path, seed: int) -> dict:
         summary[name] = {c: int((lab == i).sum()) for i, c in enumerate(JSS_CLASSES)} | {"none": int((lab < 0).sum())}
     (raw / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table per model: scheme, bits, accuracy, the per-class AUCs, nonzero parameters."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        aucs = [k for k in mine[0] if k.startswith("auc_")]
+        out += [f"\n**{model}** (test jets: {mine[0]['n_test']})\n",
+                "| scheme | bits | accuracy | " + " | ".join(a.replace("auc_", "AUC ") for a in aucs) + " | nonzero params |",
+                "|---|---|---|" + "---|" * len(aucs) + "---|"]  # fmt: skip
+        out += ["| " + " | ".join([r["scheme"], str(r["bits"] or "32 (float)"), f"{r['accuracy']:.4f}",
+                                   *(f"{r[a]:.4f}" for a in aucs), str(r["n_params"])]) + " |" for r in mine]  # fmt: skip
+    return "\n".join(out)
 
 
 def pt_window(data: Path, out: Path, pt_min_gev: float) -> Path:
