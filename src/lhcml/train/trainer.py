@@ -41,8 +41,9 @@ def _label_spec(cfg: TrainConfig):
     return LabelSpec.build(scheme, cfg.data.label_field)
 
 
-def check_fields(files: list[str], group: str, fields: list[str], what: str) -> None:
-    """Every file has ``fields`` in dataset ``group``; otherwise :class:`SchemaError`."""
+def check_fields(files: list[str], group: str, fields: list[str], what: str, hint: str = "") -> None:
+    """Every file has ``fields`` in dataset ``group``; otherwise :class:`SchemaError` (``hint``: how to
+    fix it, appended to the message)."""
     from lhcml.train.datamodule import MAIN_TABLES, main_table, open_h5
 
     for p in files:
@@ -54,7 +55,7 @@ def check_fields(files: list[str], group: str, fields: list[str], what: str) -> 
             names = f[group].dtype.names or ()
             missing = [x for x in fields if x not in names]
             if missing:
-                raise SchemaError(f"{what}: field(s) {missing} not in '{group}' of {p}")
+                raise SchemaError(f"{what}: field(s) {missing} not in '{group}' of {p}" + (f"; {hint}" if hint else ""))
 
 
 def prepare_inputs(cfg: TrainConfig) -> tuple[dict, Any]:
@@ -71,7 +72,13 @@ def prepare_inputs(cfg: TrainConfig) -> tuple[dict, Any]:
                 raise SchemaError(f"image '{g}' has shape {other[g].shape} in {p}, {s.shape} elsewhere")
     labels = _label_spec(cfg)
     extra = [cfg.data.weight_field] if cfg.data.weight_field else []
-    check_fields(cfg.data.train_files + cfg.data.val_files, "jets", labels.jet_fields() + extra, "labels/weights")
+    hint = (
+        f"the label scheme '{cfg.data.label_scheme}' (data.label_scheme) needs them: choose a scheme whose "
+        "label the files carry (labels.yaml), or remake the files with the command that writes it (e.g. "
+        "`lhcml trigger dataset` writes jssTruthLabel only from samples whose large-R jets carry "
+        "PartonTruthLabelID)"
+    )
+    check_fields(cfg.data.train_files + cfg.data.val_files, "jets", labels.jet_fields() + extra, "labels/weights", hint)
     return specs, labels
 
 
