@@ -29,7 +29,8 @@ app = typer.Typer(
         "evaluate/report -> export; tune optimises any training config. The same verbs serve "
         "every application; what belongs to one application is in its group: "
         "sim (pile-up library, validation), ftag (flavour tagging), jets (boosted jets), "
-        "photon (photon ID).\n\n"
+        "photon (photon ID), trigger (quantised trigger-latency models, FPGA conversion), fastcalo "
+        "(generative fast calorimeter simulation).\n\n"
         "`lhcml COMMAND --help` explains each command; `lhcml demo` runs the flavour-tagging "
         "chain end to end."
     ),
