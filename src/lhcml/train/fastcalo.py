@@ -373,38 +373,21 @@ def fit_fastcalo(
 
     from lhcml import __version__
     from lhcml.data.calochallenge import read_binning
-    from lhcml.train.checkpoint import check_state_dict, meta_config, read_checkpoint
-    from lhcml.train.trainer import _keep_metrics, _precision
+    from lhcml.train.checkpoint import check_state_dict, meta_config
+    from lhcml.train.trainer import _keep_metrics, _precision, override_devices, resume_checkpoint
 
-    if devices is not None or strategy is not None:
-        trainer_cfg = {
-            **cfg.trainer.model_dump(),
-            **{
-                k: v for k, v in {"devices": devices, "strategy": strategy}.items() if v is not None
-            },
-        }
-        cfg.trainer = validate_config(
-            TrainerConfig, trainer_cfg, source="the command line (--devices/--strategy)"
-        )
+    override_devices(cfg, devices, strategy)
     if not cfg.data.train_files or not cfg.data.val_files:
         raise ConfigError("data.train_files and data.val_files must not be empty")
     out = Path(cfg.output_dir)
     last = out / "checkpoints" / "last.ckpt"
-    if resume:
-        if not last.is_file():
-            raise FileNotFoundError(
-                f"--resume: no {last} to resume from (train without --resume first)"
-            )
-        resumed = read_checkpoint(last)
+    resumed = resume_checkpoint(out, resume)
+    if resumed is not None:
         if resumed["lhcml"].get("kind") != "fastcalo":
             raise CheckpointMismatchError(
                 f"{last} is not a fast-calo checkpoint; use a new output_dir"
             )
         _compare(meta_config(resumed["lhcml"]), cfg.model_dump(mode="json"), str(last))
-    elif last.exists():
-        raise ConfigError(
-            f"{out} already holds a training run; pass --resume or choose another output_dir"
-        )
     hyper = cfg.model.hyperparameters()  # checked before the (slow) data reading
     check_hyperparameters(
         _model_class(cfg.model.name),

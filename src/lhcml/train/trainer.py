@@ -205,18 +205,41 @@ def train_lightning(
 ) -> Path:
     """Train an NN tagger with Lightning (the ``lightning`` trainer of the protocol); arguments
     and return value as :func:`train`."""
-    if devices is not None or strategy is not None:
-        from lhcml.config import validate_config
-        from lhcml.train.config import TrainerConfig
-
-        # validated like the config keys: --devices 0 is one clear ConfigError
-        given = {"devices": devices, "strategy": strategy}
-        options = " ".join(f"--{k} {v}" for k, v in given.items() if v is not None)
-        trainer = {**cfg.trainer.model_dump(), **{k: v for k, v in given.items() if v is not None}}
-        cfg.trainer = validate_config(TrainerConfig, trainer, source=f"the command line ({options})")
+    override_devices(cfg, devices, strategy)
     out = Path(cfg.output_dir)
     specs, labels = prepare_inputs(cfg)
     return _train_nn(cfg, specs, labels, out, resume, epoch_hooks or [])
+
+
+def override_devices(cfg: Any, devices: int | None, strategy: str | None) -> None:
+    """Put ``--devices``/``--strategy`` over ``cfg.trainer`` (any config with a ``TrainerConfig``),
+    validated like the config keys: ``--devices 0`` is one clear ConfigError."""
+    if devices is None and strategy is None:
+        return
+    from lhcml.config import validate_config
+    from lhcml.train.config import TrainerConfig
+
+    given = {"devices": devices, "strategy": strategy}
+    options = " ".join(f"--{k} {v}" for k, v in given.items() if v is not None)
+    trainer = {**cfg.trainer.model_dump(), **{k: v for k, v in given.items() if v is not None}}
+    cfg.trainer = validate_config(TrainerConfig, trainer, source=f"the command line ({options})")
+
+
+def resume_checkpoint(out: Path, resume: bool) -> dict | None:
+    """The checkpoint ``<out>/checkpoints/last.ckpt`` to resume from (``None`` for a new run).
+
+    Raises ``FileNotFoundError`` for ``--resume`` without one, ``ConfigError`` for a new run
+    into a folder that already holds one."""
+    from lhcml.train.checkpoint import read_checkpoint
+
+    last = out / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: no {last} to resume from (train without --resume first)")
+        return read_checkpoint(last)
+    if last.exists():
+        raise ConfigError(f"{out} already holds a training run; pass --resume or choose another output_dir")
+    return None
 
 
 def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: bool, hooks: list) -> Path:
@@ -236,7 +259,6 @@ def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: boo
         check_state_dict,
         compare_configs,
         meta_config,
-        read_checkpoint,
     )
     from lhcml.train.datamodule import H5JetDataset, collate_identity, norm_arrays
     from lhcml.train.extra_losses import build_extra_loss
@@ -244,13 +266,9 @@ def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: boo
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     last = out / "checkpoints" / "last.ckpt"
-    if resume:
-        if not last.is_file():
-            raise FileNotFoundError(f"--resume: no {last} to resume from (train without --resume first)")
-        resumed = read_checkpoint(last)
+    resumed = resume_checkpoint(out, resume)
+    if resumed is not None:
         compare_configs(meta_config(resumed["lhcml"]), cfg.model_dump(mode="json"), str(last))
-    elif last.exists():
-        raise ConfigError(f"{out} already holds a training run; pass --resume or choose another output_dir")
 
     # model
     cls = get_model_class(cfg.model.name)
