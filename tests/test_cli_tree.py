@@ -35,7 +35,7 @@ def test_top_level_is_the_generic_stages_plus_the_application_groups():
                            "report", "export", "tune"}  # fmt: skip
     assert set(TOOLS) == {"inspect", "demo", "version"}
     groups = {n for n in top if hasattr(ROOT.commands[n], "commands")}
-    assert groups == set(GROUPS) == {"sim", "ftag", "jets", "photon", "trigger", "fastcalo"}
+    assert groups == set(GROUPS) == {"sim", "ftag", "jets", "photon", "trigger", "fastcalo", "tracking"}
     # no hyphenated application command is left at the top (photon-dataset, validate-sim, ...)
     assert not [n for n in top if "-" in n]
 

@@ -16,7 +16,7 @@ STAGES = ("simulate", "convert", "preprocess", "train", "predict", "evaluate", "
 #: commands that are no stage: look at a file, run the chain end to end, the version
 TOOLS = ("inspect", "demo", "version")
 #: one group per application (``lhcml GROUP --help`` says what it is and the order of its commands)
-GROUPS = ("sim", "ftag", "jets", "photon", "trigger", "fastcalo")
+GROUPS = ("sim", "ftag", "jets", "photon", "trigger", "fastcalo", "tracking")
 
 _PANELS = {**dict.fromkeys(STAGES, "Stages"), **dict.fromkeys(TOOLS, "Tools"),
            **dict.fromkeys(GROUPS, "Applications")}  # fmt: skip
@@ -30,7 +30,8 @@ app = typer.Typer(
         "every application; what belongs to one application is in its group: "
         "sim (pile-up library, validation), ftag (flavour tagging), jets (boosted jets), "
         "photon (photon ID), trigger (quantised trigger-latency models, FPGA conversion), fastcalo "
-        "(generative fast calorimeter simulation).\n\n"
+        "(generative fast calorimeter simulation), tracking (hit-level track finding at HL-LHC pile-up: "
+        "ACTS simulation and CKF, ML track finders).\n\n"
         "`lhcml COMMAND --help` explains each command; `lhcml demo` runs the flavour-tagging "
         "chain end to end."
     ),
@@ -80,6 +81,9 @@ _trigger_cli.register(app)
 from lhcml.tasks.fastcalo import cli as _fastcalo_cli  # noqa: E402
 
 _fastcalo_cli.register(app)
+from lhcml.tasks.tracking import cli as _tracking_cli  # noqa: E402
+
+_tracking_cli.register(app)
 from lhcml import demo as _demo  # noqa: E402
 
 _demo.register(app)
