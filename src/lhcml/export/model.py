@@ -54,9 +54,19 @@ def _fastcalo(artifact: Path, output: Path, *, force: bool, check_file: Any, n_c
     return export_checkpoint(artifact, output, force=force, atol=atol, timing=timing)
 
 
+def _tracking(artifact: Path, output: Path, *, force: bool, check_file: Any, n_check: int,
+              atol: float | None, timing: bool) -> ExportReport:  # fmt: skip
+    from lhcml.export.tracking import export_checkpoint
+
+    if check_file is not None:
+        raise ConfigError("--check-file applies to taggers; a tracking model is checked on random hits")
+    return export_checkpoint(artifact, output, force=force, atol=atol, timing=timing)
+
+
 #: one exporter per trainer kind (:data:`lhcml.train.protocol.TRAINERS`)
 EXPORTERS: dict[str, Callable[..., ExportReport]] = {
     "lightning": _lightning, "bdt": _bdt, "paed": _paed, "fastcalo": _fastcalo,
+    "tracking": _tracking,
 }  # fmt: skip
 
 

@@ -15,6 +15,7 @@ lightning  the taggers of the model registry     ``checkpoints/best-*.ckpt``    
 bdt        :data:`lhcml.models.bdt.BDT_MODELS`   ``checkpoints/mv2.json`` (xgboost) :mod:`lhcml.train.bdt`
 paed       ``paed``                              ``paed.pt``                        :mod:`lhcml.train.paed`
 fastcalo   ``fastcalo_*`` generators             ``checkpoints/best-*.ckpt``        :mod:`lhcml.train.fastcalo`
+tracking   ``TRACKING_MODELS`` (hit level)       ``checkpoints/best-*.ckpt``        :mod:`lhcml.train.tracking`
 =========  ====================================  =================================  ==============
 
 Export is a later stage than training, so it is not a method here: :func:`lhcml.export.export_model`
@@ -108,6 +109,51 @@ class FastCaloTrainer:
         return model.generate(torch.as_tensor(batch["energy_gev"]), batch.get("generator")).numpy()
 
 
+class TrackingTrainer:
+    """The hit-level tracking models (:func:`lhcml.train.tracking.fit_tracking`)."""
+
+    kind: ClassVar[str] = "tracking"
+
+    def handles_model(self, name: str) -> bool:
+        from lhcml.train.tracking import is_tracking_model
+
+        return is_tracking_model(name)
+
+    def load_config(self, data: dict[str, Any], source: str) -> Any:
+        from lhcml.train.tracking import tracking_config_from_dict
+
+        return tracking_config_from_dict(data, source)
+
+    def fit(self, cfg: Any, *, resume: bool = False, devices: int | None = None,
+            strategy: str | None = None, epoch_hooks: list | None = None) -> Path:
+        from lhcml.train.tracking import fit_tracking
+
+        return fit_tracking(cfg, resume=resume, devices=devices, strategy=strategy, epoch_hooks=epoch_hooks)
+
+    def owns(self, artifact: Path) -> bool:
+        from lhcml.train.tracking import read_tracking_meta
+
+        return artifact.suffix == ".ckpt" and read_tracking_meta(artifact) is not None
+
+    def find_artifact(self, run_dir: Path) -> Path | None:
+        best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+        if len(best) != 1 or not self.owns(best[0]):
+            return None  # several: the Lightning trainer names them in its error
+        return best[0]
+
+    def load(self, artifact: Path) -> tuple[Any, dict[str, Any]]:
+        from lhcml.train.tracking import load_tracking_model
+
+        return load_tracking_model(artifact)
+
+    def predict(self, model: Any, batch: Any) -> Any:
+        """The model's output for one event's inputs (``batch``: its ``forward`` arguments by name)."""
+        import torch
+
+        with torch.inference_mode():
+            return model(**{k: torch.as_tensor(v) for k, v in batch.items()}).numpy()
+
+
 class LightningTrainer:
     """The NN taggers of :mod:`lhcml.models.registry` (:func:`lhcml.train.trainer.train_lightning`)."""
 
@@ -116,8 +162,9 @@ class LightningTrainer:
     def handles_model(self, name: str) -> bool:
         from lhcml.models.bdt import BDT_MODELS
         from lhcml.train.fastcalo import is_fastcalo_model
+        from lhcml.train.tracking import is_tracking_model
 
-        return name not in BDT_MODELS and name != "paed" and not is_fastcalo_model(name)
+        return name not in BDT_MODELS and name != "paed" and not is_fastcalo_model(name) and not is_tracking_model(name)
 
     def load_config(self, data: dict[str, Any], source: str) -> Any:
         from lhcml.train.config import config_from_dict
@@ -237,7 +284,7 @@ class PAEDTrainer:
 
 #: the trainers, by kind (explicit; order = lookup order)
 TRAINERS: dict[str, Trainable] = {
-    t.kind: t for t in (BDTTrainer(), PAEDTrainer(), FastCaloTrainer(), LightningTrainer())
+    t.kind: t for t in (BDTTrainer(), PAEDTrainer(), FastCaloTrainer(), TrackingTrainer(), LightningTrainer())
 }
 
 
