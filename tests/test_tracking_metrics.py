@@ -259,3 +259,81 @@ def test_candidate_arrays_checked():
         tm.check_candidates(np.arange(3), np.arange(4))
     with pytest.raises(SchemaError, match="integers"):
         tm.check_candidates(np.array([0.5]), np.array([1]))
+
+
+# --------------------------------------------------------------------------- evaluate / report / CLI
+def _write_event_csv(directory, event_id: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The rate event written by hand in the TrackML CSV layout (all columns of the challenge)."""
+    truth, hits, parts = _rate_event()
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = directory / f"event{event_id:09d}"
+    h = hits.assign(volume_id=8, layer_id=2, module_id=1)
+    h.to_csv(f"{stem}-hits.csv", index=False)
+    parts.assign(vx=0.0, vy=0.0, vz=0.0, nhits=10)[
+        ["particle_id", "vx", "vy", "vz", "px", "py", "pz", "q", "nhits"]
+    ].to_csv(f"{stem}-particles.csv", index=False)
+    t = truth.merge(hits, on="hit_id").rename(columns={"x": "tx", "y": "ty", "z": "tz"})
+    t = t.assign(tpx=1.0, tpy=0.0, tpz=0.0)[["hit_id", "particle_id", "tx", "ty", "tz", "tpx", "tpy", "tpz", "weight"]]
+    t.to_csv(f"{stem}-truth.csv", index=False)
+    return truth, hits, parts
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    from lhcml.cli import main
+
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_evaluate_and_report_end_to_end(tmp_path, capsys):
+    import json
+
+    from lhcml.tasks.tracking.evaluate import read_candidates, write_candidates
+
+    ev_dir = tmp_path / "sample"
+    truth, _, _ = _write_event_csv(ev_dir, 3)
+    (tmp_path / "manifest.json").write_text(json.dumps({"mu": 0}))  # a sample without its own manifest
+    p = {i: _hits_of(truth, i) for i in (1, 2, 3, 4, 0)}
+    perfect = _cands([p[1], p[2], p[3], p[4]])
+    messy = _cands([p[1], p[1][:6], p[2][:5] + p[3][:5], p[3][5:8] + p[4][:3] + p[0][:2], p[3][8:]])
+    write_candidates(tmp_path / "truthlike", 3, *perfect, timings={"find": 0.5})
+    write_candidates(tmp_path / "messy", 3, *messy, timings={"seeding": 0.25, "ckf": 1.0})
+    t, h, tim = read_candidates(tmp_path / "messy", 3)
+    assert tim == {"seeding": 0.25, "ckf": 1.0} and len(t) == sum(len(x) for x in [p[1], p[1][:6], p[2][:5] + p[3][:5], p[3][5:8] + p[4][:3] + p[0][:2], p[3][8:]])
+    code, out, err = _cli(capsys, "tracking", "evaluate", str(ev_dir), "-c", f"truthlike={tmp_path / 'truthlike'}",
+                          "-c", f"messy={tmp_path / 'messy'}", "-o", str(tmp_path / "eval"), "--sample", "mu0")  # fmt: skip
+    assert code == 0, err
+    res = json.loads((tmp_path / "eval" / "mu0" / "results.json").read_text())
+    assert res["events"] == [3]
+    m = res["methods"]
+    assert m["truthlike"]["trackml_score"]["value"] == pytest.approx(1.0)
+    assert m["truthlike"]["efficiency"]["value"] == pytest.approx(1.0) and m["truthlike"]["fake_rate"]["value"] == 0.0
+    assert m["messy"]["efficiency"]["value"] == pytest.approx(2 / 3)
+    assert m["messy"]["fake_rate"]["value"] == pytest.approx(0.25)
+    assert m["messy"]["timing"]["total"]["mean"] == pytest.approx(1.25)
+    csv = pd.read_csv(tmp_path / "eval" / "mu0" / "results.csv")
+    assert list(csv["method"]) == ["truthlike", "messy"]
+    code, out, err = _cli(capsys, "tracking", "report", str(tmp_path / "eval"))
+    assert code == 0, err
+    html = (tmp_path / "eval" / "report.html").read_text()
+    assert "Efficiency" in html and "Event display" in html and html.count("<img") == 2 * 3 + 1
+
+
+def test_cli_bad_candidates_one_clear_error(tmp_path, capsys):
+    from lhcml.tasks.tracking.evaluate import write_candidates
+
+    ev_dir = tmp_path / "sample"
+    truth, _, _ = _write_event_csv(ev_dir, 0)
+    write_candidates(tmp_path / "bad", 0, np.array([0, 0]), np.array([1, 12345]))
+    code, out, err = _cli(capsys, "tracking", "evaluate", str(ev_dir), "-c", f"bad={tmp_path / 'bad'}",
+                          "-o", str(tmp_path / "eval"))  # fmt: skip
+    assert code == 2 and "Traceback" not in err and "not hits of the event" in err, err
+    assert not (tmp_path / "eval").exists()  # no partial output
+    code, out, err = _cli(capsys, "tracking", "evaluate", str(ev_dir), "-c", "bad", "-o", str(tmp_path / "eval"))
+    assert code == 2 and "METHOD=DIR" in err, err

@@ -57,6 +57,54 @@ def simulate_cmd(
     typer.echo(f"wrote {manifest['events']} events to {out} (manifest {Path(out) / 'manifest.json'})")
 
 
+@tracking_app.command("evaluate")
+def evaluate_cmd(
+    event_dir: Path = typer.Argument(..., help="the sample: an `lhcml tracking simulate` output directory or TrackML files"),
+    candidates: list[str] = typer.Option(..., "--candidates", "-c", help="METHOD=DIR: candidate files of a method (`lhcml tracking reconstruct` output); repeat for several methods"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder; results go to OUT/<sample>/results.{json,csv}"),
+    sample: Optional[str] = typer.Option(None, "--sample", help="sample name (default mu<MU> from the manifest, else the folder name)"),  # noqa: UP045
+    events: Optional[str] = typer.Option(None, "--events", help="events to evaluate, e.g. 0-9 or 0,4,7 (default: all that every method has candidates for)"),  # noqa: UP045
+    mu: Optional[float] = typer.Option(None, "--mu", help="<mu> of the sample (default: from its manifest.json)"),  # noqa: UP045
+    min_pt: float = typer.Option(0.5, "--min-pt", help="reconstructable particles: pT above this [GeV] (ACTS examples: 0.5; docs/references.md §21)"),
+    min_hits: int = typer.Option(9, "--min-hits", help="reconstructable particles: at least this many hits (ACTS examples: 9 measurements)"),
+    max_eta: float = typer.Option(3.0, "--max-eta", help="reconstructable particles: |eta| below this"),
+    min_track_hits: int = typer.Option(5, "--min-track-hits", help="candidates with fewer hits are not counted in the rates (our choice)"),
+    bfield: float = typer.Option(2.0, "--bfield", help="solenoid field [T] for the candidates' pT estimate from their hits"),
+) -> None:
+    """TrackML score, ACTS-style efficiency, fake and duplicate rates (vs pT, eta) and time per event.
+
+    Compares the candidates of one or more methods with the truth of the same events and writes
+    OUT/<sample>/results.json and results.csv (one row per method). Run it once per sample (per
+    <mu>) into the same OUT, then `lhcml tracking report OUT`.
+    """
+    from lhcml.tasks.tracking.evaluate import evaluate_tracking, parse_methods
+    from lhcml.tasks.tracking.finders import parse_events
+
+    methods = parse_methods(candidates)
+    ids = None
+    if events is not None:
+        from lhcml.data.trackml import list_events
+
+        ids = parse_events(events, list_events(event_dir))
+    sel = {"min_pt": min_pt, "max_abs_eta": max_eta, "min_particle_hits": min_hits, "min_track_hits": min_track_hits}
+    path = evaluate_tracking(event_dir, methods, out, sample=sample, events=ids, mu=mu, bfield=bfield, selection=sel)
+    typer.echo(f"wrote {path} and {path.with_name('results.csv')}")
+
+
+@tracking_app.command("report")
+def report_cmd(
+    folder: Path = typer.Argument(..., help="folder of `lhcml tracking evaluate` outputs (FOLDER/<sample>/results.json)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file (default FOLDER/report.html)"),  # noqa: UP045
+    display_method: Optional[str] = typer.Option(None, "--display-method", help="method shown in the event displays (default: the first)"),  # noqa: UP045
+) -> None:
+    """HTML report: summary table, efficiency/fake/duplicate rate vs pT and eta per method and <mu>,
+    and one event display per sample (hits, true tracks, found tracks; x-y and r-z views)."""
+    from lhcml.tasks.tracking.evaluate import build_tracking_report
+
+    path = build_tracking_report(folder, output, display_method)
+    typer.echo(f"wrote {path}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``tracking`` group to ``app``."""
     app.add_typer(tracking_app, name="tracking")
