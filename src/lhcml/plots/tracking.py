@@ -154,7 +154,7 @@ class EventDisplay(PlotBase):
             for row in range(2):
                 axes[row, 0].set_xlabel("x [mm]")
                 axes[row, 0].set_ylabel("y [mm]")
-                axes[row, 0].set_aspect("equal", adjustable="datalim")
+                axes[row, 0].set_aspect("equal", adjustable="box")
                 axes[row, 1].set_xlabel("z [mm]")
                 axes[row, 1].set_ylabel("r [mm]")
                 rmax = float(hr.max()) * 1.05 if len(hr) else 1.0

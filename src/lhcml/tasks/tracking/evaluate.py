@@ -360,7 +360,8 @@ def build_tracking_report(folder: str | Path, output: str | Path | None = None, 
                     plot.add(m, s[f"vs_{var}"][q])
                 path = plot.save(fig_dir / f"{r['sample']}_{q}_vs_{var}.png")
                 rep.add_figure(path, f"{ylabel} vs {xlabel} ({r['sample']})")
-        method = display_method if display_method in r["candidates"] else next(iter(r["candidates"]))
+        found = [m for m in r["candidates"] if m != "truth"] or list(r["candidates"])  # a finder, not the truth row
+        method = display_method if display_method in r["candidates"] else found[0]
         eid = int(r["events"][0])
         ev = read_event(r["event_dir"], eid, parts=("hits", "particles", "truth"))
         t, h, _ = read_candidates(r["candidates"][method], eid)
