@@ -1,0 +1,130 @@
+"""The registry of track finders: name -> ``finder(event_dir, event_id, cfg) -> candidates``.
+
+Every finder takes the OUT directory of ``lhcml tracking simulate`` (or a directory of TrackML
+files, for the finders that read only hits), an event number and its configuration (``None``:
+the finder's shipped default; else a YAML path or a mapping), and returns the candidates of the
+event as a mapping ``{"track_id": int64 array, "hit_id": int64 array, "timings": {stage: s}}``
+(one row per (track, hit); a hit may belong to several tracks; ``timings`` is the time of each
+stage for this event with one thread, optional; a finder that fits its tracks, as the CKF, adds
+``"fitted"``: :class:`lhcml.tasks.tracking.acts_reco.FittedTracks`). ``lhcml tracking reconstruct --method NAME``,
+``lhcml tracking evaluate`` and ``benchmarks/tracking.py`` find finders here only (never by an
+import string). Other finders are added by one line each in :data:`FINDERS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lhcml.errors import ConfigError
+from lhcml.tasks.tracking import bucketing as _bucketing
+
+#: what a finder returns: ``track_id``, ``hit_id`` (int64 arrays) and ``timings`` ({stage: seconds})
+Candidates = Mapping[str, Any]
+Finder = Callable[[Path, int, Any], Candidates]
+
+
+def ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
+    """ACTS seeding + combinatorial Kalman filter + ambiguity resolution (``configs/tracking/ckf.yaml``)."""
+    from lhcml.tasks.tracking.acts_reco import run_ckf
+
+    result = run_ckf(event_dir, [int(event_id)], cfg)
+    track_id, hit_id = result.candidates[int(event_id)]
+    t = result.timings
+    stages = t[t["stage"] != "other"].groupby("stage", sort=False)["seconds_per_event"].sum()
+    return {"track_id": np.asarray(track_id, np.int64), "hit_id": np.asarray(hit_id, np.int64),
+            "timings": {str(k): float(v) for k, v in stages.items()}, "fitted": result.tracks[int(event_id)]}  # fmt: skip
+
+
+#: finder name -> callable(event_dir, event_id, cfg) -> candidates
+FINDERS: dict[str, Finder] = {
+    "ckf": ckf,
+    "bucketing": _bucketing.bucketing,  # 14D: ANN buckets + helix fits (lhcml.tasks.tracking.bucketing)
+    "bucketing+ckf": _bucketing.bucketing_ckf,  # 14D: bucketing tracks as seeds of the ACTS CKF
+}
+
+
+def get_finder(name: str) -> Finder:
+    """The finder registered as ``name``; :class:`ConfigError` naming the registered ones otherwise."""
+    try:
+        return FINDERS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown track finder '{name}'; registered: {', '.join(sorted(FINDERS))}"
+        ) from None
+
+
+def parse_events(spec: str | None, available: list[int]) -> list[int]:
+    """Event numbers from ``"3"``, ``"0-9"`` or ``"0,4,7-9"`` (``None``: all ``available``)."""
+    if spec is None or spec.strip() in ("", "all"):
+        return list(available)
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            a, _, b = part.strip().partition("-")
+            out.extend(range(int(a), int(b) + 1) if b else [int(a)])
+    except ValueError:
+        raise ConfigError(
+            f"--events {spec!r} is not a list of event numbers or ranges (e.g. 0-9 or 0,4,7-9)"
+        ) from None
+    missing = sorted(set(out) - set(available))
+    if missing:
+        raise ConfigError(f"events {missing[:10]} are not in the sample (it has {len(available)} events, "
+                          f"{available[0] if available else '-'}..{available[-1] if available else '-'})")  # fmt: skip
+    return out
+
+
+def reconstruct(
+    event_dir: str | Path,
+    method: str,
+    out: str | Path,
+    events: str | None = None,
+    cfg: Any = None,
+    fit: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the finder ``method`` on events of a sample and write its candidates (and fitted tracks).
+
+    Writes ``OUT/event{N:09d}-candidates.csv`` and ``-timings.json`` per event (the files
+    ``lhcml tracking evaluate`` reads) and, for ``ckf`` or with ``fit``, ``OUT/fitted_tracks.h5``
+    (ACTS Kalman fits of the candidates; :func:`lhcml.tasks.tracking.acts_reco.write_fitted_tracks`).
+
+    Returns
+    -------
+    dict
+        ``events``, ``tracks`` (total candidates), ``seconds_per_event`` (mean of the finder's
+        stage timings) and the paths written.
+    """
+    from tqdm import tqdm
+
+    from lhcml.data.trackml import list_events
+    from lhcml.tasks.tracking import acts_reco
+    from lhcml.tasks.tracking.evaluate import write_candidates
+
+    finder = get_finder(method)
+    event_ids = parse_events(events, list_events(event_dir))
+    out = Path(out)
+    fitted = {}
+    n_tracks, times = 0, []
+    for e in tqdm(event_ids, desc=f"reconstruct ({method})", unit="event", disable=not progress):
+        cands = finder(event_dir, e, cfg)
+        track_id, hit_id = np.asarray(cands["track_id"]), np.asarray(cands["hit_id"])
+        timings = dict(cands.get("timings") or {})
+        if cands.get("fitted") is not None:  # the CKF fits its tracks itself
+            fitted[e] = cands["fitted"]
+        elif fit:
+            fitted[e] = acts_reco.fit_candidates(event_dir, e, (track_id, hit_id))
+        write_candidates(out, e, track_id, hit_id, timings=timings)
+        n_tracks += len(np.unique(track_id))
+        times.append(sum(timings.values()))
+    summary: dict[str, Any] = {"events": len(event_ids), "tracks": n_tracks,
+                               "seconds_per_event": float(np.mean(times)) if times else 0.0, "out": str(out)}  # fmt: skip
+    if fitted:
+        path = acts_reco.write_fitted_tracks(
+            out / "fitted_tracks.h5", fitted, attrs={"finder": method}
+        )
+        summary["fitted_tracks"] = str(path)
+    return summary
