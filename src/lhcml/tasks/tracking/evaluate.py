@@ -309,6 +309,17 @@ def summary_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     return rows
 
 
+def stage_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """One row per (sample, method, stage) with the mean ± standard deviation of its time per event."""
+    rows = []
+    for r in results:
+        for m, s in r["methods"].items():
+            for stage, t in s.get("timing", {}).items():
+                rows.append({"sample": r["sample"], "method": m, "stage": stage, "s/event": pm(t["mean"], t["std"]),
+                             "events": str(t["n"])})  # fmt: skip
+    return rows or [{"sample": "–", "method": "–", "stage": "no timings recorded", "s/event": "–", "events": "0"}]
+
+
 def build_tracking_report(folder: str | Path, output: str | Path | None = None, display_method: str | None = None) -> Path:
     """One HTML page from every ``results.json`` under ``folder`` (see the module docstring).
 
@@ -347,6 +358,8 @@ def build_tracking_report(folder: str | Path, output: str | Path | None = None, 
         "score error = standard error of the per-event mean."
     )
     rep.add_table(summary_rows(results), caption="Per sample and method")
+    rep.add_table(stage_rows(results), caption="Time per event by stage [s] (mean ± standard deviation over events; "
+                  "total = CPU time of the finder call with one thread where the benchmark measured it)")  # fmt: skip
     labels = {"efficiency": "Efficiency", "fake_rate": "Fake rate", "duplicate_rate": "Duplicate rate"}
     for r in results:
         mu_txt = "–" if r.get("mu") is None else f"{r['mu']:g}"
