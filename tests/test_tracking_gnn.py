@@ -40,7 +40,8 @@ def make_event(seed: int, n_particles: int = 40, n_noise: int = 10, event_id: in
         q, vz = rng.choice([-1, 1]), rng.normal(0, 50)
         radius = pt / (0.3 * 2.0) * 1000.0  # mm, 2 T
         pid = 1000 + p
-        parts.append((pid, 0.0, 0.0, vz, pt * np.cos(phi0), pt * np.sin(phi0), pt * np.sinh(eta), q, 0))
+        mom = (pt * np.cos(phi0), pt * np.sin(phi0), pt * np.sinh(eta))
+        parts.append((pid, 0.0, 0.0, vz, *mom, q, 0))
         for lay, r in enumerate(LAYERS_R):
             alpha = np.arcsin(r / (2 * radius))
             phi = phi0 - q * alpha
@@ -50,18 +51,19 @@ def make_event(seed: int, n_particles: int = 40, n_noise: int = 10, event_id: in
             x, y = r * np.cos(phi), r * np.sin(phi)
             xs, ys = x + rng.normal(0, 0.02), y + rng.normal(0, 0.02)
             rows.append((xs, ys, z, 8, 2 * (lay + 1), int(_module(r, np.array([phi]), np.array([z]))[0])))
-            truth.append((pid, x, y, z))
+            truth.append((pid, x, y, z, *mom, 0.0))
     for _ in range(n_noise):
         lay = rng.integers(len(LAYERS_R))
         r, phi, z = LAYERS_R[lay], rng.uniform(-np.pi, np.pi), rng.uniform(-HALF_LENGTH, HALF_LENGTH)
         rows.append((r * np.cos(phi), r * np.sin(phi), z, 8, 2 * (lay + 1), int(_module(r, np.array([phi]), np.array([z]))[0])))
-        truth.append((0, r * np.cos(phi), r * np.sin(phi), z))
+        truth.append((0, r * np.cos(phi), r * np.sin(phi), z, 0.0, 0.0, 0.0, 0.0))
     perm = rng.permutation(len(rows))
     hits = pd.DataFrame([rows[i] for i in perm], columns=["x", "y", "z", "volume_id", "layer_id", "module_id"])
     hits.insert(0, "hit_id", np.arange(1, len(hits) + 1))
-    tr = pd.DataFrame([truth[i] for i in perm], columns=["particle_id", "tx", "ty", "tz"])
+    tr = pd.DataFrame([truth[i] for i in perm], columns=["particle_id", "tx", "ty", "tz", "tpx", "tpy", "tpz", "weight"])
     tr.insert(0, "hit_id", hits["hit_id"])
     particles = pd.DataFrame(parts, columns=["particle_id", "vx", "vy", "vz", "px", "py", "pz", "q", "nhits"])
+    particles["nhits"] = tr["particle_id"].value_counts().reindex(particles["particle_id"]).fillna(0).to_numpy(int)
     return SimpleNamespace(hits=hits, truth=tr, particles=particles, cells=None, event_id=event_id)
 
 
@@ -147,7 +149,7 @@ def test_interaction_network_is_permutation_equivariant():
 
 def _geometric_graph(ev):
     # a radius graph in the raw (r, φ, z) features: ~13 % of its edges are true, a hard enough task
-    return P.build_event_graph(ev, method="metric_learning", embed=lambda x: x, r=0.15, k=12, need_truth=True)
+    return P.build_event_graph(ev, method="metric_learning", embed=lambda e: G.node_features(G.event_hits(e)), r=0.15, k=12, need_truth=True)
 
 
 @pytest.mark.parametrize("cls", [InteractionNetwork, EdgeFilter])
@@ -196,3 +198,52 @@ def test_branch_with_two_high_scores_keeps_the_longest_path():
     scores = np.array([0.9, 0.9, 0.9, 0.95])
     walk = P.cc_and_walk(rank, edges, scores, cc_cut=0.5, walk_min=0.1, walk_add=0.6, min_hits=3)
     assert [t.tolist() for t in walk] == [[0, 1, 2, 3]]
+
+
+def _write_sample(directory, seeds, n_particles):
+    from lhcml.data.trackml import TrackMLEvent, hit_weights, write_event_csv
+
+    for i, seed in enumerate(seeds):
+        ev = make_event(seed, n_particles=n_particles)
+        ev.truth["weight"] = hit_weights(ev.truth, ev.particles)
+        write_event_csv(directory, TrackMLEvent(i, ev.hits, None, ev.particles, ev.truth))
+
+
+def test_gnn_pipeline_end_to_end(tmp_path):
+    """Module map -> graphs -> IN trained by lhcml.train.tracking -> finder gnn-mm -> ACTS-style
+    efficiency on held-out events; the edge classifier exports to ONNX."""
+    from lhcml.data.trackml import read_event
+    from lhcml.metrics.tracking import evaluate_event, summarise
+    from lhcml.train.tracking import fit_tracking, tracking_config_from_dict
+
+    train, val, test = tmp_path / "train", tmp_path / "val", tmp_path / "test"
+    _write_sample(train, range(100, 116), 200)
+    _write_sample(val, [200], 60)
+    _write_sample(test, [300, 301], 40)
+    P.build_module_map([train], tmp_path / "mm.npz", min_pt=0.5, cut_level="layer", progress=False)
+    for d in (train, val, test):
+        stats = P.write_graphs(d, "mm", method="module_map", module_map=tmp_path / "mm.npz", events=4, progress=False)
+    assert all(s["efficiency"] > 0.6 for s in stats)  # held-out events: edges of unseen module pairs are lost
+    cfg = tracking_config_from_dict({
+        "data": {"train_dir": str(train), "val_dir": str(val), "max_train_events": 4, "prepare": {"graph": "mm"}},
+        "model": {"name": "interaction_network", "hidden": 16, "n_iterations": 3},
+        "optimizer": {"name": "adam", "lr": 3e-3, "weight_decay": 0.0},
+        "trainer": {"max_epochs": 12, "patience": 50, "precision": "32-true", "log_every_n_steps": 1},
+        "output_dir": str(tmp_path / "run"),
+    })  # fmt: skip
+    best = fit_tracking(cfg)
+    finder_cfg = {"module_map": str(tmp_path / "mm.npz"), "gnn": str(best),
+                  "building": {"cc_cut": 0.5, "min_hits": 3}}  # fmt: skip
+    perf = []
+    for e in (0, 1):
+        cand = P.gnn_mm(test, e, finder_cfg)
+        ev = read_event(test, e)
+        perf.append(evaluate_event(e, ev.truth, ev.particles, ev.hits, cand["track_id"], cand["hit_id"],
+                                   min_particle_hits=4, min_track_hits=3, timings=cand["timings"]))  # fmt: skip
+    s = summarise(perf)
+    assert s["efficiency"]["value"] > 0.5, s["efficiency"]
+    assert s["fake_rate"]["value"] < 0.2, s["fake_rate"]
+    report = P.export_edge_classifier(best, tmp_path / "in.onnx", timing=False)
+    assert report.max_abs_diff_random < 1e-4
+    with pytest.raises(FileExistsError):
+        P.export_edge_classifier(best, tmp_path / "in.onnx", timing=False)

@@ -138,6 +138,37 @@ class _LazyClass:
         return self._load()
 
 
+class GraphOptions(StrictModel):
+    """``data.prepare`` of the edge classifiers: the graph set they learn on (files
+    ``<event dir>/graphs-<graph>/event{N:09d}-graph.npz`` of ``lhcml tracking build-graphs``)."""
+
+    graph: str = "module_map"
+
+
+def _gnn(attr: str) -> Any:
+    """An attribute of :mod:`lhcml.models.tracking.gnn`, imported on first use (torch-free import here)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        from lhcml.models.tracking import gnn
+
+        return getattr(gnn, attr)(*args, **kwargs)
+
+    return call
+
+
+def _gnn_spec(cls: str) -> TrackingModelSpec:
+    """Registry entry of an edge classifier of :mod:`lhcml.models.tracking.gnn` (14E)."""
+
+    def load() -> type:
+        from lhcml.models.tracking import gnn
+
+        return getattr(gnn, cls)
+
+    return TrackingModelSpec(model=_LazyClass(load),
+                             prepare=_gnn("graph_prepare"), step=_gnn("edge_step"), options=GraphOptions,
+                             init_args=_gnn("graph_init_args"))  # fmt: skip
+
+
 #: the trainable tracking models, by ``model.name`` (explicit; 14E adds the GNN stages here)
 TRACKING_MODELS: dict[str, TrackingModelSpec] = {
     "hit_embedding": TrackingModelSpec(
@@ -145,6 +176,8 @@ TRACKING_MODELS: dict[str, TrackingModelSpec] = {
         options=EmbeddingOptions, init_args=lambda s: {"feature_names": list(s["feature_names"])},
         setup=_embedding_setup,
     ),
+    "edge_filter": _gnn_spec("EdgeFilter"),
+    "interaction_network": _gnn_spec("InteractionNetwork"),
 }  # fmt: skip
 
 

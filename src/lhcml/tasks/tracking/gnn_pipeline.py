@@ -31,11 +31,8 @@ from pydantic import Field
 
 from lhcml.atomic import atomic_path
 from lhcml.config import StrictModel
-from lhcml.errors import ConfigError, CorruptFileError
+from lhcml.errors import ConfigError
 from lhcml.tasks.tracking import graph as G
-
-GRAPH_ARRAYS = ("x", "edge_index", "edge_attr", "y", "hit_id")
-
 
 # ---------------------------------------------------------------- graphs for training
 
@@ -46,8 +43,8 @@ def build_event_graph(event: Any, *, method: Literal["module_map", "metric_learn
     """The hit graph of one event: ``x, edge_index, edge_attr, hit_id`` and ``y`` (if truth).
 
     ``method="module_map"`` needs ``module_map``; ``"metric_learning"`` needs ``embed``, a callable
-    from the ``(N, 3)`` node features to the ``(N, D)`` embedding, and the radius ``r`` and
-    neighbour count ``k``. Edges point from the inner to the outer hit. With ``need_truth`` events
+    from the event to its hits' ``(N, D)`` embedding (:func:`embedding_function`), and the radius
+    ``r`` and neighbour count ``k``. Edges point from the inner to the outer hit. With ``need_truth`` events
     without truth raise :class:`lhcml.errors.SchemaError` (training needs labels).
     """
     hits = G.event_hits(event, need_truth=need_truth)
@@ -59,7 +56,7 @@ def build_event_graph(event: Any, *, method: Literal["module_map", "metric_learn
     elif method == "metric_learning":
         if embed is None:
             raise ConfigError("graph method 'metric_learning' needs the embedding model (train configs/tracking/embedding.yaml)")
-        edges = G.radius_graph(np.asarray(embed(x)), r=r, k=k)
+        edges = G.radius_graph(np.asarray(embed(event)), r=r, k=k)
     else:
         raise ConfigError(f"unknown graph method '{method}' (valid: module_map, metric_learning)")
     edges = G.orient_outward(hits, edges)
@@ -70,24 +67,14 @@ def build_event_graph(event: Any, *, method: Literal["module_map", "metric_learn
 
 
 def write_graph(path: str | Path, graph: dict[str, np.ndarray]) -> Path:
-    """Write one event graph to ``path`` (.npz, atomically)."""
+    """Write one event graph to ``path`` (.npz, atomically); read back by :func:`lhcml.models.tracking.gnn.read_graph`."""
+    from lhcml.models.tracking.gnn import GRAPH_ARRAYS
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **{k: graph[k] for k in GRAPH_ARRAYS if k in graph})
     return Path(path)
-
-
-def read_graph(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a graph written by :func:`write_graph`; a clear error if it is not one."""
-    try:
-        with np.load(Path(path), allow_pickle=False) as f:
-            g = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as err:
-        raise CorruptFileError(f"{path}: not a graph file ({err}); rebuild it with lhcml tracking build-graphs") from None
-    missing = [k for k in ("x", "edge_index", "edge_attr", "hit_id") if k not in g]
-    if missing:
-        raise CorruptFileError(f"{path}: graph file lacks {', '.join(missing)}; rebuild it with lhcml tracking build-graphs")
-    return g
 
 
 # ---------------------------------------------------------------- track building
@@ -196,27 +183,27 @@ def rank_along_track(x: np.ndarray) -> np.ndarray:
 
 
 class TrackBuildingConfig(StrictModel):
-    """Track-building thresholds (our choices, the order of acorn's defaults)."""
+    """Track-building settings: acorn's thresholds (docs/references.md §22); ``min_hits`` our choice."""
 
     method: Literal["cc", "walkthrough"] = "walkthrough"
-    cc_cut: float = 0.5
+    cc_cut: float = 0.01
     walk_min: float = 0.1
     walk_add: float = 0.6
     min_hits: int = 3
 
 
 class GNNFinderConfig(StrictModel):
-    """Settings of the ``gnn-mm`` / ``gnn-ml`` finders (the ``gnn`` section of a reconstruct config)."""
+    """Settings of the ``gnn-mm`` / ``gnn-ml`` finders (configs/tracking/gnn_mm.yaml, gnn_ml.yaml)."""
 
     graph: Literal["module_map", "metric_learning"] = "module_map"
-    module_map: str | None = None  # .npz from ModuleMap.save
-    use_triplets: bool = True
-    embedding: str | None = None  # embedding model checkpoint (14D's lhcml.models.tracking.embedding)
+    module_map: str | None = None  # .npz written by ModuleMap.save (lhcml tracking module-map)
+    use_triplets: bool = False
+    embedding: str | None = None  # checkpoint of the hit embedding (configs/tracking/embedding.yaml)
     radius: float = 0.1
     k: int = 100
-    edge_filter: str | None = None  # edge-filter checkpoint; None: no filter stage
+    edge_filter: str | None = None  # checkpoint of the edge filter (configs/tracking/edge_filter.yaml); None: no filter
     filter_cut: float = 0.05
-    gnn: str  # interaction-network checkpoint
+    gnn: str  # checkpoint of the interaction network (configs/tracking/gnn.yaml)
     building: TrackBuildingConfig = Field(default_factory=TrackBuildingConfig)
 
 
@@ -251,25 +238,194 @@ def select_edges(graph: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np
     return out
 
 
-def run_gnn(graph: dict[str, np.ndarray], gnn: Any, *, edge_filter: Any = None, filter_cut: float = 0.05,
-            building: TrackBuildingConfig | None = None, times: StageTimes | None = None) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
-    """Filter, classify and build tracks on one graph; returns the tracks (node indices) and the
-    scored graph (with ``score``)."""
-    building = building or TrackBuildingConfig()
-    times = times if times is not None else StageTimes()
-    t0 = time.perf_counter()
-    if edge_filter is not None:
-        graph = select_edges(graph, score_edges(edge_filter, graph) > filter_cut)
-    t1 = time.perf_counter()
-    scores = score_edges(gnn, graph)
-    t2 = time.perf_counter()
+def build_tracks(graph: dict[str, np.ndarray], scores: np.ndarray, building: TrackBuildingConfig) -> list[np.ndarray]:
+    """Tracks (node-index arrays) from a scored graph: :func:`cc_tracks` or :func:`cc_and_walk`."""
     if building.method == "cc":
-        tracks = cc_tracks(len(graph["x"]), graph["edge_index"], scores, cut=building.cc_cut, min_hits=building.min_hits)
-    else:
-        tracks = cc_and_walk(rank_along_track(graph["x"]), graph["edge_index"], scores, cc_cut=building.cc_cut,
-                             walk_min=building.walk_min, walk_add=building.walk_add, min_hits=building.min_hits)  # fmt: skip
-    t3 = time.perf_counter()
-    times.filter += t1 - t0
-    times.gnn += t2 - t1
-    times.building += t3 - t2
-    return tracks, {**graph, "score": scores}
+        return cc_tracks(len(graph["x"]), graph["edge_index"], scores, cut=building.cc_cut, min_hits=building.min_hits)
+    return cc_and_walk(rank_along_track(graph["x"]), graph["edge_index"], scores, cc_cut=building.cc_cut,
+                       walk_min=building.walk_min, walk_add=building.walk_add, min_hits=building.min_hits)  # fmt: skip
+
+
+def embedding_function(model: Any) -> Any:
+    """``event -> (N, D)`` embedding of its hits by a trained hit embedding (14D's ``HitEmbedding``)."""
+    import torch
+
+    from lhcml.models.tracking.embedding import hit_features
+
+    use_cells = "cell_count" in getattr(model, "feature_names", ())
+
+    def embed(event: Any) -> np.ndarray:
+        feats, _ = hit_features(event, use_cells)
+        with torch.no_grad():
+            return model(torch.as_tensor(feats)).numpy()
+
+    return embed
+
+
+class GNNFinder:
+    """The GNN pipeline with its trained stages loaded once; :meth:`find` runs it on an event."""
+
+    def __init__(self, cfg: GNNFinderConfig) -> None:
+        from lhcml.train.tracking import load_tracking_model
+
+        self.cfg = cfg
+        self.module_map = self.embed = None
+        if cfg.graph == "module_map":
+            if cfg.module_map is None:
+                raise ConfigError("gnn finder: graph 'module_map' needs module_map: PATH.npz (lhcml tracking module-map)")
+            self.module_map = G.ModuleMap.load(cfg.module_map)
+        else:
+            if cfg.embedding is None:
+                raise ConfigError("gnn finder: graph 'metric_learning' needs embedding: CHECKPOINT (configs/tracking/embedding.yaml)")
+            self.embed = embedding_function(load_tracking_model(cfg.embedding)[0])
+        self.edge_filter = load_tracking_model(cfg.edge_filter)[0] if cfg.edge_filter else None
+        self.gnn = load_tracking_model(cfg.gnn)[0]
+
+    def graph(self, event: Any) -> dict[str, np.ndarray]:
+        """The event's candidate graph (no filter)."""
+        c = self.cfg
+        return build_event_graph(event, method=c.graph, module_map=self.module_map, embed=self.embed, r=c.radius,
+                                 k=c.k, use_triplets=c.use_triplets)  # fmt: skip
+
+    def find(self, event: Any) -> tuple[list[np.ndarray], dict[str, np.ndarray], StageTimes]:
+        """``(tracks as node-index arrays, the scored graph after the filter, stage times)``."""
+        times = StageTimes()
+        t0 = time.perf_counter()
+        graph = self.graph(event)
+        t1 = time.perf_counter()
+        if self.edge_filter is not None:
+            graph = select_edges(graph, score_edges(self.edge_filter, graph) > self.cfg.filter_cut)
+        t2 = time.perf_counter()
+        scores = score_edges(self.gnn, graph)
+        t3 = time.perf_counter()
+        tracks = build_tracks(graph, scores, self.cfg.building)
+        t4 = time.perf_counter()
+        times.graph, times.filter, times.gnn, times.building = t1 - t0, t2 - t1, t3 - t2, t4 - t3
+        return tracks, {**graph, "score": scores}, times
+
+
+_FINDERS: dict[str, GNNFinder] = {}
+#: the shipped finder configs (trained artifacts under benchmarks/_work/tracking/gnn/)
+DEFAULT_CONFIGS = {"module_map": "configs/tracking/gnn_mm.yaml", "metric_learning": "configs/tracking/gnn_ml.yaml"}
+
+
+def finder_config(cfg: Any, graph: str) -> GNNFinderConfig:
+    """A :class:`GNNFinderConfig` from ``None`` (the shipped config of ``graph``), a YAML path or a mapping."""
+    import yaml
+
+    from lhcml.config import validate_config
+
+    if cfg is None:
+        cfg = Path(__file__).resolve().parents[4] / DEFAULT_CONFIGS[graph]
+    if isinstance(cfg, GNNFinderConfig):
+        return cfg
+    source = "gnn finder config"
+    if isinstance(cfg, (str, Path)):
+        source = str(cfg)
+        try:
+            cfg = yaml.safe_load(Path(cfg).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"gnn finder config {cfg} not found") from None
+    data = dict(cfg)
+    data.setdefault("graph", graph)
+    if data["graph"] != graph:
+        raise ConfigError(f"{source}: graph '{data['graph']}' but the finder uses '{graph}'")
+    return validate_config(GNNFinderConfig, data, source)
+
+
+def find_tracks(event_dir: str | Path, event_id: int, cfg: Any, graph: str) -> dict[str, Any]:
+    """Contract-2 candidates of one event by the GNN pipeline (``graph``: module_map or metric_learning)."""
+    from lhcml.data.trackml import read_event
+
+    c = finder_config(cfg, graph)
+    key = c.model_dump_json()
+    if key not in _FINDERS:
+        _FINDERS[key] = GNNFinder(c)
+    event = read_event(event_dir, int(event_id))
+    tracks, g, times = _FINDERS[key].find(event)
+    track_id, hit_id = to_candidates(tracks, g["hit_id"])
+    return {"track_id": track_id, "hit_id": hit_id,
+            "timings": {f"gnn_{k}": v for k, v in vars(times).items()}}  # fmt: skip
+
+
+def gnn_mm(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[str, Any]:
+    """Finder ``gnn-mm``: module-map graph -> edge filter -> interaction network -> CC + walk-through."""
+    return find_tracks(event_dir, event_id, cfg, "module_map")
+
+
+def gnn_ml(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[str, Any]:
+    """Finder ``gnn-ml``: metric-learning radius graph -> edge filter -> interaction network -> CC + walk-through."""
+    return find_tracks(event_dir, event_id, cfg, "metric_learning")
+
+
+# ---------------------------------------------------------------- stages on a sample
+
+
+def build_module_map(event_dirs: list[str | Path], out: str | Path, *, events: int | None = None, min_pt: float = 0.5,
+                     cut_level: str = "module", triplets: bool = True, progress: bool = True) -> G.ModuleMap:  # fmt: skip
+    """Learn a module map from the (training) events of ``event_dirs`` and write it to ``out``."""
+    from lhcml.data.trackml import list_events, read_event
+
+    def gen() -> Any:
+        for d in event_dirs:
+            for e in list_events(d)[:events]:
+                yield read_event(d, e)
+
+    mm = G.ModuleMap.build(gen(), min_pt=min_pt, triplets=triplets, cut_level=cut_level, progress=progress)
+    mm.save(out)
+    return mm
+
+
+def write_graphs(event_dir: str | Path, name: str, *, method: Literal["module_map", "metric_learning"],
+                 module_map: str | Path | None = None, embedding: str | Path | None = None, r: float = 0.1, k: int = 100,
+                 use_triplets: bool = False, edge_filter: str | Path | None = None, filter_cut: float = 0.05,
+                 events: int | None = None, progress: bool = True) -> list[dict[str, float]]:  # fmt: skip
+    """Build the graph of every event of ``event_dir`` and write it to ``graphs-<name>/`` beside the
+    events (:func:`lhcml.models.tracking.gnn.graph_file`), the files the edge classifiers train on.
+
+    With ``edge_filter`` (a checkpoint) only the edges it scores above ``filter_cut`` are kept (the
+    interaction network trains on the filtered graphs, as Exa.TrkX). Returns per event the graph's
+    edge count, efficiency (pT > 1 GeV) and purity.
+    """
+    from tqdm import tqdm
+
+    from lhcml.data.trackml import list_events, read_event
+    from lhcml.models.tracking.gnn import graph_file
+    from lhcml.train.tracking import load_tracking_model
+
+    mm = G.ModuleMap.load(module_map) if module_map else None
+    embed = embedding_function(load_tracking_model(embedding)[0]) if embedding else None
+    filt = load_tracking_model(edge_filter)[0] if edge_filter else None
+    stats = []
+    for e in tqdm(list_events(event_dir)[:events], desc=f"graphs-{name}", unit="event", disable=not progress):
+        ev = read_event(event_dir, e)
+        t0 = time.perf_counter()
+        g = build_event_graph(ev, method=method, module_map=mm, embed=embed, r=r, k=k, use_triplets=use_triplets)
+        if filt is not None:
+            g = select_edges(g, score_edges(filt, g) > filter_cut)
+        dt = time.perf_counter() - t0
+        write_graph(graph_file(ev.source, e, name), g)
+        hits = G.event_hits(ev)
+        st = {"event": e, "seconds": dt, "hits": len(hits)}
+        if hits.particle_id is not None:
+            st.update(G.graph_efficiency_purity(hits, g["edge_index"], min_pt=1.0))
+        stats.append(st)
+    return stats
+
+
+# ---------------------------------------------------------------- ONNX
+
+
+def export_edge_classifier(checkpoint: str | Path, output: str | Path, *, force: bool = False, timing: bool = True) -> Any:
+    """Export a trained edge filter / interaction network to ONNX (checked with onnxruntime).
+
+    Inputs ``x`` ``(N, F_node)`` float32, ``edges`` ``(E, 2)`` int64 (source, target; edge-major so
+    that both axes are dynamic and a prefix of nodes and edges is a graph), ``edge_attr``
+    ``(E, F_edge)``; output ``logit`` ``(E,)``. Uses :func:`lhcml.export.tracking.export_tracking_model`.
+    """
+    from lhcml.export.tracking import export_tracking_model
+    from lhcml.models.tracking.gnn import EdgeMajor
+    from lhcml.train.tracking import load_tracking_model
+
+    model, meta = load_tracking_model(checkpoint)
+    return export_tracking_model(EdgeMajor(model), output, meta=meta, force=force, timing=timing)
