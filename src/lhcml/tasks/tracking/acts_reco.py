@@ -349,16 +349,18 @@ def read_measurements_csv(
         raise SchemaError(
             f"{path}: measurement_id is not 0..n-1 in file order; rewrite it with `lhcml tracking simulate`"
         )
-    keys = np.array([ord(k) if len(k) == 1 else int(k) for k in df["local_key"]], np.int64)
-    cols = {c: df[c].to_numpy(np.float64) for pair in _BOUND for c in pair if c is not None}
-    indices: list[list[int]] = []
-    values: list[list[float]] = []
-    variances: list[list[float]] = []
-    for i, key in enumerate(keys.tolist()):
+    keys = np.array([int(k) if k.isdigit() else ord(k) for k in df["local_key"]], np.int64)
+    n = len(df)
+    indices: list[list[int]] = [[]] * n
+    values: list[list[float]] = [[]] * n
+    variances: list[list[float]] = [[]] * n
+    for key in np.unique(keys).tolist():
+        rows = np.flatnonzero(keys == key)
         idx = [k for k in range(6) if key & (1 << (k + 1)) and _BOUND[k][0] is not None]
-        indices.append(idx)
-        values.append([float(cols[_BOUND[k][0]][i]) for k in idx])  # type: ignore[index]
-        variances.append([float(cols[_BOUND[k][1]][i]) for k in idx])  # type: ignore[index]
+        vals = np.column_stack([df[_BOUND[k][0]].to_numpy(np.float64)[rows] for k in idx]).tolist()
+        var = np.column_stack([df[_BOUND[k][1]].to_numpy(np.float64)[rows] for k in idx]).tolist()
+        for r, v, w in zip(rows.tolist(), vals, var, strict=True):
+            indices[r], values[r], variances[r] = idx, v, w
     return df["geometry_id"].to_numpy(np.uint64), indices, values, variances
 
 

@@ -38,6 +38,8 @@ def simulate_cmd(
     shards: Optional[int] = typer.Option(None, "--shards", help="number of shards (unit of resumption); default: one per 5 events"),  # noqa: UP045
     workers: int = typer.Option(1, "--workers", "-j", help="local worker processes (one shard each)"),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Dask cluster: a scheduler address or 'local' (as lhcml simulate)"),  # noqa: UP045
+    noise_scale: float = typer.Option(1.0, "--noise-scale", help="multiplies the noise occupancies (1e-6 per pixel, 1e-3 per strip); 0: no noise hits"),
+    digi_config: Optional[Path] = typer.Option(None, "--digi-config", help="ACTS digitisation JSON (default configs/tracking/digi-generic.json)"),  # noqa: UP045
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Simulate PROCESS events at pile-up MU with ACTS and write them in the TrackML layout.
@@ -53,8 +55,36 @@ def simulate_cmd(
     from lhcml.sim.tracking import simulate_tracking
 
     manifest = simulate_tracking(process, out, mu=mu, events=events, seed=seed, shards=shards,
-                                 workers=workers, cluster=cluster, progress=not quiet)  # fmt: skip
+                                 workers=workers, cluster=cluster, progress=not quiet, noise_scale=noise_scale,
+                                 digi_config=digi_config)  # fmt: skip
     typer.echo(f"wrote {manifest['events']} events to {out} (manifest {Path(out) / 'manifest.json'})")
+
+
+@tracking_app.command("reconstruct")
+def reconstruct_cmd(
+    event_dir: Path = typer.Argument(..., help="the sample: an `lhcml tracking simulate` output directory (the ACTS methods need its acts/)"),
+    method: str = typer.Option("ckf", "--method", "-m", help="track finder registered in lhcml.tasks.tracking.finders.FINDERS (ckf: ACTS seeding + CKF + ambiguity resolution)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder: event{N:09d}-candidates.csv and -timings.json per event, fitted_tracks.h5"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="the finder's YAML config (default: its shipped one, e.g. configs/tracking/ckf.yaml)"),  # noqa: UP045
+    events: Optional[str] = typer.Option(None, "--events", help="events to reconstruct, e.g. 0-9 or 0,4,7 (default: all)"),  # noqa: UP045
+    fit: bool = typer.Option(False, "--fit", help="also fit every candidate with the ACTS Kalman fitter (the CKF's tracks are always fitted)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Find tracks in the events of a sample with METHOD and write the candidates per event.
+
+    Candidates (one row per track and hit; a hit may be on several tracks) go to
+    OUT/event{N:09d}-candidates.csv with the time of each stage per event (one thread) in
+    -timings.json, the files `lhcml tracking evaluate --candidates METHOD=OUT` reads. Fitted tracks
+    (perigee d0, z0, phi, theta, q/p with covariance, hit counts, chi2/ndf, truth match) go to
+    OUT/fitted_tracks.h5 for the CKF, and for other methods with --fit (ACTS Kalman fitter).
+    """
+    from lhcml.tasks.tracking.finders import reconstruct
+
+    summary = reconstruct(event_dir, method, out, events=events, cfg=config, fit=fit, progress=not quiet)
+    typer.echo(f"{method}: {summary['tracks']} track candidates in {summary['events']} events "
+               f"({summary['seconds_per_event']:.3f} s per event, one thread) -> {out}")  # fmt: skip
+    if "fitted_tracks" in summary:
+        typer.echo(f"wrote {summary['fitted_tracks']}")
 
 
 @tracking_app.command("evaluate")

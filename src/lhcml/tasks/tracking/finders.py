@@ -47,6 +47,10 @@ FINDERS: dict[str, Finder] = {
 }
 
 
+#: finders that read the ACTS CSV of the sample (``OUT/acts/``)
+ACTS_FINDERS = {"ckf"}
+
+
 def get_finder(name: str) -> Finder:
     """The finder registered as ``name``; :class:`ConfigError` naming the registered ones otherwise."""
     try:
@@ -106,6 +110,10 @@ def reconstruct(
 
     finder = get_finder(method)
     event_ids = parse_events(events, list_events(event_dir))
+    if method in ACTS_FINDERS or fit:
+        acts_reco.acts_files(
+            event_dir
+        )  # the ACTS CSV must be there: one clear error before any work
     out = Path(out)
     fitted = {}
     n_tracks, times = 0, []
