@@ -114,5 +114,7 @@ def export_checkpoint(
     from lhcml.train.tracking import load_tracking_model
 
     model, meta = load_tracking_model(checkpoint)
+    if hasattr(model, "onnx_module"):  # a model whose ONNX inputs differ from its torch ones (the GNN edge classifiers)
+        model = model.onnx_module()
     return export_tracking_model(model, output, meta=meta, force=force,
                                  atol=DEFAULT_ATOL if atol is None else atol, timing=timing)  # fmt: skip

@@ -71,6 +71,10 @@ class EdgeFilter(nn.Module):
         src, dst = edge_index[0], edge_index[1]
         return self.net(torch.cat([x[src], x[dst], edge_attr], dim=1)).squeeze(-1)
 
+    def onnx_module(self) -> nn.Module:
+        """The module :mod:`lhcml.export.tracking` exports (:class:`EdgeMajor`)."""
+        return EdgeMajor(self)
+
 
 class InteractionNetwork(nn.Module):
     """Interaction-network edge classifier (Battaglia et al. 2016; Exa.TrkX / acorn's InteractionGNN).
@@ -104,6 +108,10 @@ class InteractionNetwork(nn.Module):
             m_out = torch.zeros_like(h).scatter_add_(0, src_e, e)
             h = h + self.node_network(torch.cat([h, m_in, m_out], dim=1))
         return self.output(torch.cat([h[src], h[dst], e], dim=1)).squeeze(-1)
+
+    def onnx_module(self) -> nn.Module:
+        """The module :mod:`lhcml.export.tracking` exports (:class:`EdgeMajor`)."""
+        return EdgeMajor(self)
 
 
 def edge_loss(logits: Tensor, y: Tensor, pos_weight: float | None = None) -> Tensor:

@@ -417,15 +417,13 @@ def write_graphs(event_dir: str | Path, name: str, *, method: Literal["module_ma
 
 
 def export_edge_classifier(checkpoint: str | Path, output: str | Path, *, force: bool = False, timing: bool = True) -> Any:
-    """Export a trained edge filter / interaction network to ONNX (checked with onnxruntime).
+    """Export a trained edge filter / interaction network to ONNX, checked with onnxruntime
+    (what ``lhcml export RUN out.onnx`` does: :func:`lhcml.export.tracking.export_checkpoint`).
 
     Inputs ``x`` ``(N, F_node)`` float32, ``edges`` ``(E, 2)`` int64 (source, target; edge-major so
     that both axes are dynamic and a prefix of nodes and edges is a graph), ``edge_attr``
-    ``(E, F_edge)``; output ``logit`` ``(E,)``. Uses :func:`lhcml.export.tracking.export_tracking_model`.
+    ``(E, F_edge)``; output ``logit`` ``(E,)`` (:class:`lhcml.models.tracking.gnn.EdgeMajor`).
     """
-    from lhcml.export.tracking import export_tracking_model
-    from lhcml.models.tracking.gnn import EdgeMajor
-    from lhcml.train.tracking import load_tracking_model
+    from lhcml.export.tracking import export_checkpoint
 
-    model, meta = load_tracking_model(checkpoint)
-    return export_tracking_model(EdgeMajor(model), output, meta=meta, force=force, timing=timing)
+    return export_checkpoint(checkpoint, output, force=force, timing=timing)
