@@ -319,10 +319,16 @@ def test_evaluate_and_report_end_to_end(tmp_path, capsys):
     assert m["messy"]["timing"]["total"]["mean"] == pytest.approx(1.25)
     csv = pd.read_csv(tmp_path / "eval" / "mu0" / "results.csv")
     assert list(csv["method"]) == ["truthlike", "messy"]
+    # the same event as a second sample at another <mu> (only to exercise the rates-vs-mu figures)
+    code, out, err = _cli(capsys, "tracking", "evaluate", str(ev_dir), "-c", f"messy={tmp_path / 'messy'}",
+                          "-o", str(tmp_path / "eval"), "--sample", "mu50", "--mu", "50")  # fmt: skip
+    assert code == 0, err
     code, out, err = _cli(capsys, "tracking", "report", str(tmp_path / "eval"))
     assert code == 0, err
     html = (tmp_path / "eval" / "report.html").read_text()
-    assert "Efficiency" in html and "Event display" in html and html.count("<img") == 2 * 3 + 1
+    assert "Efficiency" in html and "Event display" in html and "Versus pile-up" in html
+    assert html.count("<img") == 2 * (2 * 3 + 1) + 3  # per sample: 6 rate figures + 1 display; 3 vs mu
+    assert "seeding" in html  # the per-stage timing table
 
 
 def test_cli_bad_candidates_one_clear_error(tmp_path, capsys):

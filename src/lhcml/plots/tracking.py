@@ -43,6 +43,12 @@ class RateVsVar(PlotBase):
         self.series.append((label, {k: list(v) for k, v in binned.items()}))
         return self
 
+    def add_points(self, label: str, x: Sequence[float], value: Sequence[float | None],
+                   error: Sequence[float | None]) -> RateVsVar:  # fmt: skip
+        """Add a series of points without bins (e.g. a rate vs ⟨μ⟩), joined by a line."""
+        self.series.append((label, {"x": list(x), "value": list(value), "error": list(error)}))
+        return self
+
     def draw(self):
         """Build the figure."""
         from lhcml.plots.style import new_figure
@@ -52,17 +58,24 @@ class RateVsVar(PlotBase):
             ax = axes[0]
             top = 0.0
             for i, (label, b) in enumerate(self.series):
-                e = np.asarray(b["edges"], dtype=float)
                 v = np.array([np.nan if x is None else x for x in b["value"]], dtype=float)
                 err = np.array([np.nan if x is None else x for x in b["error"]], dtype=float)
-                centres = np.sqrt(e[:-1] * e[1:]) if self.logx and np.all(e > 0) else 0.5 * (e[:-1] + e[1:])
                 ok = np.isfinite(v)
-                ax.errorbar(centres[ok], v[ok], yerr=np.nan_to_num(err[ok]),
-                            xerr=[centres[ok] - e[:-1][ok], e[1:][ok] - centres[ok]],
-                            fmt="o", ms=4, color=colour(i), label=label, capsize=0)  # fmt: skip
+                if "x" in b:  # points
+                    xs = np.asarray(b["x"], dtype=float)
+                    ax.errorbar(xs[ok], v[ok], yerr=np.nan_to_num(err[ok]), fmt="o-", ms=4, color=colour(i),
+                                label=label, capsize=0)  # fmt: skip
+                    span = float(np.ptp(xs)) if len(xs) > 1 else 1.0
+                    ax.set_xlim(float(xs.min()) - 0.08 * span, float(xs.max()) + 0.08 * span)
+                else:
+                    e = np.asarray(b["edges"], dtype=float)
+                    centres = np.sqrt(e[:-1] * e[1:]) if self.logx and np.all(e > 0) else 0.5 * (e[:-1] + e[1:])
+                    ax.errorbar(centres[ok], v[ok], yerr=np.nan_to_num(err[ok]),
+                                xerr=[centres[ok] - e[:-1][ok], e[1:][ok] - centres[ok]],
+                                fmt="o", ms=4, color=colour(i), label=label, capsize=0)  # fmt: skip
+                    ax.set_xlim(e[0], e[-1])
                 if ok.any():
                     top = max(top, float(np.nanmax(v[ok] + np.nan_to_num(err[ok]))))
-                ax.set_xlim(e[0], e[-1])
             if self.logx:
                 ax.set_xscale("log")
             ax.set_ylim(0.0, max(1.05, top) * 1.35 if top > 0.2 else max(top * 1.6, 0.05))

@@ -361,6 +361,18 @@ def build_tracking_report(folder: str | Path, output: str | Path | None = None, 
     rep.add_table(stage_rows(results), caption="Time per event by stage [s] (mean ± standard deviation over events; "
                   "total = CPU time of the finder call with one thread where the benchmark measured it)")  # fmt: skip
     labels = {"efficiency": "Efficiency", "fake_rate": "Fake rate", "duplicate_rate": "Duplicate rate"}
+    with_mu = [r for r in results if r.get("mu") is not None]
+    if len({r["mu"] for r in with_mu}) > 1:  # rates vs <mu>, one line per method
+        rep.add_heading("Versus pile-up")
+        methods = list(dict.fromkeys(m for r in with_mu for m in r["methods"]))
+        for q, ylabel in (("efficiency_pt>1", "Efficiency ($p_{T}$ > 1 GeV)"), ("fake_rate", "Fake rate"),
+                          ("duplicate_rate", "Duplicate rate")):  # fmt: skip
+            plot = RateVsVar(xlabel="$\\langle\\mu\\rangle$", ylabel=ylabel)
+            for m in methods:
+                pts = [(r["mu"], r["methods"][m][q]) for r in with_mu if m in r["methods"]]
+                plot.add_points(m, [p[0] for p in pts], [p[1]["value"] for p in pts], [p[1]["error"] for p in pts])
+            name = q.replace(">", "_gt")
+            rep.add_figure(plot.save(fig_dir / f"{name}_vs_mu.png"), f"{ylabel} vs ⟨μ⟩")
     for r in results:
         mu_txt = "–" if r.get("mu") is None else f"{r['mu']:g}"
         rep.add_heading(f"{r['sample']} (⟨μ⟩ = {mu_txt}, {len(r['events'])} events)")
