@@ -21,6 +21,7 @@ import numpy as np
 
 from lhcml.errors import ConfigError
 from lhcml.tasks.tracking import bucketing as _bucketing
+from lhcml.tasks.tracking import gnn_pipeline as _gnn
 
 #: what a finder returns: ``track_id``, ``hit_id`` (int64 arrays) and ``timings`` ({stage: seconds})
 Candidates = Mapping[str, Any]
@@ -44,6 +45,8 @@ FINDERS: dict[str, Finder] = {
     "ckf": ckf,
     "bucketing": _bucketing.bucketing,  # 14D: ANN buckets + helix fits (lhcml.tasks.tracking.bucketing)
     "bucketing+ckf": _bucketing.bucketing_ckf,  # 14D: bucketing tracks as seeds of the ACTS CKF
+    "gnn-mm": _gnn.gnn_mm,  # 14E: module-map graph -> edge filter -> interaction network -> CC + walk-through
+    "gnn-ml": _gnn.gnn_ml,  # 14E: metric-learning radius graph -> edge filter -> interaction network -> CC + walk-through
 }
 
 
