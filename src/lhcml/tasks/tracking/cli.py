@@ -135,6 +135,55 @@ def report_cmd(
     typer.echo(f"wrote {path}")
 
 
+@tracking_app.command("module-map")
+def module_map_cmd(
+    event_dirs: list[Path] = typer.Argument(..., help="training samples (`lhcml tracking simulate` outputs or TrackML files with truth)"),
+    out: Path = typer.Option(..., "--out", "-o", help="the module map (.npz)"),
+    events: Optional[int] = typer.Option(None, "--events", "-n", help="use the first N events of each sample (default: all)"),  # noqa: UP045
+    min_pt: float = typer.Option(0.5, "--min-pt", help="only particles with pT above this [GeV] connect modules"),
+    cut_level: str = typer.Option("module", "--cut-level", help="min/max cut windows per module doublet (GNN4ITk) or pooled per layer pair ('layer', for small training samples)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Learn a GNN4ITk module map from training events: the module doublets and triplets that
+    consecutive hits of true particles connect, with min/max cuts on z0, dphi, phi-slope and deta
+    per doublet. Used by `lhcml tracking build-graphs --graph module_map` and the gnn-mm finder."""
+    from lhcml.tasks.tracking.gnn_pipeline import build_module_map
+
+    mm = build_module_map(list(event_dirs), out, events=events, min_pt=min_pt, cut_level=cut_level, progress=not quiet)
+    typer.echo(f"module map: {len(mm.modules)} modules, {len(mm)} doublets, {len(mm.triplets)} triplets from {mm.n_events} events -> {out}")
+
+
+@tracking_app.command("build-graphs")
+def build_graphs_cmd(
+    event_dir: Path = typer.Argument(..., help="a sample (`lhcml tracking simulate` output or TrackML files)"),
+    name: str = typer.Option(..., "--name", help="graph set name: files go to <event dir>/graphs-NAME/, the name data.prepare.graph of configs/tracking/{edge_filter,gnn}.yaml refers to"),
+    graph: str = typer.Option("module_map", "--graph", help="module_map or metric_learning"),
+    module_map: Optional[Path] = typer.Option(None, "--module-map", help="module map .npz (lhcml tracking module-map)"),  # noqa: UP045
+    embedding: Optional[Path] = typer.Option(None, "--embedding", help="hit-embedding checkpoint (configs/tracking/embedding.yaml)"),  # noqa: UP045
+    radius: float = typer.Option(0.1, "--radius", help="radius of the graph in the embedding"),
+    k: int = typer.Option(100, "--k", help="at most k neighbours per hit in the embedding"),
+    triplets: bool = typer.Option(False, "--triplets/--no-triplets", help="keep only module-map edges that are part of a known module triplet"),
+    edge_filter: Optional[Path] = typer.Option(None, "--edge-filter", help="edge-filter checkpoint: keep only the edges it scores above --filter-cut (the interaction network's graphs)"),  # noqa: UP045
+    filter_cut: float = typer.Option(0.05, "--filter-cut", help="edge-filter score cut"),
+    events: Optional[int] = typer.Option(None, "--events", "-n", help="the first N events (default: all)"),  # noqa: UP045
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Build the hit graph of every event (candidate edges, node and edge features, truth labels)
+    and write one file per event for training the edge filter and the interaction network.
+    Prints the mean edge efficiency (particles with pT > 1 GeV) and purity."""
+    import numpy as np
+
+    from lhcml.tasks.tracking.gnn_pipeline import write_graphs
+
+    stats = write_graphs(event_dir, name, method=graph, module_map=module_map, embedding=embedding, r=radius, k=k,  # type: ignore[arg-type]
+                         use_triplets=triplets, edge_filter=edge_filter, filter_cut=filter_cut, events=events,
+                         progress=not quiet)  # fmt: skip
+    eff = [s["efficiency"] for s in stats if "efficiency" in s]
+    pur = [s["purity"] for s in stats if "purity" in s]
+    typer.echo(f"graphs-{name}: {len(stats)} events, {np.mean([s['edges'] for s in stats if 'edges' in s] or [0]):.0f} edges per event"
+               + (f", efficiency {np.mean(eff):.3f}, purity {np.mean(pur):.3f}" if eff else ""))  # fmt: skip
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``tracking`` group to ``app``."""
     app.add_typer(tracking_app, name="tracking")

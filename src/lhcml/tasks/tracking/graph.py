@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from lhcml.atomic import atomic_path
-from lhcml.errors import CorruptFileError, SchemaError
+from lhcml.errors import ConfigError, CorruptFileError, SchemaError
 
 #: scales of the node features (r/1000 mm, φ/π, z/1000 mm), as Exa.TrkX (docs/references.md §22)
 R_SCALE, Z_SCALE = 1000.0, 1000.0
@@ -271,7 +271,7 @@ class ModuleMap:
         Raises :class:`SchemaError` for events without truth.
         """
         if cut_level not in ("module", "layer"):
-            raise SchemaError(f"unknown cut_level '{cut_level}' (valid: module, layer)")
+            raise ConfigError(f"unknown cut_level '{cut_level}' (valid: module, layer)")
         from tqdm import tqdm
 
         keys, quants, trip_keys, n_events = [], [], [], 0
