@@ -1,6 +1,6 @@
 """Events in the TrackML challenge layout: reader, CSV and HDF5 writers, the challenge's hit weights.
 
-The layout (docs/tracking.md; docs/references.md §21) is the one of the TrackML Particle Tracking
+The layout (docs/tracking.md; docs/references.md §24) is the one of the TrackML Particle Tracking
 Challenge: per event four tables,
 
 - ``hits``: ``hit_id`` (1-based), ``x, y, z`` (mm), ``volume_id, layer_id, module_id``;

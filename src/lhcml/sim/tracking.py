@@ -1,6 +1,6 @@
 """Hit-level simulation for tracking: Pythia + pile-up -> ACTS Fatras -> digitisation -> TrackML layout.
 
-The chain of ``lhcml tracking simulate`` (docs/tracking.md, numbers in docs/references.md §21):
+The chain of ``lhcml tracking simulate`` (docs/tracking.md, numbers in docs/references.md §24):
 
 1. **Generation** (lhcml's own Pythia machinery, :class:`lhcml.sim.generator.PythiaGenerator`):
    the hard scatter of a registered process and ``N ~ Poisson(mu)`` *fresh* minimum-bias
@@ -25,7 +25,7 @@ The chain of ``lhcml tracking simulate`` (docs/tracking.md, numbers in docs/refe
    1.2 mm, volumes 12-14) and long strips (120 µm × 10.8 mm, volumes 16-18).
 5. **Noise hits** (:func:`add_noise`): Poisson per module with mean = occupancy × channels,
    uniformly placed; occupancies 10⁻⁶ per pixel and 10⁻³ per strip (the upper bounds of the
-   pixel and ITk-strip requirements, docs/references.md §21), scaled by ``noise_scale``.
+   pixel and ITk-strip requirements, docs/references.md §24), scaled by ``noise_scale``.
 
 Outputs per event (contract of issue 14): ``OUT/trackml/event{N:09d}-{hits,cells,particles,truth}.csv``
 (TrackML layout, :mod:`lhcml.data.trackml`; ``hit_id`` = ACTS measurement index + 1; truth
@@ -60,13 +60,13 @@ from lhcml.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: solenoid field along z (T), the TrackML/ACTS generic-detector setup (docs/references.md §21)
+#: solenoid field along z (T), the TrackML/ACTS generic-detector setup (docs/references.md §24)
 FIELD_T = 2.0
 #: generator-level selection handed to ACTS (our choice, see the module docstring)
 PT_MIN_GEV, ETA_MAX = 0.1, 4.0
 #: tracker envelope of the GenericDetector (mm): particles produced outside are not simulated
 ENVELOPE_R_MM, ENVELOPE_Z_MM = 1000.0, 3000.0
-#: noise occupancy per channel and bunch crossing (docs/references.md §21)
+#: noise occupancy per channel and bunch crossing (docs/references.md §24)
 NOISE_OCC_PIXEL, NOISE_OCC_STRIP = 1e-6, 1e-3
 #: pixel volumes (geometric digitisation, 50 µm pitch) and strip pitches (loc0, loc1) in mm
 PIXEL_VOLUMES = (7, 8, 9)
