@@ -37,7 +37,7 @@ def simulate_cmd(
     seed: int = typer.Option(1, "--seed", help="run seed; event i uses seeds derived from (seed, i)"),
     shards: Optional[int] = typer.Option(None, "--shards", help="number of shards (unit of resumption); default: one per 5 events"),  # noqa: UP045
     workers: int = typer.Option(1, "--workers", "-j", help="local worker processes (one shard each)"),
-    cluster: Optional[str] = typer.Option(None, "--cluster", help="Dask cluster: a scheduler address or 'local' (as lhcml simulate)"),  # noqa: UP045
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="Dask cluster: local:N, tcp://host:port, slurm, htcondor or a cluster YAML file (as lhcml simulate)"),  # noqa: UP045
     noise_scale: float = typer.Option(1.0, "--noise-scale", help="multiplies the noise occupancies (1e-6 per pixel, 1e-3 per strip); 0: no noise hits"),
     digi_config: Optional[Path] = typer.Option(None, "--digi-config", help="ACTS digitisation JSON (default configs/tracking/digi-generic.json)"),  # noqa: UP045
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
