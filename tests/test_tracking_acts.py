@@ -1,0 +1,182 @@
+"""The ACTS reconstruction service (lhcml.tasks.tracking.acts_reco) on a tiny ACTS-simulated sample.
+
+Two ttbar events at mu = 0 from ``lhcml tracking simulate`` (Pythia -> ACTS Fatras in the
+GenericDetector, 2 T, digitisation, noise hits): the CKF baseline finds the true pT > 1 GeV tracks
+with few fakes, the Kalman fitter recovers the true pT of truth proto-tracks within the fitted
+uncertainty, the CKF from external seeds finds the seeded particles, fitted tracks go to HDF5
+(MeV) and back, and bad inputs give one clear error.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from lhcml.data.trackml import read_event
+from lhcml.errors import ConfigError, InputNotFoundError, SchemaError
+from lhcml.metrics import tracking as tm
+from lhcml.tasks.tracking import acts_reco
+from lhcml.tasks.tracking.finders import FINDERS, get_finder
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    from lhcml.sim.tracking import simulate_tracking
+
+    out = tmp_path_factory.mktemp("acts_reco") / "mu0"
+    simulate_tracking("ttbar", out, mu=0.0, events=2, seed=11, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ckf(sample):
+    return acts_reco.run_ckf(sample)  # all events, the shipped configs/tracking/ckf.yaml
+
+
+def _truth_protos(event, min_pt: float = 1.0, min_hits: int = 7):
+    """Hit ids of the primary particles with pT > min_pt and at least min_hits hits (the truth's tracks)."""
+    p = tm.particle_table(event.truth, event.particles)
+    r0 = np.hypot(event.particles["vx"], event.particles["vy"]).to_numpy()
+    good = p[(p["pt"] > min_pt) & (p["nhits"] >= min_hits) & (r0 < 1.0) & (p["q"] != 0)]
+    t = event.truth[event.truth["particle_id"].isin(good["particle_id"])]
+    return (
+        t["particle_id"].to_numpy(np.int64),
+        t["hit_id"].to_numpy(np.int64),
+        good.set_index("particle_id"),
+    )
+
+
+def test_ckf_finds_most_true_tracks_with_few_fakes(sample, ckf):
+    perf = []
+    for e in (0, 1):
+        ev = read_event(sample, e)
+        track_id, hit_id = ckf.candidates[e]
+        assert (
+            track_id.dtype == np.int64 and hit_id.dtype == np.int64 and len(track_id) == len(hit_id)
+        )
+        assert hit_id.min() >= 1 and hit_id.max() <= len(ev.hits)
+        perf.append(
+            tm.evaluate_event(e, ev.truth, ev.particles, ev.hits, track_id, hit_id, min_pt=1.0)
+        )
+        fitted = ckf.tracks[e]
+        assert len(fitted) == len(np.unique(track_id))
+        # the truth match of the fitted tracks: almost all hits of a CKF track are its particle's
+        assert np.median(fitted.truth_fraction) == 1.0
+    s = tm.summarise(perf)
+    # ACTS's CKF with ACTS's generic-detector settings: ~95 % of the pT > 1 GeV particles with >= 9 hits
+    # (measured on 3 events, docs/benchmarks/tracking_ckf.md); 0.85 is ~4 binomial sigma below with
+    # the ~120 particles of two events, far above what a broken seeding or CKF gives (< 0.5)
+    assert s["n_particles"] > 50
+    assert s["efficiency"]["value"] > 0.85, s["efficiency"]
+    assert s["fake_rate"]["value"] < 0.05 and s["duplicate_rate"]["value"] < 0.05, (
+        s["fake_rate"],
+        s["duplicate_rate"],
+    )
+    stages = set(ckf.timings["stage"])
+    assert {
+        "read",
+        "space points",
+        "seeding",
+        "parameter estimation",
+        "ckf",
+        "ambiguity resolution",
+    } <= stages
+    assert 0 < ckf.time_per_event() < 60
+
+
+def test_kalman_fit_of_truth_prototracks_recovers_pt(sample, tmp_path):
+    ev = read_event(sample, 0)
+    pid, hid, good = _truth_protos(ev)
+    order = np.random.default_rng(1).permutation(
+        len(pid)
+    )  # the hit order of a proto-track does not matter
+    fitted = acts_reco.fit_candidates(sample, 0, (pid[order], hid[order]))
+    assert len(fitted) >= 0.9 * len(good)
+    assert np.all(fitted.truth_particle == fitted.track_id) and np.all(fitted.truth_fraction == 1.0)
+    true = good.loc[fitted.track_id]
+    rel = fitted.pt / true["pt"].to_numpy() - 1
+    assert np.median(np.abs(rel)) < 0.03, np.median(
+        np.abs(rel)
+    )  # pixel + strip barrel: ~1-2 % at a few GeV
+    assert np.all(fitted.charge == np.sign(true["q"].to_numpy()))
+    # q/p pulls: the fitted uncertainty describes the residuals (core of the pull distribution)
+    qop_true = np.sign(true["q"].to_numpy()) / np.sqrt(
+        true["pt"].to_numpy() ** 2
+        + ev.particles.set_index("particle_id").loc[fitted.track_id, "pz"].to_numpy() ** 2
+    )
+    pull = (fitted.params[:, 4] - qop_true) / np.sqrt(fitted.cov[:, 4, 4])
+    core = pull[np.abs(pull) < 5]
+    assert np.mean(np.abs(pull) < 3) > 0.85 and 0.6 < np.std(core) < 1.6, (
+        np.mean(np.abs(pull) < 3),
+        np.std(core),
+    )
+    assert np.all(fitted.ndf > 0) and np.median(fitted.chi2 / fitted.ndf) < 3
+
+    # to lhcml HDF5 (MeV, mm) and back
+    path = acts_reco.write_fitted_tracks(
+        tmp_path / "fitted.h5", {0: fitted}, attrs={"finder": "truth"}
+    )
+    with h5py.File(path) as f:
+        rows = f["fitted_tracks"][:]
+        assert f.attrs["energy_unit"] == "MeV" and f.attrs["finder"] == "truth"
+    assert len(rows) == len(fitted) and np.all(rows["eventNumber"] == 0) and np.all(rows["valid"])
+    np.testing.assert_allclose(rows["pt"], fitted.pt * 1000, rtol=1e-5)
+    np.testing.assert_allclose(rows["qOverP"], fitted.params[:, 4] / 1000, rtol=1e-5)
+    np.testing.assert_allclose(rows["covariance"][:, 4, 4], fitted.cov[:, 4, 4] / 1e6, rtol=1e-6)
+    np.testing.assert_array_equal(rows["truthParticleId"], fitted.truth_particle)
+
+
+def test_ckf_from_external_seeds_finds_the_seeded_particles(sample):
+    ev = read_event(sample, 1)
+    pid, hid, good = _truth_protos(ev)
+    meas = acts_reco.read_measurement_positions(acts_reco.acts_files(sample), 1)
+    np.testing.assert_allclose(
+        meas["x"], ev.hits["x"], atol=1e-3
+    )  # hit_id = measurement index + 1, in file order
+    ids = np.unique(pid)
+    protos = [sorted(hid[pid == p] - 1) for p in ids]
+    radius = np.hypot(meas["x"], meas["y"]).to_numpy()
+    trip = acts_reco.seed_triplets(
+        protos, meas["geometry_id"].to_numpy(np.uint64), radius, {7, 8, 9}
+    )
+    seeded = [(p, t) for p, t in zip(ids, trip, strict=True) if t is not None]
+    seeds = np.array([t for _, t in seeded]) + 1
+    (track_id, hit_id), tracks = acts_reco.ckf_from_seeds(sample, 1, seeds)
+    assert set(np.unique(track_id)) == set(range(len(tracks)))
+    found = set(tracks.truth_particle[tracks.truth_fraction >= 0.5].tolist())
+    assert len(found & {p for p, _ in seeded}) >= 0.8 * len(seeded), (len(found), len(seeded))
+
+
+def test_finder_registry_and_bad_inputs(sample, tmp_path, capsys):
+    out = get_finder("ckf")(sample, 0, None)
+    assert {"track_id", "hit_id", "timings", "fitted"} <= set(out) and out["timings"]["ckf"] > 0
+    assert "ckf" in FINDERS
+    with pytest.raises(ConfigError, match="unknown track finder 'ckff'.*ckf"):
+        get_finder("ckff")
+    with pytest.raises(SchemaError, match=r"hit ids that the event does not have: \[999999999\]"):
+        acts_reco.fit_candidates(sample, 0, (np.array([0, 0, 0]), np.array([1, 2, 999999999])))
+    with pytest.raises(ConfigError, match="unknown key 'ckf.chi2_cut'"):
+        acts_reco.load_reco_config({"ckf": {"chi2_cut": 10.0}})
+    with pytest.raises(InputNotFoundError, match="event 7 is not in"):
+        acts_reco.fit_candidates(sample, 7, (np.array([0]), np.array([1])))
+    # real TrackML files (no acts/): one clear error on the command line, exit status 2, no output
+    shutil.copytree(sample / "trackml", tmp_path / "trackml_only")
+    from lhcml.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "tracking",
+                "reconstruct",
+                str(tmp_path / "trackml_only"),
+                "--out",
+                str(tmp_path / "reco"),
+            ]
+        )
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert "has no acts/ subdirectory" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "reco").exists()
