@@ -198,12 +198,12 @@ class GNNFinderConfig(StrictModel):
     graph: Literal["module_map", "metric_learning"] = "module_map"
     module_map: str | None = None  # .npz written by ModuleMap.save (lhcml tracking module-map)
     use_triplets: bool = False
-    embedding: str | None = None  # checkpoint of the hit embedding (configs/tracking/embedding.yaml)
+    embedding: str | None = None  # the hit embedding: checkpoint or run directory (configs/tracking/embedding.yaml)
     radius: float = 0.1
     k: int = 100
-    edge_filter: str | None = None  # checkpoint of the edge filter (configs/tracking/edge_filter.yaml); None: no filter
+    edge_filter: str | None = None  # checkpoint or run directory of the edge filter (configs/tracking/edge_filter.yaml); None: no filter
     filter_cut: float = 0.05
-    gnn: str  # checkpoint of the interaction network (configs/tracking/gnn.yaml)
+    gnn: str  # checkpoint or run directory of the interaction network (configs/tracking/gnn.yaml)
     building: TrackBuildingConfig = Field(default_factory=TrackBuildingConfig)
 
 
@@ -246,6 +246,15 @@ def build_tracks(graph: dict[str, np.ndarray], scores: np.ndarray, building: Tra
                        walk_min=building.walk_min, walk_add=building.walk_add, min_hits=building.min_hits)  # fmt: skip
 
 
+def load_stage(path: str | Path) -> Any:
+    """A trained tracking model (edge filter, interaction network, embedding) from a checkpoint or
+    a training output directory (its ``checkpoints/best-*.ckpt``), in eval mode."""
+    from lhcml.train.protocol import resolve_artifact
+    from lhcml.train.tracking import load_tracking_model
+
+    return load_tracking_model(resolve_artifact(path)[1])[0]
+
+
 def embedding_function(model: Any) -> Any:
     """``event -> (N, D)`` embedding of its hits by a trained hit embedding (14D's ``HitEmbedding``)."""
     import torch
@@ -266,8 +275,6 @@ class GNNFinder:
     """The GNN pipeline with its trained stages loaded once; :meth:`find` runs it on an event."""
 
     def __init__(self, cfg: GNNFinderConfig) -> None:
-        from lhcml.train.tracking import load_tracking_model
-
         self.cfg = cfg
         self.module_map = self.embed = None
         if cfg.graph == "module_map":
@@ -277,9 +284,9 @@ class GNNFinder:
         else:
             if cfg.embedding is None:
                 raise ConfigError("gnn finder: graph 'metric_learning' needs embedding: CHECKPOINT (configs/tracking/embedding.yaml)")
-            self.embed = embedding_function(load_tracking_model(cfg.embedding)[0])
-        self.edge_filter = load_tracking_model(cfg.edge_filter)[0] if cfg.edge_filter else None
-        self.gnn = load_tracking_model(cfg.gnn)[0]
+            self.embed = embedding_function(load_stage(cfg.embedding))
+        self.edge_filter = load_stage(cfg.edge_filter) if cfg.edge_filter else None
+        self.gnn = load_stage(cfg.gnn)
 
     def graph(self, event: Any) -> dict[str, np.ndarray]:
         """The event's candidate graph (no filter)."""
@@ -391,11 +398,10 @@ def write_graphs(event_dir: str | Path, name: str, *, method: Literal["module_ma
 
     from lhcml.data.trackml import list_events, read_event
     from lhcml.models.tracking.gnn import graph_file
-    from lhcml.train.tracking import load_tracking_model
 
     mm = G.ModuleMap.load(module_map) if module_map else None
-    embed = embedding_function(load_tracking_model(embedding)[0]) if embedding else None
-    filt = load_tracking_model(edge_filter)[0] if edge_filter else None
+    embed = embedding_function(load_stage(embedding)) if embedding else None
+    filt = load_stage(edge_filter) if edge_filter else None
     stats = []
     for e in tqdm(list_events(event_dir)[:events], desc=f"graphs-{name}", unit="event", disable=not progress):
         ev = read_event(event_dir, e)
