@@ -3,7 +3,8 @@
 For every sample (``--sample NAME=DIR``, an ``lhcml tracking simulate`` output of held-out events)
 and every finder registered in :data:`lhcml.tasks.tracking.finders.FINDERS` (or ``--methods``):
 
-1. run the finder on each event with one thread, measuring the CPU time of the call
+1. run the finder once on the first event untimed (``--warmup``: geometry, field and model set-up
+   are per job, not per event), then on each event with one thread, measuring the CPU time of the call
    (``time.process_time``: CPU time per event per core) and its wall time; the finder's own
    per-stage timings are kept beside them; candidates and timings go to
    ``WORK/candidates/<sample>/<method>/`` (:func:`lhcml.tasks.tracking.evaluate.write_candidates`);
@@ -64,7 +65,7 @@ def _as_candidates(result: Any) -> tuple[np.ndarray, np.ndarray, dict[str, float
 
 
 def run_finders(samples: dict[str, Path], methods: list[str], max_events: int | None, work: Path,
-                events_spec: str | None, with_truth: bool = True) -> tuple[dict[str, dict[str, Path]], dict[str, dict[str, str]], dict[str, list[int]]]:  # fmt: skip
+                events_spec: str | None, with_truth: bool = True, warmup: int = 1) -> tuple[dict[str, dict[str, Path]], dict[str, dict[str, str]], dict[str, list[int]]]:  # fmt: skip
     """Run every method on every sample; returns candidate dirs, failures and the events used."""
     from tqdm import tqdm
 
@@ -90,6 +91,8 @@ def run_finders(samples: dict[str, Path], methods: list[str], max_events: int | 
             finder = get_finder(m)
             out = work / "candidates" / s / m
             try:
+                for _ in range(warmup if ids else 0):  # untimed: one-off set-up (geometry, models) is not per event
+                    finder(d, ids[0], None)
                 for e in tqdm(ids, desc=f"{s} {m}", unit="event"):
                     c0, w0 = time.process_time(), time.perf_counter()
                     result = finder(d, e, None)
@@ -167,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks/_work/tracking/bench", help="work folder")
     ap.add_argument("--doc", type=Path, default=DOC, help="markdown page to update (docs/benchmarks/tracking.md)")
     ap.add_argument("--no-doc", action="store_true", help="print only")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed calls of each finder on the first event before timing")
     ap.add_argument("--no-truth", action="store_true", help="no 'truth' row (the true assignment: score and efficiency 1 by construction)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         samples[name] = Path(d)
     methods = args.methods.split(",") if args.methods else list(FINDERS)
     print(f"finders: {', '.join(methods)}; samples: {', '.join(f'{k}={v}' for k, v in samples.items())}")
-    done, failed, used = run_finders(samples, methods, args.max_events, args.work, args.events, not args.no_truth)
+    done, failed, used = run_finders(samples, methods, args.max_events, args.work, args.events, not args.no_truth, args.warmup)
     eval_dir = args.work / "eval"
     for s, d in samples.items():
         if done[s]:

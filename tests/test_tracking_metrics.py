@@ -51,6 +51,12 @@ NOISE = _hits_of(EVENT, 0)
 def test_perfect_tracks_score_one():
     t, h = _cands([P1, P2, P3])
     assert tm.score_candidates(EVENT, t, h) == pytest.approx(1.0)
+    # a large event with float32 weights (as the readers give them): exactly 1 up to float64 rounding
+    rng = np.random.default_rng(7)
+    big = _truth({p: list(rng.uniform(0.1, 1.0, 10)) for p in range(1, 2001)}, n_noise=500)
+    big["weight"] = (big["weight"] / big["weight"].sum()).astype(np.float32)
+    real = big[big["particle_id"] != 0]
+    assert tm.score_candidates(big, real["particle_id"], real["hit_id"]) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_shuffled_assignment_known_value():

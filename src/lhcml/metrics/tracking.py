@@ -220,10 +220,11 @@ def trackml_score(truth: pd.DataFrame, submission: pd.DataFrame) -> float:
             f"the submission has {len(sub_h)} of the event's {len(truth_h)} hits: every hit must be assigned to a "
             "track (to_submission() makes one-hit tracks of unassigned hits)"
         )
-    total = float(truth["weight"].sum())
+    total = float(truth["weight"].to_numpy(dtype=np.float64).sum())  # float64: readers give float32
     if total <= 0:
         raise SchemaError("the event's hit weights sum to 0: the truth table has no weights (compute them with lhcml.data.trackml.hit_weights)")
-    ev = truth[list(TRUTH_COLUMNS)].merge(submission[["hit_id", "track_id"]], on="hit_id", how="inner", validate="one_to_one")
+    ev = truth[list(TRUTH_COLUMNS)].astype({"weight": np.float64})
+    ev = ev.merge(submission[["hit_id", "track_id"]], on="hit_id", how="inner", validate="one_to_one")
     particle_n = ev.groupby("particle_id")["hit_id"].transform("size")
     track_n = ev.groupby("track_id")["hit_id"].transform("size")
     ev = ev.assign(particle_n=particle_n, track_n=track_n)
