@@ -7,7 +7,7 @@ per event per core):
 
 * :func:`run_ckf` -- the baseline: space points, grid triplet seeding, track parameter estimation,
   the combinatorial Kalman filter (CKF) and greedy ambiguity resolution, with ACTS's settings for
-  this detector (``configs/tracking/ckf.yaml``, ``docs/references.md §21``);
+  this detector (``configs/tracking/ckf.yaml``, ``docs/references.md §25``);
 * :func:`fit_candidates` -- the ACTS Kalman fitter on proto-tracks of any finder (initial
   parameters estimated by ACTS from three pixel space points of the proto-track);
 * :func:`ckf_from_seeds` -- the ACTS CKF started from external seeds (e.g. hit triplets of the
@@ -695,45 +695,43 @@ def _run_chain(
 
 
 # ------------------------------------------------------------------------------------ truth match
-def _truth(event_dir: Path, event_id: int) -> pd.Series | None:
-    """``particle_id`` of each hit (index ``hit_id``) from the TrackML truth, or None if absent."""
+def _truth(event_dir: Path, event_id: int) -> pd.DataFrame | None:
+    """The TrackML truth table of the event (``hit_id``, ``particle_id``, ...), or None if absent."""
     from lhcml.data.trackml import read_event
 
     try:
-        event = read_event(event_dir, event_id)
+        return read_event(event_dir, event_id, parts=("hits", "truth"), check=False).truth
     except (FileNotFoundError, InputNotFoundError):
         return None
-    truth = event.truth
-    return pd.Series(
-        truth["particle_id"].to_numpy(np.int64), index=truth["hit_id"].to_numpy(np.int64)
-    )
 
 
 def truth_match(
-    hit_lists: Sequence[Sequence[int]], truth: pd.Series | None
+    hit_lists: Sequence[Sequence[int]], truth: pd.DataFrame | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Majority particle of each track's hits (``hit_id`` lists) and the fraction of hits it left.
+    """Majority particle of each track's hits (``hit_id`` lists) and the fraction of the hits it left.
 
-    Noise hits (particle 0) and hits without truth count against the match; a track whose majority
-    is noise is matched to particle 0.
+    ACTS's matching as :func:`lhcml.metrics.tracking.match_tracks` computes it (noise hits count in
+    the track's hits, never as its particle; 0 when all hits are noise). Without truth: zeros.
     """
+    from lhcml.metrics.tracking import match_tracks
+
     n = len(hit_lists)
     pid = np.zeros(n, np.int64)
     frac = np.zeros(n, np.float32)
-    if truth is None:
+    lens = [len(h) for h in hit_lists]
+    if truth is None or sum(lens) == 0:
         return pid, frac
-    for i, hits in enumerate(hit_lists):
-        if len(hits) == 0:
-            continue
-        parts = truth.reindex(np.asarray(hits, np.int64)).fillna(0).to_numpy(np.int64)
-        vals, counts = np.unique(parts, return_counts=True)
-        k = int(np.argmax(counts))
-        pid[i], frac[i] = vals[k], counts[k] / len(hits)
+    track_id = np.repeat(np.arange(n, dtype=np.int64), lens)
+    hit_id = np.fromiter((h for hits in hit_lists for h in hits), np.int64, count=sum(lens))
+    m = match_tracks(truth, track_id, hit_id).set_index("track_id")
+    rows = m.index.to_numpy()
+    pid[rows] = m["major_particle_id"].to_numpy(np.int64)
+    frac[rows] = m["purity"].to_numpy(np.float32)
     return pid, frac
 
 
 def _fitted(event_id: int, res: dict[str, Any], track_ids: np.ndarray, rows: np.ndarray,
-            truth: pd.Series | None) -> FittedTracks:  # fmt: skip
+            truth: pd.DataFrame | None) -> FittedTracks:  # fmt: skip
     hit_lists = [[h + 1 for h in res["hits"][r]] for r in rows]
     pid, frac = truth_match(hit_lists, truth)
     return FittedTracks(
