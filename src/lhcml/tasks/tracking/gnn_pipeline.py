@@ -313,7 +313,7 @@ class GNNFinder:
 
 _FINDERS: dict[str, GNNFinder] = {}
 #: the shipped finder configs (trained artifacts under benchmarks/_work/tracking/gnn/)
-DEFAULT_CONFIGS = {"module_map": "configs/tracking/gnn_mm.yaml", "metric_learning": "configs/tracking/gnn_ml.yaml"}
+DEFAULT_CONFIGS = {"module_map": "tracking/gnn_mm.yaml", "metric_learning": "tracking/gnn_ml.yaml"}
 
 
 def finder_config(cfg: Any, graph: str) -> GNNFinderConfig:
@@ -323,7 +323,9 @@ def finder_config(cfg: Any, graph: str) -> GNNFinderConfig:
     from lhcml.config import validate_config
 
     if cfg is None:
-        cfg = Path(__file__).resolve().parents[4] / DEFAULT_CONFIGS[graph]
+        from lhcml.config import shipped_config
+
+        cfg = shipped_config(DEFAULT_CONFIGS[graph])
     if isinstance(cfg, GNNFinderConfig):
         return cfg
     source = "gnn finder config"

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from lhcml.atomic import atomic_path
-from lhcml.errors import ConfigError, CorruptFileError, SchemaError
+from lhcml.errors import ConfigError, CorruptFileError, InputNotFoundError, SchemaError
 
 #: scales of the node features (r/1000 mm, φ/π, z/1000 mm), as Exa.TrkX (docs/references.md §22)
 R_SCALE, Z_SCALE = 1000.0, 1000.0
@@ -398,6 +398,8 @@ class ModuleMap:
     @classmethod
     def load(cls, path: str | Path) -> ModuleMap:
         """Read a map written by :meth:`save`."""
+        if not Path(path).is_file():
+            raise InputNotFoundError(f"no module map {path}: build it with lhcml tracking module-map TRAIN_DIR -o {path}")
         try:
             with np.load(Path(path), allow_pickle=False) as f:
                 return cls(f["modules"], f["doublets"], f["cut_min"], f["cut_max"], f["triplets"], float(f["min_pt"]), int(f["n_events"]))
