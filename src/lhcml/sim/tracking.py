@@ -18,7 +18,9 @@ The chain of ``lhcml tracking simulate`` (docs/tracking.md, numbers in docs/refe
 3. **ACTS Fatras** in the TrackML-like ``GenericDetector`` (Gen1) in a uniform 2 T solenoidal
    field along z: multiple scattering, ionisation and radiative energy loss, photon conversions
    (Fatras' standard electromagnetic physics list, as ``acts.examples.simulation.addFatras``
-   configures it); no hadronic interactions (ACTS's Python Fatras has none) and no decays.
+   configures it) for every particle above p = 100 MeV (Fatras' default, 0.5 GeV, would drop
+   most soft pile-up particles); no hadronic interactions (ACTS's Python Fatras has none) and
+   no decays.
 4. **Digitisation** (``configs/tracking/digi-generic.json``, docs/tracking.md): geometric
    clustering in the pixels (volumes 7, 8, 9; 50 × 50 µm² pixels, 150 µm thick, cells written),
    Gaussian smearing in the strips with σ = pitch/√12 of the TrackML detector's short (80 µm ×
@@ -64,6 +66,9 @@ log = logging.getLogger(__name__)
 FIELD_T = 2.0
 #: generator-level selection handed to ACTS (our choice, see the module docstring)
 PT_MIN_GEV, ETA_MAX = 0.1, 4.0
+#: Fatras simulates particles (primaries and secondaries) above this momentum; its default,
+#: 0.5 GeV, would drop most of the soft pile-up particles that make the HL-LHC occupancy
+FATRAS_P_MIN_GEV = 0.1
 #: tracker envelope of the GenericDetector (mm): particles produced outside are not simulated
 ENVELOPE_R_MM, ENVELOPE_Z_MM = 1000.0, 3000.0
 #: noise occupancy per channel and bunch crossing (docs/references.md §24)
@@ -258,7 +263,7 @@ def run_acts(setup: ActsSetup, gen_dir: Path, out_dir: Path, n: int, seed: int) 
         level=acts.logging.WARNING, inputParticles="particles_generated", outputParticles="particles_simulated",
         outputSimHits="simhits", randomNumbers=rnd, trackingGeometry=setup.geometry, magneticField=setup.field,
         generateHitsOnSensitive=True, emScattering=True, emEnergyLossIonisation=True, emEnergyLossRadiation=True,
-        emPhotonConversion=True,
+        emPhotonConversion=True, pMin=FATRAS_P_MIN_GEV * acts.UnitConstants.GeV,
     )  # fmt: skip
     s.addAlgorithm(fatras)
     digi_cfg = acts.examples.DigitizationAlgorithm.Config(
@@ -593,7 +598,7 @@ def simulate_tracking(
         "noise": {"occupancy_pixel": NOISE_OCC_PIXEL, "occupancy_strip": NOISE_OCC_STRIP, "scale": noise_scale},
         "generator_selection": {"pt_min_gev": PT_MIN_GEV, "abs_eta_max": ETA_MAX, "envelope_r_mm": ENVELOPE_R_MM,
                                 "envelope_z_mm": ENVELOPE_Z_MM, "pythia_extra": list(DECAY_SETTINGS)},
-        "fatras": {"emScattering": True, "emEnergyLossIonisation": True, "emEnergyLossRadiation": True,
+        "fatras": {"pMin_gev": FATRAS_P_MIN_GEV, "emScattering": True, "emEnergyLossIonisation": True, "emEnergyLossRadiation": True,
                    "emPhotonConversion": True, "hadronic_interactions": False, "decays": False},
         "layout": {"trackml": "trackml/event{N:09d}-{hits,cells,particles,truth}.csv", "acts": "acts/event{N:09d}-*.csv",
                    "h5": "h5/events_{k:04d}.h5", "hit_id": "ACTS measurement index + 1"},
@@ -602,10 +607,11 @@ def simulate_tracking(
     mpath = out / MANIFEST
     if mpath.is_file():
         old = json.loads(mpath.read_text())
-        keys = ("process", "mu", "seed", "events", "shards")
+        keys = ("process", "mu", "seed", "events", "shards", "noise", "digitisation", "generator_selection", "fatras")
         diff = [k for k in keys if old.get(k) != manifest[k]]
-        if diff or old.get("noise", {}).get("scale") != noise_scale:
-            detail = ", ".join(f"{k}: {old.get(k)!r} -> {manifest[k]!r}" for k in diff) or "noise scale"
+        if diff:
+            detail = ", ".join(f"{k}: {old.get(k)!r} -> {manifest[k]!r}" if k in keys[:5] else f"{k} differs"
+                               for k in diff)  # fmt: skip
             raise ConfigError(f"{out} holds a different run ({detail}); use another --out to start a new run, "
                               "or repeat the original settings to resume it")  # fmt: skip
     atomic_write_text(mpath, json.dumps(manifest, indent=1))
