@@ -22,7 +22,7 @@ import numpy as np
 from lhcml.data.trackml import list_events, read_event
 from lhcml.formatting import pm
 from lhcml.metrics import tracking as tm
-from lhcml.tasks.tracking.acts_reco import run_ckf
+from lhcml.tasks.tracking.acts_reco import fit_candidates, run_ckf, stage_seconds
 
 
 def bench_sample(path: Path, n_events: int, config: str | None) -> dict:
@@ -37,18 +37,41 @@ def bench_sample(path: Path, n_events: int, config: str | None) -> dict:
         perf.append(tm.evaluate_event(e, ev.truth, ev.particles, ev.hits, t, h))
         nhits.append(len(ev.hits))
     s = tm.summarise(perf)
-    stages = (
-        res.timings[res.timings["stage"] != "other"]
-        .groupby("stage", sort=False)["seconds_per_event"]
-        .sum()
-    )
-    s["stages"] = {str(k): float(v) for k, v in stages.items()}
-    s["time_per_event"] = float(stages.sum())
-    s["time_per_event_no_read"] = float(stages.drop("read", errors="ignore").sum())
+    s["stages"] = stage_seconds(res.timings)
+    s["time_per_event"] = float(sum(s["stages"].values()))
+    s["time_per_event_no_read"] = float(sum(v for k, v in s["stages"].items() if k != "read"))
     s["hits_per_event"] = float(np.mean(nhits))
     s["wall_s"] = wall
     s["event_ids"] = events
     return s
+
+
+def bench_truth_fit(path: Path, n_events: int) -> dict:
+    """ACTS Kalman fit of the truth proto-tracks (primary charged particles, pT > 1 GeV, >= 7 hits):
+    relative pT residual (median, 68 % quantile of |.|), q/p pull width and the fitted fraction."""
+    rel, pull, n_in, n_fit, secs = [], [], 0, 0, 0.0
+    for e in list_events(path)[:n_events]:
+        ev = read_event(path, e)
+        p = tm.particle_table(ev.truth, ev.particles)
+        r0 = np.hypot(ev.particles["vx"], ev.particles["vy"]).to_numpy()
+        good = p[(p["pt"] > 1.0) & (p["nhits"] >= 7) & (r0 < 1.0) & (p["q"] != 0)].set_index(
+            "particle_id"
+        )
+        t = ev.truth[ev.truth["particle_id"].isin(good.index)]
+        t0 = time.perf_counter()
+        f = fit_candidates(path, e, (t["particle_id"].to_numpy(), t["hit_id"].to_numpy()))
+        secs += time.perf_counter() - t0
+        true = good.loc[f.track_id]
+        pz = ev.particles.set_index("particle_id").loc[f.track_id, "pz"].to_numpy()
+        qop = np.sign(true["q"].to_numpy()) / np.hypot(true["pt"].to_numpy(), pz)
+        rel.append(f.pt / true["pt"].to_numpy() - 1)
+        pull.append((f.params[:, 4] - qop) / np.sqrt(f.cov[:, 4, 4]))
+        n_in += len(good)
+        n_fit += len(f)
+    r, pu = np.concatenate(rel), np.concatenate(pull)
+    return {"particles": n_in, "fitted": n_fit, "median_rel_pt": float(np.median(r)),
+            "q68_abs_rel_pt": float(np.quantile(np.abs(r), 0.68)), "pull_q68": float(np.quantile(np.abs(pu), 0.68)),
+            "pull_within_3": float(np.mean(np.abs(pu) < 3)), "fit_seconds": secs}  # fmt: skip
 
 
 def _r(d: dict, scale: float = 100.0) -> str:
@@ -108,6 +131,11 @@ def main() -> None:
         help="ACTS reconstruction config (default configs/tracking/ckf.yaml)",
     )
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here")
+    ap.add_argument(
+        "--fit-truth",
+        action="store_true",
+        help="also Kalman-fit the truth proto-tracks of the first sample",
+    )
     args = ap.parse_args()
     results = {}
     for spec in args.samples:
@@ -118,6 +146,14 @@ def main() -> None:
             flush=True,
         )
     print_tables(results)
+    if args.fit_truth:
+        name, _, path = args.samples[0].partition("=")
+        f = bench_truth_fit(Path(path), args.events)
+        results[name]["truth_fit"] = f
+        print(f"\nKalman fit of truth proto-tracks ({name}, pT > 1 GeV, >= 7 hits): {f['fitted']} of {f['particles']} "
+              f"fitted; pT/pT_true - 1: median {100 * f['median_rel_pt']:.2f} %, 68 % of |.| below "
+              f"{100 * f['q68_abs_rel_pt']:.2f} %; q/p pull: 68 % of |pull| below {f['pull_q68']:.2f} (Gaussian: 0.99), "
+              f"{100 * f['pull_within_3']:.1f} % within 3; {f['fit_seconds']:.1f} s")  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1, default=float))

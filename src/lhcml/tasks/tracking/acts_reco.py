@@ -232,6 +232,8 @@ class FittedTracks:
     ndf: np.ndarray
     truth_particle: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     truth_fraction: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    #: seconds per stage of the ACTS run that made these tracks (one thread), ``{stage: s}``
+    timings: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.track_id)
@@ -678,6 +680,15 @@ def _stage_table(parts: list[tuple[pd.DataFrame, int]]) -> pd.DataFrame:
                          "seconds_per_event": list(rows.values())})  # fmt: skip
 
 
+def stage_seconds(timings: pd.DataFrame) -> dict[str, float]:
+    """``{stage: seconds per event}`` of a timing table (I/O glue left out)."""
+    t = timings[timings["stage"] != "other"]
+    return {
+        str(k): float(v)
+        for k, v in t.groupby("stage", sort=False)["seconds_per_event"].sum().items()
+    }
+
+
 def _run_chain(
     files: ActsEventFiles,
     events: Sequence[int],
@@ -792,6 +803,7 @@ def run_ckf(
         candidates[e] = _candidates(res)
         rows = np.arange(len(res["hits"]))
         fitted[e] = _fitted(e, res, rows, rows, _truth(Path(event_dir), e))
+        fitted[e].timings = stage_seconds(timings)  # the mean over the events of the run
     return CkfResult(candidates, fitted, timings)
 
 
@@ -900,11 +912,13 @@ def fit_candidates(
         tracks = _add_kalman(chain, cfg, seeded, params)
         chain.seq.addAlgorithm(_TrackCollector(chain.acts, chain.level, tracks, sink))
 
-    sink, _ = _run_chain(files, [event_id], build)
+    sink, timings = _run_chain(files, [event_id], build)
     res = sink[int(event_id)]
     which = _assign(res["states"], protos)
     rows = np.flatnonzero(which >= 0)
-    return _fitted(event_id, res, ids[which[rows]], rows, _truth(Path(event_dir), event_id))
+    out = _fitted(event_id, res, ids[which[rows]], rows, _truth(Path(event_dir), event_id))
+    out.timings = stage_seconds(timings)
+    return out
 
 
 def ckf_from_seeds(
@@ -954,10 +968,12 @@ def ckf_from_seeds(
         tracks = _add_ckf(chain, cfg, params, proto_seeds)
         chain.seq.addAlgorithm(_TrackCollector(chain.acts, chain.level, tracks, sink))
 
-    sink, _ = _run_chain(files, [event_id], build)
+    sink, timings = _run_chain(files, [event_id], build)
     res = sink[int(event_id)]
     rows = np.arange(len(res["hits"]))
-    return _candidates(res), _fitted(event_id, res, rows, rows, _truth(Path(event_dir), event_id))
+    tracks = _fitted(event_id, res, rows, rows, _truth(Path(event_dir), event_id))
+    tracks.timings = stage_seconds(timings)
+    return _candidates(res), tracks
 
 
 # ---------------------------------------------------------------------------------------- output

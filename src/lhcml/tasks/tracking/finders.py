@@ -30,14 +30,12 @@ Finder = Callable[[Path, int, Any], Candidates]
 
 def ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
     """ACTS seeding + combinatorial Kalman filter + ambiguity resolution (``configs/tracking/ckf.yaml``)."""
-    from lhcml.tasks.tracking.acts_reco import run_ckf
+    from lhcml.tasks.tracking.acts_reco import run_ckf, stage_seconds
 
     result = run_ckf(event_dir, [int(event_id)], cfg)
     track_id, hit_id = result.candidates[int(event_id)]
-    t = result.timings
-    stages = t[t["stage"] != "other"].groupby("stage", sort=False)["seconds_per_event"].sum()
     return {"track_id": np.asarray(track_id, np.int64), "hit_id": np.asarray(hit_id, np.int64),
-            "timings": {str(k): float(v) for k, v in stages.items()}, "fitted": result.tracks[int(event_id)]}  # fmt: skip
+            "timings": stage_seconds(result.timings), "fitted": result.tracks[int(event_id)]}  # fmt: skip
 
 
 #: finder name -> callable(event_dir, event_id, cfg) -> candidates
