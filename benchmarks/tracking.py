@@ -32,6 +32,7 @@ import argparse
 import os
 import platform
 import shlex
+import shutil
 import sys
 import time
 import traceback
@@ -77,10 +78,17 @@ def run_finders(samples: dict[str, Path], methods: list[str], max_events: int | 
     failed: dict[str, dict[str, str]] = {}
     used: dict[str, list[int]] = {}
     for s, d in samples.items():
-        ids = parse_events(events_spec, list_events(d))
+        done[s], failed[s] = {}, {}
+        try:
+            ids = parse_events(events_spec, list_events(d))
+        except Exception as err:  # noqa: BLE001 - a missing sample is reported, the others go on
+            ids = []
+            failed[s] = {m: f"sample unreadable: {type(err).__name__}: {err}"[:160] for m in methods}
         ids = ids[:max_events] if max_events else ids
         used[s] = ids
-        done[s], failed[s] = {}, {}
+        if not ids:
+            failed[s] = failed[s] or {m: "the sample has no events" for m in methods}
+            continue
         if with_truth:  # the truth assignment: a check of the score and selection (score 1, efficiency 1)
             for e in ids:
                 tr = read_event(d, e, parts=("hits", "truth")).truth
@@ -143,6 +151,12 @@ def markdown(rows: list[list[str]], meta: dict[str, Any]) -> str:
         lines.append(f"- `{s}`: `{info['dir']}`, ⟨μ⟩ = {info['mu']}, events {info['events']}")
     lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    if meta.get("breakdown"):
+        cats = list(dict.fromkeys(k for r in meta["breakdown"] for k in r if k not in ("sample", "method")))
+        lines += ["", "Where the TrackML score comes from: weight collected / weight available per particle category "
+                  "(shares of the event's total weight, mean over events; categories overlap):", "",
+                  "| sample | method | " + " | ".join(cats) + " |", "|" + "---|" * (len(cats) + 2)]  # fmt: skip
+        lines += ["| " + " | ".join([r["sample"], r["method"], *[r.get(c, "–") for c in cats]]) + " |" for r in meta["breakdown"]]
     lines += ["", "Published anchors (docs/references.md §21; other detectors, samples and selections — see the text):", "",
               "| reference | value | source |", "|---|---|---|"]  # fmt: skip
     lines += [f"| {a} | {b} | {c} |" for a, b, c in ANCHORS]
@@ -181,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:  # pragma: no cover - torch is a core dependency
         pass
     from lhcml.tasks.tracking.evaluate import (
+        breakdown_rows,
         build_tracking_report,
         evaluate_tracking,
         load_results,
@@ -198,11 +213,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"finders: {', '.join(methods)}; samples: {', '.join(f'{k}={v}' for k, v in samples.items())}")
     done, failed, used = run_finders(samples, methods, args.max_events, args.work, args.events, not args.no_truth, args.warmup)
     eval_dir = args.work / "eval"
+    if eval_dir.is_dir():  # this run's results only (a sample that fails now must not show an old result)
+        shutil.rmtree(eval_dir)
     for s, d in samples.items():
         if done[s]:
-            evaluate_tracking(d, done[s], eval_dir, sample=s, events=used[s])
+            try:
+                evaluate_tracking(d, done[s], eval_dir, sample=s, events=used[s])
+            except Exception as err:  # noqa: BLE001 - reported in the table, the other samples go on
+                print(f"[{s}] evaluation failed: {type(err).__name__}: {err}", file=sys.stderr)
+                failed[s].update({m: f"evaluation failed: {type(err).__name__}: {err}"[:160] for m in done[s]})
+                done[s] = {}
     results = load_results(eval_dir) if any(done.values()) else []
-    results = [r for r in results if r["sample"] in samples]
+    results = [r for r in results if done.get(r["sample"])]
     report = build_tracking_report(eval_dir) if results else None
     rows = table(results, failed)
     for s in samples:  # samples where no method ran
@@ -221,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         "samples": {s: {"dir": str(d), "mu": sample_mu(d), "events": (f"{used[s][0]}–{used[s][-1]} ({len(used[s])})" if used[s] else "none")}
                     for s, d in samples.items()},
         "report": str(report) if report else "not written (no method ran)",
+        "breakdown": breakdown_rows(results),
     }  # fmt: skip
     print(f"wall time {meta['wall_s']:.0f} s; report {meta['report']}")
     if not args.no_doc:

@@ -216,6 +216,12 @@ def test_efficiency_fake_duplicate_known_answers():
     i = vs_pt["edges"].index(2.0)
     assert vs_pt["n"][i] == 3 and vs_pt["value"][i] == pytest.approx(2 / 3)
     assert sum(vs_pt["n"]) == 3
+    # the score: only p1 is found whole (T0 gets the hits it shares with T1); 4 particles of equal weight
+    assert ev.score == pytest.approx(0.25)
+    b = s["score_breakdown"]
+    assert b["pT > 1 GeV"] == pytest.approx({"weight": 0.75, "collected": 0.25})
+    assert b["pT < 0.5 GeV"] == pytest.approx({"weight": 0.25, "collected": 0.0})
+    assert b["reconstructable"]["collected"] + b["not reconstructable"]["collected"] == pytest.approx(ev.score)
 
 
 def test_track_kinematics_from_hits():

@@ -185,8 +185,10 @@ def to_submission(track_id: Any, hit_id: Any, all_hit_ids: Any) -> pd.DataFrame:
     return pd.DataFrame({"hit_id": out_h[order], "track_id": out_t[order]})
 
 
-def trackml_score(truth: pd.DataFrame, submission: pd.DataFrame) -> float:
+def trackml_score(truth: pd.DataFrame, submission: pd.DataFrame, return_pairs: bool = False) -> float | pd.DataFrame:
     """The TrackML score of one event (double majority, summed weights; see the module docstring).
+
+    :func:`good_pairs` gives the good (track, particle) pairs behind it.
 
     Parameters
     ----------
@@ -232,7 +234,16 @@ def trackml_score(truth: pd.DataFrame, submission: pd.DataFrame) -> float:
         n=("hit_id", "size"), w=("weight", "sum"), track_n=("track_n", "first"), particle_n=("particle_n", "first")
     )
     good = (2 * pairs["n"] > pairs["track_n"]) & (2 * pairs["n"] > pairs["particle_n"])
+    if return_pairs:
+        return pairs.loc[good, ["n", "w"]].reset_index().assign(w=lambda d: d["w"] / total)
     return float(pairs.loc[good, "w"].sum() / total)
+
+
+def good_pairs(truth: pd.DataFrame, submission: pd.DataFrame) -> pd.DataFrame:
+    """The good (double-majority) pairs of :func:`trackml_score`: ``track_id``, ``particle_id``,
+    ``n`` (hits of the particle in the track) and ``w`` (their weight over the event's total, the
+    pair's share of the score). A particle is in at most one good pair."""
+    return trackml_score(truth, submission, return_pairs=True)  # type: ignore[return-value]
 
 
 def score_candidates(truth: pd.DataFrame, track_id: Any, hit_id: Any) -> float:
@@ -406,7 +417,8 @@ def evaluate_event(
 ) -> EventPerformance:
     """Score, matching and particle efficiency of one event's candidates (see the module docstring)."""
     t, h = check_candidates(track_id, hit_id, check_truth(truth)["hit_id"].to_numpy())
-    score = trackml_score(truth, to_submission(t, h, truth["hit_id"].to_numpy()))
+    pairs = good_pairs(truth, to_submission(t, h, truth["hit_id"].to_numpy()))
+    score = float(pairs["w"].sum())
     tracks = match_tracks(truth, t, h, matching_fraction)
     kin = track_kinematics(t, h, hits, bfield)
     tracks = tracks.merge(kin, on="track_id", how="left")
@@ -426,6 +438,12 @@ def evaluate_event(
     nmatch = good.groupby("major_particle_id").size()
     ptab["n_matched_tracks"] = nmatch.reindex(ptab["particle_id"].to_numpy()).fillna(0).astype(np.int64).to_numpy()
     ptab["found"] = ptab["n_matched_tracks"] > 0
+    # each particle's share of the event's weight and the share the score collected from it
+    wsum = truth.astype({"weight": np.float64}).groupby("particle_id")["weight"].sum()
+    total = float(wsum.sum())
+    ids = ptab["particle_id"].to_numpy()
+    ptab["weight"] = (wsum.reindex(ids).fillna(0.0) / total).to_numpy()
+    ptab["score_weight"] = pairs.groupby("particle_id")["w"].sum().reindex(ids).fillna(0.0).to_numpy()
     return EventPerformance(int(event_id), score, ptab, tracks, dict(timings or {}))
 
 
@@ -516,7 +534,34 @@ def summarise(
         "fake_rate": binned_rate(trk["eta"].to_numpy(), trk["fake"].to_numpy(), eta_bins),
         "duplicate_rate": binned_rate(trk["eta"].to_numpy(), trk["duplicate"].to_numpy(), eta_bins),
     }
+    out["score_breakdown"] = score_breakdown(events)
     out["timing"] = timing_summary([e.timings for e in events])
+    return out
+
+
+#: particle categories of :func:`score_breakdown` (label -> mask of a particle table); they overlap
+SCORE_CATEGORIES = {
+    "pT < 0.5 GeV": lambda p: p["pt"] < 0.5,
+    "0.5 < pT < 1 GeV": lambda p: (p["pt"] >= 0.5) & (p["pt"] < 1.0),
+    "pT > 1 GeV": lambda p: p["pt"] >= 1.0,
+    "|eta| > 3": lambda p: np.abs(p["eta"]) >= 3.0,
+    "reconstructable": lambda p: p["reconstructable"],
+    "not reconstructable": lambda p: ~p["reconstructable"],
+}
+
+
+def score_breakdown(events: Sequence[EventPerformance]) -> dict[str, dict[str, float]]:
+    """Where the TrackML score's weight lies and how much of it was collected, per particle category.
+
+    For each category of :data:`SCORE_CATEGORIES`: ``weight`` = the category's share of the event's
+    total weight and ``collected`` = its contribution to the score (both averaged over events, so
+    the ``collected`` of a set of categories that partition the particles sums to the mean score).
+    """
+    out = {}
+    for name, sel in SCORE_CATEGORIES.items():
+        w = [float(e.particles.loc[sel(e.particles), "weight"].sum()) for e in events]
+        c = [float(e.particles.loc[sel(e.particles), "score_weight"].sum()) for e in events]
+        out[name] = {"weight": float(np.mean(w)), "collected": float(np.mean(c))}
     return out
 
 

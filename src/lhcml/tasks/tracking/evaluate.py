@@ -309,6 +309,18 @@ def summary_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     return rows
 
 
+def breakdown_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """One row per (sample, method): collected / available TrackML weight per particle category."""
+    rows = []
+    for r in results:
+        for m, s in r["methods"].items():
+            row = {"sample": r["sample"], "method": m}
+            for cat, v in s.get("score_breakdown", {}).items():
+                row[cat] = f"{v['collected']:.3f} / {v['weight']:.3f}"
+            rows.append(row)
+    return rows
+
+
 def stage_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     """One row per (sample, method, stage) with the mean ± standard deviation of its time per event."""
     rows = []
@@ -358,6 +370,8 @@ def build_tracking_report(folder: str | Path, output: str | Path | None = None, 
         "score error = standard error of the per-event mean."
     )
     rep.add_table(summary_rows(results), caption="Per sample and method")
+    rep.add_table(breakdown_rows(results), caption="TrackML score by particle category: weight collected / weight "
+                  "available (shares of the event's total weight, mean over events; categories overlap)")  # fmt: skip
     rep.add_table(stage_rows(results), caption="Time per event by stage [s] (mean ± standard deviation over events; "
                   "total = CPU time of the finder call with one thread where the benchmark measured it)")  # fmt: skip
     labels = {"efficiency": "Efficiency", "fake_rate": "Fake rate", "duplicate_rate": "Duplicate rate"}
