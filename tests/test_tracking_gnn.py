@@ -99,6 +99,8 @@ def test_module_map_round_trip_and_held_out_event(tmp_path):
             eff[n, level] = G.graph_efficiency_purity(held, mm.candidate_edges(held, use_triplets=False))["efficiency"]
     back = G.ModuleMap.load(mm.save(tmp_path / "mm.npz"))
     assert np.array_equal(mm.candidate_edges(held), back.candidate_edges(held))
+    whole = mm.candidate_edges(held, use_triplets=False)
+    assert np.array_equal(whole, mm.candidate_edges(held, use_triplets=False, chunk_pairs=7))  # chunking changes nothing
     # a held-out event has module doublets the training never saw: efficiency grows with the
     # training sample, and per-module min/max windows from few doublets are narrower than the
     # layer-pooled ones

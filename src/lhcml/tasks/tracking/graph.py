@@ -319,13 +319,13 @@ class ModuleMap:
 
     # -------------------------------------------------------------- applying
 
-    def candidate_edges(self, hits: Hits, *, use_triplets: bool = True, max_pairs: int = 50_000_000) -> np.ndarray:
+    def candidate_edges(self, hits: Hits, *, use_triplets: bool = True, chunk_pairs: int = 2_000_000) -> np.ndarray:
         """Candidate edges ``(2, E)`` of an event: hit pairs of known module doublets passing their cuts.
 
         With ``use_triplets`` (and a map that has triplets) an edge is kept only if, with another
         edge that shares its inner or outer hit, it forms a hit triplet whose modules are a known
-        module triplet (GNN4ITk's triplet map). ``max_pairs`` guards memory (a :class:`SchemaError`
-        names the number of pairs if exceeded).
+        module triplet (GNN4ITk's triplet map). The hit pairs are formed and cut in chunks of about
+        ``chunk_pairs`` pairs (memory; our choice).
         """
         m = len(self.modules)
         pos = np.searchsorted(self.modules, hits.module)
@@ -336,22 +336,27 @@ class ModuleMap:
         sorted_mod = node_mod[order]
         start = np.searchsorted(sorted_mod, np.arange(m), side="left")
         count = np.searchsorted(sorted_mod, np.arange(m), side="right") - start
-        n1, n2 = count[self.doublets[:, 0]], count[self.doublets[:, 1]]
-        npairs = n1 * n2
-        total = int(npairs.sum())
-        if total > max_pairs:
-            raise SchemaError(f"the module map gives {total} hit pairs before cuts (> max_pairs={max_pairs}); raise max_pairs or use a smaller event")
-        dbl = np.repeat(np.arange(len(self.doublets)), npairs)
-        off = np.repeat(np.cumsum(npairs) - npairs, npairs)
-        local = np.arange(total) - off
-        n2r = n2[dbl]
-        src = order[start[self.doublets[dbl, 0]] + local // np.maximum(n2r, 1)]
-        dst = order[start[self.doublets[dbl, 1]] + local % np.maximum(n2r, 1)]
-        q = doublet_quantities(hits, src, dst)
-        ok = src != dst
-        for j, c in enumerate(CUT_FEATURES):
-            ok &= (q[c] >= self.cut_min[dbl, j]) & (q[c] <= self.cut_max[dbl, j])
-        src, dst, dbl = src[ok], dst[ok], dbl[ok]
+        npairs_all = count[self.doublets[:, 0]] * count[self.doublets[:, 1]]
+        live = np.flatnonzero(npairs_all)
+        chunk_id = (np.cumsum(npairs_all[live]) - 1) // max(int(chunk_pairs), 1)
+        srcs, dsts = [], []
+        for chunk in np.split(live, np.flatnonzero(np.diff(chunk_id)) + 1) if len(live) else []:
+            n2 = count[self.doublets[chunk, 1]]
+            npairs = npairs_all[chunk]
+            total = int(npairs.sum())
+            dbl = np.repeat(chunk, npairs)
+            local = np.arange(total) - np.repeat(np.cumsum(npairs) - npairs, npairs)
+            n2r = np.repeat(n2, npairs)
+            src = order[start[self.doublets[dbl, 0]] + local // n2r]
+            dst = order[start[self.doublets[dbl, 1]] + local % n2r]
+            q = doublet_quantities(hits, src, dst)
+            ok = src != dst
+            for j, c in enumerate(CUT_FEATURES):
+                ok &= (q[c] >= self.cut_min[dbl, j]) & (q[c] <= self.cut_max[dbl, j])
+            srcs.append(src[ok])
+            dsts.append(dst[ok])
+        src = np.concatenate(srcs) if srcs else np.zeros(0, np.int64)
+        dst = np.concatenate(dsts) if dsts else np.zeros(0, np.int64)
         if use_triplets and len(self.triplets) and len(src):
             keep = self._in_triplet(src, dst, node_mod, m)
             src, dst = src[keep], dst[keep]
