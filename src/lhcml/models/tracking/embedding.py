@@ -18,7 +18,9 @@ Input: the raw hit features of :func:`hit_features` — ``r`` [mm], ``φ`` [rad]
 where the event has cells, the cell count and the summed cell value of the hit (the two
 cell-shape features that need no module geometry; Exa.TrkX adds local directions computed from
 the TrackML ``detectors.csv``, which the ACTS CSV output does not carry). ``φ`` enters the
-network as ``(cos φ, sin φ)`` (continuous across ±π); the normalisation constants are buffers,
+network as ``(cos φ, sin φ)`` (continuous across ±π), with the hit's pseudorapidity from the origin
+``asinh(z/r)`` beside it (the physics prior: a stiff track's hits share their direction); the
+normalisation constants are buffers,
 so the exported ONNX graph takes the raw features.
 """
 
@@ -142,8 +144,8 @@ class HitEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         names = list(feature_names)
-        if "phi" not in names:
-            raise ValueError(f"feature_names {names} need 'phi'")
+        if not {"r", "phi", "z"} <= set(names):
+            raise ValueError(f"feature_names {names} need 'r', 'phi' and 'z'")
         if embedding_dim < 1 or margin <= 0 or min(n_pos, n_random, n_query, k_hard, recall_k) < 1:
             raise ValueError("embedding_dim, margin, n_pos, n_random, n_query, k_hard and recall_k must be positive")
         self.feature_names = names
@@ -151,15 +153,20 @@ class HitEmbedding(nn.Module):
         self.margin = float(margin)
         self.n_pos, self.n_random, self.n_query, self.k_hard = int(n_pos), int(n_random), int(n_query), int(k_hard)
         self.recall_k = int(recall_k)
-        self._phi = names.index("phi")
-        n_in = len(names) + 1
+        self._phi, self._r, self._z = names.index("phi"), names.index("r"), names.index("z")
+        n_in = len(names) + 2
         self.norm = Normaliser(n_in)
         self.net = MLP(n_in, self.embedding_dim, list(hidden), act=act)
 
     def expand(self, x: Tensor) -> Tensor:
-        """Raw features ``(N, F)`` -> network inputs ``(N, F + 1)`` (``φ`` as cos, sin), before normalising."""
+        """Raw features ``(N, F)`` -> network inputs ``(N, F + 2)`` before normalising: ``φ`` as
+        ``(cos φ, sin φ)``, and the hit's pseudorapidity seen from the origin, ``asinh(z / r)``
+        appended (the direction along which a stiff track's hits line up)."""
         phi = x[:, self._phi]
-        rest = [x[:, : self._phi], torch.stack([torch.cos(phi), torch.sin(phi)], dim=1), x[:, self._phi + 1 :]]
+        c = x[:, self._z] / x[:, self._r].clamp(min=1e-3)
+        eta = torch.sign(c) * torch.log(c.abs() + torch.sqrt(c * c + 1))  # asinh (no ONNX asinh export in torch)
+        rest = [x[:, : self._phi], torch.stack([torch.cos(phi), torch.sin(phi)], dim=1), x[:, self._phi + 1 :],
+                eta[:, None]]  # fmt: skip
         return torch.cat(rest, dim=1)
 
     @torch.no_grad()
