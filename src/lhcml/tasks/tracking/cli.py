@@ -19,10 +19,12 @@ tracking_app = typer.Typer(
         "written in the TrackML challenge layout (hits, cells, particles, truth) as CSV and lhcml HDF5; "
         "the ACTS seeding + combinatorial Kalman filter baseline; ML track finders (bucketing, GNN).\n\n"
         "Order: `lhcml tracking simulate PROCESS --mu MU --out DIR` (training and held-out events with "
-        "different --seed) -> `lhcml train configs/tracking/*.yaml` (ML finders) -> `lhcml tracking "
-        "reconstruct DIR --method ckf|bucketing|gnn-mm|gnn-ml` -> `lhcml tracking evaluate` (TrackML "
-        "score, efficiency, fake and duplicate rates) -> `lhcml tracking report`. Real TrackML challenge "
-        "files are read by the same reader (lhcml.data.trackml.read_event)."
+        "different --seed) -> for the GNN: `lhcml tracking module-map` (learned from training events) and "
+        "`lhcml tracking build-graphs` (module-map or metric-learning graphs) -> `lhcml train "
+        "configs/tracking/*.yaml` (ML finders) -> `lhcml tracking reconstruct DIR --method "
+        "ckf|bucketing|gnn-mm|gnn-ml` -> `lhcml tracking evaluate` (TrackML score, efficiency, fake and "
+        "duplicate rates) -> `lhcml tracking report`. Real TrackML challenge files are read by the same "
+        "reader (lhcml.data.trackml.read_event)."
     ),
     no_args_is_help=True,
 )
