@@ -204,6 +204,60 @@ def test_topo_maxima_below_the_split_threshold_do_not_split():
     assert topo.clusters["E_em"][0] == pytest.approx(0.9)
 
 
+def _two_prong_map(geo, e_had2):
+    """Two showers 0.15 apart in eta (three EM cells, adjacent hadronic cells): EM maxima A (1.0
+    GeV) and B (0.8 GeV) joined by two 0.3 GeV EM cells; hadronic cells H1 (3.0 GeV) behind A and
+    H2 (``e_had2``) behind B. Noise 0.1 GeV everywhere: all of it is one 4-2-0 topo-cluster."""
+    sigma = np.full(geo.n_cells, 0.1)
+    e = np.zeros((1, geo.n_cells))
+    a, m1, m2, b = (_cell(geo, 0, x, 0.5) for x in (0.525, 0.575, 0.625, 0.675))
+    h1, h2 = _cell(geo, 1, 0.55, 0.5), _cell(geo, 1, 0.65, 0.5)
+    assert h2 in _neighbours(geo, h1, 1) and a in _neighbours(geo, h1, 0) and b in _neighbours(geo, h2, 0)
+    e[0, [a, m1, m2, b, h1, h2]] = [1.0, 0.3, 0.3, 0.8, 3.0, e_had2]
+    return CellEnergies(e, sigma, e.copy(), geo), (a, b, h1, h2)
+
+
+def test_two_showers_a_few_cells_apart_are_split_into_two_clusters():
+    """Local maxima are searched within a compartment (ATLAS: within a sampling layer): the EM
+    maximum B sits in front of a hadronic cell (2.0 GeV) that is larger than it, and that cell is
+    not a maximum itself (its neighbour H1 is larger). Comparing across compartments (the earlier
+    rule) found only H1 and left one cluster; per compartment A and B are two primary maxima and
+    H1, which lies behind A, is the same shower (no third cluster)."""
+    from lhcml.sim.topoclusters import topo_cluster
+
+    geo = load_geometry()
+    cells, (a, b, h1, h2) = _two_prong_map(geo, 2.0)
+    topo = topo_cluster(cells, np.zeros(1))
+    assert topo.clusters.counts[0] == 2
+    cl_of = dict(zip(topo.cell_id.tolist(), topo.cell_cluster.tolist(), strict=True))
+    assert cl_of[a] != cl_of[b]
+    # each hadronic cell goes with the EM shower in front of it
+    assert cl_of[h1] == cl_of[a] and cl_of[h2] == cl_of[b]
+    e_em = topo.clusters["E_em"]
+    assert e_em[cl_of[a]] + e_em[cl_of[b]] == pytest.approx(1.0 + 0.3 + 0.3 + 0.8 + 3.0 + 2.0)
+    assert e_em[cl_of[a]] > 4.0 and e_em[cl_of[b]] > 2.5
+    # barycentres on the two sides: the two clusters are 0.1 or more apart in eta
+    assert abs(topo.clusters["eta"][cl_of[a]] - topo.clusters["eta"][cl_of[b]]) > 0.08
+
+
+def test_one_shower_seen_in_both_compartments_is_not_split():
+    """A single shower: an EM maximum and the hadronic maximum behind it are one cluster (ATLAS:
+    secondary maxima overlapping a primary one are not used)."""
+    from lhcml.sim.topoclusters import topo_cluster
+
+    geo = load_geometry()
+    sigma = np.full(geo.n_cells, 0.1)
+    e = np.zeros((1, geo.n_cells))
+    a = _cell(geo, 0, 0.525, 0.5)
+    h = _cell(geo, 1, 0.55, 0.5)
+    ring = _neighbours(geo, a, 0)
+    e[0, a], e[0, ring] = 2.0, 0.3
+    e[0, h] = 4.0
+    topo = topo_cluster(CellEnergies(e, sigma, e.copy(), geo), np.zeros(1))
+    assert topo.clusters.counts[0] == 1
+    assert topo.clusters["E_em"][0] == pytest.approx(2.0 + 0.3 * len(ring) + 4.0)
+
+
 def test_hadronic_clusters_get_the_inverse_pion_response():
     from lhcml.sim.topoclusters import lcw_weight
 

@@ -8,11 +8,18 @@ The ATLAS algorithm (EPJC 77 (2017) 490), on the cells of :mod:`lhcml.sim.jet_ca
   compartment) are added; those with ``|E|/σ > 2`` are grown further; two proto-clusters that
   touch through a ``|E|/σ > 2`` cell are merged. Perimeter cells (threshold 0: any energy) go to the
   first cluster that reaches them.
-* **Splitting**: a cluster with two or more local maxima (cells with ``E > 0.5 GeV`` above all
-  their neighbours in the cluster) is split by regrowing from the maxima (largest first) inside
-  the cluster; a cell reached by two maxima goes to the first (ATLAS shares it with geometric
-  weights — a simplification, our choice). ATLAS restricts maxima to EM sampling layers with at
-  least four neighbours; here any compartment counts (our choice, the compartments are merged).
+* **Splitting** (as ATLAS's ``CaloTopoClusterSplitter``, ``docs/references.md §21``): local maxima
+  have ``E > 0.5 GeV`` and at least four neighbours in the cluster. *Primary* maxima are EM-compartment
+  cells (ATLAS: EMB2/EMB3, EME2/EME3, FCal0) with no EM neighbour in the cluster above them (cells
+  of the other compartment neither make nor prevent a primary maximum); *secondary* maxima are
+  hadronic cells (ATLAS: Tile, HEC, FCal1/2) above all their neighbours in the cluster and not
+  overlapping a primary maximum (the same shower seen in both compartments). A cluster with two or more maxima is split by regrowing from
+  the maxima (largest first) inside the cluster; a cell reached by two maxima goes to the first
+  (ATLAS shares it with geometric weights — a simplification, our choice). Until December 2026
+  maxima were compared with the neighbours of *both* compartments: an EM maximum in front of a
+  larger (4× wider) hadronic cell never counted, so hadron-rich W/top prongs stayed one cluster
+  (``docs/benchmarks/sim_large_r.md``, "Fifth version"). The EM cells here are 0.05 wide, twice
+  ATLAS's EMB2 0.025: fewer maxima per prong remain than in ATLAS (measured there).
 * **Kinematics**: energy = sum of the cell energies (EM scale); direction = energy-weighted
   barycentre of the positive cells (φ averaged on the circle), seen from the detector origin and
   then corrected to the primary vertex (``sinh η' = sinh η − z_PV / R``); clusters with E ≤ 0 are
@@ -41,6 +48,8 @@ GROW_SIGMA = 2.0
 PERIMETER_SIGMA = 0.0
 #: local-maximum energy for cluster splitting (GeV; ATLAS 500 MeV)
 SPLIT_E_GEV = 0.5
+#: a local maximum needs at least this many same-compartment neighbours in its cluster (ATLAS: 4)
+SPLIT_MIN_NEIGHBOURS = 4
 #: EM-like classification of clusters by their EM-compartment fraction (our choice)
 EM_LIKE_LO, EM_LIKE_HI = 0.80, 0.95
 
@@ -54,7 +63,7 @@ def _find(parent, i):
 
 
 @numba.njit(cache=True)
-def _topo_event(e, sig, seeds, nb_off, nb_idx, grow_t, split_e, label, queue, new_label):
+def _topo_event(e, sig, seeds, nb_off, nb_idx, layer, grow_t, split_e, min_nb, label, queue, new_label):
     """Cluster one event from its ``seeds`` (cells above the seed threshold, increasing index);
     ``label`` (n_cells, -1) is filled; ``new_label`` (n_cells) is a scratch buffer, all -1 on
     entry and on return. Returns the number of clusters and the clustered cells (increasing)."""
@@ -119,19 +128,48 @@ def _topo_event(e, sig, seeds, nb_off, nb_idx, grow_t, split_e, label, queue, ne
     maxima = np.empty(cells.shape[0], np.int64)
     for k in range(n_cl):
         mem = by_cl[cl_start[k] : cl_start[k + 1]]
+        # local maxima (ATLAS CaloTopoClusterSplitter): E > split_e and at least min_nb
+        # neighbours in the cluster (any compartment). Primary (EM compartment): no EM neighbour
+        # in the cluster above it (cells of other samplings neither make nor prevent a primary
+        # maximum). Secondary (hadronic compartment): no neighbour in the cluster above it, and
+        # no primary maximum among the EM cells it overlaps. Primary maxima are marked -2 in
+        # the scratch new_label.
         n_max = 0
         for c in mem:
-            if e[c] <= split_e:
+            if e[c] <= split_e or layer[c] != 0:
                 continue
             is_max = True
+            n_nb = 0
             for j in range(nb_off[c], nb_off[c + 1]):
                 m = nb_idx[j]
-                if label[m] == k and e[m] > e[c]:
-                    is_max = False
-                    break
-            if is_max:
+                if label[m] == k:
+                    n_nb += 1
+                    if layer[m] == 0 and e[m] > e[c]:
+                        is_max = False
+                        break
+            if is_max and n_nb >= min_nb:
                 maxima[n_max] = c
+                new_label[c] = -2
                 n_max += 1
+        n_keep = n_max
+        for c in mem:
+            if e[c] <= split_e or layer[c] == 0:
+                continue
+            is_max = True
+            n_nb = 0
+            for j in range(nb_off[c], nb_off[c + 1]):
+                m = nb_idx[j]
+                if label[m] == k:
+                    n_nb += 1
+                    if e[m] > e[c] or new_label[m] == -2:
+                        is_max = False
+                        break
+            if is_max and n_nb >= min_nb:
+                maxima[n_keep] = c
+                n_keep += 1
+        for q in range(n_max):
+            new_label[maxima[q]] = -1
+        n_max = n_keep
         if n_max < 2:
             continue
         mx = maxima[:n_max].copy()
@@ -169,7 +207,7 @@ def _grow(a, k, cap):
 
 
 @numba.njit(cache=True)
-def _topo_fill(energy, sigma, nb_off, nb_idx, seed_t, grow_t, split_e, first, counts, work, sig, seed_buf,
+def _topo_fill(energy, sigma, nb_off, nb_idx, layer, seed_t, grow_t, split_e, min_nb, first, counts, work, sig, seed_buf,
                o_ev, o_cell, o_lab, o_e, k):
     """Topo-cluster the events of ``energy`` (events ``first …`` of the batch): their clustered
     cells are appended at ``k`` to the flat outputs ``o_*`` (event, cell, local cluster, energy),
@@ -190,8 +228,8 @@ def _topo_fill(energy, sigma, nb_off, nb_idx, seed_t, grow_t, split_e, first, co
             if s > seed_t:
                 seed_buf[ns] = c
                 ns += 1
-        n_cl, cl = _topo_event(energy[i], sig, seed_buf[:ns], nb_off, nb_idx, grow_t, split_e, label, queue,
-                               new_label)
+        n_cl, cl = _topo_event(energy[i], sig, seed_buf[:ns], nb_off, nb_idx, layer, grow_t, split_e, min_nb, label,
+                               queue, new_label)
         counts[first + i] = n_cl
         if n_cl == 0:
             continue
@@ -235,8 +273,9 @@ class _TopoWork:
         self.k = 0
 
     def add(self, energy: np.ndarray, sigma: np.ndarray, first: int, geo: CaloGeometry) -> None:
-        *out, self.k = _topo_fill(energy, sigma, geo.nb_offsets, geo.nb_index, SEED_SIGMA, GROW_SIGMA, SPLIT_E_GEV,
-                                  first, self.counts, self.work, self.sig, self.seed_buf, *self.out, self.k)
+        *out, self.k = _topo_fill(energy, sigma, geo.nb_offsets, geo.nb_index, geo.layer, SEED_SIGMA, GROW_SIGMA,
+                                  SPLIT_E_GEV, SPLIT_MIN_NEIGHBOURS, first, self.counts, self.work, self.sig,
+                                  self.seed_buf, *self.out, self.k)
         self.out = tuple(out)
 
     def result(self):
