@@ -8,7 +8,7 @@ The ATLAS algorithm (EPJC 77 (2017) 490), on the cells of :mod:`lhcml.sim.jet_ca
   compartment) are added; those with ``|E|/σ > 2`` are grown further; two proto-clusters that
   touch through a ``|E|/σ > 2`` cell are merged. Perimeter cells (threshold 0: any energy) go to the
   first cluster that reaches them.
-* **Splitting** (as ATLAS's ``CaloTopoClusterSplitter``, ``docs/references.md §21``): local maxima
+* **Splitting** (as ATLAS's ``CaloTopoClusterSplitter``, ``docs/references.md §26``): local maxima
   have ``E > 0.5 GeV`` and at least four neighbours in the cluster. *Primary* maxima are EM-compartment
   cells (ATLAS: EMB2/EMB3, EME2/EME3, FCal0) with no EM neighbour in the cluster above them (cells
   of the other compartment neither make nor prevent a primary maximum); *secondary* maxima are
