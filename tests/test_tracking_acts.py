@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
+from lhcml.config import shipped_config
 from lhcml.data.trackml import read_event
 from lhcml.errors import ConfigError, InputNotFoundError, SchemaError
 from lhcml.metrics import tracking as tm
@@ -158,6 +159,10 @@ def test_finder_registry_and_bad_inputs(sample, tmp_path, capsys):
         get_finder("ckff")
     with pytest.raises(SchemaError, match=r"hit ids that the event does not have: \[999999999\]"):
         acts_reco.fit_candidates(sample, 0, (np.array([0, 0, 0]), np.array([1, 2, 999999999])))
+    # the shipped config is the documented defaults (docs/references.md §25), its fast variant a delta
+    assert acts_reco.load_reco_config(None) == acts_reco.ActsRecoConfig()
+    fast = acts_reco.load_reco_config(shipped_config("tracking/ckf_fast.yaml"))
+    assert fast.seeding.max_seeds_per_spm == 1 and fast.ckf == acts_reco.ActsRecoConfig().ckf
     with pytest.raises(ConfigError, match="unknown key 'ckf.chi2_cut'"):
         acts_reco.load_reco_config({"ckf": {"chi2_cut": 10.0}})
     with pytest.raises(InputNotFoundError, match="event 7 is not in"):

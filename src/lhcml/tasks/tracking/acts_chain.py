@@ -55,18 +55,21 @@ STAGES = {
 
 # --------------------------------------------------------------------------------- configuration
 class SeedingConfig(StrictModel):
-    """Grid triplet seeding (ACTS ``GridTripletSeedingAlgorithm``); mm, GeV, degrees."""
+    """Grid triplet seeding (ACTS ``GridTripletSeedingAlgorithm``); mm, GeV, degrees.
+
+    Defaults: ACTS's full chain on this detector (docs/references.md §25, configs/tracking/ckf.yaml).
+    """
 
     geometry_selection: str = "tracking/seeding-generic.json"
-    r_max: float = 200.0
-    delta_r: tuple[float, float] = (1.0, 300.0)
-    collision_region: tuple[float, float] = (-250.0, 250.0)
-    z_range: tuple[float, float] = (-2000.0, 2000.0)
-    max_seeds_per_spm: int = 1
+    r_max: float = 600.0
+    delta_r: tuple[float, float] = (5.0, 270.0)
+    collision_region: tuple[float, float] = (-150.0, 150.0)
+    z_range: tuple[float, float] = (-2800.0, 2800.0)
+    max_seeds_per_spm: int = 5
     sigma_scattering: float = 5.0
-    rad_length_per_seed: float = 0.1
-    min_pt: float = 0.5
-    impact_max: float = 3.0
+    rad_length_per_seed: float = 0.05
+    min_pt: float = 0.4
+    impact_max: float = 20.0
     initial_sigmas: tuple[float, float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 0.0, 1.0)
     initial_sigma_qoverpt: float = 0.1
     initial_sigma_pt_rel: float = 0.1
