@@ -43,6 +43,7 @@ import numpy as np
 
 from lhcml.atomic import atomic_write_text
 from lhcml.formatting import pm
+from lhcml.tasks.tracking.evaluate import fmt_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks" / "tracking.md"
@@ -122,25 +123,26 @@ def table(results: list[dict[str, Any]], failed: dict[str, dict[str, str]]) -> l
     for r in results:
         for m, s in r["methods"].items():
             t = s.get("timing", {})
-            cpu = t.get("total", {})
+            cpu, wall = t.get("total", {}), t.get("wall", {})
             stages = ", ".join(f"{k} {v['mean']:.3g}" for k, v in t.items() if k not in ("total", "wall"))
             rows.append([
                 r["sample"], "–" if r.get("mu") is None else f"{r['mu']:g}", m, str(s["events"]),
-                pm(s["trackml_score"]["value"], s["trackml_score"]["error"]),
-                pm(s["efficiency_pt>1"]["value"], s["efficiency_pt>1"]["error"]),
-                pm(s["efficiency_pt>0.5"]["value"], s["efficiency_pt>0.5"]["error"]),
-                pm(s["fake_rate"]["value"], s["fake_rate"]["error"]),
-                pm(s["duplicate_rate"]["value"], s["duplicate_rate"]["error"]),
+                fmt_result(s["trackml_score"]),
+                fmt_result(s["efficiency_pt>1"]),
+                fmt_result(s["efficiency_pt>0.5"]),
+                fmt_result(s["fake_rate"]),
+                fmt_result(s["duplicate_rate"]),
                 pm(cpu.get("mean"), cpu.get("std")) if cpu else "–",
+                pm(wall.get("mean"), wall.get("std")) if wall else "–",
                 stages or "–",
             ])  # fmt: skip
         for m, why in failed.get(r["sample"], {}).items():
-            rows.append([r["sample"], "–" if r.get("mu") is None else f"{r['mu']:g}", m, "0", f"not run: {why}"] + ["–"] * 6)
+            rows.append([r["sample"], "–" if r.get("mu") is None else f"{r['mu']:g}", m, "0", f"not run: {why}"] + ["–"] * 7)
     return rows
 
 
 HEADER = ["sample", "⟨μ⟩", "method", "events", "TrackML score", "eff. pT > 1 GeV", "eff. pT > 0.5 GeV",
-          "fake rate", "duplicate rate", "CPU s/event (1 core)", "stages [s/event]"]  # fmt: skip
+          "fake rate", "duplicate rate", "CPU s/event (1 core)", "wall s/event", "finder's stages [s/event]"]  # fmt: skip
 
 
 def markdown(rows: list[list[str]], meta: dict[str, Any]) -> str:
@@ -210,6 +212,9 @@ def main(argv: list[str] | None = None) -> None:
             ap.error(f"--sample takes NAME=DIR, got {item!r}")
         samples[name] = Path(d)
     methods = args.methods.split(",") if args.methods else list(FINDERS)
+    unknown = [m for m in methods if m not in FINDERS]
+    if unknown:
+        ap.error(f"unknown finder(s) {unknown}; registered: {', '.join(FINDERS)}")
     print(f"finders: {', '.join(methods)}; samples: {', '.join(f'{k}={v}' for k, v in samples.items())}")
     done, failed, used = run_finders(samples, methods, args.max_events, args.work, args.events, not args.no_truth, args.warmup)
     eval_dir = args.work / "eval"
@@ -229,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = table(results, failed)
     for s in samples:  # samples where no method ran
         if not done[s]:
-            rows += [[s, "–", m, "0", f"not run: {why}"] + ["–"] * 6 for m, why in failed[s].items()]
+            rows += [[s, "–", m, "0", f"not run: {why}"] + ["–"] * 7 for m, why in failed[s].items()]
     widths = [max(len(str(r[i])) for r in [HEADER, *rows]) for i in range(len(HEADER))]
     for r in [HEADER, *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))

@@ -544,7 +544,7 @@ SCORE_CATEGORIES = {
     "pT < 0.5 GeV": lambda p: p["pt"] < 0.5,
     "0.5 < pT < 1 GeV": lambda p: (p["pt"] >= 0.5) & (p["pt"] < 1.0),
     "pT > 1 GeV": lambda p: p["pt"] >= 1.0,
-    "|eta| > 3": lambda p: np.abs(p["eta"]) >= 3.0,
+    "eta outside (-3, 3)": lambda p: np.abs(p["eta"]) >= 3.0,
     "reconstructable": lambda p: p["reconstructable"],
     "not reconstructable": lambda p: ~p["reconstructable"],
 }

@@ -290,6 +290,15 @@ def load_results(folder: str | Path) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r.get("mu") if r.get("mu") is not None else 1e9, r["sample"]))
 
 
+def fmt_result(entry: Mapping[str, Any] | None) -> str:
+    """``value ± error`` of a ``{"value", "error"}`` result (:func:`lhcml.formatting.pm`); an error
+    below 1e-9 (float rounding, e.g. the truth row's score) is shown as no error."""
+    if not entry:
+        return "–"
+    err = entry.get("error")
+    return pm(entry.get("value"), None if err is None or not np.isfinite(err) or err < 1e-9 else err)
+
+
 def summary_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     """One row per (sample, method): score, efficiencies, fake and duplicate rates, time (text)."""
     rows = []
@@ -299,11 +308,11 @@ def summary_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
             rows.append({
                 "sample": r["sample"], "⟨μ⟩": "–" if r.get("mu") is None else f"{r['mu']:g}", "method": m,
                 "events": str(s["events"]),
-                "TrackML score": pm(s["trackml_score"]["value"], s["trackml_score"]["error"]),
-                "eff. (pT > 1 GeV)": pm(s["efficiency_pt>1"]["value"], s["efficiency_pt>1"]["error"]),
-                "eff. (pT > 0.5 GeV)": pm(s["efficiency_pt>0.5"]["value"], s["efficiency_pt>0.5"]["error"]),
-                "fake rate": pm(s["fake_rate"]["value"], s["fake_rate"]["error"]),
-                "duplicate rate": pm(s["duplicate_rate"]["value"], s["duplicate_rate"]["error"]),
+                "TrackML score": fmt_result(s["trackml_score"]),
+                "eff. (pT > 1 GeV)": fmt_result(s["efficiency_pt>1"]),
+                "eff. (pT > 0.5 GeV)": fmt_result(s["efficiency_pt>0.5"]),
+                "fake rate": fmt_result(s["fake_rate"]),
+                "duplicate rate": fmt_result(s["duplicate_rate"]),
                 "time/event [s]": pm(t.get("mean"), t.get("std")) if t else "–",
             })  # fmt: skip
     return rows
