@@ -427,9 +427,7 @@ def _write_acts_csv(acts_out: Path, local: int, event_id: int, tables: dict[str,
     stem = trackml.event_stem(event_id)
     acts_out.mkdir(parents=True, exist_ok=True)
     for name, df in tables.items():
-        dest = acts_out / f"{stem}-{name}.csv"
-        with atomic_path(dest) as tmp:
-            df.to_csv(tmp, index=False, float_format="%.9g")
+        trackml.write_csv(df, acts_out / f"{stem}-{name}.csv")
     for name in ("hits", "particles_simulated"):
         src = work / f"{trackml.event_stem(local)}-{name}.csv"
         with atomic_path(acts_out / f"{stem}-{name}.csv") as tmp:
@@ -476,7 +474,7 @@ def run_tracking_shard(task: TrackingShard) -> dict[str, Any]:
     events, n_pu = generate_particles(task.process, task.first, task.n, task.mu, task.seed)
     t_gen = time.perf_counter() - t0
     for i, ev in enumerate(events):
-        ev.to_csv(gen_dir / f"{trackml.event_stem(i)}-particles.csv", index=False, float_format="%.9g")
+        trackml.write_csv(ev, gen_dir / f"{trackml.event_stem(i)}-particles.csv")
     t1 = time.perf_counter()
     timing = run_acts(setup, gen_dir, acts_dir, task.n, _seed(task.seed, task.first, 0xAC75))
     t_acts = time.perf_counter() - t1
