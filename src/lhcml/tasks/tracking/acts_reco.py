@@ -108,7 +108,8 @@ class CkfResult:
     """What :func:`run_ckf` returns: per event the candidates and the fitted tracks, and timings.
 
     ``candidates[event_id] = (track_id, hit_id)``; ``timings`` has one row per ACTS algorithm:
-    ``algorithm``, ``stage``, ``seconds_per_event`` (one thread: time per event per core).
+    ``algorithm``, ``stage``, ``seconds_per_event`` (CPU, one thread: time per event per core) and
+    ``wall_seconds_per_event`` (ACTS's own wall-clock timing; larger on a busy machine).
     """
 
     candidates: dict[int, tuple[np.ndarray, np.ndarray]]
