@@ -43,17 +43,28 @@ def run_summary(run: Path, max_events: int | None = None) -> dict:
             for k in STAGES:
                 times[k] += float(t.get(k, 0.0))
     ids = list_events(run)[:max_events]
-    ge4, ge4_pt = [], []
+    ge4, ge4_prim, ge4_pt, per_particle, soft, secondary = [], [], [], [], [], []
     for e in ids:  # particles the TrackML score counts (>= 4 hits), and those with pT > 1 GeV
-        p = read_event(run, e, parts=("particles",), check=False).particles
+        ev = read_event(run, e, parts=("particles", "truth"), check=False)
+        p, t = ev.particles, ev.truth
         pt = np.hypot(p["px"].to_numpy(float), p["py"].to_numpy(float))
         ge4.append(int((p["nhits"] >= 4).sum()))
+        ge4_prim.append(int(((p["nhits"] >= 4) & (((p["particle_id"].to_numpy() >> 16) & 0xFF) == 0)).sum()))
         ge4_pt.append(int(((p["nhits"] >= 4) & (pt > 1.0)).sum()))
+        # what the signal hits come from: hits per particle, soft particles, Fatras secondaries
+        sig = t["particle_id"].to_numpy() != 0
+        pid = t["particle_id"].to_numpy()[sig]
+        row = np.searchsorted(p["particle_id"].to_numpy(), pid, sorter=np.argsort(p["particle_id"].to_numpy()))
+        row = np.argsort(p["particle_id"].to_numpy())[row]
+        per_particle.append(sig.sum() / max(int((p["nhits"] > 0).sum()), 1))
+        soft.append(float((pt[row] < 0.5).mean()) if sig.any() else 0.0)
+        secondary.append(float((((pid >> 16) & 0xFF) > 0).mean()) if sig.any() else 0.0)
     col = {k: np.array([s[k] for s in stats], dtype=float) for k in ("hits", "noise_hits", "particles_with_hits",
                                                                        "n_pileup")}  # fmt: skip
     vol = {v: np.array([s["hits_per_volume"].get(str(v), 0) for s in stats], dtype=float) for v in VOLUMES}
     return {"run": run.name, "mu": man["mu"], "events": man["events"], "complete": man["complete"], "col": col,
-            "vol": vol, "ge4": np.array(ge4, float), "ge4_pt": np.array(ge4_pt, float),
+            "vol": vol, "ge4": np.array(ge4, float), "ge4_prim": np.array(ge4_prim, float), "ge4_pt": np.array(ge4_pt, float),
+            "per_particle": np.array(per_particle), "soft": np.array(soft), "secondary": np.array(secondary),
             "t_per_event": {k: v / max(n_timed, 1) for k, v in times.items()}, "n_timed": n_timed}  # fmt: skip
 
 
@@ -68,13 +79,22 @@ def main() -> None:
     args = ap.parse_args()
     rows = [run_summary(r, args.max_events) for r in args.runs if (r / "manifest.json").is_file()]
     rows.sort(key=lambda r: (r["mu"], r["run"]))
-    print("| run | ⟨μ⟩ | events | pile-up vertices | hits | of which noise | particles with hits | particles ≥ 4 hits | ≥ 4 hits, pT > 1 GeV |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| run | ⟨μ⟩ | events | pile-up vertices | hits | of which noise | particles with hits | particles ≥ 4 hits | "
+          "primaries ≥ 4 hits | ≥ 4 hits, pT > 1 GeV |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         c = r["col"]
         print(f"| {r['run']} | {r['mu']:g} | {len(c['hits'])} | {_ms(c['n_pileup'])} | {_ms(c['hits'])} | "
-              f"{_ms(c['noise_hits'])} | {_ms(c['particles_with_hits'])} | {_ms(r['ge4'])} | {_ms(r['ge4_pt'])} |")  # fmt: skip
-    print(f"| seed 000 (HL-LHC) | 200 | – | – | {SEED_SPACE_POINTS} space points | – | – | {SEED_TRACKS} tracks | – |")
+              f"{_ms(c['noise_hits'])} | {_ms(c['particles_with_hits'])} | {_ms(r['ge4'])} | {_ms(r['ge4_prim'])} | "
+              f"{_ms(r['ge4_pt'])} |")  # fmt: skip
+    print(f"| seed 000 (HL-LHC) | 200 | – | – | {SEED_SPACE_POINTS} space points | – | – | {SEED_TRACKS} tracks | | – |")
+    print()
+    print("Composition of the hits from particles (mean ± std over events)")
+    print()
+    print("| run | hits per particle with hits | fraction from particles with pT < 0.5 GeV | fraction from Fatras secondaries |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['run']} | {_ms(r['per_particle'])} | {_ms(r['soft'])} | {_ms(r['secondary'])} |")
     print()
     print("Hits per volume (mean per event): pixels 7 | 8 | 9, short strips 12 | 13 | 14, long strips 16 | 17 | 18")
     print()
