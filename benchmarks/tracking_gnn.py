@@ -6,7 +6,8 @@ Stages (each skipped when its output exists, so the script resumes; ``--redo`` r
 2. ``graphs``: module-map graphs (``graphs-mm``) of the GNN training sample (``--train``) and, when
    ``--embedding`` is given, metric-learning radius graphs (``graphs-ml``);
 3. ``filter``: edge filter trained by ``lhcml train configs/tracking/edge_filter.yaml`` (overrides:
-   data dirs, output dir); then the filtered graphs (``graphs-mm-filtered``);
+   data dirs, output dir); ``filtered``: the graphs with the edges the filter scores above
+   ``--filter-cut`` (``graphs-mm-filtered``);
 4. ``gnn``: interaction network by ``configs/tracking/gnn.yaml`` on the filtered graphs;
 5. ``evaluate``: on the held-out samples (``--bench NAME=DIR``): graph edge efficiency (true edges
    of particles with pT > 1 GeV) and purity, the filter's and the interaction network's edge
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 
-def _train(config: str, train_dir: str, n_train: int, n_val: int, graph: str, out: Path, epochs: int | None) -> Path:
+def _train(config: str, train_dir: str, n_train: int, n_val: int, graph: str, out: Path, extra: list[str]) -> Path:
     from lhcml.data.trackml import list_events
     from lhcml.train.protocol import load_trainable_config
     from lhcml.train.tracking import fit_tracking
@@ -44,8 +45,7 @@ def _train(config: str, train_dir: str, n_train: int, n_val: int, graph: str, ou
     train, val = ids[:n_train], ids[n_train : n_train + n_val]
     over = [f"data.train_dir={train_dir}", f"data.val_dir={train_dir}", f"data.train_events={json.dumps(train)}",
             f"data.val_events={json.dumps(val)}", f"data.prepare.graph={graph}", f"output_dir={out}"]  # fmt: skip
-    if epochs:
-        over.append(f"trainer.max_epochs={epochs}")
+    over += extra
     _, cfg = load_trainable_config(config, over)
     t0 = time.time()
     best = fit_tracking(cfg, resume=(out / "checkpoints" / "last.ckpt").exists())
@@ -101,6 +101,28 @@ def evaluate(name: str, bench: str, cfg: Any, max_events: int | None) -> dict[st
     }  # fmt: skip
 
 
+def graph_only(name: str, bench: str, embedding: str, radii: list[float], k: int, max_events: int | None) -> list[dict[str, Any]]:
+    """Edge efficiency and purity of the metric-learning radius graph for several radii."""
+    from lhcml.data.trackml import list_events, read_event
+    from lhcml.tasks.tracking import gnn_pipeline as P
+    from lhcml.tasks.tracking import graph as G
+
+    embed = P.embedding_function(P.load_stage(embedding))
+    out = []
+    for r in radii:
+        st = []
+        for e in list_events(bench)[:max_events]:
+            ev = read_event(bench, e)
+            t0 = time.process_time()
+            edges = G.radius_graph(embed(ev), r=r, k=k)
+            dt = time.process_time() - t0
+            st.append({**G.graph_efficiency_purity(G.event_hits(ev), edges, min_pt=1.0), "cpu_s": dt})
+        row = {"sample": name, "radius": r, "k": k, "events": len(st), **{c: float(np.mean([x[c] for x in st])) for c in ("edges", "efficiency", "purity", "cpu_s")}}
+        print(json.dumps(row), flush=True)
+        out.append(row)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--map-train", action="append", required=True, help="training samples of the module map")
@@ -110,15 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", required=True, help="training sample of the edge filter and the interaction network")
     ap.add_argument("--n-train", type=int, default=40)
     ap.add_argument("--n-val", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs")
+    ap.add_argument("--filter-set", action="append", default=[], help="KEY=VALUE override of configs/tracking/edge_filter.yaml")
+    ap.add_argument("--gnn-set", action="append", default=[], help="KEY=VALUE override of configs/tracking/gnn.yaml")
     ap.add_argument("--filter-cut", type=float, default=0.05)
     ap.add_argument("--embedding", default=None, help="14D's hit-embedding run directory (gnn-ml)")
     ap.add_argument("--radius", type=float, default=0.1)
     ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--ml-graph-only", default=None, help="comma-separated radii: measure only the metric-learning graph (no networks for gnn-ml)")
     ap.add_argument("--bench", action="append", default=[], help="NAME=DIR held-out samples")
     ap.add_argument("--max-events", type=int, default=None)
     ap.add_argument("--work", default="benchmarks/_work/tracking/gnn")
-    ap.add_argument("--stages", default="map,graphs,filter,gnn,evaluate")
+    ap.add_argument("--stages", default="map,graphs,filter,filtered,gnn,evaluate")
     args = ap.parse_args(argv)
 
     from lhcml.data.trackml import list_events
@@ -136,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"module map: {len(mm.modules)} modules, {len(mm)} doublets, {len(mm.triplets)} triplets, "
               f"{mm.n_events} events, {time.time() - t0:.0f} s", flush=True)  # fmt: skip
     variants = [("mm", {"method": "module_map", "module_map": mm_path})]
-    if args.embedding:
+    if args.embedding and not args.ml_graph_only:
         variants.append(("ml", {"method": "metric_learning", "embedding": args.embedding, "r": args.radius, "k": args.k}))
     for tag, kw in variants:
         suffix = "" if tag == "mm" else "_ml"
@@ -145,12 +169,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"graphs-{tag}: {np.mean([s['edges'] for s in st]):.0f} edges/event, efficiency "
                   f"{np.mean([s['efficiency'] for s in st]):.3f}, purity {np.mean([s['purity'] for s in st]):.3f}", flush=True)  # fmt: skip
         if "filter" in stages:
-            filt = _train("configs/tracking/edge_filter.yaml", args.train, args.n_train, args.n_val, tag, work / f"edge_filter{suffix}", args.epochs)
+            _train("configs/tracking/edge_filter.yaml", args.train, args.n_train, args.n_val, tag, work / f"edge_filter{suffix}", args.filter_set)
+        if "filtered" in stages:
+            filt = work / f"edge_filter{suffix}"
             st = P.write_graphs(args.train, f"{tag}-filtered", events=n_graph, edge_filter=filt, filter_cut=args.filter_cut, **kw)
             print(f"graphs-{tag}-filtered: {np.mean([s['edges'] for s in st]):.0f} edges/event, efficiency "
                   f"{np.mean([s['efficiency'] for s in st]):.3f}, purity {np.mean([s['purity'] for s in st]):.3f}", flush=True)  # fmt: skip
         if "gnn" in stages:
-            _train("configs/tracking/gnn.yaml", args.train, args.n_train, args.n_val, f"{tag}-filtered", work / f"interaction_network{suffix}", args.epochs)
+            _train("configs/tracking/gnn.yaml", args.train, args.n_train, args.n_val, f"{tag}-filtered", work / f"interaction_network{suffix}", args.gnn_set)
     results = []
     if "evaluate" in stages:
         for spec in args.bench:
@@ -164,12 +190,18 @@ def main(argv: list[str] | None = None) -> int:
                 r = evaluate(f"{name}/gnn-{tag}", d, cfg, args.max_events)
                 r["method"] = f"gnn-{tag}"
                 results.append(r)
+        if args.ml_graph_only:
+            for spec in args.bench:
+                name, _, d = spec.partition("=")
+                results.append({"ml_graph": graph_only(name, d, args.embedding, [float(x) for x in args.ml_graph_only.split(",")], args.k, args.max_events)})
         cols = ["sample", "events", "hits", "graph_edges", "graph_efficiency", "graph_purity", "filtered_edges",
                 "filtered_efficiency", "filtered_purity", "gnn_precision", "gnn_recall", "trackml_score",
                 "efficiency_pt>0.5", "efficiency_pt>1", "fake_rate", "duplicate_rate", "cpu_s_per_event"]  # fmt: skip
         print("| " + " | ".join(cols) + " |")
         print("|" + "---|" * len(cols))
         for r in results:
+            if "ml_graph" in r:
+                continue
             print("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
         (work / "results.json").write_text(json.dumps({"command": " ".join(sys.argv), "results": results,
                                                        "wall_s": time.time() - t_start,
