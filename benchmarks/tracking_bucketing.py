@@ -39,6 +39,7 @@ from lhcml.data.trackml import list_events, read_event
 from lhcml.formatting import json_safe, pm
 from lhcml.metrics.tracking import evaluate_event, particle_table, reconstructable, summarise
 from lhcml.tasks.tracking.bucketing import bucket_quality, find_tracks, load_bucketing_config
+from lhcml.tasks.tracking.finders import parse_events
 from lhcml.train.tracking import hit_particle_ids
 
 
@@ -55,14 +56,14 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def run_sample(directory: str, space: str, embedding: str | None, max_events: int, overrides: dict) -> dict[str, Any]:
+def run_sample(directory: str, space: str, embedding: str | None, events: list[int], overrides: dict) -> dict[str, Any]:
     """Bucket quality and track performance of one sample in one space (see the module docstring)."""
     cfg = load_bucketing_config(None).model_copy(update={"space": space, "embedding": embedding, **overrides})
     cfg = load_bucketing_config(cfg.model_dump())  # validated
     quality: dict[str, list[float]] = {}
     perfs, n_hits = [], []
     wall = time.perf_counter()
-    for e in list_events(directory)[:max_events]:
+    for e in events:
         ev = read_event(directory, e)
         out = find_tracks(ev, cfg)
         pid = hit_particle_ids(ev)
@@ -113,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample", action="append", required=True, help="NAME=DIR of held-out events")
     ap.add_argument("--embedding", action="append", default=[], help="NAME=RUN (or RUN for all samples): hit_embedding run")
     ap.add_argument("--max-events", type=int, default=4)
+    ap.add_argument("--events", action="append", default=[], help="NAME=SPEC events of a sample (e.g. mu50=6-7); default: the first --max-events")
     ap.add_argument("--set", action="append", default=[], help="bucketing config override KEY=VALUE (YAML value)")
+    ap.add_argument("--no-geometric", action="store_true", help="only the embedding space")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     import yaml
@@ -123,11 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
     results: dict[str, list[dict[str, Any]]] = {}
     t0 = time.perf_counter()
+    specs = _pairs(args.events, "events")
     for name, d in samples.items():
-        results[name] = [run_sample(d, "geometric", None, args.max_events, overrides)]
+        ids = parse_events(specs[name], list_events(d)) if name in specs else list_events(d)[: args.max_events]
+        results[name] = [] if args.no_geometric else [run_sample(d, "geometric", None, ids, overrides)]
         emb = embeddings.get(name, embeddings.get("*"))
         if emb:
-            results[name].append(run_sample(d, "embedding", emb, args.max_events, overrides))
+            results[name].append(run_sample(d, "embedding", emb, ids, overrides))
         for r in results[name]:
             print(f"{name} {r['space']}: {r['events']} events, {r['wall_s']:.0f} s", file=sys.stderr)
     head = ("| sample | space | events | hits/event | bucket size | bucket eff. all hits, pT>1 [%] | "
