@@ -49,7 +49,7 @@ FINDERS: dict[str, Finder] = {
 
 
 #: finders that read the ACTS CSV of the sample (``OUT/acts/``)
-ACTS_FINDERS = {"ckf"}
+ACTS_FINDERS = {"ckf", "bucketing+ckf"}
 
 
 def get_finder(name: str) -> Finder:
