@@ -91,6 +91,22 @@ def run_sample(directory: str, space: str, embedding: str | None, events: list[i
     }  # fmt: skip
 
 
+def run_ckf(directory: str, events: list[int]) -> dict[str, Any]:
+    """The ``bucketing+ckf`` finder (bucketing tracks as ACTS CKF seeds) on the events: track summary."""
+    from lhcml.tasks.tracking.bucketing import bucketing_ckf
+
+    perfs = []
+    for e in events:
+        t0 = time.process_time()
+        out = bucketing_ckf(directory, e, None)
+        timings = {**out["timings"], "total": time.process_time() - t0}
+        ev = read_event(directory, e)
+        perfs.append(evaluate_event(e, ev.truth, ev.particles, ev.hits, out["track_id"], out["hit_id"], timings=timings))
+    s = summarise(perfs)
+    return {k: s[k] for k in ("events", "trackml_score", "efficiency", "efficiency_pt>1", "fake_rate", "duplicate_rate",
+                              "n_tracks", "timing")}  # fmt: skip
+
+
 def _row(name: str, r: dict[str, Any]) -> str:
     q, t = r["quality"], r["tracks"]
 
@@ -117,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", action="append", default=[], help="NAME=SPEC events of a sample (e.g. mu50=6-7); default: the first --max-events")
     ap.add_argument("--set", action="append", default=[], help="bucketing config override KEY=VALUE (YAML value)")
     ap.add_argument("--no-geometric", action="store_true", help="only the embedding space")
+    ap.add_argument("--ckf", action="store_true", help="also run the bucketing+ckf finder (geometric buckets)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     import yaml
@@ -125,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     embeddings = _pairs(args.embedding, "embedding")
     overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
     results: dict[str, list[dict[str, Any]]] = {}
+    ckf_results: dict[str, Any] = {}
     t0 = time.perf_counter()
     specs = _pairs(args.events, "events")
     for name, d in samples.items():
@@ -135,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             results[name].append(run_sample(d, "embedding", emb, ids, overrides))
         for r in results[name]:
             print(f"{name} {r['space']}: {r['events']} events, {r['wall_s']:.0f} s", file=sys.stderr)
+        if args.ckf:
+            c = run_ckf(d, ids)
+            ckf_results[name] = c
+            print(f"{name} bucketing+ckf: efficiency {c['efficiency']['value']:.3f} (pT>1 "
+                  f"{c['efficiency_pt>1']['value']:.3f}), fakes {c['fake_rate']['value']:.3f}, duplicates "
+                  f"{c['duplicate_rate']['value']:.3f}, {c['n_tracks']} tracks, score {c['trackml_score']['value']:.3f}, "
+                  f"CPU {c['timing']['total']['mean']:.2f} s/event")  # fmt: skip
     head = ("| sample | space | events | hits/event | bucket size | bucket eff. all hits, pT>1 [%] | "
             "bucket eff. majority, pT>1 [%] | majority, pT>0.5 [%] | purity [%] | track eff. pT>1 [%] | "
             "track eff. pT>0.5 [%] | fakes [%] | duplicates [%] | TrackML score | CPU s/event |")  # fmt: skip
@@ -143,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     doc = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
-           "wall_s": time.perf_counter() - t0, "results": results, "table": table}  # fmt: skip
+           "wall_s": time.perf_counter() - t0, "results": results, "ckf": ckf_results, "table": table}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(json_safe(doc), indent=1))
     return 0

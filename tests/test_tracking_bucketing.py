@@ -256,3 +256,16 @@ def _straight_event(n: int):
                       "px": [d[0] for d in dirs], "py": [d[1] for d in dirs], "pz": [d[2] for d in dirs],
                       "q": 1, "nhits": len(RADII)})  # fmt: skip
     return TrackMLEvent(0, h, None, p, t)
+
+
+def test_true_pairs_known_answer() -> None:
+    from lhcml.models.tracking.embedding import neighbour_pairs, same_particle_pairs
+
+    pid = np.array([1, 1, 1, 2, 2, 0, 1])
+    dist = np.array([3.0, 1.0, 2.0, 5.0, 4.0, 0.0, 9.0])  # particle 1 in order: hits 1, 2, 0, 6
+    got = {tuple(p) for p in neighbour_pairs(pid, dist, 1).tolist()}
+    assert got == {(1, 2), (0, 2), (0, 6), (3, 4)}
+    got = {tuple(p) for p in neighbour_pairs(pid, dist, 2).tolist()}
+    assert got == {(1, 2), (0, 2), (0, 6), (3, 4), (0, 1), (2, 6)}
+    # all pairs: C(4, 2) + C(2, 2); noise (0) never pairs
+    assert len(same_particle_pairs(pid)) == 7 and 5 not in same_particle_pairs(pid)

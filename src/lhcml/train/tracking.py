@@ -38,7 +38,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -83,10 +83,14 @@ class EmbeddingOptions(StrictModel):
     use_cells: bool | None = None
     #: validation queries per event for the neighbour recall (our choice)
     n_recall_queries: int = Field(2000, gt=0)
+    #: true pairs: ``all`` same-particle pairs, or those at most ``pair_window`` hits apart along the
+    #: particle (hits ordered by distance from the origin; 1 = consecutive, Exa.TrkX's truth edges)
+    positives: Literal["all", "window"] = "all"
+    pair_window: int = Field(3, ge=1)
 
 
 def _embedding_prepare(event: Any, opts: EmbeddingOptions) -> dict[str, Any]:
-    from lhcml.models.tracking.embedding import hit_features, same_particle_pairs
+    from lhcml.models.tracking.embedding import hit_features, neighbour_pairs, same_particle_pairs
 
     feats, names = hit_features(event, opts.use_cells)
     pid = hit_particle_ids(event)
@@ -97,7 +101,8 @@ def _embedding_prepare(event: Any, opts: EmbeddingOptions) -> dict[str, Any]:
     return {
         "features": feats,
         "particle_id": pid,
-        "pos_pairs": same_particle_pairs(pid),
+        "pos_pairs": same_particle_pairs(pid) if opts.positives == "all"
+        else neighbour_pairs(pid, np.hypot(feats[:, 0], feats[:, 2]), opts.pair_window),
         "queries": queries.astype(np.int64),
         "feature_names": names,
     }

@@ -84,6 +84,17 @@ def hit_features(event: Any, use_cells: bool | None = None) -> tuple[np.ndarray,
     return np.stack(cols, axis=1).astype(np.float32), names
 
 
+def neighbour_pairs(particle_id: np.ndarray, distance: np.ndarray, window: int) -> np.ndarray:
+    """Pairs ``(i, j)`` of hits of the same non-zero particle at most ``window`` steps apart when the
+    particle's hits are ordered by ``distance`` (e.g. from the origin) -> ``(P, 2)`` int64."""
+    pid = np.asarray(particle_id, np.int64)
+    idx = np.flatnonzero(pid != 0)
+    order = idx[np.lexsort((np.asarray(distance)[idx], pid[idx]))]
+    out = [np.stack([order[:-w], order[w:]], axis=1)[pid[order[:-w]] == pid[order[w:]]]
+           for w in range(1, int(window) + 1) if w < len(order)]  # fmt: skip
+    return np.sort(np.concatenate(out), axis=1) if out else np.zeros((0, 2), np.int64)
+
+
 def same_particle_pairs(particle_id: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
     """All unordered pairs ``(i, j)``, ``i < j``, of hits with the same non-zero ``particle_id`` -> ``(P, 2)`` int64.
 
