@@ -45,11 +45,10 @@ seeded from the run seed and the shard's first event (Pythia, ACTS) or the event
 from __future__ import annotations
 
 import json
-import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +58,6 @@ import pandas as pd
 from lhcml.atomic import atomic_path, atomic_write_text, prepare_output
 from lhcml.data import trackml
 from lhcml.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 #: solenoid field along z (T), the TrackML/ACTS generic-detector setup (docs/references.md §24)
 FIELD_T = 2.0
@@ -665,8 +662,3 @@ def simulate_tracking(
     manifest["complete"] = True
     atomic_write_text(mpath, json.dumps(manifest, indent=1))
     return manifest
-
-
-def shard_summary(task: TrackingShard) -> dict[str, Any]:
-    """The task as a plain dict (for logs)."""
-    return asdict(task)
