@@ -207,3 +207,30 @@ def test_acts_simulation_is_deterministic_resumable_and_truth_consistent(tmp_pat
         # HDF5 holds the same event
         h = trackml.read_event(out / "h5", eid)
         pd.testing.assert_frame_equal(h.truth, ev.truth, check_exact=False, rtol=1e-5, atol=1e-6)
+
+    # ACTS's own CSV readers read the acts/ files back (the same measurements; ACTS's reader may
+    # reorder measurements of one module, its sort by geometry id is not stable)
+    import acts
+    import acts.examples
+
+    lvl = acts.logging.WARNING
+    seq = acts.examples.Sequencer(events=2, numThreads=1, logLevel=lvl)
+    src = str(out / "acts")
+    seq.addReader(acts.examples.CsvParticleReader(level=lvl, inputDir=src, inputStem="particles_simulated",
+                                                  outputParticles="particles"))  # fmt: skip
+    seq.addReader(acts.examples.CsvSimHitReader(level=lvl, inputDir=src, inputStem="hits", outputSimHits="simhits"))
+    seq.addReader(acts.examples.CsvMeasurementReader(
+        level=lvl, inputDir=src, outputMeasurements="measurements", outputMeasurementSimHitsMap="msm",
+        outputMeasurementParticlesMap="mpm", inputSimHits="simhits", outputClusters="clusters"))  # fmt: skip
+    back = tmp_path / "acts_back"
+    back.mkdir()
+    seq.addWriter(acts.examples.CsvMeasurementWriter(level=lvl, inputMeasurements="measurements", inputClusters="clusters",
+                                                     inputMeasurementSimHitsMap="msm", outputDir=str(back)))  # fmt: skip
+    seq.run()
+    for eid in (0, 1):
+        a = pd.read_csv(out / "acts" / f"event{eid:09d}-measurements.csv", keep_default_na=False, dtype={"local_key": str})
+        b = pd.read_csv(back / f"event{eid:09d}-measurements.csv", keep_default_na=False, dtype={"local_key": str})
+        assert len(a) == len(b) and (a["geometry_id"].to_numpy() == b["geometry_id"].to_numpy()).all()
+        key = ["geometry_id", "local0", "local1"]
+        sa, sb = (d[key].round(4).sort_values(key).to_numpy() for d in (a, b))
+        np.testing.assert_allclose(sa, sb, atol=2e-4)
