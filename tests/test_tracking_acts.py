@@ -128,6 +128,10 @@ def test_kalman_fit_of_truth_prototracks_recovers_pt(sample, tmp_path):
     np.testing.assert_allclose(rows["qOverP"], fitted.params[:, 4] / 1000, rtol=1e-5)
     np.testing.assert_allclose(rows["covariance"][:, 4, 4], fitted.cov[:, 4, 4] / 1e6, rtol=1e-6)
     np.testing.assert_array_equal(rows["truthParticleId"], fitted.truth_particle)
+    # a track whose extrapolation to the perigee failed keeps ACTS's zero parameters: not valid
+    par, cov = fitted.params.copy(), fitted.cov.copy()
+    par[0], cov[0] = 0.0, 0.0
+    assert acts_reco.has_parameters(par, cov).tolist() == [False] + [True] * (len(par) - 1)
 
 
 def test_ckf_from_external_seeds_finds_the_seeded_particles(sample):

@@ -90,12 +90,14 @@ class FittedTracks:
     @property
     def pt(self) -> np.ndarray:
         """Transverse momentum in GeV."""
-        return np.abs(np.sin(self.params[:, 3]) / self.params[:, 4])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.abs(np.sin(self.params[:, 3]) / self.params[:, 4])
 
     @property
     def eta(self) -> np.ndarray:
         """Pseudorapidity."""
-        return -np.log(np.tan(self.params[:, 3] / 2))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return -np.log(np.tan(self.params[:, 3] / 2))
 
     @property
     def charge(self) -> np.ndarray:
@@ -131,6 +133,13 @@ def _truth(event_dir: Path, event_id: int) -> pd.DataFrame | None:
         return read_event(event_dir, event_id, parts=("hits", "truth"), check=False).truth
     except (FileNotFoundError, InputNotFoundError):
         return None
+
+
+def has_parameters(params: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Tracks that carry perigee parameters: finite, q/p != 0 and a positive q/p variance (a fit whose
+    extrapolation to the perigee failed keeps ACTS's zero-initialised parameters)."""
+    p = np.asarray(params)[:, :5]
+    return np.isfinite(p).all(axis=1) & (p[:, 4] != 0) & (np.asarray(cov)[:, 4, 4] > 0)
 
 
 def truth_match(
@@ -332,7 +341,7 @@ def fit_candidates(
     sink, timings = run_chain(files, [event_id], build)
     res = sink[int(event_id)]
     which = _assign(res["states"], protos)
-    rows = np.flatnonzero(which >= 0)
+    rows = np.flatnonzero((which >= 0) & has_parameters(res["params"], res["cov"]))
     out = _fitted(event_id, res, ids[which[rows]], rows, _truth(Path(event_dir), event_id))
     out.timings = stage_seconds(timings)
     return out
@@ -439,7 +448,7 @@ def fitted_track_records(tracks: FittedTracks) -> np.ndarray:
     if len(tracks.truth_particle) == len(tracks):
         out["truthParticleId"] = tracks.truth_particle
         out["truthMatchProbability"] = tracks.truth_fraction
-    out["valid"] = True
+    out["valid"] = has_parameters(tracks.params, tracks.cov)
     return out
 
 
