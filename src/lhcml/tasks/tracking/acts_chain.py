@@ -77,7 +77,10 @@ class SeedingConfig(StrictModel):
 
 
 class CkfStageConfig(StrictModel):
-    """The combinatorial Kalman filter (ACTS ``TrackFindingAlgorithm``) and its track selection."""
+    """The combinatorial Kalman filter (ACTS ``TrackFindingAlgorithm``) and its track selection.
+
+    Defaults: ACTS's CKF and track selection for this detector (docs/references.md §25).
+    """
 
     chi2_cut_measurement: float = 15.0
     chi2_cut_outlier: float = 25.0
@@ -93,7 +96,10 @@ class CkfStageConfig(StrictModel):
 
 
 class AmbiguityConfig(StrictModel):
-    """Ambiguity resolution of the CKF's tracks (ACTS ``GreedyAmbiguityResolutionAlgorithm``)."""
+    """Ambiguity resolution of the CKF's tracks (ACTS ``GreedyAmbiguityResolutionAlgorithm``).
+
+    Defaults: ACTS's full chain (docs/references.md §25); ``none`` keeps every CKF track.
+    """
 
     method: Literal["greedy", "none"] = "greedy"
     maximum_shared_hits: int = 3
@@ -102,7 +108,10 @@ class AmbiguityConfig(StrictModel):
 
 
 class FitConfig(StrictModel):
-    """Kalman fitter of proto-tracks and the space points that estimate initial parameters."""
+    """Kalman fitter of proto-tracks and the space points that estimate initial parameters.
+
+    Defaults: ACTS's ``addKalmanTracks`` (docs/references.md §25); all pixel volumes (7, 8, 9).
+    """
 
     multiple_scattering: bool = True
     energy_loss: bool = True
@@ -112,7 +121,7 @@ class FitConfig(StrictModel):
 class ActsRecoConfig(StrictModel):
     """Configuration of the ACTS reconstruction (``configs/tracking/ckf.yaml``)."""
 
-    field_tesla: float = 2.0
+    field_tesla: float = 2.0  # the simulation's uniform solenoid field (docs/references.md §24)
     seeding: SeedingConfig = SeedingConfig()
     ckf: CkfStageConfig = CkfStageConfig()
     ambiguity: AmbiguityConfig = AmbiguityConfig()
