@@ -269,3 +269,23 @@ def test_true_pairs_known_answer() -> None:
     assert got == {(1, 2), (0, 2), (0, 6), (3, 4), (0, 1), (2, 6)}
     # all pairs: C(4, 2) + C(2, 2); noise (0) never pairs
     assert len(same_particle_pairs(pid)) == 7 and 5 not in same_particle_pairs(pid)
+
+
+def test_lhcml_tune_runs_a_tracking_config(events, tmp_path: Path) -> None:
+    """`lhcml tune` validates and trains a tracking config through the trainer protocol (objective
+    ``val_recall``, a metric of the model's validation step)."""
+    import yaml
+
+    from lhcml.tune.cli import run_tune
+
+    cfg = _config(events, tmp_path / "unused", 1)
+    (tmp_path / "emb.yaml").write_text(yaml.safe_dump(cfg))
+    space = {
+        "study_name": "emb_tiny", "sampler": "random", "pruner": "none", "n_trials": 2, "seed": 7,
+        "objectives": [{"metric": "val_recall", "direction": "maximize"}],
+        "parameters": {"model.margin": {"type": "float", "low": 0.5, "high": 2.0}},
+    }  # fmt: skip
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    report = run_tune(tmp_path / "emb.yaml", tmp_path / "space.yaml", tmp_path / "study", progress=False)
+    assert report.is_file()
+    assert len(list((tmp_path / "study" / "trials").glob("trial_*/checkpoints/best-*.ckpt"))) == 2

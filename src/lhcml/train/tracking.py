@@ -198,6 +198,11 @@ def tracking_spec(name: str) -> TrackingModelSpec:
     return TRACKING_MODELS[name]
 
 
+def tracking_model_class(name: str) -> type:
+    """The model class of the registry entry ``name`` (its constructor's arguments are the hyperparameters)."""
+    return _model_cls(tracking_spec(name))
+
+
 def _model_cls(spec: TrackingModelSpec) -> type:
     m = spec.model
     return m.cls if isinstance(m, _LazyClass) else m

@@ -206,5 +206,8 @@ def check_space(space: SearchSpace, cfg: dict[str, Any], source: str = "the trai
 
         if tcfg.model.name not in BDT_MODELS:
             from lhcml.models.registry import get_model_class
+            from lhcml.train.tracking import is_tracking_model, tracking_model_class
 
-            check_hyperparameters(get_model_class(tcfg.model.name), tcfg.model.hyperparameters(), tcfg.model.name)
+            name = tcfg.model.name
+            cls = tracking_model_class(name) if is_tracking_model(name) else get_model_class(name)
+            check_hyperparameters(cls, tcfg.model.hyperparameters(), name)
