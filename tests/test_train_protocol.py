@@ -25,7 +25,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_registry_holds_every_kind_and_each_follows_the_protocol() -> None:
-    assert set(TRAINERS) == {"lightning", "bdt", "paed", "fastcalo"}
+    assert set(TRAINERS) == {"lightning", "bdt", "paed", "fastcalo", "tracking"}
     for kind, trainer in TRAINERS.items():
         assert isinstance(trainer, Trainable) and trainer.kind == kind
     from lhcml.export.model import EXPORTERS
@@ -43,6 +43,7 @@ def test_registry_holds_every_kind_and_each_follows_the_protocol() -> None:
         ("photon/paed.yaml", "paed", "PAEDConfig"),
         ("fastcalo/vae.yaml", "fastcalo", "FastCaloTrainConfig"),
         ("fastcalo/gan.yaml", "fastcalo", "FastCaloTrainConfig"),
+        ("tracking/embedding.yaml", "tracking", "TrackingTrainConfig"),
     ],
 )
 def test_shipped_configs_dispatch_by_model_name(config: str, kind: str, schema: str) -> None:
