@@ -355,3 +355,16 @@ def test_cli_bad_candidates_one_clear_error(tmp_path, capsys):
     assert not (tmp_path / "eval").exists()  # no partial output
     code, out, err = _cli(capsys, "tracking", "evaluate", str(ev_dir), "-c", "bad", "-o", str(tmp_path / "eval"))
     assert code == 2 and "METHOD=DIR" in err, err
+
+
+def test_event_display_busy_event_shows_a_phi_sector(tmp_path):
+    from lhcml.plots.tracking import EventDisplay
+
+    truth, hits, parts = _rate_event()
+    t, h = _cands([_hits_of(truth, 1), _hits_of(truth, 2)])
+    disp = EventDisplay(label_lines=["test"], max_tracks=1)  # 3 true tracks > 1: a sector of ~60 degrees
+    disp.add_event(hits, truth, parts, min_pt=1.0)
+    disp.add_candidates(t, h, tm.match_tracks(truth, t, h))
+    path = disp.save(tmp_path / "display.png")
+    texts = " ".join(x.get_text() for ax in disp.axes for x in ax.texts)
+    assert path.stat().st_size > 10_000 and "shown: |φ| < 60°" in texts and "matched 2" in texts

@@ -97,14 +97,33 @@ def _segments(group: np.ndarray, x: np.ndarray, y: np.ndarray, order: np.ndarray
 
 
 class EventDisplay(PlotBase):
-    """One event: hits, true tracks and found tracks in x–y and r–z (a 2 × 2 figure)."""
+    """One event: hits, true tracks and found tracks in x–y and r–z (a 2 × 2 figure).
 
-    def __init__(self, label_lines: Sequence[str] | None = None, figsize: tuple[float, float] = (13.0, 11.0)) -> None:
+    A busy event (more than ``max_tracks`` selected true tracks, as at ⟨μ⟩ = 200) is shown in a
+    φ sector holding about ``max_tracks`` of them (hits and track segments with φ in the sector),
+    so that single tracks stay visible; the sector is named on the figure.
+    """
+
+    def __init__(self, label_lines: Sequence[str] | None = None, figsize: tuple[float, float] = (13.0, 11.0),
+                 max_tracks: int = 150) -> None:  # fmt: skip
         super().__init__(label_lines=label_lines, figsize=figsize)
         self.hits: pd.DataFrame | None = None
         self.true_tracks: pd.DataFrame | None = None
         self.found: pd.DataFrame | None = None
         self.n_selected = 0
+        self.max_tracks = max_tracks
+
+    def _sector(self) -> float | None:
+        """Half-width [rad] of the φ sector shown (``None``: the whole event)."""
+        if self.n_selected <= self.max_tracks:
+            return None
+        return float(np.pi * self.max_tracks / self.n_selected)
+
+    @staticmethod
+    def _in_sector(df: pd.DataFrame, half: float | None) -> pd.DataFrame:
+        if half is None:
+            return df
+        return df[np.abs(np.arctan2(df["y"].to_numpy(), df["x"].to_numpy())) < half]
 
     def add_event(self, hits: pd.DataFrame, truth: pd.DataFrame, particles: pd.DataFrame, min_pt: float = 1.0) -> EventDisplay:
         """Hits (``hit_id, x, y, z``) and the true tracks of charged particles above ``min_pt`` GeV."""
@@ -136,27 +155,35 @@ class EventDisplay(PlotBase):
 
         if self.hits is None:
             raise ValueError("add_event() first")
+        half = self._sector()
+        hits = self._in_sector(self.hits, half)
+        true_tracks = None if self.true_tracks is None else self._in_sector(self.true_tracks, half)
+        found_tracks = None if self.found is None else self._in_sector(self.found, half)
         with style():
             fig = Figure(figsize=self.figsize)
             axes = fig.subplots(2, 2)
-            hx, hy, hz = (self.hits[c].to_numpy() for c in ("x", "y", "z"))
+            ax_, ay_, az_ = (self.hits[c].to_numpy() for c in ("x", "y", "z"))
+            r_all = np.hypot(ax_, ay_)
+            hx, hy, hz = (hits[c].to_numpy() for c in ("x", "y", "z"))
             hr = np.hypot(hx, hy)
             for row in range(2):
                 axes[row, 0].scatter(hx, hy, s=1.0, c="0.7", lw=0, rasterized=True)
                 axes[row, 1].scatter(hz, hr, s=1.0, c="0.7", lw=0, rasterized=True)
-            if self.true_tracks is not None and len(self.true_tracks):
-                t = self.true_tracks
+            if true_tracks is not None and len(true_tracks):
+                t = true_tracks
                 x, y, z = (t[c].to_numpy() for c in ("x", "y", "z"))
                 r = np.hypot(x, y)
                 g = t["particle_id"].to_numpy()
                 axes[0, 0].add_collection(LineCollection(_segments(g, x, y, r), lw=0.6, color=colour(2), alpha=0.8))
                 axes[0, 1].add_collection(LineCollection(_segments(g, z, r, r), lw=0.6, color=colour(2), alpha=0.8))
-            counts = {}
+            counts = {}  # whole event, not only the sector
             if self.found is not None and len(self.found):
-                f = self.found
-                for k, col in CLASS_COLOURS.items():
+                counts = {k: int(self.found.loc[self.found["cls"] == k, "track_id"].nunique()) for k in CLASS_COLOURS}
+            if found_tracks is not None and len(found_tracks):
+                f = found_tracks
+                for k in ("fake", "duplicate", "matched"):  # matched drawn last, on top
+                    col = CLASS_COLOURS[k]
                     s = f[f["cls"] == k]
-                    counts[k] = s["track_id"].nunique()
                     if not len(s):
                         continue
                     x, y, z = (s[c].to_numpy() for c in ("x", "y", "z"))
@@ -170,13 +197,15 @@ class EventDisplay(PlotBase):
                 axes[row, 0].set_aspect("equal", adjustable="box")
                 axes[row, 1].set_xlabel("z [mm]")
                 axes[row, 1].set_ylabel("r [mm]")
-                rmax = float(hr.max()) * 1.05 if len(hr) else 1.0
+                rmax = float(r_all.max()) * 1.05 if len(r_all) else 1.0
                 axes[row, 0].set_xlim(-rmax, rmax)
                 axes[row, 0].set_ylim(-rmax, rmax)
-                zmax = float(np.abs(hz).max()) * 1.05 if len(hz) else 1.0
+                zmax = float(np.abs(az_).max()) * 1.05 if len(az_) else 1.0
                 axes[row, 1].set_xlim(-zmax, zmax)
-                axes[row, 1].set_ylim(0, rmax * 1.25)
-            add_experiment_label(axes[0, 1], self.label_lines + [f"true tracks: {self.n_selected}", f"hits: {len(self.hits)}"])
+                axes[row, 1].set_ylim(0, rmax * 1.4)
+            where = [] if half is None else [f"shown: |φ| < {np.degrees(half):.0f}° (of {self.n_selected} true tracks)"]
+            add_experiment_label(axes[0, 1], self.label_lines + [f"true tracks: {self.n_selected}",
+                                                                 f"hits: {len(self.hits)}", *where])  # fmt: skip
             found_txt = ", ".join(f"{k} {v}" for k, v in counts.items())
             add_experiment_label(axes[1, 1], [f"found: {found_txt}" if counts else "found: none"])
             fig.tight_layout()
