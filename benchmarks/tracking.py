@@ -3,8 +3,9 @@
 For every sample (``--sample NAME=DIR``, an ``lhcml tracking simulate`` output of held-out events)
 and every finder registered in :data:`lhcml.tasks.tracking.finders.FINDERS` (or ``--methods``):
 
-1. run the finder once on the first event untimed (``--warmup``: geometry, field and model set-up
-   are per job, not per event), then on each event with one thread, measuring the CPU time of the call
+1. run the finder once untimed on the first event of the first sample it runs on (``--warmup``:
+   geometry, field and model set-up are per job, not per event), then on each event with one
+   thread, measuring the CPU time of the call
    (``time.process_time``: CPU time per event per core) and its wall time; the finder's own
    per-stage timings are kept beside them; candidates and timings go to
    ``WORK/candidates/<sample>/<method>/`` (:func:`lhcml.tasks.tracking.evaluate.write_candidates`);
@@ -78,6 +79,7 @@ def run_finders(samples: dict[str, Path], methods: list[str], max_events: int | 
     done: dict[str, dict[str, Path]] = {}
     failed: dict[str, dict[str, str]] = {}
     used: dict[str, list[int]] = {}
+    warmed: set[str] = set()
     for s, d in samples.items():
         done[s], failed[s] = {}, {}
         try:
@@ -100,8 +102,9 @@ def run_finders(samples: dict[str, Path], methods: list[str], max_events: int | 
             finder = get_finder(m)
             out = work / "candidates" / s / m
             try:
-                for _ in range(warmup if ids else 0):  # untimed: one-off set-up (geometry, models) is not per event
-                    finder(d, ids[0], None)
+                for _ in range(warmup if m not in warmed else 0):  # untimed, once per method (first sample):
+                    finder(d, ids[0], None)  # one-off set-up (geometry, models) is not per event
+                warmed.add(m)
                 for e in tqdm(ids, desc=f"{s} {m}", unit="event"):
                     c0, w0 = time.process_time(), time.perf_counter()
                     result = finder(d, e, None)
@@ -186,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks/_work/tracking/bench", help="work folder")
     ap.add_argument("--doc", type=Path, default=DOC, help="markdown page to update (docs/benchmarks/tracking.md)")
     ap.add_argument("--no-doc", action="store_true", help="print only")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed calls of each finder on the first event before timing")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed calls of each finder (on the first event of the first sample) before timing")
     ap.add_argument("--no-truth", action="store_true", help="no 'truth' row (the true assignment: score and efficiency 1 by construction)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
