@@ -123,6 +123,31 @@ def graph_only(name: str, bench: str, embedding: str, radii: list[float], k: int
     return out
 
 
+def map_scan(train_dir: str, bench: str, ns: list[int], max_events: int | None, min_pt: float) -> list[dict[str, Any]]:
+    """Module-map edge efficiency/purity on held-out events vs training events, cut windows, triplets."""
+    from lhcml.data.trackml import list_events, read_event
+    from lhcml.tasks.tracking import graph as G
+
+    train = [read_event(train_dir, e) for e in list_events(train_dir)[: max(ns)]]
+    held = [G.event_hits(read_event(bench, e), need_truth=True) for e in list_events(bench)[:max_events]]
+    out = []
+    for n in ns:
+        for level in ("module", "layer"):
+            mm = G.ModuleMap.build(train[:n], min_pt=min_pt, cut_level=level)
+            for trip in (False, True):
+                st, dt = [], 0.0
+                for h in held:
+                    t0 = time.process_time()
+                    c = mm.candidate_edges(h, use_triplets=trip)
+                    dt += time.process_time() - t0
+                    st.append(G.graph_efficiency_purity(h, c, min_pt=1.0))
+                row = {"n_train": n, "cut": level, "triplets": trip, "doublets": len(mm), "s_per_event": dt / len(held),
+                       **{c: float(np.mean([x[c] for x in st])) for c in ("edges", "efficiency", "purity")}}  # fmt: skip
+                print(json.dumps(row), flush=True)
+                out.append(row)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--map-train", action="append", required=True, help="training samples of the module map")
@@ -142,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bench", action="append", default=[], help="NAME=DIR held-out samples")
     ap.add_argument("--max-events", type=int, default=None)
     ap.add_argument("--work", default="benchmarks/_work/tracking/gnn")
+    ap.add_argument("--map-scan", default=None, help="N1,N2,...: only the module-map scan (first --map-train sample, first --bench sample)")
     ap.add_argument("--stages", default="map,graphs,filter,filtered,gnn,evaluate")
     args = ap.parse_args(argv)
 
@@ -150,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    if args.map_scan:
+        rows = map_scan(args.map_train[0], args.bench[0].partition("=")[2], [int(x) for x in args.map_scan.split(",")],
+                        args.max_events, args.map_min_pt)  # fmt: skip
+        (work / "map_scan.json").write_text(json.dumps(rows, indent=1))
+        return 0
     stages = set(args.stages.split(","))
     mm_path = work / "module_map.npz"
     n_graph = args.n_train + args.n_val
