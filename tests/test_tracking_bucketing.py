@@ -233,6 +233,11 @@ def test_geometric_buckets_and_finder(events) -> None:
     counted = perf.tracks[perf.tracks["counted"]]
     assert found > 0.85 and counted["fake"].mean() < 0.05 and perf.score > 0.8, (found, counted["fake"].mean(), perf.score)
     assert set(out["timings"]) == {"bucketing", "track_building"}
+    # one hit per layer: no track holds two hits of one (volume, layer)
+    out = bucketing(events, 6, {"one_hit_per_layer": True})
+    lay = ev.hits.set_index("hit_id").loc[out["hit_id"], ["volume_id", "layer_id"]]
+    per = pd.DataFrame({"t": out["track_id"], "v": lay["volume_id"].to_numpy(), "l": lay["layer_id"].to_numpy()})
+    assert len(out["track_id"]) > 0 and not per.duplicated().any()
 
 
 def _straight_event(n: int):

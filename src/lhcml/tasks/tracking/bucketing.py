@@ -13,8 +13,9 @@ Two steps, as in the seed talk and the paper:
    defines, with the query and the beam line ``(0, 0)``, a helix: the circle through the origin, the
    query and ``j`` in the transverse plane, and the straight line ``z = z0 + s cot θ`` in the arc
    length ``s`` through the two hits. The helix with most free bucket hits within ``tol_xy_mm`` of
-   the circle and ``tol_z_mm`` of the line (ties: smaller summed residual) is a track when it has at
-   least ``min_hits`` hits; it is extended once with the helix through the query and its outermost
+   the circle and ``tol_z_mm`` of the line (ties: smaller summed residual; with ``one_hit_per_layer``
+   counted on distinct layers, keeping per layer the hit closest to the helix) is a track when it
+   has at least ``min_hits`` hits; it is extended once with the helix through the query and its outermost
    hit over the free hits of its hits' buckets (a curved track leaves the query's bucket at large
    radius). Its hits then leave the pool: one track per hit (no sharing).
 
@@ -63,8 +64,12 @@ class BucketingConfig(StrictModel):
     #: helix compatibility: distance to the circle in the transverse plane, and in z at the hit's arc length
     tol_xy_mm: float = Field(1.0, gt=0)
     tol_z_mm: float = Field(10.0, gt=0)
-    #: smallest track (TrackML: particles with < 4 hits weigh 0, docs/references.md §21)
+    #: smallest track (distinct layers with one_hit_per_layer; TrackML: particles with < 4 hits weigh 0, docs/references.md §21)
     min_hits: int = Field(4, ge=3)
+    #: keep one hit per (volume, layer) on a track, the one closest to the helix (a particle crosses
+    #: a layer once, module overlaps aside); measured: fewer fakes, more duplicates, lower TrackML
+    #: score and ~2.5x the CPU (docs/benchmarks/tracking_bucketing.md), so off by default
+    one_hit_per_layer: bool = False
     #: the second helix point must be this far from the query in radius (a lever arm)
     min_dr_mm: float = Field(20.0, ge=0)
     seed: int = 0
@@ -214,14 +219,35 @@ def _helix_candidates(x: np.ndarray, y: np.ndarray, z: np.ndarray, q: int, js: n
     z0 = z[q] - cot * sq
     d_z = np.abs(z[None, :] - z0[:, None] - cot[:, None] * s)
     inl = ok[:, None] & (d_xy < cfg.tol_xy_mm) & (d_z < cfg.tol_z_mm)
-    res = np.where(inl, d_xy / cfg.tol_xy_mm + d_z / cfg.tol_z_mm, 0.0).sum(axis=1)
-    return inl, res
+    rmat = d_xy / cfg.tol_xy_mm + d_z / cfg.tol_z_mm
+    res = np.where(inl, rmat, 0.0).sum(axis=1)
+    return inl, res, rmat
+
+
+def _one_per_layer(inl: np.ndarray, rmat: np.ndarray, layer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per candidate row: the number of distinct layers among its inliers, and the inlier mask that
+    keeps on each layer only the hit closest to the helix (a particle crosses a layer once)."""
+    _, inv = np.unique(layer, return_inverse=True)
+    onehot = inv[:, None] == np.arange(inv.max() + 1)[None, :]  # (M, L)
+    n_layers = ((inl.astype(np.float64) @ onehot) > 0).sum(axis=1)
+    keep = np.zeros_like(inl)
+    for row in range(inl.shape[0]):
+        idx = np.flatnonzero(inl[row])
+        if len(idx):
+            order = idx[np.lexsort((rmat[row, idx], inv[idx]))]
+            first = np.r_[True, inv[order][1:] != inv[order][:-1]]
+            keep[row, order[first]] = True
+    return n_layers, keep
 
 
 def build_tracks(hits: Any, buckets: np.ndarray, cfg: BucketingConfig) -> tuple[np.ndarray, np.ndarray]:
     """Tracks found inside the buckets (module docstring): ``(track_id, hit index)`` arrays."""
     x, y, z = (hits[c].to_numpy(np.float64) for c in ("x", "y", "z"))
     r = np.hypot(x, y)
+    if {"volume_id", "layer_id"} <= set(hits.columns):
+        layer = hits["volume_id"].to_numpy(np.int64) * 10_000 + hits["layer_id"].to_numpy(np.int64)
+    else:
+        layer = np.arange(len(x), dtype=np.int64)  # no layer information: every hit its own layer
     free = np.ones(len(x), bool)
     tid_out, hit_out = [], []
     n_tracks = 0
@@ -237,12 +263,12 @@ def build_tracks(hits: Any, buckets: np.ndarray, cfg: BucketingConfig) -> tuple[
         js = np.flatnonzero(np.abs(br - br[0]) >= cfg.min_dr_mm)
         if len(js) == 0:
             continue
-        inl, res = _helix_candidates(bx, by, bz, 0, js, cfg)
-        n_in = inl.sum(axis=1)
+        inl, res, rmat = _helix_candidates(bx, by, bz, 0, js, cfg)
+        n_in, keep = _one_per_layer(inl, rmat, layer[b]) if cfg.one_hit_per_layer else (inl.sum(axis=1), inl)
         best = np.lexsort((res, -n_in))[0]
         if n_in[best] < cfg.min_hits:
             continue
-        members = b[inl[best]]
+        members = b[keep[best]]
         # one extension step: the helix through the query and the track's outermost hit, applied
         # to the free hits of the buckets of all the track's hits (a curved track leaves the
         # query's bucket at large radius; its outer hits' buckets follow it)
@@ -251,9 +277,10 @@ def build_tracks(hits: Any, buckets: np.ndarray, cfg: BucketingConfig) -> tuple[
         far = np.flatnonzero(np.isin(pool, members))
         far = far[np.argmax(r[pool[far]])]
         if far != 0:
-            inl2, _ = _helix_candidates(x[pool], y[pool], z[pool], 0, np.array([far]), cfg)
-            if inl2[0].sum() >= len(members):
-                members = pool[inl2[0]]
+            inl2, _, rmat2 = _helix_candidates(x[pool], y[pool], z[pool], 0, np.array([far]), cfg)
+            keep2 = _one_per_layer(inl2, rmat2, layer[pool])[1] if cfg.one_hit_per_layer else inl2
+            if keep2[0].sum() >= len(members):
+                members = pool[keep2[0]]
         free[members] = False
         tid_out.append(np.full(len(members), n_tracks, np.int64))
         hit_out.append(members)
