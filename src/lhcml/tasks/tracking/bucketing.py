@@ -49,7 +49,7 @@ DEFAULT_CONFIG = "tracking/bucketing.yaml"
 
 
 class BucketingConfig(StrictModel):
-    """Bucketing and track building (every number: our choice unless stated; tuned on training events)."""
+    """Bucketing and track building (every number: our choice unless stated; the tolerances were not scanned)."""
 
     #: ``geometric``: hit direction, cosine distance; ``embedding``: learned embedding, Euclidean
     space: Literal["geometric", "embedding"] = "geometric"
