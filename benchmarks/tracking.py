@@ -67,7 +67,7 @@ def _as_candidates(result: Any) -> tuple[np.ndarray, np.ndarray, dict[str, float
     return np.asarray(get("track_id")), np.asarray(get("hit_id")), timings
 
 
-def run_finders(samples: dict[str, Path], methods: list[str], max_events: int | None, work: Path,
+def run_finders(samples: dict[str, Path], methods: list[str], max_events: dict[str, int | None], work: Path,
                 events_spec: str | None, with_truth: bool = True, warmup: int = 1) -> tuple[dict[str, dict[str, Path]], dict[str, dict[str, str]], dict[str, list[int]]]:  # fmt: skip
     """Run every method on every sample; returns candidate dirs, failures and the events used."""
     from tqdm import tqdm
@@ -87,7 +87,7 @@ def run_finders(samples: dict[str, Path], methods: list[str], max_events: int | 
         except Exception as err:  # noqa: BLE001 - a missing sample is reported, the others go on
             ids = []
             failed[s] = {m: f"sample unreadable: {type(err).__name__}: {err}"[:160] for m in methods}
-        ids = ids[:max_events] if max_events else ids
+        ids = ids[: max_events[s]] if max_events.get(s) else ids
         used[s] = ids
         if not ids:
             failed[s] = failed[s] or {m: "the sample has no events" for m in methods}
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sample", action="append", required=True, help="NAME=DIR of held-out events (repeat per mu)")
     ap.add_argument("--methods", default=None, help="comma-separated finders (default: all in FINDERS)")
-    ap.add_argument("--max-events", type=int, default=None, help="first N events of each sample")
+    ap.add_argument("--max-events", default=None, help="first N events of each sample, or one N per sample (e.g. 10,5,3)")
     ap.add_argument("--events", default=None, help="event numbers, e.g. 0-4 (before --max-events)")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks/_work/tracking/bench", help="work folder")
     ap.add_argument("--doc", type=Path, default=DOC, help="markdown page to update (docs/benchmarks/tracking.md)")
@@ -219,7 +219,11 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         ap.error(f"unknown finder(s) {unknown}; registered: {', '.join(FINDERS)}")
     print(f"finders: {', '.join(methods)}; samples: {', '.join(f'{k}={v}' for k, v in samples.items())}")
-    done, failed, used = run_finders(samples, methods, args.max_events, args.work, args.events, not args.no_truth, args.warmup)
+    caps = [int(x) for x in args.max_events.split(",")] if args.max_events else [0]
+    if len(caps) not in (1, len(samples)):
+        ap.error(f"--max-events takes one number or one per sample ({len(samples)}), got {args.max_events!r}")
+    max_events = {s: (caps[i] if len(caps) > 1 else caps[0]) or None for i, s in enumerate(samples)}
+    done, failed, used = run_finders(samples, methods, max_events, args.work, args.events, not args.no_truth, args.warmup)
     eval_dir = args.work / "eval"
     if eval_dir.is_dir():  # this run's results only (a sample that fails now must not show an old result)
         shutil.rmtree(eval_dir)
