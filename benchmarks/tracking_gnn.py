@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ml-graph-only", default=None, help="comma-separated radii: measure only the metric-learning graph (no networks for gnn-ml)")
     ap.add_argument("--bench", action="append", default=[], help="NAME=DIR held-out samples")
     ap.add_argument("--max-events", type=int, default=None)
+    ap.add_argument("--min-hits", type=int, default=3, help="building.min_hits of the finder (acorn evaluates tracks with >= 5 hits)")
     ap.add_argument("--work", default="benchmarks/_work/tracking/gnn")
     ap.add_argument("--map-scan", default=None, help="N1,N2,...: only the module-map scan (first --map-train sample, first --bench sample)")
     ap.add_argument("--stages", default="map,graphs,filter,filtered,gnn,evaluate")
@@ -217,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = P.GNNFinderConfig(graph=kw["method"], module_map=str(mm_path) if tag == "mm" else None,
                                         embedding=args.embedding if tag == "ml" else None, radius=args.radius, k=args.k,
                                         edge_filter=str(work / f"edge_filter{suffix}"), filter_cut=args.filter_cut,
-                                        gnn=str(work / f"interaction_network{suffix}"))  # fmt: skip
+                                        gnn=str(work / f"interaction_network{suffix}"),
+                                        building=P.TrackBuildingConfig(min_hits=args.min_hits))  # fmt: skip
                 r = evaluate(f"{name}/gnn-{tag}", d, cfg, args.max_events)
                 r["method"] = f"gnn-{tag}"
                 results.append(r)
