@@ -202,7 +202,7 @@ class GNNFinderConfig(StrictModel):
     radius: float = 0.1
     k: int = 100
     edge_filter: str | None = None  # checkpoint or run directory of the edge filter (configs/tracking/edge_filter.yaml); None: no filter
-    filter_cut: float = 0.05
+    filter_cut: float = 0.1
     gnn: str  # checkpoint or run directory of the interaction network (configs/tracking/gnn.yaml)
     building: TrackBuildingConfig = Field(default_factory=TrackBuildingConfig)
 
