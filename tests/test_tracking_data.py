@@ -83,6 +83,15 @@ def test_csv_and_hdf5_round_trip(tmp_path):
     assert trackml.list_events(tmp_path / "ev.h5") == [21]
 
 
+def test_a_shard_still_being_written_is_not_listed(tmp_path):
+    """The atomic writer's hidden temporary of a running shard is no event file (it would be locked)."""
+    ev = trackml.read_event(_write(tmp_path / "in"), 21)
+    (tmp_path / "run" / "h5").mkdir(parents=True)
+    trackml.write_events_h5(tmp_path / "run" / "h5" / "events_0000.h5", [ev])
+    (tmp_path / "run" / "h5" / ".events_0001.h5.host.1.lhcml-tmp.h5").write_bytes(b"partial")
+    assert trackml.list_events(tmp_path / "run" / "h5") == [21]
+
+
 def test_hit_weights_on_a_constructed_event():
     # particle 1: 4 hits, pT 10 GeV (pT weight 1); particle 2: 5 hits, pT 0.3 GeV (pT weight 0.2);
     # particle 3: 3 hits (< 4: weight 0); one noise hit. Hits in scrambled order; the order along

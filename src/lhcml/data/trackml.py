@@ -283,7 +283,8 @@ def _h5_files(path: Path) -> list[Path]:
         return [path]
     for cand in (path / "h5", path):
         if cand.is_dir():
-            files = sorted(cand.glob("*.h5"))
+            # hidden names are the atomic writer's temporaries of shards still being written
+            files = sorted(f for f in cand.glob("*.h5") if not f.name.startswith("."))
             if files:
                 return files
     return []
