@@ -37,12 +37,13 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from lhcml.atomic import atomic_write_text
 from lhcml.config import StrictModel, validate_config
 from lhcml.errors import CheckpointMismatchError, ConfigError
 from lhcml.train.config import (
+    ModelConfig,
     OptimizerConfig,
     SchedulerConfig,
     TrainerConfig,
@@ -80,14 +81,8 @@ class FastCaloDataConfig(StrictModel):
     e_max_gev: float | None = Field(None, gt=0)
 
 
-class FastCaloModelConfig(StrictModel):
+class FastCaloModelConfig(ModelConfig):
     """``name`` (a registered fast-calo model) plus its hyper-parameters."""
-
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
-    name: str
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
 
 class FastCaloTrainConfig(StrictModel):

@@ -65,7 +65,27 @@ def _no_device_options(kind: str, devices: int | None, strategy: str | None) -> 
         raise ConfigError(f"--devices/--strategy do not apply to the {kind} trainer (it runs on one device)")
 
 
-class FastCaloTrainer:
+class _OwnMetaCheckpoints:
+    """Trainers whose artefact is the best Lightning checkpoint carrying their own lhcml metadata.
+
+    A subclass says how to read that metadata (``read_meta``: None when the checkpoint is not
+    theirs); owning an artefact and finding it in a run directory follow from it.
+    """
+
+    def read_meta(self, artifact: Path) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def owns(self, artifact: Path) -> bool:
+        return artifact.suffix == ".ckpt" and self.read_meta(artifact) is not None
+
+    def find_artifact(self, run_dir: Path) -> Path | None:
+        best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+        if len(best) != 1 or not self.owns(best[0]):
+            return None  # several: the Lightning trainer names them in its error
+        return best[0]
+
+
+class FastCaloTrainer(_OwnMetaCheckpoints):
     """The generative fast-calorimeter models (:func:`lhcml.train.fastcalo.fit_fastcalo`)."""
 
     kind: ClassVar[str] = "fastcalo"
@@ -86,16 +106,10 @@ class FastCaloTrainer:
 
         return fit_fastcalo(cfg, resume=resume, devices=devices, strategy=strategy, epoch_hooks=epoch_hooks)
 
-    def owns(self, artifact: Path) -> bool:
+    def read_meta(self, artifact: Path) -> dict[str, Any] | None:
         from lhcml.train.fastcalo import read_fastcalo_meta
 
-        return artifact.suffix == ".ckpt" and read_fastcalo_meta(artifact) is not None
-
-    def find_artifact(self, run_dir: Path) -> Path | None:
-        best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
-        if len(best) != 1 or not self.owns(best[0]):
-            return None  # several: the Lightning trainer names them in its error
-        return best[0]
+        return read_fastcalo_meta(artifact)
 
     def load(self, artifact: Path) -> tuple[Any, dict[str, Any]]:
         from lhcml.train.fastcalo import load_generator
@@ -109,7 +123,7 @@ class FastCaloTrainer:
         return model.generate(torch.as_tensor(batch["energy_gev"]), batch.get("generator")).numpy()
 
 
-class TrackingTrainer:
+class TrackingTrainer(_OwnMetaCheckpoints):
     """The hit-level tracking models (:func:`lhcml.train.tracking.fit_tracking`)."""
 
     kind: ClassVar[str] = "tracking"
@@ -130,16 +144,10 @@ class TrackingTrainer:
 
         return fit_tracking(cfg, resume=resume, devices=devices, strategy=strategy, epoch_hooks=epoch_hooks)
 
-    def owns(self, artifact: Path) -> bool:
+    def read_meta(self, artifact: Path) -> dict[str, Any] | None:
         from lhcml.train.tracking import read_tracking_meta
 
-        return artifact.suffix == ".ckpt" and read_tracking_meta(artifact) is not None
-
-    def find_artifact(self, run_dir: Path) -> Path | None:
-        best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
-        if len(best) != 1 or not self.owns(best[0]):
-            return None  # several: the Lightning trainer names them in its error
-        return best[0]
+        return read_tracking_meta(artifact)
 
     def load(self, artifact: Path) -> tuple[Any, dict[str, Any]]:
         from lhcml.train.tracking import load_tracking_model

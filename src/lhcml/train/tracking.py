@@ -42,12 +42,13 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from lhcml.atomic import atomic_write_text
 from lhcml.config import StrictModel, validate_config
 from lhcml.errors import CheckpointMismatchError, ConfigError
 from lhcml.train.config import (
+    ModelConfig,
     OptimizerConfig,
     SchedulerConfig,
     TrainerConfig,
@@ -249,14 +250,8 @@ class TrackingDataConfig(StrictModel):
     prepare: dict[str, Any] = Field(default_factory=dict)
 
 
-class TrackingModelConfig(StrictModel):
+class TrackingModelConfig(ModelConfig):
     """``name`` (one of :data:`TRACKING_MODELS`) plus its hyper-parameters."""
-
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
-    name: str
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
 
 class TrackingTrainConfig(StrictModel):
