@@ -6,7 +6,7 @@ them, or bare ``<name>.ckpt`` files):
 
 1. generate as many showers as the reference (detailed) sample holds, at its incident energies
    (``FastCaloGenerator.generate``, seeded), and compare them with
-   :func:`lhcml.tasks.fastcalo.evaluate.evaluate_showers` (issue 15A): separation powers of the
+   :func:`lhcml.tasks.fastcalo.evaluate.evaluate_showers`: separation powers of the
    high-level features, FPD/KPD, the classifier test (low and high level, ``--runs`` runs each),
    the photon-ID shower shapes; ``--output/<model>/report.html`` and ``results.json``;
 2. export the sampling graph (:func:`lhcml.export.fastcalo.export_generator`, onnxruntime agreement
@@ -16,7 +16,7 @@ them, or bare ``<name>.ckpt`` files):
    (``intra_op_num_threads = inter_op_num_threads = 1``): the median of ``--repeats`` timed calls
    after one warm-up call, divided by the batch;
 4. the speed-up over the detailed simulation at 65 GeV, whose time per shower comes from
-   ``--detailed-time`` (the JSON of ``lhcml fastcalo time-detailed -o``, issue 15A) or is measured
+   ``--detailed-time`` (the JSON of ``lhcml fastcalo time-detailed -o``) or is measured
    here with the same function.
 
 Prints one table (and writes ``--output/results.json``). Published anchors are in

@@ -1,4 +1,4 @@
-"""Bucketing (Amrouche et al.) on held-out events: bucket quality and the tracks built inside buckets (issue 14, 14D).
+"""Bucketing (Amrouche et al.) on held-out events: bucket quality and the tracks built inside buckets (issue 14).
 
 For every sample (``--sample NAME=DIR``: an ``lhcml tracking simulate`` output of held-out events)
 and every space (``geometric``: hit direction, cosine distance; ``embedding``: the learned

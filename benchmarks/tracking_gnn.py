@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--filter-set", action="append", default=[], help="KEY=VALUE override of configs/tracking/edge_filter.yaml")
     ap.add_argument("--gnn-set", action="append", default=[], help="KEY=VALUE override of configs/tracking/gnn.yaml")
     ap.add_argument("--filter-cut", type=float, default=0.05)
-    ap.add_argument("--embedding", default=None, help="14D's hit-embedding run directory (gnn-ml)")
+    ap.add_argument("--embedding", default=None, help="hit-embedding run directory (gnn-ml)")
     ap.add_argument("--radius", type=float, default=0.1)
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--ml-graph-only", default=None, help="comma-separated radii: measure only the metric-learning graph (no networks for gnn-ml)")

@@ -1,4 +1,4 @@
-"""The CaloFlow-like normalising flow and the flow-matching generator (issue 15, 15C).
+"""The CaloFlow-like normalising flow and the flow-matching generator (issue 15).
 
 Each model is trained for a few seconds on a synthetic two-energy shower sample (2 and 100 GeV)
 whose physics depends on the energy the way real showers do: a deeper longitudinal profile and
@@ -229,7 +229,7 @@ def config_runs(tmp_path_factory) -> dict:
 
 @pytest.mark.parametrize("which", ["flow", "fm"])
 def test_config_train_sample_evaluate_export(which, config_runs, tmp_path):
-    """Each shipped config: train (one epoch) -> sample -> evaluate (15A's CaloChallenge
+    """Each shipped config: train (one epoch) -> sample -> evaluate (the CaloChallenge
     evaluation) -> export, with onnxruntime == PyTorch on energies over the trained range."""
     import onnxruntime as ort
 

@@ -3,7 +3,7 @@
 Two generators: a *template* graph built here with ``onnx.helper`` (showers = E x the mean
 voxel fractions of detailed photons x a log-normal factor from the noise: the right energy
 response and shape on average, for the physics checks) and a tiny untrained ``fastcalo_vae``
-exported by :func:`lhcml.export.fastcalo.export_generator` (15B's exporter: the interface).
+exported by :func:`lhcml.export.fastcalo.export_generator`.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def test_runner_shards_record_the_fast_calo(template_model, tmp_path):
 
 
 def test_export_generator_model_runs_in_the_simulation(tmp_path):
-    """A tiny (untrained) VAE through 15B's exporter: the metadata and graph the simulation reads."""
+    """A tiny (untrained) VAE through the exporter: the metadata and graph the simulation reads."""
     import torch
 
     from lhcml.export.fastcalo import export_generator

@@ -1,4 +1,4 @@
-"""Tracking training machinery, the metric-learning embedding and the bucketing finder (issue 14, 14D).
+"""Tracking training machinery, the metric-learning embedding and the bucketing finder (issue 14).
 
 Events are built here in the TrackML CSV layout (``lhcml.data.trackml.write_event_csv``): charged
 particles from the beam line on helices in a 2 T field crossing ten barrel layers, plus noise hits.

@@ -1,6 +1,6 @@
 """Training of the hit-level tracking models (``lhcml train configs/tracking/X.yaml``).
 
-The models of :data:`TRACKING_MODELS` (metric-learning embedding; 14E's edge filter and
+The models of :data:`TRACKING_MODELS` (metric-learning embedding; the GNN's edge filter and
 interaction network register here too) learn from whole events: one training step is one
 event of TrackML-layout files read by :func:`lhcml.data.trackml.read_event`. Why a module of its
 own beside the tagger loop of :mod:`lhcml.train.trainer`: a batch here is an event of
@@ -163,7 +163,7 @@ def _gnn(attr: str) -> Any:
 
 
 def _gnn_spec(cls: str) -> TrackingModelSpec:
-    """Registry entry of an edge classifier of :mod:`lhcml.models.tracking.gnn` (14E)."""
+    """Registry entry of an edge classifier of :mod:`lhcml.models.tracking.gnn`."""
 
     def load() -> type:
         from lhcml.models.tracking import gnn
@@ -175,7 +175,7 @@ def _gnn_spec(cls: str) -> TrackingModelSpec:
                              init_args=_gnn("graph_init_args"))  # fmt: skip
 
 
-#: the trainable tracking models, by ``model.name`` (explicit; 14E adds the GNN stages here)
+#: the trainable tracking models, by ``model.name`` (explicit; the GNN stages are registered here too)
 TRACKING_MODELS: dict[str, TrackingModelSpec] = {
     "hit_embedding": TrackingModelSpec(
         model=_LazyClass(_embedding_class), prepare=_embedding_prepare, step=_embedding_step,

@@ -24,7 +24,7 @@ units of the incident energy as FastCaloGAN does and the energetic core voxels d
 distance; ``voxel`` divides each voxel by its own standard deviation (every voxel O(1)). On
 lhcml's photons the per-voxel scaling let the mean response drift (the critic weighs a 1 MeV
 edge voxel as much as the core) and the total-energy spread grew to ~75 % of E_inc, hence
-the default (measured, see the 15B report). The generator's
+the default (measured, docs/benchmarks/fastcalo.md). The generator's
 last layer is a ReLU on the scaled fractions, so voxels are >= 0 and can be exactly zero
 (showers are sparse).
 """

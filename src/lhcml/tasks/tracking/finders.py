@@ -41,10 +41,10 @@ def ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
 #: finder name -> callable(event_dir, event_id, cfg) -> candidates
 FINDERS: dict[str, Finder] = {
     "ckf": ckf,
-    "bucketing": _bucketing.bucketing,  # 14D: ANN buckets + helix fits (lhcml.tasks.tracking.bucketing)
-    "bucketing+ckf": _bucketing.bucketing_ckf,  # 14D: bucketing tracks as seeds of the ACTS CKF
-    "gnn-mm": _gnn.gnn_mm,  # 14E: module-map graph -> edge filter -> interaction network -> CC + walk-through
-    "gnn-ml": _gnn.gnn_ml,  # 14E: metric-learning radius graph -> edge filter -> interaction network -> CC + walk-through
+    "bucketing": _bucketing.bucketing,  # ANN buckets + helix fits (lhcml.tasks.tracking.bucketing)
+    "bucketing+ckf": _bucketing.bucketing_ckf,  # bucketing tracks as seeds of the ACTS CKF
+    "gnn-mm": _gnn.gnn_mm,  # module-map graph -> edge filter -> interaction network -> CC + walk-through
+    "gnn-ml": _gnn.gnn_ml,  # metric-learning radius graph -> edge filter -> interaction network -> CC + walk-through
 }
 
 

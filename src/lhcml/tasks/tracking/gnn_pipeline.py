@@ -256,7 +256,7 @@ def load_stage(path: str | Path) -> Any:
 
 
 def embedding_function(model: Any) -> Any:
-    """``event -> (N, D)`` embedding of its hits by a trained hit embedding (14D's ``HitEmbedding``)."""
+    """``event -> (N, D)`` embedding of its hits by a trained hit embedding (``lhcml.models.tracking.embedding.HitEmbedding``)."""
     import torch
 
     from lhcml.models.tracking.embedding import hit_features
