@@ -12,6 +12,7 @@ from lhcml.metrics.classification import (
     confusion_matrix,
     rejection_at,
 )
+from lhcml.metrics.closure import TransferredWorkingPoint, auc_bootstrap, transfer_working_points
 from lhcml.metrics.decorrelation import (
     distance_correlation,
     inverse_jsd_at_efficiency,
@@ -41,11 +42,13 @@ __all__ = [
     "EPSILON",
     "BinnedRejection",
     "RocCurve",
+    "TransferredWorkingPoint",
     "WorkingPoint",
     "accuracy",
     "ams",
     "asimov_z",
     "auc",
+    "auc_bootstrap",
     "auc_from_labels",
     "best_cut",
     "confusion_matrix",
@@ -69,6 +72,7 @@ __all__ = [
     "roc_curve",
     "s_over_sqrt_b",
     "s_over_sqrt_s_plus_b",
+    "transfer_working_points",
     "weighted_quantile",
     "working_points",
 ]
