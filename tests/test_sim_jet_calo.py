@@ -100,7 +100,9 @@ def test_dead_material_gives_hadrons_a_constant_term(tmp_path):
     assert vis.std() > 2 * a[0] / np.sqrt(energy) * vis.mean()  # constant terms dominate at 300 GeV
     assert vis.std() == pytest.approx(pion_response_sigma(np.array([energy]), np.array([0.5]), geo)[0], rel=0.1)
     bad = tmp_path / "bad.yaml"
-    bad.write_text(text.replace("noise_gev: 0.04}", "noise_gev: 0.04, dead_lambda: 0.2}"))
+    em_barrel_noise = "noise_gev: 0.02}"  # the EM barrel's line: dead material on an EM region is refused
+    assert text.count(em_barrel_noise) == 1
+    bad.write_text(text.replace(em_barrel_noise, "noise_gev: 0.02, dead_lambda: 0.2}"))
     with pytest.raises(ConfigError, match="dead_lambda"):
         load_geometry(str(bad))
 
@@ -111,14 +113,103 @@ def test_geometry_neighbours_are_symmetric_and_cover_both_compartments():
     src = np.repeat(np.arange(geo.n_cells), np.diff(off))
     pairs = set(zip(src.tolist(), idx.tolist(), strict=True))
     assert all((b, a) in pairs for a, b in list(pairs)[:: max(1, len(pairs) // 20000)])
-    # a central EM cell: 8 EM neighbours + the hadronic cell behind it; a Tile cell: 8 + 4 EM cells
-    em = np.flatnonzero((geo.layer == 0) & (np.abs(geo.eta - 0.525) < 1e-9))[5]
+    # a central EM cell: 8 EM neighbours + the hadronic cell behind it; a Tile cell (0.1 x 2pi/64):
+    # 8 + the 4 x 4 EM cells (0.025 x 2pi/256) in front of it
+    em = np.flatnonzero((geo.layer == 0) & (np.abs(geo.eta - 0.5125) < 1e-9))[5]
     had = np.flatnonzero((geo.layer == 1) & (np.abs(geo.eta - 0.55) < 1e-9))[5]
     n_em = idx[off[em] : off[em + 1]]
     n_had = idx[off[had] : off[had + 1]]
     assert (np.sum(geo.layer[n_em] == 0), np.sum(geo.layer[n_em] == 1)) == (8, 1)
-    assert (np.sum(geo.layer[n_had] == 1), np.sum(geo.layer[n_had] == 0)) == (8, 4)
+    assert (np.sum(geo.layer[n_had] == 1), np.sum(geo.layer[n_had] == 0)) == (8, 16)
     assert geo.eta.min() > -4.9 and geo.eta.max() < 4.9
+
+
+def _gauss_cell_fraction(geo, cells, eta0, phi0, sigma):
+    """Fraction of an untruncated 2-D Gaussian (centre eta0, phi0; width sigma) inside each cell."""
+    from scipy.special import erf
+
+    blk = np.searchsorted(geo.b_offset, cells, side="right") - 1
+    deta = (geo.b_eta_hi[blk] - geo.b_eta_lo[blk]) / geo.b_n_eta[blk]
+    dphi = 2 * np.pi / geo.b_n_phi[blk]
+    dp = (geo.phi[cells] - phi0 + np.pi) % (2 * np.pi) - np.pi
+
+    def axis(d, w):
+        return 0.5 * (erf((d + w / 2) / (sigma * np.sqrt(2))) - erf((d - w / 2) / (sigma * np.sqrt(2))))
+
+    return axis(geo.eta[cells] - eta0, deta) * axis(dp, dphi)
+
+
+@pytest.mark.parametrize("kind", ["hadron", "electron"])
+def test_deposit_stencil_contains_the_lateral_profile_on_the_fine_em_grid(kind):
+    """The EM part of a hadron shower (lateral sigma 0.045 = 1.8 EM cells of 0.025) and a narrow
+    EM shower (0.012): the cells the deposit reaches hold >= 97 % of the untruncated Gaussian
+    (a fixed 3 x 3 stencil holds ~35 % of the hadron's), and every cell gets its Gaussian
+    integral up to the renormalisation to the stencil."""
+    from lhcml.sim.jet_calo import EM, HADRON, ParticleDeposits, stencil_cells
+
+    geo = load_geometry()
+    s = geo.showers["had_lateral_sigma"] if kind == "hadron" else geo.showers["em_lateral_sigma"]
+    assert (s, kind) in ((0.045, "hadron"), (0.012, "electron"))  # the configured widths
+    rng = np.random.default_rng(5)
+    n = 40
+    eta, phi = rng.uniform(0.3, 1.2, n), rng.uniform(-3.0, 3.0, n)  # anywhere inside their cells
+    e_layer = np.zeros((n, 2))
+    e_layer[:, 0] = 10.0  # EM compartment only: the fine grid
+    deps = ParticleDeposits(np.arange(n), eta, phi, e_layer, np.full(n, HADRON if kind == "hadron" else EM, np.int8),
+                            np.zeros(n, bool))
+    total, pile = deposit_cells(deps, n, geo)
+    assert pile is None
+    np.testing.assert_allclose(total.sum(axis=1), 10.0, rtol=1e-9)  # energy conserved
+    fractions = []
+    for i in range(n):
+        cells = np.flatnonzero(total[i] > 0)
+        assert np.all(geo.layer[cells] == 0)
+        f = _gauss_cell_fraction(geo, cells, eta[i], phi[i], s)
+        fractions.append(f.sum())
+        np.testing.assert_allclose(total[i, cells] / 10.0, f / f.sum(), rtol=1e-6, atol=1e-12)
+    assert min(fractions) >= 0.97
+    # the old fixed 3 x 3 stencil: the same check fails for the hadron's EM part
+    if kind == "hadron":
+        assert stencil_cells(0.51, s, 0.0, 0.025)[1] >= 9  # 2 x 2.5 sigma = 9 cells of 0.025
+        c = _cell(geo, 0, 0.5125, 0.0)
+        three = [c, *_neighbours(geo, c, 0).tolist()]
+        assert _gauss_cell_fraction(geo, np.array(three), geo.eta[c], geo.phi[c], s).sum() < 0.5
+    else:
+        assert stencil_cells(0.51, s, 0.0, 0.025) == (19, 3)  # the impact cell +-1 (the minimum)
+
+
+def test_mean_pileup_subtraction_scales_with_the_cell_area(tmp_path):
+    """The same pileup deposits read out on the shipped 0.025 x 2pi/256 EM cells and on the earlier
+    0.05 x 2pi/128 ones: the mean pileup energy subtracted per EM cell scales with the cell area
+    (1/4), the subtraction leaves no bias on either grid, and the pileup noise per fine cell is
+    below the coarse cell's."""
+    from lhcml.sim.jet_calo import GEOMETRY_FILE, HADRON, ParticleDeposits, readout
+
+    text = GEOMETRY_FILE.read_text()
+    fine_line = "n_eta: 60, n_phi: 256, sampling: 0.10,  constant: 0.007, noise_gev: 0.02}"
+    assert fine_line in text
+    coarse = tmp_path / "coarse.yaml"
+    coarse.write_text(text.replace(fine_line, "n_eta: 30, n_phi: 128, sampling: 0.10,  constant: 0.007, noise_gev: 0.04}"))
+    geo, geo_c = load_geometry(), load_geometry(str(coarse))
+    rng = np.random.default_rng(11)
+    n_ev, per_ev = 40, 400
+    ev = np.repeat(np.arange(n_ev), per_ev)
+    n = len(ev)
+    e_layer = np.zeros((n, 2))
+    e_layer[:, 0] = rng.exponential(0.3, n)
+    deps = ParticleDeposits(ev, rng.uniform(-1.2, 1.2, n), rng.uniform(-np.pi, np.pi, n), e_layer,
+                            np.full(n, HADRON, np.int8), np.ones(n, bool))
+    mu = 50.0
+    sub = {}
+    for name, g in (("fine", geo), ("coarse", geo_c)):
+        total, pile = deposit_cells(deps, n_ev, g)
+        cells = readout(total, pile, np.full(n_ev, mu), mu, np.random.default_rng(12), g)
+        barrel = (g.layer == 0) & (np.abs(g.eta) < 1.0)
+        assert abs(cells.energy[:, barrel].mean()) < 0.02 * total[:, barrel].mean()  # unbiased
+        sub[name] = (total[:, barrel] - cells.energy[:, barrel]).mean()  # the mean subtracted (noise averages out)
+        sub[name + "_sigma"] = np.median(cells.sigma[barrel])
+    assert sub["fine"] / sub["coarse"] == pytest.approx(0.25, rel=0.03)
+    assert sub["fine_sigma"] < sub["coarse_sigma"]
 
 
 def test_bad_geometry_file_is_a_config_error(tmp_path):
@@ -205,14 +296,15 @@ def test_topo_maxima_below_the_split_threshold_do_not_split():
 
 
 def _two_prong_map(geo, e_had2):
-    """Two showers 0.15 apart in eta (three EM cells, adjacent hadronic cells): EM maxima A (1.0
-    GeV) and B (0.8 GeV) joined by two 0.3 GeV EM cells; hadronic cells H1 (3.0 GeV) behind A and
-    H2 (``e_had2``) behind B. Noise 0.1 GeV everywhere: all of it is one 4-2-0 topo-cluster."""
+    """Two showers 0.075 apart in eta (three 0.025 EM cells, adjacent hadronic cells): EM maxima A
+    (1.0 GeV) and B (0.8 GeV) joined by two 0.3 GeV EM cells; hadronic cells H1 (3.0 GeV) behind A
+    and H2 (``e_had2``) behind B. Noise 0.1 GeV everywhere: all of it is one 4-2-0 topo-cluster."""
     sigma = np.full(geo.n_cells, 0.1)
     e = np.zeros((1, geo.n_cells))
-    a, m1, m2, b = (_cell(geo, 0, x, 0.5) for x in (0.525, 0.575, 0.625, 0.675))
+    a, m1, m2, b = (_cell(geo, 0, x, 0.5) for x in (0.5875, 0.6125, 0.6375, 0.6625))
     h1, h2 = _cell(geo, 1, 0.55, 0.5), _cell(geo, 1, 0.65, 0.5)
     assert h2 in _neighbours(geo, h1, 1) and a in _neighbours(geo, h1, 0) and b in _neighbours(geo, h2, 0)
+    assert m1 in _neighbours(geo, a, 0) and m2 in _neighbours(geo, m1, 0) and b in _neighbours(geo, m2, 0)
     e[0, [a, m1, m2, b, h1, h2]] = [1.0, 0.3, 0.3, 0.8, 3.0, e_had2]
     return CellEnergies(e, sigma, e.copy(), geo), (a, b, h1, h2)
 
@@ -236,7 +328,7 @@ def test_two_showers_a_few_cells_apart_are_split_into_two_clusters():
     e_em = topo.clusters["E_em"]
     assert e_em[cl_of[a]] + e_em[cl_of[b]] == pytest.approx(1.0 + 0.3 + 0.3 + 0.8 + 3.0 + 2.0)
     assert e_em[cl_of[a]] > 4.0 and e_em[cl_of[b]] > 2.5
-    # barycentres on the two sides: the two clusters are 0.1 or more apart in eta
+    # barycentres on the two sides (each pulled towards its hadronic cell, 0.1 apart)
     assert abs(topo.clusters["eta"][cl_of[a]] - topo.clusters["eta"][cl_of[b]]) > 0.08
 
 

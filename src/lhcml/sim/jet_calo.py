@@ -1,8 +1,8 @@
 """A calorimeter for jets: EM and hadronic cells over |η| < 4.9, parametric showers, noise, pileup.
 
 Geometry (``jet_calo_geometry.yaml``, documented there): two longitudinal compartments (EM,
-hadronic), each a set of regular η × φ grids (EM barrel/end-cap 0.05 × 2π/128, Tile/HEC
-0.1 × 2π/64, FCal 0.2125 × 2π/32), mirrored at negative η. Every cell has an index in
+hadronic), each a set of regular η × φ grids (EM barrel/end-cap 0.025 × 2π/256 — ATLAS's EM
+middle-layer cells — Tile/HEC 0.1 × 2π/64, FCal 0.2125 × 2π/32), mirrored at negative η. Every cell has an index in
 ``0 .. N_CELLS - 1`` (:class:`CaloGeometry`).
 
 Showers (vectorised over all particles of all events):
@@ -24,9 +24,13 @@ Showers (vectorised over all particles of all events):
 * **Muons**: a minimum-ionising ``muon_mip_gev`` shared between the compartments. Neutrinos:
   nothing.
 
-Each deposit is spread over a fixed 3 × 3 stencil of cells around the impact cell in each
-compartment (Gaussian integrals, renormalised to the stencil; tails beyond ±1.5 cells are folded
-back) and summed per cell with one ``np.bincount``.
+Each deposit is spread over a stencil of cells around the impact point in each compartment whose
+size follows the lateral σ relative to the cell size (:func:`stencil_cells`: the cells overlapping
+±2.5 σ around the impact point, at least the impact cell ±1; e.g. 10 × 10 fine EM cells for the EM
+part of a hadron shower, 3–4 × 3–4 for an EM shower, 2–3 × 2–3 → 3 × 3 hadronic cells) — Gaussian integrals over the cells, renormalised to the
+stencil (the remaining tails are folded back), summed per cell in compiled code. Until December
+2026 the stencil was a fixed 3 × 3, which on the 0.025 cells would cut a hadron shower (σ = 0.045)
+at ±0.0375.
 
 Readout: Gaussian electronic noise per cell (``noise_gev``, every cell of every event); pileup
 energy arrives with the pileup particles themselves (in-time pileup only); the readout subtracts
@@ -413,15 +417,42 @@ class CellEnergies:
     geometry: CaloGeometry
 
 
+#: the deposit stencil covers at least this many lateral σ on each side of the impact point
+#: (our choice: ≥ 98.8 % of a Gaussian per axis, ≥ 97.5 % in η × φ; :func:`stencil_cells`)
+STENCIL_N_SIGMA = 2.5
+#: most cells of a stencil along one axis (guards the buffers; 0.045 on 0.025 cells needs 10)
+STENCIL_MAX_CELLS = 24
+
+
 @numba.njit(cache=True)
-def _gauss_bins(x, lo, width, n_bins, i0, sigma, out):
-    """Fractions of a Gaussian (mean x, width sigma) in bins i0-1, i0, i0+1 (of width ``width``
-    starting at ``lo``); bins outside ``[0, n_bins)`` get 0 (n_bins < 0: periodic); normalised."""
+def _stencil(x, sigma, lo, width, i0):
+    """First bin and number of bins of the stencil along one axis: the bins overlapping
+    ``[x − 2.5 σ, x + 2.5 σ]``, and at least the impact bin ``i0`` and its two neighbours."""
+    a = min(int(math.floor((x - STENCIL_N_SIGMA * sigma - lo) / width)), i0 - 1)
+    b = max(int(math.floor((x + STENCIL_N_SIGMA * sigma - lo) / width)), i0 + 1)
+    n = min(b - a + 1, STENCIL_MAX_CELLS)
+    if n < b - a + 1:  # (not reached with the shipped widths) keep it centred on the impact bin
+        a = i0 - n // 2
+    return a, n
+
+
+def stencil_cells(x, sigma: float, lo: float, width: float) -> tuple[int, int]:
+    """First cell index and number of cells of a deposit's stencil along one axis (η or φ; cells of
+    ``width`` from ``lo``): the cells overlapping ``x ± 2.5 σ``, at least the impact cell ±1."""
+    i0 = int(math.floor((x - lo) / width))
+    return _stencil(float(x), float(sigma), float(lo), float(width), i0)
+
+
+@numba.njit(cache=True)
+def _gauss_bins(x, lo, width, n_bins, j0, n, sigma, out):
+    """Fractions of a Gaussian (mean x, width sigma) in bins ``j0 .. j0 + n − 1`` (of width
+    ``width`` starting at ``lo``) into ``out[0 .. n − 1]``; bins outside ``[0, n_bins)`` get 0
+    (n_bins < 0: periodic); normalised to the stencil (the tails beyond it are folded back)."""
     tot = 0.0
     inv = 1.0 / (sigma * math.sqrt(2.0))
-    lo_cdf = math.erf((lo + (i0 - 1) * width - x) * inv)  # the 4 bin edges share their erf values
-    for k in range(3):
-        j = i0 + k - 1
+    lo_cdf = math.erf((lo + j0 * width - x) * inv)  # neighbouring bins share their edge erf
+    for k in range(n):
+        j = j0 + k
         hi_cdf = math.erf((lo + (j + 1) * width - x) * inv)
         f = 0.5 * (hi_cdf - lo_cdf)
         lo_cdf = hi_cdf
@@ -430,19 +461,20 @@ def _gauss_bins(x, lo, width, n_bins, i0, sigma, out):
         out[k] = f
         tot += f
     if tot <= 0:
-        out[0] = 0.0
-        out[1] = 1.0
-        out[2] = 0.0
+        for k in range(n):
+            out[k] = 0.0
+        out[min(max(int(math.floor((x - lo) / width)) - j0, 0), n - 1)] = 1.0
     else:
-        for k in range(3):
+        for k in range(n):
             out[k] /= tot
 
 
 @numba.njit(cache=True)
 def _deposit(event, block, eta, phi, energy, sigma, pileup, b_lo, b_hi, b_ne, b_np, b_off, n_cells, total, pile):
-    """Add each deposit over a 3×3 stencil of its block into ``total`` (and ``pile`` if pileup)."""
-    fe = np.empty(3)
-    fp = np.empty(3)
+    """Add each deposit over its stencil (:func:`stencil_cells` in η and in φ, from its lateral σ
+    and its block's cell size) into ``total`` (and ``pile`` if pileup)."""
+    fe = np.empty(STENCIL_MAX_CELLS)
+    fp = np.empty(STENCIL_MAX_CELLS)
     for i in range(eta.shape[0]):
         b = block[i]
         ne = b_ne[b]
@@ -450,17 +482,22 @@ def _deposit(event, block, eta, phi, energy, sigma, pileup, b_lo, b_hi, b_ne, b_
         deta = (b_hi[b] - b_lo[b]) / ne
         dphi = 2 * np.pi / nphi
         ie = min(max(int(np.floor((eta[i] - b_lo[b]) / deta)), 0), ne - 1)
-        ip = int(np.floor((phi[i] + np.pi) / dphi)) % nphi
-        _gauss_bins(eta[i], b_lo[b], deta, ne, ie, sigma[i], fe)
-        _gauss_bins(phi[i], -np.pi, dphi, -1, ip, sigma[i], fp)
+        ip = int(np.floor((phi[i] + np.pi) / dphi))
+        je0, nje = _stencil(eta[i], sigma[i], b_lo[b], deta, ie)
+        jp0, njp = _stencil(phi[i], sigma[i], -np.pi, dphi, ip)
+        njp = min(njp, nphi)  # never wrap onto itself in φ
+        ip = ip % nphi
+        _gauss_bins(eta[i], b_lo[b], deta, ne, je0, nje, sigma[i], fe)
+        _gauss_bins(phi[i], -np.pi, dphi, -1, jp0, njp, sigma[i], fp)
         base = event[i] * n_cells + b_off[b]
-        for k in range(3):
+        for k in range(nje):
             if fe[k] == 0.0:
                 continue
-            je = ie + k - 1
-            for m in range(3):
-                jp = (ip + m - 1) % nphi
-                e = energy[i] * fe[k] * fp[m]
+            je = je0 + k
+            ek = energy[i] * fe[k]
+            for m in range(njp):
+                jp = (jp0 + m) % nphi
+                e = ek * fp[m]
                 c = base + je * nphi + jp
                 total[c] += e
                 if pileup[i]:
@@ -498,8 +535,8 @@ def _deposit_layers(deps, layers, geo, picks, first: int, total, pile, with_pile
 
 
 def deposit_cells(deps: ParticleDeposits, n_events: int, geo: CaloGeometry | None = None):
-    """Spread the deposits over 3×3 stencils (Gaussian lateral profile integrated over the cells,
-    renormalised to the stencil); returns dense (n_events, n_cells) total and pileup-only sums
+    """Spread the deposits over their stencils (Gaussian lateral profile integrated over the cells,
+    renormalised to the stencil, whose size follows σ / cell size: :func:`stencil_cells`); returns dense (n_events, n_cells) total and pileup-only sums
     (``None`` without pileup particles)."""
     geo = geo or load_geometry()
     nc = geo.n_cells

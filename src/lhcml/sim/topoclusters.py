@@ -18,8 +18,9 @@ The ATLAS algorithm (EPJC 77 (2017) 490), on the cells of :mod:`lhcml.sim.jet_ca
   (ATLAS shares it with geometric weights — a simplification, our choice). Until December 2026
   maxima were compared with the neighbours of *both* compartments: an EM maximum in front of a
   larger (4× wider) hadronic cell never counted, so hadron-rich W/top prongs stayed one cluster
-  (``docs/benchmarks/sim_large_r.md``, "Fifth version"). The EM cells here are 0.05 wide, twice
-  ATLAS's EMB2 0.025: fewer maxima per prong remain than in ATLAS (measured there).
+  (``docs/benchmarks/sim_large_r.md``, "Fifth version"). Since the sixth version the EM cells
+  have ATLAS's EMB2/EME2 size, 0.025 × 2π/256 (were 0.05 × 2π/128); a hadronic cell overlaps 4 × 4
+  of them, and the neighbour lists map the two compartments by overlap, whatever their sizes.
 * **Kinematics**: energy = sum of the cell energies (EM scale); direction = energy-weighted
   barycentre of the positive cells (φ averaged on the circle), seen from the detector origin and
   then corrected to the primary vertex (``sinh η' = sinh η − z_PV / R``); clusters with E ≤ 0 are
