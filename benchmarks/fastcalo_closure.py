@@ -1,0 +1,436 @@
+"""Photon-ID closure of the generative fast calorimeter: DNN and CNN, detailed <-> fast (issue 15).
+
+The issue's closure test: a photon-ID network trained on detailed showers must have the same
+photon efficiency and fake rejection (within errors) on fast-simulated samples of the same
+events, and a network trained on fast showers must perform within stated errors on detailed ones.
+Stages (each skipped when its outputs exist, so a stopped run resumes; ``--stages`` picks some):
+
+1. ``showers``   -- the generator's training sample: ``simulate_fastcalo`` (``lhcml fastcalo
+   simulate``), ``--showers`` photons at the 16 discrete energies (seed ``--shower-seed``) and a
+   2 000-shower validation sample (seed 1);
+2. ``generator`` -- train ``--generator-config`` (default flow matching) on it with ``lhcml
+   train``'s trainer under a wall-clock budget (:class:`lhcml.train.budget.TimeBudget`,
+   ``--generator-budget-s``) and export the best checkpoint to ONNX (``export_checkpoint``, the
+   function behind ``lhcml export``): ``WORK/generator.onnx``;
+3. ``events``    -- ``simulate_photon_events`` at mu = 0 for every process of ``--events``,
+   twice on the same Pythia events (same seeds): ``calo=None`` (detailed) and
+   ``calo="fast:WORK/generator.onnx"``; in chunks of ``--chunk-events`` events (chunk ``i`` of
+   process ``k`` has seed ``--event-seed + 100 k + i``), prompt photons of ``gamma_jet`` and
+   fakes of ``dijet_photon`` kept by ``select_candidates`` (the photon-ID dataset's own
+   selection); ``WORK/events/<calo>/<process>_<i>.h5``;
+4. ``datasets``  -- ``WORK/data/<calo>/photon_{train,val,test}.h5``, split 60/20/20 **by event**
+   (a hash of ``eventNumber``), so the detailed and fast test sets hold the same events and no
+   event of a training set is in either test set; written as ``split_and_write`` writes them
+   (``write_h5`` with the images' noise attributes);
+5. ``photonid``  -- ``lhcml train`` of every ``--photonid-configs`` config on each calo's
+   train/val files, for each ``--train-seeds`` seed, at most ``--max-epochs`` epochs; then
+   ``predict`` on both calos' test files;
+6. ``evaluate``  -- per network and training calo: the working-point cuts at 80/90 % photon
+   efficiency on the *training calo's* test set, applied to both test sets
+   (:func:`lhcml.metrics.transfer_working_points`: efficiencies, rejections, binomial errors and
+   the difference in sigma), AUCs with bootstrap errors, the seed spread; the ATLAS 2012 Tight
+   menu on both; means and separation powers of the shower shapes fast vs detailed.
+   Prints the tables and writes ``WORK/results.json``.
+
+Sizes (defaults): 24 000 + 2 000 generator showers; 30 min generator budget; gamma_jet 4 000 +
+dijet_photon 8 000 events per calo, chunks of 500 (about 22 % of gamma_jet events give a prompt
+photon candidate, 2 % of the filtered dijet events a fake: ~900 prompt photons and ~160 fakes);
+DNN/CNN at most 10 epochs, seeds 42 and 43. At a load of 6-7 on the 2-core VM an event costs
+~0.1 s in either calo (the fast calo's generator costs what the detailed photon showers save), so
+the events stage takes ~40 min; stop it at any time (Ctrl-C between chunks loses at most the
+running chunk) and run the later stages: they use the chunks finished in both calos. One CPU
+thread throughout (``torch.set_num_threads(1)``); the AUC errors are bootstrap standard
+deviations (``--bootstrap`` replicas), the efficiency errors binomial.
+
+Usage::
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/fastcalo_closure.py \\
+        --work benchmarks/_work/fastcalo_closure
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+STAGES = ("showers", "generator", "events", "datasets", "photonid", "evaluate")
+CALOS = ("detailed", "fast")
+SHAPES = ("Reta", "Rphi", "weta2", "Eratio", "weta1", "wtots1", "fracs1", "DeltaE", "f1", "Rhad")
+WORKING_POINTS = (0.80, 0.90)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def fail(msg: str) -> None:
+    """Bad input or a missing earlier stage: one message, exit status 2."""
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+# ----------------------------------------------------------------------------- 1. showers
+def stage_showers(work: Path, n_showers: int, seed: int) -> None:
+    from lhcml.tasks.fastcalo.dataset import simulate_fastcalo
+
+    for sub, n, s in (("showers", n_showers, seed), ("showers_val", 2000, 1)):
+        if (work / sub / "photon_discrete.h5").exists():
+            log(f"showers: {work / sub} exists, skipped")
+            continue
+        t0 = time.time()
+        simulate_fastcalo(work / sub, "photon", n, "discrete", s, showers_per_shard=2000, progress=False)
+        log(f"showers: {n} photons (seed {s}) in {time.time() - t0:.0f} s")
+
+
+# ----------------------------------------------------------------------------- 2. generator
+def stage_generator(work: Path, config: Path, budget_s: float) -> Path:
+    from lhcml.train.budget import TimeBudget
+    from lhcml.train.protocol import load_trainable_config
+
+    onnx = work / "generator.onnx"
+    if onnx.exists():
+        log(f"generator: {onnx} exists, skipped")
+        return onnx
+    out = work / "generator"
+    best = sorted((out / "checkpoints").glob("best-*.ckpt"))
+    info: dict[str, Any] = {"config": str(config), "budget_s": budget_s}
+    if not best:
+        overrides = [f"data.train_files=[{work / 'showers' / 'photon_discrete.h5'}]",
+                     f"data.val_files=[{work / 'showers_val' / 'photon_discrete.h5'}]",
+                     f"data.binning={work / 'showers' / 'binning_photon.xml'}",
+                     f"output_dir={out}"]  # fmt: skip
+        trainer, cfg = load_trainable_config(config, overrides)
+        budget = TimeBudget(budget_s)
+        t0 = time.time()
+        trainer.fit(cfg, epoch_hooks=[budget])
+        info.update(train_wall_s=time.time() - t0, epochs=budget.stopped_at)
+        best = sorted((out / "checkpoints").glob("best-*.ckpt"))
+        log(f"generator: trained {info['train_wall_s']:.0f} s, stopped after {budget.stopped_at} epochs")
+    from lhcml.export.fastcalo import export_checkpoint
+
+    t0 = time.time()
+    # atol 1e-4 x E_inc: the fm midpoint solver accumulates float32 rounding (torch vs onnxruntime
+    # 1.9e-5 x E_inc in a first check), as `lhcml export --atol 1e-4`
+    export_checkpoint(best[-1], onnx, timing=False, atol=1e-4)
+    info.update(checkpoint=str(best[-1]), export_wall_s=time.time() - t0)
+    (work / "generator.json").write_text(json.dumps(info, indent=1))
+    log(f"generator: exported {best[-1].name} -> {onnx}")
+    return onnx
+
+
+# ----------------------------------------------------------------------------- 3. events
+def chunk_plan(events: dict[str, int], seed: int, chunk: int) -> list[tuple[str, int, int, int]]:
+    """``(process, chunk index, seed, n_events)`` of every chunk: the same in both calos."""
+    plan = []
+    for k, (proc, n) in enumerate(events.items()):
+        for i, start in enumerate(range(0, n, chunk)):
+            plan.append((proc, i, seed + 100 * k + i, min(chunk, n - start)))
+    # processes interleaved chunk by chunk (in proportion to their sizes), so a run stopped early
+    # still has prompt photons and fakes
+    counts = {proc: -(-n // chunk) for proc, n in events.items()}
+    return sorted(plan, key=lambda c: ((c[1] + 0.5) / counts[c[0]], c[0]))
+
+
+def stage_events(work: Path, events: dict[str, int], seed: int, chunk: int, onnx: Path) -> dict[str, float]:
+    from lhcml.data.h5 import write_h5
+    from lhcml.sim.photons import simulate_photon_events
+    from lhcml.tasks.photon.dataset import select_candidates
+
+    walls: dict[str, float] = {}
+    calos = {"detailed": None, "fast": f"fast:{onnx}"}
+    # detailed and fast alternate chunk by chunk, so a stopped run still has matching pairs
+    for proc, i, s, n in chunk_plan(events, seed, chunk):
+        for calo, option in calos.items():
+            path = work / "events" / calo / f"{proc}_{i:03d}.h5"
+            if path.exists():
+                continue
+            t0 = time.time()
+            data = simulate_photon_events(proc, n, 0.0, s, calo=option)
+            wall = time.time() - t0
+            walls[f"{calo}/{proc}"] = walls.get(f"{calo}/{proc}", 0.0) + wall
+            kept = select_candidates(data, proc)
+            write_h5(path, kept, attrs={"process": proc, "seed": s, "n_events": n, "calo": calo,
+                                        "wall_s": wall})  # fmt: skip
+            log(f"events: {calo} {proc} chunk {i} ({n} events, seed {s}): {len(kept['photons'])} candidates, "
+                f"{wall:.0f} s ({1e3 * wall / n:.0f} ms/event)")
+    return walls
+
+
+# ----------------------------------------------------------------------------- 4. datasets
+def read_tables(paths: list[Path]) -> dict[str, np.ndarray]:
+    import h5py
+
+    parts = []
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            parts.append({k: f[k][:] for k in f})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def event_split(event_numbers: np.ndarray, fractions: tuple[float, float] = (0.6, 0.8)) -> np.ndarray:
+    """0/1/2 (train/val/test) per candidate from a hash of its event number (splitmix64), so the
+    same event lands in the same split in the detailed and the fast sample."""
+    z = event_numbers.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    u = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return np.searchsorted(np.asarray(fractions), u, side="right")
+
+
+def stage_datasets(work: Path, events: dict[str, int], seed: int, chunk: int) -> None:
+    from lhcml.data.h5 import write_h5
+    from lhcml.data.images import image_noise_attrs
+    from lhcml.sim.calo_geometry import load_geometry
+    from lhcml.sim.clusters import IMAGE_LAYERS, layer_noise_mev
+
+    geo = load_geometry()
+    attrs = {"content": "photon candidates",
+             **image_noise_attrs({lay: layer_noise_mev(geo, lay) for lay in IMAGE_LAYERS},
+                                 geo.clustering.noise_significance)}  # fmt: skip
+    plan = chunk_plan(events, seed, chunk)
+    # only chunks finished in both calos: the two samples hold the same events
+    done = [(proc, i) for proc, i, _, _ in plan
+            if all((work / "events" / c / f"{proc}_{i:03d}.h5").exists() for c in CALOS)]  # fmt: skip
+    if not done:
+        fail("no event chunk is finished in both calos: run the 'events' stage first")
+    for calo in CALOS:
+        out = work / "data" / calo
+        if (out / "photon_test.h5").exists():
+            log(f"datasets: {out} exists, skipped")
+            continue
+        data = read_tables([work / "events" / calo / f"{proc}_{i:03d}.h5" for proc, i in done])
+        split = event_split(data["photons"]["eventNumber"])
+        for k, name in enumerate(("train", "val", "test")):
+            keep = split == k
+            write_h5(out / f"photon_{name}.h5", {key: v[keep] for key, v in data.items()}, attrs=attrs)
+        ph = data["photons"]
+        log(f"datasets: {calo}: {len(done)} chunks, {int((ph['isPromptPhoton'] == 1).sum())} prompt + "
+            f"{int((ph['isPromptPhoton'] == 0).sum())} fakes; train/val/test {np.bincount(split, minlength=3).tolist()}")
+
+
+# ----------------------------------------------------------------------------- 5. photon ID
+def run_name(config: Path, calo: str, seed: int) -> str:
+    return f"{config.stem}_{calo}_s{seed}"
+
+
+def stage_photonid(work: Path, configs: list[Path], seeds: list[int], max_epochs: int) -> None:
+    from lhcml.train.predict import predict
+    from lhcml.train.protocol import load_trainable_config
+
+    for config in configs:
+        for calo in CALOS:
+            data = work / "data" / calo
+            for seed in seeds:
+                name = run_name(config, calo, seed)
+                out = work / "photonid" / name
+                done = out / "done.json"
+                if not done.exists():
+                    overrides = [f"data.train_files=[{data / 'photon_train.h5'}]",
+                                 f"data.val_files=[{data / 'photon_val.h5'}]",
+                                 f"output_dir={out}", f"seed={seed}", f"trainer.max_epochs={max_epochs}"]  # fmt: skip
+                    trainer, cfg = load_trainable_config(config, overrides)
+                    t0 = time.time()
+                    best = trainer.fit(cfg)
+                    done.write_text(json.dumps({"checkpoint": str(best), "train_wall_s": time.time() - t0}))
+                    log(f"photonid: trained {name} in {time.time() - t0:.0f} s ({best.name})")
+                best = Path(json.loads(done.read_text())["checkpoint"])
+                for test_calo in CALOS:
+                    pred_dir = out / f"test_{test_calo}"
+                    if not (pred_dir / "photon_test.h5").exists():
+                        predict(best, [work / "data" / test_calo / "photon_test.h5"], tagger_name="nn",
+                                output_dir=pred_dir)
+
+
+# ----------------------------------------------------------------------------- 6. evaluate
+def scores(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(prompt-photon discriminants, fake discriminants) of a predicted test file."""
+    from lhcml.tasks.photon.evaluate import discriminant, load_photons
+
+    ph = load_photons([path])
+    d = discriminant(ph, "nn")
+    prompt = ph["isPromptPhoton"] == 1
+    return d[prompt], d[~prompt]
+
+
+def closure_of(work: Path, name: str, train_calo: str, bootstrap: int) -> dict[str, Any]:
+    from lhcml.metrics import auc_bootstrap, transfer_working_points
+
+    other = "fast" if train_calo == "detailed" else "detailed"
+    out = work / "photonid" / name
+    s_ref, b_ref = scores(out / f"test_{train_calo}" / "photon_test.h5")
+    s_oth, b_oth = scores(out / f"test_{other}" / "photon_test.h5")
+    res: dict[str, Any] = {"n_ref": [len(s_ref), len(b_ref)], "n_other": [len(s_oth), len(b_oth)]}
+    res["auc_ref"] = auc_bootstrap(s_ref, b_ref, bootstrap, seed=1)
+    res["auc_other"] = auc_bootstrap(s_oth, b_oth, bootstrap, seed=2)
+    res["wps"] = [wp.to_dict() for wp in transfer_working_points(s_ref, b_ref, s_oth, b_oth, WORKING_POINTS)]
+    return res
+
+
+def combine(per_seed: list[dict[str, Any]], key: str, wp: int | None = None) -> dict[str, float]:
+    """Mean over seeds of the reference and other values of ``key``, the difference, its
+    statistical error (binomial/bootstrap, the mean over seeds), the seed spread (standard
+    deviation of the differences) and the difference in units of both added in quadrature."""
+    if wp is None:  # AUC: (value, error) pairs
+        ref = np.array([r["auc_ref"][0] for r in per_seed])
+        oth = np.array([r["auc_other"][0] for r in per_seed])
+        stat = float(np.mean([np.hypot(r["auc_ref"][1], r["auc_other"][1]) for r in per_seed]))
+    else:
+        w = [{k: (np.nan if v is None else v) for k, v in r["wps"][wp].items()} for r in per_seed]
+        ref = np.array([x[f"{key}_ref"] for x in w], dtype=float)
+        oth = np.array([x[key] for x in w], dtype=float)
+        stat = float(np.mean([np.hypot(x[f"{key}_ref_err"], x[f"{key}_err"]) for x in w]))
+    diff = oth - ref
+    spread = float(np.std(diff, ddof=1)) if len(diff) > 1 else 0.0
+    total = float(np.hypot(stat, spread))
+    md = float(np.mean(diff))
+    return {"ref": float(np.mean(ref)), "other": float(np.mean(oth)), "diff": md, "stat": stat,
+            "seed_spread": spread, "sigma": md / total if total > 0 else float("nan")}  # fmt: skip
+
+
+def shape_table(work: Path) -> dict[str, Any]:
+    """Means and separation powers of the shower shapes, fast vs detailed, for prompt photons and
+    fakes of all splits (the same events in both), and the ATLAS 2012 Tight efficiencies."""
+    from lhcml.metrics.fastcalo import feature_separation
+    from lhcml.metrics.working_points import efficiency_error
+    from lhcml.tasks.photon.cuts import atlas_2012_tight
+    from lhcml.tasks.photon.evaluate import load_photons
+
+    ph = {c: load_photons([work / "data" / c / f"photon_{s}.h5" for s in ("train", "val", "test")]) for c in CALOS}
+    out: dict[str, Any] = {}
+    for cls, flag in (("prompt", 1), ("fake", 0)):
+        d, f = (ph[c][ph[c]["isPromptPhoton"] == flag] for c in CALOS)
+        row = {"n": [len(d), len(f)]}
+        for v in SHAPES:
+            x, y = d[v].astype(float), f[v].astype(float)
+            x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+            row[v] = {"detailed": float(np.mean(x)), "fast": float(np.mean(y)),
+                      "separation": feature_separation(x, y)}  # fmt: skip
+        t = {c: atlas_2012_tight(p) for c, p in (("detailed", d), ("fast", f))}
+        row["tight"] = {c: [float(t[c].mean()), float(efficiency_error(t[c].mean(), len(t[c])))] for c in CALOS}
+        out[cls] = row
+    return out
+
+
+def stage_evaluate(work: Path, configs: list[Path], seeds: list[int], bootstrap: int) -> dict[str, Any]:
+    results: dict[str, Any] = {"closure": {}, "shapes": shape_table(work)}
+    for config in configs:
+        for calo in CALOS:
+            per_seed = []
+            for seed in seeds:
+                name = run_name(config, calo, seed)
+                if (work / "photonid" / name / "test_fast" / "photon_test.h5").exists():
+                    per_seed.append(closure_of(work, name, calo, bootstrap))
+            if not per_seed:
+                continue
+            key = f"{config.stem} trained on {calo}"
+            results["closure"][key] = {
+                "seeds": per_seed,
+                "auc": combine(per_seed, "auc"),
+                **{f"{k}@{int(100 * e)}": combine(per_seed, k, i)
+                   for i, e in enumerate(WORKING_POINTS) for k in ("sig", "bkg", "rej")},
+            }  # fmt: skip
+    return results
+
+
+def print_tables(results: dict[str, Any]) -> None:
+    print("\nClosure: working points fixed on the training calo's test set, applied to the other calo's")
+    print("(mean over seeds; diff = other - reference; sigma = diff / (stat (+) seed spread))\n")
+    print("| network | quantity | reference (train calo) | other calo | diff | stat | seed spread | sigma |")
+    print("|---|---|---|---|---|---|---|---|")
+    for key, c in results["closure"].items():
+        n = c["seeds"][0]
+        label = f"{key} ({len(c['seeds'])} seeds; test {n['n_ref'][0]}+{n['n_ref'][1]} / {n['n_other'][0]}+{n['n_other'][1]})"
+        for q in ("auc", "sig@80", "rej@80", "sig@90", "rej@90", "bkg@80", "bkg@90"):
+            x = c[q]
+            print(f"| {label} | {q} | {x['ref']:.4f} | {x['other']:.4f} | {x['diff']:+.4f} | {x['stat']:.4f} | "
+                  f"{x['seed_spread']:.4f} | {x['sigma']:+.1f} |")
+            label = ""
+    print("\nShower shapes, all splits (mean detailed / mean fast, separation power)\n")
+    print("| class | n detailed / fast | " + " | ".join(SHAPES) + " | ATLAS 2012 Tight eff. detailed / fast |")
+    print("|---|---|" + "---|" * len(SHAPES) + "---|")
+    for cls, row in results["shapes"].items():
+        cells = [f"{row[v]['detailed']:.4g} / {row[v]['fast']:.4g} ({row[v]['separation']:.2f})" for v in SHAPES]
+        t = row["tight"]
+        print(f"| {cls} | {row['n'][0]} / {row['n'][1]} | " + " | ".join(cells)
+              + f" | {t['detailed'][0]:.3f} ± {t['detailed'][1]:.3f} / {t['fast'][0]:.3f} ± {t['fast'][1]:.3f} |")
+
+
+# ----------------------------------------------------------------------------- driver
+def parse_events(items: list[str]) -> dict[str, int]:
+    from lhcml.tasks.photon.dataset import BACKGROUND_PROCESSES, SIGNAL_PROCESSES
+
+    out = {}
+    for item in items:
+        proc, _, n = item.partition("=")
+        if not n.isdigit() or int(n) < 1:
+            fail(f"--events takes process=n_events with n >= 1, e.g. gamma_jet=4000, got '{item}'")
+        if proc not in SIGNAL_PROCESSES + BACKGROUND_PROCESSES:
+            fail(f"--events: '{proc}' is not a photon-ID process ({', '.join(SIGNAL_PROCESSES + BACKGROUND_PROCESSES)})")
+        out[proc] = int(n)
+    if not set(out) & set(SIGNAL_PROCESSES) or not set(out) & set(BACKGROUND_PROCESSES):
+        fail("--events needs a prompt-photon process (gamma_jet) and a fake process (dijet_photon)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("benchmarks/_work/fastcalo_closure"),
+                    help="folder of every stage's outputs (resumable)")
+    ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="stages to run, in order")
+    ap.add_argument("--showers", type=int, default=24000, help="generator training showers (16 discrete energies)")
+    ap.add_argument("--shower-seed", type=int, default=11)
+    ap.add_argument("--generator-config", type=Path, default=Path("configs/fastcalo/fm.yaml"))
+    ap.add_argument("--generator-budget-s", type=float, default=1800.0, help="wall-clock training budget")
+    ap.add_argument("--events", nargs="+", default=["gamma_jet=4000", "dijet_photon=8000"],
+                    help="process=n_events per calo (prompt photons from gamma_jet, fakes from dijet_photon)")
+    ap.add_argument("--event-seed", type=int, default=21)
+    ap.add_argument("--chunk-events", type=int, default=500, help="events per resumable chunk")
+    ap.add_argument("--photonid-configs", nargs="+", type=Path,
+                    default=[Path("configs/photon/dnn.yaml"), Path("configs/photon/cnn.yaml")])
+    ap.add_argument("--train-seeds", nargs="+", type=int, default=[42, 43])
+    ap.add_argument("--max-epochs", type=int, default=10)
+    ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicas of the AUC errors")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    events = parse_events(args.events)
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    if "showers" in args.stages:
+        stage_showers(work, args.showers, args.shower_seed)
+    if "generator" in args.stages:
+        stage_generator(work, args.generator_config, args.generator_budget_s)
+    if "events" in args.stages:
+        onnx = work / "generator.onnx"
+        if not onnx.exists():
+            fail(f"{onnx} is missing: run the 'generator' stage first")
+        stage_events(work, events, args.event_seed, args.chunk_events, onnx)
+    if "datasets" in args.stages:
+        stage_datasets(work, events, args.event_seed, args.chunk_events)
+    if "photonid" in args.stages:
+        stage_photonid(work, args.photonid_configs, args.train_seeds, args.max_epochs)
+    if "evaluate" in args.stages:
+        from lhcml.formatting import json_safe
+
+        results = stage_evaluate(work, args.photonid_configs, args.train_seeds, args.bootstrap)
+        results["machine"] = {"host": platform.node(), "cpus": os.cpu_count(), "load": os.getloadavg()}
+        results["args"] = {k: str(v) for k, v in vars(args).items()}
+        (work / "results.json").write_text(json.dumps(json_safe(results), indent=1))
+        print_tables(results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
