@@ -8,8 +8,10 @@ few hundred voxels). Why a module of its own beside the tagger loop of
 jet datamodule), while a generative model has no labels and a GAN steps two optimisers. The
 Lightning machinery is the same: ``checkpoints/best-epoch=NN.ckpt`` (lowest ``val_loss``) and
 ``checkpoints/last.ckpt`` (every epoch), ``--resume``, early stopping, ``logs/metrics.csv``,
-``epoch_hooks`` for ``lhcml tune``, ``--devices/--strategy`` (Lightning's DDP; each rank
-draws its own noise, the sampler is wrapped by Lightning's distributed sampler).
+``epoch_hooks`` for ``lhcml tune``, ``--devices/--strategy ddp`` (Lightning's DDP, gloo on
+CPU: every rank holds the sample, iterates over its own share of each epoch's permutation
+(:class:`_RankShare`) and draws its own noise; gradients are averaged over the ranks, so
+``data.batch_size`` is per rank; checked by ``tests/test_fastcalo_ddp.py``).
 
 One training step (manual optimisation): for every phase of
 :meth:`~lhcml.models.fastcalo.base.FastCaloGenerator.phases` due on this batch (phase ``k`` on
@@ -21,7 +23,8 @@ WGAN-GP takes one critic step per batch and a generator step after every ``n_cri
 Resume is exact: every step re-seeds torch's generator from ``(seed, batch, rank)`` and the
 shuffling is a permutation seeded by ``(seed, epoch)``, so a run resumed from ``last.ckpt``
 after a crash continues as the uninterrupted run would have (checked by
-``tests/test_fastcalo_models.py``). Validation draws its noise under a fixed seed in a forked RNG.
+``tests/test_fastcalo_models.py``, and for a WGAN-GP on two DDP ranks by
+``tests/test_fastcalo_ddp.py``). Validation draws its noise under a fixed seed in a forked RNG.
 
 Checkpoints carry, under ``checkpoint["lhcml"]``: ``kind: fastcalo``, the resolved config,
 the model's constructor arguments (``model_init_yaml``: ``n_voxels``, ``layer_sizes``, the
@@ -202,6 +205,51 @@ class _EpochPermutation:
         return self.n
 
 
+def _rank_and_world() -> tuple[int, int]:
+    """``(rank, number of ranks)`` of the initialised ``torch.distributed`` group, ``(0, 1)`` without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _RankShare(_EpochPermutation):
+    """Sampler: this rank's share of an :class:`_EpochPermutation` (of ``range(n)`` in order
+    when ``shuffle`` is off): its positions ``rank, rank + world, ...``.
+
+    The rank and the number of ranks are read from ``torch.distributed`` when the DataLoader
+    asks for the order or the length (Lightning has set the group up by then; one process
+    without a group is rank 0 of 1 and gets the whole permutation, as before DDP). With ``pad``
+    the permutation is first extended by its own first entries to a multiple of the ranks, as
+    torch's ``DistributedSampler`` does: under DDP every rank must take the same number of steps
+    (each step averages the gradients of all ranks). Validation uses no padding (every shower
+    once; Lightning's epoch mean of ``val_loss`` weights each rank by its showers).
+
+    The trainer passes ``use_distributed_sampler=False`` to Lightning: Lightning's wrapper of a
+    custom sampler does not forward ``set_epoch``, so every epoch would repeat epoch 0's order.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True, pad: bool = True) -> None:
+        super().__init__(n, seed)
+        self.shuffle, self.pad = shuffle, pad
+
+    def indices(self, rank: int, world: int) -> list[int]:
+        """The share of ``rank`` out of ``world`` in the current epoch."""
+        order = list(super().__iter__()) if self.shuffle else list(range(self.n))
+        if self.pad and len(order) % world:
+            extra = world - len(order) % world
+            order += (order * (extra // len(order) + 1))[:extra]
+        return order[rank::world]
+
+    def __iter__(self):
+        return iter(self.indices(*_rank_and_world()))
+
+    def __len__(self) -> int:
+        rank, world = _rank_and_world()
+        return -(-self.n // world) if self.pad else len(range(rank, self.n, world))
+
+
 def _module_class():
     import lightning as L
     import torch
@@ -340,6 +388,31 @@ def _compare(stored: dict[str, Any], current: dict[str, Any], source: str) -> No
     compare_configs(stored, current, source, must_match=_MUST_MATCH)
 
 
+def _check_strategy(t: TrainerConfig) -> None:
+    """Refuse ``ddp_spawn``: it pickles the Lightning module, and the trainer's module class is
+    built inside a function (torch stays out of this module's import), which pickle cannot
+    name."""
+    if t.strategy == "ddp_spawn":
+        raise ConfigError(
+            "fast-calo models train on several processes with --strategy ddp, not ddp_spawn "
+            "(which pickles the training module): use --strategy ddp"
+        )
+
+
+def _strategy(t: TrainerConfig, n_phases: int) -> Any:
+    """Lightning's strategy for ``trainer.devices``/``trainer.strategy``.
+
+    Several processes are Lightning's DDP (gloo on CPU). A model with several phases (the
+    WGAN-GP's critic and generator) back-propagates through part of its parameters in each
+    phase, so DDP has to find the unused ones (``find_unused_parameters``); a one-phase model
+    uses all of them (``ddp_spawn`` is refused before: :func:`_check_strategy`)."""
+    if t.devices == 1 and t.strategy == "auto":
+        return "auto"
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return DDPStrategy(find_unused_parameters=n_phases > 1)
+
+
 def fit_fastcalo(
     cfg: FastCaloTrainConfig,
     resume: bool = False,
@@ -372,6 +445,7 @@ def fit_fastcalo(
     from lhcml.train.trainer import _keep_metrics, _precision, override_devices, resume_checkpoint
 
     override_devices(cfg, devices, strategy)
+    _check_strategy(cfg.trainer)
     if not cfg.data.train_files or not cfg.data.val_files:
         raise ConfigError("data.train_files and data.val_files must not be empty")
     out = Path(cfg.output_dir)
@@ -431,10 +505,14 @@ def fit_fastcalo(
     data = torch.utils.data.TensorDataset(torch.from_numpy(train_e), torch.from_numpy(train_x))
     vdata = torch.utils.data.TensorDataset(torch.from_numpy(val_e), torch.from_numpy(val_x))
     bs = cfg.data.batch_size
+    # each rank iterates over its own share (lhcml's samplers, not Lightning's: see _RankShare);
+    # every rank holds the whole sample in memory: prepare() fits its normalisations on all of it
     train_dl = torch.utils.data.DataLoader(
-        data, batch_size=bs, sampler=_EpochPermutation(len(data), cfg.seed)
+        data, batch_size=bs, sampler=_RankShare(len(data), cfg.seed)
     )
-    val_dl = torch.utils.data.DataLoader(vdata, batch_size=bs, shuffle=False)
+    val_dl = torch.utils.data.DataLoader(
+        vdata, batch_size=bs, sampler=_RankShare(len(vdata), cfg.seed, shuffle=False, pad=False)
+    )
 
     ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="best-{epoch:02d}", monitor="val_loss",
                               mode="min", save_top_k=1)  # fmt: skip
@@ -447,11 +525,9 @@ def fit_fastcalo(
     csv_logger = CSVLogger(save_dir=out, name="logs", version="")
     if resume:
         _keep_metrics(csv_logger, int(resumed.get("epoch", -1)))
-    strategy_ = t.strategy
-    if t.devices > 1 and strategy_ == "auto":
-        strategy_ = "ddp"
     trainer = L.Trainer(
-        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=strategy_,
+        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
+        strategy=_strategy(t, len(module._phases)), use_distributed_sampler=False,
         precision=_precision(cfg), callbacks=callbacks, logger=[csv_logger],
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.enable_progress_bar,
         limit_train_batches=t.limit_train_batches, deterministic=False,
