@@ -32,13 +32,13 @@ Stages (each skipped when its outputs exist, so a stopped run resumes; ``--stage
    menu on both; means and separation powers of the shower shapes fast vs detailed.
    Prints the tables and writes ``WORK/results.json``.
 
-Sizes (defaults): 24 000 + 2 000 generator showers; 30 min generator budget; gamma_jet 4 000 +
-dijet_photon 8 000 events per calo, chunks of 500 (about 22 % of gamma_jet events give a prompt
-photon candidate, 2 % of the filtered dijet events a fake: ~900 prompt photons and ~160 fakes);
-DNN/CNN at most 10 epochs, seeds 42 and 43. At a load of 6-7 on the 2-core VM an event costs
-~0.1 s in either calo (the fast calo's generator costs what the detailed photon showers save), so
-the events stage takes ~40 min; stop it at any time (Ctrl-C between chunks loses at most the
-running chunk) and run the later stages: they use the chunks finished in both calos. One CPU
+Sizes (defaults): 24 000 + 2 000 generator showers; 30 min generator budget; gamma_jet 8 000 +
+dijet_photon 20 000 events per calo, chunks of 500 (about 23 % of gamma_jet events give a prompt
+photon candidate, 2.5 % of the EM-filtered dijet events a fake: ~1 800 prompt photons and ~500
+fakes); DNN/CNN at most 10 epochs, seeds 42 and 43. On the shared 2-core VM (load 5-6) an event
+costs ~25-35 ms in either calo (the fast calo's generator costs about what the detailed photon
+showers save), so the events stage takes ~30 min; it can be stopped at any time (a stop loses at
+most the running chunk) and the later stages use the chunks finished in both calos. One CPU
 thread throughout (``torch.set_num_threads(1)``); the AUC errors are bootstrap standard
 deviations (``--bootstrap`` replicas), the efficiency errors binomial.
 
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shower-seed", type=int, default=11)
     ap.add_argument("--generator-config", type=Path, default=Path("configs/fastcalo/fm.yaml"))
     ap.add_argument("--generator-budget-s", type=float, default=1800.0, help="wall-clock training budget")
-    ap.add_argument("--events", nargs="+", default=["gamma_jet=4000", "dijet_photon=8000"],
+    ap.add_argument("--events", nargs="+", default=["gamma_jet=8000", "dijet_photon=20000"],
                     help="process=n_events per calo (prompt photons from gamma_jet, fakes from dijet_photon)")
     ap.add_argument("--event-seed", type=int, default=21)
     ap.add_argument("--chunk-events", type=int, default=500, help="events per resumable chunk")
