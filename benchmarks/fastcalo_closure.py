@@ -333,18 +333,24 @@ def stage_evaluate(work: Path, configs: list[Path], seeds: list[int], bootstrap:
             if not per_seed:
                 continue
             key = f"{config.stem} trained on {calo}"
-            results["closure"][key] = {
-                "seeds": per_seed,
-                "auc": combine(per_seed, "auc"),
-                **{f"{k}@{int(100 * e)}": combine(per_seed, k, i)
-                   for i, e in enumerate(WORKING_POINTS) for k in ("sig", "bkg", "rej")},
-            }  # fmt: skip
+            entry: dict[str, Any] = {"seeds": per_seed, "auc": combine(per_seed, "auc")}
+            for i, e in enumerate(WORKING_POINTS):
+                sig, bkg = combine(per_seed, "sig", i), combine(per_seed, "bkg", i)
+                # rejection = 1 / (fake efficiency averaged over seeds): one seed may pass no
+                # fake (infinite rejection); its significance is the fake efficiency's
+                rej = {"ref": 1 / bkg["ref"] if bkg["ref"] > 0 else float("inf"),
+                       "other": 1 / bkg["other"] if bkg["other"] > 0 else float("inf"),
+                       "stat": float("nan"), "seed_spread": float("nan"), "sigma": -bkg["sigma"]}  # fmt: skip
+                rej["diff"] = rej["other"] - rej["ref"]
+                entry.update({f"sig@{round(100 * e)}": sig, f"bkg@{round(100 * e)}": bkg, f"rej@{round(100 * e)}": rej})
+            results["closure"][key] = entry
     return results
 
 
 def print_tables(results: dict[str, Any]) -> None:
     print("\nClosure: working points fixed on the training calo's test set, applied to the other calo's")
-    print("(mean over seeds; diff = other - reference; sigma = diff / (stat (+) seed spread))\n")
+    print("(mean over seeds; diff = other - reference; sigma = diff / (stat (+) seed spread); sig/bkg = prompt/fake")
+    print("efficiency; rej = 1 / bkg with the significance of bkg)\n")
     print("| network | quantity | reference (train calo) | other calo | diff | stat | seed spread | sigma |")
     print("|---|---|---|---|---|---|---|---|")
     for key, c in results["closure"].items():
