@@ -35,7 +35,7 @@ Stages (each skipped when its outputs exist, so a stopped run resumes; ``--stage
 Sizes (defaults): 24 000 + 2 000 generator showers; 30 min generator budget; gamma_jet 8 000 +
 dijet_photon 20 000 events per calo, chunks of 500 (about 23 % of gamma_jet events give a prompt
 photon candidate, 2.5 % of the EM-filtered dijet events a fake: ~1 800 prompt photons and ~500
-fakes); DNN/CNN at most 10 epochs, seeds 42 and 43. On the shared 2-core VM (load 5-6) an event
+fakes); DNN/CNN at most 40 epochs, seeds 42 and 43. On the shared 2-core VM (load 5-6) an event
 costs ~25-35 ms in either calo (the fast calo's generator costs about what the detailed photon
 showers save), so the events stage takes ~30 min; it can be stopped at any time (a stop loses at
 most the running chunk) and the later stages use the chunks finished in both calos. One CPU
@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photonid-configs", nargs="+", type=Path,
                     default=[Path("configs/photon/dnn.yaml"), Path("configs/photon/cnn.yaml")])
     ap.add_argument("--train-seeds", nargs="+", type=int, default=[42, 43])
-    ap.add_argument("--max-epochs", type=int, default=10)
+    ap.add_argument("--max-epochs", type=int, default=40, help="photon-ID training epochs at most (early stopping as configs/photon/base.yaml)")
     ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicas of the AUC errors")
     args = ap.parse_args(argv)
 
