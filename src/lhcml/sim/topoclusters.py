@@ -64,42 +64,50 @@ def _find(parent, i):
 
 
 @numba.njit(cache=True)
-def _topo_event(e, sig, seeds, nb_off, nb_idx, layer, grow_t, split_e, min_nb, label, queue, new_label):
-    """Cluster one event from its ``seeds`` (cells above the seed threshold, increasing index);
-    ``label`` (n_cells, -1) is filled; ``new_label`` (n_cells) is a scratch buffer, all -1 on
-    entry and on return. Returns the number of clusters and the clustered cells (increasing)."""
+def _topo_event(e, seeds, seed_sig, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label):
+    """Cluster one event from its ``seeds`` (cells above the seed threshold, increasing index, and
+    their significances ``seed_sig``). ``label`` (n_cells) holds the cell states on entry, -2 for
+    a cell with ``|E|/σ`` above the growth threshold and -1 otherwise, and the cluster of every
+    clustered cell on return (the state array doubles as the label array: one random read per
+    neighbour visit, and no reset between events — the next event's scan rewrites it).
+    ``new_label`` (n_cells) is a scratch buffer, all -1 on entry and on return. Returns the number
+    of clusters and the clustered cells (increasing)."""
     if seeds.shape[0] == 0:
         return 0, seeds
-    order = np.argsort(-sig[seeds])
+    order = np.argsort(-seed_sig)
     seeds = seeds[order]
     ns = seeds.shape[0]
     parent = np.arange(ns)
     head = 0
     tail = 0
+    # while growing, a labelled cell holds 2 × proto-cluster + (1 if it grows further)
     for k in range(ns):
-        label[seeds[k]] = k
+        label[seeds[k]] = 2 * k + 1
         queue[tail] = seeds[k]
         tail += 1
     while head < tail:
         c = queue[head]
         head += 1
-        lc = label[c]
+        lc = label[c] >> 1
+        ra = -1  # root of lc's proto-cluster, looked up at the first contact with another one
         for j in range(nb_off[c], nb_off[c + 1]):
             m = nb_idx[j]
-            lm = label[m]
-            if lm == -1:
-                label[m] = lc
-                if abs(sig[m]) > grow_t:
-                    queue[tail] = m
-                    tail += 1
-            elif lm != lc and abs(sig[m]) > grow_t:
-                ra = _find(parent, lc)
-                rb = _find(parent, lm)
-                if ra != rb:
-                    if ra < rb:
-                        parent[rb] = ra
-                    else:
-                        parent[ra] = rb
+            v = label[m]
+            if v < 0:  # unlabelled: joins lc; queued (without a branch) if it grows further
+                g = -1 - v
+                label[m] = 2 * lc + g
+                queue[tail] = m
+                tail += g
+            elif (v & 1) == 1 and (v >> 1) != lc:
+                if ra < 0:
+                    ra = _find(parent, lc)
+                rb = _find(parent, v >> 1)
+                # the union keeps the smaller root (the partition, not the tree, decides the result)
+                if ra < rb:
+                    parent[rb] = ra
+                elif rb < ra:
+                    parent[ra] = rb
+                    ra = rb
     # compact numbering of the merged clusters, in order of their highest seed
     root_id = np.full(ns, -1, np.int64)
     n_cl = 0
@@ -113,7 +121,7 @@ def _topo_event(e, sig, seeds, nb_off, nb_idx, layer, grow_t, split_e, min_nb, l
         seed_cl[k] = root_id[_find(parent, k)]
     cells = np.flatnonzero(label >= 0)
     for c in cells:
-        label[c] = seed_cl[label[c]]
+        label[c] = seed_cl[label[c] >> 1]
     # ---- splitting at local maxima
     cl_start = np.zeros(n_cl + 1, np.int64)
     for c in cells:
@@ -127,6 +135,7 @@ def _topo_event(e, sig, seeds, nb_off, nb_idx, layer, grow_t, split_e, min_nb, l
         fill[label[c]] += 1
     next_id = n_cl
     maxima = np.empty(cells.shape[0], np.int64)
+    cand = np.empty(cells.shape[0], np.int64)
     for k in range(n_cl):
         mem = by_cl[cl_start[k] : cl_start[k + 1]]
         # local maxima (ATLAS CaloTopoClusterSplitter): E > split_e and at least min_nb
@@ -135,9 +144,18 @@ def _topo_event(e, sig, seeds, nb_off, nb_idx, layer, grow_t, split_e, min_nb, l
         # maximum). Secondary (hadronic compartment): no neighbour in the cluster above it, and
         # no primary maximum among the EM cells it overlaps. Primary maxima are marked -2 in
         # the scratch new_label.
-        n_max = 0
+        # candidates (E > split_e), in the cluster's cell order, then primaries before secondaries
+        n_cand = 0
         for c in mem:
-            if e[c] <= split_e or layer[c] != 0:
+            if e[c] > split_e:
+                cand[n_cand] = c
+                n_cand += 1
+        if n_cand < 2:
+            continue  # fewer than two maxima: nothing to split
+        n_max = 0
+        for q in range(n_cand):
+            c = cand[q]
+            if layer[c] != 0:
                 continue
             is_max = True
             n_nb = 0
@@ -153,8 +171,9 @@ def _topo_event(e, sig, seeds, nb_off, nb_idx, layer, grow_t, split_e, min_nb, l
                 new_label[c] = -2
                 n_max += 1
         n_keep = n_max
-        for c in mem:
-            if e[c] <= split_e or layer[c] == 0:
+        for q in range(n_cand):
+            c = cand[q]
+            if layer[c] == 0:
                 continue
             is_max = True
             n_nb = 0
@@ -175,27 +194,28 @@ def _topo_event(e, sig, seeds, nb_off, nb_idx, layer, grow_t, split_e, min_nb, l
             continue
         mx = maxima[:n_max].copy()
         mx = mx[np.argsort(-e[mx])]
+        # regrow from the maxima inside the cluster; a reached cell's label holds -3 - new cluster
+        # (its membership test and its visited mark in one read), restored below
         h = 0
         t = 0
         for q in range(mx.shape[0]):
             lab = k if q == 0 else next_id + q - 1
-            new_label[mx[q]] = lab
+            label[mx[q]] = -3 - lab
             queue[t] = mx[q]
             t += 1
         while h < t:
             c = queue[h]
             h += 1
-            lc = new_label[c]
+            lc = label[c]
             for j in range(nb_off[c], nb_off[c + 1]):
                 m = nb_idx[j]
-                if label[m] == k and new_label[m] == -1:
-                    new_label[m] = lc
+                if label[m] == k:
+                    label[m] = lc
                     queue[t] = m
                     t += 1
         for c in mem:
-            if new_label[c] >= 0:
-                label[c] = new_label[c]
-            new_label[c] = -1
+            if label[c] <= -3:
+                label[c] = -3 - label[c]
         next_id += mx.shape[0] - 1
     return next_id, cells
 
@@ -208,29 +228,39 @@ def _grow(a, k, cap):
 
 
 @numba.njit(cache=True)
-def _topo_fill(energy, sigma, nb_off, nb_idx, layer, seed_t, grow_t, split_e, min_nb, first, counts, work, sig, seed_buf,
-               o_ev, o_cell, o_lab, o_e, k):
+def _topo_fill(energy, sigma, nb_off, nb_idx, layer, seed_t, grow_t, split_e, min_nb, first, counts, work, seed_sig,
+               seed_buf, o_ev, o_cell, o_lab, o_e, k):
     """Topo-cluster the events of ``energy`` (events ``first …`` of the batch): their clustered
     cells are appended at ``k`` to the flat outputs ``o_*`` (event, cell, local cluster, energy),
     grouped by cluster (cells in increasing index inside a cluster), and ``counts`` gets the
-    number of clusters per event. ``work`` (3, n_cells) int32 (label, queue, new label: rows 0
-    and 2 all -1), ``sig`` and ``seed_buf`` are scratch buffers reused from call to call.
-    Returns the outputs (grown when full) and the new ``k``."""
+    number of clusters per event. ``work`` (3, n_cells) int32 (cell state / label, queue, new
+    label: row 2 all -1), ``seed_sig`` and ``seed_buf`` are scratch buffers reused from call to
+    call. Returns the outputs (grown when full) and the new ``k``."""
     n_ev, n = energy.shape
     label = work[0]
     queue = work[1]
     new_label = work[2]
     cap = o_ev.shape[0]
+    # |E| above min(thresholds) × σ, a hair low: a necessary condition for E/σ (as rounded) to
+    # pass either threshold, so the division is done only where it can matter, with the same result
+    pre = np.minimum(grow_t, seed_t) * sigma * (1.0 - 1e-9)
     for i in range(n_ev):
+        # one pass: the state of every cell (-2 above the growth threshold, else -1) and the seeds
         ns = 0
         for c in range(n):
-            s = energy[i, c] / sigma[c]
-            sig[c] = s
-            if s > seed_t:
-                seed_buf[ns] = c
-                ns += 1
-        n_cl, cl = _topo_event(energy[i], sig, seed_buf[:ns], nb_off, nb_idx, layer, grow_t, split_e, min_nb, label,
-                               queue, new_label)
+            x = energy[i, c]
+            st = -1
+            if abs(x) > pre[c]:
+                s = x / sigma[c]
+                if abs(s) > grow_t:
+                    st = -2
+                if s > seed_t:
+                    seed_buf[ns] = c
+                    seed_sig[ns] = s
+                    ns += 1
+            label[c] = st
+        n_cl, cl = _topo_event(energy[i], seed_buf[:ns], seed_sig[:ns], nb_off, nb_idx, layer, split_e, min_nb,
+                               label, queue, new_label)
         counts[first + i] = n_cl
         if n_cl == 0:
             continue
@@ -254,8 +284,6 @@ def _topo_fill(energy, sigma, nb_off, nb_idx, layer, seed_t, grow_t, split_e, mi
             o_cell[j] = c
             o_lab[j] = label[c]
             o_e[j] = energy[i, c]
-        for c in cl:
-            label[c] = -1  # ready for the next event
         k += m
     return o_ev, o_cell, o_lab, o_e, k
 
@@ -264,10 +292,10 @@ class _TopoWork:
     """Scratch and output buffers of :func:`_topo_fill` for one batch (allocated once, not per
     chunk of events: fresh memory costs page faults)."""
 
-    def __init__(self, n_events: int, n_cells: int, cells_per_event: int = 6000):
+    def __init__(self, n_events: int, n_cells: int, cells_per_event: int = 16000):
         self.counts = np.zeros(n_events, np.int64)
         self.work = np.full((3, n_cells), -1, np.int32)
-        self.sig = np.empty(n_cells)
+        self.seed_sig = np.empty(n_cells)
         self.seed_buf = np.empty(n_cells, np.int64)
         cap = max(n_events * cells_per_event, 1 << 12)  # grown when needed
         self.out = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap))
@@ -275,8 +303,8 @@ class _TopoWork:
 
     def add(self, energy: np.ndarray, sigma: np.ndarray, first: int, geo: CaloGeometry) -> None:
         *out, self.k = _topo_fill(energy, sigma, geo.nb_offsets, geo.nb_index, geo.layer, SEED_SIGMA, GROW_SIGMA,
-                                  SPLIT_E_GEV, SPLIT_MIN_NEIGHBOURS, first, self.counts, self.work, self.sig,
-                                  self.seed_buf, *self.out, self.k)
+                                  SPLIT_E_GEV, SPLIT_MIN_NEIGHBOURS, first, self.counts, self.work,
+                                  self.seed_sig, self.seed_buf, *self.out, self.k)
         self.out = tuple(out)
 
     def result(self):
