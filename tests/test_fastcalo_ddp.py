@@ -38,14 +38,23 @@ LHCML = [sys.executable, "-m", "lhcml"]
 VAE_SMALL = {"name": "fastcalo_vae", "latent_dim": 6, "hidden": [64, 32]}
 
 
-def _ddp(cfg: dict, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    """``lhcml train CFG --devices 2 --strategy ddp EXTRA`` in a fresh process (Lightning starts
-    the second rank by running the same command again)."""
+def _start_ddp(cfg: dict, tmp_path: Path, *extra: str) -> subprocess.Popen:
+    """Start ``lhcml train CFG --devices 2 --strategy ddp EXTRA`` in a fresh process (Lightning
+    starts the second rank by running the same command again)."""
     path = tmp_path / f"{Path(cfg['output_dir']).name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([*LHCML, "train", str(path), "--devices", "2", "--strategy", "ddp", *extra],
-                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.Popen([*LHCML, "train", str(path), "--devices", "2", "--strategy", "ddp", *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _finish(proc: subprocess.Popen) -> None:
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+
+
+def _ddp(cfg: dict, tmp_path: Path, *extra: str) -> None:
+    _finish(_start_ddp(cfg, tmp_path, *extra))
 
 
 def _val_losses(run: Path) -> list[float]:
@@ -82,13 +91,14 @@ def test_ddp_two_processes_learn_like_one(sample, tmp_path: Path) -> None:  # no
     from lhcml.train.fastcalo import load_generator
 
     single = _config(sample, tmp_path / "single", VAE_SMALL, epochs=8, lr=3e-3, batch=100)
+    # 201 validation showers: under DDP rank 0 gets 101 (3 batches of 50), rank 1 100 (2 batches)
+    single["data"]["max_showers_val"] = 201
     _fit(single)
     # two ranks with half the batch each: the same showers per step as the single process
     ddp = copy.deepcopy(single)
     ddp["output_dir"] = str(tmp_path / "ddp")
     ddp["data"]["batch_size"] = 50
-    res = _ddp(ddp, tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
+    _ddp(ddp, tmp_path)
     s_dir, d_dir = Path(single["output_dir"]), Path(ddp["output_dir"])
     # checkpoints written once (rank 0), not per rank
     assert sorted(p.name for p in (d_dir / "checkpoints").iterdir()) == sorted(
@@ -117,15 +127,15 @@ def test_ddp_gan_trains_and_resumes_exactly(sample, tmp_path: Path) -> None:  # 
 
     gan = dict(GAN, gen_hidden=[32, 64])
     straight = _config(sample, tmp_path / "straight", gan, epochs=3, lr=4e-4, batch=100)
-    res = _ddp(straight, tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
     crashed = copy.deepcopy(straight)
     crashed["output_dir"] = str(tmp_path / "crashed")
     crashed["trainer"]["max_epochs"] = 2
-    assert _ddp(crashed, tmp_path).returncode == 0
+    # the uninterrupted run and the first part of the interrupted one side by side (independent)
+    first = [_start_ddp(straight, tmp_path), _start_ddp(crashed, tmp_path)]
+    for proc in first:
+        _finish(proc)
     crashed["trainer"]["max_epochs"] = 3  # "crash" after epoch 2: resume to 3 with the full config
-    res = _ddp(crashed, tmp_path, "--resume")
-    assert res.returncode == 0, res.stderr[-3000:]
+    _ddp(crashed, tmp_path, "--resume")
     a = read_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")
     b = read_checkpoint(tmp_path / "crashed" / "checkpoints" / "last.ckpt")
     assert a["epoch"] == b["epoch"] == 2
