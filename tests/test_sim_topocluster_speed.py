@@ -141,3 +141,18 @@ def test_topo_kernel_equals_the_reference_implementation(grid, tmp_path):
     # the maps exercise what the kernel does differently: merging proto-clusters and splitting
     assert merges > 0 and splits > 0
     assert counts.min() > 10
+
+
+def test_a_calorimeter_above_threshold_everywhere_is_one_cluster(tmp_path):
+    """Every cell a seed (the growth queue holds all cells: its last slot is used) and no cell above
+    the 0.5 GeV splitting threshold: one cluster with every cell, as the reference gives."""
+    path = tmp_path / "coarse.yaml"
+    path.write_text(COARSE_GEOMETRY)
+    geo = load_geometry(str(path))
+    energy = (5.0 * geo.noise)[None, :].copy()
+    ev, cell, lab, cell_e, counts = _topo_batch(energy, geo.noise.copy(), geo)
+    assert counts.tolist() == [1]
+    np.testing.assert_array_equal(cell, np.arange(geo.n_cells))
+    np.testing.assert_array_equal(lab, np.zeros(geo.n_cells))
+    cluster, n_cl, _, _ = _reference_event(energy[0], geo.noise, geo)
+    assert n_cl == 1 and len(cluster) == geo.n_cells

@@ -209,10 +209,11 @@ def _topo_event(e, seeds, seed_sig, nb_off, nb_idx, layer, split_e, min_nb, labe
             lc = label[c]
             for j in range(nb_off[c], nb_off[c + 1]):
                 m = nb_idx[j]
-                if label[m] == k:
-                    label[m] = lc
-                    queue[t] = m
-                    t += 1
+                v = label[m]
+                hit = v == k  # an unreached member: takes lc and is queued (without a branch)
+                label[m] = lc if hit else v
+                queue[t] = m
+                t += hit
         for c in mem:
             if label[c] <= -3:
                 label[c] = -3 - label[c]
@@ -233,7 +234,7 @@ def _topo_fill(energy, sigma, nb_off, nb_idx, layer, seed_t, grow_t, split_e, mi
     """Topo-cluster the events of ``energy`` (events ``first …`` of the batch): their clustered
     cells are appended at ``k`` to the flat outputs ``o_*`` (event, cell, local cluster, energy),
     grouped by cluster (cells in increasing index inside a cluster), and ``counts`` gets the
-    number of clusters per event. ``work`` (3, n_cells) int32 (cell state / label, queue, new
+    number of clusters per event. ``work`` (3, n_cells + 1) int32 (cell state / label, queue, new
     label: row 2 all -1), ``seed_sig`` and ``seed_buf`` are scratch buffers reused from call to
     call. Returns the outputs (grown when full) and the new ``k``."""
     n_ev, n = energy.shape
@@ -294,7 +295,8 @@ class _TopoWork:
 
     def __init__(self, n_events: int, n_cells: int, cells_per_event: int = 16000):
         self.counts = np.zeros(n_events, np.int64)
-        self.work = np.full((3, n_cells), -1, np.int32)
+        # one spare entry: the branchless queues write one slot past the last queued cell
+        self.work = np.full((3, n_cells + 1), -1, np.int32)
         self.seed_sig = np.empty(n_cells)
         self.seed_buf = np.empty(n_cells, np.int64)
         cap = max(n_events * cells_per_event, 1 << 12)  # grown when needed
