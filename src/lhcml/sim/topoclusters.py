@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from lhcml.sim.generator import FlatTable, offsets_of
+from lhcml.sim.generator import FlatTable
 from lhcml.sim.jet_calo import CaloGeometry, CellEnergies, pion_response
 
 SEED_SIGMA = 4.0
@@ -230,18 +230,18 @@ def _grow(a, k, cap):
 
 @numba.njit(cache=True)
 def _topo_fill(energy, sigma, nb_off, nb_idx, layer, seed_t, grow_t, split_e, min_nb, first, counts, work, seed_sig,
-               seed_buf, o_ev, o_cell, o_lab, o_e, k):
+               seed_buf, o_cell, o_cl, o_e, k, n_done):
     """Topo-cluster the events of ``energy`` (events ``first …`` of the batch): their clustered
-    cells are appended at ``k`` to the flat outputs ``o_*`` (event, cell, local cluster, energy),
-    grouped by cluster (cells in increasing index inside a cluster), and ``counts`` gets the
-    number of clusters per event. ``work`` (3, n_cells + 1) int32 (cell state / label, queue, new
+    cells are appended at ``k`` to the flat outputs ``o_*`` (cell, cluster of the batch — the
+    ``n_done`` clusters of the earlier events come first — and energy), grouped by cluster (cells
+    in increasing index inside a cluster), and ``counts`` gets the number of clusters per event. ``work`` (3, n_cells + 1) int32 (cell state / label, queue, new
     label: row 2 all -1), ``seed_sig`` and ``seed_buf`` are scratch buffers reused from call to
-    call. Returns the outputs (grown when full) and the new ``k``."""
+    call. Returns the outputs (grown when full), the new ``k`` and the new ``n_done``."""
     n_ev, n = energy.shape
     label = work[0]
     queue = work[1]
     new_label = work[2]
-    cap = o_ev.shape[0]
+    cap = o_cell.shape[0]
     # |E| above min(thresholds) × σ, a hair low: a necessary condition for E/σ (as rounded) to
     # pass either threshold, so the division is done only where it can matter, with the same result
     pre = np.minimum(grow_t, seed_t) * sigma * (1.0 - 1e-9)
@@ -268,9 +268,8 @@ def _topo_fill(energy, sigma, nb_off, nb_idx, layer, seed_t, grow_t, split_e, mi
         m = cl.shape[0]
         if k + m > cap:
             cap = max(2 * cap, k + m)
-            o_ev = _grow(o_ev, k, cap)
             o_cell = _grow(o_cell, k, cap)
-            o_lab = _grow(o_lab, k, cap)
+            o_cl = _grow(o_cl, k, cap)
             o_e = _grow(o_e, k, cap)
         # counting sort by cluster (stable: increasing cell index inside each cluster)
         start = np.zeros(n_cl + 1, np.int64)
@@ -281,12 +280,12 @@ def _topo_fill(energy, sigma, nb_off, nb_idx, layer, seed_t, grow_t, split_e, mi
         for c in cl:
             j = k + start[label[c]]
             start[label[c]] += 1
-            o_ev[j] = first + i
             o_cell[j] = c
-            o_lab[j] = label[c]
+            o_cl[j] = n_done + label[c]
             o_e[j] = energy[i, c]
         k += m
-    return o_ev, o_cell, o_lab, o_e, k
+        n_done += n_cl
+    return o_cell, o_cl, o_e, k, n_done
 
 
 class _TopoWork:
@@ -300,17 +299,18 @@ class _TopoWork:
         self.seed_sig = np.empty(n_cells)
         self.seed_buf = np.empty(n_cells, np.int64)
         cap = max(n_events * cells_per_event, 1 << 12)  # grown when needed
-        self.out = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap))
+        self.out = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap))
         self.k = 0
+        self.n_done = 0  # clusters of the events done
 
     def add(self, energy: np.ndarray, sigma: np.ndarray, first: int, geo: CaloGeometry) -> None:
-        *out, self.k = _topo_fill(energy, sigma, geo.nb_offsets, geo.nb_index, geo.layer, SEED_SIGMA, GROW_SIGMA,
+        *out, self.k, self.n_done = _topo_fill(energy, sigma, geo.nb_offsets, geo.nb_index, geo.layer, SEED_SIGMA, GROW_SIGMA,
                                   SPLIT_E_GEV, SPLIT_MIN_NEIGHBOURS, first, self.counts, self.work,
-                                  self.seed_sig, self.seed_buf, *self.out, self.k)
+                                  self.seed_sig, self.seed_buf, *self.out, self.k, self.n_done)
         self.out = tuple(out)
 
     def result(self):
-        """(event, cell, local cluster, cell energy) of the clustered cells and the clusters per event."""
+        """(cell, cluster of the batch, cell energy) of the clustered cells and the clusters per event."""
         return (*(o[: self.k] for o in self.out), self.counts)
 
 
@@ -418,12 +418,10 @@ def _keep_cells(cell_id, cell_energy, cell_cluster, keep):
     return o_id, o_e, o_cl, n_cells
 
 
-def _assemble(geo: CaloGeometry, ev, cell_id, lab, cell_energy, counts, pv_z) -> TopoClusters:
+def _assemble(geo: CaloGeometry, cell_id, cell_cluster, cell_energy, counts, pv_z) -> TopoClusters:
     """:class:`TopoClusters` from the clustered cells of :func:`_topo_batch` (all events)."""
     n_ev = len(counts)
-    cl_off = offsets_of(counts)
-    cell_cluster = cl_off[ev] + lab
-    n_cl = int(cl_off[-1])
+    n_cl = int(np.sum(counts))
     cl_event = np.repeat(np.arange(n_ev), counts)
     e, eta, phi, frac, sw = cluster_kinematics(geo, cell_id, cell_energy, cell_cluster, n_cl, cl_event, pv_z)
     keep = (e > 0) & (sw > 0)
