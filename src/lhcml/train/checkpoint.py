@@ -188,3 +188,50 @@ def load_tagger(path: str | Path) -> tuple[Any, dict[str, Any]]:
     model.eval()
     model.with_aux = False
     return model, meta
+
+
+def read_kind_meta(path: str | Path, kind: str) -> dict[str, Any] | None:
+    """The ``lhcml`` metadata of a checkpoint whose ``kind`` is ``kind``, or ``None`` for any other file.
+
+    Used by the trainers that store their own metadata (``kind: tracking``, ``kind: fastcalo``) to
+    tell their checkpoints apart without raising on foreign or unreadable files.
+    """
+    try:
+        meta = read_checkpoint(path)["lhcml"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return dict(meta) if isinstance(meta, dict) and meta.get("kind") == kind else None
+
+
+def load_kind_model(path: str | Path, kind: str, build: Any, what: str, hint: str) -> tuple[Any, dict[str, Any]]:
+    """``(model in eval mode, metadata)`` of a checkpoint of ``kind`` whose model is built by name.
+
+    Parameters
+    ----------
+    path : str or Path
+        The checkpoint.
+    kind : str
+        The ``lhcml.kind`` it must carry.
+    build : callable
+        ``build(model_name, init_kwargs)`` of the trainer's model registry.
+    what : str
+        How the error names a checkpoint of this kind, e.g. "a tracking-model checkpoint (trained
+        by `lhcml train configs/tracking/...`)".
+    hint : str
+        The fix, when the stored tensors do not fit the model built now.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        Not a checkpoint of ``kind``, or its tensors do not fit the model its metadata describes.
+    """
+    ckpt = read_checkpoint(path)
+    meta = dict(ckpt.get("lhcml") or {})
+    if meta.get("kind") != kind:
+        raise CheckpointMismatchError(f"{path} is not {what}")
+    model = build(meta["model_name"], yaml.safe_load(meta["model_init_yaml"]))
+    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    check_state_dict(state, model.state_dict(), str(path),
+                     f"the model '{meta['model_name']}' code changed since it was saved ({hint})")  # fmt: skip
+    model.load_state_dict(state, strict=True)
+    return model.eval(), meta

@@ -543,13 +543,9 @@ def fit_fastcalo(
 
 def read_fastcalo_meta(path: str | Path) -> dict[str, Any] | None:
     """The ``lhcml`` metadata of a fast-calo checkpoint, or ``None`` for any other file."""
-    from lhcml.train.checkpoint import read_checkpoint
+    from lhcml.train.checkpoint import read_kind_meta
 
-    try:
-        meta = read_checkpoint(path)["lhcml"]
-    except (OSError, ValueError):
-        return None
-    return dict(meta) if isinstance(meta, dict) and meta.get("kind") == "fastcalo" else None
+    return read_kind_meta(path, "fastcalo")
 
 
 def load_generator(path: str | Path) -> tuple[Any, dict[str, Any]]:
@@ -560,19 +556,10 @@ def load_generator(path: str | Path) -> tuple[Any, dict[str, Any]]:
     CheckpointMismatchError
         Not a fast-calo checkpoint, or its tensors do not fit the model its metadata describes.
     """
-    from lhcml.train.checkpoint import check_state_dict, read_checkpoint
+    from lhcml.train.checkpoint import load_kind_model
 
-    ckpt = read_checkpoint(path)
-    meta = dict(ckpt["lhcml"])
-    if meta.get("kind") != "fastcalo":
-        raise CheckpointMismatchError(
-            f"{path} is not a fast-calorimeter checkpoint (trained by `lhcml train configs/fastcalo/...`)"
-        )
-    init = yaml.safe_load(meta["model_init_yaml"])
-    model = build_generator(meta["model_name"], init)
-    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    check_state_dict(state, model.state_dict(), str(path),
-                     f"the model '{meta['model_name']}' code changed since it was saved (use the lhcml version "
-                     "that wrote it, or retrain)")  # fmt: skip
-    model.load_state_dict(state, strict=True)
-    return model.eval(), meta
+    return load_kind_model(
+        path, "fastcalo", build_generator,
+        "a fast-calorimeter checkpoint (trained by `lhcml train configs/fastcalo/...`)",
+        "use the lhcml version that wrote it, or retrain",
+    )  # fmt: skip

@@ -568,13 +568,9 @@ def fit_tracking(
 
 def read_tracking_meta(path: str | Path) -> dict[str, Any] | None:
     """The ``lhcml`` metadata of a tracking-model checkpoint, or ``None`` for any other file."""
-    from lhcml.train.checkpoint import read_checkpoint
+    from lhcml.train.checkpoint import read_kind_meta
 
-    try:
-        meta = read_checkpoint(path)["lhcml"]
-    except (OSError, ValueError, KeyError):
-        return None
-    return dict(meta) if isinstance(meta, dict) and meta.get("kind") == "tracking" else None
+    return read_kind_meta(path, "tracking")
 
 
 def load_tracking_model(path: str | Path) -> tuple[Any, dict[str, Any]]:
@@ -585,17 +581,9 @@ def load_tracking_model(path: str | Path) -> tuple[Any, dict[str, Any]]:
     CheckpointMismatchError
         Not a tracking-model checkpoint, or its tensors do not fit the model its metadata describes.
     """
-    from lhcml.train.checkpoint import check_state_dict, read_checkpoint
+    from lhcml.train.checkpoint import load_kind_model
 
-    ckpt = read_checkpoint(path)
-    meta = dict(ckpt.get("lhcml") or {})
-    if meta.get("kind") != "tracking":
-        raise CheckpointMismatchError(
-            f"{path} is not a tracking-model checkpoint (trained by `lhcml train configs/tracking/...`)"
-        )
-    model = build_tracking_model(meta["model_name"], yaml.safe_load(meta["model_init_yaml"]))
-    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    check_state_dict(state, model.state_dict(), str(path),
-                     f"the model '{meta['model_name']}' code changed since it was saved (retrain)")  # fmt: skip
-    model.load_state_dict(state, strict=True)
-    return model.eval(), meta
+    return load_kind_model(
+        path, "tracking", build_tracking_model,
+        "a tracking-model checkpoint (trained by `lhcml train configs/tracking/...`)", "retrain",
+    )  # fmt: skip
