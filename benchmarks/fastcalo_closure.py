@@ -20,8 +20,8 @@ Stages (each skipped when its outputs exist, so a stopped run resumes; ``--stage
    selection); ``WORK/events/<calo>/<process>_<i>.h5``;
 4. ``datasets``  -- ``WORK/data/<calo>/photon_{train,val,test}.h5``, split 60/20/20 **by event**
    (a hash of ``eventNumber``), so the detailed and fast test sets hold the same events and no
-   event of a training set is in either test set; written as ``split_and_write`` writes them
-   (``write_h5`` with the images' noise attributes);
+   event of a training set is in either test set; written by ``split_and_write(...,
+   groups=eventNumber)`` (with the images' noise attributes);
 5. ``photonid``  -- ``lhcml train`` of every ``--photonid-configs`` config on each calo's
    train/val files, for each ``--train-seeds`` seed, at most ``--max-epochs`` epochs; then
    ``predict`` on both calos' test files;
@@ -175,28 +175,9 @@ def read_tables(paths: list[Path]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def event_split(event_numbers: np.ndarray, fractions: tuple[float, float] = (0.6, 0.8)) -> np.ndarray:
-    """0/1/2 (train/val/test) per candidate from a hash of its event number (splitmix64), so the
-    same event lands in the same split in the detailed and the fast sample."""
-    z = event_numbers.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    with np.errstate(over="ignore"):
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    u = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-    return np.searchsorted(np.asarray(fractions), u, side="right")
-
-
 def stage_datasets(work: Path, events: dict[str, int], seed: int, chunk: int) -> None:
-    from lhcml.data.h5 import write_h5
-    from lhcml.data.images import image_noise_attrs
-    from lhcml.sim.calo_geometry import load_geometry
-    from lhcml.sim.clusters import IMAGE_LAYERS, layer_noise_mev
+    from lhcml.tasks.photon.dataset import group_split, split_and_write
 
-    geo = load_geometry()
-    attrs = {"content": "photon candidates",
-             **image_noise_attrs({lay: layer_noise_mev(geo, lay) for lay in IMAGE_LAYERS},
-                                 geo.clustering.noise_significance)}  # fmt: skip
     plan = chunk_plan(events, seed, chunk)
     # only chunks finished in both calos: the two samples hold the same events
     done = [(proc, i) for proc, i, _, _ in plan
@@ -209,10 +190,9 @@ def stage_datasets(work: Path, events: dict[str, int], seed: int, chunk: int) ->
             log(f"datasets: {out} exists, skipped")
             continue
         data = read_tables([work / "events" / calo / f"{proc}_{i:03d}.h5" for proc, i in done])
-        split = event_split(data["photons"]["eventNumber"])
-        for k, name in enumerate(("train", "val", "test")):
-            keep = split == k
-            write_h5(out / f"photon_{name}.h5", {key: v[keep] for key, v in data.items()}, attrs=attrs)
+        events_of = data["photons"]["eventNumber"]
+        split_and_write(data, out, seed, groups=events_of)
+        split = group_split(events_of)
         ph = data["photons"]
         log(f"datasets: {calo}: {len(done)} chunks, {int((ph['isPromptPhoton'] == 1).sum())} prompt + "
             f"{int((ph['isPromptPhoton'] == 0).sum())} fakes; train/val/test {np.bincount(split, minlength=3).tolist()}")

@@ -220,3 +220,30 @@ def test_image_models_do_not_depend_on_input_order(name):
             torch.nn.init.normal_(p, std=0.05)
         b.load_state_dict(a.state_dict())
     torch.testing.assert_close(a(x)[key], b(x)[key])
+
+
+def test_split_by_event_keeps_events_whole_and_agrees_between_samples(tmp_path):
+    """groups=eventNumber: every event's candidates land in one split, and two samples holding
+    different subsets of the same events put their common events in the same split."""
+    import h5py
+
+    from lhcml.tasks.photon.dataset import group_split
+
+    def events_in(path):
+        with h5py.File(path, "r") as f:
+            return set(f["photons"]["eventNumber"].tolist())
+
+    rng = np.random.default_rng(5)
+    events = np.repeat(np.arange(400), 3)  # three candidates per event
+    photons = np.zeros(events.size, dtype=[("eventNumber", "i8"), ("pt", "f4")])
+    photons["eventNumber"] = events
+    photons["pt"] = rng.uniform(20, 100, events.size)
+    files = split_and_write({"photons": photons}, tmp_path / "a", seed=1, groups=events)
+    seen = {name: events_in(path) for name, path in files.items()}
+    assert not (seen["train"] & seen["val"]) and not (seen["train"] & seen["test"]) and not (seen["val"] & seen["test"])
+    assert sum(len(v) for v in seen.values()) == 400
+    assert 0.5 < len(seen["train"]) / 400 < 0.7  # 60 % of the events, binomial spread ~2.4 %
+    sub = rng.choice(400, 150, replace=False)  # another sample: only some of the events
+    which = group_split(sub)
+    for name, k in (("train", 0), ("val", 1), ("test", 2)):
+        assert set(sub[which == k].tolist()) <= seen[name]

@@ -205,15 +205,6 @@ class _EpochPermutation:
         return self.n
 
 
-def _rank_and_world() -> tuple[int, int]:
-    """``(rank, number of ranks)`` of the initialised ``torch.distributed`` group, ``(0, 1)`` without one."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 class _RankShare(_EpochPermutation):
     """Sampler: this rank's share of an :class:`_EpochPermutation` (of ``range(n)`` in order
     when ``shuffle`` is off): its positions ``rank, rank + world, ...``.
@@ -243,10 +234,14 @@ class _RankShare(_EpochPermutation):
         return order[rank::world]
 
     def __iter__(self):
-        return iter(self.indices(*_rank_and_world()))
+        from lhcml.train.datamodule import _dist_info
+
+        return iter(self.indices(*_dist_info()))
 
     def __len__(self) -> int:
-        rank, world = _rank_and_world()
+        from lhcml.train.datamodule import _dist_info
+
+        rank, world = _dist_info()
         return -(-self.n // world) if self.pad else len(range(rank, self.n, world))
 
 

@@ -35,6 +35,19 @@ def select_candidates(data: Mapping[str, np.ndarray], process: str) -> dict[str,
     return {k: v[keep] for k, v in data.items()}
 
 
+def group_split(groups: np.ndarray, edges: tuple[float, float] = (0.6, 0.8)) -> np.ndarray:
+    """0/1/2 (train/val/test) per entry from a hash of its group (splitmix64 of the integer, mapped
+    to [0, 1) and cut at the cumulative ``edges``): the same group always lands in the same split,
+    whatever else the sample holds."""
+    z = groups.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    u = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return np.searchsorted(np.asarray(edges), u, side="right")
+
+
 def split_and_write(
     data: Mapping[str, np.ndarray],
     output_dir: str | Path,
@@ -42,12 +55,17 @@ def split_and_write(
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     prefix: str = "photon",
     geometry: Any = None,
+    groups: np.ndarray | None = None,
 ) -> dict[str, Path]:
     """Shuffle and write ``<prefix>_{train,val,test}.h5``; returns the paths by split name.
 
     The files' attributes record the images' normalisation constants (per-cell noise of each
     layer of ``geometry``, default the shipped calorimeter, and the significance threshold:
     :mod:`lhcml.data.images`), so the PAED and other later stages need no simulation geometry.
+
+    With ``groups`` (one integer per candidate, e.g. its ``eventNumber``) the split is decided per
+    group by a hash of the group (:func:`group_split`), not by ``seed``: all candidates of an event
+    land in one split, and two samples of the same events (detailed and fast showers) split alike.
     """
     from lhcml.data.h5 import write_h5
     from lhcml.data.images import image_noise_attrs
@@ -64,9 +82,13 @@ def split_and_write(
     n = len(data["photons"])
     if n < 3:
         raise ConfigError(f"only {n} photon candidates: simulate more events")
-    order = np.random.default_rng(seed).permutation(n)
-    bounds = np.cumsum([0, *(int(round(f * n)) for f in fractions[:2])])
-    pieces = {"train": order[bounds[0]:bounds[1]], "val": order[bounds[1]:bounds[2]], "test": order[bounds[2]:]}
+    if groups is not None:
+        which = group_split(np.asarray(groups), (fractions[0], fractions[0] + fractions[1]))
+        pieces = {name: np.flatnonzero(which == k) for k, name in enumerate(("train", "val", "test"))}
+    else:
+        order = np.random.default_rng(seed).permutation(n)
+        bounds = np.cumsum([0, *(int(round(f * n)) for f in fractions[:2])])
+        pieces = {"train": order[bounds[0]:bounds[1]], "val": order[bounds[1]:bounds[2]], "test": order[bounds[2]:]}
     out = {}
     for split, idx in pieces.items():
         idx = np.sort(idx)
