@@ -228,7 +228,9 @@ def test_asha_and_hyperband_pruners_stop_trials(tmp_path):
 def test_trials_run_as_dask_tasks_on_a_local_cluster(tmp_path):
     pytest.importorskip("distributed")
     space = _space(n_trials=4, study_name="dask")
-    study = run_study(space, resolve_storage_url(None, tmp_path), Quadratic(), workers=2, cluster="local:2")
+    # 1.5 s per trial: with an instant objective the first Dask task to start could finish all
+    # four trials before the second task's process had started (seen once in CI)
+    study = run_study(space, resolve_storage_url(None, tmp_path), Quadratic(sleep=0.5), workers=2, cluster="local:2")
     assert 4 <= n_finished(study) <= 5
     # both Dask tasks ran trials, in processes other than this one
     assert {t.user_attrs["lhcml_worker"] for t in study.trials} == {0, 1}
