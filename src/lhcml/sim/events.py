@@ -447,30 +447,35 @@ def _large_r(
     constituents: str = "pflow",
     topo: Any = None,
     mu: float = 0.0,
+    mitigation: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """Groomed large-R jets: SoftKiller → anti-kt R → trimming → JES/JMS (see ``docs/simulation.md``).
+    """Groomed large-R jets: pileup mitigation → anti-kt R → trimming → JES/JMS (``docs/simulation.md``).
 
     ``constituents`` chooses the jet inputs (:data:`CONSTITUENT_TYPES`): the particle-flow
     ``objects``, calorimeter clusters, or Track-CaloClusters built from the clusters and
     ``tracks`` (both need ``particles``, ``pv_z`` and ``rng``; ``topo``: the batch's topo-clusters
-    if already simulated; ``mu``: ⟨μ⟩ of the batch, for the calibration).
+    if already simulated; ``mu``: ⟨μ⟩ of the batch, for the calibration). ``mitigation``: the
+    constituent-level pileup mitigation (:data:`lhcml.sim.pileup_mitigation.METHODS`; default
+    :data:`LARGE_R_MITIGATION` of the type); a non-default one is calibrated with the tables
+    stored under ``"<type>+<method>"`` (:func:`lhcml.sim.large_r_calibration.table_key`).
     """
     from lhcml.sim.grooming import four_momentum_sums, softdrop_mass, trim
     from lhcml.sim.jets import cluster_flat, large_r_labels_flat
-    from lhcml.sim.large_r_calibration import calibrate
-    from lhcml.sim.pileup_mitigation import softkiller
+    from lhcml.sim.large_r_calibration import calibrate, table_key
+    from lhcml.sim.pileup_mitigation import mitigate
 
     inputs = _large_r_inputs(constituents, objects, particles, tracks, pv_z, rng, topo)
     n_ev = len(inputs)
-    # constituent-level pileup mitigation: SoftKiller on the neutral objects (charged ones passed
-    # the primary-vertex association already)
-    keep = softkiller(inputs["eta"], inputs["phi"], inputs["pt"], inputs.event, n_ev, eligible=inputs["charge"] == 0)
-    inputs = inputs.select(keep)
+    # constituent-level pileup mitigation on the neutral objects (charged ones passed the
+    # primary-vertex association already): SoftKiller, or constituent subtraction + SoftKiller
+    method = LARGE_R_MITIGATION[constituents] if mitigation is None else mitigation
+    inputs = mitigate(inputs, method, inputs["charge"] == 0)
     jets_all, cons_off, cons = cluster_flat(inputs, LARGE_R_RADIUS, min_pt=proc.jet_pt_min * 0.5)
     cpx, cpy, cpz, ce = (inputs[k][cons] for k in ("px", "py", "pz", "E"))
     trimmed = trim(cons_off, cpx, cpy, cpz, ce, jets_all["pt"])
     groomed = four_momentum_sums(cons_off, trimmed, cpx, cpy, cpz, ce)
-    pt_cal, m_cal = calibrate(groomed["pt"], groomed["mass"], constituents, mu)
+    key = table_key(constituents, method, LARGE_R_MITIGATION[constituents])
+    pt_cal, m_cal = calibrate(groomed["pt"], groomed["mass"], key, mu)
     labels = large_r_labels_flat(jets_all.offsets, jets_all["eta"], jets_all["phi"], generated.flat("resonances"),
                                  LARGE_R_RADIUS, contain_dr=LARGE_R_CONTAIN_DR, partons=generated.flat("partons"))
     flat_mask = _select(FlatTable({"pt": pt_cal, "eta": groomed["eta"]}, jets_all.counts), proc)
@@ -510,6 +515,11 @@ def _large_r(
 
 #: jet-input choices of large-R jets (``simulate --constituents``)
 CONSTITUENT_TYPES = ("pflow", "clusters", "tcc")
+#: constituent-level pileup mitigation of the neutral large-R jet inputs per constituent type
+#: (:data:`lhcml.sim.pileup_mitigation.METHODS`): SoftKiller alone for particle flow and TCC
+#: (their charged pileup is removed by the vertex association), constituent subtraction +
+#: SoftKiller (ATLAS's CSSK) for topo-clusters (``docs/benchmarks/sim_large_r.md``, seventh version)
+LARGE_R_MITIGATION = {"pflow": "sk", "clusters": "sk", "tcc": "sk"}
 #: large-R truth-jet match: ΔR < 0.75 R (ATLAS uses 0.75 for R = 1.0 jets)
 LARGE_R_TRUTH_MATCH_DR = 0.75 * LARGE_R_RADIUS
 _INVISIBLE = (12, 13, 14, 16)  # neutrinos and muons are not in truth jets

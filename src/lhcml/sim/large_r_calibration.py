@@ -29,7 +29,9 @@ noise thresholds), so a constituent type may hold tables at several μ; the corr
 are then interpolated linearly in ⟨μ⟩ between them (constant outside), the large-R analogue of
 the residual pileup correction of small-R jets.
 
-The tables (per constituent type ``pflow``, ``clusters``, ``tcc`` and μ) are derived by
+The tables (per constituent type ``pflow``, ``clusters``, ``tcc`` and μ; a type whose inputs
+went through a pileup mitigation other than its default one has its own entry ``"<type>+<method>"``,
+:func:`table_key`) are derived by
 :func:`derive_calibration` on uncalibrated W/Z/top + QCD samples (``benchmarks/sim_large_r.py
 --derive``, run inside :func:`uncalibrated`) and shipped as ``large_r_calibration.yaml``: every
 constituent type at ⟨μ⟩ = 0, 60 and 140, all with the two-dimensional JMS, each on a sample
@@ -94,12 +96,29 @@ _KEYS = ("pt", "jes", "pt_jms", "jms")
 _KEYS_2D = ("x_jms", "row_jms")
 
 
+def table_key(constituents: str, method: str, default: str) -> str:
+    """The table entry of ``constituents`` with pileup mitigation ``method``: the type's name for
+    its default method (``default``), ``"<type>+<method>"`` otherwise (e.g. ``clusters+sk``)."""
+    return constituents if method == default else f"{constituents}+{method}"
+
+
+def _check_key(key: str) -> None:
+    from lhcml.sim.pileup_mitigation import METHODS
+
+    base, plus, method = key.partition("+")
+    if base not in CONSTITUENTS or (plus and method not in METHODS):
+        raise ConfigError(f"unknown constituents '{key}'; valid: {', '.join(CONSTITUENTS)}, each optionally "
+                          f"'+METHOD' with a pileup mitigation of {', '.join(METHODS)}")
+
+
 def calibration_table(
     constituents: str, path: str | Path | None = None
 ) -> dict[float, dict[str, np.ndarray]] | None:
-    """``{mu: {pt, jes, pt_jms, jms[, x_jms, row_jms]}}`` arrays of ``constituents`` (``None``: none shipped)."""
-    if constituents not in CONSTITUENTS:
-        raise ConfigError(f"unknown constituents '{constituents}'; valid: {', '.join(CONSTITUENTS)}")
+    """``{mu: {pt, jes, pt_jms, jms[, x_jms, row_jms]}}`` arrays of ``constituents`` (``None``: none shipped).
+
+    ``constituents``: a type of :data:`CONSTITUENTS`, or ``"<type>+<method>"`` for the tables of
+    a non-default pileup mitigation (:func:`table_key`)."""
+    _check_key(constituents)
     p = Path(path) if path is not None else TABLE_PATH
     if not p.exists():
         return None
