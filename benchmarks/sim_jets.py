@@ -2,7 +2,7 @@
 
 Simulates QCD dijets + tt̄ (jets with pT > 8 GeV, |η| < 4.5, fully calibrated) at each μ,
 matches anti-kt 0.4 truth jets, and reports in truth-pT bins (|η_truth| < 0.8) the median
-response and the relative resolution (IQR/1.349 over the median) next to ATLAS's JER curve
+response (± its bootstrap statistical error) and the relative resolution (IQR/1.349 over the median) next to ATLAS's JER curve
 ``N/pT ⊕ S/√pT ⊕ C`` through the published points (24 ± 1.5) % at 20 GeV and (6 ± 0.5) % at
 300 GeV (docs/references.md §9: EPJC 81 (2021) 689, Run-2 data at ⟨μ⟩ ≈ 34): S = 0.7 √GeV
 (unverified, fixed), then N = 3.5 GeV and C = 0.043 solve the two points. At the sample's μ the
@@ -104,19 +104,19 @@ def main() -> None:
                  for k, p in enumerate(("qcd", "ttbar"))]
         s = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         print(f"\n### mu = {mu:g}: {len(s['pt'])} truth-matched jets ({args.events} qcd + {args.events} ttbar events)\n")
-        print("| truth pT (GeV) | jets | response | JER (ours) | ATLAS, published (Run-2 pileup) "
+        print("| truth pT (GeV) | jets | response ± stat | JER (ours) | ATLAS, published (Run-2 pileup) "
               f"| ATLAS at mu = {mu:g} | ours / ATLAS at mu |")
         print("|---|---|---|---|---|---|---|")
         for pt, (lo, hi) in POINTS.items():
-            r, res, n = response_resolution(s, lo, hi)
+            r, res, n, err = response_resolution(s, lo, hi)
             ref = atlas_jer(pt, mu)
-            print(f"| {pt} ({lo}-{hi}) | {n} | {r:.3f} | {res:.3f} | {atlas_jer(pt):.3f} | {ref:.3f} "
+            print(f"| {pt} ({lo}-{hi}) | {n} | {r:.3f} ± {err:.3f} | {res:.3f} | {atlas_jer(pt):.3f} | {ref:.3f} "
                   f"| {res / ref:.2f} |")
-        print("\n| truth pT bin (GeV), abs(eta) < 2.5 | jets | median response |")
+        print("\n| truth pT bin (GeV), abs(eta) < 2.5 | jets | median response ± stat |")
         print("|---|---|---|")
         for lo, hi in RESPONSE_BINS:
-            r, _, n = response_resolution(s, lo, hi, eta_max=2.5)
-            print(f"| {lo}-{hi} | {n} | {r:.3f} |")
+            r, _, n, err = response_resolution(s, lo, hi, eta_max=2.5)
+            print(f"| {lo}-{hi} | {n} | {r:.3f} ± {err:.3f} |")
     print("\n### cost on ttbar (seconds)\n")
     print("| mu | events | " + " | ".join(["pythia", "particles (pythia + pileup + V0)", "calorimeter + topo-clusters",
                                          "particle flow", "small-R jets (+ tracks, labels)", "total"])

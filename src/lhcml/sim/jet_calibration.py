@@ -10,10 +10,18 @@ The ATLAS chain (EPJC 81 (2021) 689), in three steps applied to the four-momentu
 3. **MC-based numerical inversion** (absolute JES): in |η| bins, the median response
    ``R = pT^reco / pT^truth`` in bins of truth pT, mapped to the median reco pT of each bin, then
    ``pT → pT / R(pT^reco)`` (linear interpolation in log pT, constant beyond the ends).
+   One inversion per μ of the derivation samples (``mu_points``, e.g. 0 and 60), interpolated
+   linearly in μ between them and constant beyond (our choice; ATLAS derives one inversion on a
+   sample with the data's μ profile). Why: below ~30 GeV the pileup offset after steps 1–2 depends
+   on pT (and the reco threshold cuts the low side of the μ = 60 response), so one table averaged
+   over μ left the 20 GeV response 3 % low at μ = 0 and 3–5 % high at μ = 60
+   (``docs/benchmarks/sim_jets.md``, seventh version).
 
 α, β and the response table are derived by ``benchmarks/derive_jes.py`` on dijet + tt̄ samples
-and stored in ``jet_calibration_table.json`` next to this module (JSON; our file format).
-Without that file only step 1 is applied (and :func:`table_loaded` is False).
+and stored in ``jet_calibration_table.json`` next to this module (JSON; our file format:
+``pt_nodes``/``response`` hold one list per (μ point, |η| bin), μ-major; a table without
+``mu_points`` has one μ point). Without that file only step 1 is applied (and
+:func:`table_loaded` is False).
 
 Truth jets (:func:`truth_jets_flat`): anti-kt 0.4 on the stable, visible generator particles of
 the hard scatter (no neutrinos, no muons), pT > :data:`TRUTH_JET_PT_MIN`; a reco jet is matched
@@ -58,22 +66,29 @@ def load_table(path: str | None = None) -> dict | None:
     p = Path(path) if path is not None else TABLE_FILE
     if not p.exists():
         return None
+    fix = "regenerate it with benchmarks/derive_jes.py"
     try:
         t = json.loads(p.read_text())
         out = {
             "eta_edges": np.asarray(t["eta_edges"], float),
             "alpha_npv": np.asarray(t["alpha_npv"], float),
             "beta_mu": np.asarray(t["beta_mu"], float),
+            "mu_points": np.asarray(t.get("mu_points", [0.0]), float),
             "pt_nodes": [np.asarray(x, float) for x in t["pt_nodes"]],
             "response": [np.asarray(x, float) for x in t["response"]],
         }
     except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"jet calibration table {p} is unreadable ({exc}); regenerate it with "
-                          "benchmarks/derive_jes.py") from exc
+        raise ConfigError(f"jet calibration table {p} is unreadable ({exc}); {fix}") from exc
     n = len(out["eta_edges"]) - 1
-    if n < 1 or any(len(v) != n for v in (out["alpha_npv"], out["beta_mu"], out["pt_nodes"], out["response"])):
-        raise ConfigError(f"jet calibration table {p}: arrays do not match the {n} eta bins; regenerate it "
-                          "with benchmarks/derive_jes.py")
+    n_mu = len(out["mu_points"])
+    if n < 1 or any(len(v) != n for v in (out["alpha_npv"], out["beta_mu"])) or \
+            any(len(v) != n * n_mu for v in (out["pt_nodes"], out["response"])):
+        raise ConfigError(f"jet calibration table {p}: arrays do not match the {n} eta bins x {n_mu} mu points; {fix}")
+    if n_mu < 1 or np.any(np.diff(out["mu_points"]) <= 0):
+        raise ConfigError(f"jet calibration table {p}: mu_points {out['mu_points'].tolist()} must increase; {fix}")
+    for x, r in zip(out["pt_nodes"], out["response"], strict=True):
+        if len(x) < 1 or len(x) != len(r) or np.any(x <= 0) or np.any(np.diff(x) < 0) or np.any(r <= 0):
+            raise ConfigError(f"jet calibration table {p}: a pT-node list is empty, unsorted or not positive; {fix}")
     return out
 
 
@@ -86,14 +101,35 @@ def _eta_bin(table: dict, eta: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(edges, np.abs(eta), side="right") - 1, 0, len(edges) - 2)
 
 
-def jes_response(table: dict, pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
-    """Interpolated response R(pT^reco, |η|) of the numerical inversion."""
+def _mu_weights(mu_points: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of the μ points around each ``mu`` and the weight of the upper one (linear in μ,
+    constant beyond the first and last point)."""
+    last = len(mu_points) - 1
+    lo = np.clip(np.searchsorted(mu_points, mu, side="right") - 1, 0, last)
+    hi = np.minimum(lo + 1, last)
+    span = np.where(hi > lo, mu_points[hi] - mu_points[lo], 1.0)
+    w = np.where(hi > lo, np.clip((mu - mu_points[lo]) / span, 0.0, 1.0), 0.0)
+    return lo, hi, w
+
+
+def jes_response(table: dict, pt: np.ndarray, eta: np.ndarray, mu: float | np.ndarray = 0.0) -> np.ndarray:
+    """Interpolated response R(pT^reco, |η|, μ) of the numerical inversion (``mu``: a number or one
+    per jet; interpolated linearly between the table's ``mu_points``, constant beyond them)."""
+    pt = np.asarray(pt, float)
     b = _eta_bin(table, eta)
-    out = np.ones(len(pt))
-    for i in np.unique(b):
-        m = b == i
-        x = np.log(table["pt_nodes"][i])
-        out[m] = np.interp(np.log(np.maximum(pt[m], 1e-3)), x, table["response"][i])
+    n_eta = len(table["eta_edges"]) - 1
+    mu_points = np.asarray(table.get("mu_points", [0.0]), float)
+    lo, hi, w = _mu_weights(mu_points, np.broadcast_to(np.asarray(mu, float), pt.shape))
+    logpt = np.log(np.maximum(pt, 1e-3))
+    out = np.zeros(len(pt))  # the weights of the two mu points of each jet sum to 1
+    for k in np.unique(np.concatenate([lo, hi])):
+        use = (lo == k) | ((hi == k) & (w > 0))
+        wk = np.where(lo == k, 1.0 - w, 0.0) + np.where((hi == k) & (hi != lo), w, 0.0)
+        for i in np.unique(b[use]):
+            m = use & (b == i)
+            j = int(k) * n_eta + int(i)
+            r = np.interp(logpt[m], np.log(table["pt_nodes"][j]), table["response"][j])
+            out[m] += wk[m] * r
     return out
 
 
@@ -106,7 +142,7 @@ def calibrated_pt(pt: np.ndarray, eta: np.ndarray, rho: np.ndarray, mu: float, n
     b = _eta_bin(table, eta)
     pt_b = pt_a - table["alpha_npv"][b] * (np.asarray(npv, float) - 1.0) - table["beta_mu"][b] * mu
     pt_b = np.maximum(pt_b, 1e-3)
-    return pt_b / jes_response(table, pt_b, eta)
+    return pt_b / jes_response(table, pt_b, eta, mu)
 
 
 def calibrate_small_r_flat(jets: FlatTable, rho: np.ndarray, mu: float, npv: np.ndarray, radius: float) -> FlatTable:
@@ -209,11 +245,13 @@ def jes_sample(process: str, n_events: int, mu: float, seed: int, pileup=None, c
 
 def derive_table(sample: dict[str, np.ndarray], eta_edges=DERIVE_ETA_EDGES, pt_edges=DERIVE_PT_EDGES,
                  min_jets: int = DERIVE_MIN_JETS) -> dict:
-    """Residual pileup slopes and the numerical-inversion response table from a ρ·A-corrected sample.
+    """Residual pileup slopes and the numerical-inversion response tables from a ρ·A-corrected sample.
 
     Residual: per |η| bin, least squares ``pT − pT_truth = c + α (N_PV − 1) + β μ`` on jets with
-    truth pT in 20–200 GeV (α, β kept). Response: per |η| and truth-pT bin, the median of
-    ``pT/pT_truth`` after the residual correction, placed at the median corrected reco pT.
+    truth pT in 20–200 GeV (α, β kept). Response: for each distinct μ of the sample (``mu_points``)
+    and each |η| and truth-pT bin, the median of ``pT/pT_truth`` after the residual correction,
+    placed at the median corrected reco pT. ``pt_nodes``/``response`` hold one list per (μ point,
+    |η| bin), μ-major.
     """
     eta_edges = np.asarray(eta_edges, float)
     pt_edges = np.asarray(pt_edges, float)
@@ -223,49 +261,61 @@ def derive_table(sample: dict[str, np.ndarray], eta_edges=DERIVE_ETA_EDGES, pt_e
     inside = aeta < eta_edges[-1]
     alpha = np.zeros(n_eta)
     beta = np.zeros(n_eta)
-    nodes: list[list[float]] = []
-    resp: list[list[float]] = []
-    varied = np.ptp(sample["mu"]) > 0 if len(sample["mu"]) else False
+    mu_points = np.unique(sample["mu"]) if len(sample["mu"]) else np.zeros(1)
+    if len(mu_points) > 8:
+        raise ConfigError(f"derive_table: the sample has {len(mu_points)} distinct mu values; derive on samples "
+                          "at a few fixed mu (e.g. 0 and 60), one inversion is made per mu")
     for i in range(n_eta):
-        m = inside & (ib == i)
-        fit = m & (sample["truth_pt"] > 20) & (sample["truth_pt"] < 200)
-        if varied and fit.sum() >= 3 * min_jets:
+        fit = inside & (ib == i) & (sample["truth_pt"] > 20) & (sample["truth_pt"] < 200)
+        if len(mu_points) > 1 and fit.sum() >= 3 * min_jets:
             x = np.stack([np.ones(fit.sum()), sample["npv"][fit] - 1.0, sample["mu"][fit]], axis=1)
             coef, *_ = np.linalg.lstsq(x, sample["pt"][fit] - sample["truth_pt"][fit], rcond=None)
             alpha[i], beta[i] = coef[1], coef[2]
-        pt_b = sample["pt"][m] - alpha[i] * (sample["npv"][m] - 1.0) - beta[i] * sample["mu"][m]
-        tp = sample["truth_pt"][m]
-        jb = np.searchsorted(pt_edges, tp, side="right") - 1
-        xs, rs = [], []
-        for j in range(len(pt_edges) - 1):
-            s = jb == j
-            if s.sum() >= min_jets:
-                xs.append(float(np.median(pt_b[s])))
-                rs.append(float(np.median(pt_b[s] / tp[s])))
-        nodes.append(xs)
-        resp.append(rs)
-    # bins without enough jets borrow the nearest bin's response (towards the centre)
-    for i in range(n_eta):
-        if len(nodes[i]) < 2:
-            k = max(j for j in range(i) if len(nodes[j]) >= 2) if any(len(nodes[j]) >= 2 for j in range(i)) else None
-            if k is None:
-                raise ConfigError("derive_table: the sample has too few truth-matched jets; simulate more events")
-            nodes[i], resp[i] = list(nodes[k]), list(resp[k])
-            alpha[i], beta[i] = alpha[k], beta[k]
-        order = np.argsort(nodes[i])
-        nodes[i] = [nodes[i][o] for o in order]
-        resp[i] = [resp[i][o] for o in order]
+    pt_b_all = sample["pt"] - alpha[ib] * (sample["npv"] - 1.0) - beta[ib] * sample["mu"]
+    jb_all = np.searchsorted(pt_edges, sample["truth_pt"], side="right") - 1
+    nodes: list[list[float]] = []
+    resp: list[list[float]] = []
+    borrowed = np.zeros(n_eta, bool)
+    for mu in mu_points:
+        at_mu: list[tuple[list[float], list[float]]] = []
+        for i in range(n_eta):
+            m = inside & (ib == i) & (sample["mu"] == mu)
+            pt_b, tp, jb = pt_b_all[m], sample["truth_pt"][m], jb_all[m]
+            xs, rs = [], []
+            for j in range(len(pt_edges) - 1):
+                s = jb == j
+                if s.sum() >= min_jets:
+                    xs.append(float(np.median(pt_b[s])))
+                    rs.append(float(np.median(pt_b[s] / tp[s])))
+            at_mu.append((xs, rs))
+        # bins without enough jets borrow the nearest bin's response (towards the centre)
+        for i in range(n_eta):
+            if len(at_mu[i][0]) < 2:
+                ok = [j for j in range(i) if len(at_mu[j][0]) >= 2]
+                if not ok:
+                    raise ConfigError(f"derive_table: too few truth-matched jets at mu = {mu:g} in |eta| < "
+                                      f"{eta_edges[i + 1]:g}; simulate more events")
+                at_mu[i] = (list(at_mu[ok[-1]][0]), list(at_mu[ok[-1]][1]))
+                if not borrowed[i]:
+                    alpha[i], beta[i] = alpha[ok[-1]], beta[ok[-1]]
+                    borrowed[i] = True
+            order = np.argsort(at_mu[i][0])
+            nodes.append([at_mu[i][0][o] for o in order])
+            resp.append([at_mu[i][1][o] for o in order])
     return {"eta_edges": eta_edges.tolist(), "alpha_npv": alpha.tolist(), "beta_mu": beta.tolist(),
-            "pt_nodes": nodes, "response": resp}
+            "mu_points": mu_points.astype(float).tolist(), "pt_nodes": nodes, "response": resp}
 
 
-def response_resolution(sample: dict[str, np.ndarray], pt_lo: float, pt_hi: float, eta_max: float = 0.8):
-    """Median response and relative resolution (IQR/1.349 over the median: the Gaussian σ for a
-    Gaussian core) of jets with truth pT in [pt_lo, pt_hi) and |η_truth| < eta_max; and the count."""
+def response_resolution(sample: dict[str, np.ndarray], pt_lo: float, pt_hi: float, eta_max: float = 0.8,
+                        n_boot: int = 200, seed: int = 0) -> tuple[float, float, int, float]:
+    """Median response, relative resolution (IQR/1.349 over the median: the Gaussian σ for a
+    Gaussian core), count, and the statistical error of the median (standard deviation of
+    ``n_boot`` bootstrap medians) of jets with truth pT in [pt_lo, pt_hi) and |η_truth| < eta_max."""
     m = (sample["truth_pt"] >= pt_lo) & (sample["truth_pt"] < pt_hi) & (np.abs(sample["truth_eta"]) < eta_max)
     if m.sum() < 5:
-        return np.nan, np.nan, int(m.sum())
+        return np.nan, np.nan, int(m.sum()), np.nan
     r = sample["pt"][m] / sample["truth_pt"][m]
     med = float(np.median(r))
     q75, q25 = np.percentile(r, [75, 25])
-    return med, float((q75 - q25) / 1.349 / med), int(m.sum())
+    boot = np.median(r[np.random.default_rng(seed).integers(0, len(r), (n_boot, len(r)))], axis=1)
+    return med, float((q75 - q25) / 1.349 / med), int(m.sum()), float(np.std(boot))
