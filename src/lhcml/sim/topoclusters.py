@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from lhcml.sim.cell_noise import NO_VALUE, PENDING, SparseNoise, finish_values, read_event
 from lhcml.sim.generator import FlatTable
 from lhcml.sim.jet_calo import CaloGeometry, CellEnergies, pion_response
 
@@ -64,14 +65,14 @@ def _find(parent, i):
 
 
 @numba.njit(cache=True)
-def _topo_event(e, seeds, seed_sig, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label):
+def _topo_grow(seeds, seed_sig, nb_off, nb_idx, label, queue):
     """Cluster one event from its ``seeds`` (cells above the seed threshold, increasing index, and
     their significances ``seed_sig``). ``label`` (n_cells) holds the cell states on entry, -2 for
     a cell with ``|E|/σ`` above the growth threshold and -1 otherwise, and the cluster of every
     clustered cell on return (the state array doubles as the label array: one random read per
-    neighbour visit, and no reset between events — the next event's scan rewrites it).
-    ``new_label`` (n_cells) is a scratch buffer, all -1 on entry and on return. Returns the number
-    of clusters and the clustered cells (increasing)."""
+    neighbour visit, and no reset between events — the next event's scan rewrites it). The growth
+    of :func:`_topo_event` (before splitting): returns the number of clusters and the clustered
+    cells (increasing), ``label`` holding their clusters."""
     if seeds.shape[0] == 0:
         return 0, seeds
     order = np.argsort(-seed_sig)
@@ -122,6 +123,14 @@ def _topo_event(e, seeds, seed_sig, nb_off, nb_idx, layer, split_e, min_nb, labe
     cells = np.flatnonzero(label >= 0)
     for c in cells:
         label[c] = seed_cl[label[c] >> 1]
+    return n_cl, cells
+
+
+@numba.njit(cache=True)
+def _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label):
+    """Split the ``n_cl`` clusters of ``cells`` (their clusters in ``label``) at their local maxima
+    (:func:`_topo_event`); ``new_label`` all -1 on entry and on return. Returns the number of
+    clusters after splitting."""
     # ---- splitting at local maxima
     cl_start = np.zeros(n_cl + 1, np.int64)
     for c in cells:
@@ -218,7 +227,21 @@ def _topo_event(e, seeds, seed_sig, nb_off, nb_idx, layer, split_e, min_nb, labe
             if label[c] <= -3:
                 label[c] = -3 - label[c]
         next_id += mx.shape[0] - 1
-    return next_id, cells
+    return next_id
+
+
+@numba.njit(cache=True)
+def _topo_event(e, seeds, seed_sig, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label):
+    """Cluster one event from its ``seeds`` (cells above the seed threshold, increasing index, and
+    their significances ``seed_sig``): :func:`_topo_grow`, then :func:`_topo_split`. ``label``
+    (n_cells) holds the cell states on entry, -2 for a cell with ``|E|/σ`` above the growth
+    threshold and -1 otherwise, and the cluster of every clustered cell on return.
+    ``new_label`` (n_cells) is a scratch buffer, all -1 on entry and on return. Returns the number
+    of clusters and the clustered cells (increasing)."""
+    n_cl, cells = _topo_grow(seeds, seed_sig, nb_off, nb_idx, label, queue)
+    if n_cl == 0:
+        return 0, cells
+    return _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label), cells
 
 
 @numba.njit(cache=True)
@@ -241,7 +264,6 @@ def _topo_fill(energy, sigma, nb_off, nb_idx, layer, seed_t, grow_t, split_e, mi
     label = work[0]
     queue = work[1]
     new_label = work[2]
-    cap = o_cell.shape[0]
     # |E| above min(thresholds) × σ, a hair low: a necessary condition for E/σ (as rounded) to
     # pass either threshold, so the division is done only where it can matter, with the same result
     pre = np.minimum(grow_t, seed_t) * sigma * (1.0 - 1e-9)
@@ -263,28 +285,92 @@ def _topo_fill(energy, sigma, nb_off, nb_idx, layer, seed_t, grow_t, split_e, mi
         n_cl, cl = _topo_event(energy[i], seed_buf[:ns], seed_sig[:ns], nb_off, nb_idx, layer, split_e, min_nb,
                                label, queue, new_label)
         counts[first + i] = n_cl
-        if n_cl == 0:
-            continue
-        m = cl.shape[0]
-        if k + m > cap:
-            cap = max(2 * cap, k + m)
-            o_cell = _grow(o_cell, k, cap)
-            o_cl = _grow(o_cl, k, cap)
-            o_e = _grow(o_e, k, cap)
-        # counting sort by cluster (stable: increasing cell index inside each cluster)
-        start = np.zeros(n_cl + 1, np.int64)
-        for c in cl:
-            start[label[c] + 1] += 1
-        for q in range(n_cl):
-            start[q + 1] += start[q]
-        for c in cl:
-            j = k + start[label[c]]
-            start[label[c]] += 1
-            o_cell[j] = c
-            o_cl[j] = n_done + label[c]
-            o_e[j] = energy[i, c]
-        k += m
+        o_cell, o_cl, o_e, k = _emit(energy[i], cl, n_cl, label, n_done, o_cell, o_cl, o_e, k)
         n_done += n_cl
+    return o_cell, o_cl, o_e, k, n_done
+
+
+@numba.njit(cache=True)
+def _emit(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k):
+    """Append the clustered cells ``cl`` of one event (clusters in ``label``) at ``k`` to the flat
+    outputs, grouped by cluster (increasing cell index inside each); returns them and the new ``k``."""
+    if n_cl == 0:
+        return o_cell, o_cl, o_e, k
+    m = cl.shape[0]
+    cap = o_cell.shape[0]
+    if k + m > cap:
+        cap = max(2 * cap, k + m)
+        o_cell = _grow(o_cell, k, cap)
+        o_cl = _grow(o_cl, k, cap)
+        o_e = _grow(o_e, k, cap)
+    # counting sort by cluster (stable: increasing cell index inside each cluster)
+    start = np.zeros(n_cl + 1, np.int64)
+    for c in cl:
+        start[label[c] + 1] += 1
+    for q in range(n_cl):
+        start[q + 1] += start[q]
+    for c in cl:
+        j = k + start[label[c]]
+        start[label[c]] += 1
+        o_cell[j] = c
+        o_cl[j] = n_done + label[c]
+        o_e[j] = e[c]
+    return o_cell, o_cl, o_e, k + m
+
+
+@numba.njit(cache=True)
+def _topo_fill_sparse(deposits, nb_off, nb_idx, layer, seed_t, split_e, min_nb, first, counts, work, seed_sig,
+                      seed_buf, o_cell, o_cl, o_e, k, n_done, mark, touched, noise32, sub, has_sub, sigma, grow_t,
+                      lo_cdf, p_active, seed_cdf, p_max, rng):
+    """:func:`_topo_fill` with the sparse readout (:mod:`lhcml.sim.cell_noise`): ``deposits``
+    (n_events, n_cells) holds the deposited energy on entry and, on return, the read-out value of
+    every cell that got one (0 elsewhere). Per event: :func:`~lhcml.sim.cell_noise.read_event`
+    (cells with a deposit, active empty cells), their states and the seeds, the growth, a value
+    for each clustered cell without one (:func:`~lhcml.sim.cell_noise.finish_values`, before the
+    splitting reads the energies), the splitting. ``work`` rows 0 and 2 all -1 and ``mark`` all 0
+    on entry and on return (reset cell by cell: the state of every untouched cell is -1)."""
+    n_ev, n = deposits.shape
+    label = work[0]
+    queue = work[1]
+    new_label = work[2]
+    pre = min(grow_t, seed_t) * sigma * (1.0 - 1e-9)  # as _topo_fill
+    for i in range(n_ev):
+        e = deposits[i]
+        nt = read_event(e, mark, touched, noise32, sub, has_sub, sigma, grow_t, lo_cdf, p_active, seed_cdf, p_max,
+                        rng)
+        ns = 0
+        for q in range(nt):  # the states of the touched cells (increasing: the seeds in index order)
+            c = touched[q]
+            if mark[c] == PENDING:  # active, cannot seed (cell_noise.read_event)
+                label[c] = -2
+                continue
+            x = e[c]
+            if abs(x) > pre[c]:
+                s = x / sigma[c]
+                if abs(s) > grow_t:
+                    label[c] = -2
+                if s > seed_t:
+                    seed_buf[ns] = c
+                    seed_sig[ns] = s
+                    ns += 1
+        n_cl, cl = _topo_grow(seed_buf[:ns], seed_sig[:ns], nb_off, nb_idx, label, queue)
+        if n_cl > 0:
+            # the clustered cells without a value (perimeter cells, pending active cells), before splitting
+            finish_values(e, cl, mark, noise32, sub, has_sub, sigma, grow_t, lo_cdf, p_active, rng)
+            n_cl = _topo_split(e, cl, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label)
+        counts[first + i] = n_cl
+        o_cell, o_cl, o_e, k = _emit(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k)
+        n_done += n_cl
+        for q in range(nt):
+            c = touched[q]
+            if mark[c] == PENDING:
+                e[c] = 0.0  # never valued (its kept uniform)
+            label[c] = -1
+        for c in cl:
+            label[c] = -1
+            mark[c] = NO_VALUE
+        for q in range(nt):
+            mark[touched[q]] = NO_VALUE
     return o_cell, o_cl, o_e, k, n_done
 
 
@@ -302,11 +388,29 @@ class _TopoWork:
         self.out = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap))
         self.k = 0
         self.n_done = 0  # clusters of the events done
+        self.mark = self.touched = None  # the sparse readout's scratch (add_sparse)
 
     def add(self, energy: np.ndarray, sigma: np.ndarray, first: int, geo: CaloGeometry) -> None:
         *out, self.k, self.n_done = _topo_fill(energy, sigma, geo.nb_offsets, geo.nb_index, geo.layer, SEED_SIGMA, GROW_SIGMA,
                                   SPLIT_E_GEV, SPLIT_MIN_NEIGHBOURS, first, self.counts, self.work,
                                   self.seed_sig, self.seed_buf, *self.out, self.k, self.n_done)
+        self.out = tuple(out)
+
+    def add_sparse(self, deposits: np.ndarray, noise: SparseNoise, rng: np.random.Generator, first: int,
+                   geo: CaloGeometry) -> None:
+        """Read out (sparsely) and cluster the events of ``deposits`` (:func:`_topo_fill_sparse`; do not
+        mix with :meth:`add` on one instance: it needs the states of untouched cells at -1)."""
+        if (noise.grow_sigma, noise.seed_sigma) != (GROW_SIGMA, SEED_SIGMA):
+            raise ValueError(f"the sparse readout was built for thresholds {noise.grow_sigma}, {noise.seed_sigma}; "
+                             f"the clustering's are {GROW_SIGMA}, {SEED_SIGMA}: build it with those")
+        if self.mark is None:
+            self.mark = np.zeros(len(self.seed_buf), np.int8)
+            self.touched = np.empty(len(self.seed_buf), np.int64)
+        *out, self.k, self.n_done = _topo_fill_sparse(
+            deposits, geo.nb_offsets, geo.nb_index, geo.layer, SEED_SIGMA, SPLIT_E_GEV, SPLIT_MIN_NEIGHBOURS, first,
+            self.counts, self.work, self.seed_sig, self.seed_buf, *self.out, self.k, self.n_done, self.mark,
+            self.touched, noise.noise32, noise.sub, noise.has_sub, noise.sigma, noise.grow_sigma, noise.lo_cdf,
+            noise.p_active, noise.seed_cdf, noise.p_max, rng)
         self.out = tuple(out)
 
     def result(self):
@@ -465,13 +569,18 @@ def simulate_topo_clusters(
     rng: np.random.Generator,
     mu: float | None = None,
     n_pileup: np.ndarray | None = None,
+    sparse_noise: bool = True,
 ) -> TopoClusters:
     """Jet calorimeter + topo-clustering of a batch of events (:class:`TopoClusters`).
 
     ``mu``/``n_pileup``: mean and actual pileup interactions per event; ``None`` measures the mean
     pileup energy per cell on the batch itself (equivalent when the batch shares one μ).
+    ``sparse_noise``: the readout noise drawn only where the clustering can see it
+    (:mod:`lhcml.sim.cell_noise`: the same distribution per cell, another random stream); ``False``:
+    one normal draw per cell and event (:func:`lhcml.sim.jet_calo.readout_chunks`, the dense
+    reference, equal to :func:`topo_cluster` on :func:`lhcml.sim.jet_calo.simulate_cells`).
     """
-    from lhcml.sim.jet_calo import load_geometry, readout_chunks, shower_particles
+    from lhcml.sim.jet_calo import deposit_chunks, load_geometry, readout_chunks, shower_particles
 
     if mu is None:
         has_pu = "is_pileup" in particles.columns and bool(np.any(particles["is_pileup"]))
@@ -481,13 +590,18 @@ def simulate_topo_clusters(
     if n_pileup is None:
         n_pileup = np.full(n_ev, mu)
     geo = load_geometry()
-    # the cells of a few events at a time (jet_calo.readout_chunks: the same energies as
-    # simulate_cells), clustered while they are in the CPU cache
-    sigma, chunks = readout_chunks(shower_particles(particles, rng, geo), n_ev, np.asarray(n_pileup, float),
-                                   float(mu), rng, geo)
+    deps = shower_particles(particles, rng, geo)
     work = _TopoWork(n_ev, geo.n_cells)
-    for first, energy in chunks:
-        work.add(energy, sigma, first, geo)
+    # the cells of a few events at a time, clustered while they are in the CPU cache
+    if sparse_noise:
+        noise, chunks = deposit_chunks(deps, n_ev, np.asarray(n_pileup, float), float(mu), GROW_SIGMA, SEED_SIGMA,
+                                       geo)
+        for first, deposits in chunks:
+            work.add_sparse(deposits, noise, rng, first, geo)
+    else:
+        sigma, chunks = readout_chunks(deps, n_ev, np.asarray(n_pileup, float), float(mu), rng, geo)
+        for first, energy in chunks:
+            work.add(energy, sigma, first, geo)
     return _assemble(geo, *work.result(), pv_z)
 
 
