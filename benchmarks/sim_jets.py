@@ -88,7 +88,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=1000, help="hard events per process and mu")
     ap.add_argument("--mus", type=float, nargs="+", default=[0.0, 60.0])
-    ap.add_argument("--library", type=int, default=300)
+    ap.add_argument("--library", type=int, default=2000,
+                    help="minimum-bias events in the pileup library (300 moves the mu = 60 offset by ~0.5 GeV)")
     ap.add_argument("--cost-events", type=int, default=200)
     ap.add_argument("--cost-mus", type=float, nargs="+", default=None, help="mu of the cost table (default --mus)")
     ap.add_argument("--seed", type=int, default=202)
