@@ -39,9 +39,13 @@ def fail(msg: str) -> None:
 def load(directory: str) -> dict[str, np.ndarray]:
     """Jets, substructure and constituent counts of a simulation output (all shards, sorted)."""
     from lhcml.data.files import expand_inputs
+    from lhcml.errors import LhcmlError
     from lhcml.tasks.boosted.substructure import substructure_from_flow
 
-    files = [f for f in expand_inputs(directory) if "pileup" not in f.name]
+    try:
+        files = [f for f in expand_inputs(directory) if "pileup" not in f.name]
+    except LhcmlError as e:
+        fail(str(e))
     if not files:
         fail(f"no simulation shards in '{directory}' (give an `lhcml simulate -o` folder)")
     jets, flow, shard = [], [], []
