@@ -8,13 +8,16 @@ same Pythia events; only the detector chain differs between the two runs. Jets a
 Usage::
 
     python benchmarks/boosted_jets_paired.py --old-top OLD/top --old-qcd OLD/qcd \
-        --new-top NEW/top --new-qcd NEW/qcd [--labels old new]
+        --new-top NEW/top --new-qcd NEW/qcd [--labels old new] [--write-split DIR]
 
 Prints, per class: matched jets, constituents per jet, new/old ratios of pT and masses, the mass
 response and resolution against the truth jet, medians and paired differences of τ32, τ21, D2; then
 per run (all jets): single-variable AUCs (τ32, τ21, D2, |m − m_t|), τ21's R50 and 1/JSD50 (50 bins
 over the QCD mass range, and fixed 0-300 GeV bins), the 145-205 GeV mass-window efficiencies and
 the QCD ⟨τ21⟩ in mass bins (the τ21-mass correlation that decides τ21's mass sculpting).
+Each option takes one or more folders (in the same order for both runs). ``--write-split DIR``
+also writes the matched jets of both runs with the same 70/10/20 split per event, for
+``boosted_taggers.py --reuse-split --work DIR/<label>``.
 """
 
 from __future__ import annotations
@@ -36,18 +39,21 @@ def fail(msg: str) -> None:
     raise SystemExit(2)
 
 
-def load(directory: str) -> dict[str, np.ndarray]:
-    """Jets, substructure and constituent counts of a simulation output (all shards, sorted)."""
+def load(directories: list[str]) -> dict[str, np.ndarray]:
+    """Jets, flow, substructure and constituent counts of simulation outputs (all shards, sorted)."""
     from lhcml.data.files import expand_inputs
     from lhcml.errors import LhcmlError
     from lhcml.tasks.boosted.substructure import substructure_from_flow
 
-    try:
-        files = [f for f in expand_inputs(directory) if "pileup" not in f.name]
-    except LhcmlError as e:
-        fail(str(e))
-    if not files:
-        fail(f"no simulation shards in '{directory}' (give an `lhcml simulate -o` folder)")
+    files = []
+    for directory in directories:
+        try:
+            found = [f for f in expand_inputs(directory) if "pileup" not in f.name]
+        except LhcmlError as e:
+            fail(str(e))
+        if not found:
+            fail(f"no simulation shards in '{directory}' (give an `lhcml simulate -o` folder)")
+        files += found
     jets, flow, shard = [], [], []
     for f in files:
         with h5py.File(f) as h:
@@ -61,7 +67,8 @@ def load(directory: str) -> dict[str, np.ndarray]:
     out.update(substructure_from_flow(fl))
     out["n_flow"] = fl["valid"].sum(axis=1)
     out["shard"] = np.concatenate(shard)
-    out["files"] = np.array([f.name for f in files])
+    out["files"] = np.array([f"{i}/{f.name}" for i, f in enumerate(files)])
+    out["_jets"], out["_flow"] = j, fl
     return out
 
 
@@ -87,6 +94,38 @@ def q(x: np.ndarray) -> tuple[float, float, float]:
     """16 %, 50 %, 84 % quantiles."""
     lo, med, hi = np.percentile(x, [16, 50, 84])
     return float(lo), float(med), float(hi)
+
+
+def write_split(out: Path, runs: dict[str, tuple[dict, dict]], labels: tuple[str, str]) -> None:
+    """Matched jets of both runs into ``out/<label>/{train,val,test}.h5`` (with substructure), split
+    70/10/20 per event by a hash of (shard, event) (:func:`group_split`): the same jets in the same
+    split for both runs, so a tagger trained on each compares the jets alone."""
+    from lhcml.data.h5 import write_h5
+    from lhcml.tasks.boosted.substructure import add_substructure_to_file
+    from lhcml.tasks.photon.dataset import group_split
+
+    parts: dict[str, list] = {lab: [] for lab in labels}
+    for a, b in runs.values():
+        ia, ib = match(a, b)
+        group = (b["shard"][ib].astype(np.int64) << 32) + b["eventNumber"][ib].astype(np.int64)
+        parts[labels[0]].append((a["_jets"][ia], a["_flow"][ia], group))
+        parts[labels[1]].append((b["_jets"][ib], b["_flow"][ib], group))
+    for lab, chunks in parts.items():
+        jets = np.concatenate([c[0] for c in chunks])
+        flow = np.concatenate([c[1] for c in chunks])
+        group = np.concatenate([c[2] for c in chunks])
+        split = group_split(group, (0.7, 0.8))
+        order = np.random.default_rng(0).permutation(len(jets))  # same order in both runs
+        (out / lab).mkdir(parents=True, exist_ok=True)
+        for k, name in enumerate(("train", "val", "test")):
+            sel = order[split[order] == k]
+            p = out / lab / f"{name}.h5"
+            write_h5(p, {"jets": jets[sel], "flow": flow[sel]})
+            add_substructure_to_file(p, progress=False)
+            lab_ = jets["R10TruthLabel"][sel]
+            print(
+                f"{lab}/{name}.h5: {len(sel)} jets ({int((lab_ == 1).sum())} top, {int((lab_ == 0).sum())} QCD)"
+            )
 
 
 def paired(name: str, a: dict, b: dict, labels: tuple[str, str]) -> None:
@@ -152,18 +191,23 @@ def separation(label: str, top: dict, qcd: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     for k in ("old-top", "old-qcd", "new-top", "new-qcd"):
-        ap.add_argument(f"--{k}", required=True, help="`lhcml simulate -o` folder")
+        ap.add_argument(f"--{k}", required=True, nargs="+", help="`lhcml simulate -o` folder(s)")
     ap.add_argument("--labels", nargs=2, default=["old", "new"])
+    ap.add_argument("--write-split", type=Path, default=None,
+                    help="write the matched jets of both runs, split alike, to DIR/<label>/{train,val,test}.h5")  # fmt: skip
     args = ap.parse_args()
     for k in ("old_top", "old_qcd", "new_top", "new_qcd"):
-        if not Path(getattr(args, k)).exists():
-            fail(f"--{k.replace('_', '-')} '{getattr(args, k)}' does not exist")
+        for d in getattr(args, k):
+            if not Path(d).exists():
+                fail(f"--{k.replace('_', '-')} '{d}' does not exist")
     ot, oq, nt, nq = (load(getattr(args, k)) for k in ("old_top", "old_qcd", "new_top", "new_qcd"))
     labels = tuple(args.labels)
     paired("top", ot, nt, labels)
     paired("QCD", oq, nq, labels)
     separation(labels[0], ot, oq)
     separation(labels[1], nt, nq)
+    if args.write_split:
+        write_split(args.write_split, {"top": (ot, nt), "qcd": (oq, nq)}, labels)
 
 
 if __name__ == "__main__":
