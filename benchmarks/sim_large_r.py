@@ -119,7 +119,9 @@ def _side_constituents(extra: tuple[str, ...], store: dict[str, list[dict]]):
     builds the jets of the ``extra`` constituent types from the *same* simulated events (the
     calorimeter, topo-clusters and tracks of the batch) and appends them (``jets``, ``flow``) to
     ``store[type]``; a type ``"pflow:PATH"`` is calibrated with the tables of the YAML file PATH
-    instead of the shipped ones (to compare two tables on the same jets): one Pythia + detector pass for several constituent types, so their
+    instead of the shipped ones (to compare two tables on the same jets), a type ``"clusters+cssk"``
+    is built with that pileup mitigation (:data:`lhcml.sim.pileup_mitigation.METHODS`) and calibrated
+    with the tables stored under that name (none: uncalibrated): one Pythia + detector pass for several constituent types, so their
     resolutions are compared on the same events. Building clusters/TCC jets from a batch draws
     no random numbers (``calibrated_clusters`` of the batch's topo-clusters, ``build_tcc``), so
     every type's jets are bit-identical to a :func:`simulate_events` run of that type alone
@@ -134,13 +136,14 @@ def _side_constituents(extra: tuple[str, ...], store: dict[str, list[dict]]):
     def both(*args, **kwargs):
         out = orig(*args, **kwargs)
         for c in extra:
-            kind, _, table = c.partition(":")
+            spec, _, table = c.partition(":")
+            kind, _, method = spec.partition("+")
             a = list(args)
             a[7] = kind  # _large_r(proc, objects, generated, particles, tracks, pv_z, rng, constituents, ...)
             shipped = cal.TABLE_PATH
             cal.TABLE_PATH = Path(table) if table else shipped
             try:
-                side = orig(*a, **kwargs)
+                side = orig(*a, **{**kwargs, **({"mitigation": method} if method else {})})
             finally:
                 cal.TABLE_PATH = shipped
             store.setdefault(c, []).append({"jets": side["jets"], "flow": side["flow"]})
@@ -156,13 +159,15 @@ def _side_constituents(extra: tuple[str, ...], store: dict[str, list[dict]]):
 def simulate_types(process: str, events: int, mu: float, seed: int, pileup, types: list[str]) -> dict[str, dict]:
     """``{type: {"jets", "flow"}}`` of the large-R jets of each constituent type in ``types``, all
     from one simulation of ``events`` hard events of ``process`` (see :func:`_side_constituents`)."""
-    from lhcml.sim.events import simulate_events
+    from lhcml.sim.events import CONSTITUENT_TYPES, simulate_events
 
     store: dict[str, list[dict]] = {}
-    with _side_constituents(tuple(types[1:]), store):
-        out = simulate_events(process, events, mu=mu, seed=seed, pileup=pileup, constituents=types[0])
-    res = {types[0]: {"jets": out["jets"], "flow": out["flow"]}}
-    for c in types[1:]:
+    plain = types[0] in CONSTITUENT_TYPES  # else 'TYPE+METHOD' or 'TYPE:PATH': built beside the base type's jets
+    base = types[0].partition(":")[0].partition("+")[0]
+    with _side_constituents(tuple(types[1:] if plain else types), store):
+        out = simulate_events(process, events, mu=mu, seed=seed, pileup=pileup, constituents=base)
+    res = {types[0]: {"jets": out["jets"], "flow": out["flow"]}} if plain else {}
+    for c in types[int(plain):]:
         res[c] = {k: np.concatenate([p[k] for p in store[c]]) for k in ("jets", "flow")}
     return res
 
@@ -538,7 +543,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=101)
     ap.add_argument("--constituents", nargs="+", default=["pflow"],
                     help="constituent types of the stability table, all from the same events (pflow, clusters, "
-                         "tcc; 'pflow:PATH' = particle flow calibrated with the tables of the YAML file PATH)")
+                         "tcc; 'pflow:PATH' = particle flow calibrated with the tables of the YAML file PATH; "
+                         "'clusters+cssk' / 'clusters+sk' = clusters with that pileup mitigation)")
     ap.add_argument("--radius", type=float, default=None,
                     help="large-R jet radius (default: lhcml's 0.8; ATLAS's jets are R = 1.0). The shipped JES/JMS "
                          "tables are R = 0.8 ones, so the mass scale is only approximate; the resolution (IQnR) is not "

@@ -11,7 +11,7 @@ the event-wide form of JHEP 08 (2019) 175): ghosts carrying the event's median p
 times their area are paired with the constituents by increasing distance up to ΔR_max, and the
 smaller pT of each pair is subtracted from both. ATLAS runs it before SoftKiller ("CSSK") on the
 neutral inputs of its large-R jets; :func:`mitigate` applies either chain (``docs/references.md
-§28``).
+§29``).
 
 ATLAS applies both to neutral objects after charged-hadron subtraction (the charged pileup is
 already removed by the vertex association): the functions take an ``eligible`` mask for that;
@@ -97,16 +97,16 @@ def softkiller(
 # --------------------------------------------------------------------------------------------
 
 #: maximal particle-ghost distance ΔR_max of the constituent subtraction: 0.25, ATLAS's
-#: ``ConstituentSubtractorTool`` default (``MaxDeltaR``; ``docs/references.md §28``)
+#: ``ConstituentSubtractorTool`` default (``MaxDeltaR``; ``docs/references.md §29``)
 CS_DR_MAX = 0.25
 #: exponent α of the particle-ghost distance ``pT_i^α · ΔR`` (larger α: softer particles are
-#: subtracted first): 1, ATLAS's ``ConstituentSubtractorTool`` default (``Alpha``; §28)
+#: subtracted first): 1, ATLAS's ``ConstituentSubtractorTool`` default (``Alpha``; §29)
 CS_ALPHA = 1.0
-#: ghost area A_g (η × φ): 0.01, as ATLAS's tool and the fastjet-contrib default (§28)
+#: ghost area A_g (η × φ): 0.01, as ATLAS's tool and the fastjet-contrib default (§29)
 CS_GHOST_AREA = 0.01
 #: |η| range of the ghosts; constituents outside keep their pT (our choice: the calorimeter's
 #: coverage, with the ρ measured in |η| < 2 applied flat in η — only |η| < 2.8 matters for
-#: R = 0.8 jets with |η| < 2; ATLAS's tool places them up to |η| = 10 with one ρ, §28)
+#: R = 0.8 jets with |η| < 2; ATLAS's tool places them up to |η| = 10 with one ρ, §29)
 CS_ETA_MAX = 4.9
 #: pileup-mitigation methods of large-R jet inputs: ``"sk"`` SoftKiller alone, ``"cssk"``
 #: constituent subtraction followed by SoftKiller (ATLAS's CSSK)
@@ -237,7 +237,7 @@ def mitigate(table, method: str, eligible: np.ndarray):
     charged ones passed the primary-vertex association). ``"sk"``: :func:`softkiller`;
     ``"cssk"``: :func:`constituent_subtraction` with ρ the median pT density of the eligible
     constituents (:func:`lhcml.sim.pflow.pileup_density_flat`: |η| < 2, patches 0.5 × 0.52, as
-    ATLAS's grid-median estimator of 0.5 in |y| < 2, §28), the four-momenta of the subtracted
+    ATLAS's grid-median estimator of 0.5 in |y| < 2, §29), the four-momenta of the subtracted
     constituents scaled, those reaching 0 removed, then :func:`softkiller`.
     """
     from lhcml.sim.pflow import pileup_density_flat
