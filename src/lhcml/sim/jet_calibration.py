@@ -12,7 +12,7 @@ The ATLAS chain (EPJC 81 (2021) 689), in three steps applied to the four-momentu
    ``pT → pT / R(pT^reco)`` (linear interpolation in log pT, constant beyond the ends).
    One inversion per μ of the derivation samples (``mu_points``, e.g. 0 and 60), interpolated
    linearly in μ between them and constant beyond (our choice; ATLAS derives one inversion on a
-   sample with the data's μ profile). Why: below ~30 GeV the pileup offset after steps 1–2 depends
+   sample with the data's μ profile, unverified). Why: below ~30 GeV the pileup offset after steps 1–2 depends
    on pT (and the reco threshold cuts the low side of the μ = 60 response), so one table averaged
    over μ left the 20 GeV response 3 % low at μ = 0 and 3–5 % high at μ = 60
    (``docs/benchmarks/sim_jets.md``, seventh version).
