@@ -160,6 +160,26 @@ def _sift_down(heap, key, i, n):
 
 
 @numba.njit(cache=True)
+def _insert_sorted(vals, n, v):
+    """Insert ``v`` into the ascending ``vals[:n]`` (a handful of entries); returns ``n + 1``."""
+    i = n
+    while i > 0 and vals[i - 1] > v:
+        vals[i] = vals[i - 1]
+        i -= 1
+    vals[i] = v
+    return n + 1
+
+
+@numba.njit(cache=True)
+def _cluster_sum(cc_off, cell_e, c):
+    """Energy of cluster ``c``: its cells summed in storage order (every sum of the kernel is this one)."""
+    s = 0.0
+    for j in range(cc_off[c], cc_off[c + 1]):
+        s += cell_e[j]
+    return s
+
+
+@numba.njit(cache=True)
 def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, t_off, t_eta, t_phi, t_p, t_eexp,
                     t_sexp, match_dr, eop_min, split_sig, remnant_sigma):
     """eflowRec-like subtraction, in place on ``cell_e`` (cells grouped by cluster: ``cc_off``).
@@ -167,85 +187,125 @@ def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, 
     Per event (``cl_off``/``t_off`` offsets; tracks in the order to process), each track is
     matched to the nearest cluster (current energy) within ``match_dr`` with ``E/p > eop_min``;
     returns the matched cluster of each track (-1 none) and the energy removed for it.
+
+    Cost: the clusters of an event are searched in a window of η around the track (sorted once
+    per event, ties in distance resolved to the lower cluster index as a scan in storage order
+    does); a cluster's energy is re-summed only when a cell of it changed, always in storage
+    order, so every sum is the one a full re-summation gives, bit for bit.
     """
     n_cl = cl_eta.shape[0]
     cur = np.zeros(n_cl)
     for c in range(n_cl):
-        s = 0.0
-        for j in range(cc_off[c], cc_off[c + 1]):
-            s += cell_e[j]
-        cur[c] = s
+        cur[c] = _cluster_sum(cc_off, cell_e, c)
     matched = np.full(t_eta.shape[0], -1, np.int64)
     removed = np.zeros(t_eta.shape[0])
     dr2max = match_dr * match_dr
+    # the η window is widened by a margin; the exact test below decides, as in a full scan
+    win = match_dr + 1e-9
+    use = np.zeros(n_cl, np.bool_)
+    touched = np.zeros(n_cl, np.bool_)
     for ev in range(cl_off.shape[0] - 1):
         c0, c1 = cl_off[ev], cl_off[ev + 1]
-        if c1 == c0:
+        if c1 == c0 or t_off[ev + 1] == t_off[ev]:
             continue
-        d2 = np.empty(c1 - c0)
+        by_eta = c0 + np.argsort(cl_eta[c0:c1])
+        s_eta = cl_eta[by_eta]
+        cand_c = np.empty(c1 - c0, np.int64)
+        cand_d = np.empty(c1 - c0)
+        used = np.empty(c1 - c0, np.int64)
         for t in range(t_off[ev], t_off[ev + 1]):
+            lo = np.searchsorted(s_eta, t_eta[t] - win)
+            hi = np.searchsorted(s_eta, t_eta[t] + win, side="right")
             best = -1
             bd = dr2max
-            for c in range(c0, c1):
+            n_cand = 0
+            for i in range(lo, hi):
+                c = by_eta[i]
                 de = cl_eta[c] - t_eta[t]
                 if de * de >= dr2max:
-                    d2[c - c0] = np.inf  # out of reach in η alone (never matched nor added)
                     continue
                 dp = _dphi(cl_phi[c], t_phi[t])
-                d2[c - c0] = de * de + dp * dp
-                if d2[c - c0] < bd and cur[c] > eop_min * t_p[t]:
-                    bd = d2[c - c0]
+                d2 = de * de + dp * dp
+                if d2 < dr2max:
+                    cand_c[n_cand] = c
+                    cand_d[n_cand] = d2
+                    n_cand += 1
+                if cur[c] > eop_min * t_p[t] and (d2 < bd or (d2 == bd and best >= 0 and c < best)):
+                    bd = d2
                     best = c
             if best < 0:
                 continue
             matched[t] = best
             eexp = t_eexp[t]
             sexp = max(t_sexp[t], 1e-6)
-            use = np.zeros(c1 - c0, np.bool_)
-            use[best - c0] = True
+            used[0] = best
+            n_used = 1
+            use[best] = True
             etot = cur[best]
             if (etot - eexp) / sexp < split_sig:
-                order = np.argsort(d2)
-                for q in order:
-                    c = c0 + q
-                    if d2[q] >= dr2max:
-                        break
-                    if use[q] or cur[c] <= 0:
+                # further clusters, nearest first
+                order = np.argsort(cand_d[:n_cand], kind="mergesort")
+                tie = False
+                for i in range(1, n_cand):
+                    if cand_d[order[i]] == cand_d[order[i - 1]]:
+                        tie = True
+                if tie:
+                    # equal distances: the order of a full argsort over the event's clusters
+                    d2all = np.empty(c1 - c0)
+                    for c in range(c0, c1):
+                        de = cl_eta[c] - t_eta[t]
+                        if de * de >= dr2max:
+                            d2all[c - c0] = np.inf
+                            continue
+                        dp = _dphi(cl_phi[c], t_phi[t])
+                        d2all[c - c0] = de * de + dp * dp
+                    full = np.argsort(d2all)
+                    n_cand = 0
+                    for q in full:
+                        if d2all[q] >= dr2max:
+                            break
+                        cand_c[n_cand] = c0 + q
+                        n_cand += 1
+                    order = np.arange(n_cand)
+                for i in order:
+                    c = cand_c[i]
+                    if use[c] or cur[c] <= 0:
                         continue
-                    use[q] = True
+                    use[c] = True
+                    n_used = _insert_sorted(used, n_used, c)
                     etot += cur[c]
                     if (etot - eexp) / sexp >= split_sig:
                         break
             if etot <= eexp:
                 # the expected energy exceeds the clusters: remove them entirely
-                for q in range(c1 - c0):
-                    if use[q]:
-                        c = c0 + q
-                        for j in range(cc_off[c], cc_off[c + 1]):
-                            cell_e[j] = 0.0
-                        removed[t] += cur[c]
-                        cur[c] = 0.0
+                for u in range(n_used):
+                    c = used[u]
+                    use[c] = False
+                    for j in range(cc_off[c], cc_off[c + 1]):
+                        cell_e[j] = 0.0
+                    removed[t] += cur[c]
+                    cur[c] = 0.0
                 continue
             # cell-by-cell subtraction in rings of increasing distance from the track
             n_c = 0
-            for q in range(c1 - c0):
-                if use[q]:
-                    c = c0 + q
-                    n_c += cc_off[c + 1] - cc_off[c]
+            for u in range(n_used):
+                c = used[u]
+                n_c += cc_off[c + 1] - cc_off[c]
             cidx = np.empty(n_c, np.int64)
+            ccl = np.empty(n_c, np.int64)
             cd = np.empty(n_c)
             k = 0
-            for q in range(c1 - c0):
-                if use[q]:
-                    c = c0 + q
-                    for j in range(cc_off[c], cc_off[c + 1]):
-                        if cell_e[j] <= 0:
-                            continue  # nothing to take (negative noise, or already subtracted)
-                        cidx[k] = j
-                        de = cell_eta[j] - t_eta[t]
-                        dp = _dphi(cell_phi[j], t_phi[t])
-                        cd[k] = de * de + dp * dp
-                        k += 1
+            for u in range(n_used):
+                c = used[u]
+                for j in range(cc_off[c], cc_off[c + 1]):
+                    if cell_e[j] <= 0:
+                        continue  # nothing to take (negative noise, or already subtracted)
+                    cidx[k] = j
+                    ccl[k] = c
+                    de = cell_eta[j] - t_eta[t]
+                    dp = _dphi(cell_phi[j], t_phi[t])
+                    cd[k] = de * de + dp * dp
+                    k += 1
             n_c = k
             left = eexp
             # nearest first: a binary heap on the distance pops only the cells the expected
@@ -262,6 +322,7 @@ def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, 
                 j = cidx[q]
                 if cell_e[j] <= 0:
                     continue
+                touched[ccl[q]] = True
                 if cell_e[j] <= left:
                     left -= cell_e[j]
                     cell_e[j] = 0.0
@@ -271,23 +332,22 @@ def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, 
                     break
             removed[t] = eexp - left
             rem = 0.0
-            for q in range(c1 - c0):
-                if use[q]:
-                    c = c0 + q
-                    s = 0.0
+            for u in range(n_used):
+                c = used[u]
+                if touched[c]:
+                    cur[c] = _cluster_sum(cc_off, cell_e, c)
+                    touched[c] = False
+                rem += cur[c]
+            full_remnant = rem < remnant_sigma * sexp
+            for u in range(n_used):
+                c = used[u]
+                use[c] = False
+                if full_remnant:
+                    # remnant compatible with the shower fluctuation: removed
                     for j in range(cc_off[c], cc_off[c + 1]):
-                        s += cell_e[j]
-                    cur[c] = s
-                    rem += s
-            if rem < remnant_sigma * sexp:
-                # remnant compatible with the shower fluctuation: removed
-                for q in range(c1 - c0):
-                    if use[q]:
-                        c = c0 + q
-                        for j in range(cc_off[c], cc_off[c + 1]):
-                            cell_e[j] = 0.0
-                        removed[t] += cur[c]
-                        cur[c] = 0.0
+                        cell_e[j] = 0.0
+                    removed[t] += cur[c]
+                    cur[c] = 0.0
     return matched, removed
 
 
