@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -29,36 +30,80 @@ import numpy as np
 RECO_PT_MIN = 2.0
 
 
+def pileup_chunks(n_events: int, n_libraries: int, seed: int, k: int) -> list[tuple[int, int, int]]:
+    """``(events, hard-event seed, library seed)`` of each chunk of process ``k``'s pileup sample:
+    chunk ``c`` is overlaid with library ``c``. Chunk 0 has the seeds of a one-library derivation."""
+    sizes = [len(a) for a in np.array_split(np.arange(n_events), n_libraries)]
+    return [(n, seed + 10 * k + 1 + 1000 * c, seed + 7 + 1000 * c) for c, n in enumerate(sizes) if n > 0]
+
+
+def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """The derivation jets (rho*A only): every process at mu = 0, and at the pileup mu in chunks,
+    each chunk with its own pileup library (built once, used by every process, then dropped)."""
+    from lhcml.sim.jet_calibration import jes_sample
+    from lhcml.sim.pileup import build_pileup_library
+
+    parts = []
+    for k, proc in enumerate(args.processes):
+        parts.append(jes_sample(proc, args.events, 0.0, args.seed + 10 * k, pt_min=args.reco_pt_min))
+        print(f"{proc} mu = 0: {len(parts[-1]['pt'])} jets", flush=True)
+    if args.mu > 0 and args.events_pileup > 0:
+        chunks = [pileup_chunks(args.events_pileup, args.libraries, args.seed, k) for k in range(len(args.processes))]
+        for c in range(len(chunks[0])):
+            lib = build_pileup_library(args.library, chunks[0][c][2])
+            for k, proc in enumerate(args.processes):
+                n, hard_seed, _ = chunks[k][c]
+                parts.append(jes_sample(proc, n, args.mu, hard_seed, pileup=lib, pt_min=args.reco_pt_min))
+                print(f"{proc} mu = {args.mu:g}, library {c}: {len(parts[-1]['pt'])} jets", flush=True)
+            del lib
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
 def main() -> None:
     from lhcml.atomic import atomic_write_text
-    from lhcml.sim.jet_calibration import TABLE_FILE, derive_table, jes_sample, load_table
-    from lhcml.sim.pileup import build_pileup_library
+    from lhcml.sim.jet_calibration import TABLE_FILE, derive_table, load_table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=1000, help="hard events per process at mu = 0")
     ap.add_argument("--events-pileup", type=int, default=400, help="hard events per process at the pileup mu")
     ap.add_argument("--mu", type=float, default=60.0)
-    ap.add_argument("--library", type=int, default=2000, help="minimum-bias events in the pileup library")
+    ap.add_argument("--library", type=int, default=2000, help="minimum-bias events in each pileup library")
+    ap.add_argument("--libraries", type=int, default=1,
+                    help="independent pileup libraries at the pileup mu: the pileup events of each process are "
+                         "split into this many chunks, each overlaid with its own library (pooled derivation)")
     ap.add_argument("--processes", nargs="+", default=["qcd", "ttbar"])
     ap.add_argument("--reco-pt-min", type=float, default=RECO_PT_MIN,
                     help="rho*A-corrected jet pT threshold (GeV) of the derivation samples")
     ap.add_argument("--seed", type=int, default=101)
     ap.add_argument("--out", type=Path, default=TABLE_FILE)
+    ap.add_argument("--save-jets", type=Path, default=None, help="also write the derivation jets (npz)")
+    ap.add_argument("--from-jets", type=Path, default=None,
+                    help="derive from jets written by --save-jets instead of simulating (the provenance is kept)")
     args = ap.parse_args()
+    if args.libraries < 1 or args.library < 1:
+        print(f"derive_jes.py: --libraries {args.libraries} / --library {args.library}: both must be >= 1",
+              file=sys.stderr)
+        raise SystemExit(2)
     t0 = time.time()
-    parts = []
-    lib = build_pileup_library(args.library, args.seed + 7) if args.mu > 0 and args.events_pileup > 0 else None
-    for k, proc in enumerate(args.processes):
-        parts.append(jes_sample(proc, args.events, 0.0, args.seed + 10 * k, pt_min=args.reco_pt_min))
-        if lib is not None:
-            parts.append(jes_sample(proc, args.events_pileup, args.mu, args.seed + 10 * k + 1, pileup=lib,
-                                    pt_min=args.reco_pt_min))
-    sample = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    if args.from_jets is not None:
+        if not args.from_jets.exists():
+            print(f"derive_jes.py: {args.from_jets} does not exist; write it with --save-jets", file=sys.stderr)
+            raise SystemExit(2)
+        with np.load(args.from_jets) as z:
+            sample = {k: z[k] for k in z.files if k != "provenance"}
+            command = str(z["provenance"]) if "provenance" in z.files else f"jets from {args.from_jets}"
+    else:
+        sample, command = simulate(args), "python benchmarks/derive_jes.py " + " ".join(
+            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items() if k not in ("out", "save_jets", "from_jets") and v is not None)
+        if args.save_jets is not None:
+            args.save_jets.parent.mkdir(parents=True, exist_ok=True)
+            tmp = args.save_jets.with_name(args.save_jets.name + ".part.npz")
+            np.savez(tmp, provenance=np.asarray(command), **sample)
+            tmp.replace(args.save_jets)
     table = derive_table(sample)
     table["provenance"] = {
-        "command": "python benchmarks/derive_jes.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if k != "out"),
+        "command": command,
         "matched_jets": int(len(sample["pt"])),
         "seconds": round(time.time() - t0, 1),
     }
