@@ -5,7 +5,15 @@ tt̄ at μ = 0 and at a pileup μ, fits the residual pileup slopes and one respo
 per μ (:func:`lhcml.sim.jet_calibration.derive_table`) and writes the JSON table the simulation
 loads::
 
-    python benchmarks/derive_jes.py --events 1500 --events-pileup 2500 --mu 60 --library 2000 --seed 131
+    python benchmarks/derive_jes.py --events 1500 --events-pileup 5000 --mu 60 --library 2000 --libraries 5 --seed 141
+
+The pileup-μ part can be pooled over several independent minimum-bias libraries
+(``--libraries N``: the pileup events of each process are split into N chunks, each overlaid with
+its own library, seeds fixed per chunk), so that one library's offset does not become the
+calibration's. The response nodes of each (μ, |η|) bin are fitted with a polynomial in ln pT
+(:func:`lhcml.sim.jet_calibration.fit_response_curve`); the printed table gives the fit order,
+its χ² and each node's pull. ``--save-jets`` keeps the derivation jets, ``--from-jets`` refits them
+without simulating again.
 
 The jets enter from ``--reco-pt-min`` (ρ·A-corrected pT, GeV), well below the 15–25 GeV truth bins
 whose nodes calibrate 20 GeV jets: a threshold near them keeps only the jets that fluctuated up
@@ -61,6 +69,7 @@ def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
 
 def main() -> None:
     from lhcml.atomic import atomic_write_text
+    from lhcml.errors import ConfigError
     from lhcml.sim.jet_calibration import TABLE_FILE, derive_table, load_table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,7 +110,11 @@ def main() -> None:
             tmp = args.save_jets.with_name(args.save_jets.name + ".part.npz")
             np.savez(tmp, provenance=np.asarray(command), **sample)
             tmp.replace(args.save_jets)
-    table = derive_table(sample)
+    try:
+        table = derive_table(sample)
+    except ConfigError as exc:
+        print(f"derive_jes.py: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     table["provenance"] = {
         "command": command,
         "matched_jets": int(len(sample["pt"])),
@@ -110,17 +123,20 @@ def main() -> None:
     atomic_write_text(args.out, json.dumps(table, indent=1) + "\n")
     load_table.cache_clear()
     print(f"{len(sample['pt'])} truth-matched jets, {time.time() - t0:.0f} s -> {args.out}")
-    print("| mu | |eta| bin | alpha (GeV/N_PV) | beta (GeV/mu) | response at nodes (pT GeV: R) |")
-    print("|---|---|---|---|---|")
+    print("| mu | |eta| bin | alpha (GeV/N_PV) | beta (GeV/mu) | fit order | chi2 / ndf "
+          "| response at nodes (pT GeV: R, (R - fit)/err) |")
+    print("|---|---|---|---|---|---|---|")
     e = table["eta_edges"]
     n_eta = len(e) - 1
     for k, mu in enumerate(table["mu_points"]):
         for i in range(n_eta):
             j = k * n_eta + i
-            nodes = ", ".join(f"{x:.0f}: {r:.3f}" for x, r in zip(table["pt_nodes"][j], table["response"][j], strict=True))
+            x, r, err = (np.asarray(table[key][j]) for key in ("pt_nodes", "response", "response_err"))
+            coef = np.asarray(table["fit_coef"][j])
+            pull = (r - np.polynomial.polynomial.polyval(np.log(x), coef)) / err
+            nodes = ", ".join(f"{a:.0f}: {b:.3f} ({p:+.1f})" for a, b, p in zip(x, r, pull, strict=True))
             print(f"| {mu:g} | {e[i]:.1f}-{e[i + 1]:.1f} | {table['alpha_npv'][i]:.3f} | {table['beta_mu'][i]:.3f} "
-                  f"| {nodes} |")
-
+                  f"| {len(coef) - 1} | {np.sum(pull**2):.1f} / {max(len(x) - len(coef), 0)} | {nodes} |")
 
 if __name__ == "__main__":
     main()

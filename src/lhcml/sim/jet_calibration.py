@@ -8,8 +8,12 @@ The ATLAS chain (EPJC 81 (2021) 689), in three steps applied to the four-momentu
 2. **Residual pileup correction**: ``pT → pT − α(η)(N_PV − 1) − β(η) μ`` with α, β fitted on
    simulated jets matched to truth jets (reco − truth vs N_PV and μ).
 3. **MC-based numerical inversion** (absolute JES): in |η| bins, the median response
-   ``R = pT^reco / pT^truth`` in bins of truth pT, mapped to the median reco pT of each bin, then
-   ``pT → pT / R(pT^reco)`` (linear interpolation in log pT, constant beyond the ends).
+   ``R = pT^reco / pT^truth`` in bins of truth pT, mapped to the median reco pT of each bin; these
+   nodes are fitted with a polynomial in ln pT, ``R = Σ a_i (ln pT)^i`` (order 1–6 per bin, chosen
+   by Akaike's criterion: our choice; ATLAS fits its response vs reco energy with a polynomial in
+   ln E of a bin-dependent order, unverified, from memory), held constant beyond the first and
+   last node, then ``pT → pT / R(pT^reco)``. A table without a fit interpolates the nodes linearly
+   in ln pT. The fit averages the nodes' statistical scatter (≈ 1 % per node at 20 GeV and μ = 60).
    One inversion per μ of the derivation samples (``mu_points``, e.g. 0 and 60), interpolated
    linearly in μ between them and constant beyond (our choice; ATLAS derives one inversion on a
    sample with the data's μ profile, unverified). Why: below ~30 GeV the pileup offset after steps 1–2 depends
@@ -19,8 +23,8 @@ The ATLAS chain (EPJC 81 (2021) 689), in three steps applied to the four-momentu
 
 α, β and the response table are derived by ``benchmarks/derive_jes.py`` on dijet + tt̄ samples
 and stored in ``jet_calibration_table.json`` next to this module (JSON; our file format:
-``pt_nodes``/``response`` hold one list per (μ point, |η| bin), μ-major; a table without
-``mu_points`` has one μ point). Without that file only step 1 is applied (and
+``pt_nodes``/``response``/``response_err``/``fit_coef``/``fit_pt_range`` hold one list per
+(μ point, |η| bin), μ-major; a table without ``mu_points`` has one μ point). Without that file only step 1 is applied (and
 :func:`table_loaded` is False).
 
 Truth jets (:func:`truth_jets_flat`): anti-kt 0.4 on the stable, visible generator particles of
@@ -77,6 +81,9 @@ def load_table(path: str | None = None) -> dict | None:
             "pt_nodes": [np.asarray(x, float) for x in t["pt_nodes"]],
             "response": [np.asarray(x, float) for x in t["response"]],
         }
+        if "fit_coef" in t or "fit_pt_range" in t:
+            out["fit_coef"] = [np.asarray(x, float) for x in t["fit_coef"]]
+            out["fit_pt_range"] = [np.asarray(x, float) for x in t["fit_pt_range"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"jet calibration table {p} is unreadable ({exc}); {fix}") from exc
     n = len(out["eta_edges"]) - 1
@@ -89,6 +96,16 @@ def load_table(path: str | None = None) -> dict | None:
     for x, r in zip(out["pt_nodes"], out["response"], strict=True):
         if len(x) < 1 or len(x) != len(r) or np.any(x <= 0) or np.any(np.diff(x) < 0) or np.any(r <= 0):
             raise ConfigError(f"jet calibration table {p}: a pT-node list is empty, unsorted or not positive; {fix}")
+    if "fit_coef" in out:
+        if any(len(v) != n * n_mu for v in (out["fit_coef"], out["fit_pt_range"])):
+            raise ConfigError(f"jet calibration table {p}: fit_coef / fit_pt_range do not match the {n} eta bins x "
+                              f"{n_mu} mu points; {fix}")
+        for c, rng in zip(out["fit_coef"], out["fit_pt_range"], strict=True):
+            grid = np.log(np.geomspace(rng[0], rng[-1], 50)) if rng.shape == (2,) and np.all(rng > 0) else None
+            if c.ndim != 1 or len(c) < 1 or not np.all(np.isfinite(c)) or grid is None or rng[1] < rng[0] \
+                    or np.any(np.polynomial.polynomial.polyval(grid, c) <= 0.05):
+                raise ConfigError(f"jet calibration table {p}: a fitted response curve is empty, not finite, has a "
+                                  f"bad pT range or falls below 0.05; {fix}")
     return out
 
 
@@ -113,8 +130,10 @@ def _mu_weights(mu_points: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def jes_response(table: dict, pt: np.ndarray, eta: np.ndarray, mu: float | np.ndarray = 0.0) -> np.ndarray:
-    """Interpolated response R(pT^reco, |η|, μ) of the numerical inversion (``mu``: a number or one
-    per jet; interpolated linearly between the table's ``mu_points``, constant beyond them)."""
+    """Response R(pT^reco, |η|, μ) of the numerical inversion (``mu``: a number or one per jet;
+    interpolated linearly between the table's ``mu_points``, constant beyond them). In pT: the
+    fitted curve ``Σ a_i (ln pT)^i`` (``fit_coef``) with ln pT held within ``fit_pt_range``; a table
+    without a fit interpolates its nodes linearly in ln pT (constant beyond the ends)."""
     pt = np.asarray(pt, float)
     b = _eta_bin(table, eta)
     n_eta = len(table["eta_edges"]) - 1
@@ -128,7 +147,11 @@ def jes_response(table: dict, pt: np.ndarray, eta: np.ndarray, mu: float | np.nd
         for i in np.unique(b[use]):
             m = use & (b == i)
             j = int(k) * n_eta + int(i)
-            r = np.interp(logpt[m], np.log(table["pt_nodes"][j]), table["response"][j])
+            if "fit_coef" in table:
+                lo_hi = np.log(table["fit_pt_range"][j])
+                r = np.polynomial.polynomial.polyval(np.clip(logpt[m], lo_hi[0], lo_hi[-1]), table["fit_coef"][j])
+            else:
+                r = np.interp(logpt[m], np.log(table["pt_nodes"][j]), table["response"][j])
             out[m] += wk[m] * r
     return out
 
@@ -204,6 +227,9 @@ DERIVE_ETA_EDGES = (0.0, 0.8, 1.6, 2.5, 3.2, 4.5)
 DERIVE_PT_EDGES = (10, 15, 20, 25, 30, 40, 50, 65, 80, 100, 130, 170, 220, 300, 400, 550, 800, 1200, 2000)
 #: jets needed in a (pT, eta) bin for a response node
 DERIVE_MIN_JETS = 15
+#: highest order of the polynomial in ln pT fitted to the response nodes (our choice; ATLAS's
+#: numerical inversion fits a polynomial in ln E of order up to ~6, unverified, from memory)
+FIT_ORDER_MAX = 6
 
 
 def jes_sample(process: str, n_events: int, mu: float, seed: int, pileup=None, calibrated: bool = False,
@@ -244,14 +270,16 @@ def jes_sample(process: str, n_events: int, mu: float, seed: int, pileup=None, c
 
 
 def derive_table(sample: dict[str, np.ndarray], eta_edges=DERIVE_ETA_EDGES, pt_edges=DERIVE_PT_EDGES,
-                 min_jets: int = DERIVE_MIN_JETS) -> dict:
+                 min_jets: int = DERIVE_MIN_JETS, max_order: int = FIT_ORDER_MAX) -> dict:
     """Residual pileup slopes and the numerical-inversion response tables from a ρ·A-corrected sample.
 
     Residual: per |η| bin, least squares ``pT − pT_truth = c + α (N_PV − 1) + β μ`` on jets with
     truth pT in 20–200 GeV (α, β kept). Response: for each distinct μ of the sample (``mu_points``)
     and each |η| and truth-pT bin, the median of ``pT/pT_truth`` after the residual correction,
-    placed at the median corrected reco pT. ``pt_nodes``/``response`` hold one list per (μ point,
-    |η| bin), μ-major.
+    placed at the median corrected reco pT (``response_err``: the statistical error of each median).
+    The response curve of each (μ point, |η| bin) is then fitted in log pT
+    (:func:`fit_response_curve`, up to order ``max_order``): ``fit_coef`` and its node range
+    ``fit_pt_range``. All per-(μ, |η|) lists are μ-major.
     """
     eta_edges = np.asarray(eta_edges, float)
     pt_edges = np.asarray(pt_edges, float)
@@ -275,19 +303,26 @@ def derive_table(sample: dict[str, np.ndarray], eta_edges=DERIVE_ETA_EDGES, pt_e
     jb_all = np.searchsorted(pt_edges, sample["truth_pt"], side="right") - 1
     nodes: list[list[float]] = []
     resp: list[list[float]] = []
+    errs: list[list[float]] = []
+    coefs: list[list[float]] = []
+    ranges: list[list[float]] = []
     borrowed = np.zeros(n_eta, bool)
     for mu in mu_points:
-        at_mu: list[tuple[list[float], list[float]]] = []
+        at_mu: list[tuple[list[float], list[float], list[float]]] = []
         for i in range(n_eta):
             m = inside & (ib == i) & (sample["mu"] == mu)
             pt_b, tp, jb = pt_b_all[m], sample["truth_pt"][m], jb_all[m]
-            xs, rs = [], []
+            xs, rs, es = [], [], []
             for j in range(len(pt_edges) - 1):
                 s = jb == j
                 if s.sum() >= min_jets:
+                    r = pt_b[s] / tp[s]
+                    q75, q25 = np.percentile(r, [75, 25])
                     xs.append(float(np.median(pt_b[s])))
-                    rs.append(float(np.median(pt_b[s] / tp[s])))
-            at_mu.append((xs, rs))
+                    rs.append(float(np.median(r)))
+                    # error of a median: sqrt(pi/2) sigma/sqrt(n), sigma from the IQR (Gaussian core)
+                    es.append(float(max(1.2533 * (q75 - q25) / 1.349 / np.sqrt(s.sum()), 1e-4)))
+            at_mu.append((xs, rs, es))
         # bins without enough jets borrow the nearest bin's response (towards the centre)
         for i in range(n_eta):
             if len(at_mu[i][0]) < 2:
@@ -295,15 +330,39 @@ def derive_table(sample: dict[str, np.ndarray], eta_edges=DERIVE_ETA_EDGES, pt_e
                 if not ok:
                     raise ConfigError(f"derive_table: too few truth-matched jets at mu = {mu:g} in |eta| < "
                                       f"{eta_edges[i + 1]:g}; simulate more events")
-                at_mu[i] = (list(at_mu[ok[-1]][0]), list(at_mu[ok[-1]][1]))
+                at_mu[i] = tuple(list(v) for v in at_mu[ok[-1]])
                 if not borrowed[i]:
                     alpha[i], beta[i] = alpha[ok[-1]], beta[ok[-1]]
                     borrowed[i] = True
             order = np.argsort(at_mu[i][0])
             nodes.append([at_mu[i][0][o] for o in order])
             resp.append([at_mu[i][1][o] for o in order])
+            errs.append([at_mu[i][2][o] for o in order])
+            coefs.append(fit_response_curve(nodes[-1], resp[-1], errs[-1], max_order).tolist())
+            ranges.append([nodes[-1][0], nodes[-1][-1]])
     return {"eta_edges": eta_edges.tolist(), "alpha_npv": alpha.tolist(), "beta_mu": beta.tolist(),
-            "mu_points": mu_points.astype(float).tolist(), "pt_nodes": nodes, "response": resp}
+            "mu_points": mu_points.astype(float).tolist(), "pt_nodes": nodes, "response": resp,
+            "response_err": errs, "fit_coef": coefs, "fit_pt_range": ranges}
+
+
+def fit_response_curve(pt: list[float] | np.ndarray, response: list[float] | np.ndarray,
+                       err: list[float] | np.ndarray, max_order: int = FIT_ORDER_MAX) -> np.ndarray:
+    """Coefficients ``a_0..a_N`` (ascending) of ``R = Σ a_i (ln pT)^i`` fitted to response nodes
+    (weighted least squares, weights 1/err²). The order N runs from 1 to ``max_order`` (and below
+    the number of nodes − 1, so that at least one degree of freedom is left); the one with the
+    smallest ``χ² + 2 (N + 1)`` (Akaike's criterion) is kept. One node: the constant."""
+    x = np.log(np.asarray(pt, float))
+    y = np.asarray(response, float)
+    w = 1.0 / np.asarray(err, float)
+    if len(x) < 2:
+        return y[:1].copy() if len(y) else np.ones(1)
+    best, best_score = None, np.inf
+    for order in range(1, max(1, min(max_order, len(x) - 2)) + 1):
+        c = np.polynomial.polynomial.polyfit(x, y, order, w=w)
+        chi2 = float(np.sum(((np.polynomial.polynomial.polyval(x, c) - y) * w) ** 2))
+        if chi2 + 2 * (order + 1) < best_score - 1e-9:
+            best, best_score = c, chi2 + 2 * (order + 1)
+    return np.asarray(best, float)
 
 
 def response_resolution(sample: dict[str, np.ndarray], pt_lo: float, pt_hi: float, eta_max: float = 0.8,
