@@ -189,10 +189,14 @@ def _core_rel_width(r: np.ndarray) -> float:
 
 
 def stability(events: int, mus: list[float], seed: int, constituents: list[str] | str,
-              processes: tuple[str, ...] = ("top", "wz"), json_path: Path | None = None) -> list[dict]:
+              processes: tuple[str, ...] = ("top", "wz"), json_path: Path | None = None,
+              save_jets: Path | None = None) -> list[dict]:
     """The per-(process, μ, constituent type) rows; all ``constituents`` from the same events
     (:func:`simulate_types`; an entry ``"pflow:PATH"`` is particle flow calibrated with the tables
-    of PATH). ``json_path``: the rows so far are written there after every (process, μ) point."""
+    of PATH). ``json_path``: the rows so far are written there after every (process, μ) point.
+    ``save_jets``: a folder where the per-jet quantities of every point go
+    (``<process>_mu<mu>_<label>_s<seed>.npz``, :data:`POOL_FIELDS`, label :func:`_type_label`), so that
+    the rows can be recomputed pooled over seeds (:func:`pooled`)."""
     types = [constituents] if isinstance(constituents, str) else list(constituents)
     rows, cache = [], {}
     for process in processes:
@@ -201,14 +205,54 @@ def stability(events: int, mus: list[float], seed: int, constituents: list[str] 
             outs = simulate_types(process, events, mu, seed, _library(mu, seed + 1, cache), types)
             wall = time.perf_counter() - t0
             for ctype, out in outs.items():
-                rows += _stability_rows(out, process, mu, ctype, events, wall)
+                d = _jet_arrays(out)
+                if save_jets is not None:
+                    save_jets.mkdir(parents=True, exist_ok=True)
+                    np.savez_compressed(save_jets / f"{process}_mu{mu:g}_{_type_label(ctype)}_s{seed}.npz", **d)
+                rows += _stability_rows(d, process, mu, ctype, events, wall)
             if json_path is not None:
                 atomic_write_text(json_path, json.dumps(rows, indent=1))
     return rows
 
 
-def _stability_rows(out: dict, process: str, mu: float, ctype: str, events: int, wall: float) -> list[dict]:
-    j, f = out["jets"], out["flow"]
+#: per-jet quantities :func:`stability` keeps with ``--save-jets`` (masses and pT in MeV, as the jets)
+POOL_FIELDS = ("mass", "massUngroomed", "massSoftDrop", "truthJetMass", "R10TruthLabel", "pt", "truthJetPt", "tau32")
+
+
+def _type_label(ctype: str) -> str:
+    """File-name label of a constituent type: ``"pflow:DIR/t_new.yaml"`` → ``"pflow@t_new"``."""
+    spec, _, table = ctype.partition(":")
+    return spec + (f"@{Path(table).stem}" if table else "")
+
+
+def _jet_arrays(out: dict) -> dict[str, np.ndarray]:
+    j = out["jets"]
+    return {**{k: np.asarray(j[k]) for k in POOL_FIELDS if k != "tau32"}, "tau32": np.asarray(_tau32(out["flow"]))}
+
+
+def pooled(files: list[Path]) -> list[dict]:
+    """The rows of :func:`stability` recomputed on jets saved by ``--save-jets``, the files of the same
+    (process, μ, label) from several seeds concatenated: the mode of the pooled distribution with its
+    bootstrap error, core mean, IQnR, response and median τ32 of all the seeds' jets together."""
+    groups: dict[tuple[str, float, str], list[Path]] = {}
+    for f in files:
+        parts = f.stem.split("_")
+        if len(parts) < 4 or not parts[1].startswith("mu") or not parts[-1].startswith("s"):
+            raise SystemExit(f"error: {f}: not a --save-jets file (<process>_mu<mu>_<label>_s<seed>.npz); "
+                             "pass the files benchmarks/sim_large_r.py --save-jets wrote")
+        groups.setdefault((parts[0], float(parts[1][2:]), "_".join(parts[2:-1])), []).append(f)
+    rows = []
+    for (process, mu, label), fs in sorted(groups.items()):
+        ds = [np.load(f) for f in fs]
+        d = {k: np.concatenate([x[k] for x in ds]) for k in POOL_FIELDS}
+        seeds = "+".join(f.stem.split("_")[-1][1:] for f in sorted(fs))
+        for r in _stability_rows(d, process, mu, label, 0, 0.0):
+            rows.append({**r, "seeds": seeds})
+    return rows
+
+
+def _stability_rows(j: dict, process: str, mu: float, ctype: str, events: int, wall: float) -> list[dict]:
+    """Rows of one (process, μ, type) point from its per-jet arrays (:data:`POOL_FIELDS`)."""
     lab, tm = j["R10TruthLabel"], j["truthJetMass"] / 1e3
     names = ("top",) if process == "top" else ("W", "Z")
     groups = {}
@@ -217,7 +261,7 @@ def _stability_rows(out: dict, process: str, mu: float, ctype: str, events: int,
         # ATLAS's R10TruthLabel_R21Consolidated: the labelled jet's truth jet in a mass window
         code, lo, hi = ATLAS_LABEL_WINDOWS[name]
         groups[(name, "ATLAS")] = (lab == code) & (tm > lo) & (tm < hi)
-    tau32 = _tau32(f)
+    tau32 = j["tau32"]
     rows = []
     for (name, definition), sel in groups.items():
         m = j["mass"][sel] / 1e3
@@ -490,18 +534,17 @@ SAVED_FIELDS = ("pt", "mass", "truthJetPt", "truthJetMass", "R10TruthLabel", "et
 
 
 def derive(events: int, mu: float, seed: int, out_path: Path, types: list[str], save: Path | None = None,
-           pool: list[Path] = ()) -> dict:
+           pool: list[Path] = (), estimator: str | None = None) -> dict:
     """Derive the tables of ``types`` at ``mu`` and merge them into ``out_path``.
 
     All types from one simulation per process (:func:`simulate_types`). ``save``: a folder where
     the uncalibrated jets go (``jets_<type>_mu<mu>_s<seed>.npz``); ``pool``: such files of earlier
-    (independent) samples whose jets are added to this one's before the derivation.
+    (independent) samples whose jets are added to this one's before the derivation. ``estimator``:
+    the average-response estimator (:data:`lhcml.sim.large_r_calibration.RESPONSE_ESTIMATORS`;
+    default the module's).
     """
-    import yaml
+    from lhcml.sim.large_r_calibration import uncalibrated
 
-    from lhcml.sim.large_r_calibration import derive_calibration, uncalibrated
-
-    table = (yaml.safe_load(out_path.read_text()) or {}) if out_path.exists() else {}
     cache: dict = {}
     jets: dict[str, list[np.ndarray]] = {c: [] for c in types}
     with uncalibrated():
@@ -509,17 +552,48 @@ def derive(events: int, mu: float, seed: int, out_path: Path, types: list[str], 
             out = simulate_types(process, events, mu, seed, _library(mu, seed + 1, cache), types)
             for c in types:
                 jets[c].append(out[c]["jets"])
+    entries = {}
     for constituents in types:
         j = {k: np.concatenate([x[k] for x in jets[constituents]]) for k in SAVED_FIELDS}
         if save is not None:
             save.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(save / f"jets_{constituents}_mu{mu:g}_s{seed}.npz", **j)
+        entries[(constituents, mu)] = [j]
+    note = f"--derive --events {events} --seed {seed}"
+    return _derive_merge(entries, pool, out_path, note, estimator)
+
+
+def derive_saved(files: list[Path], out_path: Path, estimator: str | None = None) -> dict:
+    """Derive tables from uncalibrated jets saved by ``--derive --save`` only (no simulation): the files of
+    one (type, μ) (``jets_<type>_mu<mu>_s<seed>.npz``) are pooled, each (type, μ) table is merged into
+    ``out_path``."""
+    entries: dict[tuple[str, float], list] = {}
+    for f in files:
+        parts = f.stem.split("_")
+        if len(parts) != 4 or parts[0] != "jets" or not parts[2].startswith("mu"):
+            raise SystemExit(f"error: {f}: not a --derive --save file (jets_<type>_mu<mu>_s<seed>.npz)")
+        d = np.load(f)
+        entries.setdefault((parts[1], float(parts[2][2:])), []).append({k: d[k] for k in SAVED_FIELDS})
+        print(f"{f}: {len(d['pt'])} jets", flush=True)
+    return _derive_merge(entries, (), out_path, "--derive-from " + " ".join(f.name for f in files), estimator)
+
+
+def _derive_merge(entries: dict, pool, out_path: Path, note: str, estimator: str | None) -> dict:
+    import yaml
+
+    from lhcml.sim.large_r_calibration import RESPONSE_ESTIMATOR, derive_calibration
+
+    estimator = estimator or RESPONSE_ESTIMATOR
+    table = (yaml.safe_load(out_path.read_text()) or {}) if out_path.exists() else {}
+    for (constituents, mu), parts in entries.items():
+        j = {k: np.concatenate([x[k] for x in parts]) for k in SAVED_FIELDS}
         for f in pool:
             if f.name.startswith(f"jets_{constituents}_mu{mu:g}_"):
                 old = np.load(f)
                 j = {k: np.concatenate([j[k], old[k]]) for k in SAVED_FIELDS}
                 print(f"pooled {f} ({len(old['pt'])} jets)", flush=True)
-        entry = derive_calibration(j["pt"] / 1e3, j["mass"] / 1e3, j["truthJetPt"] / 1e3, j["truthJetMass"] / 1e3)
+        entry = derive_calibration(j["pt"] / 1e3, j["mass"] / 1e3, j["truthJetPt"] / 1e3, j["truthJetMass"] / 1e3,
+                                   estimator=estimator)
         table.setdefault(constituents, {})[int(mu) if float(mu).is_integer() else float(mu)] = entry
         table[constituents] = dict(sorted(table[constituents].items()))
         print(constituents, mu, json.dumps(entry), flush=True)
@@ -528,8 +602,10 @@ def derive(events: int, mu: float, seed: int, out_path: Path, types: list[str], 
         "# Large-R JES/JMS numerical-inversion tables (lhcml.sim.large_r_calibration), per constituent type",
         "# and <mu>: benchmarks/sim_large_r.py --derive (top_wide + wz_wide + qcd_wide, uncalibrated trimmed",
         "# jets vs trimmed truth jets)."]
-    kept.append(f"# {', '.join(types)} (mu {mu:g}): --derive --events {events} --seed {seed}"
-                + (f" + pooled {', '.join(f.name for f in pool)}" if pool else "") + f" ({time.strftime('%Y-%m-%d')})")
+    done = sorted({c for c, _ in entries}), sorted({m for _, m in entries})
+    kept.append(f"# {', '.join(done[0])} (mu {', '.join(f'{m:g}' for m in done[1])}): {note}"
+                + (f" + pooled {', '.join(f.name for f in pool)}" if pool else "")
+                + f", response estimator {estimator} ({time.strftime('%Y-%m-%d')})")
     atomic_write_text(out_path, "\n".join(kept) + "\n"
                       + yaml.safe_dump(table, sort_keys=False, default_flow_style=None, width=110))
     return table
@@ -556,6 +632,15 @@ def main() -> None:
     ap.add_argument("--save", type=Path, help="--derive: keep the uncalibrated jets in this folder (npz)")
     ap.add_argument("--pool", type=Path, nargs="+", default=[],
                     help="--derive: add the jets of these saved npz files (independent samples) to the derivation")
+    ap.add_argument("--derive-from", type=Path, nargs="+", default=None,
+                    help="derive the JES/JMS tables from uncalibrated jets saved by --derive --save (npz, no "
+                         "simulation; files of the same type and mu pooled) and merge them into --table")
+    ap.add_argument("--estimator", default=None,
+                    help="--derive / --derive-from: average-response estimator (gauss_core = mean of the Gaussian "
+                         "core, core_median = the tables' estimator up to the seventh version; default gauss_core)")
+    ap.add_argument("--save-jets", type=Path, help="stability table: keep the per-jet quantities of every point here")
+    ap.add_argument("--pooled", type=Path, nargs="+", default=None,
+                    help="the stability table recomputed on --save-jets files, pooling the seeds of each point")
     ap.add_argument("--resolution-from", type=Path, nargs="+", default=None,
                     help="mass resolution vs truth pT from jets saved by --derive --save (npz; no simulation)")
     ap.add_argument("--json", type=Path, help="write the rows here")
@@ -571,10 +656,31 @@ def main() -> None:
                     help="label only t/W/Z whose decay quarks lie within this fraction of R of the jet axis "
                          "(ATLAS contained tops: 0.75; default: within R, the public top-tagging benchmark)")
     args = ap.parse_args()
-    if args.derive:
+    if args.estimator is not None:
+        from lhcml.sim.large_r_calibration import RESPONSE_ESTIMATORS
+
+        if args.estimator not in RESPONSE_ESTIMATORS:
+            ap.error(f"--estimator {args.estimator}: unknown; valid: {', '.join(RESPONSE_ESTIMATORS)}")
+    if args.derive or args.derive_from:
         from lhcml.sim.large_r_calibration import TABLE_PATH
 
-        derive(args.events, args.mu, args.seed, args.table or TABLE_PATH, args.types, args.save, args.pool)
+        if args.derive_from:
+            missing = [str(f) for f in args.derive_from if not f.exists()]
+            if missing:
+                ap.error(f"--derive-from: no such file(s): {', '.join(missing)}")
+            derive_saved(args.derive_from, args.table or TABLE_PATH, args.estimator)
+        else:
+            derive(args.events, args.mu, args.seed, args.table or TABLE_PATH, args.types, args.save, args.pool,
+                   args.estimator)
+        return
+    if args.pooled:
+        missing = [str(f) for f in args.pooled if not f.exists()]
+        if missing:
+            ap.error(f"--pooled: no such file(s): {', '.join(missing)}")
+        rows = pooled(args.pooled)
+        print(summary(rows))
+        if args.json:
+            atomic_write_text(args.json, json.dumps(rows, indent=1))
         return
     if args.paired_mitigation:
         rows = paired_mitigation(args.events, args.mus, args.seed, args.paired_mitigation, args.cs_dr_max)
@@ -601,7 +707,8 @@ def main() -> None:
     if args.compare:
         rows = compare(args.events, args.mu, args.seed)
     else:
-        rows = stability(args.events, args.mus, args.seed, args.constituents, tuple(args.processes), args.json)
+        rows = stability(args.events, args.mus, args.seed, args.constituents, tuple(args.processes), args.json,
+                         args.save_jets)
         print(summary(rows))
         return
     if args.json:
