@@ -84,6 +84,8 @@ def load_table(path: str | None = None) -> dict | None:
         if "fit_coef" in t or "fit_pt_range" in t:
             out["fit_coef"] = [np.asarray(x, float) for x in t["fit_coef"]]
             out["fit_pt_range"] = [np.asarray(x, float) for x in t["fit_pt_range"]]
+        if "response_err" in t:
+            out["response_err"] = [np.asarray(x, float) for x in t["response_err"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"jet calibration table {p} is unreadable ({exc}); {fix}") from exc
     n = len(out["eta_edges"]) - 1
