@@ -112,7 +112,7 @@ def main() -> None:
             r, res, n, err = response_resolution(s, lo, hi)
             ref = atlas_jer(pt, mu)
             print(f"| {pt} ({lo}-{hi}) | {n} | {r:.3f} ± {err:.3f} | {res:.3f} | {atlas_jer(pt):.3f} | {ref:.3f} "
-                  f"| {res / ref:.2f} |")
+                  f"| {res / ref:.3f} |")
         print("\n| truth pT bin (GeV), abs(eta) < 2.5 | jets | median response ± stat |")
         print("|---|---|---|")
         for lo, hi in RESPONSE_BINS:
