@@ -244,15 +244,23 @@ def _capture_pflow_inputs(monkeypatch, mu: float, n: int, seed: int):
 def test_particle_flow_on_ttbar_equals_the_reference_kernel(monkeypatch, mu):
     (particles, tracks, pv_z, _rng), kwargs = _capture_pflow_inputs(monkeypatch, mu, 6 if mu else 12, 808)
     kernel_args = []
-    new_kernel = pflow.subtract_tracks
+    new_kernel = pflow._subtract
 
     def keep_args(*args):
         kernel_args.append([a.copy() if isinstance(a, np.ndarray) else a for a in args])
         return new_kernel(*args)
 
-    monkeypatch.setattr(pflow, "subtract_tracks", keep_args)
+    def reference(cl_off, cl_eta, cl_phi, cc_off, cell_id, g_eta, g_phi, cell_e, *rest):
+        # the reference kernel on the gathered cell directions; every cluster marked changed, so
+        # the neutral objects' sums are all recomputed from the cells
+        *args, changed = rest
+        changed[:] = True
+        return _reference_subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, g_eta[cell_id], g_phi[cell_id], cell_e,
+                                          *args)
+
+    monkeypatch.setattr(pflow, "_subtract", keep_args)
     new = pflow.build_pflow_flat(particles, tracks, pv_z, np.random.default_rng(1), **kwargs)
-    monkeypatch.setattr(pflow, "subtract_tracks", _reference_subtract_tracks)
+    monkeypatch.setattr(pflow, "_subtract", reference)
     ref = pflow.build_pflow_flat(particles, tracks, pv_z, np.random.default_rng(1), **kwargs)
     # every field of every flow object, bit for bit
     assert np.array_equal(new.offsets, ref.offsets)
@@ -260,7 +268,9 @@ def test_particle_flow_on_ttbar_equals_the_reference_kernel(monkeypatch, mu):
     for name in ref.columns:
         assert new[name].dtype == ref[name].dtype and np.array_equal(new[name], ref[name]), name
     # the kernel itself: matches, removed energies and the cells after subtraction
-    (args,) = kernel_args
+    (k_args,) = kernel_args
+    cl_off, cl_eta, cl_phi, cc_off, cell_id, g_eta, g_phi, *rest = k_args
+    args = [cl_off, cl_eta, cl_phi, cc_off, g_eta[cell_id], g_phi[cell_id], *rest[:-1]]
     new_k, ref_k = _both(args)
     _assert_identical(new_k, ref_k)
     matched, removed, cell_e = new_k

@@ -668,14 +668,18 @@ class _ChunkPlan:
             picks.append(a + np.flatnonzero(self.deps.pileup[m[a:b]]) if pileup_only else np.arange(a, b))
         _deposit_layers(self.deps, self.layers, self.geo, picks, lo, out, np.zeros(1), False)
 
-    def deposit_chunks(self):
-        """``(first, deposited energy (≤ chunk, n_cells))`` per chunk, one buffer reused."""
+    def deposit_chunks(self, cleared: bool = False):
+        """``(first, deposited energy (≤ chunk, n_cells))`` per chunk, one buffer reused.
+        ``cleared``: the consumer sets the buffer back to all zeros before it asks for the next
+        chunk (:func:`lhcml.sim.topoclusters._topo_fill_sparse` with ``clear``), so it is not
+        zeroed here again."""
         nc = self.geo.n_cells
         # one buffer reused from chunk to chunk (fresh memory for every chunk costs page faults)
-        e_buf = np.empty(self.chunk * nc)
+        e_buf = np.zeros(self.chunk * nc)
         for lo, hi in self.bounds:
             energy = e_buf[: (hi - lo) * nc]
-            energy.fill(0.0)
+            if not cleared:
+                energy.fill(0.0)
             self.deposit(energy, lo, hi)
             yield lo, energy.reshape(hi - lo, nc)
 
@@ -708,7 +712,8 @@ def readout_chunks(deps: ParticleDeposits, n_events: int, n_pileup: np.ndarray, 
 
 
 def deposit_chunks(deps: ParticleDeposits, n_events: int, n_pileup: np.ndarray, mu: float, grow_sigma: float,
-                   seed_sigma: float, geo: CaloGeometry | None = None, chunk: int = READOUT_CHUNK):
+                   seed_sigma: float, geo: CaloGeometry | None = None, chunk: int = READOUT_CHUNK,
+                   cleared: bool = False):
     """The deposits of a few events at a time and the noise model of the sparse readout.
 
     Returns the :class:`lhcml.sim.cell_noise.SparseNoise` of the batch (its ``sigma`` is
@@ -717,11 +722,13 @@ def deposit_chunks(deps: ParticleDeposits, n_events: int, n_pileup: np.ndarray, 
     an iterator over ``(first_event, deposited energy (≤ chunk, n_cells))``, one buffer reused.
     The noise is then drawn event by event where the clustering can see it
     (:func:`lhcml.sim.cell_noise.read_event`): the same distribution per cell as
-    :func:`readout_chunks`, far fewer draws.
+    :func:`readout_chunks`, far fewer draws. ``cleared``: the consumer leaves the buffer all zeros
+    after each chunk (:meth:`_ChunkPlan.deposit_chunks`).
     """
     geo = geo or load_geometry()
     plan = _ChunkPlan(deps, n_events, n_pileup, mu, geo, chunk)
-    return sparse_noise_model(geo.noise, plan.sigma, plan.sub, grow_sigma, seed_sigma), plan.deposit_chunks()
+    return (sparse_noise_model(geo.noise, plan.sigma, plan.sub, grow_sigma, seed_sigma),
+            plan.deposit_chunks(cleared))
 
 
 def simulate_cells(

@@ -187,7 +187,20 @@ def _cluster_sum(cc_off, cell_e, c):
 @numba.njit(cache=True)
 def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, t_off, t_eta, t_phi, t_p, t_eexp,
                     t_sexp, match_dr, eop_min, split_sig, remnant_sigma):
-    """eflowRec-like subtraction, in place on ``cell_e`` (cells grouped by cluster: ``cc_off``).
+    """eflowRec-like subtraction, in place on ``cell_e`` (cells grouped by cluster: ``cc_off``;
+    ``cell_eta``, ``cell_phi`` per cell). See :func:`_subtract`, which it runs."""
+    changed = np.zeros(cl_eta.shape[0], np.bool_)
+    return _subtract(cl_off, cl_eta, cl_phi, cc_off, np.arange(cell_e.shape[0]), cell_eta, cell_phi, cell_e, t_off,
+                     t_eta, t_phi, t_p, t_eexp, t_sexp, match_dr, eop_min, split_sig, remnant_sigma, changed)
+
+
+@numba.njit(cache=True)
+def _subtract(cl_off, cl_eta, cl_phi, cc_off, cell_id, g_eta, g_phi, cell_e, t_off, t_eta, t_phi, t_p, t_eexp,
+              t_sexp, match_dr, eop_min, split_sig, remnant_sigma, changed):
+    """eflowRec-like subtraction, in place on ``cell_e`` (cells grouped by cluster: ``cc_off``; the
+    η, φ of cell ``j`` are ``g_eta[cell_id[j]]``, ``g_phi[cell_id[j]]``, looked up only for the
+    cells of matched clusters). ``changed`` (bool per cluster, all False on entry) marks every
+    cluster whose cells the subtraction may have changed.
 
     Per event (``cl_off``/``t_off`` offsets; tracks in the order to process), each track is
     matched to the nearest cluster (current energy) within ``match_dr`` with ``E/p > eop_min``;
@@ -299,6 +312,7 @@ def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, 
                 for u in range(n_used):
                     c = used[u]
                     use[c] = False
+                    changed[c] = True
                     for j in range(cc_off[c], cc_off[c + 1]):
                         cell_e[j] = 0.0
                     removed[t] += cur[c]
@@ -313,8 +327,9 @@ def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, 
                         continue  # nothing to take (negative noise, or already subtracted)
                     cidx[k] = j
                     ccl[k] = c
-                    de = cell_eta[j] - t_eta[t]
-                    dp = _dphi(cell_phi[j], t_phi[t])
+                    g = cell_id[j]
+                    de = g_eta[g] - t_eta[t]
+                    dp = _dphi(g_phi[g], t_phi[t])
                     cd[k] = de * de + dp * dp
                     k += 1
             n_c = k
@@ -353,6 +368,7 @@ def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, 
                 if cell_e[j] <= 0:
                     continue
                 touched[ccl[q]] = True
+                changed[ccl[q]] = True
                 if cell_e[j] <= left:
                     left -= cell_e[j]
                     cell_e[j] = 0.0
@@ -374,11 +390,54 @@ def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, 
                 use[c] = False
                 if full_remnant:
                     # remnant compatible with the shower fluctuation: removed
+                    changed[c] = True
                     for j in range(cc_off[c], cc_off[c + 1]):
                         cell_e[j] = 0.0
                     removed[t] += cur[c]
                     cur[c] = 0.0
     return matched, removed
+
+
+@numba.njit(cache=True)
+def _group_cells(cell_cluster, cell_energy, n_cl):
+    """Whether the cells are grouped by cluster (non-decreasing cluster index, all within
+    ``0 .. n_cl − 1``) and, if so, the offsets of each cluster's cells and a copy of their energies."""
+    off = np.zeros(n_cl + 1, np.int64)
+    e = np.empty(cell_energy.shape[0])
+    prev = 0
+    for i in range(cell_cluster.shape[0]):
+        q = cell_cluster[i]
+        if q < prev or q >= n_cl:
+            return False, off, e
+        off[q + 1] += 1
+        e[i] = cell_energy[i]
+        prev = q
+    for q in range(n_cl):
+        off[q + 1] += off[q]
+    return True, off, e
+
+
+@numba.njit(cache=True)
+def _resum_clusters(s, changed, cc_off, cell_id, cell_e, g_eta, g_cos, g_sin, g_layer):
+    """Recompute the sums ``s`` (rows of :func:`lhcml.sim.topoclusters._cluster_sums`) of the
+    ``changed`` clusters from their cells (grouped: ``cc_off``), in storage order as
+    ``_cluster_sums`` adds them."""
+    for q in range(changed.shape[0]):
+        if not changed[q]:
+            continue
+        for r in range(6):
+            s[r, q] = 0.0
+        for j in range(cc_off[q], cc_off[q + 1]):
+            c = cell_id[j]
+            x = cell_e[j]
+            s[0, q] += x
+            if g_layer[c] == 0:
+                s[1, q] += x
+            if x > 0:
+                s[2, q] += x
+                s[3, q] += x * g_eta[c]
+                s[4, q] += x * g_cos[c]
+                s[5, q] += x * g_sin[c]
 
 
 def expected_deposit(p: np.ndarray, eta_calo: np.ndarray, is_electron: np.ndarray, geo=None):
@@ -420,7 +479,12 @@ def build_pflow_flat(
     ``(z0 − z_PV) sinθ`` from the beam-line ``z0`` and the tracks' own ``d0``.
     """
     from lhcml.sim.jet_calo import bend_phi
-    from lhcml.sim.topoclusters import cluster_kinematics, lcw_weight, simulate_topo_clusters
+    from lhcml.sim.topoclusters import (
+        cluster_kinematics,
+        kinematics_from_sums,
+        lcw_weight,
+        simulate_topo_clusters,
+    )
 
     n_ev = len(particles)
     pv_z = np.asarray(primary_vertex_z, dtype=np.float64)
@@ -429,13 +493,19 @@ def build_pflow_flat(
     geo = topo.geometry
     clusters = topo.clusters
     n_cl = int(clusters.counts.sum())
-    # cells grouped by cluster
-    grouped = bool(np.all(topo.cell_cluster[1:] >= topo.cell_cluster[:-1]))  # as topo_cluster makes them
-    order = slice(None) if grouped else np.argsort(topo.cell_cluster, kind="stable")
-    cell_id = topo.cell_id[order]
-    cell_e = topo.cell_energy[order].copy()
-    cc_off = np.zeros(n_cl + 1, np.int64)
-    np.cumsum(np.bincount(topo.cell_cluster, minlength=n_cl), out=cc_off[1:])
+    # cells grouped by cluster (as topo_cluster makes them; else sorted here)
+    # (one pass: the grouping checked, the offsets counted and the energies copied, to be subtracted in place)
+    grouped, cc_off, cell_e = _group_cells(np.asarray(topo.cell_cluster), np.asarray(topo.cell_energy, np.float64),
+                                           n_cl)
+    if grouped:
+        cell_id = np.asarray(topo.cell_id, np.int64)
+    else:
+        order = np.argsort(topo.cell_cluster, kind="stable")
+        cell_id = topo.cell_id[order].astype(np.int64)
+        cell_e = topo.cell_energy[order].astype(np.float64)
+        cc_off = np.zeros(n_cl + 1, np.int64)
+        np.cumsum(np.bincount(topo.cell_cluster, minlength=n_cl), out=cc_off[1:])
+    changed = np.zeros(n_cl, np.bool_)  # clusters whose cells the subtraction changed
     cl_event = clusters.event
     # cluster barycentres at the calorimeter, from the detector origin (as the cells)
     cl_eta0 = np.arcsinh(np.sinh(clusters["eta"]) + pv_z[cl_event] / geo.radius)
@@ -490,9 +560,9 @@ def build_pflow_flat(
         t_off = np.zeros(n_ev + 1, np.int64)
         np.cumsum(np.bincount(evt_t[s_idx], minlength=n_ev), out=t_off[1:])
         e_exp, s_exp = expected_deposit(p, eta_calo, is_e[s_idx], geo)
-        subtract_tracks(clusters.offsets, cl_eta0, clusters["phi"], cc_off, geo.eta[cell_id], geo.phi[cell_id], cell_e,
-                        t_off, eta_calo, phi_calo, p, e_exp, s_exp, MATCH_DR, MATCH_EOP_MIN, SPLIT_SIGNIFICANCE,
-                        REMNANT_SIGMA)
+        _subtract(clusters.offsets, cl_eta0, clusters["phi"], cc_off, cell_id, geo.eta, geo.phi, cell_e, t_off,
+                  eta_calo, phi_calo, p, e_exp, s_exp, MATCH_DR, MATCH_EOP_MIN, SPLIT_SIGNIFICANCE, REMNANT_SIGMA,
+                  changed)
         # ---- charged objects
         keep = quality & (np.abs(dz0st) < CHS_DZ0_SINTHETA) & ~((t_pt >= SUB_PT_MAX) & (tpid != 13) & (tpid != 11))
         k = np.flatnonzero(keep)
@@ -519,9 +589,16 @@ def build_pflow_flat(
         }
         trk_evt = evt_t[k]
 
-    # ---- neutral objects: the remaining clusters (EM scale)
-    cell_cl = topo.cell_cluster if grouped else np.repeat(np.arange(n_cl), np.diff(cc_off))
-    e, eta, phi, frac, sw = cluster_kinematics(geo, cell_id, cell_e, cell_cl, n_cl, cl_event, pv_z)
+    # ---- neutral objects: the remaining clusters (EM scale); the sums of the clusters the
+    # subtraction left alone are those of the clustering (the same cells in the same order)
+    sums = getattr(topo, "cluster_sums", None)
+    if sums is not None and sums.shape == (6, n_cl):
+        s = np.array(sums, np.float64)
+        _resum_clusters(s, changed, cc_off, cell_id, cell_e, geo.eta, geo.cos_phi, geo.sin_phi, geo.layer)
+        e, eta, phi, frac, sw = kinematics_from_sums(geo, s, cl_event, pv_z)
+    else:
+        cell_cl = np.repeat(np.arange(n_cl), np.diff(cc_off))
+        e, eta, phi, frac, sw = cluster_kinematics(geo, cell_id, cell_e, cell_cl, n_cl, cl_event, pv_z)
     ok = (e > 0) & (sw > 0)
     _, p_em = lcw_weight(e[ok], frac[ok], geo)
     t_e, t_eta_n, t_phi_n, t_ev = e[ok], eta[ok], phi[ok], cl_event[ok]

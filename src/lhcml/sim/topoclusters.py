@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from lhcml.sim.cell_noise import NO_VALUE, PENDING, SparseNoise, finish_values, read_event
 from lhcml.sim.generator import FlatTable
@@ -65,14 +66,41 @@ def _find(parent, i):
 
 
 @numba.njit(cache=True)
-def _topo_grow(seeds, seed_sig, nb_off, nb_idx, label, queue):
+def _mark_bit(bits, c):
+    bits[c >> 6] |= np.uint64(1) << np.uint64(c & 63)
+
+
+@numba.njit(cache=True)
+def _take_bits(bits, n):
+    """The ``n`` cells marked in the bit set ``bits`` (one bit per cell), increasing; clears them.
+    (A scan of n_cells / 64 words instead of one of the n_cells labels.)"""
+    cells = np.empty(n, np.int64)
+    j = 0
+    one = np.uint64(1)
+    for w in range(bits.shape[0]):
+        x = bits[w]
+        if x == 0:
+            continue
+        bits[w] = 0
+        base = w << 6
+        while x != 0:
+            cells[j] = base + trailing_zeros(x)
+            j += 1
+            x &= x - one
+    return cells
+
+
+@numba.njit(cache=True)
+def _topo_grow(seeds, seed_sig, nb_off, nb_idx, label, queue, bits):
     """Cluster one event from its ``seeds`` (cells above the seed threshold, increasing index, and
     their significances ``seed_sig``). ``label`` (n_cells) holds the cell states on entry, -2 for
     a cell with ``|E|/σ`` above the growth threshold and -1 otherwise, and the cluster of every
     clustered cell on return (the state array doubles as the label array: one random read per
-    neighbour visit, and no reset between events — the next event's scan rewrites it). The growth
-    of :func:`_topo_event` (before splitting): returns the number of clusters and the clustered
-    cells (increasing), ``label`` holding their clusters."""
+    neighbour visit, and no reset between events — the next event's scan rewrites it). ``bits``
+    (uint64, ⌈n_cells / 64⌉, all 0 on entry and on return) marks the labelled cells, so that they
+    are listed without a scan of all labels. The growth of :func:`_topo_event` (before splitting):
+    returns the number of clusters and the clustered cells (increasing), ``label`` holding their
+    clusters."""
     if seeds.shape[0] == 0:
         return 0, seeds
     order = np.argsort(-seed_sig)
@@ -81,9 +109,11 @@ def _topo_grow(seeds, seed_sig, nb_off, nb_idx, label, queue):
     parent = np.arange(ns)
     head = 0
     tail = 0
+    n_lab = ns
     # while growing, a labelled cell holds 2 × proto-cluster + (1 if it grows further)
     for k in range(ns):
         label[seeds[k]] = 2 * k + 1
+        _mark_bit(bits, seeds[k])
         queue[tail] = seeds[k]
         tail += 1
     while head < tail:
@@ -97,6 +127,8 @@ def _topo_grow(seeds, seed_sig, nb_off, nb_idx, label, queue):
             if v < 0:  # unlabelled: joins lc; queued (without a branch) if it grows further
                 g = -1 - v
                 label[m] = 2 * lc + g
+                _mark_bit(bits, m)
+                n_lab += 1
                 queue[tail] = m
                 tail += g
             elif (v & 1) == 1 and (v >> 1) != lc:
@@ -120,7 +152,7 @@ def _topo_grow(seeds, seed_sig, nb_off, nb_idx, label, queue):
     seed_cl = np.empty(ns, np.int64)  # the compact cluster of each seed's proto-cluster
     for k in range(ns):
         seed_cl[k] = root_id[_find(parent, k)]
-    cells = np.flatnonzero(label >= 0)
+    cells = _take_bits(bits, n_lab)
     for c in cells:
         label[c] = seed_cl[label[c] >> 1]
     return n_cl, cells
@@ -231,14 +263,14 @@ def _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, q
 
 
 @numba.njit(cache=True)
-def _topo_event(e, seeds, seed_sig, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label):
+def _topo_event(e, seeds, seed_sig, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label, bits):
     """Cluster one event from its ``seeds`` (cells above the seed threshold, increasing index, and
     their significances ``seed_sig``): :func:`_topo_grow`, then :func:`_topo_split`. ``label``
     (n_cells) holds the cell states on entry, -2 for a cell with ``|E|/σ`` above the growth
     threshold and -1 otherwise, and the cluster of every clustered cell on return.
-    ``new_label`` (n_cells) is a scratch buffer, all -1 on entry and on return. Returns the number
-    of clusters and the clustered cells (increasing)."""
-    n_cl, cells = _topo_grow(seeds, seed_sig, nb_off, nb_idx, label, queue)
+    ``new_label`` (n_cells) is a scratch buffer, all -1 on entry and on return; ``bits`` that of
+    :func:`_topo_grow`. Returns the number of clusters and the clustered cells (increasing)."""
+    n_cl, cells = _topo_grow(seeds, seed_sig, nb_off, nb_idx, label, queue, bits)
     if n_cl == 0:
         return 0, cells
     return _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label), cells
@@ -253,13 +285,15 @@ def _grow(a, k, cap):
 
 @numba.njit(cache=True)
 def _topo_fill(energy, sigma, nb_off, nb_idx, layer, seed_t, grow_t, split_e, min_nb, first, counts, work, seed_sig,
-               seed_buf, o_cell, o_cl, o_e, k, n_done):
+               seed_buf, bits, o_cell, o_cl, o_e, k, n_done, with_sums, g_eta, g_cos, g_sin, o_sum, o_n):
     """Topo-cluster the events of ``energy`` (events ``first …`` of the batch): their clustered
     cells are appended at ``k`` to the flat outputs ``o_*`` (cell, cluster of the batch — the
     ``n_done`` clusters of the earlier events come first — and energy), grouped by cluster (cells
     in increasing index inside a cluster), and ``counts`` gets the number of clusters per event. ``work`` (3, n_cells + 1) int32 (cell state / label, queue, new
-    label: row 2 all -1), ``seed_sig`` and ``seed_buf`` are scratch buffers reused from call to
-    call. Returns the outputs (grown when full), the new ``k`` and the new ``n_done``."""
+    label: row 2 all -1), ``seed_sig``, ``seed_buf`` and ``bits`` (all 0) are scratch buffers reused from call to
+    call. ``with_sums``: only the clusters kept by :func:`_assemble` (E > 0 and a positive cell)
+    are emitted, with their sums (:func:`_emit_kept`: ``o_sum``, ``o_n``). Returns the outputs
+    (grown when full), the new ``k`` and the new ``n_done``."""
     n_ev, n = energy.shape
     label = work[0]
     queue = work[1]
@@ -283,11 +317,12 @@ def _topo_fill(energy, sigma, nb_off, nb_idx, layer, seed_t, grow_t, split_e, mi
                     ns += 1
             label[c] = st
         n_cl, cl = _topo_event(energy[i], seed_buf[:ns], seed_sig[:ns], nb_off, nb_idx, layer, split_e, min_nb,
-                               label, queue, new_label)
+                               label, queue, new_label, bits)
+        o_cell, o_cl, o_e, k, n_cl, o_sum, o_n = _emit_event(energy[i], cl, n_cl, label, n_done, o_cell, o_cl, o_e, k,
+                                                             with_sums, layer, g_eta, g_cos, g_sin, o_sum, o_n)
         counts[first + i] = n_cl
-        o_cell, o_cl, o_e, k = _emit(energy[i], cl, n_cl, label, n_done, o_cell, o_cl, o_e, k)
         n_done += n_cl
-    return o_cell, o_cl, o_e, k, n_done
+    return o_cell, o_cl, o_e, k, n_done, o_sum, o_n
 
 
 @numba.njit(cache=True)
@@ -319,16 +354,88 @@ def _emit(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k):
 
 
 @numba.njit(cache=True)
+def _emit_kept(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k, layer, g_eta, g_cos, g_sin, o_sum, o_n):
+    """:func:`_emit` of the clusters that :func:`_assemble` keeps (E > 0 and a positive cell),
+    numbered over the kept ones, with their sums (rows of :func:`_cluster_sums`: Σ E, Σ E(EM),
+    Σ w, Σ w η, Σ w cos φ, Σ w sin φ, w = max(E, 0)) into ``o_sum[:, n_done …]`` and their number
+    of cells into ``o_n``. The sums add each cluster's cells in increasing index, the order in
+    which :func:`_cluster_sums` meets them in the emitted cells, so they are the same numbers.
+    Returns the outputs (grown when full), the new ``k`` and the number of kept clusters."""
+    if n_cl == 0:
+        return o_cell, o_cl, o_e, k, 0, o_sum, o_n
+    cap_cl = o_n.shape[0]
+    if n_done + n_cl > cap_cl:
+        cap_cl = max(2 * cap_cl, n_done + n_cl)
+        o_n = _grow(o_n, n_done, cap_cl)
+        grown = np.empty((6, cap_cl))
+        grown[:, :n_done] = o_sum[:, :n_done]
+        o_sum = grown
+    o_cell, o_cl, o_e, k_end = _emit(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k)
+    # per cluster (its cells contiguous, increasing): the sums, then the kept ones moved down in place
+    j = k
+    w = k
+    n_keep = 0
+    for q in range(n_cl):
+        a = j
+        while j < k_end and o_cl[j] == n_done + q:
+            j += 1
+        s0 = s1 = s2 = s3 = s4 = s5 = 0.0
+        for i in range(a, j):
+            c = o_cell[i]
+            x = o_e[i]
+            s0 += x
+            if layer[c] == 0:
+                s1 += x
+            if x > 0:
+                s2 += x
+                s3 += x * g_eta[c]
+                s4 += x * g_cos[c]
+                s5 += x * g_sin[c]
+        if not (s0 > 0 and s2 > 0):
+            continue
+        r = n_done + n_keep
+        o_sum[0, r] = s0
+        o_sum[1, r] = s1
+        o_sum[2, r] = s2
+        o_sum[3, r] = s3
+        o_sum[4, r] = s4
+        o_sum[5, r] = s5
+        o_n[r] = j - a
+        if w != a or r != n_done + q:  # a cluster before it was dropped: move down, renumber
+            for i in range(a, j):
+                o_cell[w] = o_cell[i]
+                o_e[w] = o_e[i]
+                o_cl[w] = r
+                w += 1
+        else:
+            w = j
+        n_keep += 1
+    return o_cell, o_cl, o_e, w, n_keep, o_sum, o_n
+
+
+@numba.njit(cache=True)
+def _emit_event(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k, with_sums, layer, g_eta, g_cos, g_sin, o_sum, o_n):
+    """:func:`_emit_kept` if ``with_sums`` else :func:`_emit`; returns the outputs, the new ``k`` and
+    the number of clusters emitted."""
+    if with_sums:
+        return _emit_kept(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k, layer, g_eta, g_cos, g_sin, o_sum, o_n)
+    o_cell, o_cl, o_e, k = _emit(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k)
+    return o_cell, o_cl, o_e, k, n_cl, o_sum, o_n
+
+
+@numba.njit(cache=True)
 def _topo_fill_sparse(deposits, nb_off, nb_idx, layer, seed_t, split_e, min_nb, first, counts, work, seed_sig,
-                      seed_buf, o_cell, o_cl, o_e, k, n_done, mark, touched, noise32, sub, has_sub, sigma, grow_t,
-                      lo_cdf, p_active, seed_cdf, p_max, rng):
+                      seed_buf, bits, o_cell, o_cl, o_e, k, n_done, mark, touched, noise32, sub, has_sub, sigma, grow_t,
+                      lo_cdf, p_active, seed_cdf, p_max, rng, with_sums, g_eta, g_cos, g_sin, o_sum, o_n, clear):
     """:func:`_topo_fill` with the sparse readout (:mod:`lhcml.sim.cell_noise`): ``deposits``
     (n_events, n_cells) holds the deposited energy on entry and, on return, the read-out value of
     every cell that got one (0 elsewhere). Per event: :func:`~lhcml.sim.cell_noise.read_event`
     (cells with a deposit, active empty cells), their states and the seeds, the growth, a value
     for each clustered cell without one (:func:`~lhcml.sim.cell_noise.finish_values`, before the
-    splitting reads the energies), the splitting. ``work`` rows 0 and 2 all -1 and ``mark`` all 0
-    on entry and on return (reset cell by cell: the state of every untouched cell is -1)."""
+    splitting reads the energies), the splitting. ``work`` rows 0 and 2 all -1, ``bits`` and ``mark`` all 0
+    on entry and on return (reset cell by cell: the state of every untouched cell is -1).
+    ``clear``: ``deposits`` is left all zeros instead (every cell that got a value is a touched
+    or a clustered one), ready for the next chunk's deposits."""
     n_ev, n = deposits.shape
     label = work[0]
     queue = work[1]
@@ -353,69 +460,91 @@ def _topo_fill_sparse(deposits, nb_off, nb_idx, layer, seed_t, split_e, min_nb, 
                     seed_buf[ns] = c
                     seed_sig[ns] = s
                     ns += 1
-        n_cl, cl = _topo_grow(seed_buf[:ns], seed_sig[:ns], nb_off, nb_idx, label, queue)
+        n_cl, cl = _topo_grow(seed_buf[:ns], seed_sig[:ns], nb_off, nb_idx, label, queue, bits)
         if n_cl > 0:
             # the clustered cells without a value (perimeter cells, pending active cells), before splitting
             finish_values(e, cl, mark, noise32, sub, has_sub, sigma, grow_t, lo_cdf, p_active, rng)
             n_cl = _topo_split(e, cl, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label)
+        o_cell, o_cl, o_e, k, n_cl, o_sum, o_n = _emit_event(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k,
+                                                             with_sums, layer, g_eta, g_cos, g_sin, o_sum, o_n)
         counts[first + i] = n_cl
-        o_cell, o_cl, o_e, k = _emit(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k)
         n_done += n_cl
         for q in range(nt):
             c = touched[q]
-            if mark[c] == PENDING:
-                e[c] = 0.0  # never valued (its kept uniform)
+            if clear or mark[c] == PENDING:
+                e[c] = 0.0  # (PENDING: never valued, its kept uniform)
             label[c] = -1
         for c in cl:
             label[c] = -1
             mark[c] = NO_VALUE
+            if clear:
+                e[c] = 0.0
         for q in range(nt):
             mark[touched[q]] = NO_VALUE
-    return o_cell, o_cl, o_e, k, n_done
+    return o_cell, o_cl, o_e, k, n_done, o_sum, o_n
 
 
 class _TopoWork:
     """Scratch and output buffers of :func:`_topo_fill` for one batch (allocated once, not per
-    chunk of events: fresh memory costs page faults)."""
+    chunk of events: fresh memory costs page faults). ``with_sums``: the kernels emit only the
+    clusters that :func:`_assemble` keeps, with their sums (:func:`_emit_kept`; :meth:`result`
+    then also returns them); else every cluster (the form the reference tests compare)."""
 
-    def __init__(self, n_events: int, n_cells: int, cells_per_event: int = 16000):
+    def __init__(self, n_events: int, n_cells: int, cells_per_event: int = 16000, with_sums: bool = False,
+                 geo: CaloGeometry | None = None):
         self.counts = np.zeros(n_events, np.int64)
         # one spare entry: the branchless queues write one slot past the last queued cell
         self.work = np.full((3, n_cells + 1), -1, np.int32)
         self.seed_sig = np.empty(n_cells)
         self.seed_buf = np.empty(n_cells, np.int64)
+        self.bits = np.zeros((n_cells + 1 + 63) // 64, np.uint64)
         cap = max(n_events * cells_per_event, 1 << 12)  # grown when needed
         self.out = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap))
         self.k = 0
         self.n_done = 0  # clusters of the events done
         self.mark = self.touched = None  # the sparse readout's scratch (add_sparse)
+        self.with_sums = bool(with_sums)
+        if self.with_sums and geo is None:
+            raise ValueError("_TopoWork(with_sums=True) needs the geometry")
+        cap_cl = max(n_events * 256, 1 << 10) if self.with_sums else 1
+        self.sums = (np.empty((6, cap_cl)), np.empty(cap_cl, np.int64))
+        self.g = (geo.eta, geo.cos_phi, geo.sin_phi) if self.with_sums else (np.zeros(1),) * 3
 
     def add(self, energy: np.ndarray, sigma: np.ndarray, first: int, geo: CaloGeometry) -> None:
-        *out, self.k, self.n_done = _topo_fill(energy, sigma, geo.nb_offsets, geo.nb_index, geo.layer, SEED_SIGMA, GROW_SIGMA,
-                                  SPLIT_E_GEV, SPLIT_MIN_NEIGHBOURS, first, self.counts, self.work,
-                                  self.seed_sig, self.seed_buf, *self.out, self.k, self.n_done)
+        *out, self.k, self.n_done, o_sum, o_n = _topo_fill(
+            energy, sigma, geo.nb_offsets, geo.nb_index, geo.layer, SEED_SIGMA, GROW_SIGMA, SPLIT_E_GEV,
+            SPLIT_MIN_NEIGHBOURS, first, self.counts, self.work, self.seed_sig, self.seed_buf, self.bits, *self.out,
+            self.k, self.n_done, self.with_sums, *self.g, *self.sums)
         self.out = tuple(out)
+        self.sums = (o_sum, o_n)
 
     def add_sparse(self, deposits: np.ndarray, noise: SparseNoise, rng: np.random.Generator, first: int,
-                   geo: CaloGeometry) -> None:
+                   geo: CaloGeometry, clear: bool = False) -> None:
         """Read out (sparsely) and cluster the events of ``deposits`` (:func:`_topo_fill_sparse`; do not
-        mix with :meth:`add` on one instance: it needs the states of untouched cells at -1)."""
+        mix with :meth:`add` on one instance: it needs the states of untouched cells at -1).
+        ``clear``: ``deposits`` is all zeros on return, not the read-out values."""
         if (noise.grow_sigma, noise.seed_sigma) != (GROW_SIGMA, SEED_SIGMA):
             raise ValueError(f"the sparse readout was built for thresholds {noise.grow_sigma}, {noise.seed_sigma}; "
                              f"the clustering's are {GROW_SIGMA}, {SEED_SIGMA}: build it with those")
         if self.mark is None:
             self.mark = np.zeros(len(self.seed_buf), np.int8)
             self.touched = np.empty(len(self.seed_buf), np.int64)
-        *out, self.k, self.n_done = _topo_fill_sparse(
+        *out, self.k, self.n_done, o_sum, o_n = _topo_fill_sparse(
             deposits, geo.nb_offsets, geo.nb_index, geo.layer, SEED_SIGMA, SPLIT_E_GEV, SPLIT_MIN_NEIGHBOURS, first,
-            self.counts, self.work, self.seed_sig, self.seed_buf, *self.out, self.k, self.n_done, self.mark,
-            self.touched, noise.noise32, noise.sub, noise.has_sub, noise.sigma, noise.grow_sigma, noise.lo_cdf,
-            noise.p_active, noise.seed_cdf, noise.p_max, rng)
+            self.counts, self.work, self.seed_sig, self.seed_buf, self.bits, *self.out, self.k, self.n_done,
+            self.mark, self.touched, noise.noise32, noise.sub, noise.has_sub, noise.sigma, noise.grow_sigma,
+            noise.lo_cdf, noise.p_active, noise.seed_cdf, noise.p_max, rng, self.with_sums, *self.g, *self.sums,
+            bool(clear))
         self.out = tuple(out)
+        self.sums = (o_sum, o_n)
 
     def result(self):
-        """(cell, cluster of the batch, cell energy) of the clustered cells and the clusters per event."""
-        return (*(o[: self.k] for o in self.out), self.counts)
+        """(cell, cluster of the batch, cell energy) of the clustered cells and the clusters per event;
+        with ``with_sums`` also the sums (6, n_clusters) and the number of cells of each cluster."""
+        res = (*(o[: self.k] for o in self.out), self.counts)
+        if self.with_sums:
+            res += (self.sums[0][:, : self.n_done], self.sums[1][: self.n_done])
+        return res
 
 
 def _topo_batch(energy, sigma, geo: CaloGeometry):
@@ -432,7 +561,9 @@ class TopoClusters:
     ``clusters``: :class:`FlatTable` per event with ``E, pt, eta, phi, mass`` (GeV; LCW scale),
     ``E_em`` (EM scale), ``em_fraction``, ``p_em``, ``n_cells``; directions from the primary vertex.
     ``cell_*``: the cells of all kept clusters (flat), ``cell_cluster`` indexing the flat rows of
-    ``clusters``.
+    ``clusters``. ``cluster_sums``: (6, n_clusters) the sums of :func:`_cluster_sums` over these
+    cells (EM scale; particle flow reuses them for the clusters it leaves untouched), ``None`` when
+    not known.
     """
 
     clusters: FlatTable
@@ -440,6 +571,7 @@ class TopoClusters:
     cell_energy: np.ndarray
     cell_cluster: np.ndarray
     geometry: CaloGeometry
+    cluster_sums: np.ndarray | None = None
 
 
 @numba.njit(cache=True)
@@ -467,6 +599,12 @@ def cluster_kinematics(geo: CaloGeometry, cell_id, cell_energy, cell_cluster, n_
     s = _cluster_sums(np.asarray(cell_id, np.int64), np.asarray(cell_energy, np.float64),
                       np.asarray(cell_cluster, np.int64), int(n_clusters), geo.eta, geo.cos_phi, geo.sin_phi,
                       geo.layer)
+    return kinematics_from_sums(geo, s, cl_event, pv_z)
+
+
+def kinematics_from_sums(geo: CaloGeometry, s: np.ndarray, cl_event, pv_z):
+    """:func:`cluster_kinematics` from the cluster sums ``s`` (6, n_clusters) of :func:`_cluster_sums`
+    (element by element: a subset of clusters gives the same numbers as the whole)."""
     e, e_em, sw = s[0], s[1], s[2]
     eta0 = s[3] / np.maximum(sw, 1e-12)
     phi = np.arctan2(s[5], s[4])
@@ -522,16 +660,22 @@ def _keep_cells(cell_id, cell_energy, cell_cluster, keep):
     return o_id, o_e, o_cl, n_cells
 
 
-def _assemble(geo: CaloGeometry, cell_id, cell_cluster, cell_energy, counts, pv_z) -> TopoClusters:
-    """:class:`TopoClusters` from the clustered cells of :func:`_topo_batch` (all events)."""
+def _assemble(geo: CaloGeometry, cell_id, cell_cluster, cell_energy, counts, pv_z, sums=None,
+              n_cells=None) -> TopoClusters:
+    """:class:`TopoClusters` from the clustered cells of :func:`_topo_batch` (all events): the
+    clusters with E > 0 and a positive cell are kept. ``sums``, ``n_cells``: the clusters are those
+    already kept, with their sums and sizes (``_TopoWork(with_sums=True)``, :func:`_emit_kept`)."""
     n_ev = len(counts)
     n_cl = int(np.sum(counts))
     cl_event = np.repeat(np.arange(n_ev), counts)
-    e, eta, phi, frac, sw = cluster_kinematics(geo, cell_id, cell_energy, cell_cluster, n_cl, cl_event, pv_z)
-    keep = (e > 0) & (sw > 0)
-    # renumber the kept clusters
-    cell_id, cell_energy, cell_cluster, n_cells = _keep_cells(cell_id, cell_energy, cell_cluster, keep)
-    e, eta, phi, frac, cl_event = e[keep], eta[keep], phi[keep], frac[keep], cl_event[keep]
+    if sums is None:
+        s = _cluster_sums(np.asarray(cell_id, np.int64), np.asarray(cell_energy, np.float64),
+                          np.asarray(cell_cluster, np.int64), n_cl, geo.eta, geo.cos_phi, geo.sin_phi, geo.layer)
+        keep = (s[0] > 0) & (s[2] > 0)
+        # renumber the kept clusters
+        cell_id, cell_energy, cell_cluster, n_cells = _keep_cells(cell_id, cell_energy, cell_cluster, keep)
+        sums, cl_event = s[:, keep], cl_event[keep]
+    e, eta, phi, frac, _ = kinematics_from_sums(geo, sums, cl_event, pv_z)
     w, p_em = lcw_weight(e, frac, geo)
     e_lcw = e * w
     table = FlatTable(
@@ -548,7 +692,7 @@ def _assemble(geo: CaloGeometry, cell_id, cell_cluster, cell_energy, counts, pv_
         },
         np.bincount(cl_event, minlength=n_ev),
     )
-    return TopoClusters(table, cell_id, cell_energy, cell_cluster, geo)
+    return TopoClusters(table, cell_id, cell_energy, cell_cluster, geo, sums)
 
 
 def calibrated_clusters(topo: TopoClusters) -> FlatTable:
@@ -591,18 +735,20 @@ def simulate_topo_clusters(
         n_pileup = np.full(n_ev, mu)
     geo = load_geometry()
     deps = shower_particles(particles, rng, geo)
-    work = _TopoWork(n_ev, geo.n_cells)
+    work = _TopoWork(n_ev, geo.n_cells, with_sums=True, geo=geo)
     # the cells of a few events at a time, clustered while they are in the CPU cache
     if sparse_noise:
+        # the kernel leaves the buffer all zeros (clear): it is not zeroed again for the next chunk
         noise, chunks = deposit_chunks(deps, n_ev, np.asarray(n_pileup, float), float(mu), GROW_SIGMA, SEED_SIGMA,
-                                       geo)
+                                       geo, cleared=True)
         for first, deposits in chunks:
-            work.add_sparse(deposits, noise, rng, first, geo)
+            work.add_sparse(deposits, noise, rng, first, geo, clear=True)
     else:
         sigma, chunks = readout_chunks(deps, n_ev, np.asarray(n_pileup, float), float(mu), rng, geo)
         for first, energy in chunks:
             work.add(energy, sigma, first, geo)
-    return _assemble(geo, *work.result(), pv_z)
+    cell_id, cell_cluster, cell_energy, counts, sums, n_cells = work.result()
+    return _assemble(geo, cell_id, cell_cluster, cell_energy, counts, pv_z, sums, n_cells)
 
 
 def topo_clusters(
