@@ -76,7 +76,7 @@ CORE_WINDOW = 0.3
 #: estimators of the average response of a bin (:func:`response_estimate`): ``"gauss_core"`` = the
 #: mean of a Gaussian fitted to the ±:data:`GAUSS_CORE_NSIGMA` σ core (iterated, seeded by the median;
 #: ATLAS's definition of the average response as far as we know — unverified, ``docs/references.md
-#: §30``), ``"core_median"`` = the median within ±:data:`CORE_WINDOW` of the first median (the
+#: §31``), ``"core_median"`` = the median within ±:data:`CORE_WINDOW` of the first median (the
 #: estimator of the tables up to the seventh version, kept selectable for old-beside-new comparisons)
 RESPONSE_ESTIMATORS = ("gauss_core", "core_median")
 #: the estimator :func:`derive_calibration` uses unless told otherwise
