@@ -133,6 +133,19 @@ def _reference_keep_cells(cell_id, cell_energy, cell_cluster, keep):
     return o_id, o_e, o_cl, n_cells
 
 
+def _reference_locate(geo, layer, eta):
+    """The previous ``jet_calo.locate`` (numpy searchsorted per compartment)."""
+    out = np.full(len(eta), -1, np.int64)
+    for lay in (0, 1):
+        bl = np.flatnonzero(geo.b_layer == lay)
+        edges = np.append(geo.b_eta_lo[bl], geo.b_eta_hi[bl[-1]])
+        m = layer == lay
+        j = np.searchsorted(edges, eta[m], side="right") - 1
+        ok = (j >= 0) & (j < len(bl))
+        out[np.flatnonzero(m)[ok]] = bl[j[ok]]
+    return out
+
+
 def _reference_assemble(geo, cell_id, cell_cluster, cell_energy, counts, pv_z):
     """The previous ``_assemble``: (cluster table columns, counts, cell_id, cell_energy, cell_cluster)."""
     n_ev = len(counts)
@@ -380,3 +393,17 @@ def test_particle_flow_groups_unsorted_cells_as_before():
     assert isinstance(a, FlatTable) and len(a["E"]) > 20
     for name in a.columns:
         assert np.array_equal(a[name], b[name]), name
+
+
+def test_locate_equals_the_reference_including_edges_and_non_finite_values():
+    from lhcml.sim.jet_calo import locate
+
+    geo = load_geometry()
+    rng = np.random.default_rng(4)
+    edges = np.concatenate([geo.b_eta_lo, geo.b_eta_hi])
+    eta = np.concatenate([rng.uniform(-6.0, 6.0, 20000), edges, np.nextafter(edges, -9.0), np.nextafter(edges, 9.0),
+                          [np.nan, np.inf, -np.inf, 0.0, -0.0]])
+    for layer in (rng.integers(0, 2, len(eta)), np.zeros(len(eta), np.int64), np.ones(len(eta), np.int64)):
+        got, ref = locate(geo, layer, eta), _reference_locate(geo, layer, eta)
+        assert got.dtype == ref.dtype and np.array_equal(got, ref)
+    assert np.all(locate(geo, np.zeros(3, np.int64), np.array([np.nan, 5.0, -5.0])) == -1)

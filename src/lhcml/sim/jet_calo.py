@@ -263,15 +263,34 @@ def bend_phi(phi: np.ndarray, pt: np.ndarray, charge: np.ndarray) -> np.ndarray:
 
 
 def locate(geo: CaloGeometry, layer: np.ndarray, eta: np.ndarray) -> np.ndarray:
-    """Block index of (compartment, η) points; -1 outside the coverage."""
-    out = np.full(len(eta), -1, np.int64)
+    """Block index of (compartment, η) points; -1 outside the coverage (and for NaN): the block of
+    the last lower edge at or below η among the compartment's blocks (sorted in η), up to the last
+    block's upper edge."""
+    return _locate(np.asarray(layer), np.asarray(eta, np.float64), geo.b_layer, geo.b_eta_lo, geo.b_eta_hi)
+
+
+@numba.njit(cache=True)
+def _locate(layer, eta, b_layer, b_lo, b_hi):
+    """:func:`locate` in compiled code (the edges at or below each point counted: a handful)."""
+    out = np.full(eta.shape[0], -1, np.int64)
     for lay in (0, 1):
-        bl = np.flatnonzero(geo.b_layer == lay)
-        edges = np.append(geo.b_eta_lo[bl], geo.b_eta_hi[bl[-1]])
-        m = layer == lay
-        j = np.searchsorted(edges, eta[m], side="right") - 1
-        ok = (j >= 0) & (j < len(bl))
-        out[np.flatnonzero(m)[ok]] = bl[j[ok]]
+        bl = np.flatnonzero(b_layer == lay)
+        nb = bl.shape[0]
+        if nb == 0:
+            continue
+        edges = np.empty(nb + 1)
+        edges[:nb] = b_lo[bl]
+        edges[nb] = b_hi[bl[nb - 1]]
+        for i in range(eta.shape[0]):
+            if layer[i] != lay:
+                continue
+            x = eta[i]
+            # number of edges <= x (edges sorted): searchsorted(edges, x, side="right"); NaN: none
+            j = -1
+            for q in range(nb + 1):
+                j += edges[q] <= x
+            if 0 <= j < nb:
+                out[i] = bl[j]
     return out
 
 
