@@ -227,6 +227,11 @@ def _subtract(cl_off, cl_eta, cl_phi, cc_off, cell_id, g_eta, g_phi, cell_e, t_o
     use = np.zeros(n_cl, np.bool_)
     touched = np.zeros(n_cl, np.bool_)
     ring_radii = np.array(RING_RADII)
+    n_r = ring_radii.shape[0]
+    r2s = np.empty(n_r)
+    for ir in range(n_r):
+        r2s[ir] = ring_radii[ir] * ring_radii[ir]  # (as r * r in the loop of the previous kernel)
+    e_in = np.zeros(n_r)
     # work buffers for the cells of an event (allocated once, not per track)
     n_max = 0
     for ev in range(cl_off.shape[0] - 1):
@@ -341,13 +346,18 @@ def _subtract(cl_off, cl_eta, cl_phi, cc_off, cell_id, g_eta, g_phi, cell_e, t_o
             # alone enter the heap: the same cells in the same order
             need = eexp * (1.0 + 1e-9)  # far above the rounding of the running subtraction
             n_h = n_c
-            for r in ring_radii:
-                r2 = r * r
-                e_in = 0.0
-                for q in range(n_c):
-                    if cd[q] < r2:
-                        e_in += cell_e[cidx[q]]
-                if e_in > need:
+            # the energy within each radius, all radii in one pass (each sum adds its cells in the
+            # same order as a pass per radius would)
+            e_in[:] = 0.0
+            for q in range(n_c):
+                d = cd[q]
+                x = cell_e[cidx[q]]
+                for ir in range(n_r):
+                    if d < r2s[ir]:
+                        e_in[ir] += x
+            for ir in range(n_r):
+                if e_in[ir] > need:
+                    r2 = r2s[ir]
                     n_h = 0
                     for q in range(n_c):
                         if cd[q] < r2:
