@@ -367,7 +367,7 @@ def test_subtraction_marks_every_cluster_it_changes(monkeypatch):
     (a,) = args
     before = a[7].copy()
     changed = np.zeros_like(a[18])
-    kernel(*a[:7], a[7], *a[8:18], changed)
+    kernel(*a[:7], a[7], *a[8:18], changed, a[19])
     cc_off = a[3]
     diff = np.array([not np.array_equal(a[7][cc_off[q]:cc_off[q + 1]], before[cc_off[q]:cc_off[q + 1]])
                      for q in range(len(cc_off) - 1)])

@@ -253,7 +253,7 @@ def test_particle_flow_on_ttbar_equals_the_reference_kernel(monkeypatch, mu):
     def reference(cl_off, cl_eta, cl_phi, cc_off, cell_id, g_eta, g_phi, cell_e, *rest):
         # the reference kernel on the gathered cell directions; every cluster marked changed, so
         # the neutral objects' sums are all recomputed from the cells
-        *args, changed = rest
+        *args, changed, _e_clusters = rest
         changed[:] = True
         return _reference_subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, g_eta[cell_id], g_phi[cell_id], cell_e,
                                           *args)
@@ -270,7 +270,11 @@ def test_particle_flow_on_ttbar_equals_the_reference_kernel(monkeypatch, mu):
     # the kernel itself: matches, removed energies and the cells after subtraction
     (k_args,) = kernel_args
     cl_off, cl_eta, cl_phi, cc_off, cell_id, g_eta, g_phi, *rest = k_args
-    args = [cl_off, cl_eta, cl_phi, cc_off, g_eta[cell_id], g_phi[cell_id], *rest[:-1]]
+    args = [cl_off, cl_eta, cl_phi, cc_off, g_eta[cell_id], g_phi[cell_id], *rest[:-2]]
+    # the cluster energies handed to the kernel are its own sums of the cells
+    e_clusters = rest[-1]
+    cell_e0 = rest[0]
+    assert np.array_equal(e_clusters, [pflow._cluster_sum(cc_off, cell_e0, q) for q in range(len(cc_off) - 1)])
     new_k, ref_k = _both(args)
     _assert_identical(new_k, ref_k)
     matched, removed, cell_e = new_k

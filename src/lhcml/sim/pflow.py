@@ -191,16 +191,18 @@ def subtract_tracks(cl_off, cl_eta, cl_phi, cc_off, cell_eta, cell_phi, cell_e, 
     ``cell_eta``, ``cell_phi`` per cell). See :func:`_subtract`, which it runs."""
     changed = np.zeros(cl_eta.shape[0], np.bool_)
     return _subtract(cl_off, cl_eta, cl_phi, cc_off, np.arange(cell_e.shape[0]), cell_eta, cell_phi, cell_e, t_off,
-                     t_eta, t_phi, t_p, t_eexp, t_sexp, match_dr, eop_min, split_sig, remnant_sigma, changed)
+                     t_eta, t_phi, t_p, t_eexp, t_sexp, match_dr, eop_min, split_sig, remnant_sigma, changed,
+                     np.empty(0))
 
 
 @numba.njit(cache=True)
 def _subtract(cl_off, cl_eta, cl_phi, cc_off, cell_id, g_eta, g_phi, cell_e, t_off, t_eta, t_phi, t_p, t_eexp,
-              t_sexp, match_dr, eop_min, split_sig, remnant_sigma, changed):
+              t_sexp, match_dr, eop_min, split_sig, remnant_sigma, changed, e_clusters):
     """eflowRec-like subtraction, in place on ``cell_e`` (cells grouped by cluster: ``cc_off``; the
     η, φ of cell ``j`` are ``g_eta[cell_id[j]]``, ``g_phi[cell_id[j]]``, looked up only for the
     cells of matched clusters). ``changed`` (bool per cluster, all False on entry) marks every
-    cluster whose cells the subtraction may have changed.
+    cluster whose cells the subtraction may have changed. ``e_clusters``: the energy of every
+    cluster, its cells summed in storage order (the clustering's sums), or empty (summed here).
 
     Per event (``cl_off``/``t_off`` offsets; tracks in the order to process), each track is
     matched to the nearest cluster (current energy) within ``match_dr`` with ``E/p > eop_min``;
@@ -216,9 +218,12 @@ def _subtract(cl_off, cl_eta, cl_phi, cc_off, cell_id, g_eta, g_phi, cell_e, t_o
     ``tests/test_sim_pflow_speed.py`` keeps as its reference.
     """
     n_cl = cl_eta.shape[0]
-    cur = np.zeros(n_cl)
-    for c in range(n_cl):
-        cur[c] = _cluster_sum(cc_off, cell_e, c)
+    if e_clusters.shape[0] == n_cl:
+        cur = e_clusters.copy()
+    else:
+        cur = np.zeros(n_cl)
+        for c in range(n_cl):
+            cur[c] = _cluster_sum(cc_off, cell_e, c)
     matched = np.full(t_eta.shape[0], -1, np.int64)
     removed = np.zeros(t_eta.shape[0])
     dr2max = match_dr * match_dr
@@ -504,9 +509,18 @@ def build_pflow_flat(
     clusters = topo.clusters
     n_cl = int(clusters.counts.sum())
     # cells grouped by cluster (as topo_cluster makes them; else sorted here)
-    # (one pass: the grouping checked, the offsets counted and the energies copied, to be subtracted in place)
-    grouped, cc_off, cell_e = _group_cells(np.asarray(topo.cell_cluster), np.asarray(topo.cell_energy, np.float64),
-                                           n_cl)
+    sums = getattr(topo, "cluster_sums", None)
+    if sums is not None and sums.shape == (6, n_cl) and int(np.sum(clusters["n_cells"])) == len(topo.cell_id):
+        # the clustering's own output (the sums are set by it alone): grouped, n_cells per cluster
+        grouped = True
+        cc_off = np.zeros(n_cl + 1, np.int64)
+        np.cumsum(clusters["n_cells"], out=cc_off[1:])
+        cell_e = np.array(topo.cell_energy, np.float64)  # a copy: subtracted in place
+    else:
+        sums = None
+        # one pass: the grouping checked, the offsets counted and the energies copied
+        grouped, cc_off, cell_e = _group_cells(np.asarray(topo.cell_cluster),
+                                               np.asarray(topo.cell_energy, np.float64), n_cl)
     if grouped:
         cell_id = np.asarray(topo.cell_id, np.int64)
     else:
@@ -572,7 +586,7 @@ def build_pflow_flat(
         e_exp, s_exp = expected_deposit(p, eta_calo, is_e[s_idx], geo)
         _subtract(clusters.offsets, cl_eta0, clusters["phi"], cc_off, cell_id, geo.eta, geo.phi, cell_e, t_off,
                   eta_calo, phi_calo, p, e_exp, s_exp, MATCH_DR, MATCH_EOP_MIN, SPLIT_SIGNIFICANCE, REMNANT_SIGMA,
-                  changed)
+                  changed, sums[0] if sums is not None else np.empty(0))
         # ---- charged objects
         keep = quality & (np.abs(dz0st) < CHS_DZ0_SINTHETA) & ~((t_pt >= SUB_PT_MAX) & (tpid != 13) & (tpid != 11))
         k = np.flatnonzero(keep)
@@ -601,8 +615,7 @@ def build_pflow_flat(
 
     # ---- neutral objects: the remaining clusters (EM scale); the sums of the clusters the
     # subtraction left alone are those of the clustering (the same cells in the same order)
-    sums = getattr(topo, "cluster_sums", None)
-    if sums is not None and sums.shape == (6, n_cl):
+    if sums is not None:
         s = np.array(sums, np.float64)
         _resum_clusters(s, changed, cc_off, cell_id, cell_e, geo.eta, geo.cos_phi, geo.sin_phi, geo.layer)
         e, eta, phi, frac, sw = kinematics_from_sums(geo, s, cl_event, pv_z)

@@ -562,8 +562,9 @@ class TopoClusters:
     ``E_em`` (EM scale), ``em_fraction``, ``p_em``, ``n_cells``; directions from the primary vertex.
     ``cell_*``: the cells of all kept clusters (flat), ``cell_cluster`` indexing the flat rows of
     ``clusters``. ``cluster_sums``: (6, n_clusters) the sums of :func:`_cluster_sums` over these
-    cells (EM scale; particle flow reuses them for the clusters it leaves untouched), ``None`` when
-    not known.
+    cells (EM scale), set only by the clustering itself, whose cells are grouped by cluster
+    (``n_cells`` each, in storage order): particle flow then takes the cluster energies and the
+    sums of the clusters it leaves untouched from it; ``None`` (any other maker) when not known.
     """
 
     clusters: FlatTable
