@@ -501,6 +501,7 @@ def _deposit(event, block, eta, phi, energy, sigma, pileup, b_lo, b_hi, b_ne, b_
     and its block's cell size) into ``total`` (and ``pile`` if pileup)."""
     fe = np.empty(STENCIL_MAX_CELLS)
     fp = np.empty(STENCIL_MAX_CELLS)
+    col = np.empty(STENCIL_MAX_CELLS, np.int64)  # the φ column of each stencil bin (wrapped once per deposit)
     for i in range(eta.shape[0]):
         b = block[i]
         ne = b_ne[b]
@@ -516,17 +517,20 @@ def _deposit(event, block, eta, phi, energy, sigma, pileup, b_lo, b_hi, b_ne, b_
         _gauss_bins(eta[i], b_lo[b], deta, ne, je0, nje, sigma[i], fe)
         _gauss_bins(phi[i], -np.pi, dphi, -1, jp0, njp, sigma[i], fp)
         base = event[i] * n_cells + b_off[b]
+        for m in range(njp):
+            col[m] = (jp0 + m) % nphi
+        pu = pileup[i]
         for k in range(nje):
             if fe[k] == 0.0:
                 continue
             je = je0 + k
             ek = energy[i] * fe[k]
+            row = base + je * nphi
             for m in range(njp):
-                jp = (jp0 + m) % nphi
                 e = ek * fp[m]
-                c = base + je * nphi + jp
+                c = row + col[m]
                 total[c] += e
-                if pileup[i]:
+                if pu:
                     pile[c] += e
 
 
