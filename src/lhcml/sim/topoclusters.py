@@ -134,6 +134,8 @@ def _topo_grow(seeds, seed_sig, nb_off, nb_idx, label, queue, bits):
             elif (v & 1) == 1 and (v >> 1) != lc:
                 if ra < 0:
                     ra = _find(parent, lc)
+                if parent[v >> 1] == ra:
+                    continue  # already in lc's set (the union would change nothing)
                 rb = _find(parent, v >> 1)
                 # the union keeps the smaller root (the partition, not the tree, decides the result)
                 if ra < rb:
