@@ -38,32 +38,22 @@ import numpy as np
 RECO_PT_MIN = 2.0
 
 
-def pileup_chunks(n_events: int, n_libraries: int, seed: int, k: int) -> list[tuple[int, int, int]]:
-    """``(events, hard-event seed, library seed)`` of each chunk of process ``k``'s pileup sample:
-    chunk ``c`` is overlaid with library ``c``. Chunk 0 has the seeds of a one-library derivation."""
-    sizes = [len(a) for a in np.array_split(np.arange(n_events), n_libraries)]
-    return [(n, seed + 10 * k + 1 + 1000 * c, seed + 7 + 1000 * c) for c, n in enumerate(sizes) if n > 0]
-
-
 def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
-    """The derivation jets (rho*A only): every process at mu = 0, and at the pileup mu in chunks,
-    each chunk with its own pileup library (built once, used by every process, then dropped)."""
-    from lhcml.sim.jet_calibration import jes_sample
-    from lhcml.sim.pileup import build_pileup_library
+    """The derivation jets (rho*A only): every process at mu = 0, and at the pileup mu pooled over
+    ``--libraries`` libraries (chunk c of process k: hard-event seed ``seed + 10 k + 1 + 1000 c``,
+    library seed ``seed + 7 + 1000 c``; chunk 0 has the one-library seeds)."""
+    from lhcml.sim.jet_calibration import jes_sample, pooled_pileup_samples
 
     parts = []
     for k, proc in enumerate(args.processes):
         parts.append(jes_sample(proc, args.events, 0.0, args.seed + 10 * k, pt_min=args.reco_pt_min))
         print(f"{proc} mu = 0: {len(parts[-1]['pt'])} jets", flush=True)
     if args.mu > 0 and args.events_pileup > 0:
-        chunks = [pileup_chunks(args.events_pileup, args.libraries, args.seed, k) for k in range(len(args.processes))]
-        for c in range(len(chunks[0])):
-            lib = build_pileup_library(args.library, chunks[0][c][2])
-            for k, proc in enumerate(args.processes):
-                n, hard_seed, _ = chunks[k][c]
-                parts.append(jes_sample(proc, n, args.mu, hard_seed, pileup=lib, pt_min=args.reco_pt_min))
-                print(f"{proc} mu = {args.mu:g}, library {c}: {len(parts[-1]['pt'])} jets", flush=True)
-            del lib
+        pooled = pooled_pileup_samples(args.processes, args.events_pileup, args.mu,
+                                       [args.seed + 10 * k + 1 for k in range(len(args.processes))], args.seed + 7,
+                                       args.libraries, args.library, pt_min=args.reco_pt_min)
+        print(f"mu = {args.mu:g}: " + ", ".join(str(len(p["pt"])) for p in pooled) + " jets (library-major)", flush=True)
+        parts.extend(pooled)
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 

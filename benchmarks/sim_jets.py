@@ -25,6 +25,7 @@ CPU time is printed in the last column, once, and is not part of any ratio.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -85,7 +86,12 @@ def chain_cost(n_events: int, mu: float, seed: int, pileup) -> dict[str, float]:
 
 
 def main() -> None:
-    from lhcml.sim.jet_calibration import jes_sample, response_resolution, table_loaded
+    from lhcml.sim.jet_calibration import (
+        jes_sample,
+        pooled_pileup_samples,
+        response_resolution,
+        table_loaded,
+    )
     from lhcml.sim.pileup import build_pileup_library
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,21 +99,31 @@ def main() -> None:
     ap.add_argument("--mus", type=float, nargs="+", default=[0.0, 60.0])
     ap.add_argument("--library", type=int, default=2000,
                     help="minimum-bias events in the pileup library (300 moves the mu = 60 offset by ~0.5 GeV)")
+    ap.add_argument("--libraries", type=int, default=1,
+                    help="closure samples at mu > 0 pooled over this many independent libraries (events split "
+                         "into chunks; chunk c: hard seeds + 1000 c, library seed + 3 + 1000 c; 1 = one library)")
     ap.add_argument("--cost-events", type=int, default=200)
     ap.add_argument("--cost-mus", type=float, nargs="+", default=None, help="mu of the cost table (default --mus)")
     ap.add_argument("--seed", type=int, default=202)
     ap.add_argument("--cost-only", action="store_true", help="only the cost table (no resolution samples)")
     args = ap.parse_args()
+    if args.libraries < 1:
+        print(f"sim_jets.py: --libraries {args.libraries} must be >= 1", file=sys.stderr)
+        raise SystemExit(2)
     print(f"calibration table loaded: {table_loaded()}")
     libs = {}
     for mu in [] if args.cost_only else args.mus:
-        lib = None
-        if mu > 0:
-            lib = libs.setdefault("lib", build_pileup_library(args.library, args.seed + 3))
-        parts = [jes_sample(p, args.events, mu, args.seed + 10 * k, pileup=lib, calibrated=True)
-                 for k, p in enumerate(("qcd", "ttbar"))]
+        if mu > 0 and args.libraries > 1:
+            parts = pooled_pileup_samples(("qcd", "ttbar"), args.events, mu, [args.seed, args.seed + 10], args.seed + 3,
+                                          args.libraries, args.library, calibrated=True)
+        else:
+            lib = libs.setdefault("lib", build_pileup_library(args.library, args.seed + 3)) if mu > 0 else None
+            parts = [jes_sample(p, args.events, mu, args.seed + 10 * k, pileup=lib, calibrated=True)
+                     for k, p in enumerate(("qcd", "ttbar"))]
         s = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-        print(f"\n### mu = {mu:g}: {len(s['pt'])} truth-matched jets ({args.events} qcd + {args.events} ttbar events)\n")
+        pooled = f", pileup from {args.libraries} libraries" if mu > 0 and args.libraries > 1 else ""
+        print(f"\n### mu = {mu:g}: {len(s['pt'])} truth-matched jets ({args.events} qcd + {args.events} ttbar events"
+              f"{pooled})\n")
         print("| truth pT (GeV) | jets | response ± stat | JER (ours) | ATLAS, published (Run-2 pileup) "
               f"| ATLAS at mu = {mu:g} | ours / ATLAS at mu |")
         print("|---|---|---|---|---|---|---|")

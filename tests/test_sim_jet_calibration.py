@@ -182,3 +182,17 @@ def test_shipped_table_closes_20_gev_jets_and_a_refit_with_low_nodes_shifted_or_
     rl, _ = _low_pt_response(refit(1.0, max_order=1), ttbar_mu0, 12.0, 17.5)
     assert n12 > 150 and r12 == pytest.approx(1.0, abs=0.04), f"median response {r12:.3f} on {n12} jets at 12-17.5 GeV"
     assert abs(rl - 1.0) > 0.04 and rl < r12 - 0.05, f"order-1 fit: median response {rl:.3f} at 12-17.5 GeV"
+
+
+def test_pooled_pileup_samples_give_each_chunk_its_own_library_with_fixed_seeds():
+    from lhcml.sim.jet_calibration import jes_sample, pooled_pileup_samples
+    from lhcml.sim.pileup import build_pileup_library
+
+    with pytest.raises(ConfigError, match="n_libraries"):
+        pooled_pileup_samples(["qcd"], 4, 20.0, [61], 71, n_libraries=0)
+    parts = pooled_pileup_samples(["qcd"], 2, 20.0, [61], 71, n_libraries=2, library_size=10, pt_min=5.0)
+    assert len(parts) == 2 and all(len(p["pt"]) > 0 for p in parts)
+    # chunk 1 = 1 event with seed 61 + 1000 on library 71 + 1000, reproducible on its own
+    again = jes_sample("qcd", 1, 20.0, 1061, pileup=build_pileup_library(10, 1071), pt_min=5.0)
+    for key in ("pt", "truth_pt", "npv"):
+        np.testing.assert_array_equal(parts[1][key], again[key])

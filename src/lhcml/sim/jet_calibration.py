@@ -271,6 +271,36 @@ def jes_sample(process: str, n_events: int, mu: float, seed: int, pileup=None, c
     }
 
 
+def pooled_pileup_samples(processes: list[str] | tuple[str, ...], n_events: int, mu: float, hard_seeds: list[int],
+                          library_seed: int, n_libraries: int = 1, library_size: int = 2000,
+                          **kwargs) -> list[dict[str, np.ndarray]]:
+    """:func:`jes_sample` of each process at a pileup ``mu``, pooled over independent pileup libraries.
+
+    The ``n_events`` of each process are split into ``n_libraries`` chunks; chunk ``c`` is
+    simulated with seed ``hard_seeds[k] + 1000 c`` (process ``k``) and overlaid with a library of
+    ``library_size`` minimum-bias events and seed ``library_seed + 1000 c`` (built once per chunk,
+    used by every process, then dropped). With one library this is the one-library sample. So a
+    sample's pileup is not one library's: a library event is reused ~μ·N/size times, and what the
+    library holds then shifts the whole sample (``docs/benchmarks/sim_jets.md``, eighth version).
+    Returns the samples, chunk-major then process.
+    """
+    from lhcml.sim.pileup import build_pileup_library
+
+    if n_libraries < 1 or library_size < 1:
+        raise ConfigError(f"pooled_pileup_samples: n_libraries ({n_libraries}) and library_size ({library_size}) "
+                          "must be >= 1")
+    sizes = [len(a) for a in np.array_split(np.arange(n_events), n_libraries)]
+    parts = []
+    for c, n in enumerate(sizes):
+        if n == 0:
+            continue
+        lib = build_pileup_library(library_size, library_seed + 1000 * c)
+        parts.extend(jes_sample(p, n, mu, hard_seeds[k] + 1000 * c, pileup=lib, **kwargs)
+                     for k, p in enumerate(processes))
+        del lib
+    return parts
+
+
 def derive_table(sample: dict[str, np.ndarray], eta_edges=DERIVE_ETA_EDGES, pt_edges=DERIVE_PT_EDGES,
                  min_jets: int = DERIVE_MIN_JETS, max_order: int = FIT_ORDER_MAX) -> dict:
     """Residual pileup slopes and the numerical-inversion response tables from a ρ·A-corrected sample.
