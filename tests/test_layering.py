@@ -4,7 +4,8 @@ The check parses every module with :mod:`ast` (imports inside functions and ``TY
 blocks count too: a lazy import is still a dependency) and compares the layer of the importing
 module with the layer of every ``lhcml`` module it imports. The layers, lowest first:
 
-1. infrastructure: ``errors``, ``config``, ``labels``, ``quiet``, ``cluster``, ``atomic``, ``formatting`` (and
+1. infrastructure: ``errors``, ``config``, ``labels``, ``quiet``, ``cluster``, ``atomic``, ``formatting``,
+   ``estimators`` (and
    the root package ``lhcml`` itself, which holds only the version);
 2. ``data`` (the flat-file contract, readers, preprocessing);
 3. ``sim`` (the open simulation; writes flat files);
@@ -50,7 +51,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "lhcml"
 
 #: the layers, lowest first; names in one tuple share a rank
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("", "errors", "config", "labels", "quiet", "cluster", "atomic", "formatting"),  # "": the root package
+    ("", "errors", "config", "labels", "quiet", "cluster", "atomic", "formatting", "estimators"),  # "": the root package
     ("data",),
     ("sim",),
     ("metrics",),

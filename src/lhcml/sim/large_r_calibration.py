@@ -54,6 +54,7 @@ import numpy as np
 import yaml
 
 from lhcml.errors import ConfigError
+from lhcml.estimators import gaussian_core_fit
 
 #: the shipped table
 TABLE_PATH = Path(__file__).with_name("large_r_calibration.yaml")
@@ -223,7 +224,7 @@ def response_estimate(r: np.ndarray, estimator: str = RESPONSE_ESTIMATOR) -> flo
 
     ``"gauss_core"``: the mean of a Gaussian fitted (unbinned maximum likelihood, the window renormalised)
     to ``mean ± GAUSS_CORE_NSIGMA σ``, iterated from the median and IQR/1.349
-    (:func:`lhcml.validation.checks.gaussian_core_fit`, the project's one core fit). A one-sided tail
+    (:func:`lhcml.estimators.gaussian_core_fit`, the project's one core fit). A one-sided tail
     (jets that lost a prong, a b-decay neutrino, a pile-up cluster) pulls the median toward it but not the
     core's mean, so the inversion closes at the peak of the response rather than at its median. Falls back
     to the ``"core_median"`` when the fit fails (fewer than 10 jets in the window, no convergence) or lands
@@ -241,8 +242,6 @@ def response_estimate(r: np.ndarray, estimator: str = RESPONSE_ESTIMATOR) -> flo
     fallback = _core_median(r)
     if estimator == "core_median":
         return fallback
-    from lhcml.validation.checks import gaussian_core_fit  # leaf module (numpy/scipy only)
-
     mean = gaussian_core_fit(r, n_sigma=GAUSS_CORE_NSIGMA)[0].value
     m0 = float(np.median(r))
     if not np.isfinite(mean) or abs(mean - m0) >= CORE_WINDOW * abs(m0):
