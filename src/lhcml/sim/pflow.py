@@ -55,6 +55,7 @@ import numpy as np
 
 from lhcml.errors import ConfigError
 from lhcml.sim.generator import FlatTable, insert_per_event
+from lhcml.sim.topoclusters import add_cell_to_sums
 
 #: calorimeter coverage
 CALO_ETA_MAX = 4.9
@@ -443,16 +444,7 @@ def _resum_clusters(s, changed, cc_off, cell_id, cell_e, g_eta, g_cos, g_sin, g_
         for r in range(6):
             s[r, q] = 0.0
         for j in range(cc_off[q], cc_off[q + 1]):
-            c = cell_id[j]
-            x = cell_e[j]
-            s[0, q] += x
-            if g_layer[c] == 0:
-                s[1, q] += x
-            if x > 0:
-                s[2, q] += x
-                s[3, q] += x * g_eta[c]
-                s[4, q] += x * g_cos[c]
-                s[5, q] += x * g_sin[c]
+            add_cell_to_sums(s, q, cell_id[j], cell_e[j], g_eta, g_cos, g_sin, g_layer)
 
 
 def expected_deposit(p: np.ndarray, eta_calo: np.ndarray, is_electron: np.ndarray, geo=None):

@@ -577,23 +577,28 @@ class TopoClusters:
     cluster_sums: np.ndarray | None = None
 
 
+@numba.njit(cache=True, inline="always")
+def add_cell_to_sums(out, k, c, e, g_eta, g_cos, g_sin, g_layer):
+    """Add cell ``c`` of energy ``e`` to column ``k`` of the cluster sums ``out`` (rows: Σ E,
+    Σ E(EM compartment), Σ w, Σ w η, Σ w cos φ, Σ w sin φ with w = max(E, 0)); the one place these
+    sums are accumulated cell by cell (here and in particle flow's re-summation)."""
+    out[0, k] += e
+    if g_layer[c] == 0:
+        out[1, k] += e
+    if e > 0:
+        out[2, k] += e
+        out[3, k] += e * g_eta[c]
+        out[4, k] += e * g_cos[c]
+        out[5, k] += e * g_sin[c]
+
+
 @numba.njit(cache=True)
 def _cluster_sums(cell_id, cell_energy, cell_cluster, n_clusters, g_eta, g_cos, g_sin, g_layer):
     """One pass over the cells: Σ E, Σ E(EM compartment), and Σ w, Σ w η, Σ w cos φ, Σ w sin φ
     with w = max(E, 0), per cluster."""
     out = np.zeros((6, n_clusters))
     for i in range(cell_id.shape[0]):
-        c = cell_id[i]
-        k = cell_cluster[i]
-        e = cell_energy[i]
-        out[0, k] += e
-        if g_layer[c] == 0:
-            out[1, k] += e
-        if e > 0:
-            out[2, k] += e
-            out[3, k] += e * g_eta[c]
-            out[4, k] += e * g_cos[c]
-            out[5, k] += e * g_sin[c]
+        add_cell_to_sums(out, cell_cluster[i], cell_id[i], cell_energy[i], g_eta, g_cos, g_sin, g_layer)
     return out
 
 
