@@ -58,7 +58,7 @@ def simulate(args: argparse.Namespace) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
-    from lhcml.atomic import atomic_write_text
+    from lhcml.atomic import atomic_path, atomic_write_text
     from lhcml.errors import ConfigError
     from lhcml.sim.jet_calibration import TABLE_FILE, derive_table, load_table
 
@@ -96,10 +96,8 @@ def main() -> None:
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in vars(args).items() if k not in ("out", "save_jets", "from_jets") and v is not None)
         if args.save_jets is not None:
-            args.save_jets.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.save_jets.with_name(args.save_jets.name + ".part.npz")
-            np.savez(tmp, provenance=np.asarray(command), **sample)
-            tmp.replace(args.save_jets)
+            with atomic_path(args.save_jets, suffix=".npz") as tmp:
+                np.savez(tmp, provenance=np.asarray(command), **sample)
     try:
         table = derive_table(sample)
     except ConfigError as exc:

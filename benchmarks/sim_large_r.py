@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lhcml.atomic import atomic_write_text
+from lhcml.atomic import atomic_path, atomic_write_text
 
 PARTICLE_MASS = {"top": 172.5, "W": 80.4, "Z": 91.19}
 PT_BINS = (250, 400, 600, 900, 1500)
@@ -207,8 +207,9 @@ def stability(events: int, mus: list[float], seed: int, constituents: list[str] 
             for ctype, out in outs.items():
                 d = _jet_arrays(out)
                 if save_jets is not None:
-                    save_jets.mkdir(parents=True, exist_ok=True)
-                    np.savez_compressed(save_jets / f"{process}_mu{mu:g}_{_type_label(ctype)}_s{seed}.npz", **d)
+                    with atomic_path(save_jets / f"{process}_mu{mu:g}_{_type_label(ctype)}_s{seed}.npz",
+                                     suffix=".npz") as tmp:
+                        np.savez_compressed(tmp, **d)
                 rows += _stability_rows(d, process, mu, ctype, events, wall)
             if json_path is not None:
                 atomic_write_text(json_path, json.dumps(rows, indent=1))
@@ -556,8 +557,8 @@ def derive(events: int, mu: float, seed: int, out_path: Path, types: list[str], 
     for constituents in types:
         j = {k: np.concatenate([x[k] for x in jets[constituents]]) for k in SAVED_FIELDS}
         if save is not None:
-            save.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(save / f"jets_{constituents}_mu{mu:g}_s{seed}.npz", **j)
+            with atomic_path(save / f"jets_{constituents}_mu{mu:g}_s{seed}.npz", suffix=".npz") as tmp:
+                np.savez_compressed(tmp, **j)
         entries[(constituents, mu)] = [j]
     note = f"--derive --events {events} --seed {seed}"
     return _derive_merge(entries, pool, out_path, note, estimator)
