@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# ONNX Runtime C/C++ headers for cpp/ (tests/test_cpp_inference.py), fetched once by cpp/fetch_deps.sh
+ORT_HDR := build/cpp/deps/onnxruntime/usr/include/onnxruntime/onnxruntime_cxx_api.h
 
 .PHONY: install demo test lint clean benchmarks
 
@@ -22,7 +24,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/lhcml demo --output demo_output
 
-test: $(STAMP)
+$(ORT_HDR):
+	bash cpp/fetch_deps.sh
+
+test: $(STAMP) $(ORT_HDR)
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
