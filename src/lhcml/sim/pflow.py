@@ -55,7 +55,7 @@ import numpy as np
 
 from lhcml.errors import ConfigError
 from lhcml.sim.generator import FlatTable, insert_per_event
-from lhcml.sim.topoclusters import add_cell_to_sums
+from lhcml.sim.topoclusters import sum_cells
 
 #: calorimeter coverage
 CALO_ETA_MAX = 4.9
@@ -441,10 +441,8 @@ def _resum_clusters(s, changed, cc_off, cell_id, cell_e, g_eta, g_cos, g_sin, g_
     for q in range(changed.shape[0]):
         if not changed[q]:
             continue
-        for r in range(6):
-            s[r, q] = 0.0
-        for j in range(cc_off[q], cc_off[q + 1]):
-            add_cell_to_sums(s, q, cell_id[j], cell_e[j], g_eta, g_cos, g_sin, g_layer)
+        s[0, q], s[1, q], s[2, q], s[3, q], s[4, q], s[5, q] = sum_cells(cell_id, cell_e, cc_off[q], cc_off[q + 1],
+                                                                         g_eta, g_cos, g_sin, g_layer)
 
 
 def expected_deposit(p: np.ndarray, eta_calo: np.ndarray, is_electron: np.ndarray, geo=None):

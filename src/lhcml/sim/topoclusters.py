@@ -381,18 +381,7 @@ def _emit_kept(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k, layer, g_eta, g
         a = j
         while j < k_end and o_cl[j] == n_done + q:
             j += 1
-        s0 = s1 = s2 = s3 = s4 = s5 = 0.0
-        for i in range(a, j):
-            c = o_cell[i]
-            x = o_e[i]
-            s0 += x
-            if layer[c] == 0:
-                s1 += x
-            if x > 0:
-                s2 += x
-                s3 += x * g_eta[c]
-                s4 += x * g_cos[c]
-                s5 += x * g_sin[c]
+        s0, s1, s2, s3, s4, s5 = sum_cells(o_cell, o_e, a, j, g_eta, g_cos, g_sin, layer)
         if not (s0 > 0 and s2 > 0):
             continue
         r = n_done + n_keep
@@ -590,6 +579,27 @@ def add_cell_to_sums(out, k, c, e, g_eta, g_cos, g_sin, g_layer):
         out[3, k] += e * g_eta[c]
         out[4, k] += e * g_cos[c]
         out[5, k] += e * g_sin[c]
+
+
+@numba.njit(cache=True, inline="always")
+def sum_cells(cell_id, cell_e, a, b, g_eta, g_cos, g_sin, g_layer):
+    """The six cluster sums of :func:`add_cell_to_sums` over the cells ``a .. b − 1`` of one
+    cluster (``cell_id``, ``cell_e``), added in that order — the same numbers, bit for bit. The
+    sums are kept in registers: accumulating into a (6, n) array in memory instead costs ≈ 40 ns
+    per cell (particle flow's re-summation, 37 → 5 ms per 200 tt̄ events)."""
+    s0 = s1 = s2 = s3 = s4 = s5 = 0.0
+    for i in range(a, b):
+        c = cell_id[i]
+        x = cell_e[i]
+        s0 += x
+        if g_layer[c] == 0:
+            s1 += x
+        if x > 0:
+            s2 += x
+            s3 += x * g_eta[c]
+            s4 += x * g_cos[c]
+            s5 += x * g_sin[c]
+    return s0, s1, s2, s3, s4, s5
 
 
 @numba.njit(cache=True)
