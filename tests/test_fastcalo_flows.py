@@ -8,7 +8,9 @@ standardisation is fitted to the pooled sample, cannot), that the flow's exact h
 likelihood improves, the flow's x -> z -> x round trip, determinism given the noise, energy
 conservation (each layer's voxels sum to the generated layer energy, to float precision; with a
 readout threshold, unless the whole layer fell below it) and
-ONNX == PyTorch through :func:`lhcml.export.fastcalo.export_generator`.
+ONNX == PyTorch through :func:`lhcml.export.fastcalo.export_generator`. The flow-matching
+variant of ``configs/fastcalo/fm_strips.yaml`` (voxels in log space with explicit zeros, the first
+layer generated around its maximum) gets the same checks plus its representation's round trip.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import pytest
 import torch
 
 from lhcml.errors import ConfigError, SchemaError
-from lhcml.models.fastcalo.flow import CaloFlow
-from lhcml.models.fastcalo.fm import CaloFlowMatching
+from lhcml.models.fastcalo.flow import CaloFlow, CaloFlowVariables
+from lhcml.models.fastcalo.fm import CaloFlowMatching, roll_strips, strip_max_shift
 
 LAYERS = [3, 8, 8, 2]
 V = sum(LAYERS)
@@ -97,6 +99,13 @@ def small_fm() -> CaloFlowMatching:
     return CaloFlowMatching(V, LAYERS, 1.0, 200.0, hidden=128, depth=3, steps=8, solver="midpoint")
 
 
+def small_fm_strips(**kw) -> CaloFlowMatching:
+    """As ``configs/fastcalo/fm_strips.yaml``: log voxel space, first layer (3 x 1) aligned."""
+    torch.manual_seed(2)
+    return CaloFlowMatching(V, LAYERS, 1.0, 200.0, hidden=128, depth=3, steps=8, solver="midpoint",
+                            voxel_space="log", align_max_shift=1, align_n_phi=1, **kw)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def data() -> dict[str, torch.Tensor]:
     torch.set_num_threads(1)
@@ -126,7 +135,17 @@ def fm_pair(data):
     return untrained, trained
 
 
-@pytest.mark.parametrize("which", ["flow", "fm"])
+@pytest.fixture(scope="module")
+def fm_strips_pair(data):
+    untrained = small_fm_strips()
+    untrained.prepare(data["e"], data["x"])
+    untrained.eval()
+    trained = small_fm_strips()
+    train(trained, data["e"], data["x"], steps=500, lr=2e-3)
+    return untrained, trained
+
+
+@pytest.mark.parametrize("which", ["flow", "fm", "fm_strips"])
 def test_model_learns_energy_dependence(which, data, request):
     untrained, trained = request.getfixturevalue(f"{which}_pair")
     r_before, r_after = response_mismatch(untrained), response_mismatch(trained)
@@ -165,7 +184,7 @@ def test_flow_round_trip(flow_pair, data):
     torch.testing.assert_close(z1, z0, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("which", ["flow", "fm"])
+@pytest.mark.parametrize("which", ["flow", "fm", "fm_strips"])
 def test_determinism_and_energy_conservation(which, request):
     _, model = request.getfixturevalue(f"{which}_pair")
     e = torch.tensor([1.5, 2.0, 30.0, 100.0, 190.0] * 40)
@@ -217,8 +236,10 @@ def config_runs(tmp_path_factory) -> dict:
     out = {"binning": binning, "val": d / "val.h5"}
     # the flow with fewer transforms than its config (2 + 2 instead of 6 + 4): tracing the
     # config's sampling graph for ONNX takes minutes (benchmarks/fastcalo.py exports it)
-    smaller = {"flow": ["model.layer_transforms=2", "model.voxel_transforms=2"], "fm": []}
-    for which in ("flow", "fm"):
+    # fm_strips: the synthetic first layer is 3 x 1 cells (lhcml's strips: 57 x 3, shift up to 4)
+    smaller = {"flow": ["model.layer_transforms=2", "model.voxel_transforms=2"], "fm": [],
+               "fm_strips": ["model.align_n_phi=1", "model.align_max_shift=1"]}  # fmt: skip
+    for which in ("flow", "fm", "fm_strips"):
         trainer, cfg = load_trainable_config(f"configs/fastcalo/{which}.yaml", [
             f"data.train_files=[{d / 'train.h5'}]", f"data.val_files=[{d / 'val.h5'}]",
             f"data.binning={d / 'binning.xml'}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
@@ -227,7 +248,7 @@ def config_runs(tmp_path_factory) -> dict:
     return out
 
 
-@pytest.mark.parametrize("which", ["flow", "fm"])
+@pytest.mark.parametrize("which", ["flow", "fm", "fm_strips"])
 def test_config_train_sample_evaluate_export(which, config_runs, tmp_path):
     """Each shipped config: train (one epoch) -> sample -> evaluate (the CaloChallenge
     evaluation) -> export, with onnxruntime == PyTorch on energies over the trained range."""
@@ -239,7 +260,7 @@ def test_config_train_sample_evaluate_export(which, config_runs, tmp_path):
     from lhcml.train.fastcalo import load_generator
 
     model, meta = load_generator(config_runs[which])
-    assert meta["model_name"] == f"fastcalo_{which}" and bool(model.prepared)
+    assert meta["model_name"] == f"fastcalo_{which.removesuffix('_strips')}" and bool(model.prepared)
     ref = read_showers(config_runs["val"], config_runs["binning"])
     gen = model.generate(torch.from_numpy(ref.energies), generator=torch.Generator().manual_seed(1)).numpy()
     res = evaluate_showers(ref, CaloSample(ref.energies, gen, ref.binning), ref.binning, None, n_runs=1,
@@ -258,6 +279,71 @@ def test_config_train_sample_evaluate_export(which, config_runs, tmp_path):
     np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-4 * float(e.max()))
 
 
+def sparse_showers(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic showers with empty voxels (cells under 30 MeV emptied) and a few voxels in
+    (0, 1 MeV), as real ones: the readout threshold matters."""
+    e, x = synthetic_showers(n, seed)
+    x = torch.where(x < 0.03, torch.zeros_like(x), x)
+    g = torch.Generator().manual_seed(seed)
+    tiny = (torch.rand(x.shape, generator=g) < 0.05) & (x == 0)
+    return e, torch.where(tiny, 5e-4 * torch.rand(x.shape, generator=g), x)
+
+
+def test_strips_representation_round_trip():
+    """fm_strips' representation (log voxel shares with explicit zeros, first layer rolled to its
+    maximum) decodes detailed showers back exactly: voxels under the 1 MeV readout threshold read
+    0, every other voxel its energy times the layer's renormalisation (the sub-threshold energy
+    spread over the layer, as the generator's post-processing does), to 1e-4 relative."""
+    e, x = sparse_showers(2000, seed=31)
+    # the first layer's maximum off its centre voxel in a third of the showers each way
+    x[:, :3] = torch.cat([x[:700, :3].roll(1, 1), x[700:1400, :3].roll(-1, 1), x[1400:, :3]])
+    model = small_fm_strips(dequant_kev=0.0, threshold_kev=1000.0)
+    model.prepare(e, x)
+    with torch.no_grad():
+        t = model.target(e, x)  # (N, L + V + 1): layer variables, voxels, shift
+        nl, nv = model.n_layers, model.n_voxels
+        shift = torch.round(t[:, -1]).long()
+        back = model.unalign(model.vars.decode_voxels(t[:, nl:nl + nv], model.vars.decode_layers(t[:, :nl], e)), shift)
+    kept = torch.where(x >= 1e-3, x, torch.zeros_like(x))
+    scale = model.layer_energies(x) / model.layer_energies(kept).clamp(min=1e-30)
+    expect = kept * (scale @ model.vars.assign.T)
+    assert bool(((x > 0) & (x < 1e-3)).any())  # the sample has sub-threshold voxels
+    assert torch.equal(back > 0, expect > 0)
+    torch.testing.assert_close(back, expect, rtol=1e-4, atol=1e-7)
+    # the shift variable is the offset of the first layer's maximum from its centre voxel
+    first = x[:, :LAYERS[0]]
+    torch.testing.assert_close(shift, first.argmax(1) - 1)
+    assert set(shift.tolist()) == {-1, 0, 1}  # all three positions occur in the sample
+
+
+def test_strip_roll_exact_and_centres_the_maximum():
+    g = torch.Generator().manual_seed(32)
+    strips = torch.rand(500, 57, 3, generator=g) ** 8  # one dominant strip per shower
+    strips[:10] = 0.0  # empty layers: no shift
+    shift = strip_max_shift(strips, 4)
+    rolled = roll_strips(strips, shift)
+    assert torch.equal(roll_strips(rolled, -shift), strips)  # exact inverse
+    assert bool((shift[:10] == 0).all()) and int(shift.abs().max()) <= 4
+    inside = (strips.sum(2).argmax(1) - 28).abs() <= 4
+    assert bool((rolled.sum(2)[inside].argmax(1) == 28).all())  # the maximum sits at the centre
+
+
+def test_log_space_narrows_bimodal_voxels():
+    """Why ``voxel_space: log``: a voxel empty in 30 % of the showers has a standardisation width
+    of several e-folds in CaloFlow's logit variables (the empty ones sit at logit(1e-6)), far
+    less with explicit zeros just under the threshold."""
+    e, x = sparse_showers(4000, seed=33)
+    g = torch.Generator().manual_seed(34)
+    x[:, 5] = torch.where(torch.rand(len(x), generator=g) < 0.3, torch.zeros(len(x)), x[:, 5] + 0.01)
+    widths: dict[str, float] = {}
+    for space in ("logit", "log"):
+        v = CaloFlowVariables(LAYERS, u0_max=1.5, threshold_kev=1000.0, voxel_space=space)
+        v.fit(e, x, torch.Generator().manual_seed(0))
+        widths[space] = float(v.v_std[5])
+    # here 5.3 -> 3.7 e-folds; lhcml's strips 2-6 cells from the core: 3-4 -> ~2
+    assert widths["log"] < 0.75 * widths["logit"], widths
+
+
 def test_bad_inputs(data):
     flow = small_flow()
     with pytest.raises(ConfigError, match="prepare"):
@@ -268,6 +354,10 @@ def test_bad_inputs(data):
         flow.prepare(data["e"][:8], data["x"][:8, :5])
     with pytest.raises(ConfigError, match="solver"):
         CaloFlowMatching(V, LAYERS, 1.0, 200.0, solver="rk4")
+    with pytest.raises(ConfigError, match="voxel_space"):
+        CaloFlowMatching(V, LAYERS, 1.0, 200.0, voxel_space="sqrt")
+    with pytest.raises(ConfigError, match="57 x 3"):  # 3 voxels are not n_eta x 3 strips with a +-4 search
+        CaloFlowMatching(V, LAYERS, 1.0, 200.0, align_max_shift=4, align_n_phi=3)
     flow.prepare(data["e"], data["x"])
     with pytest.raises(ConfigError, match="trained range"):
         flow.generate(torch.tensor([500.0]))

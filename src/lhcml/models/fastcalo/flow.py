@@ -77,6 +77,17 @@ class CaloFlowVariables(nn.Module):
         Readout threshold of the generated showers (keV): smaller voxels are set to zero before
         each layer is renormalised to its generated energy; ``None``: ``dequant_kev`` (CaloFlow).
         A layer whose voxels all fall below it reads zero (its energy is lost, as in a detector).
+    voxel_space
+        ``"logit"`` (CaloFlow): ``logit(alpha + (1 - 2 alpha) E_v / E_layer)``, an empty voxel at
+        ``logit(1e-6)``; ``"log"``: the log of the voxel's share of its layer, ``ln(E_v / E_layer)``,
+        with **explicit zeros just below the readout threshold**: a voxel under ``threshold_kev``
+        is encoded as ``ln(E_t / E_layer)`` with ``E_t = threshold x exp(-1 - U(0, 1))`` (one to
+        two e-folds under the threshold, so decoding reads it as zero), and ``E_layer`` is floored
+        at the threshold (empty layers stay finite). CaloFlow's empty voxels at ``logit(1e-6)``
+        make the per-voxel distribution bimodal: for lhcml's strips 2-6 cells from the core,
+        occupied in 55-90 % of the showers, the standardisation width is then 3-4 e-folds, so a
+        generator error of 0.3 standardised units is a factor 2-3 in energy; in ``"log"`` space
+        the width is that of the occupied energies (docs/benchmarks/fastcalo.md, "Ninth version").
 
     The standardisation (means and widths of the logit variables) is fitted on training showers
     with :meth:`fit` and kept in buffers, so it travels with the weights and into ONNX.
@@ -84,9 +95,12 @@ class CaloFlowVariables(nn.Module):
 
     def __init__(
         self, layer_sizes: Sequence[int], u0_max: float = 1.5, dequant_kev: float = 1.0,
-        threshold_kev: float | None = None,
+        threshold_kev: float | None = None, voxel_space: str = "logit",
     ) -> None:
         super().__init__()
+        if voxel_space not in ("logit", "log"):
+            raise ConfigError(f"unknown voxel_space '{voxel_space}' (valid: logit, log)")
+        self.voxel_space = voxel_space
         sizes = [int(s) for s in layer_sizes]
         if not sizes or min(sizes) < 1:
             raise ValueError(f"layer_sizes must be positive voxel counts, got {list(layer_sizes)}")
@@ -145,16 +159,26 @@ class CaloFlowVariables(nn.Module):
         )
         return showers.clamp(min=0.0) + self.dequant_gev * noise
 
-    def raw_variables(self, energy: Tensor, showers: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(logit u (N, L), logit voxel fractions (N, V), layer energies (N, L))``, not standardised."""
+    def raw_variables(
+        self, energy: Tensor, showers: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(logit u (N, L), voxel variables (N, V), layer energies (N, L))``, not standardised;
+        the voxel variables are logits or logs of the layer shares (``voxel_space``)."""
         e_layers = self.layer_energies(showers)
         u = self.u_from_layers(e_layers, energy)
-        frac = showers / (e_layers @ self.assign.T).clamp(min=1e-30)
-        return _logit(u), _logit(frac.clamp(0.0, 1.0)), e_layers
+        if self.voxel_space == "logit":
+            frac = showers / (e_layers @ self.assign.T).clamp(min=1e-30)
+            return _logit(u), _logit(frac.clamp(0.0, 1.0)), e_layers
+        thr = self.threshold_gev
+        jitter = torch.rand(showers.shape, generator=generator, device=showers.device, dtype=showers.dtype)
+        e_vox = torch.where(showers >= thr, showers, thr * torch.exp(-1.0 - jitter))
+        return _logit(u), torch.log(e_vox) - torch.log((e_layers @ self.assign.T).clamp(min=thr)), e_layers
 
-    def encode(self, energy: Tensor, showers: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def encode(
+        self, energy: Tensor, showers: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Standardised ``(x_u, x_v, layer energies)`` of (already dequantised) showers."""
-        lu, lv, e_layers = self.raw_variables(energy, showers)
+        lu, lv, e_layers = self.raw_variables(energy, showers, generator)
         return (lu - self.u_mean) / self.u_std, (lv - self.v_mean) / self.v_std, e_layers
 
     def decode_layers(self, x_u: Tensor, energy: Tensor) -> Tensor:
@@ -164,7 +188,8 @@ class CaloFlowVariables(nn.Module):
     def decode_voxels(self, x_v: Tensor, e_layers: Tensor) -> Tensor:
         """Voxel energies (GeV) from standardised ``x_v``: voxels below the threshold set to zero,
         each layer renormalised to ``e_layers`` (CaloFlow's post-processing)."""
-        frac = _expit(x_v * self.v_std + self.v_mean)
+        raw = x_v * self.v_std + self.v_mean
+        frac = _expit(raw) if self.voxel_space == "logit" else torch.exp(raw.clamp(max=0.0))
         e_vox = frac * (e_layers @ self.assign.T)
         frac = torch.where(e_vox < self.threshold_gev, torch.zeros_like(frac), frac)
         norm = (frac @ self.assign) @ self.assign.T
@@ -204,7 +229,7 @@ class CaloFlowVariables(nn.Module):
                 f"a training shower deposits {ratio:.3f} x its incident energy, above u0_max = "
                 f"{self.u0_max}: raise the model's u0_max"
             )
-        lu, lv, _ = self.raw_variables(energy, self.dequantise(showers, generator))
+        lu, lv, _ = self.raw_variables(energy, self.dequantise(showers, generator), generator)
         self.u_mean.copy_(lu.mean(0))
         self.u_std.copy_(lu.std(0).clamp(min=1e-3))
         self.v_mean.copy_(lv.mean(0))

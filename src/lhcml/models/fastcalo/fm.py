@@ -21,6 +21,16 @@ solver and step count are configuration (``configs/fastcalo/fm.yaml``); CaloDREA
 and higher-order solvers on GPU, a fixed small step count is our choice for CPU speed (the
 generation time grows linearly with the network evaluations: ``steps`` for Euler, ``2 steps`` for
 midpoint).
+
+**Strips generated around their maximum** (``align_max_shift > 0``, ``configs/fastcalo/fm.yaml``):
+the first layer (lhcml's strips, ``align_n_phi`` cells in φ per η strip) is rolled in η so that
+the strip with the largest φ-summed energy within ``±align_max_shift`` strips of the window centre
+sits at the centre, and the shift becomes one more state variable (an integer, dequantised with
+``U(-1/2, 1/2)``, rounded when sampling). The roll is circular, so encoding and decoding are exact
+inverses (:func:`align_strips`). Without it the model has to place the strip core at the impact
+strip or one of its neighbours (the impact point moves inside a strip only 0.003 wide), a
+multimodal target that an under-trained velocity field blurs into two or three peaks: a spurious
+second strip maximum (``docs/benchmarks/fastcalo.md``, "Ninth version").
 """
 
 from __future__ import annotations
@@ -67,8 +77,13 @@ class CaloFlowMatching(FastCaloGenerator):
         Frequencies of the time embedding.
     steps, solver
         Fixed-step ODE solver of the sampler: ``euler`` or ``midpoint``.
-    u0_max, dequant_kev, threshold_kev
-        See :class:`~lhcml.models.fastcalo.flow.CaloFlowVariables`.
+    u0_max, dequant_kev, threshold_kev, voxel_space
+        See :class:`~lhcml.models.fastcalo.flow.CaloFlowVariables` (``voxel_space: log``: the
+        voxels as logs of their layer shares with explicit zeros under the readout threshold).
+    align_max_shift, align_n_phi
+        Generate the first layer (the strips, ``align_n_phi`` cells in φ per η row, η-major)
+        around its maximum, found within ``±align_max_shift`` strips of the window centre
+        (module docstring); ``0``: off (the layer as voxelised, around the impact cell).
     """
 
     def __init__(
@@ -85,6 +100,9 @@ class CaloFlowMatching(FastCaloGenerator):
         u0_max: float = 1.5,
         dequant_kev: float = 1.0,
         threshold_kev: float | None = None,
+        voxel_space: Literal["logit", "log"] = "logit",
+        align_max_shift: int = 0,
+        align_n_phi: int = 3,
     ) -> None:
         super().__init__(
             n_voxels=n_voxels, layer_sizes=layer_sizes, e_min_gev=e_min_gev, e_max_gev=e_max_gev
@@ -96,9 +114,25 @@ class CaloFlowMatching(FastCaloGenerator):
                 f"fastcalo_fm needs steps, hidden, depth >= 1, got {steps}, {hidden}, {depth}"
             )
         self.vars = CaloFlowVariables(
-            layer_sizes, u0_max=u0_max, dequant_kev=dequant_kev, threshold_kev=threshold_kev
+            layer_sizes, u0_max=u0_max, dequant_kev=dequant_kev, threshold_kev=threshold_kev,
+            voxel_space=voxel_space,
         )
-        self.noise_dim = self.n_layers + n_voxels
+        self.align_max_shift = int(align_max_shift)
+        self.align_n_phi = int(align_n_phi)
+        if self.align_max_shift < 0 or self.align_n_phi < 1:
+            raise ConfigError(
+                f"fastcalo_fm needs align_max_shift >= 0 and align_n_phi >= 1, got "
+                f"{align_max_shift}, {align_n_phi}"
+            )
+        n_eta, rest = divmod(self.layer_sizes[0], self.align_n_phi)
+        if self.align_max_shift and (rest or 2 * self.align_max_shift + 1 > n_eta):
+            raise ConfigError(
+                f"fastcalo_fm: align_n_phi = {align_n_phi} and align_max_shift = {align_max_shift} do not fit "
+                f"the first layer's {self.layer_sizes[0]} voxels (need n_eta x align_n_phi voxels and "
+                "2 align_max_shift + 1 <= n_eta; the strips of lhcml's binning are 57 x 3)"
+            )
+        self.align_n_eta = n_eta
+        self.noise_dim = self.n_layers + n_voxels + (1 if self.align_max_shift else 0)
         self.steps = int(steps)
         self.solver = solver
         self.time_embedding = TimeEmbedding(time_frequencies)
@@ -108,18 +142,40 @@ class CaloFlowMatching(FastCaloGenerator):
         self.register_buffer("prepared", torch.zeros((), dtype=torch.uint8))
 
     def prepare(self, energy_gev: Tensor, showers_gev: Tensor) -> None:
-        """Fit the variables' standardisation on training showers."""
+        """Fit the variables' standardisation on training showers (strips aligned if configured)."""
+        if self.align_max_shift:
+            showers_gev, _ = self.align(showers_gev)
         self.vars.fit(energy_gev, showers_gev, torch.Generator().manual_seed(0))
         self.prepared.fill_(1)
+
+    def align(self, showers: Tensor) -> tuple[Tensor, Tensor]:
+        """``(showers with the strips rolled to their maximum, shift (N,) int64)`` (module docstring)."""
+        n0 = self.layer_sizes[0]
+        strips = showers[:, :n0].reshape(-1, self.align_n_eta, self.align_n_phi)
+        shift = strip_max_shift(strips, self.align_max_shift)
+        rolled = roll_strips(strips, shift).reshape(-1, n0)
+        return torch.cat([rolled, showers[:, n0:]], dim=1), shift
+
+    def unalign(self, showers: Tensor, shift: Tensor) -> Tensor:
+        """Inverse of :meth:`align` given its shift."""
+        n0 = self.layer_sizes[0]
+        strips = showers[:, :n0].reshape(-1, self.align_n_eta, self.align_n_phi)
+        return torch.cat([roll_strips(strips, -shift).reshape(-1, n0), showers[:, n0:]], dim=1)
 
     def v(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
         """Velocity ``(N, D)`` at states ``x`` ``(N, D)``, times ``t`` ``(N, 1)``, conditions ``c`` ``(N, 1)``."""
         return self.velocity(torch.cat([x, self.time_embedding(t), c], dim=1))
 
     def target(self, energy_gev: Tensor, showers: Tensor) -> Tensor:
-        """The data point ``x_1`` ``(N, L + V)`` of (dequantised) showers."""
-        x_u, x_v, _ = self.vars.encode(energy_gev, showers)
-        return torch.cat([x_u, x_v], dim=1)
+        """The data point ``x_1`` ``(N, L + V [+ 1])`` of (dequantised) showers; with strip
+        alignment the last variable is the dequantised shift."""
+        if not self.align_max_shift:
+            x_u, x_v, _ = self.vars.encode(energy_gev, showers)
+            return torch.cat([x_u, x_v], dim=1)
+        aligned, shift = self.align(showers)
+        x_u, x_v, _ = self.vars.encode(energy_gev, aligned)
+        x_s = shift.to(x_v.dtype)[:, None] + torch.rand_like(x_v[:, :1]) - 0.5
+        return torch.cat([x_u, x_v, x_s], dim=1)
 
     def loss_terms(self, energy_gev: Tensor, showers: Tensor, phase: str) -> dict[str, Tensor]:
         """The conditional flow-matching loss (mean squared velocity error per dimension)."""
@@ -149,5 +205,31 @@ class CaloFlowMatching(FastCaloGenerator):
     def sample(self, energy_gev: Tensor, noise: Tensor) -> Tensor:
         energy_gev = energy_gev.reshape(-1)
         x = self.integrate(energy_gev, noise)
-        e_layers = self.vars.decode_layers(x[:, : self.n_layers], energy_gev)
-        return self.vars.decode_voxels(x[:, self.n_layers :], e_layers)
+        nl = self.n_layers
+        e_layers = self.vars.decode_layers(x[:, :nl], energy_gev)
+        showers = self.vars.decode_voxels(x[:, nl : nl + self.n_voxels], e_layers)
+        if not self.align_max_shift:
+            return showers
+        s = self.align_max_shift
+        shift = torch.round(x[:, -1]).clamp(-s, s).to(torch.int64)
+        return self.unalign(showers, shift)
+
+
+def strip_max_shift(strips: Tensor, max_shift: int) -> Tensor:
+    """Offset ``(N,)`` of the η row with the largest φ-summed energy from the centre row
+    ``(n_eta - 1) // 2`` of ``strips`` ``(N, n_eta, n_phi)``, searched within ``±max_shift``
+    (the first such row on ties; 0 for an empty window)."""
+    n_eta = strips.shape[1]
+    c = (n_eta - 1) // 2
+    window = strips[:, c - max_shift : c + max_shift + 1].sum(dim=2)
+    best = torch.argmax(window, dim=1) - max_shift
+    return torch.where(window.max(dim=1).values > 0, best, torch.zeros_like(best))
+
+
+def roll_strips(strips: Tensor, shift: Tensor) -> Tensor:
+    """``out[:, i] = strips[:, (i + shift) mod n_eta]`` per shower (a circular roll in η by
+    ``-shift``; ``shift`` ``(N,)`` int64 with ``|shift| < n_eta``), as a gather (exports to ONNX)."""
+    n, n_eta, n_phi = strips.shape
+    rows = torch.arange(n_eta, device=strips.device)[None, :] + shift[:, None] + n_eta
+    idx = torch.remainder(rows, n_eta)[:, :, None].expand(n, n_eta, n_phi)
+    return torch.gather(strips, 1, idx)

@@ -48,7 +48,7 @@ CLASSIFIER_BATCH = 1000
 #: least this many optimiser steps (our choice; with 1 000 showers a batch of 1 000 is one step per epoch)
 MIN_STEPS_PER_EPOCH = 20
 #: the shower shapes of photon ID compared (the others are in results.json too)
-PHOTON_ID_SHAPES = ("Reta", "Rphi", "weta2", "Eratio", "weta1", "fracs1", "f1", "f3", "Rhad1")
+PHOTON_ID_SHAPES = ("Reta", "Rphi", "weta2", "Eratio", "DeltaE", "weta1", "wtots1", "fracs1", "f1", "f3", "Rhad1")
 
 
 def features_of(sample: CaloSample, sparsity_threshold_gev: float = 0.0) -> dict[str, np.ndarray]:
