@@ -14,7 +14,7 @@ through
 
 So this module draws, per event (:func:`read_event`): a full normal for every cell with a deposit
 (as the dense readout); the active empty cells as a thinned Bernoulli process — candidates at
-rate ``p_max = max p`` by geometric gaps, each kept with probability ``p / p_max`` — with values
+rate ``p_max = max p`` by geometric gaps (from exponential draws, :func:`_gap`), each kept with probability ``p / p_max`` — with values
 from the normal truncated to the tails ``z < b`` or ``z > a`` (inverse CDF, :func:`ndtri`); and,
 after the clusters have grown, a value for each inactive empty cell that a cluster took as a
 perimeter cell (:func:`quiet_value`), drawn from the normal truncated to ``[b, a]``. Each cell's
@@ -153,11 +153,20 @@ def _is_active(x, sigma_c, grow_t):
 # on to a compiled helper that is not inlined costs ~50 ns per call in reference counting)
 
 
+@numba.njit(cache=True, inline="always")
+def _gap(x, inv_rate):
+    """Geometric gap of a Bernoulli(p_max) process from ``x``, a standard exponential draw: cells
+    skipped before the next candidate, ``floor(x / λ)`` with ``λ = −ln(1 − p_max)``
+    (``inv_rate`` = 1/λ), so ``P(gap ≥ k) = P(x ≥ kλ) = (1 − p_max)^k`` exactly; returned as a
+    float (it may exceed any int). (numpy's exponential is a ziggurat: ≈ 4 ns against ≈ 18 ns for
+    a uniform and a ``log1p``, the inverse-CDF form used until December 4.)"""
+    return x * inv_rate
+
+
 @numba.njit(cache=True)
-def _gap(r, log1m_pmax):
-    """Geometric gap of a Bernoulli(p_max) process from a uniform ``r`` in [0, 1): cells skipped
-    before the next candidate, ``P(gap ≥ k) = (1 − p_max)^k`` (a float: it may exceed any int)."""
-    return math.log1p(-r) / log1m_pmax
+def gap_inv_rate(p_max):
+    """``1/λ = −1/ln(1 − p_max)`` of :func:`_gap` (0 < p_max < 1)."""
+    return -1.0 / math.log1p(-p_max)
 
 
 @numba.njit(cache=True)
@@ -189,10 +198,11 @@ def read_event(e, mark, touched, noise32, sub, has_sub, sigma, grow_t, lo_cdf, p
     """
     n = e.shape[0]
     nt = 0
-    log1m = math.log1p(-p_max)
     nxt = n
+    inv_rate = 0.0
     if p_max > 0:
-        g = _gap(rng.random(), log1m)
+        inv_rate = gap_inv_rate(p_max)
+        g = _gap(rng.standard_exponential(), inv_rate)
         nxt = n if g >= n else int(g)
     for c in range(n):
         x = e[c]
@@ -216,7 +226,7 @@ def read_event(e, mark, touched, noise32, sub, has_sub, sigma, grow_t, lo_cdf, p
                 touched[nt] = c
                 nt += 1
         if c == nxt:
-            g = _gap(rng.random(), log1m)
+            g = _gap(rng.standard_exponential(), inv_rate)
             nxt = n if g >= n - c else c + 1 + int(g)
     return nt
 
