@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from pydantic import Field
 
 from lhcml.config import StrictModel, validate_config
@@ -72,6 +73,8 @@ class BucketingConfig(StrictModel):
     one_hit_per_layer: bool = False
     #: the second helix point must be this far from the query in radius (a lever arm)
     min_dr_mm: float = Field(20.0, ge=0)
+    #: ``bucketing+ckf``: CKF seeds per track (pixel triplets along its helix, :func:`pixel_seed_hits`)
+    seeds_per_track: int = Field(2, ge=1)
     seed: int = 0
 
 
@@ -334,29 +337,142 @@ def bucketing(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[str
     return out
 
 
-def seeds_from_tracks(hits: Any, track_id: np.ndarray, hit_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(seed_id, hit_id)`` for ``ckf_from_seeds``: each bucketing track's hits ordered by radius
-    (ACTS takes the seed's inner pixel hits on distinct layers)."""
-    index = hits.set_index("hit_id")
-    r = np.hypot(index.loc[hit_id, "x"].to_numpy(), index.loc[hit_id, "y"].to_numpy())
-    order = np.lexsort((r, track_id))
-    return np.asarray(track_id)[order], np.asarray(hit_id)[order]
+def _helix_through_origin(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[float, float, float, float] | None:
+    """Least-squares helix from the beam line through a track's hits: circle centre ``(a, b)``
+    through ``(0, 0)`` (``x² + y² = 2 a x + 2 b y``) and the line ``z = z0 + s cot θ`` in the arc
+    length ``s`` from the origin; ``(a, b, z0, cot θ)`` or ``None`` if the hits do not fix it."""
+    design = np.column_stack([2 * x, 2 * y])
+    sol, _, rank, _ = np.linalg.lstsq(design, x * x + y * y, rcond=None)
+    if rank < 2:
+        return None
+    a, b = float(sol[0]), float(sol[1])
+    radius = np.hypot(a, b)
+    s = 2 * radius * np.arcsin(np.clip(np.hypot(x, y) / (2 * radius), 0, 1))
+    if np.ptp(s) < 1e-3:
+        return None
+    cot, z0 = np.polyfit(s, z, 1)
+    return a, b, float(z0), float(cot)
+
+
+def pixel_seed_hits(
+    hits: Any,
+    track_id: np.ndarray,
+    hit_id: np.ndarray,
+    pixel_volumes: set[int],
+    tol_xy_mm: float = 1.0,
+    tol_z_mm: float = 10.0,
+    seeds_per_track: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeds for the ACTS CKF from tracks: ``(seed_id, hit_id)`` with ``seed_id = track_id *
+    seeds_per_track + k``, each seed a track's non-pixel hits plus three pixel hits on distinct
+    layers chosen along the track's helix, hit ids ordered by radius.
+
+    ACTS seeds a CKF from three pixel space points on distinct layers. The bucketing gives each hit
+    to one track only, and a particle's inner pixel hits often end up on another candidate (a
+    fragment or a fake): measured on ``bench_mu0`` event 3, 87 of the 154 bucketing tracks matched
+    to reconstructable particles had lost pixel hits to another candidate and 93 had fewer than
+    three pixel layers, so they could not seed the CKF. At high occupancy the track's own innermost
+    pixel hits are often another particle's (``bench_mu200`` event 0: 169 of the 1 000 seeds of
+    matched tracks started from a wrong innermost hit). So the track's least-squares helix from the
+    beam line (:func:`_helix_through_origin`) is extrapolated over *all* pixel hits of the event
+    (the track's own or not, shared or not); per pixel layer the hit closest to it (within the
+    tolerances) is a candidate, and seed 0 takes the three layers with the smallest residuals;
+    seed ``k > 0`` replaces the innermost hit of seed ``k − 1`` by the next-ranked layer's (a wrong
+    hit on the crowded innermost layer is the common failure). A track with fewer than three such
+    layers gives one seed of its own hits (ACTS then seeds it if it can). The CKF, its track
+    selection, seed deduplication and ambiguity resolution decide between the seeds.
+    """
+    x, y, z = (hits[c].to_numpy(np.float64) for c in ("x", "y", "z"))
+    ids = hits["hit_id"].to_numpy(np.int64)
+    volume = hits["volume_id"].to_numpy(np.int64)
+    layer = volume * 10_000 + hits["layer_id"].to_numpy(np.int64)
+    r_all = np.hypot(x, y)
+    row_of = pd.Series(np.arange(len(ids)), index=ids)
+    pix_volumes = np.array(sorted(pixel_volumes), np.int64)
+    is_pix = np.isin(volume, pix_volumes)
+    pix = np.flatnonzero(is_pix)
+    phi_pix = np.arctan2(y[pix], x[pix])
+    r_pix = float(r_all[pix].max()) if len(pix) else 0.0
+    order = np.argsort(phi_pix, kind="stable")
+    pix, phi_pix = pix[order], phi_pix[order]
+    # the pixel hits twice around the circle so that a window in azimuth never wraps
+    pix2, phi2 = np.concatenate([pix, pix]), np.concatenate([phi_pix, phi_pix + 2 * np.pi])
+    track_id, hit_id = np.asarray(track_id, np.int64), np.asarray(hit_id, np.int64)
+    srt = np.argsort(track_id, kind="stable")
+    tids = np.unique(track_id)
+    groups = np.split(row_of.loc[hit_id[srt]].to_numpy(), np.searchsorted(track_id[srt], tids)[1:]) if len(tids) else []
+    out_t, out_h = [], []
+
+    def emit(seed_id: int, rows: np.ndarray) -> None:
+        rows = rows[np.argsort(r_all[rows], kind="stable")]
+        out_t.append(np.full(len(rows), seed_id, np.int64))
+        out_h.append(ids[rows])
+
+    for tid, rows in zip(tids.tolist(), groups, strict=True):
+        helix = _helix_through_origin(x[rows], y[rows], z[rows]) if len(rows) >= 3 else None
+        ranked = np.zeros(0, np.int64)
+        if helix is not None:
+            a, b, z0, cot = helix
+            radius = np.hypot(a, b)
+            # the track leaves the origin along the tangent (b, -a) or (-b, a): the side of its hits
+            tx, ty = (b, -a) if np.mean(x[rows] * b - y[rows] * a) >= 0 else (-b, a)
+            phi0 = float(np.arctan2(ty, tx))
+            # at the pixel radii r the helix has turned by asin(r / 2R) from its tangent (+ margin)
+            half = np.arcsin(min(1.0, r_pix / (2 * radius))) + 0.05
+            if phi0 - half < -np.pi:
+                phi0 += 2 * np.pi
+            lo, hi = np.searchsorted(phi2, [phi0 - half, phi0 + half])
+            cand = np.union1d(pix2[lo:hi], rows[is_pix[rows]])
+            d_xy = np.abs(np.hypot(x[cand] - a, y[cand] - b) - radius)
+            s = 2 * radius * np.arcsin(np.clip(r_all[cand] / (2 * radius), 0, 1))
+            d_z = np.abs(z[cand] - z0 - cot * s)
+            ok = (x[cand] * tx + y[cand] * ty > 0) & (d_xy < tol_xy_mm) & (d_z < tol_z_mm)
+            cand, res = cand[ok], (d_xy / tol_xy_mm + d_z / tol_z_mm)[ok]
+            o = np.lexsort((res, layer[cand]))
+            cand, res = cand[o], res[o]
+            first = np.r_[True, layer[cand][1:] != layer[cand][:-1]] if len(cand) else np.zeros(0, bool)
+            cand, res = cand[first], res[first]  # per layer the hit closest to the helix
+            ranked = cand[np.argsort(res, kind="stable")]
+        if len(ranked) < 3:
+            emit(tid * seeds_per_track, rows)
+            continue
+        others = rows[~is_pix[rows]]
+        chosen = list(ranked[:3])
+        for k in range(min(seeds_per_track, len(ranked) - 2)):
+            if k:
+                chosen.remove(min(chosen, key=lambda h: r_all[h]))
+                chosen.append(ranked[k + 2])
+            emit(tid * seeds_per_track + k, np.concatenate([others, np.asarray(chosen, np.int64)]))
+    if not out_t:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_t), np.concatenate(out_h)
 
 
 def bucketing_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[str, Any]:
     """The ``bucketing+ckf`` finder: bucketing tracks handed as seeds to the ACTS CKF
-    (:func:`lhcml.tasks.tracking.acts_reco.ckf_from_seeds`; its shipped configuration)."""
+    (:func:`lhcml.tasks.tracking.acts_reco.ckf_from_seeds`).
+
+    Each track's pixel hits are completed along its helix (:func:`pixel_seed_hits`) before ACTS
+    takes three of them as the seed; the CKF runs with the shipped configuration except
+    ``stay_on_seed: false``: a bucketing seed triplet may hold a hit of another particle (7 of 109
+    on ``bench_mu0`` event 7), which ACTS's own triplets, made compatible by its seed finder, do not.
+    """
     from lhcml.data.trackml import read_event
-    from lhcml.tasks.tracking.acts_reco import ckf_from_seeds
+    from lhcml.tasks.tracking.acts_reco import ckf_from_seeds, load_reco_config, pixel_volumes
 
     c = load_bucketing_config(cfg)
     event = read_event(event_dir, event_id, parts=("hits", "cells") if c.space == "embedding" else ("hits",),
                        check=False)  # fmt: skip
     out = find_tracks(event, c)
-    seeds = seeds_from_tracks(event.hits, out["track_id"], out["hit_id"])
     t0 = time.process_time()
-    (track_id, hit_id), fitted = ckf_from_seeds(event_dir, event_id, seeds)
+    reco = load_reco_config(None).model_copy(deep=True)
+    reco.ckf.stay_on_seed = False
+    seeds = pixel_seed_hits(event.hits, out["track_id"], out["hit_id"], pixel_volumes(reco),
+                            c.tol_xy_mm, c.tol_z_mm, c.seeds_per_track)  # fmt: skip
     timings = dict(out["timings"])
+    timings["seed_completion"] = time.process_time() - t0
+    t0 = time.process_time()
+    (track_id, hit_id), fitted = ckf_from_seeds(event_dir, event_id, seeds, reco)
     timings["ckf"] = time.process_time() - t0
     return {"track_id": np.asarray(track_id, np.int64), "hit_id": np.asarray(hit_id, np.int64),
             "timings": timings, "fitted": fitted}  # fmt: skip
