@@ -20,7 +20,7 @@ from lhcml.data.trackml import read_event
 from lhcml.errors import ConfigError, InputNotFoundError, SchemaError
 from lhcml.metrics import tracking as tm
 from lhcml.tasks.tracking import acts_reco
-from lhcml.tasks.tracking.finders import FINDERS, get_finder
+from lhcml.tasks.tracking.finders import FINDERS, clean, get_finder
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +206,12 @@ def test_bucketing_tracks_that_lost_their_pixel_hits_seed_ckf_tracks(sample):
     assert np.median(tracks.truth_fraction) == 1.0
 
 
+@pytest.fixture(scope="module")
+def bucketed(sample):
+    """The bucketing finder's candidates of event 0."""
+    return get_finder("bucketing")(sample, 0, None)
+
+
 def test_bucketing_ckf_finds_what_the_bucketing_finds(sample):
     """The CKF from bucketing seeds keeps the bucketing's efficiency and removes its fakes."""
     ev = read_event(sample, 0)
@@ -221,6 +227,53 @@ def test_bucketing_ckf_finds_what_the_bucketing_finds(sample):
     assert len(found_b & found_c) >= 0.9 * len(found_b), (len(found_b & found_c), len(found_b))
     counted = perf["bucketing+ckf"].tracks[perf["bucketing+ckf"].tracks["counted"]]
     assert counted["fake"].mean() < 0.02
+
+
+def test_cleaning_removes_fakes_and_duplicates(sample, bucketed):
+    """clean_candidates (Kalman fit with outliers, track selection, greedy ambiguity resolution) on
+    hand-made candidates of known truth: the true tracks, a duplicate of each and random hit sets
+    (fakes); then on the bucketing's real candidates of the event."""
+    from lhcml.tasks.tracking.bucketing import pixel_seed_hits
+
+    ev = read_event(sample, 0)
+    pid, hid, good = _truth_protos(ev)
+    ids = np.unique(pid)
+    rng = np.random.default_rng(3)
+    t, h = [], []
+    for k, p in enumerate(ids):  # candidate k: particle p; candidate k + n: its duplicate
+        t += [np.full((pid == p).sum(), k), np.full((pid == p).sum(), k + len(ids))]
+        h += [hid[pid == p], hid[pid == p]]
+    n_fake = 30
+    for k in range(n_fake):  # fakes: 10 random hits
+        t.append(np.full(10, 2 * len(ids) + k))
+        h.append(rng.choice(ev.truth["hit_id"].to_numpy(), 10, replace=False))
+    cands = (np.concatenate(t).astype(np.int64), np.concatenate(h).astype(np.int64))
+    before = tm.evaluate_event(0, ev.truth, ev.particles, ev.hits, *cands, min_pt=1.0).tracks
+    assert before.loc[before["counted"], "fake"].sum() >= 0.8 * n_fake
+    assert before.loc[before["counted"], "duplicate"].sum() >= 0.8 * len(ids)
+    # the initial parameters from the pixel triplet along each candidate's helix, as the *+clean finders do
+    seeds = pixel_seed_hits(ev.hits, *cands, {7, 8, 9}, seeds_per_track=1)
+    (track_id, hit_id), tracks = acts_reco.clean_candidates(sample, 0, cands, seeds=seeds)
+    perf = tm.evaluate_event(0, ev.truth, ev.particles, ev.hits, track_id, hit_id, min_pt=1.0)
+    counted = perf.tracks[perf.tracks["counted"]]
+    assert not np.any(track_id >= 2 * len(ids))  # no random hit set survives
+    assert counted["fake"].sum() == 0 and counted["duplicate"].sum() == 0  # one track per particle
+    kept = set(tracks.truth_particle.tolist()) & set(ids.tolist())
+    assert len(kept) >= 0.85 * len(ids), (len(kept), len(ids))
+    assert np.all(tracks.truth_fraction == 1.0) and np.all(tracks.nhits >= 5)
+
+    # the bucketing's candidates (the bucketing+clean finder): fakes and duplicates go, most found particles stay found
+    b = bucketed
+    c = clean(sample, 0, b)
+    pb, pc = (tm.evaluate_event(0, ev.truth, ev.particles, ev.hits, o["track_id"], o["hit_id"], min_pt=1.0)
+              for o in (b, c))  # fmt: skip
+    tb, tc = pb.tracks[pb.tracks["counted"]], pc.tracks[pc.tracks["counted"]]
+    assert tb["fake"].sum() + tb["duplicate"].sum() > 0 and tc["fake"].sum() == 0
+    assert tc["duplicate"].mean() <= tb["duplicate"].mean()
+    fb = pb.particles[pb.particles["reconstructable"]]["found"].mean()
+    fc = pc.particles[pc.particles["reconstructable"]]["found"].mean()
+    assert fc >= 0.7 * fb, (fc, fb)
+    assert "cleaning" in c["timings"] and len(c["fitted"]) == len(np.unique(c["track_id"]))
 
 
 def test_finder_registry_and_bad_inputs(sample, tmp_path, capsys):

@@ -51,6 +51,7 @@ STAGES = {
     "Algorithm:TrackFindingAlgorithm": "ckf",
     "Algorithm:GreedyAmbiguityResolutionAlgorithm": "ambiguity resolution",
     "Algorithm:TrackFittingAlgorithm": "kalman fit",
+    "Algorithm:TrackSelectorAlgorithm": "track selection",
 }
 
 
@@ -118,6 +119,21 @@ class FitConfig(StrictModel):
     geometry_selection: str = "tracking/spacepoints-generic-pixels.json"
 
 
+class CleanConfig(StrictModel):
+    """Track selection of other finders' candidates after their Kalman fit (``clean_candidates``).
+
+    Our choices (docs/benchmarks/tracking.md): the CKF's measurement chi2 cut turns measurements into
+    outliers; a candidate needs the benchmark's 5 counted hits (not the CKF's 7: a candidate does not
+    extend itself) and may have 5 holes (not 2: a candidate whose hits another candidate took has
+    holes where the CKF, which collects every compatible hit, has measurements); the pT, |eta| and
+    |d0| cuts are the CKF's.
+    """
+
+    min_measurements: int = 5
+    max_holes: int = 5
+    max_outliers: int = 2
+
+
 class ActsRecoConfig(StrictModel):
     """Configuration of the ACTS reconstruction (``configs/tracking/ckf.yaml``)."""
 
@@ -126,6 +142,7 @@ class ActsRecoConfig(StrictModel):
     ckf: CkfStageConfig = CkfStageConfig()
     ambiguity: AmbiguityConfig = AmbiguityConfig()
     fit: FitConfig = FitConfig()
+    clean: CleanConfig = CleanConfig()
 
 
 def load_reco_config(
@@ -475,14 +492,11 @@ def add_param_estimation(
 
 def add_ckf(chain: Chain, cfg: ActsRecoConfig, params: str, seeds: str) -> str:
     """The CKF as ACTS's ``addCKFTracks`` builds it, then the ambiguity resolution; returns the tracks key."""
-    acts, u = chain.acts, chain.acts.UnitConstants
+    acts = chain.acts
     _, geometry = _geometry()
     field_ = _field(cfg)
     c = cfg.ckf
-    selector = acts.TrackSelector.Config(
-        ptMin=c.min_pt * u.GeV, absEtaMax=c.abs_eta_max, loc0Min=-c.loc0_max * u.mm, loc0Max=c.loc0_max * u.mm,
-        minMeasurements=c.min_measurements, maxHoles=c.max_holes, maxOutliers=c.max_outliers,
-    )  # fmt: skip
+    selector = _track_selector(chain, cfg)
     finder = acts.examples.TrackFindingAlgorithm(
         level=chain.level,
         measurementSelectorCfg=acts.MeasurementSelector.Config(
@@ -497,17 +511,43 @@ def add_ckf(chain: Chain, cfg: ActsRecoConfig, params: str, seeds: str) -> str:
         seedDeduplication=c.seed_deduplication, stayOnSeed=c.stay_on_seed,
     )  # fmt: skip
     chain.seq.addAlgorithm(finder)
+    return add_ambiguity(chain, cfg, "ckf_tracks")
+
+
+def _track_selector(chain: Chain, cfg: ActsRecoConfig, counts: CkfStageConfig | CleanConfig | None = None) -> Any:
+    """ACTS ``TrackSelector.Config``: the CKF's pT, |eta|, |d0| cuts and the hit counts of ``counts``
+    (default: the CKF's, ``ckf`` section)."""
+    acts, u, c = chain.acts, chain.acts.UnitConstants, cfg.ckf
+    n = counts or c
+    return acts.TrackSelector.Config(
+        ptMin=c.min_pt * u.GeV, absEtaMax=c.abs_eta_max, loc0Min=-c.loc0_max * u.mm, loc0Max=c.loc0_max * u.mm,
+        minMeasurements=n.min_measurements, maxHoles=n.max_holes, maxOutliers=n.max_outliers,
+    )  # fmt: skip
+
+
+def add_track_selection(chain: Chain, cfg: ActsRecoConfig, tracks: str, counts: CleanConfig | None = None) -> str:
+    """ACTS ``TrackSelectorAlgorithm`` on any track container (hit counts of ``counts``, else the CKF's)."""
+    sel = chain.acts.examples.TrackSelectorAlgorithm.Config()
+    sel.inputTracks, sel.outputTracks = tracks, f"{tracks}_selected"
+    sel.selectorConfig = _track_selector(chain, cfg, counts)
+    chain.seq.addAlgorithm(chain.acts.examples.TrackSelectorAlgorithm(sel, chain.level))
+    return f"{tracks}_selected"
+
+
+def add_ambiguity(chain: Chain, cfg: ActsRecoConfig, tracks: str, n_measurements_min: int | None = None) -> str:
+    """ACTS ``GreedyAmbiguityResolutionAlgorithm`` (``ambiguity`` section; ``none``: the tracks as they are)."""
     if cfg.ambiguity.method == "none":
-        return "ckf_tracks"
+        return tracks
     a = cfg.ambiguity
     chain.seq.addAlgorithm(
-        acts.examples.GreedyAmbiguityResolutionAlgorithm(
-            level=chain.level, inputTracks="ckf_tracks", outputTracks="ambi_tracks",
-            maximumSharedHits=a.maximum_shared_hits, nMeasurementsMin=a.n_measurements_min,
+        chain.acts.examples.GreedyAmbiguityResolutionAlgorithm(
+            level=chain.level, inputTracks=tracks, outputTracks=f"{tracks}_ambi",
+            maximumSharedHits=a.maximum_shared_hits,
+            nMeasurementsMin=a.n_measurements_min if n_measurements_min is None else n_measurements_min,
             maximumIterations=a.maximum_iterations,
         )
     )  # fmt: skip
-    return "ambi_tracks"
+    return f"{tracks}_ambi"
 
 
 def add_seeding(chain: Chain, cfg: ActsRecoConfig) -> str:
@@ -593,14 +633,15 @@ def seed_triplets(protos: Sequence[Sequence[int]], geometry_id: np.ndarray, radi
     return out
 
 
-def add_kalman(chain: Chain, cfg: ActsRecoConfig, protos: str, params: str) -> str:
-    """The ACTS Kalman fitter as ``addKalmanTracks`` builds it (perigee at the origin)."""
+def add_kalman(chain: Chain, cfg: ActsRecoConfig, protos: str, params: str, chi2_cut: float = float("inf")) -> str:
+    """The ACTS Kalman fitter as ``addKalmanTracks`` builds it (perigee at the origin); measurements
+    whose chi2 exceeds ``chi2_cut`` become outliers (default: none)."""
     acts = chain.acts
     _, geometry = _geometry()
     fit = acts.examples.makeKalmanFitterFunction(
         geometry, _field(cfg), multipleScattering=cfg.fit.multiple_scattering, energyLoss=cfg.fit.energy_loss,
         reverseFilteringMomThreshold=0.0, reverseFilteringCovarianceScaling=100.0,
-        freeToBoundCorrection=acts.examples.FreeToBoundCorrection(False), chi2Cut=float("inf"),
+        freeToBoundCorrection=acts.examples.FreeToBoundCorrection(False), chi2Cut=float(chi2_cut),
         useJosephFormulation=False, level=chain.level,
     )  # fmt: skip
     alg = acts.examples.TrackFittingAlgorithm(

@@ -12,6 +12,8 @@ per event per core):
   parameters estimated by ACTS from three pixel space points of the proto-track);
 * :func:`ckf_from_seeds` -- the ACTS CKF started from external seeds (e.g. hit triplets of the
   bucketing);
+* :func:`clean_candidates` -- any finder's candidates through the Kalman fitter (outliers at the
+  CKF's chi2 cut), the CKF's track selection and ACTS's greedy ambiguity resolution;
 * :func:`write_fitted_tracks` -- fitted tracks (perigee parameters and covariance, hit counts,
   chi2/ndf, truth match) to lhcml HDF5 (dataset ``fitted_tracks``, MeV and mm).
 
@@ -42,11 +44,13 @@ from lhcml.tasks.tracking.acts_chain import (  # noqa: F401  (the service's publ
     ProtoTrackInput,
     TrackCollector,
     acts_files,
+    add_ambiguity,
     add_ckf,
     add_kalman,
     add_param_estimation,
     add_protos_to_parameters,
     add_seeding,
+    add_track_selection,
     load_reco_config,
     pixel_volumes,
     read_measurement_positions,
@@ -279,14 +283,25 @@ def _seedable_protos(
     pairs: tuple[np.ndarray, np.ndarray],
     cfg: ActsRecoConfig,
     what: str,
+    seeds: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, list[list[int]], list[list[int]]]:
-    """Proto-tracks of ``(track_id, hit_id)`` that can be seeded, their ids and their seed triplets."""
+    """Proto-tracks of ``(track_id, hit_id)`` that can be seeded, their ids and their seed triplets.
+
+    The triplets come from each proto-track's own pixel hits, or, with ``seeds`` (``(track_id,
+    hit_id)`` with the same track ids), from the pixel hits of its seed, which then join the
+    proto-track.
+    """
     meas = read_measurement_positions(files, event_id)
     ids, protos = _protos_from_candidates(pairs, len(meas), what)
     radius = np.hypot(meas["x"].to_numpy(), meas["y"].to_numpy())
-    triplets = seed_triplets(
-        protos, meas["geometry_id"].to_numpy(np.uint64), radius, pixel_volumes(cfg)
-    )
+    gid = meas["geometry_id"].to_numpy(np.uint64)
+    if seeds is None:
+        triplets = seed_triplets(protos, gid, radius, pixel_volumes(cfg))
+    else:
+        sids, sprotos = _protos_from_candidates(seeds, len(meas), "seeds")
+        by_id = dict(zip(sids.tolist(), seed_triplets(sprotos, gid, radius, pixel_volumes(cfg)), strict=True))
+        triplets = [by_id.get(i) for i in ids.tolist()]
+        protos = [p if t is None else sorted(set(p) | set(t)) for p, t in zip(protos, triplets, strict=True)]
     keep = [i for i, t in enumerate(triplets) if t is not None]
     return ids[keep], [protos[i] for i in keep], [triplets[i] for i in keep]  # type: ignore[misc]
 
@@ -345,6 +360,60 @@ def fit_candidates(
     out = _fitted(event_id, res, ids[which[rows]], rows, _truth(Path(event_dir), event_id))
     out.timings = stage_seconds(timings)
     return out
+
+
+def clean_candidates(
+    event_dir: str | Path,
+    event_id: int,
+    candidates: tuple[np.ndarray, np.ndarray],
+    cfg: ActsRecoConfig | Mapping[str, Any] | str | Path | None = None,
+    seeds: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[tuple[np.ndarray, np.ndarray], FittedTracks]:
+    """Candidates of any finder held to the CKF's standards: Kalman fit, track selection, ambiguity resolution.
+
+    Each candidate is fitted as in :func:`fit_candidates`, but a measurement whose chi2 exceeds
+    the CKF's ``chi2_cut_measurement`` (15) becomes an outlier (a measurement the CKF would not
+    have added); ACTS's ``TrackSelectorAlgorithm`` then applies the CKF's pT, |eta| and |d0| cuts
+    with the hit counts of the ``clean`` section (at least ``min_measurements`` measurements, at
+    most ``max_holes`` holes and ``max_outliers`` outliers) and ACTS's greedy ambiguity resolution
+    (``ambiguity`` section, ``clean.min_measurements``) removes tracks sharing more than
+    ``maximum_shared_hits`` measurements. The cleaned
+    candidates are the measurements (not the outliers) of the surviving tracks. ``seeds``
+    (``(track_id, hit_id)``, e.g. :func:`lhcml.tasks.tracking.bucketing.pixel_seed_hits`) give each
+    candidate the pixel triplet of its initial parameters, which joins its hits; without them the
+    triplet is taken from the candidate's own pixel hits (candidates without three pixel layers
+    are dropped).
+
+    Returns
+    -------
+    candidates, tracks
+        ``(track_id, hit_id)`` of the kept candidates (``track_id``: the input candidate's id) and
+        their fitted tracks (truth-matched).
+    """
+    cfg = load_reco_config(cfg)
+    files = acts_files(event_dir)
+    files.check(event_id)
+    ids, protos, triplets = _seedable_protos(files, event_id, candidates, cfg, "candidates", seeds)
+
+    def build(chain: Chain, sink: dict[int, dict[str, Any]]) -> None:
+        chain.seq.addAlgorithm(ProtoTrackInput(chain.acts, chain.level, {int(event_id): protos}, "input_protos"))
+        chain.seq.addAlgorithm(ProtoTrackInput(chain.acts, chain.level, {int(event_id): triplets}, "seed_triplets"))
+        params, _, seeded = add_protos_to_parameters(chain, cfg, "seed_triplets", "input_protos")
+        tracks = add_kalman(chain, cfg, seeded, params, chi2_cut=cfg.ckf.chi2_cut_measurement)
+        tracks = add_track_selection(chain, cfg, tracks, counts=cfg.clean)
+        tracks = add_ambiguity(chain, cfg, tracks, n_measurements_min=cfg.clean.min_measurements)
+        chain.seq.addAlgorithm(TrackCollector(chain.acts, chain.level, tracks, sink))
+
+    sink, timings = run_chain(files, [event_id], build)
+    res = sink[int(event_id)]
+    which = _assign(res["states"], protos)
+    rows = np.flatnonzero((which >= 0) & has_parameters(res["params"], res["cov"]))
+    out = _fitted(event_id, res, ids[which[rows]], rows, _truth(Path(event_dir), event_id))
+    out.timings = stage_seconds(timings)
+    lens = [len(res["hits"][r]) for r in rows]
+    track_id = np.repeat(out.track_id, lens)
+    hit_id = np.fromiter((h + 1 for r in rows for h in res["hits"][r]), np.int64, count=sum(lens))
+    return (track_id, hit_id), out
 
 
 def ckf_from_seeds(

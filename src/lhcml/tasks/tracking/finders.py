@@ -13,6 +13,7 @@ import string). Other finders are added by one line each in :data:`FINDERS`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,18 +39,48 @@ def ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
             "timings": stage_seconds(result.timings), "fitted": result.tracks[int(event_id)]}  # fmt: skip
 
 
+def clean(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
+    """A finder's output cleaned by :func:`lhcml.tasks.tracking.acts_reco.clean_candidates` (Kalman fit
+    with outliers, track selection, greedy ambiguity resolution; ``configs/tracking/ckf.yaml``), each
+    candidate's initial parameters from the pixel triplet along its helix
+    (:func:`lhcml.tasks.tracking.bucketing.pixel_seed_hits`); the finder's timings plus ``cleaning``."""
+    from lhcml.data.trackml import read_event
+    from lhcml.tasks.tracking.acts_reco import clean_candidates, load_reco_config, pixel_volumes
+
+    t0 = time.process_time()
+    pairs = (np.asarray(out["track_id"], np.int64), np.asarray(out["hit_id"], np.int64))
+    hits = read_event(event_dir, event_id, parts=("hits",), check=False).hits
+    seeds = _bucketing.pixel_seed_hits(hits, *pairs, pixel_volumes(load_reco_config(None)), seeds_per_track=1)
+    (track_id, hit_id), fitted = clean_candidates(event_dir, event_id, pairs, seeds=seeds)
+    timings = {**dict(out.get("timings") or {}), "cleaning": time.process_time() - t0}
+    return {"track_id": track_id, "hit_id": hit_id, "timings": timings, "fitted": fitted}
+
+
+def cleaned(finder: Finder) -> Finder:
+    """``finder`` followed by :func:`clean` (``cfg`` is the inner finder's configuration)."""
+
+    def run(event_dir: Path, event_id: int, cfg: Any = None) -> Candidates:
+        return clean(event_dir, event_id, finder(event_dir, event_id, cfg))
+
+    run.__doc__ = f"{finder.__name__} candidates cleaned by the ACTS Kalman fit, track selection and ambiguity resolution."
+    return run
+
+
 #: finder name -> callable(event_dir, event_id, cfg) -> candidates
 FINDERS: dict[str, Finder] = {
     "ckf": ckf,
     "bucketing": _bucketing.bucketing,  # ANN buckets + helix fits (lhcml.tasks.tracking.bucketing)
     "bucketing+ckf": _bucketing.bucketing_ckf,  # bucketing tracks as seeds of the ACTS CKF
+    "bucketing+clean": cleaned(_bucketing.bucketing),  # bucketing tracks fitted, selected, ambiguity-resolved
     "gnn-mm": _gnn.gnn_mm,  # module-map graph -> edge filter -> interaction network -> CC + walk-through
+    "gnn-mm+clean": cleaned(_gnn.gnn_mm),
     "gnn-ml": _gnn.gnn_ml,  # metric-learning radius graph -> edge filter -> interaction network -> CC + walk-through
+    "gnn-ml+clean": cleaned(_gnn.gnn_ml),
 }
 
 
 #: finders that read the ACTS CSV of the sample (``OUT/acts/``)
-ACTS_FINDERS = {"ckf", "bucketing+ckf"}
+ACTS_FINDERS = {"ckf", "bucketing+ckf", "bucketing+clean", "gnn-mm+clean", "gnn-ml+clean"}
 
 
 def get_finder(name: str) -> Finder:
