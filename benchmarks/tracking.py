@@ -10,7 +10,10 @@ and every finder registered in :data:`lhcml.tasks.tracking.finders.FINDERS` (or 
    per-stage timings are kept beside them; candidates and timings go to
    ``WORK/candidates/<sample>/<method>/`` (:func:`lhcml.tasks.tracking.evaluate.write_candidates`);
    a finder that fails (e.g. an ML finder without its trained model) is reported as not run, with
-   its error, and the others go on;
+   its error, and the others go on; a finder ``X+clean`` run after ``X`` cleans X's candidates of
+   this run (:func:`lhcml.tasks.tracking.finders.clean`) instead of running X again, its CPU time
+   is X's plus the cleaning's; ``--reuse`` keeps the candidates a method already has in ``WORK``
+   for the same events (to resume an interrupted run);
 2. evaluate all methods on the same events (:func:`lhcml.tasks.tracking.evaluate.evaluate_tracking`):
    TrackML score, efficiency for pT > 1 GeV and > 0.5 GeV, fake and duplicate rates (ACTS-style
    matching), time per event; ``WORK/eval/<sample>/results.{json,csv}`` and the HTML report
@@ -68,13 +71,18 @@ def _as_candidates(result: Any) -> tuple[np.ndarray, np.ndarray, dict[str, float
 
 
 def run_finders(samples: dict[str, Path], methods: list[str], max_events: dict[str, int | None], work: Path,
-                events_spec: str | None, with_truth: bool = True, warmup: int = 1) -> tuple[dict[str, dict[str, Path]], dict[str, dict[str, str]], dict[str, list[int]]]:  # fmt: skip
+                events_spec: str | None, with_truth: bool = True, warmup: int = 1, reuse: bool = False) -> tuple[dict[str, dict[str, Path]], dict[str, dict[str, str]], dict[str, list[int]]]:  # fmt: skip
     """Run every method on every sample; returns candidate dirs, failures and the events used."""
     from tqdm import tqdm
 
     from lhcml.data.trackml import list_events, read_event
-    from lhcml.tasks.tracking.evaluate import write_candidates
-    from lhcml.tasks.tracking.finders import get_finder, parse_events
+    from lhcml.tasks.tracking.evaluate import (
+        candidates_path,
+        read_candidates,
+        timings_path,
+        write_candidates,
+    )
+    from lhcml.tasks.tracking.finders import clean, get_finder, parse_events
 
     done: dict[str, dict[str, Path]] = {}
     failed: dict[str, dict[str, str]] = {}
@@ -101,14 +109,27 @@ def run_finders(samples: dict[str, Path], methods: list[str], max_events: dict[s
         for m in methods:
             finder = get_finder(m)
             out = work / "candidates" / s / m
+            if reuse and all(candidates_path(out, e).is_file() and timings_path(out, e).is_file() for e in ids):
+                done[s][m] = out  # --reuse: this method's candidates of these events are there already
+                continue
+            # "X+clean" after X in the same run: clean X's candidates of this run instead of running X again;
+            # its CPU is X's (from X's timings) plus the cleaning's, as if run in one call
+            base = m.removesuffix("+clean")
+            reuse_base = m.endswith("+clean") and base in done[s]
             try:
                 for _ in range(warmup if m not in warmed else 0):  # untimed, once per method (first sample):
                     finder(d, ids[0], None)  # one-off set-up (geometry, models) is not per event
                 warmed.add(m)
                 for e in tqdm(ids, desc=f"{s} {m}", unit="event"):
                     c0, w0 = time.process_time(), time.perf_counter()
-                    result = finder(d, e, None)
+                    if reuse_base:
+                        bt, bh, btim = read_candidates(done[s][base], e)
+                        result = clean(d, e, {"track_id": bt, "hit_id": bh, "timings": {k: v for k, v in btim.items() if k not in ("total", "wall")}})
+                    else:
+                        result = finder(d, e, None)
                     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+                    if reuse_base:
+                        cpu, wall = cpu + btim.get("total", 0.0), wall + btim.get("wall", 0.0)
                     t, h, stages = _as_candidates(result)
                     # "total": CPU time of the call (per core: one thread); the finder's stages beside it
                     write_candidates(out, e, t, h, timings={**stages, "total": cpu, "wall": wall})
@@ -190,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--doc", type=Path, default=DOC, help="markdown page to update (docs/benchmarks/tracking.md)")
     ap.add_argument("--no-doc", action="store_true", help="print only")
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls of each finder (on the first event of the first sample) before timing")
+    ap.add_argument("--reuse", action="store_true", help="keep a method's candidates already in --work for the same events (resume a run)")
     ap.add_argument("--no-truth", action="store_true", help="no 'truth' row (the true assignment: score and efficiency 1 by construction)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -223,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(caps) not in (1, len(samples)):
         ap.error(f"--max-events takes one number or one per sample ({len(samples)}), got {args.max_events!r}")
     max_events = {s: (caps[i] if len(caps) > 1 else caps[0]) or None for i, s in enumerate(samples)}
-    done, failed, used = run_finders(samples, methods, max_events, args.work, args.events, not args.no_truth, args.warmup)
+    done, failed, used = run_finders(samples, methods, max_events, args.work, args.events, not args.no_truth, args.warmup, args.reuse)
     eval_dir = args.work / "eval"
     if eval_dir.is_dir():  # this run's results only (a sample that fails now must not show an old result)
         shutil.rmtree(eval_dir)
