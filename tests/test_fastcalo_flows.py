@@ -289,7 +289,8 @@ def sparse_showers(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return e, torch.where(tiny, 5e-4 * torch.rand(x.shape, generator=g), x)
 
 
-def test_strips_representation_round_trip():
+@pytest.mark.parametrize("energy_standardisation", [False, True])
+def test_strips_representation_round_trip(energy_standardisation):
     """fm_strips' representation (log voxel shares with explicit zeros, first layer rolled to its
     maximum) decodes detailed showers back exactly: voxels under the 1 MeV readout threshold read
     0, every other voxel its energy times the layer's renormalisation (the sub-threshold energy
@@ -297,13 +298,14 @@ def test_strips_representation_round_trip():
     e, x = sparse_showers(2000, seed=31)
     # the first layer's maximum off its centre voxel in a third of the showers each way
     x[:, :3] = torch.cat([x[:700, :3].roll(1, 1), x[700:1400, :3].roll(-1, 1), x[1400:, :3]])
-    model = small_fm_strips(dequant_kev=0.0, threshold_kev=1000.0)
+    model = small_fm_strips(dequant_kev=0.0, threshold_kev=1000.0, energy_standardisation=energy_standardisation)
     model.prepare(e, x)
     with torch.no_grad():
         t = model.target(e, x)  # (N, L + V + 1): layer variables, voxels, shift
         nl, nv = model.n_layers, model.n_voxels
         shift = torch.round(t[:, -1]).long()
-        back = model.unalign(model.vars.decode_voxels(t[:, nl:nl + nv], model.vars.decode_layers(t[:, :nl], e)), shift)
+        e_layers = model.vars.decode_layers(t[:, :nl], e)
+        back = model.unalign(model.vars.decode_voxels(t[:, nl:nl + nv], e_layers, e), shift)
     kept = torch.where(x >= 1e-3, x, torch.zeros_like(x))
     scale = model.layer_energies(x) / model.layer_energies(kept).clamp(min=1e-30)
     expect = kept * (scale @ model.vars.assign.T)
@@ -342,6 +344,22 @@ def test_log_space_narrows_bimodal_voxels():
         widths[space] = float(v.v_std[5])
     # here 5.3 -> 3.7 e-folds; lhcml's strips 2-6 cells from the core: 3-4 -> ~2
     assert widths["log"] < 0.75 * widths["logit"], widths
+
+
+def test_energy_standardisation_gives_unit_width_per_energy():
+    """``energy_standardisation``: at each incident energy the voxel variables have about unit
+    width (the global standardisation leaves them far narrower at one energy than over the sample)."""
+    e, x = sparse_showers(4000, seed=35)
+    widths = {}
+    for flag in (False, True):
+        v = CaloFlowVariables(LAYERS, u0_max=1.5, threshold_kev=1000.0, voxel_space="log", energy_standardisation=flag)
+        v.fit(e, x, torch.Generator().manual_seed(0))
+        _, x_v, _ = v.encode(e, x, torch.Generator().manual_seed(1))
+        widths[flag] = torch.stack([x_v[e == e0].std(0) for e0 in ENERGIES])  # (2 energies, V)
+    assert float(widths[False].min()) < 0.5  # some voxel is narrow at one energy
+    # energy-dependent scales: unit width at each energy (up to the variance floor, 0.25)
+    assert float((widths[True] - 1).abs().median()) < 0.1
+    assert float(widths[True].min()) > 0.25 and float(widths[True].max()) < 4.0
 
 
 def test_bad_inputs(data):

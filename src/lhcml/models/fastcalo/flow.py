@@ -88,6 +88,15 @@ class CaloFlowVariables(nn.Module):
         occupied in 55-90 % of the showers, the standardisation width is then 3-4 e-folds, so a
         generator error of 0.3 standardised units is a factor 2-3 in energy; in ``"log"`` space
         the width is that of the occupied energies (docs/benchmarks/fastcalo.md, "Ninth version").
+    energy_standardisation
+        ``False`` (CaloFlow): one mean and width per voxel variable over the whole sample;
+        ``True``: mean and variance of every voxel variable as quadratics in
+        ``l = (ln E_inc - m) / s`` (least squares on the training sample; the variance floored at
+        ``(0.25 x`` the global width``)^2``, so rare outliers stay within ~15 units), so that at
+        every incident energy the variables the generator sees have about unit width: a 100 GeV photon's smooth strip tails fluctuate by far
+        less than the spread of the same voxel over 1-260 GeV, and a generator error of a fixed
+        size in the globally standardised variables is then a large error in the tails at high
+        energy. :meth:`decode_voxels` then needs the incident energies.
 
     The standardisation (means and widths of the logit variables) is fitted on training showers
     with :meth:`fit` and kept in buffers, so it travels with the weights and into ONNX.
@@ -96,6 +105,7 @@ class CaloFlowVariables(nn.Module):
     def __init__(
         self, layer_sizes: Sequence[int], u0_max: float = 1.5, dequant_kev: float = 1.0,
         threshold_kev: float | None = None, voxel_space: str = "logit",
+        energy_standardisation: bool = False,
     ) -> None:
         super().__init__()
         if voxel_space not in ("logit", "log"):
@@ -127,6 +137,12 @@ class CaloFlowVariables(nn.Module):
         self.register_buffer("u_std", torch.ones(self.n_layers))
         self.register_buffer("v_mean", torch.zeros(self.n_voxels))
         self.register_buffer("v_std", torch.ones(self.n_voxels))
+        self.energy_standardisation = bool(energy_standardisation)
+        if self.energy_standardisation:
+            # (3, V) coefficients of the mean and of the variance in (1, l, l^2); (m, s) of ln E
+            self.register_buffer("v_mean_coef", torch.zeros(3, self.n_voxels))
+            self.register_buffer("v_var_coef", torch.zeros(3, self.n_voxels))
+            self.register_buffer("log_e_ref", torch.tensor([0.0, 1.0]))
 
     # ---- layer energies <-> u ----
     def layer_energies(self, showers: Tensor) -> Tensor:
@@ -179,16 +195,34 @@ class CaloFlowVariables(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Standardised ``(x_u, x_v, layer energies)`` of (already dequantised) showers."""
         lu, lv, e_layers = self.raw_variables(energy, showers, generator)
-        return (lu - self.u_mean) / self.u_std, (lv - self.v_mean) / self.v_std, e_layers
+        v_mean, v_std = self.voxel_scales(energy)
+        return (lu - self.u_mean) / self.u_std, (lv - v_mean) / v_std, e_layers
+
+    def _energy_basis(self, energy: Tensor) -> Tensor:
+        ell = (torch.log(energy.reshape(-1, 1)) - self.log_e_ref[0]) / self.log_e_ref[1]
+        return torch.cat([torch.ones_like(ell), ell, ell * ell], dim=1)
+
+    def voxel_scales(self, energy: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Mean and width of the voxel variables: ``(V,)`` each, or ``(N, V)`` at the incident
+        energies ``(N,)`` GeV with ``energy_standardisation``."""
+        if not self.energy_standardisation:
+            return self.v_mean, self.v_std
+        if energy is None:
+            raise ValueError("energy_standardisation: the voxel scales need the incident energies")
+        basis = self._energy_basis(energy)
+        var = (basis @ self.v_var_coef).clamp(min=0.0)
+        return basis @ self.v_mean_coef, torch.sqrt(torch.maximum(var, (0.25 * self.v_std) ** 2))
 
     def decode_layers(self, x_u: Tensor, energy: Tensor) -> Tensor:
         """Layer energies ``(N, L)`` from standardised ``x_u``."""
         return self.layers_from_u(_expit(x_u * self.u_std + self.u_mean), energy)
 
-    def decode_voxels(self, x_v: Tensor, e_layers: Tensor) -> Tensor:
+    def decode_voxels(self, x_v: Tensor, e_layers: Tensor, energy: Tensor | None = None) -> Tensor:
         """Voxel energies (GeV) from standardised ``x_v``: voxels below the threshold set to zero,
-        each layer renormalised to ``e_layers`` (CaloFlow's post-processing)."""
-        raw = x_v * self.v_std + self.v_mean
+        each layer renormalised to ``e_layers`` (CaloFlow's post-processing); ``energy`` (the
+        incident energies) only with ``energy_standardisation``."""
+        v_mean, v_std = self.voxel_scales(energy)
+        raw = x_v * v_std + v_mean
         frac = _expit(raw) if self.voxel_space == "logit" else torch.exp(raw.clamp(max=0.0))
         e_vox = frac * (e_layers @ self.assign.T)
         frac = torch.where(e_vox < self.threshold_gev, torch.zeros_like(frac), frac)
@@ -234,6 +268,14 @@ class CaloFlowVariables(nn.Module):
         self.u_std.copy_(lu.std(0).clamp(min=1e-3))
         self.v_mean.copy_(lv.mean(0))
         self.v_std.copy_(lv.std(0).clamp(min=1e-3))
+        if self.energy_standardisation:
+            log_e = torch.log(energy.double())
+            self.log_e_ref.copy_(torch.stack([log_e.mean(), log_e.std().clamp(min=1e-6)]).float())
+            basis = self._energy_basis(energy).double()
+            mean_coef = torch.linalg.lstsq(basis, lv.double()).solution
+            resid2 = (lv.double() - basis @ mean_coef) ** 2
+            self.v_mean_coef.copy_(mean_coef.float())
+            self.v_var_coef.copy_(torch.linalg.lstsq(basis, resid2).solution.float())
 
 
 def check_prepared(model: nn.Module) -> None:

@@ -77,7 +77,7 @@ class CaloFlowMatching(FastCaloGenerator):
         Frequencies of the time embedding.
     steps, solver
         Fixed-step ODE solver of the sampler: ``euler`` or ``midpoint``.
-    u0_max, dequant_kev, threshold_kev, voxel_space
+    u0_max, dequant_kev, threshold_kev, voxel_space, energy_standardisation
         See :class:`~lhcml.models.fastcalo.flow.CaloFlowVariables` (``voxel_space: log``: the
         voxels as logs of their layer shares with explicit zeros under the readout threshold).
     align_max_shift, align_n_phi
@@ -101,6 +101,7 @@ class CaloFlowMatching(FastCaloGenerator):
         dequant_kev: float = 1.0,
         threshold_kev: float | None = None,
         voxel_space: Literal["logit", "log"] = "logit",
+        energy_standardisation: bool = False,
         align_max_shift: int = 0,
         align_n_phi: int = 3,
     ) -> None:
@@ -115,7 +116,7 @@ class CaloFlowMatching(FastCaloGenerator):
             )
         self.vars = CaloFlowVariables(
             layer_sizes, u0_max=u0_max, dequant_kev=dequant_kev, threshold_kev=threshold_kev,
-            voxel_space=voxel_space,
+            voxel_space=voxel_space, energy_standardisation=energy_standardisation,
         )
         self.align_max_shift = int(align_max_shift)
         self.align_n_phi = int(align_n_phi)
@@ -207,7 +208,7 @@ class CaloFlowMatching(FastCaloGenerator):
         x = self.integrate(energy_gev, noise)
         nl = self.n_layers
         e_layers = self.vars.decode_layers(x[:, :nl], energy_gev)
-        showers = self.vars.decode_voxels(x[:, nl : nl + self.n_voxels], e_layers)
+        showers = self.vars.decode_voxels(x[:, nl : nl + self.n_voxels], e_layers, energy_gev)
         if not self.align_max_shift:
             return showers
         s = self.align_max_shift
