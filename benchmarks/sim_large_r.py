@@ -40,6 +40,12 @@ errors of the μ differences (:func:`paired_mitigation`)::
 
     nice -n 10 .venv/bin/python benchmarks/sim_large_r.py --paired-mitigation clusters --events 1500 --mus 0 60 140 --seed 6161
 
+``--jet-geometry em_samplings``: every mode on the jet calorimeter with the EM part in strips / middle /
+back samplings (:func:`lhcml.sim.jet_calo.jet_geometry`; the shipped tables are derived on the default
+``one_em_layer``, so derive new ones with ``--derive --table NEW.yaml`` first)::
+
+    nice -n 10 .venv/bin/python benchmarks/sim_large_r.py --jet-geometry em_samplings --derive --events 2000 --mu 0 --table NEW.yaml
+
 ``--truth-peaks``: the truth-jet top mass peak alone (Pythia, no detector) for R = 0.8, 1.0,
 1.2, with and without ν/μ, trimmed and ungroomed, the quarks within R or 0.75 R.
 ``--containment 0.75``: only tops whose three decay quarks lie within ΔR < 0.75 R of the jet axis
@@ -656,7 +662,20 @@ def main() -> None:
     ap.add_argument("--containment", type=float, default=None,
                     help="label only t/W/Z whose decay quarks lie within this fraction of R of the jet axis "
                          "(ATLAS contained tops: 0.75; default: within R, the public top-tagging benchmark)")
+    ap.add_argument("--jet-geometry", default="one_em_layer",
+                    help="jet-calorimeter geometry (lhcml.sim.jet_calo.GEOMETRIES): one_em_layer (default) or "
+                         "em_samplings (EM strips / middle / back; the shipped tables are derived on one_em_layer)")
     args = ap.parse_args()
+    from lhcml.sim.jet_calo import GEOMETRIES, jet_geometry
+
+    if args.jet_geometry not in GEOMETRIES:
+        ap.error(f"--jet-geometry {args.jet_geometry}: unknown; valid: {', '.join(GEOMETRIES)}")
+    with jet_geometry(args.jet_geometry):
+        _run(args, ap)
+
+
+def _run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
+    """The mode chosen on the command line (:func:`main`)."""
     if args.estimator is not None:
         from lhcml.sim.large_r_calibration import RESPONSE_ESTIMATORS
 

@@ -5,6 +5,16 @@ hadronic), each a set of regular η × φ grids (EM barrel/end-cap 0.025 × 2π/
 middle-layer cells — Tile/HEC 0.1 × 2π/64, FCal 0.2125 × 2π/32), mirrored at negative η. Every cell has an index in
 ``0 .. N_CELLS - 1`` (:class:`CaloGeometry`).
 
+EM samplings (option, ``jet_calo_geometry_samplings.yaml``, :func:`jet_geometry("em_samplings")
+<jet_geometry>`): the EM barrel and end-cap in ATLAS's three longitudinal samplings — strips (0.025/8 ×
+2π/64 in the barrel), middle (0.025 × 2π/256), back (0.05 × 2π/256) — the EM part of each shower shared
+among them by its longitudinal profile over their depths (``depth_x0``; :func:`em_sampling_split`, no
+extra random draws, so the same events deposit the same total energy). Cells of adjacent samplings
+that overlap are neighbours (strips–middle, middle–back, back–hadronic; the inner wheel and FCal1, one
+sampling, with the hadronic cells behind them). The strips' cells have ``layer`` 2 (EM compartment):
+the topo-cluster splitting treats them as secondary, middle and back as primary (ATLAS
+``CaloTopoClusterSplitter``, docs/references.md §30).
+
 Showers (vectorised over all particles of all events):
 
 * **Impact point**: the particle's direction from its production vertex projected onto the
@@ -54,6 +64,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +79,11 @@ from lhcml.sim.cell_noise import sparse_noise_model
 from lhcml.sim.generator import FlatTable
 
 GEOMETRY_FILE = Path(__file__).with_name("jet_calo_geometry.yaml")
+#: the same calorimeter with the EM part in three longitudinal samplings (strips / middle / back)
+SAMPLINGS_FILE = Path(__file__).with_name("jet_calo_geometry_samplings.yaml")
+#: the shipped geometries by name (:func:`jet_geometry`); the first is the default
+GEOMETRIES = {"one_em_layer": GEOMETRY_FILE, "em_samplings": SAMPLINGS_FILE}
+_ACTIVE = ["one_em_layer"]
 #: calorimeter coverage
 CALO_ETA_MAX = 4.9
 #: 0.3 · B[T] · R[m] / 2 (GeV) with B = 2 T, R = 1.5 m: the bending scale of charged particles
@@ -109,16 +126,48 @@ class CaloGeometry:
     nb_index: np.ndarray
     cos_phi: np.ndarray  # cos, sin of the cell φ (cluster barycentres)
     sin_phi: np.ndarray
+    # longitudinal EM samplings (``em_sampling`` in the geometry file; absent: one EM layer). Depth rank
+    # of each block: 0 strips, 1 middle (and every one-sampling EM region), 2 back, 3 hadronic; the EM
+    # part of a shower is shared among the samplings at its η by its longitudinal profile over ``b_x0``
+    b_rank: np.ndarray | None = None
+    b_x0: np.ndarray | None = None  # (n_blocks, 2): depth range in X0 of each EM block
+    samplings: bool = False
 
     @property
     def n_cells(self) -> int:
         return len(self.eta)
 
 
+@contextmanager
+def jet_geometry(name: str) -> Iterator[None]:
+    """Within this block, :func:`load_geometry` without a path (the whole simulation chain) uses the
+    shipped geometry ``name`` (:data:`GEOMETRIES`: ``"one_em_layer"``, the default, or
+    ``"em_samplings"``, the EM part in strips / middle / back with ATLAS's primary and secondary maxima
+    roles in the topo-cluster splitting). The calibration tables are derived on the default geometry.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown ``name``.
+    """
+    if name not in GEOMETRIES:
+        raise ConfigError(f"unknown jet-calorimeter geometry '{name}'; valid: {', '.join(GEOMETRIES)}")
+    _ACTIVE.append(name)
+    try:
+        yield
+    finally:
+        _ACTIVE.pop()
+
+
+def load_geometry(path: str | Path | None = None) -> CaloGeometry:
+    """The jet-calorimeter geometry of ``path`` (default: the active shipped one, :func:`jet_geometry`;
+    :data:`GEOMETRY_FILE` unless told otherwise)."""
+    return _load_geometry(str(path) if path is not None else str(GEOMETRIES[_ACTIVE[-1]]))
+
+
 @functools.lru_cache(maxsize=4)
-def load_geometry(path: str | None = None) -> CaloGeometry:
-    """The jet-calorimeter geometry of ``path`` (default :data:`GEOMETRY_FILE`)."""
-    p = Path(path) if path is not None else GEOMETRY_FILE
+def _load_geometry(path: str) -> CaloGeometry:
+    p = Path(path)
     try:
         cfg = yaml.safe_load(p.read_text())
     except FileNotFoundError as exc:
@@ -141,10 +190,12 @@ def load_geometry(path: str | None = None) -> CaloGeometry:
                               f"region, in interaction lengths) must be >= 0 and only on layer 1")
         if not (0 <= lo < hi <= CALO_ETA_MAX + 1e-9) or ne < 1 or nphi < 1 or layer not in (0, 1):
             raise ConfigError(f"{p}: region {r.get('name')} has an invalid range/granularity/layer")
+        rank, x0 = _region_sampling(r, layer, p, float(cfg.get("em_depth_x0", 22.0)))
         for side in (-1, 1):
-            blocks.append((layer, (-hi, -lo) if side < 0 else (lo, hi), ne, nphi, terms, r_id, side, ring_off))
+            blocks.append((layer, (-hi, -lo) if side < 0 else (lo, hi), ne, nphi, terms, r_id, side, ring_off, rank,
+                           x0))
         ring_off += ne
-    blocks.sort(key=lambda b: (b[0], b[1][0]))
+    blocks.sort(key=lambda b: (b[0], b[8], b[1][0]))
     n_b = len(blocks)
     b_layer = np.array([b[0] for b in blocks], np.int64)
     b_lo = np.array([b[1][0] for b in blocks])
@@ -158,7 +209,8 @@ def load_geometry(path: str | None = None) -> CaloGeometry:
         ne, nphi = b[2], b[3]
         deta = (b_hi[i] - b_lo[i]) / ne
         ie, ip = np.meshgrid(np.arange(ne), np.arange(nphi), indexing="ij")
-        layer.append(np.full(ne * nphi, b[0], np.int8))
+        # cell layer: 0 EM, 1 hadronic, 2 EM strips (EM, secondary maxima in the topo-cluster splitting)
+        layer.append(np.full(ne * nphi, STRIPS_LAYER if b[8] == 0 else b[0], np.int8))
         eta.append(b_lo[i] + (ie.ravel() + 0.5) * deta)
         phi.append(-np.pi + (ip.ravel() + 0.5) * (2 * np.pi / nphi))
         noise.append(np.full(ne * nphi, b[4][2]))
@@ -167,7 +219,8 @@ def load_geometry(path: str | None = None) -> CaloGeometry:
     layer_a = np.concatenate(layer)
     phi_a = np.concatenate(phi)
     cos_phi, sin_phi = _cos_sin(phi_a)
-    nb_off, nb_idx = _neighbours(b_layer, b_lo, b_hi, b_ne, b_np, b_off)
+    b_rank = np.array([b[8] for b in blocks], np.int64)
+    nb_off, nb_idx = _neighbours(b_rank, b_lo, b_hi, b_ne, b_np, b_off)
     return CaloGeometry(
         radius=float(cfg.get("radius_mm", 1500.0)),
         em_depth_x0=float(cfg.get("em_depth_x0", 22.0)),
@@ -182,7 +235,37 @@ def load_geometry(path: str | None = None) -> CaloGeometry:
         ring=np.concatenate(ring).astype(np.int64), n_rings=ring_off,
         nb_offsets=nb_off, nb_index=nb_idx.astype(np.int32),  # int32: half the cache footprint in clustering
         cos_phi=cos_phi, sin_phi=sin_phi,
+        b_rank=b_rank, b_x0=np.array([b[9] for b in blocks], np.float64).reshape(n_b, 2),
+        samplings=any("em_sampling" in r for r in regions),
     )
+
+
+#: depth ranks of the EM samplings (``em_sampling``) and of the hadronic compartment
+EM_SAMPLINGS = {"strips": 0, "middle": 1, "back": 2}
+HAD_RANK = 3
+#: the cell ``layer`` code of the EM strips (EM compartment; secondary maxima, :mod:`lhcml.sim.topoclusters`)
+STRIPS_LAYER = 2
+
+
+def _region_sampling(r: dict, layer: int, p: Path, em_depth: float) -> tuple[int, tuple[float, float]]:
+    """Depth rank and depth range (X0) of a geometry region: ``em_sampling`` (strips / middle / back,
+    EM regions only; default middle) and ``depth_x0: [from, to]`` (default the whole EM depth)."""
+    name = r.get("name")
+    if layer == 1:
+        if "em_sampling" in r or "depth_x0" in r:
+            raise ConfigError(f"{p}: region {name}: em_sampling / depth_x0 apply to EM regions (layer 0) only")
+        return HAD_RANK, (0.0, 0.0)
+    samp = r.get("em_sampling", "middle")
+    if samp not in EM_SAMPLINGS:
+        raise ConfigError(f"{p}: region {name}: em_sampling must be one of {', '.join(EM_SAMPLINGS)}, got {samp!r}")
+    d = r.get("depth_x0", [0.0, em_depth])
+    try:
+        x0 = (float(d[0]), float(d[1]))
+    except (TypeError, ValueError, IndexError, KeyError) as exc:
+        raise ConfigError(f"{p}: region {name}: depth_x0 must be [from, to] in X0, got {d!r}") from exc
+    if not 0 <= x0[0] < x0[1]:
+        raise ConfigError(f"{p}: region {name}: depth_x0 must be [from, to] with 0 <= from < to, got {d!r}")
+    return EM_SAMPLINGS[samp], x0
 
 
 @numba.njit(cache=True)
@@ -206,6 +289,9 @@ def _phi_range(phi_lo, phi_hi, nphi, tol):
 
 @numba.njit(cache=True)
 def _neighbours(b_layer, b_lo, b_hi, b_ne, b_np, b_off):
+    """CSR neighbour lists. ``b_layer``: the depth rank of each block (EM samplings, hadronic): cells of
+    one rank touching (corners included), cells of two ranks overlapping in η × φ when no block of a rank
+    between them covers the middle of their η overlap (adjacent samplings in depth)."""
     n_cells = b_off[-1]
     cap = 40
     tmp = np.full((n_cells, cap), -1, np.int64)
@@ -223,6 +309,17 @@ def _neighbours(b_layer, b_lo, b_hi, b_ne, b_np, b_off):
                 p_hi = p_lo + dphi
                 for bj in range(len(b_layer)):
                     same = b_layer[bj] == b_layer[bi]
+                    if not same and abs(b_layer[bj] - b_layer[bi]) > 1:
+                        # a sampling in between at the middle of the η overlap: not adjacent in depth
+                        mid = 0.5 * (max(e_lo, b_lo[bj]) + min(e_hi, b_hi[bj]))
+                        r_lo = min(b_layer[bi], b_layer[bj])
+                        r_hi = max(b_layer[bi], b_layer[bj])
+                        between = False
+                        for bk in range(len(b_layer)):
+                            if r_lo < b_layer[bk] < r_hi and b_lo[bk] <= mid < b_hi[bk]:
+                                between = True
+                        if between:
+                            continue
                     # same compartment: touching cells (incl. corners); other: overlapping cells
                     tol = eps if same else -eps
                     lo = e_lo - tol
@@ -266,14 +363,30 @@ def locate(geo: CaloGeometry, layer: np.ndarray, eta: np.ndarray) -> np.ndarray:
     """Block index of (compartment, η) points; -1 outside the coverage (and for NaN): the block of
     the last lower edge at or below η among the compartment's blocks (sorted in η), up to the last
     block's upper edge."""
-    return _locate(np.asarray(layer), np.asarray(eta, np.float64), geo.b_layer, geo.b_eta_lo, geo.b_eta_hi)
+    return _locate(np.asarray(layer), np.asarray(eta, np.float64), _locate_key(geo), geo.b_eta_lo, geo.b_eta_hi)
+
+
+def _locate_key(geo: CaloGeometry) -> np.ndarray:
+    """The compartment of each block for :func:`locate`, -1 for the EM strips and back blocks (with
+    samplings, an EM point is located in the middle sampling and the one-sampling regions)."""
+    if geo.b_rank is None:
+        return geo.b_layer
+    return np.where((geo.b_rank == 1) | (geo.b_rank == HAD_RANK), geo.b_layer, -1)
+
+
+def locate_sampling(geo: CaloGeometry, rank: int, eta: np.ndarray) -> np.ndarray:
+    """Block index of the EM sampling of depth ``rank`` (:data:`EM_SAMPLINGS`) at ``eta``; -1 where the
+    sampling is absent."""
+    eta = np.asarray(eta, np.float64)
+    key = np.where(geo.b_rank == rank, 0, -1)
+    return _locate(np.zeros(len(eta), np.int64), eta, key, geo.b_eta_lo, geo.b_eta_hi)
 
 
 @numba.njit(cache=True)
 def _locate(layer, eta, b_layer, b_lo, b_hi):
     """:func:`locate` in compiled code (the edges at or below each point counted: a handful)."""
     out = np.full(eta.shape[0], -1, np.int64)
-    for lay in (0, 1):
+    for lay in (0, 1):  # (key -1: not located)
         bl = np.flatnonzero(b_layer == lay)
         nb = bl.shape[0]
         if nb == 0:
@@ -360,6 +473,7 @@ class ParticleDeposits:
     e_layer: np.ndarray  # (n, 2): visible energy in the EM / hadronic compartment
     kind: np.ndarray  # EM / HADRON / MUON
     pileup: np.ndarray  # bool
+    em_split: np.ndarray | None = None  # (n, 3): share of the EM-compartment energy in strips / middle / back
 
 
 def shower_particles(particles: FlatTable, rng: np.random.Generator, geo: CaloGeometry | None = None) -> ParticleDeposits:
@@ -430,7 +544,38 @@ def shower_particles(particles: FlatTable, rng: np.random.Generator, geo: CaloGe
         - f_had_layer[(dead > 0)[is_h]]
     e_layer = np.stack([vis * f0, vis * (1.0 - f0 - f_dead)], axis=1)
     pileup = cols["is_pileup"][idx].astype(bool) if "is_pileup" in cols else np.zeros(n, bool)
-    return ParticleDeposits(particles.event[idx], eta, phi, e_layer, kind, pileup)
+    split = None
+    if geo.samplings:
+        split = em_sampling_split(geo, eta, kind, b * t_max + 1.0, b, t0, shape, hscale)
+    return ParticleDeposits(particles.event[idx], eta, phi, e_layer, kind, pileup, split)
+
+
+def em_sampling_split(geo: CaloGeometry, eta, kind, em_a, em_b, t0, shape, hscale) -> np.ndarray:
+    """(n, 3) shares of each particle's EM-compartment energy in the strips, middle and back samplings
+    at its η: its longitudinal profile integrated over each present sampling's depth range
+    (``depth_x0``), renormalised over the present samplings (no random draws). EM showers: the Γ(a, b)
+    profile in X0 (``em_a``, ``em_b``); hadrons: the Γ(shape, hscale) profile in λ from the shower
+    start ``t0`` (λ), depths converted with ``em_depth_lambda / em_depth_x0``; muons: uniform in depth."""
+    n = len(eta)
+    out = np.zeros((n, 3))
+    lam_per_x0 = geo.em_depth_lambda / geo.em_depth_x0
+    is_em, is_h = kind == EM, kind == HADRON
+    for rank in range(3):
+        blk = locate_sampling(geo, rank, eta)
+        ok = blk >= 0
+        if not ok.any():
+            continue
+        lo, hi = geo.b_x0[np.maximum(blk, 0), 0], geo.b_x0[np.maximum(blk, 0), 1]
+        f = hi - lo  # muons
+        f = np.where(is_em, gammainc(em_a, em_b * hi) - gammainc(em_a, em_b * lo), f)
+        fh = gammainc(shape, np.maximum(hi * lam_per_x0 - t0, 0.0) / hscale) - gammainc(
+            shape, np.maximum(lo * lam_per_x0 - t0, 0.0) / hscale)
+        f = np.where(is_h, fh, f)
+        out[:, rank] = np.where(ok, np.maximum(f, 0.0), 0.0)
+    tot = out.sum(axis=1)
+    out[tot > 0] /= tot[tot > 0, None]
+    out[tot <= 0] = (0.0, 1.0, 0.0)
+    return out
 
 
 @dataclass
@@ -446,8 +591,9 @@ class CellEnergies:
 #: the deposit stencil covers at least this many lateral σ on each side of the impact point
 #: (our choice: ≥ 98.8 % of a Gaussian per axis, ≥ 97.5 % in η × φ; :func:`stencil_cells`)
 STENCIL_N_SIGMA = 2.5
-#: most cells of a stencil along one axis (guards the buffers; 0.045 on 0.025 cells needs 10)
-STENCIL_MAX_CELLS = 24
+#: most cells of a stencil along one axis (guards the buffers; 0.045 on 0.025 cells needs 10, on the
+#: 0.025/8 strips 73)
+STENCIL_MAX_CELLS = 80
 
 
 @numba.njit(cache=True)
@@ -539,10 +685,12 @@ def _layer_deposits(deps: ParticleDeposits, geo: CaloGeometry):
     particles' order (the order of the per-cell sums)."""
     s = geo.showers
     out = []
-    for lay in (0, 1):
-        e = deps.e_layer[:, lay]
+    slots = [(0, None), (1, None)] if deps.em_split is None else [(0, 0), (0, 1), (0, 2), (1, None)]
+    for lay, rank in slots:
+        e = deps.e_layer[:, lay] if rank is None else deps.e_layer[:, 0] * deps.em_split[:, rank]
         m = np.flatnonzero(e > 0)
-        blk = locate(geo, np.full(len(m), lay), deps.eta[m])
+        blk = locate(geo, np.full(len(m), lay), deps.eta[m]) if rank is None else locate_sampling(geo, rank,
+                                                                                                  deps.eta[m])
         ok = blk >= 0
         m, blk = m[ok], blk[ok]
         sig = np.where(deps.kind[m] == EM, float(s.get("em_lateral_sigma", 0.012)),
@@ -573,7 +721,8 @@ def deposit_cells(deps: ParticleDeposits, n_events: int, geo: CaloGeometry | Non
     total = np.zeros(n_events * nc)
     has_pu = bool(deps.pileup.any())
     pile = np.zeros(n_events * nc) if has_pu else np.zeros(1)
-    _deposit_layers(deps, _layer_deposits(deps, geo), geo, (None, None), 0, total, pile, has_pu)
+    layers = _layer_deposits(deps, geo)
+    _deposit_layers(deps, layers, geo, (None,) * len(layers), 0, total, pile, has_pu)
     return total.reshape(n_events, nc), (pile.reshape(n_events, nc) if has_pu else None)
 
 
@@ -663,7 +812,8 @@ class _ChunkPlan:
         order = np.argsort(deps.event, kind="stable") if np.any(np.diff(deps.event) < 0) else None
         if order is not None:
             deps = ParticleDeposits(deps.event[order], deps.eta[order], deps.phi[order], deps.e_layer[order],
-                                    deps.kind[order], deps.pileup[order])
+                                    deps.kind[order], deps.pileup[order],
+                                    None if deps.em_split is None else deps.em_split[order])
         self.deps, self.geo, self.chunk = deps, geo, chunk
         self.layers = _layer_deposits(deps, geo)
         self.ev_of = [deps.event[m] for m, *_ in self.layers]

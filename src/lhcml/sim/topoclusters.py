@@ -182,10 +182,11 @@ def _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, q
     for k in range(n_cl):
         mem = by_cl[cl_start[k] : cl_start[k + 1]]
         # local maxima (ATLAS CaloTopoClusterSplitter): E > split_e and at least min_nb
-        # neighbours in the cluster (any compartment). Primary (EM compartment): no EM neighbour
-        # in the cluster above it (cells of other samplings neither make nor prevent a primary
-        # maximum). Secondary (hadronic compartment): no neighbour in the cluster above it, and
-        # no primary maximum among the EM cells it overlaps. Primary maxima are marked -2 in
+        # neighbours in the cluster (any compartment). Primary (layer 0: the EM compartment; with EM
+        # samplings its middle and back): no layer-0 neighbour in the cluster above it (cells of other
+        # samplings neither make nor prevent a primary maximum). Secondary (layer 1, hadronic, and 2,
+        # the EM strips): no neighbour in the cluster above it, and no primary maximum among the
+        # cells it overlaps. Primary maxima are marked -2 in
         # the scratch new_label.
         # candidates (E > split_e), in the cluster's cell order, then primaries before secondaries
         n_cand = 0
@@ -572,7 +573,7 @@ def add_cell_to_sums(out, k, c, e, g_eta, g_cos, g_sin, g_layer):
     Σ E(EM compartment), Σ w, Σ w η, Σ w cos φ, Σ w sin φ with w = max(E, 0)); the one place these
     sums are accumulated cell by cell (here and in particle flow's re-summation)."""
     out[0, k] += e
-    if g_layer[c] == 0:
+    if g_layer[c] != 1:  # the EM compartment: layer 0, and 2 (the EM strips of the samplings geometry)
         out[1, k] += e
     if e > 0:
         out[2, k] += e
@@ -592,7 +593,7 @@ def sum_cells(cell_id, cell_e, a, b, g_eta, g_cos, g_sin, g_layer):
         c = cell_id[i]
         x = cell_e[i]
         s0 += x
-        if g_layer[c] == 0:
+        if g_layer[c] != 1:  # (as add_cell_to_sums)
             s1 += x
         if x > 0:
             s2 += x
