@@ -19,8 +19,9 @@ on single photons, each row against the same detailed sample (``--reference``, t
   (``--thresholds-mev``), the same noise for every row of one checkpoint.
 
 Per row: the means of E_ratio, ΔE (MeV), w_s,tot, w_s3, F_side, f1, R_η, the separation power of
-E_ratio against ``detailed``, the fraction of showers with a second strip maximum, and where the
-second maximum sits: the distribution of its distance (in strips) from the first, on the φ-summed
+E_ratio against ``detailed``, the fraction of showers with a second strip maximum, the per-energy
+means of E_ratio, ΔE, w_s3 and F_side (``--energy-bins``), and where the second maximum sits:
+the distribution of its distance (in strips) from the first, on the φ-summed
 strip profile within ±12 strips of the window centre (a local maximum above 28 MeV, the cluster
 code's 2 σ of the strip-pair noise; our simplified profile, a cross-check of the location, not the
 cluster code's own E_ratio). Results to ``--output`` (JSON) and a table on stdout.
@@ -66,7 +67,8 @@ def second_max_distance(showers_gev: np.ndarray, n_strips: int, n_phi: int) -> n
     return np.where(has, np.abs(i2 - i1), 0)
 
 
-def row(name: str, showers: np.ndarray, binning: Any, ref_shapes: dict[str, np.ndarray] | None) -> dict[str, Any]:
+def row(name: str, showers: np.ndarray, binning: Any, ref_shapes: dict[str, np.ndarray] | None,
+        energies: np.ndarray | None = None, edges: list[float] | None = None) -> dict[str, Any]:  # fmt: skip
     from lhcml.metrics.fastcalo import feature_separation
     from lhcml.tasks.fastcalo.dataset import shower_shapes
 
@@ -79,8 +81,16 @@ def row(name: str, showers: np.ndarray, binning: Any, ref_shapes: dict[str, np.n
     out["profile_second_max_distance"] = {str(k): float(np.mean(d == k)) for k in range(1, 6)}
     out["profile_second_max_distance"][">5"] = float(np.mean(d > 5))
     out["_shapes"] = s
+    if edges and energies is not None:
+        out["energy_bins"] = {}
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            sel = (energies >= lo) & (energies < hi)
+            out["energy_bins"][f"{lo:g}-{hi:g}"] = {k: float(np.mean(s[k][sel])) for k in ("Eratio", "DeltaE", "weta1", "fracs1")}
+            out["energy_bins"][f"{lo:g}-{hi:g}"]["DeltaE_median"] = float(np.median(s["DeltaE"][sel]))
     print(f"{name:28s} " + " ".join(f"{k} {out[k]:.4g}" for k in (*SHAPES, "second_max_fraction", "Eratio_separation"))
           + " | dist " + " ".join(f"{k}:{v:.3f}" for k, v in out["profile_second_max_distance"].items()), flush=True)  # fmt: skip
+    for k, v in out.get("energy_bins", {}).items():
+        print(f"    {k:>9s} GeV: " + " ".join(f"{q} {x:.4g}" for q, x in v.items()), flush=True)
     return out
 
 
@@ -118,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise", nargs="*", type=float, default=[0.05, 0.1, 0.2], help="round-trip noise levels")
     ap.add_argument("--max-showers", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--energy-bins", nargs="*", type=float, default=[1, 3, 10, 30, 100, 261],
+                    help="incident-energy bin edges (GeV) of the per-energy means of the generated rows")
     ap.add_argument("--output", type=Path, required=True)
     args = ap.parse_args(argv)
 
@@ -144,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     lay = b.layers[0]
     rows: dict[str, dict[str, Any]] = {}
     t0 = time.time()
-    rows["detailed"] = row("detailed", ref.showers, b, None)
+    en = ref.energies
+    rows["detailed"] = row("detailed", ref.showers, b, None, en, args.energy_bins)
     rs = rows["detailed"]["_shapes"]
     for space, align in (("logit", None), ("logit", (lay.n_eta, lay.n_phi, 4)), ("log", None)):
         v = CaloFlowVariables(b.layer_sizes, u0_max=2.0, dequant_kev=1.0, threshold_kev=1000.0, voxel_space=space)
@@ -177,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 with torch.no_grad():
                     gen = model.sample(e, noise).numpy()
                 key = f"{name}@{steps}" + (f"/{thr:g}MeV" if len(args.thresholds_mev) > 1 else "")
-                rows[key] = row(key, gen, b, rs)
+                rows[key] = row(key, gen, b, rs, en, args.energy_bins)
                 rows[key]["sample_s_per_shower"] = (time.perf_counter() - t1) / len(e)
         model.steps = steps0
     for r in rows.values():
