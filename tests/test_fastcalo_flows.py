@@ -318,6 +318,40 @@ def test_strips_representation_round_trip(energy_standardisation):
     assert set(shift.tolist()) == {-1, 0, 1}  # all three positions occur in the sample
 
 
+def test_strips_representation_round_trips_detailed_showers(tmp_path):
+    """The same round trip on lhcml's detailed photons (57 x 3 strips, ``fm_strips.yaml``'s
+    settings, with and without the energy-dependent standardisation): voxels >= 1 MeV back to 1e-4
+    relative or 10 keV (1 % of the threshold; the float32 logit of a layer share near 1 costs
+    ~1e-7 E_inc in a small layer) after the layer renormalisation, and the photon-ID strip shapes
+    unchanged."""
+    from lhcml.data.calochallenge import read_binning, read_showers
+    from lhcml.tasks.fastcalo.dataset import shower_shapes, simulate_fastcalo
+
+    paths = simulate_fastcalo(tmp_path, "photon", 96, "discrete", seed=5, showers_per_shard=96, progress=False)
+    b = read_binning(paths["binning"])
+    s = read_showers(paths["showers"], b)
+    e, x = torch.from_numpy(s.energies.astype(np.float32)), torch.from_numpy(np.clip(s.showers, 0, None))
+    kept = torch.where(x >= 1e-3, x, torch.zeros_like(x))
+    for flag in (False, True):
+        model = CaloFlowMatching(b.n_voxels, b.layer_sizes, 1.0, 260.0, hidden=16, depth=1, u0_max=2.0,
+                                 dequant_kev=0.0, threshold_kev=1000.0, voxel_space="log",
+                                 energy_standardisation=flag, align_max_shift=4, align_n_phi=3)  # fmt: skip
+        model.prepare(e, x)
+        with torch.no_grad():
+            t = model.target(e, x)
+            nl, nv = model.n_layers, model.n_voxels
+            e_layers = model.vars.decode_layers(t[:, :nl], e)
+            back = model.unalign(model.vars.decode_voxels(t[:, nl:nl + nv], e_layers, e), torch.round(t[:, -1]).long())
+        expect = kept * ((model.layer_energies(x) / model.layer_energies(kept).clamp(min=1e-30)) @ model.vars.assign.T)
+        assert torch.equal(back > 0, expect > 0)
+        torch.testing.assert_close(back, expect, rtol=1e-4, atol=1e-5)
+    # the strip shapes of the decoded showers are those of the thresholded detailed ones
+    # (removing the < 1 MeV voxels itself moves ΔE by up to ~1 MeV)
+    ref, out = shower_shapes(expect.numpy(), b), shower_shapes(back.numpy(), b)
+    for k in ("Eratio", "DeltaE", "weta1", "wtots1", "f1"):
+        np.testing.assert_allclose(out[k], ref[k], rtol=1e-3, atol=1e-3, err_msg=k)
+
+
 def test_strip_roll_exact_and_centres_the_maximum():
     g = torch.Generator().manual_seed(32)
     strips = torch.rand(500, 57, 3, generator=g) ** 8  # one dominant strip per shower
