@@ -315,3 +315,23 @@ def test_lhcml_tune_runs_a_fastcalo_config(sample, tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ConfigError, match="beta_kll"):
         run_tune(tmp_path / "vae.yaml", tmp_path / "bad.yaml", tmp_path / "study2", progress=False)
+
+
+def test_export_checkpoint_uses_the_models_own_tolerance(monkeypatch, tmp_path: Path) -> None:
+    """`lhcml export` of a flow / flow-matching checkpoint checks onnxruntime against the model's
+    ``onnx_atol`` (float32 ODE/spline solvers), a model without one against the default, and an
+    explicit ``--atol`` wins over both."""
+    import types
+
+    import lhcml.export.fastcalo as fx
+    import lhcml.train.fastcalo as tf
+
+    meta = {"binning_sha256": "0" * 64, "particle": "photon", "config_yaml": ""}
+    used: list[float] = []
+    monkeypatch.setattr(fx, "export_generator", lambda model, out, **kw: used.append(kw["atol"]))
+    for model, atol, want in [(types.SimpleNamespace(onnx_atol=1e-4), None, 1e-4),
+                              (types.SimpleNamespace(), None, fx.DEFAULT_ATOL),
+                              (types.SimpleNamespace(onnx_atol=1e-4), 3e-6, 3e-6)]:  # fmt: skip
+        monkeypatch.setattr(tf, "load_generator", lambda ckpt, _m=model: (_m, meta))
+        fx.export_checkpoint(tmp_path / "x.ckpt", tmp_path / "x.onnx", atol=atol, timing=False)
+        assert used[-1] == want

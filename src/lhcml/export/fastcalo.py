@@ -186,12 +186,18 @@ def export_checkpoint(
     checkpoint: str | Path, output: str | Path, *, force: bool = False, atol: float | None = None,
     timing: bool = True,
 ) -> ExportReport:  # fmt: skip
-    """Export a fast-calo training checkpoint (:func:`lhcml.train.fastcalo.load_generator`)."""
+    """Export a fast-calo training checkpoint (:func:`lhcml.train.fastcalo.load_generator`).
+
+    ``atol`` defaults to the model's own ``onnx_atol`` where it declares one (the flow and flow
+    matching solve in float32 and agree to 1e-4 x E_inc), else to ``DEFAULT_ATOL``.
+    """
     from lhcml.train.fastcalo import load_generator
 
     model, meta = load_generator(checkpoint)
+    if atol is None:
+        atol = float(getattr(model, "onnx_atol", DEFAULT_ATOL))
     return export_generator(
         model, output, binning_file_sha256=meta["binning_sha256"], particle=meta["particle"],
-        binning_xml=meta.get("binning_xml"), force=force, atol=DEFAULT_ATOL if atol is None else atol,
+        binning_xml=meta.get("binning_xml"), force=force, atol=atol,
         timing=timing, extra_metadata={"config_yaml": meta["config_yaml"]},
     )  # fmt: skip
