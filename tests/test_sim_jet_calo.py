@@ -634,8 +634,9 @@ def test_sparse_and_dense_readout_give_the_same_topo_clusters_on_ttbar(monkeypat
     """Clusters per event, clustered cells per event and the cluster-energy sum per event, with
     the sparse readout and with the dense one (one normal per cell), on the same 30 tt̄ events
     with independent seeds: the mean per-event differences are within 3.5 standard errors. A
-    sparse readout drawing the active empty cells at 1.9σ (more noise cells grown into the
-    clusters) fails the clustered-cells comparison."""
+    sparse readout drawing the active empty cells at 1.8σ instead of 2σ (more noise cells grown
+    into the clusters) fails the clustered-cells comparison (pull ≈ 8; at 1.9σ the pull, 2.5–4
+    depending on the random stream, is too close to the threshold to be a reliable check)."""
     import dataclasses
 
     import lhcml.sim.jet_calo as jc
@@ -647,5 +648,5 @@ def test_sparse_and_dense_readout_give_the_same_topo_clusters_on_ttbar(monkeypat
     assert np.all(np.abs(pulls) < 3.5), pulls
     model = jc.sparse_noise_model
     monkeypatch.setattr(jc, "sparse_noise_model", lambda noise, sigma, sub, grow, seed: dataclasses.replace(
-        model(noise, sigma, sub, 1.9, seed), grow_sigma=grow))
+        model(noise, sigma, sub, 1.8, seed), grow_sigma=grow))
     assert abs(_ttbar_cluster_pulls(table)[1]) > 3.5
