@@ -393,7 +393,7 @@ def _topo_isolation(cand_ev, cand_eta, cand_phi, cand_pt, is_electron, topo, n_e
     lep = ic[pair]
     deta = ceta - cand_eta[lep]
     dphi = (cphi - cand_phi[lep] + np.pi) % (2 * np.pi) - np.pi
-    in_core = np.where(is_electron[lep], (geo.layer[cid] == 0) & (np.abs(deta) < _CORE_DETA)
+    in_core = np.where(is_electron[lep], (geo.layer[cid] != 1) & (np.abs(deta) < _CORE_DETA)
                        & (np.abs(dphi) < _CELL_DPHI_HALF7), np.hypot(deta, dphi) < _MUON_CORE_DR)
     core_et = np.where(in_core, topo.cell_energy[cell] / np.cosh(ceta), 0.0)
     core_area = np.where(is_electron, (2 * _CORE_DETA) * (2 * _CELL_DPHI_HALF7), np.pi * _MUON_CORE_DR**2)
