@@ -615,6 +615,33 @@ def stencil_cells(x, sigma: float, lo: float, width: float) -> tuple[int, int]:
     return _stencil(float(x), float(sigma), float(lo), float(width), i0)
 
 
+#: erf tabulated for :func:`_erf_tab` at ``t = k h``, ``h = 1/ERF_TABLE_STEPS``, ``0 ≤ t ≤`` 6
+#: (beyond 6, ``1 − erf(t) < 2.2e-17`` and erf rounds to 1 in float64), with its derivative times h
+ERF_TABLE_STEPS = 256
+_ERF_T = np.arange(6 * ERF_TABLE_STEPS + 2) / ERF_TABLE_STEPS
+_ERF_V = np.array([math.erf(t) for t in _ERF_T])
+_ERF_D = 2.0 / math.sqrt(math.pi) * np.exp(-_ERF_T * _ERF_T) / ERF_TABLE_STEPS
+_ERF_LAST = len(_ERF_T) - 1
+
+
+@numba.njit(cache=True)
+def _erf_tab(x):
+    """erf(x) by cubic Hermite interpolation of the table (values and derivatives at steps of
+    1/256): absolute error < 5e-12 (``tests/test_sim_deposit_erf.py``; the interpolation bound
+    h⁴/384 · max|erf⁗| = 3.5e-12), odd, 1 beyond 6; ≈ 5 ns against ≈ 14 ns for ``math.erf``."""
+    u = abs(x) * ERF_TABLE_STEPS
+    if not u < _ERF_LAST:  # (NaN falls through to the libm erf)
+        return math.erf(x) if u != u else math.copysign(1.0, x)
+    i = int(u)
+    s = u - i
+    y0 = _ERF_V[i]
+    y1 = _ERF_V[i + 1]
+    d0 = _ERF_D[i]
+    d1 = _ERF_D[i + 1]
+    r = y0 + s * (d0 + s * (3.0 * (y1 - y0) - 2.0 * d0 - d1 + s * (2.0 * (y0 - y1) + d0 + d1)))
+    return r if x >= 0 else -r
+
+
 @numba.njit(cache=True)
 def _gauss_bins(x, lo, width, n_bins, j0, n, sigma, out):
     """Fractions of a Gaussian (mean x, width sigma) in bins ``j0 .. j0 + n − 1`` (of width
@@ -622,10 +649,10 @@ def _gauss_bins(x, lo, width, n_bins, j0, n, sigma, out):
     (n_bins < 0: periodic); normalised to the stencil (the tails beyond it are folded back)."""
     tot = 0.0
     inv = 1.0 / (sigma * math.sqrt(2.0))
-    lo_cdf = math.erf((lo + j0 * width - x) * inv)  # neighbouring bins share their edge erf
+    lo_cdf = _erf_tab((lo + j0 * width - x) * inv)  # neighbouring bins share their edge erf
     for k in range(n):
         j = j0 + k
-        hi_cdf = math.erf((lo + (j + 1) * width - x) * inv)
+        hi_cdf = _erf_tab((lo + (j + 1) * width - x) * inv)
         f = 0.5 * (hi_cdf - lo_cdf)
         lo_cdf = hi_cdf
         if n_bins >= 0 and (j < 0 or j >= n_bins):
