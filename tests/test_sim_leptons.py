@@ -347,9 +347,11 @@ def test_chain_or_inputs_include_non_isolated_loose_leptons(ttbar_sample):
 
 
 def test_overlap_removal_takes_prompt_leptons_out_of_the_light_jets():
-    """200 tt̄ events: ~10 % of the light jets are prompt leptons before the OR, < 1 % after
-    (2000 events, baseline OR inputs: 11.4 % → 0.65 %, docs/benchmarks/sim_leptons.md). With ~3
-    prompt-lepton light jets left in 200 events the test checks what such a sample can establish:
+    """400 tt̄ events: ~10 % of the light jets are prompt leptons before the OR, < 1 % after
+    (2000 events, baseline OR inputs: 11.4 % → 0.65 %, docs/benchmarks/sim_leptons.md). With
+    5–10 prompt-lepton light jets left in 400 events (in 200 events the 3 % bound sat at the edge
+    of the interval: 8 of 497 after a change of the noise's random stream) the test checks what
+    such a sample can establish:
     the fraction before is far above 5 %, at most 20 % of the prompt-lepton jets survive (the
     lepton reconstruction and Loose-ID inefficiencies; ~5 % expected), and the fraction after is
     compatible with the 1 % goal (95 % Clopper-Pearson interval reaching below 1 %, above 3 %
@@ -358,7 +360,7 @@ def test_overlap_removal_takes_prompt_leptons_out_of_the_light_jets():
 
     from lhcml.sim.events import simulate_events
 
-    out = simulate_events("ttbar", 200, mu=0.0, seed=11, keep_lepton_overlaps=True)
+    out = simulate_events("ttbar", 400, mu=0.0, seed=11, keep_lepton_overlaps=True)
     jets = out["jets"]
     light = jets["HadronConeExclTruthLabelID"] == 0
     removed = jets["overlapsElectron"] | jets["overlapsMuon"]
