@@ -353,14 +353,20 @@ def fit_candidates(
         tracks = add_kalman(chain, cfg, seeded, params)
         chain.seq.addAlgorithm(TrackCollector(chain.acts, chain.level, tracks, sink))
 
+    return _run_fit(files, event_dir, event_id, build, ids, protos)[2]
+
+
+
+def _run_fit(files, event_dir, event_id, build, ids, protos) -> tuple[dict[str, Any], np.ndarray, FittedTracks]:
+    """Run the fitting chain ``build`` on one event; the collected result, the rows of the fitted
+    tracks that belong to an input proto-track (with parameters) and those tracks, truth-matched."""
     sink, timings = run_chain(files, [event_id], build)
     res = sink[int(event_id)]
     which = _assign(res["states"], protos)
     rows = np.flatnonzero((which >= 0) & has_parameters(res["params"], res["cov"]))
     out = _fitted(event_id, res, ids[which[rows]], rows, _truth(Path(event_dir), event_id))
     out.timings = stage_seconds(timings)
-    return out
-
+    return res, rows, out
 
 def clean_candidates(
     event_dir: str | Path,
@@ -404,12 +410,7 @@ def clean_candidates(
         tracks = add_ambiguity(chain, cfg, tracks, n_measurements_min=cfg.clean.min_measurements)
         chain.seq.addAlgorithm(TrackCollector(chain.acts, chain.level, tracks, sink))
 
-    sink, timings = run_chain(files, [event_id], build)
-    res = sink[int(event_id)]
-    which = _assign(res["states"], protos)
-    rows = np.flatnonzero((which >= 0) & has_parameters(res["params"], res["cov"]))
-    out = _fitted(event_id, res, ids[which[rows]], rows, _truth(Path(event_dir), event_id))
-    out.timings = stage_seconds(timings)
+    res, rows, out = _run_fit(files, event_dir, event_id, build, ids, protos)
     lens = [len(res["hits"][r]) for r in rows]
     track_id = np.repeat(out.track_id, lens)
     hit_id = np.fromiter((h + 1 for r in rows for h in res["hits"][r]), np.int64, count=sum(lens))
