@@ -10,9 +10,9 @@ and every finder registered in :data:`lhcml.tasks.tracking.finders.FINDERS` (or 
    per-stage timings are kept beside them; candidates and timings go to
    ``WORK/candidates/<sample>/<method>/`` (:func:`lhcml.tasks.tracking.evaluate.write_candidates`);
    a finder that fails (e.g. an ML finder without its trained model) is reported as not run, with
-   its error, and the others go on; a finder ``X+clean`` run after ``X`` cleans X's candidates of
-   this run (:func:`lhcml.tasks.tracking.finders.clean`) instead of running X again, its CPU time
-   is X's plus the cleaning's; ``--reuse`` keeps the candidates a method already has in ``WORK``
+   its error, and the others go on; a finder ``X+clean`` (``X+ckf``) run after ``X`` cleans X's
+   candidates of this run (seeds the CKF from them; :data:`lhcml.tasks.tracking.finders.POST_STEPS`)
+   instead of running X again, its CPU time is X's plus the step's; ``--reuse`` keeps the candidates a method already has in ``WORK``
    for the same events (to resume an interrupted run);
 2. evaluate all methods on the same events (:func:`lhcml.tasks.tracking.evaluate.evaluate_tracking`):
    TrackML score, efficiency for pT > 1 GeV and > 0.5 GeV, fake and duplicate rates (ACTS-style
@@ -82,7 +82,7 @@ def run_finders(samples: dict[str, Path], methods: list[str], max_events: dict[s
         timings_path,
         write_candidates,
     )
-    from lhcml.tasks.tracking.finders import clean, get_finder, parse_events
+    from lhcml.tasks.tracking.finders import POST_STEPS, get_finder, parse_events
 
     done: dict[str, dict[str, Path]] = {}
     failed: dict[str, dict[str, str]] = {}
@@ -112,10 +112,11 @@ def run_finders(samples: dict[str, Path], methods: list[str], max_events: dict[s
             if reuse and all(candidates_path(out, e).is_file() and timings_path(out, e).is_file() for e in ids):
                 done[s][m] = out  # --reuse: this method's candidates of these events are there already
                 continue
-            # "X+clean" after X in the same run: clean X's candidates of this run instead of running X again;
-            # its CPU is X's (from X's timings) plus the cleaning's, as if run in one call
-            base = m.removesuffix("+clean")
-            reuse_base = m.endswith("+clean") and base in done[s]
+            # "X+clean" / "X+ckf" after X in the same run: clean X's candidates (or seed the CKF from them)
+            # instead of running X again; its CPU is X's (from X's timings) plus the step's, as if run in one call
+            base, plus, suffix = m.rpartition("+")
+            step = POST_STEPS.get(plus + suffix) if plus else None
+            reuse_base = step is not None and base in done[s]
             try:
                 for _ in range(warmup if m not in warmed else 0):  # untimed, once per method (first sample):
                     finder(d, ids[0], None)  # one-off set-up (geometry, models) is not per event
@@ -124,7 +125,7 @@ def run_finders(samples: dict[str, Path], methods: list[str], max_events: dict[s
                     c0, w0 = time.process_time(), time.perf_counter()
                     if reuse_base:
                         bt, bh, btim = read_candidates(done[s][base], e)
-                        result = clean(d, e, {"track_id": bt, "hit_id": bh, "timings": {k: v for k, v in btim.items() if k not in ("total", "wall")}})
+                        result = step(d, e, {"track_id": bt, "hit_id": bh, "timings": {k: v for k, v in btim.items() if k not in ("total", "wall")}})
                     else:
                         result = finder(d, e, None)
                     cpu, wall = time.process_time() - c0, time.perf_counter() - w0

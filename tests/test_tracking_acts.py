@@ -229,6 +229,45 @@ def test_bucketing_ckf_finds_what_the_bucketing_finds(sample):
     assert counted["fake"].mean() < 0.02
 
 
+def test_gnn_like_fragments_seed_ckf_tracks_that_find_the_particles(sample):
+    """The gnn-mm+ckf / gnn-ml+ckf hand-over (finders.seed_ckf): each true track cut into two short
+    fragments without its innermost hits (what the GNN's walk-through leaves at high occupancy,
+    docs/benchmarks/tracking_gnn.md) plus random-hit fakes; the CKF seeded from them finds the
+    particles once each, the fragments themselves would count each particle twice."""
+    from lhcml.tasks.tracking.finders import FINDERS, seed_ckf
+
+    assert {"gnn-mm+ckf", "gnn-ml+ckf"} <= set(FINDERS)
+    ev = read_event(sample, 1)
+    pid, hid, good = _truth_protos(ev)
+    radius = ev.hits.set_index("hit_id").loc[hid].eval("sqrt(x * x + y * y)").to_numpy()
+    ids = np.unique(pid)
+    rng = np.random.default_rng(5)
+    t, h = [], []
+    for k, p in enumerate(ids):
+        mine = hid[pid == p][np.argsort(radius[pid == p], kind="stable")][2:]  # the two innermost hits lost
+        half = len(mine) // 2
+        t += [np.full(half, 2 * k), np.full(len(mine) - half, 2 * k + 1)]
+        h += [mine[:half], mine[half:]]
+    n_fake = 20
+    for k in range(n_fake):
+        t.append(np.full(6, 2 * len(ids) + k))
+        h.append(rng.choice(ev.truth["hit_id"].to_numpy(), 6, replace=False))
+    frags = {"track_id": np.concatenate(t).astype(np.int64), "hit_id": np.concatenate(h).astype(np.int64),
+             "timings": {"gnn": 0.1}}  # fmt: skip
+    out = seed_ckf(sample, 1, frags)
+    assert set(out["timings"]) == {"gnn", "seed_completion", "ckf"}
+    assert len(out["fitted"]) == len(np.unique(out["track_id"]))
+    found = set(out["fitted"].truth_particle[out["fitted"].truth_fraction >= 0.5].tolist())
+    assert len(found & set(ids.tolist())) >= 0.85 * len(ids), (len(found & set(ids.tolist())), len(ids))
+    perf = tm.evaluate_event(1, ev.truth, ev.particles, ev.hits, out["track_id"], out["hit_id"], min_pt=1.0).tracks
+    counted = perf[perf["counted"]]
+    assert counted["fake"].mean() < 0.03 and counted["duplicate"].mean() < 0.05, counted[["fake", "duplicate"]].mean()
+    before = tm.evaluate_event(1, ev.truth, ev.particles, ev.hits, frags["track_id"], frags["hit_id"], min_pt=1.0).tracks
+    assert before.loc[before["counted"], "duplicate"].mean() > 0.2  # the fragments: one particle, two tracks
+    # the CKF tracks are longer than the fragments: they got the inner hits back
+    assert np.median(out["fitted"].nhits) > np.median(np.unique(frags["track_id"], return_counts=True)[1]) + 2
+
+
 def test_cleaning_removes_fakes_and_duplicates(sample, bucketed):
     """clean_candidates (Kalman fit with outliers, track selection, greedy ambiguity resolution) on
     hand-made candidates of known truth: the true tracks, a duplicate of each and random hit sets

@@ -34,6 +34,7 @@ The track candidates are scored by :mod:`lhcml.metrics.tracking` like every find
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -448,31 +449,38 @@ def pixel_seed_hits(
     return np.concatenate(out_t), np.concatenate(out_h)
 
 
-def bucketing_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[str, Any]:
-    """The ``bucketing+ckf`` finder: bucketing tracks handed as seeds to the ACTS CKF
-    (:func:`lhcml.tasks.tracking.acts_reco.ckf_from_seeds`).
-
-    Each track's pixel hits are completed along its helix (:func:`pixel_seed_hits`) before ACTS
-    takes three of them as the seed; the CKF runs with the shipped configuration except
-    ``stay_on_seed: false``: a bucketing seed triplet may hold a hit of another particle (7 of 109
-    on ``bench_mu0`` event 7), which ACTS's own triplets, made compatible by its seed finder, do not.
-    """
-    from lhcml.data.trackml import read_event
+def ckf_from_tracks(event_dir: str | Path, event_id: int, hits: Any, out: Mapping[str, Any],
+                    tol_xy_mm: float = 1.0, tol_z_mm: float = 10.0, seeds_per_track: int = 2) -> dict[str, Any]:
+    """Any finder's tracks ``out`` (``track_id``, ``hit_id``, ``timings``) handed as seeds to the
+    ACTS CKF (:func:`lhcml.tasks.tracking.acts_reco.ckf_from_seeds`): each track's pixel hits are
+    completed along its helix (:func:`pixel_seed_hits`) before ACTS takes three of them as the seed;
+    the CKF runs with the shipped configuration except ``stay_on_seed: false``: a seed triplet taken
+    from a finder's track may hold a hit of another particle (7 of 109 bucketing seeds on
+    ``bench_mu0`` event 7), which ACTS's own triplets, made compatible by its seed finder, do not.
+    Returns the CKF's tracks with ``out``'s timings plus ``seed_completion`` and ``ckf``."""
     from lhcml.tasks.tracking.acts_reco import ckf_from_seeds, load_reco_config, pixel_volumes
 
-    c = load_bucketing_config(cfg)
-    event = read_event(event_dir, event_id, parts=("hits", "cells") if c.space == "embedding" else ("hits",),
-                       check=False)  # fmt: skip
-    out = find_tracks(event, c)
     t0 = time.process_time()
     reco = load_reco_config(None).model_copy(deep=True)
     reco.ckf.stay_on_seed = False
-    seeds = pixel_seed_hits(event.hits, out["track_id"], out["hit_id"], pixel_volumes(reco),
-                            c.tol_xy_mm, c.tol_z_mm, c.seeds_per_track)  # fmt: skip
-    timings = dict(out["timings"])
+    seeds = pixel_seed_hits(hits, np.asarray(out["track_id"], np.int64), np.asarray(out["hit_id"], np.int64),
+                            pixel_volumes(reco), tol_xy_mm, tol_z_mm, seeds_per_track)  # fmt: skip
+    timings = dict(out.get("timings") or {})
     timings["seed_completion"] = time.process_time() - t0
     t0 = time.process_time()
     (track_id, hit_id), fitted = ckf_from_seeds(event_dir, event_id, seeds, reco)
     timings["ckf"] = time.process_time() - t0
     return {"track_id": np.asarray(track_id, np.int64), "hit_id": np.asarray(hit_id, np.int64),
             "timings": timings, "fitted": fitted}  # fmt: skip
+
+
+def bucketing_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[str, Any]:
+    """The ``bucketing+ckf`` finder: bucketing tracks handed as seeds to the ACTS CKF
+    (:func:`ckf_from_tracks`, with the bucketing's helix tolerances and ``seeds_per_track``)."""
+    from lhcml.data.trackml import read_event
+
+    c = load_bucketing_config(cfg)
+    event = read_event(event_dir, event_id, parts=("hits", "cells") if c.space == "embedding" else ("hits",),
+                       check=False)  # fmt: skip
+    out = find_tracks(event, c)
+    return ckf_from_tracks(event_dir, event_id, event.hits, out, c.tol_xy_mm, c.tol_z_mm, c.seeds_per_track)

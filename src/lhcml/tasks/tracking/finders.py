@@ -66,6 +66,30 @@ def cleaned(finder: Finder) -> Finder:
     return run
 
 
+def seed_ckf(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
+    """A finder's tracks completed to pixel seeds and handed to the ACTS CKF, as ``bucketing+ckf``
+    does (:func:`lhcml.tasks.tracking.bucketing.ckf_from_tracks`, its default helix tolerances and
+    two seeds per track); the finder's timings plus ``seed_completion`` and ``ckf``."""
+    from lhcml.data.trackml import read_event
+
+    hits = read_event(event_dir, event_id, parts=("hits",), check=False).hits
+    return _bucketing.ckf_from_tracks(event_dir, event_id, hits, out)
+
+
+def ckf_seeded(finder: Finder) -> Finder:
+    """``finder`` followed by :func:`seed_ckf` (``cfg`` is the inner finder's configuration)."""
+
+    def run(event_dir: Path, event_id: int, cfg: Any = None) -> Candidates:
+        return seed_ckf(event_dir, event_id, finder(event_dir, event_id, cfg))
+
+    run.__doc__ = f"{finder.__name__} tracks as seeds of the ACTS CKF (pixel seeds completed along their helices)."
+    return run
+
+
+#: a finder "X+step" run after X (``benchmarks/tracking.py``) applies ``step`` to X's candidates
+POST_STEPS: dict[str, Callable[[Path, int, Candidates], Candidates]] = {"+clean": clean, "+ckf": seed_ckf}
+
+
 #: finder name -> callable(event_dir, event_id, cfg) -> candidates
 FINDERS: dict[str, Finder] = {
     "ckf": ckf,
@@ -74,13 +98,15 @@ FINDERS: dict[str, Finder] = {
     "bucketing+clean": cleaned(_bucketing.bucketing),  # bucketing tracks fitted, selected, ambiguity-resolved
     "gnn-mm": _gnn.gnn_mm,  # module-map graph -> edge filter -> interaction network -> CC + walk-through
     "gnn-mm+clean": cleaned(_gnn.gnn_mm),
+    "gnn-mm+ckf": ckf_seeded(_gnn.gnn_mm),  # gnn-mm candidates as seeds of the ACTS CKF
     "gnn-ml": _gnn.gnn_ml,  # metric-learning radius graph -> edge filter -> interaction network -> CC + walk-through
     "gnn-ml+clean": cleaned(_gnn.gnn_ml),
+    "gnn-ml+ckf": ckf_seeded(_gnn.gnn_ml),
 }
 
 
 #: finders that read the ACTS CSV of the sample (``OUT/acts/``)
-ACTS_FINDERS = {"ckf", "bucketing+ckf", "bucketing+clean", "gnn-mm+clean", "gnn-ml+clean"}
+ACTS_FINDERS = {"ckf", "bucketing+ckf", "bucketing+clean", "gnn-mm+clean", "gnn-ml+clean", "gnn-mm+ckf", "gnn-ml+ckf"}
 
 
 def get_finder(name: str) -> Finder:
