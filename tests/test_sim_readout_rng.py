@@ -15,18 +15,28 @@ fail for a deliberately wrong readout:
 * every cell's value, once all are read (active ones from the tails, the others on request),
   has zero mean, the configured σ, and the Gaussian tail fractions above 2σ and 4σ — a readout
   built with a σ 3 % off fails.
+
+And the readout's loop (deposits listed first without a branch per cell, then deposits and
+candidates in cell order) reproduces the one-pass form it replaced draw for draw: the same values,
+states, touched cells and generator state, bit for bit.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import numba
 import numpy as np
+import pytest
 from scipy import stats
 from scipy.special import ndtr
 
 from lhcml.sim.cell_noise import (
+    _SEED_MARGIN,
     NO_VALUE,
+    PENDING,
+    VALUE,
+    _active_value,
     _gap,
     finish_values,
     gap_inv_rate,
@@ -153,3 +163,77 @@ def test_every_cell_has_the_configured_noise_and_a_wrong_sigma_fails():
     _, xb = _read(bad, 150, 31, finish_all=True)
     fails = [not all(_moments_ok(xb[:, cls == c])) for c in range(len(NOISE))]
     assert all(fails)
+
+
+@numba.njit
+def _read_one_pass(e, mark, touched, noise32, sub, has_sub, sigma, grow_t, lo_cdf, p_active, seed_cdf, p_max, rng):
+    """``read_event`` as written until December 4 (one pass over every cell, a branch per cell): the
+    reference the two-pass form (deposits listed first) must reproduce draw for draw."""
+    n = e.shape[0]
+    nt = 0
+    nxt = n
+    inv_rate = 0.0
+    if p_max > 0:
+        inv_rate = gap_inv_rate(p_max)
+        g = _gap(rng.standard_exponential(), inv_rate)
+        nxt = n if g >= n else int(g)
+    for c in range(n):
+        x = e[c]
+        if x != 0.0:
+            x = np.float64(noise32[c] * np.float32(rng.standard_normal())) + x
+            if has_sub:
+                x -= sub[c]
+            e[c] = x
+            mark[c] = VALUE
+            touched[nt] = c
+            nt += 1
+        elif c == nxt:
+            u = rng.random() * p_max
+            if u < p_active[c]:
+                if u >= lo_cdf[c] and u - lo_cdf[c] < _SEED_MARGIN * seed_cdf[c]:
+                    e[c] = _active_value(c, u, noise32, sub, has_sub, sigma, grow_t, lo_cdf, p_active, rng)
+                    mark[c] = VALUE
+                else:
+                    e[c] = u
+                    mark[c] = PENDING
+                touched[nt] = c
+                nt += 1
+        if c == nxt:
+            g = _gap(rng.standard_exponential(), inv_rate)
+            nxt = n if g >= n - c else c + 1 + int(g)
+    return nt
+
+
+@pytest.mark.parametrize("with_sub", [False, True])
+def test_two_pass_readout_is_the_one_pass_readout_bit_for_bit(with_sub):
+    # deposits on 0 %, 15 % (μ = 0 tt̄-like), 80 % and 100 % of the cells, in runs and scattered, with
+    # −0.0 (no deposit) and deposits on candidate cells; with and without a mean pileup subtracted
+    # (thinned candidates; p_active up to 0.9, so candidates crowd and every branch is taken)
+    noise = np.repeat(NOISE, 300)
+    k = np.arange(len(noise)) % 3
+    sigma = np.sqrt(noise**2 + (np.array([0.3, 1.0, 0.45])[k] * noise) ** 2) if with_sub else noise
+    sub = np.array([0.2, 1.0, 4.0])[k] * noise if with_sub else None
+    model = sparse_noise_model(noise, sigma, sub, 2.0, 4.0)
+    n = len(noise)
+    args = (model.noise32, model.sub, model.has_sub, model.sigma, model.grow_sigma, model.lo_cdf, model.p_active,
+            model.seed_cdf)
+    gen = np.random.default_rng(41)
+    for frac in (0.0, 0.15, 0.8, 1.0):
+        for p_max in (model.p_max, 0.0):
+            dep = np.where(gen.random(n) < frac, gen.exponential(0.5, n), 0.0)
+            dep[:40] = 1.0  # a run at the start and one at the end
+            dep[-40:] = 2.0
+            dep[gen.integers(0, n, 30)] = -0.0
+            out = []
+            for read in (read_event, _read_one_pass):
+                e = dep.copy()
+                mark = np.zeros(n, np.int8)
+                touched = np.full(n, -7, np.int64)
+                rng = np.random.default_rng(43)
+                nt = read(e, mark, touched, *args, p_max, rng)
+                out.append((e, mark, touched[:nt].copy(), rng.random()))  # the stream continues alike
+            (e1, m1, t1, r1), (e2, m2, t2, r2) = out
+            assert np.array_equal(e1.view(np.int64), e2.view(np.int64)), (frac, p_max)
+            assert np.array_equal(m1, m2) and np.array_equal(t1, t2) and r1 == r2
+            assert np.all(np.diff(t1) > 0)
+            assert np.count_nonzero(m1 == VALUE) >= np.count_nonzero(dep)

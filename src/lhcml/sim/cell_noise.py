@@ -204,17 +204,20 @@ def read_event(e, mark, touched, noise32, sub, has_sub, sigma, grow_t, lo_cdf, p
         inv_rate = gap_inv_rate(p_max)
         g = _gap(rng.standard_exponential(), inv_rate)
         nxt = n if g >= n else int(g)
-    for c in range(n):
-        x = e[c]
-        if x != 0.0:
-            x = np.float64(noise32[c] * np.float32(rng.standard_normal())) + x
-            if has_sub:
-                x -= sub[c]
-            e[c] = x
-            mark[c] = VALUE
-            touched[nt] = c
-            nt += 1
-        elif c == nxt:
+    # the cells with a deposit listed first, without a branch, at the end of ``touched`` (increasing
+    # from ``j``); then deposits and candidates in increasing cell order — the same draws in the
+    # same order as one pass over every cell, without its unpredictable branch per cell. The list
+    # is never overwritten before it is read: ``nt`` ≤ (deposits read) + (empty cells before the
+    # current deposit) ≤ its position.
+    j = n
+    for c in range(n - 1, -1, -1):
+        j -= 1
+        touched[j] = c
+        j += e[c] == 0.0
+    while True:
+        cd = touched[j] if j < n else n  # the next cell with a deposit
+        while nxt < cd:  # a candidate on an empty cell
+            c = nxt
             u = rng.random() * p_max  # uniform on [0, p_max): kept with p / p_max, then uniform on [0, p)
             if u < p_active[c]:
                 if u >= lo_cdf[c] and u - lo_cdf[c] < _SEED_MARGIN * seed_cdf[c]:
@@ -225,7 +228,20 @@ def read_event(e, mark, touched, noise32, sub, has_sub, sigma, grow_t, lo_cdf, p
                     mark[c] = PENDING
                 touched[nt] = c
                 nt += 1
-        if c == nxt:
+            g = _gap(rng.standard_exponential(), inv_rate)
+            nxt = n if g >= n - c else c + 1 + int(g)
+        if cd == n:
+            break
+        c = cd
+        x = np.float64(noise32[c] * np.float32(rng.standard_normal())) + e[c]
+        if has_sub:
+            x -= sub[c]
+        e[c] = x
+        mark[c] = VALUE
+        touched[nt] = c
+        nt += 1
+        j += 1
+        if c == nxt:  # a candidate on a cell with a deposit: only its gap is drawn
             g = _gap(rng.standard_exponential(), inv_rate)
             nxt = n if g >= n - c else c + 1 + int(g)
     return nt
