@@ -316,15 +316,35 @@ def test_groomed_top_mass_does_not_fall_at_mu_140(top_samples):
 CLOSURE_TOL_MASS, CLOSURE_TOL_PT = 0.045, 0.025
 
 
+def _median_close_to_one(r: np.ndarray, tol: float) -> tuple[bool, str]:
+    """|median(r) − 1| below ``tol`` or, where the sample cannot resolve ``tol``, below three
+    standard errors of the median (1.2533 · IQR/1.349 / √n). ~33 top jets spread by ±5 % give a
+    median error of ≈ 1.1 %, so a 2.5 % tolerance alone sits at 2.3 standard errors: a new noise
+    realisation of the same events moved the μ = 0 pT median from 1.005 to 1.033 (the per-jet pT
+    ratio of the paired jets: median 1.000), while a table off by 5 % still fails."""
+    med = float(np.median(r))
+    q75, q25 = np.percentile(r, [75, 25])
+    se = 1.2533 * (q75 - q25) / 1.349 / np.sqrt(len(r))
+    return abs(med - 1.0) < max(tol, 3 * se), f"median {med:.4f}, standard error {se:.4f}, n = {len(r)}"
+
+
 def test_shipped_tables_close_on_a_small_sample(top_samples):
     """The shipped particle-flow JES/JMS at μ = 0 and 140: median pT / truth-jet pT and median
-    m / truth-jet m of the top jets are 1 within tolerance (the derivation used independent seeds)."""
+    m / truth-jet m of the top jets are 1 within tolerance (the derivation used independent seeds);
+    the same jets with pT or mass scaled by 5 % / 8 % (a broken table) fail."""
     for mu in (0.0, 140.0):
         j = top_samples[mu]["jets"]
         ok = (j["truthJetMass"] > 0) & (j["R10TruthLabel"] == 1)
         assert ok.sum() >= 20
-        assert np.median(j["pt"][ok] / j["truthJetPt"][ok]) == pytest.approx(1.0, abs=CLOSURE_TOL_PT), mu
-        assert np.median(j["mass"][ok] / j["truthJetMass"][ok]) == pytest.approx(1.0, abs=CLOSURE_TOL_MASS), mu
+        r_pt = j["pt"][ok] / j["truthJetPt"][ok]
+        r_m = j["mass"][ok] / j["truthJetMass"][ok]
+        good, msg = _median_close_to_one(r_pt, CLOSURE_TOL_PT)
+        assert good, (mu, msg)
+        good, msg = _median_close_to_one(r_m, CLOSURE_TOL_MASS)
+        assert good, (mu, msg)
+        med_pt, med_m = np.median(r_pt), np.median(r_m)
+        assert not _median_close_to_one(r_pt * (1.05 if med_pt >= 1 else 0.95), CLOSURE_TOL_PT)[0], mu
+        assert not _median_close_to_one(r_m * (1.08 if med_m >= 1 else 0.92), CLOSURE_TOL_MASS)[0], mu
 
 
 def test_large_r_fields_and_groomed_flow(top_samples):
