@@ -568,12 +568,20 @@ class TopoClusters:
 
 
 @numba.njit(cache=True, inline="always")
+def in_em_compartment(layer):
+    """Whether a cell of ``layer`` counts in the cluster's EM energy: layer 0 (EM) and 2 (the EM
+    strips of the samplings geometry), not 1 (hadronic); the one definition of the sums' second row."""
+    return layer != 1
+
+
+@numba.njit(cache=True, inline="always")
 def add_cell_to_sums(out, k, c, e, g_eta, g_cos, g_sin, g_layer):
     """Add cell ``c`` of energy ``e`` to column ``k`` of the cluster sums ``out`` (rows: Σ E,
-    Σ E(EM compartment), Σ w, Σ w η, Σ w cos φ, Σ w sin φ with w = max(E, 0)); the one place these
-    sums are accumulated cell by cell (here and in particle flow's re-summation)."""
+    Σ E(EM compartment), Σ w, Σ w η, Σ w cos φ, Σ w sin φ with w = max(E, 0)), for cells met in any
+    cluster order (:func:`_cluster_sums`); :func:`sum_cells` makes the same sums over one cluster's
+    cells held together (the emission, particle flow's re-summation)."""
     out[0, k] += e
-    if g_layer[c] != 1:  # the EM compartment: layer 0, and 2 (the EM strips of the samplings geometry)
+    if in_em_compartment(g_layer[c]):
         out[1, k] += e
     if e > 0:
         out[2, k] += e
@@ -593,7 +601,7 @@ def sum_cells(cell_id, cell_e, a, b, g_eta, g_cos, g_sin, g_layer):
         c = cell_id[i]
         x = cell_e[i]
         s0 += x
-        if g_layer[c] != 1:  # (as add_cell_to_sums)
+        if in_em_compartment(g_layer[c]):
             s1 += x
         if x > 0:
             s2 += x

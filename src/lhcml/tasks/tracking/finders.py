@@ -56,16 +56,6 @@ def clean(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
     return {"track_id": track_id, "hit_id": hit_id, "timings": timings, "fitted": fitted}
 
 
-def cleaned(finder: Finder) -> Finder:
-    """``finder`` followed by :func:`clean` (``cfg`` is the inner finder's configuration)."""
-
-    def run(event_dir: Path, event_id: int, cfg: Any = None) -> Candidates:
-        return clean(event_dir, event_id, finder(event_dir, event_id, cfg))
-
-    run.__doc__ = f"{finder.__name__} candidates cleaned by the ACTS Kalman fit, track selection and ambiguity resolution."
-    return run
-
-
 def seed_ckf(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
     """A finder's tracks completed to pixel seeds and handed to the ACTS CKF, as ``bucketing+ckf``
     does (:func:`lhcml.tasks.tracking.bucketing.ckf_from_tracks`, its default helix tolerances and
@@ -76,18 +66,20 @@ def seed_ckf(event_dir: str | Path, event_id: int, out: Candidates) -> Candidate
     return _bucketing.ckf_from_tracks(event_dir, event_id, hits, out)
 
 
-def ckf_seeded(finder: Finder) -> Finder:
-    """``finder`` followed by :func:`seed_ckf` (``cfg`` is the inner finder's configuration)."""
-
-    def run(event_dir: Path, event_id: int, cfg: Any = None) -> Candidates:
-        return seed_ckf(event_dir, event_id, finder(event_dir, event_id, cfg))
-
-    run.__doc__ = f"{finder.__name__} tracks as seeds of the ACTS CKF (pixel seeds completed along their helices)."
-    return run
-
-
 #: a finder "X+step" run after X (``benchmarks/tracking.py``) applies ``step`` to X's candidates
 POST_STEPS: dict[str, Callable[[Path, int, Candidates], Candidates]] = {"+clean": clean, "+ckf": seed_ckf}
+
+
+def then(finder: Finder, step: str) -> Finder:
+    """``finder`` followed by the post step ``step`` of :data:`POST_STEPS` (``cfg`` is the inner
+    finder's configuration)."""
+    post = POST_STEPS[step]
+
+    def run(event_dir: Path, event_id: int, cfg: Any = None) -> Candidates:
+        return post(event_dir, event_id, finder(event_dir, event_id, cfg))
+
+    run.__doc__ = f"{finder.__name__}{step}: {finder.__name__}'s candidates, then :func:`{post.__name__}`."
+    return run
 
 
 #: finder name -> callable(event_dir, event_id, cfg) -> candidates
@@ -95,18 +87,18 @@ FINDERS: dict[str, Finder] = {
     "ckf": ckf,
     "bucketing": _bucketing.bucketing,  # ANN buckets + helix fits (lhcml.tasks.tracking.bucketing)
     "bucketing+ckf": _bucketing.bucketing_ckf,  # bucketing tracks as seeds of the ACTS CKF
-    "bucketing+clean": cleaned(_bucketing.bucketing),  # bucketing tracks fitted, selected, ambiguity-resolved
+    "bucketing+clean": then(_bucketing.bucketing, "+clean"),  # bucketing tracks fitted, selected, ambiguity-resolved
     "gnn-mm": _gnn.gnn_mm,  # module-map graph -> edge filter -> interaction network -> CC + walk-through
-    "gnn-mm+clean": cleaned(_gnn.gnn_mm),
-    "gnn-mm+ckf": ckf_seeded(_gnn.gnn_mm),  # gnn-mm candidates as seeds of the ACTS CKF
+    "gnn-mm+clean": then(_gnn.gnn_mm, "+clean"),
+    "gnn-mm+ckf": then(_gnn.gnn_mm, "+ckf"),  # gnn-mm candidates as seeds of the ACTS CKF
     "gnn-ml": _gnn.gnn_ml,  # metric-learning radius graph -> edge filter -> interaction network -> CC + walk-through
-    "gnn-ml+clean": cleaned(_gnn.gnn_ml),
-    "gnn-ml+ckf": ckf_seeded(_gnn.gnn_ml),
+    "gnn-ml+clean": then(_gnn.gnn_ml, "+clean"),
+    "gnn-ml+ckf": then(_gnn.gnn_ml, "+ckf"),
 }
 
 
 #: finders that read the ACTS CSV of the sample (``OUT/acts/``)
-ACTS_FINDERS = {"ckf", "bucketing+ckf", "bucketing+clean", "gnn-mm+clean", "gnn-ml+clean", "gnn-mm+ckf", "gnn-ml+ckf"}
+ACTS_FINDERS = {"ckf"} | {name for name in FINDERS if "+" in name}  # the CKF and every ACTS post step
 
 
 def get_finder(name: str) -> Finder:
