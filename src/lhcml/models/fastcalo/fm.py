@@ -22,7 +22,7 @@ and higher-order solvers on GPU, a fixed small step count is our choice for CPU 
 generation time grows linearly with the network evaluations: ``steps`` for Euler, ``2 steps`` for
 midpoint).
 
-**Strips generated around their maximum** (``align_max_shift > 0``, ``configs/fastcalo/fm.yaml``):
+**Strips generated around their maximum** (``align_max_shift > 0``, ``configs/fastcalo/fm_strips.yaml``):
 the first layer (lhcml's strips, ``align_n_phi`` cells in φ per η strip) is rolled in η so that
 the strip with the largest φ-summed energy within ``±align_max_shift`` strips of the window centre
 sits at the centre, and the shift becomes one more state variable (an integer, dequantised with
