@@ -34,6 +34,12 @@ impact cell's centre. Layer ids follow ATLAS's calorimeter samplings as the chal
 (1, 2, 3: EM barrel strips, middle, back; 12, 13: Tile). :func:`read_binning` accepts both kinds
 (one particle per call); :func:`read_showers` returns a :class:`CaloSample` in GeV.
 
+**Incident |η|** (lhcml's extension, optional): lhcml samples shot over an η range (``lhcml
+fastcalo simulate --eta-range``) add a third dataset ``incident_eta`` ``(N, 1)`` float, the
+particle's |η| (showers of particles at η < 0 are stored mirrored in η, so only |η| matters).
+The challenge's files do not have it; :func:`read_showers` then returns ``eta = None``, and the
+two standard datasets are unchanged, so the challenge's own readers still read lhcml's files.
+
 Files written by lhcml (:func:`write_showers`) also carry attributes: ``particle``, ``pid``,
 ``binning_sha256`` (of the binning XML's bytes; :func:`read_showers` refuses a binning file with
 another hash) and whatever the writer adds (``eta_min``, ``eta_max``, ``noise``, ...).
@@ -57,6 +63,8 @@ from lhcml.errors import ConfigError, InputNotFoundError
 MEV_PER_GEV = 1000.0
 #: the two dataset names of the layout
 ENERGY_KEY, SHOWER_KEY = "incident_energies", "showers"
+#: lhcml's optional third dataset: the incident particle's |eta| ``(N, 1)`` (module docstring)
+ETA_KEY = "incident_eta"
 #: voxelisation kinds
 POLAR, CELLS = "polar", "cells"
 
@@ -284,18 +292,21 @@ def write_binning(binning: Binning, path: str | Path) -> Binning:
 
 @dataclass
 class CaloSample:
-    """Showers of one particle type: ``energies`` ``[N]`` GeV, ``showers`` ``[N, V]`` GeV float32."""
+    """Showers of one particle type: ``energies`` ``[N]`` GeV, ``showers`` ``[N, V]`` GeV float32,
+    ``eta`` ``[N]`` the incident |η| (``None`` when the file has no ``incident_eta``)."""
 
     energies: np.ndarray
     showers: np.ndarray
     binning: Binning
     attrs: dict[str, Any] = field(default_factory=dict)
+    eta: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.energies)
 
     def subset(self, index: np.ndarray | slice) -> CaloSample:
-        return CaloSample(self.energies[index], self.showers[index], self.binning, dict(self.attrs))
+        eta = None if self.eta is None else self.eta[index]
+        return CaloSample(self.energies[index], self.showers[index], self.binning, dict(self.attrs), eta)
 
     def layer_energies(self) -> np.ndarray:
         """``[N, n_layers]`` GeV: the energy in each layer."""
@@ -310,7 +321,8 @@ def read_showers(
     Parameters
     ----------
     path
-        HDF5 file with ``incident_energies`` ``(N, 1)`` and ``showers`` ``(N, V)`` in MeV.
+        HDF5 file with ``incident_energies`` ``(N, 1)`` and ``showers`` ``(N, V)`` in MeV (and,
+        lhcml's extension, optionally ``incident_eta`` ``(N, 1)``: returned as ``eta``).
     binning
         A :class:`Binning` or the binning XML file describing the voxels.
     max_showers
@@ -351,18 +363,23 @@ def read_showers(
         n = sh.shape[0] if max_showers is None else min(int(max_showers), sh.shape[0])
         e = np.asarray(f[ENERGY_KEY][:n], np.float64).reshape(-1)
         showers = np.asarray(sh[:n], np.float32)
+        eta = np.asarray(f[ETA_KEY][:n], np.float64).reshape(-1) if ETA_KEY in f else None
     if len(e) != n:
         raise ConfigError(f"{path}: {ENERGY_KEY} has {len(e)} rows for {n} showers")
-    return CaloSample(e / MEV_PER_GEV, showers / np.float32(MEV_PER_GEV), binning, attrs)
+    if eta is not None and (len(eta) != n or not np.all(np.isfinite(eta)) or np.any(eta < 0)):
+        raise ConfigError(f"{path}: {ETA_KEY} must hold one |eta| >= 0 per shower ({n}); rewrite the file "
+                          "with lhcml fastcalo simulate")
+    return CaloSample(e / MEV_PER_GEV, showers / np.float32(MEV_PER_GEV), binning, attrs, eta)
 
 
 def write_showers(
     path: str | Path, energies_gev: np.ndarray, showers_gev: np.ndarray, binning: Binning,
-    attrs: dict[str, Any] | None = None,
+    attrs: dict[str, Any] | None = None, eta: np.ndarray | None = None,
 ) -> Path:  # fmt: skip
     """Write showers in the CaloChallenge layout (MeV), atomically, with the binning's hash.
 
-    ``binning`` must have been written (or read) so that its ``sha256`` is set.
+    ``binning`` must have been written (or read) so that its ``sha256`` is set; ``eta`` (the
+    incident |η| per shower, optional) goes into lhcml's extra dataset ``incident_eta``.
     """
     import h5py
 
@@ -371,11 +388,17 @@ def write_showers(
     if showers_gev.ndim != 2 or showers_gev.shape[1] != binning.n_voxels or len(showers_gev) != len(energies_gev):
         raise ConfigError(f"showers {showers_gev.shape} and energies {energies_gev.shape} do not fit "
                           f"the binning ({binning.n_voxels} voxels)")
+    if eta is not None:
+        eta = np.abs(np.asarray(eta, np.float64).reshape(-1))
+        if len(eta) != len(energies_gev):
+            raise ConfigError(f"{len(eta)} eta values for {len(energies_gev)} showers")
     with atomic_path(path, ".h5") as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset(ENERGY_KEY, data=(energies_gev * MEV_PER_GEV)[:, None])
             f.create_dataset(SHOWER_KEY, data=(showers_gev * MEV_PER_GEV).astype(np.float32),
                              compression="gzip", compression_opts=4, chunks=(min(1000, max(len(energies_gev), 1)), binning.n_voxels))
+            if eta is not None:
+                f.create_dataset(ETA_KEY, data=eta[:, None])
             f.attrs.update({"particle": binning.particle, "pid": binning.pid, "binning_sha256": binning.sha256,
                             "units": "MeV", **(attrs or {})})
     return Path(path)

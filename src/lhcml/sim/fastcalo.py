@@ -234,8 +234,8 @@ def detailed_showers(
     Returns
     -------
     dict
-        ``incident_energies`` ``(n, 1)`` MeV; ``showers`` ``(n, V)`` MeV without noise and
-        ``showers_noise`` with the electronic noise; ``truth`` (``energy`` MeV, ``eta``, ``phi``);
+        ``incident_energies`` ``(n, 1)`` MeV; ``incident_eta`` ``(n, 1)`` |η|; ``showers``
+        ``(n, V)`` MeV without noise and ``showers_noise`` with the electronic noise; ``truth`` (``energy`` MeV, ``eta``, ``phi``);
         with ``images``, the photon-ID layout of the noisy showers: ``photons`` (kinematics and
         shower shapes, :data:`lhcml.data.schema.PHOTON_DTYPE`), ``images_<layer>`` (normalised)
         and ``raw_<layer>`` (MeV).
@@ -268,6 +268,7 @@ def detailed_showers(
             "incident_energies": (e * 1e3)[:, None],
             "showers": extract_voxels(cells, rows, ie, ip, binning, geo),
             "showers_noise": extract_voxels(noisy, rows, ie, ip, binning, geo),
+            "incident_eta": np.abs(eta)[:, None],
         }
         truth = np.zeros(m, dtype=[("energy", "f8"), ("eta", "f4"), ("phi", "f4")])
         truth["energy"], truth["eta"], truth["phi"] = e * 1e3, eta, phi
@@ -396,26 +397,62 @@ def time_detailed_shower(
 RUN_PREFIX = "fastcalo"
 
 
-def run_name(particle: str, energies: str) -> str:
-    """The runner's process name of a shower sample (carries the particle and the energy mode)."""
+#: separator of the η range in a run name (``fastcalo-photon-discrete-eta0_1.37``)
+_ETA_TAG = "-eta"
+
+
+def check_eta_range(eta_range: tuple[float, float], geometry: CaloGeometry | None = None) -> tuple[float, float]:
+    """Validate a |η| range of single particles: ``0 <= lo < hi <=`` the barrel photon acceptance."""
+    geo = geometry or load_geometry()
+    try:
+        lo, hi = (float(x) for x in eta_range)
+    except (TypeError, ValueError):
+        raise ConfigError(f"an eta range is two numbers lo,hi, got {eta_range!r}") from None
+    if not (0.0 <= lo < hi <= geo.acceptance_eta_max + 1e-9):
+        raise ConfigError(
+            f"eta range {lo:g}-{hi:g} must satisfy 0 <= lo < hi <= {geo.acceptance_eta_max:g} (the barrel "
+            "photon acceptance of the detailed calorimeter); e.g. --eta-range 0,1.37"
+        )
+    return lo, hi
+
+
+def run_name(particle: str, energies: str, eta_range: tuple[float, float] = ETA_RANGE) -> str:
+    """The runner's process name of a shower sample (carries the particle, the energy mode and,
+    when it is not :data:`ETA_RANGE`, the |η| range: ``fastcalo-photon-discrete-eta0_1.37``)."""
     particle_pid(particle)
     shower_energies(energies, 1, np.random.default_rng(0))  # validates the mode
-    return f"{RUN_PREFIX}-{particle}-{energies}"
+    lo, hi = check_eta_range(eta_range)
+    tag = "" if (lo, hi) == ETA_RANGE else f"{_ETA_TAG}{lo:g}_{hi:g}"
+    return f"{RUN_PREFIX}-{particle}-{energies}{tag}"
+
+
+def parse_run_name(process: str) -> tuple[str, str, tuple[float, float]]:
+    """``(particle, energies, eta_range)`` of a :func:`run_name`."""
+    try:
+        prefix, particle, rest = process.split("-", 2)
+    except ValueError:
+        prefix = ""
+    if prefix != RUN_PREFIX:
+        raise ConfigError(f"'{process}' is not a fastcalo run name (fastcalo-<particle>-<energies>[-eta<lo>_<hi>])")
+    energies, tag, eta = rest.rpartition(_ETA_TAG) if _ETA_TAG in rest else (rest, "", "")
+    if not tag:
+        return particle, energies, ETA_RANGE
+    lo, _, hi = eta.partition("_")
+    try:
+        return particle, energies, (float(lo), float(hi))
+    except ValueError:
+        raise ConfigError(f"'{process}': bad eta range '{eta}' (expected -eta<lo>_<hi>)") from None
 
 
 def shower_event_fn(
     process: str, n_events: int, mu: float, seed: int, pileup: Any = None, progress: Any = None
 ) -> dict[str, np.ndarray]:
     """Event function of :func:`lhcml.sim.runner.run_simulation` for shower shards."""
-    try:
-        prefix, particle, energies = process.split("-", 2)
-    except ValueError:
-        prefix = ""
-    if prefix != RUN_PREFIX:
-        raise ConfigError(f"'{process}' is not a fastcalo run name (fastcalo-<particle>-<energies>)")
+    particle, energies, eta_range = parse_run_name(process)
     rng = np.random.default_rng([int(seed), 0xE4E])
     e = shower_energies(energies, int(n_events), rng)
-    return detailed_showers(particle, e, int(seed), progress=progress if callable(progress) else None)
+    return detailed_showers(particle, e, int(seed), eta_range=eta_range,
+                            progress=progress if callable(progress) else None)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------

@@ -26,8 +26,9 @@ from lhcml.data.calochallenge import Binning, read_binning, write_binning, write
 from lhcml.errors import ConfigError
 
 
-def sample_paths(output_dir: str | Path, particle: str, energies: str) -> dict[str, Path]:
-    """The files of a sample in ``output_dir``."""
+def sample_paths(output_dir: str | Path, particle: str, energies: str, run: str | None = None) -> dict[str, Path]:
+    """The files of a sample in ``output_dir`` (``run``: the runner's process name, which names
+    the shard folder, so samples of another η range never share shards)."""
     out = Path(output_dir)
     stem = f"{particle}_{energies}"
     return {
@@ -35,7 +36,7 @@ def sample_paths(output_dir: str | Path, particle: str, energies: str) -> dict[s
         "showers": out / f"{stem}.h5",
         "showers_noise": out / f"{stem}_noise.h5",
         "images": out / f"{stem}_images.h5",
-        "shards": out / "shards" / stem,
+        "shards": out / "shards" / (stem if run is None else run),
     }
 
 
@@ -49,6 +50,7 @@ def simulate_fastcalo(
     workers: int = 1,
     cluster: str | None = None,
     progress: bool = True,
+    eta_range: tuple[float, float] | None = None,
 ) -> dict[str, Path]:
     """Simulate and write a shower sample (module docstring); returns its file paths.
 
@@ -59,31 +61,46 @@ def simulate_fastcalo(
     energies
         ``discrete`` (the 16 log-spaced points 1-260 GeV), ``continuous`` (log-uniform 1-260 GeV)
         or a fixed energy in GeV (e.g. ``65``).
+    eta_range
+        |η| range of the particles, drawn uniformly (default :data:`lhcml.sim.fastcalo.ETA_RANGE`,
+        0.20-0.25 as ATLAS's samples); each shower's |η| is written as ``incident_eta``. The
+        binning file records the range, so samples of different ranges go to different folders.
     """
-    from lhcml.sim.fastcalo import run_name, shower_event_fn, voxel_binning
+    from lhcml.sim.fastcalo import (
+        ETA_RANGE,
+        check_eta_range,
+        run_name,
+        shower_event_fn,
+        voxel_binning,
+    )
     from lhcml.sim.runner import run_simulation
 
     if n_showers < 1:
         raise ConfigError(f"--showers must be >= 1, got {n_showers}")
-    name = run_name(particle, energies)
-    paths = sample_paths(output_dir, particle, energies)
-    binning = voxel_binning(particle)
+    eta_range = check_eta_range(ETA_RANGE if eta_range is None else eta_range)
+    name = run_name(particle, energies, eta_range)
+    paths = sample_paths(output_dir, particle, energies, None if eta_range == ETA_RANGE else name)
+    binning = voxel_binning(particle, eta_range=eta_range)
     if paths["binning"].exists():
         old = read_binning(paths["binning"])
         if old.sha256 != binning.sha256:
-            raise ConfigError(f"{paths['binning']} holds another binning; use a new output directory")
+            raise ConfigError(f"{paths['binning']} holds another binning (or another eta range); use a new "
+                              "output directory")
     binning = write_binning(binning, paths["binning"])
     shards = run_simulation(name, n_showers, 0.0, seed, paths["shards"], events_per_shard=showers_per_shard,
                             workers=workers, cluster=cluster, event_fn=shower_event_fn, progress=progress)  # fmt: skip
-    merge_shards(shards, binning, paths, {"energies": energies, "seed": int(seed)})
+    merge_shards(shards, binning, paths, {"energies": energies, "seed": int(seed)}, eta_range)
     return paths
 
 
-def merge_shards(shards: list[Path], binning: Binning, paths: dict[str, Path], attrs: dict[str, Any]) -> None:
+def merge_shards(shards: list[Path], binning: Binning, paths: dict[str, Path], attrs: dict[str, Any],
+                 eta_range: tuple[float, float] | None = None) -> None:  # fmt: skip
     """Concatenate the shard files into the CaloChallenge and image-layout files (atomically)."""
     from lhcml.data.checks import open_h5
     from lhcml.data.h5 import write_h5
     from lhcml.sim.fastcalo import ETA_RANGE
+
+    eta_range = ETA_RANGE if eta_range is None else eta_range
 
     parts: dict[str, list[np.ndarray]] = {}
     for s in shards:
@@ -92,9 +109,11 @@ def merge_shards(shards: list[Path], binning: Binning, paths: dict[str, Path], a
                 parts.setdefault(k, []).append(np.asarray(f[k][...]))
     tab = {k: np.concatenate(v) for k, v in parts.items()}
     e = tab["incident_energies"][:, 0] / 1e3
-    common = {**attrs, "eta_min": ETA_RANGE[0], "eta_max": ETA_RANGE[1], "lhcml_layout": "calochallenge"}
-    write_showers(paths["showers"], e, tab["showers"] / 1e3, binning, {**common, "noise": False})
-    write_showers(paths["showers_noise"], e, tab["showers_noise"] / 1e3, binning, {**common, "noise": True})
+    common = {**attrs, "eta_min": eta_range[0], "eta_max": eta_range[1], "lhcml_layout": "calochallenge"}
+    # |eta| of each shower: shards of this version carry incident_eta, older ones the truth table
+    eta = tab["incident_eta"][:, 0] if "incident_eta" in tab else np.abs(tab["truth"]["eta"])
+    write_showers(paths["showers"], e, tab["showers"] / 1e3, binning, {**common, "noise": False}, eta=eta)
+    write_showers(paths["showers_noise"], e, tab["showers_noise"] / 1e3, binning, {**common, "noise": True}, eta=eta)
     images = {k: v for k, v in tab.items() if k == "photons" or k.startswith(("images_", "raw_"))}
     if images:
         write_h5(paths["images"], images, attrs={**attrs, "particle": binning.particle, "units": "MeV"})
