@@ -92,32 +92,43 @@ def time_generation(model: Any, onnx_path: Path | None, repeats: int) -> dict[st
     for b in BATCHES:
         e = torch.full((b,), TIMING_ENERGY_GEV)
         noise = model.draw_noise(b, g)
+        # an eta-conditioned model at the timing eta of the ATLAS slice (0.225)
+        cond = (torch.full((b,), 0.225),) if model.conditions_on_eta else ()
         # batch 10^4: timed calls after the smaller batches' warm-up, no extra warm-up call (a
         # slow model takes tens of seconds per call on the shared machine)
         big = b >= 10_000
         reps = max(1, repeats // 25) if big else repeats
         with torch.inference_mode():
-            out["torch"][b] = _median_time(lambda e=e, noise=noise: model.sample(e, noise), reps, not big) / b
+            out["torch"][b] = _median_time(lambda e=e, noise=noise, cond=cond: model.sample(e, noise, *cond), reps,
+                                           not big) / b  # fmt: skip
         if sess is not None:
             feeds = {"incident_energy": e[:, None].numpy(), "noise": noise.numpy()}
+            if cond:
+                feeds["eta"] = cond[0][:, None].numpy()
             out["onnx"][b] = _median_time(lambda feeds=feeds: sess.run(None, feeds), reps, not big) / b
     return out
 
 
 def generate_like(model: Any, reference: Any, seed: int, batch: int = 5000, threshold_gev: float = 0.0) -> Any:
-    """A :class:`~lhcml.data.calochallenge.CaloSample` generated at the reference's energies;
+    """A :class:`~lhcml.data.calochallenge.CaloSample` generated at the reference's energies (and,
+    for an eta-conditioned model, its |eta|: :func:`lhcml.tasks.fastcalo.dataset.reference_eta`);
     voxels below ``threshold_gev`` set to zero (a readout threshold on the generated showers)."""
     import torch
 
     from lhcml.data.calochallenge import CaloSample
+    from lhcml.tasks.fastcalo.dataset import reference_eta
 
     g = torch.Generator().manual_seed(seed)
     e = torch.as_tensor(reference.energies, dtype=torch.float32)
-    parts = [model.generate(e[i : i + batch], generator=g).numpy() for i in range(0, len(e), batch)]
+    eta = None
+    if model.conditions_on_eta:
+        eta = torch.as_tensor(reference_eta(reference, np.random.default_rng(seed)), dtype=torch.float32)
+    parts = [model.generate(e[i : i + batch], generator=g, eta=None if eta is None else eta[i : i + batch]).numpy()
+             for i in range(0, len(e), batch)]  # fmt: skip
     showers = np.concatenate(parts).astype(np.float32)
     showers[showers < threshold_gev] = 0.0
     return CaloSample(energies=reference.energies.copy(), showers=showers,
-                      binning=reference.binning)  # fmt: skip
+                      binning=reference.binning, eta=None if eta is None else eta.numpy().astype(np.float64))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

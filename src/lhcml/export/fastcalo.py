@@ -2,7 +2,9 @@
 
 The graph maps
 
-* ``incident_energy`` ``(N, 1)`` float32, GeV, and
+* ``incident_energy`` ``(N, 1)`` float32, GeV,
+* ``eta`` ``(N, 1)`` float32, the incident ``|η|`` — only for a model conditioned on it
+  (``model.eta_range``; the metadata then carry ``eta_min``/``eta_max``, the trained range), and
 * ``noise`` ``(N, noise_dim)`` float32 (standard normal draws)
 
 to ``showers`` ``(N, V)`` float32 GeV: :meth:`FastCaloGenerator.sample` in ``eval()`` mode, a
@@ -34,7 +36,14 @@ from lhcml.export.onnx import ExportCheckError, ExportReport, _session, _timing
 #: float32 round-off of a few MLP layers is ~1e-7 relative)
 DEFAULT_ATOL = 1e-5
 INPUT_NAMES = ("incident_energy", "noise")
+#: the inputs of a graph of an eta-conditioned model
+INPUT_NAMES_ETA = ("incident_energy", "eta", "noise")
 OUTPUT_NAME = "showers"
+
+
+def input_names(model: Any) -> tuple[str, ...]:
+    """The graph's input names: with ``eta`` for a model conditioned on it."""
+    return INPUT_NAMES_ETA if getattr(model, "conditions_on_eta", False) else INPUT_NAMES
 
 
 def _wrapper(model: Any) -> Any:
@@ -48,17 +57,27 @@ def _wrapper(model: Any) -> Any:
         def forward(self, incident_energy: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
             return self.model.sample(incident_energy.reshape(-1), noise)
 
-    return SamplingGraph().eval()
+    class EtaSamplingGraph(SamplingGraph):
+        def forward(self, incident_energy: torch.Tensor, eta: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+            return self.model.sample(incident_energy.reshape(-1), noise, eta.reshape(-1))
+
+    return (EtaSamplingGraph() if getattr(model, "conditions_on_eta", False) else SamplingGraph()).eval()
 
 
-def check_inputs(model: Any, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Energies log-uniform over the trained range (both edges included) and standard-normal noise."""
+def check_inputs(model: Any, n: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Energies log-uniform over the trained range (both edges included), for an η-conditioned
+    model |η| uniform over its range (both edges included), and standard-normal noise: the
+    graph's inputs in order (:func:`input_names`)."""
     rng = np.random.default_rng(seed)
     lo, hi = math.log(model.e_min_gev), math.log(model.e_max_gev)
     e = np.exp(rng.uniform(lo, hi, size=n))
     e[0], e[-1] = model.e_min_gev, model.e_max_gev
     z = rng.standard_normal((n, model.noise_dim))
-    return e.astype(np.float32)[:, None], z.astype(np.float32)
+    if not getattr(model, "conditions_on_eta", False):
+        return e.astype(np.float32)[:, None], z.astype(np.float32)
+    eta = rng.uniform(*model.eta_range, size=n)
+    eta[0], eta[-1] = model.eta_range[1], model.eta_range[0]
+    return e.astype(np.float32)[:, None], eta.astype(np.float32)[:, None], z.astype(np.float32)
 
 
 def export_generator(
@@ -127,7 +146,12 @@ def export_generator(
             )
     model = model.eval()
     graph = _wrapper(model)
-    e, z = check_inputs(model, max(int(n_check), 2), seed)
+    names = input_names(model)
+    inputs = check_inputs(model, max(int(n_check), 2), seed)
+    e = inputs[0]
+    eta_props = {}
+    if getattr(model, "conditions_on_eta", False):
+        eta_props = {"eta_min": repr(model.eta_range[0]), "eta_max": repr(model.eta_range[1])}
     props = {
         "model_name": model.registry_name,
         "noise_dim": str(model.noise_dim),
@@ -139,8 +163,10 @@ def export_generator(
         "binning_sha256": str(binning_file_sha256),
         "lhcml_version": __version__,
         "inputs": json.dumps(
-            {"incident_energy": "(N, 1) GeV", "noise": f"(N, {model.noise_dim}) standard normal"}
+            {"incident_energy": "(N, 1) GeV", **({"eta": "(N, 1) |eta|"} if eta_props else {}),
+             "noise": f"(N, {model.noise_dim}) standard normal"}
         ),
+        **eta_props,
         "outputs": json.dumps({OUTPUT_NAME: f"(N, {model.n_voxels}) GeV"}),
         **({"binning_xml": binning_xml} if binning_xml is not None else {}),
         **(extra_metadata or {}),
@@ -148,10 +174,10 @@ def export_generator(
     with atomic_path(path) as tmp:
         with torch.no_grad():
             torch.onnx.export(
-                graph, (torch.from_numpy(e[:2]), torch.from_numpy(z[:2])), str(tmp),
-                input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME], opset_version=opset,
+                graph, tuple(torch.from_numpy(a[:2]) for a in inputs), str(tmp),
+                input_names=list(names), output_names=[OUTPUT_NAME], opset_version=opset,
                 dynamo=False, do_constant_folding=True,
-                dynamic_axes={n: {0: "batch"} for n in (*INPUT_NAMES, OUTPUT_NAME)},
+                dynamic_axes={n: {0: "batch"} for n in (*names, OUTPUT_NAME)},
             )  # fmt: skip
         proto = onnx.load(str(tmp))
         for k, v in props.items():
@@ -160,9 +186,9 @@ def export_generator(
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
         sess = _session(Path(tmp))
-        got = sess.run([OUTPUT_NAME], {"incident_energy": e, "noise": z})[0]
+        got = sess.run([OUTPUT_NAME], dict(zip(names, inputs, strict=True)))[0]
         with torch.no_grad():
-            ref = graph(torch.from_numpy(e), torch.from_numpy(z)).numpy()
+            ref = graph(*(torch.from_numpy(a) for a in inputs)).numpy()
         # a voxel a hair above the model's readout threshold in one runtime and a hair below in
         # the other is zero on one side only: such flips (float round-off) are exempt
         thr = float(getattr(model, "threshold_gev", 0.0))
@@ -176,10 +202,10 @@ def export_generator(
         nan = float("nan")
         lat, thr = nan, nan
         if timing:
-            e1, z1 = check_inputs(model, 1000, seed + 1)
-            lat, thr = _timing(sess, list(INPUT_NAMES), [e1[:1], z1[:1]], [e1, z1])
+            big = check_inputs(model, 1000, seed + 1)
+            lat, thr = _timing(sess, list(names), [a[:1] for a in big], list(big))
         del sess
-    return ExportReport(path, diff, None, 0, lat, thr, list(INPUT_NAMES), [OUTPUT_NAME])
+    return ExportReport(path, diff, None, 0, lat, thr, list(names), [OUTPUT_NAME])
 
 
 def export_checkpoint(

@@ -24,10 +24,11 @@ images and shower shapes (:func:`lhcml.sim.clusters.build_clusters`, seeded on t
 of the noisy showers.
 
 **Generated showers in the simulation** (:class:`FastCalo`, ``lhcml simulate gamma_jet --calo
-fast:MODEL.onnx``): an ONNX sampling graph (``incident_energy`` ``(N, 1)`` GeV and ``noise``
-``(N, noise_dim)`` in, ``showers`` ``(N, V)`` GeV out; lhcml.export.fastcalo) run with
-onnxruntime. Particles of the trained type with an energy inside the trained range and
-``|eta| < acceptance`` get a generated shower placed into the cells around their impact cells
+fast:MODEL.onnx``): an ONNX sampling graph (``incident_energy`` ``(N, 1)`` GeV, for a model
+conditioned on η also ``eta`` ``(N, 1)`` — each particle's |η| — and ``noise`` ``(N, noise_dim)``
+in, ``showers`` ``(N, V)`` GeV out; lhcml.export.fastcalo) run with onnxruntime. Particles of the
+trained type with an energy inside the trained range and ``|eta| < acceptance`` (and, for an
+η-conditioned model, inside its trained |η| range) get a generated shower placed into the cells around their impact cells
 (:func:`place_voxels`) instead of the detailed shower; all other particles (hadrons, pile-up,
 particles outside the trained energy range) keep the detailed simulation, as ATLAS's AtlFast3
 chooses a tool per particle. Noise, pile-up, clustering and the dataset fields are unchanged.
@@ -499,8 +500,15 @@ class OnnxShowerModel:
         if missing:
             raise ConfigError(f"{p} lacks fast-calorimeter metadata {missing}; export it with lhcml.export.fastcalo")
         names_in = {i.name for i in self.session.get_inputs()}
-        if names_in != {"incident_energy", "noise"}:
-            raise ConfigError(f"{p} has inputs {sorted(names_in)}; a shower generator takes incident_energy and noise")
+        if names_in not in ({"incident_energy", "noise"}, {"incident_energy", "eta", "noise"}):
+            raise ConfigError(f"{p} has inputs {sorted(names_in)}; a shower generator takes incident_energy, "
+                              "noise and (eta-conditioned) eta")  # fmt: skip
+        #: trained |eta| range of an eta-conditioned model (input 'eta'), else None
+        self.eta_range: tuple[float, float] | None = None
+        if "eta" in names_in:
+            if "eta_min" not in meta or "eta_max" not in meta:
+                raise ConfigError(f"{p} takes eta but lacks the eta_min/eta_max metadata; export it with lhcml export")
+            self.eta_range = (float(meta["eta_min"]), float(meta["eta_max"]))
         self.path = str(p)
         self.meta = meta
         self.noise_dim = int(meta["noise_dim"])
@@ -520,26 +528,54 @@ class OnnxShowerModel:
             )
         self.binning = binning
 
-    def in_range(self, energies_gev: np.ndarray) -> np.ndarray:
+    @property
+    def conditions_on_eta(self) -> bool:
+        """Whether the graph takes each particle's |eta| (input ``eta``)."""
+        return self.eta_range is not None
+
+    def in_range(self, energies_gev: np.ndarray, eta: np.ndarray | None = None) -> np.ndarray:
+        """Which particles the model may shower: energy inside the trained range and, for an
+        η-conditioned model given ``eta``, |η| inside the trained η range."""
         e = np.asarray(energies_gev, float)
         slack = 1e-5 * self.e_max_gev
-        return (e >= self.e_min_gev - slack) & (e <= self.e_max_gev + slack)
+        ok = (e >= self.e_min_gev - slack) & (e <= self.e_max_gev + slack)
+        if self.eta_range is not None and eta is not None:
+            a = np.abs(np.asarray(eta, float))
+            ok &= (a >= self.eta_range[0] - 1e-4) & (a <= self.eta_range[1] + 1e-4)
+        return ok
 
-    def generate(self, energies_gev: np.ndarray, rng: np.random.Generator, batch_size: int = 4096) -> np.ndarray:
-        """Showers ``(n, V)`` GeV (float32) for incident energies in GeV; refuses energies outside
-        the trained range."""
+    def generate(
+        self, energies_gev: np.ndarray, rng: np.random.Generator, batch_size: int = 4096, eta: np.ndarray | None = None
+    ) -> np.ndarray:  # fmt: skip
+        """Showers ``(n, V)`` GeV (float32) for incident energies in GeV (and, for an η-conditioned
+        model, each particle's ``eta``); refuses energies or |η| outside the trained ranges, ``eta``
+        for an energy-only model and no ``eta`` for an η-conditioned one."""
         e = np.asarray(energies_gev, np.float64).reshape(-1)
-        bad = ~self.in_range(e)
+        if self.eta_range is None and eta is not None:
+            raise ConfigError(f"{self.path} is conditioned on the energy only (no 'eta' input): do not pass eta")
+        if self.eta_range is not None and eta is None:
+            raise ConfigError(f"{self.path} is conditioned on (E, |eta|): pass each particle's eta")
+        a = None if eta is None else np.abs(np.asarray(eta, np.float64).reshape(-1))
+        if a is not None and len(a) != len(e):
+            raise ConfigError(f"{len(a)} eta values for {len(e)} energies")
+        bad = ~self.in_range(e, a)
         if bad.any():
+            lo, hi = self.eta_range or (0.0, 0.0)
             raise ConfigError(
-                f"{bad.sum()} incident energies outside the trained range {self.e_min_gev:g}-{self.e_max_gev:g} GeV "
-                f"of {self.path} (e.g. {e[bad][0]:g} GeV); generate inside it or train on a wider range"
+                f"{bad.sum()} particles outside the trained range {self.e_min_gev:g}-{self.e_max_gev:g} GeV"
+                + ("" if a is None else f", |eta| {lo:g}-{hi:g}")
+                + f" of {self.path} (e.g. {e[bad][0]:g} GeV"
+                + ("" if a is None else f", |eta| {a[bad][0]:.3g}")
+                + "); generate inside it or train on a wider range"
             )
         out = np.zeros((len(e), self.n_voxels), np.float32)
         for s in range(0, len(e), batch_size):
             eb = e[s:s + batch_size].astype(np.float32)[:, None]
             z = rng.standard_normal((len(eb), self.noise_dim)).astype(np.float32)
-            out[s:s + len(eb)] = self.session.run(["showers"], {"incident_energy": eb, "noise": z})[0]
+            feed = {"incident_energy": eb, "noise": z}
+            if a is not None:
+                feed["eta"] = a[s:s + batch_size].astype(np.float32)[:, None]
+            out[s:s + len(eb)] = self.session.run(["showers"], feed)[0]
         return np.maximum(out, 0.0)
 
 
@@ -588,7 +624,7 @@ class FastCalo:
         eta = np.arcsinh(np.divide(p["pz"], pt, out=np.full(len(pt), 99.0), where=pt > 0))
         out = np.zeros(len(apid), bool)
         for pid, model in self.models.items():
-            out |= (apid == abs(pid)) & model.in_range(p["e"]) & (np.abs(eta) < self.acceptance_eta)
+            out |= (apid == abs(pid)) & model.in_range(p["e"], eta) & (np.abs(eta) < self.acceptance_eta)
         return out
 
     def deposit(
@@ -609,7 +645,9 @@ class FastCalo:
             phi = np.arctan2(py, px)
             charge = np.asarray(q["charge"], float)
             ie, ip = impact_cells(eta, phi, charge, pt, q["vx"], q["vy"], q["vz"], model.binning, geo)
-            showers = model.generate(q["e"], rng) * np.float32(1e3)
+            # an eta-conditioned model gets each particle's |eta| (the direction's, as the impact cells)
+            showers = model.generate(q["e"], rng, eta=np.abs(eta) if model.conditions_on_eta else None)
+            showers = showers * np.float32(1e3)
             trained_charge = {11: -1.0, 211: 1.0}.get(pid, 0.0)
             flip_phi = (charge * trained_charge) < 0
             place_voxels(grids, np.asarray(event)[sel], ie, ip, showers, model.binning, geo,

@@ -140,15 +140,17 @@ def build_generator(name: str, init: dict[str, Any]) -> Any:
         raise ConfigError(f"bad hyperparameters for model '{name}': {err}") from None
 
 
-def _read(files: list[str], binning: Any, max_showers: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _read(files: list[str], binning: Any, max_showers: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(energies GeV, showers GeV, |eta| or None)``: ``None`` unless every file has ``incident_eta``."""
     from lhcml.data.calochallenge import read_showers
     from lhcml.data.files import expand_inputs
 
-    es, xs, left = [], [], max_showers
+    es, xs, etas, left = [], [], [], max_showers
     for p in expand_inputs(files):
         s = read_showers(p, binning, max_showers=left)
         es.append(s.energies)
         xs.append(s.showers)
+        etas.append(s.eta)
         if left is not None:
             left -= len(s)
             if left <= 0:
@@ -158,7 +160,29 @@ def _read(files: list[str], binning: Any, max_showers: int | None) -> tuple[np.n
         raise ConfigError(f"no showers in {files}")
     if not (np.all(np.isfinite(e)) and np.all(e > 0)) or not np.all(np.isfinite(x)):
         raise ConfigError(f"{files}: incident energies must be finite and > 0 and showers finite")
-    return e.astype(np.float32), np.clip(x, 0.0, None).astype(np.float32)
+    eta = None if any(a is None for a in etas) else np.concatenate(etas).astype(np.float32)
+    return e.astype(np.float32), np.clip(x, 0.0, None).astype(np.float32), eta
+
+
+def check_eta_data(cfg: FastCaloTrainConfig, eta: np.ndarray | None, files: list[str]) -> np.ndarray | None:
+    """The showers' |eta| an η-conditioned model (``model.eta_range``) trains on, else ``None``.
+
+    Raises :class:`ConfigError` when the model asks for η and the files do not carry it, or
+    their |eta| lies outside ``model.eta_range``."""
+    rng = cfg.model.hyperparameters().get("eta_range")
+    if rng is None:
+        return None
+    if eta is None:
+        raise ConfigError(
+            f"model.eta_range is set but {files} carry no incident_eta: simulate the showers with "
+            "lhcml fastcalo simulate --eta-range lo,hi, or remove model.eta_range (energy-only model)"
+        )
+    lo, hi = (float(x) for x in rng)
+    if eta.min() < lo - 1e-4 or eta.max() > hi + 1e-4:
+        raise ConfigError(
+            f"{files}: |eta| {eta.min():.3g}-{eta.max():.3g} lies outside model.eta_range {lo:g}-{hi:g}; widen it"
+        )
+    return eta
 
 
 def model_init(cfg: FastCaloTrainConfig, binning: Any, train_e: np.ndarray) -> dict[str, Any]:
@@ -263,7 +287,8 @@ def _module_class():
             self._phases = model.phases()
 
         def training_step(self, batch: Any, batch_idx: int) -> None:
-            e, x = batch
+            e, x, *rest = batch
+            cond = {"eta": rest[0]} if rest else {}
             opts = self.optimizers()
             opts = opts if isinstance(opts, list) else [opts]
             scheds = self.lr_schedulers()
@@ -283,7 +308,7 @@ def _module_class():
                     continue
                 opt = opts[k]
                 opt.zero_grad(set_to_none=True)
-                terms = self.model.loss_terms(e, x, phase.name)
+                terms = self.model.loss_terms(e, x, phase.name, **cond)
                 loss = torch.stack(list(terms.values())).sum()
                 self.manual_backward(loss)
                 if clip:
@@ -313,10 +338,11 @@ def _module_class():
                         )
 
         def validation_step(self, batch: Any, batch_idx: int) -> None:
-            e, x = batch
+            e, x, *rest = batch
+            cond = {"eta": rest[0]} if rest else {}
             with torch.random.fork_rng(devices=[] if e.device.type == "cpu" else [e.device]):
                 torch.manual_seed(VALIDATION_SEED + batch_idx)
-                terms = self.model.validation_terms(e, x)
+                terms = self.model.validation_terms(e, x, **cond)
             bs = int(e.shape[0])
             for k, v in terms.items():
                 key = "val_loss" if k == "loss" else f"val_{k}"
@@ -461,8 +487,10 @@ def fit_fastcalo(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     binning = read_binning(cfg.data.binning, cfg.data.particle)
-    train_e, train_x = _read(cfg.data.train_files, binning, cfg.data.max_showers_train)
-    val_e, val_x = _read(cfg.data.val_files, binning, cfg.data.max_showers_val)
+    train_e, train_x, train_eta = _read(cfg.data.train_files, binning, cfg.data.max_showers_train)
+    val_e, val_x, val_eta = _read(cfg.data.val_files, binning, cfg.data.max_showers_val)
+    train_eta = check_eta_data(cfg, train_eta, cfg.data.train_files)
+    val_eta = check_eta_data(cfg, val_eta, cfg.data.val_files)
     init = model_init(cfg, binning, train_e)
     model = build_generator(cfg.model.name, init)
     model.prepare(torch.from_numpy(train_e), torch.from_numpy(train_x))
@@ -497,8 +525,13 @@ def fit_fastcalo(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", meta["config_yaml"])
 
-    data = torch.utils.data.TensorDataset(torch.from_numpy(train_e), torch.from_numpy(train_x))
-    vdata = torch.utils.data.TensorDataset(torch.from_numpy(val_e), torch.from_numpy(val_x))
+    # an eta-conditioned model's batches are (E, showers, |eta|), an energy-only model's (E, showers)
+    data = torch.utils.data.TensorDataset(
+        *(torch.from_numpy(a) for a in (train_e, train_x, train_eta) if a is not None)
+    )
+    vdata = torch.utils.data.TensorDataset(
+        *(torch.from_numpy(a) for a in (val_e, val_x, val_eta) if a is not None)
+    )
     bs = cfg.data.batch_size
     # each rank iterates over its own share (lhcml's samplers, not Lightning's: see _RankShare);
     # every rank holds the whole sample in memory: prepare() fits its normalisations on all of it

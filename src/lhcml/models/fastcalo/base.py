@@ -14,7 +14,11 @@ in the CaloChallenge voxel layout (``V`` voxels, layer after layer, see
   diffusion unroll a fixed-step solver);
 * :meth:`generate` ``(energy_gev, generator=None)``, which checks the energy range, draws the
   noise (standard normal, :meth:`draw_noise`) and calls :meth:`sample`;
-* the conditioning :meth:`condition`: ``log(E)`` scaled to ``[0, 1]`` over the trained range;
+* the conditioning :meth:`condition`: ``log(E)`` scaled to ``[0, 1]`` over the trained range,
+  and, for a model built with ``eta_range = (lo, hi)`` (``model.eta_range`` in a config; only
+  ``fastcalo_fm`` takes it), the incident ``|η|`` scaled to ``[0, 1]`` over that range as a second
+  column: such a model must be given each shower's ``eta`` (``sample``, ``generate``,
+  ``loss_terms``), an energy-only model must not (:meth:`condition` says which in one message);
 * the training contract used by :mod:`lhcml.train.fastcalo` (``lhcml train
   configs/fastcalo/X.yaml``): :meth:`prepare` (data-derived constants), :meth:`phases` (one optimiser per phase; a likelihood-type model
   has one phase ``"model"``, a GAN a ``"critic"`` and a ``"generator"`` phase stepped every
@@ -83,6 +87,9 @@ class FastCaloGenerator(nn.Module, ABC):
         Voxels per calorimeter layer, in voxel order; must sum to ``n_voxels``.
     e_min_gev, e_max_gev
         Trained incident-energy range in GeV (``0 < e_min_gev < e_max_gev``).
+    eta_range
+        ``(lo, hi)``: condition also on the incident ``|η|`` in that trained range; ``None`` (the
+        default): energy only (the ATLAS setting of one η slice).
     """
 
     registry_name: ClassVar[str] = ""
@@ -90,8 +97,9 @@ class FastCaloGenerator(nn.Module, ABC):
     noise_dim: int
 
     def __init__(
-        self, n_voxels: int, layer_sizes: Sequence[int], e_min_gev: float, e_max_gev: float
-    ) -> None:
+        self, n_voxels: int, layer_sizes: Sequence[int], e_min_gev: float, e_max_gev: float,
+        eta_range: Sequence[float] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         name = self.registry_name or type(self).__name__
         layer_sizes = [int(n) for n in layer_sizes]
@@ -113,6 +121,17 @@ class FastCaloGenerator(nn.Module, ABC):
         self.n_layers = len(layer_sizes)
         self.e_min_gev = float(e_min_gev)
         self.e_max_gev = float(e_max_gev)
+        self.eta_range: tuple[float, float] | None = None
+        if eta_range is not None:
+            try:
+                lo, hi = (float(x) for x in eta_range)
+            except (TypeError, ValueError):
+                raise ConfigError(f"model '{name}': eta_range must be [lo, hi] (|eta|), got {eta_range!r}") from None
+            if not (0.0 <= lo < hi and math.isfinite(hi)):
+                raise ConfigError(f"model '{name}' needs 0 <= eta_range[0] < eta_range[1], got {lo}, {hi}")
+            self.eta_range = (lo, hi)
+        #: columns of :meth:`condition`: log E, and |eta| when conditioned on it
+        self.cond_dim = 1 if self.eta_range is None else 2
         # voxel -> layer index, for per-layer sums (a buffer: moves with .to(), no state)
         layer_of_voxel = torch.repeat_interleave(
             torch.arange(self.n_layers), torch.tensor(layer_sizes)
@@ -120,11 +139,38 @@ class FastCaloGenerator(nn.Module, ABC):
         self.register_buffer("layer_of_voxel", layer_of_voxel, persistent=False)
 
     # -- conditioning and layer sums ----------------------------------------------------------
-    def condition(self, energy_gev: Tensor) -> Tensor:
-        """``(log E - log E_min) / (log E_max - log E_min)`` as an ``(N, 1)`` float tensor."""
+    @property
+    def conditions_on_eta(self) -> bool:
+        """Whether the model was built with an ``eta_range`` (conditioned on ``(E, |η|)``)."""
+        return self.eta_range is not None
+
+    def check_eta_given(self, eta: Tensor | None) -> None:
+        """Raise :class:`ConfigError` if ``eta`` is missing for an η-conditioned model or given
+        to an energy-only one."""
+        name = self.registry_name or type(self).__name__
+        if self.eta_range is not None and eta is None:
+            raise ConfigError(
+                f"model '{name}' is conditioned on (E, |eta|) (trained on |eta| {self.eta_range[0]:g}-"
+                f"{self.eta_range[1]:g}): give each shower's eta (files with incident_eta from lhcml fastcalo "
+                "simulate --eta-range; the ONNX graph's 'eta' input)"
+            )
+        if self.eta_range is None and eta is not None:
+            raise ConfigError(
+                f"model '{name}' is conditioned on the energy only (trained at one eta slice, no model.eta_range): "
+                "do not pass eta, or train a model with model.eta_range"
+            )
+
+    def condition(self, energy_gev: Tensor, eta: Tensor | None = None) -> Tensor:
+        """``(log E - log E_min) / (log E_max - log E_min)`` as an ``(N, 1)`` float tensor; with
+        an ``eta_range``, ``(N, 2)`` with ``(|η| - lo) / (hi - lo)`` as the second column."""
+        self.check_eta_given(eta)
         e = energy_gev.reshape(-1, 1).float()
         lo, hi = math.log(self.e_min_gev), math.log(self.e_max_gev)
-        return (torch.log(e) - lo) / (hi - lo)
+        c = (torch.log(e) - lo) / (hi - lo)
+        if self.eta_range is None or eta is None:
+            return c
+        a, b = self.eta_range
+        return torch.cat([c, (eta.reshape(-1, 1).float().abs() - a) / (b - a)], dim=1)
 
     def layer_energies(self, showers: Tensor) -> Tensor:
         """Per-layer sums ``(N, n_layers)`` of showers ``(N, V)``."""
@@ -149,10 +195,26 @@ class FastCaloGenerator(nn.Module, ABC):
                 "generate inside it or train on a wider range"
             )
 
+    def check_eta(self, eta: Tensor | None) -> None:
+        """Raise :class:`ConfigError` if ``eta`` does not fit the model (:meth:`check_eta_given`)
+        or an ``|η|`` lies outside the trained ``eta_range``."""
+        self.check_eta_given(eta)
+        if eta is None or self.eta_range is None or eta.numel() == 0:
+            return
+        a = eta.detach().reshape(-1).abs()
+        lo, hi = float(a.min()), float(a.max())
+        slack = 1e-4
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < self.eta_range[0] - slack or hi > self.eta_range[1] + slack:
+            raise ConfigError(
+                f"|eta| {lo:.4g}-{hi:.4g} lies outside the trained range {self.eta_range[0]:g}-{self.eta_range[1]:g} "
+                f"of model '{self.registry_name}': generate inside it or train on a wider eta range"
+            )
+
     # -- sampling -----------------------------------------------------------------------------
     @abstractmethod
     def sample(self, energy_gev: Tensor, noise: Tensor) -> Tensor:
-        """Showers ``(N, V)`` in GeV (>= 0) for energies ``(N,)`` GeV and noise ``(N, noise_dim)``.
+        """Showers ``(N, V)`` in GeV (>= 0) for energies ``(N,)`` GeV and noise ``(N, noise_dim)``
+        (an η-conditioned model takes ``eta`` ``(N,)`` as a third argument).
 
         A deterministic function of its inputs in ``eval()`` mode (the exported ONNX graph).
         """
@@ -163,12 +225,22 @@ class FastCaloGenerator(nn.Module, ABC):
         return torch.randn(n, self.noise_dim, generator=generator, device=dev)
 
     @torch.no_grad()
-    def generate(self, energy_gev: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Showers ``(N, V)`` GeV for incident energies ``(N,)`` GeV inside the trained range."""
+    def generate(
+        self, energy_gev: Tensor, generator: torch.Generator | None = None, eta: Tensor | None = None
+    ) -> Tensor:
+        """Showers ``(N, V)`` GeV for incident energies ``(N,)`` GeV inside the trained range
+        (and, for an η-conditioned model, the incident ``eta`` ``(N,)``)."""
         energy_gev = torch.as_tensor(energy_gev, dtype=torch.float32).reshape(-1)
         self.check_energies(energy_gev)
+        if eta is not None:
+            eta = torch.as_tensor(eta, dtype=torch.float32).reshape(-1)
+            if len(eta) != len(energy_gev):
+                raise ConfigError(f"{len(eta)} eta values for {len(energy_gev)} energies")
+        self.check_eta(eta)
         noise = self.draw_noise(len(energy_gev), generator)
-        return self.sample(energy_gev.to(noise.device), noise)
+        if eta is None:
+            return self.sample(energy_gev.to(noise.device), noise)
+        return self.sample(energy_gev.to(noise.device), noise, eta.to(noise.device))
 
     # -- training contract (lhcml.train.fastcalo) --------------------------------------------
     def prepare(self, energy_gev: Tensor, showers: Tensor) -> None:  # noqa: B027 - optional hook
@@ -183,18 +255,20 @@ class FastCaloGenerator(nn.Module, ABC):
     @abstractmethod
     def loss_terms(self, energy_gev: Tensor, showers: Tensor, phase: str) -> dict[str, Tensor]:
         """Named scalar loss terms of ``phase`` on a batch (energies ``(N,)``, showers ``(N, V)``
-        GeV); the trainer minimises their sum with that phase's optimiser."""
+        GeV; an η-conditioned model also ``eta=`` ``(N,)``); the trainer minimises their sum with
+        that phase's optimiser."""
 
-    def validation_terms(self, energy_gev: Tensor, showers: Tensor) -> dict[str, Tensor]:
+    def validation_terms(self, energy_gev: Tensor, showers: Tensor, **cond: Tensor) -> dict[str, Tensor]:
         """Per-batch validation numbers; ``"loss"`` (required) is logged as ``val_loss`` and
         selects the best checkpoint, other keys as ``val_<key>``. Default: the sum of the first
-        phase's loss terms, each term also logged."""
-        terms = self.loss_terms(energy_gev, showers, self.phases()[0].name)
+        phase's loss terms, each term also logged (``cond``: ``eta=`` for an η-conditioned model)."""
+        terms = self.loss_terms(energy_gev, showers, self.phases()[0].name, **cond)
         total = torch.stack([v for v in terms.values()]).sum()
         return {"loss": total, **terms} if len(terms) > 1 else {"loss": total}
 
     def extra_repr(self) -> str:
+        eta = "" if self.eta_range is None else f", |eta|=[{self.eta_range[0]:g}, {self.eta_range[1]:g}]"
         return (
             f"n_voxels={self.n_voxels}, layers={self.n_layers}, noise_dim={self.noise_dim}, "
-            f"E=[{self.e_min_gev:g}, {self.e_max_gev:g}] GeV"
+            f"E=[{self.e_min_gev:g}, {self.e_max_gev:g}] GeV{eta}"
         )

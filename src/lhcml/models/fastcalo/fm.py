@@ -1,7 +1,9 @@
 """Conditional flow matching for fast calorimeter showers (CaloDREAM / CaloFlow-matching family).
 
 A velocity network ``v_theta(x_t, t, c)`` (an MLP on the state, a sinusoidal embedding of the
-time ``t`` and the conditioning ``c = log E_inc`` scaled over the trained range) is trained with
+time ``t`` and the conditioning ``c = log E_inc`` scaled over the trained range, and with
+``eta_range`` the incident ``|η|`` scaled over that range as a second condition,
+``configs/fastcalo/fm_strips_eta.yaml``) is trained with
 the conditional flow-matching loss on the straight (optimal-transport / rectified-flow) path of
 Lipman et al. (arXiv:2210.02747) and Liu et al. (arXiv:2209.03003) with ``sigma_min = 0``:
 
@@ -80,6 +82,10 @@ class CaloFlowMatching(FastCaloGenerator):
     u0_max, dequant_kev, threshold_kev, voxel_space, energy_standardisation
         See :class:`~lhcml.models.fastcalo.flow.CaloFlowVariables` (``voxel_space: log``: the
         voxels as logs of their layer shares with explicit zeros under the readout threshold).
+    eta_range
+        ``[lo, hi]``: condition on the incident ``|η|`` too (trained over that range; the
+        calorimeter's depth in X0 grows as cosh η, so the layer fractions change with η);
+        ``None``: energy only (:class:`~lhcml.models.fastcalo.base.FastCaloGenerator`).
     align_max_shift, align_n_phi
         Generate the first layer (the strips, ``align_n_phi`` cells in φ per η row, η-major)
         around its maximum, found within ``±align_max_shift`` strips of the window centre
@@ -113,9 +119,11 @@ class CaloFlowMatching(FastCaloGenerator):
         energy_standardisation: bool = False,
         align_max_shift: int = 0,
         align_n_phi: int = 3,
+        eta_range: Sequence[float] | None = None,
     ) -> None:
         super().__init__(
-            n_voxels=n_voxels, layer_sizes=layer_sizes, e_min_gev=e_min_gev, e_max_gev=e_max_gev
+            n_voxels=n_voxels, layer_sizes=layer_sizes, e_min_gev=e_min_gev, e_max_gev=e_max_gev,
+            eta_range=eta_range,
         )
         if solver not in ("euler", "midpoint"):
             raise ConfigError(f"fastcalo_fm: unknown solver '{solver}' (valid: euler, midpoint)")
@@ -147,7 +155,7 @@ class CaloFlowMatching(FastCaloGenerator):
         self.solver = solver
         self.time_embedding = TimeEmbedding(time_frequencies)
         self.velocity = MLP(
-            self.noise_dim + 2 * time_frequencies + 1, self.noise_dim, [hidden] * depth, act="silu"
+            self.noise_dim + 2 * time_frequencies + self.cond_dim, self.noise_dim, [hidden] * depth, act="silu"
         )
         self.register_buffer("prepared", torch.zeros((), dtype=torch.uint8))
 
@@ -173,7 +181,7 @@ class CaloFlowMatching(FastCaloGenerator):
         return torch.cat([roll_strips(strips, -shift).reshape(-1, n0), showers[:, n0:]], dim=1)
 
     def v(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
-        """Velocity ``(N, D)`` at states ``x`` ``(N, D)``, times ``t`` ``(N, 1)``, conditions ``c`` ``(N, 1)``."""
+        """Velocity ``(N, D)`` at states ``x`` ``(N, D)``, times ``t`` ``(N, 1)``, conditions ``c`` ``(N, cond_dim)``."""
         return self.velocity(torch.cat([x, self.time_embedding(t), c], dim=1))
 
     def target(self, energy_gev: Tensor, showers: Tensor) -> Tensor:
@@ -187,19 +195,22 @@ class CaloFlowMatching(FastCaloGenerator):
         x_s = shift.to(x_v.dtype)[:, None] + torch.rand_like(x_v[:, :1]) - 0.5
         return torch.cat([x_u, x_v, x_s], dim=1)
 
-    def loss_terms(self, energy_gev: Tensor, showers: Tensor, phase: str) -> dict[str, Tensor]:
+    def loss_terms(
+        self, energy_gev: Tensor, showers: Tensor, phase: str, eta: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """The conditional flow-matching loss (mean squared velocity error per dimension)."""
         check_prepared(self)
         energy_gev = energy_gev.reshape(-1)
+        c = self.condition(energy_gev, eta)
         x1 = self.target(energy_gev, self.vars.dequantise(showers))
         x0 = torch.randn_like(x1)
         t = torch.rand(x1.shape[0], 1, device=x1.device, dtype=x1.dtype)
         xt = (1 - t) * x0 + t * x1
-        return {"cfm": (self.v(xt, t, self.condition(energy_gev)) - (x1 - x0)).square().mean()}
+        return {"cfm": (self.v(xt, t, c) - (x1 - x0)).square().mean()}
 
-    def integrate(self, energy_gev: Tensor, noise: Tensor) -> Tensor:
+    def integrate(self, energy_gev: Tensor, noise: Tensor, eta: Tensor | None = None) -> Tensor:
         """The ODE solution ``x(t = 1)`` from ``x(0) = noise`` (fixed steps, unrolled)."""
-        c = self.condition(energy_gev)
+        c = self.condition(energy_gev, eta)
         x = noise
         dt = 1.0 / self.steps
         ones = torch.ones_like(c)
@@ -212,9 +223,9 @@ class CaloFlowMatching(FastCaloGenerator):
                 x = x + dt * self.v(x_mid, t + 0.5 * dt, c)
         return x
 
-    def sample(self, energy_gev: Tensor, noise: Tensor) -> Tensor:
+    def sample(self, energy_gev: Tensor, noise: Tensor, eta: Tensor | None = None) -> Tensor:
         energy_gev = energy_gev.reshape(-1)
-        x = self.integrate(energy_gev, noise)
+        x = self.integrate(energy_gev, noise, eta)
         nl = self.n_layers
         e_layers = self.vars.decode_layers(x[:, :nl], energy_gev)
         showers = self.vars.decode_voxels(x[:, nl : nl + self.n_voxels], e_layers, energy_gev)

@@ -146,12 +146,28 @@ def time_detailed(particle: str = "photon", energy_gev: float = 65.0, n: int = 2
     return res
 
 
+def reference_eta(sample: Any, rng: np.random.Generator, source: str = "the reference") -> np.ndarray:
+    """Each shower's |η| to generate a reference sample's twin with an η-conditioned model: the
+    file's ``incident_eta``, or, for files written before it existed (one η slice, e.g. 0.20-0.25),
+    draws uniform in the file's ``eta_min``-``eta_max`` attributes (as the sample was simulated)."""
+    if sample.eta is not None:
+        return np.asarray(sample.eta, np.float64)
+    lo, hi = sample.attrs.get("eta_min"), sample.attrs.get("eta_max")
+    if lo is None or hi is None:
+        raise ConfigError(
+            f"{source} has neither incident_eta nor eta_min/eta_max attributes, but the model is conditioned on "
+            "|eta|: use showers from lhcml fastcalo simulate (--eta-range) or an energy-only model"
+        )
+    return rng.uniform(float(lo), float(hi), len(sample))
+
+
 def generate_like(
     model: str | Path, reference: str | Path, output: str | Path, binning: str | Path | None = None,
     seed: int = 1, max_showers: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Generate showers with an exported model (ONNX, onnxruntime, one thread) at the incident
-    energies of a reference file and write them in the CaloChallenge layout.
+    energies (and, for an η-conditioned model, the |η|: :func:`reference_eta`) of a reference file
+    and write them in the CaloChallenge layout.
 
     ``binning``: the binning XML (default: the one stored in the model). Returns
     ``{"output", "n", "s_per_shower"}`` (generation wall time per shower at batch 4096).
@@ -167,13 +183,15 @@ def generate_like(
     if gen.particle != ref.binning.particle:
         raise ConfigError(f"model {model} generates {gen.particle}s but {reference} holds {ref.binning.particle}s")
     rng = np.random.default_rng(seed)
+    eta = reference_eta(ref, rng, str(reference)) if gen.conditions_on_eta else ref.eta
     t0 = time.perf_counter()
-    showers = gen.generate(ref.energies, rng)
+    showers = gen.generate(ref.energies, rng, eta=eta if gen.conditions_on_eta else None)
     dt = time.perf_counter() - t0
     write_showers(output, ref.energies, showers, gen.binning,
-                  {"generator": str(model), "model_name": gen.meta.get("model_name", ""), "seed": int(seed)})  # fmt: skip
+                  {"generator": str(model), "model_name": gen.meta.get("model_name", ""), "seed": int(seed)},
+                  eta=eta)  # fmt: skip
     return {"output": str(output), "n": len(ref), "s_per_shower": dt / max(len(ref), 1)}
 
 
-__all__ = ["generate_like", "merge_shards", "sample_paths", "shower_shapes", "simulate_fastcalo", "time_detailed"]
+__all__ = ["generate_like", "merge_shards", "reference_eta", "sample_paths", "shower_shapes", "simulate_fastcalo", "time_detailed"]
 
