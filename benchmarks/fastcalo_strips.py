@@ -16,7 +16,10 @@ on single photons, each row against the same detailed sample (``--reference``, t
   every voxel variable (a generator error of that size, uncorrelated between voxels);
 * ``<checkpoint>@<steps>[/<threshold>]``: a trained ``fastcalo_fm`` checkpoint sampled at the
   reference's incident energies with ``steps`` solver steps (``--steps``) and readout thresholds
-  (``--thresholds-mev``), the same noise for every row of one checkpoint.
+  (``--thresholds-mev``), the same noise for every row of one checkpoint; a model conditioned on
+  |η| (``model.eta_range``) also at the reference's |η| (its ``incident_eta``, or uniform draws in
+  the file's ``eta_min``-``eta_max`` for files without it:
+  :func:`lhcml.tasks.fastcalo.dataset.reference_eta`); an energy-only model ignores η.
 
 Per row: the means of E_ratio, ΔE (MeV), w_s,tot, w_s3, F_side, f1, R_η, the separation power of
 E_ratio against ``detailed``, the fraction of showers with a second strip maximum, the per-energy
@@ -24,7 +27,10 @@ means of E_ratio, ΔE, w_s3 and F_side (``--energy-bins``), and where the second
 the distribution of its distance (in strips) from the first, on the φ-summed
 strip profile within ±12 strips of the window centre (a local maximum above 28 MeV, the cluster
 code's 2 σ of the strip-pair noise; our simplified profile, a cross-check of the location, not the
-cluster code's own E_ratio). Results to ``--output`` (JSON) and a table on stdout.
+cluster code's own E_ratio). With ``--eta-bins`` (a reference carrying ``incident_eta``, e.g. from
+``lhcml fastcalo simulate --eta-range 0,1.37``), per |η| bin the means of f1, f3, E_ratio, ΔE,
+R_η, w_s3 and the separation powers of f1, E_ratio and R_η against ``detailed`` in the same bin.
+Results to ``--output`` (JSON) and a table on stdout.
 
 Usage (docs/benchmarks/fastcalo.md, "Ninth version")::
 
@@ -47,6 +53,9 @@ import numpy as np
 import torch
 
 SHAPES = ("Eratio", "DeltaE", "wtots1", "weta1", "fracs1", "f1", "Reta")
+#: per |eta| bin: means of these and the separation powers of ETA_SEPARATIONS
+ETA_SHAPES = ("f1", "f3", "Eratio", "DeltaE", "Reta", "weta1")
+ETA_SEPARATIONS = ("f1", "Eratio", "Reta")
 #: a second maximum in the simplified profile: above the cluster code's 2 x 10 MeV x sqrt(2)
 SECOND_MAX_MEV = 28.0
 HALF_WINDOW = 12
@@ -68,7 +77,8 @@ def second_max_distance(showers_gev: np.ndarray, n_strips: int, n_phi: int) -> n
 
 
 def row(name: str, showers: np.ndarray, binning: Any, ref_shapes: dict[str, np.ndarray] | None,
-        energies: np.ndarray | None = None, edges: list[float] | None = None) -> dict[str, Any]:  # fmt: skip
+        energies: np.ndarray | None = None, edges: list[float] | None = None,
+        eta: np.ndarray | None = None, eta_edges: list[float] | None = None) -> dict[str, Any]:  # fmt: skip
     from lhcml.metrics.fastcalo import feature_separation
     from lhcml.tasks.fastcalo.dataset import shower_shapes
 
@@ -87,10 +97,21 @@ def row(name: str, showers: np.ndarray, binning: Any, ref_shapes: dict[str, np.n
             sel = (energies >= lo) & (energies < hi)
             out["energy_bins"][f"{lo:g}-{hi:g}"] = {k: float(np.mean(s[k][sel])) for k in ("Eratio", "DeltaE", "weta1", "fracs1")}
             out["energy_bins"][f"{lo:g}-{hi:g}"]["DeltaE_median"] = float(np.median(s["DeltaE"][sel]))
+    if eta_edges and eta is not None:
+        out["eta_bins"] = {}
+        for lo, hi in zip(eta_edges[:-1], eta_edges[1:], strict=True):
+            sel = (eta >= lo) & (eta < hi)
+            b = {k: float(np.mean(s[k][sel])) for k in ETA_SHAPES}
+            b["n"] = int(sel.sum())
+            for k in ETA_SEPARATIONS:
+                b[f"{k}_separation"] = float(feature_separation(ref_shapes[k][sel], s[k][sel])) if ref_shapes else 0.0
+            out["eta_bins"][f"{lo:g}-{hi:g}"] = b
     print(f"{name:28s} " + " ".join(f"{k} {out[k]:.4g}" for k in (*SHAPES, "second_max_fraction", "Eratio_separation"))
           + " | dist " + " ".join(f"{k}:{v:.3f}" for k, v in out["profile_second_max_distance"].items()), flush=True)  # fmt: skip
     for k, v in out.get("energy_bins", {}).items():
         print(f"    {k:>9s} GeV: " + " ".join(f"{q} {x:.4g}" for q, x in v.items()), flush=True)
+    for k, v in out.get("eta_bins", {}).items():
+        print(f"    |eta| {k:>9s}: " + " ".join(f"{q} {x:.4g}" for q, x in v.items()), flush=True)
     return out
 
 
@@ -130,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--energy-bins", nargs="*", type=float, default=[1, 3, 10, 30, 100, 261],
                     help="incident-energy bin edges (GeV) of the per-energy means of the generated rows")
+    ap.add_argument("--eta-bins", nargs="*", type=float, default=[],
+                    help="|eta| bin edges of per-eta means and separations (reference with incident_eta)")
+    ap.add_argument("--no-roundtrip", action="store_true", help="skip the representation round-trip rows")
     ap.add_argument("--output", type=Path, required=True)
     args = ap.parse_args(argv)
 
@@ -137,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     from lhcml.data.calochallenge import read_binning, read_showers
     from lhcml.errors import LhcmlError
     from lhcml.models.fastcalo.flow import CaloFlowVariables
+    from lhcml.tasks.fastcalo.dataset import reference_eta
     from lhcml.train.fastcalo import load_generator
 
     torch.set_num_threads(1)
@@ -148,6 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         if any(len(c) != 2 for c in ckpts):
             raise LhcmlError("--checkpoint takes NAME=PATH")
         models = {name: load_generator(path)[0] for name, path in ckpts}
+        for name, model in models.items():
+            if list(model.layer_sizes) != list(b.layer_sizes):
+                raise LhcmlError(f"checkpoint '{name}' generates layers {model.layer_sizes}, the binning has "
+                                 f"{b.layer_sizes}: use the binning the model was trained on")
+        if args.eta_bins and ref.eta is None:
+            raise LhcmlError(f"--eta-bins needs a reference with incident_eta ({args.reference} has none)")
+        ref_eta = reference_eta(ref, np.random.default_rng(args.seed), str(args.reference)) if (
+            ref.eta is not None or any(m.conditions_on_eta for m in models.values())) else None
     except LhcmlError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -157,9 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, Any]] = {}
     t0 = time.time()
     en = ref.energies
-    rows["detailed"] = row("detailed", ref.showers, b, None, en, args.energy_bins)
+    eb = args.eta_bins
+    rows["detailed"] = row("detailed", ref.showers, b, None, en, args.energy_bins, ref_eta, eb)
     rs = rows["detailed"]["_shapes"]
-    for space, align in (("logit", None), ("logit", (lay.n_eta, lay.n_phi, 4)), ("log", None)):
+    spaces = () if args.no_roundtrip else (("logit", None), ("logit", (lay.n_eta, lay.n_phi, 4)), ("log", None))
+    for space, align in spaces:
         v = CaloFlowVariables(b.layer_sizes, u0_max=2.0, dequant_kev=1.0, threshold_kev=1000.0, voxel_space=space)
         et = torch.from_numpy(tr.energies.astype(np.float32))
         xt = torch.from_numpy(np.clip(tr.showers, 0, None).astype(np.float32))
@@ -179,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
               " ".join(f"{w:.2f}" for w in rows["_std"][tag][lay.n_eta // 2 - 6 : lay.n_eta // 2 + 7]))
     for name, model in models.items():
         noise = model.draw_noise(len(e), torch.Generator().manual_seed(args.seed))
+        cond = (torch.from_numpy(ref_eta.astype(np.float32)),) if model.conditions_on_eta else ()
         steps0 = model.steps
         for k, steps in enumerate(args.steps):
             model.steps = steps
@@ -188,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                 model.vars.threshold_gev = thr * 1e-3
                 t1 = time.perf_counter()
                 with torch.no_grad():
-                    gen = model.sample(e, noise).numpy()
+                    gen = model.sample(e, noise, *cond).numpy()
                 key = f"{name}@{steps}" + (f"/{thr:g}MeV" if len(args.thresholds_mev) > 1 else "")
-                rows[key] = row(key, gen, b, rs, en, args.energy_bins)
+                rows[key] = row(key, gen, b, rs, en, args.energy_bins, ref_eta, eb)
                 rows[key]["sample_s_per_shower"] = (time.perf_counter() - t1) / len(e)
         model.steps = steps0
     for r in rows.values():

@@ -213,7 +213,7 @@ class CaloFlowMatching(FastCaloGenerator):
         c = self.condition(energy_gev, eta)
         x = noise
         dt = 1.0 / self.steps
-        ones = torch.ones_like(c)
+        ones = torch.ones_like(c[:, :1])
         for i in range(self.steps):
             t = ones * (i * dt)
             if self.solver == "euler":
