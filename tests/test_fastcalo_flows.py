@@ -218,9 +218,13 @@ def test_determinism_and_energy_conservation(which, request):
     assert bool((e_layers[lay == 0] < 1e-3 * max(LAYERS)).all())
 
 
+#: the shipped configs of this module's smoke test
+CONFIGS = ("flow", "fm", "fm_strips", "fm_strips_eta")
+
+
 @pytest.fixture(scope="module")
 def config_runs(tmp_path_factory) -> dict:
-    """The shipped configs (``configs/fastcalo/{flow,fm}.yaml``) trained for one epoch by ``lhcml
+    """The shipped configs (``configs/fastcalo/{flow,fm,fm_strips,fm_strips_eta}.yaml``) trained for one epoch by ``lhcml
     train``'s function on the synthetic sample written in the CaloChallenge layout."""
     from lhcml.data.calochallenge import Binning, LayerBinning, write_binning, write_showers
     from lhcml.train.protocol import load_trainable_config
@@ -232,14 +236,17 @@ def config_runs(tmp_path_factory) -> dict:
     binning = write_binning(Binning("photon", 22, layers), d / "binning.xml")
     for name, n, seed in (("train", 1000, 21), ("val", 400, 22)):
         e, x = synthetic_showers(n, seed)
-        write_showers(d / f"{name}.h5", e.numpy(), x.numpy(), binning)
+        # each shower's |eta| (incident_eta) for fm_strips_eta; the energy-only configs ignore it
+        eta = np.random.default_rng(seed).uniform(0.0, 1.37, n)
+        write_showers(d / f"{name}.h5", e.numpy(), x.numpy(), binning, eta=eta)
     out = {"binning": binning, "val": d / "val.h5"}
     # the flow with fewer transforms than its config (2 + 2 instead of 6 + 4): tracing the
     # config's sampling graph for ONNX takes minutes (benchmarks/fastcalo.py exports it)
     # fm_strips: the synthetic first layer is 3 x 1 cells (lhcml's strips: 57 x 3, shift up to 4)
     smaller = {"flow": ["model.layer_transforms=2", "model.voxel_transforms=2"], "fm": [],
-               "fm_strips": ["model.align_n_phi=1", "model.align_max_shift=1"]}  # fmt: skip
-    for which in ("flow", "fm", "fm_strips"):
+               "fm_strips": ["model.align_n_phi=1", "model.align_max_shift=1"],
+               "fm_strips_eta": ["model.align_n_phi=1", "model.align_max_shift=1"]}  # fmt: skip
+    for which in CONFIGS:
         trainer, cfg = load_trainable_config(f"configs/fastcalo/{which}.yaml", [
             f"data.train_files=[{d / 'train.h5'}]", f"data.val_files=[{d / 'val.h5'}]",
             f"data.binning={d / 'binning.xml'}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
@@ -248,10 +255,11 @@ def config_runs(tmp_path_factory) -> dict:
     return out
 
 
-@pytest.mark.parametrize("which", ["flow", "fm", "fm_strips"])
+@pytest.mark.parametrize("which", CONFIGS)
 def test_config_train_sample_evaluate_export(which, config_runs, tmp_path):
     """Each shipped config: train (one epoch) -> sample -> evaluate (the CaloChallenge
-    evaluation) -> export, with onnxruntime == PyTorch on energies over the trained range."""
+    evaluation) -> export, with onnxruntime == PyTorch on energies over the trained range (and,
+    for fm_strips_eta, |eta| over its range as the graph's 'eta' input)."""
     import onnxruntime as ort
 
     from lhcml.data.calochallenge import CaloSample, read_showers
@@ -260,9 +268,11 @@ def test_config_train_sample_evaluate_export(which, config_runs, tmp_path):
     from lhcml.train.fastcalo import load_generator
 
     model, meta = load_generator(config_runs[which])
-    assert meta["model_name"] == f"fastcalo_{which.removesuffix('_strips')}" and bool(model.prepared)
+    assert meta["model_name"] == f"fastcalo_{which.split('_')[0]}" and bool(model.prepared)
+    assert model.conditions_on_eta == (which == "fm_strips_eta")
     ref = read_showers(config_runs["val"], config_runs["binning"])
-    gen = model.generate(torch.from_numpy(ref.energies), generator=torch.Generator().manual_seed(1)).numpy()
+    eta = torch.from_numpy(ref.eta) if model.conditions_on_eta else None
+    gen = model.generate(torch.from_numpy(ref.energies), generator=torch.Generator().manual_seed(1), eta=eta).numpy()
     res = evaluate_showers(ref, CaloSample(ref.energies, gen, ref.binning), ref.binning, None, n_runs=1,
                            epochs=2, levels=("high",), shower_shapes=False)  # fmt: skip
     assert 0.0 <= res["classifier"]["high"]["auc"]["mean"] <= 1.0 and np.isfinite(res["fpd"]["value"])
@@ -273,9 +283,15 @@ def test_config_train_sample_evaluate_export(which, config_runs, tmp_path):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     e = torch.tensor([1.5, 3.0, 50.0, 150.0] * 8)
     noise = model.draw_noise(len(e), torch.Generator().manual_seed(9))
-    (out,) = sess.run(None, {"incident_energy": e[:, None].numpy(), "noise": noise.numpy()})
+    feed = {"incident_energy": e[:, None].numpy(), "noise": noise.numpy()}
+    cond = ()
+    if model.conditions_on_eta:
+        cond = (torch.linspace(0.0, 1.37, len(e)),)
+        feed["eta"] = cond[0][:, None].numpy()
+    assert {i.name for i in sess.get_inputs()} == set(feed)
+    (out,) = sess.run(None, feed)
     with torch.no_grad():
-        ref_out = model.sample(e, noise).numpy()
+        ref_out = model.sample(e, noise, *cond).numpy()
     np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-4 * float(e.max()))
 
 
