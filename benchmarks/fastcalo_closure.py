@@ -7,7 +7,9 @@ Stages (each skipped when its outputs exist, so a stopped run resumes; ``--stage
 
 1. ``showers``   -- the generator's training sample: ``simulate_fastcalo`` (``lhcml fastcalo
    simulate``), ``--showers`` photons at the 16 discrete energies (seed ``--shower-seed``) and a
-   2 000-shower validation sample (seed 1);
+   2 000-shower validation sample (seed 1), at 0.20 < |η| < 0.25 or, for a generator config
+   conditioned on |η| (``model.eta_range``, e.g. ``configs/fastcalo/fm_strips_eta.yaml``), over
+   that range (as ``lhcml fastcalo simulate --eta-range``);
 2. ``generator`` -- train ``--generator-config`` (default flow matching) on it with ``lhcml
    train``'s trainer under a wall-clock budget (:class:`lhcml.train.budget.TimeBudget`,
    ``--generator-budget-s``) and export the best checkpoint to ONNX (``export_checkpoint``, the
@@ -78,7 +80,15 @@ def fail(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------- 1. showers
-def stage_showers(work: Path, n_showers: int, seed: int) -> None:
+def config_eta_range(config: Path) -> tuple[float, float] | None:
+    """``model.eta_range`` of a generator config (``None``: an energy-only generator)."""
+    import yaml
+
+    rng = (yaml.safe_load(config.read_text()) or {}).get("model", {}).get("eta_range")
+    return None if rng is None else (float(rng[0]), float(rng[1]))
+
+
+def stage_showers(work: Path, n_showers: int, seed: int, eta_range: tuple[float, float] | None = None) -> None:
     from lhcml.tasks.fastcalo.dataset import simulate_fastcalo
 
     for sub, n, s in (("showers", n_showers, seed), ("showers_val", 2000, 1)):
@@ -86,8 +96,9 @@ def stage_showers(work: Path, n_showers: int, seed: int) -> None:
             log(f"showers: {work / sub} exists, skipped")
             continue
         t0 = time.time()
-        simulate_fastcalo(work / sub, "photon", n, "discrete", s, showers_per_shard=2000, progress=False)
-        log(f"showers: {n} photons (seed {s}) in {time.time() - t0:.0f} s")
+        simulate_fastcalo(work / sub, "photon", n, "discrete", s, showers_per_shard=2000, progress=False,
+                          eta_range=eta_range)  # fmt: skip
+        log(f"showers: {n} photons (seed {s}, |eta| {eta_range or 'default'}) in {time.time() - t0:.0f} s")
 
 
 # ----------------------------------------------------------------------------- 2. generator
@@ -395,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     if "showers" in args.stages:
-        stage_showers(work, args.showers, args.shower_seed)
+        stage_showers(work, args.showers, args.shower_seed, config_eta_range(args.generator_config))
     if "generator" in args.stages:
         stage_generator(work, args.generator_config, args.generator_budget_s)
     if "events" in args.stages:
