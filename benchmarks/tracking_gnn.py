@@ -36,7 +36,40 @@ from typing import Any
 import numpy as np
 
 
-def _train(config: str, train_dir: str, n_train: int, n_val: int, graph: str, out: Path, extra: list[str]) -> Path:
+class _RelativeBudget:
+    """:class:`lhcml.train.budget.TimeBudget` counted from the first epoch this run trains (a resumed
+    or fine-tuned run starts at its checkpoint's epoch, not at 0)."""
+
+    def __init__(self, budget_s: float | None) -> None:
+        from lhcml.train.budget import TimeBudget
+
+        self.budget = TimeBudget(budget_s)
+        self.first: int | None = None
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> bool:
+        self.first = epoch if self.first is None else self.first
+        return self.budget(epoch - self.first, metrics)
+
+
+def _start_from(init: str, out: Path) -> None:
+    """Fine-tuning: copy ``init``'s ``checkpoints/last.ckpt`` into ``out`` so that the run resumes from
+    it (weights and optimizer state; the epochs count on from it) on this run's events. Nothing is
+    copied when ``out`` already has a checkpoint (the fine-tuning itself is resumed)."""
+    from lhcml.atomic import atomic_write_bytes
+
+    last = out / "checkpoints" / "last.ckpt"
+    if last.exists():
+        return
+    src = Path(init) / "checkpoints" / "last.ckpt"
+    if not src.is_file():
+        raise SystemExit(f"error: {src} not found: --init-* takes a training output folder with checkpoints/last.ckpt")
+    last.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(last, src.read_bytes())
+    print(f"fine-tuning from {src}", flush=True)
+
+
+def _train(config: str, train_dir: str, n_train: int, n_val: int, graph: str, out: Path, extra: list[str],
+           init: str | None = None, budget_s: float | None = None) -> Path:  # fmt: skip
     from lhcml.data.trackml import list_events
     from lhcml.train.protocol import load_trainable_config
     from lhcml.train.tracking import fit_tracking
@@ -47,8 +80,10 @@ def _train(config: str, train_dir: str, n_train: int, n_val: int, graph: str, ou
             f"data.val_events={json.dumps(val)}", f"data.prepare.graph={graph}", f"output_dir={out}"]  # fmt: skip
     over += extra
     _, cfg = load_trainable_config(config, over)
+    if init:
+        _start_from(init, out)
     t0 = time.time()
-    best = fit_tracking(cfg, resume=(out / "checkpoints" / "last.ckpt").exists())
+    best = fit_tracking(cfg, resume=(out / "checkpoints" / "last.ckpt").exists(), epoch_hooks=[_RelativeBudget(budget_s)])
     print(f"trained {config} in {time.time() - t0:.0f} s -> {best}", flush=True)
     return best
 
@@ -59,8 +94,9 @@ def _edge_pr(scores: np.ndarray, y: np.ndarray, cut: float = 0.5) -> tuple[float
     return tp / max(pred.sum(), 1), tp / max((y > 0).sum(), 1)
 
 
-def evaluate(name: str, bench: str, cfg: Any, max_events: int | None) -> dict[str, Any]:
-    """Graph, edge and track metrics of one finder config on one held-out sample."""
+def evaluate(name: str, bench: str, cfg: Any, max_events: int | None, events: list[int] | None = None) -> dict[str, Any]:
+    """Graph, edge and track metrics of one finder config on one held-out sample (its first
+    ``max_events`` events, or the listed ``events``)."""
     from lhcml.data.trackml import list_events, read_event
     from lhcml.metrics.tracking import evaluate_event, summarise
     from lhcml.tasks.tracking import gnn_pipeline as P
@@ -68,7 +104,7 @@ def evaluate(name: str, bench: str, cfg: Any, max_events: int | None) -> dict[st
 
     finder = P.GNNFinder(cfg)
     rows, perf = [], []
-    for e in list_events(bench)[:max_events]:
+    for e in events if events is not None else list_events(bench)[:max_events]:
         ev = read_event(bench, e)
         hits = G.event_hits(ev)
         g0 = finder.graph(ev)
@@ -160,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--filter-set", action="append", default=[], help="KEY=VALUE override of configs/tracking/edge_filter.yaml")
     ap.add_argument("--gnn-set", action="append", default=[], help="KEY=VALUE override of configs/tracking/gnn.yaml")
     ap.add_argument("--filter-cut", type=float, default=0.05)
+    ap.add_argument("--init-filter", default=None, help="fine-tune the edge filter from this training output folder (its last.ckpt; "
+                    "trainer.max_epochs counts its epochs too)")
+    ap.add_argument("--init-gnn", default=None, help="the same for the interaction network")
+    ap.add_argument("--budget-s", type=float, default=None, help="wall-clock budget of each training (lhcml.train.budget.TimeBudget)")
+    ap.add_argument("--events", default=None, help="A,B,...: evaluate these events of each --bench sample instead of the first --max-events")
     ap.add_argument("--embedding", default=None, help="hit-embedding run directory (gnn-ml)")
     ap.add_argument("--radius", type=float, default=0.1)
     ap.add_argument("--k", type=int, default=100)
@@ -201,14 +242,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"graphs-{tag}: {np.mean([s['edges'] for s in st]):.0f} edges/event, efficiency "
                   f"{np.mean([s['efficiency'] for s in st]):.3f}, purity {np.mean([s['purity'] for s in st]):.3f}", flush=True)  # fmt: skip
         if "filter" in stages:
-            _train("configs/tracking/edge_filter.yaml", args.train, args.n_train, args.n_val, tag, work / f"edge_filter{suffix}", args.filter_set)
+            _train("configs/tracking/edge_filter.yaml", args.train, args.n_train, args.n_val, tag, work / f"edge_filter{suffix}",
+                   args.filter_set, args.init_filter, args.budget_s)  # fmt: skip
         if "filtered" in stages:
             filt = work / f"edge_filter{suffix}"
             st = P.write_graphs(args.train, f"{tag}-filtered", events=n_graph, edge_filter=filt, filter_cut=args.filter_cut, **kw)
             print(f"graphs-{tag}-filtered: {np.mean([s['edges'] for s in st]):.0f} edges/event, efficiency "
                   f"{np.mean([s['efficiency'] for s in st]):.3f}, purity {np.mean([s['purity'] for s in st]):.3f}", flush=True)  # fmt: skip
         if "gnn" in stages:
-            _train("configs/tracking/gnn.yaml", args.train, args.n_train, args.n_val, f"{tag}-filtered", work / f"interaction_network{suffix}", args.gnn_set)
+            _train("configs/tracking/gnn.yaml", args.train, args.n_train, args.n_val, f"{tag}-filtered", work / f"interaction_network{suffix}",
+                   args.gnn_set, args.init_gnn, args.budget_s)  # fmt: skip
     results = []
     if "evaluate" in stages:
         for spec in args.bench:
@@ -220,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                                         edge_filter=str(work / f"edge_filter{suffix}"), filter_cut=args.filter_cut,
                                         gnn=str(work / f"interaction_network{suffix}"),
                                         building=P.TrackBuildingConfig(min_hits=args.min_hits))  # fmt: skip
-                r = evaluate(f"{name}/gnn-{tag}", d, cfg, args.max_events)
+                events = [int(x) for x in args.events.split(",")] if args.events else None
+                r = evaluate(f"{name}/gnn-{tag}", d, cfg, args.max_events, events)
                 r["method"] = f"gnn-{tag}"
                 results.append(r)
         if args.ml_graph_only:
