@@ -5,7 +5,9 @@ model, ``<name>/checkpoints/best-*.ckpt`` as ``lhcml train configs/fastcalo/<nam
 them, or bare ``<name>.ckpt`` files):
 
 1. generate as many showers as the reference (detailed) sample holds, at its incident energies
-   (``FastCaloGenerator.generate``, seeded), and compare them with
+   (``FastCaloGenerator.generate``, seeded; a model conditioned on |η| also at the reference's
+   |η|: its ``incident_eta``, or uniform draws in the file's ``eta_min``-``eta_max``; timed at
+   |η| = 0.225), and compare them with
    :func:`lhcml.tasks.fastcalo.evaluate.evaluate_showers`: separation powers of the
    high-level features, FPD/KPD, the classifier test (low and high level, ``--runs`` runs each),
    the photon-ID shower shapes; ``--output/<model>/report.html`` and ``results.json``;
