@@ -210,6 +210,17 @@ def test_conditioning_errors(fm_eta_pair, tmp_path):
         onnx_plain.generate(np.array([10.0]), rng, eta=np.array([0.2]))
     with pytest.raises(ConfigError, match="\\|eta\\| 0-1.37"):
         onnx_eta.generate(np.array([10.0]), rng, eta=np.array([1.5]))
+    # lhcml fastcalo generate: the reference's |eta| goes to the graph and into the output file
+    from lhcml.data.calochallenge import read_showers, write_showers
+    from lhcml.tasks.fastcalo.dataset import generate_like
+
+    bb = onnx_eta.binning
+    write_showers(tmp_path / "ref.h5", np.array([5.0, 50.0]), np.zeros((2, bb.n_voxels)), bb, eta=np.array([0.1, 1.3]))
+    generate_like(tmp_path / "eta.onnx", tmp_path / "ref.h5", tmp_path / "gen.h5")
+    np.testing.assert_allclose(read_showers(tmp_path / "gen.h5", bb).eta, [0.1, 1.3])
+    write_showers(tmp_path / "ref_plain.h5", np.array([5.0]), np.zeros((1, bb.n_voxels)), bb)
+    with pytest.raises(ConfigError, match="neither incident_eta nor eta_min/eta_max"):
+        generate_like(tmp_path / "eta.onnx", tmp_path / "ref_plain.h5", tmp_path / "gen2.h5")
 
 
 def test_training_config_asking_for_eta_on_files_without_it(tmp_path):
