@@ -475,3 +475,48 @@ def test_deposits_equal_the_reference_with_pileup_and_across_phi():
         _reference_deposit(*args, *ref)
         assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
         assert got[1].sum() > 0 and got[0].sum() > got[1].sum()
+
+
+def test_prefetch_is_a_hint_only_and_rejects_what_it_cannot_address():
+    """:func:`lhcml.sim.prefetch.prefetch` (the growth and splitting prefetch neighbour lists with it)
+    changes nothing: a compiled walk that prefetches every element ahead, beyond the end included,
+    returns the plain sum of every dtype the kernels use; a 2-d array or a float index is refused
+    at compile time instead of being addressed wrongly."""
+    from numba.core.errors import TypingError
+
+    from lhcml.sim.prefetch import prefetch
+
+    @numba.njit
+    def walk(a, ahead):
+        s = 0.0
+        for i in range(a.shape[0]):
+            prefetch(a, i + ahead)  # up to `ahead` past the end: a hint never faults
+            s += a[i]
+        return s
+
+    @numba.njit
+    def plain(a):
+        s = 0.0
+        for i in range(a.shape[0]):
+            s += a[i]
+        return s
+
+    rng = np.random.default_rng(4)
+    for dtype in (np.int32, np.int64, np.float32, np.float64):
+        a = (rng.random(1000) * 100).astype(dtype)
+        before = a.copy()
+        assert walk(a, 12) == walk(a, 0) == plain(a) == pytest.approx(float(np.sum(a, dtype=np.float64)))
+        assert np.array_equal(a, before)
+
+    @numba.njit
+    def bad_2d(a):
+        prefetch(a, 0)
+
+    @numba.njit
+    def bad_index(a):
+        prefetch(a, 0.5)
+
+    with pytest.raises(TypingError):
+        bad_2d(np.zeros((3, 3)))
+    with pytest.raises(TypingError):
+        bad_index(np.zeros(3))

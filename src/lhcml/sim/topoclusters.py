@@ -45,6 +45,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from lhcml.sim.cell_noise import NO_VALUE, PENDING, SparseNoise, finish_values, read_event
 from lhcml.sim.generator import FlatTable
 from lhcml.sim.jet_calo import CaloGeometry, CellEnergies, pion_response
+from lhcml.sim.prefetch import prefetch
 
 SEED_SIGMA = 4.0
 GROW_SIGMA = 2.0
@@ -55,6 +56,10 @@ SPLIT_E_GEV = 0.5
 SPLIT_MIN_NEIGHBOURS = 4
 #: EM-like classification of clusters by their EM-compartment fraction (our choice)
 EM_LIKE_LO, EM_LIKE_HI = 0.80, 0.95
+
+
+#: queue entries ahead of the current one whose neighbour lists are prefetched (our choice)
+PREFETCH_AHEAD = 12
 
 
 @numba.njit(cache=True)
@@ -119,6 +124,10 @@ def _topo_grow(seeds, seed_sig, nb_off, nb_idx, label, queue, bits):
     while head < tail:
         c = queue[head]
         head += 1
+        if head + 2 * PREFETCH_AHEAD < tail:
+            prefetch(nb_off, queue[head + 2 * PREFETCH_AHEAD])
+        if head + PREFETCH_AHEAD < tail:
+            prefetch(nb_idx, nb_off[queue[head + PREFETCH_AHEAD]])
         lc = label[c] >> 1
         ra = -1  # root of lc's proto-cluster, looked up at the first contact with another one
         for j in range(nb_off[c], nb_off[c + 1]):
@@ -250,6 +259,8 @@ def _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, q
         while h < t:
             c = queue[h]
             h += 1
+            if h + PREFETCH_AHEAD < t:
+                prefetch(nb_idx, nb_off[queue[h + PREFETCH_AHEAD]])
             lc = label[c]
             for j in range(nb_off[c], nb_off[c + 1]):
                 m = nb_idx[j]
@@ -373,16 +384,33 @@ def _emit_kept(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k, layer, g_eta, g
         grown = np.empty((6, cap_cl))
         grown[:, :n_done] = o_sum[:, :n_done]
         o_sum = grown
-    o_cell, o_cl, o_e, k_end = _emit(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k)
-    # per cluster (its cells contiguous, increasing): the sums, then the kept ones moved down in place
-    j = k
+    m = cl.shape[0]
+    cap = o_cell.shape[0]
+    if k + m > cap:
+        cap = max(2 * cap, k + m)
+        o_cell = _grow(o_cell, k, cap)
+        o_cl = _grow(o_cl, k, cap)
+        o_e = _grow(o_e, k, cap)
+    # counting sort by cluster (stable: increasing cell index inside each cluster) into o_cell, o_e
+    # (as _emit), keeping the clusters' bounds for the pass below (no scan of o_cl for them)
+    start = np.zeros(n_cl + 1, np.int64)
+    for c in cl:
+        start[label[c] + 1] += 1
+    for q in range(n_cl):
+        start[q + 1] += start[q]
+    fill = start[:-1].copy()
+    for c in cl:
+        j = k + fill[label[c]]
+        fill[label[c]] += 1
+        o_cell[j] = c
+        o_e[j] = e[c]
+    # per cluster: the sums; the kept ones moved down (only after a dropped one) and numbered
     w = k
     n_keep = 0
     for q in range(n_cl):
-        a = j
-        while j < k_end and o_cl[j] == n_done + q:
-            j += 1
-        s0, s1, s2, s3, s4, s5 = sum_cells(o_cell, o_e, a, j, g_eta, g_cos, g_sin, layer)
+        a = k + start[q]
+        b = k + start[q + 1]
+        s0, s1, s2, s3, s4, s5 = sum_cells(o_cell, o_e, a, b, g_eta, g_cos, g_sin, layer)
         if not (s0 > 0 and s2 > 0):
             continue
         r = n_done + n_keep
@@ -392,15 +420,14 @@ def _emit_kept(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k, layer, g_eta, g
         o_sum[3, r] = s3
         o_sum[4, r] = s4
         o_sum[5, r] = s5
-        o_n[r] = j - a
-        if w != a or r != n_done + q:  # a cluster before it was dropped: move down, renumber
-            for i in range(a, j):
-                o_cell[w] = o_cell[i]
-                o_e[w] = o_e[i]
-                o_cl[w] = r
-                w += 1
-        else:
-            w = j
+        o_n[r] = b - a
+        if w != a:  # a cluster before it was dropped: move down
+            for i in range(a, b):
+                o_cell[w + i - a] = o_cell[i]
+                o_e[w + i - a] = o_e[i]
+        for i in range(w, w + b - a):
+            o_cl[i] = r
+        w += b - a
         n_keep += 1
     return o_cell, o_cl, o_e, w, n_keep, o_sum, o_n
 
@@ -466,13 +493,12 @@ def _topo_fill_sparse(deposits, nb_off, nb_idx, layer, seed_t, split_e, min_nb, 
             if clear or mark[c] == PENDING:
                 e[c] = 0.0  # (PENDING: never valued, its kept uniform)
             label[c] = -1
+            mark[c] = NO_VALUE
         for c in cl:
             label[c] = -1
             mark[c] = NO_VALUE
             if clear:
                 e[c] = 0.0
-        for q in range(nt):
-            mark[touched[q]] = NO_VALUE
     return o_cell, o_cl, o_e, k, n_done, o_sum, o_n
 
 
@@ -601,13 +627,14 @@ def sum_cells(cell_id, cell_e, a, b, g_eta, g_cos, g_sin, g_layer):
         c = cell_id[i]
         x = cell_e[i]
         s0 += x
-        if in_em_compartment(g_layer[c]):
-            s1 += x
-        if x > 0:
-            s2 += x
-            s3 += x * g_eta[c]
-            s4 += x * g_cos[c]
-            s5 += x * g_sin[c]
+        # without a branch: a skipped term is added as ±0.0, which leaves every sum unchanged (each
+        # starts at +0.0 and so is never −0.0: x + y is −0.0 only for x = y = −0.0)
+        s1 += x if in_em_compartment(g_layer[c]) else 0.0
+        w = x if x > 0 else 0.0
+        s2 += w
+        s3 += w * g_eta[c]
+        s4 += w * g_cos[c]
+        s5 += w * g_sin[c]
     return s0, s1, s2, s3, s4, s5
 
 
