@@ -205,9 +205,13 @@ def _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, q
                 n_cand += 1
         if n_cand < 2:
             continue  # fewer than two maxima: nothing to split
+        for q in range(min(n_cand, PREFETCH_AHEAD)):  # the neighbour lists the maxima tests read
+            prefetch(nb_idx, nb_off[cand[q]])
         n_max = 0
         for q in range(n_cand):
             c = cand[q]
+            if q + PREFETCH_AHEAD < n_cand:
+                prefetch(nb_idx, nb_off[cand[q + PREFETCH_AHEAD]])
             if layer[c] != 0:
                 continue
             is_max = True
@@ -259,6 +263,8 @@ def _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, q
         while h < t:
             c = queue[h]
             h += 1
+            if h + 2 * PREFETCH_AHEAD < t:
+                prefetch(nb_off, queue[h + 2 * PREFETCH_AHEAD])
             if h + PREFETCH_AHEAD < t:
                 prefetch(nb_idx, nb_off[queue[h + PREFETCH_AHEAD]])
             lc = label[c]
