@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.setdefault("_std", {})[tag] = [float(x) for x in v.v_std[:n0].reshape(lay.n_eta, lay.n_phi)[:, lay.n_phi // 2]]
         for s in (0.0, *args.noise):
             name = tag + (f"_noise{s:g}" if s else "")
-            rows[name] = row(name, roundtrip(v, e, x, s, args.seed, align), b, rs)
+            rows[name] = row(name, roundtrip(v, e, x, s, args.seed, align), b, rs, eta=ref_eta, eta_edges=eb)
         print(f"{tag}: standardisation width of the central-phi strips (centre +-6):",
               " ".join(f"{w:.2f}" for w in rows["_std"][tag][lay.n_eta // 2 - 6 : lay.n_eta // 2 + 7]))
     for name, model in models.items():
