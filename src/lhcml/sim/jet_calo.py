@@ -82,7 +82,14 @@ GEOMETRY_FILE = Path(__file__).with_name("jet_calo_geometry.yaml")
 #: the same calorimeter with the EM part in three longitudinal samplings (strips / middle / back)
 SAMPLINGS_FILE = Path(__file__).with_name("jet_calo_geometry_samplings.yaml")
 #: the shipped geometries by name (:func:`jet_geometry`); the first is the default
-GEOMETRIES = {"one_em_layer": GEOMETRY_FILE, "em_samplings": SAMPLINGS_FILE}
+GEOMETRIES = {"one_em_layer": GEOMETRY_FILE, "em_samplings": SAMPLINGS_FILE, "one_em_layer_primary": GEOMETRY_FILE}
+#: the geometries whose one-layer EM cells also keep the part of their deposits in the virtual strips
+#: (:data:`VIRTUAL_STRIPS_X0`): the topo-cluster splitter's primary maxima then use the rest (middle + back)
+_VIRTUAL_STRIPS = ("one_em_layer_primary",)
+#: depth (X0) and |η| coverage of ATLAS's EM strips (EMB1 / EME1, 4.3 X0: docs/references.md §6), the
+#: virtual first sampling of the one-layer EM cells (``one_em_layer_primary``; as ``em_samplings``' strips)
+VIRTUAL_STRIPS_X0 = (0.0, 4.3)
+VIRTUAL_STRIPS_ETA = 2.5
 _ACTIVE = ["one_em_layer"]
 #: calorimeter coverage
 CALO_ETA_MAX = 4.9
@@ -132,6 +139,9 @@ class CaloGeometry:
     b_rank: np.ndarray | None = None
     b_x0: np.ndarray | None = None  # (n_blocks, 2): depth range in X0 of each EM block
     samplings: bool = False
+    # one-layer EM cells that keep the part of their deposits in ATLAS's strips depth (VIRTUAL_STRIPS_X0,
+    # |η| < VIRTUAL_STRIPS_ETA) beside their energy: the splitter's primary maxima use energy − that part
+    virtual_strips: bool = False
 
     @property
     def n_cells(self) -> int:
@@ -143,7 +153,9 @@ def jet_geometry(name: str) -> Iterator[None]:
     """Within this block, :func:`load_geometry` without a path (the whole simulation chain) uses the
     shipped geometry ``name`` (:data:`GEOMETRIES`: ``"one_em_layer"``, the default, or
     ``"em_samplings"``, the EM part in strips / middle / back with ATLAS's primary and secondary maxima
-    roles in the topo-cluster splitting). The calibration tables are derived on the default geometry.
+    roles in the topo-cluster splitting, or ``"one_em_layer_primary"``, the default's cells whose
+    splitter looks for primary maxima in the energy beyond the strips' depth, :data:`VIRTUAL_STRIPS_X0`).
+    The calibration tables are derived on the default geometry.
 
     Raises
     ------
@@ -162,11 +174,13 @@ def jet_geometry(name: str) -> Iterator[None]:
 def load_geometry(path: str | Path | None = None) -> CaloGeometry:
     """The jet-calorimeter geometry of ``path`` (default: the active shipped one, :func:`jet_geometry`;
     :data:`GEOMETRY_FILE` unless told otherwise)."""
-    return _load_geometry(str(path) if path is not None else str(GEOMETRIES[_ACTIVE[-1]]))
+    if path is not None:
+        return _load_geometry(str(path))
+    return _load_geometry(str(GEOMETRIES[_ACTIVE[-1]]), _ACTIVE[-1] in _VIRTUAL_STRIPS)
 
 
-@functools.lru_cache(maxsize=4)
-def _load_geometry(path: str) -> CaloGeometry:
+@functools.lru_cache(maxsize=6)
+def _load_geometry(path: str, virtual_strips: bool = False) -> CaloGeometry:
     p = Path(path)
     try:
         cfg = yaml.safe_load(p.read_text())
@@ -237,6 +251,7 @@ def _load_geometry(path: str) -> CaloGeometry:
         cos_phi=cos_phi, sin_phi=sin_phi,
         b_rank=b_rank, b_x0=np.array([b[9] for b in blocks], np.float64).reshape(n_b, 2),
         samplings=any("em_sampling" in r for r in regions),
+        virtual_strips=bool(virtual_strips),
     )
 
 
@@ -474,6 +489,7 @@ class ParticleDeposits:
     kind: np.ndarray  # EM / HADRON / MUON
     pileup: np.ndarray  # bool
     em_split: np.ndarray | None = None  # (n, 3): share of the EM-compartment energy in strips / middle / back
+    em_strips: np.ndarray | None = None  # (n,): share of it in the virtual strips (geometry virtual_strips)
 
 
 def shower_particles(particles: FlatTable, rng: np.random.Generator, geo: CaloGeometry | None = None) -> ParticleDeposits:
@@ -544,10 +560,35 @@ def shower_particles(particles: FlatTable, rng: np.random.Generator, geo: CaloGe
         - f_had_layer[(dead > 0)[is_h]]
     e_layer = np.stack([vis * f0, vis * (1.0 - f0 - f_dead)], axis=1)
     pileup = cols["is_pileup"][idx].astype(bool) if "is_pileup" in cols else np.zeros(n, bool)
-    split = None
+    split = strips = None
     if geo.samplings:
         split = em_sampling_split(geo, eta, kind, b * t_max + 1.0, b, t0, shape, hscale)
-    return ParticleDeposits(particles.event[idx], eta, phi, e_layer, kind, pileup, split)
+    elif geo.virtual_strips:
+        strips = virtual_strips_share(geo, eta, kind, b * t_max + 1.0, b, t0, shape, hscale)
+    return ParticleDeposits(particles.event[idx], eta, phi, e_layer, kind, pileup, split, strips)
+
+
+def _depth_share(geo: CaloGeometry, kind, em_a, em_b, t0, shape, hscale, lo, hi) -> np.ndarray:
+    """The part of each particle's longitudinal profile between the depths ``lo`` and ``hi`` (X0; see
+    :func:`em_sampling_split`), not normalised."""
+    lam_per_x0 = geo.em_depth_lambda / geo.em_depth_x0
+    f = hi - lo  # muons
+    f = np.where(kind == EM, gammainc(em_a, em_b * hi) - gammainc(em_a, em_b * lo), f)
+    fh = gammainc(shape, np.maximum(hi * lam_per_x0 - t0, 0.0) / hscale) - gammainc(
+        shape, np.maximum(lo * lam_per_x0 - t0, 0.0) / hscale)
+    return np.maximum(np.where(kind == HADRON, fh, f), 0.0)
+
+
+def virtual_strips_share(geo: CaloGeometry, eta, kind, em_a, em_b, t0, shape, hscale) -> np.ndarray:
+    """Share of each particle's EM-compartment energy in the virtual strips of the one-layer geometry
+    (depth :data:`VIRTUAL_STRIPS_X0` of the EM depth, |η| < :data:`VIRTUAL_STRIPS_ETA`; 0 elsewhere): the
+    profile integrals of :func:`em_sampling_split` over the strips' depth and the whole EM depth (no
+    random draws). The rest is what ATLAS's middle and back samplings would see."""
+    lo, hi = VIRTUAL_STRIPS_X0
+    part = _depth_share(geo, kind, em_a, em_b, t0, shape, hscale, lo, hi)
+    whole = _depth_share(geo, kind, em_a, em_b, t0, shape, hscale, 0.0, geo.em_depth_x0)
+    share = np.divide(part, whole, out=np.zeros(len(part)), where=whole > 0)
+    return np.where(np.abs(eta) < VIRTUAL_STRIPS_ETA, np.clip(share, 0.0, 1.0), 0.0)
 
 
 def em_sampling_split(geo: CaloGeometry, eta, kind, em_a, em_b, t0, shape, hscale) -> np.ndarray:
@@ -558,20 +599,13 @@ def em_sampling_split(geo: CaloGeometry, eta, kind, em_a, em_b, t0, shape, hscal
     start ``t0`` (λ), depths converted with ``em_depth_lambda / em_depth_x0``; muons: uniform in depth."""
     n = len(eta)
     out = np.zeros((n, 3))
-    lam_per_x0 = geo.em_depth_lambda / geo.em_depth_x0
-    is_em, is_h = kind == EM, kind == HADRON
     for rank in range(3):
         blk = locate_sampling(geo, rank, eta)
         ok = blk >= 0
         if not ok.any():
             continue
         lo, hi = geo.b_x0[np.maximum(blk, 0), 0], geo.b_x0[np.maximum(blk, 0), 1]
-        f = hi - lo  # muons
-        f = np.where(is_em, gammainc(em_a, em_b * hi) - gammainc(em_a, em_b * lo), f)
-        fh = gammainc(shape, np.maximum(hi * lam_per_x0 - t0, 0.0) / hscale) - gammainc(
-            shape, np.maximum(lo * lam_per_x0 - t0, 0.0) / hscale)
-        f = np.where(is_h, fh, f)
-        out[:, rank] = np.where(ok, np.maximum(f, 0.0), 0.0)
+        out[:, rank] = np.where(ok, _depth_share(geo, kind, em_a, em_b, t0, shape, hscale, lo, hi), 0.0)
     tot = out.sum(axis=1)
     out[tot > 0] /= tot[tot > 0, None]
     out[tot <= 0] = (0.0, 1.0, 0.0)
@@ -670,8 +704,18 @@ def _gauss_bins(x, lo, width, n_bins, j0, n, sigma, out):
 
 @numba.njit(cache=True)
 def _deposit(event, block, eta, phi, energy, sigma, pileup, b_lo, b_hi, b_ne, b_np, b_off, n_cells, total, pile):
+    """:func:`_deposit_parts` without a second part."""
+    none = np.zeros(1)
+    _deposit_parts(event, block, eta, phi, energy, sigma, pileup, b_lo, b_hi, b_ne, b_np, b_off, n_cells, total, pile,
+                   none, none, False)
+
+
+@numba.njit(cache=True)
+def _deposit_parts(event, block, eta, phi, energy, sigma, pileup, b_lo, b_hi, b_ne, b_np, b_off, n_cells, total,
+                   pile, energy2, out2, has2):
     """Add each deposit over its stencil (:func:`stencil_cells` in η and in φ, from its lateral σ
-    and its block's cell size) into ``total`` (and ``pile`` if pileup)."""
+    and its block's cell size) into ``total`` (and ``pile`` if pileup); if ``has2``, ``energy2`` (a part
+    of each deposit) over the same stencil into ``out2``."""
     fe = np.empty(STENCIL_MAX_CELLS)
     fp = np.empty(STENCIL_MAX_CELLS)
     col = np.empty(STENCIL_MAX_CELLS, np.int64)  # the φ column of each stencil bin (wrapped once per deposit)
@@ -705,6 +749,10 @@ def _deposit(event, block, eta, phi, energy, sigma, pileup, b_lo, b_hi, b_ne, b_
                 total[c] += e
                 if pu:
                     pile[c] += e
+            if has2:
+                ek2 = energy2[i] * fe[k]
+                for m in range(njp):
+                    out2[row + col[m]] += ek2 * fp[m]
 
 
 def _layer_deposits(deps: ParticleDeposits, geo: CaloGeometry):
@@ -726,17 +774,31 @@ def _layer_deposits(deps: ParticleDeposits, geo: CaloGeometry):
     return out
 
 
-def _deposit_layers(deps, layers, geo, picks, first: int, total, pile, with_pile: bool) -> None:
+def _strips_energies(deps: ParticleDeposits, layers) -> list:
+    """Per row of :func:`_layer_deposits`: the virtual strips' part of each deposit's energy (the EM
+    compartment of a ``virtual_strips`` geometry), else ``None``."""
+    if deps.em_strips is None:
+        return [None] * len(layers)
+    return [deps.em_strips[m] * e if i == 0 else None for i, (m, _, _, e) in enumerate(layers)]
+
+
+def _deposit_layers(deps, layers, geo, picks, first: int, total, pile, with_pile: bool, strips=None,
+                    strips_e=None) -> None:
     """:func:`_deposit` of the deposits ``picks[layer]`` (rows of :func:`_layer_deposits`; ``None``:
-    all) of each compartment, events counted from ``first``."""
-    for (m, blk, sig, e), k in zip(layers, picks, strict=True):
+    all) of each compartment, events counted from ``first``; with ``strips`` (flat, as ``total``) also
+    the virtual strips' part of them (``strips_e``, :func:`_strips_energies`)."""
+    none = np.zeros(1)
+    for i, ((m, blk, sig, e), k) in enumerate(zip(layers, picks, strict=True)):
         if k is None:
             k = np.arange(len(m))
         if len(k) == 0:
             continue
         mk = m[k]
-        _deposit(deps.event[mk] - first, blk[k], deps.eta[mk], deps.phi[mk], e[k], sig[k], deps.pileup[mk] & with_pile,
-                 geo.b_eta_lo, geo.b_eta_hi, geo.b_n_eta, geo.b_n_phi, geo.b_offset, geo.n_cells, total, pile)
+        e2 = strips_e[i] if strips is not None else None
+        _deposit_parts(deps.event[mk] - first, blk[k], deps.eta[mk], deps.phi[mk], e[k], sig[k],
+                       deps.pileup[mk] & with_pile, geo.b_eta_lo, geo.b_eta_hi, geo.b_n_eta, geo.b_n_phi, geo.b_offset,
+                       geo.n_cells, total, pile, none if e2 is None else e2[k], none if e2 is None else strips,
+                       e2 is not None)
 
 
 def deposit_cells(deps: ParticleDeposits, n_events: int, geo: CaloGeometry | None = None):
@@ -840,9 +902,11 @@ class _ChunkPlan:
         if order is not None:
             deps = ParticleDeposits(deps.event[order], deps.eta[order], deps.phi[order], deps.e_layer[order],
                                     deps.kind[order], deps.pileup[order],
-                                    None if deps.em_split is None else deps.em_split[order])
+                                    None if deps.em_split is None else deps.em_split[order],
+                                    None if deps.em_strips is None else deps.em_strips[order])
         self.deps, self.geo, self.chunk = deps, geo, chunk
         self.layers = _layer_deposits(deps, geo)
+        self.strips_e = _strips_energies(deps, self.layers)
         self.ev_of = [deps.event[m] for m, *_ in self.layers]
         bounds = np.arange(0, n_events + chunk, chunk)
         bounds[-1] = min(bounds[-1], n_events)
@@ -860,28 +924,40 @@ class _ChunkPlan:
         self.sub, var_pu = _pileup_terms(s1, s2, n_events, n_pileup, mu, geo)
         self.sigma = np.sqrt(geo.noise**2 + var_pu)
 
-    def deposit(self, out: np.ndarray, lo: int, hi: int, pileup_only: bool = False) -> None:
-        """Add the deposits of events ``lo .. hi − 1`` (all, or the pileup ones) into the flat ``out``."""
+    def deposit(self, out: np.ndarray, lo: int, hi: int, pileup_only: bool = False, strips=None) -> None:
+        """Add the deposits of events ``lo .. hi − 1`` (all, or the pileup ones) into the flat ``out``
+        (and their virtual strips' part into the flat ``strips`` if given)."""
         picks = []
         for (m, *_), ev in zip(self.layers, self.ev_of, strict=True):
             a, b = np.searchsorted(ev, (lo, hi))
             picks.append(a + np.flatnonzero(self.deps.pileup[m[a:b]]) if pileup_only else np.arange(a, b))
-        _deposit_layers(self.deps, self.layers, self.geo, picks, lo, out, np.zeros(1), False)
+        _deposit_layers(self.deps, self.layers, self.geo, picks, lo, out, np.zeros(1), False, strips, self.strips_e)
 
-    def deposit_chunks(self, cleared: bool = False):
+    def deposit_chunks(self, cleared: bool = False, with_strips: bool = False):
         """``(first, deposited energy (≤ chunk, n_cells))`` per chunk, one buffer reused.
         ``cleared``: the consumer sets the buffer back to all zeros before it asks for the next
         chunk (:func:`lhcml.sim.topoclusters._topo_fill_sparse` with ``clear``), so it is not
-        zeroed here again."""
+        zeroed here again. ``with_strips``: ``(first, energy, strips)``, ``strips`` the virtual
+        strips' part of the deposits (same shape, its own buffer) or ``None`` when the deposits
+        carry none (:attr:`CaloGeometry.virtual_strips`)."""
         nc = self.geo.n_cells
         # one buffer reused from chunk to chunk (fresh memory for every chunk costs page faults)
         e_buf = np.zeros(self.chunk * nc)
+        has_s = with_strips and self.deps.em_strips is not None
+        s_buf = np.zeros(self.chunk * nc) if has_s else None
         for lo, hi in self.bounds:
             energy = e_buf[: (hi - lo) * nc]
             if not cleared:
                 energy.fill(0.0)
-            self.deposit(energy, lo, hi)
-            yield lo, energy.reshape(hi - lo, nc)
+            strips = None
+            if has_s:
+                strips = s_buf[: (hi - lo) * nc]
+                strips.fill(0.0)
+            self.deposit(energy, lo, hi, strips=strips)
+            if with_strips:
+                yield lo, energy.reshape(hi - lo, nc), None if strips is None else strips.reshape(hi - lo, nc)
+            else:
+                yield lo, energy.reshape(hi - lo, nc)
 
 
 def readout_chunks(deps: ParticleDeposits, n_events: int, n_pileup: np.ndarray, mu: float,
@@ -913,7 +989,7 @@ def readout_chunks(deps: ParticleDeposits, n_events: int, n_pileup: np.ndarray, 
 
 def deposit_chunks(deps: ParticleDeposits, n_events: int, n_pileup: np.ndarray, mu: float, grow_sigma: float,
                    seed_sigma: float, geo: CaloGeometry | None = None, chunk: int = READOUT_CHUNK,
-                   cleared: bool = False):
+                   cleared: bool = False, with_strips: bool = False):
     """The deposits of a few events at a time and the noise model of the sparse readout.
 
     Returns the :class:`lhcml.sim.cell_noise.SparseNoise` of the batch (its ``sigma`` is
@@ -923,12 +999,13 @@ def deposit_chunks(deps: ParticleDeposits, n_events: int, n_pileup: np.ndarray, 
     The noise is then drawn event by event where the clustering can see it
     (:func:`lhcml.sim.cell_noise.read_event`): the same distribution per cell as
     :func:`readout_chunks`, far fewer draws. ``cleared``: the consumer leaves the buffer all zeros
-    after each chunk (:meth:`_ChunkPlan.deposit_chunks`).
+    after each chunk (:meth:`_ChunkPlan.deposit_chunks`). ``with_strips``: items ``(first, energy,
+    strips)`` with the virtual strips' part of the deposits (``None`` without; :meth:`_ChunkPlan.deposit_chunks`).
     """
     geo = geo or load_geometry()
     plan = _ChunkPlan(deps, n_events, n_pileup, mu, geo, chunk)
     return (sparse_noise_model(geo.noise, plan.sigma, plan.sub, grow_sigma, seed_sigma),
-            plan.deposit_chunks(cleared))
+            plan.deposit_chunks(cleared, with_strips))
 
 
 def simulate_cells(

@@ -21,6 +21,12 @@ The ATLAS algorithm (EPJC 77 (2017) 490), on the cells of :mod:`lhcml.sim.jet_ca
   (``docs/benchmarks/sim_large_r.md``, "Fifth version"). Since the sixth version the EM cells
   have ATLAS's EMB2/EME2 size, 0.025 × 2π/256 (were 0.05 × 2π/128); a hadronic cell overlaps 4 × 4
   of them, and the neighbour lists map the two compartments by overlap, whatever their sizes.
+  With ``jet_geometry("one_em_layer_primary")`` (:mod:`lhcml.sim.jet_calo`, an option) the one-layer EM
+  cells keep the part of their deposits in ATLAS's strips depth (0–4.3 X0, |η| < 2.5, from each
+  particle's longitudinal profile, no extra random draws); the primary maxima are then found in the
+  rest (threshold and EM-neighbour comparison), as ATLAS's splitter looks in EMB2/EMB3 only; the
+  readout noise and mean-pileup subtraction stay with that rest (the middle cell's noise). Cluster
+  energies, growth and the 4-2-0 thresholds are unchanged.
 * **Kinematics**: energy = sum of the cell energies (EM scale); direction = energy-weighted
   barycentre of the positive cells (φ averaged on the circle), seen from the detector origin and
   then corrected to the primary vertex (``sinh η' = sinh η − z_PV / R``); clusters with E ≤ 0 are
@@ -170,10 +176,13 @@ def _topo_grow(seeds, seed_sig, nb_off, nb_idx, label, queue, bits):
 
 
 @numba.njit(cache=True)
-def _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label):
+def _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label, strips, has_s):
     """Split the ``n_cl`` clusters of ``cells`` (their clusters in ``label``) at their local maxima
     (:func:`_topo_event`); ``new_label`` all -1 on entry and on return. Returns the number of
-    clusters after splitting."""
+    clusters after splitting. ``has_s``: ``strips`` (n_cells) holds the part of each EM cell's
+    energy in the virtual strips (:attr:`lhcml.sim.jet_calo.CaloGeometry.virtual_strips`); the
+    primary maxima are then found in ``e − strips`` (ATLAS's middle + back: threshold and comparison
+    with the EM neighbours), all else (secondary maxima, the order of regrowth) uses ``e``."""
     # ---- splitting at local maxima
     cl_start = np.zeros(n_cl + 1, np.int64)
     for c in cells:
@@ -200,7 +209,8 @@ def _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, q
         # candidates (E > split_e), in the cluster's cell order, then primaries before secondaries
         n_cand = 0
         for c in mem:
-            if e[c] > split_e:
+            x = e[c] - strips[c] if has_s and layer[c] == 0 else e[c]
+            if x > split_e:
                 cand[n_cand] = c
                 n_cand += 1
         if n_cand < 2:
@@ -216,11 +226,12 @@ def _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, q
                 continue
             is_max = True
             n_nb = 0
+            ec = e[c] - strips[c] if has_s else e[c]
             for j in range(nb_off[c], nb_off[c + 1]):
                 m = nb_idx[j]
                 if label[m] == k:
                     n_nb += 1
-                    if layer[m] == 0 and e[m] > e[c]:
+                    if layer[m] == 0 and (e[m] - strips[m] if has_s else e[m]) > ec:
                         is_max = False
                         break
             if is_max and n_nb >= min_nb:
@@ -293,7 +304,8 @@ def _topo_event(e, seeds, seed_sig, nb_off, nb_idx, layer, split_e, min_nb, labe
     n_cl, cells = _topo_grow(seeds, seed_sig, nb_off, nb_idx, label, queue, bits)
     if n_cl == 0:
         return 0, cells
-    return _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label), cells
+    return _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label, e,
+                       False), cells
 
 
 @numba.njit(cache=True)
@@ -451,7 +463,8 @@ def _emit_event(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k, with_sums, lay
 @numba.njit(cache=True)
 def _topo_fill_sparse(deposits, nb_off, nb_idx, layer, seed_t, split_e, min_nb, first, counts, work, seed_sig,
                       seed_buf, bits, o_cell, o_cl, o_e, k, n_done, mark, touched, noise32, sub, has_sub, sigma, grow_t,
-                      lo_cdf, p_active, seed_cdf, p_max, rng, with_sums, g_eta, g_cos, g_sin, o_sum, o_n, clear):
+                      lo_cdf, p_active, seed_cdf, p_max, rng, with_sums, g_eta, g_cos, g_sin, o_sum, o_n, clear,
+                      strips, has_s):
     """:func:`_topo_fill` with the sparse readout (:mod:`lhcml.sim.cell_noise`): ``deposits``
     (n_events, n_cells) holds the deposited energy on entry and, on return, the read-out value of
     every cell that got one (0 elsewhere). Per event: :func:`~lhcml.sim.cell_noise.read_event`
@@ -460,7 +473,9 @@ def _topo_fill_sparse(deposits, nb_off, nb_idx, layer, seed_t, split_e, min_nb, 
     splitting reads the energies), the splitting. ``work`` rows 0 and 2 all -1, ``bits`` and ``mark`` all 0
     on entry and on return (reset cell by cell: the state of every untouched cell is -1).
     ``clear``: ``deposits`` is left all zeros instead (every cell that got a value is a touched
-    or a clustered one), ready for the next chunk's deposits."""
+    or a clustered one), ready for the next chunk's deposits. ``has_s``: ``strips`` (as ``deposits``)
+    holds the virtual strips' part of the deposits, for the primary maxima (:func:`_topo_split`;
+    read only)."""
     n_ev, n = deposits.shape
     label = work[0]
     queue = work[1]
@@ -489,7 +504,8 @@ def _topo_fill_sparse(deposits, nb_off, nb_idx, layer, seed_t, split_e, min_nb, 
         if n_cl > 0:
             # the clustered cells without a value (perimeter cells, pending active cells), before splitting
             finish_values(e, cl, mark, noise32, sub, has_sub, sigma, grow_t, lo_cdf, p_active, rng)
-            n_cl = _topo_split(e, cl, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label)
+            n_cl = _topo_split(e, cl, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label,
+                               strips[i] if has_s else e, has_s)
         o_cell, o_cl, o_e, k, n_cl, o_sum, o_n = _emit_event(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k,
                                                              with_sums, layer, g_eta, g_cos, g_sin, o_sum, o_n)
         counts[first + i] = n_cl
@@ -543,10 +559,11 @@ class _TopoWork:
         self.sums = (o_sum, o_n)
 
     def add_sparse(self, deposits: np.ndarray, noise: SparseNoise, rng: np.random.Generator, first: int,
-                   geo: CaloGeometry, clear: bool = False) -> None:
+                   geo: CaloGeometry, clear: bool = False, strips: np.ndarray | None = None) -> None:
         """Read out (sparsely) and cluster the events of ``deposits`` (:func:`_topo_fill_sparse`; do not
         mix with :meth:`add` on one instance: it needs the states of untouched cells at -1).
-        ``clear``: ``deposits`` is all zeros on return, not the read-out values."""
+        ``clear``: ``deposits`` is all zeros on return, not the read-out values. ``strips``: the
+        virtual strips' part of the deposits (same shape), for the splitter's primary maxima."""
         if (noise.grow_sigma, noise.seed_sigma) != (GROW_SIGMA, SEED_SIGMA):
             raise ValueError(f"the sparse readout was built for thresholds {noise.grow_sigma}, {noise.seed_sigma}; "
                              f"the clustering's are {GROW_SIGMA}, {SEED_SIGMA}: build it with those")
@@ -558,7 +575,7 @@ class _TopoWork:
             self.counts, self.work, self.seed_sig, self.seed_buf, self.bits, *self.out, self.k, self.n_done,
             self.mark, self.touched, noise.noise32, noise.sub, noise.has_sub, noise.sigma, noise.grow_sigma,
             noise.lo_cdf, noise.p_active, noise.seed_cdf, noise.p_max, rng, self.with_sums, *self.g, *self.sums,
-            bool(clear))
+            bool(clear), deposits if strips is None else strips, strips is not None)
         self.out = tuple(out)
         self.sums = (o_sum, o_n)
 
@@ -800,9 +817,9 @@ def simulate_topo_clusters(
     if sparse_noise:
         # the kernel leaves the buffer all zeros (clear): it is not zeroed again for the next chunk
         noise, chunks = deposit_chunks(deps, n_ev, np.asarray(n_pileup, float), float(mu), GROW_SIGMA, SEED_SIGMA,
-                                       geo, cleared=True)
-        for first, deposits in chunks:
-            work.add_sparse(deposits, noise, rng, first, geo, clear=True)
+                                       geo, cleared=True, with_strips=True)
+        for first, deposits, strips in chunks:
+            work.add_sparse(deposits, noise, rng, first, geo, clear=True, strips=strips)
     else:
         sigma, chunks = readout_chunks(deps, n_ev, np.asarray(n_pileup, float), float(mu), rng, geo)
         for first, energy in chunks:
