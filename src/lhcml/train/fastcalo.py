@@ -100,6 +100,9 @@ class FastCaloTrainConfig(StrictModel):
     trainer: TrainerConfig = Field(default_factory=lambda: TrainerConfig(precision="32-true"))
     seed: int = 42
     output_dir: str = "runs/fastcalo"
+    #: fine-tuning: start from this fast-calo checkpoint's weights (:func:`init_from_checkpoint`)
+    #: instead of a random initialisation; a resumed run continues from its own ``last.ckpt``
+    init_from: str | None = None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -210,6 +213,64 @@ def model_init(cfg: FastCaloTrainConfig, binning: Any, train_e: np.ndarray) -> d
         "e_max_gev": hi,
         **hyper,
     }
+
+
+def init_from_checkpoint(model: Any, path: str | Path) -> dict[str, int]:
+    """Copy the weights of the fast-calo checkpoint ``path`` into ``model`` (``init_from``).
+
+    Every tensor of the same name and shape is copied. A 2-D weight that is wider in its second
+    dimension (a layer fed more inputs, e.g. ``model.eta_cells`` adds condition columns at the end
+    of the velocity network's input) gets the stored columns first and zeros for the new ones, so
+    the model starts as the stored one computes. Returns ``{"copied": n, "widened": n}``.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        Not a fast-calo checkpoint of the same model, or a tensor that fits neither rule.
+    """
+    import torch
+
+    from lhcml.train.checkpoint import read_checkpoint
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"init_from: {p} does not exist (a fast-calo checkpoint, checkpoints/best-*.ckpt)")
+    try:
+        ckpt = read_checkpoint(p)
+        meta = ckpt["lhcml"] if ckpt["lhcml"].get("kind") == "fastcalo" else None
+    except (OSError, ValueError, KeyError, AttributeError):
+        meta = None
+    if meta is None:
+        raise CheckpointMismatchError(f"init_from: {p} is not a fast-calo checkpoint (lhcml train configs/fastcalo/...)")
+    if meta.get("model_name") != model.registry_name:
+        raise CheckpointMismatchError(
+            f"init_from: {p} holds a '{meta.get('model_name')}' model, this config trains '{model.registry_name}'"
+        )
+    stored = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    own = model.state_dict()
+    counts = {"copied": 0, "widened": 0}
+    bad = []
+    with torch.no_grad():
+        for k, v in own.items():
+            w = stored.get(k)
+            if w is None:
+                bad.append(f"{k} (absent)")
+            elif w.shape == v.shape:
+                v.copy_(w)
+                counts["copied"] += 1
+            elif v.ndim == 2 and w.ndim == 2 and w.shape[0] == v.shape[0] and w.shape[1] < v.shape[1]:
+                v.zero_()
+                v[:, : w.shape[1]] = w
+                counts["widened"] += 1
+            else:
+                bad.append(f"{k} {tuple(w.shape)} vs {tuple(v.shape)}")
+    if bad:
+        raise CheckpointMismatchError(
+            f"init_from: {p} does not fit this model ({'; '.join(bad[:3])}): the same model and voxelisation "
+            "are needed, only more condition inputs (model.eta_cells) may be added"
+        )
+    model.load_state_dict(own)
+    return counts
 
 
 class _EpochPermutation:
@@ -494,6 +555,9 @@ def fit_fastcalo(
     init = model_init(cfg, binning, train_e)
     model = build_generator(cfg.model.name, init)
     model.prepare(torch.from_numpy(train_e), torch.from_numpy(train_x))
+    if cfg.init_from is not None and not resume:
+        # after prepare: the stored model's standardisation comes with its weights
+        init_from_checkpoint(model, cfg.init_from)
     meta = {
         "format_version": 1,
         "kind": "fastcalo",

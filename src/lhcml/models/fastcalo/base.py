@@ -98,7 +98,7 @@ class FastCaloGenerator(nn.Module, ABC):
 
     def __init__(
         self, n_voxels: int, layer_sizes: Sequence[int], e_min_gev: float, e_max_gev: float,
-        eta_range: Sequence[float] | None = None,
+        eta_range: Sequence[float] | None = None, eta_cells: Sequence[float] | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         name = self.registry_name or type(self).__name__
@@ -130,8 +130,21 @@ class FastCaloGenerator(nn.Module, ABC):
             if not (0.0 <= lo < hi and math.isfinite(hi)):
                 raise ConfigError(f"model '{name}' needs 0 <= eta_range[0] < eta_range[1], got {lo}, {hi}")
             self.eta_range = (lo, hi)
-        #: columns of :meth:`condition`: log E, and |eta| when conditioned on it
-        self.cond_dim = 1 if self.eta_range is None else 2
+        #: cell widths in |eta| whose phase ``|eta| / width mod 1`` the model is told (as its sine and
+        #: cosine): where inside a calorimeter cell the photon hits (:meth:`condition`)
+        self.eta_cells: tuple[float, ...] = ()
+        if eta_cells is not None:
+            try:
+                cells = tuple(float(x) for x in eta_cells)
+            except (TypeError, ValueError):
+                raise ConfigError(f"model '{name}': eta_cells must be a list of cell widths in eta, got {eta_cells!r}") from None
+            if self.eta_range is None:
+                raise ConfigError(f"model '{name}': eta_cells needs eta_range (the model must be conditioned on |eta|)")
+            if not cells or any(not (0.0 < c < 1.0) for c in cells):
+                raise ConfigError(f"model '{name}' needs eta_cells in (0, 1) (cell widths in eta, e.g. [0.025, 0.003125]), got {eta_cells!r}")
+            self.eta_cells = cells
+        #: columns of :meth:`condition`: log E, |eta| when conditioned on it, 2 per eta cell width
+        self.cond_dim = (1 if self.eta_range is None else 2) + 2 * len(self.eta_cells)
         # voxel -> layer index, for per-layer sums (a buffer: moves with .to(), no state)
         layer_of_voxel = torch.repeat_interleave(
             torch.arange(self.n_layers), torch.tensor(layer_sizes)
@@ -162,7 +175,10 @@ class FastCaloGenerator(nn.Module, ABC):
 
     def condition(self, energy_gev: Tensor, eta: Tensor | None = None) -> Tensor:
         """``(log E - log E_min) / (log E_max - log E_min)`` as an ``(N, 1)`` float tensor; with
-        an ``eta_range``, ``(N, 2)`` with ``(|η| - lo) / (hi - lo)`` as the second column."""
+        an ``eta_range``, ``(N, 2)`` with ``(|η| - lo) / (hi - lo)`` as the second column; with
+        ``eta_cells``, per cell width ``w`` two more: ``sin`` and ``cos`` of ``2 pi |η| / w`` (the
+        impact position inside the cell, which sets the shower's centroid and width in the cell
+        grid: docs/benchmarks/fastcalo.md, "Eleventh version")."""
         self.check_eta_given(eta)
         e = energy_gev.reshape(-1, 1).float()
         lo, hi = math.log(self.e_min_gev), math.log(self.e_max_gev)
@@ -170,7 +186,12 @@ class FastCaloGenerator(nn.Module, ABC):
         if self.eta_range is None or eta is None:
             return c
         a, b = self.eta_range
-        return torch.cat([c, (eta.reshape(-1, 1).float().abs() - a) / (b - a)], dim=1)
+        ae = eta.reshape(-1, 1).float().abs()
+        cols = [c, (ae - a) / (b - a)]
+        for w in self.eta_cells:
+            ph = (2.0 * math.pi / w) * ae
+            cols += [torch.sin(ph), torch.cos(ph)]
+        return torch.cat(cols, dim=1)
 
     def layer_energies(self, showers: Tensor) -> Tensor:
         """Per-layer sums ``(N, n_layers)`` of showers ``(N, V)``."""

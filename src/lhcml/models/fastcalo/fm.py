@@ -86,6 +86,9 @@ class CaloFlowMatching(FastCaloGenerator):
         ``[lo, hi]``: condition on the incident ``|η|`` too (trained over that range; the
         calorimeter's depth in X0 grows as cosh η, so the layer fractions change with η);
         ``None``: energy only (:class:`~lhcml.models.fastcalo.base.FastCaloGenerator`).
+    eta_cells
+        Cell widths in η (with ``eta_range``): the sine and cosine of ``2 pi |η| / width`` as
+        more conditions, the impact position inside the cells (``configs/fastcalo/fm_strips_cells.yaml``).
     align_max_shift, align_n_phi
         Generate the first layer (the strips, ``align_n_phi`` cells in φ per η row, η-major)
         around its maximum, found within ``±align_max_shift`` strips of the window centre
@@ -120,10 +123,11 @@ class CaloFlowMatching(FastCaloGenerator):
         align_max_shift: int = 0,
         align_n_phi: int = 3,
         eta_range: Sequence[float] | None = None,
+        eta_cells: Sequence[float] | None = None,
     ) -> None:
         super().__init__(
             n_voxels=n_voxels, layer_sizes=layer_sizes, e_min_gev=e_min_gev, e_max_gev=e_max_gev,
-            eta_range=eta_range,
+            eta_range=eta_range, eta_cells=eta_cells,
         )
         if solver not in ("euler", "midpoint"):
             raise ConfigError(f"fastcalo_fm: unknown solver '{solver}' (valid: euler, midpoint)")
