@@ -175,6 +175,20 @@ def _gnn_spec(cls: str) -> TrackingModelSpec:
                              init_args=_gnn("graph_init_args"))  # fmt: skip
 
 
+class SeedOptions(StrictModel):
+    """``data.prepare`` of the seed classifier: the seed set it learns on (files
+    ``<event dir>/seeds-<seeds>/event{N:09d}-seeds.npz`` of ``lhcml tracking write-seeds``)."""
+
+    seeds: str = "ml"
+
+
+def _seed(attr: str) -> Any:
+    """An attribute of :mod:`lhcml.models.tracking.seed_filter`, imported on first use (torch-free import here)."""
+    from lhcml.models.tracking import seed_filter
+
+    return getattr(seed_filter, attr)
+
+
 #: the trainable tracking models, by ``model.name`` (explicit; the GNN stages are registered here too)
 TRACKING_MODELS: dict[str, TrackingModelSpec] = {
     "hit_embedding": TrackingModelSpec(
@@ -184,6 +198,11 @@ TRACKING_MODELS: dict[str, TrackingModelSpec] = {
     ),
     "edge_filter": _gnn_spec("EdgeFilter"),
     "interaction_network": _gnn_spec("InteractionNetwork"),
+    "seed_filter": TrackingModelSpec(  # ACTS triplet-seed classifier of ml-seeds+ckf (lhcml.models.tracking.seed_filter)
+        model=_LazyClass(lambda: _seed("SeedClassifier")), prepare=lambda e, o: _seed("seed_prepare")(e, o),
+        step=lambda m, s, g, t: _seed("seed_step")(m, s, g, t), options=SeedOptions,
+        init_args=lambda s: _seed("seed_init_args")(s), setup=lambda m, s: _seed("seed_setup")(m, s),
+    ),
 }  # fmt: skip
 
 

@@ -44,6 +44,7 @@ DEFAULT_CONFIG = "tracking/ckf.yaml"
 STAGES = {
     "Algorithm:CsvMeasurementsInOrder": "read",
     "Algorithm:MeasurementSubsetAll": "read",
+    "Algorithm:MeasurementSubsetOf": "space points",
     "Algorithm:SpacePointMaker": "space points",
     "Algorithm:GridTripletSeedingAlgorithm": "seeding",
     "Algorithm:TrackParamsEstimationAlgorithm": "parameter estimation",
@@ -273,11 +274,11 @@ class Chain:
         self.seq.addAlgorithm(CsvMeasurements(acts, self.level, files.directory))
         self.seq.addAlgorithm(MeasurementSubsetAll(acts, self.level))
 
-    def spacepoints(self, selection: str, key: str) -> str:
+    def spacepoints(self, selection: str, key: str, measurements: str = "measurement_subset") -> str:
         acts = self.acts
         _, geometry = _geometry()
         alg = acts.examples.SpacePointMaker(
-            level=self.level, inputMeasurements="measurement_subset", outputSpacePoints=key,
+            level=self.level, inputMeasurements=measurements, outputSpacePoints=key,
             trackingGeometry=geometry,
             geometrySelection=acts.examples.json.readJsonGeometryList(str(_data_file(selection))),
         )  # fmt: skip
@@ -396,6 +397,26 @@ class MeasurementSubsetAll:
                 return acts.examples.ProcessCode.SUCCESS
 
         return MeasurementSubsetAll()
+
+
+class MeasurementSubsetOf:
+    """The measurements of given indices (per event) as a ``MeasurementSubset`` under ``key``."""
+
+    def __new__(cls, acts: Any, level: Any, indices: Mapping[int, Sequence[int]], key: str) -> Any:
+        class MeasurementSubsetOf(acts.examples.IAlgorithm):
+            def __init__(self) -> None:
+                acts.examples.IAlgorithm.__init__(self, "MeasurementSubsetOf", level)
+                self.inp = acts.examples.ReadDataHandle(self, acts.examples.MeasurementContainer, "Measurements")
+                self.inp.initialize("measurements")
+                self.out = acts.examples.WriteDataHandle(self, acts.examples.MeasurementSubset, "Subset")
+                self.out.initialize(key)
+
+            def execute(self, ctx: Any) -> Any:
+                meas = self.inp(ctx.eventStore)
+                self.out(ctx, acts.examples.MeasurementSubset(meas, [int(i) for i in indices.get(ctx.eventNumber, ())]))
+                return acts.examples.ProcessCode.SUCCESS
+
+        return MeasurementSubsetOf()
 
 
 class ProtoTrackInput:
@@ -578,7 +599,8 @@ def add_seeding(chain: Chain, cfg: ActsRecoConfig) -> str:
 
 
 def add_protos_to_parameters(
-    chain: Chain, cfg: ActsRecoConfig, seed_protos: str, protos: str
+    chain: Chain, cfg: ActsRecoConfig, seed_protos: str, protos: str,
+    measurements: Mapping[int, Sequence[int]] | None = None,
 ) -> tuple[str, str, str]:
     """ACTS's estimate of initial parameters from a seed triplet of each proto-track.
 
@@ -586,10 +608,18 @@ def add_protos_to_parameters(
     proto-tracks themselves in the same order; ACTS makes seeds of the triplets
     (``ProtoTracksToSeeds``) and estimates parameters and covariance as for its own seeds
     (``TrackParamsEstimationAlgorithm``, the seeding config's initial sigmas). Returns the keys of
-    the parameters, the seeds and the proto-tracks that got parameters (aligned).
+    the parameters, the seeds and the proto-tracks that got parameters (aligned). ``measurements``
+    (per event the measurement indices of the triplets) limits the space points to those: ACTS's
+    ``ProtoTracksToSeeds`` finds each triplet's space points by a linear search, so with all pixel
+    space points of a ⟨μ⟩ = 200 event it takes ~10 s for 40k triplets (docs/benchmarks/tracking.md,
+    eleventh version).
     """
     acts = chain.acts
-    spacepoints = chain.spacepoints(cfg.fit.geometry_selection, "pixel_spacepoints")
+    if measurements is None:
+        spacepoints = chain.spacepoints(cfg.fit.geometry_selection, "pixel_spacepoints")
+    else:
+        chain.seq.addAlgorithm(MeasurementSubsetOf(acts, chain.level, measurements, "seed_measurements"))
+        spacepoints = chain.spacepoints(cfg.fit.geometry_selection, "seed_spacepoints", "seed_measurements")
     to_seeds = acts.examples.ProtoTracksToSeeds.Config()
     to_seeds.inputProtoTracks = seed_protos
     to_seeds.inputSpacePoints = spacepoints

@@ -458,8 +458,9 @@ def ckf_from_seeds(
         chain.seq.addAlgorithm(
             ProtoTrackInput(chain.acts, chain.level, {int(event_id): triplets}, "seed_triplets")
         )
+        used = sorted({h for t in triplets for h in t})  # the triplets' space points only (ACTS searches them linearly)
         params, proto_seeds, _ = add_protos_to_parameters(
-            chain, cfg, "seed_triplets", "input_protos"
+            chain, cfg, "seed_triplets", "input_protos", measurements={int(event_id): used}
         )
         tracks = add_ckf(chain, cfg, params, proto_seeds)
         chain.seq.addAlgorithm(TrackCollector(chain.acts, chain.level, tracks, sink))

@@ -186,6 +186,27 @@ def build_graphs_cmd(
                + (f", efficiency {np.mean(eff):.3f}, purity {np.mean(pur):.3f}" if eff else ""))  # fmt: skip
 
 
+@tracking_app.command("write-seeds")
+def write_seeds_cmd(
+    event_dir: Path = typer.Argument(..., help="a sample (`lhcml tracking simulate` output: its acts/ CSV and trackml/ files)"),
+    name: str = typer.Option(..., "--name", help="seed set name: files go to <trackml dir>/seeds-NAME/, the name data.prepare.seeds of configs/tracking/seed_filter.yaml refers to"),
+    max_seeds_per_spm: int = typer.Option(10, "--max-seeds-per-spm", help="seeds per middle space point of ACTS's seeding"),
+    events: Optional[str] = typer.Option(None, "--events", help="event numbers, e.g. 0-15 (default: all)"),  # noqa: UP045
+    labels: bool = typer.Option(True, "--labels/--no-labels", help="truth labels (all three hits of one particle; needs truth)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Run ACTS's triplet seeding on every event and write the seeds with their features (and truth
+    labels) for training the seed classifier of the ml-seeds+ckf finder (lhcml train
+    configs/tracking/seed_filter.yaml)."""
+    from lhcml.data.trackml import list_events
+    from lhcml.tasks.tracking.finders import parse_events
+    from lhcml.tasks.tracking.seed_filter import write_seed_files
+
+    ids = parse_events(events, list_events(event_dir))
+    paths = write_seed_files(event_dir, name, ids, max_seeds_per_spm=max_seeds_per_spm, labels=labels, progress=not quiet)
+    typer.echo(f"seeds-{name}: {len(paths)} events -> {paths[0].parent if paths else '-'}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``tracking`` group to ``app``."""
     app.add_typer(tracking_app, name="tracking")

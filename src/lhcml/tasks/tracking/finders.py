@@ -23,6 +23,7 @@ import numpy as np
 from lhcml.errors import ConfigError
 from lhcml.tasks.tracking import bucketing as _bucketing
 from lhcml.tasks.tracking import gnn_pipeline as _gnn
+from lhcml.tasks.tracking import seed_filter as _seed_filter
 
 #: what a finder returns: ``track_id``, ``hit_id`` (int64 arrays) and ``timings`` ({stage: seconds})
 Candidates = Mapping[str, Any]
@@ -37,6 +38,13 @@ def ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
     track_id, hit_id = result.candidates[int(event_id)]
     return {"track_id": np.asarray(track_id, np.int64), "hit_id": np.asarray(hit_id, np.int64),
             "timings": stage_seconds(result.timings), "fitted": result.tracks[int(event_id)]}  # fmt: skip
+
+
+def ckf_fast(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
+    """The CKF with ACTS's particle-gun seeding, one seed per middle space point (``configs/tracking/ckf_fast.yaml``)."""
+    from lhcml.config import shipped_config
+
+    return ckf(event_dir, event_id, shipped_config("tracking/ckf_fast.yaml") if cfg is None else cfg)
 
 
 def clean(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
@@ -94,11 +102,13 @@ FINDERS: dict[str, Finder] = {
     "gnn-ml": _gnn.gnn_ml,  # metric-learning radius graph -> edge filter -> interaction network -> CC + walk-through
     "gnn-ml+clean": then(_gnn.gnn_ml, "+clean"),
     "gnn-ml+ckf": then(_gnn.gnn_ml, "+ckf"),
+    "ckf_fast": ckf_fast,  # the CKF with one seed per middle space point (configs/tracking/ckf_fast.yaml)
+    "ml-seeds+ckf": _seed_filter.ml_seeds_ckf,  # ACTS seeds ranked/filtered by a learned classifier, then the CKF
 }
 
 
 #: finders that read the ACTS CSV of the sample (``OUT/acts/``)
-ACTS_FINDERS = {"ckf"} | {name for name in FINDERS if "+" in name}  # the CKF and every ACTS post step
+ACTS_FINDERS = {"ckf", "ckf_fast"} | {name for name in FINDERS if "+" in name}  # the CKF and every ACTS post step
 
 
 def get_finder(name: str) -> Finder:

@@ -1,0 +1,175 @@
+"""The ml-seeds+ckf finder: ACTS triplet seeds, the learned seed classifier, the CKF on the kept seeds (issue 14)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lhcml.errors import InputNotFoundError, SchemaError
+
+pytest.importorskip("acts")
+torch = pytest.importorskip("torch")
+
+from lhcml.data.trackml import read_event  # noqa: E402
+from lhcml.metrics import tracking as tm  # noqa: E402
+from lhcml.models.tracking import seed_filter as M  # noqa: E402
+from lhcml.tasks.tracking import seed_filter as S  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """Three tt-bar events at mu = 0 with their seed files (10 seeds per middle space point)."""
+    from lhcml.sim.tracking import simulate_tracking
+
+    out = tmp_path_factory.mktemp("seed_filter") / "mu0"
+    simulate_tracking("ttbar", out, mu=0.0, events=3, seed=23, progress=False)
+    S.write_seed_files(out, "t", [0, 1, 2], max_seeds_per_spm=10, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(sample, tmp_path_factory) -> Path:
+    from lhcml.train.tracking import fit_tracking, tracking_config_from_dict
+
+    cfg = tracking_config_from_dict({
+        "data": {"train_dir": str(sample), "val_dir": str(sample), "train_events": [0, 1], "val_events": [2],
+                 "prepare": {"seeds": "t"}},
+        "model": {"name": "seed_filter", "hidden": 32, "n_layers": 3},
+        "optimizer": {"name": "adam", "lr": 1e-2, "weight_decay": 0.0},
+        "trainer": {"max_epochs": 40, "patience": 100, "precision": "32-true", "log_every_n_steps": 1,
+                    "enable_progress_bar": False},
+        "output_dir": str(tmp_path_factory.mktemp("seed_run")),
+    })  # fmt: skip
+    return fit_tracking(cfg)
+
+
+def _seeds(sample, e: int) -> dict[str, np.ndarray]:
+    ev = read_event(sample, e, parts=("hits",), check=False)
+    return M.read_seed_file(M.seed_file(ev.source, e, "t"))
+
+
+def test_seed_labels_and_helix_features_known_answer(sample) -> None:
+    """Labels are 'three hits of one particle'; a seed on an exact helix has its pT, d0 = 0 and dz = 0."""
+    s = _seeds(sample, 0)
+    ev = read_event(sample, 0, parts=("hits", "truth"))
+    pid = ev.truth.set_index("hit_id").loc[s["triplets"].ravel() + 1, "particle_id"].to_numpy().reshape(-1, 3)
+    same = (pid[:, 0] != 0) & (pid[:, 0] == pid[:, 1]) & (pid[:, 1] == pid[:, 2])
+    assert np.array_equal(s["y"].astype(bool), same)
+    assert 0.05 < s["y"].mean() < 0.95  # both classes present
+    # helix of pT = 2 GeV in 2 T (R = 3.336 m) through the origin, cot(theta) = 0.5
+    radius = 2.0 / (0.299792458 * 2.0) * 1000.0
+    r = np.array([40.0, 80.0, 120.0])
+    phi = np.arcsin(r / (2 * radius))  # points on the circle centred at (0, R): chord angles
+    x, y = r * np.cos(phi), r * np.sin(phi)
+    s_arc = 2 * radius * np.arcsin(r / (2 * radius))
+    f = M.seed_features(x, y, 10.0 + 0.5 * s_arc, np.zeros(3, np.uint64), np.array([[2, 0, 1]]))[0]
+    col = {n: i for i, n in enumerate(M.FEATURE_NAMES)}
+    assert abs(abs(f[col["inv_pt"]]) - 0.5) < 1e-3
+    assert abs(f[col["d0"]]) < 1e-2 and abs(f[col["z0"]] - 10.0) < 0.05 and abs(f[col["dz_top"]]) < 0.05
+    assert f[col["r_b"]] == 40.0 and f[col["n_seeds_m"]] == 1.0
+
+
+def test_classifier_beats_a_constant_and_exports(sample, trained, tmp_path) -> None:
+    """On the held-out seeds the classifier's cross-entropy is well below the base rate's, it ranks
+    true seeds above fakes (AUC), and its ONNX export agrees with torch."""
+    from lhcml.export.tracking import export_checkpoint
+    from lhcml.train.tracking import load_tracking_model
+
+    model, meta = load_tracking_model(trained)
+    assert meta["model_name"] == "seed_filter"
+    s = _seeds(sample, 2)
+    y = s["y"].astype(float)
+    p = np.clip(model.score(s["features"]), 1e-6, 1 - 1e-6)
+    base = y.mean()
+    bce = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    bce_const = -np.mean(y * np.log(base) + (1 - y) * np.log(1 - base))
+    assert bce < 0.7 * bce_const, (bce, bce_const)
+    order = np.argsort(p)
+    ranks = np.empty(len(p))
+    ranks[order] = np.arange(1, len(p) + 1)
+    n1 = y.sum()
+    auc = (ranks[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * (len(y) - n1))
+    assert auc > 0.9, auc
+    report = export_checkpoint(trained, tmp_path / "seeds.onnx", timing=False)
+    assert report.max_abs_diff_random < 1e-4
+
+
+def test_select_seeds_keeps_true_seeds_and_ranks_deterministically() -> None:
+    """Constructed case: three middle space points with competing seeds; every true (high-score)
+    seed survives the cut and the per-middle-point limit, best first, ties in ACTS's order."""
+    triplets = np.array([[1, 10, 20], [2, 10, 21], [3, 10, 22], [4, 11, 23], [5, 11, 24], [6, 12, 25], [7, 12, 26]])
+    scores = np.array([0.2, 0.9, 0.8, 0.7, 0.7, 0.05, 0.95])
+    true = {1, 2, 3, 4, 6}
+    keep = S.select_seeds(scores, triplets, cut=0.5, max_per_spm=2)
+    assert keep.tolist() == [6, 1, 2, 3, 4]  # descending score; 3 and 4 tie: ACTS's order
+    assert true <= set(keep.tolist())
+    assert S.select_seeds(scores, triplets, cut=0.5, max_per_spm=1).tolist() == [6, 1, 3]
+    perm = np.array([3, 0, 6, 5, 1, 4, 2])
+    again = S.select_seeds(scores[perm], triplets[perm], cut=0.5, max_per_spm=2)
+    assert sorted(map(tuple, triplets[perm][again].tolist())) == sorted(map(tuple, triplets[keep].tolist()))
+    assert S.select_seeds(scores, triplets, cut=0.99).size == 0
+    with pytest.raises(SchemaError, match="scores for"):
+        S.select_seeds(scores[:3], triplets, cut=0.5)
+
+
+def test_bad_inputs_give_one_clear_error(sample, tmp_path) -> None:
+    """Seeds without truth labels cannot train; a seed file without its columns, or features of the
+    wrong width, are named; a sample without truth cannot be labelled; a missing seed file says how to make it."""
+    src = _seeds(sample, 0)
+
+    class Ev:
+        event_id, source = 0, str(tmp_path / "trackml" / "event000000000")
+
+    path = M.seed_file(Ev.source, 0, "x")
+    path.parent.mkdir(parents=True)
+    np.savez(path, **{k: v for k, v in src.items() if k != "y"})
+    with pytest.raises(SchemaError, match="no labels"):
+        M.seed_prepare(Ev, type("O", (), {"seeds": "x"})())
+    np.savez(path, triplets=src["triplets"], feature_names=src["feature_names"])
+    with pytest.raises(SchemaError, match="lacks features"):
+        M.read_seed_file(path)
+    with pytest.raises(InputNotFoundError, match="write-seeds"):
+        M.read_seed_file(tmp_path / "nope.npz")
+    with pytest.raises(SchemaError, match="columns"):
+        M.SeedClassifier(hidden=8)(torch.zeros(4, 3))
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(sample, bare, ignore=shutil.ignore_patterns("*-truth.csv", "seeds-*", "h5"))
+    with pytest.raises(SchemaError, match="no truth"):
+        S.seed_labels(bare, 0, src["triplets"][:5])
+
+
+def test_cli_write_seeds_without_acts_files_exits_2(sample, tmp_path, capsys) -> None:
+    """TrackML files without the ACTS CSV: one message, exit status 2, no seed files."""
+    import shutil
+
+    from lhcml.cli import main
+
+    shutil.copytree(sample / "trackml", tmp_path / "trackml_only", ignore=shutil.ignore_patterns("seeds-*"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tracking", "write-seeds", str(tmp_path / "trackml_only"), "--name", "t"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert "acts/" in err and len(err.strip().splitlines()) == 1, err
+    assert not list(tmp_path.rglob("seeds-t"))
+
+
+def test_finder_end_to_end_finds_most_true_tracks(sample, trained) -> None:
+    """ml-seeds+ckf on the held-out event finds at least 90 % of what the ACTS CKF finds (pT > 1 GeV),
+    from fewer seeds, with few fakes."""
+    from lhcml.tasks.tracking.finders import get_finder
+
+    ev = read_event(sample, 2)
+    out = get_finder("ml-seeds+ckf")(sample, 2, {"checkpoint": str(trained), "cut": 0.3})
+    ref = get_finder("ckf")(sample, 2, None)
+    perf = {k: tm.evaluate_event(2, ev.truth, ev.particles, ev.hits, o["track_id"], o["hit_id"], min_pt=1.0)
+            for k, o in (("ml", out), ("ckf", ref))}  # fmt: skip
+    found = {k: int(v.particles.loc[v.particles["reconstructable"], "found"].sum()) for k, v in perf.items()}
+    assert found["ckf"] > 20 and found["ml"] >= 0.9 * found["ckf"], found
+    assert out["n_kept"] < out["n_seeds"]
+    counted = perf["ml"].tracks[perf["ml"].tracks["counted"]]
+    assert counted["fake"].mean() < 0.05
+    assert {"seeding", "classifier", "ckf"} <= set(out["timings"])
