@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                            args.groups_only)  # fmt: skip
         results["models"][name]["wall_s"] = time.time() - t0
         print_tables(name, results["models"][name])
-    atomic_write_text(args.output, json.dumps(json_safe(results), indent=2) + "\n")
+        # after every model: a long run stopped half-way keeps what it measured
+        atomic_write_text(args.output, json.dumps(json_safe(results), indent=2) + "\n")
     return results
 
 
