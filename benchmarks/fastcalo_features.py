@@ -130,7 +130,8 @@ def print_tables(name: str, res: dict[str, Any]) -> None:
     for k in sorted(res["alone"], key=lambda k: -res["alone"][k]["mean"]):
         a = res["alone"][k]
         lo = res["left_out"].get(k)
-        los = f"{lo['mean']:.3f} ± {lo['std']:.3f}" if lo else "(not in the set)"
+        # "—": not left out alone (--groups-only, or E_ratio/sparsity: not in the classifier's set)
+        los = f"{lo['mean']:.3f} ± {lo['std']:.3f}" if lo else "—"
         print(f"| {k} | {res['separation'].get(k, float('nan')):.3f} | {a['mean']:.3f} ± {a['std']:.3f} | {los} |")
     print("| group left out | | | AUC |")
     for k, v in res["left_out"].items():
