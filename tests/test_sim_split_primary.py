@@ -107,3 +107,19 @@ def test_readout_random_stream_and_clustered_cells_are_unchanged():
     np.testing.assert_array_equal(c1, c2)
     np.testing.assert_array_equal(e1, e2)
     assert n2 <= n1  # fewer pile-up maxima
+
+
+def test_the_strips_buffer_is_cleared_between_chunks():
+    """Events in the second readout chunk see only their own strips' part: a 3 GeV photon next to a 50 GeV
+    one (event 8) is split as when clustered alone, after eight events with a 60 GeV photon on its cell
+    (whose strips' part, left over, would swallow its primary energy)."""
+    hard = _photons([60.0], [0.5875], [0.5], [False])
+    probe = _photons([50.0, 3.0], [0.5125, 0.5875], [0.5, 0.5], [False, False])
+    cols = {k: np.concatenate([hard[k]] * jc.READOUT_CHUNK + [probe[k]]) for k in probe.columns}
+    batch = FlatTable(cols, np.array([1] * jc.READOUT_CHUNK + [2]))
+    with jc.jet_geometry("one_em_layer_primary"):
+        alone = tc.simulate_topo_clusters(probe, np.zeros(1), np.random.default_rng(2), mu=0.0)
+        both = tc.simulate_topo_clusters(batch, np.zeros(len(batch)), np.random.default_rng(2), mu=0.0)
+    last = np.asarray(both.clusters["E"])[-both.clusters.counts[-1]:]
+    assert np.any(np.abs(np.asarray(alone.clusters["E"]) - 3.0) < 0.5)  # the 3 GeV photon split off
+    assert np.any(np.abs(last - 3.0) < 0.5)

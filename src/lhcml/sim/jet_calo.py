@@ -938,8 +938,8 @@ class _ChunkPlan:
         ``cleared``: the consumer sets the buffer back to all zeros before it asks for the next
         chunk (:func:`lhcml.sim.topoclusters._topo_fill_sparse` with ``clear``), so it is not
         zeroed here again. ``with_strips``: ``(first, energy, strips)``, ``strips`` the virtual
-        strips' part of the deposits (same shape, its own buffer) or ``None`` when the deposits
-        carry none (:attr:`CaloGeometry.virtual_strips`)."""
+        strips' part of the deposits (same shape, its own buffer, ``cleared`` as ``energy``) or ``None``
+        when the deposits carry none (:attr:`CaloGeometry.virtual_strips`)."""
         nc = self.geo.n_cells
         # one buffer reused from chunk to chunk (fresh memory for every chunk costs page faults)
         e_buf = np.zeros(self.chunk * nc)
@@ -952,7 +952,8 @@ class _ChunkPlan:
             strips = None
             if has_s:
                 strips = s_buf[: (hi - lo) * nc]
-                strips.fill(0.0)
+                if not cleared:
+                    strips.fill(0.0)
             self.deposit(energy, lo, hi, strips=strips)
             if with_strips:
                 yield lo, energy.reshape(hi - lo, nc), None if strips is None else strips.reshape(hi - lo, nc)

@@ -474,8 +474,8 @@ def _topo_fill_sparse(deposits, nb_off, nb_idx, layer, seed_t, split_e, min_nb, 
     on entry and on return (reset cell by cell: the state of every untouched cell is -1).
     ``clear``: ``deposits`` is left all zeros instead (every cell that got a value is a touched
     or a clustered one), ready for the next chunk's deposits. ``has_s``: ``strips`` (as ``deposits``)
-    holds the virtual strips' part of the deposits, for the primary maxima (:func:`_topo_split`;
-    read only)."""
+    holds the virtual strips' part of the deposits, for the primary maxima (:func:`_topo_split`);
+    with ``clear`` it is left all zeros too (a cell with a strips' part has a deposit: it is touched)."""
     n_ev, n = deposits.shape
     label = work[0]
     queue = work[1]
@@ -514,6 +514,8 @@ def _topo_fill_sparse(deposits, nb_off, nb_idx, layer, seed_t, split_e, min_nb, 
             c = touched[q]
             if clear or mark[c] == PENDING:
                 e[c] = 0.0  # (PENDING: never valued, its kept uniform)
+            if clear and has_s:
+                strips[i, c] = 0.0
             label[c] = -1
             mark[c] = NO_VALUE
         for c in cl:
