@@ -111,28 +111,6 @@ def time_generation(model: Any, onnx_path: Path | None, repeats: int) -> dict[st
     return out
 
 
-def generate_like(model: Any, reference: Any, seed: int, batch: int = 5000, threshold_gev: float = 0.0) -> Any:
-    """A :class:`~lhcml.data.calochallenge.CaloSample` generated at the reference's energies (and,
-    for an eta-conditioned model, its |eta|: :func:`lhcml.tasks.fastcalo.dataset.reference_eta`);
-    voxels below ``threshold_gev`` set to zero (a readout threshold on the generated showers)."""
-    import torch
-
-    from lhcml.data.calochallenge import CaloSample
-    from lhcml.tasks.fastcalo.dataset import reference_eta
-
-    g = torch.Generator().manual_seed(seed)
-    e = torch.as_tensor(reference.energies, dtype=torch.float32)
-    eta = None
-    if model.conditions_on_eta:
-        eta = torch.as_tensor(reference_eta(reference, np.random.default_rng(seed)), dtype=torch.float32)
-    parts = [model.generate(e[i : i + batch], generator=g, eta=None if eta is None else eta[i : i + batch]).numpy()
-             for i in range(0, len(e), batch)]  # fmt: skip
-    showers = np.concatenate(parts).astype(np.float32)
-    showers[showers < threshold_gev] = 0.0
-    return CaloSample(energies=reference.energies.copy(), showers=showers,
-                      binning=reference.binning, eta=None if eta is None else eta.numpy().astype(np.float64))  # fmt: skip
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", type=Path, default=Path("benchmarks/_work/fastcalo/models"))
@@ -154,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from lhcml.data.calochallenge import read_binning, read_showers
     from lhcml.export.fastcalo import export_generator
+    from lhcml.tasks.fastcalo.dataset import generate_sample
     from lhcml.tasks.fastcalo.evaluate import evaluate_showers
     from lhcml.train.fastcalo import load_generator
 
@@ -189,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if not onnx_path.is_file():
                 export_generator(model, onnx_path, binning_file_sha256=binning.sha256, particle=binning.particle,
                                  timing=False, atol=getattr(model, "onnx_atol", 1e-5))  # fmt: skip
-        gen = generate_like(model, ref, args.seed, threshold_gev=args.threshold_mev * 1e-3)
+        gen = generate_sample(model, ref, args.seed, threshold_gev=args.threshold_mev * 1e-3)
         ev = evaluate_showers(ref, gen, binning, args.output / name, n_runs=args.runs, epochs=args.epochs,
                               seed=args.seed, labels=("detailed", name))  # fmt: skip
         timing = {"torch": {}, "onnx": {}} if args.no_timing else time_generation(model, onnx_path, args.repeats)

@@ -2,7 +2,7 @@
 
 For one reference (detailed) sample and one or more generators (``--checkpoint name=CKPT``,
 sampled at the reference's incident energies and |η| as ``benchmarks/fastcalo.py`` does:
-:func:`fastcalo.generate_like`, same seed), per high-level feature of the challenge
+:func:`lhcml.tasks.fastcalo.dataset.generate_sample`, same seed), per high-level feature of the challenge
 (:func:`lhcml.tasks.fastcalo.evaluate.features_of`: E_tot/E_inc, per layer the energy, the
 centroids and widths in η and φ, the sparsity):
 
@@ -38,8 +38,6 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 
 def _log(x: np.ndarray) -> np.ndarray:
     return np.log10(np.clip(x, 0, None) + 1e-8)
@@ -70,12 +68,12 @@ def classifier_set(layers: list[str], coords: list[str]) -> list[str]:
 
 
 def auc_of(xr: np.ndarray, xg: np.ndarray, runs: int, seed: int, epochs: int, patience: int) -> dict[str, float]:
-    from lhcml.tasks.fastcalo.evaluate import _train_classifier
+    from lhcml.tasks.fastcalo.evaluate import train_classifier
 
     n = min(len(xr), len(xg))
     x = np.concatenate([xr[:n], xg[:n]]).astype(np.float32)
     y = np.concatenate([np.zeros(n), np.ones(n)])
-    aucs = [_train_classifier(x, y, seed + k, epochs, patience)["auc"] for k in range(runs)]
+    aucs = [train_classifier(x, y, seed + k, epochs, patience)["auc"] for k in range(runs)]
     return {"mean": float(np.mean(aucs)), "std": float(np.std(aucs, ddof=1)) if runs > 1 else 0.0,
             "runs": [float(a) for a in aucs]}  # fmt: skip
 
@@ -153,11 +151,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--output", type=Path, required=True)
     args = ap.parse_args(argv)
 
-    from fastcalo import generate_like
-
     from lhcml.atomic import atomic_write_text
     from lhcml.data.calochallenge import read_binning, read_showers
     from lhcml.formatting import json_safe
+    from lhcml.tasks.fastcalo.dataset import generate_sample
     from lhcml.train.fastcalo import load_generator
 
     b = read_binning(args.binning)
@@ -170,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise SystemExit(f"--checkpoint takes NAME=CKPT, got {spec!r}")
         t0 = time.time()
         model, _ = load_generator(Path(ckpt))
-        gen = generate_like(model, ref, args.seed)
+        gen = generate_sample(model, ref, args.seed)
         print(f"[{name}] generated {len(gen)} showers", flush=True)
         results["models"][name] = diagnose(ref, gen, args.runs, args.seed, args.epochs, args.patience,
                                            args.groups_only)  # fmt: skip

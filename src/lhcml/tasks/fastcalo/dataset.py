@@ -193,5 +193,27 @@ def generate_like(
     return {"output": str(output), "n": len(ref), "s_per_shower": dt / max(len(ref), 1)}
 
 
-__all__ = ["generate_like", "merge_shards", "reference_eta", "sample_paths", "shower_shapes", "simulate_fastcalo", "time_detailed"]
+def generate_sample(model: Any, reference: Any, seed: int, batch: int = 5000, threshold_gev: float = 0.0) -> Any:
+    """A :class:`~lhcml.data.calochallenge.CaloSample` generated in memory by a trained (torch) generator
+    ``model`` at the ``reference`` sample's energies (and, for an eta-conditioned model, its |eta|:
+    :func:`reference_eta`);
+    voxels below ``threshold_gev`` set to zero (a readout threshold on the generated showers)."""
+    import torch
+
+    from lhcml.data.calochallenge import CaloSample
+
+    g = torch.Generator().manual_seed(seed)
+    e = torch.as_tensor(reference.energies, dtype=torch.float32)
+    eta = None
+    if model.conditions_on_eta:
+        eta = torch.as_tensor(reference_eta(reference, np.random.default_rng(seed)), dtype=torch.float32)
+    parts = [model.generate(e[i : i + batch], generator=g, eta=None if eta is None else eta[i : i + batch]).numpy()
+             for i in range(0, len(e), batch)]  # fmt: skip
+    showers = np.concatenate(parts).astype(np.float32)
+    showers[showers < threshold_gev] = 0.0
+    return CaloSample(energies=reference.energies.copy(), showers=showers,
+                      binning=reference.binning, eta=None if eta is None else eta.numpy().astype(np.float64))  # fmt: skip
+
+
+__all__ = ["generate_like", "generate_sample", "merge_shards", "reference_eta", "sample_paths", "shower_shapes", "simulate_fastcalo", "time_detailed"]
 

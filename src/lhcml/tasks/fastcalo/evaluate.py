@@ -75,7 +75,7 @@ def classifier_inputs(sample: CaloSample, level: str, feats: dict[str, np.ndarra
     raise ConfigError(f"classifier level must be 'low' or 'high', got {level!r}")
 
 
-def _train_classifier(x: np.ndarray, y: np.ndarray, seed: int, epochs: int, patience: int) -> dict[str, float]:
+def train_classifier(x: np.ndarray, y: np.ndarray, seed: int, epochs: int, patience: int) -> dict[str, float]:
     import torch
     from sklearn.isotonic import IsotonicRegression
     from sklearn.metrics import roc_auc_score
@@ -154,7 +154,7 @@ def classifier_test(
     xg = classifier_inputs(generated, level, fg)[:n]
     x = np.concatenate([xr, xg])
     y = np.concatenate([np.zeros(n), np.ones(n)])
-    runs = [_train_classifier(x, y, seed + k, epochs, patience) for k in range(n_runs)]
+    runs = [train_classifier(x, y, seed + k, epochs, patience) for k in range(n_runs)]
     return {"level": level, "n_per_class": int(n), "runs": runs,
             "auc": fm.summary([r["auc"] for r in runs]), "jsd": fm.summary([r["jsd"] for r in runs])}  # fmt: skip
 
@@ -319,4 +319,4 @@ def _write(out: Path, res: dict[str, Any], fr, fg, shapes_r, shapes_g, labels) -
     rep.write(out / "report.html")
 
 
-__all__ = ["classifier_inputs", "classifier_test", "evaluate_showers", "features_of"]
+__all__ = ["classifier_inputs", "classifier_test", "evaluate_showers", "features_of", "train_classifier"]
