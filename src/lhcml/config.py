@@ -9,7 +9,7 @@ derive from :class:`StrictModel`, so an unknown key fails on load with a suggest
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -142,6 +142,19 @@ def load_config(model: type[M], path: str | Path) -> M:
     Experiment configs hold only the deltas from their base.
     """
     return validate_config(model, resolve_bases(path), source=Path(path).name)
+
+
+def coerce_config(model: type[M], cfg: Any, default: str, what: str) -> M:
+    """A validated ``model`` config from an instance of it, a mapping, a YAML path (``base:``
+    resolved, as :func:`load_config`) or ``None`` (the shipped config ``default``, e.g.
+    ``"tracking/ckf.yaml"``); ``what`` names a mapping's source in error messages."""
+    if isinstance(cfg, model):
+        return cfg
+    if cfg is None:
+        return load_config(model, shipped_config(default))
+    if isinstance(cfg, Mapping):
+        return validate_config(model, dict(cfg), source=what)
+    return load_config(model, cfg)
 
 
 def shipped_configs_dir() -> Path:

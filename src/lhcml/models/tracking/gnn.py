@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from lhcml.errors import CorruptFileError, InputNotFoundError, SchemaError
 
-__all__ = ["EdgeFilter", "InteractionNetwork", "edge_loss", "edge_step", "graph_file", "graph_prepare", "mlp", "read_graph"]
+__all__ = ["EdgeFilter", "InteractionNetwork", "edge_loss", "edge_step", "graph_file", "graph_prepare", "mlp", "precision_recall", "read_graph"]
 
 
 def mlp(n_in: int, hidden: int, n_out: int, n_layers: int = 2, *, layer_norm: bool = True, output_activation: bool = True) -> nn.Sequential:
@@ -133,6 +133,14 @@ def edge_loss(logits: Tensor, y: Tensor, pos_weight: float | None = None) -> Ten
 GRAPH_ARRAYS = ("x", "edge_index", "edge_attr", "y", "hit_id")
 
 
+def precision_recall(logits: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """Precision and recall of a binary classifier's logits at score 0.5 (logit 0) against labels ``y``
+    (> 0: true); 0 where nothing is predicted or nothing is true."""
+    pred = logits.detach() > 0
+    tp = (pred & (y > 0)).sum().float()
+    return {"precision": tp / pred.sum().clamp(min=1), "recall": tp / (y > 0).sum().clamp(min=1)}
+
+
 def graph_file(source: str, event_id: int, graph: str) -> Path:
     """Where the graph ``graph`` of an event lives: ``<event directory>/graphs-<graph>/event{N:09d}-graph.npz``.
 
@@ -177,10 +185,7 @@ def edge_step(model: nn.Module, s: dict[str, Any], generator: Any, training: boo
     y = s["y"].to(logits.dtype)
     terms = {"loss": edge_loss(logits, y)}
     if not training:
-        pred = logits.detach() > 0
-        tp = (pred & (y > 0)).sum().float()
-        terms["precision"] = tp / pred.sum().clamp(min=1)
-        terms["recall"] = tp / (y > 0).sum().clamp(min=1)
+        terms.update(precision_recall(logits, y))
     return terms
 
 

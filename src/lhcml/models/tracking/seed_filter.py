@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from lhcml.errors import CorruptFileError, InputNotFoundError, SchemaError
+from lhcml.models.tracking.gnn import precision_recall
 
 __all__ = ["FEATURE_NAMES", "SeedClassifier", "read_seed_file", "seed_features", "seed_file",
            "seed_init_args", "seed_prepare", "seed_setup", "seed_step"]  # fmt: skip
@@ -200,8 +201,5 @@ def seed_step(model: SeedClassifier, s: dict[str, Any], generator: Any, training
     y = s["y"].to(logits.dtype)
     terms = {"loss": nn.functional.binary_cross_entropy_with_logits(logits, y)}
     if not training:
-        pred = logits.detach() > 0
-        tp = (pred & (y > 0)).sum().float()
-        terms["precision"] = tp / pred.sum().clamp(min=1)
-        terms["recall"] = tp / (y > 0).sum().clamp(min=1)
+        terms.update(precision_recall(logits, y))
     return terms

@@ -30,10 +30,8 @@ import pandas as pd
 
 from lhcml.config import (
     StrictModel,
-    load_config,
-    shipped_config,
+    coerce_config,
     shipped_configs_dir,
-    validate_config,
 )
 from lhcml.errors import ConfigError, InputNotFoundError, SchemaError
 
@@ -150,13 +148,7 @@ def load_reco_config(
     cfg: ActsRecoConfig | Mapping[str, Any] | str | Path | None = None,
 ) -> ActsRecoConfig:
     """The reconstruction config from an object, a mapping, a YAML path or ``None`` (the shipped one)."""
-    if isinstance(cfg, ActsRecoConfig):
-        return cfg
-    if cfg is None:
-        return load_config(ActsRecoConfig, shipped_config(DEFAULT_CONFIG))
-    if isinstance(cfg, Mapping):
-        return validate_config(ActsRecoConfig, dict(cfg), source="ACTS reconstruction config")
-    return load_config(ActsRecoConfig, cfg)
+    return coerce_config(ActsRecoConfig, cfg, DEFAULT_CONFIG, "ACTS reconstruction config")
 
 
 def _data_file(name: str) -> Path:

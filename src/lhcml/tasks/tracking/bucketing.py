@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from lhcml.config import StrictModel, validate_config
+from lhcml.config import StrictModel, coerce_config
 from lhcml.errors import ConfigError
 
 #: the shipped configuration of the ``bucketing`` finder
@@ -81,16 +81,7 @@ class BucketingConfig(StrictModel):
 
 def load_bucketing_config(cfg: BucketingConfig | dict[str, Any] | str | Path | None) -> BucketingConfig:
     """A validated config from a model, a mapping, a YAML path or ``None`` (the shipped default)."""
-    from lhcml.config import read_yaml, shipped_config
-
-    if isinstance(cfg, BucketingConfig):
-        return cfg
-    if cfg is None:
-        path = shipped_config(DEFAULT_CONFIG)
-        return validate_config(BucketingConfig, read_yaml(path), source=str(path))
-    if isinstance(cfg, (str, Path)):
-        return validate_config(BucketingConfig, read_yaml(cfg), source=str(cfg))
-    return validate_config(BucketingConfig, dict(cfg), source="bucketing config")
+    return coerce_config(BucketingConfig, cfg, DEFAULT_CONFIG, "bucketing config")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import Field
 
 from lhcml.atomic import atomic_write_bytes
-from lhcml.config import StrictModel, read_yaml, shipped_config, validate_config
+from lhcml.config import StrictModel, coerce_config
 from lhcml.errors import ConfigError, SchemaError
 
 #: the finder's shipped configuration
@@ -56,14 +56,7 @@ class MlSeedsConfig(StrictModel):
 
 def load_ml_seeds_config(cfg: MlSeedsConfig | Mapping[str, Any] | str | Path | None) -> MlSeedsConfig:
     """A validated config from a model, a mapping, a YAML path or ``None`` (the shipped one)."""
-    if isinstance(cfg, MlSeedsConfig):
-        return cfg
-    if cfg is None:
-        path = shipped_config(DEFAULT_CONFIG)
-        return validate_config(MlSeedsConfig, read_yaml(path), source=str(path))
-    if isinstance(cfg, (str, Path)):
-        return validate_config(MlSeedsConfig, read_yaml(cfg), source=str(cfg))
-    return validate_config(MlSeedsConfig, dict(cfg), source="ml-seeds config")
+    return coerce_config(MlSeedsConfig, cfg, DEFAULT_CONFIG, "ml-seeds config")
 
 
 def reco_config(cfg: MlSeedsConfig) -> Any:
