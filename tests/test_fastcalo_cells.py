@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _fastcalo_helpers import fit_cfm
 
 from lhcml.errors import CheckpointMismatchError, ConfigError
 from lhcml.models.fastcalo.fm import CaloFlowMatching
@@ -74,15 +75,7 @@ def test_the_cell_phase_condition_learns_where_the_shower_sits():
     for name, cells in (("cells", [CELL]), ("eta only", None)):
         model = small_fm(cells)
         model.prepare(e, x)
-        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-        torch.manual_seed(0)
-        model.train()
-        for _ in range(350):
-            idx = torch.randint(0, len(e), (256,))
-            loss = model.loss_terms(e[idx], x[idx], "model", eta=eta[idx])["cfm"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        fit_cfm(model, e, x, eta, 350)
         corr[name] = centroid_phase_correlation(model.eval())
     # told the phase, the model puts the shower where the cell position says; from |eta| scaled over
     # 0-1.37 (the phase a 0.025 period of it) the same training does not

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _fastcalo_helpers import fit_cfm
 
 from lhcml.errors import ConfigError
 from lhcml.models.fastcalo.base import FastCaloGenerator
@@ -70,15 +71,7 @@ def fm_eta_pair():
     untrained.eval()
     model = small_fm_eta()
     model.prepare(e, x)
-    model.train()
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for _ in range(500):
-        idx = torch.randint(0, len(e), (256,))
-        loss = model.loss_terms(e[idx], x[idx], "model", eta=eta[idx])["cfm"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit_cfm(model, e, x, eta, 500)
     model.eval()
     return untrained, model
 
