@@ -39,6 +39,8 @@ fastcalo simulate --eta-range``) add a third dataset ``incident_eta`` ``(N, 1)``
 particle's |η| (showers of particles at η < 0 are stored mirrored in η, so only |η| matters).
 The challenge's files do not have it; :func:`read_showers` then returns ``eta = None``, and the
 two standard datasets are unchanged, so the challenge's own readers still read lhcml's files.
+Likewise ``incident_phi`` ``(N, 1)``: the particle's φ in radians (-π..π; the cells are fixed in
+φ, so where inside its φ cell the particle hits is ``φ / Δφ mod 1``), ``phi = None`` without it.
 
 Files written by lhcml (:func:`write_showers`) also carry attributes: ``particle``, ``pid``,
 ``binning_sha256`` (of the binning XML's bytes; :func:`read_showers` refuses a binning file with
@@ -65,6 +67,8 @@ MEV_PER_GEV = 1000.0
 ENERGY_KEY, SHOWER_KEY = "incident_energies", "showers"
 #: lhcml's optional third dataset: the incident particle's |eta| ``(N, 1)`` (module docstring)
 ETA_KEY = "incident_eta"
+#: lhcml's optional fourth dataset: the incident particle's phi in radians ``(N, 1)`` (module docstring)
+PHI_KEY = "incident_phi"
 #: voxelisation kinds
 POLAR, CELLS = "polar", "cells"
 
@@ -293,20 +297,23 @@ def write_binning(binning: Binning, path: str | Path) -> Binning:
 @dataclass
 class CaloSample:
     """Showers of one particle type: ``energies`` ``[N]`` GeV, ``showers`` ``[N, V]`` GeV float32,
-    ``eta`` ``[N]`` the incident |η| (``None`` when the file has no ``incident_eta``)."""
+    ``eta`` ``[N]`` the incident |η| (``None`` when the file has no ``incident_eta``), ``phi``
+    ``[N]`` the incident φ in radians (``None`` when the file has no ``incident_phi``)."""
 
     energies: np.ndarray
     showers: np.ndarray
     binning: Binning
     attrs: dict[str, Any] = field(default_factory=dict)
     eta: np.ndarray | None = None
+    phi: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.energies)
 
     def subset(self, index: np.ndarray | slice) -> CaloSample:
         eta = None if self.eta is None else self.eta[index]
-        return CaloSample(self.energies[index], self.showers[index], self.binning, dict(self.attrs), eta)
+        phi = None if self.phi is None else self.phi[index]
+        return CaloSample(self.energies[index], self.showers[index], self.binning, dict(self.attrs), eta, phi)
 
     def layer_energies(self) -> np.ndarray:
         """``[N, n_layers]`` GeV: the energy in each layer."""
@@ -322,7 +329,8 @@ def read_showers(
     ----------
     path
         HDF5 file with ``incident_energies`` ``(N, 1)`` and ``showers`` ``(N, V)`` in MeV (and,
-        lhcml's extension, optionally ``incident_eta`` ``(N, 1)``: returned as ``eta``).
+        lhcml's extension, optionally ``incident_eta`` ``(N, 1)`` and ``incident_phi`` ``(N, 1)``:
+        returned as ``eta`` and ``phi``).
     binning
         A :class:`Binning` or the binning XML file describing the voxels.
     max_showers
@@ -364,22 +372,27 @@ def read_showers(
         e = np.asarray(f[ENERGY_KEY][:n], np.float64).reshape(-1)
         showers = np.asarray(sh[:n], np.float32)
         eta = np.asarray(f[ETA_KEY][:n], np.float64).reshape(-1) if ETA_KEY in f else None
+        phi = np.asarray(f[PHI_KEY][:n], np.float64).reshape(-1) if PHI_KEY in f else None
     if len(e) != n:
         raise ConfigError(f"{path}: {ENERGY_KEY} has {len(e)} rows for {n} showers")
     if eta is not None and (len(eta) != n or not np.all(np.isfinite(eta)) or np.any(eta < 0)):
         raise ConfigError(f"{path}: {ETA_KEY} must hold one |eta| >= 0 per shower ({n}); rewrite the file "
                           "with lhcml fastcalo simulate")
-    return CaloSample(e / MEV_PER_GEV, showers / np.float32(MEV_PER_GEV), binning, attrs, eta)
+    if phi is not None and (len(phi) != n or not np.all(np.isfinite(phi))):
+        raise ConfigError(f"{path}: {PHI_KEY} must hold one finite phi (radians) per shower ({n}); rewrite the "
+                          "file with lhcml fastcalo simulate")
+    return CaloSample(e / MEV_PER_GEV, showers / np.float32(MEV_PER_GEV), binning, attrs, eta, phi)
 
 
 def write_showers(
     path: str | Path, energies_gev: np.ndarray, showers_gev: np.ndarray, binning: Binning,
-    attrs: dict[str, Any] | None = None, eta: np.ndarray | None = None,
+    attrs: dict[str, Any] | None = None, eta: np.ndarray | None = None, phi: np.ndarray | None = None,
 ) -> Path:  # fmt: skip
     """Write showers in the CaloChallenge layout (MeV), atomically, with the binning's hash.
 
     ``binning`` must have been written (or read) so that its ``sha256`` is set; ``eta`` (the
-    incident |η| per shower, optional) goes into lhcml's extra dataset ``incident_eta``.
+    incident |η| per shower, optional) goes into lhcml's extra dataset ``incident_eta``, ``phi``
+    (the incident φ in radians, optional) into ``incident_phi``.
     """
     import h5py
 
@@ -392,6 +405,10 @@ def write_showers(
         eta = np.abs(np.asarray(eta, np.float64).reshape(-1))
         if len(eta) != len(energies_gev):
             raise ConfigError(f"{len(eta)} eta values for {len(energies_gev)} showers")
+    if phi is not None:
+        phi = np.asarray(phi, np.float64).reshape(-1)
+        if len(phi) != len(energies_gev) or not np.all(np.isfinite(phi)):
+            raise ConfigError(f"{len(phi)} phi values for {len(energies_gev)} showers (one finite phi per shower)")
     with atomic_path(path, ".h5") as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset(ENERGY_KEY, data=(energies_gev * MEV_PER_GEV)[:, None])
@@ -399,6 +416,8 @@ def write_showers(
                              compression="gzip", compression_opts=4, chunks=(min(1000, max(len(energies_gev), 1)), binning.n_voxels))
             if eta is not None:
                 f.create_dataset(ETA_KEY, data=eta[:, None])
+            if phi is not None:
+                f.create_dataset(PHI_KEY, data=phi[:, None])
             f.attrs.update({"particle": binning.particle, "pid": binning.pid, "binning_sha256": binning.sha256,
                             "units": "MeV", **(attrs or {})})
     return Path(path)

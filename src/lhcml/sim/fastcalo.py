@@ -235,7 +235,7 @@ def detailed_showers(
     Returns
     -------
     dict
-        ``incident_energies`` ``(n, 1)`` MeV; ``incident_eta`` ``(n, 1)`` |η|; ``showers``
+        ``incident_energies`` ``(n, 1)`` MeV; ``incident_eta`` ``(n, 1)`` |η|; ``incident_phi`` ``(n, 1)`` φ (rad); ``showers``
         ``(n, V)`` MeV without noise and ``showers_noise`` with the electronic noise; ``truth`` (``energy`` MeV, ``eta``, ``phi``);
         with ``images``, the photon-ID layout of the noisy showers: ``photons`` (kinematics and
         shower shapes, :data:`lhcml.data.schema.PHOTON_DTYPE`), ``images_<layer>`` (normalised)
@@ -270,6 +270,7 @@ def detailed_showers(
             "showers": extract_voxels(cells, rows, ie, ip, binning, geo),
             "showers_noise": extract_voxels(noisy, rows, ie, ip, binning, geo),
             "incident_eta": np.abs(eta)[:, None],
+            "incident_phi": phi[:, None],
         }
         truth = np.zeros(m, dtype=[("energy", "f8"), ("eta", "f4"), ("phi", "f4")])
         truth["energy"], truth["eta"], truth["phi"] = e * 1e3, eta, phi

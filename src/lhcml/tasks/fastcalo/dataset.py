@@ -112,8 +112,10 @@ def merge_shards(shards: list[Path], binning: Binning, paths: dict[str, Path], a
     common = {**attrs, "eta_min": eta_range[0], "eta_max": eta_range[1], "lhcml_layout": "calochallenge"}
     # |eta| of each shower: shards of this version carry incident_eta, older ones the truth table
     eta = tab["incident_eta"][:, 0] if "incident_eta" in tab else np.abs(tab["truth"]["eta"])
-    write_showers(paths["showers"], e, tab["showers"] / 1e3, binning, {**common, "noise": False}, eta=eta)
-    write_showers(paths["showers_noise"], e, tab["showers_noise"] / 1e3, binning, {**common, "noise": True}, eta=eta)
+    # phi of each shower (where inside its phi cell the particle hits): the truth table's in every version
+    phi = tab["incident_phi"][:, 0] if "incident_phi" in tab else np.asarray(tab["truth"]["phi"], np.float64)
+    for key, noise in (("showers", False), ("showers_noise", True)):
+        write_showers(paths[key], e, tab[key] / 1e3, binning, {**common, "noise": noise}, eta=eta, phi=phi)
     images = {k: v for k, v in tab.items() if k == "photons" or k.startswith(("images_", "raw_"))}
     if images:
         write_h5(paths["images"], images, attrs={**attrs, "particle": binning.particle, "units": "MeV"})
