@@ -96,6 +96,10 @@ def time_generation(model: Any, onnx_path: Path | None, repeats: int) -> dict[st
         noise = model.draw_noise(b, g)
         # an eta-conditioned model at the timing eta of the ATLAS slice (0.225)
         cond = (torch.full((b,), 0.225),) if model.conditions_on_eta else ()
+        # a model told phi (model.phi_cells) at phi uniform in -pi..pi, as the detailed photons
+        phi = torch.rand(b, generator=g) * (2 * np.pi) - np.pi if getattr(model, "conditions_on_phi", False) else None
+        if phi is not None:
+            cond = (cond[0] if cond else None, phi)
         # batch 10^4: timed calls after the smaller batches' warm-up, no extra warm-up call (a
         # slow model takes tens of seconds per call on the shared machine)
         big = b >= 10_000
@@ -105,8 +109,10 @@ def time_generation(model: Any, onnx_path: Path | None, repeats: int) -> dict[st
                                            not big) / b  # fmt: skip
         if sess is not None:
             feeds = {"incident_energy": e[:, None].numpy(), "noise": noise.numpy()}
-            if cond:
+            if cond and cond[0] is not None:
                 feeds["eta"] = cond[0][:, None].numpy()
+            if phi is not None:
+                feeds["phi"] = phi[:, None].numpy()
             out["onnx"][b] = _median_time(lambda feeds=feeds: sess.run(None, feeds), reps, not big) / b
     return out
 

@@ -4,7 +4,9 @@ The graph maps
 
 * ``incident_energy`` ``(N, 1)`` float32, GeV,
 * ``eta`` ``(N, 1)`` float32, the incident ``|η|`` — only for a model conditioned on it
-  (``model.eta_range``; the metadata then carry ``eta_min``/``eta_max``, the trained range), and
+  (``model.eta_range``; the metadata then carry ``eta_min``/``eta_max``, the trained range),
+* ``phi`` ``(N, 1)`` float32, the incident φ in radians — only for a model with ``model.phi_cells``
+  (the graph computes ``sin``/``cos`` of ``n φ`` itself), and
 * ``noise`` ``(N, noise_dim)`` float32 (standard normal draws)
 
 to ``showers`` ``(N, V)`` float32 GeV: :meth:`FastCaloGenerator.sample` in ``eval()`` mode, a
@@ -42,8 +44,12 @@ OUTPUT_NAME = "showers"
 
 
 def input_names(model: Any) -> tuple[str, ...]:
-    """The graph's input names: with ``eta`` for a model conditioned on it."""
-    return INPUT_NAMES_ETA if getattr(model, "conditions_on_eta", False) else INPUT_NAMES
+    """The graph's input names: with ``eta`` for a model conditioned on it, with ``phi`` (after
+    ``eta``) for a model with ``phi_cells``."""
+    names = INPUT_NAMES_ETA if getattr(model, "conditions_on_eta", False) else INPUT_NAMES
+    if getattr(model, "conditions_on_phi", False):
+        names = (*names[:-1], "phi", names[-1])
+    return names
 
 
 def _wrapper(model: Any) -> Any:
@@ -61,7 +67,19 @@ def _wrapper(model: Any) -> Any:
         def forward(self, incident_energy: torch.Tensor, eta: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
             return self.model.sample(incident_energy.reshape(-1), noise, eta.reshape(-1))
 
-    return (EtaSamplingGraph() if getattr(model, "conditions_on_eta", False) else SamplingGraph()).eval()
+    class EtaPhiSamplingGraph(SamplingGraph):
+        def forward(self, incident_energy: torch.Tensor, eta: torch.Tensor, phi: torch.Tensor,  # type: ignore[override]
+                    noise: torch.Tensor) -> torch.Tensor:  # fmt: skip
+            return self.model.sample(incident_energy.reshape(-1), noise, eta.reshape(-1), phi.reshape(-1))
+
+    class PhiSamplingGraph(SamplingGraph):
+        def forward(self, incident_energy: torch.Tensor, phi: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+            return self.model.sample(incident_energy.reshape(-1), noise, None, phi.reshape(-1))
+
+    on_eta, on_phi = getattr(model, "conditions_on_eta", False), getattr(model, "conditions_on_phi", False)
+    if on_phi:
+        return (EtaPhiSamplingGraph() if on_eta else PhiSamplingGraph()).eval()
+    return (EtaSamplingGraph() if on_eta else SamplingGraph()).eval()
 
 
 def check_inputs(model: Any, n: int, seed: int) -> tuple[np.ndarray, ...]:
@@ -73,11 +91,14 @@ def check_inputs(model: Any, n: int, seed: int) -> tuple[np.ndarray, ...]:
     e = np.exp(rng.uniform(lo, hi, size=n))
     e[0], e[-1] = model.e_min_gev, model.e_max_gev
     z = rng.standard_normal((n, model.noise_dim))
-    if not getattr(model, "conditions_on_eta", False):
-        return e.astype(np.float32)[:, None], z.astype(np.float32)
-    eta = rng.uniform(*model.eta_range, size=n)
-    eta[0], eta[-1] = model.eta_range[1], model.eta_range[0]
-    return e.astype(np.float32)[:, None], eta.astype(np.float32)[:, None], z.astype(np.float32)
+    out = [e.astype(np.float32)[:, None]]
+    if getattr(model, "conditions_on_eta", False):
+        eta = rng.uniform(*model.eta_range, size=n)
+        eta[0], eta[-1] = model.eta_range[1], model.eta_range[0]
+        out.append(eta.astype(np.float32)[:, None])
+    if getattr(model, "conditions_on_phi", False):
+        out.append(rng.uniform(-math.pi, math.pi, size=n).astype(np.float32)[:, None])
+    return (*out, z.astype(np.float32))
 
 
 def export_generator(
@@ -164,6 +185,7 @@ def export_generator(
         "lhcml_version": __version__,
         "inputs": json.dumps(
             {"incident_energy": "(N, 1) GeV", **({"eta": "(N, 1) |eta|"} if eta_props else {}),
+             **({"phi": "(N, 1) phi (rad)"} if getattr(model, "conditions_on_phi", False) else {}),
              "noise": f"(N, {model.noise_dim}) standard normal"}
         ),
         **eta_props,

@@ -501,9 +501,11 @@ class OnnxShowerModel:
         if missing:
             raise ConfigError(f"{p} lacks fast-calorimeter metadata {missing}; export it with lhcml.export.fastcalo")
         names_in = {i.name for i in self.session.get_inputs()}
-        if names_in not in ({"incident_energy", "noise"}, {"incident_energy", "eta", "noise"}):
+        if names_in - {"phi"} not in ({"incident_energy", "noise"}, {"incident_energy", "eta", "noise"}):
             raise ConfigError(f"{p} has inputs {sorted(names_in)}; a shower generator takes incident_energy, "
-                              "noise and (eta-conditioned) eta")  # fmt: skip
+                              "noise, (eta-conditioned) eta and (model.phi_cells) phi")  # fmt: skip
+        #: whether the graph takes each particle's phi (input 'phi', a model with phi_cells)
+        self.conditions_on_phi = "phi" in names_in
         #: trained |eta| range of an eta-conditioned model (input 'eta'), else None
         self.eta_range: tuple[float, float] | None = None
         if "eta" in names_in:
@@ -546,12 +548,20 @@ class OnnxShowerModel:
         return ok
 
     def generate(
-        self, energies_gev: np.ndarray, rng: np.random.Generator, batch_size: int = 4096, eta: np.ndarray | None = None
+        self, energies_gev: np.ndarray, rng: np.random.Generator, batch_size: int = 4096, eta: np.ndarray | None = None,
+        phi: np.ndarray | None = None,
     ) -> np.ndarray:  # fmt: skip
         """Showers ``(n, V)`` GeV (float32) for incident energies in GeV (and, for an η-conditioned
-        model, each particle's ``eta``); refuses energies or |η| outside the trained ranges, ``eta``
-        for an energy-only model and no ``eta`` for an η-conditioned one."""
+        model, each particle's ``eta``; for a graph with a ``phi`` input, each particle's ``phi`` in
+        rad); refuses energies or |η| outside the trained ranges, ``eta`` for an energy-only model and
+        no ``eta`` for an η-conditioned one, and likewise ``phi``."""
         e = np.asarray(energies_gev, np.float64).reshape(-1)
+        if self.conditions_on_phi != (phi is not None):
+            raise ConfigError(f"{self.path} " + ("takes each particle's phi (input 'phi'): pass phi" if self.conditions_on_phi
+                                                 else "has no 'phi' input: do not pass phi"))  # fmt: skip
+        ph = None if phi is None else np.asarray(phi, np.float64).reshape(-1)
+        if ph is not None and (len(ph) != len(e) or not np.all(np.isfinite(ph))):
+            raise ConfigError(f"{len(ph)} phi values for {len(e)} energies (one finite phi each)")
         if self.eta_range is None and eta is not None:
             raise ConfigError(f"{self.path} is conditioned on the energy only (no 'eta' input): do not pass eta")
         if self.eta_range is not None and eta is None:
@@ -576,6 +586,8 @@ class OnnxShowerModel:
             feed = {"incident_energy": eb, "noise": z}
             if a is not None:
                 feed["eta"] = a[s:s + batch_size].astype(np.float32)[:, None]
+            if ph is not None:
+                feed["phi"] = ph[s:s + batch_size].astype(np.float32)[:, None]
             out[s:s + len(eb)] = self.session.run(["showers"], feed)[0]
         return np.maximum(out, 0.0)
 
@@ -646,11 +658,13 @@ class FastCalo:
             phi = np.arctan2(py, px)
             charge = np.asarray(q["charge"], float)
             ie, ip = impact_cells(eta, phi, charge, pt, q["vx"], q["vy"], q["vz"], model.binning, geo)
-            # an eta-conditioned model gets each particle's |eta| (the direction's, as the impact cells)
-            showers = model.generate(q["e"], rng, eta=np.abs(eta) if model.conditions_on_eta else None)
-            showers = showers * np.float32(1e3)
             trained_charge = {11: -1.0, 211: 1.0}.get(pid, 0.0)
             flip_phi = (charge * trained_charge) < 0
+            # an eta-conditioned model gets each particle's |eta| (the direction's, as the impact cells);
+            # one with phi_cells its phi (the direction's; mirrored where the window is mirrored in phi)
+            phi_in = np.where(flip_phi, -phi, phi) if model.conditions_on_phi else None
+            showers = model.generate(q["e"], rng, eta=np.abs(eta) if model.conditions_on_eta else None, phi=phi_in)
+            showers = showers * np.float32(1e3)
             place_voxels(grids, np.asarray(event)[sel], ie, ip, showers, model.binning, geo,
                          flip_eta=eta < 0, flip_phi=flip_phi)  # fmt: skip
 

@@ -143,17 +143,21 @@ def build_generator(name: str, init: dict[str, Any]) -> Any:
         raise ConfigError(f"bad hyperparameters for model '{name}': {err}") from None
 
 
-def _read(files: list[str], binning: Any, max_showers: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``(energies GeV, showers GeV, |eta| or None)``: ``None`` unless every file has ``incident_eta``."""
+def _read(
+    files: list[str], binning: Any, max_showers: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``(energies GeV, showers GeV, |eta| or None, phi or None)``: ``None`` unless every file has
+    ``incident_eta`` (``incident_phi``)."""
     from lhcml.data.calochallenge import read_showers
     from lhcml.data.files import expand_inputs
 
-    es, xs, etas, left = [], [], [], max_showers
+    es, xs, etas, phis, left = [], [], [], [], max_showers
     for p in expand_inputs(files):
         s = read_showers(p, binning, max_showers=left)
         es.append(s.energies)
         xs.append(s.showers)
         etas.append(s.eta)
+        phis.append(s.phi)
         if left is not None:
             left -= len(s)
             if left <= 0:
@@ -164,7 +168,8 @@ def _read(files: list[str], binning: Any, max_showers: int | None) -> tuple[np.n
     if not (np.all(np.isfinite(e)) and np.all(e > 0)) or not np.all(np.isfinite(x)):
         raise ConfigError(f"{files}: incident energies must be finite and > 0 and showers finite")
     eta = None if any(a is None for a in etas) else np.concatenate(etas).astype(np.float32)
-    return e.astype(np.float32), np.clip(x, 0.0, None).astype(np.float32), eta
+    phi = None if any(a is None for a in phis) else np.concatenate(phis).astype(np.float32)
+    return e.astype(np.float32), np.clip(x, 0.0, None).astype(np.float32), eta, phi
 
 
 def check_eta_data(cfg: FastCaloTrainConfig, eta: np.ndarray | None, files: list[str]) -> np.ndarray | None:
@@ -186,6 +191,19 @@ def check_eta_data(cfg: FastCaloTrainConfig, eta: np.ndarray | None, files: list
             f"{files}: |eta| {eta.min():.3g}-{eta.max():.3g} lies outside model.eta_range {lo:g}-{hi:g}; widen it"
         )
     return eta
+
+
+def check_phi_data(cfg: FastCaloTrainConfig, phi: np.ndarray | None, files: list[str]) -> np.ndarray | None:
+    """The showers' φ a model with ``model.phi_cells`` trains on, else ``None``; raises
+    :class:`ConfigError` when the model asks for φ and the files do not carry it."""
+    if cfg.model.hyperparameters().get("phi_cells") is None:
+        return None
+    if phi is None:
+        raise ConfigError(
+            f"model.phi_cells is set but {files} carry no incident_phi: simulate the showers again with "
+            "lhcml fastcalo simulate (which stores each shower's phi), or remove model.phi_cells"
+        )
+    return phi
 
 
 def model_init(cfg: FastCaloTrainConfig, binning: Any, train_e: np.ndarray) -> dict[str, Any]:
@@ -267,7 +285,7 @@ def init_from_checkpoint(model: Any, path: str | Path) -> dict[str, int]:
     if bad:
         raise CheckpointMismatchError(
             f"init_from: {p} does not fit this model ({'; '.join(bad[:3])}): the same model and voxelisation "
-            "are needed, only more condition inputs (model.eta_cells) may be added"
+            "are needed, only more condition inputs (model.eta_cells, model.phi_cells) may be added"
         )
     model.load_state_dict(own)
     return counts
@@ -346,10 +364,13 @@ def _module_class():
             self.val_history: list[dict[str, float]] = []
             self.epoch_hooks: list[Any] = []
             self._phases = model.phases()
+            #: the batches' columns after (E, showers): the model's conditions, in this order
+            self.cond_names = [k for k, on in (("eta", model.conditions_on_eta),
+                                               ("phi", getattr(model, "conditions_on_phi", False))) if on]  # fmt: skip
 
         def training_step(self, batch: Any, batch_idx: int) -> None:
             e, x, *rest = batch
-            cond = {"eta": rest[0]} if rest else {}
+            cond = dict(zip(self.cond_names, rest, strict=True))
             opts = self.optimizers()
             opts = opts if isinstance(opts, list) else [opts]
             scheds = self.lr_schedulers()
@@ -400,7 +421,7 @@ def _module_class():
 
         def validation_step(self, batch: Any, batch_idx: int) -> None:
             e, x, *rest = batch
-            cond = {"eta": rest[0]} if rest else {}
+            cond = dict(zip(self.cond_names, rest, strict=True))
             with torch.random.fork_rng(devices=[] if e.device.type == "cpu" else [e.device]):
                 torch.manual_seed(VALIDATION_SEED + batch_idx)
                 terms = self.model.validation_terms(e, x, **cond)
@@ -548,10 +569,12 @@ def fit_fastcalo(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     binning = read_binning(cfg.data.binning, cfg.data.particle)
-    train_e, train_x, train_eta = _read(cfg.data.train_files, binning, cfg.data.max_showers_train)
-    val_e, val_x, val_eta = _read(cfg.data.val_files, binning, cfg.data.max_showers_val)
+    train_e, train_x, train_eta, train_phi = _read(cfg.data.train_files, binning, cfg.data.max_showers_train)
+    val_e, val_x, val_eta, val_phi = _read(cfg.data.val_files, binning, cfg.data.max_showers_val)
     train_eta = check_eta_data(cfg, train_eta, cfg.data.train_files)
     val_eta = check_eta_data(cfg, val_eta, cfg.data.val_files)
+    train_phi = check_phi_data(cfg, train_phi, cfg.data.train_files)
+    val_phi = check_phi_data(cfg, val_phi, cfg.data.val_files)
     init = model_init(cfg, binning, train_e)
     model = build_generator(cfg.model.name, init)
     model.prepare(torch.from_numpy(train_e), torch.from_numpy(train_x))
@@ -589,12 +612,12 @@ def fit_fastcalo(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", meta["config_yaml"])
 
-    # an eta-conditioned model's batches are (E, showers, |eta|), an energy-only model's (E, showers)
+    # batches (E, showers[, |eta|][, phi]): the model's conditions (FastCaloModule.cond_names)
     data = torch.utils.data.TensorDataset(
-        *(torch.from_numpy(a) for a in (train_e, train_x, train_eta) if a is not None)
+        *(torch.from_numpy(a) for a in (train_e, train_x, train_eta, train_phi) if a is not None)
     )
     vdata = torch.utils.data.TensorDataset(
-        *(torch.from_numpy(a) for a in (val_e, val_x, val_eta) if a is not None)
+        *(torch.from_numpy(a) for a in (val_e, val_x, val_eta, val_phi) if a is not None)
     )
     bs = cfg.data.batch_size
     # each rank iterates over its own share (lhcml's samplers, not Lightning's: see _RankShare);

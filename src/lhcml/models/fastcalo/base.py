@@ -19,6 +19,8 @@ in the CaloChallenge voxel layout (``V`` voxels, layer after layer, see
   ``fastcalo_fm`` takes it), the incident ``|η|`` scaled to ``[0, 1]`` over that range as a second
   column: such a model must be given each shower's ``eta`` (``sample``, ``generate``,
   ``loss_terms``), an energy-only model must not (:meth:`condition` says which in one message);
+  ``model.phi_cells`` (φ cell widths, ``fastcalo_fm`` only) adds ``sin``/``cos`` of ``n φ`` per
+  width ``2 pi / n``: such a model must be given each shower's ``phi`` (radians) the same way;
 * the training contract used by :mod:`lhcml.train.fastcalo` (``lhcml train
   configs/fastcalo/X.yaml``): :meth:`prepare` (data-derived constants), :meth:`phases` (one optimiser per phase; a likelihood-type model
   has one phase ``"model"``, a GAN a ``"critic"`` and a ``"generator"`` phase stepped every
@@ -99,6 +101,7 @@ class FastCaloGenerator(nn.Module, ABC):
     def __init__(
         self, n_voxels: int, layer_sizes: Sequence[int], e_min_gev: float, e_max_gev: float,
         eta_range: Sequence[float] | None = None, eta_cells: Sequence[float] | None = None,
+        phi_cells: Sequence[float] | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         name = self.registry_name or type(self).__name__
@@ -143,8 +146,13 @@ class FastCaloGenerator(nn.Module, ABC):
             if not cells or any(not (0.0 < c < 1.0) for c in cells):
                 raise ConfigError(f"model '{name}' needs eta_cells in (0, 1) (cell widths in eta, e.g. [0.025, 0.003125]), got {eta_cells!r}")
             self.eta_cells = cells
-        #: columns of :meth:`condition`: log E, |eta| when conditioned on it, 2 per eta cell width
-        self.cond_dim = (1 if self.eta_range is None else 2) + 2 * len(self.eta_cells)
+        #: cells around the circle (2 pi / width) per phi cell width: the model is told sin and cos of
+        #: ``n phi``, where inside its phi cell the particle hits (:meth:`condition`)
+        self.phi_cells: tuple[int, ...] = ()
+        if phi_cells is not None:
+            self.phi_cells = phi_cell_counts(phi_cells, name)
+        #: columns of :meth:`condition`: log E, |eta| when conditioned on it, 2 per eta and per phi cell width
+        self.cond_dim = (1 if self.eta_range is None else 2) + 2 * len(self.eta_cells) + 2 * len(self.phi_cells)
         # voxel -> layer index, for per-layer sums (a buffer: moves with .to(), no state)
         layer_of_voxel = torch.repeat_interleave(
             torch.arange(self.n_layers), torch.tensor(layer_sizes)
@@ -173,25 +181,49 @@ class FastCaloGenerator(nn.Module, ABC):
                 "do not pass eta, or train a model with model.eta_range"
             )
 
-    def condition(self, energy_gev: Tensor, eta: Tensor | None = None) -> Tensor:
+    @property
+    def conditions_on_phi(self) -> bool:
+        """Whether the model was built with ``phi_cells`` (told each shower's φ)."""
+        return bool(self.phi_cells)
+
+    def check_phi_given(self, phi: Tensor | None) -> None:
+        """Raise :class:`ConfigError` if ``phi`` is missing for a model with ``phi_cells`` or given
+        to one without."""
+        name = self.registry_name or type(self).__name__
+        if self.phi_cells and phi is None:
+            raise ConfigError(
+                f"model '{name}' is told where inside its phi cell each shower starts (model.phi_cells): give "
+                "each shower's phi (files with incident_phi from lhcml fastcalo simulate; the ONNX graph's 'phi' input)"
+            )
+        if not self.phi_cells and phi is not None:
+            raise ConfigError(f"model '{name}' has no model.phi_cells: do not pass phi")
+
+    def condition(self, energy_gev: Tensor, eta: Tensor | None = None, phi: Tensor | None = None) -> Tensor:
         """``(log E - log E_min) / (log E_max - log E_min)`` as an ``(N, 1)`` float tensor; with
         an ``eta_range``, ``(N, 2)`` with ``(|η| - lo) / (hi - lo)`` as the second column; with
         ``eta_cells``, per cell width ``w`` two more: ``sin`` and ``cos`` of ``2 pi |η| / w`` (the
         impact position inside the cell, which sets the shower's centroid and width in the cell
-        grid: docs/benchmarks/fastcalo.md, "Eleventh version")."""
+        grid: docs/benchmarks/fastcalo.md, "Eleventh version"); with ``phi_cells``, per cell count
+        ``n`` two more: ``sin`` and ``cos`` of ``n φ`` (the same inside the φ cells, "Twelfth version")."""
         self.check_eta_given(eta)
+        self.check_phi_given(phi)
         e = energy_gev.reshape(-1, 1).float()
         lo, hi = math.log(self.e_min_gev), math.log(self.e_max_gev)
         c = (torch.log(e) - lo) / (hi - lo)
-        if self.eta_range is None or eta is None:
-            return c
-        a, b = self.eta_range
-        ae = eta.reshape(-1, 1).float().abs()
-        cols = [c, (ae - a) / (b - a)]
-        for w in self.eta_cells:
-            ph = (2.0 * math.pi / w) * ae
-            cols += [torch.sin(ph), torch.cos(ph)]
-        return torch.cat(cols, dim=1)
+        cols = [c]
+        if self.eta_range is not None and eta is not None:
+            a, b = self.eta_range
+            ae = eta.reshape(-1, 1).float().abs()
+            cols.append((ae - a) / (b - a))
+            for w in self.eta_cells:
+                ph = (2.0 * math.pi / w) * ae
+                cols += [torch.sin(ph), torch.cos(ph)]
+        if self.phi_cells and phi is not None:
+            p = phi.reshape(-1, 1).float()
+            for n in self.phi_cells:
+                # sin/cos(n phi) for an integer n: periodic in 2 pi, so any phi convention works
+                cols += [torch.sin(n * p), torch.cos(n * p)]
+        return c if len(cols) == 1 else torch.cat(cols, dim=1)
 
     def layer_energies(self, showers: Tensor) -> Tensor:
         """Per-layer sums ``(N, n_layers)`` of showers ``(N, V)``."""
@@ -247,10 +279,12 @@ class FastCaloGenerator(nn.Module, ABC):
 
     @torch.no_grad()
     def generate(
-        self, energy_gev: Tensor, generator: torch.Generator | None = None, eta: Tensor | None = None
+        self, energy_gev: Tensor, generator: torch.Generator | None = None, eta: Tensor | None = None,
+        phi: Tensor | None = None,
     ) -> Tensor:
         """Showers ``(N, V)`` GeV for incident energies ``(N,)`` GeV inside the trained range
-        (and, for an η-conditioned model, the incident ``eta`` ``(N,)``)."""
+        (and, for an η-conditioned model, the incident ``eta`` ``(N,)``; for a model with
+        ``phi_cells``, the incident ``phi`` ``(N,)`` rad)."""
         energy_gev = torch.as_tensor(energy_gev, dtype=torch.float32).reshape(-1)
         self.check_energies(energy_gev)
         if eta is not None:
@@ -258,7 +292,15 @@ class FastCaloGenerator(nn.Module, ABC):
             if len(eta) != len(energy_gev):
                 raise ConfigError(f"{len(eta)} eta values for {len(energy_gev)} energies")
         self.check_eta(eta)
+        if phi is not None:
+            phi = torch.as_tensor(phi, dtype=torch.float32).reshape(-1)
+            if len(phi) != len(energy_gev) or not bool(torch.isfinite(phi).all()):
+                raise ConfigError(f"{len(phi)} phi values for {len(energy_gev)} energies (one finite phi each)")
+        self.check_phi_given(phi)
         noise = self.draw_noise(len(energy_gev), generator)
+        if phi is not None:
+            return self.sample(energy_gev.to(noise.device), noise, None if eta is None else eta.to(noise.device),
+                               phi.to(noise.device))  # fmt: skip
         if eta is None:
             return self.sample(energy_gev.to(noise.device), noise)
         return self.sample(energy_gev.to(noise.device), noise, eta.to(noise.device))
@@ -293,3 +335,30 @@ class FastCaloGenerator(nn.Module, ABC):
             f"n_voxels={self.n_voxels}, layers={self.n_layers}, noise_dim={self.noise_dim}, "
             f"E=[{self.e_min_gev:g}, {self.e_max_gev:g}] GeV{eta}"
         )
+
+
+#: how far ``2 pi / width`` of a ``phi_cells`` entry may lie from a whole number of cells
+PHI_CELLS_TOLERANCE = 0.01
+
+
+def phi_cell_counts(phi_cells: Sequence[float], name: str = "fastcalo") -> tuple[int, ...]:
+    """The whole numbers of cells around the circle ``n = 2 pi / w`` of ``phi_cells`` (φ cell
+    widths ``w`` in rad, e.g. ``[0.0245436926, 0.0981747704]`` for 256 and 64 cells); raises
+    :class:`ConfigError` for non-numbers, an empty list, or a width that does not divide 2 pi
+    (the phase ``φ / w mod 1`` must be the same at φ and φ + 2 pi)."""
+    try:
+        widths = tuple(float(x) for x in phi_cells)
+    except (TypeError, ValueError):
+        raise ConfigError(f"model '{name}': phi_cells must be a list of phi cell widths in rad, got {phi_cells!r}") from None
+    out = []
+    for w in widths:
+        n = 2.0 * math.pi / w if 0.0 < w < math.pi else float("nan")
+        if not (math.isfinite(n) and abs(n - round(n)) <= PHI_CELLS_TOLERANCE):
+            raise ConfigError(
+                f"model '{name}' needs phi_cells = widths 2 pi / n of n cells around the circle (e.g. "
+                f"0.0245436926 for 256 cells, 0.0981747704 for 64), got {w!r} in {phi_cells!r}"
+            )
+        out.append(round(n))
+    if not out:
+        raise ConfigError(f"model '{name}': phi_cells is empty (give the phi cell widths, or leave it out)")
+    return tuple(out)

@@ -89,6 +89,10 @@ class CaloFlowMatching(FastCaloGenerator):
     eta_cells
         Cell widths in η (with ``eta_range``): the sine and cosine of ``2 pi |η| / width`` as
         more conditions, the impact position inside the cells (``configs/fastcalo/fm_strips_cells.yaml``).
+    phi_cells
+        Cell widths in φ (rad, each ``2 pi / n``): the sine and cosine of ``n φ`` as more
+        conditions, the impact position inside the φ cells (``configs/fastcalo/fm_strips_phi.yaml``);
+        such a model takes each shower's ``phi`` beside ``eta``.
     align_max_shift, align_n_phi
         Generate the first layer (the strips, ``align_n_phi`` cells in φ per η row, η-major)
         around its maximum, found within ``±align_max_shift`` strips of the window centre
@@ -124,10 +128,11 @@ class CaloFlowMatching(FastCaloGenerator):
         align_n_phi: int = 3,
         eta_range: Sequence[float] | None = None,
         eta_cells: Sequence[float] | None = None,
+        phi_cells: Sequence[float] | None = None,
     ) -> None:
         super().__init__(
             n_voxels=n_voxels, layer_sizes=layer_sizes, e_min_gev=e_min_gev, e_max_gev=e_max_gev,
-            eta_range=eta_range, eta_cells=eta_cells,
+            eta_range=eta_range, eta_cells=eta_cells, phi_cells=phi_cells,
         )
         if solver not in ("euler", "midpoint"):
             raise ConfigError(f"fastcalo_fm: unknown solver '{solver}' (valid: euler, midpoint)")
@@ -200,21 +205,24 @@ class CaloFlowMatching(FastCaloGenerator):
         return torch.cat([x_u, x_v, x_s], dim=1)
 
     def loss_terms(
-        self, energy_gev: Tensor, showers: Tensor, phase: str, eta: Tensor | None = None
+        self, energy_gev: Tensor, showers: Tensor, phase: str, eta: Tensor | None = None,
+        phi: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """The conditional flow-matching loss (mean squared velocity error per dimension)."""
         check_prepared(self)
         energy_gev = energy_gev.reshape(-1)
-        c = self.condition(energy_gev, eta)
+        c = self.condition(energy_gev, eta, phi)
         x1 = self.target(energy_gev, self.vars.dequantise(showers))
         x0 = torch.randn_like(x1)
         t = torch.rand(x1.shape[0], 1, device=x1.device, dtype=x1.dtype)
         xt = (1 - t) * x0 + t * x1
         return {"cfm": (self.v(xt, t, c) - (x1 - x0)).square().mean()}
 
-    def integrate(self, energy_gev: Tensor, noise: Tensor, eta: Tensor | None = None) -> Tensor:
+    def integrate(
+        self, energy_gev: Tensor, noise: Tensor, eta: Tensor | None = None, phi: Tensor | None = None
+    ) -> Tensor:
         """The ODE solution ``x(t = 1)`` from ``x(0) = noise`` (fixed steps, unrolled)."""
-        c = self.condition(energy_gev, eta)
+        c = self.condition(energy_gev, eta, phi)
         x = noise
         dt = 1.0 / self.steps
         ones = torch.ones_like(c[:, :1])
@@ -227,9 +235,11 @@ class CaloFlowMatching(FastCaloGenerator):
                 x = x + dt * self.v(x_mid, t + 0.5 * dt, c)
         return x
 
-    def sample(self, energy_gev: Tensor, noise: Tensor, eta: Tensor | None = None) -> Tensor:
+    def sample(
+        self, energy_gev: Tensor, noise: Tensor, eta: Tensor | None = None, phi: Tensor | None = None
+    ) -> Tensor:
         energy_gev = energy_gev.reshape(-1)
-        x = self.integrate(energy_gev, noise, eta)
+        x = self.integrate(energy_gev, noise, eta, phi)
         nl = self.n_layers
         e_layers = self.vars.decode_layers(x[:, :nl], energy_gev)
         showers = self.vars.decode_voxels(x[:, nl : nl + self.n_voxels], e_layers, energy_gev)

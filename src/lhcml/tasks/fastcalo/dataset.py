@@ -163,6 +163,17 @@ def reference_eta(sample: Any, rng: np.random.Generator, source: str = "the refe
     return rng.uniform(float(lo), float(hi), len(sample))
 
 
+def reference_phi(sample: Any, rng: np.random.Generator, source: str = "the reference") -> np.ndarray:
+    """Each shower's φ (rad) to generate a reference sample's twin with a model told φ
+    (``model.phi_cells``): the file's ``incident_phi``, or, for files without it (the
+    CaloChallenge's, lhcml's before it was stored), uniform draws in -π..π, as the detailed photons
+    are shot (the position inside the φ cell of the reference shower is then unknown)."""
+    del source
+    if sample.phi is not None:
+        return np.asarray(sample.phi, np.float64)
+    return rng.uniform(-np.pi, np.pi, len(sample))
+
+
 def generate_like(
     model: str | Path, reference: str | Path, output: str | Path, binning: str | Path | None = None,
     seed: int = 1, max_showers: int | None = None,
@@ -186,12 +197,14 @@ def generate_like(
         raise ConfigError(f"model {model} generates {gen.particle}s but {reference} holds {ref.binning.particle}s")
     rng = np.random.default_rng(seed)
     eta = reference_eta(ref, rng, str(reference)) if gen.conditions_on_eta else ref.eta
+    phi = reference_phi(ref, rng, str(reference)) if gen.conditions_on_phi else ref.phi
     t0 = time.perf_counter()
-    showers = gen.generate(ref.energies, rng, eta=eta if gen.conditions_on_eta else None)
+    showers = gen.generate(ref.energies, rng, eta=eta if gen.conditions_on_eta else None,
+                           phi=phi if gen.conditions_on_phi else None)  # fmt: skip
     dt = time.perf_counter() - t0
     write_showers(output, ref.energies, showers, gen.binning,
                   {"generator": str(model), "model_name": gen.meta.get("model_name", ""), "seed": int(seed)},
-                  eta=eta)  # fmt: skip
+                  eta=eta, phi=phi)  # fmt: skip
     return {"output": str(output), "n": len(ref), "s_per_shower": dt / max(len(ref), 1)}
 
 
@@ -199,23 +212,27 @@ def generate_sample(model: Any, reference: Any, seed: int, batch: int = 5000, th
     """A :class:`~lhcml.data.calochallenge.CaloSample` generated in memory by a trained (torch) generator
     ``model`` at the ``reference`` sample's energies (and, for an eta-conditioned model, its |eta|:
     :func:`reference_eta`);
-    voxels below ``threshold_gev`` set to zero (a readout threshold on the generated showers)."""
+    for a model with ``phi_cells``, its φ: :func:`reference_phi`); voxels below ``threshold_gev`` set to zero (a readout threshold on the generated showers)."""
     import torch
 
     from lhcml.data.calochallenge import CaloSample
 
     g = torch.Generator().manual_seed(seed)
     e = torch.as_tensor(reference.energies, dtype=torch.float32)
-    eta = None
+    eta = phi = None
     if model.conditions_on_eta:
         eta = torch.as_tensor(reference_eta(reference, np.random.default_rng(seed)), dtype=torch.float32)
-    parts = [model.generate(e[i : i + batch], generator=g, eta=None if eta is None else eta[i : i + batch]).numpy()
+    if getattr(model, "conditions_on_phi", False):
+        phi = torch.as_tensor(reference_phi(reference, np.random.default_rng([seed, 1])), dtype=torch.float32)
+    parts = [model.generate(e[i : i + batch], generator=g, eta=None if eta is None else eta[i : i + batch],
+                            phi=None if phi is None else phi[i : i + batch]).numpy()
              for i in range(0, len(e), batch)]  # fmt: skip
     showers = np.concatenate(parts).astype(np.float32)
     showers[showers < threshold_gev] = 0.0
     return CaloSample(energies=reference.energies.copy(), showers=showers,
-                      binning=reference.binning, eta=None if eta is None else eta.numpy().astype(np.float64))  # fmt: skip
+                      binning=reference.binning, eta=None if eta is None else eta.numpy().astype(np.float64),
+                      phi=None if phi is None else phi.numpy().astype(np.float64))  # fmt: skip
 
 
-__all__ = ["generate_like", "generate_sample", "merge_shards", "reference_eta", "sample_paths", "shower_shapes", "simulate_fastcalo", "time_detailed"]
+__all__ = ["generate_like", "generate_sample", "merge_shards", "reference_eta", "reference_phi", "sample_paths", "shower_shapes", "simulate_fastcalo", "time_detailed"]
 
