@@ -39,7 +39,8 @@ def simulate_cmd(
     eta_range: str = typer.Option(
         "0.2,0.25", "--eta-range",
         help="|eta| range lo,hi of the particles, drawn uniformly (0.20-0.25 as ATLAS's samples; the photon-ID "
-        "events cover 0,1.37); each shower's |eta| is stored as the extra dataset incident_eta",
+        "events cover 0,1.37); each shower's |eta| is stored as the extra dataset incident_eta (and its phi, "
+        "uniform in -pi..pi, as incident_phi)",
     ),
     seed: int = typer.Option(1, "--seed", help="run seed (shard i uses a seed derived from it)"),
     showers_per_shard: int = typer.Option(500, "--showers-per-shard", help="showers per shard (unit of resumption)"),
@@ -50,7 +51,7 @@ def simulate_cmd(
     """Shoot single particles at 0.20 < |eta| < 0.25 (or --eta-range) into the detailed calorimeter and write their showers.
 
     Writes OUTPUT_DIR/<particle>_<energies>.h5 (CaloChallenge layout: incident_energies (N, 1)
-    and showers (N, voxels) in MeV, no electronic noise, plus lhcml's incident_eta (N, 1)), <particle>_<energies>_noise.h5 (the
+    and showers (N, voxels) in MeV, no electronic noise, plus lhcml's incident_eta and incident_phi (N, 1)), <particle>_<energies>_noise.h5 (the
     same showers with noise), <particle>_<energies>_images.h5 (lhcml's photon-ID images and
     shower shapes) and binning_<particle>.xml (the voxels: per layer a window of cells around
     the impact cell). Sharded and resumable: rerun the same command after a crash.
