@@ -5,9 +5,10 @@ trimmed jets matched to trimmed truth jets (``ΔR < 0.75 R``):
 
 JES
     In bins of truth-jet pT the average response ``R`` of ``pT_reco / pT_true`` is measured
-    together with the median reconstructed pT of the bin; numerical inversion maps the
-    reconstructed pT to the correction ``1 / R`` (linear interpolation between the points,
-    constant beyond). The average response of a bin (JES and JMS alike) is
+    together with the median reconstructed pT of the bin; the bins' responses are fitted in ln pT
+    (a polynomial whose order Akaike's criterion chooses, as the small-R tables'; since the twelfth
+    version) and numerical inversion maps the reconstructed pT to the correction ``1 / R`` of the
+    fit (linear interpolation between the bins' points, constant beyond). The average response of a bin (JES and JMS alike) is
     :func:`response_estimate`: since the eighth version the mean of a Gaussian fitted to the
     ±2σ core (the peak of the response, what the mass-peak goal is on), before it the median
     within ±30 % of the median (``estimator="core_median"``, kept selectable).
@@ -62,6 +63,11 @@ TABLE_PATH = Path(__file__).with_name("large_r_calibration.yaml")
 PT_BINS = (200, 250, 300, 350, 400, 450, 500, 550, 600, 650, 700, 800, 900, 1000, 1200, 1500)
 #: minimum matched jets per bin for a calibration point (our choice)
 MIN_JETS_PER_BIN = 30
+#: highest polynomial order (in ln pT) of the smoothed JES response (as the small-R tables',
+#: :data:`lhcml.sim.jet_calibration.FIT_ORDER_MAX`; the order is chosen by Akaike's criterion)
+JES_FIT_ORDER_MAX = 6
+#: floor of a JES bin's response error in the fit (our choice: 0.05 %, the tables' rounding is 10⁻⁵)
+JES_NODE_ERR_MIN = 5e-4
 #: truth (trimmed) jet mass range of the JMS derivation (GeV): W/Z/top jets (our choice)
 JMS_TRUTH_MASS_RANGE = (50.0, 250.0)
 #: truth-pT bin edges of the two-dimensional JMS (GeV; coarser than :data:`PT_BINS` since the
@@ -235,31 +241,53 @@ def response_estimate(r: np.ndarray, estimator: str = RESPONSE_ESTIMATOR) -> flo
     ConfigError
         For an unknown ``estimator``.
     """
+    return response_with_error(r, estimator)[0]
+
+
+def response_with_error(r: np.ndarray, estimator: str = RESPONSE_ESTIMATOR) -> tuple[float, float]:
+    """:func:`response_estimate` and its statistical error: the Gaussian core fit's error of the mean
+    (inverse Hessian of its likelihood), or for the core median (also when the fit falls back to it)
+    the error of a median, √(π/2) σ/√n with σ = IQR/1.349 of the core (the small-R tables' node error,
+    :func:`lhcml.sim.jet_calibration.derive_table`)."""
     if estimator not in RESPONSE_ESTIMATORS:
         raise ConfigError(f"unknown response estimator '{estimator}'; valid: {', '.join(RESPONSE_ESTIMATORS)}")
     r = np.asarray(r, dtype=np.float64)
     r = r[np.isfinite(r)]
-    fallback = _core_median(r)
-    if estimator == "core_median":
-        return fallback
-    mean = gaussian_core_fit(r, n_sigma=GAUSS_CORE_NSIGMA)[0].value
-    m0 = float(np.median(r))
-    if not np.isfinite(mean) or abs(mean - m0) >= CORE_WINDOW * abs(m0):
-        return fallback
-    return float(mean)
+    value = _core_median(r)
+    core = r[np.abs(r - np.median(r)) < CORE_WINDOW * abs(np.median(r))] if len(r) else r
+    error = float("nan")
+    if len(core) >= 2:
+        q75, q25 = np.percentile(core, [75, 25])
+        error = float(1.2533 * (q75 - q25) / 1.349 / np.sqrt(len(core)))
+    if estimator == "gauss_core":
+        fit = gaussian_core_fit(r, n_sigma=GAUSS_CORE_NSIGMA)[0]
+        m0 = float(np.median(r))
+        if np.isfinite(fit.value) and abs(fit.value - m0) < CORE_WINDOW * abs(m0):
+            value = float(fit.value)
+            error = float(fit.error) if np.isfinite(fit.error) and fit.error > 0 else error
+    return value, error
 
 
 def derive_calibration(
     pt: np.ndarray, mass: np.ndarray, truth_pt: np.ndarray, truth_mass: np.ndarray,
-    estimator: str = RESPONSE_ESTIMATOR,
+    estimator: str = RESPONSE_ESTIMATOR, smooth: bool = True,
 ) -> dict[str, list[float]]:
     """Numerical-inversion table from uncalibrated trimmed jets and their truth jets (GeV).
 
-    Unmatched jets (``truth_pt <= 0``) are ignored. Returns ``{pt, jes, pt_jms, jms, x_jms,
-    row_jms}`` lists, ready for the YAML table: the JES points (reconstructed pT, factor) and the
+    Unmatched jets (``truth_pt <= 0``) are ignored. Returns ``{pt, jes, jes_nodes, jes_err, pt_jms, jms,
+    x_jms, row_jms}`` lists, ready for the YAML table: the JES points (reconstructed pT, factor; the
+    bins' own factors and their statistical errors beside them) and the
     JMS cells (median calibrated pT, median reconstructed m/pT, factor, index of the truth-m/pT
     row). The average pT and mass responses of a bin are :func:`response_estimate` with
     ``estimator`` (the same for the JES and the JMS).
+
+    ``smooth`` (default): the JES response of the bins is fitted in ln pT
+    (:func:`lhcml.sim.jet_calibration.fit_response_curve`, the small-R tables' fit: polynomial of order
+    ≤ :data:`JES_FIT_ORDER_MAX` chosen by Akaike's criterion, weights from the bins' errors) and the
+    table's factors are the fit's at the bins' reconstructed pT. Without it the bins' own factors are
+    interpolated, and their statistical scatter (±0.3–0.5 % per bin at 2000 events per process) stretches
+    or squeezes the calibrated pT scale between neighbouring bins: a 550–650 GeV window then keeps a few %
+    more or fewer jets from one derivation to the next (``docs/benchmarks/boosted.md``, twelfth version).
 
     Raises
     ------
@@ -273,20 +301,31 @@ def derive_calibration(
     ok = (tpt > 0) & (pt > 0)
     pt, mass, tpt, tm = pt[ok], mass[ok], tpt[ok], tm[ok]
     ibin = np.digitize(tpt, PT_BINS) - 1
-    x, jes = [], []
+    x, resp, err = [], [], []
     for b in range(len(PT_BINS) - 1):
         s = ibin == b
         if s.sum() >= MIN_JETS_PER_BIN:
             x.append(float(np.median(pt[s])))
-            jes.append(1.0 / response_estimate(pt[s] / tpt[s], estimator))
+            v, e = response_with_error(pt[s] / tpt[s], estimator)
+            resp.append(v)
+            err.append(e)
     if len(x) < 2:
         raise ConfigError(
             f"large-R calibration: fewer than 2 truth-pT bins with >= {MIN_JETS_PER_BIN} matched jets; "
             "simulate more events"
         )
-    table = {"pt": np.asarray(x), "jes": np.asarray(jes)}
-    order = np.argsort(table["pt"])
-    pt_cal = pt * np.interp(pt, table["pt"][order], table["jes"][order])
+    order = np.argsort(x)
+    x_n, r_n, e_n = (np.asarray(a, dtype=np.float64)[order] for a in (x, resp, err))
+    ok_err = np.isfinite(e_n) & (e_n > 0)
+    e_n = np.where(ok_err, np.maximum(e_n, JES_NODE_ERR_MIN), np.max(e_n[ok_err], initial=1e-2))
+    r_fit = r_n
+    if smooth:
+        from lhcml.sim.jet_calibration import fit_response_curve
+
+        coef = fit_response_curve(x_n, r_n, e_n, JES_FIT_ORDER_MAX)
+        r_fit = np.polynomial.polynomial.polyval(np.log(x_n), coef)
+    table = {"pt": x_n, "jes": 1.0 / r_fit}
+    pt_cal = pt * np.interp(pt, table["pt"], table["jes"])
     lo, hi = JMS_TRUTH_MASS_RANGE
     x_true = np.where(tpt > 0, tm / tpt, 0.0)
     x_reco = mass / pt_cal
@@ -308,8 +347,10 @@ def derive_calibration(
             "a W/Z/top sample"
         )
     return {
-        "pt": [round(float(v), 2) for v in table["pt"][order]],
-        "jes": [round(float(v), 5) for v in table["jes"][order]],
+        "pt": [round(float(v), 2) for v in table["pt"]],
+        "jes": [round(float(v), 5) for v in table["jes"]],
+        "jes_nodes": [round(float(v), 5) for v in 1.0 / r_n],
+        "jes_err": [round(float(v), 5) for v in e_n / r_n**2],
         "pt_jms": [round(v, 2) for v in pts],
         "jms": [round(v, 5) for v in jms],
         "x_jms": [round(v, 4) for v in xs],
