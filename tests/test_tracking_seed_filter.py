@@ -173,3 +173,72 @@ def test_finder_end_to_end_finds_most_true_tracks(sample, trained) -> None:
     counted = perf["ml"].tracks[perf["ml"].tracks["counted"]]
     assert counted["fake"].mean() < 0.05
     assert {"seeding", "classifier", "ckf"} <= set(out["timings"])
+
+
+def test_one_acts_run_gives_the_tracks_of_the_two_run_path(sample, trained) -> None:
+    """The finder's single ACTS run (seeds handed to Python and back through ProtoTracksToParameters)
+    finds exactly the tracks of ACTS's seeds -> classifier -> ckf_from_seeds (ProtoTracksToSeeds)."""
+    from lhcml.tasks.tracking.acts_reco import ckf_from_seeds
+
+    cfg = {"checkpoint": str(trained), "cut": 0.3}
+    out = S.ml_seeds_ckf(sample, 2, cfg)
+    c = S.load_ml_seeds_config(cfg)
+    reco = S.reco_config(c)
+    triplets, _ = S.acts_seeds(sample, 2, reco)
+    scores = S._classifier(str(trained)).score(S.event_features(sample, 2, triplets, reco.field_tesla))
+    keep = S.select_seeds(scores, triplets, c.cut, c.max_per_spm)
+    (tid, hid), fitted = ckf_from_seeds(sample, 2, triplets[keep] + 1, reco)
+    assert out["n_seeds"] == len(triplets) and out["n_kept"] == len(keep) > 20
+    old = sorted(tuple(sorted(hid[tid == t].tolist())) for t in np.unique(tid))
+    new = sorted(tuple(sorted(out["hit_id"][out["track_id"] == t].tolist())) for t in np.unique(out["track_id"]))
+    assert len(old) > 20 and new == old
+    order_old, order_new = np.lexsort(fitted.params[:, :5].T), np.lexsort(out["fitted"].params[:, :5].T)
+    assert np.allclose(fitted.params[order_old, :5], out["fitted"].params[order_new, :5], rtol=1e-9, atol=1e-9)
+    assert {"seeding", "classifier", "parameter estimation", "ckf"} <= set(out["timings"])
+
+
+def test_training_on_several_directories(sample, tmp_path) -> None:
+    """data.train_dir / val_dir may list directories (e.g. samples at several mu), with one event list
+    (or null) per directory; the run trains on the seeds of all of them and records which."""
+    import shutil
+
+    from lhcml.errors import ConfigError
+    from lhcml.train.tracking import event_sets, fit_tracking, tracking_config_from_dict
+
+    other = tmp_path / "other"
+    shutil.copytree(sample, other)
+    assert event_sets([str(sample), str(other)], [[0], None], None, "train") == [(str(sample), [0]),
+                                                                                (str(other), [0, 1, 2])]  # fmt: skip
+    assert event_sets([str(sample), str(other)], None, 2, "train") == [(str(sample), [0, 1]), (str(other), [0, 1])]
+    assert event_sets(str(sample), [1, 2], None, "val") == [(str(sample), [1, 2])]
+    with pytest.raises(ConfigError, match="one entry per directory"):
+        event_sets([str(sample), str(other)], [0, 1], None, "train")
+    with pytest.raises(ConfigError, match="one entry per directory"):
+        event_sets([str(sample), str(other)], [[0]], None, "train")
+    with pytest.raises(ConfigError, match="not one list per directory"):
+        event_sets(str(sample), [[0]], None, "train")
+    with pytest.raises(ConfigError, match=r"event\(s\) \[7\] not in"):
+        event_sets([str(sample), str(other)], [[0], [7]], None, "train")
+
+    def cfg(val_events: list) -> object:
+        return tracking_config_from_dict({
+            "data": {"train_dir": [str(sample), str(other)], "val_dir": [str(other)],
+                     "train_events": [[0, 1], [0]], "val_events": val_events, "prepare": {"seeds": "t"}},
+            "model": {"name": "seed_filter", "hidden": 8, "n_layers": 2},
+            "trainer": {"max_epochs": 1, "precision": "32-true", "log_every_n_steps": 1, "enable_progress_bar": False},
+            "output_dir": str(tmp_path / "run"),
+        })  # fmt: skip
+
+    with pytest.raises(ConfigError, match=r"events \[0\] are used for training and validation \(in .*other\)"):
+        fit_tracking(cfg([[0, 2]]))
+    from lhcml.train.tracking import load_tracking_model
+
+    best = fit_tracking(cfg([[2]]))
+    model, meta = load_tracking_model(best)
+    assert meta["train_events"] == {str(sample): [0, 1], str(other): [0]}
+    n = sum(len(_seeds(d, e)["y"]) for d, e in ((sample, 0), (sample, 1), (other, 0)))
+    feats = np.concatenate([_seeds(d, e)["features"] for d, e in ((sample, 0), (sample, 1), (other, 0))])
+    assert len(feats) == n
+    # the normalisation comes from the seeds of both directories (three events), not of one
+    ref = model._transform(torch.as_tensor(feats)).mean(0)
+    assert torch.allclose(model.mean, ref, rtol=1e-4, atol=1e-4)

@@ -256,13 +256,19 @@ def hit_particle_ids(event: Any) -> np.ndarray:
 
 
 class TrackingDataConfig(StrictModel):
-    """Event directories (TrackML layout, :func:`lhcml.data.trackml.list_events`) and the events used."""
+    """Event directories (TrackML layout, :func:`lhcml.data.trackml.list_events`) and the events used.
 
-    train_dir: str
-    val_dir: str
-    #: event ids; null: every event of the directory
-    train_events: list[int] | None = None
-    val_events: list[int] | None = None
+    ``train_dir`` / ``val_dir`` are one directory or a list of them (e.g. samples at several ⟨μ⟩);
+    with a list, ``train_events`` / ``val_events`` are null (every event of each) or one entry per
+    directory (a list of event ids, or null for all of that directory), and ``max_*_events``
+    limits each directory. An event may not be both a training and a validation event.
+    """
+
+    train_dir: str | list[str]
+    val_dir: str | list[str]
+    #: event ids; null: every event of the directory (with several directories: one entry per directory)
+    train_events: list[int] | list[list[int] | None] | None = None
+    val_events: list[int] | list[list[int] | None] | None = None
     max_train_events: int | None = Field(None, gt=0)
     max_val_events: int | None = Field(None, gt=0)
     #: options of the model's event preparation (its registry entry's schema)
@@ -324,6 +330,33 @@ def event_ids(directory: str, events: list[int] | None, limit: int | None) -> li
     if not ids:
         raise ConfigError(f"no events in {directory}")
     return ids
+
+
+def event_sets(dirs: str | list[str], events: list[Any] | None, limit: int | None,
+               what: str) -> list[tuple[str, list[int]]]:  # fmt: skip
+    """``[(directory, event ids)]`` of ``data.<what>_dir`` / ``data.<what>_events`` (one or several directories).
+
+    Raises
+    ------
+    ConfigError
+        No directory, per-directory event lists that do not match the directories, or events a
+        directory does not hold.
+    """
+    if isinstance(dirs, str):
+        if events is not None and any(not isinstance(e, int) for e in events):
+            raise ConfigError(f"data.{what}_events: one directory in data.{what}_dir, so give a list of event ids, "
+                              "not one list per directory")  # fmt: skip
+        return [(dirs, event_ids(dirs, events, limit))]
+    if not dirs:
+        raise ConfigError(f"data.{what}_dir is an empty list: give one directory or a list of directories")
+    if events is None:
+        per: list[Any] = [None] * len(dirs)
+    elif len(events) != len(dirs) or any(isinstance(e, int) for e in events):
+        raise ConfigError(f"data.{what}_events: data.{what}_dir lists {len(dirs)} directories, so give one entry "
+                          f"per directory (a list of event ids, or null for all), got {events!r:.80}")  # fmt: skip
+    else:
+        per = list(events)
+    return [(d, event_ids(d, e, limit)) for d, e in zip(dirs, per, strict=True)]
 
 
 def load_samples(directory: str, ids: list[int], spec: TrackingModelSpec, options: Any) -> list[dict[str, Any]]:
@@ -517,15 +550,20 @@ def fit_tracking(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     d = cfg.data
-    train_ids = event_ids(d.train_dir, d.train_events, d.max_train_events)
-    val_ids = event_ids(d.val_dir, d.val_events, d.max_val_events)
-    if Path(d.train_dir).resolve() == Path(d.val_dir).resolve() and set(train_ids) & set(val_ids):
-        raise ConfigError(
-            f"events {sorted(set(train_ids) & set(val_ids))[:5]} are used for training and validation: "
-            "set data.train_events/val_events to disjoint lists"
-        )
-    train_samples = load_samples(d.train_dir, train_ids, spec, options)
-    val_samples = load_samples(d.val_dir, val_ids, spec, options)
+    train_sets = event_sets(d.train_dir, d.train_events, d.max_train_events, "train")
+    val_sets = event_sets(d.val_dir, d.val_events, d.max_val_events, "val")
+    both = {(str(Path(td).resolve()), e) for td, ids in train_sets for e in ids} & {
+        (str(Path(vd).resolve()), e) for vd, ids in val_sets for e in ids}  # fmt: skip
+    if both:
+        where = sorted({x for x, _ in both})
+        ids = sorted(e for x, e in both if x == where[0])
+        raise ConfigError(f"events {ids[:5]} are used for training and validation (in {where[0]}"
+                          f"{f' and {len(where) - 1} other directories' if len(where) > 1 else ''}): "
+                          "set data.train_events/val_events to disjoint lists")  # fmt: skip
+    train_samples = [x for td, ids in train_sets for x in load_samples(td, ids, spec, options)]
+    val_samples = [x for vd, ids in val_sets for x in load_samples(vd, ids, spec, options)]
+    train_ids: Any = (train_sets[0][1] if isinstance(d.train_dir, str)
+                      else {td: [int(e) for e in ids] for td, ids in train_sets})  # fmt: skip
     init = model_init(cfg, train_samples[0])
     model = build_tracking_model(cfg.model.name, init)
     spec.setup(model, train_samples)
@@ -536,7 +574,7 @@ def fit_tracking(
         "config_yaml": cfg.to_yaml(),
         "model_name": cfg.model.name,
         "model_init_yaml": yaml.safe_dump(init, sort_keys=False),
-        "train_events": [int(e) for e in train_ids],
+        "train_events": [int(e) for e in train_ids] if isinstance(train_ids, list) else train_ids,
     }
     module = _module_class()(model, spec, cfg, meta)
     module.epoch_hooks.extend(epoch_hooks or [])

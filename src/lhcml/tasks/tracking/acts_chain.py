@@ -47,6 +47,9 @@ STAGES = {
     "Algorithm:GridTripletSeedingAlgorithm": "seeding",
     "Algorithm:TrackParamsEstimationAlgorithm": "parameter estimation",
     "Algorithm:ProtoTracksToSeeds": "parameter estimation",
+    "Algorithm:ProtoTracksToParameters": "parameter estimation",
+    "Algorithm:SeedsToProtoTracks": "classifier",
+    "Algorithm:SeedSelector": "classifier",
     "Algorithm:TrackFindingAlgorithm": "ckf",
     "Algorithm:GreedyAmbiguityResolutionAlgorithm": "ambiguity resolution",
     "Algorithm:TrackFittingAlgorithm": "kalman fit",
@@ -619,6 +622,30 @@ def add_protos_to_parameters(
     to_seeds.outputProtoTracks = "proto_seed_triplets"
     chain.seq.addAlgorithm(acts.examples.ProtoTracksToSeeds(to_seeds, chain.level))
     return add_param_estimation(chain, cfg, "proto_seeds", protos=protos)
+
+
+def add_triplet_seeds(chain: Chain, cfg: ActsRecoConfig, triplets: str, spacepoints: str) -> tuple[str, str]:
+    """ACTS seeds of proto-tracks of exactly three space points, and their initial parameters.
+
+    The same seeds and parameters as :func:`add_protos_to_parameters` gives for such triplets, but
+    ACTS's ``ProtoTracksToParameters`` finds the space points through an index table, where
+    ``ProtoTracksToSeeds`` searches the space-point container linearly for each measurement
+    (3.6 s per ⟨μ⟩ = 200 event for 48k seeds; docs/benchmarks/tracking.md, eleventh version). Only
+    its seeds are used (space points sorted by radius, ``FirstThree``): the parameters and
+    covariances come from ``TrackParamsEstimationAlgorithm`` with the seeding config's initial
+    sigmas, as for every other ACTS seed here. ``spacepoints`` must hold every measurement of the
+    triplets. Returns the keys of the parameters and of the seeds aligned with them.
+    """
+    acts = chain.acts
+    _, geometry = _geometry()
+    conv = acts.examples.ProtoTracksToParameters.Config()
+    conv.inputProtoTracks, conv.inputSpacePoints = triplets, spacepoints
+    conv.outputSeeds, conv.outputProtoTracks, conv.outputParameters = "triplet_seeds", "triplet_protos", "triplet_params"
+    conv.spacePointSelection = acts.examples.SeedSpacePointSelection.FirstThree
+    conv.geometry, conv.magneticField = geometry, _field(cfg)
+    chain.seq.addAlgorithm(acts.examples.ProtoTracksToParameters(conv, chain.level))
+    params, seeds, _ = add_param_estimation(chain, cfg, "triplet_seeds")
+    return params, seeds
 
 
 def pixel_volumes(cfg: ActsRecoConfig) -> set[int]:

@@ -21,7 +21,6 @@ Pieces:
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,7 +76,7 @@ def acts_seeds(event_dir: str | Path, event_id: int, reco: Any) -> tuple[np.ndar
 
     files = acts_files(event_dir)
     files.check(event_id)
-    sink: dict[int, list[list[int]]] = {}
+    sink: dict[int, np.ndarray] = {}
 
     def build(chain: Any, _: Any) -> None:
         acts = chain.acts
@@ -88,14 +87,13 @@ def acts_seeds(event_dir: str | Path, event_id: int, reco: Any) -> tuple[np.ndar
         chain.seq.addAlgorithm(_ProtoCollector(acts, chain.level, "seed_protos", sink))
 
     _, timings = run_chain(files, [int(event_id)], build)
-    rows = sink.get(int(event_id), [])
-    return np.asarray(rows, np.int64).reshape(-1, 3), stage_seconds(timings)
+    return sink.get(int(event_id), np.zeros((0, 3), np.int64)), stage_seconds(timings)
 
 
 class _ProtoCollector:
-    """Reads a proto-track container into Python lists (per event)."""
+    """Reads a proto-track container of seeds into an ``(n, 3)`` array (per event)."""
 
-    def __new__(cls, acts: Any, level: Any, key: str, sink: dict[int, list[list[int]]]) -> Any:
+    def __new__(cls, acts: Any, level: Any, key: str, sink: dict[int, np.ndarray]) -> Any:
         class ProtoCollector(acts.examples.IAlgorithm):
             def __init__(self) -> None:
                 acts.examples.IAlgorithm.__init__(self, "ProtoCollector", level)
@@ -103,10 +101,26 @@ class _ProtoCollector:
                 self.inp.initialize(key)
 
             def execute(self, ctx: Any) -> Any:
-                sink[ctx.eventNumber] = [list(p) for p in self.inp(ctx.eventStore)]
+                sink[ctx.eventNumber] = _triplets(self.inp(ctx.eventStore), ctx.eventNumber)
                 return acts.examples.ProcessCode.SUCCESS
 
         return ProtoCollector()
+
+
+def _triplets(protos: Any, event: int) -> np.ndarray:
+    """``(n, 3)`` int64 measurement indices of a proto-track container of seeds.
+
+    The bound ACTS vectors are read by index: iterating each one costs ~8 µs in pybind11, 2.5 s for
+    the 300k seeds of a ⟨μ⟩ = 200 event, indexing 0.15 s.
+    """
+    tracks = list(protos)
+    if any(len(t) != 3 for t in tracks):
+        raise SchemaError(f"ACTS seeds of event {event} are not all three measurements (strip space points in the "
+                          "seeding's geometry selection?); the seed classifier scores pixel triplets")  # fmt: skip
+    out = np.empty((len(tracks), 3), np.int64)
+    for k in range(3):
+        out[:, k] = [t[k] for t in tracks]
+    return out
 
 
 def event_features(event_dir: str | Path, event_id: int, triplets: np.ndarray, field_tesla: float) -> np.ndarray:
@@ -221,32 +235,97 @@ def _classifier(checkpoint: str) -> Any:
     return model
 
 
+class _SeedSelector:
+    """Python ACTS algorithm between the seeding and the CKF: reads the seeds as proto-tracks of
+    three measurements, ``choose(event_number, triplets) -> kept indices`` (best first), writes
+    the kept ones (in that order) as a proto-track container."""
+
+    def __new__(cls, acts: Any, level: Any, key: str, out: str, choose: Any) -> Any:
+        class SeedSelector(acts.examples.IAlgorithm):
+            def __init__(self) -> None:
+                acts.examples.IAlgorithm.__init__(self, "SeedSelector", level)
+                self.inp = acts.examples.ReadDataHandle(self, acts.examples.ProtoTrackContainer, "ProtoTracks")
+                self.inp.initialize(key)
+                self.out = acts.examples.WriteDataHandle(self, acts.examples.ProtoTrackContainer, "ProtoTracks")
+                self.out.initialize(out)
+
+            def execute(self, ctx: Any) -> Any:
+                triplets = _triplets(self.inp(ctx.eventStore), ctx.eventNumber)
+                container = acts.examples.ProtoTrackContainer()
+                container.extend([acts.examples.ProtoTrack(row) for row in triplets[choose(ctx.eventNumber, triplets)].tolist()])
+                self.out(ctx, container)
+                return acts.examples.ProcessCode.SUCCESS
+
+        return SeedSelector()
+
+
 def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[str, Any]:
     """The finder ``ml-seeds+ckf``: ACTS seeding, the seed classifier, the ACTS CKF on the kept seeds.
 
+    One ACTS run (the measurements are read once): space points, ACTS's grid triplet seeding,
+    the seeds handed to Python as measurement triplets (``SeedsToProtoTracks``), scored and
+    selected there (:func:`select_seeds`), handed back as seeds through ACTS's
+    ``ProtoTracksToParameters`` (an index table instead of ``ProtoTracksToSeeds``'s linear search;
+    :func:`lhcml.tasks.tracking.acts_chain.add_triplet_seeds`), parameters from ACTS's
+    ``TrackParamsEstimationAlgorithm``, then the CKF and the ambiguity resolution of ``reco``.
+    The tracks are those of ACTS's seeds ``triplets[keep]`` through
+    :func:`lhcml.tasks.tracking.acts_reco.ckf_from_seeds` (tested), without its second run.
+
     Returns the finders' contract (``track_id``, ``hit_id``, ``timings``, ``fitted``); the timings
-    are ACTS's per stage (read and space points of both ACTS runs summed) plus ``classifier``
-    (features, scores, selection); ``n_seeds`` / ``n_kept`` give the seeds before and after.
+    are ACTS's per stage, ``classifier`` being the hand-over of the seeds to Python, their features,
+    scores and selection; ``n_seeds`` / ``n_kept`` give the seeds before and after.
     """
-    from lhcml.tasks.tracking.acts_reco import ckf_from_seeds
+    from lhcml.tasks.tracking.acts_chain import TrackCollector, add_triplet_seeds
+    from lhcml.tasks.tracking.acts_reco import (
+        _candidates,
+        _fitted,
+        _truth,
+        acts_files,
+        add_ckf,
+        add_seeding,
+        run_chain,
+        stage_seconds,
+    )
 
     c = load_ml_seeds_config(cfg)
     reco = reco_config(c)
     model = _classifier(str(c.checkpoint))
-    triplets, timings = acts_seeds(event_dir, event_id, reco)
-    t0 = time.process_time()
-    scores = model.score(event_features(event_dir, event_id, triplets, reco.field_tesla)) if len(triplets) else np.zeros(0)
-    keep = select_seeds(scores, triplets, c.cut, c.max_per_spm)
-    timings["classifier"] = time.process_time() - t0
-    if len(keep) == 0:
-        from lhcml.tasks.tracking.acts_reco import FittedTracks
+    files = acts_files(event_dir)
+    files.check(event_id)
+    info: dict[str, int] = {}
 
-        empty = np.zeros(0, np.int64)
-        fitted = FittedTracks(int(event_id), empty, np.zeros((0, 6)), np.zeros((0, 6, 6)), *(empty,) * 6)
-        return {"track_id": empty, "hit_id": empty, "timings": timings, "fitted": fitted,
-                "n_seeds": len(triplets), "n_kept": 0}  # fmt: skip
-    (track_id, hit_id), fitted = ckf_from_seeds(event_dir, event_id, triplets[keep] + 1, reco)
-    for k, v in fitted.timings.items():
-        timings[k] = timings.get(k, 0.0) + v
+    def choose(_: int, triplets: np.ndarray) -> np.ndarray:
+        from lhcml.models.tracking.seed_filter import seed_features
+        from lhcml.tasks.tracking.acts_chain import read_measurement_positions
+
+        info["n_seeds"] = len(triplets)
+        if not len(triplets):
+            info["n_kept"] = 0
+            return np.zeros(0, np.int64)
+        meas = read_measurement_positions(files, event_id)
+        feats = seed_features(meas["x"].to_numpy(float), meas["y"].to_numpy(float), meas["z"].to_numpy(float),
+                              meas["geometry_id"].to_numpy(np.uint64), triplets, reco.field_tesla)  # fmt: skip
+        keep = select_seeds(model.score(feats), triplets, c.cut, c.max_per_spm)
+        info["n_kept"] = len(keep)
+        return keep
+
+    def build(chain: Any, sink: dict[int, dict[str, Any]]) -> None:
+        acts = chain.acts
+        seeds = add_seeding(chain, reco)
+        conv = acts.examples.SeedsToProtoTracks.Config()
+        conv.inputSeeds, conv.outputProtoTracks = seeds, "seed_protos"
+        chain.seq.addAlgorithm(acts.examples.SeedsToProtoTracks(conv, chain.level))
+        chain.seq.addAlgorithm(_SeedSelector(acts, chain.level, "seed_protos", "kept_seed_protos", choose))
+        params, kept_seeds = add_triplet_seeds(chain, reco, "kept_seed_protos", "spacepoints")
+        tracks = add_ckf(chain, reco, params, kept_seeds)
+        chain.seq.addAlgorithm(TrackCollector(acts, chain.level, tracks, sink))
+
+    sink, timings = run_chain(files, [int(event_id)], build)
+    res = sink[int(event_id)]
+    rows = np.arange(len(res["hits"]))
+    fitted = _fitted(int(event_id), res, rows, rows, _truth(Path(event_dir), int(event_id)))
+    fitted.timings = stage_seconds(timings)
+    track_id, hit_id = _candidates(res)
     return {"track_id": np.asarray(track_id, np.int64), "hit_id": np.asarray(hit_id, np.int64),
-            "timings": timings, "fitted": fitted, "n_seeds": len(triplets), "n_kept": len(keep)}  # fmt: skip
+            "timings": dict(fitted.timings), "fitted": fitted, "n_seeds": info.get("n_seeds", 0),
+            "n_kept": info.get("n_kept", 0)}  # fmt: skip
