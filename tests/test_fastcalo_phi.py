@@ -85,7 +85,7 @@ def test_the_phi_phase_condition_learns_where_the_shower_sits():
     # told the phase, the model puts the shower where the phi cell position says; without it (as
     # every model before, trained on files without incident_phi) the same training cannot
     assert corr["phi cells"] > 0.6, corr
-    assert abs(corr["eta cells only"]) < 0.3, corr
+    assert abs(corr["eta cells only"]) < 0.3, corr  # measured 0.81 and 0.04 (synthetic truth 1.00)
 
 
 def test_bad_phi_cells_and_missing_phi_give_one_clear_message():
