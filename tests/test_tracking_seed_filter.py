@@ -242,3 +242,25 @@ def test_training_on_several_directories(sample, tmp_path) -> None:
     # the normalisation comes from the seeds of both directories (three events), not of one
     ref = model._transform(torch.as_tensor(feats)).mean(0)
     assert torch.allclose(model.mean, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_cli_train_with_event_lists_not_matching_the_directories_exits_2(sample, tmp_path, capsys) -> None:
+    """`lhcml train` of a config listing two directories but one flat event list: one message naming
+    the fix, exit status 2, no run directory."""
+    import yaml
+
+    from lhcml.cli import main
+
+    cfg = {"data": {"train_dir": [str(sample), str(sample)], "val_dir": str(sample), "train_events": [0, 1],
+                    "val_events": [2], "prepare": {"seeds": "t"}},
+           "model": {"name": "seed_filter", "hidden": 8, "n_layers": 2},
+           "trainer": {"max_epochs": 1, "precision": "32-true", "enable_progress_bar": False},
+           "output_dir": str(tmp_path / "run")}  # fmt: skip
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert "one entry per directory" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
