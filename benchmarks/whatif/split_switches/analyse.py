@@ -2,7 +2,7 @@
 rise mu 0 -> 140 per variant, and variant differences, errors from 400 bootstrap resamplings of the hard events
 (the same resampling for every mu and variant; each seed resampled on its own).
 
-usage: analyse.py VARIANTS(comma) POOL(comma of process:seed) [--events N] [--particles W,Z] [--mus 0,140]
+usage: analyse.py VARIANTS(comma) POOL(comma of process:seed) [--events N] [--particles W,Z,WZ,top] [--mus 0,140]
 """
 import argparse
 from pathlib import Path
@@ -12,6 +12,8 @@ import numpy as np
 #: per-jet arrays (git-ignored scratch; the measurement used benchmarks/_work/h12j/out)
 OUT = Path(__file__).resolve().parents[2] / "_work" / "split_switches" / "out"
 LAB = {"W": (2, 50.0, 100.0), "Z": (3, 60.0, 110.0), "top": (1, 140.0, np.inf)}
+#: W and Z jets together (each with its own truth-mass window)
+LAB["WZ"] = None
 
 ap = argparse.ArgumentParser()
 ap.add_argument("variants")
@@ -45,7 +47,7 @@ def wmedian(x, w):
 
 
 for part in a.particles.split(","):
-    code, lo, hi = LAB[part]
+    code, lo, hi = LAB[part] or (0, 0.0, 0.0)
     med, bmed, njet, ncons = {}, {}, {}, {}
     for v in variants:
         for mu in mus:
@@ -54,8 +56,12 @@ for part in a.particles.split(","):
                 f = out / f"{proc}_s{s}_mu{mu:g}_{v}.npz"
                 d = np.load(f)
                 pt = d["pt"] / 1e3
-                sel = ((d["R10TruthLabel"] == code) & (d["truthJetMass"] / 1e3 > lo) & (d["truthJetMass"] / 1e3 < hi)
-                       & (np.abs(d["eta"]) < 2) & (pt > 550) & (pt < 650))
+                lab, tm = d["R10TruthLabel"], d["truthJetMass"] / 1e3
+                if part == "WZ":
+                    sel = ((lab == 2) & (tm > 50) & (tm < 100)) | ((lab == 3) & (tm > 60) & (tm < 110))
+                else:
+                    sel = (lab == code) & (tm > lo) & (tm < hi)
+                sel &= (np.abs(d["eta"]) < 2) & (pt > 550) & (pt < 650)
                 taus.append(d["tau32"][sel])
                 evs.append(d["eventNumber"][sel] - s * 10_000_000)
                 seeds.append(np.full(sel.sum(), s))
