@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _fastcalo_helpers import fit_cfm
+from _fastcalo_helpers import fit_cfm, two_cell_showers
 
 from lhcml.errors import CheckpointMismatchError, ConfigError
 from lhcml.models.fastcalo.fm import CaloFlowMatching
@@ -36,17 +36,8 @@ def phase_showers(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.
     middle layer's centroid: phase 0 all in cell 1, phase 1 all in cell 2); ``(E, showers, |η|)``."""
     rng = np.random.default_rng(seed)
     eta = rng.uniform(0.2, 0.3, n)
-    ph = (eta / CELL) % 1.0
-    first = np.zeros((n, 4))
-    first[:, 0] = 0.05
-    first[:, 1] = 0.9 * (1 - ph) + 0.02
-    first[:, 2] = 0.9 * ph + 0.02
-    first[:, 3] = 0.05
-    first *= rng.uniform(0.95, 1.05, (n, 4))
-    second = rng.dirichlet(np.full(6, 30.0), size=n)
-    x = np.concatenate([4.0 * first / first.sum(1, keepdims=True), 5.0 * second], 1)
-    return (torch.full((n,), 10.0), torch.from_numpy(x.astype(np.float32)),
-            torch.from_numpy(eta.astype(np.float32)))  # fmt: skip
+    x = two_cell_showers(rng, (eta / CELL) % 1.0)
+    return torch.full((n,), 10.0), x, torch.from_numpy(eta.astype(np.float32))
 
 
 def small_fm(cells: list[float] | None) -> CaloFlowMatching:

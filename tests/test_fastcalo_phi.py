@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _fastcalo_helpers import fit_cfm
+from _fastcalo_helpers import fit_cfm, two_cell_showers
 
 from lhcml.errors import ConfigError
 from lhcml.models.fastcalo.base import FastCaloGenerator
@@ -40,17 +40,9 @@ def phi_showers(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     rng = np.random.default_rng(seed)
     eta = rng.uniform(0.2, 0.3, n)
     phi = rng.uniform(-np.pi, np.pi, n)
-    ph = (phi / W_PHI) % 1.0
-    first = np.zeros((n, 4))
-    first[:, 0] = 0.05
-    first[:, 1] = 0.9 * (1 - ph) + 0.02
-    first[:, 2] = 0.9 * ph + 0.02
-    first[:, 3] = 0.05
-    first *= rng.uniform(0.95, 1.05, (n, 4))
-    second = rng.dirichlet(np.full(6, 30.0), size=n)
-    x = np.concatenate([4.0 * first / first.sum(1, keepdims=True), 5.0 * second], 1)
+    x = two_cell_showers(rng, (phi / W_PHI) % 1.0)
     f32 = lambda a: torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
-    return torch.full((n,), 10.0), f32(x), f32(eta), f32(phi)
+    return torch.full((n,), 10.0), x, f32(eta), f32(phi)
 
 
 def small_fm(phi_cells: list[float] | None) -> CaloFlowMatching:
