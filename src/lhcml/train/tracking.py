@@ -151,28 +151,33 @@ class GraphOptions(StrictModel):
     graph: str = "module_map"
 
 
-def _gnn(attr: str) -> Any:
-    """An attribute of :mod:`lhcml.models.tracking.gnn`, imported on first use (torch-free import here)."""
+def _tracking_model_module(module: str) -> Any:
+    """:mod:`lhcml.models.tracking.gnn` or ``.seed_filter``, imported on first use (keeps
+    ``import lhcml.train.tracking`` free of torch)."""
+    from lhcml.models.tracking import gnn, seed_filter
+
+    return {"gnn": gnn, "seed_filter": seed_filter}[module]
+
+
+def _lazy(module: str, attr: str) -> Any:
+    """The function ``attr`` of :func:`_tracking_model_module` ``(module)``, imported on its first call."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        from lhcml.models.tracking import gnn
-
-        return getattr(gnn, attr)(*args, **kwargs)
+        return getattr(_tracking_model_module(module), attr)(*args, **kwargs)
 
     return call
 
 
+def _lazy_class(module: str, cls: str) -> _LazyClass:
+    """The class ``cls`` of :func:`_tracking_model_module` ``(module)``, resolved on first use."""
+    return _LazyClass(lambda: getattr(_tracking_model_module(module), cls))
+
+
 def _gnn_spec(cls: str) -> TrackingModelSpec:
     """Registry entry of an edge classifier of :mod:`lhcml.models.tracking.gnn`."""
-
-    def load() -> type:
-        from lhcml.models.tracking import gnn
-
-        return getattr(gnn, cls)
-
-    return TrackingModelSpec(model=_LazyClass(load),
-                             prepare=_gnn("graph_prepare"), step=_gnn("edge_step"), options=GraphOptions,
-                             init_args=_gnn("graph_init_args"))  # fmt: skip
+    return TrackingModelSpec(model=_lazy_class("gnn", cls),
+                             prepare=_lazy("gnn", "graph_prepare"), step=_lazy("gnn", "edge_step"),
+                             options=GraphOptions, init_args=_lazy("gnn", "graph_init_args"))  # fmt: skip
 
 
 class SeedOptions(StrictModel):
@@ -180,13 +185,6 @@ class SeedOptions(StrictModel):
     ``<event dir>/seeds-<seeds>/event{N:09d}-seeds.npz`` of ``lhcml tracking write-seeds``)."""
 
     seeds: str = "ml"
-
-
-def _seed(attr: str) -> Any:
-    """An attribute of :mod:`lhcml.models.tracking.seed_filter`, imported on first use (torch-free import here)."""
-    from lhcml.models.tracking import seed_filter
-
-    return getattr(seed_filter, attr)
 
 
 #: the trainable tracking models, by ``model.name`` (explicit; the GNN stages are registered here too)
@@ -199,9 +197,9 @@ TRACKING_MODELS: dict[str, TrackingModelSpec] = {
     "edge_filter": _gnn_spec("EdgeFilter"),
     "interaction_network": _gnn_spec("InteractionNetwork"),
     "seed_filter": TrackingModelSpec(  # ACTS triplet-seed classifier of ml-seeds+ckf (lhcml.models.tracking.seed_filter)
-        model=_LazyClass(lambda: _seed("SeedClassifier")), prepare=lambda e, o: _seed("seed_prepare")(e, o),
-        step=lambda m, s, g, t: _seed("seed_step")(m, s, g, t), options=SeedOptions,
-        init_args=lambda s: _seed("seed_init_args")(s), setup=lambda m, s: _seed("seed_setup")(m, s),
+        model=_lazy_class("seed_filter", "SeedClassifier"), prepare=_lazy("seed_filter", "seed_prepare"),
+        step=_lazy("seed_filter", "seed_step"), options=SeedOptions,
+        init_args=_lazy("seed_filter", "seed_init_args"), setup=_lazy("seed_filter", "seed_setup"),
     ),
 }  # fmt: skip
 
@@ -562,8 +560,8 @@ def fit_tracking(
                           "set data.train_events/val_events to disjoint lists")  # fmt: skip
     train_samples = [x for td, ids in train_sets for x in load_samples(td, ids, spec, options)]
     val_samples = [x for vd, ids in val_sets for x in load_samples(vd, ids, spec, options)]
-    train_ids: Any = (train_sets[0][1] if isinstance(d.train_dir, str)
-                      else {td: [int(e) for e in ids] for td, ids in train_sets})  # fmt: skip
+    train_events: Any = ([int(e) for e in train_sets[0][1]] if isinstance(d.train_dir, str)
+                         else {td: [int(e) for e in ids] for td, ids in train_sets})  # fmt: skip
     init = model_init(cfg, train_samples[0])
     model = build_tracking_model(cfg.model.name, init)
     spec.setup(model, train_samples)
@@ -574,7 +572,7 @@ def fit_tracking(
         "config_yaml": cfg.to_yaml(),
         "model_name": cfg.model.name,
         "model_init_yaml": yaml.safe_dump(init, sort_keys=False),
-        "train_events": [int(e) for e in train_ids] if isinstance(train_ids, list) else train_ids,
+        "train_events": train_events,
     }
     module = _module_class()(model, spec, cfg, meta)
     module.epoch_hooks.extend(epoch_hooks or [])
