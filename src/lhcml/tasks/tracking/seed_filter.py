@@ -72,22 +72,29 @@ def reco_config(cfg: MlSeedsConfig) -> Any:
 def acts_seeds(event_dir: str | Path, event_id: int, reco: Any) -> tuple[np.ndarray, dict[str, float]]:
     """ACTS's triplet seeds of one event: ``(n, 3)`` measurement indices (ACTS's order) and
     ``{stage: seconds}`` (read, space points, seeding; one thread)."""
-    from lhcml.tasks.tracking.acts_reco import acts_files, add_seeding, run_chain, stage_seconds
+    from lhcml.tasks.tracking.acts_reco import acts_files, run_chain, stage_seconds
 
     files = acts_files(event_dir)
     files.check(event_id)
     sink: dict[int, np.ndarray] = {}
 
     def build(chain: Any, _: Any) -> None:
-        acts = chain.acts
-        seeds = add_seeding(chain, reco)
-        conv = acts.examples.SeedsToProtoTracks.Config()
-        conv.inputSeeds, conv.outputProtoTracks = seeds, "seed_protos"
-        chain.seq.addAlgorithm(acts.examples.SeedsToProtoTracks(conv, chain.level))
-        chain.seq.addAlgorithm(_ProtoCollector(acts, chain.level, "seed_protos", sink))
+        chain.seq.addAlgorithm(_ProtoCollector(chain.acts, chain.level, add_seed_protos(chain, reco), sink))
 
     _, timings = run_chain(files, [int(event_id)], build)
     return sink.get(int(event_id), np.zeros((0, 3), np.int64)), stage_seconds(timings)
+
+
+def add_seed_protos(chain: Any, reco: Any) -> str:
+    """ACTS's grid triplet seeding of ``reco`` and its seeds as proto-tracks of three measurements
+    (``SeedsToProtoTracks``); returns their whiteboard key."""
+    from lhcml.tasks.tracking.acts_reco import add_seeding
+
+    acts = chain.acts
+    conv = acts.examples.SeedsToProtoTracks.Config()
+    conv.inputSeeds, conv.outputProtoTracks = add_seeding(chain, reco), "seed_protos"
+    chain.seq.addAlgorithm(acts.examples.SeedsToProtoTracks(conv, chain.level))
+    return "seed_protos"
 
 
 class _ProtoCollector:
@@ -282,7 +289,6 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
         _truth,
         acts_files,
         add_ckf,
-        add_seeding,
         run_chain,
         stage_seconds,
     )
@@ -295,27 +301,19 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
     info: dict[str, int] = {}
 
     def choose(_: int, triplets: np.ndarray) -> np.ndarray:
-        from lhcml.models.tracking.seed_filter import seed_features
-        from lhcml.tasks.tracking.acts_chain import read_measurement_positions
-
         info["n_seeds"] = len(triplets)
         if not len(triplets):
             info["n_kept"] = 0
             return np.zeros(0, np.int64)
-        meas = read_measurement_positions(files, event_id)
-        feats = seed_features(meas["x"].to_numpy(float), meas["y"].to_numpy(float), meas["z"].to_numpy(float),
-                              meas["geometry_id"].to_numpy(np.uint64), triplets, reco.field_tesla)  # fmt: skip
+        feats = event_features(event_dir, event_id, triplets, reco.field_tesla)
         keep = select_seeds(model.score(feats), triplets, c.cut, c.max_per_spm)
         info["n_kept"] = len(keep)
         return keep
 
     def build(chain: Any, sink: dict[int, dict[str, Any]]) -> None:
         acts = chain.acts
-        seeds = add_seeding(chain, reco)
-        conv = acts.examples.SeedsToProtoTracks.Config()
-        conv.inputSeeds, conv.outputProtoTracks = seeds, "seed_protos"
-        chain.seq.addAlgorithm(acts.examples.SeedsToProtoTracks(conv, chain.level))
-        chain.seq.addAlgorithm(_SeedSelector(acts, chain.level, "seed_protos", "kept_seed_protos", choose))
+        chain.seq.addAlgorithm(_SeedSelector(acts, chain.level, add_seed_protos(chain, reco), "kept_seed_protos",
+                                             choose))  # fmt: skip
         params, kept_seeds = add_triplet_seeds(chain, reco, "kept_seed_protos", "spacepoints")
         tracks = add_ckf(chain, reco, params, kept_seeds)
         chain.seq.addAlgorithm(TrackCollector(acts, chain.level, tracks, sink))
