@@ -366,7 +366,7 @@ def _module_class():
             self._phases = model.phases()
             #: the batches' columns after (E, showers): the model's conditions, in this order
             self.cond_names = [k for k, on in (("eta", model.conditions_on_eta),
-                                               ("phi", getattr(model, "conditions_on_phi", False))) if on]  # fmt: skip
+                                               ("phi", model.conditions_on_phi)) if on]  # fmt: skip
 
         def training_step(self, batch: Any, batch_idx: int) -> None:
             e, x, *rest = batch

@@ -163,12 +163,11 @@ def reference_eta(sample: Any, rng: np.random.Generator, source: str = "the refe
     return rng.uniform(float(lo), float(hi), len(sample))
 
 
-def reference_phi(sample: Any, rng: np.random.Generator, source: str = "the reference") -> np.ndarray:
+def reference_phi(sample: Any, rng: np.random.Generator) -> np.ndarray:
     """Each shower's φ (rad) to generate a reference sample's twin with a model told φ
     (``model.phi_cells``): the file's ``incident_phi``, or, for files without it (the
     CaloChallenge's, lhcml's before it was stored), uniform draws in -π..π, as the detailed photons
     are shot (the position inside the φ cell of the reference shower is then unknown)."""
-    del source
     if sample.phi is not None:
         return np.asarray(sample.phi, np.float64)
     return rng.uniform(-np.pi, np.pi, len(sample))
@@ -197,7 +196,7 @@ def generate_like(
         raise ConfigError(f"model {model} generates {gen.particle}s but {reference} holds {ref.binning.particle}s")
     rng = np.random.default_rng(seed)
     eta = reference_eta(ref, rng, str(reference)) if gen.conditions_on_eta else ref.eta
-    phi = reference_phi(ref, rng, str(reference)) if gen.conditions_on_phi else ref.phi
+    phi = reference_phi(ref, rng) if gen.conditions_on_phi else ref.phi
     t0 = time.perf_counter()
     showers = gen.generate(ref.energies, rng, eta=eta if gen.conditions_on_eta else None,
                            phi=phi if gen.conditions_on_phi else None)  # fmt: skip
@@ -222,7 +221,7 @@ def generate_sample(model: Any, reference: Any, seed: int, batch: int = 5000, th
     eta = phi = None
     if model.conditions_on_eta:
         eta = torch.as_tensor(reference_eta(reference, np.random.default_rng(seed)), dtype=torch.float32)
-    if getattr(model, "conditions_on_phi", False):
+    if model.conditions_on_phi:
         phi = torch.as_tensor(reference_phi(reference, np.random.default_rng([seed, 1])), dtype=torch.float32)
     parts = [model.generate(e[i : i + batch], generator=g, eta=None if eta is None else eta[i : i + batch],
                             phi=None if phi is None else phi[i : i + batch]).numpy()
