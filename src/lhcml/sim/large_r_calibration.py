@@ -219,10 +219,10 @@ def calibrate(
     return pt_cal, mass * _factors(t, pt_cal, mu, "pt_jms", "jms", mass=mass)
 
 
-def _core_median(r: np.ndarray) -> float:
+def _core(r: np.ndarray) -> tuple[float, np.ndarray]:
+    """The median of ``r`` and the entries within ±:data:`CORE_WINDOW` of it."""
     m0 = np.median(r)
-    core = r[np.abs(r - m0) < CORE_WINDOW * m0]
-    return float(np.median(core)) if len(core) else float(m0)
+    return float(m0), r[np.abs(r - m0) < CORE_WINDOW * m0]
 
 
 def response_estimate(r: np.ndarray, estimator: str = RESPONSE_ESTIMATOR) -> float:
@@ -234,7 +234,7 @@ def response_estimate(r: np.ndarray, estimator: str = RESPONSE_ESTIMATOR) -> flo
     (jets that lost a prong, a b-decay neutrino, a pile-up cluster) pulls the median toward it but not the
     core's mean, so the inversion closes at the peak of the response rather than at its median. Falls back
     to the ``"core_median"`` when the fit fails (fewer than 10 jets in the window, no convergence) or lands
-    outside the ±:data:`CORE_WINDOW` window around the median. ``"core_median"``: :func:`_core_median`.
+    outside the ±:data:`CORE_WINDOW` window around the median. ``"core_median"``: the median of the entries within ±:data:`CORE_WINDOW` of the first median.
 
     Raises
     ------
@@ -253,15 +253,14 @@ def response_with_error(r: np.ndarray, estimator: str = RESPONSE_ESTIMATOR) -> t
         raise ConfigError(f"unknown response estimator '{estimator}'; valid: {', '.join(RESPONSE_ESTIMATORS)}")
     r = np.asarray(r, dtype=np.float64)
     r = r[np.isfinite(r)]
-    value = _core_median(r)
-    core = r[np.abs(r - np.median(r)) < CORE_WINDOW * abs(np.median(r))] if len(r) else r
+    m0, core = _core(r)
+    value = float(np.median(core)) if len(core) else m0
     error = float("nan")
     if len(core) >= 2:
         q75, q25 = np.percentile(core, [75, 25])
         error = float(1.2533 * (q75 - q25) / 1.349 / np.sqrt(len(core)))
     if estimator == "gauss_core":
         fit = gaussian_core_fit(r, n_sigma=GAUSS_CORE_NSIGMA)[0]
-        m0 = float(np.median(r))
         if np.isfinite(fit.value) and abs(fit.value - m0) < CORE_WINDOW * abs(m0):
             value = float(fit.value)
             error = float(fit.error) if np.isfinite(fit.error) and fit.error > 0 else error
