@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from lhcml.errors import CorruptFileError, InputNotFoundError, SchemaError
-from lhcml.models.tracking.gnn import precision_recall
+from lhcml.models.tracking.gnn import mlp, precision_recall
 
 __all__ = ["FEATURE_NAMES", "SeedClassifier", "read_seed_file", "seed_features", "seed_file",
            "seed_init_args", "seed_prepare", "seed_setup", "seed_step"]  # fmt: skip
@@ -125,8 +125,6 @@ class SeedClassifier(nn.Module):
 
     def __init__(self, feature_names: list[str] | tuple[str, ...] = FEATURE_NAMES, hidden: int = 64,
                  n_layers: int = 3) -> None:  # fmt: skip
-        from lhcml.models.tracking.gnn import mlp
-
         super().__init__()
         self.feature_names = [str(n) for n in feature_names]
         k = len(self.feature_names)
