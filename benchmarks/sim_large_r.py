@@ -138,6 +138,7 @@ def _side_constituents(extra: tuple[str, ...], store: dict[str, list[dict]]):
     import lhcml.sim.large_r_calibration as cal
 
     orig = ev._large_r
+    done = {"events": 0}  # hard events of the batches before this one (the side jets' event index)
 
     def both(*args, **kwargs):
         out = orig(*args, **kwargs)
@@ -152,7 +153,9 @@ def _side_constituents(extra: tuple[str, ...], store: dict[str, list[dict]]):
                 side = orig(*a, **{**kwargs, **({"mitigation": method} if method else {})})
             finally:
                 cal.TABLE_PATH = shipped
-            store.setdefault(c, []).append({"jets": side["jets"], "flow": side["flow"]})
+            store.setdefault(c, []).append({"jets": side["jets"], "flow": side["flow"],
+                                            "event": done["events"] + np.asarray(side["_event"], np.int64)})
+        done["events"] += len(args[2].weights)
         return out
 
     ev._large_r = both
@@ -165,7 +168,7 @@ def _side_constituents(extra: tuple[str, ...], store: dict[str, list[dict]]):
 def simulate_types(process: str, events: int, mu: float, seed: int, pileup, types: list[str]) -> dict[str, dict]:
     """``{type: {"jets", "flow"}}`` of the large-R jets of each constituent type in ``types``, all
     from one simulation of ``events`` hard events of ``process`` (see :func:`_side_constituents`)."""
-    from lhcml.sim.events import CONSTITUENT_TYPES, simulate_events
+    from lhcml.sim.events import CONSTITUENT_TYPES, EVENT_NUMBER_STRIDE, simulate_events
 
     store: dict[str, list[dict]] = {}
     plain = types[0] in CONSTITUENT_TYPES  # else 'TYPE+METHOD' or 'TYPE:PATH': built beside the base type's jets
@@ -175,6 +178,9 @@ def simulate_types(process: str, events: int, mu: float, seed: int, pileup, type
     res = {types[0]: {"jets": out["jets"], "flow": out["flow"]}} if plain else {}
     for c in types[int(plain):]:
         res[c] = {k: np.concatenate([p[k] for p in store[c]]) for k in ("jets", "flow")}
+        # simulate_events numbers the events and sets ⟨μ⟩ after the large-R step: the same for the side types
+        res[c]["jets"]["eventNumber"] = np.int64(seed) * EVENT_NUMBER_STRIDE + np.concatenate([p["event"] for p in store[c]])
+        res[c]["jets"]["averageInteractionsPerCrossing"] = mu
     return res
 
 
@@ -232,9 +238,19 @@ def _type_label(ctype: str) -> str:
     return spec + (f"@{Path(table).stem}" if table else "")
 
 
+#: kept beside :data:`POOL_FIELDS` in the ``--save-jets`` files (not needed by :func:`pooled`): the jet's
+#: η, trimmed constituent count, event number (for event-bootstrap errors), ⟨μ⟩, and τ21 / D2 of the
+#: groomed constituents (for ATLAS's pile-up-stability metrics, docs/references.md §32)
+EXTRA_FIELDS = ("eta", "n_constituents", "eventNumber", "averageInteractionsPerCrossing")
+
+
 def _jet_arrays(out: dict) -> dict[str, np.ndarray]:
+    from lhcml.tasks.boosted.substructure import substructure_from_flow
+
     j = out["jets"]
-    return {**{k: np.asarray(j[k]) for k in POOL_FIELDS if k != "tau32"}, "tau32": np.asarray(_tau32(out["flow"]))}
+    sub = substructure_from_flow(out["flow"])  # as `lhcml jets substructure` (tau32 as _tau32)
+    return {**{k: np.asarray(j[k]) for k in POOL_FIELDS + EXTRA_FIELDS if k != "tau32"},
+            "tau32": np.asarray(sub["Tau32_wta"]), "tau21": np.asarray(sub["Tau21_wta"]), "D2": np.asarray(sub["D2"])}
 
 
 def pooled(files: list[Path]) -> list[dict]:
