@@ -133,11 +133,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threshold-mev", type=float, default=0.0,
                     help="set generated voxels below this to zero before the evaluation (0: none)")
+    ap.add_argument("--spot-readout", type=float, default=None, metavar="FRACTION",
+                    help="read generated cells as the detailed simulation's energy spots "
+                         "(lhcml.models.fastcalo.readout.SpotReadout, threshold at this quantile of one spot's "
+                         "energy, e.g. 0.05); default: the generator's showers as they come")
     ap.add_argument("--no-timing", action="store_true", help="fidelity only (no export, no timing)")
     args = ap.parse_args(argv)
 
     from lhcml.data.calochallenge import read_binning, read_showers
     from lhcml.export.fastcalo import export_generator
+    from lhcml.models.fastcalo.readout import SpotReadout
     from lhcml.tasks.fastcalo.dataset import generate_sample
     from lhcml.tasks.fastcalo.evaluate import evaluate_showers
     from lhcml.train.fastcalo import load_generator
@@ -153,6 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         detailed = time_detailed("photon", TIMING_ENERGY_GEV, args.detailed_showers)
     t_det = float(detailed["s_per_shower"])
+    readout = None if args.spot_readout is None else SpotReadout.from_geometry(fraction=args.spot_readout)
     ckpts = find_checkpoints(args.models)
     if args.only:
         ckpts = {k: v for k, v in ckpts.items() if k in args.only}
@@ -162,7 +168,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "reference": str(args.reference), "n_reference": len(ref), "binning_sha256": binning.sha256,
         "detailed": detailed, "machine": f"{platform.machine()} {os.cpu_count()} cores, "
         f"load {os.getloadavg()[0]:.1f} at start", "command": "python benchmarks/fastcalo.py " + " ".join(argv or []),
-        "threshold_mev": args.threshold_mev, "models": {},
+        "threshold_mev": args.threshold_mev, "spot_readout": None if readout is None else {
+            "fraction": args.spot_readout, "threshold_mev": readout.threshold_gev * 1e3,
+            "spot_mev": readout.spot_gev * 1e3, "shape": readout.shape}, "models": {},
     }  # fmt: skip
     for name, ckpt in ckpts.items():
         t0 = time.time()
@@ -174,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if not onnx_path.is_file():
                 export_generator(model, onnx_path, binning_file_sha256=binning.sha256, particle=binning.particle,
                                  timing=False, atol=getattr(model, "onnx_atol", 1e-5))  # fmt: skip
-        gen = generate_sample(model, ref, args.seed, threshold_gev=args.threshold_mev * 1e-3)
+        gen = generate_sample(model, ref, args.seed, threshold_gev=args.threshold_mev * 1e-3, readout=readout)
         ev = evaluate_showers(ref, gen, binning, args.output / name, n_runs=args.runs, epochs=args.epochs,
                               seed=args.seed, labels=("detailed", name))  # fmt: skip
         timing = {"torch": {}, "onnx": {}} if args.no_timing else time_generation(model, onnx_path, args.repeats)

@@ -148,26 +148,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=7, help="generation seed and first classifier seed")
     ap.add_argument("--max-showers", type=int, default=None)
     ap.add_argument("--groups-only", action="store_true", help="leave out groups only, not each column")
+    ap.add_argument("--spot-readout", type=float, default=None, metavar="FRACTION",
+                    help="read generated cells as the detailed simulation's energy spots (as benchmarks/fastcalo.py)")
     ap.add_argument("--output", type=Path, required=True)
     args = ap.parse_args(argv)
 
     from lhcml.atomic import atomic_write_text
     from lhcml.data.calochallenge import read_binning, read_showers
     from lhcml.formatting import json_safe
+    from lhcml.models.fastcalo.readout import SpotReadout
     from lhcml.tasks.fastcalo.dataset import generate_sample
     from lhcml.train.fastcalo import load_generator
 
     b = read_binning(args.binning)
     ref = read_showers(args.reference, b, max_showers=args.max_showers)
     results: dict[str, Any] = {"reference": str(args.reference), "n_reference": len(ref), "runs": args.runs,
-                               "epochs": args.epochs, "seed": args.seed, "models": {}}  # fmt: skip
+                               "epochs": args.epochs, "seed": args.seed, "spot_readout": args.spot_readout,
+                               "models": {}}  # fmt: skip
+    readout = None if args.spot_readout is None else SpotReadout.from_geometry(fraction=args.spot_readout)
     for spec in args.checkpoint:
         name, _, ckpt = spec.partition("=")
         if not ckpt:
             raise SystemExit(f"--checkpoint takes NAME=CKPT, got {spec!r}")
         t0 = time.time()
         model, _ = load_generator(Path(ckpt))
-        gen = generate_sample(model, ref, args.seed)
+        gen = generate_sample(model, ref, args.seed, readout=readout)
         print(f"[{name}] generated {len(gen)} showers", flush=True)
         results["models"][name] = diagnose(ref, gen, args.runs, args.seed, args.epochs, args.patience,
                                            args.groups_only)  # fmt: skip

@@ -207,11 +207,14 @@ def generate_like(
     return {"output": str(output), "n": len(ref), "s_per_shower": dt / max(len(ref), 1)}
 
 
-def generate_sample(model: Any, reference: Any, seed: int, batch: int = 5000, threshold_gev: float = 0.0) -> Any:
+def generate_sample(model: Any, reference: Any, seed: int, batch: int = 5000, threshold_gev: float = 0.0,
+                    readout: Any = None) -> Any:
     """A :class:`~lhcml.data.calochallenge.CaloSample` generated in memory by a trained (torch) generator
     ``model`` at the ``reference`` sample's energies (and, for an eta-conditioned model, its |eta|:
     :func:`reference_eta`);
-    for a model with ``phi_cells``, its φ: :func:`reference_phi`); voxels below ``threshold_gev`` set to zero (a readout threshold on the generated showers)."""
+    for a model with ``phi_cells``, its φ: :func:`reference_phi`); voxels below ``threshold_gev`` set to zero (a readout threshold on the generated showers);
+    ``readout``: a :class:`lhcml.models.fastcalo.readout.SpotReadout` applied to the generated showers
+    (its random numbers seeded by ``seed``), ``None``: the generator's showers as they come."""
     import torch
 
     from lhcml.data.calochallenge import CaloSample
@@ -228,6 +231,8 @@ def generate_sample(model: Any, reference: Any, seed: int, batch: int = 5000, th
              for i in range(0, len(e), batch)]  # fmt: skip
     showers = np.concatenate(parts).astype(np.float32)
     showers[showers < threshold_gev] = 0.0
+    if readout is not None:
+        showers = readout.apply(showers, reference.binning.layer_slices, np.random.default_rng([seed, 2]))
     return CaloSample(energies=reference.energies.copy(), showers=showers,
                       binning=reference.binning, eta=None if eta is None else eta.numpy().astype(np.float64),
                       phi=None if phi is None else phi.numpy().astype(np.float64))  # fmt: skip
