@@ -121,3 +121,62 @@ def test_bad_values_give_one_clear_message():
     r = SpotReadout.from_geometry()
     with pytest.raises(SchemaError, match="do not match the layers"):
         r.apply(np.zeros((3, 5)), (slice(0, 4),), np.random.default_rng(0))
+
+
+def _fixed_onnx(path, binning, template):
+    """An exported-generator stand-in: showers = E_inc x ``template`` (the noise input is unused)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    v = binning.n_voxels
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["incident_energy", "template"], ["showers"])], "fixed_generator",
+        [helper.make_tensor_value_info("incident_energy", TensorProto.FLOAT, ["N", 1]),
+         helper.make_tensor_value_info("noise", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("showers", TensorProto.FLOAT, ["N", v])],
+        initializer=[numpy_helper.from_array(template.astype(np.float32)[None, :], "template")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    meta = {"model_name": "fixed", "noise_dim": "2", "n_voxels": str(v), "e_min_gev": "1.0", "e_max_gev": "260.0",
+            "particle": "photon", "binning_sha256": binning.sha256, "binning_xml": binning.to_xml()}  # fmt: skip
+    for k, val in meta.items():
+        model.metadata_props.add(key=k, value=val)
+    onnx.save(model, str(path))
+
+
+def test_lhcml_fastcalo_generate_spot_readout(tmp_path, capsys):
+    """`lhcml fastcalo generate --spot-readout 0.05`: each layer's energy as without it, the cells of
+    1 MeV per GeV (under 2.3 MeV at 1-2 GeV) mostly emptied; a fraction outside (0, 1) exits 2."""
+    from lhcml.cli import main
+    from lhcml.data.calochallenge import parse_binning, read_showers, write_showers
+    from lhcml.sim.fastcalo import voxel_binning
+
+    b = parse_binning(voxel_binning("photon").to_xml())
+    template = np.zeros(b.n_voxels)
+    for sl in b.layer_slices:
+        template[sl] = 1e-3  # 1 MeV per GeV in every cell
+        template[sl.start] = 0.2  # a core
+    _fixed_onnx(tmp_path / "fixed.onnx", b, template)
+    e = np.repeat([1.0, 2.0], 500)
+    write_showers(tmp_path / "ref.h5", e, np.zeros((len(e), b.n_voxels)), b)
+    common = ["fastcalo", "generate", str(tmp_path / "fixed.onnx"), str(tmp_path / "ref.h5"), "--seed", "3"]
+    for name, extra in (("raw", []), ("spot", ["--spot-readout", "0.05"])):
+        with pytest.raises(SystemExit) as exc:
+            main([*common, "-o", str(tmp_path / f"{name}.h5"), *extra])
+        assert exc.value.code in (0, None)
+    raw, spot = (read_showers(tmp_path / f"{n}.h5", b).showers for n in ("raw", "spot"))
+    for sl in b.layer_slices:
+        np.testing.assert_allclose(spot[:, sl].sum(1), raw[:, sl].sum(1), rtol=1e-5)
+    small = np.ones(b.n_voxels, bool)
+    small[[sl.start for sl in b.layer_slices]] = False
+    hit_raw, hit_spot = (raw[:, small] > 0).mean(), (spot[:, small] > 0).mean()
+    assert hit_raw == 1.0
+    # a cell of e = 1 or 2 MeV stays hit with probability e / 16.7 MeV: 0.09 on average
+    assert hit_spot == pytest.approx(1.5e-3 * 60, abs=0.01)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([*common, "-o", str(tmp_path / "bad.h5"), "--spot-readout", "1.5"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "fraction must be in (0, 1)" in err and "Traceback" not in err
+    assert not (tmp_path / "bad.h5").exists()

@@ -113,11 +113,14 @@ def generate_cmd(
     binning: Optional[Path] = typer.Option(None, "--binning", help="binning XML (default: the model's own)"),  # noqa: UP045
     seed: int = typer.Option(1, "--seed", help="noise seed"),
     max_showers: Optional[int] = typer.Option(None, "--max-showers", help="use at most this many energies"),  # noqa: UP045
+    spot_readout: Optional[float] = typer.Option(  # noqa: UP045
+        None, "--spot-readout", help="read generated cells under this quantile of the detailed simulation's "
+        "single-spot energy (e.g. 0.05: 2.3 MeV) as whole spots (lhcml.models.fastcalo.readout)"),
 ) -> None:
     """Generate showers with MODEL at the incident energies of REFERENCE (for `fastcalo evaluate`)."""
     from lhcml.tasks.fastcalo.dataset import generate_like
 
-    res = generate_like(model, reference, output, binning, seed, max_showers)
+    res = generate_like(model, reference, output, binning, seed, max_showers, spot_readout)
     typer.echo(f"wrote {res['n']} showers to {output} ({res['s_per_shower'] * 1e3:.3f} ms/shower, onnxruntime, 1 thread)")
 
 

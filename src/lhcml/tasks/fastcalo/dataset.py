@@ -175,20 +175,24 @@ def reference_phi(sample: Any, rng: np.random.Generator) -> np.ndarray:
 
 def generate_like(
     model: str | Path, reference: str | Path, output: str | Path, binning: str | Path | None = None,
-    seed: int = 1, max_showers: int | None = None,
+    seed: int = 1, max_showers: int | None = None, spot_readout: float | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Generate showers with an exported model (ONNX, onnxruntime, one thread) at the incident
     energies (and, for an η-conditioned model, the |η|: :func:`reference_eta`) of a reference file
     and write them in the CaloChallenge layout.
 
-    ``binning``: the binning XML (default: the one stored in the model). Returns
+    ``binning``: the binning XML (default: the one stored in the model); ``spot_readout``: read the
+    generated cells as the detailed simulation's energy spots
+    (:class:`lhcml.models.fastcalo.readout.SpotReadout` with this quantile, e.g. 0.05). Returns
     ``{"output", "n", "s_per_shower"}`` (generation wall time per shower at batch 4096).
     """
     import time
 
     from lhcml.data.calochallenge import read_showers
+    from lhcml.models.fastcalo.readout import SpotReadout
     from lhcml.sim.fastcalo import OnnxShowerModel
 
+    readout = None if spot_readout is None else SpotReadout.from_geometry(fraction=spot_readout)
     b = read_binning(binning) if binning is not None else None
     gen = OnnxShowerModel(str(model), b)
     ref = read_showers(reference, gen.binning, max_showers=max_showers)
@@ -200,9 +204,12 @@ def generate_like(
     t0 = time.perf_counter()
     showers = gen.generate(ref.energies, rng, eta=eta if gen.conditions_on_eta else None,
                            phi=phi if gen.conditions_on_phi else None)  # fmt: skip
+    if readout is not None:
+        showers = readout.apply(showers, gen.binning.layer_slices, np.random.default_rng([seed, 2]))
     dt = time.perf_counter() - t0
     write_showers(output, ref.energies, showers, gen.binning,
-                  {"generator": str(model), "model_name": gen.meta.get("model_name", ""), "seed": int(seed)},
+                  {"generator": str(model), "model_name": gen.meta.get("model_name", ""), "seed": int(seed),
+                   **({} if spot_readout is None else {"spot_readout": float(spot_readout)})},
                   eta=eta, phi=phi)  # fmt: skip
     return {"output": str(output), "n": len(ref), "s_per_shower": dt / max(len(ref), 1)}
 
