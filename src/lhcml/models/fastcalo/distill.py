@@ -7,9 +7,10 @@ ODE maps each noise vector ``z`` deterministically to a shower state ``x_1 = Phi
 evaluations) is trained to reproduce that map, ``|Phi_student(z | c) - Phi_teacher(z | c)|^2`` on
 the standardised state, over pairs ``(z, c, Phi_teacher(z | c))`` drawn at the training showers'
 conditions — knowledge distillation of a deterministic sampler (Luhman & Luhman,
-arXiv:2101.02388), which Liu et al. (arXiv:2209.03003, §2.3) apply to rectified flows, whose
-straight paths make the one-step map easy to learn. The student starts from the teacher's
-weights (our choice: the teacher's first Euler step is already a rough one-step map).
+arXiv:2101.02388: a deterministic multi-step teacher, mean squared error on its outputs, the
+student initialised with the teacher's weights), which Liu et al. (arXiv:2209.03003) also apply to
+rectified flows, whose straight paths make the one-step map easier to learn
+(docs/references.md §32).
 
 The student is a :class:`~lhcml.models.fastcalo.fm.CaloFlowMatching` with ``steps = k``,
 ``solver: euler``: the same sampling graph with fewer network evaluations, the same decoding (each
