@@ -138,6 +138,10 @@ class CaloGeometry:
     # part of a shower is shared among the samplings at its η by its longitudinal profile over ``b_x0``
     b_rank: np.ndarray | None = None
     b_x0: np.ndarray | None = None  # (n_blocks, 2): depth range in X0 of each EM block
+    # depth rank of every cell (its block's ``b_rank``, int8): the topo-cluster splitter walks the
+    # samplings with it (a secondary maximum is vetoed by a primary one in any sampling before or
+    # after it, reached through overlapping cells, :func:`lhcml.sim.topoclusters._topo_split`)
+    rank: np.ndarray | None = None
     samplings: bool = False
     # one-layer EM cells that keep the part of their deposits in ATLAS's strips depth (VIRTUAL_STRIPS_X0,
     # |η| < VIRTUAL_STRIPS_ETA) beside their energy: the splitter's primary maxima use energy − that part
@@ -218,13 +222,14 @@ def _load_geometry(path: str, virtual_strips: bool = False) -> CaloGeometry:
     b_np = np.array([b[3] for b in blocks], np.int64)
     b_off = np.zeros(n_b + 1, np.int64)
     np.cumsum(b_ne * b_np, out=b_off[1:])
-    layer, eta, phi, noise, ring = [], [], [], [], []
+    layer, eta, phi, noise, ring, rank = [], [], [], [], [], []
     for i, b in enumerate(blocks):
         ne, nphi = b[2], b[3]
         deta = (b_hi[i] - b_lo[i]) / ne
         ie, ip = np.meshgrid(np.arange(ne), np.arange(nphi), indexing="ij")
         # cell layer: 0 EM, 1 hadronic, 2 EM strips (EM, secondary maxima in the topo-cluster splitting)
         layer.append(np.full(ne * nphi, STRIPS_LAYER if b[8] == 0 else b[0], np.int8))
+        rank.append(np.full(ne * nphi, b[8], np.int8))
         eta.append(b_lo[i] + (ie.ravel() + 0.5) * deta)
         phi.append(-np.pi + (ip.ravel() + 0.5) * (2 * np.pi / nphi))
         noise.append(np.full(ne * nphi, b[4][2]))
@@ -251,6 +256,7 @@ def _load_geometry(path: str, virtual_strips: bool = False) -> CaloGeometry:
         cos_phi=cos_phi, sin_phi=sin_phi,
         b_rank=b_rank, b_x0=np.array([b[9] for b in blocks], np.float64).reshape(n_b, 2),
         samplings=any("em_sampling" in r for r in regions),
+        rank=np.concatenate(rank),
         virtual_strips=bool(virtual_strips),
     )
 

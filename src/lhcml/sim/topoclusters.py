@@ -13,7 +13,11 @@ The ATLAS algorithm (EPJC 77 (2017) 490), on the cells of :mod:`lhcml.sim.jet_ca
   cells (ATLAS: EMB2/EMB3, EME2/EME3, FCal0) with no EM neighbour in the cluster above them (cells
   of the other compartment neither make nor prevent a primary maximum); *secondary* maxima are
   hadronic cells (ATLAS: Tile, HEC, FCal1/2) above all their neighbours in the cluster and not
-  overlapping a primary maximum (the same shower seen in both compartments). A cluster with two or more maxima is split by regrowing from
+  overlapping a primary maximum (the same shower seen in both compartments) — overlapping directly or,
+  walked sampling by sampling, through the cells of the samplings between (with ``em_samplings`` a
+  hadronic maximum behind the back sampling is vetoed by a middle maximum in front of it, as ATLAS's
+  splitter does, ``docs/references.md §30``; since December 4, 2026, thirteenth version of
+  ``docs/benchmarks/sim_large_r.md``; on one EM layer the walk changes nothing). A cluster with two or more maxima is split by regrowing from
   the maxima (largest first) inside the cluster; a cell reached by two maxima goes to the first
   (ATLAS shares it with geometric weights — a simplification, our choice). Until December 2026
   maxima were compared with the neighbours of *both* compartments: an EM maximum in front of a
@@ -176,13 +180,61 @@ def _topo_grow(seeds, seed_sig, nb_off, nb_idx, label, queue, bits):
 
 
 @numba.njit(cache=True)
-def _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label, strips, has_s):
+def _primary_behind(c, nb_off, nb_idx, rank, new_label, scratch):
+    """Whether a primary maximum (``new_label`` -2) lies among the cells overlapping secondary maximum
+    ``c`` two or more samplings before or after it, reached sampling by sampling through overlapping
+    cells (the neighbours of a cell in an adjacent sampling are the cells overlapping it,
+    :func:`lhcml.sim.jet_calo._neighbours`); the adjacent samplings themselves are :func:`_topo_split`'s
+    direct test. ``scratch``: a free buffer of at least n_cells + 1 entries (the walk's fronts)."""
+    cap = scratch.shape[0] // 2
+    for step in (-1, 1):
+        # the first front: c's neighbours one sampling further in this direction
+        n_f = 0
+        for j in range(nb_off[c], nb_off[c + 1]):
+            m = nb_idx[j]
+            if (rank[m] - rank[c]) * step > 0 and n_f < cap:
+                scratch[n_f] = m
+                n_f += 1
+        while n_f > 0:
+            # the next front: cells one sampling further, overlapping a cell of this front (duplicates skipped
+            # within a front by a linear scan: fronts hold tens of cells)
+            n_n = 0
+            for q in range(n_f):
+                f = scratch[q]
+                for j in range(nb_off[f], nb_off[f + 1]):
+                    m = nb_idx[j]
+                    if (rank[m] - rank[f]) * step <= 0:
+                        continue
+                    if new_label[m] == -2:
+                        return True
+                    dup = False
+                    for r in range(n_n):
+                        if scratch[cap + r] == m:
+                            dup = True
+                            break
+                    if not dup and n_n < cap:
+                        scratch[cap + n_n] = m
+                        n_n += 1
+            for r in range(n_n):
+                scratch[r] = scratch[cap + r]
+            n_f = n_n
+    return False
+
+
+@numba.njit(cache=True)
+def _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label, strips, has_s,
+                rank):
     """Split the ``n_cl`` clusters of ``cells`` (their clusters in ``label``) at their local maxima
     (:func:`_topo_event`); ``new_label`` all -1 on entry and on return. Returns the number of
     clusters after splitting. ``has_s``: ``strips`` (n_cells) holds the part of each EM cell's
     energy in the virtual strips (:attr:`lhcml.sim.jet_calo.CaloGeometry.virtual_strips`); the
     primary maxima are then found in ``e − strips`` (ATLAS's middle + back: threshold and comparison
-    with the EM neighbours), all else (secondary maxima, the order of regrowth) uses ``e``."""
+    with the EM neighbours), all else (secondary maxima, the order of regrowth) uses ``e``. ``rank``
+    (n_cells): the depth rank of each cell (:attr:`lhcml.sim.jet_calo.CaloGeometry.rank`); a secondary
+    maximum is vetoed by a primary maximum among the cells that overlap it in the samplings before and
+    after it, walked sampling by sampling (ATLAS's splitter, docs/references.md §30): with the EM
+    samplings a hadronic maximum behind the back sampling is vetoed by a middle maximum in front of it.
+    On one EM layer every primary cell overlaps the hadronic cells directly, so the walk adds nothing."""
     # ---- splitting at local maxima
     cl_start = np.zeros(n_cl + 1, np.int64)
     for c in cells:
@@ -204,7 +256,7 @@ def _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, q
         # samplings its middle and back): no layer-0 neighbour in the cluster above it (cells of other
         # samplings neither make nor prevent a primary maximum). Secondary (layer 1, hadronic, and 2,
         # the EM strips): no neighbour in the cluster above it, and no primary maximum among the
-        # cells it overlaps. Primary maxima are marked -2 in
+        # cells it overlaps, directly or through the samplings between (_primary_behind). Primary maxima are marked -2 in
         # the scratch new_label.
         # candidates (E > split_e), in the cluster's cell order, then primaries before secondaries
         n_cand = 0
@@ -253,6 +305,8 @@ def _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, q
                         is_max = False
                         break
             if is_max and n_nb >= min_nb:
+                is_max = not _primary_behind(c, nb_off, nb_idx, rank, new_label, queue)
+            if is_max and n_nb >= min_nb:
                 maxima[n_keep] = c
                 n_keep += 1
         for q in range(n_max):
@@ -294,7 +348,7 @@ def _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, q
 
 
 @numba.njit(cache=True)
-def _topo_event(e, seeds, seed_sig, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label, bits):
+def _topo_event(e, seeds, seed_sig, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label, bits, rank):
     """Cluster one event from its ``seeds`` (cells above the seed threshold, increasing index, and
     their significances ``seed_sig``): :func:`_topo_grow`, then :func:`_topo_split`. ``label``
     (n_cells) holds the cell states on entry, -2 for a cell with ``|E|/σ`` above the growth
@@ -305,7 +359,7 @@ def _topo_event(e, seeds, seed_sig, nb_off, nb_idx, layer, split_e, min_nb, labe
     if n_cl == 0:
         return 0, cells
     return _topo_split(e, cells, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label, e,
-                       False), cells
+                       False, rank), cells
 
 
 @numba.njit(cache=True)
@@ -317,7 +371,7 @@ def _grow(a, k, cap):
 
 @numba.njit(cache=True)
 def _topo_fill(energy, sigma, nb_off, nb_idx, layer, seed_t, grow_t, split_e, min_nb, first, counts, work, seed_sig,
-               seed_buf, bits, o_cell, o_cl, o_e, k, n_done, with_sums, g_eta, g_cos, g_sin, o_sum, o_n):
+               seed_buf, bits, o_cell, o_cl, o_e, k, n_done, with_sums, g_eta, g_cos, g_sin, o_sum, o_n, rank):
     """Topo-cluster the events of ``energy`` (events ``first …`` of the batch): their clustered
     cells are appended at ``k`` to the flat outputs ``o_*`` (cell, cluster of the batch — the
     ``n_done`` clusters of the earlier events come first — and energy), grouped by cluster (cells
@@ -349,7 +403,7 @@ def _topo_fill(energy, sigma, nb_off, nb_idx, layer, seed_t, grow_t, split_e, mi
                     ns += 1
             label[c] = st
         n_cl, cl = _topo_event(energy[i], seed_buf[:ns], seed_sig[:ns], nb_off, nb_idx, layer, split_e, min_nb,
-                               label, queue, new_label, bits)
+                               label, queue, new_label, bits, rank)
         o_cell, o_cl, o_e, k, n_cl, o_sum, o_n = _emit_event(energy[i], cl, n_cl, label, n_done, o_cell, o_cl, o_e, k,
                                                              with_sums, layer, g_eta, g_cos, g_sin, o_sum, o_n)
         counts[first + i] = n_cl
@@ -464,7 +518,7 @@ def _emit_event(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k, with_sums, lay
 def _topo_fill_sparse(deposits, nb_off, nb_idx, layer, seed_t, split_e, min_nb, first, counts, work, seed_sig,
                       seed_buf, bits, o_cell, o_cl, o_e, k, n_done, mark, touched, noise32, sub, has_sub, sigma, grow_t,
                       lo_cdf, p_active, seed_cdf, p_max, rng, with_sums, g_eta, g_cos, g_sin, o_sum, o_n, clear,
-                      strips, has_s):
+                      strips, has_s, rank):
     """:func:`_topo_fill` with the sparse readout (:mod:`lhcml.sim.cell_noise`): ``deposits``
     (n_events, n_cells) holds the deposited energy on entry and, on return, the read-out value of
     every cell that got one (0 elsewhere). Per event: :func:`~lhcml.sim.cell_noise.read_event`
@@ -505,7 +559,7 @@ def _topo_fill_sparse(deposits, nb_off, nb_idx, layer, seed_t, split_e, min_nb, 
             # the clustered cells without a value (perimeter cells, pending active cells), before splitting
             finish_values(e, cl, mark, noise32, sub, has_sub, sigma, grow_t, lo_cdf, p_active, rng)
             n_cl = _topo_split(e, cl, n_cl, nb_off, nb_idx, layer, split_e, min_nb, label, queue, new_label,
-                               strips[i] if has_s else e, has_s)
+                               strips[i] if has_s else e, has_s, rank)
         o_cell, o_cl, o_e, k, n_cl, o_sum, o_n = _emit_event(e, cl, n_cl, label, n_done, o_cell, o_cl, o_e, k,
                                                              with_sums, layer, g_eta, g_cos, g_sin, o_sum, o_n)
         counts[first + i] = n_cl
@@ -556,7 +610,7 @@ class _TopoWork:
         *out, self.k, self.n_done, o_sum, o_n = _topo_fill(
             energy, sigma, geo.nb_offsets, geo.nb_index, geo.layer, SEED_SIGMA, GROW_SIGMA, SPLIT_E_GEV,
             SPLIT_MIN_NEIGHBOURS, first, self.counts, self.work, self.seed_sig, self.seed_buf, self.bits, *self.out,
-            self.k, self.n_done, self.with_sums, *self.g, *self.sums)
+            self.k, self.n_done, self.with_sums, *self.g, *self.sums, _cell_rank(geo))
         self.out = tuple(out)
         self.sums = (o_sum, o_n)
 
@@ -577,7 +631,7 @@ class _TopoWork:
             self.counts, self.work, self.seed_sig, self.seed_buf, self.bits, *self.out, self.k, self.n_done,
             self.mark, self.touched, noise.noise32, noise.sub, noise.has_sub, noise.sigma, noise.grow_sigma,
             noise.lo_cdf, noise.p_active, noise.seed_cdf, noise.p_max, rng, self.with_sums, *self.g, *self.sums,
-            bool(clear), deposits if strips is None else strips, strips is not None)
+            bool(clear), deposits if strips is None else strips, strips is not None, _cell_rank(geo))
         self.out = tuple(out)
         self.sums = (o_sum, o_n)
 
@@ -588,6 +642,12 @@ class _TopoWork:
         if self.with_sums:
             res += (self.sums[0][:, : self.n_done], self.sums[1][: self.n_done])
         return res
+
+
+def _cell_rank(geo: CaloGeometry) -> np.ndarray:
+    """The depth rank of every cell (:attr:`CaloGeometry.rank`); one rank for all (no walk) if the
+    geometry was built without it."""
+    return geo.rank if geo.rank is not None else np.zeros(geo.n_cells, np.int8)
 
 
 def _topo_batch(energy, sigma, geo: CaloGeometry):
