@@ -264,3 +264,89 @@ def test_cli_train_with_event_lists_not_matching_the_directories_exits_2(sample,
     assert exit_info.value.code == 2 and "Traceback" not in err
     assert "one entry per directory" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_seeding_abs_eta_max_bounds_every_seed(sample) -> None:
+    """The seeding's abs_eta_max is ACTS's cotThetaMax = sinh(abs_eta_max): every doublet of every
+    seed has |dz/dr| <= sinh(abs_eta_max); a smaller value gives fewer seeds, a larger one more;
+    a non-positive value is one clear error."""
+    from lhcml.errors import ConfigError
+    from lhcml.tasks.tracking.acts_reco import load_reco_config
+
+    hits = read_event(sample, 0, parts=("hits",), check=False).hits.set_index("hit_id")
+    counts = {}
+    for eta in (1.0, None, 4.0):
+        reco = load_reco_config({"seeding": {"abs_eta_max": eta, "max_seeds_per_spm": 10}})
+        triplets, _ = S.acts_seeds(sample, 0, reco)
+        counts[eta] = len(triplets)
+        if eta == 1.0:
+            xyz = hits.loc[triplets.ravel() + 1, ["x", "y", "z"]].to_numpy(float).reshape(-1, 3, 3)
+            r, z = np.hypot(xyz[..., 0], xyz[..., 1]), xyz[..., 2]
+            cot = np.abs(np.diff(z, axis=1) / np.diff(r, axis=1))
+            assert len(triplets) > 10 and cot.max() <= np.sinh(1.0) * 1.001, cot.max()
+    assert counts[1.0] < counts[None] < counts[4.0], counts
+    with pytest.raises(ConfigError, match="abs_eta_max"):
+        load_reco_config({"seeding": {"abs_eta_max": 0.0}})
+
+
+def test_second_pass_runs_on_the_hits_the_first_pass_left(sample, trained, tmp_path) -> None:
+    """Iterative tracking: the second pass (lower seeding pT) sees only the hits the first pass's
+    tracks left unused, so no hit is in tracks of both passes; the first pass's tracks are unchanged,
+    the second adds tracks and the TrackML score does not drop; with every hit excluded the CKF finds
+    nothing; a missing second-pass config is one clear error before any work."""
+    import yaml
+
+    from lhcml.errors import ConfigError
+    from lhcml.tasks.tracking.acts_reco import run_ckf
+
+    ev = read_event(sample, 2)
+    low = tmp_path / "low.yaml"
+    low.write_text(yaml.safe_dump({"seeding": {"min_pt": 0.2, "abs_eta_max": 4.0},
+                                   "ckf": {"min_pt": 0.2, "abs_eta_max": 4.0}}))  # fmt: skip
+    one = S.ml_seeds_ckf(sample, 2, {"checkpoint": str(trained), "cut": 0.3})
+    two = S.ml_seeds_ckf(sample, 2, {"checkpoint": str(trained), "cut": 0.3, "second_pass": str(low)})
+    n1 = len(np.unique(one["track_id"]))
+    first = two["track_id"] < n1
+    assert np.array_equal(two["track_id"][first], one["track_id"]) and np.array_equal(two["hit_id"][first], one["hit_id"])
+    assert len(np.unique(two["track_id"])) > n1 and len(two["fitted"]) == len(np.unique(two["track_id"]))
+    assert not set(two["hit_id"][~first].tolist()) & set(one["hit_id"].tolist())
+    s1, s2 = (tm.evaluate_event(2, ev.truth, ev.particles, ev.hits, o["track_id"], o["hit_id"]).score for o in (one, two))
+    assert s2 > s1, (s1, s2)
+    assert "second pass" in two["timings"]
+    # the second pass with a classifier: a subset of its seeds, the first pass unchanged, no shared hit
+    ml2 = S.ml_seeds_ckf(sample, 2, {"checkpoint": str(trained), "cut": 0.3, "second_pass": str(low),
+                                     "second_pass_checkpoint": str(trained), "second_pass_cut": 0.3})  # fmt: skip
+    first2 = ml2["track_id"] < n1
+    assert np.array_equal(ml2["hit_id"][first2], one["hit_id"])
+    assert not set(ml2["hit_id"][~first2].tolist()) & set(one["hit_id"].tolist())
+    assert len(np.unique(ml2["track_id"])) > n1
+    nothing = run_ckf(sample, [2], low, exclude={2: np.arange(len(ev.hits))})
+    assert len(nothing.candidates[2][0]) == 0
+    with pytest.raises(ConfigError, match="neither a file nor a shipped config"):
+        S.ml_seeds_ckf(sample, 2, {"checkpoint": str(trained), "second_pass": str(tmp_path / "none.yaml")})
+    assert S._config_path("tracking/ckf_pass2.yaml", "second_pass").is_file()  # the shipped second pass
+
+
+def test_write_seeds_with_another_seeding_config(sample, tmp_path, capsys) -> None:
+    """write-seeds --reco makes the seeds of that config's seeding (here a lower minimum pT: more seeds);
+    a missing config is one message and exit status 2."""
+    import yaml
+
+    from lhcml.cli import main
+
+    low = tmp_path / "low.yaml"
+    low.write_text(yaml.safe_dump({"seeding": {"min_pt": 0.2}}))
+    with pytest.raises(SystemExit) as ok:
+        main(["tracking", "write-seeds", str(sample), "--name", "low", "--events", "0", "--reco", str(low), "--quiet"])
+    assert ok.value.code in (0, None)
+    assert len(_seeds_named(sample, 0, "low")["triplets"]) > len(_seeds(sample, 0)["triplets"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tracking", "write-seeds", str(sample), "--name", "x", "--events", "0", "--reco", str(tmp_path / "no.yaml")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def _seeds_named(sample, e: int, name: str) -> dict[str, np.ndarray]:
+    ev = read_event(sample, e, parts=("hits",), check=False)
+    return M.read_seed_file(M.seed_file(ev.source, e, name))

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from lhcml.config import (
     StrictModel,
@@ -74,6 +75,8 @@ class SeedingConfig(StrictModel):
     rad_length_per_seed: float = 0.05
     min_pt: float = 0.4
     impact_max: float = 20.0
+    #: largest |eta| of a seed (ACTS ``cotThetaMax = sinh(abs_eta_max)``); None: ACTS's default, 10.018 (|eta| = 3)
+    abs_eta_max: float | None = Field(None, gt=0.0, le=6.0)
     initial_sigmas: tuple[float, float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 0.0, 1.0)
     initial_sigma_qoverpt: float = 0.1
     initial_sigma_pt_rel: float = 0.1
@@ -257,7 +260,10 @@ def _field(cfg: ActsRecoConfig) -> Any:
 class Chain:
     """One ``Sequencer`` over consecutive events of a sample, one thread, timing into a temp dir."""
 
-    def __init__(self, files: ActsEventFiles, first: int, n: int, tmp: Path):
+    def __init__(self, files: ActsEventFiles, first: int, n: int, tmp: Path,
+                 exclude: Mapping[int, Iterable[int]] | None = None):  # fmt: skip
+        """``exclude``: per event the measurement indices that space points and the CKF must not see
+        (a second pass on the hits a first pass left unused); None: all measurements."""
         acts = _acts()
         self.acts = acts
         self.level = acts.logging.WARNING
@@ -267,7 +273,7 @@ class Chain:
             outputTimingFile="timing.csv", trackFpes=False,
         )  # fmt: skip
         self.seq.addAlgorithm(CsvMeasurements(acts, self.level, files.directory))
-        self.seq.addAlgorithm(MeasurementSubsetAll(acts, self.level))
+        self.seq.addAlgorithm(MeasurementSubsetAll(acts, self.level, exclude))
 
     def spacepoints(self, selection: str, key: str, measurements: str = "measurement_subset") -> str:
         acts = self.acts
@@ -371,9 +377,12 @@ class CsvMeasurements:
 
 
 class MeasurementSubsetAll:
-    """All measurements of the event as the ``measurement_subset`` that space points and CKF read."""
+    """All measurements of the event as the ``measurement_subset`` that space points and CKF read,
+    except (``exclude``, per event) the given measurement indices."""
 
-    def __new__(cls, acts: Any, level: Any) -> Any:
+    def __new__(cls, acts: Any, level: Any, exclude: Mapping[int, Iterable[int]] | None = None) -> Any:
+        skip = {int(e): np.asarray(sorted(set(int(i) for i in v)), np.int64) for e, v in (exclude or {}).items()}
+
         class MeasurementSubsetAll(acts.examples.IAlgorithm):
             def __init__(self) -> None:
                 acts.examples.IAlgorithm.__init__(self, "MeasurementSubsetAll", level)
@@ -388,7 +397,10 @@ class MeasurementSubsetAll:
 
             def execute(self, ctx: Any) -> Any:
                 meas = self.inp(ctx.eventStore)
-                self.out(ctx, acts.examples.MeasurementSubset(meas, list(range(len(meas)))))
+                index = np.arange(len(meas), dtype=np.int64)
+                if ctx.eventNumber in skip:
+                    index = np.setdiff1d(index, skip[ctx.eventNumber], assume_unique=True)
+                self.out(ctx, acts.examples.MeasurementSubset(meas, index.tolist()))
                 return acts.examples.ProcessCode.SUCCESS
 
         return MeasurementSubsetAll()
@@ -587,6 +599,7 @@ def add_seeding(chain: Chain, cfg: ActsRecoConfig) -> str:
             z=(s.z_range[0] * u.mm, s.z_range[1] * u.mm), maxSeedsPerSpM=s.max_seeds_per_spm,
             sigmaScattering=s.sigma_scattering, radLengthPerSeed=s.rad_length_per_seed,
             minPt=s.min_pt * u.GeV, impactMax=s.impact_max * u.mm,
+            cotThetaMax=None if s.abs_eta_max is None else float(np.sinh(s.abs_eta_max)),
         ),
         SeedFinderOptionsArg(bFieldInZ=cfg.field_tesla * u.T, beamPos=(0.0, 0.0)),
         SeedFilterConfigArg(), SpacePointGridConfigArg(), chain.level, outputSeeds="seeds",
@@ -743,13 +756,15 @@ def run_chain(
     files: ActsEventFiles,
     events: Sequence[int],
     build: Any,
+    exclude: Mapping[int, Iterable[int]] | None = None,
 ) -> tuple[dict[int, dict[str, Any]], pd.DataFrame]:
-    """Run ``build(chain, sink)`` on every consecutive run of ``events``; collect tracks and timings."""
+    """Run ``build(chain, sink)`` on every consecutive run of ``events``; collect tracks and timings.
+    ``exclude``: per event the measurement indices the chain must not use (:class:`Chain`)."""
     sink: dict[int, dict[str, Any]] = {}
     parts = []
     for first, n in _runs(events):
         with tempfile.TemporaryDirectory(prefix="lhcml-acts-") as tmp:
-            chain = Chain(files, first, n, Path(tmp))
+            chain = Chain(files, first, n, Path(tmp), exclude)
             build(chain, sink)
             parts.append((chain.run(), n))
     return sink, _stage_table(parts)

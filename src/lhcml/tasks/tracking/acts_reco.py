@@ -196,6 +196,7 @@ def run_ckf(
     event_dir: str | Path,
     events: Sequence[int] | None = None,
     cfg: ActsRecoConfig | Mapping[str, Any] | str | Path | None = None,
+    exclude: Mapping[int, Any] | None = None,
 ) -> CkfResult:
     """ACTS's baseline on a sample: seeding, CKF and ambiguity resolution, one thread.
 
@@ -207,6 +208,9 @@ def run_ckf(
         Event numbers (default: all events of the sample).
     cfg
         :class:`ActsRecoConfig`, a mapping, a YAML path, or ``None`` for ``configs/tracking/ckf.yaml``.
+    exclude
+        Per event the measurement indices (TrackML ``hit_id`` - 1) that seeding and CKF must not
+        use, e.g. the hits of a first pass's tracks (iterative tracking); ``None``: all hits.
 
     Returns
     -------
@@ -226,7 +230,7 @@ def run_ckf(
         tracks = add_ckf(chain, cfg, params, est_seeds)
         chain.seq.addAlgorithm(TrackCollector(chain.acts, chain.level, tracks, sink))
 
-    sink, timings = run_chain(files, events, build)
+    sink, timings = run_chain(files, events, build, exclude)
     candidates, fitted = {}, {}
     for e in events:
         res = sink[e]

@@ -195,6 +195,7 @@ def write_seeds_cmd(
     max_seeds_per_spm: int = typer.Option(10, "--max-seeds-per-spm", help="seeds per middle space point of ACTS's seeding"),
     events: Optional[str] = typer.Option(None, "--events", help="event numbers, e.g. 0-15 (default: all)"),  # noqa: UP045
     labels: bool = typer.Option(True, "--labels/--no-labels", help="truth labels (all three hits of one particle; needs truth)"),
+    reco: Optional[Path] = typer.Option(None, "--reco", help="ACTS reconstruction YAML whose seeding settings make the seeds (default configs/tracking/ckf.yaml)"),  # noqa: UP045
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Run ACTS's triplet seeding on every event and write the seeds with their features (and truth
@@ -205,7 +206,8 @@ def write_seeds_cmd(
     from lhcml.tasks.tracking.seed_filter import write_seed_files
 
     ids = parse_events(events, list_events(event_dir))
-    paths = write_seed_files(event_dir, name, ids, max_seeds_per_spm=max_seeds_per_spm, labels=labels, progress=not quiet)
+    paths = write_seed_files(event_dir, name, ids, max_seeds_per_spm=max_seeds_per_spm, labels=labels, progress=not quiet,
+                             reco=reco)
     typer.echo(f"seeds-{name}: {len(paths)} events -> {paths[0].parent if paths else '-'}")
 
 

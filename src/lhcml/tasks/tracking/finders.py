@@ -47,6 +47,14 @@ def ckf_fast(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidate
     return ckf(event_dir, event_id, shipped_config("tracking/ckf_fast.yaml") if cfg is None else cfg)
 
 
+def ml_seeds_2pass(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
+    """ml-seeds+ckf, then a second ACTS seeding + CKF pass with a lower pT and a wider |eta| on the
+    hits its tracks left unused (iterative tracking; ``configs/tracking/ml_seeds_score.yaml``)."""
+    from lhcml.config import shipped_config
+
+    return _seed_filter.ml_seeds_ckf(event_dir, event_id, shipped_config("tracking/ml_seeds_score.yaml") if cfg is None else cfg)
+
+
 def clean(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
     """A finder's output cleaned by :func:`lhcml.tasks.tracking.acts_reco.clean_candidates` (Kalman fit
     with outliers, track selection, greedy ambiguity resolution; ``configs/tracking/ckf.yaml``), each
@@ -104,6 +112,7 @@ FINDERS: dict[str, Finder] = {
     "gnn-ml+ckf": then(_gnn.gnn_ml, "+ckf"),
     "ckf_fast": ckf_fast,  # the CKF with one seed per middle space point (configs/tracking/ckf_fast.yaml)
     "ml-seeds+ckf": _seed_filter.ml_seeds_ckf,  # ACTS seeds ranked/filtered by a learned classifier, then the CKF
+    "ml-seeds+ckf-2pass": ml_seeds_2pass,  # ml-seeds+ckf, then a low-pT / forward ACTS pass on the unused hits
 }
 
 

@@ -51,6 +51,15 @@ class MlSeedsConfig(StrictModel):
     max_per_spm: int = Field(0, ge=0)
     #: ACTS's seed deduplication in the CKF (skip a seed whose space points a found track holds)
     seed_deduplication: bool = True
+    #: iterative tracking: a second pass of ACTS seeding + CKF (+ ambiguity resolution) with this
+    #: reconstruction config (a path) on the hits the first pass's tracks left unused, e.g. with a
+    #: lower seeding pT; null: one pass
+    second_pass: str | None = None
+    #: the seed classifier of the second pass (checkpoint or run directory; its seeds then come with
+    #: ``max_seeds_per_spm`` per middle space point, as for the first); null: every ACTS seed of the pass
+    second_pass_checkpoint: str | None = None
+    #: keep the second pass's seeds with score >= this cut
+    second_pass_cut: float = Field(0.05, ge=0.0, le=1.0)
 
 
 def load_ml_seeds_config(cfg: MlSeedsConfig | Mapping[str, Any] | str | Path | None) -> MlSeedsConfig:
@@ -170,9 +179,12 @@ def seed_labels(event_dir: str | Path, event_id: int, triplets: np.ndarray) -> n
 
 
 def write_seed_files(event_dir: str | Path, name: str, events: Sequence[int] | None = None,
-                     max_seeds_per_spm: int = 10, labels: bool = True, progress: bool = True) -> list[Path]:  # fmt: skip
+                     max_seeds_per_spm: int = 10, labels: bool = True, progress: bool = True,
+                     reco: Any = None) -> list[Path]:  # fmt: skip
     """Seed files of ``events`` (default: all) of a sample: ACTS's seeds with ``max_seeds_per_spm``,
-    their features and (``labels``) truth labels, in ``<trackml dir>/seeds-<name>/``."""
+    their features and (``labels``) truth labels, in ``<trackml dir>/seeds-<name>/``. ``reco``: the
+    ACTS config whose seeding makes the seeds (a path or mapping; None: the shipped ``ckf.yaml``), so
+    that the classifier of a finder with other seeding settings (minimum pT, |eta|) is trained on its seeds."""
     import io
 
     from tqdm import tqdm
@@ -183,7 +195,7 @@ def write_seed_files(event_dir: str | Path, name: str, events: Sequence[int] | N
 
     acts_files(event_dir)  # one clear error before any work
     ids = list(list_events(event_dir)) if events is None else [int(e) for e in events]
-    reco = load_reco_config(None).model_copy(deep=True)
+    reco = load_reco_config(reco).model_copy(deep=True)
     reco.seeding.max_seeds_per_spm = int(max_seeds_per_spm)
     out = []
     for e in tqdm(ids, desc=f"seeds {name}", unit="event", disable=not progress):
@@ -281,7 +293,37 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
     Returns the finders' contract (``track_id``, ``hit_id``, ``timings``, ``fitted``); the timings
     are ACTS's per stage, ``classifier`` being the hand-over of the seeds to Python, their features,
     scores and selection; ``n_seeds`` / ``n_kept`` give the seeds before and after.
+
+    With ``second_pass`` (iterative tracking, ``configs/tracking/ml_seeds_score.yaml``) a second ACTS
+    run with that reconstruction config (e.g. a lower seeding pT, |eta| < 4), and the classifier
+    ``second_pass_checkpoint`` if given, sees only the hits this pass's tracks left unused; its
+    tracks are appended and its time is the stage ``second pass``.
     """
+    from lhcml.tasks.tracking.acts_reco import load_reco_config
+
+    c = load_ml_seeds_config(cfg)
+    reco = reco_config(c)
+    # the second pass's config and classifier are read before any work (one clear error for a bad one)
+    reco2, model2 = None, None
+    if c.second_pass is not None:
+        reco2 = load_reco_config(_config_path(c.second_pass, "second_pass")).model_copy(deep=True)
+        if c.second_pass_checkpoint is not None:
+            model2 = _classifier(str(c.second_pass_checkpoint))
+            reco2.seeding.max_seeds_per_spm = c.max_seeds_per_spm
+    model = _classifier(str(c.checkpoint))
+    track_id, hit_id, fitted, info = _ml_pass(event_dir, int(event_id), reco, model, c.cut, c.max_per_spm)
+    timings = dict(fitted.timings)
+    if reco2 is not None:
+        track_id, hit_id, fitted, timings = _second_pass(event_dir, int(event_id), reco2, model2, c.second_pass_cut,
+                                                         track_id, hit_id, fitted, timings)  # fmt: skip
+    return {"track_id": track_id, "hit_id": hit_id, "timings": timings, "fitted": fitted,
+            "n_seeds": info.get("n_seeds", 0), "n_kept": info.get("n_kept", 0)}  # fmt: skip
+
+
+def _ml_pass(event_dir: str | Path, event_id: int, reco: Any, model: Any, cut: float, max_per_spm: int,
+             exclude: Mapping[int, Any] | None = None) -> tuple[np.ndarray, np.ndarray, Any, dict[str, int]]:  # fmt: skip
+    """One ACTS run of seeding -> classifier -> CKF (:func:`ml_seeds_ckf`) on the event's hits except
+    ``exclude`` (per event, measurement indices); ``(track_id, hit_id, fitted, {n_seeds, n_kept})``."""
     from lhcml.tasks.tracking.acts_chain import TrackCollector, add_triplet_seeds
     from lhcml.tasks.tracking.acts_reco import (
         _candidates,
@@ -293,9 +335,6 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
         stage_seconds,
     )
 
-    c = load_ml_seeds_config(cfg)
-    reco = reco_config(c)
-    model = _classifier(str(c.checkpoint))
     files = acts_files(event_dir)
     files.check(event_id)
     info: dict[str, int] = {}
@@ -306,7 +345,7 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
             info["n_kept"] = 0
             return np.zeros(0, np.int64)
         feats = event_features(event_dir, event_id, triplets, reco.field_tesla)
-        keep = select_seeds(model.score(feats), triplets, c.cut, c.max_per_spm)
+        keep = select_seeds(model.score(feats), triplets, cut, max_per_spm)
         info["n_kept"] = len(keep)
         return keep
 
@@ -318,12 +357,54 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
         tracks = add_ckf(chain, reco, params, kept_seeds)
         chain.seq.addAlgorithm(TrackCollector(acts, chain.level, tracks, sink))
 
-    sink, timings = run_chain(files, [int(event_id)], build)
-    res = sink[int(event_id)]
+    sink, timings = run_chain(files, [event_id], build, exclude)
+    res = sink[event_id]
     rows = np.arange(len(res["hits"]))
-    fitted = _fitted(int(event_id), res, rows, rows, _truth(Path(event_dir), int(event_id)))
+    fitted = _fitted(event_id, res, rows, rows, _truth(Path(event_dir), event_id))
     fitted.timings = stage_seconds(timings)
-    track_id, hit_id = _candidates(res)
-    return {"track_id": np.asarray(track_id, np.int64), "hit_id": np.asarray(hit_id, np.int64),
-            "timings": dict(fitted.timings), "fitted": fitted, "n_seeds": info.get("n_seeds", 0),
-            "n_kept": info.get("n_kept", 0)}  # fmt: skip
+    track_id, hit_id = (np.asarray(a, np.int64) for a in _candidates(res))
+    return track_id, hit_id, fitted, info
+
+
+def _config_path(name: str, what: str) -> Path:
+    """A config named by a path, else by its name among the shipped configs (e.g. ``tracking/ckf_pass2.yaml``)."""
+    from lhcml.config import shipped_config
+
+    if Path(name).is_file():
+        return Path(name)
+    try:
+        return shipped_config(name)
+    except ConfigError:
+        raise ConfigError(f"{what}: {name} is neither a file nor a shipped config (e.g. tracking/ckf_pass2.yaml)") from None
+
+
+def _second_pass(event_dir: str | Path, event_id: int, reco: Any, model: Any, cut: float, track_id: np.ndarray,
+                 hit_id: np.ndarray, fitted: Any, timings: dict[str, float],
+                 ) -> tuple[np.ndarray, np.ndarray, Any, dict[str, float]]:  # fmt: skip
+    """ACTS seeding (+ the classifier ``model`` at ``cut``, if given) + CKF with ``reco`` on the hits that
+    the first pass's tracks ``(track_id, hit_id)`` left unused; the two passes' tracks together (the
+    second's track ids after the first's), their fitted tracks concatenated, and the timings with the
+    second pass as ``second pass`` (its sum)."""
+    import dataclasses
+
+    from lhcml.tasks.tracking.acts_reco import run_ckf, stage_seconds
+
+    exclude = {event_id: np.unique(hit_id) - 1}
+    if model is None:
+        result = run_ckf(event_dir, [event_id], reco, exclude=exclude)
+        t2, h2 = (np.asarray(a, np.int64) for a in result.candidates[event_id])
+        f2, seconds = result.tracks[event_id], stage_seconds(result.timings)
+    else:
+        t2, h2, f2, _ = _ml_pass(event_dir, event_id, reco, model, cut, 0, exclude)
+        seconds = f2.timings
+    offset = int(track_id.max()) + 1 if len(track_id) else 0
+    merged = {}
+    for f in dataclasses.fields(fitted):
+        a, b = getattr(fitted, f.name), getattr(f2, f.name)
+        if f.name == "track_id":
+            b = np.asarray(b) + offset
+        merged[f.name] = np.concatenate([np.asarray(a), np.asarray(b)]) if isinstance(a, np.ndarray) else a
+    timings = {**timings, "second pass": float(sum(seconds.values()))}
+    merged["timings"] = timings
+    return (np.concatenate([track_id, t2 + offset]), np.concatenate([hit_id, h2]),
+            dataclasses.replace(fitted, **merged), timings)  # fmt: skip
