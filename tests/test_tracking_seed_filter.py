@@ -269,7 +269,7 @@ def test_cli_train_with_event_lists_not_matching_the_directories_exits_2(sample,
 def test_seeding_abs_eta_max_bounds_every_seed(sample) -> None:
     """The seeding's abs_eta_max is ACTS's cotThetaMax = sinh(abs_eta_max): every doublet of every
     seed has |dz/dr| <= sinh(abs_eta_max); a smaller value gives fewer seeds, a larger one more;
-    a non-positive value is one clear error."""
+    a non-positive value is one clear error. r_middle bounds the radius of every seed's middle point."""
     from lhcml.errors import ConfigError
     from lhcml.tasks.tracking.acts_reco import load_reco_config
 
@@ -287,6 +287,10 @@ def test_seeding_abs_eta_max_bounds_every_seed(sample) -> None:
     assert counts[1.0] < counts[None] < counts[4.0], counts
     with pytest.raises(ConfigError, match="abs_eta_max"):
         load_reco_config({"seeding": {"abs_eta_max": 0.0}})
+    # r_middle: the middle space point of every seed lies in that radial range (ACTS rMinMiddle, rMaxMiddle)
+    triplets, _ = S.acts_seeds(sample, 0, load_reco_config({"seeding": {"r_middle": [100.0, 130.0]}}))
+    r_mid = np.hypot(*hits.loc[triplets[:, 1] + 1, ["x", "y"]].to_numpy(float).T)
+    assert len(triplets) > 10 and r_mid.min() >= 99.0 and r_mid.max() <= 131.0, (r_mid.min(), r_mid.max())
 
 
 def test_second_pass_runs_on_the_hits_the_first_pass_left(sample, trained, tmp_path) -> None:

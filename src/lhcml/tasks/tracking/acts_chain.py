@@ -77,6 +77,9 @@ class SeedingConfig(StrictModel):
     impact_max: float = 20.0
     #: largest |eta| of a seed (ACTS ``cotThetaMax = sinh(abs_eta_max)``); None: ACTS's default, 10.018 (|eta| = 3)
     abs_eta_max: float | None = Field(None, gt=0.0, le=6.0)
+    #: radial range (mm) of a seed's middle space point; None: ACTS's default, 60-120 mm (which, in the
+    #: pixel endcaps at |z| = 600-1500 mm, limits the seeds to |eta| below ~3.3)
+    r_middle: tuple[float, float] | None = None
     initial_sigmas: tuple[float, float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 0.0, 1.0)
     initial_sigma_qoverpt: float = 0.1
     initial_sigma_pt_rel: float = 0.1
@@ -600,6 +603,8 @@ def add_seeding(chain: Chain, cfg: ActsRecoConfig) -> str:
             sigmaScattering=s.sigma_scattering, radLengthPerSeed=s.rad_length_per_seed,
             minPt=s.min_pt * u.GeV, impactMax=s.impact_max * u.mm,
             cotThetaMax=None if s.abs_eta_max is None else float(np.sinh(s.abs_eta_max)),
+            rMinMiddle=None if s.r_middle is None else s.r_middle[0] * u.mm,
+            rMaxMiddle=None if s.r_middle is None else s.r_middle[1] * u.mm,
         ),
         SeedFinderOptionsArg(bFieldInZ=cfg.field_tesla * u.T, beamPos=(0.0, 0.0)),
         SeedFilterConfigArg(), SpacePointGridConfigArg(), chain.level, outputSeeds="seeds",
