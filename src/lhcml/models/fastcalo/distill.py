@@ -10,7 +10,7 @@ conditions — knowledge distillation of a deterministic sampler (Luhman & Luhma
 arXiv:2101.02388: a deterministic multi-step teacher, mean squared error on its outputs, the
 student initialised with the teacher's weights), which Liu et al. (arXiv:2209.03003) also apply to
 rectified flows, whose straight paths make the one-step map easier to learn
-(docs/references.md §32).
+(docs/references.md §34).
 
 The student is a :class:`~lhcml.models.fastcalo.fm.CaloFlowMatching` with ``steps = k``,
 ``solver: euler``: the same sampling graph with fewer network evaluations, the same decoding (each
