@@ -180,3 +180,30 @@ def test_lhcml_fastcalo_generate_spot_readout(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "fraction must be in (0, 1)" in err and "Traceback" not in err
     assert not (tmp_path / "bad.h5").exists()
+
+
+def test_generate_sample_with_the_readout_keeps_the_layers_of_the_same_showers():
+    """generate_sample(readout=...): the same generated showers (same seed), each layer's energy
+    unchanged, no more hit cells, none left in (0, threshold) except those rescaled into it."""
+    import torch
+
+    from lhcml.data.calochallenge import CaloSample
+    from lhcml.models.fastcalo.fm import CaloFlowMatching
+    from lhcml.sim.fastcalo import voxel_binning
+    from lhcml.tasks.fastcalo.dataset import generate_sample
+
+    b = voxel_binning("photon")
+    torch.manual_seed(0)
+    m = CaloFlowMatching(b.n_voxels, b.layer_sizes, 1.0, 260.0, hidden=16, depth=1, steps=2, voxel_space="log",
+                         threshold_kev=1000.0)  # fmt: skip
+    m.prepare(torch.full((64,), 10.0), torch.rand(64, b.n_voxels) * (10.0 / b.n_voxels))
+    ref = CaloSample(energies=np.full(300, 5.0), showers=np.zeros((300, b.n_voxels), np.float32), binning=b)
+    r = SpotReadout.from_geometry()
+    with torch.no_grad():
+        raw = generate_sample(m.eval(), ref, 4).showers
+        spot = generate_sample(m.eval(), ref, 4, readout=r).showers
+    for sl in b.layer_slices:
+        np.testing.assert_allclose(spot[:, sl].sum(1), raw[:, sl].sum(1), rtol=1e-5)
+    assert (spot > 0).sum() <= (raw > 0).sum()
+    was_low = (raw > 0) & (raw < r.threshold_gev)
+    assert was_low.any() and (spot[was_low] == 0).mean() > 0.8
