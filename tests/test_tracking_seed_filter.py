@@ -291,6 +291,8 @@ def test_seeding_abs_eta_max_bounds_every_seed(sample) -> None:
     triplets, _ = S.acts_seeds(sample, 0, load_reco_config({"seeding": {"r_middle": [100.0, 130.0]}}))
     r_mid = np.hypot(*hits.loc[triplets[:, 1] + 1, ["x", "y"]].to_numpy(float).T)
     assert len(triplets) > 10 and r_mid.min() >= 99.0 and r_mid.max() <= 131.0, (r_mid.min(), r_mid.max())
+    with pytest.raises(ConfigError, match="r_middle"):
+        load_reco_config({"seeding": {"r_middle": [120.0, 30.0]}})
 
 
 def test_second_pass_runs_on_the_hits_the_first_pass_left(sample, trained, tmp_path) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from lhcml.config import (
     StrictModel,
@@ -80,6 +80,13 @@ class SeedingConfig(StrictModel):
     #: radial range (mm) of a seed's middle space point; None: ACTS's default, 60-120 mm (which, in the
     #: pixel endcaps at |z| = 600-1500 mm, limits the seeds to |eta| below ~3.3)
     r_middle: tuple[float, float] | None = None
+
+    @field_validator("r_middle")
+    @classmethod
+    def _r_middle_range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0.0 <= v[0] < v[1]:
+            raise ValueError(f"r_middle must be [r_min, r_max] with 0 <= r_min < r_max (mm), got {list(v)}")
+        return v
     initial_sigmas: tuple[float, float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 0.0, 1.0)
     initial_sigma_qoverpt: float = 0.1
     initial_sigma_pt_rel: float = 0.1
