@@ -93,10 +93,11 @@ class SpotReadout:
         if s.ndim != 2 or sum(sl.stop - sl.start for sl in layer_slices) != s.shape[1]:
             raise SchemaError(f"spot readout: showers {s.shape} do not match the layers {list(layer_slices)}")
         x = s.astype(np.float64)
-        low = (x > 0) & (x < self.threshold_gev)
-        keep = rng.random(x.shape) < x / self.spot_gev
-        spot = rng.gamma(self.shape, self.spot_gev / self.shape, x.shape)
-        y = np.where(low, np.where(keep, spot, 0.0), x)
+        low = np.flatnonzero((x > 0) & (x < self.threshold_gev))  # random numbers for these cells only
+        e = x.ravel()[low]
+        keep = rng.random(len(low)) < e / self.spot_gev
+        y = x.copy()
+        y.ravel()[low] = np.where(keep, rng.gamma(self.shape, self.spot_gev / self.shape, len(low)), 0.0)
         out = x.copy()
         for sl in layer_slices:
             before = x[:, sl].sum(1, keepdims=True)
