@@ -356,3 +356,21 @@ def test_write_seeds_with_another_seeding_config(sample, tmp_path, capsys) -> No
 def _seeds_named(sample, e: int, name: str) -> dict[str, np.ndarray]:
     ev = read_event(sample, e, parts=("hits",), check=False)
     return M.read_seed_file(M.seed_file(ev.source, e, name))
+
+
+def test_shipped_score_config_and_finder() -> None:
+    """ml-seeds+ckf-2pass is registered; its shipped config is ml_seeds.yaml plus a second pass whose
+    seeding reaches lower pT, |eta| < 4 and middle space points from r = 30 mm, with its own classifier."""
+    from lhcml.config import shipped_config
+    from lhcml.tasks.tracking.acts_reco import load_reco_config
+    from lhcml.tasks.tracking.finders import ACTS_FINDERS, FINDERS
+
+    assert "ml-seeds+ckf-2pass" in FINDERS and "ml-seeds+ckf-2pass" in ACTS_FINDERS
+    one = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds.yaml"))
+    two = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_score.yaml"))
+    assert one.second_pass is None and two.second_pass is not None and two.second_pass_checkpoint is not None
+    assert (two.checkpoint, two.cut, two.reco) == (one.checkpoint, one.cut, one.reco)  # pass 1 unchanged
+    first, second = load_reco_config(None), load_reco_config(S._config_path(two.second_pass, "second_pass"))
+    assert second.seeding.min_pt < first.seeding.min_pt and second.ckf.min_pt < first.ckf.min_pt
+    assert second.seeding.abs_eta_max == second.ckf.abs_eta_max == 4.0 and second.seeding.r_middle == (30.0, 120.0)
+    assert second.ckf.chi2_cut_measurement == first.ckf.chi2_cut_measurement  # the rest is ckf.yaml's
