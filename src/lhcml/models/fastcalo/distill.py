@@ -70,7 +70,8 @@ def distill(
     of the pairs (the training showers'), each used ``pairs_per_condition`` times with fresh noise.
     Adam at ``lr``, cosine to ``lr / 100`` over ``epochs``; a ``val_fraction`` of the pairs held
     out; the student of the epoch with the lowest held-out loss is returned (eval mode) with
-    ``{"train_loss", "val_loss" per epoch, "val_loss_teacher_1step", "pairs", "wall_s", "epochs_run"}``.
+    ``{"train_loss", "val_loss" per epoch, "val_loss_naive" (the teacher's own field integrated with the
+    student's Euler steps, untrained), "pairs", "wall_s", "epochs_run"}``.
     ``time_budget_s``: stop after the last epoch projected to end within it.
     """
     t0 = time.monotonic()
@@ -101,7 +102,7 @@ def distill(
         return float((torch.cat(out) - x1[val]).square().mean())
 
     naive = make_student(teacher, steps)  # the teacher's own field with `steps` Euler steps, untrained
-    history: dict[str, Any] = {"pairs": n, "val_loss_teacher_1step": val_loss(naive.eval()), "train_loss": [],
+    history: dict[str, Any] = {"pairs": n, "val_loss_naive": val_loss(naive.eval()), "train_loss": [],
                                "val_loss": []}  # fmt: skip
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     n_batches = max(1, len(tr) // batch_size)
