@@ -135,16 +135,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="set generated voxels below this to zero before the evaluation (0: none)")
     ap.add_argument("--spot-readout", type=float, default=None, metavar="FRACTION",
                     help="read generated cells as the detailed simulation's energy spots "
-                         "(lhcml.models.fastcalo.readout.SpotReadout, threshold at this quantile of one spot's "
+                         "(lhcml.tasks.fastcalo.readout.SpotReadout, threshold at this quantile of one spot's "
                          "energy, e.g. 0.05); default: the generator's showers as they come")
     ap.add_argument("--no-timing", action="store_true", help="fidelity only (no export, no timing)")
     args = ap.parse_args(argv)
 
     from lhcml.data.calochallenge import read_binning, read_showers
     from lhcml.export.fastcalo import export_generator
-    from lhcml.models.fastcalo.readout import SpotReadout
     from lhcml.tasks.fastcalo.dataset import generate_sample
     from lhcml.tasks.fastcalo.evaluate import evaluate_showers
+    from lhcml.tasks.fastcalo.readout import SpotReadout
     from lhcml.train.fastcalo import load_generator
 
     t_start = time.time()

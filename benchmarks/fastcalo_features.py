@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from lhcml.atomic import atomic_write_text
     from lhcml.data.calochallenge import read_binning, read_showers
     from lhcml.formatting import json_safe
-    from lhcml.models.fastcalo.readout import SpotReadout
     from lhcml.tasks.fastcalo.dataset import generate_sample
+    from lhcml.tasks.fastcalo.readout import SpotReadout
     from lhcml.train.fastcalo import load_generator
 
     b = read_binning(args.binning)

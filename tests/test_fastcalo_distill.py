@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,9 @@ import yaml
 from _fastcalo_helpers import fit_cfm, two_cell_showers
 
 from lhcml.errors import ConfigError
-from lhcml.models.fastcalo.distill import distill, make_student, save_student
+from lhcml.models.fastcalo.distill import distill, make_student
 from lhcml.models.fastcalo.fm import CaloFlowMatching
+from lhcml.train.fastcalo import save_student
 
 LAYERS = [4, 6]
 V = sum(LAYERS)
@@ -98,3 +101,55 @@ def test_bad_students_give_one_clear_message(teacher, tmp_path):
     torch.save({"lhcml": {"kind": "tagger"}, "state_dict": {}}, bad)
     with pytest.raises(ConfigError, match="not a fast-calorimeter checkpoint"):
         save_student(make_student(m, 1), bad, tmp_path / "s.ckpt")
+
+
+def _real_binning_teacher(tmp_path):
+    """A tiny flow-matching checkpoint on the detailed calorimeter's binning, conditioned on |eta|."""
+    from lhcml.data.calochallenge import write_binning
+    from lhcml.sim.fastcalo import voxel_binning
+
+    b = write_binning(voxel_binning("photon"), tmp_path / "binning_photon.xml")
+    torch.manual_seed(0)
+    init = dict(n_voxels=b.n_voxels, layer_sizes=list(b.layer_sizes), e_min_gev=1.0, e_max_gev=260.0, hidden=16,
+                depth=1, steps=4, eta_range=[0.0, 1.37])  # fmt: skip
+    m = CaloFlowMatching(**init)
+    m.prepare(torch.full((8,), 10.0), torch.rand(8, b.n_voxels) * (10.0 / b.n_voxels))
+    meta = {"format_version": 1, "kind": "fastcalo", "model_name": "fastcalo_fm", "model_init_yaml": yaml.safe_dump(init),
+            "particle": "photon", "binning_sha256": b.sha256}  # fmt: skip
+    ckpt = tmp_path / "teacher.ckpt"
+    torch.save({"lhcml": meta, "state_dict": {f"model.{k}": v for k, v in m.state_dict().items()}}, ckpt)
+    return m, b, ckpt
+
+
+def test_distill_command_writes_a_student_that_loads_and_tracks_its_teacher(tmp_path, capsys):
+    """`lhcml fastcalo distill`: the student checkpoint loads with 1 Euler step, its held-out loss is
+    below the untrained one-step map's, and it reproduces the teacher's layer energies on average; a
+    file without the |eta| the teacher is conditioned on gives one message, exit 2, and no output."""
+    from lhcml.cli import main
+    from lhcml.data.calochallenge import write_showers
+    from lhcml.train.fastcalo import load_generator
+
+    m, b, ckpt = _real_binning_teacher(tmp_path)
+    rng = np.random.default_rng(0)
+    n = 600
+    e = np.exp(rng.uniform(np.log(2.0), np.log(200.0), n))
+    x = rng.random((n, b.n_voxels)) * (e[:, None] / b.n_voxels)
+    write_showers(tmp_path / "train.h5", e, x, b, eta=rng.uniform(0.0, 1.3, n), phi=rng.uniform(-3, 3, n))
+    out = tmp_path / "student.ckpt"
+    with pytest.raises(SystemExit) as exc:
+        main(["fastcalo", "distill", str(ckpt), str(tmp_path / "train.h5"), "-o", str(out), "--steps", "1",
+              "--epochs", "4"])  # fmt: skip
+    text = capsys.readouterr().out
+    assert exc.value.code in (0, None) and "held-out loss" in text and out.is_file()
+    student, meta = load_generator(out)
+    assert student.steps == 1 and student.solver == "euler" and meta["binning_sha256"] == b.sha256
+    val = [float(t) for t in re.findall(r"held-out loss ([0-9.]+) .*untrained: ([0-9.]+)", text)[0]]
+    assert val[0] < val[1]
+    # no |eta| in the file: one clear message, exit 2, nothing written
+    write_showers(tmp_path / "noeta.h5", e, x, b)
+    bad_out = tmp_path / "bad.ckpt"
+    with pytest.raises(SystemExit) as exc:
+        main(["fastcalo", "distill", str(ckpt), str(tmp_path / "noeta.h5"), "-o", str(bad_out)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "incident_eta" in err and "Traceback" not in err
+    assert not bad_out.exists()

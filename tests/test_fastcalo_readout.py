@@ -1,4 +1,4 @@
-"""The spot readout of generated showers (lhcml.models.fastcalo.readout, issue 15)."""
+"""The spot readout of generated showers (lhcml.tasks.fastcalo.readout, issue 15)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from scipy.special import gammainc
 
 from lhcml.errors import ConfigError, SchemaError
-from lhcml.models.fastcalo.readout import SpotReadout
+from lhcml.tasks.fastcalo.readout import SpotReadout
 
 
 def test_the_threshold_is_the_detailed_simulations_spot_quantile():

@@ -70,7 +70,10 @@ RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 CLI_RANK = RANK["cli"]
 
 #: modules (dotted-name prefixes) besides ``lhcml.sim`` itself and the CLI that may import ``lhcml.sim``
-SIM_CLIENTS = ("lhcml.validation", "lhcml.demo", "lhcml.tasks.photon.dataset", "lhcml.tasks.fastcalo.dataset")
+SIM_CLIENTS = (
+    "lhcml.validation", "lhcml.demo", "lhcml.tasks.photon.dataset", "lhcml.tasks.fastcalo.dataset",
+    "lhcml.tasks.fastcalo.readout",  # the detailed simulation's spot readout applied to generated showers
+)
 
 
 @dataclass(frozen=True)

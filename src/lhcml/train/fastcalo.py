@@ -678,3 +678,63 @@ def load_generator(path: str | Path) -> tuple[Any, dict[str, Any]]:
         "a fast-calorimeter checkpoint (trained by `lhcml train configs/fastcalo/...`)",
         "use the lhcml version that wrote it, or retrain",
     )  # fmt: skip
+
+
+def save_student(student: Any, teacher_checkpoint: str | Path, path: str | Path) -> Path:
+    """Write a distilled ``student`` (:mod:`lhcml.models.fastcalo.distill`) as a fast-calo checkpoint:
+    the teacher's metadata with the student's ``steps`` and ``solver``, read by :func:`load_generator`.
+    Written atomically (no partial file on a crash)."""
+    import torch
+
+    from lhcml.atomic import atomic_path
+    from lhcml.train.checkpoint import read_checkpoint
+
+    meta = dict(read_checkpoint(teacher_checkpoint).get("lhcml") or {})
+    if meta.get("kind") != "fastcalo":
+        raise ConfigError(f"{teacher_checkpoint} is not a fast-calorimeter checkpoint (trained by "
+                          "`lhcml train configs/fastcalo/...`)")  # fmt: skip
+    init = yaml.safe_load(meta["model_init_yaml"])
+    init.update(steps=int(student.steps), solver=str(student.solver))
+    meta["model_init_yaml"] = yaml.safe_dump(init, sort_keys=False)
+    out = {"lhcml": meta, "state_dict": {f"model.{k}": v for k, v in student.state_dict().items()}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(out, tmp)
+    return path
+
+
+def distill_checkpoint(
+    teacher_checkpoint: str | Path, showers: str | Path, output: str | Path, *, binning: str | Path | None = None,
+    steps: int = 1, epochs: int = 10, max_showers: int | None = None, batch_size: int = 256, lr: float = 2e-4,
+    seed: int = 11, time_budget_s: float | None = None, log: Any = None,
+) -> dict[str, Any]:  # fmt: skip
+    """``lhcml fastcalo distill``: a ``steps``-step student of the flow-matching checkpoint
+    ``teacher_checkpoint`` trained on the teacher's noise-to-shower map at the conditions (incident
+    energy, |η|, φ where stored) of the CaloChallenge-layout file ``showers`` (the teacher's training
+    photons), written to ``output`` (:func:`save_student`). Returns the distillation history."""
+    import torch
+
+    from lhcml.data.calochallenge import read_binning, read_showers
+    from lhcml.models.fastcalo.distill import distill, make_student
+
+    teacher, _ = load_generator(teacher_checkpoint)
+    make_student(teacher, steps)  # one clear error (not a flow-matching model, steps < 1) before reading data
+    b = read_binning(binning) if binning is not None else read_binning(Path(showers).with_name("binning_photon.xml"))
+    data = read_showers(showers, b, max_showers=max_showers)
+
+    def f32(a: Any, what: str, needed: bool) -> Any:
+        if not needed:
+            return None
+        if a is None:
+            raise ConfigError(f"{teacher_checkpoint} is conditioned on {what}, but {showers} has no incident_{what}: "
+                              "distil on the teacher's own training file")  # fmt: skip
+        return torch.as_tensor(np.asarray(a, np.float32)).reshape(-1)
+
+    energies = f32(data.energies, "energies", True)
+    eta = f32(None if data.eta is None else np.abs(data.eta), "eta", bool(teacher.conditions_on_eta))
+    phi = f32(data.phi, "phi", bool(teacher.conditions_on_phi))
+    student, hist = distill(teacher, energies, eta, phi, steps=steps, epochs=epochs, batch_size=batch_size,
+                            lr=lr, seed=seed, time_budget_s=time_budget_s, log=log)  # fmt: skip
+    save_student(student, teacher_checkpoint, output)
+    return hist

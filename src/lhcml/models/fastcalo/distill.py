@@ -15,18 +15,17 @@ rectified flows, whose straight paths make the one-step map easier to learn
 The student is a :class:`~lhcml.models.fastcalo.fm.CaloFlowMatching` with ``steps = k``,
 ``solver: euler``: the same sampling graph with fewer network evaluations, the same decoding (each
 layer's voxels sum to its generated energy exactly), exported and timed like any fast-calo model
-(:func:`save_student` writes a checkpoint :func:`lhcml.train.fastcalo.load_generator` reads).
+(:func:`lhcml.train.fastcalo.save_student` writes a checkpoint :func:`lhcml.train.fastcalo.load_generator`
+reads; ``lhcml fastcalo distill`` does both from the command line).
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor
 
 from lhcml.errors import ConfigError
@@ -137,23 +136,4 @@ def distill(
     return student.eval(), history
 
 
-def save_student(student: Any, teacher_checkpoint: str | Path, path: str | Path) -> Path:
-    """Write ``student`` as a fast-calo checkpoint (the teacher's metadata with the student's
-    ``steps`` and ``solver``) that :func:`lhcml.train.fastcalo.load_generator` reads."""
-    from lhcml.train.checkpoint import read_checkpoint
-
-    ckpt = read_checkpoint(teacher_checkpoint)
-    meta = dict(ckpt.get("lhcml") or {})
-    if meta.get("kind") != "fastcalo":
-        raise ConfigError(f"{teacher_checkpoint} is not a fast-calorimeter checkpoint")
-    init = yaml.safe_load(meta["model_init_yaml"])
-    init.update(steps=int(student.steps), solver=str(student.solver))
-    meta["model_init_yaml"] = yaml.safe_dump(init, sort_keys=False)
-    out = {"lhcml": meta, "state_dict": {f"model.{k}": v for k, v in student.state_dict().items()}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(out, path)
-    return path
-
-
-__all__ = ["distill", "make_student", "save_student", "teacher_pairs"]
+__all__ = ["distill", "make_student", "teacher_pairs"]

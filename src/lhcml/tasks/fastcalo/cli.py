@@ -20,7 +20,8 @@ fastcalo_app = typer.Typer(
         "configs/fastcalo/*.yaml` -> `lhcml export` -> `lhcml fastcalo generate` -> `lhcml fastcalo evaluate REF.h5 GEN.h5` -> "
         "`lhcml simulate gamma_jet --calo fast:MODEL.onnx`; `lhcml fastcalo generate` writes a model's showers "
         "at a reference file's energies (for evaluate); `lhcml fastcalo time-detailed` times the "
-        "detailed simulation per shower (the denominator of the speed-up)."
+        "detailed simulation per shower (the denominator of the speed-up); `lhcml fastcalo distill` "
+        "trains a fast one- or two-step student of a flow-matching model (then `lhcml export` it)."
     ),
     no_args_is_help=True,
 )
@@ -115,13 +116,38 @@ def generate_cmd(
     max_showers: Optional[int] = typer.Option(None, "--max-showers", help="use at most this many energies"),  # noqa: UP045
     spot_readout: Optional[float] = typer.Option(  # noqa: UP045
         None, "--spot-readout", help="read generated cells under this quantile of the detailed simulation's "
-        "single-spot energy (e.g. 0.05: 2.3 MeV) as whole spots (lhcml.models.fastcalo.readout)"),
+        "single-spot energy (e.g. 0.05: 2.3 MeV) as whole spots (lhcml.tasks.fastcalo.readout)"),
 ) -> None:
     """Generate showers with MODEL at the incident energies of REFERENCE (for `fastcalo evaluate`)."""
     from lhcml.tasks.fastcalo.dataset import generate_like
 
     res = generate_like(model, reference, output, binning, seed, max_showers, spot_readout)
     typer.echo(f"wrote {res['n']} showers to {output} ({res['s_per_shower'] * 1e3:.3f} ms/shower, onnxruntime, 1 thread)")
+
+
+@fastcalo_app.command("distill")
+def distill_cmd(
+    teacher: Path = typer.Argument(..., help="flow-matching checkpoint (lhcml train configs/fastcalo/fm*.yaml)"),
+    showers: Path = typer.Argument(..., help="the teacher's training file (CaloChallenge layout): the conditions"),
+    output: Path = typer.Option(..., "--output", "-o", help="the student's checkpoint (export it with lhcml export)"),
+    steps: int = typer.Option(1, "--steps", help="Euler steps of the student (1 or 2: one or two network calls)"),
+    epochs: int = typer.Option(10, "--epochs", help="passes over the teacher's (noise, shower) pairs"),
+    binning: Optional[Path] = typer.Option(None, "--binning", help="binning XML (default: binning_photon.xml beside SHOWERS)"),  # noqa: UP045,E501
+    max_showers: Optional[int] = typer.Option(None, "--max-showers", help="use at most this many conditions"),  # noqa: UP045
+    seed: int = typer.Option(11, "--seed", help="noise and shuffling seed"),
+) -> None:
+    """Distil a fast few-step student from a flow-matching generator (issue 15: generation speed).
+
+    The student has the teacher's network and samples with STEPS Euler steps; it is trained to
+    reproduce the teacher's noise-to-shower map at the incident energies (and |eta|, phi) of SHOWERS.
+    Prints the held-out loss per epoch and writes a checkpoint that `lhcml export` and
+    `lhcml fastcalo evaluate` take like any fast-calo model (docs/fastcalo.md)."""
+    from lhcml.train.fastcalo import distill_checkpoint
+
+    hist = distill_checkpoint(teacher, showers, output, binning=binning, steps=steps, epochs=epochs,
+                              max_showers=max_showers, seed=seed, log=typer.echo)  # fmt: skip
+    typer.echo(f"held-out loss {min(hist['val_loss']):.5f} (the teacher's field with {steps} Euler step(s), "
+               f"untrained: {hist['val_loss_naive']:.5f}); wrote {output}")
 
 
 @fastcalo_app.command("time-detailed")

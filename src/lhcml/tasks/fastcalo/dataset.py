@@ -183,14 +183,14 @@ def generate_like(
 
     ``binning``: the binning XML (default: the one stored in the model); ``spot_readout``: read the
     generated cells as the detailed simulation's energy spots
-    (:class:`lhcml.models.fastcalo.readout.SpotReadout` with this quantile, e.g. 0.05). Returns
+    (:class:`lhcml.tasks.fastcalo.readout.SpotReadout` with this quantile, e.g. 0.05). Returns
     ``{"output", "n", "s_per_shower"}`` (generation wall time per shower at batch 4096).
     """
     import time
 
     from lhcml.data.calochallenge import read_showers
-    from lhcml.models.fastcalo.readout import SpotReadout
     from lhcml.sim.fastcalo import OnnxShowerModel
+    from lhcml.tasks.fastcalo.readout import SpotReadout
 
     readout = None if spot_readout is None else SpotReadout.from_geometry(fraction=spot_readout)
     b = read_binning(binning) if binning is not None else None
@@ -220,7 +220,7 @@ def generate_sample(model: Any, reference: Any, seed: int, batch: int = 5000, th
     ``model`` at the ``reference`` sample's energies (and, for an eta-conditioned model, its |eta|:
     :func:`reference_eta`);
     for a model with ``phi_cells``, its φ: :func:`reference_phi`); voxels below ``threshold_gev`` set to zero (a readout threshold on the generated showers);
-    ``readout``: a :class:`lhcml.models.fastcalo.readout.SpotReadout` applied to the generated showers
+    ``readout``: a :class:`lhcml.tasks.fastcalo.readout.SpotReadout` applied to the generated showers
     (its random numbers seeded by ``seed``), ``None``: the generator's showers as they come."""
     import torch
 
