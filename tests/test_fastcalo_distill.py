@@ -145,6 +145,19 @@ def test_distill_command_writes_a_student_that_loads_and_tracks_its_teacher(tmp_
     assert student.steps == 1 and student.solver == "euler" and meta["binning_sha256"] == b.sha256
     val = [float(t) for t in re.findall(r"held-out loss ([0-9.]+) .*untrained: ([0-9.]+)", text)[0]]
     assert val[0] < val[1]
+    # a narrower student (--hidden): its own network, trained from scratch, the teacher's standardisation
+    narrow = tmp_path / "narrow.ckpt"
+    with pytest.raises(SystemExit) as exc:
+        main(["fastcalo", "distill", str(ckpt), str(tmp_path / "train.h5"), "-o", str(narrow), "--epochs", "6",
+              "--hidden", "8"])  # fmt: skip
+    assert exc.value.code in (0, None)
+    losses = [float(v) for v in re.findall(r"val ([0-9.]+)", capsys.readouterr().out)]
+    small, small_meta = load_generator(narrow)
+    assert yaml.safe_load(small_meta["model_init_yaml"])["hidden"] == 8 and small.steps == 1
+    assert sum(p.numel() for p in small.velocity.parameters()) < sum(p.numel() for p in student.velocity.parameters())
+    assert losses[-1] < losses[0]  # it learns the map
+    for name, buf in m.vars.state_dict().items():
+        torch.testing.assert_close(small.vars.state_dict()[name], buf)
     # no |eta| in the file: one clear message, exit 2, nothing written
     write_showers(tmp_path / "noeta.h5", e, x, b)
     bad_out = tmp_path / "bad.ckpt"

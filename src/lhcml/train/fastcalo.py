@@ -680,10 +680,11 @@ def load_generator(path: str | Path) -> tuple[Any, dict[str, Any]]:
     )  # fmt: skip
 
 
-def save_student(student: Any, teacher_checkpoint: str | Path, path: str | Path) -> Path:
+def save_student(student: Any, teacher_checkpoint: str | Path, path: str | Path,
+                 init_overrides: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """Write a distilled ``student`` (:mod:`lhcml.models.fastcalo.distill`) as a fast-calo checkpoint:
-    the teacher's metadata with the student's ``steps`` and ``solver``, read by :func:`load_generator`.
-    Written atomically (no partial file on a crash)."""
+    the teacher's metadata with the student's ``steps`` and ``solver`` (and ``init_overrides``, e.g. a
+    narrower ``hidden``), read by :func:`load_generator`. Written atomically (no partial file on a crash)."""
     import torch
 
     from lhcml.atomic import atomic_path
@@ -694,6 +695,7 @@ def save_student(student: Any, teacher_checkpoint: str | Path, path: str | Path)
         raise ConfigError(f"{teacher_checkpoint} is not a fast-calorimeter checkpoint (trained by "
                           "`lhcml train configs/fastcalo/...`)")  # fmt: skip
     init = yaml.safe_load(meta["model_init_yaml"])
+    init.update(init_overrides or {})
     init.update(steps=int(student.steps), solver=str(student.solver))
     meta["model_init_yaml"] = yaml.safe_dump(init, sort_keys=False)
     out = {"lhcml": meta, "state_dict": {f"model.{k}": v for k, v in student.state_dict().items()}}
@@ -707,19 +709,33 @@ def save_student(student: Any, teacher_checkpoint: str | Path, path: str | Path)
 def distill_checkpoint(
     teacher_checkpoint: str | Path, showers: str | Path, output: str | Path, *, binning: str | Path | None = None,
     steps: int = 1, epochs: int = 10, max_showers: int | None = None, batch_size: int = 256, lr: float = 2e-4,
-    seed: int = 11, time_budget_s: float | None = None, log: Any = None,
+    seed: int = 11, time_budget_s: float | None = None, log: Any = None, hidden: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """``lhcml fastcalo distill``: a ``steps``-step student of the flow-matching checkpoint
     ``teacher_checkpoint`` trained on the teacher's noise-to-shower map at the conditions (incident
     energy, |η|, φ where stored) of the CaloChallenge-layout file ``showers`` (the teacher's training
-    photons), written to ``output`` (:func:`save_student`). Returns the distillation history."""
+    photons), written to ``output`` (:func:`save_student`). ``hidden``: a student with this width of
+    the velocity network instead of the teacher's (faster per call; its network trained from scratch,
+    everything else — the variables' standardisation, the conditions — the teacher's). Returns the
+    distillation history."""
     import torch
 
     from lhcml.data.calochallenge import read_binning, read_showers
     from lhcml.models.fastcalo.distill import distill, make_student
 
-    teacher, _ = load_generator(teacher_checkpoint)
+    teacher, meta = load_generator(teacher_checkpoint)
     make_student(teacher, steps)  # one clear error (not a flow-matching model, steps < 1) before reading data
+    student, overrides = None, {}
+    if hidden is not None:
+        if hidden < 1:
+            raise ConfigError(f"a distilled student needs --hidden >= 1, got {hidden}")
+        overrides = {"hidden": int(hidden)}
+        student = build_generator(meta["model_name"], {**yaml.safe_load(meta["model_init_yaml"]), **overrides})
+        own = {k: v for k, v in teacher.state_dict().items() if not k.startswith("velocity.")}
+        missing, unexpected = student.load_state_dict(own, strict=False)
+        if unexpected or any(not k.startswith("velocity.") for k in missing):
+            raise CheckpointMismatchError(f"{teacher_checkpoint}: a narrower student cannot take the teacher's "
+                                          f"state ({(unexpected or missing)[:3]}); distil without --hidden")  # fmt: skip
     b = read_binning(binning) if binning is not None else read_binning(Path(showers).with_name("binning_photon.xml"))
     data = read_showers(showers, b, max_showers=max_showers)
 
@@ -735,6 +751,6 @@ def distill_checkpoint(
     eta = f32(None if data.eta is None else np.abs(data.eta), "eta", bool(teacher.conditions_on_eta))
     phi = f32(data.phi, "phi", bool(teacher.conditions_on_phi))
     student, hist = distill(teacher, energies, eta, phi, steps=steps, epochs=epochs, batch_size=batch_size,
-                            lr=lr, seed=seed, time_budget_s=time_budget_s, log=log)  # fmt: skip
-    save_student(student, teacher_checkpoint, output)
+                            lr=lr, seed=seed, time_budget_s=time_budget_s, log=log, student=student)  # fmt: skip
+    save_student(student, teacher_checkpoint, output, overrides)
     return hist

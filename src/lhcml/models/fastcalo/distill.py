@@ -62,6 +62,7 @@ def distill(
     teacher: Any, energy_gev: Tensor, eta: Tensor | None = None, phi: Tensor | None = None, *,
     steps: int = 1, pairs_per_condition: int = 1, epochs: int = 10, batch_size: int = 256, lr: float = 2e-4,
     seed: int = 0, val_fraction: float = 0.1, time_budget_s: float | None = None, log: Any = None,
+    student: Any = None,
 ) -> tuple[Any, dict[str, Any]]:  # fmt: skip
     """Train a ``steps``-step student on the teacher's noise-to-shower map (module docstring).
 
@@ -71,7 +72,9 @@ def distill(
     out; the student of the epoch with the lowest held-out loss is returned (eval mode) with
     ``{"train_loss", "val_loss" per epoch, "val_loss_naive" (the teacher's own field integrated with the
     student's Euler steps, untrained), "pairs", "wall_s", "epochs_run"}``.
-    ``time_budget_s``: stop after the last epoch projected to end within it.
+    ``time_budget_s``: stop after the last epoch projected to end within it. ``student``: a model to
+    train instead of the teacher's copy (e.g. a narrower network, :func:`lhcml.train.fastcalo.distill_checkpoint`
+    ``hidden``); its ``steps`` and ``solver`` are set to ``steps`` Euler steps.
     """
     t0 = time.monotonic()
     g = torch.Generator().manual_seed(seed)
@@ -89,7 +92,7 @@ def distill(
     def cond(idx: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         return e[idx], None if et is None else et[idx], None if ph is None else ph[idx]
 
-    student = make_student(teacher, steps)
+    student = make_student(teacher if student is None else student, steps)
 
     def run(model: Any, idx: Tensor) -> Tensor:
         c = cond(idx)

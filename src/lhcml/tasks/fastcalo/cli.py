@@ -135,6 +135,11 @@ def distill_cmd(
     binning: Optional[Path] = typer.Option(None, "--binning", help="binning XML (default: binning_photon.xml beside SHOWERS)"),  # noqa: UP045,E501
     max_showers: Optional[int] = typer.Option(None, "--max-showers", help="use at most this many conditions"),  # noqa: UP045
     seed: int = typer.Option(11, "--seed", help="noise and shuffling seed"),
+    lr: float = typer.Option(2e-4, "--lr", help="Adam learning rate (cosine to lr/100); a narrower student "
+                             "trained from scratch wants more, e.g. 2e-3"),
+    hidden: Optional[int] = typer.Option(  # noqa: UP045
+        None, "--hidden", help="a narrower student: this width of the velocity network (trained from scratch; "
+        "default: the teacher's network, starting from its weights)"),
 ) -> None:
     """Distil a fast few-step student from a flow-matching generator (issue 15: generation speed).
 
@@ -145,7 +150,7 @@ def distill_cmd(
     from lhcml.train.fastcalo import distill_checkpoint
 
     hist = distill_checkpoint(teacher, showers, output, binning=binning, steps=steps, epochs=epochs,
-                              max_showers=max_showers, seed=seed, log=typer.echo)  # fmt: skip
+                              max_showers=max_showers, seed=seed, log=typer.echo, hidden=hidden, lr=lr)  # fmt: skip
     typer.echo(f"held-out loss {min(hist['val_loss']):.5f} (the teacher's field with {steps} Euler step(s), "
                f"untrained: {hist['val_loss_naive']:.5f}); wrote {output}")
 
