@@ -115,7 +115,7 @@ def _real_binning_teacher(tmp_path):
     m = CaloFlowMatching(**init)
     m.prepare(torch.full((8,), 10.0), torch.rand(8, b.n_voxels) * (10.0 / b.n_voxels))
     meta = {"format_version": 1, "kind": "fastcalo", "model_name": "fastcalo_fm", "model_init_yaml": yaml.safe_dump(init),
-            "particle": "photon", "binning_sha256": b.sha256}  # fmt: skip
+            "particle": "photon", "binning_sha256": b.sha256, "binning_xml": b.to_xml()}  # fmt: skip
     ckpt = tmp_path / "teacher.ckpt"
     torch.save({"lhcml": meta, "state_dict": {f"model.{k}": v for k, v in m.state_dict().items()}}, ckpt)
     return m, b, ckpt

@@ -685,15 +685,22 @@ def save_student(student: Any, teacher_checkpoint: str | Path, path: str | Path,
     """Write a distilled ``student`` (:mod:`lhcml.models.fastcalo.distill`) as a fast-calo checkpoint:
     the teacher's metadata with the student's ``steps`` and ``solver`` (and ``init_overrides``, e.g. a
     narrower ``hidden``), read by :func:`load_generator`. Written atomically (no partial file on a crash)."""
-    import torch
-
-    from lhcml.atomic import atomic_path
     from lhcml.train.checkpoint import read_checkpoint
 
     meta = dict(read_checkpoint(teacher_checkpoint).get("lhcml") or {})
     if meta.get("kind") != "fastcalo":
         raise ConfigError(f"{teacher_checkpoint} is not a fast-calorimeter checkpoint (trained by "
                           "`lhcml train configs/fastcalo/...`)")  # fmt: skip
+    return _write_student(student, meta, path, init_overrides)
+
+
+def _write_student(student: Any, meta: dict[str, Any], path: str | Path, init_overrides: dict[str, Any] | None) -> Path:
+    """:func:`save_student` given the teacher's (checked) ``lhcml`` metadata."""
+    import torch
+
+    from lhcml.atomic import atomic_path
+
+    meta = dict(meta)
     init = yaml.safe_load(meta["model_init_yaml"])
     init.update(init_overrides or {})
     init.update(steps=int(student.steps), solver=str(student.solver))
@@ -714,13 +721,14 @@ def distill_checkpoint(
     """``lhcml fastcalo distill``: a ``steps``-step student of the flow-matching checkpoint
     ``teacher_checkpoint`` trained on the teacher's noise-to-shower map at the conditions (incident
     energy, |η|, φ where stored) of the CaloChallenge-layout file ``showers`` (the teacher's training
-    photons), written to ``output`` (:func:`save_student`). ``hidden``: a student with this width of
+    photons; ``binning``: its binning XML, default the one stored in the teacher), written to ``output``
+    (:func:`save_student`). ``hidden``: a student with this width of
     the velocity network instead of the teacher's (faster per call; its network trained from scratch,
     everything else — the variables' standardisation, the conditions — the teacher's). Returns the
     distillation history."""
     import torch
 
-    from lhcml.data.calochallenge import read_binning, read_showers
+    from lhcml.data.calochallenge import parse_binning, read_binning, read_showers
     from lhcml.models.fastcalo.distill import distill, make_student
 
     teacher, meta = load_generator(teacher_checkpoint)
@@ -736,7 +744,9 @@ def distill_checkpoint(
         if unexpected or any(not k.startswith("velocity.") for k in missing):
             raise CheckpointMismatchError(f"{teacher_checkpoint}: a narrower student cannot take the teacher's "
                                           f"state ({(unexpected or missing)[:3]}); distil without --hidden")  # fmt: skip
-    b = read_binning(binning) if binning is not None else read_binning(Path(showers).with_name("binning_photon.xml"))
+    if binning is None and not meta.get("binning_xml"):
+        raise ConfigError(f"{teacher_checkpoint} stores no binning: pass the binning XML it was trained with (--binning)")
+    b = read_binning(binning) if binning is not None else parse_binning(meta["binning_xml"], source=str(teacher_checkpoint))
     data = read_showers(showers, b, max_showers=max_showers)
 
     def f32(a: Any, what: str, needed: bool) -> Any:
@@ -752,5 +762,5 @@ def distill_checkpoint(
     phi = f32(data.phi, "phi", bool(teacher.conditions_on_phi))
     student, hist = distill(teacher, energies, eta, phi, steps=steps, epochs=epochs, batch_size=batch_size,
                             lr=lr, seed=seed, time_budget_s=time_budget_s, log=log, student=student)  # fmt: skip
-    save_student(student, teacher_checkpoint, output, overrides)
+    _write_student(student, meta, output, overrides)
     return hist

@@ -132,7 +132,7 @@ def distill_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="the student's checkpoint (export it with lhcml export)"),
     steps: int = typer.Option(1, "--steps", help="Euler steps of the student (1 or 2: one or two network calls)"),
     epochs: int = typer.Option(10, "--epochs", help="passes over the teacher's (noise, shower) pairs"),
-    binning: Optional[Path] = typer.Option(None, "--binning", help="binning XML (default: binning_photon.xml beside SHOWERS)"),  # noqa: UP045,E501
+    binning: Optional[Path] = typer.Option(None, "--binning", help="binning XML (default: the one stored in TEACHER)"),  # noqa: UP045
     max_showers: Optional[int] = typer.Option(None, "--max-showers", help="use at most this many conditions"),  # noqa: UP045
     seed: int = typer.Option(11, "--seed", help="noise and shuffling seed"),
     lr: float = typer.Option(2e-4, "--lr", help="Adam learning rate (cosine to lr/100); a narrower student "
