@@ -57,7 +57,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -181,7 +181,37 @@ def simulate_types(process: str, events: int, mu: float, seed: int, pileup, type
         # simulate_events numbers the events and sets ⟨μ⟩ after the large-R step: the same for the side types
         res[c]["jets"]["eventNumber"] = np.int64(seed) * EVENT_NUMBER_STRIDE + np.concatenate([p["event"] for p in store[c]])
         res[c]["jets"]["averageInteractionsPerCrossing"] = mu
+    for r in res.values():
+        r["events"] = out["events"]  # the same hard events for every type: N_PV and the pile-up count per event
     return res
+
+
+@contextmanager
+def pt_window(lo: float, hi: float, processes: tuple[str, ...]):
+    """Within this block the narrow boosted ``processes`` (``top``, ``wz``: jets of calibrated pT 550–650 GeV
+    from pT-hat 500–750 GeV) select jets of ``lo`` < pT < ``hi`` GeV from pT-hat ``lo`` − 50 to ``hi`` + 100 GeV
+    (the shipped windows' offsets). The registry entries are replaced and restored afterwards; the shipped
+    processes are unchanged."""
+    import dataclasses
+
+    from lhcml.sim.processes import PROCESSES
+
+    if not 0 < lo < hi:
+        raise ValueError(f"pT window {lo:g}-{hi:g} GeV: need 0 < low < high")
+    saved = {}
+    for name in processes:
+        proc = PROCESSES[name]
+        keys = ("PhaseSpace:pTHatMin", "PhaseSpace:pTHatMax")
+        if proc.kind != "boosted" or not all(any(x.startswith(k) for x in proc.settings) for k in keys):
+            raise ValueError(f"process {name!r}: no pT-hat window to move (only the narrow boosted processes)")
+        settings = tuple(f"PhaseSpace:pTHatMin = {max(lo - 50.0, 0.0):g}" if x.startswith(keys[0]) else
+                         f"PhaseSpace:pTHatMax = {hi + 100.0:g}" if x.startswith(keys[1]) else x for x in proc.settings)
+        saved[name] = proc
+        PROCESSES[name] = dataclasses.replace(proc, settings=settings, jet_pt_min=float(lo), jet_pt_max=float(hi))
+    try:
+        yield
+    finally:
+        PROCESSES.update(saved)
 
 
 def _library(mu: float, seed: int, cache: dict):
@@ -244,12 +274,29 @@ def _type_label(ctype: str) -> str:
 EXTRA_FIELDS = ("eta", "n_constituents", "eventNumber", "averageInteractionsPerCrossing")
 
 
+#: per-event fields copied to each jet of the event in the ``--save-jets`` files when the simulation's events
+#: are at hand: the number of reconstructed primary vertices (ATLAS plots pile-up stability against N_PV)
+#: and the number of pile-up interactions actually overlaid
+EVENT_FIELDS = ("nPrimaryVertices", "actualInteractionsPerCrossing")
+
+
+def _per_jet_event_fields(jets: np.ndarray, events: np.ndarray) -> dict[str, np.ndarray]:
+    """:data:`EVENT_FIELDS` of each jet's event (matched by ``eventNumber``; every jet's event must be there)."""
+    order = np.argsort(events["eventNumber"], kind="stable")
+    en = events["eventNumber"][order]
+    idx = np.searchsorted(en, jets["eventNumber"])
+    if len(jets) and (idx.max() >= len(en) or np.any(en[np.minimum(idx, len(en) - 1)] != jets["eventNumber"])):
+        raise ValueError("a jet's eventNumber is not among the events")
+    return {k: np.asarray(events[k])[order][idx] for k in EVENT_FIELDS}
+
+
 def _jet_arrays(out: dict) -> dict[str, np.ndarray]:
     from lhcml.tasks.boosted.substructure import substructure_from_flow
 
     j = out["jets"]
     sub = substructure_from_flow(out["flow"])  # as `lhcml jets substructure` (tau32 as _tau32)
-    return {**{k: np.asarray(j[k]) for k in POOL_FIELDS + EXTRA_FIELDS if k != "tau32"},
+    extra = _per_jet_event_fields(j, out["events"]) if "events" in out else {}
+    return {**{k: np.asarray(j[k]) for k in POOL_FIELDS + EXTRA_FIELDS if k != "tau32"}, **extra,
             "tau32": np.asarray(sub["Tau32_wta"]), "tau21": np.asarray(sub["Tau21_wta"]), "D2": np.asarray(sub["D2"])}
 
 
@@ -662,6 +709,9 @@ def main() -> None:
                     help="--derive / --derive-from: average-response estimator (gauss_core = mean of the Gaussian "
                          "core, core_median = the tables' estimator up to the seventh version; default gauss_core)")
     ap.add_argument("--save-jets", type=Path, help="stability table: keep the per-jet quantities of every point here")
+    ap.add_argument("--pt-window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                    help="stability table: select jets of LO < calibrated pT < HI GeV from pT-hat LO-50 to HI+100 "
+                         "(default: the processes' 550-650 GeV from pT-hat 500-750; top and wz only)")
     ap.add_argument("--pooled", type=Path, nargs="+", default=None,
                     help="the stability table recomputed on --save-jets files, pooling the seeds of each point")
     ap.add_argument("--resolution-from", type=Path, nargs="+", default=None,
@@ -697,6 +747,17 @@ def _run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
 
         if args.estimator not in RESPONSE_ESTIMATORS:
             ap.error(f"--estimator {args.estimator}: unknown; valid: {', '.join(RESPONSE_ESTIMATORS)}")
+    if args.pt_window is not None:
+        lo, hi = args.pt_window
+        if not 0 < lo < hi:
+            ap.error(f"--pt-window {lo:g} {hi:g}: need 0 < LO < HI (GeV)")
+        other = [n for n in args.processes if n not in ("top", "wz")]
+        if other:
+            ap.error(f"--pt-window applies to the processes top and wz only, not {', '.join(other)}")
+        modes = [f for f in ("derive", "derive_from", "pooled", "paired_mitigation", "resolution_from", "truth_peaks",
+                             "compare") if getattr(args, f)]
+        if modes:
+            ap.error(f"--pt-window applies to the stability table only, not --{modes[0].replace('_', '-')}")
     if args.derive or args.derive_from:
         from lhcml.sim.large_r_calibration import TABLE_PATH
 
@@ -743,8 +804,10 @@ def _run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
     if args.compare:
         rows = compare(args.events, args.mu, args.seed)
     else:
-        rows = stability(args.events, args.mus, args.seed, args.constituents, tuple(args.processes), args.json,
-                         args.save_jets)
+        window = pt_window(*args.pt_window, tuple(args.processes)) if args.pt_window else nullcontext()
+        with window:
+            rows = stability(args.events, args.mus, args.seed, args.constituents, tuple(args.processes), args.json,
+                             args.save_jets)
         print(summary(rows))
         return
     if args.json:
