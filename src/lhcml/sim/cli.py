@@ -115,6 +115,12 @@ def register(app: typer.Typer) -> None:
             help="photon processes: detailed, or fast:MODEL.onnx[:BINNING.xml] for generated showers "
             "(lhcml fastcalo; particles of the model's type in its energy range)",
         ),
+        spot_readout: float = typer.Option(
+            None, "--spot-readout", metavar="FRACTION",
+            help="with --calo fast: read generated cells under this quantile of the detailed simulation's "
+            "single-spot energy (e.g. 0.05: 2.3 MeV) as whole spots, each layer keeping its energy "
+            "(lhcml.sim.spot_readout; as lhcml fastcalo generate --spot-readout)",
+        ),
     ) -> None:
         """Simulate PROCESS into sharded flat HDF5 files (resumable).
 
@@ -129,7 +135,10 @@ def register(app: typer.Typer) -> None:
         --cores/--memory/--walltime/--queue/--account/--gpus/--jobs/--prologue, or a YAML file
         with `kind: slurm` and those keys).
         """
+        from lhcml.sim.fastcalo import calo_with_spot_readout
         from lhcml.sim.runner import run_simulation
+
+        calo = calo_with_spot_readout(calo, spot_readout)  # carried in the --calo value (manifest, shards)
 
         opts = dict(
             cores=cores, memory=memory, walltime=walltime, queue=queue, account=account, jobs=jobs,

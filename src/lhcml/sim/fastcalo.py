@@ -32,6 +32,12 @@ trained type with an energy inside the trained range and ``|eta| < acceptance`` 
 (:func:`place_voxels`) instead of the detailed shower; all other particles (hadrons, pile-up,
 particles outside the trained energy range) keep the detailed simulation, as ATLAS's AtlFast3
 chooses a tool per particle. Noise, pile-up, clustering and the dataset fields are unchanged.
+With ``--spot-readout FRACTION`` (the option of ``lhcml fastcalo generate``; carried in the
+``--calo`` value as ``fast:MODEL.onnx@spot-readout=FRACTION``, so the manifest and every shard
+record it) the generated showers are read out as the detailed simulation's energy spots
+(:class:`lhcml.sim.spot_readout.SpotReadout` of the simulation's geometry: cells under the
+``FRACTION`` quantile of one spot's energy become one spot or nothing, each layer keeps its
+generated energy) before they are placed into the cells.
 """
 
 from __future__ import annotations
@@ -592,13 +598,55 @@ class OnnxShowerModel:
         return np.maximum(out, 0.0)
 
 
+#: how a ``--calo fast:...`` value carries the spot readout's fraction (``--spot-readout``)
+SPOT_READOUT_TAG = "@spot-readout="
+
+
+def split_spot_readout(spec: str) -> tuple[str, float | None]:
+    """``(fast:MODEL... without the readout, its fraction or None)`` of a ``--calo fast:`` value;
+    a fraction that is not a number in (0, 1) is one :class:`ConfigError`."""
+    head, tag, tail = spec.partition(SPOT_READOUT_TAG)
+    if not tag:
+        return spec, None
+    try:
+        fraction = float(tail)
+    except ValueError:
+        fraction = float("nan")
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"--spot-readout must be a fraction in (0, 1) (e.g. 0.05), got {tail!r}")
+    return head, fraction
+
+
 def parse_calo_option(value: str | None) -> str | None:
-    """Validate ``--calo``: ``detailed`` (or None) -> None; ``fast:MODEL.onnx[:BINNING.xml]`` -> itself."""
+    """Validate ``--calo``: ``detailed`` (or None) -> None; ``fast:MODEL.onnx[:BINNING.xml][@spot-readout=F]``
+    -> itself."""
     if value is None or value == "detailed":
         return None
     if not value.startswith("fast:") or len(value) <= 5:
         raise ConfigError(f"--calo must be 'detailed' or 'fast:MODEL.onnx[:BINNING.xml]', got {value!r}")
+    head, _ = split_spot_readout(value)
+    if len(head) <= 5:
+        raise ConfigError(f"--calo must be 'detailed' or 'fast:MODEL.onnx[:BINNING.xml]', got {value!r}")
     return value
+
+
+def calo_with_spot_readout(calo: str | None, fraction: float | None) -> str:
+    """The ``--calo`` value that also carries ``--spot-readout fraction`` (``None``: ``calo`` unchanged).
+
+    Raises :class:`ConfigError` for a fraction outside (0, 1) and for a readout without
+    ``--calo fast:MODEL.onnx`` (the detailed showers are read out as they are)."""
+    calo = "detailed" if calo is None else calo
+    if fraction is None:
+        return calo
+    if not 0.0 < float(fraction) < 1.0:
+        raise ConfigError(f"--spot-readout must be a fraction in (0, 1) (e.g. 0.05), got {fraction!r}")
+    spec = parse_calo_option(calo)
+    if spec is None:
+        raise ConfigError("--spot-readout applies to generated showers only: use it with --calo fast:MODEL.onnx")
+    head, old = split_spot_readout(spec)
+    if old is not None and old != float(fraction):
+        raise ConfigError(f"--calo {calo!r} already carries a spot readout of {old:g}, --spot-readout gives {fraction:g}")
+    return f"{head}{SPOT_READOUT_TAG}{float(fraction):g}"
 
 
 @dataclass
@@ -612,12 +660,16 @@ class FastCalo:
 
     models: dict[int, OnnxShowerModel]
     acceptance_eta: float = 1.37
+    #: ``--spot-readout``: the quantile of one detailed spot's energy under which generated cells
+    #: are read as whole spots (:class:`lhcml.sim.spot_readout.SpotReadout`); None: as generated
+    spot_readout: float | None = None
 
     @classmethod
     def from_option(cls, value: str) -> FastCalo:
         spec = parse_calo_option(value)
         if spec is None:
             raise ConfigError("FastCalo.from_option needs 'fast:MODEL.onnx[:BINNING.xml]'")
+        spec, fraction = split_spot_readout(spec)
         models: dict[int, OnnxShowerModel] = {}
         for item in spec[5:].split(","):
             path, _, bin_path = item.partition(":")
@@ -628,7 +680,7 @@ class FastCalo:
                 binning = read_binning(bin_path)
             model = OnnxShowerModel(path, binning)
             models[particle_pid(model.particle)] = model
-        return cls(models)
+        return cls(models, spot_readout=fraction)
 
     def select(self, p: dict[str, np.ndarray]) -> np.ndarray:
         """Rows of the flat particle table ``p`` that get a generated shower."""
@@ -647,6 +699,11 @@ class FastCalo:
         """Generate showers for the particles ``p`` (all selected by :meth:`select`) and add them
         to ``grids`` (MeV, in place)."""
         apid = np.abs(np.asarray(p["pid"]))
+        readout = None
+        if self.spot_readout is not None:
+            from lhcml.sim.spot_readout import SpotReadout
+
+            readout = SpotReadout.from_geometry(geo, fraction=self.spot_readout)  # the simulation's own spots
         for pid, model in self.models.items():
             sel = apid == abs(pid)
             if not sel.any():
@@ -664,6 +721,8 @@ class FastCalo:
             # one with phi_cells its phi (the direction's; mirrored where the window is mirrored in phi)
             phi_in = np.where(flip_phi, -phi, phi) if model.conditions_on_phi else None
             showers = model.generate(q["e"], rng, eta=np.abs(eta) if model.conditions_on_eta else None, phi=phi_in)
+            if readout is not None:  # after the generator's noise: the showers read out are those generated
+                showers = readout.apply(showers, model.binning.layer_slices, rng)
             showers = showers * np.float32(1e3)
             place_voxels(grids, np.asarray(event)[sel], ie, ip, showers, model.binning, geo,
                          flip_eta=eta < 0, flip_phi=flip_phi)  # fmt: skip

@@ -26,6 +26,11 @@ would drop it — and each layer is then rescaled to its generated energy, so th
 as generated. Cells at or above the threshold are untouched except for that rescaling, so a
 detailed shower passes through almost unchanged (only its few cells under the threshold are
 re-read; ``tests/test_fastcalo_readout.py``).
+
+It lives in the simulation layer because it is derived from the detailed simulation's geometry
+alone and because the simulation's own fast path uses it (``lhcml simulate gamma_jet --calo
+fast:MODEL.onnx --spot-readout 0.05``, :class:`lhcml.sim.fastcalo.FastCalo`);
+:mod:`lhcml.tasks.fastcalo.readout` re-exports it for ``lhcml fastcalo generate`` and the benchmarks.
 """
 
 from __future__ import annotations
