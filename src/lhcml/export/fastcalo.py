@@ -14,8 +14,11 @@ deterministic function of its inputs, so onnxruntime reproduces PyTorch exactly 
 round-off (asserted on every export). The batch axis is dynamic. ``metadata_props``:
 ``model_name``, ``noise_dim``, ``n_voxels``, ``layer_sizes`` (JSON), ``e_min_gev``/``e_max_gev``
 (the trained range), ``particle``, ``binning_sha256``, ``binning_xml`` (when known),
-``lhcml_version`` (+ ``config_yaml`` from a checkpoint). :mod:`lhcml.sim.fastcalo` runs such a
-file with onnxruntime alone (``lhcml simulate ... --calo fast:MODEL.onnx``).
+``lhcml_version`` (+ ``config_yaml`` from a checkpoint; ``graph: lean`` for the lean graph).
+:mod:`lhcml.sim.fastcalo` runs such a file with onnxruntime alone (``lhcml simulate ... --calo
+fast:MODEL.onnx``). ``lean=True`` writes a flow-matching model's sampling graph with precomputed
+constants and fewer decoding operations (:mod:`lhcml.export.fastcalo_lean`), the same function,
+checked against the same PyTorch sampler.
 
 ``lhcml export RUN_OR_CHECKPOINT OUT.onnx`` reaches :func:`export_checkpoint` through
 :func:`lhcml.export.export_model` (trainer kind ``fastcalo``).
@@ -115,6 +118,7 @@ def export_generator(
     timing: bool = True,
     extra_metadata: dict[str, str] | None = None,
     opset: int = 17,
+    lean: bool = False,
 ) -> ExportReport:
     """Export a :class:`~lhcml.models.fastcalo.base.FastCaloGenerator` as a sampling graph.
 
@@ -135,6 +139,10 @@ def export_generator(
         ``threshold_gev`` in the two runtimes is not counted).
     timing
         Measure onnxruntime's latency per shower at batch 1 and throughput at batch 1000 (one thread).
+    lean
+        Export :class:`lhcml.export.fastcalo_lean.LeanFlowMatchingGraph` (flow-matching models
+        only) instead of the traced ``model.sample``; the agreement is checked against
+        ``model.sample`` all the same.
 
     Returns
     -------
@@ -166,7 +174,12 @@ def export_generator(
                 "binning_xml does not hash to binning_file_sha256: pass the text of the binning file itself"
             )
     model = model.eval()
-    graph = _wrapper(model)
+    graph = _wrapper(model)  # the PyTorch sampler: the reference of the check
+    exported = graph
+    if lean:
+        from lhcml.export.fastcalo_lean import lean_graph
+
+        exported = lean_graph(model)
     names = input_names(model)
     inputs = check_inputs(model, max(int(n_check), 2), seed)
     e = inputs[0]
@@ -191,12 +204,13 @@ def export_generator(
         **eta_props,
         "outputs": json.dumps({OUTPUT_NAME: f"(N, {model.n_voxels}) GeV"}),
         **({"binning_xml": binning_xml} if binning_xml is not None else {}),
+        **({"graph": "lean"} if lean else {}),
         **(extra_metadata or {}),
     }
     with atomic_path(path) as tmp:
         with torch.no_grad():
             torch.onnx.export(
-                graph, tuple(torch.from_numpy(a[:2]) for a in inputs), str(tmp),
+                exported, tuple(torch.from_numpy(a[:2]) for a in inputs), str(tmp),
                 input_names=list(names), output_names=[OUTPUT_NAME], opset_version=opset,
                 dynamo=False, do_constant_folding=True,
                 dynamic_axes={n: {0: "batch"} for n in (*names, OUTPUT_NAME)},
@@ -232,7 +246,7 @@ def export_generator(
 
 def export_checkpoint(
     checkpoint: str | Path, output: str | Path, *, force: bool = False, atol: float | None = None,
-    timing: bool = True,
+    timing: bool = True, lean: bool = False,
 ) -> ExportReport:  # fmt: skip
     """Export a fast-calo training checkpoint (:func:`lhcml.train.fastcalo.load_generator`).
 
@@ -247,5 +261,5 @@ def export_checkpoint(
     return export_generator(
         model, output, binning_file_sha256=meta["binning_sha256"], particle=meta["particle"],
         binning_xml=meta.get("binning_xml"), force=force, atol=atol,
-        timing=timing, extra_metadata={"config_yaml": meta["config_yaml"]},
+        timing=timing, extra_metadata={"config_yaml": meta["config_yaml"]}, lean=lean,
     )  # fmt: skip

@@ -1,0 +1,109 @@
+"""The lean ONNX sampling graph of flow-matching shower generators (lhcml.export.fastcalo_lean, issue 15).
+
+The lean graph must compute the function of ``model.sample`` (the PyTorch sampler): the export
+asserts onnxruntime's agreement with it, and the tests check it on the real photon binning
+(5 layers, 321 voxels, the strips 57 x 3 generated around their maximum) for the shipped
+configuration (one Euler step, log voxels, |η| and φ conditions with their cell phases) and for
+the other branches (midpoint steps, logit voxels, energy-dependent standardisation, energy only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from lhcml.errors import ConfigError
+
+SHIPPED = dict(hidden=32, depth=3, steps=1, solver="euler", u0_max=2.0, voxel_space="log", threshold_kev=1000.0,
+               align_max_shift=4, align_n_phi=3, eta_range=[0.0, 1.37], eta_cells=[0.025, 0.05, 0.003125],
+               phi_cells=[0.0245436926, 0.0981747704])  # fmt: skip
+OTHER = dict(hidden=24, depth=2, steps=3, solver="midpoint", u0_max=2.0, voxel_space="logit", threshold_kev=1000.0,
+             energy_standardisation=True)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def photons():
+    from lhcml.sim.fastcalo import detailed_showers, voxel_binning
+
+    b = voxel_binning("photon")
+    e = np.exp(np.random.default_rng(0).uniform(np.log(2.0), np.log(200.0), 150))
+    out = detailed_showers("photon", e, 4, binning=b, images=False)
+    return b, torch.from_numpy(out["incident_energies"].reshape(-1).astype(np.float32)), torch.from_numpy(out["showers"].astype(np.float32))
+
+
+def _model(photons, init, seed=0):
+    from lhcml.models.fastcalo.fm import CaloFlowMatching
+
+    b, e, x = photons
+    torch.manual_seed(seed)
+    m = CaloFlowMatching(b.n_voxels, b.layer_sizes, 1.0, 260.0, **init)
+    m.prepare(e, x)
+    with torch.no_grad():  # a velocity of a trained model's size: the state moves away from the noise
+        for p in m.velocity.parameters():
+            p.mul_(3.0)
+    return m.eval()
+
+
+def _wide_where(model: onnx.ModelProto) -> int:
+    """Where nodes whose output is wider than one column (a whole layer of voxels)."""
+    g = onnx.shape_inference.infer_shapes(model).graph
+    dims = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+            for v in list(g.value_info) + list(g.output)}  # fmt: skip
+    return sum(1 for n in g.node if n.op_type == "Where" and (dims.get(n.output[0]) or [0, None])[-1] != 1)
+
+
+@pytest.mark.parametrize("init", [SHIPPED, OTHER], ids=["one_step_eta_phi_aligned", "midpoint_logit_energy_std"])
+def test_lean_graph_is_the_pytorch_sampler(photons, init, tmp_path):
+    from lhcml.export.fastcalo import _wrapper, check_inputs, export_generator
+    from lhcml.export.fastcalo_lean import lean_graph
+
+    b = photons[0]
+    m = _model(photons, init)
+    inputs = [torch.from_numpy(a) for a in check_inputs(m, 3000, 1)]
+    with torch.no_grad():
+        ref = _wrapper(m)(*inputs)
+        got = lean_graph(m)(*inputs)
+        state = m.integrate(inputs[0].reshape(-1), inputs[-1], *(a.reshape(-1) for a in inputs[1:-1]))
+    e = inputs[0]
+    assert float(((got - ref).abs() / e).max()) < 1e-5
+    # the branches the check has to exercise: voxels under the threshold, and (aligned) shifted strips
+    assert 0.05 < float((ref == 0).float().mean()) < 0.95
+    if init.get("align_max_shift"):
+        assert float((torch.round(state[:, -1]) != 0).float().mean()) > 0.3
+    # the export asserts onnxruntime against model.sample (1e-4 x E_inc) for both graphs
+    kw = dict(binning_file_sha256=b.sha256, particle="photon", timing=False, n_check=512, atol=1e-4)
+    export_generator(m, tmp_path / "traced.onnx", **kw)
+    export_generator(m, tmp_path / "lean.onnx", lean=True, **kw)
+    lean = onnx.load(str(tmp_path / "lean.onnx"))
+    traced = onnx.load(str(tmp_path / "traced.onnx"))
+    assert {p.key: p.value for p in lean.metadata_props}["graph"] == "lean"
+    assert [i.name for i in lean.graph.input] == [i.name for i in traced.graph.input]
+    # what made the traced graph slow is gone: Where over whole layers, Expand of the strip indices
+    assert _wide_where(traced) >= 2
+    assert not {"Where", "Expand"} & {n.op_type for n in lean.graph.node}
+    # the two graphs in onnxruntime, on the same inputs, and each layer's energy kept
+    feeds = {i.name: a.numpy() for i, a in zip(traced.graph.input, inputs, strict=True)}
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    out = {k: ort.InferenceSession(str(tmp_path / f"{k}.onnx"), so, providers=["CPUExecutionProvider"])
+           .run(None, feeds)[0] for k in ("lean", "traced")}  # fmt: skip
+    assert float(np.max(np.abs(out["lean"] - out["traced"]) / feeds["incident_energy"])) < 1e-4
+    e_inc = feeds["incident_energy"][:, 0]
+    for sl in b.layer_slices:  # each layer's energy that of the sampler (to 1e-5 of E_inc: float32 round-off)
+        assert np.all(np.abs(out["lean"][:, sl].sum(1) - ref[:, sl].sum(1).numpy()) <= 1e-5 * e_inc)
+
+
+def test_lean_graph_refuses_other_generators(photons, tmp_path):
+    from lhcml.export.fastcalo import export_generator
+    from lhcml.models.registry import get_model_class
+
+    b = photons[0]
+    vae = get_model_class("fastcalo_vae")(n_voxels=b.n_voxels, layer_sizes=b.layer_sizes, e_min_gev=1.0,
+                                          e_max_gev=260.0, latent_dim=4, hidden=(16,))  # fmt: skip
+    with pytest.raises(ConfigError, match="lean sampling graph is built for flow-matching generators"):
+        export_generator(vae, tmp_path / "vae.onnx", binning_file_sha256=b.sha256, particle="photon", timing=False,
+                         lean=True)  # fmt: skip
+    assert not (tmp_path / "vae.onnx").exists()
