@@ -12,7 +12,9 @@ them, or bare ``<name>.ckpt`` files):
    high-level features, FPD/KPD, the classifier test (low and high level, ``--runs`` runs each),
    the photon-ID shower shapes; ``--output/<model>/report.html`` and ``results.json``;
 2. export the sampling graph (:func:`lhcml.export.fastcalo.export_generator`, onnxruntime agreement
-   asserted) unless ``<name>.onnx`` sits beside the checkpoint;
+   asserted) unless ``<name>.onnx`` sits beside the checkpoint; with ``--lean-onnx`` the lean graph
+   of a flow-matching model (:mod:`lhcml.export.fastcalo_lean`, ``<name>_lean.onnx``; the same
+   function with fewer decoding operations);
 3. time the generation per shower at 65 GeV at batch 1, 100 and 10^4 on **one CPU thread**, with
    PyTorch (``torch.set_num_threads(1)``, inference mode) and ONNX Runtime
    (``intra_op_num_threads = inter_op_num_threads = 1``): the median of ``--repeats`` timed calls
@@ -138,10 +140,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "(lhcml.tasks.fastcalo.readout.SpotReadout, threshold at this quantile of one spot's "
                          "energy, e.g. 0.05); default: the generator's showers as they come")
     ap.add_argument("--no-timing", action="store_true", help="fidelity only (no export, no timing)")
+    ap.add_argument("--lean-onnx", action="store_true",
+                    help="time the lean ONNX graph of flow-matching models (lhcml.export.fastcalo_lean)")
     args = ap.parse_args(argv)
 
     from lhcml.data.calochallenge import read_binning, read_showers
     from lhcml.export.fastcalo import export_generator
+    from lhcml.export.fastcalo_lean import supports_lean
     from lhcml.tasks.fastcalo.dataset import generate_sample
     from lhcml.tasks.fastcalo.evaluate import evaluate_showers
     from lhcml.tasks.fastcalo.readout import SpotReadout
@@ -176,12 +181,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.time()
         model, meta = load_generator(ckpt)
         print(f"[{name}] {ckpt} ({sum(p.numel() for p in model.parameters())} parameters)", flush=True)
-        onnx_path = ckpt.parent / f"{name}.onnx"
+        lean = args.lean_onnx and supports_lean(model)
+        onnx_path = ckpt.parent / f"{name}{'_lean' if lean else ''}.onnx"
         if not onnx_path.is_file() and not args.no_timing:
-            onnx_path = args.output / f"{name}.onnx"
+            onnx_path = args.output / onnx_path.name
             if not onnx_path.is_file():
                 export_generator(model, onnx_path, binning_file_sha256=binning.sha256, particle=binning.particle,
-                                 timing=False, atol=getattr(model, "onnx_atol", 1e-5))  # fmt: skip
+                                 timing=False, atol=getattr(model, "onnx_atol", 1e-5), lean=lean)  # fmt: skip
         gen = generate_sample(model, ref, args.seed, threshold_gev=args.threshold_mev * 1e-3, readout=readout)
         ev = evaluate_showers(ref, gen, binning, args.output / name, n_runs=args.runs, epochs=args.epochs,
                               seed=args.seed, labels=("detailed", name))  # fmt: skip
@@ -196,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "shower_shapes": ev.get("shower_shapes"), "ms_per_shower": {
                 k: {str(b): v * 1e3 for b, v in d.items()} for k, d in timing.items()},
             "speedup_batch_1e4": t_det / best, "wall_s": time.time() - t0,
+            "onnx_graph": None if args.no_timing else ("lean" if lean else "traced"),
         }  # fmt: skip
         print(f"[{name}] done in {time.time() - t0:.0f} s", flush=True)
     results["wall_s"] = time.time() - t_start
