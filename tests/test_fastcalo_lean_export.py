@@ -74,7 +74,8 @@ def test_lean_graph_is_the_pytorch_sampler(photons, init, tmp_path):
     if init.get("align_max_shift"):
         assert float((torch.round(state[:, -1]) != 0).float().mean()) > 0.3
     # the export asserts onnxruntime against model.sample (1e-4 x E_inc) for both graphs
-    kw = dict(binning_file_sha256=b.sha256, particle="photon", timing=False, n_check=512, atol=1e-4)
+    kw = dict(binning_file_sha256=b.sha256, particle="photon", binning_xml=b.to_xml(), timing=False, n_check=512,
+              atol=1e-4)  # fmt: skip
     export_generator(m, tmp_path / "traced.onnx", **kw)
     export_generator(m, tmp_path / "lean.onnx", lean=True, **kw)
     lean = onnx.load(str(tmp_path / "lean.onnx"))
@@ -91,6 +92,15 @@ def test_lean_graph_is_the_pytorch_sampler(photons, init, tmp_path):
     out = {k: ort.InferenceSession(str(tmp_path / f"{k}.onnx"), so, providers=["CPUExecutionProvider"])
            .run(None, feeds)[0] for k in ("lean", "traced")}  # fmt: skip
     assert float(np.max(np.abs(out["lean"] - out["traced"]) / feeds["incident_energy"])) < 1e-4
+    # the simulation's fast path (--calo fast:MODEL.onnx) runs the lean file as the traced one
+    from lhcml.sim.fastcalo import OnnxShowerModel
+
+    e_sim = np.array([2.0, 65.0, 250.0])
+    cond = {"eta": np.array([0.1, 0.7, 1.3]) if m.conditions_on_eta else None,
+            "phi": np.array([-3.0, 0.2, 2.9]) if m.conditions_on_phi else None}  # fmt: skip
+    sim = {k: OnnxShowerModel(str(tmp_path / f"{k}.onnx")).generate(e_sim, np.random.default_rng(4), **cond)
+           for k in ("lean", "traced")}  # fmt: skip
+    assert np.all(np.abs(sim["lean"] - sim["traced"]).max(1) <= 1e-4 * e_sim)
     e_inc = feeds["incident_energy"][:, 0]
     for sl in b.layer_slices:  # each layer's energy that of the sampler (to 1e-5 of E_inc: float32 round-off)
         assert np.all(np.abs(out["lean"][:, sl].sum(1) - ref[:, sl].sum(1).numpy()) <= 1e-5 * e_inc)
