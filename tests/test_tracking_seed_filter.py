@@ -374,3 +374,116 @@ def test_shipped_score_config_and_finder() -> None:
     assert second.seeding.min_pt < first.seeding.min_pt and second.ckf.min_pt < first.ckf.min_pt
     assert second.seeding.abs_eta_max == second.ckf.abs_eta_max == 4.0 and second.seeding.r_middle == (30.0, 120.0)
     assert second.ckf.chi2_cut_measurement == first.ckf.chi2_cut_measurement  # the rest is ckf.yaml's
+
+
+def test_two_passes_parse_the_measurements_once_and_find_the_same_tracks(sample, trained, tmp_path, monkeypatch) -> None:
+    """Iterative tracking parses the event's measurements file once for both passes (the second pass
+    reuses the first's parse) and finds exactly the tracks it finds when each pass parses the file itself;
+    the cache is per finder call, so a second call parses again."""
+    import yaml
+
+    from lhcml.tasks.tracking import acts_chain
+    from lhcml.tasks.tracking.acts_reco import run_ckf
+
+    low = tmp_path / "low.yaml"
+    low.write_text(yaml.safe_dump({"seeding": {"min_pt": 0.2, "abs_eta_max": 4.0}, "ckf": {"min_pt": 0.2, "abs_eta_max": 4.0}}))
+    cfg = {"checkpoint": str(trained), "cut": 0.3, "second_pass": str(low)}
+    parses: list[Path] = []
+    real = acts_chain.read_measurements_csv
+    monkeypatch.setattr(acts_chain, "read_measurements_csv", lambda path: parses.append(path) or real(path))
+    two = S.ml_seeds_ckf(sample, 2, cfg)
+    assert len(parses) == 1 and parses[0].name == "event000000002-measurements.csv"
+    S.ml_seeds_ckf(sample, 2, cfg)
+    assert len(parses) == 2  # a new call, a new parse: no state between calls (fair timing per event)
+    # the same two passes with a parse in each: pass 1 alone, then run_ckf on the hits it left, no cache
+    one = S.ml_seeds_ckf(sample, 2, {"checkpoint": str(trained), "cut": 0.3})
+    res = run_ckf(sample, [2], low, exclude={2: np.unique(one["hit_id"]) - 1})
+    t2, h2 = res.candidates[2]
+    n1 = len(np.unique(one["track_id"]))
+    later = two["track_id"] >= n1
+    expect = sorted(tuple(sorted(h2[t2 == t].tolist())) for t in np.unique(t2))
+    got = sorted(tuple(sorted(two["hit_id"][later & (two["track_id"] == t)].tolist())) for t in np.unique(two["track_id"][later]))
+    assert len(expect) > 5 and got == expect
+
+
+def test_second_pass_max_per_spm(sample, trained, tmp_path, monkeypatch) -> None:
+    """second_pass_max_per_spm reaches the second pass's seed selection (the first pass keeps its own
+    max_per_spm); the second pass then follows at most that many seeds per middle space point and its
+    tracks still share no hit with the first's; without a second-pass classifier, or negative, it is one
+    clear error before any work."""
+    import yaml
+
+    from lhcml.errors import ConfigError
+
+    low = tmp_path / "low.yaml"
+    low.write_text(yaml.safe_dump({"seeding": {"min_pt": 0.2, "abs_eta_max": 4.0}, "ckf": {"min_pt": 0.2, "abs_eta_max": 4.0}}))
+    calls: list[tuple[int, int, int]] = []
+    real = S.select_seeds
+
+    def spy(scores, triplets, cut, max_per_spm=0):
+        keep = real(scores, triplets, cut, max_per_spm)
+        mid = np.asarray(triplets)[keep, 1]
+        calls.append((max_per_spm, len(keep), int(np.bincount(mid).max()) if len(mid) else 0))
+        return keep
+
+    n1 = len(np.unique(S.ml_seeds_ckf(sample, 2, {"checkpoint": str(trained), "cut": 0.3})["track_id"]))
+    monkeypatch.setattr(S, "select_seeds", spy)
+    cfg = {"checkpoint": str(trained), "cut": 0.3, "second_pass": str(low), "second_pass_checkpoint": str(trained),
+           "second_pass_cut": 0.05}  # fmt: skip
+    free = S.ml_seeds_ckf(sample, 2, cfg)
+    limited = S.ml_seeds_ckf(sample, 2, {**cfg, "second_pass_max_per_spm": 1})
+    (p1a, p2a), (p1b, p2b) = calls[:2], calls[2:]
+    assert p1a[0] == p1b[0] == 0 and p2a[0] == 0 and p2b[0] == 1
+    assert p2a[2] > 1 and p2b[2] == 1 and p2b[1] < p2a[1]  # one seed per middle space point, fewer seeds
+    first = limited["track_id"] < n1
+    assert np.array_equal(limited["hit_id"][first], free["hit_id"][free["track_id"] < n1])  # pass 1 unchanged
+    assert not set(limited["hit_id"][~first].tolist()) & set(limited["hit_id"][first].tolist())
+    assert len(np.unique(limited["track_id"])) > n1
+    with pytest.raises(ConfigError, match="second_pass_checkpoint"):
+        S.ml_seeds_ckf(sample, 2, {"checkpoint": str(trained), "second_pass": str(low), "second_pass_max_per_spm": 1})
+    with pytest.raises(ConfigError, match="second_pass_max_per_spm"):
+        S.load_ml_seeds_config({"checkpoint": "x", "second_pass_max_per_spm": -1})
+
+
+def test_cli_budget_finder_with_a_bad_config_exits_2(sample, tmp_path, capsys) -> None:
+    """`lhcml tracking reconstruct --method ml-seeds+ckf-2pass-budget` with a config that limits the second
+    pass's seeds per middle space point but gives it no classifier: one message, exit status 2."""
+    import yaml
+
+    from lhcml.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"checkpoint": str(tmp_path), "second_pass": "tracking/ckf_budget_pass2.yaml",
+                                   "second_pass_max_per_spm": 1}))  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tracking", "reconstruct", str(sample), "--method", "ml-seeds+ckf-2pass-budget", "--config", str(bad),
+              "--out", str(tmp_path / "out"), "--events", "0", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "second_pass_checkpoint" in err
+
+
+def test_shipped_budget_config_and_finder() -> None:
+    """ml-seeds+ckf-2pass-budget is registered; its pass 1 is ml-seeds+ckf (classifier, cut) with seed
+    doublets up to 150 mm and otherwise ckf.yaml's settings; its pass 2 is ckf_pass2.yaml's reach (pT > 0.2
+    GeV, |eta| < 4, middle space point from 30 mm) with prompt seeds, shorter doublets, one CKF branch,
+    8 measurements per track, a classifier and one seed per middle space point."""
+    from lhcml.config import shipped_config
+    from lhcml.tasks.tracking.acts_reco import load_reco_config
+    from lhcml.tasks.tracking.finders import ACTS_FINDERS, FINDERS
+
+    assert "ml-seeds+ckf-2pass-budget" in FINDERS and "ml-seeds+ckf-2pass-budget" in ACTS_FINDERS
+    ship = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds.yaml"))
+    budget = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_2pass_budget.yaml"))
+    assert (budget.checkpoint, budget.cut, budget.max_seeds_per_spm) == (ship.checkpoint, ship.cut, ship.max_seeds_per_spm)
+    ckf, first = load_reco_config(None), S.reco_config(budget)
+    assert first.seeding.delta_r == (5.0, 150.0) and ckf.seeding.delta_r == (5.0, 270.0)
+    assert first.ckf == ckf.ckf and first.seeding.min_pt == ckf.seeding.min_pt and first.seeding.impact_max == ckf.seeding.impact_max
+    score = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_score.yaml"))
+    wide = load_reco_config(S._config_path(score.second_pass, "second_pass"))
+    second = load_reco_config(S._config_path(budget.second_pass, "second_pass"))
+    assert (second.seeding.min_pt, second.seeding.abs_eta_max, second.seeding.r_middle) == (0.2, 4.0, (30.0, 120.0))
+    assert (second.ckf.min_pt, second.ckf.abs_eta_max) == (wide.ckf.min_pt, wide.ckf.abs_eta_max)
+    assert second.seeding.delta_r == (5.0, 120.0) and second.seeding.impact_max == 5.0 < wide.seeding.impact_max
+    assert (second.ckf.max_branches, second.ckf.min_measurements) == (1, 8)
+    assert budget.second_pass_checkpoint == score.second_pass_checkpoint and budget.second_pass_max_per_spm == 2

@@ -197,6 +197,7 @@ def run_ckf(
     events: Sequence[int] | None = None,
     cfg: ActsRecoConfig | Mapping[str, Any] | str | Path | None = None,
     exclude: Mapping[int, Any] | None = None,
+    measurement_cache: dict[int, Any] | None = None,
 ) -> CkfResult:
     """ACTS's baseline on a sample: seeding, CKF and ambiguity resolution, one thread.
 
@@ -211,6 +212,9 @@ def run_ckf(
     exclude
         Per event the measurement indices (TrackML ``hit_id`` - 1) that seeding and CKF must not
         use, e.g. the hits of a first pass's tracks (iterative tracking); ``None``: all hits.
+    measurement_cache
+        Per event the parsed measurements file, shared with another pass of the same finder call
+        (:class:`lhcml.tasks.tracking.acts_chain.Chain`); ``None``: parsed here.
 
     Returns
     -------
@@ -230,7 +234,7 @@ def run_ckf(
         tracks = add_ckf(chain, cfg, params, est_seeds)
         chain.seq.addAlgorithm(TrackCollector(chain.acts, chain.level, tracks, sink))
 
-    sink, timings = run_chain(files, events, build, exclude)
+    sink, timings = run_chain(files, events, build, exclude, measurement_cache)
     candidates, fitted = {}, {}
     for e in events:
         res = sink[e]

@@ -55,6 +55,15 @@ def ml_seeds_2pass(event_dir: str | Path, event_id: int, cfg: Any = None) -> Can
     return _seed_filter.ml_seeds_ckf(event_dir, event_id, shipped_config("tracking/ml_seeds_score.yaml") if cfg is None else cfg)
 
 
+def ml_seeds_2pass_budget(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
+    """ml-seeds+ckf-2pass within the CKF's CPU budget and fake rate at ⟨μ⟩ = 200: shorter seed doublets in
+    both passes, a second pass restricted to prompt seeds, one seed per middle space point, one CKF branch
+    per surface and 8 measurements per track (``configs/tracking/ml_seeds_2pass_budget.yaml``)."""
+    from lhcml.config import shipped_config
+
+    return _seed_filter.ml_seeds_ckf(event_dir, event_id, shipped_config("tracking/ml_seeds_2pass_budget.yaml") if cfg is None else cfg)
+
+
 def clean(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
     """A finder's output cleaned by :func:`lhcml.tasks.tracking.acts_reco.clean_candidates` (Kalman fit
     with outliers, track selection, greedy ambiguity resolution; ``configs/tracking/ckf.yaml``), each
@@ -113,6 +122,7 @@ FINDERS: dict[str, Finder] = {
     "ckf_fast": ckf_fast,  # the CKF with one seed per middle space point (configs/tracking/ckf_fast.yaml)
     "ml-seeds+ckf": _seed_filter.ml_seeds_ckf,  # ACTS seeds ranked/filtered by a learned classifier, then the CKF
     "ml-seeds+ckf-2pass": ml_seeds_2pass,  # ml-seeds+ckf, then a low-pT / forward ACTS pass on the unused hits
+    "ml-seeds+ckf-2pass-budget": ml_seeds_2pass_budget,  # the two passes within the CKF's CPU and fake rate
 }
 
 

@@ -60,6 +60,9 @@ class MlSeedsConfig(StrictModel):
     second_pass_checkpoint: str | None = None
     #: keep the second pass's seeds with score >= this cut
     second_pass_cut: float = Field(0.05, ge=0.0, le=1.0)
+    #: keep at most this many of the second pass's seeds per middle space point (best first; 0: no
+    #: limit); needs ``second_pass_checkpoint`` (the seeds are ranked by its scores)
+    second_pass_max_per_spm: int = Field(0, ge=0)
 
 
 def load_ml_seeds_config(cfg: MlSeedsConfig | Mapping[str, Any] | str | Path | None) -> MlSeedsConfig:
@@ -71,7 +74,7 @@ def reco_config(cfg: MlSeedsConfig) -> Any:
     """The ACTS config of the finder: ``reco`` with its seeds per middle space point and deduplication."""
     from lhcml.tasks.tracking.acts_reco import load_reco_config
 
-    reco = load_reco_config(cfg.reco).model_copy(deep=True)
+    reco = load_reco_config(None if cfg.reco is None else _config_path(cfg.reco, "reco")).model_copy(deep=True)
     reco.seeding.max_seeds_per_spm = cfg.max_seeds_per_spm
     reco.ckf.seed_deduplication = cfg.seed_deduplication
     return reco
@@ -305,25 +308,33 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
     reco = reco_config(c)
     # the second pass's config and classifier are read before any work (one clear error for a bad one)
     reco2, model2 = None, None
+    if c.second_pass_max_per_spm and c.second_pass_checkpoint is None:
+        raise ConfigError("second_pass_max_per_spm ranks the second pass's seeds by a classifier: "
+                          "give second_pass_checkpoint too (or set second_pass_max_per_spm: 0)")  # fmt: skip
     if c.second_pass is not None:
         reco2 = load_reco_config(_config_path(c.second_pass, "second_pass")).model_copy(deep=True)
         if c.second_pass_checkpoint is not None:
             model2 = _classifier(str(c.second_pass_checkpoint))
             reco2.seeding.max_seeds_per_spm = c.max_seeds_per_spm
     model = _classifier(str(c.checkpoint))
-    track_id, hit_id, fitted, info = _ml_pass(event_dir, int(event_id), reco, model, c.cut, c.max_per_spm)
+    cache: dict[int, Any] = {}  # the event's measurements file, parsed once for both passes of this call
+    track_id, hit_id, fitted, info = _ml_pass(event_dir, int(event_id), reco, model, c.cut, c.max_per_spm,
+                                              measurement_cache=cache)  # fmt: skip
     timings = dict(fitted.timings)
     if reco2 is not None:
         track_id, hit_id, fitted, timings = _second_pass(event_dir, int(event_id), reco2, model2, c.second_pass_cut,
-                                                         track_id, hit_id, fitted, timings)  # fmt: skip
+                                                         track_id, hit_id, fitted, timings, cache,
+                                                         c.second_pass_max_per_spm)  # fmt: skip
     return {"track_id": track_id, "hit_id": hit_id, "timings": timings, "fitted": fitted,
             "n_seeds": info.get("n_seeds", 0), "n_kept": info.get("n_kept", 0)}  # fmt: skip
 
 
 def _ml_pass(event_dir: str | Path, event_id: int, reco: Any, model: Any, cut: float, max_per_spm: int,
-             exclude: Mapping[int, Any] | None = None) -> tuple[np.ndarray, np.ndarray, Any, dict[str, int]]:  # fmt: skip
+             exclude: Mapping[int, Any] | None = None, measurement_cache: dict[int, Any] | None = None,
+             ) -> tuple[np.ndarray, np.ndarray, Any, dict[str, int]]:  # fmt: skip
     """One ACTS run of seeding -> classifier -> CKF (:func:`ml_seeds_ckf`) on the event's hits except
-    ``exclude`` (per event, measurement indices); ``(track_id, hit_id, fitted, {n_seeds, n_kept})``."""
+    ``exclude`` (per event, measurement indices); ``(track_id, hit_id, fitted, {n_seeds, n_kept})``.
+    ``measurement_cache``: the parsed measurements shared with the other pass (:func:`run_chain`)."""
     from lhcml.tasks.tracking.acts_chain import TrackCollector, add_triplet_seeds
     from lhcml.tasks.tracking.acts_reco import (
         _candidates,
@@ -357,7 +368,7 @@ def _ml_pass(event_dir: str | Path, event_id: int, reco: Any, model: Any, cut: f
         tracks = add_ckf(chain, reco, params, kept_seeds)
         chain.seq.addAlgorithm(TrackCollector(acts, chain.level, tracks, sink))
 
-    sink, timings = run_chain(files, [event_id], build, exclude)
+    sink, timings = run_chain(files, [event_id], build, exclude, measurement_cache)
     res = sink[event_id]
     rows = np.arange(len(res["hits"]))
     fitted = _fitted(event_id, res, rows, rows, _truth(Path(event_dir), event_id))
@@ -380,8 +391,10 @@ def _config_path(name: str, what: str) -> Path:
 
 def _second_pass(event_dir: str | Path, event_id: int, reco: Any, model: Any, cut: float, track_id: np.ndarray,
                  hit_id: np.ndarray, fitted: Any, timings: dict[str, float],
+                 measurement_cache: dict[int, Any] | None = None, max_per_spm: int = 0,
                  ) -> tuple[np.ndarray, np.ndarray, Any, dict[str, float]]:  # fmt: skip
-    """ACTS seeding (+ the classifier ``model`` at ``cut``, if given) + CKF with ``reco`` on the hits that
+    """ACTS seeding (+ the classifier ``model`` at ``cut``, at most ``max_per_spm`` seeds per middle
+    space point, if given) + CKF with ``reco`` on the hits that
     the first pass's tracks ``(track_id, hit_id)`` left unused; the two passes' tracks together (the
     second's track ids after the first's), their fitted tracks concatenated, and the timings with the
     second pass as ``second pass`` (its sum)."""
@@ -391,11 +404,11 @@ def _second_pass(event_dir: str | Path, event_id: int, reco: Any, model: Any, cu
 
     exclude = {event_id: np.unique(hit_id) - 1}
     if model is None:
-        result = run_ckf(event_dir, [event_id], reco, exclude=exclude)
+        result = run_ckf(event_dir, [event_id], reco, exclude=exclude, measurement_cache=measurement_cache)
         t2, h2 = (np.asarray(a, np.int64) for a in result.candidates[event_id])
         f2, seconds = result.tracks[event_id], stage_seconds(result.timings)
     else:
-        t2, h2, f2, _ = _ml_pass(event_dir, event_id, reco, model, cut, 0, exclude)
+        t2, h2, f2, _ = _ml_pass(event_dir, event_id, reco, model, cut, max_per_spm, exclude, measurement_cache)
         seconds = f2.timings
     offset = int(track_id.max()) + 1 if len(track_id) else 0
     merged = {}
