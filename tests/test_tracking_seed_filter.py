@@ -465,7 +465,7 @@ def test_cli_budget_finder_with_a_bad_config_exits_2(sample, tmp_path, capsys) -
 
 def test_shipped_budget_config_and_finder() -> None:
     """ml-seeds+ckf-2pass-budget is registered; its pass 1 is ml-seeds+ckf (classifier, cut) with seed
-    doublets up to 150 mm and otherwise ckf.yaml's settings; its pass 2 is ckf_pass2.yaml's reach (pT > 0.2
+    doublets up to 150 mm, the best seed per middle space point and otherwise ckf.yaml's settings; its pass 2 is ckf_pass2.yaml's reach (pT > 0.2
     GeV, |eta| < 4, middle space point from 30 mm) with prompt seeds, shorter doublets, one CKF branch,
     8 measurements per track, a classifier and one seed per middle space point."""
     from lhcml.config import shipped_config
@@ -476,6 +476,7 @@ def test_shipped_budget_config_and_finder() -> None:
     ship = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds.yaml"))
     budget = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_2pass_budget.yaml"))
     assert (budget.checkpoint, budget.cut, budget.max_seeds_per_spm) == (ship.checkpoint, ship.cut, ship.max_seeds_per_spm)
+    assert budget.max_per_spm == 1 and ship.max_per_spm == 0  # pass 1 follows the best seed per middle space point
     ckf, first = load_reco_config(None), S.reco_config(budget)
     assert first.seeding.delta_r == (5.0, 150.0) and ckf.seeding.delta_r == (5.0, 270.0)
     assert first.ckf == ckf.ckf and first.seeding.min_pt == ckf.seeding.min_pt and first.seeding.impact_max == ckf.seeding.impact_max
@@ -484,6 +485,6 @@ def test_shipped_budget_config_and_finder() -> None:
     second = load_reco_config(S._config_path(budget.second_pass, "second_pass"))
     assert (second.seeding.min_pt, second.seeding.abs_eta_max, second.seeding.r_middle) == (0.2, 4.0, (30.0, 120.0))
     assert (second.ckf.min_pt, second.ckf.abs_eta_max) == (wide.ckf.min_pt, wide.ckf.abs_eta_max)
-    assert second.seeding.delta_r == (5.0, 120.0) and second.seeding.impact_max == 5.0 < wide.seeding.impact_max
+    assert second.seeding.delta_r == (5.0, 100.0) and second.seeding.impact_max == 5.0 < wide.seeding.impact_max
     assert (second.ckf.max_branches, second.ckf.min_measurements) == (1, 8)
     assert budget.second_pass_checkpoint == score.second_pass_checkpoint and budget.second_pass_max_per_spm == 2
