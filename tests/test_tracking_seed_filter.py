@@ -488,3 +488,47 @@ def test_shipped_budget_config_and_finder() -> None:
     assert second.seeding.delta_r == (5.0, 100.0) and second.seeding.impact_max == 5.0 < wide.seeding.impact_max
     assert (second.ckf.max_branches, second.ckf.min_measurements) == (1, 8)
     assert budget.second_pass_checkpoint == score.second_pass_checkpoint and budget.second_pass_max_per_spm == 2
+
+
+def test_more_passes_run_on_the_hits_all_earlier_passes_left(sample, trained, tmp_path) -> None:
+    """more_passes: each further pass sees only the hits the earlier passes left; the earlier passes' tracks
+    are unchanged, no hit is in tracks of two passes, the further pass adds tracks and raises the score
+    (here the second pass repeats the first's seeding and the third goes to 0.2 GeV and |eta| < 4), its
+    time is the stage 'third pass'; a further pass without a second, or with max_per_spm but no
+    classifier, is one clear error before any work."""
+    import yaml
+
+    from lhcml.config import shipped_config
+    from lhcml.errors import ConfigError
+
+    ev = read_event(sample, 2)
+    low = tmp_path / "low.yaml"
+    low.write_text(yaml.safe_dump({"seeding": {"min_pt": 0.2, "abs_eta_max": 4.0}, "ckf": {"min_pt": 0.2, "abs_eta_max": 4.0}}))
+    base = {"checkpoint": str(trained), "cut": 0.3, "second_pass": "tracking/ckf.yaml"}
+    two = S.ml_seeds_ckf(sample, 2, base)
+    three = S.ml_seeds_ckf(sample, 2, {**base, "more_passes": [{"reco": str(low), "checkpoint": str(trained), "cut": 0.05}]})
+    n2 = len(np.unique(two["track_id"]))
+    earlier = three["track_id"] < n2
+    assert np.array_equal(three["track_id"][earlier], two["track_id"]) and np.array_equal(three["hit_id"][earlier], two["hit_id"])
+    assert len(np.unique(three["track_id"])) > n2 and len(three["fitted"]) == len(np.unique(three["track_id"]))
+    assert not set(three["hit_id"][~earlier].tolist()) & set(two["hit_id"].tolist())
+    s2, s3 = (tm.evaluate_event(2, ev.truth, ev.particles, ev.hits, o["track_id"], o["hit_id"]).score for o in (two, three))
+    assert s3 > s2, (s2, s3)
+    assert {"second pass", "third pass"} <= set(three["timings"])
+    with pytest.raises(ConfigError, match="give second_pass too"):
+        S.ml_seeds_ckf(sample, 2, {"checkpoint": str(trained), "more_passes": [{"reco": str(low)}]})
+    with pytest.raises(ConfigError, match=r"more_passes\[0\]: max_per_spm"):
+        S.ml_seeds_ckf(sample, 2, {**base, "more_passes": [{"reco": str(low), "max_per_spm": 1}]})
+    with pytest.raises(ConfigError, match="neither a file nor a shipped config"):
+        S.ml_seeds_ckf(sample, 2, {**base, "more_passes": [{"reco": str(tmp_path / "none.yaml")}]})
+    # the shipped ml_seeds_3pass.yaml: the score setting's two passes, then 0.1 GeV primaries and displaced tracks
+    from lhcml.tasks.tracking.acts_reco import load_reco_config
+    from lhcml.tasks.tracking.finders import FINDERS
+
+    assert "ml-seeds+ckf-3pass" in FINDERS
+    c3 = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_3pass.yaml"))
+    c2 = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_score.yaml"))
+    assert c3.model_copy(update={"more_passes": []}) == c2 and len(c3.more_passes) == 2
+    lo, disp = (load_reco_config(S._config_path(p.reco, "reco")) for p in c3.more_passes)
+    assert lo.seeding.min_pt == lo.ckf.min_pt == 0.1 and lo.seeding.r_max <= 2 * 0.1 / (0.299792458e-3 * 2.0)
+    assert disp.seeding.impact_max == disp.ckf.loc0_max == 80.0 and disp.seeding.r_middle is None

@@ -36,6 +36,20 @@ from lhcml.errors import ConfigError, SchemaError
 DEFAULT_CONFIG = "tracking/ml_seeds.yaml"
 
 
+class MorePass(StrictModel):
+    """A further pass of iterative tracking (after the second) on the hits every earlier pass left unused."""
+
+    #: ACTS reconstruction config of the pass (a path, or the name of a shipped config)
+    reco: str
+    #: its seed classifier (checkpoint or run directory; its seeds then come with the finder's
+    #: ``max_seeds_per_spm``); null: every ACTS seed of the pass
+    checkpoint: str | None = None
+    #: keep the pass's seeds with score >= cut
+    cut: float = Field(0.05, ge=0.0, le=1.0)
+    #: at most this many of its seeds per middle space point (best first; 0: no limit; needs ``checkpoint``)
+    max_per_spm: int = Field(0, ge=0)
+
+
 class MlSeedsConfig(StrictModel):
     """Configuration of ``ml-seeds+ckf`` (``configs/tracking/ml_seeds.yaml``)."""
 
@@ -63,6 +77,9 @@ class MlSeedsConfig(StrictModel):
     #: keep at most this many of the second pass's seeds per middle space point (best first; 0: no
     #: limit); needs ``second_pass_checkpoint`` (the seeds are ranked by its scores)
     second_pass_max_per_spm: int = Field(0, ge=0)
+    #: passes after the second, in order, each on the hits all earlier passes left unused (e.g. primaries
+    #: below the second pass's pT, displaced tracks); needs ``second_pass``
+    more_passes: list[MorePass] = Field(default_factory=list)
 
 
 def load_ml_seeds_config(cfg: MlSeedsConfig | Mapping[str, Any] | str | Path | None) -> MlSeedsConfig:
@@ -300,7 +317,9 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
     With ``second_pass`` (iterative tracking, ``configs/tracking/ml_seeds_score.yaml``) a second ACTS
     run with that reconstruction config (e.g. a lower seeding pT, |eta| < 4), and the classifier
     ``second_pass_checkpoint`` if given, sees only the hits this pass's tracks left unused; its
-    tracks are appended and its time is the stage ``second pass``.
+    tracks are appended and its time is the stage ``second pass``. Each of ``more_passes`` then
+    runs the same way on the hits all earlier passes left (stages ``third pass``, ...;
+    ``configs/tracking/ml_seeds_3pass.yaml``).
     """
     from lhcml.tasks.tracking.acts_reco import load_reco_config
 
@@ -316,6 +335,18 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
         if c.second_pass_checkpoint is not None:
             model2 = _classifier(str(c.second_pass_checkpoint))
             reco2.seeding.max_seeds_per_spm = c.max_seeds_per_spm
+    if c.more_passes and c.second_pass is None:
+        raise ConfigError("more_passes run after the second pass: give second_pass too (or drop more_passes)")
+    more = []
+    for k, extra in enumerate(c.more_passes, start=3):
+        if extra.max_per_spm and extra.checkpoint is None:
+            raise ConfigError(f"more_passes[{k - 3}]: max_per_spm ranks the pass's seeds by a classifier: give its "
+                              "checkpoint too (or set max_per_spm: 0)")  # fmt: skip
+        reco_k = load_reco_config(_config_path(extra.reco, f"more_passes[{k - 3}].reco")).model_copy(deep=True)
+        model_k = None if extra.checkpoint is None else _classifier(str(extra.checkpoint))
+        if model_k is not None:
+            reco_k.seeding.max_seeds_per_spm = c.max_seeds_per_spm
+        more.append((_PASS_NAMES.get(k, f"pass {k}"), reco_k, model_k, extra))
     model = _classifier(str(c.checkpoint))
     cache: dict[int, Any] = {}  # the event's measurements file, parsed once for both passes of this call
     track_id, hit_id, fitted, info = _ml_pass(event_dir, int(event_id), reco, model, c.cut, c.max_per_spm,
@@ -325,6 +356,10 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
         track_id, hit_id, fitted, timings = _second_pass(event_dir, int(event_id), reco2, model2, c.second_pass_cut,
                                                          track_id, hit_id, fitted, timings, cache,
                                                          c.second_pass_max_per_spm)  # fmt: skip
+        for stage, reco_k, model_k, extra in more:
+            track_id, hit_id, fitted, timings = _second_pass(event_dir, int(event_id), reco_k, model_k, extra.cut,
+                                                             track_id, hit_id, fitted, timings, cache,
+                                                             extra.max_per_spm, stage)  # fmt: skip
     return {"track_id": track_id, "hit_id": hit_id, "timings": timings, "fitted": fitted,
             "n_seeds": info.get("n_seeds", 0), "n_kept": info.get("n_kept", 0)}  # fmt: skip
 
@@ -377,6 +412,10 @@ def _ml_pass(event_dir: str | Path, event_id: int, reco: Any, model: Any, cut: f
     return track_id, hit_id, fitted, info
 
 
+#: timing stage of each pass after the first
+_PASS_NAMES = {2: "second pass", 3: "third pass", 4: "fourth pass", 5: "fifth pass"}
+
+
 def _config_path(name: str, what: str) -> Path:
     """A config named by a path, else by its name among the shipped configs (e.g. ``tracking/ckf_pass2.yaml``)."""
     from lhcml.config import shipped_config
@@ -392,12 +431,11 @@ def _config_path(name: str, what: str) -> Path:
 def _second_pass(event_dir: str | Path, event_id: int, reco: Any, model: Any, cut: float, track_id: np.ndarray,
                  hit_id: np.ndarray, fitted: Any, timings: dict[str, float],
                  measurement_cache: dict[int, Any] | None = None, max_per_spm: int = 0,
-                 ) -> tuple[np.ndarray, np.ndarray, Any, dict[str, float]]:  # fmt: skip
+                 stage: str = "second pass") -> tuple[np.ndarray, np.ndarray, Any, dict[str, float]]:  # fmt: skip
     """ACTS seeding (+ the classifier ``model`` at ``cut``, at most ``max_per_spm`` seeds per middle
-    space point, if given) + CKF with ``reco`` on the hits that
-    the first pass's tracks ``(track_id, hit_id)`` left unused; the two passes' tracks together (the
-    second's track ids after the first's), their fitted tracks concatenated, and the timings with the
-    second pass as ``second pass`` (its sum)."""
+    space point, if given) + CKF with ``reco`` on the hits that the earlier passes' tracks
+    ``(track_id, hit_id)`` left unused; all tracks together (this pass's track ids after the earlier
+    ones), their fitted tracks concatenated, and the timings with this pass's sum as ``stage``."""
     import dataclasses
 
     from lhcml.tasks.tracking.acts_reco import run_ckf, stage_seconds
@@ -417,7 +455,7 @@ def _second_pass(event_dir: str | Path, event_id: int, reco: Any, model: Any, cu
         if f.name == "track_id":
             b = np.asarray(b) + offset
         merged[f.name] = np.concatenate([np.asarray(a), np.asarray(b)]) if isinstance(a, np.ndarray) else a
-    timings = {**timings, "second pass": float(sum(seconds.values()))}
+    timings = {**timings, stage: float(sum(seconds.values()))}
     merged["timings"] = timings
     return (np.concatenate([track_id, t2 + offset]), np.concatenate([hit_id, h2]),
             dataclasses.replace(fitted, **merged), timings)  # fmt: skip
