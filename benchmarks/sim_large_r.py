@@ -394,16 +394,17 @@ def _fmt(r: dict) -> str:
                f"| mass ½IQR68/med {100 * r['mass_half_iqr68']:4.1f}%" if "resp_core_width" in r else ""))
 
 
-def truth_peaks(events: int, seed: int) -> list[dict]:
+def truth_peaks(events: int, seed: int, pt: tuple[float, float] = (550.0, 650.0)) -> list[dict]:
     """Where the particle-level top-jet mass peak goes: truth-jet variants (no detector).
 
     ``top`` events (Pythia only): anti-kt R (0.8, 1.0, 1.2) on stable particles — visible (no ν/μ,
     as the truth jets of the chain and ATLAS's) or all (ν and μ added back) — trimmed (R_sub 0.2,
-    f_cut 5 %) or ungroomed; jets of 550 < pT < 650 GeV, |η| < 2 labelled top (top within R, its
+    f_cut 5 %) or ungroomed; jets of ``pt`` (default 550–650 GeV), |η| < 2 labelled top (top within R, its
     three decay quarks within ``contain`` · R). ``m > 140`` rows add ATLAS's top-label truth-mass
     cut (R10TruthLabel_R21Consolidated, ``docs/references.md §12``). The last row is the mass of
     the top quarks themselves (Pythia's Breit–Wigner), for the same labelled jets of R = 0.8.
     """
+    from lhcml.metrics.peaks import gauss_core_peak, kde_mode
     from lhcml.sim.generator import FlatTable, PythiaGenerator
     from lhcml.sim.grooming import four_momentum_sums, trim
     from lhcml.sim.jets import cluster_flat, large_r_labels_flat
@@ -429,13 +430,13 @@ def truth_peaks(events: int, seed: int) -> list[dict]:
             inputs[kind] = FlatTable({"px": t["px"], "py": t["py"], "pz": t["pz"], "E": t["e"]}, t.counts)
         for radius, kind, trimmed, contain in variants:
             truth = inputs[kind]
-            tj, toff, tcons = cluster_flat(truth, radius, min_pt=200.0)
+            tj, toff, tcons = cluster_flat(truth, radius, min_pt=min(200.0, 0.5 * pt[0]))
             px, py, pz, e = (truth[k][tcons] for k in ("px", "py", "pz", "E"))
             keep = trim(toff, px, py, pz, e, tj["pt"]) if trimmed else None
             gr = four_momentum_sums(toff, keep, px, py, pz, e)
             lab = large_r_labels_flat(tj.offsets, tj["eta"], tj["phi"], res, radius,
                                       contain_dr=contain * radius)
-            m = (lab["R10TruthLabel"] == 1) & (gr["pt"] > 550) & (gr["pt"] < 650) & (np.abs(gr["eta"]) < 2)
+            m = (lab["R10TruthLabel"] == 1) & (gr["pt"] > pt[0]) & (gr["pt"] < pt[1]) & (np.abs(gr["eta"]) < 2)
             masses.setdefault((radius, kind, trimmed, contain, False), []).append(gr["mass"][m])
             if trimmed and kind == "visible":
                 masses.setdefault((radius, kind, trimmed, contain, True), []).append(gr["mass"][m & (gr["mass"] > 140)])
@@ -448,10 +449,13 @@ def truth_peaks(events: int, seed: int) -> list[dict]:
         name = key if isinstance(key, str) else (
             f"R={key[0]} {key[1]} {'trimmed' if key[2] else 'ungroomed'} quarks<{key[3]:.2f}R"
             + (" m>140" if key[4] else ""))
+        mode, core15 = kde_mode(m), gauss_core_peak(m, n_sigma=1.5)
         rows.append({"variant": name, "jets": len(m), "peak": peak, "rel_width": width / peak,
-                     "median": float(np.median(m)), "mean": float(np.mean(m))})
+                     "median": float(np.median(m)), "mean": float(np.mean(m)), "mode": mode, "core15": core15})
         print(f"{name:<48} jets={len(m):>5} peak={peak:6.1f} ({peak - PARTICLE_MASS['top']:+5.1f}) "
-              f"width={100 * width / peak:4.1f}% median={np.median(m):6.1f} mean={np.mean(m):6.1f}", flush=True)
+              f"width={100 * width / peak:4.1f}% median={np.median(m):6.1f} mean={np.mean(m):6.1f} "
+              f"mode={mode:6.1f} ({mode - PARTICLE_MASS['top']:+5.1f}) core1.5={core15:6.1f} "
+              f"({core15 - PARTICLE_MASS['top']:+5.1f})", flush=True)
     return rows
 
 
@@ -710,8 +714,8 @@ def main() -> None:
                          "core, core_median = the tables' estimator up to the seventh version; default gauss_core)")
     ap.add_argument("--save-jets", type=Path, help="stability table: keep the per-jet quantities of every point here")
     ap.add_argument("--pt-window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
-                    help="stability table: select jets of LO < calibrated pT < HI GeV from pT-hat LO-50 to HI+100 "
-                         "(default: the processes' 550-650 GeV from pT-hat 500-750; top and wz only)")
+                    help="stability table (and --truth-peaks): select jets of LO < calibrated pT < HI GeV from pT-hat LO-50 to "
+                         "HI+100 (default: the processes' 550-650 GeV from pT-hat 500-750; top and wz only)")
     ap.add_argument("--pooled", type=Path, nargs="+", default=None,
                     help="the stability table recomputed on --save-jets files, pooling the seeds of each point")
     ap.add_argument("--resolution-from", type=Path, nargs="+", default=None,
@@ -751,10 +755,10 @@ def _run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
         lo, hi = args.pt_window
         if not 0 < lo < hi:
             ap.error(f"--pt-window {lo:g} {hi:g}: need 0 < LO < HI (GeV)")
-        other = [n for n in args.processes if n not in ("top", "wz")]
+        other = [n for n in args.processes if n not in ("top", "wz")] if not args.truth_peaks else []
         if other:
             ap.error(f"--pt-window applies to the processes top and wz only, not {', '.join(other)}")
-        modes = [f for f in ("derive", "derive_from", "pooled", "paired_mitigation", "resolution_from", "truth_peaks",
+        modes = [f for f in ("derive", "derive_from", "pooled", "paired_mitigation", "resolution_from",
                              "compare") if getattr(args, f)]
         if modes:
             ap.error(f"--pt-window applies to the stability table only, not --{modes[0].replace('_', '-')}")
@@ -790,7 +794,9 @@ def _run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
             atomic_write_text(args.json, json.dumps(rows, indent=1))
         return
     if args.truth_peaks:
-        rows = truth_peaks(args.events, args.seed)
+        window = pt_window(*args.pt_window, ("top",)) if args.pt_window else nullcontext()
+        with window:
+            rows = truth_peaks(args.events, args.seed, tuple(args.pt_window) if args.pt_window else (550.0, 650.0))
         if args.json:
             atomic_write_text(args.json, json.dumps(rows, indent=1))
         return
