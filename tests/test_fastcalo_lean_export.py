@@ -117,3 +117,31 @@ def test_lean_graph_refuses_other_generators(photons, tmp_path):
         export_generator(vae, tmp_path / "vae.onnx", binning_file_sha256=b.sha256, particle="photon", timing=False,
                          lean=True)  # fmt: skip
     assert not (tmp_path / "vae.onnx").exists()
+
+
+def test_agreement_exempts_threshold_flips_only():
+    """The export check's comparison: a voxel one runtime keeps at the threshold and the other
+    drops renormalises its layer (same layer energy) — exempt; other differences are not."""
+    from lhcml.export.fastcalo import agreement
+
+    layers, thr = [3, 2], 1e-3
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0.01, 0.02, (400, 5)).astype(np.float32)
+    e = np.full(400, 10.0)
+    got = ref.copy()
+    # shower 7: layer 0 of ref keeps a third voxel that got drops; each keeps the layer's energy
+    ref[7, :3] = [0.012, 0.012, 0.0011]
+    got[7, :3] = [0.01255, 0.01255, 0.0]
+    assert agreement(got, ref, e, thr, layers, 1e-4) == (0.0, 1)
+    assert agreement(got, ref, e, 0.0, layers, 1e-4)[0] > 1e-4  # no threshold: a real difference
+    # a layer whose energy differs is not a flip
+    bad = got.copy()
+    bad[9, 3:] = [0.0, ref[9, 3]]
+    assert agreement(bad, ref, e, thr, layers, 1e-4)[0] > 1e-4
+    # nor are flips in more than 1 % of the (shower, layer) pairs: a wrong threshold, not round-off
+    many = got.copy()
+    for i in range(20, 40):
+        ref_i = ref[i, :3].sum()
+        many[i, :3] = [ref_i / 2, ref_i / 2, 0.0]
+    diff, exempt = agreement(many, ref, e, thr, layers, 1e-4)
+    assert diff > 1e-4 and exempt == 0

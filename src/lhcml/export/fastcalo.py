@@ -104,6 +104,45 @@ def check_inputs(model: Any, n: int, seed: int) -> tuple[np.ndarray, ...]:
     return (*out, z.astype(np.float32))
 
 
+#: largest fraction of (shower, layer) pairs :func:`agreement` exempts as threshold flips (our choice)
+MAX_FLIP_FRACTION = 0.01
+
+
+def agreement(
+    got: np.ndarray, ref: np.ndarray, energies: np.ndarray, threshold_gev: float, layer_sizes: list[int],
+    atol: float,
+) -> tuple[float, int]:  # fmt: skip
+    """``(max |got - ref| / E_inc, exempt (shower, layer) pairs)`` of two runtimes' showers ``(N, V)``.
+
+    A voxel a hair above the model's readout threshold in one runtime and a hair below in the
+    other is zero on one side only (float round-off). Alone it is exempt when its value is the
+    threshold's (to 1e-4); and since the decoding renormalises each layer to its generated energy,
+    such a flip also rescales the rest of its layer (a layer of a few voxels near the threshold:
+    by tens of per cent), so a (shower, layer) whose zero pattern differs while its energy agrees
+    (to ``atol x E_inc``) is exempt too — at most :data:`MAX_FLIP_FRACTION` of the pairs (and 2),
+    more is a real difference."""
+    e = np.asarray(energies, np.float64).reshape(-1, 1)
+    lo, hi = np.minimum(got, ref), np.maximum(got, ref)
+    flip = (lo == 0) & (hi >= threshold_gev) & (hi <= threshold_gev * (1 + 1e-4)) if threshold_gev > 0 \
+        else np.zeros(got.shape, bool)  # fmt: skip
+    delta = np.where(flip, 0.0, np.abs(got - ref)) / e
+    n_exempt = 0
+    if threshold_gev > 0 and sum(layer_sizes) == got.shape[1]:
+        edges = np.concatenate([[0], np.cumsum(layer_sizes)]).astype(int)
+        pairs = []
+        for a, b in zip(edges[:-1], edges[1:], strict=True):
+            pattern = ((got[:, a:b] == 0) != (ref[:, a:b] == 0)).any(axis=1)
+            same_energy = np.abs(got[:, a:b].sum(1) - ref[:, a:b].sum(1)) <= atol * e[:, 0]
+            pairs.append((a, b, np.flatnonzero(pattern & same_energy)))
+        n_exempt = sum(len(rows) for *_, rows in pairs)
+        if n_exempt <= max(2, MAX_FLIP_FRACTION * got.shape[0] * len(layer_sizes)):
+            for a, b, rows in pairs:
+                delta[rows, a:b] = 0.0
+        else:
+            n_exempt = 0
+    return float(np.max(delta)), n_exempt
+
+
 def export_generator(
     model: Any,
     path: str | Path,
@@ -225,12 +264,8 @@ def export_generator(
         got = sess.run([OUTPUT_NAME], dict(zip(names, inputs, strict=True)))[0]
         with torch.no_grad():
             ref = graph(*(torch.from_numpy(a) for a in inputs)).numpy()
-        # a voxel a hair above the model's readout threshold in one runtime and a hair below in
-        # the other is zero on one side only: such flips (float round-off) are exempt
         thr = float(getattr(model, "threshold_gev", 0.0))
-        lo, hi = np.minimum(got, ref), np.maximum(got, ref)
-        flip = (lo == 0) & (hi >= thr) & (hi <= thr * (1 + 1e-4)) if thr > 0 else np.zeros(got.shape, bool)
-        diff = float(np.max(np.where(flip, 0.0, np.abs(got - ref)) / e))
+        diff, _ = agreement(got, ref, e, thr, list(model.layer_sizes), atol)
         if not diff <= atol:
             raise ExportCheckError(
                 f"onnxruntime and torch differ by {diff:.2e} x E_inc (> {atol:g}) for {model.registry_name}"
