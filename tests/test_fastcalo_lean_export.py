@@ -145,3 +145,16 @@ def test_agreement_exempts_threshold_flips_only():
         many[i, :3] = [ref_i / 2, ref_i / 2, 0.0]
     diff, exempt = agreement(many, ref, e, thr, layers, 1e-4)
     assert diff > 1e-4 and exempt == 0
+
+
+def test_export_check_knows_a_flow_matching_models_threshold(photons, tmp_path, monkeypatch):
+    """The threshold of a flow-matching model sits in its variables (model.vars): the check must use it."""
+    import lhcml.export.fastcalo as fc
+
+    seen = []
+    real = fc.agreement
+    monkeypatch.setattr(fc, "agreement", lambda *a, **k: seen.append(a[3]) or real(*a, **k))
+    m = _model(photons, SHIPPED)
+    fc.export_generator(m, tmp_path / "m.onnx", binning_file_sha256=photons[0].sha256, particle="photon",
+                        timing=False, n_check=64, atol=1e-4, lean=True)  # fmt: skip
+    assert seen == [pytest.approx(1e-3)]

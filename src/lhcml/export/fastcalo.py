@@ -264,7 +264,8 @@ def export_generator(
         got = sess.run([OUTPUT_NAME], dict(zip(names, inputs, strict=True)))[0]
         with torch.no_grad():
             ref = graph(*(torch.from_numpy(a) for a in inputs)).numpy()
-        thr = float(getattr(model, "threshold_gev", 0.0))
+        # the readout threshold: the model's own, or its variables' (flow, flow matching)
+        thr = float(getattr(model, "threshold_gev", getattr(getattr(model, "vars", None), "threshold_gev", 0.0)))
         diff, _ = agreement(got, ref, e, thr, list(model.layer_sizes), atol)
         if not diff <= atol:
             raise ExportCheckError(
