@@ -488,6 +488,16 @@ def test_shipped_budget_config_and_finder() -> None:
     assert second.seeding.delta_r == (5.0, 100.0) and second.seeding.impact_max == 5.0 < wide.seeding.impact_max
     assert (second.ckf.max_branches, second.ckf.min_measurements) == (1, 8)
     assert budget.second_pass_checkpoint == score.second_pass_checkpoint and budget.second_pass_max_per_spm == 2
+    # ml-seeds+ckf-3pass-budget: the same first two passes (one seed per middle space point in the second) and a
+    # lean 0.1-0.2 GeV pass with the second pass's classifier
+    assert "ml-seeds+ckf-3pass-budget" in FINDERS
+    three = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_3pass_budget.yaml"))
+    assert three.model_copy(update={"second_pass_max_per_spm": 2, "more_passes": []}) == budget
+    assert three.second_pass_max_per_spm == 1 and len(three.more_passes) == 1
+    extra = three.more_passes[0]
+    assert (extra.checkpoint, extra.cut, extra.max_per_spm) == (score.second_pass_checkpoint, 0.3, 1)
+    low = load_reco_config(S._config_path(extra.reco, "reco"))
+    assert low.seeding.min_pt == low.ckf.min_pt == 0.1 and (low.ckf.max_branches, low.ckf.min_measurements) == (1, 8)
 
 
 def test_more_passes_run_on_the_hits_all_earlier_passes_left(sample, trained, tmp_path) -> None:

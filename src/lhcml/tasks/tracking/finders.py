@@ -72,6 +72,14 @@ def ml_seeds_3pass(event_dir: str | Path, event_id: int, cfg: Any = None) -> Can
     return _seed_filter.ml_seeds_ckf(event_dir, event_id, shipped_config("tracking/ml_seeds_3pass.yaml") if cfg is None else cfg)
 
 
+def ml_seeds_3pass_budget(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
+    """ml-seeds+ckf-2pass-budget with a lean third pass for 0.1-0.2 GeV primaries, within the CKF's CPU time
+    and fake rate at ⟨μ⟩ = 200 on validation events (``configs/tracking/ml_seeds_3pass_budget.yaml``)."""
+    from lhcml.config import shipped_config
+
+    return _seed_filter.ml_seeds_ckf(event_dir, event_id, shipped_config("tracking/ml_seeds_3pass_budget.yaml") if cfg is None else cfg)
+
+
 def clean(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
     """A finder's output cleaned by :func:`lhcml.tasks.tracking.acts_reco.clean_candidates` (Kalman fit
     with outliers, track selection, greedy ambiguity resolution; ``configs/tracking/ckf.yaml``), each
@@ -132,6 +140,7 @@ FINDERS: dict[str, Finder] = {
     "ml-seeds+ckf-2pass": ml_seeds_2pass,  # ml-seeds+ckf, then a low-pT / forward ACTS pass on the unused hits
     "ml-seeds+ckf-2pass-budget": ml_seeds_2pass_budget,  # the two passes within the CKF's CPU and fake rate
     "ml-seeds+ckf-3pass": ml_seeds_3pass,  # the two passes, then 0.1-0.2 GeV primaries and displaced tracks
+    "ml-seeds+ckf-3pass-budget": ml_seeds_3pass_budget,  # the budget passes and a lean 0.1-0.2 GeV pass
 }
 
 
