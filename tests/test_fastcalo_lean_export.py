@@ -158,3 +158,44 @@ def test_export_check_knows_a_flow_matching_models_threshold(photons, tmp_path, 
     fc.export_generator(m, tmp_path / "m.onnx", binning_file_sha256=photons[0].sha256, particle="photon",
                         timing=False, n_check=64, atol=1e-4, lean=True)  # fmt: skip
     assert seen == [pytest.approx(1e-3)]
+
+
+def test_cli_export_lean_writes_the_lean_graph_and_refuses_other_kinds(tmp_path, capsys):
+    """`lhcml export CKPT OUT --lean`: a flow-matching checkpoint gets the lean graph (metadata
+    ``graph: lean``), which generates what the traced export generates; a model of another kind
+    (PAED weights) gets one message, exit 2, and no file."""
+    import yaml
+
+    from lhcml.cli import main
+    from lhcml.export import read_metadata
+    from lhcml.models.fastcalo.fm import CaloFlowMatching
+    from lhcml.sim.fastcalo import OnnxShowerModel, voxel_binning
+
+    b = voxel_binning("photon")
+    init = dict(n_voxels=b.n_voxels, layer_sizes=list(b.layer_sizes), e_min_gev=1.0, e_max_gev=260.0, hidden=16,
+                depth=1, steps=2)  # fmt: skip
+    torch.manual_seed(0)
+    m = CaloFlowMatching(**init)
+    m.prepare(torch.full((8,), 10.0), torch.rand(8, b.n_voxels) * (10.0 / b.n_voxels))
+    meta = {"format_version": 1, "kind": "fastcalo", "model_name": "fastcalo_fm", "model_init_yaml": yaml.safe_dump(init),
+            "particle": "photon", "binning_sha256": b.sha256, "binning_xml": b.to_xml(),
+            "config_yaml": yaml.safe_dump({"model": {"name": "fastcalo_fm", **init}})}  # fmt: skip
+    ckpt = tmp_path / "fm.ckpt"
+    torch.save({"lhcml": meta, "state_dict": {f"model.{k}": v for k, v in m.state_dict().items()}}, ckpt)
+    for name, extra in (("lean", ["--lean"]), ("traced", [])):
+        with pytest.raises(SystemExit) as exc:
+            main(["export", str(ckpt), str(tmp_path / f"{name}.onnx"), *extra])
+        assert exc.value.code in (0, None), capsys.readouterr().err
+    assert read_metadata(tmp_path / "lean.onnx").get("graph") == "lean"
+    assert read_metadata(tmp_path / "traced.onnx").get("graph") != "lean"
+    e = np.array([5.0, 65.0, 200.0])
+    out = {k: OnnxShowerModel(str(tmp_path / f"{k}.onnx")).generate(e, np.random.default_rng(7)) for k in ("lean", "traced")}
+    assert np.all(np.abs(out["lean"] - out["traced"]).max(1) <= 1e-4 * e)
+    paed = tmp_path / "paed.pt"
+    paed.write_bytes(b"")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(paed), str(tmp_path / "paed.onnx"), "--lean"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--lean applies to flow-matching shower generators" in err and "Traceback" not in err
+    assert not (tmp_path / "paed.onnx").exists()

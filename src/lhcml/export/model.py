@@ -46,12 +46,12 @@ def _paed(artifact: Path, output: Path, *, force: bool, check_file: Any, n_check
 
 
 def _fastcalo(artifact: Path, output: Path, *, force: bool, check_file: Any, n_check: int,
-              atol: float | None, timing: bool) -> ExportReport:  # fmt: skip
+              atol: float | None, timing: bool, lean: bool = False) -> ExportReport:  # fmt: skip
     from lhcml.export.fastcalo import export_checkpoint
 
     if check_file is not None:
         raise ConfigError("--check-file applies to taggers; a shower generator is checked on random energies and noise")
-    return export_checkpoint(artifact, output, force=force, atol=atol, timing=timing)
+    return export_checkpoint(artifact, output, force=force, atol=atol, timing=timing, lean=lean)
 
 
 def _tracking(artifact: Path, output: Path, *, force: bool, check_file: Any, n_check: int,
@@ -79,6 +79,7 @@ def export_model(
     n_check: int = 1000,
     atol: float | None = None,
     timing: bool = True,
+    lean: bool = False,
 ) -> ExportReport:
     """Export any trained lhcml model to ONNX and check it against the original.
 
@@ -98,6 +99,10 @@ def export_model(
         images in units of its energy scale).
     timing
         Measure latency and throughput (taggers).
+    lean
+        Flow-matching shower generators only: write the lean sampling graph
+        (:mod:`lhcml.export.fastcalo_lean`; the same function with the solver's constants folded in
+        and fewer decoding operations, checked against the PyTorch sampler like the traced one).
 
     Returns
     -------
@@ -106,5 +111,11 @@ def export_model(
     from lhcml.train.protocol import resolve_artifact
 
     trainer, artifact = resolve_artifact(run_or_model)
+    extra: dict[str, Any] = {}
+    if lean:
+        if trainer.kind != "fastcalo":
+            raise ConfigError(f"--lean applies to flow-matching shower generators; {artifact} is a {trainer.kind} "
+                              "model, which has one exported graph: drop --lean")  # fmt: skip
+        extra["lean"] = True
     return EXPORTERS[trainer.kind](artifact, Path(output), force=force, check_file=check_file,
-                                   n_check=n_check, atol=atol, timing=timing)  # fmt: skip
+                                   n_check=n_check, atol=atol, timing=timing, **extra)  # fmt: skip

@@ -57,11 +57,12 @@ def register(app: typer.Typer) -> None:
         check_file: Optional[Path] = typer.Option(None, "--check-file", help="flat file with real jets for the torch/onnxruntime check"),  # noqa: UP045
         n_check: int = typer.Option(1000, "--n-check", help="jets of --check-file compared"),
         atol: Optional[float] = typer.Option(None, "--atol", help="largest |onnx - original| accepted (default 1e-5; PAED 1e-4)"),  # noqa: UP045
+        lean: bool = typer.Option(False, "--lean", help="flow-matching shower generators: the lean sampling graph (same function, constants folded, ~1.3-2.4x faster at batch 10^4)"),
     ) -> None:
         """Export any trained model to ONNX, check against the original, print latency and throughput."""
         from lhcml.export import export_model
 
-        r = export_model(checkpoint, output, force=force, check_file=check_file, n_check=n_check, atol=atol)
+        r = export_model(checkpoint, output, force=force, check_file=check_file, n_check=n_check, atol=atol, lean=lean)
         typer.echo(f"wrote {r.path}")
         typer.echo(f"inputs {r.inputs} -> outputs {r.outputs}")
         real = f"{r.max_abs_diff_real:.2e} on {r.n_real_jets} jets" if r.max_abs_diff_real is not None else "not checked"
