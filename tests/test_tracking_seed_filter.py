@@ -542,3 +542,29 @@ def test_more_passes_run_on_the_hits_all_earlier_passes_left(sample, trained, tm
     lo, disp = (load_reco_config(S._config_path(p.reco, "reco")) for p in c3.more_passes)
     assert lo.seeding.min_pt == lo.ckf.min_pt == 0.1 and lo.seeding.r_max <= 2 * 0.1 / (0.299792458e-3 * 2.0)
     assert disp.seeding.impact_max == disp.ckf.loc0_max == 80.0 and disp.seeding.r_middle is None
+
+
+def test_shipped_third_pass_classifier_configs() -> None:
+    """configs/tracking/ml_seeds_3pass_budget_p3.yaml is ml_seeds_3pass_budget.yaml with only the third pass
+    changed: the same lean 0.1-0.2 GeV seeding, scored by the classifier of seed_filter_pass3.yaml (not the
+    second pass's) and two seeds per middle space point; seed_filter_pass3.yaml trains on mu = 200 events
+    only, on the seed files its header's write-seeds command makes, and validates on events it never trains on
+    (and never on train_mu200 16-17, where the cut was chosen)."""
+    import yaml
+
+    from lhcml.config import shipped_config
+
+    three = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_3pass_budget.yaml"))
+    own = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_3pass_budget_p3.yaml"))
+    assert own.model_copy(update={"more_passes": three.more_passes}) == three
+    old, new = three.more_passes[0], own.more_passes[0]
+    assert new.reco == old.reco and new.cut == old.cut == 0.3 and (old.max_per_spm, new.max_per_spm) == (1, 2)
+    assert new.checkpoint != old.checkpoint
+    text = shipped_config("tracking/seed_filter_pass3.yaml").read_text()
+    train = yaml.safe_load(text)
+    data = train["data"]
+    assert train["base"] == "seed_filter.yaml" and Path(train["output_dir"]).name == Path(new.checkpoint).name
+    assert [Path(d).name for d in data["train_dir"]] == [Path(d).name for d in data["val_dir"]] == ["train_mu200"]
+    seen, val = set(data["train_events"][0]), set(data["val_events"][0])
+    assert seen and val and not seen & val and not {16, 17} & (seen | val)
+    assert f"--name {data['prepare']['seeds']} " in text and "--reco configs/tracking/ckf_pass3_lowpt.yaml" in text
