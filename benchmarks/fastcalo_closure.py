@@ -19,7 +19,10 @@ Stages (each skipped when its outputs exist, so a stopped run resumes; ``--stage
    ``calo="fast:WORK/generator.onnx"``; in chunks of ``--chunk-events`` events (chunk ``i`` of
    process ``k`` has seed ``--event-seed + 100 k + i``), prompt photons of ``gamma_jet`` and
    fakes of ``dijet_photon`` kept by ``select_candidates`` (the photon-ID dataset's own
-   selection); ``WORK/events/<calo>/<process>_<i>.h5``;
+   selection); ``WORK/events/<calo>/<process>_<i>.h5``; with ``--spot-readout FRACTION`` the
+   fast events read the generated cells out as the detailed simulation's energy spots
+   (``calo="fast:WORK/generator.onnx@spot-readout=FRACTION"``, as ``lhcml simulate --calo
+   fast:... --spot-readout``; a resumed run refuses fast chunks made with another readout);
 4. ``datasets``  -- ``WORK/data/<calo>/photon_{train,val,test}.h5``, split 60/20/20 **by event**
    (a hash of ``eventNumber``), so the detailed and fast test sets hold the same events and no
    event of a training set is in either test set; written by ``split_and_write(...,
@@ -150,18 +153,39 @@ def chunk_plan(events: dict[str, int], seed: int, chunk: int) -> list[tuple[str,
     return sorted(plan, key=lambda c: ((c[1] + 0.5) / counts[c[0]], c[0]))
 
 
-def stage_events(work: Path, events: dict[str, int], seed: int, chunk: int, onnx: Path) -> dict[str, float]:
+def check_readout(path: Path, spot_readout: float | None) -> None:
+    """A resumed run must not mix fast chunks made with and without (or with another) readout."""
+    import h5py
+
+    from lhcml.sim.fastcalo import split_spot_readout
+
+    with h5py.File(path, "r") as f:
+        option = f.attrs.get("calo_option", "fast:")  # chunks written before the option: no readout
+    option = option.decode() if isinstance(option, bytes) else str(option)
+    had = split_spot_readout(option)[1]
+    if had != spot_readout:
+        fail(f"{path} was simulated with spot readout {had}, this run asks for {spot_readout}: "
+             "use another --work (the detailed events may be linked)")
+
+
+def stage_events(work: Path, events: dict[str, int], seed: int, chunk: int, onnx: Path,
+                 spot_readout: float | None = None) -> dict[str, float]:
     from lhcml.data.h5 import write_h5
+    from lhcml.sim.fastcalo import calo_with_spot_readout
     from lhcml.sim.photons import simulate_photon_events
     from lhcml.tasks.photon.dataset import select_candidates
 
     walls: dict[str, float] = {}
-    calos = {"detailed": None, "fast": f"fast:{onnx}"}
+    # --spot-readout: the fast path reads the generated cells out as the detailed simulation's spots
+    # (``fast:MODEL.onnx@spot-readout=F``, as ``lhcml simulate --calo fast:... --spot-readout F``)
+    calos = {"detailed": None, "fast": calo_with_spot_readout(f"fast:{onnx}", spot_readout)}
     # detailed and fast alternate chunk by chunk, so a stopped run still has matching pairs
     for proc, i, s, n in chunk_plan(events, seed, chunk):
         for calo, option in calos.items():
             path = work / "events" / calo / f"{proc}_{i:03d}.h5"
             if path.exists():
+                if calo == "fast":
+                    check_readout(path, spot_readout)
                 continue
             t0 = time.time()
             data = simulate_photon_events(proc, n, 0.0, s, calo=option)
@@ -169,7 +193,7 @@ def stage_events(work: Path, events: dict[str, int], seed: int, chunk: int, onnx
             walls[f"{calo}/{proc}"] = walls.get(f"{calo}/{proc}", 0.0) + wall
             kept = select_candidates(data, proc)
             write_h5(path, kept, attrs={"process": proc, "seed": s, "n_events": n, "calo": calo,
-                                        "wall_s": wall})  # fmt: skip
+                                        "calo_option": option or "detailed", "wall_s": wall})  # fmt: skip
             log(f"events: {calo} {proc} chunk {i} ({n} events, seed {s}): {len(kept['photons'])} candidates, "
                 f"{wall:.0f} s ({1e3 * wall / n:.0f} ms/event)")
     return walls
@@ -397,12 +421,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-seeds", nargs="+", type=int, default=[42, 43])
     ap.add_argument("--max-epochs", type=int, default=40, help="photon-ID training epochs at most (early stopping as configs/photon/base.yaml)")
     ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicas of the AUC errors")
+    ap.add_argument("--spot-readout", type=float, default=None, metavar="FRACTION",
+                    help="events stage: read the generated cells out as the detailed simulation's energy spots "
+                         "(lhcml simulate --calo fast:... --spot-readout FRACTION; e.g. 0.05)")
     args = ap.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(1)
     events = parse_events(args.events)
+    if args.spot_readout is not None:
+        from lhcml.errors import ConfigError
+        from lhcml.sim.fastcalo import calo_with_spot_readout
+
+        try:  # a bad fraction: one message, exit 2, before any stage runs
+            calo_with_spot_readout("fast:generator.onnx", args.spot_readout)
+        except ConfigError as e:
+            fail(str(e))
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     if "showers" in args.stages:
@@ -413,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         onnx = work / "generator.onnx"
         if not onnx.exists():
             fail(f"{onnx} is missing: run the 'generator' stage first")
-        stage_events(work, events, args.event_seed, args.chunk_events, onnx)
+        stage_events(work, events, args.event_seed, args.chunk_events, onnx, args.spot_readout)
     if "datasets" in args.stages:
         stage_datasets(work, events, args.event_seed, args.chunk_events)
     if "photonid" in args.stages:
