@@ -568,3 +568,66 @@ def test_shipped_third_pass_classifier_configs() -> None:
     seen, val = set(data["train_events"][0]), set(data["val_events"][0])
     assert seen and val and not seen & val and not {16, 17} & (seen | val)
     assert f"--name {data['prepare']['seeds']} " in text and "--reco configs/tracking/ckf_pass3_lowpt.yaml" in text
+
+
+def test_one_run_gives_the_tracks_of_one_sequencer_per_pass(sample, trained, tmp_path, monkeypatch) -> None:
+    """one_run (all passes in one ACTS Sequencer, the default) finds exactly the tracks -- hits, fitted
+    parameters, covariances, truth match -- of one Sequencer per pass (one_run: false), for a further pass with
+    and one without a classifier; it parses the measurements, reads the hit positions and the truth once per
+    call (the old path once per pass), and times each later pass as its own stage."""
+    import yaml
+
+    from lhcml.tasks.tracking import acts_chain, acts_reco
+
+    low = tmp_path / "low.yaml"
+    low.write_text(yaml.safe_dump({"seeding": {"min_pt": 0.2, "abs_eta_max": 4.0}, "ckf": {"min_pt": 0.2, "abs_eta_max": 4.0}}))
+    lower = tmp_path / "lower.yaml"
+    lower.write_text(yaml.safe_dump({"seeding": {"min_pt": 0.1, "r_max": 300.0, "abs_eta_max": 4.0}, "ckf": {"min_pt": 0.1, "abs_eta_max": 4.0}}))
+    cfg = {"checkpoint": str(trained), "cut": 0.3, "max_per_spm": 1, "second_pass": "tracking/ckf.yaml",
+           "second_pass_checkpoint": str(trained), "second_pass_cut": 0.05,
+           "more_passes": [{"reco": str(low), "checkpoint": str(trained), "cut": 0.05, "max_per_spm": 2},
+                           {"reco": str(lower)}]}  # fmt: skip
+    assert S.load_ml_seeds_config(cfg).one_run is True
+    reads: dict[str, int] = {"csv": 0, "positions": 0, "truth": 0}
+    real_csv, real_pos, real_truth = acts_chain.read_measurements_csv, acts_reco.read_measurement_positions, acts_reco._truth
+
+    def count(name, real):
+        def f(*a, **k):
+            reads[name] += 1
+            return real(*a, **k)
+        return f
+
+    monkeypatch.setattr(acts_chain, "read_measurements_csv", count("csv", real_csv))
+    monkeypatch.setattr(acts_reco, "read_measurement_positions", count("positions", real_pos))
+    monkeypatch.setattr(acts_reco, "_truth", count("truth", real_truth))
+    new = S.ml_seeds_ckf(sample, 2, cfg)
+    assert reads == {"csv": 1, "positions": 1, "truth": 1}, reads
+    reads.update(csv=0, positions=0, truth=0)
+    old = S.ml_seeds_ckf(sample, 2, {**cfg, "one_run": False})
+    assert reads["truth"] == 4 and reads["positions"] == 3, reads  # per pass (positions: the passes with a classifier)
+    n = [len(np.unique(o["track_id"])) for o in (old, new)]
+    assert n[0] == n[1] > 10
+    for k in ("track_id", "hit_id"):
+        assert np.array_equal(old[k], new[k]), k
+    for k in ("track_id", "params", "cov", "nhits", "nholes", "chi2", "truth_particle", "truth_fraction"):
+        assert np.array_equal(getattr(old["fitted"], k), getattr(new["fitted"], k)), k
+    assert (old["n_seeds"], old["n_kept"]) == (new["n_seeds"], new["n_kept"]) and new["n_kept"] > 0
+    assert set(new["timings"]) == set(old["timings"]) and {"second pass", "third pass", "fourth pass"} <= set(new["timings"])
+    assert all(v >= 0 for v in new["timings"].values()) and new["fitted"].timings == new["timings"]
+
+
+def test_cli_one_run_not_a_bool_exits_2(sample, tmp_path, capsys) -> None:
+    """A one_run that is not true/false: one message naming the option, exit status 2."""
+    import yaml
+
+    from lhcml.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"checkpoint": str(tmp_path), "second_pass": "tracking/ckf_budget_pass2.yaml",
+                                   "one_run": "sometimes"}))  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tracking", "reconstruct", str(sample), "--method", "ml-seeds+ckf", "--config", str(bad),
+              "--out", str(tmp_path / "out"), "--events", "0", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "one_run" in err

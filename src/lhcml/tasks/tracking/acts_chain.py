@@ -43,6 +43,7 @@ DEFAULT_CONFIG = "tracking/ckf.yaml"
 STAGES = {
     "Algorithm:CsvMeasurementsInOrder": "read",
     "Algorithm:MeasurementSubsetAll": "read",
+    "Algorithm:MeasurementSubsetExcept": "read",
     "Algorithm:MeasurementSubsetOf": "space points",
     "Algorithm:SpacePointMaker": "space points",
     "Algorithm:GridTripletSeedingAlgorithm": "seeding",
@@ -87,6 +88,9 @@ class SeedingConfig(StrictModel):
         if v is not None and not 0.0 <= v[0] < v[1]:
             raise ValueError(f"r_middle must be [r_min, r_max] with 0 <= r_min < r_max (mm), got {list(v)}")
         return v
+    #: particle hypothesis of the seeds' initial parameters, which the CKF and the fits follow (its mass in the
+    #: multiple scattering and energy loss; an electron's also loses energy by bremsstrahlung); ACTS's chains: pion
+    particle_hypothesis: Literal["pion", "electron", "muon", "kaon", "proton"] = "pion"
     initial_sigmas: tuple[float, float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 0.0, 1.0)
     initial_sigma_qoverpt: float = 0.1
     initial_sigma_pt_rel: float = 0.1
@@ -282,6 +286,9 @@ class Chain:
         self.acts = acts
         self.level = acts.logging.WARNING
         self.tmp = tmp
+        #: suffix of the whiteboard keys the ``add_*`` builders write (several passes in one Sequencer,
+        #: :func:`lhcml.tasks.tracking.seed_filter.ml_seeds_ckf`); "" for one pass
+        self.tag = ""
         self.seq = acts.examples.Sequencer(
             events=n, skip=first, numThreads=1, logLevel=self.level, outputDir=str(tmp),
             outputTimingFile="timing.csv", trackFpes=False,
@@ -289,8 +296,13 @@ class Chain:
         self.seq.addAlgorithm(CsvMeasurements(acts, self.level, files.directory, measurement_cache))
         self.seq.addAlgorithm(MeasurementSubsetAll(acts, self.level, exclude))
 
+    def key(self, name: str) -> str:
+        """The whiteboard key ``name`` of the pass being built (``name`` + :attr:`tag`)."""
+        return name + self.tag
+
     def spacepoints(self, selection: str, key: str, measurements: str = "measurement_subset") -> str:
         acts = self.acts
+        key, measurements = self.key(key), self.key(measurements)
         _, geometry = _geometry()
         alg = acts.examples.SpacePointMaker(
             level=self.level, inputMeasurements=measurements, outputSpacePoints=key,
@@ -428,6 +440,30 @@ class MeasurementSubsetAll:
         return MeasurementSubsetAll()
 
 
+class MeasurementSubsetExcept:
+    """All measurements of the event except those ``exclude(event_number)`` names, computed when the
+    event runs, as a ``MeasurementSubset`` under ``key``: a later pass of iterative tracking in the same
+    Sequencer as the earlier ones, whose tracks (collected earlier in the same event) it leaves out."""
+
+    def __new__(cls, acts: Any, level: Any, key: str, exclude: Any) -> Any:
+        class MeasurementSubsetExcept(acts.examples.IAlgorithm):
+            def __init__(self) -> None:
+                acts.examples.IAlgorithm.__init__(self, "MeasurementSubsetExcept", level)
+                self.inp = acts.examples.ReadDataHandle(self, acts.examples.MeasurementContainer, "Measurements")
+                self.inp.initialize("measurements")
+                self.out = acts.examples.WriteDataHandle(self, acts.examples.MeasurementSubset, "Subset")
+                self.out.initialize(key)
+
+            def execute(self, ctx: Any) -> Any:
+                meas = self.inp(ctx.eventStore)
+                skip = np.asarray(sorted(set(int(i) for i in exclude(ctx.eventNumber))), np.int64)
+                index = np.setdiff1d(np.arange(len(meas), dtype=np.int64), skip, assume_unique=True)
+                self.out(ctx, acts.examples.MeasurementSubset(meas, index.tolist()))
+                return acts.examples.ProcessCode.SUCCESS
+
+        return MeasurementSubsetExcept()
+
+
 class MeasurementSubsetOf:
     """The measurements of given indices (per event) as a ``MeasurementSubset`` under ``key``."""
 
@@ -527,17 +563,18 @@ def add_param_estimation(
     _, geometry = _geometry()
     s = cfg.seeding
     sig = s.initial_sigmas
-    extra = {"inputProtoTracks": protos, "outputProtoTracks": "estimated_protos"} if protos else {}
+    k = chain.key
+    extra = {"inputProtoTracks": protos, "outputProtoTracks": k("estimated_protos")} if protos else {}
     alg = acts.examples.TrackParamsEstimationAlgorithm(
-        level=chain.level, inputSeeds=seeds, outputTrackParameters="estimatedparameters",
-        outputSeeds="estimatedseeds", trackingGeometry=geometry, magneticField=_field(cfg), **extra,
+        level=chain.level, inputSeeds=seeds, outputTrackParameters=k("estimatedparameters"),
+        outputSeeds=k("estimatedseeds"), trackingGeometry=geometry, magneticField=_field(cfg), **extra,
         initialSigmas=[sig[0] * u.mm, sig[1] * u.mm, sig[2] * u.degree, sig[3] * u.degree,
                        sig[4] * u.e / u.GeV, sig[5] * u.ns],
         initialSigmaQoverPt=s.initial_sigma_qoverpt * u.e / u.GeV, initialSigmaPtRel=s.initial_sigma_pt_rel,
-        initialVarInflation=[1.0] * 6, particleHypothesis=acts.ParticleHypothesis.pion,
+        initialVarInflation=[1.0] * 6, particleHypothesis=getattr(acts.ParticleHypothesis, s.particle_hypothesis),
     )  # fmt: skip
     chain.seq.addAlgorithm(alg)
-    return "estimatedparameters", "estimatedseeds", "estimated_protos"
+    return k("estimatedparameters"), k("estimatedseeds"), k("estimated_protos")
 
 
 def add_ckf(chain: Chain, cfg: ActsRecoConfig, params: str, seeds: str) -> str:
@@ -552,16 +589,16 @@ def add_ckf(chain: Chain, cfg: ActsRecoConfig, params: str, seeds: str) -> str:
         measurementSelectorCfg=acts.MeasurementSelector.Config(
             [(acts.GeometryIdentifier(), ([], [c.chi2_cut_measurement], [c.chi2_cut_outlier], [c.max_branches]))]
         ),
-        inputMeasurements="measurement_subset", inputInitialTrackParameters=params,
+        inputMeasurements=chain.key("measurement_subset"), inputInitialTrackParameters=params,
         inputSeeds=seeds if (c.seed_deduplication or c.stay_on_seed) else "",
-        outputTracks="ckf_tracks",
+        outputTracks=chain.key("ckf_tracks"),
         findTracks=acts.examples.TrackFindingAlgorithm.makeTrackFinderFunction(geometry, field_, chain.level),
         findTracksBrem=acts.examples.TrackFindingAlgorithm.makeBremTrackFinderFunction(geometry, field_, chain.level),
         trackingGeometry=geometry, magneticField=field_, trackSelectorCfg=selector, twoWay=True,
         seedDeduplication=c.seed_deduplication, stayOnSeed=c.stay_on_seed,
     )  # fmt: skip
     chain.seq.addAlgorithm(finder)
-    return add_ambiguity(chain, cfg, "ckf_tracks")
+    return add_ambiguity(chain, cfg, chain.key("ckf_tracks"))
 
 
 def _track_selector(chain: Chain, cfg: ActsRecoConfig, counts: CkfStageConfig | CleanConfig | None = None) -> Any:
@@ -626,7 +663,7 @@ def add_seeding(chain: Chain, cfg: ActsRecoConfig) -> str:
             rMaxMiddle=None if s.r_middle is None else s.r_middle[1] * u.mm,
         ),
         SeedFinderOptionsArg(bFieldInZ=cfg.field_tesla * u.T, beamPos=(0.0, 0.0)),
-        SeedFilterConfigArg(), SpacePointGridConfigArg(), chain.level, outputSeeds="seeds",
+        SeedFilterConfigArg(), SpacePointGridConfigArg(), chain.level, outputSeeds=chain.key("seeds"),
     )  # fmt: skip
 
 
@@ -650,15 +687,15 @@ def add_protos_to_parameters(
     if measurements is None:
         spacepoints = chain.spacepoints(cfg.fit.geometry_selection, "pixel_spacepoints")
     else:
-        chain.seq.addAlgorithm(MeasurementSubsetOf(acts, chain.level, measurements, "seed_measurements"))
+        chain.seq.addAlgorithm(MeasurementSubsetOf(acts, chain.level, measurements, chain.key("seed_measurements")))
         spacepoints = chain.spacepoints(cfg.fit.geometry_selection, "seed_spacepoints", "seed_measurements")
     to_seeds = acts.examples.ProtoTracksToSeeds.Config()
     to_seeds.inputProtoTracks = seed_protos
     to_seeds.inputSpacePoints = spacepoints
-    to_seeds.outputSeeds = "proto_seeds"
-    to_seeds.outputProtoTracks = "proto_seed_triplets"
+    to_seeds.outputSeeds = chain.key("proto_seeds")
+    to_seeds.outputProtoTracks = chain.key("proto_seed_triplets")
     chain.seq.addAlgorithm(acts.examples.ProtoTracksToSeeds(to_seeds, chain.level))
-    return add_param_estimation(chain, cfg, "proto_seeds", protos=protos)
+    return add_param_estimation(chain, cfg, chain.key("proto_seeds"), protos=protos)
 
 
 def add_triplet_seeds(chain: Chain, cfg: ActsRecoConfig, triplets: str, spacepoints: str) -> tuple[str, str]:
@@ -677,11 +714,12 @@ def add_triplet_seeds(chain: Chain, cfg: ActsRecoConfig, triplets: str, spacepoi
     _, geometry = _geometry()
     conv = acts.examples.ProtoTracksToParameters.Config()
     conv.inputProtoTracks, conv.inputSpacePoints = triplets, spacepoints
-    conv.outputSeeds, conv.outputProtoTracks, conv.outputParameters = "triplet_seeds", "triplet_protos", "triplet_params"
+    k = chain.key
+    conv.outputSeeds, conv.outputProtoTracks, conv.outputParameters = k("triplet_seeds"), k("triplet_protos"), k("triplet_params")
     conv.spacePointSelection = acts.examples.SeedSpacePointSelection.FirstThree
     conv.geometry, conv.magneticField = geometry, _field(cfg)
     chain.seq.addAlgorithm(acts.examples.ProtoTracksToParameters(conv, chain.level))
-    params, seeds, _ = add_param_estimation(chain, cfg, "triplet_seeds")
+    params, seeds, _ = add_param_estimation(chain, cfg, k("triplet_seeds"))
     return params, seeds
 
 
@@ -732,12 +770,12 @@ def add_kalman(chain: Chain, cfg: ActsRecoConfig, protos: str, params: str, chi2
     )  # fmt: skip
     alg = acts.examples.TrackFittingAlgorithm(
         level=chain.level, inputMeasurements="measurements", inputProtoTracks=protos,
-        inputInitialTrackParameters=params, inputClusters="", outputTracks="kf_tracks", pickTrack=-1,
+        inputInitialTrackParameters=params, inputClusters="", outputTracks=chain.key("kf_tracks"), pickTrack=-1,
         fit=fit, calibrator=acts.examples.makePassThroughCalibrator(),
         referenceSurface=acts.Surface.createPerigee(acts.Vector3(0, 0, 0)),
     )  # fmt: skip
     chain.seq.addAlgorithm(alg)
-    return "kf_tracks"
+    return chain.key("kf_tracks")
 
 
 def _runs(events: Iterable[int]) -> list[tuple[int, int]]:

@@ -80,6 +80,10 @@ class MlSeedsConfig(StrictModel):
     #: passes after the second, in order, each on the hits all earlier passes left unused (e.g. primaries
     #: below the second pass's pT, displaced tracks); needs ``second_pass``
     more_passes: list[MorePass] = Field(default_factory=list)
+    #: with further passes: all passes in ONE ACTS Sequencer (the measurement container filled once, the
+    #: event's truth and hit positions read once; each pass's hits left out by an algorithm between the
+    #: passes) -- the same tracks as one Sequencer per pass (false: the fourteenth version's path), less CPU
+    one_run: bool = True
 
 
 def load_ml_seeds_config(cfg: MlSeedsConfig | Mapping[str, Any] | str | Path | None) -> MlSeedsConfig:
@@ -121,9 +125,9 @@ def add_seed_protos(chain: Any, reco: Any) -> str:
 
     acts = chain.acts
     conv = acts.examples.SeedsToProtoTracks.Config()
-    conv.inputSeeds, conv.outputProtoTracks = add_seeding(chain, reco), "seed_protos"
+    conv.inputSeeds, conv.outputProtoTracks = add_seeding(chain, reco), chain.key("seed_protos")
     chain.seq.addAlgorithm(acts.examples.SeedsToProtoTracks(conv, chain.level))
-    return "seed_protos"
+    return chain.key("seed_protos")
 
 
 class _ProtoCollector:
@@ -159,12 +163,14 @@ def _triplets(protos: Any, event: int) -> np.ndarray:
     return out
 
 
-def event_features(event_dir: str | Path, event_id: int, triplets: np.ndarray, field_tesla: float) -> np.ndarray:
-    """:func:`lhcml.models.tracking.seed_filter.seed_features` of an event's seeds (positions from its ACTS CSV)."""
+def event_features(event_dir: str | Path, event_id: int, triplets: np.ndarray, field_tesla: float,
+                   positions: Any = None) -> np.ndarray:
+    """:func:`lhcml.models.tracking.seed_filter.seed_features` of an event's seeds (positions from its ACTS CSV,
+    or ``positions``: :func:`lhcml.tasks.tracking.acts_chain.read_measurement_positions` of the event, read once)."""
     from lhcml.models.tracking.seed_filter import seed_features
     from lhcml.tasks.tracking.acts_reco import acts_files, read_measurement_positions
 
-    meas = read_measurement_positions(acts_files(event_dir), event_id)
+    meas = read_measurement_positions(acts_files(event_dir), event_id) if positions is None else positions
     return seed_features(meas["x"].to_numpy(float), meas["y"].to_numpy(float), meas["z"].to_numpy(float),
                          meas["geometry_id"].to_numpy(np.uint64), triplets, field_tesla)  # fmt: skip
 
@@ -348,6 +354,10 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
             reco_k.seeding.max_seeds_per_spm = c.max_seeds_per_spm
         more.append((_PASS_NAMES.get(k, f"pass {k}"), reco_k, model_k, extra))
     model = _classifier(str(c.checkpoint))
+    if c.one_run and reco2 is not None:
+        passes = [(None, reco, model, c.cut, c.max_per_spm), ("second pass", reco2, model2, c.second_pass_cut,
+                  c.second_pass_max_per_spm)] + [(st, r, m, e.cut, e.max_per_spm) for st, r, m, e in more]  # fmt: skip
+        return _passes_in_one_run(event_dir, int(event_id), passes)
     cache: dict[int, Any] = {}  # the event's measurements file, parsed once for both passes of this call
     track_id, hit_id, fitted, info = _ml_pass(event_dir, int(event_id), reco, model, c.cut, c.max_per_spm,
                                               measurement_cache=cache)  # fmt: skip
@@ -436,8 +446,6 @@ def _second_pass(event_dir: str | Path, event_id: int, reco: Any, model: Any, cu
     space point, if given) + CKF with ``reco`` on the hits that the earlier passes' tracks
     ``(track_id, hit_id)`` left unused; all tracks together (this pass's track ids after the earlier
     ones), their fitted tracks concatenated, and the timings with this pass's sum as ``stage``."""
-    import dataclasses
-
     from lhcml.tasks.tracking.acts_reco import run_ckf, stage_seconds
 
     exclude = {event_id: np.unique(hit_id) - 1}
@@ -448,6 +456,15 @@ def _second_pass(event_dir: str | Path, event_id: int, reco: Any, model: Any, cu
     else:
         t2, h2, f2, _ = _ml_pass(event_dir, event_id, reco, model, cut, max_per_spm, exclude, measurement_cache)
         seconds = f2.timings
+    return _append(track_id, hit_id, fitted, t2, h2, f2, {**timings, stage: float(sum(seconds.values()))})
+
+
+def _append(track_id: np.ndarray, hit_id: np.ndarray, fitted: Any, t2: np.ndarray, h2: np.ndarray, f2: Any,
+            timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, Any, dict[str, float]]:  # fmt: skip
+    """A later pass's tracks ``(t2, h2, f2)`` after the earlier ones (track ids after theirs), the fitted
+    tracks concatenated, with ``timings``."""
+    import dataclasses
+
     offset = int(track_id.max()) + 1 if len(track_id) else 0
     merged = {}
     for f in dataclasses.fields(fitted):
@@ -455,7 +472,110 @@ def _second_pass(event_dir: str | Path, event_id: int, reco: Any, model: Any, cu
         if f.name == "track_id":
             b = np.asarray(b) + offset
         merged[f.name] = np.concatenate([np.asarray(a), np.asarray(b)]) if isinstance(a, np.ndarray) else a
-    timings = {**timings, stage: float(sum(seconds.values()))}
     merged["timings"] = timings
     return (np.concatenate([track_id, t2 + offset]), np.concatenate([hit_id, h2]),
             dataclasses.replace(fitted, **merged), timings)  # fmt: skip
+
+
+def _passes_in_one_run(event_dir: str | Path, event_id: int, passes: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """All passes of :func:`ml_seeds_ckf` in one ACTS Sequencer (``one_run``): the measurements are read
+    and put into ACTS's container once, then per pass ``(stage, reco, model, cut, max_per_spm)`` (stage
+    None for the first) its seeding (+ classifier) + CKF + ambiguity resolution under keys of its own
+    (:meth:`lhcml.tasks.tracking.acts_chain.Chain.key`), its tracks collected, and the next pass's
+    measurements all but the hits of every earlier pass's tracks
+    (:class:`~lhcml.tasks.tracking.acts_chain.MeasurementSubsetExcept`) -- the hits the one-Sequencer-per-pass
+    path excludes, so the same tracks (tested). The truth and the hit positions are read once. Timings:
+    the first pass's stages, then each later pass's sum as its stage (from the rows of the Sequencer's
+    timing table between the passes' subset algorithms)."""
+    import tempfile
+
+    from lhcml.tasks.tracking.acts_chain import (
+        Chain,
+        MeasurementSubsetExcept,
+        TrackCollector,
+        _stage_table,
+        add_triplet_seeds,
+    )
+    from lhcml.tasks.tracking.acts_reco import (
+        _candidates,
+        _fitted,
+        _truth,
+        acts_files,
+        add_ckf,
+        add_param_estimation,
+        add_seeding,
+        read_measurement_positions,
+        stage_seconds,
+    )
+
+    files = acts_files(event_dir)
+    files.check(event_id)
+    info: dict[str, int] = {}
+    positions: dict[str, Any] = {}
+    sinks: list[dict[int, dict[str, Any]]] = [{} for _ in passes]
+
+    def used_before(k: int) -> Any:
+        def hits(event: int) -> np.ndarray:
+            out = [h for sink in sinks[:k] for track in sink[event]["hits"] for h in track]
+            return np.unique(np.asarray(out, np.int64))
+
+        return hits
+
+    def chooser(k: int, reco: Any, model: Any, cut: float, max_per_spm: int) -> Any:
+        def choose(_: int, triplets: np.ndarray) -> np.ndarray:
+            if k == 0:
+                info["n_seeds"] = len(triplets)
+            if not len(triplets):
+                keep = np.zeros(0, np.int64)
+            else:
+                if "meas" not in positions:
+                    positions["meas"] = read_measurement_positions(files, event_id)
+                feats = event_features(event_dir, event_id, triplets, reco.field_tesla, positions["meas"])
+                keep = select_seeds(model.score(feats), triplets, cut, max_per_spm)
+            if k == 0:
+                info["n_kept"] = len(keep)
+            return keep
+
+        return choose
+
+    with tempfile.TemporaryDirectory(prefix="lhcml-acts-") as tmp:
+        chain = Chain(files, event_id, 1, Path(tmp), None, {})
+        acts = chain.acts
+        for k, (_, reco, model, cut, max_per_spm) in enumerate(passes):
+            chain.tag = "" if k == 0 else f"_pass{k + 1}"
+            if k:
+                chain.seq.addAlgorithm(MeasurementSubsetExcept(acts, chain.level, chain.key("measurement_subset"),
+                                                               used_before(k)))  # fmt: skip
+            if model is None:  # every ACTS seed of the pass (run_ckf's chain)
+                seeds = add_seeding(chain, reco)
+                params, est_seeds, _ = add_param_estimation(chain, reco, seeds)
+                tracks = add_ckf(chain, reco, params, est_seeds)
+            else:
+                chain.seq.addAlgorithm(_SeedSelector(acts, chain.level, add_seed_protos(chain, reco),
+                                                     chain.key("kept_seed_protos"),
+                                                     chooser(k, reco, model, cut, max_per_spm)))  # fmt: skip
+                params, kept = add_triplet_seeds(chain, reco, chain.key("kept_seed_protos"), chain.key("spacepoints"))
+                tracks = add_ckf(chain, reco, params, kept)
+            chain.seq.addAlgorithm(TrackCollector(acts, chain.level, tracks, sinks[k]))
+        rows = chain.run()
+    starts = [0] + np.flatnonzero(rows["algorithm"].to_numpy() == "Algorithm:MeasurementSubsetExcept").tolist()
+    if len(starts) != len(passes):
+        raise RuntimeError(f"ACTS timing table with {len(starts) - 1} pass boundaries for {len(passes)} passes")
+    ends = starts[1:] + [len(rows)]
+    seconds = [stage_seconds(_stage_table([(rows.iloc[a:b].reset_index(drop=True), 1)])) for a, b in zip(starts, ends, strict=True)]
+    truth = _truth(Path(event_dir), event_id)
+    track_id = hit_id = fitted = None
+    timings: dict[str, float] = {}
+    for k, (stage, *_rest) in enumerate(passes):
+        res = sinks[k][event_id]
+        r = np.arange(len(res["hits"]))
+        f = _fitted(event_id, res, r, r, truth)
+        t, h = (np.asarray(a, np.int64) for a in _candidates(res))
+        if k == 0:
+            f.timings = timings = dict(seconds[0])
+            track_id, hit_id, fitted = t, h, f
+        else:
+            track_id, hit_id, fitted, timings = _append(track_id, hit_id, fitted, t, h, f,
+                                                        {**timings, stage: float(sum(seconds[k].values()))})  # fmt: skip
+    return {"track_id": track_id, "hit_id": hit_id, "timings": timings, "fitted": fitted,
+            "n_seeds": info.get("n_seeds", 0), "n_kept": info.get("n_kept", 0)}  # fmt: skip
