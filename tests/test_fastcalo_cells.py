@@ -121,7 +121,7 @@ def test_init_from_starts_where_the_stored_model_stood_and_bad_values_fail(tmp_p
     init = yaml.safe_load(meta["model_init_yaml"])
     init["eta_cells"] = [0.025]
     fresh = build_generator("fastcalo_fm", init)
-    assert init_from_checkpoint(fresh, base_ckpt) == {"copied": len(fresh.state_dict()) - 1, "widened": 1}
+    assert init_from_checkpoint(fresh, base_ckpt) == {"copied": len(fresh.state_dict()) - 1, "widened": 1, "kept": 0}
     e, _, eta = phase_showers(32, 7)
     noise = base.draw_noise(32, torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -150,14 +150,14 @@ class LeanFlowMatchingGraph(nn.Module):
                 x = out + x * self.state_scale  # the last step, standardisation folded: the raw variables
             else:
                 x = p = x + out
-        return self._decode(x, energy)
+        return self._decode(x, energy, None if eta is None else eta.reshape(-1))
 
-    def _decode(self, raw: Tensor, energy: Tensor) -> Tensor:
+    def _decode(self, raw: Tensor, energy: Tensor, eta: Tensor | None = None) -> Tensor:
         m = self.model
         parts = torch.split(raw, self.split_sizes, dim=1)  # constant sizes: one Split node
         e_layers = m.vars.layers_from_u(_expit(parts[0]), energy)  # (N, L)
         if self.energy_standardisation:
-            v_mean, v_std = m.vars.voxel_scales(energy)
+            v_mean, v_std = m.vars.voxel_scales(energy, eta if m.vars.eta_standardisation else None)
         out = []
         start = 0
         for li, size in enumerate(self.layer_sizes):

@@ -233,13 +233,21 @@ def model_init(cfg: FastCaloTrainConfig, binning: Any, train_e: np.ndarray) -> d
     }
 
 
+#: buffers of :class:`lhcml.models.fastcalo.flow.CaloFlowVariables` that a model with
+#: ``energy_standardisation`` / ``eta_standardisation`` has and an ``init_from`` model without it lacks
+NEW_STANDARDISATION_BUFFERS = ("v_mean_coef", "v_var_coef", "log_e_ref", "eta_ref")
+
+
 def init_from_checkpoint(model: Any, path: str | Path) -> dict[str, int]:
     """Copy the weights of the fast-calo checkpoint ``path`` into ``model`` (``init_from``).
 
     Every tensor of the same name and shape is copied. A 2-D weight that is wider in its second
     dimension (a layer fed more inputs, e.g. ``model.eta_cells`` adds condition columns at the end
     of the velocity network's input) gets the stored columns first and zeros for the new ones, so
-    the model starts as the stored one computes. Returns ``{"copied": n, "widened": n}``.
+    the model starts as the stored one computes. The conditional standardisation's buffers
+    (:data:`NEW_STANDARDISATION_BUFFERS`) that the stored model lacks keep the values
+    ``model.prepare`` fitted (fine-tuning a model into ``eta_standardisation``). Returns
+    ``{"copied": n, "widened": n, "kept": n}``.
 
     Raises
     ------
@@ -266,12 +274,14 @@ def init_from_checkpoint(model: Any, path: str | Path) -> dict[str, int]:
         )
     stored = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     own = model.state_dict()
-    counts = {"copied": 0, "widened": 0}
+    counts = {"copied": 0, "widened": 0, "kept": 0}
     bad = []
     with torch.no_grad():
         for k, v in own.items():
             w = stored.get(k)
-            if w is None:
+            if w is None and k.startswith("vars.") and k.rsplit(".", 1)[-1] in NEW_STANDARDISATION_BUFFERS:
+                counts["kept"] += 1  # a standardisation the stored model lacks: keep prepare()'s fit
+            elif w is None:
                 bad.append(f"{k} (absent)")
             elif w.shape == v.shape:
                 v.copy_(w)
@@ -577,7 +587,10 @@ def fit_fastcalo(
     val_phi = check_phi_data(cfg, val_phi, cfg.data.val_files)
     init = model_init(cfg, binning, train_e)
     model = build_generator(cfg.model.name, init)
-    model.prepare(torch.from_numpy(train_e), torch.from_numpy(train_x))
+    if getattr(model, "prepare_takes_eta", False) and train_eta is not None:
+        model.prepare(torch.from_numpy(train_e), torch.from_numpy(train_x), eta=torch.from_numpy(np.asarray(train_eta)))
+    else:
+        model.prepare(torch.from_numpy(train_e), torch.from_numpy(train_x))
     if cfg.init_from is not None and not resume:
         # after prepare: the stored model's standardisation comes with its weights
         init_from_checkpoint(model, cfg.init_from)

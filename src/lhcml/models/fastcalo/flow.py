@@ -97,6 +97,15 @@ class CaloFlowVariables(nn.Module):
         less than the spread of the same voxel over 1-260 GeV, and a generator error of a fixed
         size in the globally standardised variables is then a large error in the tails at high
         energy. :meth:`decode_voxels` then needs the incident energies.
+    eta_standardisation
+        With ``energy_standardisation``: the mean and variance also depend on the incident
+        ``|η|`` — quadratics in ``(l, h)`` with ``h = (|η| - m_η) / s_η``, the basis
+        ``(1, l, l^2, h, h^2, l h)`` — for models trained over an η range: at ``|η|`` > 1 the
+        strips hold three times the energy they hold at η = 0 and their tails fluctuate several
+        times less than the global width, so a generator error of fixed standardised size made
+        their second maximum 20-40 times the detailed one (docs/benchmarks/fastcalo.md,
+        "Fifteenth version"). :meth:`encode`, :meth:`decode_voxels` and :meth:`fit` then need
+        the incident ``|η|`` too.
 
     The standardisation (means and widths of the logit variables) is fitted on training showers
     with :meth:`fit` and kept in buffers, so it travels with the weights and into ONNX.
@@ -105,7 +114,7 @@ class CaloFlowVariables(nn.Module):
     def __init__(
         self, layer_sizes: Sequence[int], u0_max: float = 1.5, dequant_kev: float = 1.0,
         threshold_kev: float | None = None, voxel_space: str = "logit",
-        energy_standardisation: bool = False,
+        energy_standardisation: bool = False, eta_standardisation: bool = False,
     ) -> None:
         super().__init__()
         if voxel_space not in ("logit", "log"):
@@ -138,11 +147,18 @@ class CaloFlowVariables(nn.Module):
         self.register_buffer("v_mean", torch.zeros(self.n_voxels))
         self.register_buffer("v_std", torch.ones(self.n_voxels))
         self.energy_standardisation = bool(energy_standardisation)
+        self.eta_standardisation = bool(eta_standardisation)
+        if self.eta_standardisation and not self.energy_standardisation:
+            raise ConfigError("eta_standardisation needs energy_standardisation: true (a basis in ln E_inc and |eta|)")
         if self.energy_standardisation:
-            # (3, V) coefficients of the mean and of the variance in (1, l, l^2); (m, s) of ln E
-            self.register_buffer("v_mean_coef", torch.zeros(3, self.n_voxels))
-            self.register_buffer("v_var_coef", torch.zeros(3, self.n_voxels))
+            # (K, V) coefficients of the mean and of the variance in the basis (K = 3: 1, l, l^2; K = 6
+            # with eta_standardisation: and h, h^2, l h); (m, s) of ln E (and of |eta|)
+            k = 6 if self.eta_standardisation else 3
+            self.register_buffer("v_mean_coef", torch.zeros(k, self.n_voxels))
+            self.register_buffer("v_var_coef", torch.zeros(k, self.n_voxels))
             self.register_buffer("log_e_ref", torch.tensor([0.0, 1.0]))
+            if self.eta_standardisation:
+                self.register_buffer("eta_ref", torch.tensor([0.0, 1.0]))
 
     # ---- layer energies <-> u ----
     def layer_energies(self, showers: Tensor) -> Tensor:
@@ -191,25 +207,34 @@ class CaloFlowVariables(nn.Module):
         return _logit(u), torch.log(e_vox) - torch.log((e_layers @ self.assign.T).clamp(min=thr)), e_layers
 
     def encode(
-        self, energy: Tensor, showers: Tensor, generator: torch.Generator | None = None
+        self, energy: Tensor, showers: Tensor, generator: torch.Generator | None = None,
+        eta: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Standardised ``(x_u, x_v, layer energies)`` of (already dequantised) showers."""
+        """Standardised ``(x_u, x_v, layer energies)`` of (already dequantised) showers
+        (``eta``: the incident ``|η|``, with ``eta_standardisation`` only)."""
         lu, lv, e_layers = self.raw_variables(energy, showers, generator)
-        v_mean, v_std = self.voxel_scales(energy)
+        v_mean, v_std = self.voxel_scales(energy, eta)
         return (lu - self.u_mean) / self.u_std, (lv - v_mean) / v_std, e_layers
 
-    def _energy_basis(self, energy: Tensor) -> Tensor:
+    def _energy_basis(self, energy: Tensor, eta: Tensor | None = None) -> Tensor:
         ell = (torch.log(energy.reshape(-1, 1)) - self.log_e_ref[0]) / self.log_e_ref[1]
-        return torch.cat([torch.ones_like(ell), ell, ell * ell], dim=1)
+        cols = [torch.ones_like(ell), ell, ell * ell]
+        if self.eta_standardisation:
+            if eta is None:
+                raise ValueError("eta_standardisation: the voxel scales need the incident |eta|")
+            h = (eta.reshape(-1, 1).to(ell.dtype).abs() - self.eta_ref[0].to(ell.dtype)) / self.eta_ref[1].to(ell.dtype)
+            cols += [h, h * h, ell * h]
+        return torch.cat(cols, dim=1)
 
-    def voxel_scales(self, energy: Tensor | None) -> tuple[Tensor, Tensor]:
+    def voxel_scales(self, energy: Tensor | None, eta: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Mean and width of the voxel variables: ``(V,)`` each, or ``(N, V)`` at the incident
-        energies ``(N,)`` GeV with ``energy_standardisation``."""
+        energies ``(N,)`` GeV (and ``|η|`` ``(N,)`` with ``eta_standardisation``) with
+        ``energy_standardisation``."""
         if not self.energy_standardisation:
             return self.v_mean, self.v_std
         if energy is None:
             raise ValueError("energy_standardisation: the voxel scales need the incident energies")
-        basis = self._energy_basis(energy)
+        basis = self._energy_basis(energy, eta)
         var = (basis @ self.v_var_coef).clamp(min=0.0)
         return basis @ self.v_mean_coef, torch.sqrt(torch.maximum(var, (0.25 * self.v_std) ** 2))
 
@@ -217,11 +242,14 @@ class CaloFlowVariables(nn.Module):
         """Layer energies ``(N, L)`` from standardised ``x_u``."""
         return self.layers_from_u(_expit(x_u * self.u_std + self.u_mean), energy)
 
-    def decode_voxels(self, x_v: Tensor, e_layers: Tensor, energy: Tensor | None = None) -> Tensor:
+    def decode_voxels(
+        self, x_v: Tensor, e_layers: Tensor, energy: Tensor | None = None, eta: Tensor | None = None
+    ) -> Tensor:
         """Voxel energies (GeV) from standardised ``x_v``: voxels below the threshold set to zero,
         each layer renormalised to ``e_layers`` (CaloFlow's post-processing); ``energy`` (the
-        incident energies) only with ``energy_standardisation``."""
-        v_mean, v_std = self.voxel_scales(energy)
+        incident energies) only with ``energy_standardisation``, ``eta`` (``|η|``) only with
+        ``eta_standardisation``."""
+        v_mean, v_std = self.voxel_scales(energy, eta)
         raw = x_v * v_std + v_mean
         frac = _expit(raw) if self.voxel_space == "logit" else torch.exp(raw.clamp(max=0.0))
         e_vox = frac * (e_layers @ self.assign.T)
@@ -238,9 +266,11 @@ class CaloFlowVariables(nn.Module):
 
     @torch.no_grad()
     def fit(
-        self, energy: Tensor, showers: Tensor, generator: torch.Generator | None = None
+        self, energy: Tensor, showers: Tensor, generator: torch.Generator | None = None,
+        eta: Tensor | None = None,
     ) -> None:
-        """Fit the standardisation on training showers (``energy`` (N,) GeV, ``showers`` (N, V) GeV).
+        """Fit the standardisation on training showers (``energy`` (N,) GeV, ``showers`` (N, V) GeV;
+        ``eta`` (N,) their ``|η|``, needed with ``eta_standardisation``).
 
         Raises
         ------
@@ -271,7 +301,15 @@ class CaloFlowVariables(nn.Module):
         if self.energy_standardisation:
             log_e = torch.log(energy.double())
             self.log_e_ref.copy_(torch.stack([log_e.mean(), log_e.std().clamp(min=1e-6)]).float())
-            basis = self._energy_basis(energy).double()
+            if self.eta_standardisation:
+                if eta is None or eta.reshape(-1).shape != energy.reshape(-1).shape:
+                    raise SchemaError(
+                        "eta_standardisation: fitting the voxel scales needs one |eta| per training shower "
+                        f"(got {None if eta is None else tuple(eta.shape)} for {tuple(energy.shape)} energies)"
+                    )
+                a = eta.reshape(-1).double().abs()
+                self.eta_ref.copy_(torch.stack([a.mean(), a.std().clamp(min=1e-6)]).float())
+            basis = self._energy_basis(energy.double(), eta).double()
             mean_coef = torch.linalg.lstsq(basis, lv.double()).solution
             resid2 = (lv.double() - basis @ mean_coef) ** 2
             self.v_mean_coef.copy_(mean_coef.float())

@@ -79,9 +79,11 @@ class CaloFlowMatching(FastCaloGenerator):
         Frequencies of the time embedding.
     steps, solver
         Fixed-step ODE solver of the sampler: ``euler`` or ``midpoint``.
-    u0_max, dequant_kev, threshold_kev, voxel_space, energy_standardisation
+    u0_max, dequant_kev, threshold_kev, voxel_space, energy_standardisation, eta_standardisation
         See :class:`~lhcml.models.fastcalo.flow.CaloFlowVariables` (``voxel_space: log``: the
-        voxels as logs of their layer shares with explicit zeros under the readout threshold).
+        voxels as logs of their layer shares with explicit zeros under the readout threshold;
+        ``eta_standardisation``: the voxel variables standardised per incident energy *and*
+        ``|η|``, for a model with ``eta_range``, ``configs/fastcalo/fm_strips_etastd.yaml``).
     eta_range
         ``[lo, hi]``: condition on the incident ``|η|`` too (trained over that range; the
         calorimeter's depth in X0 grows as cosh η, so the layer fractions change with η);
@@ -124,6 +126,7 @@ class CaloFlowMatching(FastCaloGenerator):
         threshold_kev: float | None = None,
         voxel_space: Literal["logit", "log"] = "logit",
         energy_standardisation: bool = False,
+        eta_standardisation: bool = False,
         align_max_shift: int = 0,
         align_n_phi: int = 3,
         eta_range: Sequence[float] | None = None,
@@ -140,9 +143,12 @@ class CaloFlowMatching(FastCaloGenerator):
             raise ConfigError(
                 f"fastcalo_fm needs steps, hidden, depth >= 1, got {steps}, {hidden}, {depth}"
             )
+        if eta_standardisation and eta_range is None:
+            raise ConfigError("fastcalo_fm: eta_standardisation needs a model conditioned on |eta| (model.eta_range)")
         self.vars = CaloFlowVariables(
             layer_sizes, u0_max=u0_max, dequant_kev=dequant_kev, threshold_kev=threshold_kev,
             voxel_space=voxel_space, energy_standardisation=energy_standardisation,
+            eta_standardisation=eta_standardisation,
         )
         self.align_max_shift = int(align_max_shift)
         self.align_n_phi = int(align_n_phi)
@@ -168,11 +174,16 @@ class CaloFlowMatching(FastCaloGenerator):
         )
         self.register_buffer("prepared", torch.zeros((), dtype=torch.uint8))
 
-    def prepare(self, energy_gev: Tensor, showers_gev: Tensor) -> None:
-        """Fit the variables' standardisation on training showers (strips aligned if configured)."""
+    #: :meth:`prepare` takes the training showers' ``|η|`` (``eta=``; the trainer passes it)
+    prepare_takes_eta = True
+
+    def prepare(self, energy_gev: Tensor, showers_gev: Tensor, eta: Tensor | None = None) -> None:
+        """Fit the variables' standardisation on training showers (strips aligned if configured;
+        ``eta``: their ``|η|``, needed with ``eta_standardisation``)."""
         if self.align_max_shift:
             showers_gev, _ = self.align(showers_gev)
-        self.vars.fit(energy_gev, showers_gev, torch.Generator().manual_seed(0))
+        self.vars.fit(energy_gev, showers_gev, torch.Generator().manual_seed(0),
+                      eta=eta if self.vars.eta_standardisation else None)
         self.prepared.fill_(1)
 
     def align(self, showers: Tensor) -> tuple[Tensor, Tensor]:
@@ -193,14 +204,16 @@ class CaloFlowMatching(FastCaloGenerator):
         """Velocity ``(N, D)`` at states ``x`` ``(N, D)``, times ``t`` ``(N, 1)``, conditions ``c`` ``(N, cond_dim)``."""
         return self.velocity(torch.cat([x, self.time_embedding(t), c], dim=1))
 
-    def target(self, energy_gev: Tensor, showers: Tensor) -> Tensor:
+    def target(self, energy_gev: Tensor, showers: Tensor, eta: Tensor | None = None) -> Tensor:
         """The data point ``x_1`` ``(N, L + V [+ 1])`` of (dequantised) showers; with strip
-        alignment the last variable is the dequantised shift."""
+        alignment the last variable is the dequantised shift (``eta``: the showers' ``|η|``, used
+        with ``eta_standardisation``)."""
+        eta_s = eta if self.vars.eta_standardisation else None
         if not self.align_max_shift:
-            x_u, x_v, _ = self.vars.encode(energy_gev, showers)
+            x_u, x_v, _ = self.vars.encode(energy_gev, showers, eta=eta_s)
             return torch.cat([x_u, x_v], dim=1)
         aligned, shift = self.align(showers)
-        x_u, x_v, _ = self.vars.encode(energy_gev, aligned)
+        x_u, x_v, _ = self.vars.encode(energy_gev, aligned, eta=eta_s)
         x_s = shift.to(x_v.dtype)[:, None] + torch.rand_like(x_v[:, :1]) - 0.5
         return torch.cat([x_u, x_v, x_s], dim=1)
 
@@ -212,7 +225,7 @@ class CaloFlowMatching(FastCaloGenerator):
         check_prepared(self)
         energy_gev = energy_gev.reshape(-1)
         c = self.condition(energy_gev, eta, phi)
-        x1 = self.target(energy_gev, self.vars.dequantise(showers))
+        x1 = self.target(energy_gev, self.vars.dequantise(showers), eta)
         x0 = torch.randn_like(x1)
         t = torch.rand(x1.shape[0], 1, device=x1.device, dtype=x1.dtype)
         xt = (1 - t) * x0 + t * x1
@@ -242,7 +255,8 @@ class CaloFlowMatching(FastCaloGenerator):
         x = self.integrate(energy_gev, noise, eta, phi)
         nl = self.n_layers
         e_layers = self.vars.decode_layers(x[:, :nl], energy_gev)
-        showers = self.vars.decode_voxels(x[:, nl : nl + self.n_voxels], e_layers, energy_gev)
+        showers = self.vars.decode_voxels(x[:, nl : nl + self.n_voxels], e_layers, energy_gev,
+                                          eta if self.vars.eta_standardisation else None)
         if not self.align_max_shift:
             return showers
         s = self.align_max_shift
