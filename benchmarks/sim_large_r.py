@@ -608,14 +608,15 @@ SAVED_FIELDS = ("pt", "mass", "truthJetPt", "truthJetMass", "R10TruthLabel", "et
 
 
 def derive(events: int, mu: float, seed: int, out_path: Path, types: list[str], save: Path | None = None,
-           pool: list[Path] = (), estimator: str | None = None) -> dict:
+           pool: list[Path] = (), estimator: str | None = None, jms_sample: str = "all", jms_pt: str = "truth") -> dict:
     """Derive the tables of ``types`` at ``mu`` and merge them into ``out_path``.
 
     All types from one simulation per process (:func:`simulate_types`). ``save``: a folder where
     the uncalibrated jets go (``jets_<type>_mu<mu>_s<seed>.npz``); ``pool``: such files of earlier
     (independent) samples whose jets are added to this one's before the derivation. ``estimator``:
     the average-response estimator (:data:`lhcml.sim.large_r_calibration.RESPONSE_ESTIMATORS`;
-    default the module's).
+    default the module's). ``jms_sample`` / ``jms_pt``: which jets fill the JMS cells and their pT variable
+    (:func:`lhcml.sim.large_r_calibration.derive_calibration`).
     """
     from lhcml.sim.large_r_calibration import uncalibrated
 
@@ -634,10 +635,11 @@ def derive(events: int, mu: float, seed: int, out_path: Path, types: list[str], 
                 np.savez_compressed(tmp, **j)
         entries[(constituents, mu)] = [j]
     note = f"--derive --events {events} --seed {seed}"
-    return _derive_merge(entries, pool, out_path, note, estimator)
+    return _derive_merge(entries, pool, out_path, note, estimator, jms_sample, jms_pt)
 
 
-def derive_saved(files: list[Path], out_path: Path, estimator: str | None = None) -> dict:
+def derive_saved(files: list[Path], out_path: Path, estimator: str | None = None, jms_sample: str = "all",
+                 jms_pt: str = "truth") -> dict:
     """Derive tables from uncalibrated jets saved by ``--derive --save`` only (no simulation): the files of
     one (type, μ) (``jets_<type>_mu<mu>_s<seed>.npz``) are pooled, each (type, μ) table is merged into
     ``out_path``."""
@@ -649,10 +651,12 @@ def derive_saved(files: list[Path], out_path: Path, estimator: str | None = None
         d = np.load(f)
         entries.setdefault((parts[1], float(parts[2][2:])), []).append({k: d[k] for k in SAVED_FIELDS})
         print(f"{f}: {len(d['pt'])} jets", flush=True)
-    return _derive_merge(entries, (), out_path, "--derive-from " + " ".join(f.name for f in files), estimator)
+    return _derive_merge(entries, (), out_path, "--derive-from " + " ".join(f.name for f in files), estimator,
+                         jms_sample, jms_pt)
 
 
-def _derive_merge(entries: dict, pool, out_path: Path, note: str, estimator: str | None) -> dict:
+def _derive_merge(entries: dict, pool, out_path: Path, note: str, estimator: str | None, jms_sample: str = "all",
+                  jms_pt: str = "truth") -> dict:
     import yaml
 
     from lhcml.sim.large_r_calibration import RESPONSE_ESTIMATOR, derive_calibration
@@ -667,7 +671,8 @@ def _derive_merge(entries: dict, pool, out_path: Path, note: str, estimator: str
                 j = {k: np.concatenate([j[k], old[k]]) for k in SAVED_FIELDS}
                 print(f"pooled {f} ({len(old['pt'])} jets)", flush=True)
         entry = derive_calibration(j["pt"] / 1e3, j["mass"] / 1e3, j["truthJetPt"] / 1e3, j["truthJetMass"] / 1e3,
-                                   estimator=estimator)
+                                   estimator=estimator, labels=j["R10TruthLabel"], jms_sample=jms_sample,
+                                   jms_pt=jms_pt)
         table.setdefault(constituents, {})[int(mu) if float(mu).is_integer() else float(mu)] = entry
         table[constituents] = dict(sorted(table[constituents].items()))
         print(constituents, mu, json.dumps(entry), flush=True)
@@ -679,7 +684,9 @@ def _derive_merge(entries: dict, pool, out_path: Path, note: str, estimator: str
     done = sorted({c for c, _ in entries}), sorted({m for _, m in entries})
     kept.append(f"# {', '.join(done[0])} (mu {', '.join(f'{m:g}' for m in done[1])}): {note}"
                 + (f" + pooled {', '.join(f.name for f in pool)}" if pool else "")
-                + f", response estimator {estimator} ({time.strftime('%Y-%m-%d')})")
+                + f", response estimator {estimator}"
+                + (f", JMS sample {jms_sample}, JMS pT {jms_pt}" if (jms_sample, jms_pt) != ("all", "truth") else "")
+                + f" ({time.strftime('%Y-%m-%d')})")
     atomic_write_text(out_path, "\n".join(kept) + "\n"
                       + yaml.safe_dump(table, sort_keys=False, default_flow_style=None, width=110))
     return table
@@ -712,6 +719,12 @@ def main() -> None:
     ap.add_argument("--estimator", default=None,
                     help="--derive / --derive-from: average-response estimator (gauss_core = mean of the Gaussian "
                          "core, core_median = the tables' estimator up to the seventh version; default gauss_core)")
+    ap.add_argument("--jms-sample", choices=("all", "resonance"), default="all",
+                    help="--derive / --derive-from: jets that fill the JMS cells (all = W/Z/top + QCD of truth mass "
+                         "50-250 GeV, the shipped tables' choice; resonance = labelled top/W/Z jets only)")
+    ap.add_argument("--jms-pt", choices=("truth", "reco"), default="truth",
+                    help="--derive / --derive-from: JMS cells in truth-jet pT (numerical inversion; default) or in "
+                         "calibrated reconstructed pT")
     ap.add_argument("--save-jets", type=Path, help="stability table: keep the per-jet quantities of every point here")
     ap.add_argument("--pt-window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                     help="stability table (and --truth-peaks): select jets of LO < calibrated pT < HI GeV from pT-hat LO-50 to "
@@ -769,10 +782,10 @@ def _run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
             missing = [str(f) for f in args.derive_from if not f.exists()]
             if missing:
                 ap.error(f"--derive-from: no such file(s): {', '.join(missing)}")
-            derive_saved(args.derive_from, args.table or TABLE_PATH, args.estimator)
+            derive_saved(args.derive_from, args.table or TABLE_PATH, args.estimator, args.jms_sample, args.jms_pt)
         else:
             derive(args.events, args.mu, args.seed, args.table or TABLE_PATH, args.types, args.save, args.pool,
-                   args.estimator)
+                   args.estimator, args.jms_sample, args.jms_pt)
         return
     if args.pooled:
         missing = [str(f) for f in args.pooled if not f.exists()]

@@ -94,6 +94,17 @@ RESPONSE_ESTIMATOR = "gauss_core"
 GAUSS_CORE_NSIGMA = 2.0
 #: constituent types
 CONSTITUENTS = ("pflow", "clusters", "tcc")
+#: jets that fill the JMS cells (:func:`derive_calibration`, ``jms_sample``): ``"all"`` = every matched jet of
+#: truth mass in :data:`JMS_TRUTH_MASS_RANGE` (W/Z/top and QCD), ``"resonance"`` = only the jets labelled as a
+#: top, W or Z (``R10TruthLabel`` > 0): the mass response at fixed (pT, m/pT) differs between two/three-prong
+#: resonance jets and QCD jets of the same mass (QCD 2–12 % lower for TCC at μ = 140), so a mixture closes
+#: neither (``docs/benchmarks/sim_large_r.md``, fifteenth version)
+JMS_SAMPLES = ("all", "resonance")
+#: the pT of the JMS cells: ``"truth"`` = truth-jet pT bins (numerical inversion, as ATLAS), ``"reco"`` = bins
+#: of the calibrated (JES) pT, the variable the jets are selected and the factor looked up in: the mass and pT
+#: responses are correlated (a jet measured 4 % high in pT is ≈ 4 % high in mass), so at fixed reconstructed pT
+#: the truth-binned factors leave the mass high by the pT migration (fifteenth version)
+JMS_PT_VARIABLES = ("truth", "reco")
 
 _DISABLED = [False]
 
@@ -269,7 +280,8 @@ def response_with_error(r: np.ndarray, estimator: str = RESPONSE_ESTIMATOR) -> t
 
 def derive_calibration(
     pt: np.ndarray, mass: np.ndarray, truth_pt: np.ndarray, truth_mass: np.ndarray,
-    estimator: str = RESPONSE_ESTIMATOR, smooth: bool = True,
+    estimator: str = RESPONSE_ESTIMATOR, smooth: bool = True, labels: np.ndarray | None = None,
+    jms_sample: str = "all", jms_pt: str = "truth",
 ) -> dict[str, list[float]]:
     """Numerical-inversion table from uncalibrated trimmed jets and their truth jets (GeV).
 
@@ -288,17 +300,29 @@ def derive_calibration(
     or squeezes the calibrated pT scale between neighbouring bins: a 550–650 GeV window then keeps a few %
     more or fewer jets from one derivation to the next (``docs/benchmarks/boosted.md``, twelfth version).
 
+    ``jms_sample`` (:data:`JMS_SAMPLES`): which jets fill the JMS cells; ``"resonance"`` needs ``labels``
+    (``R10TruthLabel`` per jet; > 0 = top, W or Z). ``jms_pt`` (:data:`JMS_PT_VARIABLES`): the cells in truth
+    pT (default) or in calibrated reconstructed pT. The JES is the same for every choice.
+
     Raises
     ------
     ConfigError
         If fewer than two pT bins hold :data:`MIN_JETS_PER_BIN` matched jets, or no (pT, m/pT)
-        cell :data:`MIN_JETS_PER_JMS_CELL` W/Z/top-mass jets, or ``estimator`` is unknown.
+        cell :data:`MIN_JETS_PER_JMS_CELL` W/Z/top-mass jets, or ``estimator``, ``jms_sample`` or ``jms_pt``
+        is unknown, or ``jms_sample="resonance"`` comes without ``labels`` (or with labels of another length).
     """
     if estimator not in RESPONSE_ESTIMATORS:
         raise ConfigError(f"unknown response estimator '{estimator}'; valid: {', '.join(RESPONSE_ESTIMATORS)}")
+    if jms_sample not in JMS_SAMPLES:
+        raise ConfigError(f"unknown JMS sample '{jms_sample}'; valid: {', '.join(JMS_SAMPLES)}")
+    if jms_pt not in JMS_PT_VARIABLES:
+        raise ConfigError(f"unknown JMS pT variable '{jms_pt}'; valid: {', '.join(JMS_PT_VARIABLES)}")
     pt, mass, tpt, tm = (np.asarray(a, dtype=np.float64) for a in (pt, mass, truth_pt, truth_mass))
+    if jms_sample == "resonance" and (labels is None or np.shape(labels) != pt.shape):
+        raise ConfigError("JMS sample 'resonance' needs the jets' truth labels (R10TruthLabel), one per jet")
+    lab = np.asarray(labels) if labels is not None else np.zeros(pt.shape, dtype=np.int8)
     ok = (tpt > 0) & (pt > 0)
-    pt, mass, tpt, tm = pt[ok], mass[ok], tpt[ok], tm[ok]
+    pt, mass, tpt, tm, lab = pt[ok], mass[ok], tpt[ok], tm[ok], lab[ok]
     ibin = np.digitize(tpt, PT_BINS) - 1
     x, resp, err = [], [], []
     for b in range(len(PT_BINS) - 1):
@@ -328,9 +352,11 @@ def derive_calibration(
     lo, hi = JMS_TRUTH_MASS_RANGE
     x_true = np.where(tpt > 0, tm / tpt, 0.0)
     x_reco = mass / pt_cal
-    jbin = np.digitize(tpt, JMS_PT_BINS) - 1
+    jbin = np.digitize(pt_cal if jms_pt == "reco" else tpt, JMS_PT_BINS) - 1
     kbin = np.digitize(x_true, JMS_X_BINS) - 1
     use = (tm > lo) & (tm < hi) & (mass > 0)
+    if jms_sample == "resonance":
+        use &= lab > 0
     pts, xs, rows, jms = [], [], [], []
     for k in range(len(JMS_X_BINS) - 1):
         for b in range(len(JMS_PT_BINS) - 1):
