@@ -631,3 +631,52 @@ def test_cli_one_run_not_a_bool_exits_2(sample, tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "one_run" in err
+
+
+def test_seeding_particle_hypothesis_reaches_the_ckf(sample, tmp_path, capsys) -> None:
+    """seeding.particle_hypothesis: the seeds' initial parameters carry it and the CKF follows it, so the electron
+    hypothesis (its mass in the material effects) changes the fitted parameters of the same event while finding about
+    as many tracks; a hypothesis ACTS does not have is one message naming the option, exit status 2."""
+    import yaml
+
+    from lhcml.cli import main
+    from lhcml.tasks.tracking.acts_reco import load_reco_config, run_ckf
+
+    assert load_reco_config(None).seeding.particle_hypothesis == "pion"
+    pion = run_ckf(sample, [2]).tracks[2]
+    electron = run_ckf(sample, [2], {"seeding": {"particle_hypothesis": "electron"}}).tracks[2]
+    assert len(pion) > 10 and abs(len(electron) - len(pion)) <= 0.2 * len(pion)
+    n = min(len(pion), len(electron))
+    assert not np.allclose(pion.params[:n], electron.params[:n])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"seeding": {"particle_hypothesis": "positron"}}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tracking", "reconstruct", str(sample), "--method", "ckf", "--config", str(bad),
+              "--out", str(tmp_path / "out"), "--events", "0", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "particle_hypothesis" in err
+
+
+def test_shipped_four_pass_budget_config() -> None:
+    """configs/tracking/ml_seeds_4pass_budget.yaml is ml_seeds_3pass_budget_p3.yaml (its three passes unchanged, in one
+    ACTS run) and a fourth pass on displaced tracks down to 0.15 GeV: ckf_pass4_displaced.yaml's |d0| reach, made lean
+    (doublets to 100 mm, one branch, >= 8 measurements), scored by the third pass's classifier at cut 0.02, two seeds
+    per middle space point; its seeding r_max fits ACTS's helix-radius bound at 0.15 GeV."""
+    from lhcml.config import shipped_config
+    from lhcml.tasks.tracking.acts_reco import load_reco_config
+
+    p3 = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_3pass_budget_p3.yaml"))
+    four = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_4pass_budget.yaml"))
+    assert four.one_run and four.more_passes[:1] == p3.more_passes and len(four.more_passes) == 2
+    assert four.model_copy(update={"more_passes": p3.more_passes}) == p3
+    last = four.more_passes[1]
+    assert (last.checkpoint, last.cut, last.max_per_spm) == (p3.more_passes[0].checkpoint, 0.02, 2)
+    disp = load_reco_config(S._config_path("tracking/ckf_pass4_displaced.yaml", "reco"))
+    lean = load_reco_config(S._config_path(last.reco, "reco"))
+    assert lean.seeding.min_pt == lean.ckf.min_pt == 0.15 < disp.seeding.min_pt
+    assert lean.seeding.impact_max == lean.ckf.loc0_max == disp.ckf.loc0_max == 80.0
+    assert lean.seeding.collision_region == disp.seeding.collision_region and lean.seeding.r_middle is None
+    assert lean.seeding.delta_r == (5.0, 100.0) and (lean.ckf.max_branches, lean.ckf.min_measurements) == (1, 8)
+    assert lean.seeding.r_max <= 2 * lean.seeding.min_pt / (0.299792458e-3 * lean.field_tesla)
+    assert lean.seeding.particle_hypothesis == "pion"
