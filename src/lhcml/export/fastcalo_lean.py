@@ -74,6 +74,7 @@ class LeanFlowMatchingGraph(nn.Module):
         self.threshold = float(v.threshold_gev)
         self.log_space = v.voxel_space == "log"
         self.energy_standardisation = bool(v.energy_standardisation)
+        self.whitening = bool(getattr(v, "first_layer_whitening", False))
         linears = [m for m in model.velocity if isinstance(m, nn.Linear)]
         d, f2 = int(model.noise_dim), 2 * len(model.time_embedding.freq)
         w0, b0 = linears[0].weight.detach(), linears[0].bias.detach()
@@ -96,7 +97,7 @@ class LeanFlowMatchingGraph(nn.Module):
         scale = torch.ones(d)
         shift = torch.zeros(d)
         scale[:n_l], shift[:n_l] = v.u_std, v.u_mean
-        if not self.energy_standardisation:
+        if not self.energy_standardisation and not self.whitening:
             scale[n_l : n_l + n_v], shift[n_l : n_l + n_v] = v.v_std, v.v_mean
         self.register_buffer("state_scale", scale)
         biases0, w_outs, b_outs = [], [], []
@@ -162,8 +163,12 @@ class LeanFlowMatchingGraph(nn.Module):
         start = 0
         for li, size in enumerate(self.layer_sizes):
             r = parts[1 + li]
+            if self.whitening and li == 0:
+                r = r @ m.vars.white_dec  # the first layer's whitened axes back to the voxels
             if self.energy_standardisation:
                 r = r * v_std[:, start : start + size] + v_mean[:, start : start + size]
+            elif self.whitening:
+                r = r * m.vars.v_std[start : start + size] + m.vars.v_mean[start : start + size]
             start += size
             frac = torch.exp(r.clamp(max=0.0)) if self.log_space else _expit(r)
             e_l = e_layers[:, li : li + 1]

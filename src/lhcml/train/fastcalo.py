@@ -234,8 +234,9 @@ def model_init(cfg: FastCaloTrainConfig, binning: Any, train_e: np.ndarray) -> d
 
 
 #: buffers of :class:`lhcml.models.fastcalo.flow.CaloFlowVariables` that a model with
-#: ``energy_standardisation`` / ``eta_standardisation`` has and an ``init_from`` model without it lacks
-NEW_STANDARDISATION_BUFFERS = ("v_mean_coef", "v_var_coef", "log_e_ref", "eta_ref")
+#: ``energy_standardisation`` / ``eta_standardisation`` / ``first_layer_whitening`` has and an
+#: ``init_from`` model without it lacks
+NEW_STANDARDISATION_BUFFERS = ("v_mean_coef", "v_var_coef", "log_e_ref", "eta_ref", "white_enc", "white_dec")
 
 
 def init_from_checkpoint(model: Any, path: str | Path) -> dict[str, int]:

@@ -106,6 +106,15 @@ class CaloFlowVariables(nn.Module):
         their second maximum 20-40 times the detailed one (docs/benchmarks/fastcalo.md,
         "Fifteenth version"). :meth:`encode`, :meth:`decode_voxels` and :meth:`fit` then need
         the incident ``|η|`` too.
+    first_layer_whitening
+        After the per-voxel standardisation, rotate the first layer's voxel variables (lhcml's
+        strips) onto the principal axes of their covariance on the training sample, each axis
+        scaled to unit variance (PCA whitening; eigenvalues floored at 1e-6 of the largest): the
+        detailed strips fluctuate *together* (a shower a little wider lifts all its side strips),
+        a generator that gets each voxel's spread right but not the correlations puts
+        independent spikes into the side strips — the second strip maximum. Whitened, a generator
+        error of fixed size along a direction in which the strips barely fluctuate is that
+        small in the strips. Exactly invertible.
 
     The standardisation (means and widths of the logit variables) is fitted on training showers
     with :meth:`fit` and kept in buffers, so it travels with the weights and into ONNX.
@@ -115,6 +124,7 @@ class CaloFlowVariables(nn.Module):
         self, layer_sizes: Sequence[int], u0_max: float = 1.5, dequant_kev: float = 1.0,
         threshold_kev: float | None = None, voxel_space: str = "logit",
         energy_standardisation: bool = False, eta_standardisation: bool = False,
+        first_layer_whitening: bool = False,
     ) -> None:
         super().__init__()
         if voxel_space not in ("logit", "log"):
@@ -159,6 +169,12 @@ class CaloFlowVariables(nn.Module):
             self.register_buffer("log_e_ref", torch.tensor([0.0, 1.0]))
             if self.eta_standardisation:
                 self.register_buffer("eta_ref", torch.tensor([0.0, 1.0]))
+        self.first_layer_whitening = bool(first_layer_whitening)
+        self.n_first = sizes[0]
+        if self.first_layer_whitening:
+            # z = x_first @ white_enc, x_first = z @ white_dec (fitted in fit())
+            self.register_buffer("white_enc", torch.eye(sizes[0]))
+            self.register_buffer("white_dec", torch.eye(sizes[0]))
 
     # ---- layer energies <-> u ----
     def layer_energies(self, showers: Tensor) -> Tensor:
@@ -214,7 +230,22 @@ class CaloFlowVariables(nn.Module):
         (``eta``: the incident ``|η|``, with ``eta_standardisation`` only)."""
         lu, lv, e_layers = self.raw_variables(energy, showers, generator)
         v_mean, v_std = self.voxel_scales(energy, eta)
-        return (lu - self.u_mean) / self.u_std, (lv - v_mean) / v_std, e_layers
+        return (lu - self.u_mean) / self.u_std, self.whiten((lv - v_mean) / v_std), e_layers
+
+    def whiten(self, x_v: Tensor) -> Tensor:
+        """With ``first_layer_whitening``: the first layer's standardised voxel variables onto their
+        whitened principal axes (else ``x_v`` unchanged)."""
+        if not self.first_layer_whitening:
+            return x_v
+        n0 = self.n_first
+        return torch.cat([x_v[:, :n0] @ self.white_enc, x_v[:, n0:]], dim=1)
+
+    def unwhiten(self, z_v: Tensor) -> Tensor:
+        """Inverse of :meth:`whiten`."""
+        if not self.first_layer_whitening:
+            return z_v
+        n0 = self.n_first
+        return torch.cat([z_v[:, :n0] @ self.white_dec, z_v[:, n0:]], dim=1)
 
     def _energy_basis(self, energy: Tensor, eta: Tensor | None = None) -> Tensor:
         ell = (torch.log(energy.reshape(-1, 1)) - self.log_e_ref[0]) / self.log_e_ref[1]
@@ -250,7 +281,7 @@ class CaloFlowVariables(nn.Module):
         incident energies) only with ``energy_standardisation``, ``eta`` (``|η|``) only with
         ``eta_standardisation``."""
         v_mean, v_std = self.voxel_scales(energy, eta)
-        raw = x_v * v_std + v_mean
+        raw = self.unwhiten(x_v) * v_std + v_mean
         frac = _expit(raw) if self.voxel_space == "logit" else torch.exp(raw.clamp(max=0.0))
         e_vox = frac * (e_layers @ self.assign.T)
         frac = torch.where(e_vox < self.threshold_gev, torch.zeros_like(frac), frac)
@@ -314,6 +345,14 @@ class CaloFlowVariables(nn.Module):
             resid2 = (lv.double() - basis @ mean_coef) ** 2
             self.v_mean_coef.copy_(mean_coef.float())
             self.v_var_coef.copy_(torch.linalg.lstsq(basis, resid2).solution.float())
+        if self.first_layer_whitening:
+            v_mean, v_std = self.voxel_scales(energy, eta)
+            x0 = ((lv - v_mean) / v_std)[:, : self.n_first].double()
+            cov = torch.cov(x0.T)
+            lam, vec = torch.linalg.eigh(cov)
+            lam = lam.clamp(min=1e-6 * float(lam.max()))
+            self.white_enc.copy_((vec / lam.sqrt()[None, :]).float())
+            self.white_dec.copy_((lam.sqrt()[:, None] * vec.T).float())
 
 
 def check_prepared(model: nn.Module) -> None:

@@ -79,7 +79,7 @@ class CaloFlowMatching(FastCaloGenerator):
         Frequencies of the time embedding.
     steps, solver
         Fixed-step ODE solver of the sampler: ``euler`` or ``midpoint``.
-    u0_max, dequant_kev, threshold_kev, voxel_space, energy_standardisation, eta_standardisation
+    u0_max, dequant_kev, threshold_kev, voxel_space, energy_standardisation, eta_standardisation, first_layer_whitening
         See :class:`~lhcml.models.fastcalo.flow.CaloFlowVariables` (``voxel_space: log``: the
         voxels as logs of their layer shares with explicit zeros under the readout threshold;
         ``eta_standardisation``: the voxel variables standardised per incident energy *and*
@@ -127,6 +127,7 @@ class CaloFlowMatching(FastCaloGenerator):
         voxel_space: Literal["logit", "log"] = "logit",
         energy_standardisation: bool = False,
         eta_standardisation: bool = False,
+        first_layer_whitening: bool = False,
         align_max_shift: int = 0,
         align_n_phi: int = 3,
         eta_range: Sequence[float] | None = None,
@@ -148,7 +149,7 @@ class CaloFlowMatching(FastCaloGenerator):
         self.vars = CaloFlowVariables(
             layer_sizes, u0_max=u0_max, dequant_kev=dequant_kev, threshold_kev=threshold_kev,
             voxel_space=voxel_space, energy_standardisation=energy_standardisation,
-            eta_standardisation=eta_standardisation,
+            eta_standardisation=eta_standardisation, first_layer_whitening=first_layer_whitening,
         )
         self.align_max_shift = int(align_max_shift)
         self.align_n_phi = int(align_n_phi)
