@@ -680,3 +680,19 @@ def test_shipped_four_pass_budget_config() -> None:
     assert lean.seeding.delta_r == (5.0, 100.0) and (lean.ckf.max_branches, lean.ckf.min_measurements) == (1, 8)
     assert lean.seeding.r_max <= 2 * lean.seeding.min_pt / (0.299792458e-3 * lean.field_tesla)
     assert lean.seeding.particle_hypothesis == "pion"
+
+
+def test_four_pass_budget_finder_runs_the_shipped_config(monkeypatch) -> None:
+    """ml-seeds+ckf-4pass-budget is registered (an ACTS finder, so benchmarks/tracking.py hands it the ACTS CSV) and
+    runs ml-seeds+ckf with configs/tracking/ml_seeds_4pass_budget.yaml, or with the configuration it is given."""
+    from lhcml.config import shipped_config
+    from lhcml.tasks.tracking import finders as F
+
+    assert F.get_finder("ml-seeds+ckf-4pass-budget") is F.ml_seeds_4pass_budget
+    assert "ml-seeds+ckf-4pass-budget" in F.ACTS_FINDERS
+    seen = []
+    monkeypatch.setattr(S, "ml_seeds_ckf", lambda d, e, cfg: seen.append((d, e, cfg)) or {"track_id": []})
+    assert F.FINDERS["ml-seeds+ckf-4pass-budget"]("dir", 3) == {"track_id": []}
+    F.FINDERS["ml-seeds+ckf-4pass-budget"]("dir", 4, {"cut": 0.5})
+    assert seen == [("dir", 3, shipped_config("tracking/ml_seeds_4pass_budget.yaml")), ("dir", 4, {"cut": 0.5})]
+    assert seen[0][2] != shipped_config("tracking/ml_seeds_3pass_budget_p3.yaml")

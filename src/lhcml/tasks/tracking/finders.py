@@ -80,6 +80,15 @@ def ml_seeds_3pass_budget(event_dir: str | Path, event_id: int, cfg: Any = None)
     return _seed_filter.ml_seeds_ckf(event_dir, event_id, shipped_config("tracking/ml_seeds_3pass_budget.yaml") if cfg is None else cfg)
 
 
+def ml_seeds_4pass_budget(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
+    """ml-seeds+ckf-3pass-budget with the third pass's own classifier and a lean fourth pass for displaced tracks
+    (|d0| < 80 mm) down to 0.15 GeV on the hits the first three left, all in one ACTS run, within the CKF's CPU time
+    and fake rate at ⟨μ⟩ = 200 on held-out events (``configs/tracking/ml_seeds_4pass_budget.yaml``)."""
+    from lhcml.config import shipped_config
+
+    return _seed_filter.ml_seeds_ckf(event_dir, event_id, shipped_config("tracking/ml_seeds_4pass_budget.yaml") if cfg is None else cfg)
+
+
 def clean(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
     """A finder's output cleaned by :func:`lhcml.tasks.tracking.acts_reco.clean_candidates` (Kalman fit
     with outliers, track selection, greedy ambiguity resolution; ``configs/tracking/ckf.yaml``), each
@@ -141,6 +150,7 @@ FINDERS: dict[str, Finder] = {
     "ml-seeds+ckf-2pass-budget": ml_seeds_2pass_budget,  # the two passes within the CKF's CPU and fake rate
     "ml-seeds+ckf-3pass": ml_seeds_3pass,  # the two passes, then 0.1-0.2 GeV primaries and displaced tracks
     "ml-seeds+ckf-3pass-budget": ml_seeds_3pass_budget,  # the budget passes and a lean 0.1-0.2 GeV pass
+    "ml-seeds+ckf-4pass-budget": ml_seeds_4pass_budget,  # + the third pass's own classifier, a lean displaced pass
 }
 
 
