@@ -97,7 +97,7 @@ CONSTITUENTS = ("pflow", "clusters", "tcc")
 #: jets that fill the JMS cells (:func:`derive_calibration`, ``jms_sample``): ``"all"`` = every matched jet of
 #: truth mass in :data:`JMS_TRUTH_MASS_RANGE` (W/Z/top and QCD), ``"resonance"`` = only the jets labelled as a
 #: top, W or Z (``R10TruthLabel`` > 0): the mass response at fixed (pT, m/pT) differs between two/three-prong
-#: resonance jets and QCD jets of the same mass (QCD 2–12 % lower for TCC at μ = 140), so a mixture closes
+#: resonance jets and QCD jets of the same mass (QCD mostly 3–18 % lower on this calorimeter), so a mixture closes
 #: neither (``docs/benchmarks/sim_large_r.md``, fifteenth version)
 JMS_SAMPLES = ("all", "resonance")
 #: the pT of the JMS cells: ``"truth"`` = truth-jet pT bins (numerical inversion, as ATLAS), ``"reco"`` = bins
