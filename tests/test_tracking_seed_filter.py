@@ -696,3 +696,72 @@ def test_four_pass_budget_finder_runs_the_shipped_config(monkeypatch) -> None:
     F.FINDERS["ml-seeds+ckf-4pass-budget"]("dir", 4, {"cut": 0.5})
     assert seen == [("dir", 3, shipped_config("tracking/ml_seeds_4pass_budget.yaml")), ("dir", 4, {"cut": 0.5})]
     assert seen[0][2] != shipped_config("tracking/ml_seeds_3pass_budget_p3.yaml")
+
+
+def test_pass_seeds_tool_writes_the_seeds_a_later_pass_sees(sample, trained, tmp_path, capsys) -> None:
+    """benchmarks/tracking_pass_seeds.py (how configs/tracking/seed_filter_pass4.yaml's seeds are made): the seed
+    file of pass 2 holds the seeds made on the hits pass 1's tracks left -- none of those hits, fewer seeds than the
+    same seeding on all hits, which does use them -- with the library's features and truth labels of those
+    triplets, readable by the training's reader; the library function is restored after; a pass the config lacks,
+    or one after a pass without a classifier: one message, exit 2."""
+    import importlib.util
+
+    import yaml
+
+    from lhcml.models.tracking.seed_filter import read_seed_file
+    from lhcml.tasks.tracking.acts_reco import load_reco_config
+
+    spec = importlib.util.spec_from_file_location("tracking_pass_seeds", Path(__file__).resolve().parents[1] / "benchmarks" / "tracking_pass_seeds.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    original = S.event_features
+    first = {"checkpoint": str(trained), "cut": 0.3}
+    cfg = {**first, "second_pass": "tracking/ckf.yaml", "second_pass_checkpoint": str(trained), "second_pass_cut": 0.05}
+    (path,) = tool.write_pass_seeds(sample, "p2", "1", cfg)
+    assert S.event_features is original
+    data = read_seed_file(path)
+    t = data["triplets"]
+    used = set(np.asarray(S.ml_seeds_ckf(sample, 1, first)["hit_id"], np.int64).tolist())
+    reco = load_reco_config(None).model_copy(deep=True)
+    reco.seeding.max_seeds_per_spm = 10
+    everything, _ = S.acts_seeds(sample, 1, reco)
+    assert 0 < len(t) < len(everything) and used
+    assert not set((t + 1).ravel().tolist()) & used and set((everything + 1).ravel().tolist()) & used
+    assert np.array_equal(data["y"], S.seed_labels(sample, 1, t)) and 0 < data["y"].sum() < len(t)
+    np.testing.assert_allclose(data["features"], S.event_features(sample, 1, t, reco.field_tesla), rtol=1e-6)
+    bad = tmp_path / "cfg.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    assert tool.main([str(sample), "--name", "x", "--config", str(bad), "--pass", "3"]) == 2
+    assert "passes 1..2" in capsys.readouterr().err
+    bad.write_text(yaml.safe_dump({**cfg, "second_pass_checkpoint": None}))
+    assert tool.main([str(sample), "--name", "x", "--config", str(bad)]) == 2
+    assert "pass 2 of the config has no classifier" in capsys.readouterr().err
+    assert not (Path(path).parent.parent / "seeds-x").exists()
+
+
+def test_shipped_fourth_pass_classifier_configs() -> None:
+    """configs/tracking/ml_seeds_4pass_budget_p4.yaml is ml_seeds_4pass_budget.yaml with only the fourth pass's
+    classifier changed (same seeding, cut 0.02, two seeds per middle space point), to the one seed_filter_pass4.yaml
+    trains: on mu = 200 events only, on the seed files its header's benchmarks/tracking_pass_seeds.py command makes
+    from the last pass of ml_seeds_4pass_budget.yaml, validated on events it never trains on (and never on
+    train_mu200 16-17, where the cut was chosen)."""
+    import yaml
+
+    from lhcml.config import shipped_config
+
+    four = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_4pass_budget.yaml"))
+    own = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_4pass_budget_p4.yaml"))
+    assert own.more_passes[:1] == four.more_passes[:1] and len(own.more_passes) == 2
+    assert own.model_copy(update={"more_passes": four.more_passes}) == four
+    old, new = four.more_passes[1], own.more_passes[1]
+    assert new.reco == old.reco and new.cut == old.cut == 0.02 and new.max_per_spm == old.max_per_spm == 2
+    assert new.checkpoint != old.checkpoint
+    text = shipped_config("tracking/seed_filter_pass4.yaml").read_text()
+    train = yaml.safe_load(text)
+    data = train["data"]
+    assert train["base"] == "seed_filter.yaml" and Path(train["output_dir"]).name == Path(new.checkpoint).name
+    assert [Path(d).name for d in data["train_dir"]] == [Path(d).name for d in data["val_dir"]] == ["train_mu200"]
+    seen, val = set(data["train_events"][0]), set(data["val_events"][0])
+    assert seen and val and not seen & val and not {16, 17} & (seen | val)
+    assert f"benchmarks/tracking_pass_seeds.py benchmarks/_work/tracking/train_mu200 --name {data['prepare']['seeds']} " in text
+    assert "--config configs/tracking/ml_seeds_4pass_budget.yaml" in text
