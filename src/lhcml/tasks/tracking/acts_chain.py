@@ -20,7 +20,7 @@ import functools
 import json
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -410,6 +410,28 @@ class CsvMeasurements:
         return CsvMeasurementsInOrder()
 
 
+def _measurement_subset(acts: Any, level: Any, name: str, key: str,
+                        select: Callable[[int, int], Iterable[int]]) -> Any:
+    """One ACTS algorithm ``name`` writing ``MeasurementSubset(measurements, select(event, n))`` under ``key``
+    (``n``: the event's number of measurements): the one body of the three subsets below."""
+
+    class MeasurementSubsetAlgorithm(acts.examples.IAlgorithm):
+        def __init__(self) -> None:
+            acts.examples.IAlgorithm.__init__(self, name, level)
+            self.inp = acts.examples.ReadDataHandle(self, acts.examples.MeasurementContainer, "Measurements")
+            self.inp.initialize("measurements")
+            self.out = acts.examples.WriteDataHandle(self, acts.examples.MeasurementSubset, "Subset")
+            self.out.initialize(key)
+
+        def execute(self, ctx: Any) -> Any:
+            meas = self.inp(ctx.eventStore)
+            index = select(int(ctx.eventNumber), len(meas))
+            self.out(ctx, acts.examples.MeasurementSubset(meas, [int(i) for i in index]))
+            return acts.examples.ProcessCode.SUCCESS
+
+    return MeasurementSubsetAlgorithm()
+
+
 class MeasurementSubsetAll:
     """All measurements of the event as the ``measurement_subset`` that space points and CKF read,
     except (``exclude``, per event) the given measurement indices."""
@@ -417,27 +439,11 @@ class MeasurementSubsetAll:
     def __new__(cls, acts: Any, level: Any, exclude: Mapping[int, Iterable[int]] | None = None) -> Any:
         skip = {int(e): np.asarray(sorted(set(int(i) for i in v)), np.int64) for e, v in (exclude or {}).items()}
 
-        class MeasurementSubsetAll(acts.examples.IAlgorithm):
-            def __init__(self) -> None:
-                acts.examples.IAlgorithm.__init__(self, "MeasurementSubsetAll", level)
-                self.inp = acts.examples.ReadDataHandle(
-                    self, acts.examples.MeasurementContainer, "Measurements"
-                )
-                self.inp.initialize("measurements")
-                self.out = acts.examples.WriteDataHandle(
-                    self, acts.examples.MeasurementSubset, "Subset"
-                )
-                self.out.initialize("measurement_subset")
+        def select(event: int, n: int) -> np.ndarray:
+            index = np.arange(n, dtype=np.int64)
+            return np.setdiff1d(index, skip[event], assume_unique=True) if event in skip else index
 
-            def execute(self, ctx: Any) -> Any:
-                meas = self.inp(ctx.eventStore)
-                index = np.arange(len(meas), dtype=np.int64)
-                if ctx.eventNumber in skip:
-                    index = np.setdiff1d(index, skip[ctx.eventNumber], assume_unique=True)
-                self.out(ctx, acts.examples.MeasurementSubset(meas, index.tolist()))
-                return acts.examples.ProcessCode.SUCCESS
-
-        return MeasurementSubsetAll()
+        return _measurement_subset(acts, level, "MeasurementSubsetAll", "measurement_subset", select)
 
 
 class MeasurementSubsetExcept:
@@ -446,42 +452,18 @@ class MeasurementSubsetExcept:
     Sequencer as the earlier ones, whose tracks (collected earlier in the same event) it leaves out."""
 
     def __new__(cls, acts: Any, level: Any, key: str, exclude: Any) -> Any:
-        class MeasurementSubsetExcept(acts.examples.IAlgorithm):
-            def __init__(self) -> None:
-                acts.examples.IAlgorithm.__init__(self, "MeasurementSubsetExcept", level)
-                self.inp = acts.examples.ReadDataHandle(self, acts.examples.MeasurementContainer, "Measurements")
-                self.inp.initialize("measurements")
-                self.out = acts.examples.WriteDataHandle(self, acts.examples.MeasurementSubset, "Subset")
-                self.out.initialize(key)
+        def select(event: int, n: int) -> np.ndarray:
+            skip = np.asarray(sorted(set(int(i) for i in exclude(event))), np.int64)
+            return np.setdiff1d(np.arange(n, dtype=np.int64), skip, assume_unique=True)
 
-            def execute(self, ctx: Any) -> Any:
-                meas = self.inp(ctx.eventStore)
-                skip = np.asarray(sorted(set(int(i) for i in exclude(ctx.eventNumber))), np.int64)
-                index = np.setdiff1d(np.arange(len(meas), dtype=np.int64), skip, assume_unique=True)
-                self.out(ctx, acts.examples.MeasurementSubset(meas, index.tolist()))
-                return acts.examples.ProcessCode.SUCCESS
-
-        return MeasurementSubsetExcept()
+        return _measurement_subset(acts, level, "MeasurementSubsetExcept", key, select)
 
 
 class MeasurementSubsetOf:
     """The measurements of given indices (per event) as a ``MeasurementSubset`` under ``key``."""
 
     def __new__(cls, acts: Any, level: Any, indices: Mapping[int, Sequence[int]], key: str) -> Any:
-        class MeasurementSubsetOf(acts.examples.IAlgorithm):
-            def __init__(self) -> None:
-                acts.examples.IAlgorithm.__init__(self, "MeasurementSubsetOf", level)
-                self.inp = acts.examples.ReadDataHandle(self, acts.examples.MeasurementContainer, "Measurements")
-                self.inp.initialize("measurements")
-                self.out = acts.examples.WriteDataHandle(self, acts.examples.MeasurementSubset, "Subset")
-                self.out.initialize(key)
-
-            def execute(self, ctx: Any) -> Any:
-                meas = self.inp(ctx.eventStore)
-                self.out(ctx, acts.examples.MeasurementSubset(meas, [int(i) for i in indices.get(ctx.eventNumber, ())]))
-                return acts.examples.ProcessCode.SUCCESS
-
-        return MeasurementSubsetOf()
+        return _measurement_subset(acts, level, "MeasurementSubsetOf", key, lambda event, n: indices.get(event, ()))
 
 
 class ProtoTrackInput:
