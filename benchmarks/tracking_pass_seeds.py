@@ -17,7 +17,6 @@ Bad input (no such sample, events, config, a pass without a classifier): one mes
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,9 @@ def write_pass_seeds(event_dir: str | Path, name: str, events: str | None, confi
                      pass_number: int | None = None) -> list[Path]:  # fmt: skip
     """Seed files of pass ``pass_number`` (1-based; None: the last) of ml-seeds+ckf with ``config`` on ``events``
     of ``event_dir``; returns their paths. :class:`lhcml.errors.ConfigError` on bad input, before any work."""
-    from lhcml.atomic import atomic_write_bytes
-    from lhcml.data.trackml import list_events, read_event
+    from lhcml.data.trackml import list_events
     from lhcml.errors import ConfigError
-    from lhcml.models.tracking.seed_filter import FEATURE_NAMES, seed_file
+    from lhcml.models.tracking.seed_filter import FEATURE_NAMES
     from lhcml.tasks.tracking import seed_filter
     from lhcml.tasks.tracking.acts_reco import acts_files
     from lhcml.tasks.tracking.finders import parse_events
@@ -67,11 +65,7 @@ def write_pass_seeds(event_dir: str | Path, name: str, events: str | None, confi
             triplets, feats = calls[n - 1]
             arrays = {"triplets": triplets, "features": feats, "feature_names": np.asarray(FEATURE_NAMES),
                       "max_seeds_per_spm": np.asarray(cfg.max_seeds_per_spm), "y": seed_filter.seed_labels(event_dir, e, triplets)}  # fmt: skip
-            buf = io.BytesIO()
-            np.savez_compressed(buf, **arrays)
-            path = seed_file(read_event(event_dir, e, parts=("hits",), check=False).source, e, name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, buf.getvalue())
+            path = seed_filter.save_seed_file(event_dir, e, name, arrays)
             out.append(path)
             print(f"event {e}: {len(triplets)} seeds of pass {n}, {int(arrays['y'].sum())} true", flush=True)
     finally:

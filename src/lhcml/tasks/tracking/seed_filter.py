@@ -211,12 +211,11 @@ def write_seed_files(event_dir: str | Path, name: str, events: Sequence[int] | N
     their features and (``labels``) truth labels, in ``<trackml dir>/seeds-<name>/``. ``reco``: the
     ACTS config whose seeding makes the seeds (a path or mapping; None: the shipped ``ckf.yaml``), so
     that the classifier of a finder with other seeding settings (minimum pT, |eta|) is trained on its seeds."""
-    import io
 
     from tqdm import tqdm
 
-    from lhcml.data.trackml import list_events, read_event
-    from lhcml.models.tracking.seed_filter import FEATURE_NAMES, seed_file
+    from lhcml.data.trackml import list_events
+    from lhcml.models.tracking.seed_filter import FEATURE_NAMES
     from lhcml.tasks.tracking.acts_reco import acts_files, load_reco_config
 
     acts_files(event_dir)  # one clear error before any work
@@ -232,13 +231,24 @@ def write_seed_files(event_dir: str | Path, name: str, events: Sequence[int] | N
         }  # fmt: skip
         if labels:
             arrays["y"] = seed_labels(event_dir, e, triplets)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        path = seed_file(read_event(event_dir, e, parts=("hits",), check=False).source, e, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, buf.getvalue())
-        out.append(path)
+        out.append(save_seed_file(event_dir, e, name, arrays))
     return out
+
+
+def save_seed_file(event_dir: str | Path, event_id: int, name: str, arrays: dict[str, np.ndarray]) -> Path:
+    """Write one event's seed arrays (``triplets``, ``features``, ``feature_names``, ``max_seeds_per_spm``
+    and optionally ``y``) atomically as ``<trackml dir>/seeds-<name>/`` file of the event; returns its path."""
+    import io
+
+    from lhcml.data.trackml import read_event
+    from lhcml.models.tracking.seed_filter import seed_file
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    path = seed_file(read_event(event_dir, event_id, parts=("hits",), check=False).source, event_id, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 # ---------------------------------------------------------------------------------------- selection
