@@ -45,6 +45,18 @@ def trained(sample, tmp_path_factory) -> Path:
     return fit_tracking(cfg)
 
 
+
+def _one_error(capsys, argv: list[str]) -> str:
+    """Run the CLI with ``argv``; assert the bad-input contract (exit 2, one line, no traceback); return the message."""
+    from lhcml.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
 def _seeds(sample, e: int) -> dict[str, np.ndarray]:
     ev = read_event(sample, e, parts=("hits",), check=False)
     return M.read_seed_file(M.seed_file(ev.source, e, "t"))
@@ -146,13 +158,9 @@ def test_cli_write_seeds_without_acts_files_exits_2(sample, tmp_path, capsys) ->
     """TrackML files without the ACTS CSV: one message, exit status 2, no seed files."""
     import shutil
 
-    from lhcml.cli import main
 
     shutil.copytree(sample / "trackml", tmp_path / "trackml_only", ignore=shutil.ignore_patterns("seeds-*"))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["tracking", "write-seeds", str(tmp_path / "trackml_only"), "--name", "t"])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "Traceback" not in err
+    err = _one_error(capsys, ["tracking", "write-seeds", str(tmp_path / "trackml_only"), "--name", "t"])
     assert "acts/" in err and len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.rglob("seeds-t"))
 
@@ -249,7 +257,6 @@ def test_cli_train_with_event_lists_not_matching_the_directories_exits_2(sample,
     the fix, exit status 2, no run directory."""
     import yaml
 
-    from lhcml.cli import main
 
     cfg = {"data": {"train_dir": [str(sample), str(sample)], "val_dir": str(sample), "train_events": [0, 1],
                     "val_events": [2], "prepare": {"seeds": "t"}},
@@ -258,10 +265,7 @@ def test_cli_train_with_event_lists_not_matching_the_directories_exits_2(sample,
            "output_dir": str(tmp_path / "run")}  # fmt: skip
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", str(path)])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "Traceback" not in err
+    err = _one_error(capsys, ["train", str(path)])
     assert "one entry per directory" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
 
@@ -347,10 +351,7 @@ def test_write_seeds_with_another_seeding_config(sample, tmp_path, capsys) -> No
     assert ok.value.code in (0, None)
     assert len(_seeds_named(sample, 0, "low")["triplets"]) > len(_seeds(sample, 0)["triplets"])
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(["tracking", "write-seeds", str(sample), "--name", "x", "--events", "0", "--reco", str(tmp_path / "no.yaml")])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    _one_error(capsys, ["tracking", "write-seeds", str(sample), "--name", "x", "--events", "0", "--reco", str(tmp_path / "no.yaml")])
 
 
 def _seeds_named(sample, e: int, name: str) -> dict[str, np.ndarray]:
@@ -450,16 +451,12 @@ def test_cli_budget_finder_with_a_bad_config_exits_2(sample, tmp_path, capsys) -
     pass's seeds per middle space point but gives it no classifier: one message, exit status 2."""
     import yaml
 
-    from lhcml.cli import main
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"checkpoint": str(tmp_path), "second_pass": "tracking/ckf_budget_pass2.yaml",
                                    "second_pass_max_per_spm": 1}))  # fmt: skip
-    with pytest.raises(SystemExit) as exit_info:
-        main(["tracking", "reconstruct", str(sample), "--method", "ml-seeds+ckf-2pass-budget", "--config", str(bad),
-              "--out", str(tmp_path / "out"), "--events", "0", "--quiet"])  # fmt: skip
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    err = _one_error(capsys, ["tracking", "reconstruct", str(sample), "--method", "ml-seeds+ckf-2pass-budget", "--config", str(bad),
+                     "--out", str(tmp_path / "out"), "--events", "0", "--quiet"])  # fmt: skip
     assert "second_pass_checkpoint" in err
 
 
@@ -620,16 +617,12 @@ def test_cli_one_run_not_a_bool_exits_2(sample, tmp_path, capsys) -> None:
     """A one_run that is not true/false: one message naming the option, exit status 2."""
     import yaml
 
-    from lhcml.cli import main
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"checkpoint": str(tmp_path), "second_pass": "tracking/ckf_budget_pass2.yaml",
                                    "one_run": "sometimes"}))  # fmt: skip
-    with pytest.raises(SystemExit) as exit_info:
-        main(["tracking", "reconstruct", str(sample), "--method", "ml-seeds+ckf", "--config", str(bad),
-              "--out", str(tmp_path / "out"), "--events", "0", "--quiet"])  # fmt: skip
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    err = _one_error(capsys, ["tracking", "reconstruct", str(sample), "--method", "ml-seeds+ckf", "--config", str(bad),
+                     "--out", str(tmp_path / "out"), "--events", "0", "--quiet"])  # fmt: skip
     assert "one_run" in err
 
 
@@ -639,7 +632,6 @@ def test_seeding_particle_hypothesis_reaches_the_ckf(sample, tmp_path, capsys) -
     as many tracks; a hypothesis ACTS does not have is one message naming the option, exit status 2."""
     import yaml
 
-    from lhcml.cli import main
     from lhcml.tasks.tracking.acts_reco import load_reco_config, run_ckf
 
     assert load_reco_config(None).seeding.particle_hypothesis == "pion"
@@ -650,11 +642,8 @@ def test_seeding_particle_hypothesis_reaches_the_ckf(sample, tmp_path, capsys) -
     assert not np.allclose(pion.params[:n], electron.params[:n])
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"seeding": {"particle_hypothesis": "positron"}}))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["tracking", "reconstruct", str(sample), "--method", "ckf", "--config", str(bad),
-              "--out", str(tmp_path / "out"), "--events", "0", "--quiet"])  # fmt: skip
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    err = _one_error(capsys, ["tracking", "reconstruct", str(sample), "--method", "ckf", "--config", str(bad),
+                     "--out", str(tmp_path / "out"), "--events", "0", "--quiet"])  # fmt: skip
     assert "particle_hypothesis" in err
 
 
