@@ -754,3 +754,30 @@ def test_shipped_fourth_pass_classifier_configs() -> None:
     assert seen and val and not seen & val and not {16, 17} & (seen | val)
     assert f"benchmarks/tracking_pass_seeds.py benchmarks/_work/tracking/train_mu200 --name {data['prepare']['seeds']} " in text
     assert "--config configs/tracking/ml_seeds_4pass_budget.yaml" in text
+
+
+def test_shipped_third_pass_own_classifier_config() -> None:
+    """configs/tracking/ml_seeds_4pass_budget_p34.yaml is ml_seeds_4pass_budget_p4.yaml with only the third pass's
+    classifier (and its cut) changed, to the one seed_filter_pass3l.yaml trains: on mu = 200 events only, on the seed
+    files its header's benchmarks/tracking_pass_seeds.py --pass 3 command makes from ml_seeds_4pass_budget_p4.yaml,
+    validated on events it never trains on (and never on train_mu200 16-17, where the cut was chosen)."""
+    import yaml
+
+    from lhcml.config import shipped_config
+
+    p4 = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_4pass_budget_p4.yaml"))
+    own = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_4pass_budget_p34.yaml"))
+    assert own.more_passes[1:] == p4.more_passes[1:] and len(own.more_passes) == 2
+    assert own.model_copy(update={"more_passes": p4.more_passes}) == p4
+    old, new = p4.more_passes[0], own.more_passes[0]
+    assert new.reco == old.reco and new.max_per_spm == old.max_per_spm == 2
+    assert new.checkpoint != old.checkpoint and 0 < new.cut < 1
+    text = shipped_config("tracking/seed_filter_pass3l.yaml").read_text()
+    train = yaml.safe_load(text)
+    data = train["data"]
+    assert train["base"] == "seed_filter.yaml" and Path(train["output_dir"]).name == Path(new.checkpoint).name
+    assert [Path(d).name for d in data["train_dir"]] == [Path(d).name for d in data["val_dir"]] == ["train_mu200"]
+    seen, val = set(data["train_events"][0]), set(data["val_events"][0])
+    assert seen and val and not seen & val and not {16, 17} & (seen | val)
+    assert f"benchmarks/tracking_pass_seeds.py benchmarks/_work/tracking/train_mu200 --name {data['prepare']['seeds']} " in text
+    assert "--pass 3 --config configs/tracking/ml_seeds_4pass_budget_p4.yaml" in text
