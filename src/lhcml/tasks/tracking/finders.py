@@ -47,46 +47,43 @@ def ckf_fast(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidate
     return ckf(event_dir, event_id, shipped_config("tracking/ckf_fast.yaml") if cfg is None else cfg)
 
 
+def _ml_seeds_shipped(name: str, event_dir: str | Path, event_id: int, cfg: Any) -> Candidates:
+    """ml-seeds+ckf with ``cfg``, or (None) the shipped ``configs/tracking/<name>``."""
+    from lhcml.config import shipped_config
+
+    return _seed_filter.ml_seeds_ckf(event_dir, event_id, shipped_config(f"tracking/{name}") if cfg is None else cfg)
+
+
 def ml_seeds_2pass(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
     """ml-seeds+ckf, then a second ACTS seeding + CKF pass with a lower pT and a wider |eta| on the
     hits its tracks left unused (iterative tracking; ``configs/tracking/ml_seeds_score.yaml``)."""
-    from lhcml.config import shipped_config
-
-    return _seed_filter.ml_seeds_ckf(event_dir, event_id, shipped_config("tracking/ml_seeds_score.yaml") if cfg is None else cfg)
+    return _ml_seeds_shipped("ml_seeds_score.yaml", event_dir, event_id, cfg)
 
 
 def ml_seeds_2pass_budget(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
     """ml-seeds+ckf-2pass within the CKF's CPU budget and fake rate at ⟨μ⟩ = 200: shorter seed doublets in
     both passes, a second pass restricted to prompt seeds, one seed per middle space point, one CKF branch
     per surface and 8 measurements per track (``configs/tracking/ml_seeds_2pass_budget.yaml``)."""
-    from lhcml.config import shipped_config
-
-    return _seed_filter.ml_seeds_ckf(event_dir, event_id, shipped_config("tracking/ml_seeds_2pass_budget.yaml") if cfg is None else cfg)
+    return _ml_seeds_shipped("ml_seeds_2pass_budget.yaml", event_dir, event_id, cfg)
 
 
 def ml_seeds_3pass(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
     """ml-seeds+ckf-2pass, then passes for primaries at 0.1-0.2 GeV and for displaced tracks on the hits
     the earlier passes left unused (``configs/tracking/ml_seeds_3pass.yaml``)."""
-    from lhcml.config import shipped_config
-
-    return _seed_filter.ml_seeds_ckf(event_dir, event_id, shipped_config("tracking/ml_seeds_3pass.yaml") if cfg is None else cfg)
+    return _ml_seeds_shipped("ml_seeds_3pass.yaml", event_dir, event_id, cfg)
 
 
 def ml_seeds_3pass_budget(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
     """ml-seeds+ckf-2pass-budget with a lean third pass for 0.1-0.2 GeV primaries, within the CKF's CPU time
     and fake rate at ⟨μ⟩ = 200 on validation events (``configs/tracking/ml_seeds_3pass_budget.yaml``)."""
-    from lhcml.config import shipped_config
-
-    return _seed_filter.ml_seeds_ckf(event_dir, event_id, shipped_config("tracking/ml_seeds_3pass_budget.yaml") if cfg is None else cfg)
+    return _ml_seeds_shipped("ml_seeds_3pass_budget.yaml", event_dir, event_id, cfg)
 
 
 def ml_seeds_4pass_budget(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
     """ml-seeds+ckf-3pass-budget with the third pass's own classifier and a lean fourth pass for displaced tracks
     (|d0| < 80 mm) down to 0.15 GeV on the hits the first three left, all in one ACTS run, within the CKF's CPU time
     and fake rate at ⟨μ⟩ = 200 on held-out events (``configs/tracking/ml_seeds_4pass_budget.yaml``)."""
-    from lhcml.config import shipped_config
-
-    return _seed_filter.ml_seeds_ckf(event_dir, event_id, shipped_config("tracking/ml_seeds_4pass_budget.yaml") if cfg is None else cfg)
+    return _ml_seeds_shipped("ml_seeds_4pass_budget.yaml", event_dir, event_id, cfg)
 
 
 def clean(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
