@@ -247,7 +247,10 @@ def init_from_checkpoint(model: Any, path: str | Path) -> dict[str, int]:
     of the velocity network's input) gets the stored columns first and zeros for the new ones, so
     the model starts as the stored one computes. The conditional standardisation's buffers
     (:data:`NEW_STANDARDISATION_BUFFERS`) that the stored model lacks keep the values
-    ``model.prepare`` fitted (fine-tuning a model into ``eta_standardisation``). Returns
+    ``model.prepare`` fitted (fine-tuning a model into ``eta_standardisation``). A model with
+    ``model.strip_ratios`` starts only from one with it (and one without it only from one
+    without): the strips' variables, and so the weights and their standardisation, mean
+    something else. Returns
     ``{"copied": n, "widened": n, "kept": n}``.
 
     Raises
@@ -275,6 +278,13 @@ def init_from_checkpoint(model: Any, path: str | Path) -> dict[str, int]:
         )
     stored = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     own = model.state_dict()
+    if ("vars.ratio_enc" in stored) != ("vars.ratio_enc" in own):
+        raise CheckpointMismatchError(
+            f"init_from: {p} was trained {'with' if 'vars.ratio_enc' in stored else 'without'} model.strip_ratios "
+            f"and this config sets it {'on' if 'vars.ratio_enc' in own else 'off'}: another strip representation "
+            "(its weights and standardisation mean other variables); train from scratch or start from a model "
+            "with the same model.strip_ratios"
+        )
     counts = {"copied": 0, "widened": 0, "kept": 0}
     bad = []
     with torch.no_grad():

@@ -115,6 +115,19 @@ class CaloFlowVariables(nn.Module):
         independent spikes into the side strips — the second strip maximum. Whitened, a generator
         error of fixed size along a direction in which the strips barely fluctuate is that
         small in the strips. Exactly invertible.
+    strip_ratios, strip_grid
+        ``strip_ratios``: the first layer's (the strips', an ``strip_grid = (n_eta, n_phi)`` grid,
+        η-major, its maximum at the centre row ``(n_eta - 1) // 2``, as the flow-matching model's
+        strip alignment puts it) log shares re-expressed before the standardisation as the
+        centre row's log share ``ln S_c`` (``S_i``: row ``i``'s φ-summed share), then the
+        successive log-ratios ``ln(S_i / S_{i-1})`` going outwards to the right of the centre
+        and ``ln(S_i / S_{i+1})`` to the left, and, inside every row, the log-ratios of the
+        other φ cells to the centre φ cell (``voxel_space: log`` only). A side strip is then as
+        large as its inner neighbour times a generated ratio: independent generator errors give
+        a profile that wanders smoothly outwards instead of independent spikes (the second strip
+        maximum, docs/benchmarks/fastcalo.md "Sixteenth version"). Exactly invertible
+        (:meth:`strip_ratio_encode` / :meth:`strip_ratio_decode`; the row sums and differences
+        are constant matrices, the φ shares a log-sum-exp).
 
     The standardisation (means and widths of the logit variables) is fitted on training showers
     with :meth:`fit` and kept in buffers, so it travels with the weights and into ONNX.
@@ -124,7 +137,8 @@ class CaloFlowVariables(nn.Module):
         self, layer_sizes: Sequence[int], u0_max: float = 1.5, dequant_kev: float = 1.0,
         threshold_kev: float | None = None, voxel_space: str = "logit",
         energy_standardisation: bool = False, eta_standardisation: bool = False,
-        first_layer_whitening: bool = False,
+        first_layer_whitening: bool = False, strip_ratios: bool = False,
+        strip_grid: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if voxel_space not in ("logit", "log"):
@@ -133,6 +147,32 @@ class CaloFlowVariables(nn.Module):
         sizes = [int(s) for s in layer_sizes]
         if not sizes or min(sizes) < 1:
             raise ValueError(f"layer_sizes must be positive voxel counts, got {list(layer_sizes)}")
+        if not isinstance(strip_ratios, bool):
+            raise ConfigError(f"strip_ratios must be true or false, got {strip_ratios!r}")
+        self.strip_ratios = strip_ratios
+        if strip_ratios:
+            if voxel_space != "log":
+                raise ConfigError("strip_ratios needs voxel_space: log (log-ratios of the strips' layer shares)")
+            grid = [int(g) for g in strip_grid] if strip_grid is not None else []
+            if len(grid) != 2 or min(grid) < 1 or grid[0] < 3 or grid[0] * grid[1] != sizes[0]:
+                raise ConfigError(
+                    f"strip_ratios needs the first layer's grid (n_eta >= 3, n_phi) with n_eta x n_phi = "
+                    f"{sizes[0]} voxels, got {strip_grid}"
+                )
+            self.strip_grid = (grid[0], grid[1])
+            n_eta, c = grid[0], (grid[0] - 1) // 2
+            enc = torch.zeros(n_eta, n_eta)  # row log shares L -> R = L @ enc (centre, then outward log-ratios)
+            dec = torch.zeros(n_eta, n_eta)  # R -> L = R @ dec (cumulative sums outwards from the centre)
+            for i in range(n_eta):
+                enc[i, i] = 1.0
+                if i > c:
+                    enc[i - 1, i] = -1.0
+                elif i < c:
+                    enc[i + 1, i] = -1.0
+                lo, hi = min(i, c), max(i, c)
+                dec[lo : hi + 1, i] = 1.0
+            self.register_buffer("ratio_enc", enc)
+            self.register_buffer("ratio_dec", dec)
         if u0_max <= 0 or dequant_kev < 0:
             raise ValueError(
                 f"u0_max must be > 0 and dequant_kev >= 0, got {u0_max}, {dequant_kev}"
@@ -220,7 +260,31 @@ class CaloFlowVariables(nn.Module):
         thr = self.threshold_gev
         jitter = torch.rand(showers.shape, generator=generator, device=showers.device, dtype=showers.dtype)
         e_vox = torch.where(showers >= thr, showers, thr * torch.exp(-1.0 - jitter))
-        return _logit(u), torch.log(e_vox) - torch.log((e_layers @ self.assign.T).clamp(min=thr)), e_layers
+        lv = torch.log(e_vox) - torch.log((e_layers @ self.assign.T).clamp(min=thr))
+        if self.strip_ratios:
+            n0 = self.n_first
+            lv = torch.cat([self.strip_ratio_encode(lv[:, :n0]), lv[:, n0:]], dim=1)
+        return _logit(u), lv, e_layers
+
+    def strip_ratio_encode(self, y: Tensor) -> Tensor:
+        """``strip_ratios``: the first layer's log shares ``y`` ``(N, n_eta n_phi)`` (η-major) ->
+        per row the outward row log-ratio (the centre row: its log share) at the centre φ
+        position and the other φ cells' log-ratios to the centre φ cell beside it."""
+        n_eta, n_phi = self.strip_grid
+        jc = n_phi // 2
+        g = y.reshape(-1, n_eta, n_phi)
+        rows = torch.logsumexp(g, dim=2) @ self.ratio_enc  # (N, n_eta)
+        side = g - g[:, :, jc : jc + 1]
+        return torch.cat([side[:, :, :jc], rows[:, :, None], side[:, :, jc + 1 :]], dim=2).reshape(y.shape)
+
+    def strip_ratio_decode(self, z: Tensor) -> Tensor:
+        """Inverse of :meth:`strip_ratio_encode`: the first layer's log shares."""
+        n_eta, n_phi = self.strip_grid
+        jc = n_phi // 2
+        g = z.reshape(-1, n_eta, n_phi)
+        rows = g[:, :, jc] @ self.ratio_dec  # (N, n_eta) row log shares
+        a = torch.cat([g[:, :, :jc], torch.zeros_like(g[:, :, :1]), g[:, :, jc + 1 :]], dim=2)
+        return (rows[:, :, None] + a - torch.logsumexp(a, dim=2, keepdim=True)).reshape(z.shape)
 
     def encode(
         self, energy: Tensor, showers: Tensor, generator: torch.Generator | None = None,
@@ -282,6 +346,8 @@ class CaloFlowVariables(nn.Module):
         ``eta_standardisation``."""
         v_mean, v_std = self.voxel_scales(energy, eta)
         raw = self.unwhiten(x_v) * v_std + v_mean
+        if self.strip_ratios:
+            raw = torch.cat([self.strip_ratio_decode(raw[:, : self.n_first]), raw[:, self.n_first :]], dim=1)
         frac = _expit(raw) if self.voxel_space == "logit" else torch.exp(raw.clamp(max=0.0))
         e_vox = frac * (e_layers @ self.assign.T)
         frac = torch.where(e_vox < self.threshold_gev, torch.zeros_like(frac), frac)

@@ -84,6 +84,10 @@ class CaloFlowMatching(FastCaloGenerator):
         voxels as logs of their layer shares with explicit zeros under the readout threshold;
         ``eta_standardisation``: the voxel variables standardised per incident energy *and*
         ``|η|``, for a model with ``eta_range``, ``configs/fastcalo/fm_strips_etastd.yaml``).
+    strip_ratios
+        The strips (aligned on their maximum: needs ``align_max_shift``) as the maximum row's
+        log share plus successive log-ratios outwards and per-row φ log-ratios
+        (:class:`~lhcml.models.fastcalo.flow.CaloFlowVariables`; ``configs/fastcalo/fm_strips_ratio.yaml``).
     eta_range
         ``[lo, hi]``: condition on the incident ``|η|`` too (trained over that range; the
         calorimeter's depth in X0 grows as cosh η, so the layer fractions change with η);
@@ -128,6 +132,7 @@ class CaloFlowMatching(FastCaloGenerator):
         energy_standardisation: bool = False,
         eta_standardisation: bool = False,
         first_layer_whitening: bool = False,
+        strip_ratios: bool = False,
         align_max_shift: int = 0,
         align_n_phi: int = 3,
         eta_range: Sequence[float] | None = None,
@@ -146,11 +151,6 @@ class CaloFlowMatching(FastCaloGenerator):
             )
         if eta_standardisation and eta_range is None:
             raise ConfigError("fastcalo_fm: eta_standardisation needs a model conditioned on |eta| (model.eta_range)")
-        self.vars = CaloFlowVariables(
-            layer_sizes, u0_max=u0_max, dequant_kev=dequant_kev, threshold_kev=threshold_kev,
-            voxel_space=voxel_space, energy_standardisation=energy_standardisation,
-            eta_standardisation=eta_standardisation, first_layer_whitening=first_layer_whitening,
-        )
         self.align_max_shift = int(align_max_shift)
         self.align_n_phi = int(align_n_phi)
         if self.align_max_shift < 0 or self.align_n_phi < 1:
@@ -165,6 +165,17 @@ class CaloFlowMatching(FastCaloGenerator):
                 f"the first layer's {self.layer_sizes[0]} voxels (need n_eta x align_n_phi voxels and "
                 "2 align_max_shift + 1 <= n_eta; the strips of lhcml's binning are 57 x 3)"
             )
+        if strip_ratios is True and not self.align_max_shift:
+            raise ConfigError(
+                "fastcalo_fm: strip_ratios needs align_max_shift > 0 (the log-ratios go outwards from the "
+                "strip maximum, which the alignment puts at the centre row)"
+            )
+        self.vars = CaloFlowVariables(
+            layer_sizes, u0_max=u0_max, dequant_kev=dequant_kev, threshold_kev=threshold_kev,
+            voxel_space=voxel_space, energy_standardisation=energy_standardisation,
+            eta_standardisation=eta_standardisation, first_layer_whitening=first_layer_whitening,
+            strip_ratios=strip_ratios, strip_grid=(n_eta, self.align_n_phi) if strip_ratios is True else None,
+        )
         self.align_n_eta = n_eta
         self.noise_dim = self.n_layers + n_voxels + (1 if self.align_max_shift else 0)
         self.steps = int(steps)

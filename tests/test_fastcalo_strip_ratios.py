@@ -1,0 +1,232 @@
+"""Strips generated as ratios outwards from their maximum (``model.strip_ratios``,
+``configs/fastcalo/fm_strips_ratio.yaml``; issue 15, docs/benchmarks/fastcalo.md "Sixteenth version").
+
+The ``fm_strips_phi`` teacher's side strips spiked independently (neighbouring-strip log-ratio
+spread 1-2.5 against 0.3-0.9 detailed), the strips' second maximum ΔE 464 MeV against 52.
+With ``strip_ratios`` the strips (aligned on their maximum row) are the maximum row's log share,
+the successive log-ratios of the φ-summed rows going outwards and, per row, the side φ cells'
+log-ratios to the centre one:
+
+* encode -> decode is exact (the transform alone, and the whole voxel chain with empty cells);
+* a generator that draws every variable independently with the right spread gives side strips
+  whose neighbour log-ratios spread as the truth's; per-voxel variables give spikes;
+* both ONNX graphs agree with PyTorch (asserted inside the export);
+* bad options (no alignment, logit voxels, a non-boolean, a grid that does not fit) give one
+  clear message, ``lhcml train`` exits 2 without a checkpoint; ``init_from`` across the two
+  representations is refused in both directions, between two ratio models it copies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lhcml.errors import CheckpointMismatchError, ConfigError
+from lhcml.models.fastcalo.flow import CaloFlowVariables
+from lhcml.models.fastcalo.fm import CaloFlowMatching
+
+N_ETA, N_PHI = 9, 3
+CENTRE = (N_ETA - 1) // 2
+LAYERS = [N_ETA * N_PHI, 4]
+
+
+def strip_showers(n: int, seed: int, p_empty: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic showers ``(E GeV, showers GeV)``: strips of 9 rows x 3 φ cells whose row shares fall
+    as ``exp(-slope |i - centre|)`` from the centre row, one slope per shower (log-normal, spread
+    0.3: a wider shower lifts all side rows together, as the detailed strips do) and 5 % noise per
+    row; the φ cells share each row 0.2 / 0.6 / 0.2 with 10 % noise; a second layer Dirichlet(30).
+    The outermost row is left empty in a fraction ``p_empty`` of the showers (cells under the readout
+    threshold)."""
+    rng = np.random.default_rng(seed)
+    e = np.exp(rng.uniform(np.log(5.0), np.log(100.0), n))
+    slope = 1.2 * np.exp(0.3 * rng.standard_normal(n))
+    dist = np.abs(np.arange(N_ETA) - CENTRE)
+    rows = np.exp(-slope[:, None] * dist[None, :] + 0.05 * rng.standard_normal((n, N_ETA)))
+    phi = np.array([0.2, 0.6, 0.2]) * np.exp(0.1 * rng.standard_normal((n, N_ETA, N_PHI)))
+    strips = rows[:, :, None] * phi / phi.sum(2, keepdims=True)
+    strips[rng.random(n) < p_empty, -1, :] = 0.0
+    strips = strips.reshape(n, -1)
+    strips /= strips.sum(1, keepdims=True)
+    second = rng.dirichlet(np.full(4, 30.0), size=n)
+    x = np.concatenate([0.3 * e[:, None] * strips, 0.6 * e[:, None] * second], 1)
+    return torch.from_numpy(e.astype(np.float32)), torch.from_numpy(x.astype(np.float32))
+
+
+def _vars(ratios: bool) -> CaloFlowVariables:
+    return CaloFlowVariables(LAYERS, u0_max=2.0, threshold_kev=1.0, voxel_space="log", strip_ratios=ratios,
+                             strip_grid=(N_ETA, N_PHI) if ratios else None)  # fmt: skip
+
+
+def _row_ratio_spread(showers: torch.Tensor) -> np.ndarray:
+    """Std of ln(S_k / S_k+1) of the φ-summed strip rows k = 1, 2, 3 rows right of the centre (the first
+    pair, next to the core, fluctuates little per voxel: the test uses the outer two)."""
+    rows = showers[:, : N_ETA * N_PHI].reshape(-1, N_ETA, N_PHI).sum(2).double().clamp(min=1e-12)
+    lr = torch.log(rows[:, CENTRE + 1 : N_ETA - 1] / rows[:, CENTRE + 2 : N_ETA])
+    return lr.std(0).numpy()
+
+
+def test_transform_alone_is_an_exact_inverse():
+    v = _vars(True)
+    y = torch.log(torch.rand(64, N_ETA * N_PHI, dtype=torch.float64).clamp(min=1e-9)) - 3.0
+    v = v.double()
+    z = v.strip_ratio_encode(y)
+    torch.testing.assert_close(v.strip_ratio_decode(z), y, rtol=0, atol=1e-12)
+    g, zg = y.reshape(-1, N_ETA, N_PHI), z.reshape(-1, N_ETA, N_PHI)
+    s = torch.logsumexp(g, dim=2)
+    # known answers: the centre row's log share, then outward log-ratios; φ cells relative to the middle one
+    torch.testing.assert_close(zg[:, CENTRE, 1], s[:, CENTRE])
+    torch.testing.assert_close(zg[:, CENTRE + 3, 1], s[:, CENTRE + 3] - s[:, CENTRE + 2])
+    torch.testing.assert_close(zg[:, CENTRE - 2, 1], s[:, CENTRE - 2] - s[:, CENTRE - 1])
+    torch.testing.assert_close(zg[:, 5, 0], g[:, 5, 0] - g[:, 5, 1])
+    torch.testing.assert_close(zg[:, 5, 2], g[:, 5, 2] - g[:, 5, 1])
+
+
+def test_round_trip_through_the_voxel_chain_is_exact():
+    e, x = strip_showers(3000, 1)
+    v = _vars(True)
+    v.fit(e, x, torch.Generator().manual_seed(0))
+    x_u, x_v, _ = v.encode(e, x, torch.Generator().manual_seed(1))
+    back = v.decode_voxels(x_v, v.decode_layers(x_u, e))
+    torch.testing.assert_close(back, x, rtol=1e-3, atol=1e-6)  # the empty rows come back empty
+    assert float(back[:, N_ETA * N_PHI - N_PHI : N_ETA * N_PHI].eq(0).all(1).float().mean()) > 0.15
+    # standardised: every variable has unit width on the training sample
+    torch.testing.assert_close(x_v.std(0), torch.ones(x_v.shape[1]), atol=0.05, rtol=0)
+
+
+def test_independent_errors_give_smooth_side_strips_not_spikes():
+    e, x = strip_showers(6000, 2, p_empty=0.0)
+    ratio, plain = _vars(True), _vars(False)
+    for v in (ratio, plain):
+        v.fit(e, x, torch.Generator().manual_seed(0))
+    truth = _row_ratio_spread(x)[1:]  # 2-3 and 3-4 rows out
+    # a generator that gets every variable's spread right but draws them independently
+    g = torch.Generator().manual_seed(3)
+    spread = {}
+    for name, v in (("ratio", ratio), ("plain", plain)):
+        x_u, x_v, _ = v.encode(e, x, torch.Generator().manual_seed(1))
+        z = torch.randn(x_v.shape, generator=g)
+        spread[name] = _row_ratio_spread(v.decode_voxels(z, v.decode_layers(x_u, e)))[1:]
+    # the truth's neighbour spread is the slope's (0.3 x 1.2) and the rows' noise: ~0.40
+    assert np.all(truth > 0.3) and np.all(truth < 0.5), (truth, spread)
+    # ratios: each neighbour ratio drawn with its own (true) spread -> as smooth as the truth
+    assert np.all(np.abs(spread["ratio"] / truth - 1.0) < 0.15), (truth, spread)
+    # per voxel: the side rows spike independently, neighbours differ by factors of several
+    assert np.all(spread["plain"] > 1.7 * truth), (truth, spread)
+
+
+def _photon_model(**kw) -> CaloFlowMatching:
+    from lhcml.sim.fastcalo import voxel_binning
+
+    b = voxel_binning("photon")
+    opts = dict(hidden=16, depth=1, steps=2, voxel_space="log", threshold_kev=1000.0, eta_range=(0.0, 1.37),
+                align_max_shift=4, align_n_phi=3, strip_ratios=True)  # fmt: skip
+    opts.update(kw)
+    return CaloFlowMatching(b.n_voxels, b.layer_sizes, 1.0, 260.0, **opts)
+
+
+def test_flow_matching_with_ratios_trains_samples_and_exports(tmp_path):
+    from lhcml.export.fastcalo import export_generator
+    from lhcml.sim.fastcalo import OnnxShowerModel, voxel_binning
+
+    b = voxel_binning("photon")
+    torch.manual_seed(0)
+    m = _photon_model()
+    rng = np.random.default_rng(0)
+    n = 256
+    e = torch.from_numpy(np.exp(rng.uniform(0, np.log(260.0), n)).astype(np.float32))
+    eta = torch.from_numpy(rng.uniform(0, 1.37, n).astype(np.float32))
+    x = torch.from_numpy(rng.dirichlet(np.full(b.n_voxels, 0.3), size=n).astype(np.float32)) * e[:, None]
+    m.prepare(e, x, eta=eta)
+    assert m.vars.strip_grid == (57, 3)
+    assert torch.isfinite(m.loss_terms(e[:32], x[:32], "model", eta=eta[:32])["cfm"])
+    m.eval()
+    with torch.no_grad():
+        s = m.generate(e[:8], generator=torch.Generator().manual_seed(1), eta=eta[:8])
+    assert torch.all(s >= 0) and torch.isfinite(s).all()
+    for lean in (False, True):  # onnxruntime agreement with PyTorch asserted inside, for both graphs
+        path = tmp_path / f"ratio_{lean}.onnx"
+        export_generator(m, path, binning_file_sha256=b.sha256, particle="photon", binning_xml=b.to_xml(),
+                         timing=False, n_check=64, atol=1e-4, lean=lean)  # fmt: skip
+        out = OnnxShowerModel(str(path)).generate(np.full(4, 50.0), np.random.default_rng(0), eta=np.full(4, 1.2))
+        assert out.shape == (4, b.n_voxels) and np.all(np.isfinite(out))
+
+
+def test_bad_options_give_one_clear_message():
+    with pytest.raises(ConfigError, match="strip_ratios needs align_max_shift > 0"):
+        _photon_model(align_max_shift=0)
+    with pytest.raises(ConfigError, match="strip_ratios needs voxel_space: log"):
+        _photon_model(voxel_space="logit")
+    with pytest.raises(ConfigError, match="strip_ratios must be true or false"):
+        _photon_model(strip_ratios="yes")
+    with pytest.raises(ConfigError, match="needs the first layer's grid"):
+        CaloFlowVariables(LAYERS, voxel_space="log", strip_ratios=True, strip_grid=(8, 3))
+    with pytest.raises(ConfigError, match="needs the first layer's grid"):
+        CaloFlowVariables(LAYERS, voxel_space="log", strip_ratios=True)
+
+
+def _write_sample(tmp_path: Path) -> Path:
+    from lhcml.data.calochallenge import Binning, LayerBinning, write_binning, write_showers
+
+    layers = (LayerBinning(id=1, kind="cells", name="l0", n_eta=N_ETA, n_phi=N_PHI, deta=0.003125, dphi=0.098),
+              LayerBinning(id=2, kind="cells", name="l1", n_eta=2, n_phi=2, deta=0.025, dphi=0.0245))  # fmt: skip
+    b = write_binning(Binning("photon", 22, layers), tmp_path / "b.xml")
+    e, x = strip_showers(96, 5)
+    eta = np.random.default_rng(5).uniform(0.0, 1.37, 96)
+    phi = np.random.default_rng(6).uniform(-np.pi, np.pi, 96)
+    write_showers(tmp_path / "t.h5", e.numpy(), x.numpy(), b, eta=eta, phi=phi)
+    return tmp_path
+
+
+def _overrides(d: Path, out: str, *extra: str) -> list[str]:
+    return [f"data.train_files=[{d / 't.h5'}]", f"data.val_files=[{d / 't.h5'}]", f"data.binning={d / 'b.xml'}",
+            f"output_dir={d / out}", "trainer.max_epochs=1", "model.align_max_shift=2", "model.hidden=16",
+            "model.depth=1", "model.steps=2", "data.batch_size=32", "data.e_min_gev=1.0", "data.e_max_gev=100.0",
+            *extra]  # fmt: skip
+
+
+def test_shipped_config_trains_and_init_from_is_refused_across_representations(tmp_path):
+    from lhcml.train.fastcalo import load_generator
+    from lhcml.train.protocol import load_trainable_config
+
+    d = _write_sample(tmp_path)
+    cfg_path = "configs/fastcalo/fm_strips_ratio.yaml"
+    trainer, cfg = load_trainable_config(cfg_path, _overrides(d, "ratio"))
+    ratio_ckpt = trainer.fit(cfg)
+    ratio, _ = load_generator(ratio_ckpt)
+    assert ratio.vars.strip_ratios and ratio.vars.strip_grid == (N_ETA, N_PHI)
+    trainer, cfg = load_trainable_config(cfg_path, _overrides(d, "plain", "model.strip_ratios=false"))
+    plain_ckpt = trainer.fit(cfg)
+    # a ratio model from a plain one and a plain one from a ratio one: refused, one message
+    for out, ckpt, extra in (("a", plain_ckpt, ()), ("b", ratio_ckpt, ("model.strip_ratios=false",))):
+        trainer, cfg = load_trainable_config(cfg_path, _overrides(d, out, f"init_from={ckpt}", *extra))
+        with pytest.raises(CheckpointMismatchError, match="another strip representation"):
+            trainer.fit(cfg)
+        assert not list((d / out).glob("checkpoints/*.ckpt"))
+    # a ratio model from a ratio one (fine-tuning): every tensor copied, the weights the stored ones
+    import yaml
+
+    from lhcml.train.fastcalo import build_generator, init_from_checkpoint
+
+    _, meta = load_generator(ratio_ckpt)
+    fresh = build_generator("fastcalo_fm", yaml.safe_load(meta["model_init_yaml"]))
+    counts = init_from_checkpoint(fresh, ratio_ckpt)
+    assert counts["copied"] == len(fresh.state_dict()) and counts["kept"] == 0
+    torch.testing.assert_close(fresh.velocity[0].weight, ratio.velocity[0].weight)
+    torch.testing.assert_close(fresh.vars.v_std, ratio.vars.v_std)
+
+
+def test_lhcml_train_with_ratios_but_no_alignment_exits_2(tmp_path, capsys):
+    from lhcml.cli import main
+
+    d = _write_sample(tmp_path)
+    args = ["train", "configs/fastcalo/fm_strips_ratio.yaml",
+            *[a for o in _overrides(d, "bad", "model.align_max_shift=0") for a in ("--set", o)]]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "strip_ratios needs align_max_shift > 0" in err and "Traceback" not in err
+    assert not (d / "bad" / "checkpoints").exists()
