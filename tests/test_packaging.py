@@ -27,6 +27,7 @@ def wheel(tmp_path_factory) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     shutil.copytree(ROOT / "src", src / "src", ignore=ignore)
     shutil.copytree(ROOT / "configs", src / "configs", ignore=ignore)
+    shutil.copytree(ROOT / "models", src / "models", ignore=ignore)
     out = tmp_path_factory.mktemp("wheel")
     res = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
@@ -48,6 +49,9 @@ def test_wheel_has_configs_and_data_files(wheel):
     assert "lhcml/labels.yaml" in data and "lhcml/sim/detector_params.yaml" in data
     assert not [d for d in data if d not in names], "package data missing from the wheel"
     assert "lhcml/cluster.py" in names and "lhcml/sim/cluster.py" not in names
+    models = sorted(p.relative_to(ROOT / "models").as_posix() for p in (ROOT / "models").rglob("*.ckpt"))
+    assert "tracking/seed_filter.ckpt" in models
+    assert not [m for m in models if f"lhcml/shipped_models/{m}" not in names], "trained models missing from the wheel"
     entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "lhcml = lhcml.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 
@@ -87,3 +91,13 @@ def test_installed_outside_the_repository_finds_its_configs(wheel, tmp_path):
                          capture_output=True, text=True, cwd=work, env=env, timeout=300)  # fmt: skip
     assert res.returncode != 0 and "no shipped config 'ftag/nope.yaml'" in res.stderr
     assert "ftag/gn.yaml" in res.stderr  # the message lists what is shipped
+    # the trained models of models/ (the tracking seed classifiers the finder configs name) ship as package data
+    code = ("from lhcml.config import resolve_model_path, shipped_config\n"
+            "from lhcml.tasks.tracking.seed_filter import load_ml_seeds_config\n"
+            "cfg = load_ml_seeds_config(shipped_config('tracking/ml_seeds_4pass_budget_p34.yaml'))\n"
+            "for c in [cfg.checkpoint, cfg.second_pass_checkpoint] + [p.checkpoint for p in cfg.more_passes]:\n"
+            "    print(resolve_model_path(c))\n")  # fmt: skip
+    res = subprocess.run([str(py), "-c", code], capture_output=True, text=True, cwd=work, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    paths = res.stdout.split()
+    assert len(paths) == 4 and all(p.startswith(str(site / "lhcml" / "shipped_models" / "tracking")) for p in paths), paths

@@ -560,7 +560,7 @@ def test_shipped_third_pass_classifier_configs() -> None:
     text = shipped_config("tracking/seed_filter_pass3.yaml").read_text()
     train = yaml.safe_load(text)
     data = train["data"]
-    assert train["base"] == "seed_filter.yaml" and Path(train["output_dir"]).name == Path(new.checkpoint).name
+    assert train["base"] == "seed_filter.yaml" and Path(train["output_dir"]).name == Path(new.checkpoint).stem
     assert [Path(d).name for d in data["train_dir"]] == [Path(d).name for d in data["val_dir"]] == ["train_mu200"]
     seen, val = set(data["train_events"][0]), set(data["val_events"][0])
     assert seen and val and not seen & val and not {16, 17} & (seen | val)
@@ -611,6 +611,14 @@ def test_one_run_gives_the_tracks_of_one_sequencer_per_pass(sample, trained, tmp
     assert (old["n_seeds"], old["n_kept"]) == (new["n_seeds"], new["n_kept"]) and new["n_kept"] > 0
     assert set(new["timings"]) == set(old["timings"]) and {"second pass", "third pass", "fourth pass"} <= set(new["timings"])
     assert all(v >= 0 for v in new["timings"].values()) and new["fitted"].timings == new["timings"]
+    # which pass made which track: pass k's ids from pass_first_track_id[k]; the first two passes' tracks are
+    # those of the same config without the further passes
+    first = new["pass_first_track_id"]
+    assert len(first) == 4 and first[0] == 0 < first[1] and first == sorted(first)
+    two = S.ml_seeds_ckf(sample, 2, {**cfg, "more_passes": []})
+    assert two["pass_first_track_id"] == first[:2]
+    early = new["track_id"] < first[2]
+    assert np.array_equal(two["track_id"], new["track_id"][early]) and np.array_equal(two["hit_id"], new["hit_id"][early])
 
 
 def test_cli_one_run_not_a_bool_exits_2(sample, tmp_path, capsys) -> None:
@@ -748,7 +756,7 @@ def test_shipped_fourth_pass_classifier_configs() -> None:
     text = shipped_config("tracking/seed_filter_pass4.yaml").read_text()
     train = yaml.safe_load(text)
     data = train["data"]
-    assert train["base"] == "seed_filter.yaml" and Path(train["output_dir"]).name == Path(new.checkpoint).name
+    assert train["base"] == "seed_filter.yaml" and Path(train["output_dir"]).name == Path(new.checkpoint).stem
     assert [Path(d).name for d in data["train_dir"]] == [Path(d).name for d in data["val_dir"]] == ["train_mu200"]
     seen, val = set(data["train_events"][0]), set(data["val_events"][0])
     assert seen and val and not seen & val and not {16, 17} & (seen | val)
@@ -775,9 +783,33 @@ def test_shipped_third_pass_own_classifier_config() -> None:
     text = shipped_config("tracking/seed_filter_pass3l.yaml").read_text()
     train = yaml.safe_load(text)
     data = train["data"]
-    assert train["base"] == "seed_filter.yaml" and Path(train["output_dir"]).name == Path(new.checkpoint).name
+    assert train["base"] == "seed_filter.yaml" and Path(train["output_dir"]).name == Path(new.checkpoint).stem
     assert [Path(d).name for d in data["train_dir"]] == [Path(d).name for d in data["val_dir"]] == ["train_mu200"]
     seen, val = set(data["train_events"][0]), set(data["val_events"][0])
     assert seen and val and not seen & val and not {16, 17} & (seen | val)
     assert f"benchmarks/tracking_pass_seeds.py benchmarks/_work/tracking/train_mu200 --name {data['prepare']['seeds']} " in text
     assert "--pass 3 --config configs/tracking/ml_seeds_4pass_budget_p4.yaml" in text
+
+
+def test_cli_finder_with_a_missing_or_mismatched_checkpoint_exits_2(sample, tmp_path, capsys) -> None:
+    """A finder config whose classifier checkpoint is not there (a fresh clone without models/tracking/, a typo) or
+    was trained on other features: one message that says how to rebuild, exit status 2, no output written."""
+    import yaml
+
+    S._classifier.cache_clear()
+    bad = tmp_path / "bad.yaml"
+    for ckpt, words in (("models/tracking/nope.ckpt", "does not exist"), (str(tmp_path / "x.ckpt"), "does not exist")):
+        bad.write_text(yaml.safe_dump({"checkpoint": ckpt}))
+        err = _one_error(capsys, ["tracking", "reconstruct", str(sample), "--method", "ml-seeds+ckf", "--config", str(bad),
+                         "--out", str(tmp_path / "out"), "--events", "0", "--quiet"])  # fmt: skip
+        assert words in err and "tracking_models.py" in err
+    raw = torch.load(Path(__file__).resolve().parents[1] / "models/tracking/seed_filter.ckpt", weights_only=True)
+    init = yaml.safe_load(raw["lhcml"]["model_init_yaml"])
+    init["feature_names"] = list(M.FEATURE_NAMES)[::-1]
+    torch.save({"state_dict": raw["state_dict"], "lhcml": {**raw["lhcml"], "model_init_yaml": yaml.safe_dump(init)}},
+               tmp_path / "other.ckpt")  # fmt: skip
+    bad.write_text(yaml.safe_dump({"checkpoint": str(tmp_path / "other.ckpt")}))
+    err = _one_error(capsys, ["tracking", "reconstruct", str(sample), "--method", "ml-seeds+ckf", "--config", str(bad),
+                     "--out", str(tmp_path / "out"), "--events", "0", "--quiet"])  # fmt: skip
+    assert "trained on the seed features" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.*"))

@@ -180,3 +180,34 @@ def shipped_config(name: str) -> Path:
         have = sorted(str(p.relative_to(root)) for p in root.rglob("*.yaml"))
         raise ConfigError(f"no shipped config '{name}'; shipped: {', '.join(have)}")
     return path
+
+
+def shipped_models_dir() -> Path:
+    """The directory of the shipped trained models: ``lhcml/shipped_models/`` inside an installed package
+    (package data, see setup.py), else ``models/`` of the source checkout this module runs from."""
+    installed = Path(__file__).resolve().parent / "shipped_models"
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+def resolve_model_path(name: str | Path, what: str = "checkpoint", hint: str = "") -> Path:
+    """A trained model named in a config: a path that exists (relative to the working directory), else
+    a shipped model named as in the repository, ``models/<...>`` (e.g. ``models/tracking/seed_filter.ckpt``,
+    found in :func:`shipped_models_dir` from any working directory and in an installed package).
+
+    Raises
+    ------
+    ConfigError
+        Neither exists; ``hint`` says how to make the model.
+    """
+    path = Path(name)
+    if path.exists():
+        return path
+    parts = path.parts
+    if not path.is_absolute() and len(parts) > 1 and parts[0] == "models":
+        shipped = shipped_models_dir().joinpath(*parts[1:])
+        if shipped.exists():
+            return shipped
+    raise ConfigError(f"{what} {name} does not exist (neither a path from the working directory nor a model "
+                      f"shipped under models/){': ' + hint if hint else ''}")  # fmt: skip

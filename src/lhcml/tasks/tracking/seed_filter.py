@@ -274,10 +274,16 @@ def select_seeds(scores: np.ndarray, triplets: np.ndarray, cut: float, max_per_s
 
 @functools.lru_cache(maxsize=4)
 def _classifier(checkpoint: str) -> Any:
-    """The trained classifier of a checkpoint file or run directory (loaded once per process)."""
+    """The trained classifier of a checkpoint file or run directory (loaded once per process): a path from
+    the working directory, or a shipped one named ``models/tracking/<name>.ckpt``
+    (:func:`lhcml.config.resolve_model_path`)."""
+    from lhcml.config import resolve_model_path
+    from lhcml.models.tracking.seed_filter import FEATURE_NAMES
     from lhcml.train.tracking import load_tracking_model
 
-    path = Path(checkpoint)
+    path = resolve_model_path(checkpoint, "seed classifier checkpoint",
+                              "rebuild the shipped ones with `python benchmarks/tracking_models.py --install` "
+                              "or train one (lhcml train configs/tracking/seed_filter.yaml)")  # fmt: skip
     if path.is_dir():
         best = sorted((path / "checkpoints").glob("best-*.ckpt"))
         if not best:
@@ -287,6 +293,9 @@ def _classifier(checkpoint: str) -> Any:
     model, meta = load_tracking_model(path)
     if meta.get("model_name") != "seed_filter":
         raise ConfigError(f"{path} is a '{meta.get('model_name')}' checkpoint, not a seed classifier (seed_filter)")
+    if list(model.feature_names) != list(FEATURE_NAMES):
+        raise ConfigError(f"{path} was trained on the seed features {list(model.feature_names)}, the finder computes "
+                          f"{list(FEATURE_NAMES)}: retrain it (python benchmarks/tracking_models.py)")  # fmt: skip
     return model
 
 
@@ -328,7 +337,9 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
 
     Returns the finders' contract (``track_id``, ``hit_id``, ``timings``, ``fitted``); the timings
     are ACTS's per stage, ``classifier`` being the hand-over of the seeds to Python, their features,
-    scores and selection; ``n_seeds`` / ``n_kept`` give the seeds before and after.
+    scores and selection; ``n_seeds`` / ``n_kept`` give the seeds before and after; with several passes
+    in one run (``one_run``), ``pass_first_track_id[k]`` is the first track id of pass k + 1 (a pass's tracks
+    have ids from its entry up to the next one's).
 
     With ``second_pass`` (iterative tracking, ``configs/tracking/ml_seeds_score.yaml``) a second ACTS
     run with that reconstruction config (e.g. a lower seeding pT, |eta| < 4), and the classifier
@@ -576,6 +587,7 @@ def _passes_in_one_run(event_dir: str | Path, event_id: int, passes: list[tuple[
     truth = _truth(Path(event_dir), event_id)
     track_id = hit_id = fitted = None
     timings: dict[str, float] = {}
+    first_ids: list[int] = []  # pass k's tracks have ids >= first_ids[k] (and below the next pass's)
     for k, (stage, *_rest) in enumerate(passes):
         res = sinks[k][event_id]
         r = np.arange(len(res["hits"]))
@@ -584,8 +596,11 @@ def _passes_in_one_run(event_dir: str | Path, event_id: int, passes: list[tuple[
         if k == 0:
             f.timings = timings = dict(seconds[0])
             track_id, hit_id, fitted = t, h, f
+            first_ids.append(0)
         else:
+            first_ids.append(int(track_id.max()) + 1 if len(track_id) else 0)  # _append's offset
             track_id, hit_id, fitted, timings = _append(track_id, hit_id, fitted, t, h, f,
                                                         {**timings, stage: float(sum(seconds[k].values()))})  # fmt: skip
     return {"track_id": track_id, "hit_id": hit_id, "timings": timings, "fitted": fitted,
-            "n_seeds": info.get("n_seeds", 0), "n_kept": info.get("n_kept", 0)}  # fmt: skip
+            "n_seeds": info.get("n_seeds", 0), "n_kept": info.get("n_kept", 0),
+            "pass_first_track_id": first_ids}  # fmt: skip
