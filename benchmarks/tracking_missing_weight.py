@@ -281,7 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     p = add_categories(pd.concat(rows, ignore_index=True))
     n = len(scores)
     if a.csv is not None:
-        p.to_csv(a.csv, index=False)
+        from lhcml.atomic import atomic_write_text
+
+        try:
+            atomic_write_text(a.csv, p.to_csv(index=False))
+        except LhcmlError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     print(
         f"{n} events, mean score {np.mean(scores):.4f}, missing weight {1 - np.mean(scores):.4f} "
         f"(particles' weight {p['weight'].sum() / n:.4f}; collected check {(p['collected_check'].sum() - p['score_weight'].sum()) / n:+.1e})"
