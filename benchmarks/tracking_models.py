@@ -30,7 +30,7 @@ Bad input (an unknown classifier name): one message, exit code 2.
 from __future__ import annotations
 
 import argparse
-import os
+import io
 import shutil
 import subprocess
 import sys
@@ -217,6 +217,7 @@ def export(run_dir: Path, out: Path) -> dict[str, Any]:
     """The slim checkpoint of a run's best epoch: the model's tensors and the lhcml metadata (plain data)."""
     import torch
 
+    from lhcml.atomic import atomic_write_bytes
     from lhcml.train.checkpoint import read_checkpoint
 
     src = best_checkpoint(run_dir)
@@ -225,10 +226,9 @@ def export(run_dir: Path, out: Path) -> dict[str, Any]:
     meta = {str(k): v for k, v in ckpt["lhcml"].items()}
     meta["best_checkpoint"] = f"{src.name} of `lhcml train configs/tracking/{run_dir.name}.yaml`"
     meta["rebuild"] = "python benchmarks/tracking_models.py (docs/tracking.md)"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    torch.save({"state_dict": state, "lhcml": meta}, tmp)
-    os.replace(tmp, out)
+    buf = io.BytesIO()  # saved in memory: the archive's inner names then do not depend on a temporary's name
+    torch.save({"state_dict": state, "lhcml": meta}, buf)
+    atomic_write_bytes(out, buf.getvalue())
     return {"epoch": src.stem, "bytes": out.stat().st_size, "val_loss": best_val_loss(run_dir)}
 
 
