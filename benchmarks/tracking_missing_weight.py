@@ -57,14 +57,9 @@ ETA_BINS = ((0.0, 1.5, "|eta| < 1.5"), (1.5, 2.5, "1.5-2.5"), (2.5, np.inf, "> 2
 
 
 def parse_samples(items: list[str]) -> list[tuple[Path, list[int]]]:
-    from lhcml.data.trackml import list_events
-    from lhcml.tasks.tracking.finders import parse_events
+    from lhcml.tasks.tracking.finders import parse_sample_specs
 
-    out = []
-    for item in items:
-        d, _, ev = item.rpartition(":") if ":" in item else (item, "", "")
-        out.append((Path(d), parse_events(ev or None, list(list_events(d)))))
-    return out
+    return parse_sample_specs(items)
 
 
 def tracks_of(finder: str, d: Path, e: int, cache: Path | None) -> tuple[np.ndarray, np.ndarray]:

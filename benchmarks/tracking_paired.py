@@ -55,14 +55,9 @@ def parse_finders(spec: str) -> list[tuple[str, Any, Any]]:
 
 
 def parse_samples(items: list[str]) -> list[tuple[Path, list[int]]]:
-    from lhcml.data.trackml import list_events
-    from lhcml.tasks.tracking.finders import parse_events
+    from lhcml.tasks.tracking.finders import parse_sample_specs
 
-    out = []
-    for item in items:
-        d, _, ev = item.rpartition(":") if ":" in item else (item, "", "")
-        out.append((Path(d), parse_events(ev or None, list(list_events(d)))))
-    return out
+    return parse_sample_specs(items)
 
 
 def event_numbers(perf: Any, first_ids: list[int] | None = None) -> dict[str, Any]:

@@ -185,6 +185,18 @@ def parse_events(spec: str | None, available: list[int]) -> list[int]:
     return out
 
 
+def parse_sample_specs(items: list[str]) -> list[tuple[Path, list[int]]]:
+    """Samples named as ``DIR`` (all its events) or ``DIR:EVENTS`` (:func:`parse_events`' syntax, e.g.
+    ``benchmarks/_work/tracking/bench_mu200_c:0-14``): a list of (directory, event numbers)."""
+    from lhcml.data.trackml import list_events
+
+    out = []
+    for item in items:
+        d, _, ev = item.rpartition(":") if ":" in item else (item, "", "")
+        out.append((Path(d), parse_events(ev or None, list(list_events(d)))))
+    return out
+
+
 def reconstruct(
     event_dir: str | Path,
     method: str,
