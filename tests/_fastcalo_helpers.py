@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 
@@ -41,3 +43,25 @@ def fit_cfm(model: Any, e: torch.Tensor, x: torch.Tensor, eta: torch.Tensor, ste
         loss.backward()
         opt.step()
     return model
+
+
+def tiny_fm_overrides(d: Path, out: str, align_max_shift: int, *extra: str) -> list[str]:
+    """``--set`` overrides that train a flow-matching config in a second on the sample ``d/t.h5`` (binning
+    ``d/b.xml``) into ``d/out``: one epoch, a 16-wide one-block network, two solver steps."""
+    return [f"data.train_files=[{d / 't.h5'}]", f"data.val_files=[{d / 't.h5'}]", f"data.binning={d / 'b.xml'}",
+            f"output_dir={d / out}", "trainer.max_epochs=1", f"model.align_max_shift={align_max_shift}",
+            "model.hidden=16", "model.depth=1", "model.steps=2", "data.batch_size=32", "data.e_min_gev=1.0",
+            "data.e_max_gev=100.0", *extra]  # fmt: skip
+
+
+def assert_train_exits_2(config: str, overrides: list[str], message: str, out_dir: Path, capsys: Any) -> None:
+    """``lhcml train config --set ...`` ends with exit code 2, ``message`` on stderr, no traceback and no
+    checkpoint in ``out_dir``."""
+    from lhcml.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", config, *[a for o in overrides for a in ("--set", o)]])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (out_dir / "checkpoints").exists()

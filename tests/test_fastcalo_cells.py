@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _fastcalo_helpers import fit_cfm, two_cell_showers
+from _fastcalo_helpers import assert_train_exits_2, fit_cfm, tiny_fm_overrides, two_cell_showers
 
 from lhcml.errors import CheckpointMismatchError, ConfigError
 from lhcml.models.fastcalo.fm import CaloFlowMatching
@@ -95,10 +95,7 @@ def _write_sample(tmp_path: Path) -> Path:
 
 
 def _overrides(d: Path, out: str, *extra: str) -> list[str]:
-    return [f"data.train_files=[{d / 't.h5'}]", f"data.val_files=[{d / 't.h5'}]", f"data.binning={d / 'b.xml'}",
-            f"output_dir={d / out}", "trainer.max_epochs=1", "model.align_max_shift=0", "model.hidden=16",
-            "model.depth=1", "model.steps=2", "data.batch_size=32", "data.e_min_gev=1.0", "data.e_max_gev=100.0",
-            *extra]  # fmt: skip
+    return tiny_fm_overrides(d, out, 0, *extra)
 
 
 def test_init_from_starts_where_the_stored_model_stood_and_bad_values_fail(tmp_path):
@@ -138,17 +135,10 @@ def test_init_from_starts_where_the_stored_model_stood_and_bad_values_fail(tmp_p
 
 
 def test_lhcml_train_with_a_bad_eta_cells_exits_2(tmp_path, capsys):
-    from lhcml.cli import main
-
     d = _write_sample(tmp_path)
-    args = ["train", "configs/fastcalo/fm_strips_cells.yaml", *[a for o in _overrides(d, "bad", "model.eta_cells=[2.0]",
-                                                                 "init_from=null") for a in ("--set", o)]]  # fmt: skip
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "eta_cells in (0, 1)" in err and "Traceback" not in err
-    assert not (d / "bad" / "checkpoints").exists()
+    assert_train_exits_2("configs/fastcalo/fm_strips_cells.yaml",
+                         _overrides(d, "bad", "model.eta_cells=[2.0]", "init_from=null"), "eta_cells in (0, 1)",
+                         d / "bad", capsys)  # fmt: skip
 
 
 def test_export_round_trip_computes_the_phase_in_the_graph(tmp_path):

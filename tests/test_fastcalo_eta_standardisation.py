@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _fastcalo_helpers import assert_train_exits_2, tiny_fm_overrides
 
 from lhcml.errors import ConfigError, SchemaError
 from lhcml.models.fastcalo.flow import CaloFlowVariables
@@ -157,10 +158,7 @@ def _write_sample(tmp_path: Path) -> Path:
 
 
 def _overrides(d: Path, out: str, *extra: str) -> list[str]:
-    return [f"data.train_files=[{d / 't.h5'}]", f"data.val_files=[{d / 't.h5'}]", f"data.binning={d / 'b.xml'}",
-            f"output_dir={d / out}", "trainer.max_epochs=1", "model.align_max_shift=0", "model.hidden=16",
-            "model.depth=1", "model.steps=2", "data.batch_size=32", "data.e_min_gev=1.0", "data.e_max_gev=100.0",
-            "model.eta_cells=null", "model.phi_cells=null", *extra]  # fmt: skip
+    return tiny_fm_overrides(d, out, 0, "model.eta_cells=null", "model.phi_cells=null", *extra)
 
 
 def test_init_from_a_model_without_it_keeps_the_fitted_standardisation(tmp_path):
@@ -192,17 +190,9 @@ def test_init_from_a_model_without_it_keeps_the_fitted_standardisation(tmp_path)
 
 
 def test_lhcml_train_with_eta_standardisation_but_no_eta_exits_2(tmp_path, capsys):
-    from lhcml.cli import main
-
     d = _write_sample(tmp_path)
-    args = ["train", "configs/fastcalo/fm_strips_etastd.yaml",
-            *[a for o in _overrides(d, "bad", "model.eta_range=null") for a in ("--set", o)]]  # fmt: skip
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "eta_standardisation needs a model conditioned on |eta|" in err and "Traceback" not in err
-    assert not (d / "bad" / "checkpoints").exists()
+    assert_train_exits_2("configs/fastcalo/fm_strips_etastd.yaml", _overrides(d, "bad", "model.eta_range=null"),
+                         "eta_standardisation needs a model conditioned on |eta|", d / "bad", capsys)
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _fastcalo_helpers import fit_cfm, two_cell_showers
+from _fastcalo_helpers import fit_cfm, tiny_fm_overrides, two_cell_showers
 
 from lhcml.errors import ConfigError
 from lhcml.models.fastcalo.base import FastCaloGenerator
@@ -130,10 +130,7 @@ def test_calochallenge_round_trip_keeps_incident_phi(tmp_path):
 
 
 def _overrides(d: Path, out: str, *extra: str) -> list[str]:
-    return [f"data.train_files=[{d / 't.h5'}]", f"data.val_files=[{d / 't.h5'}]", f"data.binning={d / 'b.xml'}",
-            f"output_dir={d / out}", "trainer.max_epochs=1", "model.align_max_shift=0", "model.hidden=16",
-            "model.depth=1", "model.steps=2", "data.batch_size=32", "data.e_min_gev=1.0", "data.e_max_gev=100.0",
-            "model.eta_cells=[0.025]", *extra]  # fmt: skip
+    return tiny_fm_overrides(d, out, 0, "model.eta_cells=[0.025]", *extra)
 
 
 def test_training_reads_incident_phi_and_bad_configs_exit_2(tmp_path, capsys):

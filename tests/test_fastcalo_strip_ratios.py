@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _fastcalo_helpers import assert_train_exits_2, tiny_fm_overrides
 
 from lhcml.errors import CheckpointMismatchError, ConfigError
 from lhcml.models.fastcalo.flow import CaloFlowVariables
@@ -181,10 +182,7 @@ def _write_sample(tmp_path: Path) -> Path:
 
 
 def _overrides(d: Path, out: str, *extra: str) -> list[str]:
-    return [f"data.train_files=[{d / 't.h5'}]", f"data.val_files=[{d / 't.h5'}]", f"data.binning={d / 'b.xml'}",
-            f"output_dir={d / out}", "trainer.max_epochs=1", "model.align_max_shift=2", "model.hidden=16",
-            "model.depth=1", "model.steps=2", "data.batch_size=32", "data.e_min_gev=1.0", "data.e_max_gev=100.0",
-            *extra]  # fmt: skip
+    return tiny_fm_overrides(d, out, 2, *extra)
 
 
 def test_shipped_config_trains_and_init_from_is_refused_across_representations(tmp_path):
@@ -219,14 +217,6 @@ def test_shipped_config_trains_and_init_from_is_refused_across_representations(t
 
 
 def test_lhcml_train_with_ratios_but_no_alignment_exits_2(tmp_path, capsys):
-    from lhcml.cli import main
-
     d = _write_sample(tmp_path)
-    args = ["train", "configs/fastcalo/fm_strips_ratio.yaml",
-            *[a for o in _overrides(d, "bad", "model.align_max_shift=0") for a in ("--set", o)]]  # fmt: skip
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "strip_ratios needs align_max_shift > 0" in err and "Traceback" not in err
-    assert not (d / "bad" / "checkpoints").exists()
+    assert_train_exits_2("configs/fastcalo/fm_strips_ratio.yaml", _overrides(d, "bad", "model.align_max_shift=0"),
+                         "strip_ratios needs align_max_shift > 0", d / "bad", capsys)
