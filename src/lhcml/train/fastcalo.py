@@ -466,36 +466,19 @@ def _module_class():
                     self.trainer.should_stop = True
 
         def configure_optimizers(self) -> Any:
+            from lhcml.train.schedule import make_optimizer, make_scheduler
+
             o, s = self.cfg.optimizer, self.cfg.scheduler
             n_batches = self.trainer.estimated_stepping_batches  # = batches (manual optimisation)
             n_batches = int(n_batches) if np.isfinite(n_batches) else 10_000
             opts, scheds = [], []
             for phase in self._phases:
                 lr = o.lr * phase.lr_scale
-                kw: dict[str, Any] = {"lr": lr, "weight_decay": o.weight_decay}
-                if phase.betas is not None and o.name in ("adam", "adamw"):
-                    kw["betas"] = phase.betas
-                if o.name == "adamw":
-                    opt = torch.optim.AdamW(phase.parameters, **kw)
-                elif o.name == "adam":
-                    opt = torch.optim.Adam(phase.parameters, **kw)
-                else:
-                    opt = torch.optim.SGD(
-                        phase.parameters, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay
-                    )
+                opt = make_optimizer(phase.parameters, o, lr=lr, betas=phase.betas)
                 opts.append(opt)
-                steps = max(n_batches // phase.every_n_batches, 1) + 1
-                if s.name == "onecycle":
-                    steps = max(steps, int(np.ceil(3 / s.pct_start)))
-                    scheds.append(torch.optim.lr_scheduler.OneCycleLR(
-                        opt, max_lr=lr, total_steps=steps, pct_start=s.pct_start,
-                        div_factor=s.div_factor, final_div_factor=s.final_div_factor))  # fmt: skip
-                elif s.name == "cosine":
-                    scheds.append(
-                        torch.optim.lr_scheduler.CosineAnnealingLR(
-                            opt, T_max=steps, eta_min=s.eta_min
-                        )
-                    )
+                sched = make_scheduler(opt, s, max(n_batches // phase.every_n_batches, 1) + 1, lr)
+                if sched is not None:
+                    scheds.append(sched)
             if not scheds:
                 return opts
             return opts, [{"scheduler": sc, "interval": "step"} for sc in scheds]
@@ -566,6 +549,7 @@ def fit_fastcalo(
     from lhcml import __version__
     from lhcml.data.calochallenge import read_binning
     from lhcml.train.checkpoint import check_state_dict, meta_config
+    from lhcml.train.schedule import ScheduleLength
     from lhcml.train.trainer import _keep_metrics, _precision, override_devices, resume_checkpoint
 
     override_devices(cfg, devices, strategy)
@@ -657,7 +641,7 @@ def fit_fastcalo(
                               mode="min", save_top_k=1)  # fmt: skip
     last_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
                               every_n_epochs=1, enable_version_counter=False)  # fmt: skip
-    callbacks: list[Any] = [ckpt_cb, last_cb]
+    callbacks: list[Any] = [ckpt_cb, last_cb, ScheduleLength()]
     t = cfg.trainer
     if t.patience is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=t.patience))

@@ -152,29 +152,15 @@ class TaggerModule(L.LightningModule):
                 self.trainer.should_stop = True
 
     def configure_optimizers(self) -> Any:
+        from lhcml.train.schedule import make_optimizer, make_scheduler
+
         o = self.cfg.optimizer
-        params = [p for p in self.parameters() if p.requires_grad]
-        if o.name == "adamw":
-            opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-        elif o.name == "adam":
-            opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-        else:
-            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        s = self.cfg.scheduler
-        if s.name == "none":
-            return opt
+        opt = make_optimizer([p for p in self.parameters() if p.requires_grad], o)
         steps = self.trainer.estimated_stepping_batches
         steps = int(steps) + 1 if np.isfinite(steps) else 10_000
-        if s.name == "onecycle":
-            # OneCycleLR divides by its warm-up length pct_start * steps - 1: at least 2 steps
-            steps = max(steps, int(np.ceil(3 / s.pct_start)))
-        if s.name == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=o.lr, total_steps=steps, pct_start=s.pct_start,
-                div_factor=s.div_factor, final_div_factor=s.final_div_factor,
-            )  # fmt: skip
-        else:
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=s.eta_min)
+        sched = make_scheduler(opt, self.cfg.scheduler, steps, o.lr)
+        if sched is None:
+            return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

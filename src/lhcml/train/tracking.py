@@ -467,25 +467,15 @@ def _module_class() -> type:
                     self.trainer.should_stop = True
 
         def configure_optimizers(self) -> Any:
-            o, s = self.cfg.optimizer, self.cfg.scheduler
-            params = [p for p in self.parameters() if p.requires_grad]
-            if o.name == "adamw":
-                opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-            elif o.name == "adam":
-                opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-            else:
-                opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-            if s.name == "none":
-                return opt
+            from lhcml.train.schedule import make_optimizer, make_scheduler
+
+            o = self.cfg.optimizer
+            opt = make_optimizer([p for p in self.parameters() if p.requires_grad], o)
             steps = self.trainer.estimated_stepping_batches
             steps = int(steps) + 1 if np.isfinite(steps) else 10_000
-            if s.name == "onecycle":
-                steps = max(steps, int(np.ceil(3 / s.pct_start)))
-                sched = torch.optim.lr_scheduler.OneCycleLR(
-                    opt, max_lr=o.lr, total_steps=steps, pct_start=s.pct_start,
-                    div_factor=s.div_factor, final_div_factor=s.final_div_factor)  # fmt: skip
-            else:
-                sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=s.eta_min)
+            sched = make_scheduler(opt, self.cfg.scheduler, steps, o.lr)
+            if sched is None:
+                return opt
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
         def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -532,6 +522,7 @@ def fit_tracking(
 
     from lhcml import __version__
     from lhcml.train.checkpoint import check_state_dict, compare_configs, meta_config
+    from lhcml.train.schedule import ScheduleLength
     from lhcml.train.trainer import _keep_metrics, override_devices, resume_checkpoint
 
     override_devices(cfg, devices, strategy)
@@ -596,7 +587,7 @@ def fit_tracking(
                               mode="min", save_top_k=1)  # fmt: skip
     last_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
                               every_n_epochs=1, enable_version_counter=False)  # fmt: skip
-    callbacks: list[Any] = [ckpt_cb, last_cb]
+    callbacks: list[Any] = [ckpt_cb, last_cb, ScheduleLength()]
     t = cfg.trainer
     if t.patience is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=t.patience))

@@ -263,6 +263,7 @@ def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: boo
     from lhcml.train.datamodule import H5JetDataset, collate_identity, norm_arrays
     from lhcml.train.extra_losses import build_extra_loss
     from lhcml.train.module import TaggerModule
+    from lhcml.train.schedule import ScheduleLength
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     last = out / "checkpoints" / "last.ckpt"
@@ -350,7 +351,7 @@ def _train_nn(cfg: TrainConfig, specs: dict, labels: Any, out: Path, resume: boo
         dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
         every_n_epochs=1, enable_version_counter=False,
     )  # fmt: skip
-    callbacks: list[Any] = [ckpt_cb, last_cb, LearningRateMonitor(logging_interval="epoch"), _SetEpoch()]
+    callbacks: list[Any] = [ckpt_cb, last_cb, LearningRateMonitor(logging_interval="epoch"), _SetEpoch(), ScheduleLength()]
     if cfg.trainer.patience is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.trainer.patience))
     csv_logger = CSVLogger(save_dir=out, name="logs", version="")
