@@ -813,3 +813,57 @@ def test_cli_finder_with_a_missing_or_mismatched_checkpoint_exits_2(sample, tmp_
                      "--out", str(tmp_path / "out"), "--events", "0", "--quiet"])  # fmt: skip
     assert "trained on the seed features" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.*"))
+
+
+def test_shipped_forward_pass_config_seeds_from_all_endcap_disks(sample) -> None:
+    """configs/tracking/ml_seeds_5pass_budget_fwd.yaml is ml_seeds_4pass_budget_p34.yaml (its four passes unchanged)
+    and a fifth pass, ckf_pass_forward.yaml: the third pass's settings (ckf_pass3_budget.yaml) and classifier with
+    seeds from the seven pixel endcap disks per side (seeding-generic-endcaps.json) to |eta| = 4.3. ACTS's generic
+    selection (every other pass) has only the four inner disks, which a particle from the beam line at |eta| = 3.9
+    crosses at < 3 of them beyond the disks' inner radius (no triplet); all seven it crosses at >= 3. Every seed of the
+    forward pass's seeding lies on the endcap disks and some on the outer three, which no generic seed touches."""
+    import json
+
+    from lhcml.config import shipped_config
+    from lhcml.tasks.tracking.acts_reco import load_reco_config
+
+    p34 = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_4pass_budget_p34.yaml"))
+    fwd = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_5pass_budget_fwd.yaml"))
+    assert fwd.more_passes[:2] == p34.more_passes and len(fwd.more_passes) == 3
+    assert fwd.model_copy(update={"more_passes": p34.more_passes}) == p34
+    last = fwd.more_passes[2]
+    assert (last.checkpoint, last.cut, last.max_per_spm) == (p34.more_passes[0].checkpoint, p34.more_passes[0].cut, 2)
+    third = load_reco_config(S._config_path(p34.more_passes[0].reco, "reco"))
+    forward = load_reco_config(S._config_path(last.reco, "reco"))
+    assert forward.seeding.abs_eta_max == forward.ckf.abs_eta_max == 4.3 > third.seeding.abs_eta_max
+    changed = {"geometry_selection": "", "abs_eta_max": 0.0}  # all else is the third pass's
+    assert forward.seeding.model_dump() | changed == third.seeding.model_dump() | changed
+    assert forward.ckf.model_dump() | {"abs_eta_max": 0.0} == third.ckf.model_dump() | {"abs_eta_max": 0.0}
+
+    def layers(name: str) -> set[tuple[int, int]]:
+        return {(d["volume"], d["layer"]) for d in json.loads(shipped_config(name).read_text())}
+
+    generic, endcaps = layers(third.seeding.geometry_selection), layers(forward.seeding.geometry_selection)
+    assert endcaps == {(v, lay) for v in (7, 9) for lay in range(2, 15, 2)}
+    assert {g for g in generic if g[0] in (7, 9)} < endcaps and len(endcaps) == 14
+    # the geometry, from the sample's hits: each disk's |z| and the disks' inner radius
+    hits = read_event(sample, 0, parts=("hits",), check=False).hits
+    disk = hits[hits["volume_id"].isin([7, 9])].assign(r=lambda h: np.hypot(h["x"], h["y"]), az=lambda h: h["z"].abs())
+    z_of = disk.groupby(["volume_id", "layer_id"])["az"].median()
+    r_in = disk["r"].min()
+    assert 25.0 < r_in < 40.0 and len(z_of) == 14
+
+    def crossed(sel: set[tuple[int, int]], eta: float) -> int:  # disks of one side reached beyond r_in
+        return sum(1 for (v, lay), z in z_of.items() if v == 9 and (v, lay) in sel and z / np.sinh(eta) >= r_in)
+
+    assert crossed(generic, 3.5) >= 3 and crossed(generic, 3.9) < 3 <= crossed(endcaps, 3.9)
+    # the seeds: the forward pass's all on endcap disks, some on the outer three; the generic selection's never there
+    hv = hits.set_index("hit_id")[["volume_id", "layer_id"]]
+    outer = endcaps - generic
+    on = {}
+    for name, reco in (("generic", third), ("forward", forward)):
+        triplets, _ = S.acts_seeds(sample, 0, reco)
+        assert len(triplets) > 0
+        on[name] = {tuple(x) for x in hv.loc[triplets.ravel() + 1].to_numpy()}
+    assert on["forward"] <= endcaps and on["forward"] & outer
+    assert not on["generic"] & outer
