@@ -15,11 +15,12 @@ ROOT = Path(__file__).resolve().parent
 
 
 #: (source folder, pattern, folder inside the package)
-COPIES = (("configs", "*.yaml", "configs"), ("models", "*.ckpt", "shipped_models"))
+#: (the JSON files are the ACTS chain's geometry selections and digitisation, configs/tracking/*.json)
+COPIES = (("configs", "*.yaml", "configs"), ("configs", "*.json", "configs"), ("models", "*.ckpt", "shipped_models"))
 
 
 class BuildPyWithConfigs(build_py):
-    """``build_py`` that also copies ``configs/**/*.yaml`` to ``<build>/lhcml/configs/`` and
+    """``build_py`` that also copies ``configs/**/*.yaml`` and ``configs/**/*.json`` to ``<build>/lhcml/configs/`` and
     ``models/**/*.ckpt`` to ``<build>/lhcml/shipped_models/``."""
 
     def run(self) -> None:

@@ -44,6 +44,10 @@ def test_wheel_has_configs_and_data_files(wheel):
     assert len(shipped) > 30
     missing = [c for c in shipped if f"lhcml/configs/{c}" not in names]
     assert not missing, f"configs missing from the wheel: {missing}"
+    # the ACTS chain's geometry selections / digitisation, named by the tracking configs
+    acts = sorted(p.relative_to(ROOT / "configs").as_posix() for p in (ROOT / "configs").rglob("*.json"))
+    assert "tracking/seeding-generic.json" in acts and "tracking/digi-generic.json" in acts
+    assert not [c for c in acts if f"lhcml/configs/{c}" not in names], "ACTS data files missing from the wheel"
     data = sorted(p.relative_to(ROOT / "src").as_posix() for p in (ROOT / "src" / "lhcml").rglob("*")
                   if p.suffix in (".yaml", ".html") and "__pycache__" not in p.parts)  # fmt: skip
     assert "lhcml/labels.yaml" in data and "lhcml/sim/detector_params.yaml" in data
