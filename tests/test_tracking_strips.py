@@ -147,3 +147,13 @@ def test_strips_finder_is_p34_plus_the_strip_pass() -> None:
     assert last.reco == STRIP_PASS and last.checkpoint is None and last.max_per_spm == 0
     selection = load_reco_config(shipped_config(last.reco)).seeding.geometry_selection
     assert (shipped_configs_dir() / selection).is_file()
+
+
+def test_six_pass_finder_is_the_forward_finder_plus_the_strip_pass() -> None:
+    """ml_seeds_6pass_budget_fwd_strips.yaml runs ml_seeds_5pass_budget_fwd.yaml's passes unchanged (p34's four and the
+    forward pass), then the same strip pass as p34s, last."""
+    fwd = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_5pass_budget_fwd.yaml"))
+    six = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_6pass_budget_fwd_strips.yaml"))
+    p34s = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_4pass_budget_p34_strips.yaml"))
+    assert six.model_copy(update={"more_passes": fwd.more_passes}) == fwd
+    assert six.more_passes[:-1] == fwd.more_passes and six.more_passes[-1] == p34s.more_passes[-1]
