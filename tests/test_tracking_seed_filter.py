@@ -867,3 +867,38 @@ def test_shipped_forward_pass_config_seeds_from_all_endcap_disks(sample) -> None
         on[name] = {tuple(x) for x in hv.loc[triplets.ravel() + 1].to_numpy()}
     assert on["forward"] <= endcaps and on["forward"] & outer
     assert not on["generic"] & outer
+
+
+def test_shipped_lean_forward_config_narrows_only_the_first_two_passes_seed_spans(sample) -> None:
+    """configs/tracking/ml_seeds_5pass_budget_fwd_lean.yaml is ml_seeds_5pass_budget_fwd.yaml with the first two passes'
+    seeds' radial spans cut (delta_r 5-100 mm instead of 5-150, and 5-70 instead of 5-100; ckf_budget_pass1_lean.yaml,
+    ckf_budget_pass2_lean.yaml) and nothing else: the same classifiers, cuts and later passes. On the test event every
+    seed of the narrowed passes has its space points within the new span (hit radii, 1 mm for the measurement
+    smearing), the old passes have seeds beyond it, and the narrowed passes make fewer seeds. The six-pass strip finder's
+    lean copy (ml_seeds_6pass_budget_fwd_strips_lean.yaml) makes the same change and no other."""
+    from lhcml.config import shipped_config
+    from lhcml.tasks.tracking.acts_reco import load_reco_config
+
+    fwd = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_5pass_budget_fwd.yaml"))
+    lean = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_5pass_budget_fwd_lean.yaml"))
+    assert (lean.reco, lean.second_pass) != (fwd.reco, fwd.second_pass)
+    assert lean.model_copy(update={"reco": fwd.reco, "second_pass": fwd.second_pass}) == fwd
+    six = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_6pass_budget_fwd_strips.yaml"))
+    six_lean = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_6pass_budget_fwd_strips_lean.yaml"))
+    assert six_lean.model_copy(update={"reco": fwd.reco, "second_pass": fwd.second_pass}) == six
+    assert (six_lean.reco, six_lean.second_pass) == (lean.reco, lean.second_pass)
+    hits = read_event(sample, 0, parts=("hits",), check=False).hits
+    r_of = np.hypot(hits["x"].to_numpy(), hits["y"].to_numpy())
+    for old_name, new_name, span in ((fwd.reco, lean.reco, 100.0), (fwd.second_pass, lean.second_pass, 70.0)):
+        old = load_reco_config(S._config_path(old_name, "reco"))
+        new = load_reco_config(S._config_path(new_name, "reco"))
+        assert new.seeding.delta_r == (old.seeding.delta_r[0], span) and span < old.seeding.delta_r[1]
+        assert new.model_copy(update={"seeding": old.seeding}) == old
+        assert new.seeding.model_dump() | {"delta_r": None} == old.seeding.model_dump() | {"delta_r": None}
+        spans = {}
+        for tag, reco in (("old", old), ("new", new)):
+            triplets, _ = S.acts_seeds(sample, 0, reco)
+            r = np.sort(r_of[triplets], axis=1)
+            spans[tag] = np.maximum(r[:, 1] - r[:, 0], r[:, 2] - r[:, 1])
+        assert len(spans["new"]) > 0 and spans["new"].max() <= span + 1.0
+        assert (spans["old"] > span + 1.0).any() and len(spans["new"]) < len(spans["old"])
