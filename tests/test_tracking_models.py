@@ -42,7 +42,8 @@ def test_every_config_names_a_shipped_classifier_of_the_cascade() -> None:
     assert all(c == f"models/tracking/{Path(c).stem}.ckpt" for c in ckpts), sorted(ckpts)
     assert {"ml_seeds.yaml", "ml_seeds_4pass_budget_p34.yaml", "ml_seeds_5pass_budget_fwd.yaml",
             "ml_seeds_4pass_budget_p34_strips.yaml", "ml_seeds_6pass_budget_fwd_strips.yaml",
-            "ml_seeds_5pass_budget_fwd_lean.yaml", "ml_seeds_6pass_budget_fwd_strips_lean.yaml"} <= set().union(*ckpts.values())
+            "ml_seeds_5pass_budget_fwd_lean.yaml", "ml_seeds_6pass_budget_fwd_strips_lean.yaml",
+            "ml_seeds_6pass_budget_fwd_strips_lowpt.yaml"} <= set().union(*ckpts.values())
     for name in CASCADE:  # each training config says where its run goes and how the cascade is rebuilt
         text = (CONFIGS / f"{name}.yaml").read_text()
         assert yaml.safe_load(text)["output_dir"] == f"benchmarks/_work/tracking_models/{name}"
