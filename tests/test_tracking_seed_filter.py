@@ -679,20 +679,26 @@ def test_shipped_four_pass_budget_config() -> None:
     assert lean.seeding.particle_hypothesis == "pion"
 
 
-def test_four_pass_budget_finder_runs_the_shipped_config(monkeypatch) -> None:
-    """ml-seeds+ckf-4pass-budget is registered (an ACTS finder, so benchmarks/tracking.py hands it the ACTS CSV) and
-    runs ml-seeds+ckf with configs/tracking/ml_seeds_4pass_budget.yaml, or with the configuration it is given."""
+@pytest.mark.parametrize(
+    ("name", "config", "other"),
+    [
+        ("ml-seeds+ckf-4pass-budget", "ml_seeds_4pass_budget.yaml", "ml_seeds_3pass_budget_p3.yaml"),
+        ("ml-seeds+ckf-6pass-budget", "ml_seeds_6pass_budget_fwd_strips_lean.yaml", "ml_seeds_6pass_budget_fwd_strips.yaml"),
+    ],
+)
+def test_budget_finders_run_their_shipped_config(monkeypatch, name, config, other) -> None:
+    """The registered budget finders (ACTS finders, so benchmarks/tracking.py hands them the ACTS CSV) run ml-seeds+ckf
+    with their shipped config, or with the configuration they are given."""
     from lhcml.config import shipped_config
     from lhcml.tasks.tracking import finders as F
 
-    assert F.get_finder("ml-seeds+ckf-4pass-budget") is F.ml_seeds_4pass_budget
-    assert "ml-seeds+ckf-4pass-budget" in F.ACTS_FINDERS
+    assert name in F.ACTS_FINDERS
     seen = []
     monkeypatch.setattr(S, "ml_seeds_ckf", lambda d, e, cfg: seen.append((d, e, cfg)) or {"track_id": []})
-    assert F.FINDERS["ml-seeds+ckf-4pass-budget"]("dir", 3) == {"track_id": []}
-    F.FINDERS["ml-seeds+ckf-4pass-budget"]("dir", 4, {"cut": 0.5})
-    assert seen == [("dir", 3, shipped_config("tracking/ml_seeds_4pass_budget.yaml")), ("dir", 4, {"cut": 0.5})]
-    assert seen[0][2] != shipped_config("tracking/ml_seeds_3pass_budget_p3.yaml")
+    assert F.get_finder(name)("dir", 3) == {"track_id": []}
+    F.FINDERS[name]("dir", 4, {"cut": 0.5})
+    assert seen == [("dir", 3, shipped_config(f"tracking/{config}")), ("dir", 4, {"cut": 0.5})]
+    assert seen[0][2] != shipped_config(f"tracking/{other}")
 
 
 def test_pass_seeds_tool_writes_the_seeds_a_later_pass_sees(sample, trained, tmp_path, capsys) -> None:

@@ -86,6 +86,14 @@ def ml_seeds_4pass_budget(event_dir: str | Path, event_id: int, cfg: Any = None)
     return _ml_seeds_shipped("ml_seeds_4pass_budget.yaml", event_dir, event_id, cfg)
 
 
+def ml_seeds_6pass_budget(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
+    """ml-seeds+ckf-4pass-budget's passes with the third and fourth passes' own classifiers, shorter seeds in the first
+    two, a fifth pass seeded from all pixel endcap disks (the forward edge) and a sixth seeded in the short strips
+    (particles made beyond the pixels), all in one ACTS run, within the CKF's CPU time and fake rate at ⟨μ⟩ = 200 on
+    held-out events (``configs/tracking/ml_seeds_6pass_budget_fwd_strips_lean.yaml``)."""
+    return _ml_seeds_shipped("ml_seeds_6pass_budget_fwd_strips_lean.yaml", event_dir, event_id, cfg)
+
+
 def clean(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
     """A finder's output cleaned by :func:`lhcml.tasks.tracking.acts_reco.clean_candidates` (Kalman fit
     with outliers, track selection, greedy ambiguity resolution; ``configs/tracking/ckf.yaml``), each
@@ -148,6 +156,7 @@ FINDERS: dict[str, Finder] = {
     "ml-seeds+ckf-3pass": ml_seeds_3pass,  # the two passes, then 0.1-0.2 GeV primaries and displaced tracks
     "ml-seeds+ckf-3pass-budget": ml_seeds_3pass_budget,  # the budget passes and a lean 0.1-0.2 GeV pass
     "ml-seeds+ckf-4pass-budget": ml_seeds_4pass_budget,  # + the third pass's own classifier, a lean displaced pass
+    "ml-seeds+ckf-6pass-budget": ml_seeds_6pass_budget,  # + own classifiers, shorter seeds, endcap and strip passes
 }
 
 
