@@ -74,15 +74,7 @@ def test_cosine_retarget_known_value_and_unchanged_length_is_a_no_op():
     assert opt3.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-9)
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def test_resume_with_more_epochs_follows_the_longer_cosine_to_its_end(tmp_path, one_thread, capsys):
+def test_resume_with_more_epochs_follows_the_longer_cosine_to_its_end(tmp_path, capsys):
     tr = make_training_file(tmp_path / "train.h5", 300, seed=21)
     va = make_training_file(tmp_path / "val.h5", 100, seed=22)
 
