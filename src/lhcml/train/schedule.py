@@ -74,16 +74,7 @@ def schedule_length(sched: Any) -> int | None:
     return None
 
 
-_GROUP_KEYS = (
-    "lr",
-    "initial_lr",
-    "max_lr",
-    "min_lr",
-    "betas",
-    "momentum",
-    "max_momentum",
-    "base_momentum",
-)
+_GROUP_KEYS = ("lr", "initial_lr", "max_lr", "min_lr", "betas", "momentum", "max_momentum", "base_momentum")
 
 
 class _Fresh:
@@ -105,17 +96,15 @@ def retarget(sched: Any, fresh: _Fresh) -> tuple[int | None, int | None]:
     old, new = schedule_length(sched), fresh.length
     if old is None or new is None or old == new:
         return old, new
-    done = int(sched.state_dict()["last_epoch"])  # steps taken (0 right after construction)
-    if new - 1 < done:  # a one-cycle schedule cannot step past its end; the run is over anyway
-        done = new - 1
+    # steps taken (0 right after construction); a one-cycle schedule cannot step past its end (the run is over anyway)
+    done = min(int(sched.state_dict()["last_epoch"]), new - 1)
     sched.load_state_dict(copy.deepcopy(fresh.state))
     for group, saved in zip(sched.optimizer.param_groups, fresh.groups, strict=True):
         group.update(copy.deepcopy(saved))
-    with (
-        warnings.catch_warnings()
-    ):  # "lr_scheduler.step() before optimizer.step()": a replay, not training
+    # a replay, not training: no "lr_scheduler.step() before optimizer.step()" warning
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        for _ in range(max(done, 0)):
+        for _ in range(done):
             sched.step()
     return old, new
 
