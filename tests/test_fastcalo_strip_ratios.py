@@ -14,6 +14,11 @@ log-ratios to the centre one:
 * bad options (no alignment, logit voxels, a non-boolean, a grid that does not fit) give one
   clear message, ``lhcml train`` exits 2 without a checkpoint; ``init_from`` across the two
   representations is refused in both directions, between two ratio models it copies.
+
+``model.strip_first_ratio`` (``exp`` / ``softplus``; the Eighteenth version): the two first outward row
+log-ratios generated as ``-exp(y)`` / ``-softplus(y)`` — known answers and an exact inverse, the centre row
+above both neighbours for any input (the free ratios lose it on random draws), the voxel chain round trip,
+``free`` unchanged (no new buffer), both ONNX graphs, bad values, ``init_from`` only within one mode.
 """
 
 from __future__ import annotations
@@ -220,3 +225,123 @@ def test_lhcml_train_with_ratios_but_no_alignment_exits_2(tmp_path, capsys):
     d = _write_sample(tmp_path)
     assert_train_exits_2("configs/fastcalo/fm_strips_ratio.yaml", _overrides(d, "bad", "model.align_max_shift=0"),
                          "strip_ratios needs align_max_shift > 0", d / "bad", capsys)
+
+
+# ---- model.strip_first_ratio: the centre row above its neighbours by construction ----
+
+
+def _vars_first(mode: str) -> CaloFlowVariables:
+    return CaloFlowVariables(LAYERS, u0_max=2.0, threshold_kev=1.0, voxel_space="log", strip_ratios=True,
+                             strip_grid=(N_ETA, N_PHI), strip_first_ratio=mode).double()  # fmt: skip
+
+
+def _row_sums(log_shares: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(log_shares.reshape(-1, N_ETA, N_PHI), dim=2)
+
+
+@pytest.mark.parametrize("mode", ["exp", "softplus"])
+def test_first_ratio_transform_known_answers_and_exact_inverse(mode):
+    v, free = _vars_first(mode), _vars_first("free")
+    g = torch.Generator().manual_seed(4)
+    y = torch.log(torch.rand(256, N_ETA * N_PHI, generator=g, dtype=torch.float64).clamp(min=1e-9)) - 3.0
+    # the centre row made the strict maximum (as the alignment does; the neighbours >= 1e-3 e-folds lower)
+    s = _row_sums(y)
+    lift = (s.max(dim=1).values - s[:, CENTRE] + 0.01).clamp(min=0.0)
+    y = y.reshape(-1, N_ETA, N_PHI)
+    y[:, CENTRE] += lift[:, None]
+    y = y.reshape(-1, N_ETA * N_PHI)
+    z, zf = v.strip_ratio_encode(y), free.strip_ratio_encode(y)
+    torch.testing.assert_close(v.strip_ratio_decode(z), y, rtol=0, atol=1e-10)
+    zg, zfg = z.reshape(-1, N_ETA, N_PHI), zf.reshape(-1, N_ETA, N_PHI)
+    r = zfg[:, [CENTRE - 1, CENTRE + 1], 1]  # the free first ratios, ln(S_c-+1 / S_c) < 0
+    assert torch.all(r < 0)
+    want = torch.log(-r) if mode == "exp" else torch.log(torch.expm1(-r))
+    torch.testing.assert_close(zg[:, [CENTRE - 1, CENTRE + 1], 1], want)
+    # every other variable is the free representation's
+    keep = torch.ones(N_ETA, N_PHI, dtype=torch.bool)
+    keep[[CENTRE - 1, CENTRE + 1], 1] = False
+    torch.testing.assert_close(zg[:, keep], zfg[:, keep], rtol=0, atol=0)
+
+
+def test_first_ratio_keeps_the_centre_row_above_its_neighbours_on_random_inputs():
+    g = torch.Generator().manual_seed(5)
+    z = 3.0 * torch.randn(4000, N_ETA * N_PHI, generator=g, dtype=torch.float64)
+    z[:5, :] = 60.0  # the variables' cap: finite shares, the neighbours empty
+    above = {}
+    for mode in ("free", "exp", "softplus"):
+        s = _row_sums(_vars_first(mode).strip_ratio_decode(z))
+        assert torch.isfinite(s).all() or mode == "free"
+        above[mode] = (s[:, CENTRE] > s[:, CENTRE - 1]) & (s[:, CENTRE] > s[:, CENTRE + 1])
+    assert bool(above["exp"].all()) and bool(above["softplus"].all())
+    assert float(above["free"].float().mean()) < 0.5  # without the option random draws lose it (about a quarter kept)
+
+
+def test_first_ratio_round_trips_the_voxel_chain_and_off_is_the_old_behaviour():
+    e, x = strip_showers(3000, 1)
+    old = _vars(True)
+    assert "first_ratio_rows" not in old.state_dict()  # "free": no new buffer, older checkpoints load unchanged
+    assert _vars(True).strip_first_ratio == "free"
+    for mode in ("exp", "softplus"):
+        v = CaloFlowVariables(LAYERS, u0_max=2.0, threshold_kev=1.0, voxel_space="log", strip_ratios=True,
+                              strip_grid=(N_ETA, N_PHI), strip_first_ratio=mode)  # fmt: skip
+        v.fit(e, x, torch.Generator().manual_seed(0))
+        x_u, x_v, _ = v.encode(e, x, torch.Generator().manual_seed(1))
+        back = v.decode_voxels(x_v, v.decode_layers(x_u, e))
+        torch.testing.assert_close(back, x, rtol=1e-3, atol=1e-6)
+        torch.testing.assert_close(x_v.std(0), torch.ones(x_v.shape[1]), atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["exp", "softplus"])
+def test_first_ratio_model_generates_and_both_onnx_graphs_agree(tmp_path, mode):
+    from lhcml.export.fastcalo import export_generator
+    from lhcml.sim.fastcalo import voxel_binning
+
+    b = voxel_binning("photon")
+    torch.manual_seed(0)
+    m = _photon_model(strip_first_ratio=mode)
+    rng = np.random.default_rng(0)
+    n = 256
+    e = torch.from_numpy(np.exp(rng.uniform(0, np.log(260.0), n)).astype(np.float32))
+    eta = torch.from_numpy(rng.uniform(0, 1.37, n).astype(np.float32))
+    x = torch.from_numpy(rng.dirichlet(np.full(b.n_voxels, 0.3), size=n).astype(np.float32)) * e[:, None]
+    m.prepare(e, x, eta=eta)
+    m.eval()
+    for lean in (False, True):  # onnxruntime agreement with PyTorch asserted inside, for both graphs
+        export_generator(m, tmp_path / f"{mode}_{lean}.onnx", binning_file_sha256=b.sha256, particle="photon",
+                         binning_xml=b.to_xml(), timing=False, n_check=64, atol=1e-4, lean=lean)  # fmt: skip
+
+
+def test_first_ratio_bad_values_give_one_clear_message(tmp_path, capsys):
+    for bad in ("yes", True, "neg_exp"):
+        with pytest.raises(ConfigError, match="strip_first_ratio must be one of free, exp, softplus"):
+            _photon_model(strip_first_ratio=bad)
+    with pytest.raises(ConfigError, match="strip_first_ratio: exp needs strip_ratios: true"):
+        _photon_model(strip_ratios=False, strip_first_ratio="exp")
+    d = _write_sample(tmp_path)
+    assert_train_exits_2("configs/fastcalo/fm_strips_ratio.yaml", _overrides(d, "bad", "model.strip_first_ratio=cube"),
+                         "strip_first_ratio must be one of", d / "bad", capsys)  # fmt: skip
+
+
+def test_first_ratio_init_from_refused_across_modes_copied_within(tmp_path):
+    import yaml
+
+    from lhcml.train.fastcalo import build_generator, init_from_checkpoint, load_generator
+    from lhcml.train.protocol import load_trainable_config
+
+    d = _write_sample(tmp_path)
+    cfg_path = "configs/fastcalo/fm_strips_ratio.yaml"
+    ckpts = {}
+    for mode in ("free", "softplus"):
+        trainer, cfg = load_trainable_config(cfg_path, _overrides(d, mode, f"model.strip_first_ratio={mode}"))
+        ckpts[mode] = trainer.fit(cfg)
+    for stored, other in (("free", "softplus"), ("softplus", "exp"), ("softplus", "free")):
+        _, meta = load_generator(ckpts[stored])
+        init = {**yaml.safe_load(meta["model_init_yaml"]), "strip_first_ratio": other}
+        with pytest.raises(CheckpointMismatchError, match="model.strip_first_ratio"):
+            init_from_checkpoint(build_generator("fastcalo_fm", init), ckpts[stored])
+    trained, meta = load_generator(ckpts["softplus"])
+    assert trained.vars.strip_first_ratio == "softplus"
+    fresh = build_generator("fastcalo_fm", yaml.safe_load(meta["model_init_yaml"]))
+    counts = init_from_checkpoint(fresh, ckpts["softplus"])
+    assert counts["copied"] == len(fresh.state_dict()) and counts["kept"] == 0
+    torch.testing.assert_close(fresh.velocity[0].weight, trained.velocity[0].weight)

@@ -250,7 +250,7 @@ def init_from_checkpoint(model: Any, path: str | Path) -> dict[str, int]:
     ``model.prepare`` fitted (fine-tuning a model into ``eta_standardisation``). A model with
     ``model.strip_ratios`` starts only from one with it (and one without it only from one
     without): the strips' variables, and so the weights and their standardisation, mean
-    something else. Returns
+    something else; the same holds for ``model.strip_first_ratio`` between ratio models. Returns
     ``{"copied": n, "widened": n, "kept": n}``.
 
     Raises
@@ -284,6 +284,14 @@ def init_from_checkpoint(model: Any, path: str | Path) -> dict[str, int]:
             f"and this config sets it {'on' if 'vars.ratio_enc' in own else 'off'}: another strip representation "
             "(its weights and standardisation mean other variables); train from scratch or start from a model "
             "with the same model.strip_ratios"
+        )
+    first_stored = (yaml.safe_load(meta.get("model_init_yaml") or "{}") or {}).get("strip_first_ratio", "free")
+    first_own = getattr(getattr(model, "vars", None), "strip_first_ratio", "free")
+    if "vars.ratio_enc" in own and first_stored != first_own:
+        raise CheckpointMismatchError(
+            f"init_from: {p} generates the strips' first outward ratios as '{first_stored}' and this config sets "
+            f"model.strip_first_ratio: {first_own}: another strip representation (two of its variables mean "
+            "something else); train from scratch or start from a model with the same model.strip_first_ratio"
         )
     counts = {"copied": 0, "widened": 0, "kept": 0}
     bad = []

@@ -58,6 +58,14 @@ def _logit(u: Tensor) -> Tensor:
     return torch.log(p) - torch.log1p(-p)
 
 
+#: ``model.strip_first_ratio`` values (:class:`CaloFlowVariables`)
+FIRST_RATIO_MODES = ("free", "exp", "softplus")
+#: the smallest ``-ln(S_{c±1} / S_c)`` the ``exp`` / ``softplus`` first ratios encode (a tie reads as this)
+FIRST_RATIO_FLOOR = 1e-3
+#: the largest first-ratio variable decoded (``exp(30)``: a neighbour row ~e^-1e13 of the centre, i.e. empty)
+FIRST_RATIO_Y_MAX = 30.0
+
+
 def _expit(x: Tensor) -> Tensor:
     return ((torch.sigmoid(x) - ALPHA) / (1 - 2 * ALPHA)).clamp(0.0, 1.0)
 
@@ -128,6 +136,17 @@ class CaloFlowVariables(nn.Module):
         maximum, docs/benchmarks/fastcalo.md "Sixteenth version"). Exactly invertible
         (:meth:`strip_ratio_encode` / :meth:`strip_ratio_decode`; the row sums and differences
         are constant matrices, the φ shares a log-sum-exp).
+    strip_first_ratio
+        With ``strip_ratios``: how the two first outward row log-ratios (the rows next to the
+        centre one, ``r = ln(S_{c±1} / S_c)``) are generated. ``"free"`` (default): as they are, so
+        a generated ``r > 0`` moves the maximum off the centre row (3-6 % of the sides of a
+        trained model, docs/benchmarks/fastcalo.md "Sixteenth version"); ``"exp"``: the variable is
+        ``y = ln(-r)``, decoded as ``r = -exp(y)``; ``"softplus"``: ``y = ln(exp(-r) - 1)``, decoded
+        as ``r = -softplus(y)``. Either way the centre row is strictly above both neighbours by
+        construction (a local maximum; rows further out can still exceed it). Encoding floors
+        ``-r`` at :data:`FIRST_RATIO_FLOOR` (an aligned detailed shower has ``r <= 0``; a tie or a
+        maximum outside the alignment window is the only loss), so the inverse is exact for
+        ``r <= -FIRST_RATIO_FLOOR``; decoding caps ``y`` at :data:`FIRST_RATIO_Y_MAX` (finite).
 
     The standardisation (means and widths of the logit variables) is fitted on training showers
     with :meth:`fit` and kept in buffers, so it travels with the weights and into ONNX.
@@ -138,7 +157,7 @@ class CaloFlowVariables(nn.Module):
         threshold_kev: float | None = None, voxel_space: str = "logit",
         energy_standardisation: bool = False, eta_standardisation: bool = False,
         first_layer_whitening: bool = False, strip_ratios: bool = False,
-        strip_grid: Sequence[int] | None = None,
+        strip_grid: Sequence[int] | None = None, strip_first_ratio: str = "free",
     ) -> None:
         super().__init__()
         if voxel_space not in ("logit", "log"):
@@ -173,6 +192,22 @@ class CaloFlowVariables(nn.Module):
                 dec[lo : hi + 1, i] = 1.0
             self.register_buffer("ratio_enc", enc)
             self.register_buffer("ratio_dec", dec)
+        if strip_first_ratio not in FIRST_RATIO_MODES:
+            raise ConfigError(
+                f"strip_first_ratio must be one of {', '.join(FIRST_RATIO_MODES)}, got {strip_first_ratio!r}"
+            )
+        if strip_first_ratio != "free" and not strip_ratios:
+            raise ConfigError(
+                f"strip_first_ratio: {strip_first_ratio} needs strip_ratios: true (it shapes the strips' first "
+                "outward row log-ratios)"
+            )
+        self.strip_first_ratio = strip_first_ratio
+        if strip_first_ratio != "free":
+            n_eta, c = self.strip_grid[0], (self.strip_grid[0] - 1) // 2
+            first = torch.zeros(n_eta, dtype=torch.bool)
+            first[c - 1] = first[c + 1] = True
+            # present only off "free" (older checkpoints load unchanged); init_from compares it
+            self.register_buffer("first_ratio_rows", first)
         if u0_max <= 0 or dequant_kev < 0:
             raise ValueError(
                 f"u0_max must be > 0 and dequant_kev >= 0, got {u0_max}, {dequant_kev}"
@@ -274,6 +309,10 @@ class CaloFlowVariables(nn.Module):
         jc = n_phi // 2
         g = y.reshape(-1, n_eta, n_phi)
         rows = torch.logsumexp(g, dim=2) @ self.ratio_enc  # (N, n_eta)
+        if self.strip_first_ratio != "free":
+            m = (-rows).clamp(min=FIRST_RATIO_FLOOR)  # -r, floored (r > 0 only off the alignment)
+            first = torch.log(m) if self.strip_first_ratio == "exp" else m + torch.log(-torch.expm1(-m))
+            rows = torch.where(self.first_ratio_rows, first, rows)
         side = g - g[:, :, jc : jc + 1]
         return torch.cat([side[:, :, :jc], rows[:, :, None], side[:, :, jc + 1 :]], dim=2).reshape(y.shape)
 
@@ -282,7 +321,12 @@ class CaloFlowVariables(nn.Module):
         n_eta, n_phi = self.strip_grid
         jc = n_phi // 2
         g = z.reshape(-1, n_eta, n_phi)
-        rows = g[:, :, jc] @ self.ratio_dec  # (N, n_eta) row log shares
+        r = g[:, :, jc]
+        if self.strip_first_ratio != "free":
+            y = r.clamp(max=FIRST_RATIO_Y_MAX)
+            neg = -torch.exp(y) if self.strip_first_ratio == "exp" else -torch.nn.functional.softplus(y)
+            r = torch.where(self.first_ratio_rows, neg, r)
+        rows = r @ self.ratio_dec  # (N, n_eta) row log shares
         a = torch.cat([g[:, :, :jc], torch.zeros_like(g[:, :, :1]), g[:, :, jc + 1 :]], dim=2)
         return (rows[:, :, None] + a - torch.logsumexp(a, dim=2, keepdim=True)).reshape(z.shape)
 

@@ -88,6 +88,10 @@ class CaloFlowMatching(FastCaloGenerator):
         The strips (aligned on their maximum: needs ``align_max_shift``) as the maximum row's
         log share plus successive log-ratios outwards and per-row φ log-ratios
         (:class:`~lhcml.models.fastcalo.flow.CaloFlowVariables`; ``configs/fastcalo/fm_strips_ratio.yaml``).
+    strip_first_ratio
+        With ``strip_ratios``: ``"free"`` (default), ``"exp"`` or ``"softplus"`` — the two first outward
+        row log-ratios generated as ``-exp(y)`` / ``-softplus(y)``, so the centre row stays above its
+        neighbours by construction (:class:`~lhcml.models.fastcalo.flow.CaloFlowVariables`).
     eta_range
         ``[lo, hi]``: condition on the incident ``|η|`` too (trained over that range; the
         calorimeter's depth in X0 grows as cosh η, so the layer fractions change with η);
@@ -133,6 +137,7 @@ class CaloFlowMatching(FastCaloGenerator):
         eta_standardisation: bool = False,
         first_layer_whitening: bool = False,
         strip_ratios: bool = False,
+        strip_first_ratio: str = "free",
         align_max_shift: int = 0,
         align_n_phi: int = 3,
         eta_range: Sequence[float] | None = None,
@@ -175,6 +180,7 @@ class CaloFlowMatching(FastCaloGenerator):
             voxel_space=voxel_space, energy_standardisation=energy_standardisation,
             eta_standardisation=eta_standardisation, first_layer_whitening=first_layer_whitening,
             strip_ratios=strip_ratios, strip_grid=(n_eta, self.align_n_phi) if strip_ratios is True else None,
+            strip_first_ratio=strip_first_ratio,
         )
         self.align_n_eta = n_eta
         self.noise_dim = self.n_layers + n_voxels + (1 if self.align_max_shift else 0)
