@@ -18,7 +18,8 @@ script
    is that row, and the strip shares' sum *before* the per-layer renormalisation (median and 95 % quantile; the
    detailed showers' sum to 1);
 4. for a model with ``strip_ratios``: the same bin in the model's own raw variables — the mean, spread and
-   fraction of rises (> 0) of the row log-ratios 1-7 rows out, detailed (encoded) against generated.
+   fraction of rises (> 0) of the row log-ratios 1-7 rows out, detailed (encoded) against generated (read from
+   the decoded row shares, so a model with ``strip_first_ratio`` reports the ratios too, not its variables).
 
 Usage (one thread; ~1 min per model)::
 
@@ -180,10 +181,15 @@ def main() -> None:
             with torch.no_grad():
                 al, _ = model.align(v.dequantise(torch.tensor(s.showers), torch.Generator().manual_seed(0)))
                 _, lv, _ = v.raw_variables(et, al, torch.Generator().manual_seed(1))
-            jc = model.align_n_phi // 2
             for key, a in (("det", lv), ("gen", raw)):
-                g = a[hi, :n0].reshape(-1, model.align_n_eta, model.align_n_phi)[:, :, jc]
-                both = torch.cat([g[:, c + 1 : c + 8], g[:, c - 7 : c].flip(1)]).numpy()
+                # the row log-ratios from the decoded row log shares (with model.strip_first_ratio the first
+                # variable is not the ratio itself)
+                with torch.no_grad():
+                    shares = v.strip_ratio_decode(a[hi, :n0]).reshape(-1, model.align_n_eta, model.align_n_phi)
+                    s_rows = torch.logsumexp(shares, dim=2)
+                g = torch.cat([s_rows[:, c + 1 : c + 8] - s_rows[:, c : c + 7],
+                               (s_rows[:, c - 7 : c] - s_rows[:, c - 6 : c + 1]).flip(1)])  # fmt: skip
+                both = g.numpy()
                 res[f"ratio_{key}"] = {"mean": both.mean(0).tolist(), "std": both.std(0).tolist(),
                                        "rise": (both > 0).mean(0).tolist()}  # fmt: skip
             print("  row log-ratios 1..7 rows out (the model's raw variables):")
