@@ -31,6 +31,7 @@ from pydantic import Field
 from lhcml.atomic import atomic_write_bytes
 from lhcml.config import StrictModel, coerce_config
 from lhcml.errors import ConfigError, SchemaError
+from lhcml.tasks.tracking.extend import ExtendConfig
 
 #: the finder's shipped configuration
 DEFAULT_CONFIG = "tracking/ml_seeds.yaml"
@@ -84,6 +85,9 @@ class MlSeedsConfig(StrictModel):
     #: event's truth and hit positions read once; each pass's hits left out by an algorithm between the
     #: passes) -- the same tracks as one Sequencer per pass (false: the fourteenth version's path), less CPU
     one_run: bool = True
+    #: hit recovery after the last pass (:mod:`lhcml.tasks.tracking.extend`): each track takes the compatible
+    #: hits that no track holds (stage ``extend``); null: off
+    extend: ExtendConfig | None = None
 
 
 def load_ml_seeds_config(cfg: MlSeedsConfig | Mapping[str, Any] | str | Path | None) -> MlSeedsConfig:
@@ -378,7 +382,7 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
     if c.one_run and reco2 is not None:
         passes = [(None, reco, model, c.cut, c.max_per_spm), ("second pass", reco2, model2, c.second_pass_cut,
                   c.second_pass_max_per_spm)] + [(st, r, m, e.cut, e.max_per_spm) for st, r, m, e in more]  # fmt: skip
-        return _passes_in_one_run(event_dir, int(event_id), passes)
+        return _extended(_passes_in_one_run(event_dir, int(event_id), passes), event_dir, int(event_id), c.extend)
     cache: dict[int, Any] = {}  # the event's measurements file, parsed once for both passes of this call
     track_id, hit_id, fitted, info = _ml_pass(event_dir, int(event_id), reco, model, c.cut, c.max_per_spm,
                                               measurement_cache=cache)  # fmt: skip
@@ -391,8 +395,25 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
             track_id, hit_id, fitted, timings = _second_pass(event_dir, int(event_id), reco_k, model_k, extra.cut,
                                                              track_id, hit_id, fitted, timings, cache,
                                                              extra.max_per_spm, stage)  # fmt: skip
-    return {"track_id": track_id, "hit_id": hit_id, "timings": timings, "fitted": fitted,
-            "n_seeds": info.get("n_seeds", 0), "n_kept": info.get("n_kept", 0)}  # fmt: skip
+    return _extended({"track_id": track_id, "hit_id": hit_id, "timings": timings, "fitted": fitted,
+                      "n_seeds": info.get("n_seeds", 0), "n_kept": info.get("n_kept", 0)},
+                     event_dir, int(event_id), c.extend)  # fmt: skip
+
+
+def _extended(out: dict[str, Any], event_dir: str | Path, event_id: int, cfg: ExtendConfig | None) -> dict[str, Any]:
+    """The finder's result with :func:`lhcml.tasks.tracking.extend.extend_event` applied (``extend``; None: as it
+    is): the tracks' added hits in ``hit_id``, the step's CPU as stage ``extend``, ``n_extended`` hits added
+    (``fitted`` keeps the passes' fits)."""
+    if cfg is None:
+        return out
+    import time
+
+    from lhcml.tasks.tracking.extend import extend_event
+
+    c0 = time.process_time()
+    t, h, info = extend_event(event_dir, event_id, out["track_id"], out["hit_id"], cfg)
+    timings = {**out["timings"], "extend": time.process_time() - c0}
+    return {**out, "track_id": t, "hit_id": h, "timings": timings, "n_extended": info["added"]}
 
 
 def _ml_pass(event_dir: str | Path, event_id: int, reco: Any, model: Any, cut: float, max_per_spm: int,

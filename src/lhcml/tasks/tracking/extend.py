@@ -1,0 +1,305 @@
+"""Hit recovery after the CKF: each final track takes compatible hits that no track holds (issue 14).
+
+A found particle still loses ~0.025 of the TrackML weight per ⟨μ⟩ = 200 event in hits that are not on its
+track (docs/benchmarks/tracking.md, eighteenth version): a second hit on a layer where its track already has
+one (module overlaps), hits before its first or after its last measurement, outliers, holes. As the TrackML
+winners did (docs/references.md), each track's helix is fitted to its own measurements and predicted onto
+every layer of the detector; an unused hit close to the prediction in both directions is added.
+
+* the helix: a circle fitted to the track's measurements in x-y (algebraic fit, centred coordinates) and
+  z linear in the turning angle from the circle's point closest to the beam line (a uniform solenoid field);
+* the layers and their kind (barrel: a radius; endcap: a z) are read from the event's own hits;
+* a hit is a candidate when it is within ``window`` mm of the prediction on its layer; it is added when its
+  distance from the circle (``transverse``) and along the helix (barrel: in z; endcap: along the circle) are
+  within the cuts of its volume group (:class:`HitCuts`); a hit compatible with several tracks goes to the
+  closest (cut-normalised), and a track takes at most one hit per module;
+* only hits on no track's measurements are added, so tracks never lose hits and no track is created.
+
+Pure numpy / scipy on positions: :func:`extend_tracks` (tested on constructed helices) and
+:func:`extend_event` (the event's positions from its ACTS measurements file).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from lhcml.config import StrictModel
+
+
+class HitCuts(StrictModel):
+    """The cuts of the hits of some volumes (mm)."""
+
+    #: detector volumes these cuts apply to (ACTS volume ids)
+    volumes: list[int] = Field(min_length=1)
+    #: largest distance of the hit from the track's circle in x-y
+    transverse: float = Field(gt=0.0)
+    #: largest distance along the helix: in z for a barrel layer, along the circle for an endcap layer
+    longitudinal: float = Field(gt=0.0)
+
+
+class ExtendConfig(StrictModel):
+    """Hit recovery after the last pass (``extend`` of ``configs/tracking/ml_seeds*.yaml``)."""
+
+    #: tracks with at least this many measurements are extended (the helix needs a lever arm)
+    min_hits: int = Field(5, ge=3)
+    #: candidate hits within this distance (mm, 3D) of the track's prediction on their layer
+    window: float = Field(20.0, gt=0.0)
+    #: per volume group the cuts; hits in other volumes are never added
+    cuts: list[HitCuts] = Field(min_length=1)
+    #: the local helix through this many of the track's measurements nearest to the hit
+    local: int = Field(4, ge=3)
+    #: (transverse, longitudinal) mm: the hits within these residuals of the track's global helix get a local one
+    preselect: tuple[float, float] = (5.0, 20.0)
+
+    @model_validator(mode="after")
+    def _volumes_once(self) -> ExtendConfig:
+        seen = [v for c in self.cuts for v in c.volumes]
+        if len(seen) != len(set(seen)):
+            raise ValueError(f"extend.cuts: a volume is in two groups ({sorted(seen)})")
+        return self
+
+
+def _wrap(a: np.ndarray) -> np.ndarray:
+    return (a + np.pi) % (2.0 * np.pi) - np.pi
+
+
+def fit_helices(track_id: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray, n_tracks: int) -> dict[str, np.ndarray]:
+    """Per track (ids 0..n_tracks-1) a helix through its points: circle centre ``cx, cy``, radius ``rho``,
+    the angle ``phi0`` of its point closest to the beam line, the turning sense ``s`` (+-1), and
+    ``z = z0 + k * alpha`` with ``alpha`` the turning angle from that point; ``ok`` where the fit exists."""
+    t = np.asarray(track_id, np.int64)
+    n = np.bincount(t, minlength=n_tracks).astype(float)
+    safe = np.maximum(n, 1.0)
+    mx, my = np.bincount(t, x, n_tracks) / safe, np.bincount(t, y, n_tracks) / safe
+    u, v = x - mx[t], y - my[t]
+    w = u * u + v * v
+
+    def s(a: np.ndarray) -> np.ndarray:
+        return np.bincount(t, a, n_tracks)
+
+    a = np.empty((n_tracks, 3, 3))
+    a[:, 0, 0], a[:, 0, 1], a[:, 0, 2] = s(u * u), s(u * v), s(u)
+    a[:, 1, 0], a[:, 1, 1], a[:, 1, 2] = a[:, 0, 1], s(v * v), s(v)
+    a[:, 2, 0], a[:, 2, 1], a[:, 2, 2] = a[:, 0, 2], a[:, 1, 2], n
+    b = -np.stack([s(u * w), s(v * w), s(w)], axis=1)
+    det = np.linalg.det(a)
+    ok = (n >= 3) & (np.abs(det) > 1e-12 * np.maximum(1.0, np.abs(a[:, 0, 0] * a[:, 1, 1] * a[:, 2, 2])))
+    sol = np.zeros((n_tracks, 3))
+    if ok.any():
+        sol[ok] = np.linalg.solve(a[ok], b[ok][:, :, None])[:, :, 0]
+    cu, cv = -sol[:, 0] / 2.0, -sol[:, 1] / 2.0
+    rho2 = cu * cu + cv * cv - sol[:, 2]
+    ok &= rho2 > 0
+    rho = np.sqrt(np.where(ok, rho2, 1.0))
+    cx, cy = cu + mx, cv + my
+    phi0 = np.arctan2(-cy, -cx)  # the circle's point closest to the origin is c - rho * c/|c|
+    alpha = _wrap(np.arctan2(y - cy[t], x - cx[t]) - phi0[t])
+    sense = np.where(s(alpha) >= 0, 1.0, -1.0)
+    al = sense[t] * alpha
+    # z = z0 + k alpha, least squares per track
+    sa, sz, saa, saz = s(al), s(z), s(al * al), s(al * z)
+    den = n * saa - sa * sa
+    ok &= np.abs(den) > 1e-12
+    k = np.where(ok, (n * saz - sa * sz) / np.where(ok, den, 1.0), 0.0)
+    z0 = (sz - k * sa) / safe
+    ok &= np.abs(k) > 1e-9
+    return {"cx": cx, "cy": cy, "rho": rho, "phi0": phi0, "s": sense, "z0": z0, "k": k, "ok": ok}
+
+
+def layer_table(volume: np.ndarray, layer: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
+    """The event's layers (``key`` = volume * 10000 + layer) from its hits: ``barrel`` where the hits spread
+    more in z than in r; the layer's radius (barrel) or z (endcap), and its extent in z and r."""
+    key = np.asarray(volume, np.int64) * 10000 + np.asarray(layer, np.int64)
+    keys, inv = np.unique(key, return_inverse=True)
+    r = np.hypot(x, y)
+    nk = len(keys)
+
+    def ext(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = np.full(nk, np.inf), np.full(nk, -np.inf)
+        np.minimum.at(lo, inv, a)
+        np.maximum.at(hi, inv, a)
+        return lo, hi
+
+    zlo, zhi = ext(z)
+    rlo, rhi = ext(r)
+    barrel = (zhi - zlo) > (rhi - rlo)
+    cnt = np.bincount(inv, minlength=nk)
+    pos = np.where(barrel, np.bincount(inv, r, nk), np.bincount(inv, z, nk)) / np.maximum(cnt, 1)
+    return {"key": keys, "barrel": barrel, "pos": pos, "zlo": zlo, "zhi": zhi, "rlo": rlo, "rhi": rhi}
+
+
+def candidate_pairs(track_id: Sequence[int], hit_id: Sequence[int], x: np.ndarray, y: np.ndarray, z: np.ndarray,
+                    volume: np.ndarray, layer: np.ndarray, cfg: ExtendConfig) -> dict[str, np.ndarray]:  # fmt: skip
+    """Every (track, free hit) pair within ``cfg.window`` of the track's prediction on the hit's layer, with
+    its residuals: ``track`` (the track id), ``hit`` (hit id), ``transverse``, ``longitudinal`` (mm) and
+    ``group`` (index into ``cfg.cuts``). Arguments as :func:`extend_tracks`."""
+    from scipy.spatial import cKDTree
+
+    t = np.asarray(track_id, np.int64)
+    h = np.asarray(hit_id, np.int64)
+    x, y, z = (np.asarray(a, np.float64) for a in (x, y, z))
+    vol = np.asarray(volume, np.int64)
+    lay = np.asarray(layer, np.int64)
+    empty = {n: np.zeros(0, np.int64) for n in ("track", "hit", "group")} | {
+        n: np.zeros(0) for n in ("transverse", "longitudinal", "global_transverse", "global_longitudinal")}  # fmt: skip
+    if not len(t) or not len(x):
+        return empty
+    ids, tt = np.unique(t, return_inverse=True)  # dense track rows
+    nt = len(ids)
+    i = h - 1
+    fit = fit_helices(tt, x[i], y[i], z[i], nt)
+    fit["ok"] &= np.bincount(tt, minlength=nt) >= cfg.min_hits
+    group = np.full(int(max(vol.max(), max(v for c in cfg.cuts for v in c.volumes))) + 1, -1, np.int64)
+    for g, c in enumerate(cfg.cuts):
+        group[c.volumes] = g
+    free = np.ones(len(x), bool)
+    free[i] = False
+    free &= group[vol] >= 0
+    layers = layer_table(vol, lay, x, y, z)
+    lkey = vol * 10000 + lay
+    good = np.flatnonzero(fit["ok"])
+    if not len(good) or not free.any():
+        return empty
+    cx, cy, rho, phi0, sense, z0, k = (fit[n][good] for n in ("cx", "cy", "rho", "phi0", "s", "z0", "k"))
+    d = np.hypot(cx, cy)
+    pair_t, pair_h = [], []
+    free_idx = np.flatnonzero(free)
+    free_key = lkey[free_idx]
+    for li, key in enumerate(layers["key"]):
+        cand = free_idx[free_key == key]
+        if not len(cand):
+            continue
+        pos = layers["pos"][li]
+        if layers["barrel"][li]:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                c = (d * d + rho * rho - pos * pos) / (2.0 * d * rho)
+            m = np.abs(c) <= 1.0
+            alpha = np.arccos(np.clip(c, -1.0, 1.0))
+            zp = z0 + k * alpha
+            m &= (zp >= layers["zlo"][li] - cfg.window) & (zp <= layers["zhi"][li] + cfg.window)
+        else:
+            alpha = (pos - z0) / k
+            m = (alpha >= 0.0) & (alpha <= np.pi)
+            zp = np.full(len(alpha), pos)
+        phi = phi0 + sense * alpha
+        xp, yp = cx + rho * np.cos(phi), cy + rho * np.sin(phi)
+        if not layers["barrel"][li]:
+            rp = np.hypot(xp, yp)
+            m &= (rp >= layers["rlo"][li] - cfg.window) & (rp <= layers["rhi"][li] + cfg.window)
+        rows = np.flatnonzero(m)
+        if not len(rows):
+            continue
+        tree = cKDTree(np.column_stack([x[cand], y[cand], z[cand]]))
+        found = tree.query_ball_point(np.column_stack([xp[rows], yp[rows], zp[rows]]), r=cfg.window)
+        lens = np.fromiter((len(a) for a in found), np.int64, count=len(found))
+        if lens.sum():
+            pair_t.append(np.repeat(rows, lens))
+            pair_h.append(cand[np.concatenate([np.asarray(a, np.int64) for a in found if len(a)])])
+    if not pair_t:
+        return empty
+    pt_, ph = np.concatenate(pair_t), np.concatenate(pair_h)
+    barrel = layers["barrel"][np.searchsorted(layers["key"], lkey[ph])]
+    trans, longi = _residuals({n: fit[n][good][pt_] for n in ("cx", "cy", "rho", "phi0", "s", "z0", "k")},
+                              x[ph], y[ph], z[ph], barrel)  # fmt: skip
+    # the global helix preselects; the residuals that count are those of a local helix through the track's
+    # cfg.local measurements nearest to the hit (multiple scattering and energy loss bend the global one)
+    pre = (trans <= cfg.preselect[0]) & (longi <= cfg.preselect[1])
+    pt_, ph, barrel = pt_[pre], ph[pre], barrel[pre]
+    rows = good[pt_]
+    # the tracks' measurements padded per dense row
+    order = np.argsort(tt, kind="stable")
+    counts = np.bincount(tt, minlength=nt)
+    start = np.r_[0, np.cumsum(counts)[:-1]]
+    width = int(counts.max())
+    pad = np.full((nt, width), -1, np.int64)
+    pad[tt[order], np.arange(len(tt)) - start[tt[order]]] = i[order]
+    mine = pad[rows]  # (pairs, width) measurement indices, -1 padding
+    valid = mine >= 0
+    mi = np.where(valid, mine, 0)
+    dist = (x[mi] - x[ph, None]) ** 2 + (y[mi] - y[ph, None]) ** 2 + (z[mi] - z[ph, None]) ** 2
+    dist[~valid] = np.inf
+    kk = min(cfg.local, width)
+    near = np.take_along_axis(mi, np.argsort(dist, axis=1)[:, :kk], axis=1)
+    npair = len(ph)
+    loc = fit_helices(np.repeat(np.arange(npair), kk), x[near].ravel(), y[near].ravel(), z[near].ravel(), npair)
+    lt, ll = _residuals(loc, x[ph], y[ph], z[ph], barrel)
+    ok = loc["ok"]
+    return {"track": ids[rows[ok]], "hit": ph[ok] + 1, "transverse": lt[ok], "longitudinal": ll[ok],
+            "global_transverse": trans[pre][ok], "global_longitudinal": longi[pre][ok],
+            "group": group[vol[ph[ok]]]}  # fmt: skip
+
+
+def _residuals(f: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, z: np.ndarray,
+               barrel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Distance of points from helices ``f`` (one per point): from the circle in x-y, and along the helix
+    (barrel: in z at the point's turning angle; endcap: along the circle at the point's z)."""
+    dx, dy = x - f["cx"], y - f["cy"]
+    trans = np.abs(np.hypot(dx, dy) - f["rho"])
+    a_h = f["s"] * _wrap(np.arctan2(dy, dx) - f["phi0"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a_z = (z - f["z0"]) / f["k"]
+    longi = np.where(barrel, np.abs(z - (f["z0"] + f["k"] * a_h)), f["rho"] * np.abs(_wrap(a_h - a_z)))
+    return trans, np.nan_to_num(longi, nan=np.inf)
+
+
+def extend_tracks(track_id: Sequence[int], hit_id: Sequence[int], x: np.ndarray, y: np.ndarray, z: np.ndarray,
+                  volume: np.ndarray, layer: np.ndarray, module: np.ndarray, cfg: ExtendConfig,
+                  ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:  # fmt: skip
+    """Tracks ``(track_id, hit_id)`` with the compatible free hits added (module docstring).
+
+    ``x, y, z, volume, layer, module`` are indexed by ``hit_id - 1`` (the event's measurements in order;
+    ``module``: the module within its layer). Returns the new ``(track_id, hit_id)`` (the old rows first,
+    then the added hits) and ``{"added": n, "candidates": n}`` (pairs within the window).
+    """
+    t = np.asarray(track_id, np.int64)
+    h = np.asarray(hit_id, np.int64)
+    p = candidate_pairs(t, h, x, y, z, volume, layer, cfg)
+    info = {"added": 0, "candidates": len(p["hit"])}
+    if not len(p["hit"]):
+        return t, h, info
+    tcut = np.array([c.transverse for c in cfg.cuts])
+    lcut = np.array([c.longitudinal for c in cfg.cuts])
+    g = p["group"]
+    norm = np.maximum(p["transverse"] / tcut[g], p["longitudinal"] / lcut[g])
+    keep = norm <= 1.0
+    tr, ph, norm = p["track"][keep], p["hit"][keep], norm[keep]
+    # a module (volume, layer, module) where the track already has a measurement takes nothing
+    mkey = (np.asarray(volume, np.int64) * 10000 + np.asarray(layer, np.int64)) * (1 << 20) + np.asarray(module, np.int64)
+    span = int(mkey.max()) + 1
+    keep = ~np.isin(tr * span + mkey[ph - 1], t * span + mkey[h - 1])
+    tr, ph, norm = tr[keep], ph[keep], norm[keep]
+    # each hit to its closest track (cut-normalised), then one hit per (track, module)
+    order = np.lexsort((tr, norm, ph))
+    tr, ph, norm = tr[order], ph[order], norm[order]
+    first = np.r_[True, ph[1:] != ph[:-1]]
+    tr, ph, norm = tr[first], ph[first], norm[first]
+    order = np.lexsort((ph, norm, mkey[ph - 1], tr))
+    tr, ph, mk = tr[order], ph[order], mkey[ph[order] - 1]
+    first = np.r_[True, (tr[1:] != tr[:-1]) | (mk[1:] != mk[:-1])]
+    tr, ph = tr[first], ph[first]
+    info["added"] = len(ph)
+    return np.concatenate([t, tr]), np.concatenate([h, ph]), info
+
+
+def geometry_parts(geometry_id: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ACTS ``GeometryIdentifier`` -> volume, layer and sensitive (module) ids."""
+    g = np.asarray(geometry_id, np.uint64)
+    return ((g >> np.uint64(56)).astype(np.int64), ((g >> np.uint64(36)) & np.uint64(0xFFF)).astype(np.int64),
+            ((g >> np.uint64(8)) & np.uint64(0xFFFFF)).astype(np.int64))  # fmt: skip
+
+
+def extend_event(event_dir: str | Path, event_id: int, track_id: np.ndarray, hit_id: np.ndarray, cfg: ExtendConfig,
+                 positions: Any = None) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:  # fmt: skip
+    """:func:`extend_tracks` on an event's tracks, the hit positions from its ACTS measurements file
+    (or ``positions``, :func:`lhcml.tasks.tracking.acts_chain.read_measurement_positions` of the event)."""
+    from lhcml.tasks.tracking.acts_chain import acts_files, read_measurement_positions
+
+    meas = read_measurement_positions(acts_files(event_dir), int(event_id)) if positions is None else positions
+    vol, lay, mod = geometry_parts(meas["geometry_id"].to_numpy(np.uint64))
+    return extend_tracks(track_id, hit_id, meas["x"].to_numpy(float), meas["y"].to_numpy(float),
+                         meas["z"].to_numpy(float), vol, lay, mod, cfg)  # fmt: skip
