@@ -32,6 +32,7 @@ from lhcml.atomic import atomic_write_bytes
 from lhcml.config import StrictModel, coerce_config
 from lhcml.errors import ConfigError, SchemaError
 from lhcml.tasks.tracking.extend import ExtendConfig
+from lhcml.tasks.tracking.track_quality import TrackSelection, select_tracks
 
 #: the finder's shipped configuration
 DEFAULT_CONFIG = "tracking/ml_seeds.yaml"
@@ -88,6 +89,9 @@ class MlSeedsConfig(StrictModel):
     #: hit recovery after the last pass (:mod:`lhcml.tasks.tracking.extend`): each track takes the compatible
     #: hits that no track holds (stage ``extend``); null: off
     extend: ExtendConfig | None = None
+    #: track-quality selection after the last pass, before ``extend`` (:mod:`lhcml.tasks.tracking.track_quality`:
+    #: short tracks above a chi2/ndf ceiling removed); null: off
+    track_selection: TrackSelection | None = None
 
 
 def load_ml_seeds_config(cfg: MlSeedsConfig | Mapping[str, Any] | str | Path | None) -> MlSeedsConfig:
@@ -382,7 +386,8 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
     if c.one_run and reco2 is not None:
         passes = [(None, reco, model, c.cut, c.max_per_spm), ("second pass", reco2, model2, c.second_pass_cut,
                   c.second_pass_max_per_spm)] + [(st, r, m, e.cut, e.max_per_spm) for st, r, m, e in more]  # fmt: skip
-        return _extended(_passes_in_one_run(event_dir, int(event_id), passes), event_dir, int(event_id), c.extend)
+        return _extended(select_tracks(_passes_in_one_run(event_dir, int(event_id), passes), c.track_selection),
+                         event_dir, int(event_id), c.extend)  # fmt: skip
     cache: dict[int, Any] = {}  # the event's measurements file, parsed once for both passes of this call
     track_id, hit_id, fitted, info = _ml_pass(event_dir, int(event_id), reco, model, c.cut, c.max_per_spm,
                                               measurement_cache=cache)  # fmt: skip
@@ -395,9 +400,9 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
             track_id, hit_id, fitted, timings = _second_pass(event_dir, int(event_id), reco_k, model_k, extra.cut,
                                                              track_id, hit_id, fitted, timings, cache,
                                                              extra.max_per_spm, stage)  # fmt: skip
-    return _extended({"track_id": track_id, "hit_id": hit_id, "timings": timings, "fitted": fitted,
-                      "n_seeds": info.get("n_seeds", 0), "n_kept": info.get("n_kept", 0)},
-                     event_dir, int(event_id), c.extend)  # fmt: skip
+    return _extended(select_tracks({"track_id": track_id, "hit_id": hit_id, "timings": timings, "fitted": fitted,
+                                    "n_seeds": info.get("n_seeds", 0), "n_kept": info.get("n_kept", 0)},
+                                   c.track_selection), event_dir, int(event_id), c.extend)  # fmt: skip
 
 
 def _extended(out: dict[str, Any], event_dir: str | Path, event_id: int, cfg: ExtendConfig | None) -> dict[str, Any]:

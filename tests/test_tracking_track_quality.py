@@ -1,0 +1,125 @@
+"""The track-quality selection after the passes of ml-seeds+ckf (:mod:`lhcml.tasks.tracking.track_quality`, key
+``track_selection`` of the ml-seeds config) and the finder that uses it (``configs/tracking/ml_seeds_6pass_budget_quality.yaml``;
+issue 14, docs/benchmarks/tracking_fakes.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lhcml.config import shipped_config
+from lhcml.errors import ConfigError
+from lhcml.tasks.tracking import seed_filter as S
+from lhcml.tasks.tracking.acts_reco import FittedTracks, load_reco_config
+from lhcml.tasks.tracking.track_quality import TrackSelection, removed_tracks, select_tracks
+
+CUT = TrackSelection(max_chi2_ndf={7: 1.5, 8: 2.0})
+
+
+def test_ceiling_by_measurement_count_known_answers() -> None:
+    """A track is judged by the smallest key >= its measurements; longer tracks than the largest key are kept;
+    ndf 0 counts as 1 (no division by zero)."""
+    nhits = np.array([7, 7, 8, 8, 6, 9, 20, 7])
+    chi2_ndf = np.array([1.6, 1.4, 2.1, 1.9, 1.6, 50.0, 50.0, 0.0])
+    ndf = np.array([10, 10, 12, 12, 8, 14, 36, 0])
+    gone = removed_tracks(nhits, chi2_ndf * np.maximum(ndf, 1), ndf, CUT)
+    assert gone.tolist() == [True, False, True, False, True, False, False, False]
+    assert removed_tracks(np.array([7]), np.array([3.0]), np.array([0]), CUT).tolist() == [True]  # 3 / max(0, 1)
+
+
+def fitted(nhits: list[int], chi2: list[float], ndf: list[int]) -> FittedTracks:
+    n = len(nhits)
+    return FittedTracks(event_id=0, track_id=np.arange(n, dtype=np.int64), params=np.zeros((n, 6)),
+                        cov=np.zeros((n, 6, 6)), nhits=np.array(nhits, np.int32), nholes=np.zeros(n, np.int32),
+                        noutliers=np.zeros(n, np.int32), nshared=np.zeros(n, np.int32),
+                        chi2=np.array(chi2, np.float32), ndf=np.array(ndf, np.int32),
+                        truth_particle=np.arange(1, n + 1, dtype=np.int64), truth_fraction=np.ones(n, np.float32))  # fmt: skip
+
+
+def result() -> dict:
+    """Three tracks: a good 12-measurement track (chi2/ndf 1), a constructed fake of 7 measurements with chi2/ndf 4,
+    a good 7-measurement track (chi2/ndf 0.8); hit ids 1-12, 13-19, 20-26."""
+    lens = [12, 7, 7]
+    t = np.repeat(np.arange(3, dtype=np.int64), lens)
+    h = np.arange(1, sum(lens) + 1, dtype=np.int64)
+    return {"track_id": t, "hit_id": h, "fitted": fitted(lens, [20.0, 40.0, 8.0], [20, 10, 10]),
+            "timings": {"ckf": 1.0}, "pass_first_track_id": [0, 2]}  # fmt: skip
+
+
+def test_selection_removes_the_constructed_fake_and_keeps_the_good_tracks() -> None:
+    out = select_tracks(result(), CUT)
+    assert out["n_removed"] == 1
+    assert sorted(set(out["track_id"].tolist())) == [0, 2]  # ids unchanged
+    assert out["hit_id"].tolist() == list(range(1, 13)) + list(range(20, 27))
+    assert out["fitted"].track_id.tolist() == [0, 2] and out["fitted"].truth_particle.tolist() == [1, 3]
+    assert out["fitted"].cov.shape == (2, 6, 6)
+    assert out["timings"] == {"ckf": 1.0} and out["pass_first_track_id"] == [0, 2]
+
+
+def test_selection_off_returns_the_result_unchanged() -> None:
+    res = result()
+    assert select_tracks(res, None) is res
+    loose = select_tracks(result(), TrackSelection(max_chi2_ndf={8: 1000.0}))  # a ceiling nothing reaches
+    assert loose["n_removed"] == 0 and loose["track_id"].tolist() == res["track_id"].tolist()
+
+
+@pytest.mark.parametrize("section", [
+    {"max_chi2_ndf": {7: 1.5}, "min_pt": 0.5},  # unknown key
+    {"max_chi2": {7: 1.5}},  # misspelt key
+    {"max_chi2_ndf": {}},  # no ceiling
+    {"max_chi2_ndf": {0: 1.5}},  # measurements >= 1
+    {"max_chi2_ndf": {7: 0.0}},  # chi2/ndf > 0
+])  # fmt: skip
+def test_bad_track_selection_is_one_config_error(section: dict) -> None:
+    base = {"checkpoint": "models/tracking/seed_filter.ckpt"}
+    assert S.load_ml_seeds_config(base).track_selection is None  # off by default
+    with pytest.raises(ConfigError):
+        S.load_ml_seeds_config({**base, "track_selection": section})
+
+
+def test_quality_finder_is_the_headline_finder_with_looser_passes_and_the_selection() -> None:
+    """Only the first three passes' reco configs and the selection differ from ml-seeds+ckf-6pass-budget; those
+    reco configs differ from the headline's only in the chi2 cuts (15/25 -> 25/35) and, in the third pass, 7
+    measurements (8)."""
+    head = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_6pass_budget_fwd_strips_lean.yaml"))
+    new = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_6pass_budget_quality.yaml"))
+    assert new.track_selection == CUT
+    same = new.model_copy(update={"reco": head.reco, "second_pass": head.second_pass, "track_selection": None,
+                                  "more_passes": [head.more_passes[0]] + new.more_passes[1:]})  # fmt: skip
+    assert same == head
+    assert new.more_passes[0].model_copy(update={"reco": head.more_passes[0].reco}) == head.more_passes[0]
+    pairs = [(head.reco, new.reco, {}), (head.second_pass, new.second_pass, {}),
+             (head.more_passes[0].reco, new.more_passes[0].reco, {"min_measurements": 7})]  # fmt: skip
+    for old_name, new_name, extra in pairs:
+        old, loose = load_reco_config(shipped_config(old_name)), load_reco_config(shipped_config(new_name))
+        assert (old.ckf.chi2_cut_measurement, old.ckf.chi2_cut_outlier) == (15.0, 25.0)
+        patched = old.ckf.model_copy(update={"chi2_cut_measurement": 25.0, "chi2_cut_outlier": 35.0, **extra})
+        assert loose == old.model_copy(update={"ckf": patched})
+
+
+@pytest.fixture(scope="module")
+def event(tmp_path_factory):
+    pytest.importorskip("acts")
+    from lhcml.sim.tracking import simulate_tracking
+
+    out = tmp_path_factory.mktemp("quality") / "mu0"
+    simulate_tracking("ttbar", out, mu=0.0, events=1, seed=31, progress=False)
+    return out
+
+
+def test_finder_with_selection_drops_exactly_the_flagged_tracks(event) -> None:
+    """On a simulated tt-bar event, ml-seeds+ckf (two passes) with a ceiling nothing reaches gives the tracks of the
+    finder without the key; with a tight ceiling (7-9 measurements: chi2/ndf > 0.8) the tracks that remain are those
+    tracks minus exactly the flagged ones."""
+    cfg = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_2pass_budget.yaml"))
+    off = S.ml_seeds_ckf(event, 0, cfg)
+    none = S.ml_seeds_ckf(event, 0, cfg.model_copy(update={"track_selection": TrackSelection(max_chi2_ndf={9: 1e6})}))
+    assert np.array_equal(off["track_id"], none["track_id"]) and np.array_equal(off["hit_id"], none["hit_id"])
+    tight = TrackSelection(max_chi2_ndf={9: 0.8})
+    on = S.ml_seeds_ckf(event, 0, cfg.model_copy(update={"track_selection": tight}))
+    f = off["fitted"]
+    flagged = f.track_id[removed_tracks(f.nhits, f.chi2, f.ndf, tight)]
+    assert 0 < len(flagged) < len(f)
+    keep = ~np.isin(off["track_id"], flagged)
+    assert np.array_equal(on["track_id"], off["track_id"][keep]) and np.array_equal(on["hit_id"], off["hit_id"][keep])
+    assert on["n_removed"] == len(flagged) and len(on["fitted"]) == len(f) - len(flagged)
