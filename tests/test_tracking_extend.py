@@ -109,3 +109,18 @@ def test_bad_extend_config_is_one_clear_error() -> None:
                 {"cuts": []}):  # fmt: skip
         with pytest.raises(ConfigError):
             load_ml_seeds_config({**base, "extend": bad})
+
+
+def test_a_track_of_two_particles_takes_nothing_with_max_track_spread() -> None:
+    """A track whose outer two hits zigzag by 8 mm in r-phi (hits of other particles) lies more than 2 mm from its
+    own fitted circle: with max_track_spread 2 mm it takes nothing; without, the hole's hit still fits the local
+    helix through its three nearest measurements (layers 1, 2, 4)."""
+    x, y, z, vol, lay, mod = event([(3, 0.0, 0.0, 0.0)])
+    for k, shift in ((3, 8.0), (4, -8.0)):  # the hits on layers 5, 6: rotated by shift / r
+        a = shift / np.hypot(x[k], y[k])
+        x[k], y[k] = x[k] * np.cos(a) - y[k] * np.sin(a), x[k] * np.sin(a) + y[k] * np.cos(a)
+    wide = CFG.model_copy(update={"local": 3, "cuts": [HitCuts(volumes=[8], transverse=0.5, longitudinal=1.0)]})
+    assert extend_tracks(*TRACK, x, y, z, vol, lay, mod, wide)[2]["added"] == 1
+    capped = wide.model_copy(update={"max_track_spread": 2.0})
+    assert extend_tracks(*TRACK, x, y, z, vol, lay, mod, capped)[2]["added"] == 0
+    assert extend_tracks(*TRACK, x, y, z, vol, lay, mod, wide.model_copy(update={"max_track_spread": 50.0}))[2]["added"] == 1

@@ -2,18 +2,21 @@
 
 A found particle still loses ~0.025 of the TrackML weight per ⟨μ⟩ = 200 event in hits that are not on its
 track (docs/benchmarks/tracking.md, eighteenth version): a second hit on a layer where its track already has
-one (module overlaps), hits before its first or after its last measurement, outliers, holes. As the TrackML
-winners did (docs/references.md), each track's helix is fitted to its own measurements and predicted onto
-every layer of the detector; an unused hit close to the prediction in both directions is added.
+one (module overlaps), hits after its last or before its first measurement, hits on other tracks, outliers,
+holes. As ATLAS extends its silicon tracks into the TRT by a road search from the track (docs/references.md
+§42), each track's helix is predicted onto every layer and unused hits close to it are added:
 
-* the helix: a circle fitted to the track's measurements in x-y (algebraic fit, centred coordinates) and
-  z linear in the turning angle from the circle's point closest to the beam line (a uniform solenoid field);
+* the track's helix: a circle fitted to its measurements in x-y (algebraic fit, centred coordinates) and z
+  linear in the turning angle from the circle's point closest to the beam line (a uniform solenoid field);
+  tracks farther than ``max_track_spread`` from their own circle (hits of two particles) take nothing;
 * the layers and their kind (barrel: a radius; endcap: a z) are read from the event's own hits;
-* a hit is a candidate when it is within ``window`` mm of the prediction on its layer; it is added when its
-  distance from the circle (``transverse``) and along the helix (barrel: in z; endcap: along the circle) are
-  within the cuts of its volume group (:class:`HitCuts`); a hit compatible with several tracks goes to the
-  closest (cut-normalised), and a track takes at most one hit per module;
-* only hits on no track's measurements are added, so tracks never lose hits and no track is created.
+* a free hit within ``window`` mm of the prediction on its layer and within ``preselect`` of the helix is a
+  candidate; multiple scattering and energy loss bend a whole-track helix, so the residuals that decide come
+  from a local helix through the track's ``local`` measurements nearest to the hit: it is added when its
+  distance from that circle (``transverse``) and along it (barrel: in z; endcap: along the circle) are within
+  the cuts of its volume group (:class:`HitCuts`); a hit compatible with several tracks goes to the closest
+  (cut-normalised); a track takes at most one hit per module, none on a module where it has a measurement;
+* only hits on no track's measurements are added: tracks never lose hits and no track is created.
 
 Pure numpy / scipy on positions: :func:`extend_tracks` (tested on constructed helices) and
 :func:`extend_event` (the event's positions from its ACTS measurements file).
@@ -55,6 +58,9 @@ class ExtendConfig(StrictModel):
     local: int = Field(4, ge=3)
     #: (transverse, longitudinal) mm: the hits within these residuals of the track's global helix get a local one
     preselect: tuple[float, float] = (5.0, 20.0)
+    #: tracks whose measurements lie farther than this (mm, in x-y) from their fitted circle take nothing
+    #: (a track of hits of two particles); null: every track
+    max_track_spread: float | None = Field(None, gt=0.0)
 
     @model_validator(mode="after")
     def _volumes_once(self) -> ExtendConfig:
@@ -162,6 +168,12 @@ def candidate_pairs(track_id: Sequence[int], hit_id: Sequence[int], x: np.ndarra
     free &= group[vol] >= 0
     layers = layer_table(vol, lay, x, y, z)
     lkey = vol * 10000 + lay
+    if cfg.max_track_spread is not None:  # a track of two particles fits one circle badly
+        own_b = layers["barrel"][np.searchsorted(layers["key"], lkey[i])]
+        own_t, _ = _residuals({n: v[tt] for n, v in fit.items()}, x[i], y[i], z[i], own_b)
+        spread = np.zeros(nt)
+        np.maximum.at(spread, tt, np.nan_to_num(own_t, nan=np.inf))
+        fit["ok"] &= spread <= cfg.max_track_spread
     good = np.flatnonzero(fit["ok"])
     if not len(good) or not free.any():
         return empty
@@ -273,6 +285,8 @@ def extend_tracks(track_id: Sequence[int], hit_id: Sequence[int], x: np.ndarray,
     span = int(mkey.max()) + 1
     keep = ~np.isin(tr * span + mkey[ph - 1], t * span + mkey[h - 1])
     tr, ph, norm = tr[keep], ph[keep], norm[keep]
+    if not len(ph):
+        return t, h, info
     # each hit to its closest track (cut-normalised), then one hit per (track, module)
     order = np.lexsort((tr, norm, ph))
     tr, ph, norm = tr[order], ph[order], norm[order]
