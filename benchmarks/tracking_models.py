@@ -15,6 +15,11 @@ one step at a time:
 3. compares each exported checkpoint with the shipped one (same tensors?) and, with ``--install``,
    copies the exported ones into ``models/tracking/``.
 
+The last one, ``track_filter``, is not a seed classifier: the track classifier of the track-quality
+selection (``lhcml.tasks.tracking.track_quality``). Its training files are the tracks of the finder it serves
+(``configs/tracking/ml_seeds_6pass_budget_quality.yaml``, its selection off), written by
+``write_track_files`` with the seed classifiers of this rebuild; then it trains like the others.
+
 Resumable and idempotent: a sample whose manifest is complete, a seed file that exists (written
 atomically), a training run marked done (``WORK/<name>/DONE``) are skipped; an interrupted training
 resumes from its ``last.ckpt`` (``lhcml train --resume``: exact). The finder configs that make the seeds
@@ -54,6 +59,7 @@ class Classifier:
     reco: str | None = None  # write-seeds --reco (the pass's seeding on all hits); None: ckf.yaml
     finder: str | None = None  # tracking_pass_seeds.py --config (the seeds the pass of this finder sees)
     pass_number: int | None = None  # ... --pass (None: the finder's last pass)
+    tracks: bool = False  # track files of ``finder`` (track_quality.write_track_files), not seed files
 
 
 #: in build order: a finder config that makes seeds needs the classifiers of its earlier passes
@@ -63,6 +69,7 @@ CASCADE = [
     Classifier("seed_filter_pass3", reco="configs/tracking/ckf_pass3_lowpt.yaml"),
     Classifier("seed_filter_pass4", finder="configs/tracking/ml_seeds_4pass_budget.yaml"),
     Classifier("seed_filter_pass3l", finder="configs/tracking/ml_seeds_4pass_budget_p4.yaml", pass_number=3),
+    Classifier("track_filter", finder="configs/tracking/ml_seeds_6pass_budget_quality.yaml", tracks=True),
 ]
 
 
@@ -155,6 +162,7 @@ def finder_config(c: Classifier, work: Path) -> Path:
     cfg["second_pass_checkpoint"] = here(cfg["second_pass_checkpoint"])
     for p in cfg["more_passes"]:
         p["checkpoint"] = here(p["checkpoint"])
+    cfg["track_selection"] = None  # the track files of track_filter are the tracks before any selection
     path = work / "configs" / Path(str(c.finder)).name
     path.parent.mkdir(parents=True, exist_ok=True)
     header = f"# {c.finder} resolved, checkpoints of this rebuild ({work}); written by benchmarks/tracking_models.py\n"
@@ -162,7 +170,28 @@ def finder_config(c: Classifier, work: Path) -> Path:
     return path
 
 
+def write_tracks(c: Classifier, cfg: Any, data: Path, work: Path) -> None:
+    """The track files of the track classifier: its finder's tracks (selection off) of the events it trains on."""
+    from lhcml.models.tracking.track_filter import track_file
+    from lhcml.tasks.tracking.track_quality import write_track_files
+
+    name = cfg.data.prepare["tracks"]
+    for sample, events in seed_events(cfg, data).items():
+        todo = [e for e in events if not track_file(str(sample / "trackml" / f"event{e:09d}"), e, name).is_file()]
+        if not todo:
+            log(f"{c.name}: tracks-{name} of {sample.name} ({len(events)} events) complete, skipped")
+            continue
+        finder = finder_config(c, work)
+        for e in todo:  # one event at a time, each file written atomically: resumable
+            t0 = time.perf_counter()
+            write_track_files(sample, name, [e], finder)
+            log(f"{c.name}: tracks-{name} of {sample.name} event {e} in {time.perf_counter() - t0:.0f} s")
+
+
 def write_seeds(c: Classifier, cfg: Any, data: Path, work: Path) -> None:
+    if c.tracks:
+        write_tracks(c, cfg, data, work)
+        return
     seed_name = cfg.data.prepare["seeds"]
     for sample, events in seed_events(cfg, data).items():
         todo = missing_seed_files(sample, events, seed_name)

@@ -152,11 +152,11 @@ class GraphOptions(StrictModel):
 
 
 def _tracking_model_module(module: str) -> Any:
-    """:mod:`lhcml.models.tracking.gnn` or ``.seed_filter``, imported on first use (keeps
+    """:mod:`lhcml.models.tracking.gnn`, ``.seed_filter`` or ``.track_filter``, imported on first use (keeps
     ``import lhcml.train.tracking`` free of torch)."""
-    from lhcml.models.tracking import gnn, seed_filter
+    from lhcml.models.tracking import gnn, seed_filter, track_filter
 
-    return {"gnn": gnn, "seed_filter": seed_filter}[module]
+    return {"gnn": gnn, "seed_filter": seed_filter, "track_filter": track_filter}[module]
 
 
 def _lazy(module: str, attr: str) -> Any:
@@ -187,6 +187,13 @@ class SeedOptions(StrictModel):
     seeds: str = "ml"
 
 
+class TrackOptions(StrictModel):
+    """``data.prepare`` of the track classifier: the track set it learns on (files
+    ``<event dir>/tracks-<tracks>/event{N:09d}-tracks.npz`` of ``lhcml.tasks.tracking.track_quality.write_track_files``)."""
+
+    tracks: str = "quality"
+
+
 #: the trainable tracking models, by ``model.name`` (explicit; the GNN stages are registered here too)
 TRACKING_MODELS: dict[str, TrackingModelSpec] = {
     "hit_embedding": TrackingModelSpec(
@@ -199,6 +206,11 @@ TRACKING_MODELS: dict[str, TrackingModelSpec] = {
     "seed_filter": TrackingModelSpec(  # ACTS triplet-seed classifier of ml-seeds+ckf (lhcml.models.tracking.seed_filter)
         model=_lazy_class("seed_filter", "SeedClassifier"), prepare=_lazy("seed_filter", "seed_prepare"),
         step=_lazy("seed_filter", "seed_step"), options=SeedOptions,
+        init_args=_lazy("seed_filter", "seed_init_args"), setup=_lazy("seed_filter", "seed_setup"),
+    ),
+    "track_filter": TrackingModelSpec(  # fake-track classifier of ml-seeds+ckf's track selection (lhcml.models.tracking.track_filter)
+        model=_lazy_class("track_filter", "TrackClassifier"), prepare=_lazy("track_filter", "track_prepare"),
+        step=_lazy("seed_filter", "seed_step"), options=TrackOptions,
         init_args=_lazy("seed_filter", "seed_init_args"), setup=_lazy("seed_filter", "seed_setup"),
     ),
 }  # fmt: skip
