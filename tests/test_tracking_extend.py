@@ -124,3 +124,35 @@ def test_a_track_of_two_particles_takes_nothing_with_max_track_spread() -> None:
     capped = wide.model_copy(update={"max_track_spread": 2.0})
     assert extend_tracks(*TRACK, x, y, z, vol, lay, mod, capped)[2]["added"] == 0
     assert extend_tracks(*TRACK, x, y, z, vol, lay, mod, wide.model_copy(update={"max_track_spread": 50.0}))[2]["added"] == 1
+
+
+@pytest.fixture(scope="module")
+def ttbar_event(tmp_path_factory):
+    pytest.importorskip("acts")
+    from lhcml.sim.tracking import simulate_tracking
+
+    out = tmp_path_factory.mktemp("extend") / "mu0"
+    simulate_tracking("ttbar", out, mu=0.0, events=1, seed=32, progress=False)
+    return out
+
+
+def test_finder_with_extend_keeps_every_track_and_adds_only_free_hits(ttbar_event) -> None:
+    """The shipped config with hit recovery on a simulated tt-bar event: the same tracks as the headline finder
+    (extend: null) with the same hits first, then added hits that no track held, each once and on an existing track,
+    and a TrackML score at least as high; the step's CPU is the stage ``extend``."""
+    from lhcml.config import shipped_config
+    from lhcml.data.trackml import read_event
+    from lhcml.metrics.tracking import score_candidates
+    from lhcml.tasks.tracking import seed_filter as S
+
+    cfg = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_6pass_budget_fwd_strips_lean_ext.yaml"))
+    off = S.ml_seeds_ckf(ttbar_event, 0, cfg.model_copy(update={"extend": None}))
+    on = S.ml_seeds_ckf(ttbar_event, 0, cfg)
+    n = len(off["hit_id"])
+    assert np.array_equal(on["track_id"][:n], off["track_id"]) and np.array_equal(on["hit_id"][:n], off["hit_id"])
+    added_t, added_h = on["track_id"][n:], on["hit_id"][n:]
+    assert len(added_h) == on["n_extended"] > 0 and np.isin(added_t, off["track_id"]).all()
+    assert not np.isin(added_h, off["hit_id"]).any() and len(np.unique(added_h)) == len(added_h)
+    assert "extend" in on["timings"] and "extend" not in off["timings"]
+    truth = read_event(ttbar_event, 0, parts=("hits", "truth")).truth
+    assert score_candidates(truth, on["track_id"], on["hit_id"]) >= score_candidates(truth, off["track_id"], off["hit_id"])

@@ -71,7 +71,9 @@ class ExtendConfig(StrictModel):
 
 
 def _wrap(a: np.ndarray) -> np.ndarray:
-    return (a + np.pi) % (2.0 * np.pi) - np.pi
+    """Angles to [-pi, pi) (NaN stays NaN: a helix without a fit)."""
+    with np.errstate(invalid="ignore"):
+        return (a + np.pi) % (2.0 * np.pi) - np.pi
 
 
 def fit_helices(track_id: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray, n_tracks: int) -> dict[str, np.ndarray]:
