@@ -78,23 +78,58 @@ def test_bad_track_selection_is_one_config_error(section: dict) -> None:
 
 
 def test_quality_finder_is_the_headline_finder_with_looser_passes_and_the_selection() -> None:
-    """Only the first three passes' reco configs and the selection differ from ml-seeds+ckf-6pass-budget; those
-    reco configs differ from the headline's only in the chi2 cuts (15/25 -> 25/35) and, in the third pass, 7
-    measurements (8)."""
+    """Only passes 1, 2, 3 and 6's reco configs and the selection (the shipped track classifier) differ from
+    ml-seeds+ckf-6pass-budget; those reco configs differ from the headline's only in the chi2 cuts (15/25 -> 25/35;
+    passes 1-3), 7 measurements in the third pass (8) and 5 measurements in the strip pass (7, and its ambiguity
+    resolution's minimum)."""
     head = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_6pass_budget_fwd_strips_lean.yaml"))
     new = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_6pass_budget_quality.yaml"))
-    assert new.track_selection == CUT
+    assert new.track_selection == TrackSelection(checkpoint="models/tracking/track_filter.ckpt", cut=0.03)
+    passes = [head.more_passes[0], *new.more_passes[1:3], head.more_passes[3]]
     same = new.model_copy(update={"reco": head.reco, "second_pass": head.second_pass, "track_selection": None,
-                                  "more_passes": [head.more_passes[0]] + new.more_passes[1:]})  # fmt: skip
+                                  "more_passes": passes})  # fmt: skip
     assert same == head
-    assert new.more_passes[0].model_copy(update={"reco": head.more_passes[0].reco}) == head.more_passes[0]
-    pairs = [(head.reco, new.reco, {}), (head.second_pass, new.second_pass, {}),
-             (head.more_passes[0].reco, new.more_passes[0].reco, {"min_measurements": 7})]  # fmt: skip
-    for old_name, new_name, extra in pairs:
+    for k in (0, 3):
+        assert new.more_passes[k].model_copy(update={"reco": head.more_passes[k].reco}) == head.more_passes[k]
+    chi2 = {"chi2_cut_measurement": 25.0, "chi2_cut_outlier": 35.0}
+    pairs = [(head.reco, new.reco, chi2, {}), (head.second_pass, new.second_pass, chi2, {}),
+             (head.more_passes[0].reco, new.more_passes[0].reco, {**chi2, "min_measurements": 7}, {}),
+             (head.more_passes[3].reco, new.more_passes[3].reco, {"min_measurements": 5}, {"n_measurements_min": 5})]  # fmt: skip
+    for old_name, new_name, ckf, amb in pairs:
         old, loose = load_reco_config(shipped_config(old_name)), load_reco_config(shipped_config(new_name))
         assert (old.ckf.chi2_cut_measurement, old.ckf.chi2_cut_outlier) == (15.0, 25.0)
-        patched = old.ckf.model_copy(update={"chi2_cut_measurement": 25.0, "chi2_cut_outlier": 35.0, **extra})
-        assert loose == old.model_copy(update={"ckf": patched})
+        assert old.ckf.min_measurements > 5 and old.ambiguity.n_measurements_min == 7
+        patched = old.model_copy(update={"ckf": old.ckf.model_copy(update=ckf),
+                                         "ambiguity": old.ambiguity.model_copy(update=amb)})  # fmt: skip
+        assert loose == patched
+
+
+def test_shipped_track_classifier_loads_safely_and_matches_its_training_config() -> None:
+    """models/tracking/track_filter.ckpt: small, weights and metadata only (torch.load weights_only=True), trained
+    by configs/tracking/track_filter.yaml (model, seed, events, track files), on the finder's features."""
+    import torch
+    import yaml
+
+    from lhcml.config import resolve_bases, resolve_model_path
+    from lhcml.models.tracking.track_filter import TRACK_FEATURE_NAMES, TrackClassifier
+    from lhcml.tasks.tracking.track_quality import track_classifier
+
+    path = resolve_model_path("models/tracking/track_filter.ckpt")
+    assert path.stat().st_size < 50_000
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(raw) == {"state_dict", "lhcml"} and raw["lhcml"]["model_name"] == "track_filter"
+    stored = yaml.safe_load(raw["lhcml"]["config_yaml"])
+    train = resolve_bases(shipped_config("tracking/track_filter.yaml"))
+    assert stored["model"] == train["model"] and stored["seed"] == train["seed"] == 42
+    assert stored["data"]["prepare"] == train["data"]["prepare"] == {"tracks": "quality"}
+    assert stored["data"]["train_events"] == train["data"]["train_events"]
+    assert stored["data"]["val_events"] == train["data"]["val_events"]
+    model = track_classifier("models/tracking/track_filter.ckpt")
+    assert isinstance(model, TrackClassifier) and list(model.feature_names) == list(TRACK_FEATURE_NAMES)
+    # a 7-measurement track with two holes and chi2/ndf 4 in the third pass scores far above a clean 12-measurement one
+    x = np.array([[7, 2, 1, 4.0, 8.0, 1.8, 0.5, 20.0, 3], [12, 0, 0, 0.8, 8.0, 1.8, 0.5, 20.0, 3]], np.float32)
+    bad, good = model.score(x)
+    assert bad > 0.03 > good
 
 
 @pytest.fixture(scope="module")
