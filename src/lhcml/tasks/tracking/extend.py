@@ -4,7 +4,7 @@ A found particle still loses ~0.025 of the TrackML weight per ⟨μ⟩ = 200 eve
 track (docs/benchmarks/tracking.md, eighteenth version): a second hit on a layer where its track already has
 one (module overlaps), hits after its last or before its first measurement, hits on other tracks, outliers,
 holes. As ATLAS extends its silicon tracks into the TRT by a road search from the track (docs/references.md
-§42), each track's helix is predicted onto every layer and unused hits close to it are added:
+§43), each track's helix is predicted onto every layer and unused hits close to it are added:
 
 * the track's helix: a circle fitted to its measurements in x-y (algebraic fit, centred coordinates) and z
   linear in the turning angle from the circle's point closest to the beam line (a uniform solenoid field);
