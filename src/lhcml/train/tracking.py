@@ -35,7 +35,7 @@ rebuilds the model from them.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -629,6 +629,40 @@ def read_tracking_meta(path: str | Path) -> dict[str, Any] | None:
     from lhcml.train.checkpoint import read_kind_meta
 
     return read_kind_meta(path, "tracking")
+
+
+def load_tracking_classifier(checkpoint: str, model_name: str, feature_names: Sequence[str], kind: str,
+                             train_config: str) -> Any:  # fmt: skip
+    """The trained classifier ``model_name`` of a checkpoint file or training run directory (its best checkpoint):
+    a path from the working directory, or a shipped one named ``models/tracking/<name>.ckpt``
+    (:func:`lhcml.config.resolve_model_path`). ``kind`` names it in messages (``seed``: "seed classifier", "seed
+    features"); ``train_config`` is the config that trains one.
+
+    Raises
+    ------
+    ConfigError
+        No such file, a run directory without a best checkpoint, a checkpoint of another model, or one trained on
+        other features than ``feature_names``.
+    """
+    from lhcml.config import resolve_model_path
+
+    what = f"{kind} classifier"
+    path = resolve_model_path(checkpoint, f"{what} checkpoint",
+                              "rebuild the shipped ones with `python benchmarks/tracking_models.py --install` "
+                              f"or train one (lhcml train {train_config})")  # fmt: skip
+    if path.is_dir():
+        best = sorted((path / "checkpoints").glob("best-*.ckpt"))
+        if not best:
+            raise ConfigError(f"no best-*.ckpt under {path / 'checkpoints'}: train the {what} first "
+                              f"(lhcml train {train_config})")  # fmt: skip
+        path = best[-1]
+    model, meta = load_tracking_model(path)
+    if meta.get("model_name") != model_name:
+        raise ConfigError(f"{path} is a '{meta.get('model_name')}' checkpoint, not a {what} ({model_name})")
+    if list(model.feature_names) != list(feature_names):
+        raise ConfigError(f"{path} was trained on the {kind} features {list(model.feature_names)}, the finder computes "
+                          f"{list(feature_names)}: retrain it (python benchmarks/tracking_models.py)")  # fmt: skip
+    return model
 
 
 def load_tracking_model(path: str | Path) -> tuple[Any, dict[str, Any]]:

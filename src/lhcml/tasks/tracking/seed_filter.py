@@ -284,27 +284,11 @@ def select_seeds(scores: np.ndarray, triplets: np.ndarray, cut: float, max_per_s
 def _classifier(checkpoint: str) -> Any:
     """The trained classifier of a checkpoint file or run directory (loaded once per process): a path from
     the working directory, or a shipped one named ``models/tracking/<name>.ckpt``
-    (:func:`lhcml.config.resolve_model_path`)."""
-    from lhcml.config import resolve_model_path
+    (:func:`lhcml.train.tracking.load_tracking_classifier`)."""
     from lhcml.models.tracking.seed_filter import FEATURE_NAMES
-    from lhcml.train.tracking import load_tracking_model
+    from lhcml.train.tracking import load_tracking_classifier
 
-    path = resolve_model_path(checkpoint, "seed classifier checkpoint",
-                              "rebuild the shipped ones with `python benchmarks/tracking_models.py --install` "
-                              "or train one (lhcml train configs/tracking/seed_filter.yaml)")  # fmt: skip
-    if path.is_dir():
-        best = sorted((path / "checkpoints").glob("best-*.ckpt"))
-        if not best:
-            raise ConfigError(f"no best-*.ckpt under {path / 'checkpoints'}: train the seed classifier first "
-                              "(lhcml train configs/tracking/seed_filter.yaml)")  # fmt: skip
-        path = best[-1]
-    model, meta = load_tracking_model(path)
-    if meta.get("model_name") != "seed_filter":
-        raise ConfigError(f"{path} is a '{meta.get('model_name')}' checkpoint, not a seed classifier (seed_filter)")
-    if list(model.feature_names) != list(FEATURE_NAMES):
-        raise ConfigError(f"{path} was trained on the seed features {list(model.feature_names)}, the finder computes "
-                          f"{list(FEATURE_NAMES)}: retrain it (python benchmarks/tracking_models.py)")  # fmt: skip
-    return model
+    return load_tracking_classifier(checkpoint, "seed_filter", FEATURE_NAMES, "seed", "configs/tracking/seed_filter.yaml")
 
 
 class _SeedSelector:

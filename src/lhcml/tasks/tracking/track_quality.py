@@ -105,28 +105,13 @@ def fitted_features(out: dict[str, Any]) -> np.ndarray:
 @functools.lru_cache(maxsize=4)
 def track_classifier(checkpoint: str) -> Any:
     """The trained track classifier of a checkpoint file or run directory (loaded once per process; a shipped one
-    as ``models/tracking/<name>.ckpt``, :func:`lhcml.config.resolve_model_path`); :class:`ConfigError` for a
-    checkpoint of another model or of other features."""
-    from lhcml.config import resolve_model_path
+    as ``models/tracking/<name>.ckpt``); :class:`ConfigError` for a checkpoint of another model or of other features
+    (:func:`lhcml.train.tracking.load_tracking_classifier`)."""
     from lhcml.models.tracking.track_filter import TRACK_FEATURE_NAMES
-    from lhcml.train.tracking import load_tracking_model
+    from lhcml.train.tracking import load_tracking_classifier
 
-    path = resolve_model_path(checkpoint, "track classifier checkpoint",
-                              "rebuild the shipped one with `python benchmarks/tracking_models.py --only track_filter "
-                              "--install` or train one (lhcml train configs/tracking/track_filter.yaml)")  # fmt: skip
-    if path.is_dir():
-        best = sorted((path / "checkpoints").glob("best-*.ckpt"))
-        if not best:
-            raise ConfigError(f"no best-*.ckpt under {path / 'checkpoints'}: train the track classifier first "
-                              "(lhcml train configs/tracking/track_filter.yaml)")  # fmt: skip
-        path = best[-1]
-    model, meta = load_tracking_model(path)
-    if meta.get("model_name") != "track_filter":
-        raise ConfigError(f"{path} is a '{meta.get('model_name')}' checkpoint, not a track classifier (track_filter)")
-    if list(model.feature_names) != list(TRACK_FEATURE_NAMES):
-        raise ConfigError(f"{path} was trained on the track features {list(model.feature_names)}, the finder computes "
-                          f"{list(TRACK_FEATURE_NAMES)}: retrain it (python benchmarks/tracking_models.py)")  # fmt: skip
-    return model
+    return load_tracking_classifier(checkpoint, "track_filter", TRACK_FEATURE_NAMES, "track",
+                                    "configs/tracking/track_filter.yaml")  # fmt: skip
 
 
 def select_tracks(out: dict[str, Any], cfg: TrackSelection | None) -> dict[str, Any]:
