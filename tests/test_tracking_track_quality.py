@@ -11,7 +11,12 @@ from lhcml.config import shipped_config
 from lhcml.errors import ConfigError
 from lhcml.tasks.tracking import seed_filter as S
 from lhcml.tasks.tracking.acts_reco import FittedTracks, load_reco_config
-from lhcml.tasks.tracking.track_quality import TrackSelection, removed_tracks, select_tracks
+from lhcml.tasks.tracking.track_quality import (
+    TrackSelection,
+    removed_tracks,
+    select_tracks,
+    write_track_files,
+)
 
 CUT = TrackSelection(max_chi2_ndf={7: 1.5, 8: 2.0})
 
@@ -213,3 +218,54 @@ def test_a_seed_classifier_is_not_a_track_classifier(tmp_path, monkeypatch) -> N
         track_classifier("models/tracking/seed_filter.ckpt")
     with pytest.raises(ConfigError):
         track_classifier(str(tmp_path / "nothing.ckpt"))
+
+
+def test_track_file_errors(tmp_path) -> None:
+    """A missing track file says how to write it; an unreadable one, one without its columns or with features of the
+    wrong width, and one without labels (for training) are each one clear error."""
+    from lhcml.errors import CorruptFileError, InputNotFoundError, SchemaError
+    from lhcml.models.tracking.track_filter import (
+        TRACK_FEATURE_NAMES,
+        read_track_file,
+        track_file,
+        track_prepare,
+    )
+
+    with pytest.raises(InputNotFoundError, match="tracking_models.py"):
+        read_track_file(tmp_path / "nope.npz")
+    path = track_file(str(tmp_path / "trackml" / "event000000003"), 3, "q")
+    assert path == tmp_path / "trackml" / "tracks-q" / "event000000003-tracks.npz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a zip")
+    with pytest.raises(CorruptFileError):
+        read_track_file(path)
+    np.savez(path, features=np.zeros((4, 3), np.float32), feature_names=np.asarray(TRACK_FEATURE_NAMES))
+    with pytest.raises(SchemaError, match="do not match"):
+        read_track_file(path)
+    np.savez(path, features=np.zeros((4, len(TRACK_FEATURE_NAMES)), np.float32), feature_names=np.asarray(TRACK_FEATURE_NAMES))
+
+    class Ev:
+        event_id, source = 3, str(tmp_path / "trackml" / "event000000003")
+
+    with pytest.raises(SchemaError, match="no labels"):
+        track_prepare(Ev, type("O", (), {"tracks": "q"})())
+
+
+def test_written_track_files_label_fakes_by_acts_matching(event) -> None:
+    """write_track_files on a simulated event (two passes): one row per fitted track with the features of
+    TRACK_FEATURE_NAMES (passes 1 and 2, the fit's measurement counts) and y = 1 exactly for the tracks whose majority
+    particle holds under half of their measurements (the fit's own truth match, computed apart); a second call keeps
+    the file."""
+    from lhcml.models.tracking.track_filter import TRACK_FEATURE_NAMES, read_track_file
+
+    cfg = shipped_config("tracking/ml_seeds_2pass_budget.yaml")
+    (path,) = write_track_files(event, "t", [0], cfg)
+    data = read_track_file(path)
+    res = S.ml_seeds_ckf(event, 0, cfg)
+    f = res["fitted"]
+    assert list(data["feature_names"]) == list(TRACK_FEATURE_NAMES) and data["features"].shape == (len(f), 9)
+    assert np.array_equal(data["features"][:, 0], f.nhits) and set(np.unique(data["features"][:, -1])) == {1.0, 2.0}
+    assert np.array_equal(data["y"], (f.truth_fraction < 0.5).astype(np.int8))
+    mtime = path.stat().st_mtime_ns
+    write_track_files(event, "t", [0], cfg)
+    assert path.stat().st_mtime_ns == mtime

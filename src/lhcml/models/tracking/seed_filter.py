@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from lhcml.errors import CorruptFileError, InputNotFoundError, SchemaError
 from lhcml.models.tracking.gnn import mlp, precision_recall
 
-__all__ = ["FEATURE_NAMES", "SeedClassifier", "read_seed_file", "seed_features", "seed_file",
+__all__ = ["FEATURE_NAMES", "SeedClassifier", "load_npz", "read_seed_file", "seed_features", "seed_file",
            "seed_init_args", "seed_prepare", "seed_setup", "seed_step"]  # fmt: skip
 
 #: the per-seed features of :func:`seed_features`, in column order
@@ -92,17 +92,22 @@ def seed_file(source: str, event_id: int, name: str) -> Path:
     return Path(source).parent / f"seeds-{name}" / f"event{int(event_id):09d}-seeds.npz"
 
 
+def load_npz(path: Path, what: str, hint: str) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` file (no pickles); :class:`InputNotFoundError` (with ``hint``) if absent,
+    :class:`CorruptFileError` if unreadable; ``what`` names the file in messages."""
+    if not path.is_file():
+        raise InputNotFoundError(f"no {what} {path}: {hint}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError) as err:
+        raise CorruptFileError(f"{what} {path} is unreadable ({err}); write it again") from None
+
+
 def read_seed_file(path: str | Path) -> dict[str, np.ndarray]:
     """A seed file's arrays; :class:`InputNotFoundError` / :class:`CorruptFileError` if absent or bad."""
     path = Path(path)
-    if not path.is_file():
-        raise InputNotFoundError(f"no seed file {path}: write the seeds first "
-                                 "(lhcml tracking write-seeds EVENT_DIR --name NAME)")  # fmt: skip
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as err:
-        raise CorruptFileError(f"seed file {path} is unreadable ({err}); write it again") from None
+    data = load_npz(path, "seed file", "write the seeds first (lhcml tracking write-seeds EVENT_DIR --name NAME)")
     missing = [k for k in ("triplets", "features", "feature_names") if k not in data]
     if missing:
         raise SchemaError(f"seed file {path} lacks {', '.join(missing)}; write it again with lhcml tracking write-seeds")

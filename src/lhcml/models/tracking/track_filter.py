@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from lhcml.errors import CorruptFileError, InputNotFoundError, SchemaError
-from lhcml.models.tracking.seed_filter import SeedClassifier
+from lhcml.errors import SchemaError
+from lhcml.models.tracking.seed_filter import SeedClassifier, load_npz
 
 __all__ = ["TRACK_FEATURE_NAMES", "TrackClassifier", "read_track_file", "track_features", "track_file", "track_prepare"]
 
@@ -65,16 +65,10 @@ def track_file(source: str, event_id: int, name: str) -> Path:
 
 
 def read_track_file(path: str | Path) -> dict[str, np.ndarray]:
-    """A track file's arrays; :class:`InputNotFoundError` / :class:`CorruptFileError` / :class:`SchemaError`."""
+    """A track file's arrays; ``InputNotFoundError`` / ``CorruptFileError`` if absent or bad, :class:`SchemaError`."""
     path = Path(path)
-    if not path.is_file():
-        raise InputNotFoundError(f"no track file {path}: write the tracks first (python benchmarks/tracking_models.py "
-                                 "--only track_filter, or lhcml.tasks.tracking.track_quality.write_track_files)")  # fmt: skip
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as err:
-        raise CorruptFileError(f"track file {path} is unreadable ({err}); write it again") from None
+    data = load_npz(path, "track file", "write the tracks first (python benchmarks/tracking_models.py --only "
+                    "track_filter, or lhcml.tasks.tracking.track_quality.write_track_files)")  # fmt: skip
     missing = [k for k in ("features", "feature_names") if k not in data]
     if missing:
         raise SchemaError(f"track file {path} lacks {', '.join(missing)}; write it again")
