@@ -269,3 +269,12 @@ def test_written_track_files_label_fakes_by_acts_matching(event) -> None:
     mtime = path.stat().st_mtime_ns
     write_track_files(event, "t", [0], cfg)
     assert path.stat().st_mtime_ns == mtime
+
+
+def test_finder_refuses_a_bad_selection_classifier_before_any_work(tmp_path) -> None:
+    """ml-seeds+ckf with a seed classifier as its selection's checkpoint: one ConfigError before the passes run (the
+    event directory here does not even exist)."""
+    cfg = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_6pass_budget_quality.yaml"))
+    bad = cfg.model_copy(update={"track_selection": TrackSelection(checkpoint="models/tracking/seed_filter_pass2.ckpt")})
+    with pytest.raises(ConfigError, match="not a track classifier"):
+        S.ml_seeds_ckf(tmp_path / "no_sample", 0, bad)

@@ -32,7 +32,7 @@ from lhcml.atomic import atomic_write_bytes
 from lhcml.config import StrictModel, coerce_config
 from lhcml.errors import ConfigError, SchemaError
 from lhcml.tasks.tracking.extend import ExtendConfig
-from lhcml.tasks.tracking.track_quality import TrackSelection, select_tracks
+from lhcml.tasks.tracking.track_quality import TrackSelection, load_selection, select_tracks
 
 #: the finder's shipped configuration
 DEFAULT_CONFIG = "tracking/ml_seeds.yaml"
@@ -367,6 +367,7 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
             reco_k.seeding.max_seeds_per_spm = c.max_seeds_per_spm
         more.append((_PASS_NAMES.get(k, f"pass {k}"), reco_k, model_k, extra))
     model = _classifier(str(c.checkpoint))
+    load_selection(c.track_selection)  # its classifier read before any work (one clear error for a bad one)
     if c.one_run and reco2 is not None:
         passes = [(None, reco, model, c.cut, c.max_per_spm), ("second pass", reco2, model2, c.second_pass_cut,
                   c.second_pass_max_per_spm)] + [(st, r, m, e.cut, e.max_per_spm) for st, r, m, e in more]  # fmt: skip

@@ -32,7 +32,7 @@ from lhcml.atomic import atomic_write_bytes
 from lhcml.config import StrictModel
 from lhcml.errors import ConfigError, SchemaError
 
-__all__ = ["TrackSelection", "fitted_features", "pass_numbers", "removed_tracks", "select_tracks",
+__all__ = ["TrackSelection", "fitted_features", "load_selection", "pass_numbers", "removed_tracks", "select_tracks",
            "track_classifier", "write_track_files"]  # fmt: skip
 
 
@@ -112,6 +112,12 @@ def track_classifier(checkpoint: str) -> Any:
 
     return load_tracking_classifier(checkpoint, "track_filter", TRACK_FEATURE_NAMES, "track",
                                     "configs/tracking/track_filter.yaml")  # fmt: skip
+
+
+def load_selection(cfg: TrackSelection | None) -> None:
+    """Load the selection's classifier (if any) now, so that a bad checkpoint is one error before the passes run."""
+    if cfg is not None and cfg.checkpoint is not None:
+        track_classifier(str(cfg.checkpoint))
 
 
 def select_tracks(out: dict[str, Any], cfg: TrackSelection | None) -> dict[str, Any]:
