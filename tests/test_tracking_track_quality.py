@@ -278,3 +278,13 @@ def test_finder_refuses_a_bad_selection_classifier_before_any_work(tmp_path) -> 
     bad = cfg.model_copy(update={"track_selection": TrackSelection(checkpoint="models/tracking/seed_filter_pass2.ckpt")})
     with pytest.raises(ConfigError, match="not a track classifier"):
         S.ml_seeds_ckf(tmp_path / "no_sample", 0, bad)
+
+
+def test_combined_finder_is_the_quality_finder_with_the_hit_recovery() -> None:
+    """ml_seeds_6pass_budget_quality_ext.yaml = ml_seeds_6pass_budget_quality.yaml + the extend section of
+    ml_seeds_6pass_budget_fwd_strips_lean_ext.yaml, unchanged."""
+    q = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_6pass_budget_quality.yaml"))
+    ext = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_6pass_budget_fwd_strips_lean_ext.yaml"))
+    both = S.load_ml_seeds_config(shipped_config("tracking/ml_seeds_6pass_budget_quality_ext.yaml"))
+    assert both.extend is not None and both.extend == ext.extend
+    assert both.model_copy(update={"extend": None}) == q
