@@ -94,6 +94,15 @@ def ml_seeds_6pass_budget(event_dir: str | Path, event_id: int, cfg: Any = None)
     return _ml_seeds_shipped("ml_seeds_6pass_budget_fwd_strips_lean.yaml", event_dir, event_id, cfg)
 
 
+def ml_seeds_6pass_quality(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
+    """ml-seeds+ckf-6pass-budget with looser passes (CKF chi2 25/35 in the first three, 7 measurements in the third,
+    5 in the strip pass), the learned track-quality selection after the last pass
+    (:mod:`lhcml.tasks.tracking.track_quality`) and the hit recovery (:mod:`lhcml.tasks.tracking.extend`), within the
+    CKF's CPU time and below its fake rate at ⟨μ⟩ = 200 on held-out events
+    (``configs/tracking/ml_seeds_6pass_budget_quality_ext.yaml``)."""
+    return _ml_seeds_shipped("ml_seeds_6pass_budget_quality_ext.yaml", event_dir, event_id, cfg)
+
+
 def clean(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
     """A finder's output cleaned by :func:`lhcml.tasks.tracking.acts_reco.clean_candidates` (Kalman fit
     with outliers, track selection, greedy ambiguity resolution; ``configs/tracking/ckf.yaml``), each
@@ -157,6 +166,7 @@ FINDERS: dict[str, Finder] = {
     "ml-seeds+ckf-3pass-budget": ml_seeds_3pass_budget,  # the budget passes and a lean 0.1-0.2 GeV pass
     "ml-seeds+ckf-4pass-budget": ml_seeds_4pass_budget,  # + the third pass's own classifier, a lean displaced pass
     "ml-seeds+ckf-6pass-budget": ml_seeds_6pass_budget,  # + own classifiers, shorter seeds, endcap and strip passes
+    "ml-seeds+ckf-6pass-quality": ml_seeds_6pass_quality,  # + looser passes, track-quality selection, hit recovery
 }
 
 
