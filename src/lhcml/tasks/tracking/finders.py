@@ -95,12 +95,12 @@ def ml_seeds_6pass_budget(event_dir: str | Path, event_id: int, cfg: Any = None)
 
 
 def ml_seeds_6pass_quality(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
-    """ml-seeds+ckf-6pass-budget with looser passes (CKF chi2 25/35 in the first three, 7 measurements in the third,
-    5 in the strip pass), the learned track-quality selection after the last pass
-    (:mod:`lhcml.tasks.tracking.track_quality`) and the hit recovery (:mod:`lhcml.tasks.tracking.extend`), within the
-    CKF's CPU time and below its fake rate at ⟨μ⟩ = 200 on held-out events
-    (``configs/tracking/ml_seeds_6pass_budget_quality_ext.yaml``)."""
-    return _ml_seeds_shipped("ml_seeds_6pass_budget_quality_ext.yaml", event_dir, event_id, cfg)
+    """ml-seeds+ckf-6pass-budget with looser passes (CKF chi2 25/35 in the first three, 7 measurements and 3 seeds per
+    middle space point in the third, seeds from 0.12 GeV in the fourth, 4 measurements in the strip pass), the learned
+    track-quality selection after the last pass (:mod:`lhcml.tasks.tracking.track_quality`) and the hit recovery
+    (:mod:`lhcml.tasks.tracking.extend`), within the CKF's CPU time and below its fake rate at ⟨μ⟩ = 200 on held-out
+    events (``configs/tracking/ml_seeds_6pass_budget_quality_ext_spend.yaml``)."""
+    return _ml_seeds_shipped("ml_seeds_6pass_budget_quality_ext_spend.yaml", event_dir, event_id, cfg)
 
 
 def clean(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
