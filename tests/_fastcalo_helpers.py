@@ -65,3 +65,13 @@ def assert_train_exits_2(config: str, overrides: list[str], message: str, out_di
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (out_dir / "checkpoints").exists()
+
+
+def random_photon_showers(n_voxels: int, n: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` random barrel photon showers for a model's ``prepare``: energies log-uniform in 1-260 GeV, |eta|
+    uniform in 0-1.37, voxel shares Dirichlet(0.3) times the energy (numpy generator seeded 0; ``e, eta, x``)."""
+    rng = np.random.default_rng(0)
+    e = torch.from_numpy(np.exp(rng.uniform(0, np.log(260.0), n)).astype(np.float32))
+    eta = torch.from_numpy(rng.uniform(0, 1.37, n).astype(np.float32))
+    x = torch.from_numpy(rng.dirichlet(np.full(n_voxels, 0.3), size=n).astype(np.float32)) * e[:, None]
+    return e, eta, x

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _fastcalo_helpers import assert_train_exits_2, tiny_fm_overrides
+from _fastcalo_helpers import assert_train_exits_2, random_photon_showers, tiny_fm_overrides
 
 from lhcml.errors import ConfigError, SchemaError
 from lhcml.models.fastcalo.flow import CaloFlowVariables
@@ -122,11 +122,7 @@ def test_flow_matching_with_it_samples_and_exports(tmp_path):
     m = CaloFlowMatching(b.n_voxels, b.layer_sizes, 1.0, 260.0, hidden=16, depth=1, steps=2, voxel_space="log",
                          threshold_kev=1000.0, energy_standardisation=True, eta_standardisation=True,
                          eta_range=(0.0, 1.37), align_max_shift=4, align_n_phi=3)  # fmt: skip
-    rng = np.random.default_rng(0)
-    n = 256
-    e = torch.from_numpy(np.exp(rng.uniform(0, np.log(260.0), n)).astype(np.float32))
-    eta = torch.from_numpy(rng.uniform(0, 1.37, n).astype(np.float32))
-    x = torch.from_numpy(rng.dirichlet(np.full(b.n_voxels, 0.3), size=n).astype(np.float32)) * e[:, None]
+    e, eta, x = random_photon_showers(b.n_voxels)
     m.prepare(e, x, eta=eta)
     assert m.vars.v_mean_coef.shape == (6, b.n_voxels) and float(m.vars.eta_ref[1]) > 0.1
     loss = m.loss_terms(e[:32], x[:32], "model", eta=eta[:32])["cfm"]
@@ -252,11 +248,7 @@ def test_flow_matching_with_whitening_exports_and_fine_tunes(tmp_path):
     m = CaloFlowMatching(b.n_voxels, b.layer_sizes, 1.0, 260.0, hidden=16, depth=1, steps=2, voxel_space="log",
                          threshold_kev=1000.0, first_layer_whitening=True, eta_range=(0.0, 1.37), align_max_shift=4,
                          align_n_phi=3)  # fmt: skip
-    rng = np.random.default_rng(0)
-    n = 512
-    e = torch.from_numpy(np.exp(rng.uniform(0, np.log(260.0), n)).astype(np.float32))
-    eta = torch.from_numpy(rng.uniform(0, 1.37, n).astype(np.float32))
-    x = torch.from_numpy(rng.dirichlet(np.full(b.n_voxels, 0.3), size=n).astype(np.float32)) * e[:, None]
+    e, eta, x = random_photon_showers(b.n_voxels, 512)
     m.prepare(e, x, eta=eta)
     assert not torch.allclose(m.vars.white_enc, torch.eye(171))
     for lean in (False, True):  # onnxruntime agreement with PyTorch asserted inside, for both graphs

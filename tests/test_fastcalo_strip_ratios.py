@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _fastcalo_helpers import assert_train_exits_2, tiny_fm_overrides
+from _fastcalo_helpers import assert_train_exits_2, random_photon_showers, tiny_fm_overrides
 
 from lhcml.errors import CheckpointMismatchError, ConfigError
 from lhcml.models.fastcalo.flow import CaloFlowVariables
@@ -140,11 +140,7 @@ def test_flow_matching_with_ratios_trains_samples_and_exports(tmp_path):
     b = voxel_binning("photon")
     torch.manual_seed(0)
     m = _photon_model()
-    rng = np.random.default_rng(0)
-    n = 256
-    e = torch.from_numpy(np.exp(rng.uniform(0, np.log(260.0), n)).astype(np.float32))
-    eta = torch.from_numpy(rng.uniform(0, 1.37, n).astype(np.float32))
-    x = torch.from_numpy(rng.dirichlet(np.full(b.n_voxels, 0.3), size=n).astype(np.float32)) * e[:, None]
+    e, eta, x = random_photon_showers(b.n_voxels)
     m.prepare(e, x, eta=eta)
     assert m.vars.strip_grid == (57, 3)
     assert torch.isfinite(m.loss_terms(e[:32], x[:32], "model", eta=eta[:32])["cfm"])
@@ -299,11 +295,7 @@ def test_first_ratio_model_generates_and_both_onnx_graphs_agree(tmp_path, mode):
     b = voxel_binning("photon")
     torch.manual_seed(0)
     m = _photon_model(strip_first_ratio=mode)
-    rng = np.random.default_rng(0)
-    n = 256
-    e = torch.from_numpy(np.exp(rng.uniform(0, np.log(260.0), n)).astype(np.float32))
-    eta = torch.from_numpy(rng.uniform(0, 1.37, n).astype(np.float32))
-    x = torch.from_numpy(rng.dirichlet(np.full(b.n_voxels, 0.3), size=n).astype(np.float32)) * e[:, None]
+    e, eta, x = random_photon_showers(b.n_voxels)
     m.prepare(e, x, eta=eta)
     m.eval()
     for lean in (False, True):  # onnxruntime agreement with PyTorch asserted inside, for both graphs

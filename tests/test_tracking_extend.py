@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _tracking_helpers import simulated_ttbar_event
 
 from lhcml.errors import ConfigError
 from lhcml.tasks.tracking.extend import ExtendConfig, HitCuts, extend_tracks, fit_helices
@@ -128,12 +129,7 @@ def test_a_track_of_two_particles_takes_nothing_with_max_track_spread() -> None:
 
 @pytest.fixture(scope="module")
 def ttbar_event(tmp_path_factory):
-    pytest.importorskip("acts")
-    from lhcml.sim.tracking import simulate_tracking
-
-    out = tmp_path_factory.mktemp("extend") / "mu0"
-    simulate_tracking("ttbar", out, mu=0.0, events=1, seed=32, progress=False)
-    return out
+    return simulated_ttbar_event(tmp_path_factory, "extend", 32)
 
 
 def test_finder_with_extend_keeps_every_track_and_adds_only_free_hits(ttbar_event) -> None:

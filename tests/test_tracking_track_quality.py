@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _tracking_helpers import simulated_ttbar_event
 
 from lhcml.config import shipped_config
 from lhcml.errors import ConfigError
@@ -139,12 +140,7 @@ def test_shipped_track_classifier_loads_safely_and_matches_its_training_config()
 
 @pytest.fixture(scope="module")
 def event(tmp_path_factory):
-    pytest.importorskip("acts")
-    from lhcml.sim.tracking import simulate_tracking
-
-    out = tmp_path_factory.mktemp("quality") / "mu0"
-    simulate_tracking("ttbar", out, mu=0.0, events=1, seed=31, progress=False)
-    return out
+    return simulated_ttbar_event(tmp_path_factory, "quality", 31)
 
 
 def test_finder_with_selection_drops_exactly_the_flagged_tracks(event) -> None:
