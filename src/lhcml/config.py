@@ -8,7 +8,9 @@ derive from :class:`StrictModel`, so an unknown key fails on load with a suggest
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -88,7 +90,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = copy.deepcopy(_parse_yaml(path.read_text(encoding="utf-8")))
     except UnicodeDecodeError as err:
         raise ConfigError(
             f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8 YAML"
@@ -100,6 +102,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must contain a mapping at top level, got {type(data).__name__}")
     return data
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` of a config's text, parsed once per process and text (a finder that loads its chain of
+    configs for every event parses each file once; the caller gets a deep copy, never the cached object)."""
+    return yaml.safe_load(text)
 
 
 def deep_merge(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:

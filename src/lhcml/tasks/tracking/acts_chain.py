@@ -353,7 +353,8 @@ def read_measurements_csv(
         raise SchemaError(
             f"{path}: measurement_id is not 0..n-1 in file order; rewrite it with `lhcml tracking simulate`"
         )
-    keys = np.array([int(k) if k.isdigit() else ord(k) for k in df["local_key"]], np.int64)
+    codes, uniques = pd.factorize(df["local_key"])  # the few distinct keys converted once, not per row
+    keys = np.array([int(k) if k.isdigit() else ord(k) for k in uniques], np.int64)[codes]
     n = len(df)
     indices: list[list[int]] = [[]] * n
     values: list[list[float]] = [[]] * n
@@ -363,6 +364,9 @@ def read_measurements_csv(
         idx = [k for k in range(6) if key & (1 << (k + 1)) and _BOUND[k][0] is not None]
         vals = np.column_stack([df[_BOUND[k][0]].to_numpy(np.float64)[rows] for k in idx]).tolist()
         var = np.column_stack([df[_BOUND[k][1]].to_numpy(np.float64)[rows] for k in idx]).tolist()
+        if len(rows) == n:  # one kind of measurement (the usual case): the lists as they are
+            indices, values, variances = [idx] * n, vals, var
+            break
         for r, v, w in zip(rows.tolist(), vals, var, strict=True):
             indices[r], values[r], variances[r] = idx, v, w
     return df["geometry_id"].to_numpy(np.uint64), indices, values, variances
@@ -426,7 +430,7 @@ def _measurement_subset(acts: Any, level: Any, name: str, key: str,
         def execute(self, ctx: Any) -> Any:
             meas = self.inp(ctx.eventStore)
             index = select(int(ctx.eventNumber), len(meas))
-            self.out(ctx, acts.examples.MeasurementSubset(meas, [int(i) for i in index]))
+            self.out(ctx, acts.examples.MeasurementSubset(meas, np.asarray(index, np.int64).tolist()))
             return acts.examples.ProcessCode.SUCCESS
 
     return MeasurementSubsetAlgorithm()
@@ -453,7 +457,8 @@ class MeasurementSubsetExcept:
 
     def __new__(cls, acts: Any, level: Any, key: str, exclude: Any) -> Any:
         def select(event: int, n: int) -> np.ndarray:
-            skip = np.asarray(sorted(set(int(i) for i in exclude(event))), np.int64)
+            ex = exclude(event)
+            skip = np.unique(np.asarray(ex if isinstance(ex, np.ndarray) else list(ex), np.int64))
             return np.setdiff1d(np.arange(n, dtype=np.int64), skip, assume_unique=True)
 
         return _measurement_subset(acts, level, "MeasurementSubsetExcept", key, select)
@@ -509,15 +514,17 @@ class TrackCollector:
             def execute(self, ctx: Any) -> Any:
                 tracks = self.inp(ctx.eventStore)
                 hits, states = [], []
+                index_of = isl.fromSourceLink
                 for t in tracks:
                     meas, allsl = [], []
-                    for st in t.trackStatesReversed:
+                    for st in t.trackStatesReversed:  # each flag asked once (pybind11 calls dominate)
                         flags = st.typeFlags
-                        if flags.isMeasurement or flags.isOutlier:
-                            idx = isl.fromSourceLink(st.uncalibratedSourceLink).index()
+                        if flags.isMeasurement:
+                            idx = index_of(st.uncalibratedSourceLink).index()
                             allsl.append(idx)
-                            if flags.isMeasurement:
-                                meas.append(idx)
+                            meas.append(idx)
+                        elif flags.isOutlier:
+                            allsl.append(index_of(st.uncalibratedSourceLink).index())
                     hits.append(meas[::-1])
                     states.append(allsl)
                 n = len(tracks)

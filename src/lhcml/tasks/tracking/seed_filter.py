@@ -270,14 +270,20 @@ def select_seeds(scores: np.ndarray, triplets: np.ndarray, cut: float, max_per_s
     order = np.lexsort((np.arange(len(scores)), -scores))
     order = order[scores[order] >= cut]
     if max_per_spm > 0 and len(order):
-        middle = t[order, 1]
-        rank = np.zeros(len(order), np.int64)
-        seen: dict[int, int] = {}
-        for i, m in enumerate(middle.tolist()):
-            rank[i] = seen.get(m, 0)
-            seen[m] = rank[i] + 1
-        order = order[rank < max_per_spm]
+        order = order[_rank_within(t[order, 1]) < max_per_spm]
     return order
+
+
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """Per element, how many earlier elements share its value (0 for the first of each value): a stable sort
+    by value keeps each group's elements in their order, so the rank is the position within the group."""
+    by = np.argsort(groups, kind="stable")
+    g = groups[by]
+    start = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
+    pos = np.arange(len(g)) - np.repeat(start, np.diff(np.r_[start, len(g)]))
+    rank = np.empty(len(g), np.int64)
+    rank[by] = pos
+    return rank
 
 
 @functools.lru_cache(maxsize=4)
@@ -369,10 +375,14 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
     model = _classifier(str(c.checkpoint))
     load_selection(c.track_selection)  # its classifier read before any work (one clear error for a bad one)
     if c.one_run and reco2 is not None:
+        from lhcml.tasks.tracking.acts_reco import acts_files, read_measurement_positions
+
         passes = [(None, reco, model, c.cut, c.max_per_spm), ("second pass", reco2, model2, c.second_pass_cut,
                   c.second_pass_max_per_spm)] + [(st, r, m, e.cut, e.max_per_spm) for st, r, m, e in more]  # fmt: skip
-        return _extended(select_tracks(_passes_in_one_run(event_dir, int(event_id), passes), c.track_selection),
-                         event_dir, int(event_id), c.extend)  # fmt: skip
+        # the hit positions read once, for the seed features of every pass and for the hit recovery
+        positions = read_measurement_positions(acts_files(event_dir), int(event_id))
+        return _extended(select_tracks(_passes_in_one_run(event_dir, int(event_id), passes, positions),
+                                       c.track_selection), event_dir, int(event_id), c.extend, positions)  # fmt: skip
     cache: dict[int, Any] = {}  # the event's measurements file, parsed once for both passes of this call
     track_id, hit_id, fitted, info = _ml_pass(event_dir, int(event_id), reco, model, c.cut, c.max_per_spm,
                                               measurement_cache=cache)  # fmt: skip
@@ -390,10 +400,11 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
                                    c.track_selection), event_dir, int(event_id), c.extend)  # fmt: skip
 
 
-def _extended(out: dict[str, Any], event_dir: str | Path, event_id: int, cfg: ExtendConfig | None) -> dict[str, Any]:
+def _extended(out: dict[str, Any], event_dir: str | Path, event_id: int, cfg: ExtendConfig | None,
+              positions: Any = None) -> dict[str, Any]:  # fmt: skip
     """The finder's result with :func:`lhcml.tasks.tracking.extend.extend_event` applied (``extend``; None: as it
     is): the tracks' added hits in ``hit_id``, the step's CPU as stage ``extend``, ``n_extended`` hits added
-    (``fitted`` keeps the passes' fits)."""
+    (``fitted`` keeps the passes' fits); ``positions``: the event's measurement positions if already read."""
     if cfg is None:
         return out
     import time
@@ -401,7 +412,7 @@ def _extended(out: dict[str, Any], event_dir: str | Path, event_id: int, cfg: Ex
     from lhcml.tasks.tracking.extend import extend_event
 
     c0 = time.process_time()
-    t, h, info = extend_event(event_dir, event_id, out["track_id"], out["hit_id"], cfg)
+    t, h, info = extend_event(event_dir, event_id, out["track_id"], out["hit_id"], cfg, positions)
     timings = {**out["timings"], "extend": time.process_time() - c0}
     return {**out, "track_id": t, "hit_id": h, "timings": timings, "n_extended": info["added"]}
 
@@ -509,7 +520,8 @@ def _append(track_id: np.ndarray, hit_id: np.ndarray, fitted: Any, t2: np.ndarra
             dataclasses.replace(fitted, **merged), timings)  # fmt: skip
 
 
-def _passes_in_one_run(event_dir: str | Path, event_id: int, passes: list[tuple[Any, ...]]) -> dict[str, Any]:
+def _passes_in_one_run(event_dir: str | Path, event_id: int, passes: list[tuple[Any, ...]],
+                       positions: Any = None) -> dict[str, Any]:  # fmt: skip
     """All passes of :func:`ml_seeds_ckf` in one ACTS Sequencer (``one_run``): the measurements are read
     and put into ACTS's container once, then per pass ``(stage, reco, model, cut, max_per_spm)`` (stage
     None for the first) its seeding (+ classifier) + CKF + ambiguity resolution under keys of its own
@@ -518,7 +530,12 @@ def _passes_in_one_run(event_dir: str | Path, event_id: int, passes: list[tuple[
     (:class:`~lhcml.tasks.tracking.acts_chain.MeasurementSubsetExcept`) -- the hits the one-Sequencer-per-pass
     path excludes, so the same tracks (tested). The truth and the hit positions are read once. Timings:
     the first pass's stages, then each later pass's sum as its stage (from the rows of the Sequencer's
-    timing table between the passes' subset algorithms)."""
+    timing table between the passes' subset algorithms). ``positions``: the event's
+    :func:`~lhcml.tasks.tracking.acts_chain.read_measurement_positions` if the caller has read them (else read here
+    when the first seeds are scored). The tracks' truth (majority particle, purity) is matched once for all passes
+    together (a track's match depends on its own hits only)."""
+    import dataclasses
+    import itertools
     import tempfile
 
     from lhcml.tasks.tracking.acts_chain import (
@@ -538,18 +555,22 @@ def _passes_in_one_run(event_dir: str | Path, event_id: int, passes: list[tuple[
         add_seeding,
         read_measurement_positions,
         stage_seconds,
+        truth_match,
     )
 
     files = acts_files(event_dir)
     files.check(event_id)
     info: dict[str, int] = {}
-    positions: dict[str, Any] = {}
+    positions = {} if positions is None else {"meas": positions}
     sinks: list[dict[int, dict[str, Any]]] = [{} for _ in passes]
+    flat: dict[tuple[int, int], np.ndarray] = {}  # (event, pass): its tracks' measurement indices, flattened once
 
     def used_before(k: int) -> Any:
         def hits(event: int) -> np.ndarray:
-            out = [h for sink in sinks[:k] for track in sink[event]["hits"] for h in track]
-            return np.unique(np.asarray(out, np.int64))
+            for j in range(k):
+                if (event, j) not in flat:
+                    flat[event, j] = np.fromiter(itertools.chain.from_iterable(sinks[j][event]["hits"]), np.int64)
+            return np.unique(np.concatenate([flat[event, j] for j in range(k)]))
 
         return hits
 
@@ -595,14 +616,13 @@ def _passes_in_one_run(event_dir: str | Path, event_id: int, passes: list[tuple[
         raise RuntimeError(f"ACTS timing table with {len(starts) - 1} pass boundaries for {len(passes)} passes")
     ends = starts[1:] + [len(rows)]
     seconds = [stage_seconds(_stage_table([(rows.iloc[a:b].reset_index(drop=True), 1)])) for a, b in zip(starts, ends, strict=True)]
-    truth = _truth(Path(event_dir), event_id)
     track_id = hit_id = fitted = None
     timings: dict[str, float] = {}
     first_ids: list[int] = []  # pass k's tracks have ids >= first_ids[k] (and below the next pass's)
     for k, (stage, *_rest) in enumerate(passes):
         res = sinks[k][event_id]
         r = np.arange(len(res["hits"]))
-        f = _fitted(event_id, res, r, r, truth)
+        f = _fitted(event_id, res, r, r, None)  # truth matched below, once for all passes
         t, h = (np.asarray(a, np.int64) for a in _candidates(res))
         if k == 0:
             f.timings = timings = dict(seconds[0])
@@ -612,6 +632,9 @@ def _passes_in_one_run(event_dir: str | Path, event_id: int, passes: list[tuple[
             first_ids.append(int(track_id.max()) + 1 if len(track_id) else 0)  # _append's offset
             track_id, hit_id, fitted, timings = _append(track_id, hit_id, fitted, t, h, f,
                                                         {**timings, stage: float(sum(seconds[k].values()))})  # fmt: skip
+    pid, frac = truth_match([[h + 1 for h in hits] for k in range(len(passes)) for hits in sinks[k][event_id]["hits"]],
+                            _truth(Path(event_dir), event_id))  # fmt: skip
+    fitted = dataclasses.replace(fitted, truth_particle=pid, truth_fraction=frac)
     return {"track_id": track_id, "hit_id": hit_id, "timings": timings, "fitted": fitted,
             "n_seeds": info.get("n_seeds", 0), "n_kept": info.get("n_kept", 0),
             "pass_first_track_id": first_ids}  # fmt: skip
