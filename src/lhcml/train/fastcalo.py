@@ -65,6 +65,8 @@ _MUST_MATCH = (
 )
 #: seed of the validation noise (the same every epoch; our choice)
 VALIDATION_SEED = 12345
+#: state-dict prefix of the averaged weights (``ema_decay``) in a checkpoint, beside ``model.``
+EMA_PREFIX = "ema_model."
 
 
 class FastCaloDataConfig(StrictModel):
@@ -103,6 +105,11 @@ class FastCaloTrainConfig(StrictModel):
     #: fine-tuning: start from this fast-calo checkpoint's weights (:func:`init_from_checkpoint`)
     #: instead of a random initialisation; a resumed run continues from its own ``last.ckpt``
     init_from: str | None = None
+    #: exponential moving average of the weights (``None``: off, the old behaviour): after every
+    #: optimiser step ``w_ema <- d w_ema + (1 - d) w``; validation (so ``best-*.ckpt``) uses the
+    #: averaged weights, the checkpoint stores both (``ema_model.*`` beside ``model.*``) and
+    #: :func:`load_generator` returns the averaged ones (:data:`EMA_PREFIX`)
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -276,7 +283,9 @@ def init_from_checkpoint(model: Any, path: str | Path) -> dict[str, int]:
         raise CheckpointMismatchError(
             f"init_from: {p} holds a '{meta.get('model_name')}' model, this config trains '{model.registry_name}'"
         )
-    stored = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    # a run with ema_decay: start from its averaged weights (what load_generator samples with)
+    prefix = EMA_PREFIX if any(k.startswith(EMA_PREFIX) for k in ckpt["state_dict"]) else "model."
+    stored = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     own = model.state_dict()
     if ("vars.ratio_enc" in stored) != ("vars.ratio_enc" in own):
         raise CheckpointMismatchError(
@@ -396,6 +405,23 @@ def _module_class():
             #: the batches' columns after (E, showers): the model's conditions, in this order
             self.cond_names = [k for k, on in (("eta", model.conditions_on_eta),
                                                ("phi", model.conditions_on_phi)) if on]  # fmt: skip
+            #: the averaged copy (``ema_decay``), a sub-module so that checkpoints and resume carry it
+            self.ema_model = None
+            if cfg.ema_decay is not None:
+                import copy
+
+                self.ema_model = copy.deepcopy(model).requires_grad_(False)
+
+        @torch.no_grad()
+        def update_ema(self) -> None:
+            """``w_ema <- d w_ema + (1 - d) w`` for every parameter; buffers copied."""
+            if self.ema_model is None:
+                return
+            d = float(self.cfg.ema_decay)
+            for pe, p in zip(self.ema_model.parameters(), self.model.parameters(), strict=True):
+                pe.lerp_(p.detach(), 1.0 - d)
+            for be, b in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
+                be.copy_(b)
 
         def training_step(self, batch: Any, batch_idx: int) -> None:
             e, x, *rest = batch
@@ -447,13 +473,15 @@ def _module_class():
                             batch_size=bs,
                             sync_dist=True,
                         )
+            self.update_ema()
 
         def validation_step(self, batch: Any, batch_idx: int) -> None:
             e, x, *rest = batch
             cond = dict(zip(self.cond_names, rest, strict=True))
             with torch.random.fork_rng(devices=[] if e.device.type == "cpu" else [e.device]):
                 torch.manual_seed(VALIDATION_SEED + batch_idx)
-                terms = self.model.validation_terms(e, x, **cond)
+                net = self.model if self.ema_model is None else self.ema_model
+                terms = net.validation_terms(e, x, **cond)
             bs = int(e.shape[0])
             for k, v in terms.items():
                 key = "val_loss" if k == "loss" else f"val_{k}"
@@ -679,21 +707,33 @@ def read_fastcalo_meta(path: str | Path) -> dict[str, Any] | None:
     return read_kind_meta(path, "fastcalo")
 
 
-def load_generator(path: str | Path) -> tuple[Any, dict[str, Any]]:
+def load_generator(path: str | Path, ema: bool = True) -> tuple[Any, dict[str, Any]]:
     """``(model in eval mode, metadata)`` of a fast-calo checkpoint.
+
+    A checkpoint of a run with ``ema_decay`` holds the averaged weights beside the trained ones:
+    ``ema=True`` (default) returns the averaged ones, ``ema=False`` the trained ones; without
+    them both return the trained weights.
 
     Raises
     ------
     CheckpointMismatchError
         Not a fast-calo checkpoint, or its tensors do not fit the model its metadata describes.
     """
-    from lhcml.train.checkpoint import load_kind_model
+    from lhcml.train.checkpoint import check_state_dict, load_kind_model, read_checkpoint
 
-    return load_kind_model(
+    model, meta = load_kind_model(
         path, "fastcalo", build_generator,
         "a fast-calorimeter checkpoint (trained by `lhcml train configs/fastcalo/...`)",
         "use the lhcml version that wrote it, or retrain",
     )  # fmt: skip
+    if ema:
+        sd = read_checkpoint(path)["state_dict"]
+        averaged = {k[len(EMA_PREFIX):]: v for k, v in sd.items() if k.startswith(EMA_PREFIX)}
+        if averaged:
+            check_state_dict(averaged, model.state_dict(), str(path),
+                             "its averaged weights (ema_model.*) do not fit the model: retrain")  # fmt: skip
+            model.load_state_dict(averaged, strict=True)
+    return model.eval(), meta
 
 
 def save_student(student: Any, teacher_checkpoint: str | Path, path: str | Path,
