@@ -116,3 +116,19 @@ def test_off_is_the_old_behaviour_and_bad_value_exits_2(tmp_path, capsys):
         assert ka == kb and torch.equal(va, vb)
     for bad in ("1.0", "-0.1", "often"):
         assert_train_exits_2(CONFIG, tiny_fm_overrides(d, "bad", 2, f"ema_decay={bad}"), "ema_decay", d / "bad", capsys)
+
+
+def test_shipped_config_is_the_ratio_model_with_ema(tmp_path):
+    from lhcml.train.fastcalo import load_generator
+    from lhcml.train.protocol import load_trainable_config
+
+    _, base = load_trainable_config(CONFIG, [])
+    _, ema = load_trainable_config("configs/fastcalo/fm_strips_ratio_ema.yaml", [])
+    assert base.ema_decay is None and ema.ema_decay == 0.9995
+    assert ema.model.model_dump() == base.model.model_dump()  # the same model: init_from fits
+    d = _sample(tmp_path)
+    trainer, cfg = load_trainable_config("configs/fastcalo/fm_strips_ratio_ema.yaml",
+                                         tiny_fm_overrides(d, "shipped", 2, "init_from=null"))  # fmt: skip
+    ckpt = trainer.fit(cfg)
+    assert any(k.startswith("ema_model.") for k in read_checkpoint(ckpt)["state_dict"])
+    assert load_generator(ckpt)[0].vars.strip_ratios
