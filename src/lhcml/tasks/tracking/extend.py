@@ -24,6 +24,7 @@ Pure numpy / scipy on positions: :func:`extend_tracks` (tested on constructed he
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -210,10 +211,10 @@ def candidate_pairs(track_id: Sequence[int], hit_id: Sequence[int], x: np.ndarra
             continue
         tree = cKDTree(np.column_stack([x[cand], y[cand], z[cand]]))
         found = tree.query_ball_point(np.column_stack([xp[rows], yp[rows], zp[rows]]), r=cfg.window)
-        lens = np.fromiter((len(a) for a in found), np.int64, count=len(found))
+        lens = np.fromiter(map(len, found), np.int64, count=len(found))
         if lens.sum():
             pair_t.append(np.repeat(rows, lens))
-            pair_h.append(cand[np.concatenate([np.asarray(a, np.int64) for a in found if len(a)])])
+            pair_h.append(cand[np.fromiter(itertools.chain.from_iterable(found), np.int64, count=int(lens.sum()))])
     if not pair_t:
         return empty
     pt_, ph = np.concatenate(pair_t), np.concatenate(pair_h)
