@@ -19,6 +19,9 @@ The last one, ``track_filter``, is not a seed classifier: the track classifier o
 selection (``lhcml.tasks.tracking.track_quality``). Its training files are the tracks of the finder it serves
 (``configs/tracking/ml_seeds_6pass_budget_quality.yaml``, its selection off), written by
 ``write_track_files`` with the seed classifiers of this rebuild; then it trains like the others.
+``track_filter_loose`` is the same classifier retrained on the tracks of a looser finder
+(``configs/tracking/ml_seeds_loose_tracks.yaml``: every loosening that was blocked by fakes, so that it sees
+their fakes; docs/benchmarks/tracking_fakes.md, nineteenth version).
 
 Resumable and idempotent: a sample whose manifest is complete, a seed file that exists (written
 atomically), a training run marked done (``WORK/<name>/DONE``) are skipped; an interrupted training
@@ -70,6 +73,7 @@ CASCADE = [
     Classifier("seed_filter_pass4", finder="configs/tracking/ml_seeds_4pass_budget.yaml"),
     Classifier("seed_filter_pass3l", finder="configs/tracking/ml_seeds_4pass_budget_p4.yaml", pass_number=3),
     Classifier("track_filter", finder="configs/tracking/ml_seeds_6pass_budget_quality.yaml", tracks=True),
+    Classifier("track_filter_loose", finder="configs/tracking/ml_seeds_loose_tracks.yaml", tracks=True),
 ]
 
 
