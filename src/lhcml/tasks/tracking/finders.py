@@ -103,6 +103,14 @@ def ml_seeds_6pass_quality(event_dir: str | Path, event_id: int, cfg: Any = None
     return _ml_seeds_shipped("ml_seeds_6pass_budget_quality_ext_spend.yaml", event_dir, event_id, cfg)
 
 
+def ml_seeds_7pass_quality(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
+    """ml-seeds+ckf-6pass-quality with more strip seeds (2 per middle space point, origins within |z| < 300 mm) and a
+    seventh, low-pT strip pass (seeds from 0.16 GeV in the short strips) for the secondaries made in the detector's
+    material, within the CKF's CPU time and below its fake rate at ⟨μ⟩ = 200 on held-out events
+    (``configs/tracking/ml_seeds_7pass_budget_quality_ext_spend_strips_lowpt.yaml``)."""
+    return _ml_seeds_shipped("ml_seeds_7pass_budget_quality_ext_spend_strips_lowpt.yaml", event_dir, event_id, cfg)
+
+
 def clean(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
     """A finder's output cleaned by :func:`lhcml.tasks.tracking.acts_reco.clean_candidates` (Kalman fit
     with outliers, track selection, greedy ambiguity resolution; ``configs/tracking/ckf.yaml``), each
@@ -167,6 +175,7 @@ FINDERS: dict[str, Finder] = {
     "ml-seeds+ckf-4pass-budget": ml_seeds_4pass_budget,  # + the third pass's own classifier, a lean displaced pass
     "ml-seeds+ckf-6pass-budget": ml_seeds_6pass_budget,  # + own classifiers, shorter seeds, endcap and strip passes
     "ml-seeds+ckf-6pass-quality": ml_seeds_6pass_quality,  # + looser passes, track-quality selection, hit recovery
+    "ml-seeds+ckf-7pass-quality": ml_seeds_7pass_quality,  # + more strip seeds and a low-pT strip pass
 }
 
 
