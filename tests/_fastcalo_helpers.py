@@ -75,3 +75,24 @@ def random_photon_showers(n_voxels: int, n: int = 256) -> tuple[torch.Tensor, to
     eta = torch.from_numpy(rng.uniform(0, 1.37, n).astype(np.float32))
     x = torch.from_numpy(rng.dirichlet(np.full(n_voxels, 0.3), size=n).astype(np.float32)) * e[:, None]
     return e, eta, x
+
+
+def real_binning_fm_checkpoint(tmp_path: Path) -> tuple[Any, Any, Path]:
+    """A tiny flow-matching checkpoint on the detailed calorimeter's binning, conditioned on |eta|."""
+    import yaml
+
+    from lhcml.data.calochallenge import write_binning
+    from lhcml.models.fastcalo.fm import CaloFlowMatching
+    from lhcml.sim.fastcalo import voxel_binning
+
+    b = write_binning(voxel_binning("photon"), tmp_path / "binning_photon.xml")
+    torch.manual_seed(0)
+    init = dict(n_voxels=b.n_voxels, layer_sizes=list(b.layer_sizes), e_min_gev=1.0, e_max_gev=260.0, hidden=16,
+                depth=1, steps=4, eta_range=[0.0, 1.37])  # fmt: skip
+    m = CaloFlowMatching(**init)
+    m.prepare(torch.full((8,), 10.0), torch.rand(8, b.n_voxels) * (10.0 / b.n_voxels))
+    meta = {"format_version": 1, "kind": "fastcalo", "model_name": "fastcalo_fm", "model_init_yaml": yaml.safe_dump(init),
+            "particle": "photon", "binning_sha256": b.sha256, "binning_xml": b.to_xml()}  # fmt: skip
+    ckpt = tmp_path / "teacher.ckpt"
+    torch.save({"lhcml": meta, "state_dict": {f"model.{k}": v for k, v in m.state_dict().items()}}, ckpt)
+    return m, b, ckpt

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from _fastcalo_helpers import fit_cfm, two_cell_showers
+from _fastcalo_helpers import fit_cfm, real_binning_fm_checkpoint, two_cell_showers
 
 from lhcml.errors import ConfigError
 from lhcml.models.fastcalo.distill import distill, make_student
@@ -103,24 +103,6 @@ def test_bad_students_give_one_clear_message(teacher, tmp_path):
         save_student(make_student(m, 1), bad, tmp_path / "s.ckpt")
 
 
-def _real_binning_teacher(tmp_path):
-    """A tiny flow-matching checkpoint on the detailed calorimeter's binning, conditioned on |eta|."""
-    from lhcml.data.calochallenge import write_binning
-    from lhcml.sim.fastcalo import voxel_binning
-
-    b = write_binning(voxel_binning("photon"), tmp_path / "binning_photon.xml")
-    torch.manual_seed(0)
-    init = dict(n_voxels=b.n_voxels, layer_sizes=list(b.layer_sizes), e_min_gev=1.0, e_max_gev=260.0, hidden=16,
-                depth=1, steps=4, eta_range=[0.0, 1.37])  # fmt: skip
-    m = CaloFlowMatching(**init)
-    m.prepare(torch.full((8,), 10.0), torch.rand(8, b.n_voxels) * (10.0 / b.n_voxels))
-    meta = {"format_version": 1, "kind": "fastcalo", "model_name": "fastcalo_fm", "model_init_yaml": yaml.safe_dump(init),
-            "particle": "photon", "binning_sha256": b.sha256, "binning_xml": b.to_xml()}  # fmt: skip
-    ckpt = tmp_path / "teacher.ckpt"
-    torch.save({"lhcml": meta, "state_dict": {f"model.{k}": v for k, v in m.state_dict().items()}}, ckpt)
-    return m, b, ckpt
-
-
 def test_distill_command_writes_a_student_that_loads_and_tracks_its_teacher(tmp_path, capsys):
     """`lhcml fastcalo distill`: the student checkpoint loads with 1 Euler step, its held-out loss is
     below the untrained one-step map's, and it reproduces the teacher's layer energies on average; a
@@ -129,7 +111,7 @@ def test_distill_command_writes_a_student_that_loads_and_tracks_its_teacher(tmp_
     from lhcml.data.calochallenge import write_showers
     from lhcml.train.fastcalo import load_generator
 
-    m, b, ckpt = _real_binning_teacher(tmp_path)
+    m, b, ckpt = real_binning_fm_checkpoint(tmp_path)
     rng = np.random.default_rng(0)
     n = 600
     e = np.exp(rng.uniform(np.log(2.0), np.log(200.0), n))

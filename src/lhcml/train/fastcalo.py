@@ -769,6 +769,27 @@ def _write_student(student: Any, meta: dict[str, Any], path: str | Path, init_ov
     return path
 
 
+def resample_checkpoint(checkpoint: str | Path, output: str | Path, *, steps: int, solver: str = "midpoint") -> Path:
+    """``lhcml fastcalo sampler``: a copy of the flow-matching checkpoint ``checkpoint`` whose sampler is ``steps``
+    fixed steps of ``solver`` (``euler`` or ``midpoint``); the weights are the ones :func:`load_generator` returns
+    (the moving average where the run kept one), the metadata the checkpoint's. The sampler is part of the
+    exported ONNX graph, so a model is exported (``lhcml export``) with the step count it was resampled to.
+    Written atomically; :class:`ConfigError` (nothing written) for another kind of generator, ``steps < 1``, an
+    unknown solver, or ``output`` equal to ``checkpoint``."""
+    if int(steps) < 1:
+        raise ConfigError(f"the sampler needs steps >= 1, got {steps}")
+    if solver not in ("euler", "midpoint"):
+        raise ConfigError(f"unknown solver '{solver}' (valid: euler, midpoint)")
+    if Path(output).resolve() == Path(checkpoint).resolve():
+        raise ConfigError(f"{output} is the checkpoint itself: write the resampled copy to another file")
+    model, meta = load_generator(checkpoint)
+    if not hasattr(model, "integrate") or not hasattr(model, "solver"):
+        raise ConfigError(f"{checkpoint} holds a {type(model).__name__}, not a flow-matching generator "
+                          "(fastcalo_fm): only those have an ODE sampler to change")  # fmt: skip
+    model.steps, model.solver = int(steps), str(solver)
+    return _write_student(model, meta, output, None)
+
+
 def distill_checkpoint(
     teacher_checkpoint: str | Path, showers: str | Path, output: str | Path, *, binning: str | Path | None = None,
     steps: int = 1, epochs: int = 10, max_showers: int | None = None, batch_size: int = 256, lr: float = 2e-4,

@@ -155,6 +155,24 @@ def distill_cmd(
                f"untrained: {hist['val_loss_naive']:.5f}); wrote {output}")
 
 
+@fastcalo_app.command("sampler")
+def sampler_cmd(
+    checkpoint: Path = typer.Argument(..., help="flow-matching checkpoint (lhcml train configs/fastcalo/fm*.yaml)"),
+    output: Path = typer.Option(..., "--output", "-o", help="the copy with the new sampler (export it with lhcml export)"),
+    steps: int = typer.Option(..., "--steps", help="fixed ODE steps (network calls: steps for euler, 2 x steps for midpoint)"),
+    solver: str = typer.Option("midpoint", "--solver", help="euler or midpoint"),
+) -> None:
+    """Copy a flow-matching generator with another ODE sampler (steps, solver); the weights are unchanged.
+
+    The sampler trades fidelity for speed without retraining: docs/benchmarks/fastcalo.md (nineteenth
+    version) measured fm_strips_ratio_ema.yaml's classifier AUC and strip profile at 4 and 8 midpoint and
+    16 Euler steps. `lhcml export` then puts the chosen sampler into the ONNX graph."""
+    from lhcml.train.fastcalo import resample_checkpoint
+
+    path = resample_checkpoint(checkpoint, output, steps=steps, solver=solver)
+    typer.echo(f"wrote {path} ({steps} {solver} step(s))")
+
+
 @fastcalo_app.command("time-detailed")
 def time_cmd(
     particle: str = typer.Option("photon", "--particle", help="photon, electron, pi0 or pion"),
