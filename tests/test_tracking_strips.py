@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from _tracking_helpers import ttbar_event_with_volumes
 
 pytest.importorskip("acts")
 
@@ -15,9 +16,7 @@ from lhcml.config import shipped_config, shipped_configs_dir  # noqa: E402
 from lhcml.data.trackml import read_event  # noqa: E402
 from lhcml.tasks.tracking import seed_filter as S  # noqa: E402
 from lhcml.tasks.tracking.acts_reco import (  # noqa: E402
-    acts_files,
     load_reco_config,
-    read_measurement_positions,
     run_ckf,
 )
 
@@ -30,13 +29,7 @@ STRIP_PASS = "tracking/ckf_pass5_strips.yaml"
 @pytest.fixture(scope="module")
 def event(tmp_path_factory):
     """One tt-bar event at mu = 0 and the volume of each of its measurements (index = hit_id - 1)."""
-    from lhcml.sim.tracking import simulate_tracking
-
-    out = tmp_path_factory.mktemp("strips") / "mu0"
-    simulate_tracking("ttbar", out, mu=0.0, events=1, seed=31, progress=False)
-    meas = read_measurement_positions(acts_files(out), 0)
-    volume = (meas["geometry_id"].to_numpy(np.uint64) >> np.uint64(56)).astype(np.int64)
-    return out, meas, volume
+    return ttbar_event_with_volumes(tmp_path_factory, "strips", 31)
 
 
 def _majority(

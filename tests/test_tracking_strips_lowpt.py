@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _tracking_helpers import ttbar_event_with_volumes
 
 pytest.importorskip("acts")
 
@@ -13,9 +14,7 @@ from lhcml.config import shipped_config  # noqa: E402
 from lhcml.data.trackml import read_event  # noqa: E402
 from lhcml.tasks.tracking import seed_filter as S  # noqa: E402
 from lhcml.tasks.tracking.acts_reco import (  # noqa: E402
-    acts_files,
     load_reco_config,
-    read_measurement_positions,
     run_ckf,
 )
 
@@ -68,12 +67,7 @@ def _majority(pid: np.ndarray, track_id: np.ndarray, hit_id: np.ndarray) -> dict
 @pytest.fixture(scope="module")
 def event(tmp_path_factory):
     """One tt-bar event at mu = 0 and the volume of each of its measurements (index = hit_id - 1)."""
-    from lhcml.sim.tracking import simulate_tracking
-
-    out = tmp_path_factory.mktemp("strips_lowpt") / "mu0"
-    simulate_tracking("ttbar", out, mu=0.0, events=1, seed=31, progress=False)
-    meas = read_measurement_positions(acts_files(out), 0)
-    volume = (meas["geometry_id"].to_numpy(np.uint64) >> np.uint64(56)).astype(np.int64)
+    out, _, volume = ttbar_event_with_volumes(tmp_path_factory, "strips_lowpt", 31)
     return out, volume
 
 

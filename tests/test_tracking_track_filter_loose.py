@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _tracking_helpers import shipped_track_filter
 
 from lhcml.config import shipped_config
 from lhcml.errors import ConfigError
@@ -23,24 +24,8 @@ HELD_OUT = Path(__file__).parent / "data" / "tracks_loose_train_mu200_17.npz"
 def test_loose_classifier_loads_safely_and_matches_its_training_config() -> None:
     """The checkpoint is small, weights and metadata only (weights_only=True), the track_filter model on the finder's
     features, trained by configs/tracking/track_filter_loose.yaml on the tracks-loose files of train_mu200 0-9."""
-    import torch
-    import yaml
-
-    from lhcml.config import resolve_bases, resolve_model_path
-    from lhcml.models.tracking.track_filter import TRACK_FEATURE_NAMES, TrackClassifier
-    from lhcml.tasks.tracking.track_quality import track_classifier
-
-    path = resolve_model_path(CKPT)
-    assert path.stat().st_size < 50_000
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    assert set(raw) == {"state_dict", "lhcml"} and raw["lhcml"]["model_name"] == "track_filter"
-    stored = yaml.safe_load(raw["lhcml"]["config_yaml"])
-    train = resolve_bases(shipped_config("tracking/track_filter_loose.yaml"))
-    assert stored["model"] == train["model"] and stored["seed"] == train["seed"] == 42
-    assert stored["data"]["prepare"] == train["data"]["prepare"] == {"tracks": "loose"}
+    _, stored, train = shipped_track_filter(CKPT, "tracking/track_filter_loose.yaml", "loose")
     assert stored["data"]["train_events"] == train["data"]["train_events"] == [list(range(10))]
-    model = track_classifier(CKPT)
-    assert isinstance(model, TrackClassifier) and list(model.feature_names) == list(TRACK_FEATURE_NAMES)
 
 
 def test_loose_classifier_beats_a_constant_on_held_out_tracks() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _tracking_helpers import simulated_ttbar_event
+from _tracking_helpers import shipped_track_filter, simulated_ttbar_event
 
 from lhcml.config import shipped_config
 from lhcml.errors import ConfigError
@@ -113,25 +113,9 @@ def test_quality_finder_is_the_headline_finder_with_looser_passes_and_the_select
 def test_shipped_track_classifier_loads_safely_and_matches_its_training_config() -> None:
     """models/tracking/track_filter.ckpt: small, weights and metadata only (torch.load weights_only=True), trained
     by configs/tracking/track_filter.yaml (model, seed, events, track files), on the finder's features."""
-    import torch
-    import yaml
-
-    from lhcml.config import resolve_bases, resolve_model_path
-    from lhcml.models.tracking.track_filter import TRACK_FEATURE_NAMES, TrackClassifier
-    from lhcml.tasks.tracking.track_quality import track_classifier
-
-    path = resolve_model_path("models/tracking/track_filter.ckpt")
-    assert path.stat().st_size < 50_000
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    assert set(raw) == {"state_dict", "lhcml"} and raw["lhcml"]["model_name"] == "track_filter"
-    stored = yaml.safe_load(raw["lhcml"]["config_yaml"])
-    train = resolve_bases(shipped_config("tracking/track_filter.yaml"))
-    assert stored["model"] == train["model"] and stored["seed"] == train["seed"] == 42
-    assert stored["data"]["prepare"] == train["data"]["prepare"] == {"tracks": "quality"}
+    model, stored, train = shipped_track_filter("models/tracking/track_filter.ckpt", "tracking/track_filter.yaml", "quality")
     assert stored["data"]["train_events"] == train["data"]["train_events"]
     assert stored["data"]["val_events"] == train["data"]["val_events"]
-    model = track_classifier("models/tracking/track_filter.ckpt")
-    assert isinstance(model, TrackClassifier) and list(model.feature_names) == list(TRACK_FEATURE_NAMES)
     # a 7-measurement track with two holes and chi2/ndf 4 in the third pass scores far above a clean 12-measurement one
     x = np.array([[7, 2, 1, 4.0, 8.0, 1.8, 0.5, 20.0, 3], [12, 0, 0, 0.8, 8.0, 1.8, 0.5, 20.0, 3]], np.float32)
     bad, good = model.score(x)
