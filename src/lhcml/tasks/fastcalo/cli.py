@@ -21,7 +21,8 @@ fastcalo_app = typer.Typer(
         "`lhcml simulate gamma_jet --calo fast:MODEL.onnx`; `lhcml fastcalo generate` writes a model's showers "
         "at a reference file's energies (for evaluate); `lhcml fastcalo time-detailed` times the "
         "detailed simulation per shower (the denominator of the speed-up); `lhcml fastcalo distill` "
-        "trains a fast one- or two-step student of a flow-matching model (then `lhcml export` it)."
+        "trains a fast one- or two-step student of a flow-matching model (then `lhcml export` it); "
+        "`lhcml fastcalo sampler` copies a flow-matching model with another ODE sampler (steps, solver)."
     ),
     no_args_is_help=True,
 )
