@@ -111,6 +111,15 @@ def ml_seeds_7pass_quality(event_dir: str | Path, event_id: int, cfg: Any = None
     return _ml_seeds_shipped("ml_seeds_7pass_budget_quality_ext_spend_strips_lowpt.yaml", event_dir, event_id, cfg)
 
 
+def ml_seeds_8pass_quality(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
+    """ml-seeds+ckf-7pass-quality with an eighth, low-pT pixel pass (pixel seeds from 0.06 GeV, spans to 45 mm, the
+    displaced pass's origin windows and seed classifier) for the pixel-seedable particles below every other pass's
+    pT, within the CKF's CPU time and below its fake rate at ⟨μ⟩ = 200 on held-out events
+    (``configs/tracking/ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt.yaml``)."""
+    return _ml_seeds_shipped("ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt.yaml", event_dir, event_id,
+                             cfg)  # fmt: skip
+
+
 def clean(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
     """A finder's output cleaned by :func:`lhcml.tasks.tracking.acts_reco.clean_candidates` (Kalman fit
     with outliers, track selection, greedy ambiguity resolution; ``configs/tracking/ckf.yaml``), each
@@ -176,6 +185,7 @@ FINDERS: dict[str, Finder] = {
     "ml-seeds+ckf-6pass-budget": ml_seeds_6pass_budget,  # + own classifiers, shorter seeds, endcap and strip passes
     "ml-seeds+ckf-6pass-quality": ml_seeds_6pass_quality,  # + looser passes, track-quality selection, hit recovery
     "ml-seeds+ckf-7pass-quality": ml_seeds_7pass_quality,  # + more strip seeds and a low-pT strip pass
+    "ml-seeds+ckf-8pass-quality": ml_seeds_8pass_quality,  # + a low-pT pixel pass (seeds from 0.06 GeV)
 }
 
 
