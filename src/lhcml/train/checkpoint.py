@@ -125,6 +125,12 @@ def compare_configs(
             )
 
 
+def state_under(state_dict: Mapping[str, Any], prefix: str = "model.") -> dict[str, Any]:
+    """The tensors of a checkpoint's ``state_dict`` stored under ``prefix`` (a Lightning module's ``model.``, or
+    another sub-module's), keyed without it."""
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
 def check_state_dict(stored: Mapping[str, Any], expected: Mapping[str, Any], source: str, hint: str) -> None:
     """Raise :class:`CheckpointMismatchError` if the saved tensors do not fit the built modules.
 
@@ -175,7 +181,7 @@ def load_tagger(path: str | Path) -> tuple[Any, dict[str, Any]]:
     model.configure_inputs({g: v for g, v in variables.items() if v is not None})
     if hasattr(model, "set_head_weights") and cfg.get("loss", {}).get("head_weights"):
         model.set_head_weights(cfg["loss"]["head_weights"])
-    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    state = state_under(ckpt["state_dict"])
     check_state_dict(
         state, model.state_dict(), str(path),
         f"the model '{cfg['model']['name']}' code or the stored config changed since it was saved "
@@ -230,7 +236,7 @@ def load_kind_model(path: str | Path, kind: str, build: Any, what: str, hint: st
     if meta.get("kind") != kind:
         raise CheckpointMismatchError(f"{path} is not {what}")
     model = build(meta["model_name"], yaml.safe_load(meta["model_init_yaml"]))
-    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    state = state_under(ckpt["state_dict"])
     check_state_dict(state, model.state_dict(), str(path),
                      f"the model '{meta['model_name']}' code changed since it was saved ({hint})")  # fmt: skip
     model.load_state_dict(state, strict=True)

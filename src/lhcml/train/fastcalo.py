@@ -267,7 +267,7 @@ def init_from_checkpoint(model: Any, path: str | Path) -> dict[str, int]:
     """
     import torch
 
-    from lhcml.train.checkpoint import read_checkpoint
+    from lhcml.train.checkpoint import read_checkpoint, state_under
 
     p = Path(path)
     if not p.is_file():
@@ -285,7 +285,7 @@ def init_from_checkpoint(model: Any, path: str | Path) -> dict[str, int]:
         )
     # a run with ema_decay: start from its averaged weights (what load_generator samples with)
     prefix = EMA_PREFIX if any(k.startswith(EMA_PREFIX) for k in ckpt["state_dict"]) else "model."
-    stored = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    stored = state_under(ckpt["state_dict"], prefix)
     own = model.state_dict()
     if ("vars.ratio_enc" in stored) != ("vars.ratio_enc" in own):
         raise CheckpointMismatchError(
@@ -719,7 +719,12 @@ def load_generator(path: str | Path, ema: bool = True) -> tuple[Any, dict[str, A
     CheckpointMismatchError
         Not a fast-calo checkpoint, or its tensors do not fit the model its metadata describes.
     """
-    from lhcml.train.checkpoint import check_state_dict, load_kind_model, read_checkpoint
+    from lhcml.train.checkpoint import (
+        check_state_dict,
+        load_kind_model,
+        read_checkpoint,
+        state_under,
+    )
 
     model, meta = load_kind_model(
         path, "fastcalo", build_generator,
@@ -728,7 +733,7 @@ def load_generator(path: str | Path, ema: bool = True) -> tuple[Any, dict[str, A
     )  # fmt: skip
     if ema:
         sd = read_checkpoint(path)["state_dict"]
-        averaged = {k[len(EMA_PREFIX):]: v for k, v in sd.items() if k.startswith(EMA_PREFIX)}
+        averaged = state_under(sd, EMA_PREFIX)
         if averaged:
             check_state_dict(averaged, model.state_dict(), str(path),
                              "its averaged weights (ema_model.*) do not fit the model: retrain")  # fmt: skip
