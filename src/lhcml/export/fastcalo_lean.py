@@ -76,6 +76,7 @@ class LeanFlowMatchingGraph(nn.Module):
         self.energy_standardisation = bool(v.energy_standardisation)
         self.whitening = bool(getattr(v, "first_layer_whitening", False))
         self.strip_ratios = bool(getattr(v, "strip_ratios", False))
+        self.middle_ratios = bool(getattr(v, "middle_ratios", False))
         linears = [m for m in model.velocity if isinstance(m, nn.Linear)]
         d, f2 = int(model.noise_dim), 2 * len(model.time_embedding.freq)
         w0, b0 = linears[0].weight.detach(), linears[0].bias.detach()
@@ -172,6 +173,8 @@ class LeanFlowMatchingGraph(nn.Module):
                 r = r * m.vars.v_std[start : start + size] + m.vars.v_mean[start : start + size]
             if self.strip_ratios and li == 0:
                 r = m.vars.strip_ratio_decode(r)  # the strips' outward log-ratios back to log shares
+            if self.middle_ratios and li == 1:
+                r = m.vars.middle_ratio_decode(r)  # the middle layer's ring-by-ring log-ratios back to log shares
             start += size
             frac = torch.exp(r.clamp(max=0.0)) if self.log_space else _expit(r)
             e_l = e_layers[:, li : li + 1]

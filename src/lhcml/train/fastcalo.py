@@ -294,6 +294,15 @@ def init_from_checkpoint(model: Any, path: str | Path) -> dict[str, int]:
             "(its weights and standardisation mean other variables); train from scratch or start from a model "
             "with the same model.strip_ratios"
         )
+    if ("vars.middle_enc" in stored) != ("vars.middle_enc" in own) or (
+        "vars.middle_enc" in own and stored["vars.middle_enc"].shape != own["vars.middle_enc"].shape
+    ):
+        raise CheckpointMismatchError(
+            f"init_from: {p} was trained {'with' if 'vars.middle_enc' in stored else 'without'} model.middle_ratios "
+            f"and this config sets {'another grid' if 'vars.middle_enc' in stored and 'vars.middle_enc' in own else ('it on' if 'vars.middle_enc' in own else 'it off')}: "
+            "another middle-layer representation (its weights and standardisation mean other variables); train from "
+            "scratch or start from a model with the same model.middle_ratios"
+        )
     first_stored = (yaml.safe_load(meta.get("model_init_yaml") or "{}") or {}).get("strip_first_ratio", "free")
     first_own = getattr(getattr(model, "vars", None), "strip_first_ratio", "free")
     if "vars.ratio_enc" in own and first_stored != first_own:

@@ -66,6 +66,65 @@ FIRST_RATIO_FLOOR = 1e-3
 FIRST_RATIO_Y_MAX = 30.0
 
 
+def _middle_grid(middle_ratios: object, sizes: list[int], voxel_space: str) -> tuple[int, int] | None:
+    """The checked ``middle_ratios`` grid ``(n_eta, n_phi)`` of the second layer, or ``None`` (off)."""
+    if middle_ratios is None or middle_ratios is False:
+        return None
+    ok = (
+        isinstance(middle_ratios, (list, tuple)) and len(middle_ratios) == 2
+        and all(isinstance(g, int) and not isinstance(g, bool) and g >= 1 for g in middle_ratios)
+    )  # fmt: skip
+    if not ok:
+        raise ConfigError(
+            f"middle_ratios must be null (off) or the middle layer's grid [n_eta, n_phi] (two positive integers, "
+            f"lhcml's binning: [7, 11]), got {middle_ratios!r}"
+        )
+    n_eta, n_phi = int(middle_ratios[0]), int(middle_ratios[1])
+    if len(sizes) < 2 or n_eta * n_phi != sizes[1] or n_eta * n_phi < 2:
+        raise ConfigError(
+            f"middle_ratios: [{n_eta}, {n_phi}] does not fit the second layer "
+            f"({sizes[1] if len(sizes) > 1 else 'none'} voxels; need n_eta x n_phi = its voxels, at least 2)"
+        )
+    if voxel_space != "log":
+        raise ConfigError("middle_ratios needs voxel_space: log (log-ratios of the middle layer's cell shares)")
+    return n_eta, n_phi
+
+
+def ring_parent(di: int, dj: int) -> tuple[int, int]:
+    """The inner neighbour's offset of the cell at offset ``(di, dj) != (0, 0)`` from the centre: one
+    Chebyshev ring closer, on the discrete ray to the centre (``round(d (r - 1) / r)``, halves away from 0)."""
+    r = max(abs(di), abs(dj))
+
+    def step(d: int) -> int:
+        m = math.floor(abs(d) * (r - 1) / r + 0.5)
+        return m if d >= 0 else -m
+
+    return step(di), step(dj)
+
+
+def ring_ratio_matrices(n_eta: int, n_phi: int) -> tuple[Tensor, Tensor]:
+    """``(enc, dec)`` ``(n, n)`` with ``n = n_eta n_phi`` (η-major): ``y @ enc`` gives the centre cell's
+    value and every other cell minus its inner neighbour (:func:`ring_parent`); ``z @ dec`` sums them
+    back along the ray from the centre (``enc @ dec`` is the identity)."""
+    ci, cj = (n_eta - 1) // 2, (n_phi - 1) // 2
+    n = n_eta * n_phi
+    enc = torch.zeros(n, n)
+    dec = torch.zeros(n, n)
+    for i in range(n_eta):
+        for j in range(n_phi):
+            k = i * n_phi + j
+            enc[k, k] = 1.0
+            di, dj = i - ci, j - cj
+            if (di, dj) != (0, 0):
+                pi, pj = ring_parent(di, dj)
+                enc[(ci + pi) * n_phi + cj + pj, k] = -1.0
+            dec[k, k] = 1.0  # the path centre -> cell: every cell on it adds its ratio
+            while (di, dj) != (0, 0):
+                di, dj = ring_parent(di, dj)
+                dec[(ci + di) * n_phi + cj + dj, k] = 1.0
+    return enc, dec
+
+
 def _expit(x: Tensor) -> Tensor:
     return ((torch.sigmoid(x) - ALPHA) / (1 - 2 * ALPHA)).clamp(0.0, 1.0)
 
@@ -148,6 +207,20 @@ class CaloFlowVariables(nn.Module):
         maximum outside the alignment window is the only loss), so the inverse is exact for
         ``r <= -FIRST_RATIO_FLOOR``; decoding caps ``y`` at :data:`FIRST_RATIO_Y_MAX` (finite).
 
+    middle_ratios
+        ``None`` (default): off. ``(n_eta, n_phi)``: the second layer's (lhcml's middle layer's) grid,
+        η-major; its log shares are re-expressed before the standardisation as the centre cell's
+        log share (the cell ``((n_eta - 1) // 2, (n_phi - 1) // 2)``, the impact cell of lhcml's
+        windows) and, for every other cell, the log-ratio ``ln(E_cell / E_parent)`` to its *inner
+        neighbour*: the cell one ring closer to the centre (rings of the Chebyshev distance) on the
+        discrete ray to the centre (``parent = centre + round(d (r - 1) / r)`` for the offset ``d``
+        of ring ``r``, halves rounded away from zero). The halo is then built ring by ring outwards,
+        each cell its inner neighbour times a generated ratio — the strips' ratio idea
+        (``strip_ratios``) for the middle layer, whose halo cells sorted by energy separate generated
+        from detailed showers at AUC 0.95 (docs/benchmarks/fastcalo.md "Nineteenth version" §1).
+        ``voxel_space: log`` only. Exactly invertible (:meth:`middle_ratio_encode` /
+        :meth:`middle_ratio_decode`: constant matrices, a difference and a sum along the rays).
+
     The standardisation (means and widths of the logit variables) is fitted on training showers
     with :meth:`fit` and kept in buffers, so it travels with the weights and into ONNX.
     """
@@ -158,6 +231,7 @@ class CaloFlowVariables(nn.Module):
         energy_standardisation: bool = False, eta_standardisation: bool = False,
         first_layer_whitening: bool = False, strip_ratios: bool = False,
         strip_grid: Sequence[int] | None = None, strip_first_ratio: str = "free",
+        middle_ratios: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if voxel_space not in ("logit", "log"):
@@ -208,6 +282,13 @@ class CaloFlowVariables(nn.Module):
             first[c - 1] = first[c + 1] = True
             # present only off "free" (older checkpoints load unchanged); init_from compares it
             self.register_buffer("first_ratio_rows", first)
+        self.middle_grid = _middle_grid(middle_ratios, sizes, voxel_space)
+        self.middle_ratios = self.middle_grid is not None
+        if self.middle_grid is not None:
+            enc, dec = ring_ratio_matrices(*self.middle_grid)
+            self.register_buffer("middle_enc", enc)  # log shares Y -> ratios Z = Y @ middle_enc
+            self.register_buffer("middle_dec", dec)  # Z -> Y = Z @ middle_dec (sums along the rays)
+            self.middle_start = sizes[0]
         if u0_max <= 0 or dequant_kev < 0:
             raise ValueError(
                 f"u0_max must be > 0 and dequant_kev >= 0, got {u0_max}, {dequant_kev}"
@@ -299,7 +380,19 @@ class CaloFlowVariables(nn.Module):
         if self.strip_ratios:
             n0 = self.n_first
             lv = torch.cat([self.strip_ratio_encode(lv[:, :n0]), lv[:, n0:]], dim=1)
+        if self.middle_ratios:
+            a, b = self.middle_start, self.middle_start + self.middle_enc.shape[0]
+            lv = torch.cat([lv[:, :a], lv[:, a:b] @ self.middle_enc, lv[:, b:]], dim=1)
         return _logit(u), lv, e_layers
+
+    def middle_ratio_encode(self, y: Tensor) -> Tensor:
+        """``middle_ratios``: the second layer's log shares ``y`` ``(N, n_eta n_phi)`` (η-major) -> the
+        centre cell's log share and every other cell's log-ratio to its inner neighbour."""
+        return y @ self.middle_enc
+
+    def middle_ratio_decode(self, z: Tensor) -> Tensor:
+        """Inverse of :meth:`middle_ratio_encode`: the second layer's log shares."""
+        return z @ self.middle_dec
 
     def strip_ratio_encode(self, y: Tensor) -> Tensor:
         """``strip_ratios``: the first layer's log shares ``y`` ``(N, n_eta n_phi)`` (η-major) ->
@@ -392,6 +485,9 @@ class CaloFlowVariables(nn.Module):
         raw = self.unwhiten(x_v) * v_std + v_mean
         if self.strip_ratios:
             raw = torch.cat([self.strip_ratio_decode(raw[:, : self.n_first]), raw[:, self.n_first :]], dim=1)
+        if self.middle_ratios:
+            a, b = self.middle_start, self.middle_start + self.middle_dec.shape[0]
+            raw = torch.cat([raw[:, :a], self.middle_ratio_decode(raw[:, a:b]), raw[:, b:]], dim=1)
         frac = _expit(raw) if self.voxel_space == "logit" else torch.exp(raw.clamp(max=0.0))
         e_vox = frac * (e_layers @ self.assign.T)
         frac = torch.where(e_vox < self.threshold_gev, torch.zeros_like(frac), frac)

@@ -92,6 +92,11 @@ class CaloFlowMatching(FastCaloGenerator):
         With ``strip_ratios``: ``"free"`` (default), ``"exp"`` or ``"softplus"`` — the two first outward
         row log-ratios generated as ``-exp(y)`` / ``-softplus(y)``, so the centre row stays above its
         neighbours by construction (:class:`~lhcml.models.fastcalo.flow.CaloFlowVariables`).
+    middle_ratios
+        ``None`` (default, off) or the middle (second) layer's grid ``[n_eta, n_phi]`` (lhcml's binning:
+        ``[7, 11]``): its cells generated as the centre cell's log share and log-ratios to their inner
+        neighbour, ring by ring outwards (:class:`~lhcml.models.fastcalo.flow.CaloFlowVariables`;
+        ``configs/fastcalo/fm_strips_ratio_middle.yaml``).
     eta_range
         ``[lo, hi]``: condition on the incident ``|η|`` too (trained over that range; the
         calorimeter's depth in X0 grows as cosh η, so the layer fractions change with η);
@@ -138,6 +143,7 @@ class CaloFlowMatching(FastCaloGenerator):
         first_layer_whitening: bool = False,
         strip_ratios: bool = False,
         strip_first_ratio: str = "free",
+        middle_ratios: Sequence[int] | None = None,
         align_max_shift: int = 0,
         align_n_phi: int = 3,
         eta_range: Sequence[float] | None = None,
@@ -180,7 +186,7 @@ class CaloFlowMatching(FastCaloGenerator):
             voxel_space=voxel_space, energy_standardisation=energy_standardisation,
             eta_standardisation=eta_standardisation, first_layer_whitening=first_layer_whitening,
             strip_ratios=strip_ratios, strip_grid=(n_eta, self.align_n_phi) if strip_ratios is True else None,
-            strip_first_ratio=strip_first_ratio,
+            strip_first_ratio=strip_first_ratio, middle_ratios=middle_ratios,
         )
         self.align_n_eta = n_eta
         self.noise_dim = self.n_layers + n_voxels + (1 if self.align_max_shift else 0)
