@@ -608,15 +608,16 @@ SAVED_FIELDS = ("pt", "mass", "truthJetPt", "truthJetMass", "R10TruthLabel", "et
 
 
 def derive(events: int, mu: float, seed: int, out_path: Path, types: list[str], save: Path | None = None,
-           pool: list[Path] = (), estimator: str | None = None, jms_sample: str = "all", jms_pt: str = "truth") -> dict:
+           pool: list[Path] = (), estimator: str | None = None, jms_sample: str = "all", jms_pt: str = "truth",
+           jms_target: str = "truth") -> dict:
     """Derive the tables of ``types`` at ``mu`` and merge them into ``out_path``.
 
     All types from one simulation per process (:func:`simulate_types`). ``save``: a folder where
     the uncalibrated jets go (``jets_<type>_mu<mu>_s<seed>.npz``); ``pool``: such files of earlier
     (independent) samples whose jets are added to this one's before the derivation. ``estimator``:
     the average-response estimator (:data:`lhcml.sim.large_r_calibration.RESPONSE_ESTIMATORS`;
-    default the module's). ``jms_sample`` / ``jms_pt``: which jets fill the JMS cells and their pT variable
-    (:func:`lhcml.sim.large_r_calibration.derive_calibration`).
+    default the module's). ``jms_sample`` / ``jms_pt``: which jets fill the JMS cells and their pT variable;
+    ``jms_target``: ``"peak"`` adds the in-situ-like residual (:func:`lhcml.sim.large_r_calibration.derive_calibration`).
     """
     from lhcml.sim.large_r_calibration import uncalibrated
 
@@ -635,14 +636,21 @@ def derive(events: int, mu: float, seed: int, out_path: Path, types: list[str], 
                 np.savez_compressed(tmp, **j)
         entries[(constituents, mu)] = [j]
     note = f"--derive --events {events} --seed {seed}"
-    return _derive_merge(entries, pool, out_path, note, estimator, jms_sample, jms_pt)
+    return _derive_merge(entries, pool, out_path, note, estimator, jms_sample, jms_pt, jms_target)
 
 
 def derive_saved(files: list[Path], out_path: Path, estimator: str | None = None, jms_sample: str = "all",
-                 jms_pt: str = "truth") -> dict:
+                 jms_pt: str = "truth", jms_target: str = "truth") -> dict:
     """Derive tables from uncalibrated jets saved by ``--derive --save`` only (no simulation): the files of
     one (type, μ) (``jets_<type>_mu<mu>_s<seed>.npz``) are pooled, each (type, μ) table is merged into
     ``out_path``."""
+    entries = _saved_derivation_jets(files)
+    return _derive_merge(entries, (), out_path, "--derive-from " + " ".join(f.name for f in files), estimator,
+                         jms_sample, jms_pt, jms_target)
+
+
+def _saved_derivation_jets(files: list[Path]) -> dict[tuple[str, float], list[dict]]:
+    """``{(type, μ): [jets of each file]}`` of ``--derive --save`` files (``jets_<type>_mu<mu>_s<seed>.npz``)."""
     entries: dict[tuple[str, float], list] = {}
     for f in files:
         parts = f.stem.split("_")
@@ -651,12 +659,71 @@ def derive_saved(files: list[Path], out_path: Path, estimator: str | None = None
         d = np.load(f)
         entries.setdefault((parts[1], float(parts[2][2:])), []).append({k: d[k] for k in SAVED_FIELDS})
         print(f"{f}: {len(d['pt'])} jets", flush=True)
-    return _derive_merge(entries, (), out_path, "--derive-from " + " ".join(f.name for f in files), estimator,
-                         jms_sample, jms_pt)
+    return entries
+
+
+def derive_insitu_saved(files: list[Path], out_path: Path, base: Path) -> dict:
+    """Add the in-situ-like residual (:func:`lhcml.sim.large_r_calibration.derive_insitu`) to the tables of
+    ``base`` (JES and JMS kept as they are): the uncalibrated jets of ``--derive --save`` files are calibrated
+    with ``base``'s table of their type and μ, the residual is fitted on their W and top jets, and ``base`` with
+    the residual of each (type, μ) is written to ``out_path``. Prints, on the same jets (in sample), the W / Z /
+    top peaks (±1.5 σ core) at calibrated pT 500–700 GeV and the QCD mass closure at truth pT 500–700 GeV
+    (label 0, truth mass 50–250 GeV: what the residual does to QCD jets), before and after."""
+    import yaml
+
+    from lhcml.estimators import gauss_core_peak
+    from lhcml.sim.large_r_calibration import (
+        calibrate,
+        calibration_table,
+        derive_insitu,
+        insitu_factors,
+    )
+
+    table = yaml.safe_load(base.read_text()) or {}
+    print("| type | μ | W peak − 80.4: JMS / +residual | Z − 91.19 | top − 172.5 | QCD closure: JMS / +residual | "
+          "residual W; top (per pT point) |\n|---|---|---|---|---|---|---|")
+    for (ctype, mu), parts in sorted(_saved_derivation_jets(files).items()):
+        t = calibration_table(ctype, base)
+        key = int(mu) if float(mu).is_integer() else float(mu)
+        if t is None or float(mu) not in t:
+            raise SystemExit(f"error: {base} has no table for {ctype} at mu {mu:g}")
+        j = {k: np.concatenate([x[k] for x in parts]) for k in SAVED_FIELDS}
+        pt, m = calibrate(j["pt"] / 1e3, j["mass"] / 1e3, ctype, mu, table=t)
+        lab, tm, tpt = j["R10TruthLabel"], j["truthJetMass"] / 1e3, j["truthJetPt"] / 1e3
+        res = derive_insitu(pt, m, lab, tm)
+        m_r = m * insitu_factors(pt, m, {k: np.asarray(v, dtype=np.float64) for k, v in res.items()})
+        cells = []
+        for name, (code, lo, hi) in ATLAS_LABEL_WINDOWS.items():
+            s = (lab == code) & (tm > lo) & (tm < hi) & (pt > 500) & (pt < 700)
+            cells.append(" / ".join(f"{gauss_core_peak(x[s], n_sigma=1.5) - PARTICLE_MASS[name]:+.1f}" for x in (m, m_r)))
+        q = (lab == 0) & (tm > 50) & (tm < 250) & (tpt > 500) & (tpt < 700) & (m > 0)
+        cells.append(" / ".join(f"{gauss_core_peak(x[q] / tm[q], n_sigma=1.5):.3f}" for x in (m, m_r))
+                     + f" (median factor {np.median(m_r[q] / m[q]) if q.any() else np.nan:.3f}, {int(q.sum())} jets)")
+        rows = np.asarray(res["insitu_row"])
+        cells.append("; ".join(" ".join(f"{v:.3f}" for v in np.asarray(res["insitu"])[rows == i]) for i in (0, 1)))
+        print(f"| {ctype} | {mu:g} | " + " | ".join(cells) + " |", flush=True)
+        table[ctype][key].update(res)
+    note = (f"# in-situ-like residual (W/top peaks on 80.4/172.5 GeV) added to the tables of {base.name}: "
+            f"--derive-insitu {' '.join(f.name for f in files)} ({time.strftime('%Y-%m-%d')})")
+    _write_table(out_path, table, base, note)
+    return table
+
+
+def _write_table(out_path: Path, table: dict, header_from: Path, note: str) -> None:
+    """``table`` as YAML in ``out_path``, below the ``#`` comment lines of ``header_from`` (if it exists; else
+    the module's default header) and ``note``."""
+    import yaml
+
+    kept = [ln for ln in header_from.read_text().splitlines() if ln.startswith("#")] if header_from.exists() else [
+        "# Large-R JES/JMS numerical-inversion tables (lhcml.sim.large_r_calibration), per constituent type",
+        "# and <mu>: benchmarks/sim_large_r.py --derive (top_wide + wz_wide + qcd_wide, uncalibrated trimmed",
+        "# jets vs trimmed truth jets)."]
+    atomic_write_text(out_path, "\n".join([*kept, note]) + "\n"
+                      + yaml.safe_dump(table, sort_keys=False, default_flow_style=None, width=110))
 
 
 def _derive_merge(entries: dict, pool, out_path: Path, note: str, estimator: str | None, jms_sample: str = "all",
-                  jms_pt: str = "truth") -> dict:
+                  jms_pt: str = "truth", jms_target: str = "truth") -> dict:
     import yaml
 
     from lhcml.sim.large_r_calibration import RESPONSE_ESTIMATOR, derive_calibration
@@ -672,23 +739,19 @@ def _derive_merge(entries: dict, pool, out_path: Path, note: str, estimator: str
                 print(f"pooled {f} ({len(old['pt'])} jets)", flush=True)
         entry = derive_calibration(j["pt"] / 1e3, j["mass"] / 1e3, j["truthJetPt"] / 1e3, j["truthJetMass"] / 1e3,
                                    estimator=estimator, labels=j["R10TruthLabel"], jms_sample=jms_sample,
-                                   jms_pt=jms_pt)
+                                   jms_pt=jms_pt, jms_target=jms_target)
         table.setdefault(constituents, {})[int(mu) if float(mu).is_integer() else float(mu)] = entry
         table[constituents] = dict(sorted(table[constituents].items()))
         print(constituents, mu, json.dumps(entry), flush=True)
     # keep the file's provenance comments, add this derivation's
-    kept = [ln for ln in out_path.read_text().splitlines() if ln.startswith("#")] if out_path.exists() else [
-        "# Large-R JES/JMS numerical-inversion tables (lhcml.sim.large_r_calibration), per constituent type",
-        "# and <mu>: benchmarks/sim_large_r.py --derive (top_wide + wz_wide + qcd_wide, uncalibrated trimmed",
-        "# jets vs trimmed truth jets)."]
     done = sorted({c for c, _ in entries}), sorted({m for _, m in entries})
-    kept.append(f"# {', '.join(done[0])} (mu {', '.join(f'{m:g}' for m in done[1])}): {note}"
-                + (f" + pooled {', '.join(f.name for f in pool)}" if pool else "")
-                + f", response estimator {estimator}"
-                + (f", JMS sample {jms_sample}, JMS pT {jms_pt}" if (jms_sample, jms_pt) != ("all", "truth") else "")
-                + f" ({time.strftime('%Y-%m-%d')})")
-    atomic_write_text(out_path, "\n".join(kept) + "\n"
-                      + yaml.safe_dump(table, sort_keys=False, default_flow_style=None, width=110))
+    _write_table(out_path, table, out_path,
+                 f"# {', '.join(done[0])} (mu {', '.join(f'{m:g}' for m in done[1])}): {note}"
+                 + (f" + pooled {', '.join(f.name for f in pool)}" if pool else "")
+                 + f", response estimator {estimator}"
+                 + (f", JMS sample {jms_sample}, JMS pT {jms_pt}" if (jms_sample, jms_pt) != ("all", "truth") else "")
+                 + (", JMS target peak (in-situ-like residual)" if jms_target == "peak" else "")
+                 + f" ({time.strftime('%Y-%m-%d')})")
     return table
 
 
@@ -725,6 +788,16 @@ def main() -> None:
     ap.add_argument("--jms-pt", choices=("truth", "reco"), default="truth",
                     help="--derive / --derive-from: JMS cells in truth-jet pT (numerical inversion; default) or in "
                          "calibrated reconstructed pT")
+    ap.add_argument("--jms-target", choices=("truth", "peak"), default="truth",
+                    help="--derive / --derive-from: what the JMS closes on (truth = the trimmed truth jet's mass, "
+                         "the shipped tables; peak = the same plus an in-situ-like residual that puts the calibrated "
+                         "W and top peaks on 80.4 and 172.5 GeV)")
+    ap.add_argument("--derive-insitu", type=Path, nargs="+", default=None, metavar="NPZ",
+                    help="add the in-situ-like residual, fitted on the W and top jets of these --derive --save files "
+                         "calibrated with --base-table, to that table's JES/JMS and write it to --table (required; "
+                         "not the shipped file)")
+    ap.add_argument("--base-table", type=Path, default=None,
+                    help="--derive-insitu: the table whose JES/JMS are kept (default: the shipped one)")
     ap.add_argument("--save-jets", type=Path, help="stability table: keep the per-jet quantities of every point here")
     ap.add_argument("--pt-window", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                     help="stability table (and --truth-peaks): select jets of LO < calibrated pT < HI GeV from pT-hat LO-50 to "
@@ -771,10 +844,21 @@ def _run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
         other = [n for n in args.processes if n not in ("top", "wz")] if not args.truth_peaks else []
         if other:
             ap.error(f"--pt-window applies to the processes top and wz only, not {', '.join(other)}")
-        modes = [f for f in ("derive", "derive_from", "pooled", "paired_mitigation", "resolution_from",
+        modes = [f for f in ("derive", "derive_from", "derive_insitu", "pooled", "paired_mitigation", "resolution_from",
                              "compare") if getattr(args, f)]
         if modes:
             ap.error(f"--pt-window applies to the stability table only, not --{modes[0].replace('_', '-')}")
+    if args.derive_insitu:
+        from lhcml.sim.large_r_calibration import TABLE_PATH
+
+        base = args.base_table or TABLE_PATH
+        missing = [str(f) for f in (*args.derive_insitu, base) if not f.exists()]
+        if missing:
+            ap.error(f"--derive-insitu: no such file(s): {', '.join(missing)}")
+        if args.table is None or args.table.resolve() == TABLE_PATH.resolve():
+            ap.error("--derive-insitu needs --table OUT.yaml (a new file; the shipped table is not overwritten)")
+        derive_insitu_saved(args.derive_insitu, args.table, base)
+        return
     if args.derive or args.derive_from:
         from lhcml.sim.large_r_calibration import TABLE_PATH
 
@@ -782,10 +866,11 @@ def _run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
             missing = [str(f) for f in args.derive_from if not f.exists()]
             if missing:
                 ap.error(f"--derive-from: no such file(s): {', '.join(missing)}")
-            derive_saved(args.derive_from, args.table or TABLE_PATH, args.estimator, args.jms_sample, args.jms_pt)
+            derive_saved(args.derive_from, args.table or TABLE_PATH, args.estimator, args.jms_sample, args.jms_pt,
+                         args.jms_target)
         else:
             derive(args.events, args.mu, args.seed, args.table or TABLE_PATH, args.types, args.save, args.pool,
-                   args.estimator, args.jms_sample, args.jms_pt)
+                   args.estimator, args.jms_sample, args.jms_pt, args.jms_target)
         return
     if args.pooled:
         missing = [str(f) for f in args.pooled if not f.exists()]

@@ -19,8 +19,13 @@ response. Errors: ``--nboot`` bootstrap resamplings of the hard events (each see
 resampling for every μ, type and estimator). Per seed: every estimator on each seed alone; the seed-to-seed
 standard deviation beside the per-seed error the pooled bootstrap implies (pooled error × √n_seeds).
 
+``--insitu TABLE``: the calibrated masses are first multiplied by the in-situ-like residual of TABLE (a table of
+``benchmarks/sim_large_r.py --derive-insitu``, whose JES/JMS must be those the saved jets were calibrated with —
+the shipped ones for ``--derive-insitu`` without ``--base-table``): the peaks as that table would place them
+(:func:`lhcml.sim.large_r_calibration.insitu_factors`; issue 12, sixteenth version).
+
 usage: peaks.py DIR --seeds 5151,5252 [--types pflow,clusters,tcc] [--mus 0,60,140] [--events 1500]
-                [--pt 550 650] [--particles top,W,Z] [--nboot 50] [--json OUT]
+                [--pt 550 650] [--particles top,W,Z] [--nboot 50] [--json OUT] [--insitu TABLE]
 """
 from __future__ import annotations
 
@@ -45,8 +50,18 @@ ESTIMATORS = {
 }
 
 
-def load(folder: Path, process: str, mu: float, ctype: str, seeds: list[int], group, pt: tuple[float, float]):
+def load(folder: Path, process: str, mu: float, ctype: str, seeds: list[int], group, pt: tuple[float, float],
+         insitu: Path | None = None):
     _, code, lo, hi = group
+    residual = None
+    if insitu is not None:
+        from lhcml.sim.large_r_calibration import calibration_table
+
+        residual = calibration_table(ctype, insitu)
+        if residual is None or not any("insitu" in v for v in residual.values()):
+            print(f"error: {insitu} has no in-situ residual for {ctype} (make one with benchmarks/sim_large_r.py "
+                  "--derive-insitu)", file=sys.stderr)
+            sys.exit(2)
     parts = []
     for s in seeds:
         f = folder / f"{process}_mu{mu:g}_{ctype}_s{s}.npz"
@@ -62,7 +77,12 @@ def load(folder: Path, process: str, mu: float, ctype: str, seeds: list[int], gr
         ptc = z["pt"] / 1e3
         sel = ((z["R10TruthLabel"] == code) & (tm > lo) & (tm < hi) & (np.abs(z["eta"]) < 2)
                & (ptc > pt[0]) & (ptc < pt[1]))
-        parts.append({"mass": z["mass"][sel] / 1e3, "truth": tm[sel], "event": z["eventNumber"][sel] - np.int64(s) * STRIDE,
+        mass = z["mass"][sel] / 1e3
+        if residual is not None:
+            from lhcml.sim.large_r_calibration import insitu_factors
+
+            mass = mass * insitu_factors(ptc[sel], mass, residual, mu)
+        parts.append({"mass": mass, "truth": tm[sel], "event": z["eventNumber"][sel] - np.int64(s) * STRIDE,
                       "seed": np.full(sel.sum(), s)})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -94,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--particles", default="top,W,Z")
     ap.add_argument("--nboot", type=int, default=50)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--insitu", type=Path, default=None, metavar="TABLE",
+                    help="apply the in-situ-like residual of this table (sim_large_r.py --derive-insitu) to the saved "
+                         "calibrated masses first")
     ap.add_argument("--smear-scan", default=None, metavar="S1,S2,...",
                     help="only: the peaks of the truth-jet masses (first type, first μ) multiplied by a symmetric "
                          "Gaussian response of mean 1 and these relative widths (one fixed draw each), by every "
@@ -107,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not a.folder.is_dir():
         print(f"error: {a.folder} is not a folder", file=sys.stderr)
+        return 2
+    if a.insitu is not None and not a.insitu.is_file():
+        print(f"error: --insitu {a.insitu}: no such file", file=sys.stderr)
         return 2
     parts = a.particles.split(",")
     bad = [p for p in parts if p not in GROUPS]
@@ -130,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         group = GROUPS[part]
         for ctype in types:
             for mu in mus:
-                d = load(a.folder, group[0], mu, ctype, seeds, group, tuple(a.pt))
+                d = load(a.folder, group[0], mu, ctype, seeds, group, tuple(a.pt), a.insitu)
                 n = len(d["event"])
                 nom = estimates(d, np.ones(n, np.int64), smear_rng_seed=int(mu) + 1)
                 rows = []

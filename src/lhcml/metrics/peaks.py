@@ -30,56 +30,21 @@ from scipy import optimize, stats
 from scipy.special import expit, ndtr
 
 from lhcml.errors import ConfigError
-from lhcml.estimators import gaussian_core_fit, robust_sigma
+from lhcml.estimators import MIN_PEAK_ENTRIES, gauss_core_peak, robust_sigma
 
 #: the estimators of :func:`mass_peak`
 PEAK_METHODS = ("gauss_core", "crystal_ball", "kde_mode")
 #: fewest finite entries an estimate is made from (fewer: NaN)
-MIN_ENTRIES = 20
+MIN_ENTRIES = MIN_PEAK_ENTRIES
+#: :func:`gauss_core_peak` lives in :mod:`lhcml.estimators` (the simulation's in-situ-like JMS residual,
+#: :mod:`lhcml.sim.large_r_calibration`, uses it too) and is re-exported here with the other peak estimators
+__all__ = ["PEAK_METHODS", "MIN_ENTRIES", "gauss_core_peak", "kde_mode", "CrystalBallFit", "crystal_ball_fit",
+           "mass_peak", "event_bootstrap"]
 
 
 def _finite(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64).ravel()
     return x[np.isfinite(x)]
-
-
-def gauss_core_peak(x: np.ndarray, n_sigma: float = 1.0, width_n_sigma: float = 2.0, n_iter: int = 50) -> float:
-    """Mean of a Gaussian fitted iteratively to the core ``mean ± n_sigma·σ`` of ``x``.
-
-    σ is the width of the ±``width_n_sigma`` σ core fit (:func:`lhcml.estimators.gaussian_core_fit`, mean and σ
-    free); then only the mean is refitted (unbinned maximum likelihood, the Gaussian normalised on the window)
-    and the window re-centred on it until it moves by less than 10⁻⁴ σ. Holding σ keeps a narrow window
-    stable: a ±1 σ window alone hardly constrains σ (the truncated Gaussian is nearly flat there), and letting
-    it float makes the iteration shrink onto a few entries in small samples. With ``n_sigma ==
-    width_n_sigma`` the result is that core fit's mean. NaN for fewer than :data:`MIN_ENTRIES` entries, a
-    failed width fit or fewer than 10 entries in a window.
-    """
-    x = _finite(x)
-    if len(x) < MIN_ENTRIES:
-        return float("nan")
-    mean, sigma = gaussian_core_fit(x, n_sigma=width_n_sigma, n_iter=20)
-    mu, sig = mean.value, sigma.value
-    if not (np.isfinite(mu) and np.isfinite(sig) and sig > 0):
-        return float("nan")
-    if n_sigma == width_n_sigma:
-        return float(mu)
-    for _ in range(n_iter):
-        a, b = mu - n_sigma * sig, mu + n_sigma * sig
-        xs = x[(x >= a) & (x <= b)]
-        if len(xs) < 10:
-            return float("nan")
-
-        def nll(m: float, xs=xs, a=a, b=b) -> float:
-            return float(np.sum(0.5 * ((xs - m) / sig) ** 2)
-                         + len(xs) * np.log(max(ndtr((b - m) / sig) - ndtr((a - m) / sig), 1e-300)))
-
-        new = float(optimize.minimize_scalar(nll, bounds=(a, b), method="bounded",
-                                             options={"xatol": 1e-5 * sig}).x)
-        done = abs(new - mu) < 1e-4 * sig
-        mu = new
-        if done:
-            break
-    return float(mu)
 
 
 def kde_mode(x: np.ndarray, step: float | None = None) -> float:

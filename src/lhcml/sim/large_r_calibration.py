@@ -29,6 +29,20 @@ JMS
     then across the rows at the jet's reconstructed ``m / pT`` (constant beyond the outermost
     points). Tables without the two-dimensional entries (``x_jms``) are applied in pT only.
 
+In-situ-like residual (opt-in, ``derive_calibration(..., jms_target="peak")`` or :func:`derive_insitu`)
+    ATLAS's large-R JMS has a second, in-situ stage: the W and top mass peaks of data are fitted by forward
+    folding and a relative scale ``s`` is applied on top of the MC-based JMS (``docs/references.md`` §48). The
+    simulation's analogue here: after the truth-closed JMS, per calibrated-pT bin (:data:`INSITU_PT_BINS`) the
+    peak of the calibrated mass of labelled W and top jets (:data:`INSITU_ANCHORS`; the mean of the iterated
+    Gaussian core ±:data:`INSITU_NSIGMA` σ, :func:`lhcml.estimators.gauss_core_peak`) is put on the particle
+    mass (80.4, 172.5 GeV) by a factor; a jet's factor is interpolated linearly in calibrated pT within each
+    anchor and then linearly in ln m between the anchors (constant beyond). It closes the *peak*, not the
+    response to the truth jet: the trimmed truth-jet top peak sits 1–2 GeV below m_t and a left-skewed peak
+    smeared by the detector moves further down, so the residual is > 1 for tops (and scales QCD jets of the
+    same mass by the same factor). Stored in the table as ``insitu_m`` (anchor masses), ``insitu_pt``,
+    ``insitu`` (factors) and ``insitu_row`` (anchor index) and applied by :func:`calibrate` after the JMS;
+    a table without these keys (the shipped one) is applied without it.
+
 Pileup: the calorimeter's response changes with μ (its mean per-cell pileup subtraction and
 noise thresholds), so a constituent type may hold tables at several μ; the correction factors
 are then interpolated linearly in ⟨μ⟩ between them (constant outside), the large-R analogue of
@@ -55,7 +69,7 @@ import numpy as np
 import yaml
 
 from lhcml.errors import ConfigError
-from lhcml.estimators import gaussian_core_fit
+from lhcml.estimators import gauss_core_peak, gaussian_core_fit
 
 #: the shipped table
 TABLE_PATH = Path(__file__).with_name("large_r_calibration.yaml")
@@ -106,6 +120,24 @@ JMS_SAMPLES = ("all", "resonance")
 #: the truth-binned factors leave the mass high by the pT migration (fifteenth version)
 JMS_PT_VARIABLES = ("truth", "reco")
 
+#: what the JMS closes on (:func:`derive_calibration`, ``jms_target``): ``"truth"`` = the response to the trimmed
+#: truth jet (numerical inversion, the shipped tables), ``"peak"`` = the same plus the in-situ-like residual that
+#: puts the calibrated W and top peaks on the particle masses (:func:`derive_insitu`)
+JMS_TARGETS = ("truth", "peak")
+#: anchors of the residual: (name, R10TruthLabel code, particle mass GeV, truth-jet mass window GeV: ATLAS's
+#: R10TruthLabel_R21Consolidated, as benchmarks/sim_large_r.py). The Z (91.2 GeV) is a check, not an anchor
+INSITU_ANCHORS = (("W", 2, 80.4, 50.0, 100.0), ("top", 1, 172.5, 140.0, float("inf")))
+#: calibrated-pT bin edges of the residual (GeV; our choice: ≥ 100 jets per bin and anchor at 2500 events of
+#: the wide derivation samples)
+INSITU_PT_BINS = (250, 350, 450, 550, 650, 800, 1000, 1500)
+#: fewest jets of one anchor in one pT bin for a residual point (our choice)
+MIN_JETS_PER_INSITU_BIN = 100
+#: half-width of the peak's Gaussian core window in σ (the ATLAS fitter's ±1.5 σ of docs/references.md §31)
+INSITU_NSIGMA = 1.5
+#: iterations of the residual fit (each jet's factor depends on its mass, so the peaks are refitted on the
+#: corrected masses until the factors settle)
+INSITU_ITERATIONS = 5
+
 _DISABLED = [False]
 
 
@@ -128,6 +160,8 @@ def _load(path: str) -> dict:
 _KEYS = ("pt", "jes", "pt_jms", "jms")
 #: keys of the two-dimensional JMS (optional; same length as ``pt_jms`` and ``jms``)
 _KEYS_2D = ("x_jms", "row_jms")
+#: keys of the in-situ-like residual (optional; :func:`derive_insitu`)
+_KEYS_INSITU = ("insitu_m", "insitu_pt", "insitu", "insitu_row")
 
 
 def table_key(constituents: str, method: str, default: str) -> str:
@@ -159,7 +193,7 @@ def calibration_table(
     entry = _load(str(p)).get(constituents)
     if not entry:
         return None
-    return {float(mu): {k: np.asarray(t[k], dtype=np.float64) for k in (*_KEYS, *_KEYS_2D) if k in t}
+    return {float(mu): {k: np.asarray(t[k], dtype=np.float64) for k in (*_KEYS, *_KEYS_2D, *_KEYS_INSITU) if k in t}
             for mu, t in entry.items()}
 
 
@@ -188,13 +222,18 @@ def _factors(
     t: dict[float, dict[str, np.ndarray]], x: np.ndarray, mu: float, xkey: str, fkey: str,
     mass: np.ndarray | None = None,
 ) -> np.ndarray:
-    mus = sorted(t)
-
     def one(m: float) -> np.ndarray:
         if mass is not None and "x_jms" in t[m]:
             return _jms_2d(t[m], x, mass / np.maximum(x, 1e-9))
         return np.interp(x, t[m][xkey], t[m][fkey])
 
+    return _interp_mu(t, mu, one)
+
+
+def _interp_mu(t: dict[float, dict[str, np.ndarray]], mu: float, one) -> np.ndarray:
+    """``one(m)`` (the factors of the table at ⟨μ⟩ = m) interpolated linearly in ``mu`` between the table's μ
+    points (constant outside)."""
+    mus = sorted(t)
     per_mu = np.stack([one(m) for m in mus])
     if len(mus) == 1:
         return per_mu[0]
@@ -227,7 +266,98 @@ def calibrate(
     if "pt" in t:
         t = {0.0: t}
     pt_cal = pt * _factors(t, pt, mu, "pt", "jes")
-    return pt_cal, mass * _factors(t, pt_cal, mu, "pt_jms", "jms", mass=mass)
+    m_cal = mass * _factors(t, pt_cal, mu, "pt_jms", "jms", mass=mass)
+    return pt_cal, m_cal * insitu_factors(pt_cal, m_cal, t, mu)
+
+
+def _insitu_one(t: dict[str, np.ndarray], pt: np.ndarray, mass: np.ndarray) -> np.ndarray:
+    """Residual factors of one μ point's in-situ stage at calibrated ``pt`` and JMS-calibrated ``mass``: linear
+    in pT within each anchor (constant beyond its points), then linear in ln m between the anchors (constant
+    beyond the lightest and the heaviest)."""
+    if "insitu" not in t:
+        return np.ones(len(pt))
+    anchors = np.asarray(t["insitu_m"], dtype=np.float64)
+    per = np.empty((len(anchors), len(pt)))
+    for i in range(len(anchors)):
+        s = t["insitu_row"] == i
+        o = np.argsort(t["insitu_pt"][s])
+        per[i] = np.interp(pt, t["insitu_pt"][s][o], t["insitu"][s][o])
+    if len(anchors) == 1:
+        return per[0]
+    order = np.argsort(anchors)
+    la, per = np.log(anchors[order]), per[order]
+    lm = np.log(np.maximum(mass, 1e-9))
+    k = np.clip(np.searchsorted(la, lm) - 1, 0, len(la) - 2)
+    w = np.clip((lm - la[k]) / (la[k + 1] - la[k]), 0.0, 1.0)
+    cols = np.arange(len(pt))
+    return per[k, cols] + w * (per[k + 1, cols] - per[k, cols])
+
+
+def insitu_factors(pt: np.ndarray, mass: np.ndarray, table: dict, mu: float = 0.0) -> np.ndarray:
+    """The in-situ-like residual factors (:func:`derive_insitu`) of jets of calibrated ``pt`` and JMS-calibrated
+    ``mass`` (GeV) at ⟨μ⟩ = ``mu``: ``table`` as :func:`calibrate`'s (``{mu: {…}}`` or one μ point's arrays);
+    μ points without the stage count as factor 1, a table without it gives ones. :func:`calibrate` applies
+    them after the JMS; on jets calibrated by a table *without* the stage (e.g. ``--save-jets`` files made with
+    the shipped table) ``mass * insitu_factors(pt, mass, table_with_stage, mu)`` is what a table with the same
+    JES/JMS plus the stage would give."""
+    pt = np.asarray(pt, dtype=np.float64)
+    mass = np.asarray(mass, dtype=np.float64)
+    t = {0.0: table} if "pt" in table or "insitu" in table else table
+    if not any("insitu" in v for v in t.values()):
+        return np.ones(len(pt))
+    return _interp_mu(t, mu, lambda m: _insitu_one(t[m], pt, mass))
+
+
+def derive_insitu(pt: np.ndarray, mass: np.ndarray, labels: np.ndarray, truth_mass: np.ndarray,
+                  n_sigma: float = INSITU_NSIGMA, min_jets: int = MIN_JETS_PER_INSITU_BIN) -> dict[str, list]:
+    """The in-situ-like residual from calibrated (JES + JMS) jets: ``pt``, ``mass`` (GeV), ``labels``
+    (``R10TruthLabel``) and ``truth_mass`` (the trimmed truth jet's, GeV; for ATLAS's label windows).
+
+    For each anchor of :data:`INSITU_ANCHORS` (labelled jets in its truth-mass window) and each calibrated-pT
+    bin of :data:`INSITU_PT_BINS` with ≥ ``min_jets`` jets: the factor that puts the peak (mean of the iterated
+    Gaussian core ±``n_sigma`` σ, :func:`lhcml.estimators.gauss_core_peak`) of the corrected masses on the
+    particle mass. The factors apply per jet (:func:`insitu_factors`: interpolated in pT and ln m), so the peaks
+    are refitted on the corrected masses :data:`INSITU_ITERATIONS` times. Returns ``{insitu_m, insitu_pt, insitu,
+    insitu_row}`` lists for the YAML table (``insitu_pt``: the bins' median pT).
+
+    Raises
+    ------
+    ConfigError
+        If the inputs differ in length, or an anchor has no pT bin with ``min_jets`` jets (both W and top jets
+        are needed).
+    """
+    pt, mass, tm = (np.asarray(a, dtype=np.float64) for a in (pt, mass, truth_mass))
+    lab = np.asarray(labels)
+    if not (pt.shape == mass.shape == tm.shape == lab.shape):
+        raise ConfigError("in-situ residual: pt, mass, labels and truth_mass need one entry per jet")
+    ibin = np.digitize(pt, INSITU_PT_BINS) - 1
+    cells = []  # (anchor index, particle mass, jet indices)
+    for i, (name, code, m0, lo, hi) in enumerate(INSITU_ANCHORS):
+        sel = (lab == code) & (tm > lo) & (tm < hi) & (mass > 0) & np.isfinite(mass)
+        found = [(i, m0, np.flatnonzero(sel & (ibin == b))) for b in range(len(INSITU_PT_BINS) - 1)]
+        found = [c for c in found if len(c[2]) >= min_jets]
+        if not found:
+            raise ConfigError(f"in-situ residual: no calibrated-pT bin with >= {min_jets} {name} jets "
+                              f"(R10TruthLabel {code}, truth mass {lo:g}-{hi:g} GeV); simulate W/Z and top samples")
+        cells += found
+    table = {"insitu_m": np.array([a[2] for a in INSITU_ANCHORS]),
+             "insitu_pt": np.array([float(np.median(pt[j])) for _, _, j in cells]),
+             "insitu": np.ones(len(cells)),
+             "insitu_row": np.array([float(i) for i, _, _ in cells])}
+    used = np.unique(np.concatenate([j for _, _, j in cells]))
+    for _ in range(INSITU_ITERATIONS):
+        f = np.ones(len(pt))
+        f[used] = _insitu_one(table, pt[used], mass[used])
+        step = np.array([m0 / gauss_core_peak(mass[j] * f[j], n_sigma=n_sigma) for _, m0, j in cells])
+        if not np.all(np.isfinite(step)):
+            raise ConfigError("in-situ residual: a peak fit failed (too few jets in its core)")
+        table["insitu"] = table["insitu"] * step
+        if np.max(np.abs(step - 1.0)) < 1e-5:
+            break
+    return {"insitu_m": [round(float(v), 3) for v in table["insitu_m"]],
+            "insitu_pt": [round(float(v), 2) for v in table["insitu_pt"]],
+            "insitu": [round(float(v), 5) for v in table["insitu"]],
+            "insitu_row": [int(v) for v in table["insitu_row"]]}
 
 
 def _core(r: np.ndarray) -> tuple[float, np.ndarray]:
@@ -281,7 +411,7 @@ def response_with_error(r: np.ndarray, estimator: str = RESPONSE_ESTIMATOR) -> t
 def derive_calibration(
     pt: np.ndarray, mass: np.ndarray, truth_pt: np.ndarray, truth_mass: np.ndarray,
     estimator: str = RESPONSE_ESTIMATOR, smooth: bool = True, labels: np.ndarray | None = None,
-    jms_sample: str = "all", jms_pt: str = "truth",
+    jms_sample: str = "all", jms_pt: str = "truth", jms_target: str = "truth",
 ) -> dict[str, list[float]]:
     """Numerical-inversion table from uncalibrated trimmed jets and their truth jets (GeV).
 
@@ -302,14 +432,17 @@ def derive_calibration(
 
     ``jms_sample`` (:data:`JMS_SAMPLES`): which jets fill the JMS cells; ``"resonance"`` needs ``labels``
     (``R10TruthLabel`` per jet; > 0 = top, W or Z). ``jms_pt`` (:data:`JMS_PT_VARIABLES`): the cells in truth
-    pT (default) or in calibrated reconstructed pT. The JES is the same for every choice.
+    pT (default) or in calibrated reconstructed pT. The JES is the same for every choice. ``jms_target``
+    (:data:`JMS_TARGETS`): ``"peak"`` adds the in-situ-like residual (:func:`derive_insitu`, needs ``labels``),
+    fitted on the same jets calibrated with this table; the JES and JMS entries are those of ``"truth"``.
 
     Raises
     ------
     ConfigError
         If fewer than two pT bins hold :data:`MIN_JETS_PER_BIN` matched jets, or no (pT, m/pT)
-        cell :data:`MIN_JETS_PER_JMS_CELL` W/Z/top-mass jets, or ``estimator``, ``jms_sample`` or ``jms_pt``
-        is unknown, or ``jms_sample="resonance"`` comes without ``labels`` (or with labels of another length).
+        cell :data:`MIN_JETS_PER_JMS_CELL` W/Z/top-mass jets, or ``estimator``, ``jms_sample``, ``jms_pt`` or
+        ``jms_target`` is unknown, or ``jms_sample="resonance"`` or ``jms_target="peak"`` comes without ``labels``
+        (or with labels of another length), or the residual finds too few W or top jets (:func:`derive_insitu`).
     """
     if estimator not in RESPONSE_ESTIMATORS:
         raise ConfigError(f"unknown response estimator '{estimator}'; valid: {', '.join(RESPONSE_ESTIMATORS)}")
@@ -317,9 +450,12 @@ def derive_calibration(
         raise ConfigError(f"unknown JMS sample '{jms_sample}'; valid: {', '.join(JMS_SAMPLES)}")
     if jms_pt not in JMS_PT_VARIABLES:
         raise ConfigError(f"unknown JMS pT variable '{jms_pt}'; valid: {', '.join(JMS_PT_VARIABLES)}")
+    if jms_target not in JMS_TARGETS:
+        raise ConfigError(f"unknown JMS target '{jms_target}'; valid: {', '.join(JMS_TARGETS)}")
     pt, mass, tpt, tm = (np.asarray(a, dtype=np.float64) for a in (pt, mass, truth_pt, truth_mass))
-    if jms_sample == "resonance" and (labels is None or np.shape(labels) != pt.shape):
-        raise ConfigError("JMS sample 'resonance' needs the jets' truth labels (R10TruthLabel), one per jet")
+    for option, value, needs in (("sample", jms_sample, "resonance"), ("target", jms_target, "peak")):
+        if value == needs and (labels is None or np.shape(labels) != pt.shape):
+            raise ConfigError(f"JMS {option} '{value}' needs the jets' truth labels (R10TruthLabel), one per jet")
     lab = np.asarray(labels) if labels is not None else np.zeros(pt.shape, dtype=np.int8)
     ok = (tpt > 0) & (pt > 0)
     pt, mass, tpt, tm, lab = pt[ok], mass[ok], tpt[ok], tm[ok], lab[ok]
@@ -371,7 +507,7 @@ def derive_calibration(
             f"large-R calibration: no (pT, m/pT) cell with >= {MIN_JETS_PER_JMS_CELL} W/Z/top-mass jets; simulate "
             "a W/Z/top sample"
         )
-    return {
+    entry = {
         "pt": [round(float(v), 2) for v in table["pt"]],
         "jes": [round(float(v), 5) for v in table["jes"]],
         "jes_nodes": [round(float(v), 5) for v in 1.0 / r_n],
@@ -381,3 +517,9 @@ def derive_calibration(
         "x_jms": [round(v, 4) for v in xs],
         "row_jms": rows,
     }
+    if jms_target == "peak":
+        arrays = {k: np.asarray(v, dtype=np.float64) for k, v in entry.items()}
+        pt_c = pt * np.interp(pt, arrays["pt"], arrays["jes"])  # the rounded table, as it will be applied
+        m_c = mass * _factors({0.0: arrays}, pt_c, 0.0, "pt_jms", "jms", mass=mass)
+        entry.update(derive_insitu(pt_c, m_c, lab, tm))
+    return entry
