@@ -697,8 +697,12 @@ def derive_insitu_saved(files: list[Path], out_path: Path, base: Path) -> dict:
             s = (lab == code) & (tm > lo) & (tm < hi) & (pt > 500) & (pt < 700)
             cells.append(" / ".join(f"{gauss_core_peak(x[s], n_sigma=1.5) - PARTICLE_MASS[name]:+.1f}" for x in (m, m_r)))
         q = (lab == 0) & (tm > 50) & (tm < 250) & (tpt > 500) & (tpt < 700) & (m > 0)
+        rng = np.random.default_rng(0)  # jet-bootstrap error of the closure (the files carry no event numbers)
+        boot = [gauss_core_peak(m[q][i] / tm[q][i], n_sigma=1.5) for i in
+                (rng.integers(0, q.sum(), q.sum()) for _ in range(20))] if q.sum() >= 20 else [np.nan]
         cells.append(" / ".join(f"{gauss_core_peak(x[q] / tm[q], n_sigma=1.5):.3f}" for x in (m, m_r))
-                     + f" (median factor {np.median(m_r[q] / m[q]) if q.any() else np.nan:.3f}, {int(q.sum())} jets)")
+                     + f" ± {np.std(boot):.3f} (median factor {np.median(m_r[q] / m[q]) if q.any() else np.nan:.3f}, "
+                     f"{int(q.sum())} jets)")
         rows = np.asarray(res["insitu_row"])
         cells.append("; ".join(" ".join(f"{v:.3f}" for v in np.asarray(res["insitu"])[rows == i]) for i in (0, 1)))
         print(f"| {ctype} | {mu:g} | " + " | ".join(cells) + " |", flush=True)
