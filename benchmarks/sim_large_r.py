@@ -664,11 +664,14 @@ def _saved_derivation_jets(files: list[Path]) -> dict[tuple[str, float], list[di
 
 def derive_insitu_saved(files: list[Path], out_path: Path, base: Path) -> dict:
     """Add the in-situ-like residual (:func:`lhcml.sim.large_r_calibration.derive_insitu`) to the tables of
-    ``base`` (JES and JMS kept as they are): the uncalibrated jets of ``--derive --save`` files are calibrated
-    with ``base``'s table of their type and μ, the residual is fitted on their W and top jets, and ``base`` with
-    the residual of each (type, μ) is written to ``out_path``. Prints, on the same jets (in sample), the W / Z /
-    top peaks (±1.5 σ core) at calibrated pT 500–700 GeV and the QCD mass closure at truth pT 500–700 GeV
-    (label 0, truth mass 50–250 GeV: what the residual does to QCD jets), before and after."""
+    ``base`` (JES and JMS kept as they are): the uncalibrated jets of ``--derive --save`` files
+    (``jets_<type>_mu<mu>_s<seed>.npz``) are calibrated with ``base``'s table of their type and μ — or the jets of
+    ``--save-jets`` files (``<process>_mu<mu>_<type>_s<seed>.npz``, e.g. the benchmark's narrow 550–650 GeV
+    samples) are taken as they are, calibrated already (by ``base``: the shipped table unless they were made
+    otherwise) —, the residual is fitted on their W and top jets (|η| < 2), and ``base`` with the residual of each
+    (type, μ) is written to ``out_path``. Prints, on the same jets (in sample), the W / Z / top peaks (±1.5 σ
+    core) at calibrated pT 500–700 GeV and the QCD mass closure at truth pT 500–700 GeV (label 0, truth mass
+    50–250 GeV: what the residual does to QCD jets; derivation files only), before and after."""
     import yaml
 
     from lhcml.estimators import gauss_core_peak
@@ -680,20 +683,40 @@ def derive_insitu_saved(files: list[Path], out_path: Path, base: Path) -> dict:
     )
 
     table = yaml.safe_load(base.read_text()) or {}
+    derivation = [f for f in files if f.stem.startswith("jets_")]
+    groups = {k: (v, False) for k, v in _saved_derivation_jets(derivation).items()}
+    for f in files:
+        if f in derivation:
+            continue
+        parts = f.stem.split("_")
+        if len(parts) < 4 or not parts[1].startswith("mu") or not parts[-1].startswith("s"):
+            raise SystemExit(f"error: {f}: neither a --derive --save file (jets_<type>_mu<mu>_s<seed>.npz) nor a "
+                             "--save-jets file (<process>_mu<mu>_<type>_s<seed>.npz)")
+        d = np.load(f)
+        groups.setdefault(("_".join(parts[2:-1]), float(parts[1][2:])), ([], True))[0].append(
+            {k: d[k] for k in SAVED_FIELDS})
+        print(f"{f}: {len(d['pt'])} calibrated jets", flush=True)
+    if any(cal for _, cal in groups.values()) and not all(cal for _, cal in groups.values()):
+        raise SystemExit("error: --derive-insitu: give either --derive --save files or --save-jets files, not both")
     print("| type | μ | W peak − 80.4: JMS / +residual | Z − 91.19 | top − 172.5 | QCD closure: JMS / +residual | "
           "residual W; top (per pT point) |\n|---|---|---|---|---|---|---|")
-    for (ctype, mu), parts in sorted(_saved_derivation_jets(files).items()):
+    for (ctype, mu), (parts, calibrated) in sorted(groups.items()):
         t = calibration_table(ctype, base)
         key = int(mu) if float(mu).is_integer() else float(mu)
         if t is None or float(mu) not in t:
             raise SystemExit(f"error: {base} has no table for {ctype} at mu {mu:g}")
         j = {k: np.concatenate([x[k] for x in parts]) for k in SAVED_FIELDS}
-        pt, m = calibrate(j["pt"] / 1e3, j["mass"] / 1e3, ctype, mu, table=t)
+        central = np.abs(j["eta"]) < 2
+        j = {k: v[central] for k, v in j.items()}
+        pt, m = j["pt"] / 1e3, j["mass"] / 1e3
+        if not calibrated:
+            pt, m = calibrate(pt, m, ctype, mu, table=t)
         lab, tm, tpt = j["R10TruthLabel"], j["truthJetMass"] / 1e3, j["truthJetPt"] / 1e3
         res = derive_insitu(pt, m, lab, tm)
         m_r = m * insitu_factors(pt, m, {k: np.asarray(v, dtype=np.float64) for k, v in res.items()})
         cells = []
-        for name, (code, lo, hi) in ATLAS_LABEL_WINDOWS.items():
+        for name in ("W", "Z", "top"):
+            code, lo, hi = ATLAS_LABEL_WINDOWS[name]
             s = (lab == code) & (tm > lo) & (tm < hi) & (pt > 500) & (pt < 700)
             cells.append(" / ".join(f"{gauss_core_peak(x[s], n_sigma=1.5) - PARTICLE_MASS[name]:+.1f}" for x in (m, m_r)))
         q = (lab == 0) & (tm > 50) & (tm < 250) & (tpt > 500) & (tpt < 700) & (m > 0)
