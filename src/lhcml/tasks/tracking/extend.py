@@ -16,6 +16,8 @@ holes. As ATLAS extends its silicon tracks into the TRT by a road search from th
   distance from that circle (``transverse``) and along it (barrel: in z; endcap: along the circle) are within
   the cuts of its volume group (:class:`HitCuts`); a hit compatible with several tracks goes to the closest
   (cut-normalised); a track takes at most one hit per module, none on a module where it has a measurement;
+* optionally (``cap``) a track keeps its closest additions only, up to a fraction of its measurements, plus those
+  well within the cuts (a guard against the fakes of wide cuts);
 * only hits on no track's measurements are added: tracks never lose hits and no track is created.
 
 Pure numpy / scipy on positions: :func:`extend_tracks` (tested on constructed helices) and
@@ -46,6 +48,16 @@ class HitCuts(StrictModel):
     longitudinal: float = Field(gt=0.0)
 
 
+class AddedCap(StrictModel):
+    """A limit on the hits one track gains (``extend.cap``; a guard against fakes of a wide recovery)."""
+
+    #: a track keeps its additions (closest first, cut-normalised) while they number fewer than this fraction of
+    #: its measurements (rounded down) ...
+    fraction: float = Field(gt=0.0)
+    #: ... except those within this fraction of the cuts (cut-normalised residual <= exempt), which it always keeps
+    exempt: float = Field(0.0, ge=0.0, le=1.0)
+
+
 class ExtendConfig(StrictModel):
     """Hit recovery after the last pass (``extend`` of ``configs/tracking/ml_seeds*.yaml``)."""
 
@@ -62,6 +74,8 @@ class ExtendConfig(StrictModel):
     #: tracks whose measurements lie farther than this (mm, in x-y) from their fitted circle take nothing
     #: (a track of hits of two particles); null: every track
     max_track_spread: float | None = Field(None, gt=0.0)
+    #: null: no limit on the hits a track gains
+    cap: AddedCap | None = None
 
     @model_validator(mode="after")
     def _volumes_once(self) -> ExtendConfig:
@@ -296,9 +310,19 @@ def extend_tracks(track_id: Sequence[int], hit_id: Sequence[int], x: np.ndarray,
     first = np.r_[True, ph[1:] != ph[:-1]]
     tr, ph, norm = tr[first], ph[first], norm[first]
     order = np.lexsort((ph, norm, mkey[ph - 1], tr))
-    tr, ph, mk = tr[order], ph[order], mkey[ph[order] - 1]
+    tr, ph, norm, mk = tr[order], ph[order], norm[order], mkey[ph[order] - 1]
     first = np.r_[True, (tr[1:] != tr[:-1]) | (mk[1:] != mk[:-1])]
-    tr, ph = tr[first], ph[first]
+    tr, ph, norm = tr[first], ph[first], norm[first]
+    if cfg.cap is not None:  # a track's additions in order of closeness; those past its quota beyond exempt go
+        ids, nmeas = np.unique(t, return_counts=True)
+        by = np.lexsort((norm, tr))
+        new_track = np.r_[True, tr[by][1:] != tr[by][:-1]]
+        start = np.maximum.accumulate(np.where(new_track, np.arange(len(by)), 0))
+        rank = np.empty(len(by), np.int64)
+        rank[by] = np.arange(len(by)) - start
+        quota = np.floor(cfg.cap.fraction * nmeas[np.searchsorted(ids, tr)])
+        keep = (norm <= cfg.cap.exempt) | (rank < quota)
+        tr, ph = tr[keep], ph[keep]
     info["added"] = len(ph)
     return np.concatenate([t, tr]), np.concatenate([h, ph]), info
 
