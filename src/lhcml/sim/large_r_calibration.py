@@ -30,16 +30,19 @@ JMS
     points). Tables without the two-dimensional entries (``x_jms``) are applied in pT only.
 
 In-situ-like residual (opt-in, ``derive_calibration(..., jms_target="peak")`` or :func:`derive_insitu`)
-    ATLAS's large-R JMS has a second, in-situ stage: the W and top mass peaks of data are fitted by forward
-    folding and a relative scale ``s`` is applied on top of the MC-based JMS (``docs/references.md`` §48). The
-    simulation's analogue here: after the truth-closed JMS, per calibrated-pT bin (:data:`INSITU_PT_BINS`) the
+    ATLAS's large-R JMS has a second, in-situ stage after the MC-based one: the W and top mass peaks of data are
+    compared with simulation (a forward-folding fit of a relative scale and resolution) and the data-to-simulation
+    difference is corrected by a factor (``docs/references.md`` §35, §49). The simulation's analogue here (an
+    analogue, not ATLAS's procedure: it closes on the particle masses, not on a reference sample): after the truth-closed JMS, per calibrated-pT bin (:data:`INSITU_PT_BINS`) the
     peak of the calibrated mass of labelled W and top jets (:data:`INSITU_ANCHORS`; the mean of the iterated
     Gaussian core ±:data:`INSITU_NSIGMA` σ, :func:`lhcml.estimators.gauss_core_peak`) is put on the particle
     mass (80.4, 172.5 GeV) by a factor; a jet's factor is interpolated linearly in calibrated pT within each
     anchor and then linearly in ln m between the anchors (constant beyond). It closes the *peak*, not the
     response to the truth jet: the trimmed truth-jet top peak sits 1–2 GeV below m_t and a left-skewed peak
     smeared by the detector moves further down, so the residual is > 1 for tops (and scales QCD jets of the
-    same mass by the same factor). Stored in the table as ``insitu_m`` (anchor masses), ``insitu_pt``,
+    same mass by the same factor). It is sample dependent: it absorbs the truth-jet peak of the sample it is fitted
+    on, which at the same calibrated pT differs by 1–3 GeV for tops between the wide derivation samples and the
+    benchmark's narrow ones (``docs/benchmarks/sim_large_r.md``, sixteenth version). Stored in the table as ``insitu_m`` (anchor masses), ``insitu_pt``,
     ``insitu`` (factors) and ``insitu_row`` (anchor index) and applied by :func:`calibrate` after the JMS;
     a table without these keys (the shipped one) is applied without it.
 
