@@ -723,9 +723,9 @@ def derive_insitu_saved(files: list[Path], out_path: Path, base: Path) -> dict:
         rng = np.random.default_rng(0)  # jet-bootstrap error of the closure (the files carry no event numbers)
         boot = [gauss_core_peak(m[q][i] / tm[q][i], n_sigma=1.5) for i in
                 (rng.integers(0, q.sum(), q.sum()) for _ in range(20))] if q.sum() >= 20 else [np.nan]
-        cells.append(" / ".join(f"{gauss_core_peak(x[q] / tm[q], n_sigma=1.5):.3f}" for x in (m, m_r))
-                     + f" ± {np.std(boot):.3f} (median factor {np.median(m_r[q] / m[q]) if q.any() else np.nan:.3f}, "
-                     f"{int(q.sum())} jets)")
+        cells.append("— (no QCD jets)" if q.sum() < 20 else
+                     " / ".join(f"{gauss_core_peak(x[q] / tm[q], n_sigma=1.5):.3f}" for x in (m, m_r))
+                     + f" ± {np.std(boot):.3f} (median factor {np.median(m_r[q] / m[q]):.3f}, {int(q.sum())} jets)")
         rows = np.asarray(res["insitu_row"])
         cells.append("; ".join(" ".join(f"{v:.3f}" for v in np.asarray(res["insitu"])[rows == i]) for i in (0, 1)))
         print(f"| {ctype} | {mu:g} | " + " | ".join(cells) + " |", flush=True)
