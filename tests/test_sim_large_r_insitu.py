@@ -161,3 +161,18 @@ def test_benchmark_derive_insitu_keeps_the_base_and_closes_the_peaks(tmp_path):
         assert r.returncode == 2 and "--table" in r.stderr and "Traceback" not in r.stderr
     r = _run_benchmark("--derive", "--jms-target", "mode")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_peak_variant_table_is_the_shipped_one_plus_the_residual():
+    """The variant file must be re-derived whenever the shipped JES/JMS change (its residual sits on top of them):
+    ``benchmarks/sim_large_r.py --derive-insitu``, as its header says."""
+    for ctype in cal.CONSTITUENTS:
+        shipped, peak = cal.calibration_table(ctype), cal.calibration_table(ctype, cal.PEAK_TABLE_PATH)
+        assert sorted(peak) == sorted(shipped)
+        for mu, t in shipped.items():
+            for k, v in t.items():
+                np.testing.assert_array_equal(peak[mu][k], v, err_msg=f"{ctype} mu {mu} {k}: JES/JMS differ from the "
+                                              "shipped table; re-derive the variant's residual")
+            r = peak[mu]
+            assert list(r["insitu_m"]) == [M_W, M_TOP] and set(np.unique(r["insitu_row"])) == {0.0, 1.0}
+            assert np.all(np.abs(r["insitu"] - 1.0) < 0.15)

@@ -76,6 +76,10 @@ from lhcml.estimators import gauss_core_peak, gaussian_core_fit
 
 #: the shipped table
 TABLE_PATH = Path(__file__).with_name("large_r_calibration.yaml")
+#: a variant of it (not the default): the same JES/JMS plus the in-situ-like residual (:func:`derive_insitu`) fitted
+#: on the benchmark's own 550–650 GeV samples, so valid for that window (constant in pT; ``docs/benchmarks/
+#: sim_large_r.md``, sixteenth version); pass ``calibration_table(TYPE, PEAK_TABLE_PATH)`` as :func:`calibrate`'s table
+PEAK_TABLE_PATH = Path(__file__).with_name("large_r_calibration_peak.yaml")
 #: truth-pT bin edges of the derivation (GeV)
 PT_BINS = (200, 250, 300, 350, 400, 450, 500, 550, 600, 650, 700, 800, 900, 1000, 1200, 1500)
 #: minimum matched jets per bin for a calibration point (our choice)
