@@ -50,3 +50,14 @@ def test_the_cap_leaves_a_five_hit_track_its_closest_wide_addition() -> None:
     assert added(reg.extend) == []
     assert added(cap.extend.model_copy(update={"cap": None})) == [n - 1, n]
     assert added(cap.extend) == [n]
+
+
+def test_the_combined_finder_is_allpix_with_the_extcap_recovery() -> None:
+    """``..._allpix_extcap.yaml`` (registered as ml-seeds+ckf-8pass-allpix-extcap): every pass, classifier and
+    selection of the all-pixel candidate (h20c), the recovery of extcap -- nothing of either lost or changed."""
+    allpix, cap, comb = (load_ml_seeds_config(shipped_config(n)) for n in (
+        "tracking/ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix.yaml", CAP,
+        "tracking/ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap.yaml"))
+    assert comb.extend == cap.extend and comb.extend != allpix.extend
+    assert comb.model_copy(update={"extend": allpix.extend}) == allpix
+    assert comb != cap

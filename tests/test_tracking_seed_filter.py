@@ -689,6 +689,8 @@ def test_shipped_four_pass_budget_config() -> None:
          "ml_seeds_6pass_budget_quality_ext_spend_strips.yaml"),
         ("ml-seeds+ckf-8pass-quality", "ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt.yaml",
          "ml_seeds_7pass_budget_quality_ext_spend_strips_lowpt.yaml"),
+        ("ml-seeds+ckf-8pass-allpix-extcap", "ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap.yaml",
+         "ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix.yaml"),
     ],
 )
 def test_budget_finders_run_their_shipped_config(monkeypatch, name, config, other) -> None:

@@ -120,6 +120,15 @@ def ml_seeds_8pass_quality(event_dir: str | Path, event_id: int, cfg: Any = None
                              cfg)  # fmt: skip
 
 
+def ml_seeds_8pass_allpix_extcap(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
+    """ml-seeds+ckf-8pass-quality with its eighth pass seeded on every pixel layer (all endcap disks, origins within
+    |z| < 1000 mm: forward secondaries whose hits lie on the outer disks) and a wider hit recovery guarded against
+    fakes (cuts 4 x, a cap on the hits one track gains), within the CKF's CPU time and fake rate at ⟨μ⟩ = 200 on
+    held-out events (``configs/tracking/ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap.yaml``)."""
+    return _ml_seeds_shipped("ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap.yaml",
+                             event_dir, event_id, cfg)  # fmt: skip
+
+
 def clean(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
     """A finder's output cleaned by :func:`lhcml.tasks.tracking.acts_reco.clean_candidates` (Kalman fit
     with outliers, track selection, greedy ambiguity resolution; ``configs/tracking/ckf.yaml``), each
@@ -186,6 +195,7 @@ FINDERS: dict[str, Finder] = {
     "ml-seeds+ckf-6pass-quality": ml_seeds_6pass_quality,  # + looser passes, track-quality selection, hit recovery
     "ml-seeds+ckf-7pass-quality": ml_seeds_7pass_quality,  # + more strip seeds and a low-pT strip pass
     "ml-seeds+ckf-8pass-quality": ml_seeds_8pass_quality,  # + a low-pT pixel pass (seeds from 0.06 GeV)
+    "ml-seeds+ckf-8pass-allpix-extcap": ml_seeds_8pass_allpix_extcap,  # + pass 8 on every pixel layer, wider recovery
 }
 
 
