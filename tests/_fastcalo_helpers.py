@@ -96,3 +96,53 @@ def real_binning_fm_checkpoint(tmp_path: Path) -> tuple[Any, Any, Path]:
     ckpt = tmp_path / "teacher.ckpt"
     torch.save({"lhcml": meta, "state_dict": {f"model.{k}": v for k, v in m.state_dict().items()}}, ckpt)
     return m, b, ckpt
+
+
+def photon_fm_model(**kw: Any) -> Any:
+    """A tiny flow-matching photon model on the shipped binning with strip ratios (options overridable)."""
+    from lhcml.models.fastcalo.fm import CaloFlowMatching
+    from lhcml.sim.fastcalo import voxel_binning
+
+    b = voxel_binning("photon")
+    opts = dict(hidden=16, depth=1, steps=2, voxel_space="log", threshold_kev=1000.0, eta_range=(0.0, 1.37),
+                align_max_shift=4, align_n_phi=3, strip_ratios=True)  # fmt: skip
+    opts.update(kw)
+    return CaloFlowMatching(b.n_voxels, b.layer_sizes, 1.0, 260.0, **opts)
+
+
+def assert_trains_samples_exports(m: Any, tmp_path: Path, tag: str, check: Any = None) -> None:
+    """``m`` (:func:`photon_fm_model`) prepared on random showers has a finite loss, samples non-negative finite
+    showers, and exports to both ONNX graphs (traced and lean; agreement with PyTorch asserted by the export) that
+    onnxruntime samples from; ``check(m, binning)`` runs after the preparation."""
+    from lhcml.export.fastcalo import export_generator
+    from lhcml.sim.fastcalo import OnnxShowerModel, voxel_binning
+
+    b = voxel_binning("photon")
+    torch.manual_seed(0)
+    e, eta, x = random_photon_showers(b.n_voxels)
+    m.prepare(e, x, eta=eta)
+    if check is not None:
+        check(m, b)
+    assert torch.isfinite(m.loss_terms(e[:32], x[:32], "model", eta=eta[:32])["cfm"])
+    m.eval()
+    with torch.no_grad():
+        s = m.generate(e[:8], generator=torch.Generator().manual_seed(1), eta=eta[:8])
+    assert torch.all(s >= 0) and torch.isfinite(s).all()
+    for lean in (False, True):
+        path = tmp_path / f"{tag}_{lean}.onnx"
+        export_generator(m, path, binning_file_sha256=b.sha256, particle="photon", binning_xml=b.to_xml(),
+                         timing=False, n_check=64, atol=1e-4, lean=lean)  # fmt: skip
+        out = OnnxShowerModel(str(path)).generate(np.full(4, 50.0), np.random.default_rng(0), eta=np.full(4, 1.2))
+        assert out.shape == (4, b.n_voxels) and np.all(np.isfinite(out))
+
+
+def write_photon_sample(tmp_path: Path, layers: Any, e: torch.Tensor, x: torch.Tensor) -> Path:
+    """A tiny photon training file ``t.h5`` (showers ``e``, ``x`` on the binning of ``layers``, written as ``b.xml``;
+    η uniform in the barrel, φ uniform) in ``tmp_path``, which is returned."""
+    from lhcml.data.calochallenge import Binning, write_binning, write_showers
+
+    b = write_binning(Binning("photon", 22, layers), tmp_path / "b.xml")
+    eta = np.random.default_rng(5).uniform(0.0, 1.37, len(e))
+    phi = np.random.default_rng(6).uniform(-np.pi, np.pi, len(e))
+    write_showers(tmp_path / "t.h5", e.numpy(), x.numpy(), b, eta=eta, phi=phi)
+    return tmp_path

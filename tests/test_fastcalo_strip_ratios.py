@@ -28,7 +28,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _fastcalo_helpers import assert_train_exits_2, random_photon_showers, tiny_fm_overrides
+from _fastcalo_helpers import (
+    assert_train_exits_2,
+    assert_trains_samples_exports,
+    photon_fm_model,
+    random_photon_showers,
+    tiny_fm_overrides,
+    write_photon_sample,
+)
 
 from lhcml.errors import CheckpointMismatchError, ConfigError
 from lhcml.models.fastcalo.flow import CaloFlowVariables
@@ -124,36 +131,14 @@ def test_independent_errors_give_smooth_side_strips_not_spikes():
 
 
 def _photon_model(**kw) -> CaloFlowMatching:
-    from lhcml.sim.fastcalo import voxel_binning
-
-    b = voxel_binning("photon")
-    opts = dict(hidden=16, depth=1, steps=2, voxel_space="log", threshold_kev=1000.0, eta_range=(0.0, 1.37),
-                align_max_shift=4, align_n_phi=3, strip_ratios=True)  # fmt: skip
-    opts.update(kw)
-    return CaloFlowMatching(b.n_voxels, b.layer_sizes, 1.0, 260.0, **opts)
+    return photon_fm_model(**kw)
 
 
 def test_flow_matching_with_ratios_trains_samples_and_exports(tmp_path):
-    from lhcml.export.fastcalo import export_generator
-    from lhcml.sim.fastcalo import OnnxShowerModel, voxel_binning
+    def check(m, b):
+        assert m.vars.strip_grid == (57, 3)
 
-    b = voxel_binning("photon")
-    torch.manual_seed(0)
-    m = _photon_model()
-    e, eta, x = random_photon_showers(b.n_voxels)
-    m.prepare(e, x, eta=eta)
-    assert m.vars.strip_grid == (57, 3)
-    assert torch.isfinite(m.loss_terms(e[:32], x[:32], "model", eta=eta[:32])["cfm"])
-    m.eval()
-    with torch.no_grad():
-        s = m.generate(e[:8], generator=torch.Generator().manual_seed(1), eta=eta[:8])
-    assert torch.all(s >= 0) and torch.isfinite(s).all()
-    for lean in (False, True):  # onnxruntime agreement with PyTorch asserted inside, for both graphs
-        path = tmp_path / f"ratio_{lean}.onnx"
-        export_generator(m, path, binning_file_sha256=b.sha256, particle="photon", binning_xml=b.to_xml(),
-                         timing=False, n_check=64, atol=1e-4, lean=lean)  # fmt: skip
-        out = OnnxShowerModel(str(path)).generate(np.full(4, 50.0), np.random.default_rng(0), eta=np.full(4, 1.2))
-        assert out.shape == (4, b.n_voxels) and np.all(np.isfinite(out))
+    assert_trains_samples_exports(_photon_model(), tmp_path, "ratio", check)
 
 
 def test_bad_options_give_one_clear_message():
@@ -170,16 +155,11 @@ def test_bad_options_give_one_clear_message():
 
 
 def _write_sample(tmp_path: Path) -> Path:
-    from lhcml.data.calochallenge import Binning, LayerBinning, write_binning, write_showers
+    from lhcml.data.calochallenge import LayerBinning
 
     layers = (LayerBinning(id=1, kind="cells", name="l0", n_eta=N_ETA, n_phi=N_PHI, deta=0.003125, dphi=0.098),
               LayerBinning(id=2, kind="cells", name="l1", n_eta=2, n_phi=2, deta=0.025, dphi=0.0245))  # fmt: skip
-    b = write_binning(Binning("photon", 22, layers), tmp_path / "b.xml")
-    e, x = strip_showers(96, 5)
-    eta = np.random.default_rng(5).uniform(0.0, 1.37, 96)
-    phi = np.random.default_rng(6).uniform(-np.pi, np.pi, 96)
-    write_showers(tmp_path / "t.h5", e.numpy(), x.numpy(), b, eta=eta, phi=phi)
-    return tmp_path
+    return write_photon_sample(tmp_path, layers, *strip_showers(96, 5))
 
 
 def _overrides(d: Path, out: str, *extra: str) -> list[str]:
