@@ -382,7 +382,7 @@ class CaloFlowVariables(nn.Module):
             lv = torch.cat([self.strip_ratio_encode(lv[:, :n0]), lv[:, n0:]], dim=1)
         if self.middle_ratios:
             a, b = self.middle_start, self.middle_start + self.middle_enc.shape[0]
-            lv = torch.cat([lv[:, :a], lv[:, a:b] @ self.middle_enc, lv[:, b:]], dim=1)
+            lv = torch.cat([lv[:, :a], self.middle_ratio_encode(lv[:, a:b]), lv[:, b:]], dim=1)
         return _logit(u), lv, e_layers
 
     def middle_ratio_encode(self, y: Tensor) -> Tensor:
