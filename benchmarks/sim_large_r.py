@@ -847,12 +847,18 @@ def main() -> None:
                          "(ATLAS contained tops: 0.75; default: within R, the public top-tagging benchmark)")
     ap.add_argument("--jet-geometry", default="one_em_layer",
                     help="jet-calorimeter geometry (lhcml.sim.jet_calo.GEOMETRIES): one_em_layer (default) or "
-                         "em_samplings (EM strips / middle / back; the shipped tables are derived on one_em_layer)")
+                         "em_samplings (EM strips / middle / back; the shipped tables are derived on one_em_layer), "
+                         "or the path of a geometry YAML file in the shipped file's format (what-ifs: one detector "
+                         "term changed; same seed = same events and shower draws)")
     args = ap.parse_args()
-    from lhcml.sim.jet_calo import GEOMETRIES, jet_geometry
+    from lhcml.errors import ConfigError
+    from lhcml.sim.jet_calo import jet_geometry, load_geometry
 
-    if args.jet_geometry not in GEOMETRIES:
-        ap.error(f"--jet-geometry {args.jet_geometry}: unknown; valid: {', '.join(GEOMETRIES)}")
+    try:  # an unknown name or a malformed file: one clear error before any simulation
+        with jet_geometry(args.jet_geometry):
+            load_geometry()
+    except ConfigError as exc:
+        ap.error(f"--jet-geometry: {exc}")
     with jet_geometry(args.jet_geometry):
         _run(args, ap)
 

@@ -153,7 +153,7 @@ class CaloGeometry:
 
 
 @contextmanager
-def jet_geometry(name: str) -> Iterator[None]:
+def jet_geometry(name: str | Path) -> Iterator[None]:
     """Within this block, :func:`load_geometry` without a path (the whole simulation chain) uses the
     shipped geometry ``name`` (:data:`GEOMETRIES`: ``"one_em_layer"``, the default, or
     ``"em_samplings"``, the EM part in strips / middle / back with ATLAS's primary and secondary maxima
@@ -161,14 +161,23 @@ def jet_geometry(name: str) -> Iterator[None]:
     splitter looks for primary maxima in the energy beyond the strips' depth, :data:`VIRTUAL_STRIPS_X0`).
     The calibration tables are derived on the default geometry.
 
+    ``name`` may also be the path of a geometry YAML file in the shipped file's format (an option for
+    what-ifs: one detector term changed at a time, e.g. a sampling term or ``e_over_h``; the shower
+    draws do not depend on the values, so the same seed gives the same events and showers).
+
     Raises
     ------
     ConfigError
-        For an unknown ``name``.
+        For an unknown ``name`` that is not an existing ``.yaml`` file.
     """
-    if name not in GEOMETRIES:
-        raise ConfigError(f"unknown jet-calorimeter geometry '{name}'; valid: {', '.join(GEOMETRIES)}")
-    _ACTIVE.append(name)
+    key = str(name)
+    if key not in GEOMETRIES:
+        path = Path(key)
+        if path.suffix not in (".yaml", ".yml") or not path.is_file():
+            raise ConfigError(f"unknown jet-calorimeter geometry '{name}'; valid: {', '.join(GEOMETRIES)} "
+                              f"or the path of a geometry .yaml file")
+        key = str(path.resolve())
+    _ACTIVE.append(key)
     try:
         yield
     finally:
@@ -180,7 +189,7 @@ def load_geometry(path: str | Path | None = None) -> CaloGeometry:
     :data:`GEOMETRY_FILE` unless told otherwise)."""
     if path is not None:
         return _load_geometry(str(path))
-    return _load_geometry(str(GEOMETRIES[_ACTIVE[-1]]), _ACTIVE[-1] in _VIRTUAL_STRIPS)
+    return _load_geometry(str(GEOMETRIES.get(_ACTIVE[-1], _ACTIVE[-1])), _ACTIVE[-1] in _VIRTUAL_STRIPS)
 
 
 @functools.lru_cache(maxsize=6)
@@ -566,12 +575,31 @@ def shower_particles(particles: FlatTable, rng: np.random.Generator, geo: CaloGe
         - f_had_layer[(dead > 0)[is_h]]
     e_layer = np.stack([vis * f0, vis * (1.0 - f0 - f_dead)], axis=1)
     pileup = cols["is_pileup"][idx].astype(bool) if "is_pileup" in cols else np.zeros(n, bool)
+    c_sig = float(s.get("had_centroid_sigma", 0.0))
+    if c_sig > 0:
+        eta, phi = centroid_shift(eta, phi, is_h, avail, c_sig)
     split = strips = None
     if geo.samplings:
         split = em_sampling_split(geo, eta, kind, b * t_max + 1.0, b, t0, shape, hscale)
     elif geo.virtual_strips:
         strips = virtual_strips_share(geo, eta, kind, b * t_max + 1.0, b, t0, shape, hscale)
     return ParticleDeposits(particles.event[idx], eta, phi, e_layer, kind, pileup, split, strips)
+
+
+def centroid_shift(eta: np.ndarray, phi: np.ndarray, move: np.ndarray, energy: np.ndarray,
+                   sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Shower-by-shower displacement of the deposit centroid of the particles ``move`` (hadron showers):
+    a Gaussian of ``sigma`` in η and in φ (the ``had_centroid_sigma`` option of the geometry's
+    ``showers``; absent or 0: no call, the default). Its random numbers come from a stream of their own,
+    seeded by the particles themselves (their count and summed ``energy``), so every other draw of the
+    chain — showers, noise, pileup — stays that of the same seed without the option."""
+    if sigma < 0:
+        raise ConfigError(f"had_centroid_sigma must be >= 0, got {sigma:g}")
+    seed = (len(eta), int(np.sum(energy) * 1000.0) % (2**32), 0xCE47)
+    z = np.random.default_rng(seed).standard_normal((2, len(eta)))
+    eta = np.where(move, np.clip(eta + sigma * z[0], -CALO_ETA_MAX + 1e-6, CALO_ETA_MAX - 1e-6), eta)
+    phi = np.where(move, np.mod(phi + sigma * z[1] + np.pi, 2.0 * np.pi) - np.pi, phi)
+    return eta, phi
 
 
 def _depth_share(geo: CaloGeometry, kind, em_a, em_b, t0, shape, hscale, lo, hi) -> np.ndarray:
