@@ -118,7 +118,18 @@ class LeanFlowMatchingGraph(nn.Module):
             self.register_buffer(f"w_h{j}", w)
             self.register_buffer(f"b_h{j}", b)
         self.align = int(model.align_max_shift)
-        self.split_sizes = [n_l, *self.layer_sizes] + ([1] if self.align else [])
+        self.n_occupancy = int(getattr(model, "n_occupancy", 0))
+        self.split_sizes = [n_l, *self.layer_sizes] + ([1] if self.align else []) + (
+            [self.n_occupancy] if self.n_occupancy else [])
+        # occupancy_layers: per layer, the slice of the bits (the layer's cells in order) or None
+        self.occ_slices: list[tuple[int, int] | None] = [None] * n_l
+        if self.n_occupancy:
+            cols = v.occ_select.argmax(dim=1)  # voxel of each bit, ascending (whole layers)
+            starts = [sum(self.layer_sizes[:k]) for k in range(n_l)]
+            for li, (a, size) in enumerate(zip(starts, self.layer_sizes, strict=True)):
+                hit = ((cols >= a) & (cols < a + size)).nonzero().reshape(-1)
+                if len(hit):
+                    self.occ_slices[li] = (int(hit[0]), int(hit[-1]) + 1)
         if self.align:
             n_eta, n_phi, s_max = model.align_n_eta, model.align_n_phi, self.align
             rows = torch.arange(n_eta)
@@ -179,12 +190,15 @@ class LeanFlowMatchingGraph(nn.Module):
             frac = torch.exp(r.clamp(max=0.0)) if self.log_space else _expit(r)
             e_l = e_layers[:, li : li + 1]
             frac = frac * (frac * e_l >= self.threshold).to(frac.dtype)
+            if self.occ_slices[li] is not None:  # occupancy_layers: a cell read as empty is zero
+                a, b = self.occ_slices[li]
+                frac = frac * (parts[-1][:, a:b] >= 0).to(frac.dtype)
             norm = frac.sum(dim=1, keepdim=True)
             scale = (e_l / norm.clamp(min=1e-30)) * (norm > 0).to(norm.dtype)  # 0 for a layer left empty
             out.append(frac * scale)
         if self.align:
             s = self.align
-            shift = torch.round(parts[-1][:, 0]).clamp(-s, s).to(torch.int64) + s
+            shift = torch.round(parts[1 + self.n_layers][:, 0]).clamp(-s, s).to(torch.int64) + s
             out[0] = torch.gather(out[0], 1, self.unalign_table[shift])
         return torch.cat(out, dim=1)
 

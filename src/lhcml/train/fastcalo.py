@@ -257,7 +257,10 @@ def init_from_checkpoint(model: Any, path: str | Path) -> dict[str, int]:
     ``model.prepare`` fitted (fine-tuning a model into ``eta_standardisation``). A model with
     ``model.strip_ratios`` starts only from one with it (and one without it only from one
     without): the strips' variables, and so the weights and their standardisation, mean
-    something else; the same holds for ``model.strip_first_ratio`` between ratio models. Returns
+    something else; the same holds for ``model.strip_first_ratio`` between ratio models. A model with
+    ``model.occupancy_layers`` starts from one without them (its velocity network widened by
+    ``model.widen_state_dict``: the bits' inputs and outputs start at zero) or with the same ones, never
+    the other way round. Returns
     ``{"copied": n, "widened": n, "kept": n}``.
 
     Raises
@@ -311,6 +314,15 @@ def init_from_checkpoint(model: Any, path: str | Path) -> dict[str, int]:
             f"model.strip_first_ratio: {first_own}: another strip representation (two of its variables mean "
             "something else); train from scratch or start from a model with the same model.strip_first_ratio"
         )
+    occ_own, occ_stored = own.get("vars.occ_select"), stored.get("vars.occ_select")
+    if occ_stored is not None and (occ_own is None or not torch.equal(occ_own, occ_stored)):
+        raise CheckpointMismatchError(
+            f"init_from: {p} was trained with model.occupancy_layers and this config sets "
+            f"{'other ones' if occ_own is not None else 'none'}: its state has other variables; train from scratch or "
+            "start from a model with the same model.occupancy_layers (or none: a model without them can be widened)"
+        )
+    if occ_own is not None and occ_stored is None:
+        stored = {**model.widen_state_dict(stored), "vars.occ_select": occ_own}
     counts = {"copied": 0, "widened": 0, "kept": 0}
     bad = []
     with torch.no_grad():

@@ -90,6 +90,35 @@ def _middle_grid(middle_ratios: object, sizes: list[int], voxel_space: str) -> t
     return n_eta, n_phi
 
 
+#: ``occupancy_layers``: the energy (GeV) an empty cell's energy variable is filled with, times a log-normal
+#: jitter: one spot of the detailed simulation (1 / 60 GeV: ``em_material.spots_per_gev`` of
+#: ``calo_geometry.yaml``), the size of the halo's occupied cells, so that the variable is unimodal
+OCCUPANCY_FILL_GEV = 1.0 / 60.0
+#: the log-normal width of the fill: the spread of ``ln`` of one detailed spot's Gamma(5/3) weight,
+#: ``sqrt(trigamma(5/3))`` = 0.90 (``resolution.em_stochastic`` 0.10 and 60 spots per GeV: k = 5/3)
+OCCUPANCY_FILL_SIGMA = 0.90
+
+
+def _occupancy_voxels(occupancy_layers: object, sizes: list[int], voxel_space: str) -> list[int] | None:
+    """The voxel indices (in voxel order) of the checked ``occupancy_layers``, or ``None`` (off)."""
+    if occupancy_layers is None:
+        return None
+    ok = (
+        isinstance(occupancy_layers, (list, tuple)) and len(occupancy_layers) > 0
+        and all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k < len(sizes) for k in occupancy_layers)
+        and len(set(occupancy_layers)) == len(occupancy_layers)
+    )  # fmt: skip
+    if not ok:
+        raise ConfigError(
+            f"occupancy_layers must be null (off) or a non-empty list of distinct layer indices 0-{len(sizes) - 1} "
+            f"(voxel order; lhcml's middle layer: [1]), got {occupancy_layers!r}"
+        )
+    if voxel_space != "log":
+        raise ConfigError("occupancy_layers needs voxel_space: log (an empty cell's log share is filled, its bit says empty)")
+    starts = [sum(sizes[:k]) for k in range(len(sizes))]
+    return [v for k in sorted(occupancy_layers) for v in range(starts[k], starts[k] + sizes[k])]
+
+
 def ring_parent(di: int, dj: int) -> tuple[int, int]:
     """The inner neighbour's offset of the cell at offset ``(di, dj) != (0, 0)`` from the centre: one
     Chebyshev ring closer, on the discrete ray to the centre (``round(d (r - 1) / r)``, halves away from 0)."""
@@ -221,6 +250,20 @@ class CaloFlowVariables(nn.Module):
         ``voxel_space: log`` only. Exactly invertible (:meth:`middle_ratio_encode` /
         :meth:`middle_ratio_decode`: constant matrices, a difference and a sum along the rays).
 
+    occupancy_layers
+        ``None`` (default): off. A list of layer indices (voxel order; lhcml's middle layer: ``[1]``): every
+        cell of those layers gets an **occupancy variable** beside its energy variable, generated jointly:
+        ``o = 2 (b + U(0, 1)) - 2`` with ``b = 1`` for a cell at or above the readout threshold (occupied,
+        ``o`` in ``[0, 2)``) and ``b = 0`` below it (empty, ``o`` in ``[-2, 0)``); decoding keeps a cell
+        only where ``o >= 0`` (and it is above the threshold). An empty cell's energy variable is then
+        free and is filled with the log share of :data:`OCCUPANCY_FILL_GEV` times a log-normal jitter
+        (:data:`OCCUPANCY_FILL_SIGMA`) — the size of an occupied halo cell — instead of a value one to
+        two e-folds under the threshold, so each cell's energy variable is unimodal: the "empty" mode
+        no longer sits 3-4 e-folds below the occupied cells for the generator to blur into cells of
+        1-20 MeV (docs/benchmarks/fastcalo.md, "Twenty-first version"). Exactly invertible on the
+        cells at or above the threshold; the bits are :meth:`occupancy_encode` (``n_occupancy``
+        columns appended to the state by the flow-matching model).
+
     The standardisation (means and widths of the logit variables) is fitted on training showers
     with :meth:`fit` and kept in buffers, so it travels with the weights and into ONNX.
     """
@@ -231,7 +274,7 @@ class CaloFlowVariables(nn.Module):
         energy_standardisation: bool = False, eta_standardisation: bool = False,
         first_layer_whitening: bool = False, strip_ratios: bool = False,
         strip_grid: Sequence[int] | None = None, strip_first_ratio: str = "free",
-        middle_ratios: Sequence[int] | None = None,
+        middle_ratios: Sequence[int] | None = None, occupancy_layers: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if voxel_space not in ("logit", "log"):
@@ -289,6 +332,13 @@ class CaloFlowVariables(nn.Module):
             self.register_buffer("middle_enc", enc)  # log shares Y -> ratios Z = Y @ middle_enc
             self.register_buffer("middle_dec", dec)  # Z -> Y = Z @ middle_dec (sums along the rays)
             self.middle_start = sizes[0]
+        occ = _occupancy_voxels(occupancy_layers, sizes, voxel_space)
+        #: cells with an occupancy variable (``occupancy_layers``); 0: off
+        self.n_occupancy = 0 if occ is None else len(occ)
+        if occ is not None:
+            sel = torch.zeros(len(occ), sum(sizes))
+            sel[torch.arange(len(occ)), torch.tensor(occ)] = 1.0
+            self.register_buffer("occ_select", sel)  # (n_occupancy, V): occupancy column -> its voxel
         if u0_max <= 0 or dequant_kev < 0:
             raise ValueError(
                 f"u0_max must be > 0 and dequant_kev >= 0, got {u0_max}, {dequant_kev}"
@@ -376,6 +426,11 @@ class CaloFlowVariables(nn.Module):
         thr = self.threshold_gev
         jitter = torch.rand(showers.shape, generator=generator, device=showers.device, dtype=showers.dtype)
         e_vox = torch.where(showers >= thr, showers, thr * torch.exp(-1.0 - jitter))
+        if self.n_occupancy:  # empty cells of the occupancy layers: the fill (class docstring)
+            z = torch.randn(showers.shape, generator=generator, device=showers.device, dtype=showers.dtype)
+            fill = OCCUPANCY_FILL_GEV * torch.exp(OCCUPANCY_FILL_SIGMA * z)
+            in_occ = self.occ_select.sum(0).to(torch.bool)
+            e_vox = torch.where((showers < thr) & in_occ, fill, e_vox)
         lv = torch.log(e_vox) - torch.log((e_layers @ self.assign.T).clamp(min=thr))
         if self.strip_ratios:
             n0 = self.n_first
@@ -384,6 +439,17 @@ class CaloFlowVariables(nn.Module):
             a, b = self.middle_start, self.middle_start + self.middle_enc.shape[0]
             lv = torch.cat([lv[:, :a], self.middle_ratio_encode(lv[:, a:b]), lv[:, b:]], dim=1)
         return _logit(u), lv, e_layers
+
+    def occupancy_encode(self, showers: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``occupancy_layers``: the dequantised occupancy bits ``(N, n_occupancy)`` of (dequantised)
+        showers: ``2 (b + U(0, 1)) - 2``, ``b = 1`` at or above the readout threshold (class docstring)."""
+        b = ((showers @ self.occ_select.T) >= self.threshold_gev).to(showers.dtype)
+        u = torch.rand(b.shape, generator=generator, device=showers.device, dtype=showers.dtype)
+        return 2.0 * (b + u) - 2.0
+
+    def occupancy_off(self, occupancy: Tensor) -> Tensor:
+        """``(N, V)``: 1 for the cells an occupancy variable ``(N, n_occupancy)`` reads as empty (``< 0``)."""
+        return (occupancy < 0).to(occupancy.dtype) @ self.occ_select
 
     def middle_ratio_encode(self, y: Tensor) -> Tensor:
         """``middle_ratios``: the second layer's log shares ``y`` ``(N, n_eta n_phi)`` (η-major) -> the
@@ -475,7 +541,8 @@ class CaloFlowVariables(nn.Module):
         return self.layers_from_u(_expit(x_u * self.u_std + self.u_mean), energy)
 
     def decode_voxels(
-        self, x_v: Tensor, e_layers: Tensor, energy: Tensor | None = None, eta: Tensor | None = None
+        self, x_v: Tensor, e_layers: Tensor, energy: Tensor | None = None, eta: Tensor | None = None,
+        occupancy: Tensor | None = None,
     ) -> Tensor:
         """Voxel energies (GeV) from standardised ``x_v``: voxels below the threshold set to zero,
         each layer renormalised to ``e_layers`` (CaloFlow's post-processing); ``energy`` (the
@@ -491,6 +558,10 @@ class CaloFlowVariables(nn.Module):
         frac = _expit(raw) if self.voxel_space == "logit" else torch.exp(raw.clamp(max=0.0))
         e_vox = frac * (e_layers @ self.assign.T)
         frac = torch.where(e_vox < self.threshold_gev, torch.zeros_like(frac), frac)
+        if self.n_occupancy:
+            if occupancy is None:
+                raise ValueError("occupancy_layers: decoding the voxels needs the occupancy variables")
+            frac = frac * (1.0 - self.occupancy_off(occupancy))
         norm = (frac @ self.assign) @ self.assign.T
         return torch.where(norm > 0, frac / norm.clamp(min=1e-30), torch.zeros_like(frac)) * (
             e_layers @ self.assign.T

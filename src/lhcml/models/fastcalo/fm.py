@@ -97,6 +97,12 @@ class CaloFlowMatching(FastCaloGenerator):
         ``[7, 11]``): its cells generated as the centre cell's log share and log-ratios to their inner
         neighbour, ring by ring outwards (:class:`~lhcml.models.fastcalo.flow.CaloFlowVariables`;
         ``configs/fastcalo/fm_strips_ratio_middle.yaml``).
+    occupancy_layers
+        ``None`` (default, off) or a list of layer indices (lhcml's middle layer: ``[1]``): each of their
+        cells gets an occupancy variable generated jointly with the energies (the last ``n_occupancy``
+        state columns, after the strip shift), the cell set to zero where it reads empty, and an empty
+        cell's energy variable filled near an occupied cell's size
+        (:class:`~lhcml.models.fastcalo.flow.CaloFlowVariables`; ``configs/fastcalo/fm_strips_ratio_occupancy.yaml``).
     eta_range
         ``[lo, hi]``: condition on the incident ``|η|`` too (trained over that range; the
         calorimeter's depth in X0 grows as cosh η, so the layer fractions change with η);
@@ -144,6 +150,7 @@ class CaloFlowMatching(FastCaloGenerator):
         strip_ratios: bool = False,
         strip_first_ratio: str = "free",
         middle_ratios: Sequence[int] | None = None,
+        occupancy_layers: Sequence[int] | None = None,
         align_max_shift: int = 0,
         align_n_phi: int = 3,
         eta_range: Sequence[float] | None = None,
@@ -186,10 +193,11 @@ class CaloFlowMatching(FastCaloGenerator):
             voxel_space=voxel_space, energy_standardisation=energy_standardisation,
             eta_standardisation=eta_standardisation, first_layer_whitening=first_layer_whitening,
             strip_ratios=strip_ratios, strip_grid=(n_eta, self.align_n_phi) if strip_ratios is True else None,
-            strip_first_ratio=strip_first_ratio, middle_ratios=middle_ratios,
+            strip_first_ratio=strip_first_ratio, middle_ratios=middle_ratios, occupancy_layers=occupancy_layers,
         )
         self.align_n_eta = n_eta
-        self.noise_dim = self.n_layers + n_voxels + (1 if self.align_max_shift else 0)
+        self.n_occupancy = self.vars.n_occupancy
+        self.noise_dim = self.n_layers + n_voxels + (1 if self.align_max_shift else 0) + self.n_occupancy
         self.steps = int(steps)
         self.solver = solver
         self.time_embedding = TimeEmbedding(time_frequencies)
@@ -229,17 +237,20 @@ class CaloFlowMatching(FastCaloGenerator):
         return self.velocity(torch.cat([x, self.time_embedding(t), c], dim=1))
 
     def target(self, energy_gev: Tensor, showers: Tensor, eta: Tensor | None = None) -> Tensor:
-        """The data point ``x_1`` ``(N, L + V [+ 1])`` of (dequantised) showers; with strip
-        alignment the last variable is the dequantised shift (``eta``: the showers' ``|η|``, used
-        with ``eta_standardisation``)."""
+        """The data point ``x_1`` ``(N, L + V [+ 1] [+ n_occupancy])`` of (dequantised) showers; with
+        strip alignment the next variable is the dequantised shift, with ``occupancy_layers`` the last
+        ones the dequantised occupancy bits (``eta``: the showers' ``|η|``, used with ``eta_standardisation``)."""
         eta_s = eta if self.vars.eta_standardisation else None
         if not self.align_max_shift:
             x_u, x_v, _ = self.vars.encode(energy_gev, showers, eta=eta_s)
-            return torch.cat([x_u, x_v], dim=1)
-        aligned, shift = self.align(showers)
-        x_u, x_v, _ = self.vars.encode(energy_gev, aligned, eta=eta_s)
-        x_s = shift.to(x_v.dtype)[:, None] + torch.rand_like(x_v[:, :1]) - 0.5
-        return torch.cat([x_u, x_v, x_s], dim=1)
+            parts = [x_u, x_v]
+        else:
+            showers, shift = self.align(showers)
+            x_u, x_v, _ = self.vars.encode(energy_gev, showers, eta=eta_s)
+            parts = [x_u, x_v, shift.to(x_v.dtype)[:, None] + torch.rand_like(x_v[:, :1]) - 0.5]
+        if self.n_occupancy:
+            parts.append(self.vars.occupancy_encode(showers))
+        return torch.cat(parts, dim=1)
 
     def loss_terms(
         self, energy_gev: Tensor, showers: Tensor, phase: str, eta: Tensor | None = None,
@@ -279,13 +290,37 @@ class CaloFlowMatching(FastCaloGenerator):
         x = self.integrate(energy_gev, noise, eta, phi)
         nl = self.n_layers
         e_layers = self.vars.decode_layers(x[:, :nl], energy_gev)
+        occ = x[:, x.shape[1] - self.n_occupancy :] if self.n_occupancy else None
         showers = self.vars.decode_voxels(x[:, nl : nl + self.n_voxels], e_layers, energy_gev,
-                                          eta if self.vars.eta_standardisation else None)
+                                          eta if self.vars.eta_standardisation else None, occupancy=occ)
         if not self.align_max_shift:
             return showers
         s = self.align_max_shift
-        shift = torch.round(x[:, -1]).clamp(-s, s).to(torch.int64)
+        shift = torch.round(x[:, nl + self.n_voxels]).clamp(-s, s).to(torch.int64)
         return self.unalign(showers, shift)
+
+
+    def widen_state_dict(self, stored: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``init_from`` a model without ``occupancy_layers`` into one with them: the stored velocity network's
+        first layer gets zero columns for the new state inputs (inserted after the stored state's columns,
+        before the time embedding and conditions) and its last layer zero rows for the new outputs, so this
+        model starts computing the stored one's velocity for the old variables and a zero velocity for the
+        bits. Other tensors are returned unchanged (the caller compares the rest)."""
+        if not self.n_occupancy or "vars.occ_select" in stored:
+            return stored
+        n = self.n_occupancy
+        d_old = self.noise_dim - n
+        lin = [k for k, m in self.velocity.named_modules() if isinstance(m, nn.Linear)]
+        first, last = f"velocity.{lin[0]}.weight", f"velocity.{lin[-1]}"
+        out = dict(stored)
+        w = stored.get(first)
+        if w is not None and w.ndim == 2:
+            out[first] = torch.cat([w[:, :d_old], w.new_zeros(w.shape[0], n), w[:, d_old:]], dim=1)
+        for k in (f"{last}.weight", f"{last}.bias"):
+            t = stored.get(k)
+            if t is not None and t.shape[0] == d_old:
+                out[k] = torch.cat([t, t.new_zeros((n, *t.shape[1:]))], dim=0)
+        return out
 
 
 def strip_max_shift(strips: Tensor, max_shift: int) -> Tensor:
