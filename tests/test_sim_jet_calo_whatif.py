@@ -101,3 +101,50 @@ def test_centroid_fluctuation_moves_hadron_showers_only_by_the_configured_sigma(
     assert abs(np.corrcoef(deta, dphi)[0, 1]) < 0.05  # independent in η and φ
     with pytest.raises(ConfigError, match="had_centroid_sigma"):
         centroid_shift(ref.eta, ref.phi, h, np.ones(len(h)), -0.01)
+
+
+def _photon_gun(n: int, pt: float, rng: np.random.Generator) -> FlatTable:
+    eta, phi = rng.uniform(-0.3, 0.3, n), rng.uniform(-3.0, 3.0, n)
+    cols = {"pid": np.full(n, 22, np.int32), "charge": np.zeros(n, np.int8), "px": pt * np.cos(phi),
+            "py": pt * np.sin(phi), "pz": pt * np.sinh(eta), "e": pt * np.cosh(eta), "m": np.zeros(n),
+            "vz": np.zeros(n)}
+    return FlatTable(cols, np.ones(n, np.int64))
+
+
+def test_photon_conversions_split_and_bend_the_pair_by_the_known_amount(tmp_path):
+    """Every photon converts at r = 500 mm: two deposits per photon, the photon's energy shared, each
+    bent by (R − r)² / (2 ρ R) to opposite sides (R = 1.5 m, ρ = x pT / 0.6 GeV/m); a pair member that
+    curls up deposits nothing. Probability 0: the deposits of the default."""
+    gun = _photon_gun(3000, 10.0, np.random.default_rng(9))
+    ref = shower_particles(gun, np.random.default_rng(10))
+    opt = "photon_conversion: {central: 1.0, endcap: 1.0, r_min_mm: 500.0, r_max_mm: 500.0}"
+    with jet_geometry(_variant(tmp_path, "conv.yaml", opt)):
+        conv = shower_particles(gun, np.random.default_rng(10))
+    assert len(conv.eta) == 2 * len(ref.eta)
+    np.testing.assert_array_equal(conv.event[0::2], ref.event)
+    np.testing.assert_array_equal(conv.event[1::2], ref.event)
+    e1, e2 = conv.e_layer[0::2].sum(axis=1), conv.e_layer[1::2].sum(axis=1)
+    e0 = ref.e_layer.sum(axis=1)
+    reach = (e1 > 0) & (e2 > 0)
+    np.testing.assert_allclose((e1 + e2)[reach], e0[reach], rtol=1e-12)
+    x = e1[reach] / e0[reach]
+    assert 0.4 < x.mean() < 0.6 and x.std() == pytest.approx(1 / np.sqrt(12), rel=0.1)  # uniform share
+    dphi1 = np.mod(conv.phi[0::2] - ref.phi + np.pi, 2 * np.pi) - np.pi
+    dphi2 = np.mod(conv.phi[1::2] - ref.phi + np.pi, 2 * np.pi) - np.pi
+    pt1 = x * np.hypot(gun["px"], gun["py"])[reach]
+    np.testing.assert_allclose(dphi1[reach], 1.0**2 / (2 * pt1 / 0.6 * 1.5), rtol=1e-9)
+    assert np.all(dphi1[reach] > 0) and np.all(dphi2[reach] < 0)
+    np.testing.assert_array_equal(conv.eta[0::2], ref.eta)
+    # curling: 2ρ < R − r, i.e. x pT < 0.3 GeV: the soft member leaves nothing, the other keeps its share
+    lost = ~reach
+    assert lost.sum() > 0 and np.all(np.minimum(e1, e2)[lost] == 0)
+    assert np.all(np.maximum(e1, e2)[lost] < e0[lost])
+    none = "photon_conversion: {central: 0.0, endcap: 0.0, r_min_mm: 500.0, r_max_mm: 500.0}"
+    with jet_geometry(_variant(tmp_path, "none.yaml", none)):
+        same = shower_particles(gun, np.random.default_rng(10))
+    np.testing.assert_array_equal(same.phi, ref.phi)
+    np.testing.assert_array_equal(same.e_layer, ref.e_layer)
+    bad = "photon_conversion: {central: 0.2, endcap: 0.4, r_min_mm: 50.0, r_max: 800.0}"
+    with jet_geometry(_variant(tmp_path, "bad.yaml", bad)):
+        with pytest.raises(ConfigError, match="photon_conversion"):
+            shower_particles(gun, np.random.default_rng(10))

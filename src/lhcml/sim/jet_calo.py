@@ -583,7 +583,64 @@ def shower_particles(particles: FlatTable, rng: np.random.Generator, geo: CaloGe
         split = em_sampling_split(geo, eta, kind, b * t_max + 1.0, b, t0, shape, hscale)
     elif geo.virtual_strips:
         strips = virtual_strips_share(geo, eta, kind, b * t_max + 1.0, b, t0, shape, hscale)
-    return ParticleDeposits(particles.event[idx], eta, phi, e_layer, kind, pileup, split, strips)
+    deps = ParticleDeposits(particles.event[idx], eta, phi, e_layer, kind, pileup, split, strips)
+    if s.get("photon_conversion"):
+        deps = convert_photons(deps, a == 22, pt, geo.radius, s["photon_conversion"])
+    return deps
+
+
+#: keys of the ``photon_conversion`` option (``showers`` of the geometry file)
+CONVERSION_KEYS = ("central", "endcap", "r_min_mm", "r_max_mm", "e_min_gev")
+#: 0.3 · B[T] with B = 2 T: GeV per metre of radius of curvature
+_BEND_GEV_PER_M = 0.6
+
+
+def convert_photons(deps: ParticleDeposits, photon: np.ndarray, pt: np.ndarray, radius_mm: float,
+                    opt: dict) -> ParticleDeposits:
+    """Photon conversions upstream of the calorimeter (the ``photon_conversion`` option of the geometry's
+    ``showers``; absent: no call, the default). A photon of ``e_min_gev`` or more converts with the
+    probability ``central`` at η = 0 rising linearly in |η| to ``endcap`` at |η| = 2.5 (constant beyond), at a
+    radius uniform in ``r_min_mm`` … ``r_max_mm``; the pair shares its deposit as x, 1 − x (x uniform, the
+    nearly flat Bethe–Heitler spectrum) and each e± is bent in the 2 T field from the conversion radius to
+    the calorimeter radius, Δφ ≈ ±(R − r)² / (2 ρ R) with ρ = pT / (0.3 B) (opposite charges, opposite
+    sides); an e± that curls up before the calorimeter (2ρ < R − r) deposits nothing. Random numbers
+    from a stream of their own, seeded by the deposits themselves, so every other draw is unchanged."""
+    unknown = set(opt) - set(CONVERSION_KEYS)
+    missing = set(CONVERSION_KEYS[:4]) - set(opt)
+    if unknown or missing:
+        raise ConfigError(f"photon_conversion: unknown keys {sorted(unknown)} / missing keys {sorted(missing)}; "
+                          f"valid: {', '.join(CONVERSION_KEYS)}")
+    p0, p1 = float(opt["central"]), float(opt["endcap"])
+    r_lo, r_hi = float(opt["r_min_mm"]), float(opt["r_max_mm"])
+    if not (0 <= p0 <= 1 and 0 <= p1 <= 1 and 0 <= r_lo <= r_hi < radius_mm):
+        raise ConfigError("photon_conversion: probabilities in [0, 1] and 0 <= r_min_mm <= r_max_mm < the "
+                          "calorimeter radius needed")
+    n = len(deps.eta)
+    total = deps.e_layer.sum(axis=1)
+    rng = np.random.default_rng((n, int(np.sum(total) * 1000.0) % (2**32), 0xC0417))
+    u = rng.random((3, n))
+    prob = p0 + (p1 - p0) * np.minimum(np.abs(deps.eta) / 2.5, 1.0)
+    conv = photon & (total > 0) & (pt * np.cosh(deps.eta) >= float(opt.get("e_min_gev", 1.0))) & (u[0] < prob)
+    ci = np.flatnonzero(conv)
+    rep = np.repeat(np.arange(n), np.where(conv, 2, 1))
+    first = np.ones(len(rep), bool)
+    first[1:] = rep[1:] != rep[:-1]
+    pos = np.searchsorted(rep, ci)  # the first of each pair
+    x = u[1, ci]
+    r_c = (r_lo + (r_hi - r_lo) * u[2, ci]) / 1000.0
+    big_r = radius_mm / 1000.0
+    phi = deps.phi[rep].copy()
+    frac = np.ones(len(rep))
+    for k, share, sign in ((pos, x, 1.0), (pos + 1, 1.0 - x, -1.0)):
+        rho = np.maximum(share * pt[ci], 1e-9) / _BEND_GEV_PER_M
+        reach = 2.0 * rho > big_r - r_c
+        dphi = sign * (big_r - r_c) ** 2 / (2.0 * rho * big_r)
+        phi[k] = np.mod(phi[k] + np.where(reach, dphi, 0.0) + np.pi, 2.0 * np.pi) - np.pi
+        frac[k] = np.where(reach, share, 0.0)
+    split = None if deps.em_split is None else deps.em_split[rep]
+    strips = None if deps.em_strips is None else deps.em_strips[rep]
+    return ParticleDeposits(deps.event[rep], deps.eta[rep], phi, deps.e_layer[rep] * frac[:, None], deps.kind[rep],
+                            deps.pileup[rep], split, strips)
 
 
 def centroid_shift(eta: np.ndarray, phi: np.ndarray, move: np.ndarray, energy: np.ndarray,
