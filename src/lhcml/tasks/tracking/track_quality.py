@@ -47,6 +47,9 @@ class TrackSelection(StrictModel):
     checkpoint: str | None = None
     #: with ``checkpoint``: tracks whose fake score is >= cut are removed
     cut: float = Field(0.5, gt=0.0, le=1.0)
+    #: with ``checkpoint``: finder pass (1-based) -> the cut of that pass's tracks instead of ``cut``
+    #: (empty: ``cut`` for every track)
+    pass_cuts: dict[int, float] = Field(default_factory=dict)
 
     @field_validator("max_chi2_ndf")
     @classmethod
@@ -56,11 +59,31 @@ class TrackSelection(StrictModel):
             raise ValueError(f"keys (measurements) must be >= 1 and values (chi2/ndf) > 0, got {bad}")
         return v
 
+    @field_validator("pass_cuts")
+    @classmethod
+    def _pass_cuts(cls, v: dict[int, float]) -> dict[int, float]:
+        bad = {k: x for k, x in v.items() if k < 1 or not 0.0 < x <= 1.0}
+        if bad:
+            raise ValueError(f"keys (passes) must be >= 1 and cuts in (0, 1], got {bad}")
+        return v
+
     @model_validator(mode="after")
     def _some_rule(self) -> TrackSelection:
         if not self.max_chi2_ndf and self.checkpoint is None:
             raise ValueError("give max_chi2_ndf, a checkpoint (and its cut), or both; or set track_selection: null")
+        if self.pass_cuts and self.checkpoint is None:
+            raise ValueError("pass_cuts are cuts on the track classifier's score: give its checkpoint too")
         return self
+
+    def cuts(self, passes: np.ndarray) -> np.ndarray | float:
+        """The classifier cut of each track of finder passes ``passes`` (1-based; ``cut`` without ``pass_cuts``)."""
+        if not self.pass_cuts:
+            return self.cut
+        p = np.asarray(passes, np.int64)
+        out = np.full(len(p), self.cut, np.float64)
+        for k, c in self.pass_cuts.items():
+            out[p == k] = c
+        return out
 
 
 def removed_tracks(nhits: np.ndarray, chi2: np.ndarray, ndf: np.ndarray, cfg: TrackSelection) -> np.ndarray:
@@ -129,7 +152,7 @@ def select_tracks(out: dict[str, Any], cfg: TrackSelection | None) -> dict[str, 
     ids = np.asarray(fitted.track_id, np.int64)
     gone = removed_tracks(fitted.nhits, fitted.chi2, fitted.ndf, cfg)
     if cfg.checkpoint is not None and len(ids):
-        gone |= track_classifier(str(cfg.checkpoint)).score(fitted_features(out)) >= cfg.cut
+        gone |= track_classifier(str(cfg.checkpoint)).score(fitted_features(out)) >= cfg.cuts(pass_numbers(out))
     keep_fit = ~gone
     fields = {f.name: np.asarray(getattr(fitted, f.name))[keep_fit] for f in dataclasses.fields(fitted)
               if isinstance(getattr(fitted, f.name), np.ndarray) and len(getattr(fitted, f.name)) == len(ids)}  # fmt: skip
