@@ -104,7 +104,8 @@ class CkfStageConfig(StrictModel):
 
     chi2_cut_measurement: float = 15.0
     chi2_cut_outlier: float = 25.0
-    max_branches: int = 2
+    #: compatible measurements per surface that branch a track (ACTS ``numMeasurementsCutOff``); at least 1
+    max_branches: int = Field(2, ge=1)
     seed_deduplication: bool = True
     stay_on_seed: bool = True
     min_pt: float = 0.5
