@@ -303,23 +303,27 @@ class CaloFlowMatching(FastCaloGenerator):
     def widen_state_dict(self, stored: dict[str, Tensor]) -> dict[str, Tensor]:
         """``init_from`` a model without ``occupancy_layers`` into one with them: the stored velocity network's
         first layer gets zero columns for the new state inputs (inserted after the stored state's columns,
-        before the time embedding and conditions) and its last layer zero rows for the new outputs, so this
-        model starts computing the stored one's velocity for the old variables and a zero velocity for the
-        bits. Other tensors are returned unchanged (the caller compares the rest)."""
+        before the time embedding and conditions), so this model starts computing the stored one's velocity
+        for the old variables; its last layer gets, for the new outputs, this model's own freshly
+        initialised rows (not zeros: with zero columns *and* zero rows the bits' inputs and outputs get no
+        gradient through each other, a saddle that a first fine-tune sat in for 100 epochs,
+        docs/benchmarks/fastcalo.md "Twenty-first version"). Other tensors are returned unchanged (the
+        caller compares the rest)."""
         if not self.n_occupancy or "vars.occ_select" in stored:
             return stored
         n = self.n_occupancy
         d_old = self.noise_dim - n
         lin = [k for k, m in self.velocity.named_modules() if isinstance(m, nn.Linear)]
         first, last = f"velocity.{lin[0]}.weight", f"velocity.{lin[-1]}"
+        own = self.state_dict()
         out = dict(stored)
         w = stored.get(first)
         if w is not None and w.ndim == 2:
             out[first] = torch.cat([w[:, :d_old], w.new_zeros(w.shape[0], n), w[:, d_old:]], dim=1)
         for k in (f"{last}.weight", f"{last}.bias"):
             t = stored.get(k)
-            if t is not None and t.shape[0] == d_old:
-                out[k] = torch.cat([t, t.new_zeros((n, *t.shape[1:]))], dim=0)
+            if t is not None and t.shape[0] == d_old and own[k].shape[1:] == t.shape[1:]:
+                out[k] = torch.cat([t, own[k][d_old:].to(t.dtype)], dim=0)
         return out
 
 
