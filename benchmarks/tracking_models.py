@@ -22,6 +22,9 @@ selection (``lhcml.tasks.tracking.track_quality``). Its training files are the t
 ``track_filter_loose`` is the same classifier retrained on the tracks of a looser finder
 (``configs/tracking/ml_seeds_loose_tracks.yaml``: every loosening that was blocked by fakes, so that it sees
 their fakes; docs/benchmarks/tracking_fakes.md, nineteenth version).
+``track_filter_allpix`` is retrained on the tracks of the finder it serves
+(``..._allpix_extcap_tf7.yaml``: the registered all-pixel pass 8 with tracks from 7 measurements and the guarded
+wide hit recovery; docs/benchmarks/tracking.md, twenty-first version, tag h21b).
 
 Resumable and idempotent: a sample whose manifest is complete, a seed file that exists (written
 atomically), a training run marked done (``WORK/<name>/DONE``) are skipped; an interrupted training
@@ -74,6 +77,8 @@ CASCADE = [
     Classifier("seed_filter_pass3l", finder="configs/tracking/ml_seeds_4pass_budget_p4.yaml", pass_number=3),
     Classifier("track_filter", finder="configs/tracking/ml_seeds_6pass_budget_quality.yaml", tracks=True),
     Classifier("track_filter_loose", finder="configs/tracking/ml_seeds_loose_tracks.yaml", tracks=True),
+    Classifier("track_filter_allpix", tracks=True,
+               finder="configs/tracking/ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7.yaml"),
 ]
 
 

@@ -1,0 +1,73 @@
+"""The track classifier retrained on the tracks of the finder it serves (issue 14, tag h21b):
+``models/tracking/track_filter_allpix.ckpt`` (``configs/tracking/track_filter_allpix.yaml``; tracks of
+``configs/tracking/ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7.yaml`` with its
+selection off) and that candidate finder: the registered ``ml-seeds+ckf-8pass-allpix-extcap`` with pass 8's tracks from
+7 measurements and this classifier in its track selection (docs/benchmarks/tracking.md, twenty-first version)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from _tracking_helpers import shipped_track_filter
+
+from lhcml.config import shipped_config
+from lhcml.tasks.tracking import seed_filter as S
+from lhcml.tasks.tracking.acts_reco import load_reco_config
+
+CKPT = "models/tracking/track_filter_allpix.ckpt"
+CANDIDATE = "tracking/ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7.yaml"
+REGISTERED = "tracking/ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap.yaml"
+#: tracks the classifier never saw: the candidate's fitted tracks (selection off) of validation event train_mu200 17
+#: (every fake, 1 000 real tracks drawn with seed 0; features and labels as in its tracks-allpix7 files)
+HELD_OUT = Path(__file__).parent / "data" / "tracks_allpix7_train_mu200_17.npz"
+
+
+def test_allpix_classifier_loads_safely_and_matches_its_training_config() -> None:
+    """Small checkpoint of weights and metadata (weights_only=True), the track_filter model on the finder's features,
+    trained by configs/tracking/track_filter_allpix.yaml on the tracks-allpix7 files of train_mu200 0-9."""
+    _, stored, train = shipped_track_filter(CKPT, "tracking/track_filter_allpix.yaml", "allpix7")
+    assert stored["data"]["train_events"] == train["data"]["train_events"] == [list(range(10))]
+    assert stored["data"]["val_events"] == [[18, 19]]
+
+
+def test_allpix_classifier_beats_a_constant_on_held_out_tracks() -> None:
+    """On tracks it never saw the classifier's log-loss is far below the best constant's (the entropy of the fake
+    fraction), its ROC area is high, and at the candidate's cut it removes nearly all fakes and few real tracks."""
+    from lhcml.models.tracking.track_filter import TRACK_FEATURE_NAMES
+    from lhcml.tasks.tracking.track_quality import track_classifier
+
+    data = np.load(HELD_OUT)
+    assert list(data["feature_names"]) == list(TRACK_FEATURE_NAMES)
+    x, y = data["features"], data["y"].astype(bool)
+    assert 100 < y.sum() < len(y) - 500
+    assert (x[:, -1] == 8).any() and (x[y, -1] == 8).any()  # pass 8's tracks (the new ones) among them, fakes too
+    s = np.clip(track_classifier(CKPT).score(x), 1e-7, 1 - 1e-7)
+    p = y.mean()
+    constant = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    loss = -np.mean(np.where(y, np.log(s), np.log(1 - s)))
+    assert loss < 0.3 * constant
+    ranks = np.argsort(np.argsort(s)) + 1  # ROC area from the ranks (Mann-Whitney)
+    auc = (ranks[y].sum() - y.sum() * (y.sum() + 1) / 2) / (y.sum() * (~y).sum())
+    assert auc > 0.98
+    cut = S.load_ml_seeds_config(shipped_config(CANDIDATE)).track_selection.cut
+    gone = s >= cut
+    assert gone[y].mean() > 0.9 and gone[~y].mean() < 0.05
+
+
+def test_candidate_is_the_registered_finder_with_7_measurement_pass_8_and_the_new_classifier() -> None:
+    """The candidate differs from the registered finder only in pass 8's reco config (min_measurements 8 -> 7, nothing
+    else) and the track selection's checkpoint and cut; its hit recovery is the registered one."""
+    from lhcml.tasks.tracking.track_quality import TrackSelection
+
+    reg = S.load_ml_seeds_config(shipped_config(REGISTERED))
+    new = S.load_ml_seeds_config(shipped_config(CANDIDATE))
+    assert reg.track_selection == TrackSelection(checkpoint="models/tracking/track_filter.ckpt", cut=0.03)
+    assert new.track_selection.checkpoint == CKPT and not new.track_selection.max_chi2_ndf
+    assert new.extend == reg.extend and new.extend is not None
+    passes = [*new.more_passes[:-1], new.more_passes[-1].model_copy(update={"reco": reg.more_passes[-1].reco})]
+    assert new.model_copy(update={"more_passes": passes, "track_selection": reg.track_selection}) == reg
+    old, p8 = load_reco_config(shipped_config(reg.more_passes[-1].reco)), load_reco_config(shipped_config(new.more_passes[-1].reco))
+    assert reg.more_passes[-1].reco != new.more_passes[-1].reco
+    assert (old.ckf.min_measurements, p8.ckf.min_measurements) == (8, 7)
+    assert p8.model_copy(update={"ckf": p8.ckf.model_copy(update={"min_measurements": 8})}) == old
