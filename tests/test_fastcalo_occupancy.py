@@ -13,7 +13,7 @@ spot (16.7 MeV) so that it is unimodal:
   variable holds the fill (all bits on: the fill comes back instead);
 * the flow-matching model trains, samples and both ONNX graphs agree with PyTorch (asserted in the export);
 * ``init_from`` a model without the bits: the widened velocity network computes the stored velocity for the
-  old variables (the bits' output rows keep their fresh initialisation); the other direction and other layers are refused;
+  old variables when the bits' inputs are zero (their rows and columns freshly initialised); the other direction and other layers are refused;
 * bad values give one ConfigError; ``lhcml train`` exits 2 without a checkpoint; the shipped config trains.
 """
 
@@ -166,15 +166,22 @@ def test_shipped_config_trains_and_init_from_widens_one_way_only(tmp_path):
     g = torch.Generator().manual_seed(3)
     n, d_old = 64, plain.noise_dim
     x = torch.randn(n, occ_model.noise_dim, generator=g)
+    x[:, d_old:] = 0.0  # the bits' inputs at zero: the stored velocity for the old variables
     t = torch.rand(n, 1, generator=g)
     c = torch.rand(n, plain.cond_dim, generator=g)
     with torch.no_grad():
         v_new, v_old = occ_model.v(x, t, c), plain.v(x[:, :d_old], t, c)
     torch.testing.assert_close(v_new[:, :d_old], v_old, rtol=1e-5, atol=1e-6)
-    # the bits' output rows: this model's own initialisation (zeros would be a saddle: no gradient either way)
-    last = [k for k in fresh if k.startswith("velocity.") and k.endswith(".weight")][-1]
-    torch.testing.assert_close(occ_model.state_dict()[last][d_old:], fresh[last][d_old:], rtol=0, atol=0)
-    assert float(occ_model.state_dict()[last][d_old:].abs().mean()) > 0 and bool(v_new[:, d_old:].abs().sum() > 0)
+    # the bits' rows and columns: this model's own initialisation (the columns scaled), not zeros
+    ws = [k for k in fresh if k.startswith("velocity.") and k.endswith(".weight")]
+    new = occ_model.state_dict()
+    torch.testing.assert_close(new[ws[-1]][d_old:], fresh[ws[-1]][d_old:], rtol=0, atol=0)
+    cols = new[ws[0]][:, d_old : occ_model.noise_dim]
+    ratio = cols / fresh[ws[0]][:, d_old : occ_model.noise_dim]
+    assert float(cols.abs().mean()) > 0 and float(ratio.std()) < 1e-5  # one scale for all
+    x[:, d_old:] = 1.0
+    with torch.no_grad():
+        assert float((occ_model.v(x, t, c)[:, :d_old] - v_old).abs().max()) > 0  # the bits are seen
     trainer, cfg = load_trainable_config(CONFIG, _overrides(d, "occ", f"init_from={plain_ckpt}"))
     occ_ckpt = trainer.fit(cfg)
     m = load_generator(occ_ckpt)[0]

@@ -259,7 +259,7 @@ def init_from_checkpoint(model: Any, path: str | Path) -> dict[str, int]:
     without): the strips' variables, and so the weights and their standardisation, mean
     something else; the same holds for ``model.strip_first_ratio`` between ratio models. A model with
     ``model.occupancy_layers`` starts from one without them (its velocity network widened by
-    ``model.widen_state_dict``: zero input columns for the bits, their output rows freshly initialised) or
+    ``model.widen_state_dict``: the bits' input columns and output rows freshly initialised) or
     from one with the same ones, never the other way round. Returns
     ``{"copied": n, "widened": n, "kept": n}``.
 

@@ -302,11 +302,13 @@ class CaloFlowMatching(FastCaloGenerator):
 
     def widen_state_dict(self, stored: dict[str, Tensor]) -> dict[str, Tensor]:
         """``init_from`` a model without ``occupancy_layers`` into one with them: the stored velocity network's
-        first layer gets zero columns for the new state inputs (inserted after the stored state's columns,
-        before the time embedding and conditions), so this model starts computing the stored one's velocity
-        for the old variables; its last layer gets, for the new outputs, this model's own freshly
-        initialised rows (not zeros: with zero columns *and* zero rows the bits' inputs and outputs get no
-        gradient through each other, a saddle that a first fine-tune sat in for 100 epochs,
+        first layer gets columns for the new state inputs (inserted after the stored state's columns, before
+        the time embedding and conditions) and its last layer rows for the new outputs, both this model's
+        own fresh initialisation, the columns scaled to the stored state columns' mean size. With the bits'
+        inputs at zero the model computes the stored one's velocity for the old variables. Not zeros: with
+        zero columns the hidden layers carry no feature of the bits, so the bits' velocity can follow their
+        context's mean but not their own state, and a generated bit is its noise's sign shifted by that mean
+        (two fine-tunes that started so, zero columns with zero or fresh rows, sat there for 40-100 epochs,
         docs/benchmarks/fastcalo.md "Twenty-first version"). Other tensors are returned unchanged (the
         caller compares the rest)."""
         if not self.n_occupancy or "vars.occ_select" in stored:
@@ -318,8 +320,10 @@ class CaloFlowMatching(FastCaloGenerator):
         own = self.state_dict()
         out = dict(stored)
         w = stored.get(first)
-        if w is not None and w.ndim == 2:
-            out[first] = torch.cat([w[:, :d_old], w.new_zeros(w.shape[0], n), w[:, d_old:]], dim=1)
+        if w is not None and w.ndim == 2 and w.shape[0] == own[first].shape[0]:
+            fresh = own[first][:, d_old : d_old + n].to(w.dtype)
+            scale = w[:, :d_old].abs().mean() / own[first][:, :d_old].abs().mean().clamp(min=1e-12)
+            out[first] = torch.cat([w[:, :d_old], fresh * scale, w[:, d_old:]], dim=1)
         for k in (f"{last}.weight", f"{last}.bias"):
             t = stored.get(k)
             if t is not None and t.shape[0] == d_old and own[k].shape[1:] == t.shape[1:]:
