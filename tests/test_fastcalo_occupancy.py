@@ -110,6 +110,11 @@ def test_flow_matching_with_occupancy_trains_samples_and_exports(tmp_path):
     def check(m, b):
         assert m.n_occupancy == b.layer_sizes[1] == 77
         assert m.noise_dim == photon_fm_model().noise_dim + 77
+        # the per-bit term s(t) x_bit (zero at the start): non-zero here, so both graphs must carry it
+        assert float(m.occ_skip.weight.abs().sum()) == 0.0
+        with torch.no_grad():
+            m.occ_skip.weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(4))
+            m.occ_skip.bias.fill_(-0.5)
 
     assert_trains_samples_exports(photon_fm_model(occupancy_layers=[1]), tmp_path, "occ", check)
 
@@ -182,6 +187,13 @@ def test_shipped_config_trains_and_init_from_widens_one_way_only(tmp_path):
     x[:, d_old:] = 1.0
     with torch.no_grad():
         assert float((occ_model.v(x, t, c)[:, :d_old] - v_old).abs().max()) > 0  # the bits are seen
+    # the per-bit term s(t) x_bit starts at zero, and adds exactly s(t) x_bit to the bits' velocity
+    assert float(occ_model.occ_skip.weight.abs().sum() + occ_model.occ_skip.bias.abs().sum()) == 0.0
+    with torch.no_grad():
+        base = occ_model.v(x, t, c)
+        occ_model.occ_skip.bias.fill_(-1.0)
+        torch.testing.assert_close(occ_model.v(x, t, c)[:, d_old:], base[:, d_old:] - x[:, d_old:])
+        occ_model.occ_skip.bias.zero_()
     trainer, cfg = load_trainable_config(CONFIG, _overrides(d, "occ", f"init_from={plain_ckpt}"))
     occ_ckpt = trainer.fit(cfg)
     m = load_generator(occ_ckpt)[0]

@@ -102,7 +102,8 @@ class LeanFlowMatchingGraph(nn.Module):
         if not self.energy_standardisation and not self.whitening:
             scale[n_l : n_l + n_v], shift[n_l : n_l + n_v] = v.v_std, v.v_mean
         self.register_buffer("state_scale", scale)
-        biases0, w_outs, b_outs = [], [], []
+        biases0, w_outs, b_outs, skips = [], [], [], []
+        n_occ = int(getattr(model, "n_occupancy", 0))
         with torch.no_grad():
             for k, (t, a, _) in enumerate(evals):
                 temb = model.time_embedding(torch.tensor([[t]], dtype=torch.float32))[0]
@@ -111,6 +112,13 @@ class LeanFlowMatchingGraph(nn.Module):
                 s = a * (scale if last else torch.ones(d))
                 w_outs.append((w_last * s[:, None]).T.contiguous())
                 b_outs.append(b_last * s + (shift if last else 0.0))
+                if n_occ:  # occupancy_layers: the per-bit term s(t) x_bit of model.v, a constant per evaluation
+                    sk = torch.zeros(d)
+                    sk[d - n_occ :] = model.occ_skip(temb[None, :])[0]
+                    skips.append(sk * s)
+        self.has_skip = bool(n_occ)
+        if n_occ:
+            self.register_buffer("skip", torch.stack(skips))  # (n_evals, D)
         self.register_buffer("bias0", torch.stack(biases0))  # (n_evals, H)
         self.register_buffer("w_out", torch.stack(w_outs))  # (n_evals, H, D)
         self.register_buffer("b_out", torch.stack(b_outs))  # (n_evals, D)
@@ -145,7 +153,8 @@ class LeanFlowMatchingGraph(nn.Module):
         h = torch.nn.functional.silu(torch.addmm(cb + self.bias0[k], x, self.w0_x))
         for j in range(self.n_hidden):
             h = torch.nn.functional.silu(torch.addmm(getattr(self, f"b_h{j}"), h, getattr(self, f"w_h{j}")))
-        return torch.addmm(self.b_out[k], h, self.w_out[k])
+        out = torch.addmm(self.b_out[k], h, self.w_out[k])
+        return out + x * self.skip[k] if self.has_skip else out
 
     def forward(self, *inputs: Tensor) -> Tensor:
         m = self.model

@@ -204,6 +204,12 @@ class CaloFlowMatching(FastCaloGenerator):
         self.velocity = MLP(
             self.noise_dim + 2 * time_frequencies + self.cond_dim, self.noise_dim, [hidden] * depth, act="silu"
         )
+        if self.n_occupancy:
+            # occupancy_layers: a direct per-bit term s(t) * x_bit beside the network (zero at the start), so the
+            # bits' velocity can follow their own state without the shared hidden layers (:meth:`v`)
+            self.occ_skip = nn.Linear(2 * time_frequencies, self.n_occupancy)
+            nn.init.zeros_(self.occ_skip.weight)
+            nn.init.zeros_(self.occ_skip.bias)
         self.register_buffer("prepared", torch.zeros((), dtype=torch.uint8))
 
     #: :meth:`prepare` takes the training showers' ``|η|`` (``eta=``; the trainer passes it)
@@ -233,8 +239,19 @@ class CaloFlowMatching(FastCaloGenerator):
         return torch.cat([roll_strips(strips, -shift).reshape(-1, n0), showers[:, n0:]], dim=1)
 
     def v(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
-        """Velocity ``(N, D)`` at states ``x`` ``(N, D)``, times ``t`` ``(N, 1)``, conditions ``c`` ``(N, cond_dim)``."""
-        return self.velocity(torch.cat([x, self.time_embedding(t), c], dim=1))
+        """Velocity ``(N, D)`` at states ``x`` ``(N, D)``, times ``t`` ``(N, 1)``, conditions ``c`` ``(N, cond_dim)``.
+
+        With ``occupancy_layers`` the bits' velocity gets ``s(t) x_bit`` added, ``s`` linear in the time
+        embedding (``occ_skip``, one coefficient per bit): the transport of a bit (a dequantised 0/1, e.g. the
+        centre cell's always in ``[0, 2)``, a third of the noise's variance) needs a slope of about -1 in its own
+        state, which a network widened by ``init_from`` did not learn through its shared hidden layers (the
+        gradient of one bit's loss on the first layer is buried under the other 400 outputs')."""
+        temb = self.time_embedding(t)
+        out = self.velocity(torch.cat([x, temb, c], dim=1))
+        if not self.n_occupancy:
+            return out
+        n = self.n_occupancy
+        return torch.cat([out[:, :-n], out[:, -n:] + self.occ_skip(temb) * x[:, -n:]], dim=1)
 
     def target(self, energy_gev: Tensor, showers: Tensor, eta: Tensor | None = None) -> Tensor:
         """The data point ``x_1`` ``(N, L + V [+ 1] [+ n_occupancy])`` of (dequantised) showers; with
@@ -328,6 +345,8 @@ class CaloFlowMatching(FastCaloGenerator):
             t = stored.get(k)
             if t is not None and t.shape[0] == d_old and own[k].shape[1:] == t.shape[1:]:
                 out[k] = torch.cat([t, own[k][d_old:].to(t.dtype)], dim=0)
+        for k in ("occ_skip.weight", "occ_skip.bias"):  # the per-bit term starts at zero (:meth:`v`)
+            out[k] = own[k]
         return out
 
 
