@@ -19,11 +19,14 @@ FINDER = "tracking/ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt
 
 
 def test_finder_is_the_registered_one_with_the_first_pass_on_one_branch() -> None:
-    """Every pass, classifier, cut, selection and hit recovery of ml-seeds+ckf-8pass-allpix-extcap; only the first
-    pass's reco differs, and it only in max_branches (2 -> 1)."""
+    """Every pass, classifier and hit recovery of ml-seeds+ckf-8pass-allpix-extcap; the first pass's reco differs only
+    in max_branches (2 -> 1), and the selection only in pass 3's cut (0.025; every other pass keeps 0.03)."""
     old, new = (load_ml_seeds_config(shipped_config(f)) for f in (REGISTERED, FINDER))
     assert old.reco == PASS1 and new.reco == ONE
-    assert new.model_copy(update={"reco": PASS1}) == old
+    assert new.model_copy(update={"reco": PASS1, "track_selection": old.track_selection}) == old
+    assert old.track_selection.pass_cuts == {} and new.track_selection.pass_cuts == {3: 0.025}
+    assert new.track_selection.model_copy(update={"pass_cuts": {}}) == old.track_selection
+    assert new.track_selection.cuts([1, 2, 3, 4, 8]).tolist() == [0.03, 0.03, 0.025, 0.03, 0.03]
     p_old, p_new = (load_reco_config(shipped_config(f)) for f in (PASS1, ONE))
     assert (p_old.ckf.max_branches, p_new.ckf.max_branches) == (2, 1)
     assert p_new.model_copy(update={"ckf": p_old.ckf}) == p_old
