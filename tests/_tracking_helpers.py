@@ -52,3 +52,24 @@ def shipped_track_filter(checkpoint: str, train_config: str, tracks: str) -> tup
     model = track_classifier(checkpoint)
     assert isinstance(model, TrackClassifier) and list(model.feature_names) == list(TRACK_FEATURE_NAMES)
     return model, stored, train
+
+
+def track_classifier_on_held_out(checkpoint: str, path: Path) -> tuple[Any, Any, float, float]:
+    """A shipped track classifier on a held-out track sample (``features``, ``feature_names``, ``y``; the finder's
+    features): ``(scores, fake labels, log-loss / the best constant's, ROC area)``."""
+    import numpy as np
+
+    from lhcml.models.tracking.track_filter import TRACK_FEATURE_NAMES
+    from lhcml.tasks.tracking.track_quality import track_classifier
+
+    data = np.load(path)
+    assert list(data["feature_names"]) == list(TRACK_FEATURE_NAMES)
+    x, y = data["features"], data["y"].astype(bool)
+    assert 50 < y.sum() < len(y) - 500
+    s = np.clip(track_classifier(checkpoint).score(x), 1e-7, 1 - 1e-7)
+    p = y.mean()
+    constant = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    loss = -np.mean(np.where(y, np.log(s), np.log(1 - s)))
+    ranks = np.argsort(np.argsort(s)) + 1  # ROC area from the ranks (Mann-Whitney)
+    auc = (ranks[y].sum() - y.sum() * (y.sum() + 1) / 2) / (y.sum() * (~y).sum())
+    return s, y, float(loss / constant), float(auc)
