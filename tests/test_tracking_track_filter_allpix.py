@@ -61,3 +61,24 @@ def test_candidate_is_the_registered_finder_with_7_measurement_pass_8_and_the_ne
     assert reg.more_passes[-1].reco != new.more_passes[-1].reco
     assert (old.ckf.min_measurements, p8.ckf.min_measurements) == (8, 7)
     assert p8.model_copy(update={"ckf": p8.ckf.model_copy(update={"min_measurements": 8})}) == old
+
+
+MARGIN = "tracking/ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7pc.yaml"
+
+
+def test_margin_candidate_is_tf7_with_its_cut_raised_except_passes_7_and_8() -> None:
+    """``..._tf7pc.yaml`` (docs/benchmarks/tracking.md, "Spending the margin"): tf7 with the classifier's cut at 0.03
+    except passes 7 and 8 (tf7's 0.02), nothing else changed. On tracks the classifier never saw it keeps every track
+    tf7 keeps, removes the same tracks of passes 7 and 8, and keeps more of the other passes' tracks."""
+    tf7 = S.load_ml_seeds_config(shipped_config(CANDIDATE))
+    new = S.load_ml_seeds_config(shipped_config(MARGIN))
+    assert new.model_copy(update={"track_selection": tf7.track_selection}) == tf7
+    sel = new.track_selection
+    assert (sel.checkpoint, sel.cut, sel.pass_cuts) == (CKPT, 0.03, {7: 0.02, 8: 0.02})
+    s, y, _, _ = track_classifier_on_held_out(CKPT, HELD_OUT)
+    p = np.load(HELD_OUT)["features"][:, -1].astype(int)
+    gone_tf7, gone_new = s >= tf7.track_selection.cuts(p), s >= sel.cuts(p)
+    assert not (gone_new & ~gone_tf7).any()
+    assert (gone_new[p >= 7] == gone_tf7[p >= 7]).all()
+    assert (gone_tf7 & ~gone_new & (p < 7)).any()
+    assert gone_new[y].mean() > 0.9
