@@ -63,3 +63,17 @@ def test_one_branch_reaches_the_ckf(event) -> None:
     assert len(two) > len(one)
     kept = set(two)
     assert np.mean([x in kept for x in one]) > 0.9
+
+
+TF7 = "tracking/ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7.yaml"
+BOTH = "tracking/ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7_1branch.yaml"
+
+
+def test_combination_is_tf7_with_the_first_pass_on_one_branch() -> None:
+    """``..._tf7_1branch.yaml`` (integrator, twenty-first version): h21b's tf7 finder (retrained classifier, pass 8
+    from 7 measurements) with h21c's one-branch first pass, nothing else — tf7's selection (0.02 on every pass), not
+    h21c's pass-3 cut that was chosen for the old classifier."""
+    tf7, both = (load_ml_seeds_config(shipped_config(f)) for f in (TF7, BOTH))
+    assert tf7.reco == PASS1 and both.reco == ONE
+    assert both.model_copy(update={"reco": PASS1}) == tf7
+    assert both.track_selection.pass_cuts == {} and both.track_selection.cut == 0.02
