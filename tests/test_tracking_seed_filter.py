@@ -691,6 +691,9 @@ def test_shipped_four_pass_budget_config() -> None:
          "ml_seeds_7pass_budget_quality_ext_spend_strips_lowpt.yaml"),
         ("ml-seeds+ckf-8pass-allpix-extcap", "ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap.yaml",
          "ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix.yaml"),
+        ("ml-seeds+ckf-8pass-allpix-tf7-1branch",
+         "ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7_1branch.yaml",
+         "ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7.yaml"),
     ],
 )
 def test_budget_finders_run_their_shipped_config(monkeypatch, name, config, other) -> None:

@@ -129,6 +129,15 @@ def ml_seeds_8pass_allpix_extcap(event_dir: str | Path, event_id: int, cfg: Any 
                              event_dir, event_id, cfg)  # fmt: skip
 
 
+def ml_seeds_8pass_allpix_tf7_1branch(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
+    """ml-seeds+ckf-8pass-allpix-extcap with a track classifier retrained on its own tracks (labels after the hit
+    recovery, cut 0.02), pass 8's tracks from 7 measurements and the first pass on one CKF branch per surface, within
+    the CKF's CPU time and fake rate at ⟨μ⟩ = 200 on held-out events
+    (``configs/tracking/ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7_1branch.yaml``)."""
+    return _ml_seeds_shipped("ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7_1branch.yaml",
+                             event_dir, event_id, cfg)  # fmt: skip
+
+
 def clean(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
     """A finder's output cleaned by :func:`lhcml.tasks.tracking.acts_reco.clean_candidates` (Kalman fit
     with outliers, track selection, greedy ambiguity resolution; ``configs/tracking/ckf.yaml``), each
@@ -196,6 +205,7 @@ FINDERS: dict[str, Finder] = {
     "ml-seeds+ckf-7pass-quality": ml_seeds_7pass_quality,  # + more strip seeds and a low-pT strip pass
     "ml-seeds+ckf-8pass-quality": ml_seeds_8pass_quality,  # + a low-pT pixel pass (seeds from 0.06 GeV)
     "ml-seeds+ckf-8pass-allpix-extcap": ml_seeds_8pass_allpix_extcap,  # + pass 8 on every pixel layer, wider recovery
+    "ml-seeds+ckf-8pass-allpix-tf7-1branch": ml_seeds_8pass_allpix_tf7_1branch,  # + retrained classifier, 1 branch
 }
 
 
