@@ -146,3 +146,16 @@ def write_photon_sample(tmp_path: Path, layers: Any, e: torch.Tensor, x: torch.T
     phi = np.random.default_rng(6).uniform(-np.pi, np.pi, len(e))
     write_showers(tmp_path / "t.h5", e.numpy(), x.numpy(), b, eta=eta, phi=phi)
     return tmp_path
+
+
+def assert_init_from_refused(config: str, runs: list[tuple[Path, list[str]]], message: str) -> None:
+    """Each (output folder, overrides) training run, started from a checkpoint of another representation, is refused
+    with one CheckpointMismatchError naming ``message`` and leaves no checkpoint behind."""
+    from lhcml.errors import CheckpointMismatchError
+    from lhcml.train.protocol import load_trainable_config
+
+    for out_dir, overrides in runs:
+        trainer, cfg = load_trainable_config(config, overrides)
+        with pytest.raises(CheckpointMismatchError, match=message):
+            trainer.fit(cfg)
+        assert not list(out_dir.glob("checkpoints/*.ckpt"))
