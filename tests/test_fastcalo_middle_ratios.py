@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import _fastcalo_helpers as helpers
 import numpy as np
 import pytest
 import torch
 from _fastcalo_helpers import (
-    assert_init_from_refused,
     assert_train_exits_2,
     assert_trains_samples_exports,
     photon_fm_model,
@@ -210,7 +210,7 @@ def test_shipped_config_trains_and_init_from_is_refused_across_representations(t
     trainer, cfg = load_trainable_config(CONFIG, _overrides(d, "plain", "model.middle_ratios=null"))
     plain_ckpt = trainer.fit(cfg)
     assert not load_generator(plain_ckpt)[0].vars.middle_ratios
-    assert_init_from_refused(CONFIG, [(d / out, _overrides(d, out, f"init_from={ckpt}", *extra))
+    helpers.assert_init_from_refused(CONFIG, [(d / out, _overrides(d, out, f"init_from={ckpt}", *extra))
                                       for out, ckpt, extra in (("a", plain_ckpt, ()),
                                                                ("b", middle_ckpt, ("model.middle_ratios=null",)))],
                              "another middle-layer representation")  # fmt: skip
