@@ -82,3 +82,26 @@ def test_margin_candidate_is_tf7_with_its_cut_raised_except_passes_7_and_8() -> 
     assert (gone_new[p >= 7] == gone_tf7[p >= 7]).all()
     assert (gone_tf7 & ~gone_new & (p < 7)).any()
     assert gone_new[y].mean() > 0.9
+
+
+COMBINED = "tracking/ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7_1branch.yaml"
+COMBINED_PC = "tracking/ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7_1branch_pc.yaml"
+
+
+def test_combined_margin_variant_keeps_pass_3_at_the_old_cut() -> None:
+    """``..._tf7_1branch_pc.yaml`` (integrator, twenty-first version): the registered tf7 + one-branch finder with the
+    cut at 0.03 except passes 3, 7 and 8 (0.02: tf7pc's extra held-out fakes were pass-3 low-pT tracks), nothing else
+    changed. On unseen tracks it removes exactly the same tracks of passes 3, 7 and 8 and no track the finder keeps."""
+    old = S.load_ml_seeds_config(shipped_config(COMBINED))
+    new = S.load_ml_seeds_config(shipped_config(COMBINED_PC))
+    assert new.model_copy(update={"track_selection": old.track_selection}) == old
+    sel = new.track_selection
+    assert (sel.checkpoint, sel.cut, sel.pass_cuts) == (CKPT, 0.03, {3: 0.02, 7: 0.02, 8: 0.02})
+    s, y, _, _ = track_classifier_on_held_out(CKPT, HELD_OUT)
+    p = np.load(HELD_OUT)["features"][:, -1].astype(int)
+    gone_old, gone_new = s >= old.track_selection.cuts(p), s >= sel.cuts(p)
+    assert not (gone_new & ~gone_old).any()
+    same = np.isin(p, [3, 7, 8])
+    assert same.any() and (gone_new[same] == gone_old[same]).all()
+    assert (gone_old & ~gone_new & ~same).any()
+    assert gone_new[y].mean() > 0.9
