@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from lhcml.config import StrictModel
 
@@ -76,6 +76,28 @@ class ExtendConfig(StrictModel):
     max_track_spread: float | None = Field(None, gt=0.0)
     #: null: no limit on the hits a track gains
     cap: AddedCap | None = None
+    #: finder pass (1-based) -> the fewest hits (measurements + recovered hits) a track of that pass must hold
+    #: after the recovery, else it is dropped (:func:`short_after_recovery`): a pass may then keep shorter CKF tracks
+    #: (``min_measurements`` of its reco config) that the recovery completes; empty: no track is dropped
+    min_hits_after: dict[int, int] = Field(default_factory=dict)
+    #: with ``min_hits_after``: a track of such a pass with fewer CKF measurements than its minimum (a short track)
+    #: leaves its hits to the later passes (they see them as free, so a short track never takes hits that a later
+    #: pass would have used), and it is dropped before the selection if a later pass's track holds one of its hits
+    defer_short: bool = False
+
+    @model_validator(mode="after")
+    def _defer_needs_minimum(self) -> ExtendConfig:
+        if self.defer_short and not self.min_hits_after:
+            raise ValueError("defer_short defers the tracks below a pass's min_hits_after: give min_hits_after too")
+        return self
+
+    @field_validator("min_hits_after")
+    @classmethod
+    def _min_hits_after(cls, v: dict[int, int]) -> dict[int, int]:
+        bad = {k: n for k, n in v.items() if k < 1 or n < 1}
+        if bad:
+            raise ValueError(f"keys (passes) must be >= 1 and values (hits) >= 1, got {bad}")
+        return v
 
     @model_validator(mode="after")
     def _volumes_once(self) -> ExtendConfig:
@@ -325,6 +347,43 @@ def extend_tracks(track_id: Sequence[int], hit_id: Sequence[int], x: np.ndarray,
         tr, ph = tr[keep], ph[keep]
     info["added"] = len(ph)
     return np.concatenate([t, tr]), np.concatenate([h, ph]), info
+
+
+def short_after_recovery(track_id: np.ndarray, passes: np.ndarray, min_hits_after: dict[int, int]) -> np.ndarray:
+    """The ids of the tracks that hold fewer hits than ``min_hits_after[pass]`` (``extend.min_hits_after``).
+
+    ``track_id``: one row per hit of the tracks after the recovery (measurements and added hits);
+    ``passes``: the 1-based finder pass of each row's track. Tracks of passes not in ``min_hits_after`` are never
+    short. Returns the short tracks' ids, sorted.
+    """
+    t = np.asarray(track_id, np.int64)
+    p = np.asarray(passes, np.int64)
+    if len(t) != len(p):
+        raise ValueError(f"{len(p)} passes for {len(t)} track rows: give each row its track's pass")
+    if not min_hits_after or not len(t):
+        return np.zeros(0, np.int64)
+    ids, first, counts = np.unique(t, return_index=True, return_counts=True)
+    need = np.zeros(len(ids), np.int64)
+    for k, n in min_hits_after.items():
+        need[p[first] == k] = n
+    return ids[counts < need]
+
+
+def deferred_overlaps(track_id: np.ndarray, hit_id: np.ndarray, passes: np.ndarray,
+                      min_hits_after: dict[int, int]) -> np.ndarray:  # fmt: skip
+    """The ids of the short tracks (``extend.defer_short``: of a pass in ``min_hits_after``, fewer hits than its
+    minimum) that share a hit with a track of a later pass; arguments as :func:`short_after_recovery` (the tracks
+    before the recovery: their measurements)."""
+    t, h, p = (np.asarray(a, np.int64) for a in (track_id, hit_id, passes))
+    short = np.isin(t, short_after_recovery(t, p, min_hits_after))
+    if not short.any():
+        return np.zeros(0, np.int64)
+    gone = []
+    for k in np.unique(p[short]):
+        later = np.unique(h[p > k])
+        mine = short & (p == k)
+        gone.append(np.unique(t[mine][np.isin(h[mine], later)]))
+    return np.unique(np.concatenate(gone))
 
 
 def geometry_parts(geometry_id: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

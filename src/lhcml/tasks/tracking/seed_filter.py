@@ -375,6 +375,13 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
         if model_k is not None:
             reco_k.seeding.max_seeds_per_spm = c.max_seeds_per_spm
         more.append((_PASS_NAMES.get(k, f"pass {k}"), reco_k, model_k, extra))
+    if c.extend is not None and c.extend.min_hits_after:
+        n_passes = 1 + (reco2 is not None) + len(more)
+        beyond = sorted(k for k in c.extend.min_hits_after if k > n_passes)
+        if beyond:
+            raise ConfigError(f"extend.min_hits_after: pass {beyond[0]}, but the finder has {n_passes} pass(es)")
+        if n_passes > 1 and not c.one_run:
+            raise ConfigError("extend.min_hits_after needs each track's pass: run the passes with one_run: true")
     model = _classifier(str(c.checkpoint))
     load_selection(c.track_selection)  # its classifier read before any work (one clear error for a bad one)
     if c.one_run and reco2 is not None:
@@ -384,8 +391,12 @@ def ml_seeds_ckf(event_dir: str | Path, event_id: int, cfg: Any = None) -> dict[
                   c.second_pass_max_per_spm)] + [(st, r, m, e.cut, e.max_per_spm) for st, r, m, e in more]  # fmt: skip
         # the hit positions read once, for the seed features of every pass and for the hit recovery
         positions = read_measurement_positions(acts_files(event_dir), int(event_id))
-        return _extended(select_tracks(_passes_in_one_run(event_dir, int(event_id), passes, positions),
-                                       c.track_selection), event_dir, int(event_id), c.extend, positions)  # fmt: skip
+        defer = c.extend.min_hits_after if c.extend is not None and c.extend.defer_short else None
+        found = _passes_in_one_run(event_dir, int(event_id), passes, positions, defer)
+        if defer:
+            found = _drop_deferred(found, defer)
+        return _extended(select_tracks(found, c.track_selection), event_dir, int(event_id), c.extend,
+                         positions)  # fmt: skip
     cache: dict[int, Any] = {}  # the event's measurements file, parsed once for both passes of this call
     track_id, hit_id, fitted, info = _ml_pass(event_dir, int(event_id), reco, model, c.cut, c.max_per_spm,
                                               measurement_cache=cache)  # fmt: skip
@@ -417,7 +428,52 @@ def _extended(out: dict[str, Any], event_dir: str | Path, event_id: int, cfg: Ex
     c0 = time.process_time()
     t, h, info = extend_event(event_dir, event_id, out["track_id"], out["hit_id"], cfg, positions)
     timings = {**out["timings"], "extend": time.process_time() - c0}
-    return {**out, "track_id": t, "hit_id": h, "timings": timings, "n_extended": info["added"]}
+    res = {**out, "track_id": t, "hit_id": h, "timings": timings, "n_extended": info["added"]}
+    return _drop_short(res, cfg.min_hits_after) if cfg.min_hits_after else res
+
+
+def _drop_short(out: dict[str, Any], min_hits_after: dict[int, int]) -> dict[str, Any]:
+    """The finder's result without the tracks that hold fewer hits than ``min_hits_after[pass]`` after the hit
+    recovery (:func:`lhcml.tasks.tracking.extend.short_after_recovery`; ``fitted`` too, track ids unchanged),
+    ``n_short`` added."""
+    from lhcml.tasks.tracking.extend import short_after_recovery
+
+    t = np.asarray(out["track_id"], np.int64)
+    gone = short_after_recovery(t, _row_passes(out), min_hits_after)
+    return {**_without(out, gone), "n_short": len(gone)}
+
+
+def _row_passes(out: dict[str, Any]) -> np.ndarray:
+    """The 1-based pass of each row's track of a finder result (one pass without ``pass_first_track_id``)."""
+    t = np.asarray(out["track_id"], np.int64)
+    first = out.get("pass_first_track_id")
+    if first is None:  # one pass (ml_seeds_ckf checks that several passes run in one_run)
+        return np.ones(len(t), np.int64)
+    return np.searchsorted(np.asarray(first, np.int64), t, side="right")
+
+
+def _drop_deferred(out: dict[str, Any], min_hits_after: dict[int, int]) -> dict[str, Any]:
+    """The finder's result without the deferred short tracks that share a hit with a later pass's track
+    (:func:`lhcml.tasks.tracking.extend.deferred_overlaps`), ``n_deferred_dropped`` added."""
+    from lhcml.tasks.tracking.extend import deferred_overlaps
+
+    gone = deferred_overlaps(out["track_id"], out["hit_id"], _row_passes(out), min_hits_after)
+    return {**_without(out, gone), "n_deferred_dropped": len(gone)}
+
+
+def _without(out: dict[str, Any], gone: np.ndarray) -> dict[str, Any]:
+    """The finder's result without the tracks ``gone`` (rows and ``fitted``; track ids unchanged)."""
+    import dataclasses
+
+    t = np.asarray(out["track_id"], np.int64)
+    keep = ~np.isin(t, gone)
+    fitted = out["fitted"]
+    ids = np.asarray(fitted.track_id, np.int64)
+    keep_fit = ~np.isin(ids, gone)
+    fields = {f.name: np.asarray(getattr(fitted, f.name))[keep_fit] for f in dataclasses.fields(fitted)
+              if isinstance(getattr(fitted, f.name), np.ndarray) and len(getattr(fitted, f.name)) == len(ids)}  # fmt: skip
+    return {**out, "track_id": t[keep], "hit_id": np.asarray(out["hit_id"], np.int64)[keep],
+            "fitted": dataclasses.replace(fitted, **fields)}  # fmt: skip
 
 
 def _ml_pass(event_dir: str | Path, event_id: int, reco: Any, model: Any, cut: float, max_per_spm: int,
@@ -524,7 +580,7 @@ def _append(track_id: np.ndarray, hit_id: np.ndarray, fitted: Any, t2: np.ndarra
 
 
 def _passes_in_one_run(event_dir: str | Path, event_id: int, passes: list[tuple[Any, ...]],
-                       positions: Any = None) -> dict[str, Any]:  # fmt: skip
+                       positions: Any = None, defer: Mapping[int, int] | None = None) -> dict[str, Any]:  # fmt: skip
     """All passes of :func:`ml_seeds_ckf` in one ACTS Sequencer (``one_run``): the measurements are read
     and put into ACTS's container once, then per pass ``(stage, reco, model, cut, max_per_spm)`` (stage
     None for the first) its seeding (+ classifier) + CKF + ambiguity resolution under keys of its own
@@ -536,7 +592,8 @@ def _passes_in_one_run(event_dir: str | Path, event_id: int, passes: list[tuple[
     timing table between the passes' subset algorithms). ``positions``: the event's
     :func:`~lhcml.tasks.tracking.acts_chain.read_measurement_positions` if the caller has read them (else read here
     when the first seeds are scored). The tracks' truth (majority particle, purity) is matched once for all passes
-    together (a track's match depends on its own hits only)."""
+    together (a track's match depends on its own hits only). ``defer`` (``extend.defer_short``: 1-based pass ->
+    minimum): the tracks of such a pass with fewer measurements do not take their hits from the later passes."""
     import dataclasses
     import itertools
     import tempfile
@@ -572,7 +629,10 @@ def _passes_in_one_run(event_dir: str | Path, event_id: int, passes: list[tuple[
         def hits(event: int) -> np.ndarray:
             for j in range(k):
                 if (event, j) not in flat:
-                    flat[event, j] = np.fromiter(itertools.chain.from_iterable(sinks[j][event]["hits"]), np.int64)
+                    tracks = sinks[j][event]["hits"]
+                    if defer and j + 1 in defer:  # the pass's short tracks leave their hits to the later passes
+                        tracks = [t for t in tracks if len(t) >= defer[j + 1]]
+                    flat[event, j] = np.fromiter(itertools.chain.from_iterable(tracks), np.int64)
             return np.unique(np.concatenate([flat[event, j] for j in range(k)]))
 
         return hits
