@@ -694,6 +694,9 @@ def test_shipped_four_pass_budget_config() -> None:
         ("ml-seeds+ckf-8pass-allpix-tf7-1branch",
          "ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7_1branch.yaml",
          "ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7.yaml"),
+        ("ml-seeds+ckf-9pass-allpix-tf7-1branch",
+         "ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7_1branch_pass9.yaml",
+         "ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7_1branch.yaml"),
     ],
 )
 def test_budget_finders_run_their_shipped_config(monkeypatch, name, config, other) -> None:

@@ -138,6 +138,15 @@ def ml_seeds_8pass_allpix_tf7_1branch(event_dir: str | Path, event_id: int, cfg:
                              event_dir, event_id, cfg)  # fmt: skip
 
 
+def ml_seeds_9pass_allpix_tf7_1branch(event_dir: str | Path, event_id: int, cfg: Any = None) -> Candidates:
+    """ml-seeds+ckf-8pass-allpix-tf7-1branch with a ninth pass -- pass 8's seeding, classifier and CKF once more on the
+    hits the eight passes left, keeping tracks from 5 measurements, selected by the track classifier at a cut of its
+    own -- TrackML score above 0.90 within the CKF's CPU time and fake rate at ⟨μ⟩ = 200 on held-out events
+    (``configs/tracking/ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7_1branch_pass9.yaml``)."""
+    return _ml_seeds_shipped("ml_seeds_8pass_budget_quality_ext_spend_strips_lowpt_pixlowpt_allpix_extcap_tf7_1branch_pass9.yaml",
+                             event_dir, event_id, cfg)  # fmt: skip
+
+
 def clean(event_dir: str | Path, event_id: int, out: Candidates) -> Candidates:
     """A finder's output cleaned by :func:`lhcml.tasks.tracking.acts_reco.clean_candidates` (Kalman fit
     with outliers, track selection, greedy ambiguity resolution; ``configs/tracking/ckf.yaml``), each
@@ -206,6 +215,7 @@ FINDERS: dict[str, Finder] = {
     "ml-seeds+ckf-8pass-quality": ml_seeds_8pass_quality,  # + a low-pT pixel pass (seeds from 0.06 GeV)
     "ml-seeds+ckf-8pass-allpix-extcap": ml_seeds_8pass_allpix_extcap,  # + pass 8 on every pixel layer, wider recovery
     "ml-seeds+ckf-8pass-allpix-tf7-1branch": ml_seeds_8pass_allpix_tf7_1branch,  # + retrained classifier, 1 branch
+    "ml-seeds+ckf-9pass-allpix-tf7-1branch": ml_seeds_9pass_allpix_tf7_1branch,  # + a ninth pass on the leftover hits
 }
 
 
