@@ -125,24 +125,30 @@ def ttbar_event(tmp_path_factory):
 
 
 def test_finder_drops_exactly_the_short_tracks_of_the_pass(ttbar_event) -> None:
-    """The candidate finder on a simulated tt-bar event: with min_hits_after {3: 7} the result is the one without it
-    less exactly the pass-3 tracks holding fewer than 7 hits after the recovery (every other row unchanged); with
-    defer_short every final pass-3 track holds >= 7 hits and none of its hits is on a later pass's track."""
+    """The candidate finder on a simulated tt-bar event (<mu> = 0: few short tracks, so the minimum is raised to 11 hits
+    for pass 2 and 10 for pass 3): the result is the one without min_hits_after less exactly the tracks of those passes
+    holding fewer hits after the recovery (every other row unchanged); with defer_short every final track of those
+    passes holds its minimum and none of its hits is on a later pass's track."""
     cfg = load_ml_seeds_config(shipped_config(REC7))
+    mins = {2: 11, 3: 10}
     off = ml_seeds_ckf(ttbar_event, 0, cfg.model_copy(update={"extend": cfg.extend.model_copy(update={"min_hits_after": {}})}))
-    on = ml_seeds_ckf(ttbar_event, 0, cfg)
+    on = ml_seeds_ckf(ttbar_event, 0, cfg.model_copy(update={"extend": cfg.extend.model_copy(update={"min_hits_after": mins})}))
     first = np.asarray(off["pass_first_track_id"])
     t, h = off["track_id"], off["hit_id"]
     p = np.searchsorted(first, t, side="right")
     ids, n = np.unique(t, return_counts=True)
-    short = ids[(n < 7) & (np.searchsorted(first, ids, side="right") == 3)]
-    assert "n_short" not in off and on["n_short"] == len(short)
+    pid = np.searchsorted(first, ids, side="right")
+    short = ids[((pid == 2) & (n < 11)) | ((pid == 3) & (n < 10))]
+    assert len(short) and "n_short" not in off and on["n_short"] == len(short)
     keep = ~np.isin(t, short)
     assert np.array_equal(on["track_id"], t[keep]) and np.array_equal(on["hit_id"], h[keep])
     assert set(on["fitted"].track_id) == set(off["fitted"].track_id) - set(short)
-    assert (p[~keep] == 3).all()
-    d = ml_seeds_ckf(ttbar_event, 0, cfg.model_copy(update={"extend": cfg.extend.model_copy(update={"defer_short": True})}))
+    assert np.isin(p[~keep], [2, 3]).all()
+    d = ml_seeds_ckf(ttbar_event, 0, cfg.model_copy(update={"extend": cfg.extend.model_copy(
+        update={"min_hits_after": mins, "defer_short": True})}))  # fmt: skip
     pd_ = np.searchsorted(np.asarray(d["pass_first_track_id"]), d["track_id"], side="right")
-    ids_d, n_d = np.unique(d["track_id"][pd_ == 3], return_counts=True)
-    assert len(ids_d) and n_d.min() >= 7 and "n_deferred_dropped" in d
-    assert not np.isin(d["hit_id"][pd_ == 3], d["hit_id"][pd_ > 3]).any()
+    assert d["n_deferred_dropped"] > 0
+    for k, m in mins.items():
+        ids_d, n_d = np.unique(d["track_id"][pd_ == k], return_counts=True)
+        assert len(ids_d) and n_d.min() >= m
+        assert not np.isin(d["hit_id"][pd_ == k], d["hit_id"][pd_ > k]).any()
