@@ -32,7 +32,13 @@ from lhcml.atomic import atomic_write_bytes
 from lhcml.config import StrictModel, coerce_config
 from lhcml.errors import ConfigError, SchemaError
 from lhcml.tasks.tracking.extend import ExtendConfig
-from lhcml.tasks.tracking.track_quality import TrackSelection, load_selection, select_tracks
+from lhcml.tasks.tracking.track_quality import (
+    TrackSelection,
+    load_selection,
+    pass_numbers,
+    select_tracks,
+    without_tracks,
+)
 
 #: the finder's shipped configuration
 DEFAULT_CONFIG = "tracking/ml_seeds.yaml"
@@ -439,17 +445,8 @@ def _drop_short(out: dict[str, Any], min_hits_after: dict[int, int]) -> dict[str
     from lhcml.tasks.tracking.extend import short_after_recovery
 
     t = np.asarray(out["track_id"], np.int64)
-    gone = short_after_recovery(t, _row_passes(out), min_hits_after)
-    return {**_without(out, gone), "n_short": len(gone)}
-
-
-def _row_passes(out: dict[str, Any]) -> np.ndarray:
-    """The 1-based pass of each row's track of a finder result (one pass without ``pass_first_track_id``)."""
-    t = np.asarray(out["track_id"], np.int64)
-    first = out.get("pass_first_track_id")
-    if first is None:  # one pass (ml_seeds_ckf checks that several passes run in one_run)
-        return np.ones(len(t), np.int64)
-    return np.searchsorted(np.asarray(first, np.int64), t, side="right")
+    gone = short_after_recovery(t, pass_numbers(out, t), min_hits_after)
+    return {**without_tracks(out, gone), "n_short": len(gone)}
 
 
 def _drop_deferred(out: dict[str, Any], min_hits_after: dict[int, int]) -> dict[str, Any]:
@@ -457,23 +454,8 @@ def _drop_deferred(out: dict[str, Any], min_hits_after: dict[int, int]) -> dict[
     (:func:`lhcml.tasks.tracking.extend.deferred_overlaps`), ``n_deferred_dropped`` added."""
     from lhcml.tasks.tracking.extend import deferred_overlaps
 
-    gone = deferred_overlaps(out["track_id"], out["hit_id"], _row_passes(out), min_hits_after)
-    return {**_without(out, gone), "n_deferred_dropped": len(gone)}
-
-
-def _without(out: dict[str, Any], gone: np.ndarray) -> dict[str, Any]:
-    """The finder's result without the tracks ``gone`` (rows and ``fitted``; track ids unchanged)."""
-    import dataclasses
-
-    t = np.asarray(out["track_id"], np.int64)
-    keep = ~np.isin(t, gone)
-    fitted = out["fitted"]
-    ids = np.asarray(fitted.track_id, np.int64)
-    keep_fit = ~np.isin(ids, gone)
-    fields = {f.name: np.asarray(getattr(fitted, f.name))[keep_fit] for f in dataclasses.fields(fitted)
-              if isinstance(getattr(fitted, f.name), np.ndarray) and len(getattr(fitted, f.name)) == len(ids)}  # fmt: skip
-    return {**out, "track_id": t[keep], "hit_id": np.asarray(out["hit_id"], np.int64)[keep],
-            "fitted": dataclasses.replace(fitted, **fields)}  # fmt: skip
+    gone = deferred_overlaps(out["track_id"], out["hit_id"], pass_numbers(out, out["track_id"]), min_hits_after)
+    return {**without_tracks(out, gone), "n_deferred_dropped": len(gone)}
 
 
 def _ml_pass(event_dir: str | Path, event_id: int, reco: Any, model: Any, cut: float, max_per_spm: int,

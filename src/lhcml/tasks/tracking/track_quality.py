@@ -100,15 +100,16 @@ def removed_tracks(nhits: np.ndarray, chi2: np.ndarray, ndf: np.ndarray, cfg: Tr
     return judged & (chi2_ndf > limit)
 
 
-def pass_numbers(out: dict[str, Any]) -> np.ndarray:
-    """The 1-based pass of each fitted track of a finder result (from ``pass_first_track_id``; one pass: all 1).
+def pass_numbers(out: dict[str, Any], track_ids: np.ndarray | None = None) -> np.ndarray:
+    """The 1-based pass of each fitted track of a finder result (from ``pass_first_track_id``; one pass: all 1), or
+    of each of ``track_ids`` (e.g. one per hit row) if given.
 
     Raises
     ------
     ConfigError
         A result of several passes run without ``one_run`` (no record of which pass made which track).
     """
-    ids = np.asarray(out["fitted"].track_id, np.int64)
+    ids = np.asarray(out["fitted"].track_id if track_ids is None else track_ids, np.int64)
     first = out.get("pass_first_track_id")
     if first is None:
         if "second pass" in (out.get("timings") or {}):
@@ -153,13 +154,21 @@ def select_tracks(out: dict[str, Any], cfg: TrackSelection | None) -> dict[str, 
     gone = removed_tracks(fitted.nhits, fitted.chi2, fitted.ndf, cfg)
     if cfg.checkpoint is not None and len(ids):
         gone |= track_classifier(str(cfg.checkpoint)).score(fitted_features(out)) >= cfg.cuts(pass_numbers(out))
-    keep_fit = ~gone
+    return {**without_tracks(out, ids[gone]), "n_removed": int(gone.sum())}
+
+
+def without_tracks(out: dict[str, Any], gone: np.ndarray) -> dict[str, Any]:
+    """The finder's result ``out`` without the tracks whose ids are ``gone``: their hit rows and their ``fitted``
+    entries (track ids unchanged)."""
+    fitted = out["fitted"]
+    ids = np.asarray(fitted.track_id, np.int64)
+    keep_fit = ~np.isin(ids, gone)
     fields = {f.name: np.asarray(getattr(fitted, f.name))[keep_fit] for f in dataclasses.fields(fitted)
               if isinstance(getattr(fitted, f.name), np.ndarray) and len(getattr(fitted, f.name)) == len(ids)}  # fmt: skip
     t = np.asarray(out["track_id"], np.int64)
-    keep = ~np.isin(t, ids[gone])
+    keep = ~np.isin(t, gone)
     return {**out, "track_id": t[keep], "hit_id": np.asarray(out["hit_id"], np.int64)[keep],
-            "fitted": dataclasses.replace(fitted, **fields), "n_removed": int(gone.sum())}  # fmt: skip
+            "fitted": dataclasses.replace(fitted, **fields)}  # fmt: skip
 
 
 def fake_labels(event_dir: str | Path, event_id: int, out: dict[str, Any]) -> np.ndarray:
