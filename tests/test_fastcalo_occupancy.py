@@ -212,3 +212,71 @@ def test_lhcml_train_with_a_layer_that_does_not_exist_exits_2(tmp_path, capsys):
     d = _write_sample(tmp_path)
     assert_train_exits_2(CONFIG, _overrides(d, "bad", "model.occupancy_layers=[3]"),
                          "occupancy_layers must be", d / "bad", capsys)  # fmt: skip
+
+
+# ---- model.occupancy_dequant_width: the bits' dequantisation width (docs/benchmarks/fastcalo.md, h23a) ----
+
+
+def _vars_w(width: float) -> CaloFlowVariables:
+    return CaloFlowVariables(LAYERS, u0_max=2.0, threshold_kev=1e3 * THR_GEV * 1e3, voxel_space="log",
+                             occupancy_layers=[1], occupancy_dequant_width=width)  # fmt: skip
+
+
+def test_default_width_is_the_original_dequantisation_bit_for_bit():
+    _, x = sparse_showers(3000, 3)
+    b = (x[:, MID] >= THR_GEV).to(x.dtype)
+    u = torch.rand(b.shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype)
+    old = 2.0 * (b + u) - 2.0  # the twenty-first version's formula, the same draws
+    for v in (_vars([1]), _vars_w(2.0), _vars_w(2)):
+        assert v.occupancy_dequant_width == 2.0
+        assert torch.equal(v.occupancy_encode(x, torch.Generator().manual_seed(5)), old)
+
+
+@pytest.mark.parametrize("width", [0.25, 1.0])
+def test_narrow_bits_lie_in_their_intervals_and_decode_at_zero(width):
+    e, x = sparse_showers(4000, 4)
+    v = _vars_w(width)
+    o = v.occupancy_encode(x, torch.Generator().manual_seed(6))
+    full = x[:, MID] >= THR_GEV
+    assert 0.1 < float((~full).float().mean()) < 0.4
+    h = width / 2
+    assert float(o[full].min()) >= 1.0 - h and float(o[full].max()) < 1.0 + h
+    assert float(o[~full].min()) >= -1.0 - h and float(o[~full].max()) < -1.0 + h
+    # uniform inside: the known mean and width w / sqrt(12) (not a constant, not the wide noise)
+    assert abs(float(o[full].mean()) - 1.0) < 0.01 * width + 1e-3
+    assert abs(float(o[full].std()) - width / math.sqrt(12.0)) < 0.02 * width
+    # the bits round-trip: read empty exactly where the cell was empty, and the voxels come back
+    torch.testing.assert_close(v.occupancy_off(o)[:, MID], (~full).to(x.dtype))
+    v.fit(e, x, torch.Generator().manual_seed(0))
+    x_u, x_v, _ = v.encode(e, x, torch.Generator().manual_seed(1))
+    back = v.decode_voxels(x_v, v.decode_layers(x_u, e), occupancy=o)
+    torch.testing.assert_close(back, x, rtol=1e-5, atol=1e-6)
+    assert bool(torch.all(back[:, MID][~full] == 0))
+
+
+def test_narrow_bits_train_sample_and_both_onnx_graphs_agree(tmp_path):
+    def check(m, b):
+        assert m.vars.occupancy_dequant_width == 0.25 and m.n_occupancy == 77
+        with torch.no_grad():  # a non-zero per-bit term, so the graphs' bits are not the network's alone
+            m.occ_skip.weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(7))
+
+    assert_trains_samples_exports(photon_fm_model(occupancy_layers=[1], occupancy_dequant_width=0.25), tmp_path,
+                                  "occnarrow", check)  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.5, 2.5, float("nan"), float("inf"), True, "0.25", None, [0.25]])
+def test_bad_width_gives_one_config_error(bad):
+    with pytest.raises(ConfigError, match="occupancy_dequant_width must be a number with 0 < w <= 2"):
+        photon_fm_model(occupancy_layers=[1], occupancy_dequant_width=bad)
+
+
+def test_width_without_bits_is_refused_and_the_default_without_bits_is_accepted():
+    with pytest.raises(ConfigError, match="occupancy_dequant_width needs occupancy_layers"):
+        photon_fm_model(occupancy_dequant_width=0.25)
+    assert photon_fm_model(occupancy_dequant_width=2.0).n_occupancy == 0
+
+
+def test_lhcml_train_with_a_bad_width_exits_2(tmp_path, capsys):
+    d = _write_sample(tmp_path)
+    assert_train_exits_2(CONFIG, _overrides(d, "badw", "model.occupancy_dequant_width=3.0"),
+                         "occupancy_dequant_width must be", d / "badw", capsys)  # fmt: skip

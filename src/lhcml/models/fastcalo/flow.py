@@ -264,6 +264,15 @@ class CaloFlowVariables(nn.Module):
         cells at or above the threshold; the bits are :meth:`occupancy_encode` (``n_occupancy``
         columns appended to the state by the flow-matching model).
 
+    occupancy_dequant_width
+        ``occupancy_layers`` only: the width ``w`` (``0 < w <= 2``) of the bits' dequantisation,
+        ``o = 2 b - 1 + w (U(0, 1) - 1/2)``: an occupied cell's ``o`` in ``[1 - w/2, 1 + w/2)``, an empty
+        one's in ``[-1 - w/2, -1 + w/2)``, symmetric about the decoding threshold 0 for every ``w``.
+        ``2.0`` (default): the gap between the bits, exactly the original ``2 (b + U) - 2`` (the same
+        numbers). A narrow width (e.g. ``0.25``) keeps the two modes apart, so that a transport close to
+        linear in each bit's own noise reproduces the data's occupancy fractions instead of pulling
+        them towards 1/2 (docs/benchmarks/fastcalo.md, "Twenty-first version" §4).
+
     The standardisation (means and widths of the logit variables) is fitted on training showers
     with :meth:`fit` and kept in buffers, so it travels with the weights and into ONNX.
     """
@@ -275,6 +284,7 @@ class CaloFlowVariables(nn.Module):
         first_layer_whitening: bool = False, strip_ratios: bool = False,
         strip_grid: Sequence[int] | None = None, strip_first_ratio: str = "free",
         middle_ratios: Sequence[int] | None = None, occupancy_layers: Sequence[int] | None = None,
+        occupancy_dequant_width: float = 2.0,
     ) -> None:
         super().__init__()
         if voxel_space not in ("logit", "log"):
@@ -339,6 +349,15 @@ class CaloFlowVariables(nn.Module):
             sel = torch.zeros(len(occ), sum(sizes))
             sel[torch.arange(len(occ)), torch.tensor(occ)] = 1.0
             self.register_buffer("occ_select", sel)  # (n_occupancy, V): occupancy column -> its voxel
+        w = occupancy_dequant_width
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (0.0 < float(w) <= 2.0):
+            raise ConfigError(
+                f"occupancy_dequant_width must be a number with 0 < w <= 2 (2: the original dequantisation), got {w!r}"
+            )
+        if occ is None and float(w) != 2.0:
+            raise ConfigError("occupancy_dequant_width needs occupancy_layers (it is the width of their bits' noise)")
+        #: ``occupancy_layers``: the width of the bits' dequantisation (class docstring)
+        self.occupancy_dequant_width = float(w)
         if u0_max <= 0 or dequant_kev < 0:
             raise ValueError(
                 f"u0_max must be > 0 and dequant_kev >= 0, got {u0_max}, {dequant_kev}"
@@ -442,13 +461,18 @@ class CaloFlowVariables(nn.Module):
 
     def occupancy_encode(self, showers: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``occupancy_layers``: the dequantised occupancy bits ``(N, n_occupancy)`` of (dequantised)
-        showers: ``2 (b + U(0, 1)) - 2``, ``b = 1`` at or above the readout threshold (class docstring)."""
+        showers: ``2 b - 1 + w (U(0, 1) - 1/2)``, ``b = 1`` at or above the readout threshold, ``w`` =
+        ``occupancy_dequant_width`` (class docstring; ``w = 2``: computed as ``2 (b + U) - 2``, as before)."""
         b = ((showers @ self.occ_select.T) >= self.threshold_gev).to(showers.dtype)
         u = torch.rand(b.shape, generator=generator, device=showers.device, dtype=showers.dtype)
-        return 2.0 * (b + u) - 2.0
+        w = self.occupancy_dequant_width
+        if w == 2.0:
+            return 2.0 * (b + u) - 2.0
+        return 2.0 * b - 1.0 + w * (u - 0.5)
 
     def occupancy_off(self, occupancy: Tensor) -> Tensor:
-        """``(N, V)``: 1 for the cells an occupancy variable ``(N, n_occupancy)`` reads as empty (``< 0``)."""
+        """``(N, V)``: 1 for the cells an occupancy variable ``(N, n_occupancy)`` reads as empty (``< 0``: the
+        midpoint between the two bits' intervals for every ``occupancy_dequant_width``)."""
         return (occupancy < 0).to(occupancy.dtype) @ self.occ_select
 
     def middle_ratio_encode(self, y: Tensor) -> Tensor:

@@ -103,6 +103,10 @@ class CaloFlowMatching(FastCaloGenerator):
         state columns, after the strip shift), the cell set to zero where it reads empty, and an empty
         cell's energy variable filled near an occupied cell's size
         (:class:`~lhcml.models.fastcalo.flow.CaloFlowVariables`; ``configs/fastcalo/fm_strips_ratio_occupancy.yaml``).
+    occupancy_dequant_width
+        ``occupancy_layers`` only: the width ``w`` (``0 < w <= 2``) of the bits' dequantisation noise,
+        ``2 b - 1 + w (U - 1/2)``; ``2.0`` (default) is the original ``2 (b + U) - 2``. Training only: the
+        sampled bits are read on/off at 0 whatever ``w`` (:class:`~lhcml.models.fastcalo.flow.CaloFlowVariables`).
     eta_range
         ``[lo, hi]``: condition on the incident ``|η|`` too (trained over that range; the
         calorimeter's depth in X0 grows as cosh η, so the layer fractions change with η);
@@ -151,6 +155,7 @@ class CaloFlowMatching(FastCaloGenerator):
         strip_first_ratio: str = "free",
         middle_ratios: Sequence[int] | None = None,
         occupancy_layers: Sequence[int] | None = None,
+        occupancy_dequant_width: float = 2.0,
         align_max_shift: int = 0,
         align_n_phi: int = 3,
         eta_range: Sequence[float] | None = None,
@@ -194,6 +199,7 @@ class CaloFlowMatching(FastCaloGenerator):
             eta_standardisation=eta_standardisation, first_layer_whitening=first_layer_whitening,
             strip_ratios=strip_ratios, strip_grid=(n_eta, self.align_n_phi) if strip_ratios is True else None,
             strip_first_ratio=strip_first_ratio, middle_ratios=middle_ratios, occupancy_layers=occupancy_layers,
+            occupancy_dequant_width=occupancy_dequant_width,
         )
         self.align_n_eta = n_eta
         self.n_occupancy = self.vars.n_occupancy
