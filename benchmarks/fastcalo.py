@@ -119,6 +119,23 @@ def time_generation(model: Any, onnx_path: Path | None, repeats: int) -> dict[st
     return out
 
 
+def time_correction(model: Any, corr: Any, repeats: int) -> float:
+    """Milliseconds per shower of applying ``corr`` (a quantile correction) to 10^4 showers of ``model`` at
+    65 GeV (|η| 0.225), one thread: the median of ``max(1, repeats // 25)`` calls after one warm-up."""
+    import torch
+
+    torch.set_num_threads(1)
+    n = 10_000
+    g = torch.Generator().manual_seed(0)
+    e = torch.full((n,), TIMING_ENERGY_GEV)
+    eta = torch.full((n,), 0.225) if model.conditions_on_eta else None
+    phi = torch.rand(n, generator=g) * (2 * np.pi) - np.pi if getattr(model, "conditions_on_phi", False) else None
+    with torch.inference_mode():
+        showers = model.generate(e, generator=g, eta=eta, phi=phi).numpy()
+    e_np, eta_np = e.numpy(), None if eta is None else eta.numpy()
+    return _median_time(lambda: corr.apply(showers, e_np, eta_np), max(1, repeats // 25)) / n * 1e3
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", type=Path, default=Path("benchmarks/_work/fastcalo/models"))
@@ -139,6 +156,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="read generated cells as the detailed simulation's energy spots "
                          "(lhcml.tasks.fastcalo.readout.SpotReadout, threshold at this quantile of one spot's "
                          "energy, e.g. 0.05); default: the generator's showers as they come")
+    ap.add_argument("--quantile-correction", action="store_true",
+                    help="apply each model's per-cell quantile correction (<checkpoint>.qmap.npz beside it, from "
+                         "lhcml fastcalo quantile-map) to its generated showers; timing: the correction's cost "
+                         "at batch 10^4 is reported separately (ms_correction_1e4)")
     ap.add_argument("--no-timing", action="store_true", help="fidelity only (no export, no timing)")
     ap.add_argument("--lean-onnx", action="store_true",
                     help="time the lean ONNX graph of flow-matching models (lhcml.export.fastcalo_lean)")
@@ -188,10 +209,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if not onnx_path.is_file():
                 export_generator(model, onnx_path, binning_file_sha256=binning.sha256, particle=binning.particle,
                                  timing=False, atol=getattr(model, "onnx_atol", 1e-5), lean=lean)  # fmt: skip
-        gen = generate_sample(model, ref, args.seed, threshold_gev=args.threshold_mev * 1e-3, readout=readout)
+        corr = None
+        if args.quantile_correction:
+            from lhcml.models.fastcalo.quantile_map import QuantileCorrection, correction_path
+
+            corr = QuantileCorrection.load(correction_path(ckpt))
+            corr.check_model(model, str(correction_path(ckpt)))
+        gen = generate_sample(model, ref, args.seed, threshold_gev=args.threshold_mev * 1e-3, readout=readout,
+                              correction=corr)  # fmt: skip
         ev = evaluate_showers(ref, gen, binning, args.output / name, n_runs=args.runs, epochs=args.epochs,
                               seed=args.seed, labels=("detailed", name))  # fmt: skip
         timing = {"torch": {}, "onnx": {}} if args.no_timing else time_generation(model, onnx_path, args.repeats)
+        t_corr = None if corr is None or args.no_timing else time_correction(model, corr, args.repeats)
         best = min(timing["onnx"].get(10_000, np.inf), timing["torch"].get(10_000, np.inf))
         results["models"][name] = {
             "checkpoint": str(ckpt), "n_parameters": int(sum(p.numel() for p in model.parameters())),
@@ -202,6 +231,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "shower_shapes": ev.get("shower_shapes"), "ms_per_shower": {
                 k: {str(b): v * 1e3 for b, v in d.items()} for k, d in timing.items()},
             "speedup_batch_1e4": t_det / best, "wall_s": time.time() - t0,
+            "quantile_correction": None if corr is None else {"file": str(correction_path(ckpt)), "meta": corr.meta,
+                                                              "ms_correction_1e4": t_corr},
             "onnx_graph": None if args.no_timing else ("lean" if lean else "traced"),
         }  # fmt: skip
         print(f"[{name}] done in {time.time() - t0:.0f} s", flush=True)

@@ -22,7 +22,8 @@ fastcalo_app = typer.Typer(
         "at a reference file's energies (for evaluate); `lhcml fastcalo time-detailed` times the "
         "detailed simulation per shower (the denominator of the speed-up); `lhcml fastcalo distill` "
         "trains a fast one- or two-step student of a flow-matching model (then `lhcml export` it); "
-        "`lhcml fastcalo sampler` copies a flow-matching model with another ODE sampler (steps, solver)."
+        "`lhcml fastcalo sampler` copies a flow-matching model with another ODE sampler (steps, solver); "
+        "`lhcml fastcalo quantile-map` fits a per-cell quantile correction of a model's showers."
     ),
     no_args_is_help=True,
 )
@@ -118,11 +119,14 @@ def generate_cmd(
     spot_readout: Optional[float] = typer.Option(  # noqa: UP045
         None, "--spot-readout", help="read generated cells under this quantile of the detailed simulation's "
         "single-spot energy (e.g. 0.05: 2.3 MeV) as whole spots (lhcml.tasks.fastcalo.readout)"),
+    quantile_correction: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--quantile-correction", help="apply this per-cell quantile correction (lhcml fastcalo quantile-map) "
+        "to the generated showers, before the spot readout"),
 ) -> None:
     """Generate showers with MODEL at the incident energies of REFERENCE (for `fastcalo evaluate`)."""
     from lhcml.tasks.fastcalo.dataset import generate_like
 
-    res = generate_like(model, reference, output, binning, seed, max_showers, spot_readout)
+    res = generate_like(model, reference, output, binning, seed, max_showers, spot_readout, quantile_correction)
     typer.echo(f"wrote {res['n']} showers to {output} ({res['s_per_shower'] * 1e3:.3f} ms/shower, onnxruntime, 1 thread)")
 
 
@@ -172,6 +176,36 @@ def sampler_cmd(
 
     path = resample_checkpoint(checkpoint, output, steps=steps, solver=solver)
     typer.echo(f"wrote {path} ({steps} {solver} step(s))")
+
+
+@fastcalo_app.command("quantile-map")
+def quantile_map_cmd(
+    checkpoint: Path = typer.Argument(..., help="fast-calo checkpoint (with the sampler it will be used with: lhcml fastcalo sampler)"),
+    showers: Path = typer.Argument(..., help="the model's detailed TRAINING showers (CaloChallenge layout)"),
+    output: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--output", "-o", help="the correction file (default: CHECKPOINT's name with .qmap.npz, beside it)"),
+    binning: Optional[Path] = typer.Option(None, "--binning", help="binning XML (default: the one stored in CHECKPOINT)"),  # noqa: UP045
+    variable: str = typer.Option("share", "--variable", help="share (cell / layer energy, layers renormalised: "
+                                 "layer energies kept), energy (cell / incident energy) or energy_layers (cell / "
+                                 "incident energy, layers renormalised)"),
+    quantiles: int = typer.Option(32, "--quantiles", help="quantile nodes per cell and node"),
+    eta_bins: int = typer.Option(1, "--eta-bins", help="equal-count |eta| bins (interpolated between)"),
+    seed: int = typer.Option(101, "--seed", help="noise seed of the generated showers the map is fitted on"),
+    max_showers: Optional[int] = typer.Option(None, "--max-showers", help="use at most this many training showers"),  # noqa: UP045
+) -> None:
+    """Fit a per-cell quantile correction of a generator's showers onto the detailed training showers.
+
+    The generator makes showers at the training file's conditions; per voxel, incident energy (and |eta|
+    bin) the monotone map of its cell distribution (occupancy and quantiles) onto the detailed one is
+    stored beside the checkpoint. `benchmarks/fastcalo.py --quantile-correction` and `lhcml fastcalo
+    generate --quantile-correction FILE` apply it after sampling (lhcml.models.fastcalo.quantile_map;
+    docs/benchmarks/fastcalo.md, twenty-second version)."""
+    from lhcml.train.fastcalo import fit_quantile_correction
+
+    corr, path = fit_quantile_correction(checkpoint, showers, output, binning=binning, variable=variable,
+                                         n_quantiles=quantiles, eta_bins=eta_bins, seed=seed, max_showers=max_showers)  # fmt: skip
+    typer.echo(f"wrote {path} ({corr.variable}, {len(corr.log_e_nodes)} energy x {len(corr.eta_nodes)} |eta| nodes, "
+               f"{len(corr.levels)} quantiles, {corr.meta['cells_identity']} (cell, node) pairs left alone)")
 
 
 @fastcalo_app.command("time-detailed")

@@ -176,6 +176,7 @@ def reference_phi(sample: Any, rng: np.random.Generator) -> np.ndarray:
 def generate_like(
     model: str | Path, reference: str | Path, output: str | Path, binning: str | Path | None = None,
     seed: int = 1, max_showers: int | None = None, spot_readout: float | None = None,
+    quantile_correction: str | Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Generate showers with an exported model (ONNX, onnxruntime, one thread) at the incident
     energies (and, for an η-conditioned model, the |η|: :func:`reference_eta`) of a reference file
@@ -183,7 +184,9 @@ def generate_like(
 
     ``binning``: the binning XML (default: the one stored in the model); ``spot_readout``: read the
     generated cells as the detailed simulation's energy spots
-    (:class:`lhcml.tasks.fastcalo.readout.SpotReadout` with this quantile, e.g. 0.05). Returns
+    (:class:`lhcml.tasks.fastcalo.readout.SpotReadout` with this quantile, e.g. 0.05); ``quantile_correction``:
+    a :class:`lhcml.models.fastcalo.quantile_map.QuantileCorrection` file applied to the generated showers first
+    (it must be fitted for the exported model's sampler: not checked here, the graph does not say). Returns
     ``{"output", "n", "s_per_shower"}`` (generation wall time per shower at batch 4096).
     """
     import time
@@ -193,6 +196,11 @@ def generate_like(
     from lhcml.tasks.fastcalo.readout import SpotReadout
 
     readout = None if spot_readout is None else SpotReadout.from_geometry(fraction=spot_readout)
+    corr = None
+    if quantile_correction is not None:
+        from lhcml.models.fastcalo.quantile_map import QuantileCorrection
+
+        corr = QuantileCorrection.load(quantile_correction)
     b = read_binning(binning) if binning is not None else None
     gen = OnnxShowerModel(str(model), b)
     ref = read_showers(reference, gen.binning, max_showers=max_showers)
@@ -204,24 +212,32 @@ def generate_like(
     t0 = time.perf_counter()
     showers = gen.generate(ref.energies, rng, eta=eta if gen.conditions_on_eta else None,
                            phi=phi if gen.conditions_on_phi else None)  # fmt: skip
+    if corr is not None:
+        if tuple(corr.layer_sizes) != tuple(gen.binning.layer_sizes):
+            raise ConfigError(f"quantile correction {quantile_correction} is for layers of {list(corr.layer_sizes)} "
+                              f"voxels, {model} generates {list(gen.binning.layer_sizes)}")  # fmt: skip
+        showers = corr.apply(showers, ref.energies, eta)
     if readout is not None:
         showers = readout.apply(showers, gen.binning.layer_slices, np.random.default_rng([seed, 2]))
     dt = time.perf_counter() - t0
     write_showers(output, ref.energies, showers, gen.binning,
                   {"generator": str(model), "model_name": gen.meta.get("model_name", ""), "seed": int(seed),
-                   **({} if spot_readout is None else {"spot_readout": float(spot_readout)})},
+                   **({} if spot_readout is None else {"spot_readout": float(spot_readout)}),
+                   **({} if quantile_correction is None else {"quantile_correction": str(quantile_correction)})},
                   eta=eta, phi=phi)  # fmt: skip
     return {"output": str(output), "n": len(ref), "s_per_shower": dt / max(len(ref), 1)}
 
 
 def generate_sample(model: Any, reference: Any, seed: int, batch: int = 5000, threshold_gev: float = 0.0,
-                    readout: Any = None) -> Any:
+                    readout: Any = None, correction: Any = None) -> Any:
     """A :class:`~lhcml.data.calochallenge.CaloSample` generated in memory by a trained (torch) generator
     ``model`` at the ``reference`` sample's energies (and, for an eta-conditioned model, its |eta|:
     :func:`reference_eta`);
     for a model with ``phi_cells``, its φ: :func:`reference_phi`); voxels below ``threshold_gev`` set to zero (a readout threshold on the generated showers);
     ``readout``: a :class:`lhcml.tasks.fastcalo.readout.SpotReadout` applied to the generated showers
-    (its random numbers seeded by ``seed``), ``None``: the generator's showers as they come."""
+    (its random numbers seeded by ``seed``), ``None``: the generator's showers as they come; ``correction``: a
+    :class:`lhcml.models.fastcalo.quantile_map.QuantileCorrection` applied to the generated showers first
+    (before the threshold and the readout; ``None``: none)."""
     import torch
 
     from lhcml.data.calochallenge import CaloSample
@@ -237,6 +253,8 @@ def generate_sample(model: Any, reference: Any, seed: int, batch: int = 5000, th
                             phi=None if phi is None else phi[i : i + batch]).numpy()
              for i in range(0, len(e), batch)]  # fmt: skip
     showers = np.concatenate(parts).astype(np.float32)
+    if correction is not None:
+        showers = correction.apply(showers, reference.energies, reference.eta if eta is None else eta.numpy())
     showers[showers < threshold_gev] = 0.0
     if readout is not None:
         showers = readout.apply(showers, reference.binning.layer_slices, np.random.default_rng([seed, 2]))

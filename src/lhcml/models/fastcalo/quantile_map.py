@@ -1,0 +1,433 @@
+"""A learned per-cell quantile correction of generated showers (issue 15; docs/benchmarks/fastcalo.md,
+"Twenty-second version").
+
+A generator's cells can have the wrong *marginal* distributions given the incident energy (the
+best flow-matching model's middle-layer halo is too soft: five times the detailed number of 1-5 MeV
+cells, a third too few above 20 MeV). :class:`QuantileCorrection` maps each voxel's generated
+distribution onto the detailed one by one-dimensional optimal transport — the monotone map
+``F_detailed^-1(F_generated(x))`` — fitted on the detailed **training** showers and on showers the
+generator makes at the same conditions, and applied after sampling. It is deterministic (no random
+numbers) and cannot change correlations between cells beyond what a per-cell monotone map does.
+
+Per voxel and per fitted node (incident energy, optionally ``|η|`` bins):
+
+* the variable is the cell's energy over the incident energy (``variable="energy"``), the cell's
+  share of its layer's energy (``variable="share"``; after mapping, each layer is renormalised to the
+  generated layer energy, so the layer energies and the total are kept exactly), or the cell's energy
+  over the incident energy with the layers renormalised after mapping (``"energy_layers"``);
+* a zero cell is a point mass at the bottom of the distribution: with ``p`` the fraction of non-zero
+  cells, a non-zero generated value at conditional quantile ``s`` has full quantile
+  ``u = 1 - p_gen + p_gen s``; it becomes zero where ``u <= 1 - p_ref`` (the generator fills the cell
+  more often than the detailed simulation), else the detailed conditional quantile
+  ``(u - 1 + p_ref) / p_ref``. A zero generated cell stays zero (a deterministic map cannot split a
+  point mass: where the detailed simulation fills a cell more often, the correction leaves that
+  deficit);
+* the conditional distributions of ``ln x`` of the non-zero cells are represented by their quantiles
+  at ``n_quantiles`` fixed levels (denser in the tails), the map is piecewise linear between them and
+  a shift beyond the outer ones;
+* between nodes the tables (occupancies and quantile functions) are interpolated linearly in
+  ``ln E`` (and ``|η|``), which is the displacement interpolation of the distributions; outside the
+  nodes the nearest node's table is used;
+* a (voxel, node) with fewer than ``min_count`` non-zero generated cells is left alone (identity); one
+  with fewer than ``min_count`` non-zero detailed cells only gets its occupancy mapped.
+
+Saved as a small ``.npz`` (no pickled objects; :meth:`QuantileCorrection.load` checks every array and
+raises one :class:`~lhcml.errors.ConfigError` for a bad file), by default beside the checkpoint it
+was fitted for (:func:`correction_path`); it records the sampler (steps, solver) it was fitted with,
+and :meth:`QuantileCorrection.check_model` refuses another one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lhcml.errors import ConfigError
+
+#: the file format's version (``meta["format"]``)
+FORMAT = "lhcml-fastcalo-quantile-map-1"
+VARIABLES = ("energy", "share", "energy_layers")
+#: showers per chunk in :meth:`QuantileCorrection.apply` (memory: chunk x voxels x quantiles floats)
+CHUNK = 2048
+
+
+def quantile_levels(n: int) -> np.ndarray:
+    """``n`` conditional quantile levels in ``[0.002, 0.998]``, denser in the tails (cosine spacing;
+    our choice: the tails of a cell's spectrum — the soft halo cells, the hard core — are what the
+    generators get wrong)."""
+    if n < 2:
+        raise ConfigError(f"the quantile correction needs n_quantiles >= 2, got {n}")
+    t = 0.5 * (1.0 - np.cos(np.pi * np.linspace(0.0, 1.0, n)))
+    return 0.002 + 0.996 * t
+
+
+def correction_path(checkpoint: str | Path) -> Path:
+    """The correction file that belongs to ``checkpoint``: ``<checkpoint without suffix>.qmap.npz``."""
+    p = Path(checkpoint)
+    return p.with_name(p.stem + ".qmap.npz")
+
+
+def _variable(showers: np.ndarray, energies: np.ndarray, layer_slices: Sequence[slice], variable: str) -> np.ndarray:
+    """The mapped variable ``(N, V)``: cell / E_inc or cell / its layer's energy (0 for an empty layer)."""
+    s = np.asarray(showers, np.float64)
+    if variable in ("energy", "energy_layers"):
+        return s / np.asarray(energies, np.float64).reshape(-1, 1)
+    out = np.zeros_like(s)
+    for sl in layer_slices:
+        tot = s[:, sl].sum(axis=1, keepdims=True)
+        np.divide(s[:, sl], tot, out=out[:, sl], where=tot > 0)
+    return out
+
+
+def _nodes(values: np.ndarray, max_nodes: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(node positions (B,), node index of each value (N,))``: the distinct values if there are at most
+    ``max_nodes`` of them (lhcml's discrete energies), else ``max_nodes`` equal-count bins at their means."""
+    v = np.asarray(values, np.float64)
+    uniq, inv = np.unique(v, return_inverse=True)
+    if len(uniq) <= max_nodes:
+        return uniq, inv
+    edges = np.quantile(v, np.linspace(0.0, 1.0, max_nodes + 1))
+    idx = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, max_nodes - 1)
+    centres = np.array([v[idx == b].mean() if np.any(idx == b) else np.nan for b in range(max_nodes)])
+    if np.isnan(centres).any() or np.any(np.diff(centres) <= 0):
+        raise ConfigError(f"the quantile correction could not bin the {what} into {max_nodes} nodes: use fewer")
+    return centres, idx
+
+
+def _bracket(x: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower node index ``(N,)`` and weight of the upper node ``(N,)`` for linear interpolation at ``x``
+    (clamped to the nodes' range)."""
+    if len(nodes) == 1:
+        return np.zeros(len(x), np.int64), np.zeros(len(x))
+    xc = np.clip(x, nodes[0], nodes[-1])
+    lo = np.clip(np.searchsorted(nodes, xc, side="right") - 1, 0, len(nodes) - 2)
+    w = (xc - nodes[lo]) / (nodes[lo + 1] - nodes[lo])
+    return lo, w
+
+
+class QuantileCorrection:
+    """Per-voxel monotone (1-D optimal-transport) correction of generated showers (module docstring).
+
+    Build it with :meth:`fit`, apply it with :meth:`apply`, store it with :meth:`save` / :meth:`load`.
+
+    Attributes
+    ----------
+    variable
+        ``"energy"`` (cell / E_inc), ``"share"`` (cell / layer energy, layers renormalised) or
+        ``"energy_layers"`` (cell / E_inc, layers renormalised).
+    layer_sizes
+        Voxels per layer.
+    log_e_nodes, eta_nodes
+        Node positions: ``ln E_inc`` (GeV), ``|η|`` (``[0.0]`` with one η node: not used).
+    levels
+        ``(K,)`` conditional quantile levels.
+    p_gen, p_ref
+        ``(H, B, V)`` fractions of non-zero cells (η node, energy node, voxel).
+    q_gen, q_ref
+        ``(H, B, V, K)`` quantiles of ``ln x`` of the non-zero cells (strictly increasing in K).
+    meta
+        JSON-able facts: the format, the sampler it was fitted for, the sample sizes.
+    """
+
+    def __init__(self, variable: str, layer_sizes: Sequence[int], log_e_nodes: np.ndarray, eta_nodes: np.ndarray,
+                 levels: np.ndarray, p_gen: np.ndarray, p_ref: np.ndarray, q_gen: np.ndarray, q_ref: np.ndarray,
+                 meta: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self.variable = variable
+        self.layer_sizes = tuple(int(n) for n in layer_sizes)
+        self.log_e_nodes = np.asarray(log_e_nodes, np.float64)
+        self.eta_nodes = np.asarray(eta_nodes, np.float64)
+        self.levels = np.asarray(levels, np.float64)
+        self.p_gen = np.asarray(p_gen, np.float64)
+        self.p_ref = np.asarray(p_ref, np.float64)
+        self.q_gen = np.asarray(q_gen, np.float64)
+        self.q_ref = np.asarray(q_ref, np.float64)
+        self.meta = dict(meta or {})
+        self._check("QuantileCorrection")
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls, gen_showers: np.ndarray, gen_energies: np.ndarray, ref_showers: np.ndarray, ref_energies: np.ndarray,
+        layer_sizes: Sequence[int], *, gen_eta: np.ndarray | None = None, ref_eta: np.ndarray | None = None,
+        variable: str = "share", n_quantiles: int = 32, eta_bins: int = 1, max_energy_nodes: int = 32,
+        min_count: int = 20, meta: dict[str, Any] | None = None,
+    ) -> QuantileCorrection:  # fmt: skip
+        """Fit the map of ``gen_showers`` (the generator's, GeV ``(N, V)`` at ``gen_energies`` GeV) onto
+        ``ref_showers`` (detailed training showers at ``ref_energies``).
+
+        Energy nodes: the distinct reference energies if at most ``max_energy_nodes`` (lhcml's discrete
+        samples), else that many equal-count bins in ``ln E``. ``eta_bins > 1``: as many equal-count
+        ``|η|`` bins of the reference (both ``*_eta`` needed); generated showers are binned with the
+        reference's edges. Raises :class:`ConfigError` for bad arguments or too few showers per node."""
+        if variable not in VARIABLES:
+            raise ConfigError(f"the quantile correction's variable must be one of {', '.join(VARIABLES)}, got {variable!r}")
+        if int(eta_bins) < 1 or int(min_count) < 2 or int(max_energy_nodes) < 1:
+            raise ConfigError(f"the quantile correction needs eta_bins >= 1, min_count >= 2 and max_energy_nodes >= 1, "
+                              f"got {eta_bins}, {min_count}, {max_energy_nodes}")  # fmt: skip
+        levels = quantile_levels(int(n_quantiles))
+        sizes = [int(n) for n in layer_sizes]
+        edges = np.concatenate([[0], np.cumsum(sizes)])
+        slices = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        gs, rs = np.asarray(gen_showers), np.asarray(ref_showers)
+        ge, re_ = np.asarray(gen_energies, np.float64).reshape(-1), np.asarray(ref_energies, np.float64).reshape(-1)
+        v = int(edges[-1])
+        for name, s, e in (("generated", gs, ge), ("reference", rs, re_)):
+            if s.ndim != 2 or s.shape[1] != v or len(e) != len(s) or len(s) == 0:
+                raise ConfigError(f"the quantile correction's {name} showers must be (N, {v}) with N energies, "
+                                  f"got {s.shape} and {e.shape}")  # fmt: skip
+            if not (np.isfinite(s).all() and (s >= 0).all() and np.isfinite(e).all() and (e > 0).all()):
+                raise ConfigError(f"the quantile correction's {name} showers need finite cells >= 0 and energies > 0")
+        log_nodes, r_bin = _nodes(np.log(re_), max_energy_nodes, "incident energies")
+        g_lo, g_w = _bracket(np.log(ge), log_nodes)
+        g_bin = np.where(g_w > 0.5, g_lo + 1, g_lo) if len(log_nodes) > 1 else g_lo
+        if int(eta_bins) > 1:
+            if gen_eta is None or ref_eta is None:
+                raise ConfigError("the quantile correction with eta_bins > 1 needs both samples' |eta|")
+            ra, ga = np.abs(np.asarray(ref_eta, np.float64)), np.abs(np.asarray(gen_eta, np.float64))
+            eta_nodes, r_h = _nodes(ra, int(eta_bins), "|eta|")
+            if len(eta_nodes) < int(eta_bins):
+                raise ConfigError(f"the reference has only {len(eta_nodes)} distinct |eta| values for {eta_bins} bins")
+            h_lo, h_w = _bracket(ga, eta_nodes)
+            g_h = np.where(h_w > 0.5, h_lo + 1, h_lo)
+        else:
+            eta_nodes, r_h, g_h = np.zeros(1), np.zeros(len(rs), np.int64), np.zeros(len(gs), np.int64)
+        xg = _variable(gs, ge, slices, variable)
+        xr = _variable(rs, re_, slices, variable)
+        nh, nb, k = len(eta_nodes), len(log_nodes), len(levels)
+        p_gen, p_ref = np.zeros((nh, nb, v)), np.zeros((nh, nb, v))
+        q_gen, q_ref = np.zeros((nh, nb, v, k)), np.zeros((nh, nb, v, k))
+        counts = np.zeros((nh, nb, 2), np.int64)
+        n_identity = n_occupancy_only = 0
+        ramp = 1e-6 * np.arange(k)  # keeps the quantiles strictly increasing (ties: repeated values)
+        for h in range(nh):
+            for b in range(nb):
+                gi = xg[(g_h == h) & (g_bin == b)]
+                ri = xr[(r_h == h) & (r_bin == b)]
+                counts[h, b] = len(gi), len(ri)
+                if len(gi) < min_count or len(ri) < min_count:
+                    raise ConfigError(
+                        f"the quantile correction has {len(gi)} generated and {len(ri)} reference showers at node "
+                        f"E = {math.exp(log_nodes[b]):.4g} GeV, |eta| node {h}: needs >= {min_count} of each (generate "
+                        "at the reference's conditions, or use fewer nodes)")
+                for j in range(v):
+                    g = gi[:, j][gi[:, j] > 0]
+                    r = ri[:, j][ri[:, j] > 0]
+                    pg, pr = len(g) / len(gi), len(r) / len(ri)
+                    if len(g) < min_count:  # too few generated cells to know the map: identity
+                        both = np.log(np.concatenate([g, r])) if len(g) + len(r) else np.zeros(1)
+                        q = np.quantile(both, levels) + ramp
+                        p_gen[h, b, j] = p_ref[h, b, j] = pg
+                        q_gen[h, b, j] = q_ref[h, b, j] = q
+                        n_identity += 1
+                        continue
+                    qg = np.maximum.accumulate(np.quantile(np.log(g), levels)) + ramp
+                    p_gen[h, b, j], p_ref[h, b, j], q_gen[h, b, j] = pg, pr, qg
+                    if len(r) < min_count:  # too few detailed cells for their spectrum: only the occupancy
+                        q_ref[h, b, j] = qg
+                        n_occupancy_only += 1
+                    else:
+                        q_ref[h, b, j] = np.maximum.accumulate(np.quantile(np.log(r), levels)) + ramp
+        info = {"format": FORMAT, "variable": variable, "n_generated": len(gs), "n_reference": len(rs),
+                "min_count": int(min_count), "cells_identity": n_identity, "cells_occupancy_only": n_occupancy_only,
+                "showers_per_node": counts.tolist()}  # fmt: skip
+        info.update(meta or {})
+        return cls(variable, sizes, log_nodes, eta_nodes, levels, p_gen, p_ref, q_gen, q_ref, info)
+
+    # -- application --------------------------------------------------------------------------
+    @property
+    def n_voxels(self) -> int:
+        return int(sum(self.layer_sizes))
+
+    @property
+    def layer_slices(self) -> list[slice]:
+        edges = np.concatenate([[0], np.cumsum(self.layer_sizes)])
+        return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+    @property
+    def uses_eta(self) -> bool:
+        return len(self.eta_nodes) > 1
+
+    def _corners(self, log_e: np.ndarray, eta: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per shower the interpolation corners: ``[(flat node index (n,), weight (n,)), ...]`` (2, or 4 with |η|
+        nodes); a shower on a node has all its weight on one corner (corners without weight are dropped)."""
+        b0, wb = _bracket(log_e, self.log_e_nodes)
+        nb, nh = len(self.log_e_nodes), len(self.eta_nodes)
+        on = wb == 1.0  # exactly on the upper node: put it there (a discrete energy needs one table, not two)
+        b0, wb = np.where(on, np.minimum(b0 + 1, nb - 1), b0), np.where(on, 0.0, wb)
+        if self.uses_eta:
+            h0, wh = _bracket(np.abs(eta), self.eta_nodes)
+            on = wh == 1.0
+            h0, wh = np.where(on, np.minimum(h0 + 1, nh - 1), h0), np.where(on, 0.0, wh)
+            cand = [(h0, b0, (1 - wh) * (1 - wb)), (h0, b0 + 1, (1 - wh) * wb),
+                    (h0 + 1, b0, wh * (1 - wb)), (h0 + 1, b0 + 1, wh * wb)]  # fmt: skip
+        else:
+            h0 = np.zeros_like(b0)
+            cand = [(h0, b0, 1 - wb), (h0, b0 + 1, wb)]
+        return [(np.minimum(h, nh - 1) * nb + np.minimum(b, nb - 1), w) for h, b, w in cand if np.any(w > 0)]
+
+    def _map(self, x: np.ndarray, log_e: np.ndarray, eta: np.ndarray | None) -> np.ndarray:
+        """The mapped variable ``(n, V)`` of one chunk (zeros stay zero).
+
+        The tables of the shower's nodes are never built per shower: every interpolated quantile is a weighted
+        sum of gathers from the node tables, and the generated level of a cell is found by a binary search over
+        the K quantiles (``ceil(log2 K) + 1`` gathers per corner), so the cost is O(n V log K)."""
+        v, k = self.n_voxels, len(self.levels)
+        lev = self.levels
+        corners = self._corners(log_e, eta)
+        vox = np.arange(v)[None, :]
+        cell = [(node[:, None] * v + vox, w[:, None]) for node, w in corners]  # (n, V) flat (node, voxel) index
+        qg_flat, qr_flat = self.q_gen.reshape(-1), self.q_ref.reshape(-1)
+
+        def p_at(table: np.ndarray) -> np.ndarray:
+            flat = table.reshape(-1)
+            return sum(w * flat[c] for c, w in cell)
+
+        def q_at(flat: np.ndarray, j: np.ndarray) -> np.ndarray:
+            return sum(w * flat[c * k + j] for c, w in cell)
+
+        pg, pr = p_at(self.p_gen), p_at(self.p_ref)
+        pos = x > 0
+        y = np.log(np.where(pos, x, 1.0))
+        # forward: count i of the generated quantiles below y (binary search), then y -> level s, excess d beyond
+        i = np.zeros(y.shape, np.int64)
+        step = 1 << int(math.ceil(math.log2(k)))
+        while step >= 1:
+            cand = i + step
+            ok = cand <= k
+            below = q_at(qg_flat, np.minimum(cand, k) - 1) < y
+            i = np.where(ok & below, cand, i)
+            step >>= 1
+        lo = np.clip(i - 1, 0, k - 2)
+        q0, q1 = q_at(qg_flat, lo), q_at(qg_flat, lo + 1)
+        f = np.clip((y - q0) / (q1 - q0), 0.0, 1.0)
+        s = lev[lo] + f * (lev[lo + 1] - lev[lo])
+        d = np.where(i == 0, y - q0, 0.0) + np.where(i == k, y - q1, 0.0)
+        # full quantile with the zeros as a point mass at the bottom, then the reference's conditional level
+        u = 1.0 - pg + pg * s
+        zero = (u <= 1.0 - pr) | ~pos
+        s2 = np.clip((u - 1.0 + pr) / np.where(pr > 0, pr, 1.0), lev[0], lev[-1])
+        j = np.clip(np.searchsorted(lev, s2, side="right") - 1, 0, k - 2)
+        g = (s2 - lev[j]) / (lev[j + 1] - lev[j])
+        r0, r1 = q_at(qr_flat, j), q_at(qr_flat, j + 1)
+        y2 = r0 + g * (r1 - r0) + d
+        return np.where(zero, 0.0, np.exp(y2))
+
+    def apply(self, showers: np.ndarray, energies: np.ndarray, eta: np.ndarray | None = None) -> np.ndarray:
+        """The corrected showers ``(N, V)`` float32 GeV of generated ``showers`` at incident ``energies``
+        GeV (and ``|η|`` ``eta`` for a correction fitted in η bins). With ``share`` or ``energy_layers`` every layer
+        keeps its generated energy (a layer whose cells all map to zero keeps its generated cells)."""
+        s = np.asarray(showers)
+        e = np.asarray(energies, np.float64).reshape(-1)
+        if s.ndim != 2 or s.shape[1] != self.n_voxels or len(e) != len(s):
+            raise ConfigError(f"the quantile correction takes (N, {self.n_voxels}) showers with N energies, "
+                              f"got {s.shape} and {e.shape}")  # fmt: skip
+        if self.uses_eta and eta is None:
+            raise ConfigError("this quantile correction was fitted in |eta| bins: give each shower's eta")
+        eta_a = None if eta is None else np.abs(np.asarray(eta, np.float64).reshape(-1))
+        out = np.empty(s.shape, np.float32)
+        slices = self.layer_slices
+        for a in range(0, len(s), CHUNK):
+            sc, ec = s[a : a + CHUNK], e[a : a + CHUNK]
+            x = _variable(sc, ec, slices, self.variable)
+            m = self._map(x, np.log(ec), None if eta_a is None else eta_a[a : a + CHUNK])
+            if self.variable == "energy":
+                out[a : a + CHUNK] = m * ec[:, None]
+                continue
+            sc64 = np.asarray(sc, np.float64)
+            res = np.empty_like(m)
+            for sl in slices:
+                tot = sc64[:, sl].sum(axis=1, keepdims=True)
+                msum = m[:, sl].sum(axis=1, keepdims=True)
+                ok = msum > 0
+                res[:, sl] = np.where(ok, m[:, sl] * tot / np.where(ok, msum, 1.0), sc64[:, sl])
+            out[a : a + CHUNK] = res
+        return out
+
+    # -- files --------------------------------------------------------------------------------
+    def check_model(self, model: Any, source: str = "the quantile correction") -> None:
+        """Raise :class:`ConfigError` if ``model`` (a fast-calo generator) has other voxels or another
+        sampler (steps, solver) than the one this correction was fitted on."""
+        sizes = tuple(int(n) for n in getattr(model, "layer_sizes", ()))
+        if sizes != self.layer_sizes:
+            raise ConfigError(f"{source} is for layers of {list(self.layer_sizes)} voxels, the model has {list(sizes)}")
+        for key in ("steps", "solver"):
+            want, have = self.meta.get(key), getattr(model, key, None)
+            if want is not None and have is not None and want != have:
+                raise ConfigError(f"{source} was fitted on the model sampled with {key} = {want}, this one has "
+                                  f"{have}: refit it for this sampler (lhcml fastcalo quantile-map)")  # fmt: skip
+
+    def save(self, path: str | Path) -> Path:
+        """Write the correction as ``.npz`` (plain arrays and one JSON string; written atomically)."""
+        from lhcml.atomic import atomic_path
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = dict(self.meta, format=FORMAT, variable=self.variable, layer_sizes=list(self.layer_sizes))
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, meta=np.array(json.dumps(meta)), log_e_nodes=self.log_e_nodes, eta_nodes=self.eta_nodes,
+                     levels=self.levels, p_gen=self.p_gen, p_ref=self.p_ref, q_gen=self.q_gen, q_ref=self.q_ref)  # fmt: skip
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> QuantileCorrection:
+        """Read a file written by :meth:`save` (``allow_pickle=False``); one :class:`ConfigError` for a missing,
+        unreadable or inconsistent file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"quantile correction {path} not found (write it with lhcml fastcalo quantile-map)")
+        names = ("meta", "log_e_nodes", "eta_nodes", "levels", "p_gen", "p_ref", "q_gen", "q_ref")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                missing = [n for n in names if n not in f.files]
+                if missing:
+                    raise ConfigError(f"quantile correction {path} lacks {', '.join(missing)}: not a file of "
+                                      "lhcml fastcalo quantile-map")  # fmt: skip
+                arrays = {n: f[n] for n in names}
+            meta = json.loads(str(arrays.pop("meta")))
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one clear error
+            raise ConfigError(f"quantile correction {path} is not readable ({type(exc).__name__}: {exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ConfigError(f"quantile correction {path} has format {meta.get('format') if isinstance(meta, dict) else None!r}, "
+                              f"expected {FORMAT!r}")  # fmt: skip
+        return cls(meta.get("variable"), meta.get("layer_sizes") or (), arrays["log_e_nodes"], arrays["eta_nodes"],
+                   arrays["levels"], arrays["p_gen"], arrays["p_ref"], arrays["q_gen"], arrays["q_ref"], meta,
+                   )._checked(str(path))  # fmt: skip
+
+    def _checked(self, source: str) -> QuantileCorrection:
+        self._check(source)
+        return self
+
+    def _check(self, source: str) -> None:
+        if self.variable not in VARIABLES:
+            raise ConfigError(f"{source}: variable {self.variable!r} is not one of {', '.join(VARIABLES)}")
+        v = self.n_voxels
+        nh, nb, k = len(self.eta_nodes), len(self.log_e_nodes), len(self.levels)
+        if not self.layer_sizes or any(n <= 0 for n in self.layer_sizes) or nh < 1 or nb < 1 or k < 2:
+            raise ConfigError(f"{source}: empty or non-positive layer sizes, nodes or quantile levels")
+        shapes = {"p_gen": (nh, nb, v), "p_ref": (nh, nb, v), "q_gen": (nh, nb, v, k), "q_ref": (nh, nb, v, k)}
+        for name, shape in shapes.items():
+            a = getattr(self, name)
+            if a.shape != shape:
+                raise ConfigError(f"{source}: {name} has shape {a.shape}, expected {shape}")
+            if not np.isfinite(a).all():
+                raise ConfigError(f"{source}: {name} holds non-finite values")
+        for name in ("log_e_nodes", "eta_nodes", "levels"):
+            a = getattr(self, name)
+            if a.ndim != 1 or not np.isfinite(a).all() or np.any(np.diff(a) <= 0):
+                raise ConfigError(f"{source}: {name} must be finite and strictly increasing")
+        if self.levels[0] <= 0 or self.levels[-1] >= 1:
+            raise ConfigError(f"{source}: quantile levels must lie in (0, 1)")
+        if np.any((self.p_gen < 0) | (self.p_gen > 1) | (self.p_ref < 0) | (self.p_ref > 1)):
+            raise ConfigError(f"{source}: occupancies must lie in [0, 1]")
+        if np.any(np.diff(self.q_gen, axis=-1) <= 0) or np.any(np.diff(self.q_ref, axis=-1) <= 0):
+            raise ConfigError(f"{source}: the quantiles must increase strictly")
+
+
+__all__ = ["FORMAT", "QuantileCorrection", "correction_path", "quantile_levels"]
