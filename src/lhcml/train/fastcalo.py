@@ -818,7 +818,7 @@ def resample_checkpoint(checkpoint: str | Path, output: str | Path, *, steps: in
 
 def fit_quantile_correction(
     checkpoint: str | Path, showers: str | Path, output: str | Path | None = None, *, binning: str | Path | None = None,
-    variable: str = "share", n_quantiles: int = 32, eta_bins: int = 1, min_count: int = 20, seed: int = 101,
+    variable: str = "energy_layers", n_quantiles: int = 32, eta_bins: int = 1, min_count: int = 20, seed: int = 101,
     max_showers: int | None = None,
 ) -> tuple[Any, Path]:  # fmt: skip
     """``lhcml fastcalo quantile-map``: fit a :class:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection` of

@@ -11,10 +11,11 @@ numbers) and cannot change correlations between cells beyond what a per-cell mon
 
 Per voxel and per fitted node (incident energy, optionally ``|η|`` bins):
 
-* the variable is the cell's energy over the incident energy (``variable="energy"``), the cell's
-  share of its layer's energy (``variable="share"``; after mapping, each layer is renormalised to the
-  generated layer energy, so the layer energies and the total are kept exactly), or the cell's energy
-  over the incident energy with the layers renormalised after mapping (``"energy_layers"``);
+* the variable is the cell's energy over the incident energy with every layer renormalised to its
+  generated energy after mapping (``variable="energy_layers"``, the default: the layer energies and the
+  total are kept exactly), the cell's share of its layer's energy, renormalised the same way
+  (``"share"``), or the cell's energy over the incident energy with nothing kept (``"energy"``; it moved
+  the total energy away from the detailed one: docs/benchmarks/fastcalo.md);
 * a zero cell is a point mass at the bottom of the distribution: with ``p`` the fraction of non-zero
   cells, a non-zero generated value at conditional quantile ``s`` has full quantile
   ``u = 1 - p_gen + p_gen s``; it becomes zero where ``u <= 1 - p_ref`` (the generator fills the cell
@@ -154,7 +155,7 @@ class QuantileCorrection:
     def fit(
         cls, gen_showers: np.ndarray, gen_energies: np.ndarray, ref_showers: np.ndarray, ref_energies: np.ndarray,
         layer_sizes: Sequence[int], *, gen_eta: np.ndarray | None = None, ref_eta: np.ndarray | None = None,
-        variable: str = "share", n_quantiles: int = 32, eta_bins: int = 1, max_energy_nodes: int = 32,
+        variable: str = "energy_layers", n_quantiles: int = 32, eta_bins: int = 1, max_energy_nodes: int = 32,
         min_count: int = 20, meta: dict[str, Any] | None = None,
     ) -> QuantileCorrection:  # fmt: skip
         """Fit the map of ``gen_showers`` (the generator's, GeV ``(N, V)`` at ``gen_energies`` GeV) onto

@@ -185,9 +185,10 @@ def quantile_map_cmd(
     output: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--output", "-o", help="the correction file (default: CHECKPOINT's name with .qmap.npz, beside it)"),
     binning: Optional[Path] = typer.Option(None, "--binning", help="binning XML (default: the one stored in CHECKPOINT)"),  # noqa: UP045
-    variable: str = typer.Option("share", "--variable", help="share (cell / layer energy, layers renormalised: "
-                                 "layer energies kept), energy (cell / incident energy) or energy_layers (cell / "
-                                 "incident energy, layers renormalised)"),
+    variable: str = typer.Option("energy_layers", "--variable", help="energy_layers (cell / incident energy, each "
+                                 "layer renormalised to its generated energy afterwards: layer energies kept), share "
+                                 "(cell / layer energy, layers renormalised) or energy (cell / incident energy, "
+                                 "nothing kept)"),
     quantiles: int = typer.Option(32, "--quantiles", help="quantile nodes per cell and node"),
     eta_bins: int = typer.Option(1, "--eta-bins", help="equal-count |eta| bins (interpolated between)"),
     seed: int = typer.Option(101, "--seed", help="noise seed of the generated showers the map is fitted on"),
