@@ -298,3 +298,67 @@ def test_generate_command_applies_the_correction_to_an_exported_model(tmp_path, 
                   "--quantile-correction", str(tmp_path / "bad.npz")])  # fmt: skip
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "not readable" in err and "Traceback" not in err and not (tmp_path / "bad.h5").exists()
+
+
+@pytest.mark.parametrize("variable,eta_bins", [("energy_layers", 1), ("share", 2), ("energy", 1)])
+def test_the_torch_module_computes_the_same_correction(variable, eta_bins):
+    """The graph's version (float32 gathers and binary searches) gives apply's showers to float32 rounding, on the
+    energy nodes and between them."""
+    rng = np.random.default_rng(11)
+    e = np.repeat([5.0, 50.0, 200.0], 800)
+    eta = rng.uniform(0.0, 1.3, len(e))
+    a, b = _cells(rng, len(e), 0.0, 1.0, 0.7, e), _cells(rng, len(e), 0.4, 0.7, 0.5, e)
+    c = QuantileCorrection.fit(a, e, b, e, SIZES, variable=variable, gen_eta=eta, ref_eta=eta, eta_bins=eta_bins)
+    m = c.torch_module()
+    for ee in (e, np.exp(rng.uniform(np.log(2.0), np.log(260.0), len(e)))):
+        x = _cells(rng, len(ee), 0.0, 1.0, 0.7, ee)
+        want = c.apply(x, ee, eta)
+        with torch.no_grad():
+            got = m(torch.as_tensor(x), torch.as_tensor(ee, dtype=torch.float32), torch.as_tensor(eta, dtype=torch.float32))
+        got = got.numpy()
+        assert np.abs(want - x).max() > 1e-3 * ee.min()  # it corrects something
+        assert ((got == 0) == (want == 0)).mean() > 0.9999
+        assert np.abs(got - want).max() / ee.min() < 5e-4
+
+
+def test_the_onnx_graph_with_the_correction(tmp_path, capsys):
+    """``lhcml fastcalo quantile-map ... --onnx``: the exported graph (onnxruntime agreement with PyTorch asserted in
+    the export) gives the corrected showers: apply() on the PyTorch sampler's showers for the same noise, to float32
+    rounding; its metadata name the correction."""
+    import onnx
+    import onnxruntime as ort
+
+    from lhcml import cli
+    from lhcml.data.calochallenge import write_showers
+    from lhcml.export.fastcalo import check_inputs
+    from lhcml.train.fastcalo import load_generator
+
+    m, b, ckpt = real_binning_fm_checkpoint(tmp_path)
+    stored = torch.load(ckpt, map_location="cpu", weights_only=True)
+    stored["lhcml"]["config_yaml"] = "model: {name: fastcalo_fm}\n"  # as a trained checkpoint (lhcml export copies it)
+    torch.save(stored, ckpt)
+    rng = np.random.default_rng(12)
+    n = 200
+    e = np.repeat([5.0, 50.0], n // 2)
+    eta = rng.uniform(0.0, 1.3, n)
+    with torch.no_grad():
+        x = m.eval().generate(torch.as_tensor(e, dtype=torch.float32), torch.Generator().manual_seed(5),
+                              eta=torch.as_tensor(eta, dtype=torch.float32)).numpy()  # fmt: skip
+    write_showers(tmp_path / "train.h5", e, x * rng.lognormal(0.3, 0.2, x.shape).astype(np.float32), b, {}, eta=eta)
+    out = tmp_path / "corrected.onnx"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["fastcalo", "quantile-map", str(ckpt), str(tmp_path / "train.h5"), "--quantiles", "8", "--onnx", str(out)])
+    assert exc.value.code in (0, None) and "with the correction" in capsys.readouterr().out
+    model, _ = load_generator(ckpt)
+    corr = QuantileCorrection.load(correction_path(ckpt))
+    inputs = check_inputs(model, 64, 3)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = sess.run(None, dict(zip([i.name for i in sess.get_inputs()], inputs, strict=True)))[0]
+    with torch.no_grad():
+        plain = model.sample(torch.from_numpy(inputs[0][:, 0]), torch.from_numpy(inputs[-1]),
+                             torch.from_numpy(inputs[1][:, 0])).numpy()  # fmt: skip
+    want = corr.apply(plain, inputs[0][:, 0], inputs[1][:, 0])
+    assert np.abs(want - plain).max() > 0
+    np.testing.assert_allclose(got, want, rtol=0, atol=5e-4 * float(inputs[0].min()))
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["quantile_correction"])["variable"] == "energy_layers"

@@ -85,6 +85,25 @@ def _wrapper(model: Any) -> Any:
     return (EtaSamplingGraph() if on_eta else SamplingGraph()).eval()
 
 
+def _corrected(graph: Any, correction: Any, model: Any) -> Any:
+    """``graph`` (a sampling graph, inputs as :func:`input_names`) followed by the quantile correction
+    (:meth:`lhcml.models.fastcalo.quantile_map.QuantileCorrection.torch_module`)."""
+    import torch
+
+    on_eta = bool(getattr(model, "conditions_on_eta", False))
+
+    class CorrectedGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.graph, self.correction = graph, correction.torch_module()
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            showers = self.graph(*inputs)
+            return self.correction(showers, inputs[0].reshape(-1), inputs[1].reshape(-1) if on_eta else None)
+
+    return CorrectedGraph().eval()
+
+
 def check_inputs(model: Any, n: int, seed: int) -> tuple[np.ndarray, ...]:
     """Energies log-uniform over the trained range (both edges included), for an η-conditioned
     model |η| uniform over its range (both edges included), and standard-normal noise: the
@@ -158,6 +177,7 @@ def export_generator(
     extra_metadata: dict[str, str] | None = None,
     opset: int = 17,
     lean: bool = False,
+    correction: Any = None,
 ) -> ExportReport:
     """Export a :class:`~lhcml.models.fastcalo.base.FastCaloGenerator` as a sampling graph.
 
@@ -172,6 +192,9 @@ def export_generator(
         particle; stored in the metadata so the simulation refuses another binning.
     binning_xml
         The binning file's text, stored too (lets the simulation run without the file).
+    correction
+        A :class:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection` fitted for this model and sampler,
+        applied inside the graph after sampling (metadata ``quantile_correction``); ``None`` (default): none.
     atol
         Largest accepted ``|onnx - torch| / E_inc`` over ``n_check`` random showers (a voxel
         that float round-off puts on different sides of the model's readout threshold
@@ -219,6 +242,9 @@ def export_generator(
         from lhcml.export.fastcalo_lean import lean_graph
 
         exported = lean_graph(model)
+    if correction is not None:
+        correction.check_model(model)
+        graph, exported = _corrected(graph, correction, model), _corrected(exported, correction, model)
     names = input_names(model)
     inputs = check_inputs(model, max(int(n_check), 2), seed)
     e = inputs[0]
@@ -244,6 +270,9 @@ def export_generator(
         "outputs": json.dumps({OUTPUT_NAME: f"(N, {model.n_voxels}) GeV"}),
         **({"binning_xml": binning_xml} if binning_xml is not None else {}),
         **({"graph": "lean"} if lean else {}),
+        **({"quantile_correction": json.dumps({k: correction.meta.get(k) for k in (
+            "format", "variable", "checkpoint", "training_file", "seed", "steps", "solver")})}
+           if correction is not None else {}),
         **(extra_metadata or {}),
     }
     with atomic_path(path) as tmp:
@@ -282,7 +311,7 @@ def export_generator(
 
 def export_checkpoint(
     checkpoint: str | Path, output: str | Path, *, force: bool = False, atol: float | None = None,
-    timing: bool = True, lean: bool = False,
+    timing: bool = True, lean: bool = False, correction: Any = None,
 ) -> ExportReport:  # fmt: skip
     """Export a fast-calo training checkpoint (:func:`lhcml.train.fastcalo.load_generator`).
 
@@ -297,5 +326,5 @@ def export_checkpoint(
     return export_generator(
         model, output, binning_file_sha256=meta["binning_sha256"], particle=meta["particle"],
         binning_xml=meta.get("binning_xml"), force=force, atol=atol,
-        timing=timing, extra_metadata={"config_yaml": meta["config_yaml"]}, lean=lean,
+        timing=timing, extra_metadata={"config_yaml": meta["config_yaml"]}, lean=lean, correction=correction,
     )  # fmt: skip

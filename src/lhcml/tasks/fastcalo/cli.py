@@ -193,13 +193,17 @@ def quantile_map_cmd(
     eta_bins: int = typer.Option(1, "--eta-bins", help="equal-count |eta| bins (interpolated between)"),
     seed: int = typer.Option(101, "--seed", help="noise seed of the generated showers the map is fitted on"),
     max_showers: Optional[int] = typer.Option(None, "--max-showers", help="use at most this many training showers"),  # noqa: UP045
+    onnx: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--onnx", help="also export CHECKPOINT's sampling graph with the correction inside (for lhcml simulate "
+        "--calo fast: and lhcml fastcalo generate)"),
 ) -> None:
     """Fit a per-cell quantile correction of a generator's showers onto the detailed training showers.
 
     The generator makes showers at the training file's conditions; per voxel, incident energy (and |eta|
     bin) the monotone map of its cell distribution (occupancy and quantiles) onto the detailed one is
     stored beside the checkpoint. `benchmarks/fastcalo.py --quantile-correction` and `lhcml fastcalo
-    generate --quantile-correction FILE` apply it after sampling (lhcml.models.fastcalo.quantile_map;
+    generate --quantile-correction FILE` apply it after sampling; `--onnx OUT.onnx` exports the sampling graph
+    with the correction inside (lhcml.models.fastcalo.quantile_map;
     docs/benchmarks/fastcalo.md, twenty-second version)."""
     from lhcml.train.fastcalo import fit_quantile_correction
 
@@ -207,6 +211,11 @@ def quantile_map_cmd(
                                          n_quantiles=quantiles, eta_bins=eta_bins, seed=seed, max_showers=max_showers)  # fmt: skip
     typer.echo(f"wrote {path} ({corr.variable}, {len(corr.log_e_nodes)} energy x {len(corr.eta_nodes)} |eta| nodes, "
                f"{len(corr.levels)} quantiles, {corr.meta['cells_identity']} (cell, node) pairs left alone)")
+    if onnx is not None:
+        from lhcml.export.fastcalo import export_checkpoint
+
+        rep = export_checkpoint(checkpoint, onnx, timing=False, correction=corr)
+        typer.echo(f"wrote {onnx} (the sampling graph with the correction; onnxruntime vs torch {rep.max_abs_diff_random:.2e} x E_inc)")
 
 
 @fastcalo_app.command("time-detailed")
