@@ -496,11 +496,13 @@ def _TorchQuantileCorrection(corr: QuantileCorrection) -> Any:  # noqa: N802 - a
             cells = [((torch.clamp(h, max=self.nh - 1) * self.nb + torch.clamp(b, max=self.nb - 1))[:, None] * v
                       + self.vox, w[:, None]) for h, b, w in cand]  # fmt: skip
 
+            bases = [(c * k, w) for c, w in cells]
+
             def p_at(flat: Tensor) -> Tensor:
                 return sum(w * flat[c] for c, w in cells)
 
             def q_at(flat: Tensor, j: Tensor) -> Tensor:
-                return sum(w * flat[c * k + j] for c, w in cells)
+                return sum(w * flat[base + j] for base, w in bases)
 
             if self.variable == "share":
                 tot = torch.cat([s[:, a:b].sum(1, keepdim=True).expand(-1, b - a) for a, b in self.slices], 1)
