@@ -280,3 +280,23 @@ def test_lhcml_train_with_a_bad_width_exits_2(tmp_path, capsys):
     d = _write_sample(tmp_path)
     assert_train_exits_2(CONFIG, _overrides(d, "badw", "model.occupancy_dequant_width=3.0"),
                          "occupancy_dequant_width must be", d / "badw", capsys)  # fmt: skip
+
+
+NARROW_CONFIG = "configs/fastcalo/fm_strips_ratio_occupancy_narrow.yaml"
+
+
+def test_shipped_narrow_config_trains_with_narrow_bits(tmp_path):
+    from lhcml.train.fastcalo import load_generator
+    from lhcml.train.protocol import load_trainable_config
+
+    d = _write_sample(tmp_path)
+    trainer, cfg = load_trainable_config(NARROW_CONFIG, _overrides(d, "narrow"))
+    m = load_generator(trainer.fit(cfg))[0]
+    assert m.n_occupancy == 6 and m.vars.occupancy_dequant_width == 0.25
+    _, x = sparse_showers(200, 8)
+    o = m.vars.occupancy_encode(x)
+    assert float(o.abs().min()) >= 0.875 and float(o.abs().max()) < 1.125  # every bit 1 +- 0.125 or -1 +- 0.125
+    with torch.no_grad():
+        s = m.generate(torch.full((16,), 20.0), generator=torch.Generator().manual_seed(0),
+                       eta=torch.full((16,), 0.5), phi=torch.zeros(16))  # fmt: skip
+    assert s.shape == (16, 13) and bool(torch.all(s >= 0))
