@@ -205,7 +205,7 @@ def quantile_map_cmd(
     generate --quantile-correction FILE` apply it after sampling; `--onnx OUT.onnx` exports the sampling graph
     with the correction inside (lhcml.models.fastcalo.quantile_map;
     docs/benchmarks/fastcalo.md, twenty-second version)."""
-    from lhcml.train.fastcalo import fit_quantile_correction
+    from lhcml.tasks.fastcalo.dataset import fit_quantile_correction
 
     corr, path = fit_quantile_correction(checkpoint, showers, output, binning=binning, variable=variable,
                                          n_quantiles=quantiles, eta_bins=eta_bins, seed=seed, max_showers=max_showers)  # fmt: skip

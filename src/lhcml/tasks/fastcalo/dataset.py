@@ -263,5 +263,36 @@ def generate_sample(model: Any, reference: Any, seed: int, batch: int = 5000, th
                       phi=None if phi is None else phi.numpy().astype(np.float64))  # fmt: skip
 
 
-__all__ = ["generate_like", "generate_sample", "merge_shards", "reference_eta", "reference_phi", "sample_paths", "shower_shapes", "simulate_fastcalo", "time_detailed"]
+def fit_quantile_correction(
+    checkpoint: str | Path, showers: str | Path, output: str | Path | None = None, *, binning: str | Path | None = None,
+    variable: str = "energy_layers", n_quantiles: int = 32, eta_bins: int = 1, min_count: int = 20, seed: int = 101,
+    max_showers: int | None = None,
+) -> tuple[Any, Path]:  # fmt: skip
+    """``lhcml fastcalo quantile-map``: fit a :class:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection` of
+    the generator in ``checkpoint`` onto the detailed showers of ``showers`` (its **training** file: the
+    generator's own showers are drawn at that file's conditions, noise seed ``seed``) and write it to ``output``
+    (default :func:`~lhcml.models.fastcalo.quantile_map.correction_path` beside the checkpoint, where
+    ``benchmarks/fastcalo.py --quantile-correction`` finds it). ``binning``: the binning XML (default: the one
+    stored in the checkpoint). Returns ``(correction, path)``."""
+    from lhcml.data.calochallenge import parse_binning, read_binning, read_showers
+    from lhcml.models.fastcalo.quantile_map import QuantileCorrection, correction_path
+    from lhcml.train.fastcalo import load_generator
 
+    model, meta = load_generator(checkpoint)
+    if binning is None and not meta.get("binning_xml"):
+        raise ConfigError(f"{checkpoint} stores no binning: pass the binning XML it was trained with (--binning)")
+    b = read_binning(binning) if binning is not None else parse_binning(meta["binning_xml"], source=str(checkpoint))
+    ref = read_showers(showers, b, max_showers=max_showers)
+    gen = generate_sample(model, ref, seed)
+    info = {"checkpoint": str(checkpoint), "training_file": str(showers), "seed": int(seed),
+            "steps": getattr(model, "steps", None), "solver": getattr(model, "solver", None)}  # fmt: skip
+    corr = QuantileCorrection.fit(gen.showers, gen.energies, ref.showers, ref.energies, b.layer_sizes,
+                                  gen_eta=gen.eta, ref_eta=ref.eta, variable=variable, n_quantiles=n_quantiles,
+                                  eta_bins=eta_bins, min_count=min_count, meta=info)  # fmt: skip
+    path = Path(output) if output is not None else correction_path(checkpoint)
+    if path.resolve() == Path(checkpoint).resolve():
+        raise ConfigError(f"{path} is the checkpoint itself: write the correction to another file")
+    return corr, corr.save(path)
+
+
+__all__ = ["fit_quantile_correction", "generate_like", "generate_sample", "merge_shards", "reference_eta", "reference_phi", "sample_paths", "shower_shapes", "simulate_fastcalo", "time_detailed"]
