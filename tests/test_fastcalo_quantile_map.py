@@ -214,25 +214,33 @@ def test_bad_arguments_give_one_config_error():
         QuantileCorrection.fit(x, e, np.concatenate([x, x[:1]]), np.concatenate([e, [500.0]]), SIZES)
 
 
+def _training_file_unlike_the_generator(path, model, binning, np_seed: int, torch_seed: int) -> None:
+    """A "detailed" training file of 200 showers at 5 and 50 GeV: the generator's own showers with every cell scaled
+    by a log-normal (so its cell spectra differ from the generator's and a correction has something to do)."""
+    from lhcml.data.calochallenge import write_showers
+
+    rng = np.random.default_rng(np_seed)
+    n = 200
+    e = np.repeat([5.0, 50.0], n // 2)
+    eta = rng.uniform(0.0, 1.3, n)
+    with torch.no_grad():
+        x = model.eval().generate(torch.as_tensor(e, dtype=torch.float32), torch.Generator().manual_seed(torch_seed),
+                                  eta=torch.as_tensor(eta, dtype=torch.float32)).numpy()  # fmt: skip
+    x = x * rng.lognormal(0.3, 0.2, x.shape).astype(np.float32)
+    write_showers(path, e, x, binning, {}, eta=eta)
+
+
 def test_fit_on_a_checkpoint_and_apply_in_the_harness(tmp_path, capsys):
     """``lhcml fastcalo quantile-map`` on a tiny checkpoint writes ``<ckpt>.qmap.npz`` beside it; the harness's
     ``generate_sample`` applies it (layer energies kept, cells changed) and without it gives the same showers as
     before; a correction for another sampler is refused, a bad file exits 2 without a traceback."""
     from lhcml import cli
-    from lhcml.data.calochallenge import read_showers, write_showers
+    from lhcml.data.calochallenge import read_showers
     from lhcml.tasks.fastcalo.dataset import generate_sample
     from lhcml.train.fastcalo import load_generator, resample_checkpoint
 
     m, b, ckpt = real_binning_fm_checkpoint(tmp_path)
-    rng = np.random.default_rng(9)
-    n = 200
-    e = np.repeat([5.0, 50.0], n // 2)
-    eta = rng.uniform(0.0, 1.3, n)
-    with torch.no_grad():
-        x = m.eval().generate(torch.as_tensor(e, dtype=torch.float32), torch.Generator().manual_seed(3),
-                              eta=torch.as_tensor(eta, dtype=torch.float32)).numpy()  # fmt: skip
-    x = x * rng.lognormal(0.3, 0.2, x.shape).astype(np.float32)  # a "detailed" sample unlike the generator's
-    write_showers(tmp_path / "train.h5", e, x, b, {}, eta=eta)
+    _training_file_unlike_the_generator(tmp_path / "train.h5", m, b, 9, 3)
     with pytest.raises(SystemExit) as exc:
         cli.main(["fastcalo", "quantile-map", str(ckpt), str(tmp_path / "train.h5"), "--quantiles", "8"])
     assert exc.value.code in (0, None) and "wrote" in capsys.readouterr().out
@@ -261,19 +269,11 @@ def test_generate_command_applies_the_correction_to_an_exported_model(tmp_path, 
     """``lhcml fastcalo generate MODEL.onnx REF --quantile-correction FILE``: the written showers keep the layer
     energies of the uncorrected ones (share variant) but not their cells; a bad file exits 2 without a traceback."""
     from lhcml import cli
-    from lhcml.data.calochallenge import read_showers, write_showers
+    from lhcml.data.calochallenge import read_showers
     from lhcml.export.fastcalo import export_generator
 
     m, b, ckpt = real_binning_fm_checkpoint(tmp_path)
-    rng = np.random.default_rng(10)
-    n = 200
-    e = np.repeat([5.0, 50.0], n // 2)
-    eta = rng.uniform(0.0, 1.3, n)
-    with torch.no_grad():
-        x = m.eval().generate(torch.as_tensor(e, dtype=torch.float32), torch.Generator().manual_seed(4),
-                              eta=torch.as_tensor(eta, dtype=torch.float32)).numpy()  # fmt: skip
-    x = x * rng.lognormal(0.3, 0.2, x.shape).astype(np.float32)
-    write_showers(tmp_path / "train.h5", e, x, b, {}, eta=eta)
+    _training_file_unlike_the_generator(tmp_path / "train.h5", m, b, 10, 4)
     qmap = tmp_path / "m.qmap.npz"
     cli_args = ["fastcalo", "quantile-map", str(ckpt), str(tmp_path / "train.h5"), "--quantiles", "8", "-o", str(qmap)]
     with pytest.raises(SystemExit):
