@@ -132,3 +132,19 @@ def test_shipped_config_is_the_ratio_model_with_ema(tmp_path):
     ckpt = trainer.fit(cfg)
     assert any(k.startswith("ema_model.") for k in read_checkpoint(ckpt)["state_dict"])
     assert load_generator(ckpt)[0].vars.strip_ratios
+
+
+def test_scratch_recipe_is_the_ratio_model_with_ema_and_no_init_from():
+    """``fm_strips_ratio_ema_scratch.yaml`` (the generator the twenty-second version's quantile-corrected numbers were
+    measured on) is the ratio model with the moving average, trained from scratch on the base schedule: the same model
+    arguments as ``fm_strips_ratio.yaml`` (so a correction fitted for one fits the other's sampler), no ``init_from``
+    (it must not depend on a checkpoint that no clone has), and the 480-epoch length its header's numbers belong to."""
+    from lhcml.train.protocol import load_trainable_config
+
+    _, base = load_trainable_config(CONFIG, [])
+    _, scratch = load_trainable_config("configs/fastcalo/fm_strips_ratio_ema_scratch.yaml", [])
+    assert scratch.model.model_dump() == base.model.model_dump()
+    assert scratch.ema_decay == 0.9995 and base.ema_decay is None
+    assert scratch.init_from is None
+    assert scratch.optimizer.model_dump() == base.optimizer.model_dump()
+    assert scratch.trainer.max_epochs == 480 and scratch.trainer.patience is None
