@@ -213,8 +213,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.quantile_correction:
             from lhcml.models.fastcalo.quantile_map import QuantileCorrection, correction_path
 
-            corr = QuantileCorrection.load(correction_path(ckpt))
-            corr.check_model(model, str(correction_path(ckpt)))
+            corr_file = correction_path(ckpt)
+            corr = QuantileCorrection.load(corr_file)
+            corr.check_model(model, str(corr_file))
         gen = generate_sample(model, ref, args.seed, threshold_gev=args.threshold_mev * 1e-3, readout=readout,
                               correction=corr)  # fmt: skip
         ev = evaluate_showers(ref, gen, binning, args.output / name, n_runs=args.runs, epochs=args.epochs,
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "shower_shapes": ev.get("shower_shapes"), "ms_per_shower": {
                 k: {str(b): v * 1e3 for b, v in d.items()} for k, d in timing.items()},
             "speedup_batch_1e4": t_det / best, "wall_s": time.time() - t0,
-            "quantile_correction": None if corr is None else {"file": str(correction_path(ckpt)), "meta": corr.meta,
+            "quantile_correction": None if corr is None else {"file": str(corr_file), "meta": corr.meta,
                                                               "ms_correction_1e4": t_corr},
             "onnx_graph": None if args.no_timing else ("lean" if lean else "traced"),
         }  # fmt: skip

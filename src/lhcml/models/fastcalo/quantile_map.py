@@ -88,6 +88,12 @@ def _variable(showers: np.ndarray, energies: np.ndarray, layer_slices: Sequence[
     return out
 
 
+def _layer_slices(sizes: Sequence[int]) -> list[slice]:
+    """The voxel slice of each layer, for layers of ``sizes`` voxels in order."""
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
 def _nodes(values: np.ndarray, max_nodes: int, what: str) -> tuple[np.ndarray, np.ndarray]:
     """``(node positions (B,), node index of each value (N,))``: the distinct values if there are at most
     ``max_nodes`` of them (lhcml's discrete energies), else ``max_nodes`` equal-count bins at their means."""
@@ -140,7 +146,7 @@ class QuantileCorrection:
 
     def __init__(self, variable: str, layer_sizes: Sequence[int], log_e_nodes: np.ndarray, eta_nodes: np.ndarray,
                  levels: np.ndarray, p_gen: np.ndarray, p_ref: np.ndarray, q_gen: np.ndarray, q_ref: np.ndarray,
-                 meta: dict[str, Any] | None = None) -> None:  # fmt: skip
+                 meta: dict[str, Any] | None = None, source: str = "QuantileCorrection") -> None:  # fmt: skip
         self.variable = variable
         self.layer_sizes = tuple(int(n) for n in layer_sizes)
         self.log_e_nodes = np.asarray(log_e_nodes, np.float64)
@@ -151,7 +157,7 @@ class QuantileCorrection:
         self.q_gen = np.asarray(q_gen, np.float64)
         self.q_ref = np.asarray(q_ref, np.float64)
         self.meta = dict(meta or {})
-        self._check("QuantileCorrection")
+        self._check(source)  # source: what the errors name (the file, for load)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -175,11 +181,10 @@ class QuantileCorrection:
                               f"got {eta_bins}, {min_count}, {max_energy_nodes}")  # fmt: skip
         levels = quantile_levels(int(n_quantiles))
         sizes = [int(n) for n in layer_sizes]
-        edges = np.concatenate([[0], np.cumsum(sizes)])
-        slices = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        slices = _layer_slices(sizes)
         gs, rs = np.asarray(gen_showers), np.asarray(ref_showers)
         ge, re_ = np.asarray(gen_energies, np.float64).reshape(-1), np.asarray(ref_energies, np.float64).reshape(-1)
-        v = int(edges[-1])
+        v = sum(sizes)
         for name, s, e in (("generated", gs, ge), ("reference", rs, re_)):
             if s.ndim != 2 or s.shape[1] != v or len(e) != len(s) or len(s) == 0:
                 raise ConfigError(f"the quantile correction's {name} showers must be (N, {v}) with N energies, "
@@ -249,8 +254,7 @@ class QuantileCorrection:
 
     @property
     def layer_slices(self) -> list[slice]:
-        edges = np.concatenate([[0], np.cumsum(self.layer_sizes)])
-        return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        return _layer_slices(self.layer_sizes)
 
     @property
     def uses_eta(self) -> bool:
@@ -409,11 +413,7 @@ class QuantileCorrection:
                               f"expected {FORMAT!r}")  # fmt: skip
         return cls(meta.get("variable"), meta.get("layer_sizes") or (), arrays["log_e_nodes"], arrays["eta_nodes"],
                    arrays["levels"], arrays["p_gen"], arrays["p_ref"], arrays["q_gen"], arrays["q_ref"], meta,
-                   )._checked(str(path))  # fmt: skip
-
-    def _checked(self, source: str) -> QuantileCorrection:
-        self._check(source)
-        return self
+                   source=str(path))  # fmt: skip
 
     def _check(self, source: str) -> None:
         if self.variable not in VARIABLES:
