@@ -278,6 +278,9 @@ def fit_quantile_correction(
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection, correction_path
     from lhcml.train.fastcalo import load_generator
 
+    path = Path(output) if output is not None else correction_path(checkpoint)
+    if path.resolve() == Path(checkpoint).resolve():  # before any work
+        raise ConfigError(f"{path} is the checkpoint itself: write the correction to another file")
     model, meta = load_generator(checkpoint)
     if binning is None and not meta.get("binning_xml"):
         raise ConfigError(f"{checkpoint} stores no binning: pass the binning XML it was trained with (--binning)")
@@ -289,9 +292,6 @@ def fit_quantile_correction(
     corr = QuantileCorrection.fit(gen.showers, gen.energies, ref.showers, ref.energies, b.layer_sizes,
                                   gen_eta=gen.eta, ref_eta=ref.eta, variable=variable, n_quantiles=n_quantiles,
                                   eta_bins=eta_bins, min_count=min_count, meta=info)  # fmt: skip
-    path = Path(output) if output is not None else correction_path(checkpoint)
-    if path.resolve() == Path(checkpoint).resolve():
-        raise ConfigError(f"{path} is the checkpoint itself: write the correction to another file")
     return corr, corr.save(path)
 
 
