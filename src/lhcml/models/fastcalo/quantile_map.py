@@ -32,13 +32,25 @@ Per voxel and per fitted node (incident energy, optionally ``|η|`` bins):
 * a (voxel, node) with fewer than ``min_count`` non-zero generated cells is left alone (identity); one
   with fewer than ``min_count`` non-zero detailed cells only gets its occupancy mapped.
 
+**Conditional correction** (``condition="layer_energy"``, opt-in; docs/benchmarks/fastcalo.md, h24b): what a
+per-voxel map leaves is correlation, e.g. how a layer's lateral spread goes with its energy. Each voxel's map is
+then fitted separately in ``condition_bins`` equal-count bins of its layer's energy fraction ``E_layer / E_inc``
+(per node; each sample binned by its own quantiles, so bin ``c`` pairs the generated and detailed showers of the
+same *rank* in layer energy, robust to a generator whose layer energies are shifted), and applied interpolated
+linearly in that fraction between the generated bins' medians (the nearest bin's map outside them), so each cell's
+distribution *given its layer's energy* is the detailed one (exactly so where the layer energies agree, as they do
+for lhcml's generators). The layer energies are the generated ones before and after (``energy_layers`` and
+``share`` renormalise to them), so the map conditions on what it keeps. A (bin, voxel) with fewer than ``min_count`` non-zero cells on either side, and a layer whose fraction
+cannot be split into bins (mostly-empty layers), use the unconditional map of their node.
+
 :meth:`QuantileCorrection.torch_module` is the same map for the ONNX sampling graph
 (``lhcml fastcalo quantile-map ... --onnx``, :func:`lhcml.export.fastcalo.export_generator`'s ``correction``).
 
 Saved as a small ``.npz`` (no pickled objects; :meth:`QuantileCorrection.load` checks every array and
 raises one :class:`~lhcml.errors.ConfigError` for a bad file), by default beside the checkpoint it
 was fitted for (:func:`correction_path`); it records the sampler (steps, solver) it was fitted with,
-and :meth:`QuantileCorrection.check_model` refuses another one.
+and :meth:`QuantileCorrection.check_model` refuses another one. A conditional correction is written with the
+format ``FORMAT_CONDITIONAL`` and one more array (``cond_nodes``); a plain one exactly as before.
 """
 
 from __future__ import annotations
@@ -55,7 +67,12 @@ from lhcml.errors import ConfigError
 
 #: the file format's version (``meta["format"]``)
 FORMAT = "lhcml-fastcalo-quantile-map-1"
+#: the format of a conditional correction (``condition`` set: the tables have a conditioning axis)
+FORMAT_CONDITIONAL = "lhcml-fastcalo-quantile-map-2"
 VARIABLES = ("energy", "share", "energy_layers")
+#: what a conditional correction conditions each voxel's map on: ``layer_energy`` = its layer's generated energy
+#: over the incident energy (kept by ``energy_layers`` and ``share``, so the map is fitted on what it keeps)
+CONDITIONS = ("layer_energy",)
 #: showers per chunk in :meth:`QuantileCorrection.apply` (memory: chunk x voxels x quantiles floats)
 CHUNK = 2048
 
@@ -92,6 +109,43 @@ def _layer_slices(sizes: Sequence[int]) -> list[slice]:
     """The voxel slice of each layer, for layers of ``sizes`` voxels in order."""
     edges = np.concatenate([[0], np.cumsum(sizes)])
     return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def _layer_fractions(showers: np.ndarray, energies: np.ndarray, layer_slices: Sequence[slice]) -> np.ndarray:
+    """``(N, L)`` each layer's energy over the incident energy (the conditional correction's variable)."""
+    s = np.asarray(showers, np.float64)
+    e = np.asarray(energies, np.float64).reshape(-1, 1)
+    return np.stack([s[:, sl].sum(axis=1) for sl in layer_slices], axis=1) / e
+
+
+def _fit_cell(g_all: np.ndarray, r_all: np.ndarray, levels: np.ndarray, ramp: np.ndarray,
+              min_count: int) -> tuple[float, float, np.ndarray, np.ndarray, str]:  # fmt: skip
+    """One (node, voxel) entry from its generated and reference values (zeros included): ``(p_gen, p_ref, q_gen,
+    q_ref, kind)`` with kind ``identity`` (< min_count generated non-zero cells), ``occupancy`` (< min_count
+    reference ones: only the occupancy mapped) or ``full``."""
+    g = g_all[g_all > 0]
+    r = r_all[r_all > 0]
+    pg, pr = len(g) / len(g_all), len(r) / len(r_all)
+    if len(g) < min_count:  # too few generated cells to know the map: identity
+        both = np.log(np.concatenate([g, r])) if len(g) + len(r) else np.zeros(1)
+        q = np.quantile(both, levels) + ramp
+        return pg, pg, q, q, "identity"
+    qg = np.maximum.accumulate(np.quantile(np.log(g), levels)) + ramp
+    if len(r) < min_count:  # too few detailed cells for their spectrum: only the occupancy
+        return pg, pr, qg, qg, "occupancy"
+    return pg, pr, qg, np.maximum.accumulate(np.quantile(np.log(r), levels)) + ramp, "full"
+
+
+def _rank_bins(values: np.ndarray, n_bins: int, min_count: int) -> tuple[np.ndarray, bool, np.ndarray]:
+    """``(bin of each value, usable, bin medians)`` for ``n_bins`` equal-count bins of ``values``; not usable when
+    a bin holds fewer than ``min_count`` values or the medians do not increase strictly (ties, e.g. empty layers)."""
+    edges = np.quantile(values, np.arange(1, n_bins) / n_bins)
+    idx = np.searchsorted(edges, values, side="right")
+    counts = np.bincount(idx, minlength=n_bins)
+    if (counts < min_count).any():
+        return idx, False, np.zeros(n_bins)
+    centres = np.array([np.median(values[idx == c]) for c in range(n_bins)])
+    return idx, bool(np.all(np.diff(centres) > 0)), centres
 
 
 def _nodes(values: np.ndarray, max_nodes: int, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -142,11 +196,18 @@ class QuantileCorrection:
         ``(H, B, V, K)`` quantiles of ``ln x`` of the non-zero cells (strictly increasing in K).
     meta
         JSON-able facts: the format, the sampler it was fitted for, the sample sizes.
+    condition
+        ``None`` (plain) or what each voxel's map is conditioned on (:data:`CONDITIONS`). Conditional: the
+        occupancy tables are ``(H, B, C, V)``, the quantile tables ``(H, B, C, V, K)`` with ``C`` conditioning bins.
+    cond_nodes
+        Conditional only: ``(H, B, L, C)`` the generated bins' medians of each layer's energy fraction (strictly
+        increasing in ``C``; a layer left unconditional has placeholder nodes and equal tables in every bin).
     """
 
     def __init__(self, variable: str, layer_sizes: Sequence[int], log_e_nodes: np.ndarray, eta_nodes: np.ndarray,
                  levels: np.ndarray, p_gen: np.ndarray, p_ref: np.ndarray, q_gen: np.ndarray, q_ref: np.ndarray,
-                 meta: dict[str, Any] | None = None, source: str = "QuantileCorrection") -> None:  # fmt: skip
+                 meta: dict[str, Any] | None = None, source: str = "QuantileCorrection", *,
+                 condition: str | None = None, cond_nodes: np.ndarray | None = None) -> None:  # fmt: skip
         self.variable = variable
         self.layer_sizes = tuple(int(n) for n in layer_sizes)
         self.log_e_nodes = np.asarray(log_e_nodes, np.float64)
@@ -157,6 +218,8 @@ class QuantileCorrection:
         self.q_gen = np.asarray(q_gen, np.float64)
         self.q_ref = np.asarray(q_ref, np.float64)
         self.meta = dict(meta or {})
+        self.condition = condition
+        self.cond_nodes = None if cond_nodes is None else np.asarray(cond_nodes, np.float64)
         self._check(source)  # source: what the errors name (the file, for load)
 
     # -- construction -------------------------------------------------------------------------
@@ -165,7 +228,7 @@ class QuantileCorrection:
         cls, gen_showers: np.ndarray, gen_energies: np.ndarray, ref_showers: np.ndarray, ref_energies: np.ndarray,
         layer_sizes: Sequence[int], *, gen_eta: np.ndarray | None = None, ref_eta: np.ndarray | None = None,
         variable: str = "energy_layers", n_quantiles: int = 32, eta_bins: int = 1, max_energy_nodes: int = 32,
-        min_count: int = 20, meta: dict[str, Any] | None = None,
+        min_count: int = 20, meta: dict[str, Any] | None = None, condition: str | None = None, condition_bins: int = 3,
     ) -> QuantileCorrection:  # fmt: skip
         """Fit the map of ``gen_showers`` (the generator's, GeV ``(N, V)`` at ``gen_energies`` GeV) onto
         ``ref_showers`` (detailed training showers at ``ref_energies``).
@@ -173,9 +236,16 @@ class QuantileCorrection:
         Energy nodes: the distinct reference energies if at most ``max_energy_nodes`` (lhcml's discrete
         samples), else that many equal-count bins in ``ln E``. ``eta_bins > 1``: as many equal-count
         ``|η|`` bins of the reference (both ``*_eta`` needed); generated showers are binned with the
-        reference's edges. Raises :class:`ConfigError` for bad arguments or too few showers per node."""
+        reference's edges. ``condition``: ``None`` (plain, the default) or ``"layer_energy"`` (a conditional
+        correction, module docstring) with ``condition_bins`` >= 2 bins. Raises :class:`ConfigError` for bad
+        arguments or too few showers per node."""
         if variable not in VARIABLES:
             raise ConfigError(f"the quantile correction's variable must be one of {', '.join(VARIABLES)}, got {variable!r}")
+        if condition is not None and condition not in CONDITIONS:
+            raise ConfigError(f"the quantile correction's condition must be one of {', '.join(CONDITIONS)} (or None: plain), "
+                              f"got {condition!r}")  # fmt: skip
+        if condition is not None and int(condition_bins) < 2:
+            raise ConfigError(f"the conditional quantile correction needs condition_bins >= 2, got {condition_bins}")
         if int(eta_bins) < 1 or int(min_count) < 2 or int(max_energy_nodes) < 1:
             raise ConfigError(f"the quantile correction needs eta_bins >= 1, min_count >= 2 and max_energy_nodes >= 1, "
                               f"got {eta_bins}, {min_count}, {max_energy_nodes}")  # fmt: skip
@@ -224,28 +294,49 @@ class QuantileCorrection:
                         f"E = {math.exp(log_nodes[b]):.4g} GeV, |eta| node {h}: needs >= {min_count} of each (generate "
                         "at the reference's conditions, or use fewer nodes)")
                 for j in range(v):
-                    g = gi[:, j][gi[:, j] > 0]
-                    r = ri[:, j][ri[:, j] > 0]
-                    pg, pr = len(g) / len(gi), len(r) / len(ri)
-                    if len(g) < min_count:  # too few generated cells to know the map: identity
-                        both = np.log(np.concatenate([g, r])) if len(g) + len(r) else np.zeros(1)
-                        q = np.quantile(both, levels) + ramp
-                        p_gen[h, b, j] = p_ref[h, b, j] = pg
-                        q_gen[h, b, j] = q_ref[h, b, j] = q
-                        n_identity += 1
-                        continue
-                    qg = np.maximum.accumulate(np.quantile(np.log(g), levels)) + ramp
-                    p_gen[h, b, j], p_ref[h, b, j], q_gen[h, b, j] = pg, pr, qg
-                    if len(r) < min_count:  # too few detailed cells for their spectrum: only the occupancy
-                        q_ref[h, b, j] = qg
-                        n_occupancy_only += 1
-                    else:
-                        q_ref[h, b, j] = np.maximum.accumulate(np.quantile(np.log(r), levels)) + ramp
+                    p_gen[h, b, j], p_ref[h, b, j], q_gen[h, b, j], q_ref[h, b, j], kind = _fit_cell(
+                        gi[:, j], ri[:, j], levels, ramp, min_count)
+                    n_identity += kind == "identity"
+                    n_occupancy_only += kind == "occupancy"
         info = {"format": FORMAT, "variable": variable, "n_generated": len(gs), "n_reference": len(rs),
                 "min_count": int(min_count), "cells_identity": n_identity, "cells_occupancy_only": n_occupancy_only,
                 "showers_per_node": counts.tolist()}  # fmt: skip
+        if condition is None:
+            info.update(meta or {})
+            return cls(variable, sizes, log_nodes, eta_nodes, levels, p_gen, p_ref, q_gen, q_ref, info)
+        # conditional: the same fit per bin of each layer's energy fraction, the node's map where statistics are thin
+        nc, nl = int(condition_bins), len(sizes)
+        tables = [np.repeat(t[:, :, None], nc, axis=2) for t in (p_gen, p_ref, q_gen, q_ref)]
+        cond_nodes = np.zeros((nh, nb, nl, nc))
+        fg_all, fr_all = _layer_fractions(gs, ge, slices), _layer_fractions(rs, re_, slices)
+        n_layers_pooled = n_cells_pooled = 0
+        for h in range(nh):
+            for b in range(nb):
+                gm, rm = (g_h == h) & (g_bin == b), (r_h == h) & (r_bin == b)
+                gi, ri, fg, fr = xg[gm], xr[rm], fg_all[gm], fr_all[rm]
+                for li, sl in enumerate(slices):
+                    # equal-count bins of each sample's own fraction (ranks: robust to a shifted layer energy)
+                    rb, r_ok, _ = _rank_bins(fr[:, li], nc, min_count)
+                    gb, g_ok, centres = _rank_bins(fg[:, li], nc, min_count)
+                    if not (r_ok and g_ok):
+                        cond_nodes[h, b, li] = np.arange(nc)  # placeholder: every bin keeps the node's map
+                        n_layers_pooled += 1
+                        continue
+                    cond_nodes[h, b, li] = centres  # the generated bins' medians: where apply() finds a shower
+                    for c in range(nc):
+                        gc, rc = gi[gb == c], ri[rb == c]
+                        for j in range(sl.start, sl.stop):
+                            *entry, kind = _fit_cell(gc[:, j], rc[:, j], levels, ramp, min_count)
+                            if kind != "full":
+                                n_cells_pooled += 1
+                                continue
+                            for t, val in zip(tables, entry, strict=True):
+                                t[h, b, c, j] = val
+        info.update({"format": FORMAT_CONDITIONAL, "condition": condition, "condition_bins": nc,
+                     "cond_layers_pooled": n_layers_pooled, "cond_cells_pooled": n_cells_pooled})  # fmt: skip
         info.update(meta or {})
-        return cls(variable, sizes, log_nodes, eta_nodes, levels, p_gen, p_ref, q_gen, q_ref, info)
+        return cls(variable, sizes, log_nodes, eta_nodes, levels, *tables, info, condition=condition,
+                   cond_nodes=cond_nodes)  # fmt: skip
 
     # -- application --------------------------------------------------------------------------
     @property
@@ -278,7 +369,29 @@ class QuantileCorrection:
             cand = [(h0, b0, 1 - wb), (h0, b0 + 1, wb)]
         return [(np.minimum(h, nh - 1) * nb + np.minimum(b, nb - 1), w) for h, b, w in cand if np.any(w > 0)]
 
-    def _map(self, x: np.ndarray, log_e: np.ndarray, eta: np.ndarray | None) -> np.ndarray:
+    def _cond_cells(self, corners: list[tuple[np.ndarray, np.ndarray]],
+                    frac: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+        """A conditional correction's table rows and weights ``[(row (n, V), weight (n, V)), ...]``: per node corner
+        the two conditioning bins that bracket each layer's energy fraction ``frac`` ``(n, L)`` (linear between the
+        bins' medians, clamped outside)."""
+        v, nc = self.n_voxels, self.cond_nodes.shape[-1]
+        nodes = self.cond_nodes.reshape(-1, len(self.layer_sizes), nc)
+        layer_of = np.repeat(np.arange(len(self.layer_sizes)), self.layer_sizes)
+        vox = np.arange(v)[None, :]
+        out = []
+        for node, w in corners:
+            cn = nodes[node]  # (n, L, C)
+            xc = np.clip(frac, cn[..., 0], cn[..., -1])
+            lo = (xc[..., None] >= cn[..., 1:-1]).sum(-1)  # (n, L) in [0, C - 2]
+            c0 = np.take_along_axis(cn, lo[..., None], -1)[..., 0]
+            c1 = np.take_along_axis(cn, lo[..., None] + 1, -1)[..., 0]
+            wc = ((xc - c0) / (c1 - c0))[:, layer_of]
+            row0 = (node[:, None] * nc + lo[:, layer_of]) * v + vox
+            out += [(row0, w[:, None] * (1.0 - wc)), (row0 + v, w[:, None] * wc)]
+        return out
+
+    def _map(self, x: np.ndarray, log_e: np.ndarray, eta: np.ndarray | None,
+             frac: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
         """The mapped variable ``(n, V)`` of one chunk (zeros stay zero).
 
         The tables of the shower's nodes are never built per shower: every interpolated quantile is a weighted
@@ -288,7 +401,10 @@ class QuantileCorrection:
         lev = self.levels
         corners = self._corners(log_e, eta)
         vox = np.arange(v)[None, :]
-        cell = [(node[:, None] * v + vox, w[:, None]) for node, w in corners]  # (n, V) flat (node, voxel) index
+        if self.condition is None:
+            cell = [(node[:, None] * v + vox, w[:, None]) for node, w in corners]  # (n, V) flat (node, voxel) index
+        else:  # (n, V) flat (node, bin, voxel) index
+            cell = self._cond_cells(corners, frac)
         qg_flat, qr_flat = self.q_gen.reshape(-1), self.q_ref.reshape(-1)
 
         def p_at(table: np.ndarray) -> np.ndarray:
@@ -342,7 +458,8 @@ class QuantileCorrection:
         for a in range(0, len(s), CHUNK):
             sc, ec = s[a : a + CHUNK], e[a : a + CHUNK]
             x = _variable(sc, ec, slices, self.variable)
-            m = self._map(x, np.log(ec), None if eta_a is None else eta_a[a : a + CHUNK])
+            frac = None if self.condition is None else _layer_fractions(sc, ec, slices)
+            m = self._map(x, np.log(ec), None if eta_a is None else eta_a[a : a + CHUNK], frac)
             if self.variable == "energy":
                 out[a : a + CHUNK] = m * ec[:, None]
                 continue
@@ -383,15 +500,20 @@ class QuantileCorrection:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = dict(self.meta, format=FORMAT, variable=self.variable, layer_sizes=list(self.layer_sizes))
+        extra = {}
+        if self.condition is not None:  # a plain correction's file stays exactly as before
+            meta.update(format=FORMAT_CONDITIONAL, condition=self.condition)
+            extra["cond_nodes"] = self.cond_nodes
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, meta=np.array(json.dumps(meta)), log_e_nodes=self.log_e_nodes, eta_nodes=self.eta_nodes,
-                     levels=self.levels, p_gen=self.p_gen, p_ref=self.p_ref, q_gen=self.q_gen, q_ref=self.q_ref)  # fmt: skip
+                     levels=self.levels, p_gen=self.p_gen, p_ref=self.p_ref, q_gen=self.q_gen, q_ref=self.q_ref,
+                     **extra)  # fmt: skip
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> QuantileCorrection:
-        """Read a file written by :meth:`save` (``allow_pickle=False``); one :class:`ConfigError` for a missing,
-        unreadable or inconsistent file."""
+        """Read a file written by :meth:`save` (``allow_pickle=False``), plain (``FORMAT``) or conditional
+        (``FORMAT_CONDITIONAL``); one :class:`ConfigError` for a missing, unreadable or inconsistent file."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"quantile correction {path} not found (write it with lhcml fastcalo quantile-map)")
@@ -403,17 +525,28 @@ class QuantileCorrection:
                     raise ConfigError(f"quantile correction {path} lacks {', '.join(missing)}: not a file of "
                                       "lhcml fastcalo quantile-map")  # fmt: skip
                 arrays = {n: f[n] for n in names}
+                cond_nodes = f["cond_nodes"] if "cond_nodes" in f.files else None
             meta = json.loads(str(arrays.pop("meta")))
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one clear error
             raise ConfigError(f"quantile correction {path} is not readable ({type(exc).__name__}: {exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, FORMAT_CONDITIONAL):
             raise ConfigError(f"quantile correction {path} has format {meta.get('format') if isinstance(meta, dict) else None!r}, "
-                              f"expected {FORMAT!r}")  # fmt: skip
+                              f"expected {FORMAT!r} or {FORMAT_CONDITIONAL!r}")  # fmt: skip
+        condition = None
+        if meta["format"] == FORMAT_CONDITIONAL:
+            condition = meta.get("condition")
+            if condition not in CONDITIONS:
+                raise ConfigError(f"quantile correction {path}: condition {condition!r} is not one of "
+                                  f"{', '.join(CONDITIONS)}")  # fmt: skip
+            if cond_nodes is None:
+                raise ConfigError(f"quantile correction {path} is conditional but lacks cond_nodes")
+        else:
+            cond_nodes = None  # a plain file: its tables have no conditioning axis
         return cls(meta.get("variable"), meta.get("layer_sizes") or (), arrays["log_e_nodes"], arrays["eta_nodes"],
                    arrays["levels"], arrays["p_gen"], arrays["p_ref"], arrays["q_gen"], arrays["q_ref"], meta,
-                   source=str(path))  # fmt: skip
+                   source=str(path), condition=condition, cond_nodes=cond_nodes)  # fmt: skip
 
     def _check(self, source: str) -> None:
         if self.variable not in VARIABLES:
@@ -422,7 +555,21 @@ class QuantileCorrection:
         nh, nb, k = len(self.eta_nodes), len(self.log_e_nodes), len(self.levels)
         if not self.layer_sizes or any(n <= 0 for n in self.layer_sizes) or nh < 1 or nb < 1 or k < 2:
             raise ConfigError(f"{source}: empty or non-positive layer sizes, nodes or quantile levels")
-        shapes = {"p_gen": (nh, nb, v), "p_ref": (nh, nb, v), "q_gen": (nh, nb, v, k), "q_ref": (nh, nb, v, k)}
+        cb: tuple[int, ...] = ()  # the conditioning axis
+        if self.condition is not None:
+            if self.condition not in CONDITIONS:
+                raise ConfigError(f"{source}: condition {self.condition!r} is not one of {', '.join(CONDITIONS)}")
+            cn = self.cond_nodes
+            if cn is None or cn.ndim != 4 or cn.shape[:3] != (nh, nb, len(self.layer_sizes)) or cn.shape[3] < 2:
+                raise ConfigError(f"{source}: cond_nodes has shape {None if cn is None else cn.shape}, expected "
+                                  f"({nh}, {nb}, {len(self.layer_sizes)}, >= 2)")  # fmt: skip
+            if not np.isfinite(cn).all() or np.any(np.diff(cn, axis=-1) <= 0):
+                raise ConfigError(f"{source}: cond_nodes must be finite and strictly increasing along the bins")
+            cb = (cn.shape[3],)
+        elif self.cond_nodes is not None:
+            raise ConfigError(f"{source}: cond_nodes given without a condition")
+        shapes = {"p_gen": (nh, nb, *cb, v), "p_ref": (nh, nb, *cb, v), "q_gen": (nh, nb, *cb, v, k),
+                  "q_ref": (nh, nb, *cb, v, k)}  # fmt: skip
         for name, shape in shapes.items():
             a = getattr(self, name)
             if a.shape != shape:
@@ -461,6 +608,13 @@ def _TorchQuantileCorrection(corr: QuantileCorrection) -> Any:  # noqa: N802 - a
             self.register_buffer("e_nodes", torch.as_tensor(corr.log_e_nodes, **f32))
             self.register_buffer("eta_nodes", torch.as_tensor(corr.eta_nodes, **f32))
             self.register_buffer("vox", torch.arange(self.v, dtype=torch.int64)[None, :])
+            self.conditional = corr.condition is not None
+            if self.conditional:  # (H * B, L, C) bin medians of each layer's energy fraction; each voxel's layer
+                self.nc = corr.cond_nodes.shape[-1]
+                self.register_buffer("cond_nodes", torch.as_tensor(
+                    corr.cond_nodes.reshape(-1, *corr.cond_nodes.shape[2:]), **f32))
+                self.register_buffer("layer_of", torch.as_tensor(
+                    np.repeat(np.arange(len(corr.layer_sizes)), corr.layer_sizes), dtype=torch.int64))
 
         @staticmethod
         def _bracket(x: Tensor, nodes: Tensor, n: int) -> tuple[Tensor, Tensor]:
@@ -482,6 +636,23 @@ def _TorchQuantileCorrection(corr: QuantileCorrection) -> Any:  # noqa: N802 - a
                 step >>= 1
             return i
 
+        def _cond_cells(self, nodes: list[tuple[Tensor, Tensor]], frac: Tensor) -> list[tuple[Tensor, Tensor]]:
+            """:meth:`QuantileCorrection._cond_cells` in torch: rows and weights of the two bracketing bins."""
+            out = []
+            for node, w in nodes:
+                cn = self.cond_nodes[node]  # (n, L, C)
+                xc = torch.minimum(torch.maximum(frac, cn[..., 0]), cn[..., -1])
+                if self.nc > 2:
+                    lo = (xc[..., None] >= cn[..., 1:-1]).to(torch.int64).sum(-1)
+                else:
+                    lo = torch.zeros_like(xc, dtype=torch.int64)
+                c0 = torch.gather(cn, 2, lo[..., None])[..., 0]
+                c1 = torch.gather(cn, 2, lo[..., None] + 1)[..., 0]
+                wc = ((xc - c0) / (c1 - c0))[:, self.layer_of]
+                row0 = (node[:, None] * self.nc + lo[:, self.layer_of]) * self.v + self.vox
+                out += [(row0, w[:, None] * (1.0 - wc)), (row0 + self.v, w[:, None] * wc)]
+            return out
+
         def forward(self, showers: Tensor, energy: Tensor, eta: Tensor | None = None) -> Tensor:
             s = showers.to(torch.float32)
             e = energy.reshape(-1, 1).to(torch.float32)
@@ -493,8 +664,12 @@ def _TorchQuantileCorrection(corr: QuantileCorrection) -> Any:  # noqa: N802 - a
                         (h0 + 1, b0, wh * (1 - wb)), (h0 + 1, b0 + 1, wh * wb)]  # fmt: skip
             else:
                 cand = [(torch.zeros_like(b0), b0, 1 - wb), (torch.zeros_like(b0), b0 + 1, wb)]
-            cells = [((torch.clamp(h, max=self.nh - 1) * self.nb + torch.clamp(b, max=self.nb - 1))[:, None] * v
-                      + self.vox, w[:, None]) for h, b, w in cand]  # fmt: skip
+            nodes = [(torch.clamp(h, max=self.nh - 1) * self.nb + torch.clamp(b, max=self.nb - 1), w) for h, b, w in cand]
+            if self.conditional:
+                frac = torch.cat([s[:, a:b].sum(1, keepdim=True) for a, b in self.slices], 1) / e
+                cells = self._cond_cells(nodes, frac)
+            else:
+                cells = [(node[:, None] * v + self.vox, w[:, None]) for node, w in nodes]
 
             bases = [(c * k, w) for c, w in cells]
 
@@ -540,4 +715,4 @@ def _TorchQuantileCorrection(corr: QuantileCorrection) -> Any:  # noqa: N802 - a
     return TorchQuantileCorrection().eval()
 
 
-__all__ = ["FORMAT", "QuantileCorrection", "correction_path", "quantile_levels"]
+__all__ = ["CONDITIONS", "FORMAT", "FORMAT_CONDITIONAL", "QuantileCorrection", "correction_path", "quantile_levels"]

@@ -193,6 +193,11 @@ def quantile_map_cmd(
     eta_bins: int = typer.Option(1, "--eta-bins", help="equal-count |eta| bins (interpolated between)"),
     seed: int = typer.Option(101, "--seed", help="noise seed of the generated showers the map is fitted on"),
     max_showers: Optional[int] = typer.Option(None, "--max-showers", help="use at most this many training showers"),  # noqa: UP045
+    condition: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--condition", help="a conditional correction: layer_energy (each voxel's map per bin of its layer's "
+        "energy over the incident energy, interpolated between the bins); default (or none): the plain per-voxel map"),
+    condition_bins: int = typer.Option(3, "--condition-bins", help="equal-count bins of the conditioning variable "
+                                       "per energy node (with --condition)"),
     onnx: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--onnx", help="also export CHECKPOINT's sampling graph with the correction inside (for lhcml simulate "
         "--calo fast: and lhcml fastcalo generate)"),
@@ -208,9 +213,14 @@ def quantile_map_cmd(
     from lhcml.tasks.fastcalo.dataset import fit_quantile_correction
 
     corr, path = fit_quantile_correction(checkpoint, showers, output, binning=binning, variable=variable,
-                                         n_quantiles=quantiles, eta_bins=eta_bins, seed=seed, max_showers=max_showers)  # fmt: skip
+                                         n_quantiles=quantiles, eta_bins=eta_bins, seed=seed, max_showers=max_showers,
+                                         condition=None if condition == "none" else condition,
+                                         condition_bins=condition_bins)  # fmt: skip
+    cond = "" if corr.condition is None else (
+        f", conditioned on {corr.condition} in {corr.meta['condition_bins']} bins ({corr.meta['cond_layers_pooled']} "
+        f"(layer, node) pairs and {corr.meta['cond_cells_pooled']} (cell, bin) entries with the node's map)")
     typer.echo(f"wrote {path} ({corr.variable}, {len(corr.log_e_nodes)} energy x {len(corr.eta_nodes)} |eta| nodes, "
-               f"{len(corr.levels)} quantiles, {corr.meta['cells_identity']} (cell, node) pairs left alone)")
+               f"{len(corr.levels)} quantiles, {corr.meta['cells_identity']} (cell, node) pairs left alone{cond})")
     if onnx is not None:
         from lhcml.export.fastcalo import export_checkpoint
 
