@@ -148,3 +148,20 @@ def test_scratch_recipe_is_the_ratio_model_with_ema_and_no_init_from():
     assert scratch.init_from is None
     assert scratch.optimizer.model_dump() == base.optimizer.model_dump()
     assert scratch.trainer.max_epochs == 480 and scratch.trainer.patience is None
+
+
+def test_scratch720_recipe_is_the_480_recipe_trained_longer():
+    """``fm_strips_ratio_ema_scratch720.yaml`` (the twenty-third version's longer-trained generator) is the 480-epoch
+    recipe with only the length changed: the same model (so the same sampler and quantile correction apply), the same
+    data, optimiser, cosine schedule, seed and moving average, no ``init_from``; 720 epochs and its own output folder
+    (a run of one never overwrites the other's checkpoints)."""
+    from lhcml.train.protocol import load_trainable_config
+
+    _, r480 = load_trainable_config("configs/fastcalo/fm_strips_ratio_ema_scratch.yaml", [])
+    _, r720 = load_trainable_config("configs/fastcalo/fm_strips_ratio_ema_scratch720.yaml", [])
+    a, b = r480.model_dump(), r720.model_dump()
+    assert b["trainer"].pop("max_epochs") == 720 and a["trainer"].pop("max_epochs") == 480
+    assert b.pop("output_dir") != a.pop("output_dir")
+    assert a == b
+    assert r720.ema_decay == 0.9995 and r720.init_from is None and r720.scheduler.name == "cosine"
+    assert r720.trainer.patience is None
