@@ -83,6 +83,20 @@ def test_the_conditional_map_restores_a_correlation_the_plain_map_cannot():
     assert cond.cond_nodes.shape == (1, 2, 2, 5)
 
 
+def test_the_other_conditioning_variables():
+    """``layer_energy``, ``layer_peak`` (hottest cell over the layer energy) and ``depth`` (sum_L L E_L / sum_L E_L,
+    one value per shower, every layer) on hand-made showers (an empty shower gives zeros); an unknown one is refused."""
+    from lhcml.models.fastcalo.quantile_map import _condition_values, _layer_slices
+
+    x = np.array([[1.0, 3.0, 0.0, 2.0, 2.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    sl = _layer_slices(SIZES)
+    np.testing.assert_allclose(_condition_values(x, np.array([10.0, 10.0]), sl, "layer_energy"), [[0.4, 0.4], [0, 0]])
+    np.testing.assert_allclose(_condition_values(x, np.array([10.0, 10.0]), sl, "layer_peak"), [[0.75, 0.5], [0, 0]])
+    np.testing.assert_allclose(_condition_values(x, np.array([10.0, 10.0]), sl, "depth"), [[0.5, 0.5], [0, 0]])
+    with pytest.raises(ConfigError, match="layer_energy, layer_peak, depth"):
+        QuantileCorrection.fit(x, np.ones(2), x, np.ones(2), SIZES, condition="width")
+
+
 def test_a_sample_mapped_onto_itself_is_nearly_unchanged_and_empty_layers_fall_back():
     """The detailed sample mapped onto itself: unchanged up to the interpolation between bins (median |ln ratio|
     tiny); a layer that is empty in most showers cannot be split and keeps the node's (plain) map."""
@@ -99,11 +113,11 @@ def test_a_sample_mapped_onto_itself_is_nearly_unchanged_and_empty_layers_fall_b
         np.testing.assert_array_equal(c.q_gen[0, h, 0, 2:], c.q_gen[0, h, 2, 2:])
 
 
-def _conditional(n_bins=3):
+def _conditional(n_bins=3, condition="layer_energy"):
     rng = np.random.default_rng(23)
     e = np.repeat([5.0, 50.0], 1500)
     return QuantileCorrection.fit(_showers(rng, e, False), e, _showers(rng, e, True), e, SIZES, n_quantiles=16,
-                                  condition="layer_energy", condition_bins=n_bins), e  # fmt: skip
+                                  condition=condition, condition_bins=n_bins), e  # fmt: skip
 
 
 def test_save_load_round_trip_and_the_plain_file_is_unchanged(tmp_path):
@@ -150,7 +164,7 @@ def test_bad_conditional_files_and_arguments_give_one_config_error(tmp_path):
     plain_meta = {**meta, "format": FORMAT}
     cases = {
         _rewrite(good, tmp_path / "nonodes.npz", cond_nodes=None): "lacks cond_nodes",
-        _rewrite(good, tmp_path / "cond.npz", meta=np.array(json.dumps({**meta, "condition": "depth"}))): "condition",
+        _rewrite(good, tmp_path / "cond.npz", meta=np.array(json.dumps({**meta, "condition": "width"}))): "condition",
         _rewrite(good, tmp_path / "flat.npz", cond_nodes=flat): "strictly increasing",
         _rewrite(good, tmp_path / "nshape.npz", cond_nodes=nodes[:, :, :1]): "cond_nodes has shape",
         _rewrite(good, tmp_path / "qshape.npz", q_gen=q[:, :, :2]): "q_gen has shape",
@@ -164,17 +178,19 @@ def test_bad_conditional_files_and_arguments_give_one_config_error(tmp_path):
     rng = np.random.default_rng(26)
     x = _showers(rng, e, False)
     with pytest.raises(ConfigError, match="condition must be one of layer_energy"):
-        QuantileCorrection.fit(x, e, x, e, SIZES, condition="depth")
+        QuantileCorrection.fit(x, e, x, e, SIZES, condition="width")
     with pytest.raises(ConfigError, match="condition_bins >= 2"):
         QuantileCorrection.fit(x, e, x, e, SIZES, condition="layer_energy", condition_bins=1)
     with pytest.raises(ConfigError, match=r"\(N, 5\)"):
         c.apply(x[:, :-1], e)
 
 
-@pytest.mark.parametrize("n_bins", [2, 4])
-def test_the_torch_module_computes_the_same_conditional_correction(n_bins):
+@pytest.mark.parametrize("n_bins,condition", [(2, "layer_energy"), (4, "layer_energy"), (3, "layer_peak"),
+                                              (3, "depth")])  # fmt: skip
+def test_the_torch_module_computes_the_same_conditional_correction(n_bins, condition):
     """The graph's version gives apply's showers to float32 rounding, on the energy nodes and between them."""
-    c, e = _conditional(n_bins)
+    c, e = _conditional(n_bins, condition)
+    assert c.meta["cond_layers_pooled"] < c.cond_nodes[..., 0].size  # some layer is conditioned
     m = c.torch_module()
     rng = np.random.default_rng(27)
     for ee in (e, np.exp(rng.uniform(np.log(2.0), np.log(100.0), len(e)))):
@@ -222,7 +238,7 @@ def test_the_cli_option_writes_a_conditional_file_the_harness_applies(tmp_path, 
     for sl in b.layer_slices:
         np.testing.assert_allclose(fixed.showers[:, sl].sum(1), raw.showers[:, sl].sum(1), rtol=1e-5, atol=1e-9)
     with pytest.raises(SystemExit) as exc:
-        cli.main(["fastcalo", "quantile-map", str(ckpt), str(tmp_path / "train.h5"), "--condition", "depth",
+        cli.main(["fastcalo", "quantile-map", str(ckpt), str(tmp_path / "train.h5"), "--condition", "width",
                   "-o", str(tmp_path / "x.npz")])  # fmt: skip
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "condition" in err and "Traceback" not in err

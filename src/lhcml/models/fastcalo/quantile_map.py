@@ -32,7 +32,8 @@ Per voxel and per fitted node (incident energy, optionally ``|η|`` bins):
 * a (voxel, node) with fewer than ``min_count`` non-zero generated cells is left alone (identity); one
   with fewer than ``min_count`` non-zero detailed cells only gets its occupancy mapped.
 
-**Conditional correction** (``condition="layer_energy"``, opt-in; docs/benchmarks/fastcalo.md, h24b): what a
+**Conditional correction** (``condition="layer_energy"``, opt-in; also ``layer_peak`` and ``depth``, the same
+machinery with another per-shower variable: :data:`CONDITIONS`; docs/benchmarks/fastcalo.md, h24b): what a
 per-voxel map leaves is correlation, e.g. how a layer's lateral spread goes with its energy. Each voxel's map is
 then fitted separately in ``condition_bins`` equal-count bins of its layer's energy fraction ``E_layer / E_inc``
 (per node; each sample binned by its own quantiles, so bin ``c`` pairs the generated and detailed showers of the
@@ -40,8 +41,9 @@ same *rank* in layer energy, robust to a generator whose layer energies are shif
 linearly in that fraction between the generated bins' medians (the nearest bin's map outside them), so each cell's
 distribution *given its layer's energy* is the detailed one (exactly so where the layer energies agree, as they do
 for lhcml's generators). The layer energies are the generated ones before and after (``energy_layers`` and
-``share`` renormalise to them), so the map conditions on what it keeps. A (bin, voxel) with fewer than ``min_count`` non-zero cells on either side, and a layer whose fraction
-cannot be split into bins (mostly-empty layers), use the unconditional map of their node.
+``share`` renormalise to them), so the map conditions on what it keeps. A (bin, voxel) with fewer than
+``min_count`` non-zero cells on either side, and a layer whose variable cannot be split into bins (mostly-empty
+layers), use the unconditional map of their node.
 
 :meth:`QuantileCorrection.torch_module` is the same map for the ONNX sampling graph
 (``lhcml fastcalo quantile-map ... --onnx``, :func:`lhcml.export.fastcalo.export_generator`'s ``correction``).
@@ -70,9 +72,12 @@ FORMAT = "lhcml-fastcalo-quantile-map-1"
 #: the format of a conditional correction (``condition`` set: the tables have a conditioning axis)
 FORMAT_CONDITIONAL = "lhcml-fastcalo-quantile-map-2"
 VARIABLES = ("energy", "share", "energy_layers")
-#: what a conditional correction conditions each voxel's map on: ``layer_energy`` = its layer's generated energy
-#: over the incident energy (kept by ``energy_layers`` and ``share``, so the map is fitted on what it keeps)
-CONDITIONS = ("layer_energy",)
+#: what a conditional correction conditions each voxel's map on (the generated shower's, before the map):
+#: ``layer_energy`` its layer's energy over the incident energy (kept by ``energy_layers`` and ``share``, so the
+#: map is fitted on what it keeps); ``layer_peak`` its layer's hottest cell over the layer's energy (a width proxy
+#: without geometry: a narrow layer has a large peak share); ``depth`` the shower's longitudinal centre of gravity
+#: in layer units, sum_L L E_L / sum_L E_L (one value per shower, kept), the same for every layer
+CONDITIONS = ("layer_energy", "layer_peak", "depth")
 #: showers per chunk in :meth:`QuantileCorrection.apply` (memory: chunk x voxels x quantiles floats)
 CHUNK = 2048
 
@@ -111,11 +116,20 @@ def _layer_slices(sizes: Sequence[int]) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
-def _layer_fractions(showers: np.ndarray, energies: np.ndarray, layer_slices: Sequence[slice]) -> np.ndarray:
-    """``(N, L)`` each layer's energy over the incident energy (the conditional correction's variable)."""
+def _condition_values(showers: np.ndarray, energies: np.ndarray, layer_slices: Sequence[slice],
+                      condition: str) -> np.ndarray:  # fmt: skip
+    """``(N, L)`` the conditioning variable of each shower and layer (:data:`CONDITIONS`)."""
     s = np.asarray(showers, np.float64)
-    e = np.asarray(energies, np.float64).reshape(-1, 1)
-    return np.stack([s[:, sl].sum(axis=1) for sl in layer_slices], axis=1) / e
+    e_layer = np.stack([s[:, sl].sum(axis=1) for sl in layer_slices], axis=1)
+    if condition == "layer_energy":
+        return e_layer / np.asarray(energies, np.float64).reshape(-1, 1)
+    if condition == "layer_peak":
+        peak = np.stack([s[:, sl].max(axis=1) for sl in layer_slices], axis=1)
+        return np.divide(peak, e_layer, out=np.zeros_like(peak), where=e_layer > 0)
+    tot = e_layer.sum(axis=1, keepdims=True)
+    depth = np.divide(e_layer @ np.arange(len(layer_slices), dtype=np.float64)[:, None], tot,
+                      out=np.zeros_like(tot), where=tot > 0)  # fmt: skip
+    return np.repeat(depth, len(layer_slices), axis=1)
 
 
 def _fit_cell(g_all: np.ndarray, r_all: np.ndarray, levels: np.ndarray, ramp: np.ndarray,
@@ -200,7 +214,7 @@ class QuantileCorrection:
         ``None`` (plain) or what each voxel's map is conditioned on (:data:`CONDITIONS`). Conditional: the
         occupancy tables are ``(H, B, C, V)``, the quantile tables ``(H, B, C, V, K)`` with ``C`` conditioning bins.
     cond_nodes
-        Conditional only: ``(H, B, L, C)`` the generated bins' medians of each layer's energy fraction (strictly
+        Conditional only: ``(H, B, L, C)`` the generated bins' medians of each layer's conditioning variable (strictly
         increasing in ``C``; a layer left unconditional has placeholder nodes and equal tables in every bin).
     """
 
@@ -236,8 +250,8 @@ class QuantileCorrection:
         Energy nodes: the distinct reference energies if at most ``max_energy_nodes`` (lhcml's discrete
         samples), else that many equal-count bins in ``ln E``. ``eta_bins > 1``: as many equal-count
         ``|η|`` bins of the reference (both ``*_eta`` needed); generated showers are binned with the
-        reference's edges. ``condition``: ``None`` (plain, the default) or ``"layer_energy"`` (a conditional
-        correction, module docstring) with ``condition_bins`` >= 2 bins. Raises :class:`ConfigError` for bad
+        reference's edges. ``condition``: ``None`` (plain, the default) or one of :data:`CONDITIONS` (a
+        conditional correction, module docstring) with ``condition_bins`` >= 2 bins. Raises :class:`ConfigError` for bad
         arguments or too few showers per node."""
         if variable not in VARIABLES:
             raise ConfigError(f"the quantile correction's variable must be one of {', '.join(VARIABLES)}, got {variable!r}")
@@ -308,7 +322,8 @@ class QuantileCorrection:
         nc, nl = int(condition_bins), len(sizes)
         tables = [np.repeat(t[:, :, None], nc, axis=2) for t in (p_gen, p_ref, q_gen, q_ref)]
         cond_nodes = np.zeros((nh, nb, nl, nc))
-        fg_all, fr_all = _layer_fractions(gs, ge, slices), _layer_fractions(rs, re_, slices)
+        fg_all = _condition_values(gs, ge, slices, condition)
+        fr_all = _condition_values(rs, re_, slices, condition)
         n_layers_pooled = n_cells_pooled = 0
         for h in range(nh):
             for b in range(nb):
@@ -458,7 +473,7 @@ class QuantileCorrection:
         for a in range(0, len(s), CHUNK):
             sc, ec = s[a : a + CHUNK], e[a : a + CHUNK]
             x = _variable(sc, ec, slices, self.variable)
-            frac = None if self.condition is None else _layer_fractions(sc, ec, slices)
+            frac = None if self.condition is None else _condition_values(sc, ec, slices, self.condition)
             m = self._map(x, np.log(ec), None if eta_a is None else eta_a[a : a + CHUNK], frac)
             if self.variable == "energy":
                 out[a : a + CHUNK] = m * ec[:, None]
@@ -608,7 +623,7 @@ def _TorchQuantileCorrection(corr: QuantileCorrection) -> Any:  # noqa: N802 - a
             self.register_buffer("e_nodes", torch.as_tensor(corr.log_e_nodes, **f32))
             self.register_buffer("eta_nodes", torch.as_tensor(corr.eta_nodes, **f32))
             self.register_buffer("vox", torch.arange(self.v, dtype=torch.int64)[None, :])
-            self.conditional = corr.condition is not None
+            self.conditional, self.condition = corr.condition is not None, corr.condition
             if self.conditional:  # (H * B, L, C) bin medians of each layer's energy fraction; each voxel's layer
                 self.nc = corr.cond_nodes.shape[-1]
                 self.register_buffer("cond_nodes", torch.as_tensor(
@@ -635,6 +650,21 @@ def _TorchQuantileCorrection(corr: QuantileCorrection) -> Any:  # noqa: N802 - a
                 i = torch.where((cand <= k) & below, cand, i)
                 step >>= 1
             return i
+
+        def _condition_values(self, s: Tensor, e: Tensor) -> Tensor:
+            """:func:`_condition_values` in torch ``(N, L)``."""
+            e_layer = torch.cat([s[:, a:b].sum(1, keepdim=True) for a, b in self.slices], 1)
+            if self.condition == "layer_energy":
+                return e_layer / e
+            ok = e_layer > 0
+            if self.condition == "layer_peak":
+                peak = torch.cat([s[:, a:b].amax(1, keepdim=True) for a, b in self.slices], 1)
+                return torch.where(ok, peak / torch.where(ok, e_layer, torch.ones_like(e_layer)), torch.zeros_like(peak))
+            tot = e_layer.sum(1, keepdim=True)
+            idx = torch.arange(len(self.slices), dtype=s.dtype, device=s.device)[None, :]
+            depth = torch.where(tot > 0, (e_layer * idx).sum(1, keepdim=True) / torch.where(tot > 0, tot, torch.ones_like(tot)),
+                                torch.zeros_like(tot))  # fmt: skip
+            return depth.expand(-1, len(self.slices))
 
         def _cond_cells(self, nodes: list[tuple[Tensor, Tensor]], frac: Tensor) -> list[tuple[Tensor, Tensor]]:
             """:meth:`QuantileCorrection._cond_cells` in torch: rows and weights of the two bracketing bins."""
@@ -666,8 +696,7 @@ def _TorchQuantileCorrection(corr: QuantileCorrection) -> Any:  # noqa: N802 - a
                 cand = [(torch.zeros_like(b0), b0, 1 - wb), (torch.zeros_like(b0), b0 + 1, wb)]
             nodes = [(torch.clamp(h, max=self.nh - 1) * self.nb + torch.clamp(b, max=self.nb - 1), w) for h, b, w in cand]
             if self.conditional:
-                frac = torch.cat([s[:, a:b].sum(1, keepdim=True) for a, b in self.slices], 1) / e
-                cells = self._cond_cells(nodes, frac)
+                cells = self._cond_cells(nodes, self._condition_values(s, e))
             else:
                 cells = [(node[:, None] * v + self.vox, w[:, None]) for node, w in nodes]
 

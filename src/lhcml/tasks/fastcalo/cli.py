@@ -195,7 +195,9 @@ def quantile_map_cmd(
     max_showers: Optional[int] = typer.Option(None, "--max-showers", help="use at most this many training showers"),  # noqa: UP045
     condition: Optional[str] = typer.Option(  # noqa: UP045
         None, "--condition", help="a conditional correction: layer_energy (each voxel's map per bin of its layer's "
-        "energy over the incident energy, interpolated between the bins); default (or none): the plain per-voxel map"),
+        "energy over the incident energy, interpolated between the bins), layer_peak (of its layer's hottest cell over "
+        "the layer energy) or depth (of the shower's longitudinal centre of gravity); default (or none): the plain "
+        "per-voxel map"),
     condition_bins: int = typer.Option(3, "--condition-bins", help="equal-count bins of the conditioning variable "
                                        "per energy node (with --condition)"),
     onnx: Optional[Path] = typer.Option(  # noqa: UP045
