@@ -37,6 +37,21 @@ Stages (each skipped when its outputs exist, so a stopped run resumes; ``--stage
    menu on both; means and separation powers of the shower shapes fast vs detailed.
    Prints the tables and writes ``WORK/results.json``.
 
+``--folds K`` (opt-in; without it every output is as before) makes the fake rejection measurable
+without simulating more: ``datasets`` also writes ``WORK/folds<K>/<calo>/fold<k>/`` (folds by a hash
+of ``eventNumber``, :mod:`lhcml.tasks.photon.folds`: test = fold ``k``, validation = fold ``k + 1``,
+training = the rest), ``photonid`` trains one network per fold, seed and calo
+(``WORK/photonid_folds<K>/``) and scores fold ``k`` of both calos, and ``evaluate`` pools the
+out-of-fold scores, so every candidate is a test candidate once: the cut at the target photon
+efficiency is fixed on the training calo's pooled out-of-fold prompt-photon scores and applied to
+the other calo's pooled scores (fold ``k``'s network on fold ``k``: the same events, paired). Errors:
+binomial on the pooled counts (+) the fold spread (standard deviation of the per-fold differences at
+the pooled cut over sqrt(K); it holds the binomial noise of each fold again, so this error is
+conservative), and a paired event bootstrap (``--paired-bootstrap`` replicas, the cut fixed again in
+each) -> ``WORK/results_folds<K>.json``. Every evaluation first checks on the files' event numbers
+that no network scores an event it was trained or validated on and that both calos fold alike.
+``--event-calos detailed`` simulates the detailed chunks alone (no generator needed yet).
+
 Sizes (defaults): 24 000 + 2 000 generator showers; 30 min generator budget; gamma_jet 8 000 +
 dijet_photon 20 000 events per calo, chunks of 500 (about 23 % of gamma_jet events give a prompt
 photon candidate, 2.5 % of the EM-filtered dijet events a fake: ~1 800 prompt photons and ~500
@@ -169,7 +184,7 @@ def check_readout(path: Path, spot_readout: float | None) -> None:
 
 
 def stage_events(work: Path, events: dict[str, int], seed: int, chunk: int, onnx: Path,
-                 spot_readout: float | None = None) -> dict[str, float]:
+                 spot_readout: float | None = None, calos_run: tuple[str, ...] = CALOS) -> dict[str, float]:
     from lhcml.data.h5 import write_h5
     from lhcml.sim.fastcalo import calo_with_spot_readout
     from lhcml.sim.photons import simulate_photon_events
@@ -179,6 +194,8 @@ def stage_events(work: Path, events: dict[str, int], seed: int, chunk: int, onnx
     # --spot-readout: the fast path reads the generated cells out as the detailed simulation's spots
     # (``fast:MODEL.onnx@spot-readout=F``, as ``lhcml simulate --calo fast:... --spot-readout F``)
     calos = {"detailed": None, "fast": calo_with_spot_readout(f"fast:{onnx}", spot_readout)}
+    # --event-calos: one calo's chunks only (e.g. the detailed ones before the generator exists)
+    calos = {c: o for c, o in calos.items() if c in calos_run}
     # detailed and fast alternate chunk by chunk, so a stopped run still has matching pairs
     for proc, i, s, n in chunk_plan(events, seed, chunk):
         for calo, option in calos.items():
@@ -210,15 +227,40 @@ def read_tables(paths: list[Path]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def stage_datasets(work: Path, events: dict[str, int], seed: int, chunk: int) -> None:
-    from lhcml.tasks.photon.dataset import group_split, split_and_write
-
-    plan = chunk_plan(events, seed, chunk)
-    # only chunks finished in both calos: the two samples hold the same events
-    done = [(proc, i) for proc, i, _, _ in plan
+def finished_chunks(work: Path, events: dict[str, int], seed: int, chunk: int) -> list[tuple[str, int]]:
+    """``(process, chunk index)`` of the chunks finished in both calos: the two samples hold the
+    same events."""
+    done = [(proc, i) for proc, i, _, _ in chunk_plan(events, seed, chunk)
             if all((work / "events" / c / f"{proc}_{i:03d}.h5").exists() for c in CALOS)]  # fmt: skip
     if not done:
         fail("no event chunk is finished in both calos: run the 'events' stage first")
+    return done
+
+
+def stage_fold_datasets(work: Path, events: dict[str, int], seed: int, chunk: int, n_folds: int) -> None:
+    """``--folds K``: ``WORK/folds<K>/<calo>/fold<k>/photon_{train,val,test}.h5``: fold ``k`` is the
+    test set, fold ``k + 1 mod K`` the validation set, the rest the training set, folds by a hash of
+    ``eventNumber`` (:mod:`lhcml.tasks.photon.folds`): both calos fold alike."""
+    from lhcml.tasks.photon.folds import fold_of, write_folds
+
+    done = finished_chunks(work, events, seed, chunk)
+    for calo in CALOS:
+        out = work / f"folds{n_folds}" / calo
+        if (out / f"fold{n_folds - 1}" / "photon_test.h5").exists():
+            log(f"datasets: {out} exists, skipped")
+            continue
+        data = read_tables([work / "events" / calo / f"{proc}_{i:03d}.h5" for proc, i in done])
+        write_folds(data, out, n_folds, seed)
+        ph = data["photons"]
+        f = fold_of(ph["eventNumber"], n_folds)
+        per_fold = [[int(((f == k) & (ph["isPromptPhoton"] == p)).sum()) for p in (1, 0)] for k in range(n_folds)]
+        log(f"datasets: {calo}: {n_folds} folds, prompt + fakes per fold {per_fold}")
+
+
+def stage_datasets(work: Path, events: dict[str, int], seed: int, chunk: int) -> None:
+    from lhcml.tasks.photon.dataset import group_split, split_and_write
+
+    done = finished_chunks(work, events, seed, chunk)
     for calo in CALOS:
         out = work / "data" / calo
         if (out / "photon_test.h5").exists():
@@ -238,32 +280,53 @@ def run_name(config: Path, calo: str, seed: int) -> str:
     return f"{config.stem}_{calo}_s{seed}"
 
 
-def stage_photonid(work: Path, configs: list[Path], seeds: list[int], max_epochs: int) -> None:
+def train_and_predict(config: Path, data: Path, out: Path, seed: int, max_epochs: int,
+                      tests: dict[str, Path]) -> None:
+    """Train ``config`` on ``data/photon_{train,val}.h5`` into ``out`` (skipped when ``out/done.json``
+    exists) and predict every test file of ``tests`` into ``out/test_<name>/``."""
     from lhcml.train.predict import predict
     from lhcml.train.protocol import load_trainable_config
 
+    done = out / "done.json"
+    if not done.exists():
+        overrides = [f"data.train_files=[{data / 'photon_train.h5'}]",
+                     f"data.val_files=[{data / 'photon_val.h5'}]",
+                     f"output_dir={out}", f"seed={seed}", f"trainer.max_epochs={max_epochs}"]  # fmt: skip
+        trainer, cfg = load_trainable_config(config, overrides)
+        t0 = time.time()
+        best = trainer.fit(cfg)
+        done.write_text(json.dumps({"checkpoint": str(best), "train_wall_s": time.time() - t0}))
+        log(f"photonid: trained {out.name} in {time.time() - t0:.0f} s ({best.name})")
+    best = Path(json.loads(done.read_text())["checkpoint"])
+    for test_name, test_file in tests.items():
+        pred_dir = out / f"test_{test_name}"
+        if not (pred_dir / "photon_test.h5").exists():
+            predict(best, [test_file], tagger_name="nn", output_dir=pred_dir)
+
+
+def stage_photonid(work: Path, configs: list[Path], seeds: list[int], max_epochs: int) -> None:
     for config in configs:
         for calo in CALOS:
-            data = work / "data" / calo
             for seed in seeds:
-                name = run_name(config, calo, seed)
-                out = work / "photonid" / name
-                done = out / "done.json"
-                if not done.exists():
-                    overrides = [f"data.train_files=[{data / 'photon_train.h5'}]",
-                                 f"data.val_files=[{data / 'photon_val.h5'}]",
-                                 f"output_dir={out}", f"seed={seed}", f"trainer.max_epochs={max_epochs}"]  # fmt: skip
-                    trainer, cfg = load_trainable_config(config, overrides)
-                    t0 = time.time()
-                    best = trainer.fit(cfg)
-                    done.write_text(json.dumps({"checkpoint": str(best), "train_wall_s": time.time() - t0}))
-                    log(f"photonid: trained {name} in {time.time() - t0:.0f} s ({best.name})")
-                best = Path(json.loads(done.read_text())["checkpoint"])
-                for test_calo in CALOS:
-                    pred_dir = out / f"test_{test_calo}"
-                    if not (pred_dir / "photon_test.h5").exists():
-                        predict(best, [work / "data" / test_calo / "photon_test.h5"], tagger_name="nn",
-                                output_dir=pred_dir)
+                train_and_predict(config, work / "data" / calo, work / "photonid" / run_name(config, calo, seed), seed,
+                                  max_epochs, {c: work / "data" / c / "photon_test.h5" for c in CALOS})  # fmt: skip
+
+
+def fold_run(work: Path, config: Path, calo: str, seed: int, n_folds: int, k: int) -> Path:
+    return work / f"photonid_folds{n_folds}" / f"{run_name(config, calo, seed)}_f{k}"
+
+
+def stage_photonid_folds(work: Path, configs: list[Path], seeds: list[int], max_epochs: int, n_folds: int) -> None:
+    """``--folds K``: per network, seed and training calo, the network of fold ``k`` trains on the
+    other folds and scores fold ``k`` of both calos (seeds outermost within a network, so a stopped
+    run has whole seeds)."""
+    for config in configs:
+        for seed in seeds:
+            for calo in CALOS:
+                for k in range(n_folds):
+                    folds = work / f"folds{n_folds}"
+                    train_and_predict(config, folds / calo / f"fold{k}", fold_run(work, config, calo, seed, n_folds, k),
+                                      seed, max_epochs, {c: folds / c / f"fold{k}" / "photon_test.h5" for c in CALOS})  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- 6. evaluate
@@ -362,6 +425,134 @@ def stage_evaluate(work: Path, configs: list[Path], seeds: list[int], bootstrap:
     return results
 
 
+def out_of_fold(work: Path, config: Path, calo: str, seed: int, n_folds: int, test_calo: str) -> dict[str, np.ndarray] | None:
+    """Pooled scores of fold ``k``'s network (trained on ``calo``) on fold ``k`` of ``test_calo``,
+    every fold: discriminant, prompt flag, eventNumber and fold per candidate (None if a fold is missing)."""
+    from lhcml.tasks.photon.evaluate import discriminant, load_photons
+
+    parts = []
+    for k in range(n_folds):
+        path = fold_run(work, config, calo, seed, n_folds, k) / f"test_{test_calo}" / "photon_test.h5"
+        if not path.exists():
+            return None
+        ph = load_photons([path])
+        parts.append({"d": discriminant(ph, "nn"), "sig": ph["isPromptPhoton"] == 1,
+                      "event": ph["eventNumber"].astype(np.int64), "fold": np.full(len(ph), k)})  # fmt: skip
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def fold_closure_of(work: Path, config: Path, calo: str, seed: int, n_folds: int, bootstrap: int,
+                    paired: int) -> dict[str, Any] | None:
+    """One seed's closure from out-of-fold scores: the cut fixed at the target photon efficiency on
+    the training calo's pooled out-of-fold prompt-photon scores, applied to the pooled scores of the
+    other calo (fold ``k``'s network on fold ``k``: the same events). Errors: binomial on the pooled
+    counts, the fold spread (standard deviation of the per-fold differences at the pooled cut over
+    sqrt(K)), and a paired event bootstrap (:func:`lhcml.metrics.closure.paired_transfer_bootstrap`)."""
+    from lhcml.metrics import auc_bootstrap, transfer_working_points
+    from lhcml.metrics.closure import paired_transfer_bootstrap
+    from lhcml.tasks.photon.evaluate import load_photons
+    from lhcml.tasks.photon.folds import check_out_of_fold
+
+    other = "fast" if calo == "detailed" else "detailed"
+    ref, oth = (out_of_fold(work, config, calo, seed, n_folds, c) for c in (calo, other))
+    if ref is None or oth is None:
+        return None
+    folds = work / f"folds{n_folds}" / calo
+    trained_on = [load_photons([folds / f"fold{k}" / f"photon_{s}.h5" for s in ("train", "val")])["eventNumber"]
+                  for k in range(n_folds)]  # fmt: skip
+    check_out_of_fold(trained_on, [[x["event"][x["fold"] == k] for k in range(n_folds)] for x in (ref, oth)])
+    res: dict[str, Any] = {"n_ref": [int(ref["sig"].sum()), int((~ref["sig"]).sum())],
+                           "n_other": [int(oth["sig"].sum()), int((~oth["sig"]).sum())]}  # fmt: skip
+    res["auc_ref"] = auc_bootstrap(ref["d"][ref["sig"]], ref["d"][~ref["sig"]], bootstrap, seed=1)
+    res["auc_other"] = auc_bootstrap(oth["d"][oth["sig"]], oth["d"][~oth["sig"]], bootstrap, seed=2)
+    wps = transfer_working_points(ref["d"][ref["sig"]], ref["d"][~ref["sig"]], oth["d"][oth["sig"]],
+                                  oth["d"][~oth["sig"]], WORKING_POINTS)  # fmt: skip
+    pb = paired_transfer_bootstrap(ref["d"], ref["sig"], ref["event"], oth["d"], oth["sig"], oth["event"],
+                                   WORKING_POINTS, n_boot=paired, seed=3)  # fmt: skip
+    res["wps"] = []
+    for wp, p in zip(wps, pb, strict=True):
+        row: dict[str, Any] = wp.to_dict()
+        for key, flag in (("sig", True), ("bkg", False)):
+            per_fold = []
+            for k in range(n_folds):
+                a = ref["d"][(ref["fold"] == k) & (ref["sig"] == flag)]
+                b = oth["d"][(oth["fold"] == k) & (oth["sig"] == flag)]
+                per_fold.append(float(np.mean(b >= wp.cut) - np.mean(a >= wp.cut)))
+            row[f"{key}_fold_diffs"] = per_fold
+            row[f"{key}_fold_spread"] = float(np.std(per_fold, ddof=1) / np.sqrt(n_folds))
+            row[f"{key}_paired_err"] = p[f"{key}_diff_err"]
+        res["wps"].append(row)
+    return res
+
+
+def combine_folds(per_seed: list[dict[str, Any]], key: str, wp: int) -> dict[str, float]:
+    """:func:`combine` for the out-of-fold closure: stat = binomial of both pooled counts (+) the
+    fold spread (mean over seeds), paired = the paired bootstrap error (mean over seeds); sigma and
+    sigma_paired with the seed spread added in quadrature to each."""
+    w = [r["wps"][wp] for r in per_seed]
+    ref = np.array([x[f"{key}_ref"] for x in w], dtype=float)
+    oth = np.array([x[key] for x in w], dtype=float)
+    stat = float(np.mean([np.sqrt(x[f"{key}_ref_err"] ** 2 + x[f"{key}_err"] ** 2 + x[f"{key}_fold_spread"] ** 2)
+                          for x in w]))  # fmt: skip
+    paired = float(np.mean([x[f"{key}_paired_err"] for x in w]))
+    diff = oth - ref
+    spread = float(np.std(diff, ddof=1)) if len(diff) > 1 else 0.0
+    md = float(np.mean(diff))
+    out = {"ref": float(np.mean(ref)), "other": float(np.mean(oth)), "diff": md, "stat": stat, "seed_spread": spread,
+           "paired": paired, "ref_err": float(np.mean([x[f"{key}_ref_err"] for x in w])),
+           "other_err": float(np.mean([x[f"{key}_err"] for x in w]))}  # fmt: skip
+    for name, err in (("sigma", stat), ("sigma_paired", paired)):
+        total = float(np.hypot(err, spread))
+        out[name] = md / total if total > 0 else float("nan")
+    return out
+
+
+def stage_evaluate_folds(work: Path, configs: list[Path], seeds: list[int], n_folds: int, bootstrap: int,
+                         paired: int) -> dict[str, Any]:
+    results: dict[str, Any] = {"folds": n_folds, "closure": {}, "shapes": shape_table(work)}
+    for config in configs:
+        for calo in CALOS:
+            per_seed = [r for seed in seeds
+                        if (r := fold_closure_of(work, config, calo, seed, n_folds, bootstrap, paired)) is not None]  # fmt: skip
+            if not per_seed:
+                continue
+            entry: dict[str, Any] = {"seeds": per_seed, "auc": combine(per_seed, "auc")}
+            for i, e in enumerate(WORKING_POINTS):
+                sig, bkg = combine_folds(per_seed, "sig", i), combine_folds(per_seed, "bkg", i)
+                rej: dict[str, float] = {"sigma": -bkg["sigma"], "sigma_paired": -bkg["sigma_paired"]}
+                for side in ("ref", "other"):  # 1 / (fake efficiency averaged over seeds), binomial error
+                    b, eb = bkg[side], bkg[f"{side}_err"]
+                    rej[side] = 1 / b if b > 0 else float("inf")
+                    rej[f"{side}_err"] = eb / b**2 if b > 0 else float("nan")
+                rej["diff"] = rej["other"] - rej["ref"]
+                rej["stat"] = rej["seed_spread"] = float("nan")
+                entry.update({f"sig@{round(100 * e)}": sig, f"bkg@{round(100 * e)}": bkg, f"rej@{round(100 * e)}": rej})
+            results["closure"][f"{config.stem} trained on {calo}"] = entry
+    return results
+
+
+def print_fold_tables(results: dict[str, Any]) -> None:
+    print(f"\nOut-of-fold closure ({results['folds']} folds; cut at the target efficiency on the training calo's pooled")
+    print("out-of-fold prompt-photon scores; stat = binomial of both (+) fold spread; paired = event bootstrap)\n")
+    print("| network | quantity | reference | other calo | diff | stat | paired | seed spread | sigma | sigma paired |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for key, c in results["closure"].items():
+        n = c["seeds"][0]
+        label = f"{key} ({len(c['seeds'])} seeds; {n['n_ref'][0]}+{n['n_ref'][1]} / {n['n_other'][0]}+{n['n_other'][1]})"
+        for q in ("sig@80", "bkg@80", "sig@90", "bkg@90"):
+            x = c[q]
+            print(f"| {label} | {q} | {x['ref']:.4f} | {x['other']:.4f} | {x['diff']:+.4f} | {x['stat']:.4f} | "
+                  f"{x['paired']:.4f} | {x['seed_spread']:.4f} | {x['sigma']:+.1f} | {x['sigma_paired']:+.1f} |")
+            label = ""
+        a = c["auc"]
+        print(f"| | auc | {a['ref']:.4f} | {a['other']:.4f} | {a['diff']:+.4f} | {a['stat']:.4f} | | "
+              f"{a['seed_spread']:.4f} | {a['sigma']:+.1f} | |")
+        for q in ("rej@80", "rej@90"):
+            x = c[q]
+            print(f"| | {q} | {x['ref']:.1f} ± {x['ref_err']:.1f} | {x['other']:.1f} ± {x['other_err']:.1f} | "
+                  f"{x['diff']:+.1f} | | | | {x['sigma']:+.1f} | {x['sigma_paired']:+.1f} |")
+
+
 def print_tables(results: dict[str, Any]) -> None:
     print("\nClosure: working points fixed on the training calo's test set, applied to the other calo's")
     print("(mean over seeds; diff = other - reference; sigma = diff / (stat (+) seed spread); sig/bkg = prompt/fake")
@@ -416,11 +607,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="process=n_events per calo (prompt photons from gamma_jet, fakes from dijet_photon)")
     ap.add_argument("--event-seed", type=int, default=21)
     ap.add_argument("--chunk-events", type=int, default=500, help="events per resumable chunk")
+    ap.add_argument("--event-calos", nargs="+", default=list(CALOS), choices=CALOS,
+                    help="events stage: the calos to simulate (default both; 'detailed' alone needs no generator)")
     ap.add_argument("--photonid-configs", nargs="+", type=Path,
                     default=[Path("configs/photon/dnn.yaml"), Path("configs/photon/cnn.yaml")])
     ap.add_argument("--train-seeds", nargs="+", type=int, default=[42, 43])
     ap.add_argument("--max-epochs", type=int, default=40, help="photon-ID training epochs at most (early stopping as configs/photon/base.yaml)")
     ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicas of the AUC errors")
+    ap.add_argument("--folds", type=int, default=None, metavar="K",
+                    help="cross-fitting (K >= 2): datasets also as K folds by event, photonid trains one network per "
+                         "fold (tested on that fold of both calos) instead of the 60/20/20 split, evaluate pools the "
+                         "out-of-fold scores -> WORK/results_folds<K>.json")
+    ap.add_argument("--paired-bootstrap", type=int, default=1000, help="--folds: replicas of the paired event bootstrap")
     ap.add_argument("--spot-readout", type=float, default=None, metavar="FRACTION",
                     help="events stage: read the generated cells out as the detailed simulation's energy spots "
                          "(lhcml simulate --calo fast:... --spot-readout FRACTION; e.g. 0.05)")
@@ -430,6 +628,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     events = parse_events(args.events)
+    if args.folds is not None and args.folds < 2:
+        fail(f"--folds takes K >= 2, got {args.folds}")
     if args.spot_readout is not None:
         from lhcml.errors import ConfigError
         from lhcml.sim.fastcalo import calo_with_spot_readout
@@ -446,14 +646,30 @@ def main(argv: list[str] | None = None) -> int:
         stage_generator(work, args.generator_config, args.generator_budget_s)
     if "events" in args.stages:
         onnx = work / "generator.onnx"
-        if not onnx.exists():
+        if "fast" in args.event_calos and not onnx.exists():
             fail(f"{onnx} is missing: run the 'generator' stage first")
-        stage_events(work, events, args.event_seed, args.chunk_events, onnx, args.spot_readout)
+        stage_events(work, events, args.event_seed, args.chunk_events, onnx, args.spot_readout,
+                     tuple(args.event_calos))
     if "datasets" in args.stages:
         stage_datasets(work, events, args.event_seed, args.chunk_events)
+        if args.folds is not None:
+            stage_fold_datasets(work, events, args.event_seed, args.chunk_events, args.folds)
     if "photonid" in args.stages:
-        stage_photonid(work, args.photonid_configs, args.train_seeds, args.max_epochs)
-    if "evaluate" in args.stages:
+        if args.folds is None:
+            stage_photonid(work, args.photonid_configs, args.train_seeds, args.max_epochs)
+        else:
+            stage_photonid_folds(work, args.photonid_configs, args.train_seeds, args.max_epochs, args.folds)
+    if "evaluate" in args.stages and args.folds is not None:
+        from lhcml.formatting import json_safe
+
+        results = stage_evaluate_folds(work, args.photonid_configs, args.train_seeds, args.folds, args.bootstrap,
+                                       args.paired_bootstrap)  # fmt: skip
+        results["machine"] = {"host": platform.node(), "cpus": os.cpu_count(), "load": os.getloadavg()}
+        results["args"] = {k: str(v) for k, v in vars(args).items()}
+        (work / f"results_folds{args.folds}.json").write_text(json.dumps(json_safe(results), indent=1))
+        print_fold_tables(results)
+        print_tables({"closure": {}, "shapes": results["shapes"]})
+    elif "evaluate" in args.stages:
         from lhcml.formatting import json_safe
 
         results = stage_evaluate(work, args.photonid_configs, args.train_seeds, args.bootstrap)

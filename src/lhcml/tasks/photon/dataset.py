@@ -35,17 +35,22 @@ def select_candidates(data: Mapping[str, np.ndarray], process: str) -> dict[str,
     return {k: v[keep] for k, v in data.items()}
 
 
-def group_split(groups: np.ndarray, edges: tuple[float, float] = (0.6, 0.8)) -> np.ndarray:
-    """0/1/2 (train/val/test) per entry from a hash of its group (splitmix64 of the integer, mapped
-    to [0, 1) and cut at the cumulative ``edges``): the same group always lands in the same split,
-    whatever else the sample holds."""
-    z = groups.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+def group_uniform(groups: np.ndarray) -> np.ndarray:
+    """A number in [0, 1) per entry from a hash of its group (splitmix64 of the integer): the same
+    group always gets the same number, whatever else the sample holds."""
+    z = np.asarray(groups).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
     with np.errstate(over="ignore"):
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
-    u = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-    return np.searchsorted(np.asarray(edges), u, side="right")
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def group_split(groups: np.ndarray, edges: tuple[float, float] = (0.6, 0.8)) -> np.ndarray:
+    """0/1/2 (train/val/test) per entry from a hash of its group (:func:`group_uniform` cut at the
+    cumulative ``edges``): the same group always lands in the same split, whatever else the
+    sample holds."""
+    return np.searchsorted(np.asarray(edges), group_uniform(groups), side="right")
 
 
 def split_and_write(
@@ -56,6 +61,7 @@ def split_and_write(
     prefix: str = "photon",
     geometry: Any = None,
     groups: np.ndarray | None = None,
+    split: np.ndarray | None = None,
 ) -> dict[str, Path]:
     """Shuffle and write ``<prefix>_{train,val,test}.h5``; returns the paths by split name.
 
@@ -66,6 +72,8 @@ def split_and_write(
     With ``groups`` (one integer per candidate, e.g. its ``eventNumber``) the split is decided per
     group by a hash of the group (:func:`group_split`), not by ``seed``: all candidates of an event
     land in one split, and two samples of the same events (detailed and fast showers) split alike.
+    ``split`` (0/1/2 = train/val/test per candidate, e.g. one fold of
+    :func:`lhcml.tasks.photon.folds.fold_split`) gives the split directly and overrides both.
     """
     from lhcml.data.h5 import write_h5
     from lhcml.data.images import image_noise_attrs
@@ -82,7 +90,12 @@ def split_and_write(
     n = len(data["photons"])
     if n < 3:
         raise ConfigError(f"only {n} photon candidates: simulate more events")
-    if groups is not None:
+    if split is not None:
+        which = np.asarray(split)
+        if which.shape != (n,) or not np.isin(which, (0, 1, 2)).all():
+            raise ConfigError(f"split must hold 0/1/2 (train/val/test) for each of the {n} candidates")
+        pieces = {name: np.flatnonzero(which == k) for k, name in enumerate(("train", "val", "test"))}
+    elif groups is not None:
         which = group_split(np.asarray(groups), (fractions[0], fractions[0] + fractions[1]))
         pieces = {name: np.flatnonzero(which == k) for k, name in enumerate(("train", "val", "test"))}
     else:
