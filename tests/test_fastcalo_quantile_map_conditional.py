@@ -203,7 +203,7 @@ def test_the_torch_module_computes_the_same_conditional_correction(n_bins, condi
 
 
 def test_the_cli_option_writes_a_conditional_file_the_harness_applies(tmp_path, capsys):
-    """``lhcml fastcalo quantile-map --condition layer_energy`` on a tiny checkpoint: a conditional file beside it
+    """``lhcml fastcalo quantile-map --condition layer_energy --second-pass`` on a tiny checkpoint: a conditional file beside it
     that ``generate_sample`` applies (layer energies kept, other cells than the plain map's); a bad condition exits
     2 without a traceback."""
     from lhcml import cli
@@ -221,13 +221,13 @@ def test_the_cli_option_writes_a_conditional_file_the_harness_applies(tmp_path, 
                               eta=torch.as_tensor(eta, dtype=torch.float32)).numpy()  # fmt: skip
     write_showers(tmp_path / "train.h5", e, x * rng.lognormal(0.3, 0.2, x.shape).astype(np.float32), b, {}, eta=eta)
     plain_file = tmp_path / "plain.qmap.npz"
-    for extra in (["-o", str(plain_file)], ["--condition", "layer_energy", "--condition-bins", "2"]):
+    for extra in (["-o", str(plain_file)], ["--condition", "layer_energy", "--condition-bins", "2", "--second-pass"]):
         with pytest.raises(SystemExit) as exc:
             cli.main(["fastcalo", "quantile-map", str(ckpt), str(tmp_path / "train.h5"), "--quantiles", "8", *extra])
         assert exc.value.code in (0, None)
     assert "conditioned on layer_energy in 2 bins" in capsys.readouterr().out
     corr = QuantileCorrection.load(correction_path(ckpt))
-    assert corr.condition == "layer_energy"
+    assert corr.condition == "layer_energy" and corr.base is not None  # --second-pass: the plain map inside
     model, _ = load_generator(ckpt)
     corr.check_model(model)
     ref = read_showers(tmp_path / "train.h5", b)
@@ -286,3 +286,31 @@ def test_the_onnx_graph_with_a_conditional_correction(tmp_path, capsys):
     np.testing.assert_allclose(got, want, rtol=0, atol=5e-4 * float(inputs[0].min()))
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert json.loads(meta["quantile_correction"])["format"] == FORMAT_CONDITIONAL
+
+
+def test_the_second_pass_is_the_conditional_map_after_the_plain_one(tmp_path):
+    """``second_pass=True``: the plain map is fitted first, the conditional one on its output; apply() is the
+    composition, exactly; the known answer holds (every fifth within 0.035); the file keeps both (round trip), a
+    file whose first pass is incomplete is one ConfigError; the torch module is the same composition."""
+    rng = np.random.default_rng(30)
+    e = np.repeat([10.0, 100.0], 5000)
+    gen, ref = _showers(rng, e, correlated=False), _showers(rng, e, correlated=True)
+    fresh = _showers(rng, e, correlated=False)
+    want = _share_by_layer_energy(_showers(rng, e, correlated=True), e)
+    two = QuantileCorrection.fit(gen, e, ref, e, SIZES, condition="layer_energy", condition_bins=5, second_pass=True)
+    plain = QuantileCorrection.fit(gen, e, ref, e, SIZES)
+    second = QuantileCorrection.fit(plain.apply(gen, e), e, ref, e, SIZES, condition="layer_energy", condition_bins=5)
+    out = two.apply(fresh, e)
+    np.testing.assert_array_equal(out, second.apply(plain.apply(fresh, e), e))
+    assert np.abs(_share_by_layer_energy(out, e) - want).max() < 0.035
+    assert two.meta["second_pass"] and two.base is not None and two.base.condition is None
+    back = QuantileCorrection.load(two.save(tmp_path / "two.qmap.npz"))
+    np.testing.assert_array_equal(back.apply(fresh, e), out)
+    assert back.base is not None and back.meta["base"]["format"] == FORMAT
+    with torch.no_grad():
+        got = back.torch_module()(torch.as_tensor(fresh), torch.as_tensor(e, dtype=torch.float32)).numpy()
+    assert np.abs(got - out).max() / e.min() < 5e-4
+    with pytest.raises(ConfigError, match="without a complete plain first pass"):
+        QuantileCorrection.load(_rewrite(tmp_path / "two.qmap.npz", tmp_path / "cut.npz", base_q_ref=None))
+    with pytest.raises(ConfigError, match="second pass needs a condition"):
+        QuantileCorrection.fit(gen, e, ref, e, SIZES, second_pass=True)

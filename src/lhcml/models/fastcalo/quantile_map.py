@@ -78,6 +78,8 @@ VARIABLES = ("energy", "share", "energy_layers")
 #: without geometry: a narrow layer has a large peak share); ``depth`` the shower's longitudinal centre of gravity
 #: in layer units, sum_L L E_L / sum_L E_L (one value per shower, kept), the same for every layer
 CONDITIONS = ("layer_energy", "layer_peak", "depth")
+#: the tables of a correction, in the constructor's order (a file's arrays; a second pass's first one as base_*)
+_TABLES = ("log_e_nodes", "eta_nodes", "levels", "p_gen", "p_ref", "q_gen", "q_ref")
 #: showers per chunk in :meth:`QuantileCorrection.apply` (memory: chunk x voxels x quantiles floats)
 CHUNK = 2048
 
@@ -221,7 +223,8 @@ class QuantileCorrection:
     def __init__(self, variable: str, layer_sizes: Sequence[int], log_e_nodes: np.ndarray, eta_nodes: np.ndarray,
                  levels: np.ndarray, p_gen: np.ndarray, p_ref: np.ndarray, q_gen: np.ndarray, q_ref: np.ndarray,
                  meta: dict[str, Any] | None = None, source: str = "QuantileCorrection", *,
-                 condition: str | None = None, cond_nodes: np.ndarray | None = None) -> None:  # fmt: skip
+                 condition: str | None = None, cond_nodes: np.ndarray | None = None,
+                 base: QuantileCorrection | None = None) -> None:  # fmt: skip
         self.variable = variable
         self.layer_sizes = tuple(int(n) for n in layer_sizes)
         self.log_e_nodes = np.asarray(log_e_nodes, np.float64)
@@ -234,7 +237,12 @@ class QuantileCorrection:
         self.meta = dict(meta or {})
         self.condition = condition
         self.cond_nodes = None if cond_nodes is None else np.asarray(cond_nodes, np.float64)
-        self._check(source)  # source: what the errors name (the file, for load)
+        self.base = base
+        self._check(source)
+        if base is not None and (base.condition is not None or base.base is not None
+                                 or base.layer_sizes != self.layer_sizes or self.condition is None):
+            raise ConfigError(f"{source}: a second pass needs a conditional correction on a plain one of the same "
+                              "layers")  # fmt: skip  # source: what the errors name (the file, for load)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -243,6 +251,7 @@ class QuantileCorrection:
         layer_sizes: Sequence[int], *, gen_eta: np.ndarray | None = None, ref_eta: np.ndarray | None = None,
         variable: str = "energy_layers", n_quantiles: int = 32, eta_bins: int = 1, max_energy_nodes: int = 32,
         min_count: int = 20, meta: dict[str, Any] | None = None, condition: str | None = None, condition_bins: int = 3,
+        second_pass: bool = False,
     ) -> QuantileCorrection:  # fmt: skip
         """Fit the map of ``gen_showers`` (the generator's, GeV ``(N, V)`` at ``gen_energies`` GeV) onto
         ``ref_showers`` (detailed training showers at ``ref_energies``).
@@ -251,13 +260,27 @@ class QuantileCorrection:
         samples), else that many equal-count bins in ``ln E``. ``eta_bins > 1``: as many equal-count
         ``|η|`` bins of the reference (both ``*_eta`` needed); generated showers are binned with the
         reference's edges. ``condition``: ``None`` (plain, the default) or one of :data:`CONDITIONS` (a
-        conditional correction, module docstring) with ``condition_bins`` >= 2 bins. Raises :class:`ConfigError` for bad
+        conditional correction, module docstring) with ``condition_bins`` >= 2 bins; ``second_pass``: fit the
+        plain correction first and the conditional one on the plain-corrected generated showers (both stored,
+        applied in that order). Raises :class:`ConfigError` for bad
         arguments or too few showers per node."""
         if variable not in VARIABLES:
             raise ConfigError(f"the quantile correction's variable must be one of {', '.join(VARIABLES)}, got {variable!r}")
         if condition is not None and condition not in CONDITIONS:
             raise ConfigError(f"the quantile correction's condition must be one of {', '.join(CONDITIONS)} (or None: plain), "
                               f"got {condition!r}")  # fmt: skip
+        if second_pass:
+            if condition is None:
+                raise ConfigError("the quantile correction's second pass needs a condition (it is the conditional map)")
+            kw = dict(gen_eta=gen_eta, ref_eta=ref_eta, variable=variable, n_quantiles=n_quantiles, eta_bins=eta_bins,
+                      max_energy_nodes=max_energy_nodes, min_count=min_count)  # fmt: skip
+            base = cls.fit(gen_showers, gen_energies, ref_showers, ref_energies, layer_sizes, meta=meta, **kw)
+            second = cls.fit(base.apply(gen_showers, gen_energies, gen_eta), gen_energies, ref_showers, ref_energies,
+                             layer_sizes, meta=meta, condition=condition, condition_bins=condition_bins, **kw)  # fmt: skip
+            second.meta["second_pass"] = True
+            return cls(second.variable, second.layer_sizes, second.log_e_nodes, second.eta_nodes, second.levels,
+                       second.p_gen, second.p_ref, second.q_gen, second.q_ref, second.meta, condition=condition,
+                       cond_nodes=second.cond_nodes, base=base)  # fmt: skip
         if condition is not None and int(condition_bins) < 2:
             raise ConfigError(f"the conditional quantile correction needs condition_bins >= 2, got {condition_bins}")
         if int(eta_bins) < 1 or int(min_count) < 2 or int(max_energy_nodes) < 1:
@@ -468,6 +491,8 @@ class QuantileCorrection:
         if self.uses_eta and eta is None:
             raise ConfigError("this quantile correction was fitted in |eta| bins: give each shower's eta")
         eta_a = None if eta is None else np.abs(np.asarray(eta, np.float64).reshape(-1))
+        if self.base is not None:  # a second pass: the plain map first
+            s = self.base.apply(s, e, eta)
         out = np.empty(s.shape, np.float32)
         slices = self.layer_slices
         for a in range(0, len(s), CHUNK):
@@ -493,7 +518,9 @@ class QuantileCorrection:
         showers``, float32, for the ONNX sampling graph (:func:`lhcml.export.fastcalo.export_generator`'s
         ``correction``): static gathers and fixed binary searches only. Agrees with :meth:`apply` to float32
         rounding (a cell at the edge of the occupancy cut may flip: ``tests/test_fastcalo_quantile_map.py``)."""
-        return _TorchQuantileCorrection(self)
+        if self.base is None:
+            return _TorchQuantileCorrection(self)
+        return _TorchSecondPass(_TorchQuantileCorrection(self.base), _TorchQuantileCorrection(self))
 
     # -- files --------------------------------------------------------------------------------
     def check_model(self, model: Any, source: str = "the quantile correction") -> None:
@@ -519,6 +546,10 @@ class QuantileCorrection:
         if self.condition is not None:  # a plain correction's file stays exactly as before
             meta.update(format=FORMAT_CONDITIONAL, condition=self.condition)
             extra["cond_nodes"] = self.cond_nodes
+        if self.base is not None:  # a second pass: the plain map's tables as base_* and its header in meta["base"]
+            bc = self.base
+            meta["base"] = dict(bc.meta, format=FORMAT, variable=bc.variable, layer_sizes=list(bc.layer_sizes))
+            extra.update({f"base_{n}": getattr(bc, n) for n in _TABLES})
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, meta=np.array(json.dumps(meta)), log_e_nodes=self.log_e_nodes, eta_nodes=self.eta_nodes,
                      levels=self.levels, p_gen=self.p_gen, p_ref=self.p_ref, q_gen=self.q_gen, q_ref=self.q_ref,
@@ -532,7 +563,7 @@ class QuantileCorrection:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"quantile correction {path} not found (write it with lhcml fastcalo quantile-map)")
-        names = ("meta", "log_e_nodes", "eta_nodes", "levels", "p_gen", "p_ref", "q_gen", "q_ref")
+        names = ("meta", *_TABLES)
         try:
             with np.load(path, allow_pickle=False) as f:
                 missing = [n for n in names if n not in f.files]
@@ -541,6 +572,7 @@ class QuantileCorrection:
                                       "lhcml fastcalo quantile-map")  # fmt: skip
                 arrays = {n: f[n] for n in names}
                 cond_nodes = f["cond_nodes"] if "cond_nodes" in f.files else None
+                base_arrays = {n: f[f"base_{n}"] for n in _TABLES if f"base_{n}" in f.files}
             meta = json.loads(str(arrays.pop("meta")))
         except ConfigError:
             raise
@@ -559,9 +591,17 @@ class QuantileCorrection:
                 raise ConfigError(f"quantile correction {path} is conditional but lacks cond_nodes")
         else:
             cond_nodes = None  # a plain file: its tables have no conditioning axis
+        base = None
+        if condition is not None and meta.get("base") is not None:  # a second pass on a plain map
+            bm = meta["base"]
+            if not isinstance(bm, dict) or bm.get("format") != FORMAT or len(base_arrays) != len(_TABLES):
+                raise ConfigError(f"quantile correction {path} has a second pass without a complete plain first "
+                                  "pass (meta base, base_* arrays)")  # fmt: skip
+            base = cls(bm.get("variable"), bm.get("layer_sizes") or (), *(base_arrays[n] for n in _TABLES), bm,
+                       source=f"{path} (first pass)")  # fmt: skip
         return cls(meta.get("variable"), meta.get("layer_sizes") or (), arrays["log_e_nodes"], arrays["eta_nodes"],
                    arrays["levels"], arrays["p_gen"], arrays["p_ref"], arrays["q_gen"], arrays["q_ref"], meta,
-                   source=str(path), condition=condition, cond_nodes=cond_nodes)  # fmt: skip
+                   source=str(path), condition=condition, cond_nodes=cond_nodes, base=base)  # fmt: skip
 
     def _check(self, source: str) -> None:
         if self.variable not in VARIABLES:
@@ -601,6 +641,22 @@ class QuantileCorrection:
             raise ConfigError(f"{source}: occupancies must lie in [0, 1]")
         if np.any(np.diff(self.q_gen, axis=-1) <= 0) or np.any(np.diff(self.q_ref, axis=-1) <= 0):
             raise ConfigError(f"{source}: the quantiles must increase strictly")
+
+
+def _TorchSecondPass(first: Any, second: Any) -> Any:  # noqa: N802 - a class factory (torch is imported lazily)
+    from torch import Tensor, nn
+
+    class TorchSecondPass(nn.Module):
+        """The plain map, then the conditional one (:meth:`QuantileCorrection.fit`'s ``second_pass``)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.first, self.second = first, second
+
+        def forward(self, showers: Tensor, energy: Tensor, eta: Tensor | None = None) -> Tensor:
+            return self.second(self.first(showers, energy, eta), energy, eta)
+
+    return TorchSecondPass().eval()
 
 
 def _TorchQuantileCorrection(corr: QuantileCorrection) -> Any:  # noqa: N802 - a class factory (torch is imported lazily)

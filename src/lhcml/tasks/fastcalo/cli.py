@@ -200,6 +200,8 @@ def quantile_map_cmd(
         "per-voxel map"),
     condition_bins: int = typer.Option(3, "--condition-bins", help="equal-count bins of the conditioning variable "
                                        "per energy node (with --condition)"),
+    second_pass: bool = typer.Option(False, "--second-pass", help="with --condition: fit the plain map first and the "
+                                     "conditional one on its output; both stored, applied in that order"),
     onnx: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--onnx", help="also export CHECKPOINT's sampling graph with the correction inside (for lhcml simulate "
         "--calo fast: and lhcml fastcalo generate)"),
@@ -217,10 +219,11 @@ def quantile_map_cmd(
     corr, path = fit_quantile_correction(checkpoint, showers, output, binning=binning, variable=variable,
                                          n_quantiles=quantiles, eta_bins=eta_bins, seed=seed, max_showers=max_showers,
                                          condition=None if condition == "none" else condition,
-                                         condition_bins=condition_bins)  # fmt: skip
+                                         condition_bins=condition_bins, second_pass=second_pass)  # fmt: skip
     cond = "" if corr.condition is None else (
         f", conditioned on {corr.condition} in {corr.meta['condition_bins']} bins ({corr.meta['cond_layers_pooled']} "
-        f"(layer, node) pairs and {corr.meta['cond_cells_pooled']} (cell, bin) entries with the node's map)")
+        f"(layer, node) pairs and {corr.meta['cond_cells_pooled']} (cell, bin) entries with the node's map)"
+        f"{', as a second pass after the plain map' if corr.base is not None else ''}")
     typer.echo(f"wrote {path} ({corr.variable}, {len(corr.log_e_nodes)} energy x {len(corr.eta_nodes)} |eta| nodes, "
                f"{len(corr.levels)} quantiles, {corr.meta['cells_identity']} (cell, node) pairs left alone{cond})")
     if onnx is not None:

@@ -266,7 +266,7 @@ def generate_sample(model: Any, reference: Any, seed: int, batch: int = 5000, th
 def fit_quantile_correction(
     checkpoint: str | Path, showers: str | Path, output: str | Path | None = None, *, binning: str | Path | None = None,
     variable: str = "energy_layers", n_quantiles: int = 32, eta_bins: int = 1, min_count: int = 20, seed: int = 101,
-    max_showers: int | None = None, condition: str | None = None, condition_bins: int = 3,
+    max_showers: int | None = None, condition: str | None = None, condition_bins: int = 3, second_pass: bool = False,
 ) -> tuple[Any, Path]:  # fmt: skip
     """``lhcml fastcalo quantile-map``: fit a :class:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection` of
     the generator in ``checkpoint`` onto the detailed showers of ``showers`` (its **training** file: the
@@ -275,7 +275,8 @@ def fit_quantile_correction(
     ``benchmarks/fastcalo.py --quantile-correction`` finds it). ``binning``: the binning XML (default: the one
     stored in the checkpoint). ``condition`` / ``condition_bins``: a conditional correction (each voxel's map per
     bin of its layer's energy fraction; :class:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection`), ``None``
-    (default): the plain one. Returns ``(correction, path)``."""
+    (default): the plain one; ``second_pass``: the conditional map fitted after the plain one (both in the file).
+    Returns ``(correction, path)``."""
     from lhcml.data.calochallenge import parse_binning, read_binning, read_showers
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection, correction_path
     from lhcml.train.fastcalo import load_generator
@@ -294,7 +295,7 @@ def fit_quantile_correction(
     corr = QuantileCorrection.fit(gen.showers, gen.energies, ref.showers, ref.energies, b.layer_sizes,
                                   gen_eta=gen.eta, ref_eta=ref.eta, variable=variable, n_quantiles=n_quantiles,
                                   eta_bins=eta_bins, min_count=min_count, meta=info, condition=condition,
-                                  condition_bins=condition_bins)  # fmt: skip
+                                  condition_bins=condition_bins, second_pass=second_pass)  # fmt: skip
     return corr, corr.save(path)
 
 
