@@ -159,3 +159,76 @@ def assert_init_from_refused(config: str, runs: list[tuple[Path, list[str]]], me
         with pytest.raises(CheckpointMismatchError, match=message):
             trainer.fit(cfg)
         assert not list(out_dir.glob("checkpoints/*.ckpt"))
+
+
+def rewrite_npz(src: Path, dst: Path, **changes: Any) -> Path:
+    """Copy the ``.npz`` file ``src`` to ``dst`` with arrays replaced (or dropped where the value is ``None``):
+    the bad-file tests' way of making one broken file at a time."""
+    with np.load(src, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    for k, v in changes.items():
+        if v is None:
+            arrays.pop(k)
+        else:
+            arrays[k] = v
+    with open(dst, "wb") as fh:
+        np.savez(fh, **arrays)
+    return dst
+
+
+def checkpoint_and_training_file(tmp_path: Path, data_seed: int, noise_seed: int, n: int = 400) -> tuple[Any, Any, Path]:
+    """A tiny real-binning generator checkpoint (:func:`real_binning_fm_checkpoint`) and ``tmp_path/train.h5``, a
+    "detailed" sample unlike it: its own showers at 5 and 50 GeV over the barrel, each cell scaled by a log-normal
+    factor, so that a quantile correction fitted on it has work to do."""
+    import torch
+
+    from lhcml.data.calochallenge import write_showers
+
+    m, b, ckpt = real_binning_fm_checkpoint(tmp_path)
+    rng = np.random.default_rng(data_seed)
+    e = np.repeat([5.0, 50.0], n // 2)
+    eta = rng.uniform(0.0, 1.3, n)
+    with torch.no_grad():
+        x = m.eval().generate(torch.as_tensor(e, dtype=torch.float32), torch.Generator().manual_seed(noise_seed),
+                              eta=torch.as_tensor(eta, dtype=torch.float32)).numpy()  # fmt: skip
+    write_showers(tmp_path / "train.h5", e, x * rng.lognormal(0.3, 0.2, x.shape).astype(np.float32), b, {}, eta=eta)
+    return m, b, ckpt
+
+
+def corrected_onnx_matches_apply(tmp_path: Path, capsys: Any, extra_args: list[str], data_seed: int,
+                                 n: int) -> tuple[Any, dict[str, str]]:  # fmt: skip
+    """``lhcml fastcalo quantile-map CKPT train.h5 --quantiles 8 EXTRA --onnx OUT`` on
+    :func:`checkpoint_and_training_file`: asserts that onnxruntime's corrected showers are the correction's
+    ``apply()`` on the PyTorch sampler's showers for the same noise (float32 rounding) and that it corrects
+    something; returns the fitted correction and the graph's metadata for the caller's own checks."""
+    import onnx
+    import onnxruntime as ort
+    import pytest
+    import torch
+
+    from lhcml import cli
+    from lhcml.export.fastcalo import check_inputs
+    from lhcml.models.fastcalo.quantile_map import QuantileCorrection, correction_path
+    from lhcml.train.fastcalo import load_generator
+
+    _, _, ckpt = checkpoint_and_training_file(tmp_path, data_seed=data_seed, noise_seed=5, n=n)
+    stored = torch.load(ckpt, map_location="cpu", weights_only=True)
+    stored["lhcml"]["config_yaml"] = "model: {name: fastcalo_fm}\n"  # as a trained checkpoint (lhcml export copies it)
+    torch.save(stored, ckpt)
+    out = tmp_path / "corrected.onnx"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["fastcalo", "quantile-map", str(ckpt), str(tmp_path / "train.h5"), "--quantiles", "8", *extra_args,
+                  "--onnx", str(out)])  # fmt: skip
+    assert exc.value.code in (0, None) and "with the correction" in capsys.readouterr().out
+    model, _ = load_generator(ckpt)
+    corr = QuantileCorrection.load(correction_path(ckpt))
+    inputs = check_inputs(model, 64, 3)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = sess.run(None, dict(zip([i.name for i in sess.get_inputs()], inputs, strict=True)))[0]
+    with torch.no_grad():
+        plain = model.sample(torch.from_numpy(inputs[0][:, 0]), torch.from_numpy(inputs[-1]),
+                             torch.from_numpy(inputs[1][:, 0])).numpy()  # fmt: skip
+    want = corr.apply(plain, inputs[0][:, 0], inputs[1][:, 0])
+    assert np.abs(want - plain).max() > 0
+    np.testing.assert_allclose(got, want, rtol=0, atol=5e-4 * float(inputs[0].min()))
+    return corr, {p.key: p.value for p in onnx.load(str(out)).metadata_props}

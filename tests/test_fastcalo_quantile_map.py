@@ -20,7 +20,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from _fastcalo_helpers import real_binning_fm_checkpoint
+from _fastcalo_helpers import corrected_onnx_matches_apply, real_binning_fm_checkpoint, rewrite_npz
 
 from lhcml.errors import ConfigError
 from lhcml.models.fastcalo.quantile_map import QuantileCorrection, correction_path
@@ -157,19 +157,6 @@ def test_save_load_round_trip(tmp_path):
     assert correction_path(tmp_path / "best-epoch=3.ckpt") == tmp_path / "best-epoch=3.qmap.npz"
 
 
-def _rewrite(src, dst, **changes):
-    with np.load(src, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
-    for k, v in changes.items():
-        if v is None:
-            arrays.pop(k)
-        else:
-            arrays[k] = v
-    with open(dst, "wb") as fh:
-        np.savez(fh, **arrays)
-    return dst
-
-
 def test_bad_files_give_one_config_error(tmp_path):
     c, _ = _fitted()
     good = c.save(tmp_path / "good.npz")
@@ -185,14 +172,14 @@ def test_bad_files_give_one_config_error(tmp_path):
         tmp_path / "missing.npz": "not found",
         tmp_path / "text.npz": "not readable",
         tmp_path / "pickled.npz": "lacks",
-        _rewrite(good, tmp_path / "noq.npz", q_gen=None): "lacks q_gen",
-        _rewrite(good, tmp_path / "fmt.npz", meta=np.array(json.dumps({**meta, "format": "x"}))): "format",
-        _rewrite(good, tmp_path / "var.npz", meta=np.array(json.dumps({**meta, "variable": "log"}))): "variable",
-        _rewrite(good, tmp_path / "shape.npz", q_gen=q[:, :, :-1]): "shape",
-        _rewrite(good, tmp_path / "order.npz", q_ref=q): "increase strictly",
-        _rewrite(good, tmp_path / "occ.npz", p_gen=p): "occupancies",
-        _rewrite(good, tmp_path / "nan.npz", levels=np.array([0.1, np.nan] + [0.9] * 18)): "levels",
-        _rewrite(good, tmp_path / "json.npz", meta=np.array("{not json")): "not readable",
+        rewrite_npz(good, tmp_path / "noq.npz", q_gen=None): "lacks q_gen",
+        rewrite_npz(good, tmp_path / "fmt.npz", meta=np.array(json.dumps({**meta, "format": "x"}))): "format",
+        rewrite_npz(good, tmp_path / "var.npz", meta=np.array(json.dumps({**meta, "variable": "log"}))): "variable",
+        rewrite_npz(good, tmp_path / "shape.npz", q_gen=q[:, :, :-1]): "shape",
+        rewrite_npz(good, tmp_path / "order.npz", q_ref=q): "increase strictly",
+        rewrite_npz(good, tmp_path / "occ.npz", p_gen=p): "occupancies",
+        rewrite_npz(good, tmp_path / "nan.npz", levels=np.array([0.1, np.nan] + [0.9] * 18)): "levels",
+        rewrite_npz(good, tmp_path / "json.npz", meta=np.array("{not json")): "not readable",
     }
     for path, message in cases.items():
         with pytest.raises(ConfigError, match=message):
@@ -325,40 +312,5 @@ def test_the_onnx_graph_with_the_correction(tmp_path, capsys):
     """``lhcml fastcalo quantile-map ... --onnx``: the exported graph (onnxruntime agreement with PyTorch asserted in
     the export) gives the corrected showers: apply() on the PyTorch sampler's showers for the same noise, to float32
     rounding; its metadata name the correction."""
-    import onnx
-    import onnxruntime as ort
-
-    from lhcml import cli
-    from lhcml.data.calochallenge import write_showers
-    from lhcml.export.fastcalo import check_inputs
-    from lhcml.train.fastcalo import load_generator
-
-    m, b, ckpt = real_binning_fm_checkpoint(tmp_path)
-    stored = torch.load(ckpt, map_location="cpu", weights_only=True)
-    stored["lhcml"]["config_yaml"] = "model: {name: fastcalo_fm}\n"  # as a trained checkpoint (lhcml export copies it)
-    torch.save(stored, ckpt)
-    rng = np.random.default_rng(12)
-    n = 200
-    e = np.repeat([5.0, 50.0], n // 2)
-    eta = rng.uniform(0.0, 1.3, n)
-    with torch.no_grad():
-        x = m.eval().generate(torch.as_tensor(e, dtype=torch.float32), torch.Generator().manual_seed(5),
-                              eta=torch.as_tensor(eta, dtype=torch.float32)).numpy()  # fmt: skip
-    write_showers(tmp_path / "train.h5", e, x * rng.lognormal(0.3, 0.2, x.shape).astype(np.float32), b, {}, eta=eta)
-    out = tmp_path / "corrected.onnx"
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["fastcalo", "quantile-map", str(ckpt), str(tmp_path / "train.h5"), "--quantiles", "8", "--onnx", str(out)])
-    assert exc.value.code in (0, None) and "with the correction" in capsys.readouterr().out
-    model, _ = load_generator(ckpt)
-    corr = QuantileCorrection.load(correction_path(ckpt))
-    inputs = check_inputs(model, 64, 3)
-    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    got = sess.run(None, dict(zip([i.name for i in sess.get_inputs()], inputs, strict=True)))[0]
-    with torch.no_grad():
-        plain = model.sample(torch.from_numpy(inputs[0][:, 0]), torch.from_numpy(inputs[-1]),
-                             torch.from_numpy(inputs[1][:, 0])).numpy()  # fmt: skip
-    want = corr.apply(plain, inputs[0][:, 0], inputs[1][:, 0])
-    assert np.abs(want - plain).max() > 0
-    np.testing.assert_allclose(got, want, rtol=0, atol=5e-4 * float(inputs[0].min()))
-    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    _, meta = corrected_onnx_matches_apply(tmp_path, capsys, [], data_seed=12, n=200)
     assert json.loads(meta["quantile_correction"])["variable"] == "energy_layers"

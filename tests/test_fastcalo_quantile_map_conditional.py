@@ -18,7 +18,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from _fastcalo_helpers import real_binning_fm_checkpoint
+from _fastcalo_helpers import (
+    checkpoint_and_training_file,
+    corrected_onnx_matches_apply,
+    rewrite_npz,
+)
 
 from lhcml.errors import ConfigError
 from lhcml.models.fastcalo.quantile_map import (
@@ -141,19 +145,6 @@ def test_save_load_round_trip_and_the_plain_file_is_unchanged(tmp_path):
     np.testing.assert_array_equal(p2.apply(x, e), plain.apply(x, e))
 
 
-def _rewrite(src, dst, **changes):
-    with np.load(src, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
-    for k, v in changes.items():
-        if v is None:
-            arrays.pop(k)
-        else:
-            arrays[k] = v
-    with open(dst, "wb") as fh:
-        np.savez(fh, **arrays)
-    return dst
-
-
 def test_bad_conditional_files_and_arguments_give_one_config_error(tmp_path):
     c, e = _conditional()
     good = c.save(tmp_path / "good.npz")
@@ -163,14 +154,14 @@ def test_bad_conditional_files_and_arguments_give_one_config_error(tmp_path):
     flat[0, 0, 0, 1] = flat[0, 0, 0, 0]
     plain_meta = {**meta, "format": FORMAT}
     cases = {
-        _rewrite(good, tmp_path / "nonodes.npz", cond_nodes=None): "lacks cond_nodes",
-        _rewrite(good, tmp_path / "cond.npz", meta=np.array(json.dumps({**meta, "condition": "width"}))): "condition",
-        _rewrite(good, tmp_path / "flat.npz", cond_nodes=flat): "strictly increasing",
-        _rewrite(good, tmp_path / "nshape.npz", cond_nodes=nodes[:, :, :1]): "cond_nodes has shape",
-        _rewrite(good, tmp_path / "qshape.npz", q_gen=q[:, :, :2]): "q_gen has shape",
+        rewrite_npz(good, tmp_path / "nonodes.npz", cond_nodes=None): "lacks cond_nodes",
+        rewrite_npz(good, tmp_path / "cond.npz", meta=np.array(json.dumps({**meta, "condition": "width"}))): "condition",
+        rewrite_npz(good, tmp_path / "flat.npz", cond_nodes=flat): "strictly increasing",
+        rewrite_npz(good, tmp_path / "nshape.npz", cond_nodes=nodes[:, :, :1]): "cond_nodes has shape",
+        rewrite_npz(good, tmp_path / "qshape.npz", q_gen=q[:, :, :2]): "q_gen has shape",
         # a conditional file's tables labelled plain: the shapes do not fit the plain format
-        _rewrite(good, tmp_path / "asplain.npz", meta=np.array(json.dumps(plain_meta))): "p_gen has shape",
-        _rewrite(good, tmp_path / "fmt.npz", meta=np.array(json.dumps({**meta, "format": "x-3"}))): "format",
+        rewrite_npz(good, tmp_path / "asplain.npz", meta=np.array(json.dumps(plain_meta))): "p_gen has shape",
+        rewrite_npz(good, tmp_path / "fmt.npz", meta=np.array(json.dumps({**meta, "format": "x-3"}))): "format",
     }
     for path, message in cases.items():
         with pytest.raises(ConfigError, match=message):
@@ -207,19 +198,11 @@ def test_the_cli_option_writes_a_conditional_file_the_harness_applies(tmp_path, 
     that ``generate_sample`` applies (layer energies kept, other cells than the plain map's); a bad condition exits
     2 without a traceback."""
     from lhcml import cli
-    from lhcml.data.calochallenge import read_showers, write_showers
+    from lhcml.data.calochallenge import read_showers
     from lhcml.tasks.fastcalo.dataset import generate_sample
     from lhcml.train.fastcalo import load_generator
 
-    m, b, ckpt = real_binning_fm_checkpoint(tmp_path)
-    rng = np.random.default_rng(28)
-    n = 400
-    e = np.repeat([5.0, 50.0], n // 2)
-    eta = rng.uniform(0.0, 1.3, n)
-    with torch.no_grad():
-        x = m.eval().generate(torch.as_tensor(e, dtype=torch.float32), torch.Generator().manual_seed(3),
-                              eta=torch.as_tensor(eta, dtype=torch.float32)).numpy()  # fmt: skip
-    write_showers(tmp_path / "train.h5", e, x * rng.lognormal(0.3, 0.2, x.shape).astype(np.float32), b, {}, eta=eta)
+    m, b, ckpt = checkpoint_and_training_file(tmp_path, data_seed=28, noise_seed=3)
     plain_file = tmp_path / "plain.qmap.npz"
     for extra in (["-o", str(plain_file)], ["--condition", "layer_energy", "--condition-bins", "2", "--second-pass"]):
         with pytest.raises(SystemExit) as exc:
@@ -247,45 +230,11 @@ def test_the_cli_option_writes_a_conditional_file_the_harness_applies(tmp_path, 
 def test_the_onnx_graph_with_a_conditional_correction(tmp_path, capsys):
     """``lhcml fastcalo quantile-map --condition layer_energy --onnx``: onnxruntime gives apply() on the PyTorch
     sampler's showers for the same noise (float32 rounding); the metadata name the conditional format."""
-    import onnx
-    import onnxruntime as ort
-
-    from lhcml import cli
-    from lhcml.data.calochallenge import write_showers
-    from lhcml.export.fastcalo import check_inputs
-    from lhcml.train.fastcalo import load_generator
-
-    m, b, ckpt = real_binning_fm_checkpoint(tmp_path)
-    stored = torch.load(ckpt, map_location="cpu", weights_only=True)
-    stored["lhcml"]["config_yaml"] = "model: {name: fastcalo_fm}\n"  # as a trained checkpoint (lhcml export copies it)
-    torch.save(stored, ckpt)
-    rng = np.random.default_rng(29)
-    n = 400
-    e = np.repeat([5.0, 50.0], n // 2)
-    eta = rng.uniform(0.0, 1.3, n)
-    with torch.no_grad():
-        x = m.eval().generate(torch.as_tensor(e, dtype=torch.float32), torch.Generator().manual_seed(5),
-                              eta=torch.as_tensor(eta, dtype=torch.float32)).numpy()  # fmt: skip
-    write_showers(tmp_path / "train.h5", e, x * rng.lognormal(0.3, 0.2, x.shape).astype(np.float32), b, {}, eta=eta)
-    out = tmp_path / "corrected.onnx"
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["fastcalo", "quantile-map", str(ckpt), str(tmp_path / "train.h5"), "--quantiles", "8",
-                  "--condition", "layer_energy", "--condition-bins", "3", "--onnx", str(out)])  # fmt: skip
-    assert exc.value.code in (0, None) and "with the correction" in capsys.readouterr().out
-    model, _ = load_generator(ckpt)
-    corr = QuantileCorrection.load(correction_path(ckpt))
+    corr, meta = corrected_onnx_matches_apply(tmp_path, capsys, ["--condition", "layer_energy", "--condition-bins", "3"],
+                                              data_seed=29, n=400)  # fmt: skip
     assert corr.condition == "layer_energy" and corr.meta["cond_layers_pooled"] < corr.cond_nodes[..., 0].size
-    inputs = check_inputs(model, 64, 3)
-    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    got = sess.run(None, dict(zip([i.name for i in sess.get_inputs()], inputs, strict=True)))[0]
-    with torch.no_grad():
-        plain = model.sample(torch.from_numpy(inputs[0][:, 0]), torch.from_numpy(inputs[-1]),
-                             torch.from_numpy(inputs[1][:, 0])).numpy()  # fmt: skip
-    want = corr.apply(plain, inputs[0][:, 0], inputs[1][:, 0])
-    assert np.abs(want - plain).max() > 0
-    np.testing.assert_allclose(got, want, rtol=0, atol=5e-4 * float(inputs[0].min()))
-    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert json.loads(meta["quantile_correction"])["format"] == FORMAT_CONDITIONAL
+
 
 
 def test_the_second_pass_is_the_conditional_map_after_the_plain_one(tmp_path):
@@ -311,6 +260,6 @@ def test_the_second_pass_is_the_conditional_map_after_the_plain_one(tmp_path):
         got = back.torch_module()(torch.as_tensor(fresh), torch.as_tensor(e, dtype=torch.float32)).numpy()
     assert np.abs(got - out).max() / e.min() < 5e-4
     with pytest.raises(ConfigError, match="without a complete plain first pass"):
-        QuantileCorrection.load(_rewrite(tmp_path / "two.qmap.npz", tmp_path / "cut.npz", base_q_ref=None))
+        QuantileCorrection.load(rewrite_npz(tmp_path / "two.qmap.npz", tmp_path / "cut.npz", base_q_ref=None))
     with pytest.raises(ConfigError, match="second pass needs a condition"):
         QuantileCorrection.fit(gen, e, ref, e, SIZES, second_pass=True)
