@@ -90,13 +90,14 @@ def split_and_write(
     n = len(data["photons"])
     if n < 3:
         raise ConfigError(f"only {n} photon candidates: simulate more events")
+    which = None  # 0/1/2 per candidate, when the split is not the seed's shuffle
     if split is not None:
         which = np.asarray(split)
         if which.shape != (n,) or not np.isin(which, (0, 1, 2)).all():
             raise ConfigError(f"split must hold 0/1/2 (train/val/test) for each of the {n} candidates")
-        pieces = {name: np.flatnonzero(which == k) for k, name in enumerate(("train", "val", "test"))}
     elif groups is not None:
         which = group_split(np.asarray(groups), (fractions[0], fractions[0] + fractions[1]))
+    if which is not None:
         pieces = {name: np.flatnonzero(which == k) for k, name in enumerate(("train", "val", "test"))}
     else:
         order = np.random.default_rng(seed).permutation(n)
