@@ -121,6 +121,12 @@ def register(app: typer.Typer) -> None:
             "single-spot energy (e.g. 0.05: 2.3 MeV) as whole spots, each layer keeping its energy "
             "(lhcml.sim.spot_readout; as lhcml fastcalo generate --spot-readout)",
         ),
+        impact_eta: bool = typer.Option(
+            False, "--impact-eta",
+            help="with --calo fast: give an eta-conditioned generator the |eta| where the shower axis crosses the "
+            "strips instead of the direction's (the same from the origin; from a displaced vertex it sets where "
+            "inside its cells the generated shower sits: lhcml.sim.fastcalo.FastCalo.impact_eta)",
+        ),
     ) -> None:
         """Simulate PROCESS into sharded flat HDF5 files (resumable).
 
@@ -135,10 +141,11 @@ def register(app: typer.Typer) -> None:
         --cores/--memory/--walltime/--queue/--account/--gpus/--jobs/--prologue, or a YAML file
         with `kind: slurm` and those keys).
         """
-        from lhcml.sim.fastcalo import calo_with_spot_readout
+        from lhcml.sim.fastcalo import calo_with_impact_eta, calo_with_spot_readout
         from lhcml.sim.runner import run_simulation
 
-        calo = calo_with_spot_readout(calo, spot_readout)  # carried in the --calo value (manifest, shards)
+        # both carried in the --calo value (manifest, shards)
+        calo = calo_with_spot_readout(calo_with_impact_eta(calo, impact_eta), spot_readout)
 
         opts = dict(
             cores=cores, memory=memory, walltime=walltime, queue=queue, account=account, jobs=jobs,

@@ -37,7 +37,10 @@ With ``--spot-readout FRACTION`` (the option of ``lhcml fastcalo generate``; car
 record it) the generated showers are read out as the detailed simulation's energy spots
 (:class:`lhcml.sim.spot_readout.SpotReadout` of the simulation's geometry: cells under the
 ``FRACTION`` quantile of one spot's energy become one spot or nothing, each layer keeps its
-generated energy) before they are placed into the cells.
+generated energy) before they are placed into the cells. With ``--impact-eta``
+(``fast:MODEL.onnx@impact-eta``, opt-in) an η-conditioned generator is given the |η| where the shower axis
+crosses the strips instead of the direction's |η| (:attr:`FastCalo.impact_eta`): the two differ for a vertex
+displaced along the beam, and the generator reads the impact position inside its cells from that |η|.
 """
 
 from __future__ import annotations
@@ -142,6 +145,23 @@ def impact_cells(
     ie = np.stack([lay.eta_index(a_eta[:, names.index(lay.name)]) for lay in lays], axis=1)
     ip = np.stack([lay.phi_index(a_phi[:, names.index(lay.name)]) for lay in lays], axis=1)
     return ie, ip
+
+
+def impact_eta(
+    eta: np.ndarray, phi: np.ndarray, charge: np.ndarray, pt_gev: np.ndarray,
+    vx: np.ndarray, vy: np.ndarray, vz: np.ndarray, binning: Binning, geo: CaloGeometry,
+) -> np.ndarray:  # fmt: skip
+    """η where each particle's shower axis crosses the binning layer with the finest η cells (the strips),
+    ``(n,)``: the η a particle from the origin would need to hit the same point there (for one from the
+    origin, its own η)."""
+    from lhcml.sim.showers import axis_positions
+
+    lays = _check_cells(binning, geo)
+    finest = min(lays, key=lambda lay: lay.deta)
+    a_eta, _ = axis_positions(np.asarray(eta, float), np.asarray(phi, float), np.asarray(charge, float),
+                              np.asarray(pt_gev, float), np.asarray(vx, float), np.asarray(vy, float),
+                              np.asarray(vz, float), geo)  # fmt: skip
+    return a_eta[:, [x.name for x in geo.layers].index(finest.name)]
 
 
 def _window(b: LayerBinning, lay: Any, ie: np.ndarray, ip: np.ndarray, flip_eta: np.ndarray, flip_phi: np.ndarray):
@@ -617,14 +637,41 @@ def split_spot_readout(spec: str) -> tuple[str, float | None]:
     return head, fraction
 
 
+#: how a ``--calo fast:...`` value asks for the impact |η| as an η-conditioned generator's condition
+#: (``--impact-eta``); it comes before a spot readout's tag: ``fast:MODEL.onnx@impact-eta@spot-readout=F``
+IMPACT_ETA_TAG = "@impact-eta"
+
+
+def split_impact_eta(spec: str) -> tuple[str, bool]:
+    """``(fast:MODEL... without the tag, whether it carried IMPACT_ETA_TAG)`` of a ``--calo fast:`` value
+    whose spot-readout tag (if any) is already split off."""
+    if spec.endswith(IMPACT_ETA_TAG):
+        return spec[: -len(IMPACT_ETA_TAG)], True
+    return spec, False
+
+
+def calo_with_impact_eta(calo: str | None, impact_eta: bool) -> str:
+    """The ``--calo`` value that also carries ``--impact-eta`` (``False``: ``calo`` unchanged); refuses a
+    detailed calorimeter (it has no generator to condition)."""
+    calo = "detailed" if calo is None else calo
+    if not impact_eta:
+        return calo
+    spec = parse_calo_option(calo)
+    if spec is None:
+        raise ConfigError("--impact-eta conditions generated showers only: use it with --calo fast:MODEL.onnx")
+    head, fraction = split_spot_readout(spec)
+    head = split_impact_eta(head)[0] + IMPACT_ETA_TAG
+    return head if fraction is None else f"{head}{SPOT_READOUT_TAG}{fraction:g}"
+
+
 def parse_calo_option(value: str | None) -> str | None:
-    """Validate ``--calo``: ``detailed`` (or None) -> None; ``fast:MODEL.onnx[:BINNING.xml][@spot-readout=F]``
-    -> itself."""
+    """Validate ``--calo``: ``detailed`` (or None) -> None;
+    ``fast:MODEL.onnx[:BINNING.xml][@impact-eta][@spot-readout=F]`` -> itself."""
     if value is None or value == "detailed":
         return None
     if not value.startswith("fast:") or len(value) <= 5:
         raise ConfigError(f"--calo must be 'detailed' or 'fast:MODEL.onnx[:BINNING.xml]', got {value!r}")
-    head, _ = split_spot_readout(value)
+    head, _ = split_impact_eta(split_spot_readout(value)[0])
     if len(head) <= 5:
         raise ConfigError(f"--calo must be 'detailed' or 'fast:MODEL.onnx[:BINNING.xml]', got {value!r}")
     return value
@@ -663,6 +710,13 @@ class FastCalo:
     #: ``--spot-readout``: the quantile of one detailed spot's energy under which generated cells
     #: are read as whole spots (:class:`lhcml.sim.spot_readout.SpotReadout`); None: as generated
     spot_readout: float | None = None
+    #: ``--impact-eta``: an η-conditioned generator gets the |η| where the shower axis crosses the layer with
+    #: the finest η cells (the strips) instead of the |η| of the particle's direction. The generators are
+    #: trained on particles from the origin, where the two agree, and read the impact position inside the
+    #: cells from that |η| (``model.eta_cells``); from a vertex displaced along the beam (σ_z = 35 mm) the
+    #: direction's |η| misses the strips' impact by ~0.02/cosh η (6-7 strip cells), so the generated
+    #: shower's position inside its strip and middle cells is unrelated to the real one (issue 15, h25a)
+    impact_eta: bool = False
 
     @classmethod
     def from_option(cls, value: str) -> FastCalo:
@@ -670,6 +724,7 @@ class FastCalo:
         if spec is None:
             raise ConfigError("FastCalo.from_option needs 'fast:MODEL.onnx[:BINNING.xml]'")
         spec, fraction = split_spot_readout(spec)
+        spec, impact_eta = split_impact_eta(spec)
         models: dict[int, OnnxShowerModel] = {}
         for item in spec[5:].split(","):
             path, _, bin_path = item.partition(":")
@@ -680,7 +735,7 @@ class FastCalo:
                 binning = read_binning(bin_path)
             model = OnnxShowerModel(path, binning)
             models[particle_pid(model.particle)] = model
-        return cls(models, spot_readout=fraction)
+        return cls(models, spot_readout=fraction, impact_eta=impact_eta)
 
     def select(self, p: dict[str, np.ndarray]) -> np.ndarray:
         """Rows of the flat particle table ``p`` that get a generated shower."""
@@ -717,15 +772,22 @@ class FastCalo:
             ie, ip = impact_cells(eta, phi, charge, pt, q["vx"], q["vy"], q["vz"], model.binning, geo)
             trained_charge = {11: -1.0, 211: 1.0}.get(pid, 0.0)
             flip_phi = (charge * trained_charge) < 0
-            # an eta-conditioned model gets each particle's |eta| (the direction's, as the impact cells);
-            # one with phi_cells its phi (the direction's; mirrored where the window is mirrored in phi)
+            # an eta-conditioned model gets each particle's |eta| (the direction's, as the impact cells, or with
+            # --impact-eta the impact's at the finest eta cells); one with phi_cells its phi (the direction's;
+            # mirrored where the window is mirrored in phi)
+            eta_in, flip_eta = np.abs(eta), eta < 0
+            if self.impact_eta and model.conditions_on_eta:
+                at = impact_eta(eta, phi, charge, pt, q["vx"], q["vy"], q["vz"], model.binning, geo)
+                # the window is mirrored by the impact's sign, so the mirrored impact sits at |at|; kept inside
+                # the trained |eta| range (a direction inside it may hit just outside)
+                eta_in, flip_eta = np.clip(np.abs(at), *model.eta_range), at < 0
             phi_in = np.where(flip_phi, -phi, phi) if model.conditions_on_phi else None
-            showers = model.generate(q["e"], rng, eta=np.abs(eta) if model.conditions_on_eta else None, phi=phi_in)
+            showers = model.generate(q["e"], rng, eta=eta_in if model.conditions_on_eta else None, phi=phi_in)
             if readout is not None:  # after the generator's noise: the showers read out are those generated
                 showers = readout.apply(showers, model.binning.layer_slices, rng)
             showers = showers * np.float32(1e3)
             place_voxels(grids, np.asarray(event)[sel], ie, ip, showers, model.binning, geo,
-                         flip_eta=eta < 0, flip_phi=flip_phi)  # fmt: skip
+                         flip_eta=flip_eta, flip_phi=flip_phi)  # fmt: skip
 
 
 def fast_calo_cache(value: str | None) -> FastCalo | None:
