@@ -91,6 +91,10 @@ def _corrected(graph: Any, correction: Any, model: Any) -> Any:
     import torch
 
     on_eta = bool(getattr(model, "conditions_on_eta", False))
+    if not on_eta and getattr(correction, "condition", None) == "eta_phase":
+        from lhcml.errors import ConfigError
+
+        raise ConfigError("a quantile correction conditioned on eta_phase needs a generator conditioned on |eta|")
 
     class CorrectedGraph(torch.nn.Module):
         def __init__(self) -> None:

@@ -76,8 +76,11 @@ VARIABLES = ("energy", "share", "energy_layers")
 #: ``layer_energy`` its layer's energy over the incident energy (kept by ``energy_layers`` and ``share``, so the
 #: map is fitted on what it keeps); ``layer_peak`` its layer's hottest cell over the layer's energy (a width proxy
 #: without geometry: a narrow layer has a large peak share); ``depth`` the shower's longitudinal centre of gravity
-#: in layer units, sum_L L E_L / sum_L E_L (one value per shower, kept), the same for every layer
-CONDITIONS = ("layer_energy", "layer_peak", "depth")
+#: in layer units, sum_L L E_L / sum_L E_L (one value per shower, kept), the same for every layer; ``eta_phase`` where
+#: inside its layer's η cell the particle hits, ``|η| / Δη_L mod 1`` (0 and 1 the cell's edges; the cell widths
+#: ``cell_deta`` stored with the map): not a property of the shower but of its condition, which the detailed
+#: showers follow closely (a shower's centroid and width in the cell grid) and a generator only partly
+CONDITIONS = ("layer_energy", "layer_peak", "depth", "eta_phase")
 #: the tables of a correction, in the constructor's order (a file's arrays; a second pass's first one as base_*)
 _TABLES = ("log_e_nodes", "eta_nodes", "levels", "p_gen", "p_ref", "q_gen", "q_ref")
 #: showers per chunk in :meth:`QuantileCorrection.apply` (memory: chunk x voxels x quantiles floats)
@@ -119,8 +122,13 @@ def _layer_slices(sizes: Sequence[int]) -> list[slice]:
 
 
 def _condition_values(showers: np.ndarray, energies: np.ndarray, layer_slices: Sequence[slice],
-                      condition: str) -> np.ndarray:  # fmt: skip
-    """``(N, L)`` the conditioning variable of each shower and layer (:data:`CONDITIONS`)."""
+                      condition: str, eta: np.ndarray | None = None,
+                      cell_deta: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """``(N, L)`` the conditioning variable of each shower and layer (:data:`CONDITIONS`; ``eta_phase`` needs each
+    shower's ``eta`` and the layers' ``cell_deta``)."""
+    if condition == "eta_phase":
+        a = np.abs(np.asarray(eta, np.float64).reshape(-1, 1))
+        return np.mod(a / np.asarray(cell_deta, np.float64).reshape(1, -1), 1.0)
     s = np.asarray(showers, np.float64)
     e_layer = np.stack([s[:, sl].sum(axis=1) for sl in layer_slices], axis=1)
     if condition == "layer_energy":
@@ -132,6 +140,11 @@ def _condition_values(showers: np.ndarray, energies: np.ndarray, layer_slices: S
     depth = np.divide(e_layer @ np.arange(len(layer_slices), dtype=np.float64)[:, None], tot,
                       out=np.zeros_like(tot), where=tot > 0)  # fmt: skip
     return np.repeat(depth, len(layer_slices), axis=1)
+
+
+def _passes(corr: QuantileCorrection) -> int:
+    """How many maps a correction applies (1 plain, 2 a second pass, ...)."""
+    return 1 if corr.base is None else 1 + _passes(corr.base)
 
 
 def _fit_cell(g_all: np.ndarray, r_all: np.ndarray, levels: np.ndarray, ramp: np.ndarray,
@@ -224,7 +237,7 @@ class QuantileCorrection:
                  levels: np.ndarray, p_gen: np.ndarray, p_ref: np.ndarray, q_gen: np.ndarray, q_ref: np.ndarray,
                  meta: dict[str, Any] | None = None, source: str = "QuantileCorrection", *,
                  condition: str | None = None, cond_nodes: np.ndarray | None = None,
-                 base: QuantileCorrection | None = None) -> None:  # fmt: skip
+                 base: QuantileCorrection | None = None, cell_deta: np.ndarray | None = None) -> None:  # fmt: skip
         self.variable = variable
         self.layer_sizes = tuple(int(n) for n in layer_sizes)
         self.log_e_nodes = np.asarray(log_e_nodes, np.float64)
@@ -238,11 +251,12 @@ class QuantileCorrection:
         self.condition = condition
         self.cond_nodes = None if cond_nodes is None else np.asarray(cond_nodes, np.float64)
         self.base = base
+        #: ``eta_phase`` only: each layer's η cell width ``(L,)``
+        self.cell_deta = None if cell_deta is None else np.asarray(cell_deta, np.float64)
         self._check(source)
-        if base is not None and (base.condition is not None or base.base is not None
-                                 or base.layer_sizes != self.layer_sizes or self.condition is None):
-            raise ConfigError(f"{source}: a second pass needs a conditional correction on a plain one of the same "
-                              "layers")  # fmt: skip  # source: what the errors name (the file, for load)
+        if base is not None and (base.layer_sizes != self.layer_sizes or self.condition is None):
+            raise ConfigError(f"{source}: a second pass needs a conditional correction on a plain one (or on an "
+                              "earlier chain) of the same layers")  # fmt: skip  # source: what the errors name (the file, for load)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -251,7 +265,8 @@ class QuantileCorrection:
         layer_sizes: Sequence[int], *, gen_eta: np.ndarray | None = None, ref_eta: np.ndarray | None = None,
         variable: str = "energy_layers", n_quantiles: int = 32, eta_bins: int = 1, max_energy_nodes: int = 32,
         min_count: int = 20, meta: dict[str, Any] | None = None, condition: str | None = None, condition_bins: int = 3,
-        second_pass: bool = False,
+        second_pass: bool = False, cell_deta: Sequence[float] | None = None,
+        condition_layers: Sequence[int] | None = None, after: QuantileCorrection | None = None,
     ) -> QuantileCorrection:  # fmt: skip
         """Fit the map of ``gen_showers`` (the generator's, GeV ``(N, V)`` at ``gen_energies`` GeV) onto
         ``ref_showers`` (detailed training showers at ``ref_energies``).
@@ -262,13 +277,35 @@ class QuantileCorrection:
         reference's edges. ``condition``: ``None`` (plain, the default) or one of :data:`CONDITIONS` (a
         conditional correction, module docstring) with ``condition_bins`` >= 2 bins; ``second_pass``: fit the
         plain correction first and the conditional one on the plain-corrected generated showers (both stored,
-        applied in that order). Raises :class:`ConfigError` for bad
-        arguments or too few showers per node."""
+        applied in that order). ``condition="eta_phase"`` needs both samples' ``*_eta`` and ``cell_deta``, each
+        layer's η cell width. ``condition_layers``: the indices of the layers whose maps are conditioned (default: every
+        layer); the others keep the node's unconditional map in every bin (as a layer too thin to bin). Raises
+        :class:`ConfigError` for bad arguments or too few showers per node. ``after``: a fitted correction (e.g. a
+        two-pass one) to extend by one more pass: the conditional map is fitted on ``after``'s output and applied after
+        it (``after`` is stored inside, as a second pass keeps its plain map)."""
         if variable not in VARIABLES:
             raise ConfigError(f"the quantile correction's variable must be one of {', '.join(VARIABLES)}, got {variable!r}")
         if condition is not None and condition not in CONDITIONS:
             raise ConfigError(f"the quantile correction's condition must be one of {', '.join(CONDITIONS)} (or None: plain), "
                               f"got {condition!r}")  # fmt: skip
+        if condition == "eta_phase":
+            cd = None if cell_deta is None else np.asarray(cell_deta, np.float64).reshape(-1)
+            if gen_eta is None or ref_eta is None or cd is None or len(cd) != len(layer_sizes) or np.any(~(cd > 0)):
+                raise ConfigError("the quantile correction conditioned on eta_phase needs both samples' |eta| and "
+                                  f"one positive cell width in eta per layer ({len(layer_sizes)}), got "
+                                  f"{None if cd is None else cd.tolist()}")  # fmt: skip
+        if after is not None:
+            if condition is None or second_pass:
+                raise ConfigError("a further pass (after=) is one conditional map: give a condition, not second_pass")
+            more = cls.fit(after.apply(gen_showers, gen_energies, gen_eta), gen_energies, ref_showers, ref_energies,
+                           layer_sizes, gen_eta=gen_eta, ref_eta=ref_eta, variable=variable, n_quantiles=n_quantiles,
+                           eta_bins=eta_bins, max_energy_nodes=max_energy_nodes, min_count=min_count, meta=meta,
+                           condition=condition, condition_bins=condition_bins, cell_deta=cell_deta,
+                           condition_layers=condition_layers)  # fmt: skip
+            more.meta["passes"] = _passes(after) + 1
+            return cls(more.variable, more.layer_sizes, more.log_e_nodes, more.eta_nodes, more.levels, more.p_gen,
+                       more.p_ref, more.q_gen, more.q_ref, more.meta, condition=condition, cond_nodes=more.cond_nodes,
+                       base=after, cell_deta=more.cell_deta)  # fmt: skip
         if second_pass:
             if condition is None:
                 raise ConfigError("the quantile correction's second pass needs a condition (it is the conditional map)")
@@ -276,11 +313,16 @@ class QuantileCorrection:
                       max_energy_nodes=max_energy_nodes, min_count=min_count)  # fmt: skip
             base = cls.fit(gen_showers, gen_energies, ref_showers, ref_energies, layer_sizes, meta=meta, **kw)
             second = cls.fit(base.apply(gen_showers, gen_energies, gen_eta), gen_energies, ref_showers, ref_energies,
-                             layer_sizes, meta=meta, condition=condition, condition_bins=condition_bins, **kw)  # fmt: skip
+                             layer_sizes, meta=meta, condition=condition, condition_bins=condition_bins,
+                             cell_deta=cell_deta, condition_layers=condition_layers, **kw)  # fmt: skip
             second.meta["second_pass"] = True
             return cls(second.variable, second.layer_sizes, second.log_e_nodes, second.eta_nodes, second.levels,
                        second.p_gen, second.p_ref, second.q_gen, second.q_ref, second.meta, condition=condition,
-                       cond_nodes=second.cond_nodes, base=base)  # fmt: skip
+                       cond_nodes=second.cond_nodes, base=base, cell_deta=second.cell_deta)  # fmt: skip
+        if condition_layers is not None and (condition is None or not condition_layers or any(
+                int(li) != li or not 0 <= int(li) < len(layer_sizes) for li in condition_layers)):
+            raise ConfigError(f"the quantile correction's condition_layers must be layer indices in 0..{len(layer_sizes) - 1} "
+                              f"of a conditional correction, got {list(condition_layers)}")  # fmt: skip
         if condition is not None and int(condition_bins) < 2:
             raise ConfigError(f"the conditional quantile correction needs condition_bins >= 2, got {condition_bins}")
         if int(eta_bins) < 1 or int(min_count) < 2 or int(max_energy_nodes) < 1:
@@ -345,8 +387,9 @@ class QuantileCorrection:
         nc, nl = int(condition_bins), len(sizes)
         tables = [np.repeat(t[:, :, None], nc, axis=2) for t in (p_gen, p_ref, q_gen, q_ref)]
         cond_nodes = np.zeros((nh, nb, nl, nc))
-        fg_all = _condition_values(gs, ge, slices, condition)
-        fr_all = _condition_values(rs, re_, slices, condition)
+        cd = None if condition != "eta_phase" else np.asarray(cell_deta, np.float64).reshape(-1)
+        fg_all = _condition_values(gs, ge, slices, condition, gen_eta, cd)
+        fr_all = _condition_values(rs, re_, slices, condition, ref_eta, cd)
         n_layers_pooled = n_cells_pooled = 0
         for h in range(nh):
             for b in range(nb):
@@ -356,7 +399,7 @@ class QuantileCorrection:
                     # equal-count bins of each sample's own fraction (ranks: robust to a shifted layer energy)
                     rb, r_ok, _ = _rank_bins(fr[:, li], nc, min_count)
                     gb, g_ok, centres = _rank_bins(fg[:, li], nc, min_count)
-                    if not (r_ok and g_ok):
+                    if not (r_ok and g_ok) or (condition_layers is not None and li not in condition_layers):
                         cond_nodes[h, b, li] = np.arange(nc)  # placeholder: every bin keeps the node's map
                         n_layers_pooled += 1
                         continue
@@ -372,9 +415,11 @@ class QuantileCorrection:
                                 t[h, b, c, j] = val
         info.update({"format": FORMAT_CONDITIONAL, "condition": condition, "condition_bins": nc,
                      "cond_layers_pooled": n_layers_pooled, "cond_cells_pooled": n_cells_pooled})  # fmt: skip
+        if condition_layers is not None:
+            info["condition_layers"] = sorted(int(li) for li in condition_layers)
         info.update(meta or {})
         return cls(variable, sizes, log_nodes, eta_nodes, levels, *tables, info, condition=condition,
-                   cond_nodes=cond_nodes)  # fmt: skip
+                   cond_nodes=cond_nodes, cell_deta=cd)  # fmt: skip
 
     # -- application --------------------------------------------------------------------------
     @property
@@ -488,8 +533,8 @@ class QuantileCorrection:
         if s.ndim != 2 or s.shape[1] != self.n_voxels or len(e) != len(s):
             raise ConfigError(f"the quantile correction takes (N, {self.n_voxels}) showers with N energies, "
                               f"got {s.shape} and {e.shape}")  # fmt: skip
-        if self.uses_eta and eta is None:
-            raise ConfigError("this quantile correction was fitted in |eta| bins: give each shower's eta")
+        if (self.uses_eta or self.condition == "eta_phase") and eta is None:
+            raise ConfigError("this quantile correction was fitted in |eta| bins or on eta_phase: give each shower's eta")
         eta_a = None if eta is None else np.abs(np.asarray(eta, np.float64).reshape(-1))
         if self.base is not None:  # a second pass: the plain map first
             s = self.base.apply(s, e, eta)
@@ -498,7 +543,8 @@ class QuantileCorrection:
         for a in range(0, len(s), CHUNK):
             sc, ec = s[a : a + CHUNK], e[a : a + CHUNK]
             x = _variable(sc, ec, slices, self.variable)
-            frac = None if self.condition is None else _condition_values(sc, ec, slices, self.condition)
+            frac = None if self.condition is None else _condition_values(
+                sc, ec, slices, self.condition, None if eta_a is None else eta_a[a : a + CHUNK], self.cell_deta)
             m = self._map(x, np.log(ec), None if eta_a is None else eta_a[a : a + CHUNK], frac)
             if self.variable == "energy":
                 out[a : a + CHUNK] = m * ec[:, None]
@@ -525,7 +571,7 @@ class QuantileCorrection:
 
         if self.base is None:
             return torch_quantile_correction(self)
-        return torch_second_pass(torch_quantile_correction(self.base), torch_quantile_correction(self))
+        return torch_second_pass(self.base.torch_module(), torch_quantile_correction(self))
 
     # -- files --------------------------------------------------------------------------------
     def check_model(self, model: Any, source: str = "the quantile correction") -> None:
@@ -546,20 +592,26 @@ class QuantileCorrection:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = dict(self.meta, format=FORMAT, variable=self.variable, layer_sizes=list(self.layer_sizes))
-        extra = {}
-        if self.condition is not None:  # a plain correction's file stays exactly as before
-            meta.update(format=FORMAT_CONDITIONAL, condition=self.condition)
-            extra["cond_nodes"] = self.cond_nodes
-        if self.base is not None:  # a second pass: the plain map's tables as base_* and its header in meta["base"]
-            bc = self.base
-            meta["base"] = dict(bc.meta, format=FORMAT, variable=bc.variable, layer_sizes=list(bc.layer_sizes))
-            extra.update({f"base_{n}": getattr(bc, n) for n in _TABLES})
+        meta, arrays = self._file_arrays("")
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(meta)), log_e_nodes=self.log_e_nodes, eta_nodes=self.eta_nodes,
-                     levels=self.levels, p_gen=self.p_gen, p_ref=self.p_ref, q_gen=self.q_gen, q_ref=self.q_ref,
-                     **extra)  # fmt: skip
+            np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
         return path
+
+    def _file_arrays(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``(header, arrays)`` of this pass with ``prefix`` before every array name, its earlier passes (``base``)
+        under ``base_`` + prefix and their headers nested as ``header["base"]``: a plain correction's file and a
+        two-pass one's stay exactly as before."""
+        meta = dict(self.meta, format=FORMAT, variable=self.variable, layer_sizes=list(self.layer_sizes))
+        arrays = {f"{prefix}{n}": getattr(self, n) for n in _TABLES}
+        if self.condition is not None:
+            meta.update(format=FORMAT_CONDITIONAL, condition=self.condition)
+            arrays[f"{prefix}cond_nodes"] = self.cond_nodes
+            if self.cell_deta is not None:
+                arrays[f"{prefix}cell_deta"] = self.cell_deta
+        if self.base is not None:
+            meta["base"], more = self.base._file_arrays("base_" + prefix)
+            arrays.update(more)
+        return meta, arrays
 
     @classmethod
     def load(cls, path: str | Path) -> QuantileCorrection:
@@ -575,14 +627,19 @@ class QuantileCorrection:
                 if missing:
                     raise ConfigError(f"quantile correction {path} lacks {', '.join(missing)}: not a file of "
                                       "lhcml fastcalo quantile-map")  # fmt: skip
-                arrays = {n: f[n] for n in names}
-                cond_nodes = f["cond_nodes"] if "cond_nodes" in f.files else None
-                base_arrays = {n: f[f"base_{n}"] for n in _TABLES if f"base_{n}" in f.files}
-            meta = json.loads(str(arrays.pop("meta")))
+                every = {n: f[n] for n in f.files}
+            meta = json.loads(str(every.pop("meta")))
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one clear error
             raise ConfigError(f"quantile correction {path} is not readable ({type(exc).__name__}: {exc})") from None
+        return cls._from_arrays(meta, every, "", str(path))
+
+    @classmethod
+    def _from_arrays(cls, meta: Any, every: dict[str, np.ndarray], prefix: str, path: str) -> QuantileCorrection:
+        """One pass (and, recursively, its earlier ones) from a file's header and arrays (:meth:`_file_arrays`)."""
+        arrays = {n: every.get(f"{prefix}{n}") for n in _TABLES}
+        cond_nodes, cell_deta = every.get(f"{prefix}cond_nodes"), every.get(f"{prefix}cell_deta")
         if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, FORMAT_CONDITIONAL):
             raise ConfigError(f"quantile correction {path} has format {meta.get('format') if isinstance(meta, dict) else None!r}, "
                               f"expected {FORMAT!r} or {FORMAT_CONDITIONAL!r}")  # fmt: skip
@@ -597,16 +654,19 @@ class QuantileCorrection:
         else:
             cond_nodes = None  # a plain file: its tables have no conditioning axis
         base = None
-        if condition is not None and meta.get("base") is not None:  # a second pass on a plain map
-            bm = meta["base"]
-            if not isinstance(bm, dict) or bm.get("format") != FORMAT or len(base_arrays) != len(_TABLES):
+        if condition is not None and meta.get("base") is not None:  # a second pass on a plain map (or a chain)
+            bm, bp = meta["base"], "base_" + prefix
+            if not isinstance(bm, dict) or bm.get("format") not in (FORMAT, FORMAT_CONDITIONAL) or any(
+                    f"{bp}{n}" not in every for n in _TABLES):
                 raise ConfigError(f"quantile correction {path} has a second pass without a complete plain first "
-                                  "pass (meta base, base_* arrays)")  # fmt: skip
-            base = cls(bm.get("variable"), bm.get("layer_sizes") or (), *(base_arrays[n] for n in _TABLES), bm,
-                       source=f"{path} (first pass)")  # fmt: skip
+                                  f"pass (meta base, {bp}* arrays)")  # fmt: skip
+            base = cls._from_arrays(bm, every, bp, f"{path} (first pass)" if not prefix else path)
+        if any(a is None for a in arrays.values()):
+            raise ConfigError(f"quantile correction {path} lacks {prefix}* tables")
         return cls(meta.get("variable"), meta.get("layer_sizes") or (), arrays["log_e_nodes"], arrays["eta_nodes"],
                    arrays["levels"], arrays["p_gen"], arrays["p_ref"], arrays["q_gen"], arrays["q_ref"], meta,
-                   source=str(path), condition=condition, cond_nodes=cond_nodes, base=base)  # fmt: skip
+                   source=path, condition=condition, cond_nodes=cond_nodes, base=base,
+                   cell_deta=cell_deta if condition == "eta_phase" else None)  # fmt: skip
 
     def _check(self, source: str) -> None:
         if self.variable not in VARIABLES:
@@ -628,6 +688,12 @@ class QuantileCorrection:
             cb = (cn.shape[3],)
         elif self.cond_nodes is not None:
             raise ConfigError(f"{source}: cond_nodes given without a condition")
+        cd = self.cell_deta
+        if (self.condition == "eta_phase") != (cd is not None):
+            raise ConfigError(f"{source}: cell_deta (each layer's eta cell width) belongs to an eta_phase condition and "
+                              "only to it")  # fmt: skip
+        if cd is not None and (cd.shape != (len(self.layer_sizes),) or not np.all(cd > 0) or not np.isfinite(cd).all()):
+            raise ConfigError(f"{source}: cell_deta has shape {cd.shape}, expected {len(self.layer_sizes)} positive widths")
         shapes = {"p_gen": (nh, nb, *cb, v), "p_ref": (nh, nb, *cb, v), "q_gen": (nh, nb, *cb, v, k),
                   "q_ref": (nh, nb, *cb, v, k)}  # fmt: skip
         for name, shape in shapes.items():

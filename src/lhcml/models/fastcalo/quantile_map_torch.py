@@ -56,6 +56,8 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
                     corr.cond_nodes.reshape(-1, *corr.cond_nodes.shape[2:]), **f32))
                 self.register_buffer("layer_of", torch.as_tensor(
                     np.repeat(np.arange(len(corr.layer_sizes)), corr.layer_sizes), dtype=torch.int64))
+                if corr.condition == "eta_phase":
+                    self.register_buffer("cell_deta", torch.as_tensor(corr.cell_deta, **f32)[None, :])
 
         @staticmethod
         def _bracket(x: Tensor, nodes: Tensor, n: int) -> tuple[Tensor, Tensor]:
@@ -77,8 +79,10 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
                 step >>= 1
             return i
 
-        def _condition_values(self, s: Tensor, e: Tensor) -> Tensor:
+        def _condition_values(self, s: Tensor, e: Tensor, eta: Tensor | None) -> Tensor:
             """:func:`lhcml.models.fastcalo.quantile_map._condition_values` in torch ``(N, L)``."""
+            if self.condition == "eta_phase":
+                return torch.remainder(eta.reshape(-1, 1).abs().to(torch.float32) / self.cell_deta, 1.0)
             e_layer = torch.cat([s[:, a:b].sum(1, keepdim=True) for a, b in self.slices], 1)
             if self.condition == "layer_energy":
                 return e_layer / e
@@ -122,7 +126,7 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
                 cand = [(torch.zeros_like(b0), b0, 1 - wb), (torch.zeros_like(b0), b0 + 1, wb)]
             nodes = [(torch.clamp(h, max=self.nh - 1) * self.nb + torch.clamp(b, max=self.nb - 1), w) for h, b, w in cand]
             if self.conditional:
-                cells = self._cond_cells(nodes, self._condition_values(s, e))
+                cells = self._cond_cells(nodes, self._condition_values(s, e, eta))
             else:
                 cells = [(node[:, None] * v + self.vox, w[:, None]) for node, w in nodes]
 

@@ -6,7 +6,7 @@ Each command calls one plain function of :mod:`lhcml.tasks.fastcalo`; heavy impo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -196,12 +196,19 @@ def quantile_map_cmd(
     condition: Optional[str] = typer.Option(  # noqa: UP045
         None, "--condition", help="a conditional correction: layer_energy (each voxel's map per bin of its layer's "
         "energy over the incident energy, interpolated between the bins), layer_peak (of its layer's hottest cell over "
-        "the layer energy) or depth (of the shower's longitudinal centre of gravity); default (or none): the plain "
-        "per-voxel map"),
+        "the layer energy), depth (of the shower's longitudinal centre of gravity) or eta_phase (of where inside its "
+        "layer's eta cell the particle hits, |eta|/deta mod 1); default (or none): the plain per-voxel map"),
     condition_bins: int = typer.Option(3, "--condition-bins", help="equal-count bins of the conditioning variable "
                                        "per energy node (with --condition)"),
     second_pass: bool = typer.Option(False, "--second-pass", help="with --condition: fit the plain map first and the "
                                      "conditional one on its output; both stored, applied in that order"),
+    condition_layers: Optional[list[str]] = typer.Option(  # noqa: UP045
+        None, "--condition-layer", help="with --condition: condition only this layer's maps (repeatable, binning "
+        "layer names, e.g. middle); the others keep the plain per-voxel map. Default: every layer"),
+    after: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--after", help="extend this fitted correction file (of the same checkpoint) by one more pass: the "
+        "--condition map fitted on its output and applied after it (e.g. a two-pass file + --condition eta_phase "
+        "--condition-layer middle: three passes)"),
     onnx: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--onnx", help="also export CHECKPOINT's sampling graph with the correction inside (for lhcml simulate "
         "--calo fast: and lhcml fastcalo generate)"),
@@ -219,11 +226,12 @@ def quantile_map_cmd(
     corr, path = fit_quantile_correction(checkpoint, showers, output, binning=binning, variable=variable,
                                          n_quantiles=quantiles, eta_bins=eta_bins, seed=seed, max_showers=max_showers,
                                          condition=None if condition == "none" else condition,
-                                         condition_bins=condition_bins, second_pass=second_pass)  # fmt: skip
+                                         condition_bins=condition_bins, second_pass=second_pass,
+                                         condition_layers=condition_layers or None, after=after)  # fmt: skip
     cond = "" if corr.condition is None else (
         f", conditioned on {corr.condition} in {corr.meta['condition_bins']} bins ({corr.meta['cond_layers_pooled']} "
         f"(layer, node) pairs and {corr.meta['cond_cells_pooled']} (cell, bin) entries with the node's map)"
-        f"{', as a second pass after the plain map' if corr.base is not None else ''}")
+        f"{_pass_note(corr, after)}")
     typer.echo(f"wrote {path} ({corr.variable}, {len(corr.log_e_nodes)} energy x {len(corr.eta_nodes)} |eta| nodes, "
                f"{len(corr.levels)} quantiles, {corr.meta['cells_identity']} (cell, node) pairs left alone{cond})")
     if onnx is not None:
@@ -231,6 +239,14 @@ def quantile_map_cmd(
 
         rep = export_checkpoint(checkpoint, onnx, timing=False, correction=corr)
         typer.echo(f"wrote {onnx} (the sampling graph with the correction; onnxruntime vs torch {rep.max_abs_diff_random:.2e} x E_inc)")
+
+
+def _pass_note(corr: Any, after: Path | None) -> str:
+    if corr.base is None:
+        return ""
+    if after is None:
+        return ", as a second pass after the plain map"
+    return f", as pass {corr.meta.get('passes')} after {after}"
 
 
 @fastcalo_app.command("time-detailed")

@@ -17,6 +17,7 @@ This module also gives the evaluation its lhcml-cluster-code shower shapes
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -263,10 +264,31 @@ def generate_sample(model: Any, reference: Any, seed: int, batch: int = 5000, th
                       phi=None if phi is None else phi.numpy().astype(np.float64))  # fmt: skip
 
 
+def _loaded_for(path: str | Path, model: Any) -> Any:
+    """The correction file ``path`` (``--after``), checked against the generator it is to extend."""
+    from lhcml.models.fastcalo.quantile_map import QuantileCorrection
+
+    corr = QuantileCorrection.load(path)
+    corr.check_model(model, source=f"--after {path}")
+    return corr
+
+
+def _layer_indices(binning: Binning, names: Sequence[str] | None) -> list[int] | None:
+    """Indices of the binning layers named in ``names`` (``None``: ``None``); an unknown name is one ConfigError."""
+    if names is None:
+        return None
+    layers = list(binning.layer_names)
+    bad = [n for n in names if n not in layers]
+    if bad:
+        raise ConfigError(f"unknown layer(s) {bad} for the conditional correction; the binning's layers: {layers}")
+    return [layers.index(n) for n in names]
+
+
 def fit_quantile_correction(
     checkpoint: str | Path, showers: str | Path, output: str | Path | None = None, *, binning: str | Path | None = None,
     variable: str = "energy_layers", n_quantiles: int = 32, eta_bins: int = 1, min_count: int = 20, seed: int = 101,
     max_showers: int | None = None, condition: str | None = None, condition_bins: int = 3, second_pass: bool = False,
+    condition_layers: Sequence[str] | None = None, after: str | Path | None = None,
 ) -> tuple[Any, Path]:  # fmt: skip
     """``lhcml fastcalo quantile-map``: fit a :class:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection` of
     the generator in ``checkpoint`` onto the detailed showers of ``showers`` (its **training** file: the
@@ -295,7 +317,10 @@ def fit_quantile_correction(
     corr = QuantileCorrection.fit(gen.showers, gen.energies, ref.showers, ref.energies, b.layer_sizes,
                                   gen_eta=gen.eta, ref_eta=ref.eta, variable=variable, n_quantiles=n_quantiles,
                                   eta_bins=eta_bins, min_count=min_count, meta=info, condition=condition,
-                                  condition_bins=condition_bins, second_pass=second_pass)  # fmt: skip
+                                  condition_bins=condition_bins, second_pass=second_pass,
+                                  condition_layers=_layer_indices(b, condition_layers),
+                                  after=None if after is None else _loaded_for(after, model),
+                                  **({"cell_deta": [lay.deta for lay in b.layers]} if condition == "eta_phase" else {}))  # fmt: skip
     return corr, corr.save(path)
 
 
