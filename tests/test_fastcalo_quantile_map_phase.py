@@ -198,3 +198,20 @@ def test_the_cli_fits_eta_phase_on_the_middle_layer_and_a_further_pass_into_onnx
                   "--condition-layer", "presampler", "-o", str(tmp_path / "x.npz")])  # fmt: skip
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "unknown layer" in err and "Traceback" not in err
+
+
+def test_an_energy_only_generator_cannot_take_an_eta_phase_pass_into_its_graph():
+    """The graph of a generator without an eta input cannot feed an eta_phase pass, also when it is an earlier pass
+    of a chain: one ConfigError at export."""
+    from types import SimpleNamespace
+
+    from lhcml.export.fastcalo import _corrected
+
+    rng, e, eta = _sample(47, 500)
+    x = _showers(rng, e, eta, True)
+    phase = QuantileCorrection.fit(x, e, x, e, SIZES, gen_eta=eta, ref_eta=eta, condition="eta_phase", cell_deta=DETA,
+                                   second_pass=True)  # fmt: skip
+    chain = QuantileCorrection.fit(x, e, x, e, SIZES, gen_eta=eta, ref_eta=eta, condition="layer_energy", after=phase)
+    for corr in (phase, chain):
+        with pytest.raises(ConfigError, match="needs a generator conditioned on"):
+            _corrected(None, corr, SimpleNamespace(conditions_on_eta=False))
