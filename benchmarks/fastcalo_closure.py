@@ -168,32 +168,40 @@ def chunk_plan(events: dict[str, int], seed: int, chunk: int) -> list[tuple[str,
     return sorted(plan, key=lambda c: ((c[1] + 0.5) / counts[c[0]], c[0]))
 
 
-def check_readout(path: Path, spot_readout: float | None) -> None:
-    """A resumed run must not mix fast chunks made with and without (or with another) readout."""
+def check_readout(path: Path, spot_readout: float | None, impact_eta: bool = False) -> None:
+    """A resumed run must not mix fast chunks made with and without (or with another) readout, or with
+    and without ``--impact-eta``."""
     import h5py
 
-    from lhcml.sim.fastcalo import split_spot_readout
+    from lhcml.sim.fastcalo import split_impact_eta, split_spot_readout
 
     with h5py.File(path, "r") as f:
         option = f.attrs.get("calo_option", "fast:")  # chunks written before the option: no readout
     option = option.decode() if isinstance(option, bytes) else str(option)
-    had = split_spot_readout(option)[1]
+    head, had = split_spot_readout(option)
     if had != spot_readout:
         fail(f"{path} was simulated with spot readout {had}, this run asks for {spot_readout}: "
              "use another --work (the detailed events may be linked)")
+    if split_impact_eta(head)[1] != impact_eta:
+        fail(f"{path} was simulated {'with' if not impact_eta else 'without'} --impact-eta, this run "
+             f"{'asks for it' if impact_eta else 'does not'}: use another --work (the detailed events may be linked)")
 
 
 def stage_events(work: Path, events: dict[str, int], seed: int, chunk: int, onnx: Path,
-                 spot_readout: float | None = None, calos_run: tuple[str, ...] = CALOS) -> dict[str, float]:
+                 spot_readout: float | None = None, calos_run: tuple[str, ...] = CALOS,
+                 impact_eta: bool = False) -> dict[str, float]:  # fmt: skip
     from lhcml.data.h5 import write_h5
-    from lhcml.sim.fastcalo import calo_with_spot_readout
+    from lhcml.sim.fastcalo import calo_with_impact_eta, calo_with_spot_readout
     from lhcml.sim.photons import simulate_photon_events
     from lhcml.tasks.photon.dataset import select_candidates
 
     walls: dict[str, float] = {}
     # --spot-readout: the fast path reads the generated cells out as the detailed simulation's spots
     # (``fast:MODEL.onnx@spot-readout=F``, as ``lhcml simulate --calo fast:... --spot-readout F``)
-    calos = {"detailed": None, "fast": calo_with_spot_readout(f"fast:{onnx}", spot_readout)}
+    # --impact-eta: the generator is told the |eta| where the shower crosses the strips
+    # (``fast:MODEL.onnx@impact-eta``, as ``lhcml simulate --calo fast:... --impact-eta``)
+    fast = calo_with_spot_readout(calo_with_impact_eta(f"fast:{onnx}", impact_eta), spot_readout)
+    calos = {"detailed": None, "fast": fast}
     # --event-calos: one calo's chunks only (e.g. the detailed ones before the generator exists)
     calos = {c: o for c, o in calos.items() if c in calos_run}
     # detailed and fast alternate chunk by chunk, so a stopped run still has matching pairs
@@ -202,7 +210,7 @@ def stage_events(work: Path, events: dict[str, int], seed: int, chunk: int, onnx
             path = work / "events" / calo / f"{proc}_{i:03d}.h5"
             if path.exists():
                 if calo == "fast":
-                    check_readout(path, spot_readout)
+                    check_readout(path, spot_readout, impact_eta)
                 continue
             t0 = time.time()
             data = simulate_photon_events(proc, n, 0.0, s, calo=option)
@@ -619,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
                          "fold (tested on that fold of both calos) instead of the 60/20/20 split, evaluate pools the "
                          "out-of-fold scores -> WORK/results_folds<K>.json")
     ap.add_argument("--paired-bootstrap", type=int, default=1000, help="--folds: replicas of the paired event bootstrap")
+    ap.add_argument("--impact-eta", action="store_true",
+                    help="fast events: tell the generator the |eta| where the shower crosses the strips, not the "
+                         "photon direction's (lhcml simulate --calo fast:... --impact-eta)")
     ap.add_argument("--spot-readout", type=float, default=None, metavar="FRACTION",
                     help="events stage: read the generated cells out as the detailed simulation's energy spots "
                          "(lhcml simulate --calo fast:... --spot-readout FRACTION; e.g. 0.05)")
@@ -649,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         if "fast" in args.event_calos and not onnx.exists():
             fail(f"{onnx} is missing: run the 'generator' stage first")
         stage_events(work, events, args.event_seed, args.chunk_events, onnx, args.spot_readout,
-                     tuple(args.event_calos))
+                     tuple(args.event_calos), args.impact_eta)
     if "datasets" in args.stages:
         stage_datasets(work, events, args.event_seed, args.chunk_events)
         if args.folds is not None:

@@ -84,3 +84,20 @@ def test_a_bad_fraction_is_one_message_exit_2_and_writes_nothing(tmp_path, bad):
     assert res.returncode == 2
     assert res.stderr.count("error:") == 1 and "--spot-readout" in res.stderr
     assert not work.exists()
+
+
+def test_impact_eta_reaches_the_fast_events_and_a_resume_cannot_drop_it(template, tmp_path):
+    work = tmp_path / "impact"
+    work.mkdir()
+    shutil.copy(template, work / "generator.onnx")
+    res = _run(work, "--impact-eta")
+    assert res.returncode == 0, res.stderr[-2000:]
+    a_det, _ = _chunk(work, "detailed")
+    a_fast, fast = _chunk(work, "fast")
+    assert a_det["calo_option"] == "detailed"
+    assert a_fast["calo_option"].endswith("generator.onnx@impact-eta")
+    assert len(fast["eventNumber"]) > 0
+    # resuming without the option (the default fast path) would mix two fast paths: refused, exit 2
+    res = _run(work)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "--impact-eta" in res.stderr and res.stderr.count("error:") == 1
