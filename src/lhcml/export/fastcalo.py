@@ -91,11 +91,7 @@ def _corrected(graph: Any, correction: Any, model: Any) -> Any:
     import torch
 
     on_eta = bool(getattr(model, "conditions_on_eta", False))
-    passes, c = [], correction
-    while c is not None:  # a correction and its earlier passes
-        passes.append(getattr(c, "condition", None))
-        c = getattr(c, "base", None)
-    if not on_eta and "eta_phase" in passes:
+    if not on_eta and any(c.condition == "eta_phase" for c in correction.chain()):
         from lhcml.errors import ConfigError
 
         raise ConfigError("a quantile correction conditioned on eta_phase needs a generator conditioned on |eta|")

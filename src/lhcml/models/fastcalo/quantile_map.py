@@ -142,11 +142,6 @@ def _condition_values(showers: np.ndarray, energies: np.ndarray, layer_slices: S
     return np.repeat(depth, len(layer_slices), axis=1)
 
 
-def _passes(corr: QuantileCorrection) -> int:
-    """How many maps a correction applies (1 plain, 2 a second pass, ...)."""
-    return 1 if corr.base is None else 1 + _passes(corr.base)
-
-
 def _fit_cell(g_all: np.ndarray, r_all: np.ndarray, levels: np.ndarray, ramp: np.ndarray,
               min_count: int) -> tuple[float, float, np.ndarray, np.ndarray, str]:  # fmt: skip
     """One (node, voxel) entry from its generated and reference values (zeros included): ``(p_gen, p_ref, q_gen,
@@ -302,7 +297,7 @@ class QuantileCorrection:
                            eta_bins=eta_bins, max_energy_nodes=max_energy_nodes, min_count=min_count, meta=meta,
                            condition=condition, condition_bins=condition_bins, cell_deta=cell_deta,
                            condition_layers=condition_layers)  # fmt: skip
-            more.meta["passes"] = _passes(after) + 1
+            more.meta["passes"] = len(after.chain()) + 1
             return cls(more.variable, more.layer_sizes, more.log_e_nodes, more.eta_nodes, more.levels, more.p_gen,
                        more.p_ref, more.q_gen, more.q_ref, more.meta, condition=condition, cond_nodes=more.cond_nodes,
                        base=after, cell_deta=more.cell_deta)  # fmt: skip
@@ -420,6 +415,10 @@ class QuantileCorrection:
         info.update(meta or {})
         return cls(variable, sizes, log_nodes, eta_nodes, levels, *tables, info, condition=condition,
                    cond_nodes=cond_nodes, cell_deta=cd)  # fmt: skip
+
+    def chain(self) -> list[QuantileCorrection]:
+        """The maps this correction applies, in order: its earlier passes (``base``, recursively), then itself."""
+        return ([] if self.base is None else self.base.chain()) + [self]
 
     # -- application --------------------------------------------------------------------------
     @property
