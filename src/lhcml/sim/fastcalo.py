@@ -147,7 +147,7 @@ def impact_cells(
     return ie, ip
 
 
-def impact_eta(
+def strip_impact_eta(
     eta: np.ndarray, phi: np.ndarray, charge: np.ndarray, pt_gev: np.ndarray,
     vx: np.ndarray, vy: np.ndarray, vz: np.ndarray, binning: Binning, geo: CaloGeometry,
 ) -> np.ndarray:  # fmt: skip
@@ -777,7 +777,7 @@ class FastCalo:
             # mirrored where the window is mirrored in phi)
             eta_in, flip_eta = np.abs(eta), eta < 0
             if self.impact_eta and model.conditions_on_eta:
-                at = impact_eta(eta, phi, charge, pt, q["vx"], q["vy"], q["vz"], model.binning, geo)
+                at = strip_impact_eta(eta, phi, charge, pt, q["vx"], q["vy"], q["vz"], model.binning, geo)
                 # the window is mirrored by the impact's sign, so the mirrored impact sits at |at|; kept inside
                 # the trained |eta| range (a direction inside it may hit just outside)
                 eta_in, flip_eta = np.clip(np.abs(at), *model.eta_range), at < 0
