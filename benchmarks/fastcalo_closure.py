@@ -17,7 +17,10 @@ Stages (each skipped when its outputs exist, so a stopped run resumes; ``--stage
 3. ``events``    -- ``simulate_photon_events`` at mu = 0 for every process of ``--events``,
    twice on the same Pythia events (same seeds): ``calo=None`` (detailed) and
    ``calo="fast:WORK/generator.onnx"``; in chunks of ``--chunk-events`` events (chunk ``i`` of
-   process ``k`` has seed ``--event-seed + 100 k + i``), prompt photons of ``gamma_jet`` and
+   process ``k`` has seed ``--event-seed + 100 k + i``; a plan where two chunks would share a seed,
+   i.e. a process of more than 100 chunks before another, is refused; a run grows in place when
+   rerun with more events of a process, listed in the same order: every chunk keeps its seed and
+   file), prompt photons of ``gamma_jet`` and
    fakes of ``dijet_photon`` kept by ``select_candidates`` (the photon-ID dataset's own
    selection); ``WORK/events/<calo>/<process>_<i>.h5``; with ``--spot-readout FRACTION`` the
    fast events read the generated cells out as the detailed simulation's energy spots
@@ -162,6 +165,16 @@ def chunk_plan(events: dict[str, int], seed: int, chunk: int) -> list[tuple[str,
     for k, (proc, n) in enumerate(events.items()):
         for i, start in enumerate(range(0, n, chunk)):
             plan.append((proc, i, seed + 100 * k + i, min(chunk, n - start)))
+    # a process of more than 100 chunks would reuse the next process's seeds, hence its event numbers
+    # (seed * 10^7 + index), which the folds and the pairing of the two calos key on: refuse it.
+    # Growing a process (more events, same order) keeps every existing chunk's seed.
+    owner: dict[int, tuple[str, int]] = {}
+    for proc, i, s, _ in plan:
+        if s in owner:
+            fail(f"--events: chunk {i} of {proc} and chunk {owner[s][1]} of {owner[s][0]} would share seed {s} "
+                 f"(a process holds at most 100 chunks of --chunk-events {chunk} unless listed last): raise "
+                 "--chunk-events or list it last")
+        owner[s] = (proc, i)
     # processes interleaved chunk by chunk (in proportion to their sizes), so a run stopped early
     # still has prompt photons and fakes
     counts = {proc: -(-n // chunk) for proc, n in events.items()}
@@ -639,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     events = parse_events(args.events)
+    chunk_plan(events, args.event_seed, args.chunk_events)  # colliding chunk seeds: one message, exit 2, before any stage
     if args.folds is not None and args.folds < 2:
         fail(f"--folds takes K >= 2, got {args.folds}")
     if args.spot_readout is not None:
