@@ -79,8 +79,15 @@ VARIABLES = ("energy", "share", "energy_layers")
 #: in layer units, sum_L L E_L / sum_L E_L (one value per shower, kept), the same for every layer; ``eta_phase`` where
 #: inside its layer's η cell the particle hits, ``|η| / Δη_L mod 1`` (0 and 1 the cell's edges; the cell widths
 #: ``cell_deta`` stored with the map): not a property of the shower but of its condition, which the detailed
-#: showers follow closely (a shower's centroid and width in the cell grid) and a generator only partly
-CONDITIONS = ("layer_energy", "layer_peak", "depth", "eta_phase")
+#: showers follow closely (a shower's centroid and width in the cell grid) and a generator only partly;
+#: ``shower_width`` the shower's energy-weighted lateral width in η, sum_L E_L sigma_eta,L / sum_L E_L with sigma_eta,L
+#: the energy-weighted RMS in η of layer L's cells (η units: the layers' ``cell_deta`` and ``cell_neta`` stored with the
+#: map; one value per shower, the same for every layer, not kept by the map): each shower's cells mapped per bin of its
+#: width *rank*, so where the generator's showers are wide in several layers at once (a correlated over-dispersion
+#: that per-cell maps cannot see) the widest generated showers are mapped onto the widest detailed ones (h26b)
+CONDITIONS = ("layer_energy", "layer_peak", "depth", "eta_phase", "shower_width")
+#: the conditions that need the layers' cell geometry (stored with the map): ``cell_deta``, and ``cell_neta`` for widths
+_GEOMETRY_CONDITIONS = ("eta_phase", "shower_width")
 #: the tables of a correction, in the constructor's order (a file's arrays; a second pass's first one as base_*)
 _TABLES = ("log_e_nodes", "eta_nodes", "levels", "p_gen", "p_ref", "q_gen", "q_ref")
 #: showers per chunk in :meth:`QuantileCorrection.apply` (memory: chunk x voxels x quantiles floats)
@@ -121,16 +128,34 @@ def _layer_slices(sizes: Sequence[int]) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
+def eta_offsets(layer_sizes: Sequence[int], cell_deta: Sequence[float], cell_neta: Sequence[int]) -> np.ndarray:
+    """``(V,)`` each voxel's η offset from its layer's window centre, ``(i_eta - (n_eta - 1) / 2) deta``, for layers
+    of ``layer_sizes`` voxels stored η-major (``i_eta * n_phi + i_phi``, :mod:`lhcml.data.calochallenge`) with
+    ``cell_neta`` cells of width ``cell_deta`` in η."""
+    parts = []
+    for size, deta, neta in zip(layer_sizes, cell_deta, cell_neta, strict=True):
+        i_eta = np.arange(int(size)) // (int(size) // int(neta))
+        parts.append((i_eta - 0.5 * (int(neta) - 1)) * float(deta))
+    return np.concatenate(parts)
+
+
 def _condition_values(showers: np.ndarray, energies: np.ndarray, layer_slices: Sequence[slice],
-                      condition: str, eta: np.ndarray | None = None,
-                      cell_deta: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+                      condition: str, eta: np.ndarray | None = None, cell_deta: np.ndarray | None = None,
+                      cell_neta: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """``(N, L)`` the conditioning variable of each shower and layer (:data:`CONDITIONS`; ``eta_phase`` needs each
-    shower's ``eta`` and the layers' ``cell_deta``)."""
+    shower's ``eta`` and the layers' ``cell_deta``, ``shower_width`` the layers' ``cell_deta`` and ``cell_neta``)."""
     if condition == "eta_phase":
         a = np.abs(np.asarray(eta, np.float64).reshape(-1, 1))
         return np.mod(a / np.asarray(cell_deta, np.float64).reshape(1, -1), 1.0)
     s = np.asarray(showers, np.float64)
     e_layer = np.stack([s[:, sl].sum(axis=1) for sl in layer_slices], axis=1)
+    if condition == "shower_width":  # sum_L E_L sigma_L = sum_L sqrt(E_L m2_L - m1_L^2), over the total energy
+        x = eta_offsets([sl.stop - sl.start for sl in layer_slices], cell_deta, cell_neta)
+        m1 = np.stack([s[:, sl] @ x[sl] for sl in layer_slices], axis=1)
+        m2 = np.stack([s[:, sl] @ np.square(x[sl]) for sl in layer_slices], axis=1)
+        tot = e_layer.sum(axis=1, keepdims=True)
+        width = np.sqrt(np.maximum(e_layer * m2 - np.square(m1), 0.0)).sum(axis=1, keepdims=True)
+        return np.repeat(np.divide(width, tot, out=np.zeros_like(tot), where=tot > 0), len(layer_slices), axis=1)
     if condition == "layer_energy":
         return e_layer / np.asarray(energies, np.float64).reshape(-1, 1)
     if condition == "layer_peak":
@@ -232,7 +257,8 @@ class QuantileCorrection:
                  levels: np.ndarray, p_gen: np.ndarray, p_ref: np.ndarray, q_gen: np.ndarray, q_ref: np.ndarray,
                  meta: dict[str, Any] | None = None, source: str = "QuantileCorrection", *,
                  condition: str | None = None, cond_nodes: np.ndarray | None = None,
-                 base: QuantileCorrection | None = None, cell_deta: np.ndarray | None = None) -> None:  # fmt: skip
+                 base: QuantileCorrection | None = None, cell_deta: np.ndarray | None = None,
+                 cell_neta: np.ndarray | None = None) -> None:  # fmt: skip
         self.variable = variable
         self.layer_sizes = tuple(int(n) for n in layer_sizes)
         self.log_e_nodes = np.asarray(log_e_nodes, np.float64)
@@ -246,8 +272,10 @@ class QuantileCorrection:
         self.condition = condition
         self.cond_nodes = None if cond_nodes is None else np.asarray(cond_nodes, np.float64)
         self.base = base
-        #: ``eta_phase`` only: each layer's η cell width ``(L,)``
+        #: ``eta_phase`` and ``shower_width`` only: each layer's η cell width ``(L,)``
         self.cell_deta = None if cell_deta is None else np.asarray(cell_deta, np.float64)
+        #: ``shower_width`` only: each layer's number of cells in η ``(L,)`` (the voxels are η-major)
+        self.cell_neta = None if cell_neta is None else np.asarray(cell_neta, np.int64)
         self._check(source)
         if base is not None and (base.layer_sizes != self.layer_sizes or self.condition is None):
             raise ConfigError(f"{source}: a second pass needs a conditional correction on a plain one (or on an "
@@ -262,6 +290,7 @@ class QuantileCorrection:
         min_count: int = 20, meta: dict[str, Any] | None = None, condition: str | None = None, condition_bins: int = 3,
         second_pass: bool = False, cell_deta: Sequence[float] | None = None,
         condition_layers: Sequence[int] | None = None, after: QuantileCorrection | None = None,
+        cell_neta: Sequence[int] | None = None,
     ) -> QuantileCorrection:  # fmt: skip
         """Fit the map of ``gen_showers`` (the generator's, GeV ``(N, V)`` at ``gen_energies`` GeV) onto
         ``ref_showers`` (detailed training showers at ``ref_energies``).
@@ -273,7 +302,8 @@ class QuantileCorrection:
         conditional correction, module docstring) with ``condition_bins`` >= 2 bins; ``second_pass``: fit the
         plain correction first and the conditional one on the plain-corrected generated showers (both stored,
         applied in that order). ``condition="eta_phase"`` needs both samples' ``*_eta`` and ``cell_deta``, each
-        layer's η cell width. ``condition_layers``: the indices of the layers whose maps are conditioned (default: every
+        layer's η cell width; ``condition="shower_width"`` needs ``cell_deta`` and ``cell_neta``, each layer's number of
+        η cells (its voxels η-major). ``condition_layers``: the indices of the layers whose maps are conditioned (default: every
         layer); the others keep the node's unconditional map in every bin (as a layer too thin to bin). Raises
         :class:`ConfigError` for bad arguments or too few showers per node. ``after``: a fitted correction (e.g. a
         two-pass one) to extend by one more pass: the conditional map is fitted on ``after``'s output and applied after
@@ -289,6 +319,16 @@ class QuantileCorrection:
                 raise ConfigError("the quantile correction conditioned on eta_phase needs both samples' |eta| and "
                                   f"one positive cell width in eta per layer ({len(layer_sizes)}), got "
                                   f"{None if cd is None else cd.tolist()}")  # fmt: skip
+        if condition == "shower_width":
+            cd = None if cell_deta is None else np.asarray(cell_deta, np.float64).reshape(-1)
+            cn = None if cell_neta is None else np.asarray(cell_neta).reshape(-1)
+            if (cd is None or cn is None or len(cd) != len(layer_sizes) or len(cn) != len(layer_sizes)
+                    or np.any(~(cd > 0)) or any(int(n) < 1 or int(n) != n or int(size) % int(n)
+                                                for n, size in zip(cn, layer_sizes, strict=True))):
+                raise ConfigError("the quantile correction conditioned on shower_width needs one positive cell width "
+                                  f"in eta and one number of eta cells (dividing the layer's voxels) per layer "
+                                  f"({len(layer_sizes)}), got {None if cd is None else cd.tolist()} and "
+                                  f"{None if cn is None else cn.tolist()}")  # fmt: skip
         if after is not None:
             if condition is None or second_pass:
                 raise ConfigError("a further pass (after=) is one conditional map: give a condition, not second_pass")
@@ -296,11 +336,11 @@ class QuantileCorrection:
                            layer_sizes, gen_eta=gen_eta, ref_eta=ref_eta, variable=variable, n_quantiles=n_quantiles,
                            eta_bins=eta_bins, max_energy_nodes=max_energy_nodes, min_count=min_count, meta=meta,
                            condition=condition, condition_bins=condition_bins, cell_deta=cell_deta,
-                           condition_layers=condition_layers)  # fmt: skip
+                           condition_layers=condition_layers, cell_neta=cell_neta)  # fmt: skip
             more.meta["passes"] = len(after.chain()) + 1
             return cls(more.variable, more.layer_sizes, more.log_e_nodes, more.eta_nodes, more.levels, more.p_gen,
                        more.p_ref, more.q_gen, more.q_ref, more.meta, condition=condition, cond_nodes=more.cond_nodes,
-                       base=after, cell_deta=more.cell_deta)  # fmt: skip
+                       base=after, cell_deta=more.cell_deta, cell_neta=more.cell_neta)  # fmt: skip
         if second_pass:
             if condition is None:
                 raise ConfigError("the quantile correction's second pass needs a condition (it is the conditional map)")
@@ -309,11 +349,13 @@ class QuantileCorrection:
             base = cls.fit(gen_showers, gen_energies, ref_showers, ref_energies, layer_sizes, meta=meta, **kw)
             second = cls.fit(base.apply(gen_showers, gen_energies, gen_eta), gen_energies, ref_showers, ref_energies,
                              layer_sizes, meta=meta, condition=condition, condition_bins=condition_bins,
-                             cell_deta=cell_deta, condition_layers=condition_layers, **kw)  # fmt: skip
+                             cell_deta=cell_deta, condition_layers=condition_layers, cell_neta=cell_neta,
+                             **kw)  # fmt: skip
             second.meta["second_pass"] = True
             return cls(second.variable, second.layer_sizes, second.log_e_nodes, second.eta_nodes, second.levels,
                        second.p_gen, second.p_ref, second.q_gen, second.q_ref, second.meta, condition=condition,
-                       cond_nodes=second.cond_nodes, base=base, cell_deta=second.cell_deta)  # fmt: skip
+                       cond_nodes=second.cond_nodes, base=base, cell_deta=second.cell_deta,
+                       cell_neta=second.cell_neta)  # fmt: skip
         if condition_layers is not None and (condition is None or not condition_layers or any(
                 int(li) != li or not 0 <= int(li) < len(layer_sizes) for li in condition_layers)):
             raise ConfigError(f"the quantile correction's condition_layers must be layer indices in 0..{len(layer_sizes) - 1} "
@@ -382,9 +424,10 @@ class QuantileCorrection:
         nc, nl = int(condition_bins), len(sizes)
         tables = [np.repeat(t[:, :, None], nc, axis=2) for t in (p_gen, p_ref, q_gen, q_ref)]
         cond_nodes = np.zeros((nh, nb, nl, nc))
-        cd = None if condition != "eta_phase" else np.asarray(cell_deta, np.float64).reshape(-1)
-        fg_all = _condition_values(gs, ge, slices, condition, gen_eta, cd)
-        fr_all = _condition_values(rs, re_, slices, condition, ref_eta, cd)
+        cd = None if condition not in _GEOMETRY_CONDITIONS else np.asarray(cell_deta, np.float64).reshape(-1)
+        cne = None if condition != "shower_width" else np.asarray(cell_neta, np.int64).reshape(-1)
+        fg_all = _condition_values(gs, ge, slices, condition, gen_eta, cd, cne)
+        fr_all = _condition_values(rs, re_, slices, condition, ref_eta, cd, cne)
         n_layers_pooled = n_cells_pooled = 0
         for h in range(nh):
             for b in range(nb):
@@ -414,7 +457,7 @@ class QuantileCorrection:
             info["condition_layers"] = sorted(int(li) for li in condition_layers)
         info.update(meta or {})
         return cls(variable, sizes, log_nodes, eta_nodes, levels, *tables, info, condition=condition,
-                   cond_nodes=cond_nodes, cell_deta=cd)  # fmt: skip
+                   cond_nodes=cond_nodes, cell_deta=cd, cell_neta=cne)  # fmt: skip
 
     def chain(self) -> list[QuantileCorrection]:
         """The maps this correction applies, in order: its earlier passes (``base``, recursively), then itself."""
@@ -543,7 +586,8 @@ class QuantileCorrection:
             sc, ec = s[a : a + CHUNK], e[a : a + CHUNK]
             x = _variable(sc, ec, slices, self.variable)
             frac = None if self.condition is None else _condition_values(
-                sc, ec, slices, self.condition, None if eta_a is None else eta_a[a : a + CHUNK], self.cell_deta)
+                sc, ec, slices, self.condition, None if eta_a is None else eta_a[a : a + CHUNK], self.cell_deta,
+                self.cell_neta)
             m = self._map(x, np.log(ec), None if eta_a is None else eta_a[a : a + CHUNK], frac)
             if self.variable == "energy":
                 out[a : a + CHUNK] = m * ec[:, None]
@@ -607,6 +651,8 @@ class QuantileCorrection:
             arrays[f"{prefix}cond_nodes"] = self.cond_nodes
             if self.cell_deta is not None:
                 arrays[f"{prefix}cell_deta"] = self.cell_deta
+            if self.cell_neta is not None:
+                arrays[f"{prefix}cell_neta"] = self.cell_neta
         if self.base is not None:
             meta["base"], more = self.base._file_arrays("base_" + prefix)
             arrays.update(more)
@@ -639,6 +685,7 @@ class QuantileCorrection:
         """One pass (and, recursively, its earlier ones) from a file's header and arrays (:meth:`_file_arrays`)."""
         arrays = {n: every.get(f"{prefix}{n}") for n in _TABLES}
         cond_nodes, cell_deta = every.get(f"{prefix}cond_nodes"), every.get(f"{prefix}cell_deta")
+        cell_neta = every.get(f"{prefix}cell_neta")
         if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, FORMAT_CONDITIONAL):
             raise ConfigError(f"quantile correction {path} has format {meta.get('format') if isinstance(meta, dict) else None!r}, "
                               f"expected {FORMAT!r} or {FORMAT_CONDITIONAL!r}")  # fmt: skip
@@ -665,7 +712,8 @@ class QuantileCorrection:
         return cls(meta.get("variable"), meta.get("layer_sizes") or (), arrays["log_e_nodes"], arrays["eta_nodes"],
                    arrays["levels"], arrays["p_gen"], arrays["p_ref"], arrays["q_gen"], arrays["q_ref"], meta,
                    source=path, condition=condition, cond_nodes=cond_nodes, base=base,
-                   cell_deta=cell_deta if condition == "eta_phase" else None)  # fmt: skip
+                   cell_deta=cell_deta if condition in _GEOMETRY_CONDITIONS else None,
+                   cell_neta=cell_neta if condition == "shower_width" else None)  # fmt: skip
 
     def _check(self, source: str) -> None:
         if self.variable not in VARIABLES:
@@ -688,9 +736,17 @@ class QuantileCorrection:
         elif self.cond_nodes is not None:
             raise ConfigError(f"{source}: cond_nodes given without a condition")
         cd = self.cell_deta
-        if (self.condition == "eta_phase") != (cd is not None):
-            raise ConfigError(f"{source}: cell_deta (each layer's eta cell width) belongs to an eta_phase condition and "
-                              "only to it")  # fmt: skip
+        if (self.condition in _GEOMETRY_CONDITIONS) != (cd is not None):
+            raise ConfigError(f"{source}: cell_deta (each layer's eta cell width) belongs to an eta_phase or shower_width "
+                              "condition and only to them")  # fmt: skip
+        cn = self.cell_neta
+        if (self.condition == "shower_width") != (cn is not None):
+            raise ConfigError(f"{source}: cell_neta (each layer's number of eta cells) belongs to a shower_width "
+                              "condition and only to it")  # fmt: skip
+        if cn is not None and (cn.shape != (len(self.layer_sizes),) or np.any(cn < 1) or any(
+                size % int(n) for n, size in zip(cn, self.layer_sizes, strict=True))):
+            raise ConfigError(f"{source}: cell_neta {cn.tolist()} must give each of the {len(self.layer_sizes)} layers a "
+                              "number of eta cells that divides its voxels")  # fmt: skip
         if cd is not None and (cd.shape != (len(self.layer_sizes),) or not np.all(cd > 0) or not np.isfinite(cd).all()):
             raise ConfigError(f"{source}: cell_deta has shape {cd.shape}, expected {len(self.layer_sizes)} positive widths")
         shapes = {"p_gen": (nh, nb, *cb, v), "p_ref": (nh, nb, *cb, v), "q_gen": (nh, nb, *cb, v, k),
@@ -713,4 +769,5 @@ class QuantileCorrection:
             raise ConfigError(f"{source}: the quantiles must increase strictly")
 
 
-__all__ = ["CONDITIONS", "FORMAT", "FORMAT_CONDITIONAL", "QuantileCorrection", "correction_path", "quantile_levels"]
+__all__ = ["CONDITIONS", "FORMAT", "FORMAT_CONDITIONAL", "QuantileCorrection", "correction_path", "eta_offsets",
+           "quantile_levels"]

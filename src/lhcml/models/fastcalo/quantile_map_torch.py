@@ -58,6 +58,12 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
                     np.repeat(np.arange(len(corr.layer_sizes)), corr.layer_sizes), dtype=torch.int64))
                 if corr.condition == "eta_phase":
                     self.register_buffer("cell_deta", torch.as_tensor(corr.cell_deta, **f32)[None, :])
+                if corr.condition == "shower_width":  # (V, 1) each voxel's eta offset and its square
+                    from lhcml.models.fastcalo.quantile_map import eta_offsets
+
+                    x = eta_offsets(corr.layer_sizes, corr.cell_deta, corr.cell_neta)
+                    self.register_buffer("eta_x", torch.as_tensor(x, **f32)[:, None])
+                    self.register_buffer("eta_x2", torch.as_tensor(np.square(x), **f32)[:, None])
 
         @staticmethod
         def _bracket(x: Tensor, nodes: Tensor, n: int) -> tuple[Tensor, Tensor]:
@@ -86,6 +92,13 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
             e_layer = torch.cat([s[:, a:b].sum(1, keepdim=True) for a, b in self.slices], 1)
             if self.condition == "layer_energy":
                 return e_layer / e
+            if self.condition == "shower_width":
+                m1 = torch.cat([s[:, a:b] @ self.eta_x[a:b] for a, b in self.slices], 1)
+                m2 = torch.cat([s[:, a:b] @ self.eta_x2[a:b] for a, b in self.slices], 1)
+                tot = e_layer.sum(1, keepdim=True)
+                width = torch.sqrt(torch.clamp(e_layer * m2 - m1 * m1, min=0.0)).sum(1, keepdim=True)
+                w = torch.where(tot > 0, width / torch.where(tot > 0, tot, torch.ones_like(tot)), torch.zeros_like(tot))
+                return w.expand(-1, len(self.slices))
             ok = e_layer > 0
             if self.condition == "layer_peak":
                 peak = torch.cat([s[:, a:b].amax(1, keepdim=True) for a, b in self.slices], 1)

@@ -196,8 +196,10 @@ def quantile_map_cmd(
     condition: Optional[str] = typer.Option(  # noqa: UP045
         None, "--condition", help="a conditional correction: layer_energy (each voxel's map per bin of its layer's "
         "energy over the incident energy, interpolated between the bins), layer_peak (of its layer's hottest cell over "
-        "the layer energy), depth (of the shower's longitudinal centre of gravity) or eta_phase (of where inside its "
-        "layer's eta cell the particle hits, |eta|/deta mod 1); default (or none): the plain per-voxel map"),
+        "the layer energy), depth (of the shower's longitudinal centre of gravity), eta_phase (of where inside its "
+        "layer's eta cell the particle hits, |eta|/deta mod 1) or shower_width (of the shower's energy-weighted lateral "
+        "width in eta over its layers: the widest generated showers mapped onto the widest detailed ones); default (or "
+        "none): the plain per-voxel map"),
     condition_bins: int = typer.Option(3, "--condition-bins", help="equal-count bins of the conditioning variable "
                                        "per energy node (with --condition)"),
     second_pass: bool = typer.Option(False, "--second-pass", help="with --condition: fit the plain map first and the "

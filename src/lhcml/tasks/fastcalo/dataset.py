@@ -273,6 +273,16 @@ def _loaded_for(path: str | Path, model: Any) -> Any:
     return corr
 
 
+def _geometry(binning: Binning, condition: str | None) -> dict[str, list[Any]]:
+    """The cell geometry a conditional correction needs (``eta_phase``: the layers' η cell widths; ``shower_width``:
+    those and the layers' numbers of η cells), ``{}`` for the others."""
+    if condition == "eta_phase":
+        return {"cell_deta": [lay.deta for lay in binning.layers]}
+    if condition == "shower_width":
+        return {"cell_deta": [lay.deta for lay in binning.layers], "cell_neta": [lay.n_eta for lay in binning.layers]}
+    return {}
+
+
 def _layer_indices(binning: Binning, names: Sequence[str] | None) -> list[int] | None:
     """Indices of the binning layers named in ``names`` (``None``: ``None``); an unknown name is one ConfigError."""
     if names is None:
@@ -320,7 +330,7 @@ def fit_quantile_correction(
                                   condition_bins=condition_bins, second_pass=second_pass,
                                   condition_layers=_layer_indices(b, condition_layers),
                                   after=None if after is None else _loaded_for(after, model),
-                                  **({"cell_deta": [lay.deta for lay in b.layers]} if condition == "eta_phase" else {}))  # fmt: skip
+                                  **_geometry(b, condition))  # fmt: skip
     return corr, corr.save(path)
 
 
