@@ -131,3 +131,15 @@ def test_bad_geometry_and_files_give_one_config_error(tmp_path):
         np.savez(tmp_path / "bad.npz", **{k: v for k, v in arrays.items() if k != drop})
         with pytest.raises(ConfigError, match=msg):
             QuantileCorrection.load(tmp_path / "bad.npz")
+
+
+def test_the_cli_fits_shower_width_into_onnx(tmp_path, capsys):
+    """``lhcml fastcalo quantile-map CKPT TRAIN --condition shower_width --second-pass --onnx`` on a tiny real-binning
+    checkpoint: onnxruntime gives apply() (float32 rounding); the binning's cell widths and eta-cell counts stored."""
+    from _fastcalo_helpers import corrected_onnx_matches_apply
+
+    corr, _ = corrected_onnx_matches_apply(tmp_path, capsys, ["--condition", "shower_width", "--condition-bins", "2",
+                                                              "--second-pass"], data_seed=48, n=400)  # fmt: skip
+    assert corr.condition == "shower_width" and corr.base is not None
+    np.testing.assert_allclose(corr.cell_deta[:3], [0.003125, 0.025, 0.05])
+    np.testing.assert_array_equal(corr.cell_neta[:3], [57, 7, 5])

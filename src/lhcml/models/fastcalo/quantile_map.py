@@ -88,6 +88,11 @@ VARIABLES = ("energy", "share", "energy_layers")
 CONDITIONS = ("layer_energy", "layer_peak", "depth", "eta_phase", "shower_width")
 #: the conditions that need the layers' cell geometry (stored with the map): ``cell_deta``, and ``cell_neta`` for widths
 _GEOMETRY_CONDITIONS = ("eta_phase", "shower_width")
+#: what a pass maps: each voxel (``cells``, every pass above) or each layer's energy (``layers``: the shower's layer
+#: energies over its total, mapped per node as the cells of one layer with ``variable="share"`` so the total energy is
+#: kept, then every cell of a layer scaled by its layer's new energy over the old; the cell passes keep the generator's
+#: layer energies, so f1, f3 and R_had are otherwise the raw generator's: h26b)
+LEVELS = ("cells", "layers")
 #: the tables of a correction, in the constructor's order (a file's arrays; a second pass's first one as base_*)
 _TABLES = ("log_e_nodes", "eta_nodes", "levels", "p_gen", "p_ref", "q_gen", "q_ref")
 #: showers per chunk in :meth:`QuantileCorrection.apply` (memory: chunk x voxels x quantiles floats)
@@ -258,7 +263,7 @@ class QuantileCorrection:
                  meta: dict[str, Any] | None = None, source: str = "QuantileCorrection", *,
                  condition: str | None = None, cond_nodes: np.ndarray | None = None,
                  base: QuantileCorrection | None = None, cell_deta: np.ndarray | None = None,
-                 cell_neta: np.ndarray | None = None) -> None:  # fmt: skip
+                 cell_neta: np.ndarray | None = None, level: str = "cells") -> None:  # fmt: skip
         self.variable = variable
         self.layer_sizes = tuple(int(n) for n in layer_sizes)
         self.log_e_nodes = np.asarray(log_e_nodes, np.float64)
@@ -276,8 +281,10 @@ class QuantileCorrection:
         self.cell_deta = None if cell_deta is None else np.asarray(cell_deta, np.float64)
         #: ``shower_width`` only: each layer's number of cells in η ``(L,)`` (the voxels are η-major)
         self.cell_neta = None if cell_neta is None else np.asarray(cell_neta, np.int64)
+        #: what the tables map (:data:`LEVELS`): each voxel or each layer's energy
+        self.level = level
         self._check(source)
-        if base is not None and (base.layer_sizes != self.layer_sizes or self.condition is None):
+        if base is not None and (base.layer_sizes != self.layer_sizes or (self.condition is None and level == "cells")):
             raise ConfigError(f"{source}: a second pass needs a conditional correction on a plain one (or on an "
                               "earlier chain) of the same layers")  # fmt: skip  # source: what the errors name (the file, for load)
 
@@ -290,7 +297,7 @@ class QuantileCorrection:
         min_count: int = 20, meta: dict[str, Any] | None = None, condition: str | None = None, condition_bins: int = 3,
         second_pass: bool = False, cell_deta: Sequence[float] | None = None,
         condition_layers: Sequence[int] | None = None, after: QuantileCorrection | None = None,
-        cell_neta: Sequence[int] | None = None,
+        cell_neta: Sequence[int] | None = None, level: str = "cells",
     ) -> QuantileCorrection:  # fmt: skip
         """Fit the map of ``gen_showers`` (the generator's, GeV ``(N, V)`` at ``gen_energies`` GeV) onto
         ``ref_showers`` (detailed training showers at ``ref_energies``).
@@ -307,7 +314,26 @@ class QuantileCorrection:
         layer); the others keep the node's unconditional map in every bin (as a layer too thin to bin). Raises
         :class:`ConfigError` for bad arguments or too few showers per node. ``after``: a fitted correction (e.g. a
         two-pass one) to extend by one more pass: the conditional map is fitted on ``after``'s output and applied after
-        it (``after`` is stored inside, as a second pass keeps its plain map)."""
+        it (``after`` is stored inside, as a second pass keeps its plain map). ``level="layers"``: a plain map of each
+        shower's layer energies instead of its cells (:data:`LEVELS`; the total energy kept; no condition), alone or
+        after ``after``."""
+        if level not in LEVELS:
+            raise ConfigError(f"the quantile correction's level must be one of {', '.join(LEVELS)}, got {level!r}")
+        if level == "layers":
+            if condition is not None or second_pass:
+                raise ConfigError("the layer-energy pass (level='layers') is a plain map: no condition, no second_pass")
+            sl = _layer_slices([int(n) for n in layer_sizes])
+            g = np.asarray(gen_showers) if after is None else after.apply(gen_showers, gen_energies, gen_eta)
+            lay = [np.stack([np.asarray(x, np.float64)[:, c].sum(axis=1) for c in sl], axis=1)
+                   for x in (g, np.asarray(ref_showers))]  # fmt: skip
+            inner = cls.fit(lay[0], gen_energies, lay[1], ref_energies, [len(sl)], gen_eta=gen_eta, ref_eta=ref_eta,
+                            variable="share", n_quantiles=n_quantiles, eta_bins=eta_bins,
+                            max_energy_nodes=max_energy_nodes, min_count=min_count, meta=meta)  # fmt: skip
+            info = dict(inner.meta, level="layers")
+            if after is not None:
+                info["passes"] = len(after.chain()) + 1
+            return cls("share", layer_sizes, inner.log_e_nodes, inner.eta_nodes, inner.levels, inner.p_gen,
+                       inner.p_ref, inner.q_gen, inner.q_ref, info, base=after, level="layers")  # fmt: skip
         if variable not in VARIABLES:
             raise ConfigError(f"the quantile correction's variable must be one of {', '.join(VARIABLES)}, got {variable!r}")
         if condition is not None and condition not in CONDITIONS:
@@ -469,6 +495,11 @@ class QuantileCorrection:
         return int(sum(self.layer_sizes))
 
     @property
+    def n_table(self) -> int:
+        """Columns of the tables: the voxels (``level="cells"``) or the layers (``"layers"``)."""
+        return len(self.layer_sizes) if self.level == "layers" else self.n_voxels
+
+    @property
     def layer_slices(self) -> list[slice]:
         return _layer_slices(self.layer_sizes)
 
@@ -522,7 +553,7 @@ class QuantileCorrection:
         The tables of the shower's nodes are never built per shower: every interpolated quantile is a weighted
         sum of gathers from the node tables, and the generated level of a cell is found by a binary search over
         the K quantiles (``ceil(log2 K) + 1`` gathers per corner), so the cost is O(n V log K)."""
-        v, k = self.n_voxels, len(self.levels)
+        v, k = self.n_table, len(self.levels)
         lev = self.levels
         corners = self._corners(log_e, eta)
         vox = np.arange(v)[None, :]
@@ -580,6 +611,8 @@ class QuantileCorrection:
         eta_a = None if eta is None else np.abs(np.asarray(eta, np.float64).reshape(-1))
         if self.base is not None:  # a second pass: the plain map first
             s = self.base.apply(s, e, eta)
+        if self.level == "layers":
+            return self._apply_layers(s, e, eta_a)
         out = np.empty(s.shape, np.float32)
         slices = self.layer_slices
         for a in range(0, len(s), CHUNK):
@@ -602,19 +635,38 @@ class QuantileCorrection:
             out[a : a + CHUNK] = res
         return out
 
+    def _apply_layers(self, s: np.ndarray, e: np.ndarray, eta_a: np.ndarray | None) -> np.ndarray:
+        """``level="layers"``: each shower's layer energies mapped (their total kept), every cell of a layer scaled by
+        the layer's new energy over its old one (an empty layer stays empty)."""
+        out = np.empty(s.shape, np.float32)
+        slices = self.layer_slices
+        for a in range(0, len(s), CHUNK):
+            sc = np.asarray(s[a : a + CHUNK], np.float64)
+            e_layer = np.stack([sc[:, sl].sum(axis=1) for sl in slices], axis=1)
+            tot = e_layer.sum(axis=1, keepdims=True)
+            m = self._map(_variable(e_layer, e[a : a + CHUNK], [slice(0, len(slices))], "share"),
+                          np.log(e[a : a + CHUNK]), None if eta_a is None else eta_a[a : a + CHUNK])  # fmt: skip
+            msum = m.sum(axis=1, keepdims=True)
+            ok = msum > 0
+            new = np.where(ok, m * tot / np.where(ok, msum, 1.0), e_layer)
+            scale = np.divide(new, e_layer, out=np.ones_like(e_layer), where=e_layer > 0)
+            for i, sl in enumerate(slices):
+                out[a : a + CHUNK, sl] = sc[:, sl] * scale[:, i : i + 1]
+        return out
+
     def torch_module(self) -> Any:
         """The same correction as a ``torch.nn.Module`` ``(showers (N, V), energy (N,), eta (N,) or None) ->
         showers``, float32, for the ONNX sampling graph (:func:`lhcml.export.fastcalo.export_generator`'s
         ``correction``): static gathers and fixed binary searches only. Agrees with :meth:`apply` to float32
         rounding (a cell at the edge of the occupancy cut may flip: ``tests/test_fastcalo_quantile_map.py``)."""
         from lhcml.models.fastcalo.quantile_map_torch import (
+            torch_layer_pass,
             torch_quantile_correction,
             torch_second_pass,
         )
 
-        if self.base is None:
-            return torch_quantile_correction(self)
-        return torch_second_pass(self.base.torch_module(), torch_quantile_correction(self))
+        this = torch_layer_pass(self) if self.level == "layers" else torch_quantile_correction(self)
+        return this if self.base is None else torch_second_pass(self.base.torch_module(), this)
 
     # -- files --------------------------------------------------------------------------------
     def check_model(self, model: Any, source: str = "the quantile correction") -> None:
@@ -645,6 +697,8 @@ class QuantileCorrection:
         under ``base_`` + prefix and their headers nested as ``header["base"]``: a plain correction's file and a
         two-pass one's stay exactly as before."""
         meta = dict(self.meta, format=FORMAT, variable=self.variable, layer_sizes=list(self.layer_sizes))
+        if self.level != "cells":
+            meta["level"] = self.level
         arrays = {f"{prefix}{n}": getattr(self, n) for n in _TABLES}
         if self.condition is not None:
             meta.update(format=FORMAT_CONDITIONAL, condition=self.condition)
@@ -700,7 +754,8 @@ class QuantileCorrection:
         else:
             cond_nodes = None  # a plain file: its tables have no conditioning axis
         base = None
-        if condition is not None and meta.get("base") is not None:  # a second pass on a plain map (or a chain)
+        level = meta.get("level", "cells")
+        if (condition is not None or level == "layers") and meta.get("base") is not None:  # a pass on earlier ones
             bm, bp = meta["base"], "base_" + prefix
             if not isinstance(bm, dict) or bm.get("format") not in (FORMAT, FORMAT_CONDITIONAL) or any(
                     f"{bp}{n}" not in every for n in _TABLES):
@@ -713,12 +768,17 @@ class QuantileCorrection:
                    arrays["levels"], arrays["p_gen"], arrays["p_ref"], arrays["q_gen"], arrays["q_ref"], meta,
                    source=path, condition=condition, cond_nodes=cond_nodes, base=base,
                    cell_deta=cell_deta if condition in _GEOMETRY_CONDITIONS else None,
-                   cell_neta=cell_neta if condition == "shower_width" else None)  # fmt: skip
+                   cell_neta=cell_neta if condition == "shower_width" else None, level=level)  # fmt: skip
 
     def _check(self, source: str) -> None:
         if self.variable not in VARIABLES:
             raise ConfigError(f"{source}: variable {self.variable!r} is not one of {', '.join(VARIABLES)}")
-        v = self.n_voxels
+        if self.level not in LEVELS:
+            raise ConfigError(f"{source}: level {self.level!r} is not one of {', '.join(LEVELS)}")
+        if self.level == "layers" and (self.condition is not None or self.variable != "share"):
+            raise ConfigError(f"{source}: a layer-energy pass is a plain map of variable share, got condition "
+                              f"{self.condition!r} and variable {self.variable!r}")  # fmt: skip
+        v = self.n_table
         nh, nb, k = len(self.eta_nodes), len(self.log_e_nodes), len(self.levels)
         if not self.layer_sizes or any(n <= 0 for n in self.layer_sizes) or nh < 1 or nb < 1 or k < 2:
             raise ConfigError(f"{source}: empty or non-positive layer sizes, nodes or quantile levels")
@@ -769,5 +829,5 @@ class QuantileCorrection:
             raise ConfigError(f"{source}: the quantiles must increase strictly")
 
 
-__all__ = ["CONDITIONS", "FORMAT", "FORMAT_CONDITIONAL", "QuantileCorrection", "correction_path", "eta_offsets",
+__all__ = ["CONDITIONS", "FORMAT", "FORMAT_CONDITIONAL", "LEVELS", "QuantileCorrection", "correction_path", "eta_offsets",
            "quantile_levels"]

@@ -29,6 +29,34 @@ def torch_second_pass(first: Any, second: Any) -> Any:
     return TorchSecondPass().eval()
 
 
+def torch_layer_pass(corr: QuantileCorrection) -> Any:
+    """A layer-energy pass (``level="layers"``): the layer energies mapped as the cells of one layer (total kept),
+    every cell of a layer scaled by its layer's new energy over the old (an empty layer stays empty)."""
+    import torch
+    from torch import Tensor, nn
+
+    from lhcml.models.fastcalo.quantile_map import QuantileCorrection
+
+    layers = QuantileCorrection("share", [len(corr.layer_sizes)], corr.log_e_nodes, corr.eta_nodes, corr.levels,
+                                corr.p_gen, corr.p_ref, corr.q_gen, corr.q_ref, source="the layer-energy pass")  # fmt: skip
+
+    class TorchLayerPass(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.map = torch_quantile_correction(layers)
+            self.slices = [(sl.start, sl.stop) for sl in corr.layer_slices]
+
+        def forward(self, showers: Tensor, energy: Tensor, eta: Tensor | None = None) -> Tensor:
+            s = showers.to(torch.float32)
+            e_layer = torch.cat([s[:, a:b].sum(1, keepdim=True) for a, b in self.slices], 1)
+            new = self.map(e_layer, energy, eta)
+            ok = e_layer > 0
+            scale = torch.where(ok, new / torch.where(ok, e_layer, torch.ones_like(e_layer)), torch.ones_like(e_layer))
+            return torch.cat([s[:, a:b] * scale[:, i : i + 1] for i, (a, b) in enumerate(self.slices)], 1)
+
+    return TorchLayerPass().eval()
+
+
 def torch_quantile_correction(corr: QuantileCorrection) -> Any:
     import torch
     from torch import Tensor, nn
@@ -187,4 +215,4 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
     return TorchQuantileCorrection().eval()
 
 
-__all__ = ["torch_quantile_correction", "torch_second_pass"]
+__all__ = ["torch_layer_pass", "torch_quantile_correction", "torch_second_pass"]

@@ -211,6 +211,10 @@ def quantile_map_cmd(
         None, "--after", help="extend this fitted correction file (of the same checkpoint) by one more pass: the "
         "--condition map fitted on its output and applied after it (e.g. a two-pass file + --condition eta_phase "
         "--condition-layer middle: three passes)"),
+    layer_energies: bool = typer.Option(False, "--layer-energies", help="map each shower's layer energies (over its "
+                                        "total, which is kept; every cell of a layer scaled with it) instead of the "
+                                        "cells: a plain pass, alone or after --after (the cell passes keep the "
+                                        "generator's layer energies)"),
     onnx: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--onnx", help="also export CHECKPOINT's sampling graph with the correction inside (for lhcml simulate "
         "--calo fast: and lhcml fastcalo generate)"),
@@ -229,11 +233,14 @@ def quantile_map_cmd(
                                          n_quantiles=quantiles, eta_bins=eta_bins, seed=seed, max_showers=max_showers,
                                          condition=None if condition == "none" else condition,
                                          condition_bins=condition_bins, second_pass=second_pass,
-                                         condition_layers=condition_layers or None, after=after)  # fmt: skip
+                                         condition_layers=condition_layers or None, after=after,
+                                         level="layers" if layer_energies else "cells")  # fmt: skip
     cond = "" if corr.condition is None else (
         f", conditioned on {corr.condition} in {corr.meta['condition_bins']} bins ({corr.meta['cond_layers_pooled']} "
         f"(layer, node) pairs and {corr.meta['cond_cells_pooled']} (cell, bin) entries with the node's map)"
         f"{_pass_note(corr, after)}")
+    if corr.level == "layers":
+        cond = ", layer energies" + _pass_note(corr, after)
     typer.echo(f"wrote {path} ({corr.variable}, {len(corr.log_e_nodes)} energy x {len(corr.eta_nodes)} |eta| nodes, "
                f"{len(corr.levels)} quantiles, {corr.meta['cells_identity']} (cell, node) pairs left alone{cond})")
     if onnx is not None:

@@ -298,7 +298,7 @@ def fit_quantile_correction(
     checkpoint: str | Path, showers: str | Path, output: str | Path | None = None, *, binning: str | Path | None = None,
     variable: str = "energy_layers", n_quantiles: int = 32, eta_bins: int = 1, min_count: int = 20, seed: int = 101,
     max_showers: int | None = None, condition: str | None = None, condition_bins: int = 3, second_pass: bool = False,
-    condition_layers: Sequence[str] | None = None, after: str | Path | None = None,
+    condition_layers: Sequence[str] | None = None, after: str | Path | None = None, level: str = "cells",
 ) -> tuple[Any, Path]:  # fmt: skip
     """``lhcml fastcalo quantile-map``: fit a :class:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection` of
     the generator in ``checkpoint`` onto the detailed showers of ``showers`` (its **training** file: the
@@ -307,7 +307,8 @@ def fit_quantile_correction(
     ``benchmarks/fastcalo.py --quantile-correction`` finds it). ``binning``: the binning XML (default: the one
     stored in the checkpoint). ``condition`` / ``condition_bins``: a conditional correction (each voxel's map per
     bin of its layer's energy fraction; :class:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection`), ``None``
-    (default): the plain one; ``second_pass``: the conditional map fitted after the plain one (both in the file).
+    (default): the plain one; ``second_pass``: the conditional map fitted after the plain one (both in the file);
+    ``level="layers"``: a plain map of the showers' layer energies (the total kept) instead of the cells.
     Returns ``(correction, path)``."""
     from lhcml.data.calochallenge import parse_binning, read_binning, read_showers
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection, correction_path
@@ -329,7 +330,7 @@ def fit_quantile_correction(
                                   eta_bins=eta_bins, min_count=min_count, meta=info, condition=condition,
                                   condition_bins=condition_bins, second_pass=second_pass,
                                   condition_layers=_layer_indices(b, condition_layers),
-                                  after=None if after is None else _loaded_for(after, model),
+                                  after=None if after is None else _loaded_for(after, model), level=level,
                                   **_geometry(b, condition))  # fmt: skip
     return corr, corr.save(path)
 
