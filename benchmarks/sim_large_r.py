@@ -609,7 +609,7 @@ SAVED_FIELDS = ("pt", "mass", "truthJetPt", "truthJetMass", "R10TruthLabel", "et
 
 def derive(events: int, mu: float, seed: int, out_path: Path, types: list[str], save: Path | None = None,
            pool: list[Path] = (), estimator: str | None = None, jms_sample: str = "all", jms_pt: str = "truth",
-           jms_target: str = "truth") -> dict:
+           jms_target: str = "truth", jms_x_bins: list[float] | None = None) -> dict:
     """Derive the tables of ``types`` at ``mu`` and merge them into ``out_path``.
 
     All types from one simulation per process (:func:`simulate_types`). ``save``: a folder where
@@ -617,7 +617,8 @@ def derive(events: int, mu: float, seed: int, out_path: Path, types: list[str], 
     (independent) samples whose jets are added to this one's before the derivation. ``estimator``:
     the average-response estimator (:data:`lhcml.sim.large_r_calibration.RESPONSE_ESTIMATORS`;
     default the module's). ``jms_sample`` / ``jms_pt``: which jets fill the JMS cells and their pT variable;
-    ``jms_target``: ``"peak"`` adds the in-situ-like residual (:func:`lhcml.sim.large_r_calibration.derive_calibration`).
+    ``jms_target``: ``"peak"`` adds the in-situ-like residual (:func:`lhcml.sim.large_r_calibration.derive_calibration`);
+    ``jms_x_bins``: the JMS cells' truth-m/pT row edges (default the module's).
     """
     from lhcml.sim.large_r_calibration import uncalibrated
 
@@ -636,17 +637,17 @@ def derive(events: int, mu: float, seed: int, out_path: Path, types: list[str], 
                 np.savez_compressed(tmp, **j)
         entries[(constituents, mu)] = [j]
     note = f"--derive --events {events} --seed {seed}"
-    return _derive_merge(entries, pool, out_path, note, estimator, jms_sample, jms_pt, jms_target)
+    return _derive_merge(entries, pool, out_path, note, estimator, jms_sample, jms_pt, jms_target, jms_x_bins)
 
 
 def derive_saved(files: list[Path], out_path: Path, estimator: str | None = None, jms_sample: str = "all",
-                 jms_pt: str = "truth", jms_target: str = "truth") -> dict:
+                 jms_pt: str = "truth", jms_target: str = "truth", jms_x_bins: list[float] | None = None) -> dict:
     """Derive tables from uncalibrated jets saved by ``--derive --save`` only (no simulation): the files of
     one (type, μ) (``jets_<type>_mu<mu>_s<seed>.npz``) are pooled, each (type, μ) table is merged into
     ``out_path``."""
     entries = _saved_derivation_jets(files)
     return _derive_merge(entries, (), out_path, "--derive-from " + " ".join(f.name for f in files), estimator,
-                         jms_sample, jms_pt, jms_target)
+                         jms_sample, jms_pt, jms_target, jms_x_bins)
 
 
 def _saved_derivation_jets(files: list[Path]) -> dict[tuple[str, float], list[dict]]:
@@ -750,7 +751,7 @@ def _write_table(out_path: Path, table: dict, header_from: Path, note: str) -> N
 
 
 def _derive_merge(entries: dict, pool, out_path: Path, note: str, estimator: str | None, jms_sample: str = "all",
-                  jms_pt: str = "truth", jms_target: str = "truth") -> dict:
+                  jms_pt: str = "truth", jms_target: str = "truth", jms_x_bins: list[float] | None = None) -> dict:
     import yaml
 
     from lhcml.sim.large_r_calibration import RESPONSE_ESTIMATOR, derive_calibration
@@ -766,7 +767,7 @@ def _derive_merge(entries: dict, pool, out_path: Path, note: str, estimator: str
                 print(f"pooled {f} ({len(old['pt'])} jets)", flush=True)
         entry = derive_calibration(j["pt"] / 1e3, j["mass"] / 1e3, j["truthJetPt"] / 1e3, j["truthJetMass"] / 1e3,
                                    estimator=estimator, labels=j["R10TruthLabel"], jms_sample=jms_sample,
-                                   jms_pt=jms_pt, jms_target=jms_target)
+                                   jms_pt=jms_pt, jms_target=jms_target, jms_x_bins=jms_x_bins)
         table.setdefault(constituents, {})[int(mu) if float(mu).is_integer() else float(mu)] = entry
         table[constituents] = dict(sorted(table[constituents].items()))
         print(constituents, mu, json.dumps(entry), flush=True)
@@ -778,6 +779,7 @@ def _derive_merge(entries: dict, pool, out_path: Path, note: str, estimator: str
                  + f", response estimator {estimator}"
                  + (f", JMS sample {jms_sample}, JMS pT {jms_pt}" if (jms_sample, jms_pt) != ("all", "truth") else "")
                  + (", JMS target peak (in-situ-like residual)" if jms_target == "peak" else "")
+                 + (f", JMS m/pT rows {' '.join(f'{x:g}' for x in jms_x_bins)}" if jms_x_bins is not None else "")
                  + f" ({time.strftime('%Y-%m-%d')})")
     return table
 
@@ -819,6 +821,10 @@ def main() -> None:
                     help="--derive / --derive-from: what the JMS closes on (truth = the trimmed truth jet's mass, "
                          "the shipped tables; peak = the same plus an in-situ-like residual that puts the calibrated "
                          "W and top peaks on 80.4 and 172.5 GeV)")
+    ap.add_argument("--jms-x-bins", type=float, nargs="+", default=None, metavar="X",
+                    help="--derive / --derive-from: edges of the JMS cells' truth-m/pT rows (default: the shipped "
+                         "tables' lhcml.sim.large_r_calibration.JMS_X_BINS; finer rows, e.g. 0.02 steps to 0.20, "
+                         "follow a response that changes with m/pT inside one default row)")
     ap.add_argument("--derive-insitu", type=Path, nargs="+", default=None, metavar="NPZ",
                     help="add the in-situ-like residual, fitted on the W and top jets of these --derive --save files "
                          "calibrated with --base-table, to that table's JES/JMS and write it to --table (required; "
@@ -893,17 +899,24 @@ def _run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
         derive_insitu_saved(args.derive_insitu, args.table, base)
         return
     if args.derive or args.derive_from:
-        from lhcml.sim.large_r_calibration import TABLE_PATH
+        from lhcml.errors import ConfigError
+        from lhcml.sim.large_r_calibration import TABLE_PATH, jms_x_edges
+
+        if args.jms_x_bins is not None:
+            try:
+                jms_x_edges(args.jms_x_bins)
+            except ConfigError as e:
+                ap.error(f"--jms-x-bins: {e}")
 
         if args.derive_from:
             missing = [str(f) for f in args.derive_from if not f.exists()]
             if missing:
                 ap.error(f"--derive-from: no such file(s): {', '.join(missing)}")
             derive_saved(args.derive_from, args.table or TABLE_PATH, args.estimator, args.jms_sample, args.jms_pt,
-                         args.jms_target)
+                         args.jms_target, args.jms_x_bins)
         else:
             derive(args.events, args.mu, args.seed, args.table or TABLE_PATH, args.types, args.save, args.pool,
-                   args.estimator, args.jms_sample, args.jms_pt, args.jms_target)
+                   args.estimator, args.jms_sample, args.jms_pt, args.jms_target, args.jms_x_bins)
         return
     if args.pooled:
         missing = [str(f) for f in args.pooled if not f.exists()]
