@@ -9,23 +9,19 @@ them), and a plan whose seeds would collide is refused.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def closure():
-    spec = importlib.util.spec_from_file_location("fastcalo_closure_chunks", ROOT / "benchmarks" / "fastcalo_closure.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("fastcalo_closure.py", "fastcalo_closure_chunks")
 
 
 def test_growing_a_process_keeps_every_chunk_and_adds_fresh_seeds(closure):

@@ -8,12 +8,11 @@ prediction files are written where the benchmark's photonid stage puts them.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _scripts import load_benchmark
 
 from lhcml.errors import ConfigError
 from lhcml.tasks.photon.folds import check_out_of_fold, fold_of, fold_split, write_folds
@@ -23,11 +22,7 @@ K = 5
 
 
 def _closure_module():
-    spec = importlib.util.spec_from_file_location("fastcalo_closure_folds", ROOT / "benchmarks" / "fastcalo_closure.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("fastcalo_closure.py", "fastcalo_closure_folds")
 
 
 def _sample(events: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:

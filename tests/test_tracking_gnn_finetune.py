@@ -6,12 +6,12 @@ fine-tuning epoch. The events are the constructed helices of ``test_tracking_gnn
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _scripts import load_benchmark
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_tracking_gnn import _write_sample  # noqa: E402
@@ -22,10 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("tracking_gnn_bench", ROOT / "benchmarks" / "tracking_gnn.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("tracking_gnn.py", "tracking_gnn_bench")
 
 
 def _val_loss(run: Path, sample: Path, events: list[int]) -> float:

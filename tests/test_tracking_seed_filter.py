@@ -720,16 +720,13 @@ def test_pass_seeds_tool_writes_the_seeds_a_later_pass_sees(sample, trained, tmp
     same seeding on all hits, which does use them -- with the library's features and truth labels of those
     triplets, readable by the training's reader; the library function is restored after; a pass the config lacks,
     or one after a pass without a classifier: one message, exit 2."""
-    import importlib.util
-
     import yaml
+    from _scripts import load_benchmark
 
     from lhcml.models.tracking.seed_filter import read_seed_file
     from lhcml.tasks.tracking.acts_reco import load_reco_config
 
-    spec = importlib.util.spec_from_file_location("tracking_pass_seeds", Path(__file__).resolve().parents[1] / "benchmarks" / "tracking_pass_seeds.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_benchmark("tracking_pass_seeds.py")
     original = S.event_features
     first = {"checkpoint": str(trained), "cut": 0.3}
     cfg = {**first, "second_pass": "tracking/ckf.yaml", "second_pass_checkpoint": str(trained), "second_pass_cut": 0.05}
