@@ -133,6 +133,12 @@ def _layer_slices(sizes: Sequence[int]) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
+def _layer_energies(showers: np.ndarray, layer_slices: Sequence[slice]) -> np.ndarray:
+    """``(N, L)`` each shower's energy per layer (float64)."""
+    s = np.asarray(showers, np.float64)
+    return np.stack([s[:, sl].sum(axis=1) for sl in layer_slices], axis=1)
+
+
 def eta_offsets(layer_sizes: Sequence[int], cell_deta: Sequence[float], cell_neta: Sequence[int]) -> np.ndarray:
     """``(V,)`` each voxel's η offset from its layer's window centre, ``(i_eta - (n_eta - 1) / 2) deta``, for layers
     of ``layer_sizes`` voxels stored η-major (``i_eta * n_phi + i_phi``, :mod:`lhcml.data.calochallenge`) with
@@ -153,7 +159,7 @@ def _condition_values(showers: np.ndarray, energies: np.ndarray, layer_slices: S
         a = np.abs(np.asarray(eta, np.float64).reshape(-1, 1))
         return np.mod(a / np.asarray(cell_deta, np.float64).reshape(1, -1), 1.0)
     s = np.asarray(showers, np.float64)
-    e_layer = np.stack([s[:, sl].sum(axis=1) for sl in layer_slices], axis=1)
+    e_layer = _layer_energies(s, layer_slices)
     if condition == "shower_width":  # sum_L E_L sigma_L = sum_L sqrt(E_L m2_L - m1_L^2), over the total energy
         x = eta_offsets([sl.stop - sl.start for sl in layer_slices], cell_deta, cell_neta)
         m1 = np.stack([s[:, sl] @ x[sl] for sl in layer_slices], axis=1)
@@ -324,8 +330,7 @@ class QuantileCorrection:
                 raise ConfigError("the layer-energy pass (level='layers') is a plain map: no condition, no second_pass")
             sl = _layer_slices([int(n) for n in layer_sizes])
             g = np.asarray(gen_showers) if after is None else after.apply(gen_showers, gen_energies, gen_eta)
-            lay = [np.stack([np.asarray(x, np.float64)[:, c].sum(axis=1) for c in sl], axis=1)
-                   for x in (g, np.asarray(ref_showers))]  # fmt: skip
+            lay = [_layer_energies(x, sl) for x in (g, ref_showers)]
             inner = cls.fit(lay[0], gen_energies, lay[1], ref_energies, [len(sl)], gen_eta=gen_eta, ref_eta=ref_eta,
                             variable="share", n_quantiles=n_quantiles, eta_bins=eta_bins,
                             max_energy_nodes=max_energy_nodes, min_count=min_count, meta=meta)  # fmt: skip
@@ -642,7 +647,7 @@ class QuantileCorrection:
         slices = self.layer_slices
         for a in range(0, len(s), CHUNK):
             sc = np.asarray(s[a : a + CHUNK], np.float64)
-            e_layer = np.stack([sc[:, sl].sum(axis=1) for sl in slices], axis=1)
+            e_layer = _layer_energies(sc, slices)
             tot = e_layer.sum(axis=1, keepdims=True)
             m = self._map(_variable(e_layer, e[a : a + CHUNK], [slice(0, len(slices))], "share"),
                           np.log(e[a : a + CHUNK]), None if eta_a is None else eta_a[a : a + CHUNK])  # fmt: skip
