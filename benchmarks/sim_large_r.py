@@ -127,7 +127,8 @@ def _side_constituents(extra: tuple[str, ...], store: dict[str, list[dict]]):
     ``store[type]``; a type ``"pflow:PATH"`` is calibrated with the tables of the YAML file PATH
     instead of the shipped ones (to compare two tables on the same jets), a type ``"clusters+cssk"``
     is built with that pileup mitigation (:data:`lhcml.sim.pileup_mitigation.METHODS`) and calibrated
-    with the tables stored under that name (none: uncalibrated): one Pythia + detector pass for several constituent types, so their
+    with the tables stored under that name (none: uncalibrated), a type ``"tcc~pv_only"`` is TCC with that
+    treatment of pileup tracks (:data:`lhcml.sim.tcc.TCC_PILEUP_TRACKS`; the TCC tables): one Pythia + detector pass for several constituent types, so their
     resolutions are compared on the same events. Building clusters/TCC jets from a batch draws
     no random numbers (``calibrated_clusters`` of the batch's topo-clusters, ``build_tcc``), so
     every type's jets are bit-identical to a :func:`simulate_events` run of that type alone
@@ -145,12 +146,14 @@ def _side_constituents(extra: tuple[str, ...], store: dict[str, list[dict]]):
         for c in extra:
             spec, _, table = c.partition(":")
             kind, _, method = spec.partition("+")
+            kind, _, tcc_pu = kind.partition("~")
             a = list(args)
             a[7] = kind  # _large_r(proc, objects, generated, particles, tracks, pv_z, rng, constituents, ...)
             shipped = cal.TABLE_PATH
             cal.TABLE_PATH = Path(table) if table else shipped
             try:
-                side = orig(*a, **{**kwargs, **({"mitigation": method} if method else {})})
+                side = orig(*a, **{**kwargs, **({"mitigation": method} if method else {}),
+                                   **({"tcc_pileup_tracks": tcc_pu} if tcc_pu else {})})
             finally:
                 cal.TABLE_PATH = shipped
             store.setdefault(c, []).append({"jets": side["jets"], "flow": side["flow"],
@@ -172,7 +175,7 @@ def simulate_types(process: str, events: int, mu: float, seed: int, pileup, type
 
     store: dict[str, list[dict]] = {}
     plain = types[0] in CONSTITUENT_TYPES  # else 'TYPE+METHOD' or 'TYPE:PATH': built beside the base type's jets
-    base = types[0].partition(":")[0].partition("+")[0]
+    base = types[0].partition(":")[0].partition("+")[0].partition("~")[0]
     with _side_constituents(tuple(types[1:] if plain else types), store):
         out = simulate_events(process, events, mu=mu, seed=seed, pileup=pileup, constituents=base)
     res = {types[0]: {"jets": out["jets"], "flow": out["flow"]}} if plain else {}
@@ -793,7 +796,8 @@ def main() -> None:
     ap.add_argument("--constituents", nargs="+", default=["pflow"],
                     help="constituent types of the stability table, all from the same events (pflow, clusters, "
                          "tcc; 'pflow:PATH' = particle flow calibrated with the tables of the YAML file PATH; "
-                         "'clusters+cssk' / 'clusters+sk' = clusters with that pileup mitigation)")
+                         "'clusters+cssk' / 'clusters+sk' = clusters with that pileup mitigation; 'tcc~pv_only' / "
+                         "'tcc~share_return' = TCC with that treatment of pileup tracks, lhcml.sim.tcc)")
     ap.add_argument("--radius", type=float, default=None,
                     help="large-R jet radius (default: lhcml's 0.8; ATLAS's jets are R = 1.0). The shipped JES/JMS "
                          "tables are R = 0.8 ones, so the mass scale is only approximate; the resolution (IQnR) is not "

@@ -448,6 +448,7 @@ def _large_r(
     topo: Any = None,
     mu: float = 0.0,
     mitigation: str | None = None,
+    tcc_pileup_tracks: str = "remove",
 ) -> dict[str, np.ndarray]:
     """Groomed large-R jets: pileup mitigation → anti-kt R → trimming → JES/JMS (``docs/simulation.md``).
 
@@ -458,13 +459,15 @@ def _large_r(
     constituent-level pileup mitigation (:data:`lhcml.sim.pileup_mitigation.METHODS`; default
     :data:`LARGE_R_MITIGATION` of the type); a non-default one is calibrated with the tables
     stored under ``"<type>+<method>"`` (:func:`lhcml.sim.large_r_calibration.table_key`).
+    ``tcc_pileup_tracks``: TCCs only, the treatment of pileup tracks
+    (:data:`lhcml.sim.tcc.TCC_PILEUP_TRACKS`; a study option, calibrated with the TCC tables).
     """
     from lhcml.sim.grooming import four_momentum_sums, softdrop_mass, trim
     from lhcml.sim.jets import cluster_flat, large_r_labels_flat
     from lhcml.sim.large_r_calibration import calibrate, table_key
     from lhcml.sim.pileup_mitigation import mitigate
 
-    inputs = _large_r_inputs(constituents, objects, particles, tracks, pv_z, rng, topo)
+    inputs = _large_r_inputs(constituents, objects, particles, tracks, pv_z, rng, topo, tcc_pileup_tracks)
     n_ev = len(inputs)
     # constituent-level pileup mitigation on the neutral objects (charged ones passed the
     # primary-vertex association already): SoftKiller, or constituent subtraction + SoftKiller
@@ -526,7 +529,8 @@ LARGE_R_TRUTH_MATCH_DR = 0.75 * LARGE_R_RADIUS
 _INVISIBLE = (12, 13, 14, 16)  # neutrinos and muons are not in truth jets
 
 
-def _large_r_inputs(constituents, objects, particles, tracks, pv_z, rng, topo=None) -> FlatTable:
+def _large_r_inputs(constituents, objects, particles, tracks, pv_z, rng, topo=None,
+                    tcc_pileup_tracks: str = "remove") -> FlatTable:
     if constituents not in CONSTITUENT_TYPES:
         raise ConfigError(f"unknown constituents '{constituents}'; valid: {', '.join(CONSTITUENT_TYPES)}")
     if constituents == "pflow":
@@ -539,7 +543,7 @@ def _large_r_inputs(constituents, objects, particles, tracks, pv_z, rng, topo=No
     if constituents == "clusters":
         return cluster_objects(clusters)
     # the topo-cluster positions include the bending of charged particles in the field
-    return build_tcc(clusters, tracks, pv_z, bend=True)
+    return build_tcc(clusters, tracks, pv_z, bend=True, pileup_tracks=tcc_pileup_tracks)
 
 
 def calo_clusters(

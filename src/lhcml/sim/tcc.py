@@ -21,6 +21,22 @@ is attributed to pileup, as charged-hadron subtraction does for particle flow); 
 secondaries are not matched (their parent's energy is in the calorimeter). The neutral TCCs
 are then subject to SoftKiller in the large-R chain like other neutral constituents.
 
+This removal takes hard-scatter energy with it: a pileup track takes its pT share of every
+cluster it is matched to, and the whole cluster when it is the cluster's only matched track
+(a hard-scatter photon or neutral-hadron cluster with a pileup track within ΔR 0.1 is lost).
+Opt-in alternatives (``pileup_tracks`` of :func:`build_tcc`; :data:`TCC_PILEUP_TRACKS`):
+
+* ``"remove"`` (default): as above.
+* ``"pv_only"``: only the tracks that pass the primary-vertex association take part in the
+  matching and sharing; the clusters they do not match stay neutral TCCs (pileup neutral energy
+  in a cluster with a hard-scatter track goes to that track: SoftKiller does not act on
+  charged TCCs).
+* ``"share_return"``: the sharing among all matched tracks as the default, but the shares of
+  the tracks failing the association are returned to a neutral TCC at the cluster's position
+  (then subject to SoftKiller like the other neutral TCCs) instead of being dropped.
+
+Both keep every cluster's energy (charged + neutral TCC energy = the summed cluster energy).
+
 :func:`share_cluster_energy` is the pure matching/sharing step (tested to conserve each
 matched cluster's energy); :func:`build_tcc` makes the flow-object table.
 """
@@ -34,6 +50,8 @@ from lhcml.sim.jets import nearest_within_dr  # noqa: F401  (the one ΔR-matchin
 
 #: track-to-cluster matching distance (our choice: the 0.1 hadronic tower granularity)
 TCC_MATCH_DR = 0.1
+#: treatments of the tracks failing the primary-vertex association (:func:`build_tcc`); the first is the default
+TCC_PILEUP_TRACKS = ("remove", "pv_only", "share_return")
 
 
 def share_cluster_energy(
@@ -79,6 +97,7 @@ def build_tcc(
     primary_vertex_z: np.ndarray,
     dr_max: float = TCC_MATCH_DR,
     bend: bool = False,
+    pileup_tracks: str = "remove",
 ) -> FlatTable:
     """TCC flow objects per event (charged TCCs first, then neutral ones).
 
@@ -95,6 +114,11 @@ def build_tcc(
     bend
         Match the tracks at their φ at the calorimeter (:func:`lhcml.sim.jet_calo.bend_phi`), as
         the clusters of the jet calorimeter are; ``False``: at their φ at the vertex.
+    pileup_tracks
+        What becomes of the tracks failing the primary-vertex association
+        (:data:`TCC_PILEUP_TRACKS`, module docstring): ``"remove"`` (default: they take their
+        shares, which are dropped), ``"pv_only"`` (they take no part in the matching) or
+        ``"share_return"`` (their shares become a neutral TCC at the cluster's position).
 
     Returns
     -------
@@ -106,6 +130,8 @@ def build_tcc(
     """
     from lhcml.sim.pflow import CHS_DZ0_SINTHETA, KIND_CHARGED_HADRON
 
+    if pileup_tracks not in TCC_PILEUP_TRACKS:
+        raise ValueError(f"pileup_tracks {pileup_tracks!r}: valid {', '.join(TCC_PILEUP_TRACKS)}")
     n_ev = len(clusters)
     pv_z = np.asarray(primary_vertex_z, dtype=np.float64)
     cols = tracks.columns
@@ -120,6 +146,8 @@ def build_tcc(
     if "origin" in fields and "particle_index" in fields:
         # material secondaries: their parent's energy is in the calorimeter already
         usable &= (np.asarray(cols["particle_index"]) >= 0) | (np.asarray(cols["origin"]) == 1)
+    if pileup_tracks == "pv_only":
+        usable &= np.abs(dz0st) < CHS_DZ0_SINTHETA
     use = np.flatnonzero(usable)
     if "charge" in fields:
         q_all = np.asarray(cols["charge"]).astype(np.int8)
@@ -155,7 +183,16 @@ def build_tcc(
     }
     matched = np.zeros(int(clusters.counts.sum()), dtype=bool)
     matched[match[match >= 0]] = True
-    neutral = clusters.select(~matched)
+    if pileup_tracks == "share_return":
+        # the failing tracks' shares go back to their cluster as a neutral TCC at its position
+        back = (match >= 0) & ~pv
+        returned = np.bincount(match[back], weights=energy[back], minlength=len(matched))
+        keep = ~matched | (returned > 0)
+        e_n = np.where(matched, returned, np.asarray(clusters["E"], np.float64))
+        neutral = clusters.select(keep)
+        neutral = FlatTable({**neutral.columns, "E": e_n[keep].astype(np.asarray(clusters["E"]).dtype)}, neutral.counts)
+    else:
+        neutral = clusters.select(~matched)
     n_cols = cluster_objects(neutral).columns
     out_n = FlatTable(n_cols, neutral.counts)
     charged_table = FlatTable(
