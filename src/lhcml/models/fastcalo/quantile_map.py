@@ -91,8 +91,10 @@ _GEOMETRY_CONDITIONS = ("eta_phase", "shower_width")
 #: what a pass maps: each voxel (``cells``, every pass above) or each layer's energy (``layers``: the shower's layer
 #: energies over its total, mapped per node as the cells of one layer with ``variable="share"`` so the total energy is
 #: kept, then every cell of a layer scaled by its layer's new energy over the old; the cell passes keep the generator's
-#: layer energies, so f1, f3 and R_had are otherwise the raw generator's: h26b)
-LEVELS = ("cells", "layers")
+#: layer energies, so f1, f3 and R_had are otherwise the raw generator's: h26b); ``strips`` the prominence of each
+#: shower's strip second maximum, then the strips moved to it (:mod:`lhcml.models.fastcalo.strip_pass`: the strip
+#: layer's energy kept; h27a)
+LEVELS = ("cells", "layers", "strips")
 #: the tables of a correction, in the constructor's order (a file's arrays; a second pass's first one as base_*)
 _TABLES = ("log_e_nodes", "eta_nodes", "levels", "p_gen", "p_ref", "q_gen", "q_ref")
 #: showers per chunk in :meth:`QuantileCorrection.apply` (memory: chunk x voxels x quantiles floats)
@@ -303,7 +305,8 @@ class QuantileCorrection:
         min_count: int = 20, meta: dict[str, Any] | None = None, condition: str | None = None, condition_bins: int = 3,
         second_pass: bool = False, cell_deta: Sequence[float] | None = None,
         condition_layers: Sequence[int] | None = None, after: QuantileCorrection | None = None,
-        cell_neta: Sequence[int] | None = None, level: str = "cells",
+        cell_neta: Sequence[int] | None = None, level: str = "cells", strip_layer: int | None = None,
+        strip_n_eta: int | None = None,
     ) -> QuantileCorrection:  # fmt: skip
         """Fit the map of ``gen_showers`` (the generator's, GeV ``(N, V)`` at ``gen_energies`` GeV) onto
         ``ref_showers`` (detailed training showers at ``ref_energies``).
@@ -322,9 +325,20 @@ class QuantileCorrection:
         two-pass one) to extend by one more pass: the conditional map is fitted on ``after``'s output and applied after
         it (``after`` is stored inside, as a second pass keeps its plain map). ``level="layers"``: a plain map of each
         shower's layer energies instead of its cells (:data:`LEVELS`; the total energy kept; no condition), alone or
-        after ``after``."""
+        after ``after``. ``level="strips"``: the strip pass (:mod:`lhcml.models.fastcalo.strip_pass`) of layer
+        ``strip_layer`` with ``strip_n_eta`` cells in η, alone or after ``after`` (no condition)."""
         if level not in LEVELS:
             raise ConfigError(f"the quantile correction's level must be one of {', '.join(LEVELS)}, got {level!r}")
+        if level == "strips":
+            if condition is not None or second_pass or strip_layer is None or strip_n_eta is None:
+                raise ConfigError("the strip pass (level='strips') needs strip_layer and strip_n_eta, and takes no "
+                                  "condition and no second_pass")  # fmt: skip
+            from lhcml.models.fastcalo.strip_pass import fit_strip_pass
+
+            return fit_strip_pass(gen_showers, gen_energies, ref_showers, ref_energies, layer_sizes,
+                                  strip_layer=strip_layer, strip_n_eta=strip_n_eta, after=after, gen_eta=gen_eta,
+                                  ref_eta=ref_eta, n_quantiles=n_quantiles, eta_bins=eta_bins,
+                                  max_energy_nodes=max_energy_nodes, min_count=min_count, meta=meta)  # fmt: skip
         if level == "layers":
             if condition is not None or second_pass:
                 raise ConfigError("the layer-energy pass (level='layers') is a plain map: no condition, no second_pass")
@@ -502,7 +516,7 @@ class QuantileCorrection:
     @property
     def n_table(self) -> int:
         """Columns of the tables: the voxels (``level="cells"``) or the layers (``"layers"``)."""
-        return len(self.layer_sizes) if self.level == "layers" else self.n_voxels
+        return {"layers": len(self.layer_sizes), "strips": 1}.get(self.level, self.n_voxels)
 
     @property
     def layer_slices(self) -> list[slice]:
@@ -618,6 +632,10 @@ class QuantileCorrection:
             s = self.base.apply(s, e, eta)
         if self.level == "layers":
             return self._apply_layers(s, e, eta_a)
+        if self.level == "strips":
+            from lhcml.models.fastcalo.strip_pass import apply_strip_pass
+
+            return apply_strip_pass(self, s, e, eta_a)
         out = np.empty(s.shape, np.float32)
         slices = self.layer_slices
         for a in range(0, len(s), CHUNK):
@@ -670,7 +688,12 @@ class QuantileCorrection:
             torch_second_pass,
         )
 
-        this = torch_layer_pass(self) if self.level == "layers" else torch_quantile_correction(self)
+        if self.level == "strips":
+            from lhcml.models.fastcalo.strip_pass_torch import torch_strip_pass
+
+            this = torch_strip_pass(self)
+        else:
+            this = torch_layer_pass(self) if self.level == "layers" else torch_quantile_correction(self)
         return this if self.base is None else torch_second_pass(self.base.torch_module(), this)
 
     # -- files --------------------------------------------------------------------------------
@@ -760,7 +783,7 @@ class QuantileCorrection:
             cond_nodes = None  # a plain file: its tables have no conditioning axis
         base = None
         level = meta.get("level", "cells")
-        if (condition is not None or level == "layers") and meta.get("base") is not None:  # a pass on earlier ones
+        if (condition is not None or level in ("layers", "strips")) and meta.get("base") is not None:  # a pass on earlier ones
             bm, bp = meta["base"], "base_" + prefix
             if not isinstance(bm, dict) or bm.get("format") not in (FORMAT, FORMAT_CONDITIONAL) or any(
                     f"{bp}{n}" not in every for n in _TABLES):
@@ -783,6 +806,16 @@ class QuantileCorrection:
         if self.level == "layers" and (self.condition is not None or self.variable != "share"):
             raise ConfigError(f"{source}: a layer-energy pass is a plain map of variable share, got condition "
                               f"{self.condition!r} and variable {self.variable!r}")  # fmt: skip
+        if self.level == "strips":
+            if self.condition is not None or self.variable != "energy":
+                raise ConfigError(f"{source}: a strip pass is a plain map of variable energy, got condition "
+                                  f"{self.condition!r} and variable {self.variable!r}")  # fmt: skip
+            from lhcml.models.fastcalo.strip_pass import strip_geometry
+
+            try:
+                strip_geometry(self.meta, self.layer_sizes)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
         v = self.n_table
         nh, nb, k = len(self.eta_nodes), len(self.log_e_nodes), len(self.levels)
         if not self.layer_sizes or any(n <= 0 for n in self.layer_sizes) or nh < 1 or nb < 1 or k < 2:

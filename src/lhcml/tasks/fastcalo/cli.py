@@ -215,6 +215,10 @@ def quantile_map_cmd(
                                         "total, which is kept; every cell of a layer scaled with it) instead of the "
                                         "cells: a plain pass, alone or after --after (the cell passes keep the "
                                         "generator's layer energies)"),
+    strip_pass: bool = typer.Option(False, "--strip-pass", help="map each shower's strip second-maximum prominence "
+                                    "(per energy and |eta| node; the second-maximum strip moved to it, the strip "
+                                    "layer's energy kept) instead of the cells: a pass alone or after --after "
+                                    "(lhcml.models.fastcalo.strip_pass)"),
     onnx: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--onnx", help="also export CHECKPOINT's sampling graph with the correction inside (for lhcml simulate "
         "--calo fast: and lhcml fastcalo generate)"),
@@ -227,20 +231,26 @@ def quantile_map_cmd(
     generate --quantile-correction FILE` apply it after sampling; `--onnx OUT.onnx` exports the sampling graph
     with the correction inside (lhcml.models.fastcalo.quantile_map;
     docs/benchmarks/fastcalo.md, twenty-second version)."""
+    from lhcml.errors import ConfigError
     from lhcml.tasks.fastcalo.dataset import fit_quantile_correction
 
+    if strip_pass and layer_energies:
+        raise ConfigError("--strip-pass and --layer-energies are two passes: fit one, then the other with --after")
     corr, path = fit_quantile_correction(checkpoint, showers, output, binning=binning, variable=variable,
                                          n_quantiles=quantiles, eta_bins=eta_bins, seed=seed, max_showers=max_showers,
                                          condition=None if condition == "none" else condition,
                                          condition_bins=condition_bins, second_pass=second_pass,
                                          condition_layers=condition_layers or None, after=after,
-                                         level="layers" if layer_energies else "cells")  # fmt: skip
+                                         level="strips" if strip_pass else "layers" if layer_energies else "cells")  # fmt: skip
     cond = "" if corr.condition is None else (
         f", conditioned on {corr.condition} in {corr.meta['condition_bins']} bins ({corr.meta['cond_layers_pooled']} "
         f"(layer, node) pairs and {corr.meta['cond_cells_pooled']} (cell, bin) entries with the node's map)"
         f"{_pass_note(corr, after)}")
     if corr.level == "layers":
         cond = ", layer energies" + _pass_note(corr, after)
+    if corr.level == "strips":
+        cond = (f", strip second maxima (generated {corr.meta['second_max_fraction_generated']:.3f}, detailed "
+                f"{corr.meta['second_max_fraction_reference']:.3f} of showers)" + _pass_note(corr, after))
     typer.echo(f"wrote {path} ({corr.variable}, {len(corr.log_e_nodes)} energy x {len(corr.eta_nodes)} |eta| nodes, "
                f"{len(corr.levels)} quantiles, {corr.meta['cells_identity']} (cell, node) pairs left alone{cond})")
     if onnx is not None:

@@ -283,6 +283,14 @@ def _geometry(binning: Binning, condition: str | None) -> dict[str, list[Any]]:
     return {}
 
 
+def _strips(binning: Binning, level: str) -> dict[str, int]:
+    """The strip pass's layer (the binning's finest in η) and its number of η cells; ``{}`` for the other levels."""
+    if level != "strips":
+        return {}
+    i = min(range(len(binning.layers)), key=lambda j: binning.layers[j].deta)
+    return {"strip_layer": i, "strip_n_eta": int(binning.layers[i].n_eta)}
+
+
 def _layer_indices(binning: Binning, names: Sequence[str] | None) -> list[int] | None:
     """Indices of the binning layers named in ``names`` (``None``: ``None``); an unknown name is one ConfigError."""
     if names is None:
@@ -308,8 +316,9 @@ def fit_quantile_correction(
     stored in the checkpoint). ``condition`` / ``condition_bins``: a conditional correction (each voxel's map per
     bin of its layer's energy fraction; :class:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection`), ``None``
     (default): the plain one; ``second_pass``: the conditional map fitted after the plain one (both in the file);
-    ``level="layers"``: a plain map of the showers' layer energies (the total kept) instead of the cells.
-    Returns ``(correction, path)``."""
+    ``level="layers"``: a plain map of the showers' layer energies (the total kept) instead of the cells;
+    ``level="strips"``: the strip pass (:mod:`lhcml.models.fastcalo.strip_pass`) on the binning's layer with the finest
+    η cells. Returns ``(correction, path)``."""
     from lhcml.data.calochallenge import parse_binning, read_binning, read_showers
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection, correction_path
     from lhcml.train.fastcalo import load_generator
@@ -331,7 +340,7 @@ def fit_quantile_correction(
                                   condition_bins=condition_bins, second_pass=second_pass,
                                   condition_layers=_layer_indices(b, condition_layers),
                                   after=None if after is None else _loaded_for(after, model), level=level,
-                                  **_geometry(b, condition))  # fmt: skip
+                                  **_geometry(b, condition), **_strips(b, level))  # fmt: skip
     return corr, corr.save(path)
 
 

@@ -1,0 +1,179 @@
+"""The strip pass of the quantile correction: a shower-shape correction of the strips' second maximum (issue 15, h27a).
+
+The five-pass chain (docs/benchmarks/fastcalo.md, twenty-fifth version) maps every cell's distribution, its layer
+energies and its width rank, yet at |η| > 0.9 the generated strips (the first EM layer, 57 η x 3 φ voxels) keep a
+too-pronounced **second maximum** (ΔE +0.23σ, E_ratio −0.22σ; h26a): a second maximum is a pattern of neighbouring
+strips (a bump with a dip before it), not a cell's marginal, so no per-cell map can remove it (h26b).
+
+This pass corrects it the way ATLAS corrects simulated shower shapes, but at the cell level so every shape computed
+from the cells follows (ΔE, E_ratio, w_s,tot, F_side):
+
+* per shower, the strip **profile** in η (the strip voxels summed over φ), its hottest strip ``i1`` and its second
+  maximum ``i2``: the highest strip above both neighbours (``p[i] > p[i-1]``, ``p[i] >= p[i+1]``, as
+  :mod:`lhcml.sim.clusters`) within ``half_window`` strips of ``i1`` (12: the cluster's 24 strips), ``i2 != i1``;
+  its **prominence** ``P = p[i2] - min(p between i1 and i2)`` (the cell-level ΔE; 0 without a second maximum);
+* ``P / E_inc`` is quantile-mapped per (incident energy, ``|η|``) node from the generated showers onto the detailed
+  training showers by the same one-dimensional map as every cell (:class:`~lhcml.models.fastcalo.quantile_map.
+  QuantileCorrection` with one voxel and ``variable="energy"``: no second maximum is the point mass at zero, so where
+  the generator makes second maxima more often, its least prominent ones are flattened, and a shower without one
+  keeps none);
+* the shower then gets the mapped prominence ``P'``: the second-maximum strip (its φ voxels, scaled together) is set
+  to ``min + P'`` (at most halfway to the hottest strip's energy), and the energy it gives up (or takes) goes to
+  (comes from) the strips around the first maximum (``i1`` and its neighbours that lie neither at nor between the two
+  maxima, scaled together): **the strip layer's energy is kept**, every other layer untouched, and the dip between the
+  maxima is unchanged.
+
+Stored as a pass of a :class:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection` chain with ``level="strips"``
+(``lhcml fastcalo quantile-map --after CHAIN --strip-pass``): its tables are the prominence map's (one column), the
+strip layer's index, η cells and window in its header. :mod:`lhcml.models.fastcalo.strip_pass_torch` is the same pass
+for the ONNX sampling graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lhcml.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lhcml.models.fastcalo.quantile_map import QuantileCorrection
+
+#: strips either side of the hottest one searched for a second maximum (the cluster's 24 strips: lhcml.sim.clusters)
+HALF_WINDOW = 12
+#: the largest share of the way from the second maximum's energy to the first's that a raised second maximum may take
+#: (0.5: it never overtakes the first)
+MAX_RAISE = 0.5
+
+
+def strip_geometry(meta: dict[str, Any], layer_sizes: Sequence[int]) -> tuple[int, int, int, int]:
+    """``(first voxel, n_eta, n_phi, half_window)`` of the strip layer recorded in a strip pass's ``meta``; one
+    :class:`ConfigError` for a missing or inconsistent record."""
+    try:
+        layer, n_eta, half = int(meta["strip_layer"]), int(meta["strip_n_eta"]), int(meta["strip_half_window"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError("a strip pass records strip_layer, strip_n_eta and strip_half_window in its header") from None
+    sizes = [int(n) for n in layer_sizes]
+    if not 0 <= layer < len(sizes) or n_eta < 3 or sizes[layer] % n_eta or half < 1:
+        raise ConfigError(f"a strip pass's layer {layer} with {n_eta} eta cells and half window {half} does not fit "
+                          f"layers of {sizes} voxels (needs >= 3 eta cells dividing the layer's voxels)")  # fmt: skip
+    return int(sum(sizes[:layer])), n_eta, sizes[layer] // n_eta, half
+
+
+def second_maximum(profile: np.ndarray, half_window: int = HALF_WINDOW) -> dict[str, np.ndarray]:
+    """Per row of ``profile`` ``(N, n_eta)`` (strip energies in η): ``i1`` the hottest strip, ``i2`` the second
+    maximum (module docstring; ``has2`` False and ``i2 = i1`` without one), ``e1``, ``e2`` their energies, ``emin`` the
+    lowest strip strictly between them (``e2`` when adjacent), ``prominence`` ``e2 - emin`` (0 without one) and
+    ``between`` ``(N, n_eta)`` the strips strictly between the two maxima."""
+    p = np.asarray(profile, np.float64)
+    n, m = p.shape
+    k = np.arange(m)[None, :]
+    i1 = np.argmax(p, axis=1)
+    loc = np.zeros(p.shape, bool)
+    loc[:, 1:-1] = (p[:, 1:-1] > p[:, :-2]) & (p[:, 1:-1] >= p[:, 2:])
+    cand = loc & (k != i1[:, None]) & (np.abs(k - i1[:, None]) <= half_window) & (p > 0)
+    masked = np.where(cand, p, -np.inf)
+    has2 = cand.any(axis=1)
+    i2 = np.where(has2, np.argmax(masked, axis=1), i1)
+    rows = np.arange(n)
+    e1, e2 = p[rows, i1], p[rows, i2]
+    lo, hi = np.minimum(i1, i2)[:, None], np.maximum(i1, i2)[:, None]
+    between = (k > lo) & (k < hi)
+    emin = np.where(between, p, np.inf).min(axis=1) if m else np.zeros(n)
+    emin = np.where(np.isfinite(emin), emin, e2)
+    prom = np.where(has2, np.maximum(e2 - emin, 0.0), 0.0)
+    return {"i1": i1, "i2": i2, "has2": has2, "e1": e1, "e2": e2, "emin": emin, "prominence": prom, "between": between}
+
+
+def strip_profile(showers: np.ndarray, start: int, n_eta: int, n_phi: int) -> np.ndarray:
+    """``(N, n_eta)`` the strip layer's voxels (η-major, from voxel ``start``) summed over φ."""
+    s = np.asarray(showers, np.float64)
+    return s[:, start : start + n_eta * n_phi].reshape(len(s), n_eta, n_phi).sum(axis=2)
+
+
+def prominence(showers: np.ndarray, meta: dict[str, Any], layer_sizes: Sequence[int]) -> np.ndarray:
+    """``(N,)`` each shower's strip second-maximum prominence (GeV; 0 without a second maximum)."""
+    start, n_eta, n_phi, half = strip_geometry(meta, layer_sizes)
+    return second_maximum(strip_profile(showers, start, n_eta, n_phi), half)["prominence"]
+
+
+def _inner(corr: QuantileCorrection) -> QuantileCorrection:
+    """The prominence map of a strip pass as a one-voxel ``energy`` correction (no chain)."""
+    from lhcml.models.fastcalo.quantile_map import QuantileCorrection
+
+    return QuantileCorrection("energy", [1], corr.log_e_nodes, corr.eta_nodes, corr.levels, corr.p_gen, corr.p_ref,
+                              corr.q_gen, corr.q_ref, source="the strip pass")  # fmt: skip
+
+
+def fit_strip_pass(gen_showers: np.ndarray, gen_energies: np.ndarray, ref_showers: np.ndarray,
+                   ref_energies: np.ndarray, layer_sizes: Sequence[int], *, strip_layer: int, strip_n_eta: int,
+                   half_window: int = HALF_WINDOW, after: QuantileCorrection | None = None,
+                   **fit_kw: Any) -> QuantileCorrection:  # fmt: skip
+    """The strip pass (module docstring) fitted on generated and detailed showers, after ``after`` (a fitted chain,
+    applied to ``gen_showers`` first) if given. ``fit_kw``: :meth:`QuantileCorrection.fit`'s node options
+    (``gen_eta``, ``ref_eta``, ``eta_bins``, ``n_quantiles``, ``max_energy_nodes``, ``min_count``, ``meta``)."""
+    from lhcml.models.fastcalo.quantile_map import QuantileCorrection
+
+    geo = {"strip_layer": int(strip_layer), "strip_n_eta": int(strip_n_eta), "strip_half_window": int(half_window)}
+    strip_geometry(geo, layer_sizes)
+    g = np.asarray(gen_showers) if after is None else after.apply(gen_showers, gen_energies, fit_kw.get("gen_eta"))
+    ge = np.asarray(gen_energies, np.float64).reshape(-1)
+    re_ = np.asarray(ref_energies, np.float64).reshape(-1)
+    xg = prominence(g, geo, layer_sizes)[:, None]  # GeV: the one-voxel fit maps it over the incident energy
+    xr = prominence(ref_showers, geo, layer_sizes)[:, None]
+    inner = QuantileCorrection.fit(xg, ge, xr, re_, [1], variable="energy", **fit_kw)
+    info = dict(inner.meta, level="strips", **geo,
+                second_max_fraction_generated=float(np.mean(xg > 0)),
+                second_max_fraction_reference=float(np.mean(xr > 0)))  # fmt: skip
+    if after is not None:
+        info["passes"] = len(after.chain()) + 1
+    return QuantileCorrection("energy", layer_sizes, inner.log_e_nodes, inner.eta_nodes, inner.levels, inner.p_gen,
+                              inner.p_ref, inner.q_gen, inner.q_ref, info, base=after, level="strips")  # fmt: skip
+
+
+def apply_strip_pass(corr: QuantileCorrection, showers: np.ndarray, energies: np.ndarray,
+                     eta: np.ndarray | None) -> np.ndarray:  # fmt: skip
+    """``corr`` (a ``level="strips"`` pass, its earlier passes already applied to ``showers``) on ``showers``
+    ``(N, V)`` GeV: each shower's second maximum set to the mapped prominence, the strip energy kept (float32)."""
+    from lhcml.models.fastcalo.quantile_map import CHUNK
+
+    start, n_eta, n_phi, half = strip_geometry(corr.meta, corr.layer_sizes)
+    inner = _inner(corr)
+    out = np.array(showers, np.float32, copy=True)
+    e_all = np.asarray(energies, np.float64).reshape(-1)
+    for a in range(0, len(out), CHUNK):
+        s = np.asarray(out[a : a + CHUNK], np.float64)
+        e = e_all[a : a + CHUNK]
+        prof = strip_profile(s, start, n_eta, n_phi)
+        sm = second_maximum(prof, half)
+        new_p = inner._map((sm["prominence"] / e)[:, None], np.log(e),
+                           None if eta is None else eta[a : a + CHUNK])[:, 0] * e  # fmt: skip
+        factors = strip_factors(prof, sm, new_p)
+        cells = s[:, start : start + n_eta * n_phi].reshape(len(s), n_eta, n_phi) * factors[:, :, None]
+        out[a : a + CHUNK, start : start + n_eta * n_phi] = cells.reshape(len(s), -1)
+    return out
+
+
+def strip_factors(prof: np.ndarray, sm: dict[str, np.ndarray], new_prominence: np.ndarray) -> np.ndarray:
+    """``(N, n_eta)`` the factor each strip's voxels are scaled by so the second maximum gets ``new_prominence``
+    (module docstring): 1 everywhere for a shower without a second maximum."""
+    n, m = prof.shape
+    k = np.arange(m)[None, :]
+    i1, i2, has2 = sm["i1"], sm["i2"], sm["has2"]
+    e2, emin, e1 = sm["e2"], sm["emin"], sm["e1"]
+    e2_new = np.clip(emin + new_prominence, 0.0, e2 + MAX_RAISE * (e1 - e2))
+    give = np.where(has2, e2 - e2_new, 0.0)  # energy the second maximum gives to the first's strips
+    core = (np.abs(k - i1[:, None]) <= 1) & ~sm["between"] & (k != i2[:, None])
+    c = (prof * core).sum(axis=1)
+    ok = has2 & (c > 0) & (e2 > 0) & (c + give > 0)
+    f2 = np.divide(e2_new, e2, out=np.ones(n), where=ok)
+    fc = np.divide(c + give, c, out=np.ones(n), where=ok)
+    fac = np.ones((n, m))
+    fac = np.where(core & ok[:, None], fc[:, None], fac)
+    return np.where((k == i2[:, None]) & ok[:, None], f2[:, None], fac)
+
+
+__all__ = ["HALF_WINDOW", "apply_strip_pass", "fit_strip_pass", "prominence", "second_maximum", "strip_factors",
+           "strip_geometry", "strip_profile"]
