@@ -7,7 +7,9 @@
   five-pass chain does to the strips) leaves the prominence far from the detailed one (the bump moves from shower to
   shower, so no cell sees it); the strip pass brings the fraction of showers with a second maximum and the mean
   prominence to the detailed ones; the strip layer's energy, every other layer and the dip are kept;
-* as a further pass (``after=``) on a two-pass chain: save / load round trip, the torch module (the ONNX graph's
+* ``strip_variable="height"``: the second maximum's energy mapped instead (E_ratio's input): its mean over the
+  showers with one comes to the detailed one;
+* as a further pass (``after=``) on a two-pass chain (both variables): save / load round trip, the torch module (the ONNX graph's
   version) agrees, and the CLI exports it into the ONNX graph (onnxruntime gives ``apply()``); bad arguments and
   files give one ConfigError.
 """
@@ -98,17 +100,37 @@ def test_the_strip_pass_fixes_the_second_maximum_the_cell_map_cannot():
     np.testing.assert_array_equal(sm_got["i1"], sm_fresh["i1"])  # the first maximum stays the first
 
 
-def test_a_further_strip_pass_round_trips_the_torch_module_agrees(tmp_path):
+def test_the_height_variant_brings_the_second_maximum_energy_to_the_detailed_one():
+    rng, e, eta = _sample(84)
+    gen, ref = _showers(rng, e, 0.6, 0.4), _showers(rng, e, 0.3, 0.2)
+    fresh = _showers(rng, e, 0.6, 0.4)
+
+    def height(x):
+        sm = _sm(x)
+        return np.where(_dip(sm, e), sm["e2"], 0.0) / e
+
+    want = height(ref).mean()
+    assert abs(height(fresh).mean() - want) > 0.5 * want
+    corr = QuantileCorrection.fit(gen, e, ref, e, SIZES, level="strips", strip_variable="height", **STRIPS)
+    assert corr.meta["strip_variable"] == "height"
+    got = corr.apply(fresh, e)
+    assert abs(height(got).mean() - want) < 0.1 * want
+    np.testing.assert_allclose(got[:, :30].sum(1), fresh[:, :30].sum(1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("variable", ["prominence", "height"])
+def test_a_further_strip_pass_round_trips_the_torch_module_agrees(tmp_path, variable):
     rng, e, eta = _sample(82, 2000)
     gen, ref = _showers(rng, e, 0.6, 0.4), _showers(rng, e, 0.3, 0.2)
     two = QuantileCorrection.fit(gen, e, ref, e, SIZES, condition="layer_energy", second_pass=True)
     corr = QuantileCorrection.fit(gen, e, ref, e, SIZES, level="strips", after=two, eta_bins=2, gen_eta=eta,
-                                  ref_eta=eta, **STRIPS)  # fmt: skip
+                                  ref_eta=eta, strip_variable=variable, **STRIPS)  # fmt: skip
     assert [c.level for c in corr.chain()] == ["cells", "cells", "strips"] and corr.meta["passes"] == 3
     back = QuantileCorrection.load(corr.save(tmp_path / "strips.npz"))
     with np.load(tmp_path / "strips.npz") as f:
         head = json.loads(str(f["meta"]))
     assert head["level"] == "strips" and head["strip_n_eta"] == N_ETA and head["strip_half_window"] == 12
+    assert head.get("strip_variable", "prominence") == variable  # a prominence pass's header as first written
     ee = np.exp(rng.uniform(np.log(5.0), np.log(100.0), len(e)))
     x = _showers(rng, ee, 0.6, 0.4)
     want = corr.apply(x, ee, eta)
@@ -129,6 +151,8 @@ def test_bad_strip_pass_arguments_give_one_config_error(tmp_path):
         QuantileCorrection.fit(x, e, x, e, SIZES, level="strips")
     with pytest.raises(ConfigError, match="needs strip_layer"):
         QuantileCorrection.fit(x, e, x, e, SIZES, level="strips", condition="layer_energy", **STRIPS)
+    with pytest.raises(ConfigError, match="strip_variable must be one of"):
+        QuantileCorrection.fit(x, e, x, e, SIZES, level="strips", strip_variable="depth", **STRIPS)
     with pytest.raises(ConfigError, match="does not fit"):
         QuantileCorrection.fit(x, e, x, e, SIZES, level="strips", strip_layer=0, strip_n_eta=7)
     c = QuantileCorrection.fit(x, e, x, e, SIZES, level="strips", **STRIPS)
@@ -145,5 +169,7 @@ def test_the_cli_fits_a_strip_pass_into_onnx(tmp_path, capsys):
     gives apply() (float32 rounding)."""
     from _fastcalo_helpers import corrected_onnx_matches_apply
 
-    corr, _ = corrected_onnx_matches_apply(tmp_path, capsys, ["--strip-pass"], data_seed=51, n=400)
+    corr, _ = corrected_onnx_matches_apply(tmp_path, capsys, ["--strip-pass", "--strip-variable", "height"],
+                                           data_seed=51, n=400)  # fmt: skip
     assert corr.level == "strips" and corr.meta["strip_layer"] == 0 and corr.meta["strip_n_eta"] == 57
+    assert corr.meta["strip_variable"] == "height"

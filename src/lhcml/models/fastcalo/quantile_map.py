@@ -306,7 +306,7 @@ class QuantileCorrection:
         second_pass: bool = False, cell_deta: Sequence[float] | None = None,
         condition_layers: Sequence[int] | None = None, after: QuantileCorrection | None = None,
         cell_neta: Sequence[int] | None = None, level: str = "cells", strip_layer: int | None = None,
-        strip_n_eta: int | None = None,
+        strip_n_eta: int | None = None, strip_variable: str = "prominence",
     ) -> QuantileCorrection:  # fmt: skip
         """Fit the map of ``gen_showers`` (the generator's, GeV ``(N, V)`` at ``gen_energies`` GeV) onto
         ``ref_showers`` (detailed training showers at ``ref_energies``).
@@ -326,7 +326,8 @@ class QuantileCorrection:
         it (``after`` is stored inside, as a second pass keeps its plain map). ``level="layers"``: a plain map of each
         shower's layer energies instead of its cells (:data:`LEVELS`; the total energy kept; no condition), alone or
         after ``after``. ``level="strips"``: the strip pass (:mod:`lhcml.models.fastcalo.strip_pass`) of layer
-        ``strip_layer`` with ``strip_n_eta`` cells in η, alone or after ``after`` (no condition)."""
+        ``strip_layer`` with ``strip_n_eta`` cells in η mapping the second maximum's ``strip_variable`` (``prominence``
+        or ``height``), alone or after ``after`` (no condition)."""
         if level not in LEVELS:
             raise ConfigError(f"the quantile correction's level must be one of {', '.join(LEVELS)}, got {level!r}")
         if level == "strips":
@@ -337,6 +338,7 @@ class QuantileCorrection:
 
             return fit_strip_pass(gen_showers, gen_energies, ref_showers, ref_energies, layer_sizes,
                                   strip_layer=strip_layer, strip_n_eta=strip_n_eta, after=after, gen_eta=gen_eta,
+                                  variable=strip_variable,
                                   ref_eta=ref_eta, n_quantiles=n_quantiles, eta_bins=eta_bins,
                                   max_energy_nodes=max_energy_nodes, min_count=min_count, meta=meta)  # fmt: skip
         if level == "layers":

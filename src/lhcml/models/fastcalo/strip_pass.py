@@ -46,11 +46,24 @@ HALF_WINDOW = 12
 #: the largest share of the way from the second maximum's energy to the first's that a raised second maximum may take
 #: (0.5: it never overtakes the first)
 MAX_RAISE = 0.5
+#: what the pass maps (``strip_variable`` in its header): ``prominence`` (``e2 - emin``, the cell-level ΔE; the default)
+#: or ``height`` (``e2``, the second maximum's energy, which E_ratio compares with the first's; lowered below the dip
+#: it is set level with the dip)
+VARIABLES = ("prominence", "height")
+
+
+def strip_variable(meta: dict[str, Any]) -> str:
+    """What a strip pass maps (:data:`VARIABLES`; ``prominence`` for a header without ``strip_variable``)."""
+    v = meta.get("strip_variable", "prominence")
+    if v not in VARIABLES:
+        raise ConfigError(f"a strip pass's strip_variable must be one of {', '.join(VARIABLES)}, got {v!r}")
+    return str(v)
 
 
 def strip_geometry(meta: dict[str, Any], layer_sizes: Sequence[int]) -> tuple[int, int, int, int]:
     """``(first voxel, n_eta, n_phi, half_window)`` of the strip layer recorded in a strip pass's ``meta``; one
-    :class:`ConfigError` for a missing or inconsistent record."""
+    :class:`ConfigError` for a missing or inconsistent record (also checks ``strip_variable``)."""
+    strip_variable(meta)
     try:
         layer, n_eta, half = int(meta["strip_layer"]), int(meta["strip_n_eta"]), int(meta["strip_half_window"])
     except (KeyError, TypeError, ValueError):
@@ -94,9 +107,17 @@ def strip_profile(showers: np.ndarray, start: int, n_eta: int, n_phi: int) -> np
 
 
 def prominence(showers: np.ndarray, meta: dict[str, Any], layer_sizes: Sequence[int]) -> np.ndarray:
-    """``(N,)`` each shower's strip second-maximum prominence (GeV; 0 without a second maximum)."""
+    """``(N,)`` each shower's strip second-maximum prominence or height (``meta``'s ``strip_variable``; GeV, 0 without
+    a second maximum)."""
     start, n_eta, n_phi, half = strip_geometry(meta, layer_sizes)
-    return second_maximum(strip_profile(showers, start, n_eta, n_phi), half)["prominence"]
+    sm = second_maximum(strip_profile(showers, start, n_eta, n_phi), half)
+    return _mapped_value(sm, strip_variable(meta))
+
+
+def _mapped_value(sm: dict[str, np.ndarray], variable: str) -> np.ndarray:
+    if variable == "height":
+        return np.where(sm["has2"], sm["e2"], 0.0)
+    return sm["prominence"]
 
 
 def _inner(corr: QuantileCorrection) -> QuantileCorrection:
@@ -110,13 +131,16 @@ def _inner(corr: QuantileCorrection) -> QuantileCorrection:
 def fit_strip_pass(gen_showers: np.ndarray, gen_energies: np.ndarray, ref_showers: np.ndarray,
                    ref_energies: np.ndarray, layer_sizes: Sequence[int], *, strip_layer: int, strip_n_eta: int,
                    half_window: int = HALF_WINDOW, after: QuantileCorrection | None = None,
-                   **fit_kw: Any) -> QuantileCorrection:  # fmt: skip
+                   variable: str = "prominence", **fit_kw: Any) -> QuantileCorrection:  # fmt: skip
     """The strip pass (module docstring) fitted on generated and detailed showers, after ``after`` (a fitted chain,
     applied to ``gen_showers`` first) if given. ``fit_kw``: :meth:`QuantileCorrection.fit`'s node options
-    (``gen_eta``, ``ref_eta``, ``eta_bins``, ``n_quantiles``, ``max_energy_nodes``, ``min_count``, ``meta``)."""
+    (``gen_eta``, ``ref_eta``, ``eta_bins``, ``n_quantiles``, ``max_energy_nodes``, ``min_count``, ``meta``).
+    ``variable``: what is mapped (:data:`VARIABLES`)."""
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection
 
     geo = {"strip_layer": int(strip_layer), "strip_n_eta": int(strip_n_eta), "strip_half_window": int(half_window)}
+    if variable != "prominence":  # a prominence pass's header as first written
+        geo["strip_variable"] = variable
     strip_geometry(geo, layer_sizes)
     g = np.asarray(gen_showers) if after is None else after.apply(gen_showers, gen_energies, fit_kw.get("gen_eta"))
     ge = np.asarray(gen_energies, np.float64).reshape(-1)
@@ -140,6 +164,7 @@ def apply_strip_pass(corr: QuantileCorrection, showers: np.ndarray, energies: np
     from lhcml.models.fastcalo.quantile_map import CHUNK
 
     start, n_eta, n_phi, half = strip_geometry(corr.meta, corr.layer_sizes)
+    var = strip_variable(corr.meta)
     inner = _inner(corr)
     out = np.array(showers, np.float32, copy=True)
     e_all = np.asarray(energies, np.float64).reshape(-1)
@@ -148,9 +173,9 @@ def apply_strip_pass(corr: QuantileCorrection, showers: np.ndarray, energies: np
         e = e_all[a : a + CHUNK]
         prof = strip_profile(s, start, n_eta, n_phi)
         sm = second_maximum(prof, half)
-        new_p = inner._map((sm["prominence"] / e)[:, None], np.log(e),
-                           None if eta is None else eta[a : a + CHUNK])[:, 0] * e  # fmt: skip
-        factors = strip_factors(prof, sm, new_p)
+        new = inner._map((_mapped_value(sm, var) / e)[:, None], np.log(e),
+                         None if eta is None else eta[a : a + CHUNK])[:, 0] * e  # fmt: skip
+        factors = strip_factors(prof, sm, new if var == "prominence" else np.maximum(new - sm["emin"], 0.0))
         cells = s[:, start : start + n_eta * n_phi].reshape(len(s), n_eta, n_phi) * factors[:, :, None]
         out[a : a + CHUNK, start : start + n_eta * n_phi] = cells.reshape(len(s), -1)
     return out
@@ -175,5 +200,5 @@ def strip_factors(prof: np.ndarray, sm: dict[str, np.ndarray], new_prominence: n
     return np.where((k == i2[:, None]) & ok[:, None], f2[:, None], fac)
 
 
-__all__ = ["HALF_WINDOW", "apply_strip_pass", "fit_strip_pass", "prominence", "second_maximum", "strip_factors",
-           "strip_geometry", "strip_profile"]
+__all__ = ["HALF_WINDOW", "VARIABLES", "apply_strip_pass", "fit_strip_pass", "prominence", "second_maximum", "strip_factors",
+           "strip_geometry", "strip_profile", "strip_variable"]

@@ -18,9 +18,10 @@ def torch_strip_pass(corr: QuantileCorrection) -> Any:
     from torch import Tensor, nn
 
     from lhcml.models.fastcalo.quantile_map_torch import torch_quantile_correction
-    from lhcml.models.fastcalo.strip_pass import MAX_RAISE, _inner, strip_geometry
+    from lhcml.models.fastcalo.strip_pass import MAX_RAISE, _inner, strip_geometry, strip_variable
 
     start, n_eta, n_phi, half = strip_geometry(corr.meta, corr.layer_sizes)
+    height = strip_variable(corr.meta) == "height"
     inner = _inner(corr)
 
     class TorchStripPass(nn.Module):
@@ -52,7 +53,10 @@ def torch_strip_pass(corr: QuantileCorrection) -> Any:
             emin = torch.where(torch.isfinite(emin), emin, e2)
             zero = torch.zeros_like(e2)
             prom = torch.where(has2, torch.clamp(e2 - emin, min=0.0), zero)
-            new_p = self.map(prom, e, eta)  # GeV in, GeV out (the map's variable is prom / E_inc)
+            if height:  # GeV in, GeV out (the map's variable is over E_inc)
+                new_p = torch.clamp(self.map(torch.where(has2, e2, zero), e, eta) - emin, min=0.0)
+            else:
+                new_p = self.map(prom, e, eta)
             e2_new = torch.minimum(torch.clamp(emin + new_p, min=0.0), e2 + MAX_RAISE * (e1 - e2))
             give = torch.where(has2, e2 - e2_new, zero)
             core = ((k - i1).abs() <= 1) & ~between & (k != i2)

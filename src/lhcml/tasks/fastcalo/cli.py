@@ -219,6 +219,9 @@ def quantile_map_cmd(
                                     "(per energy and |eta| node; the second-maximum strip moved to it, the strip "
                                     "layer's energy kept) instead of the cells: a pass alone or after --after "
                                     "(lhcml.models.fastcalo.strip_pass)"),
+    strip_variable: str = typer.Option("prominence", "--strip-variable", help="with --strip-pass: map the second "
+                                       "maximum's prominence over the dip before it (the cell-level Delta E) or its "
+                                       "height (its energy, which E_ratio compares with the first maximum's)"),
     onnx: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--onnx", help="also export CHECKPOINT's sampling graph with the correction inside (for lhcml simulate "
         "--calo fast: and lhcml fastcalo generate)"),
@@ -241,7 +244,8 @@ def quantile_map_cmd(
                                          condition=None if condition == "none" else condition,
                                          condition_bins=condition_bins, second_pass=second_pass,
                                          condition_layers=condition_layers or None, after=after,
-                                         level="strips" if strip_pass else "layers" if layer_energies else "cells")  # fmt: skip
+                                         level="strips" if strip_pass else "layers" if layer_energies else "cells",
+                                         strip_variable=strip_variable)  # fmt: skip
     cond = "" if corr.condition is None else (
         f", conditioned on {corr.condition} in {corr.meta['condition_bins']} bins ({corr.meta['cond_layers_pooled']} "
         f"(layer, node) pairs and {corr.meta['cond_cells_pooled']} (cell, bin) entries with the node's map)"

@@ -283,12 +283,13 @@ def _geometry(binning: Binning, condition: str | None) -> dict[str, list[Any]]:
     return {}
 
 
-def _strips(binning: Binning, level: str) -> dict[str, int]:
-    """The strip pass's layer (the binning's finest in η) and its number of η cells; ``{}`` for the other levels."""
+def _strips(binning: Binning, level: str, variable: str) -> dict[str, Any]:
+    """The strip pass's layer (the binning's finest in η), its number of η cells and what it maps; ``{}`` for the
+    other levels."""
     if level != "strips":
         return {}
     i = min(range(len(binning.layers)), key=lambda j: binning.layers[j].deta)
-    return {"strip_layer": i, "strip_n_eta": int(binning.layers[i].n_eta)}
+    return {"strip_layer": i, "strip_n_eta": int(binning.layers[i].n_eta), "strip_variable": variable}
 
 
 def _layer_indices(binning: Binning, names: Sequence[str] | None) -> list[int] | None:
@@ -307,6 +308,7 @@ def fit_quantile_correction(
     variable: str = "energy_layers", n_quantiles: int = 32, eta_bins: int = 1, min_count: int = 20, seed: int = 101,
     max_showers: int | None = None, condition: str | None = None, condition_bins: int = 3, second_pass: bool = False,
     condition_layers: Sequence[str] | None = None, after: str | Path | None = None, level: str = "cells",
+    strip_variable: str = "prominence",
 ) -> tuple[Any, Path]:  # fmt: skip
     """``lhcml fastcalo quantile-map``: fit a :class:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection` of
     the generator in ``checkpoint`` onto the detailed showers of ``showers`` (its **training** file: the
@@ -318,7 +320,8 @@ def fit_quantile_correction(
     (default): the plain one; ``second_pass``: the conditional map fitted after the plain one (both in the file);
     ``level="layers"``: a plain map of the showers' layer energies (the total kept) instead of the cells;
     ``level="strips"``: the strip pass (:mod:`lhcml.models.fastcalo.strip_pass`) on the binning's layer with the finest
-    η cells. Returns ``(correction, path)``."""
+    η cells, mapping the second maximum's ``strip_variable`` (``prominence`` or ``height``). Returns
+    ``(correction, path)``."""
     from lhcml.data.calochallenge import parse_binning, read_binning, read_showers
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection, correction_path
     from lhcml.train.fastcalo import load_generator
@@ -340,7 +343,7 @@ def fit_quantile_correction(
                                   condition_bins=condition_bins, second_pass=second_pass,
                                   condition_layers=_layer_indices(b, condition_layers),
                                   after=None if after is None else _loaded_for(after, model), level=level,
-                                  **_geometry(b, condition), **_strips(b, level))  # fmt: skip
+                                  **_geometry(b, condition), **_strips(b, level, strip_variable))  # fmt: skip
     return corr, corr.save(path)
 
 
