@@ -87,6 +87,26 @@ def test_share_return_puts_the_pileup_shares_back_as_neutral_tccs():
         assert not np.any(np.diff(q.astype(int)) > 0)
 
 
+def test_share_subtract_returns_only_the_excess_over_the_pileup_tracks_momenta():
+    c, t = _event()
+    a = build_tcc(c, t, np.zeros(2), pileup_tracks="share_subtract")
+    ch = a["charge"] != 0
+    np.testing.assert_allclose(np.sort(a["E"][ch]), [8.0, 75.0])
+    neu = ~ch
+    p1, p2 = 10.0 * np.cosh(0.02), 2.0 * np.cosh(0.5)  # the pileup tracks' |p|
+    got = sorted(zip(np.round(a["E"][neu], 9), np.round(a["eta"][neu], 9), a["kind"][neu], strict=True))
+    want = sorted([(round(25.0 - p1, 9), 0.0, KIND_NEUTRAL_HADRON), (round(20.0 - p2, 9), 0.5, KIND_PHOTON),
+                   (5.0, 1.0, KIND_NEUTRAL_HADRON)])
+    assert got == want
+    # bookkeeping: the clusters less the pileup tracks' own momenta
+    np.testing.assert_allclose(_per_event(a, "E"), [125.0 - p1 - p2, 8.0])
+    # a pileup track with more momentum than its share takes the share, nothing comes back (no negative energy)
+    t2 = FlatTable({**t.columns, "pt": np.array([30.0, 10.0, 40.0, 7.0, 6.0])}, t.counts)
+    b = build_tcc(c, t2, np.zeros(2), pileup_tracks="share_subtract")
+    assert not np.any(np.isclose(b["eta"][b["charge"] == 0], 0.5))  # cluster B is gone
+    assert (b["E"] > 0).all()
+
+
 @pytest.mark.parametrize("variant", TCC_PILEUP_TRACKS[1:])
 def test_variants_equal_the_default_without_pileup_tracks(variant):
     """All tracks at the vertex: the variants are the default, bit for bit."""

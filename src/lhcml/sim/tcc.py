@@ -34,8 +34,12 @@ Opt-in alternatives (``pileup_tracks`` of :func:`build_tcc`; :data:`TCC_PILEUP_T
 * ``"share_return"``: the sharing among all matched tracks as the default, but the shares of
   the tracks failing the association are returned to a neutral TCC at the cluster's position
   (then subject to SoftKiller like the other neutral TCCs) instead of being dropped.
+* ``"share_subtract"``: as ``"share_return"``, but each failing track's own momentum |p| is
+  subtracted from its share first (charged-hadron subtraction of the pileup track's expected
+  deposit, E/p = 1); only the excess is returned as a neutral TCC.
 
-Both keep every cluster's energy (charged + neutral TCC energy = the summed cluster energy).
+``"pv_only"`` and ``"share_return"`` keep every cluster's energy (charged + neutral TCC energy =
+the summed cluster energy); ``"share_subtract"`` drops min(share, |p|) per failing track.
 
 :func:`share_cluster_energy` is the pure matching/sharing step (tested to conserve each
 matched cluster's energy); :func:`build_tcc` makes the flow-object table.
@@ -51,7 +55,7 @@ from lhcml.sim.jets import nearest_within_dr  # noqa: F401  (the one ΔR-matchin
 #: track-to-cluster matching distance (our choice: the 0.1 hadronic tower granularity)
 TCC_MATCH_DR = 0.1
 #: treatments of the tracks failing the primary-vertex association (:func:`build_tcc`); the first is the default
-TCC_PILEUP_TRACKS = ("remove", "pv_only", "share_return")
+TCC_PILEUP_TRACKS = ("remove", "pv_only", "share_return", "share_subtract")
 
 
 def share_cluster_energy(
@@ -118,7 +122,8 @@ def build_tcc(
         What becomes of the tracks failing the primary-vertex association
         (:data:`TCC_PILEUP_TRACKS`, module docstring): ``"remove"`` (default: they take their
         shares, which are dropped), ``"pv_only"`` (they take no part in the matching) or
-        ``"share_return"`` (their shares become a neutral TCC at the cluster's position).
+        ``"share_return"`` (their shares become a neutral TCC at the cluster's position) or
+        ``"share_subtract"`` (the same, less each failing track's |p|).
 
     Returns
     -------
@@ -183,10 +188,14 @@ def build_tcc(
     }
     matched = np.zeros(int(clusters.counts.sum()), dtype=bool)
     matched[match[match >= 0]] = True
-    if pileup_tracks == "share_return":
+    if pileup_tracks in ("share_return", "share_subtract"):
         # the failing tracks' shares go back to their cluster as a neutral TCC at its position
         back = (match >= 0) & ~pv
-        returned = np.bincount(match[back], weights=energy[back], minlength=len(matched))
+        e_back = energy[back]
+        if pileup_tracks == "share_subtract":  # less the failing track's own expected deposit (E/p = 1)
+            p_back = np.asarray(sub["pt"], np.float64)[back] * np.cosh(np.asarray(sub["eta"], np.float64)[back])
+            e_back = np.maximum(e_back - p_back, 0.0)
+        returned = np.bincount(match[back], weights=e_back, minlength=len(matched))
         keep = ~matched | (returned > 0)
         e_n = np.where(matched, returned, np.asarray(clusters["E"], np.float64))
         neutral = clusters.select(keep)
