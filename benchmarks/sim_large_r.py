@@ -797,7 +797,7 @@ def main() -> None:
                     help="constituent types of the stability table, all from the same events (pflow, clusters, "
                          "tcc; 'pflow:PATH' = particle flow calibrated with the tables of the YAML file PATH; "
                          "'clusters+cssk' / 'clusters+sk' = clusters with that pileup mitigation; 'tcc~pv_only' / "
-                         "'tcc~share_return' = TCC with that treatment of pileup tracks, lhcml.sim.tcc)")
+                         "'tcc~share_return' / 'tcc~share_subtract' = TCC with that treatment of pileup tracks, lhcml.sim.tcc)")
     ap.add_argument("--radius", type=float, default=None,
                     help="large-R jet radius (default: lhcml's 0.8; ATLAS's jets are R = 1.0). The shipped JES/JMS "
                          "tables are R = 0.8 ones, so the mass scale is only approximate; the resolution (IQnR) is not "
