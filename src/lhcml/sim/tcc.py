@@ -19,7 +19,9 @@ Pileup: the shares of tracks that fail the primary-vertex association of particl
 (``|Δz0 sinθ| <`` :data:`lhcml.sim.pflow.CHS_DZ0_SINTHETA`) are removed (the energy they carry
 is attributed to pileup, as charged-hadron subtraction does for particle flow); material
 secondaries are not matched (their parent's energy is in the calorimeter). The neutral TCCs
-are then subject to SoftKiller in the large-R chain like other neutral constituents.
+are then subject to SoftKiller in the large-R chain like other neutral constituents. ATLAS's
+TCC code does the same: all tracks share a cluster, only hard-scatter-vertex tracks make TCCs
+(``docs/references.md`` §52).
 
 This removal takes hard-scatter energy with it: a pileup track takes its pT share of every
 cluster it is matched to, and the whole cluster when it is the cluster's only matched track
