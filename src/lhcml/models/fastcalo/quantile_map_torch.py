@@ -69,21 +69,22 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
             self.v, self.k = corr.n_voxels, len(corr.levels)
             self.nb, self.nh = len(corr.log_e_nodes), len(corr.eta_nodes)
             self.slices = [(sl.start, sl.stop) for sl in corr.layer_slices]
-            self.register_buffer("qg", torch.as_tensor(corr.q_gen.reshape(-1), **f32))
-            self.register_buffer("qr", torch.as_tensor(corr.q_ref.reshape(-1), **f32))
-            self.register_buffer("pg", torch.as_tensor(corr.p_gen.reshape(-1), **f32))
-            self.register_buffer("pr", torch.as_tensor(corr.p_ref.reshape(-1), **f32))
+            # the tables as one row each: every lookup is a torch.gather along it (ONNX GatherElements; a flat
+            # tensor indexed with an (N, V) index becomes Gather, which onnxruntime runs ~6x slower per element)
+            self.register_buffer("qg", torch.as_tensor(corr.q_gen.reshape(1, -1), **f32))
+            self.register_buffer("qr", torch.as_tensor(corr.q_ref.reshape(1, -1), **f32))
+            self.register_buffer("pg", torch.as_tensor(corr.p_gen.reshape(1, -1), **f32))
+            self.register_buffer("pr", torch.as_tensor(corr.p_ref.reshape(1, -1), **f32))
             self.register_buffer("lev", torch.as_tensor(corr.levels, **f32))
+            self.register_buffer("lev_row", torch.as_tensor(corr.levels, **f32)[None, :])
             self.register_buffer("e_nodes", torch.as_tensor(corr.log_e_nodes, **f32))
             self.register_buffer("eta_nodes", torch.as_tensor(corr.eta_nodes, **f32))
             self.register_buffer("vox", torch.arange(self.v, dtype=torch.int64)[None, :])
             self.conditional, self.condition = corr.condition is not None, corr.condition
-            if self.conditional:  # (H * B, L, C) bin medians of each layer's energy fraction; each voxel's layer
+            if self.conditional:  # (H * B, L, C) bin medians of each layer's energy fraction
                 self.nc = corr.cond_nodes.shape[-1]
                 self.register_buffer("cond_nodes", torch.as_tensor(
                     corr.cond_nodes.reshape(-1, *corr.cond_nodes.shape[2:]), **f32))
-                self.register_buffer("layer_of", torch.as_tensor(
-                    np.repeat(np.arange(len(corr.layer_sizes)), corr.layer_sizes), dtype=torch.int64))
                 if corr.condition == "eta_phase":
                     self.register_buffer("cell_deta", torch.as_tensor(corr.cell_deta, **f32)[None, :])
                 if corr.condition == "shower_width":  # (V, 1) each voxel's eta offset and its square
@@ -92,6 +93,14 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
                     x = eta_offsets(corr.layer_sizes, corr.cell_deta, corr.cell_neta)
                     self.register_buffer("eta_x", torch.as_tensor(x, **f32)[:, None])
                     self.register_buffer("eta_x2", torch.as_tensor(np.square(x), **f32)[:, None])
+
+        def _take(self, row: Tensor, idx: Tensor) -> Tensor:
+            """``row[0, idx]`` for an ``(N, V)`` index, as one GatherElements along the row (static reshapes)."""
+            return torch.gather(row, 1, idx.reshape(1, -1)).reshape(-1, self.v)
+
+        def _per_cell(self, x: Tensor) -> Tensor:
+            """``(N, L) -> (N, V)``: each layer's value repeated over its cells (Expand + Concat, no gather)."""
+            return torch.cat([x[:, i : i + 1].expand(-1, b - a) for i, (a, b) in enumerate(self.slices)], 1)
 
         @staticmethod
         def _bracket(x: Tensor, nodes: Tensor, n: int) -> tuple[Tensor, Tensor]:
@@ -149,8 +158,8 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
                     lo = torch.zeros_like(xc, dtype=torch.int64)
                 c0 = torch.gather(cn, 2, lo[..., None])[..., 0]
                 c1 = torch.gather(cn, 2, lo[..., None] + 1)[..., 0]
-                wc = ((xc - c0) / (c1 - c0))[:, self.layer_of]
-                row0 = (node[:, None] * self.nc + lo[:, self.layer_of]) * self.v + self.vox
+                wc = self._per_cell((xc - c0) / (c1 - c0))
+                row0 = (node[:, None] * self.nc + self._per_cell(lo)) * self.v + self.vox
                 out += [(row0, w[:, None] * (1.0 - wc)), (row0 + self.v, w[:, None] * wc)]
             return out
 
@@ -174,10 +183,10 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
             bases = [(c * k, w) for c, w in cells]
 
             def p_at(flat: Tensor) -> Tensor:
-                return sum(w * flat[c] for c, w in cells)
+                return sum(w * self._take(flat, c) for c, w in cells)
 
             def q_at(flat: Tensor, j: Tensor) -> Tensor:
-                return sum(w * flat[base + j] for base, w in bases)
+                return sum(w * self._take(flat, base + j) for base, w in bases)
 
             if self.variable == "share":
                 tot = torch.cat([s[:, a:b].sum(1, keepdim=True).expand(-1, b - a) for a, b in self.slices], 1)
@@ -192,14 +201,16 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
             q0, q1 = q_at(self.qg, lo), q_at(self.qg, lo + 1)
             f = torch.clamp((y - q0) / (q1 - q0), 0.0, 1.0)
             lev = self.lev
-            s1 = lev[lo] + f * (lev[lo + 1] - lev[lo])
+            lev0, lev1 = self._take(self.lev_row, lo), self._take(self.lev_row, lo + 1)
+            s1 = lev0 + f * (lev1 - lev0)
             zero_f = torch.zeros_like(y)
             d = torch.where(i == 0, y - q0, zero_f) + torch.where(i == k, y - q1, zero_f)
             u = 1.0 - pg + pg * s1
             zero = (u <= 1.0 - pr) | ~pos
             s2 = torch.clamp((u - 1.0 + pr) / torch.where(pr > 0, pr, torch.ones_like(pr)), lev[0], lev[-1])
-            j = torch.clamp(self._count_below(lambda jj: lev[jj], s2, k) - 1, 0, k - 2)  # levels <= s2, minus 1
-            g = (s2 - lev[j]) / (lev[j + 1] - lev[j])
+            j = torch.clamp(self._count_below(lambda jj: self._take(self.lev_row, jj), s2, k) - 1, 0, k - 2)  # levels <= s2, minus 1
+            lj0, lj1 = self._take(self.lev_row, j), self._take(self.lev_row, j + 1)
+            g = (s2 - lj0) / (lj1 - lj0)
             r0, r1 = q_at(self.qr, j), q_at(self.qr, j + 1)
             m = torch.where(zero, zero_f, torch.exp(r0 + g * (r1 - r0) + d))
             if self.variable == "energy":

@@ -1,0 +1,136 @@
+"""The cheaper ONNX formulation of the quantile correction's torch module (issue 15, h27b): every table lookup a
+``torch.gather`` along one row (ONNX GatherElements instead of Gather, which onnxruntime runs several times slower per
+element), each layer's value spread over its cells by Expand + Concat instead of an index gather.
+
+* on a fitted five-pass chain like the simulation's generator's (plain with |eta| nodes -> layer_energy ->
+  eta_phase on one layer -> shower_width -> the layer-energy pass) the module gives exactly the showers of the
+  previous formulation (``tests/_qmap_torch_reference.py``, the file as of commit e890c0c), in torch and as
+  exported ONNX graphs run by onnxruntime, including energies between nodes, |eta| outside the nodes and empty cells;
+* the exported chain has no Gather over the (N, V) cells left (the previous one had dozens).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from _qmap_torch_reference import torch_layer_pass as ref_layer_pass
+from _qmap_torch_reference import torch_quantile_correction as ref_quantile_correction
+
+from lhcml.models.fastcalo.quantile_map import QuantileCorrection
+
+SIZES = [3, 6, 2]
+GEOM = dict(cell_deta=[0.003, 0.025, 0.05], cell_neta=[3, 3, 1])
+
+
+def _showers(rng, e, spread):
+    """``(N, 11)`` GeV: per layer a share of ``0.95 E`` (``N(0.3, .05)``, the rest, a log-normal ~0.03), inside it
+    Dirichlet shares with ``spread``; about 15 % of the cells emptied."""
+    n = len(e)
+    f0 = np.clip(rng.normal(0.3, 0.05, n), 0.05, 0.8)
+    f2 = 0.03 * np.exp(rng.normal(0.0, 0.5, n))
+    out = np.empty((n, 11))
+    for (a, b), f in zip(((0, 3), (3, 9), (9, 11)), (f0, 1.0 - f0 - f2, f2), strict=True):
+        out[:, a:b] = rng.dirichlet(np.full(b - a, spread), n) * f[:, None]
+    out[rng.random(out.shape) < 0.15] = 0.0
+    return (out * 0.95 * e[:, None]).astype(np.float32)
+
+
+def _chain(seed: int = 81) -> QuantileCorrection:
+    rng = np.random.default_rng(seed)
+    e = np.repeat([10.0, 30.0, 100.0], 1500)
+    eta = rng.uniform(0.0, 1.3, len(e))
+    gen, ref = _showers(rng, e, 0.7), _showers(rng, e, 1.5)
+    kw = dict(gen_eta=eta, ref_eta=eta)
+    c = QuantileCorrection.fit(gen, e, ref, e, SIZES, eta_bins=2, **kw)
+    c = QuantileCorrection.fit(gen, e, ref, e, SIZES, condition="layer_energy", after=c, eta_bins=2, **kw)
+    c = QuantileCorrection.fit(gen, e, ref, e, SIZES, condition="eta_phase", condition_bins=4, condition_layers=[1],
+                               after=c, eta_bins=2, **kw, **GEOM)  # fmt: skip
+    c = QuantileCorrection.fit(gen, e, ref, e, SIZES, condition="shower_width", after=c, eta_bins=2, **kw, **GEOM)
+    c = QuantileCorrection.fit(gen, e, ref, e, SIZES, level="layers", after=c, eta_bins=2, **kw)
+    assert [(p.level, p.condition) for p in c.chain()] == [
+        ("cells", None), ("cells", "layer_energy"), ("cells", "eta_phase"), ("cells", "shower_width"), ("layers", None)]
+    return c
+
+
+class _Chain(torch.nn.Module):
+    def __init__(self, modules):
+        super().__init__()
+        self.ms = torch.nn.ModuleList(modules)
+
+    def forward(self, s, e, eta):
+        for m in self.ms:
+            s = m(s, e, eta)
+        return s
+
+
+def _reference(corr: QuantileCorrection) -> torch.nn.Module:
+    return _Chain([ref_layer_pass(p) if p.level == "layers" else ref_quantile_correction(p)
+                   for p in corr.chain()]).eval()  # fmt: skip
+
+
+def _inputs(seed: int = 82, n: int = 3000):
+    rng = np.random.default_rng(seed)
+    e = np.exp(rng.uniform(np.log(5.0), np.log(150.0), n))  # between and beyond the nodes
+    e[:3] = [10.0, 30.0, 100.0]  # on the nodes
+    eta = rng.uniform(0.0, 1.4, n)
+    x = _showers(rng, e, 1.0)
+    x[:5] = 0.0  # empty showers
+    return (torch.as_tensor(x), torch.as_tensor(e, dtype=torch.float32), torch.as_tensor(eta, dtype=torch.float32))
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return _chain()
+
+
+def test_the_module_equals_the_previous_formulation_in_torch(chain):
+    x, e, eta = _inputs()
+    with torch.no_grad():
+        got = chain.torch_module()(x, e, eta)
+        want = _reference(chain)(x, e, eta)
+    assert torch.equal(got, want)
+    assert (got - x).abs().max() > 1e-2 * e.min()  # the chain changes something
+    want_np = chain.apply(x.numpy(), e.numpy(), eta.numpy())
+    assert np.abs(got.numpy() - want_np).max() / e.min().item() < 5e-4  # and is still NumPy's map
+
+
+def _export(module, path, x, e, eta):
+    class Wrap(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = module
+
+        def forward(self, s, en, et):
+            return self.m(s, en, et)
+
+    torch.onnx.export(Wrap().eval(), (x[:2], e[:2], eta[:2]), str(path), input_names=["showers", "energy", "eta"],
+                      output_names=["out"], opset_version=17, dynamo=False, do_constant_folding=True,
+                      dynamic_axes={n: {0: "batch"} for n in ("showers", "energy", "eta", "out")})  # fmt: skip
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    feed = {"showers": x.numpy(), "energy": e.numpy(), "eta": eta.numpy()}
+    return onnx.load(str(path)), sess.run(None, {i.name: feed[i.name] for i in sess.get_inputs()})[0]
+
+
+def test_the_onnx_graph_equals_the_previous_one_without_cell_gathers(chain, tmp_path):
+    x, e, eta = _inputs(83)
+    new_proto, got = _export(chain.torch_module(), tmp_path / "new.onnx", x, e, eta)
+    old_proto, want = _export(_reference(chain), tmp_path / "old.onnx", x, e, eta)
+    np.testing.assert_array_equal(got, want)
+    assert _n_ops(old_proto, "GatherElements") < _n_ops(new_proto, "GatherElements")
+    assert _cell_gathers(old_proto) > 20 and _cell_gathers(new_proto) == 0
+
+
+def _n_ops(proto, op):
+    return sum(n.op_type == op for n in proto.graph.node)
+
+
+def _cell_gathers(proto) -> int:
+    """Gathers whose index has the cells' axis (V = 11; the layer pass's L = 3 is no cell axis)."""
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in inferred.value_info}
+    return sum(n.op_type == "Gather" and sum(SIZES) in shapes.get(n.input[1], []) for n in proto.graph.node)
