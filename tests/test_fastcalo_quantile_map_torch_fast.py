@@ -3,10 +3,11 @@
 element), each layer's value spread over its cells by Expand + Concat instead of an index gather.
 
 * on a fitted five-pass chain like the simulation's generator's (plain with |eta| nodes -> layer_energy ->
-  eta_phase on one layer -> shower_width -> the layer-energy pass) the module gives exactly the showers of the
-  previous formulation (``tests/_qmap_torch_reference.py``, the file as of commit e890c0c), in torch and as
-  exported ONNX graphs run by onnxruntime, including energies between nodes, |eta| outside the nodes and empty cells;
-* the exported chain has no Gather over the (N, V) cells left (the previous one had dozens).
+  eta_phase on one layer -> shower_width -> the layer-energy pass) the module, in torch and as an exported ONNX graph
+  run by onnxruntime, is NumPy's map (float32 rounding), including energies between nodes, |eta| outside the nodes
+  and empty showers; the ONNX graph gives the torch module's showers;
+* the exported chain has no Gather over the (N, V) cells left (the formulation before commit f7ec7fa had dozens,
+  and gave bit-identical showers: docs/benchmarks/fastcalo.md, twenty-sixth version).
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from _qmap_torch_reference import torch_layer_pass as ref_layer_pass
-from _qmap_torch_reference import torch_quantile_correction as ref_quantile_correction
 
 from lhcml.models.fastcalo.quantile_map import QuantileCorrection
 
@@ -66,11 +65,6 @@ class _Chain(torch.nn.Module):
         return s
 
 
-def _reference(corr: QuantileCorrection) -> torch.nn.Module:
-    return _Chain([ref_layer_pass(p) if p.level == "layers" else ref_quantile_correction(p)
-                   for p in corr.chain()]).eval()  # fmt: skip
-
-
 def _inputs(seed: int = 82, n: int = 3000):
     rng = np.random.default_rng(seed)
     e = np.exp(rng.uniform(np.log(5.0), np.log(150.0), n))  # between and beyond the nodes
@@ -86,15 +80,13 @@ def chain():
     return _chain()
 
 
-def test_the_module_equals_the_previous_formulation_in_torch(chain):
+def test_the_module_is_numpys_map_in_torch(chain):
     x, e, eta = _inputs()
     with torch.no_grad():
         got = chain.torch_module()(x, e, eta)
-        want = _reference(chain)(x, e, eta)
-    assert torch.equal(got, want)
     assert (got - x).abs().max() > 1e-2 * e.min()  # the chain changes something
     want_np = chain.apply(x.numpy(), e.numpy(), eta.numpy())
-    assert np.abs(got.numpy() - want_np).max() / e.min().item() < 5e-4  # and is still NumPy's map
+    assert np.abs(got.numpy() - want_np).max() / e.min().item() < 5e-4
 
 
 def _export(module, path, x, e, eta):
@@ -116,13 +108,17 @@ def _export(module, path, x, e, eta):
     return onnx.load(str(path)), sess.run(None, {i.name: feed[i.name] for i in sess.get_inputs()})[0]
 
 
-def test_the_onnx_graph_equals_the_previous_one_without_cell_gathers(chain, tmp_path):
+def test_the_onnx_graph_is_the_module_without_cell_gathers(chain, tmp_path):
     x, e, eta = _inputs(83)
-    new_proto, got = _export(chain.torch_module(), tmp_path / "new.onnx", x, e, eta)
-    old_proto, want = _export(_reference(chain), tmp_path / "old.onnx", x, e, eta)
-    np.testing.assert_array_equal(got, want)
-    assert _n_ops(old_proto, "GatherElements") < _n_ops(new_proto, "GatherElements")
-    assert _cell_gathers(old_proto) > 20 and _cell_gathers(new_proto) == 0
+    module = chain.torch_module()
+    proto, got = _export(module, tmp_path / "new.onnx", x, e, eta)
+    with torch.no_grad():
+        want = module(x, e, eta).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(e.max()))
+    want_np = chain.apply(x.numpy(), e.numpy(), eta.numpy())
+    assert np.abs(got - want_np).max() / e.min().item() < 5e-4
+    assert _n_ops(proto, "GatherElements") > 20  # every table lookup one row's GatherElements
+    assert _cell_gathers(proto) == 0
 
 
 def _n_ops(proto, op):
