@@ -306,7 +306,7 @@ class QuantileCorrection:
         second_pass: bool = False, cell_deta: Sequence[float] | None = None,
         condition_layers: Sequence[int] | None = None, after: QuantileCorrection | None = None,
         cell_neta: Sequence[int] | None = None, level: str = "cells", strip_layer: int | None = None,
-        strip_n_eta: int | None = None, strip_variable: str = "prominence",
+        strip_n_eta: int | None = None, strip_variable: str = "prominence", strip_phase_bins: int = 1,
     ) -> QuantileCorrection:  # fmt: skip
         """Fit the map of ``gen_showers`` (the generator's, GeV ``(N, V)`` at ``gen_energies`` GeV) onto
         ``ref_showers`` (detailed training showers at ``ref_energies``).
@@ -327,7 +327,10 @@ class QuantileCorrection:
         shower's layer energies instead of its cells (:data:`LEVELS`; the total energy kept; no condition), alone or
         after ``after``. ``level="strips"``: the strip pass (:mod:`lhcml.models.fastcalo.strip_pass`) of layer
         ``strip_layer`` with ``strip_n_eta`` cells in η mapping the second maximum's ``strip_variable`` (``prominence``
-        or ``height``), alone or after ``after`` (no condition)."""
+        or ``height``), or (``recentre``, needs ``cell_deta`` and both samples' η) the strip profile's barycentre
+        residual from the impact, or (``core``) the hottest strip's neighbours' share of the three strips, in
+        ``strip_phase_bins`` bins of the impact's place in its strip (> 1 needs ``cell_deta`` and η), alone or after
+        ``after`` (no condition)."""
         if level not in LEVELS:
             raise ConfigError(f"the quantile correction's level must be one of {', '.join(LEVELS)}, got {level!r}")
         if level == "strips":
@@ -339,6 +342,8 @@ class QuantileCorrection:
             return fit_strip_pass(gen_showers, gen_energies, ref_showers, ref_energies, layer_sizes,
                                   strip_layer=strip_layer, strip_n_eta=strip_n_eta, after=after, gen_eta=gen_eta,
                                   variable=strip_variable,
+                                  cell_deta=None if cell_deta is None else list(cell_deta)[strip_layer],
+                                  phase_bins=strip_phase_bins,
                                   ref_eta=ref_eta, n_quantiles=n_quantiles, eta_bins=eta_bins,
                                   max_energy_nodes=max_energy_nodes, min_count=min_count, meta=meta)  # fmt: skip
         if level == "layers":
@@ -517,8 +522,10 @@ class QuantileCorrection:
 
     @property
     def n_table(self) -> int:
-        """Columns of the tables: the voxels (``level="cells"``) or the layers (``"layers"``)."""
-        return {"layers": len(self.layer_sizes), "strips": 1}.get(self.level, self.n_voxels)
+        """Columns of the tables: the voxels (``level="cells"``), the layers (``"layers"``) or one (``"strips"``; a
+        core strip pass in phase bins: one per bin)."""
+        strips = int(self.meta.get("strip_phase_bins", 1)) if self.meta else 1
+        return {"layers": len(self.layer_sizes), "strips": strips}.get(self.level, self.n_voxels)
 
     @property
     def layer_slices(self) -> list[slice]:

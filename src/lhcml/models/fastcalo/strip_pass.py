@@ -49,7 +49,23 @@ MAX_RAISE = 0.5
 #: what the pass maps (``strip_variable`` in its header): ``prominence`` (``e2 - emin``, the cell-level ΔE; the default)
 #: or ``height`` (``e2``, the second maximum's energy, which E_ratio compares with the first's; lowered below the dip
 #: it is set level with the dip)
-VARIABLES = ("prominence", "height")
+VARIABLES = ("prominence", "height", "recentre", "core")
+#: ``recentre`` (h28a): strips either side of the window's centre strip (the impact strip) over which a shower's
+#: barycentre is taken
+RECENTRE_HALF = 3
+#: ``core`` (h28a): the core's side share ``x = (p[i1-1] + p[i1+1]) / (p[i1-1] + p[i1] + p[i1+1])`` (``w_s3``'s
+#: square without the impact correction) is mapped and the three strips' energy redistributed (their sum kept)
+#: ``core``: the side share is capped at ``CORE_CAP / (1 + max(lo, hi) / (lo + hi))`` (the hottest strip stays the
+#: hottest, by a margin that survives float32)
+CORE_CAP = 0.999
+#: how ``recentre`` shifts a profile (``strip_shift`` in its header): ``linear`` by the mapped fraction of a strip
+#: (linear interpolation between neighbouring strips) or ``whole`` by the nearest whole number of strips (a shower
+#: whose hottest strip is off the impact strip moved back, no re-binning)
+SHIFTS = ("linear", "whole")
+#: the largest shift (strips) the recentring moves a strip profile by
+MAX_SHIFT = 1.0
+#: added to the barycentre residual (strips, within +-1.5) before its map, so the map's ``ln x`` sees a positive value
+RECENTRE_OFFSET = 2.0
 
 
 def strip_variable(meta: dict[str, Any]) -> str:
@@ -72,7 +88,98 @@ def strip_geometry(meta: dict[str, Any], layer_sizes: Sequence[int]) -> tuple[in
     if not 0 <= layer < len(sizes) or n_eta < 3 or sizes[layer] % n_eta or half < 1:
         raise ConfigError(f"a strip pass's layer {layer} with {n_eta} eta cells and half window {half} does not fit "
                           f"layers of {sizes} voxels (needs >= 3 eta cells dividing the layer's voxels)")  # fmt: skip
+    if strip_variable(meta) == "recentre" or int(meta.get("strip_phase_bins", 1)) > 1:
+        try:
+            ok = float(meta["strip_cell_deta"]) > 0
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError("a recentring (or phase-binned core) strip pass records strip_cell_deta (> 0), the strip layer's eta cell width")
     return int(sum(sizes[:layer])), n_eta, sizes[layer] // n_eta, half
+
+
+def centre_residual(profile: np.ndarray, eta: np.ndarray, cell_deta: float,
+                    half: int = RECENTRE_HALF) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``(b, r)`` per row of ``profile`` ``(N, n_eta)``: ``b`` the barycentre (strip units) of the ``2 half + 1``
+    strips around the window's centre strip (the impact strip), from that strip's centre; ``r = b - (phase - 0.5)``
+    its residual from the impact position (``phase = |eta| / cell_deta mod 1``; voxel η points to larger ``|η|``)."""
+    p = np.asarray(profile, np.float64)
+    c = p.shape[1] // 2
+    k = np.arange(p.shape[1])[None, :] - c
+    w = np.where(np.abs(k) <= half, p, 0.0)
+    tot = w.sum(axis=1)
+    b = np.divide((w * k).sum(axis=1), tot, out=np.zeros(len(p)), where=tot > 0)
+    phase = np.mod(np.abs(np.asarray(eta, np.float64).reshape(-1)) / float(cell_deta), 1.0)
+    return b, b - (phase - 0.5)
+
+
+def phase_bin(eta: np.ndarray, cell_deta: float, n_bins: int) -> np.ndarray:
+    """``(N,)`` the bin of ``|phase - 0.5|`` (the impact's distance from its strip's centre, ``phase = |eta| /
+    cell_deta mod 1``) in ``n_bins`` equal bins of [0, 0.5]."""
+    ph = np.mod(np.abs(np.asarray(eta, np.float64).reshape(-1)) / float(cell_deta), 1.0)
+    return np.clip((np.abs(ph - 0.5) * 2 * n_bins).astype(np.int64), 0, n_bins - 1)
+
+
+def _core_columns(x: np.ndarray, meta: dict[str, Any], eta: np.ndarray | None) -> np.ndarray:
+    """``(N, B)``: ``x`` in its phase bin's column (``strip_phase_bins`` B > 1), zeros elsewhere; ``(N, 1)`` without."""
+    nb = int(meta.get("strip_phase_bins", 1))
+    if nb == 1:
+        return x[:, None]
+    if eta is None:
+        raise ConfigError("a core strip pass in phase bins needs each shower's eta")
+    b = phase_bin(eta, float(meta["strip_cell_deta"]), nb)
+    return np.where(np.arange(nb)[None, :] == b[:, None], x[:, None], 0.0)
+
+
+def core_share(profile: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, i1, ok)`` per row of ``profile``: the hottest strip ``i1``, the side share ``x`` of its two neighbours in
+    the three strips' energy (0 where ``ok`` is False: the hottest strip at the window's edge or an empty core)."""
+    p = np.asarray(profile, np.float64)
+    n, m = p.shape
+    i1 = np.argmax(p, axis=1)
+    r = np.arange(n)
+    lo, hi = p[r, np.clip(i1 - 1, 0, m - 1)], p[r, np.clip(i1 + 1, 0, m - 1)]
+    s3 = lo + p[r, i1] + hi
+    ok = (i1 > 0) & (i1 < m - 1) & (s3 > 0) & (lo + hi > 0)
+    return np.where(ok, np.divide(lo + hi, s3, out=np.zeros(n), where=ok), 0.0), i1, ok
+
+
+def core_factors(profile: np.ndarray, x_new: np.ndarray) -> np.ndarray:
+    """``(N, n_eta)`` factors that give each row's core (:func:`core_share`) the side share ``x_new`` (at most what
+    keeps the hottest strip hotter than either neighbour: :data:`CORE_CAP`), the three strips' sum kept; 1 elsewhere."""
+    p = np.asarray(profile, np.float64)
+    n, m = p.shape
+    x, i1, ok = core_share(p)
+    r = np.arange(n)
+    lo, hi = p[r, np.clip(i1 - 1, 0, m - 1)], p[r, np.clip(i1 + 1, 0, m - 1)]
+    side = lo + hi
+    big = np.divide(np.maximum(lo, hi), side, out=np.ones(n), where=side > 0)
+    xn = np.clip(np.asarray(x_new, np.float64).reshape(-1), 0.0, CORE_CAP / (1.0 + big))
+    s3 = side + p[r, i1]
+    fs = np.divide(xn * s3, side, out=np.ones(n), where=ok)
+    fc = np.divide((1.0 - xn) * s3, p[r, i1], out=np.ones(n), where=ok & (p[r, i1] > 0))
+    k = np.arange(m)[None, :]
+    fac = np.where((np.abs(k - i1[:, None]) == 1) & ok[:, None], fs[:, None], 1.0)
+    return np.where((k == i1[:, None]) & ok[:, None], fc[:, None], fac)
+
+
+def shift_cells(cells: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """``cells`` ``(N, n_eta, n_phi)`` shifted by ``delta`` ``(N,)`` strips along η (positive: to larger index) by
+    linear interpolation between neighbouring strips (a profile narrower than a strip re-binned after a shift), the
+    layer's energy then rescaled to the original (what would leave the window)."""
+    c = np.asarray(cells, np.float64)
+    n, m, _ = c.shape
+    d = np.asarray(delta, np.float64).reshape(-1)
+    fl = np.floor(d)
+    f = (d - fl)[:, None, None]
+    k = np.arange(m)[None, :]
+    out = np.zeros_like(c)
+    for src, wgt in ((k - fl[:, None].astype(np.int64), 1.0 - f), (k - fl[:, None].astype(np.int64) - 1, f)):
+        inside = (src >= 0) & (src < m)
+        g = np.take_along_axis(c, np.clip(src, 0, m - 1)[:, :, None], axis=1)
+        out += np.where(inside[:, :, None], g, 0.0) * wgt
+    t0, t1 = c.sum(axis=(1, 2)), out.sum(axis=(1, 2))
+    return out * np.divide(t0, t1, out=np.ones(n), where=t1 > 0)[:, None, None]
 
 
 def second_maximum(profile: np.ndarray, half_window: int = HALF_WINDOW) -> dict[str, np.ndarray]:
@@ -106,10 +213,22 @@ def strip_profile(showers: np.ndarray, start: int, n_eta: int, n_phi: int) -> np
     return s[:, start : start + n_eta * n_phi].reshape(len(s), n_eta, n_phi).sum(axis=2)
 
 
-def prominence(showers: np.ndarray, meta: dict[str, Any], layer_sizes: Sequence[int]) -> np.ndarray:
+def prominence(showers: np.ndarray, meta: dict[str, Any], layer_sizes: Sequence[int],
+               eta: np.ndarray | None = None, energies: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """``(N,)`` each shower's strip second-maximum prominence or height (``meta``'s ``strip_variable``; GeV, 0 without
-    a second maximum)."""
+    a second maximum); ``recentre``: ``(r + RECENTRE_OFFSET) E`` (``r`` :func:`centre_residual`; needs ``eta`` and
+    ``energies``)."""
     start, n_eta, n_phi, half = strip_geometry(meta, layer_sizes)
+    if strip_variable(meta) == "recentre":
+        if eta is None or energies is None:
+            raise ConfigError("a recentring strip pass needs each shower's eta (and energy)")
+        _, r = centre_residual(strip_profile(showers, start, n_eta, n_phi), eta, float(meta["strip_cell_deta"]))
+        return (r + RECENTRE_OFFSET) * np.asarray(energies, np.float64).reshape(-1)
+    if strip_variable(meta) == "core":
+        if energies is None:
+            raise ConfigError("a core strip pass needs each shower's energy")
+        x = core_share(strip_profile(showers, start, n_eta, n_phi))[0] * np.asarray(energies, np.float64).reshape(-1)
+        return _core_columns(x, meta, eta)
     sm = second_maximum(strip_profile(showers, start, n_eta, n_phi), half)
     return _mapped_value(sm, strip_variable(meta))
 
@@ -121,33 +240,49 @@ def _mapped_value(sm: dict[str, np.ndarray], variable: str) -> np.ndarray:
 
 
 def _inner(corr: QuantileCorrection) -> QuantileCorrection:
-    """The prominence map of a strip pass as a one-voxel ``energy`` correction (no chain)."""
+    """The map of a strip pass as a one-voxel ``energy`` correction (no chain; a core pass in phase bins: one voxel
+    per bin)."""
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection
 
-    return QuantileCorrection("energy", [1], corr.log_e_nodes, corr.eta_nodes, corr.levels, corr.p_gen, corr.p_ref,
+    return QuantileCorrection("energy", [corr.p_gen.shape[-1]], corr.log_e_nodes, corr.eta_nodes, corr.levels, corr.p_gen, corr.p_ref,
                               corr.q_gen, corr.q_ref, source="the strip pass")  # fmt: skip
 
 
 def fit_strip_pass(gen_showers: np.ndarray, gen_energies: np.ndarray, ref_showers: np.ndarray,
                    ref_energies: np.ndarray, layer_sizes: Sequence[int], *, strip_layer: int, strip_n_eta: int,
                    half_window: int = HALF_WINDOW, after: QuantileCorrection | None = None,
-                   variable: str = "prominence", **fit_kw: Any) -> QuantileCorrection:  # fmt: skip
+                   variable: str = "prominence", cell_deta: float | None = None, shift: str = "linear", phase_bins: int = 1,
+                   **fit_kw: Any) -> QuantileCorrection:  # fmt: skip
     """The strip pass (module docstring) fitted on generated and detailed showers, after ``after`` (a fitted chain,
     applied to ``gen_showers`` first) if given. ``fit_kw``: :meth:`QuantileCorrection.fit`'s node options
     (``gen_eta``, ``ref_eta``, ``eta_bins``, ``n_quantiles``, ``max_energy_nodes``, ``min_count``, ``meta``).
-    ``variable``: what is mapped (:data:`VARIABLES`)."""
+    ``variable``: what is mapped (:data:`VARIABLES`); ``recentre`` needs ``cell_deta`` (the strip layer's η cell width)
+    and both samples' η, and shifts by ``shift`` (:data:`SHIFTS`); ``core`` with ``phase_bins`` > 1 maps the core
+    share per bin of the impact's distance from its strip's centre (:func:`phase_bin`; needs ``cell_deta`` and η)."""
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection
 
     geo = {"strip_layer": int(strip_layer), "strip_n_eta": int(strip_n_eta), "strip_half_window": int(half_window)}
     if variable != "prominence":  # a prominence pass's header as first written
         geo["strip_variable"] = variable
+    if phase_bins > 1 and variable != "core":
+        raise ConfigError(f"phase bins belong to a core strip pass, not to strip_variable {variable!r}")
+    if variable == "core" and phase_bins > 1:
+        geo["strip_cell_deta"] = None if cell_deta is None else float(cell_deta)
+        geo["strip_phase_bins"] = int(phase_bins)
+    if variable == "recentre":
+        geo["strip_cell_deta"] = None if cell_deta is None else float(cell_deta)
+        if shift not in SHIFTS:
+            raise ConfigError(f"a recentring strip pass's shift must be one of {', '.join(SHIFTS)}, got {shift!r}")
+        if shift != "linear":
+            geo["strip_shift"] = shift
     strip_geometry(geo, layer_sizes)
     g = np.asarray(gen_showers) if after is None else after.apply(gen_showers, gen_energies, fit_kw.get("gen_eta"))
     ge = np.asarray(gen_energies, np.float64).reshape(-1)
     re_ = np.asarray(ref_energies, np.float64).reshape(-1)
-    xg = prominence(g, geo, layer_sizes)[:, None]  # GeV: the one-voxel fit maps it over the incident energy
-    xr = prominence(ref_showers, geo, layer_sizes)[:, None]
-    inner = QuantileCorrection.fit(xg, ge, xr, re_, [1], variable="energy", **fit_kw)
+    xg = prominence(g, geo, layer_sizes, fit_kw.get("gen_eta"), ge)  # GeV: mapped over the incident energy
+    xr = prominence(ref_showers, geo, layer_sizes, fit_kw.get("ref_eta"), re_)
+    xg, xr = xg.reshape(len(xg), -1), xr.reshape(len(xr), -1)  # (N, 1); a core pass in phase bins (N, B)
+    inner = QuantileCorrection.fit(xg, ge, xr, re_, [xg.shape[1]], variable="energy", **fit_kw)
     info = dict(inner.meta, level="strips", **geo,
                 second_max_fraction_generated=float(np.mean(xg > 0)),
                 second_max_fraction_reference=float(np.mean(xr > 0)))  # fmt: skip
@@ -168,10 +303,31 @@ def apply_strip_pass(corr: QuantileCorrection, showers: np.ndarray, energies: np
     inner = _inner(corr)
     out = np.array(showers, np.float32, copy=True)
     e_all = np.asarray(energies, np.float64).reshape(-1)
+    if var == "recentre" and eta is None:
+        raise ConfigError("a recentring strip pass needs each shower's eta")
     for a in range(0, len(out), CHUNK):
         s = np.asarray(out[a : a + CHUNK], np.float64)
         e = e_all[a : a + CHUNK]
         prof = strip_profile(s, start, n_eta, n_phi)
+        if var == "recentre":
+            ea = np.abs(np.asarray(eta, np.float64).reshape(-1))[a : a + CHUNK]
+            _, r = centre_residual(prof, ea, float(corr.meta["strip_cell_deta"]))
+            r_new = inner._map((r + RECENTRE_OFFSET)[:, None], np.log(e), ea)[:, 0] - RECENTRE_OFFSET
+            d = np.clip(r_new - r, -MAX_SHIFT, MAX_SHIFT)
+            if corr.meta.get("strip_shift", "linear") == "whole":
+                d = np.round(d)
+            cells = shift_cells(s[:, start : start + n_eta * n_phi].reshape(len(s), n_eta, n_phi), d)
+            out[a : a + CHUNK, start : start + n_eta * n_phi] = cells.reshape(len(s), -1)
+            continue
+        if var == "core":
+            x, _, ok = core_share(prof)
+            ec = None if eta is None else eta[a : a + CHUNK]
+            cols = _core_columns(x, corr.meta, ec)
+            mapped = inner._map(cols, np.log(e), ec).max(axis=1)  # the shower's own column (the others stay zero)
+            x_new = np.where(ok & (mapped > 0), mapped, x)
+            cells = s[:, start : start + n_eta * n_phi].reshape(len(s), n_eta, n_phi) * core_factors(prof, x_new)[:, :, None]
+            out[a : a + CHUNK, start : start + n_eta * n_phi] = cells.reshape(len(s), -1)
+            continue
         sm = second_maximum(prof, half)
         new = inner._map((_mapped_value(sm, var) / e)[:, None], np.log(e),
                          None if eta is None else eta[a : a + CHUNK])[:, 0] * e  # fmt: skip
@@ -200,5 +356,6 @@ def strip_factors(prof: np.ndarray, sm: dict[str, np.ndarray], new_prominence: n
     return np.where((k == i2[:, None]) & ok[:, None], f2[:, None], fac)
 
 
-__all__ = ["HALF_WINDOW", "VARIABLES", "apply_strip_pass", "fit_strip_pass", "prominence", "second_maximum", "strip_factors",
+__all__ = ["CORE_CAP", "HALF_WINDOW", "MAX_SHIFT", "RECENTRE_HALF", "RECENTRE_OFFSET", "SHIFTS", "VARIABLES", "apply_strip_pass", "centre_residual",
+           "core_factors", "core_share", "phase_bin", "shift_cells", "fit_strip_pass", "prominence", "second_maximum", "strip_factors",
            "strip_geometry", "strip_profile", "strip_variable"]

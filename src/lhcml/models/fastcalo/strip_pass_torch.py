@@ -23,6 +23,10 @@ def torch_strip_pass(corr: QuantileCorrection) -> Any:
     start, n_eta, n_phi, half = strip_geometry(corr.meta, corr.layer_sizes)
     height = strip_variable(corr.meta) == "height"
     inner = _inner(corr)
+    if strip_variable(corr.meta) == "recentre":
+        return _torch_recentre(corr, start, n_eta, n_phi, inner)
+    if strip_variable(corr.meta) == "core":
+        return _torch_core(corr, start, n_eta, n_phi, inner)
 
     class TorchStripPass(nn.Module):
         def __init__(self) -> None:
@@ -71,6 +75,117 @@ def torch_strip_pass(corr: QuantileCorrection) -> Any:
             return torch.cat([s[:, : self.a], new, s[:, self.b :]], 1)
 
     return TorchStripPass().eval()
+
+
+def _torch_core(corr: QuantileCorrection, start: int, n_eta: int, n_phi: int, inner: QuantileCorrection) -> Any:
+    """The core strip pass (``strip_variable="core"``; :func:`~lhcml.models.fastcalo.strip_pass.core_factors`)."""
+    import torch
+    from torch import Tensor, nn
+
+    from lhcml.models.fastcalo.quantile_map_torch import torch_quantile_correction
+    from lhcml.models.fastcalo.strip_pass import CORE_CAP
+
+    nb = int(corr.meta.get("strip_phase_bins", 1))
+    deta = float(corr.meta.get("strip_cell_deta", 1.0))
+
+    class TorchStripCore(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.map = torch_quantile_correction(inner)
+            self.a, self.b = start, start + n_eta * n_phi
+            self.register_buffer("k", torch.arange(n_eta, dtype=torch.int64)[None, :])
+            self.register_buffer("bins", torch.arange(nb, dtype=torch.int64)[None, :])
+
+        def forward(self, showers: Tensor, energy: Tensor, eta: Tensor | None = None) -> Tensor:
+            s = showers.to(torch.float32)
+            e = energy.reshape(-1).to(torch.float32)
+            cells = s[:, self.a : self.b].reshape(-1, n_eta, n_phi)
+            p = cells.sum(2)
+            i1 = torch.argmax(p, 1, keepdim=True)
+            lo = torch.gather(p, 1, (i1 - 1).clamp(0, n_eta - 1))
+            hi = torch.gather(p, 1, (i1 + 1).clamp(0, n_eta - 1))
+            mid = torch.gather(p, 1, i1)
+            side = lo + hi
+            s3 = side + mid
+            ok = (i1 > 0) & (i1 < n_eta - 1) & (s3 > 0) & (side > 0)
+            one, zero = torch.ones_like(s3), torch.zeros_like(s3)
+            x = torch.where(ok, side / torch.where(ok, s3, one), zero)
+            if nb > 1:
+                if eta is None:
+                    raise ValueError("a core strip pass in phase bins needs each shower's eta")
+                a = eta.reshape(-1, 1).to(torch.float32).abs() / deta
+                b = torch.clamp(((a - torch.floor(a) - 0.5).abs() * (2 * nb)).to(torch.int64), 0, nb - 1)
+                cols = torch.where(self.bins == b, x * e[:, None], torch.zeros_like(x))
+                mapped = self.map(cols, e, eta).amax(1, keepdim=True) / e[:, None]
+            else:
+                mapped = self.map(x * e[:, None], e, eta) / e[:, None]
+            x_new = torch.where(ok & (mapped > 0), mapped, x)
+            big = torch.where(side > 0, torch.maximum(lo, hi) / torch.where(side > 0, side, one), one)
+            xn = torch.minimum(torch.clamp(x_new, min=0.0), CORE_CAP / (1.0 + big))
+            fs = torch.where(ok, xn * s3 / torch.where(ok, side, one), one)
+            okc = ok & (mid > 0)
+            fc = torch.where(okc, (1.0 - xn) * s3 / torch.where(okc, mid, one), one)
+            k = self.k
+            fac = torch.where(((k - i1).abs() == 1) & ok, fs.expand_as(p), torch.ones_like(p))
+            fac = torch.where((k == i1) & ok, fc.expand_as(p), fac)
+            new = (cells * fac[:, :, None]).reshape(-1, n_eta * n_phi)
+            return torch.cat([s[:, : self.a], new, s[:, self.b :]], 1)
+
+    return TorchStripCore().eval()
+
+
+def _torch_recentre(corr: QuantileCorrection, start: int, n_eta: int, n_phi: int, inner: QuantileCorrection) -> Any:
+    """The recentring strip pass (``strip_variable="recentre"``; :func:`~lhcml.models.fastcalo.strip_pass.
+    centre_residual`, :func:`~lhcml.models.fastcalo.strip_pass.shift_cells`) as a module: floor, two gathers."""
+    import torch
+    from torch import Tensor, nn
+
+    from lhcml.models.fastcalo.quantile_map_torch import torch_quantile_correction
+    from lhcml.models.fastcalo.strip_pass import MAX_SHIFT, RECENTRE_HALF, RECENTRE_OFFSET
+
+    deta = float(corr.meta["strip_cell_deta"])
+    whole = corr.meta.get("strip_shift", "linear") == "whole"
+
+    class TorchStripRecentre(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.map = torch_quantile_correction(inner)
+            self.a, self.b = start, start + n_eta * n_phi
+            k = torch.arange(n_eta, dtype=torch.int64)[None, :]
+            self.register_buffer("k", k)
+            self.register_buffer("kc", (k - n_eta // 2).to(torch.float32))
+            self.register_buffer("win", ((k - n_eta // 2).abs() <= RECENTRE_HALF).to(torch.float32))
+
+        def forward(self, showers: Tensor, energy: Tensor, eta: Tensor | None = None) -> Tensor:
+            if eta is None:
+                raise ValueError("a recentring strip pass needs each shower's eta")
+            s = showers.to(torch.float32)
+            e = energy.reshape(-1).to(torch.float32)
+            cells = s[:, self.a : self.b].reshape(-1, n_eta, n_phi)
+            w = cells.sum(2) * self.win
+            tot = w.sum(1)
+            pos = tot > 0
+            b = torch.where(pos, (w * self.kc).sum(1) / torch.where(pos, tot, torch.ones_like(tot)), torch.zeros_like(tot))
+            a = eta.reshape(-1).to(torch.float32).abs() / deta
+            r = b - ((a - torch.floor(a)) - 0.5)
+            r_new = self.map(((r + RECENTRE_OFFSET) * e)[:, None], e, eta)[:, 0] / e - RECENTRE_OFFSET
+            d = torch.clamp(r_new - r, -MAX_SHIFT, MAX_SHIFT)
+            if whole:
+                d = torch.round(d)
+            fl = torch.floor(d)
+            f = (d - fl)[:, None, None]
+            src0 = self.k - fl.to(torch.int64)[:, None]
+            out = torch.zeros_like(cells)
+            for src, wgt in ((src0, 1.0 - f), (src0 - 1, f)):
+                inside = ((src >= 0) & (src < n_eta))[:, :, None]
+                idx = src.clamp(0, n_eta - 1)[:, :, None].expand(-1, -1, n_phi)
+                out = out + torch.where(inside, torch.gather(cells, 1, idx), torch.zeros_like(cells)) * wgt
+            t0, t1 = cells.sum((1, 2)), out.sum((1, 2))
+            scale = torch.where(t1 > 0, t0 / torch.where(t1 > 0, t1, torch.ones_like(t1)), torch.ones_like(t1))
+            new = (out * scale[:, None, None]).reshape(-1, n_eta * n_phi)
+            return torch.cat([s[:, : self.a], new, s[:, self.b :]], 1)
+
+    return TorchStripRecentre().eval()
 
 
 __all__ = ["torch_strip_pass"]

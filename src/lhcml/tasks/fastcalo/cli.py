@@ -221,7 +221,10 @@ def quantile_map_cmd(
                                     "(lhcml.models.fastcalo.strip_pass)"),
     strip_variable: str = typer.Option("prominence", "--strip-variable", help="with --strip-pass: map the second "
                                        "maximum's prominence over the dip before it (the cell-level Delta E) or its "
-                                       "height (its energy, which E_ratio compares with the first maximum's)"),
+                                       "height (its energy, which E_ratio compares with the first maximum's); recentre: shift each strip "
+                                       "profile so its barycentre's residual from the impact is the detailed one's"),
+    strip_phase_bins: int = typer.Option(1, "--strip-phase-bins", help="with --strip-variable core: map the core "
+                                         "share in this many bins of the impact's distance from its strip's centre"),
     onnx: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--onnx", help="also export CHECKPOINT's sampling graph with the correction inside (for lhcml simulate "
         "--calo fast: and lhcml fastcalo generate)"),
@@ -245,14 +248,20 @@ def quantile_map_cmd(
                                          condition_bins=condition_bins, second_pass=second_pass,
                                          condition_layers=condition_layers or None, after=after,
                                          level="strips" if strip_pass else "layers" if layer_energies else "cells",
-                                         strip_variable=strip_variable)  # fmt: skip
+                                         strip_variable=strip_variable,
+                                         strip_phase_bins=strip_phase_bins)  # fmt: skip
     cond = "" if corr.condition is None else (
         f", conditioned on {corr.condition} in {corr.meta['condition_bins']} bins ({corr.meta['cond_layers_pooled']} "
         f"(layer, node) pairs and {corr.meta['cond_cells_pooled']} (cell, bin) entries with the node's map)"
         f"{_pass_note(corr, after)}")
     if corr.level == "layers":
         cond = ", layer energies" + _pass_note(corr, after)
-    if corr.level == "strips":
+    if corr.level == "strips" and corr.meta.get("strip_variable") == "recentre":
+        cond = ", strip profile recentred on the impact" + _pass_note(corr, after)
+    elif corr.level == "strips" and corr.meta.get("strip_variable") == "core":
+        cond = (f", strip core share in {corr.meta.get('strip_phase_bins', 1)} impact-phase bin(s)"
+                + _pass_note(corr, after))  # fmt: skip
+    elif corr.level == "strips":
         cond = (f", strip second maxima (generated {corr.meta['second_max_fraction_generated']:.3f}, detailed "
                 f"{corr.meta['second_max_fraction_reference']:.3f} of showers)" + _pass_note(corr, after))
     typer.echo(f"wrote {path} ({corr.variable}, {len(corr.log_e_nodes)} energy x {len(corr.eta_nodes)} |eta| nodes, "
