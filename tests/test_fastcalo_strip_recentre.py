@@ -161,3 +161,25 @@ def test_the_cli_fits_the_pass_into_onnx(tmp_path, capsys, variable, bins):
                                                               "--strip-phase-bins", str(bins)], data_seed=52, n=400)
     assert corr.level == "strips" and corr.meta["strip_variable"] == variable
     assert corr.meta.get("strip_phase_bins", 1) == bins
+
+
+def test_a_whole_strip_recentring_only_rolls_the_profile():
+    """``shift="whole"`` (:func:`~lhcml.models.fastcalo.strip_pass.fit_strip_pass`): each shower's strips move by a
+    whole number of strips (the profile's shape kept), the mid-strip hottest strip comes home; torch agrees."""
+    from lhcml.models.fastcalo.strip_pass import fit_strip_pass
+
+    rng, e, eta = _sample(97, 2000)
+    gen, ref = _showers(rng, e, eta, 0.9), _showers(rng, e, eta, 0.05)
+    corr = fit_strip_pass(gen, e, ref, e, SIZES, variable="recentre", cell_deta=DETA, shift="whole", gen_eta=eta,
+                          ref_eta=eta, **STRIPS)  # fmt: skip
+    assert corr.meta["strip_shift"] == "whole"
+    got = corr.apply(gen, e, eta)
+    p0, p1 = _prof(gen), _prof(got)
+    rolled = [min(np.abs(np.roll(a, s)[2:-2] - b[2:-2]).max() for s in (-1, 0, 1)) for a, b in zip(p0, p1, strict=True)]
+    assert max(rolled) / e.min() < 1e-5
+    mid = np.abs(np.mod(eta / DETA, 1.0) - 0.5) < 0.25
+    assert np.mean(np.argmax(p1, 1)[mid] == N_ETA // 2) > np.mean(np.argmax(p0, 1)[mid] == N_ETA // 2) + 0.1
+    with torch.no_grad():
+        t = corr.torch_module()(torch.as_tensor(gen), torch.as_tensor(e, dtype=torch.float32),
+                                torch.as_tensor(eta, dtype=torch.float32)).numpy()  # fmt: skip
+    assert np.abs(t - got).max() / e.min() < 5e-4
