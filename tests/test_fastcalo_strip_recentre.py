@@ -118,15 +118,16 @@ def test_the_core_pass_brings_the_core_width_to_the_detailed_one():
     np.testing.assert_array_equal(got[:, 30:], x[:, 30:])
 
 
-@pytest.mark.parametrize(("variable", "bins"), [("recentre", 1), ("core", 1), ("core", 4)])
-def test_a_further_pass_round_trips_and_the_torch_module_agrees(tmp_path, variable, bins):
+@pytest.mark.parametrize(("variable", "bins", "phase_from"),
+                         [("recentre", 1, "impact"), ("core", 1, "impact"), ("core", 4, "impact"), ("core", 4, "cluster")])
+def test_a_further_pass_round_trips_and_the_torch_module_agrees(tmp_path, variable, bins, phase_from):
     rng, e, eta = _sample(95, 2000)
     gen, ref = _showers(rng, e, eta, 0.45, 0.45), _showers(rng, e, eta, 0.05)
     first = QuantileCorrection.fit(gen, e, ref, e, SIZES, eta_bins=2, gen_eta=eta, ref_eta=eta)
     corr = QuantileCorrection.fit(gen, e, ref, e, SIZES, level="strips", after=first, eta_bins=2, gen_eta=eta,
                                   ref_eta=eta, strip_variable=variable, cell_deta=[DETA, 0.025], strip_phase_bins=bins,
-                                  **STRIPS)  # fmt: skip
-    assert corr.meta.get("strip_phase_bins", 1) == bins
+                                  strip_phase_from=phase_from, **STRIPS)  # fmt: skip
+    assert corr.meta.get("strip_phase_bins", 1) == bins and corr.meta.get("strip_phase_from", "impact") == phase_from
     back = QuantileCorrection.load(corr.save(tmp_path / "strips.npz"))
     ee = np.exp(rng.uniform(np.log(5.0), np.log(100.0), len(e)))
     x = _showers(rng, ee, eta, 0.45, 0.45)
@@ -152,14 +153,15 @@ def test_a_recentring_or_phase_binned_pass_needs_the_strip_width():
         QuantileCorrection.fit(x, e, x, e, SIZES, level="strips", strip_phase_bins=4, cell_deta=[DETA, 0.025], **STRIPS)
 
 
-@pytest.mark.parametrize(("variable", "bins"), [("recentre", 1), ("core", 4)])
+@pytest.mark.parametrize(("variable", "bins"), [("recentre", 1), ("core", 4), ("cluster", 4)])
 def test_the_cli_fits_the_pass_into_onnx(tmp_path, capsys, variable, bins):
     """onnxruntime gives apply() for the CLI's pass on a tiny real-binning checkpoint."""
     from _fastcalo_helpers import corrected_onnx_matches_apply
 
-    corr, _ = corrected_onnx_matches_apply(tmp_path, capsys, ["--strip-pass", "--strip-variable", variable,
-                                                              "--strip-phase-bins", str(bins)], data_seed=52, n=400)
-    assert corr.level == "strips" and corr.meta["strip_variable"] == variable
+    args = ["--strip-pass", "--strip-variable", "core" if variable == "cluster" else variable, "--strip-phase-bins",
+            str(bins)] + (["--strip-phase-from", "cluster"] if variable == "cluster" else [])  # fmt: skip
+    corr, _ = corrected_onnx_matches_apply(tmp_path, capsys, args, data_seed=52, n=400)
+    assert corr.level == "strips" and corr.meta["strip_variable"] == args[2]
     assert corr.meta.get("strip_phase_bins", 1) == bins
 
 
@@ -183,3 +185,25 @@ def test_a_whole_strip_recentring_only_rolls_the_profile():
         t = corr.torch_module()(torch.as_tensor(gen), torch.as_tensor(e, dtype=torch.float32),
                                 torch.as_tensor(eta, dtype=torch.float32)).numpy()  # fmt: skip
     assert np.abs(t - got).max() / e.min() < 5e-4
+
+
+def test_the_cluster_binned_core_pass_ties_the_core_width_to_the_cluster_position():
+    """Known answer: the detailed core width follows where the shower sits in its strip (fixed width, so the core share
+    is a function of the cluster barycentre's place ``u`` in the hottest strip: corr(u^2, x) ~ 1, what w_s3's impact
+    correction relies on), the generator's width is random (corr ~ 0.5): a pooled core map matches the spread but not
+    the tie (corr stays < 0.5); the map in 4 bins of |u| (``strip_phase_from="cluster"``) restores it (> 0.7)."""
+    from lhcml.models.fastcalo.strip_pass import cluster_u
+
+    rng, e, eta = _sample(98)
+    gen = _showers(rng, e, eta, 0.05, width=rng.uniform(0.35, 0.9, len(e))[:, None])
+    ref = _showers(rng, e, eta, 0.05, width=0.6)
+
+    def tie(s):
+        p = _prof(s)
+        return np.corrcoef(cluster_u(p) ** 2, core_share(p)[0])[0, 1]
+
+    assert tie(ref) > 0.95 and tie(gen) < 0.6
+    pooled = QuantileCorrection.fit(gen, e, ref, e, SIZES, level="strips", strip_variable="core", **STRIPS)
+    binned = QuantileCorrection.fit(gen, e, ref, e, SIZES, level="strips", strip_variable="core", strip_phase_bins=4,
+                                    strip_phase_from="cluster", cell_deta=[DETA, 0.025], **STRIPS)  # fmt: skip
+    assert tie(pooled.apply(gen, e, eta)) < 0.5 and tie(binned.apply(gen, e, eta)) > 0.7

@@ -62,6 +62,9 @@ CORE_CAP = 0.999
 #: (linear interpolation between neighbouring strips) or ``whole`` by the nearest whole number of strips (a shower
 #: whose hottest strip is off the impact strip moved back, no re-binning)
 SHIFTS = ("linear", "whole")
+#: what a phase-binned ``core`` pass bins (``strip_phase_from`` in its header): ``impact`` the impact's distance from
+#: its strip's centre, ``cluster`` the cluster barycentre's place in the hottest strip (:func:`cluster_u`)
+PHASE_FROM = ("impact", "cluster")
 #: the largest shift (strips) the recentring moves a strip profile by
 MAX_SHIFT = 1.0
 #: added to the barycentre residual (strips, within +-1.5) before its map, so the map's ``ln x`` sees a positive value
@@ -120,11 +123,28 @@ def phase_bin(eta: np.ndarray, cell_deta: float, n_bins: int) -> np.ndarray:
     return np.clip((np.abs(ph - 0.5) * 2 * n_bins).astype(np.int64), 0, n_bins - 1)
 
 
-def _core_columns(x: np.ndarray, meta: dict[str, Any], eta: np.ndarray | None) -> np.ndarray:
-    """``(N, B)``: ``x`` in its phase bin's column (``strip_phase_bins`` B > 1), zeros elsewhere; ``(N, 1)`` without."""
+def cluster_u(profile: np.ndarray) -> np.ndarray:
+    """``(N,)`` the place ``u`` in [-0.5, 0.5) of the barycentre of the cluster's strips (``HALF_WINDOW`` either side of
+    the window's centre strip) in the hottest strip, as :func:`lhcml.sim.clusters.ws3_impact_correction` takes it."""
+    p = np.asarray(profile, np.float64)
+    k = np.arange(p.shape[1])[None, :]
+    w = np.where(np.abs(k - p.shape[1] // 2) <= HALF_WINDOW, p, 0.0)
+    tot = w.sum(axis=1)
+    bc = np.divide((w * k).sum(axis=1), tot, out=np.zeros(len(p)), where=tot > 0)
+    return np.fmod(np.abs(bc - np.argmax(p, axis=1) - 0.5), 1.0) - 0.5
+
+
+def _core_columns(x: np.ndarray, meta: dict[str, Any], eta: np.ndarray | None,
+                  profile: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """``(N, B)``: ``x`` in its phase bin's column (``strip_phase_bins`` B > 1), zeros elsewhere; ``(N, 1)`` without.
+    The bin: of the impact's distance from its strip's centre, or (``strip_phase_from="cluster"``) of ``|u|``
+    (:func:`cluster_u`, from ``profile``)."""
     nb = int(meta.get("strip_phase_bins", 1))
     if nb == 1:
         return x[:, None]
+    if meta.get("strip_phase_from", "impact") == "cluster":
+        b = np.clip((np.abs(cluster_u(profile)) * 2 * nb).astype(np.int64), 0, nb - 1)
+        return np.where(np.arange(nb)[None, :] == b[:, None], x[:, None], 0.0)
     if eta is None:
         raise ConfigError("a core strip pass in phase bins needs each shower's eta")
     b = phase_bin(eta, float(meta["strip_cell_deta"]), nb)
@@ -227,8 +247,8 @@ def prominence(showers: np.ndarray, meta: dict[str, Any], layer_sizes: Sequence[
     if strip_variable(meta) == "core":
         if energies is None:
             raise ConfigError("a core strip pass needs each shower's energy")
-        x = core_share(strip_profile(showers, start, n_eta, n_phi))[0] * np.asarray(energies, np.float64).reshape(-1)
-        return _core_columns(x, meta, eta)
+        prof = strip_profile(showers, start, n_eta, n_phi)
+        return _core_columns(core_share(prof)[0] * np.asarray(energies, np.float64).reshape(-1), meta, eta, prof)
     sm = second_maximum(strip_profile(showers, start, n_eta, n_phi), half)
     return _mapped_value(sm, strip_variable(meta))
 
@@ -252,13 +272,15 @@ def fit_strip_pass(gen_showers: np.ndarray, gen_energies: np.ndarray, ref_shower
                    ref_energies: np.ndarray, layer_sizes: Sequence[int], *, strip_layer: int, strip_n_eta: int,
                    half_window: int = HALF_WINDOW, after: QuantileCorrection | None = None,
                    variable: str = "prominence", cell_deta: float | None = None, shift: str = "linear", phase_bins: int = 1,
+                   phase_from: str = "impact",
                    **fit_kw: Any) -> QuantileCorrection:  # fmt: skip
     """The strip pass (module docstring) fitted on generated and detailed showers, after ``after`` (a fitted chain,
     applied to ``gen_showers`` first) if given. ``fit_kw``: :meth:`QuantileCorrection.fit`'s node options
     (``gen_eta``, ``ref_eta``, ``eta_bins``, ``n_quantiles``, ``max_energy_nodes``, ``min_count``, ``meta``).
     ``variable``: what is mapped (:data:`VARIABLES`); ``recentre`` needs ``cell_deta`` (the strip layer's η cell width)
     and both samples' η, and shifts by ``shift`` (:data:`SHIFTS`); ``core`` with ``phase_bins`` > 1 maps the core
-    share per bin of the impact's distance from its strip's centre (:func:`phase_bin`; needs ``cell_deta`` and η)."""
+    share per bin of the impact's distance from its strip's centre (:func:`phase_bin`; needs ``cell_deta`` and η), or with ``phase_from="cluster"`` of the cluster barycentre's place
+    in the hottest strip (:func:`cluster_u`: the w_s3 impact correction's ``u``)."""
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection
 
     geo = {"strip_layer": int(strip_layer), "strip_n_eta": int(strip_n_eta), "strip_half_window": int(half_window)}
@@ -269,6 +291,10 @@ def fit_strip_pass(gen_showers: np.ndarray, gen_energies: np.ndarray, ref_shower
     if variable == "core" and phase_bins > 1:
         geo["strip_cell_deta"] = None if cell_deta is None else float(cell_deta)
         geo["strip_phase_bins"] = int(phase_bins)
+        if phase_from not in PHASE_FROM:
+            raise ConfigError(f"a core strip pass's phase_from must be one of {', '.join(PHASE_FROM)}, got {phase_from!r}")
+        if phase_from != "impact":
+            geo["strip_phase_from"] = phase_from
     if variable == "recentre":
         geo["strip_cell_deta"] = None if cell_deta is None else float(cell_deta)
         if shift not in SHIFTS:
@@ -322,7 +348,7 @@ def apply_strip_pass(corr: QuantileCorrection, showers: np.ndarray, energies: np
         if var == "core":
             x, _, ok = core_share(prof)
             ec = None if eta is None else eta[a : a + CHUNK]
-            cols = _core_columns(x, corr.meta, ec)
+            cols = _core_columns(x, corr.meta, ec, prof)
             mapped = inner._map(cols, np.log(e), ec).max(axis=1)  # the shower's own column (the others stay zero)
             x_new = np.where(ok & (mapped > 0), mapped, x)
             cells = s[:, start : start + n_eta * n_phi].reshape(len(s), n_eta, n_phi) * core_factors(prof, x_new)[:, :, None]
@@ -356,6 +382,6 @@ def strip_factors(prof: np.ndarray, sm: dict[str, np.ndarray], new_prominence: n
     return np.where((k == i2[:, None]) & ok[:, None], f2[:, None], fac)
 
 
-__all__ = ["CORE_CAP", "HALF_WINDOW", "MAX_SHIFT", "RECENTRE_HALF", "RECENTRE_OFFSET", "SHIFTS", "VARIABLES", "apply_strip_pass", "centre_residual",
-           "core_factors", "core_share", "phase_bin", "shift_cells", "fit_strip_pass", "prominence", "second_maximum", "strip_factors",
+__all__ = ["CORE_CAP", "HALF_WINDOW", "MAX_SHIFT", "PHASE_FROM", "RECENTRE_HALF", "RECENTRE_OFFSET", "SHIFTS", "VARIABLES", "apply_strip_pass", "centre_residual",
+           "cluster_u", "core_factors", "core_share", "phase_bin", "shift_cells", "fit_strip_pass", "prominence", "second_maximum", "strip_factors",
            "strip_geometry", "strip_profile", "strip_variable"]

@@ -225,6 +225,10 @@ def quantile_map_cmd(
                                        "profile so its barycentre's residual from the impact is the detailed one's"),
     strip_phase_bins: int = typer.Option(1, "--strip-phase-bins", help="with --strip-variable core: map the core "
                                          "share in this many bins of the impact's distance from its strip's centre"),
+    strip_phase_from: str = typer.Option("impact", "--strip-phase-from", help="with --strip-phase-bins: bin the "
+                                         "impact's distance from its strip's centre (impact) or the cluster "
+                                         "barycentre's place in the hottest strip, w_s3's impact-correction u "
+                                         "(cluster)"),
     onnx: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--onnx", help="also export CHECKPOINT's sampling graph with the correction inside (for lhcml simulate "
         "--calo fast: and lhcml fastcalo generate)"),
@@ -249,7 +253,8 @@ def quantile_map_cmd(
                                          condition_layers=condition_layers or None, after=after,
                                          level="strips" if strip_pass else "layers" if layer_energies else "cells",
                                          strip_variable=strip_variable,
-                                         strip_phase_bins=strip_phase_bins)  # fmt: skip
+                                         strip_phase_bins=strip_phase_bins,
+                                         strip_phase_from=strip_phase_from)  # fmt: skip
     cond = "" if corr.condition is None else (
         f", conditioned on {corr.condition} in {corr.meta['condition_bins']} bins ({corr.meta['cond_layers_pooled']} "
         f"(layer, node) pairs and {corr.meta['cond_cells_pooled']} (cell, bin) entries with the node's map)"

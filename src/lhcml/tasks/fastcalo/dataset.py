@@ -283,7 +283,8 @@ def _geometry(binning: Binning, condition: str | None) -> dict[str, list[Any]]:
     return {}
 
 
-def _strips(binning: Binning, level: str, variable: str, phase_bins: int = 1) -> dict[str, Any]:
+def _strips(binning: Binning, level: str, variable: str, phase_bins: int = 1,
+            phase_from: str = "impact") -> dict[str, Any]:  # fmt: skip
     """The strip pass's layer (the binning's finest in η), its number of η cells and what it maps; ``{}`` for the
     other levels."""
     if level != "strips":
@@ -292,6 +293,7 @@ def _strips(binning: Binning, level: str, variable: str, phase_bins: int = 1) ->
     out: dict[str, Any] = {"strip_layer": i, "strip_n_eta": int(binning.layers[i].n_eta), "strip_variable": variable}
     if phase_bins > 1:
         out["strip_phase_bins"] = int(phase_bins)
+        out["strip_phase_from"] = phase_from
     if variable == "recentre" or phase_bins > 1:  # the impact's phase in the strip needs the strips' eta width
         out["cell_deta"] = [lay.deta for lay in binning.layers]
     return out
@@ -313,7 +315,7 @@ def fit_quantile_correction(
     variable: str = "energy_layers", n_quantiles: int = 32, eta_bins: int = 1, min_count: int = 20, seed: int = 101,
     max_showers: int | None = None, condition: str | None = None, condition_bins: int = 3, second_pass: bool = False,
     condition_layers: Sequence[str] | None = None, after: str | Path | None = None, level: str = "cells",
-    strip_variable: str = "prominence", strip_phase_bins: int = 1,
+    strip_variable: str = "prominence", strip_phase_bins: int = 1, strip_phase_from: str = "impact",
 ) -> tuple[Any, Path]:  # fmt: skip
     """``lhcml fastcalo quantile-map``: fit a :class:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection` of
     the generator in ``checkpoint`` onto the detailed showers of ``showers`` (its **training** file: the
@@ -348,7 +350,7 @@ def fit_quantile_correction(
                                   condition_bins=condition_bins, second_pass=second_pass,
                                   condition_layers=_layer_indices(b, condition_layers),
                                   after=None if after is None else _loaded_for(after, model), level=level,
-                                  **_geometry(b, condition), **_strips(b, level, strip_variable, strip_phase_bins))  # fmt: skip
+                                  **_geometry(b, condition), **_strips(b, level, strip_variable, strip_phase_bins, strip_phase_from))  # fmt: skip
     return corr, corr.save(path)
 
 
