@@ -232,3 +232,22 @@ def corrected_onnx_matches_apply(tmp_path: Path, capsys: Any, extra_args: list[s
     assert np.abs(want - plain).max() > 0
     np.testing.assert_allclose(got, want, rtol=0, atol=5e-4 * float(inputs[0].min()))
     return corr, {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+
+
+def assert_reloaded_chain_agrees(corr: Any, saved: Path, x: np.ndarray, ee: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """A correction chain needing each shower's |eta| (a layer-energy or strip pass at the end): the file ``saved``
+    reloads to the same map, its torch module (the ONNX graph's) agrees with NumPy within float32 rounding, and
+    applying it without |eta| is one ConfigError. Returns the chain's showers."""
+    from lhcml.errors import ConfigError
+    from lhcml.models.fastcalo.quantile_map import QuantileCorrection
+
+    back = QuantileCorrection.load(saved)
+    want = corr.apply(x, ee, eta)
+    np.testing.assert_array_equal(back.apply(x, ee, eta), want)
+    with torch.no_grad():
+        got = back.torch_module()(torch.as_tensor(x), torch.as_tensor(ee, dtype=torch.float32),
+                                  torch.as_tensor(eta, dtype=torch.float32)).numpy()  # fmt: skip
+    assert np.abs(got - want).max() / ee.min() < 5e-4
+    with pytest.raises(ConfigError, match="give each shower's eta"):
+        back.apply(x, ee)
+    return want
