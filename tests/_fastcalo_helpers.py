@@ -235,7 +235,7 @@ def corrected_onnx_matches_apply(tmp_path: Path, capsys: Any, extra_args: list[s
 
 
 def assert_reloaded_chain_agrees(corr: Any, saved: Path, x: np.ndarray, ee: np.ndarray, eta: np.ndarray) -> np.ndarray:
-    """A correction chain needing each shower's |eta| (a layer-energy or strip pass at the end): the file ``saved``
+    """A correction chain needing each shower's |eta| (|eta| nodes, an eta_phase, layer-energy or strip pass): the file ``saved``
     reloads to the same map, its torch module (the ONNX graph's) agrees with NumPy within float32 rounding, and
     applying it without |eta| is one ConfigError. Returns the chain's showers."""
     from lhcml.errors import ConfigError
