@@ -221,8 +221,12 @@ def quantile_map_cmd(
                                     "(lhcml.models.fastcalo.strip_pass)"),
     strip_variable: str = typer.Option("prominence", "--strip-variable", help="with --strip-pass: map the second "
                                        "maximum's prominence over the dip before it (the cell-level Delta E) or its "
-                                       "height (its energy, which E_ratio compares with the first maximum's); recentre: shift each strip "
-                                       "profile so its barycentre's residual from the impact is the detailed one's"),
+                                       "height (its energy, which E_ratio compares with the first maximum's); core: the two neighbours' "
+                                       "share of the hottest strip's three (w_s3's core; after a height pass, with "
+                                       "--strip-phase-bins 4 --strip-phase-from cluster, the best photon-ID closure); "
+                                       "recentre: shift each strip profile so its barycentre's residual from the "
+                                       "impact is the detailed one's (measured worse for photon ID: "
+                                       "docs/benchmarks/fastcalo.md, twenty-sixth version)"),
     strip_phase_bins: int = typer.Option(1, "--strip-phase-bins", help="with --strip-variable core: map the core "
                                          "share in this many bins of the impact's distance from its strip's centre"),
     strip_phase_from: str = typer.Option("impact", "--strip-phase-from", help="with --strip-phase-bins: bin the "
