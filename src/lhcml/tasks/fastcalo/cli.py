@@ -268,8 +268,8 @@ def quantile_map_cmd(
     if corr.level == "strips" and corr.meta.get("strip_variable") == "recentre":
         cond = ", strip profile recentred on the impact" + _pass_note(corr, after)
     elif corr.level == "strips" and corr.meta.get("strip_variable") == "core":
-        cond = (f", strip core share in {corr.meta.get('strip_phase_bins', 1)} impact-phase bin(s)"
-                + _pass_note(corr, after))  # fmt: skip
+        what = "cluster-position" if corr.meta.get("strip_phase_from", "impact") == "cluster" else "impact-phase"
+        cond = f", strip core share in {corr.meta.get('strip_phase_bins', 1)} {what} bin(s)" + _pass_note(corr, after)
     elif corr.level == "strips":
         cond = (f", strip second maxima (generated {corr.meta['second_max_fraction_generated']:.3f}, detailed "
                 f"{corr.meta['second_max_fraction_reference']:.3f} of showers)" + _pass_note(corr, after))
