@@ -91,9 +91,9 @@ _GEOMETRY_CONDITIONS = ("eta_phase", "shower_width")
 #: what a pass maps: each voxel (``cells``, every pass above) or each layer's energy (``layers``: the shower's layer
 #: energies over its total, mapped per node as the cells of one layer with ``variable="share"`` so the total energy is
 #: kept, then every cell of a layer scaled by its layer's new energy over the old; the cell passes keep the generator's
-#: layer energies, so f1, f3 and R_had are otherwise the raw generator's: h26b); ``strips`` the prominence of each
-#: shower's strip second maximum, then the strips moved to it (:mod:`lhcml.models.fastcalo.strip_pass`: the strip
-#: layer's energy kept; h27a)
+#: layer energies, so f1, f3 and R_had are otherwise the raw generator's: h26b); ``strips`` one strip-layer quantity
+#: per shower (the second maximum's prominence or height, the core's side share, or the profile's centre residual),
+#: then the strips moved to it (:mod:`lhcml.models.fastcalo.strip_pass`: the strip layer's energy kept; h27a, h28a)
 LEVELS = ("cells", "layers", "strips")
 #: the tables of a correction, in the constructor's order (a file's arrays; a second pass's first one as base_*)
 _TABLES = ("log_e_nodes", "eta_nodes", "levels", "p_gen", "p_ref", "q_gen", "q_ref")

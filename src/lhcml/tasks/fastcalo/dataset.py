@@ -327,8 +327,8 @@ def fit_quantile_correction(
     (default): the plain one; ``second_pass``: the conditional map fitted after the plain one (both in the file);
     ``level="layers"``: a plain map of the showers' layer energies (the total kept) instead of the cells;
     ``level="strips"``: the strip pass (:mod:`lhcml.models.fastcalo.strip_pass`) on the binning's layer with the finest
-    η cells, mapping the second maximum's ``strip_variable`` (``prominence`` or ``height``). Returns
-    ``(correction, path)``."""
+    η cells, mapping ``strip_variable`` (the second maximum's ``prominence`` or ``height``, the ``core``'s side share
+    in ``strip_phase_bins`` bins of ``strip_phase_from``, or ``recentre``). Returns ``(correction, path)``."""
     from lhcml.data.calochallenge import parse_binning, read_binning, read_showers
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection, correction_path
     from lhcml.train.fastcalo import load_generator
