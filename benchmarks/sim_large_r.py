@@ -172,7 +172,13 @@ def simulate_types(process: str, events: int, mu: float, seed: int, pileup, type
     """``{type: {"jets", "flow"}}`` of the large-R jets of each constituent type in ``types``, all
     from one simulation of ``events`` hard events of ``process`` (see :func:`_side_constituents`)."""
     from lhcml.sim.events import CONSTITUENT_TYPES, EVENT_NUMBER_STRIDE, simulate_events
+    from lhcml.sim.tcc import TCC_PILEUP_TRACKS
 
+    for t in types:  # a TCC variant is checked before any event is simulated
+        kind, _, variant = t.partition(":")[0].partition("+")[0].partition("~")
+        if variant and (kind != "tcc" or variant not in TCC_PILEUP_TRACKS):
+            raise SystemExit(f"error: constituent type {t!r}: '~VARIANT' is for tcc only, with VARIANT one of "
+                             f"{', '.join(TCC_PILEUP_TRACKS)}")
     store: dict[str, list[dict]] = {}
     plain = types[0] in CONSTITUENT_TYPES  # else 'TYPE+METHOD' or 'TYPE:PATH': built beside the base type's jets
     base = types[0].partition(":")[0].partition("+")[0].partition("~")[0]

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lhcml.errors import ConfigError
 from lhcml.sim.generator import FlatTable, insert_per_event
 from lhcml.sim.jets import nearest_within_dr  # noqa: F401  (the one ΔR-matching helper; re-exported)
 
@@ -138,7 +139,7 @@ def build_tcc(
     from lhcml.sim.pflow import CHS_DZ0_SINTHETA, KIND_CHARGED_HADRON
 
     if pileup_tracks not in TCC_PILEUP_TRACKS:
-        raise ValueError(f"pileup_tracks {pileup_tracks!r}: valid {', '.join(TCC_PILEUP_TRACKS)}")
+        raise ConfigError(f"pileup_tracks {pileup_tracks!r}: valid {', '.join(TCC_PILEUP_TRACKS)}")
     n_ev = len(clusters)
     pv_z = np.asarray(primary_vertex_z, dtype=np.float64)
     cols = tracks.columns
