@@ -307,7 +307,7 @@ class QuantileCorrection:
         condition_layers: Sequence[int] | None = None, after: QuantileCorrection | None = None,
         cell_neta: Sequence[int] | None = None, level: str = "cells", strip_layer: int | None = None,
         strip_n_eta: int | None = None, strip_variable: str = "prominence", strip_phase_bins: int = 1,
-        strip_phase_from: str = "impact",
+        strip_phase_from: str = "impact", strip_phase_population: str = "all",
     ) -> QuantileCorrection:  # fmt: skip
         """Fit the map of ``gen_showers`` (the generator's, GeV ``(N, V)`` at ``gen_energies`` GeV) onto
         ``ref_showers`` (detailed training showers at ``ref_energies``).
@@ -331,8 +331,9 @@ class QuantileCorrection:
         or ``height``), or (``recentre``, needs ``cell_deta`` and both samples' η) the strip profile's barycentre
         residual from the impact, or (``core``) the hottest strip's neighbours' share of the three strips, in
         ``strip_phase_bins`` bins of the impact's place in its strip (> 1 needs ``cell_deta`` and η) or
-        (``strip_phase_from="cluster"``) of the cluster barycentre's place in the hottest strip, alone or after
-        ``after`` (no condition)."""
+        (``strip_phase_from="cluster"``) of the cluster barycentre's place in the hottest strip, each bin's map
+        fitted over every shower of the node or (``strip_phase_population="own"``) over the bin's own showers, alone
+        or after ``after`` (no condition)."""
         if level not in LEVELS:
             raise ConfigError(f"the quantile correction's level must be one of {', '.join(LEVELS)}, got {level!r}")
         if level == "strips":
@@ -346,7 +347,7 @@ class QuantileCorrection:
                                   variable=strip_variable,
                                   cell_deta=None if cell_deta is None else list(cell_deta)[strip_layer],
                                   phase_bins=strip_phase_bins,
-                                  phase_from=strip_phase_from,
+                                  phase_from=strip_phase_from, phase_population=strip_phase_population,
                                   ref_eta=ref_eta, n_quantiles=n_quantiles, eta_bins=eta_bins,
                                   max_energy_nodes=max_energy_nodes, min_count=min_count, meta=meta)  # fmt: skip
         if level == "layers":

@@ -65,6 +65,12 @@ SHIFTS = ("linear", "whole")
 #: what a phase-binned ``core`` pass bins (``strip_phase_from`` in its header): ``impact`` the impact's distance from
 #: its strip's centre, ``cluster`` the cluster barycentre's place in the hottest strip (:func:`cluster_u`)
 PHASE_FROM = ("impact", "cluster")
+#: whose showers a phase-binned ``core`` pass's map of one bin is fitted on (``strip_phase_population`` in its header;
+#: h29a): ``all`` every shower of the node, those of the other bins as zeros (the point mass at the bottom of the map:
+#: where the generated and detailed bin populations differ, the within-bin ranks shift by up to
+#: ``|p_gen - p_ref| / p`` and a shower mapped to zero keeps its share; the default, as first written) or ``own`` only
+#: the showers in that bin, generated and detailed each binned by their own position (a plain within-bin quantile map)
+POPULATIONS = ("all", "own")
 #: the largest shift (strips) the recentring moves a strip profile by
 MAX_SHIFT = 1.0
 #: added to the barycentre residual (strips, within +-1.5) before its map, so the map's ``ln x`` sees a positive value
@@ -91,6 +97,10 @@ def strip_geometry(meta: dict[str, Any], layer_sizes: Sequence[int]) -> tuple[in
     if not 0 <= layer < len(sizes) or n_eta < 3 or sizes[layer] % n_eta or half < 1:
         raise ConfigError(f"a strip pass's layer {layer} with {n_eta} eta cells and half window {half} does not fit "
                           f"layers of {sizes} voxels (needs >= 3 eta cells dividing the layer's voxels)")  # fmt: skip
+    pop = meta.get("strip_phase_population", "all")
+    if pop not in POPULATIONS or (pop != "all" and int(meta.get("strip_phase_bins", 1)) < 2):
+        raise ConfigError(f"a strip pass's strip_phase_population must be one of {', '.join(POPULATIONS)} ('own' "
+                          f"only with phase bins), got {pop!r}")  # fmt: skip
     if strip_variable(meta) == "recentre" or int(meta.get("strip_phase_bins", 1)) > 1:
         try:
             ok = float(meta["strip_cell_deta"]) > 0
@@ -149,6 +159,27 @@ def _core_columns(x: np.ndarray, meta: dict[str, Any], eta: np.ndarray | None,
         raise ConfigError("a core strip pass in phase bins needs each shower's eta")
     b = phase_bin(eta, float(meta["strip_cell_deta"]), nb)
     return np.where(np.arange(nb)[None, :] == b[:, None], x[:, None], 0.0)
+
+
+def _own_population(inner: QuantileCorrection, ind_gen: np.ndarray, ind_ref: np.ndarray, gen_energies: np.ndarray,
+                    ref_energies: np.ndarray, fit_kw: dict[str, Any]) -> QuantileCorrection:
+    """``inner`` (a phase-binned core map fitted with every shower of a node in each bin's column) with each column's
+    occupancy counted over the showers of its own bin (``strip_phase_population="own"``): the quantiles of a column
+    are already those of its bin's showers only (the others are its zeros), so only ``p_gen`` / ``p_ref`` change, to
+    (non-zero in the column) / (in the bin), each sample's bin fractions per node from the same fit of the bins'
+    indicators ``ind_gen`` / ``ind_ref`` ``(N, B)``. A column left as the identity (too few generated showers) stays
+    one, as does a bin without detailed showers at a node."""
+    from lhcml.models.fastcalo.quantile_map import QuantileCorrection
+
+    kw = {k: v for k, v in fit_kw.items() if k != "meta"}
+    ind = QuantileCorrection.fit(ind_gen, gen_energies, ind_ref, ref_energies, [ind_gen.shape[1]], variable="energy", **kw)
+    identity = (inner.p_gen == inner.p_ref) & np.all(inner.q_gen == inner.q_ref, axis=-1)
+    pg = np.clip(np.divide(inner.p_gen, ind.p_gen, out=inner.p_gen.copy(), where=ind.p_gen > 0), 0.0, 1.0)
+    pr = np.clip(np.divide(inner.p_ref, ind.p_ref, out=pg.copy(), where=ind.p_ref > 0), 0.0, 1.0)
+    pr = np.where(identity | (ind.p_ref <= 0), pg, pr)
+    qr = np.where((ind.p_ref <= 0)[..., None], inner.q_gen, inner.q_ref)
+    return QuantileCorrection("energy", inner.layer_sizes, inner.log_e_nodes, inner.eta_nodes, inner.levels, pg, pr,
+                              inner.q_gen, qr, inner.meta)  # fmt: skip
 
 
 def core_share(profile: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -253,6 +284,14 @@ def prominence(showers: np.ndarray, meta: dict[str, Any], layer_sizes: Sequence[
     return _mapped_value(sm, strip_variable(meta))
 
 
+def _phase_indicator(showers: np.ndarray, meta: dict[str, Any], layer_sizes: Sequence[int],
+                     eta: np.ndarray | None) -> np.ndarray:  # fmt: skip
+    """``(N, B)`` 1 in each shower's phase bin of a core pass (:func:`_core_columns`), 0 elsewhere."""
+    start, n_eta, n_phi, _ = strip_geometry(meta, layer_sizes)
+    prof = strip_profile(showers, start, n_eta, n_phi)
+    return _core_columns(np.ones(len(prof)), meta, eta, prof)
+
+
 def _mapped_value(sm: dict[str, np.ndarray], variable: str) -> np.ndarray:
     if variable == "height":
         return np.where(sm["has2"], sm["e2"], 0.0)
@@ -272,7 +311,7 @@ def fit_strip_pass(gen_showers: np.ndarray, gen_energies: np.ndarray, ref_shower
                    ref_energies: np.ndarray, layer_sizes: Sequence[int], *, strip_layer: int, strip_n_eta: int,
                    half_window: int = HALF_WINDOW, after: QuantileCorrection | None = None,
                    variable: str = "prominence", cell_deta: float | None = None, shift: str = "linear", phase_bins: int = 1,
-                   phase_from: str = "impact",
+                   phase_from: str = "impact", phase_population: str = "all",
                    **fit_kw: Any) -> QuantileCorrection:  # fmt: skip
     """The strip pass (module docstring) fitted on generated and detailed showers, after ``after`` (a fitted chain,
     applied to ``gen_showers`` first) if given. ``fit_kw``: :meth:`QuantileCorrection.fit`'s node options
@@ -280,7 +319,8 @@ def fit_strip_pass(gen_showers: np.ndarray, gen_energies: np.ndarray, ref_shower
     ``variable``: what is mapped (:data:`VARIABLES`); ``recentre`` needs ``cell_deta`` (the strip layer's η cell width)
     and both samples' η, and shifts by ``shift`` (:data:`SHIFTS`); ``core`` with ``phase_bins`` > 1 maps the core
     share per bin of the impact's distance from its strip's centre (:func:`phase_bin`; needs ``cell_deta`` and η), or with ``phase_from="cluster"`` of the cluster barycentre's place
-    in the hottest strip (:func:`cluster_u`: the w_s3 impact correction's ``u``)."""
+    in the hottest strip (:func:`cluster_u`: the w_s3 impact correction's ``u``); ``phase_population`` (:data:`POPULATIONS`):
+    each bin's map over every shower of the node (``all``, the default) or over the bin's own showers (``own``)."""
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection
 
     geo = {"strip_layer": int(strip_layer), "strip_n_eta": int(strip_n_eta), "strip_half_window": int(half_window)}
@@ -295,6 +335,11 @@ def fit_strip_pass(gen_showers: np.ndarray, gen_energies: np.ndarray, ref_shower
             raise ConfigError(f"a core strip pass's phase_from must be one of {', '.join(PHASE_FROM)}, got {phase_from!r}")
         if phase_from != "impact":
             geo["strip_phase_from"] = phase_from
+    if phase_population not in POPULATIONS or (phase_population != "all" and not (variable == "core" and phase_bins > 1)):
+        raise ConfigError(f"a strip pass's phase_population must be one of {', '.join(POPULATIONS)} ('own' only for a "
+                          f"core pass in phase bins), got {phase_population!r}")  # fmt: skip
+    if phase_population != "all":
+        geo["strip_phase_population"] = phase_population
     if variable == "recentre":
         geo["strip_cell_deta"] = None if cell_deta is None else float(cell_deta)
         if shift not in SHIFTS:
@@ -309,6 +354,10 @@ def fit_strip_pass(gen_showers: np.ndarray, gen_energies: np.ndarray, ref_shower
     xr = prominence(ref_showers, geo, layer_sizes, fit_kw.get("ref_eta"), re_)
     xg, xr = xg.reshape(len(xg), -1), xr.reshape(len(xr), -1)  # (N, 1); a core pass in phase bins (N, B)
     inner = QuantileCorrection.fit(xg, ge, xr, re_, [xg.shape[1]], variable="energy", **fit_kw)
+    if phase_population == "own":
+        ig = _phase_indicator(g, geo, layer_sizes, fit_kw.get("gen_eta"))
+        ir = _phase_indicator(ref_showers, geo, layer_sizes, fit_kw.get("ref_eta"))
+        inner = _own_population(inner, ig, ir, ge, re_, fit_kw)
     info = dict(inner.meta, level="strips", **geo,
                 second_max_fraction_generated=float(np.mean(xg > 0)),
                 second_max_fraction_reference=float(np.mean(xr > 0)))  # fmt: skip
@@ -382,6 +431,6 @@ def strip_factors(prof: np.ndarray, sm: dict[str, np.ndarray], new_prominence: n
     return np.where((k == i2[:, None]) & ok[:, None], f2[:, None], fac)
 
 
-__all__ = ["CORE_CAP", "HALF_WINDOW", "MAX_SHIFT", "PHASE_FROM", "RECENTRE_HALF", "RECENTRE_OFFSET", "SHIFTS", "VARIABLES", "apply_strip_pass", "centre_residual",
+__all__ = ["CORE_CAP", "HALF_WINDOW", "MAX_SHIFT", "PHASE_FROM", "POPULATIONS", "RECENTRE_HALF", "RECENTRE_OFFSET", "SHIFTS", "VARIABLES", "apply_strip_pass", "centre_residual",
            "cluster_u", "core_factors", "core_share", "phase_bin", "shift_cells", "fit_strip_pass", "prominence", "second_maximum", "strip_factors",
            "strip_geometry", "strip_profile", "strip_variable"]

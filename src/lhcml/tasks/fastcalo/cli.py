@@ -233,6 +233,10 @@ def quantile_map_cmd(
                                          "impact's distance from its strip's centre (impact) or the cluster "
                                          "barycentre's place in the hottest strip, w_s3's impact-correction u "
                                          "(cluster)"),
+    strip_phase_population: str = typer.Option("all", "--strip-phase-population", help="with --strip-phase-bins: fit "
+                                               "each bin's map over every shower of the node, the other bins' as "
+                                               "zeros (all), or over the bin's own showers only, generated and "
+                                               "detailed each binned by their own position (own)"),
     onnx: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--onnx", help="also export CHECKPOINT's sampling graph with the correction inside (for lhcml simulate "
         "--calo fast: and lhcml fastcalo generate)"),
@@ -258,7 +262,8 @@ def quantile_map_cmd(
                                          level="strips" if strip_pass else "layers" if layer_energies else "cells",
                                          strip_variable=strip_variable,
                                          strip_phase_bins=strip_phase_bins,
-                                         strip_phase_from=strip_phase_from)  # fmt: skip
+                                         strip_phase_from=strip_phase_from,
+                                         strip_phase_population=strip_phase_population)  # fmt: skip
     cond = "" if corr.condition is None else (
         f", conditioned on {corr.condition} in {corr.meta['condition_bins']} bins ({corr.meta['cond_layers_pooled']} "
         f"(layer, node) pairs and {corr.meta['cond_cells_pooled']} (cell, bin) entries with the node's map)"
@@ -269,7 +274,8 @@ def quantile_map_cmd(
         cond = ", strip profile recentred on the impact" + _pass_note(corr, after)
     elif corr.level == "strips" and corr.meta.get("strip_variable") == "core":
         what = "cluster-position" if corr.meta.get("strip_phase_from", "impact") == "cluster" else "impact-phase"
-        cond = f", strip core share in {corr.meta.get('strip_phase_bins', 1)} {what} bin(s)" + _pass_note(corr, after)
+        own = " (each bin's own showers)" if corr.meta.get("strip_phase_population", "all") == "own" else ""
+        cond = f", strip core share in {corr.meta.get('strip_phase_bins', 1)} {what} bin(s){own}" + _pass_note(corr, after)
     elif corr.level == "strips":
         cond = (f", strip second maxima (generated {corr.meta['second_max_fraction_generated']:.3f}, detailed "
                 f"{corr.meta['second_max_fraction_reference']:.3f} of showers)" + _pass_note(corr, after))
