@@ -333,7 +333,8 @@ def pooled(files: list[Path]) -> list[dict]:
 def _stability_rows(j: dict, process: str, mu: float, ctype: str, events: int, wall: float) -> list[dict]:
     """Rows of one (process, μ, type) point from its per-jet arrays (:data:`POOL_FIELDS`)."""
     lab, tm = j["R10TruthLabel"], j["truthJetMass"] / 1e3
-    names = ("top",) if process == "top" else ("W", "Z")
+    # QCD jets (qcd_boosted: the background of a tagging comparison, kept with --save-jets) have no mass-peak rows
+    names = {"top": ("top",), "qcd_boosted": ()}.get(process, ("W", "Z"))
     groups = {}
     for name in names:
         groups[(name, "labelled")] = lab == ATLAS_LABEL_WINDOWS[name][0]
@@ -663,11 +664,11 @@ def _saved_derivation_jets(files: list[Path]) -> dict[tuple[str, float], list[di
     """``{(type, μ): [jets of each file]}`` of ``--derive --save`` files (``jets_<type>_mu<mu>_s<seed>.npz``)."""
     entries: dict[tuple[str, float], list] = {}
     for f in files:
-        parts = f.stem.split("_")
-        if len(parts) != 4 or parts[0] != "jets" or not parts[2].startswith("mu"):
+        parts = f.stem.split("_")  # the type may hold '_' (tcc~pv_only): mu and seed are the last two parts
+        if len(parts) < 4 or parts[0] != "jets" or not parts[-2].startswith("mu") or not parts[-1].startswith("s"):
             raise SystemExit(f"error: {f}: not a --derive --save file (jets_<type>_mu<mu>_s<seed>.npz)")
         d = np.load(f)
-        entries.setdefault((parts[1], float(parts[2][2:])), []).append({k: d[k] for k in SAVED_FIELDS})
+        entries.setdefault(("_".join(parts[1:-2]), float(parts[-2][2:])), []).append({k: d[k] for k in SAVED_FIELDS})
         print(f"{f}: {len(d['pt'])} jets", flush=True)
     return entries
 
@@ -803,7 +804,9 @@ def main() -> None:
                     help="constituent types of the stability table, all from the same events (pflow, clusters, "
                          "tcc; 'pflow:PATH' = particle flow calibrated with the tables of the YAML file PATH; "
                          "'clusters+cssk' / 'clusters+sk' = clusters with that pileup mitigation; 'tcc~pv_only' / "
-                         "'tcc~share_return' / 'tcc~share_subtract' = TCC with that treatment of pileup tracks, lhcml.sim.tcc)")
+                         "'tcc~share_return' / 'tcc~share_subtract' = TCC with that treatment of pileup tracks, lhcml.sim.tcc, "
+                         "calibrated with the TCC tables, or with its own ('tcc~pv_only' entry) from a table file: "
+                         "'tcc~pv_only:src/lhcml/sim/large_r_calibration_tcc_pv_only.yaml')")
     ap.add_argument("--radius", type=float, default=None,
                     help="large-R jet radius (default: lhcml's 0.8; ATLAS's jets are R = 1.0). The shipped JES/JMS "
                          "tables are R = 0.8 ones, so the mass scale is only approximate; the resolution (IQnR) is not "
@@ -852,7 +855,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the rows here")
     ap.add_argument("--truth-peaks", action="store_true",
                     help="only the trimmed truth-jet top mass peak vs radius and containment (no detector)")
-    ap.add_argument("--processes", nargs="+", default=["top", "wz"], help="processes of the stability table")
+    ap.add_argument("--processes", nargs="+", default=["top", "wz"],
+                    help="processes of the stability table (qcd_boosted: QCD jets for a tagging comparison, kept "
+                         "by --save-jets; no mass-peak rows)")
     ap.add_argument("--paired-mitigation", metavar="TYPE",
                     help="median tau32 of W/Z jets vs --mus with SoftKiller and with CSSK on the same wz events, "
                          "for constituent type TYPE (event-bootstrap errors of the mu differences)")

@@ -460,11 +460,19 @@ def _large_r(
     :data:`LARGE_R_MITIGATION` of the type); a non-default one is calibrated with the tables
     stored under ``"<type>+<method>"`` (:func:`lhcml.sim.large_r_calibration.table_key`).
     ``tcc_pileup_tracks``: TCCs only, the treatment of pileup tracks
-    (:data:`lhcml.sim.tcc.TCC_PILEUP_TRACKS`; a study option, calibrated with the TCC tables).
+    (:data:`lhcml.sim.tcc.TCC_PILEUP_TRACKS`; a study option), calibrated with the treatment's own tables
+    (``"tcc~<treatment>"``, :func:`lhcml.sim.large_r_calibration.tcc_variant_key`) where the table file in use
+    holds them (the shipped one does not; :data:`lhcml.sim.large_r_calibration.TCC_PV_ONLY_TABLE_PATH` does), else
+    with the TCC tables.
     """
     from lhcml.sim.grooming import four_momentum_sums, softdrop_mass, trim
     from lhcml.sim.jets import cluster_flat, large_r_labels_flat
-    from lhcml.sim.large_r_calibration import calibrate, table_key
+    from lhcml.sim.large_r_calibration import (
+        calibrate,
+        calibration_table,
+        table_key,
+        tcc_variant_key,
+    )
     from lhcml.sim.pileup_mitigation import mitigate
 
     inputs = _large_r_inputs(constituents, objects, particles, tracks, pv_z, rng, topo, tcc_pileup_tracks)
@@ -478,6 +486,10 @@ def _large_r(
     trimmed = trim(cons_off, cpx, cpy, cpz, ce, jets_all["pt"])
     groomed = four_momentum_sums(cons_off, trimmed, cpx, cpy, cpz, ce)
     key = table_key(constituents, method, LARGE_R_MITIGATION[constituents])
+    if constituents == "tcc" and tcc_pileup_tracks != "remove":
+        variant = tcc_variant_key(key, tcc_pileup_tracks)
+        if calibration_table(variant) is not None:  # the treatment's own tables where the file has them
+            key = variant
     pt_cal, m_cal = calibrate(groomed["pt"], groomed["mass"], key, mu)
     labels = large_r_labels_flat(jets_all.offsets, jets_all["eta"], jets_all["phi"], generated.flat("resonances"),
                                  LARGE_R_RADIUS, contain_dr=LARGE_R_CONTAIN_DR, partons=generated.flat("partons"))

@@ -53,7 +53,8 @@ the residual pileup correction of small-R jets.
 
 The tables (per constituent type ``pflow``, ``clusters``, ``tcc`` and μ; a type whose inputs
 went through a pileup mitigation other than its default one has its own entry ``"<type>+<method>"``,
-:func:`table_key`) are derived by
+:func:`table_key`; TCCs built with a non-default treatment of pileup tracks may have their own entry
+``"tcc~<treatment>"``, :func:`tcc_variant_key`, used where the table file holds it) are derived by
 :func:`derive_calibration` on uncalibrated W/Z/top + QCD samples (``benchmarks/sim_large_r.py
 --derive``, run inside :func:`uncalibrated`) and shipped as ``large_r_calibration.yaml``: every
 constituent type at ⟨μ⟩ = 0, 60 and 140, all with the two-dimensional JMS, each on a sample
@@ -76,6 +77,10 @@ from lhcml.estimators import gauss_core_peak, gaussian_core_fit
 
 #: the shipped table
 TABLE_PATH = Path(__file__).with_name("large_r_calibration.yaml")
+#: opt-in tables of TCCs built with ``pileup_tracks="pv_only"`` (:mod:`lhcml.sim.tcc`), entry ``"tcc~pv_only"``,
+#: derived as the shipped TCC tables (same events, seed and options; ``docs/benchmarks/sim_large_r.md``, twentieth
+#: version); select it with ``benchmarks/sim_large_r.py --constituents tcc~pv_only:PATH`` (not the default)
+TCC_PV_ONLY_TABLE_PATH = Path(__file__).with_name("large_r_calibration_tcc_pv_only.yaml")
 #: a variant of it (not the default): the same JES/JMS plus the in-situ-like residual (:func:`derive_insitu`) fitted
 #: on the benchmark's own 550–650 GeV samples, so valid for that window (constant in pT; ``docs/benchmarks/
 #: sim_large_r.md``, sixteenth version); pass ``calibration_table(TYPE, PEAK_TABLE_PATH)`` as :func:`calibrate`'s table
@@ -181,13 +186,27 @@ def table_key(constituents: str, method: str, default: str) -> str:
     return constituents if method == default else f"{constituents}+{method}"
 
 
+def tcc_variant_key(key: str, pileup_tracks: str) -> str:
+    """The table entry of TCCs built with the treatment ``pileup_tracks`` of pileup tracks
+    (:data:`lhcml.sim.tcc.TCC_PILEUP_TRACKS`): ``key`` (a :func:`table_key` of ``tcc``) for the default
+    ``"remove"``, else ``"tcc~<treatment>"`` (``"tcc~pv_only+cssk"`` with a non-default mitigation)."""
+    if pileup_tracks == "remove":
+        return key
+    base, plus, method = key.partition("+")
+    return f"{base}~{pileup_tracks}{plus}{method}"
+
+
 def _check_key(key: str) -> None:
     from lhcml.sim.pileup_mitigation import METHODS
+    from lhcml.sim.tcc import TCC_PILEUP_TRACKS
 
     base, plus, method = key.partition("+")
-    if base not in CONSTITUENTS or (plus and method not in METHODS):
+    base, tilde, variant = base.partition("~")
+    if (base not in CONSTITUENTS or (plus and method not in METHODS)
+            or (tilde and (base != "tcc" or variant not in TCC_PILEUP_TRACKS[1:]))):
         raise ConfigError(f"unknown constituents '{key}'; valid: {', '.join(CONSTITUENTS)}, each optionally "
-                          f"'+METHOD' with a pileup mitigation of {', '.join(METHODS)}")
+                          f"'+METHOD' with a pileup mitigation of {', '.join(METHODS)}; tcc also "
+                          f"'tcc~TREATMENT' with TREATMENT one of {', '.join(TCC_PILEUP_TRACKS[1:])}")
 
 
 def calibration_table(
@@ -196,7 +215,8 @@ def calibration_table(
     """``{mu: {pt, jes, pt_jms, jms[, x_jms, row_jms]}}`` arrays of ``constituents`` (``None``: none shipped).
 
     ``constituents``: a type of :data:`CONSTITUENTS`, or ``"<type>+<method>"`` for the tables of
-    a non-default pileup mitigation (:func:`table_key`)."""
+    a non-default pileup mitigation (:func:`table_key`), or ``"tcc~<treatment>"`` for those of TCCs with a
+    non-default treatment of pileup tracks (:func:`tcc_variant_key`)."""
     _check_key(constituents)
     p = Path(path) if path is not None else TABLE_PATH
     if not p.exists():
