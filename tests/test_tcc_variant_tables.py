@@ -86,3 +86,31 @@ def test_variant_uses_its_own_table_and_the_default_keeps_its_own(tmp_path, monk
         np.testing.assert_array_equal(b["eventNumber"], a["eventNumber"])
         np.testing.assert_allclose(np.median(b["mass"] / a["mass"]), factor, rtol=0.02)
         np.testing.assert_allclose(np.median(b["pt"] / a["pt"]), 1.0, rtol=0.01)
+
+
+def test_share_subtract_table_file_is_a_physical_two_dimensional_table_at_every_mu():
+    """The opt-in share_subtract file (h29d) holds its own entry only, at μ = 0, 60, 140, two-dimensional, with
+    factors in the shipped tables' physical ranges; at μ = 0 only the few hard-scatter tracks failing the vertex
+    association are treated differently, so its JES there is the default's within 0.5 % (same events, same
+    derivation), while at μ = 140 the returned pileup shares leave a smaller correction than the default's."""
+    from lhcml.sim.large_r_calibration import (
+        TABLE_PATH,
+        TCC_SHARE_SUBTRACT_TABLE_PATH,
+        calibration_table,
+    )
+
+    raw = yaml.safe_load(TCC_SHARE_SUBTRACT_TABLE_PATH.read_text())
+    assert set(raw) == {"tcc~share_subtract"}
+    t = calibration_table("tcc~share_subtract", TCC_SHARE_SUBTRACT_TABLE_PATH)
+    assert t is not None and sorted(t) == [0.0, 60.0, 140.0]
+    for mu, e in t.items():
+        assert {"x_jms", "row_jms"} <= set(e) and len(e["jms"]) >= 10, mu
+        assert np.all(np.diff(e["pt"]) > 0) and len(e["pt"]) == len(e["jes"]) >= 8, mu
+        assert np.all((e["jes"] > 0.85) & (e["jes"] < 1.3)), (mu, e["jes"])
+        assert np.all((e["jms"] > 0.9) & (e["jms"] < 2.5)), (mu, e["jms"])
+    default = calibration_table("tcc", TABLE_PATH)
+    pts = np.array([300.0, 450.0, 600.0, 900.0])
+    jes = {mu: (np.interp(pts, t[mu]["pt"], t[mu]["jes"]), np.interp(pts, default[mu]["pt"], default[mu]["jes"]))
+           for mu in (0.0, 140.0)}
+    np.testing.assert_allclose(*jes[0.0], rtol=0.005)
+    assert np.all(jes[140.0][0] < jes[140.0][1]), jes[140.0]

@@ -81,6 +81,8 @@ TABLE_PATH = Path(__file__).with_name("large_r_calibration.yaml")
 #: derived as the shipped TCC tables (same events, seed and options; ``docs/benchmarks/sim_large_r.md``, twentieth
 #: version); select it with ``benchmarks/sim_large_r.py --constituents tcc~pv_only:PATH`` (not the default)
 TCC_PV_ONLY_TABLE_PATH = Path(__file__).with_name("large_r_calibration_tcc_pv_only.yaml")
+#: the same for ``pileup_tracks="share_subtract"`` (entry ``"tcc~share_subtract"``, same derivation; not the default)
+TCC_SHARE_SUBTRACT_TABLE_PATH = Path(__file__).with_name("large_r_calibration_tcc_share_subtract.yaml")
 #: a variant of it (not the default): the same JES/JMS plus the in-situ-like residual (:func:`derive_insitu`) fitted
 #: on the benchmark's own 550–650 GeV samples, so valid for that window (constant in pT; ``docs/benchmarks/
 #: sim_large_r.md``, sixteenth version); pass ``calibration_table(TYPE, PEAK_TABLE_PATH)`` as :func:`calibrate`'s table
