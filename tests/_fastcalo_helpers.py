@@ -10,6 +10,23 @@ import pytest
 import torch
 
 
+def strip_showers(rng: np.random.Generator, e: np.ndarray, prof: np.ndarray) -> np.ndarray:
+    """Showers of the strip-pass tests: a strip profile ``prof`` (n, n_eta) split randomly over two φ rows, then four
+    other layers' cells holding 60 % of the strip energy on average, all times the incident energy ``e``."""
+    n, n_eta = prof.shape
+    t = rng.uniform(0.3, 0.7, (n, n_eta))
+    strips = np.stack([prof * t, prof * (1 - t)], axis=2).reshape(n, -1)
+    other = rng.dirichlet(np.ones(4), n) * 0.6 * rng.uniform(0.8, 1.2, n)[:, None]
+    return (np.concatenate([strips, other], axis=1) * e[:, None]).astype(np.float32)
+
+
+def strip_sample(seed: int, n: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """The strip-pass tests' conditions: n showers at 10 GeV and n at 100 GeV, |η| uniform in 0.2–1.3."""
+    rng = np.random.default_rng(seed)
+    e = np.repeat([10.0, 100.0], n)
+    return rng, e, rng.uniform(0.2, 1.3, 2 * n)
+
+
 def two_cell_showers(rng: np.random.Generator, phase: np.ndarray) -> torch.Tensor:
     """Synthetic showers (10 voxels): a first layer of 4 cells whose two central cells share 0.9 of its
     energy as the impact position inside a cell says (``phase`` 0: all in cell 1, 1: all in cell 2; as

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _fastcalo_helpers import strip_sample, strip_showers
 
 from lhcml.errors import ConfigError
 from lhcml.models.fastcalo.quantile_map import QuantileCorrection
@@ -41,16 +42,11 @@ def _showers(rng, e, share_bin1):
     prof = np.zeros((n, N_ETA))
     c = N_ETA // 2
     prof[:, c - 1], prof[:, c], prof[:, c + 1] = (x - u) / 2 * s3, (1 - x) * s3, (x + u) / 2 * s3
-    t = rng.uniform(0.3, 0.7, (n, N_ETA))
-    strips = np.stack([prof * t, prof * (1 - t)], axis=2).reshape(n, -1)
-    other = rng.dirichlet(np.ones(4), n) * 0.6 * rng.uniform(0.8, 1.2, n)[:, None]
-    return (np.concatenate([strips, other], axis=1) * e[:, None]).astype(np.float32)
+    return strip_showers(rng, e, prof)
 
 
 def _sample(seed, n=4000):
-    rng = np.random.default_rng(seed)
-    e = np.repeat([10.0, 100.0], n)
-    return rng, e, rng.uniform(0.2, 1.3, 2 * n)
+    return strip_sample(seed, n)
 
 
 def _prof(x):

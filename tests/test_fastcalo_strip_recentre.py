@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _fastcalo_helpers import strip_sample, strip_showers
 
 from lhcml.errors import ConfigError
 from lhcml.models.fastcalo.quantile_map import QuantileCorrection
@@ -46,16 +47,11 @@ def _showers(rng, e, eta, jitter, width=0.6):
     n = len(e)
     phase = np.mod(np.abs(eta) / DETA, 1.0)
     prof = _box_profile(phase - 0.5 + rng.uniform(-jitter, jitter, n), width) * 0.3 * rng.uniform(0.8, 1.2, n)[:, None]
-    t = rng.uniform(0.3, 0.7, (n, N_ETA))
-    strips = np.stack([prof * t, prof * (1 - t)], axis=2).reshape(n, -1)
-    other = rng.dirichlet(np.ones(4), n) * 0.6 * rng.uniform(0.8, 1.2, n)[:, None]
-    return (np.concatenate([strips, other], axis=1) * e[:, None]).astype(np.float32)
+    return strip_showers(rng, e, prof)
 
 
 def _sample(seed, n=3000):
-    rng = np.random.default_rng(seed)
-    e = np.repeat([10.0, 100.0], n)
-    return rng, e, rng.uniform(0.2, 1.3, 2 * n)
+    return strip_sample(seed, n)
 
 
 def _prof(x):

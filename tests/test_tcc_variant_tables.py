@@ -10,6 +10,23 @@ import yaml
 from lhcml.errors import ConfigError
 
 
+def _variant_file_tables(key, path):
+    """The tables of an opt-in variant file: its own entry only (no plain ``tcc`` entry to take by mistake), at
+    μ = 0, 60, 140, two-dimensional, with factors in the shipped tables' physical ranges."""
+    from lhcml.sim.large_r_calibration import calibration_table
+
+    raw = yaml.safe_load(path.read_text())
+    assert set(raw) == {key}
+    t = calibration_table(key, path)
+    assert t is not None and sorted(t) == [0.0, 60.0, 140.0]
+    for mu, e in t.items():
+        assert {"x_jms", "row_jms"} <= set(e) and len(e["jms"]) >= 10, mu
+        assert np.all(np.diff(e["pt"]) > 0) and len(e["pt"]) == len(e["jes"]) >= 8, mu
+        assert np.all((e["jes"] > 0.85) & (e["jes"] < 1.3)), (mu, e["jes"])
+        assert np.all((e["jms"] > 0.9) & (e["jms"] < 2.5)), (mu, e["jms"])
+    return t
+
+
 def test_variant_keys():
     from lhcml.sim.large_r_calibration import calibration_table, tcc_variant_key
 
@@ -29,15 +46,7 @@ def test_pv_only_table_file_is_a_physical_two_dimensional_table_at_every_mu():
     μ = 140 W/Z/top JMS no larger than the default's there (the reason for the variant)."""
     from lhcml.sim.large_r_calibration import TABLE_PATH, TCC_PV_ONLY_TABLE_PATH, calibration_table
 
-    raw = yaml.safe_load(TCC_PV_ONLY_TABLE_PATH.read_text())
-    assert set(raw) == {"tcc~pv_only"}
-    t = calibration_table("tcc~pv_only", TCC_PV_ONLY_TABLE_PATH)
-    assert t is not None and sorted(t) == [0.0, 60.0, 140.0]
-    for mu, e in t.items():
-        assert {"x_jms", "row_jms"} <= set(e) and len(e["jms"]) >= 10, mu
-        assert np.all(np.diff(e["pt"]) > 0) and len(e["pt"]) == len(e["jes"]) >= 8, mu
-        assert np.all((e["jes"] > 0.85) & (e["jes"] < 1.3)), (mu, e["jes"])
-        assert np.all((e["jms"] > 0.9) & (e["jms"] < 2.5)), (mu, e["jms"])
+    t = _variant_file_tables("tcc~pv_only", TCC_PV_ONLY_TABLE_PATH)
     default = calibration_table("tcc", TABLE_PATH)[140.0]
     wzt_v, wzt_d = t[140.0]["row_jms"] >= 2, default["row_jms"] >= 2
     assert np.median(t[140.0]["jms"][wzt_v]) < np.median(default["jms"][wzt_d])
@@ -99,15 +108,7 @@ def test_share_subtract_table_file_is_a_physical_two_dimensional_table_at_every_
         calibration_table,
     )
 
-    raw = yaml.safe_load(TCC_SHARE_SUBTRACT_TABLE_PATH.read_text())
-    assert set(raw) == {"tcc~share_subtract"}
-    t = calibration_table("tcc~share_subtract", TCC_SHARE_SUBTRACT_TABLE_PATH)
-    assert t is not None and sorted(t) == [0.0, 60.0, 140.0]
-    for mu, e in t.items():
-        assert {"x_jms", "row_jms"} <= set(e) and len(e["jms"]) >= 10, mu
-        assert np.all(np.diff(e["pt"]) > 0) and len(e["pt"]) == len(e["jes"]) >= 8, mu
-        assert np.all((e["jes"] > 0.85) & (e["jes"] < 1.3)), (mu, e["jes"])
-        assert np.all((e["jms"] > 0.9) & (e["jms"] < 2.5)), (mu, e["jms"])
+    t = _variant_file_tables("tcc~share_subtract", TCC_SHARE_SUBTRACT_TABLE_PATH)
     default = calibration_table("tcc", TABLE_PATH)
     pts = np.array([300.0, 450.0, 600.0, 900.0])
     jes = {mu: (np.interp(pts, t[mu]["pt"], t[mu]["jes"]), np.interp(pts, default[mu]["pt"], default[mu]["jes"]))
