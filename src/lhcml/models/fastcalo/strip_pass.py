@@ -122,15 +122,23 @@ def centre_residual(profile: np.ndarray, eta: np.ndarray, cell_deta: float,
     w = np.where(np.abs(k) <= half, p, 0.0)
     tot = w.sum(axis=1)
     b = np.divide((w * k).sum(axis=1), tot, out=np.zeros(len(p)), where=tot > 0)
-    phase = np.mod(np.abs(np.asarray(eta, np.float64).reshape(-1)) / float(cell_deta), 1.0)
-    return b, b - (phase - 0.5)
+    return b, b - (_phase(eta, cell_deta) - 0.5)
+
+
+def _phase(eta: np.ndarray, cell_deta: float) -> np.ndarray:
+    """``(N,)`` the impact's place in its strip, ``|eta| / cell_deta mod 1``."""
+    return np.mod(np.abs(np.asarray(eta, np.float64).reshape(-1)) / float(cell_deta), 1.0)
+
+
+def _half_bin(d: np.ndarray, n_bins: int) -> np.ndarray:
+    """``(N,)`` the bin of ``|d|`` (a distance from a strip's centre, in strips) in ``n_bins`` equal bins of [0, 0.5]."""
+    return np.clip((np.abs(d) * 2 * n_bins).astype(np.int64), 0, n_bins - 1)
 
 
 def phase_bin(eta: np.ndarray, cell_deta: float, n_bins: int) -> np.ndarray:
     """``(N,)`` the bin of ``|phase - 0.5|`` (the impact's distance from its strip's centre, ``phase = |eta| /
     cell_deta mod 1``) in ``n_bins`` equal bins of [0, 0.5]."""
-    ph = np.mod(np.abs(np.asarray(eta, np.float64).reshape(-1)) / float(cell_deta), 1.0)
-    return np.clip((np.abs(ph - 0.5) * 2 * n_bins).astype(np.int64), 0, n_bins - 1)
+    return _half_bin(_phase(eta, cell_deta) - 0.5, n_bins)
 
 
 def cluster_u(profile: np.ndarray) -> np.ndarray:
@@ -153,11 +161,11 @@ def _core_columns(x: np.ndarray, meta: dict[str, Any], eta: np.ndarray | None,
     if nb == 1:
         return x[:, None]
     if meta.get("strip_phase_from", "impact") == "cluster":
-        b = np.clip((np.abs(cluster_u(profile)) * 2 * nb).astype(np.int64), 0, nb - 1)
-        return np.where(np.arange(nb)[None, :] == b[:, None], x[:, None], 0.0)
-    if eta is None:
+        b = _half_bin(cluster_u(profile), nb)
+    elif eta is None:
         raise ConfigError("a core strip pass in phase bins needs each shower's eta")
-    b = phase_bin(eta, float(meta["strip_cell_deta"]), nb)
+    else:
+        b = phase_bin(eta, float(meta["strip_cell_deta"]), nb)
     return np.where(np.arange(nb)[None, :] == b[:, None], x[:, None], 0.0)
 
 
@@ -182,17 +190,23 @@ def _own_population(inner: QuantileCorrection, ind_gen: np.ndarray, ind_ref: np.
                               inner.q_gen, qr, inner.meta)  # fmt: skip
 
 
-def core_share(profile: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(x, i1, ok)`` per row of ``profile``: the hottest strip ``i1``, the side share ``x`` of its two neighbours in
-    the three strips' energy (0 where ``ok`` is False: the hottest strip at the window's edge or an empty core)."""
-    p = np.asarray(profile, np.float64)
+def _core_strips(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(i1, lo, mid, hi, ok)`` per row of ``p`` (float64 ``(N, n_eta)``): the hottest strip, its neighbours' and its
+    own energies, and whether the core is usable (not at the window's edge, not empty)."""
     n, m = p.shape
     i1 = np.argmax(p, axis=1)
     r = np.arange(n)
-    lo, hi = p[r, np.clip(i1 - 1, 0, m - 1)], p[r, np.clip(i1 + 1, 0, m - 1)]
-    s3 = lo + p[r, i1] + hi
-    ok = (i1 > 0) & (i1 < m - 1) & (s3 > 0) & (lo + hi > 0)
-    return np.where(ok, np.divide(lo + hi, s3, out=np.zeros(n), where=ok), 0.0), i1, ok
+    lo, mid, hi = p[r, np.clip(i1 - 1, 0, m - 1)], p[r, i1], p[r, np.clip(i1 + 1, 0, m - 1)]
+    ok = (i1 > 0) & (i1 < m - 1) & (lo + mid + hi > 0) & (lo + hi > 0)
+    return i1, lo, mid, hi, ok
+
+
+def core_share(profile: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, i1, ok)`` per row of ``profile``: the hottest strip ``i1``, the side share ``x`` of its two neighbours in
+    the three strips' energy (0 where ``ok`` is False: the hottest strip at the window's edge or an empty core)."""
+    i1, lo, mid, hi, ok = _core_strips(np.asarray(profile, np.float64))
+    s3 = lo + mid + hi
+    return np.where(ok, np.divide(lo + hi, s3, out=np.zeros(len(s3)), where=ok), 0.0), i1, ok
 
 
 def core_factors(profile: np.ndarray, x_new: np.ndarray) -> np.ndarray:
@@ -200,15 +214,13 @@ def core_factors(profile: np.ndarray, x_new: np.ndarray) -> np.ndarray:
     keeps the hottest strip hotter than either neighbour: :data:`CORE_CAP`), the three strips' sum kept; 1 elsewhere."""
     p = np.asarray(profile, np.float64)
     n, m = p.shape
-    x, i1, ok = core_share(p)
-    r = np.arange(n)
-    lo, hi = p[r, np.clip(i1 - 1, 0, m - 1)], p[r, np.clip(i1 + 1, 0, m - 1)]
+    i1, lo, mid, hi, ok = _core_strips(p)
     side = lo + hi
     big = np.divide(np.maximum(lo, hi), side, out=np.ones(n), where=side > 0)
     xn = np.clip(np.asarray(x_new, np.float64).reshape(-1), 0.0, CORE_CAP / (1.0 + big))
-    s3 = side + p[r, i1]
+    s3 = side + mid
     fs = np.divide(xn * s3, side, out=np.ones(n), where=ok)
-    fc = np.divide((1.0 - xn) * s3, p[r, i1], out=np.ones(n), where=ok & (p[r, i1] > 0))
+    fc = np.divide((1.0 - xn) * s3, mid, out=np.ones(n), where=ok & (mid > 0))
     k = np.arange(m)[None, :]
     fac = np.where((np.abs(k - i1[:, None]) == 1) & ok[:, None], fs[:, None], 1.0)
     return np.where((k == i1[:, None]) & ok[:, None], fc[:, None], fac)

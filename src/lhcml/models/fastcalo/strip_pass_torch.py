@@ -94,11 +94,11 @@ def _torch_core(corr: QuantileCorrection, start: int, n_eta: int, n_phi: int, in
             super().__init__()
             self.map = torch_quantile_correction(inner)
             self.a, self.b = start, start + n_eta * n_phi
-            self.register_buffer("k", torch.arange(n_eta, dtype=torch.int64)[None, :])
+            k = torch.arange(n_eta, dtype=torch.int64)[None, :]
+            self.register_buffer("k", k)
             self.register_buffer("bins", torch.arange(nb, dtype=torch.int64)[None, :])
-            kk = torch.arange(n_eta, dtype=torch.int64)[None, :]
-            self.register_buffer("kf", kk.to(torch.float32))
-            self.register_buffer("win", ((kk - n_eta // 2).abs() <= HALF_WINDOW).to(torch.float32))
+            self.register_buffer("kf", k.to(torch.float32))
+            self.register_buffer("win", ((k - n_eta // 2).abs() <= HALF_WINDOW).to(torch.float32))
 
         def forward(self, showers: Tensor, energy: Tensor, eta: Tensor | None = None) -> Tensor:
             s = showers.to(torch.float32)
@@ -114,21 +114,20 @@ def _torch_core(corr: QuantileCorrection, start: int, n_eta: int, n_phi: int, in
             ok = (i1 > 0) & (i1 < n_eta - 1) & (s3 > 0) & (side > 0)
             one, zero = torch.ones_like(s3), torch.zeros_like(s3)
             x = torch.where(ok, side / torch.where(ok, s3, one), zero)
-            if nb > 1 and from_cluster:
-                w = p * self.win
-                tw = w.sum(1, keepdim=True)
-                bc = torch.where(tw > 0, (w * self.kf).sum(1, keepdim=True) / torch.where(tw > 0, tw, one), zero)
-                # fmod(|v|, 1) - 0.5 of lhcml.sim.clusters' u; its |.| binned
-                v = (bc - i1.to(torch.float32) - 0.5).abs()
-                u = v - torch.floor(v) - 0.5
-                b = torch.clamp((u.abs() * (2 * nb)).to(torch.int64), 0, nb - 1)
-                cols = torch.where(self.bins == b, x * e[:, None], torch.zeros_like(x))
-                mapped = self.map(cols, e, eta).amax(1, keepdim=True) / e[:, None]
-            elif nb > 1:
-                if eta is None:
-                    raise ValueError("a core strip pass in phase bins needs each shower's eta")
-                a = eta.reshape(-1, 1).to(torch.float32).abs() / deta
-                b = torch.clamp(((a - torch.floor(a) - 0.5).abs() * (2 * nb)).to(torch.int64), 0, nb - 1)
+            if nb > 1:
+                if from_cluster:
+                    w = p * self.win
+                    tw = w.sum(1, keepdim=True)
+                    bc = torch.where(tw > 0, (w * self.kf).sum(1, keepdim=True) / torch.where(tw > 0, tw, one), zero)
+                    # fmod(|v|, 1) - 0.5 of lhcml.sim.clusters' u; its |.| binned
+                    v = (bc - i1.to(torch.float32) - 0.5).abs()
+                    d = v - torch.floor(v) - 0.5
+                else:
+                    if eta is None:
+                        raise ValueError("a core strip pass in phase bins needs each shower's eta")
+                    a = eta.reshape(-1, 1).to(torch.float32).abs() / deta
+                    d = a - torch.floor(a) - 0.5
+                b = torch.clamp((d.abs() * (2 * nb)).to(torch.int64), 0, nb - 1)
                 cols = torch.where(self.bins == b, x * e[:, None], torch.zeros_like(x))
                 mapped = self.map(cols, e, eta).amax(1, keepdim=True) / e[:, None]
             else:
