@@ -49,7 +49,7 @@ MAX_RAISE = 0.5
 #: what the pass maps (``strip_variable`` in its header): ``prominence`` (``e2 - emin``, the cell-level ΔE; the default)
 #: or ``height`` (``e2``, the second maximum's energy, which E_ratio compares with the first's; lowered below the dip
 #: it is set level with the dip)
-VARIABLES = ("prominence", "height", "recentre", "core")
+VARIABLES = ("prominence", "height", "recentre", "core", "fside")
 #: ``recentre`` (h28a): strips either side of the window's centre strip (the impact strip) over which a shower's
 #: barycentre is taken
 RECENTRE_HALF = 3
@@ -58,6 +58,12 @@ RECENTRE_HALF = 3
 #: ``core``: the side share is capped at ``CORE_CAP / (1 + max(lo, hi) / (lo + hi))`` (the hottest strip stays the
 #: hottest, by a margin that survives float32)
 CORE_CAP = 0.999
+#: ``fside`` (h31b): the outer share ``x = (E7 - E3) / E7`` of the ``2 FSIDE_HALF + 1`` strips around the hottest one
+#: (``E3`` its three-strip core: ``fracs1 = (E7 - E3) / E3 = x / (1 - x)``) is mapped; the core's three strips and the
+#: four outer ones are each scaled together (``E7`` kept, so the strip energy, and the core's own side share, ``w_s3``)
+FSIDE_HALF = 3
+#: ``fside`` with ``strip_eta_max`` in its header (h31b): showers at ``|η| >= strip_eta_max`` are left alone (at |η| > 0.9
+#: the seven-pass generator's narrow outer share is offset, for photon ID, by its low strip fraction f1: h29a, h31b)
 #: how ``recentre`` shifts a profile (``strip_shift`` in its header): ``linear`` by the mapped fraction of a strip
 #: (linear interpolation between neighbouring strips) or ``whole`` by the nearest whole number of strips (a shower
 #: whose hottest strip is off the impact strip moved back, no re-binning)
@@ -101,6 +107,8 @@ def strip_geometry(meta: dict[str, Any], layer_sizes: Sequence[int]) -> tuple[in
     if pop not in POPULATIONS or (pop != "all" and int(meta.get("strip_phase_bins", 1)) < 2):
         raise ConfigError(f"a strip pass's strip_phase_population must be one of {', '.join(POPULATIONS)} ('own' "
                           f"only with phase bins), got {pop!r}")  # fmt: skip
+    if meta.get("strip_eta_max") is not None and strip_variable(meta) != "fside":
+        raise ConfigError(f"strip_eta_max belongs to an fside strip pass, not to strip_variable {strip_variable(meta)!r}")
     if strip_variable(meta) == "recentre" or int(meta.get("strip_phase_bins", 1)) > 1:
         try:
             ok = float(meta["strip_cell_deta"]) > 0
@@ -226,6 +234,49 @@ def core_factors(profile: np.ndarray, x_new: np.ndarray) -> np.ndarray:
     return np.where((k == i1[:, None]) & ok[:, None], fc[:, None], fac)
 
 
+def _fside_strips(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(i1, mid, e3, out, omax, ok)`` per row of ``p`` (float64 ``(N, n_eta)``): the hottest strip and its energy,
+    the three-strip core's, the outer strips' (``2 <= |k - i1| <= FSIDE_HALF``) and the hottest of them, and whether
+    the profile is usable (all seven strips inside the window, core and outer strips not empty)."""
+    n, m = p.shape
+    i1 = np.argmax(p, axis=1)
+    dk = np.abs(np.arange(m)[None, :] - i1[:, None])
+    mid = p[np.arange(n), i1]
+    e3 = np.where(dk <= 1, p, 0.0).sum(axis=1)
+    outer = (dk >= 2) & (dk <= FSIDE_HALF)
+    out = np.where(outer, p, 0.0).sum(axis=1)
+    omax = np.where(outer, p, 0.0).max(axis=1)
+    ok = (i1 >= FSIDE_HALF) & (i1 < m - FSIDE_HALF) & (e3 > 0) & (out > 0) & (mid > 0)
+    return i1, mid, e3, out, omax, ok
+
+
+def fside_share(profile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, ok)`` per row of ``profile``: the outer share ``x = (E7 - E3) / E7`` of the seven strips around the hottest
+    (:data:`FSIDE_HALF`; 0 where ``ok`` is False: the hottest strip within three strips of the window's edge, or an
+    empty core or outer ring)."""
+    _, _, e3, out, _, ok = _fside_strips(np.asarray(profile, np.float64))
+    e7 = e3 + out
+    return np.where(ok, np.divide(out, e7, out=np.zeros(len(e7)), where=ok), 0.0), ok
+
+
+def fside_factors(profile: np.ndarray, x_new: np.ndarray) -> np.ndarray:
+    """``(N, n_eta)`` factors that give each row the outer share ``x_new`` (:func:`fside_share`; at most what keeps the
+    hottest strip hotter than every outer strip, by :data:`CORE_CAP`): the core's three strips scaled by
+    ``(1 - x') E7 / E3``, the four outer ones by ``x' E7 / (E7 - E3)``, ``E7`` kept; 1 elsewhere."""
+    p = np.asarray(profile, np.float64)
+    n, m = p.shape
+    i1, mid, e3, out, omax, ok = _fside_strips(p)
+    a = CORE_CAP * mid * out
+    cap = np.divide(a, a + omax * e3, out=np.ones(n), where=ok)
+    xn = np.clip(np.asarray(x_new, np.float64).reshape(-1), 0.0, cap)
+    e7 = e3 + out
+    fc = np.divide((1.0 - xn) * e7, e3, out=np.ones(n), where=ok)
+    fo = np.divide(xn * e7, out, out=np.ones(n), where=ok)
+    dk = np.abs(np.arange(m)[None, :] - i1[:, None])
+    fac = np.where((dk <= 1) & ok[:, None], fc[:, None], 1.0)
+    return np.where((dk >= 2) & (dk <= FSIDE_HALF) & ok[:, None], fo[:, None], fac)
+
+
 def shift_cells(cells: np.ndarray, delta: np.ndarray) -> np.ndarray:
     """``cells`` ``(N, n_eta, n_phi)`` shifted by ``delta`` ``(N,)`` strips along η (positive: to larger index) by
     linear interpolation between neighbouring strips (a profile narrower than a strip re-binned after a shift), the
@@ -292,6 +343,11 @@ def prominence(showers: np.ndarray, meta: dict[str, Any], layer_sizes: Sequence[
             raise ConfigError("a core strip pass needs each shower's energy")
         prof = strip_profile(showers, start, n_eta, n_phi)
         return _core_columns(core_share(prof)[0] * np.asarray(energies, np.float64).reshape(-1), meta, eta, prof)
+    if strip_variable(meta) == "fside":
+        if energies is None:
+            raise ConfigError("an fside strip pass needs each shower's energy")
+        x, _ = fside_share(strip_profile(showers, start, n_eta, n_phi))
+        return x * np.asarray(energies, np.float64).reshape(-1)
     sm = second_maximum(strip_profile(showers, start, n_eta, n_phi), half)
     return _mapped_value(sm, strip_variable(meta))
 
@@ -323,7 +379,7 @@ def fit_strip_pass(gen_showers: np.ndarray, gen_energies: np.ndarray, ref_shower
                    ref_energies: np.ndarray, layer_sizes: Sequence[int], *, strip_layer: int, strip_n_eta: int,
                    half_window: int = HALF_WINDOW, after: QuantileCorrection | None = None,
                    variable: str = "prominence", cell_deta: float | None = None, shift: str = "linear", phase_bins: int = 1,
-                   phase_from: str = "impact", phase_population: str = "all",
+                   phase_from: str = "impact", phase_population: str = "all", eta_max: float | None = None,
                    **fit_kw: Any) -> QuantileCorrection:  # fmt: skip
     """The strip pass (module docstring) fitted on generated and detailed showers, after ``after`` (a fitted chain,
     applied to ``gen_showers`` first) if given. ``fit_kw``: :meth:`QuantileCorrection.fit`'s node options
@@ -332,7 +388,10 @@ def fit_strip_pass(gen_showers: np.ndarray, gen_energies: np.ndarray, ref_shower
     and both samples' η, and shifts by ``shift`` (:data:`SHIFTS`); ``core`` with ``phase_bins`` > 1 maps the core
     share per bin of the impact's distance from its strip's centre (:func:`phase_bin`; needs ``cell_deta`` and η), or with ``phase_from="cluster"`` of the cluster barycentre's place
     in the hottest strip (:func:`cluster_u`: the w_s3 impact correction's ``u``); ``phase_population`` (:data:`POPULATIONS`):
-    each bin's map over every shower of the node (``all``, the default) or over the bin's own showers (``own``)."""
+    each bin's map over every shower of the node (``all``, the default) or over the bin's own showers (``own``).
+    ``fside`` (h31b) maps the outer share ``(E7 - E3) / E7`` of the seven strips around the hottest
+    (:func:`fside_share`, :func:`fside_factors`); with ``eta_max`` it leaves showers at ``|η| >= eta_max`` alone
+    (fitted on all showers; applying it needs each shower's η)."""
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection
 
     geo = {"strip_layer": int(strip_layer), "strip_n_eta": int(strip_n_eta), "strip_half_window": int(half_window)}
@@ -352,6 +411,10 @@ def fit_strip_pass(gen_showers: np.ndarray, gen_energies: np.ndarray, ref_shower
                           f"core pass in phase bins), got {phase_population!r}")  # fmt: skip
     if phase_population != "all":
         geo["strip_phase_population"] = phase_population
+    if eta_max is not None:
+        if variable != "fside" or not float(eta_max) > 0:
+            raise ConfigError(f"eta_max (> 0) belongs to an fside strip pass, got {eta_max!r} for strip_variable {variable!r}")
+        geo["strip_eta_max"] = float(eta_max)
     if variable == "recentre":
         geo["strip_cell_deta"] = None if cell_deta is None else float(cell_deta)
         if shift not in SHIFTS:
@@ -392,6 +455,8 @@ def apply_strip_pass(corr: QuantileCorrection, showers: np.ndarray, energies: np
     e_all = np.asarray(energies, np.float64).reshape(-1)
     if var == "recentre" and eta is None:
         raise ConfigError("a recentring strip pass needs each shower's eta")
+    if corr.meta.get("strip_eta_max") is not None and eta is None:
+        raise ConfigError("an fside strip pass with strip_eta_max needs each shower's eta")
     for a in range(0, len(out), CHUNK):
         s = np.asarray(out[a : a + CHUNK], np.float64)
         e = e_all[a : a + CHUNK]
@@ -413,6 +478,18 @@ def apply_strip_pass(corr: QuantileCorrection, showers: np.ndarray, energies: np
             mapped = inner._map(cols, np.log(e), ec).max(axis=1)  # the shower's own column (the others stay zero)
             x_new = np.where(ok & (mapped > 0), mapped, x)
             cells = s[:, start : start + n_eta * n_phi].reshape(len(s), n_eta, n_phi) * core_factors(prof, x_new)[:, :, None]
+            out[a : a + CHUNK, start : start + n_eta * n_phi] = cells.reshape(len(s), -1)
+            continue
+        if var == "fside":
+            x, ok = fside_share(prof)
+            ec = None if eta is None else eta[a : a + CHUNK]
+            mapped = inner._map(x[:, None], np.log(e), ec)[:, 0]  # x: over E_inc
+            x_new = np.where(ok & (mapped > 0), mapped, x)
+            fac = fside_factors(prof, x_new)
+            if corr.meta.get("strip_eta_max") is not None:  # beyond it the shower is left exactly as it is
+                inside = np.abs(np.asarray(ec, np.float64).reshape(-1)) < float(corr.meta["strip_eta_max"])
+                fac = np.where(inside[:, None], fac, 1.0)
+            cells = s[:, start : start + n_eta * n_phi].reshape(len(s), n_eta, n_phi) * fac[:, :, None]
             out[a : a + CHUNK, start : start + n_eta * n_phi] = cells.reshape(len(s), -1)
             continue
         sm = second_maximum(prof, half)
@@ -443,6 +520,6 @@ def strip_factors(prof: np.ndarray, sm: dict[str, np.ndarray], new_prominence: n
     return np.where((k == i2[:, None]) & ok[:, None], f2[:, None], fac)
 
 
-__all__ = ["CORE_CAP", "HALF_WINDOW", "MAX_SHIFT", "PHASE_FROM", "POPULATIONS", "RECENTRE_HALF", "RECENTRE_OFFSET", "SHIFTS", "VARIABLES", "apply_strip_pass", "centre_residual",
-           "cluster_u", "core_factors", "core_share", "phase_bin", "shift_cells", "fit_strip_pass", "prominence", "second_maximum", "strip_factors",
+__all__ = ["CORE_CAP", "FSIDE_HALF", "HALF_WINDOW", "MAX_SHIFT", "PHASE_FROM", "POPULATIONS", "RECENTRE_HALF", "RECENTRE_OFFSET", "SHIFTS", "VARIABLES", "apply_strip_pass", "centre_residual",
+           "cluster_u", "core_factors", "core_share", "fside_factors", "fside_share", "phase_bin", "shift_cells", "fit_strip_pass", "prominence", "second_maximum", "strip_factors",
            "strip_geometry", "strip_profile", "strip_variable"]

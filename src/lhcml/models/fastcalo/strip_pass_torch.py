@@ -27,6 +27,8 @@ def torch_strip_pass(corr: QuantileCorrection) -> Any:
         return _torch_recentre(corr, start, n_eta, n_phi, inner)
     if strip_variable(corr.meta) == "core":
         return _torch_core(corr, start, n_eta, n_phi, inner)
+    if strip_variable(corr.meta) == "fside":
+        return _torch_fside(start, n_eta, n_phi, inner, corr.meta.get("strip_eta_max"))
 
     class TorchStripPass(nn.Module):
         def __init__(self) -> None:
@@ -145,6 +147,58 @@ def _torch_core(corr: QuantileCorrection, start: int, n_eta: int, n_phi: int, in
             return torch.cat([s[:, : self.a], new, s[:, self.b :]], 1)
 
     return TorchStripCore().eval()
+
+
+def _torch_fside(start: int, n_eta: int, n_phi: int, inner: QuantileCorrection, eta_max: float | None) -> Any:
+    """The outer-share strip pass (``strip_variable="fside"``; :func:`~lhcml.models.fastcalo.strip_pass.fside_factors`):
+    an argmax, masks and sums."""
+    import torch
+    from torch import Tensor, nn
+
+    from lhcml.models.fastcalo.quantile_map_torch import torch_quantile_correction
+    from lhcml.models.fastcalo.strip_pass import CORE_CAP, FSIDE_HALF
+
+    class TorchStripFside(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.map = torch_quantile_correction(inner)
+            self.a, self.b = start, start + n_eta * n_phi
+            self.register_buffer("k", torch.arange(n_eta, dtype=torch.int64)[None, :])
+
+        def forward(self, showers: Tensor, energy: Tensor, eta: Tensor | None = None) -> Tensor:
+            s = showers.to(torch.float32)
+            e = energy.reshape(-1).to(torch.float32)
+            cells = s[:, self.a : self.b].reshape(-1, n_eta, n_phi)
+            p = cells.sum(2)
+            i1 = torch.argmax(p, 1, keepdim=True)
+            dk = (self.k - i1).abs()
+            zp = torch.zeros_like(p)
+            core, outer = dk <= 1, (dk >= 2) & (dk <= FSIDE_HALF)
+            mid = torch.gather(p, 1, i1)
+            e3 = torch.where(core, p, zp).sum(1, keepdim=True)
+            out = torch.where(outer, p, zp).sum(1, keepdim=True)
+            omax = torch.where(outer, p, zp).amax(1, keepdim=True)
+            ok = (i1 >= FSIDE_HALF) & (i1 < n_eta - FSIDE_HALF) & (e3 > 0) & (out > 0) & (mid > 0)
+            one, zero = torch.ones_like(e3), torch.zeros_like(e3)
+            e7 = e3 + out
+            x = torch.where(ok, out / torch.where(ok, e7, one), zero)
+            mapped = self.map(x * e[:, None], e, eta) / e[:, None]
+            x_new = torch.where(ok & (mapped > 0), mapped, x)
+            if eta_max is not None:  # beyond it the shower is left exactly as it is
+                if eta is None:
+                    raise ValueError("an fside strip pass with strip_eta_max needs each shower's eta")
+                ok = ok & (eta.reshape(-1, 1).to(torch.float32).abs() < float(eta_max))
+            a = CORE_CAP * mid * out
+            cap = torch.where(ok, a / torch.where(ok, a + omax * e3, one), one)
+            xn = torch.minimum(torch.clamp(x_new, min=0.0), cap)
+            fc = torch.where(ok, (1.0 - xn) * e7 / torch.where(ok, e3, one), one)
+            fo = torch.where(ok, xn * e7 / torch.where(ok, out, one), one)
+            fac = torch.where(core & ok, fc.expand_as(p), torch.ones_like(p))
+            fac = torch.where(outer & ok, fo.expand_as(p), fac)
+            new = (cells * fac[:, :, None]).reshape(-1, n_eta * n_phi)
+            return torch.cat([s[:, : self.a], new, s[:, self.b :]], 1)
+
+    return TorchStripFside().eval()
 
 
 def _torch_recentre(corr: QuantileCorrection, start: int, n_eta: int, n_phi: int, inner: QuantileCorrection) -> Any:

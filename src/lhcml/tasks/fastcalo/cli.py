@@ -226,7 +226,9 @@ def quantile_map_cmd(
                                        "--strip-phase-bins 4 --strip-phase-from cluster, the best photon-ID closure); "
                                        "recentre: shift each strip profile so its barycentre's residual from the "
                                        "impact is the detailed one's (measured worse for photon ID: "
-                                       "docs/benchmarks/fastcalo.md, twenty-sixth version)"),
+                                       "docs/benchmarks/fastcalo.md, twenty-sixth version); fside: the outer share "
+                                       "(E7 - E3) / E7 of the seven strips around the hottest (fracs1's), the core's "
+                                       "three strips and the four outer ones each scaled together, E7 kept"),
     strip_phase_bins: int = typer.Option(1, "--strip-phase-bins", help="with --strip-variable core: map the core "
                                          "share in this many bins of the impact's distance from its strip's centre"),
     strip_phase_from: str = typer.Option("impact", "--strip-phase-from", help="with --strip-phase-bins: bin the "
@@ -237,6 +239,8 @@ def quantile_map_cmd(
                                                "each bin's map over every shower of the node, the other bins' as "
                                                "zeros (all), or over the bin's own showers only, generated and "
                                                "detailed each binned by their own position (own)"),
+    strip_eta_max: Optional[float] = typer.Option(  # noqa: UP045
+        None, "--strip-eta-max", help="with --strip-variable fside: leave showers at |eta| >= this alone"),
     onnx: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--onnx", help="also export CHECKPOINT's sampling graph with the correction inside (for lhcml simulate "
         "--calo fast: and lhcml fastcalo generate)"),
@@ -263,7 +267,8 @@ def quantile_map_cmd(
                                          strip_variable=strip_variable,
                                          strip_phase_bins=strip_phase_bins,
                                          strip_phase_from=strip_phase_from,
-                                         strip_phase_population=strip_phase_population)  # fmt: skip
+                                         strip_phase_population=strip_phase_population,
+                                         strip_eta_max=strip_eta_max)  # fmt: skip
     cond = "" if corr.condition is None else (
         f", conditioned on {corr.condition} in {corr.meta['condition_bins']} bins ({corr.meta['cond_layers_pooled']} "
         f"(layer, node) pairs and {corr.meta['cond_cells_pooled']} (cell, bin) entries with the node's map)"
@@ -276,6 +281,9 @@ def quantile_map_cmd(
         what = "cluster-position" if corr.meta.get("strip_phase_from", "impact") == "cluster" else "impact-phase"
         own = " (each bin's own showers)" if corr.meta.get("strip_phase_population", "all") == "own" else ""
         cond = f", strip core share in {corr.meta.get('strip_phase_bins', 1)} {what} bin(s){own}" + _pass_note(corr, after)
+    elif corr.level == "strips" and corr.meta.get("strip_variable") == "fside":
+        below = "" if corr.meta.get("strip_eta_max") is None else f" below |eta| {corr.meta['strip_eta_max']}"
+        cond = f", strip outer share (E7 - E3) / E7{below}" + _pass_note(corr, after)
     elif corr.level == "strips":
         cond = (f", strip second maxima (generated {corr.meta['second_max_fraction_generated']:.3f}, detailed "
                 f"{corr.meta['second_max_fraction_reference']:.3f} of showers)" + _pass_note(corr, after))

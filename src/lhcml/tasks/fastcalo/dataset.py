@@ -284,7 +284,8 @@ def _geometry(binning: Binning, condition: str | None) -> dict[str, list[Any]]:
 
 
 def _strips(binning: Binning, level: str, variable: str, phase_bins: int = 1,
-            phase_from: str = "impact", phase_population: str = "all") -> dict[str, Any]:  # fmt: skip
+            phase_from: str = "impact", phase_population: str = "all",
+            eta_max: float | None = None) -> dict[str, Any]:  # fmt: skip
     """The strip pass's layer (the binning's finest in η), its number of η cells and what it maps; ``{}`` for the
     other levels."""
     if level != "strips":
@@ -296,6 +297,8 @@ def _strips(binning: Binning, level: str, variable: str, phase_bins: int = 1,
         out["strip_phase_from"] = phase_from
     if phase_population != "all":  # checked by the fit (only a core pass in phase bins takes "own")
         out["strip_phase_population"] = phase_population
+    if eta_max is not None:  # checked by the fit (only an fside pass takes it)
+        out["strip_eta_max"] = eta_max
     if variable == "recentre" or phase_bins > 1:  # the impact's phase in the strip needs the strips' eta width
         out["cell_deta"] = [lay.deta for lay in binning.layers]
     return out
@@ -318,7 +321,7 @@ def fit_quantile_correction(
     max_showers: int | None = None, condition: str | None = None, condition_bins: int = 3, second_pass: bool = False,
     condition_layers: Sequence[str] | None = None, after: str | Path | None = None, level: str = "cells",
     strip_variable: str = "prominence", strip_phase_bins: int = 1, strip_phase_from: str = "impact",
-    strip_phase_population: str = "all",
+    strip_phase_population: str = "all", strip_eta_max: float | None = None,
 ) -> tuple[Any, Path]:  # fmt: skip
     """``lhcml fastcalo quantile-map``: fit a :class:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection` of
     the generator in ``checkpoint`` onto the detailed showers of ``showers`` (its **training** file: the
@@ -331,8 +334,8 @@ def fit_quantile_correction(
     ``level="layers"``: a plain map of the showers' layer energies (the total kept) instead of the cells;
     ``level="strips"``: the strip pass (:mod:`lhcml.models.fastcalo.strip_pass`) on the binning's layer with the finest
     η cells, mapping ``strip_variable`` (the second maximum's ``prominence`` or ``height``, the ``core``'s side share
-    in ``strip_phase_bins`` bins of ``strip_phase_from``, each bin's map over ``strip_phase_population``, or
-    ``recentre``). Returns ``(correction, path)``."""
+    in ``strip_phase_bins`` bins of ``strip_phase_from``, each bin's map over ``strip_phase_population``,
+    ``recentre``, or ``fside``, left alone at ``|η| >= strip_eta_max`` if given). Returns ``(correction, path)``."""
     from lhcml.data.calochallenge import parse_binning, read_binning, read_showers
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection, correction_path
     from lhcml.train.fastcalo import load_generator
@@ -355,7 +358,7 @@ def fit_quantile_correction(
                                   condition_layers=_layer_indices(b, condition_layers),
                                   after=None if after is None else _loaded_for(after, model), level=level,
                                   **_geometry(b, condition), **_strips(b, level, strip_variable, strip_phase_bins, strip_phase_from,
-                                                                        strip_phase_population))  # fmt: skip
+                                                                        strip_phase_population, strip_eta_max))  # fmt: skip
     return corr, corr.save(path)
 
 
