@@ -308,6 +308,7 @@ class QuantileCorrection:
         cell_neta: Sequence[int] | None = None, level: str = "cells", strip_layer: int | None = None,
         strip_n_eta: int | None = None, strip_variable: str = "prominence", strip_phase_bins: int = 1,
         strip_phase_from: str = "impact", strip_phase_population: str = "all", strip_eta_max: float | None = None,
+        strip_eta_min: float | None = None,
     ) -> QuantileCorrection:  # fmt: skip
         """Fit the map of ``gen_showers`` (the generator's, GeV ``(N, V)`` at ``gen_energies`` GeV) onto
         ``ref_showers`` (detailed training showers at ``ref_energies``).
@@ -334,7 +335,8 @@ class QuantileCorrection:
         (``strip_phase_from="cluster"``) of the cluster barycentre's place in the hottest strip, each bin's map
         fitted over every shower of the node or (``strip_phase_population="own"``) over the bin's own showers, alone
         or after ``after`` (no condition); or (``fside``) the outer share of the seven strips around the hottest,
-        left alone at ``|η| >= strip_eta_max`` if given."""
+        left alone at ``|η| >= strip_eta_max`` and ``|η| < strip_eta_min`` if given (``strip_layer`` may be any layer
+        of at least 7 η cells: the middle layer's η outer share, h31c)."""
         if level not in LEVELS:
             raise ConfigError(f"the quantile correction's level must be one of {', '.join(LEVELS)}, got {level!r}")
         if level == "strips":
@@ -349,7 +351,7 @@ class QuantileCorrection:
                                   cell_deta=None if cell_deta is None else list(cell_deta)[strip_layer],
                                   phase_bins=strip_phase_bins,
                                   phase_from=strip_phase_from, phase_population=strip_phase_population,
-                                  eta_max=strip_eta_max,
+                                  eta_max=strip_eta_max, **({} if strip_eta_min is None else {"eta_min": strip_eta_min}),
                                   ref_eta=ref_eta, n_quantiles=n_quantiles, eta_bins=eta_bins,
                                   max_energy_nodes=max_energy_nodes, min_count=min_count, meta=meta)  # fmt: skip
         if level == "layers":

@@ -64,6 +64,9 @@ CORE_CAP = 0.999
 FSIDE_HALF = 3
 #: ``fside`` with ``strip_eta_max`` in its header (h31b): showers at ``|η| >= strip_eta_max`` are left alone (at |η| > 0.9
 #: the seven-pass generator's narrow outer share is offset, for photon ID, by its low strip fraction f1: h29a, h31b)
+#: ``fside`` with ``strip_eta_min`` in its header (h31c): showers at ``|η| < strip_eta_min`` are left alone (with
+#: ``strip_layer`` the middle layer, 7 η x 11 φ, the pass maps the middle layer's η outer share, ``1 - R_eta`` over
+#: its φ rows, which the seven-pass generator has η-dependent at |η| > 0.9 only)
 #: how ``recentre`` shifts a profile (``strip_shift`` in its header): ``linear`` by the mapped fraction of a strip
 #: (linear interpolation between neighbouring strips) or ``whole`` by the nearest whole number of strips (a shower
 #: whose hottest strip is off the impact strip moved back, no re-binning)
@@ -109,6 +112,12 @@ def strip_geometry(meta: dict[str, Any], layer_sizes: Sequence[int]) -> tuple[in
                           f"only with phase bins), got {pop!r}")  # fmt: skip
     if meta.get("strip_eta_max") is not None and strip_variable(meta) != "fside":
         raise ConfigError(f"strip_eta_max belongs to an fside strip pass, not to strip_variable {strip_variable(meta)!r}")
+    if meta.get("strip_eta_min") is not None:
+        if strip_variable(meta) != "fside":
+            raise ConfigError(f"strip_eta_min belongs to an fside strip pass, not to strip_variable {strip_variable(meta)!r}")
+        if meta.get("strip_eta_max") is not None and not float(meta["strip_eta_min"]) < float(meta["strip_eta_max"]):
+            raise ConfigError(f"a strip pass's strip_eta_min ({meta['strip_eta_min']}) must lie below its strip_eta_max "
+                              f"({meta['strip_eta_max']})")  # fmt: skip
     if strip_variable(meta) == "recentre" or int(meta.get("strip_phase_bins", 1)) > 1:
         try:
             ok = float(meta["strip_cell_deta"]) > 0
@@ -380,7 +389,7 @@ def fit_strip_pass(gen_showers: np.ndarray, gen_energies: np.ndarray, ref_shower
                    half_window: int = HALF_WINDOW, after: QuantileCorrection | None = None,
                    variable: str = "prominence", cell_deta: float | None = None, shift: str = "linear", phase_bins: int = 1,
                    phase_from: str = "impact", phase_population: str = "all", eta_max: float | None = None,
-                   **fit_kw: Any) -> QuantileCorrection:  # fmt: skip
+                   eta_min: float | None = None, **fit_kw: Any) -> QuantileCorrection:  # fmt: skip
     """The strip pass (module docstring) fitted on generated and detailed showers, after ``after`` (a fitted chain,
     applied to ``gen_showers`` first) if given. ``fit_kw``: :meth:`QuantileCorrection.fit`'s node options
     (``gen_eta``, ``ref_eta``, ``eta_bins``, ``n_quantiles``, ``max_energy_nodes``, ``min_count``, ``meta``).
@@ -391,7 +400,8 @@ def fit_strip_pass(gen_showers: np.ndarray, gen_energies: np.ndarray, ref_shower
     each bin's map over every shower of the node (``all``, the default) or over the bin's own showers (``own``).
     ``fside`` (h31b) maps the outer share ``(E7 - E3) / E7`` of the seven strips around the hottest
     (:func:`fside_share`, :func:`fside_factors`); with ``eta_max`` it leaves showers at ``|η| >= eta_max`` alone
-    (fitted on all showers; applying it needs each shower's η)."""
+    (fitted on all showers; applying it needs each shower's η); with ``eta_min`` (h31c) it leaves showers at
+    ``|η| < eta_min`` alone (the same)."""
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection
 
     geo = {"strip_layer": int(strip_layer), "strip_n_eta": int(strip_n_eta), "strip_half_window": int(half_window)}
@@ -415,6 +425,10 @@ def fit_strip_pass(gen_showers: np.ndarray, gen_energies: np.ndarray, ref_shower
         if variable != "fside" or not float(eta_max) > 0:
             raise ConfigError(f"eta_max (> 0) belongs to an fside strip pass, got {eta_max!r} for strip_variable {variable!r}")
         geo["strip_eta_max"] = float(eta_max)
+    if eta_min is not None:
+        if variable != "fside" or not float(eta_min) > 0:
+            raise ConfigError(f"eta_min (> 0) belongs to an fside strip pass, got {eta_min!r} for strip_variable {variable!r}")
+        geo["strip_eta_min"] = float(eta_min)
     if variable == "recentre":
         geo["strip_cell_deta"] = None if cell_deta is None else float(cell_deta)
         if shift not in SHIFTS:
@@ -457,6 +471,8 @@ def apply_strip_pass(corr: QuantileCorrection, showers: np.ndarray, energies: np
         raise ConfigError("a recentring strip pass needs each shower's eta")
     if corr.meta.get("strip_eta_max") is not None and eta is None:
         raise ConfigError("an fside strip pass with strip_eta_max needs each shower's eta")
+    if corr.meta.get("strip_eta_min") is not None and eta is None:
+        raise ConfigError("an fside strip pass with strip_eta_min needs each shower's eta")
     for a in range(0, len(out), CHUNK):
         s = np.asarray(out[a : a + CHUNK], np.float64)
         e = e_all[a : a + CHUNK]
@@ -489,6 +505,9 @@ def apply_strip_pass(corr: QuantileCorrection, showers: np.ndarray, energies: np
             if corr.meta.get("strip_eta_max") is not None:  # beyond it the shower is left exactly as it is
                 inside = np.abs(np.asarray(ec, np.float64).reshape(-1)) < float(corr.meta["strip_eta_max"])
                 fac = np.where(inside[:, None], fac, 1.0)
+            if corr.meta.get("strip_eta_min") is not None:  # below it too
+                above = np.abs(np.asarray(ec, np.float64).reshape(-1)) >= float(corr.meta["strip_eta_min"])
+                fac = np.where(above[:, None], fac, 1.0)
             cells = s[:, start : start + n_eta * n_phi].reshape(len(s), n_eta, n_phi) * fac[:, :, None]
             out[a : a + CHUNK, start : start + n_eta * n_phi] = cells.reshape(len(s), -1)
             continue

@@ -28,7 +28,7 @@ def torch_strip_pass(corr: QuantileCorrection) -> Any:
     if strip_variable(corr.meta) == "core":
         return _torch_core(corr, start, n_eta, n_phi, inner)
     if strip_variable(corr.meta) == "fside":
-        return _torch_fside(start, n_eta, n_phi, inner, corr.meta.get("strip_eta_max"))
+        return _torch_fside(start, n_eta, n_phi, inner, corr.meta.get("strip_eta_max"), corr.meta.get("strip_eta_min"))
 
     class TorchStripPass(nn.Module):
         def __init__(self) -> None:
@@ -149,7 +149,8 @@ def _torch_core(corr: QuantileCorrection, start: int, n_eta: int, n_phi: int, in
     return TorchStripCore().eval()
 
 
-def _torch_fside(start: int, n_eta: int, n_phi: int, inner: QuantileCorrection, eta_max: float | None) -> Any:
+def _torch_fside(start: int, n_eta: int, n_phi: int, inner: QuantileCorrection, eta_max: float | None,
+                 eta_min: float | None = None) -> Any:  # fmt: skip
     """The outer-share strip pass (``strip_variable="fside"``; :func:`~lhcml.models.fastcalo.strip_pass.fside_factors`):
     an argmax, masks and sums."""
     import torch
@@ -188,6 +189,10 @@ def _torch_fside(start: int, n_eta: int, n_phi: int, inner: QuantileCorrection, 
                 if eta is None:
                     raise ValueError("an fside strip pass with strip_eta_max needs each shower's eta")
                 ok = ok & (eta.reshape(-1, 1).to(torch.float32).abs() < float(eta_max))
+            if eta_min is not None:  # below it too (h31c)
+                if eta is None:
+                    raise ValueError("an fside strip pass with strip_eta_min needs each shower's eta")
+                ok = ok & (eta.reshape(-1, 1).to(torch.float32).abs() >= float(eta_min))
             a = CORE_CAP * mid * out
             cap = torch.where(ok, a / torch.where(ok, a + omax * e3, one), one)
             xn = torch.minimum(torch.clamp(x_new, min=0.0), cap)

@@ -241,6 +241,12 @@ def quantile_map_cmd(
                                                "detailed each binned by their own position (own)"),
     strip_eta_max: Optional[float] = typer.Option(  # noqa: UP045
         None, "--strip-eta-max", help="with --strip-variable fside: leave showers at |eta| >= this alone"),
+    strip_eta_min: Optional[float] = typer.Option(  # noqa: UP045
+        None, "--strip-eta-min", help="with --strip-variable fside: leave showers at |eta| < this alone"),
+    strip_layer: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--strip-layer", help="with --strip-pass: the binning layer (by name) the pass maps instead of the one "
+        "with the finest eta cells; with --strip-variable fside and 'middle': the middle layer's eta outer share "
+        "(E7 - E3) / E7 of its eta rows (1 - R_eta's)"),
     onnx: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--onnx", help="also export CHECKPOINT's sampling graph with the correction inside (for lhcml simulate "
         "--calo fast: and lhcml fastcalo generate)"),
@@ -268,7 +274,8 @@ def quantile_map_cmd(
                                          strip_phase_bins=strip_phase_bins,
                                          strip_phase_from=strip_phase_from,
                                          strip_phase_population=strip_phase_population,
-                                         strip_eta_max=strip_eta_max)  # fmt: skip
+                                         strip_eta_max=strip_eta_max, strip_eta_min=strip_eta_min,
+                                         strip_layer=strip_layer)  # fmt: skip
     cond = "" if corr.condition is None else (
         f", conditioned on {corr.condition} in {corr.meta['condition_bins']} bins ({corr.meta['cond_layers_pooled']} "
         f"(layer, node) pairs and {corr.meta['cond_cells_pooled']} (cell, bin) entries with the node's map)"
@@ -283,6 +290,8 @@ def quantile_map_cmd(
         cond = f", strip core share in {corr.meta.get('strip_phase_bins', 1)} {what} bin(s){own}" + _pass_note(corr, after)
     elif corr.level == "strips" and corr.meta.get("strip_variable") == "fside":
         below = "" if corr.meta.get("strip_eta_max") is None else f" below |eta| {corr.meta['strip_eta_max']}"
+        below += "" if corr.meta.get("strip_eta_min") is None else f" from |eta| {corr.meta['strip_eta_min']}"
+        below += "" if corr.meta.get("strip_layer", 0) == 0 else f" of layer {corr.meta['strip_layer']}"
         cond = f", strip outer share (E7 - E3) / E7{below}" + _pass_note(corr, after)
     elif corr.level == "strips":
         cond = (f", strip second maxima (generated {corr.meta['second_max_fraction_generated']:.3f}, detailed "

@@ -285,12 +285,16 @@ def _geometry(binning: Binning, condition: str | None) -> dict[str, list[Any]]:
 
 def _strips(binning: Binning, level: str, variable: str, phase_bins: int = 1,
             phase_from: str = "impact", phase_population: str = "all",
-            eta_max: float | None = None) -> dict[str, Any]:  # fmt: skip
-    """The strip pass's layer (the binning's finest in η), its number of η cells and what it maps; ``{}`` for the
-    other levels."""
+            eta_max: float | None = None, eta_min: float | None = None,
+            layer: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The strip pass's layer (the binning's finest in η, or the one named ``layer``), its number of η cells and what
+    it maps; ``{}`` for the other levels."""
     if level != "strips":
         return {}
-    i = min(range(len(binning.layers)), key=lambda j: binning.layers[j].deta)
+    if layer is None:
+        i = min(range(len(binning.layers)), key=lambda j: binning.layers[j].deta)
+    else:
+        (i,) = _layer_indices(binning, [layer], "the strip pass")
     out: dict[str, Any] = {"strip_layer": i, "strip_n_eta": int(binning.layers[i].n_eta), "strip_variable": variable}
     if phase_bins > 1:
         out["strip_phase_bins"] = int(phase_bins)
@@ -299,19 +303,22 @@ def _strips(binning: Binning, level: str, variable: str, phase_bins: int = 1,
         out["strip_phase_population"] = phase_population
     if eta_max is not None:  # checked by the fit (only an fside pass takes it)
         out["strip_eta_max"] = eta_max
+    if eta_min is not None:  # the same
+        out["strip_eta_min"] = eta_min
     if variable == "recentre" or phase_bins > 1:  # the impact's phase in the strip needs the strips' eta width
         out["cell_deta"] = [lay.deta for lay in binning.layers]
     return out
 
 
-def _layer_indices(binning: Binning, names: Sequence[str] | None) -> list[int] | None:
+def _layer_indices(binning: Binning, names: Sequence[str] | None,
+                   what: str = "the conditional correction") -> list[int] | None:  # fmt: skip
     """Indices of the binning layers named in ``names`` (``None``: ``None``); an unknown name is one ConfigError."""
     if names is None:
         return None
     layers = list(binning.layer_names)
     bad = [n for n in names if n not in layers]
     if bad:
-        raise ConfigError(f"unknown layer(s) {bad} for the conditional correction; the binning's layers: {layers}")
+        raise ConfigError(f"unknown layer(s) {bad} for {what}; the binning's layers: {layers}")
     return [layers.index(n) for n in names]
 
 
@@ -321,7 +328,8 @@ def fit_quantile_correction(
     max_showers: int | None = None, condition: str | None = None, condition_bins: int = 3, second_pass: bool = False,
     condition_layers: Sequence[str] | None = None, after: str | Path | None = None, level: str = "cells",
     strip_variable: str = "prominence", strip_phase_bins: int = 1, strip_phase_from: str = "impact",
-    strip_phase_population: str = "all", strip_eta_max: float | None = None,
+    strip_phase_population: str = "all", strip_eta_max: float | None = None, strip_eta_min: float | None = None,
+    strip_layer: str | None = None,
 ) -> tuple[Any, Path]:  # fmt: skip
     """``lhcml fastcalo quantile-map``: fit a :class:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection` of
     the generator in ``checkpoint`` onto the detailed showers of ``showers`` (its **training** file: the
@@ -335,7 +343,9 @@ def fit_quantile_correction(
     ``level="strips"``: the strip pass (:mod:`lhcml.models.fastcalo.strip_pass`) on the binning's layer with the finest
     η cells, mapping ``strip_variable`` (the second maximum's ``prominence`` or ``height``, the ``core``'s side share
     in ``strip_phase_bins`` bins of ``strip_phase_from``, each bin's map over ``strip_phase_population``,
-    ``recentre``, or ``fside``, left alone at ``|η| >= strip_eta_max`` if given). Returns ``(correction, path)``."""
+    ``recentre``, or ``fside``, left alone at ``|η| >= strip_eta_max`` and ``|η| < strip_eta_min`` if given);
+    ``strip_layer``: the binning layer's name the strip pass maps instead (e.g. ``middle``: an fside pass then maps the
+    middle layer's η outer share, ``1 - R_eta``'s). Returns ``(correction, path)``."""
     from lhcml.data.calochallenge import parse_binning, read_binning, read_showers
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection, correction_path
     from lhcml.train.fastcalo import load_generator
@@ -358,7 +368,8 @@ def fit_quantile_correction(
                                   condition_layers=_layer_indices(b, condition_layers),
                                   after=None if after is None else _loaded_for(after, model), level=level,
                                   **_geometry(b, condition), **_strips(b, level, strip_variable, strip_phase_bins, strip_phase_from,
-                                                                        strip_phase_population, strip_eta_max))  # fmt: skip
+                                                                        strip_phase_population, strip_eta_max,
+                                                                        strip_eta_min, strip_layer))  # fmt: skip
     return corr, corr.save(path)
 
 
