@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _fastcalo_helpers import strip_sample, strip_showers
+from _fastcalo_helpers import assert_bounded_pass_round_trips, strip_sample, strip_showers
 
 from lhcml.models.fastcalo.quantile_map import QuantileCorrection
 from lhcml.models.fastcalo.strip_pass import (
@@ -143,7 +143,6 @@ def test_the_cli_fits_the_fside_pass_into_onnx(tmp_path, capsys, bound):
 
 
 def test_eta_max_leaves_showers_beyond_it_alone_and_belongs_to_fside_only(tmp_path):
-    import torch
 
     from lhcml.errors import ConfigError
 
@@ -161,13 +160,7 @@ def test_eta_max_leaves_showers_beyond_it_alone_and_belongs_to_fside_only(tmp_pa
     np.testing.assert_array_equal(b[inside], a[inside])
     np.testing.assert_array_equal(b[~inside], x[~inside])
     assert np.abs(a[~inside] - x[~inside]).max() > 1e-3  # (the pass moves them without the bound)
-    back = QuantileCorrection.load(below.save(tmp_path / "below.npz"))
-    np.testing.assert_array_equal(back.apply(x, e, eta), b)
-    with torch.no_grad():
-        got = back.torch_module()(torch.as_tensor(x), torch.as_tensor(e, dtype=torch.float32),
-                                  torch.as_tensor(eta, dtype=torch.float32)).numpy()  # fmt: skip
-    assert np.abs(got - b).max() / e.max() < 1e-5
-    np.testing.assert_array_equal(got[~inside], x[~inside])  # exactly, in the graph too
+    assert_bounded_pass_round_trips(below, x, e, eta, b, inside, tmp_path / "below.npz")
     with pytest.raises(ConfigError, match="eta_max .* belongs to an fside strip pass"):
         QuantileCorrection.fit(gen, e, ref, e, SIZES, strip_eta_max=0.9, **dict(kw, strip_variable="core"))
     with pytest.raises(ConfigError, match="eta_max .* belongs to an fside strip pass"):

@@ -11,13 +11,38 @@ if TYPE_CHECKING:
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection
 
 
-def torch_strip_pass(corr: QuantileCorrection) -> Any:
-    """The strip pass ``corr`` alone (its earlier passes are chained by the caller):
-    ``(showers (N, V), energy (N,), eta (N,) or None) -> showers``, float32."""
+def _strip_module(inner: QuantileCorrection, start: int, n_eta: int, n_phi: int) -> Any:
+    """The base class every strip module derives from: the pass's one-column map (``map``), the strip block
+    ``[a, b)`` of the voxels and the strip index row ``k``; :meth:`strips` splits a batch into (showers, energy, strip
+    cells ``(N, n_eta, n_phi)``) and :meth:`replace` puts new strip cells back."""
     import torch
     from torch import Tensor, nn
 
     from lhcml.models.fastcalo.quantile_map_torch import torch_quantile_correction
+
+    class StripModule(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.map = torch_quantile_correction(inner)
+            self.a, self.b = start, start + n_eta * n_phi
+            self.register_buffer("k", torch.arange(n_eta, dtype=torch.int64)[None, :])
+
+        def strips(self, showers: Tensor, energy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            s = showers.to(torch.float32)
+            return s, energy.reshape(-1).to(torch.float32), s[:, self.a : self.b].reshape(-1, n_eta, n_phi)
+
+        def replace(self, s: Tensor, cells: Tensor) -> Tensor:
+            return torch.cat([s[:, : self.a], cells.reshape(-1, n_eta * n_phi), s[:, self.b :]], 1)
+
+    return StripModule
+
+
+def torch_strip_pass(corr: QuantileCorrection) -> Any:
+    """The strip pass ``corr`` alone (its earlier passes are chained by the caller):
+    ``(showers (N, V), energy (N,), eta (N,) or None) -> showers``, float32."""
+    import torch
+    from torch import Tensor
+
     from lhcml.models.fastcalo.strip_pass import MAX_RAISE, _inner, strip_geometry, strip_variable
 
     start, n_eta, n_phi, half = strip_geometry(corr.meta, corr.layer_sizes)
@@ -30,17 +55,9 @@ def torch_strip_pass(corr: QuantileCorrection) -> Any:
     if strip_variable(corr.meta) == "fside":
         return _torch_fside(start, n_eta, n_phi, inner, corr.meta.get("strip_eta_max"), corr.meta.get("strip_eta_min"))
 
-    class TorchStripPass(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.map = torch_quantile_correction(inner)
-            self.a, self.b = start, start + n_eta * n_phi
-            self.register_buffer("k", torch.arange(n_eta, dtype=torch.int64)[None, :])
-
+    class TorchStripPass(_strip_module(inner, start, n_eta, n_phi)):
         def forward(self, showers: Tensor, energy: Tensor, eta: Tensor | None = None) -> Tensor:
-            s = showers.to(torch.float32)
-            e = energy.reshape(-1).to(torch.float32)
-            cells = s[:, self.a : self.b].reshape(-1, n_eta, n_phi)
+            s, e, cells = self.strips(showers, energy)
             p = cells.sum(2)
             k = self.k
             i1 = torch.argmax(p, 1, keepdim=True)
@@ -73,8 +90,7 @@ def torch_strip_pass(corr: QuantileCorrection) -> Any:
             fc = torch.where(ok, (c + give) / torch.where(ok, c, one), one)
             fac = torch.where(core & ok, fc.expand_as(p), torch.ones_like(p))
             fac = torch.where((k == i2) & ok, f2.expand_as(p), fac)
-            new = (cells * fac[:, :, None]).reshape(-1, n_eta * n_phi)
-            return torch.cat([s[:, : self.a], new, s[:, self.b :]], 1)
+            return self.replace(s, cells * fac[:, :, None])
 
     return TorchStripPass().eval()
 
@@ -82,30 +98,24 @@ def torch_strip_pass(corr: QuantileCorrection) -> Any:
 def _torch_core(corr: QuantileCorrection, start: int, n_eta: int, n_phi: int, inner: QuantileCorrection) -> Any:
     """The core strip pass (``strip_variable="core"``; :func:`~lhcml.models.fastcalo.strip_pass.core_factors`)."""
     import torch
-    from torch import Tensor, nn
+    from torch import Tensor
 
-    from lhcml.models.fastcalo.quantile_map_torch import torch_quantile_correction
     from lhcml.models.fastcalo.strip_pass import CORE_CAP, HALF_WINDOW
 
     nb = int(corr.meta.get("strip_phase_bins", 1))
     deta = float(corr.meta.get("strip_cell_deta", 1.0))
     from_cluster = corr.meta.get("strip_phase_from", "impact") == "cluster"
 
-    class TorchStripCore(nn.Module):
+    class TorchStripCore(_strip_module(inner, start, n_eta, n_phi)):
         def __init__(self) -> None:
             super().__init__()
-            self.map = torch_quantile_correction(inner)
-            self.a, self.b = start, start + n_eta * n_phi
-            k = torch.arange(n_eta, dtype=torch.int64)[None, :]
-            self.register_buffer("k", k)
+            k = self.k
             self.register_buffer("bins", torch.arange(nb, dtype=torch.int64)[None, :])
             self.register_buffer("kf", k.to(torch.float32))
             self.register_buffer("win", ((k - n_eta // 2).abs() <= HALF_WINDOW).to(torch.float32))
 
         def forward(self, showers: Tensor, energy: Tensor, eta: Tensor | None = None) -> Tensor:
-            s = showers.to(torch.float32)
-            e = energy.reshape(-1).to(torch.float32)
-            cells = s[:, self.a : self.b].reshape(-1, n_eta, n_phi)
+            s, e, cells = self.strips(showers, energy)
             p = cells.sum(2)
             i1 = torch.argmax(p, 1, keepdim=True)
             lo = torch.gather(p, 1, (i1 - 1).clamp(0, n_eta - 1))
@@ -143,8 +153,7 @@ def _torch_core(corr: QuantileCorrection, start: int, n_eta: int, n_phi: int, in
             k = self.k
             fac = torch.where(((k - i1).abs() == 1) & ok, fs.expand_as(p), torch.ones_like(p))
             fac = torch.where((k == i1) & ok, fc.expand_as(p), fac)
-            new = (cells * fac[:, :, None]).reshape(-1, n_eta * n_phi)
-            return torch.cat([s[:, : self.a], new, s[:, self.b :]], 1)
+            return self.replace(s, cells * fac[:, :, None])
 
     return TorchStripCore().eval()
 
@@ -154,22 +163,13 @@ def _torch_fside(start: int, n_eta: int, n_phi: int, inner: QuantileCorrection, 
     """The outer-share strip pass (``strip_variable="fside"``; :func:`~lhcml.models.fastcalo.strip_pass.fside_factors`):
     an argmax, masks and sums."""
     import torch
-    from torch import Tensor, nn
+    from torch import Tensor
 
-    from lhcml.models.fastcalo.quantile_map_torch import torch_quantile_correction
     from lhcml.models.fastcalo.strip_pass import CORE_CAP, FSIDE_HALF
 
-    class TorchStripFside(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.map = torch_quantile_correction(inner)
-            self.a, self.b = start, start + n_eta * n_phi
-            self.register_buffer("k", torch.arange(n_eta, dtype=torch.int64)[None, :])
-
+    class TorchStripFside(_strip_module(inner, start, n_eta, n_phi)):
         def forward(self, showers: Tensor, energy: Tensor, eta: Tensor | None = None) -> Tensor:
-            s = showers.to(torch.float32)
-            e = energy.reshape(-1).to(torch.float32)
-            cells = s[:, self.a : self.b].reshape(-1, n_eta, n_phi)
+            s, e, cells = self.strips(showers, energy)
             p = cells.sum(2)
             i1 = torch.argmax(p, 1, keepdim=True)
             dk = (self.k - i1).abs()
@@ -200,8 +200,7 @@ def _torch_fside(start: int, n_eta: int, n_phi: int, inner: QuantileCorrection, 
             fo = torch.where(ok, xn * e7 / torch.where(ok, out, one), one)
             fac = torch.where(core & ok, fc.expand_as(p), torch.ones_like(p))
             fac = torch.where(outer & ok, fo.expand_as(p), fac)
-            new = (cells * fac[:, :, None]).reshape(-1, n_eta * n_phi)
-            return torch.cat([s[:, : self.a], new, s[:, self.b :]], 1)
+            return self.replace(s, cells * fac[:, :, None])
 
     return TorchStripFside().eval()
 
@@ -210,30 +209,24 @@ def _torch_recentre(corr: QuantileCorrection, start: int, n_eta: int, n_phi: int
     """The recentring strip pass (``strip_variable="recentre"``; :func:`~lhcml.models.fastcalo.strip_pass.
     centre_residual`, :func:`~lhcml.models.fastcalo.strip_pass.shift_cells`) as a module: floor, two gathers."""
     import torch
-    from torch import Tensor, nn
+    from torch import Tensor
 
-    from lhcml.models.fastcalo.quantile_map_torch import torch_quantile_correction
     from lhcml.models.fastcalo.strip_pass import MAX_SHIFT, RECENTRE_HALF, RECENTRE_OFFSET
 
     deta = float(corr.meta["strip_cell_deta"])
     whole = corr.meta.get("strip_shift", "linear") == "whole"
 
-    class TorchStripRecentre(nn.Module):
+    class TorchStripRecentre(_strip_module(inner, start, n_eta, n_phi)):
         def __init__(self) -> None:
             super().__init__()
-            self.map = torch_quantile_correction(inner)
-            self.a, self.b = start, start + n_eta * n_phi
-            k = torch.arange(n_eta, dtype=torch.int64)[None, :]
-            self.register_buffer("k", k)
+            k = self.k
             self.register_buffer("kc", (k - n_eta // 2).to(torch.float32))
             self.register_buffer("win", ((k - n_eta // 2).abs() <= RECENTRE_HALF).to(torch.float32))
 
         def forward(self, showers: Tensor, energy: Tensor, eta: Tensor | None = None) -> Tensor:
             if eta is None:
                 raise ValueError("a recentring strip pass needs each shower's eta")
-            s = showers.to(torch.float32)
-            e = energy.reshape(-1).to(torch.float32)
-            cells = s[:, self.a : self.b].reshape(-1, n_eta, n_phi)
+            s, e, cells = self.strips(showers, energy)
             w = cells.sum(2) * self.win
             tot = w.sum(1)
             pos = tot > 0
@@ -254,8 +247,7 @@ def _torch_recentre(corr: QuantileCorrection, start: int, n_eta: int, n_phi: int
                 out = out + torch.where(inside, torch.gather(cells, 1, idx), torch.zeros_like(cells)) * wgt
             t0, t1 = cells.sum((1, 2)), out.sum((1, 2))
             scale = torch.where(t1 > 0, t0 / torch.where(t1 > 0, t1, torch.ones_like(t1)), torch.ones_like(t1))
-            new = (out * scale[:, None, None]).reshape(-1, n_eta * n_phi)
-            return torch.cat([s[:, : self.a], new, s[:, self.b :]], 1)
+            return self.replace(s, out * scale[:, None, None])
 
     return TorchStripRecentre().eval()
 
