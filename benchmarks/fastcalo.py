@@ -139,13 +139,15 @@ def time_correction(model: Any, corr: Any, repeats: int) -> float:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", type=Path, default=Path("benchmarks/_work/fastcalo/models"))
-    ap.add_argument("--reference", type=Path, required=True, help="detailed showers never trained on")
+    ap.add_argument("--reference", type=Path, nargs="+", required=True,
+                    help="detailed showers never trained on; several files are read as one sample, in the order "
+                         "given (a larger validation: the classifier's showers per class are in the table)")
     ap.add_argument("--binning", type=Path, required=True)
     ap.add_argument("--output", type=Path, default=Path("benchmarks/_work/fastcalo/bench"))
     ap.add_argument("--only", nargs="*", default=None, help="model names to run (default: all found)")
     ap.add_argument("--runs", type=int, default=5, help="classifier runs per level (>= 5 as the issue)")
     ap.add_argument("--epochs", type=int, default=50, help="classifier epochs (early stopping inside)")
-    ap.add_argument("--max-showers", type=int, default=None, help="cut the reference sample")
+    ap.add_argument("--max-showers", type=int, default=None, help="cut the reference sample (the files together)")
     ap.add_argument("--repeats", type=int, default=50, help="timed calls at batch 1 and 100 (10^4: repeats // 25, at least 1)")
     ap.add_argument("--detailed-time", type=Path, default=None, help="JSON of lhcml fastcalo time-detailed")
     ap.add_argument("--detailed-showers", type=int, default=100, help="showers to time if no JSON is given")
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="time the lean ONNX graph of flow-matching models (lhcml.export.fastcalo_lean)")
     args = ap.parse_args(argv)
 
-    from lhcml.data.calochallenge import read_binning, read_showers
+    from lhcml.data.calochallenge import concat_samples, read_binning, read_showers
     from lhcml.export.fastcalo import export_generator
     from lhcml.export.fastcalo_lean import supports_lean
     from lhcml.tasks.fastcalo.dataset import generate_sample
@@ -176,7 +178,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_start = time.time()
     args.output.mkdir(parents=True, exist_ok=True)
     binning = read_binning(args.binning)
-    ref = read_showers(args.reference, binning, max_showers=args.max_showers)
+    if len(args.reference) == 1:
+        ref = read_showers(args.reference[0], binning, max_showers=args.max_showers)
+    else:
+        ref = concat_samples([read_showers(p, binning) for p in args.reference])
+        ref = ref if args.max_showers is None else ref.subset(slice(0, args.max_showers))
     if args.detailed_time is not None:
         detailed = json.loads(args.detailed_time.read_text())
     else:
@@ -191,7 +197,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not ckpts:
         raise SystemExit(f"no checkpoints in {args.models}")
     results: dict[str, Any] = {
-        "reference": str(args.reference), "n_reference": len(ref), "binning_sha256": binning.sha256,
+        "reference": str(args.reference[0]) if len(args.reference) == 1 else [str(p) for p in args.reference],
+        "n_reference": len(ref), "binning_sha256": binning.sha256,
         "detailed": detailed, "machine": f"{platform.machine()} {os.cpu_count()} cores, "
         f"load {os.getloadavg()[0]:.1f} at start", "command": "python benchmarks/fastcalo.py " + " ".join(argv or []),
         "threshold_mev": args.threshold_mev, "spot_readout": None if readout is None else {
@@ -227,6 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "checkpoint": str(ckpt), "n_parameters": int(sum(p.numel() for p in model.parameters())),
             "noise_dim": int(model.noise_dim), "auc_low": ev["classifier"]["low"]["auc"],
             "auc_high": ev["classifier"]["high"]["auc"], "jsd_low": ev["classifier"]["low"]["jsd"],
+            "n_per_class": {lv: ev["classifier"][lv]["n_per_class"] for lv in ("low", "high")},
             "jsd_high": ev["classifier"]["high"]["jsd"], "fpd": ev["fpd"], "kpd": ev["kpd"],
             "separation_summary": ev["separation_summary"], "separation_powers": ev["separation_powers"],
             "shower_shapes": ev.get("shower_shapes"), "ms_per_shower": {
@@ -248,19 +256,23 @@ def print_table(results: dict[str, Any]) -> None:
     t_det = results["detailed"]["s_per_shower"] * 1e3
     print(f"\nreference: {results['reference']} ({results['n_reference']} showers); detailed simulation "
           f"{t_det:.1f} ms/shower at 65 GeV; {results['machine']}")  # fmt: skip
-    print("| model | AUC low | AUC high | FPD | KPD | mean sep. power | ms/shower torch b=1/100/10^4 "
+    print("| model | AUC low | AUC high | showers per class | FPD | KPD | mean sep. power | ms/shower torch b=1/100/10^4 "
           "| ms/shower ONNX b=1/100/10^4 | speed-up (b=10^4) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results["models"].items():
         def speedup(r=r) -> str:
             return f"{r['speedup_batch_1e4']:.0f}×" if r["speedup_batch_1e4"] > 0 else "—"
+
+        def n_per_class(r=r) -> str:
+            n = r.get("n_per_class", {})  # results.json written before the field: unknown
+            return " / ".join(dict.fromkeys(str(v) for v in n.values())) if n else "—"
 
         def ms(kind: str, r=r) -> str:
             d = r["ms_per_shower"][kind]
             return " / ".join(f"{d[str(b)]:.3g}" for b in BATCHES) if d else "—"
 
         print(f"| {name} | {r['auc_low']['mean']:.3f} ± {r['auc_low']['std']:.3f} | {r['auc_high']['mean']:.3f} ± "
-              f"{r['auc_high']['std']:.3f} | {r['fpd']['value']:.3g} ± {r['fpd']['error']:.2g} | "
+              f"{r['auc_high']['std']:.3f} | {n_per_class(r)} | {r['fpd']['value']:.3g} ± {r['fpd']['error']:.2g} | "
               f"{r['kpd']['value']:.2g} ± {r['kpd']['error']:.1g} | {r['separation_summary']['mean']:.4f} | "
               f"{ms('torch')} | {ms('onnx')} | {speedup(r)} |")  # fmt: skip
 

@@ -384,6 +384,37 @@ def read_showers(
     return CaloSample(e / MEV_PER_GEV, showers / np.float32(MEV_PER_GEV), binning, attrs, eta, phi)
 
 
+def concat_samples(samples: list[CaloSample]) -> CaloSample:
+    """One sample made of ``samples`` in order (several detailed files read as one reference).
+
+    Every sample must have the same binning (its hash, or the same voxels when a hash is missing) and
+    either all or none of them an ``eta`` (and a ``phi``); the result keeps the first sample's ``attrs``.
+
+    Raises
+    ------
+    ConfigError
+        No sample, another binning, or ``eta`` / ``phi`` in some samples only.
+    """
+    if not samples:
+        raise ConfigError("concat_samples needs at least one sample")
+    first = samples[0]
+    for k, s in enumerate(samples[1:], 1):
+        b0, b = first.binning, s.binning
+        same = b.sha256 == b0.sha256 if (b.sha256 and b0.sha256) else b.n_voxels == b0.n_voxels
+        if not same or b.n_voxels != b0.n_voxels:
+            raise ConfigError(f"sample {k} has another binning ({b.n_voxels} voxels, sha256 {str(b.sha256)[:12]}...) "
+                              f"than sample 0 ({b0.n_voxels} voxels, sha256 {str(b0.sha256)[:12]}...)")  # fmt: skip
+    extra = {}
+    for key in ("eta", "phi"):
+        have = [getattr(s, key) is not None for s in samples]
+        if any(have) and not all(have):
+            raise ConfigError(f"{key} is stored in samples {[i for i, h in enumerate(have) if h]} only; "
+                              f"concatenate samples that all have it or none")  # fmt: skip
+        extra[key] = np.concatenate([getattr(s, key) for s in samples]) if all(have) else None
+    return CaloSample(np.concatenate([s.energies for s in samples]), np.concatenate([s.showers for s in samples]),
+                      first.binning, dict(first.attrs), extra["eta"], extra["phi"])  # fmt: skip
+
+
 def write_showers(
     path: str | Path, energies_gev: np.ndarray, showers_gev: np.ndarray, binning: Binning,
     attrs: dict[str, Any] | None = None, eta: np.ndarray | None = None, phi: np.ndarray | None = None,
@@ -427,6 +458,7 @@ __all__ = [
     "Binning",
     "CaloSample",
     "LayerBinning",
+    "concat_samples",
     "parse_binning",
     "read_binning",
     "read_showers",

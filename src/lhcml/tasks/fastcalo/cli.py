@@ -102,7 +102,8 @@ def evaluate_cmd(
                            shower_shapes=not no_shapes, energy_bins=edges, progress=True)  # fmt: skip
     for level, c in res["classifier"].items():
         typer.echo(f"classifier AUC ({level}): {c['auc']['mean']:.4f} +- {c['auc']['std']:.4f}, "
-                   f"JSD {c['jsd']['mean']:.4f} +- {c['jsd']['std']:.4f} ({c['auc']['n']} runs)")
+                   f"JSD {c['jsd']['mean']:.4f} +- {c['jsd']['std']:.4f} ({c['auc']['n']} runs, "
+                   f"{c['n_per_class']} showers per class)")
     typer.echo(f"FPD {res['fpd']['value']:.4g} +- {res['fpd']['error']:.2g}, KPD {res['kpd']['value']:.4g} "
                f"+- {res['kpd']['error']:.2g}; mean separation power {res['separation_summary']['mean']:.4f}")
     typer.echo(f"wrote {output / 'report.html'}")
