@@ -351,7 +351,7 @@ class QuantileCorrection:
                                   cell_deta=None if cell_deta is None else list(cell_deta)[strip_layer],
                                   phase_bins=strip_phase_bins,
                                   phase_from=strip_phase_from, phase_population=strip_phase_population,
-                                  eta_max=strip_eta_max, **({} if strip_eta_min is None else {"eta_min": strip_eta_min}),
+                                  eta_max=strip_eta_max, eta_min=strip_eta_min,
                                   ref_eta=ref_eta, n_quantiles=n_quantiles, eta_bins=eta_bins,
                                   max_energy_nodes=max_energy_nodes, min_count=min_count, meta=meta)  # fmt: skip
         if level == "layers":

@@ -469,10 +469,10 @@ def apply_strip_pass(corr: QuantileCorrection, showers: np.ndarray, energies: np
     e_all = np.asarray(energies, np.float64).reshape(-1)
     if var == "recentre" and eta is None:
         raise ConfigError("a recentring strip pass needs each shower's eta")
-    if corr.meta.get("strip_eta_max") is not None and eta is None:
-        raise ConfigError("an fside strip pass with strip_eta_max needs each shower's eta")
-    if corr.meta.get("strip_eta_min") is not None and eta is None:
-        raise ConfigError("an fside strip pass with strip_eta_min needs each shower's eta")
+    bounds = [k for k in ("strip_eta_max", "strip_eta_min") if corr.meta.get(k) is not None]
+    bounded = bool(bounds)
+    if bounded and eta is None:
+        raise ConfigError(f"an fside strip pass with {bounds[0]} needs each shower's eta")
     for a in range(0, len(out), CHUNK):
         s = np.asarray(out[a : a + CHUNK], np.float64)
         e = e_all[a : a + CHUNK]
@@ -502,12 +502,10 @@ def apply_strip_pass(corr: QuantileCorrection, showers: np.ndarray, energies: np
             mapped = inner._map(x[:, None], np.log(e), ec)[:, 0]  # x: over E_inc
             x_new = np.where(ok & (mapped > 0), mapped, x)
             fac = fside_factors(prof, x_new)
-            if corr.meta.get("strip_eta_max") is not None:  # beyond it the shower is left exactly as it is
-                inside = np.abs(np.asarray(ec, np.float64).reshape(-1)) < float(corr.meta["strip_eta_max"])
+            if bounded:  # outside [strip_eta_min, strip_eta_max) the shower is left exactly as it is
+                a_eta = np.abs(np.asarray(ec, np.float64).reshape(-1))
+                inside = (a_eta < float(corr.meta.get("strip_eta_max") or np.inf)) & (a_eta >= float(corr.meta.get("strip_eta_min") or 0.0))
                 fac = np.where(inside[:, None], fac, 1.0)
-            if corr.meta.get("strip_eta_min") is not None:  # below it too
-                above = np.abs(np.asarray(ec, np.float64).reshape(-1)) >= float(corr.meta["strip_eta_min"])
-                fac = np.where(above[:, None], fac, 1.0)
             cells = s[:, start : start + n_eta * n_phi].reshape(len(s), n_eta, n_phi) * fac[:, :, None]
             out[a : a + CHUNK, start : start + n_eta * n_phi] = cells.reshape(len(s), -1)
             continue
