@@ -108,15 +108,15 @@ def _corrected(graph: Any, correction: Any, model: Any) -> Any:
     return CorrectedGraph().eval()
 
 
-def check_inputs(model: Any, n: int, seed: int) -> tuple[np.ndarray, ...]:
+def check_inputs(model: Any, n: int, seed: int, noise_dim: int | None = None) -> tuple[np.ndarray, ...]:
     """Energies log-uniform over the trained range (both edges included), for an η-conditioned
-    model |η| uniform over its range (both edges included), and standard-normal noise: the
-    graph's inputs in order (:func:`input_names`)."""
+    model |η| uniform over its range (both edges included), and standard-normal noise (``noise_dim`` columns,
+    default the model's): the graph's inputs in order (:func:`input_names`)."""
     rng = np.random.default_rng(seed)
     lo, hi = math.log(model.e_min_gev), math.log(model.e_max_gev)
     e = np.exp(rng.uniform(lo, hi, size=n))
     e[0], e[-1] = model.e_min_gev, model.e_max_gev
-    z = rng.standard_normal((n, model.noise_dim))
+    z = rng.standard_normal((n, model.noise_dim if noise_dim is None else int(noise_dim)))
     out = [e.astype(np.float32)[:, None]]
     if getattr(model, "conditions_on_eta", False):
         eta = rng.uniform(*model.eta_range, size=n)
@@ -182,6 +182,10 @@ def export_generator(
     opset: int = 17,
     lean: bool = False,
     correction: Any = None,
+    refiner: Any = None,
+    candidates: int = 1,
+    w_max: float | None = None,
+    refiner_meta: dict[str, Any] | None = None,
 ) -> ExportReport:
     """Export a :class:`~lhcml.models.fastcalo.base.FastCaloGenerator` as a sampling graph.
 
@@ -199,6 +203,11 @@ def export_generator(
     correction
         A :class:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection` fitted for this model and sampler,
         applied inside the graph after sampling (metadata ``quantile_correction``); ``None`` (default): none.
+    refiner, candidates, w_max
+        Classifier-refined sampling (opt-in, :mod:`lhcml.models.fastcalo.refine`): a ``RefinementClassifier`` of
+        this generator (after ``correction``) scoring ``candidates`` showers per requested one, one kept with
+        probability ``w_i / sum_j w_j`` (``w`` clipped at ``w_max``). The ``noise`` input then has
+        ``candidates * noise_dim + 1`` columns (metadata ``noise_dim``; ``refinement``: k, w_max, ``refiner_meta``).
     atol
         Largest accepted ``|onnx - torch| / E_inc`` over ``n_check`` random showers (a voxel
         that float round-off puts on different sides of the model's readout threshold
@@ -249,15 +258,29 @@ def export_generator(
     if correction is not None:
         correction.check_model(model)
         graph, exported = _corrected(graph, correction, model), _corrected(exported, correction, model)
+    noise_dim = int(model.noise_dim)
+    refine_props = {}
+    if refiner is not None:
+        from lhcml.models.fastcalo.refine import check_candidates, check_classifier, sir_sampler
+
+        k, w_max = check_candidates(candidates, w_max)
+        check_classifier(refiner, model, binning_file_sha256)
+        refiner = refiner.eval()
+        graph, exported = sir_sampler(graph, model, refiner, k, w_max), sir_sampler(exported, model, refiner, k, w_max)
+        noise_dim = k * noise_dim + 1
+        refine_props = {"refinement": json.dumps({"candidates": k, "w_max": w_max, "base_noise_dim": model.noise_dim,
+                                                  **(refiner_meta or {})})}  # fmt: skip
+    elif candidates != 1 or w_max is not None:
+        raise ConfigError("candidates / w_max need a refinement classifier (refiner)")
     names = input_names(model)
-    inputs = check_inputs(model, max(int(n_check), 2), seed)
+    inputs = check_inputs(model, max(int(n_check), 2), seed, noise_dim)
     e = inputs[0]
     eta_props = {}
     if getattr(model, "conditions_on_eta", False):
         eta_props = {"eta_min": repr(model.eta_range[0]), "eta_max": repr(model.eta_range[1])}
     props = {
         "model_name": model.registry_name,
-        "noise_dim": str(model.noise_dim),
+        "noise_dim": str(noise_dim),
         "n_voxels": str(model.n_voxels),
         "layer_sizes": json.dumps(list(model.layer_sizes)),
         "e_min_gev": repr(model.e_min_gev),
@@ -268,7 +291,7 @@ def export_generator(
         "inputs": json.dumps(
             {"incident_energy": "(N, 1) GeV", **({"eta": "(N, 1) |eta|"} if eta_props else {}),
              **({"phi": "(N, 1) phi (rad)"} if getattr(model, "conditions_on_phi", False) else {}),
-             "noise": f"(N, {model.noise_dim}) standard normal"}
+             "noise": f"(N, {noise_dim}) standard normal"}
         ),
         **eta_props,
         "outputs": json.dumps({OUTPUT_NAME: f"(N, {model.n_voxels}) GeV"}),
@@ -277,6 +300,7 @@ def export_generator(
         **({"quantile_correction": json.dumps({k: correction.meta.get(k) for k in (
             "format", "variable", "checkpoint", "training_file", "seed", "steps", "solver")})}
            if correction is not None else {}),
+        **refine_props,
         **(extra_metadata or {}),
     }
     with atomic_path(path) as tmp:
@@ -307,7 +331,7 @@ def export_generator(
         nan = float("nan")
         lat, thr = nan, nan
         if timing:
-            big = check_inputs(model, 1000, seed + 1)
+            big = check_inputs(model, 1000, seed + 1, noise_dim)
             lat, thr = _timing(sess, list(names), [a[:1] for a in big], list(big))
         del sess
     return ExportReport(path, diff, None, 0, lat, thr, list(names), [OUTPUT_NAME])
@@ -315,7 +339,8 @@ def export_generator(
 
 def export_checkpoint(
     checkpoint: str | Path, output: str | Path, *, force: bool = False, atol: float | None = None,
-    timing: bool = True, lean: bool = False, correction: Any = None,
+    timing: bool = True, lean: bool = False, correction: Any = None, refiner: Any = None, candidates: int = 1,
+    w_max: float | None = None, refiner_meta: dict[str, Any] | None = None,
 ) -> ExportReport:  # fmt: skip
     """Export a fast-calo training checkpoint (:func:`lhcml.train.fastcalo.load_generator`).
 
@@ -331,4 +356,5 @@ def export_checkpoint(
         model, output, binning_file_sha256=meta["binning_sha256"], particle=meta["particle"],
         binning_xml=meta.get("binning_xml"), force=force, atol=atol,
         timing=timing, extra_metadata={"config_yaml": meta["config_yaml"]}, lean=lean, correction=correction,
+        refiner=refiner, candidates=candidates, w_max=w_max, refiner_meta=refiner_meta,
     )  # fmt: skip

@@ -23,7 +23,9 @@ fastcalo_app = typer.Typer(
         "detailed simulation per shower (the denominator of the speed-up); `lhcml fastcalo distill` "
         "trains a fast one- or two-step student of a flow-matching model (then `lhcml export` it); "
         "`lhcml fastcalo sampler` copies a flow-matching model with another ODE sampler (steps, solver); "
-        "`lhcml fastcalo quantile-map` fits a per-cell quantile correction of a model's showers."
+        "`lhcml fastcalo quantile-map` fits a per-cell quantile correction of a model's showers; "
+        "`lhcml fastcalo refine` / `refine-export`: classifier-refined sampling (k candidates, one kept by a "
+        "detailed-vs-generated classifier's weights; opt-in)."
     ),
     no_args_is_help=True,
 )
@@ -304,6 +306,70 @@ def quantile_map_cmd(
 
         rep = export_checkpoint(checkpoint, onnx, timing=False, correction=corr)
         typer.echo(f"wrote {onnx} (the sampling graph with the correction; onnxruntime vs torch {rep.max_abs_diff_random:.2e} x E_inc)")
+
+
+@fastcalo_app.command("refine")
+def refine_cmd(
+    checkpoint: Path = typer.Argument(..., help="fast-calo checkpoint (with the sampler it is used with)"),
+    showers: Path = typer.Argument(..., help="NEW detailed training showers (CaloChallenge layout; never the "
+                                   "validation sample)"),
+    output: Path = typer.Option(..., "--output", "-o", help="the refinement classifier (.pt)"),
+    after: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--after", help="the generator's correction file (lhcml fastcalo quantile-map): the classifier is trained "
+        "on, and refines, the corrected showers"),
+    binning: Optional[Path] = typer.Option(None, "--binning", help="binning XML (default: the one stored in CHECKPOINT)"),  # noqa: UP045
+    max_showers: Optional[int] = typer.Option(None, "--max-showers", help="use at most this many training showers"),  # noqa: UP045
+    epochs: int = typer.Option(20, "--epochs", help="most passes over the pairs (the best held-out loss kept)"),
+    seed: int = typer.Option(202, "--seed", help="noise seed of the generated showers, split and initialisation seed"),
+    force: bool = typer.Option(False, "--force", help="overwrite OUTPUT (and --onnx)"),
+    onnx: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--onnx", help="also export the refined sampling graph (as lhcml fastcalo refine-export)"),
+    candidates: int = typer.Option(2, "--candidates", "-k", help="with --onnx: candidates drawn per shower"),
+    w_max: Optional[float] = typer.Option(None, "--w-max", help="with --onnx: clip the weights p/(1-p) at this value"),  # noqa: UP045
+) -> None:
+    """Train a refinement classifier for classifier-refined sampling (SIR) of a fast-calo generator.
+
+    The classifier tells the detailed SHOWERS from the generator's (after --after's correction chain) drawn at the
+    same conditions; its weights w = p/(1-p) pick one of k candidate showers per requested shower with probability
+    w_i / sum_j w_j (lhcml.models.fastcalo.refine). Prints the held-out AUC and how the weights move the held-out
+    generated features onto the detailed ones. `lhcml fastcalo refine-export` (or --onnx) writes the sampling graph
+    that `lhcml simulate --calo fast:` and `lhcml fastcalo generate` run."""
+    from lhcml.tasks.fastcalo.refine import export_refined, refine_generator
+
+    if onnx is not None and onnx.exists() and not force:
+        raise FileExistsError(f"{onnx} exists; pass --force to overwrite it")
+    _, info = refine_generator(checkpoint, showers, output, after=after, binning=binning, max_showers=max_showers,
+                               seed=seed, epochs=epochs, force=force, log=typer.echo)  # fmt: skip
+    w = info["weights_held_out"]
+    typer.echo(f"held-out AUC {info['val_auc']:.4f} ({info['n_val']} pairs, best epoch {info['best_epoch']}); weights "
+               f"max/mean {w['max_over_mean']:.2f}, effective sample fraction {w['ess_fraction']:.3f}")
+    for k, v in info["reweighting_check"].items():
+        typer.echo(f"  {k}: separation power {v['unweighted']:.5f} -> {v['weighted']:.5f} weighted")
+    typer.echo(f"wrote {output}")
+    if onnx is not None:
+        rep = export_refined(checkpoint, output, onnx, after=after, candidates=candidates, w_max=w_max, force=force)
+        typer.echo(f"wrote {onnx} ({candidates} candidates; onnxruntime vs torch {rep.max_abs_diff_random:.2e} x E_inc)")
+
+
+@fastcalo_app.command("refine-export")
+def refine_export_cmd(
+    checkpoint: Path = typer.Argument(..., help="fast-calo checkpoint the refinement classifier was trained for"),
+    refiner: Path = typer.Argument(..., help="refinement classifier (lhcml fastcalo refine)"),
+    output: Path = typer.Option(..., "--output", "-o", help="the sampling graph (.onnx)"),
+    after: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--after", help="the correction file the classifier was trained after (lhcml fastcalo refine --after)"),
+    candidates: int = typer.Option(2, "--candidates", "-k", help="candidates drawn (and scored) per shower"),
+    w_max: Optional[float] = typer.Option(None, "--w-max", help="clip the weights p/(1-p) at this value"),  # noqa: UP045
+    force: bool = typer.Option(False, "--force", help="overwrite OUTPUT"),
+) -> None:
+    """Export CHECKPOINT + --after + k-candidate classifier-refined sampling as one ONNX sampling graph.
+
+    Inputs as the plain graph's (incident_energy, eta, phi as the model takes them) with noise of
+    k x noise_dim + 1 standard-normal columns (the last one draws the choice); onnxruntime is checked against torch."""
+    from lhcml.tasks.fastcalo.refine import export_refined
+
+    rep = export_refined(checkpoint, refiner, output, after=after, candidates=candidates, w_max=w_max, force=force)
+    typer.echo(f"wrote {output} ({candidates} candidates; onnxruntime vs torch {rep.max_abs_diff_random:.2e} x E_inc)")
 
 
 def _pass_note(corr: Any, after: Path | None) -> str:

@@ -1,0 +1,210 @@
+"""``lhcml fastcalo refine`` / ``refine-export``: classifier-refined sampling of a fast-calo generator (opt-in).
+
+:func:`refine_generator` trains the refinement classifier (:mod:`lhcml.models.fastcalo.refine`,
+:func:`lhcml.train.fastcalo_refine.fit_refinement`) on a file of detailed **training** showers against the
+generator's own showers (after its correction chain, ``after``) drawn at the same conditions, checks on the held-out
+pairs that the weights ``w = exp(logit)`` move the generated high-level features onto the detailed ones, and writes
+the classifier. :func:`export_refined` writes the ONNX sampling graph generator + chain + ``k``-candidate SIR (the
+interface :mod:`lhcml.sim.fastcalo` runs, with ``noise`` ``(N, k * noise_dim + 1)``).
+:func:`generate_refined_sample` is the in-memory twin for evaluations (:func:`candidate_samples`,
+:func:`refinement_logits`, :func:`sir_select` its steps, so that one set of candidates serves several ``k``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lhcml.errors import ConfigError
+
+#: the high-level features whose weighted held-out histograms are checked (:func:`refine_generator`)
+CHECK_FEATURES = ("E_ratio", "E_{first}", "E_{middle}", "width_eta_{middle}", "width_phi_{middle}", "width_eta_{first}")
+#: noise-seed offset between candidates (candidate ``j`` uses ``seed + j * CANDIDATE_SEED_STEP``; ``j = 0`` is
+#: the plain generator's sample at ``seed``)
+CANDIDATE_SEED_STEP = 7919
+
+
+def _model_and_binning(checkpoint: str | Path, binning: str | Path | None) -> tuple[Any, Any]:
+    from lhcml.data.calochallenge import parse_binning, read_binning
+    from lhcml.train.fastcalo import load_generator
+
+    model, meta = load_generator(checkpoint)
+    if binning is None and not meta.get("binning_xml"):
+        raise ConfigError(f"{checkpoint} stores no binning: pass the binning XML it was trained with (--binning)")
+    b = read_binning(binning) if binning is not None else parse_binning(meta["binning_xml"], source=str(checkpoint))
+    if list(b.layer_sizes) != [int(x) for x in model.layer_sizes]:
+        raise ConfigError(f"binning layers {list(b.layer_sizes)} differ from {checkpoint}'s {list(model.layer_sizes)}")
+    return model, b
+
+
+def _correction(after: str | Path | None, model: Any) -> Any:
+    if after is None:
+        return None
+    from lhcml.tasks.fastcalo.dataset import _loaded_for
+
+    return _loaded_for(after, model)
+
+
+def model_condition(model: Any, sample: Any) -> np.ndarray:
+    """``(N, C)`` the generator's condition encoding (:meth:`FastCaloGenerator.condition`) of a sample's showers
+    (its energies and, as the model takes them, its |eta| and phi)."""
+    import torch
+
+    e = torch.as_tensor(np.asarray(sample.energies, np.float32))
+    eta = phi = None
+    if model.conditions_on_eta:
+        if sample.eta is None:
+            raise ConfigError("the generator is conditioned on |eta| but the sample has no incident_eta")
+        eta = torch.as_tensor(np.asarray(sample.eta, np.float32))
+    if model.conditions_on_phi:
+        if sample.phi is None:
+            raise ConfigError("the generator is told phi but the sample has no incident_phi")
+        phi = torch.as_tensor(np.asarray(sample.phi, np.float32))
+    with torch.no_grad():
+        return model.condition(e, eta, phi).numpy()
+
+
+def refinement_logits(classifier: Any, model: Any, sample: Any, batch: int = 20000) -> np.ndarray:
+    """``(N,)`` the refinement classifier's logits (``log w``) of a sample's showers."""
+    import torch
+
+    cond = model_condition(model, sample)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(sample), batch):
+            sl = slice(i, i + batch)
+            out.append(classifier(torch.as_tensor(sample.showers[sl], dtype=torch.float32),
+                                  torch.as_tensor(np.asarray(sample.energies[sl], np.float32)),
+                                  torch.as_tensor(cond[sl])).numpy())  # fmt: skip
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def candidate_samples(model: Any, reference: Any, seed: int, k: int, correction: Any = None) -> list[Any]:
+    """``k`` generated samples at ``reference``'s conditions, candidate ``j`` with noise seed
+    ``seed + j * CANDIDATE_SEED_STEP`` (candidate 0 is :func:`generate_sample` at ``seed``)."""
+    from lhcml.models.fastcalo.refine import check_candidates
+    from lhcml.tasks.fastcalo.dataset import generate_sample
+
+    k, _ = check_candidates(k)
+    return [generate_sample(model, reference, seed + j * CANDIDATE_SEED_STEP, correction=correction) for j in range(k)]
+
+
+def sir_select(candidates: Sequence[Any], logits: np.ndarray, u: np.ndarray, w_max: float | None = None) -> tuple[Any, np.ndarray]:
+    """``(sample, index)``: per shower the candidate :func:`lhcml.models.fastcalo.refine.sir_choice` keeps
+    (``logits`` ``(k, N)``, ``u`` ``(N,)`` uniform), as one :class:`CaloSample` with the candidates' conditions."""
+    import torch
+
+    from lhcml.data.calochallenge import CaloSample
+    from lhcml.models.fastcalo.refine import check_candidates, sir_choice
+
+    k, w_max = check_candidates(len(candidates), w_max)
+    lg = np.asarray(logits, np.float32).reshape(k, -1)
+    idx = sir_choice(torch.as_tensor(lg), torch.as_tensor(np.asarray(u, np.float32)), w_max).numpy()
+    stack = np.stack([c.showers for c in candidates])
+    showers = stack[idx, np.arange(stack.shape[1])]
+    c0 = candidates[0]
+    return CaloSample(energies=c0.energies.copy(), showers=showers, binning=c0.binning, eta=c0.eta, phi=c0.phi), idx
+
+
+def generate_refined_sample(model: Any, reference: Any, seed: int, classifier: Any, k: int,
+                            w_max: float | None = None, correction: Any = None) -> tuple[Any, np.ndarray]:  # fmt: skip
+    """The refined generator's sample at ``reference``'s conditions (:func:`candidate_samples` +
+    :func:`refinement_logits` + :func:`sir_select`, the choice's uniforms seeded by ``[seed, 3]``)."""
+    from lhcml.models.fastcalo.refine import check_candidates, check_classifier
+
+    k, w_max = check_candidates(k, w_max)
+    check_classifier(classifier, model, reference.binning.sha256)
+    cands = candidate_samples(model, reference, seed, k, correction)
+    logits = np.stack([refinement_logits(classifier, model, c) for c in cands])
+    u = np.random.default_rng([seed, 3]).random(len(reference))
+    return sir_select(cands, logits, u, w_max)
+
+
+def reweighting_check(reference: Any, generated: Any, weights: np.ndarray,
+                      names: Sequence[str] = CHECK_FEATURES) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Per high-level feature, the separation power of the generated sample against the reference unweighted
+    and weighted with ``weights`` (:func:`lhcml.train.fastcalo_refine.weighted_separation`); ``{first}`` /
+    ``{middle}`` in a name stand for the binning's first / second layer."""
+    from lhcml.tasks.fastcalo.evaluate import features_of
+    from lhcml.train.fastcalo_refine import weighted_separation
+
+    lay = reference.binning.layer_names
+    fr, fg = features_of(reference), features_of(generated)
+    out = {}
+    for raw in names:
+        name = raw.format(first=lay[0], middle=lay[min(1, len(lay) - 1)])
+        if name in fr:
+            out[name] = {"unweighted": weighted_separation(fr[name], fg[name]),
+                         "weighted": weighted_separation(fr[name], fg[name], weights)}  # fmt: skip
+    return out
+
+
+def refine_generator(
+    checkpoint: str | Path, showers: str | Path, output: str | Path, *, after: str | Path | None = None,
+    binning: str | Path | None = None, max_showers: int | None = None, seed: int = 202, epochs: int = 20,
+    hidden: Sequence[int] | None = None, force: bool = False, log: Callable[[str], None] | None = None,
+) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """Train and write the refinement classifier of ``checkpoint`` (+ the correction file ``after``) on the detailed
+    training showers ``showers`` against the generator's showers at their conditions (noise seed ``seed``; module
+    docstring). Returns ``(classifier, info)`` with the held-out AUC, the best epoch and :func:`reweighting_check`
+    on the held-out pairs (weights ``exp(logit)`` normalised to mean 1)."""
+    from lhcml.data.calochallenge import CaloSample, read_showers
+    from lhcml.tasks.fastcalo.dataset import generate_sample
+    from lhcml.train.fastcalo_refine import fit_refinement
+
+    output = Path(output)
+    if output.exists() and not force:
+        raise FileExistsError(f"{output} exists; pass --force to overwrite it")
+    model, b = _model_and_binning(checkpoint, binning)
+    corr = _correction(after, model)
+    ref = read_showers(showers, b, max_showers=max_showers)
+    gen = generate_sample(model, ref, seed, correction=corr)
+    cond = model_condition(model, gen)
+    clf, hist = fit_refinement(ref.showers, gen.showers, ref.energies, cond, b.layer_sizes,
+                               np.stack(b.voxel_centres()), binning_sha256=b.sha256, hidden=hidden, epochs=epochs,
+                               seed=seed, log=log)  # fmt: skip
+    va = hist["val_index"]
+
+    def part(s: Any) -> Any:
+        return CaloSample(energies=s.energies[va], showers=s.showers[va], binning=b,
+                          eta=None if s.eta is None else s.eta[va], phi=None if s.phi is None else s.phi[va])
+
+    gen_va = part(gen)
+    w = np.exp(refinement_logits(clf, model, gen_va).astype(np.float64))
+    check = reweighting_check(part(ref), gen_va, w / w.mean())
+    info = {"checkpoint": str(checkpoint), "training_file": str(showers), "after": None if after is None else str(after),
+            "seed": int(seed), "n_pairs": len(ref), "n_train": hist["n_train"], "n_val": hist["n_val"],
+            "best_epoch": hist["best_epoch"], "val_auc": hist["val_auc"],
+            "val_loss": float(min(hist["val_loss"])) if hist["val_loss"] else None,
+            "weights_held_out": {"mean": float(w.mean()), "max_over_mean": float(w.max() / w.mean()),
+                                 "ess_fraction": float(w.sum() ** 2 / np.sum(w * w) / len(w))},
+            "reweighting_check": check}  # fmt: skip
+    clf.save(output, info, force=force)
+    return clf, info
+
+
+def export_refined(
+    checkpoint: str | Path, refiner: str | Path, output: str | Path, *, after: str | Path | None = None,
+    candidates: int = 2, w_max: float | None = None, force: bool = False, timing: bool = False,
+) -> Any:  # fmt: skip
+    """Export the sampling graph ``checkpoint`` + correction ``after`` + ``candidates``-candidate SIR with the
+    refinement classifier file ``refiner`` (:func:`lhcml.export.fastcalo.export_checkpoint`)."""
+    from lhcml.export.fastcalo import export_checkpoint
+    from lhcml.models.fastcalo.refine import check_candidates, load_refinement
+
+    k, w_max = check_candidates(candidates, w_max)
+    clf, meta = load_refinement(refiner)
+    from lhcml.train.fastcalo import load_generator
+
+    model, _ = load_generator(checkpoint)
+    corr = _correction(after, model)
+    return export_checkpoint(checkpoint, output, force=force, timing=timing, correction=corr, refiner=clf,
+                             candidates=k, w_max=w_max, refiner_meta={"file": str(refiner), **{
+                                 key: meta.get(key) for key in ("training_file", "seed", "val_auc", "after")}})  # fmt: skip
+
+
+__all__ = ["candidate_samples", "export_refined", "generate_refined_sample", "model_condition", "refine_generator",
+           "refinement_logits", "reweighting_check", "sir_select"]
