@@ -197,3 +197,14 @@ def test_bad_inputs_are_config_errors(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a file")
     with pytest.raises(ConfigError, match="not a refinement file"):
         load_refinement(tmp_path / "junk.pt")
+
+
+def test_temperature_recovers_an_overconfident_scale():
+    """Logits of N(+-1, 1) classes are 2x; scaled by 6 (an overconfident classifier) the fitted temperature is 3."""
+    from lhcml.train.fastcalo_refine import fit_temperature
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 100000)
+    x = (2 * y - 1) + rng.standard_normal(len(y))
+    assert abs(fit_temperature(2 * x, y) - 1.0) < 0.05
+    assert abs(fit_temperature(6 * 2 * x, y) - 6.0) < 0.3

@@ -39,7 +39,7 @@ def fit_refinement(
     detailed: np.ndarray, generated: np.ndarray, energies: np.ndarray, cond: np.ndarray,
     layer_sizes: Sequence[int], centres: Any, *, binning_sha256: str = "",
     hidden: Sequence[int] | None = None, epochs: int = 20, batch: int = 1000, lr: float = 1e-3,
-    val_fraction: float = 0.2, patience: int = 4, seed: int = 1,
+    val_fraction: float = 0.2, patience: int = 4, seed: int = 1, calibrate: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> tuple[Any, dict[str, Any]]:  # fmt: skip
     """Train the refinement classifier (module docstring).
@@ -56,13 +56,16 @@ def fit_refinement(
     epochs, batch, lr, patience
         Adam with a cosine schedule to ``lr / 20``; stop after ``patience`` epochs without a lower held-out loss.
     val_fraction
-        Share of the pairs held out (early stopping and the returned diagnostics).
+        Share of the pairs held out (early stopping, the temperature and the returned diagnostics).
+    calibrate
+        Divide the logits by the temperature that minimises the held-out loss (:func:`fit_temperature`; the held-out
+        split then also serves the calibration, so its diagnostics are slightly optimistic).
 
     Returns
     -------
     (classifier, history)
-        The classifier in eval mode (the best epoch) and ``{"train_loss", "val_loss", "best_epoch", "val_auc",
-        "n_train", "n_val", "val_index"}`` (``val_index``: the held-out pairs, for the caller's checks).
+        The classifier in eval mode (the best epoch, calibrated) and ``{"train_loss", "val_loss", "best_epoch",
+        "val_auc", "n_train", "n_val", "val_index", "temperature"}`` (``val_index``: the held-out pairs, for the caller's checks).
     """
     import torch
     from sklearn.metrics import roc_auc_score
@@ -137,9 +140,31 @@ def fit_refinement(
     clf.eval()
     with torch.no_grad():
         p = clf.net(xs[va]).squeeze(1).numpy()
+    temperature = 1.0
+    if calibrate:
+        temperature = fit_temperature(p, y[va].numpy())
+        with torch.no_grad():  # logit / T, folded into the last layer
+            clf.net[-1].weight.div_(temperature)
+            clf.net[-1].bias.div_(temperature)
     hist.update(best_epoch=best_epoch, val_auc=float(roc_auc_score(y[va].numpy(), p)), n_train=int(len(tr_pairs)),
-                n_val=int(n_val), val_index=val_pairs)  # fmt: skip
+                n_val=int(n_val), val_index=val_pairs, temperature=temperature)  # fmt: skip
     return clf, hist
 
 
-__all__ = ["fit_refinement", "weighted_separation"]
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature ``T`` (0.05-50, log grid then a finer one) minimising the binary cross-entropy of
+    ``sigmoid(logits / T)``: one scalar of calibration (Guo et al., arXiv:1706.04599), which keeps the order of the
+    logits and so the AUC."""
+    z, y = np.asarray(logits, np.float64), np.asarray(labels, np.float64)
+
+    def bce(t: float) -> float:
+        a = z / t
+        return float(np.mean(np.logaddexp(0.0, a) - y * a))
+
+    grid = np.exp(np.linspace(np.log(0.05), np.log(50.0), 61))
+    best = grid[int(np.argmin([bce(t) for t in grid]))]
+    fine = best * np.exp(np.linspace(-0.12, 0.12, 25))
+    return float(fine[int(np.argmin([bce(t) for t in fine]))])
+
+
+__all__ = ["fit_refinement", "fit_temperature", "weighted_separation"]

@@ -177,7 +177,7 @@ def refine_generator(
     check = reweighting_check(part(ref), gen_va, w / w.mean())
     info = {"checkpoint": str(checkpoint), "training_file": str(showers), "after": None if after is None else str(after),
             "seed": int(seed), "n_pairs": len(ref), "n_train": hist["n_train"], "n_val": hist["n_val"],
-            "best_epoch": hist["best_epoch"], "val_auc": hist["val_auc"],
+            "best_epoch": hist["best_epoch"], "val_auc": hist["val_auc"], "temperature": hist["temperature"],
             "val_loss": float(min(hist["val_loss"])) if hist["val_loss"] else None,
             "weights_held_out": {"mean": float(w.mean()), "max_over_mean": float(w.max() / w.mean()),
                                  "ess_fraction": float(w.sum() ** 2 / np.sum(w * w) / len(w))},
