@@ -101,6 +101,8 @@ def fit_refinement(
     clf.mean.copy_(mu)
     clf.std.copy_(torch.where(sd > 0, sd, torch.ones_like(sd)))
     xs = (x - clf.mean) / clf.std
+    if clf.input_clip is not None:
+        xs = torch.clamp(xs, -clf.input_clip, clf.input_clip)
     del x
     opt = torch.optim.Adam(clf.net.parameters(), lr=lr)
     steps = max(1, math.ceil(len(tr) / batch)) * int(epochs)

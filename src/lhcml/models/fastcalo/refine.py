@@ -36,6 +36,10 @@ FORMAT = "lhcml-fastcalo-refinement-1"
 #: hidden layers of the refinement classifier (our choice: wider than the evaluation's 2 x 512 costs more
 #: per candidate; 3 x 256 LeakyReLU is < 0.3 M multiply-adds per shower)
 DEFAULT_HIDDEN = (256, 256, 256)
+#: standardised inputs are clamped to +-this (our choice): a voxel at a window edge that the training showers rarely
+#: hit has a tiny spread, and one hit there would otherwise feed the network a value of hundreds and get an
+#: extrapolated, extreme weight (seen on cuph4: held-out logits up to +24 without it)
+DEFAULT_INPUT_CLIP = 5.0
 
 
 def check_candidates(k: Any, w_max: Any = None) -> tuple[int, float | None]:
@@ -84,8 +88,10 @@ class RefinementClassifier(nn.Module):
     generator's condition encoding; ``mean``/``std`` standardise the features (set by the training)."""
 
     def __init__(self, layer_sizes: Sequence[int], centres: Any, cond_dim: int,
-                 hidden: Sequence[int] = DEFAULT_HIDDEN, binning_sha256: str = "") -> None:  # fmt: skip
+                 hidden: Sequence[int] = DEFAULT_HIDDEN, binning_sha256: str = "",
+                 input_clip: float | None = DEFAULT_INPUT_CLIP) -> None:  # fmt: skip
         super().__init__()
+        self.input_clip = None if input_clip is None else float(input_clip)
         self.layer_sizes = [int(x) for x in layer_sizes]
         self.cond_dim, self.hidden, self.binning_sha256 = int(cond_dim), [int(h) for h in hidden], str(binning_sha256)
         edges = np.concatenate([[0], np.cumsum(self.layer_sizes)]).astype(int)
@@ -115,11 +121,13 @@ class RefinementClassifier(nn.Module):
 
     def forward(self, showers: Tensor, energy: Tensor, cond: Tensor) -> Tensor:
         x = (self.features(showers, energy, cond) - self.mean) / self.std
+        if self.input_clip is not None:
+            x = torch.clamp(x, -self.input_clip, self.input_clip)
         return self.net(x).squeeze(1)
 
     def config(self) -> dict[str, Any]:
         return {"format": FORMAT, "layer_sizes": self.layer_sizes, "cond_dim": self.cond_dim,
-                "hidden": self.hidden, "binning_sha256": self.binning_sha256,
+                "hidden": self.hidden, "binning_sha256": self.binning_sha256, "input_clip": self.input_clip,
                 "centres": self.centres.tolist()}  # fmt: skip
 
     def save(self, path: str | Path, meta: dict[str, Any] | None = None, force: bool = False) -> Path:
@@ -152,7 +160,7 @@ def load_refinement(path: str | Path) -> tuple[Any, dict[str, Any]]:
     if cfg.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a refinement file (format {cfg.get('format')!r}, expected {FORMAT!r})")
     clf = RefinementClassifier(cfg["layer_sizes"], np.asarray(cfg["centres"]), cfg["cond_dim"], cfg["hidden"],
-                               cfg.get("binning_sha256", ""))  # fmt: skip
+                               cfg.get("binning_sha256", ""), cfg.get("input_clip"))  # fmt: skip
     clf.load_state_dict(blob["state_dict"], strict=True)
     return clf.eval(), dict(blob.get("meta", {}))
 
