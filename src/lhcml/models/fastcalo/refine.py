@@ -36,10 +36,12 @@ FORMAT = "lhcml-fastcalo-refinement-1"
 #: hidden layers of the refinement classifier (our choice: wider than the evaluation's 2 x 512 costs more
 #: per candidate; 3 x 256 LeakyReLU is < 0.3 M multiply-adds per shower)
 DEFAULT_HIDDEN = (256, 256, 256)
-#: standardised inputs are clamped to +-this (our choice): a voxel at a window edge that the training showers rarely
-#: hit has a tiny spread, and one hit there would otherwise feed the network a value of hundreds and get an
-#: extrapolated, extreme weight (seen on cuph4: held-out logits up to +24 without it)
-DEFAULT_INPUT_CLIP = 5.0
+#: the suggested clamp of the standardised inputs (``input_clip``, opt-in; default none): a voxel at a window edge
+#: that the training showers rarely hit has a tiny spread, and one hit there feeds the network a value of hundreds and
+#: gets an extrapolated, extreme weight (cuph4: held-out logits up to +24 without it). With SIR only the weights of a
+#: shower's k candidates relative to each other count, and on cuph4 the clamp plus a temperature made the refinement
+#: weaker (h33a: 40 000-per-class AUC k=3 0.595 / 0.595 against 0.566 / 0.594 without)
+SUGGESTED_INPUT_CLIP = 5.0
 
 
 def check_candidates(k: Any, w_max: Any = None) -> tuple[int, float | None]:
@@ -89,7 +91,7 @@ class RefinementClassifier(nn.Module):
 
     def __init__(self, layer_sizes: Sequence[int], centres: Any, cond_dim: int,
                  hidden: Sequence[int] = DEFAULT_HIDDEN, binning_sha256: str = "",
-                 input_clip: float | None = DEFAULT_INPUT_CLIP) -> None:  # fmt: skip
+                 input_clip: float | None = None) -> None:  # fmt: skip
         super().__init__()
         self.input_clip = None if input_clip is None else float(input_clip)
         self.layer_sizes = [int(x) for x in layer_sizes]
@@ -234,5 +236,5 @@ def sir_sampler(graph: Any, model: Any, classifier: Any, k: int, w_max: float | 
     return SIRSampler().eval()
 
 
-__all__ = ["DEFAULT_HIDDEN", "FORMAT", "RefinementClassifier", "check_candidates", "check_classifier",
+__all__ = ["DEFAULT_HIDDEN", "FORMAT", "SUGGESTED_INPUT_CLIP", "RefinementClassifier", "check_candidates", "check_classifier",
            "classifier_features", "load_refinement", "sir_choice", "sir_sampler", "uniform_from_normal"]

@@ -321,6 +321,10 @@ def refine_cmd(
     max_showers: Optional[int] = typer.Option(None, "--max-showers", help="use at most this many training showers"),  # noqa: UP045
     epochs: int = typer.Option(20, "--epochs", help="most passes over the pairs (the best held-out loss kept)"),
     seed: int = typer.Option(202, "--seed", help="noise seed of the generated showers, split and initialisation seed"),
+    calibrate: bool = typer.Option(False, "--calibrate", help="divide the logits by the temperature fitted on the "
+                                   "held-out loss (softer choices; on cuph4 the refinement gained less)"),
+    input_clip: Optional[float] = typer.Option(  # noqa: UP045
+        None, "--input-clip", help="clamp the standardised inputs to +-this (e.g. 5: no extrapolated extreme weights)"),
     force: bool = typer.Option(False, "--force", help="overwrite OUTPUT (and --onnx)"),
     onnx: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--onnx", help="also export the refined sampling graph (as lhcml fastcalo refine-export)"),
@@ -339,7 +343,8 @@ def refine_cmd(
     if onnx is not None and onnx.exists() and not force:
         raise FileExistsError(f"{onnx} exists; pass --force to overwrite it")
     _, info = refine_generator(checkpoint, showers, output, after=after, binning=binning, max_showers=max_showers,
-                               seed=seed, epochs=epochs, force=force, log=typer.echo)  # fmt: skip
+                               seed=seed, epochs=epochs, force=force, log=typer.echo, calibrate=calibrate,
+                               input_clip=input_clip)  # fmt: skip
     w = info["weights_held_out"]
     typer.echo(f"held-out AUC {info['val_auc']:.4f} ({info['n_val']} pairs, best epoch {info['best_epoch']}); weights "
                f"max/mean {w['max_over_mean']:.2f}, effective sample fraction {w['ess_fraction']:.3f}")

@@ -146,10 +146,12 @@ def refine_generator(
     checkpoint: str | Path, showers: str | Path, output: str | Path, *, after: str | Path | None = None,
     binning: str | Path | None = None, max_showers: int | None = None, seed: int = 202, epochs: int = 20,
     hidden: Sequence[int] | None = None, force: bool = False, log: Callable[[str], None] | None = None,
+    calibrate: bool = False, input_clip: float | None = None,
 ) -> tuple[Any, dict[str, Any]]:  # fmt: skip
     """Train and write the refinement classifier of ``checkpoint`` (+ the correction file ``after``) on the detailed
     training showers ``showers`` against the generator's showers at their conditions (noise seed ``seed``; module
-    docstring). Returns ``(classifier, info)`` with the held-out AUC, the best epoch and :func:`reweighting_check`
+    docstring; ``calibrate`` / ``input_clip``: :func:`~lhcml.train.fastcalo_refine.fit_refinement`'s). Returns
+    ``(classifier, info)`` with the held-out AUC, the best epoch and :func:`reweighting_check`
     on the held-out pairs (weights ``exp(logit)`` normalised to mean 1)."""
     from lhcml.data.calochallenge import CaloSample, read_showers
     from lhcml.tasks.fastcalo.dataset import generate_sample
@@ -165,7 +167,7 @@ def refine_generator(
     cond = model_condition(model, gen)
     clf, hist = fit_refinement(ref.showers, gen.showers, ref.energies, cond, b.layer_sizes,
                                np.stack(b.voxel_centres()), binning_sha256=b.sha256, hidden=hidden, epochs=epochs,
-                               seed=seed, log=log)  # fmt: skip
+                               seed=seed, log=log, calibrate=calibrate, input_clip=input_clip)  # fmt: skip
     va = hist["val_index"]
 
     def part(s: Any) -> Any:
