@@ -3,7 +3,7 @@
 A *refinement classifier* is trained to tell detailed showers (label 1) from the generator's (label 0, after its
 correction chain) at the same conditions. At balanced classes its output ``p`` gives the density ratio
 ``w = p / (1 - p) = exp(logit)`` of detailed over generated showers (the DCTR-GAN idea, Diefenbacher et al.,
-arXiv:2009.03796). :class:`SIRSampler` turns the weights into *unweighted* showers: for each requested shower it
+arXiv:2009.03796). :func:`sir_sampler` turns the weights into *unweighted* showers: for each requested shower it
 draws ``k`` candidates at the same condition, scores them, and keeps candidate ``i`` with probability
 ``w_i / sum_j w_j`` (``w`` optionally clipped at ``w_max``), the choice made by one extra uniform number that is
 part of the graph's noise input (a standard-normal column mapped through its CDF). The output is a deterministic
