@@ -195,8 +195,9 @@ def test_bad_inputs_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="need a refinement classifier"):
         export_checkpoint(ckpt, tmp_path / "x.onnx", candidates=2, timing=False)
     (tmp_path / "junk.pt").write_bytes(b"not a file")
-    with pytest.raises(ConfigError, match="not a refinement file"):
+    with pytest.raises(ConfigError, match="not a refinement file") as bad:
         load_refinement(tmp_path / "junk.pt")
+    assert "weights_only" not in str(bad.value)  # no advice to load untrusted files unsafely
 
 
 def test_temperature_recovers_an_overconfident_scale():

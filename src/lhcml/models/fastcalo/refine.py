@@ -157,7 +157,9 @@ def load_refinement(path: str | Path) -> tuple[Any, dict[str, Any]]:
     try:
         blob = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 (any unreadable file is the same user error)
-        raise ConfigError(f"{path} is not a refinement file (lhcml fastcalo refine): {exc}") from None
+        # the loader's own text (a pickle opcode, advice to drop weights_only) helps nobody here
+        raise ConfigError(f"{path} is not a refinement file: it cannot be read as a torch file "
+                          f"({type(exc).__name__}); write one with `lhcml fastcalo refine`") from None
     cfg = blob.get("config", {}) if isinstance(blob, dict) else {}
     if cfg.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a refinement file (format {cfg.get('format')!r}, expected {FORMAT!r})")
