@@ -18,21 +18,18 @@ from typing import Any
 import numpy as np
 
 from lhcml.errors import ConfigError
+from lhcml.metrics.fastcalo import separation_power
 
 
 def weighted_separation(ref: np.ndarray, gen: np.ndarray, weights: np.ndarray | None = None, n_bins: int = 50) -> float:
-    """Separation power ``1/2 sum (h_r - h_g)^2 / (h_r + h_g)`` of two normalised histograms (bins: equal-count
-    quantiles of ``ref``), the generated one weighted with ``weights`` (``None``: unweighted)."""
+    """:func:`lhcml.metrics.fastcalo.separation_power` of ``ref`` and ``gen`` binned in equal-count quantiles of
+    ``ref``, the generated histogram weighted with ``weights`` (``None``: unweighted)."""
     r, g = np.asarray(ref, np.float64), np.asarray(gen, np.float64)
     edges = np.unique(np.quantile(r, np.linspace(0, 1, n_bins + 1)))
     if len(edges) < 3:
         edges = np.unique(np.concatenate([edges, [r.min() - 1, r.max() + 1]]))
     edges[0], edges[-1] = min(edges[0], g.min()), max(edges[-1], g.max())
-    hr = np.histogram(r, edges)[0].astype(np.float64)
-    hg = np.histogram(g, edges, weights=weights)[0].astype(np.float64)
-    hr, hg = hr / max(hr.sum(), 1e-300), hg / max(hg.sum(), 1e-300)
-    s = hr + hg
-    return float(0.5 * np.sum(np.where(s > 0, (hr - hg) ** 2 / np.where(s > 0, s, 1.0), 0.0)))
+    return separation_power(np.histogram(r, edges)[0], np.histogram(g, edges, weights=weights)[0])
 
 
 def fit_refinement(
