@@ -85,21 +85,27 @@ def _wrapper(model: Any) -> Any:
     return (EtaSamplingGraph() if on_eta else SamplingGraph()).eval()
 
 
+def _correction_module(correction: Any, model: Any) -> Any:
+    """The quantile correction's torch module ``(showers, energy, eta) -> showers``
+    (:meth:`lhcml.models.fastcalo.quantile_map.QuantileCorrection.torch_module`), checked against ``model``."""
+    on_eta = bool(getattr(model, "conditions_on_eta", False))
+    if not on_eta and any(c.condition == "eta_phase" for c in correction.chain()):
+        raise ConfigError("a quantile correction conditioned on eta_phase needs a generator conditioned on |eta|")
+    return correction.torch_module()
+
+
 def _corrected(graph: Any, correction: Any, model: Any) -> Any:
     """``graph`` (a sampling graph, inputs as :func:`input_names`) followed by the quantile correction
-    (:meth:`lhcml.models.fastcalo.quantile_map.QuantileCorrection.torch_module`)."""
+    (:func:`_correction_module`)."""
     import torch
 
     on_eta = bool(getattr(model, "conditions_on_eta", False))
-    if not on_eta and any(c.condition == "eta_phase" for c in correction.chain()):
-        from lhcml.errors import ConfigError
-
-        raise ConfigError("a quantile correction conditioned on eta_phase needs a generator conditioned on |eta|")
+    module = _correction_module(correction, model)
 
     class CorrectedGraph(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.graph, self.correction = graph, correction.torch_module()
+            self.graph, self.correction = graph, module
 
         def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
             showers = self.graph(*inputs)
@@ -206,7 +212,8 @@ def export_generator(
     refiner, candidates, w_max
         Classifier-refined sampling (opt-in, :mod:`lhcml.models.fastcalo.refine`): a ``RefinementClassifier`` of
         this generator (after ``correction``) scoring ``candidates`` showers per requested one, one kept with
-        probability ``w_i / sum_j w_j`` (``w`` clipped at ``w_max``). The ``noise`` input then has
+        probability ``w_i / sum_j w_j`` (``w`` clipped at ``w_max``); a classifier of stage ``raw`` scores the
+        generator's candidates before ``correction`` and the chain runs on the kept shower only. The ``noise`` input then has
         ``candidates * noise_dim + 1`` columns (metadata ``noise_dim``; ``refinement``: k, w_max, ``refiner_meta``).
     atol
         Largest accepted ``|onnx - torch| / E_inc`` over ``n_check`` random showers (a voxel
@@ -255,6 +262,7 @@ def export_generator(
         from lhcml.export.fastcalo_lean import lean_graph
 
         exported = lean_graph(model)
+    raw_graph, raw_exported = graph, exported
     if correction is not None:
         correction.check_model(model)
         graph, exported = _corrected(graph, correction, model), _corrected(exported, correction, model)
@@ -266,10 +274,20 @@ def export_generator(
         k, w_max = check_candidates(candidates, w_max)
         check_classifier(refiner, model, binning_file_sha256)
         refiner = refiner.eval()
-        graph, exported = sir_sampler(graph, model, refiner, k, w_max), sir_sampler(exported, model, refiner, k, w_max)
+        stage = getattr(refiner, "stage", "corrected")
+        if stage == "raw":
+            # score the raw candidates, run the correction chain on the kept shower only
+            if correction is None:
+                raise ConfigError("a refinement classifier of stage 'raw' was distilled through a correction chain: "
+                                  "pass that chain (--after)")  # fmt: skip
+            post = _correction_module(correction, model)
+            graph = sir_sampler(raw_graph, model, refiner, k, w_max, post=post)
+            exported = sir_sampler(raw_exported, model, refiner, k, w_max, post=post)
+        else:
+            graph, exported = sir_sampler(graph, model, refiner, k, w_max), sir_sampler(exported, model, refiner, k, w_max)
         noise_dim = k * noise_dim + 1
         refine_props = {"refinement": json.dumps({"candidates": k, "w_max": w_max, "base_noise_dim": model.noise_dim,
-                                                  **(refiner_meta or {})})}  # fmt: skip
+                                                  "stage": stage, **(refiner_meta or {})})}  # fmt: skip
     elif candidates != 1 or w_max is not None:
         raise ConfigError("candidates / w_max need a refinement classifier (refiner)")
     names = input_names(model)

@@ -7,6 +7,10 @@ conditions). Balanced classes and the binary cross-entropy make ``exp(logit)`` a
 detailed / generated; the epoch with the lowest held-out loss is kept (our choice: the weights' calibration is what
 matters, not the accuracy). :func:`weighted_separation` is the check that the weights calibrate: the held-out
 generated showers' feature histograms, weighted with ``w``, should move onto the detailed ones.
+
+:func:`fit_distilled` trains a ``stage="raw"`` classifier that scores the generator's showers *before* the correction
+chain: it regresses a corrected-stage classifier's logit of the chain's output from the raw shower (knowledge
+distillation; :mod:`lhcml.models.fastcalo.refine`, "Scoring before the correction chain").
 """
 
 from __future__ import annotations
@@ -171,4 +175,102 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(fine[int(np.argmin([bce(t) for t in fine]))])
 
 
-__all__ = ["fit_refinement", "fit_temperature", "weighted_separation"]
+def fit_distilled(
+    raw: np.ndarray, teacher_logits: np.ndarray, energies: np.ndarray, cond: np.ndarray,
+    layer_sizes: Sequence[int], centres: Any, *, binning_sha256: str = "", chain_sha256: str = "",
+    hidden: Sequence[int] | None = None, epochs: int = 30, batch: int = 1000, lr: float = 1e-3,
+    val_fraction: float = 0.1, patience: int = 4, seed: int = 1, logit_clip: float = 12.0,
+    log: Callable[[str], None] | None = None,
+) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """Train a ``stage="raw"`` refinement classifier: the generator's raw showers ``raw`` ``(N, V)`` (GeV) in,
+    ``teacher_logits`` ``(N,)`` out (the corrected-stage classifier's logits of the same showers after the chain),
+    by mean squared error on the logits clipped to +-``logit_clip``; Adam with a cosine schedule to ``lr / 20``, the
+    epoch with the lowest held-out error kept (stop after ``patience`` epochs without one).
+
+    Returns ``(student in eval mode, history)`` with ``train_mse``, ``val_mse`` per epoch, ``best_epoch``,
+    ``val_r2`` (the held-out share of the teacher's logit variance the student explains), ``val_corr`` (their
+    Pearson correlation), ``n_train``, ``n_val`` and ``val_index``."""
+    import torch
+
+    from lhcml.models.fastcalo.refine import DEFAULT_HIDDEN, RefinementClassifier
+
+    raw = np.asarray(raw, np.float32)
+    t = np.asarray(teacher_logits, np.float64).reshape(-1)
+    n = len(raw)
+    if len(t) != n or len(energies) != n or len(cond) != n:
+        raise ConfigError(f"{n} raw showers, {len(t)} teacher logits, {len(energies)} energies and {len(cond)} "
+                          "conditions: one of each per shower")  # fmt: skip
+    if n < 20:
+        raise ConfigError(f"the distillation needs at least 20 showers, got {n}")
+    if not np.all(np.isfinite(t)):
+        raise ConfigError(f"{int(np.sum(~np.isfinite(t)))} teacher logits are NaN or infinite")
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    torch.manual_seed(seed)
+    clf = RefinementClassifier(layer_sizes, centres, np.asarray(cond).shape[1], hidden or DEFAULT_HIDDEN, binning_sha256,
+                               None, "raw", chain_sha256)  # fmt: skip
+    e = torch.as_tensor(np.asarray(energies, np.float32))
+    c = torch.as_tensor(np.asarray(cond, np.float32))
+    with torch.no_grad():
+        x = torch.cat([clf.features(torch.from_numpy(raw[i:i + 20000]), e[i:i + 20000], c[i:i + 20000])
+                       for i in range(0, n, 20000)])  # fmt: skip
+    y = torch.as_tensor(np.clip(t, -logit_clip, logit_clip), dtype=torch.float32)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    n_val = max(int(round(val_fraction * n)), 1)
+    va, tr = torch.as_tensor(np.sort(perm[:n_val])), torch.as_tensor(perm[n_val:])
+    sd = x[tr].std(0)
+    clf.mean.copy_(x[tr].mean(0))
+    clf.std.copy_(torch.where(sd > 0, sd, torch.ones_like(sd)))
+    xs = (x - clf.mean) / clf.std
+    del x
+    # the network's last bias starts at the mean logit, so the first epochs learn the spread, not the offset
+    with torch.no_grad():
+        clf.net[-1].bias.fill_(float(y[tr].mean()))
+    opt = torch.optim.Adam(clf.net.parameters(), lr=lr)
+    steps = max(1, math.ceil(len(tr) / batch)) * int(epochs)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 20)
+    gen = torch.Generator().manual_seed(seed)
+    hist: dict[str, Any] = {"train_mse": [], "val_mse": []}
+    best, best_state, since, best_epoch = math.inf, None, 0, -1
+    for ep in range(int(epochs)):
+        clf.net.train()
+        order = tr[torch.randperm(len(tr), generator=gen)]
+        tot = 0.0
+        for s in range(0, len(order), batch):
+            idx = order[s:s + batch]
+            opt.zero_grad()
+            loss = torch.mean((clf.net(xs[idx]).squeeze(1) - y[idx]) ** 2)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += float(loss.detach()) * len(idx)
+        clf.net.eval()
+        with torch.no_grad():
+            vl = float(torch.mean((clf.net(xs[va]).squeeze(1) - y[va]) ** 2))
+        hist["train_mse"].append(tot / len(tr))
+        hist["val_mse"].append(vl)
+        if log is not None:
+            log(f"distillation epoch {ep + 1}: train MSE {tot / len(tr):.5f}, held-out MSE {vl:.5f}")
+        if vl < best - 1e-7:
+            best, since, best_epoch = vl, 0, ep + 1
+            best_state = {k: v.clone() for k, v in clf.state_dict().items()}
+        else:
+            since += 1
+            if since >= patience:
+                break
+    if best_state is not None:
+        clf.load_state_dict(best_state)
+    clf.eval()
+    with torch.no_grad():
+        pred = clf.net(xs[va]).squeeze(1).numpy().astype(np.float64)
+    target = y[va].numpy().astype(np.float64)
+    var = float(np.var(target))
+    r2 = float(1.0 - np.mean((pred - target) ** 2) / var) if var > 0 else float("nan")
+    corr = float(np.corrcoef(pred, target)[0, 1]) if var > 0 and np.var(pred) > 0 else float("nan")
+    hist.update(best_epoch=best_epoch, val_r2=r2, val_corr=corr, n_train=int(len(tr)), n_val=int(n_val),
+                val_index=va.numpy())  # fmt: skip
+    return clf, hist
+
+
+__all__ = ["fit_distilled", "fit_refinement", "fit_temperature", "weighted_separation"]

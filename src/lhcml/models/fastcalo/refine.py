@@ -16,6 +16,16 @@ condition encoding (:meth:`FastCaloGenerator.condition`: log E, |eta|, the impac
 incident energy, and the high-level features (log10 of the layer energies, the per-layer centroids and widths in
 both coordinates), standardised inside the module (the mean and spread of the training inputs are buffers), so it
 takes raw GeV showers. Training: :func:`lhcml.train.fastcalo_refine.fit_refinement`.
+
+**Scoring before the correction chain** (``stage="raw"``, opt-in): every candidate of the plain SIR graph carries the
+whole correction chain, which costs more than the generator itself. The chain is a deterministic per-shower map
+``x -> C(x)`` (at fixed condition), so the weight ``w(C(x))`` that the classifier gives a corrected shower is a
+function of the raw shower ``x`` alone. A *distilled* classifier (:func:`lhcml.train.fastcalo_refine.fit_distilled`)
+learns that function from the raw showers: trained to regress the corrected-stage classifier's logit of ``C(x)`` from
+``x``, it lets the graph score the k raw candidates, keep one, and run the chain on the kept shower only. The kept
+showers then follow the same distribution as the plain SIR graph's, up to the distillation's error, at the cost of
+``k`` generations, ``k`` small classifier calls and **one** chain (``sir_sampler(..., post=chain)``). The file
+records the stage and the sha256 of the correction file it was distilled through, and the export refuses another.
 """
 
 from __future__ import annotations
@@ -33,6 +43,10 @@ from lhcml.errors import ConfigError
 
 #: the refinement file's format tag (:meth:`RefinementClassifier.save`)
 FORMAT = "lhcml-fastcalo-refinement-1"
+#: what a refinement classifier scores: ``corrected`` showers (after the correction chain; trained by
+#: :func:`~lhcml.train.fastcalo_refine.fit_refinement`) or the generator's ``raw`` showers (before the chain;
+#: distilled by :func:`~lhcml.train.fastcalo_refine.fit_distilled`, module docstring)
+STAGES = ("corrected", "raw")
 #: hidden layers of the refinement classifier (our choice: wider than the evaluation's 2 x 512 costs more
 #: per candidate; 3 x 256 LeakyReLU is < 0.3 M multiply-adds per shower)
 DEFAULT_HIDDEN = (256, 256, 256)
@@ -91,8 +105,11 @@ class RefinementClassifier(nn.Module):
 
     def __init__(self, layer_sizes: Sequence[int], centres: Any, cond_dim: int,
                  hidden: Sequence[int] = DEFAULT_HIDDEN, binning_sha256: str = "",
-                 input_clip: float | None = None) -> None:  # fmt: skip
+                 input_clip: float | None = None, stage: str = "corrected", chain_sha256: str = "") -> None:  # fmt: skip
         super().__init__()
+        if stage not in STAGES:
+            raise ConfigError(f"unknown refinement stage {stage!r}; choose one of {', '.join(STAGES)}")
+        self.stage, self.chain_sha256 = str(stage), str(chain_sha256)
         self.input_clip = None if input_clip is None else float(input_clip)
         self.layer_sizes = [int(x) for x in layer_sizes]
         self.cond_dim, self.hidden, self.binning_sha256 = int(cond_dim), [int(h) for h in hidden], str(binning_sha256)
@@ -130,7 +147,7 @@ class RefinementClassifier(nn.Module):
     def config(self) -> dict[str, Any]:
         return {"format": FORMAT, "layer_sizes": self.layer_sizes, "cond_dim": self.cond_dim,
                 "hidden": self.hidden, "binning_sha256": self.binning_sha256, "input_clip": self.input_clip,
-                "centres": self.centres.tolist()}  # fmt: skip
+                "stage": self.stage, "chain_sha256": self.chain_sha256, "centres": self.centres.tolist()}  # fmt: skip
 
     def save(self, path: str | Path, meta: dict[str, Any] | None = None, force: bool = False) -> Path:
         """Write the classifier (state dict + config + ``meta``, plain types only) with torch.save, atomically;
@@ -163,8 +180,12 @@ def load_refinement(path: str | Path) -> tuple[Any, dict[str, Any]]:
     cfg = blob.get("config", {}) if isinstance(blob, dict) else {}
     if cfg.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a refinement file (format {cfg.get('format')!r}, expected {FORMAT!r})")
+    if cfg.get("stage", "corrected") not in STAGES:
+        raise ConfigError(f"{path} scores showers at an unknown stage {cfg.get('stage')!r} (a newer lhcml?); "
+                          f"this version knows {', '.join(STAGES)}")  # fmt: skip
     clf = RefinementClassifier(cfg["layer_sizes"], np.asarray(cfg["centres"]), cfg["cond_dim"], cfg["hidden"],
-                               cfg.get("binning_sha256", ""), cfg.get("input_clip"))  # fmt: skip
+                               cfg.get("binning_sha256", ""), cfg.get("input_clip"), cfg.get("stage", "corrected"),
+                               cfg.get("chain_sha256", ""))  # fmt: skip
     clf.load_state_dict(blob["state_dict"], strict=True)
     return clf.eval(), dict(blob.get("meta", {}))
 
@@ -201,27 +222,42 @@ def uniform_from_normal(z: Any) -> Any:
     return 0.5 * (1.0 + torch.erf(z.to(torch.float32) / math.sqrt(2.0)))
 
 
-def sir_sampler(graph: Any, model: Any, classifier: Any, k: int, w_max: float | None = None) -> Any:
+def sir_sampler(graph: Any, model: Any, classifier: Any, k: int, w_max: float | None = None,
+                post: Any = None) -> Any:  # fmt: skip
     """The SIR sampling module: ``graph`` (a sampling graph taking ``incident_energy``, [``eta``], [``phi``],
     ``noise`` ``(N, model.noise_dim)``, e.g. the generator + its correction chain) run on ``k`` candidates per
     shower, ``classifier`` scoring them, one kept (:func:`sir_choice`). Inputs as ``graph``'s with ``noise``
     ``(N, k * model.noise_dim + 1)``: candidate ``j``'s noise in columns ``j*d:(j+1)*d``, the last column the
-    normal draw of the choice's uniform. ``k = 1`` is ``graph`` itself (the classifier is not called)."""
+    normal draw of the choice's uniform. ``k = 1`` is ``graph`` itself (the classifier is not called).
+
+    ``post`` (with a ``stage="raw"`` classifier; module docstring): a module ``post(showers, energy, eta)`` (the
+    correction chain's :meth:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection.torch_module`) run on the kept
+    shower only; ``graph`` is then the plain generator."""
     k, w_max = check_candidates(k, w_max)
     check_classifier(classifier, model)
+    if (post is not None) != (classifier.stage == "raw"):
+        raise ConfigError("a refinement classifier of stage 'raw' scores the generator's showers before the "
+                          "correction chain and needs the chain run after the choice (post); one of stage "
+                          f"'corrected' scores the chain's output (no post): got stage {classifier.stage!r} "
+                          f"{'with' if post is not None else 'without'} post")  # fmt: skip
     on_eta, on_phi = bool(getattr(model, "conditions_on_eta", False)), bool(getattr(model, "conditions_on_phi", False))
     d = int(model.noise_dim)
 
     class SIRSampler(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.graph, self.model, self.classifier = graph, model, classifier
+            self.graph, self.model, self.classifier, self.post = graph, model, classifier, post
             self.k, self.w_max, self.noise_dim = k, w_max, k * d + 1
+
+        def _post(self, showers: Tensor, conds: Sequence[Tensor]) -> Tensor:
+            if self.post is None:
+                return showers
+            return self.post(showers, conds[0].reshape(-1), conds[1].reshape(-1) if on_eta else None)
 
         def forward(self, *inputs: Tensor) -> Tensor:
             conds, noise = inputs[:-1], inputs[-1]
             if self.k == 1:
-                return self.graph(*conds, noise[:, :d])
+                return self._post(self.graph(*conds, noise[:, :d]), conds)
             n = noise.shape[0]
             rep = [c.reshape(-1, 1).repeat(self.k, 1) for c in conds]  # candidate-major: row j * N + i
             z = torch.cat([noise[:, j * d:(j + 1) * d] for j in range(self.k)], 0)
@@ -233,10 +269,10 @@ def sir_sampler(graph: Any, model: Any, classifier: Any, k: int, w_max: float | 
             logits = self.classifier(showers, e, cond).reshape(self.k, n)
             idx = sir_choice(logits, uniform_from_normal(noise[:, -1]), self.w_max)
             rows = idx * n + torch.arange(n, dtype=torch.int64)
-            return showers.index_select(0, rows)
+            return self._post(showers.index_select(0, rows), conds)
 
     return SIRSampler().eval()
 
 
-__all__ = ["DEFAULT_HIDDEN", "FORMAT", "SUGGESTED_INPUT_CLIP", "RefinementClassifier", "check_candidates", "check_classifier",
+__all__ = ["DEFAULT_HIDDEN", "FORMAT", "STAGES", "SUGGESTED_INPUT_CLIP", "RefinementClassifier", "check_candidates", "check_classifier",
            "classifier_features", "load_refinement", "sir_choice", "sir_sampler", "uniform_from_normal"]

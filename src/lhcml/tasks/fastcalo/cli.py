@@ -25,7 +25,8 @@ fastcalo_app = typer.Typer(
         "`lhcml fastcalo sampler` copies a flow-matching model with another ODE sampler (steps, solver); "
         "`lhcml fastcalo quantile-map` fits a per-cell quantile correction of a model's showers; "
         "`lhcml fastcalo refine` / `refine-export`: classifier-refined sampling (k candidates, one kept by a "
-        "detailed-vs-generated classifier's weights; opt-in)."
+        "detailed-vs-generated classifier's weights; opt-in); `lhcml fastcalo refine-distill` moves that "
+        "classifier in front of the correction chain (the chain then runs on the kept shower only)."
     ),
     no_args_is_help=True,
 )
@@ -359,7 +360,7 @@ def refine_cmd(
 @fastcalo_app.command("refine-export")
 def refine_export_cmd(
     checkpoint: Path = typer.Argument(..., help="fast-calo checkpoint the refinement classifier was trained for"),
-    refiner: Path = typer.Argument(..., help="refinement classifier (lhcml fastcalo refine)"),
+    refiner: Path = typer.Argument(..., help="refinement classifier (lhcml fastcalo refine or refine-distill)"),
     output: Path = typer.Option(..., "--output", "-o", help="the sampling graph (.onnx)"),
     after: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--after", help="the correction file the classifier was trained after (lhcml fastcalo refine --after)"),
@@ -370,11 +371,55 @@ def refine_export_cmd(
     """Export CHECKPOINT + --after + k-candidate classifier-refined sampling as one ONNX sampling graph.
 
     Inputs as the plain graph's (incident_energy, eta, phi as the model takes them) with noise of
-    k x noise_dim + 1 standard-normal columns (the last one draws the choice); onnxruntime is checked against torch."""
+    k x noise_dim + 1 standard-normal columns (the last one draws the choice); onnxruntime is checked against torch.
+    A distilled classifier (refine-distill) scores the raw candidates and the chain runs on the kept shower only; it
+    needs the very --after file it was distilled through."""
     from lhcml.tasks.fastcalo.refine import export_refined
 
     rep = export_refined(checkpoint, refiner, output, after=after, candidates=candidates, w_max=w_max, force=force)
     typer.echo(f"wrote {output} ({candidates} candidates; onnxruntime vs torch {rep.max_abs_diff_random:.2e} x E_inc)")
+
+
+@fastcalo_app.command("refine-distill")
+def refine_distill_cmd(
+    checkpoint: Path = typer.Argument(..., help="fast-calo checkpoint the teacher was trained for"),
+    teacher: Path = typer.Argument(..., help="refinement classifier of the corrected showers (lhcml fastcalo refine)"),
+    showers: Path = typer.Argument(..., help="a file of showers whose conditions (energies, |eta|, phi) are used, "
+                                   "e.g. the teacher's training file; its cells are not read"),
+    output: Path = typer.Option(..., "--output", "-o", help="the distilled classifier (.pt)"),
+    after: Path = typer.Option(..., "--after", help="the correction chain the teacher was trained after"),
+    rounds: int = typer.Option(2, "--rounds", help="generator samples per condition (more showers to learn from)"),
+    max_showers: Optional[int] = typer.Option(None, "--max-showers", help="use at most this many conditions"),  # noqa: UP045
+    epochs: int = typer.Option(30, "--epochs", help="most passes over the showers (the best held-out error kept)"),
+    seed: int = typer.Option(303, "--seed", help="noise seed of the generated showers, split and initialisation seed"),
+    binning: Optional[Path] = typer.Option(None, "--binning", help="binning XML (default: the one stored in CHECKPOINT)"),  # noqa: UP045
+    force: bool = typer.Option(False, "--force", help="overwrite OUTPUT (and --onnx)"),
+    onnx: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--onnx", help="also export the refined sampling graph (as lhcml fastcalo refine-export)"),
+    candidates: int = typer.Option(3, "--candidates", "-k", help="with --onnx: candidates drawn per shower"),
+) -> None:
+    """Distil a refinement classifier so that it scores the generator's RAW showers (opt-in, cheaper SIR).
+
+    The chain (--after) is a fixed map of each raw shower, so the TEACHER's weight of a corrected shower is a function
+    of the raw one. The student learns that function (mean squared error on the teacher's logits, generated showers
+    at the conditions of SHOWERS, --rounds noise draws each); its refine-export graph scores the k raw candidates,
+    keeps one and runs the chain on the kept shower only: k generations + one chain instead of k chains. Prints the
+    held-out R^2, the correlation with the teacher and how often a 3-candidate choice agrees with the teacher's."""
+    from lhcml.tasks.fastcalo.refine import distill_refiner, export_refined
+
+    if onnx is not None and onnx.exists() and not force:
+        raise FileExistsError(f"{onnx} exists; pass --force to overwrite it")
+    _, info = distill_refiner(checkpoint, teacher, showers, output, after=after, binning=binning,
+                              max_showers=max_showers, rounds=rounds, seed=seed, epochs=epochs, force=force,
+                              log=typer.echo)  # fmt: skip
+    typer.echo(f"held-out R^2 {info['val_r2']:.4f}, correlation {info['val_corr']:.4f} with the teacher's logits "
+               f"({info['n_val']} showers, best epoch {info['best_epoch']}); 3-candidate choices agree "
+               f"{info['val_choice_agreement_k3']:.3f}")
+    typer.echo(f"wrote {output}")
+    if onnx is not None:
+        rep = export_refined(checkpoint, output, onnx, after=after, candidates=candidates, force=force)
+        typer.echo(f"wrote {onnx} ({candidates} raw candidates, chain on the kept one; onnxruntime vs torch "
+                   f"{rep.max_abs_diff_random:.2e} x E_inc)")
 
 
 def _pass_note(corr: Any, after: Path | None) -> str:
