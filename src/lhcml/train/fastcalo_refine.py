@@ -36,6 +36,53 @@ def weighted_separation(ref: np.ndarray, gen: np.ndarray, weights: np.ndarray | 
     return separation_power(np.histogram(r, edges)[0], np.histogram(g, edges, weights=weights)[0])
 
 
+def _fit_loop(clf: Any, xs: Any, y: Any, tr: Any, va: Any, lossf: Callable[[Any, Any], Any], *, epochs: int,
+              batch: int, lr: float, patience: int, seed: int, min_delta: float, keys: tuple[str, str], line: str,
+              log: Callable[[str], None] | None) -> dict[str, Any]:  # fmt: skip
+    """Train ``clf.net`` on the standardised inputs ``xs`` rows ``tr`` against ``y`` (Adam, a cosine schedule to
+    ``lr / 20``, a shuffle per epoch from ``seed``), keep the epoch with the lowest loss on rows ``va`` (stop after
+    ``patience`` epochs without one lower by ``min_delta``) and load it into ``clf``. Returns ``{keys[0]: train
+    losses, keys[1]: held-out losses, "best_epoch"}``; ``line`` formats the log line (``ep``, ``tr``, ``va``)."""
+    import torch
+
+    opt = torch.optim.Adam(clf.net.parameters(), lr=lr)
+    steps = max(1, math.ceil(len(tr) / batch)) * int(epochs)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 20)
+    gen = torch.Generator().manual_seed(seed)
+    hist: dict[str, Any] = {keys[0]: [], keys[1]: []}
+    best, best_state, since, best_epoch = math.inf, None, 0, -1
+    for ep in range(int(epochs)):
+        clf.net.train()
+        order = tr[torch.randperm(len(tr), generator=gen)]
+        tot = 0.0
+        for s in range(0, len(order), batch):
+            idx = order[s:s + batch]
+            opt.zero_grad()
+            loss = lossf(clf.net(xs[idx]).squeeze(1), y[idx])
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += float(loss.detach()) * len(idx)
+        clf.net.eval()
+        with torch.no_grad():
+            vl = float(lossf(clf.net(xs[va]).squeeze(1), y[va]))
+        hist[keys[0]].append(tot / len(tr))
+        hist[keys[1]].append(vl)
+        if log is not None:
+            log(line.format(ep=ep + 1, tr=tot / len(tr), va=vl))
+        if vl < best - min_delta:
+            best, since, best_epoch = vl, 0, ep + 1
+            best_state = {k: v.clone() for k, v in clf.state_dict().items()}
+        else:
+            since += 1
+            if since >= patience:
+                break
+    if best_state is not None:
+        clf.load_state_dict(best_state)
+    hist["best_epoch"] = best_epoch
+    return hist
+
+
 def fit_refinement(
     detailed: np.ndarray, generated: np.ndarray, energies: np.ndarray, cond: np.ndarray,
     layer_sizes: Sequence[int], centres: Any, *, binning_sha256: str = "",
@@ -110,41 +157,9 @@ def fit_refinement(
     if clf.input_clip is not None:
         xs = torch.clamp(xs, -clf.input_clip, clf.input_clip)
     del x
-    opt = torch.optim.Adam(clf.net.parameters(), lr=lr)
-    steps = max(1, math.ceil(len(tr) / batch)) * int(epochs)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 20)
-    lossf = nn.BCEWithLogitsLoss()
-    gen = torch.Generator().manual_seed(seed)
-    hist: dict[str, Any] = {"train_loss": [], "val_loss": []}
-    best, best_state, since, best_epoch = math.inf, None, 0, -1
-    for ep in range(int(epochs)):
-        clf.net.train()
-        order = tr[torch.randperm(len(tr), generator=gen)]
-        tot = 0.0
-        for s in range(0, len(order), batch):
-            idx = order[s:s + batch]
-            opt.zero_grad()
-            loss = lossf(clf.net(xs[idx]).squeeze(1), y[idx])
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += float(loss.detach()) * len(idx)
-        clf.net.eval()
-        with torch.no_grad():
-            vl = float(lossf(clf.net(xs[va]).squeeze(1), y[va]))
-        hist["train_loss"].append(tot / len(tr))
-        hist["val_loss"].append(vl)
-        if log is not None:
-            log(f"refinement epoch {ep + 1}: train loss {tot / len(tr):.5f}, held-out loss {vl:.5f}")
-        if vl < best - 1e-6:
-            best, since, best_epoch = vl, 0, ep + 1
-            best_state = {k: v.clone() for k, v in clf.state_dict().items()}
-        else:
-            since += 1
-            if since >= patience:
-                break
-    if best_state is not None:
-        clf.load_state_dict(best_state)
+    hist = _fit_loop(clf, xs, y, tr, va, nn.BCEWithLogitsLoss(), epochs=epochs, batch=batch, lr=lr, patience=patience,
+                     seed=seed, min_delta=1e-6, keys=("train_loss", "val_loss"),
+                     line="refinement epoch {ep}: train loss {tr:.5f}, held-out loss {va:.5f}", log=log)  # fmt: skip
     clf.eval()
     with torch.no_grad():
         p = clf.net(xs[va]).squeeze(1).numpy()
@@ -154,7 +169,7 @@ def fit_refinement(
         with torch.no_grad():  # logit / T, folded into the last layer
             clf.net[-1].weight.div_(temperature)
             clf.net[-1].bias.div_(temperature)
-    hist.update(best_epoch=best_epoch, val_auc=float(roc_auc_score(y[va].numpy(), p)), n_train=int(len(tr_pairs)),
+    hist.update(val_auc=float(roc_auc_score(y[va].numpy(), p)), n_train=int(len(tr_pairs)),
                 n_val=int(n_val), val_index=val_pairs, temperature=temperature)  # fmt: skip
     return clf, hist
 
@@ -227,40 +242,9 @@ def fit_distilled(
     # the network's last bias starts at the mean logit, so the first epochs learn the spread, not the offset
     with torch.no_grad():
         clf.net[-1].bias.fill_(float(y[tr].mean()))
-    opt = torch.optim.Adam(clf.net.parameters(), lr=lr)
-    steps = max(1, math.ceil(len(tr) / batch)) * int(epochs)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 20)
-    gen = torch.Generator().manual_seed(seed)
-    hist: dict[str, Any] = {"train_mse": [], "val_mse": []}
-    best, best_state, since, best_epoch = math.inf, None, 0, -1
-    for ep in range(int(epochs)):
-        clf.net.train()
-        order = tr[torch.randperm(len(tr), generator=gen)]
-        tot = 0.0
-        for s in range(0, len(order), batch):
-            idx = order[s:s + batch]
-            opt.zero_grad()
-            loss = torch.mean((clf.net(xs[idx]).squeeze(1) - y[idx]) ** 2)
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += float(loss.detach()) * len(idx)
-        clf.net.eval()
-        with torch.no_grad():
-            vl = float(torch.mean((clf.net(xs[va]).squeeze(1) - y[va]) ** 2))
-        hist["train_mse"].append(tot / len(tr))
-        hist["val_mse"].append(vl)
-        if log is not None:
-            log(f"distillation epoch {ep + 1}: train MSE {tot / len(tr):.5f}, held-out MSE {vl:.5f}")
-        if vl < best - 1e-7:
-            best, since, best_epoch = vl, 0, ep + 1
-            best_state = {k: v.clone() for k, v in clf.state_dict().items()}
-        else:
-            since += 1
-            if since >= patience:
-                break
-    if best_state is not None:
-        clf.load_state_dict(best_state)
+    hist = _fit_loop(clf, xs, y, tr, va, lambda a, b: torch.mean((a - b) ** 2), epochs=epochs, batch=batch, lr=lr,
+                     patience=patience, seed=seed, min_delta=1e-7, keys=("train_mse", "val_mse"),
+                     line="distillation epoch {ep}: train MSE {tr:.5f}, held-out MSE {va:.5f}", log=log)  # fmt: skip
     clf.eval()
     with torch.no_grad():
         pred = clf.net(xs[va]).squeeze(1).numpy().astype(np.float64)
@@ -268,7 +252,7 @@ def fit_distilled(
     var = float(np.var(target))
     r2 = float(1.0 - np.mean((pred - target) ** 2) / var) if var > 0 else float("nan")
     corr = float(np.corrcoef(pred, target)[0, 1]) if var > 0 and np.var(pred) > 0 else float("nan")
-    hist.update(best_epoch=best_epoch, val_r2=r2, val_corr=corr, n_train=int(len(tr)), n_val=int(n_val),
+    hist.update(val_r2=r2, val_corr=corr, n_train=int(len(tr)), n_val=int(n_val),
                 val_index=va.numpy())  # fmt: skip
     return clf, hist
 
