@@ -385,7 +385,7 @@ def refine_distill_cmd(
     checkpoint: Path = typer.Argument(..., help="fast-calo checkpoint the teacher was trained for"),
     teacher: Path = typer.Argument(..., help="refinement classifier of the corrected showers (lhcml fastcalo refine)"),
     showers: Path = typer.Argument(..., help="a file of showers whose conditions (energies, |eta|, phi) are used, "
-                                   "e.g. the teacher's training file; its cells are not read"),
+                                   "e.g. the teacher's training file; its cells are not used"),
     output: Path = typer.Option(..., "--output", "-o", help="the distilled classifier (.pt)"),
     after: Path = typer.Option(..., "--after", help="the correction chain the teacher was trained after"),
     rounds: int = typer.Option(2, "--rounds", help="generator samples per condition (more showers to learn from)"),

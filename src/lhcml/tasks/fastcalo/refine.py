@@ -241,7 +241,7 @@ def distill_refiner(
 ) -> tuple[Any, dict[str, Any]]:  # fmt: skip
     """Train and write a ``stage="raw"`` refinement classifier of ``checkpoint``: ``rounds`` samples of the
     generator's raw showers at the conditions of the file ``showers`` (noise seeds ``seed + r *
-    CANDIDATE_SEED_STEP``; only the file's energies, |eta| and phi are read), each run through the correction chain
+    CANDIDATE_SEED_STEP``; only the file's energies, |eta| and phi are used), each run through the correction chain
     ``after`` and scored by the corrected-stage classifier ``teacher``; the student regresses those logits from the
     raw showers (:func:`lhcml.train.fastcalo_refine.fit_distilled`). Returns ``(student, info)`` with the held-out
     R^2 and correlation and, on the held-out showers, how often a 3-candidate choice by the student's weights keeps
