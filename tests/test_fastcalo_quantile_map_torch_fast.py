@@ -7,7 +7,10 @@ element), each layer's value spread over its cells by Expand + Concat instead of
   run by onnxruntime, is NumPy's map (float32 rounding), including energies between nodes, |eta| outside the nodes
   and empty showers; the ONNX graph gives the torch module's showers;
 * the exported chain has no Gather over the (N, V) cells left (the formulation before commit f7ec7fa had dozens,
-  and gave bit-identical showers: docs/benchmarks/fastcalo.md, twenty-sixth version).
+  and gave bit-identical showers: docs/benchmarks/fastcalo.md, twenty-sixth version);
+* the cheaper lookups of the thirty-first version (a clamp-free search for a power-of-two number of levels that keeps
+  its last look, the level index in closed form, arithmetic instead of Where with a per-cell condition) give the
+  general searches' showers, and the exported graph has no per-cell Where left; 16 and 20 levels both give NumPy's map.
 """
 
 from __future__ import annotations
@@ -130,3 +133,61 @@ def _cell_gathers(proto) -> int:
     inferred = onnx.shape_inference.infer_shapes(proto).graph
     shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in inferred.value_info}
     return sum(n.op_type == "Gather" and sum(SIZES) in shapes.get(n.input[1], []) for n in proto.graph.node)
+
+
+def _cell_wheres(proto) -> int:
+    """Where nodes whose condition has the cells' axis (one condition per cell: onnxruntime's slow path)."""
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in inferred.value_info}
+    return sum(n.op_type == "Where" and shapes.get(n.input[0], [])[-1:] == [sum(SIZES)] for n in proto.graph.node)
+
+
+def _lookups(module, fast: bool):
+    """Switch every cell map of ``module`` to the cheap lookups (``fast``) or to the general binary searches."""
+    n = 0
+    for m in module.modules():
+        if hasattr(m, "pow2"):
+            m.pow2 = m.cosine = fast
+            n += 1
+    return n
+
+
+def test_the_cheap_lookups_give_the_general_searches_showers(chain, tmp_path):
+    """The clamp-free power-of-two search that keeps its last look, the closed-form level index and the arithmetic
+    instead of per-cell Where (thirty-first version) are the same map: on 3 000 showers between, on and beyond the nodes (and empty
+    ones) every cell equals the general searches' to float32 rounding, no cell is emptied or filled differently; the
+    exported graph has no Where with a per-cell condition left (the general formulation has dozens)."""
+    x, e, eta = _inputs(84)
+    module = chain.torch_module()
+    assert _lookups(module, False) == 5  # the four cell passes and the layer pass's map (L = 3 "cells")
+    with torch.no_grad():
+        general = module(x, e, eta).numpy()
+    proto_general, _ = _export(module, tmp_path / "general.onnx", x, e, eta)
+    _lookups(module, True)
+    with torch.no_grad():
+        cheap = module(x, e, eta).numpy()
+    proto_cheap, got = _export(module, tmp_path / "cheap.onnx", x, e, eta)
+    assert np.isfinite(cheap).all()
+    np.testing.assert_array_equal(cheap == 0, general == 0)
+    np.testing.assert_allclose(cheap, general, rtol=1e-5, atol=1e-7 * float(e.max()))
+    np.testing.assert_allclose(got, cheap, rtol=1e-5, atol=1e-7 * float(e.max()))
+    assert _cell_wheres(proto_general) > 20
+    assert _cell_wheres(proto_cheap) == 0
+
+
+@pytest.mark.parametrize("n_quantiles", [16, 20])
+def test_the_module_is_numpys_map_for_any_number_of_levels(n_quantiles):
+    """A power-of-two number of levels takes the cheap search, another the general one: both are NumPy's map."""
+    rng = np.random.default_rng(85)
+    e = np.repeat([10.0, 30.0, 100.0], 1500)
+    gen, ref = _showers(rng, e, 0.7), _showers(rng, e, 1.5)
+    c = QuantileCorrection.fit(gen, e, ref, e, SIZES, n_quantiles=n_quantiles)
+    c = QuantileCorrection.fit(gen, e, ref, e, SIZES, condition="layer_energy", after=c, n_quantiles=n_quantiles)
+    x, en, eta = _inputs(86)
+    module = c.torch_module()
+    assert [m.pow2 for m in module.modules() if hasattr(m, "pow2")] == [n_quantiles == 16] * 2
+    with torch.no_grad():
+        got = module(x, en, eta).numpy()
+    want = c.apply(x.numpy(), en.numpy())
+    assert np.abs(got - x.numpy()).max() > 1e-2 * en.min().item()
+    assert np.abs(got - want).max() / en.min().item() < 5e-4

@@ -61,12 +61,19 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
     import torch
     from torch import Tensor, nn
 
+    from lhcml.models.fastcalo.quantile_map import quantile_levels
+
     class TorchQuantileCorrection(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             f32 = dict(dtype=torch.float32)
             self.variable = corr.variable
             self.v, self.k = corr.n_voxels, len(corr.levels)
+            # the cheaper lookups (the same map to float32 rounding): a clamp-free search that keeps the two
+            # bracketing values for a power-of-two number of levels, the level index in closed form for the
+            # cosine-spaced levels every fit writes (quantile_levels)
+            self.pow2 = self.k >= 2 and (self.k & (self.k - 1)) == 0
+            self.cosine = bool(np.allclose(corr.levels, quantile_levels(self.k), rtol=0.0, atol=1e-9))
             self.nb, self.nh = len(corr.log_e_nodes), len(corr.eta_nodes)
             self.slices = [(sl.start, sl.stop) for sl in corr.layer_slices]
             # the tables as one row each: every lookup is a torch.gather along it (ONNX GatherElements; a flat
@@ -121,6 +128,24 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
                 i = torch.where((cand <= k) & below, cand, i)
                 step >>= 1
             return i
+
+        @staticmethod
+        def _search_pow2(table_at: Any, y: Tensor, k: int) -> tuple[Tensor, Tensor]:
+            """:meth:`_count_below` for ``k`` a power of two, cheaper in onnxruntime: no clamps (the steps ``k/2 .. 1``
+            never leave the table and stop at ``min(i, k - 1)``; one last look at ``i`` decides ``i = k``) and no
+            Where (``i`` grows by the look's outcome cast to an integer; an element-wise Where with a per-element
+            condition costs onnxruntime ~15 Adds). Returns ``i`` and the last value looked at, ``table[min(i, k -
+            1)]``: the upper one of the two values the map interpolates between (``table[clamp(i - 1, 0, k - 2) +
+            1]``) except at ``i = 0``, where the map's fraction is clamped to 0 whatever it is."""
+            i = torch.zeros_like(y, dtype=torch.int64)
+            step = k >> 1
+            while True:
+                t = table_at(i if step <= 1 else i + (step - 1))
+                below = (t < y).to(torch.int64)
+                i = i + (below if step <= 1 else below * step)
+                if step == 0:
+                    return i, t
+                step >>= 1
 
         def _condition_values(self, s: Tensor, e: Tensor, eta: Tensor | None) -> Tensor:
             """:func:`lhcml.models.fastcalo.quantile_map._condition_values` in torch ``(N, L)``."""
@@ -195,24 +220,39 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
                 x = s / e
             pg, pr = p_at(self.pg), p_at(self.pr)
             pos = x > 0
-            y = torch.log(torch.where(pos, x, torch.ones_like(x)))
-            i = self._count_below(lambda j: q_at(self.qg, j), y, k)
-            lo = torch.clamp(i - 1, 0, k - 2)
-            q0, q1 = q_at(self.qg, lo), q_at(self.qg, lo + 1)
+            # log(x) of the non-zero cells, log(1) = 0 of the others (arithmetic instead of an element-wise Where:
+            # the same values, x + 0 and 0 + 1)
+            y = torch.log(torch.clamp(x, min=0.0) + (~pos).to(torch.float32))
+            if self.pow2:
+                i, t = self._search_pow2(lambda j: q_at(self.qg, j), y, k)
+                lo = torch.clamp(i - 1, 0, k - 2)
+                # table[lo + 1] is the last look t, except at i = 0 where t = table[0] = q0: one above it keeps
+                # the fraction (y - q0) / (q1 - q0) <= 0, clamped to 0 as with table[1]
+                q0, q1 = q_at(self.qg, lo), t + (i == 0).to(torch.float32)
+            else:
+                i = self._count_below(lambda j: q_at(self.qg, j), y, k)
+                lo = torch.clamp(i - 1, 0, k - 2)
+                q0, q1 = q_at(self.qg, lo), q_at(self.qg, lo + 1)
             f = torch.clamp((y - q0) / (q1 - q0), 0.0, 1.0)
             lev = self.lev
             lev0, lev1 = self._take(self.lev_row, lo), self._take(self.lev_row, lo + 1)
             s1 = lev0 + f * (lev1 - lev0)
-            zero_f = torch.zeros_like(y)
-            d = torch.where(i == 0, y - q0, zero_f) + torch.where(i == k, y - q1, zero_f)
+            # the shift beyond the outer quantiles, y - q0 below the first and y - q1 above the last (x 1 and x 0 of
+            # finite values instead of Where: the same numbers)
+            d = (y - q0) * (i == 0).to(torch.float32) + (y - q1) * (i == k).to(torch.float32)
             u = 1.0 - pg + pg * s1
             zero = (u <= 1.0 - pr) | ~pos
-            s2 = torch.clamp((u - 1.0 + pr) / torch.where(pr > 0, pr, torch.ones_like(pr)), lev[0], lev[-1])
-            j = torch.clamp(self._count_below(lambda jj: self._take(self.lev_row, jj), s2, k) - 1, 0, k - 2)  # levels <= s2, minus 1
+            s2 = torch.clamp((u - 1.0 + pr) / (pr + (pr <= 0).to(torch.float32)), lev[0], lev[-1])
+            if self.cosine:  # the levels are quantile_levels(k): the last one below s2 in closed form
+                x = torch.acos(torch.clamp(1.0 - 2.0 * (s2 - 0.002) / 0.996, -1.0, 1.0)) * ((k - 1) / math.pi)
+                j = torch.clamp(torch.ceil(x).to(torch.int64) - 1, 0, k - 2)
+            else:
+                j = torch.clamp(self._count_below(lambda jj: self._take(self.lev_row, jj), s2, k) - 1, 0, k - 2)
             lj0, lj1 = self._take(self.lev_row, j), self._take(self.lev_row, j + 1)
             g = (s2 - lj0) / (lj1 - lj0)
             r0, r1 = q_at(self.qr, j), q_at(self.qr, j + 1)
-            m = torch.where(zero, zero_f, torch.exp(r0 + g * (r1 - r0) + d))
+            # exp(...) x 0 for the zeroed cells (the exponent bounded so that it is finite there: exp(88) < float32 max)
+            m = torch.exp(torch.clamp(r0 + g * (r1 - r0) + d, max=88.0)) * (~zero).to(torch.float32)
             if self.variable == "energy":
                 return m * e
             parts = []
