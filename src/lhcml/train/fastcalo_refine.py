@@ -242,7 +242,7 @@ def fit_distilled(
     # the network's last bias starts at the mean logit, so the first epochs learn the spread, not the offset
     with torch.no_grad():
         clf.net[-1].bias.fill_(float(y[tr].mean()))
-    hist = _fit_loop(clf, xs, y, tr, va, lambda a, b: torch.mean((a - b) ** 2), epochs=epochs, batch=batch, lr=lr,
+    hist = _fit_loop(clf, xs, y, tr, va, torch.nn.MSELoss(), epochs=epochs, batch=batch, lr=lr,
                      patience=patience, seed=seed, min_delta=1e-7, keys=("train_mse", "val_mse"),
                      line="distillation epoch {ep}: train MSE {tr:.5f}, held-out MSE {va:.5f}", log=log)  # fmt: skip
     clf.eval()

@@ -101,6 +101,10 @@ _TABLES = ("log_e_nodes", "eta_nodes", "levels", "p_gen", "p_ref", "q_gen", "q_r
 CHUNK = 2048
 
 
+#: the outer quantile levels are LEVEL_MIN and LEVEL_MIN + LEVEL_SPAN (:func:`quantile_levels`; the ONNX map inverts it)
+LEVEL_MIN, LEVEL_SPAN = 0.002, 0.996
+
+
 def quantile_levels(n: int) -> np.ndarray:
     """``n`` conditional quantile levels in ``[0.002, 0.998]``, denser in the tails (cosine spacing;
     our choice: the tails of a cell's spectrum — the soft halo cells, the hard core — are what the
@@ -108,7 +112,7 @@ def quantile_levels(n: int) -> np.ndarray:
     if n < 2:
         raise ConfigError(f"the quantile correction needs n_quantiles >= 2, got {n}")
     t = 0.5 * (1.0 - np.cos(np.pi * np.linspace(0.0, 1.0, n)))
-    return 0.002 + 0.996 * t
+    return LEVEL_MIN + LEVEL_SPAN * t
 
 
 def correction_path(checkpoint: str | Path) -> Path:

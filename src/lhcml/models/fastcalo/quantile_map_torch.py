@@ -61,7 +61,7 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
     import torch
     from torch import Tensor, nn
 
-    from lhcml.models.fastcalo.quantile_map import quantile_levels
+    from lhcml.models.fastcalo.quantile_map import LEVEL_MIN, LEVEL_SPAN, quantile_levels
 
     class TorchQuantileCorrection(nn.Module):
         def __init__(self) -> None:
@@ -69,9 +69,9 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
             f32 = dict(dtype=torch.float32)
             self.variable = corr.variable
             self.v, self.k = corr.n_voxels, len(corr.levels)
-            # the cheaper lookups (the same map to float32 rounding): a clamp-free search that keeps the two
-            # bracketing values for a power-of-two number of levels, the level index in closed form for the
-            # cosine-spaced levels every fit writes (quantile_levels)
+            # the cheaper lookups (the same showers): a clamp-free search that keeps its last look for a
+            # power-of-two number of levels, the level index in closed form for the cosine-spaced levels every
+            # fit writes (quantile_levels)
             self.pow2 = self.k >= 2 and (self.k & (self.k - 1)) == 0
             self.cosine = bool(np.allclose(corr.levels, quantile_levels(self.k), rtol=0.0, atol=1e-9))
             self.nb, self.nh = len(corr.log_e_nodes), len(corr.eta_nodes)
@@ -244,7 +244,7 @@ def torch_quantile_correction(corr: QuantileCorrection) -> Any:
             zero = (u <= 1.0 - pr) | ~pos
             s2 = torch.clamp((u - 1.0 + pr) / (pr + (pr <= 0).to(torch.float32)), lev[0], lev[-1])
             if self.cosine:  # the levels are quantile_levels(k): the last one below s2 in closed form
-                x = torch.acos(torch.clamp(1.0 - 2.0 * (s2 - 0.002) / 0.996, -1.0, 1.0)) * ((k - 1) / math.pi)
+                x = torch.acos(torch.clamp(1.0 - 2.0 * (s2 - LEVEL_MIN) / LEVEL_SPAN, -1.0, 1.0)) * ((k - 1) / math.pi)
                 j = torch.clamp(torch.ceil(x).to(torch.int64) - 1, 0, k - 2)
             else:
                 j = torch.clamp(self._count_below(lambda jj: self._take(self.lev_row, jj), s2, k) - 1, 0, k - 2)
