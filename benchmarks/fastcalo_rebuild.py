@@ -26,6 +26,7 @@ Usage::
 
     python benchmarks/fastcalo_rebuild.py --list                 # every step, done or to do, and its command
     python benchmarks/fastcalo_rebuild.py --stages samples m720  # run the to-do steps of these stages
+    python benchmarks/fastcalo_rebuild.py --generators m2        # the samples and everything of one generator
     python benchmarks/fastcalo_rebuild.py                        # everything still to do (~6 h on 2 cores)
 
 Not in the plan: the photon-ID closure (``benchmarks/fastcalo_closure.py``, pre-registered per sample) and the
@@ -41,7 +42,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ class Step:
     fn: Callable[[], None] | None = None
     resume: Path | None = None  # a training step: ``--resume`` when this checkpoint exists
     note: str = ""
-    inputs: tuple[Path, ...] = field(default_factory=tuple)
+    generator: str | None = None  # the generator a step builds or measures (None: the samples)
 
     def done(self, root: Path) -> bool:
         return all((root / p).exists() for p in self.outputs)
@@ -136,6 +137,12 @@ def _training(stage: str, config: str, ckpt: Path, output_dir: Path | None = Non
                 note=f"{config} -> {run_dir}")
 
 
+def _tagged(steps: list[Step], gen: str) -> list[Step]:
+    for s in steps:
+        s.generator = gen
+    return steps
+
+
 def _post(gen: str, stage: str) -> list[Step]:
     """The sampler, the eight fs6h passes, the refiner and the distilled classifier of one generator."""
     _, ckpt = GENERATORS[gen]
@@ -172,7 +179,7 @@ def _post(gen: str, stage: str) -> list[Step]:
                       _lhcml("fastcalo", "refine-distill", s, d / "rm.pt", REFINER_SHOWERS, "--after", chain,
                              "-o", d / "rmd.pt", "--rounds", "4", "--epochs", "12"),
                       note="raw-stage student of the refiner"))  # fmt: skip
-    return steps
+    return _tagged(steps, gen)
 
 
 def _measure(gen: str) -> list[Step]:
@@ -180,7 +187,7 @@ def _measure(gen: str) -> list[Step]:
     base = [sys.executable, "benchmarks/fastcalo_refine.py", str(d / "m2.ckpt"), "--after", str(d / "m2_p8.qmap.npz"),
             "--teacher", str(d / "rm.pt"), "--student", str(d / "rmd.pt"), "--k-teacher", "4", "5",
             "--k-student", "4", "6"]  # fmt: skip
-    return [
+    return _tagged([
         Step(f"{gen}_auc121k", "measure", (d / "auc121k.json",),
              [*base, "--reference", str(VAL121K), "--runs", "2", "--no-timing", "--work", str(d / "graphs"),
               "--json", str(d / "auc121k.json")], note="classifier AUC, 121 000 per class, 2 runs"),  # fmt: skip
@@ -188,16 +195,16 @@ def _measure(gen: str) -> list[Step]:
              [*base, "--reference", str(FASTCALO / "photons_eta_val/photon_discrete.h5"), "--no-auc", "--rounds", "3",
               "--work", str(d / "graphs"), "--json", str(d / "timing.json")],
              note="ms per shower, batch 10^4, one thread"),  # fmt: skip
-    ]
+    ], gen)
 
 
 def plan() -> list[Step]:
     """Every step of the rebuild, in order."""
     steps = _samples()
-    steps.append(_training("m720", GENERATORS["m2"][0], GENERATORS["m2"][1], WORK / "run720"))
+    steps += _tagged([_training("m720", GENERATORS["m2"][0], GENERATORS["m2"][1], WORK / "run720")], "m2")
     steps += _post("m2", "m2")
     for gen in ("ft1", "ft2"):
-        steps.append(_training(gen, *GENERATORS[gen]))
+        steps += _tagged([_training(gen, *GENERATORS[gen])], gen)
         steps += _post(gen, gen)
     for gen in GENERATORS:
         steps += _measure(gen)
@@ -214,12 +221,14 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Stages: " + ", ".join(STAGES))  # fmt: skip
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="stages to run (default: all)")
+    ap.add_argument("--generators", nargs="+", choices=list(GENERATORS), default=list(GENERATORS),
+                    help="generators to build and measure (default: all three; the samples are always planned)")
     ap.add_argument("--list", action="store_true", help="print every step (done / to do) and its command, run nothing")
     ap.add_argument("--threads", type=int, default=1, help="OMP/MKL threads per step (default 1)")
     ap.add_argument("--root", type=Path, default=REPO, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     root = args.root.resolve()
-    steps = [s for s in plan() if s.stage in args.stages]
+    steps = [s for s in plan() if s.stage in args.stages and s.generator in (None, *args.generators)]
     if args.list:
         print(f"{'step':<16} {'stage':<8} {'state':<6} command")
         for s in steps:

@@ -100,6 +100,12 @@ def test_steps_are_skipped_exactly_when_their_files_exist(rebuild, tmp_path, cap
     rows = {ln.split()[0]: ln.split()[2] for ln in capsys.readouterr().out.splitlines()[1:]}
     assert rows["ft1_p8"] == "done" and rows["train_ft1"] == "to" and rows["ft1_p7"] == "to"
     assert set(rows) == {n for n, s in steps.items() if s.stage == "ft1"}
+    # one generator: its own steps of the chosen stages and the samples, nothing of the others
+    assert rebuild.main(["--list", "--generators", "m2", "--stages", "samples", "m720", "m2", "measure",
+                         "--root", str(tmp_path)]) == 0  # fmt: skip
+    names = {ln.split()[0] for ln in capsys.readouterr().out.splitlines()[1:]}
+    assert {"sample3301", "train80k", "train_m720", "m2_p8", "m2_distill", "m2_auc121k", "m2_timing"} <= names
+    assert not [n for n in names if n.startswith(("ft1", "ft2", "train_ft"))]
 
 
 def test_merge_is_the_concatenation_of_the_samples(rebuild, tmp_path):
