@@ -26,7 +26,8 @@ fastcalo_app = typer.Typer(
         "`lhcml fastcalo quantile-map` fits a per-cell quantile correction of a model's showers; "
         "`lhcml fastcalo refine` / `refine-export`: classifier-refined sampling (k candidates, one kept by a "
         "detailed-vs-generated classifier's weights; opt-in); `lhcml fastcalo refine-distill` moves that "
-        "classifier in front of the correction chain (the chain then runs on the kept shower only)."
+        "classifier in front of the correction chain (the chain then runs on the kept shower only); "
+        "`lhcml fastcalo quantize` writes an int8 copy of a shower graph's dense layers (opt-in, CPU speed)."
     ),
     no_args_is_help=True,
 )
@@ -420,6 +421,41 @@ def refine_distill_cmd(
         rep = export_refined(checkpoint, output, onnx, after=after, candidates=candidates, force=force)
         typer.echo(f"wrote {onnx} ({candidates} raw candidates, chain on the kept one; onnxruntime vs torch "
                    f"{rep.max_abs_diff_random:.2e} x E_inc)")
+
+
+@fastcalo_app.command("quantize")
+def quantize_cmd(
+    graph: Path = typer.Argument(..., help="a float32 shower graph (lhcml export, quantile-map --onnx, refine-export)"),
+    output: Path = typer.Option(..., "--output", "-o", help="the int8 graph (.onnx)"),
+    calibration: int = typer.Option(4096, "--calibration", help="calibration rows drawn over the graph's trained "
+                                    "ranges (energies log-uniform, |eta| and phi uniform, normal noise)"),
+    seed: int = typer.Option(0, "--seed", help="calibration seed (the check uses seed + 1)"),
+    method: str = typer.Option("minmax", "--method", help="activation ranges: minmax or percentile (99.999 %)"),
+    keep_first_float: bool = typer.Option(False, "--keep-first-float", help="leave the first dense layer of each "
+                                          "network in float32"),
+    timing: bool = typer.Option(True, "--timing/--no-timing", help="time both graphs at batch 10^4, one thread"),
+    force: bool = typer.Option(False, "--force", help="overwrite OUTPUT"),
+) -> None:
+    """Quantise a shower graph's dense layers to int8 (static calibration; opt-in, for CPU speed).
+
+    The generator's (and the refinement classifier's) matrix products run as int8 x uint8 integer products with
+    scales fixed from a calibration sample; the decoding, the correction chain and the SIR choice stay float32. The
+    result is checked against GRAPH on held-out rows (each row's shower independent of its batch: required; the
+    per-layer energy deviation: printed and stored in the metadata). It is a different generator: measure it with
+    the classifier test (benchmarks/fastcalo_int8.py) before using it in `lhcml simulate --calo fast:OUTPUT`."""
+    from lhcml.export.fastcalo_int8 import quantize_shower_graph, time_graph
+
+    info = quantize_shower_graph(graph, output, calibration=calibration, seed=seed, method=method,
+                                 keep_first_float=keep_first_float, force=force)  # fmt: skip
+    c = info["check"]
+    typer.echo(f"wrote {output}: {len(info['nodes'])} dense layers in int8 ({method}, {info['calibration_rows']} "
+               f"calibration rows); on {c['rows']} held-out rows |dE_layer|/E_inc median {c['layer_energy_dev_median']:.1e}, "
+               f"99 % {c['layer_energy_dev_p99']:.1e}, largest voxel change {c['voxel_dev_max']:.1e} x E_inc; "
+               "rows independent of the batch")  # fmt: skip
+    if timing:
+        t_f, t_q = time_graph(graph), time_graph(output)
+        typer.echo(f"time per shower (batch 10^4, one thread, 65 GeV): float32 {t_f:.3f} ms, int8 {t_q:.3f} ms "
+                   f"({t_f / t_q:.2f}x)")
 
 
 def _pass_note(corr: Any, after: Path | None) -> str:
