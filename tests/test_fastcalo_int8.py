@@ -68,7 +68,7 @@ def test_int8_graph_quantises_the_dense_layers_only_and_stays_close(float_graph,
                            for n in matmuls for i in n.input)  # fmt: skip
     # close to the float graph, but not the same graph
     c = info["check"]
-    assert c["row_independent"] is True
+    assert c["row_independent"] is True and c["batch_dev_p90"] < 1e-5, c
     assert c["showers_differing"] > 0.5, c
     assert c["layer_energy_dev_p99"] < 1e-3, c
     # the simulation's runner takes it and runs the file as it is (the same noise draws as its generate())
@@ -92,7 +92,23 @@ def test_rows_do_not_depend_on_the_batch(float_graph, tmp_path):
     feed = graph_inputs(sess, 40, 9)
     whole = sess.run(["showers"], feed)[0]
     singles = np.concatenate([sess.run(["showers"], {k: v[i:i + 1] for k, v in feed.items()})[0] for i in range(40)])
-    assert np.array_equal(whole, singles)
+    # float32 round-off only (onnxruntime's float kernels depend on the batch size); one int8 step is ~1e-3
+    dev = np.max(np.abs(whole - singles), axis=1) / feed["incident_energy"][:, 0]
+    assert np.quantile(dev, 0.9) < 1e-5, dev
+
+
+def test_the_check_sees_a_batch_dependent_quantisation(float_graph, tmp_path):
+    """onnxruntime's dynamic quantisation takes each activation's range from the batch: the check must flag it."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from lhcml.export.fastcalo_int8 import compare
+
+    dyn = tmp_path / "dynamic.onnx"
+    quantize_dynamic(str(float_graph), str(dyn), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+    assert any(n.op_type == "DynamicQuantizeLinear" for n in onnx.load(str(dyn)).graph.node)
+    res = compare(float_graph, dyn, 256, 2)
+    assert res["row_independent"] is False and res["batch_dev_p90"] > 1e-4, res
 
 
 def test_a_calibration_that_misses_the_range_is_seen_by_the_check(float_graph, tmp_path):

@@ -11,7 +11,9 @@ every other operation (the decoding, the per-layer sums, the correction chain's 
 Every file it writes is checked on a held-out sample of the same ranges against the float32 graph with the same
 inputs, and the result is stored in its metadata (``quantization`` → ``check``):
 
-* **row independence** (required): the showers of one batch equal those of the same rows run in batches of 7;
+* **row independence** (required): the showers of one batch equal those of the same rows run in batches of 7, up to
+  float32 round-off (:data:`BATCH_ATOL`; onnxruntime's float kernels depend on the batch size, so the float graphs
+  themselves differ by ~1e-7 between batchings);
 * the per-layer energies: median and 99th percentile of ``|ΔE_layer| / E_inc``, the largest ``|Δ voxel| / E_inc``,
   and the fraction of showers that differ at all.
 
@@ -36,6 +38,10 @@ from lhcml.export.quantize import dense_nodes, first_layers, quantize_graph
 _NEEDED = ("noise_dim", "n_voxels", "e_min_gev", "e_max_gev", "layer_sizes")
 #: batch size of the row-independence check's second run (our choice: not a divisor of the first)
 ODD_BATCH = 7
+#: largest accepted 90th percentile over rows of max |Δ voxel| / E_inc between two batchings of the same rows: float32
+#: round-off (onnxruntime's float kernels depend on the batch size, so the float graphs themselves differ by ~1e-7;
+#: a dynamic, batch-dependent quantisation would differ by ~1e-3)
+BATCH_ATOL = 1e-5
 
 
 def _session(path: Path) -> Any:
@@ -72,8 +78,9 @@ def graph_inputs(session: Any, n: int, seed: int) -> dict[str, np.ndarray]:
 
 def compare(float_path: str | Path, int8_path: str | Path, n: int = 2048, seed: int = 1) -> dict[str, Any]:
     """Run both graphs on the same ``n`` rows (:func:`graph_inputs`, ``seed``) and compare: row independence of the
-    int8 graph (``row_independent``), ``|ΔE_layer| / E_inc`` (median, 99th percentile), the largest
-    ``|Δ voxel| / E_inc`` and the fraction of showers that differ at all."""
+    int8 graph (``row_independent``: the 90th percentile over 64 rows of ``max |Δ voxel| / E_inc`` between a batch
+    and batches of 7 is at most :data:`BATCH_ATOL`; ``batch_dev_p90``, ``batch_dev_max``), ``|ΔE_layer| / E_inc``
+    (median, 99th percentile), the largest ``|Δ voxel| / E_inc`` and the fraction of showers that differ at all."""
     import onnx
 
     f_sess, q_sess = _session(Path(float_path)), _session(Path(int8_path))
@@ -83,14 +90,16 @@ def compare(float_path: str | Path, int8_path: str | Path, n: int = 2048, seed: 
     m = min(n, 64)
     parts = [q_sess.run(["showers"], {k: v[s:min(s + ODD_BATCH, m)] for k, v in feed.items()})[0]
              for s in range(0, m, ODD_BATCH)]  # fmt: skip
-    independent = bool(np.array_equal(np.concatenate(parts), got[:m]))
+    e = feed["incident_energy"][:, :1].astype(np.float64)
+    batch_dev = np.max(np.abs(np.concatenate(parts) - got[:m]), axis=1) / e[:m, 0]
     props = {p.key: p.value for p in onnx.load(str(float_path), load_external_data=False).metadata_props}
     sizes = [int(s) for s in json.loads(props["layer_sizes"])]
     edges = np.concatenate([[0], np.cumsum(sizes)])
-    e = feed["incident_energy"][:, :1].astype(np.float64)
     d_layer = np.stack([np.abs(got[:, a:b].sum(1) - ref[:, a:b].sum(1)) for a, b in zip(edges[:-1], edges[1:],
                                                                                          strict=True)], 1) / e  # fmt: skip
-    return {"rows": int(n), "seed": int(seed), "row_independent": independent,
+    p90 = float(np.quantile(batch_dev, 0.9))
+    return {"rows": int(n), "seed": int(seed), "row_independent": bool(p90 <= BATCH_ATOL), "batch_dev_p90": p90,
+            "batch_dev_max": float(np.max(batch_dev)),
             "layer_energy_dev_median": float(np.median(d_layer)),
             "layer_energy_dev_p99": float(np.quantile(d_layer, 0.99)),
             "voxel_dev_max": float(np.max(np.abs(got - ref) / e)),
@@ -130,8 +139,9 @@ def quantize_shower_graph(
     def check(path: Path) -> dict[str, Any]:
         res = compare(src, path, n_check, seed + 1)
         if not res["row_independent"]:
-            raise ConfigError(f"the int8 graph of {src} gives a row different showers in another batch; not written "
-                              "(report this: static quantisation should not depend on the batch)")  # fmt: skip
+            raise ConfigError(f"the int8 graph of {src} gives a row other showers in another batch (90 % of rows within "
+                              f"{res['batch_dev_p90']:.1e} x E_inc, more than float round-off {BATCH_ATOL:g}); not "
+                              "written (a static quantisation should not depend on the batch: report this)")  # fmt: skip
         return res
 
     return quantize_graph(src, dst, feeds, nodes=nodes, skip=skip, method=method, force=force, check=check,

@@ -440,7 +440,8 @@ def quantize_cmd(
 
     The generator's (and the refinement classifier's) matrix products run as int8 x uint8 integer products with
     scales fixed from a calibration sample; the decoding, the correction chain and the SIR choice stay float32. The
-    result is checked against GRAPH on held-out rows (each row's shower independent of its batch: required; the
+    result is checked against GRAPH on held-out rows (each row's shower independent of its batch up to float
+    round-off: required; the
     per-layer energy deviation: printed and stored in the metadata). It is a different generator: measure it with
     the classifier test (benchmarks/fastcalo_int8.py) before using it in `lhcml simulate --calo fast:OUTPUT`."""
     from lhcml.export.fastcalo_int8 import quantize_shower_graph, time_graph
