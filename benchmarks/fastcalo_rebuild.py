@@ -18,8 +18,9 @@ m2          its 2-step midpoint sampler, the eight ``fs6h`` correction passes (f
             distilled raw-stage classifier (``refine-distill --rounds 4 --epochs 12``)
 ft1, ft2    the network trained 2 x 40 epochs more on train400k (``..._ft400k.yaml``, ``..._ft400k2.yaml``),   ~35 min
             each followed by the same sampler, passes, refiner and distillation as m2                        + 20 each
-measure     per generator: classifier AUC at 121 000 per class (2 runs; the chain alone, the refiner after    ~40 min
-            the chain k = 4, 5, the distilled scoring k = 4, 6) and the time per shower of those graphs          each
+measure     per generator: classifier AUC at 121 000 per class (2 runs; the chain alone, the refiner after    ~70 min
+            the chain k = 4, 5, the distilled scoring k = 4, 6) and the time per shower of those graphs; the     each
+            distilled graphs in float32 and int8 (``lhcml fastcalo quantize``, k = 4, 8, 12) likewise
 ==========  ===============================================================================================  ========
 
 Usage::
@@ -187,6 +188,8 @@ def _measure(gen: str) -> list[Step]:
     base = [sys.executable, "benchmarks/fastcalo_refine.py", str(d / "m2.ckpt"), "--after", str(d / "m2_p8.qmap.npz"),
             "--teacher", str(d / "rm.pt"), "--student", str(d / "rmd.pt"), "--k-teacher", "4", "5",
             "--k-student", "4", "6"]  # fmt: skip
+    int8 = [sys.executable, "benchmarks/fastcalo_int8.py", str(d / "m2.ckpt"), "--after", str(d / "m2_p8.qmap.npz"),
+            "--student", str(d / "rmd.pt"), "--work", str(d / "int8")]  # fmt: skip
     return _tagged([
         Step(f"{gen}_auc121k", "measure", (d / "auc121k.json",),
              [*base, "--reference", str(VAL121K), "--runs", "2", "--no-timing", "--work", str(d / "graphs"),
@@ -195,6 +198,14 @@ def _measure(gen: str) -> list[Step]:
              [*base, "--reference", str(FASTCALO / "photons_eta_val/photon_discrete.h5"), "--no-auc", "--rounds", "3",
               "--work", str(d / "graphs"), "--json", str(d / "timing.json")],
              note="ms per shower, batch 10^4, one thread"),  # fmt: skip
+        Step(f"{gen}_int8_auc121k", "measure", (d / "int8_auc121k.json",),
+             [*int8, "--reference", str(VAL121K), "--k", "4", "8", "12", "--auc", "f32:4", "int8:4", "int8:8",
+              "int8:12", "--runs", "2", "--rounds", "0", "--json", str(d / "int8_auc121k.json")],
+             note="distilled SIR graphs, float32 against int8 (same noise): AUC at 121 000 per class"),  # fmt: skip
+        Step(f"{gen}_int8_timing", "measure", (d / "int8_timing.json",),
+             [*int8, "--reference", str(FASTCALO / "photons_eta_val/photon_discrete.h5"), "--k", "1", "4", "6", "8",
+              "10", "12", "--rounds", "5", "--json", str(d / "int8_timing.json")],
+             note="float32 and int8 graphs, ms per shower, batch 10^4, one thread"),  # fmt: skip
     ], gen)
 
 

@@ -51,13 +51,17 @@ def test_every_lhcml_step_names_a_command_and_options_it_has(rebuild):
         assert not unknown, f"{s.name}: `lhcml ... {cmd.name}` has no option {unknown}"
         if s.resume is not None:
             assert "--resume" in opts
-    # the benchmark steps call the shipped script with options it defines
-    text = (REPO / "benchmarks/fastcalo_refine.py").read_text(encoding="utf-8")
-    for s in steps:
-        if s.cmd and s.cmd[1:2] == ["benchmarks/fastcalo_refine.py"]:
-            for w in s.cmd:
-                if w.startswith("--"):
-                    assert f'"{w}"' in text, (s.name, w)
+    # the benchmark steps call the shipped scripts with options they define
+    scripts = {"benchmarks/fastcalo_refine.py", "benchmarks/fastcalo_int8.py"}
+    called = {s.cmd[1] for s in steps if s.cmd and s.cmd[1:2] and s.cmd[1].startswith("benchmarks/")}
+    assert called == scripts, called
+    for script in scripts:
+        text = (REPO / script).read_text(encoding="utf-8")
+        for s in steps:
+            if s.cmd and s.cmd[1:2] == [script]:
+                for w in s.cmd:
+                    if w.startswith("--"):
+                        assert f'"{w}"' in text, (s.name, w)
 
 
 def test_training_configs_chain_as_the_plan_reads_them(rebuild):
