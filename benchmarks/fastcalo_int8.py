@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", type=Path, help="the generator (its sampler checkpoint)")
     ap.add_argument("--after", type=Path, required=True, help="the correction chain (.qmap.npz)")
-    ap.add_argument("--student", type=Path, required=True, help="raw-stage refinement classifier (refine-distill)")
+    ap.add_argument("--student", type=Path, help="raw-stage refinement classifier (refine-distill; needed for k > 1)")
     ap.add_argument("--reference", type=Path, nargs="+", required=True, help="detailed validation file(s)")
     ap.add_argument("--k", type=int, nargs="+", default=[1, 4, 8], help="candidates per graph (1: the chain alone)")
     ap.add_argument("--auc", nargs="*", default=[], help="graphs to measure, as f32:K or int8:K (default: none)")
@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, required=True, help="folder for the graphs")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
+    if args.student is None and any(k > 1 for k in args.k):
+        ap.error("--k above 1 needs --student (the distilled classifier of refine-distill)")
 
     import onnx
 

@@ -20,7 +20,7 @@ ft1, ft2    the network trained 2 x 40 epochs more on train400k (``..._ft400k.ya
             each followed by the same sampler, passes, refiner and distillation as m2                        + 20 each
 measure     per generator: classifier AUC at 121 000 per class (2 runs; the chain alone, the refiner after    ~70 min
             the chain k = 4, 5, the distilled scoring k = 4, 6) and the time per shower of those graphs; the     each
-            distilled graphs in float32 and int8 (``lhcml fastcalo quantize``, k = 4, 8, 12) likewise
+            chain and distilled graphs in float32 and int8 (``lhcml fastcalo quantize``) at 40 000 per class
 ==========  ===============================================================================================  ========
 
 Usage::
@@ -61,6 +61,9 @@ GENERATORS = {
 TRAIN80K = FASTCALO / "train80k/photon_discrete.h5"
 REFINER_SHOWERS = WORK / "train3301/photon_discrete.h5"
 VAL121K = WORK / "val34/photon_discrete.h5"
+#: the thirtieth version's 40 000 validation showers per class (seeds 1, 31, 32)
+VAL40K = (FASTCALO / "photons_eta_val/photon_discrete.h5", WORK / "val31/photon_discrete.h5",
+          WORK / "val32/photon_discrete.h5")
 
 
 @dataclass
@@ -198,10 +201,10 @@ def _measure(gen: str) -> list[Step]:
              [*base, "--reference", str(FASTCALO / "photons_eta_val/photon_discrete.h5"), "--no-auc", "--rounds", "3",
               "--work", str(d / "graphs"), "--json", str(d / "timing.json")],
              note="ms per shower, batch 10^4, one thread"),  # fmt: skip
-        Step(f"{gen}_int8_auc121k", "measure", (d / "int8_auc121k.json",),
-             [*int8, "--reference", str(VAL121K), "--k", "4", "8", "12", "--auc", "f32:4", "int8:4", "int8:8",
-              "int8:12", "--runs", "2", "--rounds", "0", "--json", str(d / "int8_auc121k.json")],
-             note="distilled SIR graphs, float32 against int8 (same noise): AUC at 121 000 per class"),  # fmt: skip
+        Step(f"{gen}_int8_auc40k", "measure", (d / "int8_auc40k.json",),
+             [*int8, "--reference", *map(str, VAL40K), "--k", "1", "4", "8", "--auc", "f32:1", "int8:1", "f32:4",
+              "int8:4", "int8:8", "--runs", "2", "--rounds", "0", "--json", str(d / "int8_auc40k.json")],
+             note="chain and distilled SIR graphs, float32 against int8 (same noise): AUC at 40 000 per class"),  # fmt: skip
         Step(f"{gen}_int8_timing", "measure", (d / "int8_timing.json",),
              [*int8, "--reference", str(FASTCALO / "photons_eta_val/photon_discrete.h5"), "--k", "1", "4", "6", "8",
               "10", "12", "--rounds", "5", "--json", str(d / "int8_timing.json")],

@@ -69,6 +69,7 @@ def test_int8_graph_quantises_the_dense_layers_only_and_stays_close(float_graph,
     # close to the float graph, but not the same graph
     c = info["check"]
     assert c["row_independent"] is True and c["batch_dev_p90"] < 1e-5, c
+    assert c["likely_fidelity_loss"] is False and len(c["layer_fraction_int8"]) == 5, c
     assert c["showers_differing"] > 0.5, c
     assert c["layer_energy_dev_p99"] < 1e-3, c
     # the simulation's runner takes it and runs the file as it is (the same noise draws as its generate())
@@ -169,3 +170,26 @@ def test_bad_inputs_are_one_clear_error_and_write_nothing(float_graph, tmp_path,
         assert not out.exists()
     code, _, err = _cli(["fastcalo", "quantize", str(float_graph), "-o", str(q), "--no-timing"], capsys)
     assert code == 2 and "exists" in err
+
+
+def test_a_calibration_that_is_not_finite_is_one_clear_error(tmp_path):
+    """quantize_graph on a graph whose dense layer reads exp(x): 1e3 overflows, the percentile calibrator cannot
+    histogram it, and the error says so (no traceback of onnxruntime's, no file)."""
+    from lhcml.errors import ConfigError
+    from lhcml.export.quantize import quantize_graph
+
+    class ExpLinear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(16, 16)
+
+        def forward(self, x):
+            return self.lin(torch.exp(x))
+
+    src, dst = tmp_path / "exp.onnx", tmp_path / "exp_int8.onnx"
+    torch.onnx.export(ExpLinear(), (torch.zeros(2, 16),), str(src), input_names=["x"], dynamo=False,
+                      dynamic_axes={"x": {0: "batch"}})  # fmt: skip
+    feed = {"x": np.full((8, 16), 1e3, np.float32)}
+    with pytest.raises(ConfigError, match="not finite over the calibration sample"):
+        quantize_graph(src, dst, [feed], method="percentile")
+    assert not dst.exists()
