@@ -41,7 +41,7 @@ _NEEDED = ("noise_dim", "n_voxels", "e_min_gev", "e_max_gev", "layer_sizes")
 #: batch size of the row-independence check's second run (our choice: not a divisor of the first)
 ODD_BATCH = 7
 #: median per-shower layer-energy deviation (x E_inc) above which the check reports a likely loss of fidelity (our
-#: choice: the 720-epoch m2 generator's int8 graph deviates by 2.6e-2 and its classifier AUC goes 0.63 -> 0.89,
+#: choice: the 720-epoch m2 generator's chain's int8 graph deviates by 2.7e-2 and its classifier AUC goes 0.63 -> 0.89,
 #: docs/benchmarks/fastcalo.md, thirty-fifth version; float32 round-off is ~1e-6)
 WARN_LAYER_DEV = 2e-3
 #: largest accepted 90th percentile over rows of max |Δ voxel| / E_inc between two batchings of the same rows: float32

@@ -455,7 +455,7 @@ def quantize_cmd(
                f"(99 %); mean layer fractions {c['layer_fraction_float']} -> {c['layer_fraction_int8']}")  # fmt: skip
     if c["likely_fidelity_loss"]:
         typer.secho("warning: int8 moves this generator's layer energies well beyond float round-off: expect a visible "
-                    "loss of fidelity (the 720-epoch m2 generator: median 2.6e-2, classifier AUC 0.63 -> 0.89); measure "
+                    "loss of fidelity (the 720-epoch m2 chain: median 2.7e-2, classifier AUC 0.63 -> 0.89); measure "
                     "it with benchmarks/fastcalo_int8.py before using it", err=True, fg=typer.colors.YELLOW)  # fmt: skip
     if timing:
         t_f, t_q = time_graph(graph), time_graph(output)
