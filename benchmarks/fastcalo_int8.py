@@ -103,7 +103,7 @@ def _ablation(chain: Path, work: Path, calibration: int) -> list[dict]:
     """The chain-alone graph quantised layer by layer, with percentile calibration and after SmoothQuant."""
     import onnx
 
-    from lhcml.export.fastcalo_int8 import _session, compare, graph_inputs
+    from lhcml.export.fastcalo_int8 import compare, graph_inputs, open_graph
     from lhcml.export.quantize import dense_nodes, quantize_graph
 
     proto = onnx.load(str(chain))
@@ -112,7 +112,7 @@ def _ablation(chain: Path, work: Path, calibration: int) -> list[dict]:
     layers: dict[str, list[str]] = {}
     for n in nodes:
         layers.setdefault(by_name[n].input[1], []).append(n)
-    feed = graph_inputs(_session(chain), calibration, 0)
+    feed = graph_inputs(open_graph(chain), calibration, 0)
     feeds = [{k: v[s:s + 512] for k, v in feed.items()} for s in range(0, calibration, 512)]
     variants: list[tuple[str, Path, list[str], str]] = [
         (f"layer {i} ({w}) alone", chain, ns, "minmax") for i, (w, ns) in enumerate(layers.items())]

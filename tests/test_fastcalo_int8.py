@@ -85,11 +85,11 @@ def test_int8_graph_quantises_the_dense_layers_only_and_stays_close(float_graph,
 
 
 def test_rows_do_not_depend_on_the_batch(float_graph, tmp_path):
-    from lhcml.export.fastcalo_int8 import _session, graph_inputs, quantize_shower_graph
+    from lhcml.export.fastcalo_int8 import graph_inputs, open_graph, quantize_shower_graph
 
     out = tmp_path / "q.onnx"
     quantize_shower_graph(float_graph, out, calibration=512)
-    sess = _session(out)
+    sess = open_graph(out)
     feed = graph_inputs(sess, 40, 9)
     whole = sess.run(["showers"], feed)[0]
     singles = np.concatenate([sess.run(["showers"], {k: v[i:i + 1] for k, v in feed.items()})[0] for i in range(40)])
@@ -115,10 +115,10 @@ def test_the_check_sees_a_batch_dependent_quantisation(float_graph, tmp_path):
 def test_a_calibration_that_misses_the_range_is_seen_by_the_check(float_graph, tmp_path):
     """Calibrated on noise a tenth as wide as the sampler draws, the activations of real draws saturate: the check
     shows a per-layer energy deviation far beyond the full-range calibration's (so its numbers can flag a bad file)."""
-    from lhcml.export.fastcalo_int8 import _session, compare, graph_inputs
+    from lhcml.export.fastcalo_int8 import compare, graph_inputs, open_graph
     from lhcml.export.quantize import quantize_graph
 
-    sess = _session(float_graph)
+    sess = open_graph(float_graph)
     good = graph_inputs(sess, 1024, 0)
     bad = {k: v.copy() for k, v in good.items()}
     bad["noise"] *= 0.1

@@ -50,7 +50,8 @@ WARN_LAYER_DEV = 2e-3
 BATCH_ATOL = 1e-5
 
 
-def _session(path: Path) -> Any:
+def open_graph(path: Path) -> Any:
+    """An onnxruntime session of a graph file, one thread; an unreadable file is a ConfigError."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -92,7 +93,7 @@ def compare(float_path: str | Path, int8_path: str | Path, n: int = 2048, seed: 
     showers that differ at all."""
     import onnx
 
-    f_sess, q_sess = _session(Path(float_path)), _session(Path(int8_path))
+    f_sess, q_sess = open_graph(Path(float_path)), open_graph(Path(int8_path))
     feed = graph_inputs(f_sess, n, seed)
     ref = f_sess.run(["showers"], feed)[0]
     got = q_sess.run(["showers"], feed)[0]
@@ -137,7 +138,7 @@ def quantize_shower_graph(
         raise ConfigError(f"{src} does not exist; export a shower graph first (lhcml export / lhcml fastcalo refine-export)")
     if calibration < 1:
         raise ConfigError(f"--calibration {calibration}: give at least one calibration row")
-    sess = _session(src)
+    sess = open_graph(src)
     meta = dict(sess.get_modelmeta().custom_metadata_map)
     missing = [k for k in _NEEDED if k not in meta]
     if missing:
@@ -168,7 +169,7 @@ def time_graph(path: str | Path, batch: int = 10000, rounds: int = 3, seed: int 
     ``benchmarks/fastcalo_refine.py``)."""
     import time
 
-    sess = _session(Path(path))
+    sess = open_graph(Path(path))
     feed = graph_inputs(sess, batch, seed)
     feed["incident_energy"][:] = 65.0
     if "eta" in feed:
@@ -182,4 +183,4 @@ def time_graph(path: str | Path, batch: int = 10000, rounds: int = 3, seed: int 
     return float(np.median(times))
 
 
-__all__ = ["compare", "graph_inputs", "quantize_shower_graph", "time_graph"]
+__all__ = ["compare", "graph_inputs", "open_graph", "quantize_shower_graph", "time_graph"]
