@@ -193,3 +193,19 @@ def test_a_calibration_that_is_not_finite_is_one_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not finite over the calibration sample"):
         quantize_graph(src, dst, [feed], method="percentile")
     assert not dst.exists()
+
+
+def test_a_large_layer_energy_change_is_flagged(float_graph, tmp_path, capsys, monkeypatch):
+    """The check's verdict reaches the user: with the warning threshold below the small network's change, the command
+    still writes the file but says on stderr that the layer energies moved (the m2 chain's case)."""
+    import lhcml.export.fastcalo_int8 as fi
+
+    out = tmp_path / "flagged.onnx"
+    code, _, err = _cli(["fastcalo", "quantize", str(float_graph), "-o", str(out), "--calibration", "256",
+                         "--no-timing"], capsys)  # fmt: skip
+    assert code in (0, None) and "warning" not in err
+    monkeypatch.setattr(fi, "WARN_LAYER_DEV", 0.0)
+    code, _, err = _cli(["fastcalo", "quantize", str(float_graph), "-o", str(out), "--calibration", "256",
+                         "--no-timing", "--force"], capsys)  # fmt: skip
+    assert code in (0, None) and "warning: int8 moves this generator's layer energies" in err, err
+    assert out.exists()
