@@ -91,8 +91,6 @@ def compare(float_path: str | Path, int8_path: str | Path, n: int = 2048, seed: 
     ``layer_energy_dev_p99``), each layer's mean energy fraction in both graphs (``layer_fraction_float``,
     ``layer_fraction_int8``: a shift of the layer split), the largest ``|Δ voxel| / E_inc`` and the fraction of
     showers that differ at all."""
-    import onnx
-
     f_sess, q_sess = open_graph(Path(float_path)), open_graph(Path(int8_path))
     feed = graph_inputs(f_sess, n, seed)
     ref = f_sess.run(["showers"], feed)[0]
@@ -102,8 +100,7 @@ def compare(float_path: str | Path, int8_path: str | Path, n: int = 2048, seed: 
              for s in range(0, m, ODD_BATCH)]  # fmt: skip
     e = feed["incident_energy"][:, :1].astype(np.float64)
     batch_dev = np.max(np.abs(np.concatenate(parts) - got[:m]), axis=1) / e[:m, 0]
-    props = {p.key: p.value for p in onnx.load(str(float_path), load_external_data=False).metadata_props}
-    sizes = [int(s) for s in json.loads(props["layer_sizes"])]
+    sizes = [int(s) for s in json.loads(f_sess.get_modelmeta().custom_metadata_map["layer_sizes"])]
     edges = np.concatenate([[0], np.cumsum(sizes)])
     layers = list(zip(edges[:-1], edges[1:], strict=True))
     f_ref = np.stack([ref[:, a:b].sum(1) for a, b in layers], 1) / e

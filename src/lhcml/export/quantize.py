@@ -156,9 +156,10 @@ def quantize_graph(
         level = root.level
         root.setLevel(logging.ERROR)  # onnxruntime logs a pre-processing hint on the root logger at every call
         try:
-            quantize_static(str(src), str(work), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True, op_types_to_quantize=["Gemm"],
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=chosen,
-                            calibrate_method=calib, extra_options=extra)  # fmt: skip
+            quantize_static(str(src), str(work), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+                            op_types_to_quantize=["Gemm"], activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, nodes_to_quantize=chosen, calibrate_method=calib,
+                            extra_options=extra)  # fmt: skip
         except ValueError as err:  # the calibrator's histogram of an activation that is not finite
             raise ConfigError(f"calibrating {src} failed ({err}): an activation is not finite over the calibration "
                               "sample; use --method minmax") from None

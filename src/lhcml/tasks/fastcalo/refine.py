@@ -52,15 +52,9 @@ def _correction(after: str | Path | None, model: Any) -> Any:
 
 def file_sha256(path: str | Path | None) -> str:
     """sha256 of a file's bytes (``""`` for ``None``): the identity of a correction file a classifier was built on."""
-    if path is None:
-        return ""
-    import hashlib
+    from lhcml.export.quantize import sha256_file
 
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return "" if path is None else sha256_file(path)
 
 
 def check_chain(classifier: Any, after: str | Path | None) -> None:
