@@ -10,6 +10,10 @@ candidates scored by a distilled classifier, the chain on the kept shower only, 
 2. each variant (the chain alone, teacher k, student k) against the reference with the CaloChallenge classifier
    test (:func:`lhcml.tasks.fastcalo.evaluate.classifier_test`, low and high level, ``--runs`` runs, ``--epochs``);
    the student's rows also give how often its choice is the teacher's on the same candidates and uniform;
+   ``--cascade K:M`` adds a two-stage variant measured in memory only (not exported, not timed): the student's SIR
+   drawn ``M`` times among ``K`` raw candidates (independent uniforms, seeds ``[seed, 10 + j]``), the chain and the
+   teacher on the ``M`` draws, one kept by the residual weights teacher / student (nested importance resampling:
+   it tends to the teacher's SIR as ``K`` and ``M`` grow, at the cost of ``M`` chains instead of one);
 3. each variant exported as one ONNX sampling graph and timed at 65 GeV, |eta| 0.225, batch 10^4, one intra- and
    inter-op thread, the graphs interleaved over ``--rounds`` rounds, the median per graph.
 
@@ -63,6 +67,31 @@ def _time_graphs(paths: dict[str, Path], rounds: int, batch: int = 10000) -> dic
     return {n: float(np.median(v)) for n, v in times.items()}
 
 
+def _label(row: dict) -> str:
+    return row["variant"] if "m" not in row else f"cascade (M = {row['m']})"
+
+
+def _cascade(cands: list, ls: np.ndarray, lt: np.ndarray, m: int, u: np.ndarray, seed: int) -> tuple:
+    """The two-stage choice (module docstring, ``--cascade``): ``m`` student-SIR draws among the candidates, then one
+    of the draws kept with probability proportional to ``exp(teacher - student logit)``. Returns ``(sample, index)``."""
+    import torch
+
+    from lhcml.data.calochallenge import CaloSample
+    from lhcml.models.fastcalo.refine import sir_choice
+
+    n = ls.shape[1]
+    cols = np.arange(n)
+    s_lg = torch.as_tensor(np.asarray(ls, np.float32))
+    draws = np.stack([sir_choice(s_lg, torch.as_tensor(np.random.default_rng([seed, 10 + j]).random(n).astype(np.float32))).numpy()
+                      for j in range(m)])  # fmt: skip
+    resid = torch.as_tensor((lt[draws, cols] - ls[draws, cols]).astype(np.float32))
+    pick = sir_choice(resid, torch.as_tensor(np.asarray(u, np.float32))).numpy()
+    idx = draws[pick, cols]
+    stack = np.stack([c.showers for c in cands])
+    c0 = cands[0]
+    return CaloSample(energies=c0.energies, showers=stack[idx, cols], binning=c0.binning, eta=c0.eta, phi=c0.phi), idx
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", type=Path, help="the generator (its sampler checkpoint)")
@@ -72,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference", type=Path, nargs="+", required=True, help="detailed validation file(s)")
     ap.add_argument("--k-teacher", type=int, nargs="*", default=[2, 3], help="candidates, scoring after the chain")
     ap.add_argument("--k-student", type=int, nargs="*", default=[3, 4, 5], help="candidates, scoring before it")
+    ap.add_argument("--cascade", nargs="*", default=[], metavar="K:M",
+                    help="student SIR drawn M times among K raw candidates, teacher on the draws (AUC only)")
     ap.add_argument("--runs", type=int, default=3, help="classifier runs per variant and level")
     ap.add_argument("--epochs", type=int, default=20, help="classifier epochs (the challenge: 50)")
     ap.add_argument("--seed", type=int, default=7, help="generation seed (also the classifier's)")
@@ -83,6 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, required=True, help="folder for the exported graphs")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
+    cascades = []
+    for spec in args.cascade:
+        try:
+            kc, mc = (int(x) for x in spec.split(":"))
+        except ValueError:
+            ap.error(f"--cascade takes K:M (candidates:draws), got {spec!r}")
+        if args.student is None or kc < 2 or mc < 1:
+            ap.error(f"--cascade {spec}: needs --student, K >= 2 and M >= 1")
+        cascades.append((kc, mc))
 
     from lhcml.data.calochallenge import concat_samples, parse_binning, read_showers
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection
@@ -105,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     kt = sorted(set(args.k_teacher))
     ks = sorted(set(args.k_student)) if student is not None else []
     rows: list[dict] = [{"variant": "chain", "k": 1}] * (not args.skip_chain) + [{"variant": "teacher", "k": k} for k in kt] + [
-        {"variant": "student", "k": k} for k in ks]
+        {"variant": "student", "k": k} for k in ks] + [{"variant": "cascade", "k": kc, "m": mc} for kc, mc in cascades]
     if not args.no_auc:
         from lhcml.data.calochallenge import CaloSample
 
@@ -114,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             ref = CaloSample(energies=ref.energies[: args.max_showers], showers=ref.showers[: args.max_showers],
                              binning=ref.binning, eta=None if ref.eta is None else ref.eta[: args.max_showers],
                              phi=None if ref.phi is None else ref.phi[: args.max_showers])  # fmt: skip
-        kmax = max([1, *kt, *ks])
+        kmax = max([1, *kt, *ks, *(kc for kc, _ in cascades)])
         t0 = time.time()
         raw = candidate_samples(model, ref, args.seed, kmax)
         cor = [CaloSample(energies=r.energies, showers=corrected_showers(corr, r), binning=r.binning, eta=r.eta,
@@ -130,23 +170,31 @@ def main(argv: list[str] | None = None) -> int:
                 gen = cor[0]
             elif row["variant"] == "teacher":
                 gen, _ = sir_select(cor[:k], lt[:k], u)
-            else:
+            elif row["variant"] == "student":
                 gen, idx_s = sir_select(cor[:k], ls[:k], u)
                 _, idx_t = sir_select(cor[:k], lt[:k], u)
                 row["agreement"] = float(np.mean(idx_s == idx_t))
+            else:
+                gen, idx_c = _cascade(cor[:k], ls[:k], lt[:k], row["m"], u, args.seed)
+                _, idx_t = sir_select(cor[:k], lt[:k], u)
+                row["agreement"] = float(np.mean(idx_c == idx_t))
             for level in ("low", "high"):
                 res = classifier_test(ref, gen, level, n_runs=args.runs, seed=args.seed, epochs=args.epochs)
                 row[f"auc_{level}"] = res["auc"]
                 row[f"auc_{level}_runs"] = [r["auc"] for r in res["runs"]]
             row["n_per_class"] = int(len(ref))
-            print(f"  {row['variant']} k={k}: AUC {row['auc_low']['mean']:.3f} / {row['auc_high']['mean']:.3f}"
+            print(f"  {_label(row)} k={k}: AUC {row['auc_low']['mean']:.3f} / {row['auc_high']['mean']:.3f}"
                   + (f", choice = teacher's {row['agreement']:.3f}" if "agreement" in row else ""), flush=True)
     if not args.no_timing:
         from lhcml.export.fastcalo import export_checkpoint
 
+        rows = [r for r in rows if r["variant"] != "cascade"] + [r for r in rows if r["variant"] == "cascade"]
+
         args.work.mkdir(parents=True, exist_ok=True)
         paths = {}
         for row in rows:
+            if row["variant"] == "cascade":
+                continue
             name = f"{row['variant']}_k{row['k']}"
             out = args.work / f"{name}.onnx"
             if not out.exists():
@@ -158,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             paths[name] = out
         ms = _time_graphs(paths, args.rounds)
         for row in rows:
-            row["ms_per_shower"] = ms[f"{row['variant']}_k{row['k']}"]
+            if row["variant"] != "cascade":
+                row["ms_per_shower"] = ms[f"{row['variant']}_k{row['k']}"]
     print()
     print("| variant | k | AUC low | AUC high | ms / shower (batch 10^4, 1 thread) | choice = teacher's |")
     print("|---|---|---|---|---|---|")
@@ -169,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         ms = row.get("ms_per_shower")
         agree = row.get("agreement")
-        print(f"| {row['variant']} | {row['k']} | {fmt(row, 'auc_low')} | {fmt(row, 'auc_high')} | "
+        print(f"| {_label(row)} | {row['k']} | {fmt(row, 'auc_low')} | {fmt(row, 'auc_high')} | "
               f"{'-' if ms is None else f'{ms:.3f}'} | {'-' if agree is None else f'{agree:.3f}'} |")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
