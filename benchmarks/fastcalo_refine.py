@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.student is None or kc < 2 or mc < 1:
             ap.error(f"--cascade {spec}: needs --student, K >= 2 and M >= 1")
         cascades.append((kc, mc))
+    if cascades and args.no_auc:
+        ap.error("--cascade is measured for the AUC only (it is not exported or timed): drop --no-auc")
 
     from lhcml.data.calochallenge import concat_samples, parse_binning, read_showers
     from lhcml.models.fastcalo.quantile_map import QuantileCorrection
@@ -187,8 +189,6 @@ def main(argv: list[str] | None = None) -> int:
                   + (f", choice = teacher's {row['agreement']:.3f}" if "agreement" in row else ""), flush=True)
     if not args.no_timing:
         from lhcml.export.fastcalo import export_checkpoint
-
-        rows = [r for r in rows if r["variant"] != "cascade"] + [r for r in rows if r["variant"] == "cascade"]
 
         args.work.mkdir(parents=True, exist_ok=True)
         paths = {}
