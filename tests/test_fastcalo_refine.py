@@ -14,6 +14,7 @@ from lhcml.errors import ConfigError
 from lhcml.models.fastcalo.refine import (
     RefinementClassifier,
     check_candidates,
+    check_power,
     load_refinement,
     sir_choice,
     sir_sampler,
@@ -43,6 +44,27 @@ def test_sir_choice_keeps_the_heavier_candidate_in_proportion():
         _binomial_close(int((picked == wi).sum()), n, wi / w.sum())
     # one candidate: always it
     assert (sir_choice(logits[:1], u).numpy() == 0).all()
+
+
+def test_weight_power_sharpens_the_choice_in_proportion():
+    """w = 1 and 3: with the weights squared the second is kept 9/10 of the time, with them to the power 1/2
+    sqrt(3) / (1 + sqrt(3)); clipped at w_max = 2 first, then squared: 4/5. Power 1 is plain SIR, choice for choice."""
+    n = 40000
+    u = torch.from_numpy(np.random.default_rng(1).random(n).astype(np.float32))
+    logits = torch.log(torch.tensor([[1.0], [3.0]])).expand(2, n)
+    _binomial_close(int((sir_choice(logits, u, power=2.0).numpy() == 1).sum()), n, 0.9)
+    _binomial_close(int((sir_choice(logits, u, power=0.5).numpy() == 1).sum()), n, 3**0.5 / (1 + 3**0.5))
+    _binomial_close(int((sir_choice(logits, u, w_max=2.0, power=2.0).numpy() == 1).sum()), n, 0.8)
+    rng = np.random.default_rng(3)
+    lg = torch.from_numpy(rng.normal(0, 2, (5, n)).astype(np.float32))
+    assert torch.equal(sir_choice(lg, u, power=1.0), sir_choice(lg, u))
+    # a sharper choice keeps heavier candidates: the mean kept log-weight rises with the power
+    kept = [float(lg[sir_choice(lg, u, power=b), torch.arange(n)].mean()) for b in (0.5, 1.0, 2.0, 4.0)]
+    assert kept == sorted(kept) and kept[-1] - kept[0] > 0.8, kept
+    for bad in (0, -1.0, float("nan"), float("inf"), "two", True, None):
+        with pytest.raises(ConfigError, match="--weight-power must be a number > 0"):
+            check_power(bad)
+    assert check_power(2) == 2.0
 
 
 def _tiny(tmp_path, n=400, data_seed=3):
@@ -173,6 +195,54 @@ def test_onnx_graph_agrees_with_torch_and_runs_in_the_simulation(tmp_path, capsy
     sim = OnnxShowerModel(str(onx), b)
     showers = sim.generate(np.full(50, 30.0), np.random.default_rng(1), eta=np.full(50, 0.5))
     assert showers.shape == (50, b.n_voxels) and np.isfinite(showers).all()
+
+
+def test_weight_power_in_the_onnx_graph_and_the_cli(tmp_path, capsys):
+    """refine-export --weight-power 3: the graph keeps what sir_select keeps with the same logits, uniforms and power
+    (not what power 1 keeps), records the power, and a power <= 0 is one message, exit code 2, no file."""
+    import onnx
+    import onnxruntime as ort
+
+    from lhcml import cli
+    from lhcml.export.fastcalo import check_inputs
+    from lhcml.models.fastcalo.refine import uniform_from_normal
+
+    model, b, ckpt = _tiny(tmp_path)
+    clf = RefinementClassifier(b.layer_sizes, np.stack(b.voxel_centres()), model.cond_dim, (16, 16), b.sha256)
+    torch.manual_seed(3)
+    for p in clf.net.parameters():  # weights far from equal (an untrained net is near-constant)
+        torch.nn.init.normal_(p, std=0.5)
+    pt = clf.save(tmp_path / "refiner.pt", {"val_auc": 0.5})
+    onx = tmp_path / "sharp.onnx"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["fastcalo", "refine-export", str(ckpt), str(pt), "-o", str(onx), "-k", "4", "--weight-power", "3"])
+    assert exc.value.code in (0, None) and "weights to the power 3" in capsys.readouterr().out
+    meta = {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
+    assert '"weight_power": 3.0' in meta["refinement"]
+    k, d, n = 4, model.noise_dim, 400
+    inputs = check_inputs(model, n, 12, k * d + 1)
+    sess = ort.InferenceSession(str(onx), providers=["CPUExecutionProvider"])
+    got = sess.run(None, dict(zip([i.name for i in sess.get_inputs()], inputs, strict=True)))[0]
+    t = [torch.from_numpy(a) for a in inputs]
+    with torch.no_grad():
+        cands = np.stack([_graph(model)(*t[:-1], t[-1][:, j * d:(j + 1) * d]).numpy() for j in range(k)])
+        e = t[0].reshape(-1)
+        cond = model.condition(e, t[1].reshape(-1), None)
+        logits = torch.stack([clf(torch.from_numpy(c), e, cond).reshape(-1) for c in cands])
+    u = uniform_from_normal(t[-1][:, -1])
+    want3 = sir_choice(logits, u, power=3.0).numpy()
+    want1 = sir_choice(logits, u).numpy()
+    kept = (np.abs(cands - got[None]).max(2) / inputs[0][:, 0]).argmin(0)
+    assert (kept == want3).mean() > 0.99  # float32 round-off may flip a choice at a cdf edge
+    assert float(logits.std(0).median()) > 0.05, logits.std(0).median()  # weights that differ within a shower
+    assert (want3 != want1).sum() > 10  # the power changed choices
+    for bad in ("0", "-2", "nan"):
+        out = tmp_path / f"bad{bad}.onnx"
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["fastcalo", "refine-export", str(ckpt), str(pt), "-o", str(out), "-k", "4", "--weight-power", bad])
+        assert exc.value.code == 2 and not out.exists()
+        err = capsys.readouterr().err
+        assert "--weight-power must be a number > 0" in err and "Traceback" not in err
 
 
 def test_bad_inputs_are_config_errors(tmp_path):

@@ -192,6 +192,7 @@ def export_generator(
     candidates: int = 1,
     w_max: float | None = None,
     refiner_meta: dict[str, Any] | None = None,
+    power: float = 1.0,
 ) -> ExportReport:
     """Export a :class:`~lhcml.models.fastcalo.base.FastCaloGenerator` as a sampling graph.
 
@@ -215,6 +216,9 @@ def export_generator(
         probability ``w_i / sum_j w_j`` (``w`` clipped at ``w_max``); a classifier of stage ``raw`` scores the
         generator's candidates before ``correction`` and the chain runs on the kept shower only. The ``noise`` input then has
         ``candidates * noise_dim + 1`` columns (metadata ``noise_dim``; ``refinement``: k, w_max, ``refiner_meta``).
+    power
+        With ``refiner``: the weights' exponent, ``w_i^power / sum_j w_j^power`` (opt-in; 1, the default, is plain SIR
+        and adds nothing to the graph; metadata ``refinement``'s ``weight_power``).
     atol
         Largest accepted ``|onnx - torch| / E_inc`` over ``n_check`` random showers (a voxel
         that float round-off puts on different sides of the model's readout threshold
@@ -269,9 +273,15 @@ def export_generator(
     noise_dim = int(model.noise_dim)
     refine_props = {}
     if refiner is not None:
-        from lhcml.models.fastcalo.refine import check_candidates, check_classifier, sir_sampler
+        from lhcml.models.fastcalo.refine import (
+            check_candidates,
+            check_classifier,
+            check_power,
+            sir_sampler,
+        )
 
         k, w_max = check_candidates(candidates, w_max)
+        power = check_power(power)
         check_classifier(refiner, model, binning_file_sha256)
         refiner = refiner.eval()
         stage = getattr(refiner, "stage", "corrected")
@@ -281,15 +291,17 @@ def export_generator(
                 raise ConfigError("a refinement classifier of stage 'raw' was distilled through a correction chain: "
                                   "pass that chain (--after)")  # fmt: skip
             post = _correction_module(correction, model)
-            graph = sir_sampler(raw_graph, model, refiner, k, w_max, post=post)
-            exported = sir_sampler(raw_exported, model, refiner, k, w_max, post=post)
+            graph = sir_sampler(raw_graph, model, refiner, k, w_max, post=post, power=power)
+            exported = sir_sampler(raw_exported, model, refiner, k, w_max, post=post, power=power)
         else:
-            graph, exported = sir_sampler(graph, model, refiner, k, w_max), sir_sampler(exported, model, refiner, k, w_max)
+            graph = sir_sampler(graph, model, refiner, k, w_max, power=power)
+            exported = sir_sampler(exported, model, refiner, k, w_max, power=power)
         noise_dim = k * noise_dim + 1
         refine_props = {"refinement": json.dumps({"candidates": k, "w_max": w_max, "base_noise_dim": model.noise_dim,
-                                                  "stage": stage, **(refiner_meta or {})})}  # fmt: skip
-    elif candidates != 1 or w_max is not None:
-        raise ConfigError("candidates / w_max need a refinement classifier (refiner)")
+                                                  "stage": stage, **({"weight_power": power} if power != 1.0 else {}),
+                                                  **(refiner_meta or {})})}  # fmt: skip
+    elif candidates != 1 or w_max is not None or power != 1.0:
+        raise ConfigError("candidates / w_max / weight power need a refinement classifier (refiner)")
     names = input_names(model)
     inputs = check_inputs(model, max(int(n_check), 2), seed, noise_dim)
     e = inputs[0]
@@ -358,7 +370,7 @@ def export_generator(
 def export_checkpoint(
     checkpoint: str | Path, output: str | Path, *, force: bool = False, atol: float | None = None,
     timing: bool = True, lean: bool = False, correction: Any = None, refiner: Any = None, candidates: int = 1,
-    w_max: float | None = None, refiner_meta: dict[str, Any] | None = None,
+    w_max: float | None = None, refiner_meta: dict[str, Any] | None = None, power: float = 1.0,
 ) -> ExportReport:  # fmt: skip
     """Export a fast-calo training checkpoint (:func:`lhcml.train.fastcalo.load_generator`).
 
@@ -374,5 +386,5 @@ def export_checkpoint(
         model, output, binning_file_sha256=meta["binning_sha256"], particle=meta["particle"],
         binning_xml=meta.get("binning_xml"), force=force, atol=atol,
         timing=timing, extra_metadata={"config_yaml": meta["config_yaml"]}, lean=lean, correction=correction,
-        refiner=refiner, candidates=candidates, w_max=w_max, refiner_meta=refiner_meta,
+        refiner=refiner, candidates=candidates, w_max=w_max, refiner_meta=refiner_meta, power=power,
     )  # fmt: skip

@@ -17,6 +17,12 @@ incident energy, and the high-level features (log10 of the layer energies, the p
 both coordinates), standardised inside the module (the mean and spread of the training inputs are buffers), so it
 takes raw GeV showers. Training: :func:`lhcml.train.fastcalo_refine.fit_refinement`.
 
+**Sharper choices** (``power`` ``b``, opt-in; default 1): with a finite ``k`` SIR corrects only part of the way to
+``w x p_gen`` (a shower of weight 10 among k = 7 candidates of weight ~1 is kept with probability ~0.6, not 1).
+Keeping candidate ``i`` with probability ``w_i^b / sum_j w_j^b``, ``b > 1``, moves further at the same ``k`` and the
+same cost; as ``k`` grows it tends to ``w^b x p_gen``, which overshoots, so ``b`` is a finite-``k`` setting to be
+chosen on a validation sample (docs/benchmarks/fastcalo.md, thirty-seventh version).
+
 **Scoring before the correction chain** (``stage="raw"``, opt-in): every candidate of the plain SIR graph carries the
 whole correction chain, which costs more than the generator itself. The chain is a deterministic per-shower map
 ``x -> C(x)`` (at fixed condition), so the weight ``w(C(x))`` that the classifier gives a corrected shower is a
@@ -71,6 +77,20 @@ def check_candidates(k: Any, w_max: Any = None) -> tuple[int, float | None]:
             raise ConfigError(f"--w-max must be a number > 1 (the largest weight p/(1-p) kept), got {w_max!r}")
         return int(k), w
     return int(k), None
+
+
+def check_power(power: Any) -> float:
+    """``power`` checked: a finite number > 0 (the exponent of the weights in :func:`sir_choice`; 1: plain SIR)."""
+    msg = f"--weight-power must be a number > 0 (1: plain SIR, > 1: sharper choices), got {power!r}"
+    if isinstance(power, bool):
+        raise ConfigError(msg)
+    try:
+        b = float(power)
+    except (TypeError, ValueError):
+        raise ConfigError(msg) from None
+    if not (math.isfinite(b) and b > 0.0):
+        raise ConfigError(msg)
+    return b
 
 
 def classifier_features(showers: Any, energy: Any, cond: Any, layer_slices: Sequence[tuple[int, int]],
@@ -204,13 +224,18 @@ def check_classifier(classifier: Any, model: Any, binning_sha256: str | None = N
                           f"generator's ({binning_sha256[:12]}...)")  # fmt: skip
 
 
-def sir_choice(logits: Any, u: Any, w_max: float | None = None) -> Any:
+def sir_choice(logits: Any, u: Any, w_max: float | None = None, power: float = 1.0) -> Any:
     """Index ``(N,)`` (int64) of the candidate kept per shower: ``logits`` ``(k, N)`` (``log w``), ``u`` ``(N,)``
     uniform in [0, 1). Candidate ``i`` is kept when ``u`` falls in its slice of the cumulative normalised weights
-    ``w_i / sum_j w_j`` (``w`` clipped at ``w_max`` if given): probability ``w_i / sum_j w_j``."""
+    ``w_i / sum_j w_j`` (``w`` clipped at ``w_max`` if given): probability ``w_i / sum_j w_j``.
+
+    ``power`` (opt-in, ``b``; module docstring "Sharper choices"): the weights raised to it, ``w_i^b / sum_j w_j^b``
+    (after the clip); 1 is plain SIR."""
     lg = logits.to(torch.float32)
     if w_max is not None:
         lg = torch.clamp(lg, max=math.log(float(w_max)))
+    if power != 1.0:
+        lg = lg * float(power)
     p = torch.softmax(lg, dim=0)
     cdf = torch.cumsum(p, dim=0)
     # the number of the first k - 1 cumulative weights at or below u: 0 .. k - 1 (k = 1: no rows, always 0)
@@ -223,7 +248,7 @@ def uniform_from_normal(z: Any) -> Any:
 
 
 def sir_sampler(graph: Any, model: Any, classifier: Any, k: int, w_max: float | None = None,
-                post: Any = None) -> Any:  # fmt: skip
+                post: Any = None, power: float = 1.0) -> Any:  # fmt: skip
     """The SIR sampling module: ``graph`` (a sampling graph taking ``incident_energy``, [``eta``], [``phi``],
     ``noise`` ``(N, model.noise_dim)``, e.g. the generator + its correction chain) run on ``k`` candidates per
     shower, ``classifier`` scoring them, one kept (:func:`sir_choice`). Inputs as ``graph``'s with ``noise``
@@ -232,8 +257,9 @@ def sir_sampler(graph: Any, model: Any, classifier: Any, k: int, w_max: float | 
 
     ``post`` (with a ``stage="raw"`` classifier; module docstring): a module ``post(showers, energy, eta)`` (the
     correction chain's :meth:`~lhcml.models.fastcalo.quantile_map.QuantileCorrection.torch_module`) run on the kept
-    shower only; ``graph`` is then the plain generator."""
+    shower only; ``graph`` is then the plain generator. ``power``: the weights' exponent (:func:`sir_choice`)."""
     k, w_max = check_candidates(k, w_max)
+    power = check_power(power)
     check_classifier(classifier, model)
     if (post is not None) != (classifier.stage == "raw"):
         raise ConfigError("a refinement classifier of stage 'raw' scores the generator's showers before the "
@@ -247,7 +273,7 @@ def sir_sampler(graph: Any, model: Any, classifier: Any, k: int, w_max: float | 
         def __init__(self) -> None:
             super().__init__()
             self.graph, self.model, self.classifier, self.post = graph, model, classifier, post
-            self.k, self.w_max, self.noise_dim = k, w_max, k * d + 1
+            self.k, self.w_max, self.power, self.noise_dim = k, w_max, power, k * d + 1
 
         def _post(self, showers: Tensor, conds: Sequence[Tensor]) -> Tensor:
             if self.post is None:
@@ -267,12 +293,12 @@ def sir_sampler(graph: Any, model: Any, classifier: Any, k: int, w_max: float | 
             phi = rep[1 + int(on_eta)].reshape(-1) if on_phi else None
             cond = self.model.condition(e, eta, phi)
             logits = self.classifier(showers, e, cond).reshape(self.k, n)
-            idx = sir_choice(logits, uniform_from_normal(noise[:, -1]), self.w_max)
+            idx = sir_choice(logits, uniform_from_normal(noise[:, -1]), self.w_max, self.power)
             rows = idx * n + torch.arange(n, dtype=torch.int64)
             return self._post(showers.index_select(0, rows), conds)
 
     return SIRSampler().eval()
 
 
-__all__ = ["DEFAULT_HIDDEN", "FORMAT", "STAGES", "SUGGESTED_INPUT_CLIP", "RefinementClassifier", "check_candidates", "check_classifier",
+__all__ = ["DEFAULT_HIDDEN", "FORMAT", "STAGES", "SUGGESTED_INPUT_CLIP", "RefinementClassifier", "check_candidates", "check_classifier", "check_power",
            "classifier_features", "load_refinement", "sir_choice", "sir_sampler", "uniform_from_normal"]

@@ -310,6 +310,10 @@ def quantile_map_cmd(
         typer.echo(f"wrote {onnx} (the sampling graph with the correction; onnxruntime vs torch {rep.max_abs_diff_random:.2e} x E_inc)")
 
 
+def _power_note(power: float) -> str:
+    return "" if float(power) == 1.0 else f", weights to the power {float(power):g}"
+
+
 @fastcalo_app.command("refine")
 def refine_cmd(
     checkpoint: Path = typer.Argument(..., help="fast-calo checkpoint (with the sampler it is used with)"),
@@ -332,6 +336,8 @@ def refine_cmd(
         None, "--onnx", help="also export the refined sampling graph (as lhcml fastcalo refine-export)"),
     candidates: int = typer.Option(2, "--candidates", "-k", help="with --onnx: candidates drawn per shower"),
     w_max: Optional[float] = typer.Option(None, "--w-max", help="with --onnx: clip the weights p/(1-p) at this value"),  # noqa: UP045
+    weight_power: float = typer.Option(1.0, "--weight-power", help="with --onnx: keep a candidate with probability "
+                                       "w^b / sum w^b (b > 1: sharper choices at the same k; 1: plain SIR)"),
 ) -> None:
     """Train a refinement classifier for classifier-refined sampling (SIR) of a fast-calo generator.
 
@@ -340,8 +346,10 @@ def refine_cmd(
     w_i / sum_j w_j (lhcml.models.fastcalo.refine). Prints the held-out AUC and how the weights move the held-out
     generated features onto the detailed ones. `lhcml fastcalo refine-export` (or --onnx) writes the sampling graph
     that `lhcml simulate --calo fast:` and `lhcml fastcalo generate` run."""
+    from lhcml.models.fastcalo.refine import check_power
     from lhcml.tasks.fastcalo.refine import export_refined, refine_generator
 
+    check_power(weight_power)  # before the training, not after it
     if onnx is not None and onnx.exists() and not force:
         raise FileExistsError(f"{onnx} exists; pass --force to overwrite it")
     _, info = refine_generator(checkpoint, showers, output, after=after, binning=binning, max_showers=max_showers,
@@ -354,8 +362,10 @@ def refine_cmd(
         typer.echo(f"  {k}: separation power {v['unweighted']:.5f} -> {v['weighted']:.5f} weighted")
     typer.echo(f"wrote {output}")
     if onnx is not None:
-        rep = export_refined(checkpoint, output, onnx, after=after, candidates=candidates, w_max=w_max, force=force)
-        typer.echo(f"wrote {onnx} ({candidates} candidates; onnxruntime vs torch {rep.max_abs_diff_random:.2e} x E_inc)")
+        rep = export_refined(checkpoint, output, onnx, after=after, candidates=candidates, w_max=w_max, force=force,
+                             power=weight_power)  # fmt: skip
+        typer.echo(f"wrote {onnx} ({candidates} candidates{_power_note(weight_power)}; onnxruntime vs torch "
+                   f"{rep.max_abs_diff_random:.2e} x E_inc)")
 
 
 @fastcalo_app.command("refine-export")
@@ -367,6 +377,9 @@ def refine_export_cmd(
         None, "--after", help="the correction file the classifier was trained after (lhcml fastcalo refine --after)"),
     candidates: int = typer.Option(2, "--candidates", "-k", help="candidates drawn (and scored) per shower"),
     w_max: Optional[float] = typer.Option(None, "--w-max", help="clip the weights p/(1-p) at this value"),  # noqa: UP045
+    weight_power: float = typer.Option(1.0, "--weight-power", help="keep a candidate with probability w^b / sum w^b "
+                                       "(b > 1: sharper choices at the same k and cost, chosen on a validation "
+                                       "sample; 1: plain SIR)"),
     force: bool = typer.Option(False, "--force", help="overwrite OUTPUT"),
 ) -> None:
     """Export CHECKPOINT + --after + k-candidate classifier-refined sampling as one ONNX sampling graph.
@@ -377,8 +390,10 @@ def refine_export_cmd(
     needs the very --after file it was distilled through."""
     from lhcml.tasks.fastcalo.refine import export_refined
 
-    rep = export_refined(checkpoint, refiner, output, after=after, candidates=candidates, w_max=w_max, force=force)
-    typer.echo(f"wrote {output} ({candidates} candidates; onnxruntime vs torch {rep.max_abs_diff_random:.2e} x E_inc)")
+    rep = export_refined(checkpoint, refiner, output, after=after, candidates=candidates, w_max=w_max, force=force,
+                         power=weight_power)  # fmt: skip
+    typer.echo(f"wrote {output} ({candidates} candidates{_power_note(weight_power)}; onnxruntime vs torch "
+               f"{rep.max_abs_diff_random:.2e} x E_inc)")
 
 
 @fastcalo_app.command("refine-distill")
@@ -398,6 +413,8 @@ def refine_distill_cmd(
     onnx: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--onnx", help="also export the refined sampling graph (as lhcml fastcalo refine-export)"),
     candidates: int = typer.Option(3, "--candidates", "-k", help="with --onnx: candidates drawn per shower"),
+    weight_power: float = typer.Option(1.0, "--weight-power", help="with --onnx: keep a candidate with probability "
+                                       "w^b / sum w^b (b > 1: sharper choices at the same k; 1: plain SIR)"),
 ) -> None:
     """Distil a refinement classifier so that it scores the generator's RAW showers (opt-in, cheaper SIR).
 
@@ -406,8 +423,10 @@ def refine_distill_cmd(
     at the conditions of SHOWERS, --rounds noise draws each); its refine-export graph scores the k raw candidates,
     keeps one and runs the chain on the kept shower only: k generations + one chain instead of k chains. Prints the
     held-out R^2, the correlation with the teacher and how often a 3-candidate choice agrees with the teacher's."""
+    from lhcml.models.fastcalo.refine import check_power
     from lhcml.tasks.fastcalo.refine import distill_refiner, export_refined
 
+    check_power(weight_power)  # before the distillation, not after it
     if onnx is not None and onnx.exists() and not force:
         raise FileExistsError(f"{onnx} exists; pass --force to overwrite it")
     _, info = distill_refiner(checkpoint, teacher, showers, output, after=after, binning=binning,
@@ -418,8 +437,9 @@ def refine_distill_cmd(
                f"{info['val_choice_agreement_k3']:.3f}")
     typer.echo(f"wrote {output}")
     if onnx is not None:
-        rep = export_refined(checkpoint, output, onnx, after=after, candidates=candidates, force=force)
-        typer.echo(f"wrote {onnx} ({candidates} raw candidates, chain on the kept one; onnxruntime vs torch "
+        rep = export_refined(checkpoint, output, onnx, after=after, candidates=candidates, force=force,
+                             power=weight_power)  # fmt: skip
+        typer.echo(f"wrote {onnx} ({candidates} raw candidates{_power_note(weight_power)}, chain on the kept one; onnxruntime vs torch "
                    f"{rep.max_abs_diff_random:.2e} x E_inc)")
 
 

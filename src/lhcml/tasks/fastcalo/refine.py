@@ -115,17 +115,20 @@ def candidate_samples(model: Any, reference: Any, seed: int, k: int, correction:
     return [generate_sample(model, reference, seed + j * CANDIDATE_SEED_STEP, correction=correction) for j in range(k)]
 
 
-def sir_select(candidates: Sequence[Any], logits: np.ndarray, u: np.ndarray, w_max: float | None = None) -> tuple[Any, np.ndarray]:
+def sir_select(candidates: Sequence[Any], logits: np.ndarray, u: np.ndarray, w_max: float | None = None,
+               power: float = 1.0) -> tuple[Any, np.ndarray]:  # fmt: skip
     """``(sample, index)``: per shower the candidate :func:`lhcml.models.fastcalo.refine.sir_choice` keeps
-    (``logits`` ``(k, N)``, ``u`` ``(N,)`` uniform), as one :class:`CaloSample` with the candidates' conditions."""
+    (``logits`` ``(k, N)``, ``u`` ``(N,)`` uniform, the weights to the ``power``), as one :class:`CaloSample` with the
+    candidates' conditions."""
     import torch
 
     from lhcml.data.calochallenge import CaloSample
-    from lhcml.models.fastcalo.refine import check_candidates, sir_choice
+    from lhcml.models.fastcalo.refine import check_candidates, check_power, sir_choice
 
     k, w_max = check_candidates(len(candidates), w_max)
+    power = check_power(power)
     lg = np.asarray(logits, np.float32).reshape(k, -1)
-    idx = sir_choice(torch.as_tensor(lg), torch.as_tensor(np.asarray(u, np.float32)), w_max).numpy()
+    idx = sir_choice(torch.as_tensor(lg), torch.as_tensor(np.asarray(u, np.float32)), w_max, power).numpy()
     stack = np.stack([c.showers for c in candidates])
     showers = stack[idx, np.arange(stack.shape[1])]
     c0 = candidates[0]
@@ -133,9 +136,11 @@ def sir_select(candidates: Sequence[Any], logits: np.ndarray, u: np.ndarray, w_m
 
 
 def generate_refined_sample(model: Any, reference: Any, seed: int, classifier: Any, k: int,
-                            w_max: float | None = None, correction: Any = None) -> tuple[Any, np.ndarray]:  # fmt: skip
+                            w_max: float | None = None, correction: Any = None,
+                            power: float = 1.0) -> tuple[Any, np.ndarray]:  # fmt: skip
     """The refined generator's sample at ``reference``'s conditions (:func:`candidate_samples` +
-    :func:`refinement_logits` + :func:`sir_select`, the choice's uniforms seeded by ``[seed, 3]``)."""
+    :func:`refinement_logits` + :func:`sir_select`, the choice's uniforms seeded by ``[seed, 3]``, the weights to the
+    ``power``)."""
     from lhcml.data.calochallenge import CaloSample
     from lhcml.models.fastcalo.refine import check_candidates, check_classifier
 
@@ -147,7 +152,7 @@ def generate_refined_sample(model: Any, reference: Any, seed: int, classifier: A
     cands = candidate_samples(model, reference, seed, k, None if raw_stage else correction)
     logits = np.stack([refinement_logits(classifier, model, c) for c in cands])
     u = np.random.default_rng([seed, 3]).random(len(reference))
-    sample, idx = sir_select(cands, logits, u, w_max)
+    sample, idx = sir_select(cands, logits, u, w_max, power)
     if raw_stage:  # the chain on the kept showers only
         sample = CaloSample(energies=sample.energies, showers=corrected_showers(correction, sample),
                             binning=sample.binning, eta=sample.eta, phi=sample.phi)  # fmt: skip
@@ -309,14 +314,15 @@ def distill_refiner(
 
 def export_refined(
     checkpoint: str | Path, refiner: str | Path, output: str | Path, *, after: str | Path | None = None,
-    candidates: int = 2, w_max: float | None = None, force: bool = False, timing: bool = False,
+    candidates: int = 2, w_max: float | None = None, force: bool = False, timing: bool = False, power: float = 1.0,
 ) -> Any:  # fmt: skip
     """Export the sampling graph ``checkpoint`` + correction ``after`` + ``candidates``-candidate SIR with the
-    refinement classifier file ``refiner`` (:func:`lhcml.export.fastcalo.export_checkpoint`)."""
+    refinement classifier file ``refiner``, the weights to the ``power`` (:func:`lhcml.export.fastcalo.export_checkpoint`)."""
     from lhcml.export.fastcalo import export_checkpoint
-    from lhcml.models.fastcalo.refine import check_candidates, load_refinement
+    from lhcml.models.fastcalo.refine import check_candidates, check_power, load_refinement
 
     k, w_max = check_candidates(candidates, w_max)
+    power = check_power(power)
     clf, meta = load_refinement(refiner)
     from lhcml.train.fastcalo import load_generator
 
@@ -324,7 +330,7 @@ def export_refined(
     check_chain(clf, after)
     corr = _correction(after, model)
     return export_checkpoint(checkpoint, output, force=force, timing=timing, correction=corr, refiner=clf,
-                             candidates=k, w_max=w_max, refiner_meta={"file": str(refiner), **{
+                             candidates=k, w_max=w_max, power=power, refiner_meta={"file": str(refiner), **{
                                  key: meta.get(key) for key in ("training_file", "seed", "val_auc", "after", "val_r2")}})  # fmt: skip
 
 
