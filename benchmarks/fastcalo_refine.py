@@ -9,11 +9,14 @@ candidates scored by a distilled classifier, the chain on the kept shower only, 
    choice (so all variants are paired: :func:`lhcml.tasks.fastcalo.refine.sir_select`);
 2. each variant (the chain alone, teacher k, student k) against the reference with the CaloChallenge classifier
    test (:func:`lhcml.tasks.fastcalo.evaluate.classifier_test`, low and high level, ``--runs`` runs, ``--epochs``);
-   the student's rows also give how often its choice is the teacher's on the same candidates and uniform;
+   the student's rows also give how often its choice is the teacher's (plain SIR, same k) on the same candidates and
+   uniform;
    ``--cascade K:M`` adds a two-stage variant measured in memory only (not exported, not timed): the student's SIR
    drawn ``M`` times among ``K`` raw candidates (independent uniforms, seeds ``[seed, 10 + j]``), the chain and the
    teacher on the ``M`` draws, one kept by the residual weights teacher / student (nested importance resampling:
    it tends to the teacher's SIR as ``K`` and ``M`` grow, at the cost of ``M`` chains instead of one);
+   ``--weight-power B ...`` repeats every teacher and student row with the weights to the power ``B``
+   (``w_i^B / sum_j w_j^B``: sharper choices at the same k and cost; 1, the default, is plain SIR);
 3. each variant exported as one ONNX sampling graph and timed at 65 GeV, |eta| 0.225, batch 10^4, one intra- and
    inter-op thread, the graphs interleaved over ``--rounds`` rounds, the median per graph.
 
@@ -68,7 +71,15 @@ def _time_graphs(paths: dict[str, Path], rounds: int, batch: int = 10000) -> dic
 
 
 def _label(row: dict) -> str:
-    return row["variant"] if "m" not in row else f"cascade (M = {row['m']})"
+    if "m" in row:
+        return f"cascade (M = {row['m']})"
+    b = row.get("power", 1.0)
+    return row["variant"] if b == 1.0 else f"{row['variant']} (w^{b:g})"
+
+
+def _name(row: dict) -> str:
+    b = row.get("power", 1.0)
+    return f"{row['variant']}_k{row['k']}" + ("" if b == 1.0 else f"_w{b:g}")
 
 
 def _cascade(cands: list, ls: np.ndarray, lt: np.ndarray, m: int, u: np.ndarray, seed: int) -> tuple:
@@ -103,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k-student", type=int, nargs="*", default=[3, 4, 5], help="candidates, scoring before it")
     ap.add_argument("--cascade", nargs="*", default=[], metavar="K:M",
                     help="student SIR drawn M times among K raw candidates, teacher on the draws (AUC only)")
+    ap.add_argument("--weight-power", type=float, nargs="+", default=[1.0], metavar="B",
+                    help="the teacher and student rows with the weights to each power B (1: plain SIR)")
     ap.add_argument("--runs", type=int, default=3, help="classifier runs per variant and level")
     ap.add_argument("--epochs", type=int, default=20, help="classifier epochs (the challenge: 50)")
     ap.add_argument("--seed", type=int, default=7, help="generation seed (also the classifier's)")
@@ -123,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.student is None or kc < 2 or mc < 1:
             ap.error(f"--cascade {spec}: needs --student, K >= 2 and M >= 1")
         cascades.append((kc, mc))
+    if any(not (np.isfinite(b) and b > 0) for b in args.weight_power):
+        ap.error(f"--weight-power takes numbers > 0, got {args.weight_power}")
+    powers = sorted(set(args.weight_power))
     if cascades and args.no_auc:
         ap.error("--cascade is measured for the AUC only (it is not exported or timed): drop --no-auc")
 
@@ -146,8 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     student = load_refinement(args.student)[0] if args.student else None
     kt = sorted(set(args.k_teacher))
     ks = sorted(set(args.k_student)) if student is not None else []
-    rows: list[dict] = [{"variant": "chain", "k": 1}] * (not args.skip_chain) + [{"variant": "teacher", "k": k} for k in kt] + [
-        {"variant": "student", "k": k} for k in ks] + [{"variant": "cascade", "k": kc, "m": mc} for kc, mc in cascades]
+    rows: list[dict] = [{"variant": "chain", "k": 1}] * (not args.skip_chain) + [
+        {"variant": "teacher", "k": k, "power": b} for k in kt for b in powers] + [
+        {"variant": "student", "k": k, "power": b} for k in ks for b in powers] + [
+        {"variant": "cascade", "k": kc, "m": mc} for kc, mc in cascades]
     if not args.no_auc:
         from lhcml.data.calochallenge import CaloSample
 
@@ -171,9 +189,9 @@ def main(argv: list[str] | None = None) -> int:
             if row["variant"] == "chain":
                 gen = cor[0]
             elif row["variant"] == "teacher":
-                gen, _ = sir_select(cor[:k], lt[:k], u)
+                gen, _ = sir_select(cor[:k], lt[:k], u, power=row["power"])
             elif row["variant"] == "student":
-                gen, idx_s = sir_select(cor[:k], ls[:k], u)
+                gen, idx_s = sir_select(cor[:k], ls[:k], u, power=row["power"])
                 _, idx_t = sir_select(cor[:k], lt[:k], u)
                 row["agreement"] = float(np.mean(idx_s == idx_t))
             else:
@@ -195,19 +213,19 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             if row["variant"] == "cascade":
                 continue
-            name = f"{row['variant']}_k{row['k']}"
+            name = _name(row)
             out = args.work / f"{name}.onnx"
             if not out.exists():
                 if row["variant"] == "chain":
                     export_checkpoint(args.checkpoint, out, timing=False, correction=corr)
                 else:
                     clf = args.teacher if row["variant"] == "teacher" else args.student
-                    export_refined(args.checkpoint, clf, out, after=args.after, candidates=row["k"])
+                    export_refined(args.checkpoint, clf, out, after=args.after, candidates=row["k"], power=row["power"])
             paths[name] = out
         ms = _time_graphs(paths, args.rounds)
         for row in rows:
             if row["variant"] != "cascade":
-                row["ms_per_shower"] = ms[f"{row['variant']}_k{row['k']}"]
+                row["ms_per_shower"] = ms[_name(row)]
     print()
     print("| variant | k | AUC low | AUC high | ms / shower (batch 10^4, 1 thread) | choice = teacher's |")
     print("|---|---|---|---|---|---|")

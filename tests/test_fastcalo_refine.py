@@ -279,3 +279,32 @@ def test_temperature_recovers_an_overconfident_scale():
     x = (2 * y - 1) + rng.standard_normal(len(y))
     assert abs(fit_temperature(2 * x, y) - 1.0) < 0.05
     assert abs(fit_temperature(6 * 2 * x, y) - 6.0) < 0.3
+
+
+def test_the_benchmarks_bad_options_are_one_usage_error_before_anything_loads(tmp_path, capsys):
+    """benchmarks/fastcalo_refine.py: a weight power <= 0, a malformed --cascade, a cascade without a student or with
+    --no-auc are each one argparse error (exit code 2) naming the option, before a file is opened (none exists here)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks/fastcalo_refine.py"
+    spec = importlib.util.spec_from_file_location("fastcalo_refine_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = [str(tmp_path / "none.ckpt"), "--after", "a", "--teacher", "t", "--reference", "r", "--work", str(tmp_path)]
+    cases = [(["--weight-power", "0"], "--weight-power takes numbers > 0"),
+             (["--weight-power", "1", "-2"], "--weight-power takes numbers > 0"),
+             (["--student", "s", "--cascade", "4x2"], "--cascade takes K:M"),
+             (["--cascade", "4:2"], "needs --student"),
+             (["--student", "s", "--cascade", "4:2", "--no-auc"], "drop --no-auc")]  # fmt: skip
+    for extra, msg in cases:
+        with pytest.raises(SystemExit) as exc:
+            mod.main(base + extra)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and msg in err and "Traceback" not in err, (extra, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # the labels and graph names: power 1 is the plain row (the old names), another power is marked in both
+    assert mod._label({"variant": "student", "k": 7, "power": 1.0}) == "student"
+    assert mod._label({"variant": "student", "k": 7, "power": 2.0}) == "student (w^2)"
+    assert mod._name({"variant": "student", "k": 7, "power": 1.0}) == "student_k7"
+    assert mod._name({"variant": "teacher", "k": 5, "power": 1.5}) == "teacher_k5_w1.5"
