@@ -78,6 +78,27 @@ def _tiny(tmp_path, n=400, data_seed=3):
     return model, b, ckpt
 
 
+def _spread_classifier(tmp_path, model, b):
+    """A refinement classifier (saved) whose weights differ between showers: an untrained net is near-constant."""
+    clf = RefinementClassifier(b.layer_sizes, np.stack(b.voxel_centres()), model.cond_dim, (16, 16), b.sha256)
+    torch.manual_seed(3)
+    for p in clf.net.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    return clf, clf.save(tmp_path / "refiner.pt", {"val_auc": 0.5})
+
+
+def _cli_export(onx, ckpt, pt, capsys, options, says):
+    """``lhcml fastcalo refine-export`` with ``options``: exit 0, ``says`` printed; the graph's metadata."""
+    import onnx
+
+    from lhcml import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["fastcalo", "refine-export", str(ckpt), str(pt), "-o", str(onx), *options])
+    assert exc.value.code in (0, None) and says in capsys.readouterr().out
+    return onx, {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
+
+
 def _graph(model):
     from lhcml.export.fastcalo import _wrapper
 
@@ -158,24 +179,14 @@ def test_refinement_moves_a_shifted_generator_towards_the_reference(tmp_path, ca
 
 
 def test_onnx_graph_agrees_with_torch_and_runs_in_the_simulation(tmp_path, capsys):
-    import onnx
     import onnxruntime as ort
 
-    from lhcml import cli
     from lhcml.export.fastcalo import check_inputs
     from lhcml.sim.fastcalo import OnnxShowerModel
 
     model, b, ckpt = _tiny(tmp_path)
-    clf = RefinementClassifier(b.layer_sizes, np.stack(b.voxel_centres()), model.cond_dim, (16, 16), b.sha256)
-    torch.manual_seed(3)
-    for p in clf.net.parameters():  # a classifier with weights far from equal (an untrained net is near-constant)
-        torch.nn.init.normal_(p, std=0.5)
-    pt = clf.save(tmp_path / "refiner.pt", {"val_auc": 0.5})
-    onx = tmp_path / "refined.onnx"
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["fastcalo", "refine-export", str(ckpt), str(pt), "-o", str(onx), "-k", "3", "--w-max", "20"])
-    assert exc.value.code in (0, None) and "3 candidates" in capsys.readouterr().out
-    meta = {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
+    clf, pt = _spread_classifier(tmp_path, model, b)
+    onx, meta = _cli_export(tmp_path / "refined.onnx", ckpt, pt, capsys, ["-k", "3", "--w-max", "20"], "3 candidates")
     k, d = 3, model.noise_dim
     assert int(meta["noise_dim"]) == k * d + 1 and '"candidates": 3' in meta["refinement"]
     inputs = check_inputs(model, 200, 9, k * d + 1)
@@ -200,7 +211,6 @@ def test_onnx_graph_agrees_with_torch_and_runs_in_the_simulation(tmp_path, capsy
 def test_weight_power_in_the_onnx_graph_and_the_cli(tmp_path, capsys):
     """refine-export --weight-power 3: the graph keeps what sir_select keeps with the same logits, uniforms and power
     (not what power 1 keeps), records the power, and a power <= 0 is one message, exit code 2, no file."""
-    import onnx
     import onnxruntime as ort
 
     from lhcml import cli
@@ -208,16 +218,9 @@ def test_weight_power_in_the_onnx_graph_and_the_cli(tmp_path, capsys):
     from lhcml.models.fastcalo.refine import uniform_from_normal
 
     model, b, ckpt = _tiny(tmp_path)
-    clf = RefinementClassifier(b.layer_sizes, np.stack(b.voxel_centres()), model.cond_dim, (16, 16), b.sha256)
-    torch.manual_seed(3)
-    for p in clf.net.parameters():  # weights far from equal (an untrained net is near-constant)
-        torch.nn.init.normal_(p, std=0.5)
-    pt = clf.save(tmp_path / "refiner.pt", {"val_auc": 0.5})
-    onx = tmp_path / "sharp.onnx"
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["fastcalo", "refine-export", str(ckpt), str(pt), "-o", str(onx), "-k", "4", "--weight-power", "3"])
-    assert exc.value.code in (0, None) and "weights to the power 3" in capsys.readouterr().out
-    meta = {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
+    clf, pt = _spread_classifier(tmp_path, model, b)
+    onx, meta = _cli_export(tmp_path / "sharp.onnx", ckpt, pt, capsys, ["-k", "4", "--weight-power", "3"],
+                            "weights to the power 3")  # fmt: skip
     assert '"weight_power": 3.0' in meta["refinement"]
     k, d, n = 4, model.noise_dim, 400
     inputs = check_inputs(model, n, 12, k * d + 1)
