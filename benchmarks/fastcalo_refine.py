@@ -6,7 +6,7 @@ candidates scored by a distilled classifier, the chain on the kept shower only, 
    draws ``max(k)`` candidates per shower there (noise seed ``--seed``, candidate ``j`` at ``seed + 7919 j``: candidate
    0 is the plain generator's sample), every candidate goes through the chain ``--after``, the teacher scores the
    corrected candidates and the student the raw ones, and one uniform per shower (seed ``[seed, 3]``) makes every
-   choice (so all variants are paired: :func:`lhcml.tasks.fastcalo.refine.sir_select`);
+   choice (so all variants are paired: :func:`lhcml.models.fastcalo.refine.sir_choice`, as ``sir_select``);
 2. each variant (the chain alone, teacher k, student k) against the reference with the CaloChallenge classifier
    test (:func:`lhcml.tasks.fastcalo.evaluate.classifier_test`, low and high level, ``--runs`` runs, ``--epochs``);
    the student's rows also give how often its choice is the teacher's (plain SIR, same k) on the same candidates and
@@ -82,25 +82,23 @@ def _name(row: dict) -> str:
     return f"{row['variant']}_k{row['k']}" + ("" if b == 1.0 else f"_w{b:g}")
 
 
-def _cascade(cands: list, ls: np.ndarray, lt: np.ndarray, m: int, u: np.ndarray, seed: int) -> tuple:
-    """The two-stage choice (module docstring, ``--cascade``): ``m`` student-SIR draws among the candidates, then one
-    of the draws kept with probability proportional to ``exp(teacher - student logit)``. Returns ``(sample, index)``."""
+def _choice(logits: np.ndarray, u: np.ndarray, power: float = 1.0) -> np.ndarray:
+    """The kept candidate per shower (:func:`lhcml.models.fastcalo.refine.sir_choice`, float32 as ``sir_select``)."""
     import torch
 
-    from lhcml.data.calochallenge import CaloSample
     from lhcml.models.fastcalo.refine import sir_choice
 
+    lg, uu = (torch.as_tensor(np.asarray(a, np.float32)) for a in (logits, u))
+    return sir_choice(lg, uu, power=power).numpy()
+
+
+def _cascade(ls: np.ndarray, lt: np.ndarray, m: int, u: np.ndarray, seed: int) -> np.ndarray:
+    """The two-stage choice (module docstring, ``--cascade``): ``m`` student-SIR draws among the candidates, then one
+    of the draws kept with probability proportional to ``exp(teacher - student logit)``. Returns the kept index."""
     n = ls.shape[1]
     cols = np.arange(n)
-    s_lg = torch.as_tensor(np.asarray(ls, np.float32))
-    draws = np.stack([sir_choice(s_lg, torch.as_tensor(np.random.default_rng([seed, 10 + j]).random(n).astype(np.float32))).numpy()
-                      for j in range(m)])  # fmt: skip
-    resid = torch.as_tensor((lt[draws, cols] - ls[draws, cols]).astype(np.float32))
-    pick = sir_choice(resid, torch.as_tensor(np.asarray(u, np.float32))).numpy()
-    idx = draws[pick, cols]
-    stack = np.stack([c.showers for c in cands])
-    c0 = cands[0]
-    return CaloSample(energies=c0.energies, showers=stack[idx, cols], binning=c0.binning, eta=c0.eta, phi=c0.phi), idx
+    draws = np.stack([_choice(ls, np.random.default_rng([seed, 10 + j]).random(n)) for j in range(m)])
+    return draws[_choice(lt[draws, cols] - ls[draws, cols], u), cols]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,9 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.student is None or kc < 2 or mc < 1:
             ap.error(f"--cascade {spec}: needs --student, K >= 2 and M >= 1")
         cascades.append((kc, mc))
-    if any(not (np.isfinite(b) and b > 0) for b in args.weight_power):
+    from lhcml.errors import ConfigError
+    from lhcml.models.fastcalo.refine import check_power
+
+    try:
+        powers = sorted({check_power(b) for b in args.weight_power})
+    except ConfigError:
         ap.error(f"--weight-power takes numbers > 0, got {args.weight_power}")
-    powers = sorted(set(args.weight_power))
     if cascades and args.no_auc:
         ap.error("--cascade is measured for the AUC only (it is not exported or timed): drop --no-auc")
 
@@ -151,7 +153,6 @@ def main(argv: list[str] | None = None) -> int:
         corrected_showers,
         export_refined,
         refinement_logits,
-        sir_select,
     )
     from lhcml.train.fastcalo import load_generator
 
@@ -184,20 +185,24 @@ def main(argv: list[str] | None = None) -> int:
         u = np.random.default_rng([args.seed, 3]).random(len(ref))
         print(f"{len(ref)} reference showers; {kmax} candidates generated, corrected and scored in "
               f"{time.time() - t0:.0f} s", flush=True)
+        stack, cols, c0 = np.stack([c.showers for c in cor]), np.arange(len(ref)), cor[0]
+        del cor  # the stack holds the corrected candidates from here on
+        plain_teacher: dict[int, np.ndarray] = {}  # the teacher's plain SIR choice per k (the agreement's reference)
         for row in rows:
             k = row["k"]
             if row["variant"] == "chain":
-                gen = cor[0]
+                idx = np.zeros(len(ref), np.int64)
             elif row["variant"] == "teacher":
-                gen, _ = sir_select(cor[:k], lt[:k], u, power=row["power"])
+                idx = _choice(lt[:k], u, row["power"])
             elif row["variant"] == "student":
-                gen, idx_s = sir_select(cor[:k], ls[:k], u, power=row["power"])
-                _, idx_t = sir_select(cor[:k], lt[:k], u)
-                row["agreement"] = float(np.mean(idx_s == idx_t))
+                idx = _choice(ls[:k], u, row["power"])
             else:
-                gen, idx_c = _cascade(cor[:k], ls[:k], lt[:k], row["m"], u, args.seed)
-                _, idx_t = sir_select(cor[:k], lt[:k], u)
-                row["agreement"] = float(np.mean(idx_c == idx_t))
+                idx = _cascade(ls[:k], lt[:k], row["m"], u, args.seed)
+            if row["variant"] in ("student", "cascade"):
+                if k not in plain_teacher:
+                    plain_teacher[k] = _choice(lt[:k], u)
+                row["agreement"] = float(np.mean(idx == plain_teacher[k]))
+            gen = CaloSample(energies=c0.energies, showers=stack[idx, cols], binning=c0.binning, eta=c0.eta, phi=c0.phi)
             for level in ("low", "high"):
                 res = classifier_test(ref, gen, level, n_runs=args.runs, seed=args.seed, epochs=args.epochs)
                 row[f"auc_{level}"] = res["auc"]
